@@ -1,0 +1,104 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is the daemon's socket unless configured otherwise.
+const DefaultSocket = "/run/mcpcage/mcpcage.sock"
+
+// EnvSocket overrides DefaultSocket for clients.
+const EnvSocket = "MCPCAGE_SOCKET"
+
+// SocketPath picks the socket: the flag, then $MCPCAGE_SOCKET, then the
+// default.
+func SocketPath(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv(EnvSocket); env != "" {
+		return env
+	}
+	return DefaultSocket
+}
+
+// ErrDaemonUnreachable wraps every failure to reach the daemon.
+var ErrDaemonUnreachable = errors.New("mcpcaged is not reachable")
+
+// Conn is a client connection to the daemon.
+type Conn struct {
+	net.Conn
+	R *FrameReader
+	W *FrameWriter
+}
+
+// Dial connects to the daemon's socket and explains failures in terms a
+// user can act on.
+func Dial(socket string) (*Conn, error) {
+	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return nil, explainDial(socket, err)
+	}
+	return &Conn{Conn: c, R: NewFrameReader(c), W: NewFrameWriter(c)}, nil
+}
+
+func explainDial(socket string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: mcpcaged is not running (no daemon at %s): start it with `systemctl start mcpcaged`, or point --socket/%s at its socket", ErrDaemonUnreachable, socket, EnvSocket)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%w: permission denied on %s: add your user to the mcpcage group (`sudo usermod -aG mcpcage $USER`, then log in again)", ErrDaemonUnreachable, socket)
+	}
+	return fmt.Errorf("%w at %s: %v", ErrDaemonUnreachable, socket, err)
+}
+
+// Do sends req and reads the daemon's reply.
+func (c *Conn) Do(req Request) (*Reply, error) {
+	req.Version = Version
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.W.Write(FrameRequest, b); err != nil {
+		return nil, fmt.Errorf("send request to mcpcaged: %w", err)
+	}
+	t, payload, err := c.R.Next()
+	if err != nil {
+		return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
+	}
+	if t != FrameReply {
+		return nil, fmt.Errorf("mcpcaged answered with frame %q, want a reply: client and daemon versions differ?", t)
+	}
+	var r Reply
+	if err := json.Unmarshal(payload, &r); err != nil {
+		return nil, fmt.Errorf("decode reply from mcpcaged: %w", err)
+	}
+	return &r, nil
+}
+
+// Call is Dial + Do + close for one-shot requests; a reply that is not OK
+// becomes an error holding the daemon's message.
+func Call(socket string, req Request, data any) error {
+	c, err := Dial(socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	if !r.OK {
+		return errors.New(r.Error)
+	}
+	if data != nil && len(r.Data) > 0 {
+		return json.Unmarshal(r.Data, data)
+	}
+	return nil
+}

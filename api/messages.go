@@ -1,0 +1,68 @@
+package api
+
+import "encoding/json"
+
+// Version is the protocol version a client announces.
+const Version = 1
+
+// Ops understood by the daemon.
+const (
+	OpRun     = "run"     // start a session with a server
+	OpStatus  = "status"  // daemon status
+	OpServers = "servers" // list configured servers
+)
+
+// Request opens a connection.
+type Request struct {
+	Version int    `json:"version"`
+	Op      string `json:"op"`
+	Server  string `json:"server,omitempty"`
+}
+
+// Error codes in a Reply.
+const (
+	CodeUnknownServer = "unknown_server"
+	CodeLaunchFailed  = "launch_failed"
+	CodeBadRequest    = "bad_request"
+	CodeShuttingDown  = "shutting_down"
+	CodeInternal      = "internal"
+)
+
+// Reply answers a Request.
+type Reply struct {
+	OK      bool            `json:"ok"`
+	Code    string          `json:"code,omitempty"`
+	Error   string          `json:"error,omitempty"` // one line: what happened and what to do
+	Session string          `json:"session,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"` // op-specific result
+}
+
+// Exit ends a session.
+type Exit struct {
+	// Code is the server's exit status, or -1 when it has none (the
+	// session ended for another reason).
+	Code int `json:"code"`
+	// Reason says why the session ended, e.g. "server exited",
+	// "client closed", "message too large".
+	Reason string `json:"reason"`
+	// Error is a one-line message for the user when the end was abnormal.
+	Error string `json:"error,omitempty"`
+}
+
+// Status is the data of an OpStatus reply.
+type Status struct {
+	Version    string   `json:"version"`
+	Uptime     string   `json:"uptime"`
+	Containerd string   `json:"containerd"`
+	Sessions   int      `json:"sessions"`
+	Servers    []string `json:"servers"`
+	ConfigPath string   `json:"config_path"`
+}
+
+// ServerInfo is one element of an OpServers reply.
+type ServerInfo struct {
+	Name    string   `json:"name"`
+	Command []string `json:"command"`
+	Image   string   `json:"image,omitempty"`
+	Workdir string   `json:"workdir"`
+}

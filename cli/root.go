@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/shim"
+)
+
+// Version is the CLI's version, set at build time.
+var Version = "dev"
+
+// exitError carries an exit status through cobra.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// Main runs the CLI and returns the process exit status.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return int(ee)
+	default:
+		fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+		return 1
+	}
+}
+
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	var socket string
+	root := &cobra.Command{
+		Use:   "mcpcage",
+		Short: "Run local MCP servers in a sandbox, under policy and audit",
+		Long: `mcpcage puts each local MCP server an AI client starts into a sandbox run
+by mcpcaged. Point your MCP client at "mcpcage run NAME" instead of the
+server's own command; NAME is a server configured in mcpcaged's config.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVar(&socket, "socket", "", "mcpcaged socket (default $"+api.EnvSocket+" or "+api.DefaultSocket+")")
+
+	root.AddCommand(&cobra.Command{
+		Use:   "run NAME",
+		Short: "Start a session with server NAME and relay stdio (what MCP clients run)",
+		Long: `Run connects to mcpcaged, which starts server NAME in its sandbox, and relays
+this process's stdin and stdout to it byte for byte; the server's stderr
+arrives on stderr. It exits with the server's exit status.
+
+Exit statuses of its own: 1 the session ended abnormally, 2 no session could
+be started (daemon unreachable, launch failed), 3 no server named NAME.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if code := shim.Run(api.SocketPath(socket), args[0], stdin, stdout, stderr); code != 0 {
+				return exitError(code)
+			}
+			return nil
+		},
+	})
+
+	cfgCmd := &cobra.Command{Use: "config", Short: "Work with mcpcaged's configuration file"}
+	cfgCmd.AddCommand(&cobra.Command{
+		Use:   "check [PATH]",
+		Short: "Validate a configuration file without starting anything",
+		Long:  "Check reads PATH (default $" + config.EnvPath + " or " + config.DefaultPath + ") and reports every error with its key and line.",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			flagPath := ""
+			if len(args) == 1 {
+				flagPath = args[0]
+			}
+			path, _ := config.ResolvePath(flagPath)
+			cfg, err := config.Load(path, true)
+			if err != nil {
+				fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+				return exitError(1)
+			}
+			fmt.Fprintf(stdout, "%s: OK (%d servers: %s)\n", path, len(cfg.Servers), strings.Join(cfg.ServerNames(), ", "))
+			return nil
+		},
+	})
+	root.AddCommand(cfgCmd)
+
+	var jsonOut bool
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st api.Status
+			if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpStatus}, &st); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, st)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "version:\t%s\nuptime:\t%s\ncontainerd:\t%s\nsessions:\t%d\nservers:\t%s\nconfig:\t%s\n",
+				st.Version, st.Uptime, st.Containerd, st.Sessions, strings.Join(st.Servers, ", "), orDefault(st.ConfigPath, "(built-in defaults)"))
+			return tw.Flush()
+		},
+	}
+	statusCmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	root.AddCommand(statusCmd)
+
+	serversCmd := &cobra.Command{
+		Use:   "servers",
+		Short: "List the servers mcpcaged can run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []api.ServerInfo
+			if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpServers}, &list); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, list)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tIMAGE\tWORKDIR\tCOMMAND")
+			for _, s := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, orDefault(s.Image, "(host)"), s.Workdir, strings.Join(s.Command, " "))
+			}
+			return tw.Flush()
+		},
+	}
+	serversCmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	root.AddCommand(serversCmd)
+	return root
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+

@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where mcpcaged looks for its configuration.
+const DefaultPath = "/etc/mcpcage/config.toml"
+
+// EnvPath names the environment variable that overrides DefaultPath.
+const EnvPath = "MCPCAGE_CONFIG"
+
+// Config is the whole configuration.
+type Config struct {
+	Daemon  Daemon             `toml:"daemon"`
+	Servers map[string]*Server `toml:"servers"`
+
+	// Path is the file this configuration came from ("" for defaults).
+	Path string `toml:"-"`
+}
+
+// Daemon holds daemon-wide settings.
+type Daemon struct {
+	Socket              string   `toml:"socket"`
+	StateDir            string   `toml:"state_dir"`
+	ContainerdAddress   string   `toml:"containerd_address"`
+	ContainerdNamespace string   `toml:"containerd_namespace"`
+	MaxMessageBytes     ByteSize `toml:"max_message_bytes"`
+	StopTimeout         Duration `toml:"stop_timeout"`
+	LogLevel            string   `toml:"log_level"`
+}
+
+// Server describes one MCP server the daemon can launch.
+type Server struct {
+	Command []string          `toml:"command"`
+	Env     map[string]string `toml:"env"`
+	Workdir string            `toml:"workdir"`
+	Image   string            `toml:"image"`
+
+	// Name is the server's key under [servers].
+	Name string `toml:"-"`
+}
+
+// Default returns the built-in configuration used when no file exists.
+func Default() *Config {
+	return &Config{
+		Daemon: Daemon{
+			Socket:              "/run/mcpcage/mcpcage.sock",
+			StateDir:            "/var/lib/mcpcage",
+			ContainerdAddress:   "/run/containerd/containerd.sock",
+			ContainerdNamespace: "mcpcage",
+			MaxMessageBytes:     64 << 20,
+			StopTimeout:         Duration(2 * time.Second),
+			LogLevel:            "info",
+		},
+		Servers: map[string]*Server{},
+	}
+}
+
+// ResolvePath picks the configuration file: the flag, then $MCPCAGE_CONFIG,
+// then DefaultPath. explicit reports whether the user named it (a missing
+// explicit file is an error; a missing default file is not).
+func ResolvePath(flag string) (path string, explicit bool) {
+	if flag != "" {
+		return flag, true
+	}
+	if env := os.Getenv(EnvPath); env != "" {
+		return env, true
+	}
+	return DefaultPath, false
+}
+
+// Load reads the file at path. When the file does not exist and mustExist
+// is false, it returns Default().
+func Load(path string, mustExist bool) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !mustExist {
+		return Default(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	md, err := toml.Decode(string(data), cfg)
+	if err != nil {
+		return nil, decodeError(data, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		var errs []error
+		for _, k := range undecoded {
+			errs = append(errs, &KeyError{Key: k.String(), Line: lineOf(data, k), Msg: "unknown key" + suggestion(k)})
+		}
+		return nil, errors.Join(errs...)
+	}
+	if err := cfg.validate(data); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// KeyError is an invalid configuration value, located by key and line.
+type KeyError struct {
+	Key  string
+	Line int // 0 when unknown
+	Msg  string
+}
+
+func (e *KeyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Key, e.Msg)
+}
+
+var serverName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+var logLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+
+func (c *Config) validate(data []byte) error {
+	var errs []error
+	bad := func(msg string, key ...string) {
+		errs = append(errs, &KeyError{Key: toml.Key(key).String(), Line: lineOf(data, key), Msg: msg})
+	}
+	d := &c.Daemon
+	for _, p := range []struct {
+		key, val string
+	}{{"socket", d.Socket}, {"state_dir", d.StateDir}, {"containerd_address", d.ContainerdAddress}} {
+		if !strings.HasPrefix(p.val, "/") {
+			bad(fmt.Sprintf("must be an absolute path, got %q", p.val), "daemon", p.key)
+		}
+	}
+	if d.ContainerdNamespace == "" || strings.ContainsAny(d.ContainerdNamespace, "/ ") {
+		bad(fmt.Sprintf("must be a plain name, got %q", d.ContainerdNamespace), "daemon", "containerd_namespace")
+	}
+	if d.MaxMessageBytes < 1024 || d.MaxMessageBytes > 1<<30 {
+		bad(fmt.Sprintf("must be between 1KiB and 1GiB, got %d bytes", d.MaxMessageBytes), "daemon", "max_message_bytes")
+	}
+	if d.StopTimeout <= 0 || time.Duration(d.StopTimeout) > 5*time.Minute {
+		bad(fmt.Sprintf("must be between 0 and 5m, got %s", time.Duration(d.StopTimeout)), "daemon", "stop_timeout")
+	}
+	if !logLevels[d.LogLevel] {
+		bad(fmt.Sprintf("must be debug, info, warn or error, got %q", d.LogLevel), "daemon", "log_level")
+	}
+	for _, name := range c.ServerNames() {
+		s := c.Servers[name]
+		s.Name = name
+		if !serverName.MatchString(name) {
+			bad("server names use letters, digits, '.', '-' and '_' (at most 63)", "servers", name)
+		}
+		if len(s.Command) == 0 || s.Command[0] == "" {
+			bad(`is required: the server's argv, e.g. ["node", "/path/server.js"]`, "servers", name, "command")
+		}
+		if s.Workdir == "" {
+			s.Workdir = "/"
+		} else if !strings.HasPrefix(s.Workdir, "/") {
+			bad(fmt.Sprintf("must be an absolute path inside the sandbox, got %q", s.Workdir), "servers", name, "workdir")
+		}
+		for k := range s.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				bad(fmt.Sprintf("invalid variable name %q", k), "servers", name, "env")
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServerNames returns the configured server names, sorted.
+func (c *Config) ServerNames() []string {
+	names := make([]string, 0, len(c.Servers))
+	for n := range c.Servers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func decodeError(data []byte, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		key := pe.LastKey
+		if key == "" {
+			key = "(document)"
+		}
+		return &KeyError{Key: key, Line: pe.Position.Line, Msg: pe.Message}
+	}
+	return err
+}
+
+var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
+	"max_message_bytes", "stop_timeout", "log_level", "command", "env", "workdir", "image"}
+
+func suggestion(k toml.Key) string {
+	last := k[len(k)-1]
+	for _, known := range knownKeys {
+		if editDistance(last, known) <= 2 && last != known {
+			return fmt.Sprintf(" (did you mean %q?)", known)
+		}
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

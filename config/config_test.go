@@ -1,0 +1,127 @@
+package config
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseErrorsNameKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []string // substrings of the error
+	}{
+		{"unknown daemon key", "[daemon]\nsocket = \"/run/x.sock\"\nsokcet = \"/x\"\n", []string{"line 3", "daemon.sokcet", "unknown key", `did you mean "socket"`}},
+		{"unknown server key", "[servers.a]\ncommand = [\"x\"]\n\ncomand = [\"y\"]\n", []string{"line 4", "servers.a.comand", "unknown key"}},
+		{"unknown top table", "[deamon]\nsocket = \"/x\"\n", []string{"line 1", "deamon", "unknown key"}},
+		{"wrong type", "[daemon]\n\nsocket = 5\n", []string{"line 3", "daemon.socket"}},
+		{"wrong type in server", "[servers.a]\ncommand = \"node x.js\"\n", []string{"line 2", "servers.a.command"}},
+		{"relative socket", "[daemon]\nsocket = \"run/x.sock\"\n", []string{"line 2", "daemon.socket", "absolute path"}},
+		{"bad size", "[daemon]\nmax_message_bytes = \"lots\"\n", []string{"line 2", "max_message_bytes", "invalid size"}},
+		{"size too small", "[daemon]\nmax_message_bytes = 10\n", []string{"line 2", "max_message_bytes", "between"}},
+		{"bad duration", "[daemon]\nstop_timeout = \"soon\"\n", []string{"line 2", "stop_timeout", "invalid duration"}},
+		{"bad log level", "[daemon]\nlog_level = \"loud\"\n", []string{"line 2", "log_level"}},
+		{"missing command", "[servers.a]\nworkdir = \"/\"\n", []string{"line 1", "servers.a.command", "is required"}},
+		{"bad server name", "[servers.\"a b\"]\ncommand = [\"x\"]\n", []string{"line 1", "servers.\"a b\"", "server names"}},
+		{"relative workdir", "[servers.a]\ncommand = [\"x\"]\nworkdir = \"tmp\"\n", []string{"line 3", "servers.a.workdir"}},
+		{"bad env name", "[servers.a]\ncommand = [\"x\"]\nenv = { \"A=B\" = \"c\" }\n", []string{"line 3", "servers.a.env"}},
+		{"syntax", "[daemon\nsocket = 1\n", []string{"line ", "table name"}},
+		{"two errors", "[daemon]\nfoo = 1\nbar = 2\n", []string{"line 2", "daemon.foo", "line 3", "daemon.bar"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.doc))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseValid(t *testing.T) {
+	doc := `
+[daemon]
+socket = "/tmp/m.sock"   # comment
+max_message_bytes = "32MiB"
+stop_timeout = "500ms"
+
+[servers.everything]
+command = ["node", "/x/index.js", "stdio"]
+env = { FOO = "bar" }
+`
+	cfg, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Daemon.Socket != "/tmp/m.sock" || cfg.Daemon.MaxMessageBytes != 32<<20 || time.Duration(cfg.Daemon.StopTimeout) != 500*time.Millisecond {
+		t.Fatalf("daemon = %+v", cfg.Daemon)
+	}
+	if cfg.Daemon.StateDir != "/var/lib/mcpcage" {
+		t.Fatalf("default state_dir not kept: %q", cfg.Daemon.StateDir)
+	}
+	s := cfg.Servers["everything"]
+	if s == nil || s.Name != "everything" || s.Workdir != "/" || s.Env["FOO"] != "bar" || len(s.Command) != 3 {
+		t.Fatalf("server = %+v", s)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.toml")
+	cfg, err := Load(missing, false)
+	if err != nil || cfg.Daemon.Socket != Default().Daemon.Socket {
+		t.Fatalf("Load(missing, optional) = %+v, %v; want defaults", cfg, err)
+	}
+	if _, err := Load(missing, true); err == nil {
+		t.Fatal("Load(missing, required) succeeded")
+	}
+}
+
+func TestExampleConfigsAreValid(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/config/*.toml")
+	if len(files) == 0 {
+		t.Fatal("no example configs matched ../testdata/config/*.toml")
+	}
+	for _, f := range files {
+		if _, err := Load(f, true); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+func TestResolvePath(t *testing.T) {
+	t.Setenv(EnvPath, "")
+	if p, explicit := ResolvePath(""); p != DefaultPath || explicit {
+		t.Fatalf("default = %q %v", p, explicit)
+	}
+	t.Setenv(EnvPath, "/env.toml")
+	if p, explicit := ResolvePath(""); p != "/env.toml" || !explicit {
+		t.Fatalf("env = %q %v", p, explicit)
+	}
+	if p, _ := ResolvePath("/flag.toml"); p != "/flag.toml" {
+		t.Fatalf("flag = %q", p)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ByteSize
+		ok   bool
+	}{
+		{"64MiB", 64 << 20, true}, {"1GiB", 1 << 30, true}, {"10KB", 10000, true}, {"123", 123, true},
+		{"1 MiB", 1 << 20, true}, {"-1", 0, false}, {"MiB", 0, false}, {"1.5MiB", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseByteSize(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("ParseByteSize(%q) = %d, %v", tt.in, got, err)
+		}
+	}
+}

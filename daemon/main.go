@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/mcpcage/mcpcage/config"
+)
+
+// Main is mcpcaged's entry point; it returns the process exit status.
+func Main(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mcpcaged", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFlag := fs.String("config", "", "configuration file (default $"+config.EnvPath+" or "+config.DefaultPath+"; built-in defaults when absent)")
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: mcpcaged [--config PATH]\n\nmcpcaged runs local MCP servers in containerd sandboxes for `mcpcage run NAME`.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stderr, "mcpcaged", Version)
+		return 0
+	}
+	path, explicit := config.ResolvePath(*configFlag)
+	cfg, err := config.Load(path, explicit)
+	if err != nil {
+		fmt.Fprintf(stderr, "mcpcaged: invalid configuration: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.Daemon.LogLevel)
+	if cfg.Path == "" {
+		log.Info("no configuration file, running on built-in defaults", "looked_for", path)
+	} else {
+		log.Info("configuration loaded", "path", cfg.Path)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := New(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ln, err := Listen(cfg.Daemon.Socket)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	if err := d.Serve(ctx, ln); err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,235 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/user"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/relay"
+	"github.com/mcpcage/mcpcage/sandbox"
+)
+
+// session is one client connected to one sandboxed server.
+type session struct {
+	id     string
+	server string
+	peer   Peer
+	start  time.Time
+	inst   *sandbox.Instance
+	relay  *relay.Relay
+	log    *slog.Logger
+
+	stopOnce sync.Once
+	grace    time.Duration
+	shutdown chan struct{} // closed when the daemon ends the session
+	shutOnce sync.Once
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// errClientGone ends the client stream when the shim's connection drops.
+var errClientGone = errors.New("shim connection lost")
+
+func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	srv, ok := d.cfg.Servers[req.Server]
+	if !ok {
+		log.Info("session refused: unknown server", "server", req.Server)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.cfg.ServerNames())}, log)
+		return
+	}
+	s := &session{id: newID(), server: srv.Name, peer: peer, start: time.Now(),
+		grace: time.Duration(d.cfg.Daemon.StopTimeout), shutdown: make(chan struct{})}
+	s.log = log.With("session", s.id, "server", s.server)
+	if !d.addSession(s) {
+		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
+		return
+	}
+	defer d.removeSession(s.id)
+
+	clientInR, clientInW := io.Pipe()
+	serverInR, serverInW := io.Pipe()
+	serverOutR, serverOutW := io.Pipe()
+	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
+
+	params, err := d.sandboxParams(s.id, srv, peer)
+	if err == nil {
+		s.inst, err = d.launch(ctx, s, params, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
+	}
+	if err != nil {
+		s.log.Error("launch failed", "err", err)
+		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot start server %q: %v", s.server, err)}, log)
+		return
+	}
+	s.log.Info("session started", "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID)
+	reply(fw, api.Reply{OK: true, Session: s.id}, log)
+
+	s.relay = relay.New(relay.Options{
+		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
+		Logger:          s.log,
+		OnClientEOF:     func() { go s.stop() },
+	}, relay.Streams{
+		ClientIn:  clientInR,
+		ClientOut: api.StreamWriter{F: fw, Type: api.FrameStdout},
+		ServerIn:  serverInW,
+		ServerOut: serverOutR,
+	})
+	go pumpClient(fr, clientInW)
+	go func() {
+		select {
+		case <-s.shutdown:
+			s.stop()
+		case <-s.relay.Done():
+		}
+	}()
+
+	end := s.relay.Run(func() string {
+		select {
+		case <-s.inst.Exited():
+			code, _ := s.inst.ExitCode()
+			return fmt.Sprintf("the MCP server exited with status %d", code)
+		case <-time.After(100 * time.Millisecond):
+			return "the MCP server closed its output"
+		}
+	})
+	if end.Reason == "client_message_too_large" || end.Reason == "server_message_too_large" {
+		s.inst.Kill(context.WithoutCancel(ctx))
+	}
+	s.stop() // no-op when the ladder already ran; otherwise the server closed stdout while alive
+	select {
+	case <-s.shutdown:
+		end = relay.End{Reason: "daemon_shutdown", Err: errors.New("mcpcaged is shutting down")}
+	default:
+	}
+	exit := api.Exit{Code: -1, Reason: end.Reason}
+	if code, err := s.inst.ExitCode(); err == nil {
+		exit.Code = int(code)
+	}
+	switch {
+	case end.Err != nil:
+		exit.Error = end.Err.Error()
+	case end.Reason == "server_exited" && exit.Code != 0:
+		exit.Error = fmt.Sprintf("server %q exited with status %d", s.server, exit.Code)
+	}
+	b, _ := json.Marshal(exit)
+	_ = fw.Write(api.FrameExit, b)
+	if err := s.inst.Remove(ctx); err != nil {
+		s.log.Error("cleanup failed", "err", err)
+	}
+	st := &s.relay.Stats
+	s.log.Info("session ended", "reason", exit.Reason, "exit_code", exit.Code,
+		"duration", time.Since(s.start).Round(time.Millisecond).String(),
+		"messages_in", st.Messages[relay.ClientToServer].Load(), "messages_out", st.Messages[relay.ServerToClient].Load(),
+		"malformed_in", st.Malformed[relay.ClientToServer].Load(), "malformed_out", st.Malformed[relay.ServerToClient].Load())
+}
+
+// stop runs the stop ladder once and waits for the server to exit.
+func (s *session) stop() {
+	s.stopOnce.Do(func() {
+		s.inst.Stop(context.Background(), s.grace)
+	})
+	<-s.inst.Exited()
+}
+
+// endForShutdown makes the session stop its server now.
+func (s *session) endForShutdown() {
+	s.shutOnce.Do(func() { close(s.shutdown) })
+}
+
+func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, stdio sandbox.Stdio) (*sandbox.Instance, error) {
+	spec, err := sandbox.BuildSpec(p)
+	if err != nil {
+		return nil, err
+	}
+	return d.launcher.Start(ctx, sandbox.StartOptions{
+		ID:     p.ID,
+		Spec:   spec,
+		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
+		Stdio:  stdio,
+	})
+}
+
+// sandboxParams maps a server definition and the delegating user onto
+// sandbox parameters. The server runs as the delegating user; a root
+// delegator's servers run as nobody.
+func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer) (sandbox.Params, error) {
+	uid, gid, name := peer.UID, peer.GID, ""
+	if uid == 0 {
+		uid, gid, name = 65534, 65534, "nobody"
+	} else if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		name = u.Username
+	}
+	if name == "" {
+		name = "u" + strconv.FormatUint(uint64(uid), 10)
+	}
+	return sandbox.Params{
+		ID:          "mcpcage-" + id,
+		Hostname:    "mcpcage-" + srv.Name,
+		Args:        srv.Command,
+		Env:         srv.Env,
+		Cwd:         srv.Workdir,
+		UID:         uid,
+		GID:         gid,
+		Home:        "/home/" + name,
+		Rootfs:      d.hostView.Rootfs,
+		Host:        d.hostView.Dirs,
+		CgroupsPath: "/" + d.cfg.Daemon.ContainerdNamespace + "/mcpcage-" + id,
+	}, nil
+}
+
+// pumpClient turns the shim's frames into the client input stream.
+func pumpClient(fr *api.FrameReader, w *io.PipeWriter) {
+	for {
+		t, payload, err := fr.Next()
+		if err != nil {
+			w.CloseWithError(errClientGone)
+			return
+		}
+		switch t {
+		case api.FrameStdin:
+			if _, err := w.Write(payload); err != nil {
+				// The relay stopped reading; keep draining frames until
+				// the connection closes so the shim never blocks.
+				continue
+			}
+		case api.FrameStdinEOF:
+			w.Close()
+		}
+	}
+}
+
+// drainWriter never fails and never blocks the server on a dead client:
+// after the first error it discards everything.
+type drainWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	dead bool
+}
+
+func (d *drainWriter) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.dead {
+		if _, err := d.w.Write(p); err != nil {
+			d.dead = true
+		}
+	}
+	return len(p), nil
+}
+
+func (d *drainWriter) Close() error { return nil }

@@ -1,0 +1,82 @@
+package relay
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// Era names the two generations of the MCP protocol.
+type Era string
+
+const (
+	EraUnknown    Era = ""
+	EraInitialize Era = "initialize" // 2024-11-05 .. 2025-11-25: initialize handshake
+	EraStateless  Era = "stateless"  // 2026-07-28 and later: server/discover, per-request _meta
+)
+
+// Claims are what the client says about itself. They are recorded, never
+// trusted as identity.
+type Claims struct {
+	Era             Era             `json:"era,omitempty"`
+	ProtocolVersion string          `json:"protocol_version,omitempty"`
+	ClientInfo      json.RawMessage `json:"client_info,omitempty"`
+}
+
+// Claims returns the client's claims seen so far.
+func (r *Relay) Claims() Claims {
+	r.claimsMu.Lock()
+	defer r.claimsMu.Unlock()
+	return r.claims
+}
+
+const (
+	metaVersion    = "io.modelcontextprotocol/protocolVersion"
+	metaClientInfo = "io.modelcontextprotocol/clientInfo"
+)
+
+// noteClaims reads the protocol era and client claims from the requests
+// that carry them: initialize (older era) or any request whose params._meta
+// names a protocol version (stateless era). Only those requests are decoded.
+func (r *Relay) noteClaims(msg []byte, e *wire.Envelope) {
+	params := e.Params.Of(msg)
+	switch {
+	case e.Method == "initialize":
+		var p struct {
+			ProtocolVersion string          `json:"protocolVersion"`
+			ClientInfo      json.RawMessage `json:"clientInfo"`
+		}
+		if json.Unmarshal(params, &p) != nil {
+			return
+		}
+		r.setClaims(Claims{Era: EraInitialize, ProtocolVersion: p.ProtocolVersion, ClientInfo: p.ClientInfo})
+	case bytes.Contains(params, []byte(metaVersion)):
+		r.claimsMu.Lock()
+		known := r.claims.Era == EraStateless && r.claims.ClientInfo != nil
+		r.claimsMu.Unlock()
+		if known {
+			return
+		}
+		var p struct {
+			Meta map[string]json.RawMessage `json:"_meta"`
+		}
+		if json.Unmarshal(params, &p) != nil {
+			return
+		}
+		var v string
+		if json.Unmarshal(p.Meta[metaVersion], &v) != nil || v == "" {
+			return
+		}
+		r.setClaims(Claims{Era: EraStateless, ProtocolVersion: v, ClientInfo: p.Meta[metaClientInfo]})
+	}
+}
+
+func (r *Relay) setClaims(c Claims) {
+	r.claimsMu.Lock()
+	defer r.claimsMu.Unlock()
+	if c.ClientInfo != nil {
+		c.ClientInfo = append(json.RawMessage(nil), c.ClientInfo...)
+	}
+	r.claims = c
+}

@@ -1,0 +1,25 @@
+// Package relay is mcpcage's JSON-RPC interceptor: it sits between an MCP
+// client and an MCP server, relays every message in both directions
+// byte for byte, and gives policy a place to look at (and refuse) each one.
+//
+// Guarantees:
+//   - Messages are relayed unchanged and in order within a direction. Only
+//     the envelope is decoded (see package wire); one goroutine per
+//     direction, none per message.
+//   - A line from the client that is not JSON gets a -32700 parse error and
+//     is not forwarded; valid JSON that is not JSON-RPC gets -32600. A bad
+//     line from the server is dropped and logged. Nothing is lost silently.
+//   - Requests are correlated with responses by raw id in both directions.
+//     A response from the server to an id the client never sent is dropped:
+//     a server cannot forge answers. When the server goes away, every request
+//     still pending is answered with an error, so the client never hangs.
+//   - A message above the size cap ends the session without being buffered
+//     whole; the client is told why.
+//   - Each element of a batch is inspected on its own. A batch whose
+//     elements all pass is forwarded as received; otherwise the passing
+//     elements are forwarded as a new batch and refusals are answered one
+//     by one.
+//   - Requests the daemon sends to the client itself (see [Relay.Call]) use
+//     ids in a namespace of their own; their responses are consumed here
+//     and never reach the server.
+package relay

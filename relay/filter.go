@@ -1,0 +1,168 @@
+package relay
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// filter applies correlation and the inspector to a peeked message and
+// returns the bytes to forward (msg itself when everything passes), or nil.
+func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
+	if !m.Batch {
+		if r.admit(d, msg, &m.Envelopes[0]) {
+			return msg
+		}
+		return nil
+	}
+	if len(m.Envelopes) == 0 {
+		r.refuse(d, msg, nil, wire.CodeInvalidRequest, "empty batch")
+		return nil
+	}
+	keep := make([]bool, len(m.Envelopes))
+	all := true
+	for i := range m.Envelopes {
+		keep[i] = r.admit(d, msg, &m.Envelopes[i])
+		all = all && keep[i]
+	}
+	if all {
+		return msg
+	}
+	return rebatch(msg, m, keep)
+}
+
+// admit decides on one envelope, records correlation state and answers
+// refusals. It reports whether the envelope goes on.
+func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) bool {
+	if e.Kind == wire.KindInvalid {
+		r.Stats.Malformed[d].Add(1)
+		r.refuse(d, msg, e, wire.CodeInvalidRequest, "invalid JSON-RPC message: "+e.Problem)
+		return false
+	}
+	if e.Kind == wire.KindResponse {
+		return r.admitResponse(d, msg, e)
+	}
+	if d == ClientToServer && e.Kind == wire.KindRequest {
+		r.noteClaims(msg, e)
+	}
+	if ins := r.opts.Inspector; ins != nil {
+		var v Verdict
+		if d == ClientToServer {
+			v = ins.FromClient(e, msg)
+		} else {
+			v = ins.FromServer(e, msg)
+		}
+		if v.Deny {
+			r.Stats.Denied[d].Add(1)
+			r.log.Info("message denied", "direction", d.String(), "method", e.Method, "reason", v.Reason)
+			if e.Kind == wire.KindRequest {
+				reply := v.Reply
+				if len(reply) == 0 {
+					reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage denied "+e.Method+": "+v.Reason, nil)
+				}
+				r.replyTo(d, reply)
+			}
+			return false
+		}
+	}
+	if e.Kind == wire.KindRequest {
+		key := wire.IDKey(e.ID.Of(msg))
+		if key == "" {
+			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id must not be null")
+			return false
+		}
+		t := r.pending
+		if d == ServerToClient {
+			t = r.srvCalls
+			if strings.HasPrefix(key, "s"+OwnIDPrefix) {
+				r.replyTo(d, wire.ErrorResponse(e.ID.Of(msg), wire.CodeInvalidRequest,
+					"mcpcage: request ids starting with "+OwnIDPrefix+" are reserved", nil))
+				return false
+			}
+		}
+		if !t.add(key, e.ID.Of(msg), e.Method) {
+			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) bool {
+	raw := e.ID.Of(msg)
+	key := wire.IDKey(raw)
+	if d == ClientToServer {
+		if r.own.deliver(key, msg, e) {
+			return false // answer to the daemon's own request
+		}
+		if _, ok := r.srvCalls.take(key); ok {
+			return true
+		}
+		r.Stats.Uncorrelated.Add(1)
+		r.log.Warn("dropped response from client to a request the server never sent", "id", string(raw))
+		return false
+	}
+	if _, ok := r.pending.take(key); ok {
+		return true
+	}
+	if key == "" && !e.Error.Empty() {
+		// The server could not parse something: pass its error on.
+		return true
+	}
+	r.Stats.Uncorrelated.Add(1)
+	r.log.Warn("dropped response from server to a request the client never sent", "id", string(raw))
+	return false
+}
+
+// refuse answers an invalid request (only requests and unparseable
+// messages get answers; JSON-RPC forbids answering notifications).
+func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, code int, text string) {
+	if d == ServerToClient {
+		r.log.Warn("dropped invalid message from server", "problem", text, "head", head(msg))
+		return
+	}
+	r.log.Warn("refused invalid message from client", "problem", text)
+	var id []byte
+	if e != nil && !e.ID.Empty() && wire.IDKey(e.ID.Of(msg)) != "" {
+		if c := e.ID.Of(msg)[0]; c == '"' || c == '-' || (c >= '0' && c <= '9') {
+			id = e.ID.Of(msg)
+		}
+	}
+	_ = r.writeClient(wire.ErrorResponse(id, code, "mcpcage: "+text, nil))
+}
+
+// replyTo sends a daemon-made response back to the side that asked.
+func (r *Relay) replyTo(d Direction, reply []byte) {
+	if d == ClientToServer {
+		_ = r.writeClient(reply)
+		return
+	}
+	if _, err := r.serverIn.Write(reply); err != nil {
+		r.log.Debug("reply to server failed", "err", err)
+	}
+}
+
+// rebatch builds a new batch line of the kept elements, each copied
+// byte for byte. It returns nil when nothing is kept.
+func rebatch(msg []byte, m *wire.Message, keep []bool) []byte {
+	var out bytes.Buffer
+	n := 0
+	for i := range m.Envelopes {
+		if !keep[i] {
+			continue
+		}
+		if n == 0 {
+			out.WriteByte('[')
+		} else {
+			out.WriteByte(',')
+		}
+		out.Write(m.Envelopes[i].Whole.Of(msg))
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	out.WriteString("]\n")
+	return out.Bytes()
+}

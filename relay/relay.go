@@ -1,0 +1,288 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// Options configure a Relay.
+type Options struct {
+	// MaxMessageBytes caps one message in either direction.
+	MaxMessageBytes int64
+	// Inspector sees every valid message; nil relays everything.
+	Inspector Inspector
+	// Logger receives structured logs; attributes identifying the session
+	// should already be attached.
+	Logger *slog.Logger
+	// OnClientEOF is called once when the client closes its side, after the
+	// server's stdin has been closed: the caller starts its stop ladder.
+	OnClientEOF func()
+}
+
+// Verdict is an Inspector's decision on one message (or batch element).
+type Verdict struct {
+	// Deny keeps the message from its destination.
+	Deny bool
+	// Reply, when Deny is set on a request, is the complete response line
+	// to send back to the sender instead. Empty: a generic -32001 error.
+	Reply []byte
+	// Reason is logged and used in the generic error.
+	Reason string
+}
+
+// Inspector decides on messages. Methods run on the direction's goroutine
+// and must not block for long.
+type Inspector interface {
+	FromClient(env *wire.Envelope, msg []byte) Verdict
+	FromServer(env *wire.Envelope, msg []byte) Verdict
+}
+
+// Direction of a message.
+type Direction uint8
+
+const (
+	ClientToServer Direction = iota
+	ServerToClient
+)
+
+func (d Direction) String() string {
+	if d == ClientToServer {
+		return "client_to_server"
+	}
+	return "server_to_client"
+}
+
+// End says why a relay stopped.
+type End struct {
+	Reason string // machine-friendly: server_exited, client_message_too_large, ...
+	Err    error  // user-facing detail for abnormal ends
+}
+
+// Stats are counters of one relay.
+type Stats struct {
+	Messages     [2]atomic.Int64
+	Bytes        [2]atomic.Int64
+	Malformed    [2]atomic.Int64
+	Denied       [2]atomic.Int64
+	Uncorrelated atomic.Int64
+}
+
+// Relay connects one client with one server.
+type Relay struct {
+	opts    Options
+	streams Streams
+	log     *slog.Logger
+	toCli   sync.Mutex // serialises writes to the client
+	cliOut  io.Writer
+
+	pending   *table // client requests awaiting the server
+	srvCalls  *table // server requests awaiting the client
+	own       *ownCalls
+	claims    Claims
+	claimsMu  sync.Mutex
+	Stats     Stats
+	endOnce   sync.Once
+	end       End
+	endCh     chan struct{}
+	serverIn  io.WriteCloser
+	closeOnce sync.Once
+}
+
+// New returns a relay joining the streams; call Run to start it.
+func New(opts Options, s Streams) *Relay {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Relay{
+		streams:  s,
+		cliOut:   s.ClientOut,
+		serverIn: s.ServerIn,
+		opts:     opts,
+		log:      opts.Logger,
+		pending:  newTable(),
+		srvCalls: newTable(),
+		own:      newOwnCalls(),
+		endCh:    make(chan struct{}),
+	}
+}
+
+// Streams are the four ends a relay joins.
+type Streams struct {
+	ClientIn  io.ReadCloser  // bytes from the client
+	ClientOut io.Writer      // bytes to the client
+	ServerIn  io.WriteCloser // the server's stdin
+	ServerOut io.Reader      // the server's stdout
+}
+
+// Run relays until the server's output ends or a fatal error. It closes
+// ClientIn and ServerIn before returning, and answers every request still
+// pending. serverGone, when not nil, is asked for a description of the
+// server's fate (e.g. its exit status) for those answers.
+func (r *Relay) Run(serverGone func() string) End {
+	s := r.streams
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.clientLoop(s.ClientIn)
+	}()
+	r.serverLoop(s.ServerOut)
+
+	// The server's output is done: nothing more will answer the client.
+	detail := "the MCP server stopped"
+	if serverGone != nil {
+		if d := serverGone(); d != "" {
+			detail = d
+		}
+	}
+	r.finish("server_exited", nil)
+	r.failPending(detail)
+	r.own.failAll(errors.New(detail))
+	s.ClientIn.Close()
+	r.closeServerIn()
+	wg.Wait()
+	return r.end
+}
+
+// finish records the first reason the relay ended.
+func (r *Relay) finish(reason string, err error) {
+	r.endOnce.Do(func() {
+		r.end = End{Reason: reason, Err: err}
+		close(r.endCh)
+	})
+}
+
+// Done is closed when the relay has decided to end.
+func (r *Relay) Done() <-chan struct{} { return r.endCh }
+
+func (r *Relay) closeServerIn() {
+	r.closeOnce.Do(func() { r.serverIn.Close() })
+}
+
+// writeClient sends one complete message to the client.
+func (r *Relay) writeClient(b []byte) error {
+	r.toCli.Lock()
+	defer r.toCli.Unlock()
+	_, err := r.cliOut.Write(b)
+	return err
+}
+
+func (r *Relay) clientLoop(in io.Reader) {
+	rd := wire.NewReader(in, r.opts.MaxMessageBytes)
+	var m wire.Message
+	for {
+		msg, err := rd.Next()
+		if err != nil {
+			var tl *wire.TooLargeError
+			switch {
+			case errors.As(err, &tl):
+				r.log.Warn("client message too large, ending session", "limit", tl.Limit)
+				_ = r.writeClient(wire.ErrorResponse(nil, wire.CodeTooLarge,
+					fmt.Sprintf("mcpcage: %v; raise [daemon] max_message_bytes if this is legitimate", tl), nil))
+				r.finish("client_message_too_large", fmt.Errorf("the client sent a %v", tl))
+				r.closeServerIn()
+			case errors.Is(err, io.EOF):
+				r.log.Debug("client closed its input")
+				r.finish("client_closed", nil)
+				r.closeServerIn()
+			default:
+				r.log.Debug("client input ended", "err", err)
+				r.finish("client_gone", nil)
+				r.closeServerIn()
+			}
+			if r.opts.OnClientEOF != nil {
+				r.opts.OnClientEOF()
+			}
+			return
+		}
+		r.count(ClientToServer, msg)
+		if err := wire.Peek(msg, &m); err != nil {
+			r.Stats.Malformed[ClientToServer].Add(1)
+			r.log.Warn("malformed message from client", "err", err, "bytes", len(msg))
+			_ = r.writeClient(wire.ErrorResponse(nil, wire.CodeParseError, "parse error: "+err.Error(), nil))
+			continue
+		}
+		out := r.filter(ClientToServer, msg, &m)
+		if out == nil {
+			continue
+		}
+		if _, err := r.serverIn.Write(out); err != nil {
+			r.log.Debug("server stdin closed", "err", err)
+			// Drain the client so it is not blocked; the server loop ends the session.
+			_, _ = io.Copy(io.Discard, in)
+			return
+		}
+	}
+}
+
+func (r *Relay) serverLoop(out io.Reader) {
+	rd := wire.NewReader(out, r.opts.MaxMessageBytes)
+	var m wire.Message
+	for {
+		msg, err := rd.Next()
+		if err != nil {
+			var tl *wire.TooLargeError
+			if errors.As(err, &tl) {
+				r.log.Warn("server message too large, ending session", "limit", tl.Limit)
+				r.finish("server_message_too_large", fmt.Errorf("the MCP server sent a %v", tl))
+				r.failPending(fmt.Sprintf("the MCP server sent a %v; raise [daemon] max_message_bytes if this is legitimate", tl))
+			} else if !errors.Is(err, io.EOF) {
+				r.log.Debug("server output ended", "err", err)
+			}
+			return
+		}
+		r.count(ServerToClient, msg)
+		if err := wire.Peek(msg, &m); err != nil {
+			r.Stats.Malformed[ServerToClient].Add(1)
+			r.log.Warn("dropped malformed message from server", "err", err, "bytes", len(msg), "head", head(msg))
+			continue
+		}
+		if fwd := r.filter(ServerToClient, msg, &m); fwd != nil {
+			if err := r.writeClient(fwd); err != nil {
+				r.log.Debug("client output closed", "err", err)
+				r.finish("client_gone", nil)
+				return
+			}
+		}
+	}
+}
+
+func (r *Relay) count(d Direction, msg []byte) {
+	r.Stats.Messages[d].Add(1)
+	r.Stats.Bytes[d].Add(int64(len(msg)))
+}
+
+// head returns a short printable prefix of a message for logs.
+func head(msg []byte) string {
+	const n = 80
+	if len(msg) > n {
+		msg = msg[:n]
+	}
+	return fmt.Sprintf("%q", msg)
+}
+
+// failPending answers every client request the server will never answer.
+func (r *Relay) failPending(detail string) {
+	for _, p := range r.pending.drain() {
+		_ = r.writeClient(wire.ErrorResponse(p.rawID, wire.CodeServerGone,
+			fmt.Sprintf("mcpcage: %s before answering %s", detail, p.method), nil))
+	}
+}
+
+// InFlight lists the client requests the server has not answered yet,
+// oldest first.
+func (r *Relay) InFlight() []Call { return r.pending.list() }
+
+// Call describes a request in flight.
+type Call struct {
+	ID     string // raw JSON id
+	Method string
+	Since  time.Time
+}

@@ -1,0 +1,329 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// harness runs a relay between pipes the test drives as client and server.
+type harness struct {
+	t         *testing.T
+	clientW   *io.PipeWriter // test writes as the client
+	clientR   *bufio.Reader  // test reads what the client receives
+	serverR   *bufio.Reader  // test reads what the server receives
+	serverW   *io.PipeWriter // test writes as the server
+	relay     *Relay
+	done      chan End
+	clientEOF chan struct{}
+}
+
+func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	cinR, cinW := io.Pipe()
+	coutR, coutW := io.Pipe()
+	sinR, sinW := io.Pipe()
+	soutR, soutW := io.Pipe()
+	if opts.MaxMessageBytes == 0 {
+		opts.MaxMessageBytes = 1 << 20
+	}
+	opts.Logger = slog.New(slog.DiscardHandler)
+	h := &harness{t: t, clientW: cinW, clientR: bufio.NewReader(coutR), serverR: bufio.NewReader(sinR),
+		serverW: soutW, done: make(chan End, 1), clientEOF: make(chan struct{})}
+	var once sync.Once
+	opts.OnClientEOF = func() { once.Do(func() { close(h.clientEOF) }) }
+	h.relay = New(opts, Streams{ClientIn: cinR, ClientOut: coutW, ServerIn: sinW, ServerOut: soutR})
+	go func() {
+		h.done <- h.relay.Run(func() string { return "the MCP server exited with status 3" })
+		coutW.Close()
+	}()
+	t.Cleanup(func() { cinW.Close(); soutW.Close() })
+	return h
+}
+
+func (h *harness) line(r *bufio.Reader, who string) string {
+	h.t.Helper()
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { s, err := r.ReadString('\n'); ch <- res{s, err} }()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			h.t.Fatalf("read from %s: %v (partial %q)", who, x.err, x.s)
+		}
+		return x.s
+	case <-time.After(5 * time.Second):
+		h.t.Fatalf("nothing reached the %s", who)
+	}
+	return ""
+}
+
+func (h *harness) fromClient(s string) { h.t.Helper(); h.write(h.clientW, s) }
+func (h *harness) fromServer(s string) { h.t.Helper(); h.write(h.serverW, s) }
+func (h *harness) write(w io.Writer, s string) {
+	h.t.Helper()
+	go func() { _, _ = io.WriteString(w, s) }()
+}
+func (h *harness) toServer() string { h.t.Helper(); return h.line(h.serverR, "server") }
+func (h *harness) toClient() string { h.t.Helper(); return h.line(h.clientR, "client") }
+
+func errorCode(t *testing.T, line string) (code int, id string) {
+	t.Helper()
+	var r struct {
+		ID    json.RawMessage `json:"id"`
+		Error struct {
+			Code int `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		t.Fatalf("not JSON: %q", line)
+	}
+	return r.Error.Code, string(r.ID)
+}
+
+func TestRelayPassesBytesUnchanged(t *testing.T) {
+	h := newHarness(t, Options{})
+	req := "{ \"jsonrpc\" : \"2.0\", \"id\": 9007199254740993, \"method\":\"tools/list\" , \"params\":{\"x\":1.50}}\r\n"
+	h.fromClient(req)
+	if got := h.toServer(); got != req {
+		t.Fatalf("server got %q, want %q", got, req)
+	}
+	resp := "{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"result\":{\"tools\":[],\"unknownKey\":{\"$schema\":1e400}}}\n"
+	h.fromServer(resp)
+	if got := h.toClient(); got != resp {
+		t.Fatalf("client got %q, want %q", got, resp)
+	}
+	if n := len(h.relay.InFlight()); n != 0 {
+		t.Fatalf("%d requests still in flight after the response", n)
+	}
+}
+
+func TestRelayOutOfOrderResponses(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, id := range []string{"1", `"two"`, "3"} {
+		h.fromClient(`{"jsonrpc":"2.0","id":` + id + `,"method":"tools/call"}` + "\n")
+		h.toServer()
+	}
+	for _, id := range []string{"3", "1", `"two"`} {
+		resp := `{"jsonrpc":"2.0","id":` + id + `,"result":{}}` + "\n"
+		h.fromServer(resp)
+		if got := h.toClient(); got != resp {
+			t.Fatalf("got %q, want %q", got, resp)
+		}
+	}
+}
+
+func TestRelayBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		code int
+		id   string
+	}{
+		{"not json", "hello\n", wire.CodeParseError, "null"},
+		{"truncated json", `{"jsonrpc":"2.0","id":1,"method":` + "\n", wire.CodeParseError, "null"},
+		{"invalid utf8", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}\n", wire.CodeParseError, "null"},
+		{"wrong version", `{"jsonrpc":"1.0","id":4,"method":"x"}` + "\n", wire.CodeInvalidRequest, "4"},
+		{"null id request", `{"jsonrpc":"2.0","id":null,"method":"x"}` + "\n", wire.CodeInvalidRequest, "null"},
+		{"empty batch", "[]\n", wire.CodeInvalidRequest, "null"},
+		{"reserved id", "", 0, ""},
+	}
+	for _, tt := range tests {
+		if tt.in == "" {
+			continue
+		}
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			h.fromClient(tt.in)
+			code, id := errorCode(t, h.toClient())
+			if code != tt.code || id != tt.id {
+				t.Fatalf("got code %d id %s, want %d %s", code, id, tt.code, tt.id)
+			}
+			// The session goes on: a good request still passes.
+			good := `{"jsonrpc":"2.0","id":7,"method":"ping"}` + "\n"
+			h.fromClient(good)
+			if got := h.toServer(); got != good {
+				t.Fatalf("server got %q after bad input", got)
+			}
+		})
+	}
+}
+
+func TestRelayDropsBadServerMessages(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n")
+	h.toServer()
+	h.fromServer("garbage\n" + `{"jsonrpc":"2.0","id":99,"result":{}}` + "\n" + `{"jsonrpc":"2.0","id":1,"result":{}}` + "\n")
+	if got := h.toClient(); !strings.Contains(got, `"id":1,`) {
+		t.Fatalf("client got %q, want the correlated response only", got)
+	}
+	if h.relay.Stats.Malformed[ServerToClient].Load() != 1 || h.relay.Stats.Uncorrelated.Load() != 1 {
+		t.Fatalf("malformed=%d uncorrelated=%d, want 1 and 1", h.relay.Stats.Malformed[ServerToClient].Load(), h.relay.Stats.Uncorrelated.Load())
+	}
+}
+
+func TestRelayServerGoneAnswersPending(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.fromClient(`{"jsonrpc":"2.0","id":5,"method":"tools/call"}` + "\n")
+	h.toServer()
+	h.serverW.Close()
+	line := h.toClient()
+	if code, id := errorCode(t, line); code != wire.CodeServerGone || id != "5" {
+		t.Fatalf("got %q", line)
+	}
+	if !strings.Contains(line, "exited with status 3") {
+		t.Fatalf("answer does not explain the exit: %q", line)
+	}
+	if end := <-h.done; end.Reason != "server_exited" {
+		t.Fatalf("end = %+v", end)
+	}
+}
+
+func TestRelayClientTooLarge(t *testing.T) {
+	h := newHarness(t, Options{MaxMessageBytes: 4096})
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"x","params":{"s":"` + strings.Repeat("a", 10000) + `"}}` + "\n")
+	if code, _ := errorCode(t, h.toClient()); code != wire.CodeTooLarge {
+		t.Fatalf("code = %d", code)
+	}
+	select {
+	case <-h.clientEOF:
+	case <-time.After(5 * time.Second):
+		t.Fatal("session did not start ending")
+	}
+	// The relay closed the server's stdin: the server sees EOF.
+	if _, err := h.serverR.ReadString('\n'); err != io.EOF {
+		t.Fatalf("server stdin: %v, want EOF", err)
+	}
+	h.serverW.Close()
+	if end := <-h.done; end.Reason != "client_message_too_large" || end.Err == nil {
+		t.Fatalf("end = %+v", end)
+	}
+}
+
+func TestRelayServerTooLarge(t *testing.T) {
+	h := newHarness(t, Options{MaxMessageBytes: 4096})
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"x"}` + "\n")
+	h.toServer()
+	h.fromServer(`{"jsonrpc":"2.0","id":1,"result":"` + strings.Repeat("a", 10000) + `"}` + "\n")
+	line := h.toClient()
+	if code, id := errorCode(t, line); code != wire.CodeServerGone || id != "1" || !strings.Contains(line, "max_message_bytes") {
+		t.Fatalf("got %q", line)
+	}
+	if end := <-h.done; end.Reason != "server_message_too_large" {
+		t.Fatalf("end = %+v", end)
+	}
+}
+
+type denyMethod string
+
+func (d denyMethod) FromClient(e *wire.Envelope, _ []byte) Verdict {
+	if e.Method == string(d) {
+		return Verdict{Deny: true, Reason: "not granted"}
+	}
+	return Verdict{}
+}
+func (denyMethod) FromServer(*wire.Envelope, []byte) Verdict { return Verdict{} }
+
+func TestRelayBatchElementsDecidedAlone(t *testing.T) {
+	h := newHarness(t, Options{Inspector: denyMethod("tools/call")})
+	a := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	b := `{"jsonrpc":"2.0","id":2,"method":"tools/call"}`
+	c := `{"jsonrpc":"2.0","method":"notifications/x"}`
+	h.fromClient("[" + a + ", " + b + "," + c + "]\n")
+	if code, id := errorCode(t, h.toClient()); code != wire.CodeDenied || id != "2" {
+		t.Fatalf("denied element answered with %d id %s", code, id)
+	}
+	if got, want := h.toServer(), "["+a+","+c+"]\n"; got != want {
+		t.Fatalf("server got %q, want %q", got, want)
+	}
+	// A batch that passes whole is forwarded as received.
+	whole := "[" + `{"jsonrpc":"2.0","id":3,"method":"tools/list"}` + " , " + c + "]\n"
+	h.fromClient(whole)
+	if got := h.toServer(); got != whole {
+		t.Fatalf("server got %q, want %q", got, whole)
+	}
+}
+
+func TestRelayOwnCalls(t *testing.T) {
+	h := newHarness(t, Options{})
+	res := make(chan string, 1)
+	go func() {
+		r, err := h.relay.Call(context.Background(), "elicitation/create", map[string]string{"message": "ok?"})
+		if err != nil {
+			res <- "error: " + err.Error()
+			return
+		}
+		res <- string(r)
+	}()
+	req := h.toClient()
+	var env struct{ ID string }
+	_ = json.Unmarshal([]byte(req), &env)
+	if !strings.HasPrefix(env.ID, OwnIDPrefix) {
+		t.Fatalf("daemon request id %q not in its namespace", env.ID)
+	}
+	h.fromClient(`{"jsonrpc":"2.0","id":"` + env.ID + `","result":{"action":"accept"}}` + "\n")
+	if got := <-res; got != `{"action":"accept"}` {
+		t.Fatalf("Call = %s", got)
+	}
+	// A stray response in the namespace never reaches the server.
+	h.fromClient(`{"jsonrpc":"2.0","id":"` + OwnIDPrefix + `99","result":{}}` + "\n")
+	ping := `{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n"
+	h.fromClient(ping)
+	if got := h.toServer(); got != ping {
+		t.Fatalf("server got %q", got)
+	}
+	// A server request using the reserved namespace is refused.
+	h.fromServer(`{"jsonrpc":"2.0","id":"` + OwnIDPrefix + `1","method":"roots/list"}` + "\n")
+	if code, _ := errorCode(t, h.toServer()); code != wire.CodeInvalidRequest {
+		t.Fatalf("code = %d", code)
+	}
+}
+
+func TestRelayServerRequestsCorrelate(t *testing.T) {
+	h := newHarness(t, Options{})
+	req := `{"jsonrpc":"2.0","id":0,"method":"roots/list"}` + "\n"
+	h.fromServer(req)
+	if got := h.toClient(); got != req {
+		t.Fatalf("client got %q", got)
+	}
+	resp := `{"jsonrpc":"2.0","id":0,"result":{"roots":[]}}` + "\n"
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"result":{}}` + "\n") // not asked for: dropped
+	h.fromClient(resp)
+	if got := h.toServer(); got != resp {
+		t.Fatalf("server got %q", got)
+	}
+}
+
+func TestRelayClaims(t *testing.T) {
+	tests := []struct {
+		name, msg string
+		want      Claims
+	}{
+		{"initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","clientInfo":{"name":"c","version":"1"},"capabilities":{}}}`,
+			Claims{Era: EraInitialize, ProtocolVersion: "2025-11-25", ClientInfo: json.RawMessage(`{"name":"c","version":"1"}`)}},
+		{"stateless", `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"d"}}}}`,
+			Claims{Era: EraStateless, ProtocolVersion: "2026-07-28", ClientInfo: json.RawMessage(`{"name":"d"}`)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			h.fromClient(tt.msg + "\n")
+			h.toServer()
+			got := h.relay.Claims()
+			if got.Era != tt.want.Era || got.ProtocolVersion != tt.want.ProtocolVersion || string(got.ClientInfo) != string(tt.want.ClientInfo) {
+				t.Fatalf("claims = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

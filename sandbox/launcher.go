@@ -1,0 +1,300 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Labels set on every container mcpcaged creates.
+const (
+	LabelManaged = "io.mcpcage.managed"
+	LabelServer  = "io.mcpcage.server"
+	LabelSession = "io.mcpcage.session"
+)
+
+const runtimeName = "io.containerd.runc.v2"
+
+// Launcher runs sandboxes in one containerd namespace.
+type Launcher struct {
+	client  *containerd.Client
+	ns      string
+	fifoDir string
+	log     *slog.Logger
+}
+
+// NewLauncher connects to containerd at address. fifoDir holds the stdio
+// FIFOs and must not be reachable by sandboxed servers.
+func NewLauncher(ctx context.Context, address, namespace, fifoDir string, log *slog.Logger) (*Launcher, error) {
+	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create fifo dir: %w", err)
+	}
+	c, err := containerd.New(address, containerd.WithDefaultNamespace(namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w (is containerd running? `systemctl start containerd`)", address, err)
+	}
+	l := &Launcher{client: c, ns: namespace, fifoDir: fifoDir, log: log}
+	if _, err := l.Version(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Version asks containerd for its version; it doubles as a health check.
+func (l *Launcher) Version(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	v, err := l.client.Version(ctx)
+	if err != nil {
+		return "", fmt.Errorf("containerd is not answering: %w", err)
+	}
+	return v.Version, nil
+}
+
+// Close drops the containerd connection.
+func (l *Launcher) Close() error { return l.client.Close() }
+
+func (l *Launcher) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, l.ns)
+}
+
+// Stdio are the server's standard streams as seen by the daemon.
+type Stdio struct {
+	Stdin  io.Reader // read by containerd's copier until EOF
+	Stdout io.WriteCloser
+	Stderr io.WriteCloser
+}
+
+// StartOptions describe one launch.
+type StartOptions struct {
+	ID     string
+	Spec   *specs.Spec
+	Labels map[string]string
+	Stdio  Stdio
+	// BeforeStart runs after the task exists and before it starts: the
+	// place to put the task's cgroup under watch. An error aborts the
+	// launch.
+	BeforeStart func(ctx context.Context, pid uint32) error
+}
+
+// Instance is a running sandbox.
+type Instance struct {
+	ID        string
+	Pid       uint32
+	container containerd.Container
+	task      containerd.Task
+	exited    chan struct{}
+	status    containerd.ExitStatus
+	l         *Launcher
+	stdio     Stdio
+	cleanOnce sync.Once
+}
+
+// Start creates and starts a sandbox. On error nothing is left behind.
+func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retErr error) {
+	ctx = l.ctx(ctx)
+	labels := map[string]string{LabelManaged: "true"}
+	for k, v := range o.Labels {
+		labels[k] = v
+	}
+	c, err := l.client.NewContainer(ctx, o.ID,
+		containerd.WithSpec(o.Spec),
+		containerd.WithRuntime(runtimeName, nil),
+		containerd.WithContainerLabels(labels))
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := c.Delete(dctx); err != nil && !errdefs.IsNotFound(err) {
+				l.log.Warn("remove container after failed launch", "container", o.ID, "err", err)
+			}
+		}
+	}()
+	creator := cio.NewCreator(cio.WithStreams(o.Stdio.Stdin, o.Stdio.Stdout, o.Stdio.Stderr), cio.WithFIFODir(l.fifoDir))
+	task, err := c.NewTask(ctx, creator)
+	if err != nil {
+		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
+	}
+	inst := &Instance{ID: o.ID, Pid: task.Pid(), container: c, task: task, exited: make(chan struct{}), l: l, stdio: o.Stdio}
+	defer func() {
+		if retErr != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				l.log.Warn("remove task after failed launch", "container", o.ID, "err", err)
+			}
+		}
+	}()
+	if o.BeforeStart != nil {
+		if err := o.BeforeStart(ctx, inst.Pid); err != nil {
+			return nil, err
+		}
+	}
+	exitCh, err := task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("wait on task: %w", err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
+	}
+	go inst.watch(exitCh)
+	return inst, nil
+}
+
+// explainTaskError adds advice to runc errors users meet.
+func explainTaskError(err error) error {
+	msg := err.Error()
+	switch {
+	case containsAny(msg, "executable file not found", "no such file or directory: unknown"):
+		return fmt.Errorf("%w (the server's command is not installed, or not visible in the sandbox)", err)
+	case containsAny(msg, "permission denied"):
+		return fmt.Errorf("%w (the sandbox user cannot execute the server's command)", err)
+	}
+	return err
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// watch records the exit and closes the daemon's ends of stdout and stderr
+// once containerd has copied everything the server wrote.
+func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
+	i.status = <-exitCh
+	done := make(chan struct{})
+	go func() {
+		i.task.IO().Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		// A process outside the container's init kept the pipes open.
+		i.task.IO().Cancel()
+	}
+	close(i.exited)
+	i.stdio.Stdout.Close()
+	i.stdio.Stderr.Close()
+}
+
+// Exited is closed when the server's task has exited and its output has
+// been drained.
+func (i *Instance) Exited() <-chan struct{} { return i.exited }
+
+// ExitCode returns the exit status; valid once Exited is closed.
+func (i *Instance) ExitCode() (uint32, error) { return i.status.ExitCode(), i.status.Error() }
+
+// Stop takes the server down by the MCP stdio ladder: stdin is closed
+// (the caller closed the stream it gave; this closes containerd's side),
+// then after grace SIGTERM to all processes, then after grace SIGKILL.
+func (i *Instance) Stop(ctx context.Context, grace time.Duration) {
+	ctx = i.l.ctx(ctx)
+	if err := i.task.CloseIO(ctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+		i.l.log.Debug("close server stdin", "container", i.ID, "err", err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		select {
+		case <-i.exited:
+			return
+		case <-time.After(grace):
+		}
+		i.l.log.Debug("signalling server", "container", i.ID, "signal", sig.String())
+		if err := i.task.Kill(ctx, sig, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+			i.l.log.Warn("signal server", "container", i.ID, "signal", sig.String(), "err", err)
+		}
+	}
+	select {
+	case <-i.exited:
+	case <-time.After(10 * time.Second):
+		i.l.log.Error("server did not exit after SIGKILL", "container", i.ID)
+	}
+}
+
+// Kill sends SIGKILL to every process of the sandbox at once.
+func (i *Instance) Kill(ctx context.Context) {
+	if err := i.task.Kill(i.l.ctx(ctx), syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		i.l.log.Warn("kill server", "container", i.ID, "err", err)
+	}
+}
+
+// Remove deletes the task and the container. Call after Stop.
+func (i *Instance) Remove(ctx context.Context) error {
+	var err error
+	i.cleanOnce.Do(func() {
+		ctx := i.l.ctx(context.WithoutCancel(ctx))
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if _, e := i.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
+			err = fmt.Errorf("delete task %s: %w", i.ID, e)
+		}
+		if e := i.container.Delete(ctx); e != nil && !errdefs.IsNotFound(e) {
+			err = errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
+		}
+	})
+	return err
+}
+
+// Reap removes every container of the namespace that mcpcaged created,
+// with its task: what a previous daemon left when it crashed. It returns
+// how many containers it removed.
+func (l *Launcher) Reap(ctx context.Context) (int, error) {
+	ctx = l.ctx(ctx)
+	cs, err := l.client.Containers(ctx, fmt.Sprintf(`labels."%s"==true`, LabelManaged))
+	if err != nil {
+		return 0, fmt.Errorf("list leftover containers: %w", err)
+	}
+	var errs []error
+	n := 0
+	for _, c := range cs {
+		if t, err := c.Task(ctx, nil); err == nil {
+			if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete task %s: %w", c.ID(), err))
+				continue
+			}
+		} else if !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("load task %s: %w", c.ID(), err))
+			continue
+		}
+		if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete container %s: %w", c.ID(), err))
+			continue
+		}
+		l.log.Info("removed leftover container", "container", c.ID())
+		n++
+	}
+	// FIFO directories of dead sessions.
+	if ents, err := os.ReadDir(l.fifoDir); err == nil {
+		for _, e := range ents {
+			os.RemoveAll(l.fifoDir + "/" + e.Name())
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Count returns how many mcpcage containers exist in the namespace.
+func (l *Launcher) Count(ctx context.Context) (int, error) {
+	cs, err := l.client.Containers(l.ctx(ctx), fmt.Sprintf(`labels."%s"==true`, LabelManaged))
+	return len(cs), err
+}

@@ -1,0 +1,121 @@
+// Command testserver is the MCP server mcpcage's tests run inside the
+// sandbox, as a realistic server and as a hostile one. It is built with
+// mcp-go and serves stdio in both protocol eras.
+//
+// Tools: echo, read_file, write_file, list_dir, http_get, run_command,
+// sleep, big_output, stderr_flood, crash, env.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+)
+
+func main() {
+	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", server.WithToolCapabilities(true))
+	add := func(t mcp.Tool, h server.ToolHandlerFunc) { s.AddTool(t, h) }
+	text := mcp.NewToolResultText
+	fail := func(err error) (*mcp.CallToolResult, error) { return mcp.NewToolResultError(err.Error()), nil }
+
+	add(mcp.NewTool("echo", mcp.WithDescription("Echo the text back"), mcp.WithString("text", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return text(r.GetString("text", "")), nil
+		})
+	add(mcp.NewTool("read_file", mcp.WithDescription("Read a file"), mcp.WithString("path", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			b, err := os.ReadFile(r.GetString("path", ""))
+			if err != nil {
+				return fail(err)
+			}
+			return text(string(b)), nil
+		})
+	add(mcp.NewTool("write_file", mcp.WithDescription("Write a file"), mcp.WithString("path", mcp.Required()), mcp.WithString("content")),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if err := os.WriteFile(r.GetString("path", ""), []byte(r.GetString("content", "")), 0o644); err != nil {
+				return fail(err)
+			}
+			return text("written"), nil
+		})
+	add(mcp.NewTool("list_dir", mcp.WithDescription("List a directory"), mcp.WithString("path", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			ents, err := os.ReadDir(r.GetString("path", ""))
+			if err != nil {
+				return fail(err)
+			}
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			return text(strings.Join(names, "\n")), nil
+		})
+	add(mcp.NewTool("http_get", mcp.WithDescription("Fetch a URL"), mcp.WithString("url", mcp.Required())),
+		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.GetString("url", ""), nil)
+			if err != nil {
+				return fail(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fail(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			return text(fmt.Sprintf("%d %s", resp.StatusCode, b)), nil
+		})
+	add(mcp.NewTool("run_command", mcp.WithDescription("Run a program"), mcp.WithString("command", mcp.Required()), mcp.WithArray("args", mcp.WithStringItems())),
+		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			args := r.GetStringSlice("args", nil)
+			out, err := exec.CommandContext(ctx, r.GetString("command", ""), args...).CombinedOutput()
+			if err != nil {
+				return fail(fmt.Errorf("%v: %s", err, out))
+			}
+			return text(string(out)), nil
+		})
+	add(mcp.NewTool("sleep", mcp.WithDescription("Sleep, then answer"), mcp.WithNumber("ms", mcp.Required())),
+		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			select {
+			case <-time.After(time.Duration(r.GetFloat("ms", 0)) * time.Millisecond):
+				return text(fmt.Sprintf("slept %gms", r.GetFloat("ms", 0))), nil
+			case <-ctx.Done():
+				return fail(ctx.Err())
+			}
+		})
+	add(mcp.NewTool("big_output", mcp.WithDescription("Answer with N bytes of text"), mcp.WithNumber("bytes", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return text(strings.Repeat("x", int(r.GetFloat("bytes", 0)))), nil
+		})
+	add(mcp.NewTool("stderr_flood", mcp.WithDescription("Write N bytes to stderr, then answer"), mcp.WithNumber("bytes", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			n := int(r.GetFloat("bytes", 0))
+			line := strings.Repeat("e", 1023) + "\n"
+			for written := 0; written < n; written += len(line) {
+				os.Stderr.WriteString(line)
+			}
+			return text(fmt.Sprintf("wrote %d bytes to stderr", n)), nil
+		})
+	add(mcp.NewTool("crash", mcp.WithDescription("Exit at once with the given status, without answering"), mcp.WithNumber("status")),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			os.Exit(int(r.GetFloat("status", 7)))
+			return nil, nil
+		})
+	add(mcp.NewTool("env", mcp.WithDescription("Return an environment variable and the process identity"), mcp.WithString("name", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return text(fmt.Sprintf("%s=%s uid=%d gid=%d pid=%d", r.GetString("name", ""), os.Getenv(r.GetString("name", "")), os.Getuid(), os.Getgid(), os.Getpid())), nil
+		})
+
+	if err := server.ServeStdio(s); err != nil {
+		fmt.Fprintln(os.Stderr, "testserver:", err)
+		os.Exit(1)
+	}
+}
