@@ -11,10 +11,21 @@ import (
 // returns the bytes to forward (msg itself when everything passes), or nil.
 func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 	if !m.Batch {
-		if r.admit(d, msg, &m.Envelopes[0]) {
-			return msg
+		e := &m.Envelopes[0]
+		if !r.admit(d, msg, e) {
+			return nil
 		}
-		return nil
+		if e.Kind == wire.KindResponse && d == ServerToClient && r.restoredID != nil {
+			// The server mangled a numeric id (float64 round trip): give
+			// the client back the id it sent, byte for byte.
+			out := make([]byte, 0, len(msg)+len(r.restoredID))
+			out = append(out, msg[:e.ID.Start]...)
+			out = append(out, r.restoredID...)
+			out = append(out, msg[e.ID.End:]...)
+			r.restoredID = nil
+			return out
+		}
+		return msg
 	}
 	if len(m.Envelopes) == 0 {
 		r.refuse(d, msg, nil, wire.CodeInvalidRequest, "empty batch")
@@ -103,7 +114,13 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) bool {
 		r.log.Warn("dropped response from client to a request the server never sent", "id", string(raw))
 		return false
 	}
+	r.restoredID = nil
 	if _, ok := r.pending.take(key); ok {
+		return true
+	}
+	if p, ok := r.pending.takeFloat(raw); ok {
+		r.log.Debug("server changed a numeric request id; restoring the client's", "sent", string(p.rawID), "returned", string(raw))
+		r.restoredID = p.rawID
 		return true
 	}
 	if key == "" && !e.Error.Empty() {

@@ -82,17 +82,20 @@ type Relay struct {
 	toCli   sync.Mutex // serialises writes to the client
 	cliOut  io.Writer
 
-	pending   *table // client requests awaiting the server
-	srvCalls  *table // server requests awaiting the client
-	own       *ownCalls
-	claims    Claims
-	claimsMu  sync.Mutex
-	Stats     Stats
-	endOnce   sync.Once
-	end       End
-	endCh     chan struct{}
-	serverIn  io.WriteCloser
-	closeOnce sync.Once
+	pending *table // client requests awaiting the server
+	// restoredID is set by admitResponse (server loop only) when a
+	// response matched its request only after a float64 conversion.
+	restoredID []byte
+	srvCalls   *table // server requests awaiting the client
+	own        *ownCalls
+	claims     Claims
+	claimsMu   sync.Mutex
+	Stats      Stats
+	endOnce    sync.Once
+	end        End
+	endCh      chan struct{}
+	serverIn   io.WriteCloser
+	closeOnce  sync.Once
 }
 
 // New returns a relay joining the streams; call Run to start it.

@@ -327,3 +327,14 @@ func TestRelayClaims(t *testing.T) {
 		})
 	}
 }
+
+func TestRelayRestoresMangledNumericID(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}` + "\n")
+	h.toServer()
+	// A server that parsed the id as float64 answers with a different number.
+	h.fromServer(`{"jsonrpc":"2.0","id":9007199254740992,"result":{}}` + "\n")
+	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":9007199254740993,"result":{}}`+"\n"; got != want {
+		t.Fatalf("client got %q, want %q", got, want)
+	}
+}

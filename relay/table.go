@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -70,4 +71,37 @@ func (t *table) list() []Call {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
 	return out
+}
+
+// takeFloat finds the one pending numeric request whose id equals raw when
+// both are read as float64, as JavaScript and many JSON libraries read
+// them. It serves servers that cannot echo ids above 2^53 exactly.
+func (t *table) takeFloat(raw []byte) (pendingCall, bool) {
+	if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
+		return pendingCall{}, false
+	}
+	want, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil {
+		return pendingCall{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	found := ""
+	for k, p := range t.m {
+		if k[0] != 'n' {
+			continue
+		}
+		if f, err := strconv.ParseFloat(string(p.rawID), 64); err == nil && f == want {
+			if found != "" {
+				return pendingCall{}, false // ambiguous: refuse to guess
+			}
+			found = k
+		}
+	}
+	if found == "" {
+		return pendingCall{}, false
+	}
+	p := t.m[found]
+	delete(t.m, found)
+	return p, true
 }

@@ -42,14 +42,18 @@ func NewLauncher(ctx context.Context, address, namespace, fifoDir string, log *s
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create fifo dir: %w", err)
 	}
+	advice := "start it with `systemctl start containerd`, or point [daemon] containerd_address at its socket"
+	if _, err := os.Stat(address); err != nil {
+		return nil, fmt.Errorf("containerd is not running (no socket at %s): %s", address, advice)
+	}
 	c, err := containerd.New(address, containerd.WithDefaultNamespace(namespace), containerd.WithTimeout(10*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w (is containerd running? `systemctl start containerd`)", address, err)
+		return nil, fmt.Errorf("connect to containerd at %s: %w: %s", address, err, advice)
 	}
 	l := &Launcher{client: c, ns: namespace, fifoDir: fifoDir, log: log}
 	if _, err := l.Version(ctx); err != nil {
 		c.Close()
-		return nil, err
+		return nil, fmt.Errorf("containerd at %s: %w: %s", address, err, advice)
 	}
 	return l, nil
 }

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(good, []byte("[servers.a]\ncommand = [\"x\"]\n"), 0o644)
+	os.WriteFile(bad, []byte("[servers.a]\ncommand = [\"x\"]\nimgae = \"y\"\n"), 0o644)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"valid", []string{"config", "check", good}, 0, "OK (1 servers: a)", ""},
+		{"unknown key", []string{"config", "check", bad}, 1, "", `line 3: servers.a.imgae: unknown key (did you mean "image"?)`},
+		{"missing file", []string{"config", "check", filepath.Join(dir, "none.toml")}, 1, "", "no such file"},
+		{"example", []string{"config", "check", "../testdata/config/example.toml"}, 0, "OK", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Main(tt.args, strings.NewReader(""), &out, &errOut)
+			if code != tt.code || !strings.Contains(out.String(), tt.stdout) || !strings.Contains(errOut.String(), tt.stderr) {
+				t.Fatalf("code %d stdout %q stderr %q; want %d, %q, %q", code, out.String(), errOut.String(), tt.code, tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestRunWithoutDaemon(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main([]string{"run", "x", "--socket", filepath.Join(t.TempDir(), "none.sock")}, strings.NewReader(""), &out, &errOut)
+	if code != 2 || strings.Count(errOut.String(), "\n") != 1 || !strings.Contains(errOut.String(), "systemctl start mcpcaged") {
+		t.Fatalf("code %d stderr %q", code, errOut.String())
+	}
+}

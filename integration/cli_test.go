@@ -1,0 +1,61 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStatusAndServers(t *testing.T) {
+	d := startDaemon(t, everythingConfig)
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"status"}, []string{"version:", "containerd:", "connected (containerd", "namespace " + d.namespace, "sessions:", "servers:", "everything, test"}},
+		{[]string{"servers"}, []string{"NAME", "everything", "mcp-server-everything stdio", "test", "(host)"}},
+		{[]string{"status", "--json"}, []string{`"sessions": 0`}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append(tt.args, "--socket", d.socket)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestDaemonRejectsBadConfig(t *testing.T) {
+	setup(t)
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(bad, []byte("[daemon]\nsocket = \"/tmp/x.sock\"\nmax_message_bytes = \"huge\"\n"), 0o644)
+	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", bad).CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "line 3: daemon.max_message_bytes") {
+		t.Fatalf("exit %v, output %q", err, out)
+	}
+	// A missing file named explicitly is an error too.
+	out, err = exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", bad+".absent").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no such file") {
+		t.Fatalf("exit %v, output %q", err, out)
+	}
+}
+
+func TestDaemonExplainsMissingContainerd(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte("[daemon]\nsocket = \""+dir+"/s.sock\"\nstate_dir = \""+dir+"/state\"\ncontainerd_address = \""+dir+"/absent.sock\"\n"), 0o644)
+	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "containerd") || !strings.Contains(string(out), "systemctl start containerd") {
+		t.Fatalf("exit %v, output %q", err, out)
+	}
+}

@@ -1,0 +1,327 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// env is shared by all tests of the package.
+var env struct {
+	once       sync.Once
+	err        error
+	bin        string // directory with mcpcaged, mcpcage, testserver
+	containerd string // containerd socket
+	work       string
+	cdCmd      *exec.Cmd
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if env.cdCmd != nil && env.cdCmd.Process != nil {
+		env.cdCmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { env.cdCmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			env.cdCmd.Process.Kill()
+		}
+	}
+	if env.work != "" {
+		os.RemoveAll(env.work)
+	}
+	os.Exit(code)
+}
+
+// setup builds the binaries and starts containerd, once.
+func setup(t testing.TB) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	_, err := exec.LookPath("containerd")
+	testenv.Require(t, err == nil, "containerd installed (apt-get install containerd runc)")
+	_, err = exec.LookPath("runc")
+	testenv.Require(t, err == nil, "runc installed")
+	env.once.Do(func() { env.err = doSetup() })
+	if env.err != nil {
+		t.Fatalf("test environment: %v", env.err)
+	}
+}
+
+func doSetup() error {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return err
+	}
+	// Binaries live where every sandbox can see them: not under /tmp,
+	// /root or /home, which sandboxes get private copies of.
+	env.bin = "/var/lib/mcpcage-itest/bin"
+	if err := os.MkdirAll(env.bin, 0o755); err != nil {
+		return err
+	}
+	for _, b := range []struct{ out, pkg string }{
+		{"mcpcaged", "./cmd/mcpcaged"}, {"mcpcage", "./cmd/mcpcage"}, {"testserver", "./testdata/testserver"},
+	} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(env.bin, b.out), b.pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	// The sandbox user (nobody) must be able to reach the test server.
+	for dir := env.bin; dir != "/"; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err == nil && st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is not searchable by other users; the sandboxed test server could not be executed", dir)
+		}
+	}
+	env.work, err = os.MkdirTemp("", "mcpcage-itest-")
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(env.work, "containerd.toml")
+	if err := os.WriteFile(cfg, []byte("version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"), 0o644); err != nil {
+		return err
+	}
+	env.containerd = filepath.Join(env.work, "containerd.sock")
+	log, err := os.Create(filepath.Join(env.work, "containerd.log"))
+	if err != nil {
+		return err
+	}
+	env.cdCmd = exec.Command("containerd", "--config", cfg, "--root", filepath.Join(env.work, "cd-root"),
+		"--state", filepath.Join(env.work, "cd-state"), "--address", env.containerd)
+	env.cdCmd.Stdout, env.cdCmd.Stderr = log, log
+	env.cdCmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := env.cdCmd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command("ctr", "--address", env.containerd, "version").CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(log.Name())
+			return fmt.Errorf("containerd did not come up: %v %s\n%s", err, out, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// daemon is one mcpcaged under test.
+type daemon struct {
+	t         testing.TB
+	dir       string
+	socket    string
+	namespace string
+	config    string
+	cmd       *exec.Cmd
+	log       *syncBuffer
+	exited    chan struct{}
+}
+
+// startDaemon runs mcpcaged with the test server and extra config text
+// (TOML appended to the generated file).
+func startDaemon(t testing.TB, extra string) *daemon {
+	t.Helper()
+	setup(t)
+	dir, err := os.MkdirTemp(env.work, "d-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "itest-" + filepath.Base(dir)[2:]
+	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns)}
+	d.config = filepath.Join(dir, "config.toml")
+	daemonSection := fmt.Sprintf(`[daemon]
+socket = %q
+state_dir = %q
+containerd_address = %q
+containerd_namespace = %q
+stop_timeout = "1s"
+log_level = "debug"
+`, d.socket, filepath.Join(dir, "state"), env.containerd, d.namespace)
+	if !strings.Contains(extra, "[daemon]") {
+		extra = daemonSection + extra
+	} else {
+		extra = strings.Replace(extra, "[daemon]", daemonSection, 1)
+	}
+	body := extra + fmt.Sprintf("\n[servers.test]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver"))
+	if err := os.WriteFile(d.config, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.log = &syncBuffer{}
+	d.cmd = exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", d.config)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.log.String(), "mcpcaged ready") {
+		select {
+		case <-d.exited:
+			d.t.Fatalf("mcpcaged exited during start-up:\n%s", d.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("mcpcaged not ready after 20s:\n%s", d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits; it returns the exit code.
+func (d *daemon) stop() int {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return -1
+	}
+	select {
+	case <-d.exited:
+	default:
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(40 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+			d.t.Errorf("mcpcaged did not stop on SIGTERM within 40s")
+		}
+	}
+	if d.t.Failed() {
+		d.t.Logf("mcpcaged log:\n%s", d.log.String())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+// shimCmd returns an unstarted `mcpcage run NAME` for this daemon.
+func (d *daemon) shimCmd(name string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "run", name)
+	cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+d.socket)
+	return cmd
+}
+
+// containers lists the containers in the daemon's namespace.
+func (d *daemon) containers() []string { return d.ctrList("containers") }
+
+// tasks lists the tasks in the daemon's namespace.
+func (d *daemon) tasks() []string { return d.ctrList("tasks") }
+
+func (d *daemon) ctrList(kind string) []string {
+	d.t.Helper()
+	out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, kind, "ls", "-q").CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("ctr %s ls: %v %s", kind, err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// leftovers describes anything a session left behind: containers, tasks,
+// mounts or cgroups of this daemon's namespace, and FIFO directories.
+func (d *daemon) leftovers() []string {
+	d.t.Helper()
+	var found []string
+	for _, c := range d.containers() {
+		found = append(found, "container "+c)
+	}
+	for _, c := range d.tasks() {
+		found = append(found, "task "+c)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	sc := bufio.NewScanner(bytes.NewReader(mounts))
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "mcpcage-") && strings.Contains(sc.Text(), d.namespace) {
+			found = append(found, "mount "+sc.Text())
+		}
+	}
+	for _, cg := range []string{"/sys/fs/cgroup/unified/" + d.namespace, "/sys/fs/cgroup/pids/" + d.namespace, "/sys/fs/cgroup/memory/" + d.namespace} {
+		ents, _ := os.ReadDir(cg)
+		for _, e := range ents {
+			if e.IsDir() {
+				found = append(found, "cgroup "+filepath.Join(cg, e.Name()))
+			}
+		}
+	}
+	fifos, _ := os.ReadDir(filepath.Join(d.dir, "state", "fifo"))
+	for _, f := range fifos {
+		found = append(found, "fifo dir "+f.Name())
+	}
+	return found
+}
+
+// waitClean waits until the namespace holds nothing of mcpcage's.
+func (d *daemon) waitClean(what string) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		left := d.leftovers()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s left behind: %v\nmcpcaged log:\n%s", what, left, d.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitLog waits for a substring in the daemon's log.
+func (d *daemon) waitLog(sub string) {
+	d.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.log.String(), sub) {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("log never showed %q:\n%s", sub, d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+

@@ -1,0 +1,119 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/spec")
+
+// goldenParams are fixed inputs: the same on every machine.
+var goldenParams = map[string]Params{
+	"everything": {
+		ID: "mcpcage-0123456789abcdef", Hostname: "mcpcage-everything",
+		Args: []string{"mcp-server-everything", "stdio"}, Env: map[string]string{"FOO": "bar"},
+		Cwd: "/", UID: 65534, GID: 65534, Home: "/home/nobody",
+		Rootfs: "/var/lib/mcpcage/rootfs", Host: []string{"/usr", "/etc", "/opt", "/var"},
+		CgroupsPath: "/mcpcage/mcpcage-0123456789abcdef",
+	},
+	"user-home-under-root": {
+		ID: "mcpcage-fedcba9876543210", Hostname: "mcpcage-test",
+		Args: []string{"/opt/server"}, UID: 0, GID: 0, Home: "/root",
+		Rootfs: "/var/lib/mcpcage/rootfs", Host: []string{"/usr"},
+	},
+}
+
+func TestSpecGolden(t *testing.T) {
+	for name, p := range goldenParams {
+		t.Run(name, func(t *testing.T) {
+			s, err := BuildSpec(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.MarshalIndent(s, "", "  ")
+			got = append(got, '\n')
+			path := filepath.Join("..", "testdata", "spec", name+".json")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./sandbox -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Fatalf("spec differs from %s (-want +got; rerun with -update if intended):\n%s", path, diff)
+			}
+		})
+	}
+}
+
+func TestSpecInvariants(t *testing.T) {
+	s, err := BuildSpec(goldenParams["everything"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Root.Readonly || !s.Process.NoNewPrivileges {
+		t.Fatal("root must be read-only and no_new_privileges set")
+	}
+	c := s.Process.Capabilities
+	if len(c.Bounding)+len(c.Effective)+len(c.Permitted)+len(c.Inheritable)+len(c.Ambient) != 0 {
+		t.Fatalf("capabilities granted: %+v", c)
+	}
+	for _, m := range s.Mounts {
+		if m.Type == "bind" {
+			opts := strings.Join(m.Options, ",")
+			if !strings.Contains(opts, "ro") || !strings.Contains(opts, "nosuid") || strings.Contains(opts, "rbind") {
+				t.Errorf("bind mount %s has options %s: want ro, nosuid and not recursive", m.Destination, opts)
+			}
+		}
+		for _, secret := range []string{"/home", "/root", "/run", "/tmp"} {
+			if m.Destination == secret && m.Type != "tmpfs" {
+				t.Errorf("%s comes from the host (%s), want a private tmpfs", secret, m.Type)
+			}
+		}
+	}
+	if _, err := BuildSpec(Params{Rootfs: "/x"}); err == nil {
+		t.Error("empty command accepted")
+	}
+	if _, err := BuildSpec(Params{Args: []string{"x"}, Rootfs: "rel"}); err == nil {
+		t.Error("relative rootfs accepted")
+	}
+}
+
+func TestPrepareHostView(t *testing.T) {
+	host := t.TempDir()
+	for _, d := range []string{"usr", "etc", "home", "root", "proc", "work"} {
+		os.MkdirAll(filepath.Join(host, d), 0o755)
+	}
+	os.Symlink("usr/bin", filepath.Join(host, "bin"))
+	os.WriteFile(filepath.Join(host, "vmlinuz"), nil, 0o644)
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	for i := 0; i < 2; i++ { // idempotent
+		hv, err := PrepareHostView(dir, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]string{"/etc", "/usr", "/work"}, hv.Dirs); diff != "" {
+			t.Fatalf("shared dirs (-want +got):\n%s", diff)
+		}
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "bin")); err != nil || l != "usr/bin" {
+		t.Fatalf("bin symlink = %q, %v", l, err)
+	}
+	for _, mp := range []string{"home", "root", "proc", "tmp", "run", "dev", "sys"} {
+		if st, err := os.Stat(filepath.Join(dir, mp)); err != nil || !st.IsDir() {
+			t.Errorf("mount point /%s missing in skeleton", mp)
+		}
+	}
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what mcpcage's build, run and tests need and is missing, as root
+# on Debian: containerd, runc, ctr (package containerd), Node.js and the
+# official MCP reference servers from npm. Without root it only reports.
+set -euo pipefail
+
+missing_pkgs=()
+command -v containerd >/dev/null || missing_pkgs+=(containerd)
+command -v runc >/dev/null || missing_pkgs+=(runc)
+command -v node >/dev/null || missing_pkgs+=(nodejs)
+command -v npm >/dev/null || missing_pkgs+=(npm)
+
+missing_npm=()
+command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)
+command -v mcp-server-filesystem >/dev/null || missing_npm+=(@modelcontextprotocol/server-filesystem)
+
+if [ ${#missing_pkgs[@]} -eq 0 ] && [ ${#missing_npm[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing ${missing_pkgs[*]} ${missing_npm[*]}; run as root to install them (integration tests skip without them)" >&2
+  exit 0
+fi
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+  echo "deps: installing ${missing_pkgs[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" >/dev/null
+fi
+if [ ${#missing_npm[@]} -gt 0 ]; then
+  echo "deps: installing ${missing_npm[*]} with npm"
+  npm install -g --no-fund --no-audit --loglevel=error "${missing_npm[@]}"
+fi
