@@ -207,4 +207,3 @@ func must(t testing.TB, err error, format string, args ...any) {
 		t.Fatalf("%s: %v", fmt.Sprintf(format, args...), err)
 	}
 }
-
