@@ -17,8 +17,8 @@ help: ## list targets
 deps: ## install what is missing: containerd, runc, ctr, Node.js reference MCP servers (as root)
 	@./scripts/deps.sh
 
-build: ## build mcpcaged, mcpcage and the test server into bin/
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/mcpcaged ./cmd/mcpcage
+build: ## build mcpcaged, mcpcage, mcpcage-init (static) and the test server into bin/
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/mcpcaged ./cmd/mcpcage ./cmd/mcpcage-init
 	$(GO) build -o $(BIN)/testserver ./testdata/testserver
 
 lint: ## gofmt and go vet

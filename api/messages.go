@@ -7,9 +7,13 @@ const Version = 1
 
 // Ops understood by the daemon.
 const (
-	OpRun     = "run"     // start a session with a server
-	OpStatus  = "status"  // daemon status
-	OpServers = "servers" // list configured servers
+	OpRun        = "run"         // start a session with a server
+	OpStatus     = "status"      // daemon status
+	OpServers    = "servers"     // list configured servers with their sandboxes
+	OpServerSpec = "server.spec" // the OCI spec a session of Server would get
+	OpSecretSet  = "secret.set"  // store Value under Name (root only)
+	OpSecretRm   = "secret.rm"   // remove secret Name (root only)
+	OpSecretList = "secret.list" // names of the secrets (root only)
 )
 
 // Request opens a connection.
@@ -17,6 +21,9 @@ type Request struct {
 	Version int    `json:"version"`
 	Op      string `json:"op"`
 	Server  string `json:"server,omitempty"`
+	Name    string `json:"name,omitempty"`
+	// Value carries a secret for OpSecretSet; the daemon never logs it.
+	Value string `json:"value,omitempty"`
 }
 
 // Error codes in a Reply.
@@ -26,6 +33,8 @@ const (
 	CodeBadRequest    = "bad_request"
 	CodeShuttingDown  = "shutting_down"
 	CodeInternal      = "internal"
+	CodeDenied        = "denied"
+	CodeNotFound      = "not_found"
 )
 
 // Reply answers a Request.
@@ -57,6 +66,8 @@ type Status struct {
 	Sessions   int      `json:"sessions"`
 	Servers    []string `json:"servers"`
 	ConfigPath string   `json:"config_path"`
+	// Enforcement maps each protection (seccomp, landlock...) to its state.
+	Enforcement map[string]string `json:"enforcement"`
 }
 
 // ServerInfo is one element of an OpServers reply.
@@ -65,4 +76,15 @@ type ServerInfo struct {
 	Command []string `json:"command"`
 	Image   string   `json:"image,omitempty"`
 	Workdir string   `json:"workdir"`
+	// The effective sandbox for the caller.
+	User     string   `json:"user"` // uid:gid the server would run as
+	Network  string   `json:"network"`
+	Memory   int64    `json:"memory_bytes"`
+	Pids     int64    `json:"pids"`
+	CPUs     float64  `json:"cpus"`
+	Seccomp  string   `json:"seccomp"`
+	Landlock bool     `json:"landlock"`
+	Mounts   []string `json:"mounts"` // "source:target:ro|rw"
+	Hidden   []string `json:"hidden,omitempty"`
+	Env      []string `json:"env,omitempty"` // KEY=value, secrets as secret:NAME
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -98,50 +97,7 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 	})
 	root.AddCommand(cfgCmd)
 
-	var jsonOut bool
-	statusCmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the daemon's status",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var st api.Status
-			if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpStatus}, &st); err != nil {
-				return err
-			}
-			if jsonOut {
-				return writeJSON(stdout, st)
-			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "version:\t%s\nuptime:\t%s\ncontainerd:\t%s\nsessions:\t%d\nservers:\t%s\nconfig:\t%s\n",
-				st.Version, st.Uptime, st.Containerd, st.Sessions, strings.Join(st.Servers, ", "), orDefault(st.ConfigPath, "(built-in defaults)"))
-			return tw.Flush()
-		},
-	}
-	statusCmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
-	root.AddCommand(statusCmd)
-
-	serversCmd := &cobra.Command{
-		Use:   "servers",
-		Short: "List the servers mcpcaged can run",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var list []api.ServerInfo
-			if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpServers}, &list); err != nil {
-				return err
-			}
-			if jsonOut {
-				return writeJSON(stdout, list)
-			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tIMAGE\tWORKDIR\tCOMMAND")
-			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, orDefault(s.Image, "(host)"), s.Workdir, strings.Join(s.Command, " "))
-			}
-			return tw.Flush()
-		},
-	}
-	serversCmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
-	root.AddCommand(serversCmd)
+	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout))
 	return root
 }
 

@@ -37,6 +37,10 @@ type Daemon struct {
 	MaxMessageBytes     ByteSize `toml:"max_message_bytes"`
 	StopTimeout         Duration `toml:"stop_timeout"`
 	LogLevel            string   `toml:"log_level"`
+	// Landlock: "auto" (use it when the kernel has it), "off", "require".
+	Landlock string `toml:"landlock"`
+	// InitPath is mcpcage-init, run inside each sandbox before the server.
+	InitPath string `toml:"init_path"`
 }
 
 // Server describes one MCP server the daemon can launch.
@@ -46,9 +50,42 @@ type Server struct {
 	Workdir string            `toml:"workdir"`
 	Image   string            `toml:"image"`
 
+	// Sandbox keys (see the package documentation).
+	User          string   `toml:"user"`
+	Mounts        []Mount  `toml:"mounts"`
+	Memory        ByteSize `toml:"memory"`
+	Pids          int64    `toml:"pids"`
+	CPUs          float64  `toml:"cpus"`
+	Seccomp       string   `toml:"seccomp"`
+	Network       string   `toml:"network"`
+	ReadonlyPaths []string `toml:"readonly_paths"`
+	HiddenPaths   []string `toml:"hidden_paths"`
+
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
 }
+
+// Mount is a host directory or file made visible in a sandbox.
+type Mount struct {
+	Source   string `toml:"source"` // host path; "~" is the delegating user's home
+	Target   string `toml:"target"` // absolute path inside the sandbox
+	Readonly *bool  `toml:"readonly"`
+}
+
+// Writable reports whether the mount is read-write (mounts are read-only
+// unless readonly = false is written).
+func (m Mount) Writable() bool { return m.Readonly != nil && !*m.Readonly }
+
+// Sandbox defaults.
+const (
+	DefaultMemory  = ByteSize(1 << 30)
+	DefaultPids    = 256
+	DefaultCPUs    = 1.0
+	SeccompDefault = "default"
+	SeccompOff     = "unconfined"
+	NetworkNone    = "none"
+	NetworkHost    = "host"
+)
 
 // Default returns the built-in configuration used when no file exists.
 func Default() *Config {
@@ -61,6 +98,7 @@ func Default() *Config {
 			MaxMessageBytes:     64 << 20,
 			StopTimeout:         Duration(2 * time.Second),
 			LogLevel:            "info",
+			Landlock:            "auto",
 		},
 		Servers: map[string]*Server{},
 	}
@@ -177,11 +215,23 @@ func (c *Config) validate(data []byte) error {
 		} else if !strings.HasPrefix(s.Workdir, "/") {
 			bad(fmt.Sprintf("must be an absolute path inside the sandbox, got %q", s.Workdir), "servers", name, "workdir")
 		}
-		for k := range s.Env {
+		for k, v := range s.Env {
 			if k == "" || strings.ContainsAny(k, "=\x00") {
 				bad(fmt.Sprintf("invalid variable name %q", k), "servers", name, "env")
 			}
+			if ref, ok := strings.CutPrefix(v, SecretPrefix); ok && !ValidSecretName(ref) {
+				bad(fmt.Sprintf("%s=%q names an invalid secret: names use letters, digits, '.', '-' and '_'", k, v), "servers", name, "env")
+			}
 		}
+		validateSandbox(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
+	}
+	switch d.Landlock {
+	case "auto", "off", "require":
+	default:
+		bad(fmt.Sprintf("must be auto, off or require, got %q", d.Landlock), "daemon", "landlock")
+	}
+	if d.InitPath != "" && !strings.HasPrefix(d.InitPath, "/") {
+		bad(fmt.Sprintf("must be an absolute path, got %q", d.InitPath), "daemon", "init_path")
 	}
 	return errors.Join(errs...)
 }
@@ -209,7 +259,9 @@ func decodeError(data []byte, err error) error {
 }
 
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
-	"max_message_bytes", "stop_timeout", "log_level", "command", "env", "workdir", "image"}
+	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
+	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
+	"readonly_paths", "hidden_paths"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

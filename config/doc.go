@@ -16,15 +16,40 @@
 //	stop_timeout         how long a server gets after stdin closes, and
 //	                     again after SIGTERM, before SIGKILL ["2s"]
 //	log_level            debug | info | warn | error [info]
+//	landlock             auto | off | require: Landlock rules applied inside
+//	                     each sandbox by mcpcage-init [auto]
+//	init_path            mcpcage-init binary [next to mcpcaged]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH
 //	          inside the sandbox (required)
 //	env       extra environment, { KEY = "value" }
 //	workdir   working directory inside the sandbox ["/"]
-//	image     OCI image in containerd's content store; absent: the host's
-//	          root filesystem, read-only
+//	image     OCI image in containerd's content store (pulled when absent
+//	          and the network allows); absent: the host's root file
+//	          system, read-only
 //
-// Later sections (agents, policy) and per-server sandbox keys extend these
-// structs; unknown keys stay errors until they exist.
+// Per-server sandbox keys (defaults in brackets):
+//
+//	user            who the server runs as: "UID:GID", a user name, or
+//	                "root" (logged as a warning) [the delegating user; nobody
+//	                when the delegator is root]
+//	mounts          [{ source = "~/projects/app", target = "/work",
+//	                readonly = true }]; "~" is the delegating user's home;
+//	                read-only unless readonly = false; a missing source is a
+//	                launch error
+//	memory          memory limit, bytes or "512MiB" [1GiB]
+//	pids            process/thread limit [256]
+//	cpus            CPU quota in cores, e.g. 0.5 [1]
+//	seccomp         "default" (mcpcage's profile), "unconfined", or an
+//	                absolute path to an OCI seccomp profile (JSON) [default]
+//	network         "none" (own network namespace, loopback only) or "host"
+//	                [none]
+//	readonly_paths  paths inside the sandbox made read-only
+//	hidden_paths    paths inside the sandbox masked (empty, unreadable)
+//	env values "secret:NAME" are replaced at launch by the secret NAME
+//	                (`mcpcage secret set NAME`); the value is never logged
+//
+// Later sections (agents, policy) extend these structs; unknown keys stay
+// errors until they exist.
 package config

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/sandbox"
 )
 
 // handle serves one connection: one request, then either a reply or a
@@ -46,7 +48,11 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	case api.OpStatus:
 		replyData(fw, d.status(ctx), log)
 	case api.OpServers:
-		replyData(fw, d.serverList(), log)
+		replyData(fw, d.serverList(peer), log)
+	case api.OpServerSpec:
+		d.serverSpec(fw, peer, req.Server, log)
+	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
+		d.secretOp(fw, peer, req, log)
 	default:
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}
@@ -76,22 +82,108 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		cd = "connected (containerd " + v + ", namespace " + d.cfg.Daemon.ContainerdNamespace + ")"
 	}
 	return api.Status{
-		Version:    Version,
-		Uptime:     time.Since(d.started).Round(time.Second).String(),
-		Containerd: cd,
-		Sessions:   d.SessionCount(),
-		Servers:    d.cfg.ServerNames(),
-		ConfigPath: d.cfg.Path,
+		Version:     Version,
+		Uptime:      time.Since(d.started).Round(time.Second).String(),
+		Containerd:  cd,
+		Sessions:    d.SessionCount(),
+		Servers:     d.cfg.ServerNames(),
+		ConfigPath:  d.cfg.Path,
+		Enforcement: d.enforcement(),
 	}
 }
 
-func (d *Daemon) serverList() []api.ServerInfo {
+func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 	var out []api.ServerInfo
 	for _, name := range d.cfg.ServerNames() {
 		s := d.cfg.Servers[name]
-		out = append(out, api.ServerInfo{Name: name, Command: s.Command, Image: s.Image, Workdir: s.Workdir})
+		info := api.ServerInfo{Name: name, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
+			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
+		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
+			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
+			info.Landlock = p.Init != ""
+			for _, m := range p.Mounts {
+				mode := "ro"
+				if m.Writable {
+					mode = "rw"
+				}
+				info.Mounts = append(info.Mounts, m.Source+":"+m.Target+":"+mode)
+			}
+			info.Hidden = p.Hidden
+			for _, k := range sortedKeys(p.Env) {
+				info.Env = append(info.Env, k+"="+p.Env[k])
+			}
+		} else {
+			info.User = "error: " + err.Error()
+		}
+		out = append(out, info)
 	}
 	return out
+}
+
+// serverSpec answers with the OCI spec a session of the caller would get,
+// secrets shown by reference only.
+func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *slog.Logger) {
+	srv, ok := d.cfg.Servers[name]
+	if !ok {
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.cfg.ServerNames())}, log)
+		return
+	}
+	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{})
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: err.Error()}, log)
+		return
+	}
+	spec, err := sandbox.BuildSpec(p)
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: err.Error()}, log)
+		return
+	}
+	replyData(fw, spec, log)
+}
+
+// secretOp manages the secret store; only root may.
+func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	if peer.UID != 0 {
+		reply(fw, api.Reply{Code: api.CodeDenied, Error: "only root may manage mcpcage secrets: run the command with sudo"}, log)
+		return
+	}
+	var err error
+	switch req.Op {
+	case api.OpSecretSet:
+		if req.Value == "" {
+			err = fmt.Errorf("empty value: pass the secret on stdin")
+		} else {
+			err = d.secrets.Set(req.Name, req.Value)
+		}
+		if err == nil {
+			log.Info("secret stored", "secret", req.Name)
+		}
+	case api.OpSecretRm:
+		err = d.secrets.Remove(req.Name)
+		if err == nil {
+			log.Info("secret removed", "secret", req.Name)
+		}
+	case api.OpSecretList:
+		names, err := d.secrets.Names()
+		if err == nil {
+			replyData(fw, names, log)
+			return
+		}
+	}
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+		return
+	}
+	reply(fw, api.Reply{OK: true}, log)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func unknownServer(name string, known []string) string {

@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/landlock"
 	"github.com/mcpcage/mcpcage/sandbox"
+	"github.com/mcpcage/mcpcage/seccompnotify"
+	"github.com/mcpcage/mcpcage/secrets"
 )
 
 // Version is the daemon's version, set at build time.
@@ -25,6 +28,11 @@ type Daemon struct {
 	launcher *sandbox.Launcher
 	hostView *sandbox.HostView
 	started  time.Time
+	secrets  *secrets.Store
+
+	seccompListener *seccompnotify.Listener
+	initPath        string // mcpcage-init on the host; "" when Landlock is off
+	landlockABI     int
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -44,6 +52,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.hostView = hv
+	if d.secrets, err = secrets.Open(filepath.Join(cfg.Daemon.StateDir, "secrets")); err != nil {
+		return nil, err
+	}
+	if err := d.setupLandlock(); err != nil {
+		return nil, err
+	}
+	d.seccompListener, err = seccompnotify.Listen(filepath.Join(cfg.Daemon.StateDir, "seccomp.sock"), d.onDeniedSyscall, log)
+	if err != nil {
+		return nil, err
+	}
 	l, err := sandbox.NewLauncher(ctx, cfg.Daemon.ContainerdAddress, cfg.Daemon.ContainerdNamespace,
 		filepath.Join(cfg.Daemon.StateDir, "fifo"), log)
 	if err != nil {
@@ -117,6 +135,70 @@ func (d *Daemon) shutdown() {
 		d.log.Error("sessions did not end within 30s; exiting anyway")
 	}
 	d.launcher.Close()
+	d.seccompListener.Close()
+}
+
+// setupLandlock probes the kernel and finds mcpcage-init.
+func (d *Daemon) setupLandlock() error {
+	mode := d.cfg.Daemon.Landlock
+	d.landlockABI = landlock.ABI()
+	if mode == "off" {
+		d.log.Info("landlock disabled by configuration")
+		return nil
+	}
+	if d.landlockABI == 0 {
+		if mode == "require" {
+			return fmt.Errorf("landlock = \"require\" but this kernel has no Landlock (enable it with lsm=landlock,... on the kernel command line, or set landlock = \"auto\")")
+		}
+		d.log.Warn("kernel has no Landlock: sandboxes run without it")
+		return nil
+	}
+	path := d.cfg.Daemon.InitPath
+	if path == "" {
+		if exe, err := os.Executable(); err == nil {
+			path = filepath.Join(filepath.Dir(exe), "mcpcage-init")
+		}
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		if mode == "require" {
+			return fmt.Errorf("landlock = \"require\" but mcpcage-init is missing at %s: install it or set [daemon] init_path", path)
+		}
+		d.log.Warn("mcpcage-init not found: sandboxes run without Landlock", "looked_for", path)
+		return nil
+	}
+	d.initPath = path
+	d.log.Info("landlock active in sandboxes", "abi", d.landlockABI, "init", path)
+	return nil
+}
+
+// Enforcement describes what protects sandboxes, for status and logs.
+func (d *Daemon) enforcement() map[string]string {
+	ll := "off"
+	switch {
+	case d.initPath != "":
+		ll = fmt.Sprintf("enforced (ABI %d)", d.landlockABI)
+	case d.landlockABI > 0:
+		ll = fmt.Sprintf("available (ABI %d), not used", d.landlockABI)
+	case d.cfg.Daemon.Landlock != "off":
+		ll = "unavailable in this kernel"
+	}
+	return map[string]string{
+		"seccomp":  "mcpcage default profile, escape attempts reported",
+		"landlock": ll,
+	}
+}
+
+// onDeniedSyscall logs a system call the seccomp profile refused.
+func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
+	d.mu.Lock()
+	s := d.sessions[e.Metadata]
+	d.mu.Unlock()
+	if s == nil {
+		d.log.Warn("sandbox denied a system call", "container", e.Container, "syscall", e.Syscall, "pid", e.Pid)
+		return
+	}
+	s.deniedSyscalls.Add(1)
+	s.log.Warn("sandbox denied a system call", "syscall", e.Syscall, "pid", e.Pid, "action", "EPERM")
 }
 
 func (d *Daemon) addSession(s *session) bool {

@@ -10,13 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os/user"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -30,6 +28,8 @@ type session struct {
 	inst   *sandbox.Instance
 	relay  *relay.Relay
 	log    *slog.Logger
+
+	deniedSyscalls atomic.Int64
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -67,7 +67,10 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	serverOutR, serverOutW := io.Pipe()
 	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
 
-	params, err := d.sandboxParams(s.id, srv, peer)
+	params, err := d.sandboxParams(s.id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true})
+	if err == nil {
+		err = d.checkCommand(srv, params)
+	}
 	if err == nil {
 		s.inst, err = d.launch(ctx, s, params, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
 	}
@@ -76,7 +79,11 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot start server %q: %v", s.server, err)}, log)
 		return
 	}
-	s.log.Info("session started", "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID)
+	if srv.User == "root" {
+		s.log.Warn("server runs as root inside its sandbox (user = \"root\" in its config)")
+	}
+	s.log.Info("session started", "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
+		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids)
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
 
 	s.relay = relay.New(relay.Options{
@@ -120,11 +127,21 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if code, err := s.inst.ExitCode(); err == nil {
 		exit.Code = int(code)
 	}
+	limits := s.inst.Limits()
 	switch {
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
+	case limits.OOMKilled:
+		exit.Reason = "memory_limit"
+		exit.Error = fmt.Sprintf("server %q was killed: it exceeded its memory limit of %d MiB (raise `memory` in [servers.%s])", s.server, srv.Memory>>20, s.server)
 	case end.Reason == "server_exited" && exit.Code != 0:
 		exit.Error = fmt.Sprintf("server %q exited with status %d", s.server, exit.Code)
+	}
+	if limits.OOMKilled {
+		s.log.Warn("server killed for exceeding its memory limit", "memory", int64(srv.Memory))
+	}
+	if limits.PidsLimitHits > 0 {
+		s.log.Warn("server hit its process limit", "pids", srv.Pids, "refused_forks", limits.PidsLimitHits)
 	}
 	b, _ := json.Marshal(exit)
 	_ = fw.Write(api.FrameExit, b)
@@ -135,7 +152,8 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	s.log.Info("session ended", "reason", exit.Reason, "exit_code", exit.Code,
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
 		"messages_in", st.Messages[relay.ClientToServer].Load(), "messages_out", st.Messages[relay.ServerToClient].Load(),
-		"malformed_in", st.Malformed[relay.ClientToServer].Load(), "malformed_out", st.Malformed[relay.ServerToClient].Load())
+		"malformed_in", st.Malformed[relay.ClientToServer].Load(), "malformed_out", st.Malformed[relay.ServerToClient].Load(),
+		"denied_syscalls", s.deniedSyscalls.Load())
 }
 
 // stop runs the stop ladder once and waits for the server to exit.
@@ -162,34 +180,6 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, stdio
 		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
 		Stdio:  stdio,
 	})
-}
-
-// sandboxParams maps a server definition and the delegating user onto
-// sandbox parameters. The server runs as the delegating user; a root
-// delegator's servers run as nobody.
-func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer) (sandbox.Params, error) {
-	uid, gid, name := peer.UID, peer.GID, ""
-	if uid == 0 {
-		uid, gid, name = 65534, 65534, "nobody"
-	} else if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
-		name = u.Username
-	}
-	if name == "" {
-		name = "u" + strconv.FormatUint(uint64(uid), 10)
-	}
-	return sandbox.Params{
-		ID:          "mcpcage-" + id,
-		Hostname:    "mcpcage-" + srv.Name,
-		Args:        srv.Command,
-		Env:         srv.Env,
-		Cwd:         srv.Workdir,
-		UID:         uid,
-		GID:         gid,
-		Home:        "/home/" + name,
-		Rootfs:      d.hostView.Rootfs,
-		Host:        d.hostView.Dirs,
-		CgroupsPath: "/" + d.cfg.Daemon.ContainerdNamespace + "/mcpcage-" + id,
-	}, nil
 }
 
 // pumpClient turns the shim's frames into the client input stream.

@@ -15,8 +15,11 @@ func TestStatusAndServers(t *testing.T) {
 		want []string
 	}{
 		{[]string{"status"}, []string{"version:", "containerd:", "connected (containerd", "namespace " + d.namespace, "sessions:", "servers:", "everything, test"}},
-		{[]string{"servers"}, []string{"NAME", "everything", "mcp-server-everything stdio", "test", "(host)"}},
+		{[]string{"servers"}, []string{"NAME", "everything", "mcp-server-everything stdio", "test", "65534:65534", "none", "1024MiB", "default"}},
+		{[]string{"servers", "show", "test"}, []string{"user:", "65534:65534", "network:", "none", "hidden:", "/var/lib/mcpcage", "landlock:"}},
+		{[]string{"servers", "show", "test", "--spec"}, []string{`"noNewPrivileges": true`, `"readonly": true`, `"SCMP_ACT_ERRNO"`, `"/etc/shadow"`}},
 		{[]string{"status", "--json"}, []string{`"sessions": 0`}},
+		{[]string{"status"}, []string{"enforcement landlock:", "enforced (ABI", "enforcement seccomp:"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -71,10 +71,12 @@ func doSetup() error {
 		return err
 	}
 	for _, b := range []struct{ out, pkg string }{
-		{"mcpcaged", "./cmd/mcpcaged"}, {"mcpcage", "./cmd/mcpcage"}, {"testserver", "./testdata/testserver"},
+		{"mcpcaged", "./cmd/mcpcaged"}, {"mcpcage", "./cmd/mcpcage"}, {"mcpcage-init", "./cmd/mcpcage-init"},
+		{"testserver", "./testdata/testserver"}, {"hostile", "./testdata/hostile"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(env.bin, b.out), b.pkg)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static: mcpcage-init runs in any sandbox
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}

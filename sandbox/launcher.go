@@ -106,6 +106,8 @@ type Instance struct {
 	l         *Launcher
 	stdio     Stdio
 	cleanOnce sync.Once
+	cgroup    string
+	limits    Limits
 }
 
 // Start creates and starts a sandbox. On error nothing is left behind.
@@ -137,6 +139,9 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
 	}
 	inst := &Instance{ID: o.ID, Pid: task.Pid(), container: c, task: task, exited: make(chan struct{}), l: l, stdio: o.Stdio}
+	if o.Spec.Linux != nil {
+		inst.cgroup = o.Spec.Linux.CgroupsPath
+	}
 	defer func() {
 		if retErr != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -187,6 +192,7 @@ func containsAny(s string, subs ...string) bool {
 // once containerd has copied everything the server wrote.
 func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
 	i.status = <-exitCh
+	i.limits = readLimits(i.cgroup) // before the task's deletion removes the cgroup
 	done := make(chan struct{})
 	go func() {
 		i.task.IO().Wait()
@@ -202,6 +208,10 @@ func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
 	i.stdio.Stdout.Close()
 	i.stdio.Stderr.Close()
 }
+
+// Limits reports the cgroup limits the server ran into; valid once Exited
+// is closed.
+func (i *Instance) Limits() Limits { return i.limits }
 
 // Exited is closed when the server's task has exited and its output has
 // been drained.

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/mcpcage/mcpcage/landlock"
 )
 
 // Params describe one server instance. They are plain values so the spec
@@ -26,6 +29,43 @@ type Params struct {
 	Host []string
 	// CgroupsPath is the task's cgroup, e.g. "/mcpcage/<id>".
 	CgroupsPath string
+
+	// Mounts are extra binds from the host (sources already resolved).
+	Mounts []BindMount
+	// Hidden paths are masked (absent or empty); Readonly paths are made
+	// read-only, both inside the sandbox.
+	Hidden, Readonly []string
+	// Limits.
+	MemoryBytes int64
+	Pids        int64
+	CPUs        float64
+	// HostNetwork joins the host's network namespace; otherwise the
+	// sandbox has its own with loopback only.
+	HostNetwork bool
+	Seccomp     SeccompOptions
+	// Init is the host path of mcpcage-init; empty runs the command
+	// directly (no Landlock).
+	Init string
+	// Landlock are the rules mcpcage-init applies; RequireLandlock makes
+	// a kernel without Landlock a launch error.
+	Landlock        *landlock.Rules
+	RequireLandlock bool
+}
+
+// BindMount is a host path made visible in the sandbox.
+type BindMount struct {
+	Source, Target string
+	Writable       bool
+}
+
+// InitTarget is where mcpcage-init appears inside the sandbox.
+const InitTarget = "/.mcpcage/init"
+
+// AlwaysHidden are host paths no server may see, whatever its command.
+var AlwaysHidden = []string{
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh", "/etc/sudoers",
+	"/etc/sudoers.d", "/var/lib/containerd", "/var/lib/docker", "/var/run/docker.sock",
+	"/var/log/mcpcage", "/var/lib/mcpcage",
 }
 
 // DefaultPath is $PATH for servers that do not set one.
@@ -57,13 +97,33 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 	if p.Cwd == "" {
 		p.Cwd = "/"
 	}
+	seccomp, err := Seccomp(p.Seccomp)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string(nil), p.Args...)
+	if p.Init != "" {
+		flags := []string{InitTarget}
+		if p.RequireLandlock {
+			flags = append(flags, "--require")
+		}
+		args = append(append(flags, "--"), args...)
+	}
+	env := buildEnv(p)
+	if p.Init != "" && p.Landlock != nil {
+		b, err := json.Marshal(p.Landlock)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "MCPCAGE_LANDLOCK="+string(b))
+	}
 	s := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: p.Hostname,
 		Root:     &specs.Root{Path: p.Rootfs, Readonly: true},
 		Process: &specs.Process{
-			Args:            append([]string(nil), p.Args...),
-			Env:             buildEnv(p),
+			Args:            args,
+			Env:             env,
 			Cwd:             p.Cwd,
 			User:            specs.User{UID: p.UID, GID: p.GID},
 			NoNewPrivileges: true,
@@ -72,18 +132,30 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 		},
 		Mounts: baseMounts(p),
 		Linux: &specs.Linux{
-			CgroupsPath: p.CgroupsPath,
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
-				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.CgroupNamespace},
-			},
-			MaskedPaths:   append([]string(nil), maskedPaths...),
-			ReadonlyPaths: append([]string(nil), readonlyPaths...),
+			CgroupsPath:   p.CgroupsPath,
+			Namespaces:    linuxNamespaces(p.HostNetwork),
+			MaskedPaths:   sortedUnion(maskedPaths, AlwaysHidden, p.Hidden),
+			ReadonlyPaths: sortedUnion(readonlyPaths, p.Readonly),
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 			},
 			Devices: defaultDevices(),
+			Seccomp: seccomp,
 		},
+	}
+	r := s.Linux.Resources
+	if p.MemoryBytes > 0 {
+		limit := p.MemoryBytes
+		r.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit} // no swap beyond the limit
+	}
+	if p.Pids > 0 {
+		pids := p.Pids
+		r.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	if p.CPUs > 0 {
+		period := uint64(100000)
+		quota := int64(p.CPUs * float64(period))
+		r.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
 	for _, d := range s.Linux.Devices {
 		major, minor := d.Major, d.Minor
@@ -138,7 +210,62 @@ func baseMounts(p Params) []specs.Mount {
 	}
 	ms = append(ms, specs.Mount{Destination: p.Home, Type: "tmpfs", Source: "tmpfs",
 		Options: []string{"nosuid", "nodev", "mode=700", "size=256m", fmt.Sprintf("uid=%d", p.UID), fmt.Sprintf("gid=%d", p.GID)}})
+	if p.Init != "" {
+		ms = append(ms, specs.Mount{Destination: InitTarget, Type: "bind", Source: p.Init,
+			Options: []string{"bind", "ro", "nosuid", "nodev", "private"}})
+	}
+	for _, m := range p.Mounts {
+		mode := "ro"
+		if m.Writable {
+			mode = "rw"
+		}
+		ms = append(ms, specs.Mount{Destination: m.Target, Type: "bind", Source: m.Source,
+			Options: []string{"bind", mode, "nosuid", "nodev", "private"}})
+	}
 	return ms
+}
+
+func linuxNamespaces(hostNetwork bool) []specs.LinuxNamespace {
+	ns := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+		{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace},
+	}
+	if !hostNetwork {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	return ns
+}
+
+func sortedUnion(lists ...[]string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range lists {
+		for _, p := range l {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LandlockRules derives the write rules for a sandbox: its private /tmp,
+// home and /dev/shm, its writable mounts, and the device nodes.
+func LandlockRules(p Params, restrictConnect bool, ports []uint16) *landlock.Rules {
+	w := []string{"/tmp", p.Home, "/dev/shm"}
+	for _, m := range p.Mounts {
+		if m.Writable {
+			w = append(w, m.Target)
+		}
+	}
+	return &landlock.Rules{
+		Writable:        w,
+		Devices:         []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx"},
+		RestrictConnect: restrictConnect,
+		ConnectPorts:    ports,
+	}
 }
 
 func defaultDevices() []specs.LinuxDevice {

@@ -21,15 +21,24 @@ var goldenParams = map[string]Params{
 		Cwd: "/", UID: 65534, GID: 65534, Home: "/home/nobody",
 		Rootfs: "/var/lib/mcpcage/rootfs", Host: []string{"/usr", "/etc", "/opt", "/var"},
 		CgroupsPath: "/mcpcage/mcpcage-0123456789abcdef",
+		MemoryBytes: 1 << 30, Pids: 256, CPUs: 1.5,
+		Mounts:  []BindMount{{Source: "/home/alice/project", Target: "/work", Writable: true}, {Source: "/srv/data", Target: "/data"}},
+		Hidden:  []string{"/home/alice"}, Readonly: []string{"/work/.git"},
+		Seccomp: SeccompOptions{Mode: "default", ListenerPath: "/var/lib/mcpcage/seccomp.sock", Metadata: "0123456789abcdef"},
+		Init:    "/usr/libexec/mcpcage/mcpcage-init",
 	},
 	"user-home-under-root": {
 		ID: "mcpcage-fedcba9876543210", Hostname: "mcpcage-test",
 		Args: []string{"/opt/server"}, UID: 0, GID: 0, Home: "/root",
 		Rootfs: "/var/lib/mcpcage/rootfs", Host: []string{"/usr"},
+		HostNetwork: true, Seccomp: SeccompOptions{Mode: "unconfined"},
 	},
 }
 
 func TestSpecGolden(t *testing.T) {
+	ev := goldenParams["everything"]
+	ev.Landlock = LandlockRules(ev, false, nil)
+	goldenParams["everything"] = ev
 	for name, p := range goldenParams {
 		t.Run(name, func(t *testing.T) {
 			s, err := BuildSpec(p)
@@ -73,6 +82,12 @@ func TestSpecInvariants(t *testing.T) {
 	for _, m := range s.Mounts {
 		if m.Type == "bind" {
 			opts := strings.Join(m.Options, ",")
+			if m.Destination == "/work" { // the one writable mount of the fixture
+				if !strings.Contains(opts, "rw") || !strings.Contains(opts, "nosuid") {
+					t.Errorf("writable mount has options %s", opts)
+				}
+				continue
+			}
 			if !strings.Contains(opts, "ro") || !strings.Contains(opts, "nosuid") || strings.Contains(opts, "rbind") {
 				t.Errorf("bind mount %s has options %s: want ro, nosuid and not recursive", m.Destination, opts)
 			}
@@ -115,5 +130,47 @@ func TestPrepareHostView(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(dir, mp)); err != nil || !st.IsDir() {
 			t.Errorf("mount point /%s missing in skeleton", mp)
 		}
+	}
+}
+
+func TestSeccompProfile(t *testing.T) {
+	p, err := Seccomp(SeccompOptions{Mode: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.DefaultAction != "SCMP_ACT_ERRNO" || p.DefaultErrnoRet == nil || *p.DefaultErrnoRet != 1 {
+		t.Fatalf("default action %s/%v, want ERRNO EPERM", p.DefaultAction, p.DefaultErrnoRet)
+	}
+	allowed := map[string]bool{}
+	for _, sc := range p.Syscalls {
+		if sc.Action == "SCMP_ACT_ALLOW" && len(sc.Args) == 0 {
+			for _, n := range sc.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, denied := range []string{"io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "umount2",
+		"ptrace", "bpf", "perf_event_open", "keyctl", "add_key", "kexec_load", "init_module", "finit_module",
+		"unshare", "setns", "clone", "clone3", "pivot_root", "open_by_handle_at", "process_vm_readv"} {
+		if allowed[denied] {
+			t.Errorf("%s is allowed unconditionally", denied)
+		}
+	}
+	for _, needed := range []string{"read", "write", "openat", "execve", "mmap", "futex", "epoll_wait", "connect", "statx"} {
+		if !allowed[needed] {
+			t.Errorf("%s is not allowed", needed)
+		}
+	}
+	if p, _ := Seccomp(SeccompOptions{Mode: "unconfined"}); p != nil {
+		t.Error("unconfined produced a profile")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "bad.json"), []byte("{"), 0o644)
+	if _, err := Seccomp(SeccompOptions{Mode: filepath.Join(dir, "bad.json")}); err == nil {
+		t.Error("malformed profile accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "ok.json"), []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644)
+	if p, err := Seccomp(SeccompOptions{Mode: filepath.Join(dir, "ok.json")}); err != nil || p.DefaultAction != "SCMP_ACT_ALLOW" {
+		t.Errorf("custom profile: %v %v", p, err)
 	}
 }

@@ -3,7 +3,7 @@
 // mcp-go and serves stdio in both protocol eras.
 //
 // Tools: echo, read_file, write_file, list_dir, http_get, run_command,
-// sleep, big_output, stderr_flood, crash, env.
+// sleep, big_output, stderr_flood, crash, env, allocate.
 package main
 
 import (
@@ -112,6 +112,19 @@ func main() {
 	add(mcp.NewTool("env", mcp.WithDescription("Return an environment variable and the process identity"), mcp.WithString("name", mcp.Required())),
 		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return text(fmt.Sprintf("%s=%s uid=%d gid=%d pid=%d", r.GetString("name", ""), os.Getenv(r.GetString("name", "")), os.Getuid(), os.Getgid(), os.Getpid())), nil
+		})
+
+	var hoard [][]byte
+	add(mcp.NewTool("allocate", mcp.WithDescription("Allocate and touch N MiB inside the server process"), mcp.WithNumber("mib", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			for i := 0; i < int(r.GetFloat("mib", 0)); i++ {
+				b := make([]byte, 1<<20)
+				for j := range b {
+					b[j] = byte(j)
+				}
+				hoard = append(hoard, b)
+			}
+			return text(fmt.Sprintf("holding %d MiB", len(hoard))), nil
 		})
 
 	if err := server.ServeStdio(s); err != nil {

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var jsonOut bool
+	list := func() ([]api.ServerInfo, error) {
+		var l []api.ServerInfo
+		err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServers}, &l)
+		return l, err
+	}
+	cmd := &cobra.Command{
+		Use:   "servers",
+		Short: "List the servers mcpcaged can run, with the sandbox each gets for you",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := list()
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, l)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tUSER\tNETWORK\tMEMORY\tPIDS\tCPUS\tSECCOMP\tLANDLOCK\tMOUNTS\tCOMMAND")
+			for _, s := range l {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%dMiB\t%d\t%g\t%s\t%v\t%s\t%s\n", s.Name, s.User, s.Network, s.Memory>>20, s.Pids, s.CPUs,
+					s.Seccomp, s.Landlock, orDefault(strings.Join(s.Mounts, ","), "-"), strings.Join(s.Command, " "))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+
+	var spec bool
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one server's effective sandbox, or with --spec the OCI spec it would run with",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if spec {
+				var raw json.RawMessage
+				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerSpec, Server: args[0]}, &raw); err != nil {
+					return err
+				}
+				var v any
+				_ = json.Unmarshal(raw, &v)
+				return writeJSON(stdout, v)
+			}
+			l, err := list()
+			if err != nil {
+				return err
+			}
+			for _, s := range l {
+				if s.Name != args[0] {
+					continue
+				}
+				if jsonOut {
+					return writeJSON(stdout, s)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "name:\t%s\ncommand:\t%s\nimage:\t%s\nworkdir:\t%s\nuser:\t%s\nnetwork:\t%s\nmemory:\t%d MiB\npids:\t%d\ncpus:\t%g\nseccomp:\t%s\nlandlock:\t%v\n",
+					s.Name, strings.Join(s.Command, " "), orDefault(s.Image, "(host root, read-only)"), s.Workdir, s.User, s.Network,
+					s.Memory>>20, s.Pids, s.CPUs, s.Seccomp, s.Landlock)
+				for _, m := range s.Mounts {
+					fmt.Fprintf(tw, "mount:\t%s\n", m)
+				}
+				for _, h := range s.Hidden {
+					fmt.Fprintf(tw, "hidden:\t%s\n", h)
+				}
+				for _, e := range s.Env {
+					fmt.Fprintf(tw, "env:\t%s\n", e)
+				}
+				return tw.Flush()
+			}
+			return fmt.Errorf("no server named %q: `mcpcage servers` lists them", args[0])
+		},
+	}
+	show.Flags().BoolVar(&spec, "spec", false, "print the generated OCI runtime spec (JSON)")
+	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.AddCommand(show)
+	return cmd
+}

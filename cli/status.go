@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's status: version, containerd, sessions, enforcement",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st api.Status
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpStatus}, &st); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, st)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "version:\t%s\nuptime:\t%s\ncontainerd:\t%s\nsessions:\t%d\nservers:\t%s\nconfig:\t%s\n",
+				st.Version, st.Uptime, st.Containerd, st.Sessions, strings.Join(st.Servers, ", "), orDefault(st.ConfigPath, "(built-in defaults)"))
+			keys := make([]string, 0, len(st.Enforcement))
+			for k := range st.Enforcement {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(tw, "enforcement %s:\t%s\n", k, st.Enforcement[k])
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,65 @@
+// Command mcpcage-init runs first inside every mcpcage sandbox: it applies
+// the session's Landlock rules (from $MCPCAGE_LANDLOCK, JSON; see package
+// landlock), removes that variable, and execs the MCP server in its place,
+// so the server keeps pid 1 and its stdio. It is built static.
+//
+// Usage: mcpcage-init [--require] -- COMMAND [ARGS...]
+//
+// Without Landlock in the kernel it execs the server unrestricted (and says
+// so on stderr), unless --require is given.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/mcpcage/mcpcage/landlock"
+)
+
+const envRules = "MCPCAGE_LANDLOCK"
+
+func main() {
+	args := os.Args[1:]
+	require := false
+	for len(args) > 0 && args[0] != "--" {
+		switch args[0] {
+		case "--require":
+			require = true
+		default:
+			fail("unknown flag %q", args[0])
+		}
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		fail("usage: mcpcage-init [--require] -- COMMAND [ARGS...]")
+	}
+	argv := args[1:]
+	if raw, ok := os.LookupEnv(envRules); ok {
+		os.Unsetenv(envRules)
+		var r landlock.Rules
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			fail("bad %s: %v", envRules, err)
+		}
+		if _, err := landlock.Restrict(r); err != nil {
+			if err == landlock.ErrUnsupported && !require {
+				fmt.Fprintln(os.Stderr, "mcpcage-init: landlock unavailable in this kernel; running without it")
+			} else {
+				fail("apply landlock rules: %v", err)
+			}
+		}
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		fail("%s: command not found in the sandbox (PATH=%s)", argv[0], os.Getenv("PATH"))
+	}
+	err = syscall.Exec(path, argv, os.Environ())
+	fail("exec %s: %v", path, err)
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "mcpcage-init: "+format+"\n", args...)
+	os.Exit(127)
+}

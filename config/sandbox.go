@@ -1,0 +1,88 @@
+package config
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// SecretPrefix marks an env value resolved from the daemon's secret store:
+// env = { GITHUB_TOKEN = "secret:github" }.
+const SecretPrefix = "secret:"
+
+var secretName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidSecretName reports whether name may name a secret.
+func ValidSecretName(name string) bool { return secretName.MatchString(name) }
+
+var userSpec = regexp.MustCompile(`^([0-9]+:[0-9]+|[a-z_][a-z0-9_.-]*[$]?)$`)
+
+// reservedTargets cannot be mount targets: the sandbox owns them.
+var reservedTargets = []string{"/", "/proc", "/sys", "/dev", "/.mcpcage"}
+
+func validateSandbox(s *Server, bad func(msg string, key ...string)) {
+	if s.User != "" && !userSpec.MatchString(s.User) {
+		bad(fmt.Sprintf(`must be "UID:GID", a user name or "root", got %q`, s.User), "user")
+	}
+	if s.Memory == 0 {
+		s.Memory = DefaultMemory
+	} else if s.Memory < 16<<20 {
+		bad(fmt.Sprintf("must be at least 16MiB, got %d bytes", s.Memory), "memory")
+	}
+	if s.Pids == 0 {
+		s.Pids = DefaultPids
+	} else if s.Pids < 8 || s.Pids > 1<<20 {
+		bad(fmt.Sprintf("must be between 8 and 1048576, got %d", s.Pids), "pids")
+	}
+	if s.CPUs == 0 {
+		s.CPUs = DefaultCPUs
+	} else if s.CPUs < 0.01 || s.CPUs > 1024 {
+		bad(fmt.Sprintf("must be between 0.01 and 1024, got %g", s.CPUs), "cpus")
+	}
+	switch {
+	case s.Seccomp == "":
+		s.Seccomp = SeccompDefault
+	case s.Seccomp == SeccompDefault, s.Seccomp == SeccompOff, strings.HasPrefix(s.Seccomp, "/"):
+	default:
+		bad(fmt.Sprintf(`must be "default", "unconfined" or an absolute path to an OCI seccomp profile (JSON), got %q`, s.Seccomp), "seccomp")
+	}
+	switch s.Network {
+	case "":
+		s.Network = NetworkNone
+	case NetworkNone, NetworkHost:
+	default:
+		bad(fmt.Sprintf(`must be "none" or "host", got %q`, s.Network), "network")
+	}
+	seen := map[string]bool{}
+	for i, m := range s.Mounts {
+		key := fmt.Sprintf("mounts[%d]", i)
+		if m.Source == "" || !(strings.HasPrefix(m.Source, "/") || m.Source == "~" || strings.HasPrefix(m.Source, "~/")) {
+			bad(fmt.Sprintf(`source must be an absolute path or start with "~/", got %q`, m.Source), "mounts", key)
+		}
+		t := path.Clean(m.Target)
+		if !strings.HasPrefix(m.Target, "/") {
+			bad(fmt.Sprintf("target must be an absolute path inside the sandbox, got %q", m.Target), "mounts", key)
+		}
+		for _, r := range reservedTargets {
+			if t == r || (r != "/" && strings.HasPrefix(t, r+"/")) {
+				bad(fmt.Sprintf("target %q is reserved by the sandbox", m.Target), "mounts", key)
+			}
+		}
+		if seen[t] {
+			bad(fmt.Sprintf("target %q is mounted twice", m.Target), "mounts", key)
+		}
+		seen[t] = true
+		s.Mounts[i].Target = t
+	}
+	for _, list := range []struct {
+		key   string
+		paths []string
+	}{{"readonly_paths", s.ReadonlyPaths}, {"hidden_paths", s.HiddenPaths}} {
+		for _, p := range list.paths {
+			if !strings.HasPrefix(p, "/") {
+				bad(fmt.Sprintf("must hold absolute paths, got %q", p), list.key)
+			}
+		}
+	}
+}

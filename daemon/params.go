@@ -1,0 +1,222 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/sandbox"
+)
+
+// identity is who a sandbox runs as.
+type identity struct {
+	UID, GID uint32
+	Name     string
+	Home     string // the delegating user's real home on the host
+}
+
+// runAs decides the sandbox user: the configured user, else the delegating
+// user; a root delegator's servers run as nobody unless user = "root".
+func runAs(srv *config.Server, peer Peer) (identity, error) {
+	switch {
+	case srv.User == "root":
+		return identity{UID: 0, GID: 0, Name: "root", Home: "/root"}, nil
+	case strings.Contains(srv.User, ":"):
+		u, g, _ := strings.Cut(srv.User, ":")
+		uid, err1 := strconv.ParseUint(u, 10, 32)
+		gid, err2 := strconv.ParseUint(g, 10, 32)
+		if err1 != nil || err2 != nil {
+			return identity{}, fmt.Errorf("user %q is not UID:GID", srv.User)
+		}
+		id := identity{UID: uint32(uid), GID: uint32(gid), Name: "u" + u}
+		if pu, err := user.LookupId(u); err == nil {
+			id.Name, id.Home = pu.Username, pu.HomeDir
+		}
+		return id, nil
+	case srv.User != "":
+		pu, err := user.Lookup(srv.User)
+		if err != nil {
+			return identity{}, fmt.Errorf("user %q: %w", srv.User, err)
+		}
+		return fromUser(pu)
+	case peer.UID == 0:
+		return identity{UID: 65534, GID: 65534, Name: "nobody"}, nil
+	}
+	pu, err := user.LookupId(strconv.FormatUint(uint64(peer.UID), 10))
+	if err != nil {
+		return identity{UID: peer.UID, GID: peer.GID, Name: "u" + strconv.FormatUint(uint64(peer.UID), 10)}, nil
+	}
+	id, err := fromUser(pu)
+	if err == nil {
+		id.GID = peer.GID
+	}
+	return id, err
+}
+
+func fromUser(pu *user.User) (identity, error) {
+	uid, err1 := strconv.ParseUint(pu.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(pu.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return identity{}, fmt.Errorf("user %s has a non-numeric uid or gid", pu.Username)
+	}
+	return identity{UID: uint32(uid), GID: uint32(gid), Name: pu.Username, Home: pu.HomeDir}, nil
+}
+
+// delegatorHome is the home of the delegating user, for "~" in mounts.
+func delegatorHome(peer Peer) (string, error) {
+	pu, err := user.LookupId(strconv.FormatUint(uint64(peer.UID), 10))
+	if err != nil {
+		return "", fmt.Errorf("look up uid %d: %w", peer.UID, err)
+	}
+	return pu.HomeDir, nil
+}
+
+// paramsOptions control what sandboxParams resolves.
+type paramsOptions struct {
+	resolveSecrets bool // false: env keeps "secret:NAME" (for display)
+	checkMounts    bool // false: missing mount sources are not an error (for display)
+}
+
+// sandboxParams maps a server definition and the delegating user onto
+// sandbox parameters.
+func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o paramsOptions) (sandbox.Params, error) {
+	who, err := runAs(srv, peer)
+	if err != nil {
+		return sandbox.Params{}, err
+	}
+	home := "/home/" + who.Name
+	if who.UID == 0 {
+		home = "/root"
+	}
+	p := sandbox.Params{
+		ID:          "mcpcage-" + id,
+		Hostname:    "mcpcage-" + srv.Name,
+		Args:        srv.Command,
+		Cwd:         srv.Workdir,
+		UID:         who.UID,
+		GID:         who.GID,
+		Home:        home,
+		Rootfs:      d.hostView.Rootfs,
+		Host:        d.hostView.Dirs,
+		CgroupsPath: "/" + d.cfg.Daemon.ContainerdNamespace + "/mcpcage-" + id,
+		MemoryBytes: int64(srv.Memory),
+		Pids:        srv.Pids,
+		CPUs:        srv.CPUs,
+		HostNetwork: srv.Network == config.NetworkHost,
+		Readonly:    srv.ReadonlyPaths,
+		Seccomp:     sandbox.SeccompOptions{Mode: srv.Seccomp, Metadata: id},
+		Init:        d.initPath,
+	}
+	if d.seccompListener != nil {
+		p.Seccomp.ListenerPath = d.seccompListener.Path()
+	}
+	// Hide the daemon's own files and sockets, and the users' homes,
+	// wherever they are configured.
+	p.Hidden = append(p.Hidden, srv.HiddenPaths...)
+	p.Hidden = append(p.Hidden, d.cfg.Daemon.StateDir, d.cfg.Daemon.Socket, filepath.Dir(d.cfg.Daemon.Socket),
+		d.cfg.Daemon.ContainerdAddress)
+	if h, err := delegatorHome(peer); err == nil && h != "/" && h != "" {
+		p.Hidden = append(p.Hidden, h)
+	}
+	if who.Home != "" && who.Home != "/" {
+		p.Hidden = append(p.Hidden, who.Home)
+	}
+	env := map[string]string{}
+	for k, v := range srv.Env {
+		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok && o.resolveSecrets {
+			val, err := d.secrets.Get(name)
+			if err != nil {
+				return sandbox.Params{}, fmt.Errorf("env %s: %w", k, err)
+			}
+			v = val
+		}
+		env[k] = v
+	}
+	p.Env = env
+	for _, m := range srv.Mounts {
+		src := m.Source
+		if src == "~" || strings.HasPrefix(src, "~/") {
+			h, err := delegatorHome(peer)
+			if err != nil {
+				return sandbox.Params{}, fmt.Errorf("mount %s: cannot expand ~: %w", m.Source, err)
+			}
+			src = filepath.Join(h, strings.TrimPrefix(src, "~"))
+		}
+		if o.checkMounts {
+			if _, err := os.Stat(src); err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					return sandbox.Params{}, fmt.Errorf("mount source %s does not exist: create it or fix mounts in [servers.%s]", src, srv.Name)
+				}
+				return sandbox.Params{}, fmt.Errorf("mount source %s: %w", src, err)
+			}
+		}
+		p.Mounts = append(p.Mounts, sandbox.BindMount{Source: src, Target: m.Target, Writable: m.Writable()})
+	}
+	if d.initPath != "" {
+		p.Landlock = sandbox.LandlockRules(p, false, nil)
+		p.RequireLandlock = d.cfg.Daemon.Landlock == "require"
+	}
+	return p, nil
+}
+
+// checkCommand verifies that a host-rootfs server's command exists in the
+// sandbox's view of the host, so a typo is a launch error that says so
+// instead of a server that dies at once.
+func (d *Daemon) checkCommand(srv *config.Server, p sandbox.Params) error {
+	if srv.Image != "" {
+		return nil
+	}
+	cmd := srv.Command[0]
+	candidates := []string{cmd}
+	if !strings.Contains(cmd, "/") {
+		candidates = nil
+		for _, dir := range filepath.SplitList(sandbox.DefaultPath) {
+			candidates = append(candidates, filepath.Join(dir, cmd))
+		}
+	} else if !filepath.IsAbs(cmd) {
+		candidates = []string{filepath.Join(p.Cwd, cmd)}
+	}
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			if !d.visible(c, p) {
+				return fmt.Errorf("command %s is not visible in the sandbox (its top-level directory is private there): install it elsewhere, e.g. under /usr/local or /opt, or mount it", c)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("command %q not found in the sandbox's view of the host (PATH=%s): install it or fix command in [servers.%s]", cmd, sandbox.DefaultPath, srv.Name)
+}
+
+// visible reports whether a host path shows through the host view or a
+// mount of p.
+func (d *Daemon) visible(path string, p sandbox.Params) bool {
+	for _, m := range p.Mounts {
+		if path == m.Target || strings.HasPrefix(path, m.Target+"/") {
+			return true
+		}
+	}
+	for _, h := range p.Hidden {
+		if path == h || strings.HasPrefix(path, h+"/") {
+			return false
+		}
+	}
+	for _, dir := range p.Host {
+		if path == dir || strings.HasPrefix(path, dir+"/") {
+			return true
+		}
+	}
+	// Top-level symlinks (bin -> usr/bin) resolve into shared directories.
+	if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+		for _, dir := range p.Host {
+			if strings.HasPrefix(real, dir+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}

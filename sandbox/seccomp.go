@@ -1,0 +1,176 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// The default seccomp profile is an allow-list in the style of the
+// Docker/containerd default profiles: every system call not listed
+// returns EPERM. On top of that:
+//
+//   - io_uring_setup/enter/register are not allowed: io_uring performs
+//     file and network operations without passing the system-call
+//     tracepoints, which would blind mcpcage's eBPF layer;
+//   - no namespace creation: unshare and setns are denied, clone may not
+//     carry CLONE_NEW* flags, and clone3 returns ENOSYS so C libraries fall
+//     back to clone (clone3's flags live in memory a filter cannot read);
+//   - the calls in [DeniedAndReported] are sent to mcpcaged by seccomp's
+//     user notification when a listener is configured, so the daemon logs
+//     each attempt against its session before answering EPERM.
+var allowedSyscalls = []string{
+	"accept", "accept4", "access", "adjtimex", "alarm", "arch_prctl", "bind", "brk", "cachestat",
+	"capget", "capset", "chdir", "chmod", "chown", "chown32", "clock_adjtime", "clock_adjtime64",
+	"clock_getres", "clock_getres_time64", "clock_gettime", "clock_gettime64", "clock_nanosleep",
+	"clock_nanosleep_time64", "close", "close_range", "connect", "copy_file_range", "creat", "dup",
+	"dup2", "dup3", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait",
+	"epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "execve", "execveat",
+	"exit", "exit_group", "faccessat", "faccessat2", "fadvise64", "fadvise64_64", "fallocate",
+	"fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchmodat2", "fchown", "fchown32", "fchownat",
+	"fcntl", "fcntl64", "fdatasync", "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr",
+	"fsetxattr", "fstat", "fstat64", "fstatat64", "fstatfs", "fstatfs64", "fsync", "ftruncate",
+	"ftruncate64", "futex", "futex_requeue", "futex_time64", "futex_wait", "futex_waitv",
+	"futex_wake", "futimesat", "getcpu", "getcwd", "getdents", "getdents64", "getegid", "getegid32",
+	"geteuid", "geteuid32", "getgid", "getgid32", "getgroups", "getgroups32", "getitimer",
+	"getpeername", "getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getrandom",
+	"getresgid", "getresgid32", "getresuid", "getresuid32", "getrlimit", "get_robust_list",
+	"getrusage", "getsid", "getsockname", "getsockopt", "get_thread_area", "gettid",
+	"gettimeofday", "getuid", "getuid32", "getxattr", "inotify_add_watch", "inotify_init",
+	"inotify_init1", "inotify_rm_watch", "io_cancel", "ioctl", "io_destroy", "io_getevents",
+	"io_pgetevents", "io_pgetevents_time64", "ioprio_get", "ioprio_set", "io_setup", "io_submit",
+	"ipc", "kill", "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self",
+	"lchown", "lchown32", "lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr",
+	"_llseek", "lremovexattr", "lseek", "lsetxattr", "lstat", "lstat64", "madvise",
+	"map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat",
+	"mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr",
+	"mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64", "mq_timedsend",
+	"mq_timedsend_time64", "mq_unlink", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd", "msync",
+	"munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep", "newfstatat", "_newselect",
+	"open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2",
+	"pkey_alloc", "pkey_free", "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl", "pread64",
+	"preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6", "pselect6_time64", "pwrite64",
+	"pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv", "recv",
+	"recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "remap_file_pages", "removexattr",
+	"rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq", "rt_sigaction",
+	"rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend",
+	"rt_sigtimedwait", "rt_sigtimedwait_time64", "rt_tgsigqueueinfo", "sched_getaffinity",
+	"sched_getattr", "sched_getparam", "sched_get_priority_max", "sched_get_priority_min",
+	"sched_getscheduler", "sched_rr_get_interval", "sched_rr_get_interval_time64",
+	"sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler", "sched_yield",
+	"seccomp", "select", "semctl", "semget", "semop", "semtimedop", "semtimedop_time64", "send",
+	"sendfile", "sendfile64", "sendmmsg", "sendmsg", "sendto", "setfsgid", "setfsgid32", "setfsuid",
+	"setfsuid32", "setgid", "setgid32", "setgroups", "setgroups32", "setitimer", "setpgid",
+	"setpriority", "setregid", "setregid32", "setresgid", "setresgid32", "setresuid",
+	"setresuid32", "setreuid", "setreuid32", "setrlimit", "set_robust_list", "setsid",
+	"setsockopt", "set_thread_area", "set_tid_address", "setuid", "setuid32", "setxattr", "shmat",
+	"shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "sigprocmask",
+	"sigreturn", "socket", "socketcall", "socketpair", "splice", "stat", "stat64", "statfs",
+	"statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo",
+	"tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
+	"timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
+	"timerfd_gettime64", "timerfd_settime", "timerfd_settime64", "times", "tkill", "truncate",
+	"truncate64", "ugetrlimit", "umask", "uname", "unlink", "unlinkat", "utime", "utimensat",
+	"utimensat_time64", "utimes", "vfork", "vmsplice", "wait4", "waitid", "waitpid", "write",
+	"writev",
+}
+
+// DeniedAndReported are denied calls that signal an escape attempt rather
+// than an ordinary missing feature; mcpcaged logs each one.
+var DeniedAndReported = []string{
+	"mount", "umount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
+	"fsconfig", "fsmount", "fspick", "mount_setattr",
+	"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+	"bpf", "perf_event_open", "userfaultfd",
+	"keyctl", "add_key", "request_key",
+	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+	"unshare", "setns",
+	"io_uring_setup", "io_uring_enter", "io_uring_register",
+	"open_by_handle_at", "reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime",
+	"clock_settime64", "syslog", "iopl", "ioperm", "quotactl", "lookup_dcookie", "vhangup",
+}
+
+// namespaceFlags are the CLONE_NEW* flags clone may not carry.
+const namespaceFlags = 0x7E020000
+
+// SeccompOptions select the profile.
+type SeccompOptions struct {
+	// Mode is "default", "unconfined" or a path to an OCI profile (JSON).
+	Mode string
+	// ListenerPath, when set, receives the user notifications of
+	// DeniedAndReported calls (SCMP_ACT_NOTIFY); empty: plain EPERM.
+	ListenerPath string
+	// Metadata is passed to the listener with each container's fd.
+	Metadata string
+}
+
+// Seccomp returns the spec's seccomp section, or nil for "unconfined".
+func Seccomp(o SeccompOptions) (*specs.LinuxSeccomp, error) {
+	switch o.Mode {
+	case "unconfined":
+		return nil, nil
+	case "", "default":
+		return defaultProfile(o), nil
+	}
+	b, err := os.ReadFile(o.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("read seccomp profile: %w", err)
+	}
+	var p specs.LinuxSeccomp
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("seccomp profile %s is not an OCI seccomp section (JSON): %w", o.Mode, err)
+	}
+	if p.DefaultAction == "" {
+		return nil, fmt.Errorf("seccomp profile %s has no defaultAction", o.Mode)
+	}
+	return &p, nil
+}
+
+func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
+	eperm := uint(1)
+	enosys := uint(38)
+	reported := specs.ActErrno
+	if o.ListenerPath != "" {
+		reported = specs.ActNotify
+	}
+	p := &specs.LinuxSeccomp{
+		DefaultAction:    specs.ActErrno,
+		DefaultErrnoRet:  &eperm,
+		Architectures:    architectures(),
+		ListenerPath:     o.ListenerPath,
+		ListenerMetadata: o.Metadata,
+		Syscalls: []specs.LinuxSyscall{
+			{Names: append([]string(nil), allowedSyscalls...), Action: specs.ActAllow},
+			{Names: []string{"clone"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
+			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+			{Names: []string{"personality"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0x0, Op: specs.OpEqualTo}}},
+			{Names: []string{"personality"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0x8, Op: specs.OpEqualTo}}},
+			{Names: []string{"personality"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0xffffffff, Op: specs.OpEqualTo}}},
+			{Names: append([]string(nil), DeniedAndReported...), Action: reported, ErrnoRet: errnoFor(reported, &eperm)},
+		},
+	}
+	return p
+}
+
+func errnoFor(a specs.LinuxSeccompAction, eperm *uint) *uint {
+	if a == specs.ActErrno {
+		return eperm
+	}
+	return nil
+}
+
+func architectures() []specs.Arch {
+	switch runtime.GOARCH {
+	case "arm64":
+		return []specs.Arch{specs.ArchAARCH64, specs.ArchARM}
+	default:
+		return []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}
+	}
+}
