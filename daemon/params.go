@@ -115,16 +115,23 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	if d.seccompListener != nil {
 		p.Seccomp.ListenerPath = d.seccompListener.Path()
 	}
+	if srv.Image != "" {
+		p.Rootfs, p.Host = sandbox.ImageRootfs, nil
+	}
 	// Hide the daemon's own files and sockets, and the users' homes,
 	// wherever they are configured.
 	p.Hidden = append(p.Hidden, srv.HiddenPaths...)
 	p.Hidden = append(p.Hidden, d.cfg.Daemon.StateDir, d.cfg.Daemon.Socket, filepath.Dir(d.cfg.Daemon.Socket),
 		d.cfg.Daemon.ContainerdAddress)
-	if h, err := delegatorHome(peer); err == nil && h != "/" && h != "" {
-		p.Hidden = append(p.Hidden, h)
-	}
-	if who.Home != "" && who.Home != "/" {
-		p.Hidden = append(p.Hidden, who.Home)
+	// Homes under /home and /root are out of view already (both are
+	// private tmpfs mounts); homes elsewhere are masked.
+	for _, h := range []string{who.Home, ""} {
+		if h == "" {
+			h, _ = delegatorHome(peer)
+		}
+		if h != "" && h != "/" && !underAny(h, "/home", "/root") {
+			p.Hidden = append(p.Hidden, h)
+		}
 	}
 	env := map[string]string{}
 	for k, v := range srv.Env {
@@ -216,6 +223,15 @@ func (d *Daemon) visible(path string, p sandbox.Params) bool {
 			if strings.HasPrefix(real, dir+"/") {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+func underAny(path string, dirs ...string) bool {
+	for _, d := range dirs {
+		if path == d || strings.HasPrefix(path, d+"/") {
+			return true
 		}
 	}
 	return false

@@ -176,6 +176,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, stdio
 	}
 	return d.launcher.Start(ctx, sandbox.StartOptions{
 		ID:     p.ID,
+		Image:  d.cfg.Servers[s.server].Image,
 		Spec:   spec,
 		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
 		Stdio:  stdio,

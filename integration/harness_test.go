@@ -132,6 +132,7 @@ type daemon struct {
 	cmd       *exec.Cmd
 	log       *syncBuffer
 	exited    chan struct{}
+	shimCred  *syscall.Credential // when set, shims run with these credentials
 }
 
 // startDaemon runs mcpcaged with the test server and extra config text
@@ -219,6 +220,9 @@ func (d *daemon) stop() int {
 func (d *daemon) shimCmd(name string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "run", name)
 	cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+d.socket)
+	if d.shimCred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.shimCred}
+	}
 	return cmd
 }
 

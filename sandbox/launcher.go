@@ -85,8 +85,11 @@ type Stdio struct {
 
 // StartOptions describe one launch.
 type StartOptions struct {
-	ID     string
-	Spec   *specs.Spec
+	ID   string
+	Spec *specs.Spec
+	// Image, when set, is the OCI image whose file system is the root
+	// (a fresh snapshot, mounted read-only); the spec's root path must be "rootfs".
+	Image  string
 	Labels map[string]string
 	Stdio  Stdio
 	// BeforeStart runs after the task exists and before it starts: the
@@ -117,10 +120,22 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 	for k, v := range o.Labels {
 		labels[k] = v
 	}
-	c, err := l.client.NewContainer(ctx, o.ID,
-		containerd.WithSpec(o.Spec),
+	opts := []containerd.NewContainerOpts{
 		containerd.WithRuntime(runtimeName, nil),
-		containerd.WithContainerLabels(labels))
+		containerd.WithContainerLabels(labels),
+	}
+	if o.Image != "" {
+		img, err := l.image(ctx, o.Image)
+		if err != nil {
+			return nil, err
+		}
+		if err := mergeImageEnv(ctx, img, o.Spec); err != nil {
+			return nil, err
+		}
+		opts = append(opts, containerd.WithImage(img), containerd.WithNewSnapshot(o.ID, img))
+	}
+	opts = append(opts, containerd.WithSpec(o.Spec))
+	c, err := l.client.NewContainer(ctx, o.ID, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
@@ -128,7 +143,7 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 		if retErr != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			if err := c.Delete(dctx); err != nil && !errdefs.IsNotFound(err) {
+			if err := c.Delete(dctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 				l.log.Warn("remove container after failed launch", "container", o.ID, "err", err)
 			}
 		}
@@ -263,7 +278,7 @@ func (i *Instance) Remove(ctx context.Context) error {
 		if _, e := i.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
 			err = fmt.Errorf("delete task %s: %w", i.ID, e)
 		}
-		if e := i.container.Delete(ctx); e != nil && !errdefs.IsNotFound(e) {
+		if e := i.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
 			err = errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
 		}
 	})
@@ -291,7 +306,7 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 			errs = append(errs, fmt.Errorf("load task %s: %w", c.ID(), err))
 			continue
 		}
-		if err := c.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete container %s: %w", c.ID(), err))
 			continue
 		}
@@ -311,4 +326,66 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 func (l *Launcher) Count(ctx context.Context) (int, error) {
 	cs, err := l.client.Containers(l.ctx(ctx), fmt.Sprintf(`labels."%s"==true`, LabelManaged))
 	return len(cs), err
+}
+
+// image returns ref from containerd's image store, pulling and unpacking it
+// when it is absent.
+func (l *Launcher) image(ctx context.Context, ref string) (containerd.Image, error) {
+	img, err := l.client.GetImage(ctx, ref)
+	if err == nil {
+		if ok, _ := img.IsUnpacked(ctx, ""); !ok {
+			if err := img.Unpack(ctx, ""); err != nil {
+				return nil, fmt.Errorf("unpack image %s: %w", ref, err)
+			}
+		}
+		return img, nil
+	}
+	if !errdefs.IsNotFound(err) {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	l.log.Info("pulling image", "image", ref)
+	img, err = l.client.Pull(ctx, ref, containerd.WithPullUnpack)
+	if err != nil {
+		return nil, fmt.Errorf("image %s is not in containerd's store (namespace %s) and pulling it failed: %w: import it with `ctr -n %s images import FILE`", ref, l.ns, err, l.ns)
+	}
+	return img, nil
+}
+
+// mergeImageEnv puts the image's environment (PATH above all) under the
+// spec's own variables, which win.
+func mergeImageEnv(ctx context.Context, img containerd.Image, s *specs.Spec) error {
+	cfg, err := img.Spec(ctx)
+	if err != nil {
+		return fmt.Errorf("read image config: %w", err)
+	}
+	set := map[string]bool{}
+	for _, kv := range s.Process.Env {
+		k, _, _ := strings.Cut(kv, "=")
+		set[k] = true
+	}
+	var env []string
+	for _, kv := range cfg.Config.Env {
+		k, _, _ := strings.Cut(kv, "=")
+		if !set[k] || k == "PATH" {
+			env = append(env, kv)
+			set[k] = true
+		}
+	}
+	for _, kv := range s.Process.Env {
+		if k, _, _ := strings.Cut(kv, "="); k == "PATH" && len(cfg.Config.Env) > 0 && hasKey(cfg.Config.Env, "PATH") {
+			continue // the image knows where its programs are
+		}
+		env = append(env, kv)
+	}
+	s.Process.Env = env
+	return nil
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }

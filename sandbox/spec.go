@@ -58,6 +58,10 @@ type BindMount struct {
 	Writable       bool
 }
 
+// ImageRootfs is the root path of a sandbox whose root is an image's
+// snapshot (containerd mounts it there).
+const ImageRootfs = "rootfs"
+
 // InitTarget is where mcpcage-init appears inside the sandbox.
 const InitTarget = "/.mcpcage/init"
 
@@ -88,8 +92,8 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 	if len(p.Args) == 0 {
 		return nil, fmt.Errorf("sandbox: empty command")
 	}
-	if p.Rootfs == "" || !path.IsAbs(p.Rootfs) {
-		return nil, fmt.Errorf("sandbox: rootfs must be an absolute path, got %q", p.Rootfs)
+	if p.Rootfs != ImageRootfs && (p.Rootfs == "" || !path.IsAbs(p.Rootfs)) {
+		return nil, fmt.Errorf("sandbox: rootfs must be an absolute path or %q, got %q", ImageRootfs, p.Rootfs)
 	}
 	if p.Home == "" {
 		p.Home = "/home/mcpcage"

@@ -1,0 +1,289 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/landlock"
+)
+
+// attack runs the hostile helper through the test server's run_command
+// tool and returns its one-line verdict.
+func attack(t *testing.T, c *mcpClient, args ...string) string {
+	t.Helper()
+	out, _ := callText(t, c, "run_command", map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": args})
+	return strings.TrimSpace(out)
+}
+
+func TestEscapeSuite(t *testing.T) {
+	d := startDaemon(t, "")
+	// A file planted in root's real home, the delegator's home here.
+	planted := fmt.Sprintf("/root/.mcpcage-itest-secret-%d", time.Now().UnixNano())
+	if err := os.WriteFile(planted, []byte("top secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(planted)
+	// A setuid-root copy of the helper, to try to become root.
+	suid := filepath.Join(env.bin, "hostile-suid")
+	copyFile(t, filepath.Join(env.bin, "hostile"), suid)
+	must(t, os.Chmod(suid, 0o4755), "chmod setuid")
+
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	tests := []struct {
+		name, attack, arg string
+		want              string // prefix of the verdict
+		logged            string // the syscall the daemon must report, if any
+	}{
+		{"read /etc/shadow", "read", "/etc/shadow", "DENIED", ""},
+		{"read /etc/ssh host keys", "read", "/etc/ssh/ssh_host_ed25519_key", "DENIED", ""},
+		{"read planted file in the user's home", "read", planted, "DENIED", ""},
+		{"read the daemon's state", "read", filepath.Join(d.dir, "state", "seccomp.sock"), "DENIED", ""},
+		{"write outside the mounts", "write", "/usr/local/pwned", "DENIED", ""},
+		{"write into the repository", "write", filepath.Join(env.bin, "pwned"), "DENIED", ""},
+		{"mount", "mount", "", "DENIED", "mount"},
+		{"ptrace", "ptrace", "", "DENIED", "ptrace"},
+		{"bpf", "bpf", "", "DENIED", "bpf"},
+		{"unshare a user namespace", "unshare-user", "", "DENIED", "unshare"},
+		{"keyctl", "keyctl", "", "DENIED", "add_key"},
+		{"load a kernel module", "init-module", "", "DENIED", "finit_module"},
+		{"raw socket", "raw-socket", "", "DENIED", ""},
+		{"io_uring", "io-uring", "", "DENIED", "io_uring_setup"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{tt.attack}
+			if tt.arg != "" {
+				args = append(args, tt.arg)
+			}
+			got := attack(t, c, args...)
+			if !strings.HasPrefix(got, tt.want) {
+				t.Fatalf("%s: %q, want %s", tt.attack, got, tt.want)
+			}
+			if tt.logged != "" {
+				d.waitLog(`msg="sandbox denied a system call"`)
+				d.waitLog("syscall=" + tt.logged + " ")
+			}
+		})
+	}
+	t.Run("setuid binary does not give root", func(t *testing.T) {
+		got, _ := callText(t, c, "run_command", map[string]any{"command": suid, "args": []string{"euid"}})
+		if strings.TrimSpace(got) != "euid=65534" {
+			t.Fatalf("setuid helper reports %q, want euid=65534", got)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(env.bin, "pwned")); err == nil {
+		t.Fatal("the sandbox wrote into the host")
+	}
+	// The daemon kept serving throughout, and the denials were attributed.
+	if !strings.Contains(d.log.String(), "session=") || !strings.Contains(d.log.String(), "action=EPERM") {
+		t.Fatalf("denials not logged per session:\n%s", d.log.String())
+	}
+}
+
+func TestLimits(t *testing.T) {
+	d := startDaemon(t, "[servers.small]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\nmemory = \"96MiB\"\npids = 32\n")
+	t.Run("fork bomb held by the pids limit", func(t *testing.T) {
+		c := d.connect(t, "small", mcp.ProtocolVersion20251125)
+		got := attack(t, c, "fork-bomb")
+		if !strings.HasPrefix(got, "DENIED") {
+			t.Fatalf("fork bomb: %q", got)
+		}
+		// Meanwhile another session is served normally.
+		other := d.connect(t, "test", mcp.ProtocolVersion20251125)
+		if echo, _ := callText(t, other, "echo", map[string]any{"text": "alive"}); echo != "alive" {
+			t.Fatalf("other session: %q", echo)
+		}
+		c.Close()
+		d.waitLog("server hit its process limit")
+	})
+	t.Run("memory bomb ends the session with a clear error", func(t *testing.T) {
+		c := d.connect(t, "small", mcp.ProtocolVersion20251125)
+		_, err := c.CallTool(ctxT(t, 60*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "allocate", Arguments: map[string]any{"mib": 512}}})
+		if err == nil {
+			t.Fatal("allocating 512 MiB under a 96 MiB limit succeeded")
+		}
+		if code := c.shimExit(t); code == 0 {
+			t.Fatal("shim exited 0")
+		}
+		if !strings.Contains(c.stderr.String(), "exceeded its memory limit of 96 MiB") {
+			t.Fatalf("shim stderr: %q", c.stderr.String())
+		}
+		d.waitLog("server killed for exceeding its memory limit")
+	})
+	d.waitClean("limit tests")
+}
+
+func TestNonRootDelegatorRunsAsThemself(t *testing.T) {
+	uid, home := testUser(t)
+	d := startDaemon(t, "")
+	for _, p := range []string{env.work, d.dir} {
+		must(t, os.Chmod(p, 0o755), "open %s to the test user", p)
+	}
+	must(t, os.Chmod(d.socket, 0o666), "open the test socket to the test user")
+	must(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o700), "mkdir")
+	must(t, os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), []byte("PRIVATE KEY"), 0o600), "plant key")
+	must(t, os.Chown(filepath.Join(home, ".ssh", "id_ed25519"), uid, uid), "chown")
+	c := d.connectAs(t, "test", uid)
+	got, _ := callText(t, c, "env", map[string]any{"name": "HOME"})
+	if !strings.Contains(got, fmt.Sprintf("uid=%d", uid)) {
+		t.Fatalf("server identity %q, want uid %d", got, uid)
+	}
+	if v := attack(t, c, "read", filepath.Join(home, ".ssh", "id_ed25519")); !strings.HasPrefix(v, "DENIED") {
+		t.Fatalf("reading the user's ssh key: %q", v)
+	}
+	// $HOME is a fresh private tmpfs: writable, but not the user's.
+	sandboxHome := strings.TrimPrefix(strings.Fields(got)[0], "HOME=")
+	if v := attack(t, c, "write", sandboxHome+"/note"); v != "ESCAPED" {
+		t.Fatalf("writing the sandbox's own home: %q", v)
+	}
+	if _, err := os.Stat(filepath.Join(home, "note")); err == nil {
+		t.Fatal("a write to $HOME reached the user's real home")
+	}
+}
+
+func TestLandlockInSandbox(t *testing.T) {
+	if landlock.ABI() == 0 {
+		t.Skip("kernel without Landlock") // the kernel in CI has it (ABI 7)
+	}
+	server := "[servers.rootish]\ncommand = [\"" + filepath.Join(env.bin, "testserver") + "\"]\nuser = \"root\"\n"
+	// Root without capabilities can write /run (a root-owned tmpfs in the
+	// sandbox); only Landlock stops it, since /run is not a writable place.
+	for _, tt := range []struct {
+		landlock, want string
+	}{{"auto", "DENIED"}, {"off", "ESCAPED"}} {
+		t.Run("landlock="+tt.landlock, func(t *testing.T) {
+			d := startDaemon(t, "[daemon]\nlandlock = \""+tt.landlock+"\"\n"+server)
+			c := d.connect(t, "rootish", mcp.ProtocolVersion20251125)
+			if got := attack(t, c, "write", "/run/x"); !strings.HasPrefix(got, tt.want) {
+				t.Fatalf("write /run/x with landlock=%s: %q, want %s", tt.landlock, got, tt.want)
+			}
+			if got := attack(t, c, "write", "/tmp/x"); got != "ESCAPED" {
+				t.Fatalf("write /tmp/x (allowed): %q", got)
+			}
+			d.waitLog(`server runs as root inside its sandbox`)
+		})
+	}
+}
+
+func TestSecretInjection(t *testing.T) {
+	const secret = "s3cr3t-value-7f4c1d"
+	d := startDaemon(t, "[servers.withsecret]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\nenv = { API_TOKEN = \"secret:itest-token\" }\n")
+	mcpcage := func(stdin string, args ...string) string {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append(args, "--socket", d.socket)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("mcpcage %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	// Unset: a clear launch error.
+	cmd := d.shimCmd("withsecret")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "mcpcage secret set itest-token") {
+		t.Fatalf("launch without the secret: %v %q", err, stderr.String())
+	}
+	mcpcage(secret+"\n", "secret", "set", "itest-token")
+	if ls := mcpcage("", "secret", "ls"); strings.TrimSpace(ls) != "itest-token" {
+		t.Fatalf("secret ls = %q", ls)
+	}
+	c := d.connect(t, "withsecret", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "env", map[string]any{"name": "API_TOKEN"}); !strings.Contains(got, "API_TOKEN="+secret+" ") {
+		t.Fatalf("server sees %q", got)
+	}
+	show := mcpcage("", "servers", "show", "withsecret")
+	spec := mcpcage("", "servers", "show", "withsecret", "--spec")
+	for what, text := range map[string]string{"daemon log": d.log.String(), "servers show": show, "servers show --spec": spec, "shim stderr": c.stderr.String()} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the secret's value appears in the %s", what)
+		}
+	}
+	if !strings.Contains(show, "API_TOKEN=secret:itest-token") {
+		t.Errorf("servers show does not name the secret reference:\n%s", show)
+	}
+}
+
+func TestServerFilesystemOnOneFolder(t *testing.T) {
+	bin, err := exec.LookPath("mcp-server-filesystem")
+	if err != nil {
+		requireEverything(t) // same install step; fails in CI
+		t.Skip("mcp-server-filesystem not installed")
+	}
+	_ = bin
+	project := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(project, "README.md"), []byte("hello project"), 0o644), "write")
+	must(t, os.Chmod(project, 0o777), "chmod")
+	outside := filepath.Join(filepath.Dir(project), "outside.txt")
+	must(t, os.WriteFile(outside, []byte("not yours"), 0o644), "write")
+	cfg := fmt.Sprintf("[servers.fs]\ncommand = [\"mcp-server-filesystem\", \"/work\"]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n"+
+		"[servers.fshostile]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		project, filepath.Join(env.bin, "testserver"), project)
+	d := startDaemon(t, cfg)
+	c := d.connect(t, "fs", mcp.ProtocolVersion20251125)
+	if got, isErr := callText(t, c, "read_text_file", map[string]any{"path": "/work/README.md"}); isErr || !strings.Contains(got, "hello project") {
+		t.Fatalf("read inside: %q (isError %v)", got, isErr)
+	}
+	if got, isErr := callText(t, c, "write_file", map[string]any{"path": "/work/new.txt", "content": "written in the cage"}); isErr {
+		t.Fatalf("write inside: %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(project, "new.txt")); err != nil || string(b) != "written in the cage" {
+		t.Fatalf("host file after write: %q %v", b, err)
+	}
+	if got, isErr := callText(t, c, "list_directory", map[string]any{"path": "/work"}); isErr || !strings.Contains(got, "new.txt") {
+		t.Fatalf("list: %q", got)
+	}
+	if got, isErr := callText(t, c, "read_text_file", map[string]any{"path": "/etc/passwd"}); !isErr {
+		t.Fatalf("read outside the allowed folder succeeded: %.100q", got)
+	}
+	// A server whose own checks are bypassed still cannot see the rest.
+	h := d.connect(t, "fshostile", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, h, "list_dir", map[string]any{"path": "/work"}); !strings.Contains(got, "README.md") {
+		t.Fatalf("hostile list of the mount: %q", got)
+	}
+	if v := attack(t, h, "read", outside); !strings.HasPrefix(v, "DENIED") {
+		t.Fatalf("hostile read of %s: %q", outside, v)
+	}
+}
+
+// testUser returns a non-root user for delegation tests, creating it once.
+func testUser(t *testing.T) (int, string) {
+	t.Helper()
+	const name = "mcpcage-itest"
+	if _, err := user.Lookup(name); err != nil {
+		out, err := exec.Command("useradd", "--create-home", "--uid", "1742", "--user-group", name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("useradd: %v %s", err, out)
+		}
+	}
+	u, err := user.Lookup(name)
+	must(t, err, "lookup test user")
+	uid, _ := strconv.Atoi(u.Uid)
+	return uid, u.HomeDir
+}
+
+// connectAs is connect with the shim running as uid.
+func (d *daemon) connectAs(t *testing.T, name string, uid int) *mcpClient {
+	t.Helper()
+	d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+	defer func() { d.shimCred = nil }()
+	return d.connect(t, name, mcp.ProtocolVersion20251125)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	must(t, err, "read %s", from)
+	os.Remove(to)
+	must(t, os.WriteFile(to, b, 0o755), "write %s", to)
+}
