@@ -91,6 +91,7 @@ func TestEscapeSuite(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
+	setup(t) // env.bin is known after setup
 	d := startDaemon(t, "[servers.small]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\nmemory = \"96MiB\"\npids = 32\n")
 	t.Run("fork bomb held by the pids limit", func(t *testing.T) {
 		c := d.connect(t, "small", mcp.ProtocolVersion20251125)
@@ -152,6 +153,7 @@ func TestNonRootDelegatorRunsAsThemself(t *testing.T) {
 }
 
 func TestLandlockInSandbox(t *testing.T) {
+	setup(t) // env.bin is known after setup
 	if landlock.ABI() == 0 {
 		t.Skip("kernel without Landlock") // the kernel in CI has it (ABI 7)
 	}
@@ -176,6 +178,7 @@ func TestLandlockInSandbox(t *testing.T) {
 }
 
 func TestSecretInjection(t *testing.T) {
+	setup(t) // env.bin is known after setup
 	const secret = "s3cr3t-value-7f4c1d"
 	d := startDaemon(t, "[servers.withsecret]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\nenv = { API_TOKEN = \"secret:itest-token\" }\n")
 	mcpcage := func(stdin string, args ...string) string {
@@ -215,6 +218,7 @@ func TestSecretInjection(t *testing.T) {
 }
 
 func TestServerFilesystemOnOneFolder(t *testing.T) {
+	setup(t) // env.bin is known after setup
 	bin, err := exec.LookPath("mcp-server-filesystem")
 	if err != nil {
 		requireEverything(t) // same install step; fails in CI
