@@ -14,6 +14,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/internal/testenv"
 	"github.com/mcpcage/mcpcage/landlock"
 )
 
@@ -154,9 +155,7 @@ func TestNonRootDelegatorRunsAsThemself(t *testing.T) {
 
 func TestLandlockInSandbox(t *testing.T) {
 	setup(t) // env.bin is known after setup
-	if landlock.ABI() == 0 {
-		t.Skip("kernel without Landlock") // the kernel in CI has it (ABI 7)
-	}
+	testenv.Require(t, landlock.ABI() > 0, "Landlock in the kernel")
 	server := "[servers.rootish]\ncommand = [\"" + filepath.Join(env.bin, "testserver") + "\"]\nuser = \"root\"\n"
 	// Root without capabilities can write /run (a root-owned tmpfs in the
 	// sandbox); only Landlock stops it, since /run is not a writable place.
@@ -219,12 +218,8 @@ func TestSecretInjection(t *testing.T) {
 
 func TestServerFilesystemOnOneFolder(t *testing.T) {
 	setup(t) // env.bin is known after setup
-	bin, err := exec.LookPath("mcp-server-filesystem")
-	if err != nil {
-		requireEverything(t) // same install step; fails in CI
-		t.Skip("mcp-server-filesystem not installed")
-	}
-	_ = bin
+	_, err := exec.LookPath("mcp-server-filesystem")
+	testenv.Require(t, err == nil, "@modelcontextprotocol/server-filesystem (npm install -g @modelcontextprotocol/server-filesystem)")
 	project := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(project, "README.md"), []byte("hello project"), 0o644), "write")
 	must(t, os.Chmod(project, 0o777), "chmod")
