@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/landlock"
 	"github.com/mcpcage/mcpcage/sandbox"
@@ -33,6 +34,7 @@ type Daemon struct {
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when Landlock is off
 	landlockABI     int
+	ebpfHooks       probe.Results
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -58,6 +60,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if err := d.setupLandlock(); err != nil {
 		return nil, err
 	}
+	d.ebpfHooks = probe.Run(probe.CgroupV2Root())
+	log.Info("eBPF hooks probed", "result", d.ebpfHooks.String())
 	d.seccompListener, err = seccompnotify.Listen(filepath.Join(cfg.Daemon.StateDir, "seccomp.sock"), d.onDeniedSyscall, log)
 	if err != nil {
 		return nil, err
@@ -183,8 +187,9 @@ func (d *Daemon) enforcement() map[string]string {
 		ll = "unavailable in this kernel"
 	}
 	return map[string]string{
-		"seccomp":  "mcpcage default profile, escape attempts reported",
-		"landlock": ll,
+		"seccomp":    "mcpcage default profile, escape attempts reported",
+		"landlock":   ll,
+		"ebpf hooks": d.ebpfHooks.String(),
 	}
 }
 

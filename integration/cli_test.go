@@ -19,7 +19,7 @@ func TestStatusAndServers(t *testing.T) {
 		{[]string{"servers", "show", "test"}, []string{"user:", "65534:65534", "network:", "none", "hidden:", "/var/lib/mcpcage", "landlock:"}},
 		{[]string{"servers", "show", "test", "--spec"}, []string{`"noNewPrivileges": true`, `"readonly": true`, `"SCMP_ACT_ERRNO"`, `"/etc/shadow"`}},
 		{[]string{"status", "--json"}, []string{`"sessions": 0`}},
-		{[]string{"status"}, []string{"enforcement landlock:", "enforced (ABI", "enforcement seccomp:"}},
+		{[]string{"status"}, []string{"enforcement landlock:", "enforced (ABI", "enforcement seccomp:", "enforcement ebpf hooks:", "cgroup_sock_addr=yes", "tracepoint=yes"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
