@@ -9,7 +9,7 @@ TESTSERVER := /usr/local/libexec/mcpcage/testserver
 RUN_CONFIG := $(BIN)/run.toml
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: help deps build test unit integration fuzz bench run generate lint clean
+.PHONY: help deps build test unit integration fuzz bench run generate check-generate vmlinux lint clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: deps lint ## everything CI runs: lint, unit, fuzz seed corpora, integration (root, real containerd)
+test: deps lint check-generate ## everything CI runs: lint, generated objects, unit, fuzz seed corpora, integration (root, containerd, eBPF)
 	$(GO) test $(GOTEST_FLAGS) ./...
 
 unit: ## unit tests only (no root needed)
@@ -42,8 +42,14 @@ bench: deps ## benchmarks: interceptor cost, tools/call through mcpcage vs direc
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./relay
 	$(GO) test -run '^$$' -bench . -benchtime 500x ./integration
 
-generate: ## regenerate generated code (bpf2go objects arrive with the eBPF issue)
-	$(GO) generate ./...
+generate: ## rebuild the eBPF objects with clang (bpf2go); they are committed
+	$(GO) generate ./bpf
+
+check-generate: generate ## fail when the committed eBPF objects differ from a rebuild
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: committed objects are stale: run make generate and commit"; exit 1; }
+
+vmlinux: ## regenerate bpf/headers/vmlinux.h from this kernel's BTF (bpftool)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
 
 run: deps build ## run mcpcaged in the foreground with an example config (test server + server-everything)
 	install -D -m 0755 $(BIN)/testserver $(TESTSERVER)

@@ -14,6 +14,7 @@ const (
 	OpSecretSet  = "secret.set"  // store Value under Name (root only)
 	OpSecretRm   = "secret.rm"   // remove secret Name (root only)
 	OpSecretList = "secret.list" // names of the secrets (root only)
+	OpTrace      = "trace"       // stream kernel events (FrameStdout, JSON lines) until closed
 )
 
 // Request opens a connection.
@@ -21,6 +22,7 @@ type Request struct {
 	Version int    `json:"version"`
 	Op      string `json:"op"`
 	Server  string `json:"server,omitempty"`
+	Session string `json:"session,omitempty"`
 	Name    string `json:"name,omitempty"`
 	// Value carries a secret for OpSecretSet; the daemon never logs it.
 	Value string `json:"value,omitempty"`
@@ -68,6 +70,18 @@ type Status struct {
 	ConfigPath string   `json:"config_path"`
 	// Enforcement maps each protection (seccomp, landlock...) to its state.
 	Enforcement map[string]string `json:"enforcement"`
+	// Kernel is the eBPF layer's state; nil when it is unavailable.
+	Kernel *KernelStatus `json:"kernel,omitempty"`
+}
+
+// KernelStatus reports the eBPF maps and event losses.
+type KernelStatus struct {
+	Sessions      int    `json:"sessions"`       // registered session cgroups
+	EgressEntries int    `json:"egress_entries"` // LPM entries, all sessions
+	DenyEntries   int    `json:"deny_entries"`   // denied path components, all sessions
+	LostRingbuf   uint64 `json:"lost_ringbuf"`   // events lost to a full ring buffer
+	LostThrottled uint64 `json:"lost_throttled"` // events over a session's rate
+	CgroupParent  string `json:"cgroup_parent"`
 }
 
 // ServerInfo is one element of an OpServers reply.

@@ -97,7 +97,7 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 	})
 	root.AddCommand(cfgCmd)
 
-	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout))
+	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout), traceCommand(&socket, stdout))
 	return root
 }
 

@@ -37,6 +37,10 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			for _, k := range keys {
 				fmt.Fprintf(tw, "enforcement %s:\t%s\n", k, st.Enforcement[k])
 			}
+			if k := st.Kernel; k != nil {
+				fmt.Fprintf(tw, "kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
+				fmt.Fprintf(tw, "kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)
+			}
 			return tw.Flush()
 		},
 	}

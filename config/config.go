@@ -41,7 +41,13 @@ type Daemon struct {
 	Landlock string `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
 	InitPath string `toml:"init_path"`
+	// RequireEBPF refuses to launch servers whose rules need eBPF when it
+	// is unavailable.
+	RequireEBPF *bool `toml:"require_ebpf"`
 }
+
+// EBPFRequired reports require_ebpf (default true).
+func (d Daemon) EBPFRequired() bool { return d.RequireEBPF == nil || *d.RequireEBPF }
 
 // Server describes one MCP server the daemon can launch.
 type Server struct {
@@ -60,6 +66,9 @@ type Server struct {
 	Network       string   `toml:"network"`
 	ReadonlyPaths []string `toml:"readonly_paths"`
 	HiddenPaths   []string `toml:"hidden_paths"`
+	Egress        []string `toml:"egress"`
+	// DenyPaths (nil: DefaultDenyPaths); see DenyComponents.
+	DenyPaths *[]string `toml:"deny_paths"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
@@ -261,7 +270,7 @@ func decodeError(data []byte, err error) error {
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
-	"readonly_paths", "hidden_paths"}
+	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

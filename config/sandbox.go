@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+
+	"github.com/mcpcage/mcpcage/egress"
 	"path"
 	"regexp"
 	"strings"
@@ -54,6 +56,21 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 	default:
 		bad(fmt.Sprintf(`must be "none" or "host", got %q`, s.Network), "network")
 	}
+	for _, e := range s.Egress {
+		if _, err := egress.Parse(e); err != nil {
+			bad(err.Error(), "egress")
+		}
+	}
+	if len(s.Egress) > 0 && s.Network != NetworkHost {
+		bad(`egress applies to network = "host"; with network = "none" the server has loopback only`, "egress")
+	}
+	if s.DenyPaths != nil {
+		for _, p := range *s.DenyPaths {
+			if _, err := DenyComponent(p); err != nil {
+				bad(err.Error(), "deny_paths")
+			}
+		}
+	}
 	seen := map[string]bool{}
 	for i, m := range s.Mounts {
 		key := fmt.Sprintf("mounts[%d]", i)
@@ -85,4 +102,28 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 			}
 		}
 	}
+}
+
+// DefaultDenyPaths are denied when a server sets no deny_paths: opening a
+// file below one of these kills the server's process.
+var DefaultDenyPaths = []string{"**/.ssh/**", "**/.aws/**", "**/.gnupg/**"}
+
+// DenyPatterns returns the server's deny_paths, or the defaults.
+func (s *Server) DenyPatterns() []string {
+	if s.DenyPaths == nil {
+		return DefaultDenyPaths
+	}
+	return *s.DenyPaths
+}
+
+// DenyComponent turns a deny_paths pattern into the path component the
+// kernel matches. Patterns: "**/NAME/**" (anything below a directory NAME,
+// wherever it is) and "**/NAME" (a file or directory NAME anywhere).
+func DenyComponent(pattern string) (string, error) {
+	name := strings.TrimPrefix(pattern, "**/")
+	name = strings.TrimSuffix(name, "/**")
+	if name == pattern || name == "" || strings.ContainsAny(name, "/*?[") || len(name) > 47 {
+		return "", fmt.Errorf(`deny_paths %q: the kernel matches path components: write "**/NAME/**" or "**/NAME" (NAME at most 47 bytes, no wildcards)`, pattern)
+	}
+	return name, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -51,6 +52,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		replyData(fw, d.serverList(peer), log)
 	case api.OpServerSpec:
 		d.serverSpec(fw, peer, req.Server, log)
+	case api.OpTrace:
+		d.trace(ctx, c, fw, peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
 		d.secretOp(fw, peer, req, log)
 	default:
@@ -81,7 +84,14 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	} else {
 		cd = "connected (containerd " + v + ", namespace " + d.cfg.Daemon.ContainerdNamespace + ")"
 	}
+	var ks *api.KernelStatus
+	if d.cage != nil {
+		ks = &api.KernelStatus{CgroupParent: filepath.Join(d.cgroupRoot, d.cfg.Daemon.ContainerdNamespace)}
+		ks.Sessions, ks.EgressEntries, ks.DenyEntries = d.cage.Counts()
+		ks.LostRingbuf, ks.LostThrottled, _ = d.cage.Lost()
+	}
 	return api.Status{
+		Kernel:      ks,
 		Version:     Version,
 		Uptime:      time.Since(d.started).Round(time.Second).String(),
 		Containerd:  cd,
@@ -191,4 +201,39 @@ func unknownServer(name string, known []string) string {
 		return fmt.Sprintf("no server named %q; no servers are configured: add a [servers.%s] section to the mcpcaged config and restart it", name, name)
 	}
 	return fmt.Sprintf("no server named %q; configured servers: %s", name, strings.Join(known, ", "))
+}
+
+// trace streams kernel events to the caller until it disconnects. Users
+// see their own sessions' events; root sees all.
+func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	if d.cage == nil {
+		reply(fw, api.Reply{Code: api.CodeInternal, Error: "kernel events are unavailable: " + d.ebpfErr}, log)
+		return
+	}
+	tr := &tracer{session: req.Session, server: req.Server, uid: peer.UID, root: peer.UID == 0, ch: make(chan []byte, 4096)}
+	d.tracers.add(tr)
+	defer d.tracers.remove(tr)
+	reply(fw, api.Reply{OK: true}, log)
+	gone := make(chan struct{})
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				close(gone)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case b := <-tr.ch:
+			if err := fw.Write(api.FrameStdout, b); err != nil {
+				return
+			}
+		case <-gone:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }

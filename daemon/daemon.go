@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/landlock"
@@ -35,6 +36,11 @@ type Daemon struct {
 	initPath        string // mcpcage-init on the host; "" when Landlock is off
 	landlockABI     int
 	ebpfHooks       probe.Results
+	cage            *bpf.Cage // nil when eBPF enforcement is unavailable
+	ebpfErr         string
+	cgroupRoot      string
+	byCgroup        map[uint64]*session
+	tracers         tracers
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -45,7 +51,7 @@ type Daemon struct {
 // New prepares a daemon: it connects to containerd, removes what a crashed
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, sessions: map[string]*session{}, started: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now()}
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}
@@ -60,8 +66,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if err := d.setupLandlock(); err != nil {
 		return nil, err
 	}
-	d.ebpfHooks = probe.Run(probe.CgroupV2Root())
-	log.Info("eBPF hooks probed", "result", d.ebpfHooks.String())
 	d.seccompListener, err = seccompnotify.Listen(filepath.Join(cfg.Daemon.StateDir, "seccomp.sock"), d.onDeniedSyscall, log)
 	if err != nil {
 		return nil, err
@@ -79,6 +83,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if n > 0 {
 		log.Info("removed containers left by a previous run", "count", n)
 	}
+	// After the reaping: links pinned by a crashed predecessor kept its
+	// sandboxes enforced until now and can be replaced.
+	d.setupEBPF()
 	return d, nil
 }
 
@@ -140,6 +147,9 @@ func (d *Daemon) shutdown() {
 	}
 	d.launcher.Close()
 	d.seccompListener.Close()
+	if d.cage != nil {
+		d.cage.Close()
+	}
 }
 
 // setupLandlock probes the kernel and finds mcpcage-init.
@@ -186,9 +196,21 @@ func (d *Daemon) enforcement() map[string]string {
 	case d.cfg.Daemon.Landlock != "off":
 		ll = "unavailable in this kernel"
 	}
+	network, files := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr
+	if d.cage != nil {
+		network = "kernel (cgroup connect4/6, sendmsg4/6)"
+		files = "kill-on-open (bpf_send_signal at open exit)"
+		if r := d.ebpfHooks[probe.LSM]; !r.OK {
+			files += "; no BPF LSM: " + r.Err
+		} else {
+			files += "; BPF LSM available, not used yet"
+		}
+	}
 	return map[string]string{
 		"seccomp":    "mcpcage default profile, escape attempts reported",
 		"landlock":   ll,
+		"network":    network,
+		"files":      files,
 		"ebpf hooks": d.ebpfHooks.String(),
 	}
 }

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/egress"
 	"github.com/mcpcage/mcpcage/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -30,6 +33,10 @@ type session struct {
 	log    *slog.Logger
 
 	deniedSyscalls atomic.Int64
+	kernelEvents   atomic.Int64
+	deniedKernel   atomic.Int64
+	killedBy       atomic.Value // string: why the kernel killed the server
+	cgid           uint64       // session cgroup id, 0 without eBPF
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -67,12 +74,30 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	serverOutR, serverOutW := io.Pipe()
 	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
 
+	s.relay = relay.New(relay.Options{
+		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
+		Logger:          s.log,
+		OnClientEOF:     func() { go s.stop() },
+	}, relay.Streams{
+		ClientIn:  clientInR,
+		ClientOut: api.StreamWriter{F: fw, Type: api.FrameStdout},
+		ServerIn:  serverInW,
+		ServerOut: serverOutR,
+	})
 	params, err := d.sandboxParams(s.id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true})
 	if err == nil {
 		err = d.checkCommand(srv, params)
 	}
+	var policy *bpf.Policy
+	var hosts []egress.Entry
 	if err == nil {
-		s.inst, err = d.launch(ctx, s, params, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
+		policy, hosts, err = d.kernelPolicy(ctx, srv)
+	}
+	if err == nil {
+		s.inst, err = d.launch(ctx, s, params, policy, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
+	}
+	if s.cgid != 0 {
+		defer d.unregisterKernel(s)
 	}
 	if err != nil {
 		s.log.Error("launch failed", "err", err)
@@ -86,17 +111,10 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids)
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
 
-	s.relay = relay.New(relay.Options{
-		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
-		Logger:          s.log,
-		OnClientEOF:     func() { go s.stop() },
-	}, relay.Streams{
-		ClientIn:  clientInR,
-		ClientOut: api.StreamWriter{F: fw, Type: api.FrameStdout},
-		ServerIn:  serverInW,
-		ServerOut: serverOutR,
-	})
 	go pumpClient(fr, clientInW)
+	if s.cgid != 0 && egress.HasHosts(hosts) {
+		go s.watchEgress(d, hosts, time.Minute)
+	}
 	go func() {
 		select {
 		case <-s.shutdown:
@@ -131,6 +149,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	switch {
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
+	case s.killedBy.Load() != nil:
+		exit.Reason = "file_denied"
+		exit.Error = fmt.Sprintf("server %q was killed: %s", s.server, s.killedBy.Load())
 	case limits.OOMKilled:
 		exit.Reason = "memory_limit"
 		exit.Error = fmt.Sprintf("server %q was killed: it exceeded its memory limit of %d MiB (raise `memory` in [servers.%s])", s.server, srv.Memory>>20, s.server)
@@ -153,7 +174,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
 		"messages_in", st.Messages[relay.ClientToServer].Load(), "messages_out", st.Messages[relay.ServerToClient].Load(),
 		"malformed_in", st.Malformed[relay.ClientToServer].Load(), "malformed_out", st.Malformed[relay.ServerToClient].Load(),
-		"denied_syscalls", s.deniedSyscalls.Load())
+		"denied_syscalls", s.deniedSyscalls.Load(), "kernel_events", s.kernelEvents.Load(), "kernel_denied", s.deniedKernel.Load())
 }
 
 // stop runs the stop ladder once and waits for the server to exit.
@@ -169,19 +190,65 @@ func (s *session) endForShutdown() {
 	s.shutOnce.Do(func() { close(s.shutdown) })
 }
 
-func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, stdio sandbox.Stdio) (*sandbox.Instance, error) {
+func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, policy *bpf.Policy, stdio sandbox.Stdio) (*sandbox.Instance, error) {
 	spec, err := sandbox.BuildSpec(p)
 	if err != nil {
 		return nil, err
 	}
-	return d.launcher.Start(ctx, sandbox.StartOptions{
+	o := sandbox.StartOptions{
 		ID:     p.ID,
 		Image:  d.cfg.Servers[s.server].Image,
 		Spec:   spec,
 		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
 		Stdio:  stdio,
-	})
+	}
+	if policy != nil {
+		// The task exists but has not run a single instruction of the
+		// server: put its cgroup under the kernel's watch now.
+		o.BeforeStart = func(ctx context.Context, pid uint32) error {
+			cgid, err := d.sessionCgroup(pid, p.CgroupsPath)
+			if err != nil {
+				return fmt.Errorf("find the session's cgroup: %w", err)
+			}
+			if err := d.cage.Register(cgid, *policy); err != nil {
+				d.cage.Unregister(cgid)
+				return err
+			}
+			s.cgid = cgid
+			d.mu.Lock()
+			d.byCgroup[cgid] = s
+			d.mu.Unlock()
+			return nil
+		}
+	}
+	return d.launcher.Start(ctx, o)
 }
+
+// kernelPolicy returns the session's kernel policy, nil when eBPF is
+// unavailable and the server may run without it.
+func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, []egress.Entry, error) {
+	if d.cage == nil {
+		if why := needsEBPF(srv); why != "" && d.cfg.Daemon.EBPFRequired() {
+			return nil, nil, fmt.Errorf("%s need eBPF, which is unavailable here (%s): see `mcpcage status`, or set require_ebpf = false to run without kernel enforcement", why, d.ebpfErr)
+		}
+		return nil, nil, nil
+	}
+	p, entries, err := d.policyFor(ctx, srv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &p, entries, nil
+}
+
+func (d *Daemon) unregisterKernel(s *session) {
+	d.cage.Unregister(s.cgid)
+	d.mu.Lock()
+	delete(d.byCgroup, s.cgid)
+	d.mu.Unlock()
+}
+
+// relayDone is closed when the session's relay ends.
+func (s *session) relayDone() <-chan struct{} { return s.relay.Done() }
 
 // pumpClient turns the shim's frames into the client input stream.
 func pumpClient(fr *api.FrameReader, w *io.PipeWriter) {

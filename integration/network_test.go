@@ -20,11 +20,12 @@ func TestNetworkModes(t *testing.T) {
 	defer srv.Close()
 	url := "http://" + ln.Addr().String() + "/"
 	ts := filepath.Join(env.bin, "testserver")
-	d := startDaemon(t, fmt.Sprintf("[servers.hostnet]\ncommand = [%q]\nnetwork = \"host\"\n", ts))
+	d := startDaemon(t, fmt.Sprintf("[servers.hostnet]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n"+
+		"[servers.hostnet-closed]\ncommand = [%q]\nnetwork = \"host\"\n", ts, ln.Addr().String(), ts))
 	tests := []struct {
 		server string
 		reach  bool
-	}{{"test", false}, {"hostnet", true}}
+	}{{"test", false}, {"hostnet", true}, {"hostnet-closed", false}}
 	for _, tt := range tests {
 		t.Run(tt.server, func(t *testing.T) {
 			c := d.connect(t, tt.server, mcp.ProtocolVersion20251125)

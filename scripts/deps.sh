@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mcpcage's build, run and tests need and is missing, as root
-# on Debian: containerd, runc, ctr (package containerd), Node.js and the
-# official MCP reference servers from npm. Without root it only reports.
+# on Debian: containerd, runc, ctr (package containerd), clang, llvm and
+# libbpf-dev (eBPF objects), Node.js and the official MCP reference servers
+# from npm. Without root it only reports.
 set -euo pipefail
 
 missing_pkgs=()
@@ -9,6 +10,10 @@ command -v containerd >/dev/null || missing_pkgs+=(containerd)
 command -v runc >/dev/null || missing_pkgs+=(runc)
 command -v node >/dev/null || missing_pkgs+=(nodejs)
 command -v npm >/dev/null || missing_pkgs+=(npm)
+# make generate: clang builds the eBPF objects against libbpf's headers.
+command -v clang >/dev/null || missing_pkgs+=(clang)
+command -v llvm-strip >/dev/null || missing_pkgs+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing_pkgs+=(libbpf-dev)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)

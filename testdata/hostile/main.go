@@ -6,14 +6,18 @@
 // Usage: hostile ATTACK [ARG]
 //
 //	read PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
-//	init-module | raw-socket | io-uring | fork-bomb | euid
+//	init-module | raw-socket | io-uring | fork-bomb | euid |
+//	connect HOST:PORT | udp-send HOST:PORT | udp-sendto HOST:PORT | open-storm N
 package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -85,6 +89,40 @@ func main() {
 		if err == nil {
 			err = nil // 10000 processes: the limit did not hold
 		}
+	case "connect", "udp-send":
+		network := "tcp"
+		if os.Args[1] == "udp-send" {
+			network = "udp"
+		}
+		var c net.Conn
+		c, err = net.DialTimeout(network, arg, 3*time.Second)
+		if err == nil {
+			if network == "udp" {
+				_, err = c.Write([]byte("ping"))
+			}
+			c.Close()
+		}
+	case "udp-sendto":
+		// Unconnected UDP: sendto(2) with a destination on each call.
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", ":0")
+		if err == nil {
+			var addr *net.UDPAddr
+			addr, err = net.ResolveUDPAddr("udp", arg)
+			if err == nil {
+				_, err = pc.WriteTo([]byte("ping"), addr)
+			}
+			pc.Close()
+		}
+	case "open-storm":
+		n, _ := strconv.Atoi(arg)
+		for i := 0; i < n; i++ {
+			f, e := os.Open("/etc/hostname")
+			if e == nil {
+				f.Close()
+			}
+		}
+		detail = fmt.Sprintf("%d opens", n)
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
 		return

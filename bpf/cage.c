@@ -1,0 +1,569 @@
+//go:build ignore
+
+// mcpcage's eBPF programs: per-session egress enforcement on cgroup socket
+// hooks, and observation of file opens, execs and connections of the
+// tasks in mcpcage's session cgroups. Built with bpf2go (see gen.go).
+//
+// Sessions are identified by the id of their cgroup at depth
+// session_level (the ancestor id), so cgroups a server creates below its
+// own stay covered. A task under mcpcage's parent cgroup whose session is
+// not registered is denied every connection (fail closed).
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+// Set by the loader: depth of session cgroups in the cgroup v2 tree.
+volatile const __u32 session_level = 2;
+
+#define SESSION_HOST_NET 1 /* shares the host network namespace: enforce egress */
+
+#define EV_FILE_OPEN 1
+#define EV_EXEC 2
+#define EV_CONNECT 3
+#define EV_NET_DENIED 4
+#define EV_FILE_DENIED 5
+#define EV_UDP_SEND 6
+
+#define MAX_COMPONENTS 16
+#define COMPONENT_LEN 48
+#define HINT_LEN 128
+#define EXEC_LEN 256
+
+struct session {
+	__u32 flags;
+	__u32 pad;
+	__u64 window_start; // rate limit window (ns)
+	__u64 window_events;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct session);
+} sessions SEC(".maps");
+
+// Egress rules: LPM key = session id (64 bits) + address prefix.
+struct lpm4 {
+	__u32 prefixlen;
+	__u8 cgid[8];
+	__u8 addr[4];
+};
+
+struct lpm6 {
+	__u32 prefixlen;
+	__u8 cgid[8];
+	__u8 addr[16];
+};
+
+#define MAX_PORTS 8
+struct ports {
+	__u16 port[MAX_PORTS];
+	__u8 n;
+	__u8 any;
+	__u16 rule; // index of the first rule that contributed, for the audit
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm4);
+	__type(value, struct ports);
+} egress4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm6);
+	__type(value, struct ports);
+} egress6 SEC(".maps");
+
+// Denied path components per session (deny_paths = ["**/.ssh/**"]).
+struct deny_key {
+	__u64 cgid;
+	char name[COMPONENT_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct deny_key);
+	__type(value, __u32); // rule index
+} deny_components SEC(".maps");
+
+struct event {
+	__u64 ts;
+	__u64 cgid;
+	__u32 pid;
+	__u32 tgid;
+	__u32 kind;
+	__s32 result; // fd or error for opens; 1 allowed / 0 denied for net
+	__u32 flags;  // open flags
+	__u32 rule;   // deny rule index, egress rule index
+	__u16 family;
+	__u16 port;
+	__u8 proto;
+	__u8 ncomp;
+	__u8 pad[2];
+	__u8 addr[16];
+	char comm[16];
+	char hint[HINT_LEN];                       // user-memory string at entry (audit hint only)
+	char comp[MAX_COMPONENTS][COMPONENT_LEN]; // kernel path, leaf first
+};
+
+// Keeps struct event in BTF for bpf2go's -type.
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+// Failed ring buffer reservations and throttled events, per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+#define LOST_RINGBUF 0
+#define LOST_THROTTLED 1
+
+// Events a session may emit per 100 ms before the rest are counted as
+// throttled: one flooding server cannot crowd out the others.
+#define WINDOW_NS 100000000ULL
+#define WINDOW_EVENTS 2000
+
+// UDP destinations already reported, per session.
+struct udp_key {
+	__u64 cgid;
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct udp_key);
+	__type(value, __u8);
+} udp_seen SEC(".maps");
+
+// Opens in flight between syscall entry and exit.
+struct open_args {
+	__u64 cgid;
+	__u64 filename; // user pointer
+	__u32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct open_args);
+} opens SEC(".maps");
+
+static __always_inline void count_lost(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &which);
+	if (n)
+		(*n)++;
+}
+
+static __always_inline struct session *current_session(__u64 *cgid)
+{
+	*cgid = bpf_get_current_ancestor_cgroup_id(session_level);
+	return bpf_map_lookup_elem(&sessions, cgid);
+}
+
+static __always_inline bool admit_event(struct session *s)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (now - s->window_start > WINDOW_NS) {
+		s->window_start = now;
+		s->window_events = 0;
+	}
+	if (__sync_fetch_and_add(&s->window_events, 1) >= WINDOW_EVENTS) {
+		count_lost(LOST_THROTTLED);
+		return false;
+	}
+	return true;
+}
+
+static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RINGBUF);
+		return 0;
+	}
+	__u64 id = bpf_get_current_pid_tgid();
+	e->ts = bpf_ktime_get_ns();
+	e->cgid = cgid;
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->kind = kind;
+	e->result = 0;
+	e->flags = 0;
+	e->rule = 0;
+	e->family = 0;
+	e->port = 0;
+	e->proto = 0;
+	e->ncomp = 0;
+	e->hint[0] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* ---- network ---- */
+
+static __always_inline int ports_allow(struct ports *p, __u16 port)
+{
+	if (p->any)
+		return 1;
+#pragma unroll
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i < p->n && p->port[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void emit_net(__u64 cgid, struct session *s, int allowed, __u16 family, __u8 *addr, int alen,
+				     __u16 port, __u8 proto, __u32 rule, __u32 kind)
+{
+	if (allowed && !admit_event(s))
+		return;
+	struct event *e = new_event(cgid, allowed ? kind : EV_NET_DENIED);
+	if (!e)
+		return;
+	e->result = allowed;
+	e->family = family;
+	e->port = port;
+	e->proto = proto;
+	e->rule = rule;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (alen == 4)
+		__builtin_memcpy(e->addr, addr, 4);
+	else
+		__builtin_memcpy(e->addr, addr, 16);
+	e->comp[0][0] = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	__u32 ip = ctx->user_ip4;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 proto = ctx->protocol;
+	if (!s) {
+		struct session none = {};
+		(void)none;
+		struct event *e = new_event(cgid, EV_NET_DENIED);
+		if (e) {
+			e->family = 2;
+			e->port = port;
+			e->rule = 0xffffffff; // unregistered session
+			__builtin_memset(e->addr, 0, sizeof(e->addr));
+			__builtin_memcpy(e->addr, &ip, 4);
+			e->comp[0][0] = 0;
+			bpf_ringbuf_submit(e, 0);
+		}
+		return 0;
+	}
+	if (!(s->flags & SESSION_HOST_NET)) {
+		// Own network namespace (loopback only): the kernel isolates it.
+		if (kind == EV_CONNECT)
+			emit_net(cgid, s, 1, 2, (__u8 *)&ip, 4, port, proto, 0, kind);
+		return 1;
+	}
+	struct lpm4 key = {.prefixlen = 64 + 32};
+	__builtin_memcpy(key.cgid, &cgid, 8);
+	__builtin_memcpy(key.addr, &ip, 4);
+	struct ports *p = bpf_map_lookup_elem(&egress4, &key);
+	int allowed = p && ports_allow(p, port);
+	if (kind == EV_UDP_SEND && allowed) {
+		struct udp_key uk = {.cgid = cgid, .port = port, .family = 2};
+		__builtin_memcpy(uk.addr, &ip, 4);
+		if (bpf_map_lookup_elem(&udp_seen, &uk))
+			return 1;
+		__u8 one = 1;
+		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
+	}
+	emit_net(cgid, s, allowed, 2, (__u8 *)&ip, 4, port, proto, p ? p->rule : 0, kind);
+	return allowed;
+}
+
+static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	__u32 ip6[4];
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 proto = ctx->protocol;
+	if (!s) {
+		struct event *e = new_event(cgid, EV_NET_DENIED);
+		if (e) {
+			e->family = 10;
+			e->port = port;
+			e->rule = 0xffffffff;
+			__builtin_memcpy(e->addr, ip6, 16);
+			e->comp[0][0] = 0;
+			bpf_ringbuf_submit(e, 0);
+		}
+		return 0;
+	}
+	if (!(s->flags & SESSION_HOST_NET)) {
+		if (kind == EV_CONNECT)
+			emit_net(cgid, s, 1, 10, (__u8 *)ip6, 16, port, proto, 0, kind);
+		return 1;
+	}
+	int allowed = 0;
+	struct ports *p = 0;
+	// IPv4-mapped addresses (::ffff:a.b.c.d) follow the IPv4 rules.
+	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
+		struct lpm4 key = {.prefixlen = 64 + 32};
+		__builtin_memcpy(key.cgid, &cgid, 8);
+		__builtin_memcpy(key.addr, &ip6[3], 4);
+		p = bpf_map_lookup_elem(&egress4, &key);
+	} else {
+		struct lpm6 key = {.prefixlen = 64 + 128};
+		__builtin_memcpy(key.cgid, &cgid, 8);
+		__builtin_memcpy(key.addr, ip6, 16);
+		p = bpf_map_lookup_elem(&egress6, &key);
+	}
+	allowed = p && ports_allow(p, port);
+	if (kind == EV_UDP_SEND && allowed) {
+		struct udp_key uk = {.cgid = cgid, .port = port, .family = 10};
+		__builtin_memcpy(uk.addr, ip6, 16);
+		if (bpf_map_lookup_elem(&udp_seen, &uk))
+			return 1;
+		__u8 one = 1;
+		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
+	}
+	emit_net(cgid, s, allowed, 10, (__u8 *)ip6, 16, port, proto, p ? p->rule : 0, kind);
+	return allowed;
+}
+
+SEC("cgroup/connect4")
+int cage_connect4(struct bpf_sock_addr *ctx) { return check4(ctx, EV_CONNECT); }
+
+SEC("cgroup/connect6")
+int cage_connect6(struct bpf_sock_addr *ctx) { return check6(ctx, EV_CONNECT); }
+
+SEC("cgroup/sendmsg4")
+int cage_sendmsg4(struct bpf_sock_addr *ctx) { return check4(ctx, EV_UDP_SEND); }
+
+SEC("cgroup/sendmsg6")
+int cage_sendmsg6(struct bpf_sock_addr *ctx) { return check6(ctx, EV_UDP_SEND); }
+
+/* ---- files ---- */
+
+static __always_inline int open_enter(const char *filename, __u32 flags)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	if (!s)
+		return 0;
+	struct open_args a = {.cgid = cgid, .filename = (__u64)filename, .flags = flags};
+	__u64 id = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&opens, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int cage_enter_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[1], (__u32)ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int cage_enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	struct open_how how = {};
+	bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
+	return open_enter((const char *)ctx->args[1], (__u32)how.flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int cage_enter_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[0], (__u32)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
+}
+
+// Walks the kernel's dentries of fd's struct file up to the root of the
+// task's mount namespace, leaf first; checks each component against the
+// session's denied names. Returns the matching rule + 1, or 0.
+static __always_inline __u32 file_path(struct event *e, int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct vfsmount *vm = BPF_CORE_READ(f, f_path.mnt);
+	struct mount *m = container_of(vm, struct mount, mnt);
+	__u32 denied = 0;
+	struct deny_key dk = {.cgid = e->cgid};
+	int n = 0;
+#pragma unroll
+	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
+		struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == mnt_root || d == parent) {
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+			if (m == mp)
+				break; // the root of the namespace
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = mp;
+			vm = &m->mnt;
+			continue;
+		}
+		if (n >= MAX_COMPONENTS)
+			break;
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		__builtin_memset(dk.name, 0, sizeof(dk.name));
+		bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
+		__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
+		if (!denied) {
+			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
+			if (rule)
+				denied = *rule + 1;
+		}
+		n++;
+		d = parent;
+	}
+	e->ncomp = n;
+	return denied;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_args *a = bpf_map_lookup_elem(&opens, &id);
+	if (!a)
+		return 0;
+	struct open_args args = *a;
+	bpf_map_delete_elem(&opens, &id);
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	if (!s)
+		return 0;
+	int ret = (int)ctx->ret;
+	struct event *e = new_event(args.cgid, EV_FILE_OPEN);
+	if (!e)
+		return 0;
+	e->result = ret;
+	e->flags = args.flags;
+	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.filename);
+	__u32 denied = 0;
+	if (ret >= 0)
+		denied = file_path(e, ret);
+	if (denied) {
+		// The open succeeded on a denied path: kill the process before it
+		// returns to user space and can read anything.
+		bpf_send_signal(9);
+		e->kind = EV_FILE_DENIED;
+		e->rule = denied - 1;
+	} else if (!admit_event(s)) {
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* ---- exec ---- */
+
+#define ARGV_SLOTS 4
+#define ARGV_SLOT_LEN (HINT_LEN / ARGV_SLOTS)
+
+struct argv_head {
+	char slot[ARGV_SLOTS][ARGV_SLOT_LEN];
+};
+
+// argv heads read at execve entry, by tgid (stable across de_thread).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct argv_head);
+} execs SEC(".maps");
+
+static __always_inline int exec_enter(const char *const *argv)
+{
+	__u64 cgid;
+	if (!current_session(&cgid))
+		return 0;
+	struct argv_head h = {};
+#pragma unroll
+	for (int i = 0; i < ARGV_SLOTS; i++) {
+		const char *arg = 0;
+		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+			break;
+		bpf_probe_read_user_str(h.slot[i], ARGV_SLOT_LEN, arg);
+	}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_map_update_elem(&execs, &tgid, &h, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int cage_enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_enter((const char *const *)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int cage_enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	return exec_enter((const char *const *)ctx->args[2]);
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int cage_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	if (!s || !admit_event(s))
+		return 0;
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+	struct event *e = new_event(cgid, EV_EXEC);
+	if (!e)
+		return 0;
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	bpf_probe_read_kernel_str(e->comp[0], EXEC_LEN < sizeof(e->comp) ? EXEC_LEN : sizeof(e->comp), filename);
+	// The kernel's file name is audit grade; argv (read from the caller's
+	// memory at execve entry) is a hint.
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct argv_head *h = bpf_map_lookup_elem(&execs, &tgid);
+	if (h) {
+		__builtin_memcpy(e->hint, h, HINT_LEN);
+		bpf_map_delete_elem(&execs, &tgid);
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

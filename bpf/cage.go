@@ -1,0 +1,197 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Cage is the loaded and attached program set.
+type Cage struct {
+	objs    cageObjects
+	links   []link.Link
+	pinDir  string
+	parent  string
+	level   uint32
+	onClose []func()
+}
+
+// Options configure Load.
+type Options struct {
+	// CgroupParent is mcpcage's parent cgroup in the cgroup v2 tree
+	// (e.g. /sys/fs/cgroup/unified/mcpcage); it is created if missing.
+	CgroupParent string
+	// PinDir, when set, is a bpffs directory where the cgroup links are
+	// pinned, so enforcement outlives a crashed daemon until its restart
+	// reaps the sandboxes.
+	PinDir string
+}
+
+// Load loads the programs, attaches the cgroup hooks to the parent and the
+// observation tracepoints, and returns the cage.
+func Load(o Options) (_ *Cage, retErr error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := os.MkdirAll(o.CgroupParent, 0o755); err != nil {
+		return nil, fmt.Errorf("create parent cgroup: %w", err)
+	}
+	level, err := cgroupLevel(o.CgroupParent)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := loadCage()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF object: %w", err)
+	}
+	if err := spec.Variables["session_level"].Set(level + 1); err != nil {
+		return nil, fmt.Errorf("set session_level: %w", err)
+	}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir}
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("eBPF verifier rejected the programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			c.Close()
+		}
+	}()
+	if o.PinDir != "" {
+		if err := ensureBPFFS(o.PinDir); err != nil {
+			return nil, err
+		}
+		removeStalePins(o.PinDir)
+	}
+	for _, h := range []struct {
+		name   string
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{
+		{"connect4", ebpf.AttachCGroupInet4Connect, c.objs.CageConnect4},
+		{"connect6", ebpf.AttachCGroupInet6Connect, c.objs.CageConnect6},
+		{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, c.objs.CageSendmsg4},
+		{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, c.objs.CageSendmsg6},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: o.CgroupParent, Attach: h.attach, Program: h.prog})
+		if err != nil {
+			return nil, fmt.Errorf("attach %s to %s: %w", h.name, o.CgroupParent, err)
+		}
+		c.links = append(c.links, l)
+		if o.PinDir != "" {
+			if err := l.Pin(filepath.Join(o.PinDir, h.name)); err != nil {
+				return nil, fmt.Errorf("pin %s: %w", h.name, err)
+			}
+		}
+	}
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"sys_enter_openat", c.objs.CageEnterOpenat}, {"sys_enter_openat2", c.objs.CageEnterOpenat2},
+		{"sys_enter_open", c.objs.CageEnterOpen}, {"sys_enter_creat", c.objs.CageEnterCreat},
+		{"sys_exit_openat", c.objs.CageExitOpen}, {"sys_exit_openat2", c.objs.CageExitOpen},
+		{"sys_exit_open", c.objs.CageExitOpen}, {"sys_exit_creat", c.objs.CageExitOpen},
+		{"sys_enter_execve", c.objs.CageEnterExecve}, {"sys_enter_execveat", c.objs.CageEnterExecveat},
+	} {
+		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		if err != nil {
+			if strings.Contains(tp.name, "_open") && !strings.Contains(tp.name, "openat") && errors.Is(err, os.ErrNotExist) {
+				continue // architectures without open(2)/creat(2), e.g. arm64
+			}
+			if strings.Contains(tp.name, "creat") && errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
+		}
+		c.links = append(c.links, l)
+	}
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
+	if err != nil {
+		return nil, fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
+	}
+	c.links = append(c.links, l)
+	return c, nil
+}
+
+// Level is the cgroup depth of session cgroups.
+func (c *Cage) Level() uint32 { return c.level }
+
+// Close detaches everything and unpins the links (a clean shutdown: no
+// session is left to enforce).
+func (c *Cage) Close() error {
+	for _, l := range c.links {
+		if c.pinDir != "" {
+			l.Unpin()
+		}
+		l.Close()
+	}
+	c.links = nil
+	for _, f := range c.onClose {
+		f()
+	}
+	return c.objs.Close()
+}
+
+// cgroupLevel returns the depth of dir in its cgroup v2 hierarchy (the
+// root is 0).
+func cgroupLevel(dir string) (uint32, error) {
+	level := uint32(0)
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(d, &st); err != nil {
+			return 0, fmt.Errorf("statfs %s: %w", d, err)
+		}
+		if st.Type != unix.CGROUP2_SUPER_MAGIC {
+			if d == filepath.Clean(dir) {
+				return 0, fmt.Errorf("%s is not in a cgroup v2 hierarchy", dir)
+			}
+			return level - 1, nil
+		}
+		level++
+		if d == "/" {
+			return 0, fmt.Errorf("%s: cgroup v2 mounted at /?", dir)
+		}
+	}
+}
+
+// CgroupID returns the id of the cgroup v2 directory (its inode number).
+func CgroupID(dir string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("stat cgroup %s: %w", dir, err)
+	}
+	return st.Ino, nil
+}
+
+func ensureBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/bpf", &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs on /sys/fs/bpf: %w", err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	return nil
+}
+
+// removeStalePins drops links a crashed daemon left pinned; by now the
+// sandboxes they protected have been reaped.
+func removeStalePins(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
+}

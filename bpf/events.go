@@ -1,0 +1,187 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Kind of a kernel event.
+type Kind uint32
+
+const (
+	KindFileOpen   Kind = 1
+	KindExec       Kind = 2
+	KindConnect    Kind = 3
+	KindNetDenied  Kind = 4
+	KindFileDenied Kind = 5
+	KindUDPSend    Kind = 6
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindFileOpen:
+		return "file.open"
+	case KindExec:
+		return "process.exec"
+	case KindConnect:
+		return "net.connect"
+	case KindNetDenied:
+		return "net.denied"
+	case KindFileDenied:
+		return "file.denied"
+	case KindUDPSend:
+		return "net.udp_send"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// UnregisteredRule marks a net.denied for a task whose session is not
+// registered (fail closed).
+const UnregisteredRule = 0xffffffff
+
+// Event is a decoded kernel event.
+type Event struct {
+	Time   time.Time
+	Cgroup uint64 // session cgroup id
+	Pid    uint32 // thread id
+	Tgid   uint32 // process id
+	Comm   string
+	Kind   Kind
+	// Files: the kernel's path of the opened file (audit grade), the
+	// user's string at entry (hint), flags and result (fd or -errno).
+	Path   string
+	Hint   string
+	Flags  uint32
+	Result int32
+	// Net.
+	Addr    netip.AddrPort
+	Proto   uint8
+	Allowed bool
+	// Rule is the index of the egress or deny_paths rule involved.
+	Rule uint32
+	// Exec: argv of the new image (NUL-separated in the kernel).
+	Argv []string
+}
+
+// bootTime converts the kernel's monotonic clock to wall time.
+var bootTime = func() time.Time {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Now().Add(-time.Duration(ts.Nano()))
+}()
+
+// Decode turns a ring-buffer record into an Event.
+func Decode(raw []byte) (Event, error) {
+	var e cageEvent
+	if len(raw) < binary.Size(e) {
+		return Event{}, fmt.Errorf("short event: %d bytes", len(raw))
+	}
+	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
+		return Event{}, err
+	}
+	ev := Event{
+		Time:   bootTime.Add(time.Duration(e.Ts)),
+		Cgroup: e.Cgid, Pid: e.Pid, Tgid: e.Tgid, Kind: Kind(e.Kind),
+		Comm: cstr(e.Comm[:]), Flags: e.Flags, Result: e.Result, Rule: e.Rule, Proto: e.Proto,
+	}
+	switch ev.Kind {
+	case KindFileOpen, KindFileDenied:
+		ev.Hint = cstr(e.Hint[:])
+		n := int(e.Ncomp)
+		if n > len(e.Comp) {
+			n = len(e.Comp)
+		}
+		parts := make([]string, 0, n)
+		for i := n - 1; i >= 0; i-- {
+			parts = append(parts, cstr(e.Comp[i][:]))
+		}
+		if e.Result >= 0 {
+			ev.Path = "/" + strings.Join(parts, "/")
+			if n == len(e.Comp) {
+				ev.Path = "…" + ev.Path // deeper than the kernel walks
+			}
+		}
+	case KindExec:
+		flat := make([]byte, 0, len(e.Comp)*len(e.Comp[0]))
+		for i := range e.Comp {
+			for _, c := range e.Comp[i] {
+				flat = append(flat, byte(c))
+			}
+		}
+		ev.Path = cstr8(flat)
+		// Four slots of 32 bytes: the head of argv[0..3].
+		hint := toBytes(e.Hint[:])
+		const slot = len(e.Hint) / 4
+		for i := 0; i < 4; i++ {
+			a := cstr8(hint[i*slot : (i+1)*slot])
+			if a == "" {
+				break
+			}
+			ev.Argv = append(ev.Argv, a)
+		}
+	case KindConnect, KindNetDenied, KindUDPSend:
+		ev.Allowed = e.Result == 1
+		var addr netip.Addr
+		if e.Family == unix.AF_INET {
+			addr = netip.AddrFrom4([4]byte(e.Addr[:4]))
+		} else {
+			addr = netip.AddrFrom16(e.Addr).Unmap()
+		}
+		ev.Addr = netip.AddrPortFrom(addr, e.Port)
+	}
+	return ev, nil
+}
+
+func toBytes(s []int8) []byte {
+	b := make([]byte, len(s))
+	for i, c := range s {
+		b[i] = byte(c)
+	}
+	return b
+}
+
+func cstr(s []int8) string { return cstr8(toBytes(s)) }
+
+func cstr8(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// Events reads the ring buffer until Close and calls fn for each event,
+// on one goroutine. Decoding errors are reported through bad.
+func (c *Cage) Events(fn func(Event), bad func(error)) error {
+	rd, err := ringbuf.NewReader(c.objs.Events)
+	if err != nil {
+		return fmt.Errorf("open ring buffer: %w", err)
+	}
+	c.onClose = append(c.onClose, func() { rd.Close() })
+	go func() {
+		var rec ringbuf.Record
+		for {
+			if err := rd.ReadInto(&rec); err != nil {
+				if errors.Is(err, ringbuf.ErrClosed) {
+					return
+				}
+				bad(err)
+				continue
+			}
+			ev, err := Decode(rec.RawSample)
+			if err != nil {
+				bad(err)
+				continue
+			}
+			fn(ev)
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,3 @@
+package bpf
+
+//go:generate go tool bpf2go -tags linux -target amd64,arm64 -type event cage cage.c -- -I./headers -O2 -g -Wall -Werror

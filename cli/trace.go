@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// traceEvent is the part of the daemon's kernel event the CLI prints.
+type traceEvent struct {
+	Time     string   `json:"time"`
+	Type     string   `json:"type"`
+	Session  string   `json:"session"`
+	Server   string   `json:"server"`
+	Pid      uint32   `json:"pid"`
+	Comm     string   `json:"comm"`
+	Path     string   `json:"path"`
+	Hint     string   `json:"hint"`
+	Result   *int32   `json:"result"`
+	Argv     []string `json:"argv"`
+	Addr     string   `json:"addr"`
+	Proto    string   `json:"proto"`
+	Rule     string   `json:"rule"`
+	Action   string   `json:"action"`
+	InFlight []string `json:"tool_calls"`
+}
+
+func traceCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var session, server string
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "trace",
+		Short: "Stream the kernel events of live sessions: file opens, execs, connections, denials",
+		Long: `Trace streams what sandboxed servers do on the host, as the kernel saw it:
+files opened (the kernel's own path of the new file), programs executed,
+connections attempted and UDP destinations, and every denial. Each event
+names its session, server and the tools/call requests in flight.
+Users see their own sessions; root sees all.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := api.Dial(api.SocketPath(*socket))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.Do(api.Request{Op: api.OpTrace, Session: session, Server: server})
+			if err != nil {
+				return err
+			}
+			if !r.OK {
+				return errors.New(r.Error)
+			}
+			w := bufio.NewWriter(stdout)
+			for {
+				t, payload, err := c.R.Next()
+				if err != nil {
+					w.Flush()
+					return fmt.Errorf("trace ended: %w", err)
+				}
+				if t != api.FrameStdout {
+					continue
+				}
+				if jsonOut {
+					w.Write(payload)
+				} else {
+					for _, line := range bytes.Split(bytes.TrimSpace(payload), []byte("\n")) {
+						var ev traceEvent
+						if json.Unmarshal(line, &ev) == nil {
+							fmt.Fprintln(w, formatEvent(ev))
+						}
+					}
+				}
+				w.Flush()
+			}
+		},
+	}
+	cmd.Flags().StringVar(&session, "session", "", "only this session")
+	cmd.Flags().StringVar(&server, "server", "", "only sessions of this server")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per line")
+	return cmd
+}
+
+func formatEvent(ev traceEvent) string {
+	ts := ev.Time
+	if len(ts) > 23 {
+		ts = ts[11:23]
+	}
+	what := ""
+	switch {
+	case ev.Path != "" && ev.Type == "process.exec":
+		what = ev.Path + " " + strings.Join(ev.Argv, " ")
+	case ev.Path != "" || ev.Hint != "":
+		what = ev.Path
+		if what == "" {
+			what = ev.Hint
+		}
+		if ev.Result != nil && *ev.Result < 0 {
+			what += fmt.Sprintf(" (error %d)", -*ev.Result)
+		}
+	case ev.Addr != "":
+		what = ev.Proto + " " + ev.Addr
+	}
+	s := fmt.Sprintf("%s %-8.8s %-10s %-13s %s[%d] %s", ts, ev.Session, ev.Server, ev.Type, ev.Comm, ev.Pid, what)
+	if ev.Action != "" {
+		s += "  -> " + ev.Action + " (" + ev.Rule + ")"
+	} else if ev.Rule != "" {
+		s += "  (" + ev.Rule + ")"
+	}
+	if len(ev.InFlight) > 0 {
+		s += "  during tools/call " + strings.Join(ev.InFlight, ",")
+	}
+	return s
+}

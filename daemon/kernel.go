@@ -1,0 +1,301 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/bpf/probe"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/egress"
+)
+
+// setupEBPF loads the cage programs when the kernel allows the hooks they
+// need; otherwise it records why not.
+func (d *Daemon) setupEBPF() {
+	d.ebpfHooks = probe.Run(probe.CgroupV2Root())
+	d.log.Info("eBPF hooks probed", "result", d.ebpfHooks.String())
+	for _, need := range []string{probe.CgroupSockAddr, probe.Tracepoint, probe.RawTracepoint, probe.SendSignal, probe.RingBuffer} {
+		if r := d.ebpfHooks[need]; !r.OK {
+			d.ebpfErr = fmt.Sprintf("%s unavailable: %s", need, r.Err)
+			d.log.Error("eBPF enforcement unavailable: servers that need it will not start unless require_ebpf = false", "reason", d.ebpfErr)
+			return
+		}
+	}
+	root := probe.CgroupV2Root()
+	cage, err := bpf.Load(bpf.Options{
+		CgroupParent: filepath.Join(root, d.cfg.Daemon.ContainerdNamespace),
+		PinDir:       filepath.Join("/sys/fs/bpf/mcpcage", d.cfg.Daemon.ContainerdNamespace),
+	})
+	if err != nil {
+		d.ebpfErr = err.Error()
+		d.log.Error("eBPF enforcement unavailable: servers that need it will not start unless require_ebpf = false", "err", err)
+		return
+	}
+	d.cage = cage
+	d.cgroupRoot = root
+	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
+		d.log.Error("kernel events unavailable", "err", err)
+	}
+	go d.watchLost()
+}
+
+// watchLost logs when kernel events are lost or throttled.
+func (d *Daemon) watchLost() {
+	var lastRB, lastTh uint64
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for range t.C {
+		d.mu.Lock()
+		closing := d.closing
+		d.mu.Unlock()
+		if closing {
+			return
+		}
+		rb, th, err := d.cage.Lost()
+		if err != nil {
+			continue
+		}
+		if rb > lastRB || th > lastTh {
+			d.log.Warn("kernel events lost", "ringbuf_full", rb-lastRB, "throttled", th-lastTh, "ringbuf_full_total", rb, "throttled_total", th)
+		}
+		lastRB, lastTh = rb, th
+	}
+}
+
+// needsEBPF says why a server's rules need the eBPF layer ("" if not).
+func needsEBPF(srv *config.Server) string {
+	switch {
+	case srv.Network == config.NetworkHost:
+		return "its egress rules (network = \"host\")"
+	case len(srv.DenyPatterns()) > 0:
+		return "its deny_paths"
+	}
+	return ""
+}
+
+// policyFor builds the kernel policy of a session, resolving host names.
+func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy, []egress.Entry, error) {
+	p := bpf.Policy{HostNetwork: srv.Network == config.NetworkHost, DenyComponents: map[string]int{}}
+	for i, pat := range srv.DenyPatterns() {
+		name, err := config.DenyComponent(pat)
+		if err != nil {
+			return p, nil, err
+		}
+		p.DenyComponents[name] = i
+	}
+	entries, err := egress.ParseAll(srv.Egress)
+	if err != nil {
+		return p, nil, err
+	}
+	if p.HostNetwork {
+		rules, err := d.resolveEgress(ctx, entries)
+		if err != nil {
+			return p, nil, err
+		}
+		p.Egress = rules
+	}
+	return p, entries, nil
+}
+
+func (d *Daemon) resolveEgress(ctx context.Context, entries []egress.Entry) ([]bpf.EgressRule, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rules, err := egress.Resolve(ctx, nil, entries)
+	if err != nil {
+		return nil, err
+	}
+	var out []bpf.EgressRule
+	for _, r := range append(rules, egress.LoopbackDNS()...) {
+		idx := r.Index
+		if idx < 0 {
+			idx = 0xffff // built-in rule
+		}
+		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx})
+	}
+	return out, nil
+}
+
+// sessionCgroup finds the cgroup v2 id of a task's session cgroup.
+func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			if rest != want {
+				return 0, fmt.Errorf("task %d is in cgroup %s, want %s", pid, rest, want)
+			}
+			return bpf.CgroupID(filepath.Join(d.cgroupRoot, rest))
+		}
+	}
+	return 0, fmt.Errorf("task %d has no cgroup v2 entry", pid)
+}
+
+// watchEgress re-resolves host names while a session lives.
+func (s *session) watchEgress(d *Daemon, entries []egress.Entry, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.relayDone():
+			return
+		case <-t.C:
+		}
+		rules, err := d.resolveEgress(context.Background(), entries)
+		if err != nil {
+			s.log.Warn("re-resolving egress host names failed; keeping the previous addresses", "err", err)
+			continue
+		}
+		if err := d.cage.SetEgress(s.cgid, rules); err != nil {
+			s.log.Error("updating egress rules failed", "err", err)
+		}
+	}
+}
+
+// KernelEvent is a kernel event attributed to its session, as traced and
+// (later) audited.
+type KernelEvent struct {
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Session  string    `json:"session"`
+	Server   string    `json:"server"`
+	User     uint32    `json:"user"`
+	Pid      uint32    `json:"pid"`
+	Comm     string    `json:"comm"`
+	Path     string    `json:"path,omitempty"`
+	Hint     string    `json:"hint,omitempty"`
+	Flags    uint32    `json:"flags,omitempty"`
+	Result   *int32    `json:"result,omitempty"`
+	Argv     []string  `json:"argv,omitempty"`
+	Addr     string    `json:"addr,omitempty"`
+	Proto    string    `json:"proto,omitempty"`
+	Rule     string    `json:"rule,omitempty"`
+	Action   string    `json:"action,omitempty"`
+	InFlight []string  `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
+}
+
+func (d *Daemon) onKernelEvent(ev bpf.Event) {
+	d.mu.Lock()
+	s := d.byCgroup[ev.Cgroup]
+	d.mu.Unlock()
+	if s == nil {
+		if ev.Kind == bpf.KindNetDenied && ev.Rule == bpf.UnregisteredRule {
+			d.log.Warn("connection denied: task in mcpcage's cgroup without a registered session", "addr", ev.Addr.String(), "pid", ev.Tgid)
+		}
+		return
+	}
+	s.kernelEvents.Add(1)
+	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
+		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
+	switch ev.Kind {
+	case bpf.KindFileOpen, bpf.KindFileDenied:
+		r := ev.Result
+		ke.Result = &r
+	case bpf.KindConnect, bpf.KindNetDenied, bpf.KindUDPSend:
+		ke.Addr = ev.Addr.String()
+		ke.Proto = protoName(ev.Proto)
+	}
+	if s.relay != nil {
+		for _, c := range s.relay.InFlight() {
+			if c.Method == "tools/call" {
+				ke.InFlight = append(ke.InFlight, c.ID)
+			}
+		}
+	}
+	srv := d.cfg.Servers[s.server]
+	switch ev.Kind {
+	case bpf.KindNetDenied:
+		ke.Action = "EPERM"
+		ke.Rule = "not in egress allow-list"
+		s.deniedKernel.Add(1)
+		s.log.Warn("connection denied", "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+	case bpf.KindFileDenied:
+		ke.Action = "SIGKILL"
+		if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
+			ke.Rule = "deny_paths " + pats[ev.Rule]
+		}
+		s.deniedKernel.Add(1)
+		s.killedBy.Store(fmt.Sprintf("it opened %s, which deny_paths rule %q forbids", ev.Path, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+		s.log.Warn("file open denied: process killed", "path", ke.Path, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+	default:
+		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
+			if ev.Rule < uint32(len(srv.Egress)) {
+				ke.Rule = "egress " + srv.Egress[ev.Rule]
+			}
+		}
+		s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
+	}
+	d.tracers.publish(&ke)
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 0:
+		return ""
+	}
+	return fmt.Sprintf("proto%d", p)
+}
+
+// tracers fans kernel events out to `mcpcage trace` clients.
+type tracers struct {
+	mu   sync.Mutex
+	subs map[*tracer]bool
+}
+
+type tracer struct {
+	session, server string
+	uid             uint32
+	root            bool
+	ch              chan []byte
+	dropped         int
+}
+
+func (t *tracers) add(tr *tracer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.subs == nil {
+		t.subs = map[*tracer]bool{}
+	}
+	t.subs[tr] = true
+}
+
+func (t *tracers) remove(tr *tracer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.subs, tr)
+}
+
+func (t *tracers) publish(ke *KernelEvent) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.subs) == 0 {
+		return
+	}
+	b, _ := json.Marshal(ke)
+	b = append(b, '\n')
+	for tr := range t.subs {
+		if (tr.session != "" && tr.session != ke.Session) || (tr.server != "" && tr.server != ke.Server) || (!tr.root && tr.uid != ke.User) {
+			continue
+		}
+		select {
+		case tr.ch <- b:
+		default:
+			tr.dropped++ // a slow reader never slows the kernel path
+		}
+	}
+}

@@ -1,0 +1,155 @@
+// Package egress parses a server's egress allow-list and resolves it to
+// address prefixes for the kernel.
+//
+// Grammar of one entry:
+//
+//	entry  = target ":" port
+//	target = IPv4 | IPv4 "/" bits | "[" IPv6 "]" | "[" IPv6 "/" bits "]" | hostname
+//	port   = 1..65535 | "*"
+//
+// Examples: "10.0.0.0/8:443", "api.github.com:443", "127.0.0.1:*",
+// "[::1]:8080", "[2001:db8::/32]:*". Host names are resolved when a
+// session starts and re-resolved while it runs; every address a name
+// resolves to is allowed on the entry's port.
+package egress
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Entry is one parsed allow-list entry.
+type Entry struct {
+	Raw    string
+	Index  int
+	Prefix netip.Prefix // zero when Host is set
+	Host   string
+	Port   uint16 // 0 with AnyPort
+	Any    bool
+}
+
+var hostname = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// Parse parses one entry.
+func Parse(s string) (Entry, error) {
+	e := Entry{Raw: s}
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 || i == len(s)-1 {
+		return e, fmt.Errorf("egress %q: want TARGET:PORT, e.g. \"api.example.com:443\" or \"10.0.0.0/8:*\"", s)
+	}
+	target, port := s[:i], s[i+1:]
+	if port == "*" {
+		e.Any = true
+	} else {
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return e, fmt.Errorf("egress %q: port must be 1-65535 or *, got %q", s, port)
+		}
+		e.Port = uint16(n)
+	}
+	bracketed := strings.HasPrefix(target, "[") && strings.HasSuffix(target, "]")
+	if bracketed {
+		target = target[1 : len(target)-1]
+	}
+	if strings.Contains(target, "/") {
+		p, err := netip.ParsePrefix(target)
+		if err != nil {
+			return e, fmt.Errorf("egress %q: %v", s, err)
+		}
+		if p.Addr().Is6() && !bracketed {
+			return e, fmt.Errorf("egress %q: write IPv6 ranges in brackets, e.g. \"[2001:db8::/32]:443\"", s)
+		}
+		e.Prefix = p.Masked()
+		return e, nil
+	}
+	if a, err := netip.ParseAddr(target); err == nil {
+		if a.Is6() && !bracketed {
+			return e, fmt.Errorf("egress %q: write IPv6 addresses in brackets, e.g. \"[::1]:443\"", s)
+		}
+		e.Prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		return e, nil
+	}
+	if bracketed || !hostname.MatchString(target) {
+		return e, fmt.Errorf("egress %q: %q is not an address, a range or a host name", s, target)
+	}
+	e.Host = strings.ToLower(target)
+	return e, nil
+}
+
+// ParseAll parses a list, numbering entries by position.
+func ParseAll(list []string) ([]Entry, error) {
+	out := make([]Entry, 0, len(list))
+	for i, s := range list {
+		e, err := Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		e.Index = i
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Rule is a resolved allow rule.
+type Rule struct {
+	Prefix netip.Prefix
+	Ports  []uint16 // empty: any
+	Index  int
+}
+
+// Resolver looks host names up; *net.Resolver satisfies it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Resolve turns entries into rules, looking host names up. A name that
+// does not resolve is an error naming it.
+func Resolve(ctx context.Context, r Resolver, entries []Entry) ([]Rule, error) {
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	var rules []Rule
+	for _, e := range entries {
+		var ports []uint16
+		if !e.Any {
+			ports = []uint16{e.Port}
+		}
+		if e.Host == "" {
+			rules = append(rules, Rule{Prefix: e.Prefix, Ports: ports, Index: e.Index})
+			continue
+		}
+		addrs, err := r.LookupNetIP(ctx, "ip", e.Host)
+		if err != nil {
+			return nil, fmt.Errorf("egress %q: resolve %s: %w", e.Raw, e.Host, err)
+		}
+		for _, a := range addrs {
+			a = a.Unmap()
+			rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: ports, Index: e.Index})
+		}
+	}
+	return rules, nil
+}
+
+// HasHosts reports whether any entry needs resolving.
+func HasHosts(entries []Entry) bool {
+	for _, e := range entries {
+		if e.Host != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// LoopbackDNS are the rules every host-network session gets: DNS to a
+// resolver on loopback (systemd-resolved, dnsmasq), nothing else there.
+func LoopbackDNS() []Rule {
+	return []Rule{
+		{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Ports: []uint16{53}, Index: -1},
+		{Prefix: netip.MustParsePrefix("::1/128"), Ports: []uint16{53}, Index: -1},
+	}
+}

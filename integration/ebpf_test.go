@@ -1,0 +1,327 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// traced is a running `mcpcage trace --json`.
+type traced struct {
+	mu     sync.Mutex
+	events []map[string]any
+	cmd    *exec.Cmd
+}
+
+func (d *daemon) trace(t *testing.T, args ...string) *traced {
+	t.Helper()
+	tr := &traced{cmd: exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"trace", "--json", "--socket", d.socket}, args...)...)}
+	out, err := tr.cmd.StdoutPipe()
+	must(t, err, "trace stdout")
+	tr.cmd.Stderr = os.Stderr
+	must(t, tr.cmd.Start(), "start trace")
+	t.Cleanup(func() { tr.cmd.Process.Kill(); tr.cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				tr.mu.Lock()
+				tr.events = append(tr.events, ev)
+				tr.mu.Unlock()
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // subscribed before the test acts
+	return tr
+}
+
+// wait returns the first event for which match is true.
+func (tr *traced) wait(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		tr.mu.Lock()
+		for _, ev := range tr.events {
+			if match(ev) {
+				tr.mu.Unlock()
+				return ev
+			}
+		}
+		tr.mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	t.Fatalf("no %s event among %d traced", what, len(tr.events))
+	return nil
+}
+
+func (tr *traced) any(match func(map[string]any) bool) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, ev := range tr.events {
+		if match(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+func str(ev map[string]any, k string) string { s, _ := ev[k].(string); return s }
+
+func TestKernelEventsAttributed(t *testing.T) {
+	d := startDaemon(t, "")
+	tr := d.trace(t)
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	marker := fmt.Sprintf("/var/tmp/mcpcage-outside-%d", time.Now().UnixNano())
+
+	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
+	open := tr.wait(t, "file.open /etc/hostname", func(ev map[string]any) bool {
+		return str(ev, "type") == "file.open" && str(ev, "path") == "/etc/hostname"
+	})
+	if str(open, "server") != "test" || str(open, "session") == "" || str(open, "hint") != "/etc/hostname" {
+		t.Fatalf("open event not attributed: %v", open)
+	}
+	if calls, _ := open["tool_calls"].([]any); len(calls) != 1 {
+		t.Fatalf("open event names tool calls %v, want the read_file call", open["tool_calls"])
+	}
+
+	callText(t, c, "run_command", map[string]any{"command": "/bin/true"})
+	exec := tr.wait(t, "process.exec", func(ev map[string]any) bool {
+		return str(ev, "type") == "process.exec" && strings.HasSuffix(str(ev, "path"), "/true")
+	})
+	if argv, _ := exec["argv"].([]any); len(argv) == 0 || argv[0] != "/bin/true" {
+		t.Fatalf("exec argv = %v", exec["argv"])
+	}
+
+	callText(t, c, "http_get", map[string]any{"url": "http://127.0.0.1:9/"})
+	tr.wait(t, "net.connect", func(ev map[string]any) bool {
+		return str(ev, "type") == "net.connect" && str(ev, "addr") == "127.0.0.1:9" && str(ev, "proto") == "tcp"
+	})
+
+	// The same operations by a process outside any session leave no trace.
+	must(t, os.WriteFile(marker, []byte("x"), 0o644), "write marker")
+	defer os.Remove(marker)
+	os.ReadFile(marker)
+	callText(t, c, "echo", map[string]any{"text": "flush"})
+	time.Sleep(300 * time.Millisecond)
+	if tr.any(func(ev map[string]any) bool { return strings.Contains(str(ev, "path")+str(ev, "hint"), "mcpcage-outside") }) {
+		t.Fatal("a process outside every session produced an event")
+	}
+}
+
+// listenHTTP serves on addr ("127.0.0.1:0", "[::1]:0") and returns its address.
+func listenHTTP(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	must(t, err, "listen %s", addr)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func TestEgress(t *testing.T) {
+	setup(t)
+	allowed := listenHTTP(t, "127.0.0.1:0")
+	other := listenHTTP(t, "127.0.0.1:0")
+	v6 := listenHTTP(t, "[::1]:0")
+	_, otherPort, _ := net.SplitHostPort(other)
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	must(t, err, "udp")
+	defer udp.Close()
+	ts := filepath.Join(env.bin, "testserver")
+	d := startDaemon(t, fmt.Sprintf(`
+[servers.a]
+command = [%q]
+network = "host"
+egress = [%q, %q, %q]
+
+[servers.b]
+command = [%q]
+network = "host"
+egress = ["localhost:%s"]
+`, ts, allowed, "["+strings.Trim(strings.Split(v6, "]:")[0], "[")+"]:"+strings.Split(v6, "]:")[1], udp.LocalAddr().String(), ts, otherPort))
+	tr := d.trace(t)
+	a := d.connect(t, "a", mcp.ProtocolVersion20251125)
+	b := d.connect(t, "b", mcp.ProtocolVersion20251125) // both sessions live at once
+	get := func(c *mcpClient, addr string) string {
+		start := time.Now()
+		got, _ := callText(t, c, "http_get", map[string]any{"url": "http://" + addr + "/"})
+		if time.Since(start) > 2*time.Second {
+			t.Errorf("GET %s took %v: a denial must be immediate", addr, time.Since(start))
+		}
+		return got
+	}
+	tests := []struct {
+		name   string
+		client *mcpClient
+		addr   string
+		reach  bool
+	}{
+		{"a: allowed address", a, allowed, true},
+		{"a: another port", a, other, false},
+		{"a: IPv6 allowed", a, v6, true},
+		{"a: IPv6 on another port", a, "[::1]:" + otherPort, false},
+		{"b: host-name rule", b, other, true},
+		{"b: a's address", b, allowed, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := get(tt.client, tt.addr)
+			if reached := strings.Contains(got, "reached"); reached != tt.reach {
+				t.Fatalf("GET %s: %q, want reached=%v", tt.addr, got, tt.reach)
+			}
+			if !tt.reach && !strings.Contains(got, "operation not permitted") {
+				t.Fatalf("denied GET %s: %q, want EPERM", tt.addr, got)
+			}
+		})
+	}
+	t.Run("UDP", func(t *testing.T) {
+		if v := attack(t, a, "udp-sendto", udp.LocalAddr().String()); v != "ESCAPED" {
+			t.Fatalf("allowed UDP send: %q", v)
+		}
+		buf := make([]byte, 16)
+		udp.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, _, err := udp.ReadFrom(buf); err != nil || string(buf[:n]) != "ping" {
+			t.Fatalf("UDP datagram not received: %v", err)
+		}
+		if v := attack(t, a, "udp-sendto", "127.0.0.1:"+otherPort); !strings.Contains(v, "operation not permitted") {
+			t.Fatalf("denied UDP send: %q", v)
+		}
+		if v := attack(t, b, "udp-send", udp.LocalAddr().String()); !strings.Contains(v, "operation not permitted") {
+			t.Fatalf("connected UDP to a denied address: %q", v)
+		}
+	})
+	denied := tr.wait(t, "net.denied", func(ev map[string]any) bool {
+		return str(ev, "type") == "net.denied" && str(ev, "server") == "a" && str(ev, "addr") == other
+	})
+	if str(denied, "action") != "EPERM" {
+		t.Fatalf("net.denied record: %v", denied)
+	}
+	d.waitLog(`msg="connection denied"`)
+}
+
+func TestDenyPathKillsTheOpener(t *testing.T) {
+	setup(t)
+	project := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(project, ".ssh"), 0o755), "mkdir")
+	must(t, os.WriteFile(filepath.Join(project, ".ssh", "id_ed25519"), []byte("PRIVATE KEY"), 0o644), "write")
+	must(t, os.WriteFile(filepath.Join(project, "notes.txt"), []byte("fine"), 0o644), "write")
+	must(t, os.Chmod(project, 0o755), "chmod")
+	d := startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\" }]\n", filepath.Join(env.bin, "testserver"), project))
+	tr := d.trace(t)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
+		t.Fatalf("ordinary file: %q", got)
+	}
+	_, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/work/.ssh/id_ed25519"}}})
+	if err == nil {
+		t.Fatal("reading a denied path returned a result: the server was not killed")
+	}
+	if strings.Contains(err.Error(), "PRIVATE KEY") {
+		t.Fatal("the denied file's content reached the client")
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	if !strings.Contains(c.stderr.String(), `it opened /work/.ssh/id_ed25519, which deny_paths rule "**/.ssh/**" forbids`) {
+		t.Fatalf("shim stderr: %q", c.stderr.String())
+	}
+	ev := tr.wait(t, "file.denied", func(ev map[string]any) bool { return str(ev, "type") == "file.denied" })
+	if str(ev, "path") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" || str(ev, "action") != "SIGKILL" {
+		t.Fatalf("file.denied record: %v", ev)
+	}
+	d.waitClean("a killed session")
+}
+
+func (d *daemon) status(t *testing.T) api.Status {
+	t.Helper()
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	if st.Kernel == nil {
+		t.Fatalf("status has no kernel section: %+v", st.Enforcement)
+	}
+	return st
+}
+
+func TestManySessionsLeaveNoKernelState(t *testing.T) {
+	setup(t)
+	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"127.0.0.1:80\", \"10.0.0.0/8:443\", \"localhost:8080\"]\n", filepath.Join(env.bin, "testserver")))
+	pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace)
+	if len(pins) != 4 {
+		t.Fatalf("pinned links = %d, want the 4 cgroup hooks", len(pins))
+	}
+	for i := 0; i < 12; i++ {
+		server := "test"
+		if i%2 == 1 {
+			server = "web"
+		}
+		c := d.connect(t, server, mcp.ProtocolVersion20251125)
+		if got, _ := callText(t, c, "echo", map[string]any{"text": "x"}); got != "x" {
+			t.Fatalf("session %d: %q", i, got)
+		}
+		if k := d.status(t).Kernel; k.Sessions != 1 || k.DenyEntries == 0 {
+			t.Fatalf("session %d live: kernel state %+v", i, k)
+		}
+		c.Close()
+		c.shimExit(t)
+		d.waitClean("a short session")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		k := d.status(t).Kernel
+		if k.Sessions == 0 && k.EgressEntries == 0 && k.DenyEntries == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kernel state after all sessions ended: %+v", k)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if after, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace); len(after) != 4 {
+		t.Fatalf("pinned links after the sessions = %d, want 4", len(after))
+	}
+	d.stop()
+	if _, err := os.Stat("/sys/fs/bpf/mcpcage/" + d.namespace + "/connect4"); err == nil {
+		t.Fatal("a clean shutdown left pinned links")
+	}
+}
+
+func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
+	d := startDaemon(t, "")
+	storm := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	calm := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	done := make(chan string, 1)
+	go func() { done <- attack(t, storm, "open-storm", "300000") }()
+	// Meanwhile the daemon keeps serving another session.
+	for i := 0; i < 5; i++ {
+		if got, _ := callText(t, calm, "echo", map[string]any{"text": "calm"}); got != "calm" {
+			t.Fatalf("calm session: %q", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := <-done; !strings.HasPrefix(v, "ESCAPED 300000") {
+		t.Fatalf("storm: %q", v)
+	}
+	k := d.status(t).Kernel
+	if k.LostThrottled+k.LostRingbuf == 0 {
+		t.Fatalf("300000 opens lost no events: %+v", k)
+	}
+	d.waitLog(`msg="kernel events lost"`)
+}
