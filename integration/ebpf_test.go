@@ -120,7 +120,9 @@ func TestKernelEventsAttributed(t *testing.T) {
 	os.ReadFile(marker)
 	callText(t, c, "echo", map[string]any{"text": "flush"})
 	time.Sleep(300 * time.Millisecond)
-	if tr.any(func(ev map[string]any) bool { return strings.Contains(str(ev, "path")+str(ev, "hint"), "mcpcage-outside") }) {
+	if tr.any(func(ev map[string]any) bool {
+		return strings.Contains(str(ev, "path")+str(ev, "hint"), "mcpcage-outside")
+	}) {
 		t.Fatal("a process outside every session produced an event")
 	}
 }
