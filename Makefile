@@ -38,9 +38,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./wire -run '^$$' -fuzz FuzzPeek -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./wire -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-30s}
 
-bench: deps ## benchmarks: interceptor cost, tools/call through mcpcage vs direct (side by side)
+bench: deps ## benchmarks: interceptor cost; tools/call via mcpcage vs direct; syscall cost of the eBPF layer (root)
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./relay
 	$(GO) test -run '^$$' -bench . -benchtime 500x ./integration
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./bpf
 
 generate: ## rebuild the eBPF objects with clang (bpf2go); they are committed
 	$(GO) generate ./bpf

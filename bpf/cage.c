@@ -179,6 +179,16 @@ static __always_inline void count_lost(__u32 which)
 		(*n)++;
 }
 
+// Denials wake the reader at once; other events only when the ring holds
+// a good batch (the reader also polls every 100 ms), which spares a wakeup
+// per event.
+static __always_inline __u64 wakeup_flags(int urgent)
+{
+	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 18))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline struct session *current_session(__u64 *cgid)
 {
 	*cgid = bpf_get_current_ancestor_cgroup_id(session_level);
@@ -257,7 +267,7 @@ static __always_inline void emit_net(__u64 cgid, struct session *s, int allowed,
 	else
 		__builtin_memcpy(e->addr, addr, 16);
 	e->comp[0][0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags(!allowed));
 }
 
 static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
@@ -278,7 +288,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 			__builtin_memset(e->addr, 0, sizeof(e->addr));
 			__builtin_memcpy(e->addr, &ip, 4);
 			e->comp[0][0] = 0;
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 		}
 		return 0;
 	}
@@ -324,7 +334,7 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 			e->rule = 0xffffffff;
 			__builtin_memcpy(e->addr, ip6, 16);
 			e->comp[0][0] = 0;
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 		}
 		return 0;
 	}
@@ -468,8 +478,7 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct open_args args = *a;
 	bpf_map_delete_elem(&opens, &id);
-	__u64 cgid;
-	struct session *s = current_session(&cgid);
+	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
@@ -489,10 +498,10 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		e->kind = EV_FILE_DENIED;
 		e->rule = denied - 1;
 	} else if (!admit_event(s)) {
-		bpf_ringbuf_discard(e, 0);
+		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
 }
 
@@ -564,6 +573,6 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 		__builtin_memcpy(e->hint, h, HINT_LEN);
 		bpf_map_delete_elem(&execs, &tgid);
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags(0));
 	return 0;
 }

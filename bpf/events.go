@@ -2,12 +2,13 @@ package bpf
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
@@ -80,13 +81,12 @@ var bootTime = func() time.Time {
 
 // Decode turns a ring-buffer record into an Event.
 func Decode(raw []byte) (Event, error) {
-	var e cageEvent
-	if len(raw) < binary.Size(e) {
+	if len(raw) < int(unsafe.Sizeof(cageEvent{})) {
 		return Event{}, fmt.Errorf("short event: %d bytes", len(raw))
 	}
-	if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
-		return Event{}, err
-	}
+	// The record has the C layout of struct event (bpf2go's HostLayout
+	// type); ring-buffer samples are 8-byte aligned. No copy, no reflection.
+	e := (*cageEvent)(unsafe.Pointer(&raw[0]))
 	ev := Event{
 		Time:   bootTime.Add(time.Duration(e.Ts)),
 		Cgroup: e.Cgid, Pid: e.Pid, Tgid: e.Tgid, Kind: Kind(e.Kind),
@@ -168,9 +168,14 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 	go func() {
 		var rec ringbuf.Record
 		for {
+			// Events submitted without a wakeup are collected by this poll.
+			rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
 			if err := rd.ReadInto(&rec); err != nil {
 				if errors.Is(err, ringbuf.ErrClosed) {
 					return
+				}
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
 				}
 				bad(err)
 				continue

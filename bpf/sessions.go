@@ -109,12 +109,12 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 		var err error
 		if p.Addr().Is4() {
 			k := cageLpm4{Prefixlen: uint32(64 + p.Bits())}
-			binary.NativeEndian.PutUint64(k.Cgid[:], cgid)
+			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As4()
 			err = c.objs.Egress4.Put(&k, &v)
 		} else {
 			k := cageLpm6{Prefixlen: uint32(64 + p.Bits())}
-			binary.NativeEndian.PutUint64(k.Cgid[:], cgid)
+			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As16()
 			err = c.objs.Egress6.Put(&k, &v)
 		}
@@ -216,3 +216,5 @@ func (c *Cage) Lost() (ringbuf, throttled uint64, err error) {
 	throttled, err = sum(1)
 	return ringbuf, throttled, err
 }
+
+func putCgid(b []byte, cgid uint64) { binary.NativeEndian.PutUint64(b, cgid) }

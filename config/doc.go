@@ -19,6 +19,9 @@
 //	landlock             auto | off | require: Landlock rules applied inside
 //	                     each sandbox by mcpcage-init [auto]
 //	init_path            mcpcage-init binary [next to mcpcaged]
+//	require_ebpf         refuse to launch servers whose rules need eBPF
+//	                     (network = "host", deny_paths) when the kernel
+//	                     does not allow it [true]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH
@@ -45,6 +48,15 @@
 //	                absolute path to an OCI seccomp profile (JSON) [default]
 //	network         "none" (own network namespace, loopback only) or "host"
 //	                [none]
+//	egress          with network = "host": the destinations it may reach,
+//	                ["10.0.0.0/8:443", "api.github.com:443", "127.0.0.1:*",
+//	                "[::1]:8080"] (grammar: package egress); enforced in the
+//	                kernel per session; DNS to a loopback resolver is always
+//	                allowed; empty: nothing else
+//	deny_paths      path patterns whose opening kills the process, matched
+//	                in the kernel on the opened file's real path:
+//	                "**/NAME/**" or "**/NAME" [**/.ssh/**, **/.aws/**,
+//	                **/.gnupg/**]; deny_paths = [] turns it off
 //	readonly_paths  paths inside the sandbox made read-only
 //	hidden_paths    paths inside the sandbox masked (empty, unreadable)
 //	env values "secret:NAME" are replaced at launch by the secret NAME

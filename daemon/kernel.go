@@ -206,12 +206,8 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		ke.Addr = ev.Addr.String()
 		ke.Proto = protoName(ev.Proto)
 	}
-	if s.relay != nil {
-		for _, c := range s.relay.InFlight() {
-			if c.Method == "tools/call" {
-				ke.InFlight = append(ke.InFlight, c.ID)
-			}
-		}
+	for _, c := range s.relay.CallsAt(ev.Time, "tools/call") {
+		ke.InFlight = append(ke.InFlight, c.ID)
 	}
 	srv := d.cfg.Servers[s.server]
 	switch ev.Kind {

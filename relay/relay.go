@@ -288,4 +288,9 @@ type Call struct {
 	ID     string // raw JSON id
 	Method string
 	Since  time.Time
+	Until  time.Time // when it was answered; zero while in flight
 }
+
+// CallsAt lists the client's requests of method that were in flight at
+// time t (still pending, or answered after t), oldest first.
+func (r *Relay) CallsAt(t time.Time, method string) []Call { return r.pending.at(t, method) }

@@ -338,3 +338,29 @@ func TestRelayRestoresMangledNumericID(t *testing.T) {
 		t.Fatalf("client got %q, want %q", got, want)
 	}
 }
+
+func TestRelayCallsAt(t *testing.T) {
+	h := newHarness(t, Options{})
+	before := time.Now()
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call"}` + "\n")
+	h.toServer()
+	during := time.Now()
+	if got := h.relay.CallsAt(during, "tools/call"); len(got) != 1 || got[0].ID != "1" {
+		t.Fatalf("in flight: %+v", got)
+	}
+	h.fromServer(`{"jsonrpc":"2.0","id":1,"result":{}}` + "\n")
+	h.toClient()
+	after := time.Now().Add(time.Millisecond)
+	if got := h.relay.CallsAt(during, "tools/call"); len(got) != 1 {
+		t.Fatalf("answered call no longer attributed to a moment it was in flight: %+v", got)
+	}
+	if got := h.relay.CallsAt(after, "tools/call"); len(got) != 0 {
+		t.Fatalf("attributed after its answer: %+v", got)
+	}
+	if got := h.relay.CallsAt(before.Add(-time.Second), "tools/call"); len(got) != 0 {
+		t.Fatalf("attributed before it was sent: %+v", got)
+	}
+	if got := h.relay.CallsAt(during, "tools/list"); len(got) != 0 {
+		t.Fatalf("wrong method: %+v", got)
+	}
+}

@@ -11,7 +11,14 @@ import (
 type table struct {
 	mu sync.Mutex
 	m  map[string]pendingCall
+	// recent holds answered requests (a ring of recentCap), so events that
+	// reach the daemon late are still attributed to the calls in flight
+	// when they happened.
+	recent []Call
+	next   int
 }
+
+const recentCap = 512
 
 type pendingCall struct {
 	rawID  []byte
@@ -46,8 +53,39 @@ func (t *table) take(key string) (pendingCall, bool) {
 	p, ok := t.m[key]
 	if ok {
 		delete(t.m, key)
+		t.remember(p)
 	}
 	return p, ok
+}
+
+// remember keeps an answered request in the ring (caller holds mu).
+func (t *table) remember(p pendingCall) {
+	c := Call{ID: string(p.rawID), Method: p.method, Since: p.since, Until: time.Now()}
+	if len(t.recent) < recentCap {
+		t.recent = append(t.recent, c)
+		return
+	}
+	t.recent[t.next] = c
+	t.next = (t.next + 1) % recentCap
+}
+
+// at lists the requests of method that were in flight at time at.
+func (t *table) at(when time.Time, method string) []Call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Call
+	for _, p := range t.m {
+		if p.method == method && !p.since.After(when) {
+			out = append(out, Call{ID: string(p.rawID), Method: p.method, Since: p.since})
+		}
+	}
+	for _, c := range t.recent {
+		if c.Method == method && !c.Since.After(when) && !c.Until.Before(when) {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
 }
 
 func (t *table) drain() []pendingCall {
@@ -103,5 +141,6 @@ func (t *table) takeFloat(raw []byte) (pendingCall, bool) {
 	}
 	p := t.m[found]
 	delete(t.m, found)
+	t.remember(p)
 	return p, true
 }

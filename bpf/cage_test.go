@@ -1,0 +1,72 @@
+package bpf
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/bpf/probe"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+func loadForTest(t *testing.T) (*Cage, string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	root := probe.CgroupV2Root()
+	testenv.Require(t, root != "", "cgroup v2")
+	testenv.Require(t, probe.EnsureTracefs() == nil, "tracefs")
+	parent := filepath.Join(root, "mcpcage-unit-"+filepath.Base(t.TempDir()))
+	c, err := Load(Options{CgroupParent: parent, PinDir: "/sys/fs/bpf/mcpcage-unit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); os.Remove(parent) })
+	return c, parent
+}
+
+func TestRegisterAndUnregister(t *testing.T) {
+	c, parent := loadForTest(t)
+	if c.Level() != 2 {
+		t.Fatalf("session level %d for parent %s, want 2", c.Level(), parent)
+	}
+	if pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage-unit"); len(pins) != 4 {
+		t.Fatalf("%d pinned links, want 4", len(pins))
+	}
+	rules := []EgressRule{
+		{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Ports: []uint16{443}},
+		{Prefix: netip.MustParsePrefix("10.1.0.0/16"), Ports: []uint16{80}},
+		{Prefix: netip.MustParsePrefix("::1/128")},
+	}
+	for _, cgid := range []uint64{101, 202} {
+		if err := c.Register(cgid, Policy{HostNetwork: true, Egress: rules, DenyComponents: map[string]int{".ssh": 0, ".aws": 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, e, d := c.Counts(); s != 2 || e != 6 || d != 4 {
+		t.Fatalf("counts = %d sessions, %d egress, %d deny; want 2, 6, 4", s, e, d)
+	}
+	// The /16 inherits the /8's port: the LPM trie answers with one entry.
+	var v cagePorts
+	k := cageLpm4{Prefixlen: 64 + 16, Addr: [4]byte{10, 1, 0, 0}}
+	putCgid(k.Cgid[:], 101)
+	if err := c.objs.Egress4.Lookup(&k, &v); err != nil || v.N != 2 || v.Port[0] != 80 || v.Port[1] != 443 {
+		t.Fatalf("10.1.0.0/16 ports = %+v, %v; want 80 and 443", v, err)
+	}
+	if err := c.SetEgress(101, rules[:1]); err != nil {
+		t.Fatal(err)
+	}
+	c.Unregister(101)
+	c.Unregister(202)
+	if s, e, d := c.Counts(); s+e+d != 0 {
+		t.Fatalf("after unregister: %d sessions, %d egress, %d deny", s, e, d)
+	}
+	if err := c.SetEgress(1, []EgressRule{{Prefix: netip.MustParsePrefix("1.2.3.4/32"), Ports: []uint16{1, 2, 3, 4, 5, 6, 7, 8, 9}}}); err == nil {
+		t.Fatal("9 ports for one range accepted")
+	}
+	c.Unregister(1)
+	if err := c.Register(3, Policy{DenyComponents: map[string]int{string(make([]byte, 60)): 0}}); err == nil {
+		t.Fatal("over-long deny component accepted")
+	}
+	c.Unregister(3)
+}
