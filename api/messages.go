@@ -15,6 +15,11 @@ const (
 	OpSecretRm   = "secret.rm"   // remove secret Name (root only)
 	OpSecretList = "secret.list" // names of the secrets (root only)
 	OpTrace      = "trace"       // stream kernel events (FrameStdout, JSON lines) until closed
+	OpGrant      = "grant"       // store a consent (Grant); reply data: the Record
+	OpRevoke     = "revoke"      // revoke consent Name (ID) with Value as reason
+	OpConsents   = "consents"    // list consents (Filter); reply data: []Record
+	OpConsent    = "consent"     // one consent by Name (ID)
+	OpSessions   = "sessions"    // live sessions; reply data: []SessionInfo
 )
 
 // Request opens a connection.
@@ -24,8 +29,41 @@ type Request struct {
 	Server  string `json:"server,omitempty"`
 	Session string `json:"session,omitempty"`
 	Name    string `json:"name,omitempty"`
-	// Value carries a secret for OpSecretSet; the daemon never logs it.
+	// Value carries a secret for OpSecretSet (never logged), or a reason.
 	Value string `json:"value,omitempty"`
+	Grant *Grant `json:"grant,omitempty"`
+	// Filters for OpConsents.
+	User  string `json:"user,omitempty"`
+	Agent string `json:"agent,omitempty"`
+	All   bool   `json:"all,omitempty"`
+}
+
+// Grant asks for a new consent record.
+type Grant struct {
+	User      string   `json:"user,omitempty"` // default: the caller
+	Agent     string   `json:"agent"`
+	Server    string   `json:"server"`
+	Tools     []string `json:"tools,omitempty"`
+	Resources []string `json:"resources,omitempty"`
+	Prompts   []string `json:"prompts,omitempty"`
+	When      string   `json:"when,omitempty"`
+	Expires   string   `json:"expires,omitempty"` // "8h" or an RFC 3339 time
+	MaxCalls  int64    `json:"max_calls,omitempty"`
+}
+
+// SessionInfo describes a live session.
+type SessionInfo struct {
+	ID            string `json:"id"`
+	Server        string `json:"server"`
+	Agent         string `json:"agent"`
+	AgentExe      string `json:"agent_exe"`
+	AgentInstance string `json:"agent_instance"`
+	User          string `json:"user"`
+	Started       string `json:"started"`
+	Allowed       int64  `json:"calls_allowed"`
+	Denied        int64  `json:"calls_denied"`
+	ClientInfo    string `json:"client_claims,omitempty"`
+	Era           string `json:"protocol_era,omitempty"`
 }
 
 // Error codes in a Reply.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -23,6 +24,7 @@ const EnvPath = "MCPCAGE_CONFIG"
 type Config struct {
 	Daemon  Daemon             `toml:"daemon"`
 	Servers map[string]*Server `toml:"servers"`
+	Agents  map[string]*Agent  `toml:"agents"`
 
 	// Path is the file this configuration came from ("" for defaults).
 	Path string `toml:"-"`
@@ -44,7 +46,30 @@ type Daemon struct {
 	// RequireEBPF refuses to launch servers whose rules need eBPF when it
 	// is unavailable.
 	RequireEBPF *bool `toml:"require_ebpf"`
+	// DefaultDecision: "deny" (calls need a consent) or "allow" (observe
+	// mode: every call passes, the would-be denials are logged).
+	DefaultDecision string `toml:"default_decision"`
+	// AdminGroup names a group whose members may manage every user's
+	// consents, as root may.
+	AdminGroup string `toml:"admin_group"`
 }
+
+// Agent is an [agents.NAME] entry: how a client process is recognised,
+// and which servers it may use at all.
+type Agent struct {
+	Exe     []string `toml:"exe"`
+	SHA256  []string `toml:"sha256"`
+	UIDs    []int64  `toml:"uids"`
+	Servers []string `toml:"servers"` // admin ceiling; empty: all
+
+	Name string `toml:"-"`
+}
+
+// Decision values.
+const (
+	DecisionDeny  = "deny"
+	DecisionAllow = "allow"
+)
 
 // EBPFRequired reports require_ebpf (default true).
 func (d Daemon) EBPFRequired() bool { return d.RequireEBPF == nil || *d.RequireEBPF }
@@ -67,6 +92,11 @@ type Server struct {
 	ReadonlyPaths []string `toml:"readonly_paths"`
 	HiddenPaths   []string `toml:"hidden_paths"`
 	Egress        []string `toml:"egress"`
+	// Policy: the admin ceiling no consent can exceed, and the server's
+	// default decision ("" inherits [daemon]).
+	ToolsAllow      []string `toml:"tools_allow"`
+	ToolsDeny       []string `toml:"tools_deny"`
+	DefaultDecision string   `toml:"default_decision"`
 	// DenyPaths (nil: DefaultDenyPaths); see DenyComponents.
 	DenyPaths *[]string `toml:"deny_paths"`
 
@@ -108,8 +138,10 @@ func Default() *Config {
 			StopTimeout:         Duration(2 * time.Second),
 			LogLevel:            "info",
 			Landlock:            "auto",
+			DefaultDecision:     DecisionDeny,
 		},
 		Servers: map[string]*Server{},
+		Agents:  map[string]*Agent{},
 	}
 }
 
@@ -233,6 +265,52 @@ func (c *Config) validate(data []byte) error {
 			}
 		}
 		validateSandbox(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
+		if s.DefaultDecision != "" && s.DefaultDecision != DecisionDeny && s.DefaultDecision != DecisionAllow {
+			bad(fmt.Sprintf(`must be "deny" or "allow", got %q`, s.DefaultDecision), "servers", name, "default_decision")
+		}
+		for _, list := range []struct {
+			key  string
+			pats []string
+		}{{"tools_allow", s.ToolsAllow}, {"tools_deny", s.ToolsDeny}} {
+			for _, p := range list.pats {
+				if _, err := path.Match(p, ""); err != nil || p == "" {
+					bad(fmt.Sprintf("invalid pattern %q", p), "servers", name, list.key)
+				}
+			}
+		}
+	}
+	if d.DefaultDecision != DecisionDeny && d.DefaultDecision != DecisionAllow {
+		bad(fmt.Sprintf(`must be "deny" or "allow", got %q`, d.DefaultDecision), "daemon", "default_decision")
+	}
+	for _, name := range sortedAgentNames(c.Agents) {
+		a := c.Agents[name]
+		a.Name = name
+		if !serverName.MatchString(name) || strings.HasPrefix(name, "exe:") {
+			bad("agent names use letters, digits, '.', '-' and '_'", "agents", name)
+		}
+		if len(a.Exe) == 0 {
+			bad(`is required: the agent's executable paths, e.g. ["/opt/Claude/claude"]`, "agents", name, "exe")
+		}
+		for _, e := range a.Exe {
+			if !strings.HasPrefix(e, "/") {
+				bad(fmt.Sprintf("must hold absolute paths, got %q", e), "agents", name, "exe")
+			}
+		}
+		for _, d := range a.SHA256 {
+			if len(d) != 64 || strings.Trim(d, "0123456789abcdef") != "" {
+				bad(fmt.Sprintf("must hold lower-case hex SHA-256 digests, got %q", d), "agents", name, "sha256")
+			}
+		}
+		for _, u := range a.UIDs {
+			if u < 0 || u > 1<<32-1 {
+				bad(fmt.Sprintf("invalid uid %d", u), "agents", name, "uids")
+			}
+		}
+		for _, sv := range a.Servers {
+			if _, ok := c.Servers[sv]; !ok {
+				bad(fmt.Sprintf("names server %q, which is not configured", sv), "agents", name, "servers")
+			}
+		}
 	}
 	switch d.Landlock {
 	case "auto", "off", "require":
@@ -243,6 +321,23 @@ func (c *Config) validate(data []byte) error {
 		bad(fmt.Sprintf("must be an absolute path, got %q", d.InitPath), "daemon", "init_path")
 	}
 	return errors.Join(errs...)
+}
+
+func sortedAgentNames(m map[string]*Agent) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Decision returns the server's effective default decision.
+func (c *Config) Decision(s *Server) string {
+	if s.DefaultDecision != "" {
+		return s.DefaultDecision
+	}
+	return c.Daemon.DefaultDecision
 }
 
 // ServerNames returns the configured server names, sorted.
@@ -270,7 +365,8 @@ func decodeError(data []byte, err error) error {
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
-	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf"}
+	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids",
+	"default_decision", "admin_group", "tools_allow", "tools_deny"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

@@ -19,6 +19,11 @@
 //	landlock             auto | off | require: Landlock rules applied inside
 //	                     each sandbox by mcpcage-init [auto]
 //	init_path            mcpcage-init binary [next to mcpcaged]
+//	default_decision     "deny": tools/call and the other requests covered
+//	                     by consents need one; "allow": observe mode, every
+//	                     request passes and would-be denials are logged [deny]
+//	admin_group          a group whose members manage everyone's consents,
+//	                     as root does [none]
 //	require_ebpf         refuse to launch servers whose rules need eBPF
 //	                     (network = "host", deny_paths) when the kernel
 //	                     does not allow it [true]
@@ -62,6 +67,18 @@
 //	env values "secret:NAME" are replaced at launch by the secret NAME
 //	                (`mcpcage secret set NAME`); the value is never logged
 //
-// Later sections (agents, policy) extend these structs; unknown keys stay
-// errors until they exist.
+// Policy keys per server (the admin ceiling no user consent can exceed):
+//
+//	tools_allow       patterns of the only tools that may ever be used [all]
+//	tools_deny        patterns of tools never allowed (wins over allow)
+//	default_decision  overrides [daemon] default_decision
+//
+//	[agents.NAME]     how a client process is recognised, and its ceiling
+//	exe       resolved executable paths (required)
+//	sha256    allowed SHA-256 digests of the executable [any]
+//	uids      uids the agent may run as [any]
+//	servers   the only servers this agent may use [all]
+//
+// An agent matching no entry is named "exe:" followed by its executable's
+// path.
 package config

@@ -52,6 +52,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		replyData(fw, d.serverList(peer), log)
 	case api.OpServerSpec:
 		d.serverSpec(fw, peer, req.Server, log)
+	case api.OpGrant, api.OpRevoke, api.OpConsent, api.OpConsents, api.OpSessions:
+		d.consentOp(ctx, fw, peer, req, log)
 	case api.OpTrace:
 		d.trace(ctx, c, fw, peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:

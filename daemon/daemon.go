@@ -8,12 +8,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/identity"
 	"github.com/mcpcage/mcpcage/landlock"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/seccompnotify"
@@ -40,6 +43,8 @@ type Daemon struct {
 	ebpfErr         string
 	cgroupRoot      string
 	byCgroup        map[uint64]*session
+	consents        *consent.Engine
+	hasher          *identity.Hasher
 	tracers         tracers
 
 	mu       sync.Mutex
@@ -63,6 +68,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if d.secrets, err = secrets.Open(filepath.Join(cfg.Daemon.StateDir, "secrets")); err != nil {
 		return nil, err
 	}
+	store, err := consent.Open(filepath.Join(cfg.Daemon.StateDir, "consent.db"))
+	if err != nil {
+		return nil, err
+	}
+	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
 	if err := d.setupLandlock(); err != nil {
 		return nil, err
 	}
@@ -147,6 +157,7 @@ func (d *Daemon) shutdown() {
 	}
 	d.launcher.Close()
 	d.seccompListener.Close()
+	d.consents.Store().Close()
 	if d.cage != nil {
 		d.cage.Close()
 	}
@@ -249,4 +260,42 @@ func (d *Daemon) SessionCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.sessions)
+}
+
+// agentRules turns [agents.*] into identity rules.
+func (d *Daemon) agentRules() []identity.Rule {
+	var rules []identity.Rule
+	for _, name := range sortedKeys2(d.cfg.Agents) {
+		a := d.cfg.Agents[name]
+		r := identity.Rule{Name: name, Exe: a.Exe, SHA256: a.SHA256}
+		for _, u := range a.UIDs {
+			r.UIDs = append(r.UIDs, uint32(u))
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func sortedKeys2[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// consentChanged wakes the sessions a change may concern.
+func (d *Daemon) consentChanged(user, agent, server string) {
+	d.consents.Invalidate()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sessions {
+		if s.user == user && s.agent == agent && s.server == server {
+			select {
+			case s.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
 }

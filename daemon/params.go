@@ -14,7 +14,7 @@ import (
 )
 
 // identity is who a sandbox runs as.
-type identity struct {
+type runIdentity struct {
 	UID, GID uint32
 	Name     string
 	Home     string // the delegating user's real home on the host
@@ -22,18 +22,18 @@ type identity struct {
 
 // runAs decides the sandbox user: the configured user, else the delegating
 // user; a root delegator's servers run as nobody unless user = "root".
-func runAs(srv *config.Server, peer Peer) (identity, error) {
+func runAs(srv *config.Server, peer Peer) (runIdentity, error) {
 	switch {
 	case srv.User == "root":
-		return identity{UID: 0, GID: 0, Name: "root", Home: "/root"}, nil
+		return runIdentity{UID: 0, GID: 0, Name: "root", Home: "/root"}, nil
 	case strings.Contains(srv.User, ":"):
 		u, g, _ := strings.Cut(srv.User, ":")
 		uid, err1 := strconv.ParseUint(u, 10, 32)
 		gid, err2 := strconv.ParseUint(g, 10, 32)
 		if err1 != nil || err2 != nil {
-			return identity{}, fmt.Errorf("user %q is not UID:GID", srv.User)
+			return runIdentity{}, fmt.Errorf("user %q is not UID:GID", srv.User)
 		}
-		id := identity{UID: uint32(uid), GID: uint32(gid), Name: "u" + u}
+		id := runIdentity{UID: uint32(uid), GID: uint32(gid), Name: "u" + u}
 		if pu, err := user.LookupId(u); err == nil {
 			id.Name, id.Home = pu.Username, pu.HomeDir
 		}
@@ -41,15 +41,15 @@ func runAs(srv *config.Server, peer Peer) (identity, error) {
 	case srv.User != "":
 		pu, err := user.Lookup(srv.User)
 		if err != nil {
-			return identity{}, fmt.Errorf("user %q: %w", srv.User, err)
+			return runIdentity{}, fmt.Errorf("user %q: %w", srv.User, err)
 		}
 		return fromUser(pu)
 	case peer.UID == 0:
-		return identity{UID: 65534, GID: 65534, Name: "nobody"}, nil
+		return runIdentity{UID: 65534, GID: 65534, Name: "nobody"}, nil
 	}
 	pu, err := user.LookupId(strconv.FormatUint(uint64(peer.UID), 10))
 	if err != nil {
-		return identity{UID: peer.UID, GID: peer.GID, Name: "u" + strconv.FormatUint(uint64(peer.UID), 10)}, nil
+		return runIdentity{UID: peer.UID, GID: peer.GID, Name: "u" + strconv.FormatUint(uint64(peer.UID), 10)}, nil
 	}
 	id, err := fromUser(pu)
 	if err == nil {
@@ -58,13 +58,13 @@ func runAs(srv *config.Server, peer Peer) (identity, error) {
 	return id, err
 }
 
-func fromUser(pu *user.User) (identity, error) {
+func fromUser(pu *user.User) (runIdentity, error) {
 	uid, err1 := strconv.ParseUint(pu.Uid, 10, 32)
 	gid, err2 := strconv.ParseUint(pu.Gid, 10, 32)
 	if err1 != nil || err2 != nil {
-		return identity{}, fmt.Errorf("user %s has a non-numeric uid or gid", pu.Username)
+		return runIdentity{}, fmt.Errorf("user %s has a non-numeric uid or gid", pu.Username)
 	}
-	return identity{UID: uint32(uid), GID: uint32(gid), Name: pu.Username, Home: pu.HomeDir}, nil
+	return runIdentity{UID: uint32(uid), GID: uint32(gid), Name: pu.Username, Home: pu.HomeDir}, nil
 }
 
 // delegatorHome is the home of the delegating user, for "~" in mounts.

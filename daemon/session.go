@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os/user"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,19 +20,25 @@ import (
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/egress"
+	"github.com/mcpcage/mcpcage/identity"
 	"github.com/mcpcage/mcpcage/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
 // session is one client connected to one sandboxed server.
 type session struct {
-	id     string
-	server string
-	peer   Peer
-	start  time.Time
-	inst   *sandbox.Instance
-	relay  *relay.Relay
-	log    *slog.Logger
+	id              string
+	server          string
+	peer            Peer
+	user            string           // the delegating user's name
+	agent           string           // registered agent name, or exe:PATH
+	agentP          identity.Process // the agent process as the kernel shows it
+	notify          chan struct{}    // consent changes that may alter what the agent sees
+	allowed, denied atomic.Int64
+	start           time.Time
+	inst            *sandbox.Instance
+	relay           *relay.Relay
+	log             *slog.Logger
 
 	deniedSyscalls atomic.Int64
 	kernelEvents   atomic.Int64
@@ -61,8 +69,15 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		return
 	}
 	s := &session{id: newID(), server: srv.Name, peer: peer, start: time.Now(),
-		grace: time.Duration(d.cfg.Daemon.StopTimeout), shutdown: make(chan struct{})}
-	s.log = log.With("session", s.id, "server", s.server)
+		grace: time.Duration(d.cfg.Daemon.StopTimeout), shutdown: make(chan struct{}), notify: make(chan struct{}, 1)}
+	ap, err := d.hasher.Agent(int(peer.PID))
+	if err != nil {
+		log.Warn("session refused: agent not identified", "err", err)
+		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot identify the program that started mcpcage run: %v", err)}, log)
+		return
+	}
+	s.agentP, s.agent, s.user = ap, identity.Name(ap, d.agentRules()), userName(peer.UID)
+	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", ap.Instance())
 	if !d.addSession(s) {
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
 		return
@@ -74,7 +89,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	serverOutR, serverOutW := io.Pipe()
 	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
 
+	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.cfg.Agents[s.agent], observe: d.cfg.Decision(srv) == config.DecisionAllow}
 	s.relay = relay.New(relay.Options{
+		Inspector:       pol,
 		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
 		Logger:          s.log,
 		OnClientEOF:     func() { go s.stop() },
@@ -107,7 +124,8 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if srv.User == "root" {
 		s.log.Warn("server runs as root inside its sandbox (user = \"root\" in its config)")
 	}
-	s.log.Info("session started", "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
+	go s.watchConsents(d)
+	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
 		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids)
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
 
@@ -174,6 +192,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
 		"messages_in", st.Messages[relay.ClientToServer].Load(), "messages_out", st.Messages[relay.ServerToClient].Load(),
 		"malformed_in", st.Malformed[relay.ClientToServer].Load(), "malformed_out", st.Malformed[relay.ServerToClient].Load(),
+		"calls_allowed", s.allowed.Load(), "calls_denied", s.denied.Load(), "client_claims", string(s.relay.Claims().ClientInfo),
 		"denied_syscalls", s.deniedSyscalls.Load(), "kernel_events", s.kernelEvents.Load(), "kernel_denied", s.deniedKernel.Load())
 }
 
@@ -291,3 +310,38 @@ func (d *drainWriter) Write(p []byte) (int, error) {
 }
 
 func (d *drainWriter) Close() error { return nil }
+
+// watchConsents tells the client when what it may use changes: on grants
+// and revocations that concern the session, and when a consent expires.
+func (s *session) watchConsents(d *Daemon) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		t.Stop()
+		var expiry <-chan time.Time
+		if next := d.consents.NextExpiry(s.user, s.agent, s.server, time.Now()); !next.IsZero() {
+			t.Reset(time.Until(next) + 10*time.Millisecond)
+			expiry = t.C
+		}
+		select {
+		case <-s.relay.Done():
+			return
+		case <-s.notify:
+		case <-expiry:
+			d.consents.Invalidate()
+		}
+		if s.relay.Claims().Era == relay.EraUnknown {
+			continue // the client has not started the protocol yet
+		}
+		if err := s.relay.Notify([]byte(listChanged)); err == nil {
+			s.log.Info("told the client its tool list changed")
+		}
+	}
+}
+
+func userName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return "uid:" + strconv.FormatUint(uint64(uid), 10)
+}

@@ -155,6 +155,10 @@ containerd_namespace = %q
 stop_timeout = "1s"
 log_level = "debug"
 `, d.socket, filepath.Join(dir, "state"), env.containerd, d.namespace)
+	if !strings.Contains(extra, "default_decision") {
+		// Tests of other layers run in observe mode; consent tests say "deny".
+		daemonSection += "default_decision = \"allow\"\n"
+	}
 	if !strings.Contains(extra, "[daemon]") {
 		extra = daemonSection + extra
 	} else {

@@ -12,8 +12,12 @@ import (
 func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 	if !m.Batch {
 		e := &m.Envelopes[0]
-		if !r.admit(d, msg, e) {
+		ok, repl := r.admit(d, msg, e)
+		if !ok {
 			return nil
+		}
+		if repl != nil {
+			return append(repl, '\n')
 		}
 		if e.Kind == wire.KindResponse && d == ServerToClient && r.restoredID != nil {
 			// The server mangled a numeric id (float64 round trip): give
@@ -32,38 +36,51 @@ func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 		return nil
 	}
 	keep := make([]bool, len(m.Envelopes))
+	repl := make([][]byte, len(m.Envelopes))
 	all := true
 	for i := range m.Envelopes {
-		keep[i] = r.admit(d, msg, &m.Envelopes[i])
-		all = all && keep[i]
+		keep[i], repl[i] = r.admit(d, msg, &m.Envelopes[i])
+		all = all && keep[i] && repl[i] == nil
 	}
 	if all {
 		return msg
 	}
-	return rebatch(msg, m, keep)
+	return rebatch(msg, m, keep, repl)
 }
 
 // admit decides on one envelope, records correlation state and answers
-// refusals. It reports whether the envelope goes on.
-func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) bool {
+// refusals. It reports whether the envelope goes on, and its replacement
+// when the inspector rewrote it.
+func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) {
 	if e.Kind == wire.KindInvalid {
 		r.Stats.Malformed[d].Add(1)
 		r.refuse(d, msg, e, wire.CodeInvalidRequest, "invalid JSON-RPC message: "+e.Problem)
-		return false
+		return false, nil
 	}
 	if e.Kind == wire.KindResponse {
-		return r.admitResponse(d, msg, e)
+		ok, method := r.admitResponse(d, msg, e)
+		if !ok || d != ServerToClient || r.opts.Inspector == nil {
+			return ok, nil
+		}
+		v := r.opts.Inspector.FromServer(e, msg, method)
+		if v.Deny {
+			r.Stats.Denied[d].Add(1)
+			return false, nil
+		}
+		return true, v.Replace
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
 		r.noteClaims(msg, e)
 	}
+	var replace []byte
 	if ins := r.opts.Inspector; ins != nil {
 		var v Verdict
 		if d == ClientToServer {
 			v = ins.FromClient(e, msg)
 		} else {
-			v = ins.FromServer(e, msg)
+			v = ins.FromServer(e, msg, "")
 		}
+		replace = v.Replace
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
 			r.log.Info("message denied", "direction", d.String(), "method", e.Method, "reason", v.Reason)
@@ -74,14 +91,14 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) bool {
 				}
 				r.replyTo(d, reply)
 			}
-			return false
+			return false, nil
 		}
 	}
 	if e.Kind == wire.KindRequest {
 		key := wire.IDKey(e.ID.Of(msg))
 		if key == "" {
 			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id must not be null")
-			return false
+			return false, nil
 		}
 		t := r.pending
 		if d == ServerToClient {
@@ -89,47 +106,49 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) bool {
 			if strings.HasPrefix(key, "s"+OwnIDPrefix) {
 				r.replyTo(d, wire.ErrorResponse(e.ID.Of(msg), wire.CodeInvalidRequest,
 					"mcpcage: request ids starting with "+OwnIDPrefix+" are reserved", nil))
-				return false
+				return false, nil
 			}
 		}
 		if !t.add(key, e.ID.Of(msg), e.Method) {
 			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
-			return false
+			return false, nil
 		}
 	}
-	return true
+	return true, replace
 }
 
-func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) bool {
+// admitResponse correlates a response; it returns whether it goes on and
+// the method of the request it answers.
+func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, string) {
 	raw := e.ID.Of(msg)
 	key := wire.IDKey(raw)
 	if d == ClientToServer {
 		if r.own.deliver(key, msg, e) {
-			return false // answer to the daemon's own request
+			return false, "" // answer to the daemon's own request
 		}
-		if _, ok := r.srvCalls.take(key); ok {
-			return true
+		if p, ok := r.srvCalls.take(key); ok {
+			return true, p.method
 		}
 		r.Stats.Uncorrelated.Add(1)
 		r.log.Warn("dropped response from client to a request the server never sent", "id", string(raw))
-		return false
+		return false, ""
 	}
 	r.restoredID = nil
-	if _, ok := r.pending.take(key); ok {
-		return true
+	if p, ok := r.pending.take(key); ok {
+		return true, p.method
 	}
 	if p, ok := r.pending.takeFloat(raw); ok {
 		r.log.Debug("server changed a numeric request id; restoring the client's", "sent", string(p.rawID), "returned", string(raw))
 		r.restoredID = p.rawID
-		return true
+		return true, p.method
 	}
 	if key == "" && !e.Error.Empty() {
 		// The server could not parse something: pass its error on.
-		return true
+		return true, ""
 	}
 	r.Stats.Uncorrelated.Add(1)
 	r.log.Warn("dropped response from server to a request the client never sent", "id", string(raw))
-	return false
+	return false, ""
 }
 
 // refuse answers an invalid request (only requests and unparseable
@@ -160,9 +179,9 @@ func (r *Relay) replyTo(d Direction, reply []byte) {
 	}
 }
 
-// rebatch builds a new batch line of the kept elements, each copied
-// byte for byte. It returns nil when nothing is kept.
-func rebatch(msg []byte, m *wire.Message, keep []bool) []byte {
+// rebatch builds a new batch line of the kept elements, each copied byte
+// for byte unless replaced. It returns nil when nothing is kept.
+func rebatch(msg []byte, m *wire.Message, keep []bool, repl [][]byte) []byte {
 	var out bytes.Buffer
 	n := 0
 	for i := range m.Envelopes {
@@ -174,7 +193,11 @@ func rebatch(msg []byte, m *wire.Message, keep []bool) []byte {
 		} else {
 			out.WriteByte(',')
 		}
-		out.Write(m.Envelopes[i].Whole.Of(msg))
+		if repl[i] != nil {
+			out.Write(repl[i])
+		} else {
+			out.Write(m.Envelopes[i].Whole.Of(msg))
+		}
 		n++
 	}
 	if n == 0 {

@@ -28,6 +28,10 @@ type Options struct {
 
 // Verdict is an Inspector's decision on one message (or batch element).
 type Verdict struct {
+	// Replace, when set, is forwarded instead of the message (without the
+	// line terminator): the one way the daemon rewrites traffic, e.g. to
+	// filter a tools/list result.
+	Replace []byte
 	// Deny keeps the message from its destination.
 	Deny bool
 	// Reply, when Deny is set on a request, is the complete response line
@@ -41,7 +45,9 @@ type Verdict struct {
 // and must not block for long.
 type Inspector interface {
 	FromClient(env *wire.Envelope, msg []byte) Verdict
-	FromServer(env *wire.Envelope, msg []byte) Verdict
+	// FromServer also sees responses; request is then the method of the
+	// client request they answer ("" for other messages).
+	FromServer(env *wire.Envelope, msg []byte, request string) Verdict
 }
 
 // Direction of a message.
@@ -277,6 +283,12 @@ func (r *Relay) failPending(detail string) {
 		_ = r.writeClient(wire.ErrorResponse(p.rawID, wire.CodeServerGone,
 			fmt.Sprintf("mcpcage: %s before answering %s", detail, p.method), nil))
 	}
+}
+
+// Notify sends a notification of the daemon's own to the client (a
+// complete JSON-RPC notification, without terminator).
+func (r *Relay) Notify(msg []byte) error {
+	return r.writeClient(append(append([]byte(nil), msg...), '\n'))
 }
 
 // InFlight lists the client requests the server has not answered yet,

@@ -233,7 +233,7 @@ func (d denyMethod) FromClient(e *wire.Envelope, _ []byte) Verdict {
 	}
 	return Verdict{}
 }
-func (denyMethod) FromServer(*wire.Envelope, []byte) Verdict { return Verdict{} }
+func (denyMethod) FromServer(*wire.Envelope, []byte, string) Verdict { return Verdict{} }
 
 func TestRelayBatchElementsDecidedAlone(t *testing.T) {
 	h := newHarness(t, Options{Inspector: denyMethod("tools/call")})

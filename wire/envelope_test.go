@@ -184,3 +184,24 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+func TestMembersElementsSplice(t *testing.T) {
+	obj := []byte(` {"tools":[{"name":"a"}, {"name":"b"}] , "nextCursor":"c\u0031","x":{"tools":1}}`)
+	m, ok := Members(obj)
+	if !ok || string(m["tools"].Of(obj)) != `[{"name":"a"}, {"name":"b"}]` || string(m["nextCursor"].Of(obj)) != `"c\u0031"` || len(m) != 3 {
+		t.Fatalf("Members = %v %v", m, ok)
+	}
+	els, ok := Elements(m["tools"].Of(obj))
+	if !ok || len(els) != 2 {
+		t.Fatalf("Elements = %v %v", els, ok)
+	}
+	got := Splice(obj, m["tools"], []byte(`[{"name":"b"}]`))
+	if string(got) != ` {"tools":[{"name":"b"}] , "nextCursor":"c\u0031","x":{"tools":1}}` {
+		t.Fatalf("Splice = %s", got)
+	}
+	for _, bad := range []string{`[]`, `{"a":}`, `{"a":1`, `{"a":1} x`} {
+		if _, ok := Members([]byte(bad)); ok {
+			t.Errorf("Members(%s) ok", bad)
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/consent"
+)
+
+func grantCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var g api.Grant
+	cmd := &cobra.Command{
+		Use:   "grant --agent A --server S --tool PATTERN [--tool ...]",
+		Short: "Delegate: let an agent use tools (resources, prompts) of a server on your behalf",
+		Long: `Grant stores a consent record and prints its id. From then on the agent
+sees and may call the tools that match the patterns (shell globs such as
+'list_*'), within the administrator's limits, until the record expires,
+runs out of calls or is revoked (mcpcage revoke ID).
+
+--when takes a CEL condition over args, tool, server, agent, user and now,
+e.g. 'args.repo.startsWith("acme/") && size(args.body) < 10000'.
+--expires takes a duration (8h, 30m, 2d) or a time (2026-12-01T00:00Z).
+Resources (resources/read, completions on resource templates) and prompts
+(prompts/get, completions on prompts) need their own --resource/--prompt
+patterns: a --tool grant never covers them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r consent.Record
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpGrant, Grant: &g}, &r); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, r.ID)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&g.Agent, "agent", "", "agent name from [agents.*], or exe:/path/to/program (required)")
+	f.StringVar(&g.Server, "server", "", "server name (required)")
+	f.StringArrayVar(&g.Tools, "tool", nil, "tool name pattern (repeatable)")
+	f.StringArrayVar(&g.Resources, "resource", nil, "resource URI pattern (repeatable)")
+	f.StringArrayVar(&g.Prompts, "prompt", nil, "prompt name pattern (repeatable)")
+	f.StringVar(&g.When, "when", "", "CEL condition on the call")
+	f.StringVar(&g.Expires, "expires", "", "expiry: duration or time")
+	f.Int64Var(&g.MaxCalls, "max-calls", 0, "call budget")
+	f.StringVar(&g.User, "user", "", "grant for this user (root or admin group only)")
+	cmd.MarkFlagRequired("agent")
+	cmd.MarkFlagRequired("server")
+	return cmd
+}
+
+func revokeCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a consent; live sessions lose it at their next message",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r consent.Record
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Value: reason}, &r); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, r.Agent, r.Server, r.User)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded)")
+	return cmd
+}
+
+func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var req api.Request
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "consents",
+		Short: "List your consents (root and the admin group: everyone's)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Op = api.OpConsents
+			var recs []consent.Record
+			if err := api.Call(api.SocketPath(*socket), req, &recs); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, recs)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, r.Agent, r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Agent, "agent", "", "only this agent")
+	f.StringVar(&req.Server, "server", "", "only this server")
+	f.StringVar(&req.User, "user", "", "only this user (root and the admin group)")
+	f.BoolVar(&req.All, "all", false, "include revoked, expired and used-up records")
+	f.BoolVar(&jsonOut, "json", false, "print JSON")
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one consent record",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var r consent.Record
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpConsent, Name: args[0]}, &r); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, r)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "id:\t%s\nstate:\t%s\nuser:\t%s\nagent:\t%s\nserver:\t%s\ncovers:\t%s\ncondition:\t%s\nexpires:\t%s\ncalls:\t%s\ncreated:\t%s by %s (%s)\n",
+				r.ID, r.State(time.Now()), r.User, r.Agent, r.Server, covers(&r), orDefault(r.When, "-"), expires(&r), calls(&r),
+				r.CreatedAt.Format(time.RFC3339), r.CreatedBy, r.Via)
+			if r.RevokedAt != nil {
+				fmt.Fprintf(tw, "revoked:\t%s by %s: %s\n", r.RevokedAt.Format(time.RFC3339), r.RevokedBy, orDefault(r.Reason, "(no reason)"))
+			}
+			return tw.Flush()
+		},
+	}
+	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.AddCommand(show)
+	return cmd
+}
+
+func covers(r *consent.Record) string {
+	var parts []string
+	for _, p := range r.Tools {
+		parts = append(parts, "tool:"+p)
+	}
+	for _, p := range r.Resources {
+		parts = append(parts, "resource:"+p)
+	}
+	for _, p := range r.Prompts {
+		parts = append(parts, "prompt:"+p)
+	}
+	s := strings.Join(parts, ",")
+	if r.When != "" {
+		s += " when " + r.When
+	}
+	return s
+}
+
+func expires(r *consent.Record) string {
+	if r.ExpiresAt == nil {
+		return "never"
+	}
+	return r.ExpiresAt.Local().Format("2006-01-02 15:04")
+}
+
+func calls(r *consent.Record) string {
+	if r.MaxCalls == nil {
+		return fmt.Sprintf("%d", r.CallsUsed)
+	}
+	return fmt.Sprintf("%d/%d", r.CallsUsed, *r.MaxCalls)
+}
+
+func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "sessions",
+		Short: "List live sessions: server, agent, user, agent instance, calls allowed/denied",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []api.SessionInfo
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSessions}, &list); err != nil {
+				return err
+			}
+			if jsonOut {
+				return writeJSON(stdout, list)
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED")
+			for _, s := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,230 @@
+package consent
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "consent.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func grant(t *testing.T, s *Store, r Record) *Record {
+	t.Helper()
+	if r.User == "" {
+		r.User = "alice"
+	}
+	if r.Agent == "" {
+		r.Agent = "claude-desktop"
+	}
+	if r.Server == "" {
+		r.Server = "github"
+	}
+	r.CreatedBy, r.Via = "alice", "cli"
+	if err := s.Add(&r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+func TestRecordMatching(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	now := time.Now()
+	soon := now.Add(time.Hour)
+	rec := grant(t, s, Record{Tools: []string{"list_*", "get_issue"}, ExpiresAt: &soon})
+	tests := []struct {
+		name string
+		q    Query
+		want bool
+	}{
+		{"glob", Query{Name: "list_repos"}, true},
+		{"exact", Query{Name: "get_issue"}, true},
+		{"not covered", Query{Name: "create_issue"}, false},
+		{"glob is whole-name", Query{Name: "xlist_repos"}, false},
+		{"other agent", Query{Agent: "cursor", Name: "list_repos"}, false},
+		{"other user", Query{User: "bob", Name: "list_repos"}, false},
+		{"other server", Query{Server: "gitlab", Name: "list_repos"}, false},
+		{"just before expiry", Query{Name: "list_repos", Now: soon.Add(-time.Millisecond)}, true},
+		{"at expiry", Query{Name: "list_repos", Now: soon}, false},
+		{"resource kind not covered by tool patterns", Query{Kind: KindResource, Name: "list_x"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := tt.q
+			if q.User == "" {
+				q.User = "alice"
+			}
+			if q.Agent == "" {
+				q.Agent = "claude-desktop"
+			}
+			if q.Server == "" {
+				q.Server = "github"
+			}
+			if q.Kind == "" {
+				q.Kind = KindTool
+			}
+			if q.Now.IsZero() {
+				q.Now = now
+			}
+			d := e.Decide(q)
+			if d.Allow != tt.want {
+				t.Fatalf("Decide = %+v, want allow=%v", d, tt.want)
+			}
+			if d.Allow && d.Record != rec.ID {
+				t.Fatalf("allowed by %q, want %q", d.Record, rec.ID)
+			}
+			if !d.Allow && d.Reason == "" {
+				t.Fatal("denial without a reason")
+			}
+		})
+	}
+}
+
+func TestRevokeAppliesAtOnce(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	r := grant(t, s, Record{Tools: []string{"*"}})
+	q := Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "x", Now: time.Now()}
+	if !e.Decide(q).Allow {
+		t.Fatal("not allowed before revoke")
+	}
+	if _, err := s.Revoke(r.ID, "alice", "done"); err != nil {
+		t.Fatal(err)
+	}
+	e.Invalidate()
+	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "revoked") {
+		t.Fatalf("after revoke: %+v", d)
+	}
+	if _, err := s.Revoke(r.ID, "alice", "again"); err == nil {
+		t.Fatal("double revoke accepted")
+	}
+	got, _ := s.Get(r.ID)
+	if got.RevokedBy != "alice" || got.Reason != "done" || got.RevokedAt == nil {
+		t.Fatalf("revocation not recorded: %+v", got)
+	}
+}
+
+func TestBudgetUnderConcurrency(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	max := int64(25)
+	grant(t, s, Record{Tools: []string{"*"}, MaxCalls: &max})
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 10; j++ {
+				if e.Decide(Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "x", Now: time.Now()}).Allow {
+					allowed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed.Load() != max {
+		t.Fatalf("%d calls allowed on a budget of %d", allowed.Load(), max)
+	}
+}
+
+func TestConditions(t *testing.T) {
+	tests := []struct {
+		name, expr string
+		args       map[string]any
+		compileErr bool
+		want       bool
+		evalErr    bool
+	}{
+		{"true", `args.repo.startsWith("acme/") && size(args.body) < 10000`, map[string]any{"repo": "acme/x", "body": "hi"}, false, true, false},
+		{"false", `args.repo.startsWith("acme/")`, map[string]any{"repo": "evil/x"}, false, false, false},
+		{"uses tool and user", `tool == "list_repos" && user == "alice"`, nil, false, true, false},
+		{"missing key errors", `args.repo == "x"`, map[string]any{}, false, false, true},
+		{"syntax error", `args.repo ==`, nil, true, false, false},
+		{"unknown variable", `secret == 1`, nil, true, false, false},
+		{"not a bool", `size(tool)`, nil, true, false, false},
+		{"too costly", `[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].all(d, [1,2,3,4,5,6,7,8,9,10].all(e, a+b+c+d+e > 0)))))`, nil, false, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Compile(tt.expr)
+			if tt.compileErr {
+				if err == nil {
+					t.Fatal("compiled")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Eval(Input{Args: tt.args, Tool: "list_repos", User: "alice", Now: time.Now()})
+			if (err != nil) != tt.evalErr || got != tt.want {
+				t.Fatalf("Eval = %v, %v; want %v (error %v)", got, err, tt.want, tt.evalErr)
+			}
+		})
+	}
+}
+
+func TestConditionInDecision(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	grant(t, s, Record{Tools: []string{"create_issue"}, When: `args.repo.startsWith("acme/")`})
+	q := Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "create_issue", Now: time.Now()}
+	q.Args = map[string]any{"repo": "acme/web"}
+	if !e.Decide(q).Allow {
+		t.Fatal("condition true but denied")
+	}
+	q.Args = map[string]any{"repo": "other/web"}
+	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "condition") {
+		t.Fatalf("condition false: %+v", d)
+	}
+	if !e.Visible("alice", "claude-desktop", "github", KindTool, "create_issue", time.Now()) {
+		t.Fatal("conditional grant hides the tool from tools/list")
+	}
+}
+
+func TestListFiltersAndMigrations(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(filepath.Join(dir, "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant(t, s, Record{User: "alice", Tools: []string{"a"}})
+	grant(t, s, Record{User: "bob", Tools: []string{"b"}})
+	r := grant(t, s, Record{User: "alice", Server: "fs", Tools: []string{"c"}})
+	s.Revoke(r.ID, "alice", "")
+	for _, tt := range []struct {
+		f    Filter
+		want int
+	}{{Filter{}, 2}, {Filter{User: "alice"}, 1}, {Filter{User: "alice", IncludeInactive: true}, 2}, {Filter{Server: "fs", IncludeInactive: true}, 1}} {
+		got, err := s.List(context.Background(), tt.f)
+		if err != nil || len(got) != tt.want {
+			t.Errorf("List(%+v) = %d records, %v; want %d", tt.f, len(got), err, tt.want)
+		}
+	}
+	s.Close()
+	// Reopening applies no migration twice and keeps the data.
+	s, err = Open(filepath.Join(dir, "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(); v != len(migrations) {
+		t.Fatalf("schema version %d", v)
+	}
+	if got, _ := s.List(context.Background(), Filter{IncludeInactive: true}); len(got) != 3 {
+		t.Fatalf("%d records after reopen", len(got))
+	}
+}

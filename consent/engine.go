@@ -1,0 +1,159 @@
+package consent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Engine decides requests against the store, caching each (user, agent,
+// server)'s active records with their compiled conditions. Any change
+// through the engine invalidates the cache, so a revocation applies to
+// the very next message.
+type Engine struct {
+	store *Store
+
+	mu    sync.Mutex
+	cache map[triple][]*entry
+}
+
+type triple struct{ user, agent, server string }
+
+type entry struct {
+	rec  *Record
+	cond *Condition
+}
+
+// NewEngine wraps a store.
+func NewEngine(s *Store) *Engine { return &Engine{store: s, cache: map[triple][]*entry{}} }
+
+// Store returns the underlying store.
+func (e *Engine) Store() *Store { return e.store }
+
+// Query is one request to decide.
+type Query struct {
+	User, Agent, Server string
+	Kind                Kind
+	Name                string         // tool or prompt name, resource URI
+	Args                map[string]any // tools/call arguments
+	Now                 time.Time
+}
+
+// Decision is the outcome; Record names the consent that allowed it.
+type Decision struct {
+	Allow  bool
+	Record string
+	Reason string // why not, for the caller and the audit
+}
+
+func (e *Engine) entries(t triple) ([]*entry, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if es, ok := e.cache[t]; ok {
+		return es, nil
+	}
+	recs, err := e.store.List(context.Background(), Filter{User: t.user, Agent: t.agent, Server: t.server, IncludeInactive: true})
+	if err != nil {
+		return nil, err
+	}
+	var es []*entry
+	for _, r := range recs {
+		en := &entry{rec: r}
+		if r.When != "" {
+			c, err := Compile(r.When)
+			if err != nil {
+				continue // stored conditions compiled at grant time; a CEL upgrade may break one: it allows nothing
+			}
+			en.cond = c
+		}
+		es = append(es, en)
+	}
+	e.cache[t] = es
+	return es, nil
+}
+
+// Invalidate drops the cache (after any change to the store).
+func (e *Engine) Invalidate() {
+	e.mu.Lock()
+	e.cache = map[triple][]*entry{}
+	e.mu.Unlock()
+}
+
+// Decide finds an active record covering q. For tools with a budget, a
+// call is consumed from it.
+func (e *Engine) Decide(q Query) Decision {
+	es, err := e.entries(triple{q.User, q.Agent, q.Server})
+	if err != nil {
+		return Decision{Reason: "consent store unavailable: " + err.Error()}
+	}
+	var reasons []string
+	for _, en := range es {
+		r := en.rec
+		if !r.Covers(q.Kind, q.Name) {
+			continue
+		}
+		if !r.Active(q.Now) {
+			reasons = append(reasons, fmt.Sprintf("consent %s is %s", r.ID, r.State(q.Now)))
+			continue
+		}
+		if en.cond != nil {
+			ok, err := en.cond.Eval(Input{Args: q.Args, Tool: q.Name, Server: q.Server, Agent: q.Agent, User: q.User, Now: q.Now})
+			if err != nil {
+				reasons = append(reasons, err.Error())
+				continue
+			}
+			if !ok {
+				reasons = append(reasons, fmt.Sprintf("consent %s's condition %s is false for these arguments", r.ID, r.When))
+				continue
+			}
+		}
+		if r.MaxCalls != nil {
+			ok, err := e.store.Consume(r.ID, q.Now)
+			if err != nil {
+				reasons = append(reasons, err.Error())
+				continue
+			}
+			if !ok {
+				reasons = append(reasons, fmt.Sprintf("consent %s has no calls left", r.ID))
+				continue
+			}
+			e.Invalidate() // calls_used changed
+		}
+		return Decision{Allow: true, Record: r.ID}
+	}
+	if len(reasons) == 0 {
+		return Decision{Reason: fmt.Sprintf("no consent lets agent %s use %s %q of server %s for user %s", q.Agent, q.Kind, q.Name, q.Server, q.User)}
+	}
+	return Decision{Reason: strings.Join(reasons, "; ")}
+}
+
+// Visible reports whether some active record covers the object, ignoring
+// conditions (they depend on arguments) and without using budget: what
+// tools/list shows.
+func (e *Engine) Visible(user, agent, server string, k Kind, name string, now time.Time) bool {
+	es, err := e.entries(triple{user, agent, server})
+	if err != nil {
+		return false
+	}
+	for _, en := range es {
+		if en.rec.Covers(k, name) && en.rec.Active(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// NextExpiry returns the earliest future expiry among the triple's active
+// records (zero when none), so sessions can announce the change.
+func (e *Engine) NextExpiry(user, agent, server string, now time.Time) time.Time {
+	es, _ := e.entries(triple{user, agent, server})
+	var next time.Time
+	for _, en := range es {
+		if x := en.rec.ExpiresAt; x != nil && x.After(now) && (next.IsZero() || x.Before(next)) {
+			next = *x
+		}
+	}
+	return next
+}

@@ -1,0 +1,256 @@
+package consent
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // pure-Go SQLite: no cgo in a security daemon
+)
+
+// migrations are applied in order; each runs once, recorded in
+// schema_migrations. Never edit one that shipped: append.
+var migrations = []string{
+	`CREATE TABLE consents (
+		id            TEXT PRIMARY KEY,
+		user          TEXT NOT NULL,
+		agent         TEXT NOT NULL,
+		server        TEXT NOT NULL,
+		tools         TEXT NOT NULL DEFAULT '[]',
+		resources     TEXT NOT NULL DEFAULT '[]',
+		prompts       TEXT NOT NULL DEFAULT '[]',
+		condition     TEXT NOT NULL DEFAULT '',
+		expires_at    INTEGER,
+		max_calls     INTEGER,
+		calls_used    INTEGER NOT NULL DEFAULT 0,
+		created_at    INTEGER NOT NULL,
+		created_by    TEXT NOT NULL,
+		granted_via   TEXT NOT NULL,
+		revoked_at    INTEGER,
+		revoked_by    TEXT NOT NULL DEFAULT '',
+		revoke_reason TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX consents_lookup ON consents(user, agent, server);`,
+}
+
+// Store is the consent database.
+type Store struct{ db *sql.DB }
+
+// ErrNotFound is returned for an unknown record id.
+var ErrNotFound = errors.New("no such consent record")
+
+// Open opens (creating and migrating) the database at path.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("consent store: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return nil, fmt.Errorf("open consent store: %w", err)
+	}
+	db.SetMaxOpenConns(1) // one writer; SQLite serialises anyway
+	s := &Store{db: db}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	os.Chmod(path, 0o600)
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate() error {
+	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("consent store migrations: %w", err)
+	}
+	var have int
+	if err := s.db.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("consent store migrations: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("consent store is at schema version %d, newer than this mcpcaged (%d): upgrade mcpcaged", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := s.db.Begin()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("consent store migration %d: %w", v, err)
+		}
+		if _, err := tx.Exec(`INSERT INTO schema_migrations(version, applied_at) VALUES(?, ?)`, v, time.Now().Unix()); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the applied migration count.
+func (s *Store) SchemaVersion() (int, error) {
+	var v int
+	err := s.db.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return "c-" + hex.EncodeToString(b[:])
+}
+
+// Add stores a new record (its ID and CreatedAt are set here).
+func (s *Store) Add(r *Record) error {
+	r.ID = newID()
+	r.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
+	tools, _ := json.Marshal(nonNil(r.Tools))
+	res, _ := json.Marshal(nonNil(r.Resources))
+	prompts, _ := json.Marshal(nonNil(r.Prompts))
+	_, err := s.db.Exec(`INSERT INTO consents(id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls,
+		created_at, created_by, granted_via) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		r.ID, r.User, r.Agent, r.Server, string(tools), string(res), string(prompts), r.When, unixMilli(r.ExpiresAt), r.MaxCalls,
+		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via)
+	if err != nil {
+		return fmt.Errorf("store consent: %w", err)
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func unixMilli(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// Revoke marks a record revoked; revoking twice is an error.
+func (s *Store) Revoke(id, by, reason string) (*Record, error) {
+	res, err := s.db.Exec(`UPDATE consents SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL`,
+		time.Now().UnixMilli(), by, reason, id)
+	if err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		r, err := s.Get(id)
+		if err != nil {
+			return nil, err
+		}
+		return r, fmt.Errorf("consent %s is already revoked", id)
+	}
+	return s.Get(id)
+}
+
+// Consume takes one call from the record's budget; false when none is
+// left (or the record is inactive). Safe under concurrency: the check and
+// the decrement are one statement.
+func (s *Store) Consume(id string, now time.Time) (bool, error) {
+	res, err := s.db.Exec(`UPDATE consents SET calls_used = calls_used + 1
+		WHERE id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+		AND (max_calls IS NULL OR calls_used < max_calls)`, id, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("consume consent budget: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+const columns = `id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls, calls_used,
+	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason`
+
+func scan(row interface{ Scan(...any) error }) (*Record, error) {
+	var r Record
+	var tools, res, prompts string
+	var expires, maxCalls, revoked sql.NullInt64
+	var created int64
+	if err := row.Scan(&r.ID, &r.User, &r.Agent, &r.Server, &tools, &res, &prompts, &r.When, &expires, &maxCalls, &r.CallsUsed,
+		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason); err != nil {
+		return nil, err
+	}
+	json.Unmarshal([]byte(tools), &r.Tools)
+	json.Unmarshal([]byte(res), &r.Resources)
+	json.Unmarshal([]byte(prompts), &r.Prompts)
+	r.CreatedAt = time.UnixMilli(created).UTC()
+	if expires.Valid {
+		t := time.UnixMilli(expires.Int64).UTC()
+		r.ExpiresAt = &t
+	}
+	if maxCalls.Valid {
+		n := maxCalls.Int64
+		r.MaxCalls = &n
+	}
+	if revoked.Valid {
+		t := time.UnixMilli(revoked.Int64).UTC()
+		r.RevokedAt = &t
+	}
+	return &r, nil
+}
+
+// Get returns one record.
+func (s *Store) Get(id string) (*Record, error) {
+	r, err := scan(s.db.QueryRow(`SELECT `+columns+` FROM consents WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return r, err
+}
+
+// Filter selects records for List; empty fields match everything.
+type Filter struct {
+	User, Agent, Server string
+	IncludeInactive     bool // revoked, expired, used up
+}
+
+// List returns matching records, newest first.
+func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{{"user", f.User}, {"agent", f.Agent}, {"server", f.Server}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	q := `SELECT ` + columns + ` FROM consents`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id"
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list consents: %w", err)
+	}
+	defer rows.Close()
+	now := time.Now()
+	var out []*Record
+	for rows.Next() {
+		r, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		if f.IncludeInactive || r.Active(now) {
+			out = append(out, r)
+		}
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,210 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/consent"
+)
+
+// isAdmin: root, or a member of [daemon] admin_group.
+func (d *Daemon) isAdmin(peer Peer) bool {
+	if peer.UID == 0 {
+		return true
+	}
+	if d.cfg.Daemon.AdminGroup == "" {
+		return false
+	}
+	g, err := user.LookupGroup(d.cfg.Daemon.AdminGroup)
+	if err != nil {
+		return false
+	}
+	u, err := user.LookupId(strconv.FormatUint(uint64(peer.UID), 10))
+	if err != nil {
+		return false
+	}
+	ids, _ := u.GroupIds()
+	return slices.Contains(ids, g.Gid) || u.Gid == g.Gid
+}
+
+// parseExpiry reads "8h", "30m", "2d" or an RFC 3339 time.
+func parseExpiry(s string, now time.Time) (*time.Time, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days > 0 {
+			t := now.Add(time.Duration(days) * 24 * time.Hour)
+			return &t, nil
+		}
+	}
+	if dur, err := time.ParseDuration(s); err == nil {
+		if dur <= 0 {
+			return nil, fmt.Errorf("--expires %s: must be positive", s)
+		}
+		t := now.Add(dur)
+		return &t, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04Z07:00", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			if !t.After(now) {
+				return nil, fmt.Errorf("--expires %s is in the past", s)
+			}
+			return &t, nil
+		}
+	}
+	return nil, fmt.Errorf("--expires %q: use a duration (8h, 30m, 2d) or a time (2026-12-01T00:00Z)", s)
+}
+
+func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
+	if g == nil {
+		return nil, errors.New("empty grant")
+	}
+	caller := userName(peer.UID)
+	target := caller
+	if g.User != "" && g.User != caller {
+		if !d.isAdmin(peer) {
+			return nil, fmt.Errorf("you (%s) may only grant for yourself; granting for %s needs root or the admin group", caller, g.User)
+		}
+		if _, err := user.Lookup(g.User); err != nil {
+			return nil, fmt.Errorf("no user %q", g.User)
+		}
+		target = g.User
+	}
+	if _, ok := d.cfg.Servers[g.Server]; !ok {
+		return nil, errors.New(unknownServer(g.Server, d.cfg.ServerNames()))
+	}
+	if _, ok := d.cfg.Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") {
+		names := sortedKeys2(d.cfg.Agents)
+		return nil, fmt.Errorf("no agent named %q: use a registered agent (%s) or exe:/path/to/program", g.Agent, strings.Join(names, ", "))
+	}
+	if len(g.Tools)+len(g.Resources)+len(g.Prompts) == 0 {
+		return nil, errors.New("nothing to grant: give at least one --tool, --resource or --prompt pattern")
+	}
+	for _, p := range slices.Concat(g.Tools, g.Resources, g.Prompts) {
+		if !consent.ValidPattern(p) {
+			return nil, fmt.Errorf("invalid pattern %q", p)
+		}
+	}
+	if g.When != "" {
+		if _, err := consent.Compile(g.When); err != nil {
+			return nil, err
+		}
+	}
+	exp, err := parseExpiry(g.Expires, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	r := &consent.Record{User: target, Agent: g.Agent, Server: g.Server, Tools: g.Tools, Resources: g.Resources, Prompts: g.Prompts,
+		When: g.When, ExpiresAt: exp, CreatedBy: caller, Via: "cli"}
+	if g.MaxCalls < 0 {
+		return nil, errors.New("--max-calls must be positive")
+	}
+	if g.MaxCalls > 0 {
+		n := g.MaxCalls
+		r.MaxCalls = &n
+	}
+	if err := d.consents.Store().Add(r); err != nil {
+		return nil, err
+	}
+	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
+		"resources", r.Resources, "prompts", r.Prompts, "when", r.When, "expires", exp, "max_calls", g.MaxCalls, "by", caller)
+	d.consentChanged(r.User, r.Agent, r.Server)
+	return r, nil
+}
+
+func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
+	r, err := d.consents.Store().Get(id)
+	if err != nil {
+		return nil, err
+	}
+	caller := userName(peer.UID)
+	if r.User != caller && !d.isAdmin(peer) {
+		return nil, fmt.Errorf("%w: %s", consent.ErrNotFound, id) // other users' records do not exist for you
+	}
+	r, err = d.consents.Store().Revoke(id, caller, reason)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info("consent revoked", "consent", id, "user", r.User, "agent", r.Agent, "server", r.Server, "by", caller, "reason", reason)
+	d.consentChanged(r.User, r.Agent, r.Server)
+	return r, nil
+}
+
+func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	fail := func(err error) {
+		code := api.CodeBadRequest
+		if errors.Is(err, consent.ErrNotFound) {
+			code = api.CodeNotFound
+		}
+		reply(fw, api.Reply{Code: code, Error: err.Error()}, log)
+	}
+	caller := userName(peer.UID)
+	switch req.Op {
+	case api.OpGrant:
+		r, err := d.grant(peer, req.Grant)
+		if err != nil {
+			fail(err)
+			return
+		}
+		replyData(fw, r, log)
+	case api.OpRevoke:
+		r, err := d.revoke(peer, req.Name, req.Value)
+		if err != nil {
+			fail(err)
+			return
+		}
+		replyData(fw, r, log)
+	case api.OpConsent:
+		r, err := d.consents.Store().Get(req.Name)
+		if err == nil && r.User != caller && !d.isAdmin(peer) {
+			err = fmt.Errorf("%w: %s", consent.ErrNotFound, req.Name)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		replyData(fw, r, log)
+	case api.OpConsents:
+		f := consent.Filter{User: req.User, Agent: req.Agent, Server: req.Server, IncludeInactive: req.All}
+		if !d.isAdmin(peer) {
+			f.User = caller // users see their own records only
+		}
+		recs, err := d.consents.Store().List(ctx, f)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if recs == nil {
+			recs = []*consent.Record{}
+		}
+		replyData(fw, recs, log)
+	case api.OpSessions:
+		admin := d.isAdmin(peer)
+		d.mu.Lock()
+		out := []api.SessionInfo{}
+		for _, s := range d.sessions {
+			if !admin && s.peer.UID != peer.UID {
+				continue
+			}
+			info := api.SessionInfo{ID: s.id, Server: s.server, Agent: s.agent, AgentExe: s.agentP.Exe, AgentInstance: s.agentP.Instance(),
+				User: s.user, Started: s.start.UTC().Format(time.RFC3339), Allowed: s.allowed.Load(), Denied: s.denied.Load()}
+			if s.relay != nil {
+				c := s.relay.Claims()
+				info.ClientInfo, info.Era = string(c.ClientInfo), string(c.Era)
+			}
+			out = append(out, info)
+		}
+		d.mu.Unlock()
+		slices.SortFunc(out, func(a, b api.SessionInfo) int { return strings.Compare(a.Started+a.ID, b.Started+b.ID) })
+		replyData(fw, out, log)
+	}
+}

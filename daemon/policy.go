@@ -1,0 +1,263 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/relay"
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// sessionPolicy is the interceptor's policy for one session: who is
+// acting (agent), for whom (user), on which server.
+type sessionPolicy struct {
+	d       *Daemon
+	s       *session
+	srv     *config.Server
+	agent   *config.Agent // nil for an unregistered agent
+	observe bool          // default_decision = "allow"
+}
+
+const listChanged = `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+
+// decide applies the admin ceiling, then the consents.
+func (p *sessionPolicy) decide(k consent.Kind, name string, args map[string]any) consent.Decision {
+	s := p.s
+	if p.agent != nil && len(p.agent.Servers) > 0 && !slices.Contains(p.agent.Servers, s.server) {
+		return consent.Decision{Reason: fmt.Sprintf("agent %s may not use server %s: the administrator's [agents.%s] servers list does not include it", s.agent, s.server, s.agent)}
+	}
+	if k == consent.KindTool {
+		if matchAny(p.srv.ToolsDeny, name) {
+			return consent.Decision{Reason: fmt.Sprintf("tool %q is forbidden by the administrator ([servers.%s] tools_deny)", name, s.server)}
+		}
+		if len(p.srv.ToolsAllow) > 0 && !matchAny(p.srv.ToolsAllow, name) {
+			return consent.Decision{Reason: fmt.Sprintf("tool %q is not in the administrator's [servers.%s] tools_allow", name, s.server)}
+		}
+	}
+	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args, Now: time.Now()})
+}
+
+// ceiling reports whether the admin rules alone forbid it (a consent
+// cannot help then).
+func (p *sessionPolicy) ceiling(k consent.Kind, name string) bool {
+	if p.agent != nil && len(p.agent.Servers) > 0 && !slices.Contains(p.agent.Servers, p.s.server) {
+		return true
+	}
+	return k == consent.KindTool && (matchAny(p.srv.ToolsDeny, name) || (len(p.srv.ToolsAllow) > 0 && !matchAny(p.srv.ToolsAllow, name)))
+}
+
+func matchAny(pats []string, name string) bool {
+	for _, p := range pats {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// grantCommand is what the user can run to allow the denied request.
+func (p *sessionPolicy) grantCommand(k consent.Kind, name string) string {
+	flag := map[consent.Kind]string{consent.KindTool: "--tool", consent.KindResource: "--resource", consent.KindPrompt: "--prompt"}[k]
+	return fmt.Sprintf("mcpcage grant --agent %s --server %s %s %s", shellQuote(p.s.agent), p.s.server, flag, shellQuote(name))
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// FromClient decides requests that consents cover.
+func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
+	if e.Kind != wire.KindRequest {
+		return relay.Verdict{}
+	}
+	var k consent.Kind
+	var name string
+	var args map[string]any
+	params := e.Params.Of(msg)
+	switch e.Method {
+	case "tools/call":
+		var q struct {
+			Name      string         `json:"name"`
+			Arguments map[string]any `json:"arguments"`
+		}
+		if json.Unmarshal(params, &q) != nil || q.Name == "" {
+			return relay.Verdict{Deny: true, Reason: "malformed tools/call",
+				Reply: wire.ErrorResponse(e.ID.Of(msg), wire.CodeInvalidParams, "mcpcage: tools/call needs params.name", nil)}
+		}
+		k, name, args = consent.KindTool, q.Name, q.Arguments
+	case "resources/read", "resources/subscribe":
+		var q struct {
+			URI string `json:"uri"`
+		}
+		json.Unmarshal(params, &q)
+		k, name = consent.KindResource, q.URI
+	case "prompts/get":
+		var q struct {
+			Name string `json:"name"`
+		}
+		json.Unmarshal(params, &q)
+		k, name = consent.KindPrompt, q.Name
+	case "completion/complete":
+		var q struct {
+			Ref struct {
+				Type string `json:"type"`
+				Name string `json:"name"`
+				URI  string `json:"uri"`
+			} `json:"ref"`
+		}
+		json.Unmarshal(params, &q)
+		if q.Ref.Type == "ref/prompt" {
+			k, name = consent.KindPrompt, q.Ref.Name
+		} else {
+			k, name = consent.KindResource, q.Ref.URI
+		}
+	default:
+		return relay.Verdict{}
+	}
+	dec := p.decide(k, name, args)
+	s := p.s
+	if dec.Allow {
+		s.allowed.Add(1)
+		s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record, "agent", s.agent, "user", s.user)
+		return relay.Verdict{}
+	}
+	if p.observe {
+		s.allowed.Add(1)
+		s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason, "agent", s.agent, "user", s.user)
+		return relay.Verdict{}
+	}
+	s.denied.Add(1)
+	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", e.Method, name, s.server, s.agent, s.user, dec.Reason)
+	if !p.ceiling(k, name) {
+		text += " To allow it, run: " + p.grantCommand(k, name)
+	}
+	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason, "agent", s.agent, "user", s.user)
+	var reply []byte
+	if k == consent.KindTool {
+		reply = toolError(e.ID.Of(msg), text)
+	} else {
+		reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, text, nil)
+	}
+	return relay.Verdict{Deny: true, Reply: reply, Reason: dec.Reason}
+}
+
+// toolError is a CallToolResult with isError: the model sees the reason.
+func toolError(id []byte, text string) []byte {
+	t, _ := json.Marshal(text)
+	b := []byte(`{"jsonrpc":"2.0","id":`)
+	b = append(b, id...)
+	b = append(b, `,"result":{"content":[{"type":"text","text":`...)
+	b = append(b, t...)
+	return append(b, "}],\"isError\":true}}\n"...)
+}
+
+// FromServer filters lists to what the agent may use, and makes sure the
+// client is told when that changes.
+func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string) relay.Verdict {
+	if e.Kind != wire.KindResponse || e.Result.Empty() {
+		return relay.Verdict{}
+	}
+	whole := e.Whole.Of(msg)
+	resultSpan := wire.Span{Start: e.Result.Start - e.Whole.Start, End: e.Result.End - e.Whole.Start}
+	result := resultSpan.Of(whole)
+	var newResult []byte
+	switch request {
+	case "tools/list":
+		newResult = p.filterList(result, "tools", "name", consent.KindTool)
+	case "prompts/list":
+		newResult = p.filterList(result, "prompts", "name", consent.KindPrompt)
+	case "resources/list":
+		newResult = p.filterList(result, "resources", "uri", consent.KindResource)
+	case "initialize", "server/discover":
+		newResult = advertiseListChanged(result)
+	}
+	if newResult == nil {
+		return relay.Verdict{}
+	}
+	return relay.Verdict{Replace: wire.Splice(whole, resultSpan, newResult)}
+}
+
+// filterList keeps the items of result[key] the agent may use; the rest of
+// the result (nextCursor...) stays byte for byte. nil: nothing to change.
+func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.Kind) []byte {
+	members, ok := wire.Members(result)
+	if !ok {
+		return nil
+	}
+	sp, ok := members[key]
+	if !ok {
+		return nil
+	}
+	arr := sp.Of(result)
+	items, ok := wire.Elements(arr)
+	if !ok {
+		return nil
+	}
+	now := time.Now()
+	s := p.s
+	var kept [][]byte
+	var shown, hidden []string
+	for _, it := range items {
+		item := it.Of(arr)
+		var named map[string]json.RawMessage
+		json.Unmarshal(item, &named)
+		var name string
+		json.Unmarshal(named[field], &name)
+		allowed := !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
+		if allowed || p.observe {
+			kept = append(kept, item)
+			shown = append(shown, name)
+		} else {
+			hidden = append(hidden, name)
+		}
+	}
+	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden, "agent", s.agent, "user", s.user)
+	if len(hidden) == 0 {
+		return nil
+	}
+	out := []byte{'['}
+	for i, it := range kept {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, it...)
+	}
+	out = append(out, ']')
+	return wire.Splice(result, sp, out)
+}
+
+// advertiseListChanged sets capabilities.tools.listChanged in an
+// initialize or server/discover result, so the client listens for the
+// notifications the daemon sends when consents change.
+func advertiseListChanged(result []byte) []byte {
+	var r map[string]json.RawMessage
+	if json.Unmarshal(result, &r) != nil {
+		return nil
+	}
+	var caps map[string]json.RawMessage
+	if json.Unmarshal(r["capabilities"], &caps) != nil || caps == nil {
+		return nil
+	}
+	var tools map[string]json.RawMessage
+	json.Unmarshal(caps["tools"], &tools)
+	if tools == nil {
+		return nil // a server without tools: nothing to announce
+	}
+	if string(tools["listChanged"]) == "true" {
+		return nil
+	}
+	tools["listChanged"] = json.RawMessage("true")
+	caps["tools"], _ = json.Marshal(tools)
+	members, _ := wire.Members(result)
+	newCaps, _ := json.Marshal(caps)
+	return wire.Splice(result, members["capabilities"], newCaps)
+}
