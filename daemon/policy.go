@@ -127,12 +127,12 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	s := p.s
 	if dec.Allow {
 		s.allowed.Add(1)
-		s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record, "agent", s.agent, "user", s.user)
+		s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
 		return relay.Verdict{}
 	}
 	if p.observe {
 		s.allowed.Add(1)
-		s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason, "agent", s.agent, "user", s.user)
+		s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
 		return relay.Verdict{}
 	}
 	s.denied.Add(1)
@@ -140,7 +140,7 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if !p.ceiling(k, name) {
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
-	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason, "agent", s.agent, "user", s.user)
+	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason)
 	var reply []byte
 	if k == consent.KindTool {
 		reply = toolError(e.ID.Of(msg), text)
@@ -220,7 +220,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			hidden = append(hidden, name)
 		}
 	}
-	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden, "agent", s.agent, "user", s.user)
+	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
 	if len(hidden) == 0 {
 		return nil
 	}

@@ -19,12 +19,9 @@ missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)
 command -v mcp-server-filesystem >/dev/null || missing_npm+=(@modelcontextprotocol/server-filesystem)
 
-if [ ${#missing_pkgs[@]} -eq 0 ] && [ ${#missing_npm[@]} -eq 0 ]; then
-  exit 0
-fi
-if [ "$(id -u)" != 0 ]; then
+if [ "$(id -u)" != 0 ] && [ $((${#missing_pkgs[@]} + ${#missing_npm[@]})) -gt 0 ]; then
   echo "deps: missing ${missing_pkgs[*]} ${missing_npm[*]}; run as root to install them (integration tests skip without them)" >&2
-  exit 0
+  missing_pkgs=() missing_npm=()
 fi
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${missing_pkgs[*]} with apt-get"
@@ -35,4 +32,10 @@ fi
 if [ ${#missing_npm[@]} -gt 0 ]; then
   echo "deps: installing ${missing_npm[*]} with npm"
   npm install -g --no-fund --no-audit --loglevel=error "${missing_npm[@]}"
+fi
+
+# The official TypeScript SDK client the consent tests use as an agent.
+if [ ! -d testdata/tsclient/node_modules/@modelcontextprotocol/sdk ] && command -v npm >/dev/null; then
+  echo "deps: installing the MCP TypeScript SDK for testdata/tsclient"
+  (cd testdata/tsclient && npm ci --no-fund --no-audit --loglevel=error)
 fi

@@ -7,7 +7,10 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -127,7 +130,30 @@ func main() {
 			return text(fmt.Sprintf("holding %d MiB", len(hoard))), nil
 		})
 
-	if err := server.ServeStdio(s); err != nil {
+	// mcp-go does not take JSON-RPC batches (protocol 2025-03-26 had
+	// them): split them into single messages, answered one by one.
+	in, w := io.Pipe()
+	go func() {
+		br := bufio.NewReaderSize(os.Stdin, 1<<20)
+		for {
+			line, err := br.ReadBytes('\n')
+			if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '[' {
+				var batch []json.RawMessage
+				if json.Unmarshal(t, &batch) == nil {
+					for _, m := range batch {
+						w.Write(append(m, '\n'))
+					}
+					line = nil
+				}
+			}
+			w.Write(line)
+			if err != nil {
+				w.Close()
+				return
+			}
+		}
+	}()
+	if err := server.NewStdioServer(s).Listen(context.Background(), in, os.Stdout); err != nil && err != io.EOF && err != context.Canceled {
 		fmt.Fprintln(os.Stderr, "testserver:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,329 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// consentDaemon runs mcpcaged enforcing consents, with this test binary
+// (the MCP client's process) registered as agent "itest".
+func consentDaemon(t *testing.T, extra string) *daemon {
+	t.Helper()
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	return startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\n[agents.itest]\nexe = [%q]\n%s", self, extra))
+}
+
+// cli runs the mcpcage CLI against d, as uid when uid > 0.
+func (d *daemon) cli(t *testing.T, uid int, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append(args, "--socket", d.socket)...)
+	if uid > 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (d *daemon) mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := d.cli(t, 0, args...)
+	if err != nil {
+		t.Fatalf("mcpcage %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func toolNames(t *testing.T, c *mcpClient) []string {
+	t.Helper()
+	res, err := c.ListTools(ctxT(t, 30*time.Second), mcp.ListToolsRequest{})
+	must(t, err, "tools/list")
+	var names []string
+	for _, tl := range res.Tools {
+		names = append(names, tl.Name)
+	}
+	return names
+}
+
+// listChanges counts notifications/tools/list_changed on c.
+func listChanges(c *mcpClient) *atomic.Int64 {
+	var n atomic.Int64
+	c.OnNotification(func(note mcp.JSONRPCNotification) {
+		if note.Method == "notifications/tools/list_changed" {
+			n.Add(1)
+		}
+	})
+	return &n
+}
+
+func waitCount(t *testing.T, n *atomic.Int64, atLeast int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for n.Load() < atLeast {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d list_changed notifications, want at least %d", what, n.Load(), atLeast)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var consentID = regexp.MustCompile(`^c-[0-9a-f]{12}\n$`)
+
+func TestConsentStory(t *testing.T) {
+	d := consentDaemon(t, "")
+	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {
+		t.Run("era="+pin, func(t *testing.T) {
+			c := d.connect(t, "test", pin)
+			changes := listChanges(c)
+			if names := toolNames(t, c); len(names) != 0 {
+				t.Fatalf("with nothing granted the agent sees %v", names)
+			}
+			got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
+			if !isErr || !strings.Contains(got, "mcpcage grant --agent itest --server test --tool echo") {
+				t.Fatalf("ungranted call: %q (isError %v), want a denial naming the grant command", got, isErr)
+			}
+			out := d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "ech*", "--expires", "8h")
+			if !consentID.MatchString(out) {
+				t.Fatalf("grant printed %q, want the record id alone", out)
+			}
+			id := strings.TrimSpace(out)
+			waitCount(t, changes, 1, "after grant")
+			if names := toolNames(t, c); len(names) != 1 || names[0] != "echo" {
+				t.Fatalf("after grant the agent sees %v, want [echo]", names)
+			}
+			if got, isErr := callText(t, c, "echo", map[string]any{"text": "granted"}); isErr || got != "granted" {
+				t.Fatalf("granted call: %q (isError %v)", got, isErr)
+			}
+			if got, isErr := callText(t, c, "env", map[string]any{"name": "HOME"}); !isErr || !strings.Contains(got, "--tool env") {
+				t.Fatalf("ungranted tool after a grant: %q", got)
+			}
+			list := d.mustCLI(t, "consents")
+			if !strings.Contains(list, id) || !strings.Contains(list, "tool:ech*") || !strings.Contains(list, "active") {
+				t.Fatalf("consents:\n%s", list)
+			}
+			var sessions []api.SessionInfo
+			must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "sessions json")
+			found := false
+			for _, s := range sessions {
+				if s.Agent == "itest" && s.Server == "test" && s.Allowed >= 1 && s.Denied >= 2 && strings.Contains(s.AgentInstance, "@") {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("sessions: %+v", sessions)
+			}
+			d.mustCLI(t, "revoke", id, "--reason", "test over")
+			waitCount(t, changes, 2, "after revoke")
+			if got, isErr := callText(t, c, "echo", map[string]any{"text": "again"}); !isErr || !strings.Contains(got, "revoked") {
+				t.Fatalf("call after revoke: %q (isError %v)", got, isErr)
+			}
+			if names := toolNames(t, c); len(names) != 0 {
+				t.Fatalf("after revoke the agent sees %v", names)
+			}
+			show := d.mustCLI(t, "consents", "show", id)
+			if !strings.Contains(show, "revoked:") || !strings.Contains(show, "test over") {
+				t.Fatalf("consents show:\n%s", show)
+			}
+		})
+	}
+}
+
+func TestConsentAgentsAndUsers(t *testing.T) {
+	uid, _ := testUser(t)
+	self, _ := os.Executable()
+	d := consentDaemon(t, "")
+	// Unregistered: another daemon without [agents] names the agent by path.
+	plain := startDaemon(t, "[daemon]\ndefault_decision = \"deny\"\n")
+	c := plain.connect(t, "test", mcp.ProtocolVersion20251125)
+	got, _ := callText(t, c, "echo", map[string]any{"text": "x"})
+	if !strings.Contains(got, "--agent exe:"+self) {
+		t.Fatalf("unregistered agent's denial: %q", got)
+	}
+	plain.mustCLI(t, "grant", "--agent", "exe:"+self, "--server", "test", "--tool", "echo")
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "by path"}); isErr || got != "by path" {
+		t.Fatalf("exe-path grant: %q", got)
+	}
+
+	// Root's grant does not cover another user's sessions.
+	id := strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "*"))
+	for _, p := range []string{env.work, d.dir} {
+		must(t, os.Chmod(p, 0o755), "chmod")
+	}
+	must(t, os.Chmod(d.socket, 0o666), "chmod socket")
+	other := d.connectAs(t, "test", uid)
+	if got, isErr := callText(t, other, "echo", map[string]any{"text": "x"}); !isErr || !strings.Contains(got, "user mcpcage-itest") {
+		t.Fatalf("second user used the first user's grant: %q", got)
+	}
+	if out, _ := d.cli(t, uid, "consents"); strings.Contains(out, id) {
+		t.Fatalf("a user sees another user's consents:\n%s", out)
+	}
+	if out, err := d.cli(t, uid, "revoke", id); err == nil || !strings.Contains(out, "no such consent") {
+		t.Fatalf("a user revoked another user's consent: %v %s", err, out)
+	}
+	if out, err := d.cli(t, uid, "grant", "--agent", "itest", "--server", "test", "--tool", "*", "--user", "root"); err == nil || !strings.Contains(out, "only grant for yourself") {
+		t.Fatalf("a user granted for root: %v %s", err, out)
+	}
+	// Their own grant works for them.
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--user", "mcpcage-itest")
+	if got, isErr := callText(t, other, "echo", map[string]any{"text": "mine"}); isErr || got != "mine" {
+		t.Fatalf("second user's own grant: %q", got)
+	}
+}
+
+func TestConsentConditionsBudgetsExpiryCeiling(t *testing.T) {
+	d := consentDaemon(t, "[servers.test2]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\ntools_deny = [\"env\"]\n")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	changes := listChanges(c)
+
+	if out, err := d.cli(t, 0, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--when", "args.text.startsWith("); err == nil || !strings.Contains(out, "Syntax error") {
+		t.Fatalf("bad condition accepted: %v %s", err, out)
+	}
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--when", `args.text.startsWith("ok")`)
+	if _, isErr := callText(t, c, "echo", map[string]any{"text": "ok go"}); isErr {
+		t.Fatal("condition true, call denied")
+	}
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "nope"}); !isErr || !strings.Contains(got, "condition") {
+		t.Fatalf("condition false: %q", got)
+	}
+
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "sleep", "--max-calls", "2")
+	for i := 0; i < 2; i++ {
+		if _, isErr := callText(t, c, "sleep", map[string]any{"ms": 1}); isErr {
+			t.Fatalf("budgeted call %d denied", i+1)
+		}
+	}
+	if got, isErr := callText(t, c, "sleep", map[string]any{"ms": 1}); !isErr || !strings.Contains(got, "no calls left") && !strings.Contains(got, "used up") {
+		t.Fatalf("third call on a budget of 2: %q", got)
+	}
+
+	before := changes.Load()
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "list_dir", "--expires", "2s")
+	if names := toolNames(t, c); !contains(names, "list_dir") {
+		t.Fatalf("before expiry: %v", names)
+	}
+	waitCount(t, changes, before+2, "grant and expiry") // one for the grant, one when it expires
+	if got, isErr := callText(t, c, "list_dir", map[string]any{"path": "/"}); !isErr || !strings.Contains(got, "expired") {
+		t.Fatalf("after expiry: %q", got)
+	}
+
+	// The admin ceiling wins over any consent, and no grant command is offered.
+	c2 := d.connect(t, "test2", mcp.ProtocolVersion20251125)
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test2", "--tool", "*")
+	if got, isErr := callText(t, c2, "env", map[string]any{"name": "HOME"}); !isErr || !strings.Contains(got, "tools_deny") || strings.Contains(got, "mcpcage grant") {
+		t.Fatalf("tools_deny: %q", got)
+	}
+	if names := toolNames(t, c2); contains(names, "env") || !contains(names, "echo") {
+		t.Fatalf("tools/list under the ceiling: %v", names)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestConsentBatchDecidedPerElement(t *testing.T) {
+	d := consentDaemon(t, "")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
+	r := startRaw(t, d.shimCmd("test"))
+	r.initialize()
+	r.send(`[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"in batch"}}},` +
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"env","arguments":{"name":"HOME"}}}]` + "\n")
+	var allowed, denied string
+	for allowed == "" || denied == "" {
+		line := r.next()
+		if strings.Contains(line, "in batch") {
+			allowed = line
+		}
+		if strings.Contains(line, `"isError":true`) && strings.Contains(line, "--tool env") {
+			denied = line
+		}
+	}
+	if !strings.Contains(denied, `"id":2`) {
+		t.Fatalf("denial answers the wrong id: %s", denied)
+	}
+}
+
+func TestConsentWithTypeScriptSDKClient(t *testing.T) {
+	setup(t)
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "Node.js")
+	root, _ := filepath.Abs("..")
+	script := filepath.Join(root, "testdata", "tsclient", "client.mjs")
+	_, err = os.Stat(filepath.Join(root, "testdata", "tsclient", "node_modules", "@modelcontextprotocol", "sdk"))
+	testenv.Require(t, err == nil, "the MCP TypeScript SDK (make deps: npm ci in testdata/tsclient)")
+	d := consentDaemon(t, "")
+	cmd := exec.Command(node, script, filepath.Join(env.bin, "mcpcage"), "test", "echo", `{"text":"from the TS SDK"}`, "wait-list-changed")
+	cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+d.socket)
+	out, err := cmd.StdoutPipe()
+	must(t, err, "stdout")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start(), "start node")
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	steps := make(chan map[string]any, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				steps <- m
+			}
+		}
+		close(steps)
+	}()
+	next := func(want string) map[string]any {
+		t.Helper()
+		select {
+		case m, ok := <-steps:
+			if !ok || m["step"] != want {
+				t.Fatalf("TS client step %v (ok %v), want %q; stderr:\n%s", m, ok, want, stderr.String())
+			}
+			return m
+		case <-time.After(30 * time.Second):
+			t.Fatalf("TS client: no %q step; stderr:\n%s", want, stderr.String())
+		}
+		return nil
+	}
+	next("connected")
+	if tools := next("tools")["tools"].([]any); len(tools) != 0 {
+		t.Fatalf("TS agent sees %v with nothing granted", tools)
+	}
+	call := next("call")
+	text, _ := call["text"].(string)
+	if call["isError"] != true || !strings.Contains(text, "mcpcage grant --agent exe:") {
+		t.Fatalf("denied call seen by the TS SDK: %v", call)
+	}
+	agent := regexp.MustCompile(`--agent (exe:\S+)`).FindStringSubmatch(text)[1]
+	if !strings.Contains(agent, "node") {
+		t.Fatalf("the TS agent was identified as %q, want the node executable", agent)
+	}
+	next("waiting")
+	d.mustCLI(t, "grant", "--agent", agent, "--server", "test", "--tool", "echo")
+	if tools := next("tools-after-change")["tools"].([]any); len(tools) != 1 || tools[0] != "echo" {
+		t.Fatalf("TS agent after grant sees %v", tools)
+	}
+	if c := next("call-after-change"); c["isError"] != false || c["text"] != "from the TS SDK" {
+		t.Fatalf("TS agent call after grant: %v", c)
+	}
+}
