@@ -1,0 +1,222 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+func testDaemon(t *testing.T, cfgText string) *Daemon {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := consent.Open(filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return &Daemon{cfg: cfg, consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler)}
+}
+
+const policyConfig = `
+[agents.cd]
+exe = ["/opt/cd"]
+servers = ["gh"]
+[servers.gh]
+command = ["x"]
+tools_allow = ["list_*", "get_*", "delete_repo"]
+tools_deny = ["delete_*"]
+[servers.other]
+command = ["x"]
+`
+
+func testPolicy(d *Daemon, server, agent string, observe bool) *sessionPolicy {
+	s := &session{id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
+	return &sessionPolicy{d: d, s: s, srv: d.cfg.Servers[server], agent: d.cfg.Agents[agent], observe: observe}
+}
+
+func peek(t *testing.T, msg string) (*wire.Envelope, []byte) {
+	t.Helper()
+	var m wire.Message
+	if err := wire.Peek([]byte(msg), &m); err != nil {
+		t.Fatal(err)
+	}
+	return &m.Envelopes[0], []byte(msg)
+}
+
+func TestPolicyCeilingAndConsents(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	for _, g := range []api.Grant{
+		{Agent: "cd", Server: "gh", Tools: []string{"*"}},
+		{Agent: "cd", Server: "other", Tools: []string{"*"}},
+		{Agent: "exe:/usr/bin/x", Server: "gh", Resources: []string{"repo://acme/*"}, Prompts: []string{"summarize"}},
+	} {
+		if _, err := d.grant(Peer{UID: 0}, &g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, server, agent, msg string
+		allow                    bool
+		reason                   string
+		grantHint                bool
+	}{
+		{"allowed by consent within the ceiling", "gh", "cd", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_repos"}}`, true, "", false},
+		{"tools_deny wins over tools_allow and consent", "gh", "cd", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}}`, false, "tools_deny", false},
+		{"outside tools_allow", "gh", "cd", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_repo"}}`, false, "tools_allow", false},
+		{"agent's servers ceiling", "other", "cd", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"anything"}}`, false, "servers list", false},
+		{"resource granted", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"repo://acme/web"}}`, true, "", false},
+		{"resource not granted", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"repo://evil/web"}}`, false, "no consent", true},
+		{"tool grant never covers prompts", "gh", "cd", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}`, false, "no consent", true},
+		{"prompt granted", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}`, true, "", false},
+		{"completion on a granted prompt", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summarize"},"argument":{"name":"a","value":"b"}}}`, true, "", false},
+		{"other methods pass", "gh", "nobody", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, true, "", false},
+		{"notifications pass", "gh", "nobody", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, true, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testPolicy(d, tt.server, tt.agent, false)
+			e, msg := peek(t, tt.msg)
+			v := p.FromClient(e, msg)
+			if v.Deny == tt.allow {
+				t.Fatalf("verdict %+v, want allow=%v", v, tt.allow)
+			}
+			if !tt.allow {
+				if !strings.Contains(string(v.Reply), tt.reason) {
+					t.Fatalf("reply %s lacks %q", v.Reply, tt.reason)
+				}
+				if strings.Contains(string(v.Reply), "mcpcage grant") != tt.grantHint {
+					t.Fatalf("reply %s: grant hint present = %v, want %v", v.Reply, !tt.grantHint, tt.grantHint)
+				}
+			}
+			// Observe mode lets everything through.
+			if v := testPolicy(d, tt.server, tt.agent, true).FromClient(e, msg); v.Deny {
+				t.Fatalf("observe mode denied: %+v", v)
+			}
+		})
+	}
+}
+
+func TestPolicyToolErrorShape(t *testing.T) {
+	b := toolError([]byte(`"a-1"`), "denied \"x\"")
+	var r struct {
+		ID     string `json:"id"`
+		Result struct {
+			IsError bool `json:"isError"`
+			Content []struct {
+				Type, Text string
+			} `json:"content"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.ID != "a-1" || !r.Result.IsError || r.Result.Content[0].Text != `denied "x"` {
+		t.Fatalf("toolError = %s (%v)", b, err)
+	}
+}
+
+func TestPolicyFiltersListsKeepingTheRest(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	if _, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := testPolicy(d, "gh", "cd", false)
+	resp := `{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"list_repos","inputSchema":{"$schema":"x","type":"object","unknownKey":1}},{"name":"get_issue"},{"name":"list_prs"}],"nextCursor":"abc=="}}`
+	e, msg := peek(t, resp)
+	v := p.FromServer(e, msg, "tools/list")
+	want := `{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"list_repos","inputSchema":{"$schema":"x","type":"object","unknownKey":1}},{"name":"list_prs"}],"nextCursor":"abc=="}}`
+	if string(v.Replace) != want {
+		t.Fatalf("filtered:\n%s\nwant\n%s", v.Replace, want)
+	}
+	// Nothing hidden: no rewrite at all.
+	e, msg = peek(t, `{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"list_a"}]}}`)
+	if v := p.FromServer(e, msg, "tools/list"); v.Replace != nil {
+		t.Fatalf("rewrote a list with nothing to hide: %s", v.Replace)
+	}
+	// The same response to another request is left alone.
+	e, msg = peek(t, resp)
+	if v := p.FromServer(e, msg, "resources/list"); v.Replace != nil {
+		t.Fatalf("rewrote a response to another method")
+	}
+}
+
+func TestAdvertiseListChanged(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"s"}}`,
+			`{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"s"}}`},
+		{`{"capabilities":{"tools":{"listChanged":true}}}`, ""},
+		{`{"capabilities":{"prompts":{}}}`, ""},
+	}
+	for _, tt := range tests {
+		got := advertiseListChanged([]byte(tt.in))
+		if string(got) != tt.want {
+			t.Errorf("advertiseListChanged(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestConsentAuthorization(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	root, nobody := Peer{UID: 0}, Peer{UID: 65534}
+	if _, err := d.grant(nobody, &api.Grant{User: "root", Agent: "cd", Server: "gh", Tools: []string{"*"}}); err == nil || !strings.Contains(err.Error(), "only grant for yourself") {
+		t.Fatalf("nobody granted for root: %v", err)
+	}
+	mine, err := d.grant(nobody, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"*"}})
+	if err != nil || mine.User != "nobody" {
+		t.Fatalf("own grant: %+v %v", mine, err)
+	}
+	roots, err := d.grant(root, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forNobody, err := d.grant(root, &api.Grant{User: "nobody", Agent: "cd", Server: "gh", Tools: []string{"get_*"}})
+	if err != nil || forNobody.User != "nobody" || forNobody.CreatedBy != "root" {
+		t.Fatalf("root granting for nobody: %+v %v", forNobody, err)
+	}
+	if _, err := d.revoke(nobody, roots.ID, ""); !errors.Is(err, consent.ErrNotFound) {
+		t.Fatalf("nobody revoked root's record: %v", err)
+	}
+	if _, err := d.revoke(root, mine.ID, "admin"); err != nil {
+		t.Fatalf("root revoking nobody's record: %v", err)
+	}
+	for _, bad := range []api.Grant{
+		{Agent: "ghost", Server: "gh", Tools: []string{"*"}},
+		{Agent: "cd", Server: "nope", Tools: []string{"*"}},
+		{Agent: "cd", Server: "gh"},
+		{Agent: "cd", Server: "gh", Tools: []string{"[x"}},
+		{Agent: "cd", Server: "gh", Tools: []string{"*"}, Expires: "yesterday"},
+		{Agent: "cd", Server: "gh", Tools: []string{"*"}, Expires: "2001-01-01T00:00Z"},
+		{Agent: "cd", Server: "gh", Tools: []string{"*"}, When: "args.x +"},
+	} {
+		if _, err := d.grant(root, &bad); err == nil {
+			t.Errorf("grant %+v accepted", bad)
+		}
+	}
+	list := func(p Peer) int {
+		var buf bytes.Buffer
+		d.consentOp(context.Background(), api.NewFrameWriter(&buf), p, api.Request{Op: api.OpConsents, All: true}, d.log)
+		_, payload, err := api.NewFrameReader(&buf).Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r api.Reply
+		var recs []consent.Record
+		if json.Unmarshal(payload, &r) != nil || !r.OK || json.Unmarshal(r.Data, &recs) != nil {
+			t.Fatalf("consents reply: %s", payload)
+		}
+		return len(recs)
+	}
+	if list(root) != 3 || list(nobody) != 2 {
+		t.Fatalf("visible records: root %d, nobody %d; want 3 and 2", list(root), list(nobody))
+	}
+}
