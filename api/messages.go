@@ -20,6 +20,7 @@ const (
 	OpConsents   = "consents"    // list consents (Filter); reply data: []Record
 	OpConsent    = "consent"     // one consent by Name (ID)
 	OpSessions   = "sessions"    // live sessions; reply data: []SessionInfo
+	OpAudit      = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
 )
 
 // Request opens a connection.
@@ -30,8 +31,9 @@ type Request struct {
 	Session string `json:"session,omitempty"`
 	Name    string `json:"name,omitempty"`
 	// Value carries a secret for OpSecretSet (never logged), or a reason.
-	Value string `json:"value,omitempty"`
-	Grant *Grant `json:"grant,omitempty"`
+	Value string      `json:"value,omitempty"`
+	Grant *Grant      `json:"grant,omitempty"`
+	Audit *AuditQuery `json:"audit,omitempty"`
 	// Filters for OpConsents.
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`
@@ -49,6 +51,18 @@ type Grant struct {
 	When      string   `json:"when,omitempty"`
 	Expires   string   `json:"expires,omitempty"` // "8h" or an RFC 3339 time
 	MaxCalls  int64    `json:"max_calls,omitempty"`
+}
+
+// AuditQuery selects audit records; empty fields match everything.
+type AuditQuery struct {
+	Agent   string `json:"agent,omitempty"`
+	User    string `json:"user,omitempty"`
+	Server  string `json:"server,omitempty"`
+	Session string `json:"session,omitempty"`
+	Type    string `json:"type,omitempty"`  // a type or a prefix: "tool", "net"
+	Since   string `json:"since,omitempty"` // RFC 3339
+	Until   string `json:"until,omitempty"`
+	Follow  bool   `json:"follow,omitempty"`
 }
 
 // SessionInfo describes a live session.
@@ -110,6 +124,11 @@ type Status struct {
 	Enforcement map[string]string `json:"enforcement"`
 	// Kernel is the eBPF layer's state; nil when it is unavailable.
 	Kernel *KernelStatus `json:"kernel,omitempty"`
+	// Audit log health.
+	AuditLog     string `json:"audit_log"`
+	AuditRecords int64  `json:"audit_records"` // written since start
+	AuditError   string `json:"audit_error,omitempty"`
+	Metrics      string `json:"metrics_address,omitempty"`
 }
 
 // KernelStatus reports the eBPF maps and event losses.

@@ -98,7 +98,8 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 	root.AddCommand(cfgCmd)
 
 	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout), traceCommand(&socket, stdout),
-		grantCommand(&socket, stdout), revokeCommand(&socket, stdout), consentsCommand(&socket, stdout), sessionsCommand(&socket, stdout))
+		grantCommand(&socket, stdout), revokeCommand(&socket, stdout), consentsCommand(&socket, stdout), sessionsCommand(&socket, stdout),
+		auditCommand(&socket, stdout, stderr))
 	return root
 }
 

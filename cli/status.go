@@ -37,6 +37,11 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			for _, k := range keys {
 				fmt.Fprintf(tw, "enforcement %s:\t%s\n", k, st.Enforcement[k])
 			}
+			audit := fmt.Sprintf("%s, %d records written since start, healthy", st.AuditLog, st.AuditRecords)
+			if st.AuditError != "" {
+				audit = fmt.Sprintf("%s: FAILING (%s): tool calls are denied", st.AuditLog, st.AuditError)
+			}
+			fmt.Fprintf(tw, "audit log:\t%s\nmetrics:\t%s\n", audit, orDefault(st.Metrics, "disabled"))
 			if k := st.Kernel; k != nil {
 				fmt.Fprintf(tw, "kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
 				fmt.Fprintf(tw, "kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)

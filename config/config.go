@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -52,6 +53,16 @@ type Daemon struct {
 	// AdminGroup names a group whose members may manage every user's
 	// consents, as root may.
 	AdminGroup string `toml:"admin_group"`
+	// Audit log.
+	AuditLog          string   `toml:"audit_log"`
+	AuditSync         string   `toml:"audit_sync"`
+	AuditSyncInterval Duration `toml:"audit_sync_interval"`
+	AuditMaxSize      ByteSize `toml:"audit_max_size"`
+	AuditKeep         int      `toml:"audit_keep"`
+	AuditArguments    string   `toml:"audit_arguments"`
+	AuditJournal      bool     `toml:"audit_journal"`
+	// MetricsAddress is host:port or a unix socket path; "" disables.
+	MetricsAddress string `toml:"metrics_address"`
 }
 
 // Agent is an [agents.NAME] entry: how a client process is recognised,
@@ -139,6 +150,13 @@ func Default() *Config {
 			LogLevel:            "info",
 			Landlock:            "auto",
 			DefaultDecision:     DecisionDeny,
+			AuditLog:            "/var/log/mcpcage/audit.jsonl",
+			AuditSync:           "always",
+			AuditSyncInterval:   Duration(time.Second),
+			AuditMaxSize:        64 << 20,
+			AuditKeep:           10,
+			AuditArguments:      "redacted",
+			MetricsAddress:      "127.0.0.1:9464",
 		},
 		Servers: map[string]*Server{},
 		Agents:  map[string]*Agent{},
@@ -279,6 +297,31 @@ func (c *Config) validate(data []byte) error {
 			}
 		}
 	}
+	if !strings.HasPrefix(d.AuditLog, "/") {
+		bad(fmt.Sprintf("must be an absolute path, got %q", d.AuditLog), "daemon", "audit_log")
+	}
+	if d.AuditSync != "always" && d.AuditSync != "batch" {
+		bad(fmt.Sprintf(`must be "always" or "batch", got %q`, d.AuditSync), "daemon", "audit_sync")
+	}
+	if d.AuditSyncInterval <= 0 || time.Duration(d.AuditSyncInterval) > time.Minute {
+		bad("must be between 0 and 1m", "daemon", "audit_sync_interval")
+	}
+	if d.AuditMaxSize < 4096 {
+		bad("must be at least 4KiB", "daemon", "audit_max_size")
+	}
+	if d.AuditKeep < 1 || d.AuditKeep > 10000 {
+		bad("must be between 1 and 10000", "daemon", "audit_keep")
+	}
+	switch d.AuditArguments {
+	case "digest", "redacted", "full":
+	default:
+		bad(fmt.Sprintf(`must be "digest", "redacted" or "full", got %q`, d.AuditArguments), "daemon", "audit_arguments")
+	}
+	if d.MetricsAddress != "" && !strings.HasPrefix(d.MetricsAddress, "/") {
+		if _, _, err := net.SplitHostPort(d.MetricsAddress); err != nil {
+			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
+		}
+	}
 	if d.DefaultDecision != DecisionDeny && d.DefaultDecision != DecisionAllow {
 		bad(fmt.Sprintf(`must be "deny" or "allow", got %q`, d.DefaultDecision), "daemon", "default_decision")
 	}
@@ -366,7 +409,8 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids",
-	"default_decision", "admin_group", "tools_allow", "tools_deny"}
+	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
+	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

@@ -24,6 +24,18 @@
 //	                     request passes and would-be denials are logged [deny]
 //	admin_group          a group whose members manage everyone's consents,
 //	                     as root does [none]
+//	audit_log            audit log file [/var/log/mcpcage/audit.jsonl]
+//	audit_sync           "always": a call is forwarded once its record is
+//	                     fsynced (group commit); "batch": fsync every
+//	                     audit_sync_interval [always]
+//	audit_sync_interval  [1s]
+//	audit_max_size       rotate at this size [64MiB]
+//	audit_keep           rotated files kept [10]
+//	audit_arguments      digest | redacted | full: how tool arguments are
+//	                     recorded [redacted]
+//	audit_journal        copy each record to the systemd journal [false]
+//	metrics_address      Prometheus listener: host:port, a unix socket
+//	                     path, or "" to disable [127.0.0.1:9464]
 //	require_ebpf         refuse to launch servers whose rules need eBPF
 //	                     (network = "host", deny_paths) when the kernel
 //	                     does not allow it [true]

@@ -54,6 +54,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.serverSpec(fw, peer, req.Server, log)
 	case api.OpGrant, api.OpRevoke, api.OpConsent, api.OpConsents, api.OpSessions:
 		d.consentOp(ctx, fw, peer, req, log)
+	case api.OpAudit:
+		d.auditQuery(ctx, fw, peer, req, req.Audit)
 	case api.OpTrace:
 		d.trace(ctx, c, fw, peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
@@ -182,6 +184,7 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 	}
+	d.secretCache.Store(nil)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return

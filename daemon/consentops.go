@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/consent"
 )
 
@@ -112,9 +113,16 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		n := g.MaxCalls
 		r.MaxCalls = &n
 	}
+	if err := d.audit.Healthy(); err != nil {
+		return nil, fmt.Errorf("consents cannot be granted while the audit log is failing: %w", err)
+	}
 	if err := d.consents.Store().Add(r); err != nil {
 		return nil, err
 	}
+	d.audit.Append(audit.Record{"type": "consent.grant", "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
+		"tools": r.Tools, "resources": r.Resources, "prompts": r.Prompts, "when": r.When, "expires_at": r.ExpiresAt,
+		"max_calls": r.MaxCalls, "by": caller, "via": r.Via})
+	d.updateConsentGauge()
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
 		"resources", r.Resources, "prompts", r.Prompts, "when", r.When, "expires", exp, "max_calls", g.MaxCalls, "by", caller)
 	d.consentChanged(r.User, r.Agent, r.Server)
@@ -134,6 +142,9 @@ func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.audit.Append(audit.Record{"type": "consent.revoke", "consent": id, "user": r.User, "agent": r.Agent, "server": r.Server,
+		"by": caller, "reason": reason})
+	d.updateConsentGauge()
 	d.log.Info("consent revoked", "consent", id, "user", r.User, "agent", r.Agent, "server", r.Server, "by", caller, "reason", reason)
 	d.consentChanged(r.User, r.Agent, r.Server)
 	return r, nil

@@ -9,15 +9,19 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/consent"
 	"github.com/mcpcage/mcpcage/identity"
 	"github.com/mcpcage/mcpcage/landlock"
+	"github.com/mcpcage/mcpcage/metrics"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/seccompnotify"
 	"github.com/mcpcage/mcpcage/secrets"
@@ -45,6 +49,11 @@ type Daemon struct {
 	byCgroup        map[uint64]*session
 	consents        *consent.Engine
 	hasher          *identity.Hasher
+	audit           *audit.Log
+	metrics         *metrics.Metrics
+	metricsAddr     string
+	auditFollowers  followers
+	secretCache     atomic.Pointer[[]string]
 	tracers         tracers
 
 	mu       sync.Mutex
@@ -56,7 +65,7 @@ type Daemon struct {
 // New prepares a daemon: it connects to containerd, removes what a crashed
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now()}
+	d := &Daemon{cfg: cfg, log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New()}
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}
@@ -73,6 +82,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
+	if err := d.openAudit(); err != nil {
+		return nil, err
+	}
+	d.updateConsentGauge()
 	if err := d.setupLandlock(); err != nil {
 		return nil, err
 	}
@@ -96,6 +109,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	// After the reaping: links pinned by a crashed predecessor kept its
 	// sandboxes enforced until now and can be replaced.
 	d.setupEBPF()
+	enf := d.enforcement()
+	d.metrics.BuildInfo.WithLabelValues(Version, "network="+firstWord(enf["network"])+",files="+firstWord(enf["files"])+",landlock="+firstWord(enf["landlock"])).Set(1)
 	return d, nil
 }
 
@@ -158,6 +173,7 @@ func (d *Daemon) shutdown() {
 	d.launcher.Close()
 	d.seccompListener.Close()
 	d.consents.Store().Close()
+	d.audit.Close()
 	if d.cage != nil {
 		d.cage.Close()
 	}
@@ -298,4 +314,33 @@ func (d *Daemon) consentChanged(user, agent, server string) {
 			}
 		}
 	}
+}
+
+func firstWord(s string) string {
+	if i := strings.IndexAny(s, " ("); i > 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// updateConsentGauge counts the active consents.
+func (d *Daemon) updateConsentGauge() {
+	recs, err := d.consents.Store().List(context.Background(), consent.Filter{})
+	if err == nil {
+		d.metrics.ConsentsActive.Set(float64(len(recs)))
+	}
+}
+
+// ServeMetrics starts the Prometheus listener when one is configured.
+func (d *Daemon) ServeMetrics(ctx context.Context) error {
+	if d.cfg.Daemon.MetricsAddress == "" {
+		return nil
+	}
+	addr, err := d.metrics.Serve(ctx, d.cfg.Daemon.MetricsAddress)
+	if err != nil {
+		return fmt.Errorf("metrics listener on %s: %w (set [daemon] metrics_address, or \"\" to disable)", d.cfg.Daemon.MetricsAddress, err)
+	}
+	d.metricsAddr = addr.String()
+	d.log.Info("metrics listening", "address", d.metricsAddr)
+	return nil
 }

@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/egress"
+	"github.com/mcpcage/mcpcage/metrics"
 )
 
 // setupEBPF loads the cage programs when the kernel allows the hooks they
@@ -65,6 +67,9 @@ func (d *Daemon) watchLost() {
 		}
 		if rb > lastRB || th > lastTh {
 			d.log.Warn("kernel events lost", "ringbuf_full", rb-lastRB, "throttled", th-lastTh, "ringbuf_full_total", rb, "throttled_total", th)
+			d.metrics.KernelEventsLost.Add(float64(rb - lastRB + th - lastTh))
+			d.audit.AppendAsync(audit.Record{"type": "events.lost", "ringbuf_full": rb - lastRB, "throttled": th - lastTh,
+				"ringbuf_full_total": rb, "throttled_total": th})
 		}
 		lastRB, lastTh = rb, th
 	}
@@ -233,6 +238,27 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
 	}
 	d.tracers.publish(&ke)
+	agent := metrics.Agent(s.agent)
+	d.metrics.KernelEvents.WithLabelValues(s.server, agent, ke.Type).Inc()
+	if ke.Action != "" {
+		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
+	}
+	rec := audit.Record{"time": ke.Time.UTC().Format(time.RFC3339Nano), "pid": ke.Pid, "comm": ke.Comm}
+	for k, v := range map[string]any{"path": ke.Path, "hint": ke.Hint, "addr": ke.Addr, "proto": ke.Proto, "rule": ke.Rule, "action": ke.Action} {
+		if v != "" {
+			rec[k] = v
+		}
+	}
+	if ke.Result != nil {
+		rec["result"], rec["flags"] = *ke.Result, ke.Flags
+	}
+	if len(ke.Argv) > 0 {
+		rec["argv"] = ke.Argv
+	}
+	if len(ke.InFlight) > 0 {
+		rec["tool_calls"] = ke.InFlight
+	}
+	d.audit.AppendAsync(s.record(ke.Type, rec))
 }
 
 func protoName(p uint8) string {

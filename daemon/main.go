@@ -53,6 +53,10 @@ func Main(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	if err := d.ServeMetrics(ctx); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
 	ln, err := Listen(cfg.Daemon.Socket)
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -1,15 +1,20 @@
 package daemon
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/metrics"
 	"github.com/mcpcage/mcpcage/relay"
 	"github.com/mcpcage/mcpcage/wire"
 )
@@ -22,6 +27,16 @@ type sessionPolicy struct {
 	srv     *config.Server
 	agent   *config.Agent // nil for an unregistered agent
 	observe bool          // default_decision = "allow"
+
+	mu    sync.Mutex
+	calls map[string]callStart // forwarded tools/call by id key
+	defs  map[string]string    // tool name -> digest of its definition
+}
+
+type callStart struct {
+	tool  string
+	id    string
+	start time.Time
 }
 
 const listChanged = `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
@@ -125,29 +140,74 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	}
 	dec := p.decide(k, name, args)
 	s := p.s
+	id := e.ID.Of(msg)
+	decision := "deny"
+	switch {
+	case dec.Allow:
+		decision = "allow"
+	case p.observe:
+		decision = "observe"
+	}
+	rec := audit.Record{"method": e.Method, "request_id": json.RawMessage(id), "decision": decision}
 	if dec.Allow {
+		rec["consent"] = dec.Record
+	} else {
+		rec["reason"] = dec.Reason
+	}
+	typ := "request"
+	if k == consent.KindTool {
+		typ = "tool.call"
+		rec["tool"] = name
+		rec["args_digest"] = audit.Digest(args)
+		if a := audit.Arguments(args, p.d.cfg.Daemon.AuditArguments, p.d.secretValues()); a != nil {
+			rec["arguments"] = a
+		}
+		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), decision).Inc()
+	} else {
+		rec["name"] = name
+	}
+	if decision != "deny" {
+		// Forward only what is durably recorded: without the audit log,
+		// fail closed.
+		if err := p.d.audit.Append(s.record(typ, rec)); err != nil {
+			s.denied.Add(1)
+			text := fmt.Sprintf("mcpcage could not record this %s in its audit log, so it was not forwarded (%v). An administrator must repair the audit log: see `mcpcage status`.", e.Method, err)
+			return p.denyReply(e, msg, k, text, "audit log unavailable")
+		}
 		s.allowed.Add(1)
-		s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
+		if dec.Allow {
+			s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
+		} else {
+			s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
+		}
+		if k == consent.KindTool {
+			p.mu.Lock()
+			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now()}
+			p.mu.Unlock()
+		}
 		return relay.Verdict{}
 	}
-	if p.observe {
-		s.allowed.Add(1)
-		s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
-		return relay.Verdict{}
+	if typ == "request" {
+		typ = "request.denied"
 	}
+	p.d.audit.Append(s.record(typ, rec))
 	s.denied.Add(1)
 	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", e.Method, name, s.server, s.agent, s.user, dec.Reason)
 	if !p.ceiling(k, name) {
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
 	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason)
+	return p.denyReply(e, msg, k, text, dec.Reason)
+}
+
+func (p *sessionPolicy) denyReply(e *wire.Envelope, msg []byte, k consent.Kind, text, reason string) relay.Verdict {
 	var reply []byte
 	if k == consent.KindTool {
 		reply = toolError(e.ID.Of(msg), text)
 	} else {
 		reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, text, nil)
 	}
-	return relay.Verdict{Deny: true, Reply: reply, Reason: dec.Reason}
+	return relay.Verdict{Deny: true, Reply: reply, Reason: reason}
 }
 
 // toolError is a CallToolResult with isError: the model sees the reason.
@@ -171,6 +231,9 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	result := resultSpan.Of(whole)
 	var newResult []byte
 	switch request {
+	case "tools/call":
+		p.recordResult(e, msg, result)
+		return relay.Verdict{}
 	case "tools/list":
 		newResult = p.filterList(result, "tools", "name", consent.KindTool)
 	case "prompts/list":
@@ -221,6 +284,10 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		}
 	}
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
+	p.d.audit.AppendAsync(s.record(key+".list", audit.Record{"shown": nonNilStrings(shown), "hidden": nonNilStrings(hidden)}))
+	if k == consent.KindTool {
+		p.trackDefinitions(arr, items)
+	}
 	if len(hidden) == 0 {
 		return nil
 	}
@@ -260,4 +327,56 @@ func advertiseListChanged(result []byte) []byte {
 	members, _ := wire.Members(result)
 	newCaps, _ := json.Marshal(caps)
 	return wire.Splice(result, members["capabilities"], newCaps)
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// recordResult logs a tools/call response: size, isError, latency.
+func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
+	key := wire.IDKey(e.ID.Of(msg))
+	p.mu.Lock()
+	c, ok := p.calls[key]
+	delete(p.calls, key)
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	json.Unmarshal(result, &r)
+	lat := time.Since(c.start)
+	s := p.s
+	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
+	p.d.audit.AppendAsync(s.record("tool.result", audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
+		"is_error": r.IsError, "result_bytes": len(result), "latency_ms": float64(lat.Microseconds()) / 1000}))
+}
+
+// trackDefinitions notes each tool's definition and records changes
+// during the session (a server that rewrites a tool after it was shown).
+func (p *sessionPolicy) trackDefinitions(arr []byte, items []wire.Span) {
+	s := p.s
+	for _, it := range items {
+		item := it.Of(arr)
+		var named struct {
+			Name string `json:"name"`
+		}
+		json.Unmarshal(item, &named)
+		sum := sha256.Sum256(item)
+		digest := hex.EncodeToString(sum[:])
+		p.mu.Lock()
+		old, seen := p.defs[named.Name]
+		p.defs[named.Name] = digest
+		p.mu.Unlock()
+		if seen && old != digest {
+			s.log.Warn("tool definition changed during the session", "tool", named.Name)
+			p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
+			p.d.audit.AppendAsync(s.record("tool.changed", audit.Record{"tool": named.Name, "old_digest": old, "new_digest": digest}))
+		}
+	}
 }

@@ -11,8 +11,10 @@ import (
 	"testing"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/metrics"
 	"github.com/mcpcage/mcpcage/wire"
 )
 
@@ -27,7 +29,14 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	return &Daemon{cfg: cfg, consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler)}
+	dir := t.TempDir()
+	al, err := audit.Open(audit.Options{Path: filepath.Join(dir, "audit.jsonl"), HeadPath: filepath.Join(dir, "audit.head")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { al.Close() })
+	return &Daemon{cfg: cfg, consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
+		audit: al, metrics: metrics.New()}
 }
 
 const policyConfig = `
@@ -44,7 +53,8 @@ command = ["x"]
 
 func testPolicy(d *Daemon, server, agent string, observe bool) *sessionPolicy {
 	s := &session{id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
-	return &sessionPolicy{d: d, s: s, srv: d.cfg.Servers[server], agent: d.cfg.Agents[agent], observe: observe}
+	return &sessionPolicy{d: d, s: s, srv: d.cfg.Servers[server], agent: d.cfg.Agents[agent], observe: observe,
+		calls: map[string]callStart{}, defs: map[string]string{}}
 }
 
 func peek(t *testing.T, msg string) (*wire.Envelope, []byte) {

@@ -16,11 +16,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/egress"
 	"github.com/mcpcage/mcpcage/identity"
+	"github.com/mcpcage/mcpcage/metrics"
 	"github.com/mcpcage/mcpcage/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -89,9 +93,19 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	serverOutR, serverOutW := io.Pipe()
 	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
 
-	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.cfg.Agents[s.agent], observe: d.cfg.Decision(srv) == config.DecisionAllow}
+	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.cfg.Agents[s.agent], observe: d.cfg.Decision(srv) == config.DecisionAllow,
+		calls: map[string]callStart{}, defs: map[string]string{}}
+	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
+	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
 	s.relay = relay.New(relay.Options{
-		Inspector:       pol,
+		Inspector: pol,
+		OnMessage: func(dir relay.Direction, n int) {
+			msgs[dir].Inc()
+			bytesC[dir].Add(float64(n))
+		},
+		OnClaims: func(c relay.Claims) {
+			d.audit.AppendAsync(s.record("session.claims", audit.Record{"era": string(c.Era), "protocol_version": c.ProtocolVersion, "client_info": json.RawMessage(orNull(c.ClientInfo))}))
+		},
 		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
 		Logger:          s.log,
 		OnClientEOF:     func() { go s.stop() },
@@ -111,7 +125,23 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		policy, hosts, err = d.kernelPolicy(ctx, srv)
 	}
 	if err == nil {
+		// Nothing runs unrecorded: no audit, no session.
+		err = d.audit.Append(s.record("session.start", audit.Record{
+			"agent_detail": map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime},
+			"delegator":    map[string]any{"uid": peer.UID, "name": s.user},
+			"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
+				"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
+				"egress": srv.Egress, "deny_paths": srv.DenyPatterns()},
+			"enforcement":      d.enforcement(),
+			"default_decision": d.cfg.Decision(srv),
+		}))
+	}
+	if err == nil {
+		started := time.Now()
 		s.inst, err = d.launch(ctx, s, params, policy, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
+		if err == nil {
+			d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
+		}
 	}
 	if s.cgid != 0 {
 		defer d.unregisterKernel(s)
@@ -125,6 +155,10 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		s.log.Warn("server runs as root inside its sandbox (user = \"root\" in its config)")
 	}
 	go s.watchConsents(d)
+	d.metrics.SessionsTotal.WithLabelValues(srv.Name, metrics.Agent(s.agent)).Inc()
+	active := d.metrics.SessionsActive.WithLabelValues(srv.Name)
+	active.Inc()
+	defer active.Dec()
 	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
 		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids)
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
@@ -184,6 +218,11 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	b, _ := json.Marshal(exit)
 	_ = fw.Write(api.FrameExit, b)
+	st0 := &s.relay.Stats
+	d.audit.Append(s.record("session.end", audit.Record{"reason": exit.Reason, "exit_code": exit.Code, "error": exit.Error,
+		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
+		"messages_in": st0.Messages[relay.ClientToServer].Load(), "messages_out": st0.Messages[relay.ServerToClient].Load(),
+		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load()}))
 	if err := s.inst.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
 	}
@@ -344,4 +383,23 @@ func userName(uid uint32) string {
 		return u.Username
 	}
 	return "uid:" + strconv.FormatUint(uint64(uid), 10)
+}
+
+func orNull(b []byte) []byte {
+	if len(b) == 0 {
+		return []byte("null")
+	}
+	return b
+}
+
+func mountList(p sandbox.Params) []string {
+	var out []string
+	for _, m := range p.Mounts {
+		mode := "ro"
+		if m.Writable {
+			mode = "rw"
+		}
+		out = append(out, m.Source+":"+m.Target+":"+mode)
+	}
+	return out
 }

@@ -74,9 +74,13 @@ func (r *Relay) noteClaims(msg []byte, e *wire.Envelope) {
 
 func (r *Relay) setClaims(c Claims) {
 	r.claimsMu.Lock()
-	defer r.claimsMu.Unlock()
 	if c.ClientInfo != nil {
 		c.ClientInfo = append(json.RawMessage(nil), c.ClientInfo...)
 	}
+	first := r.claims.Era == EraUnknown
 	r.claims = c
+	r.claimsMu.Unlock()
+	if first && r.opts.OnClaims != nil {
+		r.opts.OnClaims(c)
+	}
 }

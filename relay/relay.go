@@ -24,6 +24,10 @@ type Options struct {
 	// OnClientEOF is called once when the client closes its side, after the
 	// server's stdin has been closed: the caller starts its stop ladder.
 	OnClientEOF func()
+	// OnMessage, when set, is called for every message with its size.
+	OnMessage func(d Direction, bytes int)
+	// OnClaims, when set, is called when the client's claims are first seen.
+	OnClaims func(Claims)
 }
 
 // Verdict is an Inspector's decision on one message (or batch element).
@@ -266,6 +270,9 @@ func (r *Relay) serverLoop(out io.Reader) {
 func (r *Relay) count(d Direction, msg []byte) {
 	r.Stats.Messages[d].Add(1)
 	r.Stats.Bytes[d].Add(int64(len(msg)))
+	if r.opts.OnMessage != nil {
+		r.opts.OnMessage(d, len(msg))
+	}
 }
 
 // head returns a short printable prefix of a message for logs.

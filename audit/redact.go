@@ -1,0 +1,141 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"regexp"
+	"strings"
+)
+
+// Argument modes ([daemon] audit_arguments).
+const (
+	ArgsDigest   = "digest"   // only the SHA-256 of the arguments
+	ArgsRedacted = "redacted" // secrets replaced, long strings truncated
+	ArgsFull     = "full"
+)
+
+// maxString is the longest string kept in redacted arguments.
+const maxString = 256
+
+var (
+	secretKey = regexp.MustCompile(`(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|auth|credential|cookie|session[_-]?id|bearer)`)
+	// Values that look like credentials whatever their key.
+	secretValue = regexp.MustCompile(`^(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|sk-[A-Za-z0-9_-]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*)$`)
+	digits      = regexp.MustCompile(`^[0-9][0-9 -]{11,22}[0-9]$`)
+)
+
+// Digest is the SHA-256 of a value's JSON encoding.
+func Digest(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Arguments renders call arguments for the audit per mode; secrets holds
+// values injected into servers, which never appear.
+func Arguments(args map[string]any, mode string, secrets []string) any {
+	switch mode {
+	case ArgsDigest:
+		return nil
+	case ArgsFull:
+		return scrubInjected(args, secrets)
+	}
+	return redact("", args, secrets)
+}
+
+func redact(key string, v any, secrets []string) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			if secretKey.MatchString(k) {
+				out[k] = "[redacted]"
+				continue
+			}
+			out[k] = redact(k, val, secrets)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = redact(key, val, secrets)
+		}
+		return out
+	case string:
+		if looksSecret(x, secrets) {
+			return "[redacted]"
+		}
+		if len(x) > maxString {
+			return x[:maxString] + "…[truncated " + itoa(len(x)) + " bytes]"
+		}
+		return x
+	}
+	return v
+}
+
+func looksSecret(s string, secrets []string) bool {
+	t := strings.TrimSpace(s)
+	if secretValue.MatchString(t) {
+		return true
+	}
+	if digits.MatchString(t) && luhn(t) {
+		return true // a card number
+	}
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			return true
+		}
+	}
+	return false
+}
+
+func luhn(s string) bool {
+	sum, n, double := 0, 0, false
+	for i := len(s) - 1; i >= 0; i-- {
+		c := s[i]
+		if c == ' ' || c == '-' {
+			continue
+		}
+		d := int(c - '0')
+		if double {
+			d *= 2
+			if d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+		double = !double
+		n++
+	}
+	return n >= 13 && n <= 19 && sum%10 == 0
+}
+
+func scrubInjected(v any, secrets []string) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			out[k] = scrubInjected(val, secrets)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = scrubInjected(val, secrets)
+		}
+		return out
+	case string:
+		for _, sec := range secrets {
+			if sec != "" && strings.Contains(x, sec) {
+				return "[redacted]"
+			}
+		}
+	}
+	return v
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

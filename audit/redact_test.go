@@ -1,0 +1,43 @@
+package audit
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestArguments(t *testing.T) {
+	args := map[string]any{
+		"repo":     "acme/web",
+		"token":    "abc",
+		"nested":   map[string]any{"Password": "hunter2", "note": "ghp_abcdefghijklmnopqrstuvwxyz0123"},
+		"card":     "4111 1111 1111 1111",
+		"notcard":  "1234 5678 9012 3456",
+		"jwt":      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+		"body":     strings.Repeat("a", 1000),
+		"injected": "prefix-s3cr3t-value-suffix",
+		"list":     []any{"sk-0123456789abcdefghijKLMN", 3},
+	}
+	out, _ := json.Marshal(Arguments(args, ArgsRedacted, []string{"s3cr3t-value"}))
+	s := string(out)
+	for _, leaked := range []string{"abc\"", "hunter2", "ghp_", "4111", "eyJhbGci", "s3cr3t", "sk-0123"} {
+		if strings.Contains(s, leaked) {
+			t.Errorf("redacted arguments leak %q: %s", leaked, s)
+		}
+	}
+	for _, kept := range []string{"acme/web", "1234 5678 9012 3456", "truncated 1000 bytes", "3"} {
+		if !strings.Contains(s, kept) {
+			t.Errorf("redacted arguments lost %q: %s", kept, s)
+		}
+	}
+	full, _ := json.Marshal(Arguments(args, ArgsFull, []string{"s3cr3t-value"}))
+	if strings.Contains(string(full), "s3cr3t") || !strings.Contains(string(full), "hunter2") {
+		t.Errorf("full mode: %s", full)
+	}
+	if Arguments(args, ArgsDigest, nil) != nil {
+		t.Error("digest mode kept arguments")
+	}
+	if d := Digest(map[string]any{"b": 1, "a": 2}); d != Digest(map[string]any{"a": 2, "b": 1}) || !strings.HasPrefix(d, "sha256:") {
+		t.Errorf("digest not canonical: %s", d)
+	}
+}

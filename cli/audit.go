@@ -1,0 +1,248 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/audit"
+	"github.com/mcpcage/mcpcage/config"
+)
+
+func auditCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
+	var q api.AuditQuery
+	var since, until string
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the audit log: sessions, tool calls with their decisions, and what the servers did",
+		Long: `Audit prints the records of mcpcaged's tamper-evident audit log, oldest
+first: sessions, each tools/call with its decision and the consent behind
+it, and under each call (indented) the files the server opened, the
+programs it ran and the connections it made while serving it.
+Users see their own records; root and the admin group see all.
+
+--since takes a duration back from now (1h, 30m, 2d) or a time;
+--until a time. --type takes a type or a prefix (tool, net, file).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if q.Since, err = timeArg(since); err != nil {
+				return err
+			}
+			if q.Until, err = timeArg(until); err != nil {
+				return err
+			}
+			c, err := api.Dial(api.SocketPath(*socket))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			r, err := c.Do(api.Request{Op: api.OpAudit, Audit: &q})
+			if err != nil {
+				return err
+			}
+			if !r.OK {
+				return errors.New(r.Error)
+			}
+			w := bufio.NewWriter(stdout)
+			defer w.Flush()
+			for {
+				t, payload, err := c.R.Next()
+				if err != nil {
+					return nil // the daemon closes the stream after the history (without --follow)
+				}
+				if t != api.FrameStdout {
+					continue
+				}
+				for _, line := range bytes.Split(bytes.TrimSpace(payload), []byte("\n")) {
+					if jsonOut {
+						w.Write(line)
+						w.WriteByte('\n')
+						continue
+					}
+					var rec map[string]any
+					if json.Unmarshal(line, &rec) == nil {
+						fmt.Fprintln(w, formatRecord(rec))
+					}
+				}
+				if q.Follow {
+					w.Flush()
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&q.Agent, "agent", "", "only this agent")
+	f.StringVar(&q.User, "user", "", "only this user (root and the admin group)")
+	f.StringVar(&q.Server, "server", "", "only this server")
+	f.StringVar(&q.Session, "session", "", "only this session")
+	f.StringVar(&q.Type, "type", "", "only this type or type prefix")
+	f.StringVar(&since, "since", "", "from (1h, 2d, or a time)")
+	f.StringVar(&until, "until", "", "until (a time)")
+	f.BoolVar(&q.Follow, "follow", false, "keep printing new records")
+	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines)")
+
+	verify := &cobra.Command{
+		Use:   "verify [FILE...]",
+		Short: "Check the audit log's hash chain: any edit, deletion, reordering or truncation fails",
+		Long: `Verify reads the audit log files (default: the configured audit_log and its
+rotated files, oldest first, checked against the chain head in state_dir)
+and exits non-zero naming the first bad record. It reads the files
+directly: run it as root.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files := args
+			var head *audit.Head
+			if len(files) == 0 {
+				path, explicit := config.ResolvePath("")
+				cfg, err := config.Load(path, explicit)
+				if err != nil {
+					return err
+				}
+				files = audit.Files(cfg.Daemon.AuditLog)
+				if len(files) == 0 {
+					return fmt.Errorf("no audit log at %s", cfg.Daemon.AuditLog)
+				}
+				if h, err := audit.ReadHead(filepath.Join(cfg.Daemon.StateDir, "audit.head")); err == nil {
+					head = &h
+				}
+			}
+			rep, err := audit.Verify(files, head)
+			if err != nil {
+				fmt.Fprintf(stderr, "mcpcage: audit log verification FAILED: %v\n", err)
+				return exitError(1)
+			}
+			note := ""
+			if rep.FirstSeq > 1 {
+				note = fmt.Sprintf(" (records before seq %d were rotated away)", rep.FirstSeq)
+			}
+			fmt.Fprintf(stdout, "audit log OK: %d records, seq %d to %d%s, head %s\n", rep.Records, rep.FirstSeq, rep.LastSeq, note, short(rep.Head))
+			return nil
+		},
+	}
+	cmd.AddCommand(verify)
+	return cmd
+}
+
+func short(h string) string {
+	if len(h) > 16 {
+		return h[:16] + "…"
+	}
+	return h
+}
+
+// timeArg turns "1h"/"2d" into a time that far back, and checks times.
+func timeArg(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err == nil {
+			return time.Now().Add(-time.Duration(days) * 24 * time.Hour).UTC().Format(time.RFC3339Nano), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d).UTC().Format(time.RFC3339Nano), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, time.RFC3339, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t.UTC().Format(time.RFC3339Nano), nil
+		}
+	}
+	return "", fmt.Errorf("%q: use a duration (1h, 2d) or a time (2026-11-25T10:00)", s)
+}
+
+// formatRecord renders one record on one line; kernel events are
+// indented under the calls they happened in.
+func formatRecord(r map[string]any) string {
+	str := func(k string) string {
+		if v, ok := r[k]; ok && v != nil {
+			switch x := v.(type) {
+			case string:
+				return x
+			default:
+				b, _ := json.Marshal(x)
+				return string(b)
+			}
+		}
+		return ""
+	}
+	ts := str("time")
+	if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+		ts = t.Local().Format("2006-01-02 15:04:05.000")
+	}
+	typ := str("type")
+	sess := str("session")
+	if len(sess) > 8 {
+		sess = sess[:8]
+	}
+	head := fmt.Sprintf("%s %-8s %-15s", ts, sess, typ)
+	indent := ""
+	var detail string
+	switch {
+	case strings.HasPrefix(typ, "session."):
+		detail = fmt.Sprintf("server=%s agent=%s user=%s instance=%s", str("server"), str("agent"), str("user"), str("agent_instance"))
+		if typ == "session.end" {
+			detail += fmt.Sprintf(" reason=%s exit=%s allowed=%s denied=%s", str("reason"), str("exit_code"), str("calls_allowed"), str("calls_denied"))
+		}
+	case typ == "tool.call":
+		detail = fmt.Sprintf("%s %s agent=%s user=%s", str("decision"), str("tool"), str("agent"), str("user"))
+		if c := str("consent"); c != "" {
+			detail += " consent=" + c
+		}
+		if why := str("reason"); why != "" {
+			detail += " reason=" + why
+		}
+		detail += " id=" + str("request_id")
+	case typ == "tool.result":
+		detail = fmt.Sprintf("%s id=%s error=%s %sB %sms", str("tool"), str("request_id"), str("is_error"), str("result_bytes"), str("latency_ms"))
+	case strings.HasPrefix(typ, "file.") || strings.HasPrefix(typ, "process.") || strings.HasPrefix(typ, "net."):
+		indent = "    "
+		detail = fmt.Sprintf("%s[%s] %s%s%s", str("comm"), str("pid"), str("path"), str("addr"), argv(r))
+		if a := str("action"); a != "" {
+			detail += " -> " + a + " (" + str("rule") + ")"
+		}
+		if calls := str("tool_calls"); calls != "" {
+			detail += " during " + calls
+		}
+	case strings.HasPrefix(typ, "consent."):
+		detail = fmt.Sprintf("%s agent=%s server=%s user=%s by=%s", str("consent"), str("agent"), str("server"), str("user"), str("by"))
+	default:
+		keys := make([]string, 0, len(r))
+		for k := range r {
+			switch k {
+			case "hash", "prev", "seq", "time", "type", "session", "agent_instance":
+				continue
+			}
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			detail += k + "=" + str(k) + " "
+		}
+	}
+	return indent + head + " " + strings.TrimSpace(detail)
+}
+
+func argv(r map[string]any) string {
+	a, ok := r["argv"].([]any)
+	if !ok || len(a) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, x := range a {
+		parts = append(parts, fmt.Sprint(x))
+	}
+	return " " + strings.Join(parts, " ")
+}

@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/audit"
+)
+
+// openAudit opens the audit log and wires it to metrics, followers and,
+// when asked, the journal.
+func (d *Daemon) openAudit() error {
+	cfg := d.cfg.Daemon
+	journalOn := cfg.AuditJournal && journal.Enabled()
+	if cfg.AuditJournal && !journalOn {
+		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
+	}
+	l, err := audit.Open(audit.Options{
+		Path:     cfg.AuditLog,
+		HeadPath: filepath.Join(cfg.StateDir, "audit.head"),
+		MaxSize:  int64(cfg.AuditMaxSize),
+		Keep:     cfg.AuditKeep,
+		Sync:     cfg.AuditSync,
+		Interval: time.Duration(cfg.AuditSyncInterval),
+		OnRecord: func(r audit.Record) {
+			t, _ := r["type"].(string)
+			d.metrics.AuditRecords.WithLabelValues(t).Inc()
+			d.auditFollowers.publish(r)
+			if journalOn {
+				sendJournal(r)
+			}
+		},
+		OnFailure: func(err error) {
+			d.metrics.AuditWriteErrors.Inc()
+			d.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", cfg.AuditLog)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("audit log %s: %w", cfg.AuditLog, err)
+	}
+	d.audit = l
+	return nil
+}
+
+// sendJournal copies a record to the journal with structured fields.
+func sendJournal(r audit.Record) {
+	vars := map[string]string{"SYSLOG_IDENTIFIER": "mcpcaged-audit"}
+	for k, v := range r {
+		key := "MCPCAGE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(k))
+		switch x := v.(type) {
+		case string:
+			vars[key] = x
+		default:
+			b, _ := json.Marshal(x)
+			vars[key] = string(b)
+		}
+	}
+	t, _ := r["type"].(string)
+	journal.Send("mcpcage audit: "+t, journal.PriInfo, vars)
+}
+
+// record builds a record with the session's who-and-what fields.
+func (s *session) record(typ string, fields audit.Record) audit.Record {
+	r := audit.Record{"type": typ, "session": s.id, "agent": s.agent, "agent_instance": s.agentP.Instance(), "user": s.user, "server": s.server}
+	for k, v := range fields {
+		r[k] = v
+	}
+	return r
+}
+
+// followers fans audit records out to `mcpcage audit --follow`.
+type followers struct {
+	mu   sync.Mutex
+	subs map[chan audit.Record]bool
+}
+
+func (f *followers) add() chan audit.Record {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.subs == nil {
+		f.subs = map[chan audit.Record]bool{}
+	}
+	ch := make(chan audit.Record, 4096)
+	f.subs[ch] = true
+	return ch
+}
+
+func (f *followers) remove(ch chan audit.Record) {
+	f.mu.Lock()
+	delete(f.subs, ch)
+	f.mu.Unlock()
+}
+
+func (f *followers) publish(r audit.Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.subs {
+		select {
+		case ch <- r:
+		default:
+		}
+	}
+}
+
+// auditQuery streams the records matching req to the caller, then, with
+// req.All ("follow"), new ones until the caller goes away. Users see their
+// own records; root and the admin group see all.
+func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, q *api.AuditQuery) {
+	if q == nil {
+		q = &api.AuditQuery{}
+	}
+	if !d.isAdmin(peer) {
+		q.User = userName(peer.UID)
+	}
+	match := func(r map[string]any) bool {
+		for k, want := range map[string]string{"agent": q.Agent, "user": q.User, "server": q.Server, "session": q.Session} {
+			if want != "" && r[k] != want {
+				return false
+			}
+		}
+		if q.Type != "" {
+			t, _ := r["type"].(string)
+			if t != q.Type && !strings.HasPrefix(t, q.Type+".") {
+				return false
+			}
+		}
+		if q.Since != "" || q.Until != "" {
+			ts, _ := r["time"].(string)
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				return false
+			}
+			if since, err := time.Parse(time.RFC3339Nano, q.Since); err == nil && t.Before(since) {
+				return false
+			}
+			if until, err := time.Parse(time.RFC3339Nano, q.Until); err == nil && t.After(until) {
+				return false
+			}
+		}
+		return true
+	}
+	var follow chan audit.Record
+	if q.Follow {
+		follow = d.auditFollowers.add()
+		defer d.auditFollowers.remove(follow)
+	}
+	reply(fw, api.Reply{OK: true}, d.log)
+	var lastSeq float64
+	for _, path := range audit.Files(d.cfg.Daemon.AuditLog) {
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			var r map[string]any
+			if json.Unmarshal(sc.Bytes(), &r) != nil {
+				continue
+			}
+			if s, ok := r["seq"].(float64); ok {
+				lastSeq = s
+			}
+			if match(r) {
+				if fw.Write(api.FrameStdout, append(append([]byte(nil), sc.Bytes()...), '\n')) != nil {
+					f.Close()
+					return
+				}
+			}
+		}
+		f.Close()
+	}
+	if follow == nil {
+		return
+	}
+	for {
+		select {
+		case r := <-follow:
+			b, _ := json.Marshal(map[string]any(r))
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			if s, ok := m["seq"].(float64); ok && s <= lastSeq {
+				continue
+			}
+			if match(m) {
+				if fw.Write(api.FrameStdout, append(b, '\n')) != nil {
+					return
+				}
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// secretValues are the values of the secret store, which must never reach
+// the audit log even inside tool arguments.
+func (d *Daemon) secretValues() []string {
+	if d.secrets == nil {
+		return nil
+	}
+	if p := d.secretCache.Load(); p != nil {
+		return *p
+	}
+	names, _ := d.secrets.Names()
+	var out []string
+	for _, n := range names {
+		if v, err := d.secrets.Get(n); err == nil && len(v) >= 4 {
+			out = append(out, v)
+		}
+	}
+	d.secretCache.Store(&out)
+	return out
+}

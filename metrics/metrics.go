@@ -1,0 +1,139 @@
+// Package metrics defines mcpcaged's Prometheus metrics and keeps their
+// label sets bounded: agents are registered names or "unknown"; tool names
+// are capped per server (the rest count under "other"), so a hostile
+// server that invents tool names cannot blow up the time series.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MaxToolsPerServer bounds the tool label per server.
+const MaxToolsPerServer = 100
+
+// Metrics are mcpcaged's collectors.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	SessionsActive         *prometheus.GaugeVec
+	SessionsTotal          *prometheus.CounterVec
+	ToolCalls              *prometheus.CounterVec
+	ToolCallDuration       *prometheus.HistogramVec
+	Messages               *prometheus.CounterVec
+	MessageBytes           *prometheus.CounterVec
+	KernelEvents           *prometheus.CounterVec
+	KernelDenied           *prometheus.CounterVec
+	KernelEventsLost       prometheus.Counter
+	SandboxStart           prometheus.Histogram
+	ConsentsActive         prometheus.Gauge
+	ConsentPrompts         *prometheus.CounterVec
+	AuditRecords           *prometheus.CounterVec
+	AuditWriteErrors       prometheus.Counter
+	BuildInfo              *prometheus.GaugeVec
+	ToolDefinitionsChanged *prometheus.CounterVec
+
+	mu    sync.Mutex
+	tools map[string]map[string]bool
+}
+
+// New registers every collector (and the Go and process collectors).
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{Registry: r, tools: map[string]map[string]bool{}}
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m.SessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_sessions_active", Help: "Live sessions."}, []string{"server"})
+	m.SessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_sessions_total", Help: "Sessions started."}, []string{"server", "agent"})
+	m.ToolCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_calls_total", Help: "tools/call requests by decision (allow, deny, observe)."}, []string{"server", "agent", "tool", "decision"})
+	m.ToolCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mcpcage_tool_call_duration_seconds", Help: "tools/call latency through mcpcage, request to response.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"server", "tool"})
+	m.Messages = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_messages_total", Help: "JSON-RPC messages relayed."}, []string{"server", "direction"})
+	m.MessageBytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_message_bytes_total", Help: "JSON-RPC bytes relayed."}, []string{"server", "direction"})
+	m.KernelEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_kernel_events_total", Help: "Kernel events of sessions by kind."}, []string{"server", "agent", "kind"})
+	m.KernelDenied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_kernel_denied_total", Help: "Operations denied in the kernel (net.denied, file.denied)."}, []string{"server", "agent", "kind"})
+	m.KernelEventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_kernel_events_lost_total", Help: "Kernel events lost to a full ring buffer or throttled."})
+	m.SandboxStart = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mcpcage_sandbox_start_seconds", Help: "Time to create and start a sandbox.", Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 12)})
+	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Active consent records."})
+	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "In-band consent prompts by result."}, []string{"result"})
+	m.AuditRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_total", Help: "Audit records written by type."}, []string{"type"})
+	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
+	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
+	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
+	for _, c := range []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
+		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
+		m.AuditWriteErrors, m.BuildInfo, m.ToolDefinitionsChanged,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	// Pre-create the prompt results so alerts see zeros.
+	for _, res := range []string{"accepted", "declined", "timeout"} {
+		m.ConsentPrompts.WithLabelValues(res)
+	}
+	return m
+}
+
+// Agent maps an agent name to its label: registered names, else "unknown".
+func Agent(name string) string {
+	if name == "" || strings.HasPrefix(name, "exe:") {
+		return "unknown"
+	}
+	return name
+}
+
+// Tool maps a tool name to its label, capped per server.
+func (m *Metrics) Tool(server, tool string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	set := m.tools[server]
+	if set == nil {
+		set = map[string]bool{}
+		m.tools[server] = set
+	}
+	if set[tool] {
+		return tool
+	}
+	if len(set) >= MaxToolsPerServer || len(tool) > 128 {
+		return "other"
+	}
+	set[tool] = true
+	return tool
+}
+
+// Serve exposes /metrics on addr (host:port or a unix socket path) until
+// ctx ends.
+func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
+	network := "tcp"
+	if strings.HasPrefix(addr, "/") {
+		network = "unix"
+		os.Remove(addr)
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err
+		}
+	}()
+	return ln.Addr(), nil
+}

@@ -1,0 +1,27 @@
+package metrics
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestToolLabelsAreBounded(t *testing.T) {
+	m := New()
+	for i := 0; i < 10000; i++ {
+		m.ToolCalls.WithLabelValues("s", Agent("exe:/x"), m.Tool("s", fmt.Sprintf("tool-%d", i)), "allow").Inc()
+	}
+	if n := testutil.CollectAndCount(m.ToolCalls); n != MaxToolsPerServer+1 {
+		t.Fatalf("%d series after 10000 tool names, want %d", n, MaxToolsPerServer+1)
+	}
+	if got := testutil.ToFloat64(m.ToolCalls.WithLabelValues("s", "unknown", "other", "allow")); got != 10000-MaxToolsPerServer {
+		t.Fatalf("other = %v", got)
+	}
+	if m.Tool("s", "tool-5") != "tool-5" || m.Tool("t", "tool-5") != "tool-5" {
+		t.Fatal("known tools must keep their label; caps are per server")
+	}
+	if Agent("claude-desktop") != "claude-desktop" || Agent("exe:/usr/bin/x") != "unknown" {
+		t.Fatal("agent labels")
+	}
+}
