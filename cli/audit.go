@@ -57,29 +57,45 @@ Users see their own records; root and the admin group see all.
 			}
 			w := bufio.NewWriter(stdout)
 			defer w.Flush()
+			// The history is shown in time order: kernel events reach the log
+			// a little after the calls they belong to, and sort back under
+			// them by the kernel's own timestamps.
+			var history []json.RawMessage
+			printLine := func(line []byte) {
+				if jsonOut {
+					w.Write(line)
+					w.WriteByte('\n')
+					return
+				}
+				var rec map[string]any
+				if json.Unmarshal(line, &rec) == nil {
+					fmt.Fprintln(w, formatRecord(rec))
+				}
+			}
 			for {
 				t, payload, err := c.R.Next()
 				if err != nil {
-					return nil // the daemon closes the stream after the history (without --follow)
+					break // the daemon closes the stream after the history (without --follow)
 				}
 				if t != api.FrameStdout {
 					continue
 				}
 				for _, line := range bytes.Split(bytes.TrimSpace(payload), []byte("\n")) {
-					if jsonOut {
-						w.Write(line)
-						w.WriteByte('\n')
-						continue
-					}
-					var rec map[string]any
-					if json.Unmarshal(line, &rec) == nil {
-						fmt.Fprintln(w, formatRecord(rec))
+					if q.Follow {
+						printLine(line)
+					} else {
+						history = append(history, append(json.RawMessage(nil), line...))
 					}
 				}
 				if q.Follow {
 					w.Flush()
 				}
 			}
+			sort.SliceStable(history, func(i, j int) bool { return recordTime(history[i]) < recordTime(history[j]) })
+			for _, line := range history {
+				printLine(line)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -245,4 +261,15 @@ func argv(r map[string]any) string {
 		parts = append(parts, fmt.Sprint(x))
 	}
 	return " " + strings.Join(parts, " ")
+}
+
+func recordTime(line []byte) string {
+	var r struct {
+		Time string `json:"time"`
+	}
+	json.Unmarshal(line, &r)
+	if t, err := time.Parse(time.RFC3339Nano, r.Time); err == nil {
+		return t.UTC().Format("2006-01-02T15:04:05.000000000")
+	}
+	return r.Time
 }

@@ -94,15 +94,23 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		ks.Sessions, ks.EgressEntries, ks.DenyEntries = d.cage.Counts()
 		ks.LostRingbuf, ks.LostThrottled, _ = d.cage.Lost()
 	}
+	auditErr := ""
+	if err := d.audit.Healthy(); err != nil {
+		auditErr = err.Error()
+	}
 	return api.Status{
-		Kernel:      ks,
-		Version:     Version,
-		Uptime:      time.Since(d.started).Round(time.Second).String(),
-		Containerd:  cd,
-		Sessions:    d.SessionCount(),
-		Servers:     d.cfg.ServerNames(),
-		ConfigPath:  d.cfg.Path,
-		Enforcement: d.enforcement(),
+		AuditLog:     d.cfg.Daemon.AuditLog,
+		AuditRecords: d.audit.Count(),
+		AuditError:   auditErr,
+		Metrics:      d.metricsAddr,
+		Kernel:       ks,
+		Version:      Version,
+		Uptime:       time.Since(d.started).Round(time.Second).String(),
+		Containerd:   cd,
+		Sessions:     d.SessionCount(),
+		Servers:      d.cfg.ServerNames(),
+		ConfigPath:   d.cfg.Path,
+		Enforcement:  d.enforcement(),
 	}
 }
 

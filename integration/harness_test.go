@@ -154,9 +154,11 @@ containerd_address = %q
 containerd_namespace = %q
 stop_timeout = "1s"
 log_level = "debug"
-audit_log = %q
 metrics_address = "127.0.0.1:0"
-`, d.socket, filepath.Join(dir, "state"), env.containerd, d.namespace, filepath.Join(dir, "log", "audit.jsonl"))
+`, d.socket, filepath.Join(dir, "state"), env.containerd, d.namespace)
+	if !strings.Contains(extra, "audit_log") {
+		daemonSection += fmt.Sprintf("audit_log = %q\n", filepath.Join(dir, "log", "audit.jsonl"))
+	}
 	if !strings.Contains(extra, "default_decision") {
 		// Tests of other layers run in observe mode; consent tests say "deny".
 		daemonSection += "default_decision = \"allow\"\n"

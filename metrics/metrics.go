@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +46,27 @@ type Metrics struct {
 
 	mu    sync.Mutex
 	tools map[string]map[string]bool
+	own   []prometheus.Collector
+}
+
+// Names lists the fully qualified names of mcpcage's own metrics, whether
+// or not they have series yet.
+func (m *Metrics) Names() []string {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range m.own {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var out []string
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range ch {
+		if sm := re.FindStringSubmatch(d.String()); sm != nil {
+			out = append(out, sm[1])
+		}
+	}
+	return out
 }
 
 // New registers every collector (and the Go and process collectors).
@@ -69,10 +91,10 @@ func New() *Metrics {
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
-	for _, c := range []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
+	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
-		m.AuditWriteErrors, m.BuildInfo, m.ToolDefinitionsChanged,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		m.AuditWriteErrors, m.BuildInfo, m.ToolDefinitionsChanged}
+	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}
 	// Pre-create the prompt results so alerts see zeros.

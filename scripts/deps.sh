@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mcpcage's build, run and tests need and is missing, as root
 # on Debian: containerd, runc, ctr (package containerd), clang, llvm and
-# libbpf-dev (eBPF objects), Node.js and the official MCP reference servers
+# libbpf-dev (eBPF objects), prometheus (promtool, rule tests), Node.js and the official MCP reference servers
 # from npm. Without root it only reports.
 set -euo pipefail
 
@@ -14,6 +14,8 @@ command -v npm >/dev/null || missing_pkgs+=(npm)
 command -v clang >/dev/null || missing_pkgs+=(clang)
 command -v llvm-strip >/dev/null || missing_pkgs+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing_pkgs+=(libbpf-dev)
+# Tests load the alert rules with promtool and run a real Prometheus.
+command -v promtool >/dev/null || missing_pkgs+=(prometheus)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -29,8 +30,21 @@ func main() {
 	text := mcp.NewToolResultText
 	fail := func(err error) (*mcp.CallToolResult, error) { return mcp.NewToolResultError(err.Error()), nil }
 
+	// With $TESTSERVER_CALL_LOG set, every echo is appended (and synced)
+	// to that file before it is answered: tests compare it with the audit.
+	var callLog *os.File
+	if p := os.Getenv("TESTSERVER_CALL_LOG"); p != "" {
+		callLog, _ = os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	}
+	var callLogMu sync.Mutex
 	add(mcp.NewTool("echo", mcp.WithDescription("Echo the text back"), mcp.WithString("text", mcp.Required())),
 		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if callLog != nil {
+				callLogMu.Lock()
+				callLog.WriteString(r.GetString("text", "") + "\n")
+				callLog.Sync()
+				callLogMu.Unlock()
+			}
 			return text(r.GetString("text", "")), nil
 		})
 	add(mcp.NewTool("read_file", mcp.WithDescription("Read a file"), mcp.WithString("path", mcp.Required())),

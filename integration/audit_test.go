@@ -1,0 +1,270 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// auditRecords reads the daemon's audit log files directly.
+func (d *daemon) auditRecords(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		must(t, err, "read audit")
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func TestAuditStory(t *testing.T) {
+	d := consentDaemon(t, "")
+	id := strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "read_file", "--tool", "echo"))
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
+	callText(t, c, "env", map[string]any{"name": "HOME"}) // denied
+	callText(t, c, "echo", map[string]any{"text": "tok", "password": "hunter2"})
+	time.Sleep(300 * time.Millisecond) // kernel events arrive within 100 ms
+	c.Close()
+	c.shimExit(t)
+	d.waitLog(`msg="session ended"`)
+
+	human := d.mustCLI(t, "audit", "--agent", "itest", "--since", "1h")
+	wantInOrder := []string{"session.start", "tools.list", "tool.call", "allow read_file", "consent=" + id, "file.open", "/etc/hostname", "deny env", "session.end"}
+	pos := 0
+	for _, w := range wantInOrder {
+		i := strings.Index(human[pos:], w)
+		if i < 0 {
+			t.Fatalf("audit output lacks %q after position %d:\n%s", w, pos, human)
+		}
+		pos += i
+	}
+	if !regexp.MustCompile(`(?m)^    .*file\.open.*/etc/hostname.*during \[`).MatchString(human) {
+		t.Fatalf("the server's file open is not indented under its call:\n%s", human)
+	}
+	recs := d.auditRecords(t)
+	var sawStart, sawList bool
+	for _, r := range recs {
+		switch r["type"] {
+		case "session.start":
+			sawStart = true
+			if r["agent"] != "itest" || r["user"] != "root" || r["agent_instance"] == "" || r["sandbox"] == nil || r["enforcement"] == nil {
+				t.Errorf("session.start lacks identity or sandbox: %v", r)
+			}
+		case "tools.list":
+			sawList = true
+			if hidden, _ := r["hidden"].([]any); len(hidden) == 0 {
+				t.Errorf("tools.list does not record what was hidden: %v", r)
+			}
+		case "tool.call":
+			if b, _ := json.Marshal(r); strings.Contains(string(b), "hunter2") {
+				t.Errorf("a password reached the audit log: %s", b)
+			}
+		}
+	}
+	if !sawStart || !sawList {
+		t.Fatalf("records: start %v list %v", sawStart, sawList)
+	}
+	// verify passes, via the daemon's own configuration (files and head).
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "audit log OK") {
+		t.Fatalf("verify: %v %s", err, out)
+	}
+	// Edit one record: verify names it.
+	d.stop()
+	path := filepath.Join(d.dir, "log", "audit.jsonl")
+	b, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(b), `"decision":"deny"`, `"decision":"allow"`, 1)), 0o600)
+	cmd = exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "does not match its hash") || !strings.Contains(string(out), "record seq") {
+		t.Fatalf("verify after an edit: %v %s", err, out)
+	}
+}
+
+func TestAuditSurvivesSIGKILLMidBurst(t *testing.T) {
+	setup(t)
+	work := t.TempDir()
+	must(t, os.Chmod(work, 0o777), "chmod")
+	callLog := filepath.Join(work, "calls.log")
+	d := startDaemon(t, fmt.Sprintf("[servers.logged]\ncommand = [%q]\nenv = { TESTSERVER_CALL_LOG = \"/work/calls.log\" }\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(env.bin, "testserver"), work))
+	clients := []*mcpClient{d.connect(t, "logged", mcp.ProtocolVersion20251125), d.connect(t, "logged", mcp.ProtocolVersion20251125)}
+	stop := make(chan struct{})
+	var group sync.WaitGroup
+	for ci, c := range clients {
+		group.Add(1)
+		go func() {
+			defer group.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := c.CallTool(ctxT(t, 10*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": fmt.Sprintf("burst-%d-%d", ci, i)}}})
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	d.cmd.Process.Kill() // SIGKILL in the middle of the burst
+	<-d.exited
+	close(stop)
+	group.Wait()
+	received, err := os.ReadFile(callLog)
+	must(t, err, "server call log")
+	audited := map[string]bool{}
+	for _, r := range d.auditRecords(t) {
+		if r["type"] == "tool.call" {
+			if args, ok := r["arguments"].(map[string]any); ok {
+				audited[fmt.Sprint(args["text"])] = true
+			}
+		}
+	}
+	lines := strings.Fields(string(received))
+	if len(lines) < 20 {
+		t.Fatalf("only %d calls reached the server before the kill", len(lines))
+	}
+	for _, text := range lines {
+		if !audited[text] {
+			t.Fatalf("the server received %q but the audit log has no tool.call for it (%d received, %d audited)", text, len(lines), len(audited))
+		}
+	}
+	// The chain is intact after the crash.
+	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
+	out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"audit", "verify"}, files...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("verify after SIGKILL: %v %s", err, out)
+	}
+}
+
+func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
+	setup(t)
+	logDir := t.TempDir()
+	must(t, syscall.Mount("tmpfs", logDir, "tmpfs", 0, "size=256k"), "mount a small tmpfs for the audit log")
+	defer syscall.Unmount(logDir, syscall.MNT_DETACH)
+	d := startDaemon(t, fmt.Sprintf("[daemon]\naudit_log = %q\n", filepath.Join(logDir, "audit.jsonl")))
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "before"}); isErr || got != "before" {
+		t.Fatalf("before the disk fills: %q", got)
+	}
+	filler := filepath.Join(logDir, "filler")
+	f, _ := os.Create(filler)
+	f.Write(make([]byte, 1<<20)) // fills the tmpfs; the write stops at the limit
+	f.Close()
+	// The file's last page may still have room for a record or two.
+	denied := ""
+	for i := 0; i < 200 && denied == ""; i++ {
+		if got, isErr := callText(t, c, "echo", map[string]any{"text": fmt.Sprintf("fill-%d-%s", i, strings.Repeat("y", 200))}); isErr {
+			denied = got
+		}
+	}
+	if !strings.Contains(denied, "could not record this tools/call in its audit log") {
+		t.Fatalf("with the audit disk full no call failed closed (last denial %.200q)", denied)
+	}
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	if st.AuditError == "" {
+		t.Fatal("status does not show the failing audit log")
+	}
+	if m := scrape(t, st.Metrics); !strings.Contains(m, "mcpcage_audit_write_errors_total") || strings.Contains(m, "mcpcage_audit_write_errors_total 0\n") {
+		t.Fatalf("metrics do not count the audit failure")
+	}
+	d.waitLog("AUDIT LOG WRITE FAILED")
+	os.Remove(filler)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "after"}); isErr || got != "after" {
+		t.Fatalf("after freeing space: %q", got)
+	}
+	files, _ := filepath.Glob(filepath.Join(logDir, "audit.jsonl*"))
+	if out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"audit", "verify"}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("the chain did not resume cleanly: %v %s", err, out)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	must(t, err, "scrape")
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), series+" ") {
+			v, err := strconv.ParseFloat(strings.TrimPrefix(sc.Text(), series+" "), 64)
+			must(t, err, "parse %s", sc.Text())
+			return v
+		}
+	}
+	return 0
+}
+
+func TestMetricsMove(t *testing.T) {
+	d := consentDaemon(t, "")
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	allow := `mcpcage_tool_calls_total{agent="itest",decision="allow",server="test",tool="echo"}`
+	deny := `mcpcage_tool_calls_total{agent="itest",decision="deny",server="test",tool="env"}`
+	before := scrape(t, st.Metrics)
+	for i := 0; i < 3; i++ {
+		callText(t, c, "echo", map[string]any{"text": "m"})
+	}
+	callText(t, c, "env", map[string]any{"name": "X"})
+	after := scrape(t, st.Metrics)
+	if metricValue(t, after, allow)-metricValue(t, before, allow) != 3 || metricValue(t, after, deny)-metricValue(t, before, deny) != 1 {
+		t.Fatalf("tool call counters did not move as expected:\n%s", grepLines(after, "mcpcage_tool_calls_total"))
+	}
+	for _, series := range []string{`mcpcage_sessions_active{server="test"} 1`, `mcpcage_consents_active 1`, `mcpcage_sessions_total{agent="itest",server="test"} 1`,
+		`mcpcage_tool_call_duration_seconds_count{server="test",tool="echo"} 3`, "mcpcage_build_info{", "go_goroutines", "process_cpu_seconds_total",
+		`mcpcage_audit_records_total{type="tool.call"}`, `mcpcage_messages_total{direction="client_to_server",server="test"}`} {
+		if !strings.Contains(after, series) {
+			t.Errorf("metrics lack %s", series)
+		}
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
