@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -204,5 +205,20 @@ func TestFullDiskFailsAndRecovers(t *testing.T) {
 	}
 	if r, err := verifyDir(dir); err != nil || r.Records != n+1 {
 		t.Fatalf("verify after recovery = %+v, %v (wrote %d)", r, err, n+1)
+	}
+}
+
+func TestBatchModeWritesAndVerifies(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{Sync: "batch", Interval: 20 * time.Millisecond})
+	writeN(t, l, 25)
+	time.Sleep(60 * time.Millisecond) // an interval's fsync and head update
+	h, err := ReadHead(filepath.Join(dir, "audit.head"))
+	if err != nil || h.Seq != 25 {
+		t.Fatalf("head after the batch interval = %+v, %v", h, err)
+	}
+	l.Close()
+	if r, err := verifyDir(dir); err != nil || r.Records != 25 {
+		t.Fatalf("verify = %+v, %v", r, err)
 	}
 }
