@@ -20,7 +20,7 @@ import (
 // openAudit opens the audit log and wires it to metrics, followers and,
 // when asked, the journal.
 func (d *Daemon) openAudit() error {
-	cfg := d.cfg.Daemon
+	cfg := d.conf().Daemon
 	journalOn := cfg.AuditJournal && journal.Enabled()
 	if cfg.AuditJournal && !journalOn {
 		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
@@ -156,7 +156,7 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 	}
 	reply(fw, api.Reply{OK: true}, d.log)
 	var lastSeq float64
-	for _, path := range audit.Files(d.cfg.Daemon.AuditLog) {
+	for _, path := range audit.Files(d.conf().Daemon.AuditLog) {
 		f, err := os.Open(path)
 		if err != nil {
 			continue

@@ -86,11 +86,11 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if v, err := d.launcher.Version(ctx); err != nil {
 		cd = "unreachable: " + err.Error()
 	} else {
-		cd = "connected (containerd " + v + ", namespace " + d.cfg.Daemon.ContainerdNamespace + ")"
+		cd = "connected (containerd " + v + ", namespace " + d.conf().Daemon.ContainerdNamespace + ")"
 	}
 	var ks *api.KernelStatus
 	if d.cage != nil {
-		ks = &api.KernelStatus{CgroupParent: filepath.Join(d.cgroupRoot, d.cfg.Daemon.ContainerdNamespace)}
+		ks = &api.KernelStatus{CgroupParent: filepath.Join(d.cgroupRoot, d.conf().Daemon.ContainerdNamespace)}
 		ks.Sessions, ks.EgressEntries, ks.DenyEntries = d.cage.Counts()
 		ks.LostRingbuf, ks.LostThrottled, _ = d.cage.Lost()
 	}
@@ -99,7 +99,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		auditErr = err.Error()
 	}
 	return api.Status{
-		AuditLog:     d.cfg.Daemon.AuditLog,
+		AuditLog:     d.conf().Daemon.AuditLog,
 		AuditRecords: d.audit.Count(),
 		AuditError:   auditErr,
 		Metrics:      d.metricsAddr,
@@ -108,16 +108,16 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		Uptime:       time.Since(d.started).Round(time.Second).String(),
 		Containerd:   cd,
 		Sessions:     d.SessionCount(),
-		Servers:      d.cfg.ServerNames(),
-		ConfigPath:   d.cfg.Path,
+		Servers:      d.conf().ServerNames(),
+		ConfigPath:   d.conf().Path,
 		Enforcement:  d.enforcement(),
 	}
 }
 
 func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 	var out []api.ServerInfo
-	for _, name := range d.cfg.ServerNames() {
-		s := d.cfg.Servers[name]
+	for _, name := range d.conf().ServerNames() {
+		s := d.conf().Servers[name]
 		info := api.ServerInfo{Name: name, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
 		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
@@ -145,9 +145,9 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 // serverSpec answers with the OCI spec a session of the caller would get,
 // secrets shown by reference only.
 func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *slog.Logger) {
-	srv, ok := d.cfg.Servers[name]
+	srv, ok := d.conf().Servers[name]
 	if !ok {
-		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.cfg.ServerNames())}, log)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.conf().ServerNames())}, log)
 		return
 	}
 	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{})

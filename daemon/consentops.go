@@ -21,10 +21,10 @@ func (d *Daemon) isAdmin(peer Peer) bool {
 	if peer.UID == 0 {
 		return true
 	}
-	if d.cfg.Daemon.AdminGroup == "" {
+	if d.conf().Daemon.AdminGroup == "" {
 		return false
 	}
-	g, err := user.LookupGroup(d.cfg.Daemon.AdminGroup)
+	g, err := user.LookupGroup(d.conf().Daemon.AdminGroup)
 	if err != nil {
 		return false
 	}
@@ -80,11 +80,11 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		}
 		target = g.User
 	}
-	if _, ok := d.cfg.Servers[g.Server]; !ok {
-		return nil, errors.New(unknownServer(g.Server, d.cfg.ServerNames()))
+	if _, ok := d.conf().Servers[g.Server]; !ok {
+		return nil, errors.New(unknownServer(g.Server, d.conf().ServerNames()))
 	}
-	if _, ok := d.cfg.Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") {
-		names := sortedKeys2(d.cfg.Agents)
+	if _, ok := d.conf().Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") {
+		names := sortedKeys2(d.conf().Agents)
 		return nil, fmt.Errorf("no agent named %q: use a registered agent (%s) or exe:/path/to/program", g.Agent, strings.Join(names, ", "))
 	}
 	if len(g.Tools)+len(g.Resources)+len(g.Prompts) == 0 {

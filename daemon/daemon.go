@@ -32,7 +32,7 @@ var Version = "dev"
 
 // Daemon is a running mcpcaged.
 type Daemon struct {
-	cfg      *config.Config
+	cfg      atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
 	log      *slog.Logger
 	launcher *sandbox.Launcher
 	hostView *sandbox.HostView
@@ -65,7 +65,8 @@ type Daemon struct {
 // New prepares a daemon: it connects to containerd, removes what a crashed
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New()}
+	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New()}
+	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}
@@ -117,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 // Serve accepts connections on ln until ctx is cancelled, then ends every
 // session and returns nil.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
-	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.cfg.ServerNames(), "version", Version)
+	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -181,7 +182,7 @@ func (d *Daemon) shutdown() {
 
 // setupLandlock probes the kernel and finds mcpcage-init.
 func (d *Daemon) setupLandlock() error {
-	mode := d.cfg.Daemon.Landlock
+	mode := d.conf().Daemon.Landlock
 	d.landlockABI = landlock.ABI()
 	if mode == "off" {
 		d.log.Info("landlock disabled by configuration")
@@ -194,7 +195,7 @@ func (d *Daemon) setupLandlock() error {
 		d.log.Warn("kernel has no Landlock: sandboxes run without it")
 		return nil
 	}
-	path := d.cfg.Daemon.InitPath
+	path := d.conf().Daemon.InitPath
 	if path == "" {
 		if exe, err := os.Executable(); err == nil {
 			path = filepath.Join(filepath.Dir(exe), "mcpcage-init")
@@ -220,7 +221,7 @@ func (d *Daemon) enforcement() map[string]string {
 		ll = fmt.Sprintf("enforced (ABI %d)", d.landlockABI)
 	case d.landlockABI > 0:
 		ll = fmt.Sprintf("available (ABI %d), not used", d.landlockABI)
-	case d.cfg.Daemon.Landlock != "off":
+	case d.conf().Daemon.Landlock != "off":
 		ll = "unavailable in this kernel"
 	}
 	network, files := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr
@@ -281,8 +282,8 @@ func (d *Daemon) SessionCount() int {
 // agentRules turns [agents.*] into identity rules.
 func (d *Daemon) agentRules() []identity.Rule {
 	var rules []identity.Rule
-	for _, name := range sortedKeys2(d.cfg.Agents) {
-		a := d.cfg.Agents[name]
+	for _, name := range sortedKeys2(d.conf().Agents) {
+		a := d.conf().Agents[name]
 		r := identity.Rule{Name: name, Exe: a.Exe, SHA256: a.SHA256}
 		for _, u := range a.UIDs {
 			r.UIDs = append(r.UIDs, uint32(u))
@@ -333,14 +334,17 @@ func (d *Daemon) updateConsentGauge() {
 
 // ServeMetrics starts the Prometheus listener when one is configured.
 func (d *Daemon) ServeMetrics(ctx context.Context) error {
-	if d.cfg.Daemon.MetricsAddress == "" {
+	if d.conf().Daemon.MetricsAddress == "" {
 		return nil
 	}
-	addr, err := d.metrics.Serve(ctx, d.cfg.Daemon.MetricsAddress)
+	addr, err := d.metrics.Serve(ctx, d.conf().Daemon.MetricsAddress)
 	if err != nil {
-		return fmt.Errorf("metrics listener on %s: %w (set [daemon] metrics_address, or \"\" to disable)", d.cfg.Daemon.MetricsAddress, err)
+		return fmt.Errorf("metrics listener on %s: %w (set [daemon] metrics_address, or \"\" to disable)", d.conf().Daemon.MetricsAddress, err)
 	}
 	d.metricsAddr = addr.String()
 	d.log.Info("metrics listening", "address", d.metricsAddr)
 	return nil
 }
+
+// conf returns the configuration in force.
+func (d *Daemon) conf() *config.Config { return d.cfg.Load() }

@@ -33,8 +33,8 @@ func (d *Daemon) setupEBPF() {
 	}
 	root := probe.CgroupV2Root()
 	cage, err := bpf.Load(bpf.Options{
-		CgroupParent: filepath.Join(root, d.cfg.Daemon.ContainerdNamespace),
-		PinDir:       filepath.Join("/sys/fs/bpf/mcpcage", d.cfg.Daemon.ContainerdNamespace),
+		CgroupParent: filepath.Join(root, d.conf().Daemon.ContainerdNamespace),
+		PinDir:       filepath.Join("/sys/fs/bpf/mcpcage", d.conf().Daemon.ContainerdNamespace),
 	})
 	if err != nil {
 		d.ebpfErr = err.Error()
@@ -214,7 +214,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	for _, c := range s.relay.CallsAt(ev.Time, "tools/call") {
 		ke.InFlight = append(ke.InFlight, c.ID)
 	}
-	srv := d.cfg.Servers[s.server]
+	srv := s.srv
 	switch ev.Kind {
 	case bpf.KindNetDenied:
 		ke.Action = "EPERM"

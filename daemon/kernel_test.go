@@ -26,7 +26,8 @@ func TestKernelPolicyWithoutEBPF(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Daemon.RequireEBPF = tt.require
-			d := &Daemon{cfg: cfg, ebpfErr: "cgroup_sock_addr unavailable: EPERM"}
+			d := &Daemon{ebpfErr: "cgroup_sock_addr unavailable: EPERM"}
+			d.cfg.Store(cfg)
 			p, _, err := d.kernelPolicy(context.Background(), &tt.server)
 			if tt.err == "" {
 				if err != nil || p != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -48,6 +49,8 @@ func Main(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	d, err := New(ctx, cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -57,11 +60,17 @@ func Main(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ln, err := Listen(cfg.Daemon.Socket)
+	ln, err := listener(cfg.Daemon.Socket, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	go func() {
+		for range hup {
+			d.reload(path, explicit || cfg.Path != "")
+		}
+	}()
+	go d.superviseSystemd(ctx)
 	if err := d.Serve(ctx, ln); err != nil {
 		log.Error("serve", "err", err)
 		return 1
@@ -73,5 +82,8 @@ func Main(args []string, stderr io.Writer) int {
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
+	if underJournal() {
+		return slog.New(&journalHandler{level: l})
+	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }

@@ -103,7 +103,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		Home:        home,
 		Rootfs:      d.hostView.Rootfs,
 		Host:        d.hostView.Dirs,
-		CgroupsPath: "/" + d.cfg.Daemon.ContainerdNamespace + "/mcpcage-" + id,
+		CgroupsPath: "/" + d.conf().Daemon.ContainerdNamespace + "/mcpcage-" + id,
 		MemoryBytes: int64(srv.Memory),
 		Pids:        srv.Pids,
 		CPUs:        srv.CPUs,
@@ -121,8 +121,8 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	// Hide the daemon's own files and sockets, and the users' homes,
 	// wherever they are configured.
 	p.Hidden = append(p.Hidden, srv.HiddenPaths...)
-	p.Hidden = append(p.Hidden, d.cfg.Daemon.StateDir, d.cfg.Daemon.Socket, filepath.Dir(d.cfg.Daemon.Socket),
-		d.cfg.Daemon.ContainerdAddress)
+	p.Hidden = append(p.Hidden, d.conf().Daemon.StateDir, d.conf().Daemon.Socket, filepath.Dir(d.conf().Daemon.Socket),
+		d.conf().Daemon.ContainerdAddress)
 	// Homes under /home and /root are out of view already (both are
 	// private tmpfs mounts); homes elsewhere are masked.
 	for _, h := range []string{who.Home, ""} {
@@ -166,7 +166,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	}
 	if d.initPath != "" {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)
-		p.RequireLandlock = d.cfg.Daemon.Landlock == "require"
+		p.RequireLandlock = d.conf().Daemon.Landlock == "require"
 	}
 	return p, nil
 }

@@ -159,7 +159,7 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		typ = "tool.call"
 		rec["tool"] = name
 		rec["args_digest"] = audit.Digest(args)
-		if a := audit.Arguments(args, p.d.cfg.Daemon.AuditArguments, p.d.secretValues()); a != nil {
+		if a := audit.Arguments(args, p.d.conf().Daemon.AuditArguments, p.d.secretValues()); a != nil {
 			rec["arguments"] = a
 		}
 		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), decision).Inc()

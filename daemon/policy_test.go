@@ -35,8 +35,10 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { al.Close() })
-	return &Daemon{cfg: cfg, consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
+	d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
 		audit: al, metrics: metrics.New()}
+	d.cfg.Store(cfg)
+	return d
 }
 
 const policyConfig = `
@@ -53,7 +55,7 @@ command = ["x"]
 
 func testPolicy(d *Daemon, server, agent string, observe bool) *sessionPolicy {
 	s := &session{id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
-	return &sessionPolicy{d: d, s: s, srv: d.cfg.Servers[server], agent: d.cfg.Agents[agent], observe: observe,
+	return &sessionPolicy{d: d, s: s, srv: d.conf().Servers[server], agent: d.conf().Agents[agent], observe: observe,
 		calls: map[string]callStart{}, defs: map[string]string{}}
 }
 

@@ -33,6 +33,7 @@ import (
 type session struct {
 	id              string
 	server          string
+	srv             *config.Server // the definition the session started with (reloads do not change it)
 	peer            Peer
 	user            string           // the delegating user's name
 	agent           string           // registered agent name, or exe:PATH
@@ -66,14 +67,14 @@ func newID() string {
 var errClientGone = errors.New("shim connection lost")
 
 func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	srv, ok := d.cfg.Servers[req.Server]
+	srv, ok := d.conf().Servers[req.Server]
 	if !ok {
 		log.Info("session refused: unknown server", "server", req.Server)
-		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.cfg.ServerNames())}, log)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.conf().ServerNames())}, log)
 		return
 	}
-	s := &session{id: newID(), server: srv.Name, peer: peer, start: time.Now(),
-		grace: time.Duration(d.cfg.Daemon.StopTimeout), shutdown: make(chan struct{}), notify: make(chan struct{}, 1)}
+	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),
+		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), notify: make(chan struct{}, 1)}
 	ap, err := d.hasher.Agent(int(peer.PID))
 	if err != nil {
 		log.Warn("session refused: agent not identified", "err", err)
@@ -93,7 +94,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	serverOutR, serverOutW := io.Pipe()
 	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
 
-	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.cfg.Agents[s.agent], observe: d.cfg.Decision(srv) == config.DecisionAllow,
+	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
 		calls: map[string]callStart{}, defs: map[string]string{}}
 	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
 	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
@@ -106,7 +107,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		OnClaims: func(c relay.Claims) {
 			d.audit.AppendAsync(s.record("session.claims", audit.Record{"era": string(c.Era), "protocol_version": c.ProtocolVersion, "client_info": json.RawMessage(orNull(c.ClientInfo))}))
 		},
-		MaxMessageBytes: int64(d.cfg.Daemon.MaxMessageBytes),
+		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
 		Logger:          s.log,
 		OnClientEOF:     func() { go s.stop() },
 	}, relay.Streams{
@@ -133,7 +134,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 				"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
 				"egress": srv.Egress, "deny_paths": srv.DenyPatterns()},
 			"enforcement":      d.enforcement(),
-			"default_decision": d.cfg.Decision(srv),
+			"default_decision": d.conf().Decision(srv),
 		}))
 	}
 	if err == nil {
@@ -255,7 +256,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 	}
 	o := sandbox.StartOptions{
 		ID:     p.ID,
-		Image:  d.cfg.Servers[s.server].Image,
+		Image:  s.srv.Image,
 		Spec:   spec,
 		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
 		Stdio:  stdio,
@@ -286,7 +287,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 // unavailable and the server may run without it.
 func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, []egress.Entry, error) {
 	if d.cage == nil {
-		if why := needsEBPF(srv); why != "" && d.cfg.Daemon.EBPFRequired() {
+		if why := needsEBPF(srv); why != "" && d.conf().Daemon.EBPFRequired() {
 			return nil, nil, fmt.Errorf("%s need eBPF, which is unavailable here (%s): see `mcpcage status`, or set require_ebpf = false to run without kernel enforcement", why, d.ebpfErr)
 		}
 		return nil, nil, nil

@@ -29,9 +29,10 @@ func TestExampleConfigSpecs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &Daemon{cfg: cfg,
+		d := &Daemon{
 			hostView: &sandbox.HostView{Rootfs: "/var/lib/mcpcage/rootfs", Dirs: []string{"/etc", "/opt", "/usr", "/var"}},
 			initPath: "/usr/libexec/mcpcage/mcpcage-init"}
+		d.cfg.Store(cfg)
 		for _, name := range cfg.ServerNames() {
 			n++
 			t.Run(filepath.Base(f)+"/"+name, func(t *testing.T) {

@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/mcpcage/mcpcage/config"
+	"golang.org/x/sys/unix"
+)
+
+// notify sends sd_notify state; a no-op outside systemd.
+func notify(state string) { sd.SdNotify(false, state) }
+
+// statusLine is the unit's STATUS=.
+func (d *Daemon) statusLine() string {
+	e := d.enforcement()
+	return fmt.Sprintf("%d sessions; network %s, files %s, landlock %s", d.SessionCount(),
+		firstWord(e["network"]), firstWord(e["files"]), firstWord(e["landlock"]))
+}
+
+// superviseSystemd reports readiness and status to systemd and pings its
+// watchdog while the daemon can still take its own lock (a deadlock stops
+// the pings and systemd restarts the service).
+func (d *Daemon) superviseSystemd(ctx context.Context) {
+	notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
+	interval, _ := sd.SdWatchdogEnabled(false)
+	tick := 10 * time.Second
+	if interval > 0 && interval/2 < tick {
+		tick = interval / 2
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			notify(sd.SdNotifyStopping + "\nSTATUS=stopping")
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		d.mu.Unlock()
+		state := "STATUS=" + d.statusLine()
+		if interval > 0 {
+			state = sd.SdNotifyWatchdog + "\n" + state
+		}
+		notify(state)
+	}
+}
+
+// reload re-reads the configuration file; new sessions use it, live ones
+// keep theirs. Settings that need a restart are reported, not applied.
+func (d *Daemon) reload(path string, explicit bool) error {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading configuration", ts.Nano()/1000))
+	defer notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
+	next, err := config.Load(path, explicit)
+	if err != nil {
+		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
+		return err
+	}
+	cur := d.conf()
+	a, b := cur.Daemon, next.Daemon
+	for _, c := range []struct {
+		key        string
+		old, fresh string
+	}{
+		{"socket", a.Socket, b.Socket}, {"state_dir", a.StateDir, b.StateDir},
+		{"containerd_address", a.ContainerdAddress, b.ContainerdAddress}, {"containerd_namespace", a.ContainerdNamespace, b.ContainerdNamespace},
+		{"audit_log", a.AuditLog, b.AuditLog}, {"metrics_address", a.MetricsAddress, b.MetricsAddress},
+		{"landlock", a.Landlock, b.Landlock}, {"init_path", a.InitPath, b.InitPath},
+	} {
+		if c.old != c.fresh {
+			d.log.Warn("setting changed in the configuration but needs a restart: the running value stays", "key", "daemon."+c.key, "running", c.old, "configured", c.fresh)
+		}
+	}
+	b.Socket, b.StateDir, b.ContainerdAddress, b.ContainerdNamespace = a.Socket, a.StateDir, a.ContainerdAddress, a.ContainerdNamespace
+	b.AuditLog, b.MetricsAddress, b.Landlock, b.InitPath = a.AuditLog, a.MetricsAddress, a.Landlock, a.InitPath
+	next.Daemon = b
+	d.cfg.Store(next)
+	d.consents.Invalidate()
+	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
+	return nil
+}
+
+// listener returns the socket systemd passed (socket activation), or
+// creates one.
+func listener(socket string, log *slog.Logger) (net.Listener, error) {
+	if fds := listenFDs(); len(fds) > 0 {
+		log.Info("using the socket passed by systemd", "socket", fds[0].Addr().String())
+		for _, extra := range fds[1:] {
+			extra.Close()
+		}
+		return fds[0], nil
+	}
+	return Listen(socket)
+}
+
+// journalHandler writes slog records to the journal with structured
+// fields (MCPCAGE_SESSION=..., PRIORITY from the level).
+type journalHandler struct {
+	level slog.Leveler
+	attrs []slog.Attr
+	group string
+}
+
+func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
+
+func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
+	vars := map[string]string{"SYSLOG_IDENTIFIER": "mcpcaged"}
+	add := func(a slog.Attr) {
+		key := strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(h.group + a.Key))
+		vars["MCPCAGE_"+key] = a.Value.String()
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		add(a)
+		msg += " " + a.Key + "=" + a.Value.String()
+		return true
+	})
+	pri := journal.PriInfo
+	switch {
+	case r.Level >= slog.LevelError:
+		pri = journal.PriErr
+	case r.Level >= slog.LevelWarn:
+		pri = journal.PriWarning
+	case r.Level < slog.LevelInfo:
+		pri = journal.PriDebug
+	}
+	return journal.Send(msg, pri, vars)
+}
+
+func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &journalHandler{level: h.level, attrs: append(append([]slog.Attr(nil), h.attrs...), as...), group: h.group}
+}
+
+func (h *journalHandler) WithGroup(name string) slog.Handler {
+	return &journalHandler{level: h.level, attrs: h.attrs, group: h.group + name + "_"}
+}
+
+// underJournal: systemd connected stderr to the journal.
+func underJournal() bool { return os.Getenv("JOURNAL_STREAM") != "" && journal.Enabled() }
