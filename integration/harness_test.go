@@ -133,6 +133,9 @@ type daemon struct {
 	log       *syncBuffer
 	exited    chan struct{}
 	shimCred  *syscall.Credential // when set, shims run with these credentials
+	extraEnv  []string            // for mcpcaged
+	noWait    bool                // start returns at once (socket activation starts it on demand)
+	wrap      []string            // a command mcpcaged runs under (socket activation)
 }
 
 // startDaemon runs mcpcaged with the test server and extra config text
@@ -180,7 +183,9 @@ metrics_address = "127.0.0.1:0"
 func (d *daemon) start() {
 	d.t.Helper()
 	d.log = &syncBuffer{}
-	d.cmd = exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", d.config)
+	argv := append(append([]string(nil), d.wrap...), filepath.Join(env.bin, "mcpcaged"), "--config", d.config)
+	d.cmd = exec.Command(argv[0], argv[1:]...)
+	d.cmd.Env = append(os.Environ(), d.extraEnv...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -188,6 +193,9 @@ func (d *daemon) start() {
 	d.exited = make(chan struct{})
 	go func() { d.cmd.Wait(); close(d.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
+	if d.noWait {
+		return
+	}
 	for !strings.Contains(d.log.String(), "mcpcaged ready") {
 		select {
 		case <-d.exited:

@@ -1,0 +1,147 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+func TestSystemdUnitsVerify(t *testing.T) {
+	setup(t)
+	_, err := exec.LookPath("systemd-analyze")
+	testenv.Require(t, err == nil, "systemd-analyze")
+	dir := t.TempDir()
+	for _, u := range []string{"mcpcaged.service", "mcpcaged.socket"} {
+		b, err := os.ReadFile(repoFile(t, "packaging/systemd/"+u))
+		must(t, err, "read %s", u)
+		// Point ExecStart at the binary under test.
+		text := strings.ReplaceAll(string(b), "/usr/bin/mcpcaged", filepath.Join(env.bin, "mcpcaged"))
+		must(t, os.WriteFile(filepath.Join(dir, u), []byte(text), 0o644), "write")
+	}
+	out, err := exec.Command("systemd-analyze", "verify", "--man=no", filepath.Join(dir, "mcpcaged.socket"), filepath.Join(dir, "mcpcaged.service")).CombinedOutput()
+	// Outside a booted system, verify may warn about the missing
+	// containerd unit; anything else is a real problem.
+	var problems []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" || strings.Contains(line, "containerd.service") {
+			continue
+		}
+		problems = append(problems, line)
+	}
+	if err != nil && len(problems) > 0 || len(problems) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, strings.Join(problems, "\n"))
+	}
+}
+
+// notifySocket listens where sd_notify would write.
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	must(t, err, "notify socket")
+	t.Cleanup(func() { conn.Close() })
+	ch := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	return path, ch
+}
+
+func waitNotify(t *testing.T, ch <-chan string, want string) string {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if strings.Contains(m, want) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no sd_notify message containing %q", want)
+		}
+	}
+}
+
+func TestSdNotifyAndReload(t *testing.T) {
+	setup(t)
+	sock, notes := notifySocket(t)
+	d := &daemon{t: t}
+	base := startDaemon(t, "") // for its directory layout and config
+	base.stop()
+	*d = *base
+	d.extraEnv = []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=2000000"}
+	d.start()
+	t.Cleanup(func() { d.stop() })
+	ready := waitNotify(t, notes, "READY=1")
+	if !strings.Contains(ready, "STATUS=0 sessions; network kernel") {
+		t.Fatalf("READY message: %q", ready)
+	}
+	waitNotify(t, notes, "WATCHDOG=1")
+
+	// SIGHUP re-reads the configuration: a new server becomes usable.
+	cfg, _ := os.ReadFile(d.config)
+	must(t, os.WriteFile(d.config, append(cfg, []byte(fmt.Sprintf("\n[servers.added]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver")))...), 0o644), "edit config")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	waitNotify(t, notes, "RELOADING=1")
+	waitNotify(t, notes, "READY=1")
+	d.waitLog(`msg="configuration reloaded"`)
+	c := d.connect(t, "added", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "reloaded"}); got != "reloaded" {
+		t.Fatalf("server added by reload: %q", got)
+	}
+	// A broken configuration is refused and the running one stays.
+	must(t, os.WriteFile(d.config, append(cfg, []byte("\n[daemon.bogus]\n")...), 0o644), "break config")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog("reload refused")
+	c2 := d.connect(t, "added", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c2, "echo", map[string]any{"text": "still"}); got != "still" {
+		t.Fatalf("after a refused reload: %q", got)
+	}
+}
+
+func TestSocketActivation(t *testing.T) {
+	setup(t)
+	_, err := exec.LookPath("systemd-socket-activate")
+	testenv.Require(t, err == nil, "systemd-socket-activate")
+	base := startDaemon(t, "")
+	base.stop()
+	os.Remove(base.socket)
+	d := *base
+	d.t = t
+	d.wrap = []string{"systemd-socket-activate", "--listen=" + d.socket}
+	d.noWait = true // systemd-socket-activate starts mcpcaged on the first connection
+	d.start()
+	t.Cleanup(func() { d.stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(d.socket); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("systemd-socket-activate did not create the socket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	d.waitLog("using the socket passed by systemd")
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "activated"}); got != "activated" {
+		t.Fatalf("echo over the activated socket: %q", got)
+	}
+}
