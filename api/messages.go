@@ -21,6 +21,8 @@ const (
 	OpConsent    = "consent"     // one consent by Name (ID)
 	OpSessions   = "sessions"    // live sessions; reply data: []SessionInfo
 	OpAudit      = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
+	OpServerAdd  = "server.add"  // store the caller's own server (Def)
+	OpServerRm   = "server.rm"   // remove the caller's own server Name
 )
 
 // Request opens a connection.
@@ -34,6 +36,7 @@ type Request struct {
 	Value string      `json:"value,omitempty"`
 	Grant *Grant      `json:"grant,omitempty"`
 	Audit *AuditQuery `json:"audit,omitempty"`
+	Def   *ServerDef  `json:"def,omitempty"`
 	// Filters for OpConsents.
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`
@@ -51,6 +54,24 @@ type Grant struct {
 	When      string   `json:"when,omitempty"`
 	Expires   string   `json:"expires,omitempty"` // "8h" or an RFC 3339 time
 	MaxCalls  int64    `json:"max_calls,omitempty"`
+}
+
+// ServerDef is a user-scoped server definition.
+type ServerDef struct {
+	Name    string            `json:"name"`
+	Command []string          `json:"command"`
+	Env     map[string]string `json:"env,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	Network string            `json:"network,omitempty"`
+	Egress  []string          `json:"egress,omitempty"`
+	Mounts  []MountDef        `json:"mounts,omitempty"`
+}
+
+// MountDef is one mount of a ServerDef.
+type MountDef struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	Writable bool   `json:"writable,omitempty"`
 }
 
 // AuditQuery selects audit records; empty fields match everything.
@@ -157,5 +178,6 @@ type ServerInfo struct {
 	Landlock bool     `json:"landlock"`
 	Mounts   []string `json:"mounts"` // "source:target:ro|rw"
 	Hidden   []string `json:"hidden,omitempty"`
-	Env      []string `json:"env,omitempty"` // KEY=value, secrets as secret:NAME
+	Env      []string `json:"env,omitempty"`   // KEY=value, secrets as secret:NAME
+	Owner    string   `json:"owner,omitempty"` // set for user-scoped servers
 }

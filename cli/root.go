@@ -99,7 +99,7 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 
 	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout), traceCommand(&socket, stdout),
 		grantCommand(&socket, stdout), revokeCommand(&socket, stdout), consentsCommand(&socket, stdout), sessionsCommand(&socket, stdout),
-		auditCommand(&socket, stdout, stderr))
+		auditCommand(&socket, stdout, stderr), serverCommand(&socket, stdout), clientCommand(&socket, stdout, stderr))
 	return root
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/mcpcage/mcpcage/egress"
@@ -126,4 +127,27 @@ func DenyComponent(pattern string) (string, error) {
 		return "", fmt.Errorf(`deny_paths %q: the kernel matches path components: write "**/NAME/**" or "**/NAME" (NAME at most 47 bytes, no wildcards)`, pattern)
 	}
 	return name, nil
+}
+
+// Validate checks a server definition made outside a configuration file
+// (a user-scoped server) with the rules a file gets, filling defaults.
+func (s *Server) Validate(name string) error {
+	var errs []error
+	bad := func(msg string, key ...string) {
+		errs = append(errs, &KeyError{Key: strings.Join(append([]string{name}, key...), "."), Msg: msg})
+	}
+	if !serverName.MatchString(name) {
+		bad("server names use letters, digits, '.', '-' and '_' (at most 63)")
+	}
+	if len(s.Command) == 0 || s.Command[0] == "" {
+		bad("a command is required")
+	}
+	if s.Workdir == "" {
+		s.Workdir = "/"
+	} else if !strings.HasPrefix(s.Workdir, "/") {
+		bad("must be an absolute path", "workdir")
+	}
+	validateSandbox(s, bad)
+	s.Name = name
+	return errors.Join(errs...)
 }

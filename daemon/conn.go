@@ -54,6 +54,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.serverSpec(fw, peer, req.Server, log)
 	case api.OpGrant, api.OpRevoke, api.OpConsent, api.OpConsents, api.OpSessions:
 		d.consentOp(ctx, fw, peer, req, log)
+	case api.OpServerAdd, api.OpServerRm:
+		d.serverOp(fw, peer, req, log)
 	case api.OpAudit:
 		d.auditQuery(ctx, fw, peer, req, req.Audit)
 	case api.OpTrace:
@@ -116,9 +118,13 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 
 func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 	var out []api.ServerInfo
-	for _, name := range d.conf().ServerNames() {
-		s := d.conf().Servers[name]
-		info := api.ServerInfo{Name: name, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
+	for _, name := range d.serverNamesFor(peer) {
+		s, _ := d.server(name, peer)
+		owner := ""
+		if _, admin := d.conf().Servers[name]; !admin {
+			owner = userName(peer.UID)
+		}
+		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
 		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
 			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
@@ -145,9 +151,9 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 // serverSpec answers with the OCI spec a session of the caller would get,
 // secrets shown by reference only.
 func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *slog.Logger) {
-	srv, ok := d.conf().Servers[name]
+	srv, ok := d.server(name, peer)
 	if !ok {
-		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.conf().ServerNames())}, log)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.serverNamesFor(peer))}, log)
 		return
 	}
 	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{})

@@ -80,8 +80,16 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		}
 		target = g.User
 	}
-	if _, ok := d.conf().Servers[g.Server]; !ok {
-		return nil, errors.New(unknownServer(g.Server, d.conf().ServerNames()))
+	tp := peer
+	if target != caller {
+		if u, err := user.Lookup(target); err == nil {
+			if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+				tp = Peer{UID: uint32(n)}
+			}
+		}
+	}
+	if _, ok := d.server(g.Server, tp); !ok {
+		return nil, errors.New(unknownServer(g.Server, d.serverNamesFor(tp)))
 	}
 	if _, ok := d.conf().Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") {
 		names := sortedKeys2(d.conf().Agents)

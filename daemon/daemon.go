@@ -25,6 +25,7 @@ import (
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/seccompnotify"
 	"github.com/mcpcage/mcpcage/secrets"
+	"github.com/mcpcage/mcpcage/userservers"
 )
 
 // Version is the daemon's version, set at build time.
@@ -54,6 +55,7 @@ type Daemon struct {
 	metricsAddr     string
 	auditFollowers  followers
 	secretCache     atomic.Pointer[[]string]
+	userServers     *userservers.Store
 	tracers         tracers
 
 	mu       sync.Mutex
@@ -83,6 +85,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
+	if d.userServers, err = userservers.Open(filepath.Join(cfg.Daemon.StateDir, "userservers")); err != nil {
+		return nil, err
+	}
 	if err := d.openAudit(); err != nil {
 		return nil, err
 	}

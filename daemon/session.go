@@ -67,10 +67,10 @@ func newID() string {
 var errClientGone = errors.New("shim connection lost")
 
 func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	srv, ok := d.conf().Servers[req.Server]
+	srv, ok := d.server(req.Server, peer)
 	if !ok {
 		log.Info("session refused: unknown server", "server", req.Server)
-		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.conf().ServerNames())}, log)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.serverNamesFor(peer))}, log)
 		return
 	}
 	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),

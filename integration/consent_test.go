@@ -33,7 +33,7 @@ func consentDaemon(t *testing.T, extra string) *daemon {
 // cli runs the mcpcage CLI against d, as uid when uid > 0.
 func (d *daemon) cli(t *testing.T, uid int, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append(args, "--socket", d.socket)...)
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket}, args...)...)
 	if uid > 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	}

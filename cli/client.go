@@ -1,0 +1,268 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/clientsetup"
+)
+
+func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "server", Short: "Manage your own server definitions (they run as you, on mcpcage's default sandbox)"}
+	var def api.ServerDef
+	var mounts, env []string
+	add := &cobra.Command{
+		Use:   "add NAME [--mount SRC:DST[:rw]] [--egress HOST:PORT] [--network host] [--env K=V] -- COMMAND [ARGS...]",
+		Short: "Add (or replace) one of your servers",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 1 {
+				return errors.New("usage: mcpcage server add NAME [flags] -- COMMAND [ARGS...]")
+			}
+			def.Name, def.Command = args[0], args[1:]
+			for _, m := range mounts {
+				md, err := parseMount(m)
+				if err != nil {
+					return err
+				}
+				def.Mounts = append(def.Mounts, md)
+			}
+			for _, kv := range env {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				}
+				if def.Env == nil {
+					def.Env = map[string]string{}
+				}
+				def.Env[k] = v
+			}
+			if len(def.Egress) > 0 && def.Network == "" {
+				def.Network = "host"
+			}
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: &def}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "server %s added: run it with `mcpcage run %s`\n", def.Name, def.Name)
+			return nil
+		},
+	}
+	add.Flags().StringArrayVar(&mounts, "mount", nil, "SRC:DST[:rw] host path shown in the sandbox (read-only unless :rw)")
+	add.Flags().StringArrayVar(&def.Egress, "egress", nil, "allowed destination HOST:PORT (implies --network host)")
+	add.Flags().StringVar(&def.Network, "network", "", "none (default) or host")
+	add.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE (use secret:NAME for secrets)")
+	add.Flags().StringVar(&def.Workdir, "workdir", "", "working directory in the sandbox")
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove one of your servers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: args[0]}, nil)
+		},
+	}
+	cmd.AddCommand(add, rm)
+	return cmd
+}
+
+func parseMount(s string) (api.MountDef, error) {
+	parts := strings.Split(s, ":")
+	switch {
+	case len(parts) == 2:
+		return api.MountDef{Source: parts[0], Target: parts[1]}, nil
+	case len(parts) == 3 && (parts[2] == "rw" || parts[2] == "ro"):
+		return api.MountDef{Source: parts[0], Target: parts[1], Writable: parts[2] == "rw"}, nil
+	}
+	return api.MountDef{}, fmt.Errorf("--mount %q: want SRC:DST or SRC:DST:rw", s)
+}
+
+// clientState remembers what setup did, for restore.
+type clientState struct {
+	Path    string   `json:"path"`
+	Backup  string   `json:"backup"`
+	Servers []string `json:"servers"`
+	Time    string   `json:"time"`
+}
+
+func statePath(home string) string { return filepath.Join(home, ".config", "mcpcage", "clients.json") }
+
+func loadState(home string) map[string]clientState {
+	m := map[string]clientState{}
+	if b, err := os.ReadFile(statePath(home)); err == nil {
+		json.Unmarshal(b, &m)
+	}
+	return m
+}
+
+func saveState(home string, m map[string]clientState) error {
+	if err := os.MkdirAll(filepath.Dir(statePath(home)), 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(m, "", "  ")
+	return os.WriteFile(statePath(home), b, 0o600)
+}
+
+func clientCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{Use: "client", Short: "Route an MCP client's local servers through mcpcage, and undo it"}
+	var dryRun bool
+	var only []string
+	var home string
+	setup := &cobra.Command{
+		Use:   "setup CLIENT",
+		Short: "Import CLIENT's stdio servers as your mcpcage servers and point the client at `mcpcage run`",
+		Long: `Setup reads CLIENT's configuration (` + strings.Join(clientsetup.Names(), ", ") + `),
+imports every local (stdio) server as one of your mcpcage servers with a
+conservative sandbox (no network unless it is a known network tool; the
+folders it works on mounted read-only), rewrites the entry to
+"mcpcage run NAME", keeps a timestamped backup and prints the diff.
+Remote (HTTP/SSE) entries are left as they are. Running it again changes
+nothing. "mcpcage client restore CLIENT" undoes it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := clientsetup.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			if home == "" {
+				home, _ = os.UserHomeDir()
+			}
+			path := c.ConfigPath(home)
+			old, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("read %s's configuration: %w", c.Name, err)
+			}
+			self, _ := os.Executable()
+			res, err := clientsetup.Rewrite(c, old, clientsetup.Options{Home: home, Only: only, Mcpcage: mcpcagePath(self)})
+			if err != nil {
+				return err
+			}
+			for _, r := range res.Remote {
+				fmt.Fprintf(stdout, "left as is: %s (remote server)\n", r)
+			}
+			for _, r := range res.Unchanged {
+				fmt.Fprintf(stdout, "already through mcpcage: %s\n", r)
+			}
+			for _, s := range res.Imported {
+				for _, w := range s.Warnings {
+					fmt.Fprintf(stderr, "warning: %s\n", w)
+				}
+			}
+			if !res.Changed(old) {
+				fmt.Fprintf(stdout, "%s: nothing to change\n", path)
+				return nil
+			}
+			fmt.Fprint(stdout, clientsetup.Diff(path, old, res.Config))
+			if dryRun {
+				fmt.Fprintln(stdout, "dry run: nothing was changed")
+				return nil
+			}
+			// Servers first, so the client never points at a missing one.
+			var added []string
+			for _, s := range res.Imported {
+				def := &api.ServerDef{Name: s.Name, Command: s.Command, Env: s.Env, Workdir: s.Workdir, Network: s.Network, Egress: s.Egress}
+				for _, m := range s.Mounts {
+					def.Mounts = append(def.Mounts, api.MountDef{Source: m.Source, Target: m.Target, Writable: m.Writable})
+				}
+				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: def}, nil); err != nil {
+					for _, n := range added {
+						api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil)
+					}
+					return fmt.Errorf("import %s: %w; nothing was changed", s.Name, err)
+				}
+				added = append(added, s.Name)
+			}
+			backup := fmt.Sprintf("%s.mcpcage-backup-%s", path, time.Now().Format("20060102-150405"))
+			st, _ := os.Stat(path)
+			if err := os.WriteFile(backup, old, st.Mode().Perm()); err != nil {
+				return fmt.Errorf("write backup: %w", err)
+			}
+			tmp := path + ".mcpcage-tmp"
+			if err := os.WriteFile(tmp, res.Config, st.Mode().Perm()); err != nil {
+				return err
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				return err
+			}
+			state := loadState(home)
+			prev := state[c.Name]
+			if prev.Backup == "" {
+				prev = clientState{Path: path, Backup: backup}
+			}
+			prev.Servers = append(prev.Servers, added...)
+			prev.Time = time.Now().Format(time.RFC3339)
+			state[c.Name] = prev
+			if err := saveState(home, state); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s now runs %d server(s) through mcpcage; backup: %s\nrestart %s, then grant what it may use: mcpcage grant --agent ... --server NAME --tool ...\n",
+				c.Name, len(added), backup, c.Name)
+			return nil
+		},
+	}
+	setup.Flags().BoolVar(&dryRun, "dry-run", false, "print the diff, change nothing")
+	setup.Flags().StringArrayVar(&only, "server", nil, "import only this entry (repeatable)")
+	setup.Flags().StringVar(&home, "home", "", "home directory (default: yours)")
+	setup.Flags().MarkHidden("home")
+	restore := &cobra.Command{
+		Use:   "restore CLIENT",
+		Short: "Undo `client setup`: put the original configuration back and remove the imported servers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := clientsetup.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			if home == "" {
+				home, _ = os.UserHomeDir()
+			}
+			state := loadState(home)
+			st, ok := state[c.Name]
+			if !ok {
+				return fmt.Errorf("mcpcage client setup was not run for %s (no record in %s)", c.Name, statePath(home))
+			}
+			b, err := os.ReadFile(st.Backup)
+			if err != nil {
+				return fmt.Errorf("read backup: %w", err)
+			}
+			mode := os.FileMode(0o600)
+			if bst, err := os.Stat(st.Backup); err == nil {
+				mode = bst.Mode().Perm()
+			}
+			if err := os.WriteFile(st.Path, b, mode); err != nil {
+				return err
+			}
+			for _, n := range st.Servers {
+				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil); err != nil {
+					fmt.Fprintf(stderr, "warning: remove server %s: %v\n", n, err)
+				}
+			}
+			delete(state, c.Name)
+			if err := saveState(home, state); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s restored from %s\n", st.Path, st.Backup)
+			return nil
+		},
+	}
+	restore.Flags().StringVar(&home, "home", "", "home directory (default: yours)")
+	restore.Flags().MarkHidden("home")
+	cmd.AddCommand(setup, restore)
+	return cmd
+}
+
+// mcpcagePath is what client configs should run: the installed command
+// when this binary is it, else this binary's path.
+func mcpcagePath(self string) string {
+	if self == "" || self == "/usr/bin/mcpcage" {
+		return "mcpcage"
+	}
+	return self
+}

@@ -1,0 +1,66 @@
+// Package clientsetup rewrites MCP clients' configurations so that every
+// local (stdio) server runs through mcpcage: each entry's command becomes
+// `mcpcage run NAME`, and the original command becomes a user-scoped
+// mcpcage server definition with a conservative sandbox. Remote (HTTP/SSE)
+// entries are left untouched and reported.
+//
+// Rewrites are surgical: only the rewritten entries' bytes change, so the
+// rest of the file keeps its order, formatting and unknown keys. Running
+// setup twice changes nothing the second time.
+package clientsetup
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Client describes where and how a client keeps its MCP servers.
+type Client struct {
+	Name string
+	// Path of the config relative to the user's home.
+	Path string
+	// Key of the object holding the servers ("mcpServers" or "servers").
+	Key string
+	// StdioType, when set, is written as the rewritten entry's "type".
+	StdioType string
+}
+
+// Clients are the supported clients (Linux locations).
+var Clients = map[string]Client{
+	"claude-desktop": {Name: "claude-desktop", Path: ".config/Claude/claude_desktop_config.json", Key: "mcpServers"},
+	"claude-code":    {Name: "claude-code", Path: ".claude.json", Key: "mcpServers", StdioType: "stdio"},
+	"cursor":         {Name: "cursor", Path: ".cursor/mcp.json", Key: "mcpServers"},
+	"vscode":         {Name: "vscode", Path: ".config/Code/User/mcp.json", Key: "servers", StdioType: "stdio"},
+	"windsurf":       {Name: "windsurf", Path: ".codeium/windsurf/mcp_config.json", Key: "mcpServers"},
+}
+
+// Names lists the supported clients.
+func Names() []string {
+	var n []string
+	for k := range Clients {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Lookup finds a client by name.
+func Lookup(name string) (Client, error) {
+	c, ok := Clients[name]
+	if !ok {
+		return c, fmt.Errorf("unknown client %q: supported are %s", name, strings.Join(Names(), ", "))
+	}
+	return c, nil
+}
+
+// ConfigPath is the client's config file for a home directory.
+func (c Client) ConfigPath(home string) string { return filepath.Join(home, c.Path) }
+
+// Exists reports whether the client's config file exists.
+func (c Client) Exists(home string) bool {
+	_, err := os.Stat(c.ConfigPath(home))
+	return err == nil
+}

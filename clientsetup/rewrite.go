@@ -1,0 +1,229 @@
+package clientsetup
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/mcpcage/mcpcage/wire"
+)
+
+// Server is a user-scoped mcpcage server made from a client entry.
+type Server struct {
+	Name     string            `json:"name"`
+	Command  []string          `json:"command"`
+	Env      map[string]string `json:"env,omitempty"`
+	Workdir  string            `json:"workdir,omitempty"`
+	Network  string            `json:"network"`
+	Egress   []string          `json:"egress,omitempty"`
+	Mounts   []Mount           `json:"mounts,omitempty"`
+	Warnings []string          `json:"-"`
+}
+
+// Mount is a host directory shown in the sandbox.
+type Mount struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	Writable bool   `json:"writable,omitempty"`
+}
+
+// Options tune Rewrite.
+type Options struct {
+	Home    string   // the user's home, for ~ and mount checks
+	Only    []string // entry names to import (empty: all)
+	Mcpcage string   // the command written into the client config
+	// IsDir reports whether a path is an existing directory (os by default).
+	IsDir func(string) bool
+}
+
+// Result of a rewrite.
+type Result struct {
+	Config    []byte   // the new file (equal to the old one when nothing changed)
+	Imported  []Server // server definitions to store
+	Unchanged []string // entries already going through mcpcage
+	Remote    []string // HTTP/SSE entries, left untouched
+	Skipped   []string // entries not selected by Only
+}
+
+// Changed reports whether the file changes.
+func (r *Result) Changed(old []byte) bool { return !bytes.Equal(r.Config, old) }
+
+var nameRe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// ServerName makes an mcpcage server name for a client entry.
+func ServerName(client, entry string) string {
+	n := strings.Trim(nameRe.ReplaceAllString(entry, "-"), "-.")
+	if n == "" {
+		n = "server"
+	}
+	n = client + "-" + n
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	return n
+}
+
+// networkPackages are servers whose job is the network.
+var networkPackages = []string{"server-github", "server-gitlab", "server-fetch", "mcp-server-fetch", "server-brave-search",
+	"server-slack", "server-google-maps", "server-sentry", "server-puppeteer", "github-mcp-server", "server-postgres",
+	"server-everart", "server-aws", "server-gdrive", "firecrawl", "tavily", "exa-mcp", "notion", "linear", "stripe"}
+
+type entry struct {
+	Command string            `json:"command"`
+	Args    []string          `json:"args"`
+	Env     map[string]string `json:"env"`
+	Cwd     string            `json:"cwd"`
+	Type    string            `json:"type"`
+	URL     string            `json:"url"`
+	Server  string            `json:"serverUrl"`
+}
+
+// Rewrite transforms one client config.
+func Rewrite(c Client, data []byte, o Options) (*Result, error) {
+	if o.Mcpcage == "" {
+		o.Mcpcage = "mcpcage"
+	}
+	if o.IsDir == nil {
+		o.IsDir = func(p string) bool { st, err := os.Stat(p); return err == nil && st.IsDir() }
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return &Result{Config: data}, nil
+	}
+	top, ok := wire.Members(data)
+	if !ok {
+		if !json.Valid(data) {
+			return nil, fmt.Errorf("%s is not valid JSON: fix it or move it aside; nothing was changed", c.Path)
+		}
+		return nil, fmt.Errorf("%s is not a JSON object; nothing was changed", c.Path)
+	}
+	res := &Result{Config: data}
+	sp, ok := top[c.Key]
+	if !ok {
+		return res, nil
+	}
+	servers := sp.Of(data)
+	members, ok := wire.Members(servers)
+	if !ok {
+		return nil, fmt.Errorf("%s: %q is not an object; nothing was changed", c.Path, c.Key)
+	}
+	// Rewrite from the end so earlier spans stay valid.
+	names := make([]string, 0, len(members))
+	for n := range members {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return members[names[i]].Start > members[names[j]].Start })
+	out := append([]byte(nil), servers...)
+	for _, name := range names {
+		espan := members[name]
+		var e entry
+		if err := json.Unmarshal(espan.Of(servers), &e); err != nil {
+			return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
+		}
+		switch {
+		case e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http":
+			res.Remote = append(res.Remote, name)
+			continue
+		case e.Command == "":
+			continue
+		case filepath.Base(e.Command) == "mcpcage" && len(e.Args) > 0 && e.Args[0] == "run":
+			res.Unchanged = append(res.Unchanged, name)
+			continue
+		case len(o.Only) > 0 && !contains(o.Only, name):
+			res.Skipped = append(res.Skipped, name)
+			continue
+		}
+		srv := importEntry(c, name, e, o)
+		res.Imported = append(res.Imported, srv)
+		b, _ := json.Marshal(struct {
+			Type    string   `json:"type,omitempty"`
+			Command string   `json:"command"`
+			Args    []string `json:"args"`
+		}{c.StdioType, o.Mcpcage, []string{"run", srv.Name}})
+		out = wire.Splice(out, espan, b)
+	}
+	sort.Slice(res.Imported, func(i, j int) bool { return res.Imported[i].Name < res.Imported[j].Name })
+	res.Config = wire.Splice(data, sp, out)
+	return res, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func expand(p, home string) string {
+	if p == "~" {
+		return home
+	}
+	if strings.HasPrefix(p, "~/") {
+		return filepath.Join(home, p[2:])
+	}
+	return p
+}
+
+// importEntry builds the sandboxed definition of one client entry.
+func importEntry(c Client, name string, e entry, o Options) Server {
+	s := Server{Name: ServerName(c.Name, name), Network: "none", Env: e.Env}
+	args := make([]string, 0, len(e.Args))
+	for _, a := range e.Args {
+		args = append(args, expand(a, o.Home))
+	}
+	s.Command = append([]string{expand(e.Command, o.Home)}, args...)
+	seen := map[string]bool{}
+	addMount := func(dir string) {
+		if seen[dir] || dir == "/" {
+			return
+		}
+		seen[dir] = true
+		s.Mounts = append(s.Mounts, Mount{Source: dir, Target: dir})
+	}
+	if e.Cwd != "" {
+		cwd := expand(e.Cwd, o.Home)
+		s.Workdir = cwd
+		if o.IsDir(cwd) {
+			addMount(cwd)
+		}
+	}
+	for _, a := range args {
+		if filepath.IsAbs(a) && o.IsDir(a) {
+			addMount(a) // the folder the server works on, read-only
+		}
+	}
+	all := strings.ToLower(strings.Join(s.Command, " "))
+	for _, p := range networkPackages {
+		if strings.Contains(all, p) {
+			s.Network = "host"
+			s.Egress = []string{"0.0.0.0/0:443", "[::/0]:443"}
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s looks like a network tool: it may reach any host on port 443; narrow egress with `mcpcage server add`", name))
+			break
+		}
+	}
+	if base := filepath.Base(e.Command); base == "npx" || base == "uvx" || base == "bunx" {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("%s starts with %s, which downloads the server at every start and needs the network: install it once (e.g. npm install -g PACKAGE) and point the command at it", name, base))
+	}
+	for k, v := range e.Env {
+		if v != "" && !strings.HasPrefix(v, "secret:") && looksSecret(k) {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %s holds a credential; move it to the secret store (sudo mcpcage secret set NAME) and write secret:NAME", name, k))
+		}
+	}
+	return s
+}
+
+func looksSecret(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range []string{"token", "key", "secret", "password", "pat"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}

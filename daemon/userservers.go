@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+)
+
+// server finds a server for peer: an administrator's definition, else
+// one of the peer's own.
+func (d *Daemon) server(name string, peer Peer) (*config.Server, bool) {
+	if srv, ok := d.conf().Servers[name]; ok {
+		return srv, true
+	}
+	if d.userServers != nil {
+		if srv, err := d.userServers.Get(peer.UID, name); err == nil {
+			return srv, true
+		}
+	}
+	return nil, false
+}
+
+// serverNamesFor lists the servers peer may run.
+func (d *Daemon) serverNamesFor(peer Peer) []string {
+	names := d.conf().ServerNames()
+	if d.userServers != nil {
+		if own, err := d.userServers.List(peer.UID); err == nil {
+			for _, s := range own {
+				names = append(names, s.Name)
+			}
+		}
+	}
+	return names
+}
+
+func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	fail := func(err error) { reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log) }
+	switch req.Op {
+	case api.OpServerAdd:
+		srv, err := d.userServer(peer, req.Def)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if err := d.userServers.Put(peer.UID, srv); err != nil {
+			fail(err)
+			return
+		}
+		d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command,
+			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts})
+		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
+		reply(fw, api.Reply{OK: true}, log)
+	case api.OpServerRm:
+		if err := d.userServers.Remove(peer.UID, req.Name); err != nil {
+			fail(err)
+			return
+		}
+		d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name})
+		reply(fw, api.Reply{OK: true}, log)
+	}
+}
+
+// userServer validates a user's definition: it always runs as the user,
+// on the default sandbox rules, with mounts the user can read.
+func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (*config.Server, error) {
+	if def == nil {
+		return nil, errors.New("empty server definition")
+	}
+	if _, ok := d.conf().Servers[def.Name]; ok {
+		return nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
+	}
+	srv := &config.Server{Command: def.Command, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	home, _ := delegatorHome(peer)
+	for _, m := range def.Mounts {
+		src := m.Source
+		if src == "~" || strings.HasPrefix(src, "~/") {
+			src = filepath.Join(home, strings.TrimPrefix(src, "~"))
+		}
+		if err := canRead(src, peer); err != nil {
+			return nil, err
+		}
+		ro := !m.Writable
+		srv.Mounts = append(srv.Mounts, config.Mount{Source: src, Target: m.Target, Readonly: &ro})
+	}
+	if err := srv.Validate(def.Name); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// canRead: the source exists and peer could read it without mcpcage.
+func canRead(path string, peer Peer) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("mount source %s: %w", path, err)
+	}
+	if peer.UID == 0 {
+		return nil
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("mount source %s: cannot check its owner", path)
+	}
+	mode := st.Mode().Perm()
+	switch {
+	case sys.Uid == peer.UID && mode&0o400 != 0:
+	case sys.Gid == peer.GID && mode&0o040 != 0:
+	case mode&0o004 != 0:
+	default:
+		return fmt.Errorf("mount source %s is not readable by you", path)
+	}
+	return nil
+}
