@@ -9,7 +9,7 @@ TESTSERVER := /usr/local/libexec/mcpcage/testserver
 RUN_CONFIG := $(BIN)/run.toml
 GOTEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: help deps build test unit integration fuzz bench run generate check-generate vmlinux lint clean
+.PHONY: package help deps build test unit integration fuzz bench run generate check-generate vmlinux lint clean
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,5 +58,22 @@ run: deps build ## run mcpcaged in the foreground with an example config (test s
 	./scripts/containerd-up.sh
 	$(BIN)/mcpcaged --config $(RUN_CONFIG)
 
+ARCHES ?= amd64 arm64
+PKG_VERSION ?= $(shell git describe --tags --always 2>/dev/null | sed 's/^v//; s/^\([0-9a-f]\{7,\}\)$$/0.0.0~git\1/' || echo 0.0.0)
+
+package: ## build .deb and .rpm for $(ARCHES) into dist/ (nfpm, no download)
+	@mkdir -p dist _build/pkg
+	@CGO_ENABLED=0 $(GO) build -o _build/pkg/mcpcage-host ./cmd/mcpcage
+	@for arch in $(ARCHES); do \
+	  out=_build/pkg/$$arch; mkdir -p $$out/completions; \
+	  CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$out/ ./cmd/mcpcaged ./cmd/mcpcage ./cmd/mcpcage-init || exit 1; \
+	  for sh in bash zsh fish; do _build/pkg/mcpcage-host completion $$sh > $$out/completions/mcpcage.$$sh; done; \
+	  for p in deb rpm; do \
+	    sed "s|\$${BUILD}|$$out|g" packaging/nfpm/nfpm.yaml > $$out/nfpm.yaml; \
+	    ARCH=$$arch VERSION=$(PKG_VERSION) $(GO) tool nfpm package --config $$out/nfpm.yaml --packager $$p --target dist/ || exit 1; \
+	  done; \
+	done
+	@ls -l dist/
+
 clean: ## remove build output
-	rm -rf $(BIN) _build
+	rm -rf $(BIN) _build dist

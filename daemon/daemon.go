@@ -202,8 +202,12 @@ func (d *Daemon) setupLandlock() error {
 	}
 	path := d.conf().Daemon.InitPath
 	if path == "" {
+		// Next to mcpcaged (a build tree), else where the packages put it.
+		path = "/usr/libexec/mcpcage/mcpcage-init"
 		if exe, err := os.Executable(); err == nil {
-			path = filepath.Join(filepath.Dir(exe), "mcpcage-init")
+			if p := filepath.Join(filepath.Dir(exe), "mcpcage-init"); fileExists(p) {
+				path = p
+			}
 		}
 	}
 	if st, err := os.Stat(path); err != nil || st.IsDir() {
@@ -353,3 +357,8 @@ func (d *Daemon) ServeMetrics(ctx context.Context) error {
 
 // conf returns the configuration in force.
 func (d *Daemon) conf() *config.Config { return d.cfg.Load() }
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}

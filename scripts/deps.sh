@@ -16,6 +16,9 @@ command -v llvm-strip >/dev/null || missing_pkgs+=(llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing_pkgs+=(libbpf-dev)
 # Tests load the alert rules with promtool and run a real Prometheus.
 command -v promtool >/dev/null || missing_pkgs+=(prometheus)
+# Package checks read the .rpm with rpm; the unit tests use systemd-analyze.
+command -v rpm >/dev/null || missing_pkgs+=(rpm)
+command -v systemd-analyze >/dev/null || missing_pkgs+=(systemd)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)
