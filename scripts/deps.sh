@@ -19,6 +19,9 @@ command -v promtool >/dev/null || missing_pkgs+=(prometheus)
 # Package checks read the .rpm with rpm; the unit tests use systemd-analyze.
 command -v rpm >/dev/null || missing_pkgs+=(rpm)
 command -v systemd-analyze >/dev/null || missing_pkgs+=(systemd)
+# The package test boots a Debian tree with systemd-nspawn.
+command -v debootstrap >/dev/null || missing_pkgs+=(debootstrap)
+command -v systemd-nspawn >/dev/null || missing_pkgs+=(systemd-container)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)

@@ -1,0 +1,275 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// nspawnCache keeps the debootstrapped base tree between local runs; CI
+// builds it fresh.
+const nspawnCache = "/var/cache/mcpcage-nspawn/base"
+
+// machine is a Debian tree booted with systemd-nspawn.
+type machine struct {
+	t       *testing.T
+	root    string
+	cmd     *exec.Cmd
+	init    int
+	cgroups []string
+	log     string
+}
+
+func baseTree(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(nspawnCache, "usr/lib/systemd/systemd")); err == nil && !testenv.InCI() {
+		return nspawnCache
+	}
+	os.RemoveAll(nspawnCache)
+	must(t, os.MkdirAll(filepath.Dir(nspawnCache), 0o755), "cache dir")
+	tmp := nspawnCache + ".tmp"
+	os.RemoveAll(tmp)
+	mirror := "http://deb.debian.org/debian"
+	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,ca-certificates", "bookworm", tmp, mirror).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debootstrap: %v\n%s", err, tail(string(out), 3000))
+	}
+	// The tree's apt uses the host's sources (the mirrors reachable here).
+	if b, err := os.ReadFile("/etc/apt/sources.list"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list"), b, 0o644)
+	}
+	if matches, _ := filepath.Glob("/etc/apt/sources.list.d/*"); len(matches) > 0 {
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list.d", filepath.Base(m)), b, 0o644)
+		}
+	}
+	os.WriteFile(filepath.Join(tmp, "etc/hostname"), []byte("mcpcage-test\n"), 0o644)
+	must(t, os.Rename(tmp, nspawnCache), "cache the tree")
+	return nspawnCache
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// boot copies the base tree and boots it.
+func boot(t *testing.T) *machine {
+	t.Helper()
+	base := baseTree(t)
+	m := &machine{t: t, root: filepath.Join("/var/tmp", fmt.Sprintf("mcpcage-nspawn-%d", os.Getpid()))}
+	os.RemoveAll(m.root)
+	if out, err := exec.Command("cp", "-a", base, m.root).CombinedOutput(); err != nil {
+		t.Fatalf("copy the tree: %v %s", err, out)
+	}
+	t.Cleanup(func() { os.RemoveAll(m.root) })
+	// nspawn in cgroups of its own, below ours, in every hierarchy.
+	f, err := os.Open("/proc/self/cgroup")
+	must(t, err, "cgroups")
+	sc := bufio.NewScanner(f)
+	name := fmt.Sprintf("nspawn-itest-%d", os.Getpid())
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		h := parts[1]
+		switch h {
+		case "":
+			h = "unified"
+		case "name=systemd":
+			h = "systemd"
+		}
+		dir := filepath.Join("/sys/fs/cgroup", h, parts[2], name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			continue
+		}
+		if h == "cpuset" {
+			for _, k := range []string{"cpuset.cpus", "cpuset.mems"} {
+				b, _ := os.ReadFile(filepath.Join(filepath.Dir(dir), k))
+				os.WriteFile(filepath.Join(dir, k), b, 0o644)
+			}
+		}
+		m.cgroups = append(m.cgroups, dir)
+	}
+	f.Close()
+	script := ""
+	for _, d := range m.cgroups {
+		script += fmt.Sprintf("echo $$ > %s/cgroup.procs; ", d)
+	}
+	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest -b --register=no --keep-unit --console=passive --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root)
+	m.log = filepath.Join(t.TempDir(), "nspawn.log")
+	lf, _ := os.Create(m.log)
+	m.cmd = exec.Command("sh", "-c", script)
+	m.cmd.Stdout, m.cmd.Stderr = lf, lf
+	must(t, m.cmd.Start(), "start systemd-nspawn")
+	t.Cleanup(m.stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for m.init == 0 {
+		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid), "-o").Output()
+		fmt.Sscan(string(out), &m.init)
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(m.log)
+			t.Fatalf("nspawn started no init:\n%s", tail(string(b), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for {
+		out, _ := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait").Output()
+		s := strings.TrimSpace(string(out))
+		if s == "running" || s == "degraded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(m.log)
+			t.Fatalf("the machine did not boot (state %q):\n%s", s, tail(string(b), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// runc inside needs the v1 controllers writable in the machine.
+	m.root_("sh", "-c", "for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw $m; done")
+	return m
+}
+
+// root_ runs a privileged setup command in the machine.
+func (m *machine) root_(args ...string) (string, error) {
+	out, err := exec.Command("nsenter", append([]string{"-t", fmt.Sprint(m.init), "-a"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// run runs a command as a unit of the machine's systemd: confined by the
+// machine's capabilities and seccomp filter, like any service there.
+func (m *machine) run(args ...string) (string, error) {
+	return m.root_(append([]string{"systemd-run", "--wait", "--pipe", "--quiet", "--"}, args...)...)
+}
+
+func (m *machine) mustRun(args ...string) string {
+	m.t.Helper()
+	out, err := m.run(args...)
+	if err != nil {
+		m.t.Fatalf("in the machine: %v: %v\n%s", args, err, tail(out, 4000))
+	}
+	return out
+}
+
+func (m *machine) stop() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { m.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		m.root_("systemctl", "poweroff", "--force")
+		m.cmd.Process.Kill()
+		<-done
+	}
+	for _, d := range m.cgroups {
+		exec.Command("find", d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";").Run()
+	}
+	m.cmd = nil
+}
+
+func TestDebPackageInBootedDebian(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "dpkg-deb"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" (apt-get install debootstrap systemd-container)")
+	}
+	setup(t)
+	deb, _ := buildPackages(t)
+	m := boot(t)
+	b, err := os.ReadFile(deb)
+	must(t, err, "read .deb")
+	must(t, os.WriteFile(filepath.Join(m.root, "root/mcpcage.deb"), b, 0o644), "copy .deb")
+	ts, _ := os.ReadFile(filepath.Join(env.bin, "testserver"))
+	must(t, os.MkdirAll(filepath.Join(m.root, "usr/local/libexec"), 0o755), "mkdir")
+	must(t, os.WriteFile(filepath.Join(m.root, "usr/local/libexec/testserver"), ts, 0o755), "copy test server")
+
+	// apt resolves containerd and runc from Debian.
+	if out, err := m.root_("sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /root/mcpcage.deb"); err != nil {
+		t.Fatalf("apt install ./mcpcage.deb: %v\n%s", err, tail(out, 4000))
+	}
+	if out := m.mustRun("systemctl", "is-active", "mcpcaged.socket", "containerd.service"); out != "active\nactive\n" {
+		t.Fatalf("after install: %q", out)
+	}
+	if out, _ := m.run("getent", "group", "mcpcage"); !strings.HasPrefix(out, "mcpcage:") {
+		t.Fatalf("group mcpcage missing: %q", out)
+	}
+	if out, _ := m.run("systemctl", "is-active", "mcpcaged.service"); strings.TrimSpace(out) == "active" {
+		t.Fatal("mcpcaged runs before anyone asked for it: it should be socket-activated")
+	}
+	// A server and observe mode, so a session needs no grant.
+	conf := "\n[daemon]\ndefault_decision = \"allow\"\nrequire_ebpf = false\n[servers.test]\ncommand = [\"/usr/local/libexec/testserver\"]\n"
+	cfgPath := filepath.Join(m.root, "etc/mcpcage/config.toml")
+	old, _ := os.ReadFile(cfgPath)
+	cfgText := strings.Replace(string(old), "[daemon]\n", "", 1) // the shipped file's [daemon] holds only comments
+	must(t, os.WriteFile(cfgPath, []byte(cfgText+conf), 0o644), "config")
+
+	// The first client starts the daemon through the socket; it reaches READY.
+	status := m.mustRun("mcpcage", "status")
+	for _, want := range []string{"containerd:", "connected (containerd", "sessions:", "audit log:", "healthy", "metrics:"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("mcpcage status inside the machine lacks %q:\n%s", want, status)
+		}
+	}
+	if out := m.mustRun("systemctl", "show", "-p", "ActiveState,SubState,StatusText", "mcpcaged.service"); !strings.Contains(out, "ActiveState=active") || !strings.Contains(out, "StatusText=") {
+		t.Fatalf("service after activation:\n%s", out)
+	}
+	t.Logf("enforcement in the machine:\n%s", grepLines(status, "enforcement"))
+
+	// A session through the shim, inside the machine.
+	session := `printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' '{"jsonrpc":"2.0","method":"notifications/initialized"}' '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"inside nspawn"}}}' | mcpcage run test`
+	if out, err := m.run("sh", "-c", session); err != nil || !strings.Contains(out, `"text":"inside nspawn"`) {
+		logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-n", "60")
+		t.Fatalf("session inside the machine: %v\n%s\njournal:\n%s", err, tail(out, 2000), logs)
+	}
+
+	// systemctl reload re-reads the configuration; logs are structured in the journal.
+	if out, err := m.run("systemctl", "reload", "mcpcaged"); err != nil {
+		logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-n", "40")
+		t.Fatalf("systemctl reload: %v\n%s\njournal:\n%s", err, out, logs)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _ := m.root_("journalctl", "-u", "mcpcaged", "-o", "json", "--no-pager")
+		if strings.Contains(out, "configuration reloaded") && strings.Contains(out, "MCPCAGE_SERVERS") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no structured reload record in the journal:\n%s", tail(out, 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Removal stops everything and keeps the audit log.
+	if out, err := m.root_("sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq mcpcage"); err != nil {
+		t.Fatalf("apt-get remove: %v\n%s", err, tail(out, 3000))
+	}
+	// (no pgrep in a minimal Debian)
+	if out, _ := m.root_("sh", "-c", `for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = mcpcaged ] && echo $p; done; true`); strings.TrimSpace(out) != "" {
+		t.Fatalf("mcpcaged still running after removal: %s", out)
+	}
+	if out, _ := m.run("systemctl", "is-active", "mcpcaged.socket"); strings.TrimSpace(out) == "active" {
+		t.Fatal("mcpcaged.socket still active after removal")
+	}
+	if _, err := os.Stat(filepath.Join(m.root, "var/log/mcpcage/audit.jsonl")); err != nil {
+		t.Fatalf("removal lost the audit log: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(m.root, "etc/mcpcage/config.toml")); err != nil {
+		t.Fatalf("removal (not purge) deleted the configuration: %v", err)
+	}
+}
