@@ -19,6 +19,36 @@ char LICENSE[] SEC("license") = "GPL";
 // Set by the loader: depth of session cgroups in the cgroup v2 tree.
 volatile const __u32 session_level = 2;
 
+// Calibration: the kernel counts cgroup levels from the real root, which
+// a daemon inside a cgroup namespace (a container) cannot see. The loader
+// attaches cage_calibrate for a moment, calls prctl(calib_option,
+// calib_nonce) (an unknown option: EINVAL, no effect) and reads which
+// ancestor of its own cgroup sits at which level. The call is recognised
+// by its arguments: pids differ inside a pid namespace.
+volatile const __u64 calib_option = 0;
+volatile const __u64 calib_nonce = 0;
+
+#define CALIB_LEVELS 32
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CALIB_LEVELS);
+	__type(key, __u32);
+	__type(value, __u64);
+} calib SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_prctl")
+int cage_calibrate(struct trace_event_raw_sys_enter *ctx)
+{
+	if (calib_option == 0 || ctx->args[0] != calib_option || ctx->args[1] != calib_nonce)
+		return 0;
+	for (__u32 i = 0; i < CALIB_LEVELS; i++) { // a bounded loop (kernel 5.3+)
+		__u64 id = bpf_get_current_ancestor_cgroup_id(i);
+		__u32 key = i; // keep i in a register: a spilled counter defeats the loop bound
+		bpf_map_update_elem(&calib, &key, &id, BPF_ANY);
+	}
+	return 0;
+}
+
 #define SESSION_HOST_NET 1 /* shares the host network namespace: enforce egress */
 
 #define EV_FILE_OPEN 1

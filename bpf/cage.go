@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -15,12 +17,13 @@ import (
 
 // Cage is the loaded and attached program set.
 type Cage struct {
-	objs    cageObjects
-	links   []link.Link
-	pinDir  string
-	parent  string
-	level   uint32
-	onClose []func()
+	objs     cageObjects
+	links    []link.Link
+	pinDir   string
+	parent   string
+	level    uint32
+	nsOffset uint32
+	onClose  []func()
 }
 
 // Options configure Load.
@@ -43,7 +46,7 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err := os.MkdirAll(o.CgroupParent, 0o755); err != nil {
 		return nil, fmt.Errorf("create parent cgroup: %w", err)
 	}
-	level, err := cgroupLevel(o.CgroupParent)
+	viewLevel, err := cgroupLevel(o.CgroupParent)
 	if err != nil {
 		return nil, err
 	}
@@ -51,10 +54,16 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF object: %w", err)
 	}
+	offset, err := calibrate(spec, filepath.Dir(filepath.Clean(o.CgroupParent)))
+	if err != nil {
+		return nil, err
+	}
+	level := viewLevel + offset
+	c0offset := offset
 	if err := spec.Variables["session_level"].Set(level + 1); err != nil {
 		return nil, fmt.Errorf("set session_level: %w", err)
 	}
-	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: c0offset}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -127,6 +136,10 @@ func Load(o Options) (_ *Cage, retErr error) {
 // Level is the cgroup depth of session cgroups.
 func (c *Cage) Level() uint32 { return c.level }
 
+// NamespaceOffset is how many cgroup levels lie above this process's
+// cgroup namespace root (0 outside containers).
+func (c *Cage) NamespaceOffset() uint32 { return c.nsOffset }
+
 // Close detaches everything and unpins the links (a clean shutdown: no
 // session is left to enforce).
 func (c *Cage) Close() error {
@@ -194,4 +207,72 @@ func removeStalePins(dir string) {
 	for _, e := range ents {
 		os.Remove(filepath.Join(dir, e.Name()))
 	}
+}
+
+// calibrate returns how many cgroup levels lie above the root this
+// process can see (0 outside a cgroup namespace): it asks the kernel for
+// the ancestors of its own cgroup and finds its own id among them.
+func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, err
+	}
+	var path string
+	for _, line := range strings.Split(string(self), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			path = rest
+		}
+	}
+	if path == "" {
+		return 0, fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
+	}
+	own, err := CgroupID(filepath.Join(v2root, path))
+	if err != nil {
+		return 0, fmt.Errorf("calibrate cgroup levels: %w", err)
+	}
+	viewDepth := uint32(0)
+	for _, p := range strings.Split(strings.Trim(path, "/"), "/") {
+		if p != "" {
+			viewDepth++
+		}
+	}
+	cs := spec.Copy()
+	const option = 0x6d637067 // "mcpg": no such prctl option
+	var nonceB [8]byte
+	crand.Read(nonceB[:])
+	nonce := binary.NativeEndian.Uint64(nonceB[:]) >> 1
+	if err := cs.Variables["calib_option"].Set(uint64(option)); err != nil {
+		return 0, err
+	}
+	if err := cs.Variables["calib_nonce"].Set(nonce); err != nil {
+		return 0, err
+	}
+	var objs struct {
+		Prog  *ebpf.Program `ebpf:"cage_calibrate"`
+		Calib *ebpf.Map     `ebpf:"calib"`
+	}
+	if err := cs.LoadAndAssign(&objs, nil); err != nil {
+		return 0, fmt.Errorf("load the calibration program: %w", err)
+	}
+	defer objs.Prog.Close()
+	defer objs.Calib.Close()
+	l, err := link.Tracepoint("syscalls", "sys_enter_prctl", objs.Prog, nil)
+	if err != nil {
+		return 0, fmt.Errorf("attach the calibration program: %w", err)
+	}
+	unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
+	l.Close()
+	for level := uint32(0); level < 32; level++ {
+		var id uint64
+		if err := objs.Calib.Lookup(level, &id); err != nil {
+			return 0, err
+		}
+		if id == own {
+			if level < viewDepth {
+				return 0, fmt.Errorf("calibrate cgroup levels: own cgroup at level %d but %d deep in this view", level, viewDepth)
+			}
+			return level - viewDepth, nil
+		}
+	}
+	return 0, fmt.Errorf("calibrate cgroup levels: the kernel did not report this process's cgroup %s (id %d) among its ancestors", path, own)
 }

@@ -96,6 +96,7 @@ type cageUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	cageMapCalib              = "calib"
 	cageMapDenyComponents     = "deny_components"
 	cageMapEgress4            = "egress4"
 	cageMapEgress6            = "egress6"
@@ -105,6 +106,7 @@ const (
 	cageMapOpens              = "opens"
 	cageMapSessions           = "sessions"
 	cageMapUdpSeen            = "udp_seen"
+	cageProgCageCalibrate     = "cage_calibrate"
 	cageProgCageConnect4      = "cage_connect4"
 	cageProgCageConnect6      = "cage_connect6"
 	cageProgCageEnterCreat    = "cage_enter_creat"
@@ -117,6 +119,8 @@ const (
 	cageProgCageExitOpen      = "cage_exit_open"
 	cageProgCageSendmsg4      = "cage_sendmsg4"
 	cageProgCageSendmsg6      = "cage_sendmsg6"
+	cageVarCalibNonce         = "calib_nonce"
+	cageVarCalibOption        = "calib_option"
 	cageVarSessionLevel       = "session_level"
 	cageVarUnusedEvent        = "unused_event"
 )
@@ -163,6 +167,7 @@ type cageSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageProgramSpecs struct {
+	CageCalibrate     *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
 	CageConnect4      *ebpf.ProgramSpec `ebpf:"cage_connect4"`
 	CageConnect6      *ebpf.ProgramSpec `ebpf:"cage_connect6"`
 	CageEnterCreat    *ebpf.ProgramSpec `ebpf:"cage_enter_creat"`
@@ -181,6 +186,7 @@ type cageProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageMapSpecs struct {
+	Calib          *ebpf.MapSpec `ebpf:"calib"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
 	Egress6        *ebpf.MapSpec `ebpf:"egress6"`
@@ -196,6 +202,8 @@ type cageMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageVariableSpecs struct {
+	CalibNonce   *ebpf.VariableSpec `ebpf:"calib_nonce"`
+	CalibOption  *ebpf.VariableSpec `ebpf:"calib_option"`
 	SessionLevel *ebpf.VariableSpec `ebpf:"session_level"`
 	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 }
@@ -220,6 +228,7 @@ func (o *cageObjects) Close() error {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageMaps struct {
+	Calib          *ebpf.Map `ebpf:"calib"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
 	Egress6        *ebpf.Map `ebpf:"egress6"`
@@ -233,6 +242,7 @@ type cageMaps struct {
 
 func (m *cageMaps) Close() error {
 	return _CageClose(
+		m.Calib,
 		m.DenyComponents,
 		m.Egress4,
 		m.Egress6,
@@ -249,6 +259,8 @@ func (m *cageMaps) Close() error {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageVariables struct {
+	CalibNonce   *ebpf.Variable `ebpf:"calib_nonce"`
+	CalibOption  *ebpf.Variable `ebpf:"calib_option"`
 	SessionLevel *ebpf.Variable `ebpf:"session_level"`
 	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 }
@@ -257,6 +269,7 @@ type cageVariables struct {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cagePrograms struct {
+	CageCalibrate     *ebpf.Program `ebpf:"cage_calibrate"`
 	CageConnect4      *ebpf.Program `ebpf:"cage_connect4"`
 	CageConnect6      *ebpf.Program `ebpf:"cage_connect6"`
 	CageEnterCreat    *ebpf.Program `ebpf:"cage_enter_creat"`
@@ -273,6 +286,7 @@ type cagePrograms struct {
 
 func (p *cagePrograms) Close() error {
 	return _CageClose(
+		p.CageCalibrate,
 		p.CageConnect4,
 		p.CageConnect6,
 		p.CageEnterCreat,

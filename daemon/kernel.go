@@ -43,6 +43,7 @@ func (d *Daemon) setupEBPF() {
 	}
 	d.cage = cage
 	d.cgroupRoot = root
+	d.log.Info("eBPF programs loaded", "session_cgroup_level", cage.Level(), "cgroup_namespace_offset", cage.NamespaceOffset())
 	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}

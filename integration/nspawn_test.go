@@ -238,6 +238,16 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		t.Fatalf("session inside the machine: %v\n%s\njournal:\n%s", err, tail(out, 2000), logs)
 	}
 
+	// The eBPF layer loads inside the machine's cgroup namespace (its
+	// levels calibrated) and registers a live session's cgroup.
+	live := `(printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' '{"jsonrpc":"2.0","method":"notifications/initialized"}' '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}'; sleep 4) | mcpcage run test >/dev/null & sleep 2; mcpcage status; wait`
+	if out := m.mustRun("sh", "-c", live); !strings.Contains(out, "kernel sessions:         1 ") || !strings.Contains(out, "network:     kernel") {
+		t.Fatalf("status during a session inside the machine:\n%s", out)
+	}
+	if logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-o", "cat"); !strings.Contains(logs, "eBPF programs loaded session_cgroup_level=") {
+		t.Fatalf("no eBPF load record:\n%s", tail(logs, 2000))
+	}
+
 	// systemctl reload re-reads the configuration; logs are structured in the journal.
 	if out, err := m.run("systemctl", "reload", "mcpcaged"); err != nil {
 		logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-n", "40")
