@@ -108,7 +108,7 @@ func boot(t *testing.T) *machine {
 	for _, d := range m.cgroups {
 		script += fmt.Sprintf("echo $$ > %s/cgroup.procs; ", d)
 	}
-	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest -b --register=no --keep-unit --console=passive --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root)
+	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=passive --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root, os.Getpid())
 	m.log = filepath.Join(t.TempDir(), "nspawn.log")
 	lf, _ := os.Create(m.log)
 	m.cmd = exec.Command("sh", "-c", script)
@@ -213,7 +213,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		t.Fatal("mcpcaged runs before anyone asked for it: it should be socket-activated")
 	}
 	// A server and observe mode, so a session needs no grant.
-	conf := "\n[daemon]\ndefault_decision = \"allow\"\nrequire_ebpf = false\n[servers.test]\ncommand = [\"/usr/local/libexec/testserver\"]\n"
+	conf := "\n[daemon]\ndefault_decision = \"allow\"\nrequire_ebpf = false\naudit_journal = true\n[servers.test]\ncommand = [\"/usr/local/libexec/testserver\"]\n"
 	cfgPath := filepath.Join(m.root, "etc/mcpcage/config.toml")
 	old, _ := os.ReadFile(cfgPath)
 	cfgText := strings.Replace(string(old), "[daemon]\n", "", 1) // the shipped file's [daemon] holds only comments
@@ -246,6 +246,11 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	}
 	if logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-o", "cat"); !strings.Contains(logs, "eBPF programs loaded session_cgroup_level=") {
 		t.Fatalf("no eBPF load record:\n%s", tail(logs, 2000))
+	}
+
+	// audit_journal copies audit records to the journal with their fields.
+	if out, _ := m.root_("journalctl", "SYSLOG_IDENTIFIER=mcpcaged-audit", "-o", "json", "--no-pager"); !strings.Contains(out, `"MCPCAGE_TYPE":"tool.call"`) || !strings.Contains(out, `"MCPCAGE_HASH"`) {
+		t.Fatalf("no audit records in the journal:\n%s", tail(out, 2000))
 	}
 
 	// systemctl reload re-reads the configuration; logs are structured in the journal.
