@@ -129,55 +129,29 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 func (c *Cage) Unregister(cgid uint64) {
 	c.objs.Sessions.Delete(cgid)
 	c.deleteEgress(cgid)
-	var k cageDenyKey
-	var v uint32
-	var del []cageDenyKey
-	it := c.objs.DenyComponents.Iterate()
-	for it.Next(&k, &v) {
-		if k.Cgid == cgid {
-			del = append(del, k)
-		}
-	}
-	for _, k := range del {
-		c.objs.DenyComponents.Delete(&k)
-	}
-	var uk cageUdpKey
-	var one uint8
-	var udel []cageUdpKey
-	uit := c.objs.UdpSeen.Iterate()
-	for uit.Next(&uk, &one) {
-		if uk.Cgid == cgid {
-			udel = append(udel, uk)
-		}
-	}
-	for _, k := range udel {
-		c.objs.UdpSeen.Delete(&k)
-	}
+	deleteWhere(c.objs.DenyComponents, func(k *cageDenyKey) bool { return k.Cgid == cgid })
+	deleteWhere(c.objs.UdpSeen, func(k *cageUdpKey) bool { return k.Cgid == cgid })
 }
 
 func (c *Cage) deleteEgress(cgid uint64) {
-	var k4 cageLpm4
-	var v cagePorts
-	var del4 []cageLpm4
-	it := c.objs.Egress4.Iterate()
-	for it.Next(&k4, &v) {
-		if binary.NativeEndian.Uint64(k4.Cgid[:]) == cgid {
-			del4 = append(del4, k4)
+	deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+	deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+}
+
+// deleteWhere removes the entries of m whose key matches. Keys are
+// collected first: deleting while iterating restarts hash iteration.
+func deleteWhere[K any](m *ebpf.Map, match func(*K) bool) {
+	var k K
+	v := make([]byte, m.ValueSize())
+	var del []K
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if match(&k) {
+			del = append(del, k)
 		}
 	}
-	for _, k := range del4 {
-		c.objs.Egress4.Delete(&k)
-	}
-	var k6 cageLpm6
-	var del6 []cageLpm6
-	it6 := c.objs.Egress6.Iterate()
-	for it6.Next(&k6, &v) {
-		if binary.NativeEndian.Uint64(k6.Cgid[:]) == cgid {
-			del6 = append(del6, k6)
-		}
-	}
-	for _, k := range del6 {
-		c.objs.Egress6.Delete(&k)
+	for i := range del {
+		m.Delete(&del[i])
 	}
 }
 
