@@ -1,6 +1,9 @@
 package api
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Version is the protocol version a client announces.
 const Version = 1
@@ -180,4 +183,26 @@ type ServerInfo struct {
 	Hidden   []string `json:"hidden,omitempty"`
 	Env      []string `json:"env,omitempty"`   // KEY=value, secrets as secret:NAME
 	Owner    string   `json:"owner,omitempty"` // set for user-scoped servers
+}
+
+// KernelEvent is one kernel event attributed to its session, as
+// `mcpcage trace` streams it (JSON lines).
+type KernelEvent struct {
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Session  string    `json:"session"`
+	Server   string    `json:"server"`
+	User     uint32    `json:"user"`
+	Pid      uint32    `json:"pid"`
+	Comm     string    `json:"comm"`
+	Path     string    `json:"path,omitempty"`
+	Hint     string    `json:"hint,omitempty"`
+	Flags    uint32    `json:"flags,omitempty"`
+	Result   *int32    `json:"result,omitempty"`
+	Argv     []string  `json:"argv,omitempty"`
+	Addr     string    `json:"addr,omitempty"`
+	Proto    string    `json:"proto,omitempty"`
+	Rule     string    `json:"rule,omitempty"`
+	Action   string    `json:"action,omitempty"`
+	InFlight []string  `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
 }

@@ -14,25 +14,6 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 )
 
-// traceEvent is the part of the daemon's kernel event the CLI prints.
-type traceEvent struct {
-	Time     string   `json:"time"`
-	Type     string   `json:"type"`
-	Session  string   `json:"session"`
-	Server   string   `json:"server"`
-	Pid      uint32   `json:"pid"`
-	Comm     string   `json:"comm"`
-	Path     string   `json:"path"`
-	Hint     string   `json:"hint"`
-	Result   *int32   `json:"result"`
-	Argv     []string `json:"argv"`
-	Addr     string   `json:"addr"`
-	Proto    string   `json:"proto"`
-	Rule     string   `json:"rule"`
-	Action   string   `json:"action"`
-	InFlight []string `json:"tool_calls"`
-}
-
 func traceCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var session, server string
 	var jsonOut bool
@@ -72,7 +53,7 @@ Users see their own sessions; root sees all.`,
 					w.Write(payload)
 				} else {
 					for _, line := range bytes.Split(bytes.TrimSpace(payload), []byte("\n")) {
-						var ev traceEvent
+						var ev api.KernelEvent
 						if json.Unmarshal(line, &ev) == nil {
 							fmt.Fprintln(w, formatEvent(ev))
 						}
@@ -88,11 +69,8 @@ Users see their own sessions; root sees all.`,
 	return cmd
 }
 
-func formatEvent(ev traceEvent) string {
-	ts := ev.Time
-	if len(ts) > 23 {
-		ts = ts[11:23]
-	}
+func formatEvent(ev api.KernelEvent) string {
+	ts := ev.Time.Local().Format("15:04:05.000")
 	what := ""
 	switch {
 	case ev.Path != "" && ev.Type == "process.exec":

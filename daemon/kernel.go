@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
@@ -169,27 +170,8 @@ func (s *session) watchEgress(d *Daemon, entries []egress.Entry, every time.Dura
 	}
 }
 
-// KernelEvent is a kernel event attributed to its session, as traced and
-// (later) audited.
-type KernelEvent struct {
-	Time     time.Time `json:"time"`
-	Type     string    `json:"type"`
-	Session  string    `json:"session"`
-	Server   string    `json:"server"`
-	User     uint32    `json:"user"`
-	Pid      uint32    `json:"pid"`
-	Comm     string    `json:"comm"`
-	Path     string    `json:"path,omitempty"`
-	Hint     string    `json:"hint,omitempty"`
-	Flags    uint32    `json:"flags,omitempty"`
-	Result   *int32    `json:"result,omitempty"`
-	Argv     []string  `json:"argv,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
-	Proto    string    `json:"proto,omitempty"`
-	Rule     string    `json:"rule,omitempty"`
-	Action   string    `json:"action,omitempty"`
-	InFlight []string  `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
-}
+// KernelEvent is api.KernelEvent: the trace stream's wire format.
+type KernelEvent = api.KernelEvent
 
 func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	d.mu.Lock()
