@@ -54,7 +54,7 @@ func runLoop(kind string, n int) time.Duration {
 
 // child runs the loop in a new process placed in cgroup dir ("" = the
 // benchmark's own) and returns ns per iteration.
-func child(b *testing.B, kind string, n int, dir, addr string) float64 {
+func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP="+kind, "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+addr)

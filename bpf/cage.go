@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +25,8 @@ type Cage struct {
 	level    uint32
 	nsOffset uint32
 	onClose  []func()
+	reader   *ringbuf.Reader
+	drain    drainState
 }
 
 // Options configure Load.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -164,6 +165,8 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
+	c.reader = rd
+	c.drain.cond = sync.NewCond(&c.drain.mu)
 	c.onClose = append(c.onClose, func() { rd.Close() })
 	go func() {
 		var rec ringbuf.Record
@@ -172,9 +175,11 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 			rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
 			if err := rd.ReadInto(&rec); err != nil {
 				if errors.Is(err, ringbuf.ErrClosed) {
+					c.drained(true)
 					return
 				}
-				if errors.Is(err, os.ErrDeadlineExceeded) {
+				if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+					c.drained(false) // the ring was empty when this was returned
 					continue
 				}
 				bad(err)
@@ -188,5 +193,51 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 			fn(ev)
 		}
 	}()
+	return nil
+}
+
+// drainState counts the reader's passes that ended on an empty ring.
+type drainState struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	passes uint64
+	closed bool
+}
+
+func (c *Cage) drained(closed bool) {
+	c.drain.mu.Lock()
+	c.drain.passes++
+	c.drain.closed = c.drain.closed || closed
+	c.drain.mu.Unlock()
+	c.drain.cond.Broadcast()
+}
+
+// Sync returns once every event submitted before the call has been handed
+// to the Events callback (or after timeout). Call it when a session's
+// tasks have exited and before forgetting the session, so its last events
+// (submitted without a wakeup) are attributed, not dropped.
+func (c *Cage) Sync(timeout time.Duration) error {
+	if c.reader == nil {
+		return nil
+	}
+	c.drain.mu.Lock()
+	defer c.drain.mu.Unlock()
+	// The pass that ends first may have checked the ring before this call;
+	// the one after it started after this call.
+	want := c.drain.passes + 2
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		c.drain.mu.Lock()
+		c.drain.mu.Unlock()
+		c.drain.cond.Broadcast()
+	})
+	defer timer.Stop()
+	for c.drain.passes < want && !c.drain.closed {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kernel events not drained within %s", timeout)
+		}
+		c.reader.Flush() // end the reader's wait now rather than at its poll deadline
+		c.drain.cond.Wait()
+	}
 	return nil
 }

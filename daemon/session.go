@@ -189,6 +189,13 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		s.inst.Kill(context.WithoutCancel(ctx))
 	}
 	s.stop() // no-op when the ladder already ran; otherwise the server closed stdout while alive
+	if s.cgid != 0 {
+		// The server's tasks are gone: take in their last kernel events
+		// (a deny_paths kill among them) before the session is summed up.
+		if err := d.cage.Sync(2 * time.Second); err != nil {
+			s.log.Warn("kernel events of the session may be incomplete", "err", err)
+		}
+	}
 	select {
 	case <-s.shutdown:
 		end = relay.End{Reason: "daemon_shutdown", Err: errors.New("mcpcaged is shutting down")}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -246,6 +247,40 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	}
 	if logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-o", "cat"); !strings.Contains(logs, "eBPF programs loaded session_cgroup_level=") {
 		t.Fatalf("no eBPF load record:\n%s", tail(logs, 2000))
+	}
+	// Kernel events reach the daemon in the machine: every session's end
+	// record counts them, and the server's exec is in the log.
+	// (The shim returns before the daemon writes session.end: poll.)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		auditText, err := os.ReadFile(filepath.Join(m.root, "var/log/mcpcage/audit.jsonl"))
+		must(t, err, "read the machine's audit log")
+		var ends, execs int
+		var noEvents []string
+		for _, line := range strings.Split(strings.TrimSpace(string(auditText)), "\n") {
+			var rec struct {
+				Type         string `json:"type"`
+				KernelEvents int    `json:"kernel_events"`
+			}
+			json.Unmarshal([]byte(line), &rec)
+			switch rec.Type {
+			case "session.end":
+				ends++
+				if rec.KernelEvents == 0 {
+					noEvents = append(noEvents, line)
+				}
+			case "process.exec":
+				execs++
+			}
+		}
+		if ends == 2 {
+			if len(noEvents) > 0 || execs < 2 {
+				t.Fatalf("kernel events in the machine: %d process.exec records (want 2 or more); sessions that ended with none:\n%s", execs, strings.Join(noEvents, "\n"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit log in the machine: %d session.end records, want 2:\n%s", ends, tail(string(auditText), 3000))
+		}
 	}
 
 	// audit_journal copies audit records to the journal with their fields.
