@@ -198,7 +198,10 @@ type KernelEvent struct {
 	Path     string    `json:"path,omitempty"`
 	Hint     string    `json:"hint,omitempty"`
 	Flags    uint32    `json:"flags,omitempty"`
-	Result   *int32    `json:"result,omitempty"`
+	Result   *int32    `json:"result,omitempty"`  // fd or -errno (file.*); 0 or -errno (net.connect, see Outcome)
+	Error    string    `json:"error,omitempty"`   // the errno's name for a negative Result
+	To       string    `json:"to,omitempty"`      // file.rename: the new name
+	Outcome  string    `json:"outcome,omitempty"` // net.connect: connect, handshake, abandoned or no_result
 	Argv     []string  `json:"argv,omitempty"`
 	Addr     string    `json:"addr,omitempty"`
 	Proto    string    `json:"proto,omitempty"`

@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -57,6 +58,18 @@ int cage_calibrate(struct trace_event_raw_sys_enter *ctx)
 #define EV_NET_DENIED 4
 #define EV_FILE_DENIED 5
 #define EV_UDP_SEND 6
+#define EV_FILE_UNLINK 7
+#define EV_FILE_RMDIR 8
+#define EV_FILE_MKDIR 9
+#define EV_FILE_RENAME 10
+
+// net.connect outcome (struct event's flags).
+#define CONNECT_NO_RESULT 0 // not from connect(2) (io_uring, TCP fast open): the hook's decision only
+#define CONNECT_SYSCALL 1   // result is what connect(2) returned
+#define CONNECT_HANDSHAKE 2 // connect(2) said EINPROGRESS; result is the TCP handshake's outcome
+#define CONNECT_ABANDONED 3 // the socket closed before the handshake ended
+
+#define EINPROGRESS 115
 
 #define MAX_COMPONENTS 16
 #define COMPONENT_LEN 48
@@ -140,10 +153,12 @@ struct event {
 	__u16 port;
 	__u8 proto;
 	__u8 ncomp;
-	__u8 pad[2];
+	__u8 killed; // the kernel killed the task for this event (deny_paths)
+	__u8 pad;
 	__u8 addr[16];
 	char comm[16];
-	char hint[HINT_LEN];                       // user-memory string at entry (audit hint only)
+	char hint[HINT_LEN];                       // user-memory string (audit hint only)
+	char hint2[HINT_LEN];                      // rename: the new name (hint)
 	char comp[MAX_COMPONENTS][COMPONENT_LEN]; // kernel path, leaf first
 };
 
@@ -202,6 +217,18 @@ struct {
 	__type(value, struct open_args);
 } opens SEC(".maps");
 
+// take moves the calling thread's entry of a per-thread map into out.
+static __always_inline bool take(void *map, void *out, __u32 size)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	void *v = bpf_map_lookup_elem(map, &id);
+	if (!v)
+		return false;
+	__builtin_memcpy(out, v, size);
+	bpf_map_delete_elem(map, &id);
+	return true;
+}
+
 static __always_inline void count_lost(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &which);
@@ -259,12 +286,181 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
 	e->port = 0;
 	e->proto = 0;
 	e->ncomp = 0;
+	e->killed = 0;
 	e->hint[0] = 0;
+	e->hint2[0] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
 }
 
 /* ---- network ---- */
+
+// A connect(2) in flight, by thread: marked at syscall entry (for session
+// tasks), filled by the cgroup hook, reported at syscall exit with the
+// result; when the result is EINPROGRESS for TCP, reported when the
+// handshake ends (tp_btf/inet_sock_set_state), by socket cookie.
+struct pending_connect {
+	__u64 ts;
+	__u64 cgid;
+	__u64 cookie;
+	__u32 pid;
+	__u32 tgid;
+	__u32 rule;
+	__u16 family;
+	__u16 port;
+	__u8 proto;
+	__u8 filled;
+	__u8 pad[2];
+	__s32 fd;
+	__u8 addr[16];
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct pending_connect);
+} connects SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct pending_connect);
+} handshakes SEC(".maps");
+
+// Set by the loader once tp_btf/inet_sock_set_state is attached.
+volatile __u8 track_handshakes = 0;
+
+static __always_inline void emit_connect(struct pending_connect *pc, int ret, __u32 outcome)
+{
+	struct event *e = new_event(pc->cgid, EV_CONNECT);
+	if (!e)
+		return;
+	// Possibly not the connecting task's context (a softirq ends the
+	// handshake): everything comes from the record.
+	e->ts = pc->ts;
+	e->pid = pc->pid;
+	e->tgid = pc->tgid;
+	__builtin_memcpy(e->comm, pc->comm, sizeof(e->comm));
+	e->result = ret;
+	e->flags = outcome;
+	e->family = pc->family;
+	e->port = pc->port;
+	e->proto = pc->proto;
+	e->rule = pc->rule;
+	__builtin_memcpy(e->addr, pc->addr, sizeof(e->addr));
+	e->comp[0][0] = 0;
+	bpf_ringbuf_submit(e, wakeup_flags(0));
+}
+
+// The socket behind the task's fd.
+static __always_inline struct sock *connect_sock(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = 0;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int cage_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 cgid;
+	if (!current_session(&cgid))
+		return 0;
+	struct pending_connect pc = {.fd = (__s32)ctx->args[0]};
+	__u64 id = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&connects, &id, &pc, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int cage_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pending_connect pc;
+	// Not filled: denied (already reported) or not an inet socket.
+	if (!take(&connects, &pc, sizeof(pc)) || !pc.filled)
+		return 0;
+	int ret = (int)ctx->ret;
+	if (ret != -EINPROGRESS || pc.proto != IPPROTO_TCP || !track_handshakes) {
+		emit_connect(&pc, ret, CONNECT_SYSCALL);
+		return 0;
+	}
+	// The handshake may already be over (loopback completes it inside
+	// connect(2)). Whoever deletes the entry reports it: this program if
+	// the socket has left SYN_SENT, cage_tcp_state otherwise.
+	bpf_map_update_elem(&handshakes, &pc.cookie, &pc, BPF_ANY);
+	struct sock *sk = connect_sock(pc.fd);
+	if (!sk)
+		return 0;
+	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_SYN_SENT || bpf_map_delete_elem(&handshakes, &pc.cookie))
+		return 0;
+	if (state == TCP_CLOSE) {
+		int err = BPF_CORE_READ(sk, sk_err);
+		emit_connect(&pc, -err, err ? CONNECT_HANDSHAKE : CONNECT_ABANDONED);
+	} else {
+		emit_connect(&pc, 0, CONNECT_HANDSHAKE); // connected (and maybe closing already)
+	}
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(cage_tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (oldstate != TCP_SYN_SENT || (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE))
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct pending_connect *p = bpf_map_lookup_elem(&handshakes, &cookie);
+	if (!p)
+		return 0;
+	struct pending_connect pc = *p;
+	if (bpf_map_delete_elem(&handshakes, &cookie))
+		return 0; // cage_exit_connect reported it
+	if (newstate == TCP_ESTABLISHED) {
+		emit_connect(&pc, 0, CONNECT_HANDSHAKE);
+		return 0;
+	}
+	int err = sk->sk_err;
+	emit_connect(&pc, -err, err ? CONNECT_HANDSHAKE : CONNECT_ABANDONED);
+	return 0;
+}
+
+// An allowed connect: held for connect(2)'s result when the task is in
+// that syscall, reported now otherwise.
+static __always_inline void hold_connect(struct bpf_sock_addr *ctx, __u64 cgid, struct session *s, __u16 family,
+					 __u8 *addr, int alen, __u16 port, __u8 proto, __u32 rule)
+{
+	if (!admit_event(s))
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending_connect *p = bpf_map_lookup_elem(&connects, &id);
+	struct pending_connect local = {};
+	struct pending_connect *pc = p ? p : &local;
+	pc->ts = bpf_ktime_get_ns();
+	pc->cgid = cgid;
+	pc->cookie = bpf_get_socket_cookie(ctx);
+	pc->pid = (__u32)id;
+	pc->tgid = id >> 32;
+	pc->rule = rule;
+	pc->family = family;
+	pc->port = port;
+	pc->proto = proto;
+	pc->filled = 1;
+	__builtin_memset(pc->addr, 0, sizeof(pc->addr));
+	if (alen == 4)
+		__builtin_memcpy(pc->addr, addr, 4);
+	else
+		__builtin_memcpy(pc->addr, addr, 16);
+	bpf_get_current_comm(pc->comm, sizeof(pc->comm));
+	if (!p)
+		emit_connect(pc, 0, CONNECT_NO_RESULT);
+}
 
 static __always_inline int ports_allow(struct ports *p, __u16 port)
 {
@@ -325,7 +521,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 	if (!(s->flags & SESSION_HOST_NET)) {
 		// Own network namespace (loopback only): the kernel isolates it.
 		if (kind == EV_CONNECT)
-			emit_net(cgid, s, 1, 2, (__u8 *)&ip, 4, port, proto, 0, kind);
+			hold_connect(ctx, cgid, s, 2, (__u8 *)&ip, 4, port, proto, 0);
 		return 1;
 	}
 	struct lpm4 key = {.prefixlen = 64 + 32};
@@ -341,7 +537,10 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 		__u8 one = 1;
 		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
 	}
-	emit_net(cgid, s, allowed, 2, (__u8 *)&ip, 4, port, proto, p ? p->rule : 0, kind);
+	if (allowed && kind == EV_CONNECT)
+		hold_connect(ctx, cgid, s, 2, (__u8 *)&ip, 4, port, proto, p->rule);
+	else
+		emit_net(cgid, s, allowed, 2, (__u8 *)&ip, 4, port, proto, p ? p->rule : 0, kind);
 	return allowed;
 }
 
@@ -370,7 +569,7 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	}
 	if (!(s->flags & SESSION_HOST_NET)) {
 		if (kind == EV_CONNECT)
-			emit_net(cgid, s, 1, 10, (__u8 *)ip6, 16, port, proto, 0, kind);
+			hold_connect(ctx, cgid, s, 10, (__u8 *)ip6, 16, port, proto, 0);
 		return 1;
 	}
 	int allowed = 0;
@@ -396,7 +595,10 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 		__u8 one = 1;
 		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
 	}
-	emit_net(cgid, s, allowed, 10, (__u8 *)ip6, 16, port, proto, p ? p->rule : 0, kind);
+	if (allowed && kind == EV_CONNECT)
+		hold_connect(ctx, cgid, s, 10, (__u8 *)ip6, 16, port, proto, p->rule);
+	else
+		emit_net(cgid, s, allowed, 10, (__u8 *)ip6, 16, port, proto, p ? p->rule : 0, kind);
 	return allowed;
 }
 
@@ -452,18 +654,11 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
-// Walks the kernel's dentries of fd's struct file up to the root of the
-// task's mount namespace, leaf first; checks each component against the
-// session's denied names. Returns the matching rule + 1, or 0.
-static __always_inline __u32 file_path(struct event *e, int fd)
+// Walks the kernel's dentries from (d, vm) up to the root of the task's
+// mount namespace into e->comp, leaf first; checks each component against
+// the session's denied names. Returns the matching rule + 1, or 0.
+static __always_inline __u32 walk_path(struct event *e, struct dentry *d, struct vfsmount *vm)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	struct file *f = 0;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return 0;
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	struct vfsmount *vm = BPF_CORE_READ(f, f_path.mnt);
 	struct mount *m = container_of(vm, struct mount, mnt);
 	__u32 denied = 0;
 	struct deny_key dk = {.cgid = e->cgid};
@@ -499,15 +694,33 @@ static __always_inline __u32 file_path(struct event *e, int fd)
 	return denied;
 }
 
+// The kernel's path of the task's open file fd (see walk_path).
+static __always_inline __u32 file_path(struct event *e, int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = 0;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	return walk_path(e, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
+}
+
+// The kernel's path of a *at() call's base directory: dirfd, or the
+// task's working directory for AT_FDCWD.
+static __always_inline __u32 dir_path(struct event *e, int dirfd)
+{
+	if (dirfd != -100 /* AT_FDCWD */)
+		return file_path(e, dirfd);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return walk_path(e, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
+}
+
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct open_args *a = bpf_map_lookup_elem(&opens, &id);
-	if (!a)
+	struct open_args args;
+	if (!take(&opens, &args, sizeof(args)))
 		return 0;
-	struct open_args args = *a;
-	bpf_map_delete_elem(&opens, &id);
 	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
 	if (!s)
 		return 0;
@@ -526,12 +739,129 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		// returns to user space and can read anything.
 		bpf_send_signal(9);
 		e->kind = EV_FILE_DENIED;
+		e->killed = 1;
 		e->rule = denied - 1;
 	} else if (!admit_event(s)) {
 		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
 	bpf_ringbuf_submit(e, wakeup_flags(denied));
+	return 0;
+}
+
+/* ---- unlink, rmdir, mkdir, rename ---- */
+
+// A directory operation in flight, by thread.
+struct fsop_args {
+	__u64 cgid;
+	__u64 name;    // user pointer
+	__u64 newname; // rename: user pointer
+	__s32 dirfd;
+	__u32 kind;
+	__u32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct fsop_args);
+} fsops SEC(".maps");
+
+static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags)
+{
+	__u64 cgid;
+	if (!current_session(&cgid))
+		return 0;
+	struct fsop_args a = {.cgid = cgid, .name = (__u64)name, .newname = (__u64)newname, .dirfd = dirfd, .kind = kind, .flags = flags};
+	__u64 id = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&fsops, &id, &a, BPF_ANY);
+	return 0;
+}
+
+#define AT_REMOVEDIR 0x200
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int cage_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 flags = (__u32)ctx->args[2];
+	return fsop_enter(flags & AT_REMOVEDIR ? EV_FILE_RMDIR : EV_FILE_UNLINK, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int cage_enter_unlink(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_UNLINK, -100, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rmdir")
+int cage_enter_rmdir(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_RMDIR, -100, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mkdirat")
+int cage_enter_mkdirat(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_MKDIR, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mkdir")
+int cage_enter_mkdir(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_MKDIR, -100, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
+}
+
+// renameat(2) and renameat2(2): (olddirfd, old, newdirfd, new[, flags]).
+// The new name is relative to newdirfd; the event carries the base
+// directory of the old name, and so does the daemon's check.
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int cage_enter_renameat2(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], (__u32)ctx->args[4]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int cage_enter_renameat(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_RENAME, -100, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_unlinkat")
+int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
+{
+	struct fsop_args args;
+	if (!take(&fsops, &args, sizeof(args)))
+		return 0;
+	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
+	if (!s || !admit_event(s))
+		return 0;
+	struct event *e = new_event(args.cgid, args.kind);
+	if (!e)
+		return 0;
+	e->result = (int)ctx->ret;
+	e->flags = args.flags;
+	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.name);
+	if (args.newname)
+		bpf_probe_read_user_str(e->hint2, sizeof(e->hint2), (const char *)args.newname);
+	// The base directory comes from the kernel; the names are hints. A
+	// denied component in the base directory kills the task, as for opens.
+	__u32 denied = 0;
+	if (e->hint[0] != '/')
+		denied = dir_path(e, args.dirfd);
+	if (denied && e->result == 0) {
+		bpf_send_signal(9);
+		e->killed = 1;
+		e->rule = denied - 1;
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(e->killed));
 	return 0;
 }
 

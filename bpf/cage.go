@@ -26,7 +26,10 @@ type Cage struct {
 	nsOffset uint32
 	onClose  []func()
 	reader   *ringbuf.Reader
-	drain    drainState
+	// handshakes: net.connect waits for the TCP handshake's outcome.
+	handshakes    bool
+	handshakesErr error
+	drain         drainState
 }
 
 // Options configure Load.
@@ -115,18 +118,36 @@ func Load(o Options) (_ *Cage, retErr error) {
 		{"sys_exit_openat", c.objs.CageExitOpen}, {"sys_exit_openat2", c.objs.CageExitOpen},
 		{"sys_exit_open", c.objs.CageExitOpen}, {"sys_exit_creat", c.objs.CageExitOpen},
 		{"sys_enter_execve", c.objs.CageEnterExecve}, {"sys_enter_execveat", c.objs.CageEnterExecveat},
+		{"sys_enter_connect", c.objs.CageEnterConnect}, {"sys_exit_connect", c.objs.CageExitConnect},
+		{"sys_enter_unlinkat", c.objs.CageEnterUnlinkat}, {"sys_exit_unlinkat", c.objs.CageExitFsop},
+		{"sys_enter_mkdirat", c.objs.CageEnterMkdirat}, {"sys_exit_mkdirat", c.objs.CageExitFsop},
+		{"sys_enter_renameat2", c.objs.CageEnterRenameat2}, {"sys_exit_renameat2", c.objs.CageExitFsop},
+		{"sys_enter_renameat", c.objs.CageEnterRenameat}, {"sys_exit_renameat", c.objs.CageExitFsop},
+		{"sys_enter_unlink", c.objs.CageEnterUnlink}, {"sys_exit_unlink", c.objs.CageExitFsop},
+		{"sys_enter_rmdir", c.objs.CageEnterRmdir}, {"sys_exit_rmdir", c.objs.CageExitFsop},
+		{"sys_enter_mkdir", c.objs.CageEnterMkdir}, {"sys_exit_mkdir", c.objs.CageExitFsop},
+		{"sys_enter_rename", c.objs.CageEnterRename}, {"sys_exit_rename", c.objs.CageExitFsop},
 	} {
 		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 		if err != nil {
-			if strings.Contains(tp.name, "_open") && !strings.Contains(tp.name, "openat") && errors.Is(err, os.ErrNotExist) {
-				continue // architectures without open(2)/creat(2), e.g. arm64
-			}
-			if strings.Contains(tp.name, "creat") && errors.Is(err, os.ErrNotExist) {
-				continue
+			if legacySyscall[strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")] && errors.Is(err, os.ErrNotExist) {
+				continue // architectures without the old calls, e.g. arm64
 			}
 			return nil, fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
 		}
 		c.links = append(c.links, l)
+	}
+	// The outcome of a non-blocking TCP connect: where tp_btf is refused,
+	// net.connect reports connect(2)'s EINPROGRESS instead.
+	if l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.CageTcpState}); err == nil {
+		if err := c.objs.TrackHandshakes.Set(uint8(1)); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("enable handshake tracking: %w", err)
+		}
+		c.links = append(c.links, l)
+		c.handshakes = true
+	} else {
+		c.handshakesErr = err
 	}
 	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
 	if err != nil {
@@ -135,6 +156,14 @@ func Load(o Options) (_ *Cage, retErr error) {
 	c.links = append(c.links, l)
 	return c, nil
 }
+
+// legacySyscall names the calls some architectures lack (arm64 has only
+// the *at forms).
+var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true, "renameat": true}
+
+// Handshakes reports whether net.connect carries the TCP handshake's
+// outcome (tp_btf/inet_sock_set_state attached), and why not.
+func (c *Cage) Handshakes() (bool, error) { return c.handshakes, c.handshakesErr }
 
 // Level is the cgroup depth of session cgroups.
 func (c *Cage) Level() uint32 { return c.level }

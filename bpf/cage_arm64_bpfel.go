@@ -38,11 +38,24 @@ type cageEvent struct {
 	Port   uint16
 	Proto  uint8
 	Ncomp  uint8
-	Pad    [2]uint8
+	Killed uint8
+	Pad    uint8
 	Addr   [16]uint8
 	Comm   [16]int8
 	Hint   [128]int8
+	Hint2  [128]int8
 	Comp   [16][48]int8
+}
+
+type cageFsopArgs struct {
+	_       structs.HostLayout
+	Cgid    uint64
+	Name    uint64
+	Newname uint64
+	Dirfd   int32
+	Kind    uint32
+	Flags   uint32
+	Pad     uint32
 }
 
 type cageLpm4 struct {
@@ -65,6 +78,24 @@ type cageOpenArgs struct {
 	Filename uint64
 	Flags    uint32
 	Pad      uint32
+}
+
+type cagePendingConnect struct {
+	_      structs.HostLayout
+	Ts     uint64
+	Cgid   uint64
+	Cookie uint64
+	Pid    uint32
+	Tgid   uint32
+	Rule   uint32
+	Family uint16
+	Port   uint16
+	Proto  uint8
+	Filled uint8
+	Pad    [2]uint8
+	Fd     int32
+	Addr   [16]uint8
+	Comm   [16]int8
 }
 
 type cagePorts struct {
@@ -96,33 +127,49 @@ type cageUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cageMapCalib              = "calib"
-	cageMapDenyComponents     = "deny_components"
-	cageMapEgress4            = "egress4"
-	cageMapEgress6            = "egress6"
-	cageMapEvents             = "events"
-	cageMapExecs              = "execs"
-	cageMapLost               = "lost"
-	cageMapOpens              = "opens"
-	cageMapSessions           = "sessions"
-	cageMapUdpSeen            = "udp_seen"
-	cageProgCageCalibrate     = "cage_calibrate"
-	cageProgCageConnect4      = "cage_connect4"
-	cageProgCageConnect6      = "cage_connect6"
-	cageProgCageEnterCreat    = "cage_enter_creat"
-	cageProgCageEnterExecve   = "cage_enter_execve"
-	cageProgCageEnterExecveat = "cage_enter_execveat"
-	cageProgCageEnterOpen     = "cage_enter_open"
-	cageProgCageEnterOpenat   = "cage_enter_openat"
-	cageProgCageEnterOpenat2  = "cage_enter_openat2"
-	cageProgCageExec          = "cage_exec"
-	cageProgCageExitOpen      = "cage_exit_open"
-	cageProgCageSendmsg4      = "cage_sendmsg4"
-	cageProgCageSendmsg6      = "cage_sendmsg6"
-	cageVarCalibNonce         = "calib_nonce"
-	cageVarCalibOption        = "calib_option"
-	cageVarSessionLevel       = "session_level"
-	cageVarUnusedEvent        = "unused_event"
+	cageMapCalib               = "calib"
+	cageMapConnects            = "connects"
+	cageMapDenyComponents      = "deny_components"
+	cageMapEgress4             = "egress4"
+	cageMapEgress6             = "egress6"
+	cageMapEvents              = "events"
+	cageMapExecs               = "execs"
+	cageMapFsops               = "fsops"
+	cageMapHandshakes          = "handshakes"
+	cageMapLost                = "lost"
+	cageMapOpens               = "opens"
+	cageMapSessions            = "sessions"
+	cageMapUdpSeen             = "udp_seen"
+	cageProgCageCalibrate      = "cage_calibrate"
+	cageProgCageConnect4       = "cage_connect4"
+	cageProgCageConnect6       = "cage_connect6"
+	cageProgCageEnterConnect   = "cage_enter_connect"
+	cageProgCageEnterCreat     = "cage_enter_creat"
+	cageProgCageEnterExecve    = "cage_enter_execve"
+	cageProgCageEnterExecveat  = "cage_enter_execveat"
+	cageProgCageEnterMkdir     = "cage_enter_mkdir"
+	cageProgCageEnterMkdirat   = "cage_enter_mkdirat"
+	cageProgCageEnterOpen      = "cage_enter_open"
+	cageProgCageEnterOpenat    = "cage_enter_openat"
+	cageProgCageEnterOpenat2   = "cage_enter_openat2"
+	cageProgCageEnterRename    = "cage_enter_rename"
+	cageProgCageEnterRenameat  = "cage_enter_renameat"
+	cageProgCageEnterRenameat2 = "cage_enter_renameat2"
+	cageProgCageEnterRmdir     = "cage_enter_rmdir"
+	cageProgCageEnterUnlink    = "cage_enter_unlink"
+	cageProgCageEnterUnlinkat  = "cage_enter_unlinkat"
+	cageProgCageExec           = "cage_exec"
+	cageProgCageExitConnect    = "cage_exit_connect"
+	cageProgCageExitFsop       = "cage_exit_fsop"
+	cageProgCageExitOpen       = "cage_exit_open"
+	cageProgCageSendmsg4       = "cage_sendmsg4"
+	cageProgCageSendmsg6       = "cage_sendmsg6"
+	cageProgCageTcpState       = "cage_tcp_state"
+	cageVarCalibNonce          = "calib_nonce"
+	cageVarCalibOption         = "calib_option"
+	cageVarSessionLevel        = "session_level"
+	cageVarTrackHandshakes     = "track_handshakes"
+	cageVarUnusedEvent         = "unused_event"
 )
 
 // loadCage returns the embedded CollectionSpec for cage.
@@ -167,19 +214,31 @@ type cageSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageProgramSpecs struct {
-	CageCalibrate     *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
-	CageConnect4      *ebpf.ProgramSpec `ebpf:"cage_connect4"`
-	CageConnect6      *ebpf.ProgramSpec `ebpf:"cage_connect6"`
-	CageEnterCreat    *ebpf.ProgramSpec `ebpf:"cage_enter_creat"`
-	CageEnterExecve   *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
-	CageEnterExecveat *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
-	CageEnterOpen     *ebpf.ProgramSpec `ebpf:"cage_enter_open"`
-	CageEnterOpenat   *ebpf.ProgramSpec `ebpf:"cage_enter_openat"`
-	CageEnterOpenat2  *ebpf.ProgramSpec `ebpf:"cage_enter_openat2"`
-	CageExec          *ebpf.ProgramSpec `ebpf:"cage_exec"`
-	CageExitOpen      *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
-	CageSendmsg4      *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
-	CageSendmsg6      *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
+	CageCalibrate      *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
+	CageConnect4       *ebpf.ProgramSpec `ebpf:"cage_connect4"`
+	CageConnect6       *ebpf.ProgramSpec `ebpf:"cage_connect6"`
+	CageEnterConnect   *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
+	CageEnterCreat     *ebpf.ProgramSpec `ebpf:"cage_enter_creat"`
+	CageEnterExecve    *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
+	CageEnterExecveat  *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
+	CageEnterMkdir     *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat   *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
+	CageEnterOpen      *ebpf.ProgramSpec `ebpf:"cage_enter_open"`
+	CageEnterOpenat    *ebpf.ProgramSpec `ebpf:"cage_enter_openat"`
+	CageEnterOpenat2   *ebpf.ProgramSpec `ebpf:"cage_enter_openat2"`
+	CageEnterRename    *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
+	CageEnterRenameat  *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2 *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir     *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
+	CageEnterUnlink    *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat  *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
+	CageExec           *ebpf.ProgramSpec `ebpf:"cage_exec"`
+	CageExitConnect    *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
+	CageExitFsop       *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
+	CageExitOpen       *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
+	CageSendmsg4       *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
+	CageSendmsg6       *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
+	CageTcpState       *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
 }
 
 // cageMapSpecs contains maps before they are loaded into the kernel.
@@ -187,11 +246,14 @@ type cageProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
+	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
 	Egress6        *ebpf.MapSpec `ebpf:"egress6"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Execs          *ebpf.MapSpec `ebpf:"execs"`
+	Fsops          *ebpf.MapSpec `ebpf:"fsops"`
+	Handshakes     *ebpf.MapSpec `ebpf:"handshakes"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Opens          *ebpf.MapSpec `ebpf:"opens"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
@@ -202,10 +264,11 @@ type cageMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageVariableSpecs struct {
-	CalibNonce   *ebpf.VariableSpec `ebpf:"calib_nonce"`
-	CalibOption  *ebpf.VariableSpec `ebpf:"calib_option"`
-	SessionLevel *ebpf.VariableSpec `ebpf:"session_level"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	CalibNonce      *ebpf.VariableSpec `ebpf:"calib_nonce"`
+	CalibOption     *ebpf.VariableSpec `ebpf:"calib_option"`
+	SessionLevel    *ebpf.VariableSpec `ebpf:"session_level"`
+	TrackHandshakes *ebpf.VariableSpec `ebpf:"track_handshakes"`
+	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // cageObjects contains all objects after they have been loaded into the kernel.
@@ -229,11 +292,14 @@ func (o *cageObjects) Close() error {
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
+	Connects       *ebpf.Map `ebpf:"connects"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
 	Egress6        *ebpf.Map `ebpf:"egress6"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Execs          *ebpf.Map `ebpf:"execs"`
+	Fsops          *ebpf.Map `ebpf:"fsops"`
+	Handshakes     *ebpf.Map `ebpf:"handshakes"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Opens          *ebpf.Map `ebpf:"opens"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
@@ -243,11 +309,14 @@ type cageMaps struct {
 func (m *cageMaps) Close() error {
 	return _CageClose(
 		m.Calib,
+		m.Connects,
 		m.DenyComponents,
 		m.Egress4,
 		m.Egress6,
 		m.Events,
 		m.Execs,
+		m.Fsops,
+		m.Handshakes,
 		m.Lost,
 		m.Opens,
 		m.Sessions,
@@ -259,29 +328,42 @@ func (m *cageMaps) Close() error {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageVariables struct {
-	CalibNonce   *ebpf.Variable `ebpf:"calib_nonce"`
-	CalibOption  *ebpf.Variable `ebpf:"calib_option"`
-	SessionLevel *ebpf.Variable `ebpf:"session_level"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	CalibNonce      *ebpf.Variable `ebpf:"calib_nonce"`
+	CalibOption     *ebpf.Variable `ebpf:"calib_option"`
+	SessionLevel    *ebpf.Variable `ebpf:"session_level"`
+	TrackHandshakes *ebpf.Variable `ebpf:"track_handshakes"`
+	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // cagePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cagePrograms struct {
-	CageCalibrate     *ebpf.Program `ebpf:"cage_calibrate"`
-	CageConnect4      *ebpf.Program `ebpf:"cage_connect4"`
-	CageConnect6      *ebpf.Program `ebpf:"cage_connect6"`
-	CageEnterCreat    *ebpf.Program `ebpf:"cage_enter_creat"`
-	CageEnterExecve   *ebpf.Program `ebpf:"cage_enter_execve"`
-	CageEnterExecveat *ebpf.Program `ebpf:"cage_enter_execveat"`
-	CageEnterOpen     *ebpf.Program `ebpf:"cage_enter_open"`
-	CageEnterOpenat   *ebpf.Program `ebpf:"cage_enter_openat"`
-	CageEnterOpenat2  *ebpf.Program `ebpf:"cage_enter_openat2"`
-	CageExec          *ebpf.Program `ebpf:"cage_exec"`
-	CageExitOpen      *ebpf.Program `ebpf:"cage_exit_open"`
-	CageSendmsg4      *ebpf.Program `ebpf:"cage_sendmsg4"`
-	CageSendmsg6      *ebpf.Program `ebpf:"cage_sendmsg6"`
+	CageCalibrate      *ebpf.Program `ebpf:"cage_calibrate"`
+	CageConnect4       *ebpf.Program `ebpf:"cage_connect4"`
+	CageConnect6       *ebpf.Program `ebpf:"cage_connect6"`
+	CageEnterConnect   *ebpf.Program `ebpf:"cage_enter_connect"`
+	CageEnterCreat     *ebpf.Program `ebpf:"cage_enter_creat"`
+	CageEnterExecve    *ebpf.Program `ebpf:"cage_enter_execve"`
+	CageEnterExecveat  *ebpf.Program `ebpf:"cage_enter_execveat"`
+	CageEnterMkdir     *ebpf.Program `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat   *ebpf.Program `ebpf:"cage_enter_mkdirat"`
+	CageEnterOpen      *ebpf.Program `ebpf:"cage_enter_open"`
+	CageEnterOpenat    *ebpf.Program `ebpf:"cage_enter_openat"`
+	CageEnterOpenat2   *ebpf.Program `ebpf:"cage_enter_openat2"`
+	CageEnterRename    *ebpf.Program `ebpf:"cage_enter_rename"`
+	CageEnterRenameat  *ebpf.Program `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2 *ebpf.Program `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir     *ebpf.Program `ebpf:"cage_enter_rmdir"`
+	CageEnterUnlink    *ebpf.Program `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat  *ebpf.Program `ebpf:"cage_enter_unlinkat"`
+	CageExec           *ebpf.Program `ebpf:"cage_exec"`
+	CageExitConnect    *ebpf.Program `ebpf:"cage_exit_connect"`
+	CageExitFsop       *ebpf.Program `ebpf:"cage_exit_fsop"`
+	CageExitOpen       *ebpf.Program `ebpf:"cage_exit_open"`
+	CageSendmsg4       *ebpf.Program `ebpf:"cage_sendmsg4"`
+	CageSendmsg6       *ebpf.Program `ebpf:"cage_sendmsg6"`
+	CageTcpState       *ebpf.Program `ebpf:"cage_tcp_state"`
 }
 
 func (p *cagePrograms) Close() error {
@@ -289,16 +371,28 @@ func (p *cagePrograms) Close() error {
 		p.CageCalibrate,
 		p.CageConnect4,
 		p.CageConnect6,
+		p.CageEnterConnect,
 		p.CageEnterCreat,
 		p.CageEnterExecve,
 		p.CageEnterExecveat,
+		p.CageEnterMkdir,
+		p.CageEnterMkdirat,
 		p.CageEnterOpen,
 		p.CageEnterOpenat,
 		p.CageEnterOpenat2,
+		p.CageEnterRename,
+		p.CageEnterRenameat,
+		p.CageEnterRenameat2,
+		p.CageEnterRmdir,
+		p.CageEnterUnlink,
+		p.CageEnterUnlinkat,
 		p.CageExec,
+		p.CageExitConnect,
+		p.CageExitFsop,
 		p.CageExitOpen,
 		p.CageSendmsg4,
 		p.CageSendmsg6,
+		p.CageTcpState,
 	)
 }
 

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,6 +24,36 @@ func loadForTest(t *testing.T) (*Cage, string) {
 	}
 	t.Cleanup(func() { c.Close(); os.Remove(parent) })
 	return c, parent
+}
+
+// sessionForTest makes a session cgroup under parent and registers it.
+func sessionForTest(t *testing.T, c *Cage, parent string, p Policy) (dir string, cgid uint64) {
+	t.Helper()
+	dir = filepath.Join(parent, "s1")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	cgid, err := CgroupID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Register(cgid, p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Unregister(cgid) })
+	return dir, cgid
+}
+
+// acceptAndClose serves ln by closing every connection.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }
 
 func TestRegisterAndUnregister(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,39 @@ const (
 	KindNetDenied  Kind = 4
 	KindFileDenied Kind = 5
 	KindUDPSend    Kind = 6
+	KindUnlink     Kind = 7
+	KindRmdir      Kind = 8
+	KindMkdir      Kind = 9
+	KindRename     Kind = 10
 )
+
+// ConnectOutcome says where a net.connect's Result comes from.
+type ConnectOutcome uint32
+
+const (
+	// ConnectNoResult: not a connect(2) call (io_uring, TCP fast open);
+	// the event records the hook's decision only.
+	ConnectNoResult ConnectOutcome = 0
+	// ConnectSyscall: Result is connect(2)'s return value.
+	ConnectSyscall ConnectOutcome = 1
+	// ConnectHandshake: connect(2) said EINPROGRESS and Result is the
+	// TCP handshake's outcome (0 or -errno).
+	ConnectHandshake ConnectOutcome = 2
+	// ConnectAbandoned: the socket closed before the handshake ended.
+	ConnectAbandoned ConnectOutcome = 3
+)
+
+func (o ConnectOutcome) String() string {
+	switch o {
+	case ConnectSyscall:
+		return "connect"
+	case ConnectHandshake:
+		return "handshake"
+	case ConnectAbandoned:
+		return "abandoned"
+	}
+	return "no_result"
+}
 
 func (k Kind) String() string {
 	switch k {
@@ -41,6 +74,14 @@ func (k Kind) String() string {
 		return "file.denied"
 	case KindUDPSend:
 		return "net.udp_send"
+	case KindUnlink:
+		return "file.unlink"
+	case KindRmdir:
+		return "file.rmdir"
+	case KindMkdir:
+		return "file.mkdir"
+	case KindRename:
+		return "file.rename"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -58,11 +99,21 @@ type Event struct {
 	Comm   string
 	Kind   Kind
 	// Files: the kernel's path of the opened file (audit grade), the
-	// user's string at entry (hint), flags and result (fd or -errno).
+	// user's string (hint), flags and result (fd or -errno; for connects
+	// 0 or -errno, see Outcome).
 	Path   string
 	Hint   string
 	Flags  uint32
 	Result int32
+	// Directory operations (unlink, rmdir, mkdir, rename): Dir is the
+	// kernel's path of the base directory of a relative Hint (audit
+	// grade); Path joins the two. NewHint is a rename's new name.
+	Dir     string
+	NewHint string
+	// Killed: the kernel killed the task (a deny_paths rule).
+	Killed bool
+	// Outcome of a net.connect.
+	Outcome ConnectOutcome
 	// Net.
 	Addr    netip.AddrPort
 	Proto   uint8
@@ -91,24 +142,20 @@ func Decode(raw []byte) (Event, error) {
 	ev := Event{
 		Time:   bootTime.Add(time.Duration(e.Ts)),
 		Cgroup: e.Cgid, Pid: e.Pid, Tgid: e.Tgid, Kind: Kind(e.Kind),
-		Comm: cstr(e.Comm[:]), Flags: e.Flags, Result: e.Result, Rule: e.Rule, Proto: e.Proto,
+		Comm: cstr(e.Comm[:]), Flags: e.Flags, Result: e.Result, Rule: e.Rule, Proto: e.Proto, Killed: e.Killed != 0,
 	}
 	switch ev.Kind {
 	case KindFileOpen, KindFileDenied:
 		ev.Hint = cstr(e.Hint[:])
-		n := int(e.Ncomp)
-		if n > len(e.Comp) {
-			n = len(e.Comp)
-		}
-		parts := make([]string, 0, n)
-		for i := n - 1; i >= 0; i-- {
-			parts = append(parts, cstr(e.Comp[i][:]))
-		}
 		if e.Result >= 0 {
-			ev.Path = "/" + strings.Join(parts, "/")
-			if n == len(e.Comp) {
-				ev.Path = "…" + ev.Path // deeper than the kernel walks
-			}
+			ev.Path = kernelPath(e)
+		}
+	case KindUnlink, KindRmdir, KindMkdir, KindRename:
+		ev.Hint, ev.NewHint = cstr(e.Hint[:]), cstr(e.Hint2[:])
+		ev.Path = ev.Hint
+		if !strings.HasPrefix(ev.Hint, "/") {
+			ev.Dir = kernelPath(e)
+			ev.Path = path.Join(ev.Dir, ev.Hint)
 		}
 	case KindExec:
 		flat := make([]byte, 0, len(e.Comp)*len(e.Comp[0]))
@@ -130,6 +177,9 @@ func Decode(raw []byte) (Event, error) {
 		}
 	case KindConnect, KindNetDenied, KindUDPSend:
 		ev.Allowed = e.Result == 1
+		if ev.Kind == KindConnect {
+			ev.Allowed, ev.Outcome, ev.Flags = true, ConnectOutcome(e.Flags), 0
+		}
 		var addr netip.Addr
 		if e.Family == unix.AF_INET {
 			addr = netip.AddrFrom4([4]byte(e.Addr[:4]))
@@ -139,6 +189,23 @@ func Decode(raw []byte) (Event, error) {
 		ev.Addr = netip.AddrPortFrom(addr, e.Port)
 	}
 	return ev, nil
+}
+
+// kernelPath joins the components the kernel walked (leaf first).
+func kernelPath(e *cageEvent) string {
+	n := int(e.Ncomp)
+	if n > len(e.Comp) {
+		n = len(e.Comp)
+	}
+	parts := make([]string, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		parts = append(parts, cstr(e.Comp[i][:]))
+	}
+	p := "/" + strings.Join(parts, "/")
+	if n == len(e.Comp) {
+		p = "…" + p // deeper than the kernel walks
+	}
+	return p
 }
 
 func toBytes(s []int8) []byte {

@@ -1,8 +1,6 @@
 package bpf
 
 import (
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -13,19 +11,7 @@ import (
 // reader's next poll.
 func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 	c, parent := loadForTest(t)
-	session := filepath.Join(parent, "s1")
-	if err := os.Mkdir(session, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(session) })
-	cgid, err := CgroupID(session)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Register(cgid, Policy{DenyComponents: map[string]int{}}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Unregister(cgid)
+	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{}})
 	var mu sync.Mutex
 	opens := 0
 	if err := c.Events(func(e Event) {

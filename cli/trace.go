@@ -80,11 +80,21 @@ func formatEvent(ev api.KernelEvent) string {
 		if what == "" {
 			what = ev.Hint
 		}
-		if ev.Result != nil && *ev.Result < 0 {
-			what += fmt.Sprintf(" (error %d)", -*ev.Result)
+		if ev.To != "" {
+			what += " -> " + ev.To
 		}
 	case ev.Addr != "":
 		what = ev.Proto + " " + ev.Addr
+		switch {
+		case ev.Type != "net.connect" || ev.Result == nil:
+		case ev.Outcome == "abandoned":
+			what += " (closed before connecting)"
+		case *ev.Result == 0:
+			what += " (connected)"
+		}
+	}
+	if ev.Error != "" {
+		what += " (" + ev.Error + ")"
 	}
 	s := fmt.Sprintf("%s %-8.8s %-10s %-13s %s[%d] %s", ts, ev.Session, ev.Server, ev.Type, ev.Comm, ev.Pid, what)
 	if ev.Action != "" {

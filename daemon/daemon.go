@@ -233,10 +233,16 @@ func (d *Daemon) enforcement() map[string]string {
 	case d.conf().Daemon.Landlock != "off":
 		ll = "unavailable in this kernel"
 	}
-	network, files := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr
+	network, files, observed := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr, "nothing: "+d.ebpfErr
 	if d.cage != nil {
 		network = "kernel (cgroup connect4/6, sendmsg4/6)"
-		files = "kill-on-open (bpf_send_signal at open exit)"
+		files = "kill-on-open (bpf_send_signal at open exit; rename/unlink/mkdir in a denied directory too)"
+		observed = "open, exec, unlink, rmdir, mkdir, rename, connect with its result, new UDP destinations"
+		if ok, err := d.cage.Handshakes(); ok {
+			observed += "; TCP handshake outcome (tp_btf)"
+		} else {
+			observed += "; non-blocking TCP connects show EINPROGRESS (no tp_btf: " + err.Error() + ")"
+		}
 		if r := d.ebpfHooks[probe.LSM]; !r.OK {
 			files += "; no BPF LSM: " + r.Err
 		} else {
@@ -248,6 +254,7 @@ func (d *Daemon) enforcement() map[string]string {
 		"landlock":   ll,
 		"network":    network,
 		"files":      files,
+		"observed":   observed,
 		"ebpf hooks": d.ebpfHooks.String(),
 	}
 }

@@ -6,10 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/audit"
@@ -187,12 +191,23 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
 	switch ev.Kind {
-	case bpf.KindFileOpen, bpf.KindFileDenied:
-		r := ev.Result
-		ke.Result = &r
+	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename:
+		ke.Result = resultOf(ev.Result, &ke.Error)
+		if ev.Kind == bpf.KindRename {
+			ke.To = ev.NewHint
+			if ke.To != "" && !strings.HasPrefix(ke.To, "/") && ev.Dir != "" {
+				ke.To = path.Join(ev.Dir, ke.To) // (relative to the new directory fd; usually the same)
+			}
+		}
 	case bpf.KindConnect, bpf.KindNetDenied, bpf.KindUDPSend:
 		ke.Addr = ev.Addr.String()
 		ke.Proto = protoName(ev.Proto)
+		if ev.Kind == bpf.KindConnect {
+			ke.Outcome = ev.Outcome.String()
+			if ev.Outcome != bpf.ConnectNoResult {
+				ke.Result = resultOf(ev.Result, &ke.Error)
+			}
+		}
 	}
 	for _, c := range s.relay.CallsAt(ev.Time, "tools/call") {
 		ke.InFlight = append(ke.InFlight, c.ID)
@@ -204,14 +219,27 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		ke.Rule = "not in egress allow-list"
 		s.deniedKernel.Add(1)
 		s.log.Warn("connection denied", "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
-	case bpf.KindFileDenied:
-		ke.Action = "SIGKILL"
-		if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
-			ke.Rule = "deny_paths " + pats[ev.Rule]
+	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename:
+		if ev.Killed {
+			ke.Action = "SIGKILL"
+			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
+				ke.Rule = "deny_paths " + pats[ev.Rule]
+			}
+		} else if ev.Kind != bpf.KindFileDenied && ev.Result == 0 {
+			// The kernel checked the base directory; the names are the
+			// caller's strings, checked here: a hit stops the session.
+			if rule := deniedComponent(srv, ke.Path, ke.To); rule != "" {
+				ke.Action, ke.Rule = "session stopped", "deny_paths "+rule
+				s.stopForPolicy()
+			}
 		}
+		if ke.Action == "" {
+			break
+		}
+		verb := map[string]string{"file.denied": "opened", "file.unlink": "removed", "file.rmdir": "removed", "file.mkdir": "created", "file.rename": "renamed"}[ke.Type]
 		s.deniedKernel.Add(1)
-		s.killedBy.Store(fmt.Sprintf("it opened %s, which deny_paths rule %q forbids", ev.Path, strings.TrimPrefix(ke.Rule, "deny_paths ")))
-		s.log.Warn("file open denied: process killed", "path", ke.Path, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, ke.Path, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
 			if ev.Rule < uint32(len(srv.Egress)) {
@@ -227,13 +255,17 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
 	}
 	rec := audit.Record{"time": ke.Time.UTC().Format(time.RFC3339Nano), "pid": ke.Pid, "comm": ke.Comm}
-	for k, v := range map[string]any{"path": ke.Path, "hint": ke.Hint, "addr": ke.Addr, "proto": ke.Proto, "rule": ke.Rule, "action": ke.Action} {
+	for k, v := range map[string]string{"path": ke.Path, "hint": ke.Hint, "to": ke.To, "addr": ke.Addr, "proto": ke.Proto, "rule": ke.Rule,
+		"action": ke.Action, "error": ke.Error, "outcome": ke.Outcome} {
 		if v != "" {
 			rec[k] = v
 		}
 	}
 	if ke.Result != nil {
-		rec["result"], rec["flags"] = *ke.Result, ke.Flags
+		rec["result"] = *ke.Result
+	}
+	if ke.Flags != 0 {
+		rec["flags"] = ke.Flags
 	}
 	if len(ke.Argv) > 0 {
 		rec["argv"] = ke.Argv
@@ -242,6 +274,35 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		rec["tool_calls"] = ke.InFlight
 	}
 	d.audit.AppendAsync(s.record(ke.Type, rec))
+}
+
+// resultOf returns r, and sets *name to its errno's name when negative.
+func resultOf(r int32, name *string) *int32 {
+	if r < 0 {
+		*name = unix.ErrnoName(syscall.Errno(-r))
+		if *name == "" {
+			*name = fmt.Sprintf("errno %d", -r)
+		}
+	}
+	return &r
+}
+
+// deniedComponent returns the deny_paths rule one of paths falls under.
+func deniedComponent(srv *config.Server, paths ...string) string {
+	for _, pat := range srv.DenyPatterns() {
+		name, err := config.DenyComponent(pat)
+		if err != nil {
+			continue
+		}
+		for _, p := range paths {
+			for _, c := range strings.Split(p, "/") {
+				if c == name {
+					return pat
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func protoName(p uint8) string {

@@ -48,8 +48,10 @@ type session struct {
 	deniedSyscalls atomic.Int64
 	kernelEvents   atomic.Int64
 	deniedKernel   atomic.Int64
-	killedBy       atomic.Value // string: why the kernel killed the server
-	cgid           uint64       // session cgroup id, 0 without eBPF
+	killedBy       atomic.Value  // string: why the kernel killed the server
+	policyStop     chan struct{} // closed when a broken rule ends the session
+	policyOnce     sync.Once
+	cgid           uint64 // session cgroup id, 0 without eBPF
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -74,7 +76,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		return
 	}
 	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),
-		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), notify: make(chan struct{}, 1)}
+		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	ap, err := d.hasher.Agent(int(peer.PID))
 	if err != nil {
 		log.Warn("session refused: agent not identified", "err", err)
@@ -172,6 +174,8 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		select {
 		case <-s.shutdown:
 			s.stop()
+		case <-s.policyStop:
+			s.stop()
 		case <-s.relay.Done():
 		}
 	}()
@@ -249,6 +253,12 @@ func (s *session) stop() {
 		s.inst.Stop(context.Background(), s.grace)
 	})
 	<-s.inst.Exited()
+}
+
+// stopForPolicy makes the session stop its server (a rule was broken);
+// safe to call before the server has started.
+func (s *session) stopForPolicy() {
+	s.policyOnce.Do(func() { close(s.policyStop) })
 }
 
 // endForShutdown makes the session stop its server now.

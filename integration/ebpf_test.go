@@ -110,9 +110,14 @@ func TestKernelEventsAttributed(t *testing.T) {
 	}
 
 	callText(t, c, "http_get", map[string]any{"url": "http://127.0.0.1:9/"})
-	tr.wait(t, "net.connect", func(ev map[string]any) bool {
+	conn := tr.wait(t, "net.connect", func(ev map[string]any) bool {
 		return str(ev, "type") == "net.connect" && str(ev, "addr") == "127.0.0.1:9" && str(ev, "proto") == "tcp"
 	})
+	// Nothing listens there: the record carries the refusal, from
+	// connect(2) or from the handshake of a non-blocking connect.
+	if str(conn, "error") != "ECONNREFUSED" || (str(conn, "outcome") != "connect" && str(conn, "outcome") != "handshake") {
+		t.Fatalf("net.connect to a closed port: %v", conn)
+	}
 
 	// The same operations by a process outside any session leave no trace.
 	must(t, os.WriteFile(marker, []byte("x"), 0o644), "write marker")
@@ -210,6 +215,12 @@ egress = ["localhost:%s"]
 			t.Fatalf("connected UDP to a denied address: %q", v)
 		}
 	})
+	ok := tr.wait(t, "net.connect", func(ev map[string]any) bool {
+		return str(ev, "type") == "net.connect" && str(ev, "server") == "a" && str(ev, "addr") == allowed
+	})
+	if r, _ := ok["result"].(float64); r != 0 || ok["result"] == nil || str(ok, "error") != "" || str(ok, "rule") != "egress "+allowed {
+		t.Fatalf("net.connect of an allowed, completed connection: %v", ok)
+	}
 	denied := tr.wait(t, "net.denied", func(ev map[string]any) bool {
 		return str(ev, "type") == "net.denied" && str(ev, "server") == "a" && str(ev, "addr") == other
 	})
@@ -250,6 +261,74 @@ func TestDenyPathKillsTheOpener(t *testing.T) {
 		t.Fatalf("file.denied record: %v", ev)
 	}
 	d.waitClean("a killed session")
+}
+
+// Directory operations are recorded with the kernel's base directory; one
+// under a denied directory kills the task (the kernel checks the base
+// directory), and a denied name in the caller's string stops the session.
+func TestDirectoryOpsObservedAndDenied(t *testing.T) {
+	setup(t)
+	project := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(project, ".ssh"), 0o777), "mkdir")
+	must(t, os.WriteFile(filepath.Join(project, ".ssh", "id_ed25519"), []byte("PRIVATE KEY"), 0o666), "write")
+	must(t, os.Chmod(project, 0o777), "chmod")
+	must(t, os.Chmod(filepath.Join(project, ".ssh"), 0o777), "chmod")
+	d := startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n", filepath.Join(env.bin, "testserver"), project))
+	tr := d.trace(t)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	sh := func(script string) string {
+		got, _ := callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", script}})
+		return got
+	}
+	sh("cd /work && mkdir d1 && echo x > d1/f && mv d1/f d1/g && rm d1/g && rmdir d1")
+	for _, want := range []struct{ typ, path, to string }{
+		{"file.mkdir", "/work/d1", ""},
+		{"file.rename", "/work/d1/f", "/work/d1/g"},
+		{"file.unlink", "/work/d1/g", ""},
+		{"file.rmdir", "/work/d1", ""},
+	} {
+		ev := tr.wait(t, want.typ+" "+want.path, func(ev map[string]any) bool {
+			return str(ev, "type") == want.typ && str(ev, "path") == want.path
+		})
+		if r, _ := ev["result"].(float64); ev["result"] == nil || r != 0 || str(ev, "to") != want.to || str(ev, "action") != "" {
+			t.Fatalf("%s record: %v", want.typ, ev)
+		}
+		if calls, _ := ev["tool_calls"].([]any); len(calls) != 1 {
+			t.Fatalf("%s names tool calls %v, want the run_command call", want.typ, ev["tool_calls"])
+		}
+	}
+
+	// In a denied directory: the kernel kills mv as the rename returns.
+	if got := sh("cd /work/.ssh && mv id_ed25519 moved; echo status=$?"); !strings.Contains(got, "status=137") {
+		t.Fatalf("mv inside a denied directory: %q, want it killed (status 137)", got)
+	}
+	killed := tr.wait(t, "file.rename killed", func(ev map[string]any) bool {
+		return str(ev, "type") == "file.rename" && str(ev, "action") == "SIGKILL"
+	})
+	if str(killed, "path") != "/work/.ssh/id_ed25519" || str(killed, "to") != "/work/.ssh/moved" || str(killed, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("killed rename record: %v", killed)
+	}
+
+	// A denied name in the caller's string (base directory /work): the
+	// daemon stops the session.
+	_, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", "cd /work && mv .ssh/moved loot && sleep 20"}}}})
+	if err == nil {
+		t.Fatal("the session survived moving a file out of a denied directory")
+	}
+	stopped := tr.wait(t, "file.rename session stopped", func(ev map[string]any) bool {
+		return str(ev, "type") == "file.rename" && str(ev, "action") == "session stopped"
+	})
+	if str(stopped, "path") != "/work/.ssh/moved" || str(stopped, "to") != "/work/loot" {
+		t.Fatalf("session-stopping rename record: %v", stopped)
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	if !strings.Contains(c.stderr.String(), `deny_paths rule "**/.ssh/**" forbids`) {
+		t.Fatalf("shim stderr: %q", c.stderr.String())
+	}
+	d.waitClean("a stopped session")
 }
 
 func (d *daemon) status(t *testing.T) api.Status {
