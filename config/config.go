@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -47,6 +48,9 @@ type Daemon struct {
 	// RequireEBPF refuses to launch servers whose rules need eBPF when it
 	// is unavailable.
 	RequireEBPF *bool `toml:"require_ebpf"`
+	// DNSServers resolve egress host names ("host:port"; empty: the
+	// nameservers of /etc/resolv.conf).
+	DNSServers []string `toml:"dns_servers"`
 	// DefaultDecision: "deny" (calls need a consent) or "allow" (observe
 	// mode: every call passes, the would-be denials are logged).
 	DefaultDecision string `toml:"default_decision"`
@@ -317,6 +321,11 @@ func (c *Config) validate(data []byte) error {
 	default:
 		bad(fmt.Sprintf(`must be "digest", "redacted" or "full", got %q`, d.AuditArguments), "daemon", "audit_arguments")
 	}
+	for _, s := range d.DNSServers {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			bad(fmt.Sprintf("%q is not an IP address with a port (e.g. \"127.0.0.53:53\", \"[::1]:53\")", s), "daemon", "dns_servers")
+		}
+	}
 	if d.MetricsAddress != "" && !strings.HasPrefix(d.MetricsAddress, "/") {
 		if _, _, err := net.SplitHostPort(d.MetricsAddress); err != nil {
 			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
@@ -410,7 +419,7 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
-	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address"}
+	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

@@ -28,6 +28,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"relative workdir", "[servers.a]\ncommand = [\"x\"]\nworkdir = \"tmp\"\n", []string{"line 3", "servers.a.workdir"}},
 		{"bad env name", "[servers.a]\ncommand = [\"x\"]\nenv = { \"A=B\" = \"c\" }\n", []string{"line 3", "servers.a.env"}},
 		{"syntax", "[daemon\nsocket = 1\n", []string{"line ", "table name"}},
+		{"bad dns server", "[daemon]\ndns_servers = [\"127.0.0.53:53\", \"resolver.example\"]\n", []string{"line 2", "daemon.dns_servers", `"resolver.example" is not an IP address with a port`}},
 		{"two errors", "[daemon]\nfoo = 1\nbar = 2\n", []string{"line 2", "daemon.foo", "line 3", "daemon.bar"}},
 	}
 	for _, tt := range tests {

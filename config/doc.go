@@ -39,6 +39,10 @@
 //	require_ebpf         refuse to launch servers whose rules need eBPF
 //	                     (network = "host", deny_paths) when the kernel
 //	                     does not allow it [true]
+//	dns_servers          "ip:port" resolvers for egress host names, asked
+//	                     in order; each address a name resolves to is
+//	                     allowed until its record's TTL runs out
+//	                     [the nameservers of /etc/resolv.conf]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,8 +93,9 @@ func needsEBPF(srv *config.Server) string {
 	return ""
 }
 
-// policyFor builds the kernel policy of a session, resolving host names.
-func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy, []egress.Entry, error) {
+// policyFor builds the kernel policy of a session, resolving host names;
+// the tracker (nil without host names) keeps them current.
+func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy, *egress.Tracker, error) {
 	p := bpf.Policy{HostNetwork: srv.Network == config.NetworkHost, DenyComponents: map[string]int{}}
 	for i, pat := range srv.DenyPatterns() {
 		name, err := config.DenyComponent(pat)
@@ -106,23 +108,26 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	if err != nil {
 		return p, nil, err
 	}
-	if p.HostNetwork {
-		rules, err := d.resolveEgress(ctx, entries)
-		if err != nil {
-			return p, nil, err
-		}
-		p.Egress = rules
+	if !p.HostNetwork {
+		return p, nil, nil
 	}
-	return p, entries, nil
-}
-
-func (d *Daemon) resolveEgress(ctx context.Context, entries []egress.Entry) ([]bpf.EgressRule, error) {
+	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers}
+	tracker := egress.NewTracker(entries, dns.LookupTTL)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	rules, err := egress.Resolve(ctx, nil, entries)
+	rules, _, err := tracker.Refresh(ctx, time.Now())
 	if err != nil {
-		return nil, err
+		return p, nil, err
 	}
+	p.Egress = kernelRules(rules)
+	if !egress.HasHosts(entries) {
+		tracker = nil
+	}
+	return p, tracker, nil
+}
+
+// kernelRules adds the built-in rules and converts for the kernel.
+func kernelRules(rules []egress.Rule) []bpf.EgressRule {
 	var out []bpf.EgressRule
 	for _, r := range append(rules, egress.LoopbackDNS()...) {
 		idx := r.Index
@@ -131,7 +136,7 @@ func (d *Daemon) resolveEgress(ctx context.Context, entries []egress.Entry) ([]b
 		}
 		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx})
 	}
-	return out, nil
+	return out
 }
 
 // sessionCgroup finds the cgroup v2 id of a task's session cgroup.
@@ -153,23 +158,33 @@ func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
 	return 0, fmt.Errorf("task %d has no cgroup v2 entry", pid)
 }
 
-// watchEgress re-resolves host names while a session lives.
-func (s *session) watchEgress(d *Daemon, entries []egress.Entry, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+// watchEgress keeps a session's egress rules current: each host name is
+// looked up again when its records' TTL runs out.
+func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker) {
+	var last []egress.Rule
 	for {
+		now := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rules, when, err := tracker.Refresh(ctx, now)
+		cancel()
+		if err != nil {
+			s.log.Warn("re-resolving egress host names failed; the last answer stays in force until the servers answer", "err", err)
+		}
+		if !slices.EqualFunc(rules, last, func(a, b egress.Rule) bool { return a.Prefix == b.Prefix && a.Index == b.Index }) {
+			if err := d.cage.SetEgress(s.cgid, kernelRules(rules)); err != nil {
+				s.log.Error("updating egress rules failed", "err", err)
+			} else if last != nil {
+				s.log.Info("egress rules follow DNS", "rules", len(rules))
+			}
+			last = rules
+		}
+		if when.IsZero() {
+			return
+		}
 		select {
 		case <-s.relayDone():
 			return
-		case <-t.C:
-		}
-		rules, err := d.resolveEgress(context.Background(), entries)
-		if err != nil {
-			s.log.Warn("re-resolving egress host names failed; keeping the previous addresses", "err", err)
-			continue
-		}
-		if err := d.cage.SetEgress(s.cgid, rules); err != nil {
-			s.log.Error("updating egress rules failed", "err", err)
+		case <-time.After(time.Until(when)):
 		}
 	}
 }

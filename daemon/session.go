@@ -123,7 +123,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		err = d.checkCommand(srv, params)
 	}
 	var policy *bpf.Policy
-	var hosts []egress.Entry
+	var hosts *egress.Tracker
 	if err == nil {
 		policy, hosts, err = d.kernelPolicy(ctx, srv)
 	}
@@ -167,8 +167,8 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
 
 	go pumpClient(fr, clientInW)
-	if s.cgid != 0 && egress.HasHosts(hosts) {
-		go s.watchEgress(d, hosts, time.Minute)
+	if s.cgid != 0 && hosts != nil {
+		go s.watchEgress(d, hosts)
 	}
 	go func() {
 		select {
@@ -302,7 +302,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 
 // kernelPolicy returns the session's kernel policy, nil when eBPF is
 // unavailable and the server may run without it.
-func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, []egress.Entry, error) {
+func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, *egress.Tracker, error) {
 	if d.cage == nil {
 		if why := needsEBPF(srv); why != "" && d.conf().Daemon.EBPFRequired() {
 			return nil, nil, fmt.Errorf("%s need eBPF, which is unavailable here (%s): see `mcpcage status`, or set require_ebpf = false to run without kernel enforcement", why, d.ebpfErr)

@@ -9,14 +9,13 @@
 //
 // Examples: "10.0.0.0/8:443", "api.github.com:443", "127.0.0.1:*",
 // "[::1]:8080", "[2001:db8::/32]:*". Host names are resolved when a
-// session starts and re-resolved while it runs; every address a name
-// resolves to is allowed on the entry's port.
+// session starts (DNS, a stub resolver that reports TTLs); every address
+// a name resolves to is allowed on the entry's port until its record's
+// TTL runs out, and the name is looked up again then (Tracker).
 package egress
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -100,39 +99,6 @@ type Rule struct {
 	Prefix netip.Prefix
 	Ports  []uint16 // empty: any
 	Index  int
-}
-
-// Resolver looks host names up; *net.Resolver satisfies it.
-type Resolver interface {
-	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
-}
-
-// Resolve turns entries into rules, looking host names up. A name that
-// does not resolve is an error naming it.
-func Resolve(ctx context.Context, r Resolver, entries []Entry) ([]Rule, error) {
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	var rules []Rule
-	for _, e := range entries {
-		var ports []uint16
-		if !e.Any {
-			ports = []uint16{e.Port}
-		}
-		if e.Host == "" {
-			rules = append(rules, Rule{Prefix: e.Prefix, Ports: ports, Index: e.Index})
-			continue
-		}
-		addrs, err := r.LookupNetIP(ctx, "ip", e.Host)
-		if err != nil {
-			return nil, fmt.Errorf("egress %q: resolve %s: %w", e.Raw, e.Host, err)
-		}
-		for _, a := range addrs {
-			a = a.Unmap()
-			rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: ports, Index: e.Index})
-		}
-	}
-	return rules, nil
 }
 
 // HasHosts reports whether any entry needs resolving.

@@ -1,8 +1,6 @@
 package egress
 
 import (
-	"context"
-	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -51,33 +49,5 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v", e)
 			}
 		})
-	}
-}
-
-type fakeResolver map[string][]netip.Addr
-
-func (f fakeResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
-	if a, ok := f[host]; ok {
-		return a, nil
-	}
-	return nil, errors.New("no such host")
-}
-
-func TestResolve(t *testing.T) {
-	entries, err := ParseAll([]string{"api.example.com:443", "10.0.0.0/8:*"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := fakeResolver{"api.example.com": {netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}
-	rules, err := Resolve(context.Background(), r, entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rules) != 3 || rules[0].Prefix.String() != "192.0.2.1/32" || rules[1].Prefix.String() != "2001:db8::1/128" ||
-		rules[0].Ports[0] != 443 || rules[2].Ports != nil || rules[2].Index != 1 {
-		t.Fatalf("rules = %+v", rules)
-	}
-	if _, err := Resolve(context.Background(), r, []Entry{{Raw: "x:1", Host: "nowhere.example", Port: 1}}); err == nil || !strings.Contains(err.Error(), "nowhere.example") {
-		t.Fatalf("unresolvable: %v", err)
 	}
 }

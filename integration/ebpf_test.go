@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/dnstest"
 )
 
 // traced is a running `mcpcage trace --json`.
@@ -405,4 +407,43 @@ func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
 		t.Fatalf("300000 opens lost no events: %+v", k)
 	}
 	d.waitLog(`msg="kernel events lost"`)
+}
+
+// A host-name rule follows DNS: when the name moves to another address,
+// the old one stops working once its record's TTL has run out.
+func TestEgressFollowsDNSTTL(t *testing.T) {
+	setup(t)
+	dns, err := dnstest.Start()
+	must(t, err, "DNS server")
+	defer dns.Close()
+	first := listenHTTP(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(first)
+	second := listenHTTP(t, "127.0.0.2:"+port)
+	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.1"), TTL: 1})
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndns_servers = [%q]\n\n[servers.dyn]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"svc.mcpcage.test:%s\"]\n",
+		dns.Addr, filepath.Join(env.bin, "testserver"), port))
+	c := d.connect(t, "dyn", mcp.ProtocolVersion20251125)
+	get := func(addr string) string {
+		got, _ := callText(t, c, "http_get", map[string]any{"url": "http://" + addr + "/"})
+		return got
+	}
+	if got := get(first); !strings.Contains(got, "reached") {
+		t.Fatalf("GET %s while the name points there: %q", first, got)
+	}
+	if got := get(second); !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("GET %s before the name points there: %q", second, got)
+	}
+	queries := dns.Queries()
+	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.2"), TTL: 1})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(get(second), "reached") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rule did not follow the name to %s (%d DNS queries since the change)", second, dns.Queries()-queries)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if got := get(first); !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("GET %s after its record expired: %q", first, got)
+	}
+	d.waitLog(`msg="egress rules follow DNS"`)
 }

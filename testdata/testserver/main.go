@@ -74,6 +74,8 @@ func main() {
 			}
 			return text(strings.Join(names, "\n")), nil
 		})
+	// A new connection per call: every call is a connect the kernel sees.
+	oneShot := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	add(mcp.NewTool("http_get", mcp.WithDescription("Fetch a URL"), mcp.WithString("url", mcp.Required())),
 		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -82,7 +84,7 @@ func main() {
 			if err != nil {
 				return fail(err)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := oneShot.Do(req)
 			if err != nil {
 				return fail(err)
 			}

@@ -1,0 +1,166 @@
+package egress
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/dnstest"
+)
+
+func TestLookupTTL(t *testing.T) {
+	srv, err := dnstest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.Set("api.example.test", dnstest.Record{Addr: netip.MustParseAddr("192.0.2.1"), TTL: 300},
+		dnstest.Record{Addr: netip.MustParseAddr("2001:db8::1"), TTL: 60})
+	srv.Set("www.example.test", dnstest.Record{CNAME: "edge.example.test", TTL: 30})
+	srv.Set("edge.example.test", dnstest.Record{Addr: netip.MustParseAddr("192.0.2.9"), TTL: 600})
+	srv.Set("empty.example.test")
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	if err := os.WriteFile(hosts, []byte("# comment\n192.0.2.50 static.example.test alias # trailing\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, host string
+		truncate   bool
+		want       []Answer
+		wantErr    error
+	}{
+		{"A and AAAA, each its own TTL", "api.example.test", false,
+			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second}}, nil},
+		{"CNAME chain: the smallest TTL", "WWW.example.test.", false, []Answer{{netip.MustParseAddr("192.0.2.9"), 30 * time.Second}}, nil},
+		{"truncated over UDP: retried over TCP", "api.example.test", true,
+			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second}}, nil},
+		{"hosts file first", "static.example.test", false, []Answer{{netip.MustParseAddr("192.0.2.50"), HostsTTL}}, nil},
+		{"NXDOMAIN", "nowhere.example.test", false, nil, ErrNoSuchHost},
+		{"no addresses", "empty.example.test", false, nil, ErrNoSuchHost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv.Truncate(tt.truncate)
+			r := &DNS{Servers: []string{srv.Addr}, HostsFile: hosts}
+			got, err := r.LookupTTL(context.Background(), tt.host)
+			if !errors.Is(err, tt.wantErr) || !slices.Equal(got, tt.want) {
+				t.Fatalf("LookupTTL(%s) = %v, %v; want %v, %v", tt.host, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+	t.Run("localhost without a hosts entry", func(t *testing.T) {
+		r := &DNS{Servers: []string{srv.Addr}, HostsFile: "-"}
+		got, err := r.LookupTTL(context.Background(), "db.localhost")
+		want := []Answer{{netip.MustParseAddr("127.0.0.1"), HostsTTL}, {netip.IPv6Loopback(), HostsTTL}}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("got %v, %v; want %v", got, err, want)
+		}
+	})
+	t.Run("a dead server, then a live one", func(t *testing.T) {
+		r := &DNS{Servers: []string{"127.0.0.1:1", srv.Addr}, HostsFile: "-", Timeout: 500 * time.Millisecond}
+		if got, err := r.LookupTTL(context.Background(), "edge.example.test"); err != nil || len(got) != 1 {
+			t.Fatalf("got %v, %v", got, err)
+		}
+	})
+	t.Run("no server answers", func(t *testing.T) {
+		r := &DNS{Servers: []string{"127.0.0.1:1"}, HostsFile: "-", Timeout: 500 * time.Millisecond}
+		if _, err := r.LookupTTL(context.Background(), "edge.example.test"); err == nil || errors.Is(err, ErrNoSuchHost) {
+			t.Fatalf("err = %v, want a server error", err)
+		}
+	})
+}
+
+func TestResolvConfServers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(p, []byte("search example\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:1\n"), 0o644)
+	if got := resolvConfServers(p); !slices.Equal(got, []string{"10.0.0.2:53", "[::1]:53"}) {
+		t.Fatalf("servers = %v", got)
+	}
+	if got := resolvConfServers(filepath.Join(t.TempDir(), "none")); !slices.Equal(got, []string{"127.0.0.1:53"}) {
+		t.Fatalf("servers without resolv.conf = %v", got)
+	}
+}
+
+// fakeLookup answers from a table a test changes between calls.
+type fakeLookup struct {
+	answers map[string][]Answer
+	err     error
+	calls   int
+}
+
+func (f *fakeLookup) lookup(_ context.Context, host string) ([]Answer, error) {
+	f.calls++
+	if f.err != nil {
+		return nil, f.err
+	}
+	if a, ok := f.answers[host]; ok {
+		return a, nil
+	}
+	return nil, ErrNoSuchHost
+}
+
+func prefixes(rules []Rule) []string {
+	var out []string
+	for _, r := range rules {
+		out = append(out, r.Prefix.String())
+	}
+	return out
+}
+
+func TestTracker(t *testing.T) {
+	entries, err := ParseAll([]string{"api.example.test:443", "10.0.0.0/8:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	f := &fakeLookup{answers: map[string][]Answer{"api.example.test": {{a1, 10 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 20 * time.Second}}}}
+	tr := NewTracker(entries, f.lookup)
+	t0 := time.Unix(1000, 0)
+	ctx := context.Background()
+	step := func(at time.Duration, want []string, wantNext time.Duration) {
+		t.Helper()
+		rules, next, err := tr.Refresh(ctx, t0.Add(at))
+		if got := prefixes(rules); !slices.Equal(got, want) {
+			t.Fatalf("at +%v: rules %v, want %v (err %v)", at, got, want, err)
+		}
+		if next != t0.Add(wantNext) {
+			t.Fatalf("at +%v: next refresh at +%v, want +%v", at, next.Sub(t0), wantNext)
+		}
+	}
+	step(0, []string{"192.0.2.1/32", "2001:db8::1/128", "10.0.0.0/8"}, 10*time.Second)
+	if rules, _, _ := tr.Refresh(ctx, t0); rules[0].Ports[0] != 443 || rules[2].Ports != nil || rules[2].Index != 1 {
+		t.Fatalf("ports and indexes: %+v", rules)
+	}
+	if f.calls != 1 {
+		t.Fatalf("%d look-ups before any TTL ran out, want 1", f.calls)
+	}
+	// At +10 s the A record expires: the name now says a2; a1 is gone,
+	// the AAAA record keeps its own expiry.
+	f.answers["api.example.test"] = []Answer{{a2, 0}}
+	step(10*time.Second, []string{"192.0.2.2/32", "2001:db8::1/128", "10.0.0.0/8"}, 11*time.Second) // TTL 0 counts as MinTTL
+	// The servers stop answering: the last answer stays (serve stale), retried every RetryAfter.
+	f.err = errors.New("i/o timeout")
+	rules, next, err := tr.Refresh(ctx, t0.Add(11*time.Second))
+	if err == nil || !slices.Contains(prefixes(rules), "192.0.2.2/32") || next != t0.Add(16*time.Second) {
+		t.Fatalf("servers down: rules %v, next +%v, err %v", prefixes(rules), next.Sub(t0), err)
+	}
+	// The name is gone (NXDOMAIN): its addresses go as they expire.
+	f.err = ErrNoSuchHost
+	step(16*time.Second, []string{"2001:db8::1/128", "10.0.0.0/8"}, 20*time.Second)
+	step(21*time.Second, []string{"10.0.0.0/8"}, 26*time.Second)
+
+	// The first look-up failing is an error naming the entry.
+	if _, _, err := NewTracker(entries, (&fakeLookup{}).lookup).Refresh(ctx, t0); err == nil || !errors.Is(err, ErrNoSuchHost) {
+		t.Fatalf("unresolvable at start: %v", err)
+	}
+	// Literal entries only: nothing to refresh.
+	lit, _ := ParseAll([]string{"127.0.0.1:*"})
+	if rules, next, err := NewTracker(lit, nil).Refresh(ctx, t0); err != nil || len(rules) != 1 || !next.IsZero() {
+		t.Fatalf("literal entries: %v %v %v", rules, next, err)
+	}
+}
