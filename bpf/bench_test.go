@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -39,18 +43,32 @@ func runLoop(kind string, n int) time.Duration {
 				syscall.Close(fd)
 			}
 		}
+	case "open-then": // n opens, then one of MCPCAGE_BENCH_PATH
+		for i := 0; i < n; i++ {
+			if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
+				syscall.Close(fd)
+			}
+		}
+		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
+			syscall.Close(fd)
+		}
 	case "dial": // one attempt, whatever its outcome
 		if c, err := net.Dial(os.Getenv("MCPCAGE_BENCH_PROTO"), os.Getenv("MCPCAGE_BENCH_ADDR")); err == nil {
 			c.Close()
 		}
-	case "connect":
-		addr := os.Getenv("MCPCAGE_BENCH_ADDR")
+	case "connect": // blocking connects, closed with a reset: no TIME_WAIT pile-up
+		ap := netip.MustParseAddrPort(os.Getenv("MCPCAGE_BENCH_ADDR"))
+		sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 		for i := 0; i < n; i++ {
-			c, err := net.Dial("tcp", addr)
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 			if err != nil {
 				panic(err)
 			}
-			c.Close()
+			if err := syscall.Connect(fd, sa); err != nil {
+				panic(err)
+			}
+			syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+			syscall.Close(fd)
 		}
 	}
 	return time.Since(start)
@@ -84,7 +102,11 @@ func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 // BenchmarkSyscallOverhead measures open/close and TCP connect loops with
 // mcpcage's programs attached and detached, for a process inside a
 // registered session and for one outside every session (what every other
-// process on the host pays), and reports the ratios side by side.
+// process on the host pays), and reports the ratios side by side. "idle"
+// is a process on the host while the programs are loaded but no session
+// runs (the observation tracepoints are then detached); "floor" is the same
+// process with an empty program on openat's two tracepoints, the least any
+// syscall-tracepoint observer costs here.
 // Targets: inside <= 1.15x, outside <= 1.03x.
 func BenchmarkSyscallOverhead(b *testing.B) {
 	testenv.RequireRoot(b)
@@ -116,17 +138,44 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	}
 	var events atomic.Int64
 	const rounds = 5
-	var dIn, dOut, dInC, dOutC, aIn, aOut, aInC, aOutC []float64
+	var dIn, dOut, dInC, dOutC, aIn, aOut, aInC, aOutC, iOut, iOutC, fOut []float64
+	// The floor: an empty program on openat's entry and exit tracepoints,
+	// what any syscall tracepoint observer pays on this kernel.
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.TracePoint, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
+	floor := func() float64 {
+		var ls []link.Link
+		for _, tp := range []string{"sys_enter_openat", "sys_exit_openat"} {
+			l, err := link.Tracepoint("syscalls", tp, empty, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ls = append(ls, l)
+		}
+		defer func() {
+			for _, l := range ls {
+				l.Close()
+			}
+		}()
+		return child(b, "open", opens, "", addr)
+	}
 	var lost uint64
 	var evRate []float64
 	for b.Loop() {
 		for r := 0; r < rounds; r++ {
 			w, x, y, z := measure() // detached
+			fOut = append(fOut, floor())
 			dIn, dOut, dInC, dOutC = append(dIn, w), append(dOut, x), append(dInC, y), append(dOutC, z)
 			cage, err := Load(Options{CgroupParent: parent})
 			if err != nil {
 				b.Fatal(err)
 			}
+			iOut = append(iOut, child(b, "open", opens, "", addr)) // loaded, no session
+			iOutC = append(iOutC, child(b, "connect", connects, "", addr))
 			if err := cage.Register(cgid, Policy{HostNetwork: true, Egress: []EgressRule{{Prefix: netip.MustParsePrefix("127.0.0.1/32")}},
 				DenyComponents: map[string]int{".ssh": 0}}); err != nil {
 				b.Fatal(err)
@@ -148,6 +197,11 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	b.ReportMetric(median(aOut)/median(dOut), "outside-open-x")
 	b.ReportMetric(median(aInC)/median(dInC), "inside-connect-x")
 	b.ReportMetric(median(aOutC)/median(dOutC), "outside-connect-x")
+	b.ReportMetric(median(iOut)/median(dOut), "idle-open-x")
+	b.ReportMetric(median(fOut)/median(dOut), "floor-open-x")
+	b.ReportMetric(median(iOutC)/median(dOutC), "idle-connect-x")
+	b.ReportMetric(median(aIn)-median(dIn), "inside-open-added-ns")
+	b.ReportMetric(median(aOut)-median(dOut), "outside-open-added-ns")
 	b.ReportMetric(median(dOut), "detached-open-ns")
 	b.ReportMetric(median(aIn), "inside-open-ns")
 	b.ReportMetric(median(evRate), "events/s")

@@ -204,22 +204,43 @@ struct {
 
 // Opens in flight between syscall entry and exit.
 struct open_args {
+	__u64 active; // set at entry, cleared at exit
 	__u64 cgid;
 	__u64 filename; // user pointer
 	__u32 flags;
 	__u32 pad;
 };
 
+// Per-task storage: no hashing, and freed with the task (a task killed
+// mid-call leaves nothing behind).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct open_args);
 } opens SEC(".maps");
+
+// mcpcage's parent cgroup (index 0), set by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} parent_cgroup SEC(".maps");
+
+// in_cage reports whether the current task is under mcpcage's parent
+// cgroup: a constant-time ancestor check, the cheapest way for the
+// tracepoints to let the rest of the host go.
+static __always_inline bool in_cage(void)
+{
+	return bpf_current_task_under_cgroup(&parent_cgroup, 0) == 1;
+}
 
 // take moves the calling thread's entry of a per-thread map into out.
 static __always_inline bool take(void *map, void *out, __u32 size)
 {
+	if (!in_cage())
+		return false;
 	__u64 id = bpf_get_current_pid_tgid();
 	void *v = bpf_map_lookup_elem(map, &id);
 	if (!v)
@@ -252,18 +273,32 @@ static __always_inline struct session *current_session(__u64 *cgid)
 	return bpf_map_lookup_elem(&sessions, cgid);
 }
 
-static __always_inline bool admit_event(struct session *s)
+// watched_session is current_session for the syscall tracepoints.
+static __always_inline struct session *watched_session(__u64 *cgid)
+{
+	if (!in_cage())
+		return 0;
+	return current_session(cgid);
+}
+
+// in_budget takes one event from the session's budget for this window.
+static __always_inline bool in_budget(struct session *s)
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (now - s->window_start > WINDOW_NS) {
 		s->window_start = now;
 		s->window_events = 0;
 	}
-	if (__sync_fetch_and_add(&s->window_events, 1) >= WINDOW_EVENTS) {
-		count_lost(LOST_THROTTLED);
-		return false;
-	}
-	return true;
+	return __sync_fetch_and_add(&s->window_events, 1) < WINDOW_EVENTS;
+}
+
+// admit_event is in_budget, counting the events it refuses.
+static __always_inline bool admit_event(struct session *s)
+{
+	if (in_budget(s))
+		return true;
+	count_lost(LOST_THROTTLED);
+	return false;
 }
 
 static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
@@ -371,7 +406,7 @@ SEC("tracepoint/syscalls/sys_enter_connect")
 int cage_enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 cgid;
-	if (!current_session(&cgid))
+	if (!watched_session(&cgid))
 		return 0;
 	struct pending_connect pc = {.fd = (__s32)ctx->args[0]};
 	__u64 id = bpf_get_current_pid_tgid();
@@ -619,12 +654,16 @@ int cage_sendmsg6(struct bpf_sock_addr *ctx) { return check6(ctx, EV_UDP_SEND); 
 static __always_inline int open_enter(const char *filename, __u32 flags)
 {
 	__u64 cgid;
-	struct session *s = current_session(&cgid);
+	struct session *s = watched_session(&cgid);
 	if (!s)
 		return 0;
-	struct open_args a = {.cgid = cgid, .filename = (__u64)filename, .flags = flags};
-	__u64 id = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&opens, &id, &a, BPF_ANY);
+	struct open_args *a = bpf_task_storage_get(&opens, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
+	a->cgid = cgid;
+	a->filename = (__u64)filename;
+	a->flags = flags;
+	a->active = 1;
 	return 0;
 }
 
@@ -655,13 +694,15 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 }
 
 // Walks the kernel's dentries from (d, vm) up to the root of the task's
-// mount namespace into e->comp, leaf first; checks each component against
-// the session's denied names. Returns the matching rule + 1, or 0.
-static __always_inline __u32 walk_path(struct event *e, struct dentry *d, struct vfsmount *vm)
+// mount namespace into e->comp (when e is set), leaf first; checks each
+// component against session cgid's denied names. Returns the matching
+// rule + 1, or 0. The check never depends on e: a full ring buffer or a
+// spent event budget does not weaken enforcement.
+static __always_inline __u32 walk_path(struct event *e, __u64 cgid, struct dentry *d, struct vfsmount *vm)
 {
 	struct mount *m = container_of(vm, struct mount, mnt);
 	__u32 denied = 0;
-	struct deny_key dk = {.cgid = e->cgid};
+	struct deny_key dk = {.cgid = cgid};
 	int n = 0;
 #pragma unroll
 	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
@@ -681,7 +722,8 @@ static __always_inline __u32 walk_path(struct event *e, struct dentry *d, struct
 		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 		__builtin_memset(dk.name, 0, sizeof(dk.name));
 		bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
-		__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
+		if (e)
+			__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
 		if (!denied) {
 			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
 			if (rule)
@@ -690,60 +732,71 @@ static __always_inline __u32 walk_path(struct event *e, struct dentry *d, struct
 		n++;
 		d = parent;
 	}
-	e->ncomp = n;
+	if (e)
+		e->ncomp = n;
 	return denied;
 }
 
 // The kernel's path of the task's open file fd (see walk_path).
-static __always_inline __u32 file_path(struct event *e, int fd)
+static __always_inline __u32 file_path(struct event *e, __u64 cgid, int fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
 	struct file *f = 0;
 	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return 0;
-	return walk_path(e, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
+	return walk_path(e, cgid, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
 }
 
 // The kernel's path of a *at() call's base directory: dirfd, or the
 // task's working directory for AT_FDCWD.
-static __always_inline __u32 dir_path(struct event *e, int dirfd)
+static __always_inline __u32 dir_path(struct event *e, __u64 cgid, int dirfd)
 {
 	if (dirfd != -100 /* AT_FDCWD */)
-		return file_path(e, dirfd);
+		return file_path(e, cgid, dirfd);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return walk_path(e, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
+	return walk_path(e, cgid, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	struct open_args args;
-	if (!take(&opens, &args, sizeof(args)))
+	if (!in_cage())
 		return 0;
+	struct open_args *a = bpf_task_storage_get(&opens, bpf_get_current_task_btf(), 0, 0);
+	if (!a || !a->active)
+		return 0;
+	struct open_args args = *a;
+	a->active = 0;
 	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
-	struct event *e = new_event(args.cgid, EV_FILE_OPEN);
-	if (!e)
+	bool admitted = in_budget(s);
+	struct event *e = admitted ? new_event(args.cgid, EV_FILE_OPEN) : 0;
+	__u32 denied = 0;
+	if (ret >= 0)
+		denied = file_path(e, args.cgid, ret);
+	if (denied) {
+		// The open succeeded on a denied path: kill the process before it
+		// returns to user space and can read anything. Reported even
+		// over the session's budget.
+		bpf_send_signal(9);
+		if (!e && (e = new_event(args.cgid, EV_FILE_OPEN)))
+			file_path(e, args.cgid, ret);
+	}
+	if (!e) {
+		if (!admitted)
+			count_lost(LOST_THROTTLED);
 		return 0;
+	}
 	e->result = ret;
 	e->flags = args.flags;
 	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.filename);
-	__u32 denied = 0;
-	if (ret >= 0)
-		denied = file_path(e, ret);
 	if (denied) {
-		// The open succeeded on a denied path: kill the process before it
-		// returns to user space and can read anything.
-		bpf_send_signal(9);
 		e->kind = EV_FILE_DENIED;
 		e->killed = 1;
 		e->rule = denied - 1;
-	} else if (!admit_event(s)) {
-		bpf_ringbuf_discard(e, BPF_RB_NO_WAKEUP);
-		return 0;
 	}
 	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
@@ -753,6 +806,7 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 
 // A directory operation in flight, by thread.
 struct fsop_args {
+	__u64 active; // set at entry, cleared at exit
 	__u64 cgid;
 	__u64 name;    // user pointer
 	__u64 newname; // rename: user pointer
@@ -763,20 +817,27 @@ struct fsop_args {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct fsop_args);
 } fsops SEC(".maps");
 
 static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags)
 {
 	__u64 cgid;
-	if (!current_session(&cgid))
+	if (!watched_session(&cgid))
 		return 0;
-	struct fsop_args a = {.cgid = cgid, .name = (__u64)name, .newname = (__u64)newname, .dirfd = dirfd, .kind = kind, .flags = flags};
-	__u64 id = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&fsops, &id, &a, BPF_ANY);
+	struct fsop_args *a = bpf_task_storage_get(&fsops, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
+	a->cgid = cgid;
+	a->name = (__u64)name;
+	a->newname = (__u64)newname;
+	a->dirfd = dirfd;
+	a->kind = kind;
+	a->flags = flags;
+	a->active = 1;
 	return 0;
 }
 
@@ -837,31 +898,49 @@ int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
 int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 {
-	struct fsop_args args;
-	if (!take(&fsops, &args, sizeof(args)))
+	if (!in_cage())
 		return 0;
+	struct fsop_args *a = bpf_task_storage_get(&fsops, bpf_get_current_task_btf(), 0, 0);
+	if (!a || !a->active)
+		return 0;
+	struct fsop_args args = *a;
+	a->active = 0;
 	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
-	if (!s || !admit_event(s))
+	if (!s)
 		return 0;
-	struct event *e = new_event(args.cgid, args.kind);
-	if (!e)
+	int ret = (int)ctx->ret;
+	char first = 0;
+	bpf_probe_read_user(&first, 1, (const void *)args.name);
+	// The base directory comes from the kernel; the names are hints. A
+	// denied component in the base directory of a successful call kills
+	// the task, as for opens, whatever the event budget.
+	bool admitted = in_budget(s);
+	struct event *e = admitted ? new_event(args.cgid, args.kind) : 0;
+	__u32 denied = 0;
+	if (first != '/' && (e || ret == 0))
+		denied = dir_path(e, args.cgid, args.dirfd);
+	if (ret != 0)
+		denied = 0;
+	if (denied) {
+		bpf_send_signal(9);
+		if (!e && (e = new_event(args.cgid, args.kind)))
+			dir_path(e, args.cgid, args.dirfd);
+	}
+	if (!e) {
+		if (!admitted)
+			count_lost(LOST_THROTTLED);
 		return 0;
-	e->result = (int)ctx->ret;
+	}
+	e->result = ret;
 	e->flags = args.flags;
 	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.name);
 	if (args.newname)
 		bpf_probe_read_user_str(e->hint2, sizeof(e->hint2), (const char *)args.newname);
-	// The base directory comes from the kernel; the names are hints. A
-	// denied component in the base directory kills the task, as for opens.
-	__u32 denied = 0;
-	if (e->hint[0] != '/')
-		denied = dir_path(e, args.dirfd);
-	if (denied && e->result == 0) {
-		bpf_send_signal(9);
+	if (denied) {
 		e->killed = 1;
 		e->rule = denied - 1;
 	}
-	bpf_ringbuf_submit(e, wakeup_flags(e->killed));
+	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
 }
 
@@ -876,7 +955,7 @@ struct argv_head {
 
 // argv heads read at execve entry, by tgid (stable across de_thread).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); // a failed execve leaves its entry
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct argv_head);
@@ -885,7 +964,7 @@ struct {
 static __always_inline int exec_enter(const char *const *argv)
 {
 	__u64 cgid;
-	if (!current_session(&cgid))
+	if (!watched_session(&cgid))
 		return 0;
 	struct argv_head h = {};
 #pragma unroll
@@ -916,7 +995,7 @@ SEC("raw_tracepoint/sched_process_exec")
 int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 cgid;
-	struct session *s = current_session(&cgid);
+	struct session *s = watched_session(&cgid);
 	if (!s || !admit_event(s))
 		return 0;
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];

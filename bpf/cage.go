@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -26,6 +27,7 @@ type Cage struct {
 	nsOffset uint32
 	onClose  []func()
 	reader   *ringbuf.Reader
+	obs      observers
 	// handshakes: net.connect waits for the TCP handshake's outcome.
 	handshakes    bool
 	handshakesErr error
@@ -82,6 +84,9 @@ func Load(o Options) (_ *Cage, retErr error) {
 			c.Close()
 		}
 	}()
+	if err := setParentCgroup(c.objs.ParentCgroup, o.CgroupParent); err != nil {
+		return nil, err
+	}
 	if o.PinDir != "" {
 		if err := ensureBPFFS(o.PinDir); err != nil {
 			return nil, err
@@ -109,6 +114,25 @@ func Load(o Options) (_ *Cage, retErr error) {
 			}
 		}
 	}
+	// Attach the observers once to find out now, not at the first
+	// session, whether this kernel takes them (and tp_btf).
+	if err := c.attachObservers(); err != nil {
+		return nil, err
+	}
+	c.detachObservers()
+	return c, nil
+}
+
+// attachObservers attaches the observation programs: the syscall
+// tracepoints (which put every thread on the host on the syscall slow
+// path while attached), the exec raw tracepoint and the TCP state
+// tracepoint. They are attached only while a session is registered.
+func (c *Cage) attachObservers() (retErr error) {
+	defer func() {
+		if retErr != nil {
+			c.detachObservers()
+		}
+	}()
 	for _, tp := range []struct {
 		name string
 		prog *ebpf.Program
@@ -133,28 +157,80 @@ func Load(o Options) (_ *Cage, retErr error) {
 			if legacySyscall[strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")] && errors.Is(err, os.ErrNotExist) {
 				continue // architectures without the old calls, e.g. arm64
 			}
-			return nil, fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
+			return fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
 		}
-		c.links = append(c.links, l)
+		c.obs.links = append(c.obs.links, l)
 	}
 	// The outcome of a non-blocking TCP connect: where tp_btf is refused,
 	// net.connect reports connect(2)'s EINPROGRESS instead.
-	if l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.CageTcpState}); err == nil {
-		if err := c.objs.TrackHandshakes.Set(uint8(1)); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("enable handshake tracking: %w", err)
-		}
-		c.links = append(c.links, l)
-		c.handshakes = true
-	} else {
-		c.handshakesErr = err
+	l, err := link.AttachTracing(link.TracingOptions{Program: c.objs.CageTcpState})
+	c.handshakes, c.handshakesErr = err == nil, err
+	if err == nil {
+		c.obs.links = append(c.obs.links, l)
 	}
-	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
+	if err := c.objs.TrackHandshakes.Set(c.handshakes); err != nil {
+		return fmt.Errorf("set handshake tracking: %w", err)
+	}
+	l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
 	if err != nil {
-		return nil, fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
+		return fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
 	}
-	c.links = append(c.links, l)
-	return c, nil
+	c.obs.links = append(c.obs.links, l)
+	return nil
+}
+
+// observers tracks the registered sessions: the observation programs are
+// attached while there is at least one.
+type observers struct {
+	mu       sync.Mutex
+	sessions map[uint64]bool
+	links    []link.Link
+}
+
+// observe counts a registered session, attaching the observers for the
+// first one.
+func (c *Cage) observe(cgid uint64) error {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	if len(c.obs.sessions) == 0 {
+		if err := c.attachObservers(); err != nil {
+			return err
+		}
+	}
+	if c.obs.sessions == nil {
+		c.obs.sessions = map[uint64]bool{}
+	}
+	c.obs.sessions[cgid] = true
+	return nil
+}
+
+// unobserve forgets a session, detaching the observers after the last.
+func (c *Cage) unobserve(cgid uint64) {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	if !c.obs.sessions[cgid] {
+		return
+	}
+	delete(c.obs.sessions, cgid)
+	if len(c.obs.sessions) == 0 {
+		c.detachObservers()
+	}
+}
+
+// Observing reports whether the observation programs are attached (while
+// any session is registered: processes outside sessions pay the syscall
+// tracepoints' cost only then).
+func (c *Cage) Observing() bool {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	return len(c.obs.links) > 0
+}
+
+func (c *Cage) detachObservers() {
+	for _, l := range c.obs.links {
+		l.Close()
+	}
+	c.obs.links = nil
 }
 
 // legacySyscall names the calls some architectures lack (arm64 has only
@@ -163,7 +239,11 @@ var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true,
 
 // Handshakes reports whether net.connect carries the TCP handshake's
 // outcome (tp_btf/inet_sock_set_state attached), and why not.
-func (c *Cage) Handshakes() (bool, error) { return c.handshakes, c.handshakesErr }
+func (c *Cage) Handshakes() (bool, error) {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	return c.handshakes, c.handshakesErr
+}
 
 // Level is the cgroup depth of session cgroups.
 func (c *Cage) Level() uint32 { return c.level }
@@ -182,10 +262,26 @@ func (c *Cage) Close() error {
 		l.Close()
 	}
 	c.links = nil
+	c.obs.mu.Lock()
+	c.detachObservers()
+	c.obs.mu.Unlock()
 	for _, f := range c.onClose {
 		f()
 	}
 	return c.objs.Close()
+}
+
+// setParentCgroup puts the parent cgroup in the programs' cgroup array.
+func setParentCgroup(m *ebpf.Map, dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open parent cgroup: %w", err)
+	}
+	defer f.Close()
+	if err := m.Put(uint32(0), uint32(f.Fd())); err != nil {
+		return fmt.Errorf("set parent cgroup: %w", err)
+	}
+	return nil
 }
 
 // cgroupLevel returns the depth of dir in its cgroup v2 hierarchy (the

@@ -49,6 +49,7 @@ type cageEvent struct {
 
 type cageFsopArgs struct {
 	_       structs.HostLayout
+	Active  uint64
 	Cgid    uint64
 	Name    uint64
 	Newname uint64
@@ -74,6 +75,7 @@ type cageLpm6 struct {
 
 type cageOpenArgs struct {
 	_        structs.HostLayout
+	Active   uint64
 	Cgid     uint64
 	Filename uint64
 	Flags    uint32
@@ -138,6 +140,7 @@ const (
 	cageMapHandshakes          = "handshakes"
 	cageMapLost                = "lost"
 	cageMapOpens               = "opens"
+	cageMapParentCgroup        = "parent_cgroup"
 	cageMapSessions            = "sessions"
 	cageMapUdpSeen             = "udp_seen"
 	cageProgCageCalibrate      = "cage_calibrate"
@@ -256,6 +259,7 @@ type cageMapSpecs struct {
 	Handshakes     *ebpf.MapSpec `ebpf:"handshakes"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Opens          *ebpf.MapSpec `ebpf:"opens"`
+	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
 	UdpSeen        *ebpf.MapSpec `ebpf:"udp_seen"`
 }
@@ -302,6 +306,7 @@ type cageMaps struct {
 	Handshakes     *ebpf.Map `ebpf:"handshakes"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Opens          *ebpf.Map `ebpf:"opens"`
+	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
 	UdpSeen        *ebpf.Map `ebpf:"udp_seen"`
 }
@@ -319,6 +324,7 @@ func (m *cageMaps) Close() error {
 		m.Handshakes,
 		m.Lost,
 		m.Opens,
+		m.ParentCgroup,
 		m.Sessions,
 		m.UdpSeen,
 	)

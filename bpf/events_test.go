@@ -1,7 +1,12 @@
 package bpf
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -35,5 +40,56 @@ func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 		if got != round*n {
 			t.Fatalf("round %d: %d open events delivered by Sync, want %d", round, got, round*n)
 		}
+	}
+}
+
+// A denied open kills the opener even when its event cannot be recorded:
+// the session's event budget is spent, or the ring buffer is full (no
+// reader). The deny check never depends on the event.
+func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, ".ssh", "id_ed25519")
+	if err := os.MkdirAll(filepath.Dir(secret), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		opens     int  // before the denied one
+		reader    bool // an Events reader drains the ring
+		wantLost  func(ringbuf, throttled uint64) bool
+		lostDescr string
+	}{
+		{"event budget spent", 30000, true, func(rb, th uint64) bool { return th > 0 }, "throttled events"},
+		{"ring buffer full", 400000, false, func(rb, th uint64) bool { return rb > 0 }, "failed ring-buffer reservations"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, parent := loadForTest(t)
+			session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+			if tt.reader {
+				if err := c.Events(func(Event) {}, func(err error) { t.Error(err) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(tt.opens), "MCPCAGE_BENCH_PATH="+secret)
+			fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syscall.Close(fd)
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+			err = cmd.Run()
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("the opener of a denied path was not killed: %v", err)
+			}
+			if rb, th, err := c.Lost(); err != nil || !tt.wantLost(rb, th) {
+				t.Fatalf("lost counters ringbuf=%d throttled=%d (%v): want %s", rb, th, err, tt.lostDescr)
+			}
+		})
 	}
 }

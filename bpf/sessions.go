@@ -28,8 +28,9 @@ type Policy struct {
 
 const maxPorts = 8
 
-// Register puts a session's policy in the maps. Call it after the task
-// exists and before it starts.
+// Register puts a session's policy in the maps, and attaches the
+// observation programs when it is the only session. Call it after the
+// task exists and before it starts.
 func (c *Cage) Register(cgid uint64, p Policy) error {
 	if err := c.SetEgress(cgid, p.Egress); err != nil {
 		return err
@@ -52,6 +53,9 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	}
 	if err := c.objs.Sessions.Put(cgid, &s); err != nil {
 		return fmt.Errorf("register session: %w", err)
+	}
+	if err := c.observe(cgid); err != nil {
+		return fmt.Errorf("attach the observation programs: %w", err)
 	}
 	return nil
 }
@@ -125,8 +129,11 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 	return nil
 }
 
-// Unregister removes every trace of a session from the maps.
+// Unregister removes every trace of a session from the maps. After the
+// last session the observation programs are detached, so the rest of the
+// host stops paying for the syscall tracepoints.
 func (c *Cage) Unregister(cgid uint64) {
+	c.unobserve(cgid)
 	c.objs.Sessions.Delete(cgid)
 	c.deleteEgress(cgid)
 	deleteWhere(c.objs.DenyComponents, func(k *cageDenyKey) bool { return k.Cgid == cgid })

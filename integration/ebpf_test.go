@@ -312,12 +312,10 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 	}
 
 	// A denied name in the caller's string (base directory /work): the
-	// daemon stops the session.
-	_, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+	// daemon stops the session. (The server may still answer the call on
+	// its way down; the session's end is what counts.)
+	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
 		Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", "cd /work && mv .ssh/moved loot && sleep 20"}}}})
-	if err == nil {
-		t.Fatal("the session survived moving a file out of a denied directory")
-	}
 	stopped := tr.wait(t, "file.rename session stopped", func(ev map[string]any) bool {
 		return str(ev, "type") == "file.rename" && str(ev, "action") == "session stopped"
 	})
