@@ -163,6 +163,9 @@ type KernelStatus struct {
 	LostRingbuf   uint64 `json:"lost_ringbuf"`   // events lost to a full ring buffer
 	LostThrottled uint64 `json:"lost_throttled"` // events over a session's rate
 	CgroupParent  string `json:"cgroup_parent"`
+	// Observing: the syscall tracepoints are attached (only while a
+	// session is registered).
+	Observing bool `json:"observing"`
 }
 
 // ServerInfo is one element of an OpServers reply.

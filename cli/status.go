@@ -45,6 +45,11 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if k := st.Kernel; k != nil {
 				fmt.Fprintf(tw, "kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
 				fmt.Fprintf(tw, "kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)
+				obs := "detached (no session: the host pays nothing)"
+				if k.Observing {
+					obs = "attached (syscall tracepoints while sessions run)"
+				}
+				fmt.Fprintf(tw, "kernel observation:\t%s\n", obs)
 			}
 			return tw.Flush()
 		},

@@ -95,6 +95,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		ks = &api.KernelStatus{CgroupParent: filepath.Join(d.cgroupRoot, d.conf().Daemon.ContainerdNamespace)}
 		ks.Sessions, ks.EgressEntries, ks.DenyEntries = d.cage.Counts()
 		ks.LostRingbuf, ks.LostThrottled, _ = d.cage.Lost()
+		ks.Observing = d.cage.Observing()
 	}
 	auditErr := ""
 	if err := d.audit.Healthy(); err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -348,6 +350,11 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	if len(pins) != 4 {
 		t.Fatalf("pinned links = %d, want the 4 cgroup hooks", len(pins))
 	}
+	// With no session only the 4 cgroup hooks are attached: the syscall
+	// tracepoints come and go with the sessions.
+	if n := d.kernelLinks(t); n != 4 {
+		t.Fatalf("the daemon has %d links attached before any session, want the 4 cgroup hooks", n)
+	}
 	for i := 0; i < 12; i++ {
 		server := "test"
 		if i%2 == 1 {
@@ -357,8 +364,11 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 		if got, _ := callText(t, c, "echo", map[string]any{"text": "x"}); got != "x" {
 			t.Fatalf("session %d: %q", i, got)
 		}
-		if k := d.status(t).Kernel; k.Sessions != 1 || k.DenyEntries == 0 {
+		if k := d.status(t).Kernel; k.Sessions != 1 || k.DenyEntries == 0 || !k.Observing {
 			t.Fatalf("session %d live: kernel state %+v", i, k)
+		}
+		if n := d.kernelLinks(t); n <= 4 {
+			t.Fatalf("session %d live: %d links attached, want the observers too", i, n)
 		}
 		c.Close()
 		c.shimExit(t)
@@ -378,10 +388,66 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	if after, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace); len(after) != 4 {
 		t.Fatalf("pinned links after the sessions = %d, want 4", len(after))
 	}
+	if n, k := d.kernelLinks(t), d.status(t).Kernel; n != 4 || k.Observing {
+		t.Fatalf("after the sessions: %d links attached (want 4), observing=%v", n, k.Observing)
+	}
 	d.stop()
 	if _, err := os.Stat("/sys/fs/bpf/mcpcage/" + d.namespace + "/connect4"); err == nil {
 		t.Fatal("a clean shutdown left pinned links")
 	}
+}
+
+// kernelLinks counts the BPF links attached in the kernel whose program
+// uses this daemon's sessions map (found from its pinned connect4 link).
+func (d *daemon) kernelLinks(t *testing.T) int {
+	t.Helper()
+	pinned, err := link.LoadPinnedLink("/sys/fs/bpf/mcpcage/"+d.namespace+"/connect4", nil)
+	must(t, err, "load the pinned connect4 link")
+	defer pinned.Close()
+	sessions, ok := mapNamed(t, progOf(t, pinned), "sessions")
+	if !ok {
+		t.Fatal("the connect4 program uses no sessions map")
+	}
+	n := 0
+	var it link.Iterator
+	for it.Next() {
+		prog := progOf(t, it.Link)
+		if id, ok := mapNamed(t, prog, "sessions"); ok && id == sessions {
+			n++
+		}
+	}
+	must(t, it.Err(), "iterate links")
+	return n
+}
+
+func progOf(t *testing.T, l link.Link) ebpf.ProgramID {
+	info, err := l.Info()
+	must(t, err, "link info")
+	return info.Program
+}
+
+// mapNamed returns the id of the map called name that program id uses.
+func mapNamed(t *testing.T, id ebpf.ProgramID, name string) (ebpf.MapID, bool) {
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return 0, false // detached meanwhile
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	must(t, err, "program info")
+	ids, _ := info.MapIDs()
+	for _, mid := range ids {
+		m, err := ebpf.NewMapFromID(mid)
+		if err != nil {
+			continue
+		}
+		mi, err := m.Info()
+		m.Close()
+		if err == nil && mi.Name == name {
+			return mid, true
+		}
+	}
+	return 0, false
 }
 
 func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
