@@ -1,24 +1,13 @@
 //go:build ignore
 
 // mcpcage's eBPF programs: per-session egress enforcement on cgroup socket
-// hooks, and observation of file opens, execs and connections of the
-// tasks in mcpcage's session cgroups. Built with bpf2go (see gen.go).
-//
-// Sessions are identified by the id of their cgroup at depth
-// session_level (the ancestor id), so cgroups a server creates below its
-// own stay covered. A task under mcpcage's parent cgroup whose session is
-// not registered is denied every connection (fail closed).
+// hooks, and observation of file opens, directory operations, execs and
+// connections of the tasks in mcpcage's session cgroups. Built with
+// bpf2go (see gen.go). A task under mcpcage's parent cgroup whose session
+// is not registered is denied every connection (fail closed).
 
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_tracing.h>
+#include "cage.h"
 
-char LICENSE[] SEC("license") = "GPL";
-
-// Set by the loader: depth of session cgroups in the cgroup v2 tree.
-volatile const __u32 session_level = 2;
 
 // Calibration: the kernel counts cgroup levels from the real root, which
 // a daemon inside a cgroup namespace (a container) cannot see. The loader
@@ -49,46 +38,6 @@ int cage_calibrate(struct trace_event_raw_sys_enter *ctx)
 	}
 	return 0;
 }
-
-#define SESSION_HOST_NET 1 /* shares the host network namespace: enforce egress */
-
-#define EV_FILE_OPEN 1
-#define EV_EXEC 2
-#define EV_CONNECT 3
-#define EV_NET_DENIED 4
-#define EV_FILE_DENIED 5
-#define EV_UDP_SEND 6
-#define EV_FILE_UNLINK 7
-#define EV_FILE_RMDIR 8
-#define EV_FILE_MKDIR 9
-#define EV_FILE_RENAME 10
-
-// net.connect outcome (struct event's flags).
-#define CONNECT_NO_RESULT 0 // not from connect(2) (io_uring, TCP fast open): the hook's decision only
-#define CONNECT_SYSCALL 1   // result is what connect(2) returned
-#define CONNECT_HANDSHAKE 2 // connect(2) said EINPROGRESS; result is the TCP handshake's outcome
-#define CONNECT_ABANDONED 3 // the socket closed before the handshake ended
-
-#define EINPROGRESS 115
-
-#define MAX_COMPONENTS 16
-#define COMPONENT_LEN 48
-#define HINT_LEN 128
-#define EXEC_LEN 256
-
-struct session {
-	__u32 flags;
-	__u32 pad;
-	__u64 window_start; // rate limit window (ns)
-	__u64 window_events;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, struct session);
-} sessions SEC(".maps");
 
 // Egress rules: LPM key = session id (64 bits) + address prefix.
 struct lpm4 {
@@ -127,64 +76,6 @@ struct {
 	__type(value, struct ports);
 } egress6 SEC(".maps");
 
-// Denied path components per session (deny_paths = ["**/.ssh/**"]).
-struct deny_key {
-	__u64 cgid;
-	char name[COMPONENT_LEN];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct deny_key);
-	__type(value, __u32); // rule index
-} deny_components SEC(".maps");
-
-struct event {
-	__u64 ts;
-	__u64 cgid;
-	__u32 pid;
-	__u32 tgid;
-	__u32 kind;
-	__s32 result; // fd or error for opens; 1 allowed / 0 denied for net
-	__u32 flags;  // open flags
-	__u32 rule;   // deny rule index, egress rule index
-	__u16 family;
-	__u16 port;
-	__u8 proto;
-	__u8 ncomp;
-	__u8 killed; // the kernel killed the task for this event (deny_paths)
-	__u8 pad;
-	__u8 addr[16];
-	char comm[16];
-	char hint[HINT_LEN];                       // user-memory string (audit hint only)
-	char hint2[HINT_LEN];                      // rename: the new name (hint)
-	char comp[MAX_COMPONENTS][COMPONENT_LEN]; // kernel path, leaf first
-};
-
-// Keeps struct event in BTF for bpf2go's -type.
-const struct event *unused_event __attribute__((unused));
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
-
-// Failed ring buffer reservations and throttled events, per CPU.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
-
-#define LOST_RINGBUF 0
-#define LOST_THROTTLED 1
-
-// Events a session may emit per 100 ms before the rest are counted as
-// throttled: one flooding server cannot crowd out the others.
-#define WINDOW_NS 100000000ULL
-#define WINDOW_EVENTS 2000
 
 // UDP destinations already reported, per session.
 struct udp_key {
@@ -220,113 +111,6 @@ struct {
 	__type(value, struct open_args);
 } opens SEC(".maps");
 
-// mcpcage's parent cgroup (index 0), set by the loader.
-struct {
-	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} parent_cgroup SEC(".maps");
-
-// in_cage reports whether the current task is under mcpcage's parent
-// cgroup: a constant-time ancestor check, the cheapest way for the
-// tracepoints to let the rest of the host go.
-static __always_inline bool in_cage(void)
-{
-	return bpf_current_task_under_cgroup(&parent_cgroup, 0) == 1;
-}
-
-// take moves the calling thread's entry of a per-thread map into out.
-static __always_inline bool take(void *map, void *out, __u32 size)
-{
-	if (!in_cage())
-		return false;
-	__u64 id = bpf_get_current_pid_tgid();
-	void *v = bpf_map_lookup_elem(map, &id);
-	if (!v)
-		return false;
-	__builtin_memcpy(out, v, size);
-	bpf_map_delete_elem(map, &id);
-	return true;
-}
-
-static __always_inline void count_lost(__u32 which)
-{
-	__u64 *n = bpf_map_lookup_elem(&lost, &which);
-	if (n)
-		(*n)++;
-}
-
-// Denials wake the reader at once; other events only when the ring holds
-// a good batch (the reader also polls every 100 ms), which spares a wakeup
-// per event.
-static __always_inline __u64 wakeup_flags(int urgent)
-{
-	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 18))
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
-}
-
-static __always_inline struct session *current_session(__u64 *cgid)
-{
-	*cgid = bpf_get_current_ancestor_cgroup_id(session_level);
-	return bpf_map_lookup_elem(&sessions, cgid);
-}
-
-// watched_session is current_session for the syscall tracepoints.
-static __always_inline struct session *watched_session(__u64 *cgid)
-{
-	if (!in_cage())
-		return 0;
-	return current_session(cgid);
-}
-
-// in_budget takes one event from the session's budget for this window.
-static __always_inline bool in_budget(struct session *s)
-{
-	__u64 now = bpf_ktime_get_ns();
-	if (now - s->window_start > WINDOW_NS) {
-		s->window_start = now;
-		s->window_events = 0;
-	}
-	return __sync_fetch_and_add(&s->window_events, 1) < WINDOW_EVENTS;
-}
-
-// admit_event is in_budget, counting the events it refuses.
-static __always_inline bool admit_event(struct session *s)
-{
-	if (in_budget(s))
-		return true;
-	count_lost(LOST_THROTTLED);
-	return false;
-}
-
-static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
-{
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RINGBUF);
-		return 0;
-	}
-	__u64 id = bpf_get_current_pid_tgid();
-	e->ts = bpf_ktime_get_ns();
-	e->cgid = cgid;
-	e->pid = (__u32)id;
-	e->tgid = id >> 32;
-	e->kind = kind;
-	e->result = 0;
-	e->flags = 0;
-	e->rule = 0;
-	e->family = 0;
-	e->port = 0;
-	e->proto = 0;
-	e->ncomp = 0;
-	e->killed = 0;
-	e->hint[0] = 0;
-	e->hint2[0] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	return e;
-}
 
 /* ---- network ---- */
 
@@ -693,70 +477,6 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
-// Walks the kernel's dentries from (d, vm) up to the root of the task's
-// mount namespace into e->comp (when e is set), leaf first; checks each
-// component against session cgid's denied names. Returns the matching
-// rule + 1, or 0. The check never depends on e: a full ring buffer or a
-// spent event budget does not weaken enforcement.
-static __always_inline __u32 walk_path(struct event *e, __u64 cgid, struct dentry *d, struct vfsmount *vm)
-{
-	struct mount *m = container_of(vm, struct mount, mnt);
-	__u32 denied = 0;
-	struct deny_key dk = {.cgid = cgid};
-	int n = 0;
-#pragma unroll
-	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == mnt_root || d == parent) {
-			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-			if (m == mp)
-				break; // the root of the namespace
-			d = BPF_CORE_READ(m, mnt_mountpoint);
-			m = mp;
-			vm = &m->mnt;
-			continue;
-		}
-		if (n >= MAX_COMPONENTS)
-			break;
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		__builtin_memset(dk.name, 0, sizeof(dk.name));
-		bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
-		if (e)
-			__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
-		if (!denied) {
-			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
-			if (rule)
-				denied = *rule + 1;
-		}
-		n++;
-		d = parent;
-	}
-	if (e)
-		e->ncomp = n;
-	return denied;
-}
-
-// The kernel's path of the task's open file fd (see walk_path).
-static __always_inline __u32 file_path(struct event *e, __u64 cgid, int fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	struct file *f = 0;
-	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return 0;
-	return walk_path(e, cgid, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
-}
-
-// The kernel's path of a *at() call's base directory: dirfd, or the
-// task's working directory for AT_FDCWD.
-static __always_inline __u32 dir_path(struct event *e, __u64 cgid, int dirfd)
-{
-	if (dirfd != -100 /* AT_FDCWD */)
-		return file_path(e, cgid, dirfd);
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return walk_path(e, cgid, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
-}
 
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx)

@@ -28,6 +28,7 @@ type Cage struct {
 	onClose  []func()
 	reader   *ringbuf.Reader
 	obs      observers
+	lsm      *lsmObjects // BPF-LSM file_open, when enabled
 	// handshakes: net.connect waits for the TCP handshake's outcome.
 	handshakes    bool
 	handshakesErr error
@@ -176,6 +177,13 @@ func (c *Cage) attachObservers() (retErr error) {
 		return fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
 	}
 	c.obs.links = append(c.obs.links, l)
+	if c.lsm != nil {
+		l, err := link.AttachLSM(link.LSMOptions{Program: c.lsm.CageFileOpen})
+		if err != nil {
+			return fmt.Errorf("attach lsm/file_open: %w", err)
+		}
+		c.obs.links = append(c.obs.links, l)
+	}
 	return nil
 }
 
@@ -264,6 +272,9 @@ func (c *Cage) Close() error {
 	c.links = nil
 	c.obs.mu.Lock()
 	c.detachObservers()
+	if c.lsm != nil {
+		c.lsm.Close()
+	}
 	c.obs.mu.Unlock()
 	for _, f := range c.onClose {
 		f()

@@ -4,7 +4,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/mcpcage/mcpcage/bpf/probe"
@@ -43,6 +46,34 @@ func sessionForTest(t *testing.T, c *Cage, parent string, p Policy) (dir string,
 	}
 	t.Cleanup(func() { c.Unregister(cgid) })
 	return dir, cgid
+}
+
+// deniedFile makes DIR/.ssh/id_ed25519 and returns its path.
+func deniedFile(t *testing.T) string {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), ".ssh", "id_ed25519")
+	if err := os.MkdirAll(filepath.Dir(secret), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// openThen runs the test binary in cgroup session: n opens of
+// /etc/hostname, then one of path.
+func openThen(t *testing.T, session string, n int, path string) error {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path)
+	fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	return cmd.Run()
 }
 
 // acceptAndClose serves ln by closing every connection.

@@ -1,21 +1,28 @@
-// Package bpf loads mcpcage's eBPF programs (cage.c, compiled by bpf2go;
-// the objects are committed so `go build` needs no clang) and manages
-// their maps: the registered sessions, each session's egress allow-list
-// and denied path components.
+// Package bpf loads mcpcage's eBPF programs (cage.c and lsm.c, sharing
+// cage.h, compiled by bpf2go; the objects are committed so `go build`
+// needs no clang) and manages their maps: the registered sessions, each
+// session's egress allow-list and denied path components.
 //
 // Enforcement: cgroup/connect4, connect6, sendmsg4 and sendmsg6 programs
 // attached once to mcpcage's parent cgroup decide every TCP connect and
 // unconnected UDP send of a session in the kernel (denied: EPERM). A task
 // under the parent whose session is not registered is denied (fail closed).
-// Files: a successful open whose kernel path has a denied component kills
-// the process at syscall exit (bpf_send_signal, SIGKILL) before it returns
-// to user space.
+// Files: where the kernel runs BPF LSM programs (EnableLSM), lsm/file_open
+// makes an open of a path with a denied component fail with EACCES.
+// Everywhere, a successful open of such a path, or a rename, unlink or
+// mkdir in a denied directory, kills the task at syscall exit
+// (bpf_send_signal, SIGKILL) before it returns to user space. The deny
+// check never depends on an event being recorded.
 //
 // Observation: file opens (openat, openat2, open, creat: flags, result and
-// the kernel's own path of the new fd), execs (sched_process_exec: the
-// kernel's file name; the head of argv read at execve entry) and
-// connections arrive
-// through one ring buffer. Strings read from user memory at syscall entry
-// are hints for the audit only. Failed reservations and events beyond a
-// session's rate are counted per CPU, never dropped silently.
+// the kernel's own path of the new fd), directory operations (unlink,
+// rmdir, mkdir, rename: the kernel's base directory), execs
+// (sched_process_exec: the kernel's file name; the head of argv read at
+// execve entry) and connections (with connect(2)'s result, or the TCP
+// handshake's for a non-blocking connect) arrive through one ring buffer.
+// The observation programs are attached only while a session is
+// registered, and let every task outside mcpcage's parent cgroup go with a
+// constant-time check. Strings read from user memory are hints for the
+// audit only. Failed reservations and events beyond a session's rate are
+// counted per CPU, never dropped silently.
 package bpf

@@ -1,10 +1,8 @@
 package bpf
 
 import (
-	"os"
+	"errors"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -47,14 +45,7 @@ func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 // the session's event budget is spent, or the ring buffer is full (no
 // reader). The deny check never depends on the event.
 func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
-	dir := t.TempDir()
-	secret := filepath.Join(dir, ".ssh", "id_ed25519")
-	if err := os.MkdirAll(filepath.Dir(secret), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secret, []byte("key"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	secret := deniedFile(t)
 	tests := []struct {
 		name      string
 		opens     int  // before the denied one
@@ -74,16 +65,13 @@ func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(tt.opens), "MCPCAGE_BENCH_PATH="+secret)
-			fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-			if err != nil {
-				t.Fatal(err)
+			err := openThen(t, session, tt.opens, secret)
+			var ee *exec.ExitError
+			errors.As(err, &ee)
+			var ws syscall.WaitStatus
+			if ee != nil {
+				ws, _ = ee.Sys().(syscall.WaitStatus)
 			}
-			defer syscall.Close(fd)
-			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-			err = cmd.Run()
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 				t.Fatalf("the opener of a denied path was not killed: %v", err)
 			}

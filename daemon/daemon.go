@@ -46,6 +46,7 @@ type Daemon struct {
 	ebpfHooks       probe.Results
 	cage            *bpf.Cage // nil when eBPF enforcement is unavailable
 	ebpfErr         string
+	lsmErr          string // why deny_paths do not use BPF LSM
 	cgroupRoot      string
 	byCgroup        map[uint64]*session
 	consents        *consent.Engine
@@ -237,16 +238,17 @@ func (d *Daemon) enforcement() map[string]string {
 	if d.cage != nil {
 		network = "kernel (cgroup connect4/6, sendmsg4/6)"
 		files = "kill-on-open (bpf_send_signal at open exit; rename/unlink/mkdir in a denied directory too)"
+		if d.cage.LSM() {
+			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/unlink/mkdir and as a second line"
+		}
 		observed = "open, exec, unlink, rmdir, mkdir, rename, connect with its result, new UDP destinations"
 		if ok, err := d.cage.Handshakes(); ok {
 			observed += "; TCP handshake outcome (tp_btf)"
 		} else {
 			observed += "; non-blocking TCP connects show EINPROGRESS (no tp_btf: " + err.Error() + ")"
 		}
-		if r := d.ebpfHooks[probe.LSM]; !r.OK {
-			files += "; no BPF LSM: " + r.Err
-		} else {
-			files += "; BPF LSM available, not used yet"
+		if !d.cage.LSM() {
+			files += "; no BPF LSM: " + d.lsmErr
 		}
 	}
 	return map[string]string{

@@ -49,6 +49,16 @@ func (d *Daemon) setupEBPF() {
 	}
 	d.cage = cage
 	d.cgroupRoot = root
+	if r := d.ebpfHooks[probe.LSM]; r.OK {
+		if err := cage.EnableLSM(); err != nil {
+			d.lsmErr = err.Error()
+			d.log.Warn("BPF LSM is available but its file_open program did not load: deny_paths fall back to kill-on-open", "err", err)
+		} else {
+			d.log.Info("deny_paths enforced by BPF LSM (file_open: EACCES)")
+		}
+	} else {
+		d.lsmErr = r.Err
+	}
 	d.log.Info("eBPF programs loaded", "session_cgroup_level", cage.Level(), "cgroup_namespace_offset", cage.NamespaceOffset())
 	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
@@ -235,6 +245,16 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		s.deniedKernel.Add(1)
 		s.log.Warn("connection denied", "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename:
+		if ev.Kind == bpf.KindFileDenied && !ev.Killed {
+			// BPF LSM refused the open: the server lives on, without the file.
+			ke.Action = "EACCES"
+			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
+				ke.Rule = "deny_paths " + pats[ev.Rule]
+			}
+			s.deniedKernel.Add(1)
+			s.log.Warn("file open denied", "path", ke.Path, "rule", ke.Rule, "action", "EACCES", "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+			break
+		}
 		if ev.Killed {
 			ke.Action = "SIGKILL"
 			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
