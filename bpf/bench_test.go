@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -51,6 +52,16 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
 			syscall.Close(fd)
+		}
+	case "open-paced": // n opens in bursts of 1800 per 100 ms: within one session's event budget
+		for i := 0; i < n; {
+			start := time.Now()
+			for j := 0; j < 1800 && i < n; j, i = j+1, i+1 {
+				if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
+					syscall.Close(fd)
+				}
+			}
+			time.Sleep(100*time.Millisecond - time.Since(start))
 		}
 	case "dial": // one attempt, whatever its outcome
 		if c, err := net.Dial(os.Getenv("MCPCAGE_BENCH_PROTO"), os.Getenv("MCPCAGE_BENCH_ADDR")); err == nil {
@@ -212,4 +223,81 @@ func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkEventPipeline drives sessions that each stay within their event
+// budget and reports the events/s the kernel-to-Go pipeline (ring buffer,
+// decoding, attribution to a session by cgroup id) delivered, and how many
+// were lost, side by side for 1, 2 and 4 concurrent sessions.
+func BenchmarkEventPipeline(b *testing.B) {
+	testenv.RequireRoot(b)
+	root := probe.CgroupV2Root()
+	testenv.Require(b, root != "", "cgroup v2")
+	probe.EnsureTracefs()
+	parent := filepath.Join(root, fmt.Sprintf("mcpcage-pipe-%d", os.Getpid()))
+	cage, err := Load(Options{CgroupParent: parent})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(parent)
+	defer cage.Close()
+	const perSession = 9000 // opens, 0.5 s at the paced rate
+	sessions := map[uint64]*atomic.Int64{}
+	var dirs []string
+	for i := 0; i < 4; i++ {
+		dir := filepath.Join(parent, fmt.Sprintf("s%d", i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		defer os.Remove(dir)
+		cgid, err := CgroupID(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cage.Register(cgid, Policy{DenyComponents: map[string]int{".ssh": 0}}); err != nil {
+			b.Fatal(err)
+		}
+		defer cage.Unregister(cgid)
+		sessions[cgid] = new(atomic.Int64)
+		dirs = append(dirs, dir)
+	}
+	// Attribution as the daemon does it: the session by cgroup id.
+	var mu sync.Mutex
+	if err := cage.Events(func(e Event) {
+		mu.Lock()
+		n := sessions[e.Cgroup]
+		mu.Unlock()
+		if n != nil && e.Kind == KindFileOpen && e.Path == "/etc/hostname" {
+			n.Add(1)
+		}
+	}, func(error) {}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		for _, k := range []int{1, 2, 4} {
+			for _, n := range sessions {
+				n.Store(0)
+			}
+			rb0, th0, _ := cage.Lost()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for _, dir := range dirs[:k] {
+				wg.Add(1)
+				go func() { defer wg.Done(); child(b, "open-paced", perSession, dir, "") }()
+			}
+			wg.Wait()
+			if err := cage.Sync(5 * time.Second); err != nil {
+				b.Fatal(err)
+			}
+			elapsed := time.Since(start)
+			var got int64
+			for _, n := range sessions {
+				got += n.Load()
+			}
+			rb, th, _ := cage.Lost()
+			b.ReportMetric(float64(got)/elapsed.Seconds(), fmt.Sprintf("events/s-%dsessions", k))
+			b.ReportMetric(float64(int64(k*perSession)-got), fmt.Sprintf("missing-%dsessions", k))
+			b.ReportMetric(float64(rb-rb0+th-th0), fmt.Sprintf("lost-%dsessions", k))
+		}
+	}
 }
