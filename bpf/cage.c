@@ -609,6 +609,21 @@ int cage_enter_renameat(struct trace_event_raw_sys_enter *ctx)
 	return fsop_enter(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], 0);
 }
 
+// linkat(2): (olddirfd, old, newdirfd, new, flags); link(2): (old, new).
+// A hard link gives a denied file a second name the deny check would not
+// see: checked like rename.
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int cage_enter_linkat(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_LINK, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], (__u32)ctx->args[4]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int cage_enter_link(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_LINK, -100, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+}
+
 SEC("tracepoint/syscalls/sys_enter_rename")
 int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 {

@@ -152,6 +152,8 @@ func (c *Cage) attachObservers() (retErr error) {
 		{"sys_enter_rmdir", c.objs.CageEnterRmdir}, {"sys_exit_rmdir", c.objs.CageExitFsop},
 		{"sys_enter_mkdir", c.objs.CageEnterMkdir}, {"sys_exit_mkdir", c.objs.CageExitFsop},
 		{"sys_enter_rename", c.objs.CageEnterRename}, {"sys_exit_rename", c.objs.CageExitFsop},
+		{"sys_enter_linkat", c.objs.CageEnterLinkat}, {"sys_exit_linkat", c.objs.CageExitFsop},
+		{"sys_enter_link", c.objs.CageEnterLink}, {"sys_exit_link", c.objs.CageExitFsop},
 	} {
 		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 		if err != nil {
@@ -243,7 +245,7 @@ func (c *Cage) detachObservers() {
 
 // legacySyscall names the calls some architectures lack (arm64 has only
 // the *at forms).
-var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true, "renameat": true}
+var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true, "renameat": true, "link": true}
 
 // Handshakes reports whether net.connect carries the TCP handshake's
 // outcome (tp_btf/inet_sock_set_state attached), and why not.

@@ -34,6 +34,7 @@ volatile const __u32 session_level = 2;
 #define EV_FILE_RMDIR 8
 #define EV_FILE_MKDIR 9
 #define EV_FILE_RENAME 10
+#define EV_FILE_LINK 11
 
 // net.connect outcome (struct event's flags).
 #define CONNECT_NO_RESULT 0 // not from connect(2) (io_uring, TCP fast open): the hook's decision only

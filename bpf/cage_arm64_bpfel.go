@@ -150,6 +150,8 @@ const (
 	cageProgCageEnterCreat     = "cage_enter_creat"
 	cageProgCageEnterExecve    = "cage_enter_execve"
 	cageProgCageEnterExecveat  = "cage_enter_execveat"
+	cageProgCageEnterLink      = "cage_enter_link"
+	cageProgCageEnterLinkat    = "cage_enter_linkat"
 	cageProgCageEnterMkdir     = "cage_enter_mkdir"
 	cageProgCageEnterMkdirat   = "cage_enter_mkdirat"
 	cageProgCageEnterOpen      = "cage_enter_open"
@@ -224,6 +226,8 @@ type cageProgramSpecs struct {
 	CageEnterCreat     *ebpf.ProgramSpec `ebpf:"cage_enter_creat"`
 	CageEnterExecve    *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
 	CageEnterExecveat  *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
+	CageEnterLink      *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
+	CageEnterLinkat    *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
 	CageEnterMkdir     *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
 	CageEnterMkdirat   *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
 	CageEnterOpen      *ebpf.ProgramSpec `ebpf:"cage_enter_open"`
@@ -352,6 +356,8 @@ type cagePrograms struct {
 	CageEnterCreat     *ebpf.Program `ebpf:"cage_enter_creat"`
 	CageEnterExecve    *ebpf.Program `ebpf:"cage_enter_execve"`
 	CageEnterExecveat  *ebpf.Program `ebpf:"cage_enter_execveat"`
+	CageEnterLink      *ebpf.Program `ebpf:"cage_enter_link"`
+	CageEnterLinkat    *ebpf.Program `ebpf:"cage_enter_linkat"`
 	CageEnterMkdir     *ebpf.Program `ebpf:"cage_enter_mkdir"`
 	CageEnterMkdirat   *ebpf.Program `ebpf:"cage_enter_mkdirat"`
 	CageEnterOpen      *ebpf.Program `ebpf:"cage_enter_open"`
@@ -381,6 +387,8 @@ func (p *cagePrograms) Close() error {
 		p.CageEnterCreat,
 		p.CageEnterExecve,
 		p.CageEnterExecveat,
+		p.CageEnterLink,
+		p.CageEnterLinkat,
 		p.CageEnterMkdir,
 		p.CageEnterMkdirat,
 		p.CageEnterOpen,

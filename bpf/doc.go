@@ -9,14 +9,14 @@
 // under the parent whose session is not registered is denied (fail closed).
 // Files: where the kernel runs BPF LSM programs (EnableLSM), lsm/file_open
 // makes an open of a path with a denied component fail with EACCES.
-// Everywhere, a successful open of such a path, or a rename, unlink or
-// mkdir in a denied directory, kills the task at syscall exit
+// Everywhere, a successful open of such a path, or a rename, link, unlink
+// or mkdir in a denied directory, kills the task at syscall exit
 // (bpf_send_signal, SIGKILL) before it returns to user space. The deny
 // check never depends on an event being recorded.
 //
 // Observation: file opens (openat, openat2, open, creat: flags, result and
 // the kernel's own path of the new fd), directory operations (unlink,
-// rmdir, mkdir, rename: the kernel's base directory), execs
+// rmdir, mkdir, rename, link: the kernel's base directory), execs
 // (sched_process_exec: the kernel's file name; the head of argv read at
 // execve entry) and connections (with connect(2)'s result, or the TCP
 // handshake's for a non-blocking connect) arrive through one ring buffer.

@@ -30,6 +30,7 @@ const (
 	KindRmdir      Kind = 8
 	KindMkdir      Kind = 9
 	KindRename     Kind = 10
+	KindLink       Kind = 11
 )
 
 // ConnectOutcome says where a net.connect's Result comes from.
@@ -82,6 +83,8 @@ func (k Kind) String() string {
 		return "file.mkdir"
 	case KindRename:
 		return "file.rename"
+	case KindLink:
+		return "file.link"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -150,7 +153,7 @@ func Decode(raw []byte) (Event, error) {
 		if e.Result >= 0 {
 			ev.Path = kernelPath(e)
 		}
-	case KindUnlink, KindRmdir, KindMkdir, KindRename:
+	case KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink:
 		ev.Hint, ev.NewHint = cstr(e.Hint[:]), cstr(e.Hint2[:])
 		ev.Path = ev.Hint
 		if !strings.HasPrefix(ev.Hint, "/") {

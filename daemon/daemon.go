@@ -237,11 +237,11 @@ func (d *Daemon) enforcement() map[string]string {
 	network, files, observed := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr, "nothing: "+d.ebpfErr
 	if d.cage != nil {
 		network = "kernel (cgroup connect4/6, sendmsg4/6)"
-		files = "kill-on-open (bpf_send_signal at open exit; rename/unlink/mkdir in a denied directory too)"
+		files = "kill-on-open (bpf_send_signal at open exit; rename/link/unlink/mkdir in a denied directory too, ending the session)"
 		if d.cage.LSM() {
-			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/unlink/mkdir and as a second line"
+			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/link/unlink/mkdir and as a second line"
 		}
-		observed = "open, exec, unlink, rmdir, mkdir, rename, connect with its result, new UDP destinations"
+		observed = "open, exec, unlink, rmdir, mkdir, rename, link, connect with its result, new UDP destinations"
 		if ok, err := d.cage.Handshakes(); ok {
 			observed += "; TCP handshake outcome (tp_btf)"
 		} else {

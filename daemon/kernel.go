@@ -216,9 +216,9 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
 	switch ev.Kind {
-	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename:
+	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
 		ke.Result = resultOf(ev.Result, &ke.Error)
-		if ev.Kind == bpf.KindRename {
+		if ev.Kind == bpf.KindRename || ev.Kind == bpf.KindLink {
 			ke.To = ev.NewHint
 			if ke.To != "" && !strings.HasPrefix(ke.To, "/") && ev.Dir != "" {
 				ke.To = path.Join(ev.Dir, ke.To) // (relative to the new directory fd; usually the same)
@@ -244,7 +244,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		ke.Rule = "not in egress allow-list"
 		s.deniedKernel.Add(1)
 		s.log.Warn("connection denied", "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
-	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename:
+	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
 		if ev.Kind == bpf.KindFileDenied && !ev.Killed {
 			// BPF LSM refused the open: the server lives on, without the file.
 			ke.Action = "EACCES"
@@ -260,6 +260,13 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
 				ke.Rule = "deny_paths " + pats[ev.Rule]
 			}
+			if ev.Kind != bpf.KindFileDenied {
+				// The kill came after the change: a renamed or linked
+				// file is out of the denied directory now, readable by
+				// the server's other processes. End the session.
+				ke.Action = "SIGKILL, session stopped"
+				s.stopForPolicy()
+			}
 		} else if ev.Kind != bpf.KindFileDenied && ev.Result == 0 {
 			// The kernel checked the base directory; the names are the
 			// caller's strings, checked here: a hit stops the session.
@@ -271,7 +278,8 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		if ke.Action == "" {
 			break
 		}
-		verb := map[string]string{"file.denied": "opened", "file.unlink": "removed", "file.rmdir": "removed", "file.mkdir": "created", "file.rename": "renamed"}[ke.Type]
+		verb := map[string]string{"file.denied": "opened", "file.unlink": "removed", "file.rmdir": "removed", "file.mkdir": "created",
+			"file.rename": "renamed", "file.link": "linked"}[ke.Type]
 		s.deniedKernel.Add(1)
 		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, ke.Path, strings.TrimPrefix(ke.Rule, "deny_paths ")))
 		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)

@@ -277,6 +277,8 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(project, ".ssh", "id_ed25519"), []byte("PRIVATE KEY"), 0o666), "write")
 	must(t, os.Chmod(project, 0o777), "chmod")
 	must(t, os.Chmod(filepath.Join(project, ".ssh"), 0o777), "chmod")
+	// Readable and writable by the sandbox user: hard links allowed (fs.protected_hardlinks).
+	must(t, os.Chmod(filepath.Join(project, ".ssh", "id_ed25519"), 0o666), "chmod")
 	d := startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n", filepath.Join(env.bin, "testserver"), project))
 	tr := d.trace(t)
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
@@ -302,35 +304,46 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 		}
 	}
 
-	// In a denied directory: the kernel kills mv as the rename returns.
-	if got := sh("cd /work/.ssh && mv id_ed25519 moved; echo status=$?"); !strings.Contains(got, "status=137") {
-		t.Fatalf("mv inside a denied directory: %q, want it killed (status 137)", got)
-	}
-	killed := tr.wait(t, "file.rename killed", func(ev map[string]any) bool {
-		return str(ev, "type") == "file.rename" && str(ev, "action") == "SIGKILL"
-	})
-	if str(killed, "path") != "/work/.ssh/id_ed25519" || str(killed, "to") != "/work/.ssh/moved" || str(killed, "rule") != "deny_paths **/.ssh/**" {
-		t.Fatalf("killed rename record: %v", killed)
-	}
+	c.Close()
+	c.shimExit(t)
+	d.waitClean("the observed session")
 
-	// A denied name in the caller's string (base directory /work): the
-	// daemon stops the session. (The server may still answer the call on
-	// its way down; the session's end is what counts.)
-	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
-		Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", "cd /work && mv .ssh/moved loot && sleep 20"}}}})
-	stopped := tr.wait(t, "file.rename session stopped", func(ev map[string]any) bool {
-		return str(ev, "type") == "file.rename" && str(ev, "action") == "session stopped"
-	})
-	if str(stopped, "path") != "/work/.ssh/moved" || str(stopped, "to") != "/work/loot" {
-		t.Fatalf("session-stopping rename record: %v", stopped)
+	// Each denial ends its session: the kernel kills the task as the call
+	// returns (the base directory is denied) and the daemon stops the
+	// server, since the file is out of the denied directory by then; or the
+	// daemon finds a denied name in the caller's strings and stops it.
+	denials := []struct {
+		name, script, typ, action, path, to, says string
+	}{
+		{"rename inside a denied directory", "cd /work/.ssh && mv id_ed25519 moved", "file.rename", "SIGKILL, session stopped",
+			"/work/.ssh/id_ed25519", "/work/.ssh/moved", "it renamed /work/.ssh/id_ed25519"},
+		{"hard link out of a denied directory", "cd /work/.ssh && ln moved /work/hardlink", "file.link", "SIGKILL, session stopped",
+			"/work/.ssh/moved", "/work/hardlink", "it linked /work/.ssh/moved"},
+		{"denied name in the caller's path", "cd /work && mv .ssh/moved loot", "file.rename", "session stopped",
+			"/work/.ssh/moved", "/work/loot", "it renamed /work/.ssh/moved"},
 	}
-	if code := c.shimExit(t); code == 0 {
-		t.Fatal("shim exited 0")
+	for _, tt := range denials {
+		t.Run(tt.name, func(t *testing.T) {
+			c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+			// (The server may still answer the call on its way down; the
+			// session's end is what counts.)
+			c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+				Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", tt.script + " && sleep 20"}}}})
+			ev := tr.wait(t, tt.typ+" "+tt.action, func(ev map[string]any) bool {
+				return str(ev, "type") == tt.typ && str(ev, "action") == tt.action && str(ev, "path") == tt.path
+			})
+			if str(ev, "to") != tt.to || str(ev, "rule") != "deny_paths **/.ssh/**" {
+				t.Fatalf("%s record: %v", tt.typ, ev)
+			}
+			if code := c.shimExit(t); code == 0 {
+				t.Fatal("shim exited 0")
+			}
+			if want := tt.says + `, which deny_paths rule "**/.ssh/**" forbids`; !strings.Contains(c.stderr.String(), want) {
+				t.Fatalf("shim stderr: %q, want %q", c.stderr.String(), want)
+			}
+			d.waitClean("a stopped session")
+		})
 	}
-	if !strings.Contains(c.stderr.String(), `deny_paths rule "**/.ssh/**" forbids`) {
-		t.Fatalf("shim stderr: %q", c.stderr.String())
-	}
-	d.waitClean("a stopped session")
 }
 
 func (d *daemon) status(t *testing.T) api.Status {
