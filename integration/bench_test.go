@@ -14,9 +14,17 @@ import (
 // BenchmarkToolCallRoundTrip measures one small tools/call round trip to
 // the test server spawned directly and through mcpcage, alternating the
 // two in one loop so both see the same machine; it reports both latencies
-// and their ratio.
+// and their ratio, with the audit log synced per record (the default: each
+// call waits for its tool.call record to reach the disk) and in batches.
 func BenchmarkToolCallRoundTrip(b *testing.B) {
-	d := startDaemon(b, "")
+	for _, sync := range []string{"always", "batch"} {
+		b.Run("audit_sync="+sync, func(b *testing.B) {
+			roundTrips(b, startDaemon(b, "[daemon]\naudit_sync = \""+sync+"\"\n"))
+		})
+	}
+}
+
+func roundTrips(b *testing.B, d *daemon) {
 	direct := client.NewClient(transport.NewStdio(filepath.Join(env.bin, "testserver"), nil),
 		client.WithProtocolVersion(mcp.ProtocolVersion20251125))
 	ctx := context.Background()
