@@ -51,6 +51,7 @@ type session struct {
 	killedBy       atomic.Value  // string: why the kernel killed the server
 	policyStop     chan struct{} // closed when a broken rule ends the session
 	policyOnce     sync.Once
+	unregisterOnce sync.Once
 	cgid           uint64 // session cgroup id, 0 without eBPF
 
 	stopOnce sync.Once
@@ -199,6 +200,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		if err := d.cage.Sync(2 * time.Second); err != nil {
 			s.log.Warn("kernel events of the session may be incomplete", "err", err)
 		}
+		// Nothing of the session runs any more: forget it in the kernel
+		// now, before the client hears the session ended.
+		d.unregisterKernel(s)
 	}
 	select {
 	case <-s.shutdown:
@@ -316,11 +320,14 @@ func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Pol
 	return &p, entries, nil
 }
 
+// unregisterKernel removes the session from the kernel maps (once).
 func (d *Daemon) unregisterKernel(s *session) {
-	d.cage.Unregister(s.cgid)
-	d.mu.Lock()
-	delete(d.byCgroup, s.cgid)
-	d.mu.Unlock()
+	s.unregisterOnce.Do(func() {
+		d.cage.Unregister(s.cgid)
+		d.mu.Lock()
+		delete(d.byCgroup, s.cgid)
+		d.mu.Unlock()
+	})
 }
 
 // relayDone is closed when the session's relay ends.
