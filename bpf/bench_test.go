@@ -120,11 +120,7 @@ func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 // syscall-tracepoint observer costs here.
 // Targets: inside <= 1.15x, outside <= 1.03x.
 func BenchmarkSyscallOverhead(b *testing.B) {
-	testenv.RequireRoot(b)
-	root := probe.CgroupV2Root()
-	testenv.Require(b, root != "", "cgroup v2")
-	probe.EnsureTracefs()
-	parent := filepath.Join(root, fmt.Sprintf("mcpcage-bench-%d", os.Getpid()))
+	parent := benchParent(b, "mcpcage-bench")
 	session := filepath.Join(parent, "s1")
 	if err := os.MkdirAll(session, 0o755); err != nil {
 		b.Fatal(err)
@@ -219,6 +215,16 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	b.ReportMetric(float64(lost), "events-lost-or-throttled")
 }
 
+// benchParent checks root, cgroup v2 and tracefs, and names a parent
+// cgroup for the benchmark (not created).
+func benchParent(b *testing.B, prefix string) string {
+	testenv.RequireRoot(b)
+	root := probe.CgroupV2Root()
+	testenv.Require(b, root != "", "cgroup v2")
+	probe.EnsureTracefs()
+	return filepath.Join(root, fmt.Sprintf("%s-%d", prefix, os.Getpid()))
+}
+
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)
 	sort.Float64s(s)
@@ -230,11 +236,7 @@ func median(v []float64) float64 {
 // decoding, attribution to a session by cgroup id) delivered, and how many
 // were lost, side by side for 1, 2 and 4 concurrent sessions.
 func BenchmarkEventPipeline(b *testing.B) {
-	testenv.RequireRoot(b)
-	root := probe.CgroupV2Root()
-	testenv.Require(b, root != "", "cgroup v2")
-	probe.EnsureTracefs()
-	parent := filepath.Join(root, fmt.Sprintf("mcpcage-pipe-%d", os.Getpid()))
+	parent := benchParent(b, "mcpcage-pipe")
 	cage, err := Load(Options{CgroupParent: parent})
 	if err != nil {
 		b.Fatal(err)

@@ -8,7 +8,6 @@
 
 #include "cage.h"
 
-
 // Calibration: the kernel counts cgroup levels from the real root, which
 // a daemon inside a cgroup namespace (a container) cannot see. The loader
 // attaches cage_calibrate for a moment, calls prctl(calib_option,
@@ -76,7 +75,6 @@ struct {
 	__type(value, struct ports);
 } egress6 SEC(".maps");
 
-
 // UDP destinations already reported, per session.
 struct udp_key {
 	__u64 cgid;
@@ -111,6 +109,33 @@ struct {
 	__type(value, struct open_args);
 } opens SEC(".maps");
 
+// take moves the calling thread's entry of a per-thread hash map into out.
+static __always_inline bool take(void *map, void *out, __u32 size)
+{
+	if (!in_cage())
+		return false;
+	__u64 id = bpf_get_current_pid_tgid();
+	void *v = bpf_map_lookup_elem(map, &id);
+	if (!v)
+		return false;
+	__builtin_memcpy(out, v, size);
+	bpf_map_delete_elem(map, &id);
+	return true;
+}
+
+// take_task moves the calling task's in-flight entry of a task-storage
+// map into out: entries start with a __u64 'active', set at syscall entry.
+static __always_inline bool take_task(void *map, void *out, __u32 size)
+{
+	if (!in_cage())
+		return false;
+	__u64 *active = bpf_task_storage_get(map, bpf_get_current_task_btf(), 0, 0);
+	if (!active || !*active)
+		return false;
+	__builtin_memcpy(out, active, size);
+	*active = 0;
+	return true;
+}
 
 /* ---- network ---- */
 
@@ -477,17 +502,12 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
-
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
-	if (!in_cage())
+	struct open_args args;
+	if (!take_task(&opens, &args, sizeof(args)))
 		return 0;
-	struct open_args *a = bpf_task_storage_get(&opens, bpf_get_current_task_btf(), 0, 0);
-	if (!a || !a->active)
-		return 0;
-	struct open_args args = *a;
-	a->active = 0;
 	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
 	if (!s)
 		return 0;
@@ -633,13 +653,9 @@ int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
 int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 {
-	if (!in_cage())
+	struct fsop_args args;
+	if (!take_task(&fsops, &args, sizeof(args)))
 		return 0;
-	struct fsop_args *a = bpf_task_storage_get(&fsops, bpf_get_current_task_btf(), 0, 0);
-	if (!a || !a->active)
-		return 0;
-	struct fsop_args args = *a;
-	a->active = 0;
 	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
 	if (!s)
 		return 0;

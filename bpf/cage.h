@@ -138,20 +138,6 @@ static __always_inline bool in_cage(void)
 	return bpf_current_task_under_cgroup(&parent_cgroup, 0) == 1;
 }
 
-// take moves the calling thread's entry of a per-thread map into out.
-static __always_inline bool take(void *map, void *out, __u32 size)
-{
-	if (!in_cage())
-		return false;
-	__u64 id = bpf_get_current_pid_tgid();
-	void *v = bpf_map_lookup_elem(map, &id);
-	if (!v)
-		return false;
-	__builtin_memcpy(out, v, size);
-	bpf_map_delete_elem(map, &id);
-	return true;
-}
-
 static __always_inline void count_lost(__u32 which)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &which);

@@ -248,18 +248,14 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		if ev.Kind == bpf.KindFileDenied && !ev.Killed {
 			// BPF LSM refused the open: the server lives on, without the file.
 			ke.Action = "EACCES"
-			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
-				ke.Rule = "deny_paths " + pats[ev.Rule]
-			}
+			ke.Rule = denyRule(srv, ev.Rule)
 			s.deniedKernel.Add(1)
 			s.log.Warn("file open denied", "path", ke.Path, "rule", ke.Rule, "action", "EACCES", "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 			break
 		}
 		if ev.Killed {
 			ke.Action = "SIGKILL"
-			if pats := srv.DenyPatterns(); int(ev.Rule) < len(pats) {
-				ke.Rule = "deny_paths " + pats[ev.Rule]
-			}
+			ke.Rule = denyRule(srv, ev.Rule)
 			if ev.Kind != bpf.KindFileDenied {
 				// The kill came after the change: a renamed or linked
 				// file is out of the denied directory now, readable by
@@ -328,6 +324,14 @@ func resultOf(r int32, name *string) *int32 {
 		}
 	}
 	return &r
+}
+
+// denyRule names deny_paths rule i of srv for the record.
+func denyRule(srv *config.Server, i uint32) string {
+	if pats := srv.DenyPatterns(); int(i) < len(pats) {
+		return "deny_paths " + pats[i]
+	}
+	return ""
 }
 
 // deniedComponent returns the deny_paths rule one of paths falls under.
