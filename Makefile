@@ -35,11 +35,11 @@ integration: deps ## integration tests only
 	$(GO) test $(GOTEST_FLAGS) -v ./integration
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	$(GO) test ./wire -run '^$$' -fuzz FuzzPeek -fuzztime $${FUZZTIME:-30s}
-	$(GO) test ./wire -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./daemon/wire -run '^$$' -fuzz FuzzPeek -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./daemon/wire -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-30s}
 
 bench: deps ## benchmarks: interceptor cost; tools/call via mcpcage vs direct; syscall cost of the eBPF layer (root)
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./relay
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./daemon/relay
 	$(GO) test -run '^$$' -bench . -benchtime 500x ./integration
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./bpf
 

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 )
 
 func auditCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {

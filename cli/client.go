@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/clientsetup"
+	"github.com/mcpcage/mcpcage/cli/clientsetup"
 )
 
 func serverCommand(socket *string, stdout io.Writer) *cobra.Command {

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/daemon/consent"
 )
 
 func grantCommand(socket *string, stdout io.Writer) *cobra.Command {

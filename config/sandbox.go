@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/mcpcage/mcpcage/egress"
+	"github.com/mcpcage/mcpcage/bpf/egress"
 	"path"
 	"regexp"
 	"strings"

@@ -14,7 +14,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 )
 
 // openAudit opens the audit log and wires it to metrics, followers and,

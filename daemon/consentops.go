@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
-	"github.com/mcpcage/mcpcage/consent"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
 )
 
 // isAdmin: root, or a member of [daemon] admin_group.

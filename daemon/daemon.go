@@ -14,18 +14,18 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/consent"
-	"github.com/mcpcage/mcpcage/identity"
-	"github.com/mcpcage/mcpcage/landlock"
-	"github.com/mcpcage/mcpcage/metrics"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/secrets"
+	"github.com/mcpcage/mcpcage/daemon/userservers"
 	"github.com/mcpcage/mcpcage/sandbox"
-	"github.com/mcpcage/mcpcage/seccompnotify"
-	"github.com/mcpcage/mcpcage/secrets"
-	"github.com/mcpcage/mcpcage/userservers"
+	"github.com/mcpcage/mcpcage/sandbox/landlock"
+	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
 )
 
 // Version is the daemon's version, set at build time.

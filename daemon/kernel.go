@@ -17,12 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/egress"
-	"github.com/mcpcage/mcpcage/metrics"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
 )
 
 // setupEBPF loads the cage programs when the kernel allows the hooks they

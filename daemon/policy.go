@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/consent"
-	"github.com/mcpcage/mcpcage/metrics"
-	"github.com/mcpcage/mcpcage/relay"
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // sessionPolicy is the interceptor's policy for one session: who is

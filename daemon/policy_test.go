@@ -11,11 +11,11 @@ import (
 	"testing"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/consent"
-	"github.com/mcpcage/mcpcage/metrics"
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 func testDaemon(t *testing.T, cfgText string) *Daemon {

@@ -19,13 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/audit"
 	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/egress"
-	"github.com/mcpcage/mcpcage/identity"
-	"github.com/mcpcage/mcpcage/metrics"
-	"github.com/mcpcage/mcpcage/relay"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 

@@ -18,8 +18,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/internal/testenv"
-	"github.com/mcpcage/mcpcage/metrics"
 )
 
 func repoFile(t *testing.T, rel string) string {

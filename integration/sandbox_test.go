@@ -15,7 +15,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/internal/testenv"
-	"github.com/mcpcage/mcpcage/landlock"
+	"github.com/mcpcage/mcpcage/sandbox/landlock"
 )
 
 // attack runs the hostile helper through the test server's run_command

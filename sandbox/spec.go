@@ -10,7 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/mcpcage/mcpcage/landlock"
+	"github.com/mcpcage/mcpcage/sandbox/landlock"
 )
 
 // Params describe one server instance. They are plain values so the spec

@@ -16,7 +16,7 @@ import (
 	"os/exec"
 	"syscall"
 
-	"github.com/mcpcage/mcpcage/landlock"
+	"github.com/mcpcage/mcpcage/sandbox/landlock"
 )
 
 const envRules = "MCPCAGE_LANDLOCK"

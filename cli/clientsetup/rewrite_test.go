@@ -20,7 +20,7 @@ func testOptions() Options {
 func TestGoldenRewrites(t *testing.T) {
 	for _, name := range Names() {
 		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join("..", "testdata", "clients", name)
+			dir := filepath.Join("..", "..", "testdata", "clients", name)
 			before, err := os.ReadFile(filepath.Join(dir, "before.json"))
 			if err != nil {
 				t.Fatalf("%v (every client needs a golden pair)", err)
@@ -56,7 +56,7 @@ func TestGoldenRewrites(t *testing.T) {
 }
 
 func TestRewriteDetails(t *testing.T) {
-	before, _ := os.ReadFile("../testdata/clients/claude-desktop/before.json")
+	before, _ := os.ReadFile("../../testdata/clients/claude-desktop/before.json")
 	res, err := Rewrite(Clients["claude-desktop"], before, testOptions())
 	if err != nil {
 		t.Fatal(err)

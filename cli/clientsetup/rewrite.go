@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // Server is a user-scoped mcpcage server made from a client entry.

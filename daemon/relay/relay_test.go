@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // harness runs a relay between pipes the test drives as client and server.

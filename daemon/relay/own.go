@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // OwnIDPrefix starts the string id of every request the daemon itself sends

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"strings"
 
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // filter applies correlation and the inspector to a peeked message and

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mcpcage/mcpcage/wire"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // Options configure a Relay.
