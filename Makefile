@@ -37,6 +37,7 @@ integration: deps ## integration tests only
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./daemon/wire -run '^$$' -fuzz FuzzPeek -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./daemon/wire -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./daemon/request -run '^$$' -fuzz FuzzDifferential -fuzztime $${FUZZTIME:-30s}
 
 bench: deps ## benchmarks: interceptor cost; tools/call via mcpcage vs direct; syscall cost of the eBPF layer (root)
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./daemon/relay

@@ -57,6 +57,9 @@ type Grant struct {
 	When      string   `json:"when,omitempty"`
 	Expires   string   `json:"expires,omitempty"` // "8h" or an RFC 3339 time
 	MaxCalls  int64    `json:"max_calls,omitempty"`
+	// AnyScript confirms a grant to a bare interpreter or shell
+	// (exe:/usr/bin/node), which covers every script it runs.
+	AnyScript bool `json:"any_script,omitempty"`
 }
 
 // ServerDef is a user-scoped server definition.
@@ -102,6 +105,13 @@ type SessionInfo struct {
 	Denied        int64  `json:"calls_denied"`
 	ClientInfo    string `json:"client_claims,omitempty"`
 	Era           string `json:"protocol_era,omitempty"`
+
+	// AgentScript is the script an interpreter agent runs ("" for a
+	// program; "any script: why" when it could not be identified).
+	AgentScript string `json:"agent_script,omitempty"`
+	// AgentBinding is "kernel", or why the agent's binding to the
+	// program that started the shim is weaker.
+	AgentBinding string `json:"agent_binding"`
 }
 
 // Error codes in a Reply.
@@ -153,6 +163,12 @@ type Status struct {
 	AuditRecords int64  `json:"audit_records"` // written since start
 	AuditError   string `json:"audit_error,omitempty"`
 	Metrics      string `json:"metrics_address,omitempty"`
+	// AgentIdentity says how the agent behind a shim is bound to the
+	// program that started it, or why that binding is weaker.
+	AgentIdentity string `json:"agent_identity"`
+	// PtraceScope is kernel.yama.ptrace_scope and what it means: a
+	// process that can ptrace the agent can act as it.
+	PtraceScope string `json:"ptrace_scope"`
 }
 
 // KernelStatus reports the eBPF maps and event losses.

@@ -25,4 +25,11 @@
 // constant-time check. Strings read from user memory are hints for the
 // audit only. Failed reservations and events beyond a session's rate are
 // counted per CPU, never dropped silently.
+//
+// Agent identity (stamp.c, LoadExecStamps): a raw tracepoint on
+// sched_process_exec, attached system-wide for as long as the daemon runs
+// and pinned beyond, records in task storage each task's last exec time,
+// fork time, working directory and argv head, which the daemon reads with
+// a pidfd. It is independent of the cage: it loads where the cgroup hooks
+// do not.
 package bpf

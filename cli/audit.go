@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -72,6 +73,7 @@ Users see their own records; root and the admin group see all.
 					fmt.Fprintln(w, formatRecord(rec))
 				}
 			}
+			var lines lineJoiner
 			for {
 				t, payload, err := c.R.Next()
 				if err != nil {
@@ -80,13 +82,13 @@ Users see their own records; root and the admin group see all.
 				if t != api.FrameStdout {
 					continue
 				}
-				for _, line := range bytes.Split(bytes.TrimSpace(payload), []byte("\n")) {
+				lines.feed(payload, func(line []byte) {
 					if q.Follow {
 						printLine(line)
 					} else {
 						history = append(history, append(json.RawMessage(nil), line...))
 					}
-				}
+				})
 				if q.Follow {
 					w.Flush()
 				}
@@ -109,16 +111,31 @@ Users see their own records; root and the admin group see all.
 	f.BoolVar(&q.Follow, "follow", false, "keep printing new records")
 	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines)")
 
-	verify := &cobra.Command{
+	cmd.AddCommand(auditVerifyCommand(stdout, stderr))
+	return cmd
+}
+
+func auditVerifyCommand(stdout, stderr io.Writer) *cobra.Command {
+	var headPath string
+	var noHead bool
+	cmd := &cobra.Command{
 		Use:   "verify [FILE...]",
 		Short: "Check the audit log's hash chain: any edit, deletion, reordering or truncation fails",
 		Long: `Verify reads the audit log files (default: the configured audit_log and its
-rotated files, oldest first, checked against the chain head in state_dir)
-and exits non-zero naming the first bad record. It reads the files
-directly: run it as root.`,
+rotated files, oldest first, checked against the chain head audit.head in
+state_dir) and exits non-zero with one line naming the first bad record,
+or which segment was removed (the oldest, a middle one or the newest), or
+that the end was cut off. It reads the files directly: run it as root.
+
+Without the chain head a cut-off end cannot be detected, so a missing
+audit.head fails unless --no-head is given. With FILEs (oldest first), the
+head is checked only when --head names it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := func(err error) error {
+				fmt.Fprintf(stderr, "mcpcage: audit log verification FAILED: %v\n", err)
+				return exitError(1)
+			}
 			files := args
-			var head *audit.Head
 			if len(files) == 0 {
 				path, explicit := config.ResolvePath("")
 				cfg, err := config.Load(path, explicit)
@@ -129,25 +146,61 @@ directly: run it as root.`,
 				if len(files) == 0 {
 					return fmt.Errorf("no audit log at %s", cfg.Daemon.AuditLog)
 				}
-				if h, err := audit.ReadHead(filepath.Join(cfg.Daemon.StateDir, "audit.head")); err == nil {
-					head = &h
+				if headPath == "" {
+					headPath = filepath.Join(cfg.Daemon.StateDir, "audit.head")
 				}
+			}
+			var head *audit.Head
+			switch {
+			case noHead:
+			case headPath != "":
+				h, err := audit.ReadHead(headPath)
+				if errors.Is(err, fs.ErrNotExist) {
+					return failed(fmt.Errorf("the chain head %s is missing, so a cut-off end cannot be detected (pass --no-head to verify without it)", headPath))
+				}
+				if err != nil {
+					return failed(err)
+				}
+				head = &h
 			}
 			rep, err := audit.Verify(files, head)
 			if err != nil {
-				fmt.Fprintf(stderr, "mcpcage: audit log verification FAILED: %v\n", err)
-				return exitError(1)
+				return failed(err)
 			}
 			note := ""
 			if rep.FirstSeq > 1 {
 				note = fmt.Sprintf(" (records before seq %d were rotated away)", rep.FirstSeq)
 			}
+			if head == nil {
+				note += " (not checked against a chain head: a cut-off end would go unnoticed)"
+			}
 			fmt.Fprintf(stdout, "audit log OK: %d records, seq %d to %d%s, head %s\n", rep.Records, rep.FirstSeq, rep.LastSeq, note, short(rep.Head))
 			return nil
 		},
 	}
-	cmd.AddCommand(verify)
+	cmd.Flags().StringVar(&headPath, "head", "", "the chain head file (default: audit.head in state_dir when no FILE is given)")
+	cmd.Flags().BoolVar(&noHead, "no-head", false, "verify without the chain head (a cut-off end goes unnoticed)")
 	return cmd
+}
+
+// lineJoiner reassembles the daemon's lines from frames: a record longer
+// than a frame arrives split across several.
+type lineJoiner struct{ partial []byte }
+
+// feed adds a frame's payload and calls emit with each completed,
+// non-blank line (valid only during the call).
+func (j *lineJoiner) feed(payload []byte, emit func(line []byte)) {
+	j.partial = append(j.partial, payload...)
+	i := bytes.LastIndexByte(j.partial, '\n')
+	if i < 0 {
+		return
+	}
+	for _, line := range bytes.Split(j.partial[:i], []byte("\n")) {
+		if len(bytes.TrimSpace(line)) > 0 {
+			emit(line)
+		}
+	}
+	j.partial = append(j.partial[:0], j.partial[i+1:]...)
 }
 
 func short(h string) string {
@@ -187,6 +240,12 @@ func formatRecord(r map[string]any) string {
 			switch x := v.(type) {
 			case string:
 				return x
+			case map[string]any:
+				if t, ok := truncated(x); ok {
+					return t
+				}
+				b, _ := json.Marshal(x)
+				return string(b)
 			default:
 				b, _ := json.Marshal(x)
 				return string(b)
@@ -232,6 +291,8 @@ func formatRecord(r map[string]any) string {
 		if calls := str("tool_calls"); calls != "" {
 			detail += " during " + calls
 		}
+	case typ == audit.SegmentType:
+		detail = fmt.Sprintf("segment %s (segments from %s kept)", str("segment"), str("oldest_segment"))
 	case strings.HasPrefix(typ, "consent."):
 		detail = fmt.Sprintf("%s agent=%s server=%s user=%s by=%s", str("consent"), str("agent"), str("server"), str("user"), str("by"))
 	default:
@@ -249,6 +310,18 @@ func formatRecord(r map[string]any) string {
 		}
 	}
 	return indent + head + " " + strings.TrimSpace(detail)
+}
+
+// truncated renders the stand-in for an over-long value (see package
+// audit): its prefix, then its length and digest.
+func truncated(m map[string]any) (string, bool) {
+	prefix, ok1 := m["truncated"].(string)
+	sum, ok2 := m["sha256"].(string)
+	n, ok3 := m["bytes"].(float64)
+	if !ok1 || !ok2 || !ok3 || len(m) != 3 {
+		return "", false
+	}
+	return fmt.Sprintf("%s…[%d bytes, sha256 %s]", prefix, int64(n), short(sum)), true
 }
 
 func argv(r map[string]any) string {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/identity"
 )
 
 func grantCommand(socket *string, stdout io.Writer) *cobra.Command {
@@ -28,27 +29,39 @@ e.g. 'args.repo.startsWith("acme/") && size(args.body) < 10000'.
 --expires takes a duration (8h, 30m, 2d) or a time (2026-12-01T00:00Z).
 Resources (resources/read, completions on resource templates) and prompts
 (prompts/get, completions on prompts) need their own --resource/--prompt
-patterns: a --tool grant never covers them.`,
+patterns: a --tool grant never covers them.
+
+An agent run by an interpreter or a shell (node, python3, bash...) is
+script:/path/to/script, as ` + "`mcpcage sessions`" + ` shows it; a grant to the
+bare interpreter (exe:/usr/bin/node) would cover every script it runs,
+and is refused without --any-script. In resource URI patterns '*'
+also crosses '/': --resource '*' covers every resource, and
+--resource 'file:///work/*' everything under /work at any depth. Tool
+and prompt patterns are plain shell globs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r consent.Record
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpGrant, Grant: &g}, &r); err != nil {
 				return err
 			}
+			if g.AnyScript {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: --any-script: if %s is an interpreter or a shell, this grant covers every script it runs, including any another process of yours starts\n", g.Agent)
+			}
 			fmt.Fprintln(stdout, r.ID)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&g.Agent, "agent", "", "agent name from [agents.*], or exe:/path/to/program (required)")
+	f.StringVar(&g.Agent, "agent", "", "agent name from [agents.*], exe:/path/to/program or script:/path/to/script (required)")
 	f.StringVar(&g.Server, "server", "", "server name (required)")
 	f.StringArrayVar(&g.Tools, "tool", nil, "tool name pattern (repeatable)")
-	f.StringArrayVar(&g.Resources, "resource", nil, "resource URI pattern (repeatable)")
+	f.StringArrayVar(&g.Resources, "resource", nil, "resource URI pattern, '*' crosses '/' (repeatable)")
 	f.StringArrayVar(&g.Prompts, "prompt", nil, "prompt name pattern (repeatable)")
 	f.StringVar(&g.When, "when", "", "CEL condition on the call")
 	f.StringVar(&g.Expires, "expires", "", "expiry: duration or time")
 	f.Int64Var(&g.MaxCalls, "max-calls", 0, "call budget")
 	f.StringVar(&g.User, "user", "", "grant for this user (root or admin group only)")
+	f.BoolVar(&g.AnyScript, "any-script", false, "allow a grant to a bare interpreter or shell (exe:/usr/bin/node): it covers every script it runs")
 	cmd.MarkFlagRequired("agent")
 	cmd.MarkFlagRequired("server")
 	return cmd
@@ -93,7 +106,7 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS")
 			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, r.Agent, r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, agentLabel(r.Agent), r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
 			}
 			return tw.Flush()
 		},
@@ -131,6 +144,14 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
+// agentLabel marks a bare interpreter's grants: they cover any script.
+func agentLabel(agent string) string {
+	if e, ok := strings.CutPrefix(agent, "exe:"); ok && identity.IsInterpreter(e) {
+		return agent + " (any script)"
+	}
+	return agent
+}
+
 func covers(r *consent.Record) string {
 	var parts []string
 	for _, p := range r.Tools {
@@ -163,6 +184,20 @@ func calls(r *consent.Record) string {
 	return fmt.Sprintf("%d/%d", r.CallsUsed, *r.MaxCalls)
 }
 
+// agentProgram shows what identifies a session's agent: the executable,
+// an interpreter's script and digest, and a binding weaker than the
+// kernel's.
+func agentProgram(s api.SessionInfo) string {
+	p := s.AgentExe
+	if s.AgentScript != "" {
+		p += " " + s.AgentScript
+	}
+	if s.AgentBinding != "" && s.AgentBinding != "kernel" {
+		p += " [" + s.AgentBinding + "]"
+	}
+	return p
+}
+
 func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
@@ -178,9 +213,9 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 				return writeJSON(stdout, list)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED")
+			fmt.Fprintln(tw, "SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tAGENT PROGRAM")
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, agentProgram(s))
 			}
 			return tw.Flush()
 		},

@@ -42,6 +42,8 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 				audit = fmt.Sprintf("%s: FAILING (%s): tool calls are denied", st.AuditLog, st.AuditError)
 			}
 			fmt.Fprintf(tw, "audit log:\t%s\nmetrics:\t%s\n", audit, orDefault(st.Metrics, "disabled"))
+			fmt.Fprintf(tw, "agent identity:\t%s\n", orDefault(st.AgentIdentity, "unknown (older daemon)"))
+			fmt.Fprintf(tw, "ptrace_scope:\t%s\n", orDefault(st.PtraceScope, "unknown (older daemon)"))
 			if k := st.Kernel; k != nil {
 				fmt.Fprintf(tw, "kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
 				fmt.Fprintf(tw, "kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)

@@ -76,6 +76,10 @@ type Agent struct {
 	SHA256  []string `toml:"sha256"`
 	UIDs    []int64  `toml:"uids"`
 	Servers []string `toml:"servers"` // admin ceiling; empty: all
+	// Script: for an interpreter (node, python3, bash...), the resolved
+	// paths of the scripts that make this agent; ScriptSHA256 pins them.
+	Script       []string `toml:"script"`
+	ScriptSHA256 []string `toml:"script_sha256"`
 
 	Name string `toml:"-"`
 }
@@ -353,6 +357,19 @@ func (c *Config) validate(data []byte) error {
 				bad(fmt.Sprintf("must hold lower-case hex SHA-256 digests, got %q", d), "agents", name, "sha256")
 			}
 		}
+		for _, sc := range a.Script {
+			if !strings.HasPrefix(sc, "/") {
+				bad(fmt.Sprintf("must hold absolute paths, got %q", sc), "agents", name, "script")
+			}
+		}
+		for _, d := range a.ScriptSHA256 {
+			if len(d) != 64 || strings.Trim(d, "0123456789abcdef") != "" {
+				bad(fmt.Sprintf("must hold lower-case hex SHA-256 digests, got %q", d), "agents", name, "script_sha256")
+			}
+		}
+		if len(a.ScriptSHA256) > 0 && len(a.Script) == 0 {
+			bad("needs script: the paths of the scripts these digests pin", "agents", name, "script_sha256")
+		}
 		for _, u := range a.UIDs {
 			if u < 0 || u > 1<<32-1 {
 				bad(fmt.Sprintf("invalid uid %d", u), "agents", name, "uids")
@@ -417,7 +434,7 @@ func decodeError(data []byte, err error) error {
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
-	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids",
+	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers"}
 

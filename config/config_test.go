@@ -28,6 +28,8 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"relative workdir", "[servers.a]\ncommand = [\"x\"]\nworkdir = \"tmp\"\n", []string{"line 3", "servers.a.workdir"}},
 		{"bad env name", "[servers.a]\ncommand = [\"x\"]\nenv = { \"A=B\" = \"c\" }\n", []string{"line 3", "servers.a.env"}},
 		{"syntax", "[daemon\nsocket = 1\n", []string{"line ", "table name"}},
+		{"relative script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript = [\"agent.js\"]\n", []string{"agents.a.script", "absolute paths"}},
+		{"script digest without script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript_sha256 = [\"" + strings.Repeat("a", 64) + "\"]\n", []string{"agents.a.script_sha256", "needs script"}},
 		{"bad dns server", "[daemon]\ndns_servers = [\"127.0.0.53:53\", \"resolver.example\"]\n", []string{"line 2", "daemon.dns_servers", `"resolver.example" is not an IP address with a port`}},
 		{"two errors", "[daemon]\nfoo = 1\nbar = 2\n", []string{"line 2", "daemon.foo", "line 3", "daemon.bar"}},
 	}

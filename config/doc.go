@@ -94,7 +94,13 @@
 //	sha256    allowed SHA-256 digests of the executable [any]
 //	uids      uids the agent may run as [any]
 //	servers   the only servers this agent may use [all]
+//	script    for an interpreter or shell in exe (node, python3, bash...):
+//	          the resolved paths of the scripts that make this agent [any
+//	          script: avoid, every script the interpreter runs would match]
+//	script_sha256  allowed SHA-256 digests of the script [any]
 //
-// An agent matching no entry is named "exe:" followed by its executable's
-// path.
+// An agent matching no entry is named "script:" followed by its script's
+// path when it is an interpreter whose script was identified, else "exe:"
+// followed by its executable's path ("exe:/usr/bin/node" means any script
+// node runs, and `mcpcage grant` refuses it without --any-script).
 package config

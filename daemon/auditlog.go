@@ -1,10 +1,10 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/audit"
@@ -25,12 +26,13 @@ func (d *Daemon) openAudit() error {
 	if cfg.AuditJournal && !journalOn {
 		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
 	}
+	drops := &dropLog{log: d.log, metric: d.metrics.AuditRecordsDropped}
 	l, err := audit.Open(audit.Options{
 		Path:     cfg.AuditLog,
 		HeadPath: filepath.Join(cfg.StateDir, "audit.head"),
 		MaxSize:  int64(cfg.AuditMaxSize),
 		Keep:     cfg.AuditKeep,
-		Sync:     cfg.AuditSync,
+		Sync:     audit.SyncMode(cfg.AuditSync),
 		Interval: time.Duration(cfg.AuditSyncInterval),
 		OnRecord: func(r audit.Record) {
 			t, _ := r["type"].(string)
@@ -44,12 +46,51 @@ func (d *Daemon) openAudit() error {
 			d.metrics.AuditWriteErrors.Inc()
 			d.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", cfg.AuditLog)
 		},
+		OnDrop: drops.drop,
 	})
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", cfg.AuditLog, err)
 	}
 	d.audit = l
 	return nil
+}
+
+// dropLog counts every audit record that was not written and logs the
+// drops, at most one line a second per reason (a full queue drops in
+// floods), with the number left unlogged since.
+type dropLog struct {
+	log    *slog.Logger
+	metric *prometheus.CounterVec
+
+	mu     sync.Mutex
+	last   map[audit.DropReason]time.Time
+	unseen map[audit.DropReason]int
+}
+
+func (dl *dropLog) drop(r audit.Record, reason audit.DropReason, err error) {
+	dl.metric.WithLabelValues(string(reason)).Inc()
+	dl.mu.Lock()
+	now := time.Now()
+	if dl.last == nil {
+		dl.last, dl.unseen = map[audit.DropReason]time.Time{}, map[audit.DropReason]int{}
+	}
+	if now.Sub(dl.last[reason]) < time.Second {
+		dl.unseen[reason]++
+		dl.mu.Unlock()
+		return
+	}
+	unlogged := dl.unseen[reason]
+	dl.last[reason], dl.unseen[reason] = now, 0
+	dl.mu.Unlock()
+	attr := func(k string) string { // the record may not be bounded yet
+		v, _ := r[k].(string)
+		if len(v) > 256 {
+			v = strings.ToValidUTF8(v[:256], "") + "…"
+		}
+		return v
+	}
+	dl.log.Error("audit record dropped", "reason", string(reason), "type", attr("type"), "session", attr("session"),
+		"agent", attr("agent"), "server", attr("server"), "err", err, "unlogged_drops", unlogged)
 }
 
 // sendJournal copies a record to the journal with structured fields.
@@ -161,24 +202,26 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 		if err != nil {
 			continue
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
+		// Lines of any length (records from before they were bounded can
+		// be megabytes); the client reassembles lines split across frames.
+		var sendErr error
+		audit.Lines(f, func(_ int, line []byte) error {
 			var r map[string]any
-			if json.Unmarshal(sc.Bytes(), &r) != nil {
-				continue
+			if json.Unmarshal(line, &r) != nil {
+				return nil
 			}
 			if s, ok := r["seq"].(float64); ok {
 				lastSeq = s
 			}
 			if match(r) {
-				if fw.Write(api.FrameStdout, append(append([]byte(nil), sc.Bytes()...), '\n')) != nil {
-					f.Close()
-					return
-				}
+				sendErr = fw.Write(api.FrameStdout, append(append(make([]byte, 0, len(line)+1), line...), '\n'))
 			}
-		}
+			return sendErr
+		})
 		f.Close()
+		if sendErr != nil {
+			return // the caller went away
+		}
 	}
 	if follow == nil {
 		return

@@ -114,6 +114,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		Servers:      d.conf().ServerNames(),
 		ConfigPath:   d.conf().Path,
 		Enforcement:  d.enforcement(),
+
+		AgentIdentity: d.agentIdentity(),
+		PtraceScope:   ptraceScope(),
 	}
 }
 

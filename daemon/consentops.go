@@ -14,6 +14,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/identity"
 )
 
 // isAdmin: root, or a member of [daemon] admin_group.
@@ -91,9 +92,14 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if _, ok := d.server(g.Server, tp); !ok {
 		return nil, errors.New(unknownServer(g.Server, d.serverNamesFor(tp)))
 	}
-	if _, ok := d.conf().Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") {
+	if _, ok := d.conf().Agents[g.Agent]; !ok && !strings.HasPrefix(g.Agent, "exe:/") && !strings.HasPrefix(g.Agent, "script:/") {
 		names := sortedKeys2(d.conf().Agents)
-		return nil, fmt.Errorf("no agent named %q: use a registered agent (%s) or exe:/path/to/program", g.Agent, strings.Join(names, ", "))
+		return nil, fmt.Errorf("no agent named %q: use a registered agent (%s), exe:/path/to/program or script:/path/to/script", g.Agent, strings.Join(names, ", "))
+	}
+	if identity.AnyScript(g.Agent, d.agentRules()) && !g.AnyScript {
+		return nil, fmt.Errorf("%s is an interpreter or a shell: a grant to it covers every script it runs, including any a process of yours starts. "+
+			"Grant to the script instead (script:/path/to/script, as `mcpcage sessions` shows it, or an [agents.NAME] entry with script = [...]), "+
+			"or pass --any-script if you mean it", g.Agent)
 	}
 	if len(g.Tools)+len(g.Resources)+len(g.Prompts) == 0 {
 		return nil, errors.New("nothing to grant: give at least one --tool, --resource or --prompt pattern")
@@ -127,9 +133,16 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if err := d.consents.Store().Add(r); err != nil {
 		return nil, err
 	}
-	d.audit.Append(audit.Record{"type": "consent.grant", "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
+	if err := d.audit.Append(audit.Record{"type": "consent.grant", "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
 		"tools": r.Tools, "resources": r.Resources, "prompts": r.Prompts, "when": r.When, "expires_at": r.ExpiresAt,
-		"max_calls": r.MaxCalls, "by": caller, "via": r.Via})
+		"max_calls": r.MaxCalls, "by": caller, "via": r.Via}); err != nil {
+		// A consent nobody can account for must not take effect.
+		if _, rerr := d.consents.Store().Revoke(r.ID, caller, "its grant could not be recorded in the audit log"); rerr != nil {
+			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)
+		}
+		d.consents.Invalidate()
+		return nil, fmt.Errorf("the grant could not be recorded in the audit log, so it was withdrawn: %w", err)
+	}
 	d.updateConsentGauge()
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
 		"resources", r.Resources, "prompts", r.Prompts, "when", r.When, "expires", exp, "max_calls", g.MaxCalls, "by", caller)
@@ -150,12 +163,28 @@ func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.audit.Append(audit.Record{"type": "consent.revoke", "consent": id, "user": r.User, "agent": r.Agent, "server": r.Server,
+	auditErr := d.audit.Append(audit.Record{"type": "consent.revoke", "consent": id, "user": r.User, "agent": r.Agent, "server": r.Server,
 		"by": caller, "reason": reason})
 	d.updateConsentGauge()
 	d.log.Info("consent revoked", "consent", id, "user", r.User, "agent", r.Agent, "server", r.Server, "by", caller, "reason", reason)
 	d.consentChanged(r.User, r.Agent, r.Server)
+	if auditErr != nil {
+		// The revocation stands (failing closed); the caller learns it is
+		// not on the record.
+		return r, fmt.Errorf("consent %s is revoked, but the audit log could not record it: %w", id, auditErr)
+	}
 	return r, nil
+}
+
+// agentScript describes what an interpreter agent runs, for listings.
+func agentScript(p identity.Process) string {
+	switch {
+	case !p.Interpreter:
+		return ""
+	case p.Script.Path == "":
+		return "any script: " + p.Script.Why
+	}
+	return p.Script.Path + " sha256:" + p.Script.SHA256
 }
 
 func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
@@ -215,7 +244,8 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 				continue
 			}
 			info := api.SessionInfo{ID: s.id, Server: s.server, Agent: s.agent, AgentExe: s.agentP.Exe, AgentInstance: s.agentP.Instance(),
-				User: s.user, Started: s.start.UTC().Format(time.RFC3339), Allowed: s.allowed.Load(), Denied: s.denied.Load()}
+				User: s.user, Started: s.start.UTC().Format(time.RFC3339), Allowed: s.allowed.Load(), Denied: s.denied.Load(),
+				AgentScript: agentScript(s.agentP), AgentBinding: s.agentP.Binding}
 			if s.relay != nil {
 				c := s.relay.Claims()
 				info.ClientInfo, info.Era = string(c.ClientInfo), string(c.Era)

@@ -59,6 +59,10 @@ type Daemon struct {
 	userServers     *userservers.Store
 	tracers         tracers
 
+	// The kernel's exec record (agent identity); nil when unavailable.
+	stamps    *bpf.ExecStamps
+	stampsErr string
+
 	mu       sync.Mutex
 	sessions map[string]*session
 	closing  bool
@@ -184,6 +188,9 @@ func (d *Daemon) shutdown() {
 	if d.cage != nil {
 		d.cage.Close()
 	}
+	if d.stamps != nil {
+		d.stamps.Close() // pinned: the record goes on for the next daemon
+	}
 }
 
 // setupLandlock probes the kernel and finds mcpcage-init.
@@ -302,7 +309,7 @@ func (d *Daemon) agentRules() []identity.Rule {
 	var rules []identity.Rule
 	for _, name := range sortedKeys2(d.conf().Agents) {
 		a := d.conf().Agents[name]
-		r := identity.Rule{Name: name, Exe: a.Exe, SHA256: a.SHA256}
+		r := identity.Rule{Name: name, Exe: a.Exe, SHA256: a.SHA256, Script: a.Script, ScriptSHA256: a.ScriptSHA256}
 		for _, u := range a.UIDs {
 			r.UIDs = append(r.UIDs, uint32(u))
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 )
 
@@ -30,6 +31,7 @@ import (
 func (d *Daemon) setupEBPF() {
 	d.ebpfHooks = probe.Run(probe.CgroupV2Root())
 	d.log.Info("eBPF hooks probed", "result", d.ebpfHooks.String())
+	d.setupStamps()
 	for _, need := range []string{probe.CgroupSockAddr, probe.Tracepoint, probe.RawTracepoint, probe.SendSignal, probe.RingBuffer} {
 		if r := d.ebpfHooks[need]; !r.OK {
 			d.ebpfErr = fmt.Sprintf("%s unavailable: %s", need, r.Err)
@@ -64,6 +66,65 @@ func (d *Daemon) setupEBPF() {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
 	go d.watchLost()
+}
+
+// setupStamps attaches the exec stamper that binds an agent to the image
+// that forked the shim. It needs only a raw tracepoint and task storage,
+// so it runs wherever those do, whatever becomes of the rest of the eBPF
+// layer; pinned, the record survives daemon restarts.
+func (d *Daemon) setupStamps() {
+	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
+		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
+	} else if s, err := bpf.LoadExecStamps("/sys/fs/bpf/mcpcage"); err != nil {
+		d.stampsErr = err.Error()
+	} else {
+		d.stamps = s
+		d.hasher.Stamps = execStamps{s}
+		d.log.Info("agent identity bound to the image that forks the shim (kernel exec record)")
+		return
+	}
+	d.log.Warn("agent identity is weaker: no kernel exec record, so a process could fork mcpcage run and then exec a registered agent's program", "reason", d.stampsErr)
+}
+
+// execStamps adapts bpf.ExecStamps to identity.Stamps.
+type execStamps struct{ *bpf.ExecStamps }
+
+func (e execStamps) Lookup(pidfd int) (identity.Stamp, bool, error) {
+	st, ok, err := e.ExecStamps.Lookup(pidfd)
+	return identity.Stamp(st), ok, err
+}
+
+// agentIdentity describes how sessions identify their agent, for status.
+func (d *Daemon) agentIdentity() string {
+	if d.stamps == nil {
+		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program)"
+	}
+	s := "kernel exec record (raw_tracepoint/sched_process_exec, task storage): a parent that exec'd after forking mcpcage run is refused"
+	if n := d.stamps.Unstamped(); n > 0 {
+		s += fmt.Sprintf("; %d execs went unrecorded (memory pressure)", n)
+	}
+	return s
+}
+
+// ptraceScope reads kernel.yama.ptrace_scope and says what it means for
+// agent identity.
+func ptraceScope() string {
+	b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope")
+	if err != nil {
+		return "unknown (no Yama): any process of the agent's user may ptrace it and act as it; enable Yama with kernel.yama.ptrace_scope = 1 or more"
+	}
+	switch v := strings.TrimSpace(string(b)); v {
+	case "0":
+		return "0: any process of the agent's user may ptrace it and act as it; set kernel.yama.ptrace_scope = 1 or more (sysctl)"
+	case "1":
+		return "1 (restricted: only the agent's ancestors, or those it allows, may ptrace it)"
+	case "2":
+		return "2 (admin only)"
+	case "3":
+		return "3 (no ptrace)"
+	default:
+		return v
+	}
 }
 
 // watchLost logs when kernel events are lost or throttled.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -89,57 +91,29 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// FromClient decides requests that consents cover.
+// FromClient decides requests that consents cover. It reads them with
+// package request, which refuses what servers could read differently.
 func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
+	if !request.NeedsDecision(e.Method) {
+		return relay.Verdict{}
+	}
+	if e.Kind == wire.KindNotification {
+		// A naive server would run it, and nobody would have decided.
+		return p.refuse(e, msg, wire.CodeInvalidRequest, e.Method+" must be a request with an id, not a notification")
+	}
 	if e.Kind != wire.KindRequest {
 		return relay.Verdict{}
 	}
-	var k consent.Kind
-	var name string
-	var args map[string]any
-	params := e.Params.Of(msg)
-	switch e.Method {
-	case "tools/call":
-		var q struct {
-			Name      string         `json:"name"`
-			Arguments map[string]any `json:"arguments"`
-		}
-		if json.Unmarshal(params, &q) != nil || q.Name == "" {
-			return relay.Verdict{Deny: true, Reason: "malformed tools/call",
-				Reply: wire.ErrorResponse(e.ID.Of(msg), wire.CodeInvalidParams, "mcpcage: tools/call needs params.name", nil)}
-		}
-		k, name, args = consent.KindTool, q.Name, q.Arguments
-	case "resources/read", "resources/subscribe":
-		var q struct {
-			URI string `json:"uri"`
-		}
-		json.Unmarshal(params, &q)
-		k, name = consent.KindResource, q.URI
-	case "prompts/get":
-		var q struct {
-			Name string `json:"name"`
-		}
-		json.Unmarshal(params, &q)
-		k, name = consent.KindPrompt, q.Name
-	case "completion/complete":
-		var q struct {
-			Ref struct {
-				Type string `json:"type"`
-				Name string `json:"name"`
-				URI  string `json:"uri"`
-			} `json:"ref"`
-		}
-		json.Unmarshal(params, &q)
-		if q.Ref.Type == "ref/prompt" {
-			k, name = consent.KindPrompt, q.Ref.Name
-		} else {
-			k, name = consent.KindResource, q.Ref.URI
-		}
-	default:
-		return relay.Verdict{}
-	}
-	dec := p.decide(k, name, args)
 	s := p.s
+	t, err := request.Read(e.Method, e.Params.Of(msg), p.d.consents.ArgNames(s.user, s.agent, s.server))
+	switch {
+	case errors.Is(err, wire.ErrAmbiguous):
+		return p.refuse(e, msg, wire.CodeInvalidRequest, "ambiguous "+e.Method+" (servers could read it differently): "+err.Error())
+	case err != nil:
+		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error())
+	}
+	k, name, args := consentKind(t.Kind), t.Name, t.Args
+	dec := p.decide(k, name, args)
 	id := e.ID.Of(msg)
 	decision := "deny"
 	switch {
@@ -190,7 +164,9 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if typ == "request" {
 		typ = "request.denied"
 	}
-	p.d.audit.Append(s.record(typ, rec))
+	if err := p.d.audit.Append(s.record(typ, rec)); err != nil {
+		s.log.Error("denied request not recorded in the audit log", "method", e.Method, "err", err)
+	}
 	s.denied.Add(1)
 	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", e.Method, name, s.server, s.agent, s.user, dec.Reason)
 	if !p.ceiling(k, name) {
@@ -200,22 +176,66 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	return p.denyReply(e, msg, k, text, dec.Reason)
 }
 
+// consentKind maps a request target onto the consent store's kinds.
+func consentKind(k request.TargetKind) consent.Kind {
+	switch k {
+	case request.Resource:
+		return consent.KindResource
+	case request.Prompt:
+		return consent.KindPrompt
+	}
+	return consent.KindTool
+}
+
+// refuse turns away a message no decision can be made on (ambiguous,
+// malformed, or a decided method sent as a notification): a request gets
+// a JSON-RPC error, a notification is dropped, and either way the audit
+// log says why.
+func (p *sessionPolicy) refuse(e *wire.Envelope, msg []byte, code int, reason string) relay.Verdict {
+	s := p.s
+	rec := audit.Record{"method": e.Method, "kind": e.Kind.String(), "reason": reason}
+	if e.Kind == wire.KindRequest {
+		rec["request_id"] = json.RawMessage(e.ID.Of(msg))
+	}
+	p.d.audit.AppendAsync(s.record(recordMessageRefused, rec))
+	s.denied.Add(1)
+	s.log.Warn("message refused", "method", e.Method, "kind", e.Kind.String(), "reason", reason)
+	v := relay.Verdict{Deny: true, Reason: reason}
+	if e.Kind == wire.KindRequest {
+		v.Reply = wire.ErrorResponse(e.ID.Of(msg), code, "mcpcage refused this "+e.Method+": "+reason, nil)
+	}
+	return v
+}
+
+// recordMessageRefused is the audit record of a message that could not be
+// decided on and was refused.
+const recordMessageRefused = "message.refused"
+
 func (p *sessionPolicy) denyReply(e *wire.Envelope, msg []byte, k consent.Kind, text, reason string) relay.Verdict {
 	var reply []byte
 	if k == consent.KindTool {
-		reply = toolError(e.ID.Of(msg), text)
+		era := relay.EraUnknown
+		if p.s.relay != nil {
+			era = p.s.relay.Claims().Era
+		}
+		reply = toolError(e.ID.Of(msg), text, era)
 	} else {
-		reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, text, nil)
+		reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, text, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
 	}
 	return relay.Verdict{Deny: true, Reply: reply, Reason: reason}
 }
 
 // toolError is a CallToolResult with isError: the model sees the reason.
-func toolError(id []byte, text string) []byte {
+// In the stateless era (2026-07-28) every result carries resultType.
+func toolError(id []byte, text string, era relay.Era) []byte {
 	t, _ := json.Marshal(text)
 	b := []byte(`{"jsonrpc":"2.0","id":`)
 	b = append(b, id...)
-	b = append(b, `,"result":{"content":[{"type":"text","text":`...)
+	b = append(b, `,"result":{`...)
+	if era == relay.EraStateless {
+		b = append(b, `"resultType":"complete",`...)
+	}
+	b = append(b, `"content":[{"type":"text","text":`...)
 	b = append(b, t...)
 	return append(b, "}],\"isError\":true}}\n"...)
 }
@@ -271,11 +291,10 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	var shown, hidden []string
 	for _, it := range items {
 		item := it.Of(arr)
-		var named map[string]json.RawMessage
-		json.Unmarshal(item, &named)
-		var name string
-		json.Unmarshal(named[field], &name)
-		allowed := !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
+		// Read the name as the decision on a call would; an item that
+		// clients could read differently is never shown.
+		name, readable := listItemName(item, field)
+		allowed := readable && !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
 		if allowed || p.observe {
 			kept = append(kept, item)
 			shown = append(shown, name)
@@ -300,6 +319,25 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	}
 	out = append(out, ']')
 	return wire.Splice(result, sp, out)
+}
+
+// listItemName reads the name (or URI) of one list item exactly, the way
+// package request reads a call; ok is false for an item that is not an
+// object, lacks the field, or is ambiguous across parsers.
+func listItemName(item []byte, field string) (string, bool) {
+	if len(item) == 0 || item[0] != '{' {
+		return "", false
+	}
+	members, err := wire.Object(item, []string{field})
+	if err != nil {
+		return "", false
+	}
+	sp, ok := members[field]
+	if !ok {
+		return "", false
+	}
+	name, err := wire.String(sp.Of(item))
+	return name, err == nil && name != ""
 }
 
 // advertiseListChanged sets capabilities.tools.listChanged in an
@@ -355,6 +393,25 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
 	p.d.audit.AppendAsync(s.record("tool.result", audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
 		"is_error": r.IsError, "result_bytes": len(result), "latency_ms": float64(lat.Microseconds()) / 1000}))
+}
+
+// Cancelled forgets a tools/call the client cancelled (no result will
+// come) and records the cancellation.
+func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
+	if d != relay.ClientToServer {
+		return
+	}
+	key := wire.IDKey(rawID)
+	p.mu.Lock()
+	c, ok := p.calls[key]
+	delete(p.calls, key)
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	lat := time.Since(c.start)
+	p.d.audit.AppendAsync(p.s.record("tool.cancelled", audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
+		"latency_ms": float64(lat.Microseconds()) / 1000}))
 }
 
 // trackDefinitions notes each tool's definition and records changes

@@ -15,6 +15,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -122,7 +123,7 @@ func TestPolicyCeilingAndConsents(t *testing.T) {
 }
 
 func TestPolicyToolErrorShape(t *testing.T) {
-	b := toolError([]byte(`"a-1"`), "denied \"x\"")
+	b := toolError([]byte(`"a-1"`), "denied \"x\"", relay.EraInitialize)
 	var r struct {
 		ID     string `json:"id"`
 		Result struct {

@@ -60,6 +60,15 @@ type session struct {
 	shutOnce sync.Once
 }
 
+// agentDetail is the agent's identity for the session.start record.
+func agentDetail(ap identity.Process) map[string]any {
+	m := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
+	if ap.Interpreter {
+		m["script"] = ap.Script
+	}
+	return m
+}
+
 func newID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -79,6 +88,13 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	ap, err := d.hasher.Agent(int(peer.PID))
+	if errors.Is(err, identity.ErrBorrowed) {
+		// One line on the shim's stderr: what happened, and that it is final.
+		log.Warn("session refused: the shim's parent exec'd another program after starting it", "err", err)
+		d.audit.AppendAsync(audit.Record{"type": "session.refused", "server": srv.Name, "user": userName(peer.UID), "reason": err.Error()})
+		reply(fw, api.Reply{Code: api.CodeDenied, Error: "refused: " + err.Error() + ": a session runs only for the program that started the shim"}, log)
+		return
+	}
 	if err != nil {
 		log.Warn("session refused: agent not identified", "err", err)
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot identify the program that started mcpcage run: %v", err)}, log)
@@ -86,6 +102,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	s.agentP, s.agent, s.user = ap, identity.Name(ap, d.agentRules()), userName(peer.UID)
 	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", ap.Instance())
+	if ap.Binding != identity.BoundKernel {
+		s.log.Warn("agent identity not bound by the kernel", "binding", ap.Binding)
+	}
 	if !d.addSession(s) {
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
 		return
@@ -110,6 +129,10 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		OnClaims: func(c relay.Claims) {
 			d.audit.AppendAsync(s.record("session.claims", audit.Record{"era": string(c.Era), "protocol_version": c.ProtocolVersion, "client_info": json.RawMessage(orNull(c.ClientInfo))}))
 		},
+		OnAmbiguous: func(dir relay.Direction, problem string) {
+			s.denied.Add(1)
+			d.audit.AppendAsync(s.record(recordMessageRefused, audit.Record{"direction": dir.String(), "reason": "ambiguous message: " + problem}))
+		},
 		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
 		Logger:          s.log,
 		OnClientEOF:     func() { go s.stop() },
@@ -131,7 +154,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if err == nil {
 		// Nothing runs unrecorded: no audit, no session.
 		err = d.audit.Append(s.record("session.start", audit.Record{
-			"agent_detail": map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime},
+			"agent_detail": agentDetail(ap),
 			"delegator":    map[string]any{"uid": peer.UID, "name": s.user},
 			"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
 				"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
@@ -235,10 +258,13 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	b, _ := json.Marshal(exit)
 	_ = fw.Write(api.FrameExit, b)
 	st0 := &s.relay.Stats
-	d.audit.Append(s.record("session.end", audit.Record{"reason": exit.Reason, "exit_code": exit.Code, "error": exit.Error,
+	endErr := d.audit.Append(s.record("session.end", audit.Record{"reason": exit.Reason, "exit_code": exit.Code, "error": exit.Error,
 		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
 		"messages_in": st0.Messages[relay.ClientToServer].Load(), "messages_out": st0.Messages[relay.ServerToClient].Load(),
 		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load()}))
+	if endErr != nil {
+		s.log.Error("session end not recorded in the audit log", "err", endErr)
+	}
 	if err := s.inst.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
 	}

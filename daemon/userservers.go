@@ -53,8 +53,12 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command,
-			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts})
+		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command,
+			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
+			_ = d.userServers.Remove(peer.UID, srv.Name)
+			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
+			return
+		}
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
@@ -62,7 +66,10 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name})
+		if err := d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name}); err != nil {
+			fail(fmt.Errorf("server %s is removed, but the audit log could not record it: %w", req.Name, err))
+			return
+		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
 }

@@ -311,12 +311,13 @@ func TestConsentWithTypeScriptSDKClient(t *testing.T) {
 	}
 	call := next("call")
 	text, _ := call["text"].(string)
-	if call["isError"] != true || !strings.Contains(text, "mcpcage grant --agent exe:") {
+	if call["isError"] != true || !strings.Contains(text, "mcpcage grant --agent script:") {
 		t.Fatalf("denied call seen by the TS SDK: %v", call)
 	}
-	agent := regexp.MustCompile(`--agent (exe:\S+)`).FindStringSubmatch(text)[1]
-	if !strings.Contains(agent, "node") {
-		t.Fatalf("the TS agent was identified as %q, want the node executable", agent)
+	// node running client.mjs: the script, not bare node (any script).
+	agent := regexp.MustCompile(`--agent (script:\S+)`).FindStringSubmatch(text)[1]
+	if agent != "script:"+script {
+		t.Fatalf("the TS agent was identified as %q, want script:%s", agent, script)
 	}
 	next("waiting")
 	d.mustCLI(t, "grant", "--agent", agent, "--server", "test", "--tool", "echo")

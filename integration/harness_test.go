@@ -24,8 +24,13 @@ var env struct {
 	bin        string // directory with mcpcaged, mcpcage, testserver
 	containerd string // containerd socket
 	work       string
+	runDir     string // under itestRoot: this run's binaries
 	cdCmd      *exec.Cmd
 }
+
+// itestRoot holds one directory per test run (binaries every sandbox can
+// see: not under /tmp, /root or /home, which sandboxes get private copies of).
+const itestRoot = "/var/lib/mcpcage-itest"
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -41,6 +46,9 @@ func TestMain(m *testing.M) {
 	}
 	if env.work != "" {
 		os.RemoveAll(env.work)
+	}
+	if env.runDir != "" {
+		os.RemoveAll(env.runDir)
 	}
 	os.Exit(code)
 }
@@ -66,7 +74,20 @@ func doSetup() error {
 	}
 	// Binaries live where every sandbox can see them: not under /tmp,
 	// /root or /home, which sandboxes get private copies of.
-	env.bin = "/var/lib/mcpcage-itest/bin"
+	// One directory per run, so that two runs on one machine never
+	// overwrite each other's binaries; TestMain removes it.
+	if err := os.MkdirAll(itestRoot, 0o755); err != nil {
+		return err
+	}
+	runDir, err := os.MkdirTemp(itestRoot, "run-")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(runDir, 0o755); err != nil {
+		return err
+	}
+	env.runDir = runDir
+	env.bin = filepath.Join(runDir, "bin")
 	if err := os.MkdirAll(env.bin, 0o755); err != nil {
 		return err
 	}
@@ -80,6 +101,14 @@ func doSetup() error {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", b.pkg, err, out)
 		}
+	}
+	// The plain Python server, beside the Go ones.
+	py, err := os.ReadFile(filepath.Join(root, "testdata", "pyserver", "server.py"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(env.bin, "pyserver.py"), py, 0o755); err != nil {
+		return err
 	}
 	// The sandbox user (nobody) must be able to reach the test server.
 	for dir := env.bin; dir != "/"; dir = filepath.Dir(dir) {

@@ -134,8 +134,8 @@ func TestLargeMessages(t *testing.T) {
 		// The shim exits before it has written everything: ignore the write error.
 		go io.WriteString(r.in, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`+strings.Repeat("z", big)+`"}}}`+"\n")
 		line := r.next()
-		if !strings.Contains(line, "-32002") || !strings.Contains(line, "max_message_bytes") {
-			t.Fatalf("got %.300q, want a -32002 error naming max_message_bytes", line)
+		if !strings.Contains(line, "-32004") || !strings.Contains(line, "max_message_bytes") {
+			t.Fatalf("got %.300q, want a -32004 error naming max_message_bytes", line)
 		}
 		if code := r.wait(); code != 1 {
 			t.Fatalf("shim exited %d, want 1", code)

@@ -8,11 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func openLog(t *testing.T, dir string, o Options) *Log {
@@ -44,20 +41,68 @@ func verifyDir(dir string) (Report, error) {
 	return Verify(Files(filepath.Join(dir, "audit.jsonl")), hp)
 }
 
-func TestChainAcrossRestartAndRotation(t *testing.T) {
-	dir := t.TempDir()
-	l := openLog(t, dir, Options{MaxSize: 2000, Keep: 20})
-	writeN(t, l, 30)
-	l.Close()
-	l = openLog(t, dir, Options{MaxSize: 2000, Keep: 20}) // the chain resumes
-	writeN(t, l, 30)
-	l.Close()
-	if files := Files(filepath.Join(dir, "audit.jsonl")); len(files) < 3 {
-		t.Fatalf("expected rotation, have %v", files)
+// waitFor polls cond until it holds or a deadline passes, and reports
+// what it last saw.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; last saw %s", what, seen)
+		}
+		time.Sleep(5 * time.Millisecond) // a poll interval, not a wait
 	}
-	r, err := verifyDir(dir)
-	if err != nil || r.Records != 60 || r.FirstSeq != 1 || r.LastSeq != 60 {
-		t.Fatalf("verify = %+v, %v", r, err)
+}
+
+// records counts the records of the given type across the log's files.
+func records(t *testing.T, dir, typ string) int {
+	t.Helper()
+	n := 0
+	for _, path := range Files(filepath.Join(dir, "audit.jsonl")) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += bytes.Count(b, []byte(`"type":"`+typ+`"`))
+	}
+	return n
+}
+
+func TestChainAcrossRestartAndRotation(t *testing.T) {
+	tests := []struct {
+		name         string
+		keep         []int // Keep for each of the three runs
+		wantFirstSeq bool  // records were rotated away
+	}{
+		{"all kept", []int{50, 50, 50}, false},
+		{"oldest rotated away", []int{3, 3, 3}, true},
+		{"keep raised", []int{2, 10, 10}, true},
+		{"keep lowered", []int{10, 10, 2}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, keep := range tt.keep {
+				l := openLog(t, dir, Options{MaxSize: 2000, Keep: keep})
+				writeN(t, l, 30) // the chain resumes across restarts
+				l.Close()
+			}
+			files := Files(filepath.Join(dir, "audit.jsonl"))
+			if last := tt.keep[len(tt.keep)-1]; len(files) < 3 || len(files) > last+1 {
+				t.Fatalf("expected rotation keeping %d files, have %v", last, files)
+			}
+			r, err := verifyDir(dir)
+			if err != nil || r.LastSeq != uint64(r.Records)+r.FirstSeq-1 || (r.FirstSeq > 1) != tt.wantFirstSeq {
+				t.Fatalf("verify = %+v, %v", r, err)
+			}
+			if r.LastSegment-r.FirstSegment+1 != uint64(len(files)) || records(t, dir, SegmentType) != len(files) {
+				t.Fatalf("%d files but segments %d to %d, %d headers", len(files), r.FirstSegment, r.LastSegment, records(t, dir, SegmentType))
+			}
+		})
 	}
 }
 
@@ -74,12 +119,12 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 	l.Close()
-	if r, err := verifyDir(dir); err != nil || r.Records != 800 {
+	if r, err := verifyDir(dir); err != nil || records(t, dir, "tool.call") != 800 || r.Records != 801 {
 		t.Fatalf("verify = %+v, %v", r, err)
 	}
 }
 
-// tamper applies f to the lines of the log's files and returns the files.
+// tamper applies f to the lines of the log's files.
 func tamper(t *testing.T, dir string, f func(file int, lines [][]byte) [][]byte) {
 	t.Helper()
 	for i, path := range Files(filepath.Join(dir, "audit.jsonl")) {
@@ -92,10 +137,31 @@ func tamper(t *testing.T, dir string, f func(file int, lines [][]byte) [][]byte)
 	}
 }
 
+// renumber closes the gap left by removing files[i], so that the file
+// names do not give the removal away.
+func renumber(files []string, i int) {
+	for j := i + 1; j < len(files)-1; j++ {
+		os.Rename(files[j], files[j-1])
+	}
+}
+
+// newest is the newest file with records (rotation may just have left
+// an empty one after it).
+func newest(dir string) string {
+	files := Files(filepath.Join(dir, "audit.jsonl"))
+	for i := len(files) - 1; i > 0; i-- {
+		if st, err := os.Stat(files[i]); err == nil && st.Size() > 0 {
+			return files[i]
+		}
+	}
+	return files[0]
+}
+
 func TestVerifyCatchesTampering(t *testing.T) {
 	tests := []struct {
 		name   string
 		tamper func(t *testing.T, dir string)
+		damage Damage
 		want   string
 	}{
 		{"edit a field", func(t *testing.T, dir string) {
@@ -105,7 +171,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 				}
 				return l
 			})
-		}, "seq 4: its content does not match its hash"},
+		}, Edited, "seq 4: its content does not match its hash"},
 		{"delete a line", func(t *testing.T, dir string) {
 			tamper(t, dir, func(i int, l [][]byte) [][]byte {
 				if i == 0 {
@@ -113,7 +179,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 				}
 				return l
 			})
-		}, "seq 7: follows seq 5"},
+		}, Deleted, "seq 7: follows seq 5"},
 		{"swap two lines", func(t *testing.T, dir string) {
 			tamper(t, dir, func(i int, l [][]byte) [][]byte {
 				if i == 0 {
@@ -121,35 +187,54 @@ func TestVerifyCatchesTampering(t *testing.T) {
 				}
 				return l
 			})
-		}, "seq 4: follows seq 2"},
+		}, Deleted, "seq 4: follows seq 2"},
+		{"cut the start of the oldest file", func(t *testing.T, dir string) {
+			tamper(t, dir, func(i int, l [][]byte) [][]byte {
+				if i == 0 {
+					return l[3:]
+				}
+				return l
+			})
+		}, Deleted, "records were removed from its start"},
+		{"cut the start of a later file", func(t *testing.T, dir string) {
+			tamper(t, dir, func(i int, l [][]byte) [][]byte {
+				if i == 2 {
+					return l[1:]
+				}
+				return l
+			})
+		}, Deleted, "records were removed from its start"},
 		{"truncate the tail", func(t *testing.T, dir string) {
-			files := Files(filepath.Join(dir, "audit.jsonl"))
-			last := files[len(files)-1]
+			last := newest(dir)
 			b, _ := os.ReadFile(last)
 			lines := bytes.SplitAfter(b, []byte("\n"))
-			os.WriteFile(last, bytes.Join(lines[:len(lines)-3], nil), 0o600)
-		}, "the end was cut off"},
-		{"truncate across a rotation", func(t *testing.T, dir string) {
-			os.Remove(filepath.Join(dir, "audit.jsonl"))
-		}, "the end was cut off"},
-		{"delete a middle rotated file", func(t *testing.T, dir string) {
+			os.WriteFile(last, bytes.Join(lines[:len(lines)-2], nil), 0o600)
+		}, TailCut, "the end was cut off"},
+		{"remove the newest segment", func(t *testing.T, dir string) {
+			os.Remove(newest(dir))
+		}, NewestRemoved, "the newest segment was removed"},
+		{"remove a middle segment", func(t *testing.T, dir string) {
 			files := Files(filepath.Join(dir, "audit.jsonl"))
 			os.Remove(files[1])
-			// Renumber so the gap is not visible from the file names.
-			for i := 2; i < len(files)-1; i++ {
-				os.Rename(files[i], files[i-1])
-			}
-		}, "were deleted"},
+			renumber(files, 1)
+		}, MiddleRemoved, "a middle segment was removed: segment 3 follows segment 1"},
+		{"remove the oldest segment", func(t *testing.T, dir string) {
+			files := Files(filepath.Join(dir, "audit.jsonl"))
+			os.Remove(files[0])
+		}, OldestRemoved, "the oldest segment was removed: the log starts at segment 2"},
+		{"remove the two oldest segments", func(t *testing.T, dir string) {
+			files := Files(filepath.Join(dir, "audit.jsonl"))
+			os.Remove(files[0])
+			os.Remove(files[1])
+		}, OldestRemoved, "segments 1 to 2 are missing"},
 		{"forge a record with a fresh hash", func(t *testing.T, dir string) {
 			tamper(t, dir, func(i int, l [][]byte) [][]byte {
 				if i == 0 {
-					// Drop a record and re-chain the next one's seq: its
-					// prev still names the dropped record.
 					return append(l[:2:2], l[3:]...)
 				}
 				return l
 			})
-		}, "follows seq 2"},
+		}, Deleted, "follows seq 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,68 +242,168 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			l := openLog(t, dir, Options{MaxSize: 1500, Keep: 50})
 			writeN(t, l, 60)
 			l.Close()
-			if _, err := verifyDir(dir); err != nil {
-				t.Fatalf("intact log fails: %v", err)
+			if r, err := verifyDir(dir); err != nil || r.FirstSegment != 1 || r.LastSegment < 4 {
+				t.Fatalf("intact log: %+v, %v", r, err)
 			}
 			tt.tamper(t, dir)
 			_, err := verifyDir(dir)
 			var ve *VerifyError
-			if !errors.As(err, &ve) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("verify = %v, want a VerifyError containing %q", err, tt.want)
+			if !errors.As(err, &ve) || ve.Damage != tt.damage || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("verify = %v, want one line of damage %q containing %q", err, tt.damage, tt.want)
 			}
 		})
 	}
 }
 
-func TestFullDiskFailsAndRecovers(t *testing.T) {
-	testenv.RequireRoot(t)
+// TestOldestRemovedAfterRotation removes the oldest file the log keeps
+// after rotation has dropped older ones: only the header can tell the
+// difference.
+func TestOldestRemovedAfterRotation(t *testing.T) {
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		t.Fatalf("mount a small tmpfs: %v", err)
+	l := openLog(t, dir, Options{MaxSize: 1500, Keep: 3})
+	writeN(t, l, 80)
+	l.Close()
+	r, err := verifyDir(dir)
+	if err != nil || r.FirstSeq == 1 || r.FirstSegment == 1 {
+		t.Fatalf("rotation dropped nothing or verify fails: %+v, %v", r, err)
 	}
-	defer syscall.Unmount(dir, syscall.MNT_DETACH)
-	var failures int
-	l := openLog(t, dir, Options{MaxSize: 1 << 30, OnFailure: func(error) { failures++ }})
-	defer l.Close()
-	big := strings.Repeat("x", 4000)
-	var err error
-	n := 0
-	for ; n < 100; n++ {
-		if err = l.Append(Record{"type": "tool.call", "pad": big}); err != nil {
-			break
+	os.Remove(Files(filepath.Join(dir, "audit.jsonl"))[0])
+	_, err = verifyDir(dir)
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Damage != OldestRemoved {
+		t.Fatalf("verify = %v, want the oldest segment reported removed", err)
+	}
+}
+
+// legacyLog writes records the way logs were written before segments.
+func legacyLog(t *testing.T, dir string, n int) {
+	t.Helper()
+	var l Log
+	var buf []byte
+	for i := 0; i < n; i++ {
+		line, err := l.encode(Record{"type": "tool.call", "tool": fmt.Sprint(i), "time": "2025-01-01T00:00:00Z"})
+		if err != nil {
+			t.Fatal(err)
 		}
+		buf = append(buf, line...)
 	}
-	if !errors.Is(err, ErrUnavailable) || l.Healthy() == nil || failures == 0 {
-		t.Fatalf("after %d records on a 64k disk: err %v, healthy %v", n, err, l.Healthy())
+	if err := os.WriteFile(filepath.Join(dir, "audit.jsonl"), buf, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	// Free space: the next append succeeds and the chain is intact.
-	os.WriteFile(filepath.Join(dir, "filler"), nil, 0o600)
-	hog := filepath.Join(dir, "hog")
-	os.WriteFile(hog, []byte("x"), 0o600)
-	os.Remove(hog)
-	// Make room by rotating away: simplest is a smaller record.
-	if err := l.Append(Record{"type": "tool.call", "small": true}); err != nil {
-		t.Fatalf("small record after the failure: %v", err)
+}
+
+func TestLogFromBeforeSegmentsResumes(t *testing.T) {
+	dir := t.TempDir()
+	legacyLog(t, dir, 20)
+	if r, err := verifyDir(dir); err != nil || r.Records != 20 || r.FirstSegment != 0 {
+		t.Fatalf("legacy log: %+v, %v", r, err)
 	}
-	if l.Healthy() != nil {
-		t.Fatalf("still unhealthy after a successful write")
-	}
-	if r, err := verifyDir(dir); err != nil || r.Records != n+1 {
-		t.Fatalf("verify after recovery = %+v, %v (wrote %d)", r, err, n+1)
+	l := openLog(t, dir, Options{MaxSize: 1500, Keep: 10})
+	writeN(t, l, 40)
+	l.Close()
+	r, err := verifyDir(dir)
+	if err != nil || r.FirstSegment != 0 || r.LastSegment < 2 || records(t, dir, "tool.call") != 60 {
+		t.Fatalf("after resuming a legacy log: %+v, %v", r, err)
 	}
 }
 
 func TestBatchModeWritesAndVerifies(t *testing.T) {
 	dir := t.TempDir()
-	l := openLog(t, dir, Options{Sync: "batch", Interval: 20 * time.Millisecond})
+	l := openLog(t, dir, Options{Sync: SyncBatch, Interval: 20 * time.Millisecond})
 	writeN(t, l, 25)
-	time.Sleep(60 * time.Millisecond) // an interval's fsync and head update
-	h, err := ReadHead(filepath.Join(dir, "audit.head"))
-	if err != nil || h.Seq != 25 {
-		t.Fatalf("head after the batch interval = %+v, %v", h, err)
-	}
+	waitFor(t, "the interval's fsync to update the head", func() (bool, string) {
+		h, err := ReadHead(filepath.Join(dir, "audit.head"))
+		return err == nil && h.Seq == 26, fmt.Sprintf("%+v, %v", h, err)
+	})
 	l.Close()
-	if r, err := verifyDir(dir); err != nil || r.Records != 25 {
+	if r, err := verifyDir(dir); err != nil || r.Records != 26 {
 		t.Fatalf("verify = %+v, %v", r, err)
+	}
+}
+
+// blockWriter makes OnRecord stall the writer goroutine on its first
+// record until release is closed.
+func blockWriter() (onRecord func(Record), blocked, release chan struct{}) {
+	blocked, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	return func(Record) {
+		once.Do(func() {
+			close(blocked)
+			<-release
+		})
+	}, blocked, release
+}
+
+// TestCallsOvertakeObservations: with the writer busy and the queue full
+// of large asynchronous records, a call's record is written in the next
+// batch, not after the flood.
+func TestCallsOvertakeObservations(t *testing.T) {
+	dir := t.TempDir()
+	onRecord, blocked, release := blockWriter()
+	l := openLog(t, dir, Options{OnRecord: onRecord})
+	defer l.Close()
+	if err := l.Append(Record{"type": "sentinel"}); err != nil {
+		t.Fatal(err)
+	}
+	<-blocked
+	big := strings.Repeat("x", MaxString)
+	const flood = 200
+	for i := 0; i < flood; i++ {
+		// 60 fields of 1 KiB: just under MaxRecord each.
+		rec := Record{"type": "file.open", "session": "noisy"}
+		for f := 0; f < 60; f++ {
+			rec[fmt.Sprint("f", f)] = big
+		}
+		if !l.AppendAsync(rec) {
+			t.Fatal("queue full")
+		}
+	}
+	call := Record{"type": "tool.call", "session": "quiet"}
+	done := make(chan error)
+	go func() { done <- l.Append(call) }()
+	waitFor(t, "the call to be queued", func() (bool, string) { return len(l.syncQ) == 1, fmt.Sprint(len(l.syncQ)) })
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// seq 1 is the header, 2 the sentinel; the call goes into the next
+	// batch, with at most one flood record picked before it.
+	if seq := call["seq"].(uint64); seq > 4 {
+		t.Fatalf("the call was written at seq %d, behind %d flood records", seq, seq-3)
+	}
+}
+
+func TestQueueFullIsCounted(t *testing.T) {
+	dir := t.TempDir()
+	onRecord, blocked, release := blockWriter()
+	var mu sync.Mutex
+	drops := map[DropReason]int{}
+	l := openLog(t, dir, Options{OnRecord: onRecord, OnDrop: func(_ Record, reason DropReason, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if errors.Is(err, ErrUnavailable) {
+			drops[reason]++
+		}
+	}})
+	l.AppendAsync(Record{"type": "sentinel"})
+	<-blocked
+	accepted := 0
+	for i := 0; i < queueLen+10; i++ {
+		if l.AppendAsync(Record{"type": "file.open"}) {
+			accepted++
+		}
+	}
+	close(release)
+	l.Close()
+	if err := l.Append(Record{"type": "late"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("append after close: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if accepted != queueLen || drops[DropQueueFull] != 10 || drops[DropClosed] != 1 || len(drops) != 2 {
+		t.Fatalf("accepted %d, drops %v", accepted, drops)
+	}
+	if n := records(t, dir, "file.open"); n != queueLen {
+		t.Fatalf("%d queued records written, want %d", n, queueLen)
 	}
 }

@@ -9,16 +9,51 @@
 // where the canonical record is encoding/json's rendering of the record's
 // fields with keys sorted, and hash = SHA-256 over "{" followed by that
 // rest of the line. Editing a field breaks the record's hash; deleting,
-// reordering or inserting a record breaks seq or prev; cutting the tail is
-// caught against the chain head kept in the state dir. The chain runs on
-// across size-based rotation (audit.jsonl, audit.jsonl.1, ...); rotated
-// files beyond the kept count are removed, and verification then starts
-// at the oldest record still present.
+// reordering or inserting a record breaks seq or prev.
 //
-// Durability: Append returns once the record is written and, in "always"
-// mode, fsynced; concurrent appends share one fsync (group commit). In
-// "batch" mode fsync runs on an interval, bounding what a crash can lose.
-// A write or fsync failure is returned to every waiting caller (the daemon
+// # Bounded records
+//
+// Values in records come from clients and servers, so every record is
+// bounded when it is encoded, whoever built it. A string, map key, number
+// or raw JSON value longer than [MaxString] (1 KiB) is replaced, wherever
+// it is nested, by
+//
+//	{"bytes":<length>,"sha256":"<hex of the whole value>","truncated":"<prefix>"}
+//
+// where the prefix is the value's first bytes (at most 1 KiB, cut on a
+// rune boundary, invalid UTF-8 replaced by U+FFFD; for raw JSON, the text
+// of the JSON as received). A long map key keeps its prefix followed by
+// "…[sha256:<hex> bytes:<n>]"; so does a long string inside a string-only
+// map. If a record still exceeds [MaxRecord] (64 KiB), its largest fields
+// other than type, time, seq, prev, session, agent, agent_instance, user
+// and server are replaced by the same object with an empty "truncated",
+// sha256 and bytes then describing the field's JSON encoding, until it
+// fits. Raw JSON that is not valid JSON is recorded as a string.
+//
+// # Segments, rotation and the head
+//
+// The log rotates by size (audit.jsonl, audit.jsonl.1, ...; files past
+// the kept count are removed). Every file is a segment that opens with an
+// [SegmentType] record naming its number ("segment": 1, 2, ...) and the
+// oldest segment the log still keeps ("oldest_segment"); its prev is the
+// hash of the previous segment's last record. The chain head (seq, hash,
+// segment) is kept in the state dir. Verify names what was removed:
+// records inside a file, a middle segment (the segment numbers jump), the
+// oldest kept segment (the newest header says it should be there), or the
+// end (the head is ahead of the log: a whole segment or records). Logs
+// written before segments verify as before up to their first header.
+//
+// # Durability and failures
+//
+// Append returns once the record is written and, in "always" mode,
+// fsynced; concurrent appends share one fsync (group commit). In "batch"
+// mode fsync runs on an interval, bounding what a crash can lose. A batch
+// takes Append's records before AppendAsync's and closes at 64 KiB, so a
+// flood of observations delays a call by at most one batch. A write,
+// fsync or head failure is returned to every waiting caller (the daemon
 // then fails closed) and the partial write is cut off, so the chain stays
-// valid when the disk recovers.
+// valid when the disk recovers; if it cannot be cut off, the log refuses
+// writes until it can. Every record that is not written (queue full,
+// write or encode failure, closed) is reported to Options.OnDrop, whether
+// or not a caller is told.
 package audit

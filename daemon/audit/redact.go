@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Argument modes ([daemon] audit_arguments).
@@ -15,8 +16,9 @@ const (
 	ArgsFull     = "full"
 )
 
-// maxString is the longest string kept in redacted arguments.
-const maxString = 256
+// maxRedactedString is the longest string kept in redacted arguments
+// (tighter than MaxString, which bounds every record).
+const maxRedactedString = 256
 
 var (
 	secretKey = regexp.MustCompile(`(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|auth|credential|cookie|session[_-]?id|bearer)`)
@@ -66,8 +68,12 @@ func redact(key string, v any, secrets []string) any {
 		if looksSecret(x, secrets) {
 			return "[redacted]"
 		}
-		if len(x) > maxString {
-			return x[:maxString] + "…[truncated " + itoa(len(x)) + " bytes]"
+		if len(x) > maxRedactedString {
+			n := maxRedactedString
+			for n > maxRedactedString-utf8.UTFMax && !utf8.RuneStart(x[n]) {
+				n-- // cut on a rune boundary
+			}
+			return x[:n] + "…[truncated " + itoa(len(x)) + " bytes]"
 		}
 		return x
 	}

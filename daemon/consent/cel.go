@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/types"
 )
 
 // costLimit bounds one condition's evaluation (CEL cost units).
@@ -33,8 +35,43 @@ func env() (*cel.Env, error) {
 
 // Condition is a compiled --when expression.
 type Condition struct {
-	src string
-	prg cel.Program
+	src   string
+	prg   cel.Program
+	names []string // member names the expression may read (see Names)
+}
+
+// Names lists every field name the condition selects (args.path) and
+// every string constant in it (args["path"], "path" in args): a superset
+// of the argument names it reads at any depth. The policy refuses a call
+// whose arguments spell one of these in another letter case, because a
+// server decoding into structs would read that member where the condition
+// does not.
+func (c *Condition) Names() []string { return c.names }
+
+// readNames collects select field names and string literals of an AST.
+func readNames(a *cel.Ast) []string {
+	seen := map[string]bool{}
+	var out []string
+	celast.PreOrderVisit(a.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		var n string
+		switch e.Kind() {
+		case celast.SelectKind:
+			n = e.AsSelect().FieldName()
+		case celast.LiteralKind:
+			s, ok := e.AsLiteral().(types.String)
+			if !ok {
+				return
+			}
+			n = string(s)
+		default:
+			return
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}))
+	return out
 }
 
 // Compile type-checks a condition; errors carry the compiler's message.
@@ -54,7 +91,7 @@ func Compile(src string) (*Condition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("condition %q: %w", src, err)
 	}
-	return &Condition{src: src, prg: prg}, nil
+	return &Condition{src: src, prg: prg, names: readNames(ast)}, nil
 }
 
 // Input is what a condition sees.

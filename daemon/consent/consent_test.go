@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -226,5 +227,95 @@ func TestListFiltersAndMigrations(t *testing.T) {
 	}
 	if got, _ := s.List(context.Background(), Filter{IncludeInactive: true}); len(got) != 3 {
 		t.Fatalf("%d records after reopen", len(got))
+	}
+}
+
+func TestStoreFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "consent.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	grant(t, s, Record{Tools: []string{"x"}}) // a write: the WAL and its index exist now
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(p), err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s has mode %04o, want 0600", filepath.Base(p), m)
+		}
+	}
+}
+
+func TestCallsCountedWithAndWithoutBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "consent.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(s)
+	max := int64(10)
+	free := grant(t, s, Record{Tools: []string{"free_*"}})
+	budget := grant(t, s, Record{Tools: []string{"paid_*"}, MaxCalls: &max})
+	for _, name := range []string{"free_a", "free_b", "free_a", "paid_x", "paid_x"} {
+		if d := e.Decide(Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: name, Now: time.Now()}); !d.Allow {
+			t.Fatalf("%s denied: %s", name, d.Reason)
+		}
+	}
+	for _, tt := range []struct {
+		id   string
+		want int64
+	}{{free.ID, 3}, {budget.ID, 2}} {
+		r, err := s.Get(tt.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.CallsUsed != tt.want {
+			t.Errorf("record %s: calls_used %d, want %d", tt.id, r.CallsUsed, tt.want)
+		}
+	}
+	// Counts survive a restart.
+	e.Decide(Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "free_c", Now: time.Now()})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if r, _ := s2.Get(free.ID); r == nil || r.CallsUsed != 4 {
+		t.Fatalf("after reopening: %+v, want calls_used 4", r)
+	}
+}
+
+func TestConditionNames(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want []string // must all be among Names()
+	}{
+		{`args.repo.startsWith("acme/")`, []string{"repo", "acme/"}},
+		{`"path" in args && args["path"] != "/etc"`, []string{"path", "/etc"}},
+		{`args.opts.mode == "r"`, []string{"opts", "mode", "r"}},
+		{`tool == "x"`, []string{"x"}},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			c, err := Compile(tc.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := map[string]bool{}
+			for _, n := range c.Names() {
+				have[n] = true
+			}
+			for _, w := range tc.want {
+				if !have[w] {
+					t.Errorf("Names() = %q lacks %q", c.Names(), w)
+				}
+			}
+		})
 	}
 }

@@ -6,9 +6,15 @@
 // are never deleted: revocation marks them, so the audit can always name
 // the record behind a past decision.
 //
-// Patterns are shell globs as path.Match reads them, matched against the
-// whole name: "list_*", "get_issue", "*". Resource patterns match URIs
-// ("file:///work/*"); note that '*' does not cross '/'.
+// Patterns are shell globs matched against the whole name, in the syntax
+// of path.Match: '*' any run of characters, '?' one character, "[a-z]" and
+// "[^a-z]" classes, '\' escapes the next character. Tool and prompt
+// patterns are read by path.Match itself: "list_*", "get_issue", "*".
+// Resource patterns match URIs, and there '*' also crosses '/' (so "**"
+// means the same): "file:///work/*" covers "file:///work/a/b.txt", "*"
+// covers every resource, "repo://acme/*/README.md" covers the README of
+// every acme repository and of anything deeper. A grant is checked when
+// made: a malformed pattern is refused.
 //
 // Conditions (--when) are CEL expressions that must evaluate to a bool,
 // over these variables:

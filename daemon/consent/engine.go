@@ -81,8 +81,8 @@ func (e *Engine) Invalidate() {
 	e.mu.Unlock()
 }
 
-// Decide finds an active record covering q. For tools with a budget, a
-// call is consumed from it.
+// Decide finds an active record covering q and counts the call against
+// it: taken from its budget when it has one, else just counted.
 func (e *Engine) Decide(q Query) Decision {
 	es, err := e.entries(triple{q.User, q.Agent, q.Server})
 	if err != nil {
@@ -120,6 +120,8 @@ func (e *Engine) Decide(q Query) Decision {
 				continue
 			}
 			e.Invalidate() // calls_used changed
+		} else {
+			e.store.Count(r.ID)
 		}
 		return Decision{Allow: true, Record: r.ID}
 	}
@@ -127,6 +129,22 @@ func (e *Engine) Decide(q Query) Decision {
 		return Decision{Reason: fmt.Sprintf("no consent lets agent %s use %s %q of server %s for user %s", q.Agent, q.Kind, q.Name, q.Server, q.User)}
 	}
 	return Decision{Reason: strings.Join(reasons, "; ")}
+}
+
+// ArgNames lists the argument names the conditions of the triple's
+// records may read (see [Condition.Names]); nil when none has a condition.
+func (e *Engine) ArgNames(user, agent, server string) []string {
+	es, err := e.entries(triple{user, agent, server})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, en := range es {
+		if en.cond != nil {
+			out = append(out, en.cond.Names()...)
+		}
+	}
+	return out
 }
 
 // Visible reports whether some active record covers the object, ignoring

@@ -3,6 +3,7 @@ package consent
 import (
 	"path"
 	"time"
+	"unicode/utf8"
 )
 
 // Kind of object a record covers.
@@ -65,25 +66,124 @@ func (r *Record) State(t time.Time) string {
 // Covers reports whether the record names object name of kind k (its
 // patterns only: activity and conditions are checked elsewhere).
 func (r *Record) Covers(k Kind, name string) bool {
-	var pats []string
-	switch k {
-	case KindTool:
-		pats = r.Tools
-	case KindResource:
-		pats = r.Resources
-	case KindPrompt:
-		pats = r.Prompts
-	}
-	for _, p := range pats {
-		if ok, err := path.Match(p, name); err == nil && ok {
+	for _, p := range r.patterns(k) {
+		if Match(k, p, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// ValidPattern reports whether p is a well-formed glob.
+func (r *Record) patterns(k Kind) []string {
+	switch k {
+	case KindTool:
+		return r.Tools
+	case KindResource:
+		return r.Resources
+	case KindPrompt:
+		return r.Prompts
+	}
+	return nil
+}
+
+// Match reports whether name matches pattern p for objects of kind k (see
+// the package documentation). A malformed pattern matches nothing.
+func Match(k Kind, p, name string) bool {
+	if k == KindResource {
+		ok, err := matchURI(p, name)
+		return err == nil && ok
+	}
+	ok, err := path.Match(p, name)
+	return err == nil && ok
+}
+
+// ValidPattern reports whether p is a well-formed pattern (the same syntax
+// for every kind).
 func ValidPattern(p string) bool {
 	_, err := path.Match(p, "")
 	return err == nil && p != ""
+}
+
+// matchURI is path.Match with one difference: '*' (and so '**') matches
+// any run of characters, '/' included, and '?' any one character. URIs
+// are not file paths: "file:///work/*" must cover "file:///work/a/b".
+func matchURI(p, name string) (bool, error) {
+	if _, err := path.Match(p, ""); err != nil {
+		return false, err
+	}
+	toks := tokens(p)
+	// Classic two-pointer glob matching with backtracking to the last star.
+	ti, ni := 0, 0
+	star, mark := -1, 0
+	for ni < len(name) {
+		r, size := utf8.DecodeRuneInString(name[ni:])
+		if ti < len(toks) && toks[ti] != "*" && toks[ti].matches(r) {
+			ti++
+			ni += size
+			continue
+		}
+		if ti < len(toks) && toks[ti] == "*" {
+			star, mark = ti, ni
+			ti++
+			continue
+		}
+		if star < 0 {
+			return false, nil
+		}
+		_, size = utf8.DecodeRuneInString(name[mark:])
+		mark += size
+		ti, ni = star+1, mark
+	}
+	for ti < len(toks) && toks[ti] == "*" {
+		ti++
+	}
+	return ti == len(toks), nil
+}
+
+// token is one element of a pattern: "*", "?", a class "[...]" or one
+// literal character.
+type token string
+
+func tokens(p string) []token {
+	var out []token
+	for i := 0; i < len(p); {
+		switch p[i] {
+		case '*':
+			out = append(out, "*")
+			i++
+		case '?':
+			out = append(out, "?")
+			i++
+		case '[':
+			j := i + 1
+			for j < len(p) && p[j] != ']' {
+				if p[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			out = append(out, token(p[i:j+1])) // well-formed: checked by path.Match
+			i = j + 1
+		case '\\':
+			_, n := utf8.DecodeRuneInString(p[i+1:])
+			out = append(out, token(p[i:i+1+n]))
+			i += 1 + n
+		default:
+			_, n := utf8.DecodeRuneInString(p[i:])
+			out = append(out, token(p[i:i+n]))
+			i += n
+		}
+	}
+	return out
+}
+
+func (t token) matches(r rune) bool {
+	switch {
+	case t == "?":
+		return true
+	case t[0] == '[' || t[0] == '\\':
+		ok, _ := path.Match(string(t), string(r))
+		return ok
+	}
+	return string(t) == string(r)
 }

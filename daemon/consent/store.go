@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // pure-Go SQLite: no cgo in a security daemon
@@ -42,7 +43,19 @@ var migrations = []string{
 }
 
 // Store is the consent database.
-type Store struct{ db *sql.DB }
+type Store struct {
+	db *sql.DB
+
+	// Calls allowed by records without a budget are counted in memory
+	// and stored within countDelay (and before any read and on Close), so
+	// counting costs an allowed call no disk write of its own.
+	countMu   sync.Mutex
+	uncounted map[string]int64
+	flushing  bool
+}
+
+// countDelay bounds how long a counted call stays in memory only.
+const countDelay = time.Second
 
 // ErrNotFound is returned for an unknown record id.
 var ErrNotFound = errors.New("no such consent record")
@@ -50,6 +63,9 @@ var ErrNotFound = errors.New("no such consent record")
 // Open opens (creating and migrating) the database at path.
 func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("consent store: %w", err)
+	}
+	if err := private(path); err != nil {
 		return nil, fmt.Errorf("consent store: %w", err)
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
@@ -62,12 +78,75 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	os.Chmod(path, 0o600)
 	return s, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// private makes the database file exist with mode 0600 before SQLite opens
+// it: SQLite creates the -wal and -shm files with the database file's
+// mode, so they are private from their first byte. Files left by an older
+// mcpcaged with a wider mode are narrowed.
+func private(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stores the calls still counted in memory and closes the database.
+func (s *Store) Close() error {
+	ferr := s.flushCalls()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// Count records one call allowed by record id, which has no budget (a
+// budget is taken with Consume).
+func (s *Store) Count(id string) {
+	s.countMu.Lock()
+	defer s.countMu.Unlock()
+	if s.uncounted == nil {
+		s.uncounted = map[string]int64{}
+	}
+	s.uncounted[id]++
+	if !s.flushing {
+		s.flushing = true
+		time.AfterFunc(countDelay, func() { _ = s.flushCalls() })
+	}
+}
+
+// flushCalls adds the calls counted in memory to calls_used.
+func (s *Store) flushCalls() error {
+	s.countMu.Lock()
+	n := s.uncounted
+	s.uncounted, s.flushing = nil, false
+	s.countMu.Unlock()
+	if len(n) == 0 {
+		return nil
+	}
+	tx, err := s.db.Begin()
+	if err != nil {
+		return fmt.Errorf("count consent calls: %w", err)
+	}
+	for id, k := range n {
+		if _, err := tx.Exec(`UPDATE consents SET calls_used = calls_used + ? WHERE id = ?`, k, id); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("count consent calls: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("count consent calls: %w", err)
+	}
+	return nil
+}
 
 func (s *Store) migrate() error {
 	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
@@ -208,6 +287,9 @@ func scan(row interface{ Scan(...any) error }) (*Record, error) {
 
 // Get returns one record.
 func (s *Store) Get(id string) (*Record, error) {
+	if err := s.flushCalls(); err != nil {
+		return nil, err
+	}
 	r, err := scan(s.db.QueryRow(`SELECT `+columns+` FROM consents WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -223,6 +305,9 @@ type Filter struct {
 
 // List returns matching records, newest first.
 func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
+	if err := s.flushCalls(); err != nil {
+		return nil, err
+	}
 	var where []string
 	var args []any
 	for _, c := range []struct{ col, val string }{{"user", f.User}, {"agent", f.Agent}, {"server", f.Server}} {

@@ -1,22 +1,40 @@
 // Package identity works out who is behind a shim connection, from the
 // kernel, never from the client's word: the delegating user is the
-// socket's peer uid; the agent is the process that spawned the shim
-// (its parent), identified by its resolved executable, the SHA-256 of that
-// executable, its uid and its start time. A pidfd pins the processes while
-// they are examined, and start times are compared before and after, so a
-// recycled pid cannot impersonate an agent.
+// socket's peer uid; the agent is the process that spawned the shim (its
+// parent), identified by its resolved executable, the SHA-256 of that
+// executable, its uid and its start time, and, when the executable is an
+// interpreter or a shell, by the script it runs (path and SHA-256).
+//
+// Binding: the agent is the image that forked the shim, not whatever the
+// parent runs when the daemon looks. With the kernel's exec record
+// (Hasher.Stamps, the eBPF exec stamper), a parent that exec'd after it
+// forked the shim is refused (ErrBorrowed). Without it, a same-user
+// process can fork the shim and then exec a trusted agent's binary, and
+// the session runs as that agent: the daemon says so in its status.
+//
+// Races: pidfds pin the processes while they are examined; the parent's
+// exec record is read before and after everything else about it, and the
+// shim's parent is checked again at the end, so neither a recycled pid, a
+// concurrent exec nor a re-parented shim can slip through.
+//
+// Scripts (see script.go): the script is the first operand of the
+// interpreter's argv at exec (the kernel's copy; without the eBPF layer,
+// /proc/PID/cmdline, which the process can rewrite), after the options
+// the daemon knows for that interpreter; relative paths resolve against
+// the working directory the process had at exec. Options and environment
+// variables that load other code (node -r, python -c, BASH_ENV, ...) and
+// options the daemon does not know leave the script unidentified: the
+// agent is then the bare interpreter. The digest is of the file now, not
+// of what the interpreter read at start, and modules the script imports
+// are not covered.
 package identity
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,14 +46,50 @@ type Process struct {
 	UID       uint32 `json:"uid"`
 	Exe       string `json:"exe"`
 	SHA256    string `json:"sha256"`
+	// Interpreter: Exe is an interpreter or a shell (Script says what
+	// it runs).
+	Interpreter bool   `json:"interpreter,omitempty"`
+	Script      Script `json:"script,omitzero"`
+	// Binding is how the agent was bound to the image that forked the
+	// shim: BoundKernel, or why not ("unverified: ...", "weaker: ...").
+	Binding string `json:"binding"`
+}
+
+// Script is what an interpreter runs.
+type Script struct {
+	Path   string `json:"path,omitempty"`   // resolved, as the process sees it
+	SHA256 string `json:"sha256,omitempty"` // of the file now
+	Why    string `json:"unidentified,omitempty"`
 }
 
 // Instance names a running process uniquely: pid@start_time.
 func (p Process) Instance() string { return fmt.Sprintf("%d@%d", p.PID, p.StartTime) }
 
+// Describe is the agent's identity for people: the executable, and the
+// script for an interpreter.
+func (p Process) Describe() string {
+	if !p.Interpreter {
+		return p.Exe
+	}
+	if p.Script.Path == "" {
+		return p.Exe + " (any script: " + p.Script.Why + ")"
+	}
+	return p.Exe + " " + p.Script.Path + " (sha256 " + short(p.Script.SHA256) + ")"
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
+}
+
 // ErrGone is returned when a process exits (or its pid is reused) while
 // it is being examined.
 var ErrGone = errors.New("process went away while being identified")
+
+// WeakBinding is the Binding without the kernel's exec record.
+const WeakBinding = "weaker: no kernel exec record (the eBPF layer is missing): a process could fork mcpcage run, then exec this agent's program"
 
 // Agent returns the parent of shimPID: the agent that spawned the shim.
 func (h *Hasher) Agent(shimPID int) (Process, error) {
@@ -60,7 +114,16 @@ func (h *Hasher) Agent(shimPID int) (Process, error) {
 	if err != nil {
 		return Process{}, err
 	}
-	p := Process{PID: ppid, StartTime: start}
+	// The parent's exec record, before anything is read about its image:
+	// the same record after it proves no exec came in between.
+	var before Stamp
+	var beforeOK bool
+	if h.Stamps != nil {
+		if before, beforeOK, err = h.Stamps.Lookup(fd); err != nil {
+			return Process{}, err
+		}
+	}
+	p := Process{PID: ppid, StartTime: start, Binding: WeakBinding}
 	if p.UID, err = uid(ppid); err != nil {
 		return Process{}, err
 	}
@@ -71,12 +134,40 @@ func (h *Hasher) Agent(shimPID int) (Process, error) {
 	if p.SHA256, err = h.sum(fmt.Sprintf("/proc/%d/exe", ppid)); err != nil {
 		return Process{}, err
 	}
+	if g, ok := interpreterOf(p.Exe); ok {
+		p.Interpreter = true
+		var st *Stamp
+		if beforeOK {
+			st = &before
+		}
+		p.Script = h.script(ppid, g, st)
+	}
+	if h.Stamps != nil {
+		after, afterOK, err := h.Stamps.Lookup(fd)
+		if err != nil {
+			return Process{}, err
+		}
+		if afterOK != beforeOK || after.Exec != before.Exec {
+			return Process{}, fmt.Errorf("%w (while it was being identified)", ErrBorrowed)
+		}
+		shim, shimOK, err := h.Stamps.Lookup(shimFD)
+		if err != nil {
+			return Process{}, err
+		}
+		if p.Binding, err = bind(after, afterOK, shim, shimOK, h.Stamps.Since(), h.Stamps.Unstamped()); err != nil {
+			return Process{}, fmt.Errorf("%w; it now runs %s", err, p.Exe)
+		}
+	}
 	// Still the same processes? The pidfds pin the pids; the start time
-	// proves /proc/PID named the same process throughout.
+	// proves /proc/PID named the same process throughout, and the shim's
+	// parent must still be the process examined.
 	if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
 		return Process{}, ErrGone
 	}
 	if _, again, err := stat(ppid); err != nil || again != start {
+		return Process{}, ErrGone
+	}
+	if err := unix.PidfdSendSignal(shimFD, 0, nil, 0); err != nil {
 		return Process{}, ErrGone
 	}
 	if pp, _, err := stat(shimPID); err != nil || pp != ppid {
@@ -124,47 +215,4 @@ func uid(pid int) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("no Uid in /proc/%d/status", pid)
-}
-
-// Hasher hashes executables, caching by device, inode, size and mtime.
-type Hasher struct {
-	mu    sync.Mutex
-	cache map[fileKey]string
-}
-
-type fileKey struct {
-	dev, ino uint64
-	size     int64
-	mtime    unix.Timespec
-}
-
-// NewHasher returns an empty cache.
-func NewHasher() *Hasher { return &Hasher{cache: map[fileKey]string{}} }
-
-func (h *Hasher) sum(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("open agent executable: %w", err)
-	}
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return "", err
-	}
-	k := fileKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim}
-	h.mu.Lock()
-	if s, ok := h.cache[k]; ok {
-		h.mu.Unlock()
-		return s, nil
-	}
-	h.mu.Unlock()
-	d := sha256.New()
-	if _, err := io.Copy(d, f); err != nil {
-		return "", fmt.Errorf("hash agent executable: %w", err)
-	}
-	s := hex.EncodeToString(d.Sum(nil))
-	h.mu.Lock()
-	h.cache[k] = s
-	h.mu.Unlock()
-	return s, nil
 }

@@ -41,6 +41,7 @@ type Metrics struct {
 	ConsentPrompts         *prometheus.CounterVec
 	AuditRecords           *prometheus.CounterVec
 	AuditWriteErrors       prometheus.Counter
+	AuditRecordsDropped    *prometheus.CounterVec
 	BuildInfo              *prometheus.GaugeVec
 	ToolDefinitionsChanged *prometheus.CounterVec
 
@@ -89,11 +90,13 @@ func New() *Metrics {
 	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "In-band consent prompts by result."}, []string{"result"})
 	m.AuditRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_total", Help: "Audit records written by type."}, []string{"type"})
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
+	m.AuditRecordsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_dropped_total",
+		Help: "Audit records not written, by reason (queue_full, write_failed, encode_failed, closed)."}, []string{"reason"})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
-		m.AuditWriteErrors, m.BuildInfo, m.ToolDefinitionsChanged}
+		m.AuditWriteErrors, m.AuditRecordsDropped, m.BuildInfo, m.ToolDefinitionsChanged}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}
@@ -101,12 +104,16 @@ func New() *Metrics {
 	for _, res := range []string{"accepted", "declined", "timeout"} {
 		m.ConsentPrompts.WithLabelValues(res)
 	}
+	// Likewise the audit drop reasons (kept in step with audit.DropReason).
+	for _, reason := range []string{"queue_full", "write_failed", "encode_failed", "closed"} {
+		m.AuditRecordsDropped.WithLabelValues(reason)
+	}
 	return m
 }
 
 // Agent maps an agent name to its label: registered names, else "unknown".
 func Agent(name string) string {
-	if name == "" || strings.HasPrefix(name, "exe:") {
+	if name == "" || strings.HasPrefix(name, "exe:") || strings.HasPrefix(name, "script:") {
 		return "unknown"
 	}
 	return name

@@ -13,8 +13,16 @@
 //     A response from the server to an id the client never sent is dropped:
 //     a server cannot forge answers. When the server goes away, every request
 //     still pending is answered with an error, so the client never hangs.
+//   - A request its sender cancels (notifications/cancelled) leaves the
+//     pending table once the notification is forwarded: a late answer is
+//     dropped, and the client gets no error for it when the server dies.
+//     Both directions. A server cannot cancel the daemon's own requests.
+//     The table stays bounded (10,000 requests per direction).
 //   - A message above the size cap ends the session without being buffered
 //     whole; the client is told why.
+//   - A numeric id a server changed by a float64 round trip is given back
+//     as the client sent it, alone, inside a batch, or in a rewritten
+//     response.
 //   - Each element of a batch is inspected on its own. A batch whose
 //     elements all pass is forwarded as received; otherwise the passing
 //     elements are forwarded as a new batch and refusals are answered one

@@ -19,16 +19,6 @@ func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 		if repl != nil {
 			return append(repl, '\n')
 		}
-		if e.Kind == wire.KindResponse && d == ServerToClient && r.restoredID != nil {
-			// The server mangled a numeric id (float64 round trip): give
-			// the client back the id it sent, byte for byte.
-			out := make([]byte, 0, len(msg)+len(r.restoredID))
-			out = append(out, msg[:e.ID.Start]...)
-			out = append(out, r.restoredID...)
-			out = append(out, msg[e.ID.End:]...)
-			r.restoredID = nil
-			return out
-		}
 		return msg
 	}
 	if len(m.Envelopes) == 0 {
@@ -48,26 +38,59 @@ func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 	return rebatch(msg, m, keep, repl)
 }
 
+// withID returns a copy of the single message elem with its id replaced.
+func withID(elem, id []byte) []byte {
+	var m wire.Message
+	if wire.Peek(elem, &m) != nil || m.Batch || m.Envelopes[0].ID.Empty() {
+		return elem
+	}
+	sp := m.Envelopes[0].ID
+	out := make([]byte, 0, len(elem)+len(id))
+	out = append(out, elem[:sp.Start]...)
+	out = append(out, id...)
+	return append(out, elem[sp.End:]...)
+}
+
 // admit decides on one envelope, records correlation state and answers
 // refusals. It reports whether the envelope goes on, and its replacement
 // when the inspector rewrote it.
 func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) {
 	if e.Kind == wire.KindInvalid {
 		r.Stats.Malformed[d].Add(1)
+		if e.Ambiguous != "" && r.opts.OnAmbiguous != nil {
+			r.opts.OnAmbiguous(d, e.Ambiguous)
+		}
 		r.refuse(d, msg, e, wire.CodeInvalidRequest, "invalid JSON-RPC message: "+e.Problem)
 		return false, nil
 	}
 	if e.Kind == wire.KindResponse {
-		ok, method := r.admitResponse(d, msg, e)
-		if !ok || d != ServerToClient || r.opts.Inspector == nil {
-			return ok, nil
+		ok, method, restoredID := r.admitResponse(d, msg, e)
+		if !ok {
+			return false, nil
+		}
+		// A response matched only after a float64 round trip goes on with
+		// the id the client sent, alone or inside a batch, and the
+		// inspector sees it that way too.
+		var restored []byte
+		if restoredID != nil {
+			restored = withID(e.Whole.Of(msg), restoredID)
+			var rm wire.Message
+			if wire.Peek(restored, &rm) == nil && !rm.Batch {
+				e, msg = &rm.Envelopes[0], restored
+			}
+		}
+		if d != ServerToClient || r.opts.Inspector == nil {
+			return true, restored
 		}
 		v := r.opts.Inspector.FromServer(e, msg, method)
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
 			return false, nil
 		}
-		return true, v.Replace
+		if v.Replace != nil {
+			return true, v.Replace
+		}
+		return true, restored
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
 		r.noteClaims(msg, e)
@@ -87,12 +110,17 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			if e.Kind == wire.KindRequest {
 				reply := v.Reply
 				if len(reply) == 0 {
-					reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage denied "+e.Method+": "+v.Reason, nil)
+					reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage denied "+e.Method+": "+v.Reason,
+						wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: v.Reason})
 				}
 				r.replyTo(d, reply)
 			}
 			return false, nil
 		}
+	}
+	if e.Kind == wire.KindNotification && e.Method == methodCancelled && !r.noteCancel(d, msg, e) {
+		r.Stats.Denied[d].Add(1)
+		return false, nil
 	}
 	if e.Kind == wire.KindRequest {
 		key := wire.IDKey(e.ID.Of(msg))
@@ -117,38 +145,45 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 	return true, replace
 }
 
-// admitResponse correlates a response; it returns whether it goes on and
-// the method of the request it answers.
-func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, string) {
+// admitResponse correlates a response; it returns whether it goes on, the
+// method of the request it answers, and the id to give back instead when
+// the server changed a numeric id (float64 round trip).
+func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, string, []byte) {
 	raw := e.ID.Of(msg)
 	key := wire.IDKey(raw)
 	if d == ClientToServer {
 		if r.own.deliver(key, msg, e) {
-			return false, "" // answer to the daemon's own request
+			return false, "", nil // answer to the daemon's own request
 		}
 		if p, ok := r.srvCalls.take(key); ok {
-			return true, p.method
+			return true, p.method, nil
+		}
+		if r.srvCalls.wasCancelled(key) {
+			r.log.Debug("dropped late response from client to a request the server cancelled", "id", string(raw))
+			return false, "", nil
 		}
 		r.Stats.Uncorrelated.Add(1)
 		r.log.Warn("dropped response from client to a request the server never sent", "id", string(raw))
-		return false, ""
+		return false, "", nil
 	}
-	r.restoredID = nil
 	if p, ok := r.pending.take(key); ok {
-		return true, p.method
+		return true, p.method, nil
 	}
 	if p, ok := r.pending.takeFloat(raw); ok {
 		r.log.Debug("server changed a numeric request id; restoring the client's", "sent", string(p.rawID), "returned", string(raw))
-		r.restoredID = p.rawID
-		return true, p.method
+		return true, p.method, p.rawID
+	}
+	if r.pending.wasCancelled(key) {
+		r.log.Debug("dropped late response from server to a request the client cancelled", "id", string(raw))
+		return false, "", nil
 	}
 	if key == "" && !e.Error.Empty() {
 		// The server could not parse something: pass its error on.
-		return true, ""
+		return true, "", nil
 	}
 	r.Stats.Uncorrelated.Add(1)
 	r.log.Warn("dropped response from server to a request the client never sent", "id", string(raw))
-	return false, ""
+	return false, "", nil
 }
 
 // refuse answers an invalid request (only requests and unparseable

@@ -28,6 +28,10 @@ type Options struct {
 	OnMessage func(d Direction, bytes int)
 	// OnClaims, when set, is called when the client's claims are first seen.
 	OnClaims func(Claims)
+	// OnAmbiguous, when set, is called for every message (or batch element)
+	// refused because parsers could read its envelope differently (see
+	// wire.Envelope.Ambiguous), so it can be recorded.
+	OnAmbiguous func(d Direction, problem string)
 }
 
 // Verdict is an Inspector's decision on one message (or batch element).
@@ -39,7 +43,8 @@ type Verdict struct {
 	// Deny keeps the message from its destination.
 	Deny bool
 	// Reply, when Deny is set on a request, is the complete response line
-	// to send back to the sender instead. Empty: a generic -32001 error.
+	// to send back to the sender instead. Empty: a generic
+	// wire.CodeDenied error.
 	Reply []byte
 	// Reason is logged and used in the generic error.
 	Reason string
@@ -52,6 +57,13 @@ type Inspector interface {
 	// FromServer also sees responses; request is then the method of the
 	// client request they answer ("" for other messages).
 	FromServer(env *wire.Envelope, msg []byte, request string) Verdict
+}
+
+// Canceller is implemented by an Inspector that wants to know when a
+// request it saw was cancelled by its sender (notifications/cancelled)
+// and will get no answer. d is the direction of the request; rawID its id.
+type Canceller interface {
+	Cancelled(d Direction, rawID []byte)
 }
 
 // Direction of a message.
@@ -92,20 +104,21 @@ type Relay struct {
 	toCli   sync.Mutex // serialises writes to the client
 	cliOut  io.Writer
 
-	pending *table // client requests awaiting the server
-	// restoredID is set by admitResponse (server loop only) when a
-	// response matched its request only after a float64 conversion.
-	restoredID []byte
-	srvCalls   *table // server requests awaiting the client
-	own        *ownCalls
-	claims     Claims
-	claimsMu   sync.Mutex
-	Stats      Stats
-	endOnce    sync.Once
-	end        End
-	endCh      chan struct{}
-	serverIn   io.WriteCloser
-	closeOnce  sync.Once
+	pending  *table // client requests awaiting the server
+	srvCalls *table // server requests awaiting the client
+	// cancels holds, per direction, the keys named by notifications/cancelled
+	// in the message being relayed; each loop applies its own after the
+	// write (see applyCancels).
+	cancels   [2][]cancelled
+	own       *ownCalls
+	claims    Claims
+	claimsMu  sync.Mutex
+	Stats     Stats
+	endOnce   sync.Once
+	end       End
+	endCh     chan struct{}
+	serverIn  io.WriteCloser
+	closeOnce sync.Once
 }
 
 // New returns a relay joining the streams; call Run to start it.
@@ -198,7 +211,7 @@ func (r *Relay) clientLoop(in io.Reader) {
 			case errors.As(err, &tl):
 				r.log.Warn("client message too large, ending session", "limit", tl.Limit)
 				_ = r.writeClient(wire.ErrorResponse(nil, wire.CodeTooLarge,
-					fmt.Sprintf("mcpcage: %v; raise [daemon] max_message_bytes if this is legitimate", tl), nil))
+					fmt.Sprintf("mcpcage: %v; raise [daemon] max_message_bytes if this is legitimate", tl), wire.ErrorData{Mcpcage: wire.ClassTooLarge, Reason: tl.Error()}))
 				r.finish("client_message_too_large", fmt.Errorf("the client sent a %v", tl))
 				r.closeServerIn()
 			case errors.Is(err, io.EOF):
@@ -226,7 +239,9 @@ func (r *Relay) clientLoop(in io.Reader) {
 		if out == nil {
 			continue
 		}
-		if _, err := r.serverIn.Write(out); err != nil {
+		_, err = r.serverIn.Write(out)
+		r.applyCancels(ClientToServer)
+		if err != nil {
 			r.log.Debug("server stdin closed", "err", err)
 			// Drain the client so it is not blocked; the server loop ends the session.
 			_, _ = io.Copy(io.Discard, in)
@@ -258,7 +273,9 @@ func (r *Relay) serverLoop(out io.Reader) {
 			continue
 		}
 		if fwd := r.filter(ServerToClient, msg, &m); fwd != nil {
-			if err := r.writeClient(fwd); err != nil {
+			err := r.writeClient(fwd)
+			r.applyCancels(ServerToClient)
+			if err != nil {
 				r.log.Debug("client output closed", "err", err)
 				r.finish("client_gone", nil)
 				return
@@ -288,7 +305,7 @@ func head(msg []byte) string {
 func (r *Relay) failPending(detail string) {
 	for _, p := range r.pending.drain() {
 		_ = r.writeClient(wire.ErrorResponse(p.rawID, wire.CodeServerGone,
-			fmt.Sprintf("mcpcage: %s before answering %s", detail, p.method), nil))
+			fmt.Sprintf("mcpcage: %s before answering %s", detail, p.method), wire.ErrorData{Mcpcage: wire.ClassServerGone, Reason: detail}))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -362,5 +363,119 @@ func TestRelayCallsAt(t *testing.T) {
 	}
 	if got := h.relay.CallsAt(during, "tools/list"); len(got) != 0 {
 		t.Fatalf("wrong method: %+v", got)
+	}
+}
+
+func TestRelayCancelledRequestsLeaveTheTable(t *testing.T) {
+	h := newHarness(t, Options{})
+	// Far more cancellations than the table holds, from a server that, as
+	// the spec asks, never answers a cancelled request.
+	const n = 2*maxPending + 1
+	go func() {
+		var b strings.Builder
+		for i := 1; i <= n; i++ {
+			b.Reset()
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"sleep"}}`+"\n", i)
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":"timeout"}}`+"\n", i)
+			if _, err := io.WriteString(h.clientW, b.String()); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2*n; i++ {
+		h.toServer() // every request and every cancellation is forwarded
+	}
+	// The session is alive: a new request passes.
+	ok := `{"jsonrpc":"2.0","id":"after","method":"tools/call","params":{"name":"echo"}}` + "\n"
+	h.fromClient(ok)
+	if got := h.toServer(); got != ok {
+		t.Fatalf("server got %q after the cancellations, want the request", got)
+	}
+	// The client loop handled the last cancellation before this request,
+	// so the table now holds this request alone.
+	if got := h.relay.InFlight(); len(got) != 1 || got[0].ID != `"after"` {
+		t.Fatalf("%d requests pending after the cancellations, want only \"after\": %+v", len(got), got[:min(len(got), 3)])
+	}
+	// A late answer to a cancelled request is dropped quietly; the answer
+	// sent after it is the first thing the client sees.
+	h.fromServer(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"content":[],"isError":true}}`+"\n", n))
+	resp := `{"jsonrpc":"2.0","id":"after","result":{"content":[]}}` + "\n"
+	h.fromServer(resp)
+	if got := h.toClient(); got != resp {
+		t.Fatalf("client got %q, want %q", got, resp)
+	}
+	if u := h.relay.Stats.Uncorrelated.Load(); u != 0 {
+		t.Fatalf("late answer to a cancelled request counted as uncorrelated (%d)", u)
+	}
+	// When the server dies, the client hears only of what it still waits for.
+	h.fromClient(`{"jsonrpc":"2.0","id":"last","method":"tools/call","params":{"name":"echo"}}` + "\n")
+	h.toServer()
+	h.serverW.Close()
+	if code, id := errorCode(t, h.toClient()); code != wire.CodeServerGone || id != `"last"` {
+		t.Fatalf("server gone: code %d id %s, want %d for \"last\"", code, id, wire.CodeServerGone)
+	}
+	if _, err := h.clientR.ReadString('\n'); err != io.EOF {
+		t.Fatalf("more answers after the server died: %v", err)
+	}
+}
+
+func TestRelayServerCancelsItsRequest(t *testing.T) {
+	h := newHarness(t, Options{})
+	req := `{"jsonrpc":"2.0","id":"r1","method":"roots/list"}` + "\n"
+	h.fromServer(req)
+	h.toClient()
+	cancel := `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"r1"}}` + "\n"
+	h.fromServer(cancel)
+	if got := h.toClient(); got != cancel {
+		t.Fatalf("client got %q, want the cancellation", got)
+	}
+	// The client's late answer is not forwarded; the next message is.
+	h.fromClient(`{"jsonrpc":"2.0","id":"r1","result":{"roots":[]}}` + "\n")
+	ping := `{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n"
+	h.fromClient(ping)
+	if got := h.toServer(); got != ping {
+		t.Fatalf("server got %q, want the ping (the late answer dropped)", got)
+	}
+	// A server cannot cancel the daemon's own requests to the client.
+	h.fromServer(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"` + OwnIDPrefix + `1"}}` + "\n")
+	marker := `{"jsonrpc":"2.0","method":"notifications/message","params":{}}` + "\n"
+	h.fromServer(marker)
+	if got := h.toClient(); got != marker {
+		t.Fatalf("client got %q, want the marker (the forged cancellation dropped)", got)
+	}
+}
+
+func TestRelayRestoresMangledNumericIDInBatch(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.fromClient(`[{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]` + "\n")
+	h.toServer()
+	h.fromServer(`[{"jsonrpc":"2.0","id":9007199254740992,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n")
+	want := `[{"jsonrpc":"2.0","id":9007199254740993,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n"
+	if got := h.toClient(); got != want {
+		t.Fatalf("client got %q, want %q", got, want)
+	}
+}
+
+// replaceResult rewrites every tools/list result, as the policy's list
+// filter does.
+type replaceResult struct{}
+
+func (replaceResult) FromClient(*wire.Envelope, []byte) Verdict { return Verdict{} }
+func (replaceResult) FromServer(e *wire.Envelope, msg []byte, request string) Verdict {
+	if request != "tools/list" {
+		return Verdict{}
+	}
+	whole := e.Whole.Of(msg)
+	sp := wire.Span{Start: e.Result.Start - e.Whole.Start, End: e.Result.End - e.Whole.Start}
+	return Verdict{Replace: wire.Splice(whole, sp, []byte(`{"tools":[]}`))}
+}
+
+func TestRelayRestoresMangledNumericIDInRewrittenResponse(t *testing.T) {
+	h := newHarness(t, Options{Inspector: replaceResult{}})
+	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"}` + "\n")
+	h.toServer()
+	h.fromServer(`{"jsonrpc":"2.0","id":9007199254740992,"result":{"tools":[{"name":"x"}]}}` + "\n")
+	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":9007199254740993,"result":{"tools":[]}}`+"\n"; got != want {
+		t.Fatalf("client got %q, want %q", got, want)
 	}
 }

@@ -16,7 +16,16 @@ type table struct {
 	// when they happened.
 	recent []Call
 	next   int
+	// cancelled remembers the last cancelledCap requests removed by a
+	// notifications/cancelled, so a late answer to one is recognised (and
+	// dropped quietly) rather than taken for a forgery. Bounded like the
+	// rest of the table.
+	cancelled     map[string]struct{}
+	cancelledRing []string
+	cancelledNext int
 }
+
+const cancelledCap = 1024
 
 const recentCap = 512
 
@@ -30,7 +39,9 @@ type pendingCall struct {
 // without limit by never answering.
 const maxPending = 10000
 
-func newTable() *table { return &table{m: make(map[string]pendingCall)} }
+func newTable() *table {
+	return &table{m: make(map[string]pendingCall), cancelled: make(map[string]struct{})}
+}
 
 // add records a request; false when the id is already pending or the
 // table is full.
@@ -56,6 +67,39 @@ func (t *table) take(key string) (pendingCall, bool) {
 		t.remember(p)
 	}
 	return p, ok
+}
+
+// cancel removes a pending request its sender cancelled; it reports
+// whether one was pending.
+func (t *table) cancel(key string) bool {
+	if key == "" {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.m[key]
+	if !ok {
+		return false
+	}
+	delete(t.m, key)
+	t.remember(p)
+	if len(t.cancelledRing) < cancelledCap {
+		t.cancelledRing = append(t.cancelledRing, key)
+	} else {
+		delete(t.cancelled, t.cancelledRing[t.cancelledNext])
+		t.cancelledRing[t.cancelledNext] = key
+		t.cancelledNext = (t.cancelledNext + 1) % cancelledCap
+	}
+	t.cancelled[key] = struct{}{}
+	return true
+}
+
+// wasCancelled reports whether key names a recently cancelled request.
+func (t *table) wasCancelled(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.cancelled[key]
+	return ok
 }
 
 // remember keeps an answered request in the ring (caller holds mu).

@@ -47,6 +47,9 @@ type Envelope struct {
 	Result  Span
 	Error   Span
 	Problem string // why Kind is KindInvalid
+	// Ambiguous is set (and Kind is KindInvalid) when parsers in use by
+	// MCP servers could read the envelope differently: see [envelopeMember].
+	Ambiguous string
 }
 
 // Message is one relayed line: either a single envelope or a batch.
@@ -153,6 +156,7 @@ func (s *scanner) object(e *Envelope) error {
 	s.i++ // '{'
 	var version Span
 	var methodRaw Span
+	var seen uint8 // envelope fields met so far, one bit each
 	s.ws()
 	if s.peekIs('}') {
 		s.i++
@@ -166,7 +170,7 @@ func (s *scanner) object(e *Envelope) error {
 			if err := s.str(); err != nil {
 				return err
 			}
-			key := s.b[ks+1 : s.i-1]
+			rawKey := s.b[ks:s.i]
 			s.ws()
 			if !s.peekIs(':') {
 				return s.errf("expected ':' after member name")
@@ -178,19 +182,25 @@ func (s *scanner) object(e *Envelope) error {
 				return err
 			}
 			sp := Span{vs, s.i}
-			switch string(key) { // no allocation: the compiler optimises this conversion
-			case "jsonrpc":
-				version = sp
-			case "id":
-				e.ID = sp
-			case "method":
-				methodRaw = sp
-			case "params":
-				e.Params = sp
-			case "result":
-				e.Result = sp
-			case "error":
-				e.Error = sp
+			if field, problem := envelopeMember(rawKey, &seen); problem != "" {
+				if e.Ambiguous == "" {
+					e.Ambiguous = problem
+				}
+			} else {
+				switch field {
+				case fieldJSONRPC:
+					version = sp
+				case fieldID:
+					e.ID = sp
+				case fieldMethod:
+					methodRaw = sp
+				case fieldParams:
+					e.Params = sp
+				case fieldResult:
+					e.Result = sp
+				case fieldError:
+					e.Error = sp
+				}
 			}
 			s.ws()
 			if s.peekIs(',') {
@@ -203,6 +213,10 @@ func (s *scanner) object(e *Envelope) error {
 			}
 			return s.errf("expected ',' or '}' in object")
 		}
+	}
+	if e.Ambiguous != "" {
+		e.Problem = "ambiguous message: " + e.Ambiguous
+		return nil
 	}
 	classify(s.b, e, version, methodRaw)
 	return nil

@@ -10,50 +10,20 @@ func Members(obj []byte) (map[string]Span, bool) {
 	if !s.peekIs('{') {
 		return nil, false
 	}
-	s.i++
 	out := map[string]Span{}
-	s.ws()
-	if s.peekIs('}') {
-		s.i++
-		s.ws()
-		return out, s.i == len(s.b)
-	}
-	for {
-		s.ws()
-		if !s.peekIs('"') {
-			return nil, false
-		}
-		ks := s.i
-		if s.str() != nil {
-			return nil, false
-		}
-		name, ok := unquote(obj[ks:s.i])
-		if !ok {
-			return nil, false
-		}
-		s.ws()
-		if !s.peekIs(':') {
-			return nil, false
-		}
-		s.i++
-		s.ws()
+	err := s.eachMember(func(name string, _ []byte) error {
 		vs := s.i
-		if s.value() != nil {
-			return nil, false
+		if err := s.value(); err != nil {
+			return err
 		}
 		out[name] = Span{vs, s.i}
-		s.ws()
-		if s.peekIs(',') {
-			s.i++
-			continue
-		}
-		if s.peekIs('}') {
-			s.i++
-			s.ws()
-			return out, s.i == len(s.b)
-		}
+		return nil
+	})
+	s.ws()
+	if err != nil || s.i != len(s.b) {
 		return nil, false
 	}
+	return out, true
 }
 
 // Elements returns the spans of the elements of the JSON array arr.
@@ -63,31 +33,19 @@ func Elements(arr []byte) ([]Span, bool) {
 	if !s.peekIs('[') {
 		return nil, false
 	}
-	s.i++
 	var out []Span
-	s.ws()
-	if s.peekIs(']') {
-		s.i++
-		return out, true
-	}
-	for {
-		s.ws()
+	err := s.eachElement(func() error {
 		vs := s.i
-		if s.value() != nil {
-			return nil, false
+		if err := s.value(); err != nil {
+			return err
 		}
 		out = append(out, Span{vs, s.i})
-		s.ws()
-		if s.peekIs(',') {
-			s.i++
-			continue
-		}
-		if s.peekIs(']') {
-			s.i++
-			return out, true
-		}
+		return nil
+	})
+	if err != nil {
 		return nil, false
 	}
+	return out, true
 }
 
 // Splice returns b with span sp replaced by repl.

@@ -5,7 +5,14 @@ import (
 	"strconv"
 )
 
-// JSON-RPC error codes used by mcpcage.
+// JSON-RPC error codes used by mcpcage. The codes of mcpcage's own errors
+// lie in -32000..-32019, which JSON-RPC leaves to implementations and MCP
+// 2026-07-28 keeps implementation-defined, and avoid every code the MCP
+// SDKs give a meaning: the TypeScript SDK's ErrorCode names -32000
+// ConnectionClosed and -32001 RequestTimeout, MCP before 2026-07-28 uses
+// -32002 for resource not found, and -32020..-32099 are MCP's. Each of
+// these errors also carries data {"mcpcage": class, "reason": ...} (see
+// [ErrorData]), so a client can tell it from the server's own errors.
 const (
 	CodeParseError     = -32700
 	CodeInvalidRequest = -32600
@@ -13,13 +20,27 @@ const (
 	CodeInvalidParams  = -32602
 	CodeInternalError  = -32603
 	// CodeServerGone answers requests left pending when the MCP server
-	// exits or the session ends (implementation-defined server error).
+	// exits or the session ends (the TypeScript SDK's ConnectionClosed,
+	// which is what happened).
 	CodeServerGone = -32000
 	// CodeDenied answers requests refused by mcpcage's policy.
-	CodeDenied = -32001
+	CodeDenied = -32003
 	// CodeTooLarge answers a message larger than max_message_bytes.
-	CodeTooLarge = -32002
+	CodeTooLarge = -32004
 )
+
+// Classes of mcpcage's own errors, the "mcpcage" member of [ErrorData].
+const (
+	ClassDenied     = "denied"
+	ClassServerGone = "server_gone"
+	ClassTooLarge   = "too_large"
+)
+
+// ErrorData is the data of an error response mcpcage makes itself.
+type ErrorData struct {
+	Mcpcage string `json:"mcpcage"`
+	Reason  string `json:"reason,omitempty"`
+}
 
 // ErrorResponse builds a newline-terminated JSON-RPC error response for
 // the raw id (nil or empty means null). data may be nil.

@@ -26,7 +26,25 @@ import (
 
 func main() {
 	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", server.WithToolCapabilities(true))
-	add := func(t mcp.Tool, h server.ToolHandlerFunc) { s.AddTool(t, h) }
+	// With $TESTSERVER_TOOL_LOG set, every tool call is appended (and
+	// synced) to that file as "call NAME" before it runs: tests prove with
+	// it that a refused call never reached a tool.
+	var toolLog *os.File
+	if p := os.Getenv("TESTSERVER_TOOL_LOG"); p != "" {
+		toolLog, _ = os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	}
+	var toolLogMu sync.Mutex
+	add := func(t mcp.Tool, h server.ToolHandlerFunc) {
+		s.AddTool(t, func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if toolLog != nil {
+				toolLogMu.Lock()
+				toolLog.WriteString("call " + r.Params.Name + "\n")
+				toolLog.Sync()
+				toolLogMu.Unlock()
+			}
+			return h(ctx, r)
+		})
+	}
 	text := mcp.NewToolResultText
 	fail := func(err error) (*mcp.CallToolResult, error) { return mcp.NewToolResultError(err.Error()), nil }
 
@@ -148,11 +166,16 @@ func main() {
 
 	// mcp-go does not take JSON-RPC batches (protocol 2025-03-26 had
 	// them): split them into single messages, answered one by one.
+	// mcp-go also answers a request after its cancellation; the spec says
+	// a receiver SHOULD NOT, and servers that follow it exist: the
+	// answers to cancelled requests are dropped on the way out.
 	in, w := io.Pipe()
+	out := &dropCancelled{w: os.Stdout, ids: map[string]bool{}}
 	go func() {
 		br := bufio.NewReaderSize(os.Stdin, 1<<20)
 		for {
 			line, err := br.ReadBytes('\n')
+			out.noteCancel(line)
 			if t := bytes.TrimSpace(line); len(t) > 0 && t[0] == '[' {
 				var batch []json.RawMessage
 				if json.Unmarshal(t, &batch) == nil {
@@ -169,8 +192,69 @@ func main() {
 			}
 		}
 	}()
-	if err := server.NewStdioServer(s).Listen(context.Background(), in, os.Stdout); err != nil && err != io.EOF && err != context.Canceled {
+	if err := server.NewStdioServer(s).Listen(context.Background(), in, out); err != nil && err != io.EOF && err != context.Canceled {
 		fmt.Fprintln(os.Stderr, "testserver:", err)
 		os.Exit(1)
+	}
+}
+
+// dropCancelled writes lines to w except responses to cancelled requests.
+type dropCancelled struct {
+	w   io.Writer
+	mu  sync.Mutex
+	ids map[string]bool // cancelled request ids not answered yet
+	buf []byte
+}
+
+// idKey tells ids apart by type and value (5 and "5" differ).
+func idKey(raw json.RawMessage) string {
+	var v any
+	if json.Unmarshal(raw, &v) != nil || v == nil {
+		return ""
+	}
+	return fmt.Sprintf("%T:%v", v, v)
+}
+
+func (d *dropCancelled) noteCancel(line []byte) {
+	var m struct {
+		Method string `json:"method"`
+		Params struct {
+			RequestID json.RawMessage `json:"requestId"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(line, &m) != nil || m.Method != "notifications/cancelled" {
+		return
+	}
+	if k := idKey(m.Params.RequestID); k != "" {
+		d.mu.Lock()
+		d.ids[k] = true
+		d.mu.Unlock()
+	}
+}
+
+func (d *dropCancelled) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.buf = append(d.buf, p...)
+	for {
+		i := bytes.IndexByte(d.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := d.buf[:i+1]
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		k := ""
+		if json.Unmarshal(line, &m) == nil && m.Method == "" {
+			k = idKey(m.ID)
+		}
+		if k != "" && d.ids[k] {
+			delete(d.ids, k)
+		} else if _, err := d.w.Write(line); err != nil {
+			return 0, err
+		}
+		d.buf = d.buf[i+1:]
 	}
 }

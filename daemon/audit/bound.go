@@ -1,0 +1,308 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Limits on one record. They are applied when a record is encoded, so no
+// caller can forget them (see the package comment for the shapes).
+const (
+	// MaxString is the longest string, map key, number or raw JSON value
+	// kept whole in a record.
+	MaxString = 1 << 10
+	// MaxRecord is the budget of one encoded record: past it, the largest
+	// fields (never the who-and-what fields) are replaced by their digests.
+	MaxRecord = 64 << 10
+)
+
+// Truncated stands in a record for a value longer than MaxString, and for
+// a field dropped to keep the record within MaxRecord. Bytes and SHA256
+// describe the whole value: a string's UTF-8 bytes, a raw JSON value's
+// bytes as received, or a dropped field's JSON encoding. Prefix is the
+// value's first bytes (at most MaxString, cut on a rune boundary, invalid
+// UTF-8 replaced by U+FFFD); it is empty for dropped fields and binary
+// values.
+type Truncated struct {
+	Bytes  int    `json:"bytes"`
+	SHA256 string `json:"sha256"`
+	Prefix string `json:"truncated"`
+}
+
+// core fields are never dropped to fit MaxRecord (they are bounded by
+// MaxString like every string).
+var core = map[string]bool{"type": true, "time": true, "seq": true, "prev": true, "session": true,
+	"agent": true, "agent_instance": true, "user": true, "server": true}
+
+func truncate[T ~string | ~[]byte](s T, withPrefix bool) Truncated {
+	sum := sha256.Sum256([]byte(s))
+	t := Truncated{Bytes: len(s), SHA256: hex.EncodeToString(sum[:])}
+	if withPrefix {
+		n := min(MaxString, len(s))
+		for i := 0; i < utf8.UTFMax-1 && n > 0 && n < len(s) && !utf8.RuneStart(s[n]); i++ {
+			n--
+		}
+		t.Prefix = strings.ToValidUTF8(string(s[:n]), "\uFFFD")
+	}
+	return t
+}
+
+// boundKey caps a map key: a long key keeps its prefix and gains the
+// whole key's digest and length, so distinct keys stay distinct.
+func boundKey(k string) string {
+	if len(k) <= MaxString {
+		return k
+	}
+	t := truncate(k, true)
+	return t.Prefix + "…[sha256:" + t.SHA256 + " bytes:" + strconv.Itoa(t.Bytes) + "]"
+}
+
+// bound returns v with every over-long string, key, number and raw JSON
+// value replaced (see Truncated), copying maps and slices only where
+// something changed; changed reports whether it did.
+func bound(v any) (out any, changed bool) {
+	switch x := v.(type) {
+	case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64,
+		Truncated, time.Time, time.Duration:
+		return v, false
+	case string:
+		if len(x) <= MaxString {
+			return v, false
+		}
+		return truncate(x, true), true
+	case json.Number:
+		if len(x) <= MaxString {
+			return v, false
+		}
+		return truncate(x, true), true
+	case json.RawMessage:
+		if len(x) > MaxString {
+			return truncate(x, true), true
+		}
+		if !json.Valid(x) {
+			return string(x), true // recorded as text rather than losing the record
+		}
+		return v, false
+	case []byte:
+		if len(x) <= MaxString*3/4 { // base64 in JSON
+			return v, false
+		}
+		return truncate(x, false), true
+	case Record:
+		return boundMap(map[string]any(x))
+	case map[string]any:
+		return boundMap(x)
+	case map[string]string:
+		var out map[string]string
+		for k, s := range x {
+			if nk := boundKey(k); nk != k || len(s) > MaxString {
+				if out == nil {
+					out = maps.Clone(x)
+				}
+				delete(out, k)
+				if len(s) > MaxString {
+					// A string map cannot hold the digest form: keep
+					// the prefix and name the digest in the text.
+					t := truncate(s, true)
+					s = t.Prefix + "…[sha256:" + t.SHA256 + " bytes:" + strconv.Itoa(t.Bytes) + "]"
+				}
+				out[nk] = s
+			}
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	case []any:
+		var out []any
+		for i, e := range x {
+			if ne, ch := bound(e); ch {
+				if out == nil {
+					out = slices.Clone(x)
+				}
+				out[i] = ne
+			}
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	case []string:
+		if !slices.ContainsFunc(x, func(s string) bool { return len(s) > MaxString }) {
+			return v, false
+		}
+		out := make([]any, len(x))
+		for i, s := range x {
+			if out[i] = s; len(s) > MaxString {
+				out[i] = truncate(s, true)
+			}
+		}
+		return out, true
+	}
+	// Any other type (structs, pointers, typed slices): encode it once;
+	// small encodings cannot hold an over-long string, larger ones are
+	// decoded generically and bounded.
+	b, err := json.Marshal(v)
+	if err != nil || len(b) <= MaxString {
+		return v, false // an encoding error surfaces when the record is encoded
+	}
+	var g any
+	if err := json.Unmarshal(b, &g); err != nil {
+		return truncate(b, false), true
+	}
+	out, _ = bound(g)
+	return out, true
+}
+
+func boundMap(m map[string]any) (map[string]any, bool) {
+	var out map[string]any
+	for k, v := range m {
+		nk := boundKey(k)
+		nv, ch := bound(v)
+		if !ch && nk == k {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(m)
+		}
+		delete(out, k)
+		out[nk] = nv
+	}
+	if out == nil {
+		return m, false
+	}
+	return out, true
+}
+
+// render bounds rec in place (top-level values are replaced; nested maps
+// and slices are copied on write, never changed under their owner) and
+// returns its canonical encoding: keys sorted, as encoding/json renders a
+// map, each value encoded once.
+func render(rec Record) ([]byte, error) {
+	for k := range rec {
+		if nk := boundKey(k); nk != k {
+			rec[nk] = rec[k]
+			delete(rec, k)
+		}
+	}
+	keys := make([]string, 0, len(rec))
+	for k := range rec {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	spans := make([][2]int, len(keys)) // each value's bytes in buf
+	buf := make([]byte, 0, 512)
+	buf = append(buf, '{')
+	for i, k := range keys {
+		v, changed := bound(rec[k])
+		if changed {
+			rec[k] = v
+		}
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendString(buf, k)
+		buf = append(buf, ':')
+		start := len(buf)
+		var err error
+		if buf, err = appendValue(buf, v); err != nil {
+			return nil, fmt.Errorf("field %q: %w", k, err)
+		}
+		spans[i] = [2]int{start, len(buf)}
+	}
+	buf = append(buf, '}')
+	if len(buf) > MaxRecord {
+		return shrink(rec, keys, buf, spans), nil
+	}
+	return buf, nil
+}
+
+// shrink replaces the largest non-core fields by their digests until the
+// record fits MaxRecord, and renders it again from the encoded values.
+func shrink(rec Record, keys []string, buf []byte, spans [][2]int) []byte {
+	vals := make([][]byte, len(keys))
+	for i, sp := range spans {
+		vals[i] = buf[sp[0]:sp[1]]
+	}
+	order := make([]int, 0, len(keys))
+	for i, k := range keys {
+		if !core[k] {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int { return len(vals[b]) - len(vals[a]) })
+	total := len(buf)
+	for _, i := range order {
+		if total <= MaxRecord {
+			break
+		}
+		t := truncate(vals[i], false)
+		b, _ := json.Marshal(t)
+		if len(b) >= len(vals[i]) {
+			break // the rest are smaller than a digest
+		}
+		total -= len(vals[i]) - len(b)
+		vals[i] = b
+		rec[keys[i]] = t
+	}
+	out := make([]byte, 0, total)
+	out = append(out, '{')
+	for i, k := range keys {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = appendString(out, k)
+		out = append(out, ':')
+		out = append(out, vals[i]...)
+	}
+	return append(out, '}')
+}
+
+// appendValue appends v's JSON, as encoding/json renders it, taking the
+// common scalar types directly.
+func appendValue(b []byte, v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case string:
+		return appendString(b, x), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int32:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case uint32:
+		return strconv.AppendUint(b, uint64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	}
+	enc, err := json.Marshal(v)
+	if err != nil {
+		return b, err
+	}
+	return append(b, enc...), nil
+}
+
+// appendString appends k as a JSON string, as encoding/json would.
+func appendString(b []byte, k string) []byte {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(k)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, k...)
+	return append(b, '"')
+}

@@ -1,0 +1,191 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestBound(t *testing.T) {
+	long := strings.Repeat("a", MaxString+1)
+	euro := strings.Repeat("€", 400) // 1200 bytes: 1024 falls inside a rune
+	invalid := strings.Repeat("\xff", 2000)
+	raw := `{"name":"` + strings.Repeat("c", 2000) + `"}`
+	type named struct {
+		Name string `json:"name"`
+		N    int    `json:"n"`
+	}
+	tests := []struct {
+		name string
+		in   any
+		want any
+	}{
+		{"short string", "hello", "hello"},
+		{"string at the cap", long[:MaxString], long[:MaxString]},
+		{"string over the cap", long, Truncated{Bytes: MaxString + 1, SHA256: sha(long), Prefix: long[:MaxString]}},
+		{"cut on a rune boundary", euro, Truncated{Bytes: 1200, SHA256: sha(euro), Prefix: strings.Repeat("€", 341)}},
+		{"invalid UTF-8", invalid, Truncated{Bytes: 2000, SHA256: sha(invalid), Prefix: "\uFFFD"}},
+		{"long number", json.Number(strings.Repeat("9", 2000)), Truncated{Bytes: 2000, SHA256: sha(strings.Repeat("9", 2000)), Prefix: strings.Repeat("9", MaxString)}},
+		{"small raw JSON", json.RawMessage(`{"name":"x"}`), json.RawMessage(`{"name":"x"}`)},
+		{"raw JSON over the cap", json.RawMessage(raw), Truncated{Bytes: len(raw), SHA256: sha(raw), Prefix: raw[:MaxString]}},
+		{"invalid raw JSON", json.RawMessage(`{"a":`), `{"a":`},
+		{"long bytes", bytes.Repeat([]byte{1}, 2000), Truncated{Bytes: 2000, SHA256: sha(string(bytes.Repeat([]byte{1}, 2000)))}},
+		{"nested", map[string]any{"a": []any{1, map[string]any{"b": long}}, "c": "short"},
+			map[string]any{"a": []any{1, map[string]any{"b": Truncated{Bytes: MaxString + 1, SHA256: sha(long), Prefix: long[:MaxString]}}}, "c": "short"}},
+		{"long key", map[string]any{long: 1},
+			map[string]any{long[:MaxString] + "…[sha256:" + sha(long) + " bytes:1025]": 1}},
+		{"string slice", []string{"x", long}, []any{"x", Truncated{Bytes: MaxString + 1, SHA256: sha(long), Prefix: long[:MaxString]}}},
+		{"string map", map[string]string{"k": long}, map[string]string{"k": long[:MaxString] + "…[sha256:" + sha(long) + " bytes:1025]"}},
+		{"small struct", named{Name: "x", N: 1}, named{Name: "x", N: 1}},
+		{"large struct", named{Name: long, N: 1},
+			map[string]any{"name": Truncated{Bytes: MaxString + 1, SHA256: sha(long), Prefix: long[:MaxString]}, "n": float64(1)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, changed := bound(tt.in)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Fatalf("bound (-want +got):\n%s", diff)
+			}
+			if changed == cmp.Equal(tt.in, got) {
+				t.Errorf("changed = %v", changed)
+			}
+			if tr, ok := got.(Truncated); ok && (!utf8.ValidString(tr.Prefix) || len(tr.Prefix) > MaxString) {
+				t.Errorf("prefix of %d bytes, valid UTF-8 %v", len(tr.Prefix), utf8.ValidString(tr.Prefix))
+			}
+		})
+	}
+}
+
+func TestBoundCopiesOnWrite(t *testing.T) {
+	long := strings.Repeat("a", MaxString+1)
+	inner := map[string]any{"b": long}
+	list := []any{long}
+	rec := Record{"type": "x", "args": map[string]any{"inner": inner, "list": list}}
+	if _, err := render(rec); err != nil {
+		t.Fatal(err)
+	}
+	if inner["b"] != long || list[0] != long {
+		t.Fatal("bounding changed the caller's nested values")
+	}
+	if _, ok := rec["args"].(map[string]any)["inner"].(map[string]any)["b"].(Truncated); !ok {
+		t.Fatalf("the record does not hold the bounded value: %v", rec["args"])
+	}
+}
+
+// TestHugeValuesAreBounded writes what once made a 152 MB line: a 12 MB
+// tool name, a large client claim and many long fields.
+func TestHugeValuesAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	var seen Record
+	l := openLog(t, dir, Options{OnRecord: func(r Record) { seen = r }})
+	tool := strings.Repeat("t", 12<<20)
+	claims := `{"name":"` + strings.Repeat("n", 3<<20) + `"}`
+	rec := Record{"type": "tool.call", "session": "s1", "agent": strings.Repeat("g", 5000), "tool": tool,
+		"client_info": json.RawMessage(claims), "arguments": map[string]any{"list": make([]any, 0)}}
+	for i := 0; i < 200; i++ {
+		rec["arguments"].(map[string]any)["list"] = append(rec["arguments"].(map[string]any)["list"].([]any), strings.Repeat("x", 900))
+	}
+	if err := l.Append(rec); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	line := lines[len(lines)-1]
+	if len(line) > MaxRecord+1024 {
+		t.Fatalf("the record takes %d bytes, over the %d budget", len(line), MaxRecord)
+	}
+	if r, err := verifyDir(dir); err != nil || r.Records != 2 {
+		t.Fatalf("verify = %+v, %v", r, err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(line, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"tool":        map[string]any{"bytes": float64(len(tool)), "sha256": sha(tool), "truncated": tool[:MaxString]},
+		"client_info": map[string]any{"bytes": float64(len(claims)), "sha256": sha(claims), "truncated": claims[:MaxString]},
+		"agent":       map[string]any{"bytes": float64(5000), "sha256": sha(strings.Repeat("g", 5000)), "truncated": strings.Repeat("g", MaxString)},
+		"session":     "s1",
+		"type":        "tool.call",
+	}
+	for k, w := range want {
+		if diff := cmp.Diff(w, got[k]); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", k, diff)
+		}
+	}
+	// 200 strings of 900 bytes fit no budget: the field became a digest
+	// of its encoding, with no prefix.
+	args, _ := got["arguments"].(map[string]any)
+	if args["truncated"] != "" || args["sha256"] == nil || args["bytes"].(float64) < 180000 {
+		t.Errorf("arguments = %.200v", args)
+	}
+	if seen["hash"] != got["hash"] || seen["tool"].(Truncated).Bytes != len(tool) {
+		t.Errorf("OnRecord saw a record other than the one written: hash %v", seen["hash"])
+	}
+}
+
+// TestRenderAgreesWithEncodingJSON: within the bounds, the canonical form
+// is exactly encoding/json's rendering of the record.
+func TestRenderAgreesWithEncodingJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		rec  Record
+	}{
+		{"scalars", Record{"s": "x", "b": true, "n": nil, "i": -3, "i32": int32(7), "i64": int64(-1 << 40), "u32": uint32(9), "u64": uint64(1 << 63), "f": 1.5e-7}},
+		{"escapes", Record{"html": "<a href='x'>&</a>", "ctl": "a\tb\nc\x00", "quote": `"\`, "line sep": "a\u2028b\u2029", "utf8": "é€😀", "bad utf8": "a\xffb"}},
+		{"keys", Record{"<k>": 1, "é": 2, "a\"b": 3, "": 4}},
+		{"nested", Record{"m": map[string]any{"z": 1, "a": []any{"x", 2.5, nil}}, "raw": json.RawMessage(`{ "a" : [1, 2] }`), "ss": []string{"a", "b"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want, err := json.Marshal(map[string]any(tt.rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := render(tt.rec)
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("render = %s, %v\nencoding/json = %s", got, err, want)
+			}
+		})
+	}
+}
+
+func FuzzRender(f *testing.F) {
+	for _, s := range []string{"", "a", "<&>", "\x00\x1f", "\u2028", "\xff\xfe", "é", `\"`} {
+		f.Add(s, s+"k")
+	}
+	f.Fuzz(func(t *testing.T, v, k string) {
+		rec := Record{k: v, "type": v}
+		want, err := json.Marshal(map[string]any(rec))
+		if err != nil {
+			return // nothing to compare with
+		}
+		got, err := render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v) <= MaxString && len(k) <= MaxString && string(got) != string(want) {
+			t.Fatalf("render = %s\nencoding/json = %s", got, want)
+		}
+		if !json.Valid(got) || len(got) > MaxRecord+2*MaxString {
+			t.Fatalf("render gave %d bytes, valid JSON %v", len(got), json.Valid(got))
+		}
+	})
+}

@@ -1,0 +1,180 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// smallDisk mounts a 64 KiB tmpfs with an 8 KiB file that can be removed
+// to make room again.
+func smallDisk(t *testing.T) (dir, reserve string) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	dir = t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	reserve = filepath.Join(dir, "reserve")
+	if err := os.WriteFile(reserve, make([]byte, 8<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, reserve
+}
+
+// setAppendOnly sets or clears FS_APPEND_FL, under which truncate fails.
+func setAppendOnly(t *testing.T, path string, on bool) {
+	t.Helper()
+	const fsIocSetflags, fsAppendFl = 0x40086602, 0x20
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	flags := int32(0)
+	if on {
+		flags = fsAppendFl
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		t.Fatalf("chattr %s: %v", path, e)
+	}
+}
+
+// bigRecord is about 4 KiB, within the bounds.
+func bigRecord(i int) Record {
+	r := Record{"type": "tool.call", "n": i}
+	for f := 0; f < 4; f++ {
+		r[fmt.Sprint("pad", f)] = strings.Repeat("x", 1000)
+	}
+	return r
+}
+
+type drops struct {
+	mu sync.Mutex
+	n  map[DropReason]int
+	ch chan DropReason
+}
+
+func (d *drops) on(_ Record, reason DropReason, err error) {
+	d.mu.Lock()
+	if d.n == nil {
+		d.n = map[DropReason]int{}
+	}
+	if errors.Is(err, ErrUnavailable) {
+		d.n[reason]++
+	}
+	d.mu.Unlock()
+	select {
+	case d.ch <- reason:
+	default:
+	}
+}
+
+func (d *drops) count(r DropReason) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n[r]
+}
+
+func size(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// fill appends until the disk is full and returns the failure, the number
+// of records written and the file's size after the last good one.
+func fill(t *testing.T, l *Log, path string) (err error, n int, good int64) {
+	t.Helper()
+	for ; n < 100; n++ {
+		if err = l.Append(bigRecord(n)); err != nil {
+			return err, n, good
+		}
+		good = size(t, path)
+	}
+	t.Fatal("a 64 KiB disk took 100 records of 4 KiB")
+	return
+}
+
+func TestFullDisk(t *testing.T) {
+	tests := []struct {
+		name       string
+		appendOnly bool // the partial write cannot be cut off
+		check      func(t *testing.T, l *Log, d *drops, path string, good int64)
+	}{
+		{"a call's record fails and is cut off", false, func(t *testing.T, l *Log, d *drops, path string, good int64) {
+			if got := size(t, path); got != good {
+				t.Fatalf("the file is %d bytes after the failure, the last good record ends at %d", got, good)
+			}
+		}},
+		{"an observation's failure is counted", false, func(t *testing.T, l *Log, d *drops, path string, good int64) {
+			before := d.count(DropWriteFailed)
+			if !l.AppendAsync(bigRecord(-1)) {
+				t.Fatal("queue full")
+			}
+			waitFor(t, "the dropped observation to be reported", func() (bool, string) {
+				return d.count(DropWriteFailed) > before, fmt.Sprint(d.count(DropWriteFailed))
+			})
+		}},
+		{"a torn record that cannot be cut refuses writes", true, func(t *testing.T, l *Log, d *drops, path string, good int64) {
+			torn := size(t, path)
+			if torn == good {
+				t.Log("the failing write left nothing to cut: no torn record to test this time")
+				return
+			}
+			if err := l.Healthy(); err == nil || !strings.Contains(err.Error(), "could not be cut off") {
+				t.Fatalf("healthy = %v", err)
+			}
+			err := l.Append(Record{"type": "tool.call", "small": true})
+			if !errors.Is(err, ErrUnavailable) || size(t, path) != torn {
+				t.Fatalf("append after a torn write: %v, file %d bytes (torn at %d)", err, size(t, path), torn)
+			}
+			setAppendOnly(t, path, false)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, reserve := smallDisk(t)
+			var failures int
+			d := &drops{ch: make(chan DropReason, 1)}
+			l := openLog(t, dir, Options{MaxSize: 1 << 30, OnFailure: func(error) { failures++ }, OnDrop: d.on})
+			defer l.Close()
+			path := filepath.Join(dir, "audit.jsonl")
+			if err := l.Append(Record{"type": "first"}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.appendOnly {
+				setAppendOnly(t, path, true)
+			}
+			err, n, good := fill(t, l, path)
+			if !errors.Is(err, ErrUnavailable) || l.Healthy() == nil || failures == 0 || d.count(DropWriteFailed) != 1 {
+				t.Fatalf("after %d records on a 64k disk: err %v, healthy %v, %d failures, drops %v", n, err, l.Healthy(), failures, d.n)
+			}
+			tt.check(t, l, d, path, good)
+			// Make room: the next record is written after the last good
+			// one and the chain is intact.
+			os.Remove(reserve)
+			if err := l.Append(bigRecord(n)); err != nil {
+				t.Fatalf("append after freeing space: %v", err)
+			}
+			if l.Healthy() != nil {
+				t.Fatalf("still unhealthy after a successful write: %v", l.Healthy())
+			}
+			if r, err := verifyDir(dir); err != nil || records(t, dir, "tool.call") != n+1 {
+				t.Fatalf("verify after recovery = %+v, %v (%d calls written)", r, err, n+1)
+			}
+		})
+	}
+}

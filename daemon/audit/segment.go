@@ -1,0 +1,176 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+)
+
+// SegmentType is the type of the record that opens every file (segment)
+// of the log. Its fields: segment, the segment's number (1, 2, ... across
+// rotations); oldest_segment, the oldest segment the log keeps at that
+// point. Its prev is the hash of the previous segment's last record.
+const SegmentType = "audit.segment"
+
+// Head is the chain's last durable record, kept in the state dir.
+type Head struct {
+	Seq     uint64 `json:"seq"`
+	Hash    string `json:"hash"`
+	File    string `json:"file"`
+	Segment uint64 `json:"segment,omitempty"`        // the segment holding Seq (0: before segments)
+	Oldest  uint64 `json:"oldest_segment,omitempty"` // the oldest segment kept
+}
+
+// ReadHead reads the chain head saved in the state dir.
+func ReadHead(path string) (Head, error) {
+	var h Head
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return h, err
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return h, fmt.Errorf("chain head %s: %w", path, err)
+	}
+	return h, nil
+}
+
+func (l *Log) saveHead() error {
+	if l.o.HeadPath == "" {
+		return nil
+	}
+	b, _ := json.Marshal(Head{Seq: l.seq, Hash: l.prev, File: l.o.Path, Segment: l.segment, Oldest: l.oldest})
+	tmp := l.o.HeadPath + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("save chain head: %w", err)
+	}
+	if err := os.Rename(tmp, l.o.HeadPath); err != nil {
+		return fmt.Errorf("save chain head: %w", err)
+	}
+	return nil
+}
+
+// resume finds the chain's end (the last record of the newest non-empty
+// file, else the head file) and the current segment (from the header of
+// that file).
+func (l *Log) resume() error {
+	files := Files(l.o.Path)
+	for i := len(files) - 1; i >= 0; i-- {
+		last, err := lastLine(files[i])
+		if err != nil {
+			return fmt.Errorf("read audit log %s: %w", files[i], err)
+		}
+		if last == nil {
+			continue
+		}
+		m, err := parseLine(last)
+		if err != nil {
+			return fmt.Errorf("audit log %s ends with a damaged record (%v): run `mcpcage audit verify` and move the file aside", files[i], err)
+		}
+		l.seq, l.prev = m.Seq, m.Hash
+		first, err := firstLine(files[i])
+		if err != nil {
+			return fmt.Errorf("read audit log %s: %w", files[i], err)
+		}
+		if fm, err := parseLine(first); err == nil && fm.Type == SegmentType {
+			l.segment, l.oldest = fm.Segment, fm.Oldest
+		}
+		if files[i] != l.o.Path {
+			l.advance() // the current file is empty or missing: a new segment
+		}
+		return nil
+	}
+	if h, err := ReadHead(l.o.HeadPath); err == nil && h.Seq > 0 {
+		l.seq, l.prev, l.segment, l.oldest = h.Seq, h.Hash, h.Segment, h.Oldest
+	}
+	l.advance()
+	return nil
+}
+
+// advance moves on to the next segment and the oldest one it keeps.
+func (l *Log) advance() {
+	l.segment++
+	oldest := uint64(1)
+	if keep := uint64(l.o.Keep); l.segment > keep {
+		oldest = l.segment - keep
+	}
+	l.oldest = max(l.oldest, oldest)
+}
+
+// header is the record that opens the current segment.
+func (l *Log) header() Record {
+	return Record{"type": SegmentType, "segment": l.segment, "oldest_segment": l.oldest}
+}
+
+func (l *Log) openFile() error {
+	f, err := os.OpenFile(l.o.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	l.f, l.size = f, st.Size()
+	l.needHeader = l.size == 0
+	return nil
+}
+
+// rotate shifts audit.jsonl -> .1 -> .2 ..., dropping the files past Keep,
+// and starts the next segment.
+func (l *Log) rotate() error {
+	if err := l.f.Sync(); err != nil {
+		return err
+	}
+	l.dirty = false
+	if err := l.saveHead(); err != nil {
+		return err
+	}
+	l.f.Close()
+	l.f = nil // reopened by the next write if anything below fails
+	for _, n := range rotated(l.o.Path) {
+		if n >= l.o.Keep {
+			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+	}
+	for i := l.o.Keep - 1; i >= 1; i-- {
+		if err := os.Rename(fmt.Sprintf("%s.%d", l.o.Path, i), fmt.Sprintf("%s.%d", l.o.Path, i+1)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	if err := os.Rename(l.o.Path, l.o.Path+".1"); err != nil {
+		return err
+	}
+	l.advance()
+	return l.openFile()
+}
+
+// rotated lists the numbers N of path.N, newest (1) last.
+func rotated(path string) []int {
+	var out []int
+	matches, _ := filepath.Glob(path + ".*")
+	for _, m := range matches {
+		if n, err := strconv.Atoi(m[len(path)+1:]); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(out)))
+	return out
+}
+
+// Files lists the log's files oldest first: path.N ... path.1, path.
+func Files(path string) []string {
+	var out []string
+	for _, n := range rotated(path) {
+		out = append(out, fmt.Sprintf("%s.%d", path, n))
+	}
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	}
+	return out
+}

@@ -1,0 +1,73 @@
+package relay
+
+import (
+	"strings"
+
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+// Cancellation (notifications/cancelled, params.requestId): the sender of
+// a request gives up on it, and the receiver SHOULD NOT answer. A
+// cancelled request therefore leaves the pending table once the
+// notification has been forwarded, so it neither holds a slot forever nor
+// earns an error when the server later dies; an answer that comes anyway
+// is dropped. This holds in both directions: the client cancelling its
+// request to the server, and the server cancelling its request to the
+// client.
+
+const methodCancelled = "notifications/cancelled"
+
+type cancelled struct {
+	key   string
+	rawID []byte
+}
+
+// noteCancel reads the request id a kept notifications/cancelled names and
+// queues it for applyCancels. It reports false when the notification must
+// not be forwarded: a server naming a request in the daemon's own
+// namespace would cancel the daemon's request to the client.
+func (r *Relay) noteCancel(d Direction, msg []byte, e *wire.Envelope) bool {
+	members, ok := wire.Members(e.Params.Of(msg))
+	if !ok {
+		return true // nothing we can correlate: relay it as it is
+	}
+	sp, ok := members["requestId"]
+	if !ok {
+		return true
+	}
+	raw := sp.Of(e.Params.Of(msg))
+	key := wire.IDKey(raw)
+	if key == "" {
+		return true
+	}
+	if d == ServerToClient && strings.HasPrefix(key, "s"+OwnIDPrefix) {
+		r.log.Warn("dropped cancellation from server of a request it did not send", "id", string(raw))
+		return false
+	}
+	r.cancels[d] = append(r.cancels[d], cancelled{key: key, rawID: append([]byte(nil), raw...)})
+	return true
+}
+
+// applyCancels removes the requests cancelled by the message just
+// forwarded in direction d (the requests themselves went the same way).
+// It runs on d's goroutine.
+func (r *Relay) applyCancels(d Direction) {
+	if len(r.cancels[d]) == 0 {
+		return
+	}
+	t := r.pending
+	if d == ServerToClient {
+		t = r.srvCalls
+	}
+	for _, c := range r.cancels[d] {
+		if !t.cancel(c.key) {
+			continue
+		}
+		r.log.Debug("request cancelled by its sender", "direction", d.String(), "id", string(c.rawID))
+		if cn, ok := r.opts.Inspector.(Canceller); ok {
+			cn.Cancelled(d, c.rawID)
+		}
+	}
+	clear(r.cancels[d])
+	r.cancels[d] = r.cancels[d][:0]
+}

@@ -1,0 +1,208 @@
+// Package request reads what a policy decision needs from an MCP request
+// (which tool, resource or prompt it targets, and a call's arguments) in
+// the one way every mainstream JSON parser agrees on, or refuses it.
+//
+// The policy and the server must read the same message. They would not if
+// the policy used Go's encoding/json on structs (it matches member names
+// case-insensitively, as mcp-go servers do, while JavaScript and Python
+// servers match exactly) or if the message had duplicate members. So a
+// request that needs a decision is read with the strict rules of package
+// wire at every level the decision reads:
+//
+//   - params: no two members whose names are equal after unescaping or
+//     differ only in letter case; the names the method reads (name,
+//     arguments, uri, ref, _meta, ...) spelled exactly, without escapes;
+//   - ref (completions): the same, for type, name and uri;
+//   - arguments: the same at every depth, for every name a consent
+//     condition may read ([consent.Condition.Names]);
+//   - every other value in params: no duplicate or case-colliding names,
+//     no string with an unpaired surrogate escape.
+//
+// A request that breaks a rule is ambiguous ([wire.ErrAmbiguous]); one that
+// lacks what the method needs is malformed ([ErrMalformed]). Both are
+// refused before any server sees them.
+package request
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+// Method is an MCP method whose requests need a decision.
+type Method string
+
+// The methods a decision covers.
+const (
+	ToolsCall            Method = "tools/call"
+	ResourcesRead        Method = "resources/read"
+	ResourcesSubscribe   Method = "resources/subscribe"
+	ResourcesUnsubscribe Method = "resources/unsubscribe"
+	PromptsGet           Method = "prompts/get"
+	CompletionComplete   Method = "completion/complete"
+)
+
+// TargetKind is what a request acts on.
+type TargetKind uint8
+
+// Target kinds.
+const (
+	Tool TargetKind = iota + 1
+	Resource
+	Prompt
+)
+
+// Target is what a decision reads of one request.
+type Target struct {
+	Kind TargetKind
+	Name string         // tool or prompt name, or resource URI
+	Args map[string]any // tools/call arguments; nil when absent
+}
+
+// ErrMalformed wraps errors for requests that lack what their method needs.
+var ErrMalformed = errors.New("malformed request")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// NeedsDecision reports whether requests of method must be decided.
+func NeedsDecision(method string) bool {
+	switch Method(method) {
+	case ToolsCall, ResourcesRead, ResourcesSubscribe, PromptsGet, CompletionComplete:
+		return true
+	}
+	return false
+}
+
+// Names the decision reads in params, per method, and inside a ref.
+var (
+	toolParams       = []string{"name", "arguments", "_meta", "task"}
+	resourceParams   = []string{"uri", "_meta"}
+	promptParams     = []string{"name", "arguments", "_meta"}
+	completionParams = []string{"ref", "argument", "context", "_meta"}
+	refNames         = []string{"type", "name", "uri"}
+	// metaNames are the _meta keys mcpcage reads (claims, progress).
+	metaNames = []string{"progressToken", "io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientInfo"}
+)
+
+// Read reads the target of a request of method (one NeedsDecision accepts)
+// from its raw params (empty when absent). argNames are the argument names
+// a condition may read.
+func Read(method string, params []byte, argNames []string) (Target, error) {
+	var read []string
+	var t Target
+	switch Method(method) {
+	case ToolsCall:
+		read, t.Kind = toolParams, Tool
+	case ResourcesRead, ResourcesSubscribe:
+		read, t.Kind = resourceParams, Resource
+	case PromptsGet:
+		read, t.Kind = promptParams, Prompt
+	case CompletionComplete:
+		read = completionParams
+	default:
+		return Target{}, fmt.Errorf("method %q needs no decision", method)
+	}
+	if len(params) == 0 || params[0] != '{' {
+		return Target{}, malformed("%s needs params as an object", method)
+	}
+	members, err := wire.Object(params, read)
+	if err != nil {
+		return Target{}, err
+	}
+	// Everything below params is checked too: a member the decision does
+	// not read may still be read by the server.
+	for name, sp := range members {
+		deep := []string(nil)
+		switch name {
+		case "arguments":
+			deep = argNames
+		case "ref":
+			deep = refNames
+		case "_meta":
+			deep = metaNames
+		}
+		if err := wire.Tree(sp.Of(params), deep); err != nil {
+			return Target{}, fmt.Errorf("params.%s: %w", name, err)
+		}
+	}
+	switch t.Kind {
+	case Tool:
+		if t.Name, err = nonEmptyString(params, members, "name"); err != nil {
+			return Target{}, err
+		}
+		if sp, ok := members["arguments"]; ok && string(sp.Of(params)) != "null" {
+			v, err := wire.Decode(sp.Of(params))
+			if err != nil {
+				return Target{}, fmt.Errorf("params.arguments: %w", err)
+			}
+			args, ok := v.(map[string]any)
+			if !ok {
+				return Target{}, malformed("tools/call params.arguments must be an object")
+			}
+			t.Args = args
+		}
+	case Resource:
+		t.Name, err = nonEmptyString(params, members, "uri")
+	case Prompt:
+		t.Name, err = nonEmptyString(params, members, "name")
+	default:
+		t, err = completionTarget(params, members)
+	}
+	if err != nil {
+		return Target{}, err
+	}
+	return t, nil
+}
+
+// completionTarget reads a completion's ref: a prompt by name or a
+// resource (template) by URI.
+func completionTarget(params []byte, members map[string]wire.Span) (Target, error) {
+	sp, ok := members["ref"]
+	if !ok {
+		return Target{}, malformed("completion/complete needs params.ref")
+	}
+	ref := sp.Of(params)
+	if ref[0] != '{' {
+		return Target{}, malformed("completion/complete params.ref must be an object")
+	}
+	rm, err := wire.Object(ref, refNames)
+	if err != nil {
+		return Target{}, err
+	}
+	typ, err := nonEmptyString(ref, rm, "type")
+	if err != nil {
+		return Target{}, err
+	}
+	switch typ {
+	case "ref/prompt":
+		name, err := nonEmptyString(ref, rm, "name")
+		return Target{Kind: Prompt, Name: name}, err
+	case "ref/resource":
+		uri, err := nonEmptyString(ref, rm, "uri")
+		return Target{Kind: Resource, Name: uri}, err
+	}
+	return Target{}, malformed("completion/complete params.ref.type %q is neither ref/prompt nor ref/resource", typ)
+}
+
+// nonEmptyString reads member name of obj as a non-empty string.
+func nonEmptyString(obj []byte, members map[string]wire.Span, name string) (string, error) {
+	sp, ok := members[name]
+	if !ok {
+		return "", malformed("params.%s is missing", name)
+	}
+	raw := sp.Of(obj)
+	if raw[0] != '"' {
+		return "", malformed("params.%s must be a string", name)
+	}
+	v, err := wire.String(raw)
+	if err != nil {
+		return "", fmt.Errorf("params.%s: %w", name, err)
+	}
+	if v == "" {
+		return "", malformed("params.%s is empty", name)
+	}
+	return v, nil
+}

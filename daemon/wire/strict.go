@@ -1,0 +1,301 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ErrAmbiguous wraps every error of [Object], [Tree] and [Decode] that
+// says a value has more than one reading across the JSON parsers MCP
+// servers use.
+var ErrAmbiguous = errors.New("ambiguous JSON")
+
+// AmbiguityError says where and why a value is ambiguous.
+type AmbiguityError struct {
+	Problem string
+}
+
+func (e *AmbiguityError) Error() string { return e.Problem }
+
+// Unwrap makes errors.Is(err, ErrAmbiguous) hold.
+func (e *AmbiguityError) Unwrap() error { return ErrAmbiguous }
+
+func ambiguous(format string, args ...any) error {
+	return &AmbiguityError{Problem: fmt.Sprintf(format, args...)}
+}
+
+// Object reads the members of the JSON object obj the way a decision must:
+// names unescaped, matched exactly. It refuses (with an [AmbiguityError])
+// an object that parsers would read differently:
+//   - two members whose names are equal after unescaping, or differ only
+//     in letter case (Unicode simple folding, as Go's encoding/json matches
+//     struct fields: "NAME", "Name" and "name" are one field to an mcp-go
+//     server and three to a JavaScript or Python one);
+//   - a member whose name differs from one of read only in letter case, or
+//     is one of read spelled with escapes;
+//   - a name with an unpaired UTF-16 surrogate escape.
+//
+// It returns the members' value spans keyed by exact name (spans index
+// into obj); nested values are not checked (see [Tree]). obj must be valid
+// JSON (as [Peek] guarantees for everything it accepts).
+func Object(obj []byte, read []string) (map[string]Span, error) {
+	s := scanner{b: obj}
+	s.ws()
+	if !s.peekIs('{') {
+		return nil, fmt.Errorf("%w: not an object", ErrSyntax)
+	}
+	out := map[string]Span{}
+	var names []string
+	err := s.eachMember(func(name string, raw []byte) error {
+		if err := checkName(name, raw, read, names); err != nil {
+			return err
+		}
+		names = append(names, name)
+		vs := s.i
+		if err := s.value(); err != nil {
+			return err
+		}
+		out[name] = Span{vs, s.i}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Tree checks v and every object and string inside it with the rules of
+// [Object], with read applying at every depth, and refuses strings whose
+// escapes encode unpaired surrogates. It is how the arguments of a call are
+// checked against the names a condition reads.
+func Tree(v []byte, read []string) error {
+	s := scanner{b: v}
+	s.ws()
+	return s.strictValue(read, 0)
+}
+
+// checkName applies the rules of [Object] to one more member name.
+func checkName(name string, raw []byte, read, earlier []string) error {
+	for _, r := range read {
+		if name == r {
+			if len(raw) != len(r)+2 {
+				return ambiguous("member name %q is written with escapes (%s)", r, raw)
+			}
+			break
+		}
+		if strings.EqualFold(name, r) {
+			return ambiguous("member %q differs from %q only in letter case", name, r)
+		}
+	}
+	for _, e := range earlier {
+		if e == name {
+			return ambiguous("duplicate member %q", name)
+		}
+		if strings.EqualFold(e, name) {
+			return ambiguous("members %q and %q differ only in letter case", e, name)
+		}
+	}
+	return nil
+}
+
+// maxStrictDepth bounds the nesting Tree and Decode follow (Peek bounds
+// nesting by the same number).
+const maxStrictDepth = maxDepth
+
+func (s *scanner) strictValue(read []string, depth int) error {
+	if depth > maxStrictDepth {
+		return s.errf("nesting deeper than %d", maxStrictDepth)
+	}
+	if s.i >= len(s.b) {
+		return s.errf("unexpected end of input")
+	}
+	switch s.b[s.i] {
+	case '{':
+		var names []string
+		return s.eachMember(func(name string, raw []byte) error {
+			if err := checkName(name, raw, read, names); err != nil {
+				return err
+			}
+			names = append(names, name)
+			return s.strictValue(read, depth+1)
+		})
+	case '[':
+		return s.eachElement(func() error { return s.strictValue(read, depth+1) })
+	case '"':
+		start := s.i
+		if err := s.str(); err != nil {
+			return err
+		}
+		if _, ok := unquote(s.b[start:s.i]); !ok {
+			return ambiguous("string %.40s has an unpaired surrogate escape", s.b[start:s.i])
+		}
+		return nil
+	default:
+		return s.value()
+	}
+}
+
+// eachMember scans the object at s.i; fn is called with each member's
+// decoded name and raw name literal, with s.i at the member's value, and
+// must consume the value.
+func (s *scanner) eachMember(fn func(name string, raw []byte) error) error {
+	s.i++ // '{'
+	s.ws()
+	if s.peekIs('}') {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		ks := s.i
+		if err := s.str(); err != nil {
+			return err
+		}
+		raw := s.b[ks:s.i]
+		name, ok := unquote(raw)
+		if !ok {
+			return ambiguous("member name %s has an unpaired surrogate escape", raw)
+		}
+		s.ws()
+		if !s.peekIs(':') {
+			return s.errf("expected ':' after member name")
+		}
+		s.i++
+		s.ws()
+		if err := fn(name, raw); err != nil {
+			return err
+		}
+		s.ws()
+		if s.peekIs(',') {
+			s.i++
+			continue
+		}
+		if s.peekIs('}') {
+			s.i++
+			return nil
+		}
+		return s.errf("expected ',' or '}' in object")
+	}
+}
+
+// String decodes the JSON string literal raw. It fails on anything that
+// is not a string, and on unpaired surrogate escapes.
+func String(raw []byte) (string, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", fmt.Errorf("%w: not a string", ErrSyntax)
+	}
+	v, ok := unquote(raw)
+	if !ok {
+		return "", ambiguous("string %.40s has an unpaired surrogate escape", raw)
+	}
+	return v, nil
+}
+
+// Decode builds the Go value of the JSON text v for a decision (a policy
+// condition): objects become map[string]any with exact names (the last
+// of duplicates wins, as in JavaScript and Python; run [Tree] first to
+// refuse them), arrays []any, strings string, integers that fit int64
+// become int64 (as Python reads them) and other numbers float64. Numbers
+// outside float64's range are refused.
+func Decode(v []byte) (any, error) {
+	s := scanner{b: v}
+	s.ws()
+	out, err := s.decodeValue(0)
+	if err != nil {
+		return nil, err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return nil, s.errf("unexpected data after the JSON value")
+	}
+	return out, nil
+}
+
+func (s *scanner) decodeValue(depth int) (any, error) {
+	if depth > maxStrictDepth {
+		return nil, s.errf("nesting deeper than %d", maxStrictDepth)
+	}
+	if s.i >= len(s.b) {
+		return nil, s.errf("unexpected end of input")
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		m := map[string]any{}
+		err := s.eachMember(func(name string, _ []byte) error {
+			v, err := s.decodeValue(depth + 1)
+			m[name] = v
+			return err
+		})
+		return m, err
+	case c == '[':
+		a := []any{}
+		err := s.eachElement(func() error {
+			v, err := s.decodeValue(depth + 1)
+			a = append(a, v)
+			return err
+		})
+		return a, err
+	case c == '"':
+		start := s.i
+		if err := s.str(); err != nil {
+			return nil, err
+		}
+		return String(s.b[start:s.i])
+	case c == 't' || c == 'f' || c == 'n':
+		start := s.i
+		if err := s.value(); err != nil {
+			return nil, err
+		}
+		switch s.b[start] {
+		case 't':
+			return true, nil
+		case 'f':
+			return false, nil
+		}
+		return nil, nil
+	default:
+		start := s.i
+		if err := s.number(); err != nil {
+			return nil, err
+		}
+		lit := string(s.b[start:s.i])
+		if i, err := strconv.ParseInt(lit, 10, 64); err == nil {
+			return i, nil
+		}
+		f, err := strconv.ParseFloat(lit, 64)
+		if err != nil || math.IsInf(f, 0) {
+			return nil, ambiguous("number %.40s is outside the range every parser reads alike", lit)
+		}
+		return f, nil
+	}
+}
+
+// eachElement scans the array at s.i; fn is called with s.i at each
+// element and must consume it.
+func (s *scanner) eachElement(fn func() error) error {
+	s.i++ // '['
+	s.ws()
+	if s.peekIs(']') {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		if err := fn(); err != nil {
+			return err
+		}
+		s.ws()
+		if s.peekIs(',') {
+			s.i++
+			continue
+		}
+		if s.peekIs(']') {
+			s.i++
+			return nil
+		}
+		return s.errf("expected ',' or ']' in array")
+	}
+}

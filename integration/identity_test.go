@@ -1,0 +1,255 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// The test binary doubles as the agents of these tests, by mode:
+//
+//	spawn   start `mcpcage run test` as a child and wait for it (an honest agent)
+//	borrow  fork a child (which becomes the shim), then exec the trusted agent
+//	child   wait until the parent runs the trusted agent, then exec the shim
+//	hold    do nothing for a while (the trusted agent, exec'd by borrow)
+const idHelper = "MCPCAGE_IDHELPER"
+
+func init() {
+	mode := os.Getenv(idHelper)
+	if mode == "" {
+		return
+	}
+	trusted, shim := os.Getenv("MCPCAGE_IDHELPER_TRUSTED"), os.Getenv("MCPCAGE_IDHELPER_SHIM")
+	withMode := func(m string) []string {
+		env := []string{idHelper + "=" + m}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, idHelper+"=") {
+				env = append(env, kv)
+			}
+		}
+		return env
+	}
+	fail := func(err error) {
+		fmt.Fprintf(os.Stderr, "identity helper %s: %v\n", mode, err)
+		os.Exit(3)
+	}
+	switch mode {
+	case "spawn":
+		cmd := exec.Command(shim, "run", "test")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fail(err)
+		}
+	case "borrow":
+		self, err := os.Executable()
+		if err != nil {
+			fail(err)
+		}
+		child := exec.Command(self)
+		child.Env = withMode("child")
+		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fail(err)
+		}
+		fail(syscall.Exec(trusted, []string{trusted}, withMode("hold")))
+	case "child":
+		// The shim process exists (forked above) before its parent execs
+		// the trusted agent: exactly the borrow the daemon must refuse.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid()))
+			if exe == trusted {
+				break
+			}
+			if time.Now().After(deadline) {
+				fail(fmt.Errorf("parent never exec'd %s (runs %s)", trusted, exe))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
+	case "hold":
+		time.Sleep(2 * time.Minute) // killed by the test
+	}
+	os.Exit(0)
+}
+
+// trustedAgent copies the test binary to a path of its own, the
+// registered agent's executable.
+func trustedAgent(t *testing.T) string {
+	t.Helper()
+	src, err := os.Open(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst := filepath.Join(t.TempDir(), "trusted-agent")
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// sessions lists the daemon's live sessions.
+func (d *daemon) sessions(t *testing.T) []api.SessionInfo {
+	t.Helper()
+	var list []api.SessionInfo
+	if err := json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+// waitSessions waits until the daemon lists n sessions.
+func (d *daemon) waitSessions(t *testing.T, n int) []api.SessionInfo {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list := d.sessions(t)
+		if len(list) == n {
+			return list
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions after 20s, want %d: %+v", len(list), n, list)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAgentForkThenExecIsRefused(t *testing.T) {
+	trusted := trustedAgent(t)
+	d := startDaemon(t, fmt.Sprintf("[agents.trusted]\nexe = [%q]\n", trusted))
+	st := d.mustCLI(t, "status")
+	if !strings.Contains(st, "agent identity:") || !strings.Contains(st, "kernel exec record") || !strings.Contains(st, "ptrace_scope:") {
+		t.Fatalf("status does not say how agents are bound:\n%s", st)
+	}
+	helperEnv := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_IDHELPER_TRUSTED="+trusted,
+		"MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"))
+
+	// The trusted agent starting the shim itself: a session, bound by the kernel.
+	honest := exec.Command(trusted)
+	honest.Env = append(helperEnv, idHelper+"=spawn")
+	r := startRaw(t, honest)
+	r.initialize()
+	list := d.waitSessions(t, 1)
+	if list[0].Agent != "trusted" || list[0].AgentBinding != "kernel" {
+		t.Fatalf("honest agent's session: %+v", list[0])
+	}
+	r.in.Close()
+	r.wait()
+	d.waitSessions(t, 0)
+
+	// Another program forks the shim, then execs the trusted agent.
+	borrow := exec.Command(os.Args[0])
+	borrow.Env = append(helperEnv, idHelper+"=borrow")
+	stdin, err := borrow.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stderr := &syncBuffer{}
+	borrow.Stderr = stderr
+	if err := borrow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { borrow.Process.Kill(); borrow.Wait() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shim printed nothing in 20s; mcpcaged log:\n%s", d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := stderr.String()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mcpcage: refused: ") || !strings.Contains(lines[0], "exec'd another program after starting it") ||
+		!strings.Contains(lines[0], trusted) {
+		t.Fatalf("shim stderr = %q, want one line refusing the borrowed identity", out)
+	}
+	t.Logf("shim: %s", lines[0])
+	d.waitLog("session refused: the shim's parent exec'd another program")
+	if strings.Contains(d.log.String(), "agent=trusted") && len(d.sessions(t)) != 0 {
+		t.Fatalf("a session ran as the trusted agent:\n%s", d.log.String())
+	}
+}
+
+func TestNodeScriptAgentsToldApart(t *testing.T) {
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "node")
+	node, _ = filepath.EvalSymlinks(node)
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two MCP "clients": node scripts that spawn the shim and relay.
+	src := `const c = require("child_process").spawn(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: ["pipe", "pipe", "inherit"]});
+process.stdin.pipe(c.stdin); c.stdout.pipe(process.stdout); c.on("exit", (code) => process.exit(code)); // %s
+`
+	sums := map[string]string{}
+	for _, name := range []string{"a.js", "b.js"} {
+		body := strings.Replace(src, "%s", name, 1)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := sha256.Sum256([]byte(body))
+		sums[name] = hex.EncodeToString(s[:])
+	}
+	a, b := filepath.Join(dir, "a.js"), filepath.Join(dir, "b.js")
+	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\nscript_sha256 = [%q]\n", node, a, sums["a.js"]))
+	run := func(args ...string) *rawSession {
+		cmd := exec.Command(node, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_SHIM="+filepath.Join(env.bin, "mcpcage"))
+		r := startRaw(t, cmd)
+		r.initialize()
+		return r
+	}
+	run("a.js") // relative to its working directory
+	run(b)
+	agents := map[string]api.SessionInfo{}
+	for _, s := range d.waitSessions(t, 2) {
+		agents[s.Agent] = s
+	}
+	sa, okA := agents["node-a"]
+	sb, okB := agents["script:"+b]
+	if !okA || !okB {
+		t.Fatalf("agents %v, want node-a and script:%s", agents, b)
+	}
+	if sa.AgentExe != node || !strings.Contains(sa.AgentScript, a) || !strings.Contains(sa.AgentScript, sums["a.js"]) ||
+		!strings.Contains(sb.AgentScript, sums["b.js"]) {
+		t.Fatalf("sessions do not show the scripts: %+v %+v", sa, sb)
+	}
+	// The listing shows them, and a grant to bare node needs --any-script.
+	if out := d.mustCLI(t, "sessions"); !strings.Contains(out, a) || !strings.Contains(out, b) {
+		t.Fatalf("mcpcage sessions:\n%s", out)
+	}
+	out, err := d.cli(t, 0, "grant", "--agent", "exe:"+node, "--server", "test", "--tool", "echo")
+	if err == nil || !strings.Contains(out, "--any-script") {
+		t.Fatalf("grant to bare node: %v\n%s", err, out)
+	}
+	out = d.mustCLI(t, "grant", "--agent", "exe:"+node, "--server", "test", "--tool", "echo", "--any-script")
+	if !strings.Contains(out, "warning: --any-script") {
+		t.Fatalf("grant --any-script printed no warning:\n%s", out)
+	}
+	if out := d.mustCLI(t, "consents"); !strings.Contains(out, "(any script)") {
+		t.Fatalf("consents do not mark the bare interpreter:\n%s", out)
+	}
+}
