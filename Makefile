@@ -21,9 +21,19 @@ build: ## build mcpcaged, mcpcage, mcpcage-init (static) and the test server int
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/mcpcaged ./cmd/mcpcage ./cmd/mcpcage-init
 	$(GO) build -o $(BIN)/testserver ./testdata/testserver
 
-lint: ## gofmt and go vet
+# Linters, pinned, installed from the Go module proxy into _build/tools.
+TOOLS := $(abspath _build/tools)
+STATICCHECK_VERSION := v0.8.2
+
+$(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@mv $(TOOLS)/staticcheck $@
+
+lint: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION) ## gofmt, go vet and staticcheck (all checks it enables by default)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(TOOLS)/staticcheck-$(STATICCHECK_VERSION) ./...
 
 test: deps lint check-generate ## everything CI runs: lint, generated objects, unit, fuzz seed corpora, integration (root, containerd, eBPF)
 	$(GO) test $(GOTEST_FLAGS) ./...
@@ -65,8 +75,9 @@ PKG_VERSION ?= $(shell git describe --tags --always 2>/dev/null | sed 's/^v//; s
 package: ## build .deb and .rpm for $(ARCHES) into dist/ (nfpm, no download)
 	@mkdir -p dist _build/pkg
 	@CGO_ENABLED=0 $(GO) build -o _build/pkg/mcpcage-host ./cmd/mcpcage
+	@rm -rf _build/pkg/man && $(GO) run -ldflags "$(LDFLAGS)" ./internal/mangen _build/pkg/man && gzip -9n _build/pkg/man/*
 	@for arch in $(ARCHES); do \
-	  out=_build/pkg/$$arch; mkdir -p $$out/completions; \
+	  out=_build/pkg/$$arch; mkdir -p $$out/completions; rm -rf $$out/man; cp -r _build/pkg/man $$out/man; \
 	  CGO_ENABLED=0 GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $$out/ ./cmd/mcpcaged ./cmd/mcpcage ./cmd/mcpcage-init || exit 1; \
 	  for sh in bash zsh fish; do _build/pkg/mcpcage-host completion $$sh > $$out/completions/mcpcage.$$sh; done; \
 	  for p in deb rpm; do \

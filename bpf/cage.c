@@ -691,7 +691,10 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		e->killed = 1;
 		e->rule = denied - 1;
 	}
-	bpf_ringbuf_submit(e, wakeup_flags(denied));
+	// A rename or link gives a file a new name: the daemon resolves the
+	// caller's names as the kernel does (through symlinks) at once, so
+	// these wake it like denials.
+	bpf_ringbuf_submit(e, wakeup_flags(denied || args.kind == EV_FILE_RENAME || args.kind == EV_FILE_LINK));
 	return 0;
 }
 

@@ -163,6 +163,7 @@ func (c *Cage) attachObservers() (retErr error) {
 			return fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
 		}
 		c.obs.links = append(c.obs.links, l)
+		c.obs.names = append(c.obs.names, tp.name)
 	}
 	// The outcome of a non-blocking TCP connect: where tp_btf is refused,
 	// net.connect reports connect(2)'s EINPROGRESS instead.
@@ -170,6 +171,7 @@ func (c *Cage) attachObservers() (retErr error) {
 	c.handshakes, c.handshakesErr = err == nil, err
 	if err == nil {
 		c.obs.links = append(c.obs.links, l)
+		c.obs.names = append(c.obs.names, "inet_sock_set_state")
 	}
 	if err := c.objs.TrackHandshakes.Set(c.handshakes); err != nil {
 		return fmt.Errorf("set handshake tracking: %w", err)
@@ -179,14 +181,43 @@ func (c *Cage) attachObservers() (retErr error) {
 		return fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
 	}
 	c.obs.links = append(c.obs.links, l)
+	c.obs.names = append(c.obs.names, "sched_process_exec")
 	if c.lsm != nil {
 		l, err := link.AttachLSM(link.LSMOptions{Program: c.lsm.CageFileOpen})
 		if err != nil {
 			return fmt.Errorf("attach lsm/file_open: %w", err)
 		}
 		c.obs.links = append(c.obs.links, l)
+		c.obs.names = append(c.obs.names, "file_open")
+	}
+	return c.pinObservers()
+}
+
+// observerPin prefixes the pins of the observation links in the pin
+// directory.
+const observerPin = "obs-"
+
+// pinObservers pins the observation links (syscall tracepoints as
+// perf-event BPF links, the raw tracepoint and tp_btf as tracing links)
+// so that deny_paths' kill-on-open outlives the daemon: a crashed daemon
+// leaves them attached, with the session and deny maps they hold, until
+// its restart has reaped the sandboxes and removes the pins.
+func (c *Cage) pinObservers() error {
+	if c.pinDir == "" {
+		return nil
+	}
+	for i, l := range c.obs.links {
+		if err := l.Pin(filepath.Join(c.pinDir, observerPin+c.obs.names[i])); err != nil {
+			return fmt.Errorf("pin the %s link: %w", c.obs.names[i], err)
+		}
 	}
 	return nil
+}
+
+// PinsObservers reports whether the observation links are pinned while
+// sessions run, and where.
+func (c *Cage) PinsObservers() (bool, string) {
+	return c.pinDir != "", filepath.Join(c.pinDir, observerPin+"*")
 }
 
 // observers tracks the registered sessions: the observation programs are
@@ -195,6 +226,7 @@ type observers struct {
 	mu       sync.Mutex
 	sessions map[uint64]bool
 	links    []link.Link
+	names    []string // of links, for their pins
 }
 
 // observe counts a registered session, attaching the observers for the
@@ -238,9 +270,12 @@ func (c *Cage) Observing() bool {
 
 func (c *Cage) detachObservers() {
 	for _, l := range c.obs.links {
+		if c.pinDir != "" {
+			l.Unpin()
+		}
 		l.Close()
 	}
-	c.obs.links = nil
+	c.obs.links, c.obs.names = nil, nil
 }
 
 // legacySyscall names the calls some architectures lack (arm64 has only

@@ -7,6 +7,12 @@
 // attached once to mcpcage's parent cgroup decide every TCP connect and
 // unconnected UDP send of a session in the kernel (denied: EPERM). A task
 // under the parent whose session is not registered is denied (fail closed).
+// Binds (bind.c, EnableBind): cgroup/bind4 and bind6 refuse (EPERM) a bind
+// of a session's socket to an address and port not in its listen
+// allow-list (port 0 passes: outgoing UDP clients bind so); a
+// cgroup_skb/ingress program drops packets to a session's listening socket
+// whose address is not allowed, which covers listeners that never called
+// bind (listen on an unbound socket picks an ephemeral port).
 // Files: where the kernel runs BPF LSM programs (EnableLSM), lsm/file_open
 // makes an open of a path with a denied component fail with EACCES.
 // Everywhere, a successful open of such a path, or a rename, link, unlink

@@ -297,7 +297,10 @@ func (c *Cage) Sync(timeout time.Duration) error {
 	want := c.drain.passes + 2
 	deadline := time.Now().Add(timeout)
 	timer := time.AfterFunc(timeout, func() {
+		// Take the lock so the broadcast cannot fall between a waiter's
+		// check and its Wait.
 		c.drain.mu.Lock()
+		//lint:ignore SA2001 an empty section on purpose: it synchronises with the waiter before Broadcast
 		c.drain.mu.Unlock()
 		c.drain.cond.Broadcast()
 	})

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -199,3 +201,37 @@ func (c *Cage) Lost() (ringbuf, throttled uint64, err error) {
 }
 
 func putCgid(b []byte, cgid uint64) { binary.NativeEndian.PutUint64(b, cgid) }
+
+// KillSession kills every process of a session at once: it finds the
+// session's cgroup among the parent's children by its id and writes "1"
+// to its cgroup.kill (cgroup v2, Linux 5.14+), which SIGKILLs the whole
+// subtree, including tasks forked while the kill runs.
+func (c *Cage) KillSession(cgid uint64) (string, error) {
+	dir, err := c.sessionDir(cgid)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+		return dir, fmt.Errorf("kill session cgroup: %w", err)
+	}
+	return dir, nil
+}
+
+// sessionDir is the cgroup v2 directory of session cgid: a child of the
+// parent cgroup whose inode is the id.
+func (c *Cage) sessionDir(cgid uint64) (string, error) {
+	ents, err := os.ReadDir(c.parent)
+	if err != nil {
+		return "", fmt.Errorf("list session cgroups: %w", err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(c.parent, e.Name())
+		if id, err := CgroupID(dir); err == nil && id == cgid {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup with id %d under %s", cgid, c.parent)
+}

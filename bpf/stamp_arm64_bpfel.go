@@ -18,9 +18,17 @@ type stampExecStamp struct {
 	ExecNs  uint64
 	StartNs uint64
 	CwdIno  uint64
+	Lost    uint64
 	CwdDev  uint32
 	ArgvLen uint32
 	Argv    [512]int8
+}
+
+type stampForkStamp struct {
+	_           structs.HostLayout
+	ForkerStart uint64
+	ForkerTgid  uint32
+	Pad         uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -28,9 +36,12 @@ type stampExecStamp struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	stampMapExecStamps      = "exec_stamps"
+	stampMapForkStamps      = "fork_stamps"
 	stampMapStampMeta       = "stamp_meta"
 	stampProgStampExec      = "stamp_exec"
+	stampProgStampFork      = "stamp_fork"
 	stampVarUnusedExecStamp = "unused_exec_stamp"
+	stampVarUnusedForkStamp = "unused_fork_stamp"
 )
 
 // loadStamp returns the embedded CollectionSpec for stamp.
@@ -76,6 +87,7 @@ type stampSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampProgramSpecs struct {
 	StampExec *ebpf.ProgramSpec `ebpf:"stamp_exec"`
+	StampFork *ebpf.ProgramSpec `ebpf:"stamp_fork"`
 }
 
 // stampMapSpecs contains maps before they are loaded into the kernel.
@@ -83,6 +95,7 @@ type stampProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampMapSpecs struct {
 	ExecStamps *ebpf.MapSpec `ebpf:"exec_stamps"`
+	ForkStamps *ebpf.MapSpec `ebpf:"fork_stamps"`
 	StampMeta  *ebpf.MapSpec `ebpf:"stamp_meta"`
 }
 
@@ -91,6 +104,7 @@ type stampMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampVariableSpecs struct {
 	UnusedExecStamp *ebpf.VariableSpec `ebpf:"unused_exec_stamp"`
+	UnusedForkStamp *ebpf.VariableSpec `ebpf:"unused_fork_stamp"`
 }
 
 // stampObjects contains all objects after they have been loaded into the kernel.
@@ -114,12 +128,14 @@ func (o *stampObjects) Close() error {
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampMaps struct {
 	ExecStamps *ebpf.Map `ebpf:"exec_stamps"`
+	ForkStamps *ebpf.Map `ebpf:"fork_stamps"`
 	StampMeta  *ebpf.Map `ebpf:"stamp_meta"`
 }
 
 func (m *stampMaps) Close() error {
 	return _StampClose(
 		m.ExecStamps,
+		m.ForkStamps,
 		m.StampMeta,
 	)
 }
@@ -129,6 +145,7 @@ func (m *stampMaps) Close() error {
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampVariables struct {
 	UnusedExecStamp *ebpf.Variable `ebpf:"unused_exec_stamp"`
+	UnusedForkStamp *ebpf.Variable `ebpf:"unused_fork_stamp"`
 }
 
 // stampPrograms contains all programs after they have been loaded into the kernel.
@@ -136,11 +153,13 @@ type stampVariables struct {
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampPrograms struct {
 	StampExec *ebpf.Program `ebpf:"stamp_exec"`
+	StampFork *ebpf.Program `ebpf:"stamp_fork"`
 }
 
 func (p *stampPrograms) Close() error {
 	return _StampClose(
 		p.StampExec,
+		p.StampFork,
 	)
 }
 

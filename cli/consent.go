@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 )
 
@@ -40,7 +39,7 @@ also crosses '/': --resource '*' covers every resource, and
 and prompt patterns are plain shell globs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r consent.Record
+			var r api.Consent
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpGrant, Grant: &g}, &r); err != nil {
 				return err
 			}
@@ -74,7 +73,7 @@ func revokeCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Short: "Revoke a consent; live sessions lose it at their next message",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r consent.Record
+			var r api.Consent
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Value: reason}, &r); err != nil {
 				return err
 			}
@@ -95,7 +94,7 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Op = api.OpConsents
-			var recs []consent.Record
+			var recs []api.Consent
 			if err := api.Call(api.SocketPath(*socket), req, &recs); err != nil {
 				return err
 			}
@@ -122,7 +121,7 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Short: "Show one consent record",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r consent.Record
+			var r api.Consent
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpConsent, Name: args[0]}, &r); err != nil {
 				return err
 			}
@@ -152,7 +151,7 @@ func agentLabel(agent string) string {
 	return agent
 }
 
-func covers(r *consent.Record) string {
+func covers(r *api.Consent) string {
 	var parts []string
 	for _, p := range r.Tools {
 		parts = append(parts, "tool:"+p)
@@ -170,14 +169,14 @@ func covers(r *consent.Record) string {
 	return s
 }
 
-func expires(r *consent.Record) string {
+func expires(r *api.Consent) string {
 	if r.ExpiresAt == nil {
 		return "never"
 	}
 	return r.ExpiresAt.Local().Format("2006-01-02 15:04")
 }
 
-func calls(r *consent.Record) string {
+func calls(r *api.Consent) string {
 	if r.MaxCalls == nil {
 		return fmt.Sprintf("%d", r.CallsUsed)
 	}

@@ -39,6 +39,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 }
 
+// Command returns the CLI's command tree (for generated documentation).
+func Command() *cobra.Command { return newRoot(nil, io.Discard, io.Discard) }
+
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var socket string
 	root := &cobra.Command{

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/sandbox/landlock"
 )
 
 func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
@@ -37,6 +38,9 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			for _, k := range keys {
 				fmt.Fprintf(tw, "enforcement %s:\t%s\n", k, st.Enforcement[k])
 			}
+			if ll, ok := st.Enforcement["landlock"]; ok {
+				fmt.Fprintf(tw, "landlock scopes:\t%s\n", landlockScopes(ll))
+			}
 			audit := fmt.Sprintf("%s, %d records written since start, healthy", st.AuditLog, st.AuditRecords)
 			if st.AuditError != "" {
 				audit = fmt.Sprintf("%s: FAILING (%s): tool calls are denied", st.AuditLog, st.AuditError)
@@ -58,4 +62,19 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// landlockScopes says, from the daemon's Landlock state ("enforced (ABI
+// N)"), whether sandboxes are scoped: mcpcage-init asks for the scopes
+// wherever the kernel has them.
+func landlockScopes(state string) string {
+	const exposed = `a server with network = "host" can connect to the host's abstract unix sockets (X11, D-Bus, ...) and signal outside its sandbox where its pid namespace lets it see`
+	var abi int
+	if _, err := fmt.Sscanf(state, "enforced (ABI %d)", &abi); err != nil {
+		return "none (Landlock not enforced): " + exposed
+	}
+	if !landlock.Scoped(abi) {
+		return fmt.Sprintf("none (Landlock ABI %d; scopes need ABI %d): %s", abi, landlock.ScopeABI, exposed)
+	}
+	return "abstract unix sockets and signals confined to each sandbox (LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL)"
 }

@@ -111,6 +111,7 @@ type Server struct {
 	ReadonlyPaths []string `toml:"readonly_paths"`
 	HiddenPaths   []string `toml:"hidden_paths"`
 	Egress        []string `toml:"egress"`
+	Listen        []string `toml:"listen"`
 	// Policy: the admin ceiling no consent can exceed, and the server's
 	// default decision ("" inherits [daemon]).
 	ToolsAllow      []string `toml:"tools_allow"`
@@ -434,7 +435,7 @@ func decodeError(data []byte, err error) error {
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
-	"readonly_paths", "hidden_paths", "egress", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
+	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers"}
 

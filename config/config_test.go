@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,6 +32,9 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"relative script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript = [\"agent.js\"]\n", []string{"agents.a.script", "absolute paths"}},
 		{"script digest without script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript_sha256 = [\"" + strings.Repeat("a", 64) + "\"]\n", []string{"agents.a.script_sha256", "needs script"}},
 		{"bad dns server", "[daemon]\ndns_servers = [\"127.0.0.53:53\", \"resolver.example\"]\n", []string{"line 2", "daemon.dns_servers", `"resolver.example" is not an IP address with a port`}},
+		{"listen host name", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"localhost:8080\"]\n", []string{"line 4", "servers.a.listen", "IP literal"}},
+		{"listen port 0", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"127.0.0.1:0\"]\n", []string{"servers.a.listen", "port 0"}},
+		{"listen without host network", "[servers.a]\ncommand = [\"x\"]\nlisten = [\"127.0.0.1:8080\"]\n", []string{"servers.a.listen", `network = "host"`}},
 		{"two errors", "[daemon]\nfoo = 1\nbar = 2\n", []string{"line 2", "daemon.foo", "line 3", "daemon.bar"}},
 	}
 	for _, tt := range tests {
@@ -126,5 +130,16 @@ func TestParseByteSize(t *testing.T) {
 		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
 			t.Errorf("ParseByteSize(%q) = %d, %v", tt.in, got, err)
 		}
+	}
+}
+
+func TestListenAddrs(t *testing.T) {
+	c, err := Parse([]byte("[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"127.0.0.1:8080\", \"[::1]:8080\", \"[::ffff:10.0.0.1]:53\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(c.Servers["a"].ListenAddrs())
+	if want := "[127.0.0.1:8080 [::1]:8080 10.0.0.1:53]"; got != want {
+		t.Fatalf("ListenAddrs = %s, want %s", got, want)
 	}
 }

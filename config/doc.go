@@ -74,6 +74,16 @@
 //	                "[::1]:8080"] (grammar: package egress); enforced in the
 //	                kernel per session; DNS to a loopback resolver is always
 //	                allowed; empty: nothing else
+//	listen          with network = "host": the host addresses it may bind
+//	                and accept connections on, as IP literal and port
+//	                ["127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080"]; the
+//	                address is the one the server binds (0.0.0.0:8080 is
+//	                not 127.0.0.1:8080). Any other bind fails with EPERM and
+//	                is recorded as net.bind_denied; a TCP listener on an
+//	                ephemeral port (bind to port 0, or listen without bind)
+//	                gets no connection (its packets are dropped, recorded as
+//	                net.listen_denied). Binds to port 0 for outgoing traffic
+//	                (UDP clients) work. Unix sockets are not covered. [none]
 //	deny_paths      path patterns whose opening kills the process, matched
 //	                in the kernel on the opened file's real path:
 //	                "**/NAME/**" or "**/NAME" [**/.ssh/**, **/.aws/**,

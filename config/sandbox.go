@@ -3,11 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
-
-	"github.com/mcpcage/mcpcage/bpf/egress"
+	"net/netip"
 	"path"
 	"regexp"
 	"strings"
+
+	"github.com/mcpcage/mcpcage/bpf/egress"
 )
 
 // SecretPrefix marks an env value resolved from the daemon's secret store:
@@ -65,6 +66,14 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 	if len(s.Egress) > 0 && s.Network != NetworkHost {
 		bad(`egress applies to network = "host"; with network = "none" the server has loopback only`, "egress")
 	}
+	for _, l := range s.Listen {
+		if _, err := ParseListen(l); err != nil {
+			bad(err.Error(), "listen")
+		}
+	}
+	if len(s.Listen) > 0 && s.Network != NetworkHost {
+		bad(`listen applies to network = "host"; with network = "none" the server listens in its own network namespace, which the host cannot reach`, "listen")
+	}
 	if s.DenyPaths != nil {
 		for _, p := range *s.DenyPaths {
 			if _, err := DenyComponent(p); err != nil {
@@ -103,6 +112,36 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 			}
 		}
 	}
+}
+
+// ParseListen parses a listen entry: an IP literal and a port,
+// "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" (every IPv4 address) or
+// "[::]:8080" (every address). The address is the one the server binds:
+// a server that binds 0.0.0.0:8080 needs "0.0.0.0:8080", not
+// "127.0.0.1:8080". IPv4-mapped IPv6 addresses count as IPv4.
+func ParseListen(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return ap, fmt.Errorf(`listen %q: want an IP literal and a port, e.g. "127.0.0.1:8080" or "[::1]:8080"`, s)
+	}
+	if ap.Addr().Zone() != "" {
+		return ap, fmt.Errorf("listen %q: zoned addresses are not supported", s)
+	}
+	if ap.Port() == 0 {
+		return ap, fmt.Errorf("listen %q: port 0 (any ephemeral port) cannot be allowed: name the port", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// ListenAddrs returns the server's listen allow-list (validated).
+func (s *Server) ListenAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, l := range s.Listen {
+		if ap, err := ParseListen(l); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
 }
 
 // DefaultDenyPaths are denied when a server sets no deny_paths: opening a

@@ -47,6 +47,7 @@ type Daemon struct {
 	cage            *bpf.Cage // nil when eBPF enforcement is unavailable
 	ebpfErr         string
 	lsmErr          string // why deny_paths do not use BPF LSM
+	ingressErr      string // why ephemeral listeners of host-network servers stay reachable
 	cgroupRoot      string
 	byCgroup        map[uint64]*session
 	consents        *consent.Engine
@@ -243,8 +244,13 @@ func (d *Daemon) enforcement() map[string]string {
 	}
 	network, files, observed := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr, "nothing: "+d.ebpfErr
 	if d.cage != nil {
-		network = "kernel (cgroup connect4/6, sendmsg4/6)"
-		files = "kill-on-open (bpf_send_signal at open exit; rename/link/unlink/mkdir in a denied directory too, ending the session)"
+		network = "kernel (cgroup connect4/6, sendmsg4/6); binds of host-network servers: cgroup bind4/bind6, listen allow-list"
+		if d.ingressErr != "" {
+			network += "; a listener on an ephemeral port stays reachable (cgroup_skb/ingress: " + d.ingressErr + ")"
+		} else {
+			network += ", ephemeral listeners dropped (cgroup_skb/ingress)"
+		}
+		files = "kill-on-open (bpf_send_signal at open exit; rename/link/unlink/mkdir in a denied directory too), then the whole session is killed (cgroup.kill); denied paths present at launch are masked"
 		if d.cage.LSM() {
 			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/link/unlink/mkdir and as a second line"
 		}
@@ -259,26 +265,14 @@ func (d *Daemon) enforcement() map[string]string {
 		}
 	}
 	return map[string]string{
-		"seccomp":    "mcpcage default profile, escape attempts reported",
-		"landlock":   ll,
-		"network":    network,
-		"files":      files,
-		"observed":   observed,
-		"ebpf hooks": d.ebpfHooks.String(),
+		"seccomp":     "mcpcage default profile, escape attempts reported",
+		"landlock":    ll,
+		"network":     network,
+		"files":       files,
+		"observed":    observed,
+		"ebpf hooks":  d.ebpfHooks.String(),
+		"daemon down": d.daemonDown(),
 	}
-}
-
-// onDeniedSyscall logs a system call the seccomp profile refused.
-func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
-	d.mu.Lock()
-	s := d.sessions[e.Metadata]
-	d.mu.Unlock()
-	if s == nil {
-		d.log.Warn("sandbox denied a system call", "container", e.Container, "syscall", e.Syscall, "pid", e.Pid)
-		return
-	}
-	s.deniedSyscalls.Add(1)
-	s.log.Warn("sandbox denied a system call", "syscall", e.Syscall, "pid", e.Pid, "action", "EPERM")
 }
 
 func (d *Daemon) addSession(s *session) bool {

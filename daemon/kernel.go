@@ -49,6 +49,17 @@ func (d *Daemon) setupEBPF() {
 		d.log.Error("eBPF enforcement unavailable: servers that need it will not start unless require_ebpf = false", "err", err)
 		return
 	}
+	// Without the bind hooks a host-network server could serve the host:
+	// fail closed, as without the connect hooks.
+	if ingressErr, err := cage.EnableBind(); err != nil {
+		cage.Close()
+		d.ebpfErr = "cgroup bind4/bind6 unavailable: " + err.Error()
+		d.log.Error("eBPF enforcement unavailable: servers that need it will not start unless require_ebpf = false", "err", err)
+		return
+	} else if ingressErr != nil {
+		d.ingressErr = ingressErr.Error()
+		d.log.Warn("listen control: binds are checked, but a TCP listener on an ephemeral port stays reachable from the host (cgroup_skb/ingress refused)", "err", ingressErr)
+	}
 	d.cage = cage
 	d.cgroupRoot = root
 	if r := d.ebpfHooks[probe.LSM]; r.OK {
@@ -182,6 +193,9 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	if !p.HostNetwork {
 		return p, nil, nil
 	}
+	for name, i := range bpf.ListenNames(srv.ListenAddrs()) {
+		p.DenyComponents[name] = i // the listen list rides with the session's rules
+	}
 	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers}
 	tracker := egress.NewTracker(entries, dns.LookupTTL)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -274,6 +288,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		return
 	}
 	s.kernelEvents.Add(1)
+	rec0 := audit.Record{} // audit fields beyond the trace's
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
 	switch ev.Kind {
@@ -303,8 +318,16 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	case bpf.KindNetDenied:
 		ke.Action = "EPERM"
 		ke.Rule = "not in egress allow-list"
+		msg := "connection denied"
+		if how := ev.ListenDenial(); how != "" {
+			// net.bind_denied (EPERM), net.listen_denied (packets dropped)
+			ke.Type, ke.Rule, ke.Flags, msg = "net."+how+"_denied", "not in listen allow-list", 0, how+" denied"
+			if how == "listen" {
+				ke.Action = "dropped"
+			}
+		}
 		s.deniedKernel.Add(1)
-		s.log.Warn("connection denied", "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
 		if ev.Kind == bpf.KindFileDenied && !ev.Killed {
 			// BPF LSM refused the open: the server lives on, without the file.
@@ -314,32 +337,41 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			s.log.Warn("file open denied", "path", ke.Path, "rule", ke.Rule, "action", "EACCES", "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 			break
 		}
+		touched := ke.Path
 		if ev.Killed {
-			ke.Action = "SIGKILL"
+			// The kernel killed the opener (its thread group) as the call
+			// returned; for a change (rename, link...) the change is done.
 			ke.Rule = denyRule(srv, ev.Rule)
-			if ev.Kind != bpf.KindFileDenied {
-				// The kill came after the change: a renamed or linked
-				// file is out of the denied directory now, readable by
-				// the server's other processes. End the session.
-				ke.Action = "SIGKILL, session stopped"
-				s.stopForPolicy()
+		} else if ev.Result == 0 {
+			// The kernel checked the base directory of a relative name;
+			// the names themselves are resolved here as the kernel
+			// resolves them (through symlinks, in the sandbox's root).
+			var rule string
+			if rule, touched = d.resolvedDenied(s, ev, ke.Path, ke.To); rule == "" {
+				break
 			}
-		} else if ev.Kind != bpf.KindFileDenied && ev.Result == 0 {
-			// The kernel checked the base directory; the names are the
-			// caller's strings, checked here: a hit stops the session.
-			if rule := deniedComponent(srv, ke.Path, ke.To); rule != "" {
-				ke.Action, ke.Rule = "session stopped", "deny_paths "+rule
-				s.stopForPolicy()
-			}
-		}
-		if ke.Action == "" {
+			ke.Rule = "deny_paths " + rule
+		} else {
 			break
 		}
+		// A hit ends the whole session at once: every process of its
+		// cgroup, not only the opener (a process sharing its files, a
+		// child that holds the file name).
+		ke.Action = d.killSession(s)
+		if ev.Killed {
+			ke.Action = "SIGKILL, " + ke.Action
+		}
+		s.stopForPolicy()
+		rec0["touched"] = touched
 		verb := map[string]string{"file.denied": "opened", "file.unlink": "removed", "file.rmdir": "removed", "file.mkdir": "created",
 			"file.rename": "renamed", "file.link": "linked"}[ke.Type]
+		what := ke.Path
+		if touched != ke.Path {
+			what += " (that is " + touched + ")"
+		}
 		s.deniedKernel.Add(1)
-		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, ke.Path, strings.TrimPrefix(ke.Rule, "deny_paths ")))
-		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
 			if ev.Rule < uint32(len(srv.Egress)) {
@@ -355,6 +387,9 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
 	}
 	rec := audit.Record{"time": ke.Time.UTC().Format(time.RFC3339Nano), "pid": ke.Pid, "comm": ke.Comm}
+	for k, v := range rec0 {
+		rec[k] = v
+	}
 	for k, v := range map[string]string{"path": ke.Path, "hint": ke.Hint, "to": ke.To, "addr": ke.Addr, "proto": ke.Proto, "rule": ke.Rule,
 		"action": ke.Action, "error": ke.Error, "outcome": ke.Outcome} {
 		if v != "" {
@@ -411,6 +446,108 @@ func deniedComponent(srv *config.Server, paths ...string) string {
 		}
 	}
 	return ""
+}
+
+// denyNames are a server's deny_paths components (".ssh"), for masking
+// at launch.
+func denyNames(srv *config.Server) []string {
+	var out []string
+	for _, pat := range srv.DenyPatterns() {
+		if name, err := config.DenyComponent(pat); err == nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// resolvedDenied checks the names of a directory operation (a rename's
+// or link's old and new name, an unlink's, mkdir's or rmdir's name) as
+// written and as the kernel resolves them in the sandbox: every
+// directory of a name is followed through symlinks, inside the
+// sandbox's root (openat2 RESOLVE_IN_ROOT under /proc/PID/root), and the
+// kernel's path of the result is checked. It returns the rule hit and
+// the path that hit it. A name changed between the call and this check
+// (a symlink swapped within milliseconds) escapes it: masking at launch
+// and the refusal of link(2) are the lines that do not race.
+func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, paths ...string) (string, string) {
+	for _, p := range paths {
+		if rule := deniedComponent(s.srv, p); rule != "" {
+			return rule, p
+		}
+	}
+	if s.inst == nil {
+		return "", ""
+	}
+	for _, p := range paths {
+		if p == "" || !strings.HasPrefix(p, "/") {
+			continue
+		}
+		real, err := resolveIn(s.inst.Pid, ev.Tgid, p)
+		if err != nil {
+			s.log.Debug("cannot resolve a name in the sandbox", "path", p, "err", err)
+			continue
+		}
+		if rule := deniedComponent(s.srv, real); rule != "" {
+			return rule, real
+		}
+	}
+	return "", ""
+}
+
+// resolveIn returns the kernel's path, in the sandbox, of p's directory
+// (followed through symlinks) joined with p's last element (not
+// followed: rename, link and unlink act on the name itself). The root is
+// that of the calling task, else of the sandbox's first process.
+func resolveIn(initPid, pid uint32, p string) (string, error) {
+	var root *os.File
+	var err error
+	for _, id := range []uint32{pid, initPid} {
+		if root, err = os.OpenFile(fmt.Sprintf("/proc/%d/root", id), unix.O_PATH|unix.O_DIRECTORY, 0); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	dir, base := path.Split(path.Clean(p))
+	fd, err := unix.Openat2(int(root.Fd()), "."+dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", err
+	}
+	return path.Join(real, base), nil
+}
+
+// killSession writes cgroup.kill for s's cgroup and says what was done.
+func (d *Daemon) killSession(s *session) string {
+	if d.cage == nil || s.cgid == 0 {
+		return "session stopped"
+	}
+	if _, err := d.cage.KillSession(s.cgid); err != nil {
+		s.log.Error("killing the session's cgroup failed: stopping it instead", "err", err)
+		return "session stopped (cgroup.kill failed)"
+	}
+	return "session killed"
+}
+
+// daemonDown says what enforces sandboxes while mcpcaged is not running
+// (stopped or crashed), for status.
+func (d *Daemon) daemonDown() string {
+	if d.cage == nil {
+		return "nothing kernel-side (eBPF unavailable); sandboxes keep their mounts, seccomp and Landlock"
+	}
+	pinned, where := d.cage.PinsObservers()
+	if !pinned {
+		return "egress only: deny_paths stops with the daemon (observation links not pinned)"
+	}
+	return "egress and deny_paths stay enforced: the cgroup hooks, and while sessions run the observation links (" + where +
+		"), are pinned; without the daemon a deny hit kills the opener only (no session-wide kill, no audit record) until the restart reaps the sandboxes and unpins them"
 }
 
 func protoName(p uint8) string {

@@ -14,14 +14,29 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 )
 
+// Usage and Summary describe mcpcaged for its help text and manual page.
+const (
+	Usage   = "mcpcaged [--config PATH]"
+	Summary = "mcpcaged runs local MCP servers in containerd sandboxes for `mcpcage run NAME`."
+)
+
+// Flags returns mcpcaged's command-line flags (for Main and for the
+// generated manual page).
+func Flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("mcpcaged", flag.ContinueOnError)
+	fs.String("config", "", "configuration file (default $"+config.EnvPath+" or "+config.DefaultPath+"; built-in defaults when absent)")
+	fs.Bool("version", false, "print the version and exit")
+	return fs
+}
+
 // Main is mcpcaged's entry point; it returns the process exit status.
 func Main(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mcpcaged", flag.ContinueOnError)
+	fs := Flags()
 	fs.SetOutput(stderr)
-	configFlag := fs.String("config", "", "configuration file (default $"+config.EnvPath+" or "+config.DefaultPath+"; built-in defaults when absent)")
-	version := fs.Bool("version", false, "print the version and exit")
+	configFlag := fs.Lookup("config").Value.(flag.Getter)
+	version := fs.Lookup("version").Value.(flag.Getter)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: mcpcaged [--config PATH]\n\nmcpcaged runs local MCP servers in containerd sandboxes for `mcpcage run NAME`.\n\n")
+		fmt.Fprintf(stderr, "Usage: %s\n\n%s\n\n", Usage, Summary)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -30,11 +45,11 @@ func Main(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *version {
+	if version.Get().(bool) {
 		fmt.Fprintln(stderr, "mcpcaged", Version)
 		return 0
 	}
-	path, explicit := config.ResolvePath(*configFlag)
+	path, explicit := config.ResolvePath(configFlag.Get().(string))
 	cfg, err := config.Load(path, explicit)
 	if err != nil {
 		fmt.Fprintf(stderr, "mcpcaged: invalid configuration: %v\n", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/userservers"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -110,6 +111,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		HostNetwork: srv.Network == config.NetworkHost,
 		Readonly:    srv.ReadonlyPaths,
 		Seccomp:     sandbox.SeccompOptions{Mode: srv.Seccomp, Metadata: id},
+		DenyNames:   denyNames(srv),
 		Init:        d.initPath,
 	}
 	if d.seccompListener != nil {
@@ -145,30 +147,72 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		env[k] = v
 	}
 	p.Env = env
+	// A user's own server, and "~" in anyone's: the delegating user chose
+	// the path or owns a directory on it.
+	admin := d.conf().Servers[srv.Name] == srv
 	for _, m := range srv.Mounts {
-		src := m.Source
+		src, inHome := m.Source, false
 		if src == "~" || strings.HasPrefix(src, "~/") {
 			h, err := delegatorHome(peer)
 			if err != nil {
+				closePins(p)
 				return sandbox.Params{}, fmt.Errorf("mount %s: cannot expand ~: %w", m.Source, err)
 			}
-			src = filepath.Join(h, strings.TrimPrefix(src, "~"))
+			src, inHome = filepath.Join(h, strings.TrimPrefix(src, "~")), true
 		}
-		if o.checkMounts {
+		bm := sandbox.BindMount{Source: src, Target: m.Target, Writable: m.Writable()}
+		switch {
+		case o.checkMounts && (!admin || inHome):
+			pinned, err := pinSource(src, peer, bm.Writable)
+			if err != nil {
+				closePins(p)
+				return sandbox.Params{}, fmt.Errorf("%w: fix mounts of server %s", err, srv.Name)
+			}
+			bm = pinned
+			bm.Target = m.Target
+		case o.checkMounts:
 			if _, err := os.Stat(src); err != nil {
+				closePins(p)
 				if errors.Is(err, os.ErrNotExist) {
 					return sandbox.Params{}, fmt.Errorf("mount source %s does not exist: create it or fix mounts in [servers.%s]", src, srv.Name)
 				}
 				return sandbox.Params{}, fmt.Errorf("mount source %s: %w", src, err)
 			}
 		}
-		p.Mounts = append(p.Mounts, sandbox.BindMount{Source: src, Target: m.Target, Writable: m.Writable()})
+		p.Mounts = append(p.Mounts, bm)
 	}
 	if d.initPath != "" {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)
 		p.RequireLandlock = d.conf().Daemon.Landlock == "require"
 	}
 	return p, nil
+}
+
+// pinSource opens a mount source as peer, at every launch: every
+// directory of its fully resolved path must be searchable by peer and the
+// object readable (writable for rw). The mount's source becomes the
+// resolved path and its Pin the object checked, which the launcher
+// compares with what the sandbox shows before the server runs.
+func pinSource(src string, peer Peer, writable bool) (sandbox.BindMount, error) {
+	f, err := userservers.OpenSource(src, userservers.CredOf(peer.UID, peer.GID), writable)
+	if err != nil {
+		return sandbox.BindMount{}, err
+	}
+	where, err := userservers.Where(f)
+	if err != nil {
+		f.Close()
+		return sandbox.BindMount{}, fmt.Errorf("mount source %s: %w", src, err)
+	}
+	return sandbox.BindMount{Source: where, Writable: writable, Pin: f}, nil
+}
+
+// closePins closes the pinned mount sources of p.
+func closePins(p sandbox.Params) {
+	for _, m := range p.Mounts {
+		if m.Pin != nil {
+			m.Pin.Close()
+		}
+	}
 }
 
 // checkCommand verifies that a host-rootfs server's command exists in the

@@ -33,6 +33,8 @@ type sessionPolicy struct {
 	mu    sync.Mutex
 	calls map[string]callStart // forwarded tools/call by id key
 	defs  map[string]string    // tool name -> digest of its definition
+
+	listens listenStreams // the client's open subscriptions/listen streams (2026-07-28)
 }
 
 type callStart struct {
@@ -40,8 +42,6 @@ type callStart struct {
 	id    string
 	start time.Time
 }
-
-const listChanged = `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
 
 // decide applies the admin ceiling, then the consents.
 func (p *sessionPolicy) decide(k consent.Kind, name string, args map[string]any) consent.Decision {
@@ -94,6 +94,9 @@ func shellQuote(s string) string {
 // FromClient decides requests that consents cover. It reads them with
 // package request, which refuses what servers could read differently.
 func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
+	if e.Method == methodListen && e.Kind == wire.KindRequest {
+		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
+	}
 	if !request.NeedsDecision(e.Method) {
 		return relay.Verdict{}
 	}
@@ -243,6 +246,12 @@ func toolError(id []byte, text string, era relay.Era) []byte {
 // FromServer filters lists to what the agent may use, and makes sure the
 // client is told when that changes.
 func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string) relay.Verdict {
+	if e.Kind == wire.KindNotification && e.Method == methodListenAcked {
+		return p.acknowledged(e, msg)
+	}
+	if e.Kind == wire.KindResponse && request == methodListen {
+		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
+	}
 	if e.Kind != wire.KindResponse || e.Result.Empty() {
 		return relay.Verdict{}
 	}
@@ -395,12 +404,25 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 		"is_error": r.IsError, "result_bytes": len(result), "latency_ms": float64(lat.Microseconds()) / 1000}))
 }
 
+// acknowledged makes a stream's acknowledgement include the tool list
+// changes the daemon itself will send on it.
+func (p *sessionPolicy) acknowledged(e *wire.Envelope, msg []byte) relay.Verdict {
+	params := p.listens.acknowledge(e.Params.Of(msg))
+	if params == nil {
+		return relay.Verdict{}
+	}
+	whole := e.Whole.Of(msg)
+	sp := wire.Span{Start: e.Params.Start - e.Whole.Start, End: e.Params.End - e.Whole.Start}
+	return relay.Verdict{Replace: wire.Splice(whole, sp, params)}
+}
+
 // Cancelled forgets a tools/call the client cancelled (no result will
 // come) and records the cancellation.
 func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 	if d != relay.ClientToServer {
 		return
 	}
+	p.listens.closed(rawID) // a cancelled subscriptions/listen ends its stream
 	key := wire.IDKey(rawID)
 	p.mu.Lock()
 	c, ok := p.calls[key]

@@ -43,6 +43,7 @@ type session struct {
 	start           time.Time
 	inst            *sandbox.Instance
 	relay           *relay.Relay
+	policy          *sessionPolicy
 	log             *slog.Logger
 
 	deniedSyscalls atomic.Int64
@@ -118,6 +119,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 
 	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
 		calls: map[string]callStart{}, defs: map[string]string{}}
+	s.policy = pol
 	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
 	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
 	s.relay = relay.New(relay.Options{
@@ -143,6 +145,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		ServerOut: serverOutR,
 	})
 	params, err := d.sandboxParams(s.id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true})
+	defer closePins(params)
 	if err == nil {
 		err = d.checkCommand(srv, params)
 	}
@@ -158,7 +161,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 			"delegator":    map[string]any{"uid": peer.UID, "name": s.user},
 			"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
 				"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
-				"egress": srv.Egress, "deny_paths": srv.DenyPatterns()},
+				"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns()},
 			"enforcement":      d.enforcement(),
 			"default_decision": d.conf().Decision(srv),
 		}))
@@ -257,6 +260,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	b, _ := json.Marshal(exit)
 	_ = fw.Write(api.FrameExit, b)
+	d.recordDeniedOverflow(s)
 	st0 := &s.relay.Stats
 	endErr := d.audit.Append(s.record("session.end", audit.Record{"reason": exit.Reason, "exit_code": exit.Code, "error": exit.Error,
 		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
@@ -307,6 +311,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 		Spec:   spec,
 		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
 		Stdio:  stdio,
+		Mounts: p.Mounts,
 	}
 	if policy != nil {
 		// The task exists but has not run a single instruction of the
@@ -423,10 +428,29 @@ func (s *session) watchConsents(d *Daemon) {
 		if s.relay.Claims().Era == relay.EraUnknown {
 			continue // the client has not started the protocol yet
 		}
-		if err := s.relay.Notify([]byte(listChanged)); err == nil {
-			s.log.Info("told the client its tool list changed")
+		s.tellListChanged()
+	}
+}
+
+// tellListChanged sends notifications/tools/list_changed the way the
+// client's era allows: untagged in the initialize era; in the stateless
+// era only on the client's open subscriptions/listen streams that asked
+// for it, tagged with each stream's id (none open: nothing is sent).
+func (s *session) tellListChanged() {
+	msgs := [][]byte{[]byte(listChangedUntagged)}
+	if s.relay.Claims().Era == relay.EraStateless {
+		msgs = s.policy.listens.toolsListChanged()
+		if len(msgs) == 0 {
+			s.log.Info("tool list changed; the client has no subscriptions/listen stream for it, so it was not told")
+			return
 		}
 	}
+	for _, m := range msgs {
+		if err := s.relay.Notify(m); err != nil {
+			return
+		}
+	}
+	s.log.Info("told the client its tool list changed", "streams", len(msgs))
 }
 
 func userName(uid uint32) string {

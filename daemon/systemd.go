@@ -46,6 +46,7 @@ func (d *Daemon) superviseSystemd(ctx context.Context) {
 		case <-t.C:
 		}
 		d.mu.Lock()
+		//lint:ignore SA2001 an empty section on purpose: it waits for a reload in progress to finish
 		d.mu.Unlock()
 		state := "STATUS=" + d.statusLine()
 		if interval > 0 {

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
 // server finds a server for peer: an administrator's definition, else
@@ -90,38 +89,20 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (*config.Server, erro
 		if src == "~" || strings.HasPrefix(src, "~/") {
 			src = filepath.Join(home, strings.TrimPrefix(src, "~"))
 		}
-		if err := canRead(src, peer); err != nil {
-			return nil, err
-		}
 		ro := !m.Writable
 		srv.Mounts = append(srv.Mounts, config.Mount{Source: src, Target: m.Target, Readonly: &ro})
 	}
 	if err := srv.Validate(def.Name); err != nil {
 		return nil, err
 	}
+	// A first check as the user, for a clear error now; every launch
+	// checks again (daemon/params.go pinSource).
+	for _, m := range srv.Mounts {
+		f, err := userservers.OpenSource(m.Source, userservers.CredOf(peer.UID, peer.GID), m.Writable())
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+	}
 	return srv, nil
-}
-
-// canRead: the source exists and peer could read it without mcpcage.
-func canRead(path string, peer Peer) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("mount source %s: %w", path, err)
-	}
-	if peer.UID == 0 {
-		return nil
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("mount source %s: cannot check its owner", path)
-	}
-	mode := st.Mode().Perm()
-	switch {
-	case sys.Uid == peer.UID && mode&0o400 != 0:
-	case sys.Gid == peer.GID && mode&0o040 != 0:
-	case mode&0o004 != 0:
-	default:
-		return fmt.Errorf("mount source %s is not readable by you", path)
-	}
-	return nil
 }

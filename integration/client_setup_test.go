@@ -37,7 +37,7 @@ func TestClientSetupRoundTrip(t *testing.T) {
 		t.Fatal("dry run changed the file")
 	}
 
-	out = run("client", "setup", "claude-desktop")
+	run("client", "setup", "claude-desktop")
 	after, _ := os.ReadFile(cfgPath)
 	var parsed struct {
 		MCPServers map[string]struct {

@@ -56,6 +56,7 @@ func TestParserDifferentialsRefused(t *testing.T) {
 				{"decided method as a notification", `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"` + D + `"}}`, ""},
 				{"argument a condition reads, in another letter case", `{"jsonrpc":"2.0","id":108,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok","TEXTCASE":"evil"}}}`, "108"},
 				{"params spelled with a long s (Unicode folding)", `{"jsonrpc":"2.0","id":109,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"}},"param\u017f":{"name":"` + D + `"}}`, "109"},
+				{"a carriage return hides a second message (universal newlines)", "{\"jsonrpc\":\"2.0\",\"id\":111,\"method\":\"ping\",\"params\":\r{\"jsonrpc\":\"2.0\",\"id\":111,\"method\":\"tools/call\",\"params\":{\"name\":\"" + D + "\"}}\r}", "null"},
 				{"escaped method name in params", `{"jsonrpc":"2.0","id":110,"method":"tools/call","params":{"n\u0061me":"` + D + `","arguments":{"text":"ok"}}}`, "110"},
 			}
 			r := startRaw(t, d.shimCmd(srv.name))

@@ -54,7 +54,9 @@ func TestPackages(t *testing.T) {
 	files := []string{"/usr/bin/mcpcaged", "/usr/bin/mcpcage", "/usr/libexec/mcpcage/mcpcage-init", "/usr/lib/systemd/system/mcpcaged.service",
 		"/usr/lib/systemd/system/mcpcaged.socket", "/usr/lib/sysusers.d/mcpcage.conf", "/usr/lib/tmpfiles.d/mcpcage.conf",
 		"/etc/mcpcage/config.toml", "/usr/share/mcpcage/prometheus/alerts.yml", "/usr/share/mcpcage/grafana/dashboard.json",
-		"/usr/share/bash-completion/completions/mcpcage", "/usr/share/zsh/vendor-completions/_mcpcage", "/usr/share/fish/vendor_completions.d/mcpcage.fish"}
+		"/usr/share/bash-completion/completions/mcpcage", "/usr/share/zsh/vendor-completions/_mcpcage", "/usr/share/fish/vendor_completions.d/mcpcage.fish",
+		// The manual pages the units' Documentation= names, generated from the commands.
+		"/usr/share/man/man8/mcpcaged.8.gz", "/usr/share/man/man1/mcpcage.1.gz", "/usr/share/man/man1/mcpcage-run.1.gz", "/usr/share/man/man1/mcpcage-grant.1.gz"}
 	debList := run("dpkg-deb", "-c", deb)
 	rpmList := run("rpm", "-qlp", rpm)
 	for _, f := range files {

@@ -73,6 +73,13 @@ func PrepareHostView(dir, hostRoot string) (*HostView, error) {
 			}
 		}
 	}
+	// runc gives a tmpfs the mode of the directory it covers, whatever
+	// the spec's mode=: the sandbox's /tmp is sticky and world-writable
+	// only if its mount point is (the skeleton lives in the daemon's
+	// 0700 state directory: no host user reaches it).
+	if err := os.Chmod(filepath.Join(dir, "tmp"), os.ModeSticky|0o777); err != nil {
+		return nil, fmt.Errorf("create mount point /tmp: %w", err)
+	}
 	sort.Strings(hv.Dirs)
 	return hv, nil
 }

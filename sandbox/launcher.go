@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Labels set on every container mcpcaged creates.
@@ -96,6 +97,9 @@ type StartOptions struct {
 	// place to put the task's cgroup under watch. An error aborts the
 	// launch.
 	BeforeStart func(ctx context.Context, pid uint32) error
+	// Mounts are the spec's bind mounts; each one with a Pin is checked
+	// in the created container before the server runs (see BindMount).
+	Mounts []BindMount
 }
 
 // Instance is a running sandbox.
@@ -166,6 +170,9 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 			}
 		}
 	}()
+	if err := checkPins(inst.Pid, o.Mounts); err != nil {
+		return nil, err
+	}
 	if o.BeforeStart != nil {
 		if err := o.BeforeStart(ctx, inst.Pid); err != nil {
 			return nil, err
@@ -180,6 +187,44 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 	}
 	go inst.watch(exitCh)
 	return inst, nil
+}
+
+// checkPins makes sure the created container, whose process has not run
+// a single instruction of the server yet, shows each pinned object at its
+// target: runc mounted a path, and a path can be swapped between the check
+// and the mount; an inode cannot.
+func checkPins(pid uint32, mounts []BindMount) error {
+	var root *os.File
+	for _, m := range mounts {
+		if m.Pin == nil {
+			continue
+		}
+		if root == nil {
+			var err error
+			if root, err = os.OpenFile(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY, 0); err != nil {
+				return fmt.Errorf("check mounts: %w", err)
+			}
+			defer root.Close()
+		}
+		fd, err := unix.Openat2(int(root.Fd()), m.Target, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return fmt.Errorf("check mount %s: %w", m.Target, err)
+		}
+		var got, want unix.Stat_t
+		err = unix.Fstat(fd, &got)
+		unix.Close(fd)
+		if err == nil {
+			err = unix.Fstat(int(m.Pin.Fd()), &want)
+		}
+		if err != nil {
+			return fmt.Errorf("check mount %s: %w", m.Target, err)
+		}
+		if got.Dev != want.Dev || got.Ino != want.Ino {
+			return fmt.Errorf("mount source %s changed while the sandbox was set up (a symlink or directory was swapped), so %s would not show what was checked: refused", m.Source, m.Target)
+		}
+	}
+	return nil
 }
 
 // explainTaskError adds advice to runc errors users meet.

@@ -19,6 +19,17 @@ import (
 //   - no namespace creation: unshare and setns are denied, clone may not
 //     carry CLONE_NEW* flags, and clone3 returns ENOSYS so C libraries fall
 //     back to clone (clone3's flags live in memory a filter cannot read);
+//   - no second process on one descriptor table: clone with CLONE_FILES
+//     but without CLONE_THREAD is refused (EPERM). deny_paths kills the
+//     thread group that opens a denied file; a process sharing its file
+//     descriptors could read the file first. Threads and fork/vfork/
+//     posix_spawn are unaffected;
+//   - no hard links: link and linkat are refused (EPERM). A hard link
+//     gives a file a second name, possibly outside a denied directory,
+//     and the kernel's open check sees only the name used to open it.
+//     Tools that fall back to copying (cp -l, git's object store, npm's
+//     and pip's caches) copy instead; the rare program that insists on
+//     link(2) fails;
 //   - the calls in [DeniedAndReported] are sent to mcpcaged by seccomp's
 //     user notification when a listener is configured, so the daemon logs
 //     each attempt against its session before answering EPERM.
@@ -43,7 +54,7 @@ var allowedSyscalls = []string{
 	"inotify_init1", "inotify_rm_watch", "io_cancel", "ioctl", "io_destroy", "io_getevents",
 	"io_pgetevents", "io_pgetevents_time64", "ioprio_get", "ioprio_set", "io_setup", "io_submit",
 	"ipc", "kill", "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self",
-	"lchown", "lchown32", "lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr",
+	"lchown", "lchown32", "lgetxattr", "listen", "listxattr", "llistxattr",
 	"_llseek", "lremovexattr", "lseek", "lsetxattr", "lstat", "lstat64", "madvise",
 	"map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat",
 	"mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr",
@@ -96,6 +107,12 @@ var DeniedAndReported = []string{
 // namespaceFlags are the CLONE_NEW* flags clone may not carry.
 const namespaceFlags = 0x7E020000
 
+// Other clone flags the profile looks at.
+const (
+	cloneFiles  = 0x00000400 // CLONE_FILES
+	cloneThread = 0x00010000 // CLONE_THREAD
+)
+
 // SeccompOptions select the profile.
 type SeccompOptions struct {
 	// Mode is "default", "unconfined" or a path to an OCI profile (JSON).
@@ -144,8 +161,12 @@ func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
 		ListenerMetadata: o.Metadata,
 		Syscalls: []specs.LinuxSyscall{
 			{Names: append([]string(nil), allowedSyscalls...), Action: specs.ActAllow},
+			// clone: no CLONE_NEW*, and CLONE_FILES only with CLONE_THREAD.
+			// (Rules for one call are alternatives; one argument per rule.)
 			{Names: []string{"clone"}, Action: specs.ActAllow,
-				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags | cloneFiles, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
+			{Names: []string{"clone"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags | cloneFiles | cloneThread, ValueTwo: cloneFiles | cloneThread, Op: specs.OpMaskedEqual}}},
 			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
 			{Names: []string{"personality"}, Action: specs.ActAllow,
 				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0x0, Op: specs.OpEqualTo}}},

@@ -35,6 +35,11 @@ type Params struct {
 	// Hidden paths are masked (absent or empty); Readonly paths are made
 	// read-only, both inside the sandbox.
 	Hidden, Readonly []string
+	// DenyNames are the deny_paths components (".ssh"): entries of that
+	// name found under the mount sources when the spec is built are
+	// masked too (see DeniedPaths for the bounds), so the kernel's check
+	// is the second line for them, not the only one.
+	DenyNames []string
 	// Limits.
 	MemoryBytes int64
 	Pids        int64
@@ -56,6 +61,10 @@ type Params struct {
 type BindMount struct {
 	Source, Target string
 	Writable       bool
+	// Pin, when set, is the object Source was checked on: the launch
+	// fails unless the sandbox shows this very object (device and inode)
+	// at Target. The spec ignores it.
+	Pin *os.File
 }
 
 // ImageRootfs is the root path of a sandbox whose root is an image's
@@ -138,7 +147,7 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 		Linux: &specs.Linux{
 			CgroupsPath:   p.CgroupsPath,
 			Namespaces:    linuxNamespaces(p.HostNetwork),
-			MaskedPaths:   sortedUnion(maskedPaths, AlwaysHidden, p.Hidden),
+			MaskedPaths:   sortedUnion(maskedPaths, AlwaysHidden, p.Hidden, deniedMasks(p)),
 			ReadonlyPaths: sortedUnion(readonlyPaths, p.Readonly),
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
@@ -240,6 +249,12 @@ func linuxNamespaces(hostNetwork bool) []specs.LinuxNamespace {
 	return ns
 }
 
+// deniedMasks are the denied paths present under p's mounts now.
+func deniedMasks(p Params) []string {
+	masks, _ := DeniedPaths(p.Mounts, p.DenyNames)
+	return masks
+}
+
 func sortedUnion(lists ...[]string) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -256,7 +271,9 @@ func sortedUnion(lists ...[]string) []string {
 }
 
 // LandlockRules derives the write rules for a sandbox: its private /tmp,
-// home and /dev/shm, its writable mounts, and the device nodes.
+// home and /dev/shm, its writable mounts, and the device nodes. The
+// sandbox is scoped (Landlock ABI 6+): abstract unix sockets and signals
+// outside it are out of reach.
 func LandlockRules(p Params, restrictConnect bool, ports []uint16) *landlock.Rules {
 	w := []string{"/tmp", p.Home, "/dev/shm"}
 	for _, m := range p.Mounts {
@@ -269,6 +286,7 @@ func LandlockRules(p Params, restrictConnect bool, ports []uint16) *landlock.Rul
 		Devices:         []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx"},
 		RestrictConnect: restrictConnect,
 		ConnectPorts:    ports,
+		Scope:           true,
 	}
 }
 

@@ -1,6 +1,8 @@
 // Command mcpcage-init runs first inside every mcpcage sandbox: it applies
 // the session's Landlock rules (from $MCPCAGE_LANDLOCK, JSON; see package
-// landlock), removes that variable, and execs the MCP server in its place,
+// landlock: write rules and, from ABI 6, the scopes that keep the server
+// from the host's abstract unix sockets and from signalling outside its
+// sandbox), removes that variable, and execs the MCP server in its place,
 // so the server keeps pid 1 and its stdio. It is built static.
 //
 // Usage: mcpcage-init [--require] -- COMMAND [ARGS...]
@@ -43,12 +45,14 @@ func main() {
 		if err := json.Unmarshal([]byte(raw), &r); err != nil {
 			fail("bad %s: %v", envRules, err)
 		}
-		if _, err := landlock.Restrict(r); err != nil {
-			if err == landlock.ErrUnsupported && !require {
-				fmt.Fprintln(os.Stderr, "mcpcage-init: landlock unavailable in this kernel; running without it")
-			} else {
-				fail("apply landlock rules: %v", err)
-			}
+		abi, err := landlock.Restrict(r)
+		switch {
+		case err == landlock.ErrUnsupported && !require:
+			fmt.Fprintln(os.Stderr, "mcpcage-init: landlock unavailable in this kernel; running without it")
+		case err != nil:
+			fail("apply landlock rules: %v", err)
+		case r.Scope && !landlock.Scoped(abi):
+			fmt.Fprintf(os.Stderr, "mcpcage-init: Landlock ABI %d has no scopes (ABI %d+): abstract unix sockets and signals outside the sandbox stay reachable\n", abi, landlock.ScopeABI)
 		}
 	}
 	path, err := exec.LookPath(argv[0])

@@ -96,11 +96,11 @@ func size(t *testing.T, path string) int64 {
 
 // fill appends until the disk is full and returns the failure, the number
 // of records written and the file's size after the last good one.
-func fill(t *testing.T, l *Log, path string) (err error, n int, good int64) {
+func fill(t *testing.T, l *Log, path string) (n int, good int64, err error) {
 	t.Helper()
 	for ; n < 100; n++ {
 		if err = l.Append(bigRecord(n)); err != nil {
-			return err, n, good
+			return n, good, err
 		}
 		good = size(t, path)
 	}
@@ -158,7 +158,7 @@ func TestFullDisk(t *testing.T) {
 			if tt.appendOnly {
 				setAppendOnly(t, path, true)
 			}
-			err, n, good := fill(t, l, path)
+			n, good, err := fill(t, l, path)
 			if !errors.Is(err, ErrUnavailable) || l.Healthy() == nil || failures == 0 || d.count(DropWriteFailed) != 1 {
 				t.Fatalf("after %d records on a 64k disk: err %v, healthy %v, %d failures, drops %v", n, err, l.Healthy(), failures, d.n)
 			}

@@ -91,7 +91,7 @@ func (e *Engine) Decide(q Query) Decision {
 	var reasons []string
 	for _, en := range es {
 		r := en.rec
-		if !r.Covers(q.Kind, q.Name) {
+		if !Covers(r, q.Kind, q.Name) {
 			continue
 		}
 		if !r.Active(q.Now) {
@@ -156,7 +156,7 @@ func (e *Engine) Visible(user, agent, server string, k Kind, name string, now ti
 		return false
 	}
 	for _, en := range es {
-		if en.rec.Covers(k, name) && en.rec.Active(now) {
+		if Covers(en.rec, k, name) && en.rec.Active(now) {
 			return true
 		}
 	}

@@ -1,8 +1,8 @@
 package consent
 
 import (
+	"github.com/mcpcage/mcpcage/api"
 	"path"
-	"time"
 	"unicode/utf8"
 )
 
@@ -15,58 +15,14 @@ const (
 	KindPrompt   Kind = "prompt"
 )
 
-// Record is one delegation.
-type Record struct {
-	ID        string     `json:"id"`
-	User      string     `json:"user"`
-	Agent     string     `json:"agent"`
-	Server    string     `json:"server"`
-	Tools     []string   `json:"tools,omitempty"`
-	Resources []string   `json:"resources,omitempty"`
-	Prompts   []string   `json:"prompts,omitempty"`
-	When      string     `json:"when,omitempty"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	MaxCalls  *int64     `json:"max_calls,omitempty"`
-	CallsUsed int64      `json:"calls_used"`
-	CreatedAt time.Time  `json:"created_at"`
-	CreatedBy string     `json:"created_by"`
-	Via       string     `json:"via"` // cli, prompt
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	RevokedBy string     `json:"revoked_by,omitempty"`
-	Reason    string     `json:"revoke_reason,omitempty"`
-}
+// Record is one delegation; its type lives in package api, which carries
+// it to the CLI (so the CLI links neither SQLite nor CEL).
+type Record = api.Consent
 
-// Active reports whether the record can allow anything at t.
-func (r *Record) Active(t time.Time) bool {
-	if r.RevokedAt != nil {
-		return false
-	}
-	if r.ExpiresAt != nil && !t.Before(*r.ExpiresAt) {
-		return false
-	}
-	if r.MaxCalls != nil && r.CallsUsed >= *r.MaxCalls {
-		return false
-	}
-	return true
-}
-
-// State names the record's state for listings.
-func (r *Record) State(t time.Time) string {
-	switch {
-	case r.RevokedAt != nil:
-		return "revoked"
-	case r.ExpiresAt != nil && !t.Before(*r.ExpiresAt):
-		return "expired"
-	case r.MaxCalls != nil && r.CallsUsed >= *r.MaxCalls:
-		return "used up"
-	}
-	return "active"
-}
-
-// Covers reports whether the record names object name of kind k (its
+// Covers reports whether record r names object name of kind k (its
 // patterns only: activity and conditions are checked elsewhere).
-func (r *Record) Covers(k Kind, name string) bool {
-	for _, p := range r.patterns(k) {
+func Covers(r *Record, k Kind, name string) bool {
+	for _, p := range patterns(r, k) {
 		if Match(k, p, name) {
 			return true
 		}
@@ -74,7 +30,7 @@ func (r *Record) Covers(k Kind, name string) bool {
 	return false
 }
 
-func (r *Record) patterns(k Kind) []string {
+func patterns(r *Record, k Kind) []string {
 	switch k {
 	case KindTool:
 		return r.Tools

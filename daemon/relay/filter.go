@@ -57,8 +57,8 @@ func withID(elem, id []byte) []byte {
 func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) {
 	if e.Kind == wire.KindInvalid {
 		r.Stats.Malformed[d].Add(1)
-		if e.Ambiguous != "" && r.opts.OnAmbiguous != nil {
-			r.opts.OnAmbiguous(d, e.Ambiguous)
+		if e.Ambiguous != "" {
+			r.ambiguous(d, e.Ambiguous)
 		}
 		r.refuse(d, msg, e, wire.CodeInvalidRequest, "invalid JSON-RPC message: "+e.Problem)
 		return false, nil
@@ -91,6 +91,13 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			return true, v.Replace
 		}
 		return true, restored
+	}
+	if e.Kind == wire.KindRequest && !wire.PlainID(e.ID.Of(msg)) {
+		// 1e0, 1.0 and -0 are other keys here but the same number to a
+		// server that reads ids as doubles: its answer to one would be
+		// taken for the answer to another request.
+		r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id "+string(e.ID.Of(msg))+" must be a string or an integer without fraction, exponent or minus zero")
+		return false, nil
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
 		r.noteClaims(msg, e)

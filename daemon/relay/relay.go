@@ -232,7 +232,12 @@ func (r *Relay) clientLoop(in io.Reader) {
 		if err := wire.Peek(msg, &m); err != nil {
 			r.Stats.Malformed[ClientToServer].Add(1)
 			r.log.Warn("malformed message from client", "err", err, "bytes", len(msg))
-			_ = r.writeClient(wire.ErrorResponse(nil, wire.CodeParseError, "parse error: "+err.Error(), nil))
+			code, text := wire.CodeParseError, "parse error: "+err.Error()
+			if errors.Is(err, wire.ErrAmbiguous) {
+				code, text = wire.CodeInvalidRequest, "mcpcage: ambiguous message: "+err.Error()
+				r.ambiguous(ClientToServer, err.Error())
+			}
+			_ = r.writeClient(wire.ErrorResponse(nil, code, text, nil))
 			continue
 		}
 		out := r.filter(ClientToServer, msg, &m)
@@ -270,6 +275,9 @@ func (r *Relay) serverLoop(out io.Reader) {
 		if err := wire.Peek(msg, &m); err != nil {
 			r.Stats.Malformed[ServerToClient].Add(1)
 			r.log.Warn("dropped malformed message from server", "err", err, "bytes", len(msg), "head", head(msg))
+			if errors.Is(err, wire.ErrAmbiguous) {
+				r.ambiguous(ServerToClient, err.Error())
+			}
 			continue
 		}
 		if fwd := r.filter(ServerToClient, msg, &m); fwd != nil {
@@ -289,6 +297,14 @@ func (r *Relay) count(d Direction, msg []byte) {
 	r.Stats.Bytes[d].Add(int64(len(msg)))
 	if r.opts.OnMessage != nil {
 		r.opts.OnMessage(d, len(msg))
+	}
+}
+
+// ambiguous reports a message refused because parsers would read it
+// differently.
+func (r *Relay) ambiguous(d Direction, problem string) {
+	if r.opts.OnAmbiguous != nil {
+		r.opts.OnAmbiguous(d, problem)
 	}
 }
 

@@ -44,25 +44,40 @@ func ours(msg []byte) (reading, bool) {
 	if e.Kind != wire.KindRequest && e.Kind != wire.KindNotification {
 		return reading{}, false
 	}
+	r := reading{Kind: "notification", Method: e.Method}
+	if e.Kind == wire.KindRequest {
+		r.Kind, r.ID = "request", wire.IDKey(e.ID.Of(msg))
+		if r.ID == "" || !wire.PlainID(e.ID.Of(msg)) {
+			return reading{}, false // the relay refuses null and non-plain ids
+		}
+	}
 	if !NeedsDecision(e.Method) {
-		return reading{}, false
+		return r, true // forwarded as it is: its envelope must still agree
 	}
 	if e.Kind == wire.KindNotification {
 		return reading{}, false // refused by the policy
-	}
-	id := wire.IDKey(e.ID.Of(msg))
-	if id == "" {
-		return reading{}, false // the relay refuses null ids
 	}
 	t, err := Read(e.Method, e.Params.Of(msg), condNames)
 	if err != nil {
 		return reading{}, false
 	}
-	r := reading{Kind: "request", ID: id, Method: e.Method, Target: t.Name}
+	r.Target = t.Name
 	if t.Args != nil {
 		r.Args = floats(t.Args)
 	}
 	return r, true
+}
+
+// lines counts the lines a universal-newline reader (Python's text
+// streams, as the Python SDK reads stdin; Node's readline) makes of msg.
+func lines(msg []byte) int {
+	n := 0
+	for _, l := range strings.FieldsFunc(string(msg), func(r rune) bool { return r == '\r' || r == '\n' }) {
+		if strings.TrimSpace(l) != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // floats turns every number into float64, the common ground of the
@@ -263,6 +278,9 @@ func checkAgreement(t *testing.T, msg []byte) {
 	if !fwd {
 		return
 	}
+	if n := lines(msg); n != 1 {
+		t.Errorf("mcpcage forwards %q as one message; a universal-newline reader sees %d lines", msg, n)
+	}
 	for name, reader := range map[string]func([]byte) (reading, error){"last-wins (JavaScript, Python)": theirsJS, "encoding/json into mcp-go types": theirsGo} {
 		want, err := reader(msg)
 		if err != nil {
@@ -316,6 +334,10 @@ var seeds = []string{
 	// decided methods as notifications, null ids
 	`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"secret"}}`,
 	`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"secret"}}`,
+	// a carriage return ends a line for Python's and Node's line readers
+	"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"params\":\r{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"secret\"}}\r}",
+	// numeric id aliases
+	`{"jsonrpc":"2.0","id":1e0,"method":"tools/list"}`,
 	// numbers
 	`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"echo","arguments":{"n":1e400}}}`,
 	`{"jsonrpc":"2.0","id":27.0,"method":"tools/call","params":{"name":"echo","arguments":{"n":12.5,"m":-0}}}`,

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 )
@@ -65,6 +66,9 @@ var ErrSyntax = errors.New("invalid JSON")
 // wrapped [ErrSyntax] when msg is not a single valid JSON value. The
 // envelopes slice of m is reused when it has room.
 func Peek(msg []byte, m *Message) error {
+	if err := loneCarriageReturn(msg); err != nil {
+		return err
+	}
 	s := scanner{b: msg}
 	s.ws()
 	if s.i >= len(s.b) {
@@ -125,6 +129,20 @@ func Peek(msg []byte, m *Message) error {
 		return s.errf("unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// loneCarriageReturn refuses a message with a '\r' anywhere but just
+// before its final '\n' (or at its very end). JSON allows '\r' as
+// whitespace between tokens, but Python's text streams (universal
+// newlines, as the official Python SDK reads stdin) and Node's readline
+// end a line at a bare '\r': to them one such line is several messages,
+// and a request hidden after a '\r' would reach the server undecided.
+func loneCarriageReturn(msg []byte) error {
+	i := bytes.IndexByte(msg, '\r')
+	if i < 0 || i == len(msg)-1 || (i == len(msg)-2 && msg[len(msg)-1] == '\n') {
+		return nil
+	}
+	return &AmbiguityError{Problem: "a carriage return inside a message ends the line for some servers (Python's universal newlines, Node's readline), which would read several messages"}
 }
 
 type scanner struct {

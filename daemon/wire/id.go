@@ -20,6 +20,29 @@ func IDKey(raw []byte) string {
 	return "n" + canonicalNumber(string(raw))
 }
 
+// PlainID reports whether a raw request id reads the same to every peer:
+// a string, null (refused elsewhere) or an integer written plainly
+// (-?[1-9][0-9]* or 0). Ids with a fraction, an exponent or a minus zero
+// are numbers a peer reading doubles would confuse with others (1e0 and 1).
+func PlainID(raw []byte) bool {
+	if len(raw) == 0 || raw[0] == '"' || raw[0] == 'n' {
+		return true
+	}
+	digits := raw
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || (digits[0] == '0' && (len(digits) > 1 || len(raw) > 1)) {
+		return false // "-0", or a leading zero (invalid JSON anyway)
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // canonicalNumber strips a zero fraction ("7.0" -> "7") so a peer that
 // echoes an integer id as a float still correlates. Other numbers are kept
 // as written.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // ErrAmbiguous wraps every error of [Object], [Tree] and [Decode] that
@@ -48,12 +49,12 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 		return nil, fmt.Errorf("%w: not an object", ErrSyntax)
 	}
 	out := map[string]Span{}
-	var names []string
+	var names nameSet
+	rn := newReadNames(read)
 	err := s.eachMember(func(name string, raw []byte) error {
-		if err := checkName(name, raw, read, names); err != nil {
+		if err := checkName(name, raw, rn, &names); err != nil {
 			return err
 		}
-		names = append(names, name)
 		vs := s.i
 		if err := s.value(); err != nil {
 			return err
@@ -74,38 +75,120 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 func Tree(v []byte, read []string) error {
 	s := scanner{b: v}
 	s.ws()
-	return s.strictValue(read, 0)
+	return s.strictValue(newReadNames(read), 0)
 }
 
 // checkName applies the rules of [Object] to one more member name.
-func checkName(name string, raw []byte, read, earlier []string) error {
-	for _, r := range read {
-		if name == r {
-			if len(raw) != len(r)+2 {
-				return ambiguous("member name %q is written with escapes (%s)", r, raw)
-			}
-			break
+func checkName(name string, raw []byte, read *readNames, earlier *nameSet) error {
+	if canon, ok := read.match(name); ok {
+		if name != canon {
+			return ambiguous("member %q differs from %q only in letter case", name, canon)
 		}
-		if strings.EqualFold(name, r) {
-			return ambiguous("member %q differs from %q only in letter case", name, r)
+		if len(raw) != len(canon)+2 {
+			return ambiguous("member name %q is written with escapes (%s)", canon, raw)
 		}
 	}
-	for _, e := range earlier {
+	if e, ok := earlier.add(name); !ok {
 		if e == name {
 			return ambiguous("duplicate member %q", name)
 		}
-		if strings.EqualFold(e, name) {
-			return ambiguous("members %q and %q differ only in letter case", e, name)
-		}
+		return ambiguous("members %q and %q differ only in letter case", e, name)
 	}
 	return nil
+}
+
+// foldKey maps a name to the same key as every name it equals under
+// Unicode simple case folding (strings.EqualFold, and so encoding/json's
+// field matching): each rune becomes the smallest rune of its fold orbit.
+func foldKey(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < m {
+				m = f
+			}
+		}
+		b.WriteRune(m)
+	}
+	return b.String()
+}
+
+// smallSet is how many names are compared pairwise before a set switches
+// to a map keyed by fold (so a hostile object with many members costs
+// linear time, not quadratic).
+const smallSet = 8
+
+// nameSet is one object's member names, for the collision checks.
+type nameSet struct {
+	names  []string
+	byFold map[string]string
+}
+
+// add records name; when an earlier name equals it under folding it
+// returns that name and false.
+func (n *nameSet) add(name string) (string, bool) {
+	if n.byFold == nil {
+		for _, e := range n.names {
+			if strings.EqualFold(e, name) {
+				return e, false
+			}
+		}
+		if len(n.names) < smallSet {
+			n.names = append(n.names, name)
+			return "", true
+		}
+		n.byFold = make(map[string]string, 2*smallSet)
+		for _, e := range n.names {
+			n.byFold[foldKey(e)] = e
+		}
+		n.names = nil
+	}
+	k := foldKey(name)
+	if e, ok := n.byFold[k]; ok {
+		return e, false
+	}
+	n.byFold[k] = name
+	return "", true
+}
+
+// readNames are the names a decision reads, for checkName.
+type readNames struct {
+	names  []string
+	byFold map[string]string // when there are many
+}
+
+func newReadNames(names []string) *readNames {
+	r := &readNames{names: names}
+	if len(names) > smallSet {
+		r.byFold = make(map[string]string, len(names))
+		for _, n := range names {
+			r.byFold[foldKey(n)] = n
+		}
+	}
+	return r
+}
+
+// match returns the read name that name equals under folding.
+func (r *readNames) match(name string) (string, bool) {
+	if r.byFold != nil {
+		c, ok := r.byFold[foldKey(name)]
+		return c, ok
+	}
+	for _, c := range r.names {
+		if strings.EqualFold(c, name) {
+			return c, true
+		}
+	}
+	return "", false
 }
 
 // maxStrictDepth bounds the nesting Tree and Decode follow (Peek bounds
 // nesting by the same number).
 const maxStrictDepth = maxDepth
 
-func (s *scanner) strictValue(read []string, depth int) error {
+func (s *scanner) strictValue(read *readNames, depth int) error {
 	if depth > maxStrictDepth {
 		return s.errf("nesting deeper than %d", maxStrictDepth)
 	}
@@ -114,12 +197,11 @@ func (s *scanner) strictValue(read []string, depth int) error {
 	}
 	switch s.b[s.i] {
 	case '{':
-		var names []string
+		var names nameSet
 		return s.eachMember(func(name string, raw []byte) error {
-			if err := checkName(name, raw, read, names); err != nil {
+			if err := checkName(name, raw, read, &names); err != nil {
 				return err
 			}
-			names = append(names, name)
 			return s.strictValue(read, depth+1)
 		})
 	case '[':

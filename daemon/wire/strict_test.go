@@ -2,7 +2,9 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -122,5 +124,81 @@ func TestPeekAmbiguousEnvelope(t *testing.T) {
 				t.Fatalf("an ambiguous envelope has kind %v", e.Kind)
 			}
 		})
+	}
+}
+
+// Objects with many members use the fold map: collisions are still found,
+// wherever they are, and the check stays linear in the member count.
+func TestObjectManyMembers(t *testing.T) {
+	build := func(n int, extra string) []byte {
+		b := []byte("{")
+		for i := range n {
+			b = fmt.Appendf(b, `"key%d":%d,`, i, i)
+		}
+		return append(b, extra+"}"...)
+	}
+	for _, tc := range []struct {
+		name      string
+		extra     string
+		ambiguous bool
+	}{
+		{"distinct", `"last":1`, false},
+		{"duplicate", `"key7":1`, true},
+		{"case", `"KEY70":1`, true},
+		{"Kelvin sign", `"\u212aey9":1`, true},
+		{"read name in another case", `"Path":1`, true},
+		{"read name", `"path":1`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			read := []string{"path", "a", "b", "c", "d", "e", "f", "g", "h", "i"} // more than smallSet: the read map too
+			_, err := Object(build(100, tc.extra), read)
+			if errors.Is(err, ErrAmbiguous) != tc.ambiguous {
+				t.Fatalf("Object: err = %v, want ambiguous %v", err, tc.ambiguous)
+			}
+			err = Tree(build(100, tc.extra), read)
+			if errors.Is(err, ErrAmbiguous) != tc.ambiguous {
+				t.Fatalf("Tree: err = %v, want ambiguous %v", err, tc.ambiguous)
+			}
+		})
+	}
+}
+
+func TestFoldKey(t *testing.T) {
+	for _, pair := range [][2]string{{"Kelvin", "\u212aelvin"}, {"params", "param\u017f"}, {"ID", "id"}, {"\u00df", "\u1e9e"}} {
+		if foldKey(pair[0]) != foldKey(pair[1]) || !strings.EqualFold(pair[0], pair[1]) {
+			t.Errorf("%q and %q: fold keys %q %q", pair[0], pair[1], foldKey(pair[0]), foldKey(pair[1]))
+		}
+	}
+	if foldKey("path") == foldKey("paths") {
+		t.Error("different names share a key")
+	}
+}
+
+func TestPeekCarriageReturn(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		ambiguous bool
+	}{
+		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r\n", false},
+		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r", false},
+		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n", false},
+		{"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\",\"params\":\r{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"secret\"}}\r}\n", true},
+		{"{\"jsonrpc\":\"2.0\",\r\"id\":1,\"method\":\"ping\"}\n", true},
+		{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r\r\n", true},
+	} {
+		var m Message
+		err := Peek([]byte(tc.in), &m)
+		if errors.Is(err, ErrAmbiguous) != tc.ambiguous {
+			t.Errorf("%q: err = %v, want ambiguous %v", tc.in, err, tc.ambiguous)
+		}
+	}
+}
+
+func TestPlainID(t *testing.T) {
+	for id, want := range map[string]bool{`1`: true, `0`: true, `-7`: true, `9007199254740993`: true, `"x"`: true, `"1e0"`: true, `null`: true,
+		`1e0`: false, `1.0`: false, `-0`: false, `10E-1`: false, `1.5`: false} {
+		if got := PlainID([]byte(id)); got != want {
+			t.Errorf("PlainID(%s) = %v, want %v", id, got, want)
+		}
 	}
 }

@@ -6,8 +6,13 @@
 //
 // Rules restrict only writing (and, from ABI 4, TCP connect when ports
 // are given): reading stays governed by the sandbox's view of the host.
-// Rights the running kernel does not know are left out, so the same rules
-// work from ABI 1 to the newest.
+// From ABI 6 they can also scope the process (Scope): it may then connect
+// only to abstract unix sockets created inside its own Landlock domain,
+// and signal only processes inside it. A server sharing the host's network
+// namespace otherwise reaches every abstract socket of the host (X11's
+// @/tmp/.X11-unix/X0, D-Bus, systemd, ...). Rights and scopes the running
+// kernel does not know are left out, so the same rules work from ABI 1 to
+// the newest; ScopeABI tells whether the scopes were applied.
 package landlock
 
 import (
@@ -40,7 +45,18 @@ type Rules struct {
 	// RestrictConnect is set; empty then means no TCP connect at all.
 	RestrictConnect bool     `json:"restrict_connect,omitempty"`
 	ConnectPorts    []uint16 `json:"connect_ports,omitempty"`
+	// Scope confines abstract unix socket connections and signals to the
+	// process's own Landlock domain (ABI >= ScopeABI; ignored before).
+	Scope bool `json:"scope,omitempty"`
 }
+
+// ScopeABI is the first Landlock ABI with scopes
+// (LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL).
+const ScopeABI = 6
+
+// Scoped reports whether rules with Scope set confine abstract unix
+// sockets and signals on a kernel with Landlock ABI abi.
+func Scoped(abi int) bool { return abi >= ScopeABI }
 
 // ErrUnsupported is returned when the kernel has no Landlock.
 var ErrUnsupported = errors.New("landlock: not supported by this kernel")
@@ -66,8 +82,9 @@ func handled(abi int) uint64 {
 }
 
 type rulesetAttr struct {
-	fs  uint64
-	net uint64
+	fs     uint64
+	net    uint64
+	scoped uint64 // ABI 6
 }
 
 type pathBeneath struct {
@@ -94,6 +111,10 @@ func Restrict(r Rules) (int, error) {
 	size := unsafe.Sizeof(attr.fs)
 	if abi >= 4 && r.RestrictConnect {
 		attr.net = unix.LANDLOCK_ACCESS_NET_CONNECT_TCP
+		size = unsafe.Offsetof(attr.scoped)
+	}
+	if Scoped(abi) && r.Scope {
+		attr.scoped = unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL
 		size = unsafe.Sizeof(attr)
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), size, 0)

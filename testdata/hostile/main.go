@@ -7,7 +7,9 @@
 //
 //	read PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
 //	init-module | raw-socket | io-uring | fork-bomb | euid |
-//	connect HOST:PORT | udp-send HOST:PORT | udp-sendto HOST:PORT | open-storm N
+//	connect HOST:PORT | udp-send HOST:PORT | udp-sendto HOST:PORT | open-storm N |
+//	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
+//	deny-storm N
 package main
 
 import (
@@ -15,8 +17,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -114,6 +119,36 @@ func main() {
 			}
 			pc.Close()
 		}
+	case "unix-connect":
+		// A unix socket: "@name" is abstract (network namespace wide).
+		var c net.Conn
+		c, err = net.DialTimeout("unix", arg, 3*time.Second)
+		if err == nil {
+			_, err = c.Write([]byte("hello from the cage\n"))
+			c.Close()
+		}
+	case "listen":
+		// Listen on HOST:PORT and serve one host client (within SECONDS, 15).
+		wait := 15
+		if len(os.Args) > 3 {
+			wait, _ = strconv.Atoi(os.Args[3])
+		}
+		var ln net.Listener
+		ln, err = net.Listen("tcp", arg)
+		if err != nil {
+			break
+		}
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(time.Duration(wait) * time.Second))
+		var c net.Conn
+		c, err = ln.Accept()
+		if err == nil {
+			c.Write([]byte("served by the cage\n"))
+			detail = "served " + c.RemoteAddr().String()
+			c.Close()
+		} else {
+			err = fmt.Errorf("no client reached %s: %w", ln.Addr(), err)
+		}
+		ln.Close()
 	case "open-storm":
 		n, _ := strconv.Atoi(arg)
 		for i := 0; i < n; i++ {
@@ -123,8 +158,66 @@ func main() {
 			}
 		}
 		detail = fmt.Sprintf("%d opens", n)
+	case "deny-storm":
+		// N refused unshare(CLONE_NEWUSER) calls, for the audit's throttle.
+		n, _ := strconv.Atoi(arg)
+		denied := 0
+		for i := 0; i < n; i++ {
+			if unix.Unshare(unix.CLONE_NEWUSER) != nil {
+				denied++
+			}
+		}
+		detail = fmt.Sprintf("%d of %d refused", denied, n)
+		if denied < n {
+			err = nil
+		} else {
+			err = fmt.Errorf("all refused")
+		}
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
+		return
+	case "link-via-symlink", "rename-via-symlink":
+		lnk := filepath.Join(os.Getenv("HOME"), "lnk")
+		os.Remove(lnk)
+		if err = os.Symlink(arg, lnk); err != nil {
+			break
+		}
+		from, to := filepath.Join(lnk, os.Args[3]), os.Args[4]
+		if os.Args[1] == "link-via-symlink" {
+			err = unix.Linkat(unix.AT_FDCWD, from, unix.AT_FDCWD, to, 0)
+		} else {
+			err = unix.Renameat(unix.AT_FDCWD, from, unix.AT_FDCWD, to)
+		}
+		if err != nil {
+			break
+		}
+		var b []byte
+		b, err = os.ReadFile(to)
+		detail = fmt.Sprintf("read %d bytes through %s", len(b), to)
+	case "clone-files":
+		err = cloneFiles(arg)
+	case "sleeper":
+		signal.Ignore(syscall.SIGTERM, syscall.SIGHUP)
+		os.WriteFile(arg, []byte(strconv.Itoa(os.Getpid())), 0o644)
+		time.Sleep(10 * time.Minute)
+		return
+	case "wait-read":
+		signal.Ignore(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+		os.WriteFile(filepath.Join(arg, "ready"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+		for {
+			if _, err := os.Stat(filepath.Join(arg, "go")); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		os.WriteFile(filepath.Join(arg, "opening"), nil, 0o644)
+		b, err := os.ReadFile(os.Args[3])
+		if err == nil {
+			os.WriteFile(filepath.Join(arg, "leaked"), b, 0o644)
+		} else {
+			os.WriteFile(filepath.Join(arg, "refused"), []byte(err.Error()), 0o644)
+		}
+		time.Sleep(10 * time.Minute)
 		return
 	default:
 		fmt.Println("unknown attack", os.Args[1])
@@ -135,6 +228,46 @@ func main() {
 		return
 	}
 	fmt.Println(strings.TrimSpace("ESCAPED " + detail))
+}
+
+// cloneFiles starts a process on the helper's descriptor table, then
+// opens path. The child (a copy of this thread only, so it keeps to raw
+// system calls) reads descriptors 3..31 for a few seconds and prints
+// what the first readable one holds.
+func cloneFiles(path string) error {
+	pid, _, errno := unix.RawSyscall6(unix.SYS_CLONE, unix.CLONE_FILES|uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	if pid == 0 {
+		siblingRead()
+	}
+	f, err := os.Open(path) // the kernel kills this process here
+	if err != nil {
+		return err
+	}
+	f.Close()
+	var ws unix.WaitStatus
+	unix.Wait4(int(pid), &ws, 0, nil)
+	return nil
+}
+
+//go:nosplit
+func siblingRead() {
+	var buf [256]byte
+	ts := unix.Timespec{Nsec: 1000000}
+	for i := 0; i < 5000; i++ {
+		for fd := uintptr(3); fd < 32; fd++ {
+			n, _, e := unix.RawSyscall(unix.SYS_PREAD64, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			if e == 0 && n > 0 && n < uintptr(len(buf)) {
+				msg := [...]byte{'E', 'S', 'C', 'A', 'P', 'E', 'D', ' ', 's', 'i', 'b', 'l', 'i', 'n', 'g', ' ', 'r', 'e', 'a', 'd', '\n'}
+				unix.RawSyscall(unix.SYS_WRITE, 1, uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)))
+				unix.RawSyscall(unix.SYS_EXIT_GROUP, 0, 0, 0)
+			}
+		}
+		unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+	}
+	unix.RawSyscall(unix.SYS_EXIT_GROUP, 1, 0, 0)
 }
 
 func errnoErr(e unix.Errno) error {

@@ -4,7 +4,9 @@
 mcpcage's tests run it in the sandbox as the third kind of server parser
 (besides mcp-go and the TypeScript SDK): Python's json module decodes
 escapes in member names, keeps the last of duplicate members and matches
-names case-sensitively. It is deliberately naive in one way real servers
+names case-sensitively; like the official Python SDK it reads stdin with
+universal newlines, so a bare carriage return ends a line. It is
+deliberately naive in one way real servers
 are too: it runs a tools/call even when it arrives as a notification.
 
 With $CALL_LOG set, every tools/call it runs is appended (and synced) to
@@ -13,6 +15,7 @@ refused call never ran.
 
 Tools: echo (returns its "text" argument), secret (returns a secret).
 """
+import io
 import json
 import os
 import sys
@@ -59,7 +62,10 @@ def handle(msg):
 
 
 def main():
-    for line in sys.stdin:
+    # Read stdin as the official Python SDK does: a text stream with
+    # universal newlines, so a bare carriage return also ends a line.
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+    for line in stdin:
         if not line.strip():
             continue
         try:

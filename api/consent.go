@@ -1,0 +1,53 @@
+package api
+
+import "time"
+
+// Consent is one delegation: what a user let an agent use on a server,
+// under what condition, until when and for how many calls. The daemon
+// stores it (package consent) and sends it to the CLI as it is.
+type Consent struct {
+	ID        string     `json:"id"`
+	User      string     `json:"user"`
+	Agent     string     `json:"agent"`
+	Server    string     `json:"server"`
+	Tools     []string   `json:"tools,omitempty"`
+	Resources []string   `json:"resources,omitempty"`
+	Prompts   []string   `json:"prompts,omitempty"`
+	When      string     `json:"when,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	MaxCalls  *int64     `json:"max_calls,omitempty"`
+	CallsUsed int64      `json:"calls_used"`
+	CreatedAt time.Time  `json:"created_at"`
+	CreatedBy string     `json:"created_by"`
+	Via       string     `json:"via"` // cli, prompt
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+	Reason    string     `json:"revoke_reason,omitempty"`
+}
+
+// Active reports whether the record can allow anything at t.
+func (r *Consent) Active(t time.Time) bool {
+	if r.RevokedAt != nil {
+		return false
+	}
+	if r.ExpiresAt != nil && !t.Before(*r.ExpiresAt) {
+		return false
+	}
+	if r.MaxCalls != nil && r.CallsUsed >= *r.MaxCalls {
+		return false
+	}
+	return true
+}
+
+// State names the record's state for listings.
+func (r *Consent) State(t time.Time) string {
+	switch {
+	case r.RevokedAt != nil:
+		return "revoked"
+	case r.ExpiresAt != nil && !t.Before(*r.ExpiresAt):
+		return "expired"
+	case r.MaxCalls != nil && r.CallsUsed >= *r.MaxCalls:
+		return "used up"
+	}
+	return "active"
+}

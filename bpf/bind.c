@@ -1,0 +1,202 @@
+//go:build ignore
+
+// mcpcage's listen control: a session with network = "host" may bind and
+// accept on the host's addresses only where its server's `listen` list
+// allows. Built with bpf2go (see gen.go); the loader (bind.go) shares
+// cage.c's maps with it.
+//
+// - cgroup/bind4 and bind6 refuse (EPERM) a bind to a port that is not
+//   allowed. Port 0 (the kernel picks an ephemeral port: UDP clients, a
+//   TCP client choosing its source address) passes: it names no port a
+//   host client could have been told about.
+// - A TCP socket can still listen on an ephemeral port (bind to port 0,
+//   or listen(2) on an unbound socket, which binds without the hook), and
+//   the host can find it. cgroup_skb/ingress therefore drops every packet
+//   that reaches a session's listening socket whose address is not
+//   allowed: no host client completes a handshake with it. UDP needs no
+//   such rule: every datagram a session sends is checked by the egress
+//   hooks (sendmsg4/6, connect4/6), so a UDP socket can receive but never
+//   answer outside the egress list.
+// - Unix sockets never reach these hooks (see the README's network section).
+//
+// The allow-list lives in deny_components, keyed by session, under names
+// that cannot be path components (they start with '/'): Register and
+// Unregister carry it with the session's other rules. Each denial is a
+// net.denied event whose flags say bind or listen.
+
+#include "cage.h"
+
+#define NET_DENIED_BIND 1   // bind(2) refused
+#define NET_DENIED_LISTEN 2 // a packet to a listening socket dropped
+
+#define LISTEN_PREFIX_LEN 2 // "/l"
+
+// listen_key fills k's name with "/l" + hex(IPv6 or v4-mapped address) +
+// hex(port): bind.go's listenName builds the same.
+static __always_inline void listen_key(struct deny_key *k, __u8 *addr16, __u16 port)
+{
+	__builtin_memset(k->name, 0, sizeof(k->name));
+	k->name[0] = '/';
+	k->name[1] = 'l';
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		__u8 hi = addr16[i] >> 4, lo = addr16[i] & 0xf;
+		k->name[LISTEN_PREFIX_LEN + 2 * i] = hi < 10 ? '0' + hi : 'a' + hi - 10;
+		k->name[LISTEN_PREFIX_LEN + 2 * i + 1] = lo < 10 ? '0' + lo : 'a' + lo - 10;
+	}
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u8 n = (port >> (12 - 4 * i)) & 0xf;
+		k->name[LISTEN_PREFIX_LEN + 32 + i] = n < 10 ? '0' + n : 'a' + n - 10;
+	}
+}
+
+static __always_inline bool listen_allowed(__u64 cgid, __u8 *addr16, __u16 port)
+{
+	struct deny_key k = {.cgid = cgid};
+	listen_key(&k, addr16, port);
+	return bpf_map_lookup_elem(&deny_components, &k) != 0;
+}
+
+// put32 stores a network-order word read from the kernel byte by byte: a
+// memcpy from a socket's fields becomes pointer arithmetic on the socket,
+// which the verifier refuses.
+static __always_inline void put32(__u8 *p, __u32 v)
+{
+	p[0] = v;
+	p[1] = v >> 8;
+	p[2] = v >> 16;
+	p[3] = v >> 24;
+}
+
+// v4mapped writes ip (network order) as ::ffff:a.b.c.d.
+static __always_inline void v4mapped(__u8 *addr16, __u32 ip)
+{
+	__builtin_memset(addr16, 0, 10);
+	addr16[10] = 0xff;
+	addr16[11] = 0xff;
+	put32(addr16 + 12, ip);
+}
+
+static __always_inline void fill_denied(struct event *e, __u16 family, __u8 *addr16, __u16 port, __u8 proto, __u32 why)
+{
+	e->result = 0;
+	e->flags = why;
+	e->family = family;
+	e->port = port;
+	e->proto = proto;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (family == 2)
+		__builtin_memcpy(e->addr, addr16 + 12, 4);
+	else
+		__builtin_memcpy(e->addr, addr16, 16);
+	e->comp[0][0] = 0;
+}
+
+static __always_inline int check_bind(struct bpf_sock_addr *ctx, __u16 family, __u8 *addr16)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 proto = ctx->protocol;
+	if (s && !(s->flags & SESSION_HOST_NET))
+		return 1; // own network namespace: nothing of the host to bind
+	if (s && (port == 0 || listen_allowed(cgid, addr16, port)))
+		return 1;
+	// Denials are always reported (no budget), as for connect.
+	struct event *e = new_event(cgid, EV_NET_DENIED);
+	if (e) {
+		fill_denied(e, family, addr16, port, proto, NET_DENIED_BIND);
+		e->rule = s ? 0 : 0xffffffff; // unregistered session: fail closed
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	}
+	return 0;
+}
+
+SEC("cgroup/bind4")
+int cage_bind4(struct bpf_sock_addr *ctx)
+{
+	__u8 addr16[16];
+	v4mapped(addr16, ctx->user_ip4);
+	return check_bind(ctx, 2, addr16);
+}
+
+SEC("cgroup/bind6")
+int cage_bind6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4];
+	ip6[0] = ctx->user_ip6[0];
+	ip6[1] = ctx->user_ip6[1];
+	ip6[2] = ctx->user_ip6[2];
+	ip6[3] = ctx->user_ip6[3];
+	// IPv4-mapped addresses (::ffff:a.b.c.d) follow the IPv4 rules: the
+	// key is the same.
+	__u16 family = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff) ? 2 : 10;
+	return check_bind(ctx, family, (__u8 *)ip6);
+}
+
+// Packets arrive in softirq context: the event names no task.
+static __always_inline struct event *new_net_event(__u64 cgid)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RINGBUF);
+		return 0;
+	}
+	e->ts = bpf_ktime_get_ns();
+	e->cgid = cgid;
+	e->pid = 0;
+	e->tgid = 0;
+	e->kind = EV_NET_DENIED;
+	e->rule = 0;
+	e->ncomp = 0;
+	e->killed = 0;
+	e->hint[0] = 0;
+	e->hint2[0] = 0;
+	__builtin_memset(e->comm, 0, sizeof(e->comm));
+	return e;
+}
+
+SEC("cgroup_skb/ingress")
+int cage_listen_ingress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->state != BPF_TCP_LISTEN)
+		return 1; // only a listening socket takes new connections
+	__u64 cgid = bpf_skb_ancestor_cgroup_id(skb, session_level);
+	struct session *s = bpf_map_lookup_elem(&sessions, &cgid);
+	if (s && !(s->flags & SESSION_HOST_NET))
+		return 1;
+	// Every field is read before branching: the compiler would otherwise
+	// pick the offset in a register, which the verifier refuses.
+	__u16 family = sk->family;
+	__u32 ip4 = sk->src_ip4;
+	__u32 w0 = sk->src_ip6[0], w1 = sk->src_ip6[1], w2 = sk->src_ip6[2], w3 = sk->src_ip6[3];
+	__u8 addr16[16];
+	if (family == 2) {
+		v4mapped(addr16, ip4);
+	} else {
+		put32(addr16, w0);
+		put32(addr16 + 4, w1);
+		put32(addr16 + 8, w2);
+		put32(addr16 + 12, w3);
+		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))
+			family = 2;
+	}
+	__u16 port = sk->src_port; // host order
+	if (s && listen_allowed(cgid, addr16, port))
+		return 1;
+	// A host client retransmits its SYN: these reports are budgeted.
+	if (s && !admit_event(s))
+		return 0;
+	struct event *e = new_net_event(cgid);
+	if (e) {
+		fill_denied(e, family, addr16, port, sk->protocol, NET_DENIED_LISTEN);
+		e->rule = s ? 0 : 0xffffffff;
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	}
+	return 0;
+}

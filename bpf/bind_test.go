@@ -1,0 +1,240 @@
+package bpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The bind tests' child, run in a session cgroup: MCPCAGE_BIND_CHILD is
+// "tcp ADDR" or "udp ADDR" (listen once, print "ok ADDR" or "err ERRNO"),
+// or "serve ADDR" (listen, print "ok ADDR", answer "hi" to connections
+// until stdin closes).
+func init() {
+	mode, addr, ok := strings.Cut(os.Getenv("MCPCAGE_BIND_CHILD"), " ")
+	if !ok {
+		return
+	}
+	var c io.Closer
+	var err error
+	var got string
+	switch mode {
+	case "udp":
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", addr)
+		if err == nil {
+			c, got = pc, pc.LocalAddr().String()
+		}
+	default:
+		var ln net.Listener
+		ln, err = net.Listen("tcp", addr)
+		if err == nil {
+			c, got = ln, ln.Addr().String()
+			if mode == "serve" {
+				go func() {
+					for {
+						conn, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						conn.Write([]byte("hi"))
+						conn.Close()
+					}
+				}()
+			}
+		}
+	}
+	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			fmt.Println("err", unix.ErrnoName(errno))
+		} else {
+			fmt.Println("err", err)
+		}
+		os.Exit(0)
+	}
+	fmt.Println("ok", got)
+	if mode == "serve" {
+		io.Copy(io.Discard, os.Stdin)
+	}
+	c.Close()
+	os.Exit(0)
+}
+
+// bindChild starts the child in cgroup dir and returns its first line and,
+// for "serve", a function that ends it.
+func bindChild(t *testing.T, dir, mode, addr string) (string, func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "MCPCAGE_BIND_CHILD="+mode+" "+addr)
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop := func() { stdin.Close(); cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		t.Fatalf("bind child: %v", err)
+	}
+	return strings.TrimSpace(line), stop
+}
+
+func freePort(t *testing.T, network string) int {
+	t.Helper()
+	if network == "udp" {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		return pc.LocalAddr().(*net.UDPAddr).Port
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestBindAndListen(t *testing.T) {
+	c, parent := loadForTest(t)
+	ingressErr, err := c.EnableBind()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ingressErr != nil {
+		t.Fatalf("cgroup_skb/ingress: %v", ingressErr)
+	}
+	allowedTCP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePort(t, "tcp")))
+	allowedV6 := netip.AddrPortFrom(netip.MustParseAddr("::1"), uint16(freePort(t, "tcp")))
+	allowedUDP := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freePort(t, "udp")))
+	other := freePort(t, "tcp")
+	names := ListenNames([]netip.AddrPort{allowedTCP, allowedV6, allowedUDP})
+	session, cgid := sessionForTest(t, c, parent, Policy{HostNetwork: true, DenyComponents: names})
+
+	var mu sync.Mutex
+	var denied []Event
+	if err := c.Events(func(e Event) {
+		if e.Cgroup == cgid && e.ListenDenial() != "" {
+			mu.Lock()
+			denied = append(denied, e)
+			mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, mode, addr, want string
+	}{
+		{"allowed TCP port", "tcp", allowedTCP.String(), "ok " + allowedTCP.String()},
+		{"allowed IPv6 TCP port", "tcp", allowedV6.String(), "ok " + allowedV6.String()},
+		{"allowed UDP port", "udp", allowedUDP.String(), "ok " + allowedUDP.String()},
+		{"other port", "tcp", fmt.Sprintf("127.0.0.1:%d", other), "err EPERM"},
+		{"allowed port, other address", "tcp", fmt.Sprintf("0.0.0.0:%d", allowedTCP.Port()), "err EPERM"},
+		{"IPv4-mapped form of the allowed address", "tcp", fmt.Sprintf("[::ffff:127.0.0.1]:%d", allowedTCP.Port()), "ok"},
+		{"UDP port not allowed", "udp", fmt.Sprintf("127.0.0.1:%d", other), "err EPERM"},
+		{"UDP ephemeral port (a client)", "udp", "127.0.0.1:0", "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, stop := bindChild(t, session, tt.mode, tt.addr)
+			stop()
+			if !strings.HasPrefix(got, tt.want) {
+				t.Fatalf("%s %s: %q, want %q", tt.mode, tt.addr, got, tt.want)
+			}
+		})
+	}
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Go tries MPTCP, then TCP: a refused listen may be reported twice.
+	mu.Lock()
+	seen := map[string]bool{}
+	for _, e := range denied {
+		if e.ListenDenial() != "bind" || e.Result != 0 {
+			t.Errorf("bind denial %+v", e)
+		}
+		seen[fmt.Sprintf("%s/%d", e.Addr, e.Proto)] = true
+	}
+	for _, want := range []string{fmt.Sprintf("127.0.0.1:%d/6", other), fmt.Sprintf("[::]:%d/6", allowedTCP.Port()), fmt.Sprintf("127.0.0.1:%d/17", other)} {
+		if !seen[want] {
+			t.Errorf("no bind denial for %s among %v", want, seen)
+		}
+	}
+	denied = nil
+	mu.Unlock()
+
+	t.Run("a listener on an ephemeral port takes no connection", func(t *testing.T) {
+		got, stop := bindChild(t, session, "serve", "127.0.0.1:0")
+		defer stop()
+		addr, ok := strings.CutPrefix(got, "ok ")
+		if !ok {
+			t.Fatalf("listen on an ephemeral port: %q", got)
+		}
+		conn, err := net.DialTimeout("tcp", addr, 1500*time.Millisecond)
+		if err == nil {
+			b, _ := io.ReadAll(conn)
+			conn.Close()
+			t.Fatalf("the host reached the cage's ephemeral listener %s: %q", addr, b)
+		}
+		c.Sync(2 * time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(denied) == 0 || denied[0].ListenDenial() != "listen" || denied[0].Addr.String() != addr {
+			t.Fatalf("listen denials: %+v, want one for %s", denied, addr)
+		}
+	})
+	t.Run("an allowed listener serves the host", func(t *testing.T) {
+		got, stop := bindChild(t, session, "serve", allowedTCP.String())
+		defer stop()
+		if got != "ok "+allowedTCP.String() {
+			t.Fatalf("listen on %s: %q", allowedTCP, got)
+		}
+		conn, err := net.DialTimeout("tcp", allowedTCP.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if b, _ := io.ReadAll(conn); string(b) != "hi" {
+			t.Fatalf("read %q", b)
+		}
+	})
+}
+
+func TestListenNames(t *testing.T) {
+	got := ListenNames([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:8080")})
+	want := "/l00000000000000000000ffff7f0000011f90"
+	if len(got) != 1 || got[want] != 0 {
+		t.Fatalf("ListenNames = %v, want {%s: 0}", got, want)
+	}
+	if len(want) >= 48 {
+		t.Fatalf("%d bytes: longer than a deny component", len(want))
+	}
+}

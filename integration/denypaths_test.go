@@ -1,0 +1,318 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// deny_paths as an attacker inside the sandbox sees them: masked at
+// launch, refused hard links and shared descriptor tables, a hit that
+// ends the whole session, and enforcement that outlives the daemon.
+
+// waitFor polls cond until it holds or the deadline passes, then fails
+// with what cond last saw.
+func waitFor(t testing.TB, what string, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last seen: %s", what, within, seen)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// project makes a directory the sandbox user may write, with notes.txt.
+func project(t *testing.T) string {
+	t.Helper()
+	setup(t) // env.bin is known after setup
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o777), "chmod")
+	must(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("fine"), 0o644), "write")
+	return dir
+}
+
+// plantKey creates dir/.ssh/id_ed25519 on the host, readable and writable
+// by the sandbox user (so only deny_paths stands in the way).
+func plantKey(t *testing.T, dir string) string {
+	t.Helper()
+	ssh := filepath.Join(dir, ".ssh")
+	must(t, os.MkdirAll(ssh, 0o777), "mkdir")
+	must(t, os.Chmod(ssh, 0o777), "chmod")
+	key := filepath.Join(ssh, "id_ed25519")
+	must(t, os.WriteFile(key, []byte("PRIVATE KEY"), 0o666), "write")
+	must(t, os.Chmod(key, 0o666), "chmod")
+	return key
+}
+
+func projDaemon(t *testing.T, dir string) *daemon {
+	return startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(env.bin, "testserver"), dir))
+}
+
+// sessionProcs returns the host pids of the daemon's one session cgroup.
+func (d *daemon) sessionProcs(t *testing.T) (string, []int) {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/unified", d.namespace, "mcpcage-*"))
+	if len(dirs) != 1 {
+		return "", nil
+	}
+	b, _ := os.ReadFile(filepath.Join(dirs[0], "cgroup.procs"))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return dirs[0], pids
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie has run its course.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+}
+
+func (d *daemon) record(t *testing.T, typ string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var found map[string]any
+	waitFor(t, "audit record "+typ, 10*time.Second, func() (bool, string) {
+		for _, r := range d.auditRecords(t) {
+			if str(r, "type") == typ && match(r) {
+				found = r
+				return true, ""
+			}
+		}
+		return false, "no match"
+	})
+	return found
+}
+
+// A deny hit by one process ends every process of the session at once
+// (cgroup.kill), not only the opener: the server (the sandbox's first
+// process) dies of SIGKILL instead of exiting when its input closes.
+func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
+		filepath.Join(env.bin, "hostile") + " sleeper /work/sleeper.pid >/dev/null 2>&1 &"}})
+	waitFor(t, "the sleeper started", 10*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(dir, "sleeper.pid"))
+		return err == nil, fmt.Sprint(err)
+	})
+	cg, pids := d.sessionProcs(t)
+	if len(pids) < 2 {
+		t.Fatalf("session cgroup %q holds %v, want the server and the sleeper", cg, pids)
+	}
+	key := plantKey(t, dir) // after launch: not masked, the kernel's check is what stands
+	// The opener is a child of the server, so the kernel's own kill
+	// (the opener's thread group) would leave the server and the sleeper.
+	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"read", "/work/.ssh/id_ed25519"}}}})
+	waitFor(t, "every process of the session gone", 10*time.Second, func() (bool, string) {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		return len(left) == 0, fmt.Sprint("alive: ", left)
+	})
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	ev := d.record(t, "file.denied", func(r map[string]any) bool { return true })
+	if str(ev, "action") != "SIGKILL, session killed" || str(ev, "touched") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("file.denied record: %v", ev)
+	}
+	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
+	if code, _ := end["exit_code"].(float64); code != 137 || str(end, "reason") != "file_denied" {
+		t.Fatalf("session.end: %v (want the server killed by SIGKILL, exit 137)", end)
+	}
+	if b, _ := os.ReadFile(key); string(b) != "PRIVATE KEY" {
+		t.Fatalf("the key on the host changed: %q", b)
+	}
+	d.waitClean("a killed session")
+}
+
+// A denied directory present at launch under a mount is masked in the
+// sandbox: the server sees an empty directory and lives on.
+func TestDeniedPathMaskedAtLaunch(t *testing.T) {
+	dir := project(t)
+	key := plantKey(t, dir)
+	deep := filepath.Join(dir, "a", "b", ".aws")
+	must(t, os.MkdirAll(deep, 0o755), "mkdir")
+	must(t, os.WriteFile(filepath.Join(deep, "credentials"), []byte("AKIA"), 0o644), "write")
+	d := projDaemon(t, dir)
+	spec := d.mustCLI(t, "servers", "show", "proj", "--spec")
+	for _, m := range []string{`"/work/.ssh"`, `"/work/a/b/.aws"`} {
+		if !strings.Contains(spec, m) {
+			t.Fatalf("spec does not mask %s:\n%s", m, spec)
+		}
+	}
+	tr := d.trace(t)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	for _, p := range []string{"/work/.ssh/id_ed25519", "/work/a/b/.aws/credentials"} {
+		if got := attack(t, c, "read", p); !strings.HasPrefix(got, "DENIED") || !strings.Contains(got, "no such file") {
+			t.Fatalf("read %s: %q, want DENIED (masked)", p, got)
+		}
+	}
+	// Still alive: nothing was opened under a denied path.
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
+		t.Fatalf("after the masked reads: %q", got)
+	}
+	if tr.any(func(ev map[string]any) bool { return str(ev, "action") != "" }) {
+		t.Fatal("a masked path reached the kernel's check")
+	}
+	if b, _ := os.ReadFile(key); string(b) != "PRIVATE KEY" {
+		t.Fatalf("the key on the host: %q", b)
+	}
+	c.Close()
+	c.shimExit(t)
+	d.waitClean("a masked session")
+}
+
+// A symlink to a denied directory (made in the server's private home)
+// and a hard link through it by absolute names: link(2) is refused, and
+// nothing is left on the host. A rename through the symlink ends the
+// session: the daemon resolves the names as the kernel does.
+func TestLinkThroughSymlinkedDirectory(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	key := plantKey(t, dir)
+	if got := attack(t, c, "link-via-symlink", "/work/.ssh", "id_ed25519", "/work/loot"); got != "DENIED operation not permitted" {
+		t.Fatalf("hard link through a symlinked directory: %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "loot")); err == nil {
+		t.Fatal("the hard link is on the host")
+	}
+	// The session lives on: the link was refused, nothing was touched.
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
+		t.Fatalf("after the refused link: %q", got)
+	}
+
+	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", "ln -s /work/.ssh $HOME/l && mv $HOME/l/id_ed25519 /work/moved && sleep 30"}}}})
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	ev := d.record(t, "file.rename", func(r map[string]any) bool { return str(r, "action") != "" })
+	if str(ev, "action") != "session killed" || str(ev, "touched") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("file.rename record: %v", ev)
+	}
+	if !strings.Contains(c.stderr.String(), "(that is /work/.ssh/id_ed25519), which deny_paths rule") {
+		t.Fatalf("shim stderr: %q", c.stderr.String())
+	}
+	_ = key
+	d.waitClean("a killed session")
+}
+
+// clone(CLONE_FILES) without CLONE_THREAD would give a second process the
+// opener's descriptor table, out of reach of the kill: refused.
+func TestCloneFilesSiblingRefused(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	plantKey(t, dir)
+	if got := attack(t, c, "clone-files", "/work/.ssh/id_ed25519"); got != "DENIED operation not permitted" {
+		t.Fatalf("clone(CLONE_FILES): %q", got)
+	}
+	// Threads (CLONE_FILES|CLONE_THREAD) and ordinary children still work.
+	if got, _ := callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", "echo ok | cat"}}); strings.TrimSpace(got) != "ok" {
+		t.Fatalf("fork and exec after the refusal: %q", got)
+	}
+	c.Close()
+	c.shimExit(t)
+	d.waitClean("the session")
+}
+
+// SIGKILL the daemon while a session runs, then open a denied file from
+// the still-running server: the pinned links kill it. The restarted
+// daemon reaps the sandbox and unpins the links.
+func TestDenyPathsOutliveTheDaemon(t *testing.T) {
+	dir := project(t)
+	d := startDaemon(t, fmt.Sprintf("[servers.waiter]\ncommand = [%q, \"wait-read\", \"/work\", \"/work/.ssh/id_ed25519\"]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(env.bin, "hostile"), dir))
+	if s := d.status(t).Enforcement["daemon down"]; !strings.Contains(s, "pinned") {
+		t.Fatalf("status says, for a daemon down: %q", s)
+	}
+	shim := d.shimCmd("waiter")
+	stdin, err := shim.StdinPipe()
+	must(t, err, "shim stdin")
+	shim.Stdout, shim.Stderr = io.Discard, io.Discard
+	must(t, shim.Start(), "start shim")
+	t.Cleanup(func() { stdin.Close(); shim.Process.Kill(); shim.Wait() })
+	waitFor(t, "the server ready", 20*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(dir, "ready"))
+		return err == nil, fmt.Sprint(err)
+	})
+	pinDir := "/sys/fs/bpf/mcpcage/" + d.namespace
+	if _, err := os.Stat(filepath.Join(pinDir, "obs-sys_exit_openat")); err != nil {
+		t.Fatalf("the open exit link is not pinned while a session runs: %v", err)
+	}
+	_, pids := d.sessionProcs(t)
+	if len(pids) == 0 {
+		t.Fatal("no process in the session's cgroup")
+	}
+
+	must(t, d.cmd.Process.Signal(syscall.SIGKILL), "kill mcpcaged")
+	<-d.exited
+	for _, p := range pids {
+		if !alive(p) {
+			t.Fatalf("pid %d died with the daemon: the test would prove nothing", p)
+		}
+	}
+	key := plantKey(t, dir)
+	must(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644), "write go")
+	waitFor(t, "the server opening the key", 10*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(dir, "opening"))
+		return err == nil, fmt.Sprint(err)
+	})
+	waitFor(t, "the server killed", 10*time.Second, func() (bool, string) {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		return len(left) == 0, fmt.Sprint("alive: ", left)
+	})
+	for _, f := range []string{"leaked", "refused"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
+			t.Fatalf("the server lived on after opening the key: %s = %q", f, b)
+		}
+	}
+	if b, _ := os.ReadFile(key); string(b) != "PRIVATE KEY" {
+		t.Fatalf("the key on the host: %q", b)
+	}
+
+	d.start()
+	d.waitClean("the restarted daemon")
+	waitFor(t, "the observation links unpinned", 10*time.Second, func() (bool, string) {
+		obs, _ := filepath.Glob(filepath.Join(pinDir, "obs-*"))
+		return len(obs) == 0, fmt.Sprint(obs)
+	})
+	pins, _ := os.ReadDir(pinDir)
+	if n := d.kernelLinks(t); n != len(pins) || d.status(t).Kernel.Observing {
+		t.Fatalf("after the restart: %d links attached, want the %d pinned cgroup hooks alone", n, len(pins))
+	}
+}

@@ -1,0 +1,338 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// namedUser returns a non-root user, creating it (uid = gid) once.
+func namedUser(t *testing.T, name string, uid int) (int, string) {
+	t.Helper()
+	if _, err := user.Lookup(name); err != nil {
+		out, err := exec.Command("useradd", "--create-home", "--uid", strconv.Itoa(uid), "--user-group", name).CombinedOutput()
+		if err != nil {
+			t.Fatalf("useradd %s: %v %s", name, err, out)
+		}
+	}
+	u, err := user.Lookup(name)
+	must(t, err, "lookup %s", name)
+	id, _ := strconv.Atoi(u.Uid)
+	if gid, _ := strconv.Atoi(u.Gid); gid != id {
+		t.Fatalf("user %s has gid %d, want %d (= uid)", name, gid, id)
+	}
+	return id, u.HomeDir
+}
+
+// userFixture is two users, a secret of root's and one of user 1's
+// (0644 files in 0700 directories), and a daemon both users can reach.
+type userFixture struct {
+	d                *daemon
+	uid2             int
+	home1, home2     string
+	secretDir        string // root's, 0700
+	notesDir         string // user 1's, in their 0700 home
+	token, notesText string
+}
+
+func newUserFixture(t *testing.T) *userFixture {
+	t.Helper()
+	_, home1 := testUser(t)
+	uid2, home2 := namedUser(t, "mcpcage-itest2", 1743)
+	f := &userFixture{uid2: uid2, home1: home1, home2: home2}
+	f.d = startDaemon(t, "")
+	for _, p := range []string{env.work, f.d.dir} {
+		must(t, os.Chmod(p, 0o755), "open %s to the test users", p)
+	}
+	must(t, os.Chmod(f.d.socket, 0o666), "open the socket to the test users")
+
+	n := time.Now().UnixNano()
+	f.token = fmt.Sprintf("root-flag-%d", n)
+	f.secretDir = fmt.Sprintf("/root/mcpcage-itest-secret-%d", n)
+	must(t, os.Mkdir(f.secretDir, 0o700), "mkdir secret")
+	t.Cleanup(func() { os.RemoveAll(f.secretDir) })
+	must(t, os.WriteFile(filepath.Join(f.secretDir, "flag.txt"), []byte(f.token), 0o644), "write flag")
+
+	must(t, os.Chmod(home1, 0o700), "close user 1's home")
+	f.notesText = fmt.Sprintf("user1-notes-%d", n)
+	f.notesDir = filepath.Join(home1, "notes")
+	must(t, os.MkdirAll(f.notesDir, 0o755), "mkdir notes")
+	must(t, os.WriteFile(filepath.Join(f.notesDir, "notes.txt"), []byte(f.notesText), 0o644), "write notes")
+	t.Cleanup(func() { os.RemoveAll(f.notesDir) })
+	return f
+}
+
+// own makes a directory of user 2's with ok.txt in it.
+func (f *userFixture) own(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join(f.home2, name)
+	os.RemoveAll(dir)
+	must(t, os.Mkdir(dir, 0o755), "mkdir %s", dir)
+	must(t, os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("ok"), 0o644), "write ok.txt")
+	for _, p := range []string{dir, filepath.Join(dir, "ok.txt")} {
+		must(t, os.Chown(p, f.uid2, f.uid2), "chown %s", p)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// symlink makes a symlink of user 2's.
+func (f *userFixture) symlink(t *testing.T, target, link string) {
+	t.Helper()
+	os.Remove(link)
+	must(t, os.Symlink(target, link), "symlink %s", link)
+	must(t, os.Lchown(link, f.uid2, f.uid2), "lchown %s", link)
+	t.Cleanup(func() { os.Remove(link) })
+}
+
+func (f *userFixture) add(t *testing.T, name, mount string) (string, error) {
+	t.Helper()
+	return f.d.cli(t, f.uid2, "server", "add", name, "--mount", mount, "--", filepath.Join(env.bin, "testserver"))
+}
+
+// launch starts a session of user 2's server name: a live session, or
+// the shim's error output when the launch was refused.
+func (f *userFixture) launch(t *testing.T, name string) (*rawSession, string) {
+	t.Helper()
+	cmd := f.d.shimCmd(name)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(f.uid2), Gid: uint32(f.uid2)}}
+	r := startRaw(t, cmd)
+	r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+	select {
+	case _, ok := <-r.lines:
+		if !ok {
+			if code := r.wait(); code == 0 {
+				t.Fatalf("shim exited 0 without answering")
+			}
+			return nil, r.stderr.String()
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no answer from shim in 60s; stderr:\n%s", r.stderr.String())
+	}
+	r.send(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n")
+	return r, ""
+}
+
+var rawIDs atomic.Int64
+
+// call runs a tool in a raw session and returns its text and isError.
+func (r *rawSession) call(tool string, args map[string]any) (string, bool) {
+	r.t.Helper()
+	id := rawIDs.Add(1)
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": map[string]any{"name": tool, "arguments": args}})
+	r.send(string(b) + "\n")
+	var resp struct {
+		Result struct {
+			Content []struct{ Text string } `json:"content"`
+			IsError bool                    `json:"isError"`
+		} `json:"result"`
+		Error *struct{ Message string } `json:"error"`
+	}
+	line := r.response(strconv.FormatInt(id, 10))
+	if err := json.Unmarshal([]byte(line), &resp); err != nil {
+		r.t.Fatalf("tools/call answer: %v: %s", err, line)
+	}
+	if resp.Error != nil {
+		return resp.Error.Message, true
+	}
+	var text strings.Builder
+	for _, c := range resp.Result.Content {
+		text.WriteString(c.Text)
+	}
+	return text.String(), resp.Result.IsError
+}
+
+func (r *rawSession) end() {
+	r.t.Helper()
+	r.in.Close()
+	r.wait()
+}
+
+// TestUserMountSourcesCheckedAsUser: a second user cannot mount root's
+// secret, nor another user's notes, by naming them, by a symlink, or by
+// swapping a permitted directory for a symlink after adding the server.
+func TestUserMountSourcesCheckedAsUser(t *testing.T) {
+	f := newUserFixture(t)
+	link := filepath.Join(f.home2, "to-notes")
+	f.symlink(t, f.notesDir, link)
+
+	t.Run("add refused", func(t *testing.T) {
+		for _, tt := range []struct{ name, src, want string }{
+			{"root's 0700 directory", f.secretDir, "not accessible to you"},
+			{"0644 file in root's 0700 directory", filepath.Join(f.secretDir, "flag.txt"), "not accessible to you"},
+			{"user 1's notes in their 0700 home", f.notesDir, "not accessible to you"},
+			{"user 1's 0644 notes file", filepath.Join(f.notesDir, "notes.txt"), "not accessible to you"},
+			{"a symlink of one's own to user 1's notes", link, "not accessible to you"},
+			{"a /proc magic link to the daemon's root", "/proc/self/root" + f.secretDir, "magic link"},
+			{"missing", filepath.Join(f.home2, "nonexistent"), "does not exist"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				out, err := f.add(t, "bad", tt.src+":/data")
+				if err == nil || !strings.Contains(out, tt.want) {
+					t.Fatalf("server add --mount %s: err=%v, output %q, want an error saying %q", tt.src, err, out, tt.want)
+				}
+			})
+		}
+		if list, _ := f.d.cli(t, f.uid2, "servers"); strings.Contains(list, "bad") {
+			t.Fatalf("a refused server was stored:\n%s", list)
+		}
+	})
+
+	t.Run("own directory works", func(t *testing.T) {
+		dir := f.own(t, "mine")
+		if out, err := f.add(t, "mine", dir+":/data"); err != nil {
+			t.Fatalf("server add: %v %s", err, out)
+		}
+		r, failed := f.launch(t, "mine")
+		if r == nil {
+			t.Fatalf("launch refused: %s", failed)
+		}
+		if got, isErr := r.call("read_file", map[string]any{"path": "/data/ok.txt"}); isErr || got != "ok" {
+			t.Fatalf("own mount: %q (error %v)", got, isErr)
+		}
+		r.end()
+	})
+
+	for _, forbidden := range []struct{ name, dir, text string }{
+		{"root's secret", f.secretDir, f.token},
+		{"user 1's notes", f.notesDir, f.notesText},
+	} {
+		t.Run("swapped to "+forbidden.name+" after add", func(t *testing.T) {
+			dir := f.own(t, "box")
+			if out, err := f.add(t, "box", dir+":/data"); err != nil {
+				t.Fatalf("server add: %v %s", err, out)
+			}
+			// The permitted directory becomes a symlink to the forbidden one.
+			must(t, os.Rename(dir, dir+".real"), "rename")
+			t.Cleanup(func() { os.RemoveAll(dir + ".real") })
+			f.symlink(t, forbidden.dir, dir)
+			r, failed := f.launch(t, "box")
+			if r != nil {
+				got, _ := r.call("list_dir", map[string]any{"path": "/data"})
+				r.end()
+				t.Fatalf("launch through the swapped symlink succeeded; /data lists %q", got)
+			}
+			if !strings.Contains(failed, "not accessible to you") {
+				t.Fatalf("launch refused without saying why: %q", failed)
+			}
+			// Swapped back, the same server starts again: the check is
+			// made at each launch, not a verdict stored at add.
+			must(t, os.Remove(dir), "remove symlink")
+			must(t, os.Rename(dir+".real", dir), "rename back")
+			r, failed = f.launch(t, "box")
+			if r == nil {
+				t.Fatalf("launch after swapping back refused: %s", failed)
+			}
+			if got, isErr := r.call("read_file", map[string]any{"path": "/data/ok.txt"}); isErr || got != "ok" {
+				t.Fatalf("mount after swapping back: %q (error %v)", got, isErr)
+			}
+			r.end()
+		})
+	}
+
+	t.Run("swapped during launch", func(t *testing.T) {
+		// box and alt trade names as fast as the kernel allows: one is the
+		// permitted directory, the other a symlink to root's secret.
+		dir := f.own(t, "racebox")
+		if out, err := f.add(t, "racebox", dir+":/data"); err != nil {
+			t.Fatalf("server add: %v %s", err, out)
+		}
+		alt := dir + ".alt"
+		f.symlink(t, f.secretDir, alt)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var swaps atomic.Int64
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, alt, unix.RENAME_EXCHANGE) == nil {
+					swaps.Add(1)
+				}
+			}
+		}()
+		outcomes := map[string]int{}
+		for i := 0; i < 12; i++ {
+			r, failed := f.launch(t, "racebox")
+			if r == nil {
+				switch {
+				case strings.Contains(failed, "not accessible to you"):
+					outcomes["refused: checked as the user"]++
+				case strings.Contains(failed, "changed while the sandbox was set up"):
+					outcomes["refused: mounted object is not the checked one"]++
+				default:
+					close(stop)
+					wg.Wait()
+					t.Fatalf("launch %d refused for another reason: %q", i, failed)
+				}
+				continue
+			}
+			got, _ := r.call("read_file", map[string]any{"path": "/data/flag.txt"})
+			ok, _ := r.call("read_file", map[string]any{"path": "/data/ok.txt"})
+			r.end()
+			if strings.Contains(got, f.token) || ok != "ok" {
+				close(stop)
+				wg.Wait()
+				t.Fatalf("launch %d mounted something other than the checked directory: flag.txt %q, ok.txt %q", i, got, ok)
+			}
+			outcomes["started with the permitted directory"]++
+		}
+		close(stop)
+		wg.Wait()
+		t.Logf("%d swaps; outcomes: %v", swaps.Load(), outcomes)
+		if swaps.Load() == 0 {
+			t.Fatal("the swapper never swapped")
+		}
+		// Put the directory back under its name for cleanup.
+		if st, err := os.Lstat(dir); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			must(t, unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, alt, unix.RENAME_EXCHANGE), "swap back")
+		}
+	})
+	f.d.waitClean("user mount tests")
+}
+
+// TestUserMountUnderTmp: a mount target under /tmp leaves the sandbox's
+// /tmp sticky and world-writable.
+func TestUserMountUnderTmp(t *testing.T) {
+	f := newUserFixture(t)
+	dir := f.own(t, "tmpmount")
+	for _, target := range []string{"/data", "/tmp/data", "/tmp/a/b"} {
+		t.Run(target, func(t *testing.T) {
+			name := "tmp" + strings.ReplaceAll(target, "/", "-")
+			if out, err := f.add(t, name, dir+":"+target); err != nil {
+				t.Fatalf("server add: %v %s", err, out)
+			}
+			r, failed := f.launch(t, name)
+			if r == nil {
+				t.Fatalf("launch refused: %s", failed)
+			}
+			defer r.end()
+			if got, isErr := r.call("run_command", map[string]any{"command": "/usr/bin/stat", "args": []string{"-c", "%a", "/tmp"}}); isErr || strings.TrimSpace(got) != "1777" {
+				t.Errorf("mode of /tmp: %q (error %v), want 1777", got, isErr)
+			}
+			if got, isErr := r.call("write_file", map[string]any{"path": "/tmp/probe", "content": "x"}); isErr {
+				t.Errorf("/tmp not writable: %q", got)
+			}
+			if got, isErr := r.call("read_file", map[string]any{"path": target + "/ok.txt"}); isErr || got != "ok" {
+				t.Errorf("mount at %s: %q (error %v)", target, got, isErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package sandbox
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestDeniedPaths(t *testing.T) {
+	src := t.TempDir()
+	for _, d := range []string{".ssh", "a/b/.aws", "a/b/c/d/e/f/g/.ssh", "x"} {
+		if err := os.MkdirAll(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(src, ".ssh", "id"), []byte("k"), 0o600)
+	os.WriteFile(filepath.Join(src, "x", ".gnupg"), []byte("f"), 0o600) // a file named like a rule
+	os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", "link"))
+	os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", ".aws")) // a symlink: not masked
+	keys := filepath.Join(src, ".ssh")
+	mounts := []BindMount{{Source: src, Target: "/work"}, {Source: keys, Target: "/keys"}}
+	masks, complete := DeniedPaths(mounts, []string{".ssh", ".aws", ".gnupg"})
+	want := []string{"/keys", "/work/.ssh", "/work/a/b/.aws", "/work/x/.gnupg"}
+	if !slices.Equal(masks, want) {
+		t.Fatalf("masks = %q, want %q", masks, want)
+	}
+	if complete {
+		t.Fatal("a .ssh below the depth bound was not reported as a cut-short search")
+	}
+	if masks, complete := DeniedPaths(mounts[:1], nil); masks != nil || !complete {
+		t.Fatalf("no rules: %q %v", masks, complete)
+	}
+	spec, err := BuildSpec(Params{Args: []string{"/bin/true"}, Rootfs: "/r", Mounts: mounts, DenyNames: []string{".ssh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(spec.Linux.MaskedPaths, "/work/.ssh") {
+		t.Fatalf("spec masks %q, want /work/.ssh among them", spec.Linux.MaskedPaths)
+	}
+}
+
+func TestSeccompRefusesSharedFilesAndLinks(t *testing.T) {
+	p := defaultProfile(SeccompOptions{})
+	for _, r := range p.Syscalls {
+		if r.Action == "SCMP_ACT_ALLOW" && (slices.Contains(r.Names, "link") || slices.Contains(r.Names, "linkat")) {
+			t.Fatal("link/linkat allowed")
+		}
+	}
+	// Simulate the clone rules: allowed when any rule matches.
+	allowed := func(flags uint64) bool {
+		for _, r := range p.Syscalls {
+			if !slices.Contains(r.Names, "clone") || r.Action != "SCMP_ACT_ALLOW" {
+				continue
+			}
+			a := r.Args[0]
+			if flags&a.Value == a.ValueTwo {
+				return true
+			}
+		}
+		return false
+	}
+	const thread = 0x7d0f00 // glibc pthread_create: VM|FS|FILES|SIGHAND|THREAD|SYSVSEM|SETTLS|PARENT_SETTID|CHILD_CLEARTID
+	for _, tt := range []struct {
+		flags uint64
+		want  bool
+	}{{0x11, true}, {0x01200011, true}, {0x4111, true}, {thread, true}, {0x400 | 0x11, false}, {0x20000 | 0x11, false}, {thread | 0x20000000, false}} {
+		if got := allowed(tt.flags); got != tt.want {
+			t.Errorf("clone(%#x) allowed = %v, want %v", tt.flags, got, tt.want)
+		}
+	}
+}
