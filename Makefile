@@ -24,16 +24,23 @@ build: ## build mcpcaged, mcpcage, mcpcage-init (static) and the test server int
 # Linters, pinned, installed from the Go module proxy into _build/tools.
 TOOLS := $(abspath _build/tools)
 STATICCHECK_VERSION := v0.8.2
+ERRCHECK_VERSION := v1.30.0
 
 $(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	@mv $(TOOLS)/staticcheck $@
 
-lint: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION) ## gofmt, go vet and staticcheck (all checks it enables by default)
+$(TOOLS)/errcheck-$(ERRCHECK_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/kisielk/errcheck@$(ERRCHECK_VERSION)
+	@mv $(TOOLS)/errcheck $@
+
+lint: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION) $(TOOLS)/errcheck-$(ERRCHECK_VERSION) ## gofmt, go vet, staticcheck (its default checks) and errcheck (no unchecked error; tests too)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(TOOLS)/staticcheck-$(STATICCHECK_VERSION) ./...
+	$(TOOLS)/errcheck-$(ERRCHECK_VERSION) -exclude .errcheck-exclude ./...
 
 test: deps lint check-generate ## everything CI runs: lint, generated objects, unit, fuzz seed corpora, integration (root, containerd, eBPF)
 	$(GO) test $(GOTEST_FLAGS) ./...
@@ -49,10 +56,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	$(GO) test ./daemon/wire -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./daemon/request -run '^$$' -fuzz FuzzDifferential -fuzztime $${FUZZTIME:-30s}
 
-bench: deps ## benchmarks: interceptor cost; tools/call via mcpcage vs direct; syscall cost of the eBPF layer (root)
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./daemon/relay
-	$(GO) test -run '^$$' -bench . -benchtime 500x ./integration
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./bpf
+bench: deps build ## side by side: tools/call latency, throughput, cold start, memory via mcpcage vs direct vs srt; then the Go benchmarks (root; writes bench/results.md)
+	./bench/run.sh
 
 generate: ## rebuild the eBPF objects with clang (bpf2go); they are committed
 	$(GO) generate ./bpf

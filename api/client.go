@@ -89,7 +89,7 @@ func Call(socket string, req Request, data any) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	r, err := c.Do(req)
 	if err != nil {
 		return err

@@ -41,31 +41,31 @@ func runLoop(kind string, n int) time.Duration {
 		for i := 0; i < n; i++ {
 			fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0)
 			if err == nil {
-				syscall.Close(fd)
+				_ = syscall.Close(fd)
 			}
 		}
 	case "open-then": // n opens, then one of MCPCAGE_BENCH_PATH
 		for i := 0; i < n; i++ {
 			if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
-				syscall.Close(fd)
+				_ = syscall.Close(fd)
 			}
 		}
 		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
-			syscall.Close(fd)
+			_ = syscall.Close(fd)
 		}
 	case "open-paced": // n opens in bursts of 1800 per 100 ms: within one session's event budget
 		for i := 0; i < n; {
 			start := time.Now()
 			for j := 0; j < 1800 && i < n; j, i = j+1, i+1 {
 				if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
-					syscall.Close(fd)
+					_ = syscall.Close(fd)
 				}
 			}
 			time.Sleep(100*time.Millisecond - time.Since(start))
 		}
 	case "dial": // one attempt, whatever its outcome
 		if c, err := net.Dial(os.Getenv("MCPCAGE_BENCH_PROTO"), os.Getenv("MCPCAGE_BENCH_ADDR")); err == nil {
-			c.Close()
+			_ = c.Close()
 		}
 	case "connect": // blocking connects, closed with a reset: no TIME_WAIT pile-up
 		ap := netip.MustParseAddrPort(os.Getenv("MCPCAGE_BENCH_ADDR"))
@@ -78,8 +78,10 @@ func runLoop(kind string, n int) time.Duration {
 			if err := syscall.Connect(fd, sa); err != nil {
 				panic(err)
 			}
-			syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
-			syscall.Close(fd)
+			if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0}); err != nil {
+				panic(err)
+			}
+			_ = syscall.Close(fd)
 		}
 	}
 	return time.Since(start)
@@ -96,7 +98,7 @@ func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer syscall.Close(fd)
+		defer func() { _ = syscall.Close(fd) }()
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	}
 	out, err := cmd.Output()
@@ -125,13 +127,13 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	if err := os.MkdirAll(session, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	defer os.Remove(parent)
-	defer os.Remove(session)
+	defer func() { _ = os.Remove(parent) }()
+	defer func() { _ = os.Remove(session) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	go acceptAndClose(ln)
 	addr := ln.Addr().String()
 	cgid, err := CgroupID(session)
@@ -153,7 +155,7 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer empty.Close()
+	defer func() { _ = empty.Close() }()
 	floor := func() float64 {
 		var ls []link.Link
 		for _, tp := range []string{"sys_enter_openat", "sys_exit_openat"} {
@@ -165,7 +167,9 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 		}
 		defer func() {
 			for _, l := range ls {
-				l.Close()
+				if err := l.Close(); err != nil { // still attached: every later measurement would pay for it
+					b.Fatal(err)
+				}
 			}
 		}()
 		return child(b, "open", opens, "", addr)
@@ -197,7 +201,9 @@ func BenchmarkSyscallOverhead(b *testing.B) {
 			aIn, aOut, aInC, aOutC = append(aIn, w), append(aOut, x), append(aInC, y), append(aOutC, z)
 			rb, th, _ := cage.Lost()
 			lost += rb + th
-			cage.Close()
+			if err := cage.Close(); err != nil { // still attached: the next round's detached numbers would be wrong
+				b.Fatal(err)
+			}
 		}
 	}
 	b.ReportMetric(median(aIn)/median(dIn), "inside-open-x")
@@ -221,7 +227,7 @@ func benchParent(b *testing.B, prefix string) string {
 	testenv.RequireRoot(b)
 	root := probe.CgroupV2Root()
 	testenv.Require(b, root != "", "cgroup v2")
-	probe.EnsureTracefs()
+	testenv.Require(b, probe.EnsureTracefs() == nil, "tracefs")
 	return filepath.Join(root, fmt.Sprintf("%s-%d", prefix, os.Getpid()))
 }
 
@@ -241,8 +247,8 @@ func BenchmarkEventPipeline(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer os.Remove(parent)
-	defer cage.Close()
+	defer func() { _ = os.Remove(parent) }()
+	defer func() { _ = cage.Close() }()
 	const perSession = 9000 // opens, 0.5 s at the paced rate
 	sessions := map[uint64]*atomic.Int64{}
 	var dirs []string
@@ -251,7 +257,7 @@ func BenchmarkEventPipeline(b *testing.B) {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			b.Fatal(err)
 		}
-		defer os.Remove(dir)
+		defer func() { _ = os.Remove(dir) }()
 		cgid, err := CgroupID(dir)
 		if err != nil {
 			b.Fatal(err)
@@ -259,7 +265,7 @@ func BenchmarkEventPipeline(b *testing.B) {
 		if err := cage.Register(cgid, Policy{DenyComponents: map[string]int{".ssh": 0}}); err != nil {
 			b.Fatal(err)
 		}
-		defer cage.Unregister(cgid)
+		defer func() { _ = cage.Unregister(cgid) }()
 		sessions[cgid] = new(atomic.Int64)
 		dirs = append(dirs, dir)
 	}

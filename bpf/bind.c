@@ -19,43 +19,36 @@
 //   answer outside the egress list.
 // - Unix sockets never reach these hooks (see the README's network section).
 //
-// The allow-list lives in deny_components, keyed by session, under names
-// that cannot be path components (they start with '/'): Register and
-// Unregister carry it with the session's other rules. Each denial is a
-// net.denied event whose flags say bind or listen.
+// The allow-list is listen_allow, keyed by session, address and port;
+// Register and Unregister (sessions.go) keep it with the session's other
+// rules. Each denial is a net.denied event whose flags say bind or listen.
 
 #include "cage.h"
 
 #define NET_DENIED_BIND 1   // bind(2) refused
 #define NET_DENIED_LISTEN 2 // a packet to a listening socket dropped
 
-#define LISTEN_PREFIX_LEN 2 // "/l"
+// listen_key is one allowed local address (IPv4 as ::ffff:a.b.c.d) and
+// port of a session.
+struct listen_key {
+	__u64 cgid;
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad[3];
+};
 
-// listen_key fills k's name with "/l" + hex(IPv6 or v4-mapped address) +
-// hex(port): bind.go's listenName builds the same.
-static __always_inline void listen_key(struct deny_key *k, __u8 *addr16, __u16 port)
-{
-	__builtin_memset(k->name, 0, sizeof(k->name));
-	k->name[0] = '/';
-	k->name[1] = 'l';
-#pragma unroll
-	for (int i = 0; i < 16; i++) {
-		__u8 hi = addr16[i] >> 4, lo = addr16[i] & 0xf;
-		k->name[LISTEN_PREFIX_LEN + 2 * i] = hi < 10 ? '0' + hi : 'a' + hi - 10;
-		k->name[LISTEN_PREFIX_LEN + 2 * i + 1] = lo < 10 ? '0' + lo : 'a' + lo - 10;
-	}
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		__u8 n = (port >> (12 - 4 * i)) & 0xf;
-		k->name[LISTEN_PREFIX_LEN + 32 + i] = n < 10 ? '0' + n : 'a' + n - 10;
-	}
-}
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, __u32); // index in the server's listen list
+} listen_allow SEC(".maps");
 
 static __always_inline bool listen_allowed(__u64 cgid, __u8 *addr16, __u16 port)
 {
-	struct deny_key k = {.cgid = cgid};
-	listen_key(&k, addr16, port);
-	return bpf_map_lookup_elem(&deny_components, &k) != 0;
+	struct listen_key k = {.cgid = cgid, .port = port};
+	__builtin_memcpy(k.addr, addr16, 16);
+	return bpf_map_lookup_elem(&listen_allow, &k) != 0;
 }
 
 // put32 stores a network-order word read from the kernel byte by byte: a

@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -34,28 +33,35 @@ func (e Event) ListenDenial() string {
 	return ""
 }
 
-// ListenNames returns the kernel entries of a listen allow-list, to merge
-// into Policy.DenyComponents: bind.c looks a session's allowed addresses up
-// in the deny_components map under names no path component can have
-// (they start with '/'), so Register and Unregister carry them with the
-// session. The value is the address's index in allowed.
-func ListenNames(allowed []netip.AddrPort) map[string]int {
-	out := make(map[string]int, len(allowed))
-	for i, ap := range allowed {
-		name := listenName(ap)
-		if _, dup := out[name]; !dup {
-			out[name] = i
-		}
-	}
-	return out
+// listenKey is bind.c's listen_key for one allowed address of a session.
+func listenKey(cgid uint64, ap netip.AddrPort) bindListenKey {
+	return bindListenKey{Cgid: cgid, Addr: ap.Addr().Unmap().As16(), Port: ap.Port()} // As16 maps IPv4
 }
 
-// listenName is bind.c's listen_key: "/l", the address as 16 bytes
-// (IPv4 as ::ffff:a.b.c.d) and the port, in lower-case hex.
-func listenName(ap netip.AddrPort) string {
-	a16 := ap.Addr().Unmap().As16() // As16 maps IPv4
-	port := []byte{byte(ap.Port() >> 8), byte(ap.Port())}
-	return "/l" + hex.EncodeToString(a16[:]) + hex.EncodeToString(port)
+// setListen puts a session's listen allow-list in the kernel (nothing to
+// do before EnableBind: without the bind hooks no bind is checked).
+func (c *Cage) setListen(cgid uint64, allowed []netip.AddrPort) error {
+	if c.bind == nil {
+		return nil
+	}
+	for i, ap := range allowed {
+		k := listenKey(cgid, ap)
+		if err := c.bind.ListenAllow.Put(&k, uint32(i)); err != nil {
+			return fmt.Errorf("register listen address %s: %w", ap, err)
+		}
+	}
+	return nil
+}
+
+// deleteListen removes a session's listen allow-list.
+func (c *Cage) deleteListen(cgid uint64) error {
+	if c.bind == nil {
+		return nil
+	}
+	if err := deleteWhere(c.bind.ListenAllow, func(k *bindListenKey) bool { return k.Cgid == cgid }); err != nil {
+		return fmt.Errorf("delete listen addresses: %w", err)
+	}
+	return nil
 }
 
 // EnableBind loads bind.c, sharing the cage's maps, and attaches it to the
@@ -76,7 +82,7 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 	}
 	var objs bindObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"sessions": c.objs.Sessions, "deny_components": c.objs.DenyComponents, "events": c.objs.Events,
+		"sessions": c.objs.Sessions, "events": c.objs.Events,
 		"lost": c.objs.Lost, "parent_cgroup": c.objs.ParentCgroup,
 	}})
 	if err != nil {
@@ -87,14 +93,15 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 		return nil, fmt.Errorf("load the bind programs: %w", err)
 	}
 	var links []link.Link
-	release := func() {
-		for _, l := range links {
-			if c.pinDir != "" {
-				l.Unpin()
-			}
-			l.Close()
+	release := func() error {
+		err := closeLinks(links, c.pinDir != "")
+		if err != nil {
+			err = fmt.Errorf("detach bind programs: %w", err)
 		}
-		objs.Close()
+		if cerr := objs.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close bind objects: %w", cerr))
+		}
+		return err
 	}
 	attach := func(name string, at ebpf.AttachType, prog *ebpf.Program) error {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: c.parent, Attach: at, Program: prog})
@@ -120,7 +127,9 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 		{"bind6", ebpf.AttachCGroupInet6Bind, objs.CageBind6},
 	} {
 		if err := attach(h.name, h.at, h.prog); err != nil {
-			release()
+			if rerr := release(); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, ebpf.ErrNotSupported) {
 				err = fmt.Errorf("%w (this kernel has no cgroup bind hooks)", err)
 			}
@@ -128,6 +137,7 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 		}
 	}
 	ingressErr = attach("listen_ingress", ebpf.AttachCGroupInetIngress, objs.CageListenIngress)
+	c.bind = &objs
 	c.onClose = append(c.onClose, release)
 	return ingressErr, nil
 }

@@ -19,6 +19,14 @@ type bindDenyKey struct {
 	Name [48]int8
 }
 
+type bindListenKey struct {
+	_    structs.HostLayout
+	Cgid uint64
+	Addr [16]uint8
+	Port uint16
+	Pad  [3]uint16
+}
+
 type bindSession struct {
 	_            structs.HostLayout
 	Flags        uint32
@@ -33,6 +41,7 @@ type bindSession struct {
 const (
 	bindMapDenyComponents     = "deny_components"
 	bindMapEvents             = "events"
+	bindMapListenAllow        = "listen_allow"
 	bindMapLost               = "lost"
 	bindMapParentCgroup       = "parent_cgroup"
 	bindMapSessions           = "sessions"
@@ -96,6 +105,7 @@ type bindProgramSpecs struct {
 type bindMapSpecs struct {
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	ListenAllow    *ebpf.MapSpec `ebpf:"listen_allow"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
@@ -131,6 +141,7 @@ func (o *bindObjects) Close() error {
 type bindMaps struct {
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Events         *ebpf.Map `ebpf:"events"`
+	ListenAllow    *ebpf.Map `ebpf:"listen_allow"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
@@ -140,6 +151,7 @@ func (m *bindMaps) Close() error {
 	return _BindClose(
 		m.DenyComponents,
 		m.Events,
+		m.ListenAllow,
 		m.Lost,
 		m.ParentCgroup,
 		m.Sessions,

@@ -25,10 +25,11 @@ type Cage struct {
 	parent   string
 	level    uint32
 	nsOffset uint32
-	onClose  []func()
+	onClose  []func() error
 	reader   *ringbuf.Reader
 	obs      observers
-	lsm      *lsmObjects // BPF-LSM file_open, when enabled
+	lsm      *lsmObjects  // BPF-LSM file_open, when enabled
+	bind     *bindObjects // bind and listen control, when enabled
 	// handshakes: net.connect waits for the TCP handshake's outcome.
 	handshakes    bool
 	handshakesErr error
@@ -82,7 +83,7 @@ func Load(o Options) (_ *Cage, retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			c.Close()
+			_ = c.Close() // the error that made Load fail is the one to report
 		}
 	}()
 	if err := setParentCgroup(c.objs.ParentCgroup, o.CgroupParent); err != nil {
@@ -92,7 +93,9 @@ func Load(o Options) (_ *Cage, retErr error) {
 		if err := ensureBPFFS(o.PinDir); err != nil {
 			return nil, err
 		}
-		removeStalePins(o.PinDir)
+		if err := removeStalePins(o.PinDir); err != nil {
+			return nil, err
+		}
 	}
 	for _, h := range []struct {
 		name   string
@@ -120,7 +123,9 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err := c.attachObservers(); err != nil {
 		return nil, err
 	}
-	c.detachObservers()
+	if err := c.detachObservers(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -131,7 +136,7 @@ func Load(o Options) (_ *Cage, retErr error) {
 func (c *Cage) attachObservers() (retErr error) {
 	defer func() {
 		if retErr != nil {
-			c.detachObservers()
+			retErr = errors.Join(retErr, c.detachObservers())
 		}
 	}()
 	for _, tp := range []struct {
@@ -247,16 +252,17 @@ func (c *Cage) observe(cgid uint64) error {
 }
 
 // unobserve forgets a session, detaching the observers after the last.
-func (c *Cage) unobserve(cgid uint64) {
+func (c *Cage) unobserve(cgid uint64) error {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	if !c.obs.sessions[cgid] {
-		return
+		return nil
 	}
 	delete(c.obs.sessions, cgid)
 	if len(c.obs.sessions) == 0 {
-		c.detachObservers()
+		return c.detachObservers()
 	}
+	return nil
 }
 
 // Observing reports whether the observation programs are attached (while
@@ -268,14 +274,31 @@ func (c *Cage) Observing() bool {
 	return len(c.obs.links) > 0
 }
 
-func (c *Cage) detachObservers() {
-	for _, l := range c.obs.links {
-		if c.pinDir != "" {
-			l.Unpin()
-		}
-		l.Close()
-	}
+// detachObservers detaches and unpins the observation programs; an error
+// means one may still be attached (the host keeps paying for it).
+func (c *Cage) detachObservers() error {
+	err := closeLinks(c.obs.links, c.pinDir != "")
 	c.obs.links, c.obs.names = nil, nil
+	if err != nil {
+		return fmt.Errorf("detach observers: %w", err)
+	}
+	return nil
+}
+
+// closeLinks unpins (when pinned) and closes links, going on past errors.
+func closeLinks(links []link.Link, pinned bool) error {
+	var errs []error
+	for _, l := range links {
+		if pinned {
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := l.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // legacySyscall names the calls some architectures lack (arm64 has only
@@ -300,23 +323,28 @@ func (c *Cage) NamespaceOffset() uint32 { return c.nsOffset }
 // Close detaches everything and unpins the links (a clean shutdown: no
 // session is left to enforce).
 func (c *Cage) Close() error {
-	for _, l := range c.links {
-		if c.pinDir != "" {
-			l.Unpin()
-		}
-		l.Close()
+	var errs []error
+	if err := closeLinks(c.links, c.pinDir != ""); err != nil {
+		errs = append(errs, fmt.Errorf("detach cgroup programs: %w", err))
 	}
 	c.links = nil
 	c.obs.mu.Lock()
-	c.detachObservers()
+	errs = append(errs, c.detachObservers())
 	if c.lsm != nil {
-		c.lsm.Close()
+		if err := c.lsm.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close BPF-LSM objects: %w", err))
+		}
 	}
 	c.obs.mu.Unlock()
 	for _, f := range c.onClose {
-		f()
+		errs = append(errs, f())
 	}
-	return c.objs.Close()
+	if c.pinDir != "" {
+		// Every pin is gone: the directory goes too (it stays, harmless,
+		// when something still holds a pin in it).
+		_ = os.Remove(c.pinDir)
+	}
+	return errors.Join(append(errs, c.objs.Close())...)
 }
 
 // setParentCgroup puts the parent cgroup in the programs' cgroup array.
@@ -325,7 +353,7 @@ func setParentCgroup(m *ebpf.Map, dir string) error {
 	if err != nil {
 		return fmt.Errorf("open parent cgroup: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if err := m.Put(uint32(0), uint32(f.Fd())); err != nil {
 		return fmt.Errorf("set parent cgroup: %w", err)
 	}
@@ -377,12 +405,19 @@ func ensureBPFFS(dir string) error {
 }
 
 // removeStalePins drops links a crashed daemon left pinned; by now the
-// sandboxes they protected have been reaped.
-func removeStalePins(dir string) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		os.Remove(filepath.Join(dir, e.Name()))
+// sandboxes they protected have been reaped. One left behind would keep
+// its programs attached next to the new ones.
+func removeStalePins(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list stale pins: %w", err)
 	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("remove stale pin: %w", err)
+		}
+	}
+	return nil
 }
 
 // calibrate returns how many cgroup levels lie above the root this
@@ -430,14 +465,16 @@ func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
 	if err := cs.LoadAndAssign(&objs, nil); err != nil {
 		return 0, fmt.Errorf("load the calibration program: %w", err)
 	}
-	defer objs.Prog.Close()
-	defer objs.Calib.Close()
+	defer func() { _ = objs.Prog.Close() }()
+	defer func() { _ = objs.Calib.Close() }()
 	l, err := link.Tracepoint("syscalls", "sys_enter_prctl", objs.Prog, nil)
 	if err != nil {
 		return 0, fmt.Errorf("attach the calibration program: %w", err)
 	}
-	unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
-	l.Close()
+	_, _, _ = unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("detach the calibration program: %w", err)
+	}
 	for level := uint32(0); level < 32; level++ {
 		var id uint64
 		if err := objs.Calib.Lookup(level, &id); err != nil {

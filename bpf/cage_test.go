@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -20,12 +21,20 @@ func loadForTest(t *testing.T) (*Cage, string) {
 	root := probe.CgroupV2Root()
 	testenv.Require(t, root != "", "cgroup v2")
 	testenv.Require(t, probe.EnsureTracefs() == nil, "tracefs")
-	parent := filepath.Join(root, "mcpcage-unit-"+filepath.Base(t.TempDir()))
-	c, err := Load(Options{CgroupParent: parent, PinDir: "/sys/fs/bpf/mcpcage-unit"})
+	// A cgroup and a pin directory of this test's own, so that test runs
+	// sharing the machine never meet.
+	unique := "mcpcage-unit-" + filepath.Base(t.TempDir())
+	parent := filepath.Join(root, unique)
+	pins := filepath.Join("/sys/fs/bpf", unique)
+	c, err := Load(Options{CgroupParent: parent, PinDir: pins})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(); os.Remove(parent) })
+	t.Cleanup(func() {
+		if err := errors.Join(c.Close(), os.Remove(parent), os.RemoveAll(pins)); err != nil {
+			t.Errorf("left behind: %v", err)
+		}
+	})
 	return c, parent
 }
 
@@ -36,7 +45,11 @@ func sessionForTest(t *testing.T, c *Cage, parent string, p Policy) (dir string,
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(dir) })
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("session cgroup left behind: %v", err)
+		}
+	})
 	cgid, err := CgroupID(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +57,11 @@ func sessionForTest(t *testing.T, c *Cage, parent string, p Policy) (dir string,
 	if err := c.Register(cgid, p); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Unregister(cgid) })
+	t.Cleanup(func() {
+		if err := c.Unregister(cgid); err != nil {
+			t.Errorf("session left in the maps: %v", err)
+		}
+	})
 	return dir, cgid
 }
 
@@ -71,7 +88,7 @@ func openThen(t *testing.T, session string, n int, path string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Close(fd)
+	defer func() { _ = syscall.Close(fd) }()
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	return cmd.Run()
 }
@@ -83,7 +100,7 @@ func acceptAndClose(ln net.Listener) {
 		if err != nil {
 			return
 		}
-		c.Close()
+		_ = c.Close()
 	}
 }
 
@@ -92,7 +109,7 @@ func TestRegisterAndUnregister(t *testing.T) {
 	if c.Level() != 2 {
 		t.Fatalf("session level %d for parent %s, want 2", c.Level(), parent)
 	}
-	if pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage-unit"); len(pins) != 4 {
+	if pins, _ := os.ReadDir(c.pinDir); len(pins) != 4 {
 		t.Fatalf("%d pinned links, want 4", len(pins))
 	}
 	rules := []EgressRule{
@@ -118,17 +135,24 @@ func TestRegisterAndUnregister(t *testing.T) {
 	if err := c.SetEgress(101, rules[:1]); err != nil {
 		t.Fatal(err)
 	}
-	c.Unregister(101)
-	c.Unregister(202)
+	for _, cgid := range []uint64{101, 202} {
+		if err := c.Unregister(cgid); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if s, e, d := c.Counts(); s+e+d != 0 {
 		t.Fatalf("after unregister: %d sessions, %d egress, %d deny", s, e, d)
 	}
 	if err := c.SetEgress(1, []EgressRule{{Prefix: netip.MustParsePrefix("1.2.3.4/32"), Ports: []uint16{1, 2, 3, 4, 5, 6, 7, 8, 9}}}); err == nil {
 		t.Fatal("9 ports for one range accepted")
 	}
-	c.Unregister(1)
+	if err := c.Unregister(1); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Register(3, Policy{DenyComponents: map[string]int{string(make([]byte, 60)): 0}}); err == nil {
 		t.Fatal("over-long deny component accepted")
 	}
-	c.Unregister(3)
+	if err := c.Unregister(3); err != nil {
+		t.Fatal(err)
+	}
 }

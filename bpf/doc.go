@@ -35,7 +35,9 @@
 // Agent identity (stamp.c, LoadExecStamps): a raw tracepoint on
 // sched_process_exec, attached system-wide for as long as the daemon runs
 // and pinned beyond, records in task storage each task's last exec time,
-// fork time, working directory and argv head, which the daemon reads with
-// a pidfd. It is independent of the cage: it loads where the cgroup hooks
+// fork time, working directory and argv head; a tp_btf program on
+// sched_process_fork records on each child the process that really forked
+// it (its tgid and start time, from current, not real_parent, so
+// CLONE_PARENT and re-parenting show). The daemon reads both with a pidfd. It is independent of the cage: it loads where the cgroup hooks
 // do not.
 package bpf

@@ -130,7 +130,7 @@ type Event struct {
 // bootTime converts the kernel's monotonic clock to wall time.
 var bootTime = func() time.Time {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for CLOCK_MONOTONIC
 	return time.Now().Add(-time.Duration(ts.Nano()))
 }()
 
@@ -237,7 +237,7 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 	}
 	c.reader = rd
 	c.drain.cond = sync.NewCond(&c.drain.mu)
-	c.onClose = append(c.onClose, func() { rd.Close() })
+	c.onClose = append(c.onClose, rd.Close)
 	go func() {
 		var rec ringbuf.Record
 		for {
@@ -309,7 +309,7 @@ func (c *Cage) Sync(timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("kernel events not drained within %s", timeout)
 		}
-		c.reader.Flush() // end the reader's wait now rather than at its poll deadline
+		_ = c.reader.Flush() // end the reader's wait now rather than at its poll deadline
 		c.drain.cond.Wait()
 	}
 	return nil

@@ -40,10 +40,13 @@ func (c *Cage) EnableLSM() error {
 	// Attach once now: refuse here, not at the first session.
 	l, err := link.AttachLSM(link.LSMOptions{Program: objs.CageFileOpen})
 	if err != nil {
-		objs.Close()
+		_ = objs.Close()
 		return fmt.Errorf("attach lsm/file_open: %w", err)
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		_ = objs.Close()
+		return fmt.Errorf("detach the trial lsm/file_open: %w", err)
+	}
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	c.lsm = &objs

@@ -26,6 +26,9 @@ type Policy struct {
 	// DenyComponents are path component names whose opening kills the
 	// process; the value is the index of the deny_paths rule.
 	DenyComponents map[string]int
+	// Listen are the local addresses a host-network session may bind and
+	// accept on (its server's listen list).
+	Listen []netip.AddrPort
 }
 
 const maxPorts = 8
@@ -49,6 +52,9 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 			return fmt.Errorf("register deny rule: %w", err)
 		}
 	}
+	if err := c.setListen(cgid, p.Listen); err != nil {
+		return err
+	}
 	s := cageSession{}
 	if p.HostNetwork {
 		s.Flags = 1
@@ -67,7 +73,9 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 // prefix contains it, since the LPM trie answers with the longest match
 // only.
 func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
-	c.deleteEgress(cgid)
+	if err := c.deleteEgress(cgid); err != nil {
+		return err
+	}
 	type entry struct {
 		ports map[uint16]bool
 		any   bool
@@ -133,23 +141,48 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 
 // Unregister removes every trace of a session from the maps. After the
 // last session the observation programs are detached, so the rest of the
-// host stops paying for the syscall tracepoints.
-func (c *Cage) Unregister(cgid uint64) {
-	c.unobserve(cgid)
-	c.objs.Sessions.Delete(cgid)
-	c.deleteEgress(cgid)
-	deleteWhere(c.objs.DenyComponents, func(k *cageDenyKey) bool { return k.Cgid == cgid })
-	deleteWhere(c.objs.UdpSeen, func(k *cageUdpKey) bool { return k.Cgid == cgid })
+// host stops paying for the syscall tracepoints. It goes on past errors
+// and returns them all: an entry left behind keeps a policy in the maps,
+// and an observer left attached keeps costing the host.
+func (c *Cage) Unregister(cgid uint64) error {
+	var errs []error
+	if err := c.unobserve(cgid); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.objs.Sessions.Delete(cgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("delete session: %w", err))
+	}
+	if err := c.deleteEgress(cgid); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteWhere(c.objs.DenyComponents, func(k *cageDenyKey) bool { return k.Cgid == cgid }); err != nil {
+		errs = append(errs, fmt.Errorf("delete deny rules: %w", err))
+	}
+	if err := c.deleteListen(cgid); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteWhere(c.objs.UdpSeen, func(k *cageUdpKey) bool { return k.Cgid == cgid }); err != nil {
+		errs = append(errs, fmt.Errorf("delete udp peers: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unregister session %d: %w", cgid, err)
+	}
+	return nil
 }
 
-func (c *Cage) deleteEgress(cgid uint64) {
-	deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
-	deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+func (c *Cage) deleteEgress(cgid uint64) error {
+	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+	if err := errors.Join(err4, err6); err != nil {
+		return fmt.Errorf("delete egress rules: %w", err)
+	}
+	return nil
 }
 
 // deleteWhere removes the entries of m whose key matches. Keys are
-// collected first: deleting while iterating restarts hash iteration.
-func deleteWhere[K any](m *ebpf.Map, match func(*K) bool) {
+// collected first: deleting while iterating restarts hash iteration. It
+// goes on past a failed delete; an entry already gone is not an error.
+func deleteWhere[K any](m *ebpf.Map, match func(*K) bool) error {
 	var k K
 	v := make([]byte, m.ValueSize())
 	var del []K
@@ -159,9 +192,16 @@ func deleteWhere[K any](m *ebpf.Map, match func(*K) bool) {
 			del = append(del, k)
 		}
 	}
-	for i := range del {
-		m.Delete(&del[i])
+	var errs []error
+	if err := it.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("iterate: %w", err))
 	}
+	for i := range del {
+		if err := m.Delete(&del[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Counts reports map occupancy, for leak checks and status.

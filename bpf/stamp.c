@@ -89,7 +89,7 @@ int stamp_exec(struct bpf_raw_tracepoint_args *ctx)
 	s->exec_ns = bpf_ktime_get_boot_ns();
 	__u32 k = META_EXEC_LOST;
 	__u64 *lost = bpf_map_lookup_elem(&stamp_meta, &k);
-	s->lost = lost ? *lost : ~0ULL;
+	s->lost = lost ? *lost : 0; // 0: any loss at all distrusts it
 	s->start_ns = BPF_CORE_READ(task, start_boottime);
 	s->cwd_ino = BPF_CORE_READ(task, fs, pwd.dentry, d_inode, i_ino);
 	s->cwd_dev = BPF_CORE_READ(task, fs, pwd.dentry, d_sb, s_dev);

@@ -13,14 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ExecStamps is the system-wide exec record (stamp.c): for each task,
-// when it last exec'd, when it was forked, its working directory and the
-// head of its argv at that exec, read with a pidfd. A task that has not
-// exec'd since stamping began has no stamp: its image is older.
+// ExecStamps is the system-wide exec and fork record (stamp.c): for each
+// task, when it last exec'd, when it was forked, its working directory
+// and the head of its argv at that exec, and which process forked it,
+// read with a pidfd. A task that has not exec'd since stamping began has
+// no exec stamp: its image is older; one forked before has no fork record.
 type ExecStamps struct {
-	stamps, meta *ebpf.Map
-	link         link.Link
-	since        uint64
+	stamps, forks, meta *ebpf.Map
+	exec, fork          link.Link
+	since               uint64
 }
 
 // ExecStamp is one task's record. Times are CLOCK_BOOTTIME nanoseconds.
@@ -31,15 +32,29 @@ type ExecStamp struct {
 	CwdIno  uint64
 	ArgvLen int    // bytes of argv at exec
 	Argv    []byte // the first of them (at most 512), NUL-separated
+	// Lost is Lost().Execs when the stamp was written: a larger count now
+	// means a later exec of this task may have gone unstamped.
+	Lost uint64
+	// Forker is the process that forked the task (the caller of fork or
+	// clone, whatever the task's parent is now), by pid in the initial
+	// pid namespace and start time; 0 when there is no fork record (the
+	// task is older than the record, or its record was lost).
+	Forker      uint32
+	ForkerStart uint64
 }
 
-// stampPinVersion names the pin directory: a layout change gets a new one.
-const stampPinVersion = "exec-v1"
+// stampPinVersion names the pin directory: a layout change gets a new
+// one, and the old ones are removed (stalePins).
+const stampPinVersion = "exec-v2"
 
-// LoadExecStamps attaches the exec stamper. With pinDir set (a bpffs
-// directory), the program, its link and maps are pinned under
-// pinDir/exec-v1 and reused by the next daemon, so a restart leaves no
-// gap in the record; Close leaves them in place.
+// stalePins are earlier layouts' pin directories.
+var stalePins = []string{"exec-v1"}
+
+// LoadExecStamps attaches the exec and fork stampers. With pinDir set (a
+// bpffs directory), the programs, their links and maps are pinned under
+// pinDir/exec-v2 and reused by the next daemon, so a restart leaves no
+// gap in the record; Close leaves them in place. Pins of earlier layouts
+// are removed.
 func LoadExecStamps(pinDir string) (_ *ExecStamps, retErr error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
@@ -55,15 +70,23 @@ func LoadExecStamps(pinDir string) (_ *ExecStamps, retErr error) {
 		if err != nil {
 			return nil, fmt.Errorf("open pin directory: %w", err)
 		}
-		defer lock.Close()
+		defer func() { _ = lock.Close() }() // releases the lock
 		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 			return nil, fmt.Errorf("lock pin directory: %w", err)
+		}
+		for _, old := range stalePins {
+			// Its programs stop with their last reference. Best effort:
+			// one left behind costs the host its tracepoint, nothing more.
+			_ = os.RemoveAll(filepath.Join(pinDir, old))
 		}
 		dir = filepath.Join(pinDir, stampPinVersion)
 		if s, err := loadPinnedStamps(dir); err == nil {
 			return s, nil
 		}
-		os.RemoveAll(dir) // partial or stale: start over
+		// Partial or stale: start over.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("remove stale exec stamper pins: %w", err)
+		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create pin directory: %w", err)
 		}
@@ -76,18 +99,25 @@ func LoadExecStamps(pinDir string) (_ *ExecStamps, retErr error) {
 		}
 		return nil, fmt.Errorf("load the exec stamper: %w", err)
 	}
-	defer objs.StampExec.Close()
-	s := &ExecStamps{stamps: objs.ExecStamps, meta: objs.StampMeta}
+	// The links hold the programs from here on.
+	defer func() { _ = objs.StampExec.Close() }()
+	defer func() { _ = objs.StampFork.Close() }()
+	s := &ExecStamps{stamps: objs.ExecStamps, forks: objs.ForkStamps, meta: objs.StampMeta}
 	defer func() {
 		if retErr != nil {
-			s.Close()
+			_ = s.Close()
 		}
 	}()
 	var err error
-	if s.link, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: objs.StampExec}); err != nil {
+	// Forks first: a task whose exec is stamped has its fork recorded too,
+	// unless it was forked before.
+	if s.fork, err = link.AttachTracing(link.TracingOptions{Program: objs.StampFork}); err != nil {
+		return nil, fmt.Errorf("attach tp_btf sched_process_fork: %w", err)
+	}
+	if s.exec, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: objs.StampExec}); err != nil {
 		return nil, fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
 	}
-	// Read after attaching: no exec after 'since' goes unstamped.
+	// Read after attaching: no exec or fork after 'since' goes unstamped.
 	since, err := bootNanos()
 	if err != nil {
 		return nil, err
@@ -102,11 +132,11 @@ func LoadExecStamps(pinDir string) (_ *ExecStamps, retErr error) {
 	for _, p := range []struct {
 		name string
 		pin  func(string) error
-	}{{"stamps", s.stamps.Pin}, {"meta", s.meta.Pin}, {"link", s.link.Pin}} {
+	}{{"stamps", s.stamps.Pin}, {"forks", s.forks.Pin}, {"meta", s.meta.Pin}, {"exec", s.exec.Pin}, {"fork", s.fork.Pin}} {
 		if err := p.pin(filepath.Join(dir, p.name)); err != nil {
 			if errors.Is(err, os.ErrExist) {
 				// Another daemon won the race: use its record.
-				s.Close()
+				_ = s.Close()
 				return loadPinnedStamps(dir)
 			}
 			return nil, fmt.Errorf("pin exec stamper %s: %w", p.name, err)
@@ -119,7 +149,7 @@ func loadPinnedStamps(dir string) (_ *ExecStamps, retErr error) {
 	s := &ExecStamps{}
 	defer func() {
 		if retErr != nil {
-			s.Close()
+			_ = s.Close()
 		}
 	}()
 	var err error
@@ -129,10 +159,19 @@ func loadPinnedStamps(dir string) (_ *ExecStamps, retErr error) {
 	if s.stamps.ValueSize() != uint32(unsafe.Sizeof(stampExecStamp{})) {
 		return nil, fmt.Errorf("pinned exec stamps have another layout")
 	}
+	if s.forks, err = ebpf.LoadPinnedMap(filepath.Join(dir, "forks"), nil); err != nil {
+		return nil, err
+	}
+	if s.forks.ValueSize() != uint32(unsafe.Sizeof(stampForkStamp{})) {
+		return nil, fmt.Errorf("pinned fork stamps have another layout")
+	}
 	if s.meta, err = ebpf.LoadPinnedMap(filepath.Join(dir, "meta"), nil); err != nil {
 		return nil, err
 	}
-	if s.link, err = link.LoadPinnedLink(filepath.Join(dir, "link"), nil); err != nil {
+	if s.exec, err = link.LoadPinnedLink(filepath.Join(dir, "exec"), nil); err != nil {
+		return nil, err
+	}
+	if s.fork, err = link.LoadPinnedLink(filepath.Join(dir, "fork"), nil); err != nil {
 		return nil, err
 	}
 	if err := s.meta.Lookup(uint32(1), &s.since); err != nil || s.since == 0 {
@@ -141,13 +180,20 @@ func loadPinnedStamps(dir string) (_ *ExecStamps, retErr error) {
 	return s, nil
 }
 
-// Lookup returns the stamp of the process behind pidfd; ok is false when
-// it has not exec'd since Since.
+// Lookup returns the stamps of the process behind pidfd; ok is false when
+// it has not exec'd since Since (its fork record, Forker, may be there
+// all the same).
 func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
+	var f stampForkStamp
+	if err := s.forks.Lookup(int32(pidfd), &f); err == nil {
+		st.Forker, st.ForkerStart = f.ForkerTgid, f.ForkerStart
+	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return ExecStamp{}, false, fmt.Errorf("look up fork stamp: %w", err)
+	}
 	var v stampExecStamp
 	if err := s.stamps.Lookup(int32(pidfd), &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return ExecStamp{}, false, nil
+			return st, false, nil
 		}
 		return ExecStamp{}, false, fmt.Errorf("look up exec stamp: %w", err)
 	}
@@ -157,36 +203,49 @@ func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
 		argv[i] = byte(v.Argv[i])
 	}
 	kdev := v.CwdDev // kernel dev_t: 12-bit major, 20-bit minor
-	return ExecStamp{Exec: v.ExecNs, Start: v.StartNs, CwdDev: unix.Mkdev(kdev>>20, kdev&0xfffff), CwdIno: v.CwdIno,
-		ArgvLen: int(v.ArgvLen), Argv: argv}, true, nil
+	st.Exec, st.Start, st.CwdDev, st.CwdIno = v.ExecNs, v.StartNs, unix.Mkdev(kdev>>20, kdev&0xfffff), v.CwdIno
+	st.ArgvLen, st.Argv, st.Lost = int(v.ArgvLen), argv, v.Lost
+	return st, true, nil
 }
 
 // Since is when stamping began (CLOCK_BOOTTIME ns): a task without a
 // stamp has not exec'd since.
 func (s *ExecStamps) Since() uint64 { return s.since }
 
-// Unstamped counts execs the kernel could not stamp (storage allocation
-// failed): a missing stamp is then no proof of an older image.
-func (s *ExecStamps) Unstamped() uint64 {
-	var n uint64
+// Lost counts the execs and forks the kernel could not stamp (task
+// storage busy, or its allocation failed): a missing stamp is then no
+// proof of an older image, and a task may keep the stamp of an earlier
+// exec (see ExecStamp.Lost).
+type Lost struct{ Execs, Forks uint64 }
+
+// Lost reads the counters.
+func (s *ExecStamps) Lost() Lost {
+	var l Lost
 	if s.meta != nil {
-		_ = s.meta.Lookup(uint32(0), &n)
+		_ = s.meta.Lookup(uint32(0), &l.Execs)
+		_ = s.meta.Lookup(uint32(2), &l.Forks)
 	}
-	return n
+	return l
 }
 
 // Close releases this process's references; pinned objects stay.
 func (s *ExecStamps) Close() error {
-	if s.link != nil {
-		s.link.Close()
+	var errs []error
+	for _, l := range []link.Link{s.exec, s.fork} {
+		if l != nil {
+			if err := l.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close exec stamper link: %w", err))
+			}
+		}
 	}
-	if s.stamps != nil {
-		s.stamps.Close()
+	for _, m := range []*ebpf.Map{s.stamps, s.forks, s.meta} {
+		if m != nil {
+			if err := m.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close exec stamper map: %w", err))
+			}
+		}
 	}
-	if s.meta != nil {
-		s.meta.Close()
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // UnpinExecStamps removes the pinned stamper (uninstall, tests).

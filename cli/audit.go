@@ -48,7 +48,7 @@ Users see their own records; root and the admin group see all.
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			r, err := c.Do(api.Request{Op: api.OpAudit, Audit: &q})
 			if err != nil {
 				return err
@@ -56,8 +56,7 @@ Users see their own records; root and the admin group see all.
 			if !r.OK {
 				return errors.New(r.Error)
 			}
-			w := bufio.NewWriter(stdout)
-			defer w.Flush()
+			w := bufio.NewWriter(stdout) // keeps the first write error for Flush
 			// The history is shown in time order: kernel events reach the log
 			// a little after the calls they belong to, and sort back under
 			// them by the kernel's own timestamps.
@@ -90,14 +89,16 @@ Users see their own records; root and the admin group see all.
 					}
 				})
 				if q.Follow {
-					w.Flush()
+					if err := w.Flush(); err != nil {
+						return err
+					}
 				}
 			}
 			sort.SliceStable(history, func(i, j int) bool { return recordTime(history[i]) < recordTime(history[j]) })
 			for _, line := range history {
 				printLine(line)
 			}
-			return nil
+			return w.Flush()
 		},
 	}
 	f := cmd.Flags()
@@ -132,7 +133,7 @@ audit.head fails unless --no-head is given. With FILEs (oldest first), the
 head is checked only when --head names it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			failed := func(err error) error {
-				fmt.Fprintf(stderr, "mcpcage: audit log verification FAILED: %v\n", err)
+				_, _ = fmt.Fprintf(stderr, "mcpcage: audit log verification FAILED: %v\n", err)
 				return exitError(1)
 			}
 			files := args
@@ -174,8 +175,8 @@ head is checked only when --head names it.`,
 			if head == nil {
 				note += " (not checked against a chain head: a cut-off end would go unnoticed)"
 			}
-			fmt.Fprintf(stdout, "audit log OK: %d records, seq %d to %d%s, head %s\n", rep.Records, rep.FirstSeq, rep.LastSeq, note, short(rep.Head))
-			return nil
+			_, err = fmt.Fprintf(stdout, "audit log OK: %d records, seq %d to %d%s, head %s\n", rep.Records, rep.FirstSeq, rep.LastSeq, note, short(rep.Head))
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&headPath, "head", "", "the chain head file (default: audit.head in state_dir when no FILE is given)")
@@ -340,7 +341,9 @@ func recordTime(line []byte) string {
 	var r struct {
 		Time string `json:"time"`
 	}
-	json.Unmarshal(line, &r)
+	if err := json.Unmarshal(line, &r); err != nil {
+		return "" // not a record: sorts first
+	}
 	if t, err := time.Parse(time.RFC3339Nano, r.Time); err == nil {
 		return t.UTC().Format("2006-01-02T15:04:05.000000000")
 	}

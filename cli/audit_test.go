@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,13 +23,17 @@ func auditDir(t *testing.T) (dir string, files []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "state"), 0o700)
+	if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 40; i++ {
 		if err := l.Append(audit.Record{"type": "tool.call", "tool": fmt.Sprint("t", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	conf := fmt.Sprintf("[daemon]\nstate_dir = %q\naudit_log = %q\n", filepath.Join(dir, "state"), logPath)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -41,42 +46,44 @@ func TestAuditVerify(t *testing.T) {
 	tests := []struct {
 		name   string
 		args   func(dir string, files []string) []string
-		damage func(dir string, files []string)
+		damage func(dir string, files []string) error
 		code   int
 		stdout string
 		stderr string
 	}{
 		{"configured log", func(string, []string) []string { return nil }, nil, 0, "audit log OK: ", ""},
-		{"head missing", func(string, []string) []string { return nil }, func(dir string, _ []string) {
-			os.Remove(filepath.Join(dir, "state", "audit.head"))
+		{"head missing", func(string, []string) []string { return nil }, func(dir string, _ []string) error {
+			return os.Remove(filepath.Join(dir, "state", "audit.head"))
 		}, 1, "", "the chain head " + "%DIR%/state/audit.head is missing"},
-		{"head missing, --no-head", func(string, []string) []string { return []string{"--no-head"} }, func(dir string, _ []string) {
-			os.Remove(filepath.Join(dir, "state", "audit.head"))
+		{"head missing, --no-head", func(string, []string) []string { return []string{"--no-head"} }, func(dir string, _ []string) error {
+			return os.Remove(filepath.Join(dir, "state", "audit.head"))
 		}, 0, "not checked against a chain head", ""},
 		{"files with --head", func(dir string, files []string) []string {
 			return append([]string{"--head", filepath.Join(dir, "state", "audit.head")}, files...)
 		}, nil, 0, "audit log OK: ", ""},
 		{"files without a head", func(_ string, files []string) []string { return files }, nil, 0, "not checked against a chain head", ""},
-		{"middle segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) {
-			os.Remove(files[1])
+		{"middle segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) error {
+			return os.Remove(files[1])
 		}, 1, "", "a middle segment was removed: segment 3 follows segment 1"},
-		{"oldest segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) {
-			os.Remove(files[0])
+		{"oldest segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) error {
+			return os.Remove(files[0])
 		}, 1, "", "the oldest segment was removed"},
-		{"newest segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) {
+		{"newest segment removed", func(string, []string) []string { return nil }, func(_ string, files []string) error {
 			for i := len(files) - 1; i >= 0; i-- { // the newest with records
 				if st, _ := os.Stat(files[i]); st.Size() > 0 {
-					os.Remove(files[i])
-					return
+					return os.Remove(files[i])
 				}
 			}
+			return errors.New("no segment has records")
 		}, 1, "", "the newest segment was removed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir, files := auditDir(t)
 			if tt.damage != nil {
-				tt.damage(dir, files)
+				if err := tt.damage(dir, files); err != nil {
+					t.Fatal(err)
+				}
 			}
 			var out, errOut bytes.Buffer
 			code := Main(append([]string{"audit", "verify"}, tt.args(dir, files)...), strings.NewReader(""), &out, &errOut)

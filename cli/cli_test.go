@@ -12,8 +12,14 @@ func TestConfigCheck(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.toml")
 	bad := filepath.Join(dir, "bad.toml")
-	os.WriteFile(good, []byte("[servers.a]\ncommand = [\"x\"]\n"), 0o644)
-	os.WriteFile(bad, []byte("[servers.a]\ncommand = [\"x\"]\nimgae = \"y\"\n"), 0o644)
+	for path, conf := range map[string]string{
+		good: "[servers.a]\ncommand = [\"x\"]\n",
+		bad:  "[servers.a]\ncommand = [\"x\"]\nimgae = \"y\"\n",
+	} {
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name   string
 		args   []string

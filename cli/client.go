@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,8 +54,8 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: &def}, nil); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "server %s added: run it with `mcpcage run %s`\n", def.Name, def.Name)
-			return nil
+			_, err := fmt.Fprintf(stdout, "server %s added: run it with `mcpcage run %s`\n", def.Name, def.Name)
+			return err
 		},
 	}
 	add.Flags().StringArrayVar(&mounts, "mount", nil, "SRC:DST[:rw] host path shown in the sandbox (read-only unless :rw)")
@@ -94,12 +96,21 @@ type clientState struct {
 
 func statePath(home string) string { return filepath.Join(home, ".config", "mcpcage", "clients.json") }
 
-func loadState(home string) map[string]clientState {
+// loadState reads what setup did. A state file that cannot be read or
+// parsed is an error: saving over it would lose the way back.
+func loadState(home string) (map[string]clientState, error) {
 	m := map[string]clientState{}
-	if b, err := os.ReadFile(statePath(home)); err == nil {
-		json.Unmarshal(b, &m)
+	b, err := os.ReadFile(statePath(home))
+	if errors.Is(err, fs.ErrNotExist) {
+		return m, nil
 	}
-	return m
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", statePath(home), err)
+	}
+	return m, nil
 }
 
 func saveState(home string, m map[string]clientState) error {
@@ -144,25 +155,33 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			if err != nil {
 				return err
 			}
+			out := bufio.NewWriter(stdout) // keeps the first write error for Flush
 			for _, r := range res.Remote {
-				fmt.Fprintf(stdout, "left as is: %s (remote server)\n", r)
+				fmt.Fprintf(out, "left as is: %s (remote server)\n", r)
 			}
 			for _, r := range res.Unchanged {
-				fmt.Fprintf(stdout, "already through mcpcage: %s\n", r)
+				fmt.Fprintf(out, "already through mcpcage: %s\n", r)
 			}
 			for _, s := range res.Imported {
 				for _, w := range s.Warnings {
-					fmt.Fprintf(stderr, "warning: %s\n", w)
+					warn(stderr, "%s", w)
 				}
 			}
 			if !res.Changed(old) {
-				fmt.Fprintf(stdout, "%s: nothing to change\n", path)
-				return nil
+				fmt.Fprintf(out, "%s: nothing to change\n", path)
+				return out.Flush()
 			}
-			fmt.Fprint(stdout, clientsetup.Diff(path, old, res.Config))
+			fmt.Fprint(out, clientsetup.Diff(path, old, res.Config))
 			if dryRun {
-				fmt.Fprintln(stdout, "dry run: nothing was changed")
-				return nil
+				fmt.Fprintln(out, "dry run: nothing was changed")
+				return out.Flush()
+			}
+			if err := out.Flush(); err != nil {
+				return err
+			}
+			state, err := loadState(home)
+			if err != nil {
+				return err
 			}
 			// Servers first, so the client never points at a missing one.
 			var added []string
@@ -173,7 +192,9 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 				}
 				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: def}, nil); err != nil {
 					for _, n := range added {
-						api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil)
+						if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil); err != nil {
+							warn(stderr, "undo import of %s: remove server: %v", n, err)
+						}
 					}
 					return fmt.Errorf("import %s: %w; nothing was changed", s.Name, err)
 				}
@@ -191,7 +212,6 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			if err := os.Rename(tmp, path); err != nil {
 				return err
 			}
-			state := loadState(home)
 			prev := state[c.Name]
 			if prev.Backup == "" {
 				prev = clientState{Path: path, Backup: backup}
@@ -202,15 +222,15 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			if err := saveState(home, state); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s now runs %d server(s) through mcpcage; backup: %s\nrestart %s, then grant what it may use: mcpcage grant --agent ... --server NAME --tool ...\n",
+			_, err = fmt.Fprintf(stdout, "%s now runs %d server(s) through mcpcage; backup: %s\nrestart %s, then grant what it may use: mcpcage grant --agent ... --server NAME --tool ...\n",
 				c.Name, len(added), backup, c.Name)
-			return nil
+			return err
 		},
 	}
 	setup.Flags().BoolVar(&dryRun, "dry-run", false, "print the diff, change nothing")
 	setup.Flags().StringArrayVar(&only, "server", nil, "import only this entry (repeatable)")
 	setup.Flags().StringVar(&home, "home", "", "home directory (default: yours)")
-	setup.Flags().MarkHidden("home")
+	must(setup.Flags().MarkHidden("home"))
 	restore := &cobra.Command{
 		Use:   "restore CLIENT",
 		Short: "Undo `client setup`: put the original configuration back and remove the imported servers",
@@ -223,7 +243,10 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			if home == "" {
 				home, _ = os.UserHomeDir()
 			}
-			state := loadState(home)
+			state, err := loadState(home)
+			if err != nil {
+				return err
+			}
 			st, ok := state[c.Name]
 			if !ok {
 				return fmt.Errorf("mcpcage client setup was not run for %s (no record in %s)", c.Name, statePath(home))
@@ -241,19 +264,19 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			}
 			for _, n := range st.Servers {
 				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil); err != nil {
-					fmt.Fprintf(stderr, "warning: remove server %s: %v\n", n, err)
+					warn(stderr, "remove server %s: %v", n, err)
 				}
 			}
 			delete(state, c.Name)
 			if err := saveState(home, state); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "%s restored from %s\n", st.Path, st.Backup)
-			return nil
+			_, err = fmt.Fprintf(stdout, "%s restored from %s\n", st.Path, st.Backup)
+			return err
 		},
 	}
 	restore.Flags().StringVar(&home, "home", "", "home directory (default: yours)")
-	restore.Flags().MarkHidden("home")
+	must(restore.Flags().MarkHidden("home"))
 	cmd.AddCommand(setup, restore)
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,10 +43,10 @@ and prompt patterns are plain shell globs.`,
 				return err
 			}
 			if g.AnyScript {
-				fmt.Fprintf(cmd.ErrOrStderr(), "warning: --any-script: if %s is an interpreter or a shell, this grant covers every script it runs, including any another process of yours starts\n", g.Agent)
+				warn(cmd.ErrOrStderr(), "--any-script: if %s is an interpreter or a shell, this grant covers every script it runs, including any another process of yours starts", g.Agent)
 			}
-			fmt.Fprintln(stdout, r.ID)
-			return nil
+			_, err := fmt.Fprintln(stdout, r.ID)
+			return err
 		},
 	}
 	f := cmd.Flags()
@@ -61,8 +60,8 @@ and prompt patterns are plain shell globs.`,
 	f.Int64Var(&g.MaxCalls, "max-calls", 0, "call budget")
 	f.StringVar(&g.User, "user", "", "grant for this user (root or admin group only)")
 	f.BoolVar(&g.AnyScript, "any-script", false, "allow a grant to a bare interpreter or shell (exe:/usr/bin/node): it covers every script it runs")
-	cmd.MarkFlagRequired("agent")
-	cmd.MarkFlagRequired("server")
+	must(cmd.MarkFlagRequired("agent"))
+	must(cmd.MarkFlagRequired("server"))
 	return cmd
 }
 
@@ -77,8 +76,8 @@ func revokeCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Value: reason}, &r); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, r.Agent, r.Server, r.User)
-			return nil
+			_, err := fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, r.Agent, r.Server, r.User)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded)")
@@ -102,12 +101,12 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 				return writeJSON(stdout, recs)
 			}
 			now := time.Now()
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS")
+			tw := newTable(stdout)
+			tw.printf("ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS\n")
 			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, agentLabel(r.Agent), r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, agentLabel(r.Agent), r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	f := cmd.Flags()
@@ -128,14 +127,14 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if jsonOut {
 				return writeJSON(stdout, r)
 			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "id:\t%s\nstate:\t%s\nuser:\t%s\nagent:\t%s\nserver:\t%s\ncovers:\t%s\ncondition:\t%s\nexpires:\t%s\ncalls:\t%s\ncreated:\t%s by %s (%s)\n",
+			tw := newTable(stdout)
+			tw.printf("id:\t%s\nstate:\t%s\nuser:\t%s\nagent:\t%s\nserver:\t%s\ncovers:\t%s\ncondition:\t%s\nexpires:\t%s\ncalls:\t%s\ncreated:\t%s by %s (%s)\n",
 				r.ID, r.State(time.Now()), r.User, r.Agent, r.Server, covers(&r), orDefault(r.When, "-"), expires(&r), calls(&r),
 				r.CreatedAt.Format(time.RFC3339), r.CreatedBy, r.Via)
 			if r.RevokedAt != nil {
-				fmt.Fprintf(tw, "revoked:\t%s by %s: %s\n", r.RevokedAt.Format(time.RFC3339), r.RevokedBy, orDefault(r.Reason, "(no reason)"))
+				tw.printf("revoked:\t%s by %s: %s\n", r.RevokedAt.Format(time.RFC3339), r.RevokedBy, orDefault(r.Reason, "(no reason)"))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
@@ -211,12 +210,12 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if jsonOut {
 				return writeJSON(stdout, list)
 			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tAGENT PROGRAM")
+			tw := newTable(stdout)
+			tw.printf("SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tAGENT PROGRAM\n")
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, agentProgram(s))
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, agentProgram(s))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

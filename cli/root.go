@@ -34,7 +34,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.As(err, &ee):
 		return int(ee)
 	default:
-		fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "mcpcage: %v\n", err)
 		return 1
 	}
 }
@@ -91,11 +91,11 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 			path, _ := config.ResolvePath(flagPath)
 			cfg, err := config.Load(path, true)
 			if err != nil {
-				fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+				_, _ = fmt.Fprintf(stderr, "mcpcage: %v\n", err)
 				return exitError(1)
 			}
-			fmt.Fprintf(stdout, "%s: OK (%d servers: %s)\n", path, len(cfg.Servers), strings.Join(cfg.ServerNames(), ", "))
-			return nil
+			_, err = fmt.Fprintf(stdout, "%s: OK (%d servers: %s)\n", path, len(cfg.Servers), strings.Join(cfg.ServerNames(), ", "))
+			return err
 		},
 	})
 	root.AddCommand(cfgCmd)

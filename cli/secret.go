@@ -44,7 +44,9 @@ func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Com
 				return err
 			}
 			for _, n := range names {
-				fmt.Fprintln(stdout, n)
+				if _, err := fmt.Fprintln(stdout, n); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -31,13 +30,13 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if jsonOut {
 				return writeJSON(stdout, l)
 			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tUSER\tNETWORK\tMEMORY\tPIDS\tCPUS\tSECCOMP\tLANDLOCK\tMOUNTS\tCOMMAND")
+			tw := newTable(stdout)
+			tw.printf("NAME\tUSER\tNETWORK\tMEMORY\tPIDS\tCPUS\tSECCOMP\tLANDLOCK\tMOUNTS\tCOMMAND\n")
 			for _, s := range l {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%dMiB\t%d\t%g\t%s\t%v\t%s\t%s\n", s.Name, s.User, s.Network, s.Memory>>20, s.Pids, s.CPUs,
+				tw.printf("%s\t%s\t%s\t%dMiB\t%d\t%g\t%s\t%v\t%s\t%s\n", s.Name, s.User, s.Network, s.Memory>>20, s.Pids, s.CPUs,
 					s.Seccomp, s.Landlock, orDefault(strings.Join(s.Mounts, ","), "-"), strings.Join(s.Command, " "))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
@@ -68,20 +67,20 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 				if jsonOut {
 					return writeJSON(stdout, s)
 				}
-				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintf(tw, "name:\t%s\ncommand:\t%s\nimage:\t%s\nworkdir:\t%s\nuser:\t%s\nnetwork:\t%s\nmemory:\t%d MiB\npids:\t%d\ncpus:\t%g\nseccomp:\t%s\nlandlock:\t%v\n",
+				tw := newTable(stdout)
+				tw.printf("name:\t%s\ncommand:\t%s\nimage:\t%s\nworkdir:\t%s\nuser:\t%s\nnetwork:\t%s\nmemory:\t%d MiB\npids:\t%d\ncpus:\t%g\nseccomp:\t%s\nlandlock:\t%v\n",
 					s.Name, strings.Join(s.Command, " "), orDefault(s.Image, "(host root, read-only)"), s.Workdir, s.User, s.Network,
 					s.Memory>>20, s.Pids, s.CPUs, s.Seccomp, s.Landlock)
 				for _, m := range s.Mounts {
-					fmt.Fprintf(tw, "mount:\t%s\n", m)
+					tw.printf("mount:\t%s\n", m)
 				}
 				for _, h := range s.Hidden {
-					fmt.Fprintf(tw, "hidden:\t%s\n", h)
+					tw.printf("hidden:\t%s\n", h)
 				}
 				for _, e := range s.Env {
-					fmt.Fprintf(tw, "env:\t%s\n", e)
+					tw.printf("env:\t%s\n", e)
 				}
-				return tw.Flush()
+				return tw.flush()
 			}
 			return fmt.Errorf("no server named %q: `mcpcage servers` lists them", args[0])
 		},

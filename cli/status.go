@@ -5,7 +5,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -27,8 +26,8 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if jsonOut {
 				return writeJSON(stdout, st)
 			}
-			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "version:\t%s\nuptime:\t%s\ncontainerd:\t%s\nsessions:\t%d\nservers:\t%s\nconfig:\t%s\n",
+			tw := newTable(stdout)
+			tw.printf("version:\t%s\nuptime:\t%s\ncontainerd:\t%s\nsessions:\t%d\nservers:\t%s\nconfig:\t%s\n",
 				st.Version, st.Uptime, st.Containerd, st.Sessions, strings.Join(st.Servers, ", "), orDefault(st.ConfigPath, "(built-in defaults)"))
 			keys := make([]string, 0, len(st.Enforcement))
 			for k := range st.Enforcement {
@@ -36,28 +35,28 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				fmt.Fprintf(tw, "enforcement %s:\t%s\n", k, st.Enforcement[k])
+				tw.printf("enforcement %s:\t%s\n", k, st.Enforcement[k])
 			}
 			if ll, ok := st.Enforcement["landlock"]; ok {
-				fmt.Fprintf(tw, "landlock scopes:\t%s\n", landlockScopes(ll))
+				tw.printf("landlock scopes:\t%s\n", landlockScopes(ll))
 			}
 			audit := fmt.Sprintf("%s, %d records written since start, healthy", st.AuditLog, st.AuditRecords)
 			if st.AuditError != "" {
 				audit = fmt.Sprintf("%s: FAILING (%s): tool calls are denied", st.AuditLog, st.AuditError)
 			}
-			fmt.Fprintf(tw, "audit log:\t%s\nmetrics:\t%s\n", audit, orDefault(st.Metrics, "disabled"))
-			fmt.Fprintf(tw, "agent identity:\t%s\n", orDefault(st.AgentIdentity, "unknown (older daemon)"))
-			fmt.Fprintf(tw, "ptrace_scope:\t%s\n", orDefault(st.PtraceScope, "unknown (older daemon)"))
+			tw.printf("audit log:\t%s\nmetrics:\t%s\n", audit, orDefault(st.Metrics, "disabled"))
+			tw.printf("agent identity:\t%s\n", orDefault(st.AgentIdentity, "unknown (older daemon)"))
+			tw.printf("ptrace_scope:\t%s\n", orDefault(st.PtraceScope, "unknown (older daemon)"))
 			if k := st.Kernel; k != nil {
-				fmt.Fprintf(tw, "kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
-				fmt.Fprintf(tw, "kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)
+				tw.printf("kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
+				tw.printf("kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)
 				obs := "detached (no session: the host pays nothing)"
 				if k.Observing {
 					obs = "attached (syscall tracepoints while sessions run)"
 				}
-				fmt.Fprintf(tw, "kernel observation:\t%s\n", obs)
+				tw.printf("kernel observation:\t%s\n", obs)
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")

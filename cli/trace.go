@@ -31,7 +31,7 @@ Users see their own sessions; root sees all.`,
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			r, err := c.Do(api.Request{Op: api.OpTrace, Session: session, Server: server})
 			if err != nil {
 				return err
@@ -39,12 +39,11 @@ Users see their own sessions; root sees all.`,
 			if !r.OK {
 				return errors.New(r.Error)
 			}
-			w := bufio.NewWriter(stdout)
+			w := bufio.NewWriter(stdout) // keeps the first write error for Flush
 			for {
 				t, payload, err := c.R.Next()
 				if err != nil {
-					w.Flush()
-					return fmt.Errorf("trace ended: %w", err)
+					return errors.Join(fmt.Errorf("trace ended: %w", err), w.Flush())
 				}
 				if t != api.FrameStdout {
 					continue
@@ -59,7 +58,9 @@ Users see their own sessions; root sees all.`,
 						}
 					}
 				}
-				w.Flush()
+				if err := w.Flush(); err != nil {
+					return err
+				}
 			}
 		},
 	}

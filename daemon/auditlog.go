@@ -39,7 +39,9 @@ func (d *Daemon) openAudit() error {
 			d.metrics.AuditRecords.WithLabelValues(t).Inc()
 			d.auditFollowers.publish(r)
 			if journalOn {
-				sendJournal(r)
+				if err := sendJournal(r); err != nil {
+					d.log.Warn("copy audit record to the journal", "type", t, "err", err)
+				}
 			}
 		},
 		OnFailure: func(err error) {
@@ -94,7 +96,7 @@ func (dl *dropLog) drop(r audit.Record, reason audit.DropReason, err error) {
 }
 
 // sendJournal copies a record to the journal with structured fields.
-func sendJournal(r audit.Record) {
+func sendJournal(r audit.Record) error {
 	vars := map[string]string{"SYSLOG_IDENTIFIER": "mcpcaged-audit"}
 	for k, v := range r {
 		key := "MCPCAGE_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(k))
@@ -107,7 +109,7 @@ func sendJournal(r audit.Record) {
 		}
 	}
 	t, _ := r["type"].(string)
-	journal.Send("mcpcage audit: "+t, journal.PriInfo, vars)
+	return journal.Send("mcpcage audit: "+t, journal.PriInfo, vars)
 }
 
 // record builds a record with the session's who-and-what fields.
@@ -205,7 +207,7 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 		// Lines of any length (records from before they were bounded can
 		// be megabytes); the client reassembles lines split across frames.
 		var sendErr error
-		audit.Lines(f, func(_ int, line []byte) error {
+		err = audit.Lines(f, func(_ int, line []byte) error {
 			var r map[string]any
 			if json.Unmarshal(line, &r) != nil {
 				return nil
@@ -218,9 +220,12 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 			}
 			return sendErr
 		})
-		f.Close()
+		_ = f.Close()
 		if sendErr != nil {
 			return // the caller went away
+		}
+		if err != nil {
+			d.log.Warn("read audit log for a query", "path", path, "err", err)
 		}
 	}
 	if follow == nil {
@@ -229,9 +234,15 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 	for {
 		select {
 		case r := <-follow:
-			b, _ := json.Marshal(map[string]any(r))
+			b, err := json.Marshal(map[string]any(r))
 			var m map[string]any
-			json.Unmarshal(b, &m)
+			if err == nil {
+				err = json.Unmarshal(b, &m)
+			}
+			if err != nil {
+				d.log.Warn("audit follow: record not encodable", "err", err)
+				continue
+			}
 			if s, ok := m["seq"].(float64); ok && s <= lastSeq {
 				continue
 			}

@@ -3,26 +3,41 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
 // handle serves one connection: one request, then either a reply or a
 // session.
 func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	peer, err := peerOf(c)
 	if err != nil {
 		d.log.Warn("rejecting connection without peer credentials", "err", err)
 		return
+	}
+	// The peer as it is now, at accept: its pid may be reused before its
+	// request arrives.
+	if peer.PidFD, err = peerPidfd(c); err != nil && !errors.Is(err, errNoPeerPidfd) {
+		d.log.Warn("rejecting connection without a peer pidfd", "err", err)
+		return
+	}
+	if peer.PidFD != nil {
+		defer func() { _ = peer.PidFD.Close() }()
 	}
 	log := d.log.With("peer_pid", peer.PID, "peer_uid", peer.UID)
 	fr := api.NewFrameReader(c)
@@ -65,6 +80,60 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	default:
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}
+}
+
+// soPeerPidfd is SO_PEERPIDFD (Linux 6.5; the generic value, x86_64 and
+// arm64 alike), which golang.org/x/sys does not name yet.
+const soPeerPidfd = 77
+
+// errNoPeerPidfd: the kernel predates SO_PEERPIDFD.
+var errNoPeerPidfd = errors.New("the kernel has no SO_PEERPIDFD (Linux 6.5)")
+
+// peerPidfd returns a pidfd of the process that connected c, as it was
+// when it connected: it names that process even after its pid is reused.
+func peerPidfd(c *net.UnixConn) (*os.File, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	var serr error
+	if err := raw.Control(func(s uintptr) { fd, serr = unix.GetsockoptInt(int(s), unix.SOL_SOCKET, soPeerPidfd) }); err != nil {
+		return nil, err
+	}
+	switch {
+	case errors.Is(serr, unix.ENOPROTOOPT):
+		return nil, errNoPeerPidfd
+	case serr != nil:
+		return nil, fmt.Errorf("SO_PEERPIDFD: %w", serr)
+	}
+	return os.NewFile(uintptr(fd), "peer-pidfd"), nil
+}
+
+// peerPidfdNote says, for status, how a shim connection's process is
+// pinned.
+var peerPidfdNote = sync.OnceValue(func() string {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "peer pidfd: unknown (" + err.Error() + ")"
+	}
+	defer func() { _ = unix.Close(fds[0]); _ = unix.Close(fds[1]) }()
+	fd, err := unix.GetsockoptInt(fds[0], unix.SOL_SOCKET, soPeerPidfd)
+	if err != nil {
+		return "peer pidfd unavailable (" + err.Error() + ", Linux 6.5 has it): the shim's pid is read at connect and pinned only when its request arrives, so it could in principle be reused in between"
+	}
+	_ = unix.Close(fd)
+	return "the shim is pinned by a pidfd taken at connect (SO_PEERPIDFD)"
+})
+
+// agentOf identifies the program that started the shim on the other end
+// of a connection: through the pidfd taken at connect where the kernel
+// gave one, else by the pid it reported then.
+func (d *Daemon) agentOf(peer Peer) (identity.Process, error) {
+	if peer.PidFD != nil {
+		return d.hasher.AgentOf(int(peer.PidFD.Fd()))
+	}
+	return d.hasher.Agent(int(peer.PID))
 }
 
 func reply(fw *api.FrameWriter, r api.Reply, log *slog.Logger) {

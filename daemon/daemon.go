@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -132,7 +133,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
 	go func() {
 		<-ctx.Done()
-		ln.Close()
+		_ = ln.Close() // ends the accept loop
 	}()
 	for {
 		c, err := ln.Accept()
@@ -149,7 +150,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		uc, ok := c.(*net.UnixConn)
 		if !ok {
-			c.Close()
+			_ = c.Close()
 			continue
 		}
 		d.wg.Add(1)
@@ -182,15 +183,21 @@ func (d *Daemon) shutdown() {
 	case <-time.After(30 * time.Second):
 		d.log.Error("sessions did not end within 30s; exiting anyway")
 	}
-	d.launcher.Close()
-	d.seccompListener.Close()
-	d.consents.Store().Close()
-	d.audit.Close()
-	if d.cage != nil {
-		d.cage.Close()
+	type closer struct {
+		what string
+		c    io.Closer
 	}
-	if d.stamps != nil {
-		d.stamps.Close() // pinned: the record goes on for the next daemon
+	closers := []closer{{"containerd client", d.launcher}, {"seccomp listener", d.seccompListener}, {"consent store", d.consents.Store()}, {"audit log", d.audit}}
+	if d.cage != nil {
+		closers = append(closers, closer{"eBPF enforcement", d.cage})
+	}
+	if d.stamps != nil { // pinned: the record goes on for the next daemon
+		closers = append(closers, closer{"exec stamps", d.stamps})
+	}
+	for _, c := range closers {
+		if err := c.c.Close(); err != nil {
+			d.log.Error("shutdown: close", "what", c.what, "err", err)
+		}
 	}
 }
 
@@ -356,7 +363,7 @@ func (d *Daemon) ServeMetrics(ctx context.Context) error {
 	if d.conf().Daemon.MetricsAddress == "" {
 		return nil
 	}
-	addr, err := d.metrics.Serve(ctx, d.conf().Daemon.MetricsAddress)
+	addr, err := d.metrics.Serve(ctx, d.conf().Daemon.MetricsAddress, d.log)
 	if err != nil {
 		return fmt.Errorf("metrics listener on %s: %w (set [daemon] metrics_address, or \"\" to disable)", d.conf().Daemon.MetricsAddress, err)
 	}

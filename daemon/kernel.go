@@ -52,7 +52,9 @@ func (d *Daemon) setupEBPF() {
 	// Without the bind hooks a host-network server could serve the host:
 	// fail closed, as without the connect hooks.
 	if ingressErr, err := cage.EnableBind(); err != nil {
-		cage.Close()
+		if cerr := cage.Close(); cerr != nil {
+			d.log.Error("unloading the eBPF programs failed: some may stay attached", "err", cerr)
+		}
 		d.ebpfErr = "cgroup bind4/bind6 unavailable: " + err.Error()
 		d.log.Error("eBPF enforcement unavailable: servers that need it will not start unless require_ebpf = false", "err", err)
 		return
@@ -79,10 +81,11 @@ func (d *Daemon) setupEBPF() {
 	go d.watchLost()
 }
 
-// setupStamps attaches the exec stamper that binds an agent to the image
-// that forked the shim. It needs only a raw tracepoint and task storage,
-// so it runs wherever those do, whatever becomes of the rest of the eBPF
-// layer; pinned, the record survives daemon restarts.
+// setupStamps attaches the exec and fork stampers that bind an agent to
+// the image that forked the shim. They need only a raw tracepoint, a BTF
+// tracepoint and task storage, so they run wherever those do, whatever
+// becomes of the rest of the eBPF layer; pinned, the record survives
+// daemon restarts.
 func (d *Daemon) setupStamps() {
 	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
 		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
@@ -91,7 +94,7 @@ func (d *Daemon) setupStamps() {
 	} else {
 		d.stamps = s
 		d.hasher.Stamps = execStamps{s}
-		d.log.Info("agent identity bound to the image that forks the shim (kernel exec record)")
+		d.log.Info("agent identity bound to the image that forks the shim (kernel exec and fork record)")
 		return
 	}
 	d.log.Warn("agent identity is weaker: no kernel exec record, so a process could fork mcpcage run and then exec a registered agent's program", "reason", d.stampsErr)
@@ -105,16 +108,18 @@ func (e execStamps) Lookup(pidfd int) (identity.Stamp, bool, error) {
 	return identity.Stamp(st), ok, err
 }
 
+func (e execStamps) Lost() identity.Lost { return identity.Lost(e.ExecStamps.Lost()) }
+
 // agentIdentity describes how sessions identify their agent, for status.
 func (d *Daemon) agentIdentity() string {
 	if d.stamps == nil {
-		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program)"
+		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program, or make a registered agent the parent of a shim it forked)" + "; " + peerPidfdNote()
 	}
-	s := "kernel exec record (raw_tracepoint/sched_process_exec, task storage): a parent that exec'd after forking mcpcage run is refused"
-	if n := d.stamps.Unstamped(); n > 0 {
-		s += fmt.Sprintf("; %d execs went unrecorded (memory pressure)", n)
+	s := "kernel exec record (raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, is refused"
+	if l := d.stamps.Lost(); l.Execs > 0 || l.Forks > 0 {
+		s += fmt.Sprintf("; %d execs and %d forks went unrecorded (memory pressure): sessions of agents stamped before are unverified", l.Execs, l.Forks)
 	}
-	return s
+	return s + "; " + peerPidfdNote()
 }
 
 // ptraceScope reads kernel.yama.ptrace_scope and says what it means for
@@ -193,9 +198,7 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	if !p.HostNetwork {
 		return p, nil, nil
 	}
-	for name, i := range bpf.ListenNames(srv.ListenAddrs()) {
-		p.DenyComponents[name] = i // the listen list rides with the session's rules
-	}
+	p.Listen = srv.ListenAddrs()
 	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers}
 	tracker := egress.NewTracker(entries, dns.LookupTTL)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -230,7 +233,7 @@ func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
@@ -509,14 +512,14 @@ func resolveIn(initPid, pid uint32, p string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	dir, base := path.Split(path.Clean(p))
 	fd, err := unix.Openat2(int(root.Fd()), "."+dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", dir, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 	if err != nil {
 		return "", err

@@ -19,7 +19,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
 	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("another mcpcaged is already listening on %s", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -38,12 +38,12 @@ func Listen(path string) (net.Listener, error) {
 	}
 	if gid >= 0 {
 		if err := os.Chown(path, -1, gid); err != nil {
-			ln.Close()
+			_ = ln.Close()
 			return nil, fmt.Errorf("give socket to group mcpcage: %w", err)
 		}
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 	return ln, nil
@@ -54,6 +54,10 @@ type Peer struct {
 	PID int32
 	UID uint32
 	GID uint32
+	// PidFD is the peer process as it was when it connected (SO_PEERPIDFD,
+	// see peerPidfd); nil where the kernel lacks it. Closed with the
+	// connection.
+	PidFD *os.File
 }
 
 func peerOf(c *net.UnixConn) (Peer, error) {

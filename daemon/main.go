@@ -36,7 +36,7 @@ func Main(args []string, stderr io.Writer) int {
 	configFlag := fs.Lookup("config").Value.(flag.Getter)
 	version := fs.Lookup("version").Value.(flag.Getter)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\n%s\n\n", Usage, Summary)
+		_, _ = fmt.Fprintf(stderr, "Usage: %s\n\n%s\n\n", Usage, Summary)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -46,13 +46,13 @@ func Main(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if version.Get().(bool) {
-		fmt.Fprintln(stderr, "mcpcaged", Version)
+		_, _ = fmt.Fprintln(stderr, "mcpcaged", Version)
 		return 0
 	}
 	path, explicit := config.ResolvePath(configFlag.Get().(string))
 	cfg, err := config.Load(path, explicit)
 	if err != nil {
-		fmt.Fprintf(stderr, "mcpcaged: invalid configuration: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "mcpcaged: invalid configuration: %v\n", err)
 		return 2
 	}
 	log := newLogger(stderr, cfg.Daemon.LogLevel)

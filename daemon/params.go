@@ -200,17 +200,18 @@ func pinSource(src string, peer Peer, writable bool) (sandbox.BindMount, error) 
 	}
 	where, err := userservers.Where(f)
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return sandbox.BindMount{}, fmt.Errorf("mount source %s: %w", src, err)
 	}
 	return sandbox.BindMount{Source: where, Writable: writable, Pin: f}, nil
 }
 
-// closePins closes the pinned mount sources of p.
+// closePins closes the pinned mount sources of p (O_PATH descriptors:
+// nothing to flush).
 func closePins(p sandbox.Params) {
 	for _, m := range p.Mounts {
 		if m.Pin != nil {
-			m.Pin.Close()
+			_ = m.Pin.Close()
 		}
 	}
 }

@@ -362,8 +362,7 @@ func advertiseListChanged(result []byte) []byte {
 		return nil
 	}
 	var tools map[string]json.RawMessage
-	json.Unmarshal(caps["tools"], &tools)
-	if tools == nil {
+	if json.Unmarshal(caps["tools"], &tools) != nil || tools == nil {
 		return nil // a server without tools: nothing to announce
 	}
 	if string(tools["listChanged"]) == "true" {
@@ -396,7 +395,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 	var r struct {
 		IsError bool `json:"isError"`
 	}
-	json.Unmarshal(result, &r)
+	_ = json.Unmarshal(result, &r) // a result without a boolean isError is recorded as not an error
 	lat := time.Since(c.start)
 	s := p.s
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
@@ -442,20 +441,22 @@ func (p *sessionPolicy) trackDefinitions(arr []byte, items []wire.Span) {
 	s := p.s
 	for _, it := range items {
 		item := it.Of(arr)
-		var named struct {
-			Name string `json:"name"`
+		// The name as a decision reads it; an item without one is never
+		// shown (outside observe mode) and has no name to track it by.
+		name, ok := listItemName(item, "name")
+		if !ok {
+			continue
 		}
-		json.Unmarshal(item, &named)
 		sum := sha256.Sum256(item)
 		digest := hex.EncodeToString(sum[:])
 		p.mu.Lock()
-		old, seen := p.defs[named.Name]
-		p.defs[named.Name] = digest
+		old, seen := p.defs[name]
+		p.defs[name] = digest
 		p.mu.Unlock()
 		if seen && old != digest {
-			s.log.Warn("tool definition changed during the session", "tool", named.Name)
+			s.log.Warn("tool definition changed during the session", "tool", name)
 			p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
-			p.d.audit.AppendAsync(s.record("tool.changed", audit.Record{"tool": named.Name, "old_digest": old, "new_digest": digest}))
+			p.d.audit.AppendAsync(s.record("tool.changed", audit.Record{"tool": name, "old_digest": old, "new_digest": digest}))
 		}
 	}
 }

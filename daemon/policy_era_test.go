@@ -35,6 +35,13 @@ func runPolicyRelay(t *testing.T, p *sessionPolicy) *relayedPolicy {
 	return &relayedPolicy{clientW: cinW, client: bufio.NewReader(coutR), server: bufio.NewReader(sinR), serverW: soutW}
 }
 
+func writeString(t *testing.T, w io.Writer, s string) {
+	t.Helper()
+	if _, err := io.WriteString(w, s); err != nil {
+		t.Fatalf("write %.60q: %v", s, err)
+	}
+}
+
 func readLine(t *testing.T, r *bufio.Reader, who string) string {
 	t.Helper()
 	s, err := r.ReadString('\n')
@@ -60,13 +67,13 @@ func TestPolicyDenialsPerEra(t *testing.T) {
 			p := testPolicy(d, "gh", "cd", false)
 			r := runPolicyRelay(t, p)
 			for _, m := range tt.start {
-				io.WriteString(r.clientW, m+"\n")
+				writeString(t, r.clientW, m+"\n")
 				readLine(t, r.server, "server")
-				io.WriteString(r.serverW, `{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`+"\n")
+				writeString(t, r.serverW, `{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}`+"\n")
 				readLine(t, r.client, "client")
 			}
 			// A denied tools/call: a CallToolResult with isError.
-			io.WriteString(r.clientW, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_repo"`+tt.meta+`}}`+"\n")
+			writeString(t, r.clientW, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_repo"`+tt.meta+`}}`+"\n")
 			var call struct {
 				Result map[string]json.RawMessage `json:"result"`
 			}
@@ -79,7 +86,7 @@ func TestPolicyDenialsPerEra(t *testing.T) {
 				t.Fatalf("denied tools/call result %s: resultType present = %v, want %v (\"complete\")", line, has, tt.resultType)
 			}
 			// A denied resources/read: an error no SDK mistakes for another.
-			io.WriteString(r.clientW, `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"repo://x/y"`+tt.meta+`}}`+"\n")
+			writeString(t, r.clientW, `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"repo://x/y"`+tt.meta+`}}`+"\n")
 			var rd struct {
 				Error struct {
 					Code int            `json:"code"`
@@ -137,13 +144,13 @@ func TestPolicyForgetsCancelledCalls(t *testing.T) {
 	p := testPolicy(d, "gh", "cd", false)
 	r := runPolicyRelay(t, p)
 	for i := 1; i <= 3; i++ {
-		io.WriteString(r.clientW, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"list_repos"}}`+"\n", i))
+		writeString(t, r.clientW, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"list_repos"}}`+"\n", i))
 		readLine(t, r.server, "server")
-		io.WriteString(r.clientW, fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}`+"\n", i))
+		writeString(t, r.clientW, fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}`+"\n", i))
 		readLine(t, r.server, "server")
 	}
 	// A request after the cancellations: the relay handled them all.
-	io.WriteString(r.clientW, `{"jsonrpc":"2.0","id":"m","method":"tools/list"}`+"\n")
+	writeString(t, r.clientW, `{"jsonrpc":"2.0","id":"m","method":"tools/list"}`+"\n")
 	readLine(t, r.server, "server")
 	p.mu.Lock()
 	n := len(p.calls)

@@ -29,13 +29,13 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
+	t.Cleanup(func() { _ = store.Close() })
 	dir := t.TempDir()
 	al, err := audit.Open(audit.Options{Path: filepath.Join(dir, "audit.jsonl"), HeadPath: filepath.Join(dir, "audit.head")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { al.Close() })
+	t.Cleanup(func() { _ = al.Close() })
 	d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
 		audit: al, metrics: metrics.New()}
 	d.cfg.Store(cfg)

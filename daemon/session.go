@@ -88,10 +88,10 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
-	ap, err := d.hasher.Agent(int(peer.PID))
-	if errors.Is(err, identity.ErrBorrowed) {
+	ap, err := d.agentOf(peer)
+	if identity.Refused(err) {
 		// One line on the shim's stderr: what happened, and that it is final.
-		log.Warn("session refused: the shim's parent exec'd another program after starting it", "err", err)
+		log.Warn("session refused: the shim's parent did not start it as the program it runs", "err", err)
 		d.audit.AppendAsync(audit.Record{"type": "session.refused", "server": srv.Name, "user": userName(peer.UID), "reason": err.Error()})
 		reply(fw, api.Reply{Code: api.CodeDenied, Error: "refused: " + err.Error() + ": a session runs only for the program that started the shim"}, log)
 		return
@@ -322,8 +322,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 				return fmt.Errorf("find the session's cgroup: %w", err)
 			}
 			if err := d.cage.Register(cgid, *policy); err != nil {
-				d.cage.Unregister(cgid)
-				return err
+				return errors.Join(err, d.cage.Unregister(cgid))
 			}
 			s.cgid = cgid
 			d.mu.Lock()
@@ -354,7 +353,9 @@ func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Pol
 // unregisterKernel removes the session from the kernel maps (once).
 func (d *Daemon) unregisterKernel(s *session) {
 	s.unregisterOnce.Do(func() {
-		d.cage.Unregister(s.cgid)
+		if err := d.cage.Unregister(s.cgid); err != nil {
+			s.log.Error("kernel state of the session not fully removed", "cgroup_id", s.cgid, "err", err)
+		}
 		d.mu.Lock()
 		delete(d.byCgroup, s.cgid)
 		d.mu.Unlock()

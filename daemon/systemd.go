@@ -16,8 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// notify sends sd_notify state; a no-op outside systemd.
-func notify(state string) { sd.SdNotify(false, state) }
+// notify sends sd_notify state; a no-op outside systemd. A state systemd
+// did not get is logged: a missed watchdog ping ends in a restart.
+func (d *Daemon) notify(state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		d.log.Warn("sd_notify", "state", state, "err", err)
+	}
+}
 
 // statusLine is the unit's STATUS=.
 func (d *Daemon) statusLine() string {
@@ -30,7 +35,7 @@ func (d *Daemon) statusLine() string {
 // watchdog while the daemon can still take its own lock (a deadlock stops
 // the pings and systemd restarts the service).
 func (d *Daemon) superviseSystemd(ctx context.Context) {
-	notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
+	d.notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
 	interval, _ := sd.SdWatchdogEnabled(false)
 	tick := 10 * time.Second
 	if interval > 0 && interval/2 < tick {
@@ -41,7 +46,7 @@ func (d *Daemon) superviseSystemd(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			notify(sd.SdNotifyStopping + "\nSTATUS=stopping")
+			d.notify(sd.SdNotifyStopping + "\nSTATUS=stopping")
 			return
 		case <-t.C:
 		}
@@ -52,21 +57,22 @@ func (d *Daemon) superviseSystemd(ctx context.Context) {
 		if interval > 0 {
 			state = sd.SdNotifyWatchdog + "\n" + state
 		}
-		notify(state)
+		d.notify(state)
 	}
 }
 
 // reload re-reads the configuration file; new sessions use it, live ones
-// keep theirs. Settings that need a restart are reported, not applied.
-func (d *Daemon) reload(path string, explicit bool) error {
+// keep theirs. Settings that need a restart are reported, not applied,
+// and an invalid file is logged and refused.
+func (d *Daemon) reload(path string, explicit bool) {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading configuration", ts.Nano()/1000))
-	defer notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for CLOCK_MONOTONIC
+	d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading configuration", ts.Nano()/1000))
+	defer d.notify(sd.SdNotifyReady + "\nSTATUS=" + d.statusLine())
 	next, err := config.Load(path, explicit)
 	if err != nil {
 		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
-		return err
+		return
 	}
 	cur := d.conf()
 	a, b := cur.Daemon, next.Daemon
@@ -89,7 +95,6 @@ func (d *Daemon) reload(path string, explicit bool) error {
 	d.cfg.Store(next)
 	d.consents.Invalidate()
 	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
-	return nil
 }
 
 // listener returns the socket systemd passed (socket activation), or
@@ -98,7 +103,7 @@ func listener(socket string, log *slog.Logger) (net.Listener, error) {
 	if fds := listenFDs(); len(fds) > 0 {
 		log.Info("using the socket passed by systemd", "socket", fds[0].Addr().String())
 		for _, extra := range fds[1:] {
-			extra.Close()
+			_ = extra.Close() // never used
 		}
 		return fds[0], nil
 	}

@@ -19,8 +19,12 @@ func (d *Daemon) server(name string, peer Peer) (*config.Server, bool) {
 		return srv, true
 	}
 	if d.userServers != nil {
-		if srv, err := d.userServers.Get(peer.UID, name); err == nil {
+		srv, err := d.userServers.Get(peer.UID, name)
+		if err == nil {
 			return srv, true
+		}
+		if !errors.Is(err, userservers.ErrNotFound) {
+			d.log.Warn("user server refused", "user", userName(peer.UID), "server", name, "err", err)
 		}
 	}
 	return nil, false
@@ -102,7 +106,7 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (*config.Server, erro
 		if err != nil {
 			return nil, err
 		}
-		f.Close()
+		_ = f.Close() // an O_PATH descriptor: only the check mattered
 	}
 	return srv, nil
 }

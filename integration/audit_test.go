@@ -49,7 +49,7 @@ func TestAuditStory(t *testing.T) {
 	callText(t, c, "env", map[string]any{"name": "HOME"}) // denied
 	callText(t, c, "echo", map[string]any{"text": "tok", "password": "hunter2"})
 	time.Sleep(300 * time.Millisecond) // kernel events arrive within 100 ms
-	c.Close()
+	_ = c.Close()                      // the shim's exit is waited for below
 	c.shimExit(t)
 	d.waitLog(`msg="session ended"`)
 
@@ -108,8 +108,9 @@ func TestAuditStory(t *testing.T) {
 	// Edit one record: verify names it.
 	d.stop()
 	path := filepath.Join(d.dir, "log", "audit.jsonl")
-	b, _ := os.ReadFile(path)
-	os.WriteFile(path, []byte(strings.Replace(string(b), `"decision":"deny"`, `"decision":"allow"`, 1)), 0o600)
+	b, err := os.ReadFile(path)
+	must(t, err, "read the audit log")
+	must(t, os.WriteFile(path, []byte(strings.Replace(string(b), `"decision":"deny"`, `"decision":"allow"`, 1)), 0o600), "edit the audit log")
 	cmd = exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
 	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
 	out, err = cmd.CombinedOutput()
@@ -146,7 +147,7 @@ func TestAuditSurvivesSIGKILLMidBurst(t *testing.T) {
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
-	d.cmd.Process.Kill() // SIGKILL in the middle of the burst
+	must(t, d.cmd.Process.Kill(), "kill mcpcaged") // SIGKILL in the middle of the burst
 	<-d.exited
 	close(stop)
 	group.Wait()
@@ -181,16 +182,21 @@ func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 	setup(t)
 	logDir := t.TempDir()
 	must(t, syscall.Mount("tmpfs", logDir, "tmpfs", 0, "size=256k"), "mount a small tmpfs for the audit log")
-	defer syscall.Unmount(logDir, syscall.MNT_DETACH)
+	defer func() {
+		if err := syscall.Unmount(logDir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", logDir, err)
+		}
+	}()
 	d := startDaemon(t, fmt.Sprintf("[daemon]\naudit_log = %q\n", filepath.Join(logDir, "audit.jsonl")))
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
 	if got, isErr := callText(t, c, "echo", map[string]any{"text": "before"}); isErr || got != "before" {
 		t.Fatalf("before the disk fills: %q", got)
 	}
 	filler := filepath.Join(logDir, "filler")
-	f, _ := os.Create(filler)
-	f.Write(make([]byte, 1<<20)) // fills the tmpfs; the write stops at the limit
-	f.Close()
+	f, err := os.Create(filler)
+	must(t, err, "create the filler")
+	_, _ = f.Write(make([]byte, 1<<20)) // fills the tmpfs: the write stops at the limit, with ENOSPC
+	_ = f.Close()
 	// The file's last page may still have room for a record or two.
 	denied := ""
 	for i := 0; i < 200 && denied == ""; i++ {
@@ -210,7 +216,7 @@ func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 		t.Fatalf("metrics do not count the audit failure")
 	}
 	d.waitLog("AUDIT LOG WRITE FAILED")
-	os.Remove(filler)
+	must(t, os.Remove(filler), "free space")
 	if got, isErr := callText(t, c, "echo", map[string]any{"text": "after"}); isErr || got != "after" {
 		t.Fatalf("after freeing space: %q", got)
 	}
@@ -224,8 +230,9 @@ func scrape(t *testing.T, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	must(t, err, "scrape")
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	must(t, err, "read the metrics")
 	return string(b)
 }
 

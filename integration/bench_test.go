@@ -31,7 +31,7 @@ func roundTrips(b *testing.B, d *daemon) {
 	if err := direct.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	defer direct.Close()
+	defer func() { _ = direct.Close() }()
 	if _, err := direct.Initialize(ctx, mcp.InitializeRequest{}); err != nil {
 		b.Fatal(err)
 	}

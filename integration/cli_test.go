@@ -39,7 +39,7 @@ func TestStatusAndServers(t *testing.T) {
 func TestDaemonRejectsBadConfig(t *testing.T) {
 	setup(t)
 	bad := filepath.Join(t.TempDir(), "bad.toml")
-	os.WriteFile(bad, []byte("[daemon]\nsocket = \"/tmp/x.sock\"\nmax_message_bytes = \"huge\"\n"), 0o644)
+	must(t, os.WriteFile(bad, []byte("[daemon]\nsocket = \"/tmp/x.sock\"\nmax_message_bytes = \"huge\"\n"), 0o644), "write the config")
 	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", bad).CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "line 3: daemon.max_message_bytes") {
@@ -56,7 +56,7 @@ func TestDaemonExplainsMissingContainerd(t *testing.T) {
 	setup(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.toml")
-	os.WriteFile(cfg, []byte("[daemon]\nsocket = \""+dir+"/s.sock\"\nstate_dir = \""+dir+"/state\"\ncontainerd_address = \""+dir+"/absent.sock\"\n"), 0o644)
+	must(t, os.WriteFile(cfg, []byte("[daemon]\nsocket = \""+dir+"/s.sock\"\nstate_dir = \""+dir+"/state\"\ncontainerd_address = \""+dir+"/absent.sock\"\n"), 0o644), "write the config")
 	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", cfg).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "containerd") || !strings.Contains(string(out), "systemctl start containerd") {
 		t.Fatalf("exit %v, output %q", err, out)

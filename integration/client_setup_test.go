@@ -63,7 +63,7 @@ func TestClientSetupRoundTrip(t *testing.T) {
 	if got, _ := callText(t, c, "echo", map[string]any{"text": "through setup"}); got != "through setup" {
 		t.Fatalf("imported server: %q", got)
 	}
-	c.Close()
+	_ = c.Close()
 
 	if out := run("client", "setup", "claude-desktop"); !strings.Contains(out, "nothing to change") {
 		t.Fatalf("second setup:\n%s", out)

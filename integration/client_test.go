@@ -32,7 +32,7 @@ func (c *mcpClient) shimExit(t testing.TB) int {
 	cmd := c.cmd
 	c.mu.Unlock()
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }() // the exit status is read below
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
@@ -63,7 +63,7 @@ func (d *daemon) connect(t testing.TB, name, version string) *mcpClient {
 	if err := mc.Start(context.Background()); err != nil {
 		t.Fatalf("start client: %v", err)
 	}
-	t.Cleanup(func() { mc.Close() })
+	t.Cleanup(func() { _ = mc.Close() })
 	ctx := ctxT(t, 60*time.Second)
 	req := mcp.InitializeRequest{}
 	req.Params.ClientInfo = mcp.Implementation{Name: "mcpcage-itest", Version: "1"}
@@ -128,13 +128,21 @@ func startRaw(t testing.TB, cmd *exec.Cmd) *rawSession {
 		}
 	}()
 	t.Cleanup(func() {
-		r.in.Close()
+		_ = r.in.Close()
 		if r.cmd.ProcessState == nil {
-			r.cmd.Process.Kill()
-			r.cmd.Wait()
+			_ = r.cmd.Process.Kill()
+			_ = r.cmd.Wait()
 		}
 	})
 	return r
+}
+
+// closeInput closes the shim's stdin, as a client that is done does.
+func (r *rawSession) closeInput() {
+	r.t.Helper()
+	if err := r.in.Close(); err != nil {
+		r.t.Fatalf("close shim stdin: %v", err)
+	}
 }
 
 func (r *rawSession) send(s string) {
@@ -183,7 +191,7 @@ func (r *rawSession) initialize() {
 func (r *rawSession) wait() int {
 	r.t.Helper()
 	done := make(chan struct{})
-	go func() { r.cmd.Wait(); close(done) }()
+	go func() { _ = r.cmd.Wait(); close(done) }() // the exit status is read below
 	select {
 	case <-done:
 	case <-time.After(60 * time.Second):

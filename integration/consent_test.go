@@ -280,7 +280,7 @@ func TestConsentWithTypeScriptSDKClient(t *testing.T) {
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	must(t, cmd.Start(), "start node")
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	steps := make(chan map[string]any, 16)
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -125,7 +125,7 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	key := plantKey(t, dir) // after launch: not masked, the kernel's check is what stands
 	// The opener is a child of the server, so the kernel's own kill
 	// (the opener's thread group) would leave the server and the sleeper.
-	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
 		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"read", "/work/.ssh/id_ed25519"}}}})
 	waitFor(t, "every process of the session gone", 10*time.Second, func() (bool, string) {
 		var left []int
@@ -185,7 +185,7 @@ func TestDeniedPathMaskedAtLaunch(t *testing.T) {
 	if b, _ := os.ReadFile(key); string(b) != "PRIVATE KEY" {
 		t.Fatalf("the key on the host: %q", b)
 	}
-	c.Close()
+	_ = c.Close() // the shim's exit is waited for below
 	c.shimExit(t)
 	d.waitClean("a masked session")
 }
@@ -210,7 +210,7 @@ func TestLinkThroughSymlinkedDirectory(t *testing.T) {
 		t.Fatalf("after the refused link: %q", got)
 	}
 
-	c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
 		Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", "ln -s /work/.ssh $HOME/l && mv $HOME/l/id_ed25519 /work/moved && sleep 30"}}}})
 	if code := c.shimExit(t); code == 0 {
 		t.Fatal("shim exited 0")
@@ -240,7 +240,7 @@ func TestCloneFilesSiblingRefused(t *testing.T) {
 	if got, _ := callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", "echo ok | cat"}}); strings.TrimSpace(got) != "ok" {
 		t.Fatalf("fork and exec after the refusal: %q", got)
 	}
-	c.Close()
+	_ = c.Close() // the shim's exit is waited for below
 	c.shimExit(t)
 	d.waitClean("the session")
 }
@@ -260,7 +260,7 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 	must(t, err, "shim stdin")
 	shim.Stdout, shim.Stderr = io.Discard, io.Discard
 	must(t, shim.Start(), "start shim")
-	t.Cleanup(func() { stdin.Close(); shim.Process.Kill(); shim.Wait() })
+	t.Cleanup(func() { _ = stdin.Close(); _ = shim.Process.Kill(); _ = shim.Wait() })
 	waitFor(t, "the server ready", 20*time.Second, func() (bool, string) {
 		_, err := os.Stat(filepath.Join(dir, "ready"))
 		return err == nil, fmt.Sprint(err)

@@ -111,7 +111,7 @@ func TestParserDifferentialsRefused(t *testing.T) {
 					t.Errorf("%s: the refusal does not say why: %q", a.class, answers[a.id][0])
 				}
 			}
-			r.in.Close()
+			r.closeInput()
 			r.wait()
 
 			// The server ran the marker and nothing else.

@@ -37,7 +37,7 @@ func (d *daemon) trace(t *testing.T, args ...string) *traced {
 	must(t, err, "trace stdout")
 	tr.cmd.Stderr = os.Stderr
 	must(t, tr.cmd.Start(), "start trace")
-	t.Cleanup(func() { tr.cmd.Process.Kill(); tr.cmd.Wait() })
+	t.Cleanup(func() { _ = tr.cmd.Process.Kill(); _ = tr.cmd.Wait() })
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -125,8 +125,9 @@ func TestKernelEventsAttributed(t *testing.T) {
 
 	// The same operations by a process outside any session leave no trace.
 	must(t, os.WriteFile(marker, []byte("x"), 0o644), "write marker")
-	defer os.Remove(marker)
-	os.ReadFile(marker)
+	defer func() { _ = os.Remove(marker) }()
+	_, err := os.ReadFile(marker)
+	must(t, err, "read marker")
 	callText(t, c, "echo", map[string]any{"text": "flush"})
 	time.Sleep(300 * time.Millisecond)
 	if tr.any(func(ev map[string]any) bool {
@@ -141,9 +142,9 @@ func listenHTTP(t *testing.T, addr string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	must(t, err, "listen %s", addr)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") })}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = fmt.Fprint(w, "reached") })}
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed at cleanup
+	t.Cleanup(func() { _ = srv.Close() })
 	return ln.Addr().String()
 }
 
@@ -155,7 +156,7 @@ func TestEgress(t *testing.T) {
 	_, otherPort, _ := net.SplitHostPort(other)
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	must(t, err, "udp")
-	defer udp.Close()
+	defer func() { _ = udp.Close() }()
 	ts := filepath.Join(env.bin, "testserver")
 	d := startDaemon(t, fmt.Sprintf(`
 [servers.a]
@@ -208,7 +209,7 @@ egress = ["localhost:%s"]
 			t.Fatalf("allowed UDP send: %q", v)
 		}
 		buf := make([]byte, 16)
-		udp.SetReadDeadline(time.Now().Add(5 * time.Second))
+		must(t, udp.SetReadDeadline(time.Now().Add(5*time.Second)), "set a read deadline")
 		if n, _, err := udp.ReadFrom(buf); err != nil || string(buf[:n]) != "ping" {
 			t.Fatalf("UDP datagram not received: %v", err)
 		}
@@ -305,7 +306,7 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 		}
 	}
 
-	c.Close()
+	_ = c.Close() // the shim's exit is waited for below
 	c.shimExit(t)
 	d.waitClean("the observed session")
 
@@ -327,7 +328,7 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// The denied directory is masked at each launch; the host
 			// user makes it again while the session runs.
-			os.RemoveAll(filepath.Join(project, ".ssh"))
+			must(t, os.RemoveAll(filepath.Join(project, ".ssh")), "remove .ssh")
 			c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 			must(t, os.MkdirAll(filepath.Join(project, ".ssh"), 0o777), "mkdir")
 			must(t, os.Chmod(filepath.Join(project, ".ssh"), 0o777), "chmod")
@@ -337,7 +338,7 @@ func TestDirectoryOpsObservedAndDenied(t *testing.T) {
 			}
 			// (The server may still answer the call on its way down; the
 			// session's end is what counts.)
-			c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+			_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
 				Arguments: map[string]any{"command": "/bin/sh", "args": []string{"-c", tt.script + " && sleep 20"}}}})
 			ev := tr.wait(t, tt.typ+" "+tt.action, func(ev map[string]any) bool {
 				return str(ev, "type") == tt.typ && str(ev, "action") == tt.action && str(ev, "path") == tt.path
@@ -397,7 +398,7 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 		if n := d.kernelLinks(t); n <= cgroupHooks {
 			t.Fatalf("session %d live: %d links attached, want the observers too", i, n)
 		}
-		c.Close()
+		_ = c.Close() // the shim's exit is waited for below
 		c.shimExit(t)
 		d.waitClean("a short session")
 	}
@@ -430,7 +431,7 @@ func (d *daemon) kernelLinks(t *testing.T) int {
 	t.Helper()
 	pinned, err := link.LoadPinnedLink("/sys/fs/bpf/mcpcage/"+d.namespace+"/connect4", nil)
 	must(t, err, "load the pinned connect4 link")
-	defer pinned.Close()
+	defer func() { _ = pinned.Close() }()
 	sessions, ok := mapNamed(t, progOf(t, pinned), "sessions")
 	if !ok {
 		t.Fatal("the connect4 program uses no sessions map")
@@ -459,7 +460,7 @@ func mapNamed(t *testing.T, id ebpf.ProgramID, name string) (ebpf.MapID, bool) {
 	if err != nil {
 		return 0, false // detached meanwhile
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	info, err := prog.Info()
 	must(t, err, "program info")
 	ids, _ := info.MapIDs()
@@ -469,7 +470,7 @@ func mapNamed(t *testing.T, id ebpf.ProgramID, name string) (ebpf.MapID, bool) {
 			continue
 		}
 		mi, err := m.Info()
-		m.Close()
+		_ = m.Close()
 		if err == nil && mi.Name == name {
 			return mid, true
 		}

@@ -30,7 +30,7 @@ func rawToolsList(t *testing.T, cmd *exec.Cmd) string {
 	r.initialize()
 	r.send(`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}` + "\n")
 	line := r.response("2")
-	r.in.Close()
+	r.closeInput()
 	r.wait()
 	return line
 }

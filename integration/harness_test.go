@@ -35,20 +35,24 @@ const itestRoot = "/var/lib/mcpcage-itest"
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if env.cdCmd != nil && env.cdCmd.Process != nil {
-		env.cdCmd.Process.Signal(syscall.SIGTERM)
+		// Teardown: whatever fails here, the process is waited for or
+		// killed, and the tests have reported already.
+		_ = env.cdCmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { env.cdCmd.Wait(); close(done) }()
+		go func() { _ = env.cdCmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			env.cdCmd.Process.Kill()
+			_ = env.cdCmd.Process.Kill()
 		}
 	}
-	if env.work != "" {
-		os.RemoveAll(env.work)
-	}
-	if env.runDir != "" {
-		os.RemoveAll(env.runDir)
+	for _, dir := range []string{env.work, env.runDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: left behind: %v\n", err)
+		}
 	}
 	os.Exit(code)
 }
@@ -220,7 +224,7 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	d.exited = make(chan struct{})
-	go func() { d.cmd.Wait(); close(d.exited) }()
+	go func() { _ = d.cmd.Wait(); close(d.exited) }() // the exit status is read from ProcessState
 	deadline := time.Now().Add(20 * time.Second)
 	if d.noWait {
 		return
@@ -246,11 +250,11 @@ func (d *daemon) stop() int {
 	select {
 	case <-d.exited:
 	default:
-		d.cmd.Process.Signal(syscall.SIGTERM)
+		_ = d.cmd.Process.Signal(syscall.SIGTERM) // a daemon that did not get it is caught below
 		select {
 		case <-d.exited:
 		case <-time.After(40 * time.Second):
-			d.cmd.Process.Kill()
+			_ = d.cmd.Process.Kill()
 			<-d.exited
 			d.t.Errorf("mcpcaged did not stop on SIGTERM within 40s")
 		}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,8 @@ import (
 // The test binary doubles as the agents of these tests, by mode:
 //
 //	spawn   start `mcpcage run test` as a child and wait for it (an honest agent)
+//	helper  start cloneparent, which forks `mcpcage run test` with
+//	        clone(CLONE_PARENT): the shim's parent is this process, its forker is not
 //	borrow  fork a child (which becomes the shim), then exec the trusted agent
 //	child   wait until the parent runs the trusted agent, then exec the shim
 //	hold    do nothing for a while (the trusted agent, exec'd by borrow)
@@ -48,6 +51,13 @@ func init() {
 	switch mode {
 	case "spawn":
 		cmd := exec.Command(shim, "run", "test")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fail(err)
+		}
+	case "helper":
+		cmd := exec.Command(os.Getenv("MCPCAGE_IDHELPER_CLONEPARENT"), shim, "run", "test")
+		cmd.Env = withMode("")
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fail(err)
@@ -93,7 +103,7 @@ func trustedAgent(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	dst := filepath.Join(t.TempDir(), "trusted-agent")
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
 	if err != nil {
@@ -106,6 +116,95 @@ func trustedAgent(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dst
+}
+
+var cloneparent struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// cloneparentBin builds testdata/cloneparent once, beside the other binaries.
+func cloneparentBin(t *testing.T) string {
+	t.Helper()
+	cloneparent.once.Do(func() {
+		cloneparent.path = filepath.Join(env.bin, "cloneparent")
+		cmd := exec.Command("go", "build", "-o", cloneparent.path, "./testdata/cloneparent")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cloneparent.err = fmt.Errorf("build cloneparent: %v\n%s", err, out)
+		}
+	})
+	if cloneparent.err != nil {
+		t.Fatal(cloneparent.err)
+	}
+	return cloneparent.path
+}
+
+// waitLine waits for one line on a process's stderr.
+func waitLine(t *testing.T, d *daemon, stderr *syncBuffer) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the shim printed nothing in 20s; mcpcaged log:\n%s", d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+}
+
+// TestAgentCloneParentIsRefused: a program the trusted agent started
+// forks the shim with clone(CLONE_PARENT), so that the shim's parent is
+// the trusted agent, whose exec predates the shim. The kernel's fork
+// record names the real forker: refused, in one line on the shim's
+// stderr. The agent's own spawn still runs.
+func TestAgentCloneParentIsRefused(t *testing.T) {
+	trusted := trustedAgent(t)
+	d := startDaemon(t, fmt.Sprintf("[agents.trusted]\nexe = [%q]\n", trusted))
+	if st := d.mustCLI(t, "status"); !strings.Contains(st, "sched_process_fork") || !strings.Contains(st, "SO_PEERPIDFD") {
+		t.Fatalf("status does not say agents are bound by fork record and peer pidfd:\n%s", st)
+	}
+	helperEnv := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"),
+		"MCPCAGE_IDHELPER_CLONEPARENT="+cloneparentBin(t))
+
+	sneaky := exec.Command(trusted)
+	sneaky.Env = append(helperEnv, idHelper+"=helper")
+	stdin, err := sneaky.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stdin.Close() }()
+	stderr := &syncBuffer{}
+	sneaky.Stderr = stderr
+	sneaky.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := sneaky.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(-sneaky.Process.Pid, syscall.SIGKILL); _ = sneaky.Wait() }()
+	lines := waitLine(t, d, stderr)
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mcpcage: refused: ") || !strings.Contains(lines[0], "not started by its parent process") ||
+		!strings.Contains(lines[0], trusted) {
+		t.Fatalf("shim stderr = %q, want one line refusing the shim forked by another process", stderr.String())
+	}
+	t.Logf("shim: %s", lines[0])
+	d.waitLog("session refused: the shim's parent did not start it")
+	if n := len(d.sessions(t)); n != 0 {
+		t.Fatalf("%d sessions after a refusal", n)
+	}
+
+	// The trusted agent's own spawn: a session, bound by the kernel.
+	honest := exec.Command(trusted)
+	honest.Env = append(helperEnv, idHelper+"=spawn")
+	r := startRaw(t, honest)
+	r.initialize()
+	list := d.waitSessions(t, 1)
+	if list[0].Agent != "trusted" || list[0].AgentBinding != "kernel" {
+		t.Fatalf("honest agent's session: %+v", list[0])
+	}
+	r.closeInput()
+	r.wait()
+	d.waitSessions(t, 0)
 }
 
 // sessions lists the daemon's live sessions.
@@ -153,7 +252,7 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 	if list[0].Agent != "trusted" || list[0].AgentBinding != "kernel" {
 		t.Fatalf("honest agent's session: %+v", list[0])
 	}
-	r.in.Close()
+	r.closeInput()
 	r.wait()
 	d.waitSessions(t, 0)
 
@@ -164,13 +263,13 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stdin.Close()
+	defer func() { _ = stdin.Close() }()
 	stderr := &syncBuffer{}
 	borrow.Stderr = stderr
 	if err := borrow.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { borrow.Process.Kill(); borrow.Wait() }()
+	defer func() { _ = borrow.Process.Kill(); _ = borrow.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(stderr.String(), "\n") {
 		if time.Now().After(deadline) {
@@ -185,7 +284,7 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 		t.Fatalf("shim stderr = %q, want one line refusing the borrowed identity", out)
 	}
 	t.Logf("shim: %s", lines[0])
-	d.waitLog("session refused: the shim's parent exec'd another program")
+	d.waitLog("session refused: the shim's parent did not start it as the program it runs")
 	if strings.Contains(d.log.String(), "agent=trusted") && len(d.sessions(t)) != 0 {
 		t.Fatalf("a session ran as the trusted agent:\n%s", d.log.String())
 	}

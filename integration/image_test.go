@@ -32,7 +32,8 @@ func ociArchive(t *testing.T, ref string) string {
 	_, err = tw.Write(bin)
 	must(t, err, "tar")
 	must(t, tw.WriteHeader(&tar.Header{Name: "image-marker", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2}), "tar")
-	tw.Write([]byte("ok"))
+	_, err = tw.Write([]byte("ok"))
+	must(t, err, "tar")
 	must(t, tw.Close(), "tar")
 
 	blobs := map[string][]byte{}
@@ -69,7 +70,8 @@ func ociArchive(t *testing.T, ref string) string {
 	out := tar.NewWriter(f)
 	add := func(name string, b []byte) {
 		must(t, out.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}), "tar")
-		out.Write(b)
+		_, err := out.Write(b)
+		must(t, err, "tar")
 	}
 	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
 	add("index.json", index)
@@ -102,7 +104,7 @@ func TestImageServer(t *testing.T) {
 	if got, isErr := callText(t, c, "write_file", map[string]any{"path": "/image-marker", "content": "x"}); !isErr {
 		t.Fatalf("image root is writable: %q", got)
 	}
-	c.Close()
+	_ = c.Close()
 	d.waitClean("an image session")
 	// A missing image that cannot be pulled is a clear launch error.
 	bad := startDaemon(t, "[servers.gone]\nimage = \"localhost:1/none/such:1\"\ncommand = [\"x\"]\n")

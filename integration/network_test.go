@@ -25,9 +25,9 @@ func TestNetworkModes(t *testing.T) {
 	setup(t) // env.bin is known after setup
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "listen")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "host says hi") })}
-	go srv.Serve(ln)
-	defer srv.Close()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = fmt.Fprint(w, "host says hi") })}
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed at the end
+	defer func() { _ = srv.Close() }()
 	url := "http://" + ln.Addr().String() + "/"
 	ts := filepath.Join(env.bin, "testserver")
 	d := startDaemon(t, fmt.Sprintf("[servers.hostnet]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n"+
@@ -80,7 +80,7 @@ func listenUnix(t *testing.T, addr string) *unixListener {
 	t.Helper()
 	ln, err := net.Listen("unix", addr)
 	must(t, err, "listen on %s", addr)
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { _ = ln.Close() })
 	if !strings.HasPrefix(addr, "@") {
 		must(t, os.Chmod(addr, 0o777), "chmod socket") // any sandbox user may connect
 	}
@@ -91,9 +91,11 @@ func listenUnix(t *testing.T, addr string) *unixListener {
 			if err != nil {
 				return
 			}
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			c.Close()
+			var line string
+			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err == nil { // without it the read could hold the listener forever
+				line, _ = bufio.NewReader(c).ReadString('\n')
+			}
+			_ = c.Close()
 			u.mu.Lock()
 			u.lines = append(u.lines, strings.TrimSpace(line))
 			u.mu.Unlock()
@@ -109,8 +111,9 @@ func (u *unixListener) heardAfter(t *testing.T, addr, marker string) []string {
 	t.Helper()
 	c, err := net.Dial("unix", addr)
 	must(t, err, "host connect to %s", addr)
-	fmt.Fprintln(c, marker)
-	c.Close()
+	_, err = fmt.Fprintln(c, marker)
+	must(t, err, "host send to %s", addr)
+	_ = c.Close()
 	var before []string
 	waitFor(t, "the host's marker on "+addr, 10*time.Second, func() (bool, string) {
 		u.mu.Lock()
@@ -191,7 +194,7 @@ func TestListenAllowList(t *testing.T) {
 	free, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "find a free port")
 	addr := free.Addr().String()
-	free.Close()
+	must(t, free.Close(), "free the port")
 	ts := filepath.Join(env.bin, "testserver")
 	d := startDaemon(t, fmt.Sprintf("[servers.closed]\ncommand = [%q]\nnetwork = \"host\"\n"+
 		"[servers.open]\ncommand = [%q]\nnetwork = \"host\"\nlisten = [%q]\n", ts, ts, addr))
@@ -203,7 +206,7 @@ func TestListenAllowList(t *testing.T) {
 			t.Fatalf("listen on %s: %q, want EPERM", addr, got)
 		}
 		if conn, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
-			conn.Close()
+			_ = conn.Close()
 			t.Fatalf("a host client connected to %s", addr)
 		}
 		ev := tr.wait(t, "net.bind_denied "+addr, func(ev map[string]any) bool {
@@ -230,7 +233,7 @@ func TestListenAllowList(t *testing.T) {
 			if err != nil {
 				return false, err.Error()
 			}
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			served, _ = io.ReadAll(conn)
 			return true, ""
 		})
@@ -258,7 +261,7 @@ func TestListenAllowList(t *testing.T) {
 		eph := fmt.Sprintf("127.0.0.1:%d", port)
 		if conn, err := net.DialTimeout("tcp", eph, 2*time.Second); err == nil {
 			b, _ := io.ReadAll(conn)
-			conn.Close()
+			_ = conn.Close()
 			t.Fatalf("a host client reached the caged listener %s: %q", eph, b)
 		}
 		tr.wait(t, "net.listen_denied "+eph, func(ev map[string]any) bool {
@@ -278,11 +281,11 @@ func TestPathnameUnixSockets(t *testing.T) {
 	setup(t)
 	visible, err := os.MkdirTemp("/var/tmp", "mcpcage-itest-sock-")
 	must(t, err, "make a directory under /var/tmp")
-	t.Cleanup(func() { os.RemoveAll(visible) })
+	t.Cleanup(func() { _ = os.RemoveAll(visible) })
 	must(t, os.Chmod(visible, 0o755), "chmod")
 	private, err := os.MkdirTemp("/run", "mcpcage-itest-sock-")
 	must(t, err, "make a directory under /run")
-	t.Cleanup(func() { os.RemoveAll(private) })
+	t.Cleanup(func() { _ = os.RemoveAll(private) })
 	must(t, os.Chmod(private, 0o755), "chmod")
 	tmp := t.TempDir()
 	must(t, os.Chmod(tmp, 0o755), "chmod")

@@ -34,10 +34,10 @@ func baseTree(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join(nspawnCache, "usr/lib/systemd/systemd")); err == nil && !testenv.InCI() {
 		return nspawnCache
 	}
-	os.RemoveAll(nspawnCache)
+	must(t, os.RemoveAll(nspawnCache), "remove the stale cache")
 	must(t, os.MkdirAll(filepath.Dir(nspawnCache), 0o755), "cache dir")
 	tmp := nspawnCache + ".tmp"
-	os.RemoveAll(tmp)
+	must(t, os.RemoveAll(tmp), "remove a partial tree")
 	mirror := "http://deb.debian.org/debian"
 	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,ca-certificates", "bookworm", tmp, mirror).CombinedOutput()
 	if err != nil {
@@ -45,15 +45,16 @@ func baseTree(t *testing.T) string {
 	}
 	// The tree's apt uses the host's sources (the mirrors reachable here).
 	if b, err := os.ReadFile("/etc/apt/sources.list"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list"), b, 0o644)
+		must(t, os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list"), b, 0o644), "apt sources")
 	}
 	if matches, _ := filepath.Glob("/etc/apt/sources.list.d/*"); len(matches) > 0 {
 		for _, m := range matches {
-			b, _ := os.ReadFile(m)
-			os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list.d", filepath.Base(m)), b, 0o644)
+			b, err := os.ReadFile(m)
+			must(t, err, "apt sources")
+			must(t, os.WriteFile(filepath.Join(tmp, "etc/apt/sources.list.d", filepath.Base(m)), b, 0o644), "apt sources")
 		}
 	}
-	os.WriteFile(filepath.Join(tmp, "etc/hostname"), []byte("mcpcage-test\n"), 0o644)
+	must(t, os.WriteFile(filepath.Join(tmp, "etc/hostname"), []byte("mcpcage-test\n"), 0o644), "hostname")
 	must(t, os.Rename(tmp, nspawnCache), "cache the tree")
 	return nspawnCache
 }
@@ -70,11 +71,11 @@ func boot(t *testing.T) *machine {
 	t.Helper()
 	base := baseTree(t)
 	m := &machine{t: t, root: filepath.Join("/var/tmp", fmt.Sprintf("mcpcage-nspawn-%d", os.Getpid()))}
-	os.RemoveAll(m.root)
+	must(t, os.RemoveAll(m.root), "remove a stale machine")
 	if out, err := exec.Command("cp", "-a", base, m.root).CombinedOutput(); err != nil {
 		t.Fatalf("copy the tree: %v %s", err, out)
 	}
-	t.Cleanup(func() { os.RemoveAll(m.root) })
+	t.Cleanup(func() { _ = os.RemoveAll(m.root) })
 	// nspawn in cgroups of its own, below ours, in every hierarchy.
 	f, err := os.Open("/proc/self/cgroup")
 	must(t, err, "cgroups")
@@ -99,19 +100,20 @@ func boot(t *testing.T) *machine {
 		if h == "cpuset" {
 			for _, k := range []string{"cpuset.cpus", "cpuset.mems"} {
 				b, _ := os.ReadFile(filepath.Join(filepath.Dir(dir), k))
-				os.WriteFile(filepath.Join(dir, k), b, 0o644)
+				_ = os.WriteFile(filepath.Join(dir, k), b, 0o644) // best effort, like the hierarchies: nspawn fails clearly without it
 			}
 		}
 		m.cgroups = append(m.cgroups, dir)
 	}
-	f.Close()
+	_ = f.Close()
 	script := ""
 	for _, d := range m.cgroups {
 		script += fmt.Sprintf("echo $$ > %s/cgroup.procs; ", d)
 	}
 	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=passive --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root, os.Getpid())
 	m.log = filepath.Join(t.TempDir(), "nspawn.log")
-	lf, _ := os.Create(m.log)
+	lf, err := os.Create(m.log)
+	must(t, err, "nspawn log")
 	m.cmd = exec.Command("sh", "-c", script)
 	m.cmd.Stdout, m.cmd.Stderr = lf, lf
 	must(t, m.cmd.Start(), "start systemd-nspawn")
@@ -119,7 +121,7 @@ func boot(t *testing.T) *machine {
 	deadline := time.Now().Add(30 * time.Second)
 	for m.init == 0 {
 		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid), "-o").Output()
-		fmt.Sscan(string(out), &m.init)
+		_, _ = fmt.Sscan(string(out), &m.init) // no init yet: m.init stays 0
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(m.log)
 			t.Fatalf("nspawn started no init:\n%s", tail(string(b), 3000))
@@ -139,7 +141,9 @@ func boot(t *testing.T) *machine {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// runc inside needs the v1 controllers writable in the machine.
-	m.root_("sh", "-c", "for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw $m; done")
+	if out, err := m.root_("sh", "-c", "for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw $m; done"); err != nil {
+		t.Fatalf("make the machine's cgroup controllers writable: %v\n%s", err, out)
+	}
 	return m
 }
 
@@ -168,18 +172,19 @@ func (m *machine) stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
-	m.cmd.Process.Signal(syscall.SIGTERM)
+	// Teardown: each step is best effort, and the next one follows.
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() { m.cmd.Wait(); close(done) }()
+	go func() { _ = m.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
-		m.root_("systemctl", "poweroff", "--force")
-		m.cmd.Process.Kill()
+		_, _ = m.root_("systemctl", "poweroff", "--force")
+		_ = m.cmd.Process.Kill()
 		<-done
 	}
 	for _, d := range m.cgroups {
-		exec.Command("find", d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";").Run()
+		_ = exec.Command("find", d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";").Run()
 	}
 	m.cmd = nil
 }
@@ -261,7 +266,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 				Type         string `json:"type"`
 				KernelEvents int    `json:"kernel_events"`
 			}
-			json.Unmarshal([]byte(line), &rec)
+			must(t, json.Unmarshal([]byte(line), &rec), "audit record %q", line)
 			switch rec.Type {
 			case "session.end":
 				ends++

@@ -88,7 +88,7 @@ func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "port")
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().String()
 }
 
@@ -115,14 +115,14 @@ scrape_configs:
 	var log syncBuffer
 	prom.Stdout, prom.Stderr = &log, &log
 	must(t, prom.Start(), "start prometheus")
-	defer func() { prom.Process.Kill(); prom.Wait() }()
+	defer func() { _ = prom.Process.Kill(); _ = prom.Wait() }()
 	query := `mcpcage_tool_calls_total{job="mcpcage",tool="echo",decision="observe"}`
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get("http://" + web + "/api/v1/query?query=" + url.QueryEscape(query))
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			var r struct {
 				Data struct {
 					Result []struct {
@@ -142,7 +142,7 @@ scrape_configs:
 	resp, err := http.Get("http://" + web + "/api/v1/rules")
 	must(t, err, "rules")
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if !strings.Contains(string(b), "McpcageAuditWriteErrors") {
 		t.Fatalf("Prometheus did not load the alert rules: %.300s", b)
 	}

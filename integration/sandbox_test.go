@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -33,7 +35,7 @@ func TestEscapeSuite(t *testing.T) {
 	if err := os.WriteFile(planted, []byte("top secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Remove(planted)
+	defer func() { _ = os.Remove(planted) }()
 	// A setuid-root copy of the helper, to try to become root.
 	suid := filepath.Join(env.bin, "hostile-suid")
 	copyFile(t, filepath.Join(env.bin, "hostile"), suid)
@@ -105,7 +107,7 @@ func TestLimits(t *testing.T) {
 		if echo, _ := callText(t, other, "echo", map[string]any{"text": "alive"}); echo != "alive" {
 			t.Fatalf("other session: %q", echo)
 		}
-		c.Close()
+		_ = c.Close()
 		d.waitLog("server hit its process limit")
 	})
 	t.Run("memory bomb ends the session with a clear error", func(t *testing.T) {
@@ -283,6 +285,8 @@ func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	must(t, err, "read %s", from)
-	os.Remove(to)
+	if err := os.Remove(to); !errors.Is(err, fs.ErrNotExist) {
+		must(t, err, "remove %s", to)
+	}
 	must(t, os.WriteFile(to, b, 0o755), "write %s", to)
 }

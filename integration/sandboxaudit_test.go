@@ -104,7 +104,7 @@ func TestSandboxDeniedAudit(t *testing.T) {
 			t.Errorf("mcpcage audit --type sandbox lacks %s:\n%s", s, out)
 		}
 	}
-	c.Close()
+	_ = c.Close()
 
 	t.Run("flood is throttled", func(t *testing.T) {
 		const n = 150
@@ -112,7 +112,7 @@ func TestSandboxDeniedAudit(t *testing.T) {
 		if got := attack(t, fc, "deny-storm", fmt.Sprint(n)); !strings.Contains(got, fmt.Sprintf("%d of %d refused", n, n)) {
 			t.Fatalf("deny-storm: %q", got)
 		}
-		fc.Close()
+		_ = fc.Close()
 		var sess string
 		recs := d.waitRecords(t, "the flood's session ended", func(recs []map[string]any) (bool, string) {
 			for _, r := range ofType(recs, "session.end", "") {

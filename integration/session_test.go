@@ -132,7 +132,9 @@ func TestLargeMessages(t *testing.T) {
 		r := startRaw(t, d.shimCmd("test"))
 		r.initialize()
 		// The shim exits before it has written everything: ignore the write error.
-		go io.WriteString(r.in, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`+strings.Repeat("z", big)+`"}}}`+"\n")
+		go func() {
+			_, _ = io.WriteString(r.in, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"`+strings.Repeat("z", big)+`"}}}`+"\n")
+		}()
 		line := r.next()
 		if !strings.Contains(line, "-32004") || !strings.Contains(line, "max_message_bytes") {
 			t.Fatalf("got %.300q, want a -32004 error naming max_message_bytes", line)
@@ -160,7 +162,7 @@ func TestMalformedClientInput(t *testing.T) {
 	if !strings.Contains(line, "still here") {
 		t.Fatalf("session did not continue after bad input: %q", line)
 	}
-	r.in.Close()
+	r.closeInput()
 	if code := r.wait(); code != 0 {
 		t.Fatalf("shim exited %d after a clean close, want 0; stderr %s", code, r.stderr.String())
 	}
@@ -197,8 +199,8 @@ func TestClientDisconnectMidCall(t *testing.T) {
 		t.Fatalf("tasks = %v, want one", d.tasks())
 	}
 	time.Sleep(300 * time.Millisecond)
-	r.cmd.Process.Kill() // the client dies with the shim
-	r.cmd.Wait()
+	must(t, r.cmd.Process.Kill(), "kill the shim") // the client dies with the shim
+	_ = r.cmd.Wait()                               // "signal: killed"
 	d.waitClean("a client that vanished mid-call")
 	d.waitLog("reason=client_gone")
 }
@@ -210,7 +212,7 @@ func TestDaemonCrashLeavesNothingAfterRestart(t *testing.T) {
 	if len(d.containers()) != 1 {
 		t.Fatalf("containers = %v, want one", d.containers())
 	}
-	d.cmd.Process.Kill() // SIGKILL: no clean-up at all
+	must(t, d.cmd.Process.Kill(), "kill mcpcaged") // SIGKILL: no clean-up at all
 	<-d.exited
 	if code := r.wait(); code == 0 {
 		t.Fatal("shim exited 0 after the daemon died")

@@ -32,7 +32,7 @@ func TestListChangedOnSubscriptionStream(t *testing.T) {
 				break
 			}
 		}
-		r.in.Close()
+		r.closeInput()
 		r.wait()
 	})
 
@@ -60,7 +60,7 @@ func TestListChangedOnSubscriptionStream(t *testing.T) {
 			}
 			break
 		}
-		r.in.Close()
+		r.closeInput()
 		r.wait()
 	})
 }

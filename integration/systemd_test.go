@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -49,7 +51,7 @@ func notifySocket(t *testing.T) (string, <-chan string) {
 	path := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	must(t, err, "notify socket")
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { _ = conn.Close() })
 	ch := make(chan string, 64)
 	go func() {
 		buf := make([]byte, 4096)
@@ -96,9 +98,10 @@ func TestSdNotifyAndReload(t *testing.T) {
 	waitNotify(t, notes, "WATCHDOG=1")
 
 	// SIGHUP re-reads the configuration: a new server becomes usable.
-	cfg, _ := os.ReadFile(d.config)
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
 	must(t, os.WriteFile(d.config, append(cfg, []byte(fmt.Sprintf("\n[servers.added]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver")))...), 0o644), "edit config")
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
 	waitNotify(t, notes, "RELOADING=1")
 	waitNotify(t, notes, "READY=1")
 	d.waitLog(`msg="configuration reloaded"`)
@@ -108,7 +111,7 @@ func TestSdNotifyAndReload(t *testing.T) {
 	}
 	// A broken configuration is refused and the running one stays.
 	must(t, os.WriteFile(d.config, append(cfg, []byte("\n[daemon.bogus]\n")...), 0o644), "break config")
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
 	d.waitLog("reload refused")
 	c2 := d.connect(t, "added", mcp.ProtocolVersion20251125)
 	if got, _ := callText(t, c2, "echo", map[string]any{"text": "still"}); got != "still" {
@@ -122,7 +125,9 @@ func TestSocketActivation(t *testing.T) {
 	testenv.Require(t, err == nil, "systemd-socket-activate")
 	base := startDaemon(t, "")
 	base.stop()
-	os.Remove(base.socket)
+	if err := os.Remove(base.socket); !errors.Is(err, fs.ErrNotExist) { // mcpcaged removes it when it stops
+		must(t, err, "remove the socket")
+	}
 	d := *base
 	d.t = t
 	d.wrap = []string{"systemd-socket-activate", "--listen=" + d.socket}

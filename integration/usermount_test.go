@@ -2,7 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -62,7 +64,7 @@ func newUserFixture(t *testing.T) *userFixture {
 	f.token = fmt.Sprintf("root-flag-%d", n)
 	f.secretDir = fmt.Sprintf("/root/mcpcage-itest-secret-%d", n)
 	must(t, os.Mkdir(f.secretDir, 0o700), "mkdir secret")
-	t.Cleanup(func() { os.RemoveAll(f.secretDir) })
+	t.Cleanup(func() { _ = os.RemoveAll(f.secretDir) })
 	must(t, os.WriteFile(filepath.Join(f.secretDir, "flag.txt"), []byte(f.token), 0o644), "write flag")
 
 	must(t, os.Chmod(home1, 0o700), "close user 1's home")
@@ -70,7 +72,7 @@ func newUserFixture(t *testing.T) *userFixture {
 	f.notesDir = filepath.Join(home1, "notes")
 	must(t, os.MkdirAll(f.notesDir, 0o755), "mkdir notes")
 	must(t, os.WriteFile(filepath.Join(f.notesDir, "notes.txt"), []byte(f.notesText), 0o644), "write notes")
-	t.Cleanup(func() { os.RemoveAll(f.notesDir) })
+	t.Cleanup(func() { _ = os.RemoveAll(f.notesDir) })
 	return f
 }
 
@@ -78,23 +80,25 @@ func newUserFixture(t *testing.T) *userFixture {
 func (f *userFixture) own(t *testing.T, name string) string {
 	t.Helper()
 	dir := filepath.Join(f.home2, name)
-	os.RemoveAll(dir)
+	must(t, os.RemoveAll(dir), "remove %s", dir)
 	must(t, os.Mkdir(dir, 0o755), "mkdir %s", dir)
 	must(t, os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("ok"), 0o644), "write ok.txt")
 	for _, p := range []string{dir, filepath.Join(dir, "ok.txt")} {
 		must(t, os.Chown(p, f.uid2, f.uid2), "chown %s", p)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
 
 // symlink makes a symlink of user 2's.
 func (f *userFixture) symlink(t *testing.T, target, link string) {
 	t.Helper()
-	os.Remove(link)
+	if err := os.Remove(link); !errors.Is(err, fs.ErrNotExist) {
+		must(t, err, "remove %s", link)
+	}
 	must(t, os.Symlink(target, link), "symlink %s", link)
 	must(t, os.Lchown(link, f.uid2, f.uid2), "lchown %s", link)
-	t.Cleanup(func() { os.Remove(link) })
+	t.Cleanup(func() { _ = os.Remove(link) })
 }
 
 func (f *userFixture) add(t *testing.T, name, mount string) (string, error) {
@@ -156,7 +160,7 @@ func (r *rawSession) call(tool string, args map[string]any) (string, bool) {
 
 func (r *rawSession) end() {
 	r.t.Helper()
-	r.in.Close()
+	r.closeInput()
 	r.wait()
 }
 
@@ -216,7 +220,7 @@ func TestUserMountSourcesCheckedAsUser(t *testing.T) {
 			}
 			// The permitted directory becomes a symlink to the forbidden one.
 			must(t, os.Rename(dir, dir+".real"), "rename")
-			t.Cleanup(func() { os.RemoveAll(dir + ".real") })
+			t.Cleanup(func() { _ = os.RemoveAll(dir + ".real") })
 			f.symlink(t, forbidden.dir, dir)
 			r, failed := f.launch(t, "box")
 			if r != nil {

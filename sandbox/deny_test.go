@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,10 +15,14 @@ func TestDeniedPaths(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	os.WriteFile(filepath.Join(src, ".ssh", "id"), []byte("k"), 0o600)
-	os.WriteFile(filepath.Join(src, "x", ".gnupg"), []byte("f"), 0o600) // a file named like a rule
-	os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", "link"))
-	os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", ".aws")) // a symlink: not masked
+	if err := errors.Join(
+		os.WriteFile(filepath.Join(src, ".ssh", "id"), []byte("k"), 0o600),
+		os.WriteFile(filepath.Join(src, "x", ".gnupg"), []byte("f"), 0o600), // a file named like a rule
+		os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", "link")),
+		os.Symlink(filepath.Join(src, ".ssh"), filepath.Join(src, "x", ".aws")), // a symlink: not masked
+	); err != nil {
+		t.Fatal(err)
+	}
 	keys := filepath.Join(src, ".ssh")
 	mounts := []BindMount{{Source: src, Target: "/work"}, {Source: keys, Target: "/keys"}}
 	masks, complete := DeniedPaths(mounts, []string{".ssh", ".aws", ".gnupg"})

@@ -49,7 +49,9 @@ func PrepareHostView(dir, hostRoot string) (*HostView, error) {
 				return nil, fmt.Errorf("read host symlink /%s: %w", name, err)
 			}
 			if cur, err := os.Readlink(target); err != nil || cur != link {
-				os.RemoveAll(target)
+				if err := os.RemoveAll(target); err != nil {
+					return nil, fmt.Errorf("replace stale /%s: %w", name, err)
+				}
 				if err := os.Symlink(link, target); err != nil {
 					return nil, fmt.Errorf("mirror symlink /%s: %w", name, err)
 				}

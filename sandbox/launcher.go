@@ -53,7 +53,7 @@ func NewLauncher(ctx context.Context, address, namespace, fifoDir string, log *s
 	}
 	l := &Launcher{client: c, ns: namespace, fifoDir: fifoDir, log: log}
 	if _, err := l.Version(ctx); err != nil {
-		c.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("containerd at %s: %w: %s", address, err, advice)
 	}
 	return l, nil
@@ -204,7 +204,7 @@ func checkPins(pid uint32, mounts []BindMount) error {
 			if root, err = os.OpenFile(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY, 0); err != nil {
 				return fmt.Errorf("check mounts: %w", err)
 			}
-			defer root.Close()
+			defer func() { _ = root.Close() }()
 		}
 		fd, err := unix.Openat2(int(root.Fd()), m.Target, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
@@ -213,7 +213,7 @@ func checkPins(pid uint32, mounts []BindMount) error {
 		}
 		var got, want unix.Stat_t
 		err = unix.Fstat(fd, &got)
-		unix.Close(fd)
+		_ = unix.Close(fd) // an O_PATH descriptor
 		if err == nil {
 			err = unix.Fstat(int(m.Pin.Fd()), &want)
 		}
@@ -265,8 +265,10 @@ func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
 		i.task.IO().Cancel()
 	}
 	close(i.exited)
-	i.stdio.Stdout.Close()
-	i.stdio.Stderr.Close()
+	// Only EOF for the daemon's readers: what the server wrote has been
+	// copied, and a failed close leaves nothing to recover.
+	_ = i.stdio.Stdout.Close()
+	_ = i.stdio.Stderr.Close()
 }
 
 // Limits reports the cgroup limits the server ran into; valid once Exited
@@ -361,7 +363,9 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 	// FIFO directories of dead sessions.
 	if ents, err := os.ReadDir(l.fifoDir); err == nil {
 		for _, e := range ents {
-			os.RemoveAll(l.fifoDir + "/" + e.Name())
+			if err := os.RemoveAll(l.fifoDir + "/" + e.Name()); err != nil {
+				errs = append(errs, fmt.Errorf("remove leftover fifos: %w", err))
+			}
 		}
 	}
 	return n, errors.Join(errs...)

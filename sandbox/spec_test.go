@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -109,10 +110,16 @@ func TestSpecInvariants(t *testing.T) {
 func TestPrepareHostView(t *testing.T) {
 	host := t.TempDir()
 	for _, d := range []string{"usr", "etc", "home", "root", "proc", "work"} {
-		os.MkdirAll(filepath.Join(host, d), 0o755)
+		if err := os.MkdirAll(filepath.Join(host, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.Symlink("usr/bin", filepath.Join(host, "bin"))
-	os.WriteFile(filepath.Join(host, "vmlinuz"), nil, 0o644)
+	if err := errors.Join(
+		os.Symlink("usr/bin", filepath.Join(host, "bin")),
+		os.WriteFile(filepath.Join(host, "vmlinuz"), nil, 0o644),
+	); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
 	for i := 0; i < 2; i++ { // idempotent
 		hv, err := PrepareHostView(dir, host)
@@ -165,11 +172,15 @@ func TestSeccompProfile(t *testing.T) {
 		t.Error("unconfined produced a profile")
 	}
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "bad.json"), []byte("{"), 0o644)
+	if err := errors.Join(
+		os.WriteFile(filepath.Join(dir, "bad.json"), []byte("{"), 0o644),
+		os.WriteFile(filepath.Join(dir, "ok.json"), []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644),
+	); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Seccomp(SeccompOptions{Mode: filepath.Join(dir, "bad.json")}); err == nil {
 		t.Error("malformed profile accepted")
 	}
-	os.WriteFile(filepath.Join(dir, "ok.json"), []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644)
 	if p, err := Seccomp(SeccompOptions{Mode: filepath.Join(dir, "ok.json")}); err != nil || p.DefaultAction != "SCMP_ACT_ALLOW" {
 		t.Errorf("custom profile: %v %v", p, err)
 	}

@@ -34,17 +34,17 @@ const (
 func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c, err := api.Dial(socket)
 	if err != nil {
-		fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+		report(stderr, "%v", err)
 		return ExitNoSession
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	r, err := c.Do(api.Request{Op: api.OpRun, Server: server})
 	if err != nil {
-		fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+		report(stderr, "%v", err)
 		return ExitNoSession
 	}
 	if !r.OK {
-		fmt.Fprintf(stderr, "mcpcage: %s\n", r.Error)
+		report(stderr, "%s", r.Error)
 		if r.Code == api.CodeUnknownServer {
 			return ExitUnknown
 		}
@@ -63,13 +63,14 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case <-sigs:
 		case <-time.After(10 * time.Second):
 		}
-		c.Close()
+		_ = c.Close() // ends the relay loop below
+
 	}()
 
 	for {
 		t, payload, err := c.R.Next()
 		if err != nil {
-			fmt.Fprintf(stderr, "mcpcage: lost the connection to mcpcaged during the session: %v\n", describe(err))
+			report(stderr, "lost the connection to mcpcaged during the session: %v", describe(err))
 			return ExitSessionError
 		}
 		switch t {
@@ -84,11 +85,11 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case api.FrameExit:
 			var e api.Exit
 			if err := json.Unmarshal(payload, &e); err != nil {
-				fmt.Fprintf(stderr, "mcpcage: malformed exit from mcpcaged: %v\n", err)
+				report(stderr, "malformed exit from mcpcaged: %v", err)
 				return ExitSessionError
 			}
 			if e.Error != "" {
-				fmt.Fprintf(stderr, "mcpcage: %s\n", e.Error)
+				report(stderr, "%s", e.Error)
 			}
 			switch {
 			case e.Code > 0:
@@ -99,6 +100,12 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return max(e.Code, 0)
 		}
 	}
+}
+
+// report prints one line on stderr. A line that cannot be written has
+// nowhere else to go: the exit status still tells.
+func report(stderr io.Writer, format string, a ...any) {
+	_, _ = fmt.Fprintf(stderr, "mcpcage: "+format+"\n", a...)
 }
 
 func describe(err error) string {

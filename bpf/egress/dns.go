@@ -115,8 +115,12 @@ func (r *DNS) exchange(ctx context.Context, server string, name dnsmessage.Name,
 	id := binary.BigEndian.Uint16(idb[:])
 	q := dnsmessage.Question{Name: name, Type: qtype, Class: dnsmessage.ClassINET}
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: id, RecursionDesired: true})
-	b.StartQuestions()
-	b.Question(q)
+	if err := b.StartQuestions(); err != nil {
+		return nil, fmt.Errorf("build dns query: %w", err)
+	}
+	if err := b.Question(q); err != nil {
+		return nil, fmt.Errorf("build dns query for %s: %w", name, err)
+	}
 	msg, err := b.Finish()
 	if err != nil {
 		return nil, err
@@ -141,9 +145,11 @@ func roundTrip(ctx context.Context, network, server string, msg []byte) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+		if err := c.SetDeadline(dl); err != nil { // a read without it could wait forever
+			return nil, err
+		}
 	}
 	if network == "udp" {
 		if _, err := c.Write(msg); err != nil {

@@ -77,7 +77,9 @@ func TestLookupTTL(t *testing.T) {
 
 func TestResolvConfServers(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(p, []byte("search example\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:1\n"), 0o644)
+	if err := os.WriteFile(p, []byte("search example\nnameserver 10.0.0.2\nnameserver ::1\noptions ndots:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if got := resolvConfServers(p); !slices.Equal(got, []string{"10.0.0.2:53", "[::1]:53"}) {
 		t.Fatalf("servers = %v", got)
 	}

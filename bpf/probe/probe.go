@@ -127,7 +127,7 @@ func attachTracepoint(body asm.Instructions) error {
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	l, err := link.Tracepoint("syscalls", "sys_enter_getppid", prog, nil)
 	if err != nil {
 		return err
@@ -140,7 +140,7 @@ func rawTracepoint() error {
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: prog})
 	if err != nil {
 		return err
@@ -153,7 +153,7 @@ func tracing(at ebpf.AttachType, target string) error {
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: at})
 	if err != nil {
 		return err
@@ -166,7 +166,7 @@ func lsm() error {
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
 	if err != nil {
 		return err
@@ -182,12 +182,12 @@ func cgroupConnect(parent string) error {
 	if err != nil {
 		return fmt.Errorf("create probe cgroup: %w", err)
 	}
-	defer os.Remove(dir)
+	defer func() { _ = os.Remove(dir) }() // empty, and its program is detached by then
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL", Instructions: ret0(nil, 1)})
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
+	defer func() { _ = prog.Close() }()
 	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupInet4Connect, Program: prog})
 	if err != nil {
 		return err

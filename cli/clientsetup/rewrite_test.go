@@ -36,7 +36,9 @@ func TestGoldenRewrites(t *testing.T) {
 			for file, got := range map[string][]byte{"after.json": res.Config, "imported.json": append(imported, '\n')} {
 				path := filepath.Join(dir, file)
 				if *update {
-					os.WriteFile(path, got, 0o644)
+					if err := os.WriteFile(path, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
 				}
 				want, err := os.ReadFile(path)
 				if err != nil {

@@ -40,7 +40,9 @@ func main() {
 	}
 	argv := args[1:]
 	if raw, ok := os.LookupEnv(envRules); ok {
-		os.Unsetenv(envRules)
+		if err := os.Unsetenv(envRules); err != nil { // the server must not see its rules
+			fail("unset %s: %v", envRules, err)
+		}
 		var r landlock.Rules
 		if err := json.Unmarshal([]byte(raw), &r); err != nil {
 			fail("bad %s: %v", envRules, err)

@@ -23,6 +23,15 @@ func openLog(t *testing.T, dir string, o Options) *Log {
 	return l
 }
 
+// must fails the test on err: a setup or tampering step that did not
+// happen would let a test pass without testing anything.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func writeN(t *testing.T, l *Log, n int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
@@ -89,7 +98,7 @@ func TestChainAcrossRestartAndRotation(t *testing.T) {
 			for _, keep := range tt.keep {
 				l := openLog(t, dir, Options{MaxSize: 2000, Keep: keep})
 				writeN(t, l, 30) // the chain resumes across restarts
-				l.Close()
+				must(t, l.Close())
 			}
 			files := Files(filepath.Join(dir, "audit.jsonl"))
 			if last := tt.keep[len(tt.keep)-1]; len(files) < 3 || len(files) > last+1 {
@@ -118,7 +127,7 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	l.Close()
+	must(t, l.Close())
 	if r, err := verifyDir(dir); err != nil || records(t, dir, "tool.call") != 800 || r.Records != 801 {
 		t.Fatalf("verify = %+v, %v", r, err)
 	}
@@ -133,15 +142,16 @@ func tamper(t *testing.T, dir string, f func(file int, lines [][]byte) [][]byte)
 		if len(lines[len(lines)-1]) == 0 {
 			lines = lines[:len(lines)-1]
 		}
-		os.WriteFile(path, bytes.Join(f(i, lines), nil), 0o600)
+		must(t, os.WriteFile(path, bytes.Join(f(i, lines), nil), 0o600))
 	}
 }
 
 // renumber closes the gap left by removing files[i], so that the file
 // names do not give the removal away.
-func renumber(files []string, i int) {
+func renumber(t *testing.T, files []string, i int) {
+	t.Helper()
 	for j := i + 1; j < len(files)-1; j++ {
-		os.Rename(files[j], files[j-1])
+		must(t, os.Rename(files[j], files[j-1]))
 	}
 }
 
@@ -208,24 +218,24 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			last := newest(dir)
 			b, _ := os.ReadFile(last)
 			lines := bytes.SplitAfter(b, []byte("\n"))
-			os.WriteFile(last, bytes.Join(lines[:len(lines)-2], nil), 0o600)
+			must(t, os.WriteFile(last, bytes.Join(lines[:len(lines)-2], nil), 0o600))
 		}, TailCut, "the end was cut off"},
 		{"remove the newest segment", func(t *testing.T, dir string) {
-			os.Remove(newest(dir))
+			must(t, os.Remove(newest(dir)))
 		}, NewestRemoved, "the newest segment was removed"},
 		{"remove a middle segment", func(t *testing.T, dir string) {
 			files := Files(filepath.Join(dir, "audit.jsonl"))
-			os.Remove(files[1])
-			renumber(files, 1)
+			must(t, os.Remove(files[1]))
+			renumber(t, files, 1)
 		}, MiddleRemoved, "a middle segment was removed: segment 3 follows segment 1"},
 		{"remove the oldest segment", func(t *testing.T, dir string) {
 			files := Files(filepath.Join(dir, "audit.jsonl"))
-			os.Remove(files[0])
+			must(t, os.Remove(files[0]))
 		}, OldestRemoved, "the oldest segment was removed: the log starts at segment 2"},
 		{"remove the two oldest segments", func(t *testing.T, dir string) {
 			files := Files(filepath.Join(dir, "audit.jsonl"))
-			os.Remove(files[0])
-			os.Remove(files[1])
+			must(t, os.Remove(files[0]))
+			must(t, os.Remove(files[1]))
 		}, OldestRemoved, "segments 1 to 2 are missing"},
 		{"forge a record with a fresh hash", func(t *testing.T, dir string) {
 			tamper(t, dir, func(i int, l [][]byte) [][]byte {
@@ -241,7 +251,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 			dir := t.TempDir()
 			l := openLog(t, dir, Options{MaxSize: 1500, Keep: 50})
 			writeN(t, l, 60)
-			l.Close()
+			must(t, l.Close())
 			if r, err := verifyDir(dir); err != nil || r.FirstSegment != 1 || r.LastSegment < 4 {
 				t.Fatalf("intact log: %+v, %v", r, err)
 			}
@@ -262,12 +272,12 @@ func TestOldestRemovedAfterRotation(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, Options{MaxSize: 1500, Keep: 3})
 	writeN(t, l, 80)
-	l.Close()
+	must(t, l.Close())
 	r, err := verifyDir(dir)
 	if err != nil || r.FirstSeq == 1 || r.FirstSegment == 1 {
 		t.Fatalf("rotation dropped nothing or verify fails: %+v, %v", r, err)
 	}
-	os.Remove(Files(filepath.Join(dir, "audit.jsonl"))[0])
+	must(t, os.Remove(Files(filepath.Join(dir, "audit.jsonl"))[0]))
 	_, err = verifyDir(dir)
 	var ve *VerifyError
 	if !errors.As(err, &ve) || ve.Damage != OldestRemoved {
@@ -300,7 +310,7 @@ func TestLogFromBeforeSegmentsResumes(t *testing.T) {
 	}
 	l := openLog(t, dir, Options{MaxSize: 1500, Keep: 10})
 	writeN(t, l, 40)
-	l.Close()
+	must(t, l.Close())
 	r, err := verifyDir(dir)
 	if err != nil || r.FirstSegment != 0 || r.LastSegment < 2 || records(t, dir, "tool.call") != 60 {
 		t.Fatalf("after resuming a legacy log: %+v, %v", r, err)
@@ -315,7 +325,7 @@ func TestBatchModeWritesAndVerifies(t *testing.T) {
 		h, err := ReadHead(filepath.Join(dir, "audit.head"))
 		return err == nil && h.Seq == 26, fmt.Sprintf("%+v, %v", h, err)
 	})
-	l.Close()
+	must(t, l.Close())
 	if r, err := verifyDir(dir); err != nil || r.Records != 26 {
 		t.Fatalf("verify = %+v, %v", r, err)
 	}
@@ -341,7 +351,7 @@ func TestCallsOvertakeObservations(t *testing.T) {
 	dir := t.TempDir()
 	onRecord, blocked, release := blockWriter()
 	l := openLog(t, dir, Options{OnRecord: onRecord})
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if err := l.Append(Record{"type": "sentinel"}); err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +404,7 @@ func TestQueueFullIsCounted(t *testing.T) {
 		}
 	}
 	close(release)
-	l.Close()
+	must(t, l.Close())
 	if err := l.Append(Record{"type": "late"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("append after close: %v", err)
 	}

@@ -101,7 +101,7 @@ func TestHugeValuesAreBounded(t *testing.T) {
 	if err := l.Append(rec); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	must(t, l.Close())
 	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
 	if err != nil {
 		t.Fatal(err)

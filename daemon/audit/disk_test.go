@@ -23,7 +23,11 @@ func smallDisk(t *testing.T) (dir, reserve string) {
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
 		t.Fatalf("mount a small tmpfs: %v", err)
 	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
 	reserve = filepath.Join(dir, "reserve")
 	if err := os.WriteFile(reserve, make([]byte, 8<<10), 0o600); err != nil {
 		t.Fatal(err)
@@ -39,7 +43,7 @@ func setAppendOnly(t *testing.T, path string, on bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	flags := int32(0)
 	if on {
 		flags = fsAppendFl
@@ -150,7 +154,7 @@ func TestFullDisk(t *testing.T) {
 			var failures int
 			d := &drops{ch: make(chan DropReason, 1)}
 			l := openLog(t, dir, Options{MaxSize: 1 << 30, OnFailure: func(error) { failures++ }, OnDrop: d.on})
-			defer l.Close()
+			defer func() { _ = l.Close() }()
 			path := filepath.Join(dir, "audit.jsonl")
 			if err := l.Append(Record{"type": "first"}); err != nil {
 				t.Fatal(err)
@@ -165,7 +169,7 @@ func TestFullDisk(t *testing.T) {
 			tt.check(t, l, d, path, good)
 			// Make room: the next record is written after the last good
 			// one and the chain is intact.
-			os.Remove(reserve)
+			must(t, os.Remove(reserve))
 			if err := l.Append(bigRecord(n)); err != nil {
 				t.Fatalf("append after freeing space: %v", err)
 			}

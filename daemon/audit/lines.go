@@ -51,7 +51,7 @@ func firstLine(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var first []byte
 	stop := errors.New("stop")
 	err = Lines(f, func(_ int, line []byte) error {
@@ -71,7 +71,7 @@ func lastLine(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ func TestLines(t *testing.T) {
 				t.Errorf("Lines (-want +got):\n%.300s", diff)
 			}
 			path := filepath.Join(t.TempDir(), "f")
-			os.WriteFile(path, []byte(tt.in), 0o600)
+			must(t, os.WriteFile(path, []byte(tt.in), 0o600))
 			last, err := lastLine(path)
 			if err != nil || string(last) != tt.last {
 				t.Errorf("lastLine = %.40q, %v; want %.40q", last, err, tt.last)
@@ -71,7 +71,7 @@ func TestHugeRecordFromBeforeBounds(t *testing.T) {
 	}
 	l := openLog(t, dir, Options{})
 	writeN(t, l, 2)
-	l.Close()
+	must(t, l.Close())
 	// The huge file rotated away at the first write: the new file opens
 	// segment 1 after it.
 	r, err := verifyDir(dir)

@@ -111,7 +111,7 @@ func (l *Log) openFile() error {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("open audit log: %w", err)
 	}
 	l.f, l.size = f, st.Size()
@@ -129,8 +129,11 @@ func (l *Log) rotate() error {
 	if err := l.saveHead(); err != nil {
 		return err
 	}
-	l.f.Close()
+	err := l.f.Close()
 	l.f = nil // reopened by the next write if anything below fails
+	if err != nil {
+		return fmt.Errorf("close audit segment: %w", err)
+	}
 	for _, n := range rotated(l.o.Path) {
 		if n >= l.o.Keep {
 			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {

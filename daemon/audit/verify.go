@@ -152,7 +152,7 @@ func (v *verifier) file(path string) error {
 	if err != nil {
 		return &VerifyError{Damage: Unreadable, File: path, Msg: err.Error()}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	first := true
 	err = Lines(f, func(n int, line []byte) error {
 		m, err := parseLine(line)

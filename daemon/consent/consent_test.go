@@ -17,7 +17,7 @@ func openStore(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -205,7 +205,9 @@ func TestListFiltersAndMigrations(t *testing.T) {
 	grant(t, s, Record{User: "alice", Tools: []string{"a"}})
 	grant(t, s, Record{User: "bob", Tools: []string{"b"}})
 	r := grant(t, s, Record{User: "alice", Server: "fs", Tools: []string{"c"}})
-	s.Revoke(r.ID, "alice", "")
+	if _, err := s.Revoke(r.ID, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		f    Filter
 		want int
@@ -215,13 +217,15 @@ func TestListFiltersAndMigrations(t *testing.T) {
 			t.Errorf("List(%+v) = %d records, %v; want %d", tt.f, len(got), err, tt.want)
 		}
 	}
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// Reopening applies no migration twice and keeps the data.
 	s, err = Open(filepath.Join(dir, "c.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if v, _ := s.SchemaVersion(); v != len(migrations) {
 		t.Fatalf("schema version %d", v)
 	}
@@ -237,7 +241,7 @@ func TestStoreFilesArePrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	grant(t, s, Record{Tools: []string{"x"}}) // a write: the WAL and its index exist now
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		fi, err := os.Stat(p)
@@ -286,7 +290,7 @@ func TestCallsCountedWithAndWithoutBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.Close()
+	defer func() { _ = s2.Close() }()
 	if r, _ := s2.Get(free.ID); r == nil || r.CallsUsed != 4 {
 		t.Fatalf("after reopening: %+v, want calls_used 4", r)
 	}

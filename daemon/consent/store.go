@@ -75,7 +75,7 @@ func Open(path string) (*Store, error) {
 	db.SetMaxOpenConns(1) // one writer; SQLite serialises anyway
 	s := &Store{db: db}
 	if err := s.migrate(); err != nil {
-		db.Close()
+		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
@@ -90,7 +90,7 @@ func private(path string) error {
 	if err != nil {
 		return err
 	}
-	f.Close()
+	_ = f.Close() // only created: nothing was written
 	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
 		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -138,7 +138,7 @@ func (s *Store) flushCalls() error {
 	}
 	for id, k := range n {
 		if _, err := tx.Exec(`UPDATE consents SET calls_used = calls_used + ? WHERE id = ?`, k, id); err != nil {
-			tx.Rollback()
+			_ = tx.Rollback()
 			return fmt.Errorf("count consent calls: %w", err)
 		}
 	}
@@ -165,11 +165,11 @@ func (s *Store) migrate() error {
 			return err
 		}
 		if _, err := tx.Exec(migrations[v-1]); err != nil {
-			tx.Rollback()
+			_ = tx.Rollback()
 			return fmt.Errorf("consent store migration %d: %w", v, err)
 		}
 		if _, err := tx.Exec(`INSERT INTO schema_migrations(version, applied_at) VALUES(?, ?)`, v, time.Now().Unix()); err != nil {
-			tx.Rollback()
+			_ = tx.Rollback()
 			return err
 		}
 		if err := tx.Commit(); err != nil {
@@ -266,9 +266,16 @@ func scan(row interface{ Scan(...any) error }) (*Record, error) {
 		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason); err != nil {
 		return nil, err
 	}
-	json.Unmarshal([]byte(tools), &r.Tools)
-	json.Unmarshal([]byte(res), &r.Resources)
-	json.Unmarshal([]byte(prompts), &r.Prompts)
+	// A record whose patterns cannot be read is an error, not a grant of
+	// nothing (or of part of what was stored).
+	for _, c := range []struct {
+		col, raw string
+		dst      *[]string
+	}{{"tools", tools, &r.Tools}, {"resources", res, &r.Resources}, {"prompts", prompts, &r.Prompts}} {
+		if err := json.Unmarshal([]byte(c.raw), c.dst); err != nil {
+			return nil, fmt.Errorf("consent record %s: %s: %w", r.ID, c.col, err)
+		}
+	}
 	r.CreatedAt = time.UnixMilli(created).UTC()
 	if expires.Valid {
 		t := time.UnixMilli(expires.Int64).UTC()
@@ -325,7 +332,7 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	now := time.Now()
 	var out []*Record
 	for rows.Next() {

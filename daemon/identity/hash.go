@@ -48,7 +48,7 @@ func (h *Hasher) sum(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("open agent executable: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return h.sumFile(f)
 }
 

@@ -69,7 +69,9 @@ func TestEditWithMtimeRestoredGetsANewHash(t *testing.T) {
 	if _, err := f.WriteAt([]byte("evil!!! agent v1"), 0); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Chtimes(exe, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}

@@ -6,13 +6,23 @@
 // interpreter or a shell, by the script it runs (path and SHA-256).
 //
 // Binding: the agent is the image that forked the shim, not whatever the
-// parent runs when the daemon looks. With the kernel's exec record
-// (Hasher.Stamps, the eBPF exec stamper), a parent that exec'd after it
-// forked the shim is refused (ErrBorrowed). Without it, a same-user
+// parent runs when the daemon looks, nor a process that became the
+// shim's parent without forking it. With the kernel's record
+// (Hasher.Stamps, the eBPF stamper), a shim whose recorded forker (the
+// process that called fork/clone, by pid and start time, any of its
+// threads) is not its parent is refused (ErrNotParent: a child of the
+// agent that used clone(CLONE_PARENT), or a subreaper that inherited an
+// orphaned shim), and so is a parent that exec'd after it forked the shim
+// (ErrBorrowed). An exec or fork the kernel failed to record makes the
+// binding "unverified" (a lost exec: the parent's older stamp may stand)
+// or refuses (a lost fork of the shim). Without the record, a same-user
 // process can fork the shim and then exec a trusted agent's binary, and
-// the session runs as that agent: the daemon says so in its status.
+// the session runs as that agent: the daemon says so in its status. The
+// fork record holds pids of the initial pid namespace: mcpcaged must run
+// there (as its systemd unit does).
 //
-// Races: pidfds pin the processes while they are examined; the parent's
+// Races: pidfds pin the processes while they are examined (AgentOf takes
+// the shim's from the socket, as it was when it connected); the parent's
 // exec record is read before and after everything else about it, and the
 // shim's parent is checked again at the end, so neither a recycled pid, a
 // concurrent exec nor a re-parented shim can slip through.
@@ -92,15 +102,59 @@ var ErrGone = errors.New("process went away while being identified")
 const WeakBinding = "weaker: no kernel exec record (the eBPF layer is missing): a process could fork mcpcage run, then exec this agent's program"
 
 // Agent returns the parent of shimPID: the agent that spawned the shim.
+// Prefer AgentOf with a pidfd taken when the shim connected: a pid can be
+// reused in between.
 func (h *Hasher) Agent(shimPID int) (Process, error) {
 	shimFD, err := unix.PidfdOpen(shimPID, 0)
 	if err != nil {
 		return Process{}, fmt.Errorf("pidfd of shim %d: %w", shimPID, err)
 	}
-	defer unix.Close(shimFD)
+	defer func() { _ = unix.Close(shimFD) }()
+	return h.agent(shimFD, shimPID)
+}
+
+// AgentOf returns the parent of the shim behind shimFD, a pidfd: the
+// process as it was when the pidfd was taken (SO_PEERPIDFD at connect).
+// Its pid is read from the pidfd, and every later look at /proc is
+// checked against the pidfd, so a recycled pid cannot stand in for it.
+func (h *Hasher) AgentOf(shimFD int) (Process, error) {
+	pid, err := PidOf(shimFD)
+	if err != nil {
+		return Process{}, err
+	}
+	return h.agent(shimFD, pid)
+}
+
+// PidOf returns the pid of the process behind pidfd, as this process's
+// /proc names it (ErrGone once it has exited).
+func PidOf(pidfd int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	if err != nil {
+		return 0, fmt.Errorf("read pidfd info: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(rest))
+			if err != nil {
+				return 0, fmt.Errorf("malformed pidfd info %q", line)
+			}
+			if pid <= 0 {
+				return 0, ErrGone
+			}
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
+}
+
+func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 	ppid, _, err := stat(shimPID)
 	if err != nil {
 		return Process{}, err
+	}
+	// /proc/shimPID was the shim's: the pidfd pins the pid while it lives.
+	if err := unix.PidfdSendSignal(shimFD, 0, nil, 0); err != nil {
+		return Process{}, ErrGone
 	}
 	if ppid <= 1 {
 		return Process{}, fmt.Errorf("shim %d has no parent process (it was orphaned)", shimPID)
@@ -109,7 +163,7 @@ func (h *Hasher) Agent(shimPID int) (Process, error) {
 	if err != nil {
 		return Process{}, fmt.Errorf("pidfd of agent %d: %w", ppid, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	_, start, err := stat(ppid)
 	if err != nil {
 		return Process{}, err
@@ -140,7 +194,7 @@ func (h *Hasher) Agent(shimPID int) (Process, error) {
 		if beforeOK {
 			st = &before
 		}
-		p.Script = h.script(ppid, g, st)
+		p.Script = h.script(ppid, p.Exe, g, st)
 	}
 	if h.Stamps != nil {
 		after, afterOK, err := h.Stamps.Lookup(fd)
@@ -154,7 +208,11 @@ func (h *Hasher) Agent(shimPID int) (Process, error) {
 		if err != nil {
 			return Process{}, err
 		}
-		if p.Binding, err = bind(after, afterOK, shim, shimOK, h.Stamps.Since(), h.Stamps.Unstamped()); err != nil {
+		if p.Binding, err = bind(binding{parent: after, parentOK: afterOK, shim: shim, shimOK: shimOK,
+			parentPID: ppid, parentTicks: start, since: h.Stamps.Since(), lost: h.Stamps.Lost()}); err != nil {
+			if errors.Is(err, ErrNotParent) {
+				return Process{}, fmt.Errorf("%w; its parent runs %s", err, p.Exe)
+			}
 			return Process{}, fmt.Errorf("%w; it now runs %s", err, p.Exe)
 		}
 	}

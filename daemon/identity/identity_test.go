@@ -14,7 +14,7 @@ func TestAgentIsTheParent(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	defer func() { _ = cmd.Process.Kill() }()
 	h := NewHasher()
 	p, err := h.Agent(cmd.Process.Pid)
 	if err != nil {
@@ -35,7 +35,9 @@ func TestAgentIsTheParent(t *testing.T) {
 
 func TestAgentOfDeadProcess(t *testing.T) {
 	cmd := exec.Command("true")
-	cmd.Run()
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := NewHasher().Agent(cmd.Process.Pid); err == nil {
 		t.Fatal("identified the parent of a process that exited")
 	}

@@ -17,24 +17,44 @@ import (
 // '-' leaves the script unidentified: an option the daemon took for a
 // flag but that takes a value would make it hash the wrong file.
 type grammar struct {
-	short      string   // single-letter flags, clusterable (-Bu)
-	shortValue string   // single-letter options with a value, attached or next (-W x, -Wx)
-	long       []string // long flags (--no-warnings); any --name=value is also skipped
-	longValue  []string // long options whose value is the next argument
-	code       []string // options that run or load other code: no script identity
-	env        []string // environment variables that load other code ("X_" ends in a prefix)
-	plus       bool     // shells: +o opt, +O opt
-	sub        []string // subcommands skipped before the script (deno run)
-	scriptOpt  string   // option whose value is the script (php -f)
-	bare       bool     // never identifies a script (busybox: argv[0] picks the program)
+	short      string                     // single-letter flags, clusterable (-Bu)
+	shortValue string                     // single-letter options with a value, attached or next (-W x, -Wx)
+	values     map[byte][]string          // allowed values of a shortValue option (name before '='); others run other code
+	long       []string                   // long flags (--no-warnings); any --name=value is also skipped
+	longValue  []string                   // long options whose value is the next argument
+	code       []string                   // options that run or load other code: no script identity
+	need       byte                       // a flag without which the interpreter runs other code first (python -I)
+	needWhy    string                     // what runs without it
+	login      bool                       // shells: argv[0] "-sh" is a login shell, which runs profile files first
+	env        []string                   // environment variables that load other code ("X_" ends in a prefix)
+	envOwn     []string                   // the interpreter's own variable prefixes: only envAllow of them are accepted
+	envAllow   []string                   // accepted variables under envOwn
+	program    func(p programInfo) string // checks where the interpreter finds itself (python: venvs, stdlib)
+	plus       bool                       // shells: +o opt, +O opt
+	sub        []string                   // subcommands skipped before the script (deno run)
+	scriptOpt  string                     // option whose value is the script (php -f)
+	bare       bool                       // never identifies a script (busybox: argv[0] picks the program)
 }
 
+// loader are variables that make any program load other code: the
+// dynamic loader's, glibc's iconv modules, OpenSSL's configuration (which
+// loads engines and providers). Refused for every interpreter.
+var loader = []string{"LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "GCONV_PATH", "OPENSSL_CONF", "OPENSSL_MODULES", "OPENSSL_ENGINES"}
+
 var (
-	preload = []string{"LD_PRELOAD", "LD_AUDIT"}
-	shell   = grammar{short: "aefhkmnpuvxBCEHPT", shortValue: "oO", plus: true,
-		long: []string{"--login", "--noprofile", "--norc", "--posix", "--noediting", "--restricted", "--verbose", "--"},
-		code: []string{"-c", "-s", "-i", "--rcfile", "--init-file", "--debugger"},
-		env:  append([]string{"BASH_ENV", "ENV", "ZDOTDIR", "BASH_FUNC_", "SHELLOPTS", "BASHOPTS", "PS4"}, preload...)}
+	shellCode = []string{"-c", "-s", "-i", "-l", "--login", "--rcfile", "--init-file", "--debugger"}
+	// BASH_ENV, ENV and ZDOTDIR name startup files; BASH_FUNC_* are
+	// exported functions, which replace commands; PS4 is expanded (and
+	// can run commands) under xtrace, which SHELLOPTS can turn on.
+	shellEnv = []string{"ENV", "ZDOTDIR", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND"}
+	shell    = grammar{short: "aefhkmnpuvxBCEHPT", shortValue: "oO", plus: true, login: true,
+		long: []string{"--noprofile", "--norc", "--posix", "--noediting", "--restricted", "--verbose", "--"},
+		code: shellCode, env: shellEnv, envOwn: []string{"BASH_"}}
+	// zsh reads ~/.zshenv (under ZDOTDIR or HOME) before any script,
+	// unless -f (NO_RCS).
+	zsh = grammar{short: shell.short, shortValue: shell.shortValue, plus: true, login: true, long: shell.long,
+		code: shellCode, env: shellEnv, envOwn: []string{"BASH_"},
+		need: 'f', needWhy: "zsh without -f runs ~/.zshenv first (run the script as zsh -f script)"}
 	node = grammar{
 		long: []string{"--no-warnings", "--enable-source-maps", "--trace-warnings", "--trace-uncaught", "--expose-gc",
 			"--no-deprecation", "--throw-deprecation", "--trace-deprecation", "--pending-deprecation", "--preserve-symlinks",
@@ -45,25 +65,41 @@ var (
 		code: []string{"-e", "--eval", "-p", "--print", "-r", "--require", "--import", "--loader", "--experimental-loader", "-i",
 			"--interactive", "-c", "--check", "--inspect", "--inspect-brk", "--inspect-wait", "--inspect-port", "--debug-port",
 			"--env-file", "--env-file-if-exists", "--run", "--openssl-config", "--snapshot-blob", "--experimental-config-file",
-			"--experimental-sea-config", "--watch-path", "--test"},
-		env: append([]string{"NODE_OPTIONS", "NODE_PATH", "NODE_REPL_EXTERNAL_MODULE", "ELECTRON_RUN_AS_NODE"}, preload...)}
+			"--experimental-sea-config", "--watch-path", "--test", "--openssl-shared-config"},
+		env:    []string{"ELECTRON_RUN_AS_NODE"},
+		envOwn: []string{"NODE_"},
+		// Not NODE_PATH (module search), NODE_REPL_EXTERNAL_MODULE,
+		// NODE_COMPILE_CACHE (compiled code from a directory),
+		// NODE_ICU_DATA, nor any variable node may add later.
+		envAllow: []string{"NODE_OPTIONS", "NODE_ENV", "NODE_NO_WARNINGS", "NODE_EXTRA_CA_CERTS", "NODE_TLS_REJECT_UNAUTHORIZED",
+			"NODE_DISABLE_COLORS", "NODE_PENDING_DEPRECATION", "NODE_DEBUG", "NODE_DEBUG_NATIVE", "NODE_CHANNEL_FD",
+			"NODE_CHANNEL_SERIALIZATION_MODE", "NODE_UNIQUE_ID", "NODE_USE_ENV_PROXY", "NODE_SKIP_PLATFORM_CHECK",
+			"NODE_PRESERVE_SYMLINKS", "NODE_V8_COVERAGE", "NODE_REDIRECT_WARNINGS", "NODE_MAX_OLD_SPACE_SIZE"}}
+	// Python runs site-packages .pth files (the user's, under HOME, among
+	// them) and honours PYTHON* variables before the script: only -I
+	// (isolated: -E, -s, -P) stops that, so only an -I run is
+	// identified; PYTHON* variables are then ignored by python itself.
 	python = grammar{short: "bBdEIOPqsSuvx", shortValue: "WX",
+		values: map[byte][]string{'X': {"faulthandler", "showrefcount", "tracemalloc", "importtime", "dev", "utf8",
+			"warn_default_encoding", "no_debug_ranges", "int_max_str_digits", "perf", "perf_jit", "cpu_count", "gil",
+			"disable_remote_debug", "frozen_modules"}},
 		longValue: []string{"--check-hash-based-pycs"}, long: []string{"--"},
 		code: []string{"-c", "-m", "-i"},
-		env:  append([]string{"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE", "PYTHONEXECUTABLE"}, preload...)}
+		need: 'I', needWhy: "python without -I runs site-packages .pth files (the user's too) and honours PYTHON* variables first (run it as python3 -I script.py)",
+		program: pythonProgram}
 	perl = grammar{short: "acnpstTuUwWX", code: []string{"-e", "-E", "-M", "-m", "-I", "-d", "-x", "-i"},
-		env: append([]string{"PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB"}, preload...)}
+		env: []string{"PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB"}}
 	ruby = grammar{short: "acdlnpsvwW", code: []string{"-e", "-r", "-I", "-x", "-i", "-C"},
-		env: append([]string{"RUBYOPT", "RUBYLIB"}, preload...)}
+		env: []string{"RUBYOPT", "RUBYLIB"}}
 	deno = grammar{short: "Aq", sub: []string{"run"}, long: []string{"--allow-all", "--quiet", "--no-check", "--no-prompt", "--no-remote", "--no-npm"},
 		code: []string{"--import-map", "--config", "-c", "--preload", "--inspect", "--inspect-brk", "--inspect-wait", "--env-file", "--watch", "--reload", "-r"},
-		env:  append([]string{"DENO_DIR", "DENO_CERT"}, preload...)}
+		env:  []string{"DENO_DIR", "DENO_CERT"}}
 	bun = grammar{sub: []string{"run"}, long: []string{"--bun", "--smol", "--silent"},
 		code: []string{"-r", "--preload", "--hot", "--watch", "--inspect", "--inspect-brk", "--inspect-wait", "-e", "--eval", "-p", "--print", "--env-file", "--config", "-c"},
-		env:  append([]string{"NODE_OPTIONS", "BUN_INSPECT", "NODE_PATH"}, preload...)}
+		env:  []string{"NODE_OPTIONS", "BUN_INSPECT", "NODE_PATH"}}
 	php = grammar{short: "hHnqs", scriptOpt: "-f", code: []string{"-r", "-B", "-R", "-E", "-F", "-a", "-d", "-c", "-z", "-S", "-t"},
-		env: append([]string{"PHPRC", "PHP_INI_SCAN_DIR"}, preload...)}
-	lua  = grammar{short: "iEW", code: []string{"-e", "-l", "-i", "-"}, env: append([]string{"LUA_INIT", "LUA_PATH", "LUA_CPATH"}, preload...)}
+		env: []string{"PHPRC", "PHP_INI_SCAN_DIR"}}
+	lua  = grammar{short: "iEW", code: []string{"-e", "-l", "-i", "-"}, env: []string{"LUA_INIT", "LUA_PATH", "LUA_CPATH"}}
 	bare = grammar{bare: true}
 )
 
@@ -72,7 +108,7 @@ var (
 var interpreters = map[string]*grammar{
 	"node": &node, "nodejs": &node, "bun": &bun, "deno": &deno,
 	"python": &python, "pypy": &python,
-	"bash": &shell, "sh": &shell, "dash": &shell, "zsh": &shell, "ksh": &shell, "mksh": &shell, "yash": &shell, "ash": &shell,
+	"bash": &shell, "sh": &shell, "dash": &shell, "zsh": &zsh, "ksh": &shell, "mksh": &shell, "yash": &shell, "ash": &shell,
 	"fish": &bare, "tcsh": &bare, "csh": &bare, "busybox": &bare, "pwsh": &bare, "tclsh": &bare, "wish": &bare,
 	"Rscript": &bare, "R": &bare, "osascript": &bare, "java": &bare, "jshell": &bare, "guile": &bare, "racket": &bare,
 	"perl": &perl, "ruby": &ruby, "php": &php, "lua": &lua, "luajit": &lua,
@@ -101,7 +137,7 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 	if g.bare {
 		return "", "the daemon does not read this interpreter's command line"
 	}
-	i := 0
+	i, needed := 0, false
 	if i < len(args) && slices.Contains(g.sub, args[i]) {
 		i++
 	}
@@ -152,36 +188,67 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 				return "", fmt.Sprintf("option -%c runs other code", c)
 			}
 			if strings.IndexByte(g.shortValue, c) >= 0 {
-				if j == len(a)-1 {
+				v := a[j+1:]
+				if v == "" {
 					i++ // the value is the next argument
+					if i < len(args) {
+						v = args[i]
+					}
+				}
+				if allowed, ok := g.values[c]; ok {
+					if name, _, _ := strings.Cut(v, "="); !slices.Contains(allowed, name) {
+						return "", fmt.Sprintf("option -%c %s may load other code", c, name)
+					}
 				}
 				break
 			}
 			if strings.IndexByte(g.short, c) < 0 {
 				return "", fmt.Sprintf("unrecognised option %c%c", a[0], c)
 			}
+			if c == g.need && a[0] == '-' {
+				needed = true
+			}
 		}
 	}
 	if i >= len(args) {
 		return "", "no script (interactive, or a program on stdin)"
 	}
+	if g.need != 0 && !needed {
+		return "", g.needWhy
+	}
 	return args[i], ""
 }
 
-// injected returns an environment variable that loads other code.
+// injected returns an environment variable that loads other code: one of
+// loader or g.env, or one under g.envOwn that g.envAllow does not accept.
 func (g *grammar) injected(environ []byte) string {
 	for _, kv := range bytes.Split(environ, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
-		for _, e := range g.env {
-			if (k == e || (strings.HasSuffix(e, "_") && strings.HasPrefix(k, e))) && v != "" {
-				if e == "NODE_OPTIONS" && nodeOptionsHarmless(v) {
-					continue
-				}
-				return k
-			}
+		if k == "" || v == "" {
+			continue
+		}
+		if slices.Contains(loader, k) || matches(g.env, k) {
+			return k
+		}
+		if matches(g.envOwn, k) && !slices.Contains(g.envAllow, k) {
+			return k
+		}
+		if k == "NODE_OPTIONS" && slices.Contains(g.envAllow, k) && !nodeOptionsHarmless(v) {
+			return k
 		}
 	}
 	return ""
+}
+
+// matches reports whether name is one of names, or starts with one of
+// them that ends in '_'.
+func matches(names []string, name string) bool {
+	for _, e := range names {
+		if name == e || (strings.HasSuffix(e, "_") && strings.HasPrefix(name, e)) {
+			return true
+		}
+	}
+	return false
 }
 
 // nodeOptionsHarmless reports whether NODE_OPTIONS holds known flags
@@ -220,10 +287,10 @@ func splitArgv(b []byte, total int) []string {
 	return parts
 }
 
-// script identifies what interpreter pid runs. With the exec record
-// (st), argv and the working directory are the kernel's at exec; without
-// it, /proc/PID/cmdline and the current working directory.
-func (h *Hasher) script(pid int, g *grammar, st *Stamp) Script {
+// script identifies what interpreter pid (running exe) runs. With the
+// exec record (st), argv and the working directory are the kernel's at
+// exec; without it, /proc/PID/cmdline and the current working directory.
+func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp) Script {
 	var argv []string
 	if st != nil {
 		argv = splitArgv(st.Argv, st.ArgvLen)
@@ -241,12 +308,20 @@ func (h *Hasher) script(pid int, g *grammar, st *Stamp) Script {
 	if why != "" {
 		return Script{Why: why}
 	}
+	if g.login && strings.HasPrefix(argv[0], "-") {
+		return Script{Why: "a login shell (argv[0] " + argv[0] + ") runs profile files first"}
+	}
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
 		return Script{Why: "cannot read its environment"}
 	}
 	if k := g.injected(env); k != "" {
 		return Script{Why: "environment variable " + k + " loads other code"}
+	}
+	if g.program != nil {
+		if why := g.program(programInfo{pid: pid, argv0: argv[0], exe: exe, environ: env, st: st}); why != "" {
+			return Script{Why: why}
+		}
 	}
 	s, err := h.openScript(pid, arg, st)
 	if err != nil {
@@ -255,25 +330,141 @@ func (h *Hasher) script(pid int, g *grammar, st *Stamp) Script {
 	return s
 }
 
+// programInfo is what a grammar's program check sees.
+type programInfo struct {
+	pid     int
+	argv0   string
+	exe     string // the resolved executable (/proc/PID/exe)
+	environ []byte
+	st      *Stamp
+}
+
+// pythonProgram checks where python looked for its installation. It
+// starts from the program it was run as (argv[0]; searched in PATH when
+// it has no slash, not resolved through symbolic links) and from its
+// executable: a pyvenv.cfg or a ._pth file beside it or one directory up,
+// or a standard library (lib/pythonX.Y/os.py) in any directory above it,
+// takes over site-packages and every import, -I or not. So each of those
+// directories must be root's and writable by no one else.
+func pythonProgram(p programInfo) string {
+	prog, err := programPath(p)
+	if err != nil {
+		return err.Error()
+	}
+	root, err := os.Open(fmt.Sprintf("/proc/%d/root", p.pid))
+	if err != nil {
+		return "cannot see its root directory"
+	}
+	defer func() { _ = root.Close() }()
+	for _, start := range []string{prog, p.exe} {
+		for dir := filepath.Dir(start); ; dir = filepath.Dir(dir) {
+			if why := rootOnly(root, dir); why != "" {
+				return "python finds its installation from " + start + ", and " + why
+			}
+			if dir == "/" {
+				break
+			}
+		}
+	}
+	return ""
+}
+
+// programPath resolves argv[0] as python does: a path with a slash
+// against the working directory at exec, else the first executable file
+// of that name in PATH.
+func programPath(p programInfo) (string, error) {
+	if strings.Contains(p.argv0, "/") {
+		if filepath.IsAbs(p.argv0) {
+			return filepath.Clean(p.argv0), nil
+		}
+		dir, err := cwdAtExec(p.pid, p.st)
+		if err != nil {
+			return "", err
+		}
+		return filepath.Join(dir, p.argv0), nil
+	}
+	path := ""
+	for _, kv := range bytes.Split(p.environ, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte("PATH=")); ok {
+			path = string(v)
+		}
+	}
+	if path == "" {
+		return "", fmt.Errorf("cannot tell which %s it was started as: no PATH", p.argv0)
+	}
+	root, err := os.Open(fmt.Sprintf("/proc/%d/root", p.pid))
+	if err != nil {
+		return "", fmt.Errorf("cannot see its root directory")
+	}
+	defer func() { _ = root.Close() }()
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			return "", fmt.Errorf("its PATH has a relative directory (%q) before %s", dir, p.argv0)
+		}
+		c := filepath.Join(dir, p.argv0)
+		fd, err := unix.Openat2(int(root.Fd()), c, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			continue
+		}
+		var fi unix.Stat_t
+		err = unix.Fstat(fd, &fi)
+		_ = unix.Close(fd)
+		if err == nil && fi.Mode&unix.S_IFMT == unix.S_IFREG && fi.Mode&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("cannot find %s in its PATH", p.argv0)
+}
+
+// rootOnly says why dir, inside root, is not a directory only root can
+// change ("" when it is).
+func rootOnly(root *os.File, dir string) string {
+	fd, err := unix.Openat2(int(root.Fd()), dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return fmt.Sprintf("%s cannot be checked (%v)", dir, err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	var fi unix.Stat_t
+	if err := unix.Fstat(fd, &fi); err != nil {
+		return fmt.Sprintf("%s cannot be checked (%v)", dir, err)
+	}
+	if fi.Uid != 0 || fi.Mode&0o022 != 0 {
+		return fmt.Sprintf("%s is not root's alone (uid %d, mode %o)", dir, fi.Uid, fi.Mode&0o7777)
+	}
+	return ""
+}
+
+// cwdAtExec is the working directory pid had at exec (with the record;
+// else its current one), as it sees it.
+func cwdAtExec(pid int, st *Stamp) (string, error) {
+	cwd := fmt.Sprintf("/proc/%d/cwd", pid)
+	if st != nil {
+		var fi unix.Stat_t
+		if err := unix.Stat(cwd, &fi); err != nil {
+			return "", fmt.Errorf("cannot see its working directory")
+		}
+		if fi.Dev != st.CwdDev || fi.Ino != st.CwdIno {
+			return "", fmt.Errorf("it changed directory since it started")
+		}
+	}
+	dir, err := os.Readlink(cwd)
+	if err != nil || !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("cannot resolve its working directory")
+	}
+	return dir, nil
+}
+
 // openScript resolves and hashes the script arg of process pid, as the
 // process sees it: relative to its working directory at exec, inside its
 // root directory.
 func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	p := arg
 	if !filepath.IsAbs(arg) {
-		cwd := fmt.Sprintf("/proc/%d/cwd", pid)
-		if st != nil {
-			var fi unix.Stat_t
-			if err := unix.Stat(cwd, &fi); err != nil {
-				return Script{}, fmt.Errorf("cannot see its working directory")
-			}
-			if fi.Dev != st.CwdDev || fi.Ino != st.CwdIno {
-				return Script{}, fmt.Errorf("it changed directory since it started %s", arg)
-			}
-		}
-		dir, err := os.Readlink(cwd)
-		if err != nil || !filepath.IsAbs(dir) {
-			return Script{}, fmt.Errorf("cannot resolve its working directory")
+		dir, err := cwdAtExec(pid, st)
+		if err != nil {
+			return Script{}, fmt.Errorf("%v (script %s)", err, arg)
 		}
 		p = filepath.Join(dir, arg)
 	}
@@ -281,14 +472,14 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	if err != nil {
 		return Script{}, fmt.Errorf("cannot see its root directory")
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	fd, err := unix.Openat2(int(root.Fd()), p, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
 		return Script{}, fmt.Errorf("cannot open script %s: %v", p, err)
 	}
 	f := os.NewFile(uintptr(fd), p)
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var fi unix.Stat_t
 	if err := unix.Fstat(fd, &fi); err != nil || fi.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Script{}, fmt.Errorf("script %s is not a regular file", p)

@@ -2,7 +2,6 @@ package identity
 
 import (
 	"bufio"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -31,8 +32,14 @@ func TestScriptArg(t *testing.T) {
 		{"/usr/bin/node", "--some-new-option agent.js", ""}, // might take a value: refuse to guess
 		{"/usr/bin/node", "", ""},
 		{"/usr/bin/node", "-- agent.js", "agent.js"},
-		{"/usr/bin/python3.12", "-u -W ignore agent.py", "agent.py"},
-		{"/usr/bin/python3", "-Wignore -Bu agent.py x", "agent.py"},
+		{"/usr/bin/python3.12", "-I -u -W ignore agent.py", "agent.py"},
+		{"/usr/bin/python3", "-Wignore -BIu agent.py x", "agent.py"},
+		{"/usr/bin/python3", "-I -X importtime -Xutf8=1 agent.py", "agent.py"},
+		{"/usr/bin/python3", "-u agent.py", ""},                        // not isolated: .pth files, PYTHON* variables
+		{"/usr/bin/python3", "-W I agent.py", ""},                      // the I is -W's value
+		{"/usr/bin/python3", "-I -X pycache_prefix=/tmp agent.py", ""}, // bytecode from elsewhere
+		{"/usr/bin/python3", "-I -Xpresite=evil agent.py", ""},
+		{"/usr/bin/python3", "-I -c print(1)", ""},
 		{"/usr/bin/python3", "-c print(1)", ""},
 		{"/usr/bin/python3", "-Bc print(1)", ""},
 		{"/usr/bin/python3", "-m http.server", ""},
@@ -40,6 +47,10 @@ func TestScriptArg(t *testing.T) {
 		{"/usr/bin/bash", "+o posix agent.sh", "agent.sh"},
 		{"/usr/bin/bash", "-c mcpcage", ""},
 		{"/usr/bin/bash", "--rcfile x agent.sh", ""},
+		{"/usr/bin/bash", "--login agent.sh", ""},
+		{"/usr/bin/bash", "-el agent.sh", ""},
+		{"/usr/bin/zsh", "agent.sh", ""}, // ~/.zshenv first
+		{"/usr/bin/zsh", "-f agent.sh", "agent.sh"},
 		{"/usr/bin/bash", "", ""},
 		{"/bin/sh", "-", ""},
 		{"/usr/bin/perl", "-w agent.pl", "agent.pl"},
@@ -79,8 +90,19 @@ func TestInjectedEnvironment(t *testing.T) {
 		{"/usr/bin/bash", "BASH_FUNC_ls%%=() { evil; }", "BASH_FUNC_ls%%"},
 		{"/usr/bin/bash", "BASH_ENV=/tmp/x", "BASH_ENV"},
 		{"/usr/bin/bash", "BASH_ENV=", ""},
-		{"/usr/bin/python3", "PYTHONPATH=/tmp/evil", "PYTHONPATH"},
+		{"/usr/bin/bash", "BASH_COMPAT=50", "BASH_COMPAT"}, // every BASH_ variable
+		{"/usr/bin/bash", "ENV=/tmp/x\x00HOME=/home/u", "ENV"},
+		{"/usr/bin/bash", "HOME=/home/u\x00LANG=C.UTF-8", ""},
+		{"/usr/bin/node", "NODE_PATH=/tmp/mods", "NODE_PATH"},
+		{"/usr/bin/node", "NODE_COMPILE_CACHE=/tmp/cache", "NODE_COMPILE_CACHE"},
+		{"/usr/bin/node", "NODE_SOMETHING_NEW=1", "NODE_SOMETHING_NEW"}, // an allow-list
+		{"/usr/bin/node", "NODE_ENV=production\x00NODE_EXTRA_CA_CERTS=/etc/ca.pem", ""},
+		{"/usr/bin/node", "OPENSSL_CONF=/tmp/engine.cnf", "OPENSSL_CONF"},
+		// -I makes python ignore PYTHON* itself; the loader's are refused.
+		{"/usr/bin/python3", "PYTHONPATH=/tmp/evil\x00PYTHONPYCACHEPREFIX=/tmp/c", ""},
 		{"/usr/bin/python3", "LD_PRELOAD=/tmp/evil.so", "LD_PRELOAD"},
+		{"/usr/bin/python3", "GCONV_PATH=/tmp/gconv", "GCONV_PATH"},
+		{"/usr/bin/perl", "PERL5OPT=-Mevil", "PERL5OPT"},
 	}
 	for _, tt := range tests {
 		g, _ := interpreterOf(tt.exe)
@@ -108,40 +130,6 @@ func TestInterpreterNames(t *testing.T) {
 	}
 }
 
-func TestBind(t *testing.T) {
-	const since = 1000
-	tests := []struct {
-		name      string
-		parent    Stamp
-		parentOK  bool
-		shim      Stamp
-		shimOK    bool
-		unstamped uint64
-		borrowed  bool
-		binding   string
-	}{
-		{"exec before fork", Stamp{Exec: 2000}, true, Stamp{Start: 3000, Exec: 3001}, true, 0, false, BoundKernel},
-		{"exec after fork", Stamp{Exec: 4000}, true, Stamp{Start: 3000, Exec: 3001}, true, 0, true, ""},
-		{"exec at fork time", Stamp{Exec: 3000}, true, Stamp{Start: 3000, Exec: 3001}, true, 0, true, ""},
-		{"parent exec'd after an unstamped shim", Stamp{Exec: 2000}, true, Stamp{}, false, 0, true, ""},
-		{"parent older than the record", Stamp{}, false, Stamp{Start: 3000}, true, 0, false, BoundKernel},
-		{"both older than the record", Stamp{}, false, Stamp{}, false, 0, false, "unverified"},
-		{"shim forked before the record", Stamp{}, false, Stamp{Start: 500, Exec: 1500}, true, 0, false, "unverified"},
-		{"lost stamps", Stamp{}, false, Stamp{Start: 3000}, true, 2, false, "unverified"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b, err := bind(tt.parent, tt.parentOK, tt.shim, tt.shimOK, since, tt.unstamped)
-			if errors.Is(err, ErrBorrowed) != tt.borrowed || (err != nil && !tt.borrowed) {
-				t.Fatalf("err = %v, want borrowed %v", err, tt.borrowed)
-			}
-			if !strings.HasPrefix(b, tt.binding) || (tt.binding == "" && b != "") {
-				t.Fatalf("binding %q, want %q", b, tt.binding)
-			}
-		})
-	}
-}
-
 // nodeAgent runs `node [args] script` in dir; the script spawns a child
 // (the shim's stand-in) and prints its pid.
 func nodeAgent(t *testing.T, dir string, args ...string) (child int) {
@@ -155,7 +143,7 @@ func nodeAgent(t *testing.T, dir string, args ...string) (child int) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(out).ReadString('\n')
@@ -235,4 +223,136 @@ func mustExe(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// pythonAgent runs python3 with args in dir and env; the script spawns a
+// child (the shim's stand-in) and prints its pid.
+func pythonAgent(t *testing.T, dir string, env []string, python, argv0 string, args ...string) (child int) {
+	t.Helper()
+	cmd := exec.Command(python, args...)
+	cmd.Args[0], cmd.Dir, cmd.Env = argv0, dir, env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(out).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		pid, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			t.Fatalf("python agent printed %q", s)
+		}
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
+		return pid
+	case <-time.After(10 * time.Second):
+		t.Fatal("python agent printed no child pid in 10s")
+	}
+	return 0
+}
+
+// TestPythonSitePackagesInjection: a .pth file in the user's
+// site-packages (under HOME, which the caller picks) runs before the
+// script; the daemon must not name such a run after the script. An -I
+// run ignores it, and is identified.
+func TestPythonSitePackagesInjection(t *testing.T) {
+	const python = "/usr/bin/python3"
+	_, err := os.Stat(python)
+	testenv.Require(t, err == nil, python)
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src := "import subprocess, sys, time\nc = subprocess.Popen(['sleep', '30'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\nprint(c.pid, flush=True)\ntime.sleep(30)\n"
+	script := filepath.Join(dir, "agent.py")
+	if err := os.WriteFile(script, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The attacker's HOME, with a .pth that leaves a mark (it could as
+	// well start the shim itself).
+	home := filepath.Join(dir, "home")
+	ver, err := exec.Command(python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := filepath.Join(home, ".local", "lib", "python"+strings.TrimSpace(string(ver)), "site-packages")
+	if err := os.MkdirAll(site, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(dir, "injected")
+	if err := os.WriteFile(filepath.Join(site, "evil.pth"), []byte("import os; open("+strconv.Quote(mark)+", 'w').close()\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=/usr/bin:/bin", "HOME=" + home}
+	h := NewHasher()
+	real, err := filepath.EvalSymlinks(python)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := []Rule{{Name: "py-agent", Exe: []string{real}, Script: []string{script}, ScriptSHA256: []string{sha(src)}}}
+
+	injected, err := h.Agent(pythonAgent(t, dir, env, python, python, "agent.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("the .pth file did not run (%v): the test shows nothing", err)
+	}
+	if injected.Script.Path != "" || !strings.Contains(injected.Script.Why, "-I") {
+		t.Errorf("a run with the user's site-packages was identified as the script: %+v", injected.Script)
+	}
+	if n := Name(injected, rules); n != "exe:"+injected.Exe {
+		t.Errorf("a run with the user's site-packages named %q, want the bare interpreter", n)
+	}
+
+	if err := os.Remove(mark); err != nil {
+		t.Fatal(err)
+	}
+	isolated, err := h.Agent(pythonAgent(t, dir, env, python, "python3", "-I", "agent.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the .pth file ran under -I")
+	}
+	if isolated.Script.Path != script || isolated.Script.SHA256 != sha(src) {
+		t.Errorf("python3 -I agent.py: script %+v, want %s", isolated.Script, script)
+	}
+	if n := Name(isolated, rules); n != "py-agent" {
+		t.Errorf("python3 -I agent.py named %q, want py-agent", n)
+	}
+
+	// A program path the user controls: a venv-like directory with its
+	// own pyvenv.cfg beside a link to the real python.
+	venv := filepath.Join(dir, "venv")
+	if err := os.MkdirAll(filepath.Join(venv, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(python, filepath.Join(venv, "bin", "python3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(venv, "pyvenv.cfg"), []byte("home = /usr/bin\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, argv0 := range map[string]string{"by path": filepath.Join(venv, "bin", "python3"), "by PATH": "python3"} {
+		env := []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/bin", "HOME=" + home}
+		p, err := h.Agent(pythonAgent(t, dir, env, python, argv0, "-I", "agent.py"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Script.Path != "" || !strings.Contains(p.Script.Why, venv) {
+			t.Errorf("%s: a python run from a user's directory was identified: %+v", name, p.Script)
+		}
+	}
 }

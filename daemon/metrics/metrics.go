@@ -7,6 +7,9 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -139,12 +142,14 @@ func (m *Metrics) Tool(server, tool string) string {
 }
 
 // Serve exposes /metrics on addr (host:port or a unix socket path) until
-// ctx ends.
-func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
+// ctx ends; log gets what goes wrong after it has started.
+func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) (net.Addr, error) {
 	network := "tcp"
 	if strings.HasPrefix(addr, "/") {
 		network = "unix"
-		os.Remove(addr)
+		if err := os.Remove(addr); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
 	}
 	ln, err := net.Listen(network, addr)
 	if err != nil {
@@ -157,11 +162,13 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("metrics listener shutdown", "err", err)
+		}
 	}()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err
+			log.Error("metrics listener stopped", "address", addr, "err", err)
 		}
 	}()
 	return ln.Addr(), nil

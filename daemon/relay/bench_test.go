@@ -23,8 +23,8 @@ func BenchmarkRelayRequestResponse(b *testing.B) {
 					Streams{ClientIn: cinR, ClientOut: coutW, ServerIn: sinW, ServerOut: soutR})
 				go r.Run(nil)
 			} else {
-				go io.Copy(sinW, cinR)
-				go io.Copy(coutW, soutR)
+				go func() { _, _ = io.Copy(sinW, cinR) }()
+				go func() { _, _ = io.Copy(coutW, soutR) }()
 			}
 			// Echo server: answers each request line with a response line.
 			go func() {
@@ -33,7 +33,9 @@ func BenchmarkRelayRequestResponse(b *testing.B) {
 					if _, err := br.ReadSlice('\n'); err != nil {
 						return
 					}
-					io.WriteString(soutW, `{"jsonrpc":"2.0","id":`+strconv.Itoa(i)+`,"result":{"content":[{"type":"text","text":"pong"}]}}`+"\n")
+					if _, err := io.WriteString(soutW, `{"jsonrpc":"2.0","id":`+strconv.Itoa(i)+`,"result":{"content":[{"type":"text","text":"pong"}]}}`+"\n"); err != nil {
+						return // the benchmark is over
+					}
 				}
 			}()
 			out := bufio.NewReader(coutR)
@@ -41,7 +43,9 @@ func BenchmarkRelayRequestResponse(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				io.WriteString(cinW, `{"jsonrpc":"2.0","id":`+strconv.Itoa(i)+`,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ping"}}}`+"\n")
+				if _, err := io.WriteString(cinW, `{"jsonrpc":"2.0","id":`+strconv.Itoa(i)+`,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ping"}}}`+"\n"); err != nil {
+					b.Fatal(err)
+				}
 				if _, err := out.ReadSlice('\n'); err != nil {
 					b.Fatal(err)
 				}

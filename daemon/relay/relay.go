@@ -171,7 +171,7 @@ func (r *Relay) Run(serverGone func() string) End {
 	r.finish("server_exited", nil)
 	r.failPending(detail)
 	r.own.failAll(errors.New(detail))
-	s.ClientIn.Close()
+	_ = s.ClientIn.Close()
 	r.closeServerIn()
 	wg.Wait()
 	return r.end
@@ -189,7 +189,7 @@ func (r *Relay) finish(reason string, err error) {
 func (r *Relay) Done() <-chan struct{} { return r.endCh }
 
 func (r *Relay) closeServerIn() {
-	r.closeOnce.Do(func() { r.serverIn.Close() })
+	r.closeOnce.Do(func() { _ = r.serverIn.Close() }) // EOF for the server; nothing left to send
 }
 
 // writeClient sends one complete message to the client.

@@ -48,17 +48,17 @@ func (s *Store) Set(name, value string) error {
 	if err != nil {
 		return fmt.Errorf("write secret: %w", err)
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("write secret: %w", err)
 	}
 	if _, err := tmp.WriteString(value); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("write secret: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return fmt.Errorf("write secret: %w", err)
 	}
 	if err := tmp.Close(); err != nil {

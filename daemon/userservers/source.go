@@ -76,10 +76,10 @@ func openAs(path string, c Cred, writable bool) (*os.File, error) {
 		if err := unix.Setgroups(groups); err != nil {
 			return nil, fmt.Errorf("mount source %s: take the user's groups: %w", path, err)
 		}
-		unix.SetfsgidRetGid(int(c.GID))
-		unix.SetfsuidRetUid(int(c.UID))
 		// setfs[ug]id report failure only by leaving the id unchanged
 		// (no CAP_SETUID/CAP_SETGID): read both back.
+		_, _ = unix.SetfsgidRetGid(int(c.GID))
+		_, _ = unix.SetfsuidRetUid(int(c.UID))
 		uid, _ := unix.SetfsuidRetUid(-1)
 		gid, _ := unix.SetfsgidRetGid(-1)
 		if uint32(uid) != c.UID || uint32(gid) != c.GID {
@@ -105,12 +105,12 @@ func openAs(path string, c Cred, writable bool) (*os.File, error) {
 		}
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, sourceErr(path, err)
 	}
 	var fs unix.Statfs_t
 	if err := unix.Fstatfs(fd, &fs); err != nil || fs.Type == unix.PROC_SUPER_MAGIC {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("mount source %s: procfs cannot be mounted", path)
 	}
 	return f, nil

@@ -62,7 +62,7 @@ func TestOpenSource(t *testing.T) {
 					t.Fatalf("OpenSource: %v", err)
 				}
 				where, err := Where(f)
-				f.Close()
+				_ = f.Close()
 				real, _ := filepath.EvalSymlinks(tt.path)
 				if err != nil || where != real {
 					t.Fatalf("Where = %q, %v; want %q", where, err, real)
@@ -70,7 +70,7 @@ func TestOpenSource(t *testing.T) {
 				return
 			}
 			if err == nil {
-				f.Close()
+				_ = f.Close()
 				t.Fatalf("OpenSource opened %s", tt.path)
 			}
 			if !strings.Contains(err.Error(), tt.want) {

@@ -39,22 +39,31 @@ func (s *Store) path(uid uint32) string {
 	return filepath.Join(s.dir, strconv.FormatUint(uint64(uid), 10)+".json")
 }
 
-func (s *Store) load(uid uint32) (map[string]*config.Server, error) {
+// load reads uid's definitions and validates each again, which also
+// fills the defaults. One that no longer passes (the rules tightened since
+// it was stored) is in invalid with its error: it stays stored, so that it
+// can be removed, but it never runs.
+func (s *Store) load(uid uint32) (m map[string]*config.Server, invalid map[string]error, err error) {
+	m = map[string]*config.Server{}
 	b, err := os.ReadFile(s.path(uid))
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]*config.Server{}, nil
+		return m, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m := map[string]*config.Server{}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("user servers of uid %d: %w", uid, err)
+		return nil, nil, fmt.Errorf("user servers of uid %d: %w", uid, err)
 	}
 	for name, srv := range m {
-		srv.Validate(name) // fills defaults; stored definitions were valid
+		if err := srv.Validate(name); err != nil {
+			if invalid == nil {
+				invalid = map[string]error{}
+			}
+			invalid[name] = err
+		}
 	}
-	return m, nil
+	return m, invalid, nil
 }
 
 func (s *Store) save(uid uint32, m map[string]*config.Server) error {
@@ -73,13 +82,16 @@ func (s *Store) save(uid uint32, m map[string]*config.Server) error {
 func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, err := s.load(uid)
+	m, invalid, err := s.load(uid)
 	if err != nil {
 		return nil, err
 	}
 	srv, ok := m[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	if err := invalid[name]; err != nil {
+		return nil, fmt.Errorf("user server %q no longer passes validation (remove it and add it again): %w", name, err)
 	}
 	return srv, nil
 }
@@ -88,7 +100,7 @@ func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 func (s *Store) Put(uid uint32, srv *config.Server) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, err := s.load(uid)
+	m, _, err := s.load(uid)
 	if err != nil {
 		return err
 	}
@@ -100,7 +112,7 @@ func (s *Store) Put(uid uint32, srv *config.Server) error {
 func (s *Store) Remove(uid uint32, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, err := s.load(uid)
+	m, _, err := s.load(uid)
 	if err != nil {
 		return err
 	}
@@ -111,17 +123,19 @@ func (s *Store) Remove(uid uint32, name string) error {
 	return s.save(uid, m)
 }
 
-// List returns uid's servers sorted by name.
+// List returns uid's servers that can run, sorted by name.
 func (s *Store) List(uid uint32) ([]*config.Server, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, err := s.load(uid)
+	m, invalid, err := s.load(uid)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*config.Server, 0, len(m))
-	for _, srv := range m {
-		out = append(out, srv)
+	for name, srv := range m {
+		if invalid[name] == nil {
+			out = append(out, srv)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

@@ -44,7 +44,7 @@ func Start() (*Server, error) {
 		}
 		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
 		if err != nil {
-			udp.Close()
+			_ = udp.Close()
 			if attempt < 10 {
 				continue // the TCP port was taken: another pair
 			}
@@ -80,8 +80,8 @@ func (s *Server) Queries() int {
 
 // Close stops the server.
 func (s *Server) Close() {
-	s.udp.Close()
-	s.tcp.Close()
+	_ = s.udp.Close()
+	_ = s.tcp.Close()
 }
 
 func (s *Server) serveUDP() {
@@ -92,7 +92,7 @@ func (s *Server) serveUDP() {
 			return
 		}
 		if resp := s.answer(buf[:n], true); resp != nil {
-			s.udp.WriteTo(resp, from)
+			_, _ = s.udp.WriteTo(resp, from) // a client that is gone asks again
 		}
 	}
 }
@@ -104,7 +104,7 @@ func (s *Server) serveTCP() {
 			return
 		}
 		go func() {
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			var n uint16
 			if binary.Read(c, binary.BigEndian, &n) != nil {
 				return
@@ -114,7 +114,7 @@ func (s *Server) serveTCP() {
 				return
 			}
 			if resp := s.answer(msg, false); resp != nil {
-				c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...))
+				_, _ = c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...))
 			}
 		}()
 	}
@@ -143,32 +143,53 @@ func (s *Server) answer(msg []byte, udp bool) []byte {
 		rh.RCode = dnsmessage.RCodeNameError
 	}
 	b := dnsmessage.NewBuilder(nil, rh)
-	b.StartQuestions()
-	b.Question(q)
-	b.StartAnswers()
-	for hops := 0; known && !rh.Truncated && hops < 10; hops++ {
-		next := ""
-		for _, r := range s.records[name] {
-			owner := dnsmessage.MustNewName(name)
-			hdr := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: r.TTL}
-			switch {
-			case r.CNAME != "":
-				next = strings.ToLower(strings.TrimSuffix(r.CNAME, ".")) + "."
-				b.CNAMEResource(hdr, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(next)})
-			case r.Addr.Is4() && q.Type == dnsmessage.TypeA:
-				b.AResource(hdr, dnsmessage.AResource{A: r.Addr.As4()})
-			case r.Addr.Is6() && q.Type == dnsmessage.TypeAAAA:
-				b.AAAAResource(hdr, dnsmessage.AAAAResource{AAAA: r.Addr.As16()})
-			}
+	if err := b.StartQuestions(); err != nil {
+		return nil
+	}
+	if err := b.Question(q); err != nil {
+		return nil
+	}
+	if err := b.StartAnswers(); err != nil {
+		return nil
+	}
+	if known && !rh.Truncated {
+		if err := s.addAnswers(&b, q, name); err != nil {
+			return nil
 		}
-		if next == "" {
-			break
-		}
-		name = next
 	}
 	out, err := b.Finish()
 	if err != nil {
 		return nil
 	}
 	return out
+}
+
+// addAnswers adds the records of name, following CNAMEs for up to 10
+// hops. The caller holds s.mu.
+func (s *Server) addAnswers(b *dnsmessage.Builder, q dnsmessage.Question, name string) error {
+	for hops := 0; hops < 10; hops++ {
+		next := ""
+		for _, r := range s.records[name] {
+			owner := dnsmessage.MustNewName(name)
+			hdr := dnsmessage.ResourceHeader{Name: owner, Class: dnsmessage.ClassINET, TTL: r.TTL}
+			var err error
+			switch {
+			case r.CNAME != "":
+				next = strings.ToLower(strings.TrimSuffix(r.CNAME, ".")) + "."
+				err = b.CNAMEResource(hdr, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(next)})
+			case r.Addr.Is4() && q.Type == dnsmessage.TypeA:
+				err = b.AResource(hdr, dnsmessage.AResource{A: r.Addr.As4()})
+			case r.Addr.Is6() && q.Type == dnsmessage.TypeAAAA:
+				err = b.AAAAResource(hdr, dnsmessage.AAAAResource{AAAA: r.Addr.As16()})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		name = next
+	}
+	return nil
 }

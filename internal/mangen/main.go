@@ -63,7 +63,7 @@ every setting, and mcpcage(1) for the client side.`,
 		return err
 	}
 	if err := doc.GenMan(d, &doc.GenManHeader{Title: "MCPCAGED", Section: "8", Source: "mcpcaged " + daemon.Version, Manual: "mcpcage manual"}, f); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("mcpcaged(8): %w", err)
 	}
 	return f.Close()

@@ -121,7 +121,7 @@ func Restrict(r Rules) (int, error) {
 	if errno != 0 {
 		return abi, fmt.Errorf("landlock_create_ruleset: %w", errno)
 	}
-	defer unix.Close(int(fd))
+	defer func() { _ = unix.Close(int(fd)) }()
 	add := func(path string, rights uint64) error {
 		pfd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) {
@@ -130,7 +130,7 @@ func Restrict(r Rules) (int, error) {
 		if err != nil {
 			return fmt.Errorf("open %s: %w", path, err)
 		}
-		defer unix.Close(pfd)
+		defer func() { _ = unix.Close(pfd) }()
 		var st unix.Stat_t
 		if err := unix.Fstat(pfd, &st); err != nil {
 			return fmt.Errorf("stat %s: %w", path, err)

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		}
 		c, err := net.Dial("unix", os.Getenv("LANDLOCK_SCOPE_SOCKET"))
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 		}
 		fmt.Printf("connect=%v signal=%v\n", errName(err), errName(unix.Kill(os.Getppid(), unix.SIGWINCH)))
 		os.Exit(0)
@@ -52,14 +52,14 @@ func TestScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			c.Close()
+			_ = c.Close()
 		}
 	}()
 	for _, tt := range []struct{ mode, want string }{

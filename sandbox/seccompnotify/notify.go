@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -43,13 +44,15 @@ type Listener struct {
 
 // Listen creates the socket at path (mode 0600) and serves until Close.
 func Listen(path string, handler func(Event), log *slog.Logger) (*Listener, error) {
-	os.Remove(path)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("seccomp listener: remove stale socket: %w", err)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("seccomp listener: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return nil, fmt.Errorf("seccomp listener: %w", err)
 	}
 	l := &Listener{ln: ln, handler: handler, log: log, done: make(chan struct{})}
@@ -87,7 +90,7 @@ func (l *Listener) accept() {
 // receive reads runc's message: the container process state (JSON) with
 // the notification fd attached.
 func (l *Listener) receive(c *net.UnixConn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(4*8))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
@@ -107,7 +110,7 @@ func (l *Listener) receive(c *net.UnixConn) {
 	if err := json.Unmarshal(buf[:n], &st); err != nil || len(fds) == 0 {
 		l.log.Warn("seccomp listener: malformed message from runc", "err", err, "fds", len(fds))
 		for _, fd := range fds {
-			unix.Close(fd)
+			_ = unix.Close(fd)
 		}
 		return
 	}
@@ -116,7 +119,7 @@ func (l *Listener) receive(c *net.UnixConn) {
 		if name == specs.SeccompFdName && i < len(fds) {
 			notifyFD = fds[i]
 		} else if i < len(fds) {
-			unix.Close(fds[i])
+			_ = unix.Close(fds[i])
 		}
 	}
 	if notifyFD < 0 {
@@ -126,7 +129,7 @@ func (l *Listener) receive(c *net.UnixConn) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		defer unix.Close(notifyFD)
+		defer func() { _ = unix.Close(notifyFD) }()
 		l.serve(notifyFD, st.State.ID, st.Metadata)
 	}()
 }

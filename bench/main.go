@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the run's size, from the flags.
+type config struct {
+	repo, out              string
+	rounds, warm, calls    int
+	conc, concCalls        int
+	bigRounds, bigCalls    int
+	bigBytes               int
+	sessions               []int
+	clientLimit, holdLimit time.Duration
+	srtSettings, srt       string
+}
+
+// Main runs the benchmark and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	var c config
+	fs := flag.NewFlagSet("mcpbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.repo, "repo", ".", "repository root (bin/ holds the built binaries)")
+	fs.StringVar(&c.out, "out", "bench/results.md", "where to write the results")
+	fs.IntVar(&c.rounds, "rounds", 5, "rounds over all paths (latency, throughput, cold start, session memory)")
+	fs.IntVar(&c.warm, "warm", 100, "calls per round before timing")
+	fs.IntVar(&c.calls, "calls", 300, "calls timed one at a time per round and path")
+	fs.IntVar(&c.conc, "conc", 32, "calls in flight for the throughput figure")
+	fs.IntVar(&c.concCalls, "conc-calls", 1000, "calls per round and path with -conc in flight")
+	fs.IntVar(&c.bigRounds, "big-rounds", 3, "rounds of the big-result figure")
+	fs.IntVar(&c.bigCalls, "big-calls", 2, "big results timed per round and path")
+	fs.IntVar(&c.bigBytes, "big-bytes", 16<<20, "size of the big result")
+	sessions := fs.String("sessions", "1,10,50", "session counts at which mcpcaged's memory is read")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for _, s := range strings.Split(*sessions, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			_, _ = fmt.Fprintf(stderr, "mcpbench: bad -sessions %q\n", *sessions)
+			return 2
+		}
+		c.sessions = append(c.sessions, n)
+	}
+	c.clientLimit, c.holdLimit = 3*time.Minute, 8*time.Minute
+	if err := run(c, stdout, stderr); err != nil {
+		_, _ = fmt.Fprintf(stderr, "mcpbench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func run(c config, stdout, log io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (containerd, runc, mcpcaged)")
+	}
+	if c.repo, err = filepath.Abs(c.repo); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer cancel()
+	if err := becomeSubreaper(); err != nil {
+		return err
+	}
+	start := time.Now()
+	e, err := newEnv(c.repo, log)
+	defer func() {
+		if cerr := e.close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	always, err := e.startDaemon("always", "always")
+	if err != nil {
+		return err
+	}
+	batch, err := e.startDaemon("batch", "batch")
+	if err != nil {
+		return err
+	}
+	caged := func(name string, d *daemon, server string) path {
+		return path{name: name, command: filepath.Join(e.bin, "mcpcage"), args: []string{"run", server},
+			env: map[string]string{"MCPCAGE_SOCKET": d.socket}, namespace: d.namespace}
+	}
+	paths := []path{
+		{name: "direct", command: "mcp-server-everything", args: []string{"stdio"}},
+		caged("mcpcage always", always, "everything"),
+		caged("mcpcage batch", batch, "everything"),
+	}
+	c.srt = filepath.Join(c.repo, "bench", "_deps", "node_modules", ".bin", "srt")
+	c.srtSettings = filepath.Join(e.work, "srt-settings.json")
+	srtPath, srtWhy := e.srtPath(c)
+	if srtWhy == "" {
+		paths = append(paths, srtPath)
+	}
+	e.logf("bench: %d rounds over %s: %d warm-up calls, %d timed calls one at a time, %d calls %d in flight",
+		c.rounds, names(paths), c.warm, c.calls, c.concCalls, c.conc)
+	r := newReport(c, paths)
+	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round. Big result: %d rounds of %d calls. Cells: median over the rounds (min..max).",
+		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.bigRounds, c.bigCalls))
+	if srtWhy != "" {
+		r.notes = append(r.notes, "srt (sandbox-runtime) not measured: "+srtWhy)
+	}
+	if err := e.rounds(ctx, c, paths, r); err != nil {
+		return err
+	}
+	big := []path{
+		{name: "direct", command: filepath.Join(e.bin, "testserver")},
+		caged("mcpcage always", always, "test"),
+	}
+	e.logf("bench: %d rounds of %d %d-byte results through one session (testserver big_output)", c.bigRounds, c.bigCalls, c.bigBytes)
+	if err := e.bigRounds(ctx, c, big, r); err != nil {
+		return err
+	}
+	e.logf("bench: mcpcaged memory at 0, %v sessions (a fresh daemon)", c.sessions)
+	memd, err := e.startDaemon("memory", "always")
+	if err != nil {
+		return err
+	}
+	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
+		return err
+	}
+	r.elapsed = time.Since(start)
+	return r.write(stdout, c.out)
+}
+
+func names(ps []path) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.name)
+	}
+	return strings.Join(s, ", ")
+}
+
+// srtPath is server-everything under sandbox-runtime, or why it cannot
+// run here.
+func (e *env) srtPath(c config) (path, string) {
+	settings := `{"network": {"allowedDomains": [], "deniedDomains": []},
+ "filesystem": {"denyRead": [], "allowWrite": [], "denyWrite": []}}
+`
+	if err := os.WriteFile(c.srtSettings, []byte(settings), 0o644); err != nil {
+		return path{}, err.Error()
+	}
+	if _, err := os.Stat(c.srt); err != nil {
+		return path{}, fmt.Sprintf("%s missing (bench/deps.sh installs it): %v", c.srt, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, c.srt, "--settings", c.srtSettings, "true").CombinedOutput()
+	if err != nil {
+		return path{}, fmt.Sprintf("`srt true` failed: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return path{name: "srt", command: c.srt, args: []string{"--settings", c.srtSettings, "mcp-server-everything", "stdio"}}, ""
+}
+
+// rounds runs every path once per round, in an order rotated each round,
+// and records the figures of each.
+func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) error {
+	s := spec{Mode: "round", Tool: "echo", Arguments: map[string]any{"message": "ping"},
+		Warm: c.warm, Calls: c.calls, Conc: c.conc, ConcCalls: c.concCalls}
+	for round := range c.rounds {
+		p50 := map[string]float64{}
+		p99 := map[string]float64{}
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			if r.dropped[p.name] != "" {
+				continue
+			}
+			cl, err := e.startClient(ctx, p, s, c.clientLimit)
+			if err != nil {
+				return err
+			}
+			res, err := cl.read()
+			if err == nil {
+				extra, server, procs := sessionMem(cl.cmd.Process.Pid, p)
+				r.add(p.name, "extra", float64(extra.rss)/1024)
+				r.add(p.name, "extraPSS", float64(extra.pss)/1024)
+				r.add(p.name, "server", float64(server.rss)/1024)
+				r.procs[p.name] = procs
+				err = cl.wait()
+			} else {
+				_ = cl.wait() // the read error says more
+			}
+			if err != nil {
+				if p.name == "srt" && ctx.Err() == nil {
+					r.dropped[p.name] = fmt.Sprintf("failed in round %d: %v", round+1, err)
+					e.logf("bench: srt dropped: %v", err)
+					continue
+				}
+				return err
+			}
+			p50[p.name], p99[p.name] = quantile(res.Lat, 0.5), quantile(res.Lat, 0.99)
+			r.add(p.name, "p50", p50[p.name])
+			r.add(p.name, "p99", p99[p.name])
+			r.add(p.name, "tput1", res.Tput1)
+			r.add(p.name, "tputN", res.TputN)
+			r.add(p.name, "cold", res.Cold/1000)
+		}
+		for name := range p50 {
+			if name != "direct" {
+				r.add(name, "added50", p50[name]-p50["direct"])
+				r.add(name, "added99", p99[name]-p99["direct"])
+			}
+		}
+		e.logf("bench: round %d/%d done, p50 µs: %s", round+1, c.rounds, fmtMap(p50))
+	}
+	return nil
+}
+
+func fmtMap(m map[string]float64) string {
+	var s []string
+	for k, v := range m {
+		s = append(s, fmt.Sprintf("%s %.0f", k, v))
+	}
+	return strings.Join(s, ", ")
+}
+
+// bigRounds times big results through one session per round and path.
+func (e *env) bigRounds(ctx context.Context, c config, paths []path, r *report) error {
+	s := spec{Mode: "big", Tool: "big_output", Arguments: map[string]any{"bytes": c.bigBytes}, Calls: c.bigCalls}
+	for round := range c.bigRounds {
+		ms, raw := map[string]float64{}, map[string]float64{}
+		for i := range paths {
+			p := paths[(i+round)%len(paths)]
+			cl, err := e.startClient(ctx, p, s, c.clientLimit)
+			if err != nil {
+				return err
+			}
+			res, err := cl.read()
+			if werr := cl.wait(); err == nil {
+				err = werr
+			}
+			if err != nil {
+				return err
+			}
+			ms[p.name], raw[p.name] = quantile(res.Lat, 0.5)/1000, quantile(res.Raw, 0.5)/1000
+			r.add(p.name, "big", ms[p.name])
+			r.add(p.name, "bigRaw", raw[p.name])
+		}
+		for name, v := range ms {
+			if name != "direct" {
+				r.add(name, "bigAdded", v-ms["direct"])
+				r.add(name, "bigRawAdded", raw[name]-raw["direct"])
+			}
+		}
+	}
+	return nil
+}
+
+// daemonMemory reads a fresh mcpcaged's memory with no session, then with
+// each count of open sessions, then once they are all closed.
+func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *report) error {
+	pid := d.cmd.Process.Pid
+	time.Sleep(time.Second)
+	r.daemonMem = append(r.daemonMem, daemonSample{"0 (fresh daemon)", memOf(pid)})
+	cl, err := e.startClient(ctx, p, spec{Mode: "hold", Tool: "echo"}, c.holdLimit)
+	if err != nil {
+		return err
+	}
+	for _, n := range c.sessions {
+		t0 := time.Now()
+		if err := cl.send(fmt.Sprintf("open %d", n)); err != nil {
+			_ = cl.wait() // the send error says more
+			return err
+		}
+		if _, err := cl.read(); err != nil {
+			return err
+		}
+		r.daemonMem = append(r.daemonMem, daemonSample{strconv.Itoa(n), memOf(pid)})
+		e.logf("bench: %d sessions open (%.1fs)", n, time.Since(t0).Seconds())
+	}
+	if err := errors.Join(cl.send("close"), cl.wait()); err != nil {
+		return err
+	}
+	// The daemon ends a session once its server has exited.
+	if err := waitFor(30*time.Second, func() error {
+		for _, q := range scan() {
+			if len(q.args) > 0 && filepath.Base(q.args[0]) == "containerd-shim-runc-v2" && slices.Contains(q.args, d.namespace) {
+				return errors.New("sessions still ending")
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	r.daemonMem = append(r.daemonMem, daemonSample{"0 (all closed)", memOf(pid)})
+	return nil
+}

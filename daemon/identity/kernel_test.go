@@ -1,0 +1,105 @@
+package identity
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// kernelStamps adapts the real stamper, as the daemon does.
+type kernelStamps struct{ *bpf.ExecStamps }
+
+func (k kernelStamps) Lookup(pidfd int) (Stamp, bool, error) {
+	st, ok, err := k.ExecStamps.Lookup(pidfd)
+	return Stamp(st), ok, err
+}
+
+func (k kernelStamps) Lost() Lost { return Lost(k.ExecStamps.Lost()) }
+
+// waitStamped waits for the kernel's exec stamp of pid.
+func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok, err := s.Lookup(fd); err != nil || ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no exec stamp for %d after 5s", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestAgentCloneParent: a process this one started forks a "shim" with
+// clone(CLONE_PARENT), making this process its parent: refused. A child
+// this process forks itself is bound.
+func TestAgentCloneParent(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := bpf.LoadExecStamps("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	h := NewHasher()
+	h.Stamps = kernelStamps{s}
+
+	own := exec.Command("sleep", "30")
+	if err := own.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = own.Process.Kill(); _ = own.Wait() }()
+	waitStamped(t, s, own.Process.Pid)
+	p, err := h.Agent(own.Process.Pid)
+	if err != nil || p.PID != os.Getpid() || p.Binding != BoundKernel {
+		t.Fatalf("own child: %+v, %v; want this process, bound by the kernel", p, err)
+	}
+
+	sibling, _ := testenv.CloneParentSibling(t, "../..", "sleep", "30")
+	waitStamped(t, s, sibling)
+	p, err = h.Agent(sibling)
+	if !errors.Is(err, ErrNotParent) || !Refused(err) {
+		t.Fatalf("CLONE_PARENT sibling: %+v, %v; want ErrNotParent", p, err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// TestAgentOfPidfd: a pidfd names its process for good: once the process
+// is gone, AgentOf says so instead of looking at whatever has its pid.
+func TestAgentOfPidfd(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if pid, err := PidOf(fd); err != nil || pid != cmd.Process.Pid {
+		t.Fatalf("PidOf = %d, %v; want %d", pid, err, cmd.Process.Pid)
+	}
+	p, err := NewHasher().AgentOf(fd)
+	if err != nil || p.PID != os.Getpid() {
+		t.Fatalf("AgentOf = %+v, %v; want this process", p, err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait() // "signal: killed"
+	if _, err := NewHasher().AgentOf(fd); !errors.Is(err, ErrGone) {
+		t.Fatalf("AgentOf a reaped process: %v, want ErrGone", err)
+	}
+}
