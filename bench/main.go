@@ -73,6 +73,11 @@ func run(c config, stdout, log io.Writer) (err error) {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer cancel()
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: %w", err)
+		}
+	}()
 	if err := becomeSubreaper(); err != nil {
 		return err
 	}
@@ -120,6 +125,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err := e.rounds(ctx, c, paths, r); err != nil {
 		return err
 	}
+	r.loadEnd = loadavg()
 	big := []path{
 		{name: "direct", command: filepath.Join(e.bin, "testserver")},
 		caged("mcpcage always", always, "test"),

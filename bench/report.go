@@ -26,6 +26,7 @@ type report struct {
 	notes     []string
 	elapsed   time.Duration
 	loadStart string // /proc/loadavg's 1, 5 and 15 minute figures
+	loadEnd   string // after the rounds
 }
 
 type daemonSample struct {
@@ -168,7 +169,7 @@ func (r *report) header() []string {
 		"Kernel: " + strings.TrimSpace(string(kernel)),
 		"Commit: " + commit,
 		fmt.Sprintf("Date: %s; the run took %s", time.Now().UTC().Format("2006-01-02 15:04 UTC"), r.elapsed.Round(time.Second)),
-		fmt.Sprintf("Load average (1, 5, 15 min) at the start: %s; at the end: %s (above the bench's own, it is other work on the machine)", r.loadStart, loadavg()),
+		fmt.Sprintf("Load average (1, 5, 15 min) before the rounds: %s; after them: %s (above about 2, other work shares the machine)", r.loadStart, r.loadEnd),
 		fmt.Sprintf("Software: node %s, @modelcontextprotocol/sdk %s (client), server-everything %s, sandbox-runtime %s, %s, runc %s",
 			cmdOut("", "node", "--version"),
 			pkgVersion(filepath.Join(r.c.repo, "testdata/tsclient/node_modules/@modelcontextprotocol/sdk")),
