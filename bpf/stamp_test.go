@@ -26,20 +26,17 @@ func stampOf(t *testing.T, s *ExecStamps, pid int) ExecStamp {
 		t.Fatal(err)
 	}
 	defer func() { _ = unix.Close(fd) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, ok, err := s.Lookup(fd)
+	var st ExecStamp
+	testenv.WaitFor(t, fmt.Sprintf("the exec stamp of pid %d", pid), 5*time.Second, func() (bool, string) {
+		var ok bool
+		var err error
+		st, ok, err = s.Lookup(fd)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no exec stamp for pid %d after 5s", pid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok, "no stamp"
+	})
+	return st
 }
 
 func TestExecStamp(t *testing.T) {

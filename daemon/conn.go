@@ -305,6 +305,7 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 	tr := &tracer{session: req.Session, server: req.Server, uid: peer.UID, root: peer.UID == 0, ch: make(chan []byte, 4096)}
 	d.tracers.add(tr)
 	defer d.tracers.remove(tr)
+	log.Debug("trace started", "session", req.Session, "server", req.Server)
 	reply(fw, api.Reply{OK: true}, log)
 	gone := make(chan struct{})
 	go func() {

@@ -20,6 +20,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // auditRecords reads the daemon's audit log files directly.
@@ -40,6 +41,13 @@ func (d *daemon) auditRecords(t *testing.T) []map[string]any {
 	return out
 }
 
+// waitCall waits for the audit record of a call of tool, which the daemon
+// writes before it forwards the call to the server.
+func (d *daemon) waitCall(t *testing.T, tool string) {
+	t.Helper()
+	d.record(t, "tool.call", func(r map[string]any) bool { return str(r, "tool") == tool })
+}
+
 func TestAuditStory(t *testing.T) {
 	d := consentDaemon(t, "")
 	id := strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "read_file", "--tool", "echo"))
@@ -48,8 +56,9 @@ func TestAuditStory(t *testing.T) {
 	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
 	callText(t, c, "env", map[string]any{"name": "HOME"}) // denied
 	callText(t, c, "echo", map[string]any{"text": "tok", "password": "hunter2"})
-	time.Sleep(300 * time.Millisecond) // kernel events arrive within 100 ms
-	_ = c.Close()                      // the shim's exit is waited for below
+	// The server's open of /etc/hostname is recorded before the session ends.
+	d.record(t, "file.open", func(r map[string]any) bool { return str(r, "path") == "/etc/hostname" })
+	_ = c.Close() // the shim's exit is waited for below
 	c.shimExit(t)
 	d.waitLog(`msg="session ended"`)
 
@@ -146,8 +155,14 @@ func TestAuditSurvivesSIGKILLMidBurst(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
-	must(t, d.cmd.Process.Kill(), "kill mcpcaged") // SIGKILL in the middle of the burst
+	// SIGKILL in the middle of the burst: once the server has received
+	// enough calls, while both clients keep calling.
+	testenv.WaitFor(t, "100 calls in the server's call log", 60*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(callLog) // not yet written: no call yet
+		n := len(strings.Fields(string(b)))
+		return n >= 100, fmt.Sprintf("%d calls", n)
+	})
+	must(t, d.cmd.Process.Kill(), "kill mcpcaged")
 	<-d.exited
 	close(stop)
 	group.Wait()

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -61,26 +62,37 @@ func toolNames(t *testing.T, c *mcpClient) []string {
 	return names
 }
 
-// listChanges counts notifications/tools/list_changed on c.
-func listChanges(c *mcpClient) *atomic.Int64 {
-	var n atomic.Int64
+// listChanges counts notifications/tools/list_changed on c. In the
+// 2026-07-28 era (modern) they travel only on a subscriptions/listen
+// stream: it opens one and waits for the server's acknowledgement.
+func listChanges(t *testing.T, c *mcpClient, modern bool) *atomic.Int64 {
+	t.Helper()
+	var n, acks atomic.Int64
 	c.OnNotification(func(note mcp.JSONRPCNotification) {
-		if note.Method == "notifications/tools/list_changed" {
+		switch note.Method {
+		case "notifications/tools/list_changed":
 			n.Add(1)
+		case "notifications/subscriptions/acknowledged":
+			acks.Add(1)
 		}
 	})
+	if modern {
+		stop, err := c.ListenAsync(context.Background(), mcp.SubscriptionFilter{ToolsListChanged: true}, func(err error) { t.Errorf("subscriptions/listen: %v", err) })
+		must(t, err, "subscriptions/listen")
+		t.Cleanup(stop)
+		testenv.WaitFor(t, "the subscriptions/listen stream acknowledged", 10*time.Second, func() (bool, string) {
+			return acks.Load() > 0, fmt.Sprintf("%d acknowledgements", acks.Load())
+		})
+	}
 	return &n
 }
 
 func waitCount(t *testing.T, n *atomic.Int64, atLeast int64, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for n.Load() < atLeast {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d list_changed notifications, want at least %d", what, n.Load(), atLeast)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, fmt.Sprintf("%s: at least %d list_changed notifications", what, atLeast), 10*time.Second, func() (bool, string) {
+		got := n.Load()
+		return got >= atLeast, fmt.Sprintf("%d notifications", got)
+	})
 }
 
 var consentID = regexp.MustCompile(`^c-[0-9a-f]{12}\n$`)
@@ -90,7 +102,7 @@ func TestConsentStory(t *testing.T) {
 	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {
 		t.Run("era="+pin, func(t *testing.T) {
 			c := d.connect(t, "test", pin)
-			changes := listChanges(c)
+			changes := listChanges(t, c, pin == "")
 			if names := toolNames(t, c); len(names) != 0 {
 				t.Fatalf("with nothing granted the agent sees %v", names)
 			}
@@ -189,7 +201,7 @@ func TestConsentAgentsAndUsers(t *testing.T) {
 func TestConsentConditionsBudgetsExpiryCeiling(t *testing.T) {
 	d := consentDaemon(t, "[servers.test2]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\ntools_deny = [\"env\"]\n")
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
-	changes := listChanges(c)
+	changes := listChanges(t, c, false)
 
 	if out, err := d.cli(t, 0, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--when", "args.text.startsWith("); err == nil || !strings.Contains(out, "Syntax error") {
 		t.Fatalf("bad condition accepted: %v %s", err, out)

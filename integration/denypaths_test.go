@@ -12,28 +12,12 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // deny_paths as an attacker inside the sandbox sees them: masked at
 // launch, refused hard links and shared descriptor tables, a hit that
 // ends the whole session, and enforcement that outlives the daemon.
-
-// waitFor polls cond until it holds or the deadline passes, then fails
-// with what cond last saw.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last seen: %s", what, within, seen)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // project makes a directory the sandbox user may write, with notes.txt.
 func project(t *testing.T) string {
@@ -93,7 +77,7 @@ func alive(pid int) bool {
 func (d *daemon) record(t *testing.T, typ string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
 	var found map[string]any
-	waitFor(t, "audit record "+typ, 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "audit record "+typ, 10*time.Second, func() (bool, string) {
 		for _, r := range d.auditRecords(t) {
 			if str(r, "type") == typ && match(r) {
 				found = r
@@ -114,7 +98,7 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
 		filepath.Join(env.bin, "hostile") + " sleeper /work/sleeper.pid >/dev/null 2>&1 &"}})
-	waitFor(t, "the sleeper started", 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the sleeper started", 10*time.Second, func() (bool, string) {
 		_, err := os.Stat(filepath.Join(dir, "sleeper.pid"))
 		return err == nil, fmt.Sprint(err)
 	})
@@ -127,7 +111,7 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	// (the opener's thread group) would leave the server and the sleeper.
 	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
 		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"read", "/work/.ssh/id_ed25519"}}}})
-	waitFor(t, "every process of the session gone", 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "every process of the session gone", 10*time.Second, func() (bool, string) {
 		var left []int
 		for _, p := range pids {
 			if alive(p) {
@@ -179,6 +163,10 @@ func TestDeniedPathMaskedAtLaunch(t *testing.T) {
 	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
 		t.Fatalf("after the masked reads: %q", got)
 	}
+	// The marker: the open of notes.txt, after the masked reads, traced.
+	tr.wait(t, "file.open of notes.txt", func(ev map[string]any) bool {
+		return str(ev, "type") == "file.open" && (str(ev, "hint") == "/work/notes.txt" || strings.HasSuffix(str(ev, "path"), "/notes.txt"))
+	})
 	if tr.any(func(ev map[string]any) bool { return str(ev, "action") != "" }) {
 		t.Fatal("a masked path reached the kernel's check")
 	}
@@ -261,7 +249,7 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 	shim.Stdout, shim.Stderr = io.Discard, io.Discard
 	must(t, shim.Start(), "start shim")
 	t.Cleanup(func() { _ = stdin.Close(); _ = shim.Process.Kill(); _ = shim.Wait() })
-	waitFor(t, "the server ready", 20*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the server ready", 20*time.Second, func() (bool, string) {
 		_, err := os.Stat(filepath.Join(dir, "ready"))
 		return err == nil, fmt.Sprint(err)
 	})
@@ -283,11 +271,11 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 	}
 	key := plantKey(t, dir)
 	must(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644), "write go")
-	waitFor(t, "the server opening the key", 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the server opening the key", 10*time.Second, func() (bool, string) {
 		_, err := os.Stat(filepath.Join(dir, "opening"))
 		return err == nil, fmt.Sprint(err)
 	})
-	waitFor(t, "the server killed", 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the server killed", 10*time.Second, func() (bool, string) {
 		var left []int
 		for _, p := range pids {
 			if alive(p) {
@@ -307,7 +295,7 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 
 	d.start()
 	d.waitClean("the restarted daemon")
-	waitFor(t, "the observation links unpinned", 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the observation links unpinned", 10*time.Second, func() (bool, string) {
 		obs, _ := filepath.Glob(filepath.Join(pinDir, "obs-*"))
 		return len(obs) == 0, fmt.Sprint(obs)
 	})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // One message, several readings (issue: Security I, section 1). Each line
@@ -127,9 +129,9 @@ func TestParserDifferentialsRefused(t *testing.T) {
 
 			// Every refusal is on the record, with its reason; no call of
 			// the denied tool is.
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				var refused []string
+			var refused []string
+			testenv.WaitFor(t, fmt.Sprintf("%d message.refused records", len(attacks)), 20*time.Second, func() (bool, string) {
+				refused = nil
 				for _, rec := range d.auditRecords(t) {
 					if rec["type"] == "message.refused" && rec["server"] == srv.name {
 						refused = append(refused, fmt.Sprint(rec["reason"]))
@@ -138,18 +140,12 @@ func TestParserDifferentialsRefused(t *testing.T) {
 						t.Fatalf("the audit log records a call of the denied tool: %v", rec)
 					}
 				}
-				if len(refused) >= len(attacks) {
-					for _, reason := range refused {
-						if !strings.Contains(reason, "ambiguous") && !strings.Contains(reason, "notification") {
-							t.Errorf("refusal record without a reason: %q", reason)
-						}
-					}
-					break
+				return len(refused) >= len(attacks), fmt.Sprintf("%d records: %q", len(refused), refused)
+			})
+			for _, reason := range refused {
+				if !strings.Contains(reason, "ambiguous") && !strings.Contains(reason, "notification") {
+					t.Errorf("refusal record without a reason: %q", reason)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d message.refused records, want %d: %q", len(refused), len(attacks), refused)
-				}
-				time.Sleep(50 * time.Millisecond)
 			}
 		})
 	}

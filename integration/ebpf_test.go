@@ -21,6 +21,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/dnstest"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // traced is a running `mcpcage trace --json`.
@@ -50,29 +51,44 @@ func (d *daemon) trace(t *testing.T, args ...string) *traced {
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // subscribed before the test acts
+	// Subscribed before the test acts: the daemon logs the subscription
+	// of this trace's connection once it is in place.
+	testenv.WaitFor(t, "the trace subscribed", 10*time.Second, func() (bool, string) {
+		for _, line := range strings.Split(d.log.String(), "\n") {
+			if strings.Contains(line, `msg="trace started"`) && strings.Contains(line, fmt.Sprintf("peer_pid=%d ", tr.cmd.Process.Pid)) {
+				return true, ""
+			}
+		}
+		return false, "no trace started by the trace's pid in the mcpcaged log"
+	})
 	return tr
 }
 
 // wait returns the first event for which match is true.
 func (tr *traced) wait(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	return tr.waitN(t, what, 1, match)
+}
+
+// waitN returns the n-th event for which match is true.
+func (tr *traced) waitN(t *testing.T, what string, n int, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	var found map[string]any
+	testenv.WaitFor(t, fmt.Sprintf("%d %s event(s)", n, what), 15*time.Second, func() (bool, string) {
 		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		seen := 0
 		for _, ev := range tr.events {
 			if match(ev) {
-				tr.mu.Unlock()
-				return ev
+				if seen++; seen == n {
+					found = ev
+					return true, ""
+				}
 			}
 		}
-		tr.mu.Unlock()
-		time.Sleep(50 * time.Millisecond)
-	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	t.Fatalf("no %s event among %d traced", what, len(tr.events))
-	return nil
+		return false, fmt.Sprintf("%d of them among %d traced", seen, len(tr.events))
+	})
+	return found
 }
 
 func (tr *traced) any(match func(map[string]any) bool) bool {
@@ -128,8 +144,12 @@ func TestKernelEventsAttributed(t *testing.T) {
 	defer func() { _ = os.Remove(marker) }()
 	_, err := os.ReadFile(marker)
 	must(t, err, "read marker")
-	callText(t, c, "echo", map[string]any{"text": "flush"})
-	time.Sleep(300 * time.Millisecond)
+	// The marker: an open in the session after the outside ones; events
+	// reach the trace in the order the kernel emitted them.
+	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
+	tr.waitN(t, "file.open /etc/hostname", 2, func(ev map[string]any) bool {
+		return str(ev, "type") == "file.open" && str(ev, "path") == "/etc/hostname"
+	})
 	if tr.any(func(ev map[string]any) bool {
 		return strings.Contains(str(ev, "path")+str(ev, "hint"), "mcpcage-outside")
 	}) {
@@ -402,17 +422,10 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 		c.shimExit(t)
 		d.waitClean("a short session")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.WaitFor(t, "no kernel state after all sessions ended", 10*time.Second, func() (bool, string) {
 		k := d.status(t).Kernel
-		if k.Sessions == 0 && k.EgressEntries == 0 && k.DenyEntries == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kernel state after all sessions ended: %+v", k)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return k.Sessions == 0 && k.EgressEntries == 0 && k.DenyEntries == 0, fmt.Sprintf("%+v", k)
+	})
 	if after, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace); len(after) != cgroupHooks {
 		t.Fatalf("pinned links after the sessions = %d, want %d", len(after), cgroupHooks)
 	}
@@ -484,13 +497,18 @@ func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
 	calm := d.connect(t, "test", mcp.ProtocolVersion20251125)
 	done := make(chan string, 1)
 	go func() { done <- attack(t, storm, "open-storm", "300000") }()
-	// Meanwhile the daemon keeps serving another session.
-	for i := 0; i < 5; i++ {
+	// Meanwhile the daemon keeps serving another session: five calls
+	// answered once the storm has made the kernel drop events.
+	calls := 0
+	testenv.WaitFor(t, "five calm calls answered after the storm made the kernel drop events", 60*time.Second, func() (bool, string) {
 		if got, _ := callText(t, calm, "echo", map[string]any{"text": "calm"}); got != "calm" {
 			t.Fatalf("calm session: %q", got)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		if k := d.status(t).Kernel; k.LostThrottled+k.LostRingbuf > 0 {
+			calls++
+		}
+		return calls == 5, fmt.Sprintf("%d calls answered since events were dropped", calls)
+	})
 	if v := <-done; !strings.HasPrefix(v, "ESCAPED 300000") {
 		t.Fatalf("storm: %q", v)
 	}
@@ -527,13 +545,10 @@ func TestEgressFollowsDNSTTL(t *testing.T) {
 	}
 	queries := dns.Queries()
 	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.2"), TTL: 1})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(get(second), "reached") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the rule did not follow the name to %s (%d DNS queries since the change)", second, dns.Queries()-queries)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "the rule to follow the name to "+second, 20*time.Second, func() (bool, string) {
+		got := get(second)
+		return strings.Contains(got, "reached"), fmt.Sprintf("GET: %q (%d DNS queries since the change)", got, dns.Queries()-queries)
+	})
 	if got := get(first); !strings.Contains(got, "operation not permitted") {
 		t.Fatalf("GET %s after its record expired: %q", first, got)
 	}

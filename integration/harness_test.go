@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -26,6 +27,17 @@ var env struct {
 	work       string
 	runDir     string // under itestRoot: this run's binaries
 	cdCmd      *exec.Cmd
+
+	mu         sync.Mutex
+	namespaces map[string]*runNamespace // this run's containerd namespaces
+}
+
+// runNamespace is one containerd namespace of this run: one daemon's,
+// restarts included.
+type runNamespace struct {
+	// crashed: its daemon's last exit was a kill (SIGKILL), and no later
+	// start of it reached readiness, which reaps what the crash left.
+	crashed bool
 }
 
 // itestRoot holds one directory per test run (binaries every sandbox can
@@ -35,15 +47,11 @@ const itestRoot = "/var/lib/mcpcage-itest"
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if env.cdCmd != nil && env.cdCmd.Process != nil {
-		// Teardown: whatever fails here, the process is waited for or
-		// killed, and the tests have reported already.
-		_ = env.cdCmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = env.cdCmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = env.cdCmd.Process.Kill()
+		// Teardown: whatever fails here, every process of this run is
+		// ended, and the tests have reported already.
+		if left := teardown(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "integration: FAIL: this run left behind (removed now):\n  %s\n", strings.Join(left, "\n  "))
+			code = 1
 		}
 	}
 	for _, dir := range []string{env.work, env.runDir} {
@@ -51,10 +59,25 @@ func TestMain(m *testing.M) {
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {
-			fmt.Fprintf(os.Stderr, "integration: left behind: %v\n", err)
+			fmt.Fprintf(os.Stderr, "integration: FAIL: left behind: %v\n", err)
+			code = 1
 		}
 	}
 	os.Exit(code)
+}
+
+// stopContainerd ends this run's containerd: SIGTERM, then SIGKILL after
+// 10 s.
+func stopContainerd() {
+	_ = env.cdCmd.Process.Signal(syscall.SIGTERM) // an exit already under way is waited for below
+	done := make(chan struct{})
+	go func() { _ = env.cdCmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = env.cdCmd.Process.Kill()
+		<-done
+	}
 }
 
 // setup builds the binaries and starts containerd, once.
@@ -141,18 +164,15 @@ func doSetup() error {
 	if err := env.cdCmd.Start(); err != nil {
 		return fmt.Errorf("start containerd: %w", err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	up, seen := testenv.Poll(20*time.Second, func() (bool, string) {
 		out, err := exec.Command("ctr", "--address", env.containerd, "version").CombinedOutput()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("containerd did not come up: %v %s\n%s", err, out, b)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err == nil, fmt.Sprintf("%v %s", err, out)
+	})
+	if !up {
+		b, _ := os.ReadFile(log.Name())
+		return fmt.Errorf("containerd did not come up: %s\n%s", seen, b)
 	}
+	return nil
 }
 
 // daemon is one mcpcaged under test.
@@ -180,8 +200,16 @@ func startDaemon(t testing.TB, extra string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := "itest-" + filepath.Base(dir)[2:]
+	// The run's prefix in every namespace: what is this run's on the
+	// machine (cgroups, pinned links) is told apart from other runs'.
+	ns := runNamespacePrefix() + filepath.Base(dir)[2:]
 	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns)}
+	env.mu.Lock()
+	if env.namespaces == nil {
+		env.namespaces = map[string]*runNamespace{}
+	}
+	env.namespaces[d.namespace] = &runNamespace{}
+	env.mu.Unlock()
 	d.config = filepath.Join(dir, "config.toml")
 	daemonSection := fmt.Sprintf(`[daemon]
 socket = %q
@@ -208,8 +236,17 @@ metrics_address = "127.0.0.1:0"
 	if err := os.WriteFile(d.config, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		d.stop()
+		// A daemon killed and not restarted leaves its sessions running:
+		// remove them now, not at the end of the run.
+		if crashed(d.namespace) {
+			for _, problem := range reapNamespace(d.namespace) {
+				t.Logf("clean-up after the killed mcpcaged: %s", problem)
+			}
+		}
+	})
 	d.start()
-	t.Cleanup(func() { d.stop() })
 	return d
 }
 
@@ -224,22 +261,50 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	d.exited = make(chan struct{})
-	go func() { _ = d.cmd.Wait(); close(d.exited) }() // the exit status is read from ProcessState
-	deadline := time.Now().Add(20 * time.Second)
+	cmd, exited := d.cmd, d.exited
+	go func() {
+		_ = cmd.Wait() // the exit status is read from ProcessState
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			setCrashed(d.namespace, true)
+		}
+		close(exited)
+	}()
 	if d.noWait {
 		return
 	}
-	for !strings.Contains(d.log.String(), "mcpcaged ready") {
+	// Ready is when the socket answers a status request: a daemon answers
+	// once New has reaped what a crashed predecessor left. The log is for
+	// diagnostics only.
+	testenv.WaitFor(d.t, "mcpcaged to answer a status request on "+d.socket, 20*time.Second, func() (bool, string) {
 		select {
-		case <-d.exited:
-			d.t.Fatalf("mcpcaged exited during start-up:\n%s", d.log.String())
+		case <-exited:
+			d.t.Fatalf("mcpcaged exited during start-up (%v):\n%s", cmd.ProcessState, d.log.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("mcpcaged not ready after 20s:\n%s", d.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return d.answers()
+	})
+	setCrashed(d.namespace, false)
+}
+
+// answers reports whether the daemon's socket accepts a connection and
+// answers a status request, or what went wrong.
+func (d *daemon) answers() (bool, string) {
+	c, err := api.Dial(d.socket)
+	if err != nil {
+		return false, err.Error()
 	}
+	defer func() { _ = c.Close() }()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return false, err.Error()
+	}
+	r, err := c.Do(api.Request{Op: api.OpStatus})
+	switch {
+	case err != nil:
+		return false, err.Error()
+	case !r.OK:
+		return false, "status: " + r.Error
+	}
+	return true, "a status reply"
 }
 
 // stop sends SIGTERM and waits; it returns the exit code.
@@ -326,29 +391,21 @@ func (d *daemon) leftovers() []string {
 // waitClean waits until the namespace holds nothing of mcpcage's.
 func (d *daemon) waitClean(what string) {
 	d.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.WaitFor(d.t, what+" to leave nothing behind", 20*time.Second, func() (bool, string) {
 		left := d.leftovers()
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("%s left behind: %v\nmcpcaged log:\n%s", what, left, d.log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return len(left) == 0, fmt.Sprint(left)
+	})
 }
 
 // waitLog waits for a substring in the daemon's log.
 func (d *daemon) waitLog(sub string) {
 	d.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(d.log.String(), sub) {
-		if time.Now().After(deadline) {
-			d.t.Fatalf("log never showed %q:\n%s", sub, d.log.String())
+	testenv.WaitFor(d.t, fmt.Sprintf("%q in the mcpcaged log", sub), 20*time.Second, func() (bool, string) {
+		if strings.Contains(d.log.String(), sub) {
+			return true, ""
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("%d bytes of log without it (the whole log follows the failure)", d.log.Len())
+	})
 }
 
 type syncBuffer struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +27,7 @@ import (
 //	        clone(CLONE_PARENT): the shim's parent is this process, its forker is not
 //	borrow  fork a child (which becomes the shim), then exec the trusted agent
 //	child   wait until the parent runs the trusted agent, then exec the shim
-//	hold    do nothing for a while (the trusted agent, exec'd by borrow)
+//	hold    do nothing until its input ends (the trusted agent, exec'd by borrow)
 const idHelper = "MCPCAGE_IDHELPER"
 
 func init() {
@@ -67,30 +68,35 @@ func init() {
 		if err != nil {
 			fail(err)
 		}
+		// The child learns of the exec from a pipe: this process holds
+		// its write end, close-on-exec, so the exec closes it.
+		execd, held, err := os.Pipe()
+		if err != nil {
+			fail(err)
+		}
 		child := exec.Command(self)
 		child.Env = withMode("child")
 		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		child.ExtraFiles = []*os.File{execd} // fd 3
 		if err := child.Start(); err != nil {
 			fail(err)
 		}
-		fail(syscall.Exec(trusted, []string{trusted}, withMode("hold")))
+		err = syscall.Exec(trusted, []string{trusted}, withMode("hold"))
+		runtime.KeepAlive(held) // open until the exec closes it (or the exit of a failed one)
+		fail(err)
 	case "child":
 		// The shim process exists (forked above) before its parent execs
 		// the trusted agent: exactly the borrow the daemon must refuse.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid()))
-			if exe == trusted {
-				break
-			}
-			if time.Now().After(deadline) {
-				fail(fmt.Errorf("parent never exec'd %s (runs %s)", trusted, exe))
-			}
-			time.Sleep(5 * time.Millisecond)
+		execd := os.NewFile(3, "exec pipe")
+		_, _ = io.Copy(io.Discard, execd) // EOF: the parent exec'd, or died
+		_ = execd.Close()
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid())); exe != trusted {
+			fail(fmt.Errorf("parent never exec'd %s (runs %s)", trusted, exe))
 		}
 		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
 	case "hold":
-		time.Sleep(2 * time.Minute) // killed by the test
+		// The trusted agent, until the test closes its input or kills it.
+		_, _ = io.Copy(io.Discard, os.Stdin)
 	}
 	os.Exit(0)
 }
@@ -142,15 +148,11 @@ func cloneparentBin(t *testing.T) string {
 }
 
 // waitLine waits for one line on a process's stderr.
-func waitLine(t *testing.T, d *daemon, stderr *syncBuffer) []string {
+func waitLine(t *testing.T, stderr *syncBuffer) []string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(stderr.String(), "\n") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the shim printed nothing in 20s; mcpcaged log:\n%s", d.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "a line from the shim", 20*time.Second, func() (bool, string) {
+		return strings.Contains(stderr.String(), "\n"), fmt.Sprintf("%q", stderr.String())
+	})
 	return strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
 }
 
@@ -182,7 +184,7 @@ func TestAgentCloneParentIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = syscall.Kill(-sneaky.Process.Pid, syscall.SIGKILL); _ = sneaky.Wait() }()
-	lines := waitLine(t, d, stderr)
+	lines := waitLine(t, stderr)
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mcpcage: refused: ") || !strings.Contains(lines[0], "not started by its parent process") ||
 		!strings.Contains(lines[0], trusted) {
 		t.Fatalf("shim stderr = %q, want one line refusing the shim forked by another process", stderr.String())
@@ -220,17 +222,12 @@ func (d *daemon) sessions(t *testing.T) []api.SessionInfo {
 // waitSessions waits until the daemon lists n sessions.
 func (d *daemon) waitSessions(t *testing.T, n int) []api.SessionInfo {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		list := d.sessions(t)
-		if len(list) == n {
-			return list
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions after 20s, want %d: %+v", len(list), n, list)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var list []api.SessionInfo
+	testenv.WaitFor(t, fmt.Sprintf("%d sessions", n), 20*time.Second, func() (bool, string) {
+		list = d.sessions(t)
+		return len(list) == n, fmt.Sprintf("%d sessions: %+v", len(list), list)
+	})
+	return list
 }
 
 func TestAgentForkThenExecIsRefused(t *testing.T) {
@@ -270,15 +267,8 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = borrow.Process.Kill(); _ = borrow.Wait() }()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(stderr.String(), "\n") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the shim printed nothing in 20s; mcpcaged log:\n%s", d.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lines := waitLine(t, stderr)
 	out := stderr.String()
-	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mcpcage: refused: ") || !strings.Contains(lines[0], "exec'd another program after starting it") ||
 		!strings.Contains(lines[0], trusted) {
 		t.Fatalf("shim stderr = %q, want one line refusing the borrowed identity", out)

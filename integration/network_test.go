@@ -115,7 +115,7 @@ func (u *unixListener) heardAfter(t *testing.T, addr, marker string) []string {
 	must(t, err, "host send to %s", addr)
 	_ = c.Close()
 	var before []string
-	waitFor(t, "the host's marker on "+addr, 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the host's marker on "+addr, 10*time.Second, func() (bool, string) {
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		i := slices.Index(u.lines, marker)
@@ -215,7 +215,7 @@ func TestListenAllowList(t *testing.T) {
 		if str(ev, "action") != "EPERM" || str(ev, "rule") != "not in listen allow-list" {
 			t.Fatalf("net.bind_denied: %v", ev)
 		}
-		waitFor(t, "net.bind_denied in the audit log", 10*time.Second, func() (bool, string) {
+		testenv.WaitFor(t, "net.bind_denied in the audit log", 10*time.Second, func() (bool, string) {
 			recs := d.auditRecords(t)
 			return slices.ContainsFunc(recs, func(r map[string]any) bool {
 				return r["type"] == "net.bind_denied" && r["addr"] == addr && r["action"] == "EPERM"
@@ -228,7 +228,7 @@ func TestListenAllowList(t *testing.T) {
 		verdict := make(chan string, 1)
 		go func() { verdict <- attack(t, c, "listen", addr) }()
 		var served []byte
-		waitFor(t, "the caged server serving "+addr, 10*time.Second, func() (bool, string) {
+		testenv.WaitFor(t, "the caged server serving "+addr, 10*time.Second, func() (bool, string) {
 			conn, err := net.DialTimeout("tcp", addr, time.Second)
 			if err != nil {
 				return false, err.Error()
@@ -248,7 +248,7 @@ func TestListenAllowList(t *testing.T) {
 		verdict := make(chan string, 1)
 		go func() { verdict <- attack(t, c, "listen", "127.0.0.1:0", "6") }()
 		port := 0
-		waitFor(t, "the caged server's ephemeral listener in /proc/net/tcp", 10*time.Second, func() (bool, string) {
+		testenv.WaitFor(t, "the caged server's ephemeral listener in /proc/net/tcp", 10*time.Second, func() (bool, string) {
 			now := listeners(t, 65534)
 			for _, p := range now {
 				if !slices.Contains(before, p) {

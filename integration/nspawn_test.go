@@ -118,28 +118,17 @@ func boot(t *testing.T) *machine {
 	m.cmd.Stdout, m.cmd.Stderr = lf, lf
 	must(t, m.cmd.Start(), "start systemd-nspawn")
 	t.Cleanup(m.stop)
-	deadline := time.Now().Add(30 * time.Second)
-	for m.init == 0 {
+	nspawnLog := func() string { b, _ := os.ReadFile(m.log); return tail(string(b), 3000) }
+	testenv.WaitFor(t, "nspawn to start an init", 30*time.Second, func() (bool, string) {
 		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid), "-o").Output()
 		_, _ = fmt.Sscan(string(out), &m.init) // no init yet: m.init stays 0
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(m.log)
-			t.Fatalf("nspawn started no init:\n%s", tail(string(b), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for {
+		return m.init != 0, "nspawn log:\n" + nspawnLog()
+	})
+	testenv.WaitFor(t, "the machine to boot", 30*time.Second, func() (bool, string) {
 		out, _ := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait").Output()
 		s := strings.TrimSpace(string(out))
-		if s == "running" || s == "degraded" {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(m.log)
-			t.Fatalf("the machine did not boot (state %q):\n%s", s, tail(string(b), 3000))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return s == "running" || s == "degraded", fmt.Sprintf("state %q; nspawn log:\n%s", s, nspawnLog())
+	})
 	// runc inside needs the v1 controllers writable in the machine.
 	if out, err := m.root_("sh", "-c", "for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw $m; done"); err != nil {
 		t.Fatalf("make the machine's cgroup controllers writable: %v\n%s", err, out)
@@ -256,7 +245,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	// Kernel events reach the daemon in the machine: every session's end
 	// record counts them, and the server's exec is in the log.
 	// (The shim returns before the daemon writes session.end: poll.)
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	testenv.WaitFor(t, "two session.end records in the machine's audit log", 15*time.Second, func() (bool, string) {
 		auditText, err := os.ReadFile(filepath.Join(m.root, "var/log/mcpcage/audit.jsonl"))
 		must(t, err, "read the machine's audit log")
 		var ends, execs int
@@ -277,16 +266,11 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 				execs++
 			}
 		}
-		if ends == 2 {
-			if len(noEvents) > 0 || execs < 2 {
-				t.Fatalf("kernel events in the machine: %d process.exec records (want 2 or more); sessions that ended with none:\n%s", execs, strings.Join(noEvents, "\n"))
-			}
-			break
+		if ends == 2 && (len(noEvents) > 0 || execs < 2) {
+			t.Fatalf("kernel events in the machine: %d process.exec records (want 2 or more); sessions that ended with none:\n%s", execs, strings.Join(noEvents, "\n"))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("audit log in the machine: %d session.end records, want 2:\n%s", ends, tail(string(auditText), 3000))
-		}
-	}
+		return ends == 2, fmt.Sprintf("%d session.end records:\n%s", ends, tail(string(auditText), 3000))
+	})
 
 	// audit_journal copies audit records to the journal with their fields.
 	if out, _ := m.root_("journalctl", "SYSLOG_IDENTIFIER=mcpcaged-audit", "-o", "json", "--no-pager"); !strings.Contains(out, `"MCPCAGE_TYPE":"tool.call"`) || !strings.Contains(out, `"MCPCAGE_HASH"`) {
@@ -298,17 +282,10 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-n", "40")
 		t.Fatalf("systemctl reload: %v\n%s\njournal:\n%s", err, out, logs)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.WaitFor(t, "a structured reload record in the journal", 15*time.Second, func() (bool, string) {
 		out, _ := m.root_("journalctl", "-u", "mcpcaged", "-o", "json", "--no-pager")
-		if strings.Contains(out, "configuration reloaded") && strings.Contains(out, "MCPCAGE_SERVERS") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no structured reload record in the journal:\n%s", tail(out, 3000))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return strings.Contains(out, "configuration reloaded") && strings.Contains(out, "MCPCAGE_SERVERS"), tail(out, 3000)
+	})
 
 	// Removal stops everything and keeps the audit log.
 	if out, err := m.root_("sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq mcpcage"); err != nil {

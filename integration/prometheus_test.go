@@ -117,28 +117,23 @@ scrape_configs:
 	must(t, prom.Start(), "start prometheus")
 	defer func() { _ = prom.Process.Kill(); _ = prom.Wait() }()
 	query := `mcpcage_tool_calls_total{job="mcpcage",tool="echo",decision="observe"}`
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.WaitFor(t, "Prometheus to see "+query+" = 3", 60*time.Second, func() (bool, string) {
 		resp, err := http.Get("http://" + web + "/api/v1/query?query=" + url.QueryEscape(query))
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			var r struct {
-				Data struct {
-					Result []struct {
-						Value []any `json:"value"`
-					} `json:"result"`
-				} `json:"data"`
-			}
-			if json.Unmarshal(b, &r) == nil && len(r.Data.Result) == 1 && r.Data.Result[0].Value[1] == "3" {
-				break
-			}
+		if err != nil {
+			return false, fmt.Sprintf("%v; Prometheus log:\n%s", err, log.String())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus never saw %s = 3\n%s", query, log.String())
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		var r struct {
+			Data struct {
+				Result []struct {
+					Value []any `json:"value"`
+				} `json:"result"`
+			} `json:"data"`
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		ok := json.Unmarshal(b, &r) == nil && len(r.Data.Result) == 1 && len(r.Data.Result[0].Value) == 2 && r.Data.Result[0].Value[1] == "3"
+		return ok, fmt.Sprintf("%.300s; Prometheus log:\n%s", b, log.String())
+	})
 	resp, err := http.Get("http://" + web + "/api/v1/rules")
 	must(t, err, "rules")
 	b, _ := io.ReadAll(resp.Body)

@@ -8,24 +8,19 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // waitRecords polls the audit log until cond holds, or fails with what it
 // last saw.
 func (d *daemon) waitRecords(t *testing.T, what string, cond func([]map[string]any) (bool, string)) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		recs := d.auditRecords(t)
-		ok, seen := cond(recs)
-		if ok {
-			return recs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("audit log: %s: not after 20s; last seen: %s", what, seen)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var recs []map[string]any
+	testenv.WaitFor(t, "audit log: "+what, 20*time.Second, func() (bool, string) {
+		recs = d.auditRecords(t)
+		return cond(recs)
+	})
+	return recs
 }
 
 func ofType(recs []map[string]any, typ, session string) []map[string]any {

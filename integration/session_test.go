@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func TestEndToEndBothEras(t *testing.T) {
@@ -64,7 +65,9 @@ func TestOutOfOrderResponses(t *testing.T) {
 		got, _ := callText(t, c, "sleep", map[string]any{"ms": 1500})
 		order <- got
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// The slow call first: the echo is sent once the slow one is recorded,
+	// that is on its way to the server.
+	d.waitCall(t, "sleep")
 	go func() {
 		defer wg.Done()
 		got, _ := callText(t, c, "echo", map[string]any{"text": "fast"})
@@ -180,13 +183,10 @@ func TestStderrIsDrained(t *testing.T) {
 	if got, _ := callText(t, c, "echo", map[string]any{"text": "after flood"}); got != "after flood" {
 		t.Fatalf("echo after flood = %q", got)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for c.stderr.Len() < n && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if c.stderr.Len() < n {
-		t.Fatalf("shim relayed %d bytes of stderr, want at least %d", c.stderr.Len(), n)
-	}
+	testenv.WaitFor(t, fmt.Sprintf("the shim to relay %d bytes of stderr", n), 20*time.Second, func() (bool, string) {
+		got := c.stderr.Len()
+		return got >= n, fmt.Sprintf("%d bytes", got)
+	})
 }
 
 func TestClientDisconnectMidCall(t *testing.T) {
@@ -198,7 +198,7 @@ func TestClientDisconnectMidCall(t *testing.T) {
 	if len(d.tasks()) != 1 {
 		t.Fatalf("tasks = %v, want one", d.tasks())
 	}
-	time.Sleep(300 * time.Millisecond)
+	d.waitCall(t, "sleep")                         // mid-call: the call is on its way to the server
 	must(t, r.cmd.Process.Kill(), "kill the shim") // the client dies with the shim
 	_ = r.cmd.Wait()                               // "signal: killed"
 	d.waitClean("a client that vanished mid-call")

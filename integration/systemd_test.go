@@ -134,16 +134,10 @@ func TestSocketActivation(t *testing.T) {
 	d.noWait = true // systemd-socket-activate starts mcpcaged on the first connection
 	d.start()
 	t.Cleanup(func() { d.stop() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(d.socket); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("systemd-socket-activate did not create the socket")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, "systemd-socket-activate to create the socket", 10*time.Second, func() (bool, string) {
+		_, err := os.Stat(d.socket)
+		return err == nil, fmt.Sprint(err)
+	})
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
 	d.waitLog("using the socket passed by systemd")
 	if got, _ := callText(t, c, "echo", map[string]any{"text": "activated"}); got != "activated" {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func openLog(t *testing.T, dir string, o Options) *Log {
@@ -48,23 +50,6 @@ func verifyDir(dir string) (Report, error) {
 		hp = nil
 	}
 	return Verify(Files(filepath.Join(dir, "audit.jsonl")), hp)
-}
-
-// waitFor polls cond until it holds or a deadline passes, and reports
-// what it last saw.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; last saw %s", what, seen)
-		}
-		time.Sleep(5 * time.Millisecond) // a poll interval, not a wait
-	}
 }
 
 // records counts the records of the given type across the log's files.
@@ -321,7 +306,7 @@ func TestBatchModeWritesAndVerifies(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir, Options{Sync: SyncBatch, Interval: 20 * time.Millisecond})
 	writeN(t, l, 25)
-	waitFor(t, "the interval's fsync to update the head", func() (bool, string) {
+	testenv.WaitFor(t, "the interval's fsync to update the head", 10*time.Second, func() (bool, string) {
 		h, err := ReadHead(filepath.Join(dir, "audit.head"))
 		return err == nil && h.Seq == 26, fmt.Sprintf("%+v, %v", h, err)
 	})
@@ -371,7 +356,7 @@ func TestCallsOvertakeObservations(t *testing.T) {
 	call := Record{"type": "tool.call", "session": "quiet"}
 	done := make(chan error)
 	go func() { done <- l.Append(call) }()
-	waitFor(t, "the call to be queued", func() (bool, string) { return len(l.syncQ) == 1, fmt.Sprint(len(l.syncQ)) })
+	testenv.WaitFor(t, "the call to be queued", 10*time.Second, func() (bool, string) { return len(l.syncQ) == 1, fmt.Sprint(len(l.syncQ)) })
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)

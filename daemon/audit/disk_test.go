@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/mcpcage/mcpcage/internal/testenv"
@@ -128,7 +129,7 @@ func TestFullDisk(t *testing.T) {
 			if !l.AppendAsync(bigRecord(-1)) {
 				t.Fatal("queue full")
 			}
-			waitFor(t, "the dropped observation to be reported", func() (bool, string) {
+			testenv.WaitFor(t, "the dropped observation to be reported", 10*time.Second, func() (bool, string) {
 				return d.count(DropWriteFailed) > before, fmt.Sprint(d.count(DropWriteFailed))
 			})
 		}},

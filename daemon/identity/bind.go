@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stamps is the kernel's record of execs and forks (the eBPF stamper):
@@ -61,6 +63,20 @@ const (
 	BoundKernel = "kernel" // the kernel's exec record shows the image predates the shim
 )
 
+// initialPIDNS is the inode of the initial pid namespace
+// (PROC_PID_INIT_INO), the one the kernel's record names pids in.
+const initialPIDNS = 0xEFFFFFFC
+
+// inNestedPIDNS reports whether this process runs in a pid namespace
+// other than the initial one.
+func inNestedPIDNS() bool {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return false
+	}
+	return st.Ino != initialPIDNS
+}
+
 // ticks is the length of a clock tick of /proc/PID/stat (USER_HZ 100 on
 // every Linux architecture mcpcage builds for).
 const tick = uint64(10 * time.Millisecond)
@@ -68,11 +84,15 @@ const tick = uint64(10 * time.Millisecond)
 // binding is what bind weighs.
 type binding struct {
 	parent, shim     Stamp
-	parentOK, shimOK bool   // the processes have exec stamps
-	parentPID        int    // the shim's parent, as /proc names it
-	parentTicks      uint64 // and its start time (/proc/PID/stat, clock ticks)
-	since            uint64 // when the record began
-	lost             Lost   // stamps the kernel failed to write, now
+	parentOK, shimOK bool // the processes have exec stamps
+	parentPID        int  // the shim's parent, as /proc names it
+	// nestedPIDNS: mcpcaged runs in a pid namespace other than the
+	// initial one (a container, systemd-nspawn), so /proc's pids are not
+	// the record's: the forker is then matched by its start time alone.
+	nestedPIDNS bool
+	parentTicks uint64 // and its start time (/proc/PID/stat, clock ticks)
+	since       uint64 // when the record began
+	lost        Lost   // stamps the kernel failed to write, now
 }
 
 // bind checks that the shim's parent forked it, and that the parent's
@@ -87,10 +107,13 @@ func bind(b binding) (string, error) {
 	switch {
 	case shim.Forker == 0 && forkedSince:
 		return "", fmt.Errorf("%w: the kernel has no record of the process that forked it (%d forks went unrecorded)", ErrNotParent, b.lost.Forks)
-	case shim.Forker != 0 && int(shim.Forker) != b.parentPID:
+	case shim.Forker != 0 && !b.nestedPIDNS && int(shim.Forker) != b.parentPID:
 		return "", fmt.Errorf("%w: process %d forked it, not its parent, process %d", ErrNotParent, shim.Forker, b.parentPID)
 	case shim.Forker != 0 && b.parentOK && shim.ForkerStart != parent.Start,
 		shim.Forker != 0 && !b.parentOK && shim.ForkerStart/tick != b.parentTicks:
+		if b.nestedPIDNS {
+			return "", fmt.Errorf("%w: the process that forked it started at another time than its parent, process %d", ErrNotParent, b.parentPID)
+		}
 		return "", fmt.Errorf("%w: an earlier process with pid %d forked it", ErrNotParent, shim.Forker)
 	}
 	switch {

@@ -66,3 +66,27 @@ func TestBind(t *testing.T) {
 		})
 	}
 }
+
+// In a nested pid namespace (systemd-nspawn, a container) the record's
+// pids are the initial namespace's, not /proc's: the forker is matched by
+// its start time alone.
+func TestBindNestedPIDNamespace(t *testing.T) {
+	const pstart = 7*tick + 5
+	parent := Stamp{Start: pstart, Exec: 2000}
+	for _, tc := range []struct {
+		name    string
+		shim    Stamp
+		refused bool
+	}{
+		{"the parent forked it", Stamp{Start: 3000, Exec: 3001, Forker: 30541, ForkerStart: pstart}, false},
+		{"another process forked it", Stamp{Start: 3000, Exec: 3001, Forker: 30542, ForkerStart: pstart + 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := bind(binding{parent: parent, parentOK: true, shim: tc.shim, shimOK: true,
+				parentPID: 853, parentTicks: 7, since: 1000, nestedPIDNS: true})
+			if tc.refused != errors.Is(err, ErrNotParent) || (!tc.refused && b != BoundKernel) {
+				t.Fatalf("binding %q, err %v; want refused %v", b, err, tc.refused)
+			}
+		})
+	}
+}

@@ -3,11 +3,13 @@ package identity
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/mcpcage/mcpcage/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,8 +25,7 @@ func laterCtime(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	probe := filepath.Join(filepath.Dir(path), ".probe")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.WaitFor(t, fmt.Sprintf("the file system clock to move past %v", st.Ctim), 5*time.Second, func() (bool, string) {
 		if err := os.WriteFile(probe, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -32,13 +33,8 @@ func laterCtime(t *testing.T, path string) {
 		if err := unix.Stat(probe, &p); err != nil {
 			t.Fatal(err)
 		}
-		if p.Ctim.Nano() > st.Ctim.Nano() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the file system clock did not move past %v in 5s", st.Ctim)
-		}
-	}
+		return p.Ctim.Nano() > st.Ctim.Nano(), fmt.Sprintf("a new file's ctime %v", p.Ctim)
+	})
 }
 
 func TestEditWithMtimeRestoredGetsANewHash(t *testing.T) {

@@ -209,7 +209,7 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 			return Process{}, err
 		}
 		if p.Binding, err = bind(binding{parent: after, parentOK: afterOK, shim: shim, shimOK: shimOK,
-			parentPID: ppid, parentTicks: start, since: h.Stamps.Since(), lost: h.Stamps.Lost()}); err != nil {
+			parentPID: ppid, parentTicks: start, since: h.Stamps.Since(), lost: h.Stamps.Lost(), nestedPIDNS: inNestedPIDNS()}); err != nil {
 			if errors.Is(err, ErrNotParent) {
 				return Process{}, fmt.Errorf("%w; its parent runs %s", err, p.Exe)
 			}

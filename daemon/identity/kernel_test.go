@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -31,16 +32,13 @@ func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
 		t.Fatal(err)
 	}
 	defer func() { _ = unix.Close(fd) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok, err := s.Lookup(fd); err != nil || ok {
-			return
+	testenv.WaitFor(t, fmt.Sprintf("the exec stamp of %d", pid), 5*time.Second, func() (bool, string) {
+		_, ok, err := s.Lookup(fd)
+		if err != nil {
+			return true, "" // a lookup error ends the wait: the caller's checks report it
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no exec stamp for %d after 5s", pid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok, "no stamp"
+	})
 }
 
 // TestAgentCloneParent: a process this one started forks a "shim" with

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,20 +30,17 @@ func CloneParentSibling(t *testing.T, repoRoot string, args ...string) (sibling,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cp.Process.Kill(); _ = cp.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var child int
+	WaitFor(t, "cloneparent to write its child's pid", 10*time.Second, func() (bool, string) {
 		b, _ := os.ReadFile(pidFile)
-		if child, err := strconv.Atoi(string(b)); err == nil {
-			t.Cleanup(func() {
-				_ = unix.Kill(child, unix.SIGKILL)
-				var ws unix.WaitStatus
-				_, _ = unix.Wait4(child, &ws, 0, nil) // this process is its parent
-			})
-			return child, cp.Process.Pid
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cloneparent wrote no pid in 10s (last read %q)", b)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		var err error
+		child, err = strconv.Atoi(string(b))
+		return err == nil, fmt.Sprintf("%q", b)
+	})
+	t.Cleanup(func() {
+		_ = unix.Kill(child, unix.SIGKILL)
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(child, &ws, 0, nil) // this process is its parent
+	})
+	return child, cp.Process.Pid
 }
