@@ -59,7 +59,13 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 bench: deps build ## side by side: tools/call latency, throughput, cold start, memory via mcpcage vs direct vs srt; then the Go benchmarks (root; writes bench/results.md)
 	./bench/run.sh
 
-generate: ## rebuild the eBPF objects with clang (bpf2go); they are committed
+# The committed eBPF objects are built by Debian 12's clang; another clang
+# builds other bytes, and check-generate would then drift with the host.
+CLANG_VERSION := 14.0.6
+
+generate: ## rebuild the eBPF objects with the pinned clang (bpf2go); they are committed
+	@v=$$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9.]*\).*/\1/p' | head -1); \
+	  if [ "$$v" != "$(CLANG_VERSION)" ]; then echo "make generate needs clang $(CLANG_VERSION) (Debian 12's package clang), found '$$v': install it (scripts/deps.sh) or build on Debian 12"; exit 1; fi
 	$(GO) generate ./bpf
 
 check-generate: generate ## fail when the committed eBPF objects differ from a rebuild

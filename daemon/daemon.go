@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	}
 	// After the reaping: links pinned by a crashed predecessor kept its
 	// sandboxes enforced until now and can be replaced.
-	d.setupEBPF()
+	d.setupEBPF(ctx)
 	enf := d.enforcement()
 	d.metrics.BuildInfo.WithLabelValues(Version, "network="+firstWord(enf["network"])+",files="+firstWord(enf["files"])+",landlock="+firstWord(enf["landlock"])).Set(1)
 	return d, nil

@@ -28,7 +28,7 @@ import (
 
 // setupEBPF loads the cage programs when the kernel allows the hooks they
 // need; otherwise it records why not.
-func (d *Daemon) setupEBPF() {
+func (d *Daemon) setupEBPF(ctx context.Context) {
 	d.ebpfHooks = probe.Run(probe.CgroupV2Root())
 	d.log.Info("eBPF hooks probed", "result", d.ebpfHooks.String())
 	d.setupStamps()
@@ -78,7 +78,7 @@ func (d *Daemon) setupEBPF() {
 	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
-	go d.watchLost()
+	go d.watchLost(ctx)
 }
 
 // setupStamps attaches the exec and fork stampers that bind an agent to
@@ -143,12 +143,18 @@ func ptraceScope() string {
 	}
 }
 
-// watchLost logs when kernel events are lost or throttled.
-func (d *Daemon) watchLost() {
+// watchLost logs when kernel events are lost or throttled, until ctx ends
+// or the daemon closes.
+func (d *Daemon) watchLost(ctx context.Context) {
 	var lastRB, lastTh uint64
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	for range t.C {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		d.mu.Lock()
 		closing := d.closing
 		d.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -178,6 +179,10 @@ func (m *machine) stop() {
 	m.cmd = nil
 }
 
+// statusLine finds one live kernel session in `mcpcage status`, however
+// wide its columns are.
+var statusLine = regexp.MustCompile(`(?m)^kernel sessions:\s+1 `)
+
 func TestDebPackageInBootedDebian(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "dpkg-deb"} {
@@ -236,7 +241,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	// The eBPF layer loads inside the machine's cgroup namespace (its
 	// levels calibrated) and registers a live session's cgroup.
 	live := `(printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' '{"jsonrpc":"2.0","method":"notifications/initialized"}' '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}'; sleep 4) | mcpcage run test >/dev/null & sleep 2; mcpcage status; wait`
-	if out := m.mustRun("sh", "-c", live); !strings.Contains(out, "kernel sessions:         1 ") || !strings.Contains(out, "network:     kernel") {
+	if out := m.mustRun("sh", "-c", live); !statusLine.MatchString(out) || !regexp.MustCompile(`(?m)network:\s+kernel`).MatchString(out) {
 		t.Fatalf("status during a session inside the machine:\n%s", out)
 	}
 	if logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-o", "cat"); !strings.Contains(logs, "eBPF programs loaded session_cgroup_level=") {

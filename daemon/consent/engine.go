@@ -17,6 +17,9 @@ type Engine struct {
 
 	mu    sync.Mutex
 	cache map[triple][]*entry
+	// gen counts invalidations: a look-up that ran the query while the
+	// cache was invalidated does not store its (possibly stale) answer.
+	gen uint64
 }
 
 type triple struct{ user, agent, server string }
@@ -48,11 +51,16 @@ type Decision struct {
 	Reason string // why not, for the caller and the audit
 }
 
+// entries returns the triple's records. The query and the compiling run
+// without the engine's lock, so one session's cache miss never holds up
+// another session's decision.
 func (e *Engine) entries(t triple) ([]*entry, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if es, ok := e.cache[t]; ok {
-		return es, nil
+	cached, ok := e.cache[t]
+	gen := e.gen
+	e.mu.Unlock()
+	if ok {
+		return cached, nil
 	}
 	recs, err := e.store.List(context.Background(), Filter{User: t.user, Agent: t.agent, Server: t.server, IncludeInactive: true})
 	if err != nil {
@@ -70,13 +78,18 @@ func (e *Engine) entries(t triple) ([]*entry, error) {
 		}
 		es = append(es, en)
 	}
-	e.cache[t] = es
+	e.mu.Lock()
+	if e.gen == gen {
+		e.cache[t] = es
+	}
+	e.mu.Unlock()
 	return es, nil
 }
 
 // Invalidate drops the cache (after any change to the store).
 func (e *Engine) Invalidate() {
 	e.mu.Lock()
+	e.gen++
 	e.cache = map[triple][]*entry{}
 	e.mu.Unlock()
 }
