@@ -382,13 +382,19 @@ func nonNilStrings(s []string) []string {
 	return s
 }
 
-// recordResult logs a tools/call response: size, isError, latency.
-func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
-	key := wire.IDKey(e.ID.Of(msg))
+// takeCall removes and returns the forwarded tools/call with this raw id.
+func (p *sessionPolicy) takeCall(rawID []byte) (callStart, bool) {
+	key := wire.IDKey(rawID)
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	c, ok := p.calls[key]
 	delete(p.calls, key)
-	p.mu.Unlock()
+	return c, ok
+}
+
+// recordResult logs a tools/call response: size, isError, latency.
+func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
+	c, ok := p.takeCall(e.ID.Of(msg))
 	if !ok {
 		return
 	}
@@ -422,11 +428,7 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 		return
 	}
 	p.listens.closed(rawID) // a cancelled subscriptions/listen ends its stream
-	key := wire.IDKey(rawID)
-	p.mu.Lock()
-	c, ok := p.calls[key]
-	delete(p.calls, key)
-	p.mu.Unlock()
+	c, ok := p.takeCall(rawID)
 	if !ok {
 		return
 	}
