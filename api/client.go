@@ -59,13 +59,34 @@ func explainDial(socket string, err error) error {
 }
 
 // Do sends req and reads the daemon's reply.
-func (c *Conn) Do(req Request) (*Reply, error) {
+func (c *Conn) Do(req Request) (*Reply, error) { return c.DoPassing(req, nil) }
+
+// DoPassing sends req with the open files fds attached to it (SCM_RIGHTS;
+// the daemon gets duplicates, the caller keeps its own) and reads the
+// daemon's reply.
+func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 	req.Version = Version
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.W.Write(FrameRequest, b); err != nil {
+	if len(b) > MaxFrame {
+		return nil, ErrFrameTooLarge
+	}
+	if len(fds) == 0 {
+		err = c.W.Write(FrameRequest, b)
+	} else if uc, ok := c.Conn.(*net.UnixConn); !ok {
+		err = errors.New("open files can only be passed over a unix socket")
+	} else {
+		// One sendmsg: the files ride the frame's first byte, which the
+		// daemon reads with recvmsg.
+		frame := AppendFrame(nil, FrameRequest, b)
+		var n int
+		if n, _, err = uc.WriteMsgUnix(frame, syscall.UnixRights(fds...), nil); err == nil && n < len(frame) {
+			_, err = uc.Write(frame[n:])
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("send request to mcpcaged: %w", err)
 	}
 	t, payload, err := c.R.Next()

@@ -63,6 +63,14 @@ func (f *FrameReader) Next() (FrameType, []byte, error) {
 	return FrameType(hdr[0]), f.buf, nil
 }
 
+// AppendFrame appends one frame of type t to b (payload at most MaxFrame).
+func AppendFrame(b []byte, t FrameType, payload []byte) []byte {
+	var hdr [5]byte
+	hdr[0] = byte(t)
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	return append(append(b, hdr[:]...), payload...)
+}
+
 // FrameWriter writes frames; it is safe for concurrent use.
 type FrameWriter struct {
 	mu sync.Mutex

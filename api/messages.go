@@ -8,38 +8,50 @@ import (
 // Version is the protocol version a client announces.
 const Version = 1
 
+// Op names what a Request asks the daemon to do.
+type Op string
+
 // Ops understood by the daemon.
 const (
-	OpRun        = "run"         // start a session with a server
-	OpStatus     = "status"      // daemon status
-	OpServers    = "servers"     // list configured servers with their sandboxes
-	OpServerSpec = "server.spec" // the OCI spec a session of Server would get
-	OpSecretSet  = "secret.set"  // store Value under Name (root only)
-	OpSecretRm   = "secret.rm"   // remove secret Name (root only)
-	OpSecretList = "secret.list" // names of the secrets (root only)
-	OpTrace      = "trace"       // stream kernel events (FrameStdout, JSON lines) until closed
-	OpGrant      = "grant"       // store a consent (Grant); reply data: the Record
-	OpRevoke     = "revoke"      // revoke consent Name (ID) with Value as reason
-	OpConsents   = "consents"    // list consents (Filter); reply data: []Record
-	OpConsent    = "consent"     // one consent by Name (ID)
-	OpSessions   = "sessions"    // live sessions; reply data: []SessionInfo
-	OpAudit      = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
-	OpServerAdd  = "server.add"  // store the caller's own server (Def)
-	OpServerRm   = "server.rm"   // remove the caller's own server Name
+	OpRun        Op = "run"         // start a session with a server
+	OpStatus     Op = "status"      // daemon status
+	OpServers    Op = "servers"     // list configured servers with their sandboxes
+	OpServerSpec Op = "server.spec" // the OCI spec a session of Server would get
+	OpSecretSet  Op = "secret.set"  // store Secret under Name (root only)
+	OpSecretRm   Op = "secret.rm"   // remove secret Name (root only)
+	OpSecretList Op = "secret.list" // names of the secrets (root only)
+	OpTrace      Op = "trace"       // stream kernel events (FrameStdout, JSON lines) until closed
+	OpGrant      Op = "grant"       // store a consent (Grant); reply data: the Record
+	OpRevoke     Op = "revoke"      // revoke consent Name (ID) for Reason
+	OpConsents   Op = "consents"    // list consents (Filter); reply data: []Record
+	OpConsent    Op = "consent"     // one consent by Name (ID)
+	OpSessions   Op = "sessions"    // live sessions; reply data: []SessionInfo
+	OpAudit      Op = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
+	OpServerAdd  Op = "server.add"  // store the caller's own server (Def)
+	OpServerRm   Op = "server.rm"   // remove the caller's own server Name
 )
 
 // Request opens a connection.
 type Request struct {
 	Version int    `json:"version"`
-	Op      string `json:"op"`
+	Op      Op     `json:"op"`
 	Server  string `json:"server,omitempty"`
 	Session string `json:"session,omitempty"`
 	Name    string `json:"name,omitempty"`
-	// Value carries a secret for OpSecretSet (never logged), or a reason.
-	Value string      `json:"value,omitempty"`
-	Grant *Grant      `json:"grant,omitempty"`
-	Audit *AuditQuery `json:"audit,omitempty"`
-	Def   *ServerDef  `json:"def,omitempty"`
+	// Secret is the value OpSecretSet stores under Name; it is never
+	// logged or recorded.
+	Secret string `json:"secret,omitempty"`
+	// Reason says why, for OpRevoke; it is recorded.
+	Reason string `json:"reason,omitempty"`
+	Grant  *Grant `json:"grant,omitempty"`
+	// PassStdio says the request frame carries the caller's stdin and
+	// stdout, and optionally stderr (SCM_RIGHTS, in that order), for
+	// OpRun: the daemon then reads and writes the client's pipes itself
+	// and the shim leaves the data path. The daemon checks them (pipes or
+	// stream sockets, open the right way) and refuses anything else.
+	PassStdio bool        `json:"pass_stdio,omitempty"`
+	Audit     *AuditQuery `json:"audit,omitempty"`
+	Def       *ServerDef  `json:"def,omitempty"`
 	// Filters for OpConsents.
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`
@@ -62,7 +74,12 @@ type Grant struct {
 	AnyScript bool `json:"any_script,omitempty"`
 }
 
-// ServerDef is a user-scoped server definition.
+// ServerDef is a user-scoped server definition as a user asks for it: the
+// request of `mcpcage server add`, and what `mcpcage client setup` makes of
+// a client's entry (clientsetup.Server is a ServerDef). The daemon checks
+// it ("~" expanded, mounts opened as the user), stores its own form
+// (userservers.Server, a separate on-disk contract) and runs a
+// config.Server.
 type ServerDef struct {
 	Name    string            `json:"name"`
 	Command []string          `json:"command"`
@@ -112,23 +129,37 @@ type SessionInfo struct {
 	// AgentBinding is "kernel", or why the agent's binding to the
 	// program that started the shim is weaker.
 	AgentBinding string `json:"agent_binding"`
+	// Stdio says how the client's messages reach the daemon.
+	Stdio StdioMode `json:"stdio"`
 }
+
+// StdioMode says how a session's client stream travels.
+type StdioMode string
+
+// Stdio modes.
+const (
+	StdioPassed StdioMode = "passed" // the shim handed over the client's pipes: the daemon reads and writes them itself
+	StdioFramed StdioMode = "framed" // the shim relays stdin and stdout in frames (a terminal or a file)
+)
+
+// Code classifies a failed Reply.
+type Code string
 
 // Error codes in a Reply.
 const (
-	CodeUnknownServer = "unknown_server"
-	CodeLaunchFailed  = "launch_failed"
-	CodeBadRequest    = "bad_request"
-	CodeShuttingDown  = "shutting_down"
-	CodeInternal      = "internal"
-	CodeDenied        = "denied"
-	CodeNotFound      = "not_found"
+	CodeUnknownServer Code = "unknown_server"
+	CodeLaunchFailed  Code = "launch_failed"
+	CodeBadRequest    Code = "bad_request"
+	CodeShuttingDown  Code = "shutting_down"
+	CodeInternal      Code = "internal"
+	CodeDenied        Code = "denied"
+	CodeNotFound      Code = "not_found"
 )
 
 // Reply answers a Request.
 type Reply struct {
 	OK      bool            `json:"ok"`
-	Code    string          `json:"code,omitempty"`
+	Code    Code            `json:"code,omitempty"`
 	Error   string          `json:"error,omitempty"` // one line: what happened and what to do
 	Session string          `json:"session,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"` // op-specific result
@@ -139,9 +170,8 @@ type Exit struct {
 	// Code is the server's exit status, or -1 when it has none (the
 	// session ended for another reason).
 	Code int `json:"code"`
-	// Reason says why the session ended, e.g. "server exited",
-	// "client closed", "message too large".
-	Reason string `json:"reason"`
+	// Reason says why the session ended.
+	Reason ExitReason `json:"reason"`
 	// Error is a one-line message for the user when the end was abnormal.
 	Error string `json:"error,omitempty"`
 }
@@ -227,4 +257,11 @@ type KernelEvent struct {
 	Rule     string    `json:"rule,omitempty"`
 	Action   string    `json:"action,omitempty"`
 	InFlight []string  `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
+	// Missed, on a TraceMissed line, counts the events this reader did
+	// not get (it read too slowly) before this line's Time.
+	Missed uint64 `json:"missed,omitempty"`
 }
+
+// TraceMissed is the type of the trace line that precedes the first event
+// a slow reader gets after missing some.
+const TraceMissed = "trace.missed"

@@ -25,8 +25,15 @@
 
 #include "cage.h"
 
-#define NET_DENIED_BIND 1   // bind(2) refused
-#define NET_DENIED_LISTEN 2 // a packet to a listening socket dropped
+// Why a listening socket's net.denied was reported (struct event's
+// flags); bpf2go generates the Go constants (-type, see gen.go).
+enum net_denied_reason {
+	NET_DENIED_BIND = 1,   // bind(2) refused
+	NET_DENIED_LISTEN = 2, // a packet to a listening socket dropped
+};
+
+// Keeps the enum in BTF for bpf2go's -type.
+const enum net_denied_reason *unused_net_denied_reason __attribute__((unused));
 
 // listen_key is one allowed local address (IPv4 as ::ffff:a.b.c.d) and
 // port of a session.
@@ -79,7 +86,7 @@ static __always_inline void fill_denied(struct event *e, __u16 family, __u8 *add
 	e->port = port;
 	e->proto = proto;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	if (family == 2)
+	if (family == AF_INET)
 		__builtin_memcpy(e->addr, addr16 + 12, 4);
 	else
 		__builtin_memcpy(e->addr, addr16, 16);
@@ -100,7 +107,7 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, __u16 family, _
 	struct event *e = new_event(cgid, EV_NET_DENIED);
 	if (e) {
 		fill_denied(e, family, addr16, port, proto, NET_DENIED_BIND);
-		e->rule = s ? 0 : 0xffffffff; // unregistered session: fail closed
+		e->rule = s ? 0 : UNREGISTERED_RULE; // fail closed
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	}
 	return 0;
@@ -111,7 +118,7 @@ int cage_bind4(struct bpf_sock_addr *ctx)
 {
 	__u8 addr16[16];
 	v4mapped(addr16, ctx->user_ip4);
-	return check_bind(ctx, 2, addr16);
+	return check_bind(ctx, AF_INET, addr16);
 }
 
 SEC("cgroup/bind6")
@@ -124,7 +131,7 @@ int cage_bind6(struct bpf_sock_addr *ctx)
 	ip6[3] = ctx->user_ip6[3];
 	// IPv4-mapped addresses (::ffff:a.b.c.d) follow the IPv4 rules: the
 	// key is the same.
-	__u16 family = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff) ? 2 : 10;
+	__u16 family = ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff) ? AF_INET : AF_INET6;
 	return check_bind(ctx, family, (__u8 *)ip6);
 }
 
@@ -169,7 +176,7 @@ int cage_listen_ingress(struct __sk_buff *skb)
 	__u32 ip4 = sk->src_ip4;
 	__u32 w0 = sk->src_ip6[0], w1 = sk->src_ip6[1], w2 = sk->src_ip6[2], w3 = sk->src_ip6[3];
 	__u8 addr16[16];
-	if (family == 2) {
+	if (family == AF_INET) {
 		v4mapped(addr16, ip4);
 	} else {
 		put32(addr16, w0);
@@ -177,7 +184,7 @@ int cage_listen_ingress(struct __sk_buff *skb)
 		put32(addr16 + 8, w2);
 		put32(addr16 + 12, w3);
 		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))
-			family = 2;
+			family = AF_INET;
 	}
 	__u16 port = sk->src_port; // host order
 	if (s && listen_allowed(cgid, addr16, port))
@@ -188,7 +195,7 @@ int cage_listen_ingress(struct __sk_buff *skb)
 	struct event *e = new_net_event(cgid);
 	if (e) {
 		fill_denied(e, family, addr16, port, sk->protocol, NET_DENIED_LISTEN);
-		e->rule = s ? 0 : 0xffffffff;
+		e->rule = s ? 0 : UNREGISTERED_RULE;
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	}
 	return 0;

@@ -27,6 +27,13 @@ type bindListenKey struct {
 	Pad  [3]uint16
 }
 
+type bindNetDeniedReason uint32
+
+const (
+	bindNetDeniedReasonNET_DENIED_BIND   bindNetDeniedReason = 1
+	bindNetDeniedReasonNET_DENIED_LISTEN bindNetDeniedReason = 2
+)
+
 type bindSession struct {
 	_            structs.HostLayout
 	Flags        uint32
@@ -39,17 +46,23 @@ type bindSession struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bindMapDenyComponents     = "deny_components"
-	bindMapEvents             = "events"
-	bindMapListenAllow        = "listen_allow"
-	bindMapLost               = "lost"
-	bindMapParentCgroup       = "parent_cgroup"
-	bindMapSessions           = "sessions"
-	bindProgCageBind4         = "cage_bind4"
-	bindProgCageBind6         = "cage_bind6"
-	bindProgCageListenIngress = "cage_listen_ingress"
-	bindVarSessionLevel       = "session_level"
-	bindVarUnusedEvent        = "unused_event"
+	bindMapDenyComponents        = "deny_components"
+	bindMapEvents                = "events"
+	bindMapListenAllow           = "listen_allow"
+	bindMapLost                  = "lost"
+	bindMapParentCgroup          = "parent_cgroup"
+	bindMapSessions              = "sessions"
+	bindProgCageBind4            = "cage_bind4"
+	bindProgCageBind6            = "cage_bind6"
+	bindProgCageListenIngress    = "cage_listen_ingress"
+	bindVarSessionLevel          = "session_level"
+	bindVarUnusedConnectOutcome  = "unused_connect_outcome"
+	bindVarUnusedEvent           = "unused_event"
+	bindVarUnusedEventKind       = "unused_event_kind"
+	bindVarUnusedEventRule       = "unused_event_rule"
+	bindVarUnusedLostCounter     = "unused_lost_counter"
+	bindVarUnusedNetDeniedReason = "unused_net_denied_reason"
+	bindVarUnusedSessionFlag     = "unused_session_flag"
 )
 
 // loadBind returns the embedded CollectionSpec for bind.
@@ -115,8 +128,14 @@ type bindMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindVariableSpecs struct {
-	SessionLevel *ebpf.VariableSpec `ebpf:"session_level"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	SessionLevel          *ebpf.VariableSpec `ebpf:"session_level"`
+	UnusedConnectOutcome  *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
+	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventKind       *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedEventRule       *ebpf.VariableSpec `ebpf:"unused_event_rule"`
+	UnusedLostCounter     *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
+	UnusedNetDeniedReason *ebpf.VariableSpec `ebpf:"unused_net_denied_reason"`
+	UnusedSessionFlag     *ebpf.VariableSpec `ebpf:"unused_session_flag"`
 }
 
 // bindObjects contains all objects after they have been loaded into the kernel.
@@ -162,8 +181,14 @@ func (m *bindMaps) Close() error {
 //
 // It can be passed to loadBindObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindVariables struct {
-	SessionLevel *ebpf.Variable `ebpf:"session_level"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	SessionLevel          *ebpf.Variable `ebpf:"session_level"`
+	UnusedConnectOutcome  *ebpf.Variable `ebpf:"unused_connect_outcome"`
+	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventKind       *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedEventRule       *ebpf.Variable `ebpf:"unused_event_rule"`
+	UnusedLostCounter     *ebpf.Variable `ebpf:"unused_lost_counter"`
+	UnusedNetDeniedReason *ebpf.Variable `ebpf:"unused_net_denied_reason"`
+	UnusedSessionFlag     *ebpf.Variable `ebpf:"unused_session_flag"`
 }
 
 // bindPrograms contains all programs after they have been loaded into the kernel.

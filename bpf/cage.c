@@ -352,9 +352,9 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 		(void)none;
 		struct event *e = new_event(cgid, EV_NET_DENIED);
 		if (e) {
-			e->family = 2;
+			e->family = AF_INET;
 			e->port = port;
-			e->rule = 0xffffffff; // unregistered session
+			e->rule = UNREGISTERED_RULE;
 			__builtin_memset(e->addr, 0, sizeof(e->addr));
 			__builtin_memcpy(e->addr, &ip, 4);
 			e->comp[0][0] = 0;
@@ -365,7 +365,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 	if (!(s->flags & SESSION_HOST_NET)) {
 		// Own network namespace (loopback only): the kernel isolates it.
 		if (kind == EV_CONNECT)
-			hold_connect(ctx, cgid, s, 2, (__u8 *)&ip, 4, port, proto, 0);
+			hold_connect(ctx, cgid, s, AF_INET, (__u8 *)&ip, 4, port, proto, 0);
 		return 1;
 	}
 	struct lpm4 key = {.prefixlen = 64 + 32};
@@ -374,7 +374,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 	struct ports *p = bpf_map_lookup_elem(&egress4, &key);
 	int allowed = p && ports_allow(p, port);
 	if (kind == EV_UDP_SEND && allowed) {
-		struct udp_key uk = {.cgid = cgid, .port = port, .family = 2};
+		struct udp_key uk = {.cgid = cgid, .port = port, .family = AF_INET};
 		__builtin_memcpy(uk.addr, &ip, 4);
 		if (bpf_map_lookup_elem(&udp_seen, &uk))
 			return 1;
@@ -382,9 +382,9 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
 	}
 	if (allowed && kind == EV_CONNECT)
-		hold_connect(ctx, cgid, s, 2, (__u8 *)&ip, 4, port, proto, p->rule);
+		hold_connect(ctx, cgid, s, AF_INET, (__u8 *)&ip, 4, port, proto, p->rule);
 	else
-		emit_net(cgid, s, allowed, 2, (__u8 *)&ip, 4, port, proto, p ? p->rule : 0, kind);
+		emit_net(cgid, s, allowed, AF_INET, (__u8 *)&ip, 4, port, proto, p ? p->rule : 0, kind);
 	return allowed;
 }
 
@@ -402,9 +402,9 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	if (!s) {
 		struct event *e = new_event(cgid, EV_NET_DENIED);
 		if (e) {
-			e->family = 10;
+			e->family = AF_INET6;
 			e->port = port;
-			e->rule = 0xffffffff;
+			e->rule = UNREGISTERED_RULE;
 			__builtin_memcpy(e->addr, ip6, 16);
 			e->comp[0][0] = 0;
 			bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
@@ -413,7 +413,7 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	}
 	if (!(s->flags & SESSION_HOST_NET)) {
 		if (kind == EV_CONNECT)
-			hold_connect(ctx, cgid, s, 10, (__u8 *)ip6, 16, port, proto, 0);
+			hold_connect(ctx, cgid, s, AF_INET6, (__u8 *)ip6, 16, port, proto, 0);
 		return 1;
 	}
 	int allowed = 0;
@@ -432,7 +432,7 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	}
 	allowed = p && ports_allow(p, port);
 	if (kind == EV_UDP_SEND && allowed) {
-		struct udp_key uk = {.cgid = cgid, .port = port, .family = 10};
+		struct udp_key uk = {.cgid = cgid, .port = port, .family = AF_INET6};
 		__builtin_memcpy(uk.addr, ip6, 16);
 		if (bpf_map_lookup_elem(&udp_seen, &uk))
 			return 1;
@@ -440,9 +440,9 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 		bpf_map_update_elem(&udp_seen, &uk, &one, BPF_ANY);
 	}
 	if (allowed && kind == EV_CONNECT)
-		hold_connect(ctx, cgid, s, 10, (__u8 *)ip6, 16, port, proto, p->rule);
+		hold_connect(ctx, cgid, s, AF_INET6, (__u8 *)ip6, 16, port, proto, p->rule);
 	else
-		emit_net(cgid, s, allowed, 10, (__u8 *)ip6, 16, port, proto, p ? p->rule : 0, kind);
+		emit_net(cgid, s, allowed, AF_INET6, (__u8 *)ip6, 16, port, proto, p ? p->rule : 0, kind);
 	return allowed;
 }
 
@@ -521,7 +521,7 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		// The open succeeded on a denied path: kill the process before it
 		// returns to user space and can read anything. Reported even
 		// over the session's budget.
-		bpf_send_signal(9);
+		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(args.cgid, EV_FILE_OPEN)))
 			file_path(e, args.cgid, ret);
 	}
@@ -593,13 +593,13 @@ int cage_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_unlink")
 int cage_enter_unlink(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_UNLINK, -100, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_UNLINK, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rmdir")
 int cage_enter_rmdir(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RMDIR, -100, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_RMDIR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_mkdirat")
@@ -611,7 +611,7 @@ int cage_enter_mkdirat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_mkdir")
 int cage_enter_mkdir(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_MKDIR, -100, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
+	return fsop_enter(EV_FILE_MKDIR, AT_FDCWD, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
 }
 
 // renameat(2) and renameat2(2): (olddirfd, old, newdirfd, new[, flags]).
@@ -641,13 +641,13 @@ int cage_enter_linkat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_link")
 int cage_enter_link(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_LINK, -100, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+	return fsop_enter(EV_FILE_LINK, AT_FDCWD, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rename")
 int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RENAME, -100, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+	return fsop_enter(EV_FILE_RENAME, AT_FDCWD, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
@@ -673,7 +673,7 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	if (ret != 0)
 		denied = 0;
 	if (denied) {
-		bpf_send_signal(9);
+		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(args.cgid, args.kind)))
 			dir_path(e, args.cgid, args.dirfd);
 	}

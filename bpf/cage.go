@@ -347,6 +347,10 @@ func (c *Cage) Close() error {
 	return errors.Join(append(errs, c.objs.Close())...)
 }
 
+// parentCgroupIndex is the parent cgroup's slot in cage.h's
+// parent_cgroup array (its only one).
+const parentCgroupIndex = uint32(0)
+
 // setParentCgroup puts the parent cgroup in the programs' cgroup array.
 func setParentCgroup(m *ebpf.Map, dir string) error {
 	f, err := os.Open(dir)
@@ -354,7 +358,7 @@ func setParentCgroup(m *ebpf.Map, dir string) error {
 		return fmt.Errorf("open parent cgroup: %w", err)
 	}
 	defer func() { _ = f.Close() }()
-	if err := m.Put(uint32(0), uint32(f.Fd())); err != nil {
+	if err := m.Put(parentCgroupIndex, uint32(f.Fd())); err != nil {
 		return fmt.Errorf("set parent cgroup: %w", err)
 	}
 	return nil
@@ -475,7 +479,7 @@ func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
 	if err := l.Close(); err != nil {
 		return 0, fmt.Errorf("detach the calibration program: %w", err)
 	}
-	for level := uint32(0); level < 32; level++ {
+	for level := uint32(0); level < objs.Calib.MaxEntries(); level++ { // CALIB_LEVELS
 		var id uint64
 		if err := objs.Calib.Lookup(level, &id); err != nil {
 			return 0, err

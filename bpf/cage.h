@@ -22,27 +22,48 @@ char LICENSE[] SEC("license") = "GPL";
 volatile const __u32 session_level = 2;
 
 
-#define SESSION_HOST_NET 1 /* shares the host network namespace: enforce egress */
+// Enums shared with Go: bpf2go generates their Go constants (-type, see
+// gen.go), which events.go, bind.go and sessions.go name.
 
-#define EV_FILE_OPEN 1
-#define EV_EXEC 2
-#define EV_CONNECT 3
-#define EV_NET_DENIED 4
-#define EV_FILE_DENIED 5
-#define EV_UDP_SEND 6
-#define EV_FILE_UNLINK 7
-#define EV_FILE_RMDIR 8
-#define EV_FILE_MKDIR 9
-#define EV_FILE_RENAME 10
-#define EV_FILE_LINK 11
+// struct session's flags.
+enum session_flag {
+	SESSION_HOST_NET = 1, // shares the host network namespace: enforce egress
+};
+
+// struct event's kind.
+enum event_kind {
+	EV_FILE_OPEN = 1,
+	EV_EXEC = 2,
+	EV_CONNECT = 3,
+	EV_NET_DENIED = 4,
+	EV_FILE_DENIED = 5,
+	EV_UDP_SEND = 6,
+	EV_FILE_UNLINK = 7,
+	EV_FILE_RMDIR = 8,
+	EV_FILE_MKDIR = 9,
+	EV_FILE_RENAME = 10,
+	EV_FILE_LINK = 11,
+};
 
 // net.connect outcome (struct event's flags).
-#define CONNECT_NO_RESULT 0 // not from connect(2) (io_uring, TCP fast open): the hook's decision only
-#define CONNECT_SYSCALL 1   // result is what connect(2) returned
-#define CONNECT_HANDSHAKE 2 // connect(2) said EINPROGRESS; result is the TCP handshake's outcome
-#define CONNECT_ABANDONED 3 // the socket closed before the handshake ended
+enum connect_outcome {
+	CONNECT_NO_RESULT = 0, // not from connect(2) (io_uring, TCP fast open): the hook's decision only
+	CONNECT_SYSCALL = 1,   // result is what connect(2) returned
+	CONNECT_HANDSHAKE = 2, // connect(2) said EINPROGRESS; result is the TCP handshake's outcome
+	CONNECT_ABANDONED = 3, // the socket closed before the handshake ended
+};
 
+// struct event's rule when it names no rule.
+enum event_rule {
+	UNREGISTERED_RULE = 0xffffffff, // net.denied: the task's session is not registered (fail closed)
+};
+
+// Kernel constants vmlinux.h lacks (it has no macros).
 #define EINPROGRESS 115
+#define SIGKILL 9
+#define AT_FDCWD -100
+#define AF_INET 2
+#define AF_INET6 10
 
 #define MAX_COMPONENTS 16
 #define COMPONENT_LEN 48
@@ -98,24 +119,40 @@ struct event {
 	char comp[MAX_COMPONENTS][COMPONENT_LEN]; // kernel path, leaf first
 };
 
-// Keeps struct event in BTF for bpf2go's -type.
+// Keep struct event and the shared enums in BTF for bpf2go's -type.
 const struct event *unused_event __attribute__((unused));
+const enum event_kind *unused_event_kind __attribute__((unused));
+const enum connect_outcome *unused_connect_outcome __attribute__((unused));
+const enum event_rule *unused_event_rule __attribute__((unused));
+const enum session_flag *unused_session_flag __attribute__((unused));
+
+// The ring buffer's size (4 MiB), and how much it holds before an event
+// that is not urgent wakes the reader (256 KiB, see wakeup_flags).
+#define EVENTS_BYTES (1 << 22)
+#define EVENTS_WAKEUP_BYTES (1 << 18)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
+
+// The lost map's counters.
+enum lost_counter {
+	LOST_RINGBUF = 0,   // failed ring buffer reservations
+	LOST_THROTTLED = 1, // events over a session's budget
+	LOST_COUNTERS,
+};
 
 // Failed ring buffer reservations and throttled events, per CPU.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, LOST_COUNTERS);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
 
-#define LOST_RINGBUF 0
-#define LOST_THROTTLED 1
+// Keeps the enum in BTF for bpf2go's -type.
+const enum lost_counter *unused_lost_counter __attribute__((unused));
 
 // Events a session may emit per 100 ms before the rest are counted as
 // throttled: one flooding server cannot crowd out the others.
@@ -150,7 +187,7 @@ static __always_inline void count_lost(__u32 which)
 // per event.
 static __always_inline __u64 wakeup_flags(int urgent)
 {
-	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 18))
+	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_WAKEUP_BYTES)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -275,7 +312,7 @@ static __always_inline __u32 file_path(struct event *e, __u64 cgid, int fd)
 // task's working directory for AT_FDCWD.
 static __always_inline __u32 dir_path(struct event *e, __u64 cgid, int dirfd)
 {
-	if (dirfd != -100 /* AT_FDCWD */)
+	if (dirfd != AT_FDCWD)
 		return file_path(e, cgid, dirfd);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	return walk_path(e, cgid, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));

@@ -18,6 +18,15 @@ type cageArgvHead struct {
 	Slot [4][32]int8
 }
 
+type cageConnectOutcome uint32
+
+const (
+	cageConnectOutcomeCONNECT_NO_RESULT cageConnectOutcome = 0
+	cageConnectOutcomeCONNECT_SYSCALL   cageConnectOutcome = 1
+	cageConnectOutcomeCONNECT_HANDSHAKE cageConnectOutcome = 2
+	cageConnectOutcomeCONNECT_ABANDONED cageConnectOutcome = 3
+)
+
 type cageDenyKey struct {
 	_    structs.HostLayout
 	Cgid uint64
@@ -47,6 +56,28 @@ type cageEvent struct {
 	Comp   [16][48]int8
 }
 
+type cageEventKind uint32
+
+const (
+	cageEventKindEV_FILE_OPEN   cageEventKind = 1
+	cageEventKindEV_EXEC        cageEventKind = 2
+	cageEventKindEV_CONNECT     cageEventKind = 3
+	cageEventKindEV_NET_DENIED  cageEventKind = 4
+	cageEventKindEV_FILE_DENIED cageEventKind = 5
+	cageEventKindEV_UDP_SEND    cageEventKind = 6
+	cageEventKindEV_FILE_UNLINK cageEventKind = 7
+	cageEventKindEV_FILE_RMDIR  cageEventKind = 8
+	cageEventKindEV_FILE_MKDIR  cageEventKind = 9
+	cageEventKindEV_FILE_RENAME cageEventKind = 10
+	cageEventKindEV_FILE_LINK   cageEventKind = 11
+)
+
+type cageEventRule uint32
+
+const (
+	cageEventRuleUNREGISTERED_RULE cageEventRule = 4294967295
+)
+
 type cageFsopArgs struct {
 	_       structs.HostLayout
 	Active  uint64
@@ -58,6 +89,14 @@ type cageFsopArgs struct {
 	Flags   uint32
 	Pad     uint32
 }
+
+type cageLostCounter uint32
+
+const (
+	cageLostCounterLOST_RINGBUF   cageLostCounter = 0
+	cageLostCounterLOST_THROTTLED cageLostCounter = 1
+	cageLostCounterLOST_COUNTERS  cageLostCounter = 2
+)
 
 type cageLpm4 struct {
 	_         structs.HostLayout
@@ -116,6 +155,12 @@ type cageSession struct {
 	WindowEvents uint64
 }
 
+type cageSessionFlag uint32
+
+const (
+	cageSessionFlagSESSION_HOST_NET cageSessionFlag = 1
+)
+
 type cageUdpKey struct {
 	_      structs.HostLayout
 	Cgid   uint64
@@ -129,52 +174,57 @@ type cageUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cageMapCalib               = "calib"
-	cageMapConnects            = "connects"
-	cageMapDenyComponents      = "deny_components"
-	cageMapEgress4             = "egress4"
-	cageMapEgress6             = "egress6"
-	cageMapEvents              = "events"
-	cageMapExecs               = "execs"
-	cageMapFsops               = "fsops"
-	cageMapHandshakes          = "handshakes"
-	cageMapLost                = "lost"
-	cageMapOpens               = "opens"
-	cageMapParentCgroup        = "parent_cgroup"
-	cageMapSessions            = "sessions"
-	cageMapUdpSeen             = "udp_seen"
-	cageProgCageCalibrate      = "cage_calibrate"
-	cageProgCageConnect4       = "cage_connect4"
-	cageProgCageConnect6       = "cage_connect6"
-	cageProgCageEnterConnect   = "cage_enter_connect"
-	cageProgCageEnterCreat     = "cage_enter_creat"
-	cageProgCageEnterExecve    = "cage_enter_execve"
-	cageProgCageEnterExecveat  = "cage_enter_execveat"
-	cageProgCageEnterLink      = "cage_enter_link"
-	cageProgCageEnterLinkat    = "cage_enter_linkat"
-	cageProgCageEnterMkdir     = "cage_enter_mkdir"
-	cageProgCageEnterMkdirat   = "cage_enter_mkdirat"
-	cageProgCageEnterOpen      = "cage_enter_open"
-	cageProgCageEnterOpenat    = "cage_enter_openat"
-	cageProgCageEnterOpenat2   = "cage_enter_openat2"
-	cageProgCageEnterRename    = "cage_enter_rename"
-	cageProgCageEnterRenameat  = "cage_enter_renameat"
-	cageProgCageEnterRenameat2 = "cage_enter_renameat2"
-	cageProgCageEnterRmdir     = "cage_enter_rmdir"
-	cageProgCageEnterUnlink    = "cage_enter_unlink"
-	cageProgCageEnterUnlinkat  = "cage_enter_unlinkat"
-	cageProgCageExec           = "cage_exec"
-	cageProgCageExitConnect    = "cage_exit_connect"
-	cageProgCageExitFsop       = "cage_exit_fsop"
-	cageProgCageExitOpen       = "cage_exit_open"
-	cageProgCageSendmsg4       = "cage_sendmsg4"
-	cageProgCageSendmsg6       = "cage_sendmsg6"
-	cageProgCageTcpState       = "cage_tcp_state"
-	cageVarCalibNonce          = "calib_nonce"
-	cageVarCalibOption         = "calib_option"
-	cageVarSessionLevel        = "session_level"
-	cageVarTrackHandshakes     = "track_handshakes"
-	cageVarUnusedEvent         = "unused_event"
+	cageMapCalib                = "calib"
+	cageMapConnects             = "connects"
+	cageMapDenyComponents       = "deny_components"
+	cageMapEgress4              = "egress4"
+	cageMapEgress6              = "egress6"
+	cageMapEvents               = "events"
+	cageMapExecs                = "execs"
+	cageMapFsops                = "fsops"
+	cageMapHandshakes           = "handshakes"
+	cageMapLost                 = "lost"
+	cageMapOpens                = "opens"
+	cageMapParentCgroup         = "parent_cgroup"
+	cageMapSessions             = "sessions"
+	cageMapUdpSeen              = "udp_seen"
+	cageProgCageCalibrate       = "cage_calibrate"
+	cageProgCageConnect4        = "cage_connect4"
+	cageProgCageConnect6        = "cage_connect6"
+	cageProgCageEnterConnect    = "cage_enter_connect"
+	cageProgCageEnterCreat      = "cage_enter_creat"
+	cageProgCageEnterExecve     = "cage_enter_execve"
+	cageProgCageEnterExecveat   = "cage_enter_execveat"
+	cageProgCageEnterLink       = "cage_enter_link"
+	cageProgCageEnterLinkat     = "cage_enter_linkat"
+	cageProgCageEnterMkdir      = "cage_enter_mkdir"
+	cageProgCageEnterMkdirat    = "cage_enter_mkdirat"
+	cageProgCageEnterOpen       = "cage_enter_open"
+	cageProgCageEnterOpenat     = "cage_enter_openat"
+	cageProgCageEnterOpenat2    = "cage_enter_openat2"
+	cageProgCageEnterRename     = "cage_enter_rename"
+	cageProgCageEnterRenameat   = "cage_enter_renameat"
+	cageProgCageEnterRenameat2  = "cage_enter_renameat2"
+	cageProgCageEnterRmdir      = "cage_enter_rmdir"
+	cageProgCageEnterUnlink     = "cage_enter_unlink"
+	cageProgCageEnterUnlinkat   = "cage_enter_unlinkat"
+	cageProgCageExec            = "cage_exec"
+	cageProgCageExitConnect     = "cage_exit_connect"
+	cageProgCageExitFsop        = "cage_exit_fsop"
+	cageProgCageExitOpen        = "cage_exit_open"
+	cageProgCageSendmsg4        = "cage_sendmsg4"
+	cageProgCageSendmsg6        = "cage_sendmsg6"
+	cageProgCageTcpState        = "cage_tcp_state"
+	cageVarCalibNonce           = "calib_nonce"
+	cageVarCalibOption          = "calib_option"
+	cageVarSessionLevel         = "session_level"
+	cageVarTrackHandshakes      = "track_handshakes"
+	cageVarUnusedConnectOutcome = "unused_connect_outcome"
+	cageVarUnusedEvent          = "unused_event"
+	cageVarUnusedEventKind      = "unused_event_kind"
+	cageVarUnusedEventRule      = "unused_event_rule"
+	cageVarUnusedLostCounter    = "unused_lost_counter"
+	cageVarUnusedSessionFlag    = "unused_session_flag"
 )
 
 // loadCage returns the embedded CollectionSpec for cage.
@@ -272,11 +322,16 @@ type cageMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageVariableSpecs struct {
-	CalibNonce      *ebpf.VariableSpec `ebpf:"calib_nonce"`
-	CalibOption     *ebpf.VariableSpec `ebpf:"calib_option"`
-	SessionLevel    *ebpf.VariableSpec `ebpf:"session_level"`
-	TrackHandshakes *ebpf.VariableSpec `ebpf:"track_handshakes"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
+	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
+	TrackHandshakes      *ebpf.VariableSpec `ebpf:"track_handshakes"`
+	UnusedConnectOutcome *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventKind      *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedEventRule      *ebpf.VariableSpec `ebpf:"unused_event_rule"`
+	UnusedLostCounter    *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
+	UnusedSessionFlag    *ebpf.VariableSpec `ebpf:"unused_session_flag"`
 }
 
 // cageObjects contains all objects after they have been loaded into the kernel.
@@ -338,11 +393,16 @@ func (m *cageMaps) Close() error {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageVariables struct {
-	CalibNonce      *ebpf.Variable `ebpf:"calib_nonce"`
-	CalibOption     *ebpf.Variable `ebpf:"calib_option"`
-	SessionLevel    *ebpf.Variable `ebpf:"session_level"`
-	TrackHandshakes *ebpf.Variable `ebpf:"track_handshakes"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
+	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	SessionLevel         *ebpf.Variable `ebpf:"session_level"`
+	TrackHandshakes      *ebpf.Variable `ebpf:"track_handshakes"`
+	UnusedConnectOutcome *ebpf.Variable `ebpf:"unused_connect_outcome"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventKind      *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedEventRule      *ebpf.Variable `ebpf:"unused_event_rule"`
+	UnusedLostCounter    *ebpf.Variable `ebpf:"unused_lost_counter"`
+	UnusedSessionFlag    *ebpf.Variable `ebpf:"unused_session_flag"`
 }
 
 // cagePrograms contains all programs after they have been loaded into the kernel.

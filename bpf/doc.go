@@ -40,4 +40,10 @@
 // it (its tgid and start time, from current, not real_parent, so
 // CLONE_PARENT and re-parenting show). The daemon reads both with a pidfd. It is independent of the cage: it loads where the cgroup hooks
 // do not.
+//
+// What the C programs and this package share (struct event and the map
+// keys and values; the enums of event kinds, connect outcomes, listen
+// denials, session flags, lost counters and stamp keys) is defined in C
+// only: bpf2go generates the Go types and constants (its -type flag, see
+// gen.go), and this package gives them their Go names.
 package bpf

@@ -16,37 +16,40 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kind of a kernel event.
+// Kind of a kernel event: cage.h's enum event_kind.
 type Kind uint32
 
+// The kinds, generated from cage.h by bpf2go (-type event_kind).
 const (
-	KindFileOpen   Kind = 1
-	KindExec       Kind = 2
-	KindConnect    Kind = 3
-	KindNetDenied  Kind = 4
-	KindFileDenied Kind = 5
-	KindUDPSend    Kind = 6
-	KindUnlink     Kind = 7
-	KindRmdir      Kind = 8
-	KindMkdir      Kind = 9
-	KindRename     Kind = 10
-	KindLink       Kind = 11
+	KindFileOpen   = Kind(cageEventKindEV_FILE_OPEN)
+	KindExec       = Kind(cageEventKindEV_EXEC)
+	KindConnect    = Kind(cageEventKindEV_CONNECT)
+	KindNetDenied  = Kind(cageEventKindEV_NET_DENIED)
+	KindFileDenied = Kind(cageEventKindEV_FILE_DENIED)
+	KindUDPSend    = Kind(cageEventKindEV_UDP_SEND)
+	KindUnlink     = Kind(cageEventKindEV_FILE_UNLINK)
+	KindRmdir      = Kind(cageEventKindEV_FILE_RMDIR)
+	KindMkdir      = Kind(cageEventKindEV_FILE_MKDIR)
+	KindRename     = Kind(cageEventKindEV_FILE_RENAME)
+	KindLink       = Kind(cageEventKindEV_FILE_LINK)
 )
 
-// ConnectOutcome says where a net.connect's Result comes from.
+// ConnectOutcome says where a net.connect's Result comes from: cage.h's
+// enum connect_outcome.
 type ConnectOutcome uint32
 
+// The outcomes, generated from cage.h by bpf2go (-type connect_outcome).
 const (
 	// ConnectNoResult: not a connect(2) call (io_uring, TCP fast open);
 	// the event records the hook's decision only.
-	ConnectNoResult ConnectOutcome = 0
+	ConnectNoResult = ConnectOutcome(cageConnectOutcomeCONNECT_NO_RESULT)
 	// ConnectSyscall: Result is connect(2)'s return value.
-	ConnectSyscall ConnectOutcome = 1
+	ConnectSyscall = ConnectOutcome(cageConnectOutcomeCONNECT_SYSCALL)
 	// ConnectHandshake: connect(2) said EINPROGRESS and Result is the
 	// TCP handshake's outcome (0 or -errno).
-	ConnectHandshake ConnectOutcome = 2
+	ConnectHandshake = ConnectOutcome(cageConnectOutcomeCONNECT_HANDSHAKE)
 	// ConnectAbandoned: the socket closed before the handshake ended.
-	ConnectAbandoned ConnectOutcome = 3
+	ConnectAbandoned = ConnectOutcome(cageConnectOutcomeCONNECT_ABANDONED)
 )
 
 func (o ConnectOutcome) String() string {
@@ -90,8 +93,8 @@ func (k Kind) String() string {
 }
 
 // UnregisteredRule marks a net.denied for a task whose session is not
-// registered (fail closed).
-const UnregisteredRule = 0xffffffff
+// registered (fail closed): cage.h's UNREGISTERED_RULE.
+const UnregisteredRule = uint32(cageEventRuleUNREGISTERED_RULE)
 
 // Event is a decoded kernel event.
 type Event struct {
@@ -168,10 +171,10 @@ func Decode(raw []byte) (Event, error) {
 			}
 		}
 		ev.Path = cstr8(flat)
-		// Four slots of 32 bytes: the head of argv[0..3].
+		// The head of argv[0..3], in cage.c's struct argv_head.
 		hint := toBytes(e.Hint[:])
-		const slot = len(e.Hint) / 4
-		for i := 0; i < 4; i++ {
+		const slots, slot = len(cageArgvHead{}.Slot), len(cageArgvHead{}.Slot[0])
+		for i := 0; i < slots; i++ {
 			a := cstr8(hint[i*slot : (i+1)*slot])
 			if a == "" {
 				break
@@ -228,6 +231,10 @@ func cstr8(b []byte) string {
 	return string(b)
 }
 
+// pollInterval bounds how long an event submitted without a wakeup
+// (cage.h's wakeup_flags) waits in the ring buffer for the reader.
+const pollInterval = 100 * time.Millisecond
+
 // Events reads the ring buffer until Close and calls fn for each event,
 // on one goroutine. Decoding errors are reported through bad.
 func (c *Cage) Events(fn func(Event), bad func(error)) error {
@@ -242,7 +249,7 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 		var rec ringbuf.Record
 		for {
 			// Events submitted without a wakeup are collected by this poll.
-			rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
+			rd.SetDeadline(time.Now().Add(pollInterval))
 			if err := rd.ReadInto(&rec); err != nil {
 				if errors.Is(err, ringbuf.ErrClosed) {
 					c.drained(true)

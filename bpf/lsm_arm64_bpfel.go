@@ -31,14 +31,19 @@ type lsmSession struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	lsmMapDenyComponents = "deny_components"
-	lsmMapEvents         = "events"
-	lsmMapLost           = "lost"
-	lsmMapParentCgroup   = "parent_cgroup"
-	lsmMapSessions       = "sessions"
-	lsmProgCageFileOpen  = "cage_file_open"
-	lsmVarSessionLevel   = "session_level"
-	lsmVarUnusedEvent    = "unused_event"
+	lsmMapDenyComponents       = "deny_components"
+	lsmMapEvents               = "events"
+	lsmMapLost                 = "lost"
+	lsmMapParentCgroup         = "parent_cgroup"
+	lsmMapSessions             = "sessions"
+	lsmProgCageFileOpen        = "cage_file_open"
+	lsmVarSessionLevel         = "session_level"
+	lsmVarUnusedConnectOutcome = "unused_connect_outcome"
+	lsmVarUnusedEvent          = "unused_event"
+	lsmVarUnusedEventKind      = "unused_event_kind"
+	lsmVarUnusedEventRule      = "unused_event_rule"
+	lsmVarUnusedLostCounter    = "unused_lost_counter"
+	lsmVarUnusedSessionFlag    = "unused_session_flag"
 )
 
 // loadLsm returns the embedded CollectionSpec for lsm.
@@ -101,8 +106,13 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
-	SessionLevel *ebpf.VariableSpec `ebpf:"session_level"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
+	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
+	UnusedConnectOutcome *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventKind      *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedEventRule      *ebpf.VariableSpec `ebpf:"unused_event_rule"`
+	UnusedLostCounter    *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
+	UnusedSessionFlag    *ebpf.VariableSpec `ebpf:"unused_session_flag"`
 }
 
 // lsmObjects contains all objects after they have been loaded into the kernel.
@@ -146,8 +156,13 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
-	SessionLevel *ebpf.Variable `ebpf:"session_level"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
+	SessionLevel         *ebpf.Variable `ebpf:"session_level"`
+	UnusedConnectOutcome *ebpf.Variable `ebpf:"unused_connect_outcome"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventKind      *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedEventRule      *ebpf.Variable `ebpf:"unused_event_rule"`
+	UnusedLostCounter    *ebpf.Variable `ebpf:"unused_lost_counter"`
+	UnusedSessionFlag    *ebpf.Variable `ebpf:"unused_session_flag"`
 }
 
 // lsmPrograms contains all programs after they have been loaded into the kernel.

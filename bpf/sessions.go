@@ -31,7 +31,12 @@ type Policy struct {
 	Listen []netip.AddrPort
 }
 
-const maxPorts = 8
+// maxPorts is how many ports one egress entry holds (cage.c's MAX_PORTS).
+const maxPorts = len(cagePorts{}.Port)
+
+// cgidBits is the length of the session's cgroup id that starts every
+// egress LPM key, ahead of the address prefix.
+const cgidBits = 64
 
 // Register puts a session's policy in the maps, and attaches the
 // observation programs when it is the only session. Call it after the
@@ -57,7 +62,7 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	}
 	s := cageSession{}
 	if p.HostNetwork {
-		s.Flags = 1
+		s.Flags |= uint32(cageSessionFlagSESSION_HOST_NET)
 	}
 	if err := c.objs.Sessions.Put(cgid, &s); err != nil {
 		return fmt.Errorf("register session: %w", err)
@@ -122,12 +127,12 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 		}
 		var err error
 		if p.Addr().Is4() {
-			k := cageLpm4{Prefixlen: uint32(64 + p.Bits())}
+			k := cageLpm4{Prefixlen: uint32(cgidBits + p.Bits())}
 			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As4()
 			err = c.objs.Egress4.Put(&k, &v)
 		} else {
-			k := cageLpm6{Prefixlen: uint32(64 + p.Bits())}
+			k := cageLpm6{Prefixlen: uint32(cgidBits + p.Bits())}
 			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As16()
 			err = c.objs.Egress6.Put(&k, &v)
@@ -233,10 +238,10 @@ func (c *Cage) Lost() (ringbuf, throttled uint64, err error) {
 		}
 		return n, nil
 	}
-	if ringbuf, err = sum(0); err != nil {
+	if ringbuf, err = sum(uint32(cageLostCounterLOST_RINGBUF)); err != nil {
 		return 0, 0, errors.Join(errors.New("read lost counter"), err)
 	}
-	throttled, err = sum(1)
+	throttled, err = sum(uint32(cageLostCounterLOST_THROTTLED))
 	return ringbuf, throttled, err
 }
 

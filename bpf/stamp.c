@@ -55,13 +55,20 @@ struct {
 	__type(value, struct fork_stamp);
 } fork_stamps SEC(".maps");
 
-#define META_EXEC_LOST 0 // execs left unstamped (storage busy or allocation failed)
-#define META_SINCE 1     // when stamping began (boot ns, set by the loader)
-#define META_FORK_LOST 2 // forks left unstamped
+// stamp_meta's keys; bpf2go generates the Go constants (-type, see gen.go).
+enum stamp_meta_key {
+	META_EXEC_LOST = 0, // execs left unstamped (storage busy or allocation failed)
+	META_SINCE = 1,     // when stamping began (boot ns, set by the loader)
+	META_FORK_LOST = 2, // forks left unstamped
+	META_KEYS,
+};
+
+// Keeps the enum in BTF for bpf2go's -type.
+const enum stamp_meta_key *unused_stamp_meta_key __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, META_KEYS);
 	__type(key, __u32);
 	__type(value, __u64);
 } stamp_meta SEC(".maps");

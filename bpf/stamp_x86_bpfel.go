@@ -31,17 +31,27 @@ type stampForkStamp struct {
 	Pad         uint32
 }
 
+type stampStampMetaKey uint32
+
+const (
+	stampStampMetaKeyMETA_EXEC_LOST stampStampMetaKey = 0
+	stampStampMetaKeyMETA_SINCE     stampStampMetaKey = 1
+	stampStampMetaKeyMETA_FORK_LOST stampStampMetaKey = 2
+	stampStampMetaKeyMETA_KEYS      stampStampMetaKey = 3
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	stampMapExecStamps      = "exec_stamps"
-	stampMapForkStamps      = "fork_stamps"
-	stampMapStampMeta       = "stamp_meta"
-	stampProgStampExec      = "stamp_exec"
-	stampProgStampFork      = "stamp_fork"
-	stampVarUnusedExecStamp = "unused_exec_stamp"
-	stampVarUnusedForkStamp = "unused_fork_stamp"
+	stampMapExecStamps         = "exec_stamps"
+	stampMapForkStamps         = "fork_stamps"
+	stampMapStampMeta          = "stamp_meta"
+	stampProgStampExec         = "stamp_exec"
+	stampProgStampFork         = "stamp_fork"
+	stampVarUnusedExecStamp    = "unused_exec_stamp"
+	stampVarUnusedForkStamp    = "unused_fork_stamp"
+	stampVarUnusedStampMetaKey = "unused_stamp_meta_key"
 )
 
 // loadStamp returns the embedded CollectionSpec for stamp.
@@ -103,8 +113,9 @@ type stampMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampVariableSpecs struct {
-	UnusedExecStamp *ebpf.VariableSpec `ebpf:"unused_exec_stamp"`
-	UnusedForkStamp *ebpf.VariableSpec `ebpf:"unused_fork_stamp"`
+	UnusedExecStamp    *ebpf.VariableSpec `ebpf:"unused_exec_stamp"`
+	UnusedForkStamp    *ebpf.VariableSpec `ebpf:"unused_fork_stamp"`
+	UnusedStampMetaKey *ebpf.VariableSpec `ebpf:"unused_stamp_meta_key"`
 }
 
 // stampObjects contains all objects after they have been loaded into the kernel.
@@ -144,8 +155,9 @@ func (m *stampMaps) Close() error {
 //
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampVariables struct {
-	UnusedExecStamp *ebpf.Variable `ebpf:"unused_exec_stamp"`
-	UnusedForkStamp *ebpf.Variable `ebpf:"unused_fork_stamp"`
+	UnusedExecStamp    *ebpf.Variable `ebpf:"unused_exec_stamp"`
+	UnusedForkStamp    *ebpf.Variable `ebpf:"unused_fork_stamp"`
+	UnusedStampMetaKey *ebpf.Variable `ebpf:"unused_stamp_meta_key"`
 }
 
 // stampPrograms contains all programs after they have been loaded into the kernel.

@@ -269,10 +269,10 @@ func formatRecord(r map[string]any) string {
 	switch {
 	case strings.HasPrefix(typ, "session."):
 		detail = fmt.Sprintf("server=%s agent=%s user=%s instance=%s", str("server"), str("agent"), str("user"), str("agent_instance"))
-		if typ == "session.end" {
+		if typ == string(api.RecordSessionEnd) {
 			detail += fmt.Sprintf(" reason=%s exit=%s allowed=%s denied=%s", str("reason"), str("exit_code"), str("calls_allowed"), str("calls_denied"))
 		}
-	case typ == "tool.call":
+	case typ == string(api.RecordToolCall):
 		detail = fmt.Sprintf("%s %s agent=%s user=%s", str("decision"), str("tool"), str("agent"), str("user"))
 		if c := str("consent"); c != "" {
 			detail += " consent=" + c
@@ -281,7 +281,7 @@ func formatRecord(r map[string]any) string {
 			detail += " reason=" + why
 		}
 		detail += " id=" + str("request_id")
-	case typ == "tool.result":
+	case typ == string(api.RecordToolResult):
 		detail = fmt.Sprintf("%s id=%s error=%s %sB %sms", str("tool"), str("request_id"), str("is_error"), str("result_bytes"), str("latency_ms"))
 	case strings.HasPrefix(typ, "file.") || strings.HasPrefix(typ, "process.") || strings.HasPrefix(typ, "net."):
 		indent = "    "

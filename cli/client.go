@@ -186,11 +186,7 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			// Servers first, so the client never points at a missing one.
 			var added []string
 			for _, s := range res.Imported {
-				def := &api.ServerDef{Name: s.Name, Command: s.Command, Env: s.Env, Workdir: s.Workdir, Network: s.Network, Egress: s.Egress}
-				for _, m := range s.Mounts {
-					def.Mounts = append(def.Mounts, api.MountDef{Source: m.Source, Target: m.Target, Writable: m.Writable})
-				}
-				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: def}, nil); err != nil {
+				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: &s.ServerDef}, nil); err != nil {
 					for _, n := range added {
 						if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil); err != nil {
 							warn(stderr, "undo import of %s: remove server: %v", n, err)

@@ -73,7 +73,7 @@ func revokeCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var r api.Consent
-			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Value: reason}, &r); err != nil {
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Reason: reason}, &r); err != nil {
 				return err
 			}
 			_, err := fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, r.Agent, r.Server, r.User)

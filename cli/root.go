@@ -62,8 +62,10 @@ server's own command; NAME is a server configured in mcpcaged's config.`,
 	root.AddCommand(&cobra.Command{
 		Use:   "run NAME",
 		Short: "Start a session with server NAME and relay stdio (what MCP clients run)",
-		Long: `Run connects to mcpcaged, which starts server NAME in its sandbox, and relays
-this process's stdin and stdout to it byte for byte; the server's stderr
+		Long: `Run connects to mcpcaged, which starts server NAME in its sandbox. When
+stdin and stdout are pipes or stream sockets (as MCP clients give them), run
+hands them to mcpcaged, which then reads and writes them itself; otherwise
+(a terminal, a file) run relays them byte for byte. The server's stderr
 arrives on stderr. It exits with the server's exit status.
 
 Exit statuses of its own: 1 the session ended abnormally, 2 no session could

@@ -25,7 +25,7 @@ func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Com
 				return fmt.Errorf("read the secret from stdin: %w", err)
 			}
 			v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretSet, Name: args[0], Value: v}, nil)
+			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretSet, Name: args[0], Secret: v}, nil)
 		},
 	}, &cobra.Command{
 		Use:   "rm NAME",

@@ -72,6 +72,9 @@ Users see their own sessions; root sees all.`,
 
 func formatEvent(ev api.KernelEvent) string {
 	ts := ev.Time.Local().Format("15:04:05.000")
+	if ev.Type == api.TraceMissed {
+		return fmt.Sprintf("%s %-8.8s %-10s %d events not shown: this reader was too slow (see mcpcage audit)", ts, ev.Session, ev.Server, ev.Missed)
+	}
 	what := ""
 	switch {
 	case ev.Path != "" && ev.Type == "process.exec":

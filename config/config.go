@@ -42,7 +42,7 @@ type Daemon struct {
 	StopTimeout         Duration `toml:"stop_timeout"`
 	LogLevel            string   `toml:"log_level"`
 	// Landlock: "auto" (use it when the kernel has it), "off", "require".
-	Landlock string `toml:"landlock"`
+	Landlock LandlockMode `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
 	InitPath string `toml:"init_path"`
 	// RequireEBPF refuses to launch servers whose rules need eBPF when it
@@ -53,18 +53,18 @@ type Daemon struct {
 	DNSServers []string `toml:"dns_servers"`
 	// DefaultDecision: "deny" (calls need a consent) or "allow" (observe
 	// mode: every call passes, the would-be denials are logged).
-	DefaultDecision string `toml:"default_decision"`
+	DefaultDecision Decision `toml:"default_decision"`
 	// AdminGroup names a group whose members may manage every user's
 	// consents, as root may.
 	AdminGroup string `toml:"admin_group"`
 	// Audit log.
-	AuditLog          string   `toml:"audit_log"`
-	AuditSync         string   `toml:"audit_sync"`
-	AuditSyncInterval Duration `toml:"audit_sync_interval"`
-	AuditMaxSize      ByteSize `toml:"audit_max_size"`
-	AuditKeep         int      `toml:"audit_keep"`
-	AuditArguments    string   `toml:"audit_arguments"`
-	AuditJournal      bool     `toml:"audit_journal"`
+	AuditLog          string         `toml:"audit_log"`
+	AuditSync         AuditSync      `toml:"audit_sync"`
+	AuditSyncInterval Duration       `toml:"audit_sync_interval"`
+	AuditMaxSize      ByteSize       `toml:"audit_max_size"`
+	AuditKeep         int            `toml:"audit_keep"`
+	AuditArguments    AuditArguments `toml:"audit_arguments"`
+	AuditJournal      bool           `toml:"audit_journal"`
 	// MetricsAddress is host:port or a unix socket path; "" disables.
 	MetricsAddress string `toml:"metrics_address"`
 }
@@ -84,10 +84,42 @@ type Agent struct {
 	Name string `toml:"-"`
 }
 
+// Decision is what happens to a call no consent covers.
+type Decision string
+
 // Decision values.
 const (
-	DecisionDeny  = "deny"
-	DecisionAllow = "allow"
+	DecisionDeny  Decision = "deny"  // refused, with the grant command that would allow it
+	DecisionAllow Decision = "allow" // observe mode: forwarded, the would-be denial recorded
+)
+
+// LandlockMode says whether sandboxes use Landlock.
+type LandlockMode string
+
+// Landlock modes.
+const (
+	LandlockAuto    LandlockMode = "auto"    // when the kernel has it and mcpcage-init is installed
+	LandlockOff     LandlockMode = "off"     // never
+	LandlockRequire LandlockMode = "require" // refuse to start without it
+)
+
+// AuditSync says when audit records reach the disk.
+type AuditSync string
+
+// Audit sync modes.
+const (
+	AuditSyncAlways AuditSync = "always" // a call is forwarded once its record is durable
+	AuditSyncBatch  AuditSync = "batch"  // records are synced on an interval
+)
+
+// AuditArguments says what of a call's arguments the audit log keeps.
+type AuditArguments string
+
+// Audit argument modes.
+const (
+	AuditArgsDigest   AuditArguments = "digest"   // only their SHA-256
+	AuditArgsRedacted AuditArguments = "redacted" // secrets replaced, long strings truncated
+	AuditArgsFull     AuditArguments = "full"     // as sent (secrets of the store still redacted)
 )
 
 // EBPFRequired reports require_ebpf (default true).
@@ -116,7 +148,7 @@ type Server struct {
 	// default decision ("" inherits [daemon]).
 	ToolsAllow      []string `toml:"tools_allow"`
 	ToolsDeny       []string `toml:"tools_deny"`
-	DefaultDecision string   `toml:"default_decision"`
+	DefaultDecision Decision `toml:"default_decision"`
 	// DenyPaths (nil: DefaultDenyPaths); see DenyComponents.
 	DenyPaths *[]string `toml:"deny_paths"`
 
@@ -157,14 +189,14 @@ func Default() *Config {
 			MaxMessageBytes:     64 << 20,
 			StopTimeout:         Duration(2 * time.Second),
 			LogLevel:            "info",
-			Landlock:            "auto",
+			Landlock:            LandlockAuto,
 			DefaultDecision:     DecisionDeny,
 			AuditLog:            "/var/log/mcpcage/audit.jsonl",
-			AuditSync:           "always",
+			AuditSync:           AuditSyncAlways,
 			AuditSyncInterval:   Duration(time.Second),
 			AuditMaxSize:        64 << 20,
 			AuditKeep:           10,
-			AuditArguments:      "redacted",
+			AuditArguments:      AuditArgsRedacted,
 			MetricsAddress:      "127.0.0.1:9464",
 		},
 		Servers: map[string]*Server{},
@@ -211,7 +243,7 @@ func Parse(data []byte) (*Config, error) {
 	cfg := Default()
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
-		return nil, decodeError(data, err)
+		return nil, decodeError(err)
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		var errs []error
@@ -309,7 +341,7 @@ func (c *Config) validate(data []byte) error {
 	if !strings.HasPrefix(d.AuditLog, "/") {
 		bad(fmt.Sprintf("must be an absolute path, got %q", d.AuditLog), "daemon", "audit_log")
 	}
-	if d.AuditSync != "always" && d.AuditSync != "batch" {
+	if d.AuditSync != AuditSyncAlways && d.AuditSync != AuditSyncBatch {
 		bad(fmt.Sprintf(`must be "always" or "batch", got %q`, d.AuditSync), "daemon", "audit_sync")
 	}
 	if d.AuditSyncInterval <= 0 || time.Duration(d.AuditSyncInterval) > time.Minute {
@@ -322,7 +354,7 @@ func (c *Config) validate(data []byte) error {
 		bad("must be between 1 and 10000", "daemon", "audit_keep")
 	}
 	switch d.AuditArguments {
-	case "digest", "redacted", "full":
+	case AuditArgsDigest, AuditArgsRedacted, AuditArgsFull:
 	default:
 		bad(fmt.Sprintf(`must be "digest", "redacted" or "full", got %q`, d.AuditArguments), "daemon", "audit_arguments")
 	}
@@ -383,7 +415,7 @@ func (c *Config) validate(data []byte) error {
 		}
 	}
 	switch d.Landlock {
-	case "auto", "off", "require":
+	case LandlockAuto, LandlockOff, LandlockRequire:
 	default:
 		bad(fmt.Sprintf("must be auto, off or require, got %q", d.Landlock), "daemon", "landlock")
 	}
@@ -403,7 +435,7 @@ func sortedAgentNames(m map[string]*Agent) []string {
 }
 
 // Decision returns the server's effective default decision.
-func (c *Config) Decision(s *Server) string {
+func (c *Config) Decision(s *Server) Decision {
 	if s.DefaultDecision != "" {
 		return s.DefaultDecision
 	}
@@ -420,7 +452,7 @@ func (c *Config) ServerNames() []string {
 	return names
 }
 
-func decodeError(data []byte, err error) error {
+func decodeError(err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		key := pe.LastKey

@@ -26,7 +26,8 @@
 //	                     as root does [none]
 //	audit_log            audit log file [/var/log/mcpcage/audit.jsonl]
 //	audit_sync           "always": a call is forwarded once its record is
-//	                     fsynced (group commit); "batch": fsync every
+//	                     fdatasynced (group commit; later calls are read
+//	                     and decided meanwhile); "batch": sync every
 //	                     audit_sync_interval [always]
 //	audit_sync_interval  [1s]
 //	audit_max_size       rotate at this size [64MiB]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,7 @@ func (d *Daemon) openAudit() error {
 		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
 	}
 	drops := &dropLog{log: d.log, metric: d.metrics.AuditRecordsDropped}
+	syncs := d.metrics.AuditSync
 	l, err := audit.Open(audit.Options{
 		Path:     cfg.AuditLog,
 		HeadPath: filepath.Join(cfg.StateDir, "audit.head"),
@@ -49,6 +51,7 @@ func (d *Daemon) openAudit() error {
 			d.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", cfg.AuditLog)
 		},
 		OnDrop: drops.drop,
+		OnSync: func(d time.Duration) { syncs.Observe(d.Seconds()) },
 	})
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", cfg.AuditLog, err)
@@ -112,15 +115,6 @@ func sendJournal(r audit.Record) error {
 	return journal.Send("mcpcage audit: "+t, journal.PriInfo, vars)
 }
 
-// record builds a record with the session's who-and-what fields.
-func (s *session) record(typ string, fields audit.Record) audit.Record {
-	r := audit.Record{"type": typ, "session": s.id, "agent": s.agent, "agent_instance": s.agentP.Instance(), "user": s.user, "server": s.server}
-	for k, v := range fields {
-		r[k] = v
-	}
-	return r
-}
-
 // followers fans audit records out to `mcpcage audit --follow`.
 type followers struct {
 	mu   sync.Mutex
@@ -158,7 +152,7 @@ func (f *followers) publish(r audit.Record) {
 // auditQuery streams the records matching req to the caller, then, with
 // req.All ("follow"), new ones until the caller goes away. Users see their
 // own records; root and the admin group see all.
-func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, q *api.AuditQuery) {
+func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter, peer Peer, q *api.AuditQuery) {
 	if q == nil {
 		q = &api.AuditQuery{}
 	}
@@ -231,6 +225,7 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 	if follow == nil {
 		return
 	}
+	gone := clientGone(c)
 	for {
 		select {
 		case r := <-follow:
@@ -251,6 +246,8 @@ func (d *Daemon) auditQuery(ctx context.Context, fw *api.FrameWriter, peer Peer,
 					return
 				}
 			}
+		case <-gone:
+			return // the caller went away: stop following at once
 		case <-ctx.Done():
 			return
 		}

@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -40,15 +42,35 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		defer func() { _ = peer.PidFD.Close() }()
 	}
 	log := d.log.With("peer_pid", peer.PID, "peer_uid", peer.UID)
-	fr := api.NewFrameReader(c)
 	fw := api.NewFrameWriter(c)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	t, payload, err := fr.Next()
+	_ = c.SetReadDeadline(time.Now().Add(requestWait))
+	first, fds, err := readFirst(c)
 	if err != nil {
 		log.Debug("connection closed before a request", "err", err)
 		return
 	}
+	fr := api.NewFrameReader(io.MultiReader(bytes.NewReader(first), c))
+	t, payload, err := fr.Next()
+	if err != nil {
+		closeFDs(fds)
+		log.Debug("connection closed before a request", "err", err)
+		return
+	}
 	_ = c.SetReadDeadline(time.Time{})
+	var stdio *passedStdio
+	if len(fds) > 0 {
+		// Only a session takes files; any other request's are closed.
+		var req api.Request
+		if t == api.FrameRequest && json.Unmarshal(payload, &req) == nil && req.Op == api.OpRun && req.PassStdio {
+			if stdio, err = adoptStdio(fds); err != nil {
+				reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
+				return
+			}
+			defer stdio.close()
+		} else {
+			closeFDs(fds)
+		}
+	}
 	var req api.Request
 	if t != api.FrameRequest || json.Unmarshal(payload, &req) != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: "malformed request: is this mcpcage CLI from the same release as mcpcaged?"}, log)
@@ -60,7 +82,11 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	switch req.Op {
 	case api.OpRun:
-		d.runSession(ctx, c, fr, fw, peer, req, log)
+		if req.PassStdio && stdio == nil {
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: "the request says it passes stdio but carries no files"}, log)
+			return
+		}
+		d.runSession(ctx, fr, fw, peer, req, stdio, log)
 	case api.OpStatus:
 		replyData(fw, d.status(ctx), log)
 	case api.OpServers:
@@ -72,7 +98,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	case api.OpServerAdd, api.OpServerRm:
 		d.serverOp(fw, peer, req, log)
 	case api.OpAudit:
-		d.auditQuery(ctx, fw, peer, req, req.Audit)
+		d.auditQuery(ctx, c, fw, peer, req.Audit)
 	case api.OpTrace:
 		d.trace(ctx, c, fw, peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
@@ -81,6 +107,13 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}
 }
+
+// traceBuffer is how many events a trace reader may fall behind before
+// it misses some (and is told how many).
+const traceBuffer = 4096
+
+// requestWait is how long a new connection has to send its request.
+const requestWait = 10 * time.Second
 
 // soPeerPidfd is SO_PEERPIDFD (Linux 6.5; the generic value, x86_64 and
 // arm64 alike), which golang.org/x/sys does not name yet.
@@ -251,10 +284,10 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 	var err error
 	switch req.Op {
 	case api.OpSecretSet:
-		if req.Value == "" {
+		if req.Secret == "" {
 			err = fmt.Errorf("empty value: pass the secret on stdin")
 		} else {
-			err = d.secrets.Set(req.Name, req.Value)
+			err = d.secrets.Set(req.Name, req.Secret)
 		}
 		if err == nil {
 			log.Info("secret stored", "secret", req.Name)
@@ -302,21 +335,12 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: "kernel events are unavailable: " + d.ebpfErr}, log)
 		return
 	}
-	tr := &tracer{session: req.Session, server: req.Server, uid: peer.UID, root: peer.UID == 0, ch: make(chan []byte, 4096)}
+	tr := &tracer{session: req.Session, server: req.Server, uid: peer.UID, root: peer.UID == 0, ch: make(chan []byte, traceBuffer)}
 	d.tracers.add(tr)
 	defer d.tracers.remove(tr)
 	log.Debug("trace started", "session", req.Session, "server", req.Server)
 	reply(fw, api.Reply{OK: true}, log)
-	gone := make(chan struct{})
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			if _, err := c.Read(buf); err != nil {
-				close(gone)
-				return
-			}
-		}
-	}()
+	gone := clientGone(c)
 	for {
 		select {
 		case b := <-tr.ch:
@@ -329,4 +353,21 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 			return
 		}
 	}
+}
+
+// clientGone is closed when the client of a stream (trace, audit
+// --follow) closes its connection; it sends nothing after its request, so
+// whatever it does send is discarded.
+func clientGone(c *net.UnixConn) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				close(gone)
+				return
+			}
+		}
+	}()
+	return gone
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 )
@@ -133,9 +132,7 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if err := d.consents.Store().Add(r); err != nil {
 		return nil, err
 	}
-	if err := d.audit.Append(audit.Record{"type": "consent.grant", "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
-		"tools": r.Tools, "resources": r.Resources, "prompts": r.Prompts, "when": r.When, "expires_at": r.ExpiresAt,
-		"max_calls": r.MaxCalls, "by": caller, "via": r.Via}); err != nil {
+	if err := d.audit.Append(consentGrantRecord(r, caller)); err != nil {
 		// A consent nobody can account for must not take effect.
 		if _, rerr := d.consents.Store().Revoke(r.ID, caller, "its grant could not be recorded in the audit log"); rerr != nil {
 			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)
@@ -163,8 +160,7 @@ func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	auditErr := d.audit.Append(audit.Record{"type": "consent.revoke", "consent": id, "user": r.User, "agent": r.Agent, "server": r.Server,
-		"by": caller, "reason": reason})
+	auditErr := d.audit.Append(consentRevokeRecord(r, caller, reason))
 	d.updateConsentGauge()
 	d.log.Info("consent revoked", "consent", id, "user", r.User, "agent", r.Agent, "server", r.Server, "by", caller, "reason", reason)
 	d.consentChanged(r.User, r.Agent, r.Server)
@@ -205,7 +201,7 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 		}
 		replyData(fw, r, log)
 	case api.OpRevoke:
-		r, err := d.revoke(peer, req.Name, req.Value)
+		r, err := d.revoke(peer, req.Name, req.Reason)
 		if err != nil {
 			fail(err)
 			return
@@ -243,9 +239,9 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 			if !admin && s.peer.UID != peer.UID {
 				continue
 			}
-			info := api.SessionInfo{ID: s.id, Server: s.server, Agent: s.agent, AgentExe: s.agentP.Exe, AgentInstance: s.agentP.Instance(),
+			info := api.SessionInfo{ID: s.id, Server: s.server, Agent: s.agent, AgentExe: s.agentP.Exe, AgentInstance: s.instance(),
 				User: s.user, Started: s.start.UTC().Format(time.RFC3339), Allowed: s.allowed.Load(), Denied: s.denied.Load(),
-				AgentScript: agentScript(s.agentP), AgentBinding: s.agentP.Binding}
+				AgentScript: agentScript(s.agentP), AgentBinding: s.agentP.Binding, Stdio: s.stdio}
 			if s.relay != nil {
 				c := s.relay.Claims()
 				info.ClientInfo, info.Era = string(c.ClientInfo), string(c.Era)

@@ -205,12 +205,12 @@ func (d *Daemon) shutdown() {
 func (d *Daemon) setupLandlock() error {
 	mode := d.conf().Daemon.Landlock
 	d.landlockABI = landlock.ABI()
-	if mode == "off" {
+	if mode == config.LandlockOff {
 		d.log.Info("landlock disabled by configuration")
 		return nil
 	}
 	if d.landlockABI == 0 {
-		if mode == "require" {
+		if mode == config.LandlockRequire {
 			return fmt.Errorf("landlock = \"require\" but this kernel has no Landlock (enable it with lsm=landlock,... on the kernel command line, or set landlock = \"auto\")")
 		}
 		d.log.Warn("kernel has no Landlock: sandboxes run without it")
@@ -227,7 +227,7 @@ func (d *Daemon) setupLandlock() error {
 		}
 	}
 	if st, err := os.Stat(path); err != nil || st.IsDir() {
-		if mode == "require" {
+		if mode == config.LandlockRequire {
 			return fmt.Errorf("landlock = \"require\" but mcpcage-init is missing at %s: install it or set [daemon] init_path", path)
 		}
 		d.log.Warn("mcpcage-init not found: sandboxes run without Landlock", "looked_for", path)
@@ -246,7 +246,7 @@ func (d *Daemon) enforcement() map[string]string {
 		ll = fmt.Sprintf("enforced (ABI %d)", d.landlockABI)
 	case d.landlockABI > 0:
 		ll = fmt.Sprintf("available (ABI %d), not used", d.landlockABI)
-	case d.conf().Daemon.Landlock != "off":
+	case d.conf().Daemon.Landlock != config.LandlockOff:
 		ll = "unavailable in this kernel"
 	}
 	network, files, observed := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr, "nothing: "+d.ebpfErr

@@ -3,20 +3,7 @@ package daemon
 import (
 	"time"
 
-	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
-)
-
-// Audit records of system calls the seccomp profile refused.
-const (
-	// recordSandboxDenied is one refused call: the call's name, its
-	// integer arguments (never memory), the caller's host pid and the
-	// tools/call requests in flight.
-	recordSandboxDenied = "sandbox.denied"
-	// recordSandboxDeniedOverflow ends a session that made more than
-	// maxDeniedRecords refused calls: "count" more were not recorded one
-	// by one (the daemon's log has each at debug level).
-	recordSandboxDeniedOverflow = "sandbox.denied_overflow"
 )
 
 // maxDeniedRecords bounds the sandbox.denied records of one session, so
@@ -47,21 +34,14 @@ func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
 		return
 	}
 	s.log.Warn("sandbox denied a system call", "syscall", e.Syscall, "args", args, "pid", e.Pid, "action", "EPERM", "tool_calls", calls)
-	rec := audit.Record{"syscall": e.Syscall, "pid": e.Pid, "action": "EPERM"}
-	if args != nil {
-		rec["args"] = args
-	}
-	if len(calls) > 0 {
-		rec["tool_calls"] = calls
-	}
-	d.audit.AppendAsync(s.record(recordSandboxDenied, rec))
+	d.audit.AppendAsync(s.sandboxDeniedRecord(e.Syscall, args, e.Pid, calls))
 }
 
 // recordDeniedOverflow writes the count of refused calls beyond
 // maxDeniedRecords, if any; the session's tasks are gone by then.
 func (d *Daemon) recordDeniedOverflow(s *session) {
 	if over := s.deniedSyscalls.Load() - maxDeniedRecords; over > 0 {
-		if err := d.audit.Append(s.record(recordSandboxDeniedOverflow, audit.Record{"count": over, "recorded": maxDeniedRecords})); err != nil {
+		if err := d.audit.Append(s.sandboxDeniedOverflowRecord(over, maxDeniedRecords)); err != nil {
 			s.log.Error("denied system calls not recorded in the audit log", "count", over, "err", err)
 		}
 	}

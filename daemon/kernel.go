@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -26,6 +27,19 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 )
 
+// pinRoot is mcpcage's directory in the BPF file system: the exec
+// stamper's pins, and those of each containerd namespace's cage.
+const pinRoot = "/sys/fs/bpf/mcpcage"
+
+// Timing of the kernel side's housekeeping.
+const (
+	// lostInterval is how often the lost-event counters are read and
+	// reported (a log line, a metric and an audit record per change).
+	lostInterval = 5 * time.Second
+	// resolveTimeout bounds one lookup of a session's egress host names.
+	resolveTimeout = 10 * time.Second
+)
+
 // setupEBPF loads the cage programs when the kernel allows the hooks they
 // need; otherwise it records why not.
 func (d *Daemon) setupEBPF(ctx context.Context) {
@@ -42,7 +56,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	root := probe.CgroupV2Root()
 	cage, err := bpf.Load(bpf.Options{
 		CgroupParent: filepath.Join(root, d.conf().Daemon.ContainerdNamespace),
-		PinDir:       filepath.Join("/sys/fs/bpf/mcpcage", d.conf().Daemon.ContainerdNamespace),
+		PinDir:       filepath.Join(pinRoot, d.conf().Daemon.ContainerdNamespace),
 	})
 	if err != nil {
 		d.ebpfErr = err.Error()
@@ -89,7 +103,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 func (d *Daemon) setupStamps() {
 	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
 		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
-	} else if s, err := bpf.LoadExecStamps("/sys/fs/bpf/mcpcage"); err != nil {
+	} else if s, err := bpf.LoadExecStamps(pinRoot); err != nil {
 		d.stampsErr = err.Error()
 	} else {
 		d.stamps = s
@@ -147,7 +161,7 @@ func ptraceScope() string {
 // or the daemon closes.
 func (d *Daemon) watchLost(ctx context.Context) {
 	var lastRB, lastTh uint64
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(lostInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -207,7 +221,7 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	p.Listen = srv.ListenAddrs()
 	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers}
 	tracker := egress.NewTracker(entries, dns.LookupTTL)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	rules, _, err := tracker.Refresh(ctx, time.Now())
 	if err != nil {
@@ -220,18 +234,27 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	return p, tracker, nil
 }
 
+// builtinRule is the kernel's rule index of the built-in egress rules:
+// the largest its 16-bit field (cage.c's struct ports) holds, beyond any
+// server's egress list, so their events name no rule.
+const builtinRule = 0xffff
+
 // kernelRules adds the built-in rules and converts for the kernel.
 func kernelRules(rules []egress.Rule) []bpf.EgressRule {
 	var out []bpf.EgressRule
 	for _, r := range append(rules, egress.LoopbackDNS()...) {
 		idx := r.Index
 		if idx < 0 {
-			idx = 0xffff // built-in rule
+			idx = builtinRule
 		}
 		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx})
 	}
 	return out
 }
+
+// cgroupV2Entry starts the cgroup v2 line of /proc/PID/cgroup (hierarchy
+// 0, no controllers), followed by the task's cgroup path.
+const cgroupV2Entry = "0::"
 
 // sessionCgroup finds the cgroup v2 id of a task's session cgroup.
 func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
@@ -242,7 +265,7 @@ func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
 	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), cgroupV2Entry); ok {
 			if rest != want {
 				return 0, fmt.Errorf("task %d is in cgroup %s, want %s", pid, rest, want)
 			}
@@ -258,7 +281,7 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker) {
 	var last []egress.Rule
 	for {
 		now := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 		rules, when, err := tracker.Refresh(ctx, now)
 		cancel()
 		if err != nil {
@@ -286,6 +309,10 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker) {
 // KernelEvent is api.KernelEvent: the trace stream's wire format.
 type KernelEvent = api.KernelEvent
 
+// onKernelEvent attributes a kernel event to its session, enforces
+// deny_paths, and records and traces it. It runs for every event (tens of
+// thousands a second): keep what it allocates to the audit record and
+// the values it holds (BenchmarkOnKernelEvent counts them).
 func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	d.mu.Lock()
 	s := d.byCgroup[ev.Cgroup]
@@ -297,7 +324,6 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		return
 	}
 	s.kernelEvents.Add(1)
-	rec0 := audit.Record{} // audit fields beyond the trace's
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
 	switch ev.Kind {
@@ -323,6 +349,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		ke.InFlight = append(ke.InFlight, c.ID)
 	}
 	srv := s.srv
+	touched := "" // a deny_paths hit: the path it touched, for the audit record
 	switch ev.Kind {
 	case bpf.KindNetDenied:
 		ke.Action = "EPERM"
@@ -346,11 +373,11 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			s.log.Warn("file open denied", "path", ke.Path, "rule", ke.Rule, "action", "EACCES", "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 			break
 		}
-		touched := ke.Path
 		if ev.Killed {
 			// The kernel killed the opener (its thread group) as the call
 			// returned; for a change (rename, link...) the change is done.
 			ke.Rule = denyRule(srv, ev.Rule)
+			touched = ke.Path
 		} else if ev.Result == 0 {
 			// The kernel checked the base directory of a relative name;
 			// the names themselves are resolved here as the kernel
@@ -371,15 +398,12 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			ke.Action = "SIGKILL, " + ke.Action
 		}
 		s.stopForPolicy()
-		rec0["touched"] = touched
-		verb := map[string]string{"file.denied": "opened", "file.unlink": "removed", "file.rmdir": "removed", "file.mkdir": "created",
-			"file.rename": "renamed", "file.link": "linked"}[ke.Type]
 		what := ke.Path
 		if touched != ke.Path {
 			what += " (that is " + touched + ")"
 		}
 		s.deniedKernel.Add(1)
-		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
 		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
@@ -387,22 +411,33 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 				ke.Rule = "egress " + srv.Egress[ev.Rule]
 			}
 		}
-		s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
+		// Enabled first: the arguments alone would allocate per event.
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
+		}
 	}
-	d.tracers.publish(&ke)
+	d.tracers.publish(ke)
 	agent := metrics.Agent(s.agent)
 	d.metrics.KernelEvents.WithLabelValues(s.server, agent, ke.Type).Inc()
 	if ke.Action != "" {
 		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
 	}
-	rec := audit.Record{"time": ke.Time.UTC().Format(time.RFC3339Nano), "pid": ke.Pid, "comm": ke.Comm}
-	for k, v := range rec0 {
-		rec[k] = v
-	}
-	for k, v := range map[string]string{"path": ke.Path, "hint": ke.Hint, "to": ke.To, "addr": ke.Addr, "proto": ke.Proto, "rule": ke.Rule,
-		"action": ke.Action, "error": ke.Error, "outcome": ke.Outcome} {
-		if v != "" {
-			rec[k] = v
+	d.audit.AppendAsync(s.kernelRecord(&ke, touched))
+}
+
+// kernelRecord is the audit record of a kernel event: the trace event's
+// fields (strings when not empty; result, flags, argv and tool calls when
+// set) and, for a deny_paths hit, the path touched. Built in place: one
+// map per event.
+func (s *session) kernelRecord(ke *KernelEvent, touched string) audit.Record {
+	rec := s.record(api.RecordType(ke.Type), nil)
+	rec["time"], rec["pid"], rec["comm"] = ke.Time.UTC().Format(time.RFC3339Nano), ke.Pid, ke.Comm
+	for _, f := range [...]struct{ key, val string }{
+		{"path", ke.Path}, {"hint", ke.Hint}, {"to", ke.To}, {"addr", ke.Addr}, {"proto", ke.Proto}, {"rule", ke.Rule},
+		{"action", ke.Action}, {"error", ke.Error}, {"outcome", ke.Outcome}, {"touched", touched},
+	} {
+		if f.val != "" {
+			rec[f.key] = f.val
 		}
 	}
 	if ke.Result != nil {
@@ -417,7 +452,25 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	if len(ke.InFlight) > 0 {
 		rec["tool_calls"] = ke.InFlight
 	}
-	d.audit.AppendAsync(s.record(ke.Type, rec))
+	return rec
+}
+
+// deniedVerb says what a file operation that hit deny_paths did, for the
+// reason the session was stopped.
+func deniedVerb(k bpf.Kind) string {
+	switch k {
+	case bpf.KindFileDenied:
+		return "opened"
+	case bpf.KindUnlink, bpf.KindRmdir:
+		return "removed"
+	case bpf.KindMkdir:
+		return "created"
+	case bpf.KindRename:
+		return "renamed"
+	case bpf.KindLink:
+		return "linked"
+	}
+	return "touched"
 }
 
 // resultOf returns r, and sets *name to its errno's name when negative.
@@ -447,7 +500,9 @@ func deniedComponent(srv *config.Server, paths ...string) string {
 			continue
 		}
 		for _, p := range paths {
-			for _, c := range strings.Split(p, "/") {
+			for rest := p; rest != ""; { // the components of p, without a slice of them
+				var c string
+				c, rest, _ = strings.Cut(rest, "/")
 				if c == name {
 					return pat
 				}
@@ -561,9 +616,9 @@ func (d *Daemon) daemonDown() string {
 
 func protoName(p uint8) string {
 	switch p {
-	case 6:
+	case unix.IPPROTO_TCP:
 		return "tcp"
-	case 17:
+	case unix.IPPROTO_UDP:
 		return "udp"
 	case 0:
 		return ""
@@ -582,7 +637,10 @@ type tracer struct {
 	uid             uint32
 	root            bool
 	ch              chan []byte
-	dropped         int
+	// missed counts the events this reader did not get since the last
+	// one it did (its channel was full): it learns the count before its
+	// next event (an api.TraceMissed line).
+	missed uint64
 }
 
 func (t *tracers) add(tr *tracer) {
@@ -600,22 +658,35 @@ func (t *tracers) remove(tr *tracer) {
 	delete(t.subs, tr)
 }
 
-func (t *tracers) publish(ke *KernelEvent) {
+// publish hands ke to every reader it concerns. A slow reader never slows
+// the kernel path: an event that does not fit in its channel is counted
+// as missed, and the reader is told how many before its next event.
+func (t *tracers) publish(ke KernelEvent) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.subs) == 0 {
 		return
 	}
-	b, _ := json.Marshal(ke)
+	b, _ := json.Marshal(ke) // cannot fail: no channel, func or cycle in it
 	b = append(b, '\n')
 	for tr := range t.subs {
 		if (tr.session != "" && tr.session != ke.Session) || (tr.server != "" && tr.server != ke.Server) || (!tr.root && tr.uid != ke.User) {
 			continue
 		}
+		if tr.missed > 0 {
+			gap, _ := json.Marshal(api.KernelEvent{Time: ke.Time, Type: api.TraceMissed, Session: tr.session, Server: tr.server, Missed: tr.missed})
+			select {
+			case tr.ch <- append(gap, '\n'):
+				tr.missed = 0
+			default:
+				tr.missed++
+				continue
+			}
+		}
 		select {
 		case tr.ch <- b:
 		default:
-			tr.dropped++ // a slow reader never slows the kernel path
+			tr.missed++
 		}
 	}
 }

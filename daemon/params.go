@@ -183,7 +183,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	}
 	if d.initPath != "" {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)
-		p.RequireLandlock = d.conf().Daemon.Landlock == "require"
+		p.RequireLandlock = d.conf().Daemon.Landlock == config.LandlockRequire
 	}
 	return p, nil
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
@@ -115,42 +114,26 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	case err != nil:
 		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error())
 	}
-	k, name, args := consentKind(t.Kind), t.Name, t.Args
-	dec := p.decide(k, name, args)
+	k, name := consentKind(t.Kind), t.Name
+	dec := p.decide(k, name, t.Args)
 	id := e.ID.Of(msg)
-	decision := "deny"
+	c := decided{kind: k, method: e.Method, id: id, name: name, args: t.Args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
 	switch {
 	case dec.Allow:
-		decision = "allow"
+		c.decision = decisionAllow
 	case p.observe:
-		decision = "observe"
+		c.decision = decisionObserve
 	}
-	rec := audit.Record{"method": e.Method, "request_id": json.RawMessage(id), "decision": decision}
-	if dec.Allow {
-		rec["consent"] = dec.Record
-	} else {
-		rec["reason"] = dec.Reason
-	}
-	typ := "request"
 	if k == consent.KindTool {
-		typ = "tool.call"
-		rec["tool"] = name
-		rec["args_digest"] = audit.Digest(args)
-		if a := audit.Arguments(args, p.d.conf().Daemon.AuditArguments, p.d.secretValues()); a != nil {
-			rec["arguments"] = a
-		}
-		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), decision).Inc()
-	} else {
-		rec["name"] = name
+		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), string(c.decision)).Inc()
 	}
-	if decision != "deny" {
-		// Forward only what is durably recorded: without the audit log,
-		// fail closed.
-		if err := p.d.audit.Append(s.record(typ, rec)); err != nil {
-			s.denied.Add(1)
-			text := fmt.Sprintf("mcpcage could not record this %s in its audit log, so it was not forwarded (%v). An administrator must repair the audit log: see `mcpcage status`.", e.Method, err)
-			return p.denyReply(e, msg, k, text, "audit log unavailable")
-		}
+	rec := s.decisionRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues())
+	if c.decision != decisionDeny {
+		// Forward only what is durably recorded (without the audit log,
+		// fail closed); the relay holds the request until then and goes
+		// on deciding the next ones meanwhile.
+		durable := p.d.audit.AppendDurable(rec)
+		method, rid := e.Method, append([]byte(nil), id...)
 		s.allowed.Add(1)
 		if dec.Allow {
 			s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
@@ -162,12 +145,11 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now()}
 			p.mu.Unlock()
 		}
-		return relay.Verdict{}
+		return relay.Verdict{Hold: durable, HoldFailed: func(err error) []byte {
+			return p.unrecorded(method, k, rid, err)
+		}}
 	}
-	if typ == "request" {
-		typ = "request.denied"
-	}
-	if err := p.d.audit.Append(s.record(typ, rec)); err != nil {
+	if err := p.d.audit.Append(rec); err != nil {
 		s.log.Error("denied request not recorded in the audit log", "method", e.Method, "err", err)
 	}
 	s.denied.Add(1)
@@ -176,7 +158,21 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
 	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason)
-	return p.denyReply(e, msg, k, text, dec.Reason)
+	return p.denyReply(e.ID.Of(msg), k, text, dec.Reason)
+}
+
+// unrecorded answers an allowed request whose record could not be made
+// durable: it was not forwarded.
+func (p *sessionPolicy) unrecorded(method string, k consent.Kind, id []byte, err error) []byte {
+	s := p.s
+	s.allowed.Add(-1)
+	s.denied.Add(1)
+	if k == consent.KindTool {
+		p.takeCall(id)
+	}
+	s.log.Error("request not forwarded: its audit record could not be written", "method", method, "err", err)
+	text := fmt.Sprintf("mcpcage could not record this %s in its audit log, so it was not forwarded (%v). An administrator must repair the audit log: see `mcpcage status`.", method, err)
+	return p.denyReply(id, k, text, "audit log unavailable").Reply
 }
 
 // consentKind maps a request target onto the consent store's kinds.
@@ -196,11 +192,11 @@ func consentKind(k request.TargetKind) consent.Kind {
 // log says why.
 func (p *sessionPolicy) refuse(e *wire.Envelope, msg []byte, code int, reason string) relay.Verdict {
 	s := p.s
-	rec := audit.Record{"method": e.Method, "kind": e.Kind.String(), "reason": reason}
+	r := refusal{dir: relay.ClientToServer, method: e.Method, kind: e.Kind.String(), reason: reason}
 	if e.Kind == wire.KindRequest {
-		rec["request_id"] = json.RawMessage(e.ID.Of(msg))
+		r.id = e.ID.Of(msg)
 	}
-	p.d.audit.AppendAsync(s.record(recordMessageRefused, rec))
+	p.d.audit.AppendAsync(s.messageRefusedRecord(r))
 	s.denied.Add(1)
 	s.log.Warn("message refused", "method", e.Method, "kind", e.Kind.String(), "reason", reason)
 	v := relay.Verdict{Deny: true, Reason: reason}
@@ -210,20 +206,16 @@ func (p *sessionPolicy) refuse(e *wire.Envelope, msg []byte, code int, reason st
 	return v
 }
 
-// recordMessageRefused is the audit record of a message that could not be
-// decided on and was refused.
-const recordMessageRefused = "message.refused"
-
-func (p *sessionPolicy) denyReply(e *wire.Envelope, msg []byte, k consent.Kind, text, reason string) relay.Verdict {
+func (p *sessionPolicy) denyReply(id []byte, k consent.Kind, text, reason string) relay.Verdict {
 	var reply []byte
 	if k == consent.KindTool {
 		era := relay.EraUnknown
 		if p.s.relay != nil {
 			era = p.s.relay.Claims().Era
 		}
-		reply = toolError(e.ID.Of(msg), text, era)
+		reply = toolError(id, text, era)
 	} else {
-		reply = wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, text, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
+		reply = wire.ErrorResponse(id, wire.CodeDenied, text, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
 	}
 	return relay.Verdict{Deny: true, Reply: reply, Reason: reason}
 }
@@ -312,7 +304,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		}
 	}
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
-	p.d.audit.AppendAsync(s.record(key+".list", audit.Record{"shown": nonNilStrings(shown), "hidden": nonNilStrings(hidden)}))
+	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
 	if k == consent.KindTool {
 		p.trackDefinitions(arr, items)
 	}
@@ -405,8 +397,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 	lat := time.Since(c.start)
 	s := p.s
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
-	p.d.audit.AppendAsync(s.record("tool.result", audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
-		"is_error": r.IsError, "result_bytes": len(result), "latency_ms": float64(lat.Microseconds()) / 1000}))
+	p.d.audit.AppendAsync(s.toolResultRecord(c, r.IsError, len(result), lat))
 }
 
 // acknowledged makes a stream's acknowledgement include the tool list
@@ -433,8 +424,7 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 		return
 	}
 	lat := time.Since(c.start)
-	p.d.audit.AppendAsync(p.s.record("tool.cancelled", audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
-		"latency_ms": float64(lat.Microseconds()) / 1000}))
+	p.d.audit.AppendAsync(p.s.toolCancelledRecord(c, lat))
 }
 
 // trackDefinitions notes each tool's definition and records changes
@@ -458,7 +448,7 @@ func (p *sessionPolicy) trackDefinitions(arr []byte, items []wire.Span) {
 		if seen && old != digest {
 			s.log.Warn("tool definition changed during the session", "tool", name)
 			p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
-			p.d.audit.AppendAsync(s.record("tool.changed", audit.Record{"tool": name, "old_digest": old, "new_digest": digest}))
+			p.d.audit.AppendAsync(s.toolChangedRecord(name, old, digest))
 		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"os"
 	"os/user"
 	"strconv"
 	"sync"
@@ -22,7 +22,6 @@ import (
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/config"
-	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
@@ -59,15 +58,12 @@ type session struct {
 	grace    time.Duration
 	shutdown chan struct{} // closed when the daemon ends the session
 	shutOnce sync.Once
-}
 
-// agentDetail is the agent's identity for the session.start record.
-func agentDetail(ap identity.Process) map[string]any {
-	m := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
-	if ap.Interpreter {
-		m["script"] = ap.Script
-	}
-	return m
+	streams sessionStreams // the sandbox's ends of the relay's pipes, until the server starts
+	stdio   api.StdioMode  // how the client's stream reaches the relay
+
+	agentInstance string // agentP.Instance(), computed once
+
 }
 
 func newID() string {
@@ -79,32 +75,14 @@ func newID() string {
 // errClientGone ends the client stream when the shim's connection drops.
 var errClientGone = errors.New("shim connection lost")
 
-func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	srv, ok := d.server(req.Server, peer)
-	if !ok {
-		log.Info("session refused: unknown server", "server", req.Server)
-		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.serverNamesFor(peer))}, log)
+// runSession serves one `mcpcage run`: who is asking, for which server,
+// in which sandbox; then the relay until either side ends; then the
+// account of the session.
+func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, stdio *passedStdio, log *slog.Logger) {
+	s, refused := d.admitSession(peer, req, log)
+	if s == nil {
+		reply(fw, refused, log)
 		return
-	}
-	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(),
-		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
-	ap, err := d.agentOf(peer)
-	if identity.Refused(err) {
-		// One line on the shim's stderr: what happened, and that it is final.
-		log.Warn("session refused: the shim's parent did not start it as the program it runs", "err", err)
-		d.audit.AppendAsync(audit.Record{"type": "session.refused", "server": srv.Name, "user": userName(peer.UID), "reason": err.Error()})
-		reply(fw, api.Reply{Code: api.CodeDenied, Error: "refused: " + err.Error() + ": a session runs only for the program that started the shim"}, log)
-		return
-	}
-	if err != nil {
-		log.Warn("session refused: agent not identified", "err", err)
-		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot identify the program that started mcpcage run: %v", err)}, log)
-		return
-	}
-	s.agentP, s.agent, s.user = ap, identity.Name(ap, d.agentRules()), userName(peer.UID)
-	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", ap.Instance())
-	if ap.Binding != identity.BoundKernel {
-		s.log.Warn("agent identity not bound by the kernel", "binding", ap.Binding)
 	}
 	if !d.addSession(s) {
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
@@ -112,118 +90,208 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	defer d.removeSession(s.id)
 
-	clientInR, clientInW := io.Pipe()
-	serverInR, serverInW := io.Pipe()
-	serverOutR, serverOutW := io.Pipe()
-	stderr := &drainWriter{w: api.StreamWriter{F: fw, Type: api.FrameStderr}}
-
-	pol := &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
-		calls: map[string]callStart{}, defs: map[string]string{}}
-	s.policy = pol
-	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
-	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
-	s.relay = relay.New(relay.Options{
-		Inspector: pol,
-		OnMessage: func(dir relay.Direction, n int) {
-			msgs[dir].Inc()
-			bytesC[dir].Add(float64(n))
-		},
-		OnClaims: func(c relay.Claims) {
-			d.audit.AppendAsync(s.record("session.claims", audit.Record{"era": string(c.Era), "protocol_version": c.ProtocolVersion, "client_info": json.RawMessage(orNull(c.ClientInfo))}))
-		},
-		OnAmbiguous: func(dir relay.Direction, problem string) {
-			s.denied.Add(1)
-			d.audit.AppendAsync(s.record(recordMessageRefused, audit.Record{"direction": dir.String(), "reason": "ambiguous message: " + problem}))
-		},
-		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
-		Logger:          s.log,
-		OnClientEOF:     func() { go s.stop() },
-	}, relay.Streams{
-		ClientIn:  clientInR,
-		ClientOut: api.StreamWriter{F: fw, Type: api.FrameStdout},
-		ServerIn:  serverInW,
-		ServerOut: serverOutR,
-	})
-	params, err := d.sandboxParams(s.id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true})
+	pumpClient := s.buildRelay(d, fw, stdio)
+	params, hosts, err := d.startSandbox(ctx, s)
 	defer closePins(params)
-	if err == nil {
-		err = d.checkCommand(srv, params)
-	}
-	var policy *bpf.Policy
-	var hosts *egress.Tracker
-	if err == nil {
-		policy, hosts, err = d.kernelPolicy(ctx, srv)
-	}
-	if err == nil {
-		// Nothing runs unrecorded: no audit, no session.
-		err = d.audit.Append(s.record("session.start", audit.Record{
-			"agent_detail": agentDetail(ap),
-			"delegator":    map[string]any{"uid": peer.UID, "name": s.user},
-			"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
-				"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
-				"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns()},
-			"enforcement":      d.enforcement(),
-			"default_decision": d.conf().Decision(srv),
-		}))
-	}
-	if err == nil {
-		started := time.Now()
-		s.inst, err = d.launch(ctx, s, params, policy, sandbox.Stdio{Stdin: serverInR, Stdout: serverOutW, Stderr: stderr})
-		if err == nil {
-			d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
-		}
-	}
-	if s.cgid != 0 {
-		defer d.unregisterKernel(s)
-	}
+	defer d.unregisterKernel(s)
 	if err != nil {
 		s.log.Error("launch failed", "err", err)
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot start server %q: %v", s.server, err)}, log)
 		return
 	}
+	active := d.metrics.SessionsActive.WithLabelValues(s.server)
+	active.Inc()
+	defer active.Dec()
+	d.announceSession(s, params)
+	reply(fw, api.Reply{OK: true, Session: s.id}, log)
+
+	go pumpClient(fr)
+	go s.watchConsents(d)
+	if hosts != nil {
+		go s.watchEgress(d, hosts)
+	}
+	go s.stopOnRequest()
+	end := s.relay.Run(s.serverGone)
+
+	exit := d.endSession(ctx, s, end)
+	b, _ := json.Marshal(exit)
+	_ = fw.Write(api.FrameExit, b)
+	d.accountSession(ctx, s, exit)
+}
+
+// admitSession finds the server and identifies the agent; it returns the
+// new session, or nil and the reply that refuses it.
+func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*session, api.Reply) {
+	srv, ok := d.server(req.Server, peer)
+	if !ok {
+		log.Info("session refused: unknown server", "server", req.Server)
+		return nil, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.serverNamesFor(peer))}
+	}
+	ap, err := d.agentOf(peer)
+	if identity.Refused(err) {
+		// One line on the shim's stderr: what happened, and that it is final.
+		log.Warn("session refused: the shim's parent did not start it as the program it runs", "err", err)
+		d.audit.AppendAsync(sessionRefusedRecord(srv.Name, userName(peer.UID), err.Error()))
+		return nil, api.Reply{Code: api.CodeDenied, Error: "refused: " + err.Error() + ": a session runs only for the program that started the shim"}
+	}
+	if err != nil {
+		log.Warn("session refused: agent not identified", "err", err)
+		return nil, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot identify the program that started mcpcage run: %v", err)}
+	}
+	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(), agentP: ap,
+		agent: identity.Name(ap, d.agentRules()), user: userName(peer.UID),
+		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
+	s.agentInstance = ap.Instance()
+	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
+	if ap.Binding != identity.BoundKernel {
+		s.log.Warn("agent identity not bound by the kernel", "binding", ap.Binding)
+	}
+	return s, api.Reply{}
+}
+
+// sessionStreams are the pipes between the relay and the sandbox.
+type sessionStreams struct {
+	serverInR  *io.PipeReader
+	serverOutW *io.PipeWriter
+	stderr     *drainWriter
+}
+
+// buildRelay sets up the session's policy and relay; it returns what
+// reads the shim's frames for the session's life. With passed stdio the
+// relay reads and writes the client's own pipes and the shim's frames
+// only end the input; otherwise stdin and stdout travel in frames.
+func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio) func(*api.FrameReader) {
+	srv := s.srv
+	serverInR, serverInW := io.Pipe()
+	serverOutR, serverOutW := io.Pipe()
+	var clientIn io.ReadCloser
+	var clientOut io.Writer
+	var stderr io.Writer = api.StreamWriter{F: fw, Type: api.FrameStderr}
+	var pump func(*api.FrameReader)
+	s.stdio = api.StdioFramed
+	if stdio != nil {
+		s.stdio = api.StdioPassed
+		in := &stoppableReader{f: stdio.stdin}
+		clientIn, clientOut, pump = in, stdio.stdout, in.follow
+		if stdio.stderr != nil {
+			stderr = stdio.stderr
+		}
+	} else {
+		clientInR, clientInW := io.Pipe()
+		clientIn, clientOut = clientInR, api.StreamWriter{F: fw, Type: api.FrameStdout}
+		pump = func(fr *api.FrameReader) { pumpFrames(fr, clientInW) }
+	}
+	s.streams = sessionStreams{serverInR: serverInR, serverOutW: serverOutW, stderr: &drainWriter{w: stderr}}
+	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
+		calls: map[string]callStart{}, defs: map[string]string{}}
+	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
+	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
+	s.relay = relay.New(relay.Options{
+		Inspector: s.policy,
+		OnMessage: func(dir relay.Direction, n int) {
+			msgs[dir].Inc()
+			bytesC[dir].Add(float64(n))
+		},
+		OnClaims: func(c relay.Claims) { d.audit.AppendAsync(s.claimsRecord(c)) },
+		OnAmbiguous: func(dir relay.Direction, problem string) {
+			s.denied.Add(1)
+			d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: dir, reason: "ambiguous message: " + problem}))
+		},
+		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
+		Logger:          s.log,
+		OnClientEOF:     func() { go s.stop() },
+	}, relay.Streams{
+		ClientIn:  clientIn,
+		ClientOut: clientOut,
+		ServerIn:  serverInW,
+		ServerOut: serverOutR,
+	})
+	return pump
+}
+
+// startSandbox prepares the server's sandbox and kernel policy, records
+// the session's start (nothing runs unrecorded) and starts the server.
+// The egress tracker is nil when the session has no kernel policy.
+func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, *egress.Tracker, error) {
+	srv := s.srv
+	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true})
+	if err != nil {
+		return params, nil, err
+	}
+	if err := d.checkCommand(srv, params); err != nil {
+		return params, nil, err
+	}
+	policy, hosts, err := d.kernelPolicy(ctx, srv)
+	if err != nil {
+		return params, nil, err
+	}
+	if err := d.audit.Append(s.sessionStartRecord(s.agentP, params, d.enforcement(), d.conf().Decision(srv))); err != nil {
+		return params, nil, err
+	}
+	started := time.Now()
+	s.inst, err = d.launch(ctx, s, params, policy, sandbox.Stdio{Stdin: s.streams.serverInR, Stdout: s.streams.serverOutW, Stderr: s.streams.stderr})
+	if err != nil {
+		return params, nil, err
+	}
+	d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
+	if policy == nil {
+		hosts = nil
+	}
+	return params, hosts, nil
+}
+
+// announceSession counts and logs a session whose server runs.
+func (d *Daemon) announceSession(s *session, params sandbox.Params) {
+	srv, ap := s.srv, s.agentP
 	if srv.User == "root" {
 		s.log.Warn("server runs as root inside its sandbox (user = \"root\" in its config)")
 	}
-	go s.watchConsents(d)
 	d.metrics.SessionsTotal.WithLabelValues(srv.Name, metrics.Agent(s.agent)).Inc()
-	active := d.metrics.SessionsActive.WithLabelValues(srv.Name)
-	active.Inc()
-	defer active.Dec()
 	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
-		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids)
-	reply(fw, api.Reply{OK: true, Session: s.id}, log)
+		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio)
+}
 
-	go pumpClient(fr, clientInW)
-	if s.cgid != 0 && hosts != nil {
-		go s.watchEgress(d, hosts)
+// stopOnRequest stops the server when the daemon shuts down or a broken
+// rule ends the session, until the relay ends.
+func (s *session) stopOnRequest() {
+	select {
+	case <-s.shutdown:
+		s.stop()
+	case <-s.policyStop:
+		s.stop()
+	case <-s.relay.Done():
 	}
-	go func() {
-		select {
-		case <-s.shutdown:
-			s.stop()
-		case <-s.policyStop:
-			s.stop()
-		case <-s.relay.Done():
-		}
-	}()
+}
 
-	end := s.relay.Run(func() string {
-		select {
-		case <-s.inst.Exited():
-			code, _ := s.inst.ExitCode()
-			return fmt.Sprintf("the MCP server exited with status %d", code)
-		case <-time.After(100 * time.Millisecond):
-			return "the MCP server closed its output"
-		}
-	})
-	if end.Reason == "client_message_too_large" || end.Reason == "server_message_too_large" {
+// serverGone explains the end of the server's output to the client.
+func (s *session) serverGone() string {
+	select {
+	case <-s.inst.Exited():
+		code, _ := s.inst.ExitCode()
+		return fmt.Sprintf("the MCP server exited with status %d", code)
+	case <-time.After(serverExitWait):
+		return "the MCP server closed its output"
+	}
+}
+
+// serverExitWait is how long a closed output waits for the server's exit
+// status before the client is told only that the output closed.
+const serverExitWait = 100 * time.Millisecond
+
+// kernelSyncWait bounds the wait for a session's last kernel events.
+const kernelSyncWait = 2 * time.Second
+
+// endSession stops what is left of the session's server, takes in its
+// last kernel events, and says why the session ended.
+func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.Exit {
+	if end.Reason == api.ExitClientTooLarge || end.Reason == api.ExitServerTooLarge {
 		s.inst.Kill(context.WithoutCancel(ctx))
 	}
 	s.stop() // no-op when the ladder already ran; otherwise the server closed stdout while alive
 	if s.cgid != 0 {
 		// The server's tasks are gone: take in their last kernel events
 		// (a deny_paths kill among them) before the session is summed up.
-		if err := d.cage.Sync(2 * time.Second); err != nil {
+		if err := d.cage.Sync(kernelSyncWait); err != nil {
 			s.log.Warn("kernel events of the session may be incomplete", "err", err)
 		}
 		// Nothing of the session runs any more: forget it in the kernel
@@ -232,9 +300,16 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	select {
 	case <-s.shutdown:
-		end = relay.End{Reason: "daemon_shutdown", Err: errors.New("mcpcaged is shutting down")}
+		end = relay.End{Reason: api.ExitDaemonShutdown, Err: errors.New("mcpcaged is shutting down")}
 	default:
 	}
+	return s.exitOf(end)
+}
+
+// exitOf turns the relay's end and the sandbox's fate into the exit the
+// client is told.
+func (s *session) exitOf(end relay.End) api.Exit {
+	srv := s.srv
 	exit := api.Exit{Code: -1, Reason: end.Reason}
 	if code, err := s.inst.ExitCode(); err == nil {
 		exit.Code = int(code)
@@ -244,12 +319,12 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
 	case s.killedBy.Load() != nil:
-		exit.Reason = "file_denied"
+		exit.Reason = api.ExitFileDenied
 		exit.Error = fmt.Sprintf("server %q was killed: %s", s.server, s.killedBy.Load())
 	case limits.OOMKilled:
-		exit.Reason = "memory_limit"
+		exit.Reason = api.ExitMemoryLimit
 		exit.Error = fmt.Sprintf("server %q was killed: it exceeded its memory limit of %d MiB (raise `memory` in [servers.%s])", s.server, srv.Memory>>20, s.server)
-	case end.Reason == "server_exited" && exit.Code != 0:
+	case end.Reason == api.ExitServerExited && exit.Code != 0:
 		exit.Error = fmt.Sprintf("server %q exited with status %d", s.server, exit.Code)
 	}
 	if limits.OOMKilled {
@@ -258,16 +333,15 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if limits.PidsLimitHits > 0 {
 		s.log.Warn("server hit its process limit", "pids", srv.Pids, "refused_forks", limits.PidsLimitHits)
 	}
-	b, _ := json.Marshal(exit)
-	_ = fw.Write(api.FrameExit, b)
+	return exit
+}
+
+// accountSession records and logs the end of a session and removes its
+// container.
+func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) {
 	d.recordDeniedOverflow(s)
-	st0 := &s.relay.Stats
-	endErr := d.audit.Append(s.record("session.end", audit.Record{"reason": exit.Reason, "exit_code": exit.Code, "error": exit.Error,
-		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
-		"messages_in": st0.Messages[relay.ClientToServer].Load(), "messages_out": st0.Messages[relay.ServerToClient].Load(),
-		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load()}))
-	if endErr != nil {
-		s.log.Error("session end not recorded in the audit log", "err", endErr)
+	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {
+		s.log.Error("session end not recorded in the audit log", "err", err)
 	}
 	if err := s.inst.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
@@ -317,18 +391,7 @@ func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, polic
 		// The task exists but has not run a single instruction of the
 		// server: put its cgroup under the kernel's watch now.
 		o.BeforeStart = func(ctx context.Context, pid uint32) error {
-			cgid, err := d.sessionCgroup(pid, p.CgroupsPath)
-			if err != nil {
-				return fmt.Errorf("find the session's cgroup: %w", err)
-			}
-			if err := d.cage.Register(cgid, *policy); err != nil {
-				return errors.Join(err, d.cage.Unregister(cgid))
-			}
-			s.cgid = cgid
-			d.mu.Lock()
-			d.byCgroup[cgid] = s
-			d.mu.Unlock()
-			return nil
+			return d.registerKernel(s, pid, p.CgroupsPath, *policy)
 		}
 	}
 	return d.launcher.Start(ctx, o)
@@ -350,23 +413,19 @@ func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Pol
 	return &p, entries, nil
 }
 
-// unregisterKernel removes the session from the kernel maps (once).
-func (d *Daemon) unregisterKernel(s *session) {
-	s.unregisterOnce.Do(func() {
-		if err := d.cage.Unregister(s.cgid); err != nil {
-			s.log.Error("kernel state of the session not fully removed", "cgroup_id", s.cgid, "err", err)
-		}
-		d.mu.Lock()
-		delete(d.byCgroup, s.cgid)
-		d.mu.Unlock()
-	})
+// instance names the agent process instance (see identity.Process).
+func (s *session) instance() string {
+	if s.agentInstance == "" {
+		return s.agentP.Instance() // a session built by a test
+	}
+	return s.agentInstance
 }
 
 // relayDone is closed when the session's relay ends.
 func (s *session) relayDone() <-chan struct{} { return s.relay.Done() }
 
-// pumpClient turns the shim's frames into the client input stream.
-func pumpClient(fr *api.FrameReader, w *io.PipeWriter) {
+// pumpFrames turns the shim's frames into the client input stream.
+func pumpFrames(fr *api.FrameReader, w *io.PipeWriter) {
 	for {
 		t, payload, err := fr.Next()
 		if err != nil {
@@ -384,6 +443,53 @@ func pumpClient(fr *api.FrameReader, w *io.PipeWriter) {
 			w.Close()
 		}
 	}
+}
+
+// stoppableReader is the client's passed stdin: the relay reads it
+// directly, and the shim's frames can end it (the client asked the shim
+// to stop, or the shim is gone).
+type stoppableReader struct {
+	f       *os.File
+	stopped atomic.Pointer[error]
+}
+
+// follow reads the shim's frames until the connection ends: a stdin EOF
+// frame ends the input as if the client had closed it; a lost shim ends
+// it as a gone client.
+func (r *stoppableReader) follow(fr *api.FrameReader) {
+	for {
+		t, _, err := fr.Next()
+		if err != nil {
+			r.stop(errClientGone)
+			return
+		}
+		if t == api.FrameStdinEOF {
+			r.stop(io.EOF)
+		}
+	}
+}
+
+func (r *stoppableReader) stop(why error) {
+	if r.stopped.CompareAndSwap(nil, &why) {
+		_ = r.f.SetReadDeadline(time.Now()) // ends a read in progress
+	}
+}
+
+func (r *stoppableReader) Read(p []byte) (int, error) {
+	if why := r.stopped.Load(); why != nil {
+		return 0, *why
+	}
+	n, err := r.f.Read(p)
+	if why := r.stopped.Load(); why != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, *why
+	}
+	return n, err
+}
+
+// Close stops reading; the file itself is closed with the session.
+func (r *stoppableReader) Close() error {
+	r.stop(errClientGone)
+	return nil
 }
 
 // drainWriter never fails and never blocks the server on a dead client:

@@ -83,7 +83,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 		{"socket", a.Socket, b.Socket}, {"state_dir", a.StateDir, b.StateDir},
 		{"containerd_address", a.ContainerdAddress, b.ContainerdAddress}, {"containerd_namespace", a.ContainerdNamespace, b.ContainerdNamespace},
 		{"audit_log", a.AuditLog, b.AuditLog}, {"metrics_address", a.MetricsAddress, b.MetricsAddress},
-		{"landlock", a.Landlock, b.Landlock}, {"init_path", a.InitPath, b.InitPath},
+		{"landlock", string(a.Landlock), string(b.Landlock)}, {"init_path", a.InitPath, b.InitPath},
 	} {
 		if c.old != c.fresh {
 			d.log.Warn("setting changed in the configuration but needs a restart: the running value stays", "key", "daemon."+c.key, "running", c.old, "configured", c.fresh)

@@ -47,12 +47,12 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 	fail := func(err error) { reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log) }
 	switch req.Op {
 	case api.OpServerAdd:
-		srv, err := d.userServer(peer, req.Def)
+		stored, srv, err := d.userServer(peer, req.Def)
 		if err != nil {
 			fail(err)
 			return
 		}
-		if err := d.userServers.Put(peer.UID, srv); err != nil {
+		if err := d.userServers.Put(peer.UID, srv.Name, stored); err != nil {
 			fail(err)
 			return
 		}
@@ -77,36 +77,39 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 	}
 }
 
-// userServer validates a user's definition: it always runs as the user,
-// on the default sandbox rules, with mounts the user can read.
-func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (*config.Server, error) {
+// userServer turns a user's request into the definition to store and the
+// one it runs as: always as the user, on the default sandbox rules, with
+// mounts the user can read. The request ([api.ServerDef]) and the stored
+// form ([userservers.Server]) have the same keys today but are separate
+// contracts (see package userservers): the conversion is spelled out.
+func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, *config.Server, error) {
 	if def == nil {
-		return nil, errors.New("empty server definition")
+		return userservers.Server{}, nil, errors.New("empty server definition")
 	}
 	if _, ok := d.conf().Servers[def.Name]; ok {
-		return nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
+		return userservers.Server{}, nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
 	}
-	srv := &config.Server{Command: def.Command, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	stored := userservers.Server{Command: def.Command, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
 	home, _ := delegatorHome(peer)
 	for _, m := range def.Mounts {
 		src := m.Source
 		if src == "~" || strings.HasPrefix(src, "~/") {
 			src = filepath.Join(home, strings.TrimPrefix(src, "~"))
 		}
-		ro := !m.Writable
-		srv.Mounts = append(srv.Mounts, config.Mount{Source: src, Target: m.Target, Readonly: &ro})
+		stored.Mounts = append(stored.Mounts, userservers.Mount{Source: src, Target: m.Target, Writable: m.Writable})
 	}
-	if err := srv.Validate(def.Name); err != nil {
-		return nil, err
+	srv, err := stored.Config(def.Name)
+	if err != nil {
+		return userservers.Server{}, nil, err
 	}
 	// A first check as the user, for a clear error now; every launch
 	// checks again (daemon/params.go pinSource).
 	for _, m := range srv.Mounts {
 		f, err := userservers.OpenSource(m.Source, userservers.CredOf(peer.UID, peer.GID), m.Writable())
 		if err != nil {
-			return nil, err
+			return userservers.Server{}, nil, err
 		}
 		_ = f.Close() // an O_PATH descriptor: only the check mattered
 	}
-	return srv, nil
+	return stored, srv, nil
 }

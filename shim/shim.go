@@ -1,7 +1,12 @@
 // Package shim is `mcpcage run NAME`: the process an MCP client spawns in
-// place of the server. It connects to mcpcaged, asks for a session with
-// NAME, and relays its stdin and stdout byte for byte; the server's stderr
-// arrives on its stderr. It exits with the server's exit status.
+// place of the server. It connects to mcpcaged and asks for a session with
+// NAME. When its stdin and stdout are pipes or stream sockets (as MCP
+// clients give them) it hands them to the daemon with the request
+// (SCM_RIGHTS) and leaves the data path: the daemon reads and writes the
+// client's pipes itself, and the shim only forwards a stop request and
+// the exit status. Otherwise (a terminal, a file) it relays stdin and
+// stdout byte for byte in frames. The server's stderr arrives on its
+// stderr either way. It exits with the server's exit status.
 //
 // When the daemon is unreachable, NAME is unknown or the launch fails, it
 // prints one line on stderr that says what happened and what to do, and
@@ -21,6 +26,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"golang.org/x/sys/unix"
 )
 
 // Exit statuses of the shim itself (the server's own status passes through).
@@ -38,7 +44,10 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitNoSession
 	}
 	defer func() { _ = c.Close() }()
-	r, err := c.Do(api.Request{Op: api.OpRun, Server: server})
+	req := api.Request{Op: api.OpRun, Server: server}
+	passed := passable(stdin, stdout, stderr)
+	req.PassStdio = len(passed) > 0
+	r, err := c.DoPassing(req, passed)
 	if err != nil {
 		report(stderr, "%v", err)
 		return ExitNoSession
@@ -51,7 +60,13 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitNoSession
 	}
 
-	go sendInput(c, stdin)
+	if req.PassStdio {
+		// The daemon has the client's pipes now: let go of ours, so the
+		// client sees end of file when the daemon closes its copies.
+		leave(passed[:2])
+	} else {
+		go sendInput(c, stdin)
+	}
 	go func() {
 		// The client asks us to stop: close the server's input and let the
 		// daemon run the stop ladder; a second signal leaves at once.
@@ -128,5 +143,52 @@ func sendInput(c *api.Conn, stdin io.Reader) {
 			_ = c.W.Write(api.FrameStdinEOF, nil)
 			return
 		}
+	}
+}
+
+// passable returns the descriptors to hand to the daemon: stdin and
+// stdout when both are pipes or stream sockets, and stderr too when it is
+// one; nil when the session must relay in frames (a terminal, a file, a
+// test's buffer). Terminals stay with the shim: the daemon makes what it
+// is passed non-blocking, which a shell sharing the terminal would feel.
+func passable(stdin io.Reader, stdout, stderr io.Writer) []int {
+	in, ok1 := stdin.(*os.File)
+	out, ok2 := stdout.(*os.File)
+	if !ok1 || !ok2 || !isStream(in) || !isStream(out) {
+		return nil
+	}
+	fds := []int{int(in.Fd()), int(out.Fd())}
+	if errf, ok := stderr.(*os.File); ok && isStream(errf) {
+		fds = append(fds, int(errf.Fd()))
+	}
+	return fds
+}
+
+// isStream reports whether f is a pipe or a stream socket.
+func isStream(f *os.File) bool {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return false
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		return true
+	case unix.S_IFSOCK:
+		typ, err := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_TYPE)
+		return err == nil && typ == unix.SOCK_STREAM
+	}
+	return false
+}
+
+// leave points fds at /dev/null: the shim keeps no copy of the client's
+// pipes once the daemon has them.
+func leave(fds []int) {
+	null, err := unix.Open(os.DevNull, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return // the pipes stay open until the shim exits, with the session
+	}
+	defer func() { _ = unix.Close(null) }()
+	for _, fd := range fds {
+		_ = unix.Dup3(null, fd, 0)
 	}
 }

@@ -1,15 +1,19 @@
 package shim
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"golang.org/x/sys/unix"
 )
 
 // fakeDaemon serves one connection on a real unix socket: it reads the
@@ -112,4 +116,90 @@ func TestRunWithoutDaemon(t *testing.T) {
 	if status != ExitNoSession || !strings.Contains(errOut.String(), "mcpcaged is not running") {
 		t.Fatalf("status %d, stderr %q; want %d and a line saying the daemon is not running", status, errOut.String(), ExitNoSession)
 	}
+}
+
+// TestRunPassesPipes: with pipes for stdin and stdout the shim hands them
+// to the daemon with its request and keeps no copy: the daemon reads the
+// client's stdin and writes its stdout itself, and the client sees end of
+// file once the daemon closes its copies.
+func TestRunPassesPipes(t *testing.T) {
+	socket := filepath.Join(t.TempDir(), "mcpcage.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	got := make(chan api.Request, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		buf := make([]byte, 1<<16)
+		oob := make([]byte, unix.CmsgSpace(3*4))
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		var fds []int
+		for i := range msgs {
+			f, _ := unix.ParseUnixRights(&msgs[i])
+			fds = append(fds, f...)
+		}
+		r := api.NewFrameReader(bytes.NewReader(buf[:n]))
+		_, payload, _ := r.Next()
+		var req api.Request
+		_ = json.Unmarshal(payload, &req)
+		got <- req
+		w := api.NewFrameWriter(c)
+		if len(fds) < 2 {
+			_ = w.Write(api.FrameReply, []byte(`{"ok":false,"error":"no files"}`))
+			return
+		}
+		in, out := os.NewFile(uintptr(fds[0]), "in"), os.NewFile(uintptr(fds[1]), "out")
+		for _, fd := range fds[2:] {
+			_ = unix.Close(fd)
+		}
+		_ = w.Write(api.FrameReply, []byte(`{"ok":true}`))
+		line, _ := bufio.NewReader(in).ReadString('\n')
+		_, _ = out.WriteString("echo " + line)
+		_ = in.Close()
+		_ = out.Close()
+		_ = w.Write(api.FrameExit, []byte(`{"code":0}`))
+	}()
+	stdin, clientIn := pipeT(t)   // the client writes what the shim's stdin reads
+	clientOut, stdout := pipeT(t) // and reads what the shim's stdout gets
+	if _, err := clientIn.WriteString(`{"id":1}` + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	status := Run(socket, "test", stdin, stdout, &errOut)
+	if req := <-got; !req.PassStdio {
+		t.Fatalf("request %+v does not pass stdio", req)
+	}
+	if status != 0 {
+		t.Fatalf("status %d, stderr %q", status, errOut.String())
+	}
+	// Every copy of the client's stdout pipe is gone (the shim's too): the
+	// client reads the answer, then end of file.
+	if err := clientOut.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(clientOut) // a copy left open: the deadline fails this
+	if err != nil || string(b) != "echo {\"id\":1}\n" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+}
+
+// pipeT returns a pipe closed with the test.
+func pipeT(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(); _ = w.Close() })
+	return r, w
 }

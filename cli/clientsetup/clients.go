@@ -5,8 +5,16 @@
 // entries are left untouched and reported.
 //
 // Rewrites are surgical: only the rewritten entries' bytes change, so the
-// rest of the file keeps its order, formatting and unknown keys. Running
-// setup twice changes nothing the second time.
+// rest of the file keeps its order, formatting and unknown keys
+// (internal/jsonsplice finds the spans). A file that is not plain JSON
+// (comments, trailing commas, invalid UTF-8) is refused, never rewritten.
+// Running setup twice changes nothing the second time.
+//
+// An imported [Server] is an [api.ServerDef], the request of `mcpcage
+// server add`: importing a client entry and adding a server by hand are the
+// same act, so they share one shape and one path through the daemon's
+// checks. The daemon keeps what it accepted in its own on-disk form
+// (daemon/userservers) and runs it as a config.Server.
 package clientsetup
 
 import (

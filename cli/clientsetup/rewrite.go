@@ -10,26 +10,17 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/mcpcage/mcpcage/daemon/wire"
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/jsonsplice"
 )
 
-// Server is a user-scoped mcpcage server made from a client entry.
+// Server is a user-scoped mcpcage server made from a client entry: the
+// definition `mcpcage server add` would send (see the package
+// documentation for why it is [api.ServerDef] itself), and what the user
+// should know about it.
 type Server struct {
-	Name     string            `json:"name"`
-	Command  []string          `json:"command"`
-	Env      map[string]string `json:"env,omitempty"`
-	Workdir  string            `json:"workdir,omitempty"`
-	Network  string            `json:"network"`
-	Egress   []string          `json:"egress,omitempty"`
-	Mounts   []Mount           `json:"mounts,omitempty"`
-	Warnings []string          `json:"-"`
-}
-
-// Mount is a host directory shown in the sandbox.
-type Mount struct {
-	Source   string `json:"source"`
-	Target   string `json:"target"`
-	Writable bool   `json:"writable,omitempty"`
+	api.ServerDef
+	Warnings []string `json:"-"`
 }
 
 // Options tune Rewrite.
@@ -94,7 +85,7 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return &Result{Config: data}, nil
 	}
-	top, ok := wire.Members(data)
+	top, ok := jsonsplice.Members(data)
 	if !ok {
 		if !json.Valid(data) {
 			return nil, fmt.Errorf("%s is not valid JSON: fix it or move it aside; nothing was changed", c.Path)
@@ -107,7 +98,7 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		return res, nil
 	}
 	servers := sp.Of(data)
-	members, ok := wire.Members(servers)
+	members, ok := jsonsplice.Members(servers)
 	if !ok {
 		return nil, fmt.Errorf("%s: %q is not an object; nothing was changed", c.Path, c.Key)
 	}
@@ -144,10 +135,10 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 			Command string   `json:"command"`
 			Args    []string `json:"args"`
 		}{c.StdioType, o.Mcpcage, []string{"run", srv.Name}})
-		out = wire.Splice(out, espan, b)
+		out = jsonsplice.Splice(out, espan, b)
 	}
 	sort.Slice(res.Imported, func(i, j int) bool { return res.Imported[i].Name < res.Imported[j].Name })
-	res.Config = wire.Splice(data, sp, out)
+	res.Config = jsonsplice.Splice(data, sp, out)
 	return res, nil
 }
 
@@ -172,7 +163,7 @@ func expand(p, home string) string {
 
 // importEntry builds the sandboxed definition of one client entry.
 func importEntry(c Client, name string, e entry, o Options) Server {
-	s := Server{Name: ServerName(c.Name, name), Network: "none", Env: e.Env}
+	s := Server{ServerDef: api.ServerDef{Name: ServerName(c.Name, name), Network: "none", Env: e.Env}}
 	args := make([]string, 0, len(e.Args))
 	for _, a := range e.Args {
 		args = append(args, expand(a, o.Home))
@@ -184,7 +175,7 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 			return
 		}
 		seen[dir] = true
-		s.Mounts = append(s.Mounts, Mount{Source: dir, Target: dir})
+		s.Mounts = append(s.Mounts, api.MountDef{Source: dir, Target: dir})
 	}
 	if e.Cwd != "" {
 		cwd := expand(e.Cwd, o.Home)

@@ -93,14 +93,77 @@ func TestRewriteDetails(t *testing.T) {
 	}
 }
 
-func TestRewriteRejectsMalformed(t *testing.T) {
-	for _, bad := range []string{`{"mcpServers": {`, `[1,2]`, `{"mcpServers": []}`, `{"mcpServers": {"x": {"command": 5}}}`, "{\n // comment\n}"} {
-		if _, err := Rewrite(Clients["cursor"], []byte(bad), testOptions()); err == nil || !strings.Contains(err.Error(), "nothing was changed") {
-			t.Errorf("Rewrite(%q) = %v, want a clear error", bad, err)
-		}
+// TestRewriteSurgical rewrites one entry of files written in many ways:
+// every byte outside that entry's value stays as it was.
+func TestRewriteSurgical(t *testing.T) {
+	const caged = `{"command":"mcpcage","args":["run","cursor-fs"]}`
+	for _, tc := range []struct {
+		name   string
+		before string
+		entry  string // the value replaced by caged
+		server string // the imported server's name
+	}{
+		{"compact", `{"mcpServers":{"fs":{"command":"fs-server"}}}`, `{"command":"fs-server"}`, "cursor-fs"},
+		{"indented with CRLF", "{\r\n  \"mcpServers\": {\r\n    \"fs\": {\r\n      \"command\": \"fs-server\"\r\n    }\r\n  }\r\n}\r\n",
+			"{\r\n      \"command\": \"fs-server\"\r\n    }", "cursor-fs"},
+		{"tabs, odd spacing, unknown keys kept in order", "{\"z\" : [1,2 ,3],\n\t\"mcpServers\" :{ \"fs\" : {\"args\":[],\"command\":\"fs-server\",\"x-extra\":{\"a\":1}} } ,\"a\":null}",
+			`{"args":[],"command":"fs-server","x-extra":{"a":1}}`, "cursor-fs"},
+		{"escaped key of the servers object", `{"mcp\u0053ervers":{"fs":{"command":"fs-server"}}}`, `{"command":"fs-server"}`, "cursor-fs"},
+		{"escaped entry name", `{"mcpServers":{"f\u0073":{"command":"fs-server"}}}`, `{"command":"fs-server"}`, "cursor-fs"},
+		{"non-ASCII kept byte for byte", `{"title":"caf\u00e9 é ✓","mcpServers":{"fs":{"command":"fs-server","env":{"NAME":"日本"}}}}`,
+			`{"command":"fs-server","env":{"NAME":"日本"}}`, "cursor-fs"},
+		{"nested mcpServers elsewhere untouched", `{"projects":{"/p":{"mcpServers":{"fs":{"command":"other"}}}},"mcpServers":{"fs":{"command":"fs-server"}}}`,
+			`{"command":"fs-server"}`, "cursor-fs"},
+		{"strings that look like JSON", `{"note":"}{\"mcpServers\":1","mcpServers":{"fs":{"command":"fs-server","args":["{\"a\":[]}"]}}}`,
+			`{"command":"fs-server","args":["{\"a\":[]}"]}`, "cursor-fs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := Rewrite(Clients["cursor"], []byte(tc.before), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.Replace(tc.before, tc.entry, caged, 1)
+			if diff := cmp.Diff(want, string(res.Config)); diff != "" {
+				t.Errorf("rewritten file (-want +got):\n%s", diff)
+			}
+			if len(res.Imported) != 1 || res.Imported[0].Name != tc.server {
+				t.Fatalf("imported %+v", res.Imported)
+			}
+		})
 	}
-	if res, err := Rewrite(Clients["cursor"], []byte("  "), testOptions()); err != nil || res.Changed([]byte("  ")) {
-		t.Errorf("empty file: %v", err)
+}
+
+func TestRewriteRejectsMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want string // in the error, which always ends "nothing was changed"
+	}{
+		{"truncated", `{"mcpServers": {`, "is not valid JSON"},
+		{"line comment (JSONC)", "{\n // comment\n}", "is not valid JSON"},
+		{"block comment", `{"mcpServers": /* mine */ {}}`, "is not valid JSON"},
+		{"comment inside the servers", "{\"mcpServers\": {\n  // off: \"x\": {}\n}}", "is not valid JSON"},
+		{"trailing comma", `{"mcpServers": {"x": {"command": "y"},}}`, "is not valid JSON"},
+		{"byte order mark", "\ufeff{}", "is not valid JSON"},
+		{"two documents", `{} {}`, "is not valid JSON"},
+		{"array", `[1,2]`, "is not a JSON object"},
+		{"invalid UTF-8", "{\"a\": \"\xff\"}", "is not a JSON object"},
+		{"unpaired surrogate in a name", `{"mcpServers": {"\ud800": {"command": "y"}}}`, `"mcpServers" is not an object`},
+		{"servers not an object", `{"mcpServers": []}`, `"mcpServers" is not an object`},
+		{"entry of the wrong type", `{"mcpServers": {"x": {"command": 5}}}`, `server "x" is malformed`},
+		{"entry not an object", `{"mcpServers": {"x": "y"}}`, `server "x" is malformed`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Rewrite(Clients["cursor"], []byte(tc.in), testOptions())
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), "nothing was changed") {
+				t.Errorf("Rewrite(%q) = %v, want an error saying %q", tc.in, err, tc.want)
+			}
+		})
+	}
+	for _, empty := range []string{"", "  ", "\n\t"} {
+		if res, err := Rewrite(Clients["cursor"], []byte(empty), testOptions()); err != nil || res.Changed([]byte(empty)) {
+			t.Errorf("empty file %q: %v", empty, err)
+		}
 	}
 }
 

@@ -402,3 +402,41 @@ func TestQueueFullIsCounted(t *testing.T) {
 		t.Fatalf("%d queued records written, want %d", n, queueLen)
 	}
 }
+
+// TestGroupCommit: in always mode records nobody waits for cause no
+// fdatasync of their own, the next durable record's fdatasync covers them,
+// and records queued while one is being synced share the next one.
+func TestGroupCommit(t *testing.T) {
+	l := openLog(t, t.TempDir(), Options{Sync: SyncAlways, Interval: time.Hour})
+	defer func() { _ = l.Close() }()
+	for i := 0; i < 20; i++ {
+		if !l.AppendAsync(Record{"type": "tool.result", "n": i}) {
+			t.Fatal("queue full")
+		}
+	}
+	testenv.WaitFor(t, "the results to be written", 10*time.Second, func() (bool, string) {
+		return l.Count() >= 20, fmt.Sprint(l.Count(), " written")
+	})
+	if n := l.Syncs(); n != 0 {
+		t.Fatalf("%d fdatasyncs for records nobody waits for, want 0", n)
+	}
+	if err := l.Append(Record{"type": "tool.call"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Syncs(); n != 1 {
+		t.Fatalf("%d fdatasyncs after one durable record, want 1", n)
+	}
+	const calls = 64
+	var waits []<-chan error
+	for i := 0; i < calls; i++ {
+		waits = append(waits, l.AppendDurable(Record{"type": "tool.call", "n": i}))
+	}
+	for _, w := range waits {
+		if err := <-w; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := l.Syncs() - 1; n < 1 || n > calls/8 {
+		t.Fatalf("%d fdatasyncs for %d records queued together, want them to share a few", n, calls)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Record is one audit event: type-specific fields plus the common ones
@@ -39,14 +41,15 @@ const (
 
 // Options configure a Log.
 type Options struct {
-	Path      string        // the current file, e.g. /var/log/mcpcage/audit.jsonl
-	HeadPath  string        // chain head, in the state dir
-	MaxSize   int64         // rotate when the file exceeds this (0: 64 MiB)
-	Keep      int           // rotated files kept (0: 10)
-	Sync      SyncMode      // SyncAlways (default) or SyncBatch
-	Interval  time.Duration // fsync interval in batch mode (0: 1s)
-	OnRecord  func(Record)  // called after each durable write (followers, journal)
-	OnFailure func(error)   // called when writing fails (metrics, logs)
+	Path      string              // the current file, e.g. /var/log/mcpcage/audit.jsonl
+	HeadPath  string              // chain head, in the state dir
+	MaxSize   int64               // rotate when the file exceeds this (0: 64 MiB)
+	Keep      int                 // rotated files kept (0: 10)
+	Sync      SyncMode            // SyncAlways (default) or SyncBatch
+	Interval  time.Duration       // fsync interval in batch mode (0: 1s)
+	OnRecord  func(Record)        // called after each durable write (followers, journal)
+	OnFailure func(error)         // called when writing fails (metrics, logs)
+	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
 	// OnDrop is called, on the writer's goroutine or AppendAsync's caller,
 	// for every record that was not written, whether or not a caller was
 	// told (Append returns the error too).
@@ -83,6 +86,7 @@ type Log struct {
 
 	failed atomic.Pointer[error]
 	count  atomic.Int64
+	syncs  atomic.Int64
 }
 
 type pending struct {
@@ -126,24 +130,33 @@ func Open(o Options) (*Log, error) {
 }
 
 // Append writes rec and returns once it is durable (per the sync mode).
-func (l *Log) Append(rec Record) error {
+func (l *Log) Append(rec Record) error { return <-l.AppendDurable(rec) }
+
+// AppendDurable queues rec and returns at once; the channel yields nil
+// once rec is durable per the sync mode (in "always" mode, fsynced), or
+// the error that kept it from the log. Records appended while others wait
+// share their group commit: one write and one fdatasync for all of them.
+func (l *Log) AppendDurable(rec Record) <-chan error {
 	stamp(rec)
 	p := &pending{rec: rec, done: make(chan error, 1)}
 	l.mu.RLock()
+	defer l.mu.RUnlock()
 	if l.closed {
-		l.mu.RUnlock()
 		err := fmt.Errorf("%w: closed", ErrUnavailable)
 		l.drop(rec, DropClosed, err)
-		return err
+		p.done <- err
+		return p.done
 	}
 	l.syncQ <- p
-	l.mu.RUnlock()
-	return <-p.done
+	return p.done
 }
 
 // AppendAsync queues rec without waiting (observations such as kernel
-// events). It reports false, and OnDrop is called, when the queue is
-// full; a later write failure reaches OnDrop too.
+// events, tool results). It is written with the next group commit but
+// never causes an fsync of its own: in "always" mode the next durable
+// record's fsync, or the interval, makes it durable. It reports false,
+// and OnDrop is called, when the queue is full; a later write failure
+// reaches OnDrop too.
 func (l *Log) AppendAsync(rec Record) bool {
 	stamp(rec)
 	l.mu.RLock()
@@ -186,6 +199,9 @@ func (l *Log) Healthy() error {
 // Count is the number of records written since Open.
 func (l *Log) Count() int64 { return l.count.Load() }
 
+// Syncs is the number of fdatasyncs since Open.
+func (l *Log) Syncs() int64 { return l.syncs.Load() }
+
 // Close writes what is queued and closes the log.
 func (l *Log) Close() error {
 	l.mu.Lock()
@@ -205,12 +221,11 @@ func (l *Log) Close() error {
 
 func (l *Log) writer() {
 	defer l.wg.Done()
-	var tick <-chan time.Time
-	if l.o.Sync == SyncBatch {
-		t := time.NewTicker(l.o.Interval)
-		defer t.Stop()
-		tick = t.C
-	}
+	// Both modes sync on the interval what was written without a sync
+	// (every record in batch mode; asynchronous ones in always mode).
+	t := time.NewTicker(l.o.Interval)
+	defer t.Stop()
+	tick := t.C
 	for {
 		var first *pending
 		select {
@@ -235,6 +250,7 @@ func (l *Log) writer() {
 type batch struct {
 	buf     []byte
 	entries []*pending
+	durable bool // a caller waits for one of them to be durable
 	// The chain as it was before the batch, restored if it fails.
 	size       int64
 	seq        uint64
@@ -282,7 +298,7 @@ func (l *Log) commit(first *pending) {
 		l.fail(b, openErr)
 		return
 	}
-	if err := l.flush(b.buf); err != nil {
+	if err := l.flush(b.buf, b.durable); err != nil {
 		l.fail(b, err)
 		return
 	}
@@ -319,6 +335,7 @@ func (l *Log) add(b *batch, p *pending) {
 	}
 	b.buf = append(b.buf, line...)
 	b.entries = append(b.entries, p)
+	b.durable = b.durable || p.done != nil
 }
 
 // fail cuts the partial write back to the last good record and rewinds
@@ -355,8 +372,8 @@ func (l *Log) syncIfDirty() {
 	if !l.dirty || l.f == nil {
 		return
 	}
-	if err := l.f.Sync(); err != nil {
-		l.failure(fmt.Errorf("%w: fsync: %w", ErrUnavailable, err))
+	if err := l.datasync(); err != nil {
+		l.failure(fmt.Errorf("%w: fdatasync: %w", ErrUnavailable, err))
 		return
 	}
 	l.dirty = false
@@ -365,9 +382,9 @@ func (l *Log) syncIfDirty() {
 	}
 }
 
-// flush writes b at the end of the file and makes it durable per the
-// sync mode.
-func (l *Log) flush(b []byte) error {
+// flush writes b at the end of the file and, in always mode when someone
+// waits for it, makes it durable.
+func (l *Log) flush(b []byte, durable bool) error {
 	if l.torn {
 		if err := l.f.Truncate(l.size); err != nil {
 			return fmt.Errorf("cut a partial record: %w", err)
@@ -379,14 +396,40 @@ func (l *Log) flush(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if l.o.Sync == SyncAlways {
-		if err := l.f.Sync(); err != nil {
+	if l.o.Sync == SyncAlways && durable {
+		if err := l.datasync(); err != nil {
 			return err
 		}
+		l.dirty = false
 		return l.saveHead()
 	}
 	l.dirty = true
 	return nil
+}
+
+// datasync makes the file's data durable without its timestamps: the
+// size, which appends change, is synced too (fdatasync keeps what reading
+// the data back needs).
+func (l *Log) datasync() error {
+	l.syncs.Add(1)
+	if l.o.OnSync != nil {
+		defer func(start time.Time) { l.o.OnSync(time.Since(start)) }(time.Now())
+	}
+	raw, err := l.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		for {
+			if serr = unix.Fdatasync(int(fd)); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // encode assigns seq and prev, bounds rec and renders its line,

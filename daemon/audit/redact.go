@@ -43,10 +43,10 @@ func Arguments(args map[string]any, mode string, secrets []string) any {
 	case ArgsFull:
 		return scrubInjected(args, secrets)
 	}
-	return redact("", args, secrets)
+	return redact(args, secrets)
 }
 
-func redact(key string, v any, secrets []string) any {
+func redact(v any, secrets []string) any {
 	switch x := v.(type) {
 	case map[string]any:
 		out := make(map[string]any, len(x))
@@ -55,13 +55,13 @@ func redact(key string, v any, secrets []string) any {
 				out[k] = "[redacted]"
 				continue
 			}
-			out[k] = redact(k, val, secrets)
+			out[k] = redact(val, secrets)
 		}
 		return out
 	case []any:
 		out := make([]any, len(x))
 		for i, val := range x {
-			out[i] = redact(key, val, secrets)
+			out[i] = redact(val, secrets)
 		}
 		return out
 	case string:

@@ -45,6 +45,7 @@ type Metrics struct {
 	AuditRecords           *prometheus.CounterVec
 	AuditWriteErrors       prometheus.Counter
 	AuditRecordsDropped    *prometheus.CounterVec
+	AuditSync              prometheus.Histogram
 	BuildInfo              *prometheus.GaugeVec
 	ToolDefinitionsChanged *prometheus.CounterVec
 
@@ -95,11 +96,14 @@ func New() *Metrics {
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
 	m.AuditRecordsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_dropped_total",
 		Help: "Audit records not written, by reason (queue_full, write_failed, encode_failed, closed)."}, []string{"reason"})
+	m.AuditSync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mcpcage_audit_sync_seconds",
+		Help:    "fdatasyncs of the audit log and their latency: in audit_sync = \"always\" a call waits for one (shared by every record pending then).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
-		m.AuditWriteErrors, m.AuditRecordsDropped, m.BuildInfo, m.ToolDefinitionsChanged}
+		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"strings"
-
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -40,7 +38,7 @@ func (r *Relay) noteCancel(d Direction, msg []byte, e *wire.Envelope) bool {
 	if key == "" {
 		return true
 	}
-	if d == ServerToClient && strings.HasPrefix(key, "s"+OwnIDPrefix) {
+	if d == ServerToClient && ownKey(key) {
 		r.log.Warn("dropped cancellation from server of a request it did not send", "id", string(raw))
 		return false
 	}
@@ -55,11 +53,29 @@ func (r *Relay) applyCancels(d Direction) {
 	if len(r.cancels[d]) == 0 {
 		return
 	}
+	r.applyCancelList(d, r.cancels[d])
+	clear(r.cancels[d])
+	r.cancels[d] = r.cancels[d][:0]
+}
+
+// takeCancels hands over the cancellations noted for the message being
+// relayed in direction d, for a message forwarded later.
+func (r *Relay) takeCancels(d Direction) []cancelled {
+	if len(r.cancels[d]) == 0 {
+		return nil
+	}
+	cs := r.cancels[d]
+	r.cancels[d] = nil
+	return cs
+}
+
+// applyCancelList removes the requests cancelled by a forwarded message.
+func (r *Relay) applyCancelList(d Direction, cs []cancelled) {
 	t := r.pending
 	if d == ServerToClient {
 		t = r.srvCalls
 	}
-	for _, c := range r.cancels[d] {
+	for _, c := range cs {
 		if !t.cancel(c.key) {
 			continue
 		}
@@ -68,6 +84,4 @@ func (r *Relay) applyCancels(d Direction) {
 			cn.Cancelled(d, c.rawID)
 		}
 	}
-	clear(r.cancels[d])
-	r.cancels[d] = r.cancels[d][:0]
 }

@@ -27,7 +27,8 @@
 //     elements all pass is forwarded as received; otherwise the passing
 //     elements are forwarded as a new batch and refusals are answered one
 //     by one.
-//   - Requests the daemon sends to the client itself (see [Relay.Call]) use
-//     ids in a namespace of their own; their responses are consumed here
-//     and never reach the server.
+//   - String ids starting with [OwnIDPrefix] are reserved for requests of
+//     the daemon's own: a server's request using one is refused, a
+//     client's response carrying one is consumed and never reaches the
+//     server.
 package relay

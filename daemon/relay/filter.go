@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"strings"
 
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
@@ -22,16 +21,18 @@ func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 		return msg
 	}
 	if len(m.Envelopes) == 0 {
-		r.refuse(d, msg, nil, wire.CodeInvalidRequest, "empty batch")
+		r.refuse(d, msg, nil, "empty batch")
 		return nil
 	}
 	keep := make([]bool, len(m.Envelopes))
 	repl := make([][]byte, len(m.Envelopes))
 	all := true
+	r.inBatch = true
 	for i := range m.Envelopes {
 		keep[i], repl[i] = r.admit(d, msg, &m.Envelopes[i])
 		all = all && keep[i] && repl[i] == nil
 	}
+	r.inBatch = false
 	if all {
 		return msg
 	}
@@ -60,7 +61,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		if e.Ambiguous != "" {
 			r.ambiguous(d, e.Ambiguous)
 		}
-		r.refuse(d, msg, e, wire.CodeInvalidRequest, "invalid JSON-RPC message: "+e.Problem)
+		r.refuse(d, msg, e, "invalid JSON-RPC message: "+e.Problem)
 		return false, nil
 	}
 	if e.Kind == wire.KindResponse {
@@ -96,13 +97,15 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		// 1e0, 1.0 and -0 are other keys here but the same number to a
 		// server that reads ids as doubles: its answer to one would be
 		// taken for the answer to another request.
-		r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id "+string(e.ID.Of(msg))+" must be a string or an integer without fraction, exponent or minus zero")
+		r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" must be a string or an integer without fraction, exponent or minus zero")
 		return false, nil
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
 		r.noteClaims(msg, e)
 	}
 	var replace []byte
+	var hold <-chan error
+	var holdFailed func(error) []byte
 	if ins := r.opts.Inspector; ins != nil {
 		var v Verdict
 		if d == ClientToServer {
@@ -111,6 +114,14 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			v = ins.FromServer(e, msg, "")
 		}
 		replace = v.Replace
+		if v.Hold != nil && r.inBatch {
+			// Within a batch, wait: the batch is forwarded whole or not.
+			if err := <-v.Hold; err != nil {
+				v = Verdict{Deny: true, Reply: v.HoldFailed(err), Reason: err.Error()}
+			}
+		} else if d == ClientToServer && e.Kind == wire.KindRequest {
+			hold, holdFailed = v.Hold, v.HoldFailed
+		}
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
 			r.log.Info("message denied", "direction", d.String(), "method", e.Method, "reason", v.Reason)
@@ -132,21 +143,24 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 	if e.Kind == wire.KindRequest {
 		key := wire.IDKey(e.ID.Of(msg))
 		if key == "" {
-			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id must not be null")
+			r.refuse(d, msg, e, "request id must not be null")
 			return false, nil
 		}
 		t := r.pending
 		if d == ServerToClient {
 			t = r.srvCalls
-			if strings.HasPrefix(key, "s"+OwnIDPrefix) {
+			if ownKey(key) {
 				r.replyTo(d, wire.ErrorResponse(e.ID.Of(msg), wire.CodeInvalidRequest,
 					"mcpcage: request ids starting with "+OwnIDPrefix+" are reserved", nil))
 				return false, nil
 			}
 		}
 		if !t.add(key, e.ID.Of(msg), e.Method) {
-			r.refuse(d, msg, e, wire.CodeInvalidRequest, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
+			r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
 			return false, nil
+		}
+		if hold != nil && !r.inBatch {
+			r.hold = &held{ch: hold, failed: holdFailed, key: key}
 		}
 	}
 	return true, replace
@@ -159,8 +173,9 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, 
 	raw := e.ID.Of(msg)
 	key := wire.IDKey(raw)
 	if d == ClientToServer {
-		if r.own.deliver(key, msg, e) {
-			return false, "", nil // answer to the daemon's own request
+		if ownKey(key) {
+			r.log.Debug("dropped a client response in the daemon's id namespace", "id", string(raw))
+			return false, "", nil
 		}
 		if p, ok := r.srvCalls.take(key); ok {
 			return true, p.method, nil
@@ -193,9 +208,10 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, 
 	return false, "", nil
 }
 
-// refuse answers an invalid request (only requests and unparseable
-// messages get answers; JSON-RPC forbids answering notifications).
-func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, code int, text string) {
+// refuse answers an invalid request with Invalid Request (only requests
+// and unparseable messages get answers; JSON-RPC forbids answering
+// notifications).
+func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, text string) {
 	if d == ServerToClient {
 		r.log.Warn("dropped invalid message from server", "problem", text, "head", head(msg))
 		return
@@ -207,7 +223,7 @@ func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, code int, text
 			id = e.ID.Of(msg)
 		}
 	}
-	_ = r.writeClient(wire.ErrorResponse(id, code, "mcpcage: "+text, nil))
+	_ = r.writeClient(wire.ErrorResponse(id, wire.CodeInvalidRequest, "mcpcage: "+text, nil))
 }
 
 // replyTo sends a daemon-made response back to the side that asked.

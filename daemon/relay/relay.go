@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -48,6 +49,16 @@ type Verdict struct {
 	Reply []byte
 	// Reason is logged and used in the generic error.
 	Reason string
+	// Hold, when set on a request from the client, keeps it from the server
+	// until the channel yields: nil forwards it; an error keeps it from the
+	// server for good, and the client gets HoldFailed(err) (a complete
+	// response line) instead. Messages behind a held one wait for it, so
+	// the server receives everything in the order it was sent, while the
+	// relay goes on reading and deciding (e.g. the next calls' audit
+	// records join the same group commit). In a batch the relay waits for
+	// the hold before the next element.
+	Hold       <-chan error
+	HoldFailed func(error) []byte
 }
 
 // Inspector decides on messages. Methods run on the direction's goroutine
@@ -83,8 +94,8 @@ func (d Direction) String() string {
 
 // End says why a relay stopped.
 type End struct {
-	Reason string // machine-friendly: server_exited, client_message_too_large, ...
-	Err    error  // user-facing detail for abnormal ends
+	Reason api.ExitReason
+	Err    error // user-facing detail for abnormal ends
 }
 
 // Stats are counters of one relay.
@@ -110,7 +121,6 @@ type Relay struct {
 	// in the message being relayed; each loop applies its own after the
 	// write (see applyCancels).
 	cancels   [2][]cancelled
-	own       *ownCalls
 	claims    Claims
 	claimsMu  sync.Mutex
 	Stats     Stats
@@ -119,7 +129,36 @@ type Relay struct {
 	endCh     chan struct{}
 	serverIn  io.WriteCloser
 	closeOnce sync.Once
+
+	// toServer carries client messages that wait for a hold, and every
+	// message behind one, to writeServer; queued counts those not yet
+	// written, so the client loop writes itself only when nothing is
+	// ahead.
+	toServer chan queued
+	queued   atomic.Int64
+	// hold is the hold of the single message being admitted (set by admit).
+	hold *held
+	// inBatch is set while the elements of a batch are admitted.
+	inBatch bool
 }
+
+// held is a client request waiting for its hold.
+type held struct {
+	ch     <-chan error
+	failed func(error) []byte
+	key    string // its pending-table key
+}
+
+// queued is a client message on its way to writeServer.
+type queued struct {
+	out     []byte // a copy: the reader reuses its buffer
+	hold    *held
+	cancels []cancelled
+}
+
+// maxQueued bounds the client messages waiting behind a hold; past it
+// the client loop stops reading (the client's writes block).
+const maxQueued = 1024
 
 // New returns a relay joining the streams; call Run to start it.
 func New(opts Options, s Streams) *Relay {
@@ -134,8 +173,8 @@ func New(opts Options, s Streams) *Relay {
 		log:      opts.Logger,
 		pending:  newTable(),
 		srvCalls: newTable(),
-		own:      newOwnCalls(),
 		endCh:    make(chan struct{}),
+		toServer: make(chan queued, maxQueued),
 	}
 }
 
@@ -154,10 +193,14 @@ type Streams struct {
 func (r *Relay) Run(serverGone func() string) End {
 	s := r.streams
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		r.clientLoop(s.ClientIn)
+	}()
+	go func() {
+		defer wg.Done()
+		r.writeServer()
 	}()
 	r.serverLoop(s.ServerOut)
 
@@ -168,9 +211,8 @@ func (r *Relay) Run(serverGone func() string) End {
 			detail = d
 		}
 	}
-	r.finish("server_exited", nil)
+	r.finish(api.ExitServerExited, nil)
 	r.failPending(detail)
-	r.own.failAll(errors.New(detail))
 	_ = s.ClientIn.Close()
 	r.closeServerIn()
 	wg.Wait()
@@ -178,7 +220,7 @@ func (r *Relay) Run(serverGone func() string) End {
 }
 
 // finish records the first reason the relay ended.
-func (r *Relay) finish(reason string, err error) {
+func (r *Relay) finish(reason api.ExitReason, err error) {
 	r.endOnce.Do(func() {
 		r.end = End{Reason: reason, Err: err}
 		close(r.endCh)
@@ -201,6 +243,7 @@ func (r *Relay) writeClient(b []byte) error {
 }
 
 func (r *Relay) clientLoop(in io.Reader) {
+	defer close(r.toServer) // writeServer closes the server's stdin once it has written the rest
 	rd := wire.NewReader(in, r.opts.MaxMessageBytes)
 	var m wire.Message
 	for {
@@ -212,16 +255,14 @@ func (r *Relay) clientLoop(in io.Reader) {
 				r.log.Warn("client message too large, ending session", "limit", tl.Limit)
 				_ = r.writeClient(wire.ErrorResponse(nil, wire.CodeTooLarge,
 					fmt.Sprintf("mcpcage: %v; raise [daemon] max_message_bytes if this is legitimate", tl), wire.ErrorData{Mcpcage: wire.ClassTooLarge, Reason: tl.Error()}))
-				r.finish("client_message_too_large", fmt.Errorf("the client sent a %v", tl))
+				r.finish(api.ExitClientTooLarge, fmt.Errorf("the client sent a %v", tl))
 				r.closeServerIn()
 			case errors.Is(err, io.EOF):
 				r.log.Debug("client closed its input")
-				r.finish("client_closed", nil)
-				r.closeServerIn()
+				r.finish(api.ExitClientClosed, nil)
 			default:
 				r.log.Debug("client input ended", "err", err)
-				r.finish("client_gone", nil)
-				r.closeServerIn()
+				r.finish(api.ExitClientGone, nil)
 			}
 			if r.opts.OnClientEOF != nil {
 				r.opts.OnClientEOF()
@@ -240,8 +281,15 @@ func (r *Relay) clientLoop(in io.Reader) {
 			_ = r.writeClient(wire.ErrorResponse(nil, code, text, nil))
 			continue
 		}
+		r.hold = nil
 		out := r.filter(ClientToServer, msg, &m)
 		if out == nil {
+			continue
+		}
+		if r.hold != nil || r.queued.Load() > 0 {
+			// Held, or behind a held message: writeServer sends it in turn.
+			r.queued.Add(1)
+			r.toServer <- queued{out: append([]byte(nil), out...), hold: r.hold, cancels: r.takeCancels(ClientToServer)}
 			continue
 		}
 		_, err = r.serverIn.Write(out)
@@ -255,6 +303,33 @@ func (r *Relay) clientLoop(in io.Reader) {
 	}
 }
 
+// writeServer writes the client messages queued behind holds, in order,
+// each once its hold has yielded; when the client loop ends it closes the
+// server's stdin after the last of them.
+func (r *Relay) writeServer() {
+	defer r.closeServerIn()
+	broken := false
+	for q := range r.toServer {
+		if q.hold != nil {
+			if err := <-q.hold.ch; err != nil {
+				r.pending.take(q.hold.key)
+				r.Stats.Denied[ClientToServer].Add(1)
+				_ = r.writeClient(q.hold.failed(err))
+				r.queued.Add(-1)
+				continue
+			}
+		}
+		if !broken {
+			if _, err := r.serverIn.Write(q.out); err != nil {
+				r.log.Debug("server stdin closed", "err", err)
+				broken = true // the rest is discarded; the server loop ends the session
+			}
+		}
+		r.applyCancelList(ClientToServer, q.cancels)
+		r.queued.Add(-1)
+	}
+}
+
 func (r *Relay) serverLoop(out io.Reader) {
 	rd := wire.NewReader(out, r.opts.MaxMessageBytes)
 	var m wire.Message
@@ -264,7 +339,7 @@ func (r *Relay) serverLoop(out io.Reader) {
 			var tl *wire.TooLargeError
 			if errors.As(err, &tl) {
 				r.log.Warn("server message too large, ending session", "limit", tl.Limit)
-				r.finish("server_message_too_large", fmt.Errorf("the MCP server sent a %v", tl))
+				r.finish(api.ExitServerTooLarge, fmt.Errorf("the MCP server sent a %v", tl))
 				r.failPending(fmt.Sprintf("the MCP server sent a %v; raise [daemon] max_message_bytes if this is legitimate", tl))
 			} else if !errors.Is(err, io.EOF) {
 				r.log.Debug("server output ended", "err", err)
@@ -285,7 +360,7 @@ func (r *Relay) serverLoop(out io.Reader) {
 			r.applyCancels(ServerToClient)
 			if err != nil {
 				r.log.Debug("client output closed", "err", err)
-				r.finish("client_gone", nil)
+				r.finish(api.ExitClientGone, nil)
 				return
 			}
 		}

@@ -1,12 +1,6 @@
-// Package userservers keeps server definitions that users add for
-// themselves (mcpcage server add, mcpcage client setup): one JSON file per
-// uid in a root-only directory. A user's servers are visible to and usable
-// by that user only; they always run as that user, on mcpcage's default
-// sandbox rules.
 package userservers
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,35 +33,24 @@ func (s *Store) path(uid uint32) string {
 	return filepath.Join(s.dir, strconv.FormatUint(uint64(uid), 10)+".json")
 }
 
-// load reads uid's definitions and validates each again, which also
-// fills the defaults. One that no longer passes (the rules tightened since
-// it was stored) is in invalid with its error: it stays stored, so that it
-// can be removed, but it never runs.
-func (s *Store) load(uid uint32) (m map[string]*config.Server, invalid map[string]error, err error) {
-	m = map[string]*config.Server{}
+// load reads uid's definitions, in any format version.
+func (s *Store) load(uid uint32) (map[string]Server, error) {
 	b, err := os.ReadFile(s.path(uid))
 	if errors.Is(err, os.ErrNotExist) {
-		return m, nil, nil
+		return map[string]Server{}, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, nil, fmt.Errorf("user servers of uid %d: %w", uid, err)
+	m, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("user servers of uid %d: %w", uid, err)
 	}
-	for name, srv := range m {
-		if err := srv.Validate(name); err != nil {
-			if invalid == nil {
-				invalid = map[string]error{}
-			}
-			invalid[name] = err
-		}
-	}
-	return m, invalid, nil
+	return m, nil
 }
 
-func (s *Store) save(uid uint32, m map[string]*config.Server) error {
-	b, err := json.MarshalIndent(m, "", "  ")
+func (s *Store) save(uid uint32, m map[string]Server) error {
+	b, err := encode(m)
 	if err != nil {
 		return err
 	}
@@ -78,33 +61,40 @@ func (s *Store) save(uid uint32, m map[string]*config.Server) error {
 	return os.Rename(tmp, s.path(uid))
 }
 
-// Get returns uid's server name.
+// Get returns uid's server name, validated again: one that no longer
+// passes (the rules tightened since it was stored) stays stored, so that
+// it can be removed, but it never runs.
 func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, invalid, err := s.load(uid)
+	m, err := s.load(uid)
 	if err != nil {
 		return nil, err
 	}
-	srv, ok := m[name]
+	stored, ok := m[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	if err := invalid[name]; err != nil {
+	srv, err := stored.Config(name)
+	if err != nil {
 		return nil, fmt.Errorf("user server %q no longer passes validation (remove it and add it again): %w", name, err)
 	}
 	return srv, nil
 }
 
-// Put stores (or replaces) a definition.
-func (s *Store) Put(uid uint32, srv *config.Server) error {
+// Put stores (or replaces) server name. It refuses a definition that does
+// not validate ([Server.Config]).
+func (s *Store) Put(uid uint32, name string, srv Server) error {
+	if _, err := srv.Config(name); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, _, err := s.load(uid)
+	m, err := s.load(uid)
 	if err != nil {
 		return err
 	}
-	m[srv.Name] = srv
+	m[name] = srv
 	return s.save(uid, m)
 }
 
@@ -112,7 +102,7 @@ func (s *Store) Put(uid uint32, srv *config.Server) error {
 func (s *Store) Remove(uid uint32, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, _, err := s.load(uid)
+	m, err := s.load(uid)
 	if err != nil {
 		return err
 	}
@@ -127,13 +117,13 @@ func (s *Store) Remove(uid uint32, name string) error {
 func (s *Store) List(uid uint32) ([]*config.Server, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, invalid, err := s.load(uid)
+	m, err := s.load(uid)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]*config.Server, 0, len(m))
-	for name, srv := range m {
-		if invalid[name] == nil {
+	for name, stored := range m {
+		if srv, err := stored.Config(name); err == nil {
 			out = append(out, srv)
 		}
 	}

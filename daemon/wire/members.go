@@ -10,20 +10,40 @@ func Members(obj []byte) (map[string]Span, bool) {
 	if !s.peekIs('{') {
 		return nil, false
 	}
-	out := map[string]Span{}
-	err := s.eachMember(func(name string, _ []byte) error {
-		vs := s.i
-		if err := s.value(); err != nil {
-			return err
-		}
-		out[name] = Span{vs, s.i}
-		return nil
-	})
+	out, err := s.spans(nil)
 	s.ws()
 	if err != nil || s.i != len(s.b) {
 		return nil, false
 	}
 	return out, true
+}
+
+// spans reads the members of the object at s.i: their value spans keyed by
+// decoded name. With read, each name is checked by [checkName] (the rules
+// of [Object]); without, the last of duplicates wins.
+func (s *scanner) spans(read *readNames) (map[string]Span, error) {
+	out := map[string]Span{}
+	var names nameSet
+	for more := s.open(); more; {
+		name, raw, err := s.name()
+		if err != nil {
+			return nil, err
+		}
+		if read != nil {
+			if err := checkName(name, raw, read, &names); err != nil {
+				return nil, err
+			}
+		}
+		vs := s.i
+		if err := s.value(); err != nil {
+			return nil, err
+		}
+		out[name] = Span{vs, s.i}
+		if more, err = s.next(closeObject); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Elements returns the spans of the elements of the JSON array arr.
@@ -34,16 +54,16 @@ func Elements(arr []byte) ([]Span, bool) {
 		return nil, false
 	}
 	var out []Span
-	err := s.eachElement(func() error {
+	for more := s.open(); more; {
 		vs := s.i
 		if err := s.value(); err != nil {
-			return err
+			return nil, false
 		}
 		out = append(out, Span{vs, s.i})
-		return nil
-	})
-	if err != nil {
-		return nil, false
+		var err error
+		if more, err = s.next(closeArray); err != nil {
+			return nil, false
+		}
 	}
 	return out, true
 }

@@ -48,24 +48,7 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 	if !s.peekIs('{') {
 		return nil, fmt.Errorf("%w: not an object", ErrSyntax)
 	}
-	out := map[string]Span{}
-	var names nameSet
-	rn := newReadNames(read)
-	err := s.eachMember(func(name string, raw []byte) error {
-		if err := checkName(name, raw, rn, &names); err != nil {
-			return err
-		}
-		vs := s.i
-		if err := s.value(); err != nil {
-			return err
-		}
-		out[name] = Span{vs, s.i}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return s.spans(newReadNames(read))
 }
 
 // Tree checks v and every object and string inside it with the rules of
@@ -198,14 +181,33 @@ func (s *scanner) strictValue(read *readNames, depth int) error {
 	switch s.b[s.i] {
 	case '{':
 		var names nameSet
-		return s.eachMember(func(name string, raw []byte) error {
+		for more := s.open(); more; {
+			name, raw, err := s.name()
+			if err != nil {
+				return err
+			}
 			if err := checkName(name, raw, read, &names); err != nil {
 				return err
 			}
-			return s.strictValue(read, depth+1)
-		})
+			if err := s.strictValue(read, depth+1); err != nil {
+				return err
+			}
+			if more, err = s.next(closeObject); err != nil {
+				return err
+			}
+		}
+		return nil
 	case '[':
-		return s.eachElement(func() error { return s.strictValue(read, depth+1) })
+		for more := s.open(); more; {
+			if err := s.strictValue(read, depth+1); err != nil {
+				return err
+			}
+			var err error
+			if more, err = s.next(closeArray); err != nil {
+				return err
+			}
+		}
+		return nil
 	case '"':
 		start := s.i
 		if err := s.str(); err != nil {
@@ -217,49 +219,6 @@ func (s *scanner) strictValue(read *readNames, depth int) error {
 		return nil
 	default:
 		return s.value()
-	}
-}
-
-// eachMember scans the object at s.i; fn is called with each member's
-// decoded name and raw name literal, with s.i at the member's value, and
-// must consume the value.
-func (s *scanner) eachMember(fn func(name string, raw []byte) error) error {
-	s.i++ // '{'
-	s.ws()
-	if s.peekIs('}') {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
-		ks := s.i
-		if err := s.str(); err != nil {
-			return err
-		}
-		raw := s.b[ks:s.i]
-		name, ok := unquote(raw)
-		if !ok {
-			return ambiguous("member name %s has an unpaired surrogate escape", raw)
-		}
-		s.ws()
-		if !s.peekIs(':') {
-			return s.errf("expected ':' after member name")
-		}
-		s.i++
-		s.ws()
-		if err := fn(name, raw); err != nil {
-			return err
-		}
-		s.ws()
-		if s.peekIs(',') {
-			s.i++
-			continue
-		}
-		if s.peekIs('}') {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or '}' in object")
 	}
 }
 
@@ -306,20 +265,32 @@ func (s *scanner) decodeValue(depth int) (any, error) {
 	switch c := s.b[s.i]; {
 	case c == '{':
 		m := map[string]any{}
-		err := s.eachMember(func(name string, _ []byte) error {
-			v, err := s.decodeValue(depth + 1)
-			m[name] = v
-			return err
-		})
-		return m, err
+		for more := s.open(); more; {
+			name, _, err := s.name()
+			if err != nil {
+				return nil, err
+			}
+			if m[name], err = s.decodeValue(depth + 1); err != nil {
+				return nil, err
+			}
+			if more, err = s.next(closeObject); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
 	case c == '[':
 		a := []any{}
-		err := s.eachElement(func() error {
+		for more := s.open(); more; {
 			v, err := s.decodeValue(depth + 1)
+			if err != nil {
+				return nil, err
+			}
 			a = append(a, v)
-			return err
-		})
-		return a, err
+			if more, err = s.next(closeArray); err != nil {
+				return nil, err
+			}
+		}
+		return a, nil
 	case c == '"':
 		start := s.i
 		if err := s.str(); err != nil {
@@ -352,32 +323,5 @@ func (s *scanner) decodeValue(depth int) (any, error) {
 			return nil, ambiguous("number %.40s is outside the range every parser reads alike", lit)
 		}
 		return f, nil
-	}
-}
-
-// eachElement scans the array at s.i; fn is called with s.i at each
-// element and must consume it.
-func (s *scanner) eachElement(fn func() error) error {
-	s.i++ // '['
-	s.ws()
-	if s.peekIs(']') {
-		s.i++
-		return nil
-	}
-	for {
-		s.ws()
-		if err := fn(); err != nil {
-			return err
-		}
-		s.ws()
-		if s.peekIs(',') {
-			s.i++
-			continue
-		}
-		if s.peekIs(']') {
-			s.i++
-			return nil
-		}
-		return s.errf("expected ',' or ']' in array")
 	}
 }

@@ -1,0 +1,51 @@
+package api
+
+// RecordType is the "type" of an audit record: what happened. The daemon
+// writes each type from one constructor; `mcpcage audit` filters and
+// prints by it.
+type RecordType string
+
+// Audit record types. Kernel events (file.*, process.*, net.*) are named
+// by the eBPF layer's event kinds and share these prefixes.
+const (
+	RecordSessionStart   RecordType = "session.start"   // a sandboxed server started for an agent and user
+	RecordSessionEnd     RecordType = "session.end"     // the session ended: why, exit status, counts
+	RecordSessionRefused RecordType = "session.refused" // the shim's parent failed the identity check
+	RecordSessionClaims  RecordType = "session.claims"  // what the client says it is (unverified)
+
+	RecordToolCall      RecordType = "tool.call"      // a tools/call and its decision
+	RecordToolResult    RecordType = "tool.result"    // the result of a forwarded tools/call
+	RecordToolCancelled RecordType = "tool.cancelled" // the client cancelled a forwarded tools/call
+	RecordToolChanged   RecordType = "tool.changed"   // a server changed a tool's definition during the session
+
+	RecordRequest       RecordType = "request"        // a decided resources/read or prompts/get that was forwarded
+	RecordRequestDenied RecordType = "request.denied" // a decided resources/read or prompts/get that was denied
+
+	RecordToolsList     RecordType = "tools.list"     // what a tools/list result showed and hid
+	RecordResourcesList RecordType = "resources.list" // what a resources/list result showed and hid
+	RecordPromptsList   RecordType = "prompts.list"   // what a prompts/list result showed and hid
+
+	RecordMessageRefused RecordType = "message.refused" // a message no decision could be made on
+
+	RecordConsentGrant  RecordType = "consent.grant"  // a consent record was stored
+	RecordConsentRevoke RecordType = "consent.revoke" // a consent record was revoked
+
+	RecordSandboxDenied         RecordType = "sandbox.denied"          // the seccomp filter refused a system call
+	RecordSandboxDeniedOverflow RecordType = "sandbox.denied_overflow" // more refused calls than are recorded one by one
+)
+
+// ExitReason says why a session ended (Exit.Reason, and the reason of its
+// session.end record).
+type ExitReason string
+
+// Session end reasons.
+const (
+	ExitServerExited   ExitReason = "server_exited"            // the server closed its output or exited
+	ExitClientClosed   ExitReason = "client_closed"            // the client closed its input
+	ExitClientTooLarge ExitReason = "client_message_too_large" // the client sent a message over max_message_bytes
+	ExitServerTooLarge ExitReason = "server_message_too_large" // the server sent a message over max_message_bytes
+	ExitClientGone     ExitReason = "client_gone"              // the shim's connection dropped
+	ExitDaemonShutdown ExitReason = "daemon_shutdown"          // mcpcaged is stopping
+	ExitFileDenied     ExitReason = "file_denied"              // the kernel killed the server for a deny_paths hit
+	ExitMemoryLimit    ExitReason = "memory_limit"             // the server exceeded its memory limit
+)

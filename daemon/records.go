@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/sandbox"
+)
+
+// The daemon's audit records, one constructor per record type: each
+// type's fields are defined here and nowhere else. Kernel events are
+// built in kernel.go from the event they describe. The audit package caps
+// every value when a record is encoded.
+
+// decision is what the policy did with a decided request.
+type decision string
+
+const (
+	decisionAllow   decision = "allow"   // a consent covered it
+	decisionDeny    decision = "deny"    // refused: not covered, or the administrator's rules forbid it
+	decisionObserve decision = "observe" // not covered, forwarded anyway (default_decision = "allow")
+)
+
+// sessionFields are the who-and-what fields every session record has.
+const sessionFields = 6
+
+// record adds the session's who-and-what fields to a record of type t.
+func (s *session) record(t api.RecordType, fields audit.Record) audit.Record {
+	r := make(audit.Record, sessionFields+len(fields)+4) // + the log's time, seq, prev, hash
+	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = string(t), s.id, s.agent, s.instance(), s.user, s.server
+	for k, v := range fields {
+		r[k] = v
+	}
+	return r
+}
+
+// sessionRefusedRecord: the shim's parent failed the identity check, so
+// no session started.
+func sessionRefusedRecord(server, user, reason string) audit.Record {
+	return audit.Record{"type": string(api.RecordSessionRefused), "server": server, "user": user, "reason": reason}
+}
+
+// sessionStartRecord: who started what, in which sandbox, under which
+// enforcement. Nothing runs before it is durable.
+func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params, enforcement map[string]string, def config.Decision) audit.Record {
+	srv := s.srv
+	agent := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
+	if ap.Interpreter {
+		agent["script"] = ap.Script
+	}
+	return s.record(api.RecordSessionStart, audit.Record{
+		"agent_detail": agent,
+		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
+		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
+			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
+			"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns()},
+		"enforcement":      enforcement,
+		"default_decision": string(def),
+		"stdio":            string(s.stdio),
+	})
+}
+
+// sessionEndRecord: why the session ended and what it did.
+func (s *session) sessionEndRecord(exit api.Exit) audit.Record {
+	st := &s.relay.Stats
+	return s.record(api.RecordSessionEnd, audit.Record{"reason": string(exit.Reason), "exit_code": exit.Code, "error": exit.Error,
+		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
+		"messages_in": st.Messages[relay.ClientToServer].Load(), "messages_out": st.Messages[relay.ServerToClient].Load(),
+		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load()})
+}
+
+// claimsRecord: what the client says it is (its initialize or first
+// stateless request); unverified, kept for the investigator.
+func (s *session) claimsRecord(c relay.Claims) audit.Record {
+	return s.record(api.RecordSessionClaims, audit.Record{"era": string(c.Era), "protocol_version": c.ProtocolVersion, "client_info": json.RawMessage(orNull(c.ClientInfo))})
+}
+
+// refusal describes a message no decision could be made on.
+type refusal struct {
+	dir    relay.Direction
+	method string          // "" when the message could not be read that far
+	kind   string          // request, notification, ...; "" when unknown
+	id     json.RawMessage // the request's id, nil otherwise
+	reason string
+}
+
+// messageRefusedRecord: a message was refused unread by any server.
+func (s *session) messageRefusedRecord(r refusal) audit.Record {
+	rec := audit.Record{"direction": r.dir.String(), "reason": r.reason}
+	if r.method != "" {
+		rec["method"] = r.method
+	}
+	if r.kind != "" {
+		rec["kind"] = r.kind
+	}
+	if r.id != nil {
+		rec["request_id"] = append(json.RawMessage(nil), r.id...) // the relay reuses its buffer
+	}
+	return s.record(api.RecordMessageRefused, rec)
+}
+
+// decided is one decided request (tools/call, resources/read,
+// prompts/get) and what the policy did with it.
+type decided struct {
+	kind     consent.Kind
+	method   string
+	id       json.RawMessage
+	name     string
+	args     map[string]any // tools/call arguments
+	decision decision
+	consent  string // the record that allowed it
+	reason   string // why it was not allowed
+}
+
+// decisionRecord: tool.call for tools, request or request.denied for
+// resources and prompts. Arguments are kept as the administrator's
+// audit_arguments says, with secrets redacted; their digest always.
+func (s *session) decisionRecord(c decided, argMode string, secrets []string) audit.Record {
+	// The id is copied: the relay reuses its buffer before the record is
+	// written.
+	rec := audit.Record{"method": c.method, "request_id": append(json.RawMessage(nil), c.id...), "decision": string(c.decision)}
+	if c.decision == decisionAllow {
+		rec["consent"] = c.consent
+	} else {
+		rec["reason"] = c.reason
+	}
+	t := api.RecordRequest
+	switch {
+	case c.kind == consent.KindTool:
+		t = api.RecordToolCall
+		rec["tool"] = c.name
+		rec["args_digest"] = audit.Digest(c.args)
+		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
+			rec["arguments"] = a
+		}
+	case c.decision == decisionDeny:
+		t = api.RecordRequestDenied
+		rec["name"] = c.name
+	default:
+		rec["name"] = c.name
+	}
+	return s.record(t, rec)
+}
+
+// toolResultRecord: a forwarded tools/call came back.
+func (s *session) toolResultRecord(c callStart, isError bool, resultBytes int, latency time.Duration) audit.Record {
+	return s.record(api.RecordToolResult, audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
+		"is_error": isError, "result_bytes": resultBytes, "latency_ms": millis(latency)})
+}
+
+// toolCancelledRecord: the client cancelled a forwarded tools/call; no
+// result will be recorded for it.
+func (s *session) toolCancelledRecord(c callStart, latency time.Duration) audit.Record {
+	return s.record(api.RecordToolCancelled, audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id), "latency_ms": millis(latency)})
+}
+
+// toolChangedRecord: the server changed a tool's definition after the
+// session had seen it (digests of the definition as listed).
+func (s *session) toolChangedRecord(tool, oldDigest, newDigest string) audit.Record {
+	return s.record(api.RecordToolChanged, audit.Record{"tool": tool, "old_digest": oldDigest, "new_digest": newDigest})
+}
+
+// listRecordTypes are the list records by the kind of item listed.
+var listRecordTypes = map[consent.Kind]api.RecordType{
+	consent.KindTool:     api.RecordToolsList,
+	consent.KindResource: api.RecordResourcesList,
+	consent.KindPrompt:   api.RecordPromptsList,
+}
+
+// listRecord: what a list result showed the agent and what it hid.
+func (s *session) listRecord(k consent.Kind, shown, hidden []string) audit.Record {
+	return s.record(listRecordTypes[k], audit.Record{"shown": nonNilStrings(shown), "hidden": nonNilStrings(hidden)})
+}
+
+// sandboxDeniedRecord: the seccomp profile refused a system call (its
+// name, integer arguments only, the caller's host pid, the tools/call
+// requests in flight).
+func (s *session) sandboxDeniedRecord(syscall string, args map[string]any, pid uint32, calls []string) audit.Record {
+	rec := audit.Record{"syscall": syscall, "pid": pid, "action": "EPERM"}
+	if args != nil {
+		rec["args"] = args
+	}
+	if len(calls) > 0 {
+		rec["tool_calls"] = calls
+	}
+	return s.record(api.RecordSandboxDenied, rec)
+}
+
+// sandboxDeniedOverflowRecord: count refused calls beyond the first
+// `recorded` were not recorded one by one.
+func (s *session) sandboxDeniedOverflowRecord(count int64, recorded int) audit.Record {
+	return s.record(api.RecordSandboxDeniedOverflow, audit.Record{"count": count, "recorded": recorded})
+}
+
+// consentGrantRecord: a consent record was stored, by whom.
+func consentGrantRecord(r *consent.Record, by string) audit.Record {
+	return audit.Record{"type": string(api.RecordConsentGrant), "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
+		"tools": r.Tools, "resources": r.Resources, "prompts": r.Prompts, "when": r.When, "expires_at": r.ExpiresAt,
+		"max_calls": r.MaxCalls, "by": by, "via": r.Via}
+}
+
+// consentRevokeRecord: a consent record was revoked, by whom and why.
+func consentRevokeRecord(r *consent.Record, by, reason string) audit.Record {
+	return audit.Record{"type": string(api.RecordConsentRevoke), "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
+		"by": by, "reason": reason}
+}
+
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/mcpcage/mcpcage/bpf"
+)
+
+// registerKernel puts a session's cgroup under the kernel's watch: its
+// policy in the maps, its events routed to it. It runs once the task
+// exists and before it runs a single instruction of the server.
+func (d *Daemon) registerKernel(s *session, pid uint32, cgroupsPath string, policy bpf.Policy) error {
+	cgid, err := d.sessionCgroup(pid, cgroupsPath)
+	if err != nil {
+		return fmt.Errorf("find the session's cgroup: %w", err)
+	}
+	if err := d.cage.Register(cgid, policy); err != nil {
+		return errors.Join(err, d.cage.Unregister(cgid))
+	}
+	s.cgid = cgid
+	d.mu.Lock()
+	d.byCgroup[cgid] = s
+	d.mu.Unlock()
+	return nil
+}
+
+// unregisterKernel removes the session from the kernel maps, once; it
+// does nothing for a session that was never registered.
+func (d *Daemon) unregisterKernel(s *session) {
+	if s.cgid == 0 {
+		return
+	}
+	s.unregisterOnce.Do(func() {
+		if err := d.cage.Unregister(s.cgid); err != nil {
+			s.log.Error("kernel state of the session not fully removed", "cgroup_id", s.cgid, "err", err)
+		}
+		d.mu.Lock()
+		delete(d.byCgroup, s.cgid)
+		d.mu.Unlock()
+	})
+}

@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// dupFD returns a duplicate descriptor of f, closed with the test unless
+// adopted.
+func dupFD(t *testing.T, f *os.File) int {
+	t.Helper()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+func pipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(); _ = w.Close() })
+	return r, w
+}
+
+// isOpen reports whether fd is an open descriptor.
+func isOpen(fd int) bool {
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	return err == nil
+}
+
+// TestAdoptStdio: only pipes and stream sockets open the right way are
+// taken; anything else is refused with the reason, and every passed file
+// is closed then.
+func TestAdoptStdio(t *testing.T) {
+	inR, inW := pipe(t)
+	outR, outW := pipe(t)
+	regular, err := os.Create(filepath.Join(t.TempDir(), "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = regular.Close() }()
+	dgram, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs(dgram[:])
+	stream, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs(stream[:])
+	dupRaw := func(fd int) int {
+		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name    string
+		fds     func() []int
+		wantErr string
+	}{
+		{"pipes", func() []int { return []int{dupFD(t, inR), dupFD(t, outW)} }, ""},
+		{"pipes and stderr", func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW)} }, ""},
+		{"stream sockets", func() []int { return []int{dupRaw(stream[0]), dupRaw(stream[0])} }, ""},
+		{"one file", func() []int { return []int{dupFD(t, inR)} }, "got 1 files"},
+		{"four files", func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW), dupFD(t, outW)} }, "got 4 files"},
+		{"regular file", func() []int { return []int{dupFD(t, regular), dupFD(t, outW)} }, "stdin: not a pipe or a stream socket"},
+		{"datagram socket", func() []int { return []int{dupFD(t, inR), dupRaw(dgram[0])} }, "stdout: a socket, but not a stream socket"},
+		{"stdin write-only", func() []int { return []int{dupFD(t, inW), dupFD(t, outW)} }, "stdin: not open for reading"},
+		{"stdout read-only", func() []int { return []int{dupFD(t, inR), dupFD(t, outR)} }, "stdout: not open for writing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fds := tc.fds()
+			p, err := adoptStdio(fds)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.close()
+			} else if err == nil || !errors.Is(err, errBadStdio) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			for _, fd := range fds {
+				if isOpen(fd) {
+					t.Errorf("fd %d still open", fd)
+				}
+			}
+		})
+	}
+}
+
+// TestReadFirstReceivesAndBoundsFiles: files passed with the request are
+// received; more than three are refused and none is left open.
+func TestReadFirstReceivesAndBoundsFiles(t *testing.T) {
+	_, w := pipe(t)
+	for _, tc := range []struct {
+		n       int
+		wantErr bool
+	}{{0, false}, {3, false}, {4, true}, {16, true}} {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		daemonEnd, shimEnd := unixConn(t, pair[0]), unixConn(t, pair[1])
+		var fds []int
+		for i := 0; i < tc.n; i++ {
+			fds = append(fds, int(w.Fd()))
+		}
+		frame := api.AppendFrame(nil, api.FrameRequest, []byte(`{"op":"run"}`))
+		var oob []byte
+		if len(fds) > 0 {
+			oob = unix.UnixRights(fds...)
+		}
+		if _, _, err := shimEnd.WriteMsgUnix(frame, oob, nil); err != nil {
+			t.Fatal(err)
+		}
+		before := openFDs(t)
+		data, got, err := readFirst(daemonEnd)
+		switch {
+		case tc.wantErr && err == nil:
+			t.Fatalf("%d files: no error", tc.n)
+		case !tc.wantErr && (err != nil || len(got) != tc.n || string(data) != string(frame)):
+			t.Fatalf("%d files: got %d files, %q, %v", tc.n, len(got), data, err)
+		}
+		closeFDs(got)
+		if after := openFDs(t); after != before {
+			t.Fatalf("%d files passed: %d descriptors open before, %d after", tc.n, before, after)
+		}
+		_ = daemonEnd.Close()
+		_ = shimEnd.Close()
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}

@@ -1,0 +1,130 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// TestStdioPassedToTheDaemon: a client that gives the shim pipes (as every
+// MCP client does) has them read and written by the daemon itself, one
+// hop; the session says so in `mcpcage sessions` and its session.start
+// record.
+func TestStdioPassedToTheDaemon(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", "2025-11-25")
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "one hop"}); isErr || got != "one hop" {
+		t.Fatalf("echo = %q (error %v)", got, isErr)
+	}
+	var sessions []api.SessionInfo
+	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
+	if len(sessions) != 1 || sessions[0].Stdio != api.StdioPassed {
+		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
+	}
+	if r := d.record(t, string(api.RecordSessionStart), func(map[string]any) bool { return true }); r["stdio"] != string(api.StdioPassed) {
+		t.Fatalf("session.start says stdio %v", r["stdio"])
+	}
+}
+
+// TestStdioFramedFallback: stdin that is not a pipe or a stream socket
+// (here a SOCK_SEQPACKET socket) stays with the shim, which relays it in
+// frames; the session works the same.
+func TestStdioFramedFallback(t *testing.T) {
+	d := startDaemon(t, "")
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	must(t, err, "socketpair")
+	client, shimIn := os.NewFile(uintptr(pair[0]), "client"), os.NewFile(uintptr(pair[1]), "shim stdin")
+	defer func() { _ = client.Close() }()
+	out := filepath.Join(t.TempDir(), "stdout")
+	outF, err := os.Create(out)
+	must(t, err, "create stdout file")
+	cmd := d.shimCmd("test")
+	cmd.Stdin, cmd.Stdout = shimIn, outF
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start(), "start the shim")
+	_ = shimIn.Close()
+	_ = outF.Close()
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"framed","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"framed hello"}}}`,
+	} {
+		if _, err := client.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.WaitFor(t, "the echo result on the shim's stdout", 60*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(out)
+		return strings.Contains(string(b), `"id":2`) && strings.Contains(string(b), "framed hello"), string(b) + stderr.String()
+	})
+	var sessions []api.SessionInfo
+	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
+	if len(sessions) != 1 || sessions[0].Stdio != api.StdioFramed {
+		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioFramed)
+	}
+	_ = client.Close() // end of input: the session ends
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shim: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the shim did not end after its stdin closed")
+	}
+}
+
+// TestStdioGarbageRefused: a shim that passes anything but the client's
+// pipes (a regular file as stdin) gets one clear error, and no session.
+func TestStdioGarbageRefused(t *testing.T) {
+	d := startDaemon(t, "")
+	f, err := os.Create(filepath.Join(t.TempDir(), "not-a-pipe"))
+	must(t, err, "create a file")
+	defer func() { _ = f.Close() }()
+	r, w, err := os.Pipe()
+	must(t, err, "pipe")
+	defer func() { _ = r.Close(); _ = w.Close() }()
+	c, err := api.Dial(d.socket)
+	must(t, err, "dial")
+	defer func() { _ = c.Close() }()
+	reply, err := c.DoPassing(api.Request{Op: api.OpRun, Server: "test", PassStdio: true}, []int{int(f.Fd()), int(w.Fd())})
+	must(t, err, "send the request")
+	if reply.OK || reply.Code != api.CodeBadRequest || !strings.Contains(reply.Error, "stdin: not a pipe or a stream socket") {
+		t.Fatalf("reply = %+v, want a refusal naming stdin", reply)
+	}
+	// Files passed with any other request are closed, not kept.
+	fdsOf := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.cmd.Process.Pid))
+		must(t, err, "list the daemon's descriptors")
+		return len(ents)
+	}
+	before := fdsOf()
+	c2, err := api.Dial(d.socket)
+	must(t, err, "dial")
+	defer func() { _ = c2.Close() }()
+	reply, err = c2.DoPassing(api.Request{Op: api.OpStatus}, []int{int(r.Fd())})
+	must(t, err, "send status with a file")
+	if !reply.OK {
+		t.Fatalf("status with a stray file: %+v", reply)
+	}
+	_ = c2.Close()
+	testenv.WaitFor(t, "the daemon to hold no more descriptors than before", 10*time.Second, func() (bool, string) {
+		n := fdsOf()
+		return n <= before, fmt.Sprintf("%d descriptors, %d before", n, before)
+	})
+	if got := d.containers(); len(got) != 0 {
+		t.Fatalf("containers after refused sessions: %v", got)
+	}
+}
