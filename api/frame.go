@@ -73,8 +73,9 @@ func AppendFrame(b []byte, t FrameType, payload []byte) []byte {
 
 // FrameWriter writes frames; it is safe for concurrent use.
 type FrameWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte // one frame, header and payload: one write(2), one wake-up of the reader
 }
 
 // NewFrameWriter wraps w.
@@ -87,16 +88,9 @@ func (f *FrameWriter) Write(t FrameType, payload []byte) error {
 	defer f.mu.Unlock()
 	for {
 		n := min(len(payload), MaxFrame)
-		var hdr [5]byte
-		hdr[0] = byte(t)
-		binary.BigEndian.PutUint32(hdr[1:], uint32(n))
-		if _, err := f.w.Write(hdr[:]); err != nil {
+		f.buf = AppendFrame(f.buf[:0], t, payload[:n])
+		if _, err := f.w.Write(f.buf); err != nil {
 			return fmt.Errorf("write frame: %w", err)
-		}
-		if n > 0 {
-			if _, err := f.w.Write(payload[:n]); err != nil {
-				return fmt.Errorf("write frame: %w", err)
-			}
 		}
 		payload = payload[n:]
 		if len(payload) == 0 {

@@ -234,7 +234,7 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
 		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
 			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
-			info.Landlock = p.Init != ""
+			info.Landlock = p.Landlock != nil
 			for _, m := range p.Mounts {
 				mode := "ro"
 				if m.Writable {

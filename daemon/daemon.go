@@ -42,7 +42,9 @@ type Daemon struct {
 	secrets  *secrets.Store
 
 	seccompListener *seccompnotify.Listener
-	initPath        string // mcpcage-init on the host; "" when Landlock is off
+	initPath        string // mcpcage-init on the host; "" when it is not installed
+	landlockOn      bool   // sandboxes apply Landlock rules (through mcpcage-init)
+	stdioRoot       string // the sessions' stdio FIFO directories (with mcpcage-init)
 	landlockABI     int
 	ebpfHooks       probe.Results
 	cage            *bpf.Cage // nil when eBPF enforcement is unavailable
@@ -115,6 +117,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	n, err := l.Reap(ctx)
 	if err != nil {
 		log.Error("could not remove every leftover container", "err", err)
+	}
+	// Sessions' stdio FIFO directories (see sandbox.ServerStdio); a
+	// predecessor's are gone with its containers.
+	d.stdioRoot = filepath.Join(cfg.Daemon.StateDir, "stdio")
+	if err := os.RemoveAll(d.stdioRoot); err != nil {
+		return nil, fmt.Errorf("remove stale server stdio: %w", err)
+	}
+	if err := os.Mkdir(d.stdioRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("create server stdio directory: %w", err)
 	}
 	if n > 0 {
 		log.Info("removed containers left by a previous run", "count", n)
@@ -201,10 +212,17 @@ func (d *Daemon) shutdown() {
 	}
 }
 
-// setupLandlock probes the kernel and finds mcpcage-init.
+// setupLandlock finds mcpcage-init and probes the kernel. mcpcage-init
+// runs first in every sandbox when it is installed: it connects the
+// server's stdin and stdout to the daemon's own pipes (see serverStdio)
+// and applies Landlock when that is on.
 func (d *Daemon) setupLandlock() error {
 	mode := d.conf().Daemon.Landlock
 	d.landlockABI = landlock.ABI()
+	d.initPath = d.findInit()
+	if d.initPath == "" {
+		d.log.Warn("mcpcage-init not found: sandboxes run without Landlock, and servers' stdio goes through containerd's copy", "looked_for", d.initLookup())
+	}
 	if mode == config.LandlockOff {
 		d.log.Info("landlock disabled by configuration")
 		return nil
@@ -216,6 +234,28 @@ func (d *Daemon) setupLandlock() error {
 		d.log.Warn("kernel has no Landlock: sandboxes run without it")
 		return nil
 	}
+	if d.initPath == "" {
+		if mode == config.LandlockRequire {
+			return fmt.Errorf("landlock = \"require\" but mcpcage-init is missing at %s: install it or set [daemon] init_path", d.initLookup())
+		}
+		return nil
+	}
+	d.landlockOn = true
+	d.log.Info("landlock active in sandboxes", "abi", d.landlockABI, "init", d.initPath)
+	return nil
+}
+
+// findInit returns mcpcage-init's path, "" when it is not installed.
+func (d *Daemon) findInit() string {
+	path := d.initLookup()
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		return ""
+	}
+	return path
+}
+
+// initLookup is where mcpcage-init is looked for.
+func (d *Daemon) initLookup() string {
 	path := d.conf().Daemon.InitPath
 	if path == "" {
 		// Next to mcpcaged (a build tree), else where the packages put it.
@@ -226,23 +266,14 @@ func (d *Daemon) setupLandlock() error {
 			}
 		}
 	}
-	if st, err := os.Stat(path); err != nil || st.IsDir() {
-		if mode == config.LandlockRequire {
-			return fmt.Errorf("landlock = \"require\" but mcpcage-init is missing at %s: install it or set [daemon] init_path", path)
-		}
-		d.log.Warn("mcpcage-init not found: sandboxes run without Landlock", "looked_for", path)
-		return nil
-	}
-	d.initPath = path
-	d.log.Info("landlock active in sandboxes", "abi", d.landlockABI, "init", path)
-	return nil
+	return path
 }
 
 // Enforcement describes what protects sandboxes, for status and logs.
 func (d *Daemon) enforcement() map[string]string {
 	ll := "off"
 	switch {
-	case d.initPath != "":
+	case d.landlockOn:
 		ll = fmt.Sprintf("enforced (ABI %d)", d.landlockABI)
 	case d.landlockABI > 0:
 		ll = fmt.Sprintf("available (ABI %d), not used", d.landlockABI)

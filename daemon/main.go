@@ -64,6 +64,10 @@ func Main(args []string, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if err := servePprof(ctx, log); err != nil {
+		log.Error("cannot start", "err", fmt.Errorf("pprof listener ($%s): %w", EnvPprof, err))
+		return 1
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	d, err := New(ctx, cfg, log)

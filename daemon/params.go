@@ -181,7 +181,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		}
 		p.Mounts = append(p.Mounts, bm)
 	}
-	if d.initPath != "" {
+	if d.landlockOn {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)
 		p.RequireLandlock = d.conf().Daemon.Landlock == config.LandlockRequire
 	}

@@ -1,11 +1,13 @@
 package daemon
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path"
 	"slices"
 	"strings"
@@ -34,7 +36,37 @@ type sessionPolicy struct {
 	defs  map[string]string    // tool name -> digest of its definition
 
 	listens listenStreams // the client's open subscriptions/listen streams (2026-07-28)
+
+	observed map[observedKey]bool // names forwarded in observe mode, logged once each
 }
+
+type observedKey struct {
+	kind consent.Kind
+	name string
+}
+
+// firstObserved reports whether name is forwarded in observe mode for
+// the first time in the session.
+func (p *sessionPolicy) firstObserved(k consent.Kind, name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := observedKey{k, name}
+	if p.observed[key] {
+		return false
+	}
+	if p.observed == nil {
+		p.observed = map[observedKey]bool{}
+	}
+	if len(p.observed) >= maxObservedNames {
+		return false // logged at debug level: the audit log has it
+	}
+	p.observed[key] = true
+	return true
+}
+
+// maxObservedNames bounds the names remembered for firstObserved; past it
+// observed calls are logged at debug level only.
+const maxObservedNames = 1024
 
 type callStart struct {
 	tool  string
@@ -136,9 +168,14 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		method, rid := e.Method, append([]byte(nil), id...)
 		s.allowed.Add(1)
 		if dec.Allow {
-			s.log.Info("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
+			// Per call at debug level only: the audit log has every one.
+			s.log.Debug("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
 		} else {
-			s.log.Warn("request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
+			level := slog.LevelDebug
+			if p.firstObserved(k, name) {
+				level = slog.LevelWarn // once per name and session; the audit log has every call
+			}
+			s.log.Log(context.Background(), level, "request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
 		}
 		if k == consent.KindTool {
 			p.mu.Lock()

@@ -58,11 +58,12 @@ func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params,
 		"agent_detail": agent,
 		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
 		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
-			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Init != "", "mounts": mountList(params), "image": srv.Image,
+			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Landlock != nil, "mounts": mountList(params), "image": srv.Image,
 			"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns()},
 		"enforcement":      enforcement,
 		"default_decision": string(def),
 		"stdio":            string(s.stdio),
+		"server_stdio":     serverStdio(params),
 	})
 }
 
@@ -209,6 +210,16 @@ func consentGrantRecord(r *consent.Record, by string) audit.Record {
 func consentRevokeRecord(r *consent.Record, by, reason string) audit.Record {
 	return audit.Record{"type": string(api.RecordConsentRevoke), "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
 		"by": by, "reason": reason}
+}
+
+// serverStdio says how the server's stdio reach the relay: "fifo", the
+// daemon's own pipes (mcpcage-init installed), or "containerd", copied by
+// containerd-shim.
+func serverStdio(p sandbox.Params) string {
+	if p.StdioDir != "" {
+		return "fifo"
+	}
+	return "containerd"
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -149,11 +150,17 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 	return s, api.Reply{}
 }
 
-// sessionStreams are the pipes between the relay and the sandbox.
+// sessionStreams are the sandbox's ends of the relay's streams: pipes
+// containerd copies from and to when mcpcage-init is not installed (nil
+// otherwise: the server's stdio are the daemon's own FIFOs, see
+// sandbox.ServerStdio), and its stderr.
 type sessionStreams struct {
 	serverInR  *io.PipeReader
 	serverOutW *io.PipeWriter
 	stderr     *drainWriter
+	// serverOut is the daemon's end of the server's stdout FIFO, closed
+	// with the session.
+	serverOut io.Closer
 }
 
 // buildRelay sets up the session's policy and relay; it returns what
@@ -162,8 +169,6 @@ type sessionStreams struct {
 // only end the input; otherwise stdin and stdout travel in frames.
 func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio) func(*api.FrameReader) {
 	srv := s.srv
-	serverInR, serverInW := io.Pipe()
-	serverOutR, serverOutW := io.Pipe()
 	var clientIn io.ReadCloser
 	var clientOut io.Writer
 	var stderr io.Writer = api.StreamWriter{F: fw, Type: api.FrameStderr}
@@ -181,7 +186,16 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		clientIn, clientOut = clientInR, api.StreamWriter{F: fw, Type: api.FrameStdout}
 		pump = func(fr *api.FrameReader) { pumpFrames(fr, clientInW) }
 	}
-	s.streams = sessionStreams{serverInR: serverInR, serverOutW: serverOutW, stderr: &drainWriter{w: stderr}}
+	s.streams = sessionStreams{stderr: &drainWriter{w: stderr}}
+	var serverIn io.WriteCloser
+	var serverOut io.Reader
+	if d.initPath == "" {
+		// containerd copies the server's stdio: the relay joins it by pipes.
+		serverInR, serverInW := io.Pipe()
+		serverOutR, serverOutW := io.Pipe()
+		s.streams.serverInR, s.streams.serverOutW = serverInR, serverOutW
+		serverIn, serverOut = serverInW, serverOutR
+	}
 	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
 		calls: map[string]callStart{}, defs: map[string]string{}}
 	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
@@ -203,8 +217,8 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	}, relay.Streams{
 		ClientIn:  clientIn,
 		ClientOut: clientOut,
-		ServerIn:  serverInW,
-		ServerOut: serverOutR,
+		ServerIn:  serverIn,
+		ServerOut: serverOut,
 	})
 	return pump
 }
@@ -225,13 +239,39 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if err != nil {
 		return params, nil, err
 	}
+	started := time.Now()
+	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
+	var fifos *sandbox.ServerStdio
+	if d.initPath != "" {
+		if fifos, err = sandbox.NewServerStdio(filepath.Join(d.stdioRoot, s.id), params.UID, params.GID); err != nil {
+			return params, nil, err
+		}
+		defer func() { _ = fifos.Close() }()
+		params.StdioDir = fifos.Dir()
+	} else {
+		stdio = sandbox.Stdio{Stdin: s.streams.serverInR, Stdout: s.streams.serverOutW, Stderr: s.streams.stderr}
+	}
 	if err := d.audit.Append(s.sessionStartRecord(s.agentP, params, d.enforcement(), d.conf().Decision(srv))); err != nil {
 		return params, nil, err
 	}
-	started := time.Now()
-	s.inst, err = d.launch(ctx, s, params, policy, sandbox.Stdio{Stdin: s.streams.serverInR, Stdout: s.streams.serverOutW, Stderr: s.streams.stderr})
+	s.inst, err = d.launch(ctx, s, params, policy, stdio)
 	if err != nil {
 		return params, nil, err
+	}
+	if fifos != nil {
+		in, out, errOut, err := fifos.Connect(s.inst.Exited(), stdioConnectWait)
+		if err != nil {
+			s.inst.Kill(ctx)
+			<-s.inst.Exited()
+			if rerr := s.inst.Remove(ctx); rerr != nil {
+				s.log.Error("cleanup failed", "err", rerr)
+			}
+			s.inst = nil
+			return params, nil, err
+		}
+		s.relay.AttachServer(in, out)
+		s.streams.serverOut = out
+		go copyStderr(errOut, s.streams.stderr)
 	}
 	d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
 	if policy == nil {
@@ -248,7 +288,7 @@ func (d *Daemon) announceSession(s *session, params sandbox.Params) {
 	}
 	d.metrics.SessionsTotal.WithLabelValues(srv.Name, metrics.Agent(s.agent)).Inc()
 	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
-		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.initPath != "", "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio)
+		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.landlockOn, "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio, "server_stdio", serverStdio(params))
 }
 
 // stopOnRequest stops the server when the daemon shuts down or a broken
@@ -273,6 +313,10 @@ func (s *session) serverGone() string {
 		return "the MCP server closed its output"
 	}
 }
+
+// stdioConnectWait bounds the wait for mcpcage-init to open the server's
+// stdio once the sandbox started (it is the first thing it does).
+const stdioConnectWait = 30 * time.Second
 
 // serverExitWait is how long a closed output waits for the server's exit
 // status before the client is told only that the output closed.
@@ -345,6 +389,9 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	}
 	if err := s.inst.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
+	}
+	if s.streams.serverOut != nil {
+		_ = s.streams.serverOut.Close()
 	}
 	st := &s.relay.Stats
 	s.log.Info("session ended", "reason", exit.Reason, "exit_code", exit.Code,
@@ -490,6 +537,14 @@ func (r *stoppableReader) Read(p []byte) (int, error) {
 func (r *stoppableReader) Close() error {
 	r.stop(errClientGone)
 	return nil
+}
+
+// copyStderr copies the server's stderr to the client until the server
+// and its children close it; drainWriter never blocks the server on a
+// dead client.
+func copyStderr(r *os.File, w *drainWriter) {
+	defer func() { _ = r.Close() }()
+	_, _ = io.Copy(w, r)
 }
 
 // drainWriter never fails and never blocks the server on a dead client:

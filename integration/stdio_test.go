@@ -30,8 +30,21 @@ func TestStdioPassedToTheDaemon(t *testing.T) {
 	if len(sessions) != 1 || sessions[0].Stdio != api.StdioPassed {
 		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
 	}
-	if r := d.record(t, string(api.RecordSessionStart), func(map[string]any) bool { return true }); r["stdio"] != string(api.StdioPassed) {
-		t.Fatalf("session.start says stdio %v", r["stdio"])
+	r := d.record(t, string(api.RecordSessionStart), func(map[string]any) bool { return true })
+	if r["stdio"] != string(api.StdioPassed) || r["server_stdio"] != "fifo" {
+		t.Fatalf("session.start says stdio %v, server_stdio %v", r["stdio"], r["server_stdio"])
+	}
+	// The server's stdio are the daemon's FIFOs, not containerd's pipes,
+	// and their names are gone.
+	_, pids := d.sessionProcs(t)
+	if len(pids) == 0 {
+		t.Fatal("no process in the session's cgroup")
+	}
+	for fd, name := range []string{"in", "out", "err"} {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pids[0], fd))
+		if err != nil || !strings.Contains(link, "/.mcpcage/stdio/"+name) || !strings.HasSuffix(link, "(deleted)") {
+			t.Fatalf("server fd %d is %q (%v), want the removed FIFO /.mcpcage/stdio/%s", fd, link, err, name)
+		}
 	}
 }
 

@@ -77,7 +77,9 @@ func (l *Launcher) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, l.ns)
 }
 
-// Stdio are the server's standard streams as seen by the daemon.
+// Stdio are the server's standard streams as seen by the daemon, when
+// containerd copies them; all nil: the sandbox gets none from containerd
+// (its stdio are a ServerStdio's).
 type Stdio struct {
 	Stdin  io.Reader // read by containerd's copier until EOF
 	Stdout io.WriteCloser
@@ -152,7 +154,10 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 			}
 		}
 	}()
-	creator := cio.NewCreator(cio.WithStreams(o.Stdio.Stdin, o.Stdio.Stdout, o.Stdio.Stderr), cio.WithFIFODir(l.fifoDir))
+	creator := cio.NullIO // the server's stdio are the daemon's own (ServerStdio)
+	if o.Stdio != (Stdio{}) {
+		creator = cio.NewCreator(cio.WithStreams(o.Stdio.Stdin, o.Stdio.Stdout, o.Stdio.Stderr), cio.WithFIFODir(l.fifoDir))
+	}
 	task, err := c.NewTask(ctx, creator)
 	if err != nil {
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
@@ -267,8 +272,11 @@ func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
 	close(i.exited)
 	// Only EOF for the daemon's readers: what the server wrote has been
 	// copied, and a failed close leaves nothing to recover.
-	_ = i.stdio.Stdout.Close()
-	_ = i.stdio.Stderr.Close()
+	for _, c := range []io.Closer{i.stdio.Stdout, i.stdio.Stderr} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
 }
 
 // Limits reports the cgroup limits the server ran into; valid once Exited

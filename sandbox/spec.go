@@ -49,8 +49,12 @@ type Params struct {
 	HostNetwork bool
 	Seccomp     SeccompOptions
 	// Init is the host path of mcpcage-init; empty runs the command
-	// directly (no Landlock).
+	// directly (no Landlock, stdio through containerd).
 	Init string
+	// StdioDir, with Init, is the host directory of the server's stdin
+	// and stdout FIFOs (see ServerStdio): mcpcage-init opens them as fds
+	// 0 and 1 before it execs the server.
+	StdioDir string
 	// Landlock are the rules mcpcage-init applies; RequireLandlock makes
 	// a kernel without Landlock a launch error.
 	Landlock        *landlock.Rules
@@ -73,6 +77,10 @@ const ImageRootfs = "rootfs"
 
 // InitTarget is where mcpcage-init appears inside the sandbox.
 const InitTarget = "/.mcpcage/init"
+
+// StdioTarget is where the server's stdio FIFOs appear inside the sandbox
+// until mcpcage-init has opened them.
+const StdioTarget = "/.mcpcage/stdio"
 
 // AlwaysHidden are host paths no server may see, whatever its command.
 var AlwaysHidden = []string{
@@ -119,6 +127,9 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 		flags := []string{InitTarget}
 		if p.RequireLandlock {
 			flags = append(flags, "--require")
+		}
+		if p.StdioDir != "" {
+			flags = append(flags, "--stdio", StdioTarget)
 		}
 		args = append(append(flags, "--"), args...)
 	}
@@ -226,6 +237,12 @@ func baseMounts(p Params) []specs.Mount {
 	if p.Init != "" {
 		ms = append(ms, specs.Mount{Destination: InitTarget, Type: "bind", Source: p.Init,
 			Options: []string{"bind", "ro", "nosuid", "nodev", "private"}})
+		if p.StdioDir != "" {
+			// Read-only: opening a FIFO for writing needs no write access
+			// to its file system.
+			ms = append(ms, specs.Mount{Destination: StdioTarget, Type: "bind", Source: p.StdioDir,
+				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "private"}})
+		}
 	}
 	for _, m := range p.Mounts {
 		mode := "ro"

@@ -1,11 +1,15 @@
-// Command mcpcage-init runs first inside every mcpcage sandbox: it applies
-// the session's Landlock rules (from $MCPCAGE_LANDLOCK, JSON; see package
+// Command mcpcage-init runs first inside every mcpcage sandbox. With
+// --stdio DIR it opens the FIFOs DIR/in, DIR/out and DIR/err, the daemon's
+// own pipes (see sandbox.ServerStdio), as its stdin, stdout and stderr, so
+// no process copies the server's messages. Until then its stderr is
+// /dev/null: a failure to open them shows as the daemon's error that the
+// sandbox did not open its stdio. Then it applies the session's Landlock rules (from $MCPCAGE_LANDLOCK, JSON; see package
 // landlock: write rules and, from ABI 6, the scopes that keep the server
 // from the host's abstract unix sockets and from signalling outside its
 // sandbox), removes that variable, and execs the MCP server in its place,
 // so the server keeps pid 1 and its stdio. It is built static.
 //
-// Usage: mcpcage-init [--require] -- COMMAND [ARGS...]
+// Usage: mcpcage-init [--require] [--stdio DIR] -- COMMAND [ARGS...]
 //
 // Without Landlock in the kernel it execs the server unrestricted (and says
 // so on stderr), unless --require is given.
@@ -26,19 +30,29 @@ const envRules = "MCPCAGE_LANDLOCK"
 func main() {
 	args := os.Args[1:]
 	require := false
+	stdio := ""
 	for len(args) > 0 && args[0] != "--" {
 		switch args[0] {
 		case "--require":
 			require = true
+		case "--stdio":
+			if len(args) < 2 {
+				fail("--stdio needs a directory")
+			}
+			stdio, args = args[1], args[1:]
 		default:
 			fail("unknown flag %q", args[0])
 		}
 		args = args[1:]
 	}
 	if len(args) < 2 {
-		fail("usage: mcpcage-init [--require] -- COMMAND [ARGS...]")
+		fail("usage: mcpcage-init [--require] [--stdio DIR] -- COMMAND [ARGS...]")
 	}
 	argv := args[1:]
+	if stdio != "" {
+		// Before Landlock: its rules need not name the FIFOs.
+		installStdio(stdio)
+	}
 	if raw, ok := os.LookupEnv(envRules); ok {
 		if err := os.Unsetenv(envRules); err != nil { // the server must not see its rules
 			fail("unset %s: %v", envRules, err)
@@ -63,6 +77,30 @@ func main() {
 	}
 	err = syscall.Exec(path, argv, os.Environ())
 	fail("exec %s: %v", path, err)
+}
+
+// installStdio opens DIR/in as fd 0, DIR/out as fd 1 and DIR/err as fd 2
+// (the names of sandbox.StdioIn, StdioOut and StdioErr; this static
+// binary does not link that package). Each open
+// completes when the daemon has its end open (it opens both at once).
+func installStdio(dir string) {
+	for _, s := range []struct {
+		name string
+		flag int
+		fd   int
+	}{{"in", syscall.O_RDONLY, 0}, {"out", syscall.O_WRONLY, 1}, {"err", syscall.O_WRONLY, 2}} {
+		fd, err := syscall.Open(dir+"/"+s.name, s.flag|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			fail("open the server's %s from mcpcaged: %v", s.name, err)
+		}
+		// dup3 clears close-on-exec on the copy.
+		if err := syscall.Dup3(fd, s.fd, 0); err != nil {
+			fail("install the server's %s: %v", s.name, err)
+		}
+		if err := syscall.Close(fd); err != nil {
+			fail("close: %v", err)
+		}
+	}
 }
 
 func fail(format string, args ...any) {

@@ -75,6 +75,7 @@ type Log struct {
 
 	// Owned by the writer goroutine.
 	f          *os.File // nil after a failed rotation: reopened by the next write
+	headF      *os.File // the head file, rewritten in place (see saveHead)
 	size       int64
 	seq        uint64
 	prev       string
@@ -213,10 +214,14 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.done)
 	l.wg.Wait()
-	if l.f == nil {
-		return nil
+	var herr error
+	if l.headF != nil {
+		herr = l.headF.Close()
 	}
-	return l.f.Close()
+	if l.f == nil {
+		return herr
+	}
+	return errors.Join(l.f.Close(), herr)
 }
 
 func (l *Log) writer() {

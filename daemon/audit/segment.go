@@ -24,29 +24,68 @@ type Head struct {
 	Oldest  uint64 `json:"oldest_segment,omitempty"` // the oldest segment kept
 }
 
+// headSize is the size of the head file: the head is rewritten in place,
+// one page, its JSON padded with spaces, so that a sync of the log never
+// also commits a new directory entry (a rename would) and the write cannot
+// straddle pages.
+const headSize = 4096
+
+// headReads is how many times ReadHead reads a head that does not parse:
+// a reader can meet the page while the daemon rewrites it.
+const headReads = 3
+
 // ReadHead reads the chain head saved in the state dir.
 func ReadHead(path string) (Head, error) {
 	var h Head
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return h, err
+	var err error
+	for range headReads {
+		var b []byte
+		if b, err = os.ReadFile(path); err != nil {
+			return h, err
+		}
+		if err = json.Unmarshal(b, &h); err == nil {
+			return h, nil
+		}
 	}
-	if err := json.Unmarshal(b, &h); err != nil {
-		return h, fmt.Errorf("chain head %s: %w", path, err)
-	}
-	return h, nil
+	return h, fmt.Errorf("chain head %s: %w", path, err)
 }
 
+// saveHead rewrites the head file in place (see headSize); a head too
+// long for a page (a very long log path) is replaced by a rename instead.
 func (l *Log) saveHead() error {
 	if l.o.HeadPath == "" {
 		return nil
 	}
 	b, _ := json.Marshal(Head{Seq: l.seq, Hash: l.prev, File: l.o.Path, Segment: l.segment, Oldest: l.oldest})
-	tmp := l.o.HeadPath + ".tmp"
+	if len(b) >= headSize {
+		return replaceFile(l.o.HeadPath, b)
+	}
+	if l.headF == nil {
+		f, err := os.OpenFile(l.o.HeadPath, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("save chain head: %w", err)
+		}
+		l.headF = f
+	}
+	page := make([]byte, headSize)
+	copy(page, b)
+	for i := len(b); i < headSize-1; i++ {
+		page[i] = ' '
+	}
+	page[headSize-1] = '\n'
+	if _, err := l.headF.WriteAt(page, 0); err != nil {
+		return fmt.Errorf("save chain head: %w", err)
+	}
+	return nil
+}
+
+// replaceFile writes b to a new file and renames it over path.
+func replaceFile(path string, b []byte) error {
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return fmt.Errorf("save chain head: %w", err)
 	}
-	if err := os.Rename(tmp, l.o.HeadPath); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("save chain head: %w", err)
 	}
 	return nil

@@ -178,6 +178,14 @@ func New(opts Options, s Streams) *Relay {
 	}
 }
 
+// AttachServer gives the relay the server's ends when they exist only
+// after New (the sandbox starts after the relay is built): call it before
+// Run.
+func (r *Relay) AttachServer(in io.WriteCloser, out io.Reader) {
+	r.streams.ServerIn, r.streams.ServerOut = in, out
+	r.serverIn = in
+}
+
 // Streams are the four ends a relay joins.
 type Streams struct {
 	ClientIn  io.ReadCloser  // bytes from the client

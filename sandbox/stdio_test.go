@@ -1,0 +1,136 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// openAsInit opens the FIFOs as mcpcage-init does (the daemon's ends are
+// opening at the same time).
+func openAsInit(t *testing.T, dir string) (in, out, errOut *os.File) {
+	t.Helper()
+	var err error
+	if in, err = os.OpenFile(filepath.Join(dir, StdioIn), os.O_RDONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = os.OpenFile(filepath.Join(dir, StdioOut), os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if errOut, err = os.OpenFile(filepath.Join(dir, StdioErr), os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	return in, out, errOut
+}
+
+func TestServerStdioConnects(t *testing.T) {
+	testenv.RequireRoot(t) // chown to the server's uid
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s1"), 65534, 65534)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	st, err := os.Stat(filepath.Join(s.Dir(), StdioIn))
+	if err != nil || st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("in: %v %v, want a FIFO of mode 0600", st, err)
+	}
+	type ends struct{ in, out, errOut *os.File }
+	srv := make(chan ends, 1)
+	go func() { in, out, errOut := openAsInit(t, s.Dir()); srv <- ends{in, out, errOut} }()
+	stdin, stdout, stderr, err := s.Connect(make(chan struct{}), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-srv
+	defer func() {
+		for _, f := range []*os.File{stdin, stdout, stderr, server.in, server.out, server.errOut} {
+			_ = f.Close()
+		}
+	}()
+	for _, name := range []string{StdioIn, StdioOut, StdioErr} {
+		if _, err := os.Lstat(filepath.Join(s.Dir(), name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s still has a name once connected: %v", name, err)
+		}
+	}
+	// Bytes go straight through, both ways; closing stdin is end of file.
+	if _, err := stdin.WriteString("request\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = stdin.Close()
+	if b, err := io.ReadAll(server.in); err != nil || string(b) != "request\n" {
+		t.Fatalf("server read %q, %v", b, err)
+	}
+	if _, err := server.out.WriteString("response\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.out.Close()
+	if b, err := io.ReadAll(stdout); err != nil || string(b) != "response\n" {
+		t.Fatalf("daemon read %q, %v", b, err)
+	}
+}
+
+// TestServerStdioAbandoned: when the sandbox exits before it opens its
+// stdio, or never does, Connect fails and leaves no open waiting.
+func TestServerStdioAbandoned(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		name   string
+		exited bool
+		half   bool // the "sandbox" opened stdin only
+	}{{"exited", true, false}, {"exited after opening stdin", true, true}, {"timed out", false, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			if tc.half {
+				in, err := os.OpenFile(filepath.Join(s.Dir(), StdioIn), os.O_RDONLY, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = in.Close() }()
+			}
+			exited := make(chan struct{})
+			if tc.exited {
+				close(exited)
+			}
+			if _, _, _, err := s.Connect(exited, 200*time.Millisecond); !errors.Is(err, ErrStdioNotConnected) {
+				t.Fatalf("Connect = %v, want ErrStdioNotConnected", err)
+			}
+			testenv.WaitFor(t, "the opens to end", 10*time.Second, func() (bool, string) {
+				n := runtime.NumGoroutine()
+				return n <= before, fmt.Sprintf("%d goroutines, %d before", n, before)
+			})
+		})
+	}
+}
+
+// TestServerStdioClosedUnused: a launch that fails before Connect leaves
+// no open waiting once the ServerStdio is closed.
+func TestServerStdioClosedUnused(t *testing.T) {
+	testenv.RequireRoot(t)
+	before := runtime.NumGoroutine()
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.Dir()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("directory left: %v", err)
+	}
+	testenv.WaitFor(t, "the opens to end", 10*time.Second, func() (bool, string) {
+		n := runtime.NumGoroutine()
+		return n <= before, fmt.Sprintf("%d goroutines, %d before", n, before)
+	})
+}
