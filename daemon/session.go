@@ -161,6 +161,9 @@ type sessionStreams struct {
 	// serverOut is the daemon's end of the server's stdout FIFO, closed
 	// with the session.
 	serverOut io.Closer
+	// stderrDone is closed once the server's stderr FIFO is drained (nil
+	// when containerd copies it).
+	stderrDone chan struct{}
 }
 
 // buildRelay sets up the session's policy and relay; it returns what
@@ -271,7 +274,8 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		}
 		s.relay.AttachServer(in, out)
 		s.streams.serverOut = out
-		go copyStderr(errOut, s.streams.stderr)
+		s.streams.stderrDone = make(chan struct{})
+		go copyStderr(errOut, s.streams.stderr, s.streams.stderrDone)
 	}
 	d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
 	if policy == nil {
@@ -346,6 +350,14 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 	case <-s.shutdown:
 		end = relay.End{Reason: api.ExitDaemonShutdown, Err: errors.New("mcpcaged is shutting down")}
 	default:
+	}
+	if s.streams.stderrDone != nil {
+		// What the server said on stderr before it exited reaches the
+		// client before the exit does.
+		select {
+		case <-s.streams.stderrDone:
+		case <-time.After(stderrDrainWait):
+		}
 	}
 	return s.exitOf(end)
 }
@@ -542,10 +554,15 @@ func (r *stoppableReader) Close() error {
 // copyStderr copies the server's stderr to the client until the server
 // and its children close it; drainWriter never blocks the server on a
 // dead client.
-func copyStderr(r *os.File, w *drainWriter) {
+func copyStderr(r *os.File, w *drainWriter, done chan struct{}) {
+	defer close(done)
 	defer func() { _ = r.Close() }()
 	_, _ = io.Copy(w, r)
 }
+
+// stderrDrainWait bounds the wait for the rest of a server's stderr once
+// it exited (a child that outlives it can hold the FIFO open).
+const stderrDrainWait = 2 * time.Second
 
 // drainWriter never fails and never blocks the server on a dead client:
 // after the first error it discards everything.

@@ -80,11 +80,21 @@ func closeFDs(fds []int) {
 type passedStdio struct {
 	stdin, stdout *os.File
 	stderr        *os.File // nil: the server's stderr goes to the shim in frames
+	// blocking are the files that were blocking when passed: they are
+	// made blocking again before they are closed, since a process that
+	// shares them (a shell that ran mcpcage run and waits) would
+	// otherwise meet EAGAIN.
+	blocking []*os.File
 }
 
 // close closes the daemon's copies: the client sees end of file once the
 // shim has exited too.
 func (p *passedStdio) close() {
+	for _, f := range p.blocking {
+		if raw, err := f.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) })
+		}
+	}
 	for _, f := range []*os.File{p.stdin, p.stdout, p.stderr} {
 		if f != nil {
 			_ = f.Close()
@@ -103,48 +113,60 @@ func adoptStdio(fds []int) (*passedStdio, error) {
 		return nil, fmt.Errorf("%w: want stdin, stdout and optionally stderr, got %d files", errBadStdio, len(fds))
 	}
 	names := []string{"stdin", "stdout", "stderr"}
+	wasBlocking := make([]bool, len(fds))
 	for i, fd := range fds {
-		if err := checkStream(fd, i == 0); err != nil {
+		var err error
+		if wasBlocking[i], err = checkStream(fd, i == 0); err != nil {
 			closeFDs(fds)
 			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
 		}
 	}
-	p := &passedStdio{stdin: os.NewFile(uintptr(fds[0]), "client stdin"), stdout: os.NewFile(uintptr(fds[1]), "client stdout")}
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "client "+names[i])
+	}
+	p := &passedStdio{stdin: files[0], stdout: files[1]}
 	if len(fds) == 3 {
-		p.stderr = os.NewFile(uintptr(fds[2]), "client stderr")
+		p.stderr = files[2]
+	}
+	for i, f := range files {
+		if wasBlocking[i] {
+			p.blocking = append(p.blocking, f)
+		}
 	}
 	return p, nil
 }
 
 // checkStream accepts a pipe or a stream socket open for reading (read)
-// or writing, and makes it non-blocking.
-func checkStream(fd int, read bool) error {
+// or writing, and makes it non-blocking; it reports whether it was
+// blocking.
+func checkStream(fd int, read bool) (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return err
+		return false, err
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFIFO:
 	case unix.S_IFSOCK:
 		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if typ != unix.SOCK_STREAM {
-			return errors.New("a socket, but not a stream socket")
+			return false, errors.New("a socket, but not a stream socket")
 		}
 	default:
-		return fmt.Errorf("not a pipe or a stream socket (file mode %#o)", st.Mode&unix.S_IFMT)
+		return false, fmt.Errorf("not a pipe or a stream socket (file mode %#o)", st.Mode&unix.S_IFMT)
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch acc := fl & unix.O_ACCMODE; {
 	case read && acc == unix.O_WRONLY:
-		return errors.New("not open for reading")
+		return false, errors.New("not open for reading")
 	case !read && acc == unix.O_RDONLY:
-		return errors.New("not open for writing")
+		return false, errors.New("not open for writing")
 	}
-	return unix.SetNonblock(fd, true)
+	return fl&unix.O_NONBLOCK == 0, unix.SetNonblock(fd, true)
 }

@@ -152,3 +152,31 @@ func openFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestPassedStdioBlockingRestored: files that were blocking when passed
+// are blocking again once the session lets go of them (a shell sharing
+// them would otherwise meet EAGAIN).
+func TestPassedStdioBlockingRestored(t *testing.T) {
+	inR, _ := pipe(t)
+	_, outW := pipe(t)
+	keepIn, keepOut := dupFD(t, inR), dupFD(t, outW) // what a waiting shell holds
+	defer closeFDs([]int{keepIn, keepOut})
+	p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonblock := func(fd int) bool {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fl&unix.O_NONBLOCK != 0
+	}
+	if !nonblock(keepIn) || !nonblock(keepOut) {
+		t.Fatal("adopted files are not non-blocking")
+	}
+	p.close()
+	if nonblock(keepIn) || nonblock(keepOut) {
+		t.Fatal("the files stay non-blocking after the session")
+	}
+}
