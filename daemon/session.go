@@ -300,11 +300,14 @@ func (d *Daemon) announceSession(s *session, params sandbox.Params) {
 func (s *session) stopOnRequest() {
 	select {
 	case <-s.shutdown:
-		s.stop()
 	case <-s.policyStop:
-		s.stop()
 	case <-s.relay.Done():
+		return
 	}
+	// The stdio ladder's first step: the server's stdin ends now (its
+	// FIFO is the daemon's, containerd cannot close it).
+	s.relay.CloseServerIn()
+	s.stop()
 }
 
 // serverGone explains the end of the server's output to the client.

@@ -238,6 +238,12 @@ func (r *Relay) finish(reason api.ExitReason, err error) {
 // Done is closed when the relay has decided to end.
 func (r *Relay) Done() <-chan struct{} { return r.endCh }
 
+// CloseServerIn closes the server's stdin now, whatever is still queued
+// for it: the first step of stopping a server the client has not finished
+// with (the daemon shuts down, a rule ends the session). A client's own
+// end of input closes it after the last message instead.
+func (r *Relay) CloseServerIn() { r.closeServerIn() }
+
 func (r *Relay) closeServerIn() {
 	r.closeOnce.Do(func() { _ = r.serverIn.Close() }) // EOF for the server; nothing left to send
 }
