@@ -48,4 +48,5 @@ const (
 	ExitDaemonShutdown ExitReason = "daemon_shutdown"          // mcpcaged is stopping
 	ExitFileDenied     ExitReason = "file_denied"              // the kernel killed the server for a deny_paths hit
 	ExitMemoryLimit    ExitReason = "memory_limit"             // the server exceeded its memory limit
+	ExitContainerdLost ExitReason = "containerd_lost"          // containerd stopped during the session: the server was killed
 )

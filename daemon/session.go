@@ -112,6 +112,9 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 		go s.watchEgress(d, hosts)
 	}
 	go s.stopOnRequest()
+	if stdio != nil {
+		go s.boundClientWrites(stdio.stdout)
+	}
 	end := s.relay.Run(s.serverGone)
 
 	exit := d.endSession(ctx, s, end)
@@ -179,7 +182,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	s.stdio = api.StdioFramed
 	if stdio != nil {
 		s.stdio = api.StdioPassed
-		in := &stoppableReader{f: stdio.stdin}
+		in := &stoppableReader{f: stdio.stdin, out: stdio.stdout}
 		clientIn, clientOut, pump = in, stdio.stdout, in.follow
 		if stdio.stderr != nil {
 			stderr = stdio.stderr
@@ -310,6 +313,14 @@ func (s *session) stopOnRequest() {
 	s.stop()
 }
 
+// boundClientWrites gives the client stop_timeout to read what the
+// server wrote once the server has exited: a client that stopped reading
+// cannot keep the session (and its container) alive.
+func (s *session) boundClientWrites(out *os.File) {
+	<-s.inst.Exited() // always closed by the end of the session
+	_ = out.SetWriteDeadline(time.Now().Add(s.grace))
+}
+
 // serverGone explains the end of the server's output to the client.
 func (s *session) serverGone() string {
 	select {
@@ -375,6 +386,9 @@ func (s *session) exitOf(end relay.End) api.Exit {
 	}
 	limits := s.inst.Limits()
 	switch {
+	case s.inst.Lost() != nil:
+		exit.Reason = api.ExitContainerdLost
+		exit.Error = fmt.Sprintf("%v, so mcpcaged stopped server %q: start the session again once containerd is back (systemctl status containerd)", s.inst.Lost(), s.server)
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
 	case s.killedBy.Load() != nil:
@@ -512,6 +526,7 @@ func pumpFrames(fr *api.FrameReader, w *io.PipeWriter) {
 // to stop, or the shim is gone).
 type stoppableReader struct {
 	f       *os.File
+	out     *os.File // the client's stdout: a gone shim ends writes to it too
 	stopped atomic.Pointer[error]
 }
 
@@ -523,6 +538,10 @@ func (r *stoppableReader) follow(fr *api.FrameReader) {
 		t, _, err := fr.Next()
 		if err != nil {
 			r.stop(errClientGone)
+			// The session ends with its shim: a write blocked on the
+			// client's stdout (a client that stopped reading) must not
+			// hold it.
+			_ = r.out.SetWriteDeadline(time.Now())
 			return
 		}
 		if t == api.FrameStdinEOF {

@@ -177,18 +177,19 @@ func doSetup() error {
 
 // daemon is one mcpcaged under test.
 type daemon struct {
-	t         testing.TB
-	dir       string
-	socket    string
-	namespace string
-	config    string
-	cmd       *exec.Cmd
-	log       *syncBuffer
-	exited    chan struct{}
-	shimCred  *syscall.Credential // when set, shims run with these credentials
-	extraEnv  []string            // for mcpcaged
-	noWait    bool                // start returns at once (socket activation starts it on demand)
-	wrap      []string            // a command mcpcaged runs under (socket activation)
+	t          testing.TB
+	dir        string
+	socket     string
+	namespace  string
+	containerd string // its containerd's socket
+	config     string
+	cmd        *exec.Cmd
+	log        *syncBuffer
+	exited     chan struct{}
+	shimCred   *syscall.Credential // when set, shims run with these credentials
+	extraEnv   []string            // for mcpcaged
+	noWait     bool                // start returns at once (socket activation starts it on demand)
+	wrap       []string            // a command mcpcaged runs under (socket activation)
 }
 
 // startDaemon runs mcpcaged with the test server and extra config text
@@ -196,6 +197,12 @@ type daemon struct {
 func startDaemon(t testing.TB, extra string) *daemon {
 	t.Helper()
 	setup(t)
+	return startDaemonOn(t, env.containerd, extra)
+}
+
+// startDaemonOn is startDaemon with the containerd at socket address.
+func startDaemonOn(t testing.TB, address, extra string) *daemon {
+	t.Helper()
 	dir, err := os.MkdirTemp(env.work, "d-")
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +210,7 @@ func startDaemon(t testing.TB, extra string) *daemon {
 	// The run's prefix in every namespace: what is this run's on the
 	// machine (cgroups, pinned links) is told apart from other runs'.
 	ns := runNamespacePrefix() + filepath.Base(dir)[2:]
-	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns)}
+	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns), containerd: address}
 	env.mu.Lock()
 	if env.namespaces == nil {
 		env.namespaces = map[string]*runNamespace{}
@@ -219,7 +226,7 @@ containerd_namespace = %q
 stop_timeout = "1s"
 log_level = "debug"
 metrics_address = "127.0.0.1:0"
-`, d.socket, filepath.Join(dir, "state"), env.containerd, d.namespace)
+`, d.socket, filepath.Join(dir, "state"), d.containerd, d.namespace)
 	if !strings.Contains(extra, "audit_log") {
 		daemonSection += fmt.Sprintf("audit_log = %q\n", filepath.Join(dir, "log", "audit.jsonl"))
 	}
@@ -348,7 +355,7 @@ func (d *daemon) tasks() []string { return d.ctrList("tasks") }
 
 func (d *daemon) ctrList(kind string) []string {
 	d.t.Helper()
-	out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, kind, "ls", "-q").CombinedOutput()
+	out, err := exec.Command("ctr", "--address", d.containerd, "-n", d.namespace, kind, "ls", "-q").CombinedOutput()
 	if err != nil {
 		d.t.Fatalf("ctr %s ls: %v %s", kind, err, out)
 	}

@@ -120,12 +120,12 @@ func boot(t *testing.T) *machine {
 	must(t, m.cmd.Start(), "start systemd-nspawn")
 	t.Cleanup(m.stop)
 	nspawnLog := func() string { b, _ := os.ReadFile(m.log); return tail(string(b), 3000) }
-	testenv.WaitFor(t, "nspawn to start an init", 30*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "nspawn to start an init", nspawnBootWait, func() (bool, string) {
 		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid), "-o").Output()
 		_, _ = fmt.Sscan(string(out), &m.init) // no init yet: m.init stays 0
 		return m.init != 0, "nspawn log:\n" + nspawnLog()
 	})
-	testenv.WaitFor(t, "the machine to boot", 30*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "the machine to boot", nspawnBootWait, func() (bool, string) {
 		out, _ := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait").Output()
 		s := strings.TrimSpace(string(out))
 		return s == "running" || s == "degraded", fmt.Sprintf("state %q; nspawn log:\n%s", s, nspawnLog())
@@ -310,3 +310,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		t.Fatalf("removal (not purge) deleted the configuration: %v", err)
 	}
 }
+
+// nspawnBootWait bounds each step of booting the test machine: generous,
+// since other runs may share (and load) the machine.
+const nspawnBootWait = 2 * time.Minute

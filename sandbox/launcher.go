@@ -117,7 +117,16 @@ type Instance struct {
 	cleanOnce sync.Once
 	cgroup    string
 	limits    Limits
+	lost      error // set when containerd went away during the session
 }
+
+// ErrContainerdLost says containerd stopped while a session ran: the
+// server was killed through its cgroup, and the session ended.
+var ErrContainerdLost = errors.New("containerd stopped during the session")
+
+// Lost reports, once Exited is closed, whether the session ended because
+// containerd went away (wrapping ErrContainerdLost), nil otherwise.
+func (i *Instance) Lost() error { return i.lost }
 
 // Start creates and starts a sandbox. On error nothing is left behind.
 func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retErr error) {
@@ -257,6 +266,16 @@ func containsAny(s string, subs ...string) bool {
 // once containerd has copied everything the server wrote.
 func (i *Instance) watch(exitCh <-chan containerd.ExitStatus) {
 	i.status = <-exitCh
+	if err := i.status.Error(); err != nil {
+		// The task's exit stream broke: containerd went away (a restart).
+		// The server may still run, and nothing would tell its exit or
+		// stop it: stop it here, through its cgroup, and say so.
+		i.lost = fmt.Errorf("%w (%v)", ErrContainerdLost, err)
+		i.l.log.Error("containerd stopped during a session: killing its server through the cgroup", "container", i.ID, "err", err)
+		if kerr := killCgroup(i.cgroup); kerr != nil {
+			i.l.log.Error("server of a session containerd lost could not be killed", "container", i.ID, "err", kerr)
+		}
+	}
 	i.limits = readLimits(i.cgroup) // before the task's deletion removes the cgroup
 	done := make(chan struct{})
 	go func() {
@@ -327,16 +346,43 @@ func (i *Instance) Kill(ctx context.Context) {
 func (i *Instance) Remove(ctx context.Context) error {
 	var err error
 	i.cleanOnce.Do(func() {
-		ctx := i.l.ctx(context.WithoutCancel(ctx))
-		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if _, e := i.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
-			err = fmt.Errorf("delete task %s: %w", i.ID, e)
+		wait := removeWait
+		if i.lost != nil {
+			wait = lostRemoveWait // until containerd is back
 		}
-		if e := i.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
-			err = errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
+		ctx := i.l.ctx(context.WithoutCancel(ctx))
+		ctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		for {
+			if err = i.remove(ctx); err == nil || i.lost == nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(removeRetry):
+			}
 		}
 	})
+	return err
+}
+
+// Bounds of Remove: a normal removal, and one that waits for a lost
+// containerd to come back, trying again every removeRetry.
+const (
+	removeWait     = 15 * time.Second
+	lostRemoveWait = 2 * time.Minute
+	removeRetry    = time.Second
+)
+
+func (i *Instance) remove(ctx context.Context) error {
+	var err error
+	if _, e := i.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
+		err = fmt.Errorf("delete task %s: %w", i.ID, e)
+	}
+	if e := i.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
+		err = errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
+	}
 	return err
 }
 

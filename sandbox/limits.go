@@ -2,10 +2,14 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Limits reports which cgroup limits a sandbox ran into.
@@ -64,4 +68,31 @@ func counter(path, key string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// cgroupKillWait bounds the wait for a killed cgroup to empty.
+const cgroupKillWait = 10 * time.Second
+
+// killCgroup kills every process of the cgroup at cgroupsPath (cgroup v2
+// cgroup.kill) and waits until it is empty.
+func killCgroup(cgroupsPath string) error {
+	if cgroupsPath == "" {
+		return errors.New("no cgroup")
+	}
+	for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		dir := filepath.Join(root, cgroupsPath)
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+			continue
+		}
+		deadline := time.Now().Add(cgroupKillWait)
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			if err != nil || len(bytes.TrimSpace(b)) == 0 {
+				return nil
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return fmt.Errorf("cgroup %s not empty %v after cgroup.kill", dir, cgroupKillWait)
+	}
+	return fmt.Errorf("no cgroup v2 cgroup.kill for %s", cgroupsPath)
 }

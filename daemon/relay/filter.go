@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"fmt"
 
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
@@ -155,8 +156,12 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 				return false, nil
 			}
 		}
-		if !t.add(key, e.ID.Of(msg), e.Method) {
+		switch t.add(key, e.ID.Of(msg), e.Method) {
+		case duplicate:
 			r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
+			return false, nil
+		case full:
+			r.refuse(d, msg, e, fmt.Sprintf("too many pending requests (%d): wait for answers before sending more", maxPending))
 			return false, nil
 		}
 		if hold != nil && !r.inBatch {

@@ -459,3 +459,23 @@ func TestRelayRestoresMangledNumericIDInRewrittenResponse(t *testing.T) {
 		t.Fatalf("client got %q, want %q", got, want)
 	}
 }
+
+// TestRelayFullTableSaysSo: the request past maxPending is refused for
+// what it is, not as a duplicate id.
+func TestRelayFullTableSaysSo(t *testing.T) {
+	h := newHarness(t, Options{})
+	go func() {
+		var b strings.Builder
+		for i := 1; i <= maxPending+1; i++ {
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"sleep"}}`+"\n", i)
+		}
+		_, _ = io.WriteString(h.clientW, b.String())
+	}()
+	for i := 0; i < maxPending; i++ {
+		h.toServer()
+	}
+	got := h.toClient()
+	if !strings.Contains(got, fmt.Sprintf(`"id":%d`, maxPending+1)) || !strings.Contains(got, "too many pending requests") {
+		t.Fatalf("client got %q, want the refusal of the request past the limit", got)
+	}
+}

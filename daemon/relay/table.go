@@ -43,16 +43,27 @@ func newTable() *table {
 	return &table{m: make(map[string]pendingCall), cancelled: make(map[string]struct{})}
 }
 
-// add records a request; false when the id is already pending or the
-// table is full.
-func (t *table) add(key string, rawID []byte, method string) bool {
+// addResult says whether a request entered the table, and why not.
+type addResult uint8
+
+const (
+	added     addResult = iota
+	duplicate           // the id is already pending
+	full                // maxPending requests are pending
+)
+
+// add records a request.
+func (t *table) add(key string, rawID []byte, method string) addResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, dup := t.m[key]; dup || len(t.m) >= maxPending {
-		return false
+	if _, dup := t.m[key]; dup {
+		return duplicate
+	}
+	if len(t.m) >= maxPending {
+		return full
 	}
 	t.m[key] = pendingCall{rawID: append([]byte(nil), rawID...), method: method, since: time.Now()}
-	return true
+	return added
 }
 
 func (t *table) take(key string) (pendingCall, bool) {

@@ -1,0 +1,151 @@
+// Command rogue is an MCP server (JSON-RPC lines on stdio, written by
+// hand) that misbehaves on request, for mcpcage's robustness tests. It
+// answers initialize, tools/list and tools/call; each tool is one kind
+// of bad output:
+//
+//	echo {text}             answers the text (a well-behaved call)
+//	hang                    never answers
+//	flood_stdout {mib}      writes mib MiB of notifications/message lines,
+//	                        a malformed line and a response to an id nobody
+//	                        sent after each MiB, then answers
+//	flood_line              writes one line that never ends, until stdout
+//	                        fails (the reader gave up)
+//	flood_stderr {mib}      writes mib MiB to stderr, then answers
+//	exit_mid_message        writes the first half of its answer, then
+//	                        exits with status 3
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+)
+
+type message struct {
+	ID     json.RawMessage `json:"id,omitempty"`
+	Method string          `json:"method,omitempty"`
+	Params struct {
+		ProtocolVersion string `json:"protocolVersion"`
+		Name            string `json:"name"`
+		Arguments       struct {
+			Text string `json:"text"`
+			MiB  int    `json:"mib"`
+		} `json:"arguments"`
+	} `json:"params"`
+}
+
+var out = bufio.NewWriterSize(os.Stdout, 64<<10)
+
+func main() {
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	for {
+		line, err := in.ReadBytes('\n')
+		if len(strings.TrimSpace(string(line))) > 0 {
+			var m message
+			if json.Unmarshal(line, &m) == nil && m.Method != "" && len(m.ID) > 0 {
+				handle(m)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func handle(m message) {
+	switch m.Method {
+	case "initialize":
+		v := m.Params.ProtocolVersion
+		if v == "" {
+			v = "2025-11-25"
+		}
+		respond(m.ID, map[string]any{"protocolVersion": v, "capabilities": map[string]any{"tools": map[string]any{}},
+			"serverInfo": map[string]any{"name": "rogue", "version": "1"}})
+	case "tools/list":
+		var tools []map[string]any
+		for _, name := range []string{"echo", "hang", "flood_stdout", "flood_line", "flood_stderr", "exit_mid_message"} {
+			tools = append(tools, map[string]any{"name": name, "inputSchema": map[string]any{"type": "object"}})
+		}
+		respond(m.ID, map[string]any{"tools": tools})
+	case "tools/call":
+		call(m)
+	default:
+		write(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"method not found"}}`, m.ID))
+	}
+}
+
+func call(m message) {
+	args := m.Params.Arguments
+	switch m.Params.Name {
+	case "echo":
+		answer(m.ID, args.Text)
+	case "hang":
+	case "flood_stdout":
+		chunk := strings.Repeat("f", 64<<10-100)
+		for i := 0; i < args.MiB; i++ {
+			for j := 0; j < 16; j++ {
+				write(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"` + chunk + `"}}`)
+			}
+			write(`{"jsonrpc":"2.0", this is not JSON`)
+			write(fmt.Sprintf(`{"jsonrpc":"2.0","id":"forged-%d","result":{}}`, i))
+		}
+		answer(m.ID, fmt.Sprintf("flooded %d MiB", args.MiB))
+	case "flood_line":
+		chunk := strings.Repeat("l", 64<<10)
+		if _, err := out.WriteString(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"`); err != nil {
+			os.Exit(1)
+		}
+		for {
+			if _, err := out.WriteString(chunk); err != nil {
+				os.Exit(1) // the reader is gone
+			}
+		}
+	case "flood_stderr":
+		line := strings.Repeat("e", 1023) + "\n"
+		w := bufio.NewWriterSize(os.Stderr, 64<<10)
+		for i := 0; i < args.MiB<<10; i++ {
+			if _, err := w.WriteString(line); err != nil {
+				os.Exit(1)
+			}
+		}
+		if err := w.Flush(); err != nil {
+			os.Exit(1)
+		}
+		answer(m.ID, fmt.Sprintf("wrote %d MiB to stderr", args.MiB))
+	case "exit_mid_message":
+		full := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"never finished"}]}}`, m.ID)
+		if _, err := out.WriteString(full[:len(full)/2]); err != nil {
+			os.Exit(1)
+		}
+		if err := out.Flush(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(3)
+	default:
+		write(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32602,"message":"unknown tool"}}`, m.ID))
+	}
+}
+
+func answer(id json.RawMessage, text string) {
+	respond(id, map[string]any{"content": []map[string]any{{"type": "text", "text": text}}})
+}
+
+func respond(id json.RawMessage, result any) {
+	b, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "result": result})
+	if err != nil {
+		os.Exit(1)
+	}
+	write(string(b))
+}
+
+// write sends one line; a failed write means the reader is gone.
+func write(line string) {
+	if _, err := out.WriteString(line + "\n"); err != nil {
+		os.Exit(1)
+	}
+	if err := out.Flush(); err != nil {
+		os.Exit(1)
+	}
+}
