@@ -73,7 +73,10 @@ func (e *env) startClient(ctx context.Context, p path, s spec, limit time.Durati
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(e.repo, "bench", "client.mjs"), string(js))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	// Wait also waits for the client's stderr to close. With passed stdio
+	// the daemon holds the client's pipes until it has ended the session:
+	// ending 50 sessions at once on a busy machine can take tens of seconds.
+	cmd.WaitDelay = time.Minute
 	logf, err := os.OpenFile(filepath.Join(e.work, "clients.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		cancel()
@@ -120,6 +123,20 @@ func (c *client) read() (result, error) {
 		return r, fmt.Errorf("client %s: %w: %.200s", c.path.name, err, c.out.Bytes())
 	}
 	return r, nil
+}
+
+// ask sends a command line to a hold client and reads its answer; on an
+// error it stops the client.
+func (c *client) ask(line string) (result, error) {
+	if err := c.send(line); err != nil {
+		_ = c.wait() // the send error says more
+		return result{}, err
+	}
+	res, err := c.read()
+	if err != nil {
+		_ = c.wait() // done by read already if the client ended
+	}
+	return res, err
 }
 
 func (c *client) send(line string) error {

@@ -18,9 +18,12 @@
 //        then the same through a second session read by a plain line
 //        reader instead of the SDK (raw), whose stdio reader concatenates
 //        its whole buffer for every 64 KiB chunk, which throttles the pipe.
-// hold:  reads "open N" lines on stdin, opens sessions (4 at a time) until
-//        N are open, each answering tools/list, and prints {"open": N};
-//        "close" (or EOF) closes them all.
+// hold:  reads commands on stdin, one a line. "open N" opens sessions (4
+//        at a time) until N are open, each answering tools/list, and prints
+//        {"open": N}. "calls N" makes every open session do N calls one at
+//        a time, all sessions at once, and prints {"lat": [every call's
+//        time], "tputN": calls/s of all of them together}. "close" (or
+//        EOF) closes them all.
 //
 // Times are in microseconds. Errors go to stderr and exit with status 1.
 import { spawn } from "node:child_process";
@@ -173,12 +176,31 @@ async function bigRaw() {
 async function hold() {
   const sessions = [];
   for (let line = await nextLine(); line !== null && line !== "close"; line = await nextLine()) {
-    const want = Number(line.replace(/^open /, ""));
-    while (sessions.length < want) {
-      const batch = Math.min(4, want - sessions.length);
-      sessions.push(...(await Promise.all(Array.from({ length: batch }, open))));
+    const [cmd, arg] = line.split(" ");
+    const n = Number(arg);
+    if (!(n >= 0)) throw new Error(`hold: bad command ${JSON.stringify(line)}`);
+    if (cmd === "open") {
+      while (sessions.length < n) {
+        const batch = Math.min(4, n - sessions.length);
+        sessions.push(...(await Promise.all(Array.from({ length: batch }, open))));
+      }
+      out({ open: sessions.length });
+    } else if (cmd === "calls") {
+      const lat = [];
+      const t0 = now();
+      await Promise.all(
+        sessions.map(async ({ client }) => {
+          for (let i = 0; i < n; i++) {
+            const t = now();
+            await call(client);
+            lat.push(micros(t));
+          }
+        }),
+      );
+      out({ lat, tputN: (lat.length * 1e6) / micros(t0) });
+    } else {
+      throw new Error(`hold: bad command ${JSON.stringify(line)}`);
     }
-    out({ open: sessions.length });
   }
   await Promise.all(sessions.map((s) => s.client.close()));
 }

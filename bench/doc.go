@@ -8,7 +8,13 @@
 // a figure is the median over the rounds with their min..max. The client
 // is the official TypeScript SDK (client.mjs), the server the official
 // server-everything; the 16 MiB row uses mcpcage's Go test server, which
-// has a tool that answers that much.
+// has a tool that answers that much. Under the table, a targets section
+// compares the medians with the targets (added latency, against
+// this disk's measured fdatasync for audit_sync "always"; throughput with
+// 32 in flight against direct's; cold start against srt's; the daemon's
+// memory at 50 sessions) and says by how much each is met or missed. With
+// 50 sessions open, all of them calling at once give the scale figures:
+// per-call p50 and p99, and the daemon's CPU time per call.
 //
 // The harness starts and owns everything it measures: a private
 // containerd, three mcpcaged (audit_sync "always", "batch", and a fresh

@@ -37,6 +37,7 @@ type daemon struct {
 	name      string // "always", "batch", "memory"
 	socket    string
 	namespace string
+	auditLog  string // its audit log (rotated files beside it)
 	cmd       *exec.Cmd
 }
 
@@ -132,7 +133,8 @@ func (e *env) startDaemon(name, auditSync string) (*daemon, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	d := &daemon{name: name, socket: filepath.Join(dir, "mcpcage.sock"), namespace: "mcpcage-bench-" + e.id + "-" + name}
+	d := &daemon{name: name, socket: filepath.Join(dir, "mcpcage.sock"), namespace: "mcpcage-bench-" + e.id + "-" + name,
+		auditLog: filepath.Join(dir, "audit.jsonl")}
 	cfg := fmt.Sprintf(`[daemon]
 socket = %q
 state_dir = %q
@@ -150,7 +152,7 @@ command = ["mcp-server-everything", "stdio"]
 [servers.test]
 command = [%q]
 `, d.socket, filepath.Join(dir, "state"), e.containerd, d.namespace,
-		filepath.Join(dir, "audit.jsonl"), auditSync, filepath.Join(e.bin, "testserver"))
+		d.auditLog, auditSync, filepath.Join(e.bin, "testserver"))
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -25,6 +25,10 @@ type config struct {
 	bigRounds, bigCalls    int
 	bigBytes               int
 	sessions               []int
+	scaleWarm, scaleCalls  int
+	scaleRounds            int
+	fsyncs                 int
+	auditDir               string // the always daemon's audit log's directory
 	clientLimit, holdLimit time.Duration
 	srtSettings, srt       string
 }
@@ -44,7 +48,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.bigRounds, "big-rounds", 3, "rounds of the big-result figure")
 	fs.IntVar(&c.bigCalls, "big-calls", 2, "big results timed per round and path")
 	fs.IntVar(&c.bigBytes, "big-bytes", 16<<20, "size of the big result")
-	sessions := fs.String("sessions", "1,10,50", "session counts at which mcpcaged's memory is read")
+	sessions := fs.String("sessions", "1,10,50", "session counts at which mcpcaged's memory is read; the scale figures use the last")
+	fs.IntVar(&c.scaleWarm, "scale-warm", 10, "warm-up calls per session before the scale rounds")
+	fs.IntVar(&c.scaleCalls, "scale-calls", 50, "calls per session in each scale round, one at a time per session, all sessions at once (0: no scale figures)")
+	fs.IntVar(&c.scaleRounds, "scale-rounds", 3, "scale rounds")
+	fs.IntVar(&c.fsyncs, "fsyncs", 200, "400-byte appends, each fdatasynced, timed per round in the always daemon's audit directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,7 +64,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		c.sessions = append(c.sessions, n)
 	}
-	c.clientLimit, c.holdLimit = 3*time.Minute, 8*time.Minute
+	c.clientLimit, c.holdLimit = 3*time.Minute, 12*time.Minute
 	if err := run(c, stdout, stderr); err != nil {
 		_, _ = fmt.Fprintf(stderr, "mcpbench: %v\n", err)
 		return 1
@@ -99,6 +107,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	c.auditDir = filepath.Dir(always.auditLog)
 	caged := func(name string, d *daemon, server string) path {
 		return path{name: name, command: filepath.Join(e.bin, "mcpcage"), args: []string{"run", server},
 			env: map[string]string{"MCPCAGE_SOCKET": d.socket}, namespace: d.namespace}
@@ -117,8 +126,9 @@ func run(c config, stdout, log io.Writer) (err error) {
 	e.logf("bench: %d rounds over %s: %d warm-up calls, %d timed calls one at a time, %d calls %d in flight",
 		c.rounds, names(paths), c.warm, c.calls, c.concCalls, c.conc)
 	r := newReport(c, paths)
-	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round. Big result: %d rounds of %d calls. Cells: median over the rounds (min..max).",
-		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.bigRounds, c.bigCalls))
+	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session. Cells: median over the rounds (min..max).",
+		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
+	r.notes = append(r.notes, "Warm sandboxes are not implemented: every mcpcage session starts a new container, so the cold start is that of a cold container.")
 	if srtWhy != "" {
 		r.notes = append(r.notes, "srt (sandbox-runtime) not measured: "+srtWhy)
 	}
@@ -141,6 +151,13 @@ func run(c config, stdout, log io.Writer) (err error) {
 	}
 	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
 		return err
+	}
+	for _, d := range []*daemon{always, batch, memd} {
+		dp, err := firstSessionStart(d.auditLog)
+		if err != nil {
+			return fmt.Errorf("data path of the %s daemon: %w", d.name, err)
+		}
+		r.dataPaths = append(r.dataPaths, daemonPath{d.name, dp})
 	}
 	r.elapsed = time.Since(start)
 	return r.write(stdout, c.out)
@@ -181,8 +198,15 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 	s := spec{Mode: "round", Tool: "echo", Arguments: map[string]any{"message": "ping"},
 		Warm: c.warm, Calls: c.calls, Conc: c.conc, ConcCalls: c.concCalls}
 	for round := range c.rounds {
+		fsync, err := fdatasyncLatency(c.auditDir, c.fsyncs)
+		if err != nil {
+			return fmt.Errorf("fdatasync latency in %s: %w", c.auditDir, err)
+		}
+		r.add("mcpcage always", "fsync50", quantile(fsync, 0.5))
+		r.add("mcpcage always", "fsync99", quantile(fsync, 0.99))
 		p50 := map[string]float64{}
 		p99 := map[string]float64{}
+		tputN := map[string]float64{}
 		for i := range paths {
 			p := paths[(i+round)%len(paths)]
 			if r.dropped[p.name] != "" {
@@ -212,6 +236,7 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 				return err
 			}
 			p50[p.name], p99[p.name] = quantile(res.Lat, 0.5), quantile(res.Lat, 0.99)
+			tputN[p.name] = res.TputN
 			r.add(p.name, "p50", p50[p.name])
 			r.add(p.name, "p99", p99[p.name])
 			r.add(p.name, "tput1", res.Tput1)
@@ -222,9 +247,10 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 			if name != "direct" {
 				r.add(name, "added50", p50[name]-p50["direct"])
 				r.add(name, "added99", p99[name]-p99["direct"])
+				r.add(name, "tputRatio", tputN[name]/tputN["direct"])
 			}
 		}
-		e.logf("bench: round %d/%d done, p50 µs: %s", round+1, c.rounds, fmtMap(p50))
+		e.logf("bench: round %d/%d done, p50 µs: %s; fdatasync p50 %.0f µs", round+1, c.rounds, fmtMap(p50), quantile(fsync, 0.5))
 	}
 	return nil
 }
@@ -270,30 +296,39 @@ func (e *env) bigRounds(ctx context.Context, c config, paths []path, r *report) 
 }
 
 // daemonMemory reads a fresh mcpcaged's memory with no session, then with
-// each count of open sessions, then once they are all closed.
+// each count of open sessions; with the last count open it runs the scale
+// rounds and reads the memory again; then once all sessions are closed.
 func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *report) error {
 	pid := d.cmd.Process.Pid
 	time.Sleep(time.Second)
-	r.daemonMem = append(r.daemonMem, daemonSample{"0 (fresh daemon)", memOf(pid)})
-	cl, err := e.startClient(ctx, p, spec{Mode: "hold", Tool: "echo"}, c.holdLimit)
+	r.daemonMem = append(r.daemonMem, daemonSample{"0 (fresh daemon)", 0, memOf(pid)})
+	s := spec{Mode: "hold", Tool: "echo", Arguments: map[string]any{"message": "ping"}}
+	cl, err := e.startClient(ctx, p, s, c.holdLimit)
 	if err != nil {
 		return err
 	}
 	for _, n := range c.sessions {
 		t0 := time.Now()
-		if err := cl.send(fmt.Sprintf("open %d", n)); err != nil {
-			_ = cl.wait() // the send error says more
+		res, err := cl.ask(fmt.Sprintf("open %d", n))
+		if err != nil {
 			return err
 		}
-		if _, err := cl.read(); err != nil {
-			return err
-		}
-		r.daemonMem = append(r.daemonMem, daemonSample{strconv.Itoa(n), memOf(pid)})
-		e.logf("bench: %d sessions open (%.1fs)", n, time.Since(t0).Seconds())
+		r.scaleSessions = res.Open
+		r.daemonMem = append(r.daemonMem, daemonSample{strconv.Itoa(res.Open), res.Open, memOf(pid)})
+		e.logf("bench: %d sessions open (%.1fs)", res.Open, time.Since(t0).Seconds())
 	}
+	if c.scaleCalls > 0 {
+		if err := e.scale(c, cl, pid, r); err != nil {
+			return err
+		}
+		n := r.scaleSessions
+		r.daemonMem = append(r.daemonMem, daemonSample{fmt.Sprintf("%d (after the scale calls)", n), n, memOf(pid)})
+	}
+	t0 := time.Now()
 	if err := errors.Join(cl.send("close"), cl.wait()); err != nil {
 		return err
 	}
+	e.logf("bench: sessions closed, the client's pipes released (%.1fs)", time.Since(t0).Seconds())
 	// The daemon ends a session once its server has exited.
 	if err := waitFor(30*time.Second, func() error {
 		for _, q := range scan() {
@@ -306,6 +341,42 @@ func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *
 		return err
 	}
 	time.Sleep(time.Second)
-	r.daemonMem = append(r.daemonMem, daemonSample{"0 (all closed)", memOf(pid)})
+	r.daemonMem = append(r.daemonMem, daemonSample{"0 (all closed)", 0, memOf(pid)})
+	return nil
+}
+
+// scale has every session cl holds make calls, all sessions at once: a
+// warm-up, then c.scaleRounds timed rounds. Each round records the
+// per-call p50 and p99 over all calls, their total rate, and mcpcaged's
+// CPU time (pid's) over the round divided by the calls.
+func (e *env) scale(c config, cl *client, pid int, r *report) error {
+	const col = "mcpcage always"
+	if _, err := cl.ask(fmt.Sprintf("calls %d", c.scaleWarm)); err != nil {
+		return err
+	}
+	for round := range c.scaleRounds {
+		cpu0, err := cpuTime(pid)
+		if err != nil {
+			return err
+		}
+		res, err := cl.ask(fmt.Sprintf("calls %d", c.scaleCalls))
+		if err != nil {
+			return err
+		}
+		cpu1, err := cpuTime(pid)
+		if err != nil {
+			return err
+		}
+		if len(res.Lat) == 0 {
+			return fmt.Errorf("scale round %d: no calls timed", round+1)
+		}
+		cpu := float64((cpu1 - cpu0).Microseconds()) / float64(len(res.Lat))
+		r.add(col, "scale50", quantile(res.Lat, 0.5))
+		r.add(col, "scale99", quantile(res.Lat, 0.99))
+		r.add(col, "scaleTput", res.TputN)
+		r.add(col, "scaleCPU", cpu)
+		e.logf("bench: scale round %d/%d: %d calls, p50 %.0f µs, p99 %.0f µs, mcpcaged CPU %.0f µs/call",
+			round+1, c.scaleRounds, len(res.Lat), quantile(res.Lat, 0.5), quantile(res.Lat, 0.99), cpu)
+	}
 	return nil
 }

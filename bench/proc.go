@@ -2,11 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // proc is one process as /proc shows it.
@@ -95,6 +98,33 @@ func memOf(pid int) mem {
 		}
 	}
 	return m
+}
+
+// clockTick is the unit of utime and stime in /proc/PID/stat (USER_HZ,
+// 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// cpuTime is the CPU time a process has used, user and system, all its
+// threads (not its children): utime+stime of /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after "(comm)": state is field 3, utime 14 and stime 15.
+	var fields []string
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+		fields = strings.Fields(string(stat[i+1:]))
+	}
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %.100q", pid, stat)
+	}
+	utime, uerr := strconv.ParseInt(fields[11], 10, 64)
+	stime, serr := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(uerr, serr); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * clockTick, nil
 }
 
 // started holds the pids of the processes an exec.Cmd of ours started

@@ -23,15 +23,24 @@ type report struct {
 	procs     map[string][]string             // path → the extra processes of one session
 	dropped   map[string]string               // path → why it was not measured
 	daemonMem []daemonSample
-	notes     []string
-	elapsed   time.Duration
-	loadStart string // /proc/loadavg's 1, 5 and 15 minute figures
-	loadEnd   string // after the rounds
+	// scaleSessions is how many sessions were open for the scale rows.
+	scaleSessions int
+	dataPaths     []daemonPath // each daemon's first session, in order
+	notes         []string
+	elapsed       time.Duration
+	loadStart     string // /proc/loadavg's 1, 5 and 15 minute figures
+	loadEnd       string // after the rounds
 }
 
 type daemonSample struct {
-	sessions string
+	label    string
+	sessions int
 	mem      mem
+}
+
+type daemonPath struct {
+	daemon string
+	path   dataPath
 }
 
 func newReport(c config, paths []path) *report {
@@ -61,8 +70,11 @@ var rows = []row{
 	{"tools/call echo, p99 µs", "p99", 0},
 	{"added p50 vs direct, µs", "added50", 0},
 	{"added p99 vs direct, µs", "added99", 0},
+	{"fdatasync of a 400 B append on the audit log's disk, p50 µs", "fsync50", 0},
+	{"fdatasync of a 400 B append on the audit log's disk, p99 µs", "fsync99", 0},
 	{"calls/s, 1 in flight", "tput1", 0},
 	{"calls/s, 32 in flight", "tputN", 0},
+	{"calls/s, 32 in flight, ÷ direct's in the same round", "tputRatio", 2},
 	{"cold start (spawn → tools/list answered), ms", "cold", 0},
 	{"16 MiB result (test server), SDK client, ms", "big", 0},
 	{"16 MiB result, SDK client, added ms vs direct", "bigAdded", 0},
@@ -73,25 +85,37 @@ var rows = []row{
 	{"the server's own RSS, MiB", "server", 1},
 }
 
+// scaleRows follow the daemon's memory: N sessions open on the "always"
+// daemon, each making calls one at a time, all at once.
+var scaleRows = []row{
+	{"per-call p50 µs", "scale50", 0},
+	{"per-call p99 µs", "scale99", 0},
+	{"calls/s, all sessions together", "scaleTput", 0},
+	{"mcpcaged CPU time (user+system) per call, µs", "scaleCPU", 0},
+}
+
 func (r *report) table() string {
 	var b strings.Builder
 	b.WriteString("| figure | " + strings.Join(r.paths, " | ") + " |\n|---|")
 	b.WriteString(strings.Repeat("---|", len(r.paths)) + "\n")
-	for _, rw := range rows {
-		if rw.fig == "tputN" {
-			rw.label = fmt.Sprintf("calls/s, %d in flight", r.c.conc)
+	figures := func(rows []row, prefix string) {
+		for _, rw := range rows {
+			if strings.HasPrefix(rw.fig, "tputN") || rw.fig == "tputRatio" {
+				rw.label = strings.Replace(rw.label, "32 in flight", fmt.Sprintf("%d in flight", r.c.conc), 1)
+			}
+			if strings.HasPrefix(rw.fig, "big") {
+				rw.label = strings.Replace(rw.label, "16 MiB", sizeLabel(r.c.bigBytes), 1)
+			}
+			b.WriteString("| " + prefix + rw.label + " |")
+			for _, p := range r.paths {
+				b.WriteString(" " + spreadOf(r.figs[p][rw.fig]).format(rw.digits) + " |")
+			}
+			b.WriteString("\n")
 		}
-		if strings.HasPrefix(rw.fig, "big") {
-			rw.label = strings.Replace(rw.label, "16 MiB", sizeLabel(r.c.bigBytes), 1)
-		}
-		b.WriteString("| " + rw.label + " |")
-		for _, p := range r.paths {
-			b.WriteString(" " + spreadOf(r.figs[p][rw.fig]).format(rw.digits) + " |")
-		}
-		b.WriteString("\n")
 	}
+	figures(rows, "")
 	for _, s := range r.daemonMem {
-		label := "mcpcaged RSS MiB, sessions open: " + s.sessions
+		label := "mcpcaged RSS MiB, sessions open: " + s.label
 		b.WriteString("| " + label + " |")
 		for _, p := range r.paths {
 			cell := "—"
@@ -101,6 +125,9 @@ func (r *report) table() string {
 			b.WriteString(" " + cell + " |")
 		}
 		b.WriteString("\n")
+	}
+	if r.scaleSessions > 0 && r.c.scaleCalls > 0 {
+		figures(scaleRows, fmt.Sprintf("%d sessions × %d calls each, all at once: ", r.scaleSessions, r.c.scaleCalls))
 	}
 	return b.String()
 }
@@ -119,7 +146,11 @@ func (r *report) write(stdout io.Writer, file string) error {
 	for _, line := range r.header() {
 		b.WriteString("- " + line + "\n")
 	}
-	b.WriteString("\n" + r.table() + "\n")
+	b.WriteString("\n" + r.table() + "\n## Targets\n\n")
+	for _, t := range r.targets() {
+		b.WriteString("- " + t + "\n")
+	}
+	b.WriteString("\n## Notes\n\n")
 	for _, p := range r.paths {
 		if procs := r.procs[p]; len(procs) > 0 {
 			r.notes = append(r.notes, fmt.Sprintf("Extra processes of one %s session: %s.", p, countNames(procs)))
@@ -165,6 +196,7 @@ func (r *report) header() []string {
 	everything, _ := exec.LookPath("mcp-server-everything")
 	everything, _ = filepath.EvalSymlinks(everything)
 	return []string{
+		r.dataPathLine(),
 		fmt.Sprintf("Machine: %d CPUs (nproc), %s, %s memory", runtime.NumCPU(), cpu, memKiB),
 		"Kernel: " + strings.TrimSpace(string(kernel)),
 		"Commit: " + commit,
@@ -178,6 +210,26 @@ func (r *report) header() []string {
 			"containerd "+nth(strings.Fields(cmdOut("", "containerd", "--version")), 2),
 			strings.TrimPrefix(firstLine(cmdOut("", "runc", "--version")), "runc version ")),
 	}
+}
+
+// dataPathLine says how the mcpcage sessions' data flowed, from the first
+// session.start record of each daemon's audit log.
+func (r *report) dataPathLine() string {
+	const what = "Data path of the mcpcage sessions (first session.start audit record of each daemon)"
+	if len(r.dataPaths) == 0 {
+		return what + ": not read"
+	}
+	var names, each []string
+	same := true
+	for _, d := range r.dataPaths {
+		names = append(names, d.daemon)
+		each = append(each, d.daemon+": "+d.path.String())
+		same = same && d.path == r.dataPaths[0].path
+	}
+	if same {
+		return fmt.Sprintf("%s: %s (%s)", what, r.dataPaths[0].path, strings.Join(names, ", "))
+	}
+	return what + ": " + strings.Join(each, "; ")
 }
 
 func loadavg() string {

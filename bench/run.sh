@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: the side-by-side harness (bench/cmd/mcpbench, which prints
 # its table and writes bench/results.md), then the Go benchmarks of the
-# relay, the integration round trip and the eBPF layer, whose summary
-# lines are appended to bench/results.md. Root; after `make deps build`.
+# audit log, the relay, the integration round trip and the eBPF layer,
+# whose summary lines are appended to bench/results.md. Root; after
+# `make deps build`.
 # Extra arguments go to mcpbench (e.g. -rounds 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ $GO run ./bench/cmd/mcpbench -out "$out" "$@"
 
 gobench=$(mktemp)
 trap 'rm -f "$gobench"' EXIT
-for b in "-benchtime 2000x ./daemon/relay" "-benchtime 500x ./integration" "-benchtime 1x ./bpf"; do
+for b in "-benchtime 20000x ./daemon/audit" "-benchtime 2000x ./daemon/relay" "-benchtime 500x ./integration" "-benchtime 1x ./bpf"; do
   echo "+ go test -run '^\$' -bench . $b"
   # shellcheck disable=SC2086 # $b is the flags and the package
   $GO test -run '^$' -bench . $b 2>&1 | tee -a "$gobench"

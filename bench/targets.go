@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+)
+
+// Targets from the issue this harness tracks, checked against the
+// table's medians. They are reported, never enforced.
+const (
+	targetAddedUs   = 100.0 // added p50, µs: batch; always on top of one fdatasync
+	targetConcRatio = 0.8   // calls/s with -conc in flight, ÷ direct's
+	targetDaemonMiB = 60.0  // mcpcaged RSS with no session, MiB
+	targetPerSesMiB = 1.0   // and per open session
+)
+
+// targets compares each target with the medians the table shows, saying
+// by how much each is met or missed.
+func (r *report) targets() []string {
+	med := func(path, fig string) float64 { return spreadOf(r.figs[path][fig]).med }
+	const always, batch, srt = "mcpcage always", "mcpcage batch", "srt"
+	var out []string
+	out = append(out, goal{what: "mcpcage batch, added p50 vs direct", got: med(batch, "added50"),
+		limit: targetAddedUs, limitText: fmt.Sprintf("%.0f µs", targetAddedUs), unit: " µs"}.String())
+	sa := med(srt, "added50")
+	out = append(out, goal{what: "mcpcage batch, added p50 vs srt's", got: med(batch, "added50"),
+		limit: sa, limitText: fmt.Sprintf("srt's added p50 (%.0f µs)", sa), unit: " µs"}.String())
+	fs, fs99 := med(always, "fsync50"), med(always, "fsync99")
+	out = append(out, goal{what: "mcpcage always, added p50 vs direct", got: med(always, "added50"), limit: fs + targetAddedUs,
+		limitText: fmt.Sprintf("one fdatasync of this disk (p50 %.0f µs; p99 %.0f µs) + %.0f µs = %.0f µs", fs, fs99, targetAddedUs, fs+targetAddedUs),
+		unit:      " µs"}.String())
+	for _, p := range []string{always, batch} {
+		out = append(out, goal{what: fmt.Sprintf("%s, calls/s with %d in flight ÷ direct's", p, r.c.conc), got: med(p, "tputRatio"),
+			limit: targetConcRatio, limitText: fmt.Sprintf("%.2f", targetConcRatio), atLeast: true, digits: 2}.String())
+	}
+	sc := med(srt, "cold")
+	for _, p := range []string{always, batch} {
+		out = append(out, goal{what: p + ", cold start", got: med(p, "cold"),
+			limit: sc, limitText: fmt.Sprintf("srt's (%.0f ms)", sc), unit: " ms"}.String())
+	}
+	for _, s := range r.daemonMem {
+		if s.sessions == 0 || s.sessions != r.scaleSessions {
+			continue
+		}
+		limit := targetDaemonMiB + targetPerSesMiB*float64(s.sessions)
+		out = append(out, goal{what: "mcpcaged RSS, sessions open: " + s.label, got: float64(s.mem.rss) / 1024, limit: limit,
+			limitText: fmt.Sprintf("%.0f MiB + %d × %.0f MiB = %.0f MiB", targetDaemonMiB, s.sessions, targetPerSesMiB, limit),
+			unit:      " MiB", digits: 1}.String())
+	}
+	return out
+}
+
+// goal is one target: got against limit, at most (or, with atLeast, at
+// least).
+type goal struct {
+	what      string
+	got       float64
+	limit     float64
+	limitText string
+	atLeast   bool
+	unit      string
+	digits    int
+}
+
+func (g goal) String() string {
+	op := "≤"
+	if g.atLeast {
+		op = "≥"
+	}
+	if math.IsNaN(g.got) || math.IsNaN(g.limit) {
+		return fmt.Sprintf("%s: not measured (target %s %s)", g.what, op, g.limitText)
+	}
+	short := g.got - g.limit // by how much it misses
+	if g.atLeast {
+		short = -short
+	}
+	verdict := fmt.Sprintf("**met**, %.*f%s to spare", g.digits, -short, g.unit)
+	if short > 0 {
+		verdict = fmt.Sprintf("**missed by %.*f%s**", g.digits, short, g.unit)
+		if g.limit > 0 {
+			verdict += fmt.Sprintf(" (%.2f× the target)", g.got/g.limit)
+		}
+	}
+	return fmt.Sprintf("%s: %.*f%s; target %s %s: %s", g.what, g.digits, g.got, g.unit, op, g.limitText, verdict)
+}
