@@ -37,7 +37,7 @@ const (
 type bindSession struct {
 	_            structs.HostLayout
 	Flags        uint32
-	Pad          uint32
+	DenyLens     uint32
 	WindowStart  uint64
 	WindowEvents uint64
 }

@@ -512,18 +512,19 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
+	__u32 lens = s->deny_lens;
 	bool admitted = in_budget(s);
 	struct event *e = admitted ? new_event(args.cgid, EV_FILE_OPEN) : 0;
 	__u32 denied = 0;
 	if (ret >= 0)
-		denied = file_path(e, args.cgid, ret);
+		denied = file_path(e, args.cgid, lens, ret);
 	if (denied) {
 		// The open succeeded on a denied path: kill the process before it
 		// returns to user space and can read anything. Reported even
 		// over the session's budget.
 		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(args.cgid, EV_FILE_OPEN)))
-			file_path(e, args.cgid, ret);
+			file_path(e, args.cgid, lens, ret);
 	}
 	if (!e) {
 		if (!admitted)
@@ -660,6 +661,7 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
+	__u32 lens = s->deny_lens;
 	char first = 0;
 	bpf_probe_read_user(&first, 1, (const void *)args.name);
 	// The base directory comes from the kernel; the names are hints. A
@@ -669,13 +671,13 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	struct event *e = admitted ? new_event(args.cgid, args.kind) : 0;
 	__u32 denied = 0;
 	if (first != '/' && (e || ret == 0))
-		denied = dir_path(e, args.cgid, args.dirfd);
+		denied = dir_path(e, args.cgid, lens, args.dirfd);
 	if (ret != 0)
 		denied = 0;
 	if (denied) {
 		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(args.cgid, args.kind)))
-			dir_path(e, args.cgid, args.dirfd);
+			dir_path(e, args.cgid, lens, args.dirfd);
 	}
 	if (!e) {
 		if (!admitted)

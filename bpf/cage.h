@@ -72,7 +72,7 @@ enum event_rule {
 
 struct session {
 	__u32 flags;
-	__u32 pad;
+	__u32 deny_lens; // bit min(n, 31): a denied component is n bytes long
 	__u64 window_start; // rate limit window (ns)
 	__u64 window_events;
 };
@@ -253,44 +253,74 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
 	return e;
 }
 
+// deny_len_bit is a component's bit in struct session's deny_lens: its
+// length, with every length from 31 up sharing bit 31.
+static __always_inline __u32 deny_len_bit(__u32 len)
+{
+	return 1U << (len < 31 ? len : 31);
+}
+
+// A dentry's parent and name, in one read where the kernel keeps them
+// side by side (as every kernel we know does), else in two.
+struct dentry_up {
+	struct dentry *parent;
+	struct qstr name;
+};
+
+static __always_inline void read_up(struct dentry *d, struct dentry_up *u)
+{
+	__u32 parent = bpf_core_field_offset(struct dentry, d_parent);
+	if (bpf_core_field_offset(struct dentry, d_name) == parent + sizeof(u->parent)) {
+		bpf_probe_read_kernel(u, sizeof(*u), (void *)d + parent);
+		return;
+	}
+	u->parent = BPF_CORE_READ(d, d_parent);
+	bpf_core_read(&u->name, sizeof(u->name), &d->d_name);
+}
+
 // Walks the kernel's dentries from (d, vm) up to the root of the task's
 // mount namespace into e->comp (when e is set), leaf first; checks each
 // component against session cgid's denied names. Returns the matching
-// rule + 1, or 0. The check never depends on e: a full ring buffer or a
-// spent event budget does not weaken enforcement.
-static __always_inline __u32 walk_path(struct event *e, __u64 cgid, struct dentry *d, struct vfsmount *vm)
+// rule + 1, or 0. A component whose length no denied name has (lens, the
+// session's deny_lens) cannot match: its name is read only for e. The
+// check never depends on e: a full ring buffer or a spent event budget
+// does not weaken enforcement.
+static __always_inline __u32 walk_path(struct event *e, __u64 cgid, __u32 lens, struct dentry *d, struct vfsmount *vm)
 {
 	struct mount *m = container_of(vm, struct mount, mnt);
+	struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
 	__u32 denied = 0;
 	struct deny_key dk = {.cgid = cgid};
 	int n = 0;
 #pragma unroll
 	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
-		struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == mnt_root || d == parent) {
+		struct dentry_up u = {};
+		read_up(d, &u);
+		if (d == mnt_root || d == u.parent) {
 			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
 			if (m == mp)
 				break; // the root of the namespace
 			d = BPF_CORE_READ(m, mnt_mountpoint);
 			m = mp;
-			vm = &m->mnt;
+			mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
 			continue;
 		}
 		if (n >= MAX_COMPONENTS)
 			break;
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		__builtin_memset(dk.name, 0, sizeof(dk.name));
-		bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
-		if (e)
-			__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
-		if (!denied) {
-			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
-			if (rule)
-				denied = *rule + 1;
+		bool check = !denied && (lens & deny_len_bit(u.name.len));
+		if (e || check) {
+			__builtin_memset(dk.name, 0, sizeof(dk.name));
+			bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), u.name.name);
+			if (e)
+				__builtin_memcpy(e->comp[n & (MAX_COMPONENTS - 1)], dk.name, COMPONENT_LEN);
+			if (check) {
+				__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
+				if (rule)
+					denied = *rule + 1;
+			}
 		}
 		n++;
-		d = parent;
+		d = u.parent;
 	}
 	if (e)
 		e->ncomp = n;
@@ -298,24 +328,26 @@ static __always_inline __u32 walk_path(struct event *e, __u64 cgid, struct dentr
 }
 
 // The kernel's path of the task's open file fd (see walk_path).
-static __always_inline __u32 file_path(struct event *e, __u64 cgid, int fd)
+static __always_inline __u32 file_path(struct event *e, __u64 cgid, __u32 lens, int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	// Loads through the task's BTF pointer: no helper call.
+	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
 	struct file *f = 0;
+	struct path p = {};
 	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return 0;
-	return walk_path(e, cgid, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt));
+	bpf_core_read(&p, sizeof(p), &f->f_path);
+	return walk_path(e, cgid, lens, p.dentry, p.mnt);
 }
 
 // The kernel's path of a *at() call's base directory: dirfd, or the
 // task's working directory for AT_FDCWD.
-static __always_inline __u32 dir_path(struct event *e, __u64 cgid, int dirfd)
+static __always_inline __u32 dir_path(struct event *e, __u64 cgid, __u32 lens, int dirfd)
 {
 	if (dirfd != AT_FDCWD)
-		return file_path(e, cgid, dirfd);
+		return file_path(e, cgid, lens, dirfd);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return walk_path(e, cgid, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
+	return walk_path(e, cgid, lens, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt));
 }
 
 #endif

@@ -150,7 +150,7 @@ type cagePorts struct {
 type cageSession struct {
 	_            structs.HostLayout
 	Flags        uint32
-	Pad          uint32
+	DenyLens     uint32
 	WindowStart  uint64
 	WindowEvents uint64
 }

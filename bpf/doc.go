@@ -18,7 +18,11 @@
 // Everywhere, a successful open of such a path, or a rename, link, unlink
 // or mkdir in a denied directory, kills the task at syscall exit
 // (bpf_send_signal, SIGKILL) before it returns to user space. The deny
-// check never depends on an event being recorded.
+// check never depends on an event being recorded. It walks the kernel's
+// dentries of the path but reads a component's name (and looks it up)
+// only when some denied name of the session has its length (lengths from
+// 31 bytes up share one slot); the names of an event that will be
+// recorded are read in any case.
 //
 // Observation: file opens (openat, openat2, open, creat: flags, result and
 // the kernel's own path of the new fd), directory operations (unlink,

@@ -21,12 +21,12 @@ int BPF_PROG(cage_file_open, struct file *file, int ret)
 		return 0;
 	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
 	struct vfsmount *vm = BPF_CORE_READ(file, f_path.mnt);
-	__u32 denied = walk_path(0, cgid, d, vm);
+	__u32 denied = walk_path(0, cgid, s->deny_lens, d, vm);
 	if (!denied)
 		return 0;
 	struct event *e = new_event(cgid, EV_FILE_DENIED);
 	if (e) {
-		walk_path(e, cgid, d, vm);
+		walk_path(e, cgid, s->deny_lens, d, vm);
 		e->result = -EACCES;
 		e->flags = BPF_CORE_READ(file, f_flags);
 		e->rule = denied - 1;

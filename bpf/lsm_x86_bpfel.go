@@ -22,7 +22,7 @@ type lsmDenyKey struct {
 type lsmSession struct {
 	_            structs.HostLayout
 	Flags        uint32
-	Pad          uint32
+	DenyLens     uint32
 	WindowStart  uint64
 	WindowEvents uint64
 }

@@ -45,6 +45,7 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	if err := c.SetEgress(cgid, p.Egress); err != nil {
 		return err
 	}
+	s := cageSession{}
 	for name, idx := range p.DenyComponents {
 		k := cageDenyKey{Cgid: cgid}
 		if len(name) >= len(k.Name) {
@@ -56,11 +57,11 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 		if err := c.objs.DenyComponents.Put(&k, uint32(idx)); err != nil {
 			return fmt.Errorf("register deny rule: %w", err)
 		}
+		s.DenyLens |= denyLenBit(len(name))
 	}
 	if err := c.setListen(cgid, p.Listen); err != nil {
 		return err
 	}
-	s := cageSession{}
 	if p.HostNetwork {
 		s.Flags |= uint32(cageSessionFlagSESSION_HOST_NET)
 	}
@@ -72,6 +73,11 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	}
 	return nil
 }
+
+// denyLenBit is a denied component's bit in the session's deny_lens
+// (cage.h's deny_len_bit): the walk reads only the names whose length
+// some denied name has.
+func denyLenBit(n int) uint32 { return 1 << min(n, 31) }
 
 // SetEgress replaces a session's egress rules (e.g. after host names were
 // re-resolved). Rules for a prefix inherit the ports of every rule whose
