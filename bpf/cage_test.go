@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -22,8 +23,9 @@ func loadForTest(t *testing.T) (*Cage, string) {
 	testenv.Require(t, root != "", "cgroup v2")
 	testenv.Require(t, probe.EnsureTracefs() == nil, "tracefs")
 	// A cgroup and a pin directory of this test's own, so that test runs
-	// sharing the machine never meet.
-	unique := "mcpcage-unit-" + filepath.Base(t.TempDir())
+	// sharing the machine never meet (the temporary directory's base is
+	// only a counter within this process: the pid tells runs apart).
+	unique := fmt.Sprintf("mcpcage-unit-%d-%s", os.Getpid(), filepath.Base(t.TempDir()))
 	parent := filepath.Join(root, unique)
 	pins := filepath.Join("/sys/fs/bpf", unique)
 	c, err := Load(Options{CgroupParent: parent, PinDir: pins})
