@@ -35,9 +35,10 @@ func baseTree(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join(nspawnCache, "usr/lib/systemd/systemd")); err == nil && !testenv.InCI() {
 		return nspawnCache
 	}
-	must(t, os.RemoveAll(nspawnCache), "remove the stale cache")
+	// Every run builds in a directory of its own: runs sharing the
+	// machine never meet in a half-built tree.
 	must(t, os.MkdirAll(filepath.Dir(nspawnCache), 0o755), "cache dir")
-	tmp := nspawnCache + ".tmp"
+	tmp := fmt.Sprintf("%s.tmp-%d", nspawnCache, os.Getpid())
 	must(t, os.RemoveAll(tmp), "remove a partial tree")
 	mirror := "http://deb.debian.org/debian"
 	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,ca-certificates", "bookworm", tmp, mirror).CombinedOutput()
@@ -56,7 +57,20 @@ func baseTree(t *testing.T) string {
 		}
 	}
 	must(t, os.WriteFile(filepath.Join(tmp, "etc/hostname"), []byte("mcpcage-test\n"), 0o644), "hostname")
-	must(t, os.Rename(tmp, nspawnCache), "cache the tree")
+	if testenv.InCI() {
+		// CI builds fresh and keeps nothing: the tree is this run's.
+		t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+		return tmp
+	}
+	// Replace the cache (another run may have just filled it: then it is
+	// as good as ours).
+	old := fmt.Sprintf("%s.old-%d", nspawnCache, os.Getpid())
+	if err := os.Rename(nspawnCache, old); err == nil {
+		must(t, os.RemoveAll(old), "remove the stale cache")
+	}
+	if err := os.Rename(tmp, nspawnCache); err != nil {
+		must(t, os.RemoveAll(tmp), "remove this run's tree")
+	}
 	return nspawnCache
 }
 

@@ -263,7 +263,7 @@ func testUser(t *testing.T) (int, string) {
 	const name = "mcpcage-itest"
 	if _, err := user.Lookup(name); err != nil {
 		out, err := exec.Command("useradd", "--create-home", "--uid", "1742", "--user-group", name).CombinedOutput()
-		if err != nil {
+		if _, lerr := user.Lookup(name); err != nil && lerr != nil { // another run may have just added it
 			t.Fatalf("useradd: %v %s", err, out)
 		}
 	}

@@ -25,7 +25,7 @@ func namedUser(t *testing.T, name string, uid int) (int, string) {
 	t.Helper()
 	if _, err := user.Lookup(name); err != nil {
 		out, err := exec.Command("useradd", "--create-home", "--uid", strconv.Itoa(uid), "--user-group", name).CombinedOutput()
-		if err != nil {
+		if _, lerr := user.Lookup(name); err != nil && lerr != nil { // another run may have just added it
 			t.Fatalf("useradd %s: %v %s", name, err, out)
 		}
 	}
@@ -43,7 +43,8 @@ func namedUser(t *testing.T, name string, uid int) (int, string) {
 type userFixture struct {
 	d                *daemon
 	uid2             int
-	home1, home2     string
+	home1            string
+	home2            string // this fixture's directory in user 2's home
 	secretDir        string // root's, 0700
 	notesDir         string // user 1's, in their 0700 home
 	token, notesText string
@@ -53,7 +54,13 @@ func newUserFixture(t *testing.T) *userFixture {
 	t.Helper()
 	_, home1 := testUser(t)
 	uid2, home2 := namedUser(t, "mcpcage-itest2", 1743)
-	f := &userFixture{uid2: uid2, home1: home1, home2: home2}
+	// The users are shared by every run on the machine: each fixture
+	// works in a directory of its own in user 2's home.
+	run := filepath.Join(home2, fmt.Sprintf("run-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	must(t, os.Mkdir(run, 0o755), "mkdir %s", run)
+	must(t, os.Chown(run, uid2, uid2), "chown %s", run)
+	t.Cleanup(func() { _ = os.RemoveAll(run) })
+	f := &userFixture{uid2: uid2, home1: home1, home2: run}
 	f.d = startDaemon(t, "")
 	for _, p := range []string{env.work, f.d.dir} {
 		must(t, os.Chmod(p, 0o755), "open %s to the test users", p)
@@ -69,7 +76,7 @@ func newUserFixture(t *testing.T) *userFixture {
 
 	must(t, os.Chmod(home1, 0o700), "close user 1's home")
 	f.notesText = fmt.Sprintf("user1-notes-%d", n)
-	f.notesDir = filepath.Join(home1, "notes")
+	f.notesDir = filepath.Join(home1, fmt.Sprintf("notes-%d", n))
 	must(t, os.MkdirAll(f.notesDir, 0o755), "mkdir notes")
 	must(t, os.WriteFile(filepath.Join(f.notesDir, "notes.txt"), []byte(f.notesText), 0o644), "write notes")
 	t.Cleanup(func() { _ = os.RemoveAll(f.notesDir) })
