@@ -249,7 +249,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
 	var fifos *sandbox.ServerStdio
 	if d.initPath != "" {
-		if fifos, err = sandbox.NewServerStdio(filepath.Join(d.stdioRoot, s.id), params.UID, params.GID); err != nil {
+		if fifos, err = sandbox.NewServerStdio(filepath.Join(d.stdioRoot, s.id), params.GID); err != nil {
 			return params, nil, err
 		}
 		defer func() { _ = fifos.Close() }()
@@ -528,6 +528,7 @@ type stoppableReader struct {
 	f       *os.File
 	out     *os.File // the client's stdout: a gone shim ends writes to it too
 	stopped atomic.Pointer[error]
+	ending  atomic.Bool // EndAfter: a read deadline ends the input
 }
 
 // follow reads the shim's frames until the connection ends: a stdin EOF
@@ -561,8 +562,13 @@ func (r *stoppableReader) Read(p []byte) (int, error) {
 		return 0, *why
 	}
 	n, err := r.f.Read(p)
-	if why := r.stopped.Load(); why != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		return n, *why
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if why := r.stopped.Load(); why != nil {
+			return n, *why
+		}
+		if r.ending.Load() {
+			return n, errClientGone
+		}
 	}
 	return n, err
 }
@@ -571,6 +577,13 @@ func (r *stoppableReader) Read(p []byte) (int, error) {
 func (r *stoppableReader) Close() error {
 	r.stop(errClientGone)
 	return nil
+}
+
+// EndAfter lets reads take in what the client has already written, for
+// at most d, then ends them as a gone client.
+func (r *stoppableReader) EndAfter(d time.Duration) {
+	_ = r.f.SetReadDeadline(time.Now().Add(d))
+	r.ending.Store(true)
 }
 
 // copyStderr copies the server's stderr to the client until the server

@@ -36,24 +36,38 @@ type opened struct {
 	err error
 }
 
-// NewServerStdio makes dir (which must not exist) with the three FIFOs,
-// owned by the server's uid and gid and private to them, and starts
-// opening the daemon's ends: each open completes when mcpcage-init opens
-// the other end. Call Connect once the server started, Close always.
-func NewServerStdio(dir string, uid, gid uint32) (*ServerStdio, error) {
-	if err := os.Mkdir(dir, 0o700); err != nil {
+// NewServerStdio makes dir (which must not exist) with the three FIFOs
+// and starts opening the daemon's ends: each open completes when
+// mcpcage-init opens the other end. Call Connect once the server started,
+// Close always.
+//
+// The directory and the FIFOs belong to root and to the server's group,
+// which alone may use them (0750 and 0660): the daemon needs no
+// CAP_DAC_OVERRIDE to open them (its packaged unit has none), and the
+// directory is visible only inside the session's sandbox.
+func NewServerStdio(dir string, gid uint32) (*ServerStdio, error) {
+	if err := os.Mkdir(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("server stdio: %w", err)
 	}
 	s := &ServerStdio{dir: dir, in: filepath.Join(dir, StdioIn), out: filepath.Join(dir, StdioOut), err: filepath.Join(dir, StdioErr),
 		inCh: make(chan opened, 1), outCh: make(chan opened, 1), errCh: make(chan opened, 1)}
 	for _, p := range []string{s.in, s.out, s.err} {
-		if err := unix.Mkfifo(p, 0o600); err != nil {
+		if err := unix.Mkfifo(p, 0o660); err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("server stdio: mkfifo %s: %w", p, err)
 		}
 	}
 	for _, p := range []string{dir, s.in, s.out, s.err} {
-		if err := os.Lchown(p, int(uid), int(gid)); err != nil {
+		// Mode bits as asked, whatever the umask; root keeps ownership.
+		err := os.Lchown(p, 0, int(gid))
+		if err == nil {
+			mode := os.FileMode(0o660)
+			if p == dir {
+				mode = 0o750 | os.ModeDir
+			}
+			err = os.Chmod(p, mode.Perm())
+		}
+		if err != nil {
 			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("server stdio: %w", err)
 		}
@@ -83,13 +97,14 @@ func (s *ServerStdio) Connect(exited <-chan struct{}, within time.Duration) (std
 	defer t.Stop()
 	var in, out, errOut *opened
 	for in == nil || out == nil || errOut == nil {
+		var got *opened
 		select {
 		case o := <-s.inCh:
-			in = &o
+			in, got = &o, &o
 		case o := <-s.outCh:
-			out = &o
+			out, got = &o, &o
 		case o := <-s.errCh:
-			errOut = &o
+			errOut, got = &o, &o
 		case <-exited:
 			s.release(in, out, errOut)
 			return nil, nil, nil, fmt.Errorf("%w: it exited first", ErrStdioNotConnected)
@@ -97,10 +112,12 @@ func (s *ServerStdio) Connect(exited <-chan struct{}, within time.Duration) (std
 			s.release(in, out, errOut)
 			return nil, nil, nil, fmt.Errorf("%w within %v", ErrStdioNotConnected, within)
 		}
-	}
-	if err := errors.Join(in.err, out.err, errOut.err); err != nil {
-		s.release(in, out, errOut)
-		return nil, nil, nil, fmt.Errorf("server stdio: %w", err)
+		if got.err != nil {
+			// An end the daemon cannot open fails the launch at once (the
+			// sandbox would wait for it until the timeout).
+			s.release(in, out, errOut)
+			return nil, nil, nil, fmt.Errorf("server stdio: %w", got.err)
+		}
 	}
 	// Every end is open: the names have done their work.
 	for _, p := range []string{s.in, s.out, s.err} {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,14 +33,14 @@ func openAsInit(t *testing.T, dir string) (in, out, errOut *os.File) {
 
 func TestServerStdioConnects(t *testing.T) {
 	testenv.RequireRoot(t) // chown to the server's uid
-	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s1"), 65534, 65534)
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s1"), 65534)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
 	st, err := os.Stat(filepath.Join(s.Dir(), StdioIn))
-	if err != nil || st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o600 {
-		t.Fatalf("in: %v %v, want a FIFO of mode 0600", st, err)
+	if err != nil || st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o660 || st.Sys().(*syscall.Stat_t).Uid != 0 || st.Sys().(*syscall.Stat_t).Gid != 65534 {
+		t.Fatalf("in: %v %v, want a FIFO root:65534 of mode 0660", st, err)
 	}
 	type ends struct{ in, out, errOut *os.File }
 	srv := make(chan ends, 1)
@@ -87,7 +88,7 @@ func TestServerStdioAbandoned(t *testing.T) {
 	}{{"exited", true, false}, {"exited after opening stdin", true, true}, {"timed out", false, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
-			s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0, 0)
+			s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +120,7 @@ func TestServerStdioAbandoned(t *testing.T) {
 func TestServerStdioClosedUnused(t *testing.T) {
 	testenv.RequireRoot(t)
 	before := runtime.NumGoroutine()
-	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0, 0)
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

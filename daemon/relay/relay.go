@@ -129,6 +129,7 @@ type Relay struct {
 	endCh     chan struct{}
 	serverIn  io.WriteCloser
 	closeOnce sync.Once
+	gone      atomic.Pointer[string] // why the server went away, once it has
 
 	// toServer carries client messages that wait for a hold, and every
 	// message behind one, to writeServer; queued counts those not yet
@@ -220,11 +221,40 @@ func (r *Relay) Run(serverGone func() string) End {
 		}
 	}
 	r.finish(api.ExitServerExited, nil)
+	// From here on a request the client sent is answered at once: it
+	// may already be on its way (written just before the end).
+	r.gone.Store(&detail)
 	r.failPending(detail)
-	_ = s.ClientIn.Close()
+	if e, ok := s.ClientIn.(EndAfterer); ok {
+		e.EndAfter(clientDrainWait) // what the client already wrote is read and answered
+	} else {
+		_ = s.ClientIn.Close()
+	}
 	r.closeServerIn()
 	wg.Wait()
+	_ = s.ClientIn.Close()
 	return r.end
+}
+
+// EndAfterer is a client input that can end by itself once what is
+// already available has been read (within d).
+type EndAfterer interface{ EndAfter(d time.Duration) }
+
+// clientDrainWait bounds the reading of what a client wrote before its
+// server went away.
+const clientDrainWait = 100 * time.Millisecond
+
+// answerGone answers the requests of a message read after the server
+// went away.
+func (r *Relay) answerGone(msg []byte, m *wire.Message, detail string) {
+	for i := range m.Envelopes {
+		e := &m.Envelopes[i]
+		if e.Kind != wire.KindRequest || !wire.PlainID(e.ID.Of(msg)) {
+			continue
+		}
+		_ = r.writeClient(wire.ErrorResponse(e.ID.Of(msg), wire.CodeServerGone,
+			fmt.Sprintf("mcpcage: %s before answering %s", detail, e.Method), wire.ErrorData{Mcpcage: wire.ClassServerGone, Reason: detail}))
+	}
 }
 
 // finish records the first reason the relay ended.
@@ -293,6 +323,10 @@ func (r *Relay) clientLoop(in io.Reader) {
 				r.ambiguous(ClientToServer, err.Error())
 			}
 			_ = r.writeClient(wire.ErrorResponse(nil, code, text, nil))
+			continue
+		}
+		if gone := r.gone.Load(); gone != nil {
+			r.answerGone(msg, &m, *gone)
 			continue
 		}
 		r.hold = nil
