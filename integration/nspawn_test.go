@@ -205,6 +205,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	}
 	setup(t)
 	deb, _ := buildPackages(t)
+	bootTurn(t)
 	m := boot(t)
 	b, err := os.ReadFile(deb)
 	must(t, err, "read .deb")
@@ -328,3 +329,18 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 // nspawnBootWait bounds each step of booting the test machine: generous,
 // since other runs may share (and load) the machine.
 const nspawnBootWait = 2 * time.Minute
+
+// nspawnLock is held while a run boots and uses its test machine: two
+// booting Debian systems on a small shared machine starve each other
+// past any sensible timeout, so concurrent runs take turns.
+const nspawnLock = "/run/lock/mcpcage-itest-nspawn.lock"
+
+// bootTurn waits for this run's turn to boot a machine; the turn ends
+// with the test.
+func bootTurn(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(nspawnLock, os.O_CREATE|os.O_RDWR, 0o600)
+	must(t, err, "open %s", nspawnLock)
+	must(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX), "wait for the nspawn turn")
+	t.Cleanup(func() { _ = f.Close() }) // closing releases the lock
+}
