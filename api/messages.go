@@ -188,6 +188,8 @@ type Status struct {
 	Enforcement map[string]string `json:"enforcement"`
 	// Kernel is the eBPF layer's state; nil when it is unavailable.
 	Kernel *KernelStatus `json:"kernel,omitempty"`
+	// Warm is the pool of prepared sandboxes.
+	Warm *WarmStatus `json:"warm,omitempty"`
 	// Audit log health.
 	AuditLog     string `json:"audit_log"`
 	AuditRecords int64  `json:"audit_records"` // written since start
@@ -199,6 +201,26 @@ type Status struct {
 	// PtraceScope is kernel.yama.ptrace_scope and what it means: a
 	// process that can ptrace the agent can act as it.
 	PtraceScope string `json:"ptrace_scope"`
+}
+
+// WarmStatus reports the prepared (warm) sandboxes.
+type WarmStatus struct {
+	Disabled  string      `json:"disabled,omitempty"` // why there is no pool; "" when there is
+	Max       int         `json:"max"`                // warm_sandboxes
+	MemoryMax int64       `json:"memory_max"`         // warm_memory, bytes
+	Idle      string      `json:"idle"`               // warm_idle
+	Memory    int64       `json:"memory"`             // resident memory of their processes, bytes
+	Building  int         `json:"building"`           // being prepared now
+	Entries   []WarmEntry `json:"entries,omitempty"`
+}
+
+// WarmEntry is one prepared sandbox.
+type WarmEntry struct {
+	Server    string `json:"server"`
+	User      string `json:"user"`
+	Container string `json:"container"`
+	Age       string `json:"age"`
+	Memory    int64  `json:"memory"` // its waiting process and containerd shim, bytes
 }
 
 // KernelStatus reports the eBPF maps and event losses.

@@ -5,7 +5,7 @@
 //
 // Usage: node client.mjs SPEC_JSON
 //
-// SPEC_JSON: {"mode": "round" | "big" | "hold", "command": "...", "args": [...],
+// SPEC_JSON: {"mode": "round" | "open" | "big" | "hold", "command": "...", "args": [...],
 //             "env": {...}, "tool": "echo", "arguments": {...},
 //             "warm": N, "calls": N, "conc": N, "concCalls": N}
 //
@@ -14,6 +14,7 @@
 //        with `conc` in flight. Prints one JSON line, then waits for a line
 //        (or EOF) on stdin before closing, so that the driver can read the
 //        memory of the processes of a live session.
+// open:  cold start only: prints {"cold": µs} and closes the session.
 // big:   cold start, one warm call, then `calls` calls timed one by one;
 //        then the same through a second session read by a plain line
 //        reader instead of the SDK (raw), whose stdio reader concatenates
@@ -105,6 +106,12 @@ async function round() {
     tputN: (spec.concCalls * 1e6) / concUs,
   });
   await nextLine();
+  await client.close();
+}
+
+async function openOnly() {
+  const { client, cold } = await open();
+  out({ cold });
   await client.close();
 }
 
@@ -206,7 +213,7 @@ async function hold() {
 }
 
 try {
-  await { round, big, hold }[spec.mode]();
+  await { round, open: openOnly, big, hold }[spec.mode]();
   stdin.close();
   process.exit(0);
 } catch (err) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 // runRoot holds the binaries of one run where every sandbox can see them
@@ -128,7 +130,10 @@ func (e *env) startContainerd() error {
 // startDaemon runs an mcpcaged with servers "everything"
 // (mcp-server-everything stdio) and "test" (the Go test server), in
 // observe mode (every call allowed), its metrics listener off.
-func (e *env) startDaemon(name, auditSync string) (*daemon, error) {
+//
+// With warm, the daemon keeps warm sandboxes (its defaults); without,
+// warm_sandboxes = 0 and every session builds its container.
+func (e *env) startDaemon(name, auditSync string, warm bool) (*daemon, error) {
 	dir := filepath.Join(e.work, "d-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -145,6 +150,7 @@ audit_sync = %q
 default_decision = "allow"
 metrics_address = ""
 stop_timeout = "1s"
+warm_sandboxes = %d
 
 [servers.everything]
 command = ["mcp-server-everything", "stdio"]
@@ -152,7 +158,7 @@ command = ["mcp-server-everything", "stdio"]
 [servers.test]
 command = [%q]
 `, d.socket, filepath.Join(dir, "state"), e.containerd, d.namespace,
-		d.auditLog, auditSync, filepath.Join(e.bin, "testserver"))
+		d.auditLog, auditSync, warmCount(warm), filepath.Join(e.bin, "testserver"))
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -173,6 +179,31 @@ command = [%q]
 		return c.Close()
 	})
 	return d, err
+}
+
+func warmCount(warm bool) int {
+	if warm {
+		return 4
+	}
+	return 0
+}
+
+// warmReady waits until d's warm pool holds a prepared sandbox and
+// prepares none: the next session starts warm.
+func (d *daemon) warmReady() error {
+	return waitFor(60*time.Second, func() error {
+		var st api.Status
+		if err := api.Call(d.socket, api.Request{Op: api.OpStatus}, &st); err != nil {
+			return err
+		}
+		if st.Warm == nil || st.Warm.Disabled != "" {
+			return fmt.Errorf("mcpcaged %s has no warm pool: %+v", d.name, st.Warm)
+		}
+		if st.Warm.Building > 0 || len(st.Warm.Entries) == 0 {
+			return fmt.Errorf("mcpcaged %s prepared no warm sandbox within 60s: %+v", d.name, st.Warm)
+		}
+		return nil
+	})
 }
 
 func (e *env) logf(format string, args ...any) {

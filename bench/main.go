@@ -99,11 +99,15 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	always, err := e.startDaemon("always", "always")
+	always, err := e.startDaemon("always", "always", false)
 	if err != nil {
 		return err
 	}
-	batch, err := e.startDaemon("batch", "batch")
+	batch, err := e.startDaemon("batch", "batch", false)
+	if err != nil {
+		return err
+	}
+	warmd, err := e.startDaemon("warm", "batch", true)
 	if err != nil {
 		return err
 	}
@@ -128,11 +132,12 @@ func run(c config, stdout, log io.Writer) (err error) {
 	r := newReport(c, paths)
 	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session. Cells: median over the rounds (min..max).",
 		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
-	r.notes = append(r.notes, "Warm sandboxes are not implemented: every mcpcage session starts a new container, so the cold start is that of a cold container.")
+	r.notes = append(r.notes, "Cold start: the always and batch daemons run with warm_sandboxes = 0, so every session builds its container (namespaces, mounts, cgroup, seccomp) before the server starts. The warm row is a third daemon (audit_sync = \"batch\", warm_sandboxes = 4, its default): each round, once its pool shows a prepared sandbox (the previous session's end built it), one session is opened and closed; the server itself (node) still starts from nothing, as it must: a warm sandbox runs nothing of the server before its session.")
 	if srtWhy != "" {
 		r.notes = append(r.notes, "srt (sandbox-runtime) not measured: "+srtWhy)
 	}
-	if err := e.rounds(ctx, c, paths, r); err != nil {
+	warmPath := caged("mcpcage batch", warmd, "everything")
+	if err := e.rounds(ctx, c, paths, warmPath, warmd, r); err != nil {
 		return err
 	}
 	r.loadEnd = loadavg()
@@ -145,14 +150,14 @@ func run(c config, stdout, log io.Writer) (err error) {
 		return err
 	}
 	e.logf("bench: mcpcaged memory at 0, %v sessions (a fresh daemon)", c.sessions)
-	memd, err := e.startDaemon("memory", "always")
+	memd, err := e.startDaemon("memory", "always", false)
 	if err != nil {
 		return err
 	}
 	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
 		return err
 	}
-	for _, d := range []*daemon{always, batch, memd} {
+	for _, d := range []*daemon{always, batch, warmd, memd} {
 		dp, err := firstSessionStart(d.auditLog)
 		if err != nil {
 			return fmt.Errorf("data path of the %s daemon: %w", d.name, err)
@@ -194,9 +199,13 @@ func (e *env) srtPath(c config) (path, string) {
 
 // rounds runs every path once per round, in an order rotated each round,
 // and records the figures of each.
-func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) error {
+func (e *env) rounds(ctx context.Context, c config, paths []path, warmPath path, warmd *daemon, r *report) error {
 	s := spec{Mode: "round", Tool: "echo", Arguments: map[string]any{"message": "ping"},
 		Warm: c.warm, Calls: c.calls, Conc: c.conc, ConcCalls: c.concCalls}
+	// The warm daemon's first session is cold; its end prepares the next.
+	if _, err := e.openOnly(ctx, warmPath, c.clientLimit); err != nil {
+		return fmt.Errorf("first session of the warm daemon: %w", err)
+	}
 	for round := range c.rounds {
 		fsync, err := fdatasyncLatency(c.auditDir, c.fsyncs)
 		if err != nil {
@@ -207,6 +216,7 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 		p50 := map[string]float64{}
 		p99 := map[string]float64{}
 		tputN := map[string]float64{}
+		cold := map[string]float64{}
 		for i := range paths {
 			p := paths[(i+round)%len(paths)]
 			if r.dropped[p.name] != "" {
@@ -242,9 +252,20 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 			r.add(p.name, "tput1", res.Tput1)
 			r.add(p.name, "tputN", res.TputN)
 			r.add(p.name, "cold", res.Cold/1000)
+			cold[p.name] = res.Cold
 		}
+		if err := warmd.warmReady(); err != nil {
+			return err
+		}
+		warmCold, err := e.openOnly(ctx, warmPath, c.clientLimit)
+		if err != nil {
+			return fmt.Errorf("warm start: %w", err)
+		}
+		r.add(warmPath.name, "coldWarm", warmCold/1000)
+		r.add(warmPath.name, "coldWarmAdded", (warmCold-cold["direct"])/1000)
 		for name := range p50 {
 			if name != "direct" {
+				r.add(name, "coldAdded", (cold[name]-cold["direct"])/1000)
 				r.add(name, "added50", p50[name]-p50["direct"])
 				r.add(name, "added99", p99[name]-p99["direct"])
 				r.add(name, "tputRatio", tputN[name]/tputN["direct"])
@@ -253,6 +274,20 @@ func (e *env) rounds(ctx context.Context, c config, paths []path, r *report) err
 		e.logf("bench: round %d/%d done, p50 µs: %s; fdatasync p50 %.0f µs", round+1, c.rounds, fmtMap(p50), quantile(fsync, 0.5))
 	}
 	return nil
+}
+
+// openOnly opens one session of p, until tools/list is answered, closes
+// it, and returns its cold start in µs.
+func (e *env) openOnly(ctx context.Context, p path, limit time.Duration) (float64, error) {
+	cl, err := e.startClient(ctx, p, spec{Mode: "open", Tool: "echo"}, limit)
+	if err != nil {
+		return 0, err
+	}
+	res, err := cl.read()
+	if err != nil {
+		return 0, err // read waited for the client
+	}
+	return res.Cold, cl.wait()
 }
 
 func fmtMap(m map[string]float64) string {

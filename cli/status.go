@@ -56,6 +56,9 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 				}
 				tw.printf("kernel observation:\t%s\n", obs)
 			}
+			if w := st.Warm; w != nil {
+				printWarm(tw, w)
+			}
 			return tw.flush()
 		},
 	}
@@ -77,3 +80,18 @@ func landlockScopes(state string) string {
 	}
 	return "abstract unix sockets and signals confined to each sandbox (LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET, LANDLOCK_SCOPE_SIGNAL)"
 }
+
+// printWarm shows the pool of prepared sandboxes.
+func printWarm(tw *table, w *api.WarmStatus) {
+	if w.Disabled != "" {
+		tw.printf("warm sandboxes:\toff (%s)\n", w.Disabled)
+		return
+	}
+	tw.printf("warm sandboxes:\t%d ready, %d being prepared (at most %d, %s of memory; each removed after %s unused); %s in use\n",
+		len(w.Entries), w.Building, w.Max, mib(w.MemoryMax), w.Idle, mib(w.Memory))
+	for _, e := range w.Entries {
+		tw.printf("  warm:\t%s for %s (container %s, prepared %s ago, %s)\n", e.Server, e.User, e.Container, e.Age, mib(e.Memory))
+	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

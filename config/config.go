@@ -67,6 +67,12 @@ type Daemon struct {
 	AuditJournal      bool           `toml:"audit_journal"`
 	// MetricsAddress is host:port or a unix socket path; "" disables.
 	MetricsAddress string `toml:"metrics_address"`
+	// Warm sandboxes: how many prepared, unstarted sandboxes are kept (one
+	// per server and user, for those used within WarmIdle; 0 disables),
+	// and the memory their processes may hold together.
+	WarmSandboxes int      `toml:"warm_sandboxes"`
+	WarmIdle      Duration `toml:"warm_idle"`
+	WarmMemory    ByteSize `toml:"warm_memory"`
 }
 
 // Agent is an [agents.NAME] entry: how a client process is recognised,
@@ -198,6 +204,9 @@ func Default() *Config {
 			AuditKeep:           10,
 			AuditArguments:      AuditArgsRedacted,
 			MetricsAddress:      "127.0.0.1:9464",
+			WarmSandboxes:       4,
+			WarmIdle:            Duration(10 * time.Minute),
+			WarmMemory:          128 << 20,
 		},
 		Servers: map[string]*Server{},
 		Agents:  map[string]*Agent{},
@@ -297,6 +306,15 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.StopTimeout <= 0 || time.Duration(d.StopTimeout) > 5*time.Minute {
 		bad(fmt.Sprintf("must be between 0 and 5m, got %s", time.Duration(d.StopTimeout)), "daemon", "stop_timeout")
+	}
+	if d.WarmSandboxes < 0 || d.WarmSandboxes > 64 {
+		bad(fmt.Sprintf("must be between 0 (off) and 64, got %d", d.WarmSandboxes), "daemon", "warm_sandboxes")
+	}
+	if d.WarmIdle <= 0 || time.Duration(d.WarmIdle) > 24*time.Hour {
+		bad(fmt.Sprintf("must be between 0 and 24h, got %s", time.Duration(d.WarmIdle)), "daemon", "warm_idle")
+	}
+	if d.WarmMemory < 0 {
+		bad(fmt.Sprintf("must not be negative, got %d bytes", d.WarmMemory), "daemon", "warm_memory")
 	}
 	if !logLevels[d.LogLevel] {
 		bad(fmt.Sprintf("must be debug, info, warn or error, got %q", d.LogLevel), "daemon", "log_level")
@@ -469,7 +487,8 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
-	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers"}
+	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers",
+	"warm_sandboxes", "warm_idle", "warm_memory"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

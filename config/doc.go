@@ -44,6 +44,18 @@
 //	                     in order; each address a name resolves to is
 //	                     allowed until its record's TTL runs out
 //	                     [the nameservers of /etc/resolv.conf]
+//	warm_sandboxes       prepared sandboxes kept ready (0: off): after a
+//	                     session of a server for a user ends, the next one
+//	                     is built (container, task, mounts, cgroup, seccomp)
+//	                     but not started; the next session of that server
+//	                     for that user starts it if it still matches what a
+//	                     new build would be (config, secrets, mounts,
+//	                     image), and builds a new one otherwise. Needs
+//	                     mcpcage-init [4]
+//	warm_idle            a prepared sandbox unused this long is removed [10m]
+//	warm_memory          the memory their processes (the waiting process
+//	                     and its containerd shim) may hold together; the
+//	                     oldest go first [128MiB]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH

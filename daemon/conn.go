@@ -209,6 +209,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		AuditError:   auditErr,
 		Metrics:      d.metricsAddr,
 		Kernel:       ks,
+		Warm:         d.warm.status(),
 		Version:      Version,
 		Uptime:       time.Since(d.started).Round(time.Second).String(),
 		Containerd:   cd,

@@ -62,6 +62,7 @@ type Daemon struct {
 	secretCache     atomic.Pointer[[]string]
 	userServers     *userservers.Store
 	tracers         tracers
+	warm            *warmPool
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -77,6 +78,7 @@ type Daemon struct {
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New()}
+	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
@@ -184,6 +186,7 @@ func (d *Daemon) shutdown() {
 	}
 	d.mu.Unlock()
 	d.log.Info("shutting down", "sessions", len(live))
+	d.warm.close() // no new prepared sandboxes; the ready ones removed
 	for _, s := range live {
 		s.endForShutdown()
 	}

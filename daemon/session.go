@@ -65,6 +65,9 @@ type session struct {
 
 	agentInstance string // agentP.Instance(), computed once
 
+	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
+	warmStart bool         // the server started in a prepared sandbox
+
 }
 
 func newID() string {
@@ -86,6 +89,9 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 		return
 	}
 	if !d.addSession(s) {
+		if s.warm != nil {
+			d.warm.discard(s.warm)
+		}
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
 		return
 	}
@@ -142,7 +148,12 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 		log.Warn("session refused: agent not identified", "err", err)
 		return nil, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot identify the program that started mcpcage run: %v", err)}
 	}
-	s := &session{id: newID(), server: srv.Name, srv: srv, peer: peer, start: time.Now(), agentP: ap,
+	id := newID()
+	ws := d.warm.take(warmKey{server: srv.Name, uid: peer.UID})
+	if ws != nil {
+		id = ws.id // the sandbox was built for this session id
+	}
+	s := &session{id: id, warm: ws, server: srv.Name, srv: srv, peer: peer, start: time.Now(), agentP: ap,
 		agent: identity.Name(ap, d.agentRules()), user: userName(peer.UID),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.agentInstance = ap.Instance()
@@ -229,11 +240,19 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	return pump
 }
 
-// startSandbox prepares the server's sandbox and kernel policy, records
-// the session's start (nothing runs unrecorded) and starts the server.
-// The egress tracker is nil when the session has no kernel policy.
+// startSandbox prepares the server's sandbox and kernel policy (or takes
+// the warm one prepared for it), records the session's start (nothing runs
+// unrecorded) and starts the server. The egress tracker is nil when the
+// session has no kernel policy.
 func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, *egress.Tracker, error) {
 	srv := s.srv
+	ws := s.warm
+	s.warm = nil
+	defer func() {
+		if ws != nil { // not taken: a failure before the check
+			d.warm.discard(ws)
+		}
+	}()
 	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true})
 	if err != nil {
 		return params, nil, err
@@ -246,12 +265,31 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	started := time.Now()
-	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
+	var prep *sandbox.Prepared
 	var fifos *sandbox.ServerStdio
-	if d.initPath != "" {
+	outcome := warmMiss
+	if ws != nil {
+		var why string
+		prep, fifos, why = d.warm.adopt(ctx, ws, srv, params)
+		ws = nil
+		if why != "" {
+			outcome = warmStale
+			s.log.Info("warm sandbox outdated, starting a new one", "why", why)
+		} else {
+			outcome = warmHit
+		}
+	}
+	s.warmStart = prep != nil
+	if prep != nil {
+		defer prep.Discard(ctx) // a no-op once started
+	}
+	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
+	if d.initPath != "" && fifos == nil {
 		if fifos, err = sandbox.NewServerStdio(filepath.Join(d.stdioRoot, s.id), params.GID); err != nil {
 			return params, nil, err
 		}
+	}
+	if fifos != nil {
 		defer func() { _ = fifos.Close() }()
 		params.StdioDir = fifos.Dir()
 	} else {
@@ -260,9 +298,26 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if err := d.audit.Append(s.sessionStartRecord(s.agentP, params, d.enforcement(), d.conf().Decision(srv))); err != nil {
 		return params, nil, err
 	}
-	s.inst, err = d.launch(ctx, s, params, policy, stdio)
-	if err != nil {
+	if prep == nil {
+		if prep, err = d.create(ctx, srv, s.id, params, stdio); err != nil {
+			return params, nil, err
+		}
+	}
+	var before func(context.Context, uint32) error
+	if policy != nil {
+		// The task exists but has not run a single instruction of the
+		// server: put its cgroup under the kernel's watch now.
+		before = func(ctx context.Context, pid uint32) error {
+			return d.registerKernel(s, pid, params.CgroupsPath, *policy)
+		}
+	}
+	built := time.Now()
+	if s.inst, err = prep.Start(ctx, before); err != nil {
 		return params, nil, err
+	}
+	running := time.Now()
+	if d.warm.disabledWhy() == "" {
+		d.metrics.WarmStarts.WithLabelValues(string(outcome)).Inc()
 	}
 	if fifos != nil {
 		in, out, errOut, err := fifos.Connect(s.inst.Exited(), stdioConnectWait)
@@ -281,6 +336,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		go copyStderr(errOut, s.streams.stderr, s.streams.stderrDone)
 	}
 	d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
+	s.log.Debug("sandbox started", "warm", s.warmStart, "build", built.Sub(started), "start", running.Sub(built), "stdio_connect", time.Since(running))
 	if policy == nil {
 		hosts = nil
 	}
@@ -295,7 +351,7 @@ func (d *Daemon) announceSession(s *session, params sandbox.Params) {
 	}
 	d.metrics.SessionsTotal.WithLabelValues(srv.Name, metrics.Agent(s.agent)).Inc()
 	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
-		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.landlockOn, "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio, "server_stdio", serverStdio(params))
+		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.landlockOn, "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio, "server_stdio", serverStdio(params), "warm", s.warmStart)
 }
 
 // stopOnRequest stops the server when the daemon shuts down or a broken
@@ -422,6 +478,9 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	if s.streams.serverOut != nil {
 		_ = s.streams.serverOut.Close()
 	}
+	if s.inst != nil && exit.Reason != api.ExitDaemonShutdown && exit.Reason != api.ExitContainerdLost {
+		d.warm.refill(s.server, s.peer) // the next session of this server for this user starts warm
+	}
 	st := &s.relay.Stats
 	s.log.Info("session ended", "reason", exit.Reason, "exit_code", exit.Code,
 		"duration", time.Since(s.start).Round(time.Millisecond).String(),
@@ -450,27 +509,20 @@ func (s *session) endForShutdown() {
 	s.shutOnce.Do(func() { close(s.shutdown) })
 }
 
-func (d *Daemon) launch(ctx context.Context, s *session, p sandbox.Params, policy *bpf.Policy, stdio sandbox.Stdio) (*sandbox.Instance, error) {
+// create builds the sandbox of a session id of srv, not started.
+func (d *Daemon) create(ctx context.Context, srv *config.Server, id string, p sandbox.Params, stdio sandbox.Stdio) (*sandbox.Prepared, error) {
 	spec, err := sandbox.BuildSpec(p)
 	if err != nil {
 		return nil, err
 	}
-	o := sandbox.StartOptions{
+	return d.launcher.Create(ctx, sandbox.StartOptions{
 		ID:     p.ID,
-		Image:  s.srv.Image,
+		Image:  srv.Image,
 		Spec:   spec,
-		Labels: map[string]string{sandbox.LabelServer: s.server, sandbox.LabelSession: s.id},
+		Labels: map[string]string{sandbox.LabelServer: srv.Name, sandbox.LabelSession: id},
 		Stdio:  stdio,
 		Mounts: p.Mounts,
-	}
-	if policy != nil {
-		// The task exists but has not run a single instruction of the
-		// server: put its cgroup under the kernel's watch now.
-		o.BeforeStart = func(ctx context.Context, pid uint32) error {
-			return d.registerKernel(s, pid, p.CgroupsPath, *policy)
-		}
-	}
-	return d.launcher.Start(ctx, o)
+	})
 }
 
 // kernelPolicy returns the session's kernel policy, nil when eBPF is

@@ -94,6 +94,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 	next.Daemon = b
 	d.cfg.Store(next)
 	d.consents.Invalidate()
+	d.warm.flush() // built from the previous configuration
 	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
 }
 

@@ -364,33 +364,59 @@ func (d *daemon) ctrList(kind string) []string {
 
 // leftovers describes anything a session left behind: containers, tasks,
 // mounts or cgroups of this daemon's namespace, and FIFO directories.
+// The prepared sandboxes of the warm pool are not leftovers: what belongs
+// to them is left out, and while one is being prepared the answer is
+// "being prepared" (it would show as a container of no session).
 func (d *daemon) leftovers() []string {
 	d.t.Helper()
+	var st api.Status
+	if err := api.Call(d.socket, api.Request{Op: api.OpStatus}, &st); err != nil {
+		return []string{"no status: " + err.Error()}
+	}
+	var warm []string
+	if st.Warm != nil {
+		if st.Warm.Building > 0 {
+			return []string{fmt.Sprintf("%d warm sandbox(es) being prepared", st.Warm.Building)}
+		}
+		for _, e := range st.Warm.Entries {
+			warm = append(warm, strings.TrimPrefix(e.Container, "mcpcage-"))
+		}
+	}
 	var found []string
+	add := func(what string) {
+		for _, id := range warm {
+			if strings.Contains(what, id) {
+				return
+			}
+		}
+		found = append(found, what)
+	}
 	for _, c := range d.containers() {
-		found = append(found, "container "+c)
+		add("container " + c)
 	}
 	for _, c := range d.tasks() {
-		found = append(found, "task "+c)
+		add("task " + c)
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	sc := bufio.NewScanner(bytes.NewReader(mounts))
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), "mcpcage-") && strings.Contains(sc.Text(), d.namespace) {
-			found = append(found, "mount "+sc.Text())
+			add("mount " + sc.Text())
 		}
 	}
 	for _, cg := range []string{"/sys/fs/cgroup/unified/" + d.namespace, "/sys/fs/cgroup/pids/" + d.namespace, "/sys/fs/cgroup/memory/" + d.namespace} {
 		ents, _ := os.ReadDir(cg)
 		for _, e := range ents {
 			if e.IsDir() {
-				found = append(found, "cgroup "+filepath.Join(cg, e.Name()))
+				add("cgroup " + filepath.Join(cg, e.Name()))
 			}
 		}
 	}
-	fifos, _ := os.ReadDir(filepath.Join(d.dir, "state", "fifo"))
-	for _, f := range fifos {
-		found = append(found, "fifo dir "+f.Name())
+	for _, dir := range []string{"fifo", "stdio"} {
+		fifos, _ := os.ReadDir(filepath.Join(d.dir, "state", dir))
+		for _, f := range fifos {
+			add(dir + " dir " + f.Name())
+		}
 	}
 	return found
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -125,7 +126,7 @@ func boot(t *testing.T) *machine {
 	for _, d := range m.cgroups {
 		script += fmt.Sprintf("echo $$ > %s/cgroup.procs; ", d)
 	}
-	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=passive --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root, os.Getpid())
+	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=read-only --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root, os.Getpid())
 	m.log = filepath.Join(t.TempDir(), "nspawn.log")
 	lf, err := os.Create(m.log)
 	must(t, err, "nspawn log")
@@ -140,9 +141,17 @@ func boot(t *testing.T) *machine {
 		return m.init != 0, "nspawn log:\n" + nspawnLog()
 	})
 	testenv.WaitFor(t, "the machine to boot", nspawnBootWait, func() (bool, string) {
-		out, _ := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait").Output()
+		var stderr bytes.Buffer
+		cmd := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait")
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		s := strings.TrimSpace(string(out))
-		return s == "running" || s == "degraded", fmt.Sprintf("state %q; nspawn log:\n%s", s, nspawnLog())
+		alive := "alive"
+		if _, serr := os.Stat(fmt.Sprintf("/proc/%d", m.init)); serr != nil {
+			alive = "gone"
+		}
+		return s == "running" || s == "degraded", fmt.Sprintf("state %q (%v: %s; the machine's init, pid %d, is %s); nspawn log:\n%s",
+			s, err, strings.TrimSpace(stderr.String()), m.init, alive, nspawnLog())
 	})
 	// runc inside needs the v1 controllers writable in the machine.
 	if out, err := m.root_("sh", "-c", "for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw $m; done"); err != nil {

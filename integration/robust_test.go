@@ -27,6 +27,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -39,6 +40,7 @@ type footprint struct {
 	containers, tasks, shims     int
 	mounts, cgroups, fifos       int
 	sessions                     int // live sessions, as status says
+	warm                         int // prepared sandboxes in the warm pool
 	kernelSessions, egress, deny int // BPF map entries
 	pins, links                  int
 }
@@ -55,7 +57,13 @@ var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: tru
 // footprint counts what the daemon holds now.
 func (d *daemon) footprint(t *testing.T) footprint {
 	t.Helper()
-	st := d.status(t)
+	// A warm sandbox being prepared is a container of no session for a
+	// moment: count once the pool is settled.
+	var st api.Status
+	testenv.WaitFor(t, "the warm pool to settle", 30*time.Second, func() (bool, string) {
+		st = d.status(t)
+		return st.Warm == nil || st.Warm.Building == 0, fmt.Sprintf("%+v", st.Warm)
+	})
 	resp, err := noKeepAlive.Get("http://" + st.Metrics + "/metrics")
 	must(t, err, "scrape")
 	body, err := io.ReadAll(resp.Body)
@@ -70,6 +78,7 @@ func (d *daemon) footprint(t *testing.T) footprint {
 		tasks:          len(d.tasks()),
 		cgroups:        len(cgroupsOf(d.namespace)),
 		sessions:       st.Sessions,
+		warm:           warmCount(st),
 		kernelSessions: st.Kernel.Sessions, egress: st.Kernel.EgressEntries, deny: st.Kernel.DenyEntries,
 		links: d.kernelLinks(t),
 	}
@@ -111,6 +120,9 @@ func (f footprint) leaked(base footprint) string {
 	check("cgroups", f.cgroups, base.cgroups, 0)
 	check("FIFO directories", f.fifos, base.fifos, 0)
 	check("sessions", f.sessions, base.sessions, 0)
+	// One prepared sandbox per server and user at most; the counts above
+	// include theirs, the same at both ends.
+	check("warm sandboxes", f.warm, base.warm, 0)
 	check("BPF sessions entries", f.kernelSessions, base.kernelSessions, 0)
 	check("BPF egress entries", f.egress, base.egress, 0)
 	check("BPF deny entries", f.deny, base.deny, 0)
@@ -289,6 +301,9 @@ func TestRobustChurn(t *testing.T) {
 	// not a leak.
 	must(t, d.churnSession(-1, false), "warm-up session")
 	d.waitClean("the warm-up session")
+	// ... and the warm sandbox its end prepares, which churn takes and
+	// prepares again: one at the start and at the end.
+	d.waitWarm(t, 1)
 	base := d.footprint(t)
 
 	start := time.Now()
@@ -981,4 +996,24 @@ func TestRobustContainerdRestart(t *testing.T) {
 	// Nothing is left of either session: not the container and task of
 	// the one containerd lost track of for a while.
 	d.waitClean("the sessions before and after the restart")
+}
+
+// warmCount is how many prepared sandboxes status shows.
+func warmCount(st api.Status) int {
+	if st.Warm == nil {
+		return 0
+	}
+	return len(st.Warm.Entries)
+}
+
+// waitWarm waits until the warm pool holds n prepared sandboxes and
+// prepares none.
+func (d *daemon) waitWarm(t *testing.T, n int) api.Status {
+	t.Helper()
+	var st api.Status
+	testenv.WaitFor(t, fmt.Sprintf("%d warm sandbox(es) ready", n), 30*time.Second, func() (bool, string) {
+		st = d.status(t)
+		return st.Warm != nil && st.Warm.Building == 0 && len(st.Warm.Entries) == n, fmt.Sprintf("%+v", st.Warm)
+	})
+	return st
 }

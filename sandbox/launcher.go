@@ -2,6 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -129,7 +132,34 @@ var ErrContainerdLost = errors.New("containerd stopped during the session")
 func (i *Instance) Lost() error { return i.lost }
 
 // Start creates and starts a sandbox. On error nothing is left behind.
-func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retErr error) {
+func (l *Launcher) Start(ctx context.Context, o StartOptions) (*Instance, error) {
+	p, err := l.Create(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return p.Start(ctx, o.BeforeStart)
+}
+
+// Prepared is a sandbox whose container and task exist and whose process
+// waits, before the server's first instruction, for Start: runc has built
+// its namespaces, mounts, cgroup and seccomp filter. A warm sandbox.
+type Prepared struct {
+	ID          string
+	Pid         uint32
+	Fingerprint string // of what it was built from (see Launcher.Fingerprint)
+	Created     time.Time
+	container   containerd.Container
+	task        containerd.Task
+	exitCh      <-chan containerd.ExitStatus
+	stdio       Stdio
+	cgroup      string
+	l           *Launcher
+	ended       sync.Once
+}
+
+// Create builds the container and task of o without starting it (its
+// BeforeStart is not run). On error nothing is left behind.
+func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, retErr error) {
 	ctx = l.ctx(ctx)
 	labels := map[string]string{LabelManaged: "true"}
 	for k, v := range o.Labels {
@@ -139,9 +169,10 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 		containerd.WithRuntime(runtimeName, nil),
 		containerd.WithContainerLabels(labels),
 	}
+	var img containerd.Image
 	if o.Image != "" {
-		img, err := l.image(ctx, o.Image)
-		if err != nil {
+		var err error
+		if img, err = l.image(ctx, o.Image); err != nil {
 			return nil, err
 		}
 		if err := mergeImageEnv(ctx, img, o.Spec); err != nil {
@@ -149,58 +180,157 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (_ *Instance, retE
 		}
 		opts = append(opts, containerd.WithImage(img), containerd.WithNewSnapshot(o.ID, img))
 	}
+	fp, err := fingerprint(o.Spec, img)
+	if err != nil {
+		return nil, err
+	}
 	opts = append(opts, containerd.WithSpec(o.Spec))
 	c, err := l.client.NewContainer(ctx, o.ID, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
+	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, l: l}
+	if o.Spec.Linux != nil {
+		p.cgroup = o.Spec.Linux.CgroupsPath
+	}
 	defer func() {
 		if retErr != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := c.Delete(dctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-				l.log.Warn("remove container after failed launch", "container", o.ID, "err", err)
-			}
+			p.Discard(ctx)
 		}
 	}()
 	creator := cio.NullIO // the server's stdio are the daemon's own (ServerStdio)
 	if o.Stdio != (Stdio{}) {
 		creator = cio.NewCreator(cio.WithStreams(o.Stdio.Stdin, o.Stdio.Stdout, o.Stdio.Stderr), cio.WithFIFODir(l.fifoDir))
 	}
-	task, err := c.NewTask(ctx, creator)
-	if err != nil {
+	if p.task, err = c.NewTask(ctx, creator); err != nil {
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
 	}
-	inst := &Instance{ID: o.ID, Pid: task.Pid(), container: c, task: task, exited: make(chan struct{}), l: l, stdio: o.Stdio}
-	if o.Spec.Linux != nil {
-		inst.cgroup = o.Spec.Linux.CgroupsPath
-	}
-	defer func() {
-		if retErr != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if _, err := task.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-				l.log.Warn("remove task after failed launch", "container", o.ID, "err", err)
-			}
-		}
-	}()
-	if err := checkPins(inst.Pid, o.Mounts); err != nil {
+	p.Pid = p.task.Pid()
+	if err := checkPins(p.Pid, o.Mounts); err != nil {
 		return nil, err
 	}
-	if o.BeforeStart != nil {
-		if err := o.BeforeStart(ctx, inst.Pid); err != nil {
+	if p.exitCh, err = p.task.Wait(context.WithoutCancel(ctx)); err != nil {
+		return nil, fmt.Errorf("wait on task: %w", err)
+	}
+	return p, nil
+}
+
+// Fingerprint is what Create would record as the Fingerprint of a
+// sandbox built from spec and image now: equal fingerprints, equal
+// sandboxes (the spec, with its environment and mounts, and the image's
+// content digest).
+func (l *Launcher) Fingerprint(ctx context.Context, spec *specs.Spec, image string) (string, error) {
+	var img containerd.Image
+	if image != "" {
+		var err error
+		ctx = l.ctx(ctx)
+		if img, err = l.image(ctx, image); err != nil {
+			return "", err
+		}
+		spec = cloneSpec(spec)
+		if err := mergeImageEnv(ctx, img, spec); err != nil {
+			return "", err
+		}
+	}
+	return fingerprint(spec, img)
+}
+
+func fingerprint(spec *specs.Spec, img containerd.Image) (string, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", fmt.Errorf("encode spec: %w", err)
+	}
+	h := sha256.New()
+	h.Write(b)
+	if img != nil {
+		h.Write([]byte("\x00image\x00" + img.Target().Digest.String()))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func cloneSpec(s *specs.Spec) *specs.Spec {
+	c := *s
+	if s.Process != nil {
+		p := *s.Process
+		p.Env = append([]string(nil), s.Process.Env...)
+		c.Process = &p
+	}
+	return &c
+}
+
+// Alive says whether the prepared process still waits to be started.
+func (p *Prepared) Alive() bool {
+	select {
+	case <-p.exitCh:
+		return false
+	default:
+		return true
+	}
+}
+
+// CheckMounts checks again, as Create did, that the sandbox shows each
+// pinned object of mounts at its target (pins taken now, for a sandbox
+// prepared earlier).
+func (p *Prepared) CheckMounts(mounts []BindMount) error { return checkPins(p.Pid, mounts) }
+
+// Memory is the resident memory of the prepared sandbox's processes: its
+// waiting process and the containerd shim that holds it, in bytes.
+func (p *Prepared) Memory() int64 {
+	total := rss(int(p.Pid))
+	if pp := parentPid(int(p.Pid)); pp > 1 {
+		total += rss(pp)
+	}
+	return total
+}
+
+// SetLabels sets labels on the container (a prepared sandbox taken by a
+// session names it).
+func (p *Prepared) SetLabels(ctx context.Context, labels map[string]string) error {
+	_, err := p.container.SetLabels(p.l.ctx(ctx), labels)
+	return err
+}
+
+// Start runs before (when not nil) and then starts the server. On error
+// the sandbox is discarded.
+func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error) (_ *Instance, retErr error) {
+	ctx = p.l.ctx(ctx)
+	defer func() {
+		if retErr != nil {
+			p.Discard(ctx)
+		}
+	}()
+	if !p.Alive() {
+		return nil, fmt.Errorf("the prepared sandbox %s ended before it was started", p.ID)
+	}
+	if before != nil {
+		if err := before(ctx, p.Pid); err != nil {
 			return nil, err
 		}
 	}
-	exitCh, err := task.Wait(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("wait on task: %w", err)
-	}
-	if err := task.Start(ctx); err != nil {
+	if err := p.task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
 	}
-	go inst.watch(exitCh)
+	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup}
+	p.ended.Do(func() {}) // the instance owns the container now
+	go inst.watch(p.exitCh)
 	return inst, nil
+}
+
+// Discard removes a sandbox that was never started; it does nothing
+// after Start succeeded or a first Discard.
+func (p *Prepared) Discard(ctx context.Context) {
+	p.ended.Do(func() {
+		ctx, cancel := context.WithTimeout(p.l.ctx(context.WithoutCancel(ctx)), 10*time.Second)
+		defer cancel()
+		if p.task != nil {
+			if _, err := p.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				p.l.log.Warn("remove an unstarted task", "container", p.ID, "err", err)
+			}
+		}
+		if err := p.container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			p.l.log.Warn("remove an unstarted container", "container", p.ID, "err", err)
+		}
+	})
 }
 
 // checkPins makes sure the created container, whose process has not run

@@ -72,12 +72,6 @@ func NewServerStdio(dir string, gid uint32) (*ServerStdio, error) {
 			return nil, fmt.Errorf("server stdio: %w", err)
 		}
 	}
-	// An open of one end of a FIFO blocks until the other end is opened:
-	// each waits on its own goroutine (Go makes the opened FIFO
-	// non-blocking and pollable).
-	go func() { f, err := os.OpenFile(s.in, os.O_WRONLY, 0); s.inCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.out, os.O_RDONLY, 0); s.outCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.err, os.O_RDONLY, 0); s.errCh <- opened{f, err} }()
 	return s, nil
 }
 
@@ -93,6 +87,14 @@ var ErrStdioNotConnected = errors.New("the sandbox did not open its stdin, stdou
 // or after within.
 func (s *ServerStdio) Connect(exited <-chan struct{}, within time.Duration) (stdin, stdout, stderr *os.File, err error) {
 	s.settled = true
+	// An open of one end of a FIFO blocks until the other end is opened
+	// (mcpcage-init opens its ends once the sandbox starts): each waits
+	// on its own goroutine (Go makes the opened FIFO non-blocking and
+	// pollable). Nothing waits before Connect, so a prepared sandbox in
+	// the warm pool holds no thread.
+	go func() { f, err := os.OpenFile(s.in, os.O_WRONLY, 0); s.inCh <- opened{f, err} }()
+	go func() { f, err := os.OpenFile(s.out, os.O_RDONLY, 0); s.outCh <- opened{f, err} }()
+	go func() { f, err := os.OpenFile(s.err, os.O_RDONLY, 0); s.errCh <- opened{f, err} }()
 	t := time.NewTimer(within)
 	defer t.Stop()
 	var in, out, errOut *opened
@@ -179,13 +181,10 @@ func unblock(path string, flag int, ch chan opened) {
 	}
 }
 
-// Close ends the opens still waiting when Connect was never called (the
-// launch failed before) and removes the directory; the daemon's ends are
-// the caller's to close once Connect returned them.
+// Close removes the directory; the daemon's ends are the caller's to
+// close once Connect returned them (Connect ends its own waiting opens
+// when it fails).
 func (s *ServerStdio) Close() error {
-	if !s.settled {
-		s.settled = true
-		s.release(nil, nil, nil)
-	}
+	s.settled = true
 	return os.RemoveAll(s.dir)
 }

@@ -93,15 +93,19 @@ func TestServerStdioAbandoned(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = s.Close() }()
-			if tc.half {
-				in, err := os.OpenFile(filepath.Join(s.Dir(), StdioIn), os.O_RDONLY, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() { _ = in.Close() }()
-			}
 			exited := make(chan struct{})
-			if tc.exited {
+			switch {
+			case tc.half:
+				// The "sandbox" opens stdin (completing once Connect
+				// opens the daemon's end), then exits.
+				go func() {
+					in, err := os.OpenFile(filepath.Join(s.Dir(), StdioIn), os.O_RDONLY, 0)
+					if err == nil {
+						defer func() { _ = in.Close() }()
+					}
+					close(exited)
+				}()
+			case tc.exited:
 				close(exited)
 			}
 			if _, _, _, err := s.Connect(exited, 200*time.Millisecond); !errors.Is(err, ErrStdioNotConnected) {

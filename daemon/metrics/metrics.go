@@ -40,6 +40,7 @@ type Metrics struct {
 	KernelDenied           *prometheus.CounterVec
 	KernelEventsLost       prometheus.Counter
 	SandboxStart           prometheus.Histogram
+	WarmStarts             *prometheus.CounterVec
 	ConsentsActive         prometheus.Gauge
 	ConsentPrompts         *prometheus.CounterVec
 	AuditRecords           *prometheus.CounterVec
@@ -90,6 +91,8 @@ func New() *Metrics {
 	m.KernelDenied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_kernel_denied_total", Help: "Operations denied in the kernel (net.denied, file.denied)."}, []string{"server", "agent", "kind"})
 	m.KernelEventsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_kernel_events_lost_total", Help: "Kernel events lost to a full ring buffer or throttled."})
 	m.SandboxStart = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mcpcage_sandbox_start_seconds", Help: "Time to create and start a sandbox.", Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 12)})
+	m.WarmStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_warm_starts_total",
+		Help: "Session starts by how a warm (prepared) sandbox served them: hit, stale (one was ready but no longer matched), miss (none ready)."}, []string{"result"})
 	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Active consent records."})
 	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "In-band consent prompts by result."}, []string{"result"})
 	m.AuditRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_total", Help: "Audit records written by type."}, []string{"type"})
@@ -102,7 +105,7 @@ func New() *Metrics {
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
-		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
+		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
@@ -110,6 +113,9 @@ func New() *Metrics {
 	// Pre-create the prompt results so alerts see zeros.
 	for _, res := range []string{"accepted", "declined", "timeout"} {
 		m.ConsentPrompts.WithLabelValues(res)
+	}
+	for _, res := range []string{"hit", "stale", "miss"} {
+		m.WarmStarts.WithLabelValues(res)
 	}
 	// Likewise the audit drop reasons (kept in step with audit.DropReason).
 	for _, reason := range []string{"queue_full", "write_failed", "encode_failed", "closed"} {
