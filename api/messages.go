@@ -211,7 +211,8 @@ type WarmStatus struct {
 	Idle      string      `json:"idle"`               // warm_idle
 	Memory    int64       `json:"memory"`             // resident memory of their processes, bytes
 	Building  int         `json:"building"`           // being prepared now
-	Entries   []WarmEntry `json:"entries,omitempty"`
+	Entries   []WarmEntry `json:"entries,omitempty"`  // the caller's own (every one for root and the admin group)
+	Others    int         `json:"others,omitempty"`   // other users' ready ones, not listed
 }
 
 // WarmEntry is one prepared sandbox.
@@ -259,26 +260,31 @@ type ServerInfo struct {
 // KernelEvent is one kernel event attributed to its session, as
 // `mcpcage trace` streams it (JSON lines).
 type KernelEvent struct {
-	Time     time.Time `json:"time"`
-	Type     string    `json:"type"`
-	Session  string    `json:"session"`
-	Server   string    `json:"server"`
-	User     uint32    `json:"user"`
-	Pid      uint32    `json:"pid"`
-	Comm     string    `json:"comm"`
-	Path     string    `json:"path,omitempty"`
-	Hint     string    `json:"hint,omitempty"`
-	Flags    uint32    `json:"flags,omitempty"`
-	Result   *int32    `json:"result,omitempty"`  // fd or -errno (file.*); 0 or -errno (net.connect, see Outcome)
-	Error    string    `json:"error,omitempty"`   // the errno's name for a negative Result
-	To       string    `json:"to,omitempty"`      // file.rename: the new name
-	Outcome  string    `json:"outcome,omitempty"` // net.connect: connect, handshake, abandoned or no_result
-	Argv     []string  `json:"argv,omitempty"`
-	Addr     string    `json:"addr,omitempty"`
-	Proto    string    `json:"proto,omitempty"`
-	Rule     string    `json:"rule,omitempty"`
-	Action   string    `json:"action,omitempty"`
-	InFlight []string  `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Session string    `json:"session"`
+	Server  string    `json:"server"`
+	User    uint32    `json:"user"`
+	Pid     uint32    `json:"pid"`
+	Comm    string    `json:"comm"`
+	Path    string    `json:"path,omitempty"`
+	Hint    string    `json:"hint,omitempty"`
+	Flags   uint32    `json:"flags,omitempty"`
+	// Repeats (file.open): opens of the same file (the same path, the
+	// same flags) by the session, each within 1 s of a recorded one,
+	// folded since the file's previous file.open record. Deny checks run
+	// on every one of them.
+	Repeats  uint32   `json:"repeats,omitempty"`
+	Result   *int32   `json:"result,omitempty"`  // fd or -errno (file.*); 0 or -errno (net.connect, see Outcome)
+	Error    string   `json:"error,omitempty"`   // the errno's name for a negative Result
+	To       string   `json:"to,omitempty"`      // file.rename: the new name
+	Outcome  string   `json:"outcome,omitempty"` // net.connect: connect, handshake, abandoned or no_result
+	Argv     []string `json:"argv,omitempty"`
+	Addr     string   `json:"addr,omitempty"`
+	Proto    string   `json:"proto,omitempty"`
+	Rule     string   `json:"rule,omitempty"`
+	Action   string   `json:"action,omitempty"`
+	InFlight []string `json:"tool_calls,omitempty"` // ids of the tools/call requests being served
 	// Missed, on a TraceMissed line, counts the events this reader did
 	// not get (it read too slowly) before this line's Time.
 	Missed uint64 `json:"missed,omitempty"`

@@ -34,21 +34,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// missingPath is a file that does not exist: a failed open is never
+// folded (cage.c's recent_opens), so every one is an event.
+const missingPath = "/nonexistent/mcpcage-bench"
+
 func runLoop(kind string, n int) time.Duration {
+	// The open loops' file: MCPCAGE_BENCH_ADDR, or /etc/hostname (opened
+	// again and again, its opens are folded after the first record).
+	file := os.Getenv("MCPCAGE_BENCH_ADDR")
+	if file == "" || !strings.HasPrefix(kind, "open") {
+		file = "/etc/hostname"
+	}
+	open := func() {
+		if fd, err := syscall.Open(file, syscall.O_RDONLY, 0); err == nil {
+			_ = syscall.Close(fd)
+		}
+	}
 	start := time.Now()
 	switch kind {
 	case "open":
 		for i := 0; i < n; i++ {
-			fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0)
-			if err == nil {
-				_ = syscall.Close(fd)
-			}
+			open()
 		}
 	case "open-then": // n opens, then one of MCPCAGE_BENCH_PATH
 		for i := 0; i < n; i++ {
-			if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
-				_ = syscall.Close(fd)
-			}
+			open()
 		}
 		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
 			_ = syscall.Close(fd)
@@ -57,9 +67,7 @@ func runLoop(kind string, n int) time.Duration {
 		for i := 0; i < n; {
 			start := time.Now()
 			for j := 0; j < 1800 && i < n; j, i = j+1, i+1 {
-				if fd, err := syscall.Open("/etc/hostname", syscall.O_RDONLY, 0); err == nil {
-					_ = syscall.Close(fd)
-				}
+				open()
 			}
 			// Pacing, not a wait: the load itself is 1800 opens per 100 ms,
 			// so the rest of each 100 ms passes idle by design.
@@ -90,7 +98,8 @@ func runLoop(kind string, n int) time.Duration {
 }
 
 // child runs the loop in a new process placed in cgroup dir ("" = the
-// benchmark's own) and returns ns per iteration.
+// benchmark's own) and returns ns per iteration. addr is the address the
+// network loops use, or the file the open loops open ("": /etc/hostname).
 func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -277,7 +286,7 @@ func BenchmarkEventPipeline(b *testing.B) {
 		mu.Lock()
 		n := sessions[e.Cgroup]
 		mu.Unlock()
-		if n != nil && e.Kind == KindFileOpen && e.Path == "/etc/hostname" {
+		if n != nil && e.Kind == KindFileOpen && e.Hint == missingPath {
 			n.Add(1)
 		}
 	}, func(error) {}); err != nil {
@@ -293,7 +302,7 @@ func BenchmarkEventPipeline(b *testing.B) {
 			var wg sync.WaitGroup
 			for _, dir := range dirs[:k] {
 				wg.Add(1)
-				go func() { defer wg.Done(); child(b, "open-paced", perSession, dir, "") }()
+				go func() { defer wg.Done(); child(b, "open-paced", perSession, dir, missingPath) }()
 			}
 			wg.Wait()
 			if err := cage.Sync(5 * time.Second); err != nil {

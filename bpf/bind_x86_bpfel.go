@@ -40,6 +40,7 @@ type bindSession struct {
 	DenyLens     uint32
 	WindowStart  uint64
 	WindowEvents uint64
+	OpensFolded  uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -502,6 +502,68 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
+// Opens recently recorded, by session and file (the dentry on its mount,
+// which is one path: hard links and bind mounts are other dentries or
+// mounts) and open flags. Another successful open of the same file with
+// the same flags by the same session within FOLD_NS of the recorded one,
+// while no new tool call started (call_epochs), is folded: counted here and in the session's opens_folded, not made an
+// event. The file's next record carries the count (repeats). The deny
+// check runs on every open, folded or not, and a denied open is always an
+// event. An entry the LRU evicts loses its pending count, never a denial;
+// the session's total stays exact. The key's inode number tells a freed
+// and reused dentry apart from the file it was.
+#define FOLD_NS 1000000000ULL
+
+struct recent_key {
+	__u64 cgid;
+	__u64 dentry;
+	__u64 mnt;
+	__u64 ino; // a dentry freed and reused for another file differs here
+	__u32 flags;
+	__u32 pad;
+};
+
+struct recent_val {
+	__u64 ts;       // when the file's last record was made
+	__u64 folded;   // opens folded since the entry was made
+	__u64 reported; // of which the records so far carried
+	__u64 call;     // the session's call epoch at the last record
+};
+
+// The session's call epoch, by session cgroup id: the daemon moves it on
+// each tools/call it forwards, so a file a new call opens is recorded for
+// that call, never folded into an earlier call's record.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} call_epochs SEC(".maps");
+
+static __always_inline __u64 call_epoch(__u64 cgid)
+{
+	__u64 *ep = bpf_map_lookup_elem(&call_epochs, &cgid);
+	return ep ? *ep : 0;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct recent_key);
+	__type(value, struct recent_val);
+} recent_opens SEC(".maps");
+
+// open_file finds the file a successful open installed at fd.
+static __always_inline bool open_file(int fd, struct path *p)
+{
+	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
+	struct file *f = 0;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return false;
+	bpf_core_read(p, sizeof(*p), &f->f_path);
+	return p->dentry != 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 {
@@ -513,18 +575,49 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	int ret = (int)ctx->ret;
 	__u32 lens = s->deny_lens;
+	struct path p = {};
+	struct recent_key rk = {.cgid = args.cgid, .flags = args.flags};
+	struct recent_val *rv = 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (ret >= 0 && open_file(ret, &p)) {
+		rk.dentry = (__u64)p.dentry;
+		rk.mnt = (__u64)p.mnt;
+		rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
+		rv = bpf_map_lookup_elem(&recent_opens, &rk);
+		if (rv && now - rv->ts < FOLD_NS && rv->call == call_epoch(args.cgid)) {
+			// A repeat: the deny check alone, no path copied.
+			__u32 hit = walk_path(0, args.cgid, lens, p.dentry, p.mnt);
+			if (!hit) {
+				__sync_fetch_and_add(&rv->folded, 1);
+				__sync_fetch_and_add(&s->opens_folded, 1);
+				return 0;
+			}
+		}
+	}
 	bool admitted = in_budget(s);
 	struct event *e = admitted ? new_event(args.cgid, EV_FILE_OPEN) : 0;
 	__u32 denied = 0;
-	if (ret >= 0)
-		denied = file_path(e, args.cgid, lens, ret);
+	if (ret >= 0 && p.dentry)
+		denied = walk_path(e, args.cgid, lens, p.dentry, p.mnt);
+	if (e && p.dentry && !denied) {
+		if (rv) {
+			__u64 folded = rv->folded;
+			e->repeats = (__u32)(folded - rv->reported);
+			rv->reported = folded;
+			rv->ts = now;
+			rv->call = call_epoch(args.cgid);
+		} else {
+			struct recent_val nv = {.ts = now, .call = call_epoch(args.cgid)};
+			bpf_map_update_elem(&recent_opens, &rk, &nv, BPF_ANY);
+		}
+	}
 	if (denied) {
 		// The open succeeded on a denied path: kill the process before it
 		// returns to user space and can read anything. Reported even
 		// over the session's budget.
 		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(args.cgid, EV_FILE_OPEN)))
-			file_path(e, args.cgid, lens, ret);
+			walk_path(e, args.cgid, lens, p.dentry, p.mnt);
 	}
 	if (!e) {
 		if (!admitted)

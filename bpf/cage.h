@@ -75,6 +75,7 @@ struct session {
 	__u32 deny_lens; // bit min(n, 31): a denied component is n bytes long
 	__u64 window_start; // rate limit window (ns)
 	__u64 window_events;
+	__u64 opens_folded; // opens folded into a recorded one (see recent_opens)
 };
 
 struct {
@@ -112,6 +113,8 @@ struct event {
 	__u8 ncomp;
 	__u8 killed; // the kernel killed the task for this event (deny_paths)
 	__u8 pad;
+	__u32 repeats; // file.open: opens of the file folded since its last record
+	__u32 pad2;
 	__u8 addr[16];
 	char comm[16];
 	char hint[HINT_LEN];                       // user-memory string (audit hint only)
@@ -247,6 +250,7 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
 	e->proto = 0;
 	e->ncomp = 0;
 	e->killed = 0;
+	e->repeats = 0;
 	e->hint[0] = 0;
 	e->hint2[0] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

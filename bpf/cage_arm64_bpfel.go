@@ -34,26 +34,28 @@ type cageDenyKey struct {
 }
 
 type cageEvent struct {
-	_      structs.HostLayout
-	Ts     uint64
-	Cgid   uint64
-	Pid    uint32
-	Tgid   uint32
-	Kind   uint32
-	Result int32
-	Flags  uint32
-	Rule   uint32
-	Family uint16
-	Port   uint16
-	Proto  uint8
-	Ncomp  uint8
-	Killed uint8
-	Pad    uint8
-	Addr   [16]uint8
-	Comm   [16]int8
-	Hint   [128]int8
-	Hint2  [128]int8
-	Comp   [16][48]int8
+	_       structs.HostLayout
+	Ts      uint64
+	Cgid    uint64
+	Pid     uint32
+	Tgid    uint32
+	Kind    uint32
+	Result  int32
+	Flags   uint32
+	Rule    uint32
+	Family  uint16
+	Port    uint16
+	Proto   uint8
+	Ncomp   uint8
+	Killed  uint8
+	Pad     uint8
+	Repeats uint32
+	Pad2    uint32
+	Addr    [16]uint8
+	Comm    [16]int8
+	Hint    [128]int8
+	Hint2   [128]int8
+	Comp    [16][48]int8
 }
 
 type cageEventKind uint32
@@ -147,12 +149,31 @@ type cagePorts struct {
 	Rule uint16
 }
 
+type cageRecentKey struct {
+	_      structs.HostLayout
+	Cgid   uint64
+	Dentry uint64
+	Mnt    uint64
+	Ino    uint64
+	Flags  uint32
+	Pad    uint32
+}
+
+type cageRecentVal struct {
+	_        structs.HostLayout
+	Ts       uint64
+	Folded   uint64
+	Reported uint64
+	Call     uint64
+}
+
 type cageSession struct {
 	_            structs.HostLayout
 	Flags        uint32
 	DenyLens     uint32
 	WindowStart  uint64
 	WindowEvents uint64
+	OpensFolded  uint64
 }
 
 type cageSessionFlag uint32
@@ -175,6 +196,7 @@ type cageUdpKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	cageMapCalib                = "calib"
+	cageMapCallEpochs           = "call_epochs"
 	cageMapConnects             = "connects"
 	cageMapDenyComponents       = "deny_components"
 	cageMapEgress4              = "egress4"
@@ -186,6 +208,7 @@ const (
 	cageMapLost                 = "lost"
 	cageMapOpens                = "opens"
 	cageMapParentCgroup         = "parent_cgroup"
+	cageMapRecentOpens          = "recent_opens"
 	cageMapSessions             = "sessions"
 	cageMapUdpSeen              = "udp_seen"
 	cageProgCageCalibrate       = "cage_calibrate"
@@ -303,6 +326,7 @@ type cageProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
+	CallEpochs     *ebpf.MapSpec `ebpf:"call_epochs"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
@@ -314,6 +338,7 @@ type cageMapSpecs struct {
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Opens          *ebpf.MapSpec `ebpf:"opens"`
 	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
+	RecentOpens    *ebpf.MapSpec `ebpf:"recent_opens"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
 	UdpSeen        *ebpf.MapSpec `ebpf:"udp_seen"`
 }
@@ -355,6 +380,7 @@ func (o *cageObjects) Close() error {
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
+	CallEpochs     *ebpf.Map `ebpf:"call_epochs"`
 	Connects       *ebpf.Map `ebpf:"connects"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
@@ -366,6 +392,7 @@ type cageMaps struct {
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Opens          *ebpf.Map `ebpf:"opens"`
 	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
+	RecentOpens    *ebpf.Map `ebpf:"recent_opens"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
 	UdpSeen        *ebpf.Map `ebpf:"udp_seen"`
 }
@@ -373,6 +400,7 @@ type cageMaps struct {
 func (m *cageMaps) Close() error {
 	return _CageClose(
 		m.Calib,
+		m.CallEpochs,
 		m.Connects,
 		m.DenyComponents,
 		m.Egress4,
@@ -384,6 +412,7 @@ func (m *cageMaps) Close() error {
 		m.Lost,
 		m.Opens,
 		m.ParentCgroup,
+		m.RecentOpens,
 		m.Sessions,
 		m.UdpSeen,
 	)

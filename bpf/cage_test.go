@@ -80,12 +80,12 @@ func deniedFile(t *testing.T) string {
 	return secret
 }
 
-// openThen runs the test binary in cgroup session: n opens of
-// /etc/hostname, then one of path.
-func openThen(t *testing.T, session string, n int, path string) error {
+// openThen runs the test binary in cgroup session: n opens of first
+// ("": /etc/hostname), then one of path.
+func openThen(t *testing.T, session string, n int, first, path string) error {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path)
+	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path, "MCPCAGE_BENCH_ADDR="+first)
 	fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)

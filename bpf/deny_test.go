@@ -51,7 +51,7 @@ func TestDenyByComponentLength(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := openThen(t, session, 0, tt.path)
+			err := openThen(t, session, 0, "", tt.path)
 			var ee *exec.ExitError
 			killed := false
 			if errors.As(err, &ee) {

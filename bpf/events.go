@@ -111,6 +111,9 @@ type Event struct {
 	Hint   string
 	Flags  uint32
 	Result int32
+	// Repeats: opens of the same file folded since its last event (see
+	// recent_opens in cage.c).
+	Repeats uint32
 	// Directory operations (unlink, rmdir, mkdir, rename): Dir is the
 	// kernel's path of the base directory of a relative Hint (audit
 	// grade); Path joins the two. NewHint is a rename's new name.
@@ -152,7 +155,7 @@ func Decode(raw []byte) (Event, error) {
 	}
 	switch ev.Kind {
 	case KindFileOpen, KindFileDenied:
-		ev.Hint = cstr(e.Hint[:])
+		ev.Hint, ev.Repeats = cstr(e.Hint[:]), e.Repeats
 		if e.Result >= 0 {
 			ev.Path = kernelPath(e)
 		}

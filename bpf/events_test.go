@@ -2,7 +2,9 @@ package bpf
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,7 +20,7 @@ func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 	var mu sync.Mutex
 	opens := 0
 	if err := c.Events(func(e Event) {
-		if e.Cgroup == cgid && e.Kind == KindFileOpen && e.Path == "/etc/hostname" {
+		if e.Cgroup == cgid && e.Kind == KindFileOpen && e.Hint == missingPath {
 			mu.Lock()
 			opens++
 			mu.Unlock()
@@ -28,7 +30,7 @@ func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 	}
 	for round := 1; round <= 5; round++ {
 		const n = 40
-		child(t, "open", n, session, "")
+		child(t, "open", n, session, missingPath) // failed opens: never folded
 		if err := c.Sync(2 * time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -65,7 +67,7 @@ func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := openThen(t, session, tt.opens, secret)
+			err := openThen(t, session, tt.opens, missingPath, secret)
 			var ee *exec.ExitError
 			errors.As(err, &ee)
 			var ws syscall.WaitStatus
@@ -79,5 +81,70 @@ func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
 				t.Fatalf("lost counters ringbuf=%d throttled=%d (%v): want %s", rb, th, err, tt.lostDescr)
 			}
 		})
+	}
+}
+
+// Repeated opens of one file by a session are folded: the first is an
+// event, the next ones within a second are counted (OpensFolded, and the
+// file's next event's Repeats), never dropped from the count, and each
+// one is still deny-checked: a file whose path became denied after it was
+// recorded (its directory renamed) kills the opener at once.
+func TestRepeatedOpensFold(t *testing.T) {
+	c, parent := loadForTest(t)
+	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	var mu sync.Mutex
+	events := map[string]int{} // kernel path: events
+	repeats := 0
+	if err := c.Events(func(e Event) {
+		if e.Cgroup == cgid && e.Kind == KindFileOpen {
+			mu.Lock()
+			events[e.Path]++
+			repeats += int(e.Repeats)
+			mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "keys", "f")
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	if err := openThen(t, session, n, file, "/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	folded, err := c.OpensFolded(cgid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got, rep := events[file], repeats
+	mu.Unlock()
+	// One event a second at most (the opens take a few ms; 5 allows for
+	// a loaded machine); every other open counted (the folded total also
+	// counts repeats of the test binary's own start-up files).
+	if got < 1 || got > 5 || got+int(folded) < n {
+		t.Fatalf("%d opens: %d events + %d folded, want 1 to 5 events and the rest folded", n, got, folded)
+	}
+	t.Logf("%d opens of %s: %d event(s) (carrying %d repeats), %d folded in the session", n, file, got, rep, folded)
+	if rep > int(folded) {
+		t.Fatalf("events carry %d repeats, more than the %d folded", rep, folded)
+	}
+	// The same dentry, now under a denied name: the repeat is checked.
+	renamed := filepath.Join(dir, ".ssh")
+	if err := os.Rename(filepath.Dir(file), renamed); err != nil {
+		t.Fatal(err)
+	}
+	err = openThen(t, session, 0, "", filepath.Join(renamed, "f"))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() {
+		t.Fatalf("opening a recorded file after its directory became %s: %v, want SIGKILL", renamed, err)
 	}
 }

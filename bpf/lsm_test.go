@@ -48,7 +48,7 @@ func TestLSMDeniesOpens(t *testing.T) {
 	}, func(err error) { t.Error(err) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := openThen(t, session, 1, secret); err != nil {
+	if err := openThen(t, session, 1, "", secret); err != nil {
 		t.Fatalf("the opener did not live on (BPF LSM refuses the open, nothing kills): %v", err)
 	}
 	if err := c.Sync(2 * time.Second); err != nil {

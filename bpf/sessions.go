@@ -175,10 +175,37 @@ func (c *Cage) Unregister(cgid uint64) error {
 	if err := deleteWhere(c.objs.UdpSeen, func(k *cageUdpKey) bool { return k.Cgid == cgid }); err != nil {
 		errs = append(errs, fmt.Errorf("delete udp peers: %w", err))
 	}
+	if err := deleteWhere(c.objs.RecentOpens, func(k *cageRecentKey) bool { return k.Cgid == cgid }); err != nil {
+		errs = append(errs, fmt.Errorf("delete recent opens: %w", err))
+	}
+	if err := c.objs.CallEpochs.Delete(cgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, fmt.Errorf("delete call epoch: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unregister session %d: %w", cgid, err)
 	}
 	return nil
+}
+
+// NewCall tells the kernel that the session started its n-th tool call
+// (n grows): the files the call opens are recorded for it, not folded
+// into an earlier call's records (see cage.c's recent_opens).
+func (c *Cage) NewCall(cgid, n uint64) error {
+	if err := c.objs.CallEpochs.Put(cgid, n); err != nil {
+		return fmt.Errorf("session %d: call epoch: %w", cgid, err)
+	}
+	return nil
+}
+
+// OpensFolded is how many opens of the session's files were folded into
+// a recorded one (see cage.c's recent_opens): deny-checked, not recorded
+// one by one. Read it before Unregister.
+func (c *Cage) OpensFolded(cgid uint64) (uint64, error) {
+	var s cageSession
+	if err := c.objs.Sessions.Lookup(cgid, &s); err != nil {
+		return 0, fmt.Errorf("read session %d: %w", cgid, err)
+	}
+	return s.OpensFolded, nil
 }
 
 func (c *Cage) deleteEgress(cgid uint64) error {

@@ -88,7 +88,7 @@ func printWarm(tw *table, w *api.WarmStatus) {
 		return
 	}
 	tw.printf("warm sandboxes:\t%d ready, %d being prepared (at most %d, %s of memory; each removed after %s unused); %s in use\n",
-		len(w.Entries), w.Building, w.Max, mib(w.MemoryMax), w.Idle, mib(w.Memory))
+		len(w.Entries)+w.Others, w.Building, w.Max, mib(w.MemoryMax), w.Idle, mib(w.Memory))
 	for _, e := range w.Entries {
 		tw.printf("  warm:\t%s for %s (container %s, prepared %s ago, %s)\n", e.Server, e.User, e.Container, e.Age, mib(e.Memory))
 	}

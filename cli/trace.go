@@ -100,6 +100,9 @@ func formatEvent(ev api.KernelEvent) string {
 	if ev.Error != "" {
 		what += " (" + ev.Error + ")"
 	}
+	if ev.Repeats > 0 {
+		what += fmt.Sprintf(" (+%d opens folded since its last record)", ev.Repeats)
+	}
 	s := fmt.Sprintf("%s %-8.8s %-10s %-13s %s[%d] %s", ts, ev.Session, ev.Server, ev.Type, ev.Comm, ev.Pid, what)
 	if ev.Action != "" {
 		s += "  -> " + ev.Action + " (" + ev.Rule + ")"

@@ -33,6 +33,7 @@ func TestFormatEvent(t *testing.T) {
 		{"abandoned", func(e *api.KernelEvent) {
 			e.Type, e.Addr, e.Proto, e.Result, e.Outcome = "net.connect", "1.2.3.4:9", "tcp", r(0), "abandoned"
 		}, "tcp 1.2.3.4:9 (closed before connecting)"},
+		{"folded repeats", func(e *api.KernelEvent) { e.Type, e.Path, e.Result, e.Repeats = "file.open", "/etc/hosts", r(3), 41 }, "/etc/hosts (+41 opens folded since its last record)"},
 		{"tool calls", func(e *api.KernelEvent) { e.Type, e.Path, e.InFlight = "file.open", "/x", []string{"4"} }, "during tools/call 4"},
 	}
 	for _, tt := range tests {

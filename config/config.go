@@ -311,7 +311,7 @@ func (c *Config) validate(data []byte) error {
 		bad(fmt.Sprintf("must be between 0 (off) and 64, got %d", d.WarmSandboxes), "daemon", "warm_sandboxes")
 	}
 	if d.WarmIdle <= 0 || time.Duration(d.WarmIdle) > 24*time.Hour {
-		bad(fmt.Sprintf("must be between 0 and 24h, got %s", time.Duration(d.WarmIdle)), "daemon", "warm_idle")
+		bad(fmt.Sprintf("must be more than 0 and at most 24h, got %s", time.Duration(d.WarmIdle)), "daemon", "warm_idle")
 	}
 	if d.WarmMemory < 0 {
 		bad(fmt.Sprintf("must not be negative, got %d bytes", d.WarmMemory), "daemon", "warm_memory")

@@ -88,7 +88,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		d.runSession(ctx, fr, fw, peer, req, stdio, log)
 	case api.OpStatus:
-		replyData(fw, d.status(ctx), log)
+		replyData(fw, d.status(ctx, peer), log)
 	case api.OpServers:
 		replyData(fw, d.serverList(peer), log)
 	case api.OpServerSpec:
@@ -185,7 +185,7 @@ func replyData(fw *api.FrameWriter, data any, log *slog.Logger) {
 	reply(fw, api.Reply{OK: true, Data: b}, log)
 }
 
-func (d *Daemon) status(ctx context.Context) api.Status {
+func (d *Daemon) status(ctx context.Context, peer Peer) api.Status {
 	cd := "connected"
 	if v, err := d.launcher.Version(ctx); err != nil {
 		cd = "unreachable: " + err.Error()
@@ -209,7 +209,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		AuditError:   auditErr,
 		Metrics:      d.metricsAddr,
 		Kernel:       ks,
-		Warm:         d.warm.status(),
+		Warm:         d.warm.status(peer, d.isAdmin(peer)),
 		Version:      Version,
 		Uptime:       time.Since(d.started).Round(time.Second).String(),
 		Containerd:   cd,
@@ -291,11 +291,13 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			err = d.secrets.Set(req.Name, req.Secret)
 		}
 		if err == nil {
+			d.warm.flush() // prepared with the old value
 			log.Info("secret stored", "secret", req.Name)
 		}
 	case api.OpSecretRm:
 		err = d.secrets.Remove(req.Name)
 		if err == nil {
+			d.warm.flush() // prepared with the removed value
 			log.Info("secret removed", "secret", req.Name)
 		}
 	case api.OpSecretList:

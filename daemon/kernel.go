@@ -325,7 +325,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	}
 	s.kernelEvents.Add(1)
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
-		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Argv: ev.Argv}
+		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Repeats: ev.Repeats, Argv: ev.Argv}
 	switch ev.Kind {
 	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
 		ke.Result = resultOf(ev.Result, &ke.Error)
@@ -445,6 +445,9 @@ func (s *session) kernelRecord(ke *KernelEvent, touched string) audit.Record {
 	}
 	if ke.Flags != 0 {
 		rec["flags"] = ke.Flags
+	}
+	if ke.Repeats != 0 {
+		rec["repeats"] = ke.Repeats
 	}
 	if len(ke.Argv) > 0 {
 		rec["argv"] = ke.Argv

@@ -167,6 +167,9 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		durable := p.d.audit.AppendDurable(rec)
 		method, rid := e.Method, append([]byte(nil), id...)
 		s.allowed.Add(1)
+		if k == consent.KindTool {
+			p.d.newCall(s)
+		}
 		if dec.Allow {
 			// Per call at debug level only: the audit log has every one.
 			s.log.Debug("request allowed", "method", e.Method, "name", name, "consent", dec.Record)

@@ -73,7 +73,8 @@ func (s *session) sessionEndRecord(exit api.Exit) audit.Record {
 	return s.record(api.RecordSessionEnd, audit.Record{"reason": string(exit.Reason), "exit_code": exit.Code, "error": exit.Error,
 		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
 		"messages_in": st.Messages[relay.ClientToServer].Load(), "messages_out": st.Messages[relay.ServerToClient].Load(),
-		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load()})
+		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load(),
+		"file_opens_folded": s.opensFolded})
 }
 
 // claimsRecord: what the client says it is (its initialize or first

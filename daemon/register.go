@@ -40,3 +40,15 @@ func (d *Daemon) unregisterKernel(s *session) {
 		d.mu.Unlock()
 	})
 }
+
+// newCall moves the session's call epoch in the kernel before a tool call
+// is forwarded: the files the call opens are recorded for it, not folded
+// into the records of an earlier call (see bpf.Cage.NewCall).
+func (d *Daemon) newCall(s *session) {
+	if d.cage == nil || s.cgid == 0 {
+		return
+	}
+	if err := d.cage.NewCall(s.cgid, s.callEpoch.Add(1)); err != nil {
+		s.log.Warn("kernel call epoch not moved: the call's repeated file opens may be folded into an earlier call's records", "err", err)
+	}
+}

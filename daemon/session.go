@@ -49,6 +49,8 @@ type session struct {
 	deniedSyscalls atomic.Int64
 	kernelEvents   atomic.Int64
 	deniedKernel   atomic.Int64
+	opensFolded    uint64        // opens deny-checked but folded into a recorded one (kernel)
+	callEpoch      atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy       atomic.Value  // string: why the kernel killed the server
 	policyStop     chan struct{} // closed when a broken rule ends the session
 	policyOnce     sync.Once
@@ -90,7 +92,7 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 	}
 	if !d.addSession(s) {
 		if s.warm != nil {
-			d.warm.discard(s.warm)
+			_ = d.warm.discard(s.warm) // logged
 		}
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
 		return
@@ -250,7 +252,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	s.warm = nil
 	defer func() {
 		if ws != nil { // not taken: a failure before the check
-			d.warm.discard(ws)
+			_ = d.warm.discard(ws) // logged
 		}
 	}()
 	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true})
@@ -270,8 +272,11 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	outcome := warmMiss
 	if ws != nil {
 		var why string
-		prep, fifos, why = d.warm.adopt(ctx, ws, srv, params)
+		prep, fifos, why, err = d.warm.adopt(ctx, ws, srv, params)
 		ws = nil
+		if err != nil {
+			return params, nil, err
+		}
 		if why != "" {
 			outcome = warmStale
 			s.log.Info("warm sandbox outdated, starting a new one", "why", why)
@@ -279,9 +284,12 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 			outcome = warmHit
 		}
 	}
+	if d.warm.disabledWhy() == "" {
+		d.metrics.WarmStarts.WithLabelValues(string(outcome)).Inc()
+	}
 	s.warmStart = prep != nil
 	if prep != nil {
-		defer prep.Discard(ctx) // a no-op once started
+		defer func() { _ = prep.Discard(ctx) }() // a no-op once started; logged
 	}
 	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
 	if d.initPath != "" && fifos == nil {
@@ -316,9 +324,6 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	running := time.Now()
-	if d.warm.disabledWhy() == "" {
-		d.metrics.WarmStarts.WithLabelValues(string(outcome)).Inc()
-	}
 	if fifos != nil {
 		in, out, errOut, err := fifos.Connect(s.inst.Exited(), stdioConnectWait)
 		if err != nil {
@@ -412,6 +417,11 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 		if err := d.cage.Sync(kernelSyncWait); err != nil {
 			s.log.Warn("kernel events of the session may be incomplete", "err", err)
 		}
+		if n, err := d.cage.OpensFolded(s.cgid); err != nil {
+			s.log.Warn("kernel count of folded opens unavailable", "err", err)
+		} else {
+			s.opensFolded = n
+		}
 		// Nothing of the session runs any more: forget it in the kernel
 		// now, before the client hears the session ended.
 		d.unregisterKernel(s)
@@ -478,7 +488,7 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	if s.streams.serverOut != nil {
 		_ = s.streams.serverOut.Close()
 	}
-	if s.inst != nil && exit.Reason != api.ExitDaemonShutdown && exit.Reason != api.ExitContainerdLost {
+	if exit.Reason != api.ExitDaemonShutdown && exit.Reason != api.ExitContainerdLost {
 		d.warm.refill(s.server, s.peer) // the next session of this server for this user starts warm
 	}
 	st := &s.relay.Stats

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // Warm sandboxes: after a session of a server for a user ends, the daemon
@@ -33,11 +35,29 @@ type warmKey struct {
 
 // warmSandbox is a prepared sandbox in the pool.
 type warmSandbox struct {
-	key   warmKey
-	id    string // the id of the session that will take it
-	prep  *sandbox.Prepared
-	fifos *sandbox.ServerStdio // nil without mcpcage-init (then no pool)
-	timer *time.Timer          // removes it after warm_idle
+	key     warmKey
+	id      string // the id of the session that will take it
+	prep    *sandbox.Prepared
+	fifos   *sandbox.ServerStdio // nil without mcpcage-init (then no pool)
+	timer   *time.Timer          // removes it after warm_idle
+	sources map[string]fileID    // each mount source as it resolved when built
+}
+
+// fileID is a file's identity: its device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// sourceIDs resolves every mount source of params (through symlinks, as
+// runc did) to the file it names now.
+func sourceIDs(params sandbox.Params) (map[string]fileID, error) {
+	ids := map[string]fileID{}
+	for _, m := range params.Mounts {
+		var st unix.Stat_t
+		if err := unix.Stat(m.Source, &st); err != nil {
+			return nil, fmt.Errorf("mount source %s: %w", m.Source, err)
+		}
+		ids[m.Source] = fileID{uint64(st.Dev), st.Ino}
+	}
+	return ids, nil
 }
 
 // warmOutcome says how a session's sandbox was found, for the metric.
@@ -55,12 +75,20 @@ type warmPool struct {
 	mu       sync.Mutex
 	byKey    map[warmKey]*warmSandbox
 	building map[warmKey]bool
+	gen      uint64 // moved by flush: a build begun before is not kept
 	closed   bool
-	builders sync.WaitGroup
+	ctx      context.Context // cancelled by close: builds under way give up
+	cancel   context.CancelFunc
+	work     sync.WaitGroup // builds and discards under way
 }
 
+// warmCloseWait bounds how long close waits for builds and removals under
+// way (a build can wait on a mount source's file system).
+const warmCloseWait = 10 * time.Second
+
 func newWarmPool(d *Daemon) *warmPool {
-	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}, ctx: ctx, cancel: cancel}
 }
 
 // disabledWhy is why the pool is off, "" when it is on.
@@ -99,14 +127,15 @@ func (w *warmPool) refill(srvName string, peer Peer) {
 		return
 	}
 	w.building[key] = true
-	w.builders.Add(1)
+	gen := w.gen
+	w.work.Add(1)
 	w.mu.Unlock()
 	go func() {
-		defer w.builders.Done()
+		defer w.work.Done()
 		ws, err := w.build(key, Peer{UID: peer.UID, GID: peer.GID})
 		w.mu.Lock()
 		delete(w.building, key)
-		keep := err == nil && !w.closed
+		keep := err == nil && !w.closed && w.gen == gen
 		if keep {
 			w.byKey[key] = ws
 			ws.timer = time.AfterFunc(time.Duration(w.d.conf().Daemon.WarmIdle), func() { w.expire(ws) })
@@ -116,7 +145,7 @@ func (w *warmPool) refill(srvName string, peer Peer) {
 		case err != nil:
 			w.d.log.Warn("could not prepare a warm sandbox; the next session starts cold", "server", key.server, "uid", key.uid, "err", err)
 		case !keep:
-			w.discard(ws)
+			_ = w.discard(ws) // logged
 		default:
 			w.d.log.Debug("warm sandbox ready", "server", key.server, "uid", key.uid, "container", ws.prep.ID)
 			w.enforceBounds()
@@ -145,20 +174,26 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 		return nil, err
 	}
 	params.StdioDir = fifos.Dir()
-	prep, err := d.create(context.Background(), srv, id, params, sandbox.Stdio{})
+	sources, err := sourceIDs(params)
 	if err != nil {
 		_ = fifos.Close()
 		return nil, err
 	}
-	return &warmSandbox{key: key, id: id, prep: prep, fifos: fifos}, nil
+	prep, err := d.create(w.ctx, srv, id, params, sandbox.Stdio{})
+	if err != nil {
+		_ = fifos.Close()
+		return nil, err
+	}
+	return &warmSandbox{key: key, id: id, prep: prep, fifos: fifos, sources: sources}, nil
 }
 
 // errNoLongerConfigured: the server went from the configuration.
 var errNoLongerConfigured = errors.New("the server is no longer configured")
 
 // adopt checks that ws is the sandbox a cold start with params would
-// build, and returns it; otherwise it discards ws and says why.
-func (w *warmPool) adopt(ctx context.Context, ws *warmSandbox, srv *config.Server, params sandbox.Params) (*sandbox.Prepared, *sandbox.ServerStdio, string) {
+// build, and returns it; otherwise it discards ws and says why (stale),
+// or fails when what is stale cannot be removed (its id is the session's).
+func (w *warmPool) adopt(ctx context.Context, ws *warmSandbox, srv *config.Server, params sandbox.Params) (*sandbox.Prepared, *sandbox.ServerStdio, string, error) {
 	why := func() string {
 		if !ws.prep.Alive() {
 			return "its process ended"
@@ -175,16 +210,32 @@ func (w *warmPool) adopt(ctx context.Context, ws *warmSandbox, srv *config.Serve
 		if fp != ws.prep.Fingerprint {
 			return "the configuration, a secret, a mount or the image changed since it was built"
 		}
+		now, err := sourceIDs(params)
+		if err != nil {
+			return err.Error()
+		}
+		for src, id := range now {
+			if ws.sources[src] != id {
+				return fmt.Sprintf("the mount source %s names another file than when it was built", src)
+			}
+		}
 		if err := ws.prep.CheckMounts(params.Mounts); err != nil {
 			return err.Error()
+		}
+		if spec.Linux != nil {
+			if err := ws.prep.CheckMasks(spec.Linux.MaskedPaths); err != nil {
+				return err.Error()
+			}
 		}
 		return ""
 	}()
 	if why != "" {
-		w.discard(ws)
-		return nil, nil, why
+		if err := w.discard(ws); err != nil {
+			return nil, nil, why, fmt.Errorf("a prepared sandbox that no longer matches (%s) could not be removed: %w: try again once containerd answers", why, err)
+		}
+		return nil, nil, why, nil
 	}
-	return ws.prep, ws.fifos, ""
+	return ws.prep, ws.fifos, "", nil
 }
 
 // expire removes ws after warm_idle, unless a session took it.
@@ -197,7 +248,7 @@ func (w *warmPool) expire(ws *warmSandbox) {
 	w.mu.Unlock()
 	if mine {
 		w.d.log.Debug("warm sandbox unused for warm_idle: removed", "server", ws.key.server, "uid", ws.key.uid)
-		w.discard(ws)
+		_ = w.discard(ws) // logged
 	}
 }
 
@@ -223,7 +274,7 @@ func (w *warmPool) enforceBounds() {
 	w.mu.Unlock()
 	for _, ws := range evict {
 		w.d.log.Debug("warm sandbox removed to stay within warm_sandboxes and warm_memory", "server", ws.key.server, "uid", ws.key.uid)
-		w.discard(ws)
+		_ = w.discard(ws) // logged
 	}
 }
 
@@ -238,49 +289,74 @@ func (w *warmPool) sortedLocked() []*warmSandbox {
 }
 
 // discard removes a prepared sandbox that no session will start.
-func (w *warmPool) discard(ws *warmSandbox) {
-	ws.prep.Discard(context.Background())
+func (w *warmPool) discard(ws *warmSandbox) error {
+	err := ws.prep.Discard(context.Background())
 	if ws.fifos != nil {
-		_ = ws.fifos.Close()
+		_ = ws.fifos.Close() // a directory of the daemon's state, removed at its next start too
 	}
+	return err
 }
 
-// flush discards every prepared sandbox (a reload: they were built from
-// the previous configuration).
+// flush discards every prepared sandbox, and any being built (a reload
+// or a secret changed: they were built from what was). The removals run
+// in the background.
 func (w *warmPool) flush() {
 	w.mu.Lock()
+	w.gen++
 	all := w.sortedLocked()
 	for _, ws := range all {
 		delete(w.byKey, ws.key)
 		ws.timer.Stop()
 	}
-	w.mu.Unlock()
-	for _, ws := range all {
-		w.discard(ws)
+	if len(all) > 0 {
+		w.work.Add(1)
 	}
+	w.mu.Unlock()
+	if len(all) == 0 {
+		return
+	}
+	go func() {
+		defer w.work.Done()
+		for _, ws := range all {
+			_ = w.discard(ws) // logged
+		}
+	}()
 }
 
-// close stops refills, waits for the builds under way and discards
-// everything.
+// close stops refills and builds under way, discards everything, and
+// waits for that at most warmCloseWait.
 func (w *warmPool) close() {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
-	w.builders.Wait()
+	w.cancel()
 	w.flush()
+	done := make(chan struct{})
+	go func() { w.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(warmCloseWait):
+		w.d.log.Warn("warm sandboxes still being built or removed; the next start removes what is left")
+	}
 }
 
-// status describes the pool for `mcpcage status`.
-func (w *warmPool) status() *api.WarmStatus {
+// status describes the pool for `mcpcage status`: every entry for root
+// and the admin group, the caller's own for anyone else (the others'
+// only as a count).
+func (w *warmPool) status(peer Peer, admin bool) *api.WarmStatus {
 	conf := w.d.conf().Daemon
 	st := &api.WarmStatus{Max: conf.WarmSandboxes, MemoryMax: int64(conf.WarmMemory), Idle: time.Duration(conf.WarmIdle).String(), Disabled: w.disabledWhy()}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, ws := range w.sortedLocked() {
-		e := api.WarmEntry{Server: ws.key.server, User: userName(ws.key.uid), Container: ws.prep.ID,
-			Age: time.Since(ws.prep.Created).Round(time.Second).String(), Memory: ws.prep.Memory()}
-		st.Memory += e.Memory
-		st.Entries = append(st.Entries, e)
+		mem := ws.prep.Memory()
+		st.Memory += mem
+		if !admin && ws.key.uid != peer.UID {
+			st.Others++
+			continue
+		}
+		st.Entries = append(st.Entries, api.WarmEntry{Server: ws.key.server, User: userName(ws.key.uid), Container: ws.prep.ID,
+			Age: time.Since(ws.prep.Created).Round(time.Second).String(), Memory: mem})
 	}
 	st.Building = len(w.building)
 	return st

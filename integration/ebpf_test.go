@@ -554,3 +554,55 @@ func TestEgressFollowsDNSTTL(t *testing.T) {
 	}
 	d.waitLog(`msg="egress rules follow DNS"`)
 }
+
+// Repeated opens of one file within a tool call are folded into one
+// record; the next call's open of the file is recorded for that call,
+// with the count of what was folded before it; the session's end says
+// the total.
+func TestRepeatedOpensFoldedPerCall(t *testing.T) {
+	d := startDaemon(t, "")
+	tr := d.trace(t)
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	const n = 20
+	loop := map[string]any{"command": "/bin/sh", "args": []any{"-c", fmt.Sprintf("for i in $(seq %d); do cat /etc/hostname >/dev/null; done", n)}}
+	hostname := func(ev map[string]any) bool {
+		return str(ev, "type") == "file.open" && str(ev, "path") == "/etc/hostname" && str(ev, "comm") == "cat"
+	}
+	for call := 1; call <= 2; call++ {
+		if out, isErr := callText(t, c, "run_command", loop); isErr {
+			t.Fatalf("call %d: %s", call, out)
+		}
+	}
+	// The marker: an open after both calls' opens.
+	callText(t, c, "read_file", map[string]any{"path": "/etc/passwd"})
+	tr.wait(t, "file.open /etc/passwd", func(ev map[string]any) bool {
+		return str(ev, "type") == "file.open" && str(ev, "path") == "/etc/passwd"
+	})
+	tr.mu.Lock()
+	var recs []map[string]any
+	for _, ev := range tr.events {
+		if hostname(ev) {
+			recs = append(recs, ev)
+		}
+	}
+	tr.mu.Unlock()
+	calls := map[string]int{}
+	repeats := 0
+	for _, r := range recs {
+		ids, _ := r["tool_calls"].([]any)
+		if len(ids) != 1 {
+			t.Fatalf("an open of /etc/hostname names tool calls %v, want its run_command call", r["tool_calls"])
+		}
+		calls[fmt.Sprint(ids[0])]++
+		rep, _ := r["repeats"].(float64)
+		repeats += int(rep)
+	}
+	if len(calls) != 2 || len(recs) >= 2*n || repeats == 0 {
+		t.Fatalf("%d opens in 2 calls: %d records (by call %v), %d repeats: want records for both calls, fewer records than opens, the second call's carrying what the first folded", 2*n, len(recs), calls, repeats)
+	}
+	_ = c.Close()
+	end := d.record(t, "session.end", func(map[string]any) bool { return true })
+	if folded, _ := end["file_opens_folded"].(float64); int(folded) < 2*n-len(recs) {
+		t.Fatalf("session.end says %v opens folded, want at least %d", end["file_opens_folded"], 2*n-len(recs))
+	}
+}

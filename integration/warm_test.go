@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -23,7 +25,18 @@ import (
 func TestWarmSandboxes(t *testing.T) {
 	setup(t) // env.bin is known after setup
 	uid, _ := testUser(t)
-	d := startDaemon(t, fmt.Sprintf("[servers.warm]\ncommand = [%q]\nenv = { API_TOKEN = \"secret:warm-token\" }\n", filepath.Join(env.bin, "testserver")))
+	// The server's data: an admin mount whose source is a symlink (a
+	// deploy's "current"), re-pointed below.
+	data := t.TempDir()
+	for _, rel := range []string{"v1", "v2"} {
+		must(t, os.MkdirAll(filepath.Join(data, rel), 0o755), "mkdir")
+		must(t, os.WriteFile(filepath.Join(data, rel, "release-"+rel), nil, 0o644), "write")
+	}
+	current := filepath.Join(data, "current")
+	must(t, os.Symlink("v1", current), "symlink")
+	must(t, os.Chmod(data, 0o755), "open %s", data)
+	d := startDaemon(t, fmt.Sprintf("[servers.warm]\ncommand = [%q]\nenv = { API_TOKEN = \"secret:warm-token\" }\nmounts = [{ source = %q, target = \"/data\" }]\n",
+		filepath.Join(env.bin, "testserver"), current))
 	for _, p := range []string{env.work, d.dir} {
 		must(t, os.Chmod(p, 0o755), "open %s to the test user", p)
 	}
@@ -44,6 +57,7 @@ func TestWarmSandboxes(t *testing.T) {
 	// uid < 0): it checks the secret the server sees and opens a file the
 	// kernel must record, and returns the session's start record.
 	seen := map[string]bool{}
+	release := "release-v1"
 	session := func(uid int, wantToken string) map[string]any {
 		t.Helper()
 		var c *mcpClient
@@ -54,6 +68,9 @@ func TestWarmSandboxes(t *testing.T) {
 		}
 		if got, _ := callText(t, c, "env", map[string]any{"name": "API_TOKEN"}); !strings.Contains(got, "API_TOKEN="+wantToken+" ") {
 			t.Fatalf("the server sees %q, want the secret %q", got, wantToken)
+		}
+		if got, _ := callText(t, c, "list_dir", map[string]any{"path": "/data"}); !strings.Contains(got, release) {
+			t.Fatalf("the server sees /data as %q, want %s", got, release)
 		}
 		if got := d.status(t).Kernel.Sessions; got != 1 {
 			t.Errorf("kernel sessions during the session: %d, want 1 (the policy registered)", got)
@@ -101,8 +118,7 @@ func TestWarmSandboxes(t *testing.T) {
 	}
 
 	// Another user's session never starts in root's sandbox.
-	other := session(uid, "first-value")
-	if warmOf(other) {
+	if warmOf(session(uid, "first-value")) {
 		t.Fatal("another user's session started in the sandbox prepared for root")
 	}
 	d.waitClean("the other user's session")
@@ -118,18 +134,29 @@ func TestWarmSandboxes(t *testing.T) {
 	}
 	d.waitWarm(t, 2)
 
-	// A changed secret: the prepared sandbox no longer matches; a new one.
+	// A changed secret removes every prepared sandbox: the next session
+	// builds its own, with the new value.
 	setSecret("second-value")
-	stale := session(-1, "second-value")
-	if warmOf(stale) {
-		t.Fatal("a session started in a sandbox built with the old secret")
+	d.waitWarm(t, 0)
+	if fresh := session(-1, "second-value"); warmOf(fresh) {
+		t.Fatal("a session started in a sandbox prepared before the secret changed")
+	}
+	d.waitWarm(t, 1)
+
+	// The mount source now names another directory: the prepared sandbox
+	// shows the old one, so it is stale; the session builds a new one.
+	must(t, os.Remove(current), "remove the symlink")
+	must(t, os.Symlink("v2", current), "re-point the symlink")
+	release = "release-v2"
+	if stale := session(-1, "second-value"); warmOf(stale) {
+		t.Fatal("a session started in a sandbox that shows the mount source's old target")
 	}
 	d.waitLog("warm sandbox outdated, starting a new one")
 	body := scrape(t, st.Metrics)
 	for series, want := range map[string]float64{
 		`mcpcage_warm_starts_total{result="hit"}`:   1,
 		`mcpcage_warm_starts_total{result="stale"}`: 1,
-		`mcpcage_warm_starts_total{result="miss"}`:  2,
+		`mcpcage_warm_starts_total{result="miss"}`:  3,
 	} {
 		if got := metricValue(t, body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -137,8 +164,19 @@ func TestWarmSandboxes(t *testing.T) {
 	}
 	d.waitClean("the sessions")
 
+	// Another user sees their own prepared sandboxes only.
+	d.waitWarm(t, 1)
+	var other api.Status
+	call := exec.Command(filepath.Join(env.bin, "mcpcage"), "status", "--json", "--socket", d.socket)
+	call.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	out, err := call.Output()
+	must(t, err, "status as the test user")
+	must(t, json.Unmarshal(out, &other), "status JSON")
+	if other.Warm == nil || len(other.Warm.Entries) != 0 || other.Warm.Others != 1 {
+		t.Fatalf("the test user's status shows the warm pool as %+v, want root's entry counted, not listed", other.Warm)
+	}
+
 	// A reload removes what the previous configuration built.
-	d.waitWarm(t, 2)
 	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
 	d.waitWarm(t, 0)
 	testenv.WaitFor(t, "the removed sandboxes' containers to go", 20*time.Second, func() (bool, string) {
@@ -153,4 +191,58 @@ func TestWarmSandboxes(t *testing.T) {
 	if left := d.containers(); len(left) != 0 {
 		t.Fatalf("containers left after the daemon stopped: %v", left)
 	}
+}
+
+// A hidden file replaced on the host by a rename (as passwd replaces
+// /etc/shadow) takes its mask away in every mount namespace, the waiting
+// sandbox's too: the next session must not start there.
+func TestWarmSandboxLostMaskIsStale(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	// /var/tmp: a host directory the sandbox sees (its /tmp is its own).
+	dir, err := os.MkdirTemp("/var/tmp", "mcpcage-itest-mask-")
+	must(t, err, "mkdir")
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755), "open %s", dir)
+	secret := filepath.Join(dir, "shadow")
+	must(t, os.WriteFile(secret, []byte("old hash"), 0o644), "write")
+	d := startDaemon(t, fmt.Sprintf("[servers.masked]\ncommand = [%q]\nhidden_paths = [%q]\n", filepath.Join(env.bin, "testserver"), secret))
+	read := func() (map[string]any, string) {
+		t.Helper()
+		c := d.connect(t, "masked", mcp.ProtocolVersion20251125)
+		got, _ := callText(t, c, "read_file", map[string]any{"path": secret})
+		_ = c.Close()
+		var start map[string]any
+		testenv.WaitFor(t, "the session's end", 10*time.Second, func() (bool, string) {
+			recs := d.auditRecords(t)
+			for i := len(recs) - 1; i >= 0; i-- {
+				if str(recs[i], "type") == "session.start" {
+					start = recs[i]
+					break
+				}
+			}
+			for _, r := range recs {
+				if str(r, "type") == "session.end" && str(r, "session") == str(start, "session") {
+					return true, ""
+				}
+			}
+			return false, "no session.end yet"
+		})
+		return start, got
+	}
+	if _, got := read(); strings.Contains(got, "hash") {
+		t.Fatalf("the hidden file is readable: %q", got)
+	}
+	d.waitWarm(t, 1)
+	tmp := filepath.Join(dir, "shadow.new")
+	must(t, os.WriteFile(tmp, []byte("new hash"), 0o644), "write")
+	must(t, os.Rename(tmp, secret), "replace the hidden file")
+	start, got := read()
+	if strings.Contains(got, "hash") {
+		t.Fatalf("the replaced hidden file is readable: %q", got)
+	}
+	if sb, _ := start["sandbox"].(map[string]any); sb["warm"] != false {
+		t.Fatalf("the session started in the prepared sandbox whose mask was lost: %v", start)
+	}
+	d.waitLog("warm sandbox outdated, starting a new one")
+	d.waitLog("is visible in it")
 }

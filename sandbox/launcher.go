@@ -195,7 +195,7 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 	}
 	defer func() {
 		if retErr != nil {
-			p.Discard(ctx)
+			_ = p.Discard(ctx) // logged
 		}
 	}()
 	creator := cio.NullIO // the server's stdio are the daemon's own (ServerStdio)
@@ -273,6 +273,52 @@ func (p *Prepared) Alive() bool {
 // prepared earlier).
 func (p *Prepared) CheckMounts(mounts []BindMount) error { return checkPins(p.Pid, mounts) }
 
+// CheckMasks checks that every path of masked the sandbox shows is still
+// hidden: a file by /dev/null, a directory by a tmpfs, as runc hid them
+// at Create. The kernel removes a mount in every namespace when its
+// mount point is unlinked or renamed over on the host (passwd replacing
+// /etc/shadow, an editor saving a file), and a path that appeared on the
+// host after Create was never hidden: a prepared sandbox that waited
+// through either is stale.
+func (p *Prepared) CheckMasks(masked []string) error {
+	root, err := os.OpenFile(fmt.Sprintf("/proc/%d/root", p.Pid), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("check hidden paths: %w", err)
+	}
+	defer func() { _ = root.Close() }()
+	for _, m := range masked {
+		fd, err := unix.Openat2(int(root.Fd()), m, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS})
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) {
+			continue // not there, or a symlink: nothing to read
+		}
+		if err != nil {
+			return fmt.Errorf("check hidden path %s: %w", m, err)
+		}
+		var st unix.Stat_t
+		var fs unix.Statfs_t
+		err = unix.Fstat(fd, &st)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = unix.Fstatfs(fd, &fs)
+		}
+		_ = unix.Close(fd) // an O_PATH descriptor
+		if err != nil {
+			return fmt.Errorf("check hidden path %s: %w", m, err)
+		}
+		hidden := false
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR:
+			hidden = unix.Major(st.Rdev) == 1 && unix.Minor(st.Rdev) == 3 // /dev/null
+		case unix.S_IFDIR:
+			hidden = fs.Type == unix.TMPFS_MAGIC
+		}
+		if !hidden {
+			return fmt.Errorf("the hidden path %s is visible in it (its mask went with a change on the host, or the path appeared after it was built)", m)
+		}
+	}
+	return nil
+}
+
 // Memory is the resident memory of the prepared sandbox's processes: its
 // waiting process and the containerd shim that holds it, in bytes.
 func (p *Prepared) Memory() int64 {
@@ -283,20 +329,13 @@ func (p *Prepared) Memory() int64 {
 	return total
 }
 
-// SetLabels sets labels on the container (a prepared sandbox taken by a
-// session names it).
-func (p *Prepared) SetLabels(ctx context.Context, labels map[string]string) error {
-	_, err := p.container.SetLabels(p.l.ctx(ctx), labels)
-	return err
-}
-
 // Start runs before (when not nil) and then starts the server. On error
 // the sandbox is discarded.
 func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error) (_ *Instance, retErr error) {
 	ctx = p.l.ctx(ctx)
 	defer func() {
 		if retErr != nil {
-			p.Discard(ctx)
+			_ = p.Discard(ctx) // logged
 		}
 	}()
 	if !p.Alive() {
@@ -317,20 +356,26 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 }
 
 // Discard removes a sandbox that was never started; it does nothing
-// after Start succeeded or a first Discard.
-func (p *Prepared) Discard(ctx context.Context) {
+// after Start succeeded or a first Discard. What it could not remove (it
+// says what) stays labelled as mcpcage's, for the next daemon's Reap.
+func (p *Prepared) Discard(ctx context.Context) error {
+	var err error
 	p.ended.Do(func() {
 		ctx, cancel := context.WithTimeout(p.l.ctx(context.WithoutCancel(ctx)), 10*time.Second)
 		defer cancel()
 		if p.task != nil {
-			if _, err := p.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-				p.l.log.Warn("remove an unstarted task", "container", p.ID, "err", err)
+			if _, e := p.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
+				err = fmt.Errorf("remove the unstarted task %s: %w", p.ID, e)
 			}
 		}
-		if err := p.container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-			p.l.log.Warn("remove an unstarted container", "container", p.ID, "err", err)
+		if e := p.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
+			err = errors.Join(err, fmt.Errorf("remove the unstarted container %s: %w", p.ID, e))
+		}
+		if err != nil {
+			p.l.log.Warn("prepared sandbox not fully removed", "container", p.ID, "err", err)
 		}
 	})
+	return err
 }
 
 // checkPins makes sure the created container, whose process has not run
