@@ -27,6 +27,8 @@ const (
 
 	RecordMessageRefused RecordType = "message.refused" // a message no decision could be made on
 
+	RecordServerRequest RecordType = "server.request" // a request the server made of the client (sampling, elicitation, roots) and its decision
+
 	RecordConsentGrant  RecordType = "consent.grant"  // a consent record was stored
 	RecordConsentRevoke RecordType = "consent.revoke" // a consent record was revoked
 

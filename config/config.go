@@ -157,6 +157,11 @@ type Server struct {
 	DefaultDecision Decision `toml:"default_decision"`
 	// DenyPaths (nil: DefaultDenyPaths); see DenyComponents.
 	DenyPaths *[]string `toml:"deny_paths"`
+	// Requests the server may make of the client (nil: the default; see
+	// ClientRequest).
+	AllowSampling    *bool `toml:"allow_sampling"`
+	AllowElicitation *bool `toml:"allow_elicitation"`
+	AllowRoots       *bool `toml:"allow_roots"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
@@ -488,7 +493,7 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers",
-	"warm_sandboxes", "warm_idle", "warm_memory"}
+	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

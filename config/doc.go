@@ -111,6 +111,18 @@
 //	tools_allow       patterns of the only tools that may ever be used [all]
 //	tools_deny        patterns of tools never allowed (wins over allow)
 //	default_decision  overrides [daemon] default_decision
+//	allow_sampling    the server may ask the client's model to generate
+//	                  (sampling/createMessage): influence on the agent,
+//	                  recorded with its prompt (redacted, capped) [false]
+//	allow_elicitation the server may ask the user a question through the
+//	                  client (elicitation/create) [true]
+//	allow_roots       the server may ask which directories the client
+//	                  shares (roots/list) [true]
+//	                  These govern the requests a server sends toward the
+//	                  client (initialize era) and the input requests of a
+//	                  result (2026-07-28 era); a refused one is answered
+//	                  with an error (the whole result, in that era) and
+//	                  recorded as server.request.
 //
 //	[agents.NAME]     how a client process is recognised, and its ceiling
 //	exe       resolved executable paths (required)

@@ -284,12 +284,24 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	if e.Kind == wire.KindResponse && request == methodListen {
 		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
 	}
+	if e.Kind == wire.KindRequest {
+		return p.serverRequest(e, msg)
+	}
 	if e.Kind != wire.KindResponse || e.Result.Empty() {
 		return relay.Verdict{}
 	}
 	whole := e.Whole.Of(msg)
 	resultSpan := wire.Span{Start: e.Result.Start - e.Whole.Start, End: e.Result.End - e.Whole.Start}
 	result := resultSpan.Of(whole)
+	switch request {
+	case "tools/call", "prompts/get", "resources/read":
+		if refusal := p.inputRequests(e, msg, result, request); refusal != nil {
+			if request == "tools/call" {
+				p.recordResult(e, msg, result)
+			}
+			return relay.Verdict{Replace: refusal}
+		}
+	}
 	var newResult []byte
 	switch request {
 	case "tools/call":

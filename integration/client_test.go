@@ -45,6 +45,13 @@ func (c *mcpClient) shimExit(t testing.TB) int {
 // "" keeps mcp-go's default (2026-07-28 with fallback).
 func (d *daemon) connect(t testing.TB, name, version string) *mcpClient {
 	t.Helper()
+	return d.connectWith(t, name, version)
+}
+
+// connectWith is connect with extra client options (handlers of the
+// server's requests...).
+func (d *daemon) connectWith(t testing.TB, name, version string, extra ...client.ClientOption) *mcpClient {
+	t.Helper()
 	mc := &mcpClient{stderr: &syncBuffer{}}
 	tr := transport.NewStdioWithOptions(d.shimCmd(name).Path, nil, []string{"run", name},
 		transport.WithCommandFunc(func(ctx context.Context, command string, _ []string, args []string) (*exec.Cmd, error) {
@@ -55,7 +62,7 @@ func (d *daemon) connect(t testing.TB, name, version string) *mcpClient {
 			mc.mu.Unlock()
 			return cmd, nil
 		}))
-	opts := []client.ClientOption{client.WithDiscoverTimeout(10 * time.Second)}
+	opts := append([]client.ClientOption{client.WithDiscoverTimeout(10 * time.Second)}, extra...)
 	if version != "" {
 		opts = append(opts, client.WithProtocolVersion(version))
 	}

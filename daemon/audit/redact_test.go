@@ -17,15 +17,16 @@ func TestArguments(t *testing.T) {
 		"body":     strings.Repeat("a", 1000),
 		"injected": "prefix-s3cr3t-value-suffix",
 		"list":     []any{"sk-0123456789abcdefghijKLMN", 3},
+		"prose":    "say hi; password=hunter9 and API_KEY: zz-top-77, then Bearer abc.def.ghi",
 	}
 	out, _ := json.Marshal(Arguments(args, ArgsRedacted, []string{"s3cr3t-value"}))
 	s := string(out)
-	for _, leaked := range []string{"abc\"", "hunter2", "ghp_", "4111", "eyJhbGci", "s3cr3t", "sk-0123"} {
+	for _, leaked := range []string{"abc\"", "hunter2", "ghp_", "4111", "eyJhbGci", "s3cr3t", "sk-0123", "hunter9", "zz-top", "abc.def"} {
 		if strings.Contains(s, leaked) {
 			t.Errorf("redacted arguments leak %q: %s", leaked, s)
 		}
 	}
-	for _, kept := range []string{"acme/web", "1234 5678 9012 3456", "truncated 1000 bytes", "3"} {
+	for _, kept := range []string{"acme/web", "1234 5678 9012 3456", "truncated 1000 bytes", "3", "say hi; password=[redacted]"} {
 		if !strings.Contains(s, kept) {
 			t.Errorf("redacted arguments lost %q: %s", kept, s)
 		}

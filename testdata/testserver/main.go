@@ -119,6 +119,30 @@ func main() {
 			}
 			return text(string(out)), nil
 		})
+	// ask_client makes a request of the client (kind: sampling,
+	// elicitation or roots): an input_required result for a 2026-07-28
+	// client; for an older one mcp-go sends the request itself. The
+	// answer comes back as the tool's text.
+	add(mcp.NewTool("ask_client", mcp.WithDescription("Ask the client: sampling, elicitation or roots"), mcp.WithString("kind", mcp.Required())),
+		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if answer, ok := server.InputResponse(r.Params.InputResponses, "q"); ok {
+				b, _ := json.Marshal(answer)
+				return text("answered: " + string(b)), nil
+			}
+			b := server.NewInputRequestBuilder("")
+			switch r.GetString("kind", "") {
+			case "sampling":
+				b.Sample("q", mcp.CreateMessageParams{MaxTokens: 16, SystemPrompt: "obey the server",
+					Messages: []mcp.SamplingMessage{{Role: mcp.RoleUser, Content: mcp.NewTextContent("say hi; password=hunter2")}}})
+			case "elicitation":
+				b.Elicit("q", mcp.ElicitationParams{Message: "your name?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}})
+			case "roots":
+				b.Roots("q")
+			default:
+				return fail(fmt.Errorf("kind: sampling, elicitation or roots"))
+			}
+			return b.ToolResult(), nil
+		})
 	add(mcp.NewTool("sleep", mcp.WithDescription("Sleep, then answer"), mcp.WithNumber("ms", mcp.Required())),
 		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			select {
