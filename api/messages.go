@@ -270,10 +270,10 @@ type KernelEvent struct {
 	Path    string    `json:"path,omitempty"`
 	Hint    string    `json:"hint,omitempty"`
 	Flags   uint32    `json:"flags,omitempty"`
-	// Repeats (file.open): opens of the same file (the same path, the
-	// same flags) by the session, each within 1 s of a recorded one,
-	// folded since the file's previous file.open record. Deny checks run
-	// on every one of them.
+	// Repeats (file.open): opens of the same file (the same path, flags
+	// and mode) by the same process, each within 1 s of a recorded one
+	// and with no tool call started or ended since, folded since the
+	// file's previous file.open record. Deny checks run on every one.
 	Repeats  uint32   `json:"repeats,omitempty"`
 	Result   *int32   `json:"result,omitempty"`  // fd or -errno (file.*); 0 or -errno (net.connect, see Outcome)
 	Error    string   `json:"error,omitempty"`   // the errno's name for a negative Result

@@ -502,11 +502,12 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
-// Opens recently recorded, by session and file (the dentry on its mount,
-// which is one path: hard links and bind mounts are other dentries or
-// mounts) and open flags. Another successful open of the same file with
-// the same flags by the same session within FOLD_NS of the recorded one,
-// while no new tool call started (call_epochs), is folded: counted here and in the session's opens_folded, not made an
+// Opens recently recorded, by session, process and file (the dentry on
+// its mount, which is one path: hard links and bind mounts are other
+// dentries or mounts) and the open file's flags and mode as the kernel
+// set them. Another successful open of the same file the same way by the
+// same process within FOLD_NS of the recorded one, while no tool call
+// started or ended (call_epochs), is folded: counted here and in the session's opens_folded, not made an
 // event. The file's next record carries the count (repeats). The deny
 // check runs on every open, folded or not, and a denied open is always an
 // event. An entry the LRU evicts loses its pending count, never a denial;
@@ -518,8 +519,10 @@ struct recent_key {
 	__u64 cgid;
 	__u64 dentry;
 	__u64 mnt;
-	__u64 ino; // a dentry freed and reused for another file differs here
-	__u32 flags;
+	__u64 ino;    // a dentry freed and reused for another file differs here
+	__u32 tgid;   // each process's opens are its own
+	__u32 flags;  // the open file's f_flags (the kernel's, not the caller's)
+	__u32 fmode;  // and its f_mode (read, write, created...)
 	__u32 pad;
 };
 
@@ -554,13 +557,18 @@ struct {
 } recent_opens SEC(".maps");
 
 // open_file finds the file a successful open installed at fd.
-static __always_inline bool open_file(int fd, struct path *p)
+// open_file finds the file a successful open installed at fd: its path,
+// and its flags and mode into k (what the kernel opened, whatever the
+// caller's memory said).
+static __always_inline bool open_file(int fd, struct path *p, struct recent_key *k)
 {
 	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
 	struct file *f = 0;
 	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return false;
 	bpf_core_read(p, sizeof(*p), &f->f_path);
+	k->flags = BPF_CORE_READ(f, f_flags);
+	k->fmode = BPF_CORE_READ(f, f_mode);
 	return p->dentry != 0;
 }
 
@@ -576,18 +584,21 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 	int ret = (int)ctx->ret;
 	__u32 lens = s->deny_lens;
 	struct path p = {};
-	struct recent_key rk = {.cgid = args.cgid, .flags = args.flags};
+	struct recent_key rk = {.cgid = args.cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
 	struct recent_val *rv = 0;
 	__u64 now = bpf_ktime_get_ns();
-	if (ret >= 0 && open_file(ret, &p)) {
+	__u32 denied = 0;
+	bool walked = false;
+	if (ret >= 0 && open_file(ret, &p, &rk)) {
 		rk.dentry = (__u64)p.dentry;
 		rk.mnt = (__u64)p.mnt;
 		rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
 		if (rv && now - rv->ts < FOLD_NS && rv->call == call_epoch(args.cgid)) {
 			// A repeat: the deny check alone, no path copied.
-			__u32 hit = walk_path(0, args.cgid, lens, p.dentry, p.mnt);
-			if (!hit) {
+			denied = walk_path(0, args.cgid, lens, p.dentry, p.mnt);
+			walked = true;
+			if (!denied) {
 				__sync_fetch_and_add(&rv->folded, 1);
 				__sync_fetch_and_add(&s->opens_folded, 1);
 				return 0;
@@ -596,9 +607,13 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 	}
 	bool admitted = in_budget(s);
 	struct event *e = admitted ? new_event(args.cgid, EV_FILE_OPEN) : 0;
-	__u32 denied = 0;
-	if (ret >= 0 && p.dentry)
-		denied = walk_path(e, args.cgid, lens, p.dentry, p.mnt);
+	if (ret >= 0 && p.dentry) {
+		// The decision of the first walk stands (a second one could see
+		// a rename in between); this one copies the path for the event.
+		__u32 again = walk_path(e, args.cgid, lens, p.dentry, p.mnt);
+		if (!walked)
+			denied = again;
+	}
 	if (e && p.dentry && !denied) {
 		if (rv) {
 			__u64 folded = rv->folded;

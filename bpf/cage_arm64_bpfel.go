@@ -155,7 +155,9 @@ type cageRecentKey struct {
 	Dentry uint64
 	Mnt    uint64
 	Ino    uint64
+	Tgid   uint32
 	Flags  uint32
+	Fmode  uint32
 	Pad    uint32
 }
 

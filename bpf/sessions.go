@@ -175,9 +175,9 @@ func (c *Cage) Unregister(cgid uint64) error {
 	if err := deleteWhere(c.objs.UdpSeen, func(k *cageUdpKey) bool { return k.Cgid == cgid }); err != nil {
 		errs = append(errs, fmt.Errorf("delete udp peers: %w", err))
 	}
-	if err := deleteWhere(c.objs.RecentOpens, func(k *cageRecentKey) bool { return k.Cgid == cgid }); err != nil {
-		errs = append(errs, fmt.Errorf("delete recent opens: %w", err))
-	}
+	// recent_opens is left to age out: an LRU of 65536 entries whose keys
+	// carry the cgroup id (never reused), walked here it would cost a
+	// syscall per entry on every session's end.
 	if err := c.objs.CallEpochs.Delete(cgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, fmt.Errorf("delete call epoch: %w", err))
 	}

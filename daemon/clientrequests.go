@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -29,12 +30,9 @@ const (
 	formInputRequest requestForm = "input_request" // an input request of a result (2026-07-28 era)
 )
 
-// maxPromptRecord caps the prompt of a sampling request in its record.
-const maxPromptRecord = 4096
-
 // clientRequestDecision is one decided request of the server's.
 type clientRequestDecision struct {
-	request config.ClientRequest
+	method  string // as the server wrote it
 	form    requestForm
 	id      json.RawMessage // the request's id (initialize era) or the result's (2026-07-28)
 	key     string          // the input request's key (2026-07-28)
@@ -43,41 +41,71 @@ type clientRequestDecision struct {
 	params  []byte // the request's params, for a sampling request's prompt
 }
 
+// serverToClient are the requests a server may send toward the client at
+// all: ping, the governed ones, and the task methods of the initialize
+// era's tasks utility. Anything else is refused: a method mcpcage does
+// not know is one it cannot govern.
+var serverToClient = map[string]bool{"ping": true, "tasks/get": true, "tasks/result": true, "tasks/list": true, "tasks/cancel": true}
+
+// maxInputRequests bounds the input requests of one result: more are
+// refused whole, with one record (each is a record and a decision).
+const maxInputRequests = 16
+
 // serverRequest decides on a request the server sends toward the client.
 func (p *sessionPolicy) serverRequest(e *wire.Envelope, msg []byte) relay.Verdict {
+	id := e.ID.Of(msg)
 	r, governed := config.ClientRequestOf(e.Method)
-	if !governed {
+	var c clientRequestDecision
+	switch {
+	case governed:
+		c = p.decideClientRequest(r, formRequest, id, "", e.Params.Of(msg))
+	case serverToClient[e.Method]:
 		return relay.Verdict{}
+	default:
+		c = p.refuseClientRequest(e.Method, formRequest, id, "", fmt.Sprintf("server %q sent %q, a request mcpcage does not let a server make of the client", p.s.server, e.Method))
 	}
-	c := p.decideClientRequest(r, formRequest, e.ID.Of(msg), "", e.Params.Of(msg))
 	if c.allowed {
 		return relay.Verdict{}
 	}
 	return relay.Verdict{Deny: true, Reason: c.reason,
-		Reply: wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage refused "+e.Method+": "+c.reason, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: c.reason})}
+		Reply: wire.ErrorResponse(id, wire.CodeDenied, "mcpcage refused "+e.Method+": "+c.reason, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: c.reason})}
 }
 
 // decideClientRequest decides, records and logs one request of the
 // server's.
 func (p *sessionPolicy) decideClientRequest(r config.ClientRequest, form requestForm, id []byte, key string, params []byte) clientRequestDecision {
-	c := clientRequestDecision{request: r, form: form, id: append(json.RawMessage(nil), id...), key: key, allowed: p.srv.Allows(r)}
-	if !c.allowed {
-		c.reason = fmt.Sprintf("server %q may not send %s to the client (set %s = true in its configuration to allow it)", p.s.server, r, r.Key())
-		p.s.denied.Add(1)
-		p.s.log.Warn("server request refused", "method", string(r), "form", string(form), "reason", c.reason)
+	if !p.srv.Allows(r) {
+		c := p.refuseClientRequest(string(r), form, id, key,
+			fmt.Sprintf("server %q may not send %s to the client (set %s = true in its configuration to allow it)", p.s.server, r, r.Key()), params)
+		return c
 	}
-	if c.allowed && r == config.Sampling {
+	c := clientRequestDecision{method: string(r), form: form, id: append(json.RawMessage(nil), id...), key: key, allowed: true}
+	if r == config.Sampling {
 		c.params = params
 	}
 	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues()))
 	return c
 }
 
+// refuseClientRequest records and logs a refused request of the
+// server's; a sampling request's params (the attempted prompt) go into
+// the record too.
+func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id []byte, key, reason string, params ...[]byte) clientRequestDecision {
+	c := clientRequestDecision{method: method, form: form, id: append(json.RawMessage(nil), id...), key: key, reason: reason}
+	if len(params) > 0 && method == string(config.Sampling) {
+		c.params = params[0]
+	}
+	p.s.denied.Add(1)
+	p.s.log.Warn("server request refused", "method", method, "form", string(form), "reason", reason)
+	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues()))
+	return c
+}
+
 // serverRequestRecord: a request the server made of the client, and its
-// decision; an allowed sampling request carries its prompt (the params,
-// redacted per audit_arguments and capped at maxPromptRecord bytes).
+// decision; a sampling request carries its prompt (the params, redacted
+// per audit_arguments, its head when long) and the prompt's digest.
 func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, secrets []string) audit.Record {
-	rec := audit.Record{"method": string(c.request), "form": string(c.form), "request_id": c.id, "decision": "allow"}
+	rec := audit.Record{"method": c.method, "form": string(c.form), "request_id": c.id, "decision": "allow"}
 	if c.key != "" {
 		rec["input_key"] = c.key
 	}
@@ -89,9 +117,11 @@ func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, s
 		var m map[string]any
 		if json.Unmarshal(c.params, &m) == nil {
 			if a := audit.Arguments(m, argMode, secrets); a != nil {
-				if b, err := json.Marshal(a); err == nil && len(b) > maxPromptRecord {
+				if b, err := json.Marshal(a); err == nil && len(b) > audit.MaxString {
+					// The record keeps a string's first MaxString bytes:
+					// say so, and keep them whole.
 					rec["prompt_truncated"] = len(b)
-					a = string(b[:maxPromptRecord])
+					a = string(b)
 				}
 				rec["prompt"] = a
 			}
@@ -100,46 +130,47 @@ func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, s
 	return s.record(api.RecordServerRequest, rec)
 }
 
-// inputRequests decides on the input requests of a 2026-07-28 result
-// (resultType "input_required") to request (tools/call, prompts/get,
-// resources/read). It returns the line to send the client instead when
-// one is refused (for tools/call a result with isError, else an error),
-// nil when the result may pass. An input request that cannot be read
-// unambiguously is refused.
-func (p *sessionPolicy) inputRequests(e *wire.Envelope, msg, result []byte, request string) []byte {
-	members, ok := wire.Members(result)
-	if !ok {
-		return nil
+// inputRequests decides on the input requests in a result or in the
+// params of a notification (the 2026-07-28 era's input_required results,
+// and task results and notifications that carry them), wherever an
+// inputRequests member is, whatever resultType says. It returns the
+// reason to refuse the message ("" when it may pass). Members are read
+// as a decision must (see wire.Object): a result or input request that
+// parsers could read differently is refused, as are more than
+// maxInputRequests and a method mcpcage does not know.
+func (p *sessionPolicy) inputRequests(id, obj []byte) string {
+	if len(obj) == 0 || obj[0] != '{' || !mayNameInputRequests(obj) {
+		return ""
 	}
-	rt, ok := members["resultType"]
-	if !ok {
-		return nil
-	}
-	if v, err := wire.String(rt.Of(result)); err != nil || v != "input_required" {
-		return nil
+	members, err := wire.Object(obj, []string{"resultType", "inputRequests"})
+	if err != nil {
+		return p.refuseClientRequest("", formInputRequest, id, "", "a result or notification that parsers would read differently: "+err.Error()).reason
 	}
 	sp, ok := members["inputRequests"]
 	if !ok {
-		return nil
+		return ""
 	}
-	id := e.ID.Of(msg)
-	reqs, ok := wire.Members(sp.Of(result))
+	all := sp.Of(obj)
+	reqs, err := wire.Object(all, nil)
+	if err != nil || len(all) == 0 || all[0] != '{' {
+		return p.refuseClientRequest("", formInputRequest, id, "", "inputRequests is not an object every parser reads the same way").reason
+	}
+	if len(reqs) > maxInputRequests {
+		return p.refuseClientRequest("", formInputRequest, id, "", fmt.Sprintf("%d input requests in one message; at most %d", len(reqs), maxInputRequests)).reason
+	}
 	refused := ""
-	if !ok {
-		refused = "the result's inputRequests cannot be read unambiguously"
-	}
 	for key, v := range reqs {
-		ir := v.Of(sp.Of(result))
-		fields, ok := wire.Members(ir)
+		ir := v.Of(all)
+		fields, err := wire.Object(ir, []string{"method", "params"})
 		method := ""
-		if ok {
+		if err == nil {
 			if m, has := fields["method"]; has {
 				method, _ = wire.String(m.Of(ir))
 			}
 		}
 		r, governed := config.ClientRequestOf(method)
 		if !governed {
-			refused = fmt.Sprintf("input request %q asks for %q, which mcpcage does not know", key, method)
+			refused = p.refuseClientRequest(method, formInputRequest, id, key, fmt.Sprintf("input request %q asks for %q, which mcpcage cannot govern", key, method)).reason
 			continue
 		}
 		var params []byte
@@ -150,14 +181,47 @@ func (p *sessionPolicy) inputRequests(e *wire.Envelope, msg, result []byte, requ
 			refused = c.reason
 		}
 	}
-	if refused == "" {
-		return nil
+	return refused
+}
+
+// mayNameInputRequests says whether obj could hold a member that some
+// parser reads as "inputRequests": the name in any letter case (Go's
+// encoding/json folds case, and "ſ" is "s" to it), or any name written
+// with a \u escape. False is certain; true sends obj to the strict reader.
+// It costs two byte searches instead of a scan of every value (a 16 MiB
+// result scanned strictly takes about 90 ms here).
+func mayNameInputRequests(obj []byte) bool {
+	if bytes.Contains(obj, []byte(`\u`)) {
+		return true
 	}
-	text := "mcpcage refused this result: " + refused
+	const name = "inputreque" // the part before any "s"
+	const q = 7               // its "q"
+	for _, c := range []byte{'q', 'Q'} {
+		for off := 0; ; {
+			i := bytes.IndexByte(obj[off:], c)
+			if i < 0 {
+				break
+			}
+			i += off
+			if i >= q && i-q+len(name) <= len(obj) && bytes.EqualFold(obj[i-q:i-q+len(name)], []byte(name)) {
+				return true
+			}
+			off = i + 1
+		}
+	}
+	return false
+}
+
+// refusedResult is what the client gets instead of a message whose input
+// requests were refused: for a tools/call a result with isError (the
+// model reads why), for another response an error; a notification is
+// dropped (nil). The line has no terminator (a relay.Verdict's Replace).
+func refusedResult(id []byte, request, reason string) []byte {
+	text := "mcpcage refused this result: " + reason
 	if request == "tools/call" {
 		body, _ := json.Marshal(map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true, "resultType": "complete"})
 		return append(append(append(append([]byte(`{"jsonrpc":"2.0","id":`), orNull(id)...), `,"result":`...), body...), '}')
 	}
-	line := wire.ErrorResponse(id, wire.CodeDenied, text, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: refused})
-	return line[:len(line)-1] // a Replace carries no line terminator
+	line := wire.ErrorResponse(id, wire.CodeDenied, text, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
+	return line[:len(line)-1]
 }

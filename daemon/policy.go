@@ -287,20 +287,22 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	if e.Kind == wire.KindRequest {
 		return p.serverRequest(e, msg)
 	}
+	if e.Kind == wire.KindNotification {
+		if why := p.inputRequests(nil, e.Params.Of(msg)); why != "" {
+			return relay.Verdict{Deny: true, Reason: why}
+		}
+	}
 	if e.Kind != wire.KindResponse || e.Result.Empty() {
 		return relay.Verdict{}
 	}
 	whole := e.Whole.Of(msg)
 	resultSpan := wire.Span{Start: e.Result.Start - e.Whole.Start, End: e.Result.End - e.Whole.Start}
 	result := resultSpan.Of(whole)
-	switch request {
-	case "tools/call", "prompts/get", "resources/read":
-		if refusal := p.inputRequests(e, msg, result, request); refusal != nil {
-			if request == "tools/call" {
-				p.recordResult(e, msg, result)
-			}
-			return relay.Verdict{Replace: refusal}
+	if why := p.inputRequests(e.ID.Of(msg), result); why != "" {
+		if request == "tools/call" {
+			p.recordResult(e, msg, result)
 		}
+		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
 	}
 	var newResult []byte
 	switch request {
@@ -448,6 +450,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 	_ = json.Unmarshal(result, &r) // a result without a boolean isError is recorded as not an error
 	lat := time.Since(c.start)
 	s := p.s
+	p.d.newCall(s) // the call ended: later opens are not its
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
 	p.d.audit.AppendAsync(s.toolResultRecord(c, r.IsError, len(result), lat))
 }

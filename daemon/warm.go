@@ -77,8 +77,6 @@ type warmPool struct {
 	building map[warmKey]bool
 	gen      uint64 // moved by flush: a build begun before is not kept
 	closed   bool
-	ctx      context.Context // cancelled by close: builds under way give up
-	cancel   context.CancelFunc
 	work     sync.WaitGroup // builds and discards under way
 }
 
@@ -87,8 +85,7 @@ type warmPool struct {
 const warmCloseWait = 10 * time.Second
 
 func newWarmPool(d *Daemon) *warmPool {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}, ctx: ctx, cancel: cancel}
+	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}}
 }
 
 // disabledWhy is why the pool is off, "" when it is on.
@@ -179,7 +176,9 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 		_ = fifos.Close()
 		return nil, err
 	}
-	prep, err := d.create(w.ctx, srv, id, params, sandbox.Stdio{})
+	// Not cancelled by close: a containerd call cut off midway can leave a
+	// container behind; close waits for it (a bounded time) instead.
+	prep, err := d.create(context.Background(), srv, id, params, sandbox.Stdio{})
 	if err != nil {
 		_ = fifos.Close()
 		return nil, err
@@ -323,13 +322,13 @@ func (w *warmPool) flush() {
 	}()
 }
 
-// close stops refills and builds under way, discards everything, and
-// waits for that at most warmCloseWait.
+// close stops refills, discards everything (and what builds under way
+// produce), and waits for that at most warmCloseWait: a build can wait on
+// a mount source's file system; what it leaves the next start removes.
 func (w *warmPool) close() {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
-	w.cancel()
 	w.flush()
 	done := make(chan struct{})
 	go func() { w.work.Wait(); close(done) }()

@@ -25,19 +25,20 @@ var (
 	// Values that look like credentials whatever their key.
 	secretValue = regexp.MustCompile(`^(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|sk-[A-Za-z0-9_-]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*)$`)
 	digits      = regexp.MustCompile(`^[0-9][0-9 -]{11,22}[0-9]$`)
-	// A credential written into prose: "password=hunter2", "api_key: x".
-	inlineSecret = regexp.MustCompile(`(?i)\b(pass(?:word|wd|phrase)?|secret|token|api[_-]?key|bearer)(\s*[=:]\s*|\s+)([^\s,;&"']{3,})`)
+	// A credential written into prose: "password=hunter2", "DB_PASSWORD: x",
+	// "api_key = 'x'", and "Bearer x" or "Basic x".
+	inlineSecret = regexp.MustCompile(`(?i)(pass(?:word|wd|phrase)?|secret|token|api[_-]?key)(\s*[=:]\s*)(["']?)([^\s,;&"']{3,})`)
+	inlineAuth   = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=-]{3,})`)
 )
 
 // scrubInline replaces the values of credentials written into a string:
-// "password=hunter2" becomes "password=[redacted]", and so do "token: x"
-// and "Bearer x". It errs toward redacting: a false positive costs a
-// word of prose, a miss costs a credential.
+// "password=hunter2" becomes "password=[redacted]", and so do
+// "GITHUB_TOKEN: x", "secret = 'x'" and "Bearer x". It errs toward
+// redacting: a false positive costs a word of prose, a miss costs a
+// credential.
 func scrubInline(s string) string {
-	if !inlineSecret.MatchString(s) {
-		return s
-	}
-	return inlineSecret.ReplaceAllString(s, "$1$2[redacted]")
+	s = inlineSecret.ReplaceAllString(s, "$1$2$3[redacted]")
+	return inlineAuth.ReplaceAllString(s, "$1$2[redacted]")
 }
 
 // Digest is the SHA-256 of a value's JSON encoding.

@@ -18,15 +18,17 @@ func TestArguments(t *testing.T) {
 		"injected": "prefix-s3cr3t-value-suffix",
 		"list":     []any{"sk-0123456789abcdefghijKLMN", 3},
 		"prose":    "say hi; password=hunter9 and API_KEY: zz-top-77, then Bearer abc.def.ghi",
+		"env":      `DB_PASSWORD=pw-one GITHUB_TOKEN=tok-two secret = "pw-three" Authorization: Basic dXNlcjpw`,
+		"words":    "pass the salt, then a token gesture",
 	}
 	out, _ := json.Marshal(Arguments(args, ArgsRedacted, []string{"s3cr3t-value"}))
 	s := string(out)
-	for _, leaked := range []string{"abc\"", "hunter2", "ghp_", "4111", "eyJhbGci", "s3cr3t", "sk-0123", "hunter9", "zz-top", "abc.def"} {
+	for _, leaked := range []string{"abc\"", "hunter2", "ghp_", "4111", "eyJhbGci", "s3cr3t", "sk-0123", "hunter9", "zz-top", "abc.def", "pw-one", "tok-two", "pw-three", "dXNlcjpw"} {
 		if strings.Contains(s, leaked) {
 			t.Errorf("redacted arguments leak %q: %s", leaked, s)
 		}
 	}
-	for _, kept := range []string{"acme/web", "1234 5678 9012 3456", "truncated 1000 bytes", "3", "say hi; password=[redacted]"} {
+	for _, kept := range []string{"acme/web", "1234 5678 9012 3456", "truncated 1000 bytes", "3", "say hi; password=[redacted]", "pass the salt, then a token gesture"} {
 		if !strings.Contains(s, kept) {
 			t.Errorf("redacted arguments lost %q: %s", kept, s)
 		}
