@@ -29,6 +29,8 @@ const (
 	OpAudit      Op = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
 	OpServerAdd  Op = "server.add"  // store the caller's own server (Def)
 	OpServerRm   Op = "server.rm"   // remove the caller's own server Name
+	OpPins       Op = "pins"        // tool pins ([]PinInfo), of Server when set; with Name, that tool's diff
+	OpPinApprove Op = "pin.approve" // approve the changed definition of tool Name of Server
 )
 
 // Request opens a connection.
@@ -293,3 +295,19 @@ type KernelEvent struct {
 // TraceMissed is the type of the trace line that precedes the first event
 // a slow reader gets after missing some.
 const TraceMissed = "trace.missed"
+
+// PinInfo is one pinned tool (see package daemon/pins).
+type PinInfo struct {
+	Server      string    `json:"server"`
+	Owner       string    `json:"owner,omitempty"` // a user's own server
+	Tool        string    `json:"tool"`
+	Digest      string    `json:"digest"`
+	ApprovedAt  time.Time `json:"approved_at"`
+	ApprovedBy  string    `json:"approved_by"`
+	Quarantined bool      `json:"quarantined"`
+	Pending     string    `json:"pending_digest,omitempty"`
+	PendingAt   time.Time `json:"pending_at,omitzero"`
+	// Diff (OpPins with Name): the approved definition against the
+	// pending one, line by line ("-" approved, "+" pending).
+	Diff string `json:"diff,omitempty"`
+}

@@ -58,3 +58,23 @@ func (s *Server) Allows(r ClientRequest) bool {
 	}
 	return true
 }
+
+// PinPolicy says what happens to a tool the daemon has not pinned yet
+// (see package daemon/pins); a pinned tool whose definition changes is
+// quarantined under every policy but "off".
+type PinPolicy string
+
+// Pin policies.
+const (
+	PinAcceptNew  PinPolicy = "accept-new" // a new tool is pinned as first seen (the default)
+	PinQuarantine PinPolicy = "quarantine" // a new tool of a server with pins waits for approval
+	PinOff        PinPolicy = "off"        // no pinning
+)
+
+// Pins returns the server's pin policy.
+func (s *Server) Pins() PinPolicy {
+	if s.PinPolicy == "" {
+		return PinAcceptNew
+	}
+	return s.PinPolicy
+}

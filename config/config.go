@@ -162,6 +162,9 @@ type Server struct {
 	AllowSampling    *bool `toml:"allow_sampling"`
 	AllowElicitation *bool `toml:"allow_elicitation"`
 	AllowRoots       *bool `toml:"allow_roots"`
+	// PinPolicy: what happens to tools the daemon has not pinned yet
+	// ("" is PinAcceptNew).
+	PinPolicy PinPolicy `toml:"pin_policy"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
@@ -330,6 +333,11 @@ func (c *Config) validate(data []byte) error {
 		if !serverName.MatchString(name) {
 			bad("server names use letters, digits, '.', '-' and '_' (at most 63)", "servers", name)
 		}
+		switch s.PinPolicy {
+		case "", PinAcceptNew, PinQuarantine, PinOff:
+		default:
+			bad(fmt.Sprintf("must be \"accept-new\", \"quarantine\" or \"off\", got %q", s.PinPolicy), "servers", name, "pin_policy")
+		}
 		if len(s.Command) == 0 || s.Command[0] == "" {
 			bad(`is required: the server's argv, e.g. ["node", "/path/server.js"]`, "servers", name, "command")
 		}
@@ -493,7 +501,7 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers",
-	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots"}
+	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots", "pin_policy"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

@@ -123,6 +123,13 @@
 //	                  result (2026-07-28 era); a refused one is answered
 //	                  with an error (the whole result, in that era) and
 //	                  recorded as server.request.
+//	pin_policy        "accept-new": a tool is pinned (its definition's
+//	                  digest stored) when first seen; "quarantine": so
+//	                  are the tools of the first list, but a tool that
+//	                  appears later waits for `mcpcage pins approve`;
+//	                  "off": no pinning. A pinned tool whose definition
+//	                  changes is hidden and its calls refused until
+//	                  approved, under both policies [accept-new]
 //
 //	[agents.NAME]     how a client process is recognised, and its ceiling
 //	exe       resolved executable paths (required)

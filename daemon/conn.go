@@ -97,6 +97,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.consentOp(ctx, fw, peer, req, log)
 	case api.OpServerAdd, api.OpServerRm:
 		d.serverOp(fw, peer, req, log)
+	case api.OpPins, api.OpPinApprove:
+		d.pinOp(fw, peer, req, log)
 	case api.OpAudit:
 		d.auditQuery(ctx, c, fw, peer, req.Audit)
 	case api.OpTrace:

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 	"github.com/mcpcage/mcpcage/sandbox"
@@ -63,6 +64,7 @@ type Daemon struct {
 	userServers     *userservers.Store
 	tracers         tracers
 	warm            *warmPool
+	pins            *pins.Store // nil when the store could not be read (logged; tools are then not pinned)
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -96,6 +98,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
+	if d.pins, err = pins.Open(filepath.Join(cfg.Daemon.StateDir, "pins.json")); err != nil {
+		return nil, err
+	}
 	if d.userServers, err = userservers.Open(filepath.Join(cfg.Daemon.StateDir, "userservers")); err != nil {
 		return nil, err
 	}

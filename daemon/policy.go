@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +84,9 @@ func (p *sessionPolicy) decide(k consent.Kind, name string, args map[string]any)
 		}
 		if len(p.srv.ToolsAllow) > 0 && !matchAny(p.srv.ToolsAllow, name) {
 			return consent.Decision{Reason: fmt.Sprintf("tool %q is not in the administrator's [servers.%s] tools_allow", name, s.server)}
+		}
+		if why := p.quarantineReason(name); why != "" {
+			return consent.Decision{Reason: why}
 		}
 	}
 	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args, Now: time.Now()})
@@ -349,7 +350,8 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		// Read the name as the decision on a call would; an item that
 		// clients could read differently is never shown.
 		name, readable := listItemName(item, field)
-		allowed := readable && !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
+		quarantined := readable && k == consent.KindTool && p.checkPin(name, item)
+		allowed := readable && !quarantined && !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
 		if allowed || p.observe {
 			kept = append(kept, item)
 			shown = append(shown, name)
@@ -359,9 +361,6 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	}
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
 	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
-	if k == consent.KindTool {
-		p.trackDefinitions(arr, items)
-	}
 	if len(hidden) == 0 {
 		return nil
 	}
@@ -480,30 +479,4 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 	}
 	lat := time.Since(c.start)
 	p.d.audit.AppendAsync(p.s.toolCancelledRecord(c, lat))
-}
-
-// trackDefinitions notes each tool's definition and records changes
-// during the session (a server that rewrites a tool after it was shown).
-func (p *sessionPolicy) trackDefinitions(arr []byte, items []wire.Span) {
-	s := p.s
-	for _, it := range items {
-		item := it.Of(arr)
-		// The name as a decision reads it; an item without one is never
-		// shown (outside observe mode) and has no name to track it by.
-		name, ok := listItemName(item, "name")
-		if !ok {
-			continue
-		}
-		sum := sha256.Sum256(item)
-		digest := hex.EncodeToString(sum[:])
-		p.mu.Lock()
-		old, seen := p.defs[name]
-		p.defs[name] = digest
-		p.mu.Unlock()
-		if seen && old != digest {
-			s.log.Warn("tool definition changed during the session", "tool", name)
-			p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
-			p.d.audit.AppendAsync(s.toolChangedRecord(name, old, digest))
-		}
-	}
 }

@@ -162,12 +162,6 @@ func (s *session) toolCancelledRecord(c callStart, latency time.Duration) audit.
 	return s.record(api.RecordToolCancelled, audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id), "latency_ms": millis(latency)})
 }
 
-// toolChangedRecord: the server changed a tool's definition after the
-// session had seen it (digests of the definition as listed).
-func (s *session) toolChangedRecord(tool, oldDigest, newDigest string) audit.Record {
-	return s.record(api.RecordToolChanged, audit.Record{"tool": tool, "old_digest": oldDigest, "new_digest": newDigest})
-}
-
 // listRecordTypes are the list records by the kind of item listed.
 var listRecordTypes = map[consent.Kind]api.RecordType{
 	consent.KindTool:     api.RecordToolsList,

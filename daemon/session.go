@@ -67,6 +67,7 @@ type session struct {
 
 	agentInstance string // agentP.Instance(), computed once
 
+	pinKey    string       // whose tool pins the session's server uses (see pinKey)
 	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
 	warmStart bool         // the server started in a prepared sandbox
 
@@ -159,6 +160,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 		agent: identity.Name(ap, d.agentRules()), user: userName(peer.UID),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.agentInstance = ap.Instance()
+	s.pinKey = d.pinKey(srv.Name, peer.UID)
 	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
 	if ap.Binding != identity.BoundKernel {
 		s.log.Warn("agent identity not bound by the kernel", "binding", ap.Binding)

@@ -1,0 +1,178 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/pins"
+)
+
+// Tool pinning (rug-pull defence): every tools/list the server answers is
+// checked against the pins (package pins). A tool whose definition
+// changed since it was approved, or a new one under pin_policy =
+// "quarantine", is hidden from the agent and its calls are refused, with
+// how to review and approve it; the session records the change with its
+// diff (tool.changed). The pins outlive sessions and restarts.
+
+// pinKey names the pins of the session's server: the server, or for a
+// user's own server, the server and its owner.
+func (d *Daemon) pinKey(server string, owner uint32) string {
+	_, admin := d.conf().Servers[server]
+	return pins.Key(server, owner, !admin)
+}
+
+// checkPin checks one tool of a tools/list result against its pin and
+// says whether it is quarantined. Errors (the store could not be written)
+// quarantine: a pin that cannot be kept cannot vouch for the tool.
+func (p *sessionPolicy) checkPin(name string, item []byte) bool {
+	pol := p.srv.Pins()
+	if pol == config.PinOff || p.d.pins == nil {
+		return false
+	}
+	s := p.s
+	def, err := pins.Canonical(item)
+	if err != nil {
+		return true
+	}
+	v, pin, err := p.d.pins.Check(s.pinKey, name, def, pol == config.PinQuarantine, time.Now())
+	if err != nil {
+		s.log.Error("tool pin not stored; the tool is held back", "tool", name, "err", err)
+		return true
+	}
+	if v != pins.Changed && v != pins.Unpinned {
+		return false
+	}
+	p.mu.Lock()
+	seen := p.defs[name] == def.Digest
+	p.defs[name] = def.Digest
+	p.mu.Unlock()
+	if !seen { // once per definition and session
+		s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
+		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
+		p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+	}
+	return true
+}
+
+// quarantineReason is why a call of tool name is refused, "" when its
+// definition is approved.
+func (p *sessionPolicy) quarantineReason(name string) string {
+	if p.d.pins == nil || p.srv.Pins() == config.PinOff {
+		return ""
+	}
+	pin, q := p.d.pins.Quarantined(p.s.pinKey, name)
+	if !q {
+		return ""
+	}
+	what := "changed its definition since it was approved"
+	if pin.Approved.Digest == "" {
+		what = "is new and pin_policy = \"quarantine\" holds new tools"
+	}
+	return fmt.Sprintf("tool %q of server %s %s: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s`",
+		name, p.s.server, what, p.s.server, name, p.s.server, name)
+}
+
+// toolChangedRecord: a tool's definition is not the approved one; the
+// diff is bounded (`mcpcage pins diff` shows it whole).
+func (s *session) toolChangedRecord(tool string, pin pins.Pin, now pins.Definition) audit.Record {
+	rec := audit.Record{"tool": tool, "old_digest": pin.Approved.Digest, "new_digest": now.Digest, "action": "quarantined"}
+	if pin.Approved.Digest == "" {
+		rec["reason"] = "a new tool; pin_policy = \"quarantine\""
+	} else {
+		rec["diff"] = pins.Diff(pin.Approved.JSON, now.JSON, audit.MaxString)
+	}
+	return s.record(api.RecordToolChanged, rec)
+}
+
+// pinOp lists pins, shows a diff, or approves a change.
+func (d *Daemon) pinOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	if d.pins == nil {
+		reply(fw, api.Reply{Code: api.CodeInternal, Error: "tool pins are unavailable: see the mcpcaged log"}, log)
+		return
+	}
+	admin := d.isAdmin(peer)
+	keys := map[string]bool{}
+	for _, name := range d.serverNamesFor(peer) {
+		if req.Server == "" || req.Server == name {
+			keys[d.pinKey(name, peer.UID)] = true
+		}
+	}
+	if admin && req.Server == "" {
+		keys = nil // every server's, users' own ones included
+	}
+	switch req.Op {
+	case api.OpPinApprove:
+		key := d.pinKey(req.Server, peer.UID)
+		_, adminServer := d.conf().Servers[req.Server]
+		if !keys[key] && keys != nil || adminServer && !admin {
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: fmt.Sprintf("only root or the admin group approve the tools of server %q; the owner approves a user's own server", req.Server)}, log)
+			return
+		}
+		pin, err := d.pins.Approve(key, req.Name, userName(peer.UID), time.Now())
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeNotFound, Error: err.Error()}, log)
+			return
+		}
+		log.Info("tool definition approved", "server", req.Server, "tool", req.Name, "pin", pin.Approved.Digest)
+		d.audit.AppendAsync(audit.Record{"type": string(api.RecordToolChanged), "server": req.Server, "tool": req.Name, "user": userName(peer.UID),
+			"new_digest": pin.Approved.Digest, "action": "approved"})
+		d.pinsChanged(key)
+		replyData(fw, pinInfo(pins.Entry{Key: key, Tool: req.Name, Pin: pin}, false), log)
+	default:
+		var out []api.PinInfo
+		for _, e := range d.pins.List(keys) {
+			if req.Server != "" && pinServer(e.Key) != req.Server || req.Name != "" && e.Tool != req.Name {
+				continue
+			}
+			out = append(out, pinInfo(e, req.Name != ""))
+		}
+		if req.Name != "" && len(out) == 0 {
+			reply(fw, api.Reply{Code: api.CodeNotFound, Error: fmt.Sprintf("no pin for tool %q of server %q: see `mcpcage pins`", req.Name, req.Server)}, log)
+			return
+		}
+		replyData(fw, out, log)
+	}
+}
+
+// pinsChanged tells the sessions of key's server that their tool list
+// changed (an approved tool is shown again).
+func (d *Daemon) pinsChanged(key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sessions {
+		if s.pinKey == key {
+			select {
+			case s.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func pinServer(key string) string {
+	server, _, _ := strings.Cut(key, "@")
+	return server
+}
+
+func pinInfo(e pins.Entry, diff bool) api.PinInfo {
+	server, owner, own := strings.Cut(e.Key, "@")
+	info := api.PinInfo{Server: server, Tool: e.Tool, Digest: e.Approved.Digest, ApprovedAt: e.ApprovedAt, ApprovedBy: e.ApprovedBy, Quarantined: e.Quarantined()}
+	if own {
+		if uid, err := strconv.ParseUint(owner, 10, 32); err == nil {
+			info.Owner = userName(uint32(uid))
+		}
+	}
+	if e.Pending != nil {
+		info.Pending, info.PendingAt = e.Pending.Digest, e.PendingAt
+		if diff {
+			info.Diff = pins.Diff(e.Approved.JSON, e.Pending.JSON, 1<<20)
+		}
+	}
+	return info
+}

@@ -1,0 +1,295 @@
+// Package pins keeps the definition of every tool a server has shown, so
+// that a server cannot change a tool under an agent that trusts it (a
+// "rug pull"): the first definition seen is pinned; a later, different
+// one is quarantined until a person approves it.
+//
+// A definition is the tool object (name, title, description, input and
+// output schemas, annotations, and any other member) but "_meta" and
+// "icons", in canonical form (members sorted, numbers as written, no
+// insignificant space); its pin is the SHA-256 of that form. Only those
+// two, spelled exactly so, may change freely: a "Description" member,
+// which Go clients read as the description, is part of the definition.
+//
+// Pins live in one JSON file, replaced atomically (written beside it,
+// fsynced, renamed) on every change; a file that cannot be read is an
+// error at load, never an empty store.
+package pins
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Free are the members of a tool that are not part of its definition.
+var Free = []string{"_meta", "icons"}
+
+// maxDefinition bounds a stored definition: a larger one is stored as its
+// head (the digest covers the whole).
+const maxDefinition = 64 << 10
+
+// Definition is a tool's definition in canonical form, and its digest.
+type Definition struct {
+	Digest string `json:"digest"`
+	JSON   string `json:"definition"` // canonical, indented (for diffs)
+}
+
+// Canonical builds the Definition of a tool from its JSON object.
+func Canonical(tool []byte) (Definition, error) {
+	dec := json.NewDecoder(bytes.NewReader(tool))
+	dec.UseNumber()
+	var all map[string]any
+	if err := dec.Decode(&all); err != nil {
+		return Definition{}, fmt.Errorf("tool definition: %w", err)
+	}
+	def := all
+	for _, f := range Free {
+		delete(def, f)
+	}
+	compact, err := json.Marshal(def) // map keys sorted, at every depth
+	if err != nil {
+		return Definition{}, fmt.Errorf("tool definition: %w", err)
+	}
+	sum := sha256.Sum256(compact)
+	pretty, _ := json.MarshalIndent(def, "", "  ") // the same value: cannot fail
+	s := string(pretty)
+	if len(s) > maxDefinition {
+		s = s[:maxDefinition] + "\n…"
+	}
+	return Definition{Digest: "sha256:" + hex.EncodeToString(sum[:]), JSON: s}, nil
+}
+
+// Pin is what is known of one tool of one server.
+type Pin struct {
+	Approved   Definition  `json:"approved"`
+	ApprovedAt time.Time   `json:"approved_at"`
+	ApprovedBy string      `json:"approved_by"` // "first use", or who approved a change
+	Pending    *Definition `json:"pending,omitempty"`
+	PendingAt  time.Time   `json:"pending_at,omitzero"`
+}
+
+// Quarantined says whether the tool's current definition awaits approval.
+func (p Pin) Quarantined() bool { return p.Pending != nil }
+
+// Verdict is what Check says of a tool's definition.
+type Verdict int
+
+// Verdicts.
+const (
+	Pinned    Verdict = iota // the approved definition
+	PinnedNew                // first seen: pinned now
+	Changed                  // differs from the pin: quarantined (newly, or still)
+	Unpinned                 // new, and the policy quarantines new tools
+)
+
+// Store holds the pins of every server, by key (see Key).
+type Store struct {
+	path string
+	mu   sync.Mutex
+	pins map[string]map[string]*Pin // key, tool
+}
+
+// Key names a server's pins: the server, and for a user's own server its
+// owner's uid.
+func Key(server string, owner uint32, own bool) string {
+	if own {
+		return fmt.Sprintf("%s@%d", server, owner)
+	}
+	return server
+}
+
+// Open loads the store at path (absent: empty).
+func Open(path string) (*Store, error) {
+	s := &Store{path: path, pins: map[string]map[string]*Pin{}}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tool pins: %w", err)
+	}
+	if err := json.Unmarshal(b, &s.pins); err != nil {
+		return nil, fmt.Errorf("tool pins %s: %w: fix or remove the file (every tool is then pinned again on first use)", path, err)
+	}
+	return s, nil
+}
+
+// Check compares a tool's definition with its pin. newQuarantined: a tool
+// never seen is quarantined (Unpinned) instead of pinned, unless the
+// server has no pins yet (its first list is trusted on first use).
+func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now time.Time) (Verdict, Pin, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tools := s.pins[key]
+	p, ok := tools[tool]
+	switch {
+	case ok && p.Approved.Digest == def.Digest:
+		if p.Pending != nil { // the server went back to the approved definition
+			p.Pending = nil
+			return Pinned, *p, s.saveLocked()
+		}
+		return Pinned, *p, nil
+	case ok:
+		if p.Pending != nil && p.Pending.Digest == def.Digest {
+			return Changed, *p, nil
+		}
+		d := def
+		p.Pending, p.PendingAt = &d, now
+		return Changed, *p, s.saveLocked()
+	}
+	if tools == nil {
+		tools = map[string]*Pin{}
+		s.pins[key] = tools
+	} else if newQuarantined {
+		d := def
+		p = &Pin{Pending: &d, PendingAt: now}
+		tools[tool] = p
+		return Unpinned, *p, s.saveLocked()
+	}
+	p = &Pin{Approved: def, ApprovedAt: now, ApprovedBy: "first use"}
+	tools[tool] = p
+	return PinnedNew, *p, s.saveLocked()
+}
+
+// Quarantined says whether key's tool awaits approval.
+func (s *Store) Quarantined(key, tool string) (Pin, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pins[key][tool]
+	if !ok || p.Pending == nil {
+		return Pin{}, false
+	}
+	return *p, true
+}
+
+// Approve makes the pending definition of key's tool the pin.
+func (s *Store) Approve(key, tool, by string, now time.Time) (Pin, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pins[key][tool]
+	if !ok {
+		return Pin{}, fmt.Errorf("no tool %q is pinned for %s: see `mcpcage pins`", tool, key)
+	}
+	if p.Pending == nil {
+		return Pin{}, fmt.Errorf("tool %q of %s has no change waiting for approval", tool, key)
+	}
+	p.Approved, p.ApprovedAt, p.ApprovedBy, p.Pending = *p.Pending, now, by, nil
+	return *p, s.saveLocked()
+}
+
+// Entry is one pin, with its server key and tool, for listings.
+type Entry struct {
+	Key  string `json:"key"`
+	Tool string `json:"tool"`
+	Pin
+}
+
+// List returns the pins whose key is one of keys (all when keys is nil),
+// sorted.
+func (s *Store) List(keys map[string]bool) []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Entry
+	for k, tools := range s.pins {
+		if keys != nil && !keys[k] {
+			continue
+		}
+		for t, p := range tools {
+			out = append(out, Entry{Key: k, Tool: t, Pin: *p})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Key != out[j].Key {
+			return out[i].Key < out[j].Key
+		}
+		return out[i].Tool < out[j].Tool
+	})
+	return out
+}
+
+// saveLocked writes the store: a temporary file beside it, fsynced, then
+// renamed over it.
+func (s *Store) saveLocked() error {
+	b, err := json.MarshalIndent(s.pins, "", "  ")
+	if err != nil {
+		return fmt.Errorf("tool pins: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".pins-*")
+	if err != nil {
+		return fmt.Errorf("tool pins: %w", err)
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("tool pins: save %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Diff is a line diff of two definitions ("-" approved, "+" pending),
+// with a few lines of context; it bounds its output to max bytes.
+func Diff(old, new string, max int) string {
+	a, b := strings.Split(old, "\n"), strings.Split(new, "\n")
+	// Longest common subsequence over lines (definitions are small).
+	n, m := len(a), len(b)
+	if n*m > 4_000_000 {
+		return "(definitions too large to compare line by line)"
+	}
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max2(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var out strings.Builder
+	i, j := 0, 0
+	for i < n || j < m {
+		switch {
+		case i < n && j < m && a[i] == b[j]:
+			out.WriteString("  " + a[i] + "\n")
+			i, j = i+1, j+1
+		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
+			out.WriteString("+ " + b[j] + "\n")
+			j++
+		default:
+			out.WriteString("- " + a[i] + "\n")
+			i++
+		}
+		if out.Len() > max {
+			return out.String()[:max] + "\n…"
+		}
+	}
+	return out.String()
+}
+
+func max2(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
