@@ -25,9 +25,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/mcpcage/mcpcage/internal/linediff"
 )
 
 // Free are the members of a tool that are not part of its definition.
@@ -245,51 +246,5 @@ func (s *Store) saveLocked() error {
 }
 
 // Diff is a line diff of two definitions ("-" approved, "+" pending),
-// with a few lines of context; it bounds its output to max bytes.
-func Diff(old, new string, max int) string {
-	a, b := strings.Split(old, "\n"), strings.Split(new, "\n")
-	// Longest common subsequence over lines (definitions are small).
-	n, m := len(a), len(b)
-	if n*m > 4_000_000 {
-		return "(definitions too large to compare line by line)"
-	}
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max2(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
-	var out strings.Builder
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && a[i] == b[j]:
-			out.WriteString("  " + a[i] + "\n")
-			i, j = i+1, j+1
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			out.WriteString("+ " + b[j] + "\n")
-			j++
-		default:
-			out.WriteString("- " + a[i] + "\n")
-			i++
-		}
-		if out.Len() > max {
-			return out.String()[:max] + "\n…"
-		}
-	}
-	return out.String()
-}
-
-func max2(a, b int) int {
-	if a > b {
-		return a
-	}
-	return b
-}
+// bounded to max bytes.
+func Diff(old, new string, max int) string { return linediff.Lines(old, new, max) }
