@@ -45,6 +45,9 @@ type Request struct {
 	Secret string `json:"secret,omitempty"`
 	// Reason says why, for OpRevoke; it is recorded.
 	Reason string `json:"reason,omitempty"`
+	// Digest, for OpPinApprove, is the pending definition the caller
+	// reviewed (at least its first 12 hex digits).
+	Digest string `json:"digest,omitempty"`
 	Grant  *Grant `json:"grant,omitempty"`
 	// PassStdio says the request frame carries the caller's stdin and
 	// stdout, and optionally stderr (SCM_RIGHTS, in that order), for

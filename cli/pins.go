@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +46,7 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 				if p.Digest != "" {
 					approved = p.ApprovedAt.Local().Format("2006-01-02 15:04") + " by " + p.ApprovedBy
 				}
-				tw.printf("%s\t%s\t%s\t%.19s\t%s\n", name, p.Tool, state, orDefault(p.Digest, "-"), approved)
+				tw.printf("%s\t%s\t%s\t%.19s\t%s\n", printable(name), printable(p.Tool), state, orDefault(p.Digest, "-"), approved)
 			}
 			return tw.flush()
 		},
@@ -65,24 +67,50 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 					_, err := fmt.Fprintf(stdout, "tool %s of %s is not quarantined: its definition is the approved one (%s)\n", p.Tool, p.Server, p.Digest)
 					return err
 				}
-				if _, err := fmt.Fprintf(stdout, "--- approved %s\n+++ now      %s\n%s", orDefault(p.Digest, "(never: a new tool)"), p.Pending, p.Diff); err != nil {
+				if _, err := fmt.Fprintf(stdout, "--- approved %s\n+++ now      %s\n%s", orDefault(p.Digest, "(never: a new tool)"), p.Pending, printableLines(p.Diff)); err != nil {
 					return err
 				}
 			}
 			return nil
 		},
 	}, &cobra.Command{
-		Use:   "approve SERVER TOOL",
-		Short: "Approve a quarantined tool's current definition: it becomes the pin, and agents see the tool again",
-		Args:  cobra.ExactArgs(2),
+		Use:   "approve SERVER TOOL DIGEST",
+		Short: "Approve the definition you reviewed (DIGEST, from pins diff's +++ line): it becomes the pin, and agents see the tool again",
+		Long: "Approve the quarantined definition of TOOL whose digest is DIGEST (as pins diff shows it on its +++ line,\n" +
+			"or its first 12 hex digits). If the server changed the tool again since your review, nothing is approved.",
+		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var p api.PinInfo
-			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpPinApprove, Server: args[0], Name: args[1]}, &p); err != nil {
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpPinApprove, Server: args[0], Name: args[1], Digest: args[2]}, &p); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(stdout, "approved: tool %s of %s is pinned to %s\n", p.Tool, p.Server, p.Digest)
+			_, err := fmt.Fprintf(stdout, "approved: tool %s of %s is pinned to %s\n", printable(p.Tool), printable(p.Server), p.Digest)
 			return err
 		},
 	})
 	return cmd
+}
+
+// printable shows a server's string as it is: control, format (bidi,
+// zero-width, tag) and other invisible characters as \u{XXXX}, so that a
+// name or a definition cannot hide or forge what a reviewer reads.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '\t' || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
+			b.WriteRune(r)
+			continue
+		}
+		fmt.Fprintf(&b, "\\u{%04X}", r)
+	}
+	return b.String()
+}
+
+// printableLines is printable for each line of s.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
 }

@@ -27,9 +27,33 @@ func (d *Daemon) pinKey(server string, owner uint32) string {
 	return pins.Key(server, owner, !admin)
 }
 
+// listStart notes, before a tools/list result is checked, whether the
+// server had pins: its first list is pinned whole on first use, even
+// under pin_policy = "quarantine".
+func (p *sessionPolicy) listStart() {
+	if p.d.pins != nil {
+		p.pinsHad = p.d.pins.HasPins(p.s.pinKey)
+	}
+}
+
+// savePins keeps what the checks of a list changed (one write a list).
+// A failed write leaves the pins in force in memory, and is logged.
+func (p *sessionPolicy) savePins() {
+	if p.d.pins == nil {
+		return
+	}
+	if err := p.d.pins.Save(); err != nil {
+		p.s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
+	}
+}
+
+// unreadableDef marks, in the session's seen definitions, a tool whose
+// definition could not be pinned.
+const unreadableDef = "unreadable"
+
 // checkPin checks one tool of a tools/list result against its pin and
-// says whether it is quarantined. Errors (the store could not be written)
-// quarantine: a pin that cannot be kept cannot vouch for the tool.
+// says whether it is quarantined; it notes the definition the session
+// saw, which its calls are then judged by.
 func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	pol := p.srv.Pins()
 	if pol == config.PinOff || p.d.pins == nil {
@@ -38,20 +62,24 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	s := p.s
 	def, err := pins.Canonical(item)
 	if err != nil {
+		p.mu.Lock()
+		first := p.defs[name] != unreadableDef
+		p.defs[name] = unreadableDef
+		p.mu.Unlock()
+		if first {
+			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
+			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
+		}
 		return true
 	}
-	v, pin, err := p.d.pins.Check(s.pinKey, name, def, pol == config.PinQuarantine, time.Now())
-	if err != nil {
-		s.log.Error("tool pin not stored; the tool is held back", "tool", name, "err", err)
-		return true
-	}
-	if v != pins.Changed && v != pins.Unpinned {
-		return false
-	}
+	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, pol == config.PinQuarantine && p.pinsHad, time.Now())
 	p.mu.Lock()
 	seen := p.defs[name] == def.Digest
 	p.defs[name] = def.Digest
 	p.mu.Unlock()
+	if v != pins.Changed && v != pins.Unpinned {
+		return false
+	}
 	if !seen { // once per definition and session
 		s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
@@ -60,22 +88,39 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	return true
 }
 
-// quarantineReason is why a call of tool name is refused, "" when its
-// definition is approved.
+// quarantineReason is why a call of tool name is refused, "" when the
+// definition the session was shown is the approved one (or, under
+// "accept-new", the tool was never listed and so never pinned).
 func (p *sessionPolicy) quarantineReason(name string) string {
-	if p.d.pins == nil || p.srv.Pins() == config.PinOff {
+	pol := p.srv.Pins()
+	if p.d.pins == nil || pol == config.PinOff {
 		return ""
 	}
-	pin, q := p.d.pins.Quarantined(p.s.pinKey, name)
-	if !q {
+	pin, pinned := p.d.pins.Get(p.s.pinKey, name)
+	p.mu.Lock()
+	seen, listed := p.defs[name]
+	p.mu.Unlock()
+	var what string
+	switch {
+	case pinned && pin.Approved.Digest == "", !pinned && pol == config.PinQuarantine:
+		what = "is not approved yet (pin_policy = \"quarantine\" holds new tools)"
+	case !pinned:
+		return ""
+	case listed && seen == unreadableDef:
+		what = "has a definition that cannot be pinned"
+	case listed && seen != pin.Approved.Digest, !listed && pin.Pending != nil:
+		what = "changed its definition since it was approved"
+	default:
 		return ""
 	}
-	what := "changed its definition since it was approved"
-	if pin.Approved.Digest == "" {
-		what = "is new and pin_policy = \"quarantine\" holds new tools"
-	}
-	return fmt.Sprintf("tool %q of server %s %s: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s`",
+	return fmt.Sprintf("tool %q of server %s %s: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s DIGEST`",
 		name, p.s.server, what, p.s.server, name, p.s.server, name)
+}
+
+// toolUnpinnableRecord: a tool whose definition cannot be pinned was held
+// back.
+func (s *session) toolUnpinnableRecord(tool string, err error) audit.Record {
+	return s.record(api.RecordToolChanged, audit.Record{"tool": tool, "action": "held back", "reason": err.Error()})
 }
 
 // toolChangedRecord: a tool's definition is not the approved one; the
@@ -114,14 +159,16 @@ func (d *Daemon) pinOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slo
 			reply(fw, api.Reply{Code: api.CodeDenied, Error: fmt.Sprintf("only root or the admin group approve the tools of server %q; the owner approves a user's own server", req.Server)}, log)
 			return
 		}
-		pin, err := d.pins.Approve(key, req.Name, userName(peer.UID), time.Now())
+		pin, err := d.pins.Approve(key, req.Name, req.Digest, userName(peer.UID), time.Now())
 		if err != nil {
 			reply(fw, api.Reply{Code: api.CodeNotFound, Error: err.Error()}, log)
 			return
 		}
 		log.Info("tool definition approved", "server", req.Server, "tool", req.Name, "pin", pin.Approved.Digest)
-		d.audit.AppendAsync(audit.Record{"type": string(api.RecordToolChanged), "server": req.Server, "tool": req.Name, "user": userName(peer.UID),
-			"new_digest": pin.Approved.Digest, "action": "approved"})
+		if err := d.audit.Append(audit.Record{"type": string(api.RecordToolChanged), "server": req.Server, "tool": req.Name, "user": userName(peer.UID),
+			"new_digest": pin.Approved.Digest, "action": "approved"}); err != nil {
+			log.Error("tool approval not recorded in the audit log", "err", err)
+		}
 		d.pinsChanged(key)
 		replyData(fw, pinInfo(pins.Entry{Key: key, Tool: req.Name, Pin: pin}, false), log)
 	default:

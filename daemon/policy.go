@@ -31,7 +31,10 @@ type sessionPolicy struct {
 
 	mu    sync.Mutex
 	calls map[string]callStart // forwarded tools/call by id key
-	defs  map[string]string    // tool name -> digest of its definition
+	defs  map[string]string    // tool name -> digest of the definition the session was last shown
+	// pinsHad: the server had tool pins when the list being checked
+	// began (see listStart).
+	pinsHad bool
 
 	listens listenStreams // the client's open subscriptions/listen streams (2026-07-28)
 
@@ -306,18 +309,26 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
 	}
 	var newResult []byte
+	var refused string
 	switch request {
 	case "tools/call":
 		p.recordResult(e, msg, result)
 		return relay.Verdict{}
 	case "tools/list":
-		newResult = p.filterList(result, "tools", "name", consent.KindTool)
+		newResult, refused = p.filterList(result, "tools", "name", consent.KindTool)
 	case "prompts/list":
-		newResult = p.filterList(result, "prompts", "name", consent.KindPrompt)
+		newResult, refused = p.filterList(result, "prompts", "name", consent.KindPrompt)
 	case "resources/list":
-		newResult = p.filterList(result, "resources", "uri", consent.KindResource)
+		newResult, refused = p.filterList(result, "resources", "uri", consent.KindResource)
 	case "initialize", "server/discover":
 		newResult = advertiseListChanged(result)
+	}
+	if refused != "" {
+		s := p.s
+		s.denied.Add(1)
+		s.log.Warn("list refused", "request", request, "reason", refused)
+		p.d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: relay.ServerToClient, method: request, kind: "response", id: append(json.RawMessage(nil), e.ID.Of(msg)...), reason: refused}))
+		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, refused)}
 	}
 	if newResult == nil {
 		return relay.Verdict{}
@@ -327,22 +338,32 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 
 // filterList keeps the items of result[key] the agent may use; the rest of
 // the result (nextCursor...) stays byte for byte. nil: nothing to change.
-func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.Kind) []byte {
-	members, ok := wire.Members(result)
-	if !ok {
-		return nil
+// A result whose list member parsers could read differently ("tools" and
+// "Tools": Go clients take the last that matches in any case) is refused
+// (refused says why), never forwarded unfiltered.
+func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.Kind) (_ []byte, refused string) {
+	if len(result) == 0 || result[0] != '{' {
+		return nil, ""
+	}
+	members, err := wire.Object(result, []string{key})
+	if err != nil {
+		return nil, "a list result that clients could read differently: " + err.Error()
 	}
 	sp, ok := members[key]
 	if !ok {
-		return nil
+		return nil, ""
 	}
 	arr := sp.Of(result)
 	items, ok := wire.Elements(arr)
 	if !ok {
-		return nil
+		return nil, fmt.Sprintf("the result's %q is not an array", key)
 	}
 	now := time.Now()
 	s := p.s
+	if k == consent.KindTool {
+		defer p.savePins()
+		p.listStart()
+	}
 	var kept [][]byte
 	var shown, hidden []string
 	for _, it := range items {
@@ -362,7 +383,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
 	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
 	if len(hidden) == 0 {
-		return nil
+		return nil, ""
 	}
 	out := []byte{'['}
 	for i, it := range kept {
@@ -372,7 +393,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		out = append(out, it...)
 	}
 	out = append(out, ']')
-	return wire.Splice(result, sp, out)
+	return wire.Splice(result, sp, out), ""
 }
 
 // listItemName reads the name (or URI) of one list item exactly, the way

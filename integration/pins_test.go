@@ -2,6 +2,7 @@ package integration
 
 import (
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -58,7 +59,16 @@ func TestToolPinningStopsRugPull(t *testing.T) {
 	if names := toolNames(t, c); slices.Contains(names, "echo") {
 		t.Fatalf("after a restart the changed echo is shown: %v", names)
 	}
-	if out := d.mustCLI(t, "pins", "approve", "test", "echo"); !strings.Contains(out, "approved") {
+	diff := d.mustCLI(t, "pins", "diff", "test", "echo")
+	m := regexp.MustCompile(`\+\+\+ now +(sha256:[0-9a-f]{64})`).FindStringSubmatch(diff)
+	if m == nil {
+		t.Fatalf("pins diff names no pending digest:\n%s", diff)
+	}
+	// Only the reviewed definition is approved.
+	if out, err := d.cli(t, 0, "pins", "approve", "test", "echo", "sha256:000000000000"); err == nil {
+		t.Fatalf("approved with another digest: %s", out)
+	}
+	if out := d.mustCLI(t, "pins", "approve", "test", "echo", m[1]); !strings.Contains(out, "approved") {
 		t.Fatalf("pins approve: %s", out)
 	}
 	if names := toolNames(t, c); !slices.Contains(names, "echo") {

@@ -25,18 +25,20 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/mcpcage/mcpcage/daemon/wire"
 	"github.com/mcpcage/mcpcage/internal/linediff"
 )
 
 // Free are the members of a tool that are not part of its definition.
 var Free = []string{"_meta", "icons"}
 
-// maxDefinition bounds a stored definition: a larger one is stored as its
-// head (the digest covers the whole).
-const maxDefinition = 64 << 10
+// MaxDefinition bounds a definition: a larger one cannot be pinned (a
+// review must see all of it), and its tool is held back.
+const MaxDefinition = 256 << 10
 
 // Definition is a tool's definition in canonical form, and its digest.
 type Definition struct {
@@ -44,8 +46,19 @@ type Definition struct {
 	JSON   string `json:"definition"` // canonical, indented (for diffs)
 }
 
-// Canonical builds the Definition of a tool from its JSON object.
+// Canonical builds the Definition of a tool from its JSON object. A tool
+// that parsers could read differently at any depth (members equal but
+// for letter case, whose order then decides what a Go client reads; an
+// unpaired surrogate escape, which Go turns into U+FFFD) is refused (see
+// wire.Tree): two such definitions could have one digest and two
+// meanings.
 func Canonical(tool []byte) (Definition, error) {
+	if len(tool) > MaxDefinition {
+		return Definition{}, fmt.Errorf("tool definition of %d bytes: at most %d can be pinned", len(tool), MaxDefinition)
+	}
+	if err := wire.Tree(tool, nil); err != nil {
+		return Definition{}, fmt.Errorf("tool definition: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(tool))
 	dec.UseNumber()
 	var all map[string]any
@@ -62,11 +75,7 @@ func Canonical(tool []byte) (Definition, error) {
 	}
 	sum := sha256.Sum256(compact)
 	pretty, _ := json.MarshalIndent(def, "", "  ") // the same value: cannot fail
-	s := string(pretty)
-	if len(s) > maxDefinition {
-		s = s[:maxDefinition] + "\n…"
-	}
-	return Definition{Digest: "sha256:" + hex.EncodeToString(sum[:]), JSON: s}, nil
+	return Definition{Digest: "sha256:" + hex.EncodeToString(sum[:]), JSON: string(pretty)}, nil
 }
 
 // Pin is what is known of one tool of one server.
@@ -94,9 +103,10 @@ const (
 
 // Store holds the pins of every server, by key (see Key).
 type Store struct {
-	path string
-	mu   sync.Mutex
-	pins map[string]map[string]*Pin // key, tool
+	path  string
+	mu    sync.Mutex
+	pins  map[string]map[string]*Pin // key, tool
+	dirty bool                       // changed since the last Save
 }
 
 // Key names a server's pins: the server, and for a user's own server its
@@ -124,9 +134,12 @@ func Open(path string) (*Store, error) {
 	return s, nil
 }
 
-// Check compares a tool's definition with its pin. newQuarantined: a tool
-// never seen is quarantined (Unpinned) instead of pinned, unless the
-// server has no pins yet (its first list is trusted on first use).
+// Check compares a tool's definition with its pin; what it changes is
+// kept by the next Save. A pending change stays until it is approved,
+// even when the server shows the approved definition again (the evidence
+// stays for review). newQuarantined: a tool never seen is quarantined
+// (Unpinned) instead of pinned (the caller decides it once per list, so
+// that a server's first list is trusted on first use, whole).
 func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now time.Time) (Verdict, Pin, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -134,10 +147,6 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 	p, ok := tools[tool]
 	switch {
 	case ok && p.Approved.Digest == def.Digest:
-		if p.Pending != nil { // the server went back to the approved definition
-			p.Pending = nil
-			return Pinned, *p, s.saveLocked()
-		}
 		return Pinned, *p, nil
 	case ok:
 		if p.Pending != nil && p.Pending.Digest == def.Digest {
@@ -145,35 +154,76 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 		}
 		d := def
 		p.Pending, p.PendingAt = &d, now
-		return Changed, *p, s.saveLocked()
+		s.dirty = true
+		return Changed, *p, nil
 	}
 	if tools == nil {
 		tools = map[string]*Pin{}
 		s.pins[key] = tools
-	} else if newQuarantined {
+	}
+	if newQuarantined {
 		d := def
 		p = &Pin{Pending: &d, PendingAt: now}
 		tools[tool] = p
-		return Unpinned, *p, s.saveLocked()
+		s.dirty = true
+		return Unpinned, *p, nil
 	}
 	p = &Pin{Approved: def, ApprovedAt: now, ApprovedBy: "first use"}
 	tools[tool] = p
-	return PinnedNew, *p, s.saveLocked()
+	s.dirty = true
+	return PinnedNew, *p, nil
 }
 
-// Quarantined says whether key's tool awaits approval.
-func (s *Store) Quarantined(key, tool string) (Pin, bool) {
+// HasPins says whether key has pins (a server's first list has none).
+func (s *Store) HasPins(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pins[key]) > 0
+}
+
+// Approved returns key's tool's pin, and whether it has an approved
+// definition.
+func (s *Store) Approved(key, tool string) (Pin, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.pins[key][tool]
-	if !ok || p.Pending == nil {
+	if !ok || p.Approved.Digest == "" {
 		return Pin{}, false
 	}
 	return *p, true
 }
 
-// Approve makes the pending definition of key's tool the pin.
-func (s *Store) Approve(key, tool, by string, now time.Time) (Pin, error) {
+// Save writes what changed since the last Save (the checks of one list
+// are saved together).
+func (s *Store) Save() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty {
+		return nil
+	}
+	if err := s.saveLocked(); err != nil {
+		return err
+	}
+	s.dirty = false
+	return nil
+}
+
+// Get returns key's tool's pin.
+func (s *Store) Get(key, tool string) (Pin, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pins[key][tool]
+	if !ok {
+		return Pin{}, false
+	}
+	return *p, true
+}
+
+// Approve makes the pending definition of key's tool the pin, if it is
+// the one reviewed: digest (or at least its first 12 hex digits) must be
+// the pending definition's, so that a server that changed the tool again
+// after the review gets nothing approved.
+func (s *Store) Approve(key, tool, digest, by string, now time.Time) (Pin, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.pins[key][tool]
@@ -183,8 +233,18 @@ func (s *Store) Approve(key, tool, by string, now time.Time) (Pin, error) {
 	if p.Pending == nil {
 		return Pin{}, fmt.Errorf("tool %q of %s has no change waiting for approval", tool, key)
 	}
+	hexPart := strings.TrimPrefix(digest, "sha256:")
+	if len(hexPart) < 12 || !strings.HasPrefix(strings.TrimPrefix(p.Pending.Digest, "sha256:"), hexPart) {
+		return Pin{}, fmt.Errorf("the waiting definition of tool %q is %s, not %q: it changed since the review, or the digest is short (12 hex digits at least): run `mcpcage pins diff` again", tool, p.Pending.Digest, digest)
+	}
+	old := *p
 	p.Approved, p.ApprovedAt, p.ApprovedBy, p.Pending = *p.Pending, now, by, nil
-	return *p, s.saveLocked()
+	if err := s.saveLocked(); err != nil {
+		*p = old
+		return Pin{}, err
+	}
+	s.dirty = false
+	return *p, nil
 }
 
 // Entry is one pin, with its server key and tool, for listings.
