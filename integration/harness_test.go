@@ -370,9 +370,7 @@ func (d *daemon) ctrList(kind string) []string {
 func (d *daemon) leftovers() []string {
 	d.t.Helper()
 	var st api.Status
-	if err := api.Call(d.socket, api.Request{Op: api.OpStatus}, &st); err != nil {
-		return []string{"no status: " + err.Error()}
-	}
+	_ = api.Call(d.socket, api.Request{Op: api.OpStatus}, &st) // a stopped daemon has no warm sandboxes: count everything
 	var warm []string
 	if st.Warm != nil {
 		if st.Warm.Building > 0 {

@@ -479,12 +479,15 @@ func (d *daemon) stillServes(t *testing.T, b *bystander) {
 }
 
 // waitSettled waits until the daemon runs n sessions, with as many
-// containers and tasks.
+// containers and tasks besides those of its warm sandboxes (with none
+// being prepared).
 func (d *daemon) waitSettled(t *testing.T, what string, n int) {
 	t.Helper()
 	testenv.WaitFor(t, fmt.Sprintf("%s: %d session(s) left, with their containers and tasks", what, n), 30*time.Second, func() (bool, string) {
-		st, c, k := d.status(t).Sessions, len(d.containers()), len(d.tasks())
-		return st == n && c == n && k == n, fmt.Sprintf("%d sessions, %d containers, %d tasks", st, c, k)
+		st := d.status(t)
+		c, k, w := len(d.containers()), len(d.tasks()), warmCount(st)
+		building := st.Warm != nil && st.Warm.Building > 0
+		return st.Sessions == n && c-w == n && k-w == n && !building, fmt.Sprintf("%d sessions, %d containers, %d tasks, %d warm sandboxes (%v being prepared)", st.Sessions, c, k, w, building)
 	})
 }
 

@@ -150,9 +150,11 @@ func main() {
 		}
 		ln.Close()
 	case "open-storm":
+		// Opens of a file that does not exist: a failed open is an event
+		// every time (repeated successful opens of one file are folded).
 		n, _ := strconv.Atoi(arg)
 		for i := 0; i < n; i++ {
-			f, e := os.Open("/etc/hostname")
+			f, e := os.Open("/etc/mcpcage-storm-nonexistent")
 			if e == nil {
 				f.Close()
 			}
