@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,12 +136,30 @@ func boot(t *testing.T) *machine {
 	must(t, m.cmd.Start(), "start systemd-nspawn")
 	t.Cleanup(m.stop)
 	nspawnLog := func() string { b, _ := os.ReadFile(m.log); return tail(string(b), 3000) }
+	// The machine's init is nspawn's child in a pid namespace of its own.
+	// nspawn's first child is a helper that sets the machine up and exits
+	// (taking it for the init was a race that a loaded machine lost), so
+	// the init is looked for on every poll.
+	findInit := func() int {
+		self, _ := os.Readlink("/proc/self/ns/pid")
+		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid)).Output()
+		for _, f := range strings.Fields(string(out)) {
+			ns, err := os.Readlink("/proc/" + f + "/ns/pid")
+			if err == nil && ns != self {
+				pid, _ := strconv.Atoi(f)
+				return pid
+			}
+		}
+		return 0
+	}
 	testenv.WaitFor(t, "nspawn to start an init", nspawnBootWait, func() (bool, string) {
-		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(m.cmd.Process.Pid), "-o").Output()
-		_, _ = fmt.Sscan(string(out), &m.init) // no init yet: m.init stays 0
+		m.init = findInit()
 		return m.init != 0, "nspawn log:\n" + nspawnLog()
 	})
 	testenv.WaitFor(t, "the machine to boot", nspawnBootWait, func() (bool, string) {
+		if pid := findInit(); pid != 0 {
+			m.init = pid
+		}
 		var stderr bytes.Buffer
 		cmd := exec.Command("nsenter", "-t", fmt.Sprint(m.init), "-a", "systemctl", "is-system-running", "--wait")
 		cmd.Stderr = &stderr

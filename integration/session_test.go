@@ -242,6 +242,9 @@ func TestSIGTERMEndsSessions(t *testing.T) {
 	r := startRaw(t, d.shimCmd("test"))
 	r.initialize()
 	r.send(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":30000}}}` + "\n")
+	// Pending: the daemon has read and decided it (its record precedes
+	// the forward).
+	d.waitCall(t, "sleep")
 	if code := d.stop(); code != 0 {
 		t.Fatalf("mcpcaged exited %d on SIGTERM, want 0", code)
 	}
