@@ -19,7 +19,16 @@ type Consent struct {
 	CallsUsed int64      `json:"calls_used"`
 	CreatedAt time.Time  `json:"created_at"`
 	CreatedBy string     `json:"created_by"`
-	Via       string     `json:"via"` // cli, prompt
+	Via       string     `json:"via"` // cli, prompt (answered in the client), pending (mcpcage approve)
+	// Session, when set, limits the record to that one session ("allow
+	// for this session").
+	Session string `json:"session,omitempty"`
+	// Pin, when set, is the digest of the tool definition the user was
+	// shown: the record covers no other definition of the tool.
+	Pin string `json:"pin,omitempty"`
+	// Request, when set, is the digest of the one request the user
+	// allowed (method, target and arguments): "allow once".
+	Request   string     `json:"request,omitempty"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	RevokedBy string     `json:"revoked_by,omitempty"`
 	Reason    string     `json:"revoke_reason,omitempty"`

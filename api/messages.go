@@ -31,6 +31,8 @@ const (
 	OpServerRm   Op = "server.rm"   // remove the caller's own server Name
 	OpPins       Op = "pins"        // tool pins ([]PinInfo), of Server when set; with Name, that tool's diff
 	OpPinApprove Op = "pin.approve" // approve the changed definition of tool Name of Server
+	OpPending    Op = "pending"     // requests waiting for the user's answer ([]PendingInfo)
+	OpAnswer     Op = "answer"      // answer pending request Name with Answer (and For); reply data: the Record made, if any
 )
 
 // Request opens a connection.
@@ -49,6 +51,9 @@ type Request struct {
 	// reviewed (at least its first 12 hex digits).
 	Digest string `json:"digest,omitempty"`
 	Grant  *Grant `json:"grant,omitempty"`
+	// Answer, for OpAnswer: once, session, duration (For long) or deny.
+	Answer Answer `json:"answer,omitempty"`
+	For    string `json:"for,omitempty"`
 	// PassStdio says the request frame carries the caller's stdin and
 	// stdout, and optionally stderr (SCM_RIGHTS, in that order), for
 	// OpRun: the daemon then reads and writes the client's pipes itself
@@ -114,6 +119,39 @@ type AuditQuery struct {
 	Follow  bool   `json:"follow,omitempty"`
 }
 
+// Answer is the user's answer to a consent question.
+type Answer string
+
+const (
+	AnswerOnce     Answer = "once"     // this call only
+	AnswerSession  Answer = "session"  // every call of this session
+	AnswerDuration Answer = "duration" // every call for a while ([daemon] ask_duration, or For)
+	AnswerDeny     Answer = "deny"     // refused; not asked again for ask_duration
+)
+
+// Valid reports whether a is one of the answers.
+func (a Answer) Valid() bool {
+	return a == AnswerOnce || a == AnswerSession || a == AnswerDuration || a == AnswerDeny
+}
+
+// PendingInfo is a request nobody answered: the agent was denied, and
+// mcpcage approve or deny answers it for the agent's next attempt.
+type PendingInfo struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	Agent     string    `json:"agent"`
+	Server    string    `json:"server"`
+	Kind      string    `json:"kind"` // tool, resource, prompt
+	Name      string    `json:"name"`
+	Arguments string    `json:"arguments,omitempty"` // redacted, truncated
+	Session   string    `json:"session"`
+	Why       string    `json:"why"` // why the user was not asked in the client
+	Attempts  int       `json:"attempts"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+	Expires   time.Time `json:"expires"`
+}
+
 // SessionInfo describes a live session.
 type SessionInfo struct {
 	ID            string `json:"id"`
@@ -136,6 +174,9 @@ type SessionInfo struct {
 	AgentBinding string `json:"agent_binding"`
 	// Stdio says how the client's messages reach the daemon.
 	Stdio StdioMode `json:"stdio"`
+	// QuestionCode is shown in every consent question mcpcage asks in
+	// this session: a question without it is not mcpcage's.
+	QuestionCode string `json:"question_code"`
 }
 
 // StdioMode says how a session's client stream travels.

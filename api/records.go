@@ -31,6 +31,7 @@ const (
 
 	RecordConsentGrant  RecordType = "consent.grant"  // a consent record was stored
 	RecordConsentRevoke RecordType = "consent.revoke" // a consent record was revoked
+	RecordConsentPrompt RecordType = "consent.prompt" // a request no consent covered was put to the user, and the answer
 
 	RecordSandboxDenied         RecordType = "sandbox.denied"          // the seccomp filter refused a system call
 	RecordSandboxDeniedOverflow RecordType = "sandbox.denied_overflow" // more refused calls than are recorded one by one

@@ -134,6 +134,11 @@ func (e *env) startContainerd() error {
 // With warm, the daemon keeps warm sandboxes (its defaults); without,
 // warm_sandboxes = 0 and every session builds its container.
 func (e *env) startDaemon(name, auditSync string, warm bool) (*daemon, error) {
+	return e.startDaemonDeciding(name, auditSync, warm, "allow")
+}
+
+// startDaemonDeciding is startDaemon with another default_decision.
+func (e *env) startDaemonDeciding(name, auditSync string, warm bool, decision string) (*daemon, error) {
 	dir := filepath.Join(e.work, "d-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -147,7 +152,7 @@ containerd_address = %q
 containerd_namespace = %q
 audit_log = %q
 audit_sync = %q
-default_decision = "allow"
+default_decision = %q
 metrics_address = ""
 stop_timeout = "1s"
 warm_sandboxes = %d
@@ -158,7 +163,7 @@ command = ["mcp-server-everything", "stdio"]
 [servers.test]
 command = [%q]
 `, d.socket, filepath.Join(dir, "state"), e.containerd, d.namespace,
-		d.auditLog, auditSync, warmCount(warm), filepath.Join(e.bin, "testserver"))
+		d.auditLog, auditSync, decision, warmCount(warm), filepath.Join(e.bin, "testserver"))
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -394,4 +399,15 @@ func reap() {
 			_, _ = syscall.Wait4(p.pid, &ws, syscall.WNOHANG, nil)
 		}
 	}
+}
+
+// grantBenchClient lets the bench client (node running client.mjs: the
+// agent is the script) use every tool of "everything".
+func (d *daemon) grantBenchClient(repo string) error {
+	script, err := filepath.EvalSymlinks(filepath.Join(repo, "bench", "client.mjs"))
+	if err != nil {
+		return err
+	}
+	var rec api.Consent
+	return api.Call(d.socket, api.Request{Op: api.OpGrant, Grant: &api.Grant{Agent: "script:" + script, Server: "everything", Tools: []string{"*"}}}, &rec)
 }

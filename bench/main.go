@@ -111,6 +111,15 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	// Ask mode with a consent that covers the calls: what a covered call
+	// pays for ask mode (and the pinning of the tools it lists).
+	askd, err := e.startDaemonDeciding("ask", "batch", false, "ask")
+	if err != nil {
+		return err
+	}
+	if err := askd.grantBenchClient(c.repo); err != nil {
+		return err
+	}
 	c.auditDir = filepath.Dir(always.auditLog)
 	caged := func(name string, d *daemon, server string) path {
 		return path{name: name, command: filepath.Join(e.bin, "mcpcage"), args: []string{"run", server},
@@ -120,6 +129,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 		{name: "direct", command: "mcp-server-everything", args: []string{"stdio"}},
 		caged("mcpcage always", always, "everything"),
 		caged("mcpcage batch", batch, "everything"),
+		caged("mcpcage ask, granted", askd, "everything"),
 	}
 	c.srt = filepath.Join(c.repo, "bench", "_deps", "node_modules", ".bin", "srt")
 	c.srtSettings = filepath.Join(e.work, "srt-settings.json")
@@ -133,6 +143,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session. Cells: median over the rounds (min..max).",
 		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
 	r.notes = append(r.notes, "Cold start: the always and batch daemons run with warm_sandboxes = 0, so every session builds its container (namespaces, mounts, cgroup, seccomp) before the server starts. The warm row is a third daemon (audit_sync = \"batch\", warm_sandboxes = 4, its default): each round, once its pool shows a prepared sandbox (the previous session's end built it), one session is opened and closed; the server itself (node) still starts from nothing, as it must: a warm sandbox runs nothing of the server before its session.")
+	r.notes = append(r.notes, "\"mcpcage ask, granted\" is a fourth daemon like the batch one but with default_decision = \"ask\" and a consent (mcpcage grant) covering every tool for the bench client: beside \"mcpcage batch\" (observe mode, which decides every call the same way but forwards it regardless) it shows what a covered call pays for ask mode and tool pinning.")
 	if srtWhy != "" {
 		r.notes = append(r.notes, "srt (sandbox-runtime) not measured: "+srtWhy)
 	}
@@ -157,7 +168,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
 		return err
 	}
-	for _, d := range []*daemon{always, batch, warmd, memd} {
+	for _, d := range []*daemon{always, batch, askd, warmd, memd} {
 		dp, err := firstSessionStart(d.auditLog)
 		if err != nil {
 			return fmt.Errorf("data path of the %s daemon: %w", d.name, err)

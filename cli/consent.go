@@ -102,9 +102,9 @@ func consentsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			}
 			now := time.Now()
 			tw := newTable(stdout)
-			tw.printf("ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS\n")
+			tw.printf("ID\tUSER\tAGENT\tSERVER\tCOVERS\tSTATE\tEXPIRES\tCALLS\tVIA\n")
 			for _, r := range recs {
-				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, agentLabel(r.Agent), r.Server, covers(&r), r.State(now), expires(&r), calls(&r))
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.User, agentLabel(r.Agent), r.Server, covers(&r), r.State(now), expires(&r), calls(&r), via(&r))
 			}
 			return tw.flush()
 		},
@@ -200,8 +200,10 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "sessions",
-		Short: "List live sessions: server, agent, user, agent instance, calls allowed/denied",
-		Args:  cobra.NoArgs,
+		Short: "List live sessions: server, agent, user, agent instance, calls allowed/denied, question code",
+		Long: "List live sessions. Every consent question mcpcage asks in a client carries its session's\n" +
+			"question code (QUESTION CODE): a question without the code shown here is not mcpcage's.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var list []api.SessionInfo
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSessions}, &list); err != nil {
@@ -211,13 +213,26 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 				return writeJSON(stdout, list)
 			}
 			tw := newTable(stdout)
-			tw.printf("SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tAGENT PROGRAM\n")
+			tw.printf("SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tQUESTION CODE\tAGENT PROGRAM\n")
 			for _, s := range list {
-				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, agentProgram(s))
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, s.QuestionCode, agentProgram(s))
 			}
 			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// via says how a record was made and what binds it: "cli", "prompt,
+// session 1a2b3c4d, pin sha256:5e1f0c2a".
+func via(r *api.Consent) string {
+	out := orDefault(r.Via, "-")
+	if r.Session != "" {
+		out += ", session " + r.Session
+	}
+	if r.Pin != "" {
+		out += fmt.Sprintf(", pin %.19s", r.Pin)
+	}
+	return out
 }

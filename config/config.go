@@ -54,6 +54,14 @@ type Daemon struct {
 	// DefaultDecision: "deny" (calls need a consent) or "allow" (observe
 	// mode: every call passes, the would-be denials are logged).
 	DefaultDecision Decision `toml:"default_decision"`
+	// Ask mode (default_decision = "ask"): how long a question waits for
+	// an answer in the client, how long "for a while" (and a "deny") lasts,
+	// how many questions one session may ask per minute, and how long an
+	// unanswered request stays pending for mcpcage approve.
+	AskTimeout   Duration `toml:"ask_timeout"`
+	AskDuration  Duration `toml:"ask_duration"`
+	AskPerMinute int      `toml:"ask_per_minute"`
+	PendingTTL   Duration `toml:"pending_ttl"`
 	// AdminGroup names a group whose members may manage every user's
 	// consents, as root may.
 	AdminGroup string `toml:"admin_group"`
@@ -93,10 +101,16 @@ type Agent struct {
 // Decision is what happens to a call no consent covers.
 type Decision string
 
+// Valid reports whether d is one of the decisions.
+func (d Decision) Valid() bool {
+	return d == DecisionDeny || d == DecisionAllow || d == DecisionAsk
+}
+
 // Decision values.
 const (
 	DecisionDeny  Decision = "deny"  // refused, with the grant command that would allow it
 	DecisionAllow Decision = "allow" // observe mode: forwarded, the would-be denial recorded
+	DecisionAsk   Decision = "ask"   // the user is asked (in the client, or out of band with mcpcage approve)
 )
 
 // LandlockMode says whether sandboxes use Landlock.
@@ -215,6 +229,10 @@ func Default() *Config {
 			WarmSandboxes:       4,
 			WarmIdle:            Duration(10 * time.Minute),
 			WarmMemory:          128 << 20,
+			AskTimeout:          Duration(2 * time.Minute),
+			AskDuration:         Duration(8 * time.Hour),
+			AskPerMinute:        5,
+			PendingTTL:          Duration(time.Hour),
 		},
 		Servers: map[string]*Server{},
 		Agents:  map[string]*Agent{},
@@ -355,8 +373,8 @@ func (c *Config) validate(data []byte) error {
 			}
 		}
 		validateSandbox(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
-		if s.DefaultDecision != "" && s.DefaultDecision != DecisionDeny && s.DefaultDecision != DecisionAllow {
-			bad(fmt.Sprintf(`must be "deny" or "allow", got %q`, s.DefaultDecision), "servers", name, "default_decision")
+		if s.DefaultDecision != "" && !s.DefaultDecision.Valid() {
+			bad(fmt.Sprintf(`must be "deny", "ask" or "allow", got %q`, s.DefaultDecision), "servers", name, "default_decision")
 		}
 		for _, list := range []struct {
 			key  string
@@ -399,8 +417,20 @@ func (c *Config) validate(data []byte) error {
 			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
 		}
 	}
-	if d.DefaultDecision != DecisionDeny && d.DefaultDecision != DecisionAllow {
-		bad(fmt.Sprintf(`must be "deny" or "allow", got %q`, d.DefaultDecision), "daemon", "default_decision")
+	if !d.DefaultDecision.Valid() {
+		bad(fmt.Sprintf(`must be "deny", "ask" or "allow", got %q`, d.DefaultDecision), "daemon", "default_decision")
+	}
+	if d.AskTimeout < Duration(time.Second) || d.AskTimeout > Duration(time.Hour) {
+		bad("must be between 1s and 1h", "daemon", "ask_timeout")
+	}
+	if d.AskDuration < Duration(time.Minute) || d.AskDuration > Duration(30*24*time.Hour) {
+		bad("must be between 1m and 30 days (720h)", "daemon", "ask_duration")
+	}
+	if d.AskPerMinute < 1 || d.AskPerMinute > 60 {
+		bad(fmt.Sprintf("must be between 1 and 60, got %d", d.AskPerMinute), "daemon", "ask_per_minute")
+	}
+	if d.PendingTTL < Duration(time.Minute) || d.PendingTTL > Duration(7*24*time.Hour) {
+		bad("must be between 1m and 7 days (168h)", "daemon", "pending_ttl")
 	}
 	for _, name := range sortedAgentNames(c.Agents) {
 		a := c.Agents[name]
@@ -501,7 +531,8 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers",
-	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots", "pin_policy"}
+	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots", "pin_policy",
+	"ask_timeout", "ask_duration", "ask_per_minute", "pending_ttl"}
 
 func suggestion(k toml.Key) string {
 	last := k[len(k)-1]

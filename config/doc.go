@@ -20,8 +20,20 @@
 //	                     each sandbox by mcpcage-init [auto]
 //	init_path            mcpcage-init binary [next to mcpcaged]
 //	default_decision     "deny": tools/call and the other requests covered
-//	                     by consents need one; "allow": observe mode, every
-//	                     request passes and would-be denials are logged [deny]
+//	                     by consents need one; "ask": a request no consent
+//	                     covers is put to the user (in the client when it
+//	                     can be asked, else kept for mcpcage approve);
+//	                     "allow": observe mode, every request passes and
+//	                     would-be denials are logged [deny]
+//	ask_timeout          how long a question in the client waits for an
+//	                     answer before the request is denied and kept
+//	                     pending [2m]
+//	ask_duration         what "allow for a while" means, and how long a
+//	                     "deny" answer keeps mcpcage from asking again [8h]
+//	ask_per_minute       questions one session may ask per minute; more
+//	                     are denied and kept pending [5]
+//	pending_ttl          how long an unanswered request stays pending
+//	                     for mcpcage approve [1h]
 //	admin_group          a group whose members manage everyone's consents,
 //	                     as root does [none]
 //	audit_log            audit log file [/var/log/mcpcage/audit.jsonl]

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -78,6 +79,10 @@ func (p *sessionPolicy) decideClientRequest(r config.ClientRequest, form request
 		c := p.refuseClientRequest(string(r), form, id, key,
 			fmt.Sprintf("server %q may not send %s to the client (set %s = true in its configuration to allow it)", p.s.server, r, r.Key()), params)
 		return c
+	}
+	if r == config.Elicitation && ask.ImitatesJSON(params, p.s.code) {
+		return p.refuseClientRequest(string(r), form, id, key,
+			fmt.Sprintf("server %q sent a question that imitates mcpcage's own consent questions (it names mcpcage or carries the session's question code)", p.s.server), params)
 	}
 	c := clientRequestDecision{method: string(r), form: form, id: append(json.RawMessage(nil), id...), key: key, allowed: true}
 	if r == config.Sampling {

@@ -99,6 +99,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.serverOp(fw, peer, req, log)
 	case api.OpPins, api.OpPinApprove:
 		d.pinOp(fw, peer, req, log)
+	case api.OpPending, api.OpAnswer:
+		d.pendingOp(fw, peer, req, log)
 	case api.OpAudit:
 		d.auditQuery(ctx, c, fw, peer, req.Audit)
 	case api.OpTrace:

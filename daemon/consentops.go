@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 )
@@ -126,25 +127,38 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		n := g.MaxCalls
 		r.MaxCalls = &n
 	}
-	if err := d.audit.Healthy(); err != nil {
-		return nil, fmt.Errorf("consents cannot be granted while the audit log is failing: %w", err)
-	}
-	if err := d.consents.Store().Add(r); err != nil {
+	if err := d.storeConsent(r, caller); err != nil {
 		return nil, err
 	}
-	if err := d.audit.Append(consentGrantRecord(r, caller)); err != nil {
-		// A consent nobody can account for must not take effect.
-		if _, rerr := d.consents.Store().Revoke(r.ID, caller, "its grant could not be recorded in the audit log"); rerr != nil {
-			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)
-		}
-		d.consents.Invalidate()
-		return nil, fmt.Errorf("the grant could not be recorded in the audit log, so it was withdrawn: %w", err)
-	}
-	d.updateConsentGauge()
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
 		"resources", r.Resources, "prompts", r.Prompts, "when", r.When, "expires", exp, "max_calls", g.MaxCalls, "by", caller)
 	d.consentChanged(r.User, r.Agent, r.Server)
 	return r, nil
+}
+
+// storeConsent stores a new record and records it in the audit log: a
+// consent nobody can account for must not take effect, so it is
+// withdrawn when the audit log fails. A new consent supersedes the
+// user's earlier "deny" answers for the same agent and server.
+func (d *Daemon) storeConsent(r *consent.Record, by string) error {
+	if err := d.audit.Healthy(); err != nil {
+		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
+	}
+	if err := d.consents.Store().Add(r); err != nil {
+		return err
+	}
+	if err := d.audit.Append(consentGrantRecord(r, by)); err != nil {
+		if _, rerr := d.consents.Store().Revoke(r.ID, by, "its grant could not be recorded in the audit log"); rerr != nil {
+			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)
+		}
+		d.consents.Invalidate()
+		return fmt.Errorf("the consent could not be recorded in the audit log, so it was withdrawn: %w", err)
+	}
+	d.updateConsentGauge()
+	d.book.Unrefuse(func(t ask.Target) bool {
+		return t.User == r.User && t.Agent == r.Agent && t.Server == r.Server && consent.Covers(r, consent.Kind(t.Kind), t.Name)
+	})
+	return nil
 }
 
 func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
@@ -241,7 +255,7 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 			}
 			info := api.SessionInfo{ID: s.id, Server: s.server, Agent: s.agent, AgentExe: s.agentP.Exe, AgentInstance: s.instance(),
 				User: s.user, Started: s.start.UTC().Format(time.RFC3339), Allowed: s.allowed.Load(), Denied: s.denied.Load(),
-				AgentScript: agentScript(s.agentP), AgentBinding: s.agentP.Binding, Stdio: s.stdio}
+				AgentScript: agentScript(s.agentP), AgentBinding: s.agentP.Binding, Stdio: s.stdio, QuestionCode: s.code}
 			if s.relay != nil {
 				c := s.relay.Claims()
 				info.ClientInfo, info.Era = string(c.ClientInfo), string(c.Era)

@@ -18,6 +18,7 @@ import (
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
@@ -65,6 +66,8 @@ type Daemon struct {
 	tracers         tracers
 	warm            *warmPool
 	pins            *pins.Store // nil when the store could not be read (logged; tools are then not pinned)
+	sealer          *ask.Sealer // seals the requestState of consent questions (2026-07-28 era)
+	book            *ask.Book   // requests waiting for mcpcage approve, and the user's refusals
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -98,6 +101,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
+	d.sealer, d.book = ask.NewSealer(), ask.NewBook()
 	if d.pins, err = pins.Open(filepath.Join(cfg.Daemon.StateDir, "pins.json")); err != nil {
 		return nil, err
 	}
@@ -106,6 +110,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	}
 	if err := d.openAudit(); err != nil {
 		return nil, err
+	}
+	// Consents answered for one session of a previous run allow nothing
+	// now: revoke them, so they are not listed as active.
+	if recs, err := d.consents.Store().RevokeSessionBound("mcpcaged", "its session ended (mcpcaged restarted)"); err != nil {
+		return nil, err
+	} else if len(recs) > 0 {
+		for _, r := range recs {
+			d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", r.Reason))
+		}
+		log.Info("revoked the consents of sessions of a previous run", "count", len(recs))
 	}
 	d.updateConsentGauge()
 	if err := d.setupLandlock(); err != nil {

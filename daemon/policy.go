@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
@@ -28,6 +29,7 @@ type sessionPolicy struct {
 	srv     *config.Server
 	agent   *config.Agent // nil for an unregistered agent
 	observe bool          // default_decision = "allow"
+	ask     bool          // default_decision = "ask"
 
 	mu    sync.Mutex
 	calls map[string]callStart // forwarded tools/call by id key
@@ -39,6 +41,10 @@ type sessionPolicy struct {
 	listens listenStreams // the client's open subscriptions/listen streams (2026-07-28)
 
 	observed map[observedKey]bool // names forwarded in observe mode, logged once each
+
+	questions       map[string]chan struct{} // parked requests (by id key) whose question a cancel ends
+	sessionConsents []string                 // consents given for this session only (revoked when it ends)
+	consentsEnded   bool                     // the session's consents were revoked: revoke later ones at once
 }
 
 type observedKey struct {
@@ -75,8 +81,9 @@ type callStart struct {
 	start time.Time
 }
 
-// decide applies the admin ceiling, then the consents.
-func (p *sessionPolicy) decide(k consent.Kind, name string, args map[string]any) consent.Decision {
+// decide applies the admin ceiling, then the consents. pin is the
+// definition of the tool the session was shown (see pinOf).
+func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args map[string]any, pin string) consent.Decision {
 	s := p.s
 	if p.agent != nil && len(p.agent.Servers) > 0 && !slices.Contains(p.agent.Servers, s.server) {
 		return consent.Decision{Reason: fmt.Sprintf("agent %s may not use server %s: the administrator's [agents.%s] servers list does not include it", s.agent, s.server, s.agent)}
@@ -92,7 +99,8 @@ func (p *sessionPolicy) decide(k consent.Kind, name string, args map[string]any)
 			return consent.Decision{Reason: why}
 		}
 	}
-	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args, Now: time.Now()})
+	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args, Now: time.Now(),
+		Session: s.id, Pin: pin, Digest: func() string { return ask.RequestDigest(method, string(k), name, args) }})
 }
 
 // ceiling reports whether the admin rules alone forbid it (a consent
@@ -151,9 +159,27 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error())
 	}
 	k, name := consentKind(t.Kind), t.Name
-	dec := p.decide(k, name, t.Args)
-	id := e.ID.Of(msg)
-	c := decided{kind: k, method: e.Method, id: id, name: name, args: t.Args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
+	if p.ask {
+		q := asked{method: e.Method, kind: k, id: e.ID.Of(msg), name: name, args: t.Args, pin: p.pinOf(k, name),
+			target: ask.Target{User: s.user, Agent: s.agent, Server: s.server, Kind: string(k), Name: name}}
+		if v, ok := p.retried(e, msg, q); ok {
+			return v
+		}
+		dec := p.decide(e.Method, k, name, t.Args, q.pin)
+		if !dec.Allow && p.askable(k, name) {
+			return p.askUser(e, msg, q, dec)
+		}
+		return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, dec, nil)
+	}
+	return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, p.decide(e.Method, k, name, t.Args, p.pinOf(k, name)), nil)
+}
+
+// settle records a decided request and returns its verdict: forwarded
+// (replace, when set, instead of the message) once its record is durable,
+// or denied with the reason.
+func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte) relay.Verdict {
+	s := p.s
+	c := decided{kind: k, method: method, id: id, name: name, args: args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
 	switch {
 	case dec.Allow:
 		c.decision = decisionAllow
@@ -169,40 +195,40 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		// fail closed); the relay holds the request until then and goes
 		// on deciding the next ones meanwhile.
 		durable := p.d.audit.AppendDurable(rec)
-		method, rid := e.Method, append([]byte(nil), id...)
+		rid := append([]byte(nil), id...)
 		s.allowed.Add(1)
 		if k == consent.KindTool {
 			p.d.newCall(s)
 		}
 		if dec.Allow {
 			// Per call at debug level only: the audit log has every one.
-			s.log.Debug("request allowed", "method", e.Method, "name", name, "consent", dec.Record)
+			s.log.Debug("request allowed", "method", method, "name", name, "consent", dec.Record)
 		} else {
 			level := slog.LevelDebug
 			if p.firstObserved(k, name) {
 				level = slog.LevelWarn // once per name and session; the audit log has every call
 			}
-			s.log.Log(context.Background(), level, "request would be denied (observe mode: default_decision = \"allow\")", "method", e.Method, "name", name, "reason", dec.Reason)
+			s.log.Log(context.Background(), level, "request would be denied (observe mode: default_decision = \"allow\")", "method", method, "name", name, "reason", dec.Reason)
 		}
 		if k == consent.KindTool {
 			p.mu.Lock()
 			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now()}
 			p.mu.Unlock()
 		}
-		return relay.Verdict{Hold: durable, HoldFailed: func(err error) []byte {
+		return relay.Verdict{Replace: replace, Hold: durable, HoldFailed: func(err error) []byte {
 			return p.unrecorded(method, k, rid, err)
 		}}
 	}
 	if err := p.d.audit.Append(rec); err != nil {
-		s.log.Error("denied request not recorded in the audit log", "method", e.Method, "err", err)
+		s.log.Error("denied request not recorded in the audit log", "method", method, "err", err)
 	}
 	s.denied.Add(1)
-	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", e.Method, name, s.server, s.agent, s.user, dec.Reason)
-	if !p.ceiling(k, name) {
+	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", method, name, s.server, s.agent, s.user, dec.Reason)
+	if !p.ceiling(k, name) && !strings.Contains(dec.Reason, "mcpcage approve") {
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
-	s.log.Warn("request denied", "method", e.Method, "name", name, "reason", dec.Reason)
-	return p.denyReply(e.ID.Of(msg), k, text, dec.Reason)
+	s.log.Warn("request denied", "method", method, "name", name, "reason", dec.Reason)
+	return p.denyReply(id, k, text, dec.Reason)
 }
 
 // unrecorded answers an allowed request whose record could not be made
@@ -372,7 +398,9 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		// clients could read differently is never shown.
 		name, readable := listItemName(item, field)
 		quarantined := readable && k == consent.KindTool && p.checkPin(name, item)
-		allowed := readable && !quarantined && !p.ceiling(k, name) && p.d.consents.Visible(s.user, s.agent, s.server, k, name, now)
+		// In ask mode the agent sees what it may ask for: the user decides
+		// on the call.
+		allowed := readable && !quarantined && !p.ceiling(k, name) && (p.ask || p.d.consents.Visible(s.user, s.agent, s.server, s.id, k, name, now))
 		if allowed || p.observe {
 			kept = append(kept, item)
 			shown = append(shown, name)
@@ -494,6 +522,12 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 		return
 	}
 	p.listens.closed(rawID) // a cancelled subscriptions/listen ends its stream
+	p.mu.Lock()
+	if q, ok := p.questions[wire.IDKey(rawID)]; ok {
+		close(q) // a parked request: its question ends
+		delete(p.questions, wire.IDKey(rawID))
+	}
+	p.mu.Unlock()
 	c, ok := p.takeCall(rawID)
 	if !ok {
 		return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
@@ -37,7 +38,7 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 	}
 	t.Cleanup(func() { _ = al.Close() })
 	d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
-		audit: al, metrics: metrics.New()}
+		audit: al, metrics: metrics.New(), sealer: ask.NewSealer(), book: ask.NewBook()}
 	d.cfg.Store(cfg)
 	return d
 }

@@ -196,9 +196,16 @@ func (s *session) sandboxDeniedOverflowRecord(count int64, recorded int) audit.R
 
 // consentGrantRecord: a consent record was stored, by whom.
 func consentGrantRecord(r *consent.Record, by string) audit.Record {
-	return audit.Record{"type": string(api.RecordConsentGrant), "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
+	rec := audit.Record{"type": string(api.RecordConsentGrant), "consent": r.ID, "user": r.User, "agent": r.Agent, "server": r.Server,
 		"tools": r.Tools, "resources": r.Resources, "prompts": r.Prompts, "when": r.When, "expires_at": r.ExpiresAt,
 		"max_calls": r.MaxCalls, "by": by, "via": r.Via}
+	if r.Session != "" {
+		rec["session"] = r.Session
+	}
+	if r.Pin != "" {
+		rec["pin"] = r.Pin
+	}
+	return rec
 }
 
 // consentRevokeRecord: a consent record was revoked, by whom and why.

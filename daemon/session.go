@@ -23,6 +23,7 @@ import (
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
@@ -68,6 +69,8 @@ type session struct {
 	agentInstance string // agentP.Instance(), computed once
 
 	pinKey    string       // whose tool pins the session's server uses (see pinKey)
+	code      string       // shown in the session's consent questions and by mcpcage sessions
+	limiter   ask.Limiter  // the session's consent questions
 	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
 	warmStart bool         // the server started in a prepared sandbox
 
@@ -161,6 +164,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.agentInstance = ap.Instance()
 	s.pinKey = d.pinKey(srv.Name, peer.UID)
+	s.code = ask.NewCode()
 	s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
 	if ap.Binding != identity.BoundKernel {
 		s.log.Warn("agent identity not bound by the kernel", "binding", ap.Binding)
@@ -218,7 +222,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		serverIn, serverOut = serverInW, serverOutR
 	}
 	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
-		calls: map[string]callStart{}, defs: map[string]string{}}
+		ask: askMode(d.conf(), srv), calls: map[string]callStart{}, defs: map[string]string{}, questions: map[string]chan struct{}{}}
 	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
 	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
 	s.relay = relay.New(relay.Options{
@@ -481,6 +485,7 @@ func (s *session) exitOf(end relay.End) api.Exit {
 // container.
 func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) {
 	d.recordDeniedOverflow(s)
+	d.endSessionConsents(s)
 	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {
 		s.log.Error("session end not recorded in the audit log", "err", err)
 	}

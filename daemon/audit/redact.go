@@ -160,3 +160,35 @@ func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// ValuesRedacted is args with only the values that are secrets replaced:
+// those holding a secret mcpcage injects into servers, and those that
+// look like a credential or a card number. Unlike the audit's
+// "redacted" mode no value is hidden for its name, and none is cut: a
+// person approving a request must see every value it carries.
+func ValuesRedacted(args map[string]any, secrets []string) any {
+	var walk func(v any) any
+	walk = func(v any) any {
+		switch x := v.(type) {
+		case map[string]any:
+			out := make(map[string]any, len(x))
+			for k, val := range x {
+				out[k] = walk(val)
+			}
+			return out
+		case []any:
+			out := make([]any, len(x))
+			for i, val := range x {
+				out[i] = walk(val)
+			}
+			return out
+		case string:
+			if looksSecret(x, secrets) {
+				return "[redacted: a secret]"
+			}
+			return scrubInline(x) // "password=..." inside a longer text
+		}
+		return v
+	}
+	return walk(args)
+}

@@ -191,7 +191,7 @@ func TestConditionInDecision(t *testing.T) {
 	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "condition") {
 		t.Fatalf("condition false: %+v", d)
 	}
-	if !e.Visible("alice", "claude-desktop", "github", KindTool, "create_issue", time.Now()) {
+	if !e.Visible("alice", "claude-desktop", "github", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("conditional grant hides the tool from tools/list")
 	}
 }
@@ -321,5 +321,44 @@ func TestConditionNames(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSessionAndPinBinding: a record answered for one session covers no
+// other session, and a record bound to a tool definition covers no other
+// definition; the refusal says which record and why.
+func TestSessionAndPinBinding(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	grant(t, s, Record{Tools: []string{"create_issue"}, Session: "s1"})
+	pinned := grant(t, s, Record{Tools: []string{"delete_repo"}, Pin: "aaaa1111"})
+	tests := []struct {
+		name       string
+		q          Query
+		want       bool
+		wantReason string
+	}{
+		{"its session", Query{Name: "create_issue", Session: "s1"}, true, ""},
+		{"another session", Query{Name: "create_issue", Session: "s2"}, false, "no consent"},
+		{"no session", Query{Name: "create_issue"}, false, "no consent"},
+		{"the pinned definition", Query{Name: "delete_repo", Pin: "aaaa1111"}, true, ""},
+		{"another definition", Query{Name: "delete_repo", Pin: "bbbb2222"}, false, pinned.ID + " was given for another definition"},
+		{"definition unknown", Query{Name: "delete_repo"}, false, "another definition"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			q.User, q.Agent, q.Server, q.Kind, q.Now = "alice", "claude-desktop", "github", KindTool, time.Now()
+			d := e.Decide(q)
+			if d.Allow != tc.want || !strings.Contains(d.Reason, tc.wantReason) {
+				t.Fatalf("Decide = %+v, want allow=%v with reason containing %q", d, tc.want, tc.wantReason)
+			}
+		})
+	}
+	if e.Visible("alice", "claude-desktop", "github", "s2", KindTool, "create_issue", time.Now()) {
+		t.Fatal("a record of session s1 makes the tool visible in session s2")
+	}
+	if !e.Visible("alice", "claude-desktop", "github", "s1", KindTool, "create_issue", time.Now()) {
+		t.Fatal("a record of session s1 does not make the tool visible in s1")
 	}
 }

@@ -42,6 +42,14 @@ type Query struct {
 	Name                string         // tool or prompt name, resource URI
 	Args                map[string]any // tools/call arguments
 	Now                 time.Time
+	// Session is the asking session; Pin the digest of the definition of
+	// the tool it was shown ("" when unknown). A record made for one
+	// session, or for one definition, covers no other.
+	Session, Pin string
+	// Digest returns the digest of the request (method, target,
+	// arguments) for records that allow one request only; computed only
+	// when such a record is considered.
+	Digest func() string
 }
 
 // Decision is the outcome; Record names the consent that allowed it.
@@ -104,7 +112,15 @@ func (e *Engine) Decide(q Query) Decision {
 	var reasons []string
 	for _, en := range es {
 		r := en.rec
-		if !Covers(r, q.Kind, q.Name) {
+		if !Covers(r, q.Kind, q.Name) || (r.Session != "" && r.Session != q.Session) {
+			continue
+		}
+		if r.Request != "" && (q.Digest == nil || q.Digest() != r.Request) {
+			reasons = append(reasons, fmt.Sprintf("consent %s allows one request with other arguments", r.ID))
+			continue
+		}
+		if r.Pin != "" && r.Pin != q.Pin {
+			reasons = append(reasons, fmt.Sprintf("consent %s was given for another definition of %s %q (pin %.12s)", r.ID, q.Kind, q.Name, r.Pin))
 			continue
 		}
 		if !r.Active(q.Now) {
@@ -163,13 +179,14 @@ func (e *Engine) ArgNames(user, agent, server string) []string {
 // Visible reports whether some active record covers the object, ignoring
 // conditions (they depend on arguments) and without using budget: what
 // tools/list shows.
-func (e *Engine) Visible(user, agent, server string, k Kind, name string, now time.Time) bool {
+// A record made for another session does not count.
+func (e *Engine) Visible(user, agent, server, session string, k Kind, name string, now time.Time) bool {
 	es, err := e.entries(triple{user, agent, server})
 	if err != nil {
 		return false
 	}
 	for _, en := range es {
-		if Covers(en.rec, k, name) && en.rec.Active(now) {
+		if Covers(en.rec, k, name) && en.rec.Active(now) && (en.rec.Session == "" || en.rec.Session == session) {
 			return true
 		}
 	}

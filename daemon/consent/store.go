@@ -40,6 +40,11 @@ var migrations = []string{
 		revoke_reason TEXT NOT NULL DEFAULT ''
 	);
 	CREATE INDEX consents_lookup ON consents(user, agent, server);`,
+	// Answers to consent questions: a record for one session, a record
+	// bound to the tool definition the user was shown.
+	`ALTER TABLE consents ADD COLUMN session TEXT NOT NULL DEFAULT '';
+	ALTER TABLE consents ADD COLUMN pin TEXT NOT NULL DEFAULT '';
+	ALTER TABLE consents ADD COLUMN request TEXT NOT NULL DEFAULT '';`,
 }
 
 // Store is the consent database.
@@ -200,9 +205,9 @@ func (s *Store) Add(r *Record) error {
 	res, _ := json.Marshal(nonNil(r.Resources))
 	prompts, _ := json.Marshal(nonNil(r.Prompts))
 	_, err := s.db.Exec(`INSERT INTO consents(id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls,
-		created_at, created_by, granted_via) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		created_at, created_by, granted_via, session, pin, request) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.User, r.Agent, r.Server, string(tools), string(res), string(prompts), r.When, unixMilli(r.ExpiresAt), r.MaxCalls,
-		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via)
+		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via, r.Session, r.Pin, r.Request)
 	if err != nil {
 		return fmt.Errorf("store consent: %w", err)
 	}
@@ -240,6 +245,35 @@ func (s *Store) Revoke(id, by, reason string) (*Record, error) {
 	return s.Get(id)
 }
 
+// RevokeSessionBound revokes every active record made for one session
+// (they can allow nothing once their session is gone: at start-up, none
+// is left) and returns them.
+func (s *Store) RevokeSessionBound(by, reason string) ([]*Record, error) {
+	rows, err := s.db.Query(`SELECT id FROM consents WHERE session != '' AND revoked_at IS NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("find session consents: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	_ = rows.Close()
+	var out []*Record
+	for _, id := range ids {
+		r, err := s.Revoke(id, by, reason)
+		if err != nil {
+			continue // revoked meanwhile
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // Consume takes one call from the record's budget; false when none is
 // left (or the record is inactive). Safe under concurrency: the check and
 // the decrement are one statement.
@@ -255,7 +289,7 @@ func (s *Store) Consume(id string, now time.Time) (bool, error) {
 }
 
 const columns = `id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls, calls_used,
-	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason`
+	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason, session, pin, request`
 
 func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var r Record
@@ -263,7 +297,7 @@ func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var expires, maxCalls, revoked sql.NullInt64
 	var created int64
 	if err := row.Scan(&r.ID, &r.User, &r.Agent, &r.Server, &tools, &res, &prompts, &r.When, &expires, &maxCalls, &r.CallsUsed,
-		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason); err != nil {
+		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason, &r.Session, &r.Pin, &r.Request); err != nil {
 		return nil, err
 	}
 	// A record whose patterns cannot be read is an error, not a grant of

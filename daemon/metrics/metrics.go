@@ -94,7 +94,7 @@ func New() *Metrics {
 	m.WarmStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_warm_starts_total",
 		Help: "Session starts by how a warm (prepared) sandbox served them: hit, stale (one was ready but no longer matched), miss (none ready)."}, []string{"result"})
 	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Active consent records."})
-	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "In-band consent prompts by result."}, []string{"result"})
+	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "Consent questions (default_decision = \"ask\") by result: allowed, denied, dismissed, timeout (kept pending), not_asked (the client could not be asked: kept pending), asked (2026-07-28: the question went out in a result)."}, []string{"result"})
 	m.AuditRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_total", Help: "Audit records written by type."}, []string{"type"})
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
 	m.AuditRecordsDropped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_dropped_total",
@@ -111,7 +111,7 @@ func New() *Metrics {
 		f(c)
 	}
 	// Pre-create the prompt results so alerts see zeros.
-	for _, res := range []string{"accepted", "declined", "timeout"} {
+	for _, res := range []string{"allowed", "denied", "dismissed", "timeout", "not_asked", "asked"} {
 		m.ConsentPrompts.WithLabelValues(res)
 	}
 	for _, res := range []string{"hit", "stale", "miss"} {

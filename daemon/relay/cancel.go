@@ -42,6 +42,9 @@ func (r *Relay) noteCancel(d Direction, msg []byte, e *wire.Envelope) bool {
 		r.log.Warn("dropped cancellation from server of a request it did not send", "id", string(raw))
 		return false
 	}
+	if d == ClientToServer && r.cancelParked(key, raw) {
+		return false // the server never saw the request
+	}
 	r.cancels[d] = append(r.cancels[d], cancelled{key: key, rawID: append([]byte(nil), raw...)})
 	return true
 }

@@ -22,6 +22,10 @@ type Claims struct {
 	Era             Era             `json:"era,omitempty"`
 	ProtocolVersion string          `json:"protocol_version,omitempty"`
 	ClientInfo      json.RawMessage `json:"client_info,omitempty"`
+	// FormElicitation: the client declared it can show a form question
+	// (initialize era: capabilities.elicitation, form mode). The
+	// 2026-07-28 era declares capabilities per request.
+	FormElicitation bool `json:"form_elicitation,omitempty"`
 }
 
 // Claims returns the client's claims seen so far.
@@ -46,11 +50,15 @@ func (r *Relay) noteClaims(msg []byte, e *wire.Envelope) {
 		var p struct {
 			ProtocolVersion string          `json:"protocolVersion"`
 			ClientInfo      json.RawMessage `json:"clientInfo"`
+			Capabilities    struct {
+				Elicitation json.RawMessage `json:"elicitation"`
+			} `json:"capabilities"`
 		}
 		if json.Unmarshal(params, &p) != nil {
 			return
 		}
-		r.setClaims(Claims{Era: EraInitialize, ProtocolVersion: p.ProtocolVersion, ClientInfo: p.ClientInfo})
+		r.setClaims(Claims{Era: EraInitialize, ProtocolVersion: p.ProtocolVersion, ClientInfo: p.ClientInfo,
+			FormElicitation: FormElicitation(p.Capabilities.Elicitation)})
 	case bytes.Contains(params, []byte(metaVersion)):
 		r.claimsMu.Lock()
 		known := r.claims.Era == EraStateless && r.claims.ClientInfo != nil
@@ -83,4 +91,16 @@ func (r *Relay) setClaims(c Claims) {
 	if first && r.opts.OnClaims != nil {
 		r.opts.OnClaims(c)
 	}
+}
+
+// FormElicitation reads an elicitation capability: an object declares
+// form questions unless it names only other modes ({"url": {}}).
+func FormElicitation(capability json.RawMessage) bool {
+	var modes map[string]json.RawMessage
+	if json.Unmarshal(capability, &modes) != nil || modes == nil {
+		return false
+	}
+	_, form := modes["form"]
+	_, url := modes["url"]
+	return form || !url
 }

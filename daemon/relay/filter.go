@@ -102,10 +102,16 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		return false, nil
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
+		// An id already pending, or a full table, is refused before any
+		// decision: the policy may ask the user about a request, and must
+		// not about one that will never run.
+		if r.refuseUnadded(d, msg, e, r.pending.check(wire.IDKey(e.ID.Of(msg)))) {
+			return false, nil
+		}
 		r.noteClaims(msg, e)
 	}
 	var replace []byte
-	var hold <-chan error
+	var hold, park <-chan error
 	var holdFailed func(error) []byte
 	if ins := r.opts.Inspector; ins != nil {
 		var v Verdict
@@ -122,6 +128,13 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			}
 		} else if d == ClientToServer && e.Kind == wire.KindRequest {
 			hold, holdFailed = v.Hold, v.HoldFailed
+		}
+		if v.Park != nil && d == ClientToServer && e.Kind == wire.KindRequest {
+			if r.inBatch {
+				v = Verdict{Deny: true, Reply: v.HoldFailed(ErrParkInBatch), Reason: ErrParkInBatch.Error()}
+			} else {
+				park, holdFailed = v.Park, v.HoldFailed
+			}
 		}
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
@@ -156,19 +169,36 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 				return false, nil
 			}
 		}
-		switch t.add(key, e.ID.Of(msg), e.Method) {
-		case duplicate:
-			r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
-			return false, nil
-		case full:
-			r.refuse(d, msg, e, fmt.Sprintf("too many pending requests (%d): wait for answers before sending more", maxPending))
+		if r.refuseUnadded(d, msg, e, t.add(key, e.ID.Of(msg), e.Method)) {
 			return false, nil
 		}
 		if hold != nil && !r.inBatch {
 			r.hold = &held{ch: hold, failed: holdFailed, key: key}
 		}
+		if park != nil {
+			out := e.Whole.Of(msg)
+			if replace != nil {
+				out = replace
+			}
+			r.parkRequest(key, append(append([]byte(nil), out...), '\n'), park, holdFailed)
+			return false, nil
+		}
 	}
 	return true, replace
+}
+
+// refuseUnadded refuses a request the pending table has no room for (its
+// id is in use, or the table is full); it reports whether it did.
+func (r *Relay) refuseUnadded(d Direction, msg []byte, e *wire.Envelope, res addResult) bool {
+	switch res {
+	case duplicate:
+		r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" is already in use by a pending request")
+	case full:
+		r.refuse(d, msg, e, fmt.Sprintf("too many pending requests (%d): wait for answers before sending more", maxPending))
+	default:
+		return false
+	}
+	return true
 }
 
 // admitResponse correlates a response; it returns whether it goes on, the
@@ -179,7 +209,9 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, 
 	key := wire.IDKey(raw)
 	if d == ClientToServer {
 		if ownKey(key) {
-			r.log.Debug("dropped a client response in the daemon's id namespace", "id", string(raw))
+			if !r.own.deliver(key, e.Whole.Of(msg)) {
+				r.log.Debug("dropped a client response in the daemon's id namespace", "id", string(raw))
+			}
 			return false, "", nil
 		}
 		if p, ok := r.srvCalls.take(key); ok {
@@ -237,7 +269,7 @@ func (r *Relay) replyTo(d Direction, reply []byte) {
 		_ = r.writeClient(reply)
 		return
 	}
-	if _, err := r.serverIn.Write(reply); err != nil {
+	if err := r.writeServerIn(reply); err != nil {
 		r.log.Debug("reply to server failed", "err", err)
 	}
 }

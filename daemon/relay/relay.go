@@ -59,7 +59,23 @@ type Verdict struct {
 	// the hold before the next element.
 	Hold       <-chan error
 	HoldFailed func(error) []byte
+	// Park, when set on a request from the client, keeps it from the
+	// server until the channel yields, without holding up anything behind
+	// it (the daemon is asking the user: that may take minutes). nil then
+	// sends it to the server (after what is queued at that moment); an
+	// error answers the client with HoldFailed(err) instead. A parked
+	// request the client cancels is dropped, and the server never hears
+	// of it; one still parked when the relay ends is answered with
+	// HoldFailed. In a batch a request cannot be parked: HoldFailed
+	// answers it at once with ErrParkInBatch.
+	Park <-chan error
 }
+
+// ErrParkInBatch answers a request that would be parked in a batch.
+var ErrParkInBatch = errors.New("a request inside a JSON-RPC batch cannot wait for the user's answer: send it on its own")
+
+// ErrParkEnded answers a parked request when the session ends first.
+var ErrParkEnded = errors.New("the session ended before the user answered")
 
 // Inspector decides on messages. Methods run on the direction's goroutine
 // and must not block for long.
@@ -141,6 +157,17 @@ type Relay struct {
 	hold *held
 	// inBatch is set while the elements of a batch are admitted.
 	inBatch bool
+	// toSrv serialises writes to the server's stdin (the client loop,
+	// writeServer and replies to the server's requests).
+	toSrv sync.Mutex
+
+	// parkMu guards parked, parkClosed and sends on toServer by parked
+	// requests (toServer is closed under it).
+	parkMu     sync.Mutex
+	parked     map[string]struct{} // pending-table keys of parked requests
+	parkClosed bool
+
+	own own // the daemon's own requests to the client
 }
 
 // held is a client request waiting for its hold.
@@ -176,6 +203,8 @@ func New(opts Options, s Streams) *Relay {
 		srvCalls: newTable(),
 		endCh:    make(chan struct{}),
 		toServer: make(chan queued, maxQueued),
+		parked:   map[string]struct{}{},
+		own:      own{waiting: map[string]chan []byte{}},
 	}
 }
 
@@ -221,6 +250,7 @@ func (r *Relay) Run(serverGone func() string) End {
 		}
 	}
 	r.finish(api.ExitServerExited, nil)
+	r.own.end()
 	// From here on a request the client sent is answered at once: it
 	// may already be on its way (written just before the end).
 	r.gone.Store(&detail)
@@ -286,8 +316,25 @@ func (r *Relay) writeClient(b []byte) error {
 	return err
 }
 
+// writeServerIn writes one message to the server's stdin.
+func (r *Relay) writeServerIn(b []byte) error {
+	r.toSrv.Lock()
+	defer r.toSrv.Unlock()
+	_, err := r.serverIn.Write(b)
+	return err
+}
+
+// closeToServer ends writeServer's queue; parked requests answered later
+// are no longer sent.
+func (r *Relay) closeToServer() {
+	r.parkMu.Lock()
+	r.parkClosed = true
+	close(r.toServer)
+	r.parkMu.Unlock()
+}
+
 func (r *Relay) clientLoop(in io.Reader) {
-	defer close(r.toServer) // writeServer closes the server's stdin once it has written the rest
+	defer r.closeToServer() // writeServer closes the server's stdin once it has written the rest
 	rd := wire.NewReader(in, r.opts.MaxMessageBytes)
 	var m wire.Message
 	for {
@@ -340,7 +387,7 @@ func (r *Relay) clientLoop(in io.Reader) {
 			r.toServer <- queued{out: append([]byte(nil), out...), hold: r.hold, cancels: r.takeCancels(ClientToServer)}
 			continue
 		}
-		_, err = r.serverIn.Write(out)
+		err = r.writeServerIn(out)
 		r.applyCancels(ClientToServer)
 		if err != nil {
 			r.log.Debug("server stdin closed", "err", err)
@@ -360,15 +407,16 @@ func (r *Relay) writeServer() {
 	for q := range r.toServer {
 		if q.hold != nil {
 			if err := <-q.hold.ch; err != nil {
-				r.pending.take(q.hold.key)
-				r.Stats.Denied[ClientToServer].Add(1)
-				_ = r.writeClient(q.hold.failed(err))
+				if _, ok := r.pending.take(q.hold.key); ok { // else the server went away and failPending answered
+					r.Stats.Denied[ClientToServer].Add(1)
+					_ = r.writeClient(q.hold.failed(err))
+				}
 				r.queued.Add(-1)
 				continue
 			}
 		}
 		if !broken {
-			if _, err := r.serverIn.Write(q.out); err != nil {
+			if err := r.writeServerIn(q.out); err != nil {
 				r.log.Debug("server stdin closed", "err", err)
 				broken = true // the rest is discarded; the server loop ends the session
 			}
@@ -404,8 +452,10 @@ func (r *Relay) serverLoop(out io.Reader) {
 			continue
 		}
 		if fwd := r.filter(ServerToClient, msg, &m); fwd != nil {
-			err := r.writeClient(fwd)
+			// The server's cancellations apply before the client can see
+			// them, so an answer the client sends in reply is dropped.
 			r.applyCancels(ServerToClient)
+			err := r.writeClient(fwd)
 			if err != nil {
 				r.log.Debug("client output closed", "err", err)
 				r.finish(api.ExitClientGone, nil)

@@ -56,13 +56,28 @@ const (
 func (t *table) add(key string, rawID []byte, method string) addResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if r := t.room(key); r != added {
+		return r
+	}
+	t.m[key] = pendingCall{rawID: append([]byte(nil), rawID...), method: method, since: time.Now()}
+	return added
+}
+
+// check says whether a request with key could be added now.
+func (t *table) check(key string) addResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.room(key)
+}
+
+// room is check with mu held.
+func (t *table) room(key string) addResult {
 	if _, dup := t.m[key]; dup {
 		return duplicate
 	}
 	if len(t.m) >= maxPending {
 		return full
 	}
-	t.m[key] = pendingCall{rawID: append([]byte(nil), rawID...), method: method, since: time.Now()}
 	return added
 }
 

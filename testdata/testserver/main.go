@@ -138,7 +138,8 @@ func main() {
 	// elicitation or roots): an input_required result for a 2026-07-28
 	// client; for an older one mcp-go sends the request itself. The
 	// answer comes back as the tool's text.
-	add(mcp.NewTool("ask_client", mcp.WithDescription("Ask the client: sampling, elicitation or roots"), mcp.WithString("kind", mcp.Required())),
+	add(mcp.NewTool("ask_client", mcp.WithDescription("Ask the client: sampling, elicitation or roots"), mcp.WithString("kind", mcp.Required()),
+		mcp.WithString("message", mcp.Description("the elicitation's question"))),
 		func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			if answer, ok := server.InputResponse(r.Params.InputResponses, "q"); ok {
 				b, _ := json.Marshal(answer)
@@ -150,7 +151,7 @@ func main() {
 				b.Sample("q", mcp.CreateMessageParams{MaxTokens: 16, SystemPrompt: "obey the server",
 					Messages: []mcp.SamplingMessage{{Role: mcp.RoleUser, Content: mcp.NewTextContent("say hi; password=hunter2")}}})
 			case "elicitation":
-				b.Elicit("q", mcp.ElicitationParams{Message: "your name?", RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}})
+				b.Elicit("q", mcp.ElicitationParams{Message: r.GetString("message", "your name?"), RequestedSchema: map[string]any{"type": "object", "properties": map[string]any{"name": map[string]any{"type": "string"}}}})
 			case "roots":
 				b.Roots("q")
 			default:

@@ -1,0 +1,178 @@
+package ask
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// Question is what the user is asked: who wants what, with which
+// arguments (already redacted and cut by the caller), in which session.
+type Question struct {
+	Agent, User, Server string
+	Method              string // the request's method
+	Kind                string // tool, resource, prompt
+	Name                string
+	Annotations         string // the tool's annotations as the server declared them (untrusted), "" when none
+	Arguments           string // redacted, at most MaxArguments bytes
+	Code                string // the session's question code
+	For                 string // what "for a while" means, e.g. "8h0m0s"
+}
+
+// MaxArguments bounds the arguments shown in a question.
+const MaxArguments = 1024
+
+// Title starts every question mcpcage asks; with the session's code it
+// is the mark a server's own elicitation may not imitate.
+const Title = "mcpcage consent question"
+
+// the answer's field in the form.
+const decisionField = "decision"
+
+// Message is the question's text.
+func (q Question) Message() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s [code %s, shown by `mcpcage sessions`]\n", Title, q.Code)
+	verb := map[string]string{"tools/call": "call tool", "resources/read": "read resource", "resources/subscribe": "subscribe to resource",
+		"prompts/get": "get prompt", "completion/complete": "complete an argument of " + q.Kind}[q.Method]
+	if verb == "" {
+		verb = q.Method + " on " + q.Kind
+	}
+	fmt.Fprintf(&b, "Agent %s wants to %s %q of server %s on behalf of %s.", q.Agent, verb, q.Name, q.Server, q.User)
+	if q.Annotations != "" {
+		fmt.Fprintf(&b, "\nThe server says the tool is (unverified): %s.", q.Annotations)
+	}
+	if q.Arguments != "" {
+		fmt.Fprintf(&b, "\nArguments (secrets redacted): %s", q.Arguments)
+	}
+	b.WriteString("\nAllow it?")
+	return b.String()
+}
+
+// Elicitation returns the params of an elicitation/create (form mode)
+// that asks q: a single choice among the answers.
+func (q Question) Elicitation() json.RawMessage {
+	forWhile := "Allow for " + q.For
+	schema := map[string]any{
+		"type": "object",
+		"properties": map[string]any{
+			decisionField: map[string]any{
+				"type":        "string",
+				"title":       "Your answer",
+				"description": "once: this call only; session: every call of this agent's session; duration: every call for " + q.For + "; deny: refuse (not asked again for " + q.For + ")",
+				"enum":        []string{string(api.AnswerOnce), string(api.AnswerSession), string(api.AnswerDuration), string(api.AnswerDeny)},
+				"enumNames":   []string{"Allow once", "Allow for this session", forWhile, "Deny"},
+			},
+		},
+		"required": []string{decisionField},
+	}
+	b, _ := json.Marshal(map[string]any{"mode": "form", "message": q.Message(), "requestedSchema": schema})
+	return b
+}
+
+// Outcome is what became of a question.
+type Outcome string
+
+const (
+	Answered  Outcome = "answered"  // the user chose an answer
+	Dismissed Outcome = "dismissed" // the user cancelled the question without choosing
+	Unusable  Outcome = "unusable"  // the reply could not be read
+)
+
+// ParseAnswer reads an elicitation result ({"action": ..., "content":
+// {"decision": ...}}): decline counts as deny, cancel as dismissed.
+func ParseAnswer(result []byte) (api.Answer, Outcome) {
+	var r struct {
+		Action  string         `json:"action"`
+		Content map[string]any `json:"content"`
+	}
+	if json.Unmarshal(result, &r) != nil {
+		return "", Unusable
+	}
+	switch r.Action {
+	case "decline":
+		return api.AnswerDeny, Answered
+	case "cancel":
+		return "", Dismissed
+	case "accept":
+		s, _ := r.Content[decisionField].(string)
+		if a := api.Answer(s); a.Valid() {
+			return a, Answered
+		}
+	}
+	return "", Unusable
+}
+
+// NewCode returns a session's question code: 6 characters from an
+// alphabet without look-alikes, as "K7Q-2MX".
+func NewCode() string {
+	const alphabet = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	out := make([]byte, 0, 7)
+	for i, c := range b {
+		if i == 3 {
+			out = append(out, '-')
+		}
+		out = append(out, alphabet[int(c)%len(alphabet)])
+	}
+	return string(out)
+}
+
+// Imitates reports whether text (a server's elicitation, whole) could
+// pass for one of mcpcage's questions: it names mcpcage, or carries the
+// session's code, in any case, width or spacing.
+func Imitates(text, code string) bool {
+	folded := fold(text)
+	return strings.Contains(folded, "mcpcage") || (code != "" && strings.Contains(folded, fold(code)))
+}
+
+// fold keeps the letters and digits of s, compatibility-normalised and
+// lower-cased (so "ＭＣＰ cage" and "m.c.p-c.a.g.e" read "mcpcage").
+func fold(s string) string {
+	s = norm.NFKC.String(s)
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// ImitatesJSON is Imitates over every string (member names included) of
+// a JSON document as a client decodes it, so escapes hide nothing. A
+// document that cannot be read counts as an imitation.
+func ImitatesJSON(doc []byte, code string) bool {
+	var v any
+	if json.Unmarshal(doc, &v) != nil {
+		return true
+	}
+	var b strings.Builder
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case string:
+			b.WriteString(x)
+			b.WriteByte(' ')
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for k, e := range x {
+				b.WriteString(k)
+				b.WriteByte(' ')
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return Imitates(b.String(), code)
+}

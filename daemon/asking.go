@@ -1,0 +1,611 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+// Ask mode (default_decision = "ask"): a request no consent covers is put
+// to the user. The initialize era asks with an elicitation/create of the
+// daemon's own (the call is parked meanwhile); the 2026-07-28 era answers
+// the call with an input_required result whose requestState is sealed,
+// and the client's retry carries the answer. An answer becomes a consent
+// record (via "prompt"); a request nobody could be asked about, or that
+// nobody answered in time, is denied and kept pending for mcpcage approve.
+
+// consentInputKey names mcpcage's input request in an input_required
+// result.
+const consentInputKey = "mcpcage-consent"
+
+// Results of a question, for mcpcage_consent_prompts_total.
+const (
+	promptAllowed   = "allowed"
+	promptDenied    = "denied"
+	promptDismissed = "dismissed"
+	promptTimeout   = "timeout"
+	promptNotAsked  = "not_asked"
+	promptAsked     = "asked" // 2026-07-28: the question went out with the result
+)
+
+// Forms of a consent.prompt record.
+const (
+	askElicitation   = "elicitation"    // the daemon's own elicitation/create (initialize era)
+	askInputRequired = "input_required" // an input_required result (2026-07-28 era)
+	askPending       = "pending"        // nobody was asked in the client: kept for mcpcage approve
+	askCLI           = "cli"            // answered with mcpcage approve or deny
+)
+
+// asked is one question: what it is about.
+type asked struct {
+	method string
+	kind   consent.Kind
+	id     []byte // the request's raw id
+	name   string
+	args   map[string]any
+	pin    string
+	target ask.Target
+	digest string // ask.RequestDigest of the request (set by askUser)
+}
+
+// askable reports whether a denied request may be put to the user.
+func (p *sessionPolicy) askable(k consent.Kind, name string) bool {
+	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || p.quarantineReason(name) == "")
+}
+
+// pinOf is the digest of the definition of tool name the session was
+// shown (else the approved pin; "" when neither is known).
+func (p *sessionPolicy) pinOf(k consent.Kind, name string) string {
+	if k != consent.KindTool {
+		return ""
+	}
+	p.mu.Lock()
+	def, listed := p.defs[name]
+	p.mu.Unlock()
+	if listed && def != unreadableDef {
+		return def
+	}
+	if p.d.pins != nil {
+		if pin, ok := p.d.pins.Get(p.s.pinKey, name); ok {
+			return pin.Approved.Digest
+		}
+	}
+	return ""
+}
+
+// askUser decides a request no consent covers in ask mode.
+func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec consent.Decision) relay.Verdict {
+	s, d := p.s, p.d
+	q.id = append([]byte(nil), q.id...) // the relay reuses its buffer; a parked request outlives it
+	now := time.Now()
+	if until := d.book.Refused(q.target, now); !until.IsZero() {
+		dec.Reason = fmt.Sprintf("%s denied it when asked; mcpcage will not ask again before %s", s.user, until.Local().Format("2006-01-02 15:04"))
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil)
+	}
+	params := e.Params.Of(msg)
+	stateless := s.relay.Claims().Era == relay.EraStateless
+	q.digest = ask.RequestDigest(e.Method, string(q.kind), q.name, q.args)
+	args, argsFit := p.questionArguments(q)
+	var why string
+	switch {
+	case q.kind == consent.KindTool && q.pin == "" && p.d.pins != nil && p.srv.Pins() != config.PinOff:
+		why = "the agent was never shown this tool (no tools/list), so mcpcage cannot say which definition the user would allow"
+	case !argsFit:
+		why = fmt.Sprintf("its arguments are too long to show in a question (over %d bytes); `mcpcage pending --json` shows them", ask.MaxArguments)
+	case s.relay.InBatch():
+		why = "the request came inside a JSON-RPC batch, which cannot wait for an answer"
+	case stateless && !requestDeclaresElicitation(params):
+		why = "the client's request did not declare that it can show a question (elicitation)"
+	case !stateless && !s.relay.Claims().FormElicitation:
+		why = "the client did not declare that it can show a question (elicitation)"
+	default:
+		why = s.limiter.Take(d.conf().Daemon.AskPerMinute, now)
+	}
+	if why != "" {
+		return p.keepPending(e.Method, q, why)
+	}
+	question := p.question(q, args)
+	if stateless {
+		s.limiter.Done() // nothing waits: the client retries with the answer
+		st := d.sealer.Seal(ask.State{Session: s.id, User: s.user, Agent: s.agent, Server: s.server, Method: e.Method,
+			Digest: q.digest, Pin: q.pin, Key: consentInputKey,
+			Expires: now.Add(time.Duration(d.conf().Daemon.AskTimeout)).UnixMilli()})
+		d.metrics.ConsentPrompts.WithLabelValues(promptAsked).Inc()
+		d.audit.AppendAsync(s.consentPromptRecord(q, askInputRequired, promptAsked, "", "", ""))
+		s.log.Info("asked the user in the client (input_required)", "method", e.Method, "name", q.name)
+		return relay.Verdict{Deny: true, Reason: "asking the user", Reply: inputRequiredResult(q.id, question.Elicitation(), st)}
+	}
+	return p.parkForAnswer(e.Method, q, question)
+}
+
+// questionArguments renders a request's arguments for the user: whole,
+// with only secret values removed (see audit.ValuesRedacted: the user
+// must see every value a question allows, whatever its name). fits is false when they are longer than a question may show.
+func (p *sessionPolicy) questionArguments(q asked) (args string, fits bool) {
+	if q.args == nil {
+		return "", true
+	}
+	b, err := json.Marshal(audit.ValuesRedacted(q.args, p.d.secretValues()))
+	if err != nil {
+		return "", false
+	}
+	return string(b), len(b) <= ask.MaxArguments
+}
+
+// question builds what the user is shown.
+func (p *sessionPolicy) question(q asked, args string) ask.Question {
+	s := p.s
+	return ask.Question{Agent: s.agent, User: s.user, Server: s.server, Method: q.method, Kind: string(q.kind), Name: q.name,
+		Annotations: p.annotations(q), Arguments: args, Code: s.code, For: time.Duration(p.d.conf().Daemon.AskDuration).String()}
+}
+
+// annotations are the tool's behaviour hints as the server declared
+// them, in mcpcage's own words ("" when none): no text of the server's
+// reaches a question that carries the session's code.
+func (p *sessionPolicy) annotations(q asked) string {
+	if q.kind != consent.KindTool || p.d.pins == nil {
+		return ""
+	}
+	pin, ok := p.d.pins.Get(p.s.pinKey, q.name)
+	if !ok {
+		return ""
+	}
+	def := pin.Approved
+	if pin.Pending != nil && pin.Pending.Digest == q.pin {
+		def = *pin.Pending
+	}
+	var d struct {
+		Annotations map[string]any `json:"annotations"`
+	}
+	if json.Unmarshal([]byte(def.JSON), &d) != nil {
+		return ""
+	}
+	var out []string
+	for _, h := range []struct{ key, yes, no string }{
+		{"readOnlyHint", "read-only", "not read-only"}, {"destructiveHint", "destructive", "not destructive"},
+		{"idempotentHint", "idempotent", "not idempotent"}, {"openWorldHint", "reaches outside systems", "stays within its own system"},
+	} {
+		if v, ok := d.Annotations[h.key].(bool); ok {
+			out = append(out, map[bool]string{true: h.yes, false: h.no}[v])
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && (s[n]&0xC0) == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// requestDeclaresElicitation reads a 2026-07-28 request's declared client
+// capabilities (params._meta): can the client show a form question?
+func requestDeclaresElicitation(params []byte) bool {
+	var p struct {
+		Meta struct {
+			Caps struct {
+				Elicitation json.RawMessage `json:"elicitation"`
+			} `json:"io.modelcontextprotocol/clientCapabilities"`
+		} `json:"_meta"`
+	}
+	return json.Unmarshal(params, &p) == nil && relay.FormElicitation(p.Meta.Caps.Elicitation)
+}
+
+// inputRequiredResult answers a request with mcpcage's question.
+func inputRequiredResult(id []byte, elicitation json.RawMessage, state string) []byte {
+	body, _ := json.Marshal(map[string]any{
+		"resultType":    "input_required",
+		"inputRequests": map[string]any{consentInputKey: map[string]any{"method": "elicitation/create", "params": elicitation}},
+		"requestState":  state,
+	})
+	out := append([]byte(`{"jsonrpc":"2.0","id":`), id...)
+	out = append(out, `,"result":`...)
+	out = append(out, body...)
+	return append(out, "}\n"...)
+}
+
+// parkedReply carries the complete response a parked request gets
+// instead of being forwarded.
+type parkedReply struct{ line []byte }
+
+func (r parkedReply) Error() string { return "answered by mcpcage" }
+
+// parkForAnswer sends the daemon's own question to the client and parks
+// the request until the answer (or the timeout) decides it.
+func (p *sessionPolicy) parkForAnswer(method string, q asked, question ask.Question) relay.Verdict {
+	s, d := p.s, p.d
+	id, answer, err := s.relay.Ask("elicitation/create", question.Elicitation())
+	if err != nil {
+		s.limiter.Done()
+		return p.keepPending(method, q, "the question could not be sent: "+err.Error())
+	}
+	res := make(chan error, 1)
+	cancelled := make(chan struct{})
+	key := wire.IDKey(q.id)
+	p.mu.Lock()
+	p.questions[key] = cancelled
+	p.mu.Unlock()
+	timeout := time.Duration(d.conf().Daemon.AskTimeout)
+	s.log.Info("asked the user in the client (elicitation)", "method", method, "name", q.name, "question", id)
+	go func() {
+		defer s.limiter.Done()
+		defer func() {
+			p.mu.Lock()
+			delete(p.questions, key)
+			p.mu.Unlock()
+		}()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case resp, ok := <-answer:
+			if !ok {
+				res <- relay.ErrParkEnded
+				return
+			}
+			res <- p.answered(method, q, resp, id)
+		case <-t.C:
+			s.relay.Forget(id, "nobody answered in "+timeout.String())
+			v := p.keepPending(method, q, fmt.Sprintf("nobody answered the question in the client within %s", timeout))
+			d.metrics.ConsentPrompts.WithLabelValues(promptTimeout).Inc()
+			res <- parkedReply{v.Reply}
+		case <-cancelled:
+			s.relay.Forget(id, "the client cancelled the request")
+			d.audit.AppendAsync(s.consentPromptRecord(q, askElicitation, promptDismissed, "", "", "the client cancelled the request"))
+			res <- relay.ErrParkEnded
+		case <-s.relay.Done():
+			res <- relay.ErrParkEnded
+		}
+	}()
+	return relay.Verdict{Deny: false, Park: res, HoldFailed: func(err error) []byte {
+		var pr parkedReply
+		if errors.As(err, &pr) {
+			return pr.line
+		}
+		return p.denyReply(q.id, q.kind, fmt.Sprintf("mcpcage did not forward %s %q: %v.", method, q.name, err), err.Error()).Reply
+	}}
+}
+
+// answered turns the client's response to the daemon's question into the
+// request's fate: nil forwards it (its record durable), a parkedReply
+// answers it.
+func (p *sessionPolicy) answered(method string, q asked, resp []byte, questionID string) error {
+	var m wire.Message
+	var result []byte
+	if wire.Peek(resp, &m) == nil && !m.Batch {
+		if e := &m.Envelopes[0]; !e.Error.Empty() {
+			// The client could not ask (no handler, an error): keep it.
+			v := p.keepPending(method, q, "the client answered the question with an error: "+cut(string(e.Error.Of(resp)), 200))
+			return parkedReply{v.Reply}
+		}
+		result = m.Envelopes[0].Result.Of(resp)
+	}
+	a, outcome := ask.ParseAnswer(result)
+	return parkedFate(p.applyAnswer(method, q, a, outcome, askElicitation, questionID, nil))
+}
+
+// applyAnswer records the user's answer to a question about q and
+// decides q again; the verdict forwards q (replace, when set, instead of
+// the message) once its record is durable, or answers it.
+func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcome ask.Outcome, form, questionID string, replace []byte) relay.Verdict {
+	s, d := p.s, p.d
+	deny := func(result, answer, why string) relay.Verdict {
+		d.metrics.ConsentPrompts.WithLabelValues(result).Inc()
+		d.audit.AppendAsync(s.consentPromptRecord(q, form, result, answer, "", why))
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: why}, nil)
+	}
+	switch outcome {
+	case ask.Dismissed:
+		return deny(promptDismissed, "", "the user dismissed the question")
+	case ask.Unusable:
+		return deny(promptDismissed, "", "the client's answer could not be read")
+	}
+	rec, err := d.consentFromAnswer(answerGrant{target: q.target, answer: a, session: s.id, onceSession: s.id,
+		onceTTL: time.Duration(d.conf().Daemon.AskTimeout), pin: q.pin, digest: q.digest, by: s.user, via: "prompt"})
+	if err != nil {
+		return deny(promptDenied, string(a), err.Error())
+	}
+	d.book.Forget(q.target, q.digest)
+	if rec == nil {
+		return deny(promptDenied, string(a), fmt.Sprintf("%s denied it when asked", s.user))
+	}
+	if rec.Session != "" {
+		d.trackSessionConsent(rec.Session, rec.ID)
+	}
+	d.metrics.ConsentPrompts.WithLabelValues(promptAllowed).Inc()
+	d.audit.AppendAsync(s.consentPromptRecord(q, form, promptAllowed, string(a), rec.ID, ""))
+	s.log.Info("the user answered a consent question", "name", q.name, "answer", string(a), "consent", rec.ID, "question", questionID)
+	// Decide again: the new record must cover it, and nothing may have
+	// changed meanwhile (a revocation, a quarantine, the ceiling).
+	return p.settle(method, q.kind, q.id, q.name, q.args, p.decide(method, q.kind, q.name, q.args, q.pin), replace)
+}
+
+// parkedFate turns a verdict on a parked request into what the relay
+// does with it: nil forwards it (its record durable), a parkedReply
+// answers it.
+func parkedFate(v relay.Verdict) error {
+	if v.Deny {
+		return parkedReply{v.Reply}
+	}
+	if err := <-v.Hold; err != nil {
+		return parkedReply{v.HoldFailed(err)}
+	}
+	return nil
+}
+
+// keepPending denies a request nobody could be asked about in the client
+// and keeps it for mcpcage approve; the reply says how.
+func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Verdict {
+	s, d := p.s, p.d
+	args, _ := p.questionArguments(q)
+	if len(args) > maxPendingArguments {
+		args = fmt.Sprintf("%s… [%d more bytes not shown]", cut(args, maxPendingArguments), len(args)-maxPendingArguments)
+	}
+	if q.digest == "" {
+		q.digest = ask.RequestDigest(method, string(q.kind), q.name, q.args)
+	}
+	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why}, Target: q.target,
+		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
+	d.metrics.ConsentPrompts.WithLabelValues(promptNotAsked).Inc()
+	reason := fmt.Sprintf("no consent covers it and the user could not be asked (%s)", why)
+	if !ok {
+		d.audit.AppendAsync(s.consentPromptRecord(q, askPending, promptNotAsked, "", "", why+"; too many requests are pending to keep this one"))
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason + "; too many requests are pending to keep this one"}, nil)
+	}
+	d.audit.AppendAsync(s.consentPromptRecord(q, askPending, promptNotAsked, "", "", why, "pending", pend.ID))
+	reason += fmt.Sprintf("; it is kept as pending request %s: the user can allow it with `mcpcage approve %s` (this call once; or --session, or --for 8h) or refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
+	return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason}, nil)
+}
+
+// maxPendingArguments bounds the arguments a pending request keeps to
+// show (the approval binds to the digest of them all).
+const maxPendingArguments = 16 << 10
+
+// answerGrant is an answer to turn into a consent.
+type answerGrant struct {
+	target  ask.Target
+	answer  api.Answer
+	forDur  time.Duration // overrides ask_duration ("duration", "deny")
+	session string        // the session that asked: what "session" covers
+	// onceSession, when set, limits "once" to that session too (an
+	// answer in the client); an approval out of band may be used by the
+	// agent's next session.
+	onceSession string
+	onceTTL     time.Duration // how long a "once" waits to be used
+	pin, digest string        // the tool definition shown, the request allowed ("once")
+	by, via     string
+}
+
+// consentFromAnswer stores the consent an answer gives (nil for deny,
+// which is remembered instead): "once" allows the one request the user
+// saw (its digest), within onceTTL; "session" every call of the session;
+// "duration" every call for a while.
+func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
+	now := time.Now()
+	t := g.target
+	dur := time.Duration(d.conf().Daemon.AskDuration)
+	if g.forDur > 0 {
+		dur = g.forDur
+	}
+	if g.answer == api.AnswerDeny {
+		d.book.Refuse(t, now.Add(dur), now)
+		return nil, nil
+	}
+	r := &consent.Record{User: t.User, Agent: t.Agent, Server: t.Server, CreatedBy: g.by, Via: g.via, Pin: g.pin}
+	pattern := []string{escapeGlob(t.Name)} // exactly this name
+	switch consent.Kind(t.Kind) {
+	case consent.KindResource:
+		r.Resources = pattern
+	case consent.KindPrompt:
+		r.Prompts = pattern
+	default:
+		r.Tools = pattern
+	}
+	switch g.answer {
+	case api.AnswerOnce:
+		one := int64(1)
+		exp := now.Add(g.onceTTL)
+		r.MaxCalls, r.Request, r.Session, r.ExpiresAt = &one, g.digest, g.onceSession, &exp
+	case api.AnswerSession:
+		r.Session = g.session
+	case api.AnswerDuration:
+		exp := now.Add(dur)
+		r.ExpiresAt = &exp
+	default:
+		return nil, fmt.Errorf("unknown answer %q", g.answer)
+	}
+	if err := d.storeConsent(r, g.by); err != nil {
+		return nil, err
+	}
+	d.consentChanged(r.User, r.Agent, r.Server)
+	return r, nil
+}
+
+// escapeGlob makes a pattern that matches exactly name.
+func escapeGlob(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// retried handles a 2026-07-28 request that carries mcpcage's own
+// requestState: the client's retry with the user's answer. ok is false
+// when the request carries none (nothing to do here).
+func (p *sessionPolicy) retried(e *wire.Envelope, msg []byte, q asked) (v relay.Verdict, ok bool) {
+	params := e.Params.Of(msg)
+	if !bytes.Contains(params, []byte(ask.StatePrefix)) {
+		return relay.Verdict{}, false
+	}
+	members, err := wire.Object(params, []string{"requestState", "inputResponses"})
+	if err != nil {
+		return relay.Verdict{}, false // request.Read refused it already
+	}
+	sp, has := members["requestState"]
+	if !has {
+		return relay.Verdict{}, false
+	}
+	sealed, err := wire.String(sp.Of(params))
+	if err != nil || !strings.HasPrefix(sealed, ask.StatePrefix) {
+		return relay.Verdict{}, false // the server's own state
+	}
+	s, d := p.s, p.d
+	now := time.Now()
+	refuse := func(why string) (relay.Verdict, bool) {
+		d.audit.AppendAsync(s.consentPromptRecord(q, askInputRequired, promptDenied, "", "", why))
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "the consent answer was refused: " + why}, nil), true
+	}
+	st, err := d.sealer.Open(sealed, now)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	q.digest = ask.RequestDigest(e.Method, string(q.kind), q.name, q.args)
+	if why := st.Mismatch(ask.State{Session: s.id, User: s.user, Agent: s.agent, Server: s.server, Method: e.Method,
+		Digest: q.digest, Pin: q.pin}); why != "" {
+		return refuse(why + " (a question answers only the request it was asked about, in its session)")
+	}
+	if !d.sealer.Use(st, now) {
+		return refuse(ask.ErrReused.Error())
+	}
+	var answer []byte
+	if rs, has := members["inputResponses"]; has {
+		all := rs.Of(params)
+		if resp, err := wire.Object(all, []string{consentInputKey}); err == nil {
+			if a, has := resp[consentInputKey]; has {
+				answer = a.Of(all)
+			}
+		}
+	}
+	stripped, err := withoutOurAnswer(params)
+	if err != nil {
+		return refuse(err.Error())
+	}
+	whole := e.Whole.Of(msg)
+	replace := wire.Splice(whole, wire.Span{Start: e.Params.Start - e.Whole.Start, End: e.Params.End - e.Whole.Start}, stripped)
+	a, outcome := ask.ParseAnswer(answer)
+	return p.applyAnswer(e.Method, q, a, outcome, askInputRequired, "", replace), true
+}
+
+// withoutOurAnswer returns a retried request's params without mcpcage's
+// requestState and its input response: the server never minted them.
+// Input responses to the server's own input requests stay.
+func withoutOurAnswer(params []byte) ([]byte, error) {
+	return rewriteMembers(params, func(name string, value []byte) ([]byte, error) {
+		switch name {
+		case "requestState":
+			return nil, nil
+		case "inputResponses":
+			rest, err := rewriteMembers(value, func(key string, v []byte) ([]byte, error) {
+				if key == consentInputKey {
+					return nil, nil
+				}
+				return v, nil
+			})
+			if err != nil || string(rest) == "{}" {
+				return nil, err
+			}
+			return rest, nil
+		}
+		return value, nil
+	})
+}
+
+// rewriteMembers rebuilds the object obj in its order, each member's
+// value replaced by what keep returns (nil drops the member); values kept
+// are copied byte for byte. An object parsers could read differently is
+// refused.
+func rewriteMembers(obj []byte, keep func(name string, value []byte) ([]byte, error)) ([]byte, error) {
+	members, err := wire.Object(obj, nil)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(members))
+	for n := range members {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return members[names[i]].Start < members[names[j]].Start })
+	out := []byte{'{'}
+	for _, name := range names {
+		v, err := keep(name, members[name].Of(obj))
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		k, _ := json.Marshal(name)
+		out = append(append(append(out, k...), ':'), v...)
+	}
+	return append(out, '}'), nil
+}
+
+// consentPromptRecord: a question about q, its form and outcome, the
+// answer and the consent it made; extra is pairs of further fields.
+func (s *session) consentPromptRecord(q asked, form, outcome, answer, consentID, why string, extra ...string) audit.Record {
+	rec := audit.Record{"form": form, "outcome": outcome, "method": q.method, "kind": string(q.kind), "name": q.name,
+		"request_id": append(json.RawMessage(nil), q.id...), "args_digest": audit.Digest(q.args)}
+	if q.pin != "" {
+		rec["pin"] = q.pin
+	}
+	if answer != "" {
+		rec["answer"] = answer
+	}
+	if consentID != "" {
+		rec["consent"] = consentID
+	}
+	if why != "" {
+		rec["reason"] = why
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		rec[extra[i]] = extra[i+1]
+	}
+	return s.record(api.RecordConsentPrompt, rec)
+}
+
+// endSessionConsents revokes the consents given for this session only,
+// so they do not stay listed as active.
+func (d *Daemon) endSessionConsents(s *session) {
+	if s.policy == nil {
+		return
+	}
+	s.policy.mu.Lock()
+	ids := s.policy.sessionConsents
+	s.policy.sessionConsents, s.policy.consentsEnded = nil, true
+	s.policy.mu.Unlock()
+	for _, id := range ids {
+		r, err := d.consents.Store().Revoke(id, "mcpcaged", "its session ended")
+		if err != nil {
+			continue // already revoked by the user
+		}
+		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", "its session ended"))
+	}
+	if len(ids) > 0 {
+		d.consents.Invalidate()
+		d.updateConsentGauge()
+	}
+}
+
+// askMode reports whether the server's requests are put to the user.
+func askMode(c *config.Config, srv *config.Server) bool { return c.Decision(srv) == config.DecisionAsk }
