@@ -77,15 +77,17 @@ func approveCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), req, &rec); err != nil {
 				return err
 			}
-			scope := "the next call"
+			var scope string
 			switch {
+			case rec.Request != "":
+				scope = "that one request, with the same arguments, once, until " + rec.ExpiresAt.Local().Format(time.DateTime)
 			case rec.Session != "":
 				scope = "every call of session " + rec.Session
 			case rec.ExpiresAt != nil:
 				scope = "every call until " + rec.ExpiresAt.Local().Format(time.DateTime)
 			}
 			_, err := fmt.Fprintf(stdout, "consent %s: agent %s may use %s of server %s for %s: %s. The agent's next attempt passes.\n",
-				rec.ID, printable(rec.Agent), printable(first(rec.Tools, rec.Resources, rec.Prompts)), printable(rec.Server), rec.User, scope)
+				rec.ID, cell(rec.Agent), cell(unglob(first(rec.Tools, rec.Resources, rec.Prompts))), cell(rec.Server), rec.User, scope)
 			return err
 		},
 	}
@@ -121,6 +123,18 @@ func denyCommand(socket *string, stdout io.Writer) *cobra.Command {
 // cell is printable for a table cell: tabs escaped too (they would
 // shift the columns).
 func cell(s string) string { return strings.ReplaceAll(printable(s), "\t", `\u{0009}`) }
+
+// unglob undoes the escaping of a pattern that names one object.
+func unglob(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '\\' && i+1 < len(p) {
+			i++
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
 
 // first returns the first pattern of the first non-empty list.
 func first(lists ...[]string) string {

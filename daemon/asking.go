@@ -14,6 +14,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
@@ -60,6 +61,11 @@ type asked struct {
 	digest string // ask.RequestDigest of the request (set by askUser)
 }
 
+// anyScript reports whether the session's agent is a bare interpreter
+// or shell, which any script of the user's could be: an answer for it
+// covers no more than the session.
+func (p *sessionPolicy) anyScript() bool { return identity.AnyScript(p.s.agent, p.d.agentRules()) }
+
 // askable reports whether a denied request may be put to the user.
 func (p *sessionPolicy) askable(k consent.Kind, name string) bool {
 	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || p.quarantineReason(name) == "")
@@ -97,7 +103,14 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	params := e.Params.Of(msg)
 	stateless := s.relay.Claims().Era == relay.EraStateless
 	q.digest = ask.RequestDigest(e.Method, string(q.kind), q.name, q.args)
-	args, argsFit := p.questionArguments(q)
+	args, unshowable := p.questionArguments(q, params)
+	if unshowable != "" {
+		// Nobody can approve what nobody can be shown: refused, as
+		// without ask mode.
+		dec.Reason += "; the user is not asked because " + unshowable
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil)
+	}
+	argsFit := len(args) <= ask.MaxArguments
 	var why string
 	switch {
 	case q.kind == consent.KindTool && q.pin == "" && p.d.pins != nil && p.srv.Pins() != config.PinOff:
@@ -130,24 +143,45 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	return p.parkForAnswer(e.Method, q, question)
 }
 
-// questionArguments renders a request's arguments for the user: whole,
-// with only secret values removed (see audit.ValuesRedacted: the user
-// must see every value a question allows, whatever its name). fits is false when they are longer than a question may show.
-func (p *sessionPolicy) questionArguments(q asked) (args string, fits bool) {
+// questionArguments renders a request's name and arguments for the user,
+// exactly: unshowable says why they cannot be (a value that is a secret
+// or holds one, a number servers could read otherwise than it would be
+// shown, a name or arguments too long), and then nobody may approve the
+// request. params, when set, are the request's (for the numbers' text).
+func (p *sessionPolicy) questionArguments(q asked, params []byte) (args, unshowable string) {
+	if len(q.name) > ask.MaxName {
+		return "", fmt.Sprintf("its name is longer than %d bytes", ask.MaxName)
+	}
 	if q.args == nil {
-		return "", true
+		return "", ""
 	}
-	b, err := json.Marshal(audit.ValuesRedacted(q.args, p.d.secretValues()))
-	if err != nil {
-		return "", false
+	shown, redacted := audit.ValuesRedacted(q.args, p.d.secretValues())
+	if redacted {
+		return "", "its arguments carry a secret or a credential-shaped value, which a question must not show"
 	}
-	return string(b), len(b) <= ask.MaxArguments
+	if members, err := wire.Object(params, []string{"arguments"}); err == nil && params != nil {
+		if sp, ok := members["arguments"]; ok && !ask.ExactNumbers(sp.Of(params)) {
+			return "", "its arguments carry a number that servers could read otherwise than mcpcage would show it"
+		}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "&&" and ">" shown as they are
+	if err := enc.Encode(shown); err != nil {
+		return "", "its arguments cannot be shown"
+	}
+	args = strings.TrimSuffix(b.String(), "\n")
+	if len(args) > maxPendingArguments {
+		return "", fmt.Sprintf("its arguments are longer than %d bytes", maxPendingArguments)
+	}
+	return args, ""
 }
 
 // question builds what the user is shown.
 func (p *sessionPolicy) question(q asked, args string) ask.Question {
 	s := p.s
 	return ask.Question{Agent: s.agent, User: s.user, Server: s.server, Method: q.method, Kind: string(q.kind), Name: q.name,
+		NoDuration:  p.anyScript(),
 		Annotations: p.annotations(q), Arguments: args, Code: s.code, For: time.Duration(p.d.conf().Daemon.AskDuration).String()}
 }
 
@@ -182,16 +216,6 @@ func (p *sessionPolicy) annotations(q asked) string {
 		}
 	}
 	return strings.Join(out, ", ")
-}
-
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && (s[n]&0xC0) == 0x80 {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // requestDeclaresElicitation reads a 2026-07-28 request's declared client
@@ -247,7 +271,9 @@ func (p *sessionPolicy) parkForAnswer(method string, q asked, question ask.Quest
 		defer s.limiter.Done()
 		defer func() {
 			p.mu.Lock()
-			delete(p.questions, key)
+			if p.questions[key] == cancelled { // not a later request that reused the id
+				delete(p.questions, key)
+			}
 			p.mu.Unlock()
 		}()
 		t := time.NewTimer(timeout)
@@ -290,7 +316,7 @@ func (p *sessionPolicy) answered(method string, q asked, resp []byte, questionID
 	if wire.Peek(resp, &m) == nil && !m.Batch {
 		if e := &m.Envelopes[0]; !e.Error.Empty() {
 			// The client could not ask (no handler, an error): keep it.
-			v := p.keepPending(method, q, "the client answered the question with an error: "+cut(string(e.Error.Of(resp)), 200))
+			v := p.keepPending(method, q, "the client answered the question with an error")
 			return parkedReply{v.Reply}
 		}
 		result = m.Envelopes[0].Result.Of(resp)
@@ -352,9 +378,9 @@ func parkedFate(v relay.Verdict) error {
 // and keeps it for mcpcage approve; the reply says how.
 func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Verdict {
 	s, d := p.s, p.d
-	args, _ := p.questionArguments(q)
-	if len(args) > maxPendingArguments {
-		args = fmt.Sprintf("%s… [%d more bytes not shown]", cut(args, maxPendingArguments), len(args)-maxPendingArguments)
+	args, unshowable := p.questionArguments(q, nil)
+	if unshowable != "" {
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "no consent covers it, and the user is not asked because " + unshowable}, nil)
 	}
 	if q.digest == "" {
 		q.digest = ask.RequestDigest(method, string(q.kind), q.name, q.args)
@@ -424,6 +450,9 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	case api.AnswerSession:
 		r.Session = g.session
 	case api.AnswerDuration:
+		if identity.AnyScript(t.Agent, d.agentRules()) {
+			return nil, fmt.Errorf("agent %s is a bare interpreter or shell, which any script of %s's could be: allow it once or for its session, or grant to its script (mcpcage grant --agent script:...)", t.Agent, t.User)
+		}
 		exp := now.Add(dur)
 		r.ExpiresAt = &exp
 	default:

@@ -166,7 +166,9 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 			return v
 		}
 		dec := p.decide(e.Method, k, name, t.Args, q.pin)
-		if !dec.Allow && p.askable(k, name) {
+		// A completion only helps fill in a prompt or resource: never worth
+		// a question of its own.
+		if !dec.Allow && p.askable(k, name) && request.Method(e.Method) != request.CompletionComplete {
 			return p.askUser(e, msg, q, dec)
 		}
 		return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, dec, nil)

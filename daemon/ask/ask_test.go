@@ -208,3 +208,36 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("more than MaxOpen questions open: %q", why)
 	}
 }
+
+func TestExactNumbers(t *testing.T) {
+	tests := []struct {
+		doc  string
+		want bool
+	}{
+		{`{"a":1,"b":0.1,"c":-2.5e-3,"d":[1e21,1.0]}`, true},
+		{`{"id":9007199254740993}`, false},      // not a double
+		{`{"id":18446744073709551000}`, false},  // two of these would share a digest
+		{`{"x":0.10000000000000000555}`, false}, // reads as 0.1 to a double
+		{`{"x":"9007199254740993"}`, true},      // a string is exact
+		{`{"deep":[{"n":123456789012345678}]}`, false},
+		{`not json`, false},
+	}
+	for _, tc := range tests {
+		if got := ExactNumbers([]byte(tc.doc)); got != tc.want {
+			t.Errorf("ExactNumbers(%s) = %v, want %v", tc.doc, got, tc.want)
+		}
+	}
+	var p struct {
+		RequestedSchema struct {
+			Properties map[string]struct {
+				Enum []string `json:"enum"`
+			} `json:"properties"`
+		} `json:"requestedSchema"`
+	}
+	if err := json.Unmarshal(Question{NoDuration: true}.Elicitation(), &p); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(p.RequestedSchema.Properties["decision"].Enum, ","); got != "once,session,deny" {
+		t.Fatalf("a bare interpreter's question offers %s", got)
+	}
+}

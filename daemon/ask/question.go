@@ -1,9 +1,13 @@
 package ask
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"math/big"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -23,10 +27,17 @@ type Question struct {
 	Arguments           string // redacted, at most MaxArguments bytes
 	Code                string // the session's question code
 	For                 string // what "for a while" means, e.g. "8h0m0s"
+	// NoDuration leaves "for a while" out: the agent is a bare
+	// interpreter, which any script of the user's could be.
+	NoDuration bool
 }
 
 // MaxArguments bounds the arguments shown in a question.
 const MaxArguments = 1024
+
+// MaxName bounds the name (of a tool, prompt, resource) a question
+// shows.
+const MaxName = 200
 
 // Title starts every question mcpcage asks; with the session's code it
 // is the mark a server's own elicitation may not imitate.
@@ -58,16 +69,23 @@ func (q Question) Message() string {
 // Elicitation returns the params of an elicitation/create (form mode)
 // that asks q: a single choice among the answers.
 func (q Question) Elicitation() json.RawMessage {
-	forWhile := "Allow for " + q.For
+	enum := []string{string(api.AnswerOnce), string(api.AnswerSession), string(api.AnswerDuration), string(api.AnswerDeny)}
+	names := []string{"Allow once", "Allow for this session", "Allow for " + q.For, "Deny"}
+	desc := "once: this call only; session: every call of this agent's session; duration: every call for " + q.For + "; deny: refuse (not asked again for " + q.For + ")"
+	if q.NoDuration {
+		enum = slices.Delete(enum, 2, 3)
+		names = slices.Delete(names, 2, 3)
+		desc = "once: this call only; session: every call of this agent's session; deny: refuse (not asked again for " + q.For + ")"
+	}
 	schema := map[string]any{
 		"type": "object",
 		"properties": map[string]any{
 			decisionField: map[string]any{
 				"type":        "string",
 				"title":       "Your answer",
-				"description": "once: this call only; session: every call of this agent's session; duration: every call for " + q.For + "; deny: refuse (not asked again for " + q.For + ")",
-				"enum":        []string{string(api.AnswerOnce), string(api.AnswerSession), string(api.AnswerDuration), string(api.AnswerDeny)},
-				"enumNames":   []string{"Allow once", "Allow for this session", forWhile, "Deny"},
+				"description": desc,
+				"enum":        enum,
+				"enumNames":   names,
 			},
 		},
 		"required": []string{decisionField},
@@ -175,4 +193,46 @@ func ImitatesJSON(doc []byte, code string) bool {
 	}
 	walk(v)
 	return Imitates(b.String(), code)
+}
+
+// ExactNumbers reports whether every number in the JSON document doc is
+// written the way it will be shown and digested: as the shortest text of
+// the double it parses to (0.1, 1e+21, 1.0 all are; 9007199254740993 and
+// 0.10000000000000000555 are not: servers that read numbers exactly would
+// run another value than the user saw). A document that cannot be read
+// counts as inexact.
+func ExactNumbers(doc []byte) bool {
+	d := json.NewDecoder(bytes.NewReader(doc))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return false
+	}
+	var exact func(any) bool
+	exact = func(v any) bool {
+		switch x := v.(type) {
+		case json.Number:
+			f, err := strconv.ParseFloat(string(x), 64)
+			if err != nil {
+				return false
+			}
+			lit, ok1 := new(big.Rat).SetString(string(x))
+			short, ok2 := new(big.Rat).SetString(strconv.FormatFloat(f, 'g', -1, 64))
+			return ok1 && ok2 && lit.Cmp(short) == 0
+		case []any:
+			for _, e := range x {
+				if !exact(e) {
+					return false
+				}
+			}
+		case map[string]any:
+			for _, e := range x {
+				if !exact(e) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return exact(v)
 }

@@ -166,7 +166,8 @@ func itoa(n int) string {
 // look like a credential or a card number. Unlike the audit's
 // "redacted" mode no value is hidden for its name, and none is cut: a
 // person approving a request must see every value it carries.
-func ValuesRedacted(args map[string]any, secrets []string) any {
+// changed reports whether anything was replaced.
+func ValuesRedacted(args map[string]any, secrets []string) (_ any, changed bool) {
 	var walk func(v any) any
 	walk = func(v any) any {
 		switch x := v.(type) {
@@ -184,11 +185,15 @@ func ValuesRedacted(args map[string]any, secrets []string) any {
 			return out
 		case string:
 			if looksSecret(x, secrets) {
+				changed = true
 				return "[redacted: a secret]"
 			}
-			return scrubInline(x) // "password=..." inside a longer text
+			if y := scrubInline(x); y != x { // "password=..." inside a longer text
+				changed = true
+				return y
+			}
 		}
 		return v
 	}
-	return walk(args)
+	return walk(args), changed
 }

@@ -3,7 +3,14 @@ package audit
 import "testing"
 
 func TestValuesRedactedKeepsNamesVisible(t *testing.T) {
-	got := ValuesRedacted(map[string]any{"auth_target": "/etc/passwd", "token": "sk-live-abcdefghijklmnop1234", "cmd": []any{"rm", "hunter2-injected"}}, []string{"hunter2-injected"}).(map[string]any)
+	v, changed := ValuesRedacted(map[string]any{"auth_target": "/etc/passwd", "token": "sk-live-abcdefghijklmnop1234", "cmd": []any{"rm", "hunter2-injected"}}, []string{"hunter2-injected"})
+	got := v.(map[string]any)
+	if !changed {
+		t.Error("redacting reported no change")
+	}
+	if _, changed := ValuesRedacted(map[string]any{"auth": "plain"}, nil); changed {
+		t.Error("nothing to redact, yet a change reported")
+	}
 	if got["auth_target"] != "/etc/passwd" {
 		t.Errorf("a value was hidden for its name: %v", got)
 	}

@@ -70,7 +70,7 @@ func (e *Engine) entries(t triple) ([]*entry, error) {
 	if ok {
 		return cached, nil
 	}
-	recs, err := e.store.List(context.Background(), Filter{User: t.user, Agent: t.agent, Server: t.server, IncludeInactive: true})
+	recs, err := e.store.List(context.Background(), Filter{User: t.user, Agent: t.agent, Server: t.server, IncludeInactive: true, SkipSpent: true})
 	if err != nil {
 		return nil, err
 	}

@@ -342,6 +342,10 @@ func (s *Store) Get(id string) (*Record, error) {
 type Filter struct {
 	User, Agent, Server string
 	IncludeInactive     bool // revoked, expired, used up
+	// SkipSpent leaves out, even with IncludeInactive, the inactive
+	// records made for one request or one session: answers to consent
+	// questions pile up, and once spent they explain nothing.
+	SkipSpent bool
 }
 
 // List returns matching records, newest first.
@@ -356,6 +360,11 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 			where = append(where, c.col+" = ?")
 			args = append(args, c.val)
 		}
+	}
+	if f.SkipSpent {
+		where = append(where, `NOT ((request != '' OR session != '') AND (revoked_at IS NOT NULL
+			OR (expires_at IS NOT NULL AND expires_at <= ?) OR (max_calls IS NOT NULL AND calls_used >= max_calls)))`)
+		args = append(args, time.Now().UnixMilli())
 	}
 	q := `SELECT ` + columns + ` FROM consents`
 	if len(where) > 0 {

@@ -4,7 +4,9 @@ package relay
 // key) from the server until ch yields; see Verdict.Park.
 func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func(error) []byte) {
 	r.parkMu.Lock()
-	r.parked[key] = struct{}{}
+	r.parkSeq++
+	token := r.parkSeq // a later request that reuses the id is another park
+	r.parked[key] = token
 	r.parkMu.Unlock()
 	go func() {
 		var err error
@@ -14,9 +16,9 @@ func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func
 			err = ErrParkEnded
 		}
 		r.parkMu.Lock()
-		if _, still := r.parked[key]; !still {
+		if r.parked[key] != token {
 			r.parkMu.Unlock()
-			return // cancelled by the client
+			return // cancelled by the client (and perhaps its id reused)
 		}
 		delete(r.parked, key)
 		if err == nil && r.parkClosed {

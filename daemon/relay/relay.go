@@ -164,7 +164,8 @@ type Relay struct {
 	// parkMu guards parked, parkClosed and sends on toServer by parked
 	// requests (toServer is closed under it).
 	parkMu     sync.Mutex
-	parked     map[string]struct{} // pending-table keys of parked requests
+	parked     map[string]uint64 // pending-table keys of parked requests -> their park's token
+	parkSeq    uint64
 	parkClosed bool
 
 	own own // the daemon's own requests to the client
@@ -203,7 +204,7 @@ func New(opts Options, s Streams) *Relay {
 		srvCalls: newTable(),
 		endCh:    make(chan struct{}),
 		toServer: make(chan queued, maxQueued),
-		parked:   map[string]struct{}{},
+		parked:   map[string]uint64{},
 		own:      own{waiting: map[string]chan []byte{}},
 	}
 }

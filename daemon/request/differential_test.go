@@ -187,6 +187,9 @@ func theirsJS(msg []byte) (reading, error) {
 		r.Target, _ = params["uri"].(string)
 	case PromptsGet:
 		r.Target, _ = params["name"].(string)
+		if a, ok := params["arguments"].(map[string]any); ok {
+			r.Args = floats(a)
+		}
 	case CompletionComplete:
 		ref, _ := params["ref"].(map[string]any)
 		if ref["type"] == "ref/prompt" {
@@ -253,6 +256,13 @@ func theirsGo(msg []byte) (reading, error) {
 			return reading{}, err
 		}
 		r.Target = q.Params.Name
+		if q.Params.Arguments != nil {
+			a := map[string]any{}
+			for k, v := range q.Params.Arguments {
+				a[k] = v
+			}
+			r.Args = a
+		}
 	case CompletionComplete:
 		var q mcp.CompleteRequest
 		if err := json.Unmarshal(msg, &q); err != nil {

@@ -133,21 +133,13 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		if t.Name, err = nonEmptyString(params, members, "name"); err != nil {
 			return Target{}, err
 		}
-		if sp, ok := members["arguments"]; ok && string(sp.Of(params)) != "null" {
-			v, err := wire.Decode(sp.Of(params))
-			if err != nil {
-				return Target{}, fmt.Errorf("params.arguments: %w", err)
-			}
-			args, ok := v.(map[string]any)
-			if !ok {
-				return Target{}, malformed("tools/call params.arguments must be an object")
-			}
-			t.Args = args
-		}
+		t.Args, err = objectArguments(method, params, members)
 	case Resource:
 		t.Name, err = nonEmptyString(params, members, "uri")
 	case Prompt:
-		t.Name, err = nonEmptyString(params, members, "name")
+		if t.Name, err = nonEmptyString(params, members, "name"); err == nil {
+			t.Args, err = objectArguments(method, params, members)
+		}
 	default:
 		t, err = completionTarget(params, members)
 	}
@@ -155,6 +147,24 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		return Target{}, err
 	}
 	return t, nil
+}
+
+// objectArguments decodes params.arguments (nil when absent or null),
+// which must be an object.
+func objectArguments(method string, params []byte, members map[string]wire.Span) (map[string]any, error) {
+	sp, ok := members["arguments"]
+	if !ok || string(sp.Of(params)) == "null" {
+		return nil, nil
+	}
+	v, err := wire.Decode(sp.Of(params))
+	if err != nil {
+		return nil, fmt.Errorf("params.arguments: %w", err)
+	}
+	args, ok := v.(map[string]any)
+	if !ok {
+		return nil, malformed("%s params.arguments must be an object", method)
+	}
+	return args, nil
 }
 
 // completionTarget reads a completion's ref: a prompt by name or a
