@@ -114,7 +114,7 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	var why string
 	switch {
 	case q.kind == consent.KindTool && q.pin == "" && p.d.pins != nil && p.srv.Pins() != config.PinOff:
-		why = "the agent was never shown this tool (no tools/list), so mcpcage cannot say which definition the user would allow"
+		why = "mcpcage had not seen this tool's definition in a tools/list result yet, so it cannot say which definition the user would allow"
 	case !argsFit:
 		why = fmt.Sprintf("its arguments are too long to show in a question (over %d bytes); `mcpcage pending --json` shows them", ask.MaxArguments)
 	case s.relay.InBatch():
