@@ -117,6 +117,8 @@ type AuditQuery struct {
 	Since   string `json:"since,omitempty"` // RFC 3339
 	Until   string `json:"until,omitempty"`
 	Follow  bool   `json:"follow,omitempty"`
+	// Call: only the tool.call record of this call id (mcpcage why).
+	Call string `json:"call,omitempty"`
 }
 
 // Answer is the user's answer to a consent question.
@@ -177,6 +179,11 @@ type SessionInfo struct {
 	// QuestionCode is shown in every consent question mcpcage asks in
 	// this session: a question without it is not mcpcage's.
 	QuestionCode string `json:"question_code"`
+	// Taint lists the labels whose data reached the session's agent run
+	// (every session of its client process), with the server each came
+	// from ("confidential from crm-db"); empty without the data-flow
+	// guard.
+	Taint []string `json:"taint,omitempty"`
 }
 
 // StdioMode says how a session's client stream travels.

@@ -33,6 +33,10 @@ const (
 	RecordConsentRevoke RecordType = "consent.revoke" // a consent record was revoked
 	RecordConsentPrompt RecordType = "consent.prompt" // a request no consent covered was put to the user, and the answer
 
+	RecordInfluence        RecordType = "influence"         // something a server showed the agent (result, resource, prompt, tool list): digest, size, labels, findings
+	RecordInfluenceSuspect RecordType = "influence.suspect" // text a server showed the agent looks like a prompt injection: the heuristic, the span, what was done
+	RecordFlowTaint        RecordType = "flow.taint"        // an agent run received a label's data for the first time
+
 	RecordSandboxDenied         RecordType = "sandbox.denied"          // the seccomp filter refused a system call
 	RecordSandboxDeniedOverflow RecordType = "sandbox.denied_overflow" // more refused calls than are recorded one by one
 )
@@ -52,4 +56,5 @@ const (
 	ExitFileDenied     ExitReason = "file_denied"              // the kernel killed the server for a deny_paths hit
 	ExitMemoryLimit    ExitReason = "memory_limit"             // the server exceeded its memory limit
 	ExitContainerdLost ExitReason = "containerd_lost"          // containerd stopped during the session: the server was killed
+	ExitSuspect        ExitReason = "suspect_influence"        // the server showed the agent a suspect influence (on_suspect = "end-session")
 )

@@ -139,6 +139,28 @@ func (e *env) startDaemon(name, auditSync string, warm bool) (*daemon, error) {
 
 // startDaemonDeciding is startDaemon with another default_decision.
 func (e *env) startDaemonDeciding(name, auditSync string, warm bool, decision string) (*daemon, error) {
+	return e.startDaemonWith(name, auditSync, warm, decision, "")
+}
+
+// guardConfig turns on the data-flow guard for the bench's server: its
+// results taint the run and are scanned, its calls' arguments are
+// scanned and decided by a rule (log: forwarded), and every call's
+// record names the influences before it.
+const guardConfig = `labels = ["confidential"]
+
+[[flow]]
+from = "confidential"
+to = "confidential"
+action = "log"
+
+[[detector]]
+name = "employee_id"
+pattern = "EMP-[0-9]{6}"
+`
+
+// startDaemonWith is startDaemonDeciding with extra TOML after the
+// [servers.everything] table.
+func (e *env) startDaemonWith(name, auditSync string, warm bool, decision, extra string) (*daemon, error) {
 	dir := filepath.Join(e.work, "d-"+name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -157,13 +179,13 @@ metrics_address = ""
 stop_timeout = "1s"
 warm_sandboxes = %d
 
-[servers.everything]
-command = ["mcp-server-everything", "stdio"]
-
 [servers.test]
 command = [%q]
-`, d.socket, filepath.Join(dir, "state"), e.containerd, d.namespace,
-		d.auditLog, auditSync, decision, warmCount(warm), filepath.Join(e.bin, "testserver"))
+
+[servers.everything]
+command = ["mcp-server-everything", "stdio"]
+%s`, d.socket, filepath.Join(dir, "state"), e.containerd, d.namespace,
+		d.auditLog, auditSync, decision, warmCount(warm), filepath.Join(e.bin, "testserver"), extra)
 	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -120,6 +120,12 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err := askd.grantBenchClient(c.repo); err != nil {
 		return err
 	}
+	// The data-flow guard on (labels, a rule, a detector), otherwise as
+	// the batch daemon: what scanning and the influence trail cost.
+	guardd, err := e.startDaemonWith("guard", "batch", false, "allow", guardConfig)
+	if err != nil {
+		return err
+	}
 	c.auditDir = filepath.Dir(always.auditLog)
 	caged := func(name string, d *daemon, server string) path {
 		return path{name: name, command: filepath.Join(e.bin, "mcpcage"), args: []string{"run", server},
@@ -130,6 +136,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 		caged("mcpcage always", always, "everything"),
 		caged("mcpcage batch", batch, "everything"),
 		caged("mcpcage ask, granted", askd, "everything"),
+		caged("mcpcage guard on", guardd, "everything"),
 	}
 	c.srt = filepath.Join(c.repo, "bench", "_deps", "node_modules", ".bin", "srt")
 	c.srtSettings = filepath.Join(e.work, "srt-settings.json")
@@ -144,6 +151,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
 	r.notes = append(r.notes, "Cold start: the always and batch daemons run with warm_sandboxes = 0, so every session builds its container (namespaces, mounts, cgroup, seccomp) before the server starts. The warm row is a third daemon (audit_sync = \"batch\", warm_sandboxes = 4, its default): each round, once its pool shows a prepared sandbox (the previous session's end built it), one session is opened and closed; the server itself (node) still starts from nothing, as it must: a warm sandbox runs nothing of the server before its session.")
 	r.notes = append(r.notes, "\"mcpcage ask, granted\" is a fourth daemon like the batch one but with default_decision = \"ask\" and a consent (mcpcage grant) covering every tool for the bench client: beside \"mcpcage batch\" (observe mode, which decides every call the same way but forwards it regardless) it shows what a covered call pays for ask mode and tool pinning.")
+	r.notes = append(r.notes, "\"mcpcage guard on\" is a fifth daemon like the batch one with the data-flow guard on: the server is labelled, a [[flow]] rule (action log) applies to its own calls and a custom [[detector]] is configured, so every result is digested, scanned by the detectors and the injection heuristics and fingerprinted, every call's arguments are scanned, and every tool.call record carries the run's influence trail. Beside \"mcpcage batch\" it shows what the guard costs per call.")
 	if srtWhy != "" {
 		r.notes = append(r.notes, "srt (sandbox-runtime) not measured: "+srtWhy)
 	}
@@ -168,7 +176,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
 		return err
 	}
-	for _, d := range []*daemon{always, batch, askd, warmd, memd} {
+	for _, d := range []*daemon{always, batch, askd, guardd, warmd, memd} {
 		dp, err := firstSessionStart(d.auditLog)
 		if err != nil {
 			return fmt.Errorf("data path of the %s daemon: %w", d.name, err)

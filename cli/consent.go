@@ -200,9 +200,11 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var jsonOut bool
 	cmd := &cobra.Command{
 		Use:   "sessions",
-		Short: "List live sessions: server, agent, user, agent instance, calls allowed/denied, question code",
+		Short: "List live sessions: server, agent, user, agent instance, calls allowed/denied, question code, taint",
 		Long: "List live sessions. Every consent question mcpcage asks in a client carries its session's\n" +
-			"question code (QUESTION CODE): a question without the code shown here is not mcpcage's.",
+			"question code (QUESTION CODE): a question without the code shown here is not mcpcage's.\n" +
+			"TAINT lists the labels whose data reached the session's agent run (every session of\n" +
+			"the same client process) and the server each came from (data-flow guard, [[flow]]).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var list []api.SessionInfo
@@ -213,15 +215,29 @@ func sessionsCommand(socket *string, stdout io.Writer) *cobra.Command {
 				return writeJSON(stdout, list)
 			}
 			tw := newTable(stdout)
-			tw.printf("SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tQUESTION CODE\tAGENT PROGRAM\n")
+			tw.printf("SESSION\tSERVER\tAGENT\tUSER\tAGENT INSTANCE\tSTARTED\tALLOWED\tDENIED\tQUESTION CODE\tTAINT\tAGENT PROGRAM\n")
 			for _, s := range list {
-				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, s.QuestionCode, agentProgram(s))
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Server, s.Agent, s.User, s.AgentInstance, s.Started, s.Allowed, s.Denied, s.QuestionCode, taint(s), agentProgram(s))
 			}
 			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// taint lists the labels whose data reached the session's agent run:
+// "confidential from crm-db" ("-" when none).
+func taint(s api.SessionInfo) string {
+	if len(s.Taint) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, t := range s.Taint {
+		what, _, _ := strings.Cut(t, " at ")
+		parts = append(parts, what)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // via says how a record was made and what binds it: "cli", "prompt,

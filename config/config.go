@@ -27,6 +27,10 @@ type Config struct {
 	Daemon  Daemon             `toml:"daemon"`
 	Servers map[string]*Server `toml:"servers"`
 	Agents  map[string]*Agent  `toml:"agents"`
+	// The data-flow guard: rules between server labels, and the
+	// administrator's own content detectors (see flow.go).
+	Flows     []Flow     `toml:"flow"`
+	Detectors []Detector `toml:"detector"`
 
 	// Path is the file this configuration came from ("" for defaults).
 	Path string `toml:"-"`
@@ -179,6 +183,10 @@ type Server struct {
 	// PinPolicy: what happens to tools the daemon has not pinned yet
 	// ("" is PinAcceptNew).
 	PinPolicy PinPolicy `toml:"pin_policy"`
+	// The data-flow guard: the server's labels ([[flow]] rules name them)
+	// and what a suspect influence does ("" is SuspectLog).
+	Labels    []string  `toml:"labels"`
+	OnSuspect OnSuspect `toml:"on_suspect"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
@@ -432,6 +440,7 @@ func (c *Config) validate(data []byte) error {
 	if d.PendingTTL < Duration(time.Minute) || d.PendingTTL > Duration(7*24*time.Hour) {
 		bad("must be between 1m and 7 days (168h)", "daemon", "pending_ttl")
 	}
+	c.validateFlow(bad)
 	for _, name := range sortedAgentNames(c.Agents) {
 		a := c.Agents[name]
 		a.Name = name

@@ -36,6 +36,15 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"listen port 0", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"127.0.0.1:0\"]\n", []string{"servers.a.listen", "port 0"}},
 		{"listen without host network", "[servers.a]\ncommand = [\"x\"]\nlisten = [\"127.0.0.1:8080\"]\n", []string{"servers.a.listen", `network = "host"`}},
 		{"two errors", "[daemon]\nfoo = 1\nbar = 2\n", []string{"line 2", "daemon.foo", "line 3", "daemon.bar"}},
+		{"bad label", "[servers.a]\ncommand = [\"x\"]\nlabels = [\"Top Secret\"]\n", []string{"servers.a.labels", `label "Top Secret"`}},
+		{"bad on_suspect", "[servers.a]\ncommand = [\"x\"]\non_suspect = \"panic\"\n", []string{"servers.a.on_suspect", "quarantine-tool"}},
+		{"flow to an unknown label", "[servers.a]\ncommand = [\"x\"]\nlabels = [\"confidential\"]\n[[flow]]\nfrom = \"confidential\"\nto = \"externl\"\naction = \"deny\"\n", []string{"flow[0]", "to", `no server has the label "externl"`}},
+		{"flow bad action", "[servers.a]\ncommand = [\"x\"]\nlabels = [\"c\", \"e\"]\n[[flow]]\nfrom = \"c\"\nto = \"e\"\naction = \"block\"\n", []string{"flow[0]", "action", `"deny", "ask", "redact" or "log"`}},
+		{"flow bad when", "[servers.a]\ncommand = [\"x\"]\nlabels = [\"c\", \"e\"]\n[[flow]]\nfrom = \"c\"\nto = \"e\"\naction = \"log\"\nwhen = \"always\"\n", []string{"flow[0]", "when"}},
+		{"detector bad regexp", "[[detector]]\nname = \"emp\"\npattern = \"EMP-[0-9\"\n", []string{"detector[0]", "pattern", "RE2"}},
+		{"detector matches empty", "[[detector]]\nname = \"emp\"\npattern = \"x*\"\n", []string{"detector[0]", "empty string"}},
+		{"detector matches at a boundary", "[[detector]]\nname = \"emp\"\npattern = \"\\\\b\"\n", []string{"detector[0]", "empty string"}},
+		{"detector twice", "[[detector]]\nname = \"emp\"\npattern = \"E1\"\n[[detector]]\nname = \"emp\"\npattern = \"E2\"\n", []string{"detector[1]", "defined twice"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

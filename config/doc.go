@@ -142,6 +142,41 @@
 //	                  "off": no pinning. A pinned tool whose definition
 //	                  changes is hidden and its calls refused until
 //	                  approved, under both policies [accept-new]
+//	labels            free-form labels of the data-flow guard, e.g.
+//	                  ["confidential"] or ["external"]: [[flow]] rules
+//	                  name them [none]
+//	on_suspect        what happens when the server shows the model text
+//	                  that looks like a prompt injection (package
+//	                  daemon/inject): "log" records influence.suspect;
+//	                  "quarantine-tool" also hides a tool whose
+//	                  description is suspect until `mcpcage pins approve`;
+//	                  "end-session" also ends the session [log]
+//
+//	[[flow]]          a rule of the data-flow guard (several allowed)
+//	from      a label: the run is tainted once a result (tool result,
+//	          resource contents, prompt) of a server with it reached the
+//	          agent run (every session of one client process)
+//	to        a label: the rule decides tools/call and prompts/get to
+//	          servers with it, in a tainted run
+//	action    "deny" refuses the call; "ask" asks the user about that
+//	          one call in the client (initialize era, with elicitation),
+//	          else denies it; "redact" replaces what the detectors find
+//	          in the arguments, and strings seen in the tainting results,
+//	          with "[redacted:KIND]" and forwards the call; "log" forwards
+//	          it and records that the rule applied. With several rules
+//	          the strongest wins (deny > ask > redact > log)
+//	when      "tainted": every such call; "carries": only calls whose
+//	          arguments carry a detector finding or a string seen in a
+//	          result of a "from" server ["tainted"]
+//
+//	[[detector]]      a content detector of the administrator's own,
+//	name      lower-case name; findings are reported as "custom:NAME"
+//	pattern   an RE2 regular expression (not one matching "")
+//
+// The guard (scanning results and arguments, the influence trail) runs
+// only when a [[flow]] rule, a [[detector]], a server's labels or
+// on_suspect is configured; built-in detectors: cloud keys, private
+// keys, tokens, payment cards (Luhn), US SSNs, IBANs, e-mail addresses.
 //
 //	[agents.NAME]     how a client process is recognised, and its ceiling
 //	exe       resolved executable paths (required)

@@ -59,6 +59,7 @@ type asked struct {
 	pin    string
 	target ask.Target
 	digest string // ask.RequestDigest of the request (set by askUser)
+	flow   *flowOutcome
 }
 
 // anyScript reports whether the session's agent is a bare interpreter
@@ -98,7 +99,7 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	now := time.Now()
 	if until := d.book.Refused(q.target, now); !until.IsZero() {
 		dec.Reason = fmt.Sprintf("%s denied it when asked; mcpcage will not ask again before %s", s.user, until.Local().Format("2006-01-02 15:04"))
-		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil)
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil, q.flow)
 	}
 	params := e.Params.Of(msg)
 	stateless := s.relay.Claims().Era == relay.EraStateless
@@ -108,7 +109,7 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 		// Nobody can approve what nobody can be shown: refused, as
 		// without ask mode.
 		dec.Reason += "; the user is not asked because " + unshowable
-		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil)
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil, q.flow)
 	}
 	argsFit := len(args) <= ask.MaxArguments
 	var why string
@@ -182,7 +183,17 @@ func (p *sessionPolicy) question(q asked, args string) ask.Question {
 	s := p.s
 	return ask.Question{Agent: s.agent, User: s.user, Server: s.server, Method: q.method, Kind: string(q.kind), Name: q.name,
 		NoDuration:  p.anyScript(),
-		Annotations: p.annotations(q), Arguments: args, Code: s.code, For: time.Duration(p.d.conf().Daemon.AskDuration).String()}
+		Annotations: p.annotations(q), Arguments: args, Code: s.code, For: time.Duration(p.d.conf().Daemon.AskDuration).String(),
+		Flow: q.flowWarning()}
+}
+
+// flowWarning is the data-flow guard's warning a question about q shows
+// ("" when no [[flow]] rule asks about it).
+func (q asked) flowWarning() string {
+	if q.flow == nil || q.flow.action != config.FlowAsk {
+		return ""
+	}
+	return q.flow.reason
 }
 
 // annotations are the tool's behaviour hints as the server declared
@@ -333,7 +344,7 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	deny := func(result, answer, why string) relay.Verdict {
 		d.metrics.ConsentPrompts.WithLabelValues(result).Inc()
 		d.audit.AppendAsync(s.consentPromptRecord(q, form, result, answer, "", why))
-		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: why}, nil)
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: why}, nil, q.flow)
 	}
 	switch outcome {
 	case ask.Dismissed:
@@ -356,9 +367,12 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	d.metrics.ConsentPrompts.WithLabelValues(promptAllowed).Inc()
 	d.audit.AppendAsync(s.consentPromptRecord(q, form, promptAllowed, string(a), rec.ID, ""))
 	s.log.Info("the user answered a consent question", "name", q.name, "answer", string(a), "consent", rec.ID, "question", questionID)
+	if q.flow != nil && q.flow.action == config.FlowAsk {
+		q.flow.asked = true // the question carried the data-flow warning
+	}
 	// Decide again: the new record must cover it, and nothing may have
 	// changed meanwhile (a revocation, a quarantine, the ceiling).
-	return p.settle(method, q.kind, q.id, q.name, q.args, p.decide(method, q.kind, q.name, q.args, q.pin), replace)
+	return p.settle(method, q.kind, q.id, q.name, q.args, p.decide(method, q.kind, q.name, q.args, q.pin), replace, q.flow)
 }
 
 // parkedFate turns a verdict on a parked request into what the relay
@@ -380,7 +394,7 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 	s, d := p.s, p.d
 	args, unshowable := p.questionArguments(q, nil)
 	if unshowable != "" {
-		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "no consent covers it, and the user is not asked because " + unshowable}, nil)
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "no consent covers it, and the user is not asked because " + unshowable}, nil, q.flow)
 	}
 	if q.digest == "" {
 		q.digest = ask.RequestDigest(method, string(q.kind), q.name, q.args)
@@ -391,11 +405,11 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 	reason := fmt.Sprintf("no consent covers it and the user could not be asked (%s)", why)
 	if !ok {
 		d.audit.AppendAsync(s.consentPromptRecord(q, askPending, promptNotAsked, "", "", why+"; too many requests are pending to keep this one"))
-		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason + "; too many requests are pending to keep this one"}, nil)
+		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason + "; too many requests are pending to keep this one"}, nil, q.flow)
 	}
 	d.audit.AppendAsync(s.consentPromptRecord(q, askPending, promptNotAsked, "", "", why, "pending", pend.ID))
 	reason += fmt.Sprintf("; it is kept as pending request %s: the user can allow it with `mcpcage approve %s` (this call once; or --session, or --for 8h) or refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
-	return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason}, nil)
+	return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason}, nil, q.flow)
 }
 
 // maxPendingArguments bounds the arguments a pending request keeps to
@@ -501,7 +515,7 @@ func (p *sessionPolicy) retried(e *wire.Envelope, msg []byte, q asked) (v relay.
 	now := time.Now()
 	refuse := func(why string) (relay.Verdict, bool) {
 		d.audit.AppendAsync(s.consentPromptRecord(q, askInputRequired, promptDenied, "", "", why))
-		return p.settle(e.Method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "the consent answer was refused: " + why}, nil), true
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "the consent answer was refused: " + why}, nil, q.flow), true
 	}
 	st, err := d.sealer.Open(sealed, now)
 	if err != nil {

@@ -165,6 +165,9 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 				return false
 			}
 		}
+		if q.Call != "" && (r["call"] != q.Call || r["type"] != string(api.RecordToolCall)) {
+			return false
+		}
 		if q.Type != "" {
 			t, _ := r["type"].(string)
 			if t != q.Type && !strings.HasPrefix(t, q.Type+".") {

@@ -260,6 +260,11 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 				c := s.relay.Claims()
 				info.ClientInfo, info.Era = string(c.ClientInfo), string(c.Era)
 			}
+			if s.run != nil {
+				for _, t := range s.run.Taints() {
+					info.Taint = append(info.Taint, fmt.Sprintf("%s from %s at %s", t.Label, t.Server, t.Time.UTC().Format(time.RFC3339)))
+				}
+			}
 			out = append(out, info)
 		}
 		d.mu.Unlock()

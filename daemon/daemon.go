@@ -21,6 +21,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/pins"
@@ -68,6 +69,8 @@ type Daemon struct {
 	pins            *pins.Store // nil when the store could not be read (logged; tools are then not pinned)
 	sealer          *ask.Sealer // seals the requestState of consent questions (2026-07-28 era)
 	book            *ask.Book   // requests waiting for mcpcage approve, and the user's refusals
+	runs            flow.Runs   // agent runs: the data-flow guard's taint and influence trail
+	guards          atomic.Pointer[guardConfig]
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -163,6 +166,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 // session and returns nil.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
+	go d.sweepRuns(ctx)
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close() // ends the accept loop

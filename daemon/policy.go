@@ -15,6 +15,7 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/request"
@@ -45,6 +46,9 @@ type sessionPolicy struct {
 	questions       map[string]chan struct{} // parked requests (by id key) whose question a cancel ends
 	sessionConsents []string                 // consents given for this session only (revoked when it ends)
 	consentsEnded   bool                     // the session's consents were revoked: revoke later ones at once
+
+	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
+	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
 }
 
 type observedKey struct {
@@ -75,10 +79,16 @@ func (p *sessionPolicy) firstObserved(k consent.Kind, name string) bool {
 // observed calls are logged at debug level only.
 const maxObservedNames = 1024
 
+// maxReadsTracked bounds the forwarded prompts/get and resources/read
+// remembered for their results (a server that never answers cannot grow
+// it).
+const maxReadsTracked = 4096
+
 type callStart struct {
 	tool  string
 	id    string
 	start time.Time
+	call  string // the call's id in the audit log ("" without the data-flow guard)
 }
 
 // decide applies the admin ceiling, then the consents. pin is the
@@ -96,6 +106,9 @@ func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args 
 			return consent.Decision{Reason: fmt.Sprintf("tool %q is not in the administrator's [servers.%s] tools_allow", name, s.server)}
 		}
 		if why := p.quarantineReason(name); why != "" {
+			return consent.Decision{Reason: why}
+		}
+		if why := p.suspectReason(name); why != "" {
 			return consent.Decision{Reason: why}
 		}
 	}
@@ -159,9 +172,41 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error())
 	}
 	k, name := consentKind(t.Kind), t.Name
+	var fo *flowOutcome
+	var redacted []byte
+	if request.Method(e.Method) == request.ToolsCall || request.Method(e.Method) == request.PromptsGet {
+		fo, redacted = p.flowCheck(t.Args, e.Params.Of(msg))
+		if fo != nil && k == consent.KindTool {
+			fo.call = s.nextCall()
+		}
+		if redacted != nil {
+			// Everything from here on (the decision, a question, the
+			// record) is about what the server will get.
+			e2, msg2, t2, err := p.reread(e, msg, redacted)
+			if err != nil {
+				fo.action, fo.reason = config.FlowDeny, fo.reason+"; the redacted request could not be read back ("+err.Error()+"), so it is refused"
+			} else {
+				e, msg, t, redacted = e2, msg2, t2, msg2
+			}
+		}
+		if fo != nil && fo.action == config.FlowDeny {
+			return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, consent.Decision{Reason: fo.reason}, nil, fo)
+		}
+	}
+	v := p.decideRequest(e, msg, t, k, fo)
+	if redacted != nil && !v.Deny && v.Replace == nil {
+		v.Replace = redacted
+	}
+	return v
+}
+
+// decideRequest decides a read request: consents, then (ask mode) the
+// user.
+func (p *sessionPolicy) decideRequest(e *wire.Envelope, msg []byte, t request.Target, k consent.Kind, fo *flowOutcome) relay.Verdict {
+	s, name := p.s, t.Name
 	if p.ask {
 		q := asked{method: e.Method, kind: k, id: e.ID.Of(msg), name: name, args: t.Args, pin: p.pinOf(k, name),
-			target: ask.Target{User: s.user, Agent: s.agent, Server: s.server, Kind: string(k), Name: name}}
+			target: ask.Target{User: s.user, Agent: s.agent, Server: s.server, Kind: string(k), Name: name}, flow: fo}
 		if v, ok := p.retried(e, msg, q); ok {
 			return v
 		}
@@ -171,17 +216,39 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		if !dec.Allow && p.askable(k, name) && request.Method(e.Method) != request.CompletionComplete {
 			return p.askUser(e, msg, q, dec)
 		}
-		return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, dec, nil)
+		return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, dec, nil, fo)
 	}
-	return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, p.decide(e.Method, k, name, t.Args, p.pinOf(k, name)), nil)
+	return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, p.decide(e.Method, k, name, t.Args, p.pinOf(k, name)), nil, fo)
+}
+
+// reread makes a request with new params and reads it back as the
+// policy reads every request.
+func (p *sessionPolicy) reread(e *wire.Envelope, msg, params []byte) (*wire.Envelope, []byte, request.Target, error) {
+	whole := e.Whole.Of(msg)
+	sp := wire.Span{Start: e.Params.Start - e.Whole.Start, End: e.Params.End - e.Whole.Start}
+	out := wire.Splice(whole, sp, params)
+	var m wire.Message
+	if err := wire.Peek(out, &m); err != nil || m.Batch || len(m.Envelopes) != 1 {
+		return nil, nil, request.Target{}, fmt.Errorf("not a single request: %v", err)
+	}
+	e2 := &m.Envelopes[0]
+	s := p.s
+	t, err := request.Read(e2.Method, e2.Params.Of(out), p.d.consents.ArgNames(s.user, s.agent, s.server))
+	return e2, out, t, err
 }
 
 // settle records a decided request and returns its verdict: forwarded
 // (replace, when set, instead of the message) once its record is durable,
 // or denied with the reason.
-func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte) relay.Verdict {
+func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
 	s := p.s
+	if (dec.Allow || p.observe) && fo != nil && fo.action == config.FlowAsk && !fo.asked {
+		return p.askFlow(method, k, id, name, args, dec, replace, fo)
+	}
 	c := decided{kind: k, method: method, id: id, name: name, args: args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
+	if fo != nil {
+		c.call, c.flow = fo.call, fo.fields(s.runKey())
+	}
 	switch {
 	case dec.Allow:
 		c.decision = decisionAllow
@@ -214,7 +281,16 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 		}
 		if k == consent.KindTool {
 			p.mu.Lock()
-			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now()}
+			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now(), call: c.call}
+			p.mu.Unlock()
+		} else if p.d.guard() != nil {
+			p.mu.Lock()
+			if p.reads == nil {
+				p.reads = map[string]string{}
+			}
+			if len(p.reads) < maxReadsTracked {
+				p.reads[wire.IDKey(id)] = name // its result is an influence
+			}
 			p.mu.Unlock()
 		}
 		return relay.Verdict{Replace: replace, Hold: durable, HoldFailed: func(err error) []byte {
@@ -226,7 +302,12 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	}
 	s.denied.Add(1)
 	text := fmt.Sprintf("mcpcage denied %s %q of server %s for agent %s (user %s): %s.", method, name, s.server, s.agent, s.user, dec.Reason)
-	if !p.ceiling(k, name) && !strings.Contains(dec.Reason, "mcpcage approve") {
+	flowDenied := fo != nil && fo.action != "" && strings.HasPrefix(dec.Reason, flowReasonPrefix)
+	switch {
+	case flowDenied && c.call != "":
+		text += " The data-flow guard refused it; `mcpcage why " + c.call + "` shows what the agent had received."
+	case flowDenied:
+	case !p.ceiling(k, name) && !strings.Contains(dec.Reason, "mcpcage approve"):
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
 	s.log.Warn("request denied", "method", method, "name", name, "reason", dec.Reason)
@@ -324,6 +405,9 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 			return relay.Verdict{Deny: true, Reason: why}
 		}
 	}
+	if e.Kind == wire.KindResponse && e.Result.Empty() && (request == "resources/read" || request == "prompts/get") {
+		p.takeRead(e.ID.Of(msg)) // an error: nothing reached the agent
+	}
 	if e.Kind != wire.KindResponse || e.Result.Empty() {
 		return relay.Verdict{}
 	}
@@ -340,7 +424,17 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	var refused string
 	switch request {
 	case "tools/call":
-		p.recordResult(e, msg, result)
+		if c, ok := p.recordResult(e, msg, result); ok {
+			in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
+			p.suspect(in, c.tool, suspects)
+		}
+		return relay.Verdict{}
+	case "resources/read", "prompts/get":
+		if name, ok := p.takeRead(e.ID.Of(msg)); ok {
+			k := map[string]flow.Kind{"resources/read": flow.Resource, "prompts/get": flow.Prompt}[request]
+			in, suspects := p.influence(k, name, "", result)
+			p.suspect(in, "", suspects)
+		}
 		return relay.Verdict{}
 	case "tools/list":
 		newResult, refused = p.filterList(result, "tools", "name", consent.KindTool)
@@ -394,12 +488,21 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	}
 	var kept [][]byte
 	var shown, hidden []string
+	g := p.d.guard()
+	var suspects []suspectItem
 	for _, it := range items {
 		item := it.Of(arr)
 		// Read the name as the decision on a call would; an item that
 		// clients could read differently is never shown.
 		name, readable := listItemName(item, field)
 		quarantined := readable && k == consent.KindTool && p.checkPin(name, item)
+		if g != nil && readable && k == consent.KindTool {
+			if ms := itemSuspects(item); len(ms) > 0 {
+				suspects = append(suspects, suspectItem{name, ms})
+				quarantined = quarantined || p.srv.Suspect() == config.SuspectQuarantine
+			}
+			quarantined = quarantined || p.suspectReason(name) != "" // kept from the session once suspect
+		}
 		// In ask mode the agent sees what it may ask for: the user decides
 		// on the call.
 		allowed := readable && !quarantined && !p.ceiling(k, name) && (p.ask || p.d.consents.Visible(s.user, s.agent, s.server, s.id, k, name, now))
@@ -408,6 +511,12 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			shown = append(shown, name)
 		} else {
 			hidden = append(hidden, name)
+		}
+	}
+	if g != nil && k == consent.KindTool {
+		in, _ := p.influence(flow.ToolList, "tools/list", "", result)
+		for _, si := range suspects {
+			p.suspect(in, si.name, si.matches)
 		}
 	}
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
@@ -488,11 +597,23 @@ func (p *sessionPolicy) takeCall(rawID []byte) (callStart, bool) {
 	return c, ok
 }
 
-// recordResult logs a tools/call response: size, isError, latency.
-func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
+// takeRead removes and returns the name of the forwarded prompts/get or
+// resources/read with this raw id (tracked with the data-flow guard on).
+func (p *sessionPolicy) takeRead(rawID []byte) (string, bool) {
+	key := wire.IDKey(rawID)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	name, ok := p.reads[key]
+	delete(p.reads, key)
+	return name, ok
+}
+
+// recordResult logs a tools/call response: size, isError, latency. It
+// returns the call (false: not a forwarded call).
+func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (callStart, bool) {
 	c, ok := p.takeCall(e.ID.Of(msg))
 	if !ok {
-		return
+		return c, false
 	}
 	var r struct {
 		IsError bool `json:"isError"`
@@ -503,6 +624,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) {
 	p.d.newCall(s) // the call ended: later opens are not its
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
 	p.d.audit.AppendAsync(s.toolResultRecord(c, r.IsError, len(result), lat))
+	return c, true
 }
 
 // acknowledged makes a stream's acknowledgement include the tool list
@@ -524,6 +646,7 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 		return
 	}
 	p.listens.closed(rawID) // a cancelled subscriptions/listen ends its stream
+	p.takeRead(rawID)
 	p.mu.Lock()
 	if q, ok := p.questions[wire.IDKey(rawID)]; ok {
 		close(q) // a parked request: its question ends

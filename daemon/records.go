@@ -8,7 +8,9 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/inject"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -116,8 +118,10 @@ type decided struct {
 	name     string
 	args     map[string]any // tools/call arguments
 	decision decision
-	consent  string // the record that allowed it
-	reason   string // why it was not allowed
+	consent  string         // the record that allowed it
+	reason   string         // why it was not allowed
+	call     string         // the call's id (tools/call; mcpcage why)
+	flow     map[string]any // what the data-flow guard saw and did (nil when it is off)
 }
 
 // decisionRecord: tool.call for tools, request or request.denied for
@@ -137,6 +141,9 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) au
 	case c.kind == consent.KindTool:
 		t = api.RecordToolCall
 		rec["tool"] = c.name
+		if c.call != "" {
+			rec["call"] = c.call
+		}
 		rec["args_digest"] = audit.Digest(c.args)
 		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
 			rec["arguments"] = a
@@ -146,6 +153,9 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) au
 		rec["name"] = c.name
 	default:
 		rec["name"] = c.name
+	}
+	if c.flow != nil {
+		rec["flow"] = c.flow
 	}
 	return s.record(t, rec)
 }
@@ -225,3 +235,54 @@ func serverStdio(p sandbox.Params) string {
 }
 
 func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// influenceRecord: something a server showed the agent (the data-flow
+// guard's trail): where from, its digest and size, labels and what the
+// detectors and heuristics found; never its content.
+func (s *session) influenceRecord(in flow.Influence) audit.Record {
+	rec := audit.Record{"influence": in.ID, "run": s.runKey(), "kind": string(in.Kind), "size": in.Size, "digest": in.Digest}
+	if in.Name != "" {
+		rec["name"] = in.Name
+	}
+	if in.Call != "" {
+		rec["call"] = in.Call
+	}
+	if len(in.Labels) > 0 {
+		rec["labels"] = in.Labels
+	}
+	if len(in.Found) > 0 {
+		rec["found"] = in.Found
+	}
+	if len(in.Suspect) > 0 {
+		rec["suspect"] = in.Suspect
+	}
+	return s.record(api.RecordInfluence, rec)
+}
+
+// suspectRecord: a heuristic matched text a server showed the agent; the
+// matched span (an excerpt, bounded) and what was done.
+func (s *session) suspectRecord(in flow.Influence, tool string, m inject.Match, action config.OnSuspect) audit.Record {
+	rec := audit.Record{"influence": in.ID, "kind": string(in.Kind), "rule": string(m.Rule), "start": m.Start, "end": m.End,
+		"excerpt": m.Excerpt, "action": string(action)}
+	if tool != "" {
+		rec["tool"] = tool
+	} else if in.Name != "" {
+		rec["name"] = in.Name
+	}
+	return s.record(api.RecordInfluenceSuspect, rec)
+}
+
+// taintRecord: the agent run received a label's data for the first time.
+func (s *session) taintRecord(t flow.Taint) audit.Record {
+	rec := audit.Record{"run": s.runKey(), "label": t.Label, "influence": t.Influence, "kind": string(t.Kind)}
+	if t.Name != "" {
+		rec["name"] = t.Name
+	}
+	if t.Call != "" {
+		rec["call"] = t.Call
+	}
+	if len(t.Found) > 0 {
+		rec["found"] = t.Found
+	}
+	return s.record(api.RecordFlowTaint, rec)
+}

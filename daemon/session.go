@@ -24,6 +24,7 @@ import (
 	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
@@ -74,6 +75,22 @@ type session struct {
 	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
 	warmStart bool         // the server started in a prepared sandbox
 
+	run        *flow.Run    // the agent run the session belongs to (the data-flow guard)
+	suspectEnd atomic.Value // string: why a suspect influence ended the session
+	calls      atomic.Uint64
+}
+
+// runKey names the session's agent run.
+func (s *session) runKey() string {
+	if s.run == nil {
+		return ""
+	}
+	return s.run.Key
+}
+
+// nextCall names a tools/call for the audit log and mcpcage why.
+func (s *session) nextCall() string {
+	return s.id + "." + strconv.FormatUint(s.calls.Add(1), 10)
 }
 
 func newID() string {
@@ -102,6 +119,8 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 		return
 	}
 	defer d.removeSession(s.id)
+	s.run = d.runs.Attach(peer.UID, s.user, s.agentP.PID, s.agentP.StartTime)
+	defer d.runs.Detach(s.run)
 
 	pumpClient := s.buildRelay(d, fw, stdio)
 	params, hosts, err := d.startSandbox(ctx, s)
@@ -463,6 +482,9 @@ func (s *session) exitOf(end relay.End) api.Exit {
 		exit.Error = fmt.Sprintf("%v, so mcpcaged stopped server %q: start the session again once containerd is back (systemctl status containerd)", s.inst.Lost(), s.server)
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
+	case s.suspectEnd.Load() != nil:
+		exit.Reason = api.ExitSuspect
+		exit.Error = fmt.Sprintf("mcpcage ended the session: %s (on_suspect = \"end-session\" in [servers.%s])", s.suspectEnd.Load(), s.server)
 	case s.killedBy.Load() != nil:
 		exit.Reason = api.ExitFileDenied
 		exit.Error = fmt.Sprintf("server %q was killed: %s", s.server, s.killedBy.Load())

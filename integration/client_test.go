@@ -52,10 +52,17 @@ func (d *daemon) connect(t testing.TB, name, version string) *mcpClient {
 // server's requests...).
 func (d *daemon) connectWith(t testing.TB, name, version string, extra ...client.ClientOption) *mcpClient {
 	t.Helper()
+	return d.connectCmd(t, name, version, d.shimCmd, extra...)
+}
+
+// connectCmd is connectWith with the command that starts the shim (for
+// example one whose parent is another process than the test's).
+func (d *daemon) connectCmd(t testing.TB, name, version string, shim func(string) *exec.Cmd, extra ...client.ClientOption) *mcpClient {
+	t.Helper()
 	mc := &mcpClient{stderr: &syncBuffer{}}
-	tr := transport.NewStdioWithOptions(d.shimCmd(name).Path, nil, []string{"run", name},
+	tr := transport.NewStdioWithOptions(shim(name).Path, nil, []string{"run", name},
 		transport.WithCommandFunc(func(ctx context.Context, command string, _ []string, args []string) (*exec.Cmd, error) {
-			cmd := d.shimCmd(name)
+			cmd := shim(name)
 			cmd.Stderr = mc.stderr
 			mc.mu.Lock()
 			mc.cmd = cmd

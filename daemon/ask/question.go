@@ -30,6 +30,12 @@ type Question struct {
 	// NoDuration leaves "for a while" out: the agent is a bare
 	// interpreter, which any script of the user's could be.
 	NoDuration bool
+	// Flow, when set, is the data-flow guard's warning about the call
+	// (a [[flow]] rule with action "ask").
+	Flow string
+	// OnceOnly offers only "once" and "deny": the data-flow guard asks
+	// about one call, never a consent for more.
+	OnceOnly bool
 }
 
 // MaxArguments bounds the arguments shown in a question.
@@ -62,6 +68,9 @@ func (q Question) Message() string {
 	if q.Arguments != "" {
 		fmt.Fprintf(&b, "\nArguments (secrets redacted): %s", q.Arguments)
 	}
+	if q.Flow != "" {
+		fmt.Fprintf(&b, "\nData flow: %s.", q.Flow)
+	}
 	b.WriteString("\nAllow it?")
 	return b.String()
 }
@@ -72,7 +81,11 @@ func (q Question) Elicitation() json.RawMessage {
 	enum := []string{string(api.AnswerOnce), string(api.AnswerSession), string(api.AnswerDuration), string(api.AnswerDeny)}
 	names := []string{"Allow once", "Allow for this session", "Allow for " + q.For, "Deny"}
 	desc := "once: this call only; session: every call of this agent's session; duration: every call for " + q.For + "; deny: refuse (not asked again for " + q.For + ")"
-	if q.NoDuration {
+	if q.OnceOnly {
+		enum = []string{string(api.AnswerOnce), string(api.AnswerDeny)}
+		names = []string{"Allow this call once", "Deny"}
+		desc = "once: this call only; deny: refuse it"
+	} else if q.NoDuration {
 		enum = slices.Delete(enum, 2, 3)
 		names = slices.Delete(names, 2, 3)
 		desc = "once: this call only; session: every call of this agent's session; deny: refuse (not asked again for " + q.For + ")"

@@ -274,3 +274,10 @@ func uid(pid int) (uint32, error) {
 	}
 	return 0, fmt.Errorf("no Uid in /proc/%d/status", pid)
 }
+
+// Alive reports whether process pid still runs with that start time (a
+// later process that reused the pid is not it).
+func Alive(pid int, start uint64) bool {
+	_, st, err := stat(pid)
+	return err == nil && st == start
+}

@@ -49,6 +49,10 @@ type Metrics struct {
 	AuditSync              prometheus.Histogram
 	BuildInfo              *prometheus.GaugeVec
 	ToolDefinitionsChanged *prometheus.CounterVec
+	FlowTaints             *prometheus.CounterVec
+	DetectorHits           *prometheus.CounterVec
+	InfluenceSuspect       *prometheus.CounterVec
+	FlowDecisions          *prometheus.CounterVec
 
 	mu    sync.Mutex
 	tools map[string]map[string]bool
@@ -104,9 +108,18 @@ func New() *Metrics {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
+	m.FlowTaints = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_flow_taints_total",
+		Help: "Agent runs tainted by a label (the first result of a server with that label), by agent, source server and label."}, []string{"agent", "server", "label"})
+	m.DetectorHits = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_detector_hits_total",
+		Help: "Content detector findings, by agent, server, detector and direction (result: in what a server returned; arguments: in what the agent sent)."}, []string{"agent", "server", "detector", "direction"})
+	m.InfluenceSuspect = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_influence_suspect_total",
+		Help: "Suspect influences (text that looks like a prompt injection) servers showed the agent, by agent, server and heuristic."}, []string{"agent", "server", "rule"})
+	m.FlowDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_flow_decisions_total",
+		Help: "Calls a [[flow]] rule decided, by agent, target server and action (deny, ask, redact, log)."}, []string{"agent", "server", "action"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
-		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged}
+		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
+		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}

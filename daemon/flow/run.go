@@ -1,0 +1,324 @@
+package flow
+
+import (
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mcpcage/mcpcage/daemon/detect"
+)
+
+// Bounds of what a run remembers.
+const (
+	RecentMax       = 16   // the last influences, whatever they were
+	FlaggedMax      = 32   // the last influences with a label, a finding or a suspect match
+	MaxFingerprints = 4096 // high-entropy strings seen in labelled results
+	MaxRuns         = 1024 // runs the registry keeps (detached ones are dropped first)
+)
+
+// Kind is what reached the agent.
+type Kind string
+
+// Kinds of influence.
+const (
+	ToolResult Kind = "tool_result" // a tools/call result
+	Resource   Kind = "resource"    // resources/read contents
+	Prompt     Kind = "prompt"      // prompts/get messages
+	ToolList   Kind = "tool_list"   // a tools/list result: names, descriptions, schemas
+)
+
+// Influence is one thing a server showed the agent in the run: where it
+// came from and what was found in it, never its content.
+type Influence struct {
+	ID      string         `json:"id"`
+	Time    time.Time      `json:"time"`
+	Server  string         `json:"server"`
+	Session string         `json:"session"`
+	Kind    Kind           `json:"kind"`
+	Name    string         `json:"name,omitempty"` // tool, resource URI, prompt
+	Call    string         `json:"call,omitempty"` // the call whose result it was
+	Size    int            `json:"size"`
+	Digest  string         `json:"digest"`
+	Labels  []string       `json:"labels,omitempty"`
+	Found   map[string]int `json:"found,omitempty"`   // detector -> count
+	Suspect []string       `json:"suspect,omitempty"` // injection heuristics that matched
+}
+
+// Flagged reports whether the influence is kept among the flagged ones.
+func (in *Influence) Flagged() bool {
+	return len(in.Labels) > 0 || len(in.Found) > 0 || len(in.Suspect) > 0
+}
+
+// Taint is the first time a label's data reached the run.
+type Taint struct {
+	Label     string         `json:"label"`
+	Server    string         `json:"server"`
+	Influence string         `json:"influence"`
+	Kind      Kind           `json:"kind"`
+	Name      string         `json:"name,omitempty"`
+	Call      string         `json:"call,omitempty"`
+	Time      time.Time      `json:"time"`
+	Found     map[string]int `json:"found,omitempty"` // what the tainting result held
+	Results   int            `json:"results"`         // results with the label since
+}
+
+// origin is what a fingerprint remembers: the influence and its labels.
+type origin struct {
+	influence string
+	server    string
+	labels    []string
+}
+
+// Run is one agent run.
+type Run struct {
+	Key  string // uid:pid@start
+	User string
+	PID  int
+	// Start is the client process's start time (clock ticks since boot),
+	// which tells it from a later process with the same pid.
+	Start uint64
+
+	mu       sync.Mutex
+	seq      uint64
+	taints   map[string]*Taint
+	recent   []Influence
+	flagged  []Influence
+	fp       *detect.Fingerprints[origin]
+	sessions int
+	detached time.Time
+}
+
+// Record adds an influence to the trail and returns it with its id; a
+// result (not a tool list) from a labelled server taints the run with
+// its labels, and tokens are remembered as fingerprints.
+func (r *Run) Record(in Influence, tokens []string) Influence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	in.ID = r.Key + "#" + strconv.FormatUint(r.seq, 10)
+	if in.Kind != ToolList {
+		for _, l := range in.Labels {
+			if t, ok := r.taints[l]; ok {
+				t.Results++
+				continue
+			}
+			if r.taints == nil {
+				r.taints = map[string]*Taint{}
+			}
+			r.taints[l] = &Taint{Label: l, Server: in.Server, Influence: in.ID, Kind: in.Kind, Name: in.Name, Call: in.Call, Time: in.Time, Found: in.Found, Results: 1}
+		}
+		if len(in.Labels) > 0 && len(tokens) > 0 {
+			if r.fp == nil {
+				r.fp = detect.NewFingerprints[origin](MaxFingerprints)
+			}
+			o := origin{influence: in.ID, server: in.Server, labels: in.Labels}
+			for _, t := range tokens {
+				r.fp.Add(t, merged(o, r.fp.Match(t)))
+			}
+		}
+	}
+	r.recent = appendBounded(r.recent, in, RecentMax)
+	if in.Flagged() {
+		r.flagged = appendBounded(r.flagged, in, FlaggedMax)
+	}
+	return in
+}
+
+// merged keeps the first origin of a token seen again, with the labels
+// of every result it was seen in.
+func merged(o origin, seen []detect.FingerprintMatch[origin]) origin {
+	if len(seen) == 0 {
+		return o
+	}
+	first := seen[0].Origin
+	labels := slices.Clone(first.labels)
+	for _, l := range o.labels {
+		if !slices.Contains(labels, l) {
+			labels = append(labels, l)
+		}
+	}
+	first.labels = labels
+	return first
+}
+
+func appendBounded(s []Influence, in Influence, max int) []Influence {
+	if len(s) >= max {
+		s = slices.Delete(s, 0, 1)
+	}
+	return append(s, in)
+}
+
+// Taints returns the run's taints, by label.
+func (r *Run) Taints() []Taint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Taint, 0, len(r.taints))
+	for _, t := range r.taints {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Label < out[j].Label })
+	return out
+}
+
+// Tainted returns the taint of label, if the run has it.
+func (r *Run) Tainted(label string) (Taint, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.taints[label]
+	if !ok {
+		return Taint{}, false
+	}
+	return *t, true
+}
+
+// Trail returns what the agent had received so far: the last RecentMax
+// influences and every flagged one still kept, oldest first.
+func (r *Run) Trail() []Influence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Influence, 0, len(r.recent)+len(r.flagged))
+	seen := make(map[string]bool, len(r.recent))
+	for _, in := range r.recent {
+		seen[in.ID] = true
+		out = append(out, in)
+	}
+	for _, in := range r.flagged {
+		if !seen[in.ID] {
+			out = append(out, in)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out
+}
+
+// Carried is a string of an outgoing argument seen before in a labelled
+// result: where, and where it came from.
+type Carried struct {
+	Start, End int
+	Influence  string
+	Server     string
+	Labels     []string
+}
+
+// Carries returns the fingerprinted strings text holds.
+func (r *Run) Carries(text string) []Carried {
+	r.mu.Lock()
+	fp := r.fp
+	r.mu.Unlock()
+	if fp == nil {
+		return nil
+	}
+	var out []Carried
+	for _, m := range fp.Match(text) {
+		out = append(out, Carried{Start: m.Start, End: m.End, Influence: m.Origin.influence, Server: m.Origin.server, Labels: m.Origin.labels})
+	}
+	return out
+}
+
+// Runs is the registry of live agent runs.
+type Runs struct {
+	mu sync.Mutex
+	m  map[string]*Run
+}
+
+// Key names the run of a user's client process.
+func Key(uid uint32, pid int, start uint64) string {
+	return strconv.FormatUint(uint64(uid), 10) + ":" + strconv.Itoa(pid) + "@" + strconv.FormatUint(start, 10)
+}
+
+// Attach returns the run of a new session, created when it is the run's
+// first.
+func (rs *Runs) Attach(uid uint32, user string, pid int, start uint64) *Run {
+	key := Key(uid, pid, start)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.m == nil {
+		rs.m = map[string]*Run{}
+	}
+	r, ok := rs.m[key]
+	if !ok {
+		if len(rs.m) >= MaxRuns {
+			rs.evictDetached()
+		}
+		r = &Run{Key: key, User: user, PID: pid, Start: start}
+		rs.m[key] = r
+	}
+	r.mu.Lock()
+	r.sessions++
+	r.mu.Unlock()
+	return r
+}
+
+// evictDetached drops the run detached longest ago (none: the registry
+// grows past MaxRuns, bounded by the sessions that hold runs).
+func (rs *Runs) evictDetached() {
+	var oldest *Run
+	var when time.Time
+	for _, r := range rs.m {
+		r.mu.Lock()
+		if r.sessions == 0 && (oldest == nil || r.detached.Before(when)) {
+			oldest, when = r, r.detached
+		}
+		r.mu.Unlock()
+	}
+	if oldest != nil {
+		delete(rs.m, oldest.Key)
+	}
+}
+
+// Detach ends one session's hold on its run; the run stays while its
+// client process lives (Sweep).
+func (rs *Runs) Detach(r *Run) {
+	r.mu.Lock()
+	r.sessions--
+	if r.sessions == 0 {
+		r.detached = time.Now()
+	}
+	r.mu.Unlock()
+}
+
+// Sweep drops the runs without sessions whose client process is gone
+// (alive reports whether pid still runs with that start time).
+func (rs *Runs) Sweep(alive func(pid int, start uint64) bool) int {
+	rs.mu.Lock()
+	var idle []*Run
+	for _, r := range rs.m {
+		r.mu.Lock()
+		if r.sessions == 0 {
+			idle = append(idle, r)
+		}
+		r.mu.Unlock()
+	}
+	rs.mu.Unlock()
+	dropped := 0
+	for _, r := range idle {
+		if alive(r.PID, r.Start) {
+			continue
+		}
+		rs.mu.Lock()
+		r.mu.Lock()
+		if r.sessions == 0 && rs.m[r.Key] == r {
+			delete(rs.m, r.Key)
+			dropped++
+		}
+		r.mu.Unlock()
+		rs.mu.Unlock()
+	}
+	return dropped
+}
+
+// Lookup returns the run with key, if it is live.
+func (rs *Runs) Lookup(key string) *Run {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.m[key]
+}
+
+// Len is the number of runs kept.
+func (rs *Runs) Len() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return len(rs.m)
+}

@@ -1,0 +1,594 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/detect"
+	"github.com/mcpcage/mcpcage/daemon/flow"
+	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/inject"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+// The data-flow guard: what servers show the agent becomes the agent
+// run's influence trail (and taints the run with the server's labels);
+// calls to labelled servers are decided by the [[flow]] rules. It runs
+// only when the configuration asks for it (config.GuardOn).
+
+// guardConfig is the guard of one configuration.
+type guardConfig struct {
+	cfg *config.Config
+	set *detect.Set // nil: the guard is off
+}
+
+// guard returns the guard of the current configuration, nil when off.
+func (d *Daemon) guard() *guardConfig {
+	c := d.conf()
+	if g := d.guards.Load(); g != nil && g.cfg == c {
+		if g.set == nil {
+			return nil
+		}
+		return g
+	}
+	g := &guardConfig{cfg: c}
+	if c.GuardOn() {
+		custom := make([]detect.Custom, 0, len(c.Detectors))
+		for _, dt := range c.Detectors {
+			one := detect.Custom{Name: dt.Name, Pattern: dt.Pattern}
+			if _, err := detect.New([]detect.Detector{}, []detect.Custom{one}); err != nil {
+				// The configuration's check lets few through; the rest run.
+				d.log.Error("custom detector not used", "detector", dt.Name, "err", err)
+				continue
+			}
+			custom = append(custom, one)
+		}
+		set, err := detect.New(nil, custom)
+		if err != nil {
+			d.log.Error("custom detectors not used: only the built-in ones run", "err", err)
+			set, _ = detect.New(nil, nil)
+		}
+		g.set = set
+	}
+	d.guards.Store(g)
+	if g.set == nil {
+		return nil
+	}
+	return g
+}
+
+// sweepRuns forgets the agent runs whose client process is gone.
+func (d *Daemon) sweepRuns(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n := d.runs.Sweep(identity.Alive); n > 0 {
+				d.log.Debug("agent runs ended", "count", n)
+			}
+		}
+	}
+}
+
+// Bounds of the guard's work on one message.
+const (
+	maxGuardScan     = 1 << 20 // bytes of strings scanned per message
+	maxGuardTokens   = 256     // fingerprints taken from one result
+	maxSuspectsShown = 4       // influence.suspect records per influence
+)
+
+// jsonStrings calls fn with the string values (and member names) of a
+// JSON document, decoded, until max bytes were seen. A document that is
+// not valid JSON yields what was read before the error.
+func jsonStrings(doc []byte, max int, fn func(string)) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	seen := 0
+	for seen < max {
+		tok, err := dec.Token()
+		if err != nil {
+			return
+		}
+		if str, ok := tok.(string); ok && str != "" {
+			if len(str) > max-seen {
+				str = str[:max-seen]
+			}
+			seen += len(str)
+			fn(str)
+		}
+	}
+}
+
+// contentDigest is the influence's digest: of the bytes the agent got.
+func contentDigest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// scanned is what the guard found in one message.
+type scanned struct {
+	found    map[string]int
+	suspects []inject.Match
+	tokens   []string
+}
+
+// scan reads a result or a list for the trail.
+func (g *guardConfig) scan(doc []byte, fingerprint bool) scanned {
+	var sc scanned
+	jsonStrings(doc, maxGuardScan, func(str string) {
+		for _, f := range g.set.Scan(str) {
+			if sc.found == nil {
+				sc.found = map[string]int{}
+			}
+			sc.found[string(f.Detector)]++
+		}
+		if len(sc.suspects) < inject.MaxMatches {
+			sc.suspects = append(sc.suspects, inject.Scan(str)...)
+		}
+		if fingerprint && len(sc.tokens) < maxGuardTokens {
+			sc.tokens = append(sc.tokens, detect.Tokens(str)...)
+		}
+	})
+	if len(sc.tokens) > maxGuardTokens {
+		sc.tokens = sc.tokens[:maxGuardTokens]
+	}
+	return sc
+}
+
+// influence records what a server showed the agent: a result, resource
+// contents, a prompt, a tool list. It returns the influence ("" ID when
+// the guard is off) and the suspect matches found in it.
+func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (flow.Influence, []inject.Match) {
+	g := p.d.guard()
+	s := p.s
+	if g == nil || s.run == nil {
+		return flow.Influence{}, nil
+	}
+	labels := p.srv.Labels
+	sc := g.scan(body, len(labels) > 0 && k != flow.ToolList)
+	in := flow.Influence{Time: time.Now(), Server: s.server, Session: s.id, Kind: k, Name: name, Call: call,
+		Size: len(body), Digest: contentDigest(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
+	tainted := s.run.Taints()
+	in = s.run.Record(in, sc.tokens)
+	p.d.audit.AppendAsync(s.influenceRecord(in))
+	agent := metrics.Agent(s.agent)
+	for det, n := range in.Found {
+		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "result").Add(float64(n))
+	}
+	if k != flow.ToolList {
+		for _, l := range labels {
+			if hadTaint(tainted, l) {
+				continue
+			}
+			if t, ok := s.run.Tainted(l); ok && t.Influence == in.ID {
+				p.d.metrics.FlowTaints.WithLabelValues(agent, s.server, l).Inc()
+				p.d.audit.AppendAsync(s.taintRecord(t))
+				s.log.Info("agent run tainted", "label", l, "run", s.run.Key, "kind", string(k), "name", name, "found", flow.Counts(in.Found))
+			}
+		}
+	}
+	return in, sc.suspects
+}
+
+func hadTaint(ts []flow.Taint, label string) bool {
+	for _, t := range ts {
+		if t.Label == label {
+			return true
+		}
+	}
+	return false
+}
+
+// suspectRules lists the heuristics that matched, once each.
+func suspectRules(ms []inject.Match) []string {
+	var out []string
+	for _, r := range inject.Rules(ms) {
+		out = append(out, string(r))
+	}
+	return out
+}
+
+// suspect acts on a suspect influence as the server's on_suspect says:
+// records it, and for "quarantine-tool" hides tool (when set) for the
+// rest of the session, for "end-session" ends it. It reports whether the
+// tool is now hidden.
+func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Match) bool {
+	if len(ms) == 0 {
+		return false
+	}
+	s := p.s
+	action := p.srv.Suspect()
+	if action == config.SuspectQuarantine && tool == "" {
+		action = config.SuspectLog // nothing to quarantine (a resource, a prompt)
+	}
+	for i, m := range ms {
+		if i == maxSuspectsShown {
+			break
+		}
+		p.d.metrics.InfluenceSuspect.WithLabelValues(metrics.Agent(s.agent), s.server, string(m.Rule)).Inc()
+		p.d.audit.AppendAsync(s.suspectRecord(in, tool, m, action))
+	}
+	what := fmt.Sprintf("%s of server %s looks like a prompt injection (%s)", describeInfluence(in.Kind, tool), s.server, strings.Join(suspectRules(ms), ", "))
+	s.log.Warn("suspect influence", "kind", string(in.Kind), "tool", tool, "rules", suspectRules(ms), "on_suspect", string(action))
+	switch action {
+	case config.SuspectQuarantine:
+		p.mu.Lock()
+		if p.suspectTools == nil {
+			p.suspectTools = map[string]string{}
+		}
+		p.suspectTools[tool] = what
+		p.mu.Unlock()
+		return true
+	case config.SuspectEndSession:
+		s.suspectEnd.Store(what)
+		s.stopForPolicy()
+	}
+	return false
+}
+
+// describeInfluence names what was suspect, for people.
+func describeInfluence(k flow.Kind, tool string) string {
+	switch k {
+	case flow.ToolList:
+		return fmt.Sprintf("the definition of tool %q", tool)
+	case flow.ToolResult:
+		return fmt.Sprintf("a result of tool %q", tool)
+	case flow.Resource:
+		return "a resource's contents"
+	}
+	return "a prompt"
+}
+
+// suspectReason says why a tool is refused after a suspect influence
+// ("" when it is not).
+func (p *sessionPolicy) suspectReason(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if what, ok := p.suspectTools[name]; ok {
+		return what + "; on_suspect = \"quarantine-tool\" keeps the tool from this session"
+	}
+	return ""
+}
+
+// flowOutcome is what the guard decided about an outgoing call.
+type flowOutcome struct {
+	applied  []flow.Applied
+	ev       flow.Evidence
+	action   config.FlowAction // of the strongest rule; "" when none applies
+	reason   string            // the strongest rule's explanation
+	redacted map[string]int    // what redaction replaced, by detector
+	trail    []flow.Influence  // what the agent had received before the call
+	asked    bool              // the user allowed this call when asked (flow ask)
+	call     string            // the call's id (tools/call)
+}
+
+// flowReasonPrefix starts a denial the data-flow guard decided.
+const flowReasonPrefix = flow.ReasonPrefix
+
+// maxTrailInRecord bounds the influences a tool.call record names.
+const maxTrailInRecord = flow.RecentMax + flow.FlaggedMax
+
+// flowCheck runs the guard on an outgoing tools/call or prompts/get: what
+// the arguments carry, which rules apply. params are the request's; when
+// the strongest rule redacts, newParams are the params to forward
+// instead (nil: unchanged), and refused says why a call must be denied
+// rather than redacted.
+func (p *sessionPolicy) flowCheck(args map[string]any, params []byte) (fo *flowOutcome, newParams []byte) {
+	g := p.d.guard()
+	s := p.s
+	if g == nil || s.run == nil {
+		return nil, nil
+	}
+	fo = &flowOutcome{trail: s.run.Trail()}
+	fo.ev = p.evidence(g, args)
+	agent := metrics.Agent(s.agent)
+	for det, n := range fo.ev.Found {
+		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "arguments").Add(float64(n))
+	}
+	fo.applied = flow.Rules(g.cfg.Flows, s.run, p.srv.Labels, fo.ev)
+	if len(fo.applied) == 0 {
+		return fo, nil
+	}
+	top := fo.applied[0]
+	fo.action, fo.reason = top.Action, top.Explain(fo.ev)
+	p.d.metrics.FlowDecisions.WithLabelValues(agent, s.server, string(top.Action)).Inc()
+	if top.Action != config.FlowRedact {
+		return fo, nil
+	}
+	np, redacted, err := p.redactParams(g, params, top.From)
+	switch {
+	case err != nil:
+		fo.action = config.FlowDeny
+		fo.reason += "; mcpcage could not redact the arguments (" + err.Error() + "), so the call is refused"
+	case len(redacted) > 0:
+		fo.redacted = redacted
+		newParams = np
+	}
+	return fo, newParams
+}
+
+// evidence is what the arguments carry: detector findings, and strings
+// seen in labelled results of the run.
+func (p *sessionPolicy) evidence(g *guardConfig, args map[string]any) flow.Evidence {
+	var ev flow.Evidence
+	b, err := json.Marshal(args)
+	if err != nil {
+		return ev
+	}
+	jsonStrings(b, maxGuardScan, func(str string) {
+		for _, f := range g.set.Scan(str) {
+			if ev.Found == nil {
+				ev.Found = map[string]int{}
+			}
+			ev.Found[string(f.Detector)]++
+		}
+		for _, c := range p.s.run.Carries(str) {
+			for _, l := range c.Labels {
+				if ev.Carried == nil {
+					ev.Carried = map[string]int{}
+				}
+				ev.Carried[l]++
+			}
+		}
+	})
+	return ev
+}
+
+// errKeyFinding: a finding in a member name cannot be redacted.
+var errKeyFinding = errors.New("an argument's name holds sensitive data")
+
+// redactParams replaces what the detectors find, and strings seen in
+// labelled results (named "seen_in_" and the rule's from label), in the
+// string values of params.arguments. It returns the new params and what
+// was replaced (nothing: nil params).
+func (p *sessionPolicy) redactParams(g *guardConfig, params []byte, from string) ([]byte, map[string]int, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(params, &obj); err != nil {
+		return nil, nil, err
+	}
+	raw, ok := obj["arguments"]
+	if !ok {
+		return nil, nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, nil, errors.New("trailing data after the arguments")
+	}
+	counts := map[string]int{}
+	var keyErr error
+	redactString := func(str string) string {
+		fs := g.set.Scan(str)
+		for _, c := range p.s.run.Carries(str) {
+			label := c.Labels[0]
+			if slices.Contains(c.Labels, from) {
+				label = from
+			}
+			fs = append(fs, detect.Finding{Detector: detect.Detector("seen_in_" + label), Start: c.Start, End: c.End})
+		}
+		fs = nonOverlapping(fs)
+		for _, f := range fs {
+			counts[string(f.Detector)]++
+		}
+		return detect.Redact(str, fs)
+	}
+	var walk func(any) any
+	walk = func(x any) any {
+		switch t := x.(type) {
+		case string:
+			return redactString(t)
+		case []any:
+			for i := range t {
+				t[i] = walk(t[i])
+			}
+		case map[string]any:
+			for k, val := range t {
+				if redactString(k) != k {
+					keyErr = errKeyFinding
+				}
+				t[k] = walk(val)
+			}
+		}
+		return x
+	}
+	v = walk(v)
+	if keyErr != nil {
+		return nil, nil, keyErr
+	}
+	if len(counts) == 0 {
+		return nil, nil, nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, nil, err
+	}
+	obj["arguments"] = bytes.TrimRight(buf.Bytes(), "\n")
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, counts, nil
+}
+
+// nonOverlapping sorts findings and drops those that overlap an earlier
+// one.
+func nonOverlapping(fs []detect.Finding) []detect.Finding {
+	if len(fs) < 2 {
+		return fs
+	}
+	sortFindings(fs)
+	out := fs[:1]
+	for _, f := range fs[1:] {
+		if f.Start < out[len(out)-1].End {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func sortFindings(fs []detect.Finding) {
+	slices.SortFunc(fs, func(a, b detect.Finding) int {
+		if a.Start != b.Start {
+			return a.Start - b.Start
+		}
+		return b.End - a.End // the longer first
+	})
+}
+
+// flowFields are what a tool.call record says of the guard.
+func (fo *flowOutcome) fields(run string) map[string]any {
+	trail := fo.trail
+	if len(trail) > maxTrailInRecord {
+		trail = trail[len(trail)-maxTrailInRecord:]
+	}
+	m := map[string]any{"run": run, "influences": trail}
+	if !fo.ev.Empty() {
+		m["evidence"] = fo.ev
+	}
+	if len(fo.applied) > 0 {
+		m["rules"] = fo.applied
+		m["action"] = string(fo.action)
+		m["reason"] = fo.reason
+	}
+	if len(fo.redacted) > 0 {
+		m["redacted"] = fo.redacted
+	}
+	if fo.asked {
+		m["asked"] = true
+	}
+	return m
+}
+
+// askFlow puts a call a [[flow]] rule asks about to the user, in the
+// client: this one call, once or not at all. A client that cannot be
+// asked (no form elicitation, the 2026-07-28 era, a batch) gets a denial
+// that says so.
+func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
+	s, d := p.s, p.d
+	id = append([]byte(nil), id...) // the relay reuses its buffer; a parked request outlives it
+	denied := func(why string) relay.Verdict {
+		fo.asked = true // decided: the record says why
+		return p.settle(method, k, id, name, args, consent.Decision{Reason: fo.reason + "; the rule asks the user, who could not be asked: " + why}, nil, fo)
+	}
+	q := asked{method: method, kind: k, id: id, name: name, args: args, pin: p.pinOf(k, name),
+		target: ask.Target{User: s.user, Agent: s.agent, Server: s.server, Kind: string(k), Name: name}, flow: fo}
+	shown, unshowable := p.questionArguments(q, nil)
+	switch {
+	case unshowable != "":
+		return denied(unshowable)
+	case len(shown) > ask.MaxArguments:
+		return denied(fmt.Sprintf("its arguments are too long to show in a question (over %d bytes)", ask.MaxArguments))
+	case s.relay.Claims().Era == relay.EraStateless:
+		return denied("mcpcage asks about data flows only in clients of the initialize era (2025-11-25 and before) that can show a question")
+	case !s.relay.Claims().FormElicitation:
+		return denied("the client did not declare that it can show a question (elicitation)")
+	case s.relay.InBatch():
+		return denied("the request came inside a JSON-RPC batch, which cannot wait for an answer")
+	}
+	if why := s.limiter.Take(d.conf().Daemon.AskPerMinute, time.Now()); why != "" {
+		return denied(why)
+	}
+	question := p.question(q, shown)
+	question.Flow, question.OnceOnly = fo.reason, true
+	qid, answer, err := s.relay.Ask("elicitation/create", question.Elicitation())
+	if err != nil {
+		s.limiter.Done()
+		return denied("the question could not be sent: " + err.Error())
+	}
+	s.log.Info("asked the user about a data flow (elicitation)", "method", method, "name", name, "question", qid)
+	res := make(chan error, 1)
+	timeout := time.Duration(d.conf().Daemon.AskTimeout)
+	go func() {
+		defer s.limiter.Done()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		var result []byte
+		select {
+		case resp, ok := <-answer:
+			if !ok {
+				res <- relay.ErrParkEnded
+				return
+			}
+			var m wire.Message
+			if wire.Peek(resp, &m) == nil && !m.Batch && m.Envelopes[0].Error.Empty() {
+				result = m.Envelopes[0].Result.Of(resp)
+			}
+		case <-t.C:
+			s.relay.Forget(qid, "nobody answered in "+timeout.String())
+			res <- parkedFate(denied("nobody answered the question within " + timeout.String()))
+			return
+		case <-s.relay.Done():
+			res <- relay.ErrParkEnded
+			return
+		}
+		a, outcome := ask.ParseAnswer(result)
+		d.audit.AppendAsync(s.consentPromptRecord(q, askElicitation, flowPromptResult(a, outcome), string(a), "", "data flow: "+fo.reason))
+		if outcome != ask.Answered || a != api.AnswerOnce {
+			res <- parkedFate(denied(fmt.Sprintf("%s did not allow it when asked", s.user)))
+			return
+		}
+		fo.asked = true
+		res <- parkedFate(p.settle(method, k, id, name, args, dec, nil, fo))
+	}()
+	return relay.Verdict{Park: res, Replace: replace, HoldFailed: func(err error) []byte {
+		var pr parkedReply
+		if errors.As(err, &pr) {
+			return pr.line
+		}
+		return p.denyReply(id, k, fmt.Sprintf("mcpcage did not forward %s %q: %v.", method, name, err), err.Error()).Reply
+	}}
+}
+
+// flowPromptResult is a data-flow question's result for its record.
+func flowPromptResult(a api.Answer, o ask.Outcome) string {
+	switch {
+	case o == ask.Answered && a == api.AnswerOnce:
+		return promptAllowed
+	case o == ask.Answered:
+		return promptDenied
+	}
+	return promptDismissed
+}
+
+// suspectItem is a tool whose definition looks like a prompt injection.
+type suspectItem struct {
+	name    string
+	matches []inject.Match
+}
+
+// itemSuspects scans one tools/list item (its description, its schema's
+// descriptions, every string) for prompt injection.
+func itemSuspects(item []byte) []inject.Match {
+	var ms []inject.Match
+	jsonStrings(item, maxGuardScan, func(str string) {
+		if len(ms) < inject.MaxMatches {
+			ms = append(ms, inject.Scan(str)...)
+		}
+	})
+	return ms
+}

@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/daemon/detect"
+	"github.com/mcpcage/mcpcage/daemon/flow"
+)
+
+func TestRedactParams(t *testing.T) {
+	set, err := detect.New(nil, []detect.Custom{{Name: "employee_id", Pattern: `EMP-[0-9]{6}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &guardConfig{set: set}
+	var runs flow.Runs
+	run := runs.Attach(0, "root", 1, 1)
+	token := "q8ZrT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0Q"
+	run.Record(flow.Influence{Server: "crm-db", Kind: flow.ToolResult, Labels: []string{"confidential"}}, []string{token})
+	p := &sessionPolicy{s: &session{run: run}}
+	tests := []struct {
+		name    string
+		params  string
+		want    string // the arguments after redaction ("" : unchanged)
+		counts  map[string]int
+		wantErr error
+	}{
+		{"nothing to redact", `{"name":"note","arguments":{"text":"hello","n":9007199254740993}}`, "", nil, nil},
+		{"nested, numbers exact, other members kept", `{"name":"note","_meta":{"x":1},"arguments":{"n":9007199254740993,"items":[{"t":"ssn 512-44-8392"},"EMP-123456"]}}`,
+			`{"items":[{"t":"ssn [redacted:us_ssn]"},"[redacted:custom:employee_id]"],"n":9007199254740993}`, map[string]int{"us_ssn": 1, "custom:employee_id": 1}, nil},
+		{"escaped in JSON", `{"name":"note","arguments":{"t":"ssn 512\u002d44\u002d8392"}}`, `{"t":"ssn [redacted:us_ssn]"}`, map[string]int{"us_ssn": 1}, nil},
+		{"a fingerprinted token", `{"name":"note","arguments":{"t":"token ` + token + `!"}}`, `{"t":"token [redacted:seen_in_confidential]!"}`, map[string]int{"seen_in_confidential": 1}, nil},
+		{"in a member name", `{"name":"note","arguments":{"512-44-8392":"x"}}`, "", nil, errKeyFinding},
+		{"no arguments", `{"name":"note"}`, "", nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, counts, err := p.redactParams(g, []byte(tc.params), "confidential")
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if tc.want == "" {
+				if out != nil {
+					t.Fatalf("changed: %s", out)
+				}
+				return
+			}
+			var got map[string]json.RawMessage
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("not JSON: %s", out)
+			}
+			if string(got["arguments"]) != tc.want {
+				t.Fatalf("arguments %s, want %s", got["arguments"], tc.want)
+			}
+			if strings.Contains(tc.params, "_meta") && string(got["_meta"]) != `{"x":1}` {
+				t.Fatalf("_meta lost: %s", out)
+			}
+			for k, n := range tc.counts {
+				if counts[k] != n {
+					t.Fatalf("counts %v, want %v", counts, tc.counts)
+				}
+			}
+		})
+	}
+}
+
+func TestJSONStringsBounded(t *testing.T) {
+	var got []string
+	jsonStrings([]byte(`{"a":"xyz","list":["1234567890",{"k":"v"}],"n":5}`), 12, func(s string) { got = append(got, s) })
+	if strings.Join(got, "|") != "a|xyz|list|1234" {
+		t.Fatalf("strings %q", got)
+	}
+	got = nil
+	jsonStrings([]byte(`{"a":"ok","b":`), 1<<20, func(s string) { got = append(got, s) })
+	if strings.Join(got, "|") != "a|ok|b" {
+		t.Fatalf("a broken document: %q", got)
+	}
+}
