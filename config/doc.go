@@ -156,13 +156,16 @@
 //	from      a label: the run is tainted once a result (tool result,
 //	          resource contents, prompt) of a server with it reached the
 //	          agent run (every session of one client process)
-//	to        a label: the rule decides tools/call and prompts/get to
-//	          servers with it, in a tainted run
+//	to        a label: the rule decides the requests mcpcage decides
+//	          (tools/call, prompts/get, resources/read and subscribe,
+//	          completion/complete) to servers with it, in a tainted run
 //	action    "deny" refuses the call; "ask" asks the user about that
 //	          one call in the client (initialize era, with elicitation),
 //	          else denies it; "redact" replaces what the detectors find
 //	          in the arguments, and strings seen in the tainting results,
-//	          with "[redacted:KIND]" and forwards the call; "log" forwards
+//	          with "[redacted:KIND]" and forwards the call (what is found
+//	          outside the arguments' values cannot be redacted: the request
+//	          is refused); "log" forwards
 //	          it and records that the rule applied. With several rules
 //	          the strongest wins (deny > ask > redact > log)
 //	when      "tainted": every such call; "carries": only calls whose

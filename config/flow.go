@@ -7,8 +7,9 @@ import (
 )
 
 // Flow is one rule of the data-flow guard ([[flow]]): once an agent run
-// has received a result from a server labelled From, a tools/call or
-// prompts/get to a server labelled To is decided by Action.
+// has received a result from a server labelled From, a request mcpcage
+// decides (tools/call, prompts/get, resources/read...) to a server
+// labelled To is decided by Action.
 type Flow struct {
 	From   string     `toml:"from"`
 	To     string     `toml:"to"`

@@ -286,19 +286,20 @@ const flowReasonPrefix = flow.ReasonPrefix
 // maxTrailInRecord bounds the influences a tool.call record names.
 const maxTrailInRecord = flow.RecentMax + flow.FlaggedMax
 
-// flowCheck runs the guard on an outgoing tools/call or prompts/get: what
-// the arguments carry, which rules apply. params are the request's; when
-// the strongest rule redacts, newParams are the params to forward
-// instead (nil: unchanged), and refused says why a call must be denied
-// rather than redacted.
-func (p *sessionPolicy) flowCheck(args map[string]any, params []byte) (fo *flowOutcome, newParams []byte) {
+// flowCheck runs the guard on an outgoing request mcpcage decides
+// (tools/call, prompts/get, resources/read and subscribe,
+// completion/complete): what its params carry (names, URIs and _meta
+// too), which rules apply. When the strongest rule redacts, newParams are
+// the params to forward instead (nil: unchanged); what cannot be
+// redacted turns the rule's action into deny.
+func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []byte) {
 	g := p.d.guard()
 	s := p.s
 	if g == nil || s.run == nil {
 		return nil, nil
 	}
 	fo = &flowOutcome{trail: s.run.Trail()}
-	fo.ev = p.evidence(g, args)
+	fo.ev = p.evidence(g, params)
 	agent := metrics.Agent(s.agent)
 	for det, n := range fo.ev.Found {
 		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "arguments").Add(float64(n))
@@ -314,10 +315,19 @@ func (p *sessionPolicy) flowCheck(args map[string]any, params []byte) (fo *flowO
 		return fo, nil
 	}
 	np, redacted, err := p.redactParams(g, params, top.From)
+	if err == nil {
+		after := params
+		if len(redacted) > 0 {
+			after = np
+		}
+		if left := p.evidence(g, after); !left.Empty() {
+			err = errors.New("it carries sensitive or tainted data outside its arguments' values (in a name, a URI or _meta), which cannot be redacted")
+		}
+	}
 	switch {
 	case err != nil:
 		fo.action = config.FlowDeny
-		fo.reason += "; mcpcage could not redact the arguments (" + err.Error() + "), so the call is refused"
+		fo.reason += "; mcpcage could not redact the request (" + err.Error() + "), so it is refused"
 	case len(redacted) > 0:
 		fo.redacted = redacted
 		newParams = np
@@ -325,15 +335,11 @@ func (p *sessionPolicy) flowCheck(args map[string]any, params []byte) (fo *flowO
 	return fo, newParams
 }
 
-// evidence is what the arguments carry: detector findings, and strings
-// seen in labelled results of the run.
-func (p *sessionPolicy) evidence(g *guardConfig, args map[string]any) flow.Evidence {
+// evidence is what a request's params carry (every string, decoded):
+// detector findings, and strings seen in labelled results of the run.
+func (p *sessionPolicy) evidence(g *guardConfig, params []byte) flow.Evidence {
 	var ev flow.Evidence
-	b, err := json.Marshal(args)
-	if err != nil {
-		return ev
-	}
-	jsonStrings(b, maxGuardScan, func(str string) {
+	jsonStrings(params, maxGuardScan, func(str string) {
 		for _, f := range g.set.Scan(str) {
 			if ev.Found == nil {
 				ev.Found = map[string]int{}

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/detect"
 	"github.com/mcpcage/mcpcage/daemon/flow"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
 )
 
 func TestRedactParams(t *testing.T) {
@@ -77,5 +79,43 @@ func TestJSONStringsBounded(t *testing.T) {
 	jsonStrings([]byte(`{"a":"ok","b":`), 1<<20, func(s string) { got = append(got, s) })
 	if strings.Join(got, "|") != "a|ok|b" {
 		t.Fatalf("a broken document: %q", got)
+	}
+}
+
+func TestFlowCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		action     config.FlowAction
+		params     string
+		wantAction config.FlowAction
+		redacted   bool
+	}{
+		{"deny: a tool call", config.FlowDeny, `{"name":"note","arguments":{"t":"hello"}}`, config.FlowDeny, false},
+		{"deny: a resource URI", config.FlowDeny, `{"uri":"https://x.example/?q=512-44-8392"}`, config.FlowDeny, false},
+		{"redact: in the arguments", config.FlowRedact, `{"name":"note","arguments":{"t":"ssn 512-44-8392"}}`, config.FlowRedact, true},
+		{"redact: nothing found", config.FlowRedact, `{"name":"note","arguments":{"t":"hello"}}`, config.FlowRedact, false},
+		{"redact: in a URI, cannot", config.FlowRedact, `{"uri":"https://x.example/512-44-8392"}`, config.FlowDeny, false},
+		{"redact: in _meta, cannot", config.FlowRedact, `{"name":"note","arguments":{},"_meta":{"note":"512-44-8392"}}`, config.FlowDeny, false},
+		{"redact: in a completion's value, cannot", config.FlowRedact, `{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"512-44-8392"}}`, config.FlowDeny, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.Servers["crm"] = &config.Server{Name: "crm", Labels: []string{"confidential"}}
+			cfg.Servers["notes"] = &config.Server{Name: "notes", Labels: []string{"external"}}
+			cfg.Flows = []config.Flow{{From: "confidential", To: "external", Action: tc.action}}
+			d := &Daemon{metrics: metrics.New()}
+			d.cfg.Store(cfg)
+			var runs flow.Runs
+			run := runs.Attach(0, "root", 1, 1)
+			run.Record(flow.Influence{Server: "crm", Kind: flow.ToolResult, Labels: []string{"confidential"}}, nil)
+			p := &sessionPolicy{d: d, srv: cfg.Servers["notes"], s: &session{run: run, server: "notes", agent: "a"}}
+			fo, np := p.flowCheck([]byte(tc.params))
+			if fo == nil || fo.action != tc.wantAction {
+				t.Fatalf("outcome %+v, want action %s", fo, tc.wantAction)
+			}
+			if (np != nil) != tc.redacted || strings.Contains(string(np), "512-44-8392") {
+				t.Fatalf("new params %s (want redacted: %v)", np, tc.redacted)
+			}
+		})
 	}
 }

@@ -174,8 +174,8 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	k, name := consentKind(t.Kind), t.Name
 	var fo *flowOutcome
 	var redacted []byte
-	if request.Method(e.Method) == request.ToolsCall || request.Method(e.Method) == request.PromptsGet {
-		fo, redacted = p.flowCheck(t.Args, e.Params.Of(msg))
+	{
+		fo, redacted = p.flowCheck(e.Params.Of(msg))
 		if fo != nil && k == consent.KindTool {
 			fo.call = s.nextCall()
 		}

@@ -179,8 +179,8 @@ func TestDataFlowGuard(t *testing.T) {
 		must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
 		body := scrape(t, st.Metrics)
 		for series, min := range map[string]float64{
-			`mcpcage_flow_taints_total{agent="itest",label="confidential",server="crm-db"}`:                          1,
-			`mcpcage_detector_hits_total{agent="itest",detector="us_ssn",direction="result",server="crm-db"}`:         1,
+			`mcpcage_flow_taints_total{agent="itest",label="confidential",server="crm-db"}`:                            1,
+			`mcpcage_detector_hits_total{agent="itest",detector="us_ssn",direction="result",server="crm-db"}`:          1,
 			`mcpcage_detector_hits_total{agent="itest",detector="us_ssn",direction="arguments",server="hubspot-deny"}`: 1,
 			`mcpcage_flow_decisions_total{action="deny",agent="itest",server="hubspot-deny"}`:                          1,
 			`mcpcage_flow_decisions_total{action="redact",agent="itest",server="hubspot-redact"}`:                      1,
