@@ -150,7 +150,10 @@
 //	                  daemon/inject): "log" records influence.suspect;
 //	                  "quarantine-tool" also hides a tool whose
 //	                  description is suspect until `mcpcage pins approve`;
-//	                  "end-session" also ends the session [log]
+//	                  "end-session" also ends the session; under both the
+//	                  agent is not shown what was suspect (the tool is left
+//	                  out of the list, a result is replaced by an error)
+//	                  [log]
 //
 //	[[flow]]          a rule of the data-flow guard (several allowed)
 //	from      a label: the run is tainted once a result (tool result,

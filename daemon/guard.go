@@ -16,6 +16,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/detect"
 	"github.com/mcpcage/mcpcage/daemon/flow"
@@ -168,7 +169,14 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 		Size: len(body), Digest: contentDigest(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
 	tainted := s.run.Taints()
 	in = s.run.Record(in, sc.tokens)
-	p.d.audit.AppendAsync(s.influenceRecord(in))
+	var content any // only with audit_arguments = "full", injected secrets scrubbed as in arguments
+	if mode := p.d.conf().Daemon.AuditArguments; mode == config.AuditArgsFull {
+		var m map[string]any
+		if json.Unmarshal(body, &m) == nil {
+			content = audit.Arguments(m, string(mode), p.d.secretValues())
+		}
+	}
+	p.d.audit.AppendAsync(s.influenceRecord(in, content))
 	agent := metrics.Agent(s.agent)
 	for det, n := range in.Found {
 		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "result").Add(float64(n))
@@ -207,18 +215,16 @@ func suspectRules(ms []inject.Match) []string {
 }
 
 // suspect acts on a suspect influence as the server's on_suspect says:
-// records it, and for "quarantine-tool" hides tool (when set) for the
-// rest of the session, for "end-session" ends it. It reports whether the
-// tool is now hidden.
-func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Match) bool {
+// it records it; unless on_suspect is "log", the agent is not shown what
+// was suspect, and "quarantine-tool" keeps tool (when set) from the rest
+// of the session, "end-session" ends it. It returns why the suspect
+// content is withheld ("" when it is shown).
+func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Match) string {
 	if len(ms) == 0 {
-		return false
+		return ""
 	}
 	s := p.s
 	action := p.srv.Suspect()
-	if action == config.SuspectQuarantine && tool == "" {
-		action = config.SuspectLog // nothing to quarantine (a resource, a prompt)
-	}
 	for i, m := range ms {
 		if i == maxSuspectsShown {
 			break
@@ -230,19 +236,29 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 	s.log.Warn("suspect influence", "kind", string(in.Kind), "tool", tool, "rules", suspectRules(ms), "on_suspect", string(action))
 	switch action {
 	case config.SuspectQuarantine:
-		p.mu.Lock()
-		if p.suspectTools == nil {
-			p.suspectTools = map[string]string{}
+		if tool != "" {
+			p.mu.Lock()
+			if p.suspectTools == nil {
+				p.suspectTools = map[string]string{}
+			}
+			if len(p.suspectTools) < maxSuspectTools {
+				p.suspectTools[tool] = what
+			}
+			p.mu.Unlock()
 		}
-		p.suspectTools[tool] = what
-		p.mu.Unlock()
-		return true
 	case config.SuspectEndSession:
 		s.suspectEnd.Store(what)
 		s.stopForPolicy()
+	default:
+		return ""
 	}
-	return false
+	return what + "; on_suspect = \"" + string(action) + "\" withheld it (`mcpcage audit --type influence.suspect` shows the matched text)"
 }
+
+// maxSuspectTools bounds the tools one session keeps quarantined (a
+// server's tool list is bounded by max_message_bytes; this bounds what
+// is remembered across lists).
+const maxSuspectTools = 4096
 
 // describeInfluence names what was suspect, for people.
 func describeInfluence(k flow.Kind, tool string) string {

@@ -426,14 +426,18 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	case "tools/call":
 		if c, ok := p.recordResult(e, msg, result); ok {
 			in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
-			p.suspect(in, c.tool, suspects)
+			if why := p.suspect(in, c.tool, suspects); why != "" {
+				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+			}
 		}
 		return relay.Verdict{}
 	case "resources/read", "prompts/get":
 		if name, ok := p.takeRead(e.ID.Of(msg)); ok {
 			k := map[string]flow.Kind{"resources/read": flow.Resource, "prompts/get": flow.Prompt}[request]
 			in, suspects := p.influence(k, name, "", result)
-			p.suspect(in, "", suspects)
+			if why := p.suspect(in, "", suspects); why != "" {
+				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+			}
 		}
 		return relay.Verdict{}
 	case "tools/list":
@@ -499,7 +503,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		if g != nil && readable && k == consent.KindTool {
 			if ms := itemSuspects(item); len(ms) > 0 {
 				suspects = append(suspects, suspectItem{name, ms})
-				quarantined = quarantined || p.srv.Suspect() == config.SuspectQuarantine
+				quarantined = quarantined || p.srv.Suspect() != config.SuspectLog // the agent is not shown it
 			}
 			quarantined = quarantined || p.suspectReason(name) != "" // kept from the session once suspect
 		}

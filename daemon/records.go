@@ -238,8 +238,9 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // influenceRecord: something a server showed the agent (the data-flow
 // guard's trail): where from, its digest and size, labels and what the
-// detectors and heuristics found; never its content.
-func (s *session) influenceRecord(in flow.Influence) audit.Record {
+// detectors and heuristics found; its content only when set
+// (audit_arguments = "full"; capped like every value).
+func (s *session) influenceRecord(in flow.Influence, content any) audit.Record {
 	rec := audit.Record{"influence": in.ID, "run": s.runKey(), "kind": string(in.Kind), "size": in.Size, "digest": in.Digest}
 	if in.Name != "" {
 		rec["name"] = in.Name
@@ -255,6 +256,9 @@ func (s *session) influenceRecord(in flow.Influence) audit.Record {
 	}
 	if len(in.Suspect) > 0 {
 		rec["suspect"] = in.Suspect
+	}
+	if content != nil {
+		rec["content"] = content
 	}
 	return s.record(api.RecordInfluence, rec)
 }
