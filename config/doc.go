@@ -148,8 +148,10 @@
 //	on_suspect        what happens when the server shows the model text
 //	                  that looks like a prompt injection (package
 //	                  daemon/inject): "log" records influence.suspect;
-//	                  "quarantine-tool" also hides a tool whose
-//	                  description is suspect until `mcpcage pins approve`;
+//	                  "quarantine-tool" also keeps a tool whose definition
+//	                  or result is suspect from the rest of the session
+//	                  (hidden, its calls refused); the next session checks
+//	                  it again;
 //	                  "end-session" also ends the session; under both the
 //	                  agent is not shown what was suspect (the tool is left
 //	                  out of the list, a result is replaced by an error)

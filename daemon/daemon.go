@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
 	d.sealer, d.book = ask.NewSealer(), ask.NewBook()
+	d.runs.Alive = identity.Alive
 	if d.pins, err = pins.Open(filepath.Join(cfg.Daemon.StateDir, "pins.json")); err != nil {
 		return nil, err
 	}

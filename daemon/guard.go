@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -96,26 +97,39 @@ const (
 	maxSuspectsShown = 4       // influence.suspect records per influence
 )
 
-// jsonStrings calls fn with the string values (and member names) of a
-// JSON document, decoded, until max bytes were seen. A document that is
-// not valid JSON yields what was read before the error.
-func jsonStrings(doc []byte, max int, fn func(string)) {
+// jsonStrings calls fn with the strings of a JSON document, decoded:
+// member names, string values and numbers (as written). It stops once
+// max bytes of the document were read; complete reports whether it read
+// the whole document (a document that is not valid JSON yields what was
+// read before the error, and is not complete).
+func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
-	seen := 0
-	for seen < max {
+	depth := 0 // a document cut short ends in io.EOF too
+	for dec.InputOffset() <= int64(max) {
 		tok, err := dec.Token()
-		if err != nil {
-			return
+		if err == io.EOF {
+			return depth == 0
 		}
-		if str, ok := tok.(string); ok && str != "" {
-			if len(str) > max-seen {
-				str = str[:max-seen]
+		if err != nil {
+			return false
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+			} else {
+				depth--
 			}
-			seen += len(str)
-			fn(str)
+		case string:
+			if v != "" {
+				fn(v)
+			}
+		case json.Number:
+			fn(string(v))
 		}
 	}
+	return false
 }
 
 // contentDigest is the influence's digest: of the bytes the agent got.
@@ -131,7 +145,8 @@ type scanned struct {
 	tokens   []string
 }
 
-// scan reads a result or a list for the trail.
+// scan reads a result or a list for the trail: its first maxGuardScan
+// bytes (what lies beyond is not scanned).
 func (g *guardConfig) scan(doc []byte, fingerprint bool) scanned {
 	var sc scanned
 	jsonStrings(doc, maxGuardScan, func(str string) {
@@ -164,7 +179,7 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 		return flow.Influence{}, nil
 	}
 	labels := p.srv.Labels
-	sc := g.scan(body, len(labels) > 0 && k != flow.ToolList)
+	sc := g.scan(body, len(labels) > 0 && !k.Listing())
 	in := flow.Influence{Time: time.Now(), Server: s.server, Session: s.id, Kind: k, Name: name, Call: call,
 		Size: len(body), Digest: contentDigest(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
 	tainted := s.run.Taints()
@@ -181,7 +196,7 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 	for det, n := range in.Found {
 		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "result").Add(float64(n))
 	}
-	if k != flow.ToolList {
+	if !k.Listing() {
 		for _, l := range labels {
 			if hadTaint(tainted, l) {
 				continue
@@ -230,6 +245,7 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 			break
 		}
 		p.d.metrics.InfluenceSuspect.WithLabelValues(metrics.Agent(s.agent), s.server, string(m.Rule)).Inc()
+		m.Excerpt = p.safeExcerpt(m)
 		p.d.audit.AppendAsync(s.suspectRecord(in, tool, m, action))
 	}
 	what := fmt.Sprintf("%s of server %s looks like a prompt injection (%s)", describeInfluence(in.Kind, tool), s.server, strings.Join(suspectRules(ms), ", "))
@@ -255,6 +271,33 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 	return what + "; on_suspect = \"" + string(action) + "\" withheld it (`mcpcage audit --type influence.suspect` shows the matched text)"
 }
 
+// queryValue is a URL query value, hidden in excerpts of
+// exfiltration URLs: the data the URL would carry.
+var queryValue = regexp.MustCompile(`([?&][^=&\s]*=)[^&\s#"'<>)\]]+`)
+
+// safeExcerpt is the span of a suspect match as the audit log keeps it:
+// none with audit_arguments = "digest"; otherwise with what the detectors
+// find, the secrets mcpcage injects and a URL's query values replaced.
+func (p *sessionPolicy) safeExcerpt(m inject.Match) string {
+	mode := p.d.conf().Daemon.AuditArguments
+	if mode == config.AuditArgsDigest {
+		return ""
+	}
+	ex := m.Excerpt
+	if g := p.d.guard(); g != nil {
+		ex = detect.Redact(ex, g.set.Scan(ex))
+	}
+	for _, sec := range p.d.secretValues() {
+		if sec != "" {
+			ex = strings.ReplaceAll(ex, sec, "[redacted]")
+		}
+	}
+	if m.Rule == inject.ExfiltrationURL {
+		ex = queryValue.ReplaceAllString(ex, "${1}…")
+	}
+	return ex
+}
+
 // maxSuspectTools bounds the tools one session keeps quarantined (a
 // server's tool list is bounded by max_message_bytes; this bounds what
 // is remembered across lists).
@@ -265,6 +308,8 @@ func describeInfluence(k flow.Kind, tool string) string {
 	switch k {
 	case flow.ToolList:
 		return fmt.Sprintf("the definition of tool %q", tool)
+	case flow.PromptList, flow.ResourceList:
+		return "an item of a list"
 	case flow.ToolResult:
 		return fmt.Sprintf("a result of tool %q", tool)
 	case flow.Resource:
@@ -336,8 +381,11 @@ func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []b
 		if len(redacted) > 0 {
 			after = np
 		}
-		if left := p.evidence(g, after); !left.Empty() {
-			err = errors.New("it carries sensitive or tainted data outside its arguments' values (in a name, a URI or _meta), which cannot be redacted")
+		switch left := p.evidence(g, after); {
+		case left.Unread:
+			err = fmt.Errorf("it is larger than the guard reads whole (%d KiB of params, a string over %d KiB, or more findings than one scan returns)", maxGuardScan>>10, detect.MaxScan>>10)
+		case !left.Empty():
+			err = errors.New("it carries sensitive or tainted data outside its arguments' values (in a name, a URI, _meta or a number), which cannot be redacted")
 		}
 	}
 	switch {
@@ -351,18 +399,32 @@ func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []b
 	return fo, newParams
 }
 
-// evidence is what a request's params carry (every string, decoded):
-// detector findings, and strings seen in labelled results of the run.
+// evidence is what a request's params carry (every string and number,
+// decoded): detector findings, and strings seen in labelled results of
+// the run. Params too large to read whole (over maxGuardScan, a string
+// over detect.MaxScan, more findings or fingerprinted strings than one
+// scan returns) are Unread: rules then treat them as carrying data.
 func (p *sessionPolicy) evidence(g *guardConfig, params []byte) flow.Evidence {
 	var ev flow.Evidence
-	jsonStrings(params, maxGuardScan, func(str string) {
-		for _, f := range g.set.Scan(str) {
+	complete := jsonStrings(params, maxGuardScan, func(str string) {
+		if len(str) > detect.MaxScan {
+			ev.Unread = true
+		}
+		fs := g.set.Scan(str)
+		if len(fs) >= detect.MaxFindings {
+			ev.Unread = true
+		}
+		for _, f := range fs {
 			if ev.Found == nil {
 				ev.Found = map[string]int{}
 			}
 			ev.Found[string(f.Detector)]++
 		}
-		for _, c := range p.s.run.Carries(str) {
+		cs, whole := p.s.run.Carries(str)
+		if !whole {
+			ev.Unread = true
+		}
+		for _, c := range cs {
 			for _, l := range c.Labels {
 				if ev.Carried == nil {
 					ev.Carried = map[string]int{}
@@ -371,6 +433,7 @@ func (p *sessionPolicy) evidence(g *guardConfig, params []byte) flow.Evidence {
 			}
 		}
 	})
+	ev.Unread = ev.Unread || !complete
 	return ev
 }
 
@@ -403,7 +466,8 @@ func (p *sessionPolicy) redactParams(g *guardConfig, params []byte, from string)
 	var keyErr error
 	redactString := func(str string) string {
 		fs := g.set.Scan(str)
-		for _, c := range p.s.run.Carries(str) {
+		cs, _ := p.s.run.Carries(str) // what is not read whole was refused by evidence
+		for _, c := range cs {
 			label := c.Labels[0]
 			if slices.Contains(c.Labels, from) {
 				label = from
@@ -545,8 +609,20 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 	s.log.Info("asked the user about a data flow (elicitation)", "method", method, "name", name, "question", qid)
 	res := make(chan error, 1)
 	timeout := time.Duration(d.conf().Daemon.AskTimeout)
+	cancelled := make(chan struct{})
+	key := wire.IDKey(id)
+	p.mu.Lock()
+	p.questions[key] = cancelled // a cancel of the request ends its question (Cancelled)
+	p.mu.Unlock()
 	go func() {
 		defer s.limiter.Done()
+		defer func() {
+			p.mu.Lock()
+			if p.questions[key] == cancelled {
+				delete(p.questions, key)
+			}
+			p.mu.Unlock()
+		}()
 		t := time.NewTimer(timeout)
 		defer t.Stop()
 		var result []byte
@@ -564,6 +640,11 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 			s.relay.Forget(qid, "nobody answered in "+timeout.String())
 			res <- parkedFate(denied("nobody answered the question within " + timeout.String()))
 			return
+		case <-cancelled:
+			s.relay.Forget(qid, "the client cancelled the request")
+			d.audit.AppendAsync(s.consentPromptRecord(q, askElicitation, promptDismissed, "", "", "the client cancelled the request"))
+			res <- relay.ErrParkEnded
+			return
 		case <-s.relay.Done():
 			res <- relay.ErrParkEnded
 			return
@@ -575,7 +656,8 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 			return
 		}
 		fo.asked = true
-		res <- parkedFate(p.settle(method, k, id, name, args, dec, nil, fo))
+		// Decide again: a revocation or quarantine meanwhile wins.
+		res <- parkedFate(p.settle(method, k, id, name, args, p.decide(method, k, name, args, q.pin), nil, fo))
 	}()
 	return relay.Verdict{Park: res, Replace: replace, HoldFailed: func(err error) []byte {
 		var pr parkedReply
@@ -613,4 +695,82 @@ func itemSuspects(item []byte) []inject.Match {
 		}
 	})
 	return ms
+}
+
+// flowOther guards what mcpcage does not decide one by one (a request
+// of another method, a notification, the client's answer to a server's
+// request such as sampling): in a tainted run, toward a server a rule
+// applies to, a message that carries what the rule guards against
+// (a finding, a fingerprinted string, or more than the guard reads) is
+// refused unless the rule only logs. Nothing here can be asked about or
+// redacted.
+func (p *sessionPolicy) flowOther(e *wire.Envelope, msg []byte) (relay.Verdict, bool) {
+	g := p.d.guard()
+	s := p.s
+	if g == nil || s.run == nil || len(p.srv.Labels) == 0 {
+		return relay.Verdict{}, false
+	}
+	body := e.Params.Of(msg)
+	if e.Kind == wire.KindResponse {
+		body = e.Whole.Of(msg)
+	}
+	if len(body) == 0 {
+		return relay.Verdict{}, false
+	}
+	// With the most evidence there could be, does any rule apply?
+	if len(flow.Rules(g.cfg.Flows, s.run, p.srv.Labels, flow.Evidence{Unread: true})) == 0 {
+		return relay.Verdict{}, false
+	}
+	ev := p.evidence(g, body)
+	applied := flow.Rules(g.cfg.Flows, s.run, p.srv.Labels, ev)
+	if ev.Empty() || len(applied) == 0 || applied[0].Action == config.FlowLog {
+		return relay.Verdict{}, false
+	}
+	top := applied[0]
+	what := e.Method
+	if e.Kind == wire.KindResponse {
+		what = "the client's response to the server's request"
+	}
+	reason := top.Explain(ev) + "; mcpcage neither asks about nor redacts " + what + ", so it is refused"
+	p.d.metrics.FlowDecisions.WithLabelValues(metrics.Agent(s.agent), s.server, string(config.FlowDeny)).Inc()
+	if e.Kind != wire.KindResponse {
+		return p.refuse(e, msg, wire.CodeDenied, reason), true
+	}
+	p.d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: relay.ClientToServer, kind: "response", id: append(json.RawMessage(nil), e.ID.Of(msg)...), reason: reason}))
+	s.denied.Add(1)
+	s.log.Warn("message refused", "kind", "response", "reason", reason)
+	line := wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage refused the client's answer: "+reason, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
+	return relay.Verdict{Replace: line[:len(line)-1]}, true
+}
+
+// errorInfluence follows a JSON-RPC error answering a tools/call,
+// resources/read or prompts/get: its message and data reach the agent
+// as a result would (they taint the run and are scanned). A suspect one
+// is withheld as a result would be.
+func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, request string) (relay.Verdict, bool) {
+	id := e.ID.Of(msg)
+	var kind flow.Kind
+	var name, call, tool string
+	switch request {
+	case "tools/call":
+		c, ok := p.takeCall(id)
+		if !ok {
+			return relay.Verdict{}, false
+		}
+		p.d.newCall(p.s) // the call ended: later opens are not its
+		kind, name, call, tool = flow.ToolResult, c.tool, c.call, c.tool
+	case "resources/read", "prompts/get":
+		n, ok := p.takeRead(id)
+		if !ok {
+			return relay.Verdict{}, false
+		}
+		kind, name = map[string]flow.Kind{"resources/read": flow.Resource, "prompts/get": flow.Prompt}[request], n
+	default:
+		return relay.Verdict{}, false
+	}
+	in, suspects := p.influence(kind, name, call, e.Error.Of(msg))
+	if why := p.suspect(in, tool, suspects); why != "" {
+		return relay.Verdict{Replace: refusedResult(id, request, why)}, true
+	}
+	return relay.Verdict{}, false
 }

@@ -70,14 +70,17 @@ func TestRedactParams(t *testing.T) {
 }
 
 func TestJSONStringsBounded(t *testing.T) {
+	doc := []byte(`{"a":"xyz","list":["1234567890",{"k":"v"}],"n":5}`)
 	var got []string
-	jsonStrings([]byte(`{"a":"xyz","list":["1234567890",{"k":"v"}],"n":5}`), 12, func(s string) { got = append(got, s) })
-	if strings.Join(got, "|") != "a|xyz|list|1234" {
-		t.Fatalf("strings %q", got)
+	if jsonStrings(doc, 12, func(s string) { got = append(got, s) }) || strings.Join(got, "|") != "a|xyz|list" {
+		t.Fatalf("12 bytes of the document: %q", got)
 	}
 	got = nil
-	jsonStrings([]byte(`{"a":"ok","b":`), 1<<20, func(s string) { got = append(got, s) })
-	if strings.Join(got, "|") != "a|ok|b" {
+	if !jsonStrings(doc, 1<<20, func(s string) { got = append(got, s) }) || strings.Join(got, "|") != "a|xyz|list|1234567890|k|v|n|5" {
+		t.Fatalf("the whole document (numbers as written): %q", got)
+	}
+	got = nil
+	if jsonStrings([]byte(`{"a":"ok","b":`), 1<<20, func(s string) { got = append(got, s) }) || strings.Join(got, "|") != "a|ok|b" {
 		t.Fatalf("a broken document: %q", got)
 	}
 }
@@ -97,12 +100,20 @@ func TestFlowCheck(t *testing.T) {
 		{"redact: in a URI, cannot", config.FlowRedact, `{"uri":"https://x.example/512-44-8392"}`, config.FlowDeny, false},
 		{"redact: in _meta, cannot", config.FlowRedact, `{"name":"note","arguments":{},"_meta":{"note":"512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: in a completion's value, cannot", config.FlowRedact, `{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"512-44-8392"}}`, config.FlowDeny, false},
+		{"redact: a card as a number, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111111}}`, config.FlowDeny, false},
+		{"redact: past a string of 1 MiB, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("x ", 1<<19) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
+		{"redact: past 1 MiB of params, cannot", config.FlowRedact, `{"name":"note","arguments":{"a":"` + strings.Repeat("x", 1<<20) + `","b":"ssn 512-44-8392"}}`, config.FlowDeny, false},
+		{"redact: past the findings one scan returns, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("a@b.example ", 300) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
+		{"carries: padding does not hide", config.FlowDeny, `{"name":"note","arguments":{"a":"` + strings.Repeat("x", 1<<20) + `","t":"ssn 512-44-8392"}}`, config.FlowDeny, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Servers["crm"] = &config.Server{Name: "crm", Labels: []string{"confidential"}}
 			cfg.Servers["notes"] = &config.Server{Name: "notes", Labels: []string{"external"}}
 			cfg.Flows = []config.Flow{{From: "confidential", To: "external", Action: tc.action}}
+			if strings.HasPrefix(tc.name, "carries") {
+				cfg.Flows[0].When = config.FlowCarries
+			}
 			d := &Daemon{metrics: metrics.New()}
 			d.cfg.Store(cfg)
 			var runs flow.Runs
@@ -117,5 +128,16 @@ func TestFlowCheck(t *testing.T) {
 				t.Fatalf("new params %s (want redacted: %v)", np, tc.redacted)
 			}
 		})
+	}
+}
+
+func TestJSONStringsStopsOnBytesNotStrings(t *testing.T) {
+	doc := []byte("[" + strings.Repeat("1,", 4<<20) + "1]") // 8 MiB of tiny tokens
+	n := 0
+	if jsonStrings(doc, 1<<20, func(string) { n++ }) {
+		t.Fatal("an 8 MiB document read whole within a 1 MiB budget")
+	}
+	if n > 1<<20 {
+		t.Fatalf("%d tokens read past the budget", n)
 	}
 }

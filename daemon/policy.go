@@ -79,6 +79,9 @@ func (p *sessionPolicy) firstObserved(k consent.Kind, name string) bool {
 // observed calls are logged at debug level only.
 const maxObservedNames = 1024
 
+// listKinds are the influences of list results, by the kind listed.
+var listKinds = map[consent.Kind]flow.Kind{consent.KindTool: flow.ToolList, consent.KindPrompt: flow.PromptList, consent.KindResource: flow.ResourceList}
+
 // maxReadsTracked bounds the forwarded prompts/get and resources/read
 // remembered for their results (a server that never answers cannot grow
 // it).
@@ -153,7 +156,10 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if e.Method == methodListen && e.Kind == wire.KindRequest {
 		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
 	}
-	if !request.NeedsDecision(e.Method) {
+	if !request.NeedsDecision(e.Method) || e.Kind == wire.KindResponse {
+		if v, refused := p.flowOther(e, msg); refused {
+			return v
+		}
 		return relay.Verdict{}
 	}
 	if e.Kind == wire.KindNotification {
@@ -242,8 +248,12 @@ func (p *sessionPolicy) reread(e *wire.Envelope, msg, params []byte) (*wire.Enve
 // or denied with the reason.
 func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
 	s := p.s
-	if (dec.Allow || p.observe) && fo != nil && fo.action == config.FlowAsk && !fo.asked {
+	if dec.Allow && !p.observe && fo != nil && fo.action == config.FlowAsk && !fo.asked {
 		return p.askFlow(method, k, id, name, args, dec, replace, fo)
+	}
+	followRead := k != consent.KindTool && (request.Method(method) == request.ResourcesRead || request.Method(method) == request.PromptsGet) && p.d.guard() != nil
+	if followRead && (dec.Allow || p.observe) && !p.canFollowRead() {
+		dec = consent.Decision{Reason: fmt.Sprintf("the session has %d reads in flight whose results the data-flow guard must follow: wait for their results", maxReadsTracked)}
 	}
 	c := decided{kind: k, method: method, id: id, name: name, args: args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
 	if fo != nil {
@@ -283,14 +293,12 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 			p.mu.Lock()
 			p.calls[wire.IDKey(id)] = callStart{tool: name, id: string(id), start: time.Now(), call: c.call}
 			p.mu.Unlock()
-		} else if p.d.guard() != nil {
+		} else if followRead {
 			p.mu.Lock()
 			if p.reads == nil {
 				p.reads = map[string]string{}
 			}
-			if len(p.reads) < maxReadsTracked {
-				p.reads[wire.IDKey(id)] = name // its result is an influence
-			}
+			p.reads[wire.IDKey(id)] = name // its result is an influence (canFollowRead bounds them)
 			p.mu.Unlock()
 		}
 		return relay.Verdict{Replace: replace, Hold: durable, HoldFailed: func(err error) []byte {
@@ -405,8 +413,10 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 			return relay.Verdict{Deny: true, Reason: why}
 		}
 	}
-	if e.Kind == wire.KindResponse && e.Result.Empty() && (request == "resources/read" || request == "prompts/get") {
-		p.takeRead(e.ID.Of(msg)) // an error: nothing reached the agent
+	if e.Kind == wire.KindResponse && e.Result.Empty() {
+		if v, withheld := p.errorInfluence(e, msg, request); withheld {
+			return v
+		}
 	}
 	if e.Kind != wire.KindResponse || e.Result.Empty() {
 		return relay.Verdict{}
@@ -500,12 +510,12 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		// clients could read differently is never shown.
 		name, readable := listItemName(item, field)
 		quarantined := readable && k == consent.KindTool && p.checkPin(name, item)
-		if g != nil && readable && k == consent.KindTool {
+		if g != nil && readable {
 			if ms := itemSuspects(item); len(ms) > 0 {
 				suspects = append(suspects, suspectItem{name, ms})
 				quarantined = quarantined || p.srv.Suspect() != config.SuspectLog // the agent is not shown it
 			}
-			quarantined = quarantined || p.suspectReason(name) != "" // kept from the session once suspect
+			quarantined = quarantined || (k == consent.KindTool && p.suspectReason(name) != "") // kept from the session once suspect
 		}
 		// In ask mode the agent sees what it may ask for: the user decides
 		// on the call.
@@ -517,10 +527,14 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			hidden = append(hidden, name)
 		}
 	}
-	if g != nil && k == consent.KindTool {
-		in, _ := p.influence(flow.ToolList, "tools/list", "", result)
+	if g != nil {
+		in, _ := p.influence(listKinds[k], key+"/list", "", result)
 		for _, si := range suspects {
-			p.suspect(in, si.name, si.matches)
+			tool := ""
+			if k == consent.KindTool {
+				tool = si.name
+			}
+			p.suspect(in, tool, si.matches)
 		}
 	}
 	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
@@ -599,6 +613,14 @@ func (p *sessionPolicy) takeCall(rawID []byte) (callStart, bool) {
 	c, ok := p.calls[key]
 	delete(p.calls, key)
 	return c, ok
+}
+
+// canFollowRead reports whether another read's result can be followed
+// (bounded: a server that never answers cannot grow the table).
+func (p *sessionPolicy) canFollowRead() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.reads) < maxReadsTracked
 }
 
 // takeRead removes and returns the name of the forwarded prompts/get or

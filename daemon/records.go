@@ -266,8 +266,10 @@ func (s *session) influenceRecord(in flow.Influence, content any) audit.Record {
 // suspectRecord: a heuristic matched text a server showed the agent; the
 // matched span (an excerpt, bounded) and what was done.
 func (s *session) suspectRecord(in flow.Influence, tool string, m inject.Match, action config.OnSuspect) audit.Record {
-	rec := audit.Record{"influence": in.ID, "kind": string(in.Kind), "rule": string(m.Rule), "start": m.Start, "end": m.End,
-		"excerpt": m.Excerpt, "action": string(action)}
+	rec := audit.Record{"influence": in.ID, "kind": string(in.Kind), "rule": string(m.Rule), "start": m.Start, "end": m.End, "action": string(action)}
+	if m.Excerpt != "" {
+		rec["excerpt"] = m.Excerpt // see safeExcerpt
+	}
 	if tool != "" {
 		rec["tool"] = tool
 	} else if in.Name != "" {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -168,6 +169,24 @@ func TestDataFlowGuard(t *testing.T) {
 			t.Fatalf("the tool.call record does not say what was redacted: %v", rec)
 		}
 	})
+	t.Run("the client's answer to a server's question", func(t *testing.T) {
+		// The user (or the agent) answers the external server's
+		// elicitation with the SSN: not a call mcpcage decides, so the
+		// redact rule cannot apply; the answer is refused.
+		asked := d.connectWith(t, "hubspot-redact", v, client.WithElicitationHandler(ssnAnswer{}))
+		req := mcp.CallToolRequest{}
+		req.Params.Name, req.Params.Arguments = "ask_client", map[string]any{"kind": "elicitation"}
+		res, err := asked.CallTool(ctxT(t, 30*time.Second), req)
+		if err == nil {
+			t.Fatalf("the server got the answer: %+v", res.Content)
+		}
+		if !strings.Contains(err.Error(), "mcpcage refused the client's answer: flow rule") || strings.Contains(err.Error(), flowSSN) {
+			t.Fatalf("the server's question failed otherwise: %v", err)
+		}
+		d.record(t, "message.refused", func(r map[string]any) bool {
+			return str(r, "server") == "hubspot-redact" && str(r, "kind") == "response" && strings.Contains(str(r, "reason"), "flow rule")
+		})
+	})
 	t.Run("log", func(t *testing.T) {
 		if text, isErr := callText(t, logged, "echo", note); isErr || text != note["text"] {
 			t.Fatalf("log forwards the call: %q (isError %v)", text, isErr)
@@ -217,6 +236,13 @@ func TestDataFlowGuard(t *testing.T) {
 			}
 		}
 	})
+}
+
+// ssnAnswer answers every elicitation with the story's SSN.
+type ssnAnswer struct{}
+
+func (ssnAnswer) Elicit(context.Context, mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept, Content: map[string]any{"name": flowSSN}}}, nil
 }
 
 // sessionsOf lists the live sessions (mcpcage sessions --json).

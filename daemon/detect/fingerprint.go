@@ -122,11 +122,21 @@ func (f *Fingerprints[O]) lookup(fp fingerprint) (O, bool) {
 // byte for byte: a re-encoded (base64, hex, URL-escaped), split or
 // case-changed copy is not.
 func (f *Fingerprints[O]) Match(text string) []FingerprintMatch[O] {
+	out, _ := f.MatchAll(text)
+	return out
+}
+
+// MatchAll is Match that also reports whether it looked at every
+// candidate of text: false when text was longer than MaxScan, or the
+// MaxTokens or hash budget ran out first (a remembered token may then
+// be in text unseen).
+func (f *Fingerprints[O]) MatchAll(text string) (_ []FingerprintMatch[O], complete bool) {
 	if f.Len() == 0 {
-		return nil
+		return nil, true
 	}
+	complete = true
 	if len(text) > MaxScan {
-		text = text[:MaxScan]
+		text, complete = text[:MaxScan], false
 	}
 	var out []FingerprintMatch[O]
 	hashes := 0
@@ -145,6 +155,7 @@ func (f *Fingerprints[O]) Match(text string) []FingerprintMatch[O] {
 	var segs [][2]int
 	tokenRuns(text, func(s, e int) bool {
 		if len(out) >= MaxTokens || hashes >= maxMatchHashes {
+			complete = false
 			return false
 		}
 		if e-s < MinToken || e-s > MaxToken {
@@ -180,7 +191,10 @@ func (f *Fingerprints[O]) Match(text string) []FingerprintMatch[O] {
 			}
 			a = next
 		}
+		if hashes >= maxMatchHashes || len(out) >= MaxTokens {
+			complete = false
+		}
 		return true
 	})
-	return out
+	return out, complete
 }

@@ -110,11 +110,11 @@ func TestCarriesFingerprints(t *testing.T) {
 	r := runs.Attach(0, "root", 1, 1)
 	token := "q8ZrT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0Q"
 	in := r.Record(result("crm-db", []string{"confidential"}, nil), []string{token})
-	got := r.Carries("please store " + token + " in the note")
+	got, _ := r.Carries("please store " + token + " in the note")
 	if len(got) != 1 || got[0].Influence != in.ID || got[0].Labels[0] != "confidential" || got[0].Start != len("please store ") {
 		t.Fatalf("carries: %+v", got)
 	}
-	if got := r.Carries("nothing of the sort: Zq8rT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0"); len(got) != 0 {
+	if got, _ := r.Carries("nothing of the sort: Zq8rT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0"); len(got) != 0 {
 		t.Fatalf("a different string matched: %+v", got)
 	}
 }
@@ -148,8 +148,38 @@ func TestFingerprintKeepsEveryLabel(t *testing.T) {
 	token := "q8ZrT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0Q"
 	first := r.Record(result("crm-db", []string{"confidential"}, nil), []string{token})
 	r.Record(result("notes", []string{"external"}, nil), []string{token}) // the agent wrote it there, and read it back
-	got := r.Carries(token)
+	got, _ := r.Carries(token)
 	if len(got) != 1 || got[0].Influence != first.ID || !slices.Contains(got[0].Labels, "confidential") || !slices.Contains(got[0].Labels, "external") {
 		t.Fatalf("carries: %+v", got)
+	}
+}
+
+func TestRegistryBounds(t *testing.T) {
+	var runs Runs
+	runs.Alive = func(pid int, start uint64) bool { return pid%2 == 0 } // odd pids are gone
+	// One user's idle runs are capped at MaxUserRuns: the oldest goes.
+	first := runs.Attach(1000, "alice", 2, 1)
+	runs.Detach(first)
+	for pid := 4; pid < 4+2*MaxUserRuns; pid += 2 {
+		runs.Detach(runs.Attach(1000, "alice", pid, 1))
+	}
+	if runs.Lookup(first.Key) != nil {
+		t.Fatal("alice's oldest idle run was kept past MaxUserRuns")
+	}
+	// Another user's live, idle run is not dropped to make room.
+	bob := runs.Attach(2000, "bob", 2, 1)
+	bob.Record(result("crm-db", []string{"confidential"}, nil), nil)
+	runs.Detach(bob)
+	for uid := uint32(3000); uid < 3000+2*MaxRuns; uid++ {
+		runs.Detach(runs.Attach(uid, "u", 1, 1)) // gone processes
+	}
+	if n := runs.Len(); n > MaxRuns+1 {
+		t.Fatalf("%d runs kept, over MaxRuns", n)
+	}
+	if runs.Lookup(bob.Key) == nil {
+		t.Fatal("bob's live run was dropped for other users' runs")
+	}
+	if _, ok := runs.Lookup(bob.Key).Tainted("confidential"); !ok {
+		t.Fatal("bob's taint was lost")
 	}
 }

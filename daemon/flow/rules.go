@@ -26,14 +26,21 @@ type Applied struct {
 type Evidence struct {
 	Found   map[string]int `json:"found,omitempty"`
 	Carried map[string]int `json:"carried,omitempty"` // label -> strings seen in its results
+	// Unread: the request was too large to read whole (see
+	// daemon's evidence); it may carry anything.
+	Unread bool `json:"unread,omitempty"`
 }
 
-// Empty reports whether the arguments carry nothing the guard knows.
-func (e Evidence) Empty() bool { return len(e.Found) == 0 && len(e.Carried) == 0 }
+// Empty reports whether the request carries nothing the guard knows of,
+// and was read whole.
+func (e Evidence) Empty() bool { return len(e.Found) == 0 && len(e.Carried) == 0 && !e.Unread }
 
 // carries reports whether the arguments carry data for a rule from label:
-// a detector's finding, or a string seen in a result labelled from.
-func (e Evidence) carries(from string) bool { return len(e.Found) > 0 || e.Carried[from] > 0 }
+// a detector's finding, a string seen in a result labelled from, or
+// what could not be read.
+func (e Evidence) carries(from string) bool {
+	return len(e.Found) > 0 || e.Carried[from] > 0 || e.Unread
+}
 
 // Rules returns the rules that apply to a call to a server with labels
 // to, in run r, strongest first (the first decides).
@@ -81,13 +88,16 @@ func (a Applied) Explain(ev Evidence) string {
 		b.WriteString(")")
 	}
 	if !ev.Empty() {
-		b.WriteString("; the call's arguments carry ")
+		b.WriteString("; it carries ")
 		var parts []string
 		if len(ev.Found) > 0 {
 			parts = append(parts, Counts(ev.Found))
 		}
 		for _, l := range sortedKeys(ev.Carried) {
 			parts = append(parts, fmt.Sprintf("%d string(s) seen in %s results", ev.Carried[l], l))
+		}
+		if ev.Unread {
+			parts = append(parts, "more than mcpcage reads of one request (it may carry anything)")
 		}
 		b.WriteString(strings.Join(parts, " and "))
 	}

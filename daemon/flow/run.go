@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 const (
 	RecentMax       = 16   // the last influences, whatever they were
 	FlaggedMax      = 32   // the last influences with a label, a finding or a suspect match
-	MaxFingerprints = 4096 // high-entropy strings seen in labelled results
-	MaxRuns         = 1024 // runs the registry keeps (detached ones are dropped first)
+	MaxFingerprints = 1024 // high-entropy strings seen in labelled results, per run
+	MaxRuns         = 1024 // runs kept without sessions before those of gone processes are dropped
+	MaxUserRuns     = 64   // runs one user keeps without sessions: past it, the user's oldest is dropped
+	maxName         = 200  // bytes of an influence's name kept
 )
 
 // Kind is what reached the agent.
@@ -23,11 +26,17 @@ type Kind string
 
 // Kinds of influence.
 const (
-	ToolResult Kind = "tool_result" // a tools/call result
-	Resource   Kind = "resource"    // resources/read contents
-	Prompt     Kind = "prompt"      // prompts/get messages
-	ToolList   Kind = "tool_list"   // a tools/list result: names, descriptions, schemas
+	ToolResult   Kind = "tool_result"   // a tools/call result
+	Resource     Kind = "resource"      // resources/read contents
+	Prompt       Kind = "prompt"        // prompts/get messages
+	ToolList     Kind = "tool_list"     // a tools/list result: names, descriptions, schemas
+	PromptList   Kind = "prompt_list"   // a prompts/list result
+	ResourceList Kind = "resource_list" // a resources/list result
 )
+
+// Listing reports whether k is a list of what a server offers: lists do
+// not taint (they hold definitions, not data).
+func (k Kind) Listing() bool { return k == ToolList || k == PromptList || k == ResourceList }
 
 // Influence is one thing a server showed the agent in the run: where it
 // came from and what was found in it, never its content.
@@ -74,6 +83,7 @@ type origin struct {
 // Run is one agent run.
 type Run struct {
 	Key  string // uid:pid@start
+	UID  uint32
 	User string
 	PID  int
 	// Start is the client process's start time (clock ticks since boot),
@@ -98,7 +108,10 @@ func (r *Run) Record(in Influence, tokens []string) Influence {
 	defer r.mu.Unlock()
 	r.seq++
 	in.ID = r.Key + "#" + strconv.FormatUint(r.seq, 10)
-	if in.Kind != ToolList {
+	if len(in.Name) > maxName {
+		in.Name = strings.ToValidUTF8(in.Name[:maxName], "") + "…"
+	}
+	if !in.Kind.Listing() {
 		for _, l := range in.Labels {
 			if t, ok := r.taints[l]; ok {
 				t.Results++
@@ -202,23 +215,30 @@ type Carried struct {
 	Labels     []string
 }
 
-// Carries returns the fingerprinted strings text holds.
-func (r *Run) Carries(text string) []Carried {
+// Carries returns the fingerprinted strings text holds; complete is
+// false when text was too long or held too many candidates to look at
+// all of them.
+func (r *Run) Carries(text string) (_ []Carried, complete bool) {
 	r.mu.Lock()
 	fp := r.fp
 	r.mu.Unlock()
 	if fp == nil {
-		return nil
+		return nil, true
 	}
+	ms, complete := fp.MatchAll(text)
 	var out []Carried
-	for _, m := range fp.Match(text) {
+	for _, m := range ms {
 		out = append(out, Carried{Start: m.Start, End: m.End, Influence: m.Origin.influence, Server: m.Origin.server, Labels: m.Origin.labels})
 	}
-	return out
+	return out, complete
 }
 
 // Runs is the registry of live agent runs.
 type Runs struct {
+	// Alive reports whether a client process still runs (nil: every
+	// process counts as alive).
+	Alive func(pid int, start uint64) bool
+
 	mu sync.Mutex
 	m  map[string]*Run
 }
@@ -239,10 +259,8 @@ func (rs *Runs) Attach(uid uint32, user string, pid int, start uint64) *Run {
 	}
 	r, ok := rs.m[key]
 	if !ok {
-		if len(rs.m) >= MaxRuns {
-			rs.evictDetached()
-		}
-		r = &Run{Key: key, User: user, PID: pid, Start: start}
+		rs.makeRoom(uid)
+		r = &Run{Key: key, UID: uid, User: user, PID: pid, Start: start}
 		rs.m[key] = r
 	}
 	r.mu.Lock()
@@ -251,20 +269,34 @@ func (rs *Runs) Attach(uid uint32, user string, pid int, start uint64) *Run {
 	return r
 }
 
-// evictDetached drops the run detached longest ago (none: the registry
-// grows past MaxRuns, bounded by the sessions that hold runs).
-func (rs *Runs) evictDetached() {
-	var oldest *Run
-	var when time.Time
+// makeRoom keeps the registry bounded before a run of uid is added: a
+// user over MaxUserRuns runs without sessions loses the oldest of them;
+// over MaxRuns, runs without sessions whose process is gone go. A run
+// another user's client still holds data in is never dropped for room.
+func (rs *Runs) makeRoom(uid uint32) {
+	var idle, mine []*Run
 	for _, r := range rs.m {
 		r.mu.Lock()
-		if r.sessions == 0 && (oldest == nil || r.detached.Before(when)) {
-			oldest, when = r, r.detached
+		if r.sessions == 0 {
+			idle = append(idle, r)
+			if r.UID == uid {
+				mine = append(mine, r)
+			}
 		}
 		r.mu.Unlock()
 	}
-	if oldest != nil {
-		delete(rs.m, oldest.Key)
+	byAge := func(a, b *Run) int { return a.detached.Compare(b.detached) }
+	if len(mine) >= MaxUserRuns {
+		slices.SortFunc(mine, byAge)
+		delete(rs.m, mine[0].Key)
+	}
+	if len(rs.m) < MaxRuns {
+		return
+	}
+	for _, r := range idle {
+		if rs.m[r.Key] == r && rs.Alive != nil && !rs.Alive(r.PID, r.Start) {
+			delete(rs.m, r.Key)
+		}
 	}
 }
 

@@ -81,10 +81,18 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 				e, msg = &rm.Envelopes[0], restored
 			}
 		}
-		if d != ServerToClient || r.opts.Inspector == nil {
+		if r.opts.Inspector == nil {
 			return true, restored
 		}
-		v := r.opts.Inspector.FromServer(e, msg, method)
+		var v Verdict
+		if d == ServerToClient {
+			v = r.opts.Inspector.FromServer(e, msg, method)
+		} else {
+			// The client's answer to a server's request (sampling,
+			// elicitation, roots): the inspector may refuse what it
+			// carries (Replace: an error response instead).
+			v = r.opts.Inspector.FromClient(e, msg)
+		}
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
 			return false, nil

@@ -80,6 +80,8 @@ var ErrParkEnded = errors.New("the session ended before the user answered")
 // Inspector decides on messages. Methods run on the direction's goroutine
 // and must not block for long.
 type Inspector interface {
+	// FromClient also sees the client's responses to the server's
+	// requests (Replace and Deny apply to them; Hold and Park do not).
 	FromClient(env *wire.Envelope, msg []byte) Verdict
 	// FromServer also sees responses; request is then the method of the
 	// client request they answer ("" for other messages).
