@@ -119,6 +119,9 @@ type AuditQuery struct {
 	Follow  bool   `json:"follow,omitempty"`
 	// Call: only the tool.call record of this call id (mcpcage why).
 	Call string `json:"call,omitempty"`
+	// Run: only records of this agent run (the data-flow guard's
+	// influence and flow.taint records; mcpcage why).
+	Run string `json:"run,omitempty"`
 }
 
 // Answer is the user's answer to a consent question.

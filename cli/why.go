@@ -33,37 +33,52 @@ trail is kept while the data-flow guard runs (see [[flow]] in the
 configuration). Users see their own calls; root and the admin group all.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rec, err := findCall(*socket, args[0])
+			calls, err := auditRecords(*socket, api.AuditQuery{Call: args[0], Type: string(api.RecordToolCall)})
 			if err != nil {
 				return err
 			}
+			if len(calls) == 0 {
+				return fmt.Errorf("no tool call %q in the audit log you may read: call ids are in tool.call records (mcpcage audit --type tool.call --json) and in the data-flow guard's denials", args[0])
+			}
+			rec := calls[len(calls)-1]
+			var r whyRecord
+			b, _ := json.Marshal(rec)
+			_ = json.Unmarshal(b, &r)
+			var seen []map[string]any
+			if r.Flow != nil && r.Flow.Run != "" {
+				all, err := auditRecords(*socket, api.AuditQuery{Run: r.Flow.Run, Type: string(api.RecordInfluence)})
+				if err != nil {
+					return err
+				}
+				seen = received(all, r.Flow.Run, r.Flow.Influences)
+			}
 			if jsonOut {
-				return writeJSON(stdout, rec)
+				return writeJSON(stdout, map[string]any{"call": rec, "influences": nonNil(seen)})
 			}
 			w := bufio.NewWriter(stdout)
-			printWhy(w, rec)
+			printWhy(w, r, seen)
 			return w.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the call's tool.call record as stored")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, `print {"call": its tool.call record, "influences": the influence records it names}`)
 	return cmd
 }
 
-// findCall returns the tool.call record of call id.
-func findCall(socket, id string) (map[string]any, error) {
+// auditRecords returns the audit records q selects, oldest first.
+func auditRecords(socket string, q api.AuditQuery) ([]map[string]any, error) {
 	c, err := api.Dial(api.SocketPath(socket))
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = c.Close() }()
-	r, err := c.Do(api.Request{Op: api.OpAudit, Audit: &api.AuditQuery{Call: id, Type: string(api.RecordToolCall)}})
+	r, err := c.Do(api.Request{Op: api.OpAudit, Audit: &q})
 	if err != nil {
 		return nil, err
 	}
 	if !r.OK {
 		return nil, errors.New(r.Error)
 	}
-	var found map[string]any
+	var out []map[string]any
 	var lines lineJoiner
 	for {
 		t, payload, err := c.R.Next()
@@ -76,14 +91,36 @@ func findCall(socket, id string) (map[string]any, error) {
 		lines.feed(payload, func(line []byte) {
 			var rec map[string]any
 			if json.Unmarshal(line, &rec) == nil {
-				found = rec
+				out = append(out, rec)
 			}
 		})
 	}
-	if found == nil {
-		return nil, fmt.Errorf("no tool call %q in the audit log you may read: call ids are in tool.call records (mcpcage audit --type tool.call --json) and in the data-flow guard's denials", id)
+	return out, nil
+}
+
+// received picks, from a run's influence records, those a call names
+// (by their number in the run), oldest first.
+func received(all []map[string]any, run string, seqs []uint64) []map[string]any {
+	want := map[string]bool{}
+	for _, n := range seqs {
+		want[fmt.Sprintf("%s#%d", run, n)] = true
 	}
-	return found, nil
+	var out []map[string]any
+	for _, rec := range all {
+		if id, _ := rec["influence"].(string); want[id] {
+			out = append(out, rec)
+			delete(want, id) // one record per influence
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return fmt.Sprint(out[i]["time"]) < fmt.Sprint(out[j]["time"]) })
+	return out
+}
+
+func nonNil(s []map[string]any) []map[string]any {
+	if s == nil {
+		return []map[string]any{}
+	}
+	return s
 }
 
 // whyRecord is the part of a tool.call record mcpcage why prints.
@@ -98,24 +135,12 @@ type whyRecord struct {
 	Reason   string `json:"reason"`
 	Consent  string `json:"consent"`
 	Flow     *struct {
-		Run        string `json:"run"`
-		Action     string `json:"action"`
-		Reason     string `json:"reason"`
-		Asked      bool   `json:"asked"`
-		Influences []struct {
-			ID      string         `json:"id"`
-			Time    time.Time      `json:"time"`
-			Server  string         `json:"server"`
-			Kind    string         `json:"kind"`
-			Name    string         `json:"name"`
-			Call    string         `json:"call"`
-			Size    int            `json:"size"`
-			Digest  string         `json:"digest"`
-			Labels  []string       `json:"labels"`
-			Found   map[string]int `json:"found"`
-			Suspect []string       `json:"suspect"`
-		} `json:"influences"`
-		Rules []struct {
+		Run        string   `json:"run"`
+		Action     string   `json:"action"`
+		Reason     string   `json:"reason"`
+		Asked      bool     `json:"asked"`
+		Influences []uint64 `json:"influences"`
+		Rules      []struct {
 			Index  int    `json:"rule"`
 			From   string `json:"from"`
 			To     string `json:"to"`
@@ -139,10 +164,21 @@ type whyRecord struct {
 	} `json:"flow"`
 }
 
-func printWhy(w *bufio.Writer, rec map[string]any) {
-	b, _ := json.Marshal(rec)
-	var r whyRecord
-	_ = json.Unmarshal(b, &r)
+// influenceRecord is the part of an influence record mcpcage why prints.
+type influenceRecord struct {
+	Time    time.Time      `json:"time"`
+	Server  string         `json:"server"`
+	Kind    string         `json:"kind"`
+	Name    string         `json:"name"`
+	Call    string         `json:"call"`
+	Size    int            `json:"size"`
+	Digest  string         `json:"digest"`
+	Labels  []string       `json:"labels"`
+	Found   map[string]int `json:"found"`
+	Suspect []string       `json:"suspect"`
+}
+
+func printWhy(w *bufio.Writer, r whyRecord, seen []map[string]any) {
 	fmt.Fprintf(w, "call %s: tools/call %q of server %s by agent %s for user %s at %s\n", r.Call, r.Tool, r.Server, r.Agent, r.User, localTime(r.Time))
 	switch r.Decision {
 	case "allow":
@@ -197,7 +233,13 @@ func printWhy(w *bufio.Writer, rec map[string]any) {
 		return
 	}
 	fmt.Fprintln(w, "  what the agent had received in this run before the call (oldest first):")
-	for _, in := range f.Influences {
+	if missing := len(f.Influences) - len(seen); missing > 0 {
+		fmt.Fprintf(w, "    (%d of the %d influences it names are no longer in the audit log's files)\n", missing, len(f.Influences))
+	}
+	for _, rec := range seen {
+		var in influenceRecord
+		b, _ := json.Marshal(rec)
+		_ = json.Unmarshal(b, &in)
 		line := fmt.Sprintf("    %s  %-12s %-11s", in.Time.Local().Format("15:04:05.000"), in.Server, in.Kind)
 		if in.Name != "" {
 			line += fmt.Sprintf(" %q", in.Name)

@@ -168,6 +168,9 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 		if q.Call != "" && (r["call"] != q.Call || r["type"] != string(api.RecordToolCall)) {
 			return false
 		}
+		if q.Run != "" && r["run"] != q.Run {
+			return false
+		}
 		if q.Type != "" {
 			t, _ := r["type"].(string)
 			if t != q.Type && !strings.HasPrefix(t, q.Type+".") {

@@ -546,13 +546,20 @@ func sortFindings(fs []detect.Finding) {
 	})
 }
 
-// flowFields are what a tool.call record says of the guard.
+// flowFields are what a tool.call record says of the guard. The
+// influences are named by their number in the run: each has its own
+// influence record (mcpcage why joins them), so a call's record stays
+// small however much the agent had seen.
 func (fo *flowOutcome) fields(run string) map[string]any {
 	trail := fo.trail
 	if len(trail) > maxTrailInRecord {
 		trail = trail[len(trail)-maxTrailInRecord:]
 	}
-	m := map[string]any{"run": run, "influences": trail}
+	seqs := make([]uint64, len(trail))
+	for i, in := range trail {
+		seqs[i] = in.Seq
+	}
+	m := map[string]any{"run": run, "influences": seqs}
 	if !fo.ev.Empty() {
 		m["evidence"] = fo.ev
 	}

@@ -131,10 +131,20 @@ func TestDataFlowGuard(t *testing.T) {
 				t.Fatalf("mcpcage why %s does not show %q:\n%s", m[1], want, out)
 			}
 		}
-		var rec map[string]any
-		must(t, json.Unmarshal([]byte(d.mustCLI(t, "why", m[1], "--json")), &rec), "why --json")
-		if str(rec, "decision") != "deny" || str(rec, "call") != m[1] {
-			t.Fatalf("why --json: %v", rec)
+		var why struct {
+			Call       map[string]any   `json:"call"`
+			Influences []map[string]any `json:"influences"`
+		}
+		must(t, json.Unmarshal([]byte(d.mustCLI(t, "why", m[1], "--json")), &why), "why --json")
+		if str(why.Call, "decision") != "deny" || str(why.Call, "call") != m[1] {
+			t.Fatalf("why --json: %v", why.Call)
+		}
+		found := false
+		for _, in := range why.Influences {
+			found = found || (str(in, "server") == "crm-db" && str(in, "call") == taint["call"] && str(in, "kind") == "tool_result")
+		}
+		if !found {
+			t.Fatalf("why --json does not name crm-db's result among the influences: %v", why.Influences)
 		}
 	})
 	t.Run("ask", func(t *testing.T) {

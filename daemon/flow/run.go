@@ -42,6 +42,7 @@ func (k Kind) Listing() bool { return k == ToolList || k == PromptList || k == R
 // came from and what was found in it, never its content.
 type Influence struct {
 	ID      string         `json:"id"`
+	Seq     uint64         `json:"seq"` // the ID's number in its run
 	Time    time.Time      `json:"time"`
 	Server  string         `json:"server"`
 	Session string         `json:"session"`
@@ -54,6 +55,9 @@ type Influence struct {
 	Found   map[string]int `json:"found,omitempty"`   // detector -> count
 	Suspect []string       `json:"suspect,omitempty"` // injection heuristics that matched
 }
+
+// InfluenceID names influence seq of run key.
+func InfluenceID(run string, seq uint64) string { return run + "#" + strconv.FormatUint(seq, 10) }
 
 // Flagged reports whether the influence is kept among the flagged ones.
 func (in *Influence) Flagged() bool {
@@ -107,7 +111,8 @@ func (r *Run) Record(in Influence, tokens []string) Influence {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
-	in.ID = r.Key + "#" + strconv.FormatUint(r.seq, 10)
+	in.Seq = r.seq
+	in.ID = InfluenceID(r.Key, r.seq)
 	if len(in.Name) > maxName {
 		in.Name = strings.ToValidUTF8(in.Name[:maxName], "") + "…"
 	}
