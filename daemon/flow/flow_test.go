@@ -183,3 +183,22 @@ func TestRegistryBounds(t *testing.T) {
 		t.Fatal("bob's taint was lost")
 	}
 }
+
+func TestTrailSeqsMatchesTrail(t *testing.T) {
+	var runs Runs
+	r := runs.Attach(0, "root", 1, 1)
+	for i := 0; i < 3*RecentMax; i++ {
+		var labels []string
+		if i%5 == 0 {
+			labels = []string{"confidential"}
+		}
+		r.Record(result("s", labels, nil), nil)
+		var want []uint64
+		for _, in := range r.Trail() {
+			want = append(want, in.Seq)
+		}
+		if got := r.TrailSeqs(); !slices.Equal(got, want) {
+			t.Fatalf("after %d: TrailSeqs %v, Trail %v", i, got, want)
+		}
+	}
+}

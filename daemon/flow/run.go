@@ -211,6 +211,31 @@ func (r *Run) Trail() []Influence {
 	return out
 }
 
+// TrailSeqs is Trail by the influences' numbers in the run, without
+// copying them: what a call's record names.
+func (r *Run) TrailSeqs() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]uint64, 0, len(r.recent)+len(r.flagged))
+	// Both lists are in the order of the run's numbers: merge them.
+	i, j := 0, 0
+	for i < len(r.recent) || j < len(r.flagged) {
+		switch {
+		case j == len(r.flagged) || (i < len(r.recent) && r.recent[i].Seq < r.flagged[j].Seq):
+			out = append(out, r.recent[i].Seq)
+			i++
+		case i == len(r.recent) || r.flagged[j].Seq < r.recent[i].Seq:
+			out = append(out, r.flagged[j].Seq)
+			j++
+		default: // in both
+			out = append(out, r.recent[i].Seq)
+			i++
+			j++
+		}
+	}
+	return out
+}
+
 // Carried is a string of an outgoing argument seen before in a labelled
 // result: where, and where it came from.
 type Carried struct {
