@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -143,7 +145,11 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 			for j < len(doc) && strings.IndexByte("+-.eE0123456789", doc[j]) >= 0 {
 				j++
 			}
-			fn(string(doc[i:j]))
+			num := string(doc[i:j])
+			fn(num)
+			if n, ok := integerForm(num); ok {
+				fn(n) // 4.111111111111111e15 is a card number to a server reading doubles
+			}
 			i = j
 		case c == '{' || c == '[':
 			depth++
@@ -156,6 +162,27 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 		}
 	}
 	return complete && depth == 0
+}
+
+// integerForm is a number written with a fraction or an exponent,
+// written as the integer it is (4111111111111111e0, 5.12448392e8);
+// false when it is not an integer, is written plainly already, or is too
+// long or too large to matter.
+func integerForm(num string) (string, bool) {
+	if len(num) > 64 || !strings.ContainsAny(num, ".eE") {
+		return "", false
+	}
+	if k := strings.IndexAny(num, "eE"); k >= 0 {
+		exp, err := strconv.Atoi(strings.TrimPrefix(num[k+1:], "+"))
+		if err != nil || exp > 40 || exp < -40 {
+			return "", false
+		}
+	}
+	var r big.Rat
+	if _, ok := r.SetString(num); !ok || !r.IsInt() {
+		return "", false
+	}
+	return r.Num().String(), true
 }
 
 // contentDigest is the influence's digest: of the bytes the agent got.
@@ -336,6 +363,10 @@ func describeInfluence(k flow.Kind, tool string) string {
 		return fmt.Sprintf("the definition of tool %q", tool)
 	case flow.PromptList, flow.ResourceList:
 		return "an item of a list"
+	case flow.ServerInfo:
+		return "the server's instructions"
+	case flow.Completion:
+		return "a completion"
 	case flow.ToolResult:
 		return fmt.Sprintf("a result of tool %q", tool)
 	case flow.Resource:
@@ -768,7 +799,10 @@ func (p *sessionPolicy) flowOther(e *wire.Envelope, msg []byte) (relay.Verdict, 
 	p.d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: relay.ClientToServer, kind: "response", id: append(json.RawMessage(nil), e.ID.Of(msg)...), reason: reason}))
 	s.denied.Add(1)
 	s.log.Warn("message refused", "kind", "response", "reason", reason)
-	line := wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage refused the client's answer: "+reason, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: reason})
+	// The server is told no more than that: where the data came from is
+	// for the audit log, not for the server it was kept from.
+	const toServer = "it carries data a [[flow]] rule of mcpcage keeps from this server"
+	line := wire.ErrorResponse(e.ID.Of(msg), wire.CodeDenied, "mcpcage refused the client's answer: "+toServer, wire.ErrorData{Mcpcage: wire.ClassDenied, Reason: toServer})
 	return relay.Verdict{Replace: line[:len(line)-1]}, true
 }
 

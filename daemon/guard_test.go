@@ -106,6 +106,8 @@ func TestFlowCheck(t *testing.T) {
 		{"redact: in _meta, cannot", config.FlowRedact, `{"name":"note","arguments":{},"_meta":{"note":"512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: in a completion's value, cannot", config.FlowRedact, `{"ref":{"type":"ref/prompt","name":"p"},"argument":{"name":"a","value":"512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: a card as a number, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111111}}`, config.FlowDeny, false},
+		{"redact: a card as a number with an exponent, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4.111111111111111e15}}`, config.FlowDeny, false},
+		{"redact: a card as a decimal, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":41111111111111110e-1}}`, config.FlowDeny, false},
 		{"redact: past a string of 1 MiB, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("x ", 1<<19) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past 1 MiB of params, cannot", config.FlowRedact, `{"name":"note","arguments":{"a":"` + strings.Repeat("x", 1<<20) + `","b":"ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past the findings one scan returns, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("a@b.example ", 300) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},

@@ -458,6 +458,20 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 		newResult, refused = p.filterList(result, "resources", "uri", consent.KindResource)
 	case "initialize", "server/discover":
 		newResult = advertiseListChanged(result)
+		// Its instructions are for the model: scanned, recorded.
+		in, suspects := p.influence(flow.ServerInfo, request, "", result)
+		p.suspect(in, "", suspects)
+	case "completion/complete":
+		// Completion values can be the server's data: they taint.
+		in, suspects := p.influence(flow.Completion, request, "", result)
+		if why := p.suspect(in, "", suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+		}
+	case "resources/templates/list":
+		in, suspects := p.influence(flow.ResourceList, request, "", result)
+		if why := p.suspect(in, "", suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+		}
 	}
 	if refused != "" {
 		s := p.s

@@ -58,7 +58,7 @@ command = ["x"]
 func testPolicy(d *Daemon, server, agent string, observe bool) *sessionPolicy {
 	s := &session{id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
 	return &sessionPolicy{d: d, s: s, srv: d.conf().Servers[server], agent: d.conf().Agents[agent], observe: observe,
-		calls: map[string]callStart{}, defs: map[string]string{}}
+		calls: map[string]callStart{}, defs: map[string]string{}, questions: map[string]chan struct{}{}}
 }
 
 func peek(t *testing.T, msg string) (*wire.Envelope, []byte) {

@@ -80,12 +80,12 @@ type session struct {
 	calls      atomic.Uint64
 }
 
-// runKey names the session's agent run.
+// runKey names the session's agent run in records (flow.Run.ID).
 func (s *session) runKey() string {
 	if s.run == nil {
 		return ""
 	}
-	return s.run.Key
+	return s.run.ID
 }
 
 // nextCall names a tools/call for the audit log and mcpcage why.

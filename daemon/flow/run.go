@@ -1,6 +1,8 @@
 package flow
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"slices"
 	"sort"
 	"strconv"
@@ -31,12 +33,16 @@ const (
 	Prompt       Kind = "prompt"        // prompts/get messages
 	ToolList     Kind = "tool_list"     // a tools/list result: names, descriptions, schemas
 	PromptList   Kind = "prompt_list"   // a prompts/list result
-	ResourceList Kind = "resource_list" // a resources/list result
+	ResourceList Kind = "resource_list" // a resources/list (or templates/list) result
+	ServerInfo   Kind = "server_info"   // an initialize or server/discover result (its instructions)
+	Completion   Kind = "completion"    // completion/complete values
 )
 
 // Listing reports whether k is a list of what a server offers: lists do
 // not taint (they hold definitions, not data).
-func (k Kind) Listing() bool { return k == ToolList || k == PromptList || k == ResourceList }
+func (k Kind) Listing() bool {
+	return k == ToolList || k == PromptList || k == ResourceList || k == ServerInfo
+}
 
 // Influence is one thing a server showed the agent in the run: where it
 // came from and what was found in it, never its content.
@@ -86,7 +92,11 @@ type origin struct {
 
 // Run is one agent run.
 type Run struct {
-	Key  string // uid:pid@start
+	Key string // uid:pid@start: what finds the run
+	// ID names this run in records (Key and a random tag): a run made
+	// again under the same Key (after a daemon restart, or dropped and
+	// made again) numbers its influences anew under another ID.
+	ID   string
 	UID  uint32
 	User string
 	PID  int
@@ -112,7 +122,7 @@ func (r *Run) Record(in Influence, tokens []string) Influence {
 	defer r.mu.Unlock()
 	r.seq++
 	in.Seq = r.seq
-	in.ID = InfluenceID(r.Key, r.seq)
+	in.ID = InfluenceID(r.ID, r.seq)
 	if len(in.Name) > maxName {
 		in.Name = strings.ToValidUTF8(in.Name[:maxName], "") + "…"
 	}
@@ -290,13 +300,19 @@ func (rs *Runs) Attach(uid uint32, user string, pid int, start uint64) *Run {
 	r, ok := rs.m[key]
 	if !ok {
 		rs.makeRoom(uid)
-		r = &Run{Key: key, UID: uid, User: user, PID: pid, Start: start}
+		r = &Run{Key: key, ID: key + "/" + randomTag(), UID: uid, User: user, PID: pid, Start: start}
 		rs.m[key] = r
 	}
 	r.mu.Lock()
 	r.sessions++
 	r.mu.Unlock()
 	return r
+}
+
+func randomTag() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // makeRoom keeps the registry bounded before a run of uid is added: a
@@ -315,9 +331,18 @@ func (rs *Runs) makeRoom(uid uint32) {
 		}
 		r.mu.Unlock()
 	}
-	byAge := func(a, b *Run) int { return a.detached.Compare(b.detached) }
 	if len(mine) >= MaxUserRuns {
-		slices.SortFunc(mine, byAge)
+		// The user's own: a gone client's run first, then the oldest.
+		gone := func(r *Run) bool { return rs.Alive != nil && !rs.Alive(r.PID, r.Start) }
+		slices.SortFunc(mine, func(a, b *Run) int {
+			if ga, gb := gone(a), gone(b); ga != gb {
+				if ga {
+					return -1
+				}
+				return 1
+			}
+			return a.detached.Compare(b.detached)
+		})
 		delete(rs.m, mine[0].Key)
 	}
 	if len(rs.m) < MaxRuns {
