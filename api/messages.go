@@ -33,6 +33,10 @@ const (
 	OpPinApprove Op = "pin.approve" // approve the changed definition of tool Name of Server
 	OpPending    Op = "pending"     // requests waiting for the user's answer ([]PendingInfo)
 	OpAnswer     Op = "answer"      // answer pending request Name with Answer (and For); reply data: the Record made, if any
+	OpLogin      Op = "login"        // start the caller's sign-in to remote Server (for Agent) with Redirect; reply data: LoginStart
+	OpLoginDone  Op = "login.finish" // finish sign-in State with AuthCode; reply data: SignIn
+	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed
+	OpTokens     Op = "tokens"       // the caller's sign-ins ([]SignIn; every user's for root with All), never a token
 )
 
 // Request opens a connection.
@@ -66,6 +70,33 @@ type Request struct {
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`
 	All   bool   `json:"all,omitempty"`
+	// Sign-in (OpLogin, OpLoginDone): the loopback redirect mcpcage login
+	// listens on, and what the authorization server sent back to it.
+	Redirect string `json:"redirect,omitempty"`
+	State    string `json:"state,omitempty"`
+	AuthCode string `json:"auth_code,omitempty"`
+}
+
+// LoginStart is the data of an OpLogin reply: the URL the user opens.
+type LoginStart struct {
+	URL    string `json:"url"`
+	State  string `json:"state"`
+	Server string `json:"server"`
+}
+
+// SignIn describes a user's sign-in to a remote server; it never holds
+// a token.
+type SignIn struct {
+	ID          string    `json:"id"`
+	User        string    `json:"user"`
+	Server      string    `json:"server"`
+	Agent       string    `json:"agent,omitempty"` // "": the user's own, for agents without scopes of their own
+	Issuer      string    `json:"issuer"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	Subject     string    `json:"subject,omitempty"`
+	Obtained    time.Time `json:"obtained"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	Refreshable bool      `json:"refreshable"`
 }
 
 // Grant asks for a new consent record.

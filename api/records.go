@@ -13,6 +13,10 @@ const (
 	RecordSessionRefused RecordType = "session.refused" // the shim's parent failed the identity check
 	RecordSessionClaims  RecordType = "session.claims"  // what the client says it is (unverified)
 
+	RecordSignIn     RecordType = "signin"      // a user signed in to a remote server (mcpcage login): issuer, scopes, subject; never a token
+	RecordSignOut    RecordType = "signout"     // a user's sign-in to a remote server was removed (mcpcage logout)
+	RecordSignInFail RecordType = "signin.fail" // a sign-in failed: why
+
 	RecordToolCall      RecordType = "tool.call"      // a tools/call and its decision
 	RecordToolResult    RecordType = "tool.result"    // the result of a forwarded tools/call
 	RecordToolCancelled RecordType = "tool.cancelled" // the client cancelled a forwarded tools/call

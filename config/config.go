@@ -98,6 +98,10 @@ type Agent struct {
 	// paths of the scripts that make this agent; ScriptSHA256 pins them.
 	Script       []string `toml:"script"`
 	ScriptSHA256 []string `toml:"script_sha256"`
+	// Scopes narrow the agent's sign-in to remote servers: server name ->
+	// the OAuth scopes the agent's own sign-in asks for (and the most it
+	// may hold); servers not named use the user's sign-in.
+	Scopes map[string][]string `toml:"scopes"`
 
 	Name string `toml:"-"`
 }
@@ -187,6 +191,8 @@ type Server struct {
 	// and what a suspect influence does ("" is SuspectLog).
 	Labels    []string  `toml:"labels"`
 	OnSuspect OnSuspect `toml:"on_suspect"`
+	// A remote server (url set instead of command): see remote.go.
+	Remote
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`
@@ -364,23 +370,27 @@ func (c *Config) validate(data []byte) error {
 		default:
 			bad(fmt.Sprintf("must be \"accept-new\", \"quarantine\" or \"off\", got %q", s.PinPolicy), "servers", name, "pin_policy")
 		}
-		if len(s.Command) == 0 || s.Command[0] == "" {
-			bad(`is required: the server's argv, e.g. ["node", "/path/server.js"]`, "servers", name, "command")
-		}
-		if s.Workdir == "" {
-			s.Workdir = "/"
-		} else if !strings.HasPrefix(s.Workdir, "/") {
-			bad(fmt.Sprintf("must be an absolute path inside the sandbox, got %q", s.Workdir), "servers", name, "workdir")
-		}
-		for k, v := range s.Env {
-			if k == "" || strings.ContainsAny(k, "=\x00") {
-				bad(fmt.Sprintf("invalid variable name %q", k), "servers", name, "env")
+		if s.IsRemote() {
+			validateRemote(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
+		} else {
+			if len(s.Command) == 0 || s.Command[0] == "" {
+				bad(`is required: the server's argv, e.g. ["node", "/path/server.js"] (or url for a remote server)`, "servers", name, "command")
 			}
-			if ref, ok := strings.CutPrefix(v, SecretPrefix); ok && !ValidSecretName(ref) {
-				bad(fmt.Sprintf("%s=%q names an invalid secret: names use letters, digits, '.', '-' and '_'", k, v), "servers", name, "env")
+			if s.Workdir == "" {
+				s.Workdir = "/"
+			} else if !strings.HasPrefix(s.Workdir, "/") {
+				bad(fmt.Sprintf("must be an absolute path inside the sandbox, got %q", s.Workdir), "servers", name, "workdir")
 			}
+			for k, v := range s.Env {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					bad(fmt.Sprintf("invalid variable name %q", k), "servers", name, "env")
+				}
+				if ref, ok := strings.CutPrefix(v, SecretPrefix); ok && !ValidSecretName(ref) {
+					bad(fmt.Sprintf("%s=%q names an invalid secret: names use letters, digits, '.', '-' and '_'", k, v), "servers", name, "env")
+				}
+			}
+			validateSandbox(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
 		}
-		validateSandbox(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
 		if s.DefaultDecision != "" && !s.DefaultDecision.Valid() {
 			bad(fmt.Sprintf(`must be "deny", "ask" or "allow", got %q`, s.DefaultDecision), "servers", name, "default_decision")
 		}
@@ -446,6 +456,16 @@ func (c *Config) validate(data []byte) error {
 		a.Name = name
 		if !serverName.MatchString(name) || strings.HasPrefix(name, "exe:") {
 			bad("agent names use letters, digits, '.', '-' and '_'", "agents", name)
+		}
+		for srv, scopes := range a.Scopes {
+			if t := c.Servers[srv]; t == nil || !t.IsRemote() {
+				bad(fmt.Sprintf("names %q, which is not a remote server (scopes apply to servers with a url)", srv), "agents", name, "scopes")
+			}
+			for _, sc := range scopes {
+				if !validScope(sc) {
+					bad(fmt.Sprintf("invalid scope %q for %s", sc, srv), "agents", name, "scopes")
+				}
+			}
 		}
 		if len(a.Exe) == 0 {
 			bad(`is required: the agent's executable paths, e.g. ["/opt/Claude/claude"]`, "agents", name, "exe")

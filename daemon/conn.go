@@ -107,6 +107,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.trace(ctx, c, fw, peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
 		d.secretOp(fw, peer, req, log)
+	case api.OpLogin, api.OpLoginDone, api.OpLogout, api.OpTokens:
+		d.signinOp(ctx, fw, peer, req, log)
 	default:
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}

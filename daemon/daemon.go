@@ -25,6 +25,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/pins"
+	"github.com/mcpcage/mcpcage/daemon/oauth"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 	"github.com/mcpcage/mcpcage/sandbox"
@@ -43,6 +44,8 @@ type Daemon struct {
 	hostView *sandbox.HostView
 	started  time.Time
 	secrets  *secrets.Store
+	oauth    *oauth.Manager // users' sign-ins to remote servers
+	remotes  remoteClients  // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed
@@ -99,6 +102,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if d.secrets, err = secrets.Open(filepath.Join(cfg.Daemon.StateDir, "secrets")); err != nil {
 		return nil, err
 	}
+	grants, err := secrets.Open(filepath.Join(cfg.Daemon.StateDir, "oauth"))
+	if err != nil {
+		return nil, err
+	}
+	d.oauth = oauth.NewManager(grants)
 	store, err := consent.Open(filepath.Join(cfg.Daemon.StateDir, "consent.db"))
 	if err != nil {
 		return nil, err

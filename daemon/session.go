@@ -43,7 +43,9 @@ type session struct {
 	notify          chan struct{}    // consent changes that may alter what the agent sees
 	allowed, denied atomic.Int64
 	start           time.Time
-	inst            *sandbox.Instance
+	inst            *sandbox.Instance // the sandboxed server (nil for a remote one)
+	handle          serverHandle      // the server the session runs against: inst, or a remote bridge
+	remote          *remoteServer     // the bridge of a remote server (nil for a sandboxed one)
 	relay           *relay.Relay
 	policy          *sessionPolicy
 	log             *slog.Logger
@@ -123,7 +125,14 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 	defer d.runs.Detach(s.run)
 
 	pumpClient := s.buildRelay(d, fw, stdio)
-	params, hosts, err := d.startSandbox(ctx, s)
+	var params sandbox.Params
+	var hosts *egress.Tracker
+	var err error
+	if s.srv.IsRemote() {
+		err = d.startRemote(s)
+	} else {
+		params, hosts, err = d.startSandbox(ctx, s)
+	}
 	defer closePins(params)
 	defer d.unregisterKernel(s)
 	if err != nil {
@@ -134,7 +143,11 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 	active := d.metrics.SessionsActive.WithLabelValues(s.server)
 	active.Inc()
 	defer active.Dec()
-	d.announceSession(s, params)
+	if s.remote != nil {
+		d.announceRemote(s)
+	} else {
+		d.announceSession(s, params)
+	}
 	reply(fw, api.Reply{OK: true, Session: s.id}, log)
 
 	go pumpClient(fr)
@@ -233,7 +246,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	s.streams = sessionStreams{stderr: &drainWriter{w: stderr}}
 	var serverIn io.WriteCloser
 	var serverOut io.Reader
-	if d.initPath == "" {
+	if d.initPath == "" && !srv.IsRemote() {
 		// containerd copies the server's stdio: the relay joins it by pipes.
 		serverInR, serverInW := io.Pipe()
 		serverOutR, serverOutW := io.Pipe()
@@ -348,16 +361,17 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if s.inst, err = prep.Start(ctx, before); err != nil {
 		return params, nil, err
 	}
+	s.handle = s.inst
 	running := time.Now()
 	if fifos != nil {
-		in, out, errOut, err := fifos.Connect(s.inst.Exited(), stdioConnectWait)
+		in, out, errOut, err := fifos.Connect(s.handle.Exited(), stdioConnectWait)
 		if err != nil {
 			s.inst.Kill(ctx)
 			<-s.inst.Exited()
 			if rerr := s.inst.Remove(ctx); rerr != nil {
 				s.log.Error("cleanup failed", "err", rerr)
 			}
-			s.inst = nil
+			s.inst, s.handle = nil, nil
 			return params, nil, err
 		}
 		s.relay.AttachServer(in, out)
@@ -403,15 +417,18 @@ func (s *session) stopOnRequest() {
 // server wrote once the server has exited: a client that stopped reading
 // cannot keep the session (and its container) alive.
 func (s *session) boundClientWrites(out *os.File) {
-	<-s.inst.Exited() // always closed by the end of the session
+	<-s.handle.Exited() // always closed by the end of the session
 	_ = out.SetWriteDeadline(time.Now().Add(s.grace))
 }
 
 // serverGone explains the end of the server's output to the client.
 func (s *session) serverGone() string {
 	select {
-	case <-s.inst.Exited():
-		code, _ := s.inst.ExitCode()
+	case <-s.handle.Exited():
+		if s.remote != nil {
+			return s.remote.gone()
+		}
+		code, _ := s.handle.ExitCode()
 		return fmt.Sprintf("the MCP server exited with status %d", code)
 	case <-time.After(serverExitWait):
 		return "the MCP server closed its output"
@@ -433,7 +450,7 @@ const kernelSyncWait = 2 * time.Second
 // last kernel events, and says why the session ended.
 func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.Exit {
 	if end.Reason == api.ExitClientTooLarge || end.Reason == api.ExitServerTooLarge {
-		s.inst.Kill(context.WithoutCancel(ctx))
+		s.handle.Kill(context.WithoutCancel(ctx))
 	}
 	s.stop() // no-op when the ladder already ran; otherwise the server closed stdout while alive
 	if s.cgid != 0 {
@@ -472,14 +489,14 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 func (s *session) exitOf(end relay.End) api.Exit {
 	srv := s.srv
 	exit := api.Exit{Code: -1, Reason: end.Reason}
-	if code, err := s.inst.ExitCode(); err == nil {
+	if code, err := s.handle.ExitCode(); err == nil {
 		exit.Code = int(code)
 	}
-	limits := s.inst.Limits()
+	limits := s.handle.Limits()
 	switch {
-	case s.inst.Lost() != nil:
+	case s.handle.Lost() != nil:
 		exit.Reason = api.ExitContainerdLost
-		exit.Error = fmt.Sprintf("%v, so mcpcaged stopped server %q: start the session again once containerd is back (systemctl status containerd)", s.inst.Lost(), s.server)
+		exit.Error = fmt.Sprintf("%v, so mcpcaged stopped server %q: start the session again once containerd is back (systemctl status containerd)", s.handle.Lost(), s.server)
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
 	case s.suspectEnd.Load() != nil:
@@ -511,13 +528,13 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {
 		s.log.Error("session end not recorded in the audit log", "err", err)
 	}
-	if err := s.inst.Remove(ctx); err != nil {
+	if err := s.handle.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
 	}
 	if s.streams.serverOut != nil {
 		_ = s.streams.serverOut.Close()
 	}
-	if exit.Reason != api.ExitDaemonShutdown && exit.Reason != api.ExitContainerdLost {
+	if exit.Reason != api.ExitDaemonShutdown && exit.Reason != api.ExitContainerdLost && s.remote == nil {
 		d.warm.refill(s.server, s.peer) // the next session of this server for this user starts warm
 	}
 	st := &s.relay.Stats
@@ -532,9 +549,9 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 // stop runs the stop ladder once and waits for the server to exit.
 func (s *session) stop() {
 	s.stopOnce.Do(func() {
-		s.inst.Stop(context.Background(), s.grace)
+		s.handle.Stop(context.Background(), s.grace)
 	})
-	<-s.inst.Exited()
+	<-s.handle.Exited()
 }
 
 // stopForPolicy makes the session stop its server (a rule was broken);

@@ -53,6 +53,9 @@ type Metrics struct {
 	DetectorHits           *prometheus.CounterVec
 	InfluenceSuspect       *prometheus.CounterVec
 	FlowDecisions          *prometheus.CounterVec
+	RemoteRequests         *prometheus.CounterVec
+	RemoteLatency          *prometheus.HistogramVec
+	RemoteSignIns          *prometheus.CounterVec
 
 	mu    sync.Mutex
 	tools map[string]map[string]bool
@@ -116,10 +119,16 @@ func New() *Metrics {
 		Help: "Suspect influences (text that looks like a prompt injection) servers showed the agent, by agent, server and heuristic."}, []string{"agent", "server", "rule"})
 	m.FlowDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_flow_decisions_total",
 		Help: "Calls a [[flow]] rule decided, by agent, target server and action (deny, ask, redact, log)."}, []string{"agent", "server", "action"})
+	m.RemoteRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_requests_total",
+		Help: "HTTP requests to remote MCP servers, by server and status class (2xx, 4xx, 5xx)."}, []string{"server", "status"})
+	m.RemoteLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mcpcage_remote_response_seconds",
+		Help: "Time from sending a message to a remote MCP server to its answer's headers.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"server"})
+	m.RemoteSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_signins_total",
+		Help: "Sign-ins to remote servers (mcpcage login) by server and result (ok, failed)."}, []string{"server", "result"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
-		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions}
+		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}

@@ -27,6 +27,12 @@ const (
 	CodeDenied = -32003
 	// CodeTooLarge answers a message larger than max_message_bytes.
 	CodeTooLarge = -32004
+	// CodeSignIn answers a request to a remote server the delegating
+	// user has not signed in to (or whose sign-in expired).
+	CodeSignIn = -32005
+	// CodeUpstream answers a request a remote server could not be reached
+	// for, or refused at the HTTP level.
+	CodeUpstream = -32006
 )
 
 // Classes of mcpcage's own errors, the "mcpcage" member of [ErrorData].

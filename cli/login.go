@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mcpcage/mcpcage/api"
+)
+
+// loginWait bounds how long mcpcage login waits for the browser.
+const loginWait = 5 * time.Minute
+
+func loginCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
+	var agent string
+	var noBrowser bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "login SERVER",
+		Short: "Sign in to a remote MCP server; mcpcaged keeps the tokens (never your MCP client)",
+		Long: `Login signs you in to remote server SERVER (a server with a url) with OAuth:
+it opens the authorization server's page in your browser (or prints the
+link), listens on 127.0.0.1 for the answer, and hands it to mcpcaged,
+which exchanges it for tokens and keeps them for you. The tokens never
+reach this command, your MCP client, logs or audit records.
+
+With --agent, the sign-in is for that agent only, with the scopes the
+administrator gave it ([agents.NAME] scopes = { SERVER = [...] }).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return login(cmd.Context(), api.SocketPath(*socket), args[0], agent, !noBrowser, wait, stdout, stderr)
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "sign in for this agent only (it has scopes of its own for the server)")
+	cmd.Flags().BoolVar(&noBrowser, "no-browser", false, "print the link instead of opening a browser")
+	cmd.Flags().DurationVar(&wait, "wait", loginWait, "how long to wait for the browser")
+	return cmd
+}
+
+// login runs one sign-in: listener, daemon's URL, browser, code back to
+// the daemon.
+func login(ctx context.Context, socket, server, agent string, browser bool, wait time.Duration, stdout, stderr io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("cannot listen on 127.0.0.1 for the sign-in's answer: %w", err)
+	}
+	defer func() { _ = ln.Close() }()
+	redirect := fmt.Sprintf("http://%s/callback", ln.Addr())
+	var start api.LoginStart
+	if err := api.Call(socket, api.Request{Op: api.OpLogin, Server: server, Agent: agent, Redirect: redirect}, &start); err != nil {
+		return err
+	}
+	type answer struct{ code, err string }
+	got := make(chan answer, 1)
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/callback" {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.URL.Query()
+		if q.Get("state") != start.State {
+			http.Error(w, "this answer is not for the sign-in mcpcage login is waiting for", http.StatusBadRequest)
+			return
+		}
+		a := answer{code: q.Get("code")}
+		if e := q.Get("error"); e != "" || a.code == "" {
+			a = answer{err: strings.TrimSpace(e + " " + q.Get("error_description"))}
+			if a.err == "" {
+				a.err = "the answer carried no code"
+			}
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if a.err != "" {
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(server), html.EscapeString(a.err))
+		} else {
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: finishing the sign-in to %s; you can close this tab.</p>", html.EscapeString(server))
+		}
+		select {
+		case got <- a:
+		default:
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+
+	out := &errWriter{w: stdout}
+	out.printf("Sign in to %s%s in your browser:\n\n  %s\n\n", server, agentSuffix(agent), start.URL)
+	if browser && openBrowser(start.URL) {
+		out.printf("(opened in your browser)\n")
+	}
+	out.printf("Waiting for the answer on %s ...\n", redirect)
+	if out.err != nil {
+		return out.err
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var a answer
+	select {
+	case a = <-got:
+	case <-timer.C:
+		return fmt.Errorf("no answer from the browser within %s: run mcpcage login %s again", wait, server)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if a.err != "" {
+		return fmt.Errorf("the authorization server refused the sign-in: %s", a.err)
+	}
+	var info api.SignIn
+	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.code}, &info); err != nil {
+		return err
+	}
+	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",
+		info.Server, agentSuffix(info.Agent), orDefault(strings.Join(info.Scopes, " "), "-"), when(info.Expiry))
+	return out.err
+}
+
+func agentSuffix(agent string) string {
+	if agent == "" {
+		return ""
+	}
+	return " for agent " + agent
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Local().Format("2006-01-02 15:04")
+}
+
+// openBrowser opens url with xdg-open when a desktop session exists.
+func openBrowser(url string) bool {
+	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+		return false
+	}
+	p, err := exec.LookPath("xdg-open")
+	if err != nil {
+		return false
+	}
+	c := exec.Command(p, url)
+	if err := c.Start(); err != nil {
+		return false
+	}
+	go func() { _ = c.Wait() }()
+	return true
+}
+
+// errWriter keeps the first write error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, a ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, a...)
+	}
+}
+
+func logoutCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var agent string
+	cmd := &cobra.Command{
+		Use:   "logout SERVER",
+		Short: "Remove your sign-in to a remote MCP server (revoked at the authorization server when it offers revocation)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpLogout, Server: args[0], Agent: agent}, nil); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(stdout, "Signed out of %s%s.\n", args[0], agentSuffix(agent))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "remove the agent's own sign-in")
+	return cmd
+}
+
+func tokensCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "tokens",
+		Short: "List your sign-ins to remote servers (never the tokens themselves)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var list []api.SignIn
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpTokens, All: all}, &list); err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				_, err := fmt.Fprintln(stdout, "No sign-ins: run mcpcage login SERVER.")
+				return err
+			}
+			t := newTable(stdout)
+			t.printf("USER\tSERVER\tAGENT\tSCOPES\tSUBJECT\tEXPIRES\tREFRESH\tISSUER\tID\n")
+			for _, s := range list {
+				refresh := "no"
+				if s.Refreshable {
+					refresh = "yes"
+				}
+				t.printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.User, s.Server, orDefault(s.Agent, "(all)"), orDefault(strings.Join(s.Scopes, " "), "-"),
+					orDefault(s.Subject, "-"), when(s.Expiry), refresh, s.Issuer, s.ID)
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "every user's sign-ins (root only)")
+	return cmd
+}
+
+

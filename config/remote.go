@@ -1,0 +1,141 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Remote are the keys of a server reached over streamable HTTP instead of
+// started in a sandbox: url = "https://.../mcp".
+type Remote struct {
+	URL string `toml:"url"`
+	// Hosts the daemon may contact for the server besides the url's host
+	// (its authorization server when it lives elsewhere).
+	Hosts []string `toml:"hosts"`
+	// CAFile is a PEM bundle trusted besides the system's roots.
+	CAFile string `toml:"ca_file"`
+	// Timeout bounds connecting and waiting for an answer's headers.
+	Timeout Duration `toml:"timeout"`
+	// Scopes asked for at sign-in (default: what the server advertises).
+	Scopes []string `toml:"scopes"`
+	// ClientID and ClientSecret ("secret:NAME") of a client registered
+	// with the authorization server beforehand; without them mcpcage
+	// registers itself (RFC 7591).
+	ClientID     string `toml:"client_id"`
+	ClientSecret string `toml:"client_secret"`
+}
+
+// IsRemote reports whether the server is reached over HTTP.
+func (s *Server) IsRemote() bool { return s.URL != "" }
+
+// DefaultRemoteTimeout bounds connecting and an answer's headers.
+const DefaultRemoteTimeout = Duration(60 * time.Second)
+
+// RemoteHosts are the hosts the daemon may contact for s: the url's host
+// (with its port, when it names one) and hosts (a name without a port
+// allows every port).
+func (s *Server) RemoteHosts() []string {
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return s.Hosts
+	}
+	return append([]string{u.Host}, s.Hosts...)
+}
+
+// sandboxOnly are keys that mean nothing for a remote server.
+func sandboxKeysSet(s *Server) []string {
+	var set []string
+	add := func(on bool, key string) {
+		if on {
+			set = append(set, key)
+		}
+	}
+	add(len(s.Command) > 0, "command")
+	add(s.Image != "", "image")
+	add(len(s.Env) > 0, "env")
+	add(s.Workdir != "", "workdir")
+	add(s.User != "", "user")
+	add(len(s.Mounts) > 0, "mounts")
+	add(s.Memory != 0, "memory")
+	add(s.Pids != 0, "pids")
+	add(s.CPUs != 0, "cpus")
+	add(s.Seccomp != "", "seccomp")
+	add(s.Network != "", "network")
+	add(len(s.ReadonlyPaths) > 0, "readonly_paths")
+	add(len(s.HiddenPaths) > 0, "hidden_paths")
+	add(len(s.Egress) > 0, "egress")
+	add(len(s.Listen) > 0, "listen")
+	add(s.DenyPaths != nil, "deny_paths")
+	return set
+}
+
+func validateRemote(s *Server, bad func(msg string, key ...string)) {
+	for _, k := range sandboxKeysSet(s) {
+		bad("applies to servers mcpcage starts, not to a remote server (url is set)", k)
+	}
+	u, err := url.Parse(s.URL)
+	switch {
+	case err != nil:
+		bad(fmt.Sprintf("invalid URL: %v", err), "url")
+	case u.Host == "" || u.User != nil || u.Fragment != "":
+		bad(fmt.Sprintf("must be an absolute URL without user info or fragment, e.g. \"https://mcp.example.com/mcp\"; got %q", s.URL), "url")
+	case u.Scheme == "https":
+	case u.Scheme == "http" && loopbackHost(u.Hostname()):
+	case u.Scheme == "http":
+		bad("plain http is allowed only to loopback addresses (127.0.0.1, ::1, localhost): use https", "url")
+	default:
+		bad(fmt.Sprintf("the scheme must be https, got %q", u.Scheme), "url")
+	}
+	for _, h := range s.Hosts {
+		if h == "" || strings.ContainsAny(h, "/ @") {
+			bad(fmt.Sprintf("must hold host names or host:port, got %q", h), "hosts")
+		}
+	}
+	if s.CAFile != "" && !strings.HasPrefix(s.CAFile, "/") {
+		bad(fmt.Sprintf("must be an absolute path, got %q", s.CAFile), "ca_file")
+	}
+	if s.Timeout == 0 {
+		s.Timeout = DefaultRemoteTimeout
+	} else if s.Timeout < Duration(time.Second) || s.Timeout > Duration(time.Hour) {
+		bad("must be between 1s and 1h", "timeout")
+	}
+	if s.ClientSecret != "" {
+		ref, ok := strings.CutPrefix(s.ClientSecret, SecretPrefix)
+		if !ok || !ValidSecretName(ref) {
+			bad(`must name a stored secret ("secret:NAME", set with mcpcage secret set NAME), never the secret itself`, "client_secret")
+		}
+		if s.ClientID == "" {
+			bad("needs client_id", "client_secret")
+		}
+	}
+	for _, sc := range s.Scopes {
+		if !validScope(sc) {
+			bad(fmt.Sprintf("invalid scope %q (printable ASCII without spaces, quotes or backslashes)", sc), "scopes")
+		}
+	}
+}
+
+// validScope follows RFC 6749 §3.3's scope-token.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
+}

@@ -1,0 +1,164 @@
+package oauth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Grant is one user's sign-in to one server, for one agent or for all
+// the user's agents (Agent ""). It holds the tokens: it never leaves the
+// daemon (see Info for what may).
+type Grant struct {
+	ID       string    `json:"id"` // names the sign-in in audit records
+	UID      uint32    `json:"uid"`
+	User     string    `json:"user"`
+	Server   string    `json:"server"`
+	Agent    string    `json:"agent,omitempty"`
+	Issuer   string    `json:"issuer"`
+	Resource string    `json:"resource"`
+	TokenURL string    `json:"token_url"`
+	Revoke   string    `json:"revocation_url,omitempty"`
+	Client   Client    `json:"client"`
+	Scopes   []string  `json:"scopes,omitempty"`
+	Subject  string    `json:"subject,omitempty"`
+	Obtained time.Time `json:"obtained"`
+	Refreshed time.Time `json:"refreshed,omitzero"`
+
+	AccessToken  string    `json:"access_token"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	Expiry       time.Time `json:"expiry,omitzero"`
+}
+
+// Info is what may be shown of a grant: no token.
+type Info struct {
+	ID          string    `json:"id"`
+	User        string    `json:"user"`
+	Server      string    `json:"server"`
+	Agent       string    `json:"agent,omitempty"`
+	Issuer      string    `json:"issuer"`
+	Scopes      []string  `json:"scopes,omitempty"`
+	Subject     string    `json:"subject,omitempty"`
+	Obtained    time.Time `json:"obtained"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	Refreshable bool      `json:"refreshable"`
+}
+
+// Info returns what may be shown of g.
+func (g *Grant) Info() Info {
+	return Info{ID: g.ID, User: g.User, Server: g.Server, Agent: g.Agent, Issuer: g.Issuer, Scopes: g.Scopes,
+		Subject: g.Subject, Obtained: g.Obtained, Expiry: g.Expiry, Refreshable: g.RefreshToken != ""}
+}
+
+// tokenAnswer is a token endpoint's answer (RFC 6749 §5.1).
+type tokenAnswer struct {
+	AccessToken  string          `json:"access_token"`
+	TokenType    string          `json:"token_type"`
+	RefreshToken string          `json:"refresh_token"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+	Scope        string          `json:"scope"`
+}
+
+// ErrRefreshRefused says the authorization server refused the refresh
+// token (revoked, expired): the user must sign in again.
+var ErrRefreshRefused = errors.New("refresh refused")
+
+// refresh trades g's refresh token for new tokens; the request carries
+// the resource indicator (RFC 8707 §2.2).
+func refresh(ctx context.Context, hc *http.Client, g *Grant) error {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {g.RefreshToken}, "resource": {g.Resource}}
+	if g.Client.Secret == "" {
+		form.Set("client_id", g.Client.ID) // a public client names itself
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if g.Client.Secret != "" {
+		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("refreshing the sign-in at %s: %w", req.URL.Host, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("%w: %s%s", ErrRefreshRefused, resp.Status, oauthError(b))
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("refreshing the sign-in at %s: %s%s", req.URL.Host, resp.Status, oauthError(b))
+	}
+	var t tokenAnswer
+	if err := json.Unmarshal(b, &t); err != nil || t.AccessToken == "" {
+		return fmt.Errorf("refreshing the sign-in at %s: no access_token in the answer", req.URL.Host)
+	}
+	if t.TokenType != "" && !strings.EqualFold(t.TokenType, "bearer") {
+		return fmt.Errorf("refreshing the sign-in at %s: token type %q is not bearer", req.URL.Host, t.TokenType)
+	}
+	g.AccessToken = t.AccessToken
+	if t.RefreshToken != "" {
+		g.RefreshToken = t.RefreshToken // rotated
+	}
+	g.Expiry = expiry(t.ExpiresIn)
+	if t.Scope != "" {
+		g.Scopes = strings.Fields(t.Scope)
+	}
+	g.Refreshed = time.Now()
+	return nil
+}
+
+// expiry turns expires_in (a number, sometimes a string) into a time;
+// zero when absent.
+func expiry(raw json.RawMessage) time.Time {
+	s := strings.Trim(string(raw), `"`)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(n) * time.Second)
+}
+
+// subjectOf reads the sub claim of a JWT access token (unverified: shown
+// and recorded as the upstream identity, never trusted for a decision);
+// "" for opaque tokens.
+func subjectOf(tok string) string {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		Sub string `json:"sub"`
+	}
+	if json.Unmarshal(b, &c) != nil || len(c.Sub) > 256 {
+		return ""
+	}
+	return c.Sub
+}
+
+func joinScopes(s []string) string { return strings.Join(s, " ") }
+
+// refreshAhead is how long before expiry a token is refreshed: a tenth of
+// its life, at least 30 s and at most 5 min.
+func refreshAhead(g *Grant) time.Duration {
+	start := g.Obtained
+	if !g.Refreshed.IsZero() {
+		start = g.Refreshed
+	}
+	life := g.Expiry.Sub(start)
+	return min(max(life/10, 30*time.Second), 5*time.Minute)
+}

@@ -1,0 +1,750 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+// Options configure a [Conn].
+type Options struct {
+	URL    *url.URL     // the server's MCP endpoint
+	Server string       // the server's name in the config, for messages
+	HTTP   *http.Client // TLS, timeouts and redirect policy (see [NewHTTPClient])
+	// Auth supplies the bearer token; nil when the server needs none.
+	Auth Authorizer
+	// MaxMessageBytes bounds one message (a JSON body or an SSE event).
+	MaxMessageBytes int64
+	Logger          *slog.Logger
+	// OnUpstream is told each answer the server gave (status and how long
+	// its headers took), for metrics; may be nil.
+	OnUpstream func(method string, status int, took time.Duration)
+}
+
+// Authorizer supplies the token a request carries.
+type Authorizer interface {
+	// Token returns the access token to send, refreshed ahead of its
+	// expiry; a *SignInError when there is none the user can use.
+	Token(ctx context.Context) (string, error)
+	// Renew is called once the server refused token (401): it returns a
+	// new token, or a *SignInError.
+	Renew(ctx context.Context, refused string) (string, error)
+}
+
+// SignInError says the delegating user must sign in (again); its message
+// is shown to the client as it is.
+type SignInError struct{ Msg string }
+
+func (e *SignInError) Error() string { return e.Msg }
+
+// Conn is one session's bridge to a remote server. The relay writes
+// client messages to it (Write, one newline-terminated message per line)
+// and reads server messages from Out.
+type Conn struct {
+	opts   Options
+	ctx    context.Context // cancelled by Kill: in-flight requests abort
+	cancel context.CancelFunc
+	listen context.CancelFunc // ends the standalone GET stream
+
+	out   *io.PipeReader
+	outW  *io.PipeWriter
+	outMu sync.Mutex
+
+	pending []byte // a partial line written so far
+
+	mu        sync.Mutex
+	sessionID string // Mcp-Session-Id, "" when the server keeps none
+	version   string // the initialize era's negotiated protocol version
+	listening bool
+
+	inflight sync.WaitGroup
+	slots    chan struct{} // bounds concurrent requests
+
+	closing   atomic.Bool
+	closeOnce sync.Once
+	exited    chan struct{}
+	failure   atomic.Value // string: why the bridge ended on its own
+}
+
+// maxInFlight bounds the requests a session has open upstream at once; a
+// client that opens more waits for one to finish.
+const maxInFlight = 64
+
+// New starts a bridge; nothing is sent before the client's first message.
+func New(opts Options) *Conn {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r, w := io.Pipe()
+	return &Conn{opts: opts, ctx: ctx, cancel: cancel, listen: func() {}, out: r, outW: w,
+		slots: make(chan struct{}, maxInFlight), exited: make(chan struct{})}
+}
+
+// Out is what the server says, one message per line.
+func (c *Conn) Out() io.Reader { return c.out }
+
+// Exited is closed once the bridge has ended (Out then reads EOF).
+func (c *Conn) Exited() <-chan struct{} { return c.exited }
+
+// Failure says why the bridge ended on its own ("" when the client or
+// the daemon ended it).
+func (c *Conn) Failure() string {
+	f, _ := c.failure.Load().(string)
+	return f
+}
+
+// Write takes client messages, newline-terminated. A request is sent in
+// the background; initialize, notifications and responses are sent
+// before Write returns, so the server sees them in order.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.closing.Load() {
+		return 0, io.ErrClosedPipe
+	}
+	c.pending = append(c.pending, p...)
+	for {
+		i := bytes.IndexByte(c.pending, '\n')
+		if i < 0 {
+			break
+		}
+		line := bytes.TrimRight(c.pending[:i], "\r")
+		if len(bytes.TrimSpace(line)) > 0 {
+			c.send(append([]byte(nil), line...))
+		}
+		c.pending = c.pending[i+1:]
+	}
+	if len(c.pending) == 0 {
+		c.pending = nil
+	}
+	return len(p), nil
+}
+
+// Close ends the client's side: the requests still open are answered,
+// then the server's session is ended (DELETE) and Out reaches EOF.
+func (c *Conn) Close() error {
+	c.closing.Store(true)
+	go c.finish("")
+	return nil
+}
+
+// Stop closes the bridge and waits up to grace for open requests before
+// aborting them.
+func (c *Conn) Stop(grace time.Duration) {
+	_ = c.Close()
+	select {
+	case <-c.exited:
+	case <-time.After(grace):
+		c.cancel()
+		<-c.exited
+	}
+}
+
+// Kill aborts every open request now.
+func (c *Conn) Kill() {
+	c.closing.Store(true)
+	c.cancel()
+	go c.finish("")
+}
+
+// finish ends the bridge once: open requests end, the session is deleted
+// upstream, Out closes.
+func (c *Conn) finish(failure string) {
+	c.closeOnce.Do(func() {
+		if failure != "" {
+			c.failure.Store(failure)
+		}
+		c.listen()
+		c.inflight.Wait()
+		c.deleteSession()
+		c.cancel()
+		_ = c.outW.Close()
+		close(c.exited)
+	})
+}
+
+// message is what the bridge reads of one client message.
+type message struct {
+	body    []byte
+	method  string   // the (first) method, "" for responses
+	name    string   // Mcp-Name: params.name or params.uri
+	version string   // the 2026-07-28 era's per-request protocol version
+	ids     []string // IDKey of each request awaiting an answer
+	rawIDs  [][]byte
+}
+
+func (m *message) isRequest() bool { return len(m.ids) > 0 }
+
+// read classifies a client message.
+func read(line []byte) *message {
+	m := &message{body: line}
+	var w wire.Message
+	if err := wire.Peek(line, &w); err != nil {
+		return m
+	}
+	for i, e := range w.Envelopes {
+		if i == 0 && e.Method != "" {
+			m.method = e.Method
+			if !e.Params.Empty() {
+				m.name, m.version = paramsHeaders(e.Method, e.Params.Of(line))
+			}
+		}
+		if e.Kind == wire.KindRequest {
+			id := e.ID.Of(line)
+			m.ids = append(m.ids, wire.IDKey(id))
+			m.rawIDs = append(m.rawIDs, id)
+		}
+	}
+	return m
+}
+
+// paramsHeaders reads what the 2026-07-28 era mirrors in headers.
+func paramsHeaders(method string, params []byte) (name, version string) {
+	var p struct {
+		Name string                     `json:"name"`
+		URI  string                     `json:"uri"`
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return "", ""
+	}
+	switch method {
+	case "tools/call", "prompts/get":
+		name = p.Name
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		name = p.URI
+	}
+	if v, ok := p.Meta["io.modelcontextprotocol/protocolVersion"]; ok {
+		_ = json.Unmarshal(v, &version)
+	}
+	return name, version
+}
+
+// send delivers one client message.
+func (c *Conn) send(line []byte) {
+	m := read(line)
+	switch {
+	case m.method == "initialize":
+		// The session id and protocol version come with its answer: what
+		// follows waits for it.
+		c.exchange(m)
+	case !m.isRequest():
+		c.exchange(m)
+		if m.method == "notifications/initialized" {
+			c.startListening()
+		}
+	default:
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.ctx.Done():
+			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, "the session with "+c.opts.Server+" ended")
+			return
+		}
+		c.inflight.Add(1)
+		go func() {
+			defer c.inflight.Done()
+			defer func() { <-c.slots }()
+			c.exchange(m)
+		}()
+	}
+}
+
+// emit writes one server message to Out as one line.
+func (c *Conn) emit(msg []byte) {
+	msg = bytes.TrimSpace(msg)
+	if len(msg) == 0 {
+		return
+	}
+	if bytes.ContainsAny(msg, "\r\n") {
+		var b bytes.Buffer
+		if err := json.Compact(&b, msg); err == nil {
+			msg = b.Bytes()
+		}
+	}
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	_, _ = c.outW.Write(append(msg, '\n'))
+}
+
+// Upstream error classes, the "mcpcage" member of the error's data.
+const (
+	ClassSignIn   = "sign_in_required"
+	ClassUpstream = "upstream"
+)
+
+// failAll answers every request of m with one error.
+func (c *Conn) failAll(m *message, code int, class, msg string) {
+	if !m.isRequest() {
+		c.opts.Logger.Warn("message to remote server not delivered", "method", m.method, "err", msg)
+		return
+	}
+	for _, id := range m.rawIDs {
+		c.emit(wire.ErrorResponse(id, code, "mcpcage: "+msg, wire.ErrorData{Mcpcage: class, Reason: msg}))
+	}
+}
+
+// idempotent methods are retried after a failure that may have happened
+// before the server acted; nothing else is.
+var idempotent = map[string]bool{
+	"ping": true, "server/discover": true, "tools/list": true, "prompts/list": true, "resources/list": true,
+	"resources/templates/list": true, "resources/read": true, "prompts/get": true, "completion/complete": true,
+}
+
+// exchange POSTs m and relays the answer.
+func (c *Conn) exchange(m *message) {
+	retries := 0
+	renewed := false
+	for {
+		resp, took, err := c.post(m)
+		if err != nil {
+			var si *SignInError
+			if errors.As(err, &si) {
+				c.failAll(m, wire.CodeSignIn, ClassSignIn, si.Msg)
+				return
+			}
+			if c.ctx.Err() != nil {
+				c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, "the session with "+c.opts.Server+" ended before it answered")
+				return
+			}
+			if idempotent[m.method] && retries < 2 && transient(err) {
+				retries++
+				c.pause(time.Duration(retries) * 250 * time.Millisecond)
+				continue
+			}
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, describe(c.opts.URL, c.opts.Server, err))
+			return
+		}
+		if c.opts.OnUpstream != nil {
+			c.opts.OnUpstream(m.method, resp.StatusCode, took)
+		}
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized && c.opts.Auth != nil && !renewed:
+			drain(resp)
+			renewed = true
+			if _, err := c.opts.Auth.Renew(c.ctx, c.sentToken(resp)); err != nil {
+				c.failAll(m, wire.CodeSignIn, ClassSignIn, signInMessage(err, c.opts.Server))
+				return
+			}
+			continue
+		case resp.StatusCode == http.StatusUnauthorized:
+			drain(resp)
+			c.failAll(m, wire.CodeSignIn, ClassSignIn, c.opts.Server+" refused the sign-in (401 after a refresh): run `mcpcage login "+c.opts.Server+"`")
+			return
+		case resp.StatusCode == http.StatusForbidden:
+			msg := forbidden(resp, c.opts.Server)
+			drain(resp)
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, msg)
+			return
+		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != "initialize":
+			drain(resp)
+			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, c.opts.Server+" ended its session (404 for Mcp-Session-Id): restart the MCP server in your client")
+			go c.finish(c.opts.Server + " ended its session")
+			return
+		case resp.StatusCode >= 500 && idempotent[m.method] && retries < 2:
+			drain(resp)
+			retries++
+			c.pause(time.Duration(retries) * 500 * time.Millisecond)
+			continue
+		}
+		c.answer(m, resp)
+		return
+	}
+}
+
+// sentToken is the token the refused request carried.
+func (c *Conn) sentToken(resp *http.Response) string {
+	tok, _ := bytesCutPrefix(resp.Request.Header.Get("Authorization"), "Bearer ")
+	return tok
+}
+
+func bytesCutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// pause waits d unless the bridge is killed.
+func (c *Conn) pause(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.ctx.Done():
+	}
+}
+
+// post sends one POST with the headers of both eras.
+func (c *Conn) post(m *message) (*http.Response, time.Duration, error) {
+	req, err := http.NewRequestWithContext(c.ctx, http.MethodPost, c.opts.URL.String(), bytes.NewReader(m.body))
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	c.setHeaders(req, m.version)
+	if m.method != "" {
+		req.Header.Set("Mcp-Method", headerValue(m.method))
+	}
+	if m.name != "" {
+		req.Header.Set("Mcp-Name", headerValue(m.name))
+	}
+	if err := c.authorize(req); err != nil {
+		return nil, 0, err
+	}
+	start := time.Now()
+	resp, err := c.opts.HTTP.Do(req)
+	return resp, time.Since(start), err
+}
+
+// setHeaders adds the session id and protocol version.
+func (c *Conn) setHeaders(req *http.Request, version string) {
+	c.mu.Lock()
+	sid, v := c.sessionID, c.version
+	c.mu.Unlock()
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+	}
+	if version != "" {
+		v = version
+	}
+	if v != "" {
+		req.Header.Set("MCP-Protocol-Version", v)
+	}
+}
+
+func (c *Conn) authorize(req *http.Request) error {
+	if c.opts.Auth == nil {
+		return nil
+	}
+	tok, err := c.opts.Auth.Token(c.ctx)
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return nil
+}
+
+func (c *Conn) session() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sessionID
+}
+
+// answer relays a 2xx (or a 4xx whose body is JSON-RPC) answer.
+func (c *Conn) answer(m *message, resp *http.Response) {
+	defer drain(resp)
+	if m.method == "initialize" && resp.StatusCode/100 == 2 {
+		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" && visibleASCII(sid) {
+			c.mu.Lock()
+			c.sessionID = sid
+			c.mu.Unlock()
+		}
+	}
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusNoContent:
+		if m.isRequest() {
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, fmt.Sprintf("%s accepted the request without answering it (%s)", c.opts.Server, resp.Status))
+		}
+	case ct == "text/event-stream" && resp.StatusCode/100 == 2:
+		c.stream(m, resp.Body)
+	case ct == "application/json":
+		body, err := io.ReadAll(io.LimitReader(resp.Body, c.opts.MaxMessageBytes+1))
+		switch {
+		case err != nil:
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, describe(c.opts.URL, c.opts.Server, err))
+		case int64(len(body)) > c.opts.MaxMessageBytes:
+			c.failAll(m, wire.CodeTooLarge, wire.ClassTooLarge, fmt.Sprintf("%s answered more than max_message_bytes (%d bytes)", c.opts.Server, c.opts.MaxMessageBytes))
+		case resp.StatusCode/100 != 2 && !answers(body, m):
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, statusMessage(resp, c.opts.Server))
+		default:
+			c.noteAnswer(m, body)
+			c.emit(body)
+		}
+	case resp.StatusCode/100 == 2 && !m.isRequest():
+	default:
+		c.failAll(m, wire.CodeUpstream, ClassUpstream, statusMessage(resp, c.opts.Server))
+	}
+}
+
+// answers reports whether body is a JSON-RPC response to one of m's
+// requests (a server may send its JSON-RPC error with a 4xx status).
+func answers(body []byte, m *message) bool {
+	var w wire.Message
+	if wire.Peek(body, &w) != nil {
+		return false
+	}
+	for _, e := range w.Envelopes {
+		if e.Kind == wire.KindResponse {
+			k := wire.IDKey(e.ID.Of(body))
+			for _, id := range m.ids {
+				if id == k {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// noteAnswer keeps the protocol version an initialize answer chose.
+func (c *Conn) noteAnswer(m *message, body []byte) {
+	if m.method != "initialize" {
+		return
+	}
+	var r struct {
+		Result struct {
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"result"`
+	}
+	if json.Unmarshal(body, &r) == nil && visibleASCII(r.Result.ProtocolVersion) {
+		c.mu.Lock()
+		c.version = r.Result.ProtocolVersion
+		c.mu.Unlock()
+	}
+}
+
+// stream relays an SSE answer until every request of m is answered;
+// a stream that drops first is resumed with Last-Event-ID.
+func (c *Conn) stream(m *message, body io.ReadCloser) {
+	open := map[string]bool{}
+	for _, id := range m.ids {
+		open[id] = true
+	}
+	lastID := ""
+	for attempt := 0; ; attempt++ {
+		var retry time.Duration
+		lastID, retry = c.events(body, m, open, lastID)
+		_ = body.Close()
+		if len(open) == 0 || !m.isRequest() {
+			return
+		}
+		if c.ctx.Err() != nil {
+			c.failOpen(m, open, wire.CodeServerGone, wire.ClassServerGone, "the session with "+c.opts.Server+" ended before it answered")
+			return
+		}
+		if lastID == "" || attempt >= resumeAttempts {
+			c.failOpen(m, open, wire.CodeUpstream, ClassUpstream, fmt.Sprintf("the connection to %s dropped before it answered (%s)", c.opts.Server, resumeWhy(lastID)))
+			return
+		}
+		if retry <= 0 {
+			retry = time.Duration(attempt+1) * 200 * time.Millisecond
+		}
+		c.pause(retry)
+		c.opts.Logger.Debug("resuming a dropped stream", "last_event_id", lastID, "attempt", attempt+1)
+		resp, err := c.get(lastID)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			if resp != nil {
+				drain(resp)
+			}
+			continue
+		}
+		body = resp.Body
+	}
+}
+
+const resumeAttempts = 5
+
+func resumeWhy(lastID string) string {
+	if lastID == "" {
+		return "the server gave no event ids to resume from"
+	}
+	return "it did not resume the stream"
+}
+
+// failOpen answers the requests of m still open.
+func (c *Conn) failOpen(m *message, open map[string]bool, code int, class, msg string) {
+	for i, id := range m.ids {
+		if open[id] {
+			c.emit(wire.ErrorResponse(m.rawIDs[i], code, "mcpcage: "+msg, wire.ErrorData{Mcpcage: class, Reason: msg}))
+		}
+	}
+}
+
+// events relays one SSE body; it returns the last event id seen and the
+// server's retry advice. open loses each request answered.
+func (c *Conn) events(body io.Reader, m *message, open map[string]bool, lastID string) (string, time.Duration) {
+	sr := newSSEReader(body, c.opts.MaxMessageBytes)
+	var w wire.Message
+	for {
+		ev, err := sr.next()
+		if err != nil {
+			var tl errEventTooLarge
+			if errors.As(err, &tl) {
+				c.opts.Logger.Warn("remote server sent an event larger than max_message_bytes", "limit", tl.limit)
+			}
+			return lastID, sr.retry
+		}
+		if ev.id != "" {
+			lastID = ev.id
+		}
+		if ev.event != "" && ev.event != "message" {
+			continue
+		}
+		if wire.Peek(ev.data, &w) == nil {
+			for _, e := range w.Envelopes {
+				if e.Kind == wire.KindResponse {
+					delete(open, wire.IDKey(e.ID.Of(ev.data)))
+				}
+			}
+		}
+		if m != nil {
+			c.noteAnswer(m, ev.data)
+		}
+		c.emit(ev.data)
+		if m != nil && m.isRequest() && len(open) == 0 {
+			return lastID, 0
+		}
+	}
+}
+
+// get opens a GET stream (the standalone one, or a resumption).
+func (c *Conn) get(lastID string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(c.ctx, http.MethodGet, c.opts.URL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	c.setHeaders(req, "")
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	if err := c.authorize(req); err != nil {
+		return nil, err
+	}
+	return c.opts.HTTP.Do(req)
+}
+
+// startListening opens the standalone GET stream once, for the server's
+// own requests and notifications.
+func (c *Conn) startListening() {
+	c.mu.Lock()
+	if c.listening {
+		c.mu.Unlock()
+		return
+	}
+	c.listening = true
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.listen = cancel
+	c.mu.Unlock()
+	go c.listenLoop(ctx)
+}
+
+// listenLoop keeps the standalone stream open (resuming after a drop)
+// until the bridge ends or the server says it offers none.
+func (c *Conn) listenLoop(ctx context.Context) {
+	lastID := ""
+	failures := 0
+	for ctx.Err() == nil {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.opts.URL.String(), nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Accept", "text/event-stream")
+		c.setHeaders(req, "")
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		if err := c.authorize(req); err != nil {
+			c.opts.Logger.Info("standalone stream not opened", "err", err)
+			return
+		}
+		resp, err := c.opts.HTTP.Do(req)
+		switch {
+		case err != nil:
+			failures++
+		case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotFound:
+			drain(resp)
+			c.opts.Logger.Debug("remote server offers no standalone stream", "status", resp.StatusCode)
+			return
+		case resp.StatusCode == http.StatusUnauthorized && c.opts.Auth != nil:
+			drain(resp)
+			if _, err := c.opts.Auth.Renew(ctx, c.sentToken(resp)); err != nil {
+				c.opts.Logger.Info("standalone stream closed: sign-in needed", "err", err)
+				return
+			}
+			continue
+		case resp.StatusCode != http.StatusOK:
+			drain(resp)
+			failures++
+		default:
+			failures = 0
+			var retry time.Duration
+			lastID, retry = c.events(resp.Body, nil, nil, lastID)
+			_ = resp.Body.Close()
+			if retry > 0 {
+				sleepCtx(ctx, retry)
+			}
+			continue
+		}
+		if failures > 8 {
+			c.opts.Logger.Warn("standalone stream given up after repeated failures", "server", c.opts.Server)
+			return
+		}
+		sleepCtx(ctx, time.Duration(failures)*500*time.Millisecond)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// deleteSession ends the server's session, when it keeps one.
+func (c *Conn) deleteSession() {
+	if c.session() == "" || c.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.opts.URL.String(), nil)
+	if err != nil {
+		return
+	}
+	c.setHeaders(req, "")
+	if c.opts.Auth != nil {
+		if tok, err := c.opts.Auth.Token(ctx); err == nil && tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	resp, err := c.opts.HTTP.Do(req)
+	if err != nil {
+		c.opts.Logger.Debug("remote session not deleted", "err", err)
+		return
+	}
+	drain(resp)
+}
+
+// drain reads what is left of a body (bounded) so the connection is
+// reused, and closes it.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+}
+
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return s != ""
+}

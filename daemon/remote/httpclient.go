@@ -1,0 +1,138 @@
+package remote
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ClientOptions are an administrator's limits on where a remote server's
+// traffic (the server, its authorization server) may go.
+type ClientOptions struct {
+	// Hosts are the host names (or host:port) requests may go to; the
+	// server URL's host is always among them.
+	Hosts []string
+	// CAFile is a PEM bundle trusted besides the system's roots.
+	CAFile string
+	// Timeout bounds connecting and waiting for a response's headers (an
+	// SSE body may then stream for as long as the call takes).
+	Timeout time.Duration
+	// Server names the server in errors.
+	Server string
+}
+
+// ErrHostNotAllowed wraps requests to hosts the server's config does not
+// list.
+var ErrHostNotAllowed = errors.New("host not allowed")
+
+// NewHTTPClient builds the client a remote server's traffic uses: TLS
+// verification always on (with the configured CA bundle added), plain
+// http only to loopback addresses, requests only to the allowed hosts
+// (redirects included).
+func NewHTTPClient(o ClientOptions) (*http.Client, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file of [servers.%s]: %w", o.Server, err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file of [servers.%s]: %s holds no PEM certificate", o.Server, o.CAFile)
+		}
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	dialer := &net.Dialer{Timeout: min(timeout, 15*time.Second), KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 nil, // the daemon's environment does not redirect its traffic
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
+		ResponseHeaderTimeout: timeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+	hosts := make([]string, 0, len(o.Hosts))
+	for _, h := range o.Hosts {
+		hosts = append(hosts, strings.ToLower(h))
+	}
+	guard := &hostGuard{next: tr, hosts: hosts, server: o.Server}
+	return &http.Client{
+		Transport: guard,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("more than 5 redirects")
+			}
+			return guard.check(req.URL)
+		},
+	}, nil
+}
+
+// hostGuard refuses requests outside the allowed hosts and plain http
+// outside loopback.
+type hostGuard struct {
+	next   http.RoundTripper
+	hosts  []string
+	server string
+}
+
+func (g *hostGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := g.check(req.URL); err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
+	}
+	return g.next.RoundTrip(req)
+}
+
+func (g *hostGuard) check(u *url.URL) error {
+	if err := CheckScheme(u); err != nil {
+		return err
+	}
+	h := strings.ToLower(u.Hostname())
+	hp := strings.ToLower(u.Host)
+	if slices.Contains(g.hosts, h) || slices.Contains(g.hosts, hp) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not among the hosts of [servers.%s] (add it to hosts if the server's sign-in lives there)", ErrHostNotAllowed, u.Host, g.server)
+}
+
+// CheckScheme accepts https URLs, and http ones to loopback addresses
+// only.
+func CheckScheme(u *url.URL) error {
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if Loopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%s: plain http is allowed only to loopback addresses; use https", u.Redacted())
+	}
+	return fmt.Errorf("%s: the scheme must be https (or http to a loopback address)", u.Redacted())
+}
+
+// Loopback reports whether host is localhost or a loopback address.
+func Loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

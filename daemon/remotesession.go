@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/oauth"
+	"github.com/mcpcage/mcpcage/daemon/remote"
+	"github.com/mcpcage/mcpcage/sandbox"
+)
+
+// serverHandle is the server a session runs against: a sandboxed process
+// (*sandbox.Instance) or the bridge to a remote server.
+type serverHandle interface {
+	Exited() <-chan struct{}
+	ExitCode() (uint32, error)
+	Stop(ctx context.Context, grace time.Duration)
+	Kill(ctx context.Context)
+	Remove(ctx context.Context) error
+	Limits() sandbox.Limits
+	Lost() error
+}
+
+// remoteServer is a session's bridge to a remote server and the sign-in
+// it uses.
+type remoteServer struct {
+	conn  *remote.Conn
+	auth  *oauth.Authorizer
+	url   *url.URL
+	grant string // the agent whose sign-in the session uses ("" = the user's)
+}
+
+func (r *remoteServer) Exited() <-chan struct{} { return r.conn.Exited() }
+
+func (r *remoteServer) ExitCode() (uint32, error) {
+	select {
+	case <-r.conn.Exited():
+	default:
+		return 0, fmt.Errorf("still connected")
+	}
+	if r.conn.Failure() != "" {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+func (r *remoteServer) Stop(_ context.Context, grace time.Duration) { r.conn.Stop(grace) }
+func (r *remoteServer) Kill(context.Context)                        { r.conn.Kill() }
+func (r *remoteServer) Remove(context.Context) error                { return nil }
+func (r *remoteServer) Limits() sandbox.Limits                      { return sandbox.Limits{} }
+func (r *remoteServer) Lost() error                                 { return nil }
+
+// gone explains the end of the remote server's messages.
+func (r *remoteServer) gone() string {
+	if f := r.conn.Failure(); f != "" {
+		return f
+	}
+	return "the connection to the remote MCP server ended"
+}
+
+// remoteClients caches one HTTP client per remote server definition, so
+// sessions of a server share connections; a reload that changes the
+// definition makes a new one.
+type remoteClients struct {
+	mu sync.Mutex
+	m  map[*config.Server]*http.Client
+}
+
+func (rc *remoteClients) get(srv *config.Server) (*http.Client, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if c := rc.m[srv]; c != nil {
+		return c, nil
+	}
+	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
+		Timeout: time.Duration(srv.Timeout), Server: srv.Name})
+	if err != nil {
+		return nil, err
+	}
+	if rc.m == nil || len(rc.m) > 256 {
+		rc.m = map[*config.Server]*http.Client{} // definitions of past configs are dropped
+	}
+	rc.m[srv] = c
+	return c, nil
+}
+
+// grantAgent is the agent whose sign-in a session of agent uses for srv
+// ("" = the user's own) and the scopes that bind it (nil = none).
+func (d *Daemon) grantAgent(agent string, srv *config.Server) (string, []string) {
+	if a := d.conf().Agents[agent]; a != nil {
+		if scopes, ok := a.Scopes[srv.Name]; ok {
+			return agent, scopes
+		}
+	}
+	return "", nil
+}
+
+// startRemote connects the session to its remote server: the bridge is
+// the relay's server, with the user's (or the agent's) sign-in.
+func (d *Daemon) startRemote(s *session) error {
+	srv := s.srv
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		return fmt.Errorf("url of [servers.%s]: %w", srv.Name, err)
+	}
+	hc, err := d.remotes.get(srv)
+	if err != nil {
+		return err
+	}
+	grantAgent, scopes := d.grantAgent(s.agent, srv)
+	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, grantAgent, scopes, hc)
+	upstream := d.metrics.RemoteRequests
+	latency := d.metrics.RemoteLatency.WithLabelValues(srv.Name)
+	conn := remote.New(remote.Options{URL: u, Server: srv.Name, HTTP: hc, Auth: auth,
+		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes), Logger: s.log,
+		OnUpstream: func(_ string, status int, took time.Duration) {
+			upstream.WithLabelValues(srv.Name, strconv.Itoa(status/100)+"xx").Inc()
+			latency.Observe(took.Seconds())
+		}})
+	s.remote = &remoteServer{conn: conn, auth: auth, url: u, grant: grantAgent}
+	s.handle = s.remote
+	if err := d.audit.Append(s.remoteStartRecord()); err != nil {
+		conn.Kill()
+		return err
+	}
+	s.relay.AttachServer(conn, conn.Out())
+	return nil
+}
+
+// upstream describes the remote side of a session for records: where,
+// and whose sign-in (never a token).
+func (s *session) upstream() map[string]any {
+	r := s.remote
+	up := map[string]any{"url": r.url.Redacted()}
+	if r.grant != "" {
+		up["signin_agent"] = r.grant
+	}
+	if g := r.auth.Grant(); g != nil {
+		up["signin"] = g.ID
+		up["issuer"] = g.Issuer
+		up["scopes"] = g.Scopes
+		if g.Subject != "" {
+			up["subject"] = g.Subject
+		}
+	} else {
+		up["signin"] = nil
+	}
+	return up
+}
+
+// remoteStartRecord: who connected to which remote server, on whose
+// sign-in.
+func (s *session) remoteStartRecord() audit.Record {
+	ap := s.agentP
+	agent := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
+	if ap.Interpreter {
+		agent["script"] = ap.Script
+	}
+	return s.record(api.RecordSessionStart, audit.Record{
+		"agent_detail":     agent,
+		"delegator":        map[string]any{"uid": s.peer.UID, "name": s.user},
+		"remote":           s.upstream(),
+		"default_decision": string(s.policy.d.conf().Decision(s.srv)),
+		"stdio":            string(s.stdio),
+	})
+}
+
+// announceRemote counts and logs a session with a remote server.
+func (d *Daemon) announceRemote(s *session) {
+	d.metrics.SessionsTotal.WithLabelValues(s.server, metrics.Agent(s.agent)).Inc()
+	s.log.Info("session started", "agent_exe", s.agentP.Exe, "agent_sha256", s.agentP.SHA256, "agent_uid", s.agentP.UID,
+		"remote", s.remote.url.Redacted(), "signin_agent", s.remote.grant, "stdio", s.stdio)
+}

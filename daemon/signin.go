@@ -1,0 +1,166 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/oauth"
+)
+
+// signinWait bounds the daemon's part of a sign-in step (discovery,
+// registration, the code exchange).
+const signinWait = 30 * time.Second
+
+// signinOp runs mcpcage login, logout and tokens for the caller: a user
+// signs in for themselves only.
+func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, signinWait)
+	defer cancel()
+	user := userName(peer.UID)
+	switch req.Op {
+	case api.OpTokens:
+		infos, err := d.oauth.List(peer.UID, req.All && peer.UID == 0)
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeInternal, Error: "reading sign-ins: " + err.Error()}, log)
+			return
+		}
+		out := make([]api.SignIn, 0, len(infos))
+		for _, i := range infos {
+			out = append(out, signInInfo(i))
+		}
+		sort.Slice(out, func(a, b int) bool {
+			if out[a].User != out[b].User {
+				return out[a].User < out[b].User
+			}
+			if out[a].Server != out[b].Server {
+				return out[a].Server < out[b].Server
+			}
+			return out[a].Agent < out[b].Agent
+		})
+		replyData(fw, out, log)
+		return
+	case api.OpLoginDone:
+		g, err := d.oauth.Finish(ctx, peer.UID, req.State, req.AuthCode)
+		if err != nil {
+			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "reason": err.Error()})
+			d.metrics.RemoteSignIns.WithLabelValues("", "failed").Inc()
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+			return
+		}
+		info := signInInfo(g.Info())
+		d.metrics.RemoteSignIns.WithLabelValues(g.Server, "ok").Inc()
+		if err := d.audit.Append(audit.Record{"type": string(api.RecordSignIn), "user": user, "uid": peer.UID, "server": g.Server,
+			"agent": g.Agent, "signin": g.ID, "issuer": g.Issuer, "resource": g.Resource, "scopes": g.Scopes, "subject": g.Subject,
+			"client_id": g.Client.ID, "expiry": g.Expiry}); err != nil {
+			log.Error("sign-in not recorded in the audit log", "err", err)
+		}
+		log.Info("signed in to remote server", "user", user, "server", g.Server, "agent", g.Agent, "signin", g.ID, "scopes", strings.Join(g.Scopes, " "))
+		replyData(fw, info, log)
+		return
+	}
+	srv, ok := d.server(req.Server, peer)
+	if !ok {
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(req.Server, d.serverNamesFor(peer))}, log)
+		return
+	}
+	if !srv.IsRemote() {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is not a remote server (it has no url): its credentials are secrets (mcpcage secret set)", srv.Name)}, log)
+		return
+	}
+	agent, scopes, err := d.signinAgent(req.Agent, srv)
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+		return
+	}
+	hc, err := d.remotes.get(srv)
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
+		return
+	}
+	switch req.Op {
+	case api.OpLogin:
+		t, err := d.signinTarget(srv, scopes)
+		if err == nil {
+			t.HTTP = hc
+			var authURL, state string
+			authURL, state, err = d.oauth.Begin(ctx, oauth.LoginRequest{UID: peer.UID, User: user, Agent: agent, RedirectURI: req.Redirect, Target: t})
+			if err == nil {
+				log.Info("sign-in started", "user", user, "server", srv.Name, "agent", agent)
+				replyData(fw, api.LoginStart{URL: authURL, State: state, Server: srv.Name}, log)
+				return
+			}
+		}
+		d.metrics.RemoteSignIns.WithLabelValues(srv.Name, "failed").Inc()
+		d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "server": srv.Name, "agent": agent, "reason": err.Error()})
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("cannot sign in to %s: %v", srv.Name, err)}, log)
+	case api.OpLogout:
+		had, err := d.oauth.Remove(ctx, hc, peer.UID, srv.Name, agent)
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
+			return
+		}
+		if !had {
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("you are not signed in to %s%s", srv.Name, forAgent(agent))}, log)
+			return
+		}
+		if err := d.audit.Append(audit.Record{"type": string(api.RecordSignOut), "user": user, "uid": peer.UID, "server": srv.Name, "agent": agent}); err != nil {
+			log.Error("sign-out not recorded in the audit log", "err", err)
+		}
+		log.Info("signed out of remote server", "user", user, "server", srv.Name, "agent", agent)
+		reply(fw, api.Reply{OK: true}, log)
+	}
+}
+
+func forAgent(agent string) string {
+	if agent == "" {
+		return ""
+	}
+	return " for agent " + agent
+}
+
+// signinAgent checks the agent a sign-in is for: "" (the user's own) or
+// an agent with scopes of its own for srv.
+func (d *Daemon) signinAgent(agent string, srv *config.Server) (string, []string, error) {
+	if agent == "" {
+		return "", srv.Scopes, nil
+	}
+	a := d.conf().Agents[agent]
+	if a == nil {
+		return "", nil, fmt.Errorf("no agent %q in the config ([agents.%s])", agent, agent)
+	}
+	scopes, ok := a.Scopes[srv.Name]
+	if !ok {
+		return "", nil, fmt.Errorf("agent %s has no scopes of its own for %s ([agents.%s] scopes), so its sessions use your own sign-in: run mcpcage login %s", agent, srv.Name, agent, srv.Name)
+	}
+	return agent, scopes, nil
+}
+
+// signinTarget describes srv for a sign-in.
+func (d *Daemon) signinTarget(srv *config.Server, scopes []string) (oauth.Target, error) {
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		return oauth.Target{}, err
+	}
+	t := oauth.Target{Server: srv.Name, URL: u, ClientID: srv.ClientID, Scopes: scopes}
+	if ref, ok := strings.CutPrefix(srv.ClientSecret, config.SecretPrefix); ok {
+		v, err := d.secrets.Get(ref)
+		if err != nil {
+			return t, fmt.Errorf("client_secret of [servers.%s] names secret %q: %v (mcpcage secret set %s)", srv.Name, ref, err, ref)
+		}
+		t.ClientSecret = v
+	}
+	return t, nil
+}
+
+func signInInfo(i oauth.Info) api.SignIn {
+	return api.SignIn{ID: i.ID, User: i.User, Server: i.Server, Agent: i.Agent, Issuer: i.Issuer, Scopes: i.Scopes,
+		Subject: i.Subject, Obtained: i.Obtained, Expiry: i.Expiry, Refreshable: i.Refreshable}
+}
