@@ -13,26 +13,26 @@ type Op string
 
 // Ops understood by the daemon.
 const (
-	OpRun        Op = "run"         // start a session with a server
-	OpStatus     Op = "status"      // daemon status
-	OpServers    Op = "servers"     // list configured servers with their sandboxes
-	OpServerSpec Op = "server.spec" // the OCI spec a session of Server would get
-	OpSecretSet  Op = "secret.set"  // store Secret under Name (root only)
-	OpSecretRm   Op = "secret.rm"   // remove secret Name (root only)
-	OpSecretList Op = "secret.list" // names of the secrets (root only)
-	OpTrace      Op = "trace"       // stream kernel events (FrameStdout, JSON lines) until closed
-	OpGrant      Op = "grant"       // store a consent (Grant); reply data: the Record
-	OpRevoke     Op = "revoke"      // revoke consent Name (ID) for Reason
-	OpConsents   Op = "consents"    // list consents (Filter); reply data: []Record
-	OpConsent    Op = "consent"     // one consent by Name (ID)
-	OpSessions   Op = "sessions"    // live sessions; reply data: []SessionInfo
-	OpAudit      Op = "audit"       // stream audit records (Audit) as JSON lines, FrameStdout
-	OpServerAdd  Op = "server.add"  // store the caller's own server (Def)
-	OpServerRm   Op = "server.rm"   // remove the caller's own server Name
-	OpPins       Op = "pins"        // tool pins ([]PinInfo), of Server when set; with Name, that tool's diff
-	OpPinApprove Op = "pin.approve" // approve the changed definition of tool Name of Server
-	OpPending    Op = "pending"     // requests waiting for the user's answer ([]PendingInfo)
-	OpAnswer     Op = "answer"      // answer pending request Name with Answer (and For); reply data: the Record made, if any
+	OpRun        Op = "run"          // start a session with a server
+	OpStatus     Op = "status"       // daemon status
+	OpServers    Op = "servers"      // list configured servers with their sandboxes
+	OpServerSpec Op = "server.spec"  // the OCI spec a session of Server would get
+	OpSecretSet  Op = "secret.set"   // store Secret under Name (root only)
+	OpSecretRm   Op = "secret.rm"    // remove secret Name (root only)
+	OpSecretList Op = "secret.list"  // names of the secrets (root only)
+	OpTrace      Op = "trace"        // stream kernel events (FrameStdout, JSON lines) until closed
+	OpGrant      Op = "grant"        // store a consent (Grant); reply data: the Record
+	OpRevoke     Op = "revoke"       // revoke consent Name (ID) for Reason
+	OpConsents   Op = "consents"     // list consents (Filter); reply data: []Record
+	OpConsent    Op = "consent"      // one consent by Name (ID)
+	OpSessions   Op = "sessions"     // live sessions; reply data: []SessionInfo
+	OpAudit      Op = "audit"        // stream audit records (Audit) as JSON lines, FrameStdout
+	OpServerAdd  Op = "server.add"   // store the caller's own server (Def)
+	OpServerRm   Op = "server.rm"    // remove the caller's own server Name
+	OpPins       Op = "pins"         // tool pins ([]PinInfo), of Server when set; with Name, that tool's diff
+	OpPinApprove Op = "pin.approve"  // approve the changed definition of tool Name of Server
+	OpPending    Op = "pending"      // requests waiting for the user's answer ([]PendingInfo)
+	OpAnswer     Op = "answer"       // answer pending request Name with Answer (and For); reply data: the Record made, if any
 	OpLogin      Op = "login"        // start the caller's sign-in to remote Server (for Agent) with Redirect; reply data: LoginStart
 	OpLoginDone  Op = "login.finish" // finish sign-in State with AuthCode; reply data: SignIn
 	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed

@@ -218,5 +218,3 @@ func tokensCommand(socket *string, stdout io.Writer) *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "every user's sign-ins (root only)")
 	return cmd
 }
-
-

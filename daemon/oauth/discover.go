@@ -17,8 +17,8 @@ import (
 
 // Resource is what discovery learned about a protected MCP server.
 type Resource struct {
-	Resource        string   `json:"resource"`              // the RFC 8707 resource indicator
-	Issuer          string   `json:"issuer"`                // the authorization server
+	Resource        string   `json:"resource"` // the RFC 8707 resource indicator
+	Issuer          string   `json:"issuer"`   // the authorization server
 	AuthURL         string   `json:"authorization_endpoint"`
 	TokenURL        string   `json:"token_endpoint"`
 	RegistrationURL string   `json:"registration_endpoint,omitempty"`

@@ -18,19 +18,19 @@ import (
 // the user's agents (Agent ""). It holds the tokens: it never leaves the
 // daemon (see Info for what may).
 type Grant struct {
-	ID       string    `json:"id"` // names the sign-in in audit records
-	UID      uint32    `json:"uid"`
-	User     string    `json:"user"`
-	Server   string    `json:"server"`
-	Agent    string    `json:"agent,omitempty"`
-	Issuer   string    `json:"issuer"`
-	Resource string    `json:"resource"`
-	TokenURL string    `json:"token_url"`
-	Revoke   string    `json:"revocation_url,omitempty"`
-	Client   Client    `json:"client"`
-	Scopes   []string  `json:"scopes,omitempty"`
-	Subject  string    `json:"subject,omitempty"`
-	Obtained time.Time `json:"obtained"`
+	ID        string    `json:"id"` // names the sign-in in audit records
+	UID       uint32    `json:"uid"`
+	User      string    `json:"user"`
+	Server    string    `json:"server"`
+	Agent     string    `json:"agent,omitempty"`
+	Issuer    string    `json:"issuer"`
+	Resource  string    `json:"resource"`
+	TokenURL  string    `json:"token_url"`
+	Revoke    string    `json:"revocation_url,omitempty"`
+	Client    Client    `json:"client"`
+	Scopes    []string  `json:"scopes,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Obtained  time.Time `json:"obtained"`
 	Refreshed time.Time `json:"refreshed,omitzero"`
 
 	AccessToken  string    `json:"access_token"`
