@@ -20,6 +20,7 @@ deps: ## install what is missing: containerd, runc, ctr, Node.js reference MCP s
 build: ## build mcpcaged, mcpcage, mcpcage-init (static) and the test server into bin/
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/mcpcaged ./cmd/mcpcage ./cmd/mcpcage-init
 	$(GO) build -o $(BIN)/testserver ./testdata/testserver
+	$(GO) build -o $(BIN)/remoteserver ./testdata/remoteserver
 
 # Linters, pinned, installed from the Go module proxy into _build/tools.
 TOOLS := $(abspath _build/tools)

@@ -36,6 +36,7 @@ const (
 	OpLogin      Op = "login"        // start the caller's sign-in to remote Server (for Agent) with Redirect; reply data: LoginStart
 	OpLoginDone  Op = "login.finish" // finish sign-in State with AuthCode; reply data: SignIn
 	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed
+	OpJWKS       Op = "jwks"         // the public key of the daemon's actor tokens (JWKS)
 	OpTokens     Op = "tokens"       // the caller's sign-ins ([]SignIn; every user's for root with All), never a token
 )
 
@@ -75,6 +76,13 @@ type Request struct {
 	Redirect string `json:"redirect,omitempty"`
 	State    string `json:"state,omitempty"`
 	AuthCode string `json:"auth_code,omitempty"`
+}
+
+// JWKS is the data of an OpJWKS reply: the daemon's actor-token key
+// set and the iss its tokens carry.
+type JWKS struct {
+	Issuer string          `json:"issuer"`
+	Keys   json.RawMessage `json:"keys"`
 }
 
 // LoginStart is the data of an OpLogin reply: the URL the user opens.

@@ -218,3 +218,33 @@ func tokensCommand(socket *string, stdout io.Writer) *cobra.Command {
 	cmd.Flags().BoolVar(&all, "all", false, "every user's sign-ins (root only)")
 	return cmd
 }
+
+func jwksCommand(socket *string, stdout io.Writer) *cobra.Command {
+	var issuer bool
+	cmd := &cobra.Command{
+		Use:   "jwks",
+		Short: "Print the public key set of mcpcaged's actor tokens, for an authorization server to trust in token exchange",
+		Long: `Jwks prints the JSON Web Key Set whose key signs mcpcaged's actor tokens:
+when an agent has scopes of its own for a remote server and the server's
+authorization server offers OAuth 2.0 Token Exchange (RFC 8693), mcpcaged
+exchanges the user's token for one narrowed to the agent, naming the agent
+in an actor token signed with this key. Give the set (and the issuer,
+--issuer) to the authorization server so it trusts those actor tokens and
+puts the agent in the new token's act claim.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var j api.JWKS
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpJWKS}, &j); err != nil {
+				return err
+			}
+			if issuer {
+				_, err := fmt.Fprintln(stdout, j.Issuer)
+				return err
+			}
+			_, err := fmt.Fprintf(stdout, "%s\n", j.Keys)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&issuer, "issuer", false, "print the iss of the actor tokens instead")
+	return cmd
+}

@@ -109,6 +109,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.secretOp(fw, peer, req, log)
 	case api.OpLogin, api.OpLoginDone, api.OpLogout, api.OpTokens:
 		d.signinOp(ctx, fw, peer, req, log)
+	case api.OpJWKS:
+		d.jwksOp(fw, log)
 	default:
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}

@@ -45,6 +45,7 @@ type Daemon struct {
 	started  time.Time
 	secrets  *secrets.Store
 	oauth    *oauth.Manager // users' sign-ins to remote servers
+	actor    *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
 	remotes  remoteClients  // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
@@ -107,6 +108,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.oauth = oauth.NewManager(grants)
+	keys, err := secrets.Open(filepath.Join(cfg.Daemon.StateDir, "keys"))
+	if err != nil {
+		return nil, err
+	}
+	if d.actor, err = oauth.LoadActor(keys, actorIssuer()); err != nil {
+		return nil, err
+	}
+	d.oauth.SetActor(d.actor)
 	store, err := consent.Open(filepath.Join(cfg.Daemon.StateDir, "consent.db"))
 	if err != nil {
 		return nil, err

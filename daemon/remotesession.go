@@ -117,7 +117,8 @@ func (d *Daemon) startRemote(s *session) error {
 		return err
 	}
 	grantAgent, scopes := d.grantAgent(s.agent, srv)
-	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, grantAgent, scopes, hc)
+	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, grantAgent, scopes,
+		oauth.ActorClaims{Exe: s.agentP.Exe, SHA256: s.agentP.SHA256, User: s.user}, hc)
 	upstream := d.metrics.RemoteRequests
 	latency := d.metrics.RemoteLatency.WithLabelValues(srv.Name)
 	conn := remote.New(remote.Options{URL: u, Server: srv.Name, HTTP: hc, Auth: auth,
@@ -144,12 +145,19 @@ func (s *session) upstream() map[string]any {
 	if r.grant != "" {
 		up["signin_agent"] = r.grant
 	}
-	if g := r.auth.Grant(); g != nil {
+	via, g := r.auth.Planned()
+	if via != oauth.ViaNone {
+		up["via"] = string(via)
+	}
+	if g != nil {
 		up["signin"] = g.ID
 		up["issuer"] = g.Issuer
 		up["scopes"] = g.Scopes
 		if g.Subject != "" {
 			up["subject"] = g.Subject
+		}
+		if via == oauth.ViaExchanged {
+			up["act"] = s.agent
 		}
 	} else {
 		up["signin"] = nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -163,4 +164,24 @@ func (d *Daemon) signinTarget(srv *config.Server, scopes []string) (oauth.Target
 func signInInfo(i oauth.Info) api.SignIn {
 	return api.SignIn{ID: i.ID, User: i.User, Server: i.Server, Agent: i.Agent, Issuer: i.Issuer, Scopes: i.Scopes,
 		Subject: i.Subject, Obtained: i.Obtained, Expiry: i.Expiry, Refreshable: i.Refreshable}
+}
+
+// actorIssuer names this daemon in actor tokens: mcpcage on this host.
+func actorIssuer() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return "mcpcage:" + h
+}
+
+// jwksOp answers mcpcage jwks: the public key authorization servers
+// trust for actor tokens (anyone may read it).
+func (d *Daemon) jwksOp(fw *api.FrameWriter, log *slog.Logger) {
+	b, err := d.actor.JWKS()
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
+		return
+	}
+	replyData(fw, api.JWKS{Issuer: d.actor.Issuer(), Keys: b}, log)
 }

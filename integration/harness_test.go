@@ -120,7 +120,7 @@ func doSetup() error {
 	}
 	for _, b := range []struct{ out, pkg string }{
 		{"mcpcaged", "./cmd/mcpcaged"}, {"mcpcage", "./cmd/mcpcage"}, {"mcpcage-init", "./cmd/mcpcage-init"},
-		{"testserver", "./testdata/testserver"}, {"hostile", "./testdata/hostile"},
+		{"testserver", "./testdata/testserver"}, {"hostile", "./testdata/hostile"}, {"remoteserver", "./testdata/remoteserver"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(env.bin, b.out), b.pkg)
 		cmd.Dir = root

@@ -2,15 +2,25 @@ package integration
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,12 +75,12 @@ func portOf(t *testing.T, addr string) int {
 	return int(ap.Port())
 }
 
-var urlLine = regexp.MustCompile(`(?m)^\s+(http://\S+/authorize\?\S+)$`)
+var urlLine = regexp.MustCompile(`(?m)^\s+(https?://\S+/authorize\?\S+)$`)
 
 // login runs mcpcage login and plays the browser: it opens the printed
 // link, follows the authorization server's redirect to the loopback
 // listener, and waits for the command to finish.
-func (d *daemon) login(t *testing.T, args ...string) string {
+func (d *daemon) login(t *testing.T, browser *http.Client, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "login", "--no-browser"}, args...)...)
 	out := &syncBuffer{}
@@ -98,7 +108,7 @@ func (d *daemon) login(t *testing.T, args ...string) string {
 			_, _ = out.Write([]byte(sc.Text() + "\n"))
 		}
 	}()
-	resp, err := http.Get(link) // the demo authorization server approves at once and redirects to the listener
+	resp, err := browser.Get(link) // the demo authorization server approves at once and redirects to the listener
 	must(t, err, "open the sign-in link")
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -170,7 +180,7 @@ func TestRemoteServer(t *testing.T) {
 	r.closeInput()
 	r.wait()
 
-	out := d.login(t, "tracker")
+	out := d.login(t, http.DefaultClient, "tracker")
 	if !strings.Contains(out, "Signed in to tracker (scopes: mcp:tools") {
 		t.Fatalf("mcpcage login output:\n%s", out)
 	}
@@ -267,4 +277,216 @@ func TestRemoteServer(t *testing.T) {
 	}
 	r.closeInput()
 	r.wait()
+}
+
+// testCA writes a CA and a certificate for 127.0.0.1 it signed; it
+// returns the CA's, the certificate's and the key's PEM files.
+func testCA(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err, "CA key")
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mcpcage test CA"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	must(t, err, "CA certificate")
+	caCert, err := x509.ParseCertificate(caDER)
+	must(t, err, "parse CA")
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err, "leaf key")
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
+	must(t, err, "leaf certificate")
+	keyDER, err := x509.MarshalECPrivateKey(leafKey)
+	must(t, err, "marshal key")
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		must(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600), "write %s", name)
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", leafDER), write("key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+// issueStack is testdata/remoteserver: an MCP server (mcp-go, streamable
+// HTTP) that checks each tool's scope, and an authorization server with
+// refresh, revocation and token exchange, both over TLS with a test CA.
+type issueStack struct {
+	mcpURL, issuer, jwks string
+	log                  *syncBuffer
+}
+
+func startIssueStack(t *testing.T, dir string, args ...string) *issueStack {
+	t.Helper()
+	ca, cert, key := testCA(t, dir)
+	_ = ca
+	st := &issueStack{jwks: filepath.Join(dir, "actor-jwks.json"), log: &syncBuffer{}}
+	host, err := os.Hostname()
+	must(t, err, "hostname")
+	cmd := exec.Command(filepath.Join(env.bin, "remoteserver"), append([]string{"-cert", cert, "-key", key, "-actor-jwks", st.jwks,
+		"-actor-issuer", "mcpcage:" + host}, args...)...)
+	out, err := cmd.StdoutPipe()
+	must(t, err, "pipe")
+	cmd.Stderr = st.log
+	must(t, cmd.Start(), "start remoteserver")
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for (st.mcpURL == "" || st.issuer == "") && sc.Scan() {
+		if u, ok := strings.CutPrefix(sc.Text(), "MCP "); ok {
+			st.mcpURL = u
+		}
+		if u, ok := strings.CutPrefix(sc.Text(), "AS "); ok {
+			st.issuer = u
+		}
+	}
+	if st.mcpURL == "" || st.issuer == "" {
+		t.Fatalf("remoteserver did not say where it listens: %s", st.log.String())
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	return st
+}
+
+// client trusts the test CA (the test's browser).
+func (st *issueStack) client(t *testing.T, ca string) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	b, err := os.ReadFile(ca)
+	must(t, err, "read CA")
+	pool.AppendCertsFromPEM(b)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// admin calls a test control of the authorization server.
+func (st *issueStack) admin(t *testing.T, ca, method, path string) map[string]int {
+	t.Helper()
+	hc := st.client(t, ca)
+	req, err := http.NewRequest(method, st.issuer+path, nil)
+	must(t, err, "request")
+	resp, err := hc.Do(req)
+	must(t, err, "admin %s", path)
+	defer func() { _ = resp.Body.Close() }()
+	var stats map[string]int
+	_ = json.NewDecoder(resp.Body).Decode(&stats)
+	return stats
+}
+
+// TestRemoteAgentScopes: one user's sign-in, two agents. The agent with
+// scopes of its own ([agents.itest.scopes]) gets a token the
+// authorization server narrowed by token exchange, with an act claim
+// naming it (signed by mcpcaged's key, trusted through mcpcage jwks): its
+// write call is refused upstream with a clear message; an agent without
+// scopes of its own uses the user's sign-in. Tokens are refreshed ahead
+// of expiry (rotated refresh tokens); a revoked sign-in ends in the
+// mcpcage login hint; TLS is verified with the configured CA and refused
+// without it; the 2026-07-28 era crosses the bridge with its headers.
+func TestRemoteAgentScopes(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	st := startIssueStack(t, dir, "-ttl", "3s")
+	ca := filepath.Join(dir, "ca.pem")
+	u, err := url.Parse(st.issuer)
+	must(t, err, "issuer")
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	must(t, err, "resolve /bin/sh")
+	d := consentDaemon(t, fmt.Sprintf(`[servers.issues]
+url = %q
+hosts = [%q]
+ca_file = %q
+[servers.issues-noca]
+url = %q
+[agents.other]
+exe = [%q]
+[agents.itest.scopes]
+issues = ["read"]
+`, st.mcpURL, u.Host, ca, st.mcpURL, sh))
+	must(t, os.WriteFile(st.jwks, []byte(d.mustCLI(t, "jwks")), 0o644), "write the actor key set")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "issues", "--tool", "*")
+	d.mustCLI(t, "grant", "--agent", "other", "--any-script", "--server", "issues", "--tool", "*")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "issues-noca", "--tool", "*")
+
+	// Without the CA, the TLS failure is one clear line.
+	r := startRaw(t, d.shimCmd("issues-noca"))
+	r.send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+	if l := r.response(`1`); !strings.Contains(l, "certificate is signed by an authority this host does not trust: set ca_file in [servers.issues-noca]") {
+		t.Fatalf("TLS failure without ca_file: %s", l)
+	}
+	r.closeInput()
+	r.wait()
+
+	if out := d.login(t, st.client(t, ca), "issues"); !strings.Contains(out, "scopes: read write") {
+		t.Fatalf("login: %s", out)
+	}
+	tokens := d.storedTokens(t)
+
+	call := func(r *rawSession, id int, tool, args string) string {
+		t.Helper()
+		r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`+"\n", id, tool, args))
+		return r.response(strconv.Itoa(id))
+	}
+	// The narrowed agent: token exchange, act claim, read only.
+	r = startRaw(t, d.shimCmd("issues"))
+	r.initialize()
+	who := call(r, 2, "whoami", `{}`)
+	if !strings.Contains(who, `\"act\":{\"iss\":\"mcpcage:`) || !strings.Contains(who, `\"sub\":\"itest\"`) || !strings.Contains(who, `\"scope\":\"read\"`) || !strings.Contains(who, `\"sub\":\"alice\"`) {
+		t.Fatalf("whoami of the narrowed agent: %s", who)
+	}
+	if l := call(r, 3, "create_issue", `{"title":"x"}`); !strings.Contains(l, `issues refused the call: it needs scope \"write\"`) || !strings.Contains(l, `"code":-32006`) {
+		t.Fatalf("write call of a read-scoped agent: %s", l)
+	}
+	if l := call(r, 4, "list_issues", `{}`); !strings.Contains(l, "printer is on fire") {
+		t.Fatalf("read call of a read-scoped agent: %s", l)
+	}
+	r.closeInput()
+	r.wait()
+
+	// An agent without scopes of its own: the user's sign-in, in the
+	// 2026-07-28 era.
+	sr := startRaw(t, d.viaShell("issues"))
+	sr.send(`{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{` + era2Meta + `}}` + "\n")
+	if l := sr.response(`1`); !strings.Contains(l, "remote-test-server") {
+		t.Fatalf("server/discover over the bridge: %s", l)
+	}
+	era2 := func(id int, tool, args string) string {
+		t.Helper()
+		sr.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s,%s}}`+"\n", id, tool, args, era2Meta))
+		return sr.response(strconv.Itoa(id))
+	}
+	if l := era2(2, "create_issue", `{"title":"from other"}`); !strings.Contains(l, "created: from other") {
+		t.Fatalf("write call with the user's sign-in: %s", l)
+	}
+	if l := era2(3, "whoami", `{}`); !strings.Contains(l, `\"act\":null`) || !strings.Contains(l, `read write`) {
+		t.Fatalf("whoami with the user's sign-in: %s", l)
+	}
+	// Refreshed ahead of expiry: calls keep working across token lifetimes.
+	deadline := time.Now().Add(60 * time.Second)
+	for id := 10; st.admin(t, ca, "GET", "/admin/stats")["refresh_token"] < 2; id++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refresh within 60s: %v", st.admin(t, ca, "GET", "/admin/stats"))
+		}
+		if l := era2(id, "list_issues", `{}`); !strings.Contains(l, "printer is on fire") {
+			t.Fatalf("call %d across refreshes: %s", id, l)
+		}
+	}
+	// Revoked: the next call says to sign in again.
+	st.admin(t, ca, "POST", "/admin/revoke-all")
+	if l := era2(100, "list_issues", `{}`); !strings.Contains(l, "needs you to sign in again") || !strings.Contains(l, "run `mcpcage login issues`") {
+		t.Fatalf("call after the sign-in was revoked: %s", l)
+	}
+	sr.closeInput()
+	sr.wait()
+
+	recs := d.mustCLI(t, "audit", "--json", "--server", "issues", "--type", "session.start")
+	if !strings.Contains(recs, `"via":"token-exchange"`) || !strings.Contains(recs, `"act":"itest"`) || !strings.Contains(recs, `"via":"user-signin"`) {
+		t.Fatalf("session.start records do not say which sign-in each session used:\n%s", recs)
+	}
+	audit, err := os.ReadFile(filepath.Join(d.dir, "log", "audit.jsonl"))
+	must(t, err, "read the audit log")
+	for _, tok := range tokens {
+		if strings.Contains(string(audit), tok) || strings.Contains(d.log.String(), tok) {
+			t.Error("a token appears in the audit log or the daemon's log")
+		}
+	}
 }

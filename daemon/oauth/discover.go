@@ -28,6 +28,8 @@ type Resource struct {
 	ChallengeScope string `json:"challenge_scope,omitempty"`
 	// AuthMethods are the token endpoint's client authentication methods.
 	AuthMethods []string `json:"token_endpoint_auth_methods,omitempty"`
+	// TokenExchange: the authorization server offers RFC 8693.
+	TokenExchange bool `json:"token_exchange,omitempty"`
 }
 
 // ErrNoAuth says the server answered without asking for a token.
@@ -90,6 +92,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 		ScopesSupported       []string `json:"scopes_supported"`
 		CodeChallengeMethods  []string `json:"code_challenge_methods_supported"`
 		AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
+		GrantTypes            []string `json:"grant_types_supported"`
 	}
 	cands := append(wellKnown(issuer, "oauth-authorization-server", false), wellKnown(issuer, "openid-configuration", false)...)
 	if p := strings.TrimSuffix(issuer.Path, "/"); p != "" {
@@ -128,7 +131,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	}
 	return &Resource{Resource: prm.Resource, Issuer: as.Issuer, AuthURL: as.AuthorizationEndpoint, TokenURL: as.TokenEndpoint,
 		RegistrationURL: as.RegistrationEndpoint, RevocationURL: as.RevocationEndpoint, ScopesSupported: scopes,
-		ChallengeScope: ch.Params["scope"], AuthMethods: as.AuthMethods}, nil
+		ChallengeScope: ch.Params["scope"], AuthMethods: as.AuthMethods, TokenExchange: slices.Contains(as.GrantTypes, grantTokenExchange)}, nil
 }
 
 // wellKnown lists the well-known URLs of doc for u: with u's path

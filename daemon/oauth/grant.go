@@ -18,20 +18,23 @@ import (
 // the user's agents (Agent ""). It holds the tokens: it never leaves the
 // daemon (see Info for what may).
 type Grant struct {
-	ID        string    `json:"id"` // names the sign-in in audit records
-	UID       uint32    `json:"uid"`
-	User      string    `json:"user"`
-	Server    string    `json:"server"`
-	Agent     string    `json:"agent,omitempty"`
-	Issuer    string    `json:"issuer"`
-	Resource  string    `json:"resource"`
-	TokenURL  string    `json:"token_url"`
-	Revoke    string    `json:"revocation_url,omitempty"`
-	Client    Client    `json:"client"`
-	Scopes    []string  `json:"scopes,omitempty"`
-	Subject   string    `json:"subject,omitempty"`
-	Obtained  time.Time `json:"obtained"`
-	Refreshed time.Time `json:"refreshed,omitzero"`
+	ID       string `json:"id"` // names the sign-in in audit records
+	UID      uint32 `json:"uid"`
+	User     string `json:"user"`
+	Server   string `json:"server"`
+	Agent    string `json:"agent,omitempty"`
+	Issuer   string `json:"issuer"`
+	Resource string `json:"resource"`
+	TokenURL string `json:"token_url"`
+	Revoke   string `json:"revocation_url,omitempty"`
+	// TokenExchange: the authorization server offers RFC 8693, so agents
+	// with scopes of their own get tokens narrowed from this one.
+	TokenExchange bool      `json:"token_exchange,omitempty"`
+	Client        Client    `json:"client"`
+	Scopes        []string  `json:"scopes,omitempty"`
+	Subject       string    `json:"subject,omitempty"`
+	Obtained      time.Time `json:"obtained"`
+	Refreshed     time.Time `json:"refreshed,omitzero"`
 
 	AccessToken  string    `json:"access_token"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
@@ -153,12 +156,13 @@ func subjectOf(tok string) string {
 func joinScopes(s []string) string { return strings.Join(s, " ") }
 
 // refreshAhead is how long before expiry a token is refreshed: a tenth of
-// its life, at least 30 s and at most 5 min.
+// its life, at least 30 s and at most 5 min, and never more than half of
+// it.
 func refreshAhead(g *Grant) time.Duration {
 	start := g.Obtained
 	if !g.Refreshed.IsZero() {
 		start = g.Refreshed
 	}
 	life := g.Expiry.Sub(start)
-	return min(max(life/10, 30*time.Second), 5*time.Minute)
+	return min(max(life/10, 30*time.Second), 5*time.Minute, life/2)
 }

@@ -29,13 +29,18 @@ type Manager struct {
 	pending map[string]*pendingLogin // by state
 	locks   map[string]*sync.Mutex   // one per grant: refreshes do not race
 	cache   map[string]*Grant
-	clients map[string]*Client // dynamic registrations by server
+	clients map[string]*Client    // dynamic registrations by server
+	xs      map[string]*exchanged // tokens narrowed to agents, by grant key
+	actor   *Actor                // signs actor tokens; nil: no token exchange
 }
+
+// SetActor makes token exchange available with a's tokens.
+func (m *Manager) SetActor(a *Actor) { m.actor = a }
 
 // NewManager keeps grants in store.
 func NewManager(store *secrets.Store) *Manager {
 	return &Manager{store: store, pending: map[string]*pendingLogin{}, locks: map[string]*sync.Mutex{},
-		cache: map[string]*Grant{}, clients: map[string]*Client{}}
+		cache: map[string]*Grant{}, clients: map[string]*Client{}, xs: map[string]*exchanged{}}
 }
 
 // Target is the server a sign-in is for, as the config describes it.
@@ -179,7 +184,7 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state, code string) (*
 	}
 	g := &Grant{ID: randomString()[:16], UID: uid, User: p.req.User, Server: p.req.Target.Server, Agent: p.req.Agent,
 		Issuer: p.res.Issuer, Resource: p.res.Resource, TokenURL: p.res.TokenURL, Revoke: p.res.RevocationURL, Client: *p.client,
-		Scopes: p.scopes, Obtained: time.Now(), AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
+		TokenExchange: p.res.TokenExchange, Scopes: p.scopes, Obtained: time.Now(), AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
 	if s, ok := tok.Extra("scope").(string); ok && s != "" {
 		g.Scopes = strings.Fields(s)
 	}
@@ -336,10 +341,13 @@ func (m *Manager) List(uid uint32, all bool) ([]Info, error) {
 }
 
 // Authorizer gives a session the user's tokens for server and agent.
-// wantScopes, when set (the agent's scopes for the server), must cover
-// the grant's: a broader sign-in is not used for a narrowed agent.
-func (m *Manager) Authorizer(uid uint32, server, agent string, wantScopes []string, hc *http.Client) *Authorizer {
-	return &Authorizer{m: m, uid: uid, server: server, agent: agent, want: wantScopes, hc: hc}
+// With agent set (the agent has scopes of its own for the server:
+// wantScopes), the session uses the agent's own sign-in, or else a token
+// exchanged from the user's for one narrowed to the agent (RFC 8693),
+// never the user's broader token itself. who describes the agent in
+// actor tokens.
+func (m *Manager) Authorizer(uid uint32, server, agent string, wantScopes []string, who ActorClaims, hc *http.Client) *Authorizer {
+	return &Authorizer{m: m, uid: uid, server: server, agent: agent, want: wantScopes, who: who, hc: hc}
 }
 
 // Authorizer implements remote.Authorizer for one session.
@@ -349,18 +357,78 @@ type Authorizer struct {
 	server string
 	agent  string
 	want   []string
+	who    ActorClaims
 	hc     *http.Client
+
+	mu  sync.Mutex
+	via Via // how the last token was obtained
 }
 
-// Grant returns what may be shown of the grant the session uses (nil
-// when the user has not signed in).
-func (a *Authorizer) Grant() *Info {
-	g, err := a.m.load(a.uid, a.server, a.agent)
+// Via says which credential a session's requests carry.
+type Via string
+
+// Credentials a session uses.
+const (
+	ViaNone      Via = ""               // no sign-in yet
+	ViaUser      Via = "user-signin"    // the user's own sign-in
+	ViaAgent     Via = "agent-signin"   // the agent's own sign-in (mcpcage login --agent)
+	ViaExchanged Via = "token-exchange" // the user's token exchanged for one narrowed to the agent
+)
+
+// Used reports how the last token was obtained and what may be shown of
+// the grant behind it (nil when none).
+func (a *Authorizer) Used() (Via, *Info) {
+	a.mu.Lock()
+	via := a.via
+	a.mu.Unlock()
+	agent := a.agent
+	if via == ViaExchanged || via == ViaUser || (via == ViaNone && agent == "") {
+		agent = ""
+	}
+	g, err := a.m.load(a.uid, a.server, agent)
 	if err != nil || g == nil {
-		return nil
+		return via, nil
 	}
 	i := g.Info()
-	return &i
+	if via == ViaExchanged {
+		a.m.mu.Lock()
+		if x := a.m.xs[key(a.uid, a.server, a.agent)]; x != nil {
+			i.Scopes, i.Subject, i.Expiry = x.scopes, orString(x.subject, i.Subject), x.expiry
+		}
+		a.m.mu.Unlock()
+		i.Agent = a.agent
+	}
+	return via, &i
+}
+
+// Planned says which credential the session's requests will carry, and
+// what may be shown of the grant behind it, before any was used.
+func (a *Authorizer) Planned() (Via, *Info) {
+	via := ViaNone
+	if a.agent != "" {
+		if g, err := a.m.load(a.uid, a.server, a.agent); err == nil && g != nil {
+			via = ViaAgent
+		} else if ug, err := a.m.load(a.uid, a.server, ""); err == nil && ug != nil && ug.TokenExchange && a.m.actor != nil {
+			via = ViaExchanged
+		}
+	} else if g, err := a.m.load(a.uid, a.server, ""); err == nil && g != nil {
+		via = ViaUser
+	}
+	a.used(via)
+	return a.Used()
+}
+
+func orString(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func (a *Authorizer) used(v Via) {
+	a.mu.Lock()
+	a.via = v
+	a.mu.Unlock()
 }
 
 func (a *Authorizer) signIn(why string) error {
@@ -374,46 +442,70 @@ func (a *Authorizer) signIn(why string) error {
 // Token returns the access token, refreshed ahead of expiry; "" when the
 // user has not signed in.
 func (a *Authorizer) Token(ctx context.Context) (string, error) {
+	return a.token(ctx, "", false)
+}
+
+// Renew refreshes after the server refused refused (401).
+func (a *Authorizer) Renew(ctx context.Context, refused string) (string, error) {
+	tok, err := a.token(ctx, refused, true)
+	if err == nil && tok == "" {
+		if a.agent != "" {
+			return "", a.signIn(" for agent " + a.agent + " (the agent has scopes of its own for this server, and its authorization server offers no token exchange from your sign-in)")
+		}
+		return "", a.signIn("")
+	}
+	return tok, err
+}
+
+func (a *Authorizer) token(ctx context.Context, refused string, renew bool) (string, error) {
+	if a.agent == "" {
+		tok, err := a.own(ctx, "", refused, renew)
+		if tok != "" {
+			a.used(ViaUser)
+		}
+		return tok, err
+	}
 	g, err := a.m.load(a.uid, a.server, a.agent)
 	if err != nil {
 		return "", err
 	}
-	if g == nil {
-		return "", nil // asked for without a token: the server may need none (a 401 asks for the sign-in)
-	}
-	if a.want != nil {
+	if g != nil {
 		for _, s := range g.Scopes {
 			if !slices.Contains(a.want, s) {
 				return "", a.signIn(fmt.Sprintf(" again: the sign-in holds scope %q, which agent %s may no longer use", s, a.agent))
 			}
 		}
+		tok, err := a.own(ctx, a.agent, refused, renew)
+		if tok != "" {
+			a.used(ViaAgent)
+		}
+		return tok, err
 	}
-	if g.Expiry.IsZero() || time.Until(g.Expiry) > refreshAhead(g) {
-		return g.AccessToken, nil
+	tok, err := a.exchanged(ctx, refused, renew)
+	if tok != "" {
+		a.used(ViaExchanged)
 	}
-	return a.renew(ctx, g.AccessToken)
+	return tok, err
 }
 
-// Renew refreshes after the server refused refused (401).
-func (a *Authorizer) Renew(ctx context.Context, refused string) (string, error) {
-	return a.renew(ctx, refused)
-}
-
-func (a *Authorizer) renew(ctx context.Context, stale string) (string, error) {
-	l := a.m.lock(key(a.uid, a.server, a.agent))
-	l.Lock()
-	defer l.Unlock()
-	g, err := a.m.load(a.uid, a.server, a.agent)
-	if err != nil {
+// own returns the token of a stored grant (the user's, or the agent's),
+// refreshed ahead of expiry, or after the server refused it.
+func (a *Authorizer) own(ctx context.Context, agent, refused string, renew bool) (string, error) {
+	g, err := a.m.load(a.uid, a.server, agent)
+	if err != nil || g == nil {
 		return "", err
 	}
-	if g == nil {
-		if a.agent != "" {
-			return "", a.signIn(" for agent " + a.agent + " (the agent has its own scopes for this server)")
-		}
-		return "", a.signIn("")
+	if !renew && (g.Expiry.IsZero() || time.Until(g.Expiry) > refreshAhead(g)) {
+		return g.AccessToken, nil
 	}
-	if g.AccessToken != stale && (g.Expiry.IsZero() || time.Until(g.Expiry) > refreshAhead(g)) {
+	l := a.m.lock(key(a.uid, a.server, agent))
+	l.Lock()
+	defer l.Unlock()
+	if g, err = a.m.load(a.uid, a.server, agent); err != nil || g == nil {
+		return "", err
+	}
+	fresh := g.Expiry.IsZero() || time.Until(g.Expiry) > refreshAhead(g)
+	if fresh && (!renew || g.AccessToken != refused) {
 		return g.AccessToken, nil // another session refreshed it meanwhile
 	}
 	if g.RefreshToken == "" {
@@ -423,7 +515,7 @@ func (a *Authorizer) renew(ctx context.Context, stale string) (string, error) {
 		if errors.Is(err, ErrRefreshRefused) {
 			return "", a.signIn(" again: the authorization server refused to refresh the sign-in (revoked or expired)")
 		}
-		if time.Now().Before(g.Expiry) {
+		if !renew && time.Now().Before(g.Expiry) {
 			return g.AccessToken, nil // still valid: refresh again next time
 		}
 		return "", err
@@ -432,6 +524,58 @@ func (a *Authorizer) renew(ctx context.Context, stale string) (string, error) {
 		return "", err
 	}
 	return g.AccessToken, nil
+}
+
+// exchanged returns a token narrowed to the agent, exchanged from the
+// user's; "" when the user has not signed in or exchange is unavailable.
+func (a *Authorizer) exchanged(ctx context.Context, refused string, renew bool) (string, error) {
+	k := key(a.uid, a.server, a.agent)
+	a.m.mu.Lock()
+	x := a.m.xs[k]
+	a.m.mu.Unlock()
+	if x != nil && !(renew && x.token == refused) && (x.expiry.IsZero() || time.Until(x.expiry) > aheadOf(x.issued, x.expiry)) {
+		return x.token, nil
+	}
+	ug, err := a.m.load(a.uid, a.server, "")
+	if err != nil || ug == nil || !ug.TokenExchange || a.m.actor == nil {
+		return "", err
+	}
+	l := a.m.lock(k + "#x")
+	l.Lock()
+	defer l.Unlock()
+	for attempt := 0; ; attempt++ {
+		user, err := a.own(ctx, "", "", attempt > 0)
+		if err != nil || user == "" {
+			return "", err
+		}
+		if ug, err = a.m.load(a.uid, a.server, ""); err != nil || ug == nil {
+			return "", err
+		}
+		who := a.who
+		who.Agent = a.agent
+		act, err := a.m.actor.Token(who, ug.Issuer)
+		if err != nil {
+			return "", err
+		}
+		x, err = exchange(ctx, a.hc, ug, act, a.want)
+		if errors.Is(err, ErrRefreshRefused) && attempt == 0 {
+			continue // the user's token may have expired upstream: refresh it once
+		}
+		if errors.Is(err, ErrRefreshRefused) {
+			return "", a.signIn(fmt.Sprintf(" again: the authorization server refused to narrow your sign-in to agent %s (%v)", a.agent, err))
+		}
+		if err != nil {
+			return "", err
+		}
+		a.m.mu.Lock()
+		a.m.xs[k] = x
+		a.m.mu.Unlock()
+		return x.token, nil
+	}
+}
+
+func aheadOf(issued, exp time.Time) time.Duration {
+	return refreshAhead(&Grant{Obtained: issued, Expiry: exp})
 }
 
 func randomString() string {

@@ -1,0 +1,79 @@
+package oauth
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+var cryptoSHA256 = crypto.SHA256
+
+// RFC 8693 names.
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
+	tokenTypeJWT       = "urn:ietf:params:oauth:token-type:jwt"
+)
+
+// exchanged is a token narrowed to an agent (kept in memory only: it is
+// made again from the user's sign-in when it nears its expiry).
+type exchanged struct {
+	token   string
+	expiry  time.Time
+	issued  time.Time
+	scopes  []string
+	subject string
+}
+
+// exchange trades the user's access token for one narrowed to scopes,
+// with the agent as actor (RFC 8693 §2.1).
+func exchange(ctx context.Context, hc *http.Client, g *Grant, actorToken string, scopes []string) (*exchanged, error) {
+	form := url.Values{"grant_type": {grantTokenExchange}, "subject_token": {g.AccessToken}, "subject_token_type": {tokenTypeAccess},
+		"actor_token": {actorToken}, "actor_token_type": {tokenTypeJWT}, "resource": {g.Resource},
+		"requested_token_type": {tokenTypeAccess}}
+	if len(scopes) > 0 {
+		form.Set("scope", joinScopes(scopes))
+	}
+	if g.Client.Secret == "" {
+		form.Set("client_id", g.Client.ID)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if g.Client.Secret != "" {
+		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("token exchange at %s: %w", req.URL.Host, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
+		return nil, fmt.Errorf("%w: token exchange: %s%s", ErrRefreshRefused, resp.Status, oauthError(b))
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("token exchange at %s: %s%s", req.URL.Host, resp.Status, oauthError(b))
+	}
+	var t tokenAnswer
+	if err := json.Unmarshal(b, &t); err != nil || t.AccessToken == "" {
+		return nil, fmt.Errorf("token exchange at %s: no access_token in the answer", req.URL.Host)
+	}
+	if t.TokenType != "" && !strings.EqualFold(t.TokenType, "bearer") && !strings.EqualFold(t.TokenType, "N_A") {
+		return nil, fmt.Errorf("token exchange at %s: token type %q is not bearer", req.URL.Host, t.TokenType)
+	}
+	x := &exchanged{token: t.AccessToken, expiry: expiry(t.ExpiresIn), issued: time.Now(), scopes: scopes, subject: subjectOf(t.AccessToken)}
+	if t.Scope != "" {
+		x.scopes = strings.Fields(t.Scope)
+	}
+	return x, nil
+}
