@@ -132,6 +132,7 @@ type Grant struct {
 type ServerDef struct {
 	Name    string            `json:"name"`
 	Command []string          `json:"command"`
+	URL     string            `json:"url,omitempty"` // a remote server instead of a command
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`
@@ -337,6 +338,7 @@ type ServerInfo struct {
 	Name    string   `json:"name"`
 	Command []string `json:"command"`
 	Image   string   `json:"image,omitempty"`
+	URL     string   `json:"url,omitempty"` // a remote server: no sandbox
 	Workdir string   `json:"workdir"`
 	// The effective sandbox for the caller.
 	User     string   `json:"user"` // uid:gid the server would run as

@@ -23,14 +23,18 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var def api.ServerDef
 	var mounts, env []string
 	add := &cobra.Command{
-		Use:   "add NAME [--mount SRC:DST[:rw]] [--egress HOST:PORT] [--network host] [--env K=V] -- COMMAND [ARGS...]",
-		Short: "Add (or replace) one of your servers",
-		Args:  cobra.MinimumNArgs(2),
+		Use:   "add NAME [--mount SRC:DST[:rw]] [--egress HOST:PORT] [--network host] [--env K=V] -- COMMAND [ARGS...] | add NAME --url URL",
+		Short: "Add (or replace) one of your servers: a command in a sandbox, or a remote server (--url)",
+		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.ArgsLenAtDash() != 1 {
-				return errors.New("usage: mcpcage server add NAME [flags] -- COMMAND [ARGS...]")
+			switch {
+			case def.URL != "" && len(args) == 1:
+				def.Name = args[0]
+			case def.URL == "" && cmd.ArgsLenAtDash() == 1 && len(args) > 1:
+				def.Name, def.Command = args[0], args[1:]
+			default:
+				return errors.New("usage: mcpcage server add NAME [flags] -- COMMAND [ARGS...], or mcpcage server add NAME --url URL")
 			}
-			def.Name, def.Command = args[0], args[1:]
 			for _, m := range mounts {
 				md, err := parseMount(m)
 				if err != nil {
@@ -54,6 +58,10 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: &def}, nil); err != nil {
 				return err
 			}
+			if def.URL != "" {
+				_, err := fmt.Fprintf(stdout, "server %s added: sign in with `mcpcage login %s` if it asks, run it with `mcpcage run %s`\n", def.Name, def.Name, def.Name)
+				return err
+			}
 			_, err := fmt.Fprintf(stdout, "server %s added: run it with `mcpcage run %s`\n", def.Name, def.Name)
 			return err
 		},
@@ -63,6 +71,7 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 	add.Flags().StringVar(&def.Network, "network", "", "none (default) or host")
 	add.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE (use secret:NAME for secrets)")
 	add.Flags().StringVar(&def.Workdir, "workdir", "", "working directory in the sandbox")
+	add.Flags().StringVar(&def.URL, "url", "", "a remote MCP server's streamable-HTTP URL (https; http only to loopback): sign in with mcpcage login NAME")
 	rm := &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove one of your servers",
@@ -134,7 +143,11 @@ imports every local (stdio) server as one of your mcpcage servers with a
 conservative sandbox (no network unless it is a known network tool; the
 folders it works on mounted read-only), rewrites the entry to
 "mcpcage run NAME", keeps a timestamped backup and prints the diff.
-Remote (HTTP/SSE) entries are left as they are. Running it again changes
+Remote (url) entries become remote mcpcage servers: mcpcage speaks
+streamable HTTP to them and keeps the sign-in (mcpcage login NAME).
+Entries mcpcage cannot carry are left as they are, with the reason:
+the older HTTP+SSE transport, entries with headers of their own (a
+static credential the client holds), and "docker run" commands. Running it again changes
 nothing. "mcpcage client restore CLIENT" undoes it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -156,8 +169,8 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 				return err
 			}
 			out := bufio.NewWriter(stdout) // keeps the first write error for Flush
-			for _, r := range res.Remote {
-				fmt.Fprintf(out, "left as is: %s (remote server)\n", r)
+			for _, n := range res.Notes {
+				fmt.Fprintf(out, "left as is: %s\n", n)
 			}
 			for _, r := range res.Unchanged {
 				fmt.Fprintf(out, "already through mcpcage: %s\n", r)

@@ -33,6 +33,10 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 			tw := newTable(stdout)
 			tw.printf("NAME\tUSER\tNETWORK\tMEMORY\tPIDS\tCPUS\tSECCOMP\tLANDLOCK\tMOUNTS\tCOMMAND\n")
 			for _, s := range l {
+				if s.URL != "" {
+					tw.printf("%s\t-\tremote\t-\t-\t-\t-\t-\t-\t%s\n", s.Name, s.URL)
+					continue
+				}
 				tw.printf("%s\t%s\t%s\t%dMiB\t%d\t%g\t%s\t%v\t%s\t%s\n", s.Name, s.User, s.Network, s.Memory>>20, s.Pids, s.CPUs,
 					s.Seccomp, s.Landlock, orDefault(strings.Join(s.Mounts, ","), "-"), strings.Join(s.Command, " "))
 			}

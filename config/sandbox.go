@@ -178,6 +178,11 @@ func (s *Server) Validate(name string) error {
 	if !serverName.MatchString(name) {
 		bad("server names use letters, digits, '.', '-' and '_' (at most 63)")
 	}
+	if s.IsRemote() {
+		validateRemote(s, bad)
+		s.Name = name
+		return errors.Join(errs...)
+	}
 	if len(s.Command) == 0 || s.Command[0] == "" {
 		bad("a command is required")
 	}

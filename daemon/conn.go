@@ -239,6 +239,10 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 		if _, admin := d.conf().Servers[name]; !admin {
 			owner = userName(peer.UID)
 		}
+		if s.IsRemote() {
+			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URL, Network: "remote"})
+			continue
+		}
 		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
 		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
@@ -269,6 +273,10 @@ func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *sl
 	srv, ok := d.server(name, peer)
 	if !ok {
 		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(name, d.serverNamesFor(peer))}, log)
+		return
+	}
+	if srv.IsRemote() {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is a remote server (%s): it has no sandbox", srv.Name, srv.URL)}, log)
 		return
 	}
 	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{})

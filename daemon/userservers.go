@@ -56,7 +56,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command,
+		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "url": srv.URL,
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			_ = d.userServers.Remove(peer.UID, srv.Name)
 			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
@@ -89,7 +89,7 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 	if _, ok := d.conf().Servers[def.Name]; ok {
 		return userservers.Server{}, nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
 	}
-	stored := userservers.Server{Command: def.Command, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	stored := userservers.Server{Command: def.Command, URL: def.URL, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
 	home, _ := delegatorHome(peer)
 	for _, m := range def.Mounts {
 		src := m.Source

@@ -19,7 +19,8 @@ func TestClientSetupRoundTrip(t *testing.T) {
 	original := fmt.Sprintf(`{
   "mcpServers": {
     "tester": {"command": %q, "args": []},
-    "remote": {"url": "https://mcp.example.com/sse"}
+    "remote": {"url": "https://mcp.example.com/mcp"},
+    "legacy": {"type": "sse", "url": "https://old.example.com/sse"}
   }
 }
 `, filepath.Join(env.bin, "testserver"))
@@ -30,7 +31,7 @@ func TestClientSetupRoundTrip(t *testing.T) {
 	}
 
 	out := run("client", "setup", "claude-desktop", "--dry-run")
-	if !strings.Contains(out, `+     "tester": {"command":`) || !strings.Contains(out, "dry run: nothing was changed") || !strings.Contains(out, "left as is: remote") {
+	if !strings.Contains(out, `+     "tester": {"command":`) || !strings.Contains(out, "dry run: nothing was changed") || !strings.Contains(out, "left as is: legacy: uses the older HTTP+SSE transport") {
 		t.Fatalf("dry run output:\n%s", out)
 	}
 	if b, _ := os.ReadFile(cfgPath); string(b) != original {
@@ -47,15 +48,17 @@ func TestClientSetupRoundTrip(t *testing.T) {
 		} `json:"mcpServers"`
 	}
 	must(t, json.Unmarshal(after, &parsed), "rewritten config")
-	tester := parsed.MCPServers["tester"]
-	if tester.Command != filepath.Join(env.bin, "mcpcage") || len(tester.Args) != 2 || tester.Args[1] != "claude-desktop-tester" || parsed.MCPServers["remote"].URL == "" {
+	tester, remote := parsed.MCPServers["tester"], parsed.MCPServers["remote"]
+	if tester.Command != filepath.Join(env.bin, "mcpcage") || len(tester.Args) != 2 || tester.Args[1] != "claude-desktop-tester" ||
+		remote.URL != "" || len(remote.Args) != 2 || remote.Args[1] != "claude-desktop-remote" || parsed.MCPServers["legacy"].URL == "" {
 		t.Fatalf("rewritten config:\n%s", after)
 	}
 	backups, _ := filepath.Glob(cfgPath + ".mcpcage-backup-*")
 	if len(backups) != 1 {
 		t.Fatalf("backups: %v", backups)
 	}
-	if list := d.mustCLI(t, "servers", "--json"); !strings.Contains(list, `"claude-desktop-tester"`) || !strings.Contains(list, `"owner": "root"`) {
+	if list := d.mustCLI(t, "servers", "--json"); !strings.Contains(list, `"claude-desktop-tester"`) || !strings.Contains(list, `"owner": "root"`) ||
+		!strings.Contains(list, `"url": "https://mcp.example.com/mcp"`) {
 		t.Fatalf("imported server not listed as the user's:\n%s", list)
 	}
 	// The client's rewritten entry really works.
@@ -76,7 +79,7 @@ func TestClientSetupRoundTrip(t *testing.T) {
 	if b, _ := os.ReadFile(cfgPath); string(b) != original {
 		t.Fatalf("restore did not bring the original back:\n%s", b)
 	}
-	if list := d.mustCLI(t, "servers"); strings.Contains(list, "claude-desktop-tester") {
+	if list := d.mustCLI(t, "servers"); strings.Contains(list, "claude-desktop-tester") || strings.Contains(list, "claude-desktop-remote") {
 		t.Fatalf("restore left the imported server:\n%s", list)
 	}
 

@@ -1,8 +1,11 @@
 // Package clientsetup rewrites MCP clients' configurations so that every
 // local (stdio) server runs through mcpcage: each entry's command becomes
 // `mcpcage run NAME`, and the original command becomes a user-scoped
-// mcpcage server definition with a conservative sandbox. Remote (HTTP/SSE)
-// entries are left untouched and reported.
+// mcpcage server definition with a conservative sandbox. Remote (url)
+// entries become remote mcpcage servers (streamable HTTP, the sign-in
+// kept by the daemon); entries that cannot work through mcpcage (the
+// older HTTP+SSE transport, static credential headers, `docker run`) are
+// left untouched and reported with the reason.
 //
 // Rewrites are surgical: only the rewritten entries' bytes change, so the
 // rest of the file keeps its order, formatting and unknown keys

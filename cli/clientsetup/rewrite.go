@@ -37,7 +37,9 @@ type Result struct {
 	Config    []byte   // the new file (equal to the old one when nothing changed)
 	Imported  []Server // server definitions to store
 	Unchanged []string // entries already going through mcpcage
-	Remote    []string // HTTP/SSE entries, left untouched
+	Remote    []string // remote entries left untouched (see Notes)
+	// Notes say why an entry was left as it is.
+	Notes []string
 	Skipped   []string // entries not selected by Only
 }
 
@@ -72,6 +74,7 @@ type entry struct {
 	Type    string            `json:"type"`
 	URL     string            `json:"url"`
 	Server  string            `json:"serverUrl"`
+	Headers map[string]string `json:"headers"`
 }
 
 // Rewrite transforms one client config.
@@ -115,9 +118,25 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		if err := json.Unmarshal(espan.Of(servers), &e); err != nil {
 			return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
 		}
-		switch {
-		case e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http":
+		remote := e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http"
+		if why := keepRemote(e); remote && why != "" {
 			res.Remote = append(res.Remote, name)
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
+			continue
+		}
+		switch {
+		case remote && len(o.Only) > 0 && !contains(o.Only, name):
+			res.Skipped = append(res.Skipped, name)
+			continue
+		case remote:
+			srv := Server{ServerDef: api.ServerDef{Name: ServerName(c.Name, name), URL: orStr(e.URL, e.Server)}}
+			srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s is remote: if it asks for a sign-in, run `mcpcage login %s`; mcpcage keeps the tokens", name, srv.Name))
+			res.Imported = append(res.Imported, srv)
+			out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
+			continue
+		case isDocker(e):
+			res.Remote = append(res.Remote, name)
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: runs `docker run`, which cannot work inside mcpcage's sandbox (it has no Docker daemon); left as it is: ask your administrator for an image-based server (image = ...)", name))
 			continue
 		case e.Command == "":
 			continue
@@ -130,16 +149,47 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		}
 		srv := importEntry(c, name, e, o)
 		res.Imported = append(res.Imported, srv)
-		b, _ := json.Marshal(struct {
-			Type    string   `json:"type,omitempty"`
-			Command string   `json:"command"`
-			Args    []string `json:"args"`
-		}{c.StdioType, o.Mcpcage, []string{"run", srv.Name}})
-		out = jsonsplice.Splice(out, espan, b)
+		out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
 	}
 	sort.Slice(res.Imported, func(i, j int) bool { return res.Imported[i].Name < res.Imported[j].Name })
 	res.Config = jsonsplice.Splice(data, sp, out)
 	return res, nil
+}
+
+// stdioEntry is the client entry that runs server name through mcpcage.
+func stdioEntry(c Client, o Options, name string) []byte {
+	b, _ := json.Marshal(struct {
+		Type    string   `json:"type,omitempty"`
+		Command string   `json:"command"`
+		Args    []string `json:"args"`
+	}{c.StdioType, o.Mcpcage, []string{"run", name}})
+	return b
+}
+
+// keepRemote says why a remote entry stays as it is ("" routes it
+// through mcpcage).
+func keepRemote(e entry) string {
+	switch {
+	case e.Type == "sse":
+		return "uses the older HTTP+SSE transport, which mcpcage does not bridge; left as it is"
+	case len(e.Headers) > 0:
+		return "sends headers of its own (a static credential?); left as it is: mcpcage signs in with OAuth (mcpcage login) and never passes a client's credentials on"
+	case orStr(e.URL, e.Server) == "":
+		return "has no url; left as it is"
+	}
+	return ""
+}
+
+func isDocker(e entry) bool {
+	base := filepath.Base(e.Command)
+	return (base == "docker" || base == "podman") && len(e.Args) > 0 && e.Args[0] == "run"
+}
+
+func orStr(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 func contains(list []string, s string) bool {

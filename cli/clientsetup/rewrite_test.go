@@ -63,12 +63,15 @@ func TestRewriteDetails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Remote) != 1 || res.Remote[0] != "remote" {
-		t.Fatalf("remote entries: %v", res.Remote)
+	if len(res.Remote) != 0 {
+		t.Fatalf("remote entries left as they are: %v", res.Remote)
 	}
 	byName := map[string]Server{}
 	for _, s := range res.Imported {
 		byName[s.Name] = s
+	}
+	if r := byName["claude-desktop-remote"]; r.URL != "https://mcp.example.com/sse" || len(r.Command) != 0 || !strings.Contains(strings.Join(r.Warnings, " "), "mcpcage login claude-desktop-remote") {
+		t.Fatalf("remote entry imported as %+v", r)
 	}
 	fs, gh := byName["claude-desktop-filesystem"], byName["claude-desktop-github"]
 	if fs.Network != "none" || len(fs.Mounts) != 1 || fs.Mounts[0].Source != "/home/alice/project" || fs.Mounts[0].Writable {
@@ -84,12 +87,45 @@ func TestRewriteDetails(t *testing.T) {
 		}
 	}
 	// Only the rewritten entries change; the rest stays byte for byte.
-	if !strings.Contains(string(res.Config), `"globalShortcut": "Ctrl+Space"`) || !strings.Contains(string(res.Config), `"remote": {"url": "https://mcp.example.com/sse"}`) {
+	if !strings.Contains(string(res.Config), `"globalShortcut": "Ctrl+Space"`) || !strings.Contains(string(res.Config), `"remote": {"command":"mcpcage","args":["run","claude-desktop-remote"]}`) {
 		t.Fatalf("unrelated content changed:\n%s", res.Config)
 	}
 	only, _ := Rewrite(Clients["claude-desktop"], before, Options{Home: "/home/alice", Only: []string{"github"}})
-	if len(only.Imported) != 1 || len(only.Skipped) != 1 {
+	if len(only.Imported) != 1 || len(only.Skipped) != 2 {
 		t.Fatalf("--server github: imported %d skipped %v", len(only.Imported), only.Skipped)
+	}
+}
+
+// TestRemoteEntries: url entries become remote servers; entries mcpcage
+// cannot carry stay as they are, each with its reason.
+func TestRemoteEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name, entry string
+		url         string // imported with this url; "" = left as it is
+		note        string // the reason it was left
+	}{
+		{"streamable http", `{"type":"http","url":"https://mcp.tracker.example/mcp"}`, "https://mcp.tracker.example/mcp", ""},
+		{"serverUrl", `{"serverUrl":"https://mcp.tracker.example/mcp"}`, "https://mcp.tracker.example/mcp", ""},
+		{"older sse transport", `{"type":"sse","url":"https://old.example/sse"}`, "", "older HTTP+SSE transport"},
+		{"static credential", `{"url":"https://mcp.tracker.example/mcp","headers":{"Authorization":"Bearer abc"}}`, "", "headers of its own"},
+		{"docker", `{"command":"docker","args":["run","-i","--rm","-e","GITHUB_PERSONAL_ACCESS_TOKEN","ghcr.io/github/github-mcp-server"]}`, "", "docker run"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := `{"mcpServers":{"x":` + tc.entry + `}}`
+			res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.url == "" {
+				if res.Changed([]byte(before)) || len(res.Imported) != 0 || len(res.Notes) != 1 || !strings.Contains(res.Notes[0], tc.note) {
+					t.Fatalf("changed %v, imported %v, notes %q", res.Changed([]byte(before)), res.Imported, res.Notes)
+				}
+				return
+			}
+			if len(res.Imported) != 1 || res.Imported[0].URL != tc.url || string(res.Config) != `{"mcpServers":{"x":{"command":"mcpcage","args":["run","cursor-x"]}}}` {
+				t.Fatalf("imported %+v, config %s", res.Imported, res.Config)
+			}
+		})
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 // else (see the package documentation).
 type Server struct {
 	Command []string          `json:"command"`
+	URL     string            `json:"url,omitempty"` // a remote server (no command, no sandbox keys)
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`
@@ -30,6 +31,7 @@ type Mount struct {
 // shares memory with s.
 func (s Server) Config(name string) (*config.Server, error) {
 	srv := &config.Server{
+		Remote:  config.Remote{URL: s.URL},
 		Command: slices.Clone(s.Command),
 		Env:     maps.Clone(s.Env),
 		Workdir: s.Workdir,
