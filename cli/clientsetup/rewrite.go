@@ -39,8 +39,8 @@ type Result struct {
 	Unchanged []string // entries already going through mcpcage
 	Remote    []string // remote entries left untouched (see Notes)
 	// Notes say why an entry was left as it is.
-	Notes []string
-	Skipped   []string // entries not selected by Only
+	Notes   []string
+	Skipped []string // entries not selected by Only
 }
 
 // Changed reports whether the file changes.
