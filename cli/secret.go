@@ -11,10 +11,17 @@ import (
 )
 
 func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var agent string
 	cmd := &cobra.Command{
 		Use:   "secret",
 		Short: "Manage secrets injected into servers (env = { KEY = \"secret:NAME\" }); root only",
+		Long: `Secret manages the values servers' env entries "secret:NAME" receive.
+
+With --agent, the value is that agent's own: sessions of the agent get it
+instead of the default value of NAME, so an agent can hold an upstream
+credential of its own (e.g. a read-only token) that no other agent uses.`,
 	}
+	cmd.PersistentFlags().StringVar(&agent, "agent", "", "the registered agent whose own value this is")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "set NAME",
 		Short: "Store a secret; the value is read from stdin (one trailing newline is dropped)",
@@ -25,14 +32,14 @@ func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Com
 				return fmt.Errorf("read the secret from stdin: %w", err)
 			}
 			v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretSet, Name: args[0], Secret: v}, nil)
+			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretSet, Name: args[0], Secret: v, Agent: agent}, nil)
 		},
 	}, &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove a secret",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretRm, Name: args[0]}, nil)
+			return api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretRm, Name: args[0], Agent: agent}, nil)
 		},
 	}, &cobra.Command{
 		Use:   "ls",
@@ -40,7 +47,7 @@ func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Com
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var names []string
-			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretList}, &names); err != nil {
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretList, Agent: agent}, &names); err != nil {
 				return err
 			}
 			for _, n := range names {

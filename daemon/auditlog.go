@@ -276,6 +276,7 @@ func (d *Daemon) secretValues() []string {
 			out = append(out, v)
 		}
 	}
+	out = append(out, d.agentSecretValues()...)
 	d.secretCache.Store(&out)
 	return out
 }

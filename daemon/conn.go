@@ -298,26 +298,45 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		reply(fw, api.Reply{Code: api.CodeDenied, Error: "only root may manage mcpcage secrets: run the command with sudo"}, log)
 		return
 	}
+	store := d.secrets
+	if req.Agent != "" {
+		err := d.checkSecretAgent(req.Agent)
+		if err == nil {
+			store, err = d.agentSecrets(req.Agent, req.Op == api.OpSecretSet)
+		}
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+			return
+		}
+		if store == nil { // the agent has no secrets of its own
+			if req.Op == api.OpSecretList {
+				replyData(fw, []string{}, log)
+				return
+			}
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("agent %s has no secrets of its own", req.Agent)}, log)
+			return
+		}
+	}
 	var err error
 	switch req.Op {
 	case api.OpSecretSet:
 		if req.Secret == "" {
 			err = fmt.Errorf("empty value: pass the secret on stdin")
 		} else {
-			err = d.secrets.Set(req.Name, req.Secret)
+			err = store.Set(req.Name, req.Secret)
 		}
 		if err == nil {
 			d.warm.flush() // prepared with the old value
-			log.Info("secret stored", "secret", req.Name)
+			log.Info("secret stored", "secret", req.Name, "agent", req.Agent)
 		}
 	case api.OpSecretRm:
-		err = d.secrets.Remove(req.Name)
+		err = store.Remove(req.Name)
 		if err == nil {
 			d.warm.flush() // prepared with the removed value
-			log.Info("secret removed", "secret", req.Name)
+			log.Info("secret removed", "secret", req.Name, "agent", req.Agent)
 		}
 	case api.OpSecretList:
-		names, err := d.secrets.Names()
+		names, err := store.Names()
 		if err == nil {
 			replyData(fw, names, log)
 			return

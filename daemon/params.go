@@ -79,7 +79,8 @@ func delegatorHome(peer Peer) (string, error) {
 
 // paramsOptions control what sandboxParams resolves.
 type paramsOptions struct {
-	resolveSecrets bool // false: env keeps "secret:NAME" (for display)
+	resolveSecrets bool   // false: env keeps "secret:NAME" (for display)
+	agent          string // the session's agent: its own secrets first (see agentsecrets.go)
 	checkMounts    bool // false: missing mount sources are not an error (for display)
 }
 
@@ -138,7 +139,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	env := map[string]string{}
 	for k, v := range srv.Env {
 		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok && o.resolveSecrets {
-			val, err := d.secrets.Get(name)
+			val, err := d.secretFor(name, o.agent)
 			if err != nil {
 				return sandbox.Params{}, fmt.Errorf("env %s: %w", k, err)
 			}

@@ -290,3 +290,50 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	must(t, os.WriteFile(to, b, 0o755), "write %s", to)
 }
+
+// TestAgentSecret: one agent's own value of a secret (mcpcage secret set
+// NAME --agent) reaches that agent's sessions only; other agents get the
+// default value.
+func TestAgentSecret(t *testing.T) {
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	must(t, err, "resolve /bin/sh")
+	d := startDaemon(t, fmt.Sprintf("[agents.itest]\nexe = [%q]\n[agents.other]\nexe = [%q]\n[servers.withsecret]\ncommand = [%q]\nenv = { API_TOKEN = \"secret:gh-token\" }\n",
+		self, sh, filepath.Join(env.bin, "testserver")))
+	set := func(value string, args ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "secret", "set", "gh-token"}, args...)...)
+		cmd.Stdin = strings.NewReader(value + "\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := set("default-token-1234"); err != nil {
+		t.Fatalf("secret set: %v %s", err, out)
+	}
+	if out, err := set("itest-own-token-5678", "--agent", "itest"); err != nil {
+		t.Fatalf("secret set --agent itest: %v %s", err, out)
+	}
+	if out, err := set("x", "--agent", "nosuch"); err == nil || !strings.Contains(out, `no agent "nosuch" in the config`) {
+		t.Fatalf("secret set for an unknown agent: %v %s", err, out)
+	}
+	if ls := d.mustCLI(t, "secret", "ls", "--agent", "itest"); strings.TrimSpace(ls) != "gh-token" {
+		t.Fatalf("secret ls --agent itest = %q", ls)
+	}
+	c := d.connect(t, "withsecret", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "env", map[string]any{"name": "API_TOKEN"}); !strings.Contains(got, "API_TOKEN=itest-own-token-5678 ") {
+		t.Fatalf("agent itest sees %q", got)
+	}
+	_ = c.Close()
+	r := startRaw(t, d.viaShell("withsecret"))
+	r.initialize()
+	r.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"env","arguments":{"name":"API_TOKEN"}}}` + "\n")
+	if l := r.response(`2`); !strings.Contains(l, "API_TOKEN=default-token-1234 ") {
+		t.Fatalf("agent other sees %s", l)
+	}
+	r.closeInput()
+	r.wait()
+	if strings.Contains(d.log.String(), "itest-own-token-5678") {
+		t.Error("the agent's secret appears in the daemon's log")
+	}
+}
