@@ -81,7 +81,7 @@ func delegatorHome(peer Peer) (string, error) {
 type paramsOptions struct {
 	resolveSecrets bool   // false: env keeps "secret:NAME" (for display)
 	agent          string // the session's agent: its own secrets first (see agentsecrets.go)
-	checkMounts    bool // false: missing mount sources are not an error (for display)
+	checkMounts    bool   // false: missing mount sources are not an error (for display)
 }
 
 // sandboxParams maps a server definition and the delegating user onto
