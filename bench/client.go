@@ -22,6 +22,7 @@ type path struct {
 	args      []string
 	env       map[string]string
 	namespace string // mcpcage: its daemon's containerd namespace
+	url       string // the client speaks streamable HTTP to it (no command)
 }
 
 // spec is what client.mjs reads (see its header).
@@ -29,6 +30,7 @@ type spec struct {
 	Mode      string            `json:"mode"`
 	Command   string            `json:"command"`
 	Args      []string          `json:"args"`
+	URL       string            `json:"url,omitempty"`
 	Env       map[string]string `json:"env,omitempty"`
 	Tool      string            `json:"tool"`
 	Arguments map[string]any    `json:"arguments"`
@@ -64,7 +66,7 @@ type client struct {
 // from p), in its own process group so that a cancel takes down what it
 // spawned too; its stderr, and its server's, goes to work/clients.log.
 func (e *env) startClient(ctx context.Context, p path, s spec, limit time.Duration) (*client, error) {
-	s.Command, s.Args, s.Env = p.command, p.args, p.env
+	s.Command, s.Args, s.Env, s.URL = p.command, p.args, p.env, p.url
 	js, err := json.Marshal(s)
 	if err != nil {
 		return nil, err

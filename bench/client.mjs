@@ -5,7 +5,7 @@
 //
 // Usage: node client.mjs SPEC_JSON
 //
-// SPEC_JSON: {"mode": "round" | "open" | "big" | "hold", "command": "...", "args": [...],
+// SPEC_JSON: {"mode": "round" | "open" | "big" | "hold", "command": "...", "args": [...], "url": "...",
 //             "env": {...}, "tool": "echo", "arguments": {...},
 //             "warm": N, "calls": N, "conc": N, "concCalls": N}
 //
@@ -26,6 +26,9 @@
 //        time], "tputN": calls/s of all of them together}. "close" (or
 //        EOF) closes them all.
 //
+// With url set, the client speaks streamable HTTP to that URL instead of
+// spawning a command (the remote bridge's "direct" path).
+//
 // Times are in microseconds. Errors go to stderr and exit with status 1.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -35,6 +38,7 @@ import { createInterface } from "node:readline";
 const sdk = new URL("../testdata/tsclient/node_modules/@modelcontextprotocol/sdk/dist/esm/", import.meta.url);
 const { Client } = await import(new URL("client/index.js", sdk));
 const { StdioClientTransport } = await import(new URL("client/stdio.js", sdk));
+const { StreamableHTTPClientTransport } = await import(new URL("client/streamableHttp.js", sdk));
 
 const spec = JSON.parse(process.argv[2]);
 const now = () => process.hrtime.bigint();
@@ -50,7 +54,7 @@ const nextLine = async () => {
 // open starts one session and returns it with its cold start: from the
 // spawn until tools/list is answered.
 async function open() {
-  const transport = new StdioClientTransport({
+  const transport = spec.url ? new StreamableHTTPClientTransport(new URL(spec.url)) : new StdioClientTransport({
     command: spec.command,
     args: spec.args,
     env: { ...process.env, ...(spec.env || {}) },

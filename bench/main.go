@@ -168,6 +168,12 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err := e.bigRounds(ctx, c, big, r); err != nil {
 		return err
 	}
+	e.logf("bench: the remote bridge, %d rounds", c.rounds)
+	note, err := e.remoteRounds(ctx, c)
+	if err != nil {
+		return fmt.Errorf("remote bridge: %w", err)
+	}
+	r.notes = append(r.notes, note)
 	e.logf("bench: mcpcaged memory at 0, %v sessions (a fresh daemon)", c.sessions)
 	memd, err := e.startDaemon("memory", "always", false)
 	if err != nil {

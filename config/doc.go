@@ -157,6 +157,31 @@
 //	                  out of the list, a result is replaced by an error)
 //	                  [log]
 //
+// A remote server has url instead of command: mcpcage speaks streamable
+// HTTP to it (package daemon/remote) and signs each user in with OAuth
+// (mcpcage login NAME; package daemon/oauth). Consent, tool filtering,
+// pinning, audit, metrics and the data-flow guard apply as for a local
+// server; the sandbox keys (command, image, env, mounts, network...) do
+// not apply and are refused.
+//
+//	url               the server's MCP endpoint: https, or http to a
+//	                  loopback address only
+//	hosts             hosts the daemon may contact for the server besides
+//	                  the url's own (its authorization server when it lives
+//	                  elsewhere): "name" (any port) or "name:port"; every
+//	                  other host is refused, redirects included [none]
+//	ca_file           PEM bundle trusted besides the system's roots (TLS
+//	                  verification is always on) [none]
+//	timeout           bound on connecting and on an answer's headers; an
+//	                  answer may then stream for as long as the call takes
+//	                  [60s]
+//	scopes            OAuth scopes asked for at sign-in [what the server's
+//	                  metadata advertises]
+//	client_id         a client registered with the authorization server
+//	                  beforehand [none: mcpcage registers itself, RFC 7591]
+//	client_secret     "secret:NAME" of that client's secret, when it is
+//	                  confidential [none]
+//
 //	[[flow]]          a rule of the data-flow guard (several allowed)
 //	from      a label: the run is tainted once a result (tool result,
 //	          resource contents, prompt) of a server with it reached the
@@ -195,6 +220,12 @@
 //	          the resolved paths of the scripts that make this agent [any
 //	          script: avoid, every script the interpreter runs would match]
 //	script_sha256  allowed SHA-256 digests of the script [any]
+//	scopes    remote server name -> the OAuth scopes this agent may hold
+//	          there, e.g. { tracker = ["read"] }: the agent's sessions use
+//	          a token narrowed to them (token exchange, RFC 8693, from the
+//	          user's sign-in, with an act claim naming the agent), or the
+//	          agent's own sign-in (mcpcage login NAME --agent AGENT);
+//	          never the user's broader token [none: the user's sign-in]
 //
 // An agent matching no entry is named "script:" followed by its script's
 // path when it is an interpreter whose script was identified, else "exe:"
