@@ -34,6 +34,9 @@ func TestExampleConfigSpecs(t *testing.T) {
 			initPath: "/usr/libexec/mcpcage/mcpcage-init"}
 		d.cfg.Store(cfg)
 		for _, name := range cfg.ServerNames() {
+			if cfg.Servers[name].IsRemote() {
+				continue // no sandbox
+			}
 			n++
 			t.Run(filepath.Base(f)+"/"+name, func(t *testing.T) {
 				p, err := d.sandboxParams("0123456789abcdef", cfg.Servers[name], Peer{UID: 0, GID: 0}, paramsOptions{})

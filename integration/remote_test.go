@@ -225,7 +225,14 @@ func TestRemoteServer(t *testing.T) {
 			notes++
 		}
 	}
+	// A client that closes its input right after a call still gets the
+	// answer: the bridge ends only once the relay has written the last
+	// message and the server has answered it.
+	r.send(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"greet","arguments":{"name":"Bye"}}}` + "\n")
 	r.closeInput()
+	if l := recv(`5`); !strings.Contains(l, "Hello, Bye!") {
+		t.Fatalf("the call written before the client closed its input: %s", l)
+	}
 	if code := r.wait(); code != 0 {
 		t.Fatalf("shim exit %d; stderr:\n%s", code, r.stderr.String())
 	}

@@ -139,14 +139,17 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// Stop closes the bridge and waits up to grace for open requests before
-// aborting them.
+// Stop is the stop ladder of a session: the relay closes the bridge (Close)
+// once it has written the client's last messages, as it closes a local
+// server's stdin; Stop waits up to grace for that and for the open
+// requests, then aborts them.
 func (c *Conn) Stop(grace time.Duration) {
-	_ = c.Close()
+	t := time.NewTimer(grace)
+	defer t.Stop()
 	select {
 	case <-c.exited:
-	case <-time.After(grace):
-		c.cancel()
+	case <-t.C:
+		c.Kill()
 		<-c.exited
 	}
 }

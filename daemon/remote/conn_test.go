@@ -1,0 +1,1343 @@
+package remote
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// testServer is the server's name in the config of every test bridge.
+const testServer = "demo"
+
+// waitTime bounds every wait of these tests.
+const waitTime = 10 * time.Second
+
+// progress is a server notification the test servers send before an
+// answer.
+const progress = `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}`
+
+// result is a JSON-RPC result line for id (raw JSON).
+func result(id, res string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":` + res + `}` }
+
+// seenRequest is one HTTP request a test server received.
+type seenRequest struct {
+	Method string // the HTTP method
+	RPC    string // the JSON-RPC method of a POST's body ("" otherwise)
+	ID     string // the JSON-RPC id of a POST's body, raw
+	Header http.Header
+	Body   string
+}
+
+// recorder keeps the requests a test server saw, in order.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []seenRequest
+}
+
+func (rec *recorder) add(r *http.Request) seenRequest {
+	b, _ := io.ReadAll(r.Body)
+	var msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	_ = json.Unmarshal(b, &msg)
+	s := seenRequest{Method: r.Method, RPC: msg.Method, ID: string(msg.ID), Header: r.Header.Clone(), Body: string(b)}
+	rec.mu.Lock()
+	rec.reqs = append(rec.reqs, s)
+	rec.mu.Unlock()
+	return s
+}
+
+// matching returns the requests with HTTP method method and JSON-RPC
+// method rpc ("" matches any).
+func (rec *recorder) matching(method, rpc string) []seenRequest {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var out []seenRequest
+	for _, r := range rec.reqs {
+		if r.Method == method && (rpc == "" || r.RPC == rpc) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (rec *recorder) count(method, rpc string) int { return len(rec.matching(method, rpc)) }
+
+// waitCount waits until the server has seen n requests of method and rpc.
+func (rec *recorder) waitCount(t *testing.T, method, rpc string, n int) {
+	t.Helper()
+	testenv.WaitFor(t, fmt.Sprintf("%d %s %s requests", n, method, rpc), waitTime, func() (bool, string) {
+		c := rec.count(method, rpc)
+		return c >= n, fmt.Sprintf("%d", c)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+// startSSE answers with an event stream.
+func startSSE(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+}
+
+// writeEvent sends one event (its fields, "id: 1\ndata: {...}") at once.
+func writeEvent(w http.ResponseWriter, fields string) {
+	_, _ = io.WriteString(w, fields+"\n\n")
+	w.(http.Flusher).Flush()
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// testClient is NewHTTPClient allowing 127.0.0.1 unless o says otherwise.
+func testClient(t *testing.T, o ClientOptions) *http.Client {
+	t.Helper()
+	if o.Hosts == nil {
+		o.Hosts = []string{"127.0.0.1"}
+	}
+	if o.Server == "" {
+		o.Server = testServer
+	}
+	if o.Timeout == 0 {
+		o.Timeout = waitTime
+	}
+	hc, err := NewHTTPClient(o)
+	if err != nil {
+		t.Fatalf("NewHTTPClient: %v", err)
+	}
+	t.Cleanup(hc.CloseIdleConnections)
+	return hc
+}
+
+// caFile writes the certificate of a TLS test server as a PEM file.
+func caFile(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	b := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// bridge is a Conn under test whose output is read line by line.
+type bridge struct {
+	*Conn
+	lines chan string // Out's lines; closed at EOF
+}
+
+// newBridge starts a Conn with o (Server, HTTP, MaxMessageBytes filled
+// in when unset); the test's end kills it.
+func newBridge(t *testing.T, o Options) *bridge {
+	t.Helper()
+	if o.Server == "" {
+		o.Server = testServer
+	}
+	if o.HTTP == nil {
+		o.HTTP = testClient(t, ClientOptions{})
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 1 << 20
+	}
+	o.Logger = slog.New(slog.DiscardHandler)
+	b := &bridge{Conn: New(o), lines: make(chan string, 256)}
+	go func() {
+		defer close(b.lines)
+		br := bufio.NewReader(b.Out())
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				if l != "" {
+					b.lines <- "unterminated: " + l
+				}
+				return
+			}
+			b.lines <- strings.TrimSuffix(l, "\n")
+		}
+	}()
+	t.Cleanup(func() {
+		b.Kill()
+		select {
+		case <-b.Exited():
+		case <-time.After(waitTime):
+			t.Errorf("the bridge did not exit within %v of Kill", waitTime)
+		}
+	})
+	return b
+}
+
+// write gives the bridge p as the relay would.
+func (b *bridge) write(t *testing.T, p string) {
+	t.Helper()
+	n, err := b.Write([]byte(p))
+	if err != nil || n != len(p) {
+		t.Fatalf("Write(%q) = %d, %v", p, n, err)
+	}
+}
+
+// next returns the bridge's next line.
+func (b *bridge) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case l, ok := <-b.lines:
+		if !ok {
+			t.Fatal("Out reached EOF; want another line")
+		}
+		return l
+	case <-time.After(waitTime):
+		t.Fatalf("no line from the bridge within %v", waitTime)
+	}
+	return ""
+}
+
+// eof waits for the end of Out, failing on any line before it.
+func (b *bridge) eof(t *testing.T) {
+	t.Helper()
+	select {
+	case l, ok := <-b.lines:
+		if ok {
+			t.Fatalf("line %q; want EOF", l)
+		}
+	case <-time.After(waitTime):
+		t.Fatalf("Out did not reach EOF within %v", waitTime)
+	}
+}
+
+// waitExited waits for Exited to close.
+func (b *bridge) waitExited(t *testing.T) {
+	t.Helper()
+	select {
+	case <-b.Exited():
+	case <-time.After(waitTime):
+		t.Fatalf("Exited did not close within %v", waitTime)
+	}
+}
+
+// bridgeError is an error the bridge answers a request with itself.
+type bridgeError struct {
+	ID     string
+	Code   int
+	Class  string // data.mcpcage
+	Reason string // data.reason; the message is "mcpcage: " + Reason
+}
+
+// parseBridgeError reads an error line of the bridge's own.
+func parseBridgeError(t *testing.T, line string) bridgeError {
+	t.Helper()
+	var r struct {
+		ID    json.RawMessage `json:"id"`
+		Error *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+			Data    struct {
+				Mcpcage string `json:"mcpcage"`
+				Reason  string `json:"reason"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(line), &r); err != nil || r.Error == nil {
+		t.Fatalf("line %q is not a JSON-RPC error (%v)", line, err)
+	}
+	if r.Error.Message != "mcpcage: "+r.Error.Data.Reason {
+		t.Errorf("message %q is not \"mcpcage: \" + reason %q", r.Error.Message, r.Error.Data.Reason)
+	}
+	return bridgeError{ID: string(r.ID), Code: r.Error.Code, Class: r.Error.Data.Mcpcage, Reason: r.Error.Data.Reason}
+}
+
+// checkBridgeError compares an error line with want, whose Reason need
+// only be contained in the line's.
+func checkBridgeError(t *testing.T, line string, want bridgeError) {
+	t.Helper()
+	got := parseBridgeError(t, line)
+	if got.ID != want.ID || got.Code != want.Code || got.Class != want.Class || !strings.Contains(got.Reason, want.Reason) {
+		t.Errorf("error answer = %+v\nwant %+v (reason containing the one wanted)", got, want)
+	}
+}
+
+func TestConnInitializeEra(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		switch {
+		case r.Method == http.MethodGet:
+			http.Error(w, "no standalone stream", http.StatusMethodNotAllowed)
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		case req.RPC == "initialize":
+			w.Header().Set("Mcp-Session-Id", "sess-1")
+			writeJSON(w, http.StatusOK, "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"result\": {\n    \"protocolVersion\": \"2025-06-18\",\n    \"serverInfo\": {\"name\": \"demo\"}\n  }\n}\n")
+		case req.RPC == "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		case req.RPC == "tools/call":
+			startSSE(w)
+			writeEvent(w, "data: "+progress)
+			writeEvent(w, "data: "+result(req.ID, `{"content":[]}`))
+		default:
+			http.Error(w, "unexpected request", http.StatusBadRequest)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+
+	initialize := `{"jsonrpc":"2.0", "id":1, "method":"initialize", "params":{"protocolVersion":"2025-06-18","capabilities":{}}}`
+	call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`
+	b.write(t, initialize[:25]) // a line in two writes, CRLF-terminated
+	b.write(t, initialize[25:]+"\r\n")
+	if got, want := b.next(t), `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","serverInfo":{"name":"demo"}}}`; got != want {
+		t.Fatalf("initialize answer = %s\nwant the body compacted: %s", got, want)
+	}
+	b.write(t, `{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
+	b.write(t, call+"\n")
+	// The notification's 202 says nothing: the next lines are the call's.
+	for _, want := range []string{progress, result("2", `{"content":[]}`)} {
+		if got := b.next(t); got != want {
+			t.Fatalf("line = %s\nwant %s", got, want)
+		}
+	}
+
+	type posted struct {
+		Body, ContentType, Accept, SessionID, Version, Method, Name string
+	}
+	var got []posted
+	for _, r := range rec.matching(http.MethodPost, "") {
+		got = append(got, posted{r.Body, r.Header.Get("Content-Type"), r.Header.Get("Accept"), r.Header.Get("Mcp-Session-Id"),
+			r.Header.Get("MCP-Protocol-Version"), r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name")})
+	}
+	const ct, accept = "application/json", "application/json, text/event-stream"
+	want := []posted{
+		{initialize, ct, accept, "", "", "initialize", ""},
+		{`{"jsonrpc":"2.0","method":"notifications/initialized"}`, ct, accept, "sess-1", "2025-06-18", "notifications/initialized", ""},
+		{call, ct, accept, "sess-1", "2025-06-18", "tools/call", "echo"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("POSTs (-want +got):\n%s", diff)
+	}
+
+	// The standalone stream is asked for once; its 405 is no failure.
+	rec.waitCount(t, http.MethodGet, "", 1)
+	get := rec.matching(http.MethodGet, "")[0]
+	if get.Header.Get("Accept") != "text/event-stream" || get.Header.Get("Mcp-Session-Id") != "sess-1" || get.Header.Get("MCP-Protocol-Version") != "2025-06-18" {
+		t.Errorf("GET headers = %v", get.Header)
+	}
+}
+
+func TestConnPerRequestHeaders(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+	}))
+	t.Cleanup(srv.Close)
+
+	const meta = `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`
+	type headers struct{ Version, Method, Name, SessionID string }
+	tests := []struct {
+		name string
+		line string
+		want headers
+	}{
+		{"tools/call names the tool", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call", Name: "echo"}},
+		{"resources/read names the uri", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///notes/a.txt",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "resources/read", Name: "file:///notes/a.txt"}},
+		{"prompts/get names the prompt", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{` + meta + `,"name":"summarize"}}`,
+			headers{Version: "2026-07-28", Method: "prompts/get", Name: "summarize"}},
+		{"non-ascii name in base64", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"héllo",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call", Name: "=?base64?aMOpbGxv?="}},
+		{"name with outer spaces in base64", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":" echo ",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call", Name: "=?base64?IGVjaG8g?="}},
+		{"name with a control character in base64", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\tb",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call", Name: "=?base64?YQli?="}},
+		{"tools/list has no name", `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/list"}},
+		{"name of another method not sent", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"name":"x",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "completion/complete"}},
+		{"no version without _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+			headers{Method: "tools/call", Name: "echo"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+			before := rec.count(http.MethodPost, "")
+			b.write(t, tt.line+"\n")
+			if got, want := b.next(t), result("1", `{}`); got != want {
+				t.Fatalf("answer = %s, want %s", got, want)
+			}
+			posts := rec.matching(http.MethodPost, "")[before:]
+			if len(posts) != 1 {
+				t.Fatalf("%d POSTs, want 1", len(posts))
+			}
+			p := posts[0]
+			if p.Body != tt.line {
+				t.Errorf("body = %s\nwant the line as written: %s", p.Body, tt.line)
+			}
+			got := headers{p.Header.Get("MCP-Protocol-Version"), p.Header.Get("Mcp-Method"), p.Header.Get("Mcp-Name"), p.Header.Get("Mcp-Session-Id")}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("headers (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConnRelaysAnswers(t *testing.T) {
+	const marker = `{"jsonrpc":"2.0","id":"marker","method":"ping"}`
+	markerAnswer := result(`"marker"`, `{}`)
+	tests := []struct {
+		name     string
+		line     string
+		maxBytes int64
+		answer   func(w http.ResponseWriter, req seenRequest)
+		want     []string     // lines relayed, in order
+		wantErr  *bridgeError // the bridge's own error after them
+	}{
+		{
+			name: "json answer compacted to one line",
+			line: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				writeJSON(w, http.StatusOK, "{\r\n\t\"jsonrpc\": \"2.0\",\r\n\t\"id\": 1,\r\n\t\"result\": {\"tools\": [ ]}\r\n}\r\n")
+			},
+			want: []string{`{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}`},
+		},
+		{
+			name: "json answer with a charset",
+			line: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				_, _ = io.WriteString(w, result("1", `{"tools":[]}`))
+			},
+			want: []string{result("1", `{"tools":[]}`)},
+		},
+		{
+			name: "sse answer relayed per event",
+			line: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				startSSE(w)
+				writeEvent(w, ": keep-alive")
+				writeEvent(w, "id: e1\ndata: "+progress)
+				writeEvent(w, "event: endpoint\ndata: not a message event")
+				writeEvent(w, "id: e2\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\ndata: \"id\":1,\"result\":{}}")
+			},
+			want: []string{progress, result("1", `{}`)},
+		},
+		{
+			name: "batch answered by sse",
+			line: `[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":"b","method":"prompts/list"}]`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				startSSE(w)
+				writeEvent(w, "data: "+result(`"b"`, `{"prompts":[]}`))
+				writeEvent(w, "data: "+result("1", `{"tools":[]}`))
+			},
+			want: []string{result(`"b"`, `{"prompts":[]}`), result("1", `{"tools":[]}`)},
+		},
+		{
+			name:   "notification answered 202 says nothing",
+			line:   `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}`,
+			answer: func(w http.ResponseWriter, req seenRequest) { w.WriteHeader(http.StatusAccepted) },
+		},
+		{
+			name:   "client response answered 202 says nothing",
+			line:   `{"jsonrpc":"2.0","id":"s-1","result":{"roots":[]}}`,
+			answer: func(w http.ResponseWriter, req seenRequest) { w.WriteHeader(http.StatusAccepted) },
+		},
+		{
+			name:   "notification answered 200 without a body says nothing",
+			line:   `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`,
+			answer: func(w http.ResponseWriter, req seenRequest) { w.WriteHeader(http.StatusOK) },
+		},
+		{
+			name:    "request answered 202",
+			line:    `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			answer:  func(w http.ResponseWriter, req seenRequest) { w.WriteHeader(http.StatusAccepted) },
+			wantErr: &bridgeError{"1", -32006, ClassUpstream, "demo accepted the request without answering it (202 Accepted)"},
+		},
+		{
+			name: "json-rpc error sent with a 4xx relayed",
+			line: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				writeJSON(w, http.StatusBadRequest, `{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool"}}`)
+			},
+			want: []string{`{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool"}}`},
+		},
+		{
+			name: "4xx json that answers no request",
+			line: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				writeJSON(w, http.StatusBadRequest, `{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"other"}}`)
+			},
+			wantErr: &bridgeError{"1", -32006, ClassUpstream, "demo answered 400 Bad Request"},
+		},
+		{
+			name:    "4xx in plain text",
+			line:    `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			answer:  func(w http.ResponseWriter, req seenRequest) { http.Error(w, "bad", http.StatusBadRequest) },
+			wantErr: &bridgeError{"1", -32006, ClassUpstream, "demo answered 400 Bad Request"},
+		},
+		{
+			name:    "429",
+			line:    `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+			answer:  func(w http.ResponseWriter, req seenRequest) { http.Error(w, "slow down", http.StatusTooManyRequests) },
+			wantErr: &bridgeError{"1", -32006, ClassUpstream, "demo answered 429 Too Many Requests: too many requests; try again later"},
+		},
+		{
+			name:    "404 without a session is a status, not the session's end",
+			line:    `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
+			answer:  func(w http.ResponseWriter, req seenRequest) { http.NotFound(w, nil) },
+			wantErr: &bridgeError{"1", -32006, ClassUpstream, "demo answered 404 Not Found"},
+		},
+		{
+			name:     "json answer over max_message_bytes",
+			line:     `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			maxBytes: 64,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				writeJSON(w, http.StatusOK, result("1", `{"tools":["`+strings.Repeat("x", 100)+`"]}`))
+			},
+			wantErr: &bridgeError{"1", -32004, "too_large", "demo answered more than max_message_bytes (64 bytes)"},
+		},
+		{
+			// As the JSON answer above: the client learns the answer was
+			// too large, not that a connection dropped.
+			name:     "sse event over max_message_bytes",
+			line:     `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+			maxBytes: 64,
+			answer: func(w http.ResponseWriter, req seenRequest) {
+				startSSE(w)
+				writeEvent(w, "data: "+result("1", `{"tools":["`+strings.Repeat("x", 100)+`"]}`))
+			},
+			wantErr: &bridgeError{"1", -32004, "too_large", "max_message_bytes"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				if req.RPC == "ping" {
+					writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+					return
+				}
+				tt.answer(w, req)
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), MaxMessageBytes: tt.maxBytes})
+			b.write(t, tt.line+"\n")
+			b.write(t, marker+"\n") // a marker: what the line caused comes with or before its answer
+
+			wantLines := len(tt.want)
+			if tt.wantErr != nil {
+				wantLines++
+			}
+			var got []string
+			for sawMarker := false; !sawMarker || len(got) < wantLines; {
+				if l := b.next(t); l == markerAnswer {
+					sawMarker = true
+				} else {
+					got = append(got, l)
+				}
+			}
+			if len(got) != wantLines {
+				t.Fatalf("lines = %q, want %d", got, wantLines)
+			}
+			if diff := cmp.Diff(tt.want, got[:len(tt.want)], cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("relayed lines (-want +got):\n%s", diff)
+			}
+			if tt.wantErr != nil {
+				checkBridgeError(t, got[len(got)-1], *tt.wantErr)
+			}
+			if posts := rec.matching(http.MethodPost, ""); len(posts) == 0 || posts[0].Body != tt.line {
+				t.Errorf("first POST = %+v, want the body %s", posts, tt.line)
+			}
+		})
+	}
+}
+
+func TestConnSendsRequestsConcurrently(t *testing.T) {
+	second := make(chan struct{})
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		switch req.ID {
+		case "1": // answered only once request 2 has arrived
+			select {
+			case <-second:
+			case <-r.Context().Done():
+				return
+			}
+		case "2":
+			close(second)
+		}
+		writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`+"\n")
+	b.write(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fast"}}`+"\n")
+	for _, want := range []string{result("2", `{}`), result("1", `{}`)} {
+		if got := b.next(t); got != want {
+			t.Fatalf("line = %s, want %s", got, want)
+		}
+	}
+}
+
+func TestConnDroppedStream(t *testing.T) {
+	const call = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long"}}`
+	answer := result("7", `{"content":[]}`)
+	tests := []struct {
+		name     string
+		first    string // the event sent before the POST's stream drops
+		resume   func(w http.ResponseWriter, r *http.Request)
+		want     []string
+		wantErr  *bridgeError
+		wantGETs []string // Last-Event-ID of each GET
+	}{
+		{
+			name:  "resumed from the last event id",
+			first: "retry: 10\nid: ev-1\ndata: " + progress,
+			resume: func(w http.ResponseWriter, r *http.Request) {
+				startSSE(w)
+				writeEvent(w, "id: ev-2\ndata: "+answer)
+			},
+			want:     []string{progress, answer},
+			wantGETs: []string{"ev-1"},
+		},
+		{
+			name:     "no event id to resume from",
+			first:    "data: " + progress,
+			want:     []string{progress},
+			wantErr:  &bridgeError{"7", -32006, ClassUpstream, "the connection to demo dropped before it answered (the server gave no event ids to resume from)"},
+			wantGETs: nil,
+		},
+		{
+			name:     "the server does not resume",
+			first:    "retry: 10\nid: ev-1\ndata: " + progress,
+			resume:   func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
+			want:     []string{progress},
+			wantErr:  &bridgeError{"7", -32006, ClassUpstream, "the connection to demo dropped before it answered (it did not resume the stream)"},
+			wantGETs: []string{"ev-1", "ev-1", "ev-1", "ev-1", "ev-1"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				switch {
+				case req.RPC == "ping":
+					writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+				case req.RPC == "tools/call":
+					startSSE(w)
+					writeEvent(w, tt.first)
+					panic(http.ErrAbortHandler) // the connection drops before the answer
+				case r.Method == http.MethodGet && tt.resume != nil:
+					tt.resume(w, r)
+				default:
+					http.Error(w, "unexpected request", http.StatusBadRequest)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+			b.write(t, call+"\n")
+			for _, want := range tt.want {
+				if got := b.next(t); got != want {
+					t.Fatalf("line = %s, want %s", got, want)
+				}
+			}
+			if tt.wantErr != nil {
+				checkBridgeError(t, b.next(t), *tt.wantErr)
+			}
+			// Nothing more for the call: the marker's answer comes next.
+			b.write(t, `{"jsonrpc":"2.0","id":"marker","method":"ping"}`+"\n")
+			if got, want := b.next(t), result(`"marker"`, `{}`); got != want {
+				t.Fatalf("line = %s, want the marker's answer %s", got, want)
+			}
+			var gets []string
+			for _, g := range rec.matching(http.MethodGet, "") {
+				gets = append(gets, g.Header.Get("Last-Event-ID"))
+				if g.Header.Get("Accept") != "text/event-stream" {
+					t.Errorf("resuming GET Accept = %q", g.Header.Get("Accept"))
+				}
+			}
+			if diff := cmp.Diff(tt.wantGETs, gets); diff != "" {
+				t.Errorf("Last-Event-ID of the GETs (-want +got):\n%s", diff)
+			}
+			if n := rec.count(http.MethodPost, "tools/call"); n != 1 {
+				t.Errorf("the call was POSTed %d times, want once", n)
+			}
+		})
+	}
+}
+
+// initializeServer answers initialize with a session and the initialized
+// notification with 202, and passes everything else to next.
+func initializeServer(rec *recorder, next func(w http.ResponseWriter, r *http.Request, req seenRequest)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		switch req.RPC {
+		case "initialize":
+			w.Header().Set("Mcp-Session-Id", "sess-9")
+			writeJSON(w, http.StatusOK, result(req.ID, `{"protocolVersion":"2025-06-18","capabilities":{}}`))
+		case "notifications/initialized":
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			next(w, r, req)
+		}
+	})
+}
+
+// initialize runs the initialize handshake through b.
+func (b *bridge) initialize(t *testing.T, initialized bool) {
+	t.Helper()
+	b.write(t, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{}}}`+"\n")
+	if got, want := b.next(t), result("0", `{"protocolVersion":"2025-06-18","capabilities":{}}`); got != want {
+		t.Fatalf("initialize answer = %s, want %s", got, want)
+	}
+	if initialized {
+		b.write(t, `{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
+	}
+}
+
+func TestConnStandaloneStream(t *testing.T) {
+	note := `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`
+	tests := []struct {
+		name string
+		get  func(w http.ResponseWriter, r *http.Request, n int) // n: 1 for the first GET
+		want []string                                              // lines from the stream
+		// wantGETs are the Last-Event-ID of the GETs once the bridge ended.
+		wantGETs []string
+	}{
+		{
+			name: "server notifications delivered",
+			get: func(w http.ResponseWriter, r *http.Request, n int) {
+				startSSE(w)
+				writeEvent(w, "id: s1\ndata: "+note)
+				<-r.Context().Done()
+			},
+			want:     []string{note},
+			wantGETs: []string{""},
+		},
+		{
+			name: "resumed after the stream ends",
+			get: func(w http.ResponseWriter, r *http.Request, n int) {
+				startSSE(w)
+				if n == 1 {
+					writeEvent(w, "retry: 10\nid: s1\ndata: "+note)
+					return
+				}
+				writeEvent(w, "id: s2\ndata: "+progress)
+				<-r.Context().Done()
+			},
+			want:     []string{note, progress},
+			wantGETs: []string{"", "s1"},
+		},
+		{
+			name:     "405 tolerated",
+			get:      func(w http.ResponseWriter, r *http.Request, n int) { w.WriteHeader(http.StatusMethodNotAllowed) },
+			wantGETs: []string{""},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			var gets sync.Mutex
+			n := 0
+			srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
+				switch r.Method {
+				case http.MethodGet:
+					gets.Lock()
+					n++
+					i := n
+					gets.Unlock()
+					tt.get(w, r, i)
+				case http.MethodDelete:
+					w.WriteHeader(http.StatusOK)
+				default:
+					writeJSON(w, http.StatusOK, result(req.ID, `{"tools":[]}`))
+				}
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+			b.initialize(t, true)
+			for _, want := range tt.want {
+				if got := b.next(t); got != want {
+					t.Fatalf("line = %s, want %s", got, want)
+				}
+			}
+			rec.waitCount(t, http.MethodGet, "", len(tt.wantGETs))
+			// Requests still work beside (or without) the stream.
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`+"\n")
+			if got, want := b.next(t), result("1", `{"tools":[]}`); got != want {
+				t.Fatalf("line = %s, want %s", got, want)
+			}
+			_ = b.Close()
+			b.eof(t)
+			b.waitExited(t)
+			var got []string
+			for _, g := range rec.matching(http.MethodGet, "") {
+				got = append(got, g.Header.Get("Last-Event-ID"))
+				if g.Header.Get("Mcp-Session-Id") != "sess-9" || g.Header.Get("Accept") != "text/event-stream" {
+					t.Errorf("GET headers = %v", g.Header)
+				}
+			}
+			if diff := cmp.Diff(tt.wantGETs, got); diff != "" {
+				t.Errorf("Last-Event-ID of the GETs (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A server may end the standalone stream at once (a proxy's timeout, a
+// server that keeps none open): the bridge reconnects, but not in a
+// tight loop.
+func TestConnStandaloneStreamReconnectPauses(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		starts []time.Time
+		ends   []time.Time
+	)
+	var rec recorder
+	srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		mu.Lock()
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		startSSE(w) // and at once the end of the stream
+		mu.Lock()
+		ends = append(ends, time.Now())
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.initialize(t, true)
+	rec.waitCount(t, http.MethodGet, "", 2)
+	mu.Lock()
+	gap := starts[1].Sub(ends[0])
+	n := len(starts)
+	mu.Unlock()
+	b.Kill()
+	b.waitExited(t)
+	if gap < 100*time.Millisecond {
+		t.Errorf("the bridge reopened the standalone stream %v after the server ended it (%d GETs by then); want a pause of at least 100ms", gap, n)
+	}
+}
+
+// testAuth is an Authorizer whose token the test sets and whose Renew the
+// test chooses.
+type testAuth struct {
+	mu       sync.Mutex
+	token    string
+	tokenErr error
+	renew    func(refused string) (string, error)
+	refused  []string // what Renew was given, per call
+}
+
+func (a *testAuth) Token(context.Context) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.token, a.tokenErr
+}
+
+func (a *testAuth) Renew(_ context.Context, refused string) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refused = append(a.refused, refused)
+	tok, err := a.renew(refused)
+	if err == nil {
+		a.token = tok
+	}
+	return tok, err
+}
+
+func TestConnAuthorization(t *testing.T) {
+	const signIn = "demo needs you to sign in again: run `mcpcage login demo`"
+	fresh := func(string) (string, error) { return "fresh", nil }
+	tests := []struct {
+		name        string
+		tokenErr    error
+		renew       func(refused string) (string, error)
+		accept      string // the token the server accepts ("" none)
+		want        string
+		wantErr     *bridgeError
+		wantRefused []string // Renew's calls
+		wantSent    []string // Authorization of each POST
+	}{
+		{
+			name: "401 renewed and retried", renew: fresh, accept: "fresh",
+			want:        result("1", `{}`),
+			wantRefused: []string{"stale"},
+			wantSent:    []string{"Bearer stale", "Bearer fresh"},
+		},
+		{
+			name:        "renewal needs a sign-in",
+			renew:       func(string) (string, error) { return "", &SignInError{Msg: signIn} },
+			wantErr:     &bridgeError{"1", -32005, ClassSignIn, signIn},
+			wantRefused: []string{"stale"},
+			wantSent:    []string{"Bearer stale"},
+		},
+		{
+			name:        "renewal fails otherwise",
+			renew:       func(string) (string, error) { return "", errors.New("token endpoint unreachable") },
+			wantErr:     &bridgeError{"1", -32005, ClassSignIn, "demo needs you to sign in again (token endpoint unreachable): run `mcpcage login demo`"},
+			wantRefused: []string{"stale"},
+			wantSent:    []string{"Bearer stale"},
+		},
+		{
+			name: "401 after renewal", renew: fresh,
+			wantErr:     &bridgeError{"1", -32005, ClassSignIn, "demo refused the sign-in (401 after a refresh): run `mcpcage login demo`"},
+			wantRefused: []string{"stale"},
+			wantSent:    []string{"Bearer stale", "Bearer fresh"},
+		},
+		{
+			name:     "no token to send",
+			tokenErr: &SignInError{Msg: "demo needs you to sign in: run `mcpcage login demo`"},
+			renew:    fresh,
+			wantErr:  &bridgeError{"1", -32005, ClassSignIn, "demo needs you to sign in: run `mcpcage login demo`"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				if tt.accept == "" || r.Header.Get("Authorization") != "Bearer "+tt.accept {
+					w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+					http.Error(w, "unauthorized", http.StatusUnauthorized)
+					return
+				}
+				writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+			}))
+			t.Cleanup(srv.Close)
+			auth := &testAuth{token: "stale", tokenErr: tt.tokenErr, renew: tt.renew}
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), Auth: auth})
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`+"\n")
+			line := b.next(t)
+			if tt.wantErr != nil {
+				checkBridgeError(t, line, *tt.wantErr)
+			} else if line != tt.want {
+				t.Errorf("line = %s, want %s", line, tt.want)
+			}
+			auth.mu.Lock()
+			refused := auth.refused
+			auth.mu.Unlock()
+			if diff := cmp.Diff(tt.wantRefused, refused); diff != "" {
+				t.Errorf("Renew calls (-want +got):\n%s", diff)
+			}
+			var sent []string
+			for _, p := range rec.matching(http.MethodPost, "") {
+				sent = append(sent, p.Header.Get("Authorization"))
+			}
+			if diff := cmp.Diff(tt.wantSent, sent); diff != "" {
+				t.Errorf("Authorization of the POSTs (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConnForbidden(t *testing.T) {
+	tests := []struct {
+		name      string
+		challenge string
+		want      string
+	}{
+		{"insufficient scope named", `Bearer error="insufficient_scope", scope="write", resource_metadata="https://x/.well-known/oauth-protected-resource"`,
+			`demo refused the call: it needs scope "write", which this agent's sign-in does not hold (the agent's scopes are set in [agents.NAME] scopes)`},
+		{"insufficient scope unnamed", `Bearer error="insufficient_scope"`,
+			`demo refused the call: it needs scope "a scope this sign-in lacks"`},
+		{"plain refusal", "", "demo refused the request (403 Forbidden)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tt.challenge != "" {
+					w.Header().Set("WWW-Authenticate", tt.challenge)
+				}
+				http.Error(w, "forbidden", http.StatusForbidden)
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), Auth: &testAuth{token: "t", renew: func(string) (string, error) { return "", errors.New("not called") }}})
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file"}}`+"\n")
+			checkBridgeError(t, b.next(t), bridgeError{"1", -32006, ClassUpstream, tt.want})
+		})
+	}
+}
+
+func TestConnRetriesOnlyIdempotentRequests(t *testing.T) {
+	tests := []struct {
+		name       string
+		method     string
+		failures   int    // answers that fail before one succeeds
+		fail       string // "5xx" or "drop"
+		want       string
+		wantErr    *bridgeError
+		wantHits   int
+		wantStatus []int // as OnUpstream was told
+	}{
+		{name: "tools/list retried after 5xx", method: "tools/list", failures: 2, fail: "5xx",
+			want: result("1", `{}`), wantHits: 3, wantStatus: []int{503, 503, 200}},
+		{name: "tools/list given up after three 5xx", method: "tools/list", failures: 99, fail: "5xx",
+			wantErr:  &bridgeError{"1", -32006, ClassUpstream, "demo answered 503 Service Unavailable: the remote server failed; try again later"},
+			wantHits: 3, wantStatus: []int{503, 503, 503}},
+		{name: "tools/call not retried after 5xx", method: "tools/call", failures: 1, fail: "5xx",
+			wantErr:  &bridgeError{"1", -32006, ClassUpstream, "demo answered 503 Service Unavailable: the remote server failed; try again later"},
+			wantHits: 1, wantStatus: []int{503}},
+		{name: "tools/list retried after a dropped connection", method: "tools/list", failures: 2, fail: "drop",
+			want: result("1", `{}`), wantHits: 3, wantStatus: []int{200}},
+		{name: "tools/call not retried after a dropped connection", method: "tools/call", failures: 1, fail: "drop",
+			wantErr:  &bridgeError{"1", -32006, ClassUpstream, "the connection to HOST dropped"},
+			wantHits: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				if rec.count(http.MethodPost, "") <= tt.failures {
+					if tt.fail == "drop" {
+						panic(http.ErrAbortHandler)
+					}
+					http.Error(w, "overloaded", http.StatusServiceUnavailable)
+					return
+				}
+				writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+			}))
+			t.Cleanup(srv.Close)
+			var mu sync.Mutex
+			var statuses []int
+			u := mustURL(t, srv.URL+"/mcp")
+			b := newBridge(t, Options{URL: u, OnUpstream: func(method string, status int, took time.Duration) {
+				if method != tt.method {
+					t.Errorf("OnUpstream told of method %q, want %q", method, tt.method)
+				}
+				mu.Lock()
+				statuses = append(statuses, status)
+				mu.Unlock()
+			}})
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"`+tt.method+`","params":{"name":"x"}}`+"\n")
+			line := b.next(t)
+			if tt.wantErr != nil {
+				want := *tt.wantErr
+				want.Reason = strings.ReplaceAll(want.Reason, "HOST", u.Host)
+				checkBridgeError(t, line, want)
+			} else if line != tt.want {
+				t.Errorf("line = %s, want %s", line, tt.want)
+			}
+			if n := rec.count(http.MethodPost, ""); n != tt.wantHits {
+				t.Errorf("the server saw %d POSTs, want %d", n, tt.wantHits)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if diff := cmp.Diff(tt.wantStatus, statuses); diff != "" {
+				t.Errorf("statuses told to OnUpstream (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestConnSessionEndedByServer(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
+		switch r.Method {
+		case http.MethodDelete:
+			w.WriteHeader(http.StatusOK)
+		default:
+			http.Error(w, "no such session", http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.initialize(t, false)
+	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`+"\n")
+	checkBridgeError(t, b.next(t), bridgeError{"1", -32000, "server_gone", "demo ended its session (404 for Mcp-Session-Id): restart the MCP server in your client"})
+	b.eof(t)
+	b.waitExited(t)
+	if got, want := b.Failure(), "demo ended its session"; got != want {
+		t.Errorf("Failure() = %q, want %q", got, want)
+	}
+}
+
+func TestConnEnds(t *testing.T) {
+	tests := []struct {
+		name       string
+		end        func(c *Conn)
+		release    bool // let the server answer the open request after end
+		want       string
+		wantErr    *bridgeError
+		wantDelete bool
+	}{
+		{
+			name:       "close answers open requests, then deletes the session",
+			end:        func(c *Conn) { _ = c.Close() },
+			release:    true,
+			want:       result("1", `{"content":[]}`),
+			wantDelete: true,
+		},
+		{
+			name:    "kill aborts open requests",
+			end:     (*Conn).Kill,
+			wantErr: &bridgeError{"1", -32000, "server_gone", "the session with demo ended before it answered"},
+		},
+		{
+			name:    "stop aborts open requests after the grace",
+			end:     func(c *Conn) { c.Stop(20 * time.Millisecond) },
+			wantErr: &bridgeError{"1", -32000, "server_gone", "the session with demo ended before it answered"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			var rec recorder
+			srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
+				switch {
+				case r.Method == http.MethodDelete:
+					w.WriteHeader(http.StatusOK)
+				case req.RPC == "tools/call":
+					select {
+					case <-release:
+						writeJSON(w, http.StatusOK, result(req.ID, `{"content":[]}`))
+					case <-r.Context().Done():
+					}
+				default:
+					http.Error(w, "unexpected request", http.StatusBadRequest)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+			b.initialize(t, false)
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`+"\n")
+			rec.waitCount(t, http.MethodPost, "tools/call", 1)
+			tt.end(b.Conn)
+			if tt.release {
+				close(release)
+			}
+			line := b.next(t)
+			if tt.wantErr != nil {
+				checkBridgeError(t, line, *tt.wantErr)
+			} else if line != tt.want {
+				t.Errorf("line = %s, want %s", line, tt.want)
+			}
+			b.eof(t)
+			b.waitExited(t)
+			if f := b.Failure(); f != "" {
+				t.Errorf("Failure() = %q after an end the client asked for", f)
+			}
+			if _, err := b.Write([]byte(`{"jsonrpc":"2.0","id":2,"method":"ping"}` + "\n")); !errors.Is(err, io.ErrClosedPipe) {
+				t.Errorf("Write after the end = %v, want io.ErrClosedPipe", err)
+			}
+			deletes := rec.matching(http.MethodDelete, "")
+			switch {
+			case !tt.wantDelete && len(deletes) != 0:
+				t.Errorf("%d DELETEs, want none", len(deletes))
+			case tt.wantDelete && len(deletes) != 1:
+				t.Errorf("%d DELETEs, want 1", len(deletes))
+			case tt.wantDelete && deletes[0].Header.Get("Mcp-Session-Id") != "sess-9":
+				t.Errorf("DELETE Mcp-Session-Id = %q, want sess-9", deletes[0].Header.Get("Mcp-Session-Id"))
+			}
+		})
+	}
+}
+
+// The daemon may kill a session while the relay's goroutine is writing
+// the initialized notification.
+func TestConnKillWhileInitializedInFlight(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		if req.RPC == "notifications/initialized" {
+			<-r.Context().Done() // until the bridge gives up
+			return
+		}
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := b.Write([]byte(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n"))
+		wrote <- err
+	}()
+	rec.waitCount(t, http.MethodPost, "notifications/initialized", 1)
+	b.Kill()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Errorf("Write = %v", err)
+		}
+	case <-time.After(waitTime):
+		t.Fatal("Write did not return after Kill")
+	}
+	b.eof(t)
+	b.waitExited(t)
+}
+
+func TestConnTransportErrors(t *testing.T) {
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, result("1", `{}`))
+	}))
+	t.Cleanup(tlsSrv.Close)
+	plainSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, result("1", `{}`))
+	}))
+	t.Cleanup(plainSrv.Close)
+	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers
+	}))
+	t.Cleanup(slowSrv.Close)
+	closedPort := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		return addr
+	}
+	tlsPort := mustURL(t, tlsSrv.URL).Port()
+
+	tests := []struct {
+		name   string
+		url    func(t *testing.T) string
+		client ClientOptions
+		want   string // HOST stands for the URL's host
+		prefix bool   // want is only the reason's beginning
+	}{
+		{
+			name:   "dns failure",
+			url:    func(*testing.T) string { return "https://mcp.invalid/mcp" },
+			client: ClientOptions{Hosts: []string{"mcp.invalid"}},
+			want:   "cannot resolve mcp.invalid (",
+			prefix: true,
+		},
+		{
+			name: "connection refused",
+			url:  func(t *testing.T) string { return "http://" + closedPort(t) + "/mcp" },
+			want: "cannot connect to HOST: connection refused (is the server running?)",
+		},
+		{
+			name: "tls unknown authority",
+			url:  func(*testing.T) string { return tlsSrv.URL + "/mcp" },
+			want: "TLS: HOST's certificate is signed by an authority this host does not trust: set ca_file in [servers.demo] if it uses a private CA",
+		},
+		{
+			name:   "tls name mismatch",
+			url:    func(*testing.T) string { return "https://localhost:" + tlsPort + "/mcp" },
+			client: ClientOptions{Hosts: []string{"localhost"}, CAFile: caFile(t, tlsSrv)},
+			want:   "TLS: HOST's certificate is not valid for that name (",
+			prefix: true,
+		},
+		{
+			name: "plain http answering https",
+			url:  func(*testing.T) string { return strings.Replace(plainSrv.URL, "http:", "https:", 1) + "/mcp" },
+			want: "TLS: HOST did not answer with TLS: check the scheme of url in [servers.demo]",
+		},
+		{
+			name:   "no answer in time",
+			url:    func(*testing.T) string { return slowSrv.URL + "/mcp" },
+			client: ClientOptions{Timeout: 100 * time.Millisecond},
+			want:   "HOST did not answer in time: raise timeout in [servers.demo] if it is slow",
+		},
+		{
+			name:   "host not allowed",
+			url:    func(*testing.T) string { return strings.Replace(plainSrv.URL, "127.0.0.1", "localhost", 1) + "/mcp" },
+			want:   "cannot reach HOST: host not allowed: HOST is not among the hosts of [servers.demo]",
+			prefix: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := mustURL(t, tt.url(t))
+			b := newBridge(t, Options{URL: u, HTTP: testClient(t, tt.client)})
+			// tools/call: not retried, so one attempt says what happened.
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`+"\n")
+			got := parseBridgeError(t, b.next(t))
+			want := strings.ReplaceAll(tt.want, "HOST", u.Host)
+			if got.ID != "1" || got.Code != -32006 || got.Class != ClassUpstream {
+				t.Errorf("error = %+v, want id 1, code -32006, class %s", got, ClassUpstream)
+			}
+			if tt.prefix && !strings.HasPrefix(got.Reason, want) || !tt.prefix && got.Reason != want {
+				t.Errorf("reason = %q\nwant %q", got.Reason, want)
+			}
+			if strings.Contains(got.Reason, "\n") {
+				t.Errorf("reason %q is more than one line", got.Reason)
+			}
+		})
+	}
+}
+
+func TestHeaderValue(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"tools/call", "tools/call"},
+		{"get weather", "get weather"},
+		{"file:///a b.txt", "file:///a b.txt"},
+		{"héllo", "=?base64?aMOpbGxv?="},
+		{" echo ", "=?base64?IGVjaG8g?="},
+		{"echo ", "=?base64?ZWNobyA=?="},
+		{"a\tb", "=?base64?YQli?="},
+		{"a\x7fb", "=?base64?YX9i?="},
+		{"", "=?base64??="},
+	}
+	for _, tt := range tests {
+		if got := headerValue(tt.in); got != tt.want {
+			t.Errorf("headerValue(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseChallenge(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Challenge
+	}{
+		{"resource metadata", `Bearer resource_metadata="https://mcp.example/.well-known/oauth-protected-resource", scope="read write"`,
+			Challenge{"Bearer", map[string]string{"resource_metadata": "https://mcp.example/.well-known/oauth-protected-resource", "scope": "read write"}}},
+		{"token values", `Bearer realm=example,error=invalid_token`,
+			Challenge{"Bearer", map[string]string{"realm": "example", "error": "invalid_token"}}},
+		{"escaped quote", `Bearer error="insufficient_scope", error_description="needs \"write\""`,
+			Challenge{"Bearer", map[string]string{"error": "insufficient_scope", "error_description": `needs "write"`}}},
+		{"keys lower-cased", `Bearer Scope="x"`, Challenge{"Bearer", map[string]string{"scope": "x"}}},
+		{"first of a repeated key kept", `Bearer scope="a", scope="b"`, Challenge{"Bearer", map[string]string{"scope": "a"}}},
+		{"scheme only", "Basic", Challenge{"Basic", map[string]string{}}},
+		{"unterminated quote", `Bearer error="invalid`, Challenge{"Bearer", map[string]string{"error": "invalid"}}},
+		{"empty", "", Challenge{"", map[string]string{}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, ParseChallenge(tt.in)); diff != "" {
+				t.Errorf("ParseChallenge(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
