@@ -446,6 +446,16 @@ issues = ["read"]
 	if l := call(r, 4, "list_issues", `{}`); !strings.Contains(l, "printer is on fire") {
 		t.Fatalf("read call of a read-scoped agent: %s", l)
 	}
+	// The server forgets its sessions (as after an idle timeout): the
+	// bridge opens a new one with the client's initialize; the client's
+	// session goes on.
+	mcpBase := strings.TrimSuffix(st.mcpURL, "/mcp")
+	resp, err := st.client(t, ca).Post(mcpBase+"/admin/forget-sessions", "", nil)
+	must(t, err, "forget sessions")
+	_ = resp.Body.Close()
+	if l := call(r, 5, "list_issues", `{}`); !strings.Contains(l, "printer is on fire") {
+		t.Fatalf("call after the server forgot the session: %s", l)
+	}
 	r.closeInput()
 	r.wait()
 

@@ -68,6 +68,10 @@ type Conn struct {
 	sessionID string // Mcp-Session-Id, "" when the server keeps none
 	version   string // the initialize era's negotiated protocol version
 	listening bool
+	// The client's initialize and notifications/initialized, replayed
+	// when the server forgets the session (404).
+	initBody, initializedBody []byte
+	reinitMu                  sync.Mutex
 
 	inflight sync.WaitGroup
 	slots    chan struct{} // bounds concurrent requests
@@ -241,10 +245,16 @@ func (c *Conn) send(line []byte) {
 	case m.method == "initialize":
 		// The session id and protocol version come with its answer: what
 		// follows waits for it.
+		c.mu.Lock()
+		c.initBody = m.body
+		c.mu.Unlock()
 		c.exchange(m)
 	case !m.isRequest():
 		c.exchange(m)
 		if m.method == "notifications/initialized" {
+			c.mu.Lock()
+			c.initializedBody = m.body
+			c.mu.Unlock()
 			c.startListening()
 		}
 	default:
@@ -307,7 +317,7 @@ var idempotent = map[string]bool{
 // exchange POSTs m and relays the answer.
 func (c *Conn) exchange(m *message) {
 	retries := 0
-	renewed := false
+	renewed, reinit := false, false
 	for {
 		resp, took, err := c.post(m)
 		if err != nil {
@@ -349,6 +359,16 @@ func (c *Conn) exchange(m *message) {
 			drain(resp)
 			c.failAll(m, wire.CodeUpstream, ClassUpstream, msg)
 			return
+		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != "initialize" && !reinit:
+			stale := resp.Request.Header.Get("Mcp-Session-Id")
+			drain(resp)
+			reinit = true
+			if c.reinitialize(stale) {
+				continue
+			}
+			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, c.opts.Server+" ended its session (404 for Mcp-Session-Id) and refused a new one: restart the MCP server in your client")
+			go c.finish(c.opts.Server + " ended its session")
+			return
 		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != "initialize":
 			drain(resp)
 			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, c.opts.Server+" ended its session (404 for Mcp-Session-Id): restart the MCP server in your client")
@@ -363,6 +383,51 @@ func (c *Conn) exchange(m *message) {
 		c.answer(m, resp)
 		return
 	}
+}
+
+// reinitialize opens a new session after the server forgot stale (it
+// answered 404, e.g. after its idle timeout): the client's initialize
+// and notifications/initialized are sent again and their answers kept
+// from the client, which keeps its session. It reports whether a new
+// session exists (another request may have made it already).
+func (c *Conn) reinitialize(stale string) bool {
+	c.reinitMu.Lock()
+	defer c.reinitMu.Unlock()
+	c.mu.Lock()
+	current, initBody, initialized := c.sessionID, c.initBody, c.initializedBody
+	c.mu.Unlock()
+	if current != stale {
+		return current != ""
+	}
+	if initBody == nil {
+		return false
+	}
+	c.mu.Lock()
+	c.sessionID = ""
+	c.listening = false
+	c.mu.Unlock()
+	resp, _, err := c.post(read(initBody))
+	if err != nil {
+		c.opts.Logger.Warn("remote session not re-established", "err", err)
+		return false
+	}
+	sid := resp.Header.Get("Mcp-Session-Id")
+	drain(resp)
+	if resp.StatusCode/100 != 2 || !visibleASCII(sid) {
+		c.opts.Logger.Warn("remote session not re-established", "status", resp.StatusCode)
+		return false
+	}
+	c.mu.Lock()
+	c.sessionID = sid
+	c.mu.Unlock()
+	if initialized != nil {
+		if resp, _, err := c.post(read(initialized)); err == nil {
+			drain(resp)
+		}
+		c.startListening()
+	}
+	c.opts.Logger.Info("remote server had ended the session: a new one was opened with the client's initialize")
+	return true
 }
 
 // sentToken is the token the refused request carried.

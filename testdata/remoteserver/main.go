@@ -15,7 +15,9 @@
 // (scope read: the token's sub, scope and act, as the server saw them).
 //
 // Test controls on the authorization server: POST /admin/revoke-all
-// revokes every token issued so far; GET /admin/stats counts grants.
+// revokes every token issued so far; GET /admin/stats counts grants. On
+// the MCP server: POST /admin/forget-sessions ends every MCP session (the
+// next request with one of their ids gets 404, as after an idle timeout).
 package main
 
 import (
@@ -380,6 +382,44 @@ func (as *authServer) exchange(w http.ResponseWriter, subjectTok, subjectType, a
 
 type tokenKey struct{}
 
+// sessions issues MCP session ids and forgets them on request.
+type sessions struct {
+	mu     sync.Mutex
+	live   map[string]bool
+	forgot int
+}
+
+func (s *sessions) Generate() string {
+	id := randomID()
+	s.mu.Lock()
+	s.live[id] = true
+	s.mu.Unlock()
+	return id
+}
+
+func (s *sessions) Validate(id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.live[id] {
+		return false, fmt.Errorf("unknown session")
+	}
+	return false, nil
+}
+
+func (s *sessions) Terminate(id string) (bool, error) {
+	s.mu.Lock()
+	delete(s.live, id)
+	s.mu.Unlock()
+	return false, nil
+}
+
+func (s *sessions) forget() {
+	s.mu.Lock()
+	s.live = map[string]bool{}
+	s.forgot++
+	s.mu.Unlock()
+}
+
 // mcpRoutes serves the protected resource metadata and the MCP endpoint
 // behind the bearer check.
 func mcpRoutes(as *authServer, mcpURL string) http.Handler {
@@ -400,12 +440,19 @@ func mcpRoutes(as *authServer, mcpURL string) http.Handler {
 		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			return context.WithValue(ctx, tokenKey{}, r.Context().Value(tokenKey{}))
 		})}
+	ids := &sessions{live: map[string]bool{}}
 	if *stateless {
 		opts = append(opts, server.WithStateLess(true))
+	} else {
+		opts = append(opts, server.WithSessionIdManager(ids))
 	}
 	h := server.NewStreamableHTTPServer(s, opts...)
 	metaURL := strings.Replace(mcpURL, "/mcp", "/.well-known/oauth-protected-resource/mcp", 1)
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /admin/forget-sessions", func(w http.ResponseWriter, r *http.Request) {
+		ids.forget()
+		w.WriteHeader(204)
+	})
 	mux.HandleFunc("GET /.well-known/oauth-protected-resource/mcp", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"resource": mcpURL, "authorization_servers": []string{as.issuer}, "scopes_supported": []string{"read", "write"}})
 	})
