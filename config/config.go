@@ -461,6 +461,9 @@ func (c *Config) validate(data []byte) error {
 			if t := c.Servers[srv]; t == nil || !t.IsRemote() {
 				bad(fmt.Sprintf("names %q, which is not a remote server (scopes apply to servers with a url)", srv), "agents", name, "scopes")
 			}
+			if len(scopes) == 0 {
+				bad(fmt.Sprintf("gives %s no scope: name at least one (an agent that may hold nothing there should not have the server: see servers)", srv), "agents", name, "scopes")
+			}
 			for _, sc := range scopes {
 				if !validScope(sc) {
 					bad(fmt.Sprintf("invalid scope %q for %s", sc, srv), "agents", name, "scopes")

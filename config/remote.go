@@ -28,6 +28,25 @@ type Remote struct {
 	ClientSecret string `toml:"client_secret"`
 }
 
+// URLForRecords is the server's url as records and logs show it: without
+// user info and with the query's values replaced, since a url may carry
+// a credential (?api_key=...).
+func (s *Server) URLForRecords() string {
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		return "(invalid url)"
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
 // IsRemote reports whether the server is reached over HTTP.
 func (s *Server) IsRemote() bool { return s.URL != "" }
 

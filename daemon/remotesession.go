@@ -117,7 +117,7 @@ func (d *Daemon) startRemote(s *session) error {
 		return err
 	}
 	grantAgent, scopes := d.grantAgent(s.agent, srv)
-	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, grantAgent, scopes,
+	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, srv.URL, grantAgent, scopes,
 		oauth.ActorClaims{Exe: s.agentP.Exe, SHA256: s.agentP.SHA256, User: s.user}, hc)
 	upstream := d.metrics.RemoteRequests
 	latency := d.metrics.RemoteLatency.WithLabelValues(srv.Name)
@@ -141,7 +141,7 @@ func (d *Daemon) startRemote(s *session) error {
 // and whose sign-in (never a token).
 func (s *session) upstream() map[string]any {
 	r := s.remote
-	up := map[string]any{"url": r.url.Redacted()}
+	up := map[string]any{"url": s.srv.URLForRecords()}
 	if r.grant != "" {
 		up["signin_agent"] = r.grant
 	}
@@ -186,5 +186,5 @@ func (s *session) remoteStartRecord() audit.Record {
 func (d *Daemon) announceRemote(s *session) {
 	d.metrics.SessionsTotal.WithLabelValues(s.server, metrics.Agent(s.agent)).Inc()
 	s.log.Info("session started", "agent_exe", s.agentP.Exe, "agent_sha256", s.agentP.SHA256, "agent_uid", s.agentP.UID,
-		"remote", s.remote.url.Redacted(), "signin_agent", s.remote.grant, "stdio", s.stdio)
+		"remote", s.srv.URLForRecords(), "signin_agent", s.remote.grant, "stdio", s.stdio)
 }

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 
@@ -56,7 +58,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "url": srv.URL,
+		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			_ = d.userServers.Remove(peer.UID, srv.Name)
 			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
@@ -65,9 +67,23 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
+		srv, _ := d.server(req.Name, peer)
 		if err := d.userServers.Remove(peer.UID, req.Name); err != nil {
 			fail(err)
 			return
+		}
+		if srv != nil && srv.IsRemote() {
+			var hc *http.Client
+			if c, err := d.remotes.get(srv); err == nil {
+				hc = c
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), signinWait)
+			err := d.oauth.RemoveServer(ctx, hc, peer.UID, req.Name)
+			cancel()
+			if err != nil {
+				fail(fmt.Errorf("server %s is removed, but its sign-ins could not be: %w (mcpcage logout %s)", req.Name, err, req.Name))
+				return
+			}
 		}
 		if err := d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name}); err != nil {
 			fail(fmt.Errorf("server %s is removed, but the audit log could not record it: %w", req.Name, err))

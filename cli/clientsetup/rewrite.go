@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -176,8 +177,28 @@ func keepRemote(e entry) string {
 		return "sends headers of its own (a static credential?); left as it is: mcpcage signs in with OAuth (mcpcage login) and never passes a client's credentials on"
 	case orStr(e.URL, e.Server) == "":
 		return "has no url; left as it is"
+	case urlCarriesSecret(orStr(e.URL, e.Server)):
+		return "its url carries what looks like a credential (in the query); left as it is: mcpcage signs in with OAuth (mcpcage login) and keeps no credential in a url"
 	}
 	return ""
+}
+
+// urlCarriesSecret reports a url whose user info or query names a
+// credential.
+func urlCarriesSecret(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	if u.User != nil {
+		return true
+	}
+	for k := range u.Query() {
+		if looksSecret(k) {
+			return true
+		}
+	}
+	return false
 }
 
 func isDocker(e entry) bool {

@@ -108,6 +108,7 @@ func TestRemoteEntries(t *testing.T) {
 		{"serverUrl", `{"serverUrl":"https://mcp.tracker.example/mcp"}`, "https://mcp.tracker.example/mcp", ""},
 		{"older sse transport", `{"type":"sse","url":"https://old.example/sse"}`, "", "older HTTP+SSE transport"},
 		{"static credential", `{"url":"https://mcp.tracker.example/mcp","headers":{"Authorization":"Bearer abc"}}`, "", "headers of its own"},
+		{"credential in the url", `{"url":"https://mcp.tracker.example/mcp?api_key=abc"}`, "", "looks like a credential"},
 		{"docker", `{"command":"docker","args":["run","-i","--rm","-e","GITHUB_PERSONAL_ACCESS_TOKEN","ghcr.io/github/github-mcp-server"]}`, "", "docker run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

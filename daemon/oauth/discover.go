@@ -54,7 +54,10 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
+	switch {
+	case resp.StatusCode >= 500:
+		return nil, fmt.Errorf("asking %s: it answered %s; try again later", server.Host, resp.Status)
+	case resp.StatusCode != http.StatusUnauthorized:
 		return nil, ErrNoAuth
 	}
 	ch := remote.ParseChallenge(resp.Header.Get("WWW-Authenticate"))

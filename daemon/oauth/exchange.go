@@ -25,11 +25,17 @@ const (
 // made again from the user's sign-in when it nears its expiry).
 type exchanged struct {
 	token   string
-	expiry  time.Time
+	expiry  time.Time // at most exchangedLife after issued
 	issued  time.Time
-	scopes  []string
+	scopes  []string // what the token holds
 	subject string
+	grant   string   // the ID of the user's grant it was made from
+	want    []string // the agent's scopes it was asked for
 }
+
+// exchangedLife bounds how long a narrowed token is used, whatever its
+// expires_in says (or when it says nothing).
+const exchangedLife = 10 * time.Minute
 
 // exchange trades the user's access token for one narrowed to scopes,
 // with the agent as actor (RFC 8693 §2.1).
@@ -71,7 +77,12 @@ func exchange(ctx context.Context, hc *http.Client, g *Grant, actorToken string,
 	if t.TokenType != "" && !strings.EqualFold(t.TokenType, "bearer") && !strings.EqualFold(t.TokenType, "N_A") {
 		return nil, fmt.Errorf("token exchange at %s: token type %q is not bearer", req.URL.Host, t.TokenType)
 	}
-	x := &exchanged{token: t.AccessToken, expiry: expiry(t.ExpiresIn), issued: time.Now(), scopes: scopes, subject: subjectOf(t.AccessToken)}
+	now := time.Now()
+	exp := expiry(t.ExpiresIn)
+	if exp.IsZero() || exp.After(now.Add(exchangedLife)) {
+		exp = now.Add(exchangedLife)
+	}
+	x := &exchanged{token: t.AccessToken, expiry: exp, issued: now, scopes: scopes, subject: subjectOf(t.AccessToken)}
 	if t.Scope != "" {
 		x.scopes = strings.Fields(t.Scope)
 	}

@@ -18,15 +18,16 @@ import (
 // the user's agents (Agent ""). It holds the tokens: it never leaves the
 // daemon (see Info for what may).
 type Grant struct {
-	ID       string `json:"id"` // names the sign-in in audit records
-	UID      uint32 `json:"uid"`
-	User     string `json:"user"`
-	Server   string `json:"server"`
-	Agent    string `json:"agent,omitempty"`
-	Issuer   string `json:"issuer"`
-	Resource string `json:"resource"`
-	TokenURL string `json:"token_url"`
-	Revoke   string `json:"revocation_url,omitempty"`
+	ID        string `json:"id"` // names the sign-in in audit records
+	UID       uint32 `json:"uid"`
+	User      string `json:"user"`
+	Server    string `json:"server"`
+	ServerURL string `json:"server_url"` // the url it was made for: used for no other
+	Agent     string `json:"agent,omitempty"`
+	Issuer    string `json:"issuer"`
+	Resource  string `json:"resource"`
+	TokenURL  string `json:"token_url"`
+	Revoke    string `json:"revocation_url,omitempty"`
 	// TokenExchange: the authorization server offers RFC 8693, so agents
 	// with scopes of their own get tokens narrowed from this one.
 	TokenExchange bool      `json:"token_exchange,omitempty"`

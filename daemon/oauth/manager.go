@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -182,7 +183,7 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state, code string) (*
 	if !strings.EqualFold(tok.Type(), "bearer") {
 		return nil, fmt.Errorf("the authorization server issued a %q token; MCP needs a bearer token", tok.TokenType)
 	}
-	g := &Grant{ID: randomString()[:16], UID: uid, User: p.req.User, Server: p.req.Target.Server, Agent: p.req.Agent,
+	g := &Grant{ID: randomString()[:16], UID: uid, User: p.req.User, Server: p.req.Target.Server, ServerURL: p.req.Target.URL.String(), Agent: p.req.Agent,
 		Issuer: p.res.Issuer, Resource: p.res.Resource, TokenURL: p.res.TokenURL, Revoke: p.res.RevocationURL, Client: *p.client,
 		TokenExchange: p.res.TokenExchange, Scopes: p.scopes, Obtained: time.Now(), AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
 	if s, ok := tok.Extra("scope").(string); ok && s != "" {
@@ -207,10 +208,11 @@ func checkRedirect(s string) error {
 	return nil
 }
 
-// key names a grant in the store: the uid, then server and agent
-// hex-encoded (names may hold '.', '-', '_').
+// key names a grant in the store: the uid, then a digest of server and
+// agent (names may hold '.', '-', '_' and be long; a store name is short).
 func key(uid uint32, server, agent string) string {
-	return fmt.Sprintf("u%d_%s", uid, hex.EncodeToString([]byte(server+"\x00"+agent)))
+	sum := sha256.Sum256([]byte(server + "\x00" + agent))
+	return fmt.Sprintf("u%d_%s", uid, hex.EncodeToString(sum[:16]))
 }
 
 func (m *Manager) lock(k string) *sync.Mutex {
@@ -315,6 +317,25 @@ func revoke(ctx context.Context, hc *http.Client, g *Grant, tok, hint string) {
 	}
 }
 
+// RemoveServer forgets every grant of uid for server (all agents), and
+// revokes them where the authorization server offers it: a server a
+// user removes takes its sign-ins along, so a server given that name
+// later never receives them.
+func (m *Manager) RemoveServer(ctx context.Context, hc *http.Client, uid uint32, server string) error {
+	infos, err := m.List(uid, false)
+	if err != nil {
+		return err
+	}
+	for _, i := range infos {
+		if i.Server == server {
+			if _, err := m.Remove(ctx, hc, uid, server, i.Agent); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // List returns the grants of uid (all users' when all is set).
 func (m *Manager) List(uid uint32, all bool) ([]Info, error) {
 	names, err := m.store.Names()
@@ -346,8 +367,10 @@ func (m *Manager) List(uid uint32, all bool) ([]Info, error) {
 // exchanged from the user's for one narrowed to the agent (RFC 8693),
 // never the user's broader token itself. who describes the agent in
 // actor tokens.
-func (m *Manager) Authorizer(uid uint32, server, agent string, wantScopes []string, who ActorClaims, hc *http.Client) *Authorizer {
-	return &Authorizer{m: m, uid: uid, server: server, agent: agent, want: wantScopes, who: who, hc: hc}
+// serverURL is the server's url now: a grant made for another url (the
+// name was given to another server since) is not used.
+func (m *Manager) Authorizer(uid uint32, server, serverURL, agent string, wantScopes []string, who ActorClaims, hc *http.Client) *Authorizer {
+	return &Authorizer{m: m, uid: uid, server: server, url: serverURL, agent: agent, want: wantScopes, who: who, hc: hc}
 }
 
 // Authorizer implements remote.Authorizer for one session.
@@ -355,13 +378,31 @@ type Authorizer struct {
 	m      *Manager
 	uid    uint32
 	server string
+	url    string
 	agent  string
 	want   []string
 	who    ActorClaims
 	hc     *http.Client
 
-	mu  sync.Mutex
-	via Via // how the last token was obtained
+	mu    sync.Mutex
+	via   Via  // how the last token was obtained
+	moved bool // a grant was found for another url of the server
+}
+
+// load returns the grant of agent ("" = the user's) for this server's
+// url; nil when there is none, or it was made for another url.
+func (a *Authorizer) load(agent string) (*Grant, error) {
+	g, err := a.m.load(a.uid, a.server, agent)
+	if err != nil || g == nil {
+		return nil, err
+	}
+	if g.ServerURL != a.url {
+		a.mu.Lock()
+		a.moved = true
+		a.mu.Unlock()
+		return nil, nil
+	}
+	return g, nil
 }
 
 // Via says which credential a session's requests carry.
@@ -385,7 +426,7 @@ func (a *Authorizer) Used() (Via, *Info) {
 	if via == ViaExchanged || via == ViaUser || (via == ViaNone && agent == "") {
 		agent = ""
 	}
-	g, err := a.m.load(a.uid, a.server, agent)
+	g, err := a.load(agent)
 	if err != nil || g == nil {
 		return via, nil
 	}
@@ -406,12 +447,12 @@ func (a *Authorizer) Used() (Via, *Info) {
 func (a *Authorizer) Planned() (Via, *Info) {
 	via := ViaNone
 	if a.agent != "" {
-		if g, err := a.m.load(a.uid, a.server, a.agent); err == nil && g != nil {
+		if g, err := a.load(a.agent); err == nil && g != nil {
 			via = ViaAgent
-		} else if ug, err := a.m.load(a.uid, a.server, ""); err == nil && ug != nil && ug.TokenExchange && a.m.actor != nil {
+		} else if ug, err := a.load(""); err == nil && ug != nil && ug.TokenExchange && a.m.actor != nil {
 			via = ViaExchanged
 		}
-	} else if g, err := a.m.load(a.uid, a.server, ""); err == nil && g != nil {
+	} else if g, err := a.load(""); err == nil && g != nil {
 		via = ViaUser
 	}
 	a.used(via)
@@ -449,6 +490,12 @@ func (a *Authorizer) Token(ctx context.Context) (string, error) {
 func (a *Authorizer) Renew(ctx context.Context, refused string) (string, error) {
 	tok, err := a.token(ctx, refused, true)
 	if err == nil && tok == "" {
+		a.mu.Lock()
+		moved := a.moved
+		a.mu.Unlock()
+		if moved {
+			return "", a.signIn(" again: your sign-in was made for another url of " + a.server + " (its url changed since)")
+		}
 		if a.agent != "" {
 			return "", a.signIn(" for agent " + a.agent + " (the agent has scopes of its own for this server, and its authorization server offers no token exchange from your sign-in)")
 		}
@@ -465,7 +512,7 @@ func (a *Authorizer) token(ctx context.Context, refused string, renew bool) (str
 		}
 		return tok, err
 	}
-	g, err := a.m.load(a.uid, a.server, a.agent)
+	g, err := a.load(a.agent)
 	if err != nil {
 		return "", err
 	}
@@ -491,7 +538,7 @@ func (a *Authorizer) token(ctx context.Context, refused string, renew bool) (str
 // own returns the token of a stored grant (the user's, or the agent's),
 // refreshed ahead of expiry, or after the server refused it.
 func (a *Authorizer) own(ctx context.Context, agent, refused string, renew bool) (string, error) {
-	g, err := a.m.load(a.uid, a.server, agent)
+	g, err := a.load(agent)
 	if err != nil || g == nil {
 		return "", err
 	}
@@ -501,7 +548,7 @@ func (a *Authorizer) own(ctx context.Context, agent, refused string, renew bool)
 	l := a.m.lock(key(a.uid, a.server, agent))
 	l.Lock()
 	defer l.Unlock()
-	if g, err = a.m.load(a.uid, a.server, agent); err != nil || g == nil {
+	if g, err = a.load(agent); err != nil || g == nil {
 		return "", err
 	}
 	fresh := g.Expiry.IsZero() || time.Until(g.Expiry) > refreshAhead(g)
@@ -530,25 +577,29 @@ func (a *Authorizer) own(ctx context.Context, agent, refused string, renew bool)
 // user's; "" when the user has not signed in or exchange is unavailable.
 func (a *Authorizer) exchanged(ctx context.Context, refused string, renew bool) (string, error) {
 	k := key(a.uid, a.server, a.agent)
+	ug, err := a.load("")
+	if err != nil || ug == nil || !ug.TokenExchange || a.m.actor == nil || len(a.want) == 0 {
+		return "", err
+	}
+	// A narrowed token serves only the sign-in it was made from, for the
+	// scopes the agent has now (a new sign-in, a logout or a reload that
+	// narrows the agent make a new one).
 	a.m.mu.Lock()
 	x := a.m.xs[k]
 	a.m.mu.Unlock()
-	if x != nil && !(renew && x.token == refused) && (x.expiry.IsZero() || time.Until(x.expiry) > aheadOf(x.issued, x.expiry)) {
+	if x != nil && x.grant == ug.ID && slices.Equal(x.want, a.want) && !(renew && x.token == refused) && time.Until(x.expiry) > aheadOf(x.issued, x.expiry) {
 		return x.token, nil
-	}
-	ug, err := a.m.load(a.uid, a.server, "")
-	if err != nil || ug == nil || !ug.TokenExchange || a.m.actor == nil {
-		return "", err
 	}
 	l := a.m.lock(k + "#x")
 	l.Lock()
 	defer l.Unlock()
+	var user string
 	for attempt := 0; ; attempt++ {
-		user, err := a.own(ctx, "", "", attempt > 0)
+		user, err = a.own(ctx, "", user, attempt > 0)
 		if err != nil || user == "" {
 			return "", err
 		}
-		if ug, err = a.m.load(a.uid, a.server, ""); err != nil || ug == nil {
+		if ug, err = a.load(""); err != nil || ug == nil {
 			return "", err
 		}
 		who := a.who
@@ -558,6 +609,14 @@ func (a *Authorizer) exchanged(ctx context.Context, refused string, renew bool) 
 			return "", err
 		}
 		x, err = exchange(ctx, a.hc, ug, act, a.want)
+		if err == nil {
+			for _, s := range x.scopes {
+				if !slices.Contains(a.want, s) {
+					return "", fmt.Errorf("the authorization server of %s issued agent %s scope %q beyond the %s it asked for: the token is not used", a.server, a.agent, s, strings.Join(a.want, " "))
+				}
+			}
+			x.grant, x.want = ug.ID, slices.Clone(a.want)
+		}
 		if errors.Is(err, ErrRefreshRefused) && attempt == 0 {
 			continue // the user's token may have expired upstream: refresh it once
 		}

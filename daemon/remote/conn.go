@@ -62,7 +62,8 @@ type Conn struct {
 	outW  *io.PipeWriter
 	outMu sync.Mutex
 
-	pending []byte // a partial line written so far
+	pending []byte    // a partial line written so far
+	queue   sendQueue // client messages Write took, in order, for the sender
 
 	mu        sync.Mutex
 	sessionID string // Mcp-Session-Id, "" when the server keeps none
@@ -93,8 +94,26 @@ func New(opts Options) *Conn {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r, w := io.Pipe()
-	return &Conn{opts: opts, ctx: ctx, cancel: cancel, listen: func() {}, out: r, outW: w,
+	c := &Conn{opts: opts, ctx: ctx, cancel: cancel, listen: func() {}, out: r, outW: w,
 		slots: make(chan struct{}, maxInFlight), exited: make(chan struct{})}
+	c.queue.init(2*opts.MaxMessageBytes + 1<<20)
+	c.inflight.Add(1) // the sender
+	go c.sender()
+	return c
+}
+
+// sender sends what Write queued, in order, until Close: initialize,
+// notifications and responses one after the other, requests each in the
+// background once the messages before them are sent.
+func (c *Conn) sender() {
+	defer c.inflight.Done()
+	for {
+		line, ok := c.queue.pop()
+		if !ok {
+			return
+		}
+		c.send(line)
+	}
 }
 
 // Out is what the server says, one message per line.
@@ -110,9 +129,10 @@ func (c *Conn) Failure() string {
 	return f
 }
 
-// Write takes client messages, newline-terminated. A request is sent in
-// the background; initialize, notifications and responses are sent
-// before Write returns, so the server sees them in order.
+// Write takes client messages, newline-terminated, and queues them for
+// the sender: it never waits for the network, so the relay's loops (which
+// also read Out) never wait on the server through it. A client that
+// queues more than twice max_message_bytes unsent ends the session.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.closing.Load() {
 		return 0, io.ErrClosedPipe
@@ -125,7 +145,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		line := bytes.TrimRight(c.pending[:i], "\r")
 		if len(bytes.TrimSpace(line)) > 0 {
-			c.send(append([]byte(nil), line...))
+			if err := c.queue.push(append([]byte(nil), line...)); err != nil {
+				return 0, err
+			}
 		}
 		c.pending = c.pending[i+1:]
 	}
@@ -135,10 +157,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close ends the client's side: the requests still open are answered,
-// then the server's session is ended (DELETE) and Out reaches EOF.
+// Close ends the client's side: what was written is still sent, the
+// requests still open are answered, then the server's session is ended
+// (DELETE) and Out reaches EOF.
 func (c *Conn) Close() error {
 	c.closing.Store(true)
+	c.queue.close()
 	go c.finish("")
 	return nil
 }
@@ -162,8 +186,12 @@ func (c *Conn) Stop(grace time.Duration) {
 func (c *Conn) Kill() {
 	c.closing.Store(true)
 	c.cancel()
+	c.queue.close()
+	_ = c.outW.CloseWithError(errKilled) // an emit blocked on a reader that is gone returns
 	go c.finish("")
 }
+
+var errKilled = errors.New("the bridge was killed")
 
 // finish ends the bridge once: open requests end, the session is deleted
 // upstream, Out closes.
@@ -172,7 +200,12 @@ func (c *Conn) finish(failure string) {
 		if failure != "" {
 			c.failure.Store(failure)
 		}
-		c.listen()
+		c.closing.Store(true)
+		c.queue.close()
+		c.mu.Lock()
+		stopListening := c.listen
+		c.mu.Unlock()
+		stopListening()
 		c.inflight.Wait()
 		c.deleteSession()
 		c.cancel()
@@ -654,6 +687,11 @@ func (c *Conn) events(body io.Reader, m *message, open map[string]bool, lastID s
 			var tl errEventTooLarge
 			if errors.As(err, &tl) {
 				c.opts.Logger.Warn("remote server sent an event larger than max_message_bytes", "limit", tl.limit)
+				if m != nil {
+					c.failOpen(m, open, wire.CodeTooLarge, wire.ClassTooLarge,
+						fmt.Sprintf("%s answered more than max_message_bytes (%d bytes)", c.opts.Server, tl.limit))
+					clear(open)
+				}
 			}
 			return lastID, sr.retry
 		}
@@ -713,11 +751,27 @@ func (c *Conn) startListening() {
 }
 
 // listenLoop keeps the standalone stream open (resuming after a drop)
-// until the bridge ends or the server says it offers none.
+// until the bridge ends or the server says it offers none. Every failed
+// or empty attempt backs off (250 ms doubling to 30 s), and a 401 renews
+// the token at most once a minute: a server cannot make the daemon spin
+// or hammer its authorization server.
 func (c *Conn) listenLoop(ctx context.Context) {
 	lastID := ""
+	var backoff time.Duration
+	var renewed time.Time
 	failures := 0
+	grow := func() {
+		failures++
+		backoff = min(max(backoff*2, 250*time.Millisecond), 30*time.Second)
+	}
 	for ctx.Err() == nil {
+		if backoff > 0 {
+			sleepCtx(ctx, backoff)
+		}
+		if failures > 20 {
+			c.opts.Logger.Warn("standalone stream given up after repeated failures", "server", c.opts.Server)
+			return
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.opts.URL.String(), nil)
 		if err != nil {
 			return
@@ -732,38 +786,42 @@ func (c *Conn) listenLoop(ctx context.Context) {
 			return
 		}
 		resp, err := c.opts.HTTP.Do(req)
+		if err != nil {
+			grow()
+			continue
+		}
+		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 		switch {
-		case err != nil:
-			failures++
 		case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotFound:
 			drain(resp)
 			c.opts.Logger.Debug("remote server offers no standalone stream", "status", resp.StatusCode)
 			return
 		case resp.StatusCode == http.StatusUnauthorized && c.opts.Auth != nil:
 			drain(resp)
+			grow()
+			if time.Since(renewed) < time.Minute {
+				continue
+			}
+			renewed = time.Now()
 			if _, err := c.opts.Auth.Renew(ctx, c.sentToken(resp)); err != nil {
 				c.opts.Logger.Info("standalone stream closed: sign-in needed", "err", err)
 				return
 			}
-			continue
-		case resp.StatusCode != http.StatusOK:
+		case resp.StatusCode != http.StatusOK || ct != "text/event-stream":
 			drain(resp)
-			failures++
+			grow()
 		default:
-			failures = 0
+			opened := time.Now()
 			var retry time.Duration
 			lastID, retry = c.events(resp.Body, nil, nil, lastID)
 			_ = resp.Body.Close()
-			if retry > 0 {
-				sleepCtx(ctx, retry)
+			if time.Since(opened) > 5*time.Second {
+				failures, backoff = 0, 0 // it was a stream, not a server that hangs up at once
+			} else {
+				grow()
 			}
-			continue
+			backoff = max(backoff, min(retry, 30*time.Second))
 		}
-		if failures > 8 {
-			c.opts.Logger.Warn("standalone stream given up after repeated failures", "server", c.opts.Server)
-			return
-		}
-		sleepCtx(ctx, time.Duration(failures)*500*time.Millisecond)
 	}
 }
 

@@ -575,8 +575,14 @@ func TestConnRelaysAnswers(t *testing.T) {
 			if tt.wantErr != nil {
 				checkBridgeError(t, got[len(got)-1], *tt.wantErr)
 			}
-			if posts := rec.matching(http.MethodPost, ""); len(posts) == 0 || posts[0].Body != tt.line {
-				t.Errorf("first POST = %+v, want the body %s", posts, tt.line)
+			var bodies []string
+			for _, p := range rec.matching(http.MethodPost, "") {
+				if p.RPC != "ping" {
+					bodies = append(bodies, p.Body)
+				}
+			}
+			if diff := cmp.Diff([]string{tt.line}, bodies); diff != "" {
+				t.Errorf("POSTed bodies besides the marker's (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -603,10 +609,12 @@ func TestConnSendsRequestsConcurrently(t *testing.T) {
 	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
 	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`+"\n")
 	b.write(t, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fast"}}`+"\n")
-	for _, want := range []string{result("2", `{}`), result("1", `{}`)} {
-		if got := b.next(t); got != want {
-			t.Fatalf("line = %s, want %s", got, want)
-		}
+	// Request 1 is answered only after request 2 reached the server: both
+	// answers arriving shows the second was not held behind the first.
+	got := []string{b.next(t), b.next(t)}
+	want := []string{result("1", `{}`), result("2", `{}`)}
+	if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Fatalf("answers (-want +got):\n%s", diff)
 	}
 }
 
@@ -732,7 +740,7 @@ func TestConnStandaloneStream(t *testing.T) {
 	tests := []struct {
 		name string
 		get  func(w http.ResponseWriter, r *http.Request, n int) // n: 1 for the first GET
-		want []string                                              // lines from the stream
+		want []string                                            // lines from the stream
 		// wantGETs are the Last-Event-ID of the GETs once the bridge ended.
 		wantGETs []string
 	}{
@@ -1066,58 +1074,122 @@ func TestConnRetriesOnlyIdempotentRequests(t *testing.T) {
 	}
 }
 
-func TestConnSessionEndedByServer(t *testing.T) {
-	var rec recorder
-	srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
-		switch r.Method {
-		case http.MethodDelete:
-			w.WriteHeader(http.StatusOK)
-		default:
-			http.Error(w, "no such session", http.StatusNotFound)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
-	b.initialize(t, false)
-	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`+"\n")
-	checkBridgeError(t, b.next(t), bridgeError{"1", -32000, "server_gone", "demo ended its session (404 for Mcp-Session-Id): restart the MCP server in your client"})
-	b.eof(t)
-	b.waitExited(t)
-	if got, want := b.Failure(), "demo ended its session"; got != want {
-		t.Errorf("Failure() = %q, want %q", got, want)
+func TestConnSessionForgottenByServer(t *testing.T) {
+	const list = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	tests := []struct {
+		name string
+		// second answers the initialize sent again: a status and a session.
+		second      func(w http.ResponseWriter)
+		want        string
+		wantErr     *bridgeError
+		wantFailure string // "" when the bridge goes on
+	}{
+		{
+			name: "a new session opened with the client's initialize",
+			second: func(w http.ResponseWriter) {
+				w.Header().Set("Mcp-Session-Id", "sess-2")
+				writeJSON(w, http.StatusOK, result("0", `{"protocolVersion":"2025-06-18","capabilities":{}}`))
+			},
+			want: result("1", `{"tools":[]}`),
+		},
+		{
+			name:        "no new session: the bridge ends",
+			second:      func(w http.ResponseWriter) { http.Error(w, "not now", http.StatusServiceUnavailable) },
+			wantErr:     &bridgeError{"1", -32000, "server_gone", "demo ended its session (404 for Mcp-Session-Id)"},
+			wantFailure: "demo ended its session",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				sid := r.Header.Get("Mcp-Session-Id")
+				switch {
+				case req.RPC == "initialize" && rec.count(http.MethodPost, "initialize") == 1:
+					w.Header().Set("Mcp-Session-Id", "sess-1")
+					writeJSON(w, http.StatusOK, result(req.ID, `{"protocolVersion":"2025-06-18","capabilities":{}}`))
+				case req.RPC == "initialize":
+					tt.second(w)
+				case r.Method == http.MethodGet:
+					w.WriteHeader(http.StatusMethodNotAllowed)
+				case sid != "sess-2": // the server forgot sess-1
+					http.Error(w, "no such session", http.StatusNotFound)
+				case r.Method == http.MethodDelete || req.RPC == "notifications/initialized":
+					w.WriteHeader(http.StatusAccepted)
+				default:
+					writeJSON(w, http.StatusOK, result(req.ID, `{"tools":[]}`))
+				}
+			}))
+			t.Cleanup(srv.Close)
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+			b.write(t, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{}}}`+"\n")
+			if got, want := b.next(t), result("0", `{"protocolVersion":"2025-06-18","capabilities":{}}`); got != want {
+				t.Fatalf("initialize answer = %s, want %s", got, want)
+			}
+			b.write(t, list+"\n")
+			line := b.next(t)
+			if tt.wantErr != nil {
+				checkBridgeError(t, line, *tt.wantErr)
+				b.eof(t)
+				b.waitExited(t)
+			} else if line != tt.want {
+				t.Fatalf("line = %s, want %s (and no second initialize answer)", line, tt.want)
+			}
+			if got := b.Failure(); got != tt.wantFailure {
+				t.Errorf("Failure() = %q, want %q", got, tt.wantFailure)
+			}
+			inits := rec.matching(http.MethodPost, "initialize")
+			if len(inits) != 2 || inits[1].Body != inits[0].Body || inits[1].Header.Get("Mcp-Session-Id") != "" {
+				t.Errorf("initialize POSTs = %+v, want the client's sent again without a session", inits)
+			}
+			if tt.wantFailure != "" {
+				return
+			}
+			var sessions []string
+			for _, p := range rec.matching(http.MethodPost, "tools/list") {
+				sessions = append(sessions, p.Header.Get("Mcp-Session-Id"))
+			}
+			if diff := cmp.Diff([]string{"sess-1", "sess-2"}, sessions); diff != "" {
+				t.Errorf("Mcp-Session-Id of the tools/list POSTs (-want +got):\n%s", diff)
+			}
+			// The bridge goes on in the new session.
+			b.write(t, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`+"\n")
+			if got, want := b.next(t), result("2", `{"tools":[]}`); got != want {
+				t.Errorf("line = %s, want %s", got, want)
+			}
+		})
 	}
 }
 
 func TestConnEnds(t *testing.T) {
 	tests := []struct {
-		name       string
-		end        func(c *Conn)
-		release    bool // let the server answer the open request after end
-		want       string
-		wantErr    *bridgeError
+		name string
+		end  func(c *Conn)
+		// release lets the server answer the open request after end; its
+		// answer then reaches Out before EOF.
+		release    bool
 		wantDelete bool
 	}{
 		{
 			name:       "close answers open requests, then deletes the session",
 			end:        func(c *Conn) { _ = c.Close() },
 			release:    true,
-			want:       result("1", `{"content":[]}`),
 			wantDelete: true,
 		},
 		{
-			name:    "kill aborts open requests",
-			end:     (*Conn).Kill,
-			wantErr: &bridgeError{"1", -32000, "server_gone", "the session with demo ended before it answered"},
+			name: "kill aborts open requests",
+			end:  (*Conn).Kill,
 		},
 		{
-			name:    "stop aborts open requests after the grace",
-			end:     func(c *Conn) { c.Stop(20 * time.Millisecond) },
-			wantErr: &bridgeError{"1", -32000, "server_gone", "the session with demo ended before it answered"},
+			name: "stop aborts open requests after the grace",
+			end:  func(c *Conn) { c.Stop(20 * time.Millisecond) },
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			release := make(chan struct{})
+			aborted := make(chan struct{})
 			var rec recorder
 			srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
 				switch {
@@ -1128,6 +1200,7 @@ func TestConnEnds(t *testing.T) {
 					case <-release:
 						writeJSON(w, http.StatusOK, result(req.ID, `{"content":[]}`))
 					case <-r.Context().Done():
+						close(aborted)
 					}
 				default:
 					http.Error(w, "unexpected request", http.StatusBadRequest)
@@ -1141,12 +1214,15 @@ func TestConnEnds(t *testing.T) {
 			tt.end(b.Conn)
 			if tt.release {
 				close(release)
-			}
-			line := b.next(t)
-			if tt.wantErr != nil {
-				checkBridgeError(t, line, *tt.wantErr)
-			} else if line != tt.want {
-				t.Errorf("line = %s, want %s", line, tt.want)
+				if got, want := b.next(t), result("1", `{"content":[]}`); got != want {
+					t.Errorf("line = %s, want %s", got, want)
+				}
+			} else {
+				select {
+				case <-aborted:
+				case <-time.After(waitTime):
+					t.Errorf("the open request was not aborted within %v", waitTime)
+				}
 			}
 			b.eof(t)
 			b.waitExited(t)
@@ -1203,16 +1279,16 @@ func TestConnKillWhileInitializedInFlight(t *testing.T) {
 }
 
 func TestConnTransportErrors(t *testing.T) {
-	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tlsSrv := quietTLSServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, result("1", `{}`))
 	}))
-	t.Cleanup(tlsSrv.Close)
 	plainSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, result("1", `{}`))
 	}))
 	t.Cleanup(plainSrv.Close)
 	slowSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done() // never answers
+		_, _ = io.Copy(io.Discard, r.Body) // so the server notices the client leave
+		<-r.Context().Done()               // never answers
 	}))
 	t.Cleanup(slowSrv.Close)
 	closedPort := func(t *testing.T) string {

@@ -42,7 +42,9 @@ func describe(u *url.URL, server string, err error) string {
 		return fmt.Sprintf("cannot connect to %s: connection refused (is the server running?)", host)
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		return fmt.Sprintf("%s did not answer in time: raise timeout in [servers.%s] if it is slow", host, server)
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Sprintf("TLS: %s did not answer with TLS: check the scheme of url in [servers.%s]", host, server)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
 		return fmt.Sprintf("the connection to %s dropped", host)
 	}
 	return fmt.Sprintf("cannot reach %s: %v", host, unwrapURL(err))

@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"strconv"
 	"time"
@@ -18,13 +19,50 @@ type sseEvent struct {
 // sseReader reads server-sent events (the text/event-stream format of
 // the HTML standard) from an HTTP body, bounding each event's size.
 type sseReader struct {
-	br    *bufio.Reader
-	limit int64
-	retry time.Duration // the last retry field, 0 when none
+	sc    *bufio.Scanner
+	limit  int64
+	retry  time.Duration // the last retry field, 0 when none
+	skipLF bool          // the last line ended with a CR at the end of the data
 }
 
 func newSSEReader(r io.Reader, limit int64) *sseReader {
-	return &sseReader{br: bufio.NewReaderSize(r, 64<<10), limit: limit}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), int(min(limit+16, 1<<31-1)))
+	sr := &sseReader{sc: sc, limit: limit}
+	sc.Split(sr.split)
+	return sr
+}
+
+// split splits at CRLF, LF or a lone CR, as the event-stream format has
+// it. A CR at the end of what has arrived ends its line at once (the
+// event is not held back waiting for the next byte); a LF that follows
+// it later is skipped.
+func (s *sseReader) split(data []byte, atEOF bool) (int, []byte, error) {
+	if s.skipLF && len(data) > 0 {
+		s.skipLF = false
+		if data[0] == '\n' {
+			return 1, nil, nil
+		}
+	}
+	for i, b := range data {
+		switch b {
+		case '\n':
+			return i + 1, data[:i], nil
+		case '\r':
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			s.skipLF = !atEOF
+			return i + 1, data[:i], nil
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil // a last line without its end
+	}
+	return 0, nil, nil
 }
 
 // errEventTooLarge ends a stream whose event exceeds the limit.
@@ -87,27 +125,16 @@ func (s *sseReader) next() (sseEvent, error) {
 	}
 }
 
-// line reads one line without its end (LF, CRLF or CR), bounded by the
-// limit.
+// line reads one line without its end, bounded by the limit.
 func (s *sseReader) line() ([]byte, error) {
-	var out []byte
-	for {
-		frag, err := s.br.ReadSlice('\n')
-		out = append(out, frag...)
-		if int64(len(out)) > s.limit+16 {
+	if s.sc.Scan() {
+		return s.sc.Bytes(), nil
+	}
+	if err := s.sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
 			return nil, errEventTooLarge{s.limit}
 		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF && len(out) > 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		out = bytes.TrimSuffix(out, []byte("\n"))
-		out = bytes.TrimSuffix(out, []byte("\r"))
-		return out, nil
+		return nil, err
 	}
+	return nil, io.EOF
 }

