@@ -19,7 +19,7 @@ type sseEvent struct {
 // sseReader reads server-sent events (the text/event-stream format of
 // the HTML standard) from an HTTP body, bounding each event's size.
 type sseReader struct {
-	sc    *bufio.Scanner
+	sc     *bufio.Scanner
 	limit  int64
 	retry  time.Duration // the last retry field, 0 when none
 	skipLF bool          // the last line ended with a CR at the end of the data
