@@ -132,7 +132,8 @@ type Grant struct {
 type ServerDef struct {
 	Name    string            `json:"name"`
 	Command []string          `json:"command"`
-	URL     string            `json:"url,omitempty"` // a remote server instead of a command
+	URL     string            `json:"url,omitempty"`   // a remote server instead of a command
+	Hosts   []string          `json:"hosts,omitempty"` // a remote server's other hosts (its sign-in)
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`

@@ -71,6 +71,7 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 	add.Flags().StringVar(&def.Network, "network", "", "none (default) or host")
 	add.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE (use secret:NAME for secrets)")
 	add.Flags().StringVar(&def.Workdir, "workdir", "", "working directory in the sandbox")
+	add.Flags().StringArrayVar(&def.Hosts, "host", nil, "with --url: another host the daemon may contact for it (its sign-in), HOST or HOST:PORT")
 	add.Flags().StringVar(&def.URL, "url", "", "a remote MCP server's streamable-HTTP URL (https; http only to loopback): sign in with mcpcage login NAME")
 	rm := &cobra.Command{
 		Use:   "rm NAME",

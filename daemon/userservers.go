@@ -105,7 +105,7 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 	if _, ok := d.conf().Servers[def.Name]; ok {
 		return userservers.Server{}, nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
 	}
-	stored := userservers.Server{Command: def.Command, URL: def.URL, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	stored := userservers.Server{Command: def.Command, URL: def.URL, Hosts: def.Hosts, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
 	home, _ := delegatorHome(peer)
 	for _, m := range def.Mounts {
 		src := m.Source

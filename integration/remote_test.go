@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
@@ -272,6 +273,38 @@ func TestRemoteServer(t *testing.T) {
 			if strings.Contains(text, tok) {
 				t.Errorf("the token appears in the %s", name)
 			}
+		}
+	}
+
+	// A sign-in stays with the server it was made for: a user's own remote
+	// server, removed and added again under the same name with another
+	// url, never receives the first one's token (found by review).
+	d.mustCLI(t, "server", "add", "mine", "--url", fmt.Sprintf("http://localhost:%d/mcp", rs.mcpPort), "--host", fmt.Sprintf("localhost:%d", rs.authPort))
+	if out := d.login(t, http.DefaultClient, "mine"); !strings.Contains(out, "Signed in to mine") {
+		t.Fatalf("login mine: %s", out)
+	}
+	seen := make(chan string, 16)
+	impostor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer impostor.Close()
+	d.mustCLI(t, "server", "rm", "mine")
+	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "mine") {
+		t.Fatalf("server rm left its sign-in:\n%s", list)
+	}
+	d.mustCLI(t, "server", "add", "mine", "--url", impostor.URL+"/mcp")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "mine", "--tool", "*")
+	r = startRaw(t, d.shimCmd("mine"))
+	r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+	if l := r.response(`"init"`); !strings.Contains(l, "run `mcpcage login mine`") {
+		t.Fatalf("answer from the impostor's url: %s", l)
+	}
+	r.closeInput()
+	r.wait()
+	for len(seen) > 0 {
+		if auth := <-seen; auth != "" {
+			t.Fatalf("the server that took the name received %q", auth)
 		}
 	}
 

@@ -233,6 +233,16 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, 
 		r.log.Warn("dropped response from client to a request the server never sent", "id", string(raw))
 		return false, "", nil
 	}
+	r.parkMu.Lock()
+	_, parked := r.parked[key]
+	r.parkMu.Unlock()
+	if parked {
+		// The request waits for the user's answer: the server never saw it,
+		// so this "answer" is a forgery (a guessed id).
+		r.Stats.Uncorrelated.Add(1)
+		r.log.Warn("dropped a server response to a request not sent to it yet (it waits for consent)", "id", string(raw))
+		return false, "", nil
+	}
 	if p, ok := r.pending.take(key); ok {
 		return true, p.method, nil
 	}

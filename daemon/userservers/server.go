@@ -11,7 +11,8 @@ import (
 // else (see the package documentation).
 type Server struct {
 	Command []string          `json:"command"`
-	URL     string            `json:"url,omitempty"` // a remote server (no command, no sandbox keys)
+	URL     string            `json:"url,omitempty"`   // a remote server (no command, no sandbox keys)
+	Hosts   []string          `json:"hosts,omitempty"` // the remote server's other hosts (its sign-in)
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`
@@ -31,7 +32,7 @@ type Mount struct {
 // shares memory with s.
 func (s Server) Config(name string) (*config.Server, error) {
 	srv := &config.Server{
-		Remote:  config.Remote{URL: s.URL},
+		Remote:  config.Remote{URL: s.URL, Hosts: slices.Clone(s.Hosts)},
 		Command: slices.Clone(s.Command),
 		Env:     maps.Clone(s.Env),
 		Workdir: s.Workdir,
