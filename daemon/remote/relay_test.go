@@ -32,16 +32,16 @@ func TestRelayRefusalDoesNotWedge(t *testing.T) {
 			w.WriteHeader(http.StatusMethodNotAllowed)
 		case strings.Contains(s, `"initialize"`):
 			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"x","version":"1"}}}`)
+			_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"x","version":"1"}}}`)
 		case strings.Contains(s, `"tools/list"`):
 			w.Header().Set("Content-Type", "text/event-stream")
 			// a server request the relay refuses, then the answer
-			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":\"mcpcage-x\",\"method\":\"ping\"}\n\n")
+			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":\"mcpcage-x\",\"method\":\"ping\"}\n\n")
 			w.(http.Flusher).Flush()
-			io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[]}}\n\n")
+			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[]}}\n\n")
 		case !strings.Contains(s, `"method"`): // a response (the relay's refusal)
 			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}`)
+			_, _ = io.WriteString(w, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}`)
 		default:
 			w.WriteHeader(http.StatusAccepted)
 		}
@@ -71,12 +71,12 @@ func TestRelayRefusalDoesNotWedge(t *testing.T) {
 			lines <- l
 		}
 	}()
-	io.WriteString(cinW, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`+"\n")
+	_, _ = io.WriteString(cinW, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}`+"\n")
 	if l := <-lines; !strings.Contains(l, `"id":1,"result"`) {
 		t.Fatalf("initialize: %s", l)
 	}
-	io.WriteString(cinW, `{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
-	go io.WriteString(cinW, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`+"\n")
+	_, _ = io.WriteString(cinW, `{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
+	go func() { _, _ = io.WriteString(cinW, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`+"\n") }()
 	deadline := time.After(10 * time.Second)
 	for answered := false; !answered; {
 		select {
