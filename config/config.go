@@ -85,6 +85,10 @@ type Daemon struct {
 	WarmSandboxes int      `toml:"warm_sandboxes"`
 	WarmIdle      Duration `toml:"warm_idle"`
 	WarmMemory    ByteSize `toml:"warm_memory"`
+	// UserRemoteHosts are the hosts users' own remote servers (mcpcage
+	// server add --url) may name, as patterns of "host" or "host:port"
+	// ("*" matches any; empty: users may add no remote server).
+	UserRemoteHosts []string `toml:"user_remote_hosts"`
 }
 
 // Agent is an [agents.NAME] entry: how a client process is recognised,
@@ -243,6 +247,7 @@ func Default() *Config {
 			WarmSandboxes:       4,
 			WarmIdle:            Duration(10 * time.Minute),
 			WarmMemory:          128 << 20,
+			UserRemoteHosts:     []string{"*"},
 			AskTimeout:          Duration(2 * time.Minute),
 			AskDuration:         Duration(8 * time.Hour),
 			AskPerMinute:        5,
@@ -355,6 +360,11 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.WarmMemory < 0 {
 		bad(fmt.Sprintf("must not be negative, got %d bytes", d.WarmMemory), "daemon", "warm_memory")
+	}
+	for _, h := range d.UserRemoteHosts {
+		if _, err := path.Match(h, ""); err != nil || h == "" || strings.ContainsAny(h, "/@ ") {
+			bad(fmt.Sprintf("%q is not a host pattern (\"*.example.com\", \"127.0.0.1:8443\", \"*\")", h), "daemon", "user_remote_hosts")
+		}
 	}
 	if !logLevels[d.LogLevel] {
 		bad(fmt.Sprintf("must be debug, info, warn or error, got %q", d.LogLevel), "daemon", "log_level")

@@ -152,3 +152,26 @@ func TestListenAddrs(t *testing.T) {
 		t.Fatalf("ListenAddrs = %s, want %s", got, want)
 	}
 }
+
+func TestUserRemoteHostAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		patterns []string
+		host     string
+		want     bool
+	}{
+		{[]string{"*"}, "mcp.example.com", true},
+		{[]string{"*"}, "127.0.0.1:8443", true},
+		{nil, "mcp.example.com", false},
+		{[]string{"*.example.com"}, "mcp.example.com", true},
+		{[]string{"*.example.com"}, "mcp.example.com:8443", true},
+		{[]string{"*.example.com"}, "example.org", false},
+		{[]string{"127.0.0.1:8443"}, "127.0.0.1:8443", true},
+		{[]string{"127.0.0.1:8443"}, "127.0.0.1:9000", false},
+		{[]string{"MCP.Example.com"}, "mcp.example.COM", true},
+	} {
+		d := Daemon{UserRemoteHosts: tc.patterns}
+		if got := d.UserRemoteHostAllowed(tc.host); got != tc.want {
+			t.Errorf("%q allows %q = %v, want %v", tc.patterns, tc.host, got, tc.want)
+		}
+	}
+}

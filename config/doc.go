@@ -164,6 +164,10 @@
 // server; the sandbox keys (command, image, env, mounts, network...) do
 // not apply and are refused.
 //
+// Users add remote servers of their own (mcpcage server add NAME --url);
+// [daemon] user_remote_hosts bounds the hosts those may name, as
+// patterns of "host" or "host:port" (["*"]: any; []: none) [["*"]].
+//
 //	url               the server's MCP endpoint: https, or http to a
 //	                  loopback address only
 //	hosts             hosts the daemon may contact for the server besides

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"path"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -45,6 +47,23 @@ func (s *Server) URLForRecords() string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
+}
+
+// UserRemoteHostAllowed reports whether a user's own remote server may
+// contact host (host or host:port) under [daemon] user_remote_hosts.
+func (d *Daemon) UserRemoteHostAllowed(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	for _, p := range d.UserRemoteHosts {
+		for _, cand := range []string{strings.ToLower(host), strings.ToLower(name)} {
+			if ok, _ := path.Match(strings.ToLower(p), cand); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // IsRemote reports whether the server is reached over HTTP.

@@ -104,6 +104,21 @@ func (d *Daemon) grantAgent(agent string, srv *config.Server) (string, []string)
 	return "", nil
 }
 
+// checkUserRemote refuses a user's remote server whose hosts the
+// administrator does not allow ([daemon] user_remote_hosts).
+func (d *Daemon) checkUserRemote(srv *config.Server) error {
+	if !srv.IsRemote() {
+		return nil
+	}
+	dc := &d.conf().Daemon
+	for _, h := range srv.RemoteHosts() {
+		if !dc.UserRemoteHostAllowed(h) {
+			return fmt.Errorf("remote servers of your own may not reach %s on this host ([daemon] user_remote_hosts = %q): ask your administrator", h, dc.UserRemoteHosts)
+		}
+	}
+	return nil
+}
+
 // startRemote connects the session to its remote server: the bridge is
 // the relay's server, with the user's (or the agent's) sign-in.
 func (d *Daemon) startRemote(s *session) error {
@@ -111,6 +126,11 @@ func (d *Daemon) startRemote(s *session) error {
 	u, err := url.Parse(srv.URL)
 	if err != nil {
 		return fmt.Errorf("url of [servers.%s]: %w", srv.Name, err)
+	}
+	if d.conf().Servers[srv.Name] != srv {
+		if err := d.checkUserRemote(srv); err != nil {
+			return err
+		}
 	}
 	hc, err := d.remotes.get(srv)
 	if err != nil {

@@ -118,6 +118,9 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 	if err != nil {
 		return userservers.Server{}, nil, err
 	}
+	if err := d.checkUserRemote(srv); err != nil {
+		return userservers.Server{}, nil, err
+	}
 	// A first check as the user, for a clear error now; every launch
 	// checks again (daemon/params.go pinSource).
 	for _, m := range srv.Mounts {

@@ -119,3 +119,19 @@ func TestServerAddRm(t *testing.T) {
 		t.Fatalf("second rm: %v %s", err, out)
 	}
 }
+
+// TestUserRemoteHosts: the administrator bounds the hosts users' own
+// remote servers may name.
+func TestUserRemoteHosts(t *testing.T) {
+	d := startDaemon(t, "[daemon]\nuser_remote_hosts = [\"*.example.com\"]\n")
+	if out, err := d.cli(t, 0, "server", "add", "elsewhere", "--url", "https://mcp.elsewhere.test/mcp"); err == nil || !strings.Contains(out, "may not reach mcp.elsewhere.test") {
+		t.Fatalf("a host outside user_remote_hosts: %v %s", err, out)
+	}
+	if out, err := d.cli(t, 0, "server", "add", "tracker", "--url", "https://mcp.example.com/mcp", "--host", "auth.elsewhere.test"); err == nil || !strings.Contains(out, "may not reach auth.elsewhere.test") {
+		t.Fatalf("a sign-in host outside user_remote_hosts: %v %s", err, out)
+	}
+	d.mustCLI(t, "server", "add", "tracker", "--url", "https://mcp.example.com/mcp")
+	if list := d.mustCLI(t, "servers"); !strings.Contains(list, "https://mcp.example.com/mcp") {
+		t.Fatalf("servers:\n%s", list)
+	}
+}
