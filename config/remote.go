@@ -3,9 +3,9 @@ package config
 import (
 	"fmt"
 	"net"
-	"path"
 	"net/netip"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 )
