@@ -37,6 +37,11 @@ type remoteServer struct {
 	auth  *oauth.Authorizer
 	url   *url.URL
 	grant string // the agent whose sign-in the session uses ("" = the user's)
+
+	mu          sync.Mutex // the in-band sign-in (see inbandSignIn)
+	link        string
+	linkID      string
+	linkExpires time.Time
 }
 
 func (r *remoteServer) Exited() <-chan struct{} { return r.conn.Exited() }
@@ -142,6 +147,7 @@ func (d *Daemon) startRemote(s *session) error {
 	upstream := d.metrics.RemoteRequests
 	latency := d.metrics.RemoteLatency.WithLabelValues(srv.Name)
 	conn := remote.New(remote.Options{URL: u, Server: srv.Name, HTTP: hc, Auth: auth,
+		SignInLink:      func(context.Context) (string, string, error) { return d.inbandSignIn(s) },
 		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes), Logger: s.log,
 		OnUpstream: func(_ string, status int, took time.Duration) {
 			upstream.WithLabelValues(srv.Name, strconv.Itoa(status/100)+"xx").Inc()

@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"html"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -56,15 +60,8 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 			return
 		}
-		info := signInInfo(g.Info())
-		d.metrics.RemoteSignIns.WithLabelValues(g.Server, "ok").Inc()
-		if err := d.audit.Append(audit.Record{"type": string(api.RecordSignIn), "user": user, "uid": peer.UID, "server": g.Server,
-			"agent": g.Agent, "signin": g.ID, "issuer": g.Issuer, "resource": g.Resource, "scopes": g.Scopes, "subject": g.Subject,
-			"client_id": g.Client.ID, "expiry": g.Expiry}); err != nil {
-			log.Error("sign-in not recorded in the audit log", "err", err)
-		}
-		log.Info("signed in to remote server", "user", user, "server", g.Server, "agent", g.Agent, "signin", g.ID, "scopes", strings.Join(g.Scopes, " "))
-		replyData(fw, info, log)
+		d.signedIn(g, user, peer.UID, "mcpcage login", log)
+		replyData(fw, signInInfo(g.Info()), log)
 		return
 	}
 	srv, ok := d.server(req.Server, peer)
@@ -118,6 +115,110 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		log.Info("signed out of remote server", "user", user, "server", srv.Name, "agent", agent)
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// signedIn counts, records and logs a finished sign-in.
+func (d *Daemon) signedIn(g *oauth.Grant, user string, uid uint32, via string, log *slog.Logger) {
+	d.metrics.RemoteSignIns.WithLabelValues(g.Server, "ok").Inc()
+	if err := d.audit.Append(audit.Record{"type": string(api.RecordSignIn), "user": user, "uid": uid, "server": g.Server,
+		"agent": g.Agent, "signin": g.ID, "issuer": g.Issuer, "resource": g.Resource, "scopes": g.Scopes, "subject": g.Subject,
+		"client_id": g.Client.ID, "expiry": g.Expiry, "via": via}); err != nil {
+		log.Error("sign-in not recorded in the audit log", "err", err)
+	}
+	log.Info("signed in to remote server", "user", user, "server", g.Server, "agent", g.Agent, "signin", g.ID, "scopes", strings.Join(g.Scopes, " "), "via", via)
+}
+
+// inbandWait bounds an in-band sign-in (its link and listener).
+const inbandWait = 10 * time.Minute
+
+// inbandSignIn starts the sign-in a client that declared URL-mode
+// elicitation shows its user as a link: the redirect comes back to a
+// loopback listener of the daemon's own (RFC 8252), bound to this
+// session's user like mcpcage login's. One at a time per session; the
+// same link is given again while it is pending.
+func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
+	r := s.remote
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.link != "" && time.Now().Before(r.linkExpires) {
+		return r.link, r.linkID, nil
+	}
+	srv := s.srv
+	hc, err := d.remotes.get(srv)
+	if err != nil {
+		return "", "", err
+	}
+	agent, scopes := d.grantAgent(s.agent, srv)
+	if agent == "" {
+		scopes = srv.Scopes
+	}
+	t, err := d.signinTarget(srv, scopes)
+	if err != nil {
+		return "", "", err
+	}
+	t.HTTP = hc
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), signinWait)
+	defer cancel()
+	authURL, state, err := d.oauth.Begin(ctx, oauth.LoginRequest{UID: s.peer.UID, User: s.user, Agent: agent,
+		RedirectURI: fmt.Sprintf("http://%s/callback", ln.Addr()), Target: t})
+	if err != nil {
+		_ = ln.Close()
+		return "", "", err
+	}
+	id := newID()
+	done := make(chan struct{})
+	var once sync.Once
+	finish := func() { once.Do(func() { close(done) }) }
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		q := req.URL.Query()
+		if req.URL.Path != "/callback" || q.Get("state") != state {
+			http.Error(w, "this answer is not for a sign-in mcpcaged is waiting for", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if e := q.Get("error"); e != "" || q.Get("code") == "" {
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(e+" "+q.Get("error_description")))
+			return
+		}
+		fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
+		defer fcancel()
+		g, err := d.oauth.Finish(fctx, s.peer.UID, state, q.Get("code"))
+		if err != nil {
+			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))
+			return
+		}
+		d.signedIn(g, s.user, s.peer.UID, "in-band link", s.log)
+		_, _ = fmt.Fprintf(w, "<p>mcpcage: signed in to %s. You can close this tab and go back to your client.</p>", html.EscapeString(srv.Name))
+		r.mu.Lock()
+		r.link = ""
+		r.mu.Unlock()
+		r.conn.ElicitationComplete(id)
+		finish()
+	})}
+	go func() { _ = hs.Serve(ln) }()
+	go func() {
+		t := time.NewTimer(inbandWait)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		case <-r.conn.Exited():
+		}
+		_ = hs.Close()
+		r.mu.Lock()
+		if r.linkID == id {
+			r.link = ""
+		}
+		r.mu.Unlock()
+	}()
+	r.link, r.linkID, r.linkExpires = authURL, id, time.Now().Add(inbandWait)
+	s.log.Info("in-band sign-in link offered", "server", srv.Name, "agent", agent)
+	return authURL, id, nil
 }
 
 func forAgent(agent string) string {

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"fmt"
 	"math/big"
 	"net"
@@ -317,6 +318,53 @@ func TestRemoteServer(t *testing.T) {
 	}
 	r.closeInput()
 	r.wait()
+
+	// A client that declared URL-mode elicitation gets the sign-in link
+	// in-band (-32042); once the user (the test) has followed it, the
+	// client is told and its retry works.
+	r = startRaw(t, d.shimCmd("tracker"))
+	const urlInit = `{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{},"url":{}}},"clientInfo":{"name":"raw","version":"1"}}}` + "\n"
+	r.send(urlInit)
+	l := r.response(`"init"`)
+	var answer struct {
+		Error struct {
+			Code int `json:"code"`
+			Data struct {
+				Elicitations []struct {
+					Mode string `json:"mode"`
+					ID   string `json:"elicitationId"`
+					URL  string `json:"url"`
+				} `json:"elicitations"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	must(t, json.Unmarshal([]byte(l), &answer), "decode %s", l)
+	if answer.Error.Code != -32042 || len(answer.Error.Data.Elicitations) != 1 || answer.Error.Data.Elicitations[0].Mode != "url" {
+		t.Fatalf("answer to a client with URL elicitation: %s", l)
+	}
+	el := answer.Error.Data.Elicitations[0]
+	resp, err := http.Get(el.URL) // the user's browser: sign-in, then the daemon's own loopback listener
+	must(t, err, "follow the in-band sign-in link")
+	page, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if !strings.Contains(string(page), "signed in to tracker") {
+		t.Fatalf("sign-in page: %s %s", resp.Status, page)
+	}
+	for {
+		n := r.next()
+		if strings.Contains(n, "notifications/elicitation/complete") && strings.Contains(n, el.ID) {
+			break
+		}
+	}
+	r.send(strings.Replace(urlInit, `"id":"init"`, `"id":"init2"`, 1))
+	if l := r.response(`"init2"`); !strings.Contains(l, "simple-streamable-http-server") {
+		t.Fatalf("initialize after the in-band sign-in: %s", l)
+	}
+	r.closeInput()
+	r.wait()
+	if recs := d.mustCLI(t, "audit", "--json", "--type", "signin"); !strings.Contains(recs, `"via":"in-band link"`) {
+		t.Fatalf("signin records:\n%s", recs)
+	}
 }
 
 // testCA writes a CA and a certificate for 127.0.0.1 it signed; it

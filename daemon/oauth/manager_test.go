@@ -310,24 +310,6 @@ func authorize(t *testing.T, authURL string) (code, state string) {
 	return loc.Query().Get("code"), loc.Query().Get("state")
 }
 
-// signIn runs a whole sign-in for uid (and agent) and returns its grant.
-func signIn(t *testing.T, m *Manager, s *authServer, uid uint32, agent string) *Grant {
-	t.Helper()
-	authURL, state, err := m.Begin(context.Background(), LoginRequest{UID: uid, User: "alice", Agent: agent, RedirectURI: redirect, Target: s.target(t)})
-	if err != nil {
-		t.Fatalf("Begin: %v", err)
-	}
-	code, gotState := authorize(t, authURL)
-	if gotState != state {
-		t.Fatalf("state %q came back as %q", state, gotState)
-	}
-	g, err := m.Finish(context.Background(), uid, state, code)
-	if err != nil {
-		t.Fatalf("Finish: %v", err)
-	}
-	return g
-}
-
 func TestManagerSignIn(t *testing.T) {
 	s := newAuthServer(t)
 	m, _ := newManager(t)

@@ -28,6 +28,11 @@ type Options struct {
 	// MaxMessageBytes bounds one message (a JSON body or an SSE event).
 	MaxMessageBytes int64
 	Logger          *slog.Logger
+	// SignInLink, when set, starts (or returns the pending) sign-in whose
+	// link a client that declared URL-mode elicitation is given in-band
+	// (error -32042) instead of the mcpcage login hint alone; it returns
+	// the link and the elicitation's id.
+	SignInLink func(ctx context.Context) (link, id string, err error)
 	// OnUpstream is told each answer the server gave (status and how long
 	// its headers took), for metrics; may be nil.
 	OnUpstream func(method string, status int, took time.Duration)
@@ -77,10 +82,13 @@ type Conn struct {
 	inflight sync.WaitGroup
 	slots    chan struct{} // bounds concurrent requests
 
-	closing   atomic.Bool
-	closeOnce sync.Once
-	exited    chan struct{}
-	failure   atomic.Value // string: why the bridge ended on its own
+	closing atomic.Bool
+	// urlElicitation: the client's initialize declared URL-mode
+	// elicitation (capabilities.elicitation.url).
+	urlElicitation atomic.Bool
+	closeOnce      sync.Once
+	exited         chan struct{}
+	failure        atomic.Value // string: why the bridge ended on its own
 }
 
 // maxInFlight bounds the requests a session has open upstream at once; a
@@ -249,6 +257,21 @@ func read(line []byte) *message {
 	return m
 }
 
+// declaresURLElicitation reads an initialize request's
+// capabilities.elicitation.url.
+func declaresURLElicitation(body []byte) bool {
+	var r struct {
+		Params struct {
+			Capabilities struct {
+				Elicitation struct {
+					URL *json.RawMessage `json:"url"`
+				} `json:"elicitation"`
+			} `json:"capabilities"`
+		} `json:"params"`
+	}
+	return json.Unmarshal(body, &r) == nil && r.Params.Capabilities.Elicitation.URL != nil
+}
+
 // paramsHeaders reads what the 2026-07-28 era mirrors in headers.
 func paramsHeaders(method string, params []byte) (name, version string) {
 	var p struct {
@@ -281,6 +304,7 @@ func (c *Conn) send(line []byte) {
 		c.mu.Lock()
 		c.initBody = m.body
 		c.mu.Unlock()
+		c.urlElicitation.Store(declaresURLElicitation(m.body))
 		c.exchange(m)
 	case !m.isRequest():
 		c.exchange(m)
@@ -347,6 +371,48 @@ var idempotent = map[string]bool{
 	"resources/templates/list": true, "resources/read": true, "prompts/get": true, "completion/complete": true,
 }
 
+// CodeURLElicitationRequired is MCP's error (2025-11-25) for a request
+// that needs the user to visit a URL first.
+const CodeURLElicitationRequired = -32042
+
+// signInNeeded answers m's requests: the sign-in hint, and the sign-in
+// link itself where the client can show one (URL-mode elicitation).
+func (c *Conn) signInNeeded(m *message, msg string) {
+	if !m.isRequest() || !c.urlElicitation.Load() || c.opts.SignInLink == nil {
+		c.failAll(m, wire.CodeSignIn, ClassSignIn, msg)
+		return
+	}
+	link, id, err := c.opts.SignInLink(c.ctx)
+	if err != nil {
+		c.opts.Logger.Info("no in-band sign-in link", "err", err)
+		c.failAll(m, wire.CodeSignIn, ClassSignIn, msg)
+		return
+	}
+	type elicitation struct {
+		Mode    string `json:"mode"`
+		ID      string `json:"elicitationId"`
+		URL     string `json:"url"`
+		Message string `json:"message"`
+	}
+	data := struct {
+		Elicitations []elicitation `json:"elicitations"`
+		Mcpcage      string        `json:"mcpcage"`
+		Reason       string        `json:"reason"`
+	}{[]elicitation{{Mode: "url", ID: id, URL: link, Message: "Sign in to " + c.opts.Server + " (mcpcage keeps the sign-in; your client never sees it)"}}, ClassSignIn, msg}
+	for _, rid := range m.rawIDs {
+		c.emit(wire.ErrorResponse(rid, CodeURLElicitationRequired, "mcpcage: "+msg+", or open the sign-in link", data))
+	}
+}
+
+// ElicitationComplete tells the client the sign-in of elicitation id is
+// done (notifications/elicitation/complete), so it may retry.
+func (c *Conn) ElicitationComplete(id string) {
+	b, err := json.Marshal(map[string]any{"jsonrpc": "2.0", "method": "notifications/elicitation/complete", "params": map[string]string{"elicitationId": id}})
+	if err == nil && !c.closing.Load() {
+		c.emit(b)
+	}
+}
+
 // exchange POSTs m and relays the answer.
 func (c *Conn) exchange(m *message) {
 	retries := 0
@@ -356,7 +422,7 @@ func (c *Conn) exchange(m *message) {
 		if err != nil {
 			var si *SignInError
 			if errors.As(err, &si) {
-				c.failAll(m, wire.CodeSignIn, ClassSignIn, si.Msg)
+				c.signInNeeded(m, si.Msg)
 				return
 			}
 			if c.ctx.Err() != nil {
@@ -379,7 +445,7 @@ func (c *Conn) exchange(m *message) {
 			drain(resp)
 			renewed = true
 			if _, err := c.opts.Auth.Renew(c.ctx, c.sentToken(resp)); err != nil {
-				c.failAll(m, wire.CodeSignIn, ClassSignIn, signInMessage(err, c.opts.Server))
+				c.signInNeeded(m, signInMessage(err, c.opts.Server))
 				return
 			}
 			continue

@@ -1224,6 +1224,22 @@ func TestConnEnds(t *testing.T) {
 					t.Errorf("the open request was not aborted within %v", waitTime)
 				}
 			}
+			if !tt.release {
+				// Kill cancels the open requests and closes Out: which comes
+				// first is not fixed, so Out may still carry the bridge's
+				// answer to the aborted request, and nothing else.
+				deadline := time.After(waitTime)
+				for ended := false; !ended; {
+					select {
+					case l, ok := <-b.lines:
+						if ended = !ok; ok {
+							checkBridgeError(t, l, bridgeError{"1", -32000, "server_gone", "the session with demo ended before it answered"})
+						}
+					case <-deadline:
+						t.Fatalf("Out did not end within %v", waitTime)
+					}
+				}
+			}
 			b.eof(t)
 			b.waitExited(t)
 			if f := b.Failure(); f != "" {
