@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -64,14 +65,24 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	}
 	type answer struct{ code, err string }
 	got := make(chan answer, 1)
+	abandon := make(chan struct{})
+	var abandonOnce sync.Once
+	lb := newLoginBrowser(start.URL)
+	link := fmt.Sprintf("http://%s%s", ln.Addr(), lb.startPath())
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == lb.startPath() {
+			if lb.start(w, r) {
+				abandonOnce.Do(func() { close(abandon) })
+			}
+			return
+		}
 		if r.URL.Path != "/callback" {
 			http.NotFound(w, r)
 			return
 		}
 		q := r.URL.Query()
-		if q.Get("state") != start.State {
-			http.Error(w, "this answer is not for the sign-in mcpcage login is waiting for", http.StatusBadRequest)
+		if q.Get("state") != start.State || !lb.sameBrowser(r) {
+			http.Error(w, "this answer is not for the sign-in mcpcage login is waiting for, or comes from another browser than the one that opened its link", http.StatusBadRequest)
 			return
 		}
 		a := answer{code: q.Get("code")}
@@ -96,9 +107,14 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	defer func() { _ = srv.Close() }()
 
 	out := &errWriter{w: stdout}
-	out.printf("Sign in to %s%s in your browser:\n\n  %s\n\n", server, agentSuffix(agent), start.URL)
-	if browser && openBrowser(start.URL) {
-		out.printf("(opened in your browser)\n")
+	out.printf("Sign in to %s%s in your browser (open it once, in one browser):\n\n  %s\n\n", server, agentSuffix(agent), link)
+	if browser {
+		if page, cleanup, err := redirectFile(link); err == nil {
+			defer cleanup()
+			if openBrowser(page) {
+				out.printf("(opened in your browser)\n")
+			}
+		}
 	}
 	out.printf("Waiting for the answer on %s ...\n", redirect)
 	if out.err != nil {
@@ -108,6 +124,8 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	defer timer.Stop()
 	var a answer
 	select {
+	case <-abandon:
+		return fmt.Errorf("the sign-in link was opened twice, so someone else may be trying to finish your sign-in: it was abandoned; run mcpcage login %s again", server)
 	case a = <-got:
 	case <-timer.C:
 		return fmt.Errorf("no answer from the browser within %s: run mcpcage login %s again", wait, server)

@@ -10,11 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"io"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
@@ -77,7 +78,7 @@ func portOf(t *testing.T, addr string) int {
 	return int(ap.Port())
 }
 
-var urlLine = regexp.MustCompile(`(?m)^\s+(https?://\S+/authorize\?\S+)$`)
+var urlLine = regexp.MustCompile(`(?m)^\s+(http://127\.0\.0\.1:\d+/start/\S+)$`)
 
 // login runs mcpcage login and plays the browser: it opens the printed
 // link, follows the authorization server's redirect to the loopback
@@ -110,7 +111,11 @@ func (d *daemon) login(t *testing.T, browser *http.Client, args ...string) strin
 			_, _ = out.Write([]byte(sc.Text() + "\n"))
 		}
 	}()
-	resp, err := browser.Get(link) // the demo authorization server approves at once and redirects to the listener
+	jar, err := cookiejar.New(nil)
+	must(t, err, "cookie jar")
+	b := *browser
+	b.Jar = jar              // the start page binds the sign-in to this browser
+	resp, err := b.Get(link) // the authorization server approves at once and redirects to the listener
 	must(t, err, "open the sign-in link")
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
