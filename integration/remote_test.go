@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,7 @@ func startRemoteServer(t *testing.T) *remoteServer {
 	cmd := exec.Command(node, script, "--oauth", "--oauth-strict")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("MCP_PORT=%d", rs.mcpPort), fmt.Sprintf("MCP_AUTH_PORT=%d", rs.authPort))
 	cmd.Stdout, cmd.Stderr = rs.log, rs.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with the test binary, even when it is killed
 	must(t, cmd.Start(), "start the example server")
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	deadline := time.Now().Add(30 * time.Second)
@@ -421,6 +423,7 @@ func startIssueStack(t *testing.T, dir string, args ...string) *issueStack {
 	out, err := cmd.StdoutPipe()
 	must(t, err, "pipe")
 	cmd.Stderr = st.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	must(t, cmd.Start(), "start remoteserver")
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	sc := bufio.NewScanner(out)
