@@ -204,7 +204,7 @@ func printWhy(w *bufio.Writer, r whyRecord, seen []map[string]any) {
 		}
 		fmt.Fprintf(w, " at %s", t.Time.Local().Format("15:04:05"))
 		if len(t.Found) > 0 {
-			fmt.Fprintf(w, ", holding %s", counts(t.Found))
+			fmt.Fprintf(w, ", holding %s", api.Counts(t.Found))
 		}
 		fmt.Fprintf(w, " [influence %s]\n", t.Influence)
 	}
@@ -218,15 +218,15 @@ func printWhy(w *bufio.Writer, r whyRecord, seen []map[string]any) {
 	if len(f.Evidence.Found) > 0 || len(f.Evidence.Carried) > 0 {
 		var parts []string
 		if len(f.Evidence.Found) > 0 {
-			parts = append(parts, counts(f.Evidence.Found))
+			parts = append(parts, api.Counts(f.Evidence.Found))
 		}
-		for _, l := range sortedKeys(f.Evidence.Carried) {
+		for _, l := range api.CountNames(f.Evidence.Carried) {
 			parts = append(parts, fmt.Sprintf("%d string(s) seen in %s results", f.Evidence.Carried[l], l))
 		}
 		fmt.Fprintf(w, "  the arguments carried: %s\n", strings.Join(parts, "; "))
 	}
 	if len(f.Redacted) > 0 {
-		fmt.Fprintf(w, "  redacted before forwarding: %s\n", counts(f.Redacted))
+		fmt.Fprintf(w, "  redacted before forwarding: %s\n", api.Counts(f.Redacted))
 	}
 	if len(f.Influences) == 0 {
 		fmt.Fprintln(w, "  the agent had received nothing in this run before the call")
@@ -252,7 +252,7 @@ func printWhy(w *bufio.Writer, r whyRecord, seen []map[string]any) {
 			line += "  labels " + strings.Join(in.Labels, ",")
 		}
 		if len(in.Found) > 0 {
-			line += "  found " + counts(in.Found)
+			line += "  found " + api.Counts(in.Found)
 		}
 		if len(in.Suspect) > 0 {
 			line += "  SUSPECT " + strings.Join(in.Suspect, ",")
@@ -267,21 +267,4 @@ func localTime(ts string) string {
 		return ts
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
-}
-
-func counts(m map[string]int) string {
-	var parts []string
-	for _, k := range sortedKeys(m) {
-		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

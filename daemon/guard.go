@@ -257,7 +257,7 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 			if t, ok := s.run.Tainted(l); ok && t.Influence == in.ID {
 				p.d.metrics.FlowTaints.WithLabelValues(agent, s.server, l).Inc()
 				p.d.audit.AppendAsync(s.taintRecord(t))
-				s.log.Info("agent run tainted", "label", l, "run", s.run.Key, "kind", string(k), "name", name, "found", flow.Counts(in.Found))
+				s.log.Info("agent run tainted", "label", l, "run", s.run.Key, "kind", string(k), "name", name, "found", api.Counts(in.Found))
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 )
 
@@ -83,7 +84,7 @@ func (a Applied) Explain(ev Evidence) string {
 	if t.Name != "" && what != "" {
 		fmt.Fprintf(&b, " (%s %q at %s", what, t.Name, t.Time.Local().Format("15:04:05"))
 		if len(t.Found) > 0 {
-			fmt.Fprintf(&b, ", holding %s", Counts(t.Found))
+			fmt.Fprintf(&b, ", holding %s", api.Counts(t.Found))
 		}
 		b.WriteString(")")
 	}
@@ -91,9 +92,9 @@ func (a Applied) Explain(ev Evidence) string {
 		b.WriteString("; it carries ")
 		var parts []string
 		if len(ev.Found) > 0 {
-			parts = append(parts, Counts(ev.Found))
+			parts = append(parts, api.Counts(ev.Found))
 		}
-		for _, l := range sortedKeys(ev.Carried) {
+		for _, l := range api.CountNames(ev.Carried) {
 			parts = append(parts, fmt.Sprintf("%d string(s) seen in %s results", ev.Carried[l], l))
 		}
 		if ev.Unread {
@@ -102,22 +103,4 @@ func (a Applied) Explain(ev Evidence) string {
 		b.WriteString(strings.Join(parts, " and "))
 	}
 	return b.String()
-}
-
-// Counts renders findings by detector: "us_ssn ×2, email ×1".
-func Counts(found map[string]int) string {
-	var parts []string
-	for _, k := range sortedKeys(found) {
-		parts = append(parts, fmt.Sprintf("%s ×%d", k, found[k]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func sortedKeys(m map[string]int) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
