@@ -803,6 +803,11 @@ func (c *Conn) get(lastID string) (*http.Response, error) {
 
 // startListening opens the standalone GET stream once, for the server's
 // own requests and notifications.
+//
+// It waits (up to listenWait) until the server has answered the first
+// GET, so the server's stream exists before the client's next request:
+// the notifications a request makes the server send on it (logging,
+// progress of work it starts) are not lost for want of a stream yet.
 func (c *Conn) startListening() {
 	c.mu.Lock()
 	if c.listening {
@@ -813,15 +818,29 @@ func (c *Conn) startListening() {
 	ctx, cancel := context.WithCancel(c.ctx)
 	c.listen = cancel
 	c.mu.Unlock()
-	go c.listenLoop(ctx)
+	answered := make(chan struct{})
+	go c.listenLoop(ctx, answered)
+	t := time.NewTimer(listenWait)
+	defer t.Stop()
+	select {
+	case <-answered:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
+
+// listenWait bounds how long the client's messages wait for the
+// standalone stream to open.
+const listenWait = 2 * time.Second
 
 // listenLoop keeps the standalone stream open (resuming after a drop)
 // until the bridge ends or the server says it offers none. Every failed
 // or empty attempt backs off (250 ms doubling to 30 s), and a 401 renews
 // the token at most once a minute: a server cannot make the daemon spin
 // or hammer its authorization server.
-func (c *Conn) listenLoop(ctx context.Context) {
+func (c *Conn) listenLoop(ctx context.Context, answered chan struct{}) {
+	var once sync.Once
+	defer once.Do(func() { close(answered) })
 	lastID := ""
 	var backoff time.Duration
 	var renewed time.Time
@@ -852,6 +871,7 @@ func (c *Conn) listenLoop(ctx context.Context) {
 			return
 		}
 		resp, err := c.opts.HTTP.Do(req)
+		once.Do(func() { close(answered) })
 		if err != nil {
 			grow()
 			continue
