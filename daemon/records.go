@@ -52,12 +52,8 @@ func sessionRefusedRecord(server, user, reason string) audit.Record {
 // enforcement. Nothing runs before it is durable.
 func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params, enforcement map[string]string, def config.Decision) audit.Record {
 	srv := s.srv
-	agent := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
-	if ap.Interpreter {
-		agent["script"] = ap.Script
-	}
 	return s.record(api.RecordSessionStart, audit.Record{
-		"agent_detail": agent,
+		"agent_detail": agentDetail(ap),
 		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
 		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
 			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Landlock != nil, "mounts": mountList(params), "image": srv.Image,
@@ -67,6 +63,15 @@ func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params,
 		"stdio":            string(s.stdio),
 		"server_stdio":     serverStdio(params),
 	})
+}
+
+// agentDetail is what a session.start record says of the agent process.
+func agentDetail(ap identity.Process) map[string]any {
+	agent := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
+	if ap.Interpreter {
+		agent["script"] = ap.Script
+	}
+	return agent
 }
 
 // sessionEndRecord: why the session ended and what it did.

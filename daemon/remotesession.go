@@ -194,13 +194,8 @@ func (s *session) upstream() map[string]any {
 // remoteStartRecord: who connected to which remote server, on whose
 // sign-in.
 func (s *session) remoteStartRecord() audit.Record {
-	ap := s.agentP
-	agent := map[string]any{"exe": ap.Exe, "sha256": ap.SHA256, "uid": ap.UID, "pid": ap.PID, "start_time": ap.StartTime, "binding": ap.Binding}
-	if ap.Interpreter {
-		agent["script"] = ap.Script
-	}
 	return s.record(api.RecordSessionStart, audit.Record{
-		"agent_detail":     agent,
+		"agent_detail":     agentDetail(s.agentP),
 		"delegator":        map[string]any{"uid": s.peer.UID, "name": s.user},
 		"remote":           s.upstream(),
 		"default_decision": string(s.policy.d.conf().Decision(s.srv)),

@@ -32,14 +32,10 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 	user := userName(peer.UID)
 	switch req.Op {
 	case api.OpTokens:
-		infos, err := d.oauth.List(peer.UID, req.All && peer.UID == 0)
+		out, err := d.oauth.List(peer.UID, req.All && peer.UID == 0)
 		if err != nil {
 			reply(fw, api.Reply{Code: api.CodeInternal, Error: "reading sign-ins: " + err.Error()}, log)
 			return
-		}
-		out := make([]api.SignIn, 0, len(infos))
-		for _, i := range infos {
-			out = append(out, signInInfo(i))
 		}
 		sort.Slice(out, func(a, b int) bool {
 			if out[a].User != out[b].User {
@@ -61,7 +57,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 			return
 		}
 		d.signedIn(g, user, peer.UID, "mcpcage login", log)
-		replyData(fw, signInInfo(g.Info()), log)
+		replyData(fw, g.Info(), log)
 		return
 	}
 	srv, ok := d.server(req.Server, peer)
@@ -260,11 +256,6 @@ func (d *Daemon) signinTarget(srv *config.Server, scopes []string) (oauth.Target
 		t.ClientSecret = v
 	}
 	return t, nil
-}
-
-func signInInfo(i oauth.Info) api.SignIn {
-	return api.SignIn{ID: i.ID, User: i.User, Server: i.Server, Agent: i.Agent, Issuer: i.Issuer, Scopes: i.Scopes,
-		Subject: i.Subject, Obtained: i.Obtained, Expiry: i.Expiry, Refreshable: i.Refreshable}
 }
 
 // actorIssuer names this daemon in actor tokens: mcpcage on this host.

@@ -56,19 +56,15 @@ func startRemoteServer(t *testing.T) *remoteServer {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with the test binary, even when it is killed
 	must(t, cmd.Start(), "start the example server")
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(30 * time.Second)
 	for _, port := range []int{rs.mcpPort, rs.authPort} {
-		for {
+		testenv.WaitFor(t, fmt.Sprintf("the example server on port %d", port), 30*time.Second, func() (bool, string) {
 			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-			if err == nil {
-				_ = c.Close()
-				break
+			if err != nil {
+				return false, rs.log.String()
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("example server not listening on %d: %s", port, rs.log.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			_ = c.Close()
+			return true, ""
+		})
 	}
 	return rs
 }

@@ -3,9 +3,7 @@ package oauth
 import (
 	"context"
 	"crypto"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -46,36 +44,12 @@ func exchange(ctx context.Context, hc *http.Client, g *Grant, actorToken string,
 	if len(scopes) > 0 {
 		form.Set("scope", joinScopes(scopes))
 	}
-	if g.Client.Secret == "" {
-		form.Set("client_id", g.Client.ID)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.TokenURL, strings.NewReader(form.Encode()))
+	t, err := postToken(ctx, hc, g, form, "token exchange")
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if g.Client.Secret != "" {
-		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("token exchange at %s: %w", req.URL.Host, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
-	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
-		return nil, fmt.Errorf("%w: token exchange: %s%s", ErrRefreshRefused, resp.Status, oauthError(b))
-	}
-	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("token exchange at %s: %s%s", req.URL.Host, resp.Status, oauthError(b))
-	}
-	var t tokenAnswer
-	if err := json.Unmarshal(b, &t); err != nil || t.AccessToken == "" {
-		return nil, fmt.Errorf("token exchange at %s: no access_token in the answer", req.URL.Host)
-	}
 	if t.TokenType != "" && !strings.EqualFold(t.TokenType, "bearer") && !strings.EqualFold(t.TokenType, "N_A") {
-		return nil, fmt.Errorf("token exchange at %s: token type %q is not bearer", req.URL.Host, t.TokenType)
+		return nil, fmt.Errorf("token exchange at %s: token type %q is not bearer", hostOf(g.TokenURL), t.TokenType)
 	}
 	now := time.Now()
 	exp := expiry(t.ExpiresIn)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mcpcage/mcpcage/api"
 	"io"
 	"net/http"
 	"net/url"
@@ -42,19 +43,8 @@ type Grant struct {
 	Expiry       time.Time `json:"expiry,omitzero"`
 }
 
-// Info is what may be shown of a grant: no token.
-type Info struct {
-	ID          string    `json:"id"`
-	User        string    `json:"user"`
-	Server      string    `json:"server"`
-	Agent       string    `json:"agent,omitempty"`
-	Issuer      string    `json:"issuer"`
-	Scopes      []string  `json:"scopes,omitempty"`
-	Subject     string    `json:"subject,omitempty"`
-	Obtained    time.Time `json:"obtained"`
-	Expiry      time.Time `json:"expiry,omitzero"`
-	Refreshable bool      `json:"refreshable"`
-}
+// Info is what may be shown of a grant: no token (the API's sign-in).
+type Info = api.SignIn
 
 // Info returns what may be shown of g.
 func (g *Grant) Info() Info {
@@ -78,37 +68,12 @@ var ErrRefreshRefused = errors.New("refresh refused")
 // refresh trades g's refresh token for new tokens; the request carries
 // the resource indicator (RFC 8707 §2.2).
 func refresh(ctx context.Context, hc *http.Client, g *Grant) error {
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {g.RefreshToken}, "resource": {g.Resource}}
-	if g.Client.Secret == "" {
-		form.Set("client_id", g.Client.ID) // a public client names itself
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.TokenURL, strings.NewReader(form.Encode()))
+	t, err := postToken(ctx, hc, g, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {g.RefreshToken}, "resource": {g.Resource}}, "refreshing the sign-in")
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	if g.Client.Secret != "" {
-		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("refreshing the sign-in at %s: %w", req.URL.Host, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
-	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
-		return fmt.Errorf("%w: %s%s", ErrRefreshRefused, resp.Status, oauthError(b))
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("refreshing the sign-in at %s: %s%s", req.URL.Host, resp.Status, oauthError(b))
-	}
-	var t tokenAnswer
-	if err := json.Unmarshal(b, &t); err != nil || t.AccessToken == "" {
-		return fmt.Errorf("refreshing the sign-in at %s: no access_token in the answer", req.URL.Host)
-	}
 	if t.TokenType != "" && !strings.EqualFold(t.TokenType, "bearer") {
-		return fmt.Errorf("refreshing the sign-in at %s: token type %q is not bearer", req.URL.Host, t.TokenType)
+		return fmt.Errorf("refreshing the sign-in at %s: token type %q is not bearer", hostOf(g.TokenURL), t.TokenType)
 	}
 	g.AccessToken = t.AccessToken
 	if t.RefreshToken != "" {
@@ -120,6 +85,49 @@ func refresh(ctx context.Context, hc *http.Client, g *Grant) error {
 	}
 	g.Refreshed = time.Now()
 	return nil
+}
+
+// postToken sends a token request for g's client (a public client names
+// itself in the form, a confidential one authenticates with HTTP Basic)
+// and reads the answer; a 400 or 401 wraps ErrRefreshRefused. what says
+// what the request does, for errors.
+func postToken(ctx context.Context, hc *http.Client, g *Grant, form url.Values, what string) (*tokenAnswer, error) {
+	if g.Client.Secret == "" {
+		form.Set("client_id", g.Client.ID)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if g.Client.Secret != "" {
+		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s at %s: %w", what, req.URL.Host, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
+		return nil, fmt.Errorf("%w: %s: %s%s", ErrRefreshRefused, what, resp.Status, oauthError(b))
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s at %s: %s%s", what, req.URL.Host, resp.Status, oauthError(b))
+	}
+	var t tokenAnswer
+	if err := json.Unmarshal(b, &t); err != nil || t.AccessToken == "" {
+		return nil, fmt.Errorf("%s at %s: no access_token in the answer", what, req.URL.Host)
+	}
+	return &t, nil
+}
+
+func hostOf(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Host
+	}
+	return u
 }
 
 // expiry turns expires_in (a number, sometimes a string) into a time;
