@@ -14,10 +14,16 @@ func secretCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Com
 	var agent string
 	cmd := &cobra.Command{
 		Use:   "secret",
-		Short: "Manage secrets injected into servers (env = { KEY = \"secret:NAME\" }); root only",
+		Short: "Manage secrets injected into servers (env = { KEY = \"secret:NAME\" })",
 		Long: `Secret manages the values servers' env entries "secret:NAME" receive.
 
-With --agent, the value is that agent's own: sessions of the agent get it
+Run as root, it manages the administrator's store, which the servers of
+the configuration read. Run as any other user, it manages that user's own
+store, which only that user's own servers (mcpcage server add, mcpcage
+client setup) read: a user's server never reads the administrator's
+secrets, nor another user's.
+
+With --agent (root only), the value is that agent's own: sessions of the agent get it
 instead of the default value of NAME, so an agent can hold an upstream
 credential of its own (e.g. a read-only token) that no other agent uses.`,
 	}

@@ -73,18 +73,8 @@ func (d *Daemon) agentSecretValues() []string {
 	}
 	var out []string
 	for _, e := range ents {
-		if !e.IsDir() || !config.ValidSecretName(e.Name()) {
-			continue
-		}
-		st, err := secrets.Open(filepath.Join(root, e.Name()))
-		if err != nil {
-			continue
-		}
-		names, _ := st.Names()
-		for _, n := range names {
-			if v, err := st.Get(n); err == nil && len(v) >= 4 {
-				out = append(out, v)
-			}
+		if e.IsDir() && config.ValidSecretName(e.Name()) {
+			out = append(out, dirValues(filepath.Join(root, e.Name()))...)
 		}
 	}
 	return out

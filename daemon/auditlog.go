@@ -269,14 +269,9 @@ func (d *Daemon) secretValues() []string {
 	if p := d.secretCache.Load(); p != nil {
 		return *p
 	}
-	names, _ := d.secrets.Names()
-	var out []string
-	for _, n := range names {
-		if v, err := d.secrets.Get(n); err == nil && len(v) >= 4 {
-			out = append(out, v)
-		}
-	}
+	out := storeValues(d.secrets)
 	out = append(out, d.agentSecretValues()...)
+	out = append(out, d.userSecretValues()...)
 	d.secretCache.Store(&out)
 	return out
 }

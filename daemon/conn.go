@@ -292,14 +292,36 @@ func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *sl
 	replyData(fw, spec, log)
 }
 
-// secretOp manages the secret store; only root may.
+// secretOp manages a secret store: root's requests the administrator's
+// (and agents'), anyone else's their own (usersecrets.go).
 func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	if peer.UID != 0 {
-		reply(fw, api.Reply{Code: api.CodeDenied, Error: "only root may manage mcpcage secrets: run the command with sudo"}, log)
-		return
-	}
 	store := d.secrets
-	if req.Agent != "" {
+	switch {
+	case peer.UID != 0 && req.Agent != "":
+		reply(fw, api.Reply{Code: api.CodeDenied, Error: "an agent's own secret is the administrator's to set: ask them (sudo mcpcage secret set NAME --agent AGENT)"}, log)
+		return
+	case peer.UID != 0:
+		st, err := d.userSecrets(peer.UID, req.Op == api.OpSecretSet)
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+			return
+		}
+		if st == nil { // the user has no secrets yet
+			if req.Op == api.OpSecretList {
+				replyData(fw, []string{}, log)
+				return
+			}
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("secret %s is not set", req.Name)}, log)
+			return
+		}
+		if req.Op == api.OpSecretSet {
+			if err := userSecretRoom(st, req.Name, req.Secret); err != nil {
+				reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+				return
+			}
+		}
+		store = st
+	case req.Agent != "":
 		err := d.checkSecretAgent(req.Agent)
 		if err == nil {
 			store, err = d.agentSecrets(req.Agent, req.Op == api.OpSecretSet)
@@ -327,13 +349,13 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		if err == nil {
 			d.warm.flush() // prepared with the old value
-			log.Info("secret stored", "secret", req.Name, "agent", req.Agent)
+			log.Info("secret stored", "secret", req.Name, "agent", req.Agent, "user", userName(peer.UID))
 		}
 	case api.OpSecretRm:
 		err = store.Remove(req.Name)
 		if err == nil {
 			d.warm.flush() // prepared with the removed value
-			log.Info("secret removed", "secret", req.Name, "agent", req.Agent)
+			log.Info("secret removed", "secret", req.Name, "agent", req.Agent, "user", userName(peer.UID))
 		}
 	case api.OpSecretList:
 		names, err := store.Names()

@@ -136,10 +136,17 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 			p.Hidden = append(p.Hidden, h)
 		}
 	}
+	// A user's own server reads its owner's secrets only (usersecrets.go).
+	admin := d.conf().Servers[srv.Name] == srv
 	env := map[string]string{}
 	for k, v := range srv.Env {
 		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok && o.resolveSecrets {
-			val, err := d.secretFor(name, o.agent)
+			var val string
+			if admin {
+				val, err = d.secretFor(name, o.agent)
+			} else {
+				val, err = d.userSecretFor(peer.UID, name)
+			}
 			if err != nil {
 				return sandbox.Params{}, fmt.Errorf("env %s: %w", k, err)
 			}
@@ -150,7 +157,6 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	p.Env = env
 	// A user's own server, and "~" in anyone's: the delegating user chose
 	// the path or owns a directory on it.
-	admin := d.conf().Servers[srv.Name] == srv
 	for _, m := range srv.Mounts {
 		src, inHome := m.Source, false
 		if src == "~" || strings.HasPrefix(src, "~/") {

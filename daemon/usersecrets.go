@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/mcpcage/mcpcage/daemon/secrets"
+)
+
+// User secrets: every user has a store of their own
+// (state_dir/user-secrets/UID), which they manage with `mcpcage secret`
+// without sudo and which only their own servers read. A user's server
+// resolves "secret:NAME" from its owner's store and from nowhere else: the
+// administrator's secrets are for the administrator's servers, or any
+// local user could add a server whose env names one and print it. Root's
+// own servers may also read the administrator's store, which root owns.
+
+// userSecretsRoot holds one directory per uid.
+func (d *Daemon) userSecretsRoot() string {
+	return filepath.Join(d.conf().Daemon.StateDir, "user-secrets")
+}
+
+// userSecrets opens uid's store; nil when the user has none and create
+// is false.
+func (d *Daemon) userSecrets(uid uint32, create bool) (*secrets.Store, error) {
+	dir := filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(uid), 10))
+	if !create {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	if err := os.MkdirAll(d.userSecretsRoot(), 0o700); err != nil {
+		return nil, fmt.Errorf("secret store: %w", err)
+	}
+	return secrets.Open(dir)
+}
+
+// Bounds of one user's store, which lives on root's disk.
+const (
+	userSecretsMax     = 256
+	userSecretMaxBytes = 64 << 10
+)
+
+// userSecretRoom refuses a value that would take a user's store past its
+// bounds.
+func userSecretRoom(st *secrets.Store, name, value string) error {
+	if len(value) > userSecretMaxBytes {
+		return fmt.Errorf("the value is %d bytes; a secret of your own holds at most %d", len(value), userSecretMaxBytes)
+	}
+	names, err := st.Names()
+	if err != nil {
+		return err
+	}
+	if len(names) >= userSecretsMax && !slices.Contains(names, name) {
+		return fmt.Errorf("you have %d secrets, the most one user may keep: remove some (mcpcage secret rm NAME)", len(names))
+	}
+	return nil
+}
+
+// userSecretFor resolves secret name for a server of uid's own.
+func (d *Daemon) userSecretFor(uid uint32, name string) (string, error) {
+	st, err := d.userSecrets(uid, false)
+	if err != nil {
+		return "", err
+	}
+	if st != nil {
+		v, err := st.Get(name)
+		if !errors.Is(err, secrets.ErrNotFound) {
+			return v, err
+		}
+	}
+	if uid == 0 {
+		return d.secrets.Get(name)
+	}
+	return "", fmt.Errorf("secret %s is not among your own secrets (your servers never read the administrator's): store it with `mcpcage secret set %s` (the value on stdin)", name, name)
+}
+
+// userSecretValues lists every user's secret values (for the audit log's
+// scrubbing).
+func (d *Daemon) userSecretValues() []string {
+	ents, err := os.ReadDir(d.userSecretsRoot())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if _, err := strconv.ParseUint(e.Name(), 10, 32); err != nil || !e.IsDir() {
+			continue
+		}
+		out = append(out, dirValues(filepath.Join(d.userSecretsRoot(), e.Name()))...)
+	}
+	return out
+}
+
+// dirValues are the values of the store in dir.
+func dirValues(dir string) []string {
+	st, err := secrets.Open(dir)
+	if err != nil {
+		return nil
+	}
+	return storeValues(st)
+}
+
+// storeValues are the values of st long enough to scrub (4 bytes or
+// more).
+func storeValues(st *secrets.Store) []string {
+	names, _ := st.Names()
+	var out []string
+	for _, n := range names {
+		if v, err := st.Get(n); err == nil && len(v) >= 4 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
