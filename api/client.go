@@ -103,8 +103,16 @@ func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 	return &r, nil
 }
 
+// ReplyError is a reply that is not OK: the daemon's message and code.
+type ReplyError struct {
+	Code Code
+	Msg  string
+}
+
+func (e *ReplyError) Error() string { return e.Msg }
+
 // Call is Dial + Do + close for one-shot requests; a reply that is not OK
-// becomes an error holding the daemon's message.
+// becomes a *ReplyError holding the daemon's message.
 func Call(socket string, req Request, data any) error {
 	c, err := Dial(socket)
 	if err != nil {
@@ -116,7 +124,7 @@ func Call(socket string, req Request, data any) error {
 		return err
 	}
 	if !r.OK {
-		return errors.New(r.Error)
+		return &ReplyError{Code: r.Code, Msg: r.Error}
 	}
 	if data != nil && len(r.Data) > 0 {
 		return json.Unmarshal(r.Data, data)

@@ -134,6 +134,8 @@ type ServerDef struct {
 	Command []string          `json:"command"`
 	URL     string            `json:"url,omitempty"`   // a remote server instead of a command
 	Hosts   []string          `json:"hosts,omitempty"` // a remote server's other hosts (its sign-in)
+	Image   string            `json:"image,omitempty"` // an OCI image (the daemon's [daemon] user_images allow it)
+	Args    []string          `json:"args,omitempty"`  // with Image and no Command: its entrypoint's arguments
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`
@@ -339,7 +341,8 @@ type ServerInfo struct {
 	Name    string   `json:"name"`
 	Command []string `json:"command"`
 	Image   string   `json:"image,omitempty"`
-	URL     string   `json:"url,omitempty"` // a remote server: no sandbox
+	Args    []string `json:"args,omitempty"` // an image's entrypoint's arguments
+	URL     string   `json:"url,omitempty"`  // a remote server: no sandbox
 	Workdir string   `json:"workdir"`
 	// The effective sandbox for the caller.
 	User     string   `json:"user"` // uid:gid the server would run as

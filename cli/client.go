@@ -23,17 +23,21 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var def api.ServerDef
 	var mounts, env []string
 	add := &cobra.Command{
-		Use:   "add NAME [--mount SRC:DST[:rw]] [--egress HOST:PORT] [--network host] [--env K=V] -- COMMAND [ARGS...] | add NAME --url URL",
-		Short: "Add (or replace) one of your servers: a command in a sandbox, or a remote server (--url)",
+		Use:   "add NAME [--mount SRC:DST[:rw]] [--egress HOST:PORT] [--network host] [--env K=V] -- COMMAND [ARGS...] | add NAME --image IMAGE [-- ARGS...] | add NAME --url URL",
+		Short: "Add (or replace) one of your servers: a command in a sandbox, an OCI image's entrypoint (--image), or a remote server (--url)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case def.URL != "" && len(args) == 1:
 				def.Name = args[0]
+			case def.Image != "" && len(args) == 1:
+				def.Name = args[0]
+			case def.Image != "" && cmd.ArgsLenAtDash() == 1:
+				def.Name, def.Args = args[0], args[1:]
 			case def.URL == "" && cmd.ArgsLenAtDash() == 1 && len(args) > 1:
 				def.Name, def.Command = args[0], args[1:]
 			default:
-				return errors.New("usage: mcpcage server add NAME [flags] -- COMMAND [ARGS...], or mcpcage server add NAME --url URL")
+				return errors.New("usage: mcpcage server add NAME [flags] -- COMMAND [ARGS...], mcpcage server add NAME --image IMAGE [-- ARGS...], or mcpcage server add NAME --url URL")
 			}
 			for _, m := range mounts {
 				md, err := parseMount(m)
@@ -72,6 +76,7 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 	add.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE (use secret:NAME for secrets)")
 	add.Flags().StringVar(&def.Workdir, "workdir", "", "working directory in the sandbox")
 	add.Flags().StringArrayVar(&def.Hosts, "host", nil, "with --url: another host the daemon may contact for it (its sign-in), HOST or HOST:PORT")
+	add.Flags().StringVar(&def.Image, "image", "", "an OCI image to run (its entrypoint; ARGS after -- replace its CMD); the administrator allows images in [daemon] user_images")
 	add.Flags().StringVar(&def.URL, "url", "", "a remote MCP server's streamable-HTTP URL (https; http only to loopback): sign in with mcpcage login NAME")
 	rm := &cobra.Command{
 		Use:   "rm NAME",
@@ -101,6 +106,7 @@ type clientState struct {
 	Path    string   `json:"path"`
 	Backup  string   `json:"backup"`
 	Servers []string `json:"servers"`
+	Secrets []string `json:"secrets,omitempty"` // moved to the user's secret store
 	Time    string   `json:"time"`
 }
 
@@ -146,10 +152,17 @@ folders it works on mounted read-only), rewrites the entry to
 "mcpcage run NAME", keeps a timestamped backup and prints the diff.
 Remote (url) entries become remote mcpcage servers: mcpcage speaks
 streamable HTTP to them and keeps the sign-in (mcpcage login NAME).
+"docker run IMAGE" entries become image-based servers (the same image,
+pulled through containerd; its -e variables, bind mounts and workdir;
+the administrator allows images in [daemon] user_images). Credentials in
+an entry's env (names with token, key, secret, password) go to your own
+secret store (mcpcage secret) and the server's env names them.
 Entries mcpcage cannot carry are left as they are, with the reason:
 the older HTTP+SSE transport, entries with headers of their own (a
-static credential the client holds), and "docker run" commands. Running it again changes
-nothing. "mcpcage client restore CLIENT" undoes it.`,
+static credential the client holds), docker flags with no equivalent
+(--env-file, named volumes, -d...), and images the administrator does not
+allow. Running it again changes nothing. "mcpcage client restore CLIENT"
+undoes it, secrets included.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := clientsetup.Lookup(args[0])
@@ -165,9 +178,27 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 				return fmt.Errorf("read %s's configuration: %w", c.Name, err)
 			}
 			self, _ := os.Executable()
-			res, err := clientsetup.Rewrite(c, old, clientsetup.Options{Home: home, Only: only, Mcpcage: mcpcagePath(self)})
+			opts := clientsetup.Options{Home: home, Only: only, Mcpcage: mcpcagePath(self), Keep: map[string]string{}}
+			res, err := clientsetup.Rewrite(c, old, opts)
 			if err != nil {
 				return err
+			}
+			var added, stored []string
+			if !dryRun && res.Changed(old) {
+				// Servers (and their secrets) first, so the client never
+				// points at a missing one. An image the daemon does not
+				// allow users leaves its entry as it is.
+				if err := loadStateOnly(home); err != nil {
+					return err
+				}
+				if added, stored, err = importServers(*socket, res.Imported, opts.Keep, stderr); err != nil {
+					return err
+				}
+				if len(opts.Keep) > 0 {
+					if res, err = clientsetup.Rewrite(c, old, opts); err != nil {
+						return err
+					}
+				}
 			}
 			out := bufio.NewWriter(stdout) // keeps the first write error for Flush
 			for _, n := range res.Notes {
@@ -180,12 +211,15 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 				for _, w := range s.Warnings {
 					warn(stderr, "%s", w)
 				}
+				for name := range s.Secrets {
+					fmt.Fprintf(out, "%s: a credential goes to your secret store as %s\n", s.Entry, name)
+				}
 			}
 			if !res.Changed(old) {
 				fmt.Fprintf(out, "%s: nothing to change\n", path)
 				return out.Flush()
 			}
-			fmt.Fprint(out, clientsetup.Diff(path, old, res.Config))
+			fmt.Fprint(out, redactSecrets(clientsetup.Diff(path, old, res.Config), res.Imported))
 			if dryRun {
 				fmt.Fprintln(out, "dry run: nothing was changed")
 				return out.Flush()
@@ -196,19 +230,6 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 			state, err := loadState(home)
 			if err != nil {
 				return err
-			}
-			// Servers first, so the client never points at a missing one.
-			var added []string
-			for _, s := range res.Imported {
-				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerAdd, Def: &s.ServerDef}, nil); err != nil {
-					for _, n := range added {
-						if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerRm, Name: n}, nil); err != nil {
-							warn(stderr, "undo import of %s: remove server: %v", n, err)
-						}
-					}
-					return fmt.Errorf("import %s: %w; nothing was changed", s.Name, err)
-				}
-				added = append(added, s.Name)
 			}
 			backup := fmt.Sprintf("%s.mcpcage-backup-%s", path, time.Now().Format("20060102-150405"))
 			st, _ := os.Stat(path)
@@ -227,10 +248,16 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 				prev = clientState{Path: path, Backup: backup}
 			}
 			prev.Servers = append(prev.Servers, added...)
+			prev.Secrets = append(prev.Secrets, stored...)
 			prev.Time = time.Now().Format(time.RFC3339)
 			state[c.Name] = prev
 			if err := saveState(home, state); err != nil {
 				return err
+			}
+			if len(stored) > 0 {
+				if _, err := fmt.Fprintf(stdout, "the backup keeps the credentials that went to your secret store (mcpcage client restore needs it): delete it once you no longer want the way back\n"); err != nil {
+					return err
+				}
 			}
 			_, err = fmt.Fprintf(stdout, "%s now runs %d server(s) through mcpcage; backup: %s\nrestart %s, then grant what it may use: mcpcage grant --agent ... --server NAME --tool ...\n",
 				c.Name, len(added), backup, c.Name)
@@ -277,6 +304,11 @@ nothing. "mcpcage client restore CLIENT" undoes it.`,
 					warn(stderr, "remove server %s: %v", n, err)
 				}
 			}
+			for _, n := range st.Secrets {
+				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpSecretRm, Name: n}, nil); err != nil {
+					warn(stderr, "remove secret %s: %v", n, err)
+				}
+			}
 			delete(state, c.Name)
 			if err := saveState(home, state); err != nil {
 				return err
@@ -298,4 +330,73 @@ func mcpcagePath(self string) string {
 		return "mcpcage"
 	}
 	return self
+}
+
+// loadStateOnly checks that the state file can be read before anything is
+// imported (saving over an unreadable one would lose the way back).
+func loadStateOnly(home string) error {
+	_, err := loadState(home)
+	return err
+}
+
+// importServers stores each server's secrets, then adds the server. An
+// image server the daemon refuses (api.CodeDenied: [daemon] user_images)
+// is skipped and its entry named in keep with the reason; any other
+// failure undoes everything done so far.
+func importServers(socket string, servers []clientsetup.Server, keep map[string]string, stderr io.Writer) (added, stored []string, err error) {
+	call := func(req api.Request) error { return api.Call(api.SocketPath(socket), req, nil) }
+	undo := func() {
+		for _, n := range added {
+			if err := call(api.Request{Op: api.OpServerRm, Name: n}); err != nil {
+				warn(stderr, "undo import of %s: remove server: %v", n, err)
+			}
+		}
+		for _, n := range stored {
+			if err := call(api.Request{Op: api.OpSecretRm, Name: n}); err != nil {
+				warn(stderr, "undo import: remove secret %s: %v", n, err)
+			}
+		}
+	}
+	for _, s := range servers {
+		var mine []string
+		for name, value := range s.Secrets {
+			if err := call(api.Request{Op: api.OpSecretSet, Name: name, Secret: value}); err != nil {
+				stored = append(stored, mine...)
+				undo()
+				return nil, nil, fmt.Errorf("import %s: store its credential as secret %s: %w; nothing was changed", s.Name, name, err)
+			}
+			mine = append(mine, name)
+		}
+		err := call(api.Request{Op: api.OpServerAdd, Def: &s.ServerDef})
+		var re *api.ReplyError
+		if err != nil && s.Image != "" && errors.As(err, &re) && re.Code == api.CodeDenied {
+			keep[s.Entry] = re.Msg
+			for _, n := range mine {
+				if err := call(api.Request{Op: api.OpSecretRm, Name: n}); err != nil {
+					warn(stderr, "remove secret %s: %v", n, err)
+				}
+			}
+			continue
+		}
+		stored = append(stored, mine...)
+		if err != nil {
+			undo()
+			return nil, nil, fmt.Errorf("import %s: %w; nothing was changed", s.Name, err)
+		}
+		added = append(added, s.Name)
+	}
+	return added, stored, nil
+}
+
+// redactSecrets replaces in text the credentials servers carry to the
+// secret store: the diff shows the entry they came from.
+func redactSecrets(text string, servers []clientsetup.Server) string {
+	for _, s := range servers {
+		for name, v := range s.Secrets {
+			if len(v) >= 4 {
+				text = strings.ReplaceAll(text, v, "[moved to secret "+name+"]")
+			}
+		}
+	}
+	return text
 }

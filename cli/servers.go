@@ -38,7 +38,7 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 					continue
 				}
 				tw.printf("%s\t%s\t%s\t%dMiB\t%d\t%g\t%s\t%v\t%s\t%s\n", s.Name, s.User, s.Network, s.Memory>>20, s.Pids, s.CPUs,
-					s.Seccomp, s.Landlock, orDefault(strings.Join(s.Mounts, ","), "-"), strings.Join(s.Command, " "))
+					s.Seccomp, s.Landlock, orDefault(strings.Join(s.Mounts, ","), "-"), orDefault(strings.Join(s.Command, " "), imageCommand(s)))
 			}
 			return tw.flush()
 		},
@@ -73,7 +73,7 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 				}
 				tw := newTable(stdout)
 				tw.printf("name:\t%s\ncommand:\t%s\nimage:\t%s\nworkdir:\t%s\nuser:\t%s\nnetwork:\t%s\nmemory:\t%d MiB\npids:\t%d\ncpus:\t%g\nseccomp:\t%s\nlandlock:\t%v\n",
-					s.Name, strings.Join(s.Command, " "), orDefault(s.Image, "(host root, read-only)"), s.Workdir, s.User, s.Network,
+					s.Name, orDefault(strings.Join(s.Command, " "), imageCommand(s)), orDefault(s.Image, "(host root, read-only)"), s.Workdir, s.User, s.Network,
 					s.Memory>>20, s.Pids, s.CPUs, s.Seccomp, s.Landlock)
 				for _, m := range s.Mounts {
 					tw.printf("mount:\t%s\n", m)
@@ -93,4 +93,12 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 	show.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.AddCommand(show)
 	return cmd
+}
+
+// imageCommand describes what an image server without command runs.
+func imageCommand(s api.ServerInfo) string {
+	if s.Image == "" {
+		return ""
+	}
+	return strings.TrimSpace("(the image's entrypoint) " + strings.Join(s.Args, " "))
 }

@@ -89,6 +89,12 @@ type Daemon struct {
 	// server add --url) may name, as patterns of "host" or "host:port"
 	// ("*" matches any; empty: users may add no remote server).
 	UserRemoteHosts []string `toml:"user_remote_hosts"`
+	// UserImages are the OCI images users' own servers (mcpcage server add
+	// --image, client setup's `docker run` entries) may run, as patterns of
+	// normalized references ("ghcr.io/github/*"; "*" matches any; empty,
+	// the default: none). The daemon pulls them as root into containerd's
+	// store, which is why they are off until the administrator says which.
+	UserImages []string `toml:"user_images"`
 }
 
 // Agent is an [agents.NAME] entry: how a client process is recognised,
@@ -163,6 +169,9 @@ type Server struct {
 	Env     map[string]string `toml:"env"`
 	Workdir string            `toml:"workdir"`
 	Image   string            `toml:"image"`
+	// Args, for an image without command: the arguments of the image's
+	// entrypoint, in place of its CMD (as `docker run IMAGE ARGS...`).
+	Args []string `toml:"args"`
 
 	// Sandbox keys (see the package documentation).
 	User          string   `toml:"user"`
@@ -361,6 +370,11 @@ func (c *Config) validate(data []byte) error {
 	if d.WarmMemory < 0 {
 		bad(fmt.Sprintf("must not be negative, got %d bytes", d.WarmMemory), "daemon", "warm_memory")
 	}
+	for _, p := range d.UserImages {
+		if _, err := path.Match(p, ""); err != nil || p == "" || strings.ContainsAny(p, " @") {
+			bad(fmt.Sprintf("%q is not an image pattern (\"ghcr.io/github/*\", \"docker.io/library/alpine:3.20\", \"*\")", p), "daemon", "user_images")
+		}
+	}
 	for _, h := range d.UserRemoteHosts {
 		if _, err := path.Match(h, ""); err != nil || h == "" || strings.ContainsAny(h, "/@ ") {
 			bad(fmt.Sprintf("%q is not a host pattern (\"*.example.com\", \"127.0.0.1:8443\", \"*\")", h), "daemon", "user_remote_hosts")
@@ -383,12 +397,10 @@ func (c *Config) validate(data []byte) error {
 		if s.IsRemote() {
 			validateRemote(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
 		} else {
-			if len(s.Command) == 0 || s.Command[0] == "" {
-				bad(`is required: the server's argv, e.g. ["node", "/path/server.js"] (or url for a remote server)`, "servers", name, "command")
-			}
-			if s.Workdir == "" {
+			validateProcess(s, func(msg string, key ...string) { bad(msg, append([]string{"servers", name}, key...)...) })
+			if s.Workdir == "" && s.Image == "" {
 				s.Workdir = "/"
-			} else if !strings.HasPrefix(s.Workdir, "/") {
+			} else if s.Workdir != "" && !strings.HasPrefix(s.Workdir, "/") {
 				bad(fmt.Sprintf("must be an absolute path inside the sandbox, got %q", s.Workdir), "servers", name, "workdir")
 			}
 			for k, v := range s.Env {
@@ -568,7 +580,7 @@ func decodeError(err error) error {
 }
 
 var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
-	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image",
+	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image", "args", "user_images",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",

@@ -175,3 +175,46 @@ func TestUserRemoteHostAllowed(t *testing.T) {
 		}
 	}
 }
+
+func TestUserImageAllowed(t *testing.T) {
+	for _, tc := range []struct {
+		patterns []string
+		image    string
+		want     bool
+	}{
+		{nil, "ghcr.io/github/github-mcp-server:latest", false},
+		{[]string{"*"}, "ghcr.io/github/github-mcp-server:latest", true},
+		{[]string{"ghcr.io/github/*"}, "ghcr.io/github/github-mcp-server:latest", true},
+		{[]string{"ghcr.io/github/*"}, "ghcr.io/github/sub/image:1", false},
+		{[]string{"ghcr.io/github/*"}, "ghcr.io/githubx/image:1", false},
+		{[]string{"docker.io/mcp/fetch:*"}, "docker.io/mcp/fetch:latest", true},
+		{[]string{"docker.io/mcp/fetch:*"}, "docker.io/mcp/fetchx:latest", false},
+	} {
+		d := Daemon{UserImages: tc.patterns}
+		if got := d.UserImageAllowed(tc.image); got != tc.want {
+			t.Errorf("%q allows %q = %v, want %v", tc.patterns, tc.image, got, tc.want)
+		}
+	}
+}
+
+func TestServerProcessKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, toml, wantErr string
+	}{
+		{"command", `command = ["srv"]`, ""},
+		{"image alone runs its entrypoint", `image = "docker.io/x/y:1"`, ""},
+		{"image with args", "image = \"docker.io/x/y:1\"\nargs = [\"stdio\"]", ""},
+		{"image with command", "image = \"docker.io/x/y:1\"\ncommand = [\"/bin/srv\"]", ""},
+		{"neither", `workdir = "/"`, "servers.s.command: is required"},
+		{"args without image", "command = [\"srv\"]\nargs = [\"x\"]", "servers.s.args: applies to an image's entrypoint only"},
+		{"args and command", "image = \"docker.io/x/y:1\"\ncommand = [\"srv\"]\nargs = [\"x\"]", "set one of them"},
+		{"empty argv0", `command = [""]`, "must not start with an empty string"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte("[servers.s]\n" + tc.toml + "\n"))
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}

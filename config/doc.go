@@ -71,12 +71,17 @@
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH
-//	          inside the sandbox (required)
+//	          inside the sandbox (required, unless image is set)
 //	env       extra environment, { KEY = "value" }
-//	workdir   working directory inside the sandbox ["/"]
+//	workdir   working directory inside the sandbox ["/"; with image, the
+//	          image's WorkingDir]
 //	image     OCI image in containerd's content store (pulled when absent
 //	          and the network allows); absent: the host's root file
-//	          system, read-only
+//	          system, read-only. Without command the image's entrypoint
+//	          and CMD run, as `docker run IMAGE` would (the image's User
+//	          is not: the server runs as the delegating user)
+//	args      with image and no command: the entrypoint's arguments, in
+//	          place of the image's CMD (`docker run IMAGE ARGS...`)
 //
 // Per-server sandbox keys (defaults in brackets):
 //
@@ -163,6 +168,12 @@
 // pinning, audit, metrics and the data-flow guard apply as for a local
 // server; the sandbox keys (command, image, env, mounts, network...) do
 // not apply and are refused.
+//
+// Users add image servers of their own (mcpcage server add NAME --image
+// IMAGE, and mcpcage client setup for `docker run` entries); [daemon]
+// user_images lists the images they may run, as patterns of normalized
+// references ("ghcr.io/github/*": "*" stops at "/"; "*" alone: any) [[]:
+// none, since the daemon pulls them as root into containerd's store].
 //
 // Users add remote servers of their own (mcpcage server add NAME --url);
 // [daemon] user_remote_hosts bounds the hosts those may name, as

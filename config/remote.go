@@ -66,6 +66,18 @@ func (d *Daemon) UserRemoteHostAllowed(host string) bool {
 	return false
 }
 
+// UserImageAllowed reports whether a user's own server may run image (a
+// normalized reference) under [daemon] user_images. A pattern's "*"
+// stops at "/" (path.Match), except "*" alone, which matches any image.
+func (d *Daemon) UserImageAllowed(image string) bool {
+	for _, p := range d.UserImages {
+		if ok, _ := path.Match(p, image); ok || p == "*" {
+			return true
+		}
+	}
+	return false
+}
+
 // IsRemote reports whether the server is reached over HTTP.
 func (s *Server) IsRemote() bool { return s.URL != "" }
 
@@ -93,6 +105,7 @@ func sandboxKeysSet(s *Server) []string {
 	}
 	add(len(s.Command) > 0, "command")
 	add(s.Image != "", "image")
+	add(len(s.Args) > 0, "args")
 	add(len(s.Env) > 0, "env")
 	add(s.Workdir != "", "workdir")
 	add(s.User != "", "user")

@@ -25,6 +25,21 @@ var userSpec = regexp.MustCompile(`^([0-9]+:[0-9]+|[a-z_][a-z0-9_.-]*[$]?)$`)
 // reservedTargets cannot be mount targets: the sandbox owns them.
 var reservedTargets = []string{"/", "/proc", "/sys", "/dev", "/.mcpcage"}
 
+// validateProcess checks what a local server runs: a command, or an
+// image's entrypoint (with args in place of its CMD).
+func validateProcess(s *Server, bad func(msg string, key ...string)) {
+	switch {
+	case len(s.Command) > 0 && s.Command[0] == "":
+		bad("must not start with an empty string", "command")
+	case len(s.Command) == 0 && s.Image == "":
+		bad(`is required: the server's argv, e.g. ["node", "/path/server.js"] (or image, or url for a remote server)`, "command")
+	case len(s.Args) > 0 && s.Image == "":
+		bad("applies to an image's entrypoint only: put the arguments in command", "args")
+	case len(s.Args) > 0 && len(s.Command) > 0:
+		bad("replaces the image's CMD, and command replaces its entrypoint and CMD both: set one of them", "args")
+	}
+}
+
 func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 	if s.User != "" && !userSpec.MatchString(s.User) {
 		bad(fmt.Sprintf(`must be "UID:GID", a user name or "root", got %q`, s.User), "user")
@@ -183,12 +198,10 @@ func (s *Server) Validate(name string) error {
 		s.Name = name
 		return errors.Join(errs...)
 	}
-	if len(s.Command) == 0 || s.Command[0] == "" {
-		bad("a command is required")
-	}
-	if s.Workdir == "" {
+	validateProcess(s, bad)
+	if s.Workdir == "" && s.Image == "" {
 		s.Workdir = "/"
-	} else if !strings.HasPrefix(s.Workdir, "/") {
+	} else if s.Workdir != "" && !strings.HasPrefix(s.Workdir, "/") {
 		bad("must be an absolute path", "workdir")
 	}
 	validateSandbox(s, bad)

@@ -243,7 +243,7 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URL, Network: "remote"})
 			continue
 		}
-		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Workdir: s.Workdir,
+		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Args: s.Args, Workdir: s.Workdir,
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
 		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
 			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
@@ -279,7 +279,7 @@ func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *sl
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is a remote server (%s): it has no sandbox", srv.Name, srv.URL)}, log)
 		return
 	}
-	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{})
+	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{resolveImage: true})
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: err.Error()}, log)
 		return

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -82,6 +83,7 @@ type paramsOptions struct {
 	resolveSecrets bool   // false: env keeps "secret:NAME" (for display)
 	agent          string // the session's agent: its own secrets first (see agentsecrets.go)
 	checkMounts    bool   // false: missing mount sources are not an error (for display)
+	resolveImage   bool   // false: an image's entrypoint is not looked up (nor pulled)
 }
 
 // sandboxParams maps a server definition and the delegating user onto
@@ -118,8 +120,12 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	if d.seccompListener != nil {
 		p.Seccomp.ListenerPath = d.seccompListener.Path()
 	}
+	admin := d.conf().Servers[srv.Name] == srv
 	if srv.Image != "" {
 		p.Rootfs, p.Host = sandbox.ImageRootfs, nil
+		if err := d.imageProcess(srv, admin, o.resolveImage, &p); err != nil {
+			return sandbox.Params{}, err
+		}
 	}
 	// Hide the daemon's own files and sockets, and the users' homes,
 	// wherever they are configured.
@@ -137,7 +143,6 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		}
 	}
 	// A user's own server reads its owner's secrets only (usersecrets.go).
-	admin := d.conf().Servers[srv.Name] == srv
 	env := map[string]string{}
 	for k, v := range srv.Env {
 		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok && o.resolveSecrets {
@@ -193,6 +198,35 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 		p.RequireLandlock = d.conf().Daemon.Landlock == config.LandlockRequire
 	}
 	return p, nil
+}
+
+// imageProcess checks a user's image against [daemon] user_images and,
+// when the server names no command, puts the image's entrypoint (with the
+// server's args in place of its CMD) and working directory into p.
+func (d *Daemon) imageProcess(srv *config.Server, admin, resolve bool, p *sandbox.Params) error {
+	if !admin {
+		if err := d.checkUserImage(srv.Image); err != nil {
+			return err
+		}
+	}
+	if len(srv.Command) > 0 {
+		return nil
+	}
+	if !resolve || d.launcher == nil {
+		p.Args = append([]string{"(the entrypoint of " + srv.Image + ")"}, srv.Args...)
+		return nil
+	}
+	proc, err := d.launcher.ImageProcess(context.Background(), srv.Image)
+	if err != nil {
+		return err
+	}
+	if p.Args = proc.Argv(srv.Args); len(p.Args) == 0 {
+		return fmt.Errorf("image %s has neither an entrypoint nor a CMD: set command in [servers.%s]", srv.Image, srv.Name)
+	}
+	if p.Cwd == "" {
+		p.Cwd = proc.WorkingDir
+	}
+	return nil
 }
 
 // pinSource opens a mount source as peer, at every launch: every

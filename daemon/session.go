@@ -293,7 +293,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 			_ = d.warm.discard(ws) // logged
 		}
 	}()
-	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true, agent: s.agent})
+	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true, agent: s.agent})
 	if err != nil {
 		return params, nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/distribution/reference"
+
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
@@ -45,8 +47,20 @@ func (d *Daemon) serverNamesFor(peer Peer) []string {
 	return names
 }
 
+// deniedError is a request the administrator's configuration refuses
+// (api.CodeDenied), not a malformed one.
+type deniedError struct{ error }
+
+func (e deniedError) Unwrap() error { return e.error }
+
 func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	fail := func(err error) { reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log) }
+	fail := func(err error) {
+		code := api.CodeBadRequest
+		if errors.As(err, new(deniedError)) {
+			code = api.CodeDenied
+		}
+		reply(fw, api.Reply{Code: code, Error: err.Error()}, log)
+	}
 	switch req.Op {
 	case api.OpServerAdd:
 		stored, srv, err := d.userServer(peer, req.Def)
@@ -58,7 +72,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "url": srv.URLForRecords(),
+		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "image": srv.Image, "args": srv.Args, "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			_ = d.userServers.Remove(peer.UID, srv.Name)
 			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
@@ -105,7 +119,17 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 	if _, ok := d.conf().Servers[def.Name]; ok {
 		return userservers.Server{}, nil, fmt.Errorf("server name %q is defined by the administrator: choose another name", def.Name)
 	}
-	stored := userservers.Server{Command: def.Command, URL: def.URL, Hosts: def.Hosts, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	stored := userservers.Server{Command: def.Command, URL: def.URL, Hosts: def.Hosts, Args: def.Args, Env: def.Env, Workdir: def.Workdir, Network: def.Network, Egress: def.Egress}
+	if def.Image != "" {
+		ref, err := reference.ParseDockerRef(def.Image)
+		if err != nil {
+			return userservers.Server{}, nil, fmt.Errorf("image %q: %w", def.Image, err)
+		}
+		stored.Image = ref.String()
+		if err := d.checkUserImage(stored.Image); err != nil {
+			return userservers.Server{}, nil, err
+		}
+	}
 	home, _ := delegatorHome(peer)
 	for _, m := range def.Mounts {
 		src := m.Source
@@ -131,4 +155,13 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 		_ = f.Close() // an O_PATH descriptor: only the check mattered
 	}
 	return stored, srv, nil
+}
+
+// checkUserImage refuses an image the administrator does not allow users'
+// own servers ([daemon] user_images).
+func (d *Daemon) checkUserImage(image string) error {
+	if dc := &d.conf().Daemon; !dc.UserImageAllowed(image) {
+		return deniedError{fmt.Errorf("servers of your own may not run image %s on this host ([daemon] user_images = %q): ask your administrator", image, dc.UserImages)}
+	}
+	return nil
 }

@@ -158,7 +158,7 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 		return nil, errNoLongerConfigured
 	}
 	id := newID()
-	params, err := d.sandboxParams(id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true})
+	params, err := d.sandboxParams(id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true})
 	defer closePins(params) // checked against the created container, then no longer needed
 	if err != nil {
 		return nil, err

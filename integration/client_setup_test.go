@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,5 +134,112 @@ func TestUserRemoteHosts(t *testing.T) {
 	d.mustCLI(t, "server", "add", "tracker", "--url", "https://mcp.example.com/mcp")
 	if list := d.mustCLI(t, "servers"); !strings.Contains(list, "https://mcp.example.com/mcp") {
 		t.Fatalf("servers:\n%s", list)
+	}
+}
+
+// TestClientSetupDocker: a client's `docker run` entry (the official
+// GitHub server's form) becomes an image-based server of the user's own,
+// its credential moved to the user's secret store; an image the
+// administrator does not allow leaves its entry as it is; restore undoes
+// it all. The image is built here and imported into containerd.
+func TestClientSetupDocker(t *testing.T) {
+	setup(t)
+	uid, userHome := testUser(t)
+	const ref, token = "docker.io/mcpcage/testserver:setup", "ghp_itest_0123456789abcdef"
+	d := startDaemon(t, "[daemon]\nuser_images = [\"docker.io/mcpcage/*\"]\n")
+	for _, p := range []string{env.work, d.dir} {
+		must(t, os.Chmod(p, 0o755), "chmod")
+	}
+	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	archive := ociArchiveWith(t, ref, map[string]any{"Env": []string{"PATH=/bin"}, "Entrypoint": []string{"/bin/testserver"},
+		"Cmd": []string{"--from-cmd"}, "WorkingDir": "/etc"})
+	if out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "import", archive).CombinedOutput(); err != nil {
+		t.Fatalf("import image: %v %s", err, out)
+	}
+
+	home, err := os.MkdirTemp(userHome, "setup-")
+	must(t, err, "home")
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	cfgPath := filepath.Join(home, ".config", "Claude", "claude_desktop_config.json")
+	must(t, os.MkdirAll(filepath.Dir(cfgPath), 0o755), "mkdir")
+	original := `{
+  "mcpServers": {
+    "github": {"command": "docker", "args": ["run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "-e", "LOG_LEVEL=debug", "mcpcage/testserver:setup", "stdio"],
+               "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "` + token + `"}},
+    "elsewhere": {"command": "docker", "args": ["run", "-i", "--rm", "ghcr.io/someone/server"]}
+  }
+}
+`
+	must(t, os.WriteFile(cfgPath, []byte(original), 0o600), "write client config")
+	for _, p := range []string{home, filepath.Join(home, ".config"), filepath.Dir(cfgPath), cfgPath} {
+		must(t, os.Chown(p, uid, uid), "chown")
+	}
+
+	out, err := d.cli(t, uid, "client", "setup", "claude-desktop", "--home", home)
+	if err != nil {
+		t.Fatalf("client setup: %v\n%s", err, out)
+	}
+	for _, want := range []string{"left as is: elsewhere: servers of your own may not run image ghcr.io/someone/server:latest",
+		"github: a credential goes to your secret store as claude-desktop-github.GITHUB_PERSONAL_ACCESS_TOKEN", "now runs 1 server(s) through mcpcage"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("setup output lacks %q:\n%s", want, out)
+		}
+	}
+	after, _ := os.ReadFile(cfgPath)
+	for what, text := range map[string]string{"setup's output": out, "the rewritten client config": string(after)} {
+		if strings.Contains(text, token) {
+			t.Errorf("the token is in %s", what)
+		}
+	}
+	if !strings.Contains(string(after), `"github": {"command":`) || !strings.Contains(string(after), `"run","claude-desktop-github"]`) ||
+		!strings.Contains(string(after), `"ghcr.io/someone/server"`) {
+		t.Fatalf("rewritten config:\n%s", after)
+	}
+	if ls, err := d.cli(t, uid, "secret", "ls"); err != nil || strings.TrimSpace(ls) != "claude-desktop-github.GITHUB_PERSONAL_ACCESS_TOKEN" {
+		t.Fatalf("the user's secrets: %v %q", err, ls)
+	}
+	if show, err := d.cli(t, uid, "servers", "show", "claude-desktop-github"); err != nil || !strings.Contains(show, "docker.io/mcpcage/testserver:setup") ||
+		!strings.Contains(show, "(the image's entrypoint) stdio") {
+		t.Fatalf("servers show: %v\n%s", err, show)
+	}
+
+	// The server runs from the image: its entrypoint with the entry's
+	// args in place of the image's CMD, in the image's workdir, as the
+	// user, with the credential from the user's store.
+	c := d.connectAs(t, "claude-desktop-github", uid)
+	if got, _ := callText(t, c, "env", map[string]any{"name": "GITHUB_PERSONAL_ACCESS_TOKEN"}); !strings.Contains(got, "="+token+" ") || !strings.Contains(got, fmt.Sprintf(" uid=%d ", uid)) {
+		t.Fatalf("the server's token and identity: %q", got)
+	}
+	if got, _ := callText(t, c, "env", map[string]any{"name": "LOG_LEVEL"}); !strings.HasPrefix(got, "LOG_LEVEL=debug ") {
+		t.Fatalf("LOG_LEVEL: %q", got)
+	}
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/proc/self/cmdline"}); got != "/bin/testserver\x00stdio\x00" {
+		t.Fatalf("the server's argv: %q", got)
+	}
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "where"}); got != "in /etc" {
+		t.Fatalf("the image's working directory: %q", got)
+	}
+	_ = c.Close()
+	d.waitClean("the image session")
+	for _, rec := range d.auditRecords(t) {
+		if b, _ := json.Marshal(rec); strings.Contains(string(b), token) {
+			t.Fatalf("the token is in the audit log: %s", b)
+		}
+	}
+	if strings.Contains(d.log.String(), token) {
+		t.Fatal("the token is in the daemon's log")
+	}
+
+	if out, err := d.cli(t, uid, "client", "restore", "claude-desktop", "--home", home); err != nil {
+		t.Fatalf("restore: %v %s", err, out)
+	}
+	if b, _ := os.ReadFile(cfgPath); string(b) != original {
+		t.Fatalf("restore did not bring the original back:\n%s", b)
+	}
+	if ls, _ := d.cli(t, uid, "secret", "ls"); strings.TrimSpace(ls) != "" {
+		t.Fatalf("restore left the secret: %q", ls)
+	}
+	if list, _ := d.cli(t, uid, "servers"); strings.Contains(list, "claude-desktop-github") {
+		t.Fatalf("restore left the server:\n%s", list)
 	}
 }

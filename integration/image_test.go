@@ -20,6 +20,12 @@ import (
 // ociArchive builds an OCI image layout tar holding the static test server
 // at /bin/testserver and returns its path.
 func ociArchive(t *testing.T, ref string) string {
+	return ociArchiveWith(t, ref, map[string]any{"Env": []string{"PATH=/bin"}})
+}
+
+// ociArchiveWith is ociArchive with the image config's "config" member
+// (Env, Entrypoint, Cmd, WorkingDir); the layer also holds /etc/where.
+func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
 	t.Helper()
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
@@ -31,9 +37,11 @@ func ociArchive(t *testing.T, ref string) string {
 	must(t, tw.WriteHeader(&tar.Header{Name: "bin/testserver", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))}), "tar")
 	_, err = tw.Write(bin)
 	must(t, err, "tar")
-	must(t, tw.WriteHeader(&tar.Header{Name: "image-marker", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2}), "tar")
-	_, err = tw.Write([]byte("ok"))
-	must(t, err, "tar")
+	for name, content := range map[string]string{"image-marker": "ok", "etc/where": "in /etc"} {
+		must(t, tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(content))}), "tar")
+		_, err = tw.Write([]byte(content))
+		must(t, err, "tar")
+	}
 	must(t, tw.Close(), "tar")
 
 	blobs := map[string][]byte{}
@@ -46,7 +54,7 @@ func ociArchive(t *testing.T, ref string) string {
 	layerDigest, layerSize := put(layer.Bytes())
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": runtime.GOARCH, "os": "linux",
-		"config": map[string]any{"Env": []string{"PATH=/bin"}},
+		"config": config,
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	cfgDigest, cfgSize := put(cfg)

@@ -629,6 +629,37 @@ func (l *Launcher) image(ctx context.Context, ref string) (containerd.Image, err
 	return img, nil
 }
 
+// ImageProcess is what an image runs when its server names no command:
+// the entrypoint and CMD of its config, and its working directory.
+type ImageProcess struct {
+	Entrypoint, Cmd []string
+	WorkingDir      string
+}
+
+// ImageProcess reads ref's process from its config, pulling the image
+// when it is absent.
+func (l *Launcher) ImageProcess(ctx context.Context, ref string) (ImageProcess, error) {
+	ctx = l.ctx(ctx)
+	img, err := l.image(ctx, ref)
+	if err != nil {
+		return ImageProcess{}, err
+	}
+	cfg, err := img.Spec(ctx)
+	if err != nil {
+		return ImageProcess{}, fmt.Errorf("read the config of image %s: %w", ref, err)
+	}
+	return ImageProcess{Entrypoint: cfg.Config.Entrypoint, Cmd: cfg.Config.Cmd, WorkingDir: cfg.Config.WorkingDir}, nil
+}
+
+// Argv is the command line the image runs with args in place of its CMD
+// (nil args: its CMD), as `docker run IMAGE ARGS...` does.
+func (p ImageProcess) Argv(args []string) []string {
+	if args == nil {
+		args = p.Cmd
+	}
+	return append(append([]string(nil), p.Entrypoint...), args...)
+}
+
 // mergeImageEnv puts the image's environment (PATH above all) under the
 // spec's own variables, which win.
 func mergeImageEnv(ctx context.Context, img containerd.Image, s *specs.Spec) error {

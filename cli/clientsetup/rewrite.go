@@ -21,7 +21,42 @@ import (
 // should know about it.
 type Server struct {
 	api.ServerDef
+	Entry    string   `json:"-"` // the client's name for it
 	Warnings []string `json:"-"`
+	// Secrets are credentials from the entry, to store in the user's own
+	// secret store (name: value) before the server is added; its env
+	// names them as "secret:NAME".
+	Secrets map[string]string `json:"-"`
+}
+
+// moveSecrets sets s.Env to env, with every value that looks like a
+// credential moved to s.Secrets under a name of the server's.
+func (s *Server) moveSecrets(env map[string]string) {
+	if len(env) == 0 {
+		return
+	}
+	s.Env = map[string]string{}
+	for k, v := range env {
+		if v == "" || strings.HasPrefix(v, "secret:") || !looksSecret(k) {
+			s.Env[k] = v
+			continue
+		}
+		name := secretName(s.Name, k)
+		if s.Secrets == nil {
+			s.Secrets = map[string]string{}
+		}
+		s.Secrets[name] = v
+		s.Env[k] = "secret:" + name
+	}
+}
+
+// secretName names the secret holding variable key of server.
+func secretName(server, key string) string {
+	n := server + "." + strings.Trim(nameRe.ReplaceAllString(key, "-"), "-.")
+	if len(n) > 128 {
+		n = n[:128]
+	}
+	return n
 }
 
 // Options tune Rewrite.
@@ -31,6 +66,9 @@ type Options struct {
 	Mcpcage string   // the command written into the client config
 	// IsDir reports whether a path is an existing directory (os by default).
 	IsDir func(string) bool
+	// Keep are entries to leave as they are, with the reason (the daemon
+	// refused their import).
+	Keep map[string]string
 }
 
 // Result of a rewrite.
@@ -119,6 +157,11 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		if err := json.Unmarshal(espan.Of(servers), &e); err != nil {
 			return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
 		}
+		if why, ok := o.Keep[name]; ok {
+			res.Remote = append(res.Remote, name)
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
+			continue
+		}
 		remote := e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http"
 		if why := keepRemote(e); remote && why != "" {
 			res.Remote = append(res.Remote, name)
@@ -130,14 +173,23 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 			res.Skipped = append(res.Skipped, name)
 			continue
 		case remote:
-			srv := Server{ServerDef: api.ServerDef{Name: ServerName(c.Name, name), URL: orStr(e.URL, e.Server)}}
+			srv := Server{Entry: name, ServerDef: api.ServerDef{Name: ServerName(c.Name, name), URL: orStr(e.URL, e.Server)}}
 			srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s is remote: if it asks for a sign-in, run `mcpcage login %s`; mcpcage keeps the tokens", name, srv.Name))
 			res.Imported = append(res.Imported, srv)
 			out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
 			continue
+		case isDocker(e) && len(o.Only) > 0 && !contains(o.Only, name):
+			res.Skipped = append(res.Skipped, name)
+			continue
 		case isDocker(e):
-			res.Remote = append(res.Remote, name)
-			res.Notes = append(res.Notes, fmt.Sprintf("%s: runs `docker run`, which cannot work inside mcpcage's sandbox (it has no Docker daemon); left as it is: ask your administrator for an image-based server (image = ...)", name))
+			srv, why := importDocker(c, name, e, o)
+			if why != "" {
+				res.Remote = append(res.Remote, name)
+				res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
+				continue
+			}
+			res.Imported = append(res.Imported, srv)
+			out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
 			continue
 		case e.Command == "":
 			continue
@@ -234,7 +286,8 @@ func expand(p, home string) string {
 
 // importEntry builds the sandboxed definition of one client entry.
 func importEntry(c Client, name string, e entry, o Options) Server {
-	s := Server{ServerDef: api.ServerDef{Name: ServerName(c.Name, name), Network: "none", Env: e.Env}}
+	s := Server{Entry: name, ServerDef: api.ServerDef{Name: ServerName(c.Name, name), Network: "none"}}
+	s.moveSecrets(e.Env)
 	args := make([]string, 0, len(e.Args))
 	for _, a := range e.Args {
 		args = append(args, expand(a, o.Home))
@@ -271,11 +324,6 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 	}
 	if base := filepath.Base(e.Command); base == "npx" || base == "uvx" || base == "bunx" {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("%s starts with %s, which downloads the server at every start and needs the network: install it once (e.g. npm install -g PACKAGE) and point the command at it", name, base))
-	}
-	for k, v := range e.Env {
-		if v != "" && !strings.HasPrefix(v, "secret:") && looksSecret(k) {
-			s.Warnings = append(s.Warnings, fmt.Sprintf("%s: %s holds a credential; move it to the secret store (sudo mcpcage secret set NAME) and write secret:NAME", name, k))
-		}
 	}
 	return s
 }

@@ -80,8 +80,12 @@ func TestRewriteDetails(t *testing.T) {
 	if gh.Network != "host" || len(gh.Egress) == 0 {
 		t.Fatalf("github server should get the network: %+v", gh)
 	}
+	const ghSecret = "claude-desktop-github.GITHUB_PERSONAL_ACCESS_TOKEN"
+	if gh.Env["GITHUB_PERSONAL_ACCESS_TOKEN"] != "secret:"+ghSecret || gh.Secrets[ghSecret] != "ghp_example" || len(gh.Secrets) != 1 {
+		t.Fatalf("the github token is not moved to the secret store: env %v, secrets %v", gh.Env, gh.Secrets)
+	}
 	warnings := strings.Join(append(fs.Warnings, gh.Warnings...), "\n")
-	for _, w := range []string{"npx", "GITHUB_PERSONAL_ACCESS_TOKEN holds a credential", "network tool"} {
+	for _, w := range []string{"npx", "network tool"} {
 		if !strings.Contains(warnings, w) {
 			t.Errorf("warnings lack %q:\n%s", w, warnings)
 		}
@@ -109,7 +113,6 @@ func TestRemoteEntries(t *testing.T) {
 		{"older sse transport", `{"type":"sse","url":"https://old.example/sse"}`, "", "older HTTP+SSE transport"},
 		{"static credential", `{"url":"https://mcp.tracker.example/mcp","headers":{"Authorization":"Bearer abc"}}`, "", "headers of its own"},
 		{"credential in the url", `{"url":"https://mcp.tracker.example/mcp?api_key=abc"}`, "", "looks like a credential"},
-		{"docker", `{"command":"docker","args":["run","-i","--rm","-e","GITHUB_PERSONAL_ACCESS_TOKEN","ghcr.io/github/github-mcp-server"]}`, "", "docker run"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := `{"mcpServers":{"x":` + tc.entry + `}}`
@@ -208,5 +211,80 @@ func TestDiff(t *testing.T) {
 	d := Diff("c.json", []byte("a\nb\nc\n"), []byte("a\nB\nc\n"))
 	if !strings.Contains(d, "- b\n+ B\n") || !strings.Contains(d, "  a\n") {
 		t.Fatalf("diff:\n%s", d)
+	}
+}
+
+// TestDockerEntries: `docker run` entries become image-based servers,
+// or stay as they are with the reason.
+func TestDockerEntries(t *testing.T) {
+	const gh = "ghcr.io/github/github-mcp-server"
+	for _, tc := range []struct {
+		name  string
+		args  string // the entry's args, JSON
+		env   string // the entry's env, JSON
+		want  func(Server) bool
+		note  string // left as it is with this reason
+		warns string // a warning that must be given
+	}{
+		{name: "the official GitHub entry", args: `["run","-i","--rm","-e","GITHUB_PERSONAL_ACCESS_TOKEN","` + gh + `"]`, env: `{"GITHUB_PERSONAL_ACCESS_TOKEN":"ghp_abc123"}`,
+			want: func(s Server) bool {
+				return s.Image == gh && s.Args == nil && s.Command == nil && s.Env["GITHUB_PERSONAL_ACCESS_TOKEN"] == "secret:cursor-x.GITHUB_PERSONAL_ACCESS_TOKEN" &&
+					s.Secrets["cursor-x.GITHUB_PERSONAL_ACCESS_TOKEN"] == "ghp_abc123" && s.Network == "host" && len(s.Egress) == 2
+			}, warns: "port 443"},
+		{name: "args after the image replace its CMD; values inline; -it", args: `["run","-it","--rm","--env=LOG=debug","-e","API_KEY=k1","` + gh + `","stdio","--toolsets","repos"]`,
+			want: func(s Server) bool {
+				return strings.Join(s.Args, " ") == "stdio --toolsets repos" && s.Env["LOG"] == "debug" && s.Secrets["cursor-x.API_KEY"] == "k1"
+			}},
+		{name: "entrypoint replaced", args: `["run","-i","--entrypoint","/bin/srv","img:1","a"]`,
+			want: func(s Server) bool { return strings.Join(s.Command, " ") == "/bin/srv a" && s.Args == nil }},
+		{name: "bind mounts, rw unless ro; workdir; no network", args: `["run","-i","-v","/home/alice/project:/work:ro","--mount","type=bind,src=~/out,dst=/out","-w","/work","--network","none","img"]`,
+			want: func(s Server) bool {
+				return len(s.Mounts) == 2 && !s.Mounts[0].Writable && s.Mounts[0].Target == "/work" && s.Mounts[1].Source == "/home/alice/out" && s.Mounts[1].Writable &&
+					s.Workdir == "/work" && s.Network == "none" && s.Egress == nil
+			}},
+		{name: "docker's isolation gives way to the sandbox", args: `["run","-i","--cap-drop","ALL","--user","1000","img"]`, want: func(s Server) bool { return s.Image == "img" }, warns: "--cap-drop is dropped"},
+		{name: "a variable from the client's environment", args: `["run","-i","-e","HOME_TOKEN","img"]`, want: func(s Server) bool { return len(s.Env) == 0 }, warns: "HOME_TOKEN from the client's environment"},
+		{name: "named volume", args: `["run","-i","-v","data:/data","img"]`, note: "docker volume"},
+		{name: "env file", args: `["run","-i","--env-file","/home/alice/.env","img"]`, note: "--env-file"},
+		{name: "detached", args: `["run","-d","img"]`, note: "-d"},
+		{name: "detached among short flags", args: `["run","-id","img"]`, note: "-id"},
+		{name: "unknown flag", args: `["run","--sysctl","x=1","img"]`, note: "--sysctl"},
+		{name: "flag without value", args: `["run","-i","-e"]`, note: "has no value"},
+		{name: "no image", args: `["run","-i","--rm"]`, note: "without an image"},
+		{name: "tmpfs mount", args: `["run","--mount","type=tmpfs,dst=/t","img"]`, note: "not a bind mount"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := tc.env
+			if env == "" {
+				env = "{}"
+			}
+			before := `{"mcpServers":{"x":{"command":"docker","args":` + tc.args + `,"env":` + env + `}}}`
+			res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.note != "" {
+				if res.Changed([]byte(before)) || len(res.Imported) != 0 || len(res.Notes) != 1 || !strings.Contains(res.Notes[0], tc.note) {
+					t.Fatalf("changed %v, imported %+v, notes %q", res.Changed([]byte(before)), res.Imported, res.Notes)
+				}
+				return
+			}
+			if len(res.Imported) != 1 || !tc.want(res.Imported[0]) || string(res.Config) != `{"mcpServers":{"x":{"command":"mcpcage","args":["run","cursor-x"]}}}` {
+				t.Fatalf("imported %+v, config %s, notes %q", res.Imported, res.Config, res.Notes)
+			}
+			if !strings.Contains(strings.Join(res.Imported[0].Warnings, "\n"), tc.warns) {
+				t.Fatalf("warnings %q lack %q", res.Imported[0].Warnings, tc.warns)
+			}
+			if b, _ := json.Marshal(res.Imported[0]); strings.Contains(string(b), "ghp_abc123") || strings.Contains(string(b), `"k1"`) {
+				t.Fatalf("a credential is in the definition sent to the daemon: %s", b)
+			}
+		})
+	}
+	// An entry the daemon refused (Keep) stays, with the daemon's reason.
+	before := `{"mcpServers":{"x":{"command":"docker","args":["run","-i","img"]}}}`
+	o := testOptions()
+	o.Keep = map[string]string{"x": "image img is not allowed"}
+	if res, err := Rewrite(Clients["cursor"], []byte(before), o); err != nil || res.Changed([]byte(before)) || len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "not allowed") {
+		t.Fatalf("kept entry: %v %+v", err, res)
 	}
 }

@@ -14,7 +14,9 @@
 //	  "version": 2,
 //	  "servers": {
 //	    "NAME": {
-//	      "command": ["/path/to/server", "ARG"],   // required
+//	      "command": ["/path/to/server", "ARG"],   // or image
+//	      "image": "ghcr.io/owner/server:latest",  // normalized reference
+//	      "args": ["stdio"],                       // image's entrypoint's, no command
 //	      "env": {"KEY": "value or secret:NAME"},
 //	      "workdir": "/absolute/path",
 //	      "network": "none" | "host",

@@ -13,6 +13,8 @@ type Server struct {
 	Command []string          `json:"command"`
 	URL     string            `json:"url,omitempty"`   // a remote server (no command, no sandbox keys)
 	Hosts   []string          `json:"hosts,omitempty"` // the remote server's other hosts (its sign-in)
+	Image   string            `json:"image,omitempty"` // an OCI image, normalized (docker.io/library/x:latest)
+	Args    []string          `json:"args,omitempty"`  // with Image and no Command: its entrypoint's arguments
 	Env     map[string]string `json:"env,omitempty"`
 	Workdir string            `json:"workdir,omitempty"`
 	Network string            `json:"network,omitempty"`
@@ -34,6 +36,8 @@ func (s Server) Config(name string) (*config.Server, error) {
 	srv := &config.Server{
 		Remote:  config.Remote{URL: s.URL, Hosts: slices.Clone(s.Hosts)},
 		Command: slices.Clone(s.Command),
+		Image:   s.Image,
+		Args:    slices.Clone(s.Args),
 		Env:     maps.Clone(s.Env),
 		Workdir: s.Workdir,
 		Network: s.Network,
