@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"github.com/mcpcage/mcpcage/cli/clientsetup"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,5 +49,18 @@ func TestRunWithoutDaemon(t *testing.T) {
 	code := Main([]string{"run", "x", "--socket", filepath.Join(t.TempDir(), "none.sock")}, strings.NewReader(""), &out, &errOut)
 	if code != 2 || strings.Count(errOut.String(), "\n") != 1 || !strings.Contains(errOut.String(), "systemctl start mcpcaged") {
 		t.Fatalf("code %d stderr %q", code, errOut.String())
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	servers := []clientsetup.Server{{Secrets: map[string]string{"s.T": "a<b>&c/d", "s.U": "xyz"}}}
+	for _, tc := range []struct{ in, want string }{
+		{`"T": "a<b>&c/d"`, `"T": "[moved to secret s.T]"`},
+		{`"T": "a\u003cb\u003e\u0026c/d"`, `"T": "[moved to secret s.T]"`},
+		{`"U": "xyz"`, `"U": "xyz"`}, // too short to replace safely
+	} {
+		if got := redactSecrets(tc.in, servers); got != tc.want {
+			t.Errorf("redactSecrets(%s) = %s, want %s", tc.in, got, tc.want)
+		}
 	}
 }

@@ -393,8 +393,12 @@ func importServers(socket string, servers []clientsetup.Server, keep map[string]
 func redactSecrets(text string, servers []clientsetup.Server) string {
 	for _, s := range servers {
 		for name, v := range s.Secrets {
-			if len(v) >= 4 {
-				text = strings.ReplaceAll(text, v, "[moved to secret "+name+"]")
+			if len(v) < 4 {
+				continue
+			}
+			quoted, _ := json.Marshal(v) // as the file may spell it
+			for _, form := range []string{v, string(quoted[1 : len(quoted)-1])} {
+				text = strings.ReplaceAll(text, form, "[moved to secret "+name+"]")
 			}
 		}
 	}

@@ -206,6 +206,10 @@ type Server struct {
 	OnSuspect OnSuspect `toml:"on_suspect"`
 	// A remote server (url set instead of command): see remote.go.
 	Remote
+	// Personal marks a user's own server (package daemon/userservers
+	// sets it; no configuration file can): it reads its owner's secrets
+	// only and runs within [daemon] user_images and user_remote_hosts.
+	Personal bool `toml:"-"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`

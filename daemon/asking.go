@@ -156,7 +156,7 @@ func (p *sessionPolicy) questionArguments(q asked, params []byte) (args, unshowa
 	if q.args == nil {
 		return "", ""
 	}
-	shown, redacted := audit.ValuesRedacted(q.args, p.d.secretValues())
+	shown, redacted := audit.ValuesRedacted(q.args, p.secretValues())
 	if redacted {
 		return "", "its arguments carry a secret or a credential-shaped value, which a question must not show"
 	}

@@ -260,8 +260,11 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	}
 }
 
-// secretValues are the values of the secret store, which must never reach
-// the audit log even inside tool arguments.
+// secretValues are the values of the administrator's and the agents'
+// secret stores, which must never reach the audit log even inside tool
+// arguments. A user's own values are scrubbed from that user's sessions
+// only (sessionPolicy.secretValues): one user's values must not hide
+// what another's sessions do.
 func (d *Daemon) secretValues() []string {
 	if d.secrets == nil {
 		return nil
@@ -271,7 +274,17 @@ func (d *Daemon) secretValues() []string {
 	}
 	out := storeValues(d.secrets)
 	out = append(out, d.agentSecretValues()...)
-	out = append(out, d.userSecretValues()...)
 	d.secretCache.Store(&out)
 	return out
+}
+
+// secretValues are the values this session's records must not carry: the
+// administrator's and agents' secrets, and those injected into this
+// session's server from its owner's own store.
+func (p *sessionPolicy) secretValues() []string {
+	g := p.d.secretValues()
+	if len(p.s.injected) == 0 {
+		return g
+	}
+	return append(g[:len(g):len(g)], p.s.injected...)
 }

@@ -88,7 +88,7 @@ func (p *sessionPolicy) decideClientRequest(r config.ClientRequest, form request
 	if r == config.Sampling {
 		c.params = params
 	}
-	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues()))
+	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues()))
 	return c
 }
 
@@ -102,7 +102,7 @@ func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id 
 	}
 	p.s.denied.Add(1)
 	p.s.log.Warn("server request refused", "method", method, "form", string(form), "reason", reason)
-	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues()))
+	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues()))
 	return c
 }
 

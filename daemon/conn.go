@@ -314,6 +314,8 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("secret %s is not set", req.Name)}, log)
 			return
 		}
+		userSecretMu.Lock() // the room check and the write, as one
+		defer userSecretMu.Unlock()
 		if req.Op == api.OpSecretSet {
 			if err := userSecretRoom(st, req.Name, req.Secret); err != nil {
 				reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
@@ -348,13 +350,13 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			err = store.Set(req.Name, req.Secret)
 		}
 		if err == nil {
-			d.warm.flush() // prepared with the old value
+			d.flushWarmFor(peer) // prepared with the old value
 			log.Info("secret stored", "secret", req.Name, "agent", req.Agent, "user", userName(peer.UID))
 		}
 	case api.OpSecretRm:
 		err = store.Remove(req.Name)
 		if err == nil {
-			d.warm.flush() // prepared with the removed value
+			d.flushWarmFor(peer) // prepared with the removed value
 			log.Info("secret removed", "secret", req.Name, "agent", req.Agent, "user", userName(peer.UID))
 		}
 	case api.OpSecretList:
@@ -364,7 +366,9 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 	}
-	d.secretCache.Store(nil)
+	if peer.UID == 0 {
+		d.secretCache.Store(nil) // users' own values are not in it
+	}
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return

@@ -241,7 +241,7 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 	if mode := p.d.conf().Daemon.AuditArguments; mode == config.AuditArgsFull {
 		var m map[string]any
 		if json.Unmarshal(body, &m) == nil {
-			content = audit.Arguments(m, string(mode), p.d.secretValues())
+			content = audit.Arguments(m, string(mode), p.secretValues())
 		}
 	}
 	p.d.audit.AppendAsync(s.influenceRecord(in, content))
@@ -340,7 +340,7 @@ func (p *sessionPolicy) safeExcerpt(m inject.Match) string {
 	if g := p.d.guard(); g != nil {
 		ex = detect.Redact(ex, g.set.Scan(ex))
 	}
-	for _, sec := range p.d.secretValues() {
+	for _, sec := range p.secretValues() {
 		if sec != "" {
 			ex = strings.ReplaceAll(ex, sec, "[redacted]")
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
@@ -120,7 +121,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	if d.seccompListener != nil {
 		p.Seccomp.ListenerPath = d.seccompListener.Path()
 	}
-	admin := d.conf().Servers[srv.Name] == srv
+	admin := !srv.Personal
 	if srv.Image != "" {
 		p.Rootfs, p.Host = sandbox.ImageRootfs, nil
 		if err := d.imageProcess(srv, admin, o.resolveImage, &p); err != nil {
@@ -200,6 +201,9 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	return p, nil
 }
 
+// imagePullWait bounds looking up an image's entrypoint, pull included.
+const imagePullWait = 10 * time.Minute
+
 // imageProcess checks a user's image against [daemon] user_images and,
 // when the server names no command, puts the image's entrypoint (with the
 // server's args in place of its CMD) and working directory into p.
@@ -216,7 +220,9 @@ func (d *Daemon) imageProcess(srv *config.Server, admin, resolve bool, p *sandbo
 		p.Args = append([]string{"(the entrypoint of " + srv.Image + ")"}, srv.Args...)
 		return nil
 	}
-	proc, err := d.launcher.ImageProcess(context.Background(), srv.Image)
+	ctx, cancel := context.WithTimeout(context.Background(), imagePullWait)
+	defer cancel()
+	proc, err := d.launcher.ImageProcess(ctx, srv.Image)
 	if err != nil {
 		return err
 	}

@@ -268,7 +268,7 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	if k == consent.KindTool {
 		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), string(c.decision)).Inc()
 	}
-	rec := s.decisionRecord(c, string(p.d.conf().Daemon.AuditArguments), p.d.secretValues())
+	rec := s.decisionRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues())
 	if c.decision != decisionDeny {
 		// Forward only what is durably recorded (without the audit log,
 		// fail closed); the relay holds the request until then and goes

@@ -132,7 +132,7 @@ func (d *Daemon) startRemote(s *session) error {
 	if err != nil {
 		return fmt.Errorf("url of [servers.%s]: %w", srv.Name, err)
 	}
-	if d.conf().Servers[srv.Name] != srv {
+	if srv.Personal {
 		if err := d.checkUserRemote(srv); err != nil {
 			return err
 		}

@@ -76,6 +76,7 @@ type session struct {
 	limiter   ask.Limiter  // the session's consent questions
 	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
 	warmStart bool         // the server started in a prepared sandbox
+	injected  []string     // secret values of the owner's store in its env (scrubbed from its records)
 
 	run        *flow.Run    // the agent run the session belongs to (the data-flow guard)
 	suspectEnd atomic.Value // string: why a suspect influence ended the session
@@ -296,6 +297,9 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true, agent: s.agent})
 	if err != nil {
 		return params, nil, err
+	}
+	if srv.Personal {
+		s.injected = injectedSecrets(srv, params)
 	}
 	if err := d.checkCommand(srv, params); err != nil {
 		return params, nil, err

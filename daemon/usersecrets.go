@@ -7,8 +7,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 
+	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
+	"github.com/mcpcage/mcpcage/sandbox"
 )
 
 // User secrets: every user has a store of their own
@@ -38,6 +42,10 @@ func (d *Daemon) userSecrets(uid uint32, create bool) (*secrets.Store, error) {
 	}
 	return secrets.Open(dir)
 }
+
+// userSecretMu serialises changes to users' stores, so the bounds below
+// hold under concurrent requests.
+var userSecretMu sync.Mutex
 
 // Bounds of one user's store, which lives on root's disk.
 const (
@@ -79,23 +87,6 @@ func (d *Daemon) userSecretFor(uid uint32, name string) (string, error) {
 	return "", fmt.Errorf("secret %s is not among your own secrets (your servers never read the administrator's): store it with `mcpcage secret set %s` (the value on stdin)", name, name)
 }
 
-// userSecretValues lists every user's secret values (for the audit log's
-// scrubbing).
-func (d *Daemon) userSecretValues() []string {
-	ents, err := os.ReadDir(d.userSecretsRoot())
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range ents {
-		if _, err := strconv.ParseUint(e.Name(), 10, 32); err != nil || !e.IsDir() {
-			continue
-		}
-		out = append(out, dirValues(filepath.Join(d.userSecretsRoot(), e.Name()))...)
-	}
-	return out
-}
-
 // dirValues are the values of the store in dir.
 func dirValues(dir string) []string {
 	st, err := secrets.Open(dir)
@@ -116,4 +107,28 @@ func storeValues(st *secrets.Store) []string {
 		}
 	}
 	return out
+}
+
+// injectedSecrets are the values params' env received from a secret
+// store (those long enough to scrub).
+func injectedSecrets(srv *config.Server, params sandbox.Params) []string {
+	var out []string
+	for k, v := range srv.Env {
+		if strings.HasPrefix(v, config.SecretPrefix) && len(params.Env[k]) >= 4 {
+			out = append(out, params.Env[k])
+		}
+	}
+	return out
+}
+
+// flushWarmFor discards the prepared sandboxes a change of peer's secrets
+// makes stale: everyone's for root (the administrator's and agents'
+// stores), the user's own otherwise. (A stale one would also be caught
+// when taken: the fingerprint holds the resolved values.)
+func (d *Daemon) flushWarmFor(peer Peer) {
+	if peer.UID == 0 {
+		d.warm.flush()
+		return
+	}
+	d.warm.flushUser(peer.UID)
 }

@@ -299,24 +299,39 @@ func (w *warmPool) discard(ws *warmSandbox) error {
 // flush discards every prepared sandbox, and any being built (a reload
 // or a secret changed: they were built from what was). The removals run
 // in the background.
-func (w *warmPool) flush() {
+func (w *warmPool) flush() { w.discardWhere(func(warmKey) bool { return true }, true) }
+
+// flushUser discards uid's prepared sandboxes (the user changed a secret
+// of their own: only their servers read it).
+func (w *warmPool) flushUser(uid uint32) {
+	w.discardWhere(func(k warmKey) bool { return k.uid == uid }, false)
+}
+
+// discardWhere removes the prepared sandboxes whose key matches, in the
+// background; newGen also drops every build under way.
+func (w *warmPool) discardWhere(match func(warmKey) bool, newGen bool) {
 	w.mu.Lock()
-	w.gen++
-	all := w.sortedLocked()
-	for _, ws := range all {
-		delete(w.byKey, ws.key)
-		ws.timer.Stop()
+	if newGen {
+		w.gen++
 	}
-	if len(all) > 0 {
+	var gone []*warmSandbox
+	for _, ws := range w.sortedLocked() {
+		if match(ws.key) {
+			delete(w.byKey, ws.key)
+			ws.timer.Stop()
+			gone = append(gone, ws)
+		}
+	}
+	if len(gone) > 0 {
 		w.work.Add(1)
 	}
 	w.mu.Unlock()
-	if len(all) == 0 {
+	if len(gone) == 0 {
 		return
 	}
 	go func() {
 		defer w.work.Done()
-		for _, ws := range all {
+		for _, ws := range gone {
 			_ = w.discard(ws) // logged
 		}
 	}()

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // TestUserSecretsAreTheirOwn: a local user's own server reads its owner's
@@ -89,6 +91,16 @@ func TestUserSecretsAreTheirOwn(t *testing.T) {
 	if !strings.Contains(string(audit), `"name":"[redacted]"`) {
 		t.Error("the call naming the user's secret was not recorded redacted")
 	}
+	// One user's values hide nothing in other users' records (else any
+	// user could blank out words from everyone's audit trail): root's
+	// call naming the user's value is recorded as sent.
+	rc := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	callText(t, rc, "echo", map[string]any{"text": userValue})
+	_ = rc.Close()
+	d.record(t, "tool.call", func(r map[string]any) bool {
+		args, _ := r["arguments"].(map[string]any)
+		return str(r, "user") == "root" && args["text"] == userValue
+	})
 	// Root's store is untouched by the user's.
 	if out := d.mustCLI(t, "secret", "ls"); strings.TrimSpace(out) != "github" {
 		t.Fatalf("root: secret ls = %q", out)

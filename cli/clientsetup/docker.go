@@ -79,6 +79,7 @@ func importDocker(c Client, name string, e entry, o Options) (Server, string) {
 			}
 			s.Image = args[i]
 			rest := args[i+1:]
+			s.warnCredentialArgs(name, rest)
 			if entrypoint != nil {
 				s.Command = append(entrypoint, rest...)
 			} else if len(rest) > 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -30,20 +31,35 @@ type Server struct {
 }
 
 // moveSecrets sets s.Env to env, with every value that looks like a
-// credential moved to s.Secrets under a name of the server's.
+// credential moved to s.Secrets under a name of the server's. A value
+// written "secret:NAME" is the client's literal string, which the server
+// must receive as such: it is stored too, never read as a reference to
+// one of the user's secrets (a hostile entry would name another server's
+// token).
 func (s *Server) moveSecrets(env map[string]string) {
 	if len(env) == 0 {
 		return
 	}
 	s.Env = map[string]string{}
-	for k, v := range env {
-		if v == "" || strings.HasPrefix(v, "secret:") || !looksSecret(k) {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the names below do not depend on map order
+	for _, k := range keys {
+		v := env[k]
+		if v == "" || (!strings.HasPrefix(v, "secret:") && !looksSecret(k)) {
 			s.Env[k] = v
 			continue
 		}
-		name := secretName(s.Name, k)
 		if s.Secrets == nil {
 			s.Secrets = map[string]string{}
+		}
+		base := secretName(s.Name, k)
+		name := base
+		for i := 2; s.Secrets[name] != ""; i++ { // two keys, one name
+			suffix := fmt.Sprintf("-%d", i)
+			name = base[:min(len(base), 128-len(suffix))] + suffix
 		}
 		s.Secrets[name] = v
 		s.Env[k] = "secret:" + name
@@ -293,6 +309,7 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 		args = append(args, expand(a, o.Home))
 	}
 	s.Command = append([]string{expand(e.Command, o.Home)}, args...)
+	s.warnCredentialArgs(name, args)
 	seen := map[string]bool{}
 	addMount := func(dir string) {
 		if seen[dir] || dir == "/" {
@@ -328,12 +345,39 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 	return s
 }
 
+// looksSecret reports a variable or parameter name that holds a
+// credential: one of credentialWords anywhere in it, or credentialParts
+// as a whole part ("GITHUB_PAT", not "PATH").
 func looksSecret(k string) bool {
 	k = strings.ToLower(k)
-	for _, w := range []string{"token", "key", "secret", "password", "pat"} {
+	for _, w := range credentialWords {
 		if strings.Contains(k, w) {
 			return true
 		}
 	}
+	for _, part := range strings.FieldsFunc(k, func(r rune) bool { return r == '_' || r == '-' || r == '.' }) {
+		if slices.Contains(credentialParts, part) {
+			return true
+		}
+	}
 	return false
+}
+
+var (
+	credentialWords = []string{"token", "secret", "password", "passwd", "credential", "apikey", "api_key", "privatekey", "private_key"}
+	credentialParts = []string{"key", "pat", "pass", "pwd", "pw", "auth", "dsn"}
+)
+
+// warnCredentialArgs warns of arguments that pass a credential on the
+// command line (--api-key=..., --token ...): they stay in the server's
+// definition, which mcpcage records; an env variable from the secret
+// store keeps them out.
+func (s *Server) warnCredentialArgs(entry string, args []string) {
+	for i, a := range args {
+		flag, _, inline := strings.Cut(a, "=")
+		if !strings.HasPrefix(flag, "-") || !looksSecret(strings.TrimLeft(flag, "-")) || (!inline && i+1 >= len(args)) {
+			continue
+		}
+		s.Warnings = append(s.Warnings, fmt.Sprintf("%s: argument %s passes what looks like a credential on the command line, which mcpcage records with the server's definition: prefer an env variable from your secret store (mcpcage secret set NAME, env KEY=secret:NAME)", entry, flag))
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/clients golden files")
@@ -286,5 +288,48 @@ func TestDockerEntries(t *testing.T) {
 	o.Keep = map[string]string{"x": "image img is not allowed"}
 	if res, err := Rewrite(Clients["cursor"], []byte(before), o); err != nil || res.Changed([]byte(before)) || len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "not allowed") {
 		t.Fatalf("kept entry: %v %+v", err, res)
+	}
+}
+
+func TestLooksSecret(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"GITHUB_PERSONAL_ACCESS_TOKEN", true}, {"GITHUB_PAT", true}, {"API_KEY", true}, {"apiKey", true},
+		{"DB_PASSWORD", true}, {"SENTRY_DSN", true}, {"X-Auth", true}, {"AWS_SECRET_ACCESS_KEY", true},
+		{"PATH", false}, {"PYTHONPATH", false}, {"KEYBOARD_LAYOUT", false}, {"LOG_LEVEL", false}, {"MONKEY", false},
+	} {
+		if got := looksSecret(tc.name); got != tc.want {
+			t.Errorf("looksSecret(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestMoveSecrets(t *testing.T) {
+	s := Server{ServerDef: api.ServerDef{Name: "c-x"}}
+	s.moveSecrets(map[string]string{"PATH": "/usr/bin", "A TOKEN": "t1", "A-TOKEN": "t2", "OTHER": "secret:c-gh.GITHUB_TOKEN", "EMPTY_TOKEN": ""})
+	want := map[string]string{"PATH": "/usr/bin", "A TOKEN": "secret:c-x.A-TOKEN", "A-TOKEN": "secret:c-x.A-TOKEN-2",
+		"OTHER": "secret:c-x.OTHER", "EMPTY_TOKEN": ""}
+	if diff := cmp.Diff(want, s.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	// "secret:NAME" in a client's entry is a literal, stored as such: it
+	// never reaches another server's stored token.
+	wantSecrets := map[string]string{"c-x.A-TOKEN": "t1", "c-x.A-TOKEN-2": "t2", "c-x.OTHER": "secret:c-gh.GITHUB_TOKEN"}
+	if diff := cmp.Diff(wantSecrets, s.Secrets); diff != "" {
+		t.Errorf("secrets (-want +got):\n%s", diff)
+	}
+}
+
+func TestCredentialArgsWarned(t *testing.T) {
+	before := `{"mcpServers":{"x":{"command":"/opt/srv","args":["--api-key=abc123","--verbose","--token","t0k3n","--path","/p"]}}}`
+	res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+	if err != nil || len(res.Imported) != 1 {
+		t.Fatalf("%v %+v", err, res)
+	}
+	w := strings.Join(res.Imported[0].Warnings, "\n")
+	if !strings.Contains(w, "argument --api-key passes") || !strings.Contains(w, "argument --token passes") || strings.Contains(w, "--path") || strings.Contains(w, "--verbose") {
+		t.Fatalf("warnings:\n%s", w)
 	}
 }

@@ -34,14 +34,15 @@ type Mount struct {
 // shares memory with s.
 func (s Server) Config(name string) (*config.Server, error) {
 	srv := &config.Server{
-		Remote:  config.Remote{URL: s.URL, Hosts: slices.Clone(s.Hosts)},
-		Command: slices.Clone(s.Command),
-		Image:   s.Image,
-		Args:    slices.Clone(s.Args),
-		Env:     maps.Clone(s.Env),
-		Workdir: s.Workdir,
-		Network: s.Network,
-		Egress:  slices.Clone(s.Egress),
+		Remote:   config.Remote{URL: s.URL, Hosts: slices.Clone(s.Hosts)},
+		Personal: true,
+		Command:  slices.Clone(s.Command),
+		Image:    s.Image,
+		Args:     slices.Clone(s.Args),
+		Env:      maps.Clone(s.Env),
+		Workdir:  s.Workdir,
+		Network:  s.Network,
+		Egress:   slices.Clone(s.Egress),
 	}
 	for _, m := range s.Mounts {
 		ro := !m.Writable

@@ -16,13 +16,16 @@ func TestServerConfig(t *testing.T) {
 		want *config.Server // nil: refused
 	}{
 		{"defaults filled", Server{Command: []string{"srv"}},
-			&config.Server{Name: "s", Command: []string{"srv"}, Workdir: "/", Network: "none", Memory: config.DefaultMemory, Pids: config.DefaultPids, CPUs: config.DefaultCPUs, Seccomp: config.SeccompDefault}},
+			&config.Server{Personal: true, Name: "s", Command: []string{"srv"}, Workdir: "/", Network: "none", Memory: config.DefaultMemory, Pids: config.DefaultPids, CPUs: config.DefaultCPUs, Seccomp: config.SeccompDefault}},
 		{"every key a user may set", Server{Command: []string{"srv", "-v"}, Env: map[string]string{"K": "secret:k"}, Workdir: "/w", Network: "host", Egress: []string{"1.2.3.4:443"},
 			Mounts: []Mount{{Source: "/home/a/p", Target: "/p/", Writable: true}, {Source: "/home/a/r", Target: "/r"}}},
-			&config.Server{Name: "s", Command: []string{"srv", "-v"}, Env: map[string]string{"K": "secret:k"}, Workdir: "/w", Network: "host", Egress: []string{"1.2.3.4:443"},
+			&config.Server{Personal: true, Name: "s", Command: []string{"srv", "-v"}, Env: map[string]string{"K": "secret:k"}, Workdir: "/w", Network: "host", Egress: []string{"1.2.3.4:443"},
 				Mounts: []config.Mount{{Source: "/home/a/p", Target: "/p", Readonly: &rw}, {Source: "/home/a/r", Target: "/r", Readonly: &ro}},
 				Memory: config.DefaultMemory, Pids: config.DefaultPids, CPUs: config.DefaultCPUs, Seccomp: config.SeccompDefault}},
+		{"an image's entrypoint", Server{Image: "docker.io/x/y:1", Args: []string{"stdio"}},
+			&config.Server{Personal: true, Name: "s", Image: "docker.io/x/y:1", Args: []string{"stdio"}, Network: "none", Memory: config.DefaultMemory, Pids: config.DefaultPids, CPUs: config.DefaultCPUs, Seccomp: config.SeccompDefault}},
 		{"no command", Server{}, nil},
+		{"args without an image", Server{Command: []string{"srv"}, Args: []string{"x"}}, nil},
 		{"egress without network", Server{Command: []string{"srv"}, Egress: []string{"1.2.3.4:443"}}, nil},
 		{"relative workdir", Server{Command: []string{"srv"}, Workdir: "w"}, nil},
 		{"reserved target", Server{Command: []string{"srv"}, Mounts: []Mount{{Source: "/x", Target: "/proc"}}}, nil},
