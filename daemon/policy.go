@@ -663,7 +663,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 	s := p.s
 	p.d.newCall(s) // the call ended: later opens are not its
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
-	p.d.audit.AppendAsync(s.toolResultRecord(c, r.IsError, len(result), lat))
+	p.d.audit.AppendNow(s.toolResultRecord(c, r.IsError, len(result), lat))
 	return c, true
 }
 

@@ -440,3 +440,65 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("%d fdatasyncs for %d records queued together, want them to share a few", n, calls)
 	}
 }
+
+// TestWrittenOnTheCallersGoroutine: in batch mode AppendDurable has
+// written its record when it returns, and AppendNow writes at once in
+// either mode without an fsync; when a commit is under way AppendNow
+// queues instead of waiting for it.
+func TestWrittenOnTheCallersGoroutine(t *testing.T) {
+	inFile := func(t *testing.T, dir, tool string) bool {
+		b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+		must(t, err)
+		return strings.Contains(string(b), `"tool":"`+tool+`"`)
+	}
+	for _, mode := range []SyncMode{SyncBatch, SyncAlways} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			onRecord, blocked, release := blockWriter()
+			var armed sync.Once
+			block := false
+			var mu sync.Mutex
+			l := openLog(t, dir, Options{Sync: mode, Interval: time.Hour, OnRecord: func(r Record) {
+				mu.Lock()
+				b := block
+				mu.Unlock()
+				if b {
+					onRecord(r)
+				}
+			}})
+			defer func() { armed.Do(func() { close(release) }); _ = l.Close() }()
+			if mode == SyncBatch {
+				ch := l.AppendDurable(Record{"type": "tool.call", "tool": "durable"})
+				select {
+				case err := <-ch:
+					must(t, err)
+				default:
+					t.Fatal("AppendDurable returned before its record was written")
+				}
+				if !inFile(t, dir, "durable") {
+					t.Fatal("the record is not in the file")
+				}
+			}
+			syncs := l.Syncs()
+			if !l.AppendNow(Record{"type": "tool.result", "tool": "now"}) || !inFile(t, dir, "now") {
+				t.Fatal("AppendNow did not write its record at once")
+			}
+			if l.Syncs() != syncs {
+				t.Fatalf("AppendNow synced: %d fdatasyncs, want %d", l.Syncs(), syncs)
+			}
+			// A commit under way: AppendNow queues and returns.
+			mu.Lock()
+			block = true
+			mu.Unlock()
+			l.AppendAsync(Record{"type": "x", "tool": "stall"})
+			<-blocked
+			if !l.AppendNow(Record{"type": "tool.result", "tool": "queued"}) {
+				t.Fatal("AppendNow refused a record while a commit was under way")
+			}
+			armed.Do(func() { close(release) })
+			testenv.WaitFor(t, "the queued record to be written", 10*time.Second, func() (bool, string) {
+				return inFile(t, dir, "queued"), "not in the file"
+			})
+		})
+	}
+}

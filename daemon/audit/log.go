@@ -73,7 +73,10 @@ type Log struct {
 	mu     sync.RWMutex // held shared while queueing, exclusively by Close
 	closed bool
 
-	// Owned by the writer goroutine.
+	// wmu guards what follows: held by the writer goroutine for each
+	// group commit, and in batch mode by AppendDurable's caller, which
+	// commits its record itself (see AppendDurable).
+	wmu        sync.Mutex
 	f          *os.File // nil after a failed rotation: reopened by the next write
 	headF      *os.File // the head file, rewritten in place (see saveHead)
 	size       int64
@@ -148,6 +151,16 @@ func (l *Log) AppendDurable(rec Record) <-chan error {
 		p.done <- err
 		return p.done
 	}
+	if l.o.Sync == SyncBatch {
+		// Durable here means written: the caller writes its record (with
+		// whatever else is queued) at once, instead of handing it to the
+		// writer goroutine and being woken when it is done: two goroutine
+		// wake-ups fewer on every call's path.
+		l.wmu.Lock()
+		l.commit(p, true)
+		l.wmu.Unlock()
+		return p.done
+	}
 	l.syncQ <- p
 	return p.done
 }
@@ -173,6 +186,27 @@ func (l *Log) AppendAsync(rec Record) bool {
 		l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records)", ErrUnavailable, queueLen))
 		return false
 	}
+}
+
+// AppendNow is AppendAsync for a record on a path someone waits on (a
+// tool's result on its way to the client): when no commit is under way,
+// rec is written at once on the caller's goroutine, a write and never an
+// fsync (in "always" mode the next durable commit or the interval syncs
+// it, as for AppendAsync). That spares waking the writer goroutine, which
+// on a busy two-core machine delays the caller by about as much as the
+// rest of its work. When a commit is under way, rec is queued like
+// AppendAsync.
+func (l *Log) AppendNow(rec Record) bool {
+	l.mu.RLock()
+	if !l.closed && l.wmu.TryLock() {
+		stamp(rec)
+		l.commit(&pending{rec: rec}, false)
+		l.wmu.Unlock()
+		l.mu.RUnlock()
+		return true
+	}
+	l.mu.RUnlock()
+	return l.AppendAsync(rec)
 }
 
 // stamp sets the record's time when the event is reported, not when the
@@ -237,17 +271,23 @@ func (l *Log) writer() {
 		case first = <-l.syncQ:
 		case first = <-l.asyncQ:
 		case <-tick:
+			l.wmu.Lock()
 			l.syncIfDirty()
+			l.wmu.Unlock()
 			continue
 		case <-l.done:
 			// Nothing is queued after done: write the rest, then stop.
+			l.wmu.Lock()
 			for len(l.syncQ)+len(l.asyncQ) > 0 {
-				l.commit(nil)
+				l.commit(nil, true)
 			}
 			l.syncIfDirty()
+			l.wmu.Unlock()
 			return
 		}
-		l.commit(first)
+		l.wmu.Lock()
+		l.commit(first, true)
+		l.wmu.Unlock()
 	}
 }
 
@@ -264,8 +304,10 @@ type batch struct {
 }
 
 // commit collects a batch, calls first preferred, up to maxBatch bytes,
-// and writes it with one write and (in always mode) one fsync.
-func (l *Log) commit(first *pending) {
+// and writes it with one write and (in always mode) one fsync. takeSync
+// false leaves the synchronous queue to the writer (AppendNow: no fsync
+// on its caller's path).
+func (l *Log) commit(first *pending, takeSync bool) {
 	var openErr error
 	if l.f == nil {
 		openErr = l.openFile()
@@ -280,9 +322,13 @@ func (l *Log) commit(first *pending) {
 	if first != nil {
 		l.add(b, first)
 	}
+	syncQ := l.syncQ
+	if !takeSync {
+		syncQ = nil // never ready
+	}
 	for len(b.buf) < maxBatch && len(b.entries) < maxBatchRecords {
 		select {
-		case p := <-l.syncQ:
+		case p := <-syncQ:
 			l.add(b, p)
 			continue
 		default:

@@ -181,7 +181,17 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			return false, nil
 		}
 		if hold != nil && !r.inBatch {
-			r.hold = &held{ch: hold, failed: holdFailed, key: key}
+			select {
+			case err := <-hold: // already yielded (e.g. the record is written): no wait
+				if err != nil {
+					r.pending.take(key)
+					r.Stats.Denied[d].Add(1)
+					r.replyTo(d, holdFailed(err))
+					return false, nil
+				}
+			default:
+				r.hold = &held{ch: hold, failed: holdFailed, key: key}
+			}
 		}
 		if park != nil {
 			out := e.Whole.Of(msg)

@@ -132,3 +132,54 @@ func TestRelayHoldInBatch(t *testing.T) {
 		t.Fatalf("server got %q, want the batch without element 2", got)
 	}
 }
+
+// yieldedHolds decides tools/call with a hold that has already yielded:
+// ok for names other than "fail" (the record is written before the
+// verdict, as the audit log's batch mode does).
+type yieldedHolds struct{}
+
+func (yieldedHolds) FromClient(e *wire.Envelope, msg []byte) Verdict {
+	if e.Method != "tools/call" {
+		return Verdict{}
+	}
+	ch := make(chan error, 1)
+	if strings.Contains(string(msg), `"fail"`) {
+		ch <- errors.New("disk full")
+	} else {
+		ch <- nil
+	}
+	id := string(e.ID.Of(msg))
+	return Verdict{Hold: ch, HoldFailed: func(err error) []byte {
+		return wire.ErrorResponse([]byte(id), wire.CodeDenied, "not recorded: "+err.Error(), nil)
+	}}
+}
+
+func (yieldedHolds) FromServer(*wire.Envelope, []byte, string) Verdict { return Verdict{} }
+
+// TestRelayHoldAlreadyYielded: a hold that has yielded when the verdict
+// comes forwards at once (or answers the client with the failure), in
+// order with what follows.
+func TestRelayHoldAlreadyYielded(t *testing.T) {
+	h := newHarness(t, Options{Inspector: yieldedHolds{}})
+	ok := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ok"}}` + "\n"
+	bad := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fail"}}` + "\n"
+	ping := `{"jsonrpc":"2.0","id":3,"method":"ping"}` + "\n"
+	h.fromClient(ok)
+	if got := h.toServer(); got != ok {
+		t.Fatalf("server got %q, want the call", got)
+	}
+	h.fromClient(bad + ping)
+	if got := h.toClient(); !strings.Contains(got, `"id":2`) || !strings.Contains(got, "not recorded: disk full") {
+		t.Fatalf("client got %q, want the failure answer to id 2", got)
+	}
+	if got := h.toServer(); got != ping {
+		t.Fatalf("server got %q, want the ping", got)
+	}
+	if n := h.relay.Stats.Denied[ClientToServer].Load(); n != 1 {
+		t.Fatalf("denied = %d, want 1", n)
+	}
+	h.fromClient(strings.Replace(bad, `"fail"`, `"ok"`, 1)) // id 2 is free again
+	if got := h.toServer(); !strings.Contains(got, `"id":2`) {
+		t.Fatalf("server got %q, want the retried call", got)
+	}
+}
