@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
@@ -273,7 +274,7 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 		// Forward only what is durably recorded (without the audit log,
 		// fail closed); the relay holds the request until then and goes
 		// on deciding the next ones meanwhile.
-		durable := p.d.audit.AppendDurable(rec)
+		durable := p.appendDurable(rec)
 		rid := append([]byte(nil), id...)
 		s.allowed.Add(1)
 		if k == consent.KindTool {
@@ -699,4 +700,19 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 	}
 	lat := time.Since(c.start)
 	p.d.audit.AppendAsync(p.s.toolCancelledRecord(c, lat))
+}
+
+// appendDurable records a decided request. A session with no other call
+// in flight has nothing to read and decide while the record syncs, so it
+// commits the record on its own goroutine (audit.Log.AppendDurableNow);
+// one with calls in flight queues it, so the relay goes on deciding the
+// next ones and their records share the sync.
+func (p *sessionPolicy) appendDurable(rec audit.Record) <-chan error {
+	p.mu.Lock()
+	alone := len(p.calls) == 0
+	p.mu.Unlock()
+	if alone {
+		return p.d.audit.AppendDurableNow(rec)
+	}
+	return p.d.audit.AppendDurable(rec)
 }

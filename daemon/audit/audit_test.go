@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -501,4 +502,42 @@ func TestWrittenOnTheCallersGoroutine(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestAppendDurableNow: in always mode it commits and syncs on the
+// caller's goroutine when the log is idle, and queues (never waiting
+// behind another commit's sync) when one is under way.
+func TestAppendDurableNow(t *testing.T) {
+	dir := t.TempDir()
+	onRecord, blocked, release := blockWriter()
+	var block atomic.Bool
+	l := openLog(t, dir, Options{Sync: SyncAlways, Interval: time.Hour, OnRecord: func(r Record) {
+		if block.Load() {
+			onRecord(r)
+		}
+	}})
+	var once sync.Once
+	defer func() { once.Do(func() { close(release) }); _ = l.Close() }()
+	syncs := l.Syncs()
+	select {
+	case err := <-l.AppendDurableNow(Record{"type": "tool.call", "tool": "idle"}):
+		must(t, err)
+	default:
+		t.Fatal("AppendDurableNow on an idle log returned before its record was durable")
+	}
+	if l.Syncs() != syncs+1 {
+		t.Fatalf("%d fdatasyncs, want %d", l.Syncs(), syncs+1)
+	}
+	block.Store(true)
+	stalled := l.AppendDurable(Record{"type": "tool.call", "tool": "stall"})
+	<-blocked
+	ch := l.AppendDurableNow(Record{"type": "tool.call", "tool": "busy"})
+	select {
+	case err := <-ch:
+		t.Fatalf("AppendDurableNow yielded %v while another commit was under way: it should have queued", err)
+	default:
+	}
+	once.Do(func() { close(release) })
+	must(t, <-stalled)
+	must(t, <-ch)
 }
