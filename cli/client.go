@@ -184,11 +184,14 @@ undoes it, secrets included.`,
 				return err
 			}
 			var added, stored []string
+			var state map[string]clientState
 			if !dryRun && res.Changed(old) {
-				// Servers (and their secrets) first, so the client never
-				// points at a missing one. An image the daemon does not
-				// allow users leaves its entry as it is.
-				if err := loadStateOnly(home); err != nil {
+				// The state first: saving over one that cannot be read
+				// would lose the way back. Then servers (and their
+				// secrets), so the client never points at a missing one.
+				// An image the daemon does not allow users leaves its
+				// entry as it is.
+				if state, err = loadState(home); err != nil {
 					return err
 				}
 				if added, stored, err = importServers(*socket, res.Imported, opts.Keep, stderr); err != nil {
@@ -225,10 +228,6 @@ undoes it, secrets included.`,
 				return out.Flush()
 			}
 			if err := out.Flush(); err != nil {
-				return err
-			}
-			state, err := loadState(home)
-			if err != nil {
 				return err
 			}
 			backup := fmt.Sprintf("%s.mcpcage-backup-%s", path, time.Now().Format("20060102-150405"))
@@ -330,13 +329,6 @@ func mcpcagePath(self string) string {
 		return "mcpcage"
 	}
 	return self
-}
-
-// loadStateOnly checks that the state file can be read before anything is
-// imported (saving over an unreadable one would lose the way back).
-func loadStateOnly(home string) error {
-	_, err := loadState(home)
-	return err
 }
 
 // importServers stores each server's secrets, then adds the server. An
