@@ -48,6 +48,10 @@ type sessionPolicy struct {
 	sessionConsents []string                 // consents given for this session only (revoked when it ends)
 	consentsEnded   bool                     // the session's consents were revoked: revoke later ones at once
 
+	// results: tools/call result records to write once the result is on
+	// its way to the client (see afterServerMessage).
+	results []audit.Record
+
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
 }
@@ -664,8 +668,27 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 	s := p.s
 	p.d.newCall(s) // the call ended: later opens are not its
 	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
-	p.d.audit.AppendNow(s.toolResultRecord(c, r.IsError, len(result), lat))
+	rec := s.toolResultRecord(c, r.IsError, len(result), lat)
+	p.mu.Lock()
+	p.results = append(p.results, rec)
+	p.mu.Unlock()
 	return c, true
+}
+
+// afterServerMessage writes the result records of the message just dealt
+// with (relay.Options.AfterServerMessage). A result's record is an
+// observation (the call's own record was durable before the server saw
+// it): writing it after the client has the result takes the encoding and
+// the write off the response's path. Its time is when it is written,
+// a moment after the client has the result.
+func (p *sessionPolicy) afterServerMessage() {
+	p.mu.Lock()
+	recs := p.results
+	p.results = nil
+	p.mu.Unlock()
+	for _, rec := range recs {
+		p.d.audit.AppendNow(rec)
+	}
 }
 
 // acknowledged makes a stream's acknowledgement include the tool list

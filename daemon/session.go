@@ -269,9 +269,10 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 			s.denied.Add(1)
 			d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: dir, reason: "ambiguous message: " + problem}))
 		},
-		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
-		Logger:          s.log,
-		OnClientEOF:     func() { go s.stop() },
+		MaxMessageBytes:    int64(d.conf().Daemon.MaxMessageBytes),
+		Logger:             s.log,
+		OnClientEOF:        func() { go s.stop() },
+		AfterServerMessage: s.policy.afterServerMessage,
 	}, relay.Streams{
 		ClientIn:  clientIn,
 		ClientOut: clientOut,

@@ -98,6 +98,38 @@ func TestAuditStory(t *testing.T) {
 	if !sawStart || !sawList {
 		t.Fatalf("records: start %v list %v", sawStart, sawList)
 	}
+	// Each forwarded call has its result's record (written once the
+	// client has the result), after the call's, with its size and time.
+	calls := map[string]map[string]any{} // by request id
+	results := 0
+	for _, r := range recs {
+		id, _ := json.Marshal(r["request_id"])
+		switch r["type"] {
+		case "tool.call":
+			if r["decision"] == "allow" {
+				calls[string(id)] = r
+			}
+		case "tool.result":
+			c, ok := calls[string(id)]
+			if !ok {
+				t.Errorf("tool.result with no allowed tool.call before it: %v", r)
+				continue
+			}
+			results++
+			if r["tool"] != c["tool"] || r["session"] != c["session"] || r["is_error"] != false {
+				t.Errorf("tool.result %v does not match its call %v", r, c)
+			}
+			if n, _ := r["result_bytes"].(float64); n <= 0 {
+				t.Errorf("tool.result without its size: %v", r)
+			}
+			if _, ok := r["latency_ms"].(float64); !ok {
+				t.Errorf("tool.result without its latency: %v", r)
+			}
+		}
+	}
+	if len(calls) != 2 || results != 2 {
+		t.Fatalf("%d allowed tool.call and %d tool.result records, want 2 and 2", len(calls), results)
+	}
 	// verify passes, via the daemon's own configuration (files and head).
 	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
 	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)

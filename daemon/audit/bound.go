@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,12 +287,38 @@ func appendValue(b []byte, v any) ([]byte, error) {
 		return strconv.AppendUint(b, uint64(x), 10), nil
 	case uint64:
 		return strconv.AppendUint(b, x, 10), nil
+	case float64:
+		// encoding/json's form without its reflection: plain decimal
+		// within these bounds, its exponent form (from json.Marshal)
+		// outside them.
+		if a := math.Abs(x); a == 0 || (a >= 1e-6 && a < 1e21) {
+			return strconv.AppendFloat(b, x, 'f', -1, 64), nil
+		}
+	case json.RawMessage:
+		// Valid JSON (bound checked it). json.Marshal would compact it
+		// and escape <, >, & and U+2028/9: without any of those bytes it
+		// is already what Marshal returns (request ids, most arguments).
+		if rawAsIs(x) {
+			return append(b, x...), nil
+		}
 	}
 	enc, err := json.Marshal(v)
 	if err != nil {
 		return b, err
 	}
 	return append(b, enc...), nil
+}
+
+// rawAsIs reports whether json.Marshal would return the valid JSON raw
+// unchanged: no whitespace to compact, nothing to HTML-escape, no byte
+// outside ASCII (U+2028 and U+2029 are escaped too).
+func rawAsIs(raw []byte) bool {
+	for _, c := range raw {
+		if c <= ' ' || c >= utf8.RuneSelf || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendString appends k as a JSON string, as encoding/json would.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,4 +189,34 @@ func FuzzRender(f *testing.F) {
 			t.Fatalf("render gave %d bytes, valid JSON %v", len(got), json.Valid(got))
 		}
 	})
+}
+
+// appendValue's fast paths must render exactly what encoding/json does,
+// or a record's bytes would depend on which path took it.
+func TestAppendValueMatchesJSON(t *testing.T) {
+	values := []any{
+		0.0, 1.5, -2.25, 1e-6, 9.99e-7, 1e20, 1e21, 123456789.125, 0.1 + 0.2, math.Copysign(0, -1),
+		json.RawMessage(`7`), json.RawMessage(`-12`), json.RawMessage(`"abc-1"`),
+		json.RawMessage(`{"a":[1,2,{"b":null}]}`), json.RawMessage(`{ "a" : 1 }`),
+		json.RawMessage(`"<script>&"`), json.RawMessage(`"\u2028 é"`), json.RawMessage("\"\u2028\""),
+		json.RawMessage(`[true,false]`), json.RawMessage("{\n\"k\":\t1}"),
+	}
+	for _, v := range values {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("json.Marshal(%v): %v", v, err)
+		}
+		got, err := appendValue(nil, v)
+		if err != nil {
+			t.Fatalf("appendValue(%v): %v", v, err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("appendValue(%#v) = %s, json.Marshal = %s", v, got, want)
+		}
+	}
+	for _, v := range []any{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if _, err := appendValue(nil, v); err == nil {
+			t.Errorf("appendValue(%v): no error; JSON has no such number", v)
+		}
+	}
 }

@@ -33,6 +33,12 @@ type Options struct {
 	// refused because parsers could read its envelope differently (see
 	// wire.Envelope.Ambiguous), so it can be recorded.
 	OnAmbiguous func(d Direction, problem string)
+	// AfterServerMessage, when set, is called on the server's loop after
+	// each of its messages has been dealt with (forwarded, replaced or
+	// dropped), and once when that loop ends: the inspector's work that
+	// must follow a message but need not delay it, such as writing the
+	// record of a result the client already has.
+	AfterServerMessage func()
 }
 
 // Verdict is an Inspector's decision on one message (or batch element).
@@ -432,7 +438,13 @@ func (r *Relay) writeServer() {
 func (r *Relay) serverLoop(out io.Reader) {
 	rd := wire.NewReader(out, r.opts.MaxMessageBytes)
 	var m wire.Message
+	after := r.opts.AfterServerMessage
+	if after == nil {
+		after = func() {}
+	}
+	defer after()
 	for {
+		after() // the previous message's, now that it is on its way
 		msg, err := rd.Next()
 		if err != nil {
 			var tl *wire.TooLargeError

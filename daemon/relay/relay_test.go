@@ -479,3 +479,106 @@ func TestRelayFullTableSaysSo(t *testing.T) {
 		t.Fatalf("client got %q, want the refusal of the request past the limit", got)
 	}
 }
+
+// eventLog is what a test saw happen, in order.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.events...)
+}
+
+// loggedWriter logs each write to the client.
+type loggedWriter struct{ log *eventLog }
+
+func (w loggedWriter) Write(b []byte) (int, error) {
+	w.log.add("client got " + strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// seenServer logs each server message it is asked about.
+type seenServer struct{ log *eventLog }
+
+func (seenServer) FromClient(*wire.Envelope, []byte) Verdict { return Verdict{} }
+func (s seenServer) FromServer(e *wire.Envelope, msg []byte, _ string) Verdict {
+	s.log.add("inspected " + string(e.ID.Of(msg)))
+	if string(e.ID.Of(msg)) == "2" {
+		return Verdict{Deny: true, Reason: "test"}
+	}
+	return Verdict{}
+}
+
+// AfterServerMessage runs once a server message is dealt with (after the
+// client has it, or after it was dropped), never before, and once more
+// when the server's output ends.
+func TestRelayAfterServerMessage(t *testing.T) {
+	log := &eventLog{}
+	cinR, cinW := io.Pipe()
+	sinR, sinW := io.Pipe()
+	soutR, soutW := io.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, sinR) }()
+	r := New(Options{MaxMessageBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler), Inspector: seenServer{log},
+		AfterServerMessage: func() { log.add("after") }},
+		Streams{ClientIn: cinR, ClientOut: loggedWriter{log}, ServerIn: sinW, ServerOut: soutR})
+	done := make(chan End, 1)
+	go func() { done <- r.Run(nil) }()
+	for _, id := range []string{"1", "2", "3"} {
+		if _, err := io.WriteString(cinW, `{"jsonrpc":"2.0","id":`+id+`,"method":"ping"}`+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, func() bool { return len(r.InFlight()) == 3 })
+	if _, err := io.WriteString(soutW, `{"jsonrpc":"2.0","id":1,"result":{}}`+"\n"+`{"jsonrpc":"2.0","id":2,"result":{}}`+"\n"+`{"jsonrpc":"2.0","id":3,"result":{}}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	soutW.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end after the server's output did")
+	}
+	cinW.Close()
+	want := []string{
+		"after", // before the first message: nothing to do
+		"inspected 1", `client got {"jsonrpc":"2.0","id":1,"result":{}}`, "after",
+		"inspected 2", "after", // dropped: the client gets nothing from the server for it
+		"inspected 3", `client got {"jsonrpc":"2.0","id":3,"result":{}}`, "after",
+	}
+	got := log.get()
+	// The end: the loop's last call, and the relay's answer for the
+	// request whose response was dropped may come before or after it.
+	if len(got) < len(want) || strings.Join(got[:len(want)], "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant them to begin with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	afters := 0
+	for _, e := range got[len(want):] {
+		if e == "after" {
+			afters++
+		}
+	}
+	if afters != 1 {
+		t.Fatalf("after the server's output ended: %d calls, want 1 (events %q)", afters, got[len(want):])
+	}
+}
+
+// waitUntil polls cond until it holds or 10 s pass.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
