@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
@@ -62,6 +63,15 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
 			_ = syscall.Close(fd)
+		}
+	case "open-pause": // n opens, "paused" on stdout, a line from stdin, n opens
+		for i := 0; i < n; i++ {
+			open()
+		}
+		fmt.Println("paused")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		for i := 0; i < n; i++ {
+			open()
 		}
 	case "open-paced": // n opens in bursts of 1800 per 100 ms: within one session's event budget
 		for i := 0; i < n; {

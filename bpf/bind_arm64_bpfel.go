@@ -41,6 +41,8 @@ type bindSession struct {
 	WindowStart  uint64
 	WindowEvents uint64
 	OpensFolded  uint64
+	CallSlot     uint32
+	Pad          uint32
 }
 
 // Names of all BPF objects in the ELF.

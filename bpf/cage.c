@@ -502,17 +502,18 @@ int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
 	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
 }
 
-// Opens recently recorded, by session, process and file (the dentry on
-// its mount, which is one path: hard links and bind mounts are other
-// dentries or mounts) and the open file's flags and mode as the kernel
-// set them. Another successful open of the same file the same way by the
-// same process within FOLD_NS of the recorded one, while no tool call
-// started or ended (call_epochs), is folded: counted here and in the session's opens_folded, not made an
-// event. The file's next record carries the count (repeats). The deny
-// check runs on every open, folded or not, and a denied open is always an
-// event. An entry the LRU evicts loses its pending count, never a denial;
-// the session's total stays exact. The key's inode number tells a freed
-// and reused dentry apart from the file it was.
+// Opens recently recorded, by session, process and file (the dentry on its
+// mount, which is one path: hard links and bind mounts are other dentries
+// or mounts) and the open file's flags and mode as the kernel set them.
+// Another successful open of the same file the same way by the same
+// process within FOLD_NS of the recorded one, while no tool call started
+// or ended (call_slots), is folded: counted here and in the session's
+// opens_folded, not made an event. The file's next record carries the
+// count (repeats). The deny check runs on every open, folded or not, and a
+// denied open is always an event. An entry the LRU evicts loses its
+// pending count, never a denial; the session's total stays exact. The
+// key's inode number tells a freed and reused dentry apart from the file
+// it was.
 #define FOLD_NS 1000000000ULL
 
 struct recent_key {
@@ -533,20 +534,47 @@ struct recent_val {
 	__u64 call;     // the session's call epoch at the last record
 };
 
-// The session's call epoch, by session cgroup id: the daemon moves it on
-// each tools/call it forwards, so a file a new call opens is recorded for
-// that call, never folded into an earlier call's record.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u64);
-} call_epochs SEC(".maps");
+// The session's call epoch: the daemon moves it on each tools/call it
+// forwards and at the call's end, so a file a new call opens is recorded
+// for that call, never folded into an earlier call's record. One slot per
+// registered session (struct session's call_slot, handed out by the
+// daemon), in an array the daemon maps into its memory: moving the epoch
+// is a store, not a syscall. A slot names its owner: a program that found
+// a session just unregistered, whose slot already went to another
+// session, sees another owner and folds nothing.
+struct call_slot {
+	__u64 epoch; // written by the daemon with one atomic 64-bit store
+	__u64 cgid;  // the owning session; 0: free
+};
 
-static __always_inline __u64 call_epoch(__u64 cgid)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SESSIONS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct call_slot);
+} call_slots SEC(".maps");
+
+// call_epoch's answer for a slot the session no longer owns: no record
+// carries it, so no open is folded.
+#define NO_EPOCH (~0ULL)
+
+// call_epoch reads session s's epoch: the epoch first, then the owner.
+// The daemon frees a slot by clearing its owner, then its epoch, and
+// hands it out again only after, so an owner still s's own after the
+// epoch was read vouches for the epoch (loads stay in order on x86; on
+// arm64 a reordering could only misfold an open of a session being torn
+// down, whose events the daemon drops; the deny check never reads it).
+static __always_inline __u64 call_epoch(struct session *s, __u64 cgid)
 {
-	__u64 *ep = bpf_map_lookup_elem(&call_epochs, &cgid);
-	return ep ? *ep : 0;
+	__u32 slot = s->call_slot;
+	struct call_slot *c = bpf_map_lookup_elem(&call_slots, &slot);
+	if (!c)
+		return NO_EPOCH;
+	__u64 epoch = *(volatile __u64 *)&c->epoch;
+	if (*(volatile __u64 *)&c->cgid != cgid)
+		return NO_EPOCH;
+	return epoch;
 }
 
 struct {
@@ -589,12 +617,14 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 denied = 0;
 	bool walked = false;
+	__u64 epoch = NO_EPOCH;
 	if (ret >= 0 && open_file(ret, &p, &rk)) {
 		rk.dentry = (__u64)p.dentry;
 		rk.mnt = (__u64)p.mnt;
 		rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
+		epoch = call_epoch(s, args.cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
-		if (rv && now - rv->ts < FOLD_NS && rv->call == call_epoch(args.cgid)) {
+		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch) {
 			// A repeat: the deny check alone, no path copied.
 			denied = walk_path(0, args.cgid, lens, p.dentry, p.mnt);
 			walked = true;
@@ -620,9 +650,9 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 			e->repeats = (__u32)(folded - rv->reported);
 			rv->reported = folded;
 			rv->ts = now;
-			rv->call = call_epoch(args.cgid);
+			rv->call = epoch;
 		} else {
-			struct recent_val nv = {.ts = now, .call = call_epoch(args.cgid)};
+			struct recent_val nv = {.ts = now, .call = epoch};
 			bpf_map_update_elem(&recent_opens, &rk, &nv, BPF_ANY);
 		}
 	}

@@ -34,6 +34,10 @@ type Cage struct {
 	handshakes    bool
 	handshakesErr error
 	drain         drainState
+	// slots: the sessions' call epochs; mmapErr says why they are moved
+	// by syscall rather than by a store into mapped memory.
+	slots   *callSlots
+	mmapErr error
 }
 
 // Options configure Load.
@@ -45,7 +49,13 @@ type Options struct {
 	// pinned, so enforcement outlives a crashed daemon until its restart
 	// reaps the sandboxes.
 	PinDir string
+	// noMmap makes the call epochs go by syscall, as on a kernel without
+	// mmapable BPF arrays: the tests take that path too.
+	noMmap bool
 }
+
+// errNoMmap is why the call epochs go by syscall under Options.noMmap.
+var errNoMmap = errors.New("turned off by the caller")
 
 // Load loads the programs, attaches the cgroup hooks to the parent and the
 // observation tracepoints, and returns the cage.
@@ -74,6 +84,13 @@ func Load(o Options) (_ *Cage, retErr error) {
 		return nil, fmt.Errorf("set session_level: %w", err)
 	}
 	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: c0offset}
+	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
+		c.mmapErr = errNoMmap
+	}
+	if c.mmapErr != nil {
+		// The same array, written by map updates instead.
+		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
+	}
 	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -86,6 +103,9 @@ func Load(o Options) (_ *Cage, retErr error) {
 			_ = c.Close() // the error that made Load fail is the one to report
 		}
 	}()
+	if c.slots, err = newCallSlots(c.objs.CallSlots, c.mmapErr == nil); err != nil {
+		return nil, err
+	}
 	if err := setParentCgroup(c.objs.ParentCgroup, o.CgroupParent); err != nil {
 		return nil, err
 	}
@@ -313,6 +333,13 @@ func (c *Cage) Handshakes() (bool, error) {
 	return c.handshakes, c.handshakesErr
 }
 
+// CallEpochsMapped reports whether moving a session's call epoch
+// (NewCall) is a store into memory the kernel maps into this process,
+// and why not: without BPF_F_MMAPABLE it is a map update, a syscall.
+func (c *Cage) CallEpochsMapped() (bool, error) {
+	return c.mmapErr == nil, c.mmapErr
+}
+
 // Level is the cgroup depth of session cgroups.
 func (c *Cage) Level() uint32 { return c.level }
 
@@ -339,6 +366,7 @@ func (c *Cage) Close() error {
 	for _, f := range c.onClose {
 		errs = append(errs, f())
 	}
+	errs = append(errs, c.slots.close())
 	if c.pinDir != "" {
 		// Every pin is gone: the directory goes too (it stays, harmless,
 		// when something still holds a pin in it).

@@ -76,11 +76,17 @@ struct session {
 	__u64 window_start; // rate limit window (ns)
 	__u64 window_events;
 	__u64 opens_folded; // opens folded into a recorded one (see recent_opens)
+	__u32 call_slot;    // the session's entry in cage.c's call_slots
+	__u32 pad;
 };
+
+// Sessions registered at once, at most: the sessions map's size, and the
+// number of call epoch slots (cage.c's call_slots).
+#define MAX_SESSIONS 4096
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_SESSIONS);
 	__type(key, __u64);
 	__type(value, struct session);
 } sessions SEC(".maps");

@@ -18,6 +18,13 @@ import (
 
 func loadForTest(t *testing.T) (*Cage, string) {
 	t.Helper()
+	return loadWith(t, Options{})
+}
+
+// loadWith is loadForTest with options (the cgroup and pin directory are
+// the test's own).
+func loadWith(t *testing.T, o Options) (*Cage, string) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	root := probe.CgroupV2Root()
 	testenv.Require(t, root != "", "cgroup v2")
@@ -28,7 +35,8 @@ func loadForTest(t *testing.T) (*Cage, string) {
 	unique := fmt.Sprintf("mcpcage-unit-%d-%s", os.Getpid(), filepath.Base(t.TempDir()))
 	parent := filepath.Join(root, unique)
 	pins := filepath.Join("/sys/fs/bpf", unique)
-	c, err := Load(Options{CgroupParent: parent, PinDir: pins})
+	o.CgroupParent, o.PinDir = parent, pins
+	c, err := Load(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,12 @@ type cageArgvHead struct {
 	Slot [4][32]int8
 }
 
+type cageCallSlot struct {
+	_     structs.HostLayout
+	Epoch uint64
+	Cgid  uint64
+}
+
 type cageConnectOutcome uint32
 
 const (
@@ -176,6 +182,8 @@ type cageSession struct {
 	WindowStart  uint64
 	WindowEvents uint64
 	OpensFolded  uint64
+	CallSlot     uint32
+	Pad          uint32
 }
 
 type cageSessionFlag uint32
@@ -198,7 +206,7 @@ type cageUdpKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	cageMapCalib                = "calib"
-	cageMapCallEpochs           = "call_epochs"
+	cageMapCallSlots            = "call_slots"
 	cageMapConnects             = "connects"
 	cageMapDenyComponents       = "deny_components"
 	cageMapEgress4              = "egress4"
@@ -328,7 +336,7 @@ type cageProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
-	CallEpochs     *ebpf.MapSpec `ebpf:"call_epochs"`
+	CallSlots      *ebpf.MapSpec `ebpf:"call_slots"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
@@ -382,7 +390,7 @@ func (o *cageObjects) Close() error {
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
-	CallEpochs     *ebpf.Map `ebpf:"call_epochs"`
+	CallSlots      *ebpf.Map `ebpf:"call_slots"`
 	Connects       *ebpf.Map `ebpf:"connects"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
@@ -402,7 +410,7 @@ type cageMaps struct {
 func (m *cageMaps) Close() error {
 	return _CageClose(
 		m.Calib,
-		m.CallEpochs,
+		m.CallSlots,
 		m.Connects,
 		m.DenyComponents,
 		m.Egress4,

@@ -26,6 +26,8 @@ type lsmSession struct {
 	WindowStart  uint64
 	WindowEvents uint64
 	OpensFolded  uint64
+	CallSlot     uint32
+	Pad          uint32
 }
 
 // Names of all BPF objects in the ELF.

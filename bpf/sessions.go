@@ -38,14 +38,19 @@ const maxPorts = len(cagePorts{}.Port)
 // egress LPM key, ahead of the address prefix.
 const cgidBits = 64
 
-// Register puts a session's policy in the maps, and attaches the
-// observation programs when it is the only session. Call it after the
-// task exists and before it starts.
+// Register puts a session's policy in the maps, gives it a call epoch
+// slot (ErrSessionsFull when none is left), and attaches the observation
+// programs when it is the only session. Call it after the task exists
+// and before it starts; call Unregister after it failed, too.
 func (c *Cage) Register(cgid uint64, p Policy) error {
+	slot, err := c.slots.take(cgid)
+	if err != nil {
+		return err
+	}
 	if err := c.SetEgress(cgid, p.Egress); err != nil {
 		return err
 	}
-	s := cageSession{}
+	s := cageSession{CallSlot: slot}
 	for name, idx := range p.DenyComponents {
 		k := cageDenyKey{Cgid: cgid}
 		if len(name) >= len(k.Name) {
@@ -178,8 +183,10 @@ func (c *Cage) Unregister(cgid uint64) error {
 	// recent_opens is left to age out: an LRU of 65536 entries whose keys
 	// carry the cgroup id (never reused), walked here it would cost a
 	// syscall per entry on every session's end.
-	if err := c.objs.CallEpochs.Delete(cgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		errs = append(errs, fmt.Errorf("delete call epoch: %w", err))
+	// After the session entry is gone: the programs no longer find the
+	// slot, but for those already running, which see it change owner.
+	if err := c.slots.release(cgid); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unregister session %d: %w", cgid, err)
@@ -189,9 +196,12 @@ func (c *Cage) Unregister(cgid uint64) error {
 
 // NewCall tells the kernel that the session started its n-th tool call
 // (n grows): the files the call opens are recorded for it, not folded
-// into an earlier call's records (see cage.c's recent_opens).
+// into an earlier call's records (see cage.c's recent_opens). Where the
+// kernel maps the epochs into memory (CallEpochsMapped) it is one atomic
+// store, no syscall. A session not registered, or no longer, has no
+// epoch: nothing is done.
 func (c *Cage) NewCall(cgid, n uint64) error {
-	if err := c.objs.CallEpochs.Put(cgid, n); err != nil {
+	if err := c.slots.set(cgid, n); err != nil {
 		return fmt.Errorf("session %d: call epoch: %w", cgid, err)
 	}
 	return nil

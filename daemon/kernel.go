@@ -89,6 +89,9 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 		d.lsmErr = r.Err
 	}
 	d.log.Info("eBPF programs loaded", "session_cgroup_level", cage.Level(), "cgroup_namespace_offset", cage.NamespaceOffset())
+	if ok, err := cage.CallEpochsMapped(); !ok {
+		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each): this kernel does not map BPF arrays into memory", "err", err)
+	}
 	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
