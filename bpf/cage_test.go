@@ -23,7 +23,7 @@ func loadForTest(t *testing.T) (*Cage, string) {
 
 // loadWith is loadForTest with options (the cgroup and pin directory are
 // the test's own).
-func loadWith(t *testing.T, o Options) (*Cage, string) {
+func loadWith(t testing.TB, o Options) (*Cage, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	root := probe.CgroupV2Root()

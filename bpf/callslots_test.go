@@ -270,3 +270,26 @@ func TestCallSlotsExhausted(t *testing.T) {
 		t.Fatalf("re-registered session's slot: %+v, want epoch 0", v)
 	}
 }
+
+// BenchmarkNewCall: moving a call epoch, by store and by syscall.
+func BenchmarkNewCall(b *testing.B) {
+	for _, path := range epochPaths {
+		b.Run(path.name, func(b *testing.B) {
+			c, _ := loadWith(b, path.opts)
+			const cgid = 4242
+			if err := c.Register(cgid, Policy{}); err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				if err := c.Unregister(cgid); err != nil {
+					b.Error(err)
+				}
+			}()
+			for i := 0; b.Loop(); i++ {
+				if err := c.NewCall(cgid, uint64(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
