@@ -69,6 +69,11 @@ func newEnv(repo string, log io.Writer) (*env, error) {
 			return e, fmt.Errorf("binaries (make build): %w", err)
 		}
 	}
+	build := exec.Command("go", "build", "-o", filepath.Join(e.bin, "linerelay"), "./bench/cmd/linerelay")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return e, fmt.Errorf("build the line relay: %w\n%s", err, out)
+	}
 	return e, e.startContainerd()
 }
 

@@ -133,6 +133,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	}
 	paths := []path{
 		{name: "direct", command: "mcp-server-everything", args: []string{"stdio"}},
+		{name: floorPath, command: filepath.Join(e.bin, "linerelay"), args: []string{"mcp-server-everything", "stdio"}},
 		caged("mcpcage always", always, "everything"),
 		caged("mcpcage batch", batch, "everything"),
 		caged("mcpcage ask, granted", askd, "everything"),
@@ -150,6 +151,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session. Cells: median over the rounds (min..max).",
 		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
 	r.notes = append(r.notes, "Cold start: the always and batch daemons run with warm_sandboxes = 0, so every session builds its container (namespaces, mounts, cgroup, seccomp) before the server starts. The warm row is a third daemon (audit_sync = \"batch\", warm_sandboxes = 4, its default): each round, once its pool shows a prepared sandbox (the previous session's end built it), one session is opened and closed; the server itself (node) still starts from nothing, as it must: a warm sandbox runs nothing of the server before its session.")
+	r.notes = append(r.notes, "\""+floorPath+"\" is bench/cmd/linerelay between the client and server-everything: a Go process that copies each message from one pipe to the other with one write, reading the way mcpcaged does (non-blocking pipes on Go's poller, a goroutine per direction), and nothing else. Its added latency is what two extra cross-process hops cost on this machine: the floor for any design in which a process of its own sees every message, as mcpcaged must to decide each call.")
 	r.notes = append(r.notes, "\"mcpcage ask, granted\" is a fourth daemon like the batch one but with default_decision = \"ask\" and a consent (mcpcage grant) covering every tool for the bench client: beside \"mcpcage batch\" (observe mode, which decides every call the same way but forwards it regardless) it shows what a covered call pays for ask mode and tool pinning.")
 	r.notes = append(r.notes, "\"mcpcage guard on\" is a fifth daemon like the batch one with the data-flow guard on: the server is labelled, a [[flow]] rule (action log) applies to its own calls and a custom [[detector]] is configured, so every result is digested, scanned by the detectors and the injection heuristics and fingerprinted, every call's arguments are scanned, and every tool.call record carries the run's influence trail. Beside \"mcpcage batch\" it shows what the guard costs per call.")
 	if srtWhy != "" {
