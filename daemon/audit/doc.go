@@ -57,9 +57,10 @@
 // no hand-off to the writer goroutine and back on a call's path.
 // AppendDurableNow does the same in "always" mode, fdatasync included,
 // for a caller with nothing else to do meanwhile, when no commit is under
-// way (else it queues). AppendNow is AppendAsync for records someone
-// waits behind (a tool's result): written at once, never synced, when no
-// commit is under way. Segments are not preallocated: on this project's ext4 test
+// way (else it queues). AppendNow is AppendAsync for records written on
+// a session's own goroutine (a tool's result, once the client has it):
+// written at once, never synced, when no commit is under way, so the
+// writer goroutine is not woken for them. Segments are not preallocated: on this project's ext4 test
 // disk zero-filled segments saved about 10% of an fdatasync, but every
 // reader of the file (tail -f, log shippers, audit verify) would then meet
 // a run of NULs at its end. A batch
