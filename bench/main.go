@@ -148,7 +148,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	e.logf("bench: %d rounds over %s: %d warm-up calls, %d timed calls one at a time, %d calls %d in flight",
 		c.rounds, names(paths), c.warm, c.calls, c.concCalls, c.conc)
 	r := newReport(c, paths)
-	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session. Cells: median over the rounds (min..max).",
+	r.notes = append(r.notes, fmt.Sprintf("Rounds: %d over every path (order rotated each round): %d warm-up calls, %d calls one at a time (p50/p99 of each round; throughput with 1 in flight is their rate), %d calls with %d in flight; cold start once per round; %d fdatasyncs timed at the start of each round. Big result: %d rounds of %d calls. Scale: %d rounds of %d calls per session after %d warm-up calls per session, the mcpcage always sessions (the memory daemon) and as many direct sessions (a second client) in alternate rounds. Cells: median over the rounds (min..max).",
 		c.rounds, c.warm, c.calls, c.concCalls, c.conc, c.fsyncs, c.bigRounds, c.bigCalls, c.scaleRounds, c.scaleCalls, c.scaleWarm))
 	r.notes = append(r.notes, "Cold start: the always and batch daemons run with warm_sandboxes = 0, so every session builds its container (namespaces, mounts, cgroup, seccomp) before the server starts. The warm row is a third daemon (audit_sync = \"batch\", warm_sandboxes = 4, its default): each round, once its pool shows a prepared sandbox (the previous session's end built it), one session is opened and closed; the server itself (node) still starts from nothing, as it must: a warm sandbox runs nothing of the server before its session.")
 	r.notes = append(r.notes, "\""+floorPath+"\" is bench/cmd/linerelay between the client and server-everything: a Go process that copies each message from one pipe to the other with one write, reading the way mcpcaged does (non-blocking pipes on Go's poller, a goroutine per direction), and nothing else. Its added latency is what two extra cross-process hops cost on this machine: the floor for any design in which a process of its own sees every message, as mcpcaged must to decide each call.")
@@ -181,7 +181,7 @@ func run(c config, stdout, log io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), r); err != nil {
+	if err := e.daemonMemory(ctx, c, memd, caged("mcpcage always", memd, "everything"), paths[0], r); err != nil {
 		return err
 	}
 	for _, d := range []*daemon{always, batch, askd, guardd, warmd, memd} {
@@ -359,8 +359,9 @@ func (e *env) bigRounds(ctx context.Context, c config, paths []path, r *report) 
 
 // daemonMemory reads a fresh mcpcaged's memory with no session, then with
 // each count of open sessions; with the last count open it runs the scale
-// rounds and reads the memory again; then once all sessions are closed.
-func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *report) error {
+// rounds (beside as many sessions of direct) and reads the memory again;
+// then once all sessions are closed.
+func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p, direct path, r *report) error {
 	pid := d.cmd.Process.Pid
 	time.Sleep(time.Second)
 	r.daemonMem = append(r.daemonMem, daemonSample{"0 (fresh daemon)", 0, memOf(pid)})
@@ -380,7 +381,19 @@ func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *
 		e.logf("bench: %d sessions open (%.1fs)", res.Open, time.Since(t0).Seconds())
 	}
 	if c.scaleCalls > 0 {
-		if err := e.scale(c, cl, pid, r); err != nil {
+		dcl, err := e.startClient(ctx, direct, s, c.holdLimit)
+		if err != nil {
+			return err
+		}
+		res, err := dcl.ask(fmt.Sprintf("open %d", r.scaleSessions))
+		if err != nil {
+			return err
+		}
+		if res.Open != r.scaleSessions {
+			return fmt.Errorf("direct: %d sessions open, want %d", res.Open, r.scaleSessions)
+		}
+		err = e.scale(c, []scaleClient{{p.name, cl, pid}, {direct.name, dcl, 0}}, r)
+		if err := errors.Join(err, dcl.send("close"), dcl.wait()); err != nil {
 			return err
 		}
 		n := r.scaleSessions
@@ -407,38 +420,57 @@ func (e *env) daemonMemory(ctx context.Context, c config, d *daemon, p path, r *
 	return nil
 }
 
-// scale has every session cl holds make calls, all sessions at once: a
-// warm-up, then c.scaleRounds timed rounds. Each round records the
-// per-call p50 and p99 over all calls, their total rate, and mcpcaged's
-// CPU time (pid's) over the round divided by the calls.
-func (e *env) scale(c config, cl *client, pid int, r *report) error {
-	const col = "mcpcage always"
-	if _, err := cl.ask(fmt.Sprintf("calls %d", c.scaleWarm)); err != nil {
-		return err
+// scaleClient is one column of the scale figures: a client holding the
+// sessions, and the pid of the daemon whose CPU time is read (0: none).
+type scaleClient struct {
+	col string
+	cl  *client
+	pid int
+}
+
+// scale has every session of each client make calls, all sessions of one
+// client at once, the clients one after the other (order rotated each
+// round): a warm-up, then c.scaleRounds timed rounds. Each round records
+// the per-call p50 and p99 over all calls, their total rate, and the
+// daemon's CPU time over the round divided by the calls.
+func (e *env) scale(c config, clients []scaleClient, r *report) error {
+	for _, sc := range clients {
+		if _, err := sc.cl.ask(fmt.Sprintf("calls %d", c.scaleWarm)); err != nil {
+			return fmt.Errorf("%s: %w", sc.col, err)
+		}
 	}
 	for round := range c.scaleRounds {
-		cpu0, err := cpuTime(pid)
-		if err != nil {
-			return err
+		for i := range clients {
+			sc := clients[(i+round)%len(clients)]
+			var cpu0, cpu1 time.Duration
+			var err error
+			if sc.pid != 0 {
+				if cpu0, err = cpuTime(sc.pid); err != nil {
+					return err
+				}
+			}
+			res, err := sc.cl.ask(fmt.Sprintf("calls %d", c.scaleCalls))
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.col, err)
+			}
+			if len(res.Lat) == 0 {
+				return fmt.Errorf("%s: scale round %d: no calls timed", sc.col, round+1)
+			}
+			r.add(sc.col, "scale50", quantile(res.Lat, 0.5))
+			r.add(sc.col, "scale99", quantile(res.Lat, 0.99))
+			r.add(sc.col, "scaleTput", res.TputN)
+			cpuText := ""
+			if sc.pid != 0 {
+				if cpu1, err = cpuTime(sc.pid); err != nil {
+					return err
+				}
+				cpu := float64((cpu1 - cpu0).Microseconds()) / float64(len(res.Lat))
+				r.add(sc.col, "scaleCPU", cpu)
+				cpuText = fmt.Sprintf(", mcpcaged CPU %.0f µs/call", cpu)
+			}
+			e.logf("bench: scale round %d/%d, %s: %d calls, p50 %.0f µs, p99 %.0f µs%s",
+				round+1, c.scaleRounds, sc.col, len(res.Lat), quantile(res.Lat, 0.5), quantile(res.Lat, 0.99), cpuText)
 		}
-		res, err := cl.ask(fmt.Sprintf("calls %d", c.scaleCalls))
-		if err != nil {
-			return err
-		}
-		cpu1, err := cpuTime(pid)
-		if err != nil {
-			return err
-		}
-		if len(res.Lat) == 0 {
-			return fmt.Errorf("scale round %d: no calls timed", round+1)
-		}
-		cpu := float64((cpu1 - cpu0).Microseconds()) / float64(len(res.Lat))
-		r.add(col, "scale50", quantile(res.Lat, 0.5))
-		r.add(col, "scale99", quantile(res.Lat, 0.99))
-		r.add(col, "scaleTput", res.TputN)
-		r.add(col, "scaleCPU", cpu)
-		e.logf("bench: scale round %d/%d: %d calls, p50 %.0f µs, p99 %.0f µs, mcpcaged CPU %.0f µs/call",
-			round+1, c.scaleRounds, len(res.Lat), quantile(res.Lat, 0.5), quantile(res.Lat, 0.99), cpu)
 	}
 	return nil
 }

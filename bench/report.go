@@ -89,7 +89,8 @@ var rows = []row{
 }
 
 // scaleRows follow the daemon's memory: N sessions open on the "always"
-// daemon, each making calls one at a time, all at once.
+// daemon, each making calls one at a time, all at once; and as many
+// direct sessions in another client, in alternate rounds.
 var scaleRows = []row{
 	{"per-call p50 µs", "scale50", 0},
 	{"per-call p99 µs", "scale99", 0},
