@@ -443,10 +443,31 @@ func (r *Relay) serverLoop(out io.Reader) {
 		after = func() {}
 	}
 	defer after()
+	// Messages for the client are written together while the next one is
+	// already read in whole (the server answered several calls at once):
+	// one write, and one wake-up of the client, for the lot. A message
+	// alone is written at once; nothing waits for a read.
+	var batch coalesced
+	flush := func() bool {
+		if err := batch.flush(r.writeClient); err != nil {
+			r.log.Debug("client output closed", "err", err)
+			r.finish(api.ExitClientGone, nil)
+			return false
+		}
+		return true
+	}
 	for {
-		after() // the previous message's, now that it is on its way
+		if batch.pending() && !rd.Ready() && !flush() {
+			return
+		}
+		if !batch.pending() {
+			after() // the previous messages', now that they are on their way
+		}
 		msg, err := rd.Next()
 		if err != nil {
+			if !flush() {
+				return
+			}
 			var tl *wire.TooLargeError
 			if errors.As(err, &tl) {
 				r.log.Warn("server message too large, ending session", "limit", tl.Limit)
@@ -466,18 +487,59 @@ func (r *Relay) serverLoop(out io.Reader) {
 			}
 			continue
 		}
-		if fwd := r.filter(ServerToClient, msg, &m); fwd != nil {
-			// The server's cancellations apply before the client can see
-			// them, so an answer the client sends in reply is dropped.
-			r.applyCancels(ServerToClient)
-			err := r.writeClient(fwd)
-			if err != nil {
+		if batch.pending() && (m.Batch || m.Envelopes[0].Kind != wire.KindResponse) && !flush() {
+			return // only responses join the messages waiting: a request or notification may take its inspector longer
+		}
+		fwd := r.filter(ServerToClient, msg, &m)
+		if fwd == nil {
+			continue
+		}
+		// The server's cancellations apply before the client can see
+		// them, so an answer the client sends in reply is dropped.
+		r.applyCancels(ServerToClient)
+		if (!batch.pending() && !rd.Ready()) || len(fwd) > maxCoalesced {
+			// Alone, or too big to copy: written as it is, after what waits.
+			if !flush() {
+				return
+			}
+			if err := r.writeClient(fwd); err != nil {
 				r.log.Debug("client output closed", "err", err)
 				r.finish(api.ExitClientGone, nil)
 				return
 			}
+			continue
+		}
+		batch.add(fwd)
+		if batch.full() && !flush() {
+			return
 		}
 	}
+}
+
+// maxCoalesced bounds the messages written to the client together.
+const maxCoalesced = 64 << 10
+
+// coalesced is messages for the client not yet written.
+type coalesced struct{ buf []byte }
+
+func (c *coalesced) pending() bool { return len(c.buf) > 0 }
+func (c *coalesced) full() bool    { return len(c.buf) >= maxCoalesced }
+
+// add copies msg in (the reader reuses its buffer).
+func (c *coalesced) add(msg []byte) { c.buf = append(c.buf, msg...) }
+
+// flush writes what is pending with one write.
+func (c *coalesced) flush(write func([]byte) error) error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	err := write(c.buf)
+	if cap(c.buf) > 4*maxCoalesced {
+		c.buf = nil // after one huge message: do not keep its buffer
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
 }
 
 func (r *Relay) count(d Direction, msg []byte) {

@@ -518,57 +518,89 @@ func (s seenServer) FromServer(e *wire.Envelope, msg []byte, _ string) Verdict {
 	return Verdict{}
 }
 
-// AfterServerMessage runs once a server message is dealt with (after the
-// client has it, or after it was dropped), never before, and once more
-// when the server's output ends.
-func TestRelayAfterServerMessage(t *testing.T) {
-	log := &eventLog{}
-	cinR, cinW := io.Pipe()
-	sinR, sinW := io.Pipe()
-	soutR, soutW := io.Pipe()
-	go func() { _, _ = io.Copy(io.Discard, sinR) }()
-	r := New(Options{MaxMessageBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler), Inspector: seenServer{log},
-		AfterServerMessage: func() { log.add("after") }},
-		Streams{ClientIn: cinR, ClientOut: loggedWriter{log}, ServerIn: sinW, ServerOut: soutR})
-	done := make(chan End, 1)
-	go func() { done <- r.Run(nil) }()
-	for _, id := range []string{"1", "2", "3"} {
-		if _, err := io.WriteString(cinW, `{"jsonrpc":"2.0","id":`+id+`,"method":"ping"}`+"\n"); err != nil {
-			t.Fatal(err)
+// Responses the server sends together reach the client in one write;
+// one it sends alone is written at once. AfterServerMessage runs once the
+// messages read so far are dealt with (after the client has them, or
+// after they were dropped), never before, and once more when the server's
+// output ends.
+func TestRelayServerMessagesCoalescedAndAfter(t *testing.T) {
+	resp := func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":{}}` }
+	tests := []struct {
+		name     string
+		together bool
+		want     []string
+	}{
+		{"one at a time", false, []string{
+			"after", // before the first message: nothing to do
+			"inspected 1", "client got " + resp("1"), "after",
+			"inspected 2", "after", // dropped: the client gets nothing from the server for it
+			"inspected 3", "client got " + resp("3"), "after",
+		}},
+		{"together", true, []string{
+			"after",
+			"inspected 1", "inspected 2", "inspected 3", "client got " + resp("1") + "\n" + resp("3"), "after",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := &eventLog{}
+			cinR, cinW := io.Pipe()
+			sinR, sinW := io.Pipe()
+			soutR, soutW := io.Pipe()
+			go func() { _, _ = io.Copy(io.Discard, sinR) }()
+			r := New(Options{MaxMessageBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler), Inspector: seenServer{log},
+				AfterServerMessage: func() { log.add("after") }},
+				Streams{ClientIn: cinR, ClientOut: loggedWriter{log}, ServerIn: sinW, ServerOut: soutR})
+			done := make(chan End, 1)
+			go func() { done <- r.Run(nil) }()
+			for _, id := range []string{"1", "2", "3"} {
+				if _, err := io.WriteString(cinW, `{"jsonrpc":"2.0","id":`+id+`,"method":"ping"}`+"\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitUntil(t, func() bool { return len(r.InFlight()) == 3 })
+			if tt.together {
+				if _, err := io.WriteString(soutW, resp("1")+"\n"+resp("2")+"\n"+resp("3")+"\n"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				for i, id := range []string{"1", "2", "3"} {
+					if _, err := io.WriteString(soutW, resp(id)+"\n"); err != nil {
+						t.Fatal(err)
+					}
+					// The relay has dealt with it: after ran for it.
+					waitUntil(t, func() bool { return count(log.get(), "after") == i+2 })
+				}
+			}
+			soutW.Close()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the relay did not end after the server's output did")
+			}
+			cinW.Close()
+			got := log.get()
+			// The end: the loop's last call; the relay's answer for the
+			// request whose response was dropped may come before or after it.
+			if len(got) < len(tt.want) || strings.Join(got[:len(tt.want)], "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("events:\n%s\nwant them to begin with:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			if n := count(got[len(tt.want):], "after"); n != 1 {
+				t.Fatalf("after the server's output ended: %d calls, want 1 (events %q)", n, got[len(tt.want):])
+			}
+		})
+	}
+}
+
+// count is how many of events are e.
+func count(events []string, e string) int {
+	n := 0
+	for _, x := range events {
+		if x == e {
+			n++
 		}
 	}
-	waitUntil(t, func() bool { return len(r.InFlight()) == 3 })
-	if _, err := io.WriteString(soutW, `{"jsonrpc":"2.0","id":1,"result":{}}`+"\n"+`{"jsonrpc":"2.0","id":2,"result":{}}`+"\n"+`{"jsonrpc":"2.0","id":3,"result":{}}`+"\n"); err != nil {
-		t.Fatal(err)
-	}
-	soutW.Close()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the relay did not end after the server's output did")
-	}
-	cinW.Close()
-	want := []string{
-		"after", // before the first message: nothing to do
-		"inspected 1", `client got {"jsonrpc":"2.0","id":1,"result":{}}`, "after",
-		"inspected 2", "after", // dropped: the client gets nothing from the server for it
-		"inspected 3", `client got {"jsonrpc":"2.0","id":3,"result":{}}`, "after",
-	}
-	got := log.get()
-	// The end: the loop's last call, and the relay's answer for the
-	// request whose response was dropped may come before or after it.
-	if len(got) < len(want) || strings.Join(got[:len(want)], "\n") != strings.Join(want, "\n") {
-		t.Fatalf("events:\n%s\nwant them to begin with:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	afters := 0
-	for _, e := range got[len(want):] {
-		if e == "after" {
-			afters++
-		}
-	}
-	if afters != 1 {
-		t.Fatalf("after the server's output ended: %d calls, want 1 (events %q)", afters, got[len(want):])
-	}
+	return n
 }
 
 // waitUntil polls cond until it holds or 10 s pass.

@@ -56,6 +56,22 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 }
 
+// Ready reports whether Next will return a message without reading: a
+// whole non-blank line is buffered already.
+func (r *Reader) Ready() bool {
+	b, _ := r.br.Peek(r.br.Buffered()) // never reads
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			return false
+		}
+		if !isBlank(b[:i+1]) {
+			return true
+		}
+		b = b[i+1:]
+	}
+}
+
 func (r *Reader) line() ([]byte, error) {
 	chunk, err := r.br.ReadSlice('\n')
 	if err == nil || (err == io.EOF && len(chunk) > 0) {

@@ -100,3 +100,32 @@ func TestReaderPropagatesErrors(t *testing.T) {
 		t.Fatalf("err = %v, want boom", err)
 	}
 }
+
+func TestReaderReady(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		reads int // Next calls before asking
+		want  bool
+	}{
+		{"nothing read yet", "{\"a\":1}\n", 0, false},
+		{"a whole message buffered", "{\"a\":1}\n{\"b\":2}\n", 1, true},
+		{"the last one taken", "{\"a\":1}\n{\"b\":2}\n", 2, false},
+		{"half a message", "{\"a\":1}\n{\"b\":", 1, false},
+		{"blank lines only", "{\"a\":1}\n\n \r\n", 1, false},
+		{"blank lines, then a message", "{\"a\":1}\n\n\n{\"b\":2}\n", 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tt.input), 1<<20)
+			for range tt.reads {
+				if _, err := r.Next(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := r.Ready(); got != tt.want {
+				t.Fatalf("Ready() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
