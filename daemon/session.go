@@ -363,6 +363,12 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		}
 	}
 	built := time.Now()
+	if fifos != nil {
+		// The daemon's ends open while containerd starts the task:
+		// mcpcage-init finds them ready instead of waiting for Start to
+		// return (the task has not run yet, so nothing opens them early).
+		fifos.Open()
+	}
 	if s.inst, err = prep.Start(ctx, before); err != nil {
 		return params, nil, err
 	}

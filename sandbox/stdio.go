@@ -21,7 +21,8 @@ type ServerStdio struct {
 	in, out, err string // the FIFOs: the server reads in, writes out and err
 	inCh         chan opened
 	outCh, errCh chan opened
-	settled      bool // Connect returned: every open has completed
+	opening      bool // Open ran: the daemon's opens are under way
+	settled      bool // Connect ran: its opens completed, or it ended them
 }
 
 // The FIFOs' names in their directory, as mcpcage-init opens them.
@@ -81,20 +82,33 @@ func (s *ServerStdio) Dir() string { return s.dir }
 // ErrStdioNotConnected says the server never opened its stdio.
 var ErrStdioNotConnected = errors.New("the sandbox did not open its stdin, stdout and stderr")
 
+// Open starts opening the daemon's ends, so that mcpcage-init finds them
+// open the moment it opens its own: call it just before the sandbox's
+// task starts (then Connect does not wait for containerd to report the
+// start first). Connect calls it when nobody did; Close ends the opens
+// when Connect is never called. Once only.
+func (s *ServerStdio) Open() {
+	if s.opening {
+		return
+	}
+	s.opening = true
+	// An open of one end of a FIFO blocks until the other end is opened
+	// (mcpcage-init opens its ends once the sandbox starts): each waits
+	// on its own goroutine (Go makes the opened FIFO non-blocking and
+	// pollable). Nothing waits before Open, so a prepared sandbox in the
+	// warm pool holds no thread.
+	go func() { f, err := os.OpenFile(s.in, os.O_WRONLY, 0); s.inCh <- opened{f, err} }()
+	go func() { f, err := os.OpenFile(s.out, os.O_RDONLY, 0); s.outCh <- opened{f, err} }()
+	go func() { f, err := os.OpenFile(s.err, os.O_RDONLY, 0); s.errCh <- opened{f, err} }()
+}
+
 // Connect waits until mcpcage-init has opened the three FIFOs and returns
 // the daemon's ends: the server's stdin to write, its stdout and stderr
 // to read. It fails when exited is closed first (the sandbox died before)
 // or after within.
 func (s *ServerStdio) Connect(exited <-chan struct{}, within time.Duration) (stdin, stdout, stderr *os.File, err error) {
+	s.Open()
 	s.settled = true
-	// An open of one end of a FIFO blocks until the other end is opened
-	// (mcpcage-init opens its ends once the sandbox starts): each waits
-	// on its own goroutine (Go makes the opened FIFO non-blocking and
-	// pollable). Nothing waits before Connect, so a prepared sandbox in
-	// the warm pool holds no thread.
-	go func() { f, err := os.OpenFile(s.in, os.O_WRONLY, 0); s.inCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.out, os.O_RDONLY, 0); s.outCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.err, os.O_RDONLY, 0); s.errCh <- opened{f, err} }()
 	t := time.NewTimer(within)
 	defer t.Stop()
 	var in, out, errOut *opened
@@ -185,6 +199,9 @@ func unblock(path string, flag int, ch chan opened) {
 // close once Connect returned them (Connect ends its own waiting opens
 // when it fails).
 func (s *ServerStdio) Close() error {
+	if s.opening && !s.settled {
+		s.release(nil, nil, nil) // Open ran, Connect never did
+	}
 	s.settled = true
 	return os.RemoveAll(s.dir)
 }

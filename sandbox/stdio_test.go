@@ -119,14 +119,45 @@ func TestServerStdioAbandoned(t *testing.T) {
 	}
 }
 
+// TestServerStdioOpenedEarly: the daemon's ends may start opening before
+// the sandbox opens its own (Open, then Connect).
+func TestServerStdioOpenedEarly(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	s.Open()
+	srv := make(chan []*os.File, 1)
+	go func() { in, out, errOut := openAsInit(t, s.Dir()); srv <- []*os.File{in, out, errOut} }()
+	stdin, stdout, stderr, err := s.Connect(make(chan struct{}), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range append(<-srv, stdin, stdout, stderr) {
+		_ = f.Close()
+	}
+}
+
 // TestServerStdioClosedUnused: a launch that fails before Connect leaves
-// no open waiting once the ServerStdio is closed.
+// no open waiting once the ServerStdio is closed, whether or not its
+// opens had started.
 func TestServerStdioClosedUnused(t *testing.T) {
+	for _, opened := range []bool{false, true} {
+		t.Run(fmt.Sprintf("opened=%v", opened), func(t *testing.T) { testServerStdioClosedUnused(t, opened) })
+	}
+}
+
+func testServerStdioClosedUnused(t *testing.T, opened bool) {
 	testenv.RequireRoot(t)
 	before := runtime.NumGoroutine()
 	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opened {
+		s.Open()
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
