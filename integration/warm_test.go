@@ -132,6 +132,22 @@ func TestWarmSandboxes(t *testing.T) {
 	if "mcpcage-"+str(hit, "session") != e.Container {
 		t.Fatalf("warm session %s, prepared container %s", str(hit, "session"), e.Container)
 	}
+	// The prepared sandbox's mcpcage-init was already running, waiting for
+	// its stdio: the kernel watched the cgroup before it let the server
+	// start, so the server's exec is in the session's record.
+	server := filepath.Join(env.bin, "testserver")
+	testenv.WaitFor(t, "the warm session's exec of its server", 10*time.Second, func() (bool, string) {
+		var execs []string
+		for _, r := range d.auditRecords(t) {
+			if str(r, "type") == "process.exec" && str(r, "session") == str(hit, "session") {
+				if str(r, "path") == server {
+					return true, ""
+				}
+				execs = append(execs, str(r, "path"))
+			}
+		}
+		return false, fmt.Sprintf("process.exec records of the session: %v", execs)
+	})
 	d.waitWarm(t, 2)
 
 	// A changed secret removes every prepared sandbox: the next session

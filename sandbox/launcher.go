@@ -137,12 +137,14 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (*Instance, error)
 	if err != nil {
 		return nil, err
 	}
-	return p.Start(ctx, o.BeforeStart)
+	return p.Start(ctx, o.BeforeStart, nil)
 }
 
 // Prepared is a sandbox whose container and task exist and whose process
 // waits, before the server's first instruction, for Start: runc has built
-// its namespaces, mounts, cgroup and seccomp filter. A warm sandbox.
+// its namespaces, mounts, cgroup and seccomp filter. A warm sandbox. Its
+// process is runc's, waiting to be started, or, once Launch ran,
+// mcpcage-init waiting for its stdio.
 type Prepared struct {
 	ID          string
 	Pid         uint32
@@ -155,6 +157,7 @@ type Prepared struct {
 	cgroup      string
 	l           *Launcher
 	ended       sync.Once
+	launched    bool // its task runs: mcpcage-init waits for its stdio (Launch)
 }
 
 // Create builds the container and task of o without starting it (its
@@ -329,9 +332,26 @@ func (p *Prepared) Memory() int64 {
 	return total
 }
 
-// Start runs before (when not nil) and then starts the server. On error
-// the sandbox is discarded.
-func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error) (_ *Instance, retErr error) {
+// Launch starts the task of a sandbox whose process is mcpcage-init with
+// its stdio in a ServerStdio (Params.StdioDir) that nobody has opened:
+// mcpcage-init runs, and waits in the open of its stdin until the daemon
+// opens the other end, before anything else (Landlock, the server's exec).
+// Start then has no task to start, and the sandbox's session does not
+// wait for containerd and runc to start it. Only for such a sandbox: any
+// other process would run unwatched.
+func (p *Prepared) Launch(ctx context.Context) error {
+	if err := p.task.Start(p.l.ctx(ctx)); err != nil {
+		return fmt.Errorf("start task: %w", explainTaskError(err))
+	}
+	p.launched = true
+	return nil
+}
+
+// Start runs before (when not nil), then ready (when not nil), and then
+// starts the server: it starts the task, or, for a launched sandbox (see
+// Launch), leaves it to ready to let mcpcage-init go on. On error the
+// sandbox is discarded.
+func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error, ready func()) (_ *Instance, retErr error) {
 	ctx = p.l.ctx(ctx)
 	defer func() {
 		if retErr != nil {
@@ -346,8 +366,13 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 			return nil, err
 		}
 	}
-	if err := p.task.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
+	if ready != nil {
+		ready()
+	}
+	if !p.launched {
+		if err := p.task.Start(ctx); err != nil {
+			return nil, fmt.Errorf("start task: %w", explainTaskError(err))
+		}
 	}
 	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup}
 	p.ended.Do(func() {}) // the instance owns the container now
