@@ -94,7 +94,9 @@
 //	                launch error
 //	memory          memory limit, bytes or "512MiB" [1GiB]
 //	pids            process/thread limit [256]
-//	cpus            CPU quota in cores, e.g. 0.5 [1]
+//	cpus            CPU quota in cores, e.g. 0.5 [1]; on average: a server
+//	                may spend up to one period's quota (100 ms × cpus) of
+//	                CPU time it left unused above it (the CFS burst)
 //	seccomp         "default" (mcpcage's profile), "unconfined", or an
 //	                absolute path to an OCI seccomp profile (JSON) [default]
 //	network         "none" (own network namespace, loopback only) or "host"

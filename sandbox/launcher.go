@@ -209,6 +209,11 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
 	}
 	p.Pid = p.task.Pid()
+	if cpu := o.Spec.Linux.Resources.CPU; cpu != nil && cpu.Burst != nil && *cpu.Burst > 0 {
+		if err := setCPUBurst(p.cgroup, *cpu.Burst); err != nil {
+			l.log.Debug("no CPU burst: the server's CPU limit is applied per period", "container", o.ID, "err", err)
+		}
+	}
 	if err := checkPins(p.Pid, o.Mounts); err != nil {
 		return nil, err
 	}

@@ -52,6 +52,20 @@ func readLimits(cgroupsPath string) Limits {
 	return l
 }
 
+// setCPUBurst sets the CFS burst of the cgroup at cgroupsPath to burst
+// µs, where the kernel has it (5.14+): runc before 1.2 ignores the spec's
+// burst. cgroup v1 (hybrid hosts) cpu.cfs_burst_us, else v2 cpu.max.burst.
+func setCPUBurst(cgroupsPath string, burst uint64) error {
+	v := []byte(strconv.FormatUint(burst, 10))
+	var err error
+	for _, f := range []string{"/sys/fs/cgroup/cpu/" + cgroupsPath + "/cpu.cfs_burst_us", "/sys/fs/cgroup/" + cgroupsPath + "/cpu.max.burst"} {
+		if err = os.WriteFile(filepath.Clean(f), v, 0); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("set the CPU burst of cgroup %s: %w", cgroupsPath, err)
+}
+
 // counter reads "key N" from a cgroup key-value file.
 func counter(path, key string) (int64, bool) {
 	f, err := os.Open(path)

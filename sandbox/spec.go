@@ -179,7 +179,12 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 	if p.CPUs > 0 {
 		period := uint64(100000)
 		quota := int64(p.CPUs * float64(period))
-		r.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+		// The limit holds on average; a sandbox may spend, above it, up to
+		// one period's quota of CPU time it left unused before (the CFS
+		// burst): a server starting from idle (node's startup keeps two
+		// threads busy) is not throttled for up to a period at a time.
+		burst := uint64(quota)
+		r.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota, Burst: &burst}
 	}
 	for _, d := range s.Linux.Devices {
 		major, minor := d.Major, d.Minor
