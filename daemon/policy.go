@@ -686,8 +686,8 @@ func (p *sessionPolicy) afterServerMessage() {
 	recs := p.results
 	p.results = nil
 	p.mu.Unlock()
-	for _, rec := range recs {
-		p.d.audit.AppendNow(rec)
+	if len(recs) > 0 {
+		p.d.audit.AppendNowAll(recs...)
 	}
 }
 

@@ -34,11 +34,18 @@ const sessionFields = 6
 
 // record adds the session's who-and-what fields to a record of type t.
 func (s *session) record(t api.RecordType, fields audit.Record) audit.Record {
-	r := make(audit.Record, sessionFields+len(fields)+4) // + the log's time, seq, prev, hash
-	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = string(t), s.id, s.agent, s.instance(), s.user, s.server
+	r := s.newRecord(t, len(fields))
 	for k, v := range fields {
 		r[k] = v
 	}
+	return r
+}
+
+// newRecord is a record of type t with the session's who-and-what fields
+// and room for n more (the hot records fill it directly: no second map).
+func (s *session) newRecord(t api.RecordType, n int) audit.Record {
+	r := make(audit.Record, sessionFields+n+4) // + the log's time, seq, prev, hash
+	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = string(t), s.id, s.agent, s.instance(), s.user, s.server
 	return r
 }
 
@@ -133,18 +140,24 @@ type decided struct {
 // resources and prompts. Arguments are kept as the administrator's
 // audit_arguments says, with secrets redacted; their digest always.
 func (s *session) decisionRecord(c decided, argMode string, secrets []string) audit.Record {
+	t := api.RecordRequest
+	switch {
+	case c.kind == consent.KindTool:
+		t = api.RecordToolCall
+	case c.decision == decisionDeny:
+		t = api.RecordRequestDenied
+	}
+	rec := s.newRecord(t, 8)
 	// The id is copied: the relay reuses its buffer before the record is
 	// written.
-	rec := audit.Record{"method": c.method, "request_id": append(json.RawMessage(nil), c.id...), "decision": string(c.decision)}
+	rec["method"], rec["request_id"], rec["decision"] = c.method, append(json.RawMessage(nil), c.id...), string(c.decision)
 	if c.decision == decisionAllow {
 		rec["consent"] = c.consent
 	} else {
 		rec["reason"] = c.reason
 	}
-	t := api.RecordRequest
 	switch {
 	case c.kind == consent.KindTool:
-		t = api.RecordToolCall
 		rec["tool"] = c.name
 		if c.call != "" {
 			rec["call"] = c.call
@@ -153,22 +166,20 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) au
 		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
 			rec["arguments"] = a
 		}
-	case c.decision == decisionDeny:
-		t = api.RecordRequestDenied
-		rec["name"] = c.name
 	default:
 		rec["name"] = c.name
 	}
 	if c.flow != nil {
 		rec["flow"] = c.flow
 	}
-	return s.record(t, rec)
+	return rec
 }
 
 // toolResultRecord: a forwarded tools/call came back.
 func (s *session) toolResultRecord(c callStart, isError bool, resultBytes int, latency time.Duration) audit.Record {
-	return s.record(api.RecordToolResult, audit.Record{"tool": c.tool, "request_id": json.RawMessage(c.id),
-		"is_error": isError, "result_bytes": resultBytes, "latency_ms": millis(latency)})
+	rec := s.newRecord(api.RecordToolResult, 5)
+	rec["tool"], rec["request_id"], rec["is_error"], rec["result_bytes"], rec["latency_ms"] = c.tool, json.RawMessage(c.id), isError, resultBytes, millis(latency)
+	return rec
 }
 
 // toolCancelledRecord: the client cancelled a forwarded tools/call; no

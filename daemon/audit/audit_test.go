@@ -487,6 +487,17 @@ func TestWrittenOnTheCallersGoroutine(t *testing.T) {
 			if l.Syncs() != syncs {
 				t.Fatalf("AppendNow synced: %d fdatasyncs, want %d", l.Syncs(), syncs)
 			}
+			// Several at once: all written, in order, in one batch.
+			count := l.Count()
+			if !l.AppendNowAll(Record{"type": "tool.result", "tool": "all-1"}, Record{"type": "tool.result", "tool": "all-2"}) {
+				t.Fatal("AppendNowAll refused its records")
+			}
+			if got := l.Count() - count; got != 2 || !inFile(t, dir, "all-2") {
+				t.Fatalf("AppendNowAll: %d records written, want 2 at once", got)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl")); err != nil || strings.Index(string(b), "all-1") > strings.Index(string(b), "all-2") {
+				t.Fatalf("AppendNowAll wrote its records out of order (%v)", err)
+			}
 			// A commit under way: AppendNow queues and returns.
 			mu.Lock()
 			block = true

@@ -165,10 +165,10 @@ func (l *Log) appendDurable(rec Record, now bool) <-chan error {
 		p.done <- err
 	case l.o.Sync == SyncBatch:
 		l.wmu.Lock() // a commit under way is a write, not a sync: wait for it
-		l.commit(p, true)
+		l.commit(true, p)
 		l.wmu.Unlock()
 	case now && l.wmu.TryLock():
-		l.commit(p, true)
+		l.commit(true, p)
 		l.wmu.Unlock()
 	default:
 		l.syncQ <- p
@@ -207,17 +207,30 @@ func (l *Log) AppendAsync(rec Record) bool {
 // on a busy two-core machine delays the caller by about as much as the
 // rest of its work. When a commit is under way, rec is queued like
 // AppendAsync.
-func (l *Log) AppendNow(rec Record) bool {
+func (l *Log) AppendNow(rec Record) bool { return l.AppendNowAll(rec) }
+
+// AppendNowAll is AppendNow for several records (the results the client
+// got in one write): one write for all of them. It reports false when
+// one of them was dropped (see AppendAsync).
+func (l *Log) AppendNowAll(recs ...Record) bool {
 	l.mu.RLock()
 	if !l.closed && l.wmu.TryLock() {
-		stamp(rec)
-		l.commit(&pending{rec: rec}, false)
+		ps := make([]*pending, len(recs))
+		for i, rec := range recs {
+			stamp(rec)
+			ps[i] = &pending{rec: rec}
+		}
+		l.commit(false, ps...)
 		l.wmu.Unlock()
 		l.mu.RUnlock()
 		return true
 	}
 	l.mu.RUnlock()
-	return l.AppendAsync(rec)
+	ok := true
+	for _, rec := range recs {
+		ok = l.AppendAsync(rec) && ok
+	}
+	return ok
 }
 
 // stamp sets the record's time when the event is reported, not when the
@@ -290,14 +303,14 @@ func (l *Log) writer() {
 			// Nothing is queued after done: write the rest, then stop.
 			l.wmu.Lock()
 			for len(l.syncQ)+len(l.asyncQ) > 0 {
-				l.commit(nil, true)
+				l.commit(true)
 			}
 			l.syncIfDirty()
 			l.wmu.Unlock()
 			return
 		}
 		l.wmu.Lock()
-		l.commit(first, true)
+		l.commit(true, first)
 		l.wmu.Unlock()
 	}
 }
@@ -314,11 +327,11 @@ type batch struct {
 	needHeader bool
 }
 
-// commit collects a batch, calls first preferred, up to maxBatch bytes,
-// and writes it with one write and (in always mode) one fsync. takeSync
-// false leaves the synchronous queue to the writer (AppendNow: no fsync
-// on its caller's path).
-func (l *Log) commit(first *pending, takeSync bool) {
+// commit collects a batch, firsts first, then the queued calls preferred,
+// up to maxBatch bytes, and writes it with one write and (in always mode)
+// one fsync. takeSync false leaves the synchronous queue to the writer
+// (AppendNow: no fsync on its caller's path).
+func (l *Log) commit(takeSync bool, firsts ...*pending) {
 	var openErr error
 	if l.f == nil {
 		openErr = l.openFile()
@@ -330,8 +343,8 @@ func (l *Log) commit(first *pending, takeSync bool) {
 			l.needHeader = false
 		}
 	}
-	if first != nil {
-		l.add(b, first)
+	for _, p := range firsts {
+		l.add(b, p)
 	}
 	syncQ := l.syncQ
 	if !takeSync {
