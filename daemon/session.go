@@ -363,15 +363,13 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		}
 	}
 	built := time.Now()
-	var ready func()
 	if fifos != nil {
-		// Once the kernel watches the cgroup, the daemon's ends open while
-		// containerd starts the task: mcpcage-init finds them ready
-		// instead of waiting for Start to return. A warm sandbox's
-		// mcpcage-init already waits for them: opening them lets it go on.
-		ready = fifos.Open
+		// The daemon's ends open while containerd starts the task:
+		// mcpcage-init finds them ready instead of waiting for Start to
+		// return (the task has not run yet, so nothing opens them early).
+		fifos.Open()
 	}
-	if s.inst, err = prep.Start(ctx, before, ready); err != nil {
+	if s.inst, err = prep.Start(ctx, before); err != nil {
 		return params, nil, err
 	}
 	s.handle = s.inst

@@ -17,21 +17,15 @@ import (
 
 // Warm sandboxes: after a session of a server for a user ends, the daemon
 // builds the next one's sandbox (container, task, namespaces, mounts,
-// cgroup, seccomp filter, stdio FIFOs) and starts its task: mcpcage-init
-// runs and waits in the open of its stdin FIFO, before Landlock and
-// before the server's first instruction (sandbox.Prepared.Launch). The
-// next session of that server for that user takes it, under the prepared
-// sandbox's id, once it has checked that a new build would be the same
-// sandbox: the same spec (configuration, resolved secrets, mounts, user),
-// the same image digest, and the same objects at the pinned mount
-// targets. Anything else discards it and builds anew. Nothing of the
-// server runs before its session's start is recorded, as for a cold
-// start: the session records its start, registers the kernel policy,
-// and only then opens the daemon's ends of the FIFOs, which lets
-// mcpcage-init go on (so the session does not wait for containerd and
-// runc to start the task). What the kernel records for the session
-// starts there: mcpcage-init's own exec and its runtime's first opens
-// happened when the sandbox was prepared.
+// cgroup, seccomp filter, stdio FIFOs) and leaves its process waiting
+// before the server's first instruction. The next session of that server
+// for that user takes it, under the prepared sandbox's id, once it has
+// checked that a new build would be the same sandbox: the same spec
+// (configuration, resolved secrets, mounts, user), the same image digest,
+// and the same objects at the pinned mount targets. Anything else
+// discards it and builds anew. Nothing of the server runs before its
+// session's start is recorded, as for a cold start; the kernel policy is
+// registered when the session takes the sandbox.
 
 // warmKey is whom a prepared sandbox is for: a server as one user sees it.
 type warmKey struct {
@@ -186,14 +180,6 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 	// container behind; close waits for it (a bounded time) instead.
 	prep, err := d.create(context.Background(), srv, id, params, sandbox.Stdio{})
 	if err != nil {
-		_ = fifos.Close()
-		return nil, err
-	}
-	// mcpcage-init runs now and waits for its stdio, which the daemon
-	// opens only once the session has recorded its start and the kernel
-	// watches the cgroup: the session does not wait for runc to start it.
-	if err := prep.Launch(context.Background()); err != nil {
-		_ = prep.Discard(context.Background()) // logged
 		_ = fifos.Close()
 		return nil, err
 	}

@@ -124,6 +124,17 @@ func TestWarmSandboxes(t *testing.T) {
 	d.waitClean("the other user's session")
 	st = d.waitWarm(t, 2) // root's, and now the other user's
 
+	// The other user cannot reach their prepared sandbox's stdio before a
+	// session takes it: its process is not theirs to look into, so no
+	// process of theirs can start the server unrecorded or hold its stdin
+	// and stdout for the session that will take it.
+	for _, w := range st.Warm.Entries {
+		if w.User == "root" {
+			continue
+		}
+		stdioUnreachable(t, w.Container, uid)
+	}
+
 	// Root's next session starts in the prepared sandbox, under its id.
 	hit := session(-1, "first-value")
 	if !warmOf(hit) {
@@ -132,9 +143,8 @@ func TestWarmSandboxes(t *testing.T) {
 	if "mcpcage-"+str(hit, "session") != e.Container {
 		t.Fatalf("warm session %s, prepared container %s", str(hit, "session"), e.Container)
 	}
-	// The prepared sandbox's mcpcage-init was already running, waiting for
-	// its stdio: the kernel watched the cgroup before it let the server
-	// start, so the server's exec is in the session's record.
+	// The kernel watched the cgroup before the prepared sandbox's process
+	// went on: the server's exec is in the session's record.
 	server := filepath.Join(env.bin, "testserver")
 	testenv.WaitFor(t, "the warm session's exec of its server", 10*time.Second, func() (bool, string) {
 		var execs []string
@@ -206,6 +216,38 @@ func TestWarmSandboxes(t *testing.T) {
 	d.stop()
 	if left := d.containers(); len(left) != 0 {
 		t.Fatalf("containers left after the daemon stopped: %v", left)
+	}
+}
+
+// stdioUnreachable checks that uid can open none of the stdio FIFOs of
+// the sandbox container through /proc/PID/root of its processes (the
+// FIFOs' own directory on the host is root's alone): an open for writing
+// that does not wait (dd's oflag=nonblock) must be refused, not succeed
+// (the waiting process is a reader) or find no reader.
+func stdioUnreachable(t *testing.T, container string, uid int) {
+	t.Helper()
+	var pids []string
+	entries, err := os.ReadDir("/proc")
+	must(t, err, "read /proc")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err == nil && strings.Contains(string(b), "/"+container+"\n") {
+			pids = append(pids, e.Name())
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("no process of the prepared sandbox %s", container)
+	}
+	for _, pid := range pids {
+		for _, f := range []string{"in", "out", "err"} {
+			path := filepath.Join("/proc", pid, "root", ".mcpcage", "stdio", f)
+			cmd := exec.Command("dd", "if=/dev/null", "of="+path, "oflag=nonblock", "conv=notrunc", "status=none")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "Permission denied") {
+				t.Errorf("uid %d opened %s of the prepared sandbox (pid %s) or got past the permission check: %v %s", uid, path, pid, err, out)
+			}
+		}
 	}
 }
 

@@ -137,14 +137,12 @@ func (l *Launcher) Start(ctx context.Context, o StartOptions) (*Instance, error)
 	if err != nil {
 		return nil, err
 	}
-	return p.Start(ctx, o.BeforeStart, nil)
+	return p.Start(ctx, o.BeforeStart)
 }
 
 // Prepared is a sandbox whose container and task exist and whose process
 // waits, before the server's first instruction, for Start: runc has built
-// its namespaces, mounts, cgroup and seccomp filter. A warm sandbox. Its
-// process is runc's, waiting to be started, or, once Launch ran,
-// mcpcage-init waiting for its stdio.
+// its namespaces, mounts, cgroup and seccomp filter. A warm sandbox.
 type Prepared struct {
 	ID          string
 	Pid         uint32
@@ -157,7 +155,6 @@ type Prepared struct {
 	cgroup      string
 	l           *Launcher
 	ended       sync.Once
-	launched    bool // its task runs: mcpcage-init waits for its stdio (Launch)
 }
 
 // Create builds the container and task of o without starting it (its
@@ -209,8 +206,8 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
 	}
 	p.Pid = p.task.Pid()
-	if cpu := o.Spec.Linux.Resources.CPU; cpu != nil && cpu.Burst != nil && *cpu.Burst > 0 {
-		if err := setCPUBurst(p.cgroup, *cpu.Burst); err != nil {
+	if burst := cpuBurst(o.Spec); burst > 0 {
+		if err := setCPUBurst(p.cgroup, burst); err != nil {
 			l.log.Debug("no CPU burst: the server's CPU limit is applied per period", "container", o.ID, "err", err)
 		}
 	}
@@ -337,26 +334,9 @@ func (p *Prepared) Memory() int64 {
 	return total
 }
 
-// Launch starts the task of a sandbox whose process is mcpcage-init with
-// its stdio in a ServerStdio (Params.StdioDir) that nobody has opened:
-// mcpcage-init runs, and waits in the open of its stdin until the daemon
-// opens the other end, before anything else (Landlock, the server's exec).
-// Start then has no task to start, and the sandbox's session does not
-// wait for containerd and runc to start it. Only for such a sandbox: any
-// other process would run unwatched.
-func (p *Prepared) Launch(ctx context.Context) error {
-	if err := p.task.Start(p.l.ctx(ctx)); err != nil {
-		return fmt.Errorf("start task: %w", explainTaskError(err))
-	}
-	p.launched = true
-	return nil
-}
-
-// Start runs before (when not nil), then ready (when not nil), and then
-// starts the server: it starts the task, or, for a launched sandbox (see
-// Launch), leaves it to ready to let mcpcage-init go on. On error the
-// sandbox is discarded.
-func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error, ready func()) (_ *Instance, retErr error) {
+// Start runs before (when not nil) and then starts the server. On error
+// the sandbox is discarded.
+func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error) (_ *Instance, retErr error) {
 	ctx = p.l.ctx(ctx)
 	defer func() {
 		if retErr != nil {
@@ -371,13 +351,8 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 			return nil, err
 		}
 	}
-	if ready != nil {
-		ready()
-	}
-	if !p.launched {
-		if err := p.task.Start(ctx); err != nil {
-			return nil, fmt.Errorf("start task: %w", explainTaskError(err))
-		}
+	if err := p.task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
 	}
 	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup}
 	p.ended.Do(func() {}) // the instance owns the container now

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Limits reports which cgroup limits a sandbox ran into.
@@ -50,6 +52,21 @@ func readLimits(cgroupsPath string) Limits {
 		}
 	}
 	return l
+}
+
+// cpuBurst is the CFS burst for a sandbox with spec's CPU limit: one
+// period's quota. The limit then holds on average; a sandbox may spend,
+// above it, up to one period's quota of CPU time it left unused before,
+// so a server starting from idle (node's startup keeps two threads busy)
+// is not throttled for up to a period at a time. 0: no limit, no burst.
+func cpuBurst(spec *specs.Spec) uint64 {
+	if spec == nil || spec.Linux == nil || spec.Linux.Resources == nil || spec.Linux.Resources.CPU == nil {
+		return 0
+	}
+	if q := spec.Linux.Resources.CPU.Quota; q != nil && *q > 0 {
+		return uint64(*q)
+	}
+	return 0
 }
 
 // setCPUBurst sets the CFS burst of the cgroup at cgroupsPath to burst

@@ -179,12 +179,10 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 	if p.CPUs > 0 {
 		period := uint64(100000)
 		quota := int64(p.CPUs * float64(period))
-		// The limit holds on average; a sandbox may spend, above it, up to
-		// one period's quota of CPU time it left unused before (the CFS
-		// burst): a server starting from idle (node's startup keeps two
-		// threads busy) is not throttled for up to a period at a time.
-		burst := uint64(quota)
-		r.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota, Burst: &burst}
+		// The CFS burst (one period's quota) is not in the spec: runc 1.2
+		// fails the container where the kernel lacks cpu.max.burst (before
+		// 5.14); the launcher sets it where it exists (cpuBurst).
+		r.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
 	for _, d := range s.Linux.Devices {
 		major, minor := d.Major, d.Minor
