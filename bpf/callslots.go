@@ -36,8 +36,12 @@ const (
 // late NewCall of an unregistered session never writes into a slot that
 // went to another session.
 type callSlots struct {
-	m     *ebpf.Map
-	mem   []byte // the array, mapped; nil: updated by syscall
+	m *ebpf.Map
+	// memMu guards mem: held shared by every store into the mapping, and
+	// exclusively by close, so no store lands after the unmap (a daemon
+	// closing while a session still ends a call).
+	memMu sync.RWMutex
+	mem   []byte // the array, mapped; nil: updated by syscall (or closed)
 	slots []callSlot
 	owned sync.Map // session cgroup id -> *callSlot
 
@@ -86,7 +90,12 @@ func newCallSlots(m *ebpf.Map, mapped bool) (*callSlots, error) {
 
 // close unmaps the array.
 func (s *callSlots) close() error {
-	if s == nil || s.mem == nil {
+	if s == nil {
+		return nil
+	}
+	s.memMu.Lock()
+	defer s.memMu.Unlock()
+	if s.mem == nil {
 		return nil
 	}
 	mem := s.mem
@@ -168,16 +177,14 @@ func (s *callSlots) set(cgid, n uint64) error {
 	if sl.owner != cgid {
 		return nil // released since it was looked up
 	}
-	if s.mem != nil {
-		s.word(sl.index, callSlotEpoch).Store(n)
-		return nil
-	}
 	return s.write(sl, n, cgid)
 }
 
 // write sets a slot's epoch and owner. The order is cage.c's call_epoch's
 // contract: the owner is cleared before the epoch, and set after it.
 func (s *callSlots) write(sl *callSlot, epoch, owner uint64) error {
+	s.memMu.RLock()
+	defer s.memMu.RUnlock()
 	if s.mem == nil {
 		return s.m.Put(sl.index, cageCallSlot{Epoch: epoch, Cgid: owner})
 	}
