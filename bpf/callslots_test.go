@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,25 +32,7 @@ var epochPaths = []struct {
 // cage.c's FOLD_NS of the first: a few ms).
 func openPauseOpen(t *testing.T, session string, n int, file string, between func()) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-pause", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+file)
-	fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = syscall.Close(fd) }()
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, stdout := startChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-pause", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+file)
 	out := bufio.NewReader(stdout)
 	if line, err := out.ReadString('\n'); err != nil || line != "paused\n" {
 		_ = cmd.Process.Kill()

@@ -448,14 +448,15 @@ func (r *Relay) serverLoop(out io.Reader) {
 	// one write, and one wake-up of the client, for the lot. A message
 	// alone is written at once; nothing waits for a read.
 	var batch coalesced
-	flush := func() bool {
-		if err := batch.flush(r.writeClient); err != nil {
-			r.log.Debug("client output closed", "err", err)
-			r.finish(api.ExitClientGone, nil)
+	clientGone := func(err error) bool {
+		if err == nil {
 			return false
 		}
+		r.log.Debug("client output closed", "err", err)
+		r.finish(api.ExitClientGone, nil)
 		return true
 	}
+	flush := func() bool { return !clientGone(batch.flush(r.writeClient)) }
 	for {
 		if batch.pending() && !rd.Ready() && !flush() {
 			return
@@ -499,12 +500,7 @@ func (r *Relay) serverLoop(out io.Reader) {
 		r.applyCancels(ServerToClient)
 		if (!batch.pending() && !rd.Ready()) || len(fwd) > maxCoalesced {
 			// Alone, or too big to copy: written as it is, after what waits.
-			if !flush() {
-				return
-			}
-			if err := r.writeClient(fwd); err != nil {
-				r.log.Debug("client output closed", "err", err)
-				r.finish(api.ExitClientGone, nil)
+			if !flush() || clientGone(r.writeClient(fwd)) {
 				return
 			}
 			continue
