@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -97,9 +98,31 @@ func finish(b *testing.B, l *Log) {
 // benchRecord is a tool.call record of a typical size (about 400 bytes
 // once written with its seq, prev and hash).
 func benchRecord(i int) Record {
-	return Record{
+	// Room for the log's four fields, as the daemon's records have.
+	r := make(Record, 16)
+	maps.Copy(r, Record{
 		"type": "tool.call", "session": "s-0123456789abcdef", "agent": "claude", "agent_instance": fmt.Sprintf("i-%d", i),
 		"user": "alice", "server": "everything", "method": "tools/call", "tool": "echo", "id": i,
 		"arguments": map[string]any{"message": "ping"}, "decision": "allow", "rule": "default_decision",
+	})
+	return r
+}
+
+// BenchmarkEncode measures what the daemon does for each call's record
+// on the call's path, before the write: the arguments redacted and
+// digested, then the record bounded, rendered and chained.
+func BenchmarkEncode(b *testing.B) {
+	l := benchLog(b, SyncBatch)
+	args := map[string]any{"message": "ping", "count": float64(3)}
+	var buf []byte
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		rec := benchRecord(i)
+		rec["args_digest"] = Digest(args)
+		rec["arguments"] = Arguments(args, ArgsRedacted, nil)
+		var err error
+		if buf, err = l.encodeTo(buf[:0], rec); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

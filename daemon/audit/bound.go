@@ -187,51 +187,55 @@ func boundMap(m map[string]any) (map[string]any, bool) {
 // and slices are copied on write, never changed under their owner) and
 // returns its canonical encoding: keys sorted, as encoding/json renders a
 // map, each value encoded once.
-func render(rec Record) ([]byte, error) {
+func render(rec Record) ([]byte, error) { return appendRecord(nil, rec) }
+
+// maxInlineKeys is how many keys appendRecord sorts without allocating.
+const maxInlineKeys = 32
+
+// appendRecord is render appending to dst; on error dst is returned as it
+// was.
+func appendRecord(dst []byte, rec Record) ([]byte, error) {
 	for k := range rec {
 		if nk := boundKey(k); nk != k {
 			rec[nk] = rec[k]
 			delete(rec, k)
 		}
 	}
-	keys := make([]string, 0, len(rec))
+	var inline [maxInlineKeys]string
+	keys := inline[:0]
 	for k := range rec {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	spans := make([][2]int, len(keys)) // each value's bytes in buf
-	buf := make([]byte, 0, 512)
-	buf = append(buf, '{')
-	for i, k := range keys {
+	start := len(dst)
+	dst, err := appendObject(dst, keys, func(b []byte, k string) ([]byte, error) {
 		v, changed := bound(rec[k])
 		if changed {
 			rec[k] = v
 		}
-		if i > 0 {
-			buf = append(buf, ',')
+		b, err := appendValue(b, v)
+		if err != nil {
+			return b, fmt.Errorf("field %q: %w", k, err)
 		}
-		buf = appendString(buf, k)
-		buf = append(buf, ':')
-		start := len(buf)
-		var err error
-		if buf, err = appendValue(buf, v); err != nil {
-			return nil, fmt.Errorf("field %q: %w", k, err)
-		}
-		spans[i] = [2]int{start, len(buf)}
+		return b, nil
+	})
+	if err != nil {
+		return dst[:start], err
 	}
-	buf = append(buf, '}')
-	if len(buf) > MaxRecord {
-		return shrink(rec, keys, buf, spans), nil
+	if len(dst)-start > MaxRecord {
+		return append(dst[:start], shrink(rec, keys)...), nil
 	}
-	return buf, nil
+	return dst, nil
 }
 
-// shrink replaces the largest non-core fields by their digests until the
-// record fits MaxRecord, and renders it again from the encoded values.
-func shrink(rec Record, keys []string, buf []byte, spans [][2]int) []byte {
+// shrink replaces the largest non-core fields of a record too large for
+// MaxRecord by their digests until it fits, and renders it again.
+func shrink(rec Record, keys []string) []byte {
 	vals := make([][]byte, len(keys))
-	for i, sp := range spans {
-		vals[i] = buf[sp[0]:sp[1]]
+	total := len("{}") + len(keys) - 1
+	for i, k := range keys {
+		vals[i], _ = appendValue(nil, rec[k]) // rendered once already: no error
+		total += len(vals[i]) + len(appendString(nil, k)) + 1
 	}
 	order := make([]int, 0, len(keys))
 	for i, k := range keys {
@@ -240,7 +244,6 @@ func shrink(rec Record, keys []string, buf []byte, spans [][2]int) []byte {
 		}
 	}
 	slices.SortFunc(order, func(a, b int) int { return len(vals[b]) - len(vals[a]) })
-	total := len(buf)
 	for _, i := range order {
 		if total <= MaxRecord {
 			break
@@ -254,17 +257,29 @@ func shrink(rec Record, keys []string, buf []byte, spans [][2]int) []byte {
 		vals[i] = b
 		rec[keys[i]] = t
 	}
-	out := make([]byte, 0, total)
-	out = append(out, '{')
+	out, _ := appendObject(make([]byte, 0, total), keys, func(b []byte, k string) ([]byte, error) {
+		i, _ := slices.BinarySearch(keys, k)
+		return append(b, vals[i]...), nil
+	})
+	return out
+}
+
+// appendObject appends a JSON object of keys (sorted), each value
+// appended by val.
+func appendObject(b []byte, keys []string, val func(b []byte, k string) ([]byte, error)) ([]byte, error) {
+	b = append(b, '{')
 	for i, k := range keys {
 		if i > 0 {
-			out = append(out, ',')
+			b = append(b, ',')
 		}
-		out = appendString(out, k)
-		out = append(out, ':')
-		out = append(out, vals[i]...)
+		b = appendString(b, k)
+		b = append(b, ':')
+		var err error
+		if b, err = val(b, k); err != nil {
+			return b, err
+		}
 	}
-	return append(out, '}')
+	return append(b, '}'), nil
 }
 
 // appendValue appends v's JSON, as encoding/json renders it, taking the
@@ -294,6 +309,14 @@ func appendValue(b []byte, v any) ([]byte, error) {
 		if a := math.Abs(x); a == 0 || (a >= 1e-6 && a < 1e21) {
 			return strconv.AppendFloat(b, x, 'f', -1, 64), nil
 		}
+	case map[string]any:
+		return appendMap(b, x)
+	case Record:
+		return appendMap(b, x)
+	case []any:
+		return appendList(b, x, appendValue)
+	case []string:
+		return appendList(b, x, func(b []byte, s string) ([]byte, error) { return appendString(b, s), nil })
 	case json.RawMessage:
 		// Valid JSON (bound checked it). json.Marshal would compact it
 		// and escape <, >, & and U+2028/9: without any of those bytes it
@@ -307,6 +330,38 @@ func appendValue(b []byte, v any) ([]byte, error) {
 		return b, err
 	}
 	return append(b, enc...), nil
+}
+
+// appendList appends x's JSON, each element by each.
+func appendList[T any](b []byte, x []T, each func([]byte, T) ([]byte, error)) ([]byte, error) {
+	if x == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	for i, e := range x {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = each(b, e); err != nil {
+			return b, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// appendMap appends m's JSON as encoding/json renders it: keys sorted.
+func appendMap[M ~map[string]any](b []byte, m M) ([]byte, error) {
+	if m == nil {
+		return append(b, "null"...), nil
+	}
+	var inline [maxInlineKeys]string
+	keys := inline[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return appendObject(b, keys, func(b []byte, k string) ([]byte, error) { return appendValue(b, m[k]) })
 }
 
 // rawAsIs reports whether json.Marshal would return the valid JSON raw

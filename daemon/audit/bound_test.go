@@ -200,6 +200,9 @@ func TestAppendValueMatchesJSON(t *testing.T) {
 		json.RawMessage(`{"a":[1,2,{"b":null}]}`), json.RawMessage(`{ "a" : 1 }`),
 		json.RawMessage(`"<script>&"`), json.RawMessage(`"\u2028 é"`), json.RawMessage("\"\u2028\""),
 		json.RawMessage(`[true,false]`), json.RawMessage("{\n\"k\":\t1}"),
+		map[string]any{"z": 1.0, "a": "x<y", "m": map[string]any{"é": []any{true, nil, "\u2028"}}, "<&>": json.RawMessage(`{ "b" : 2 }`)},
+		map[string]any(nil), map[string]any{}, Record{"type": "t", "n": int64(-3)}, []any(nil), []any{}, []any{1.5, []string{"a", "\x00"}},
+		[]string(nil), []string{}, []string{"b", "a"}, map[string]any{"\xff": "\xfe"},
 	}
 	for _, v := range values {
 		want, err := json.Marshal(v)
@@ -214,7 +217,7 @@ func TestAppendValueMatchesJSON(t *testing.T) {
 			t.Errorf("appendValue(%#v) = %s, json.Marshal = %s", v, got, want)
 		}
 	}
-	for _, v := range []any{math.NaN(), math.Inf(1), math.Inf(-1)} {
+	for _, v := range []any{math.NaN(), math.Inf(1), math.Inf(-1), map[string]any{"a": math.NaN()}, []any{math.Inf(1)}} {
 		if _, err := appendValue(nil, v); err == nil {
 			t.Errorf("appendValue(%v): no error; JSON has no such number", v)
 		}

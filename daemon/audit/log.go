@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -63,6 +65,10 @@ const (
 	maxBatchRecords = 1024
 )
 
+// maxKeptBuf bounds the buffer of encoded lines a Log keeps between
+// commits (a batch of many records, or one huge one, is not kept).
+const maxKeptBuf = 256 << 10
+
 // Log is an open audit log.
 type Log struct {
 	o      Options
@@ -87,6 +93,7 @@ type Log struct {
 	needHeader bool   // the current file is empty: the next write opens it with a header
 	torn       bool   // a failed write could not be cut back: refuse writes until it is
 	dirty      bool
+	wbuf       []byte // a commit's lines, kept for the next one (see maxKeptBuf)
 
 	failed atomic.Pointer[error]
 	count  atomic.Int64
@@ -336,10 +343,15 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 	if l.f == nil {
 		openErr = l.openFile()
 	}
-	b := &batch{size: l.size, seq: l.seq, prev: l.prev, needHeader: l.needHeader}
+	b := &batch{buf: l.wbuf[:0], size: l.size, seq: l.seq, prev: l.prev, needHeader: l.needHeader}
+	defer func() {
+		if cap(b.buf) <= maxKeptBuf {
+			l.wbuf = b.buf // the next commit's, once this one is written
+		}
+	}()
 	if l.needHeader {
-		if line, err := l.encode(l.header()); err == nil {
-			b.buf = append(b.buf, line...)
+		var err error
+		if b.buf, err = l.encodeTo(b.buf, l.header()); err == nil {
 			l.needHeader = false
 		}
 	}
@@ -399,8 +411,8 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 // add encodes p's record into the batch (an unencodable record is
 // dropped and its caller told).
 func (l *Log) add(b *batch, p *pending) {
-	line, err := l.encode(p.rec)
-	if err != nil {
+	var err error
+	if b.buf, err = l.encodeTo(b.buf, p.rec); err != nil {
 		err = fmt.Errorf("%w: encode: %w", ErrUnavailable, err)
 		l.drop(p.rec, DropEncodeFailed, err)
 		if p.done != nil {
@@ -408,7 +420,6 @@ func (l *Log) add(b *batch, p *pending) {
 		}
 		return
 	}
-	b.buf = append(b.buf, line...)
 	b.entries = append(b.entries, p)
 	b.durable = b.durable || p.done != nil
 }
@@ -507,29 +518,40 @@ func (l *Log) datasync() error {
 	return serr
 }
 
-// encode assigns seq and prev, bounds rec and renders its line,
-// advancing the chain.
-func (l *Log) encode(rec Record) ([]byte, error) {
+// encodeTo assigns seq and prev, bounds rec and appends its line to dst,
+// advancing the chain. On error dst is returned as it was.
+func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
 	stamp(rec)
 	seq := l.seq + 1
 	rec["seq"] = seq
 	rec["prev"] = l.prev
 	delete(rec, "hash")
-	canon, err := render(rec)
+	// The line is {"hash":"<hex>", then the canonical record after its
+	// brace: the record is rendered where its brace lands on that comma,
+	// hashed there, and the head written in front of it.
+	start := len(dst)
+	const head = len(hashPrefix) + sha256.Size*2 + len(`"`)
+	dst = append(dst, make([]byte, head)...)
+	dst, err := appendRecord(dst, rec)
 	if err != nil {
-		return nil, err
+		return dst[:start], err
 	}
-	hash := hashOf(canon)
+	canon := dst[start+head:]
+	sum := sha256.Sum256(canon)
+	copy(dst[start:], hashPrefix)
+	hex.Encode(dst[start+len(hashPrefix):], sum[:])
+	dst[start+head-1] = '"'
+	hash := string(dst[start+len(hashPrefix) : start+head-1])
 	rec["hash"] = hash
-	line := make([]byte, 0, len(canon)+len(`{"hash":"",`)+len(hash)+1)
-	line = append(line, `{"hash":"`...)
-	line = append(line, hash...)
-	line = append(line, '"')
 	if len(canon) > 2 {
-		line = append(line, ',')
+		canon[0] = ','
+	} else { // {} (no field): the line is the hash alone
+		canon[0], dst = '}', dst[:start+head+1]
 	}
-	line = append(line, canon[1:]...)
-	line = append(line, '\n')
+	dst = append(dst, '\n')
 	l.seq, l.prev = seq, hash
-	return line, nil
+	return dst, nil
 }
+
+// encode is encodeTo a new slice.
+func (l *Log) encode(rec Record) ([]byte, error) { return l.encodeTo(nil, rec) }

@@ -1,11 +1,13 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -37,14 +39,75 @@ var (
 // redacting: a false positive costs a word of prose, a miss costs a
 // credential.
 func scrubInline(s string) string {
-	s = inlineSecret.ReplaceAllString(s, "$1$2$3[redacted]")
-	return inlineAuth.ReplaceAllString(s, "$1$2[redacted]")
+	if mayHold(s, inlineSecretWords) {
+		s = inlineSecret.ReplaceAllString(s, "$1$2$3[redacted]")
+	}
+	if mayHold(s, inlineAuthWords) {
+		s = inlineAuth.ReplaceAllString(s, "$1$2[redacted]")
+	}
+	return s
 }
+
+// The words without which the case-insensitive patterns above cannot
+// match (each alternative contains one of its pattern's words).
+var (
+	secretKeyWords    = []string{"pass", "secret", "token", "api", "key", "auth", "credential", "cookie", "session", "bearer"}
+	inlineSecretWords = []string{"pass", "secret", "token", "api"}
+	inlineAuthWords   = []string{"bearer", "basic"}
+)
+
+// mayHold is the cheap test run before a case-insensitive pattern whose
+// every match contains one of words (lower-case ASCII): false only when
+// s, pure ASCII, contains none of them in any case, so the pattern
+// cannot match. A string with other bytes may hold a word in a Unicode
+// fold of its letters (the Kelvin sign for k, the long s for s), which
+// only the pattern knows: mayHold reports true for it.
+func mayHold(s string, words []string) bool {
+	var low [256]byte
+	if len(s) > len(low) {
+		return true // long values: the pattern's own scan is as cheap
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return true
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	for _, w := range words {
+		if bytes.Contains(low[:len(s)], []byte(w)) {
+			return true
+		}
+	}
+	return false
+}
+
+// secretName reports whether a map key names a secret (secretKey).
+func secretName(k string) bool {
+	return mayHold(k, secretKeyWords) && secretKey.MatchString(k)
+}
+
+// digestBufs hold Digest's encodings between calls, up to
+// maxPooledDigest bytes each.
+var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledDigest = 64 << 10
 
 // Digest is the SHA-256 of a value's JSON encoding.
 func Digest(v any) string {
-	b, _ := json.Marshal(v)
+	bp := digestBufs.Get().(*[]byte)
+	b, err := appendValue((*bp)[:0], v) // json.Marshal's bytes
 	sum := sha256.Sum256(b)
+	if err != nil {
+		sum = sha256.Sum256(nil)
+	}
+	if cap(b) <= maxPooledDigest {
+		*bp = b
+		digestBufs.Put(bp)
+	}
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
@@ -65,7 +128,7 @@ func redact(v any, secrets []string) any {
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			if secretKey.MatchString(k) {
+			if secretName(k) {
 				out[k] = "[redacted]"
 				continue
 			}
@@ -97,14 +160,28 @@ func redact(v any, secrets []string) any {
 
 func looksSecret(s string, secrets []string) bool {
 	t := strings.TrimSpace(s)
-	if secretValue.MatchString(t) {
+	if mayBeCredential(t) && secretValue.MatchString(t) {
 		return true
 	}
-	if digits.MatchString(t) && luhn(t) {
+	if len(t) >= 13 && len(t) <= 24 && '0' <= t[0] && t[0] <= '9' && digits.MatchString(t) && luhn(t) {
 		return true // a card number
 	}
 	for _, sec := range secrets {
 		if sec != "" && strings.Contains(s, sec) {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialPrefixes start every match of secretValue.
+var credentialPrefixes = []string{"gh", "github_pat_", "sk-", "xox", "AKIA", "eyJ", "-----BEGIN "}
+
+// mayBeCredential is the cheap test run before secretValue: false when t
+// starts with none of the prefixes every match starts with.
+func mayBeCredential(t string) bool {
+	for _, p := range credentialPrefixes {
+		if strings.HasPrefix(t, p) {
 			return true
 		}
 	}

@@ -44,3 +44,36 @@ func TestArguments(t *testing.T) {
 		t.Errorf("digest not canonical: %s", d)
 	}
 }
+
+// TestPrefiltersAgreeWithPatterns: the cheap tests run before the
+// redaction patterns never skip a pattern that would have matched,
+// including Unicode case folds of the words (the Kelvin sign folds to k,
+// the long s to s) and credentials inside prose.
+func TestPrefiltersAgreeWithPatterns(t *testing.T) {
+	inputs := []string{
+		"", "message", "count", "path", "Password", "DB_PASSWD", "x-api-key", "apiKey", "API_KEY", "private_key",
+		"Authorization", "auth", "oauth_state", "credentials", "Cookie", "sessionId", "session-id", "bearer",
+		"api_\u212aey", "\u017fecret", "pa\u017f\u017f", "to\u212aen", "ſession_id", "\u212a",
+		"hello world", "password=hunter2", "use PASSWORD: x", "api_key = 'abc'", "Bearer abcdef", "basic dXNlcjpwYXNz",
+		"my \u017fecret=abc123", "Bearer\tabc", "BASIC   zzz", "the token:abcd", "tokens", "no secret here",
+		"ghp_abcdefghijklmnopqrstuvwxyz", "github_pat_abcdefghijklmnopqrstuvwx", "sk-abcdefghijklmnopqrstuvwxyz",
+		"xoxb-1234567890-abc", "AKIAABCDEFGHIJKLMNOP", "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.abcdefghijklmno",
+		"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "4111 1111 1111 1111", "4111111111111111",
+		"4111-1111-1111-1112", "1234567890123", "  4111111111111111  ", "ghx_abc", "sk-short",
+		strings.Repeat("a", 300) + " password=hunter2", strings.Repeat("é", 50) + " token=abcdef",
+	}
+	for _, s := range inputs {
+		if got, want := secretName(s), secretKey.MatchString(s); got != want {
+			t.Errorf("secretName(%q) = %v, pattern says %v", s, got, want)
+		}
+		want := inlineAuth.ReplaceAllString(inlineSecret.ReplaceAllString(s, "$1$2$3[redacted]"), "$1$2[redacted]")
+		if got := scrubInline(s); got != want {
+			t.Errorf("scrubInline(%q) = %q, patterns give %q", s, got, want)
+		}
+		tr := strings.TrimSpace(s)
+		wantSecret := secretValue.MatchString(tr) || (digits.MatchString(tr) && luhn(tr))
+		if got := looksSecret(s, nil); got != wantSecret {
+			t.Errorf("looksSecret(%q) = %v, patterns say %v", s, got, wantSecret)
+		}
+	}
+}
