@@ -333,7 +333,7 @@ func (p *sessionPolicy) answered(method string, q asked, resp []byte, questionID
 		result = m.Envelopes[0].Result.Of(resp)
 	}
 	a, outcome := ask.ParseAnswer(result)
-	return parkedFate(p.applyAnswer(method, q, a, outcome, askElicitation, questionID, nil))
+	return p.parkedFate(p.applyAnswer(method, q, a, outcome, askElicitation, questionID, nil))
 }
 
 // applyAnswer records the user's answer to a question about q and
@@ -378,9 +378,14 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 // parkedFate turns a verdict on a parked request into what the relay
 // does with it: nil forwards it (its record durable), a parkedReply
 // answers it.
-func parkedFate(v relay.Verdict) error {
+func (p *sessionPolicy) parkedFate(v relay.Verdict) error {
 	if v.Deny {
 		return parkedReply{v.Reply}
+	}
+	if v.Deferred {
+		// Decided while the client loop defers: its record waits with
+		// that loop's, and this goroutine writes them.
+		p.Flush()
 	}
 	if err := <-v.Hold; err != nil {
 		return parkedReply{v.HoldFailed(err)}

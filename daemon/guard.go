@@ -698,7 +698,7 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 			}
 		case <-t.C:
 			s.relay.Forget(qid, "nobody answered in "+timeout.String())
-			res <- parkedFate(denied("nobody answered the question within " + timeout.String()))
+			res <- p.parkedFate(denied("nobody answered the question within " + timeout.String()))
 			return
 		case <-cancelled:
 			s.relay.Forget(qid, "the client cancelled the request")
@@ -712,12 +712,12 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 		a, outcome := ask.ParseAnswer(result)
 		d.audit.AppendAsync(s.consentPromptRecord(q, askElicitation, flowPromptResult(a, outcome), string(a), "", "data flow: "+fo.reason))
 		if outcome != ask.Answered || a != api.AnswerOnce {
-			res <- parkedFate(denied(fmt.Sprintf("%s did not allow it when asked", s.user)))
+			res <- p.parkedFate(denied(fmt.Sprintf("%s did not allow it when asked", s.user)))
 			return
 		}
 		fo.asked = true
 		// Decide again: a revocation or quarantine meanwhile wins.
-		res <- parkedFate(p.settle(method, k, id, name, args, p.decide(method, k, name, args, q.pin), nil, fo))
+		res <- p.parkedFate(p.settle(method, k, id, name, args, p.decide(method, k, name, args, q.pin), nil, fo))
 	}()
 	return relay.Verdict{Park: res, Replace: replace, HoldFailed: func(err error) []byte {
 		var pr parkedReply

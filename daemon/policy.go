@@ -52,6 +52,11 @@ type sessionPolicy struct {
 	// its way to the client (see afterServerMessage).
 	results []audit.Record
 
+	// deferring is set while FromClientDeferred decides: the records of
+	// allowed requests wait in deferred for Flush (see relay.Deferrer).
+	deferring bool
+	deferred  audit.Deferred
+
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
 }
@@ -278,7 +283,7 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 		// Forward only what is durably recorded (without the audit log,
 		// fail closed); the relay holds the request until then and goes
 		// on deciding the next ones meanwhile.
-		durable := p.appendDurable(rec)
+		durable, deferred := p.appendDurable(rec)
 		rid := append([]byte(nil), id...)
 		s.allowed.Add(1)
 		if k == consent.KindTool {
@@ -306,11 +311,11 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 			p.reads[wire.IDKey(id)] = name // its result is an influence (canFollowRead bounds them)
 			p.mu.Unlock()
 		}
-		return relay.Verdict{Replace: replace, Hold: durable, HoldFailed: func(err error) []byte {
+		return relay.Verdict{Replace: replace, Hold: durable, Deferred: deferred, HoldFailed: func(err error) []byte {
 			return p.unrecorded(method, k, rid, err)
 		}}
 	}
-	if err := p.d.audit.Append(rec); err != nil {
+	if err := <-p.appendAfterDeferred(rec); err != nil {
 		s.log.Error("denied request not recorded in the audit log", "method", method, "err", err)
 	}
 	s.denied.Add(1)
@@ -725,17 +730,69 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 	p.d.audit.AppendAsync(p.s.toolCancelledRecord(c, lat))
 }
 
-// appendDurable records a decided request. A session with no other call
-// in flight has nothing to read and decide while the record syncs, so it
-// commits the record on its own goroutine (audit.Log.AppendDurableNow);
-// one with calls in flight queues it, so the relay goes on deciding the
-// next ones and their records share the sync.
-func (p *sessionPolicy) appendDurable(rec audit.Record) <-chan error {
+// appendDurable records a decided request. While the relay defers
+// (FromClientDeferred) the record waits for Flush, with the others the
+// relay decides before it forwards them: deferred reports that. A
+// session with no other call in flight has nothing to read and decide
+// while the record syncs, so it commits the record on its own goroutine
+// (audit.Log.AppendDurableNow); one with calls in flight queues it, so
+// the relay goes on deciding the next ones and their records share the
+// sync.
+func (p *sessionPolicy) appendDurable(rec audit.Record) (durable <-chan error, deferred bool) {
 	p.mu.Lock()
+	if p.deferring {
+		durable = p.deferred.Add(rec)
+		p.mu.Unlock()
+		return durable, true
+	}
+	behind := p.deferred.Len() > 0
 	alone := len(p.calls) == 0
 	p.mu.Unlock()
-	if alone {
-		return p.d.audit.AppendDurableNow(rec)
+	if behind {
+		return p.appendAfterDeferred(rec), false
 	}
-	return p.d.audit.AppendDurable(rec)
+	if alone {
+		return p.d.audit.AppendDurableNow(rec), false
+	}
+	return p.d.audit.AppendDurable(rec), false
+}
+
+// FromClientDeferred is FromClient leaving the records of allowed
+// requests to Flush (relay.Deferrer). Only in "batch" mode, where a
+// record is durable once written: in "always" mode the writer's group
+// commit already shares one write and one sync among the records
+// waiting.
+func (p *sessionPolicy) FromClientDeferred(e *wire.Envelope, msg []byte) relay.Verdict {
+	if p.d.audit.Sync() != audit.SyncBatch {
+		return p.FromClient(e, msg)
+	}
+	p.mu.Lock()
+	p.deferring = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.deferring = false
+		p.mu.Unlock()
+	}()
+	return p.FromClient(e, msg)
+}
+
+// appendAfterDeferred appends rec durably after the records deferred
+// before it, with them (one write in "batch" mode): the log keeps the
+// order of the decisions.
+func (p *sessionPolicy) appendAfterDeferred(rec audit.Record) <-chan error {
+	p.mu.Lock()
+	durable := p.deferred.Add(rec)
+	p.mu.Unlock()
+	p.Flush()
+	return durable
+}
+
+// Flush writes the deferred records, with one write (relay.Deferrer).
+func (p *sessionPolicy) Flush() {
+	p.mu.Lock()
+	d := p.deferred
+	p.deferred = audit.Deferred{}
+	p.mu.Unlock()
+	p.d.audit.CommitDurable(&d)
 }

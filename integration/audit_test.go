@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,19 +27,7 @@ import (
 // auditRecords reads the daemon's audit log files directly.
 func (d *daemon) auditRecords(t *testing.T) []map[string]any {
 	t.Helper()
-	var out []map[string]any
-	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		must(t, err, "read audit")
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var r map[string]any
-			if json.Unmarshal([]byte(line), &r) == nil {
-				out = append(out, r)
-			}
-		}
-	}
-	return out
+	return d.auditRecordsIn(t, filepath.Join(d.dir, "log"))
 }
 
 // waitCall waits for the audit record of a call of tool, which the daemon
@@ -227,13 +216,7 @@ func TestAuditSurvivesSIGKILLMidBurst(t *testing.T) {
 
 func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 	setup(t)
-	logDir := t.TempDir()
-	must(t, syscall.Mount("tmpfs", logDir, "tmpfs", 0, "size=256k"), "mount a small tmpfs for the audit log")
-	defer func() {
-		if err := syscall.Unmount(logDir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", logDir, err)
-		}
-	}()
+	logDir := smallAuditDir(t)
 	d := startDaemon(t, fmt.Sprintf("[daemon]\naudit_log = %q\n", filepath.Join(logDir, "audit.jsonl")))
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
 	if got, isErr := callText(t, c, "echo", map[string]any{"text": "before"}); isErr || got != "before" {
@@ -271,6 +254,20 @@ func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"audit", "verify"}, files...)...).CombinedOutput(); err != nil {
 		t.Fatalf("the chain did not resume cleanly: %v %s", err, out)
 	}
+}
+
+// smallAuditDir is a directory on a 256 KiB tmpfs of its own, for an
+// audit log whose disk the test fills.
+func smallAuditDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	must(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"), "mount a small tmpfs for the audit log")
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 func scrape(t *testing.T, addr string) string {
@@ -330,4 +327,183 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestAuditBurstFailsClosed: calls a client sends together, in batch
+// mode, are decided one after the other and their records written
+// together before any of them reaches the server (the relay's burst).
+// Healthy, every call has its record, in the order sent; with the audit
+// disk full, no call the server ran lacks its record, and every call
+// that was not recorded was answered so and never ran.
+func TestAuditBurstFailsClosed(t *testing.T) {
+	setup(t)
+	logDir := smallAuditDir(t)
+	work := t.TempDir()
+	must(t, os.Chmod(work, 0o777), "chmod")
+	callLog := filepath.Join(work, "calls.log")
+	d := startDaemon(t, fmt.Sprintf("[daemon]\naudit_log = %q\naudit_sync = \"batch\"\n\n[servers.logged]\ncommand = [%q]\nenv = { TESTSERVER_CALL_LOG = \"/work/calls.log\" }\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(logDir, "audit.jsonl"), filepath.Join(env.bin, "testserver"), work))
+	r := startRaw(t, d.shimCmd("logged"))
+	r.initialize()
+	const perBurst = 16
+	burst := func(tag string) map[string]string {
+		return sendBurst(r, tag, perBurst, func(int) string { return "echo" })
+	}
+	for i := 0; i < 8; i++ {
+		for id, a := range burst(fmt.Sprintf("ok%d", i)) {
+			if !strings.Contains(a, `"result"`) || strings.Contains(a, `"isError":true`) {
+				t.Fatalf("healthy burst: %s answered %.300s", id, a)
+			}
+		}
+	}
+	// Each session's tool.call records follow the order the calls were sent.
+	var order []string
+	for _, rec := range d.auditRecordsIn(t, logDir) {
+		if rec["type"] == "tool.call" && rec["server"] == "logged" {
+			order = append(order, fmt.Sprint(rec["request_id"]))
+		}
+	}
+	if len(order) != 8*perBurst {
+		t.Fatalf("%d tool.call records for %d calls", len(order), 8*perBurst)
+	}
+	for i, id := range order {
+		if want := fmt.Sprintf("ok%d-%d", i/perBurst, i%perBurst); id != want {
+			t.Fatalf("record %d is of call %s, want %s: records out of the order sent", i, id, want)
+		}
+	}
+
+	filler := filepath.Join(logDir, "filler")
+	f, err := os.Create(filler)
+	must(t, err, "create the filler")
+	_, _ = f.Write(make([]byte, 1<<20)) // fills the tmpfs: the write stops at the limit, with ENOSPC
+	_ = f.Close()
+	unrecorded := map[string]bool{}
+	for i := 0; i < 40 && len(unrecorded) == 0; i++ {
+		for id, a := range burst(fmt.Sprintf("full%d", i)) {
+			if strings.Contains(a, "could not record this tools/call in its audit log") {
+				unrecorded[id] = true
+			} else if !strings.Contains(a, `"result"`) {
+				t.Fatalf("disk full: %s answered %.300s", id, a)
+			}
+		}
+	}
+	if len(unrecorded) == 0 {
+		t.Fatal("with the audit disk full no call of a burst failed closed")
+	}
+	must(t, os.Remove(filler), "free space")
+	audited := map[string]bool{}
+	for _, rec := range d.auditRecordsIn(t, logDir) {
+		if rec["type"] == "tool.call" {
+			audited[fmt.Sprint(rec["request_id"])] = true
+		}
+	}
+	received, err := os.ReadFile(callLog)
+	must(t, err, "the server's call log")
+	for _, text := range strings.Fields(string(received)) {
+		if !audited[text] {
+			t.Fatalf("the server ran %s but the audit log has no tool.call for it", text)
+		}
+		if unrecorded[text] {
+			t.Fatalf("the server ran %s, which the client was told could not be recorded", text)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(logDir, "audit.jsonl*"))
+	if out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"audit", "verify", "--no-head"}, files...)...).CombinedOutput(); err != nil {
+		t.Fatalf("the chain is broken after the failed bursts: %v %s", err, out)
+	}
+}
+
+// sendBurst sends n tools/call in one write, the i-th of tool(i) with id
+// and text "tag-i", and returns each one's answer by its id.
+func sendBurst(r *rawSession, tag string, n int, tool func(i int) string) map[string]string {
+	r.t.Helper()
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":"%s-%d","method":"tools/call","params":{"name":%q,"arguments":{"text":"%s-%d","name":"HOME"}}}`+"\n", tag, i, tool(i), tag, i)
+	}
+	r.send(b.String())
+	answers := map[string]string{}
+	for len(answers) < n {
+		line := r.next()
+		var m struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(m.ID, tag+"-") {
+			answers[m.ID] = line
+		}
+	}
+	return answers
+}
+
+// TestBurstDenialKeepsOrder: in a burst of calls (batch mode), denied
+// calls are answered as denied and never forwarded, allowed ones run,
+// and the log has every call's record in the order the client sent them.
+func TestBurstDenialKeepsOrder(t *testing.T) {
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\naudit_sync = \"batch\"\n[agents.itest]\nexe = [%q]\n", self))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
+	r := startRaw(t, d.shimCmd("test"))
+	r.initialize()
+	tool := func(i int) string {
+		if i%3 == 1 {
+			return "env" // no consent
+		}
+		return "echo"
+	}
+	const n = 24
+	var want []string
+	for round := 0; round < 4; round++ {
+		tag := fmt.Sprintf("b%d", round)
+		answers := sendBurst(r, tag, n, tool)
+		for i := 0; i < n; i++ {
+			id := fmt.Sprintf("%s-%d", tag, i)
+			want = append(want, id)
+			a := answers[id]
+			if tool(i) == "env" {
+				if !strings.Contains(a, "mcpcage denied tools/call") {
+					t.Fatalf("%s (env, no consent): %.300s", id, a)
+				}
+			} else if !strings.Contains(a, id) || strings.Contains(a, `"error"`) {
+				t.Fatalf("%s (echo, granted): %.300s", id, a)
+			}
+		}
+	}
+	var got []string
+	for _, rec := range d.auditRecords(t) {
+		if rec["type"] == "tool.call" {
+			got = append(got, fmt.Sprint(rec["request_id"]))
+			if (rec["tool"] == "env") != (rec["decision"] == "deny") {
+				t.Fatalf("record of %v: tool %v, decision %v", rec["request_id"], rec["tool"], rec["decision"])
+			}
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("tool.call records in the log:\n%s\nwant the order sent:\n%s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+}
+
+// auditRecordsIn reads the audit records of dir's audit.jsonl files, in
+// chain order.
+func (d *daemon) auditRecordsIn(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	files, _ := filepath.Glob(filepath.Join(dir, "audit.jsonl*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		must(t, err, "read audit")
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil {
+				out = append(out, r)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b map[string]any) int {
+		x, _ := a["seq"].(float64)
+		y, _ := b["seq"].(float64)
+		return int(x - y)
+	})
+	return out
 }

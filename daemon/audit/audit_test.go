@@ -552,3 +552,58 @@ func TestAppendDurableNow(t *testing.T) {
 	must(t, <-stalled)
 	must(t, <-ch)
 }
+
+// TestCommitDurable: deferred records are written only by CommitDurable,
+// in the order added; in batch mode with one write on the caller's
+// goroutine (their channels have yielded when it returns), in always mode
+// synced before they yield; after Close they yield an error.
+func TestCommitDurable(t *testing.T) {
+	for _, mode := range []SyncMode{SyncBatch, SyncAlways} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, Options{Sync: mode, Interval: time.Hour})
+			var d Deferred
+			var chs []<-chan error
+			for _, tool := range []string{"d-1", "d-2", "d-3"} {
+				chs = append(chs, d.Add(Record{"type": "tool.call", "tool": tool}))
+			}
+			if n := records(t, dir, "tool.call"); n != 0 || d.Len() != 3 {
+				t.Fatalf("%d records written and %d kept before CommitDurable, want 0 and 3", n, d.Len())
+			}
+			count, syncs := l.Count(), l.Syncs()
+			l.CommitDurable(&d)
+			for i, ch := range chs {
+				if mode == SyncBatch {
+					select {
+					case err := <-ch:
+						must(t, err)
+					default:
+						t.Fatalf("record %d: CommitDurable returned before it was written", i+1)
+					}
+				} else {
+					must(t, <-ch)
+				}
+			}
+			if got := l.Count() - count; got != 3 || d.Len() != 0 {
+				t.Fatalf("CommitDurable wrote %d records and kept %d, want 3 and 0", got, d.Len())
+			}
+			if mode == SyncAlways && l.Syncs() == syncs {
+				t.Fatal("always mode: the deferred records yielded without an fdatasync")
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+			must(t, err)
+			if i1, i2, i3 := strings.Index(string(b), "d-1"), strings.Index(string(b), "d-2"), strings.Index(string(b), "d-3"); i1 < 0 || i1 > i2 || i2 > i3 {
+				t.Fatalf("deferred records out of order or missing:\n%s", b)
+			}
+			must(t, l.Close())
+			if _, err := verifyDir(dir); err != nil {
+				t.Fatal(err)
+			}
+			ch := d.Add(Record{"type": "tool.call", "tool": "late"})
+			l.CommitDurable(&d)
+			if err := <-ch; !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("after Close: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+}

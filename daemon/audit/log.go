@@ -183,6 +183,58 @@ func (l *Log) appendDurable(rec Record, now bool) <-chan error {
 	return p.done
 }
 
+// Deferred is records to be appended durably together, later: a caller
+// that decides several requests in a row adds each one's record, then
+// commits them with one CommitDurable (one write) before it forwards
+// any of them. The zero value is empty; it is not safe for concurrent
+// use.
+type Deferred struct{ ps []*pending }
+
+// Add stamps rec and keeps it for CommitDurable; the channel yields as
+// AppendDurable's would, once a CommitDurable has written it.
+func (d *Deferred) Add(rec Record) <-chan error {
+	stamp(rec)
+	p := &pending{rec: rec, done: make(chan error, 1)}
+	d.ps = append(d.ps, p)
+	return p.done
+}
+
+// Len is the number of records kept.
+func (d *Deferred) Len() int { return len(d.ps) }
+
+// CommitDurable appends d's records, in order, as AppendDurable would,
+// and empties d: in "batch" mode written together with one write on the
+// caller's goroutine (their channels have yielded when it returns); in
+// "always" mode queued for the writer's next group commit.
+func (l *Log) CommitDurable(d *Deferred) {
+	ps := d.ps
+	d.ps = nil
+	if len(ps) == 0 {
+		return
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	switch {
+	case l.closed:
+		err := fmt.Errorf("%w: closed", ErrUnavailable)
+		for _, p := range ps {
+			l.drop(p.rec, DropClosed, err)
+			p.done <- err
+		}
+	case l.o.Sync == SyncBatch:
+		l.wmu.Lock()
+		l.commit(true, ps...)
+		l.wmu.Unlock()
+	default:
+		for _, p := range ps {
+			l.syncQ <- p
+		}
+	}
+}
+
+// Sync is the log's sync mode.
+func (l *Log) Sync() SyncMode { return l.o.Sync }
+
 // AppendAsync queues rec without waiting (observations such as kernel
 // events, tool results). It is written with the next group commit but
 // never causes an fsync of its own: in "always" mode the next durable

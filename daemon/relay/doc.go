@@ -27,6 +27,15 @@
 //     elements all pass is forwarded as received; otherwise the passing
 //     elements are forwarded as a new batch and refusals are answered one
 //     by one.
+//   - A request held by the inspector (Verdict.Hold: its audit record is
+//     not yet durable) keeps everything behind it from the server; the
+//     relay goes on reading and deciding meanwhile. Requests read together
+//     (the client wrote them together) are decided one after the other
+//     with their holds deferred (see [Deferrer]); one Flush then makes all
+//     of them durable, and those whose hold yields nil reach the server in
+//     order with one write. A reply the relay writes to the client (a
+//     denial) first sends the requests decided before it, so they never
+//     wait on a client that does not read.
 //   - String ids starting with [OwnIDPrefix] are reserved for requests of
 //     the daemon's own: a server's request using one is refused, a
 //     client's response carrying one is consumed and never reaches the

@@ -121,9 +121,13 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 	var replace []byte
 	var hold, park <-chan error
 	var holdFailed func(error) []byte
+	var deferred bool
 	if ins := r.opts.Inspector; ins != nil {
 		var v Verdict
-		if d == ClientToServer {
+		if dr, ok := ins.(Deferrer); ok && r.deferring && d == ClientToServer && e.Kind == wire.KindRequest && !r.inBatch {
+			r.burst.deferred = true
+			v = dr.FromClientDeferred(e, msg)
+		} else if d == ClientToServer {
 			v = ins.FromClient(e, msg)
 		} else {
 			v = ins.FromServer(e, msg, "")
@@ -135,7 +139,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 				v = Verdict{Deny: true, Reply: v.HoldFailed(err), Reason: err.Error()}
 			}
 		} else if d == ClientToServer && e.Kind == wire.KindRequest {
-			hold, holdFailed = v.Hold, v.HoldFailed
+			hold, holdFailed, deferred = v.Hold, v.HoldFailed, v.Deferred && v.Hold != nil
 		}
 		if v.Park != nil && d == ClientToServer && e.Kind == wire.KindRequest {
 			if r.inBatch {
@@ -180,7 +184,9 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		if r.refuseUnadded(d, msg, e, t.add(key, e.ID.Of(msg), e.Method)) {
 			return false, nil
 		}
-		if hold != nil && !r.inBatch {
+		if deferred {
+			r.hold = &held{ch: hold, failed: holdFailed, key: key, deferred: true}
+		} else if hold != nil && !r.inBatch {
 			select {
 			case err := <-hold: // already yielded (e.g. the record is written): no wait
 				if err != nil {
@@ -288,12 +294,18 @@ func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, text string) {
 			id = e.ID.Of(msg)
 		}
 	}
-	_ = r.writeClient(wire.ErrorResponse(id, wire.CodeInvalidRequest, "mcpcage: "+text, nil))
+	r.replyTo(d, wire.ErrorResponse(id, wire.CodeInvalidRequest, "mcpcage: "+text, nil))
 }
 
 // replyTo sends a daemon-made response back to the side that asked.
 func (r *Relay) replyTo(d Direction, reply []byte) {
 	if d == ClientToServer {
+		if r.burst.pending() && r.burstErr == nil {
+			// Decided messages do not wait on a write to the client
+			// (which blocks while the client does not read).
+			d, _ := r.opts.Inspector.(Deferrer)
+			r.burstErr = r.flushBurst(d)
+		}
 		_ = r.writeClient(reply)
 		return
 	}

@@ -75,6 +75,24 @@ type Verdict struct {
 	// HoldFailed. In a batch a request cannot be parked: HoldFailed
 	// answers it at once with ErrParkInBatch.
 	Park <-chan error
+	// Deferred, set by a Deferrer's FromClientDeferred with Hold, says
+	// that Hold yields only once the relay calls the Deferrer's Flush.
+	Deferred bool
+}
+
+// Deferrer is an Inspector that can leave the durable part of its
+// decisions on client requests (writing their records) to be done for
+// several at once: while more client messages are already read, the
+// relay asks it through FromClientDeferred, keeps the decided messages,
+// and forwards them with one write after one Flush.
+type Deferrer interface {
+	Inspector
+	// FromClientDeferred is FromClient, except that a Hold it returns
+	// with Deferred set yields only once Flush is called.
+	FromClientDeferred(env *wire.Envelope, msg []byte) Verdict
+	// Flush does the deferred work: when it returns, every deferred
+	// Hold has yielded.
+	Flush()
 }
 
 // ErrParkInBatch answers a request that would be parked in a batch.
@@ -165,6 +183,14 @@ type Relay struct {
 	hold *held
 	// inBatch is set while the elements of a batch are admitted.
 	inBatch bool
+	// deferring is set while the client loop admits a message with more
+	// already read behind it and the inspector is a Deferrer; burst holds
+	// the messages decided that way, not yet written.
+	deferring bool
+	burst     burst
+	// burstErr is the error of a burst's write done by replyTo, for the
+	// client loop.
+	burstErr error
 	// toSrv serialises writes to the server's stdin (the client loop,
 	// writeServer and replies to the server's requests).
 	toSrv sync.Mutex
@@ -181,9 +207,10 @@ type Relay struct {
 
 // held is a client request waiting for its hold.
 type held struct {
-	ch     <-chan error
-	failed func(error) []byte
-	key    string // its pending-table key
+	ch       <-chan error
+	failed   func(error) []byte
+	key      string // its pending-table key
+	deferred bool   // ch yields once the Deferrer flushes
 }
 
 // queued is a client message on its way to writeServer.
@@ -346,8 +373,28 @@ func (r *Relay) clientLoop(in io.Reader) {
 	defer r.closeToServer() // writeServer closes the server's stdin once it has written the rest
 	rd := wire.NewReader(in, r.opts.MaxMessageBytes)
 	var m wire.Message
+	deferrer, _ := r.opts.Inspector.(Deferrer)
+	// broken: the server's stdin failed; drain the client so it is not
+	// blocked (the server loop ends the session).
+	broken := func(err error) {
+		r.log.Debug("server stdin closed", "err", err)
+		_, _ = io.Copy(io.Discard, in)
+	}
 	for {
+		if r.burst.pending() && !rd.Ready() {
+			if err := r.flushBurst(deferrer); err != nil {
+				broken(err)
+				return
+			}
+		}
 		msg, err := rd.Next()
+		if err != nil && r.burst.pending() {
+			// What was decided goes to the server before the end.
+			if ferr := r.flushBurst(deferrer); ferr != nil {
+				broken(ferr)
+				return
+			}
+		}
 		if err != nil {
 			var tl *wire.TooLargeError
 			switch {
@@ -386,9 +433,29 @@ func (r *Relay) clientLoop(in io.Reader) {
 			continue
 		}
 		r.hold = nil
+		r.deferring = deferrer != nil && !m.Batch && rd.Ready() && !r.burst.full()
 		out := r.filter(ClientToServer, msg, &m)
+		r.deferring = false
+		if err := r.burstErr; err != nil { // flushed before a reply to the client (replyTo)
+			broken(err)
+			return
+		}
 		if out == nil {
 			continue
+		}
+		if r.queued.Load() == 0 && ((r.hold != nil && r.hold.deferred) || (r.hold == nil && len(r.burst.msgs) > 0 && !r.burst.full())) {
+			// Decided with more to read, or behind such a message:
+			// forwarded with them (flushBurst).
+			r.burst.add(out, r.hold, r.takeCancels(ClientToServer))
+			continue
+		}
+		if r.burst.pending() {
+			// Messages behind a hold, or a deferred one behind them,
+			// follow the burst.
+			if err := r.flushBurst(deferrer); err != nil {
+				broken(err)
+				return
+			}
 		}
 		if r.hold != nil || r.queued.Load() > 0 {
 			// Held, or behind a held message: writeServer sends it in turn.
@@ -399,12 +466,87 @@ func (r *Relay) clientLoop(in io.Reader) {
 		err = r.writeServerIn(out)
 		r.applyCancels(ClientToServer)
 		if err != nil {
-			r.log.Debug("server stdin closed", "err", err)
-			// Drain the client so it is not blocked; the server loop ends the session.
-			_, _ = io.Copy(io.Discard, in)
+			broken(err)
 			return
 		}
 	}
+}
+
+// flushBurst has the Deferrer do its deferred work, then writes the
+// burst's messages whose holds yielded nil to the server with one write;
+// those whose holds failed are answered instead. It returns the write's
+// error.
+func (r *Relay) flushBurst(d Deferrer) error {
+	if d != nil {
+		d.Flush()
+	}
+	out := r.burst.out[:0]
+	for _, q := range r.burst.msgs {
+		if q.hold != nil {
+			if err := <-q.hold.ch; err != nil {
+				if _, ok := r.pending.take(q.hold.key); ok {
+					r.Stats.Denied[ClientToServer].Add(1)
+					_ = r.writeClient(q.hold.failed(err))
+				}
+				continue
+			}
+		}
+		out = append(out, q.out...)
+	}
+	var err error
+	if len(out) > 0 {
+		err = r.writeServerIn(out)
+	}
+	for _, q := range r.burst.msgs {
+		r.applyCancelList(ClientToServer, q.cancels)
+	}
+	r.burst.reset(out)
+	return err
+}
+
+// Bounds of a burst: past either, the next message is decided without
+// deferring, which flushes the burst.
+const (
+	maxBurstBytes = 64 << 10
+	maxBurstMsgs  = 64
+)
+
+// burst is client messages decided while more were already read, not yet
+// written (see Deferrer).
+type burst struct {
+	// deferred: the Deferrer was asked to defer since the last flush
+	// (what it deferred may belong to no message here: one refused after
+	// its decision).
+	deferred bool
+	msgs     []queued
+	buf      []byte // their bytes, one after the other
+	out      []byte // the write's buffer, kept between bursts
+}
+
+func (b *burst) pending() bool { return len(b.msgs) > 0 || b.deferred }
+func (b *burst) full() bool    { return len(b.msgs) >= maxBurstMsgs || len(b.buf) >= maxBurstBytes }
+
+// reset empties the burst once written; out was the write's buffer.
+func (b *burst) reset(out []byte) {
+	b.deferred = false
+	clear(b.msgs)
+	b.msgs = b.msgs[:0]
+	if cap(out) <= 4*maxBurstBytes {
+		b.out = out
+	}
+	if cap(b.buf) > 4*maxBurstBytes {
+		b.buf = nil // after one huge message: do not keep its buffer
+	}
+}
+
+// add copies msg in (the reader reuses its buffer).
+func (b *burst) add(msg []byte, h *held, cancels []cancelled) {
+	if len(b.msgs) == 0 {
+		b.buf = b.buf[:0]
+	}
+	start := len(b.buf)
+	b.buf = append(b.buf, msg...)
+	b.msgs = append(b.msgs, queued{out: b.buf[start:len(b.buf):len(b.buf)], hold: h, cancels: cancels})
 }
 
 // writeServer writes the client messages queued behind holds, in order,
