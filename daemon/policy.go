@@ -761,9 +761,11 @@ func (p *sessionPolicy) appendDurable(rec audit.Record) (durable <-chan error, d
 // requests to Flush (relay.Deferrer). Only in "batch" mode, where a
 // record is durable once written: in "always" mode the writer's group
 // commit already shares one write and one sync among the records
-// waiting.
+// waiting. Never when deciding may ask the user in the client: the
+// question is a write to the client, which blocks while the client does
+// not read, and the requests decided before would wait behind it.
 func (p *sessionPolicy) FromClientDeferred(e *wire.Envelope, msg []byte) relay.Verdict {
-	if p.d.audit.Sync() != audit.SyncBatch {
+	if p.d.audit.Sync() != audit.SyncBatch || p.mayAsk() {
 		return p.FromClient(e, msg)
 	}
 	p.mu.Lock()
@@ -775,6 +777,12 @@ func (p *sessionPolicy) FromClientDeferred(e *wire.Envelope, msg []byte) relay.V
 		p.mu.Unlock()
 	}()
 	return p.FromClient(e, msg)
+}
+
+// mayAsk reports whether deciding a request may put a question to the
+// user in the client: ask mode, or a data-flow rule that asks.
+func (p *sessionPolicy) mayAsk() bool {
+	return p.ask || slices.ContainsFunc(p.d.conf().Flows, func(f config.Flow) bool { return f.Action == config.FlowAsk })
 }
 
 // appendAfterDeferred appends rec durably after the records deferred

@@ -29,7 +29,9 @@
 //     by one.
 //   - A request held by the inspector (Verdict.Hold: its audit record is
 //     not yet durable) keeps everything behind it from the server; the
-//     relay goes on reading and deciding meanwhile. Requests read together
+//     relay goes on reading and deciding meanwhile; queued requests whose
+//     holds have yielded by the time the first one's does go to the
+//     server with one write. Requests read together
 //     (the client wrote them together) are decided one after the other
 //     with their holds deferred (see [Deferrer]); one Flush then makes all
 //     of them durable, and those whose hold yields nil reach the server in

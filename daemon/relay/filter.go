@@ -28,12 +28,12 @@ func (r *Relay) filter(d Direction, msg []byte, m *wire.Message) []byte {
 	keep := make([]bool, len(m.Envelopes))
 	repl := make([][]byte, len(m.Envelopes))
 	all := true
-	r.inBatch = true
+	r.inBatch[d] = true
 	for i := range m.Envelopes {
 		keep[i], repl[i] = r.admit(d, msg, &m.Envelopes[i])
 		all = all && keep[i] && repl[i] == nil
 	}
-	r.inBatch = false
+	r.inBatch[d] = false
 	if all {
 		return msg
 	}
@@ -124,7 +124,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 	var deferred bool
 	if ins := r.opts.Inspector; ins != nil {
 		var v Verdict
-		if dr, ok := ins.(Deferrer); ok && r.deferring && d == ClientToServer && e.Kind == wire.KindRequest && !r.inBatch {
+		if dr, ok := ins.(Deferrer); ok && d == ClientToServer && r.deferring && e.Kind == wire.KindRequest && !r.inBatch[d] {
 			r.burst.deferred = true
 			v = dr.FromClientDeferred(e, msg)
 		} else if d == ClientToServer {
@@ -133,8 +133,11 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			v = ins.FromServer(e, msg, "")
 		}
 		replace = v.Replace
-		if v.Hold != nil && r.inBatch {
+		if v.Hold != nil && r.inBatch[d] {
 			// Within a batch, wait: the batch is forwarded whole or not.
+			if dr, ok := ins.(Deferrer); ok && v.Deferred {
+				dr.Flush() // never deferred in a batch; if it were, the hold yields only then
+			}
 			if err := <-v.Hold; err != nil {
 				v = Verdict{Deny: true, Reply: v.HoldFailed(err), Reason: err.Error()}
 			}
@@ -142,7 +145,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			hold, holdFailed, deferred = v.Hold, v.HoldFailed, v.Deferred && v.Hold != nil
 		}
 		if v.Park != nil && d == ClientToServer && e.Kind == wire.KindRequest {
-			if r.inBatch {
+			if r.inBatch[d] {
 				v = Verdict{Deny: true, Reply: v.HoldFailed(ErrParkInBatch), Reason: ErrParkInBatch.Error()}
 			} else {
 				park, holdFailed = v.Park, v.HoldFailed
@@ -186,7 +189,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		}
 		if deferred {
 			r.hold = &held{ch: hold, failed: holdFailed, key: key, deferred: true}
-		} else if hold != nil && !r.inBatch {
+		} else if hold != nil && !r.inBatch[d] {
 			select {
 			case err := <-hold: // already yielded (e.g. the record is written): no wait
 				if err != nil {
@@ -200,6 +203,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 			}
 		}
 		if park != nil {
+			r.sendBurst() // what the client sent before it goes first, whenever the user answers
 			out := e.Whole.Of(msg)
 			if replace != nil {
 				out = replace
@@ -297,15 +301,20 @@ func (r *Relay) refuse(d Direction, msg []byte, e *wire.Envelope, text string) {
 	r.replyTo(d, wire.ErrorResponse(id, wire.CodeInvalidRequest, "mcpcage: "+text, nil))
 }
 
+// sendBurst writes the client messages decided so far to the server now,
+// on the client loop within admit, for what must neither overtake them
+// nor make them wait; a write error is left in burstErr for the loop.
+func (r *Relay) sendBurst() {
+	if r.burst.pending() && r.burstErr == nil {
+		d, _ := r.opts.Inspector.(Deferrer)
+		r.burstErr = r.flushBurst(d)
+	}
+}
+
 // replyTo sends a daemon-made response back to the side that asked.
 func (r *Relay) replyTo(d Direction, reply []byte) {
 	if d == ClientToServer {
-		if r.burst.pending() && r.burstErr == nil {
-			// Decided messages do not wait on a write to the client
-			// (which blocks while the client does not read).
-			d, _ := r.opts.Inspector.(Deferrer)
-			r.burstErr = r.flushBurst(d)
-		}
+		r.sendBurst() // decided messages do not wait on a write to the client (it blocks while the client does not read)
 		_ = r.writeClient(reply)
 		return
 	}

@@ -62,4 +62,4 @@ func (r *Relay) cancelParked(key string, raw []byte) bool {
 // InBatch reports whether the message being decided is an element of a
 // batch (which cannot be parked). Only for Inspector.FromClient, on the
 // goroutine that calls it.
-func (r *Relay) InBatch() bool { return r.inBatch }
+func (r *Relay) InBatch() bool { return r.inBatch[ClientToServer] }

@@ -181,8 +181,9 @@ type Relay struct {
 	queued   atomic.Int64
 	// hold is the hold of the single message being admitted (set by admit).
 	hold *held
-	// inBatch is set while the elements of a batch are admitted.
-	inBatch bool
+	// inBatch is set, per direction (each its loop's own), while the
+	// elements of a batch are admitted.
+	inBatch [2]bool
 	// deferring is set while the client loop admits a message with more
 	// already read behind it and the inspector is a Deferrer; burst holds
 	// the messages decided that way, not yet written.
@@ -425,7 +426,11 @@ func (r *Relay) clientLoop(in io.Reader) {
 				code, text = wire.CodeInvalidRequest, "mcpcage: ambiguous message: "+err.Error()
 				r.ambiguous(ClientToServer, err.Error())
 			}
-			_ = r.writeClient(wire.ErrorResponse(nil, code, text, nil))
+			r.replyTo(ClientToServer, wire.ErrorResponse(nil, code, text, nil))
+			if err := r.burstErr; err != nil {
+				broken(err)
+				return
+			}
 			continue
 		}
 		if gone := r.gone.Load(); gone != nil {
@@ -481,13 +486,15 @@ func (r *Relay) flushBurst(d Deferrer) error {
 		d.Flush()
 	}
 	out := r.burst.out[:0]
+	type kept struct {
+		h   *held
+		err error
+	}
+	var failed []kept
 	for _, q := range r.burst.msgs {
 		if q.hold != nil {
 			if err := <-q.hold.ch; err != nil {
-				if _, ok := r.pending.take(q.hold.key); ok {
-					r.Stats.Denied[ClientToServer].Add(1)
-					_ = r.writeClient(q.hold.failed(err))
-				}
+				failed = append(failed, kept{q.hold, err})
 				continue
 			}
 		}
@@ -499,6 +506,14 @@ func (r *Relay) flushBurst(d Deferrer) error {
 	}
 	for _, q := range r.burst.msgs {
 		r.applyCancelList(ClientToServer, q.cancels)
+	}
+	// Then the answers of those kept from the server (a write to the
+	// client, which may block, after the server has the rest).
+	for _, k := range failed {
+		if _, ok := r.pending.take(k.h.key); ok {
+			r.Stats.Denied[ClientToServer].Add(1)
+			_ = r.writeClient(k.h.failed(k.err))
+		}
 	}
 	r.burst.reset(out)
 	return err
@@ -555,26 +570,90 @@ func (b *burst) add(msg []byte, h *held, cancels []cancelled) {
 func (r *Relay) writeServer() {
 	defer r.closeServerIn()
 	broken := false
-	for q := range r.toServer {
-		if q.hold != nil {
-			if err := <-q.hold.ch; err != nil {
-				if _, ok := r.pending.take(q.hold.key); ok { // else the server went away and failPending answered
-					r.Stats.Denied[ClientToServer].Add(1)
-					_ = r.writeClient(q.hold.failed(err))
+	var buf []byte
+	var cancels [][]cancelled
+	var next *queued // taken from the queue, its hold not yet yielded
+	for {
+		q, ok := next, true
+		if q == nil {
+			var got queued
+			if got, ok = <-r.toServer; !ok {
+				return
+			}
+			q = &got
+		}
+		next = nil
+		// q, and every message queued behind it whose hold has already
+		// yielded, go to the server with one write.
+		buf, cancels = buf[:0], cancels[:0]
+		n := 0
+		for q != nil {
+			if q.hold != nil {
+				if err := <-q.hold.ch; err != nil {
+					if _, ok := r.pending.take(q.hold.key); ok { // else the server went away and failPending answered
+						r.Stats.Denied[ClientToServer].Add(1)
+						_ = r.writeClient(q.hold.failed(err))
+					}
+					r.queued.Add(-1)
+					q = nil
 				}
-				r.queued.Add(-1)
-				continue
+			}
+			if q != nil {
+				buf = append(buf, q.out...)
+				cancels = append(cancels, q.cancels)
+				n++
+			}
+			q = nil
+			if len(buf) >= maxBurstBytes {
+				break
+			}
+			select {
+			case more, open := <-r.toServer:
+				if !open {
+					ok = false
+					break
+				}
+				if more.hold != nil {
+					select {
+					case err := <-more.hold.ch:
+						more.hold.ch = yielded(err)
+					default:
+						next = &more // written after these, once it yields
+						break
+					}
+				}
+				if next == nil {
+					q = &more
+				}
+			default:
 			}
 		}
-		if !broken {
-			if err := r.writeServerIn(q.out); err != nil {
-				r.log.Debug("server stdin closed", "err", err)
-				broken = true // the rest is discarded; the server loop ends the session
+		if n > 0 {
+			if !broken {
+				if err := r.writeServerIn(buf); err != nil {
+					r.log.Debug("server stdin closed", "err", err)
+					broken = true // the rest is discarded; the server loop ends the session
+				}
 			}
+			for _, cs := range cancels {
+				r.applyCancelList(ClientToServer, cs)
+			}
+			r.queued.Add(int64(-n))
 		}
-		r.applyCancelList(ClientToServer, q.cancels)
-		r.queued.Add(-1)
+		if cap(buf) > 4*maxBurstBytes {
+			buf = nil
+		}
+		if !ok {
+			return
+		}
 	}
+}
+
+// yielded is a channel that yields err, for a hold already taken.
+func yielded(err error) <-chan error {
+	ch := make(chan error, 1)
+	ch <- err
+	return ch
 }
 
 func (r *Relay) serverLoop(out io.Reader) {
