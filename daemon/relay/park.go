@@ -26,11 +26,7 @@ func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func
 		}
 		if err != nil {
 			r.parkMu.Unlock()
-			if _, ok := r.pending.take(key); !ok {
-				return // already answered (the server went away: failPending)
-			}
-			r.Stats.Denied[ClientToServer].Add(1)
-			_ = r.writeClient(failed(err))
+			r.answerKept(key, failed, err)
 			return
 		}
 		r.queued.Add(1)

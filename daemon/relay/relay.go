@@ -510,10 +510,7 @@ func (r *Relay) flushBurst(d Deferrer) error {
 	// Then the answers of those kept from the server (a write to the
 	// client, which may block, after the server has the rest).
 	for _, k := range failed {
-		if _, ok := r.pending.take(k.h.key); ok {
-			r.Stats.Denied[ClientToServer].Add(1)
-			_ = r.writeClient(k.h.failed(k.err))
-		}
+		r.answerKept(k.h.key, k.h.failed, k.err)
 	}
 	r.burst.reset(out)
 	return err
@@ -590,10 +587,7 @@ func (r *Relay) writeServer() {
 		for q != nil {
 			if q.hold != nil {
 				if err := <-q.hold.ch; err != nil {
-					if _, ok := r.pending.take(q.hold.key); ok { // else the server went away and failPending answered
-						r.Stats.Denied[ClientToServer].Add(1)
-						_ = r.writeClient(q.hold.failed(err))
-					}
+					r.answerKept(q.hold.key, q.hold.failed, err)
 					r.queued.Add(-1)
 					q = nil
 				}
@@ -647,6 +641,17 @@ func (r *Relay) writeServer() {
 			return
 		}
 	}
+}
+
+// answerKept answers a client request kept from the server for err (its
+// hold or park failed), unless it was answered already (the server went
+// away and failPending did).
+func (r *Relay) answerKept(key string, failed func(error) []byte, err error) {
+	if _, ok := r.pending.take(key); !ok {
+		return
+	}
+	r.Stats.Denied[ClientToServer].Add(1)
+	_ = r.writeClient(failed(err))
 }
 
 // yielded is a channel that yields err, for a hold already taken.
