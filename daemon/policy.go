@@ -289,15 +289,21 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 		if k == consent.KindTool {
 			p.d.newCall(s)
 		}
+		// Per call at debug level only (the audit log has every one); the
+		// level is checked first so that a call logged at no level costs
+		// no allocation for its attributes.
 		if dec.Allow {
-			// Per call at debug level only: the audit log has every one.
-			s.log.Debug("request allowed", "method", method, "name", name, "consent", dec.Record)
+			if s.log.Enabled(context.Background(), slog.LevelDebug) {
+				s.log.Debug("request allowed", "method", method, "name", name, "consent", dec.Record)
+			}
 		} else {
 			level := slog.LevelDebug
 			if p.firstObserved(k, name) {
-				level = slog.LevelWarn // once per name and session; the audit log has every call
+				level = slog.LevelWarn // once per name and session
 			}
-			s.log.Log(context.Background(), level, "request would be denied (observe mode: default_decision = \"allow\")", "method", method, "name", name, "reason", dec.Reason)
+			if s.log.Enabled(context.Background(), level) {
+				s.log.Log(context.Background(), level, "request would be denied (observe mode: default_decision = \"allow\")", "method", method, "name", name, "reason", dec.Reason)
+			}
 		}
 		if k == consent.KindTool {
 			p.mu.Lock()

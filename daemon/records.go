@@ -12,6 +12,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/inject"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -44,9 +45,53 @@ func (s *session) record(t api.RecordType, fields audit.Record) audit.Record {
 // newRecord is a record of type t with the session's who-and-what fields
 // and room for n more (the hot records fill it directly: no second map).
 func (s *session) newRecord(t api.RecordType, n int) audit.Record {
+	w := s.whoFields()
 	r := make(audit.Record, sessionFields+n+4) // + the log's time, seq, prev, hash
-	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = string(t), s.id, s.agent, s.instance(), s.user, s.server
+	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = boxed(t), w.id, w.agent, w.instance, w.user, w.server
 	return r
+}
+
+// sessionWho holds the session's who-and-what fields already boxed as
+// record values: every record of the session shares them instead of
+// allocating its own (two records per call).
+type sessionWho struct {
+	id, agent, instance, user, server any
+}
+
+// whoFields is the session's sessionWho, built on first use (the fields
+// never change after the session is set up).
+func (s *session) whoFields() *sessionWho {
+	s.whoOnce.Do(func() {
+		s.who = sessionWho{id: s.id, agent: s.agent, instance: s.instance(), user: s.user, server: s.server}
+	})
+	return &s.who
+}
+
+// boxedStrings are strings that every call's records hold (their types,
+// decisions, the decided methods), boxed once as record values: a string
+// put in a record otherwise costs an allocation each time.
+var boxedStrings = func() map[string]any {
+	m := map[string]any{}
+	for _, t := range []api.RecordType{api.RecordToolCall, api.RecordToolResult, api.RecordRequest,
+		api.RecordRequestDenied, api.RecordInfluence, api.RecordServerRequest} {
+		m[string(t)] = string(t)
+	}
+	for _, d := range []decision{decisionAllow, decisionDeny, decisionObserve} {
+		m[string(d)] = string(d)
+	}
+	for _, r := range []request.Method{request.ToolsCall, request.ResourcesRead, request.ResourcesSubscribe,
+		request.ResourcesUnsubscribe, request.PromptsGet, request.CompletionComplete} {
+		m[string(r)] = string(r)
+	}
+	return m
+}()
+
+// boxed is s as a record value, shared when it is one of boxedStrings.
+func boxed[S ~string](s S) any {
+	if v, ok := boxedStrings[string(s)]; ok {
+		return v
+	}
+	return string(s)
 }
 
 // sessionRefusedRecord: the shim's parent failed the identity check, so
@@ -150,7 +195,7 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) au
 	rec := s.newRecord(t, 8)
 	// The id is copied: the relay reuses its buffer before the record is
 	// written.
-	rec["method"], rec["request_id"], rec["decision"] = c.method, append(json.RawMessage(nil), c.id...), string(c.decision)
+	rec["method"], rec["request_id"], rec["decision"] = boxed(c.method), append(json.RawMessage(nil), c.id...), boxed(c.decision)
 	if c.decision == decisionAllow {
 		rec["consent"] = c.consent
 	} else {

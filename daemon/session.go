@@ -70,6 +70,8 @@ type session struct {
 	stdio   api.StdioMode  // how the client's stream reaches the relay
 
 	agentInstance string // agentP.Instance(), computed once
+	whoOnce       sync.Once
+	who           sessionWho // the who-and-what fields, boxed (whoFields)
 
 	pinKey    string       // whose tool pins the session's server uses (see pinKey)
 	code      string       // shown in the session's consent questions and by mcpcage sessions

@@ -195,37 +195,60 @@ const maxInlineKeys = 32
 // appendRecord is render appending to dst; on error dst is returned as it
 // was.
 func appendRecord(dst []byte, rec Record) ([]byte, error) {
-	for k := range rec {
-		if nk := boundKey(k); nk != k {
-			rec[nk] = rec[k]
-			delete(rec, k)
+	// One pass over the map collects the fields; keys over MaxString
+	// (rare) are bounded in the map first and the fields collected again.
+	var inline [maxInlineKeys]field
+	fields := inline[:0]
+	long := false
+	for k, v := range rec {
+		long = long || len(k) > MaxString
+		fields = append(fields, field{k, v})
+	}
+	if long {
+		for _, f := range fields {
+			if nk := boundKey(f.k); nk != f.k {
+				delete(rec, f.k)
+				rec[nk] = f.v
+			}
+		}
+		fields = fields[:0]
+		for k, v := range rec {
+			fields = append(fields, field{k, v})
 		}
 	}
-	var inline [maxInlineKeys]string
-	keys := inline[:0]
-	for k := range rec {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.k, b.k) })
 	start := len(dst)
-	dst, err := appendObject(dst, keys, func(b []byte, k string) ([]byte, error) {
-		v, changed := bound(rec[k])
+	dst = append(dst, '{')
+	for i, f := range fields {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, f.k)
+		dst = append(dst, ':')
+		v, changed := bound(f.v)
 		if changed {
-			rec[k] = v
+			rec[f.k] = v
 		}
-		b, err := appendValue(b, v)
-		if err != nil {
-			return b, fmt.Errorf("field %q: %w", k, err)
+		var err error
+		if dst, err = appendValue(dst, v); err != nil {
+			return dst[:start], fmt.Errorf("field %q: %w", f.k, err)
 		}
-		return b, nil
-	})
-	if err != nil {
-		return dst[:start], err
 	}
+	dst = append(dst, '}')
 	if len(dst)-start > MaxRecord {
+		keys := make([]string, len(fields))
+		for i, f := range fields {
+			keys[i] = f.k
+		}
 		return append(dst[:start], shrink(rec, keys)...), nil
 	}
 	return dst, nil
+}
+
+// field is one of a record's fields, for rendering them in key order.
+type field struct {
+	k string
+	v any
 }
 
 // shrink replaces the largest non-core fields of a record too large for
@@ -379,7 +402,7 @@ func rawAsIs(raw []byte) bool {
 // appendString appends k as a JSON string, as encoding/json would.
 func appendString(b []byte, k string) []byte {
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[k[i]] {
 			q, _ := json.Marshal(k)
 			return append(b, q...)
 		}
@@ -388,3 +411,13 @@ func appendString(b []byte, k string) []byte {
 	b = append(b, k...)
 	return append(b, '"')
 }
+
+// plainJSON holds the bytes encoding/json writes as they are inside a
+// string: printable ASCII except the quote, the backslash and the HTML
+// characters it escapes.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()

@@ -153,6 +153,7 @@ func TestRenderAgreesWithEncodingJSON(t *testing.T) {
 		{"escapes", Record{"html": "<a href='x'>&</a>", "ctl": "a\tb\nc\x00", "quote": `"\`, "line sep": "a\u2028b\u2029", "utf8": "é€😀", "bad utf8": "a\xffb"}},
 		{"keys", Record{"<k>": 1, "é": 2, "a\"b": 3, "": 4}},
 		{"nested", Record{"m": map[string]any{"z": 1, "a": []any{"x", 2.5, nil}}, "raw": json.RawMessage(`{ "a" : [1, 2] }`), "ss": []string{"a", "b"}}},
+		{"every byte, more keys than are sorted inline", everyByte()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,6 +167,15 @@ func TestRenderAgreesWithEncodingJSON(t *testing.T) {
 			}
 		})
 	}
+}
+
+// everyByte is a record with one key and one value per byte value.
+func everyByte() Record {
+	rec := Record{}
+	for c := range 256 {
+		rec["k"+string(rune(c))+string([]byte{byte(c)})] = "v" + string([]byte{byte(c)})
+	}
+	return rec
 }
 
 func FuzzRender(f *testing.F) {

@@ -88,6 +88,7 @@ type Log struct {
 	size       int64
 	seq        uint64
 	prev       string
+	prevV      any    // prev boxed as a record value, when it was the last hash encoded
 	segment    uint64 // the current file's segment (0: a file from before segments)
 	oldest     uint64 // the oldest segment kept
 	needHeader bool   // the current file is empty: the next write opens it with a header
@@ -576,7 +577,11 @@ func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
 	stamp(rec)
 	seq := l.seq + 1
 	rec["seq"] = seq
-	rec["prev"] = l.prev
+	if h, ok := l.prevV.(string); ok && h == l.prev {
+		rec["prev"] = l.prevV // the last record's boxed hash: no allocation
+	} else {
+		rec["prev"] = l.prev
+	}
 	delete(rec, "hash")
 	// The line is {"hash":"<hex>", then the canonical record after its
 	// brace: the record is rendered where its brace lands on that comma,
@@ -594,7 +599,9 @@ func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
 	hex.Encode(dst[start+len(hashPrefix):], sum[:])
 	dst[start+head-1] = '"'
 	hash := string(dst[start+len(hashPrefix) : start+head-1])
-	rec["hash"] = hash
+	hv := any(hash)
+	rec["hash"] = hv
+	l.prevV = hv
 	if len(canon) > 2 {
 		canon[0] = ','
 	} else { // {} (no field): the line is the hash alone

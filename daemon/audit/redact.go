@@ -108,7 +108,10 @@ func Digest(v any) string {
 		*bp = b
 		digestBufs.Put(bp)
 	}
-	return "sha256:" + hex.EncodeToString(sum[:])
+	var out [len("sha256:") + 2*sha256.Size]byte
+	copy(out[:], "sha256:")
+	hex.Encode(out[len("sha256:"):], sum[:])
+	return string(out[:])
 }
 
 // Arguments renders call arguments for the audit per mode; secrets holds

@@ -362,3 +362,23 @@ func TestSessionAndPinBinding(t *testing.T) {
 		t.Fatal("a record of session s1 does not make the tool visible in s1")
 	}
 }
+
+// TestUncoveredReason pins the text of the reason an uncovered request
+// gets (it is in every observe and deny record): the name is quoted as Go
+// quotes it, so a name with quotes or control characters stays one token.
+func TestUncoveredReason(t *testing.T) {
+	e := NewEngine(openStore(t))
+	tests := []struct {
+		name, want string
+	}{
+		{"echo", `no consent lets agent claude-desktop use tool "echo" of server github for user alice`},
+		{"a\"b\n", `no consent lets agent claude-desktop use tool "a\"b\n" of server github for user alice`},
+		{"é\x00", `no consent lets agent claude-desktop use tool "é\x00" of server github for user alice`},
+	}
+	for _, tt := range tests {
+		d := e.Decide(Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: tt.name, Now: time.Now()})
+		if d.Allow || d.Reason != tt.want {
+			t.Errorf("Decide(%q) = %+v, want the reason %s", tt.name, d, tt.want)
+		}
+	}
+}

@@ -99,6 +99,10 @@ func TestIDKey(t *testing.T) {
 		{`"a"`, `"\u0061"`, true},
 		{`9007199254740993`, `9007199254740992`, false},
 		{`1e2`, `100`, false},
+		{`-5`, `-5.00`, true},
+		{`0`, `0.0`, true},
+		{`12`, `"12"`, false},
+		{`120`, `12`, false},
 	}
 	for _, tt := range tests {
 		if got := IDKey([]byte(tt.a)) == IDKey([]byte(tt.b)); got != tt.same {

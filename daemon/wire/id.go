@@ -17,6 +17,11 @@ func IDKey(raw []byte) string {
 		}
 		return "s" + s
 	}
+	if PlainID(raw) {
+		// The common case, an integer as written: one allocation.
+		k := make([]byte, 0, 1+len(raw))
+		return string(append(append(k, 'n'), raw...))
+	}
 	return "n" + canonicalNumber(string(raw))
 }
 

@@ -48,7 +48,8 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 	if !s.peekIs('{') {
 		return nil, fmt.Errorf("%w: not an object", ErrSyntax)
 	}
-	return s.spans(newReadNames(read))
+	rn := newReadNames(read)
+	return s.spans(&rn)
 }
 
 // Tree checks v and every object and string inside it with the rules of
@@ -58,7 +59,8 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 func Tree(v []byte, read []string) error {
 	s := scanner{b: v}
 	s.ws()
-	return s.strictValue(newReadNames(read), 0)
+	rn := newReadNames(read)
+	return s.strictValue(&rn, 0)
 }
 
 // checkName applies the rules of [Object] to one more member name.
@@ -105,7 +107,8 @@ const smallSet = 8
 
 // nameSet is one object's member names, for the collision checks.
 type nameSet struct {
-	names  []string
+	small  [smallSet]string // the first names, without an allocation
+	n      int              // how many of small are used
 	byFold map[string]string
 }
 
@@ -113,20 +116,21 @@ type nameSet struct {
 // returns that name and false.
 func (n *nameSet) add(name string) (string, bool) {
 	if n.byFold == nil {
-		for _, e := range n.names {
+		for _, e := range n.small[:n.n] {
 			if strings.EqualFold(e, name) {
 				return e, false
 			}
 		}
-		if len(n.names) < smallSet {
-			n.names = append(n.names, name)
+		if n.n < smallSet {
+			n.small[n.n] = name
+			n.n++
 			return "", true
 		}
 		n.byFold = make(map[string]string, 2*smallSet)
-		for _, e := range n.names {
+		for _, e := range n.small {
 			n.byFold[foldKey(e)] = e
 		}
-		n.names = nil
+		n.small, n.n = [smallSet]string{}, 0
 	}
 	k := foldKey(name)
 	if e, ok := n.byFold[k]; ok {
@@ -142,8 +146,8 @@ type readNames struct {
 	byFold map[string]string // when there are many
 }
 
-func newReadNames(names []string) *readNames {
-	r := &readNames{names: names}
+func newReadNames(names []string) readNames {
+	r := readNames{names: names}
 	if len(names) > smallSet {
 		r.byFold = make(map[string]string, len(names))
 		for _, n := range names {
@@ -213,7 +217,7 @@ func (s *scanner) strictValue(read *readNames, depth int) error {
 		if err := s.str(); err != nil {
 			return err
 		}
-		if _, ok := unquote(s.b[start:s.i]); !ok {
+		if !decodable(s.b[start:s.i]) {
 			return ambiguous("string %.40s has an unpaired surrogate escape", s.b[start:s.i])
 		}
 		return nil

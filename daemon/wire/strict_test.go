@@ -202,3 +202,15 @@ func TestPlainID(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodableAgreesWithUnquote: the allocation-free check accepts
+// exactly the string literals unquote accepts.
+func TestDecodableAgreesWithUnquote(t *testing.T) {
+	for _, lit := range []string{`""`, `"plain"`, `"a\nb"`, `"\u00e9"`, `"\ud83d\ude00"`, `"\ud83d"`, `"x\udc00y"`,
+		`"\\ud83d"`, `"é"`, `"`, `x`, `"\"`} {
+		_, want := unquote([]byte(lit))
+		if got := decodable([]byte(lit)); got != want {
+			t.Errorf("decodable(%s) = %v, unquote accepts it: %v", lit, got, want)
+		}
+	}
+}

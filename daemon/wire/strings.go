@@ -16,6 +16,16 @@ func utf8Len(b []byte) int {
 	return n
 }
 
+// decodable reports whether unquote would accept raw, without building
+// the string when raw has no escape.
+func decodable(raw []byte) bool {
+	if len(raw) >= 2 && raw[0] == '"' && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		return true
+	}
+	_, ok := unquote(raw)
+	return ok
+}
+
 // unquote decodes a JSON string literal already validated by the scanner.
 // It refuses (false) a literal whose \u escapes encode an unpaired UTF-16
 // surrogate: parsers disagree on those (Go substitutes U+FFFD, JavaScript

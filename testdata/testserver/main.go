@@ -211,6 +211,24 @@ func main() {
 	// answers to cancelled requests are dropped on the way out.
 	in, w := io.Pipe()
 	out := &dropCancelled{w: os.Stdout, ids: map[string]bool{}}
+	// notify_batch writes one JSON-RPC batch of N log notifications (as a
+	// server of protocol 2025-03-26 may), then answers: tests of the
+	// relay's server batches beside the client's bursts.
+	add(mcp.NewTool("notify_batch", mcp.WithDescription("Send one JSON-RPC batch of N notifications/message, then answer"), mcp.WithNumber("count", mcp.Required()),
+		mcp.WithString("tag")),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			n := max(1, int(r.GetFloat("count", 1)))
+			batch := make([]map[string]any, n)
+			for i := range batch {
+				batch[i] = map[string]any{"jsonrpc": "2.0", "method": "notifications/message",
+					"params": map[string]any{"level": "info", "data": fmt.Sprintf("%s %d/%d", r.GetString("tag", ""), i+1, n)}}
+			}
+			b, _ := json.Marshal(batch)
+			if _, err := out.Write(append(b, '\n')); err != nil {
+				return fail(err)
+			}
+			return text(fmt.Sprintf("sent %d", n)), nil
+		})
 	go func() {
 		br := bufio.NewReaderSize(os.Stdin, 1<<20)
 		for {
