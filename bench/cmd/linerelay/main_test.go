@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,5 +43,50 @@ func TestCopyLinesOneWritePerMessage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// durableCheck is the server's side of a groupCommit: at each write it
+// checks that everything forwarded so far is already in the log.
+type durableCheck struct {
+	t    *testing.T
+	log  string
+	sent []byte
+}
+
+func (d *durableCheck) Write(b []byte) (int, error) {
+	d.sent = append(d.sent, b...)
+	logged, err := os.ReadFile(d.log)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(logged), string(d.sent)) {
+		d.t.Errorf("forwarded before it was logged: sent %d bytes, the log has %d", len(d.sent), len(logged))
+	}
+	return len(b), nil
+}
+
+func TestGroupCommitForwardsOnlyWhatIsLogged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &durableCheck{t: t, log: path}
+	g := newGroupCommit(f, out)
+	go g.run()
+	var want strings.Builder
+	for i := range 500 {
+		m := fmt.Sprintf("{\"id\":%d}\n", i)
+		want.WriteString(m)
+		if _, err := g.Write([]byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if string(out.sent) != want.String() {
+		t.Fatalf("forwarded %d bytes, want the %d written, in order", len(out.sent), want.Len())
 	}
 }
