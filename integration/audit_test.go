@@ -2,6 +2,8 @@ package integration
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -506,4 +508,58 @@ func (d *daemon) auditRecordsIn(t *testing.T, dir string) []map[string]any {
 		return int(x - y)
 	})
 	return out
+}
+
+// TestLongArgumentNamesKeepTheirValues: a client cannot make an argument's
+// value vanish from the audit record. Bounding replaces a name over 1024
+// bytes by its prefix, digest and length; a call that also carries, as
+// another argument, exactly that bounded form used to lose one of the two
+// values in most runs (the record showed the decoy, the server got both).
+// Each call's record must show both values, under the long name's bounded
+// form and the decoy's.
+func TestLongArgumentNamesKeepTheirValues(t *testing.T) {
+	setup(t)
+	d := startDaemon(t, "[daemon]\ndefault_decision = \"allow\"\naudit_arguments = \"full\"\n")
+	r := startRaw(t, d.shimCmd("test"))
+	r.initialize()
+	long := strings.Repeat("n", 2000)
+	sum := sha256.Sum256([]byte(long))
+	// What the audit log writes for the long name (audit.boundKey).
+	decoy := long[:1024] + "…[sha256:" + hex.EncodeToString(sum[:]) + " bytes:2000]"
+	const calls = 12
+	for i := 0; i < calls; i++ {
+		args, err := json.Marshal(map[string]string{"text": fmt.Sprintf("call-%d", i), long: fmt.Sprintf("hidden-%d", i), decoy: fmt.Sprintf("decoy-%d", i)})
+		must(t, err, "arguments")
+		id := fmt.Sprintf(`"long-%d"`, i)
+		r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"echo","arguments":%s}}`+"\n", id, args))
+		if a := r.response(id); !strings.Contains(a, fmt.Sprintf("call-%d", i)) {
+			t.Fatalf("call %d: %.300s", i, a)
+		}
+	}
+	seen := 0
+	for _, rec := range d.auditRecords(t) {
+		if rec["type"] != "tool.call" {
+			continue
+		}
+		args, _ := rec["arguments"].(map[string]any)
+		text, _ := args["text"].(string)
+		var i int
+		if _, err := fmt.Sscanf(text, "call-%d", &i); err != nil {
+			continue
+		}
+		seen++
+		var values []string
+		for _, v := range args {
+			values = append(values, fmt.Sprint(v))
+		}
+		slices.Sort(values)
+		want := []string{text, fmt.Sprintf("decoy-%d", i), fmt.Sprintf("hidden-%d", i)}
+		slices.Sort(want)
+		if strings.Join(values, " ") != strings.Join(want, " ") {
+			t.Fatalf("record of %s holds the values %q, want %q (one argument's value lost)", text, values, want)
+		}
+	}
+	if seen != calls {
+		t.Fatalf("%d tool.call records of the calls, want %d", seen, calls)
+	}
 }

@@ -102,26 +102,22 @@ func bound(v any) (out any, changed bool) {
 	case map[string]any:
 		return boundMap(x)
 	case map[string]string:
-		var out map[string]string
+		var changed []kv[string]
 		for k, s := range x {
 			if nk := boundKey(k); nk != k || len(s) > MaxString {
-				if out == nil {
-					out = maps.Clone(x)
-				}
-				delete(out, k)
 				if len(s) > MaxString {
 					// A string map cannot hold the digest form: keep
 					// the prefix and name the digest in the text.
 					t := truncate(s, true)
 					s = t.Prefix + "…[sha256:" + t.SHA256 + " bytes:" + strconv.Itoa(t.Bytes) + "]"
 				}
-				out[nk] = s
+				changed = append(changed, kv[string]{k, nk, s})
 			}
 		}
-		if out == nil {
+		if changed == nil {
 			return v, false
 		}
-		return out, true
+		return replaceKeys(maps.Clone(x), changed), true
 	case []any:
 		var out []any
 		for i, e := range x {
@@ -164,23 +160,48 @@ func bound(v any) (out any, changed bool) {
 }
 
 func boundMap(m map[string]any) (map[string]any, bool) {
-	var out map[string]any
+	var changed []kv[any]
 	for k, v := range m {
 		nk := boundKey(k)
 		nv, ch := bound(v)
-		if !ch && nk == k {
-			continue
+		if ch || nk != k {
+			changed = append(changed, kv[any]{k, nk, nv})
 		}
-		if out == nil {
-			out = maps.Clone(m)
-		}
-		delete(out, k)
-		out[nk] = nv
 	}
-	if out == nil {
+	if changed == nil {
 		return m, false
 	}
-	return out, true
+	return replaceKeys(maps.Clone(m), changed), true
+}
+
+// kv is a map entry to replace: the old key, the new one, the new value.
+type kv[V any] struct {
+	old, new string
+	v        V
+}
+
+// replaceKeys removes every changed entry's old key from m, then adds the
+// new ones, so no value is lost. In two passes: a map may hold a long key
+// and, as another key, that key's bounded form (itself long, so bounded
+// again); replacing one entry at a time would let the first entry's new
+// key overwrite the second's value, then the second's removal delete the
+// first's, and which value survived would depend on the map's iteration
+// order. A bounded key of valid UTF-8 is longer than MaxString and carries
+// the whole key's digest, so it collides with no kept key; one whose
+// prefix shrank when invalid UTF-8 was replaced could, and gets a "~"
+// appended until it is free rather than overwrite a value.
+func replaceKeys[V any](m map[string]V, changed []kv[V]) map[string]V {
+	for _, c := range changed {
+		delete(m, c.old)
+	}
+	for _, c := range changed {
+		k := c.new
+		for _, taken := m[k]; taken; _, taken = m[k] {
+			k += "~"
+		}
+		m[k] = c.v
+	}
+	return m
 }
 
 // render bounds rec in place (top-level values are replaced; nested maps
@@ -205,12 +226,13 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 		fields = append(fields, field{k, v})
 	}
 	if long {
+		var changed []kv[any]
 		for _, f := range fields {
 			if nk := boundKey(f.k); nk != f.k {
-				delete(rec, f.k)
-				rec[nk] = f.v
+				changed = append(changed, kv[any]{f.k, nk, f.v})
 			}
 		}
+		replaceKeys(map[string]any(rec), changed)
 		fields = fields[:0]
 		for k, v := range rec {
 			fields = append(fields, field{k, v})

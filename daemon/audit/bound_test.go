@@ -233,3 +233,58 @@ func TestAppendValueMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundKeepsEveryValueOfLongKeys: a map holding a long key and, as
+// another key, that key's bounded form keeps both values, whatever order
+// the map is walked in (it was lost in most runs when entries were
+// replaced one at a time), at the top level of a record, in nested maps
+// and in string maps; and a long key is bounded once, its digest and
+// length those of the key as given.
+func TestBoundKeepsEveryValueOfLongKeys(t *testing.T) {
+	long := strings.Repeat("k", 2000)
+	twin := boundKey(long) // itself over MaxString: bounded again
+	bad := strings.Repeat("\xff", 2000)
+	short := boundKey(bad) // invalid UTF-8 collapses: a short bounded key
+	if len(twin) <= MaxString || len(short) > MaxString {
+		t.Fatalf("premise: bounded lengths %d and %d", len(twin), len(short))
+	}
+	wantOnce := func(t *testing.T, b []byte, vals ...string) {
+		t.Helper()
+		for _, v := range vals {
+			if strings.Count(string(b), v) != 1 {
+				t.Fatalf("value %q %d times in %.300s…", v, strings.Count(string(b), v), b)
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		rec  func() Record
+		vals []string
+	}{
+		{"top level", func() Record { return Record{long: "value-of-long", twin: "value-of-twin"} }, []string{"value-of-long", "value-of-twin"}},
+		{"nested map", func() Record {
+			return Record{"arguments": map[string]any{long: "value-of-long", twin: "value-of-twin"}}
+		}, []string{"value-of-long", "value-of-twin"}},
+		{"string map", func() Record {
+			return Record{"env": map[string]string{long: "value-of-long", twin: "value-of-twin"}}
+		}, []string{"value-of-long", "value-of-twin"}},
+		{"a short bounded key beside a kept key equal to it", func() Record {
+			return Record{"m": map[string]any{bad: "value-of-bad", short: "value-of-short"}}
+		}, []string{"value-of-bad", "value-of-short"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 50 { // map order differs from run to run
+				b, err := render(tt.rec())
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantOnce(t, b, tt.vals...)
+			}
+		})
+	}
+	b, err := render(Record{"a": 1, long: 1})
+	if err != nil || !strings.Contains(string(b), "bytes:2000]") || strings.Contains(string(b), "bytes:1") {
+		t.Fatalf("a 2000-byte key is not bounded once: %s, %v", b, err)
+	}
+}
