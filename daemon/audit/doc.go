@@ -23,7 +23,9 @@
 // where the prefix is the value's first bytes (at most 1 KiB, cut on a
 // rune boundary, invalid UTF-8 replaced by U+FFFD; for raw JSON, the text
 // of the JSON as received). A long map key keeps its prefix followed by
-// "…[sha256:<hex> bytes:<n>]"; so does a long string inside a string-only
+// "…[sha256:<hex> bytes:<n>]" (the whole key's digest and length, so no
+// value is lost: a key already equal to another's bounded form is itself
+// long and bounded in turn); so does a long string inside a string-only
 // map. If a record still exceeds [MaxRecord] (64 KiB), its largest fields
 // other than type, time, seq, prev, session, agent, agent_instance, user
 // and server are replaced by the same object with an empty "truncated",
