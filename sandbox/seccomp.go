@@ -30,6 +30,14 @@ import (
 //     Tools that fall back to copying (cp -l, git's object store, npm's
 //     and pip's caches) copy instead; the rare program that insists on
 //     link(2) fails;
+//   - no 32-bit system calls: the filter names the native architecture
+//     only (x86_64, aarch64), so a system call made through the 32-bit
+//     entry (int $0x80 or sysenter on x86_64, AArch32 code on arm64)
+//     fails the filter's architecture check and is answered by its
+//     bad-architecture action, which kills the caller. The kernel's
+//     syscall tracepoints skip 32-bit calls, so without this an open
+//     through that entry would escape deny_paths' kernel check and every
+//     file record. Cost: 32-bit programs do not run in the sandbox;
 //   - the calls in [DeniedAndReported] are sent to mcpcaged by seccomp's
 //     user notification when a listener is configured, so the daemon logs
 //     each attempt against its session before answering EPERM.
@@ -143,6 +151,9 @@ func Seccomp(o SeccompOptions) (*specs.LinuxSeccomp, error) {
 	if p.DefaultAction == "" {
 		return nil, fmt.Errorf("seccomp profile %s has no defaultAction", o.Mode)
 	}
+	// Whatever architectures the profile lists (Docker's add the 32-bit
+	// ones), 32-bit system calls stay refused: see allowedSyscalls.
+	p.Architectures = architectures()
 	return &p, nil
 }
 
@@ -187,11 +198,15 @@ func errnoFor(a specs.LinuxSeccompAction, eperm *uint) *uint {
 	return nil
 }
 
+// architectures is the one architecture a sandbox's system calls may
+// use: the native one. The 32-bit entries (i386 and x32 on x86_64, arm
+// on arm64) are left out, so their calls fail the filter (see
+// allowedSyscalls).
 func architectures() []specs.Arch {
 	switch runtime.GOARCH {
 	case "arm64":
-		return []specs.Arch{specs.ArchAARCH64, specs.ArchARM}
+		return []specs.Arch{specs.ArchAARCH64}
 	default:
-		return []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}
+		return []specs.Arch{specs.ArchX86_64}
 	}
 }

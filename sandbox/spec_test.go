@@ -6,10 +6,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/spec")
@@ -183,5 +185,35 @@ func TestSeccompProfile(t *testing.T) {
 	}
 	if p, err := Seccomp(SeccompOptions{Mode: filepath.Join(dir, "ok.json")}); err != nil || p.DefaultAction != "SCMP_ACT_ALLOW" {
 		t.Errorf("custom profile: %v %v", p, err)
+	}
+}
+
+// Every profile mcpcage hands to runc admits the native architecture
+// only: the kernel's syscall tracepoints skip 32-bit system calls, so
+// admitting them would let a server open files unseen by deny_paths'
+// kernel check. A custom profile's own list is replaced.
+func TestSeccompNativeArchitectureOnly(t *testing.T) {
+	dir := t.TempDir()
+	docker := filepath.Join(dir, "docker.json")
+	if err := os.WriteFile(docker, []byte(`{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32","SCMP_ARCH_AARCH64","SCMP_ARCH_ARM"]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	native := map[string]specs.Arch{"amd64": specs.ArchX86_64, "arm64": specs.ArchAARCH64}[runtime.GOARCH]
+	if native == "" {
+		t.Fatalf("mcpcage builds for amd64 and arm64, not %s", runtime.GOARCH)
+	}
+	for _, tc := range []struct{ name, mode string }{
+		{"default profile", "default"},
+		{"custom profile listing the 32-bit architectures", docker},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Seccomp(SeccompOptions{Mode: tc.mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Architectures) != 1 || p.Architectures[0] != native {
+				t.Fatalf("architectures %v, want only %s", p.Architectures, native)
+			}
+		})
 	}
 }

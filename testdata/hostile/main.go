@@ -5,7 +5,7 @@
 //
 // Usage: hostile ATTACK [ARG]
 //
-//	read PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
+//	read PATH | read-compat PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
 //	init-module | raw-socket | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
@@ -13,6 +13,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -47,6 +48,13 @@ func main() {
 			err = fmt.Errorf("empty (masked)")
 		}
 		detail = fmt.Sprintf("%d bytes", len(b))
+	case "read-compat": // the file through the 32-bit open(2) (amd64)
+		var b []byte
+		b, err = readCompat(arg)
+		detail = fmt.Sprintf("%d bytes", len(b))
+		if err == nil {
+			detail += ": " + string(b)
+		}
 	case "write":
 		err = os.WriteFile(arg, []byte("pwned"), 0o644)
 	case "mount":
@@ -225,12 +233,20 @@ func main() {
 		fmt.Println("unknown attack", os.Args[1])
 		os.Exit(2)
 	}
+	if errors.Is(err, errNoCompat) {
+		fmt.Println("UNSUPPORTED " + err.Error())
+		return
+	}
 	if err != nil {
 		fmt.Println(strings.TrimSpace("DENIED " + err.Error() + " " + detail))
 		return
 	}
 	fmt.Println(strings.TrimSpace("ESCAPED " + detail))
 }
+
+// errNoCompat: the attack needs a 32-bit system call entry this kernel or
+// architecture lacks ("UNSUPPORTED", neither escaped nor denied).
+var errNoCompat = errors.New("no 32-bit system call entry here")
 
 // cloneFiles starts a process on the helper's descriptor table, then
 // opens path. The child (a copy of this thread only, so it keeps to raw
