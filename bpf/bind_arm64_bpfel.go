@@ -58,6 +58,8 @@ const (
 	bindProgCageBind4            = "cage_bind4"
 	bindProgCageBind6            = "cage_bind6"
 	bindProgCageListenIngress    = "cage_listen_ingress"
+	bindVarParentCgid            = "parent_cgid"
+	bindVarParentLevel           = "parent_level"
 	bindVarSessionLevel          = "session_level"
 	bindVarUnusedConnectOutcome  = "unused_connect_outcome"
 	bindVarUnusedEvent           = "unused_event"
@@ -131,6 +133,8 @@ type bindMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindVariableSpecs struct {
+	ParentCgid            *ebpf.VariableSpec `ebpf:"parent_cgid"`
+	ParentLevel           *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel          *ebpf.VariableSpec `ebpf:"session_level"`
 	UnusedConnectOutcome  *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
 	UnusedEvent           *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -184,6 +188,8 @@ func (m *bindMaps) Close() error {
 //
 // It can be passed to loadBindObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindVariables struct {
+	ParentCgid            *ebpf.Variable `ebpf:"parent_cgid"`
+	ParentLevel           *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel          *ebpf.Variable `ebpf:"session_level"`
 	UnusedConnectOutcome  *ebpf.Variable `ebpf:"unused_connect_outcome"`
 	UnusedEvent           *ebpf.Variable `ebpf:"unused_event"`

@@ -92,23 +92,6 @@ struct {
 } udp_seen SEC(".maps");
 
 // Opens in flight between syscall entry and exit.
-struct open_args {
-	__u64 active; // set at entry, cleared at exit
-	__u64 cgid;
-	__u64 filename; // user pointer
-	__u32 flags;
-	__u32 pad;
-};
-
-// Per-task storage: no hashing, and freed with the task (a task killed
-// mid-call leaves nothing behind).
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct open_args);
-} opens SEC(".maps");
-
 // take moves the calling thread's entry of a per-thread hash map into out.
 static __always_inline bool take(void *map, void *out, __u32 size)
 {
@@ -460,46 +443,85 @@ int cage_sendmsg6(struct bpf_sock_addr *ctx) { return check6(ctx, EV_UDP_SEND); 
 
 /* ---- files ---- */
 
-static __always_inline int open_enter(const char *filename, __u32 flags)
-{
-	__u64 cgid;
-	struct session *s = watched_session(&cgid);
-	if (!s)
-		return 0;
-	struct open_args *a = bpf_task_storage_get(&opens, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!a)
-		return 0;
-	a->cgid = cgid;
-	a->filename = (__u64)filename;
-	a->flags = flags;
-	a->active = 1;
-	return 0;
-}
+// The open system calls' arguments are read at their exit, from the
+// registers the task entered the kernel with (its saved user registers,
+// which nothing changes before the call returns): there is no entry
+// program, so an open pays for one tracepoint program, not two. They are
+// read only when an event is made: the deny check and the folding of
+// repeats use the kernel's path, flags and mode of the file opened.
+//
+// The open calls' numbers (the exit record's id).
+#if defined(__TARGET_ARCH_arm64)
+#define NR_OPENAT2 437
+#else
+#define NR_OPEN 2
+#define NR_CREAT 85
+#define NR_OPENAT2 437
+#endif
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int cage_enter_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return open_enter((const char *)ctx->args[1], (__u32)ctx->args[2]);
-}
+#if defined(__TARGET_ARCH_arm64)
+// arm64's saved registers (struct pt_regs begins with x0..x30; x0 is
+// overwritten by the return value, orig_x0 keeps the first argument).
+struct pt_regs___mcpcage_arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+} __attribute__((preserve_access_index));
 
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int cage_enter_openat2(struct trace_event_raw_sys_enter *ctx)
+static __always_inline __u64 syscall_arg(struct pt_regs *r, int n)
 {
-	struct open_how how = {};
-	bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
-	return open_enter((const char *)ctx->args[1], (__u32)how.flags);
+	struct pt_regs___mcpcage_arm64 *a = (void *)r;
+	switch (n) {
+	case 0:
+		return a->orig_x0;
+	case 1:
+		return a->regs[1];
+	default:
+		return a->regs[2];
+	}
 }
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int cage_enter_open(struct trace_event_raw_sys_enter *ctx)
+#else
+static __always_inline __u64 syscall_arg(struct pt_regs *r, int n)
 {
-	return open_enter((const char *)ctx->args[0], (__u32)ctx->args[1]);
+	switch (n) {
+	case 0:
+		return r->di;
+	case 1:
+		return r->si;
+	default:
+		return r->dx;
+	}
 }
+#endif
 
-SEC("tracepoint/syscalls/sys_enter_creat")
-int cage_enter_creat(struct trace_event_raw_sys_enter *ctx)
+// open_args reads a finished open call's name pointer and its caller's
+// flags. (The call is told by the exit record's syscall number, read
+// here: a value carried from the program's start would multiply the
+// paths the verifier walks.)
+static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, const char **name, __u32 *flags)
 {
-	return open_enter((const char *)ctx->args[0], 0x241 /* O_CREAT|O_WRONLY|O_TRUNC */);
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	switch (ctx->id) {
+	case NR_OPENAT2: {
+		struct open_how how = {};
+		*name = (const char *)syscall_arg(r, 1);
+		bpf_probe_read_user(&how, sizeof(how), (void *)syscall_arg(r, 2));
+		*flags = (__u32)how.flags;
+		break;
+	}
+#ifdef NR_OPEN
+	case NR_OPEN:
+		*name = (const char *)syscall_arg(r, 0);
+		*flags = (__u32)syscall_arg(r, 1);
+		break;
+	case NR_CREAT:
+		*name = (const char *)syscall_arg(r, 0);
+		*flags = 0x241; // O_CREAT|O_WRONLY|O_TRUNC
+		break;
+#endif
+	default: // openat
+		*name = (const char *)syscall_arg(r, 1);
+		*flags = (__u32)syscall_arg(r, 2);
+	}
 }
 
 // Opens recently recorded, by session, process and file (the dentry on its
@@ -600,20 +622,18 @@ static __always_inline bool open_file(int fd, struct path *p, struct recent_key 
 	return p->dentry != 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
+static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct open_args args;
-	if (!take_task(&opens, &args, sizeof(args)))
-		return 0;
-	struct session *s = bpf_map_lookup_elem(&sessions, &args.cgid);
+	__u64 cgid;
+	struct session *s = watched_session(&cgid);
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
 	__u32 lens = s->deny_lens;
 	struct path p = {};
-	struct recent_key rk = {.cgid = args.cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
+	struct recent_key rk = {.cgid = cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
 	struct recent_val *rv = 0;
+	// The fold window needs no finer clock than the tick's.
 	__u64 now = bpf_ktime_get_ns();
 	__u32 denied = 0;
 	bool walked = false;
@@ -622,11 +642,11 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		rk.dentry = (__u64)p.dentry;
 		rk.mnt = (__u64)p.mnt;
 		rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
-		epoch = call_epoch(s, args.cgid);
+		epoch = call_epoch(s, cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
 		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch) {
 			// A repeat: the deny check alone, no path copied.
-			denied = walk_path(0, args.cgid, lens, p.dentry, p.mnt);
+			denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
 			walked = true;
 			if (!denied) {
 				__sync_fetch_and_add(&rv->folded, 1);
@@ -636,11 +656,11 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 	bool admitted = in_budget(s);
-	struct event *e = admitted ? new_event(args.cgid, EV_FILE_OPEN) : 0;
+	struct event *e = admitted ? new_event(cgid, EV_FILE_OPEN) : 0;
 	if (ret >= 0 && p.dentry) {
 		// The decision of the first walk stands (a second one could see
 		// a rename in between); this one copies the path for the event.
-		__u32 again = walk_path(e, args.cgid, lens, p.dentry, p.mnt);
+		__u32 again = walk_path(e, cgid, lens, p.dentry, p.mnt);
 		if (!walked)
 			denied = again;
 	}
@@ -661,17 +681,20 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 		// returns to user space and can read anything. Reported even
 		// over the session's budget.
 		bpf_send_signal(SIGKILL);
-		if (!e && (e = new_event(args.cgid, EV_FILE_OPEN)))
-			walk_path(e, args.cgid, lens, p.dentry, p.mnt);
+		if (!e && (e = new_event(cgid, EV_FILE_OPEN)))
+			walk_path(e, cgid, lens, p.dentry, p.mnt);
 	}
 	if (!e) {
 		if (!admitted)
 			count_lost(LOST_THROTTLED);
 		return 0;
 	}
+	const char *name = 0;
+	__u32 flags = 0;
+	open_args(ctx, &name, &flags);
 	e->result = ret;
-	e->flags = args.flags;
-	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.filename);
+	e->flags = flags;
+	bpf_probe_read_user_str(e->hint, sizeof(e->hint), name);
 	if (denied) {
 		e->kind = EV_FILE_DENIED;
 		e->killed = 1;
@@ -680,6 +703,10 @@ int cage_exit_open(struct trace_event_raw_sys_exit *ctx)
 	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
 }
+
+// One program for the four exits (openat, openat2, open, creat).
+SEC("tracepoint/syscalls/sys_exit_openat")
+int cage_exit_open(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx); }
 
 /* ---- unlink, rmdir, mkdir, rename ---- */
 

@@ -83,6 +83,17 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err := spec.Variables["session_level"].Set(level + 1); err != nil {
 		return nil, fmt.Errorf("set session_level: %w", err)
 	}
+	// The syscall tracepoints' cheap test of "under the parent cgroup".
+	parentID, err := CgroupID(o.CgroupParent)
+	if err != nil {
+		return nil, fmt.Errorf("parent cgroup id: %w", err)
+	}
+	if err := spec.Variables["parent_level"].Set(level); err != nil {
+		return nil, fmt.Errorf("set parent_level: %w", err)
+	}
+	if err := spec.Variables["parent_cgid"].Set(parentID); err != nil {
+		return nil, fmt.Errorf("set parent_cgid: %w", err)
+	}
 	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: c0offset}
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errNoMmap
@@ -163,8 +174,7 @@ func (c *Cage) attachObservers() (retErr error) {
 		name string
 		prog *ebpf.Program
 	}{
-		{"sys_enter_openat", c.objs.CageEnterOpenat}, {"sys_enter_openat2", c.objs.CageEnterOpenat2},
-		{"sys_enter_open", c.objs.CageEnterOpen}, {"sys_enter_creat", c.objs.CageEnterCreat},
+		// Opens have no entry program: their exit reads the arguments.
 		{"sys_exit_openat", c.objs.CageExitOpen}, {"sys_exit_openat2", c.objs.CageExitOpen},
 		{"sys_exit_open", c.objs.CageExitOpen}, {"sys_exit_creat", c.objs.CageExitOpen},
 		{"sys_enter_execve", c.objs.CageEnterExecve}, {"sys_enter_execveat", c.objs.CageEnterExecveat},

@@ -120,15 +120,6 @@ type cageLpm6 struct {
 	Addr      [16]uint8
 }
 
-type cageOpenArgs struct {
-	_        structs.HostLayout
-	Active   uint64
-	Cgid     uint64
-	Filename uint64
-	Flags    uint32
-	Pad      uint32
-}
-
 type cagePendingConnect struct {
 	_      structs.HostLayout
 	Ts     uint64
@@ -216,7 +207,6 @@ const (
 	cageMapFsops                = "fsops"
 	cageMapHandshakes           = "handshakes"
 	cageMapLost                 = "lost"
-	cageMapOpens                = "opens"
 	cageMapParentCgroup         = "parent_cgroup"
 	cageMapRecentOpens          = "recent_opens"
 	cageMapSessions             = "sessions"
@@ -225,16 +215,12 @@ const (
 	cageProgCageConnect4        = "cage_connect4"
 	cageProgCageConnect6        = "cage_connect6"
 	cageProgCageEnterConnect    = "cage_enter_connect"
-	cageProgCageEnterCreat      = "cage_enter_creat"
 	cageProgCageEnterExecve     = "cage_enter_execve"
 	cageProgCageEnterExecveat   = "cage_enter_execveat"
 	cageProgCageEnterLink       = "cage_enter_link"
 	cageProgCageEnterLinkat     = "cage_enter_linkat"
 	cageProgCageEnterMkdir      = "cage_enter_mkdir"
 	cageProgCageEnterMkdirat    = "cage_enter_mkdirat"
-	cageProgCageEnterOpen       = "cage_enter_open"
-	cageProgCageEnterOpenat     = "cage_enter_openat"
-	cageProgCageEnterOpenat2    = "cage_enter_openat2"
 	cageProgCageEnterRename     = "cage_enter_rename"
 	cageProgCageEnterRenameat   = "cage_enter_renameat"
 	cageProgCageEnterRenameat2  = "cage_enter_renameat2"
@@ -250,6 +236,8 @@ const (
 	cageProgCageTcpState        = "cage_tcp_state"
 	cageVarCalibNonce           = "calib_nonce"
 	cageVarCalibOption          = "calib_option"
+	cageVarParentCgid           = "parent_cgid"
+	cageVarParentLevel          = "parent_level"
 	cageVarSessionLevel         = "session_level"
 	cageVarTrackHandshakes      = "track_handshakes"
 	cageVarUnusedConnectOutcome = "unused_connect_outcome"
@@ -306,16 +294,12 @@ type cageProgramSpecs struct {
 	CageConnect4       *ebpf.ProgramSpec `ebpf:"cage_connect4"`
 	CageConnect6       *ebpf.ProgramSpec `ebpf:"cage_connect6"`
 	CageEnterConnect   *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
-	CageEnterCreat     *ebpf.ProgramSpec `ebpf:"cage_enter_creat"`
 	CageEnterExecve    *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
 	CageEnterExecveat  *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
 	CageEnterLink      *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
 	CageEnterLinkat    *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
 	CageEnterMkdir     *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
 	CageEnterMkdirat   *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
-	CageEnterOpen      *ebpf.ProgramSpec `ebpf:"cage_enter_open"`
-	CageEnterOpenat    *ebpf.ProgramSpec `ebpf:"cage_enter_openat"`
-	CageEnterOpenat2   *ebpf.ProgramSpec `ebpf:"cage_enter_openat2"`
 	CageEnterRename    *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
 	CageEnterRenameat  *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
 	CageEnterRenameat2 *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
@@ -346,7 +330,6 @@ type cageMapSpecs struct {
 	Fsops          *ebpf.MapSpec `ebpf:"fsops"`
 	Handshakes     *ebpf.MapSpec `ebpf:"handshakes"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
-	Opens          *ebpf.MapSpec `ebpf:"opens"`
 	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.MapSpec `ebpf:"recent_opens"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
@@ -359,6 +342,8 @@ type cageMapSpecs struct {
 type cageVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
+	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
 	TrackHandshakes      *ebpf.VariableSpec `ebpf:"track_handshakes"`
 	UnusedConnectOutcome *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
@@ -400,7 +385,6 @@ type cageMaps struct {
 	Fsops          *ebpf.Map `ebpf:"fsops"`
 	Handshakes     *ebpf.Map `ebpf:"handshakes"`
 	Lost           *ebpf.Map `ebpf:"lost"`
-	Opens          *ebpf.Map `ebpf:"opens"`
 	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.Map `ebpf:"recent_opens"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
@@ -420,7 +404,6 @@ func (m *cageMaps) Close() error {
 		m.Fsops,
 		m.Handshakes,
 		m.Lost,
-		m.Opens,
 		m.ParentCgroup,
 		m.RecentOpens,
 		m.Sessions,
@@ -434,6 +417,8 @@ func (m *cageMaps) Close() error {
 type cageVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
+	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`
 	TrackHandshakes      *ebpf.Variable `ebpf:"track_handshakes"`
 	UnusedConnectOutcome *ebpf.Variable `ebpf:"unused_connect_outcome"`
@@ -452,16 +437,12 @@ type cagePrograms struct {
 	CageConnect4       *ebpf.Program `ebpf:"cage_connect4"`
 	CageConnect6       *ebpf.Program `ebpf:"cage_connect6"`
 	CageEnterConnect   *ebpf.Program `ebpf:"cage_enter_connect"`
-	CageEnterCreat     *ebpf.Program `ebpf:"cage_enter_creat"`
 	CageEnterExecve    *ebpf.Program `ebpf:"cage_enter_execve"`
 	CageEnterExecveat  *ebpf.Program `ebpf:"cage_enter_execveat"`
 	CageEnterLink      *ebpf.Program `ebpf:"cage_enter_link"`
 	CageEnterLinkat    *ebpf.Program `ebpf:"cage_enter_linkat"`
 	CageEnterMkdir     *ebpf.Program `ebpf:"cage_enter_mkdir"`
 	CageEnterMkdirat   *ebpf.Program `ebpf:"cage_enter_mkdirat"`
-	CageEnterOpen      *ebpf.Program `ebpf:"cage_enter_open"`
-	CageEnterOpenat    *ebpf.Program `ebpf:"cage_enter_openat"`
-	CageEnterOpenat2   *ebpf.Program `ebpf:"cage_enter_openat2"`
 	CageEnterRename    *ebpf.Program `ebpf:"cage_enter_rename"`
 	CageEnterRenameat  *ebpf.Program `ebpf:"cage_enter_renameat"`
 	CageEnterRenameat2 *ebpf.Program `ebpf:"cage_enter_renameat2"`
@@ -483,16 +464,12 @@ func (p *cagePrograms) Close() error {
 		p.CageConnect4,
 		p.CageConnect6,
 		p.CageEnterConnect,
-		p.CageEnterCreat,
 		p.CageEnterExecve,
 		p.CageEnterExecveat,
 		p.CageEnterLink,
 		p.CageEnterLinkat,
 		p.CageEnterMkdir,
 		p.CageEnterMkdirat,
-		p.CageEnterOpen,
-		p.CageEnterOpenat,
-		p.CageEnterOpenat2,
 		p.CageEnterRename,
 		p.CageEnterRenameat,
 		p.CageEnterRenameat2,

@@ -25,14 +25,17 @@
 // recorded are read in any case.
 //
 // Observation: file opens (openat, openat2, open, creat: flags, result and
-// the kernel's own path of the new fd), directory operations (unlink,
+// the kernel's own path of the new fd; one program at the calls' exit,
+// which reads their arguments from the task's saved user registers, so
+// an open pays for one tracepoint program, not an entry and an exit), directory operations (unlink,
 // rmdir, mkdir, rename, link: the kernel's base directory), execs
 // (sched_process_exec: the kernel's file name; the head of argv read at
 // execve entry) and connections (with connect(2)'s result, or the TCP
 // handshake's for a non-blocking connect) arrive through one ring buffer.
 // The observation programs are attached only while a session is
 // registered, and let every task outside mcpcage's parent cgroup go with a
-// constant-time check. Strings read from user memory are hints for the
+// constant-time check (the task's cgroup ancestor at the parent's level
+// against the parent's id, set at load). Strings read from user memory are hints for the
 // audit only. Failed reservations and events beyond a session's rate are
 // counted per CPU, never dropped silently.
 //

@@ -40,6 +40,8 @@ const (
 	lsmMapParentCgroup         = "parent_cgroup"
 	lsmMapSessions             = "sessions"
 	lsmProgCageFileOpen        = "cage_file_open"
+	lsmVarParentCgid           = "parent_cgid"
+	lsmVarParentLevel          = "parent_level"
 	lsmVarSessionLevel         = "session_level"
 	lsmVarUnusedConnectOutcome = "unused_connect_outcome"
 	lsmVarUnusedEvent          = "unused_event"
@@ -109,6 +111,8 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
+	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
+	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
 	UnusedConnectOutcome *ebpf.VariableSpec `ebpf:"unused_connect_outcome"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -159,6 +163,8 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
+	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
+	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`
 	UnusedConnectOutcome *ebpf.Variable `ebpf:"unused_connect_outcome"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`

@@ -1,0 +1,79 @@
+package bpf
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openCall is one of the open system calls, made on name with flags the
+// event must report (the caller's, read from its saved registers at the
+// call's exit).
+type openCall struct {
+	name  string
+	flags uint32
+	open  func(path string) (int, error)
+}
+
+// openCalls are the open system calls of this architecture, each with
+// flags of its own.
+func openCalls() []openCall {
+	calls := []openCall{
+		{"openat", unix.O_RDONLY | unix.O_CLOEXEC, func(p string) (int, error) {
+			return unix.Openat(unix.AT_FDCWD, p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		}},
+		{"openat2", unix.O_RDONLY | unix.O_NOFOLLOW, func(p string) (int, error) {
+			return unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NOFOLLOW})
+		}},
+	}
+	calls = append(calls, legacyOpenCalls()...)
+	return calls
+}
+
+// Each open system call's event names the file the caller passed (hint)
+// and the flags it passed: there is no entry program, the exit reads
+// them from the task's saved registers (openat2: from its struct
+// open_how). The kernel's path is the file's.
+func TestOpenCallsReportTheirArguments(t *testing.T) {
+	c, parent := loadForTest(t)
+	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	dir := t.TempDir()
+	for _, call := range openCalls() {
+		if err := os.WriteFile(filepath.Join(dir, call.name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	got := map[string]Event{} // by hint
+	if err := c.Events(func(e Event) {
+		if e.Cgroup == cgid && e.Kind == KindFileOpen {
+			mu.Lock()
+			got[e.Hint] = e
+			mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	child(t, "open-calls", 1, session, dir)
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, call := range openCalls() {
+		t.Run(call.name, func(t *testing.T) {
+			path := filepath.Join(dir, call.name)
+			e, ok := got[path]
+			if !ok {
+				t.Fatalf("no file.open event with hint %q", path)
+			}
+			if e.Flags != call.flags || e.Path != path || e.Result < 0 {
+				t.Fatalf("event flags %#x path %q result %d, want flags %#x path %q and an fd", e.Flags, e.Path, e.Result, call.flags, path)
+			}
+		})
+	}
+}
