@@ -10,6 +10,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -221,9 +222,9 @@ func mayNameInputRequests(obj []byte) bool {
 // requests were refused: for a tools/call a result with isError (the
 // model reads why), for another response an error; a notification is
 // dropped (nil). The line has no terminator (a relay.Verdict's Replace).
-func refusedResult(id []byte, request, reason string) []byte {
+func refusedResult(id []byte, method, reason string) []byte {
 	text := "mcpcage refused this result: " + reason
-	if request == "tools/call" {
+	if request.Method(method) == request.ToolsCall {
 		body, _ := json.Marshal(map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true, "resultType": "complete"})
 		return append(append(append(append([]byte(`{"jsonrpc":"2.0","id":`), orNull(id)...), `,"result":`...), body...), '}')
 	}

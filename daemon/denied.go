@@ -3,6 +3,7 @@ package daemon
 import (
 	"time"
 
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
 )
 
@@ -25,7 +26,7 @@ func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
 	args := e.SafeArgs()
 	var calls []string
 	if s.relay != nil {
-		for _, c := range s.relay.CallsAt(time.Now(), "tools/call") {
+		for _, c := range s.relay.CallsAt(time.Now(), string(request.ToolsCall)) {
 			calls = append(calls, c.ID)
 		}
 	}

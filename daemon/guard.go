@@ -27,6 +27,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/inject"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -806,34 +807,43 @@ func (p *sessionPolicy) flowOther(e *wire.Envelope, msg []byte) (relay.Verdict, 
 	return relay.Verdict{Replace: line[:len(line)-1]}, true
 }
 
+// readFlowKind is the influence kind of what a resources/read or a
+// prompts/get returns.
+func readFlowKind(m request.Method) flow.Kind {
+	if m == request.PromptsGet {
+		return flow.Prompt
+	}
+	return flow.Resource
+}
+
 // errorInfluence follows a JSON-RPC error answering a tools/call,
 // resources/read or prompts/get: its message and data reach the agent
 // as a result would (they taint the run and are scanned). A suspect one
 // is withheld as a result would be.
-func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, request string) (relay.Verdict, bool) {
+func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method string) (relay.Verdict, bool) {
 	id := e.ID.Of(msg)
 	var kind flow.Kind
 	var name, call, tool string
-	switch request {
-	case "tools/call":
+	switch request.Method(method) {
+	case request.ToolsCall:
 		c, ok := p.takeCall(id)
 		if !ok {
 			return relay.Verdict{}, false
 		}
 		p.d.newCall(p.s) // the call ended: later opens are not its
 		kind, name, call, tool = flow.ToolResult, c.tool, c.call, c.tool
-	case "resources/read", "prompts/get":
+	case request.ResourcesRead, request.PromptsGet:
 		n, ok := p.takeRead(id)
 		if !ok {
 			return relay.Verdict{}, false
 		}
-		kind, name = map[string]flow.Kind{"resources/read": flow.Resource, "prompts/get": flow.Prompt}[request], n
+		kind, name = readFlowKind(request.Method(method)), n
 	default:
 		return relay.Verdict{}, false
 	}
 	in, suspects := p.influence(kind, name, call, e.Error.Of(msg))
 	if why := p.suspect(in, tool, suspects); why != "" {
-		return relay.Verdict{Replace: refusedResult(id, request, why)}, true
+		return relay.Verdict{Replace: refusedResult(id, method, why)}, true
 	}
 	return relay.Verdict{}, false
 }

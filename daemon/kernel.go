@@ -25,6 +25,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/request"
 )
 
 // pinRoot is mcpcage's directory in the BPF file system: the exec
@@ -348,7 +349,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			}
 		}
 	}
-	for _, c := range s.relay.CallsAt(ev.Time, "tools/call") {
+	for _, c := range s.relay.CallsAt(ev.Time, string(request.ToolsCall)) {
 		ke.InFlight = append(ke.InFlight, c.ID)
 	}
 	srv := s.srv

@@ -414,11 +414,11 @@ func toolError(id []byte, text string, era relay.Era) []byte {
 
 // FromServer filters lists to what the agent may use, and makes sure the
 // client is told when that changes.
-func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string) relay.Verdict {
+func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) relay.Verdict {
 	if e.Kind == wire.KindNotification && e.Method == methodListenAcked {
 		return p.acknowledged(e, msg)
 	}
-	if e.Kind == wire.KindResponse && request == methodListen {
+	if e.Kind == wire.KindResponse && method == methodListen {
 		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
 	}
 	if e.Kind == wire.KindRequest {
@@ -430,7 +430,7 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 		}
 	}
 	if e.Kind == wire.KindResponse && e.Result.Empty() {
-		if v, withheld := p.errorInfluence(e, msg, request); withheld {
+		if v, withheld := p.errorInfluence(e, msg, method); withheld {
 			return v
 		}
 	}
@@ -441,60 +441,59 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, request string)
 	resultSpan := wire.Span{Start: e.Result.Start - e.Whole.Start, End: e.Result.End - e.Whole.Start}
 	result := resultSpan.Of(whole)
 	if why := p.inputRequests(e.ID.Of(msg), result); why != "" {
-		if request == "tools/call" {
+		if request.Method(method) == request.ToolsCall {
 			p.recordResult(e, msg, result)
 		}
-		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 	}
 	var newResult []byte
 	var refused string
-	switch request {
-	case "tools/call":
+	switch request.Method(method) {
+	case request.ToolsCall:
 		if c, ok := p.recordResult(e, msg, result); ok {
 			in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
 			if why := p.suspect(in, c.tool, suspects); why != "" {
-				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 			}
 		}
 		return relay.Verdict{}
-	case "resources/read", "prompts/get":
+	case request.ResourcesRead, request.PromptsGet:
 		if name, ok := p.takeRead(e.ID.Of(msg)); ok {
-			k := map[string]flow.Kind{"resources/read": flow.Resource, "prompts/get": flow.Prompt}[request]
-			in, suspects := p.influence(k, name, "", result)
+			in, suspects := p.influence(readFlowKind(request.Method(method)), name, "", result)
 			if why := p.suspect(in, "", suspects); why != "" {
-				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 			}
 		}
 		return relay.Verdict{}
-	case "tools/list":
+	case request.ToolsList:
 		newResult, refused = p.filterList(result, "tools", "name", consent.KindTool)
-	case "prompts/list":
+	case request.PromptsList:
 		newResult, refused = p.filterList(result, "prompts", "name", consent.KindPrompt)
-	case "resources/list":
+	case request.ResourcesList:
 		newResult, refused = p.filterList(result, "resources", "uri", consent.KindResource)
-	case "initialize", "server/discover":
+	case request.Initialize, request.ServerDiscover:
 		newResult = advertiseListChanged(result)
 		// Its instructions are for the model: scanned, recorded.
-		in, suspects := p.influence(flow.ServerInfo, request, "", result)
+		in, suspects := p.influence(flow.ServerInfo, method, "", result)
 		p.suspect(in, "", suspects)
-	case "completion/complete":
+	case request.CompletionComplete:
 		// Completion values can be the server's data: they taint.
-		in, suspects := p.influence(flow.Completion, request, "", result)
+		in, suspects := p.influence(flow.Completion, method, "", result)
 		if why := p.suspect(in, "", suspects); why != "" {
-			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
-	case "resources/templates/list":
-		in, suspects := p.influence(flow.ResourceList, request, "", result)
+	case request.ResourcesTemplatesList:
+		in, suspects := p.influence(flow.ResourceList, method, "", result)
 		if why := p.suspect(in, "", suspects); why != "" {
-			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, why)}
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 	}
 	if refused != "" {
 		s := p.s
 		s.denied.Add(1)
-		s.log.Warn("list refused", "request", request, "reason", refused)
-		p.d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: relay.ServerToClient, method: request, kind: "response", id: append(json.RawMessage(nil), e.ID.Of(msg)...), reason: refused}))
-		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), request, refused)}
+		s.log.Warn("list refused", "request", method, "reason", refused)
+		p.d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: relay.ServerToClient, method: method, kind: "response", id: append(json.RawMessage(nil), e.ID.Of(msg)...), reason: refused}))
+		return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, refused)}
 	}
 	if newResult == nil {
 		return relay.Verdict{}

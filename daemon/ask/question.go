@@ -14,6 +14,8 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/mcpcage/mcpcage/api"
+
+	"github.com/mcpcage/mcpcage/daemon/request"
 )
 
 // Question is what the user is asked: who wants what, with which
@@ -56,8 +58,8 @@ const decisionField = "decision"
 func (q Question) Message() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s [code %s, shown by `mcpcage sessions`]\n", Title, q.Code)
-	verb := map[string]string{"tools/call": "call tool", "resources/read": "read resource", "resources/subscribe": "subscribe to resource",
-		"prompts/get": "get prompt", "completion/complete": "complete an argument of " + q.Kind}[q.Method]
+	verb := map[request.Method]string{request.ToolsCall: "call tool", request.ResourcesRead: "read resource", request.ResourcesSubscribe: "subscribe to resource",
+		request.PromptsGet: "get prompt", request.CompletionComplete: "complete an argument of " + q.Kind}[request.Method(q.Method)]
 	if verb == "" {
 		verb = q.Method + " on " + q.Kind
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -46,7 +47,7 @@ const (
 func (r *Relay) noteClaims(msg []byte, e *wire.Envelope) {
 	params := e.Params.Of(msg)
 	switch {
-	case e.Method == "initialize":
+	case e.Method == string(request.Initialize):
 		var p struct {
 			ProtocolVersion string          `json:"protocolVersion"`
 			ClientInfo      json.RawMessage `json:"clientInfo"`

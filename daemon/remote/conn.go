@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -282,10 +283,10 @@ func paramsHeaders(method string, params []byte) (name, version string) {
 	if json.Unmarshal(params, &p) != nil {
 		return "", ""
 	}
-	switch method {
-	case "tools/call", "prompts/get":
+	switch request.Method(method) {
+	case request.ToolsCall, request.PromptsGet:
 		name = p.Name
-	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+	case request.ResourcesRead, request.ResourcesSubscribe, request.ResourcesUnsubscribe:
 		name = p.URI
 	}
 	if v, ok := p.Meta["io.modelcontextprotocol/protocolVersion"]; ok {
@@ -298,7 +299,7 @@ func paramsHeaders(method string, params []byte) (name, version string) {
 func (c *Conn) send(line []byte) {
 	m := read(line)
 	switch {
-	case m.method == "initialize":
+	case m.method == string(request.Initialize):
 		// The session id and protocol version come with its answer: what
 		// follows waits for it.
 		c.mu.Lock()
@@ -458,7 +459,7 @@ func (c *Conn) exchange(m *message) {
 			drain(resp)
 			c.failAll(m, wire.CodeUpstream, ClassUpstream, msg)
 			return
-		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != "initialize" && !reinit:
+		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != string(request.Initialize) && !reinit:
 			stale := resp.Request.Header.Get("Mcp-Session-Id")
 			drain(resp)
 			reinit = true
@@ -468,7 +469,7 @@ func (c *Conn) exchange(m *message) {
 			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, c.opts.Server+" ended its session (404 for Mcp-Session-Id) and refused a new one: restart the MCP server in your client")
 			go c.finish(c.opts.Server + " ended its session")
 			return
-		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != "initialize":
+		case resp.StatusCode == http.StatusNotFound && c.session() != "" && m.method != string(request.Initialize):
 			drain(resp)
 			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, c.opts.Server+" ended its session (404 for Mcp-Session-Id): restart the MCP server in your client")
 			go c.finish(c.opts.Server + " ended its session")
@@ -614,7 +615,7 @@ func (c *Conn) session() string {
 // answer relays a 2xx (or a 4xx whose body is JSON-RPC) answer.
 func (c *Conn) answer(m *message, resp *http.Response) {
 	defer drain(resp)
-	if m.method == "initialize" && resp.StatusCode/100 == 2 {
+	if m.method == string(request.Initialize) && resp.StatusCode/100 == 2 {
 		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" && visibleASCII(sid) {
 			c.mu.Lock()
 			c.sessionID = sid
@@ -670,7 +671,7 @@ func answers(body []byte, m *message) bool {
 
 // noteAnswer keeps the protocol version an initialize answer chose.
 func (c *Conn) noteAnswer(m *message, body []byte) {
-	if m.method != "initialize" {
+	if m.method != string(request.Initialize) {
 		return
 	}
 	var r struct {

@@ -30,10 +30,13 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
-// Method is an MCP method whose requests need a decision.
+// Method is an MCP method the policy reads: one whose requests need a
+// decision, or whose responses it reads or rewrites.
 type Method string
 
-// The methods a decision covers.
+// The methods a decision covers, then those whose responses the policy
+// reads or rewrites (lists it filters, handshakes whose instructions it
+// scans).
 const (
 	ToolsCall            Method = "tools/call"
 	ResourcesRead        Method = "resources/read"
@@ -41,6 +44,13 @@ const (
 	ResourcesUnsubscribe Method = "resources/unsubscribe"
 	PromptsGet           Method = "prompts/get"
 	CompletionComplete   Method = "completion/complete"
+
+	ToolsList              Method = "tools/list"
+	PromptsList            Method = "prompts/list"
+	ResourcesList          Method = "resources/list"
+	ResourcesTemplatesList Method = "resources/templates/list"
+	Initialize             Method = "initialize"
+	ServerDiscover         Method = "server/discover"
 )
 
 // TargetKind is what a request acts on.
