@@ -90,6 +90,14 @@ func runLoop(kind string, n int) time.Duration {
 				_ = syscall.Close(fd)
 			}
 		}
+	case "open-call": // the open system call named MCPCAGE_BENCH_PATH, once, on MCPCAGE_BENCH_ADDR
+		for _, c := range openCalls() {
+			if c.name == os.Getenv("MCPCAGE_BENCH_PATH") {
+				if fd, err := c.open(file); err == nil {
+					_ = syscall.Close(fd)
+				}
+			}
+		}
 	case "dial": // one attempt, whatever its outcome
 		if c, err := net.Dial(os.Getenv("MCPCAGE_BENCH_PROTO"), os.Getenv("MCPCAGE_BENCH_ADDR")); err == nil {
 			_ = c.Close()

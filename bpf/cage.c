@@ -91,11 +91,10 @@ struct {
 	__type(value, __u8);
 } udp_seen SEC(".maps");
 
-// Opens in flight between syscall entry and exit.
 // take moves the calling thread's entry of a per-thread hash map into out.
 static __always_inline bool take(void *map, void *out, __u32 size)
 {
-	if (!in_cage())
+	if (!under_parent())
 		return false;
 	__u64 id = bpf_get_current_pid_tgid();
 	void *v = bpf_map_lookup_elem(map, &id);
@@ -110,7 +109,7 @@ static __always_inline bool take(void *map, void *out, __u32 size)
 // map into out: entries start with a __u64 'active', set at syscall entry.
 static __always_inline bool take_task(void *map, void *out, __u32 size)
 {
-	if (!in_cage())
+	if (!under_parent())
 		return false;
 	__u64 *active = bpf_task_storage_get(map, bpf_get_current_task_btf(), 0, 0);
 	if (!active || !*active)
@@ -452,10 +451,12 @@ int cage_sendmsg6(struct bpf_sock_addr *ctx) { return check6(ctx, EV_UDP_SEND); 
 //
 // The open calls' numbers (the exit record's id).
 #if defined(__TARGET_ARCH_arm64)
+#define NR_OPENAT 56
 #define NR_OPENAT2 437
 #else
 #define NR_OPEN 2
 #define NR_CREAT 85
+#define NR_OPENAT 257
 #define NR_OPENAT2 437
 #endif
 
@@ -500,7 +501,14 @@ static __always_inline __u64 syscall_arg(struct pt_regs *r, int n)
 static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, const char **name, __u32 *flags)
 {
 	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	switch (ctx->id) {
+	// A syscall exit tracepoint's record has a 4-byte number where the
+	// raw_syscalls struct declares a long: the upper half is not the
+	// kernel's to promise (stack padding), so only the lower is read.
+	switch ((int)ctx->id) {
+	case NR_OPENAT:
+		*name = (const char *)syscall_arg(r, 1);
+		*flags = (__u32)syscall_arg(r, 2);
+		break;
 	case NR_OPENAT2: {
 		struct open_how how = {};
 		*name = (const char *)syscall_arg(r, 1);
@@ -518,9 +526,9 @@ static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, cons
 		*flags = 0x241; // O_CREAT|O_WRONLY|O_TRUNC
 		break;
 #endif
-	default: // openat
-		*name = (const char *)syscall_arg(r, 1);
-		*flags = (__u32)syscall_arg(r, 2);
+	default: // not an open call: nothing to report
+		*name = 0;
+		*flags = 0;
 	}
 }
 
@@ -633,7 +641,6 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	struct path p = {};
 	struct recent_key rk = {.cgid = cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
 	struct recent_val *rv = 0;
-	// The fold window needs no finer clock than the tick's.
 	__u64 now = bpf_ktime_get_ns();
 	__u32 denied = 0;
 	bool walked = false;

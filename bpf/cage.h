@@ -207,17 +207,23 @@ static __always_inline struct session *current_session(__u64 *cgid)
 	return bpf_map_lookup_elem(&sessions, cgid);
 }
 
-// Set by the loader: mcpcage's parent cgroup, its level and id.
+// Set by the loader of cage.c: mcpcage's parent cgroup, its level and id.
 volatile const __u32 parent_level = 0;
 volatile const __u64 parent_cgid = 0;
 
-// watched_session is current_session for the syscall tracepoints, which
-// every task on the host passes: a task outside the parent cgroup is let
-// go after one ancestor id read (cheaper than in_cage's cgroup array
-// look-up and descendant test).
+// under_parent is in_cage for the syscall tracepoints, which every task
+// on the host passes: a task outside the parent cgroup is let go after
+// one ancestor id read (cheaper than in_cage's cgroup array look-up and
+// descendant test). Only for cage.c, whose loader sets the two constants.
+static __always_inline bool under_parent(void)
+{
+	return bpf_get_current_ancestor_cgroup_id(parent_level) == parent_cgid;
+}
+
+// watched_session is current_session for the syscall tracepoints.
 static __always_inline struct session *watched_session(__u64 *cgid)
 {
-	if (bpf_get_current_ancestor_cgroup_id(parent_level) != parent_cgid)
+	if (!under_parent())
 		return 0;
 	return current_session(cgid);
 }

@@ -92,8 +92,15 @@ func deniedFile(t *testing.T) string {
 // ("": /etc/hostname), then one of path.
 func openThen(t *testing.T, session string, n int, first, path string) error {
 	t.Helper()
+	return runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path, "MCPCAGE_BENCH_ADDR="+first)
+}
+
+// runChildIn runs the test binary's loop child (TestMain) with env added,
+// placed in cgroup session from its start, and returns how it ended.
+func runChildIn(t *testing.T, session string, env ...string) error {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path, "MCPCAGE_BENCH_ADDR="+first)
+	cmd.Env = append(os.Environ(), env...)
 	fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,12 @@
 package bpf
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +76,23 @@ func TestOpenCallsReportTheirArguments(t *testing.T) {
 			}
 			if e.Flags != call.flags || e.Path != path || e.Result < 0 {
 				t.Fatalf("event flags %#x path %q result %d, want flags %#x path %q and an fd", e.Flags, e.Path, e.Result, call.flags, path)
+			}
+		})
+	}
+}
+
+// Every open system call is deny-checked by the one exit program: a
+// successful open of a denied file through any of them kills the opener.
+func TestEveryOpenCallIsDenyChecked(t *testing.T) {
+	c, parent := loadForTest(t)
+	session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	for _, call := range openCalls() {
+		t.Run(call.name, func(t *testing.T) {
+			secret := deniedFile(t)
+			err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-call", "MCPCAGE_BENCH_N=1", "MCPCAGE_BENCH_PATH="+call.name, "MCPCAGE_BENCH_ADDR="+secret)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("%s of %s: %v, want the opener killed (SIGKILL)", call.name, secret, err)
 			}
 		})
 	}

@@ -98,7 +98,9 @@
 //	                may spend up to one period's quota (100 ms × cpus) of
 //	                CPU time it left unused above it (the CFS burst)
 //	seccomp         "default" (mcpcage's profile), "unconfined", or an
-//	                absolute path to an OCI seccomp profile (JSON) [default]
+//	                absolute path to an OCI seccomp profile (JSON), whose
+//	                architecture list is replaced by the native one (32-bit
+//	                calls escape the eBPF layer) [default]
 //	network         "none" (own network namespace, loopback only) or "host"
 //	                [none]
 //	egress          with network = "host": the destinations it may reach,
