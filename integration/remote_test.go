@@ -104,7 +104,9 @@ func (d *daemon) login(t *testing.T, browser *http.Client, args ...string) strin
 		_ = cmd.Wait()
 		t.Fatalf("mcpcage login printed no link:\n%s%s", seen.String(), out.String())
 	}
+	copied := make(chan struct{}) // the rest of its output read: it exited
 	go func() {
+		defer close(copied)
 		for sc.Scan() {
 			_, _ = out.Write([]byte(sc.Text() + "\n"))
 		}
@@ -128,6 +130,13 @@ func (d *daemon) login(t *testing.T, browser *http.Client, args ...string) strin
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("mcpcage login did not finish:\n%s%s", seen.String(), out.String())
+	}
+	// Wait returns once the process has exited, not once its last lines
+	// were read: the output is whole only at the pipe's end.
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mcpcage login's output did not end:\n%s%s", seen.String(), out.String())
 	}
 	return seen.String() + out.String()
 }
