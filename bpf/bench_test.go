@@ -122,19 +122,31 @@ func runLoop(kind string, n int) time.Duration {
 	return time.Since(start)
 }
 
+// loopChild prepares this test binary again as a loop child (TestMain),
+// with env added, placed in cgroup dir from its start ("": the caller's
+// own). Call release once the child started.
+func loopChild(t testing.TB, dir string, env ...string) (cmd *exec.Cmd, release func()) {
+	t.Helper()
+	cmd = exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	if dir == "" {
+		return cmd, func() {}
+	}
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	return cmd, func() { _ = syscall.Close(fd) }
+}
+
 // startChildIn starts this test binary again, with env added, as a
 // process placed in cgroup dir from its start, with pipes to its stdin
 // and from its stdout.
 func startChildIn(t testing.TB, dir string, env ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
-	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = syscall.Close(fd) }()
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	cmd, release := loopChild(t, dir, env...)
+	defer release()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -154,16 +166,8 @@ func startChildIn(t testing.TB, dir string, env ...string) (*exec.Cmd, io.WriteC
 // network loops use, or the file the open loops open ("": /etc/hostname).
 func child(b testing.TB, kind string, n int, dir, addr string) float64 {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MCPCAGE_BENCH_LOOP="+kind, "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+addr)
-	if dir != "" {
-		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() { _ = syscall.Close(fd) }()
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	}
+	cmd, release := loopChild(b, dir, "MCPCAGE_BENCH_LOOP="+kind, "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+addr)
+	defer release()
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("bench child: %v", err)

@@ -6,10 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/mcpcage/mcpcage/bpf/probe"
@@ -99,14 +97,8 @@ func openThen(t *testing.T, session string, n int, first, path string) error {
 // placed in cgroup session from its start, and returns how it ended.
 func runChildIn(t *testing.T, session string, env ...string) error {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
-	fd, err := syscall.Open(session, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = syscall.Close(fd) }()
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	cmd, release := loopChild(t, session, env...)
+	defer release()
 	return cmd.Run()
 }
 
