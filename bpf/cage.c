@@ -614,7 +614,6 @@ struct {
 	__type(value, struct recent_val);
 } recent_opens SEC(".maps");
 
-// open_file finds the file a successful open installed at fd.
 // open_file finds the file a successful open installed at fd: its path,
 // and its flags and mode into k (what the kernel opened, whatever the
 // caller's memory said).
@@ -624,6 +623,14 @@ static __always_inline bool open_file(int fd, struct path *p, struct recent_key 
 	struct file *f = 0;
 	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return false;
+	if (use_direct_reads()) {
+		struct file *kf = kcast(f, struct file);
+		p->dentry = kf->f_path.dentry;
+		p->mnt = kf->f_path.mnt;
+		k->flags = kf->f_flags;
+		k->fmode = kf->f_mode;
+		return p->dentry != 0;
+	}
 	bpf_core_read(p, sizeof(*p), &f->f_path);
 	k->flags = BPF_CORE_READ(f, f_flags);
 	k->fmode = BPF_CORE_READ(f, f_mode);
@@ -648,7 +655,10 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret >= 0 && open_file(ret, &p, &rk)) {
 		rk.dentry = (__u64)p.dentry;
 		rk.mnt = (__u64)p.mnt;
-		rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
+		if (use_direct_reads())
+			rk.ino = kcast(p.dentry, struct dentry)->d_inode->i_ino;
+		else
+			rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
 		epoch = call_epoch(s, cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
 		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch) {

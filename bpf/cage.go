@@ -38,6 +38,9 @@ type Cage struct {
 	// by syscall rather than by a store into mapped memory.
 	slots   *callSlots
 	mmapErr error
+	// directErr says why the programs read kernel structures by
+	// bpf_probe_read_kernel rather than by direct loads (nil: direct).
+	directErr error
 }
 
 // Options configure Load.
@@ -52,10 +55,16 @@ type Options struct {
 	// noMmap makes the call epochs go by syscall, as on a kernel without
 	// mmapable BPF arrays: the tests take that path too.
 	noMmap bool
+	// noDirectReads makes the programs read kernel structures by helper
+	// calls, as on a kernel without bpf_rdonly_cast: the tests take that
+	// path too.
+	noDirectReads bool
 }
 
-// errNoMmap is why the call epochs go by syscall under Options.noMmap.
-var errNoMmap = errors.New("turned off by the caller")
+// errTurnedOff is why the call epochs go by syscall under Options.noMmap,
+// and why kernel structures are read by helper calls under
+// Options.noDirectReads.
+var errTurnedOff = errors.New("turned off by the caller")
 
 // Load loads the programs, attaches the cgroup hooks to the parent and the
 // observation tracepoints, and returns the cage.
@@ -96,13 +105,23 @@ func Load(o Options) (_ *Cage, retErr error) {
 	}
 	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: c0offset}
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
-		c.mmapErr = errNoMmap
+		c.mmapErr = errTurnedOff
 	}
 	if c.mmapErr != nil {
 		// The same array, written by map updates instead.
 		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
 	}
-	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
+	if c.directErr = directReadsSupported(); c.directErr == nil && o.noDirectReads {
+		c.directErr = errTurnedOff
+	}
+	err = loadDirect(spec, c.directErr == nil, &c.objs)
+	if err != nil && c.directErr == nil {
+		// A kernel that has the kfunc but refuses it to these programs:
+		// the helper reads do the same.
+		c.directErr = fmt.Errorf("the kernel refused them: %w", err)
+		err = loadDirect(spec, false, &c.objs)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("eBPF verifier rejected the programs: %+v", ve)
@@ -341,6 +360,13 @@ func (c *Cage) Handshakes() (bool, error) {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	return c.handshakes, c.handshakesErr
+}
+
+// DirectReads reports whether the programs read the kernel's files,
+// dentries and mounts by direct loads (bpf_rdonly_cast), and why not:
+// without it each field is a bpf_probe_read_kernel call.
+func (c *Cage) DirectReads() (bool, error) {
+	return c.directErr == nil, c.directErr
 }
 
 // CallEpochsMapped reports whether moving a session's call epoch

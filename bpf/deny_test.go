@@ -19,14 +19,20 @@ type denyCase struct {
 // The kernel reads only the path components whose length a denied name
 // has (struct session's deny_lens; lengths from 31 up share one bit): a
 // denied name of any length still kills, and a name of the same length
-// that differs does not.
+// that differs does not. Both ways of reading the kernel's dentries.
 func TestDenyByComponentLength(t *testing.T) {
 	names := []string{".ssh", strings.Repeat("a", 30), strings.Repeat("b", 31), strings.Repeat("c", 40), strings.Repeat("d", 47)}
 	deny := map[string]int{}
 	for i, n := range names {
 		deny[n] = i
 	}
-	c, parent := loadForTest(t)
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) { denyByComponentLength(t, rp.opts, names, deny) })
+	}
+}
+
+func denyByComponentLength(t *testing.T, o Options, names []string, deny map[string]int) {
+	c, parent := loadWith(t, o)
 	session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: deny})
 	dir := t.TempDir()
 	file := func(elem ...string) string {

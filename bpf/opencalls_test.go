@@ -42,9 +42,21 @@ func openCalls() []openCall {
 // them from the task's saved registers (openat2: from its struct
 // open_how). The kernel's path is the file's.
 func TestOpenCallsReportTheirArguments(t *testing.T) {
-	c, parent := loadForTest(t)
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) { openCallsReportTheirArguments(t, rp.opts) })
+	}
+}
+
+func openCallsReportTheirArguments(t *testing.T, o Options) {
+	c, parent := loadWith(t, o)
 	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
-	dir := t.TempDir()
+	// Not t.TempDir(): the subtest's name would make a component longer
+	// than an event carries.
+	dir, err := os.MkdirTemp("", "mcpcage-opencalls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	for _, call := range openCalls() {
 		if err := os.WriteFile(filepath.Join(dir, call.name), nil, 0o644); err != nil {
 			t.Fatal(err)
@@ -84,15 +96,19 @@ func TestOpenCallsReportTheirArguments(t *testing.T) {
 // Every open system call is deny-checked by the one exit program: a
 // successful open of a denied file through any of them kills the opener.
 func TestEveryOpenCallIsDenyChecked(t *testing.T) {
-	c, parent := loadForTest(t)
-	session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
-	for _, call := range openCalls() {
-		t.Run(call.name, func(t *testing.T) {
-			secret := deniedFile(t)
-			err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-call", "MCPCAGE_BENCH_N=1", "MCPCAGE_BENCH_PATH="+call.name, "MCPCAGE_BENCH_ADDR="+secret)
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("%s of %s: %v, want the opener killed (SIGKILL)", call.name, secret, err)
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) {
+			c, parent := loadWith(t, rp.opts)
+			session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+			for _, call := range openCalls() {
+				t.Run(call.name, func(t *testing.T) {
+					secret := deniedFile(t)
+					err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-call", "MCPCAGE_BENCH_N=1", "MCPCAGE_BENCH_PATH="+call.name, "MCPCAGE_BENCH_ADDR="+secret)
+					var ee *exec.ExitError
+					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+						t.Fatalf("%s of %s: %v, want the opener killed (SIGKILL)", call.name, secret, err)
+					}
+				})
 			}
 		})
 	}

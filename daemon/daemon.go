@@ -345,6 +345,11 @@ func (d *Daemon) enforcement() map[string]string {
 		if !d.cage.LSM() {
 			files += "; no BPF LSM: " + d.lsmErr
 		}
+		if ok, err := d.cage.DirectReads(); ok {
+			observed += "; paths read by direct loads (bpf_rdonly_cast)"
+		} else {
+			observed += "; paths read by helper calls (" + err.Error() + ")"
+		}
 	}
 	return map[string]string{
 		"seccomp":     "mcpcage default profile, escape attempts reported",

@@ -90,6 +90,9 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 		d.lsmErr = r.Err
 	}
 	d.log.Info("eBPF programs loaded", "session_cgroup_level", cage.Level(), "cgroup_namespace_offset", cage.NamespaceOffset())
+	if ok, err := cage.DirectReads(); !ok {
+		d.log.Info("the eBPF programs read files, dentries and mounts by helper calls, about 100 ns more per open in a session than direct loads", "err", err)
+	}
 	if ok, err := cage.CallEpochsMapped(); !ok {
 		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each): this kernel does not map BPF arrays into memory", "err", err)
 	}

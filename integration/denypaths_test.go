@@ -95,6 +95,13 @@ func (d *daemon) record(t *testing.T, typ string, match func(map[string]any) boo
 func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	dir := project(t)
 	d := projDaemon(t, dir)
+	// How the kernel check reads the opened file's path is in status: by
+	// direct loads on this kernel (6.2+), by helper calls with the reason
+	// elsewhere.
+	if s := d.status(t).Enforcement["observed"]; !strings.Contains(s, "; paths read by direct loads (bpf_rdonly_cast)") &&
+		!strings.Contains(s, "; paths read by helper calls (") {
+		t.Fatalf("status does not say how paths are read: %q", s)
+	}
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
 		filepath.Join(env.bin, "hostile") + " sleeper /work/sleeper.pid >/dev/null 2>&1 &"}})
