@@ -58,7 +58,6 @@ const (
 	bindProgCageBind4            = "cage_bind4"
 	bindProgCageBind6            = "cage_bind6"
 	bindProgCageListenIngress    = "cage_listen_ingress"
-	bindVarDirectReads           = "direct_reads"
 	bindVarParentCgid            = "parent_cgid"
 	bindVarParentLevel           = "parent_level"
 	bindVarSessionLevel          = "session_level"
@@ -134,7 +133,6 @@ type bindMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindVariableSpecs struct {
-	DirectReads           *ebpf.VariableSpec `ebpf:"direct_reads"`
 	ParentCgid            *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel          *ebpf.VariableSpec `ebpf:"session_level"`
@@ -190,7 +188,6 @@ func (m *bindMaps) Close() error {
 //
 // It can be passed to loadBindObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindVariables struct {
-	DirectReads           *ebpf.Variable `ebpf:"direct_reads"`
 	ParentCgid            *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel          *ebpf.Variable `ebpf:"session_level"`

@@ -59,12 +59,20 @@ type Options struct {
 	// calls, as on a kernel without bpf_rdonly_cast: the tests take that
 	// path too.
 	noDirectReads bool
+	// refuseDirect makes the direct build fail to load, as a kernel
+	// that has the kfunc but refuses it would: the tests take the
+	// fallback too.
+	refuseDirect bool
 }
 
 // errTurnedOff is why the call epochs go by syscall under Options.noMmap,
 // and why kernel structures are read by helper calls under
 // Options.noDirectReads.
 var errTurnedOff = errors.New("turned off by the caller")
+
+// errRefusedForTest is the direct build's load error under
+// Options.refuseDirect.
+var errRefusedForTest = errors.New("refused by the test")
 
 // Load loads the programs, attaches the cgroup hooks to the parent and the
 // observation tracepoints, and returns the cage.
@@ -79,47 +87,41 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := loadCage()
+	calib, err := loadCage()
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF object: %w", err)
 	}
-	offset, err := calibrate(spec, filepath.Dir(filepath.Clean(o.CgroupParent)))
+	offset, err := calibrate(calib, filepath.Dir(filepath.Clean(o.CgroupParent)))
 	if err != nil {
 		return nil, err
 	}
 	level := viewLevel + offset
-	c0offset := offset
-	if err := spec.Variables["session_level"].Set(level + 1); err != nil {
-		return nil, fmt.Errorf("set session_level: %w", err)
-	}
 	// The syscall tracepoints' cheap test of "under the parent cgroup".
 	parentID, err := CgroupID(o.CgroupParent)
 	if err != nil {
 		return nil, fmt.Errorf("parent cgroup id: %w", err)
 	}
-	if err := spec.Variables["parent_level"].Set(level); err != nil {
-		return nil, fmt.Errorf("set parent_level: %w", err)
-	}
-	if err := spec.Variables["parent_cgid"].Set(parentID); err != nil {
-		return nil, fmt.Errorf("set parent_cgid: %w", err)
-	}
-	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: c0offset}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset}
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errTurnedOff
 	}
-	if c.mmapErr != nil {
-		// The same array, written by map updates instead.
-		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
-	}
+	vars := loadSettings{sessionLevel: level + 1, parentLevel: level, parentCgid: parentID, mmapSlots: c.mmapErr == nil}
 	if c.directErr = directReadsSupported(); c.directErr == nil && o.noDirectReads {
 		c.directErr = errTurnedOff
 	}
-	err = loadDirect(spec, c.directErr == nil, &c.objs)
-	if err != nil && c.directErr == nil {
-		// A kernel that has the kfunc but refuses it to these programs:
-		// the helper reads do the same.
-		c.directErr = fmt.Errorf("the kernel refused them: %w", err)
-		err = loadDirect(spec, false, &c.objs)
+	if c.directErr == nil {
+		load := loadCageDirect
+		if o.refuseDirect {
+			load = func() (*ebpf.CollectionSpec, error) { return nil, errRefusedForTest }
+		}
+		if err = c.loadObjects(load, vars); err != nil {
+			// A kernel that has the kfunc but refuses it to these
+			// programs: the object without it reads the same by helpers.
+			c.directErr = fmt.Errorf("the kernel refused them: %w", err)
+		}
+	}
+	if c.directErr != nil {
+		err = c.loadObjects(loadCage, vars)
 	}
 	if err != nil {
 		var ve *ebpf.VerifierError

@@ -294,21 +294,19 @@ struct dentry_up {
 // a kernel address into a typed, read-only, untrusted pointer: its fields
 // are then plain loads that the JIT guards against faults, where
 // bpf_probe_read_kernel is a helper call per field (about 100 ns less per
-// open on the fold path). The kfunc is weak: on a kernel without it the
-// loader leaves its address 0 and the verifier drops the direct branch.
-// direct_reads, set by the loader, turns them off (a kernel that has the
-// kfunc but refuses it here, and the tests of the other branch).
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
-volatile const __u32 direct_reads = 0;
-
-static __always_inline bool use_direct_reads(void)
-{
-	return direct_reads && !!bpf_rdonly_cast;
-}
-
-// kcast is ptr as a read-only pointer to a kernel type (use_direct_reads
-// only).
+// open on the fold path). cage.c is built twice (gen.go): with
+// DIRECT_READS, which the loader takes where the kernel accepts the
+// kfunc, and without, which references no kfunc at all (older kernels,
+// and lsm.c and bind.c, which include this file).
+#ifdef DIRECT_READS
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define use_direct_reads() true
+// kcast is ptr as a read-only pointer to a kernel type.
 #define kcast(ptr, type) ((type *)bpf_rdonly_cast((void *)(ptr), bpf_core_type_id_kernel(type)))
+#else
+#define use_direct_reads() false
+#define kcast(ptr, type) ((type *)(ptr)) // never run: use_direct_reads() is false
+#endif
 
 static __always_inline void read_up(struct dentry *d, struct dentry_up *u)
 {

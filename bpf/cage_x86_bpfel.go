@@ -236,7 +236,6 @@ const (
 	cageProgCageTcpState        = "cage_tcp_state"
 	cageVarCalibNonce           = "calib_nonce"
 	cageVarCalibOption          = "calib_option"
-	cageVarDirectReads          = "direct_reads"
 	cageVarParentCgid           = "parent_cgid"
 	cageVarParentLevel          = "parent_level"
 	cageVarSessionLevel         = "session_level"
@@ -343,7 +342,6 @@ type cageMapSpecs struct {
 type cageVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
-	DirectReads          *ebpf.VariableSpec `ebpf:"direct_reads"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -419,7 +417,6 @@ func (m *cageMaps) Close() error {
 type cageVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
-	DirectReads          *ebpf.Variable `ebpf:"direct_reads"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

@@ -6,11 +6,15 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 )
 
-// Direct reads: cage.h's use_direct_reads. The programs walk files,
-// dentries and mounts on every open in a session; with the kfunc
-// bpf_rdonly_cast each field is a load, without it a helper call.
+// Direct reads: cage.c built twice (gen.go). The programs walk files,
+// dentries and mounts on every open in a session; cageDirect, built with
+// DIRECT_READS, reads their fields by direct loads through the kfunc
+// bpf_rdonly_cast, cage by one bpf_probe_read_kernel call each. The
+// loader takes cageDirect where the kernel has the kfunc and accepts it,
+// else cage, which references no kfunc at all.
 
 // directReadsKfunc is the kfunc the direct reads need (Linux 6.2+).
 const directReadsKfunc = "bpf_rdonly_cast"
@@ -32,23 +36,28 @@ func directReadsSupported() error {
 	return nil
 }
 
-// setDirectReads sets a program object's direct_reads constant.
-func setDirectReads(spec *ebpf.CollectionSpec, on bool) error {
-	v := uint32(0)
-	if on {
-		v = 1
-	}
-	if err := spec.Variables["direct_reads"].Set(v); err != nil {
-		return fmt.Errorf("set direct_reads: %w", err)
-	}
-	return nil
+// loadSettings are what the loader sets in either build of cage.c.
+type loadSettings struct {
+	sessionLevel, parentLevel uint32
+	parentCgid                uint64
+	mmapSlots                 bool // the call slots mapped into memory
 }
 
-// loadDirect loads cage.c's programs into objs with direct reads on or
-// off.
-func loadDirect(spec *ebpf.CollectionSpec, on bool, objs *cageObjects) error {
-	if err := setDirectReads(spec, on); err != nil {
-		return err
+// loadObjects loads one build of cage.c (load: loadCage or
+// loadCageDirect) into c.objs with vars set.
+func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadSettings) error {
+	spec, err := load()
+	if err != nil {
+		return fmt.Errorf("load eBPF object: %w", err)
 	}
-	return spec.LoadAndAssign(objs, nil)
+	for name, v := range map[string]any{"session_level": vars.sessionLevel, "parent_level": vars.parentLevel, "parent_cgid": vars.parentCgid} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if !vars.mmapSlots {
+		// The same array, written by map updates instead.
+		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
+	}
+	return spec.LoadAndAssign(&c.objs, nil)
 }

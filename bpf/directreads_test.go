@@ -27,7 +27,8 @@ var readPaths = []struct {
 }
 
 // This kernel has bpf_rdonly_cast, so the programs read directly unless
-// told not to, and say why not when they do not.
+// told not to or refused, and say why not when they do not; the build
+// loaded either way enforces deny_paths.
 func TestDirectReadsReported(t *testing.T) {
 	testenv.Require(t, directReadsSupported() == nil, "a kernel with bpf_rdonly_cast (Linux 6.2+)")
 	tests := []struct {
@@ -38,52 +39,84 @@ func TestDirectReadsReported(t *testing.T) {
 	}{
 		{"default", Options{}, true, nil},
 		{"turned off", Options{noDirectReads: true}, false, errTurnedOff},
+		{"refused by the kernel", Options{refuseDirect: true}, false, errRefusedForTest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, _ := loadWith(t, tt.opts)
+			c, parent := loadWith(t, tt.opts)
 			direct, err := c.DirectReads()
 			if direct != tt.direct || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("DirectReads() = %v, %v; want %v, %v", direct, err, tt.direct, tt.wantErr)
+			}
+			// Either build enforces: a denied open kills the opener.
+			session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+			err = openThen(t, session, 0, "", deniedFile(t))
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("open of a denied file: %v, want the opener killed (SIGKILL)", err)
 			}
 		})
 	}
 }
 
-// mountTmpfs mounts a tmpfs at dir for the test.
-func mountTmpfs(t *testing.T, dir string) {
+// privateMounts makes dir a private mount of its own (a bind of itself)
+// for the test's mounts below it: none propagates to the host's other
+// mounts, and one lazy unmount at the end takes them all away.
+func privateMounts(t *testing.T, dir string) {
 	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatalf("mount a tmpfs at %s: %v", dir, err)
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind %s onto itself: %v", dir, err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", dir, err)
 		}
 	})
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		t.Fatalf("make %s private: %v", dir, err)
+	}
+}
+
+// mountAt mounts a tmpfs at dir (source "") or binds source there, below
+// a privateMounts directory. A tmpfs's root is its own parent; a bound
+// subdirectory's root is not, and only the mount's root tells where its
+// path leaves it.
+func mountAt(t *testing.T, source, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m")
+	if source != "" {
+		if err = os.MkdirAll(source, 0o755); err == nil {
+			err = unix.Mount(source, dir, "", unix.MS_BIND, "")
+		}
+	}
+	if err != nil {
+		t.Fatalf("mount at %s: %v", dir, err)
+	}
 }
 
 // The kernel's path of an open file crosses mount points on both read
-// paths: the event names the whole path, and a denied component above a
-// mount point still kills an open below it. The fold key (the dentry,
-// mount and inode, read the same two ways) folds repeats of one file and
-// not of another.
+// paths, a tmpfs's root and a bound subdirectory: the event names the
+// whole path, and a denied component above a mount point still kills an
+// open below it. The fold key (the dentry, mount and inode, read the same
+// two ways) folds repeats of one file.
 func TestKernelPathAcrossMounts(t *testing.T) {
 	for _, rp := range readPaths {
 		t.Run(rp.name, func(t *testing.T) {
 			c, parent := loadWith(t, rp.opts)
 			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
 			dir := t.TempDir()
-			open := filepath.Join(dir, "open")
-			denied := filepath.Join(dir, ".ssh", "keys")
-			mountTmpfs(t, open)
-			mountTmpfs(t, denied)
-			file := filepath.Join(open, "f")
-			secret := filepath.Join(denied, "id_ed25519")
-			for _, p := range []string{file, secret} {
+			privateMounts(t, dir)
+			bound, tmpfs := filepath.Join(dir, "open"), filepath.Join(dir, ".ssh", "keys")
+			mountAt(t, filepath.Join(dir, "src", "sub"), bound)
+			mountAt(t, "", tmpfs)
+			boundSecret := filepath.Join(dir, ".ssh", "bound")
+			mountAt(t, filepath.Join(dir, "plain", "sub"), boundSecret)
+			file := filepath.Join(bound, "f")
+			secrets := []string{filepath.Join(tmpfs, "id_ed25519"), filepath.Join(boundSecret, "id_rsa")}
+			for _, p := range append([]string{file}, secrets...) {
 				if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
 					t.Fatal(err)
 				}
@@ -100,32 +133,35 @@ func TestKernelPathAcrossMounts(t *testing.T) {
 			}, func(err error) { t.Error(err) }); err != nil {
 				t.Fatal(err)
 			}
-			// 50 opens of the file (one record, the rest folded), then
-			// one of the secret below the denied directory's mount.
-			err := openThen(t, session, 50, file, secret)
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("open of %s across a mount point: %v, want the opener killed (SIGKILL)", secret, err)
+			// 50 opens of the file (one record, the rest folded), then one
+			// of a secret below a mount under the denied directory.
+			for i, secret := range secrets {
+				n := 0
+				if i == 0 {
+					n = 50
+				}
+				err := openThen(t, session, n, file, secret)
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					t.Fatalf("open of %s across a mount point: %v, want the opener killed (SIGKILL)", secret, err)
+				}
 			}
 			if err := c.Sync(2 * time.Second); err != nil {
 				t.Fatal(err)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			var ofFile, ofSecret []Event
+			byPath := map[string][]Event{}
 			for _, e := range opens {
-				switch e.Path {
-				case file:
-					ofFile = append(ofFile, e)
-				case secret:
-					ofSecret = append(ofSecret, e)
+				byPath[e.Path] = append(byPath[e.Path], e)
+			}
+			if n := len(byPath[file]); n != 1 {
+				t.Errorf("%d file.open events with the path %s across its mount point, want 1 (the 49 repeats folded); all: %v", n, file, opens)
+			}
+			for _, secret := range secrets {
+				if got := byPath[secret]; len(got) != 1 || got[0].Kind != KindFileDenied || !got[0].Killed {
+					t.Errorf("events of %s: %v, want one file.denied with the opener killed; all: %v", secret, got, opens)
 				}
-			}
-			if len(ofFile) != 1 {
-				t.Errorf("%d file.open events with the path %s across its mount point, want 1 (the 49 repeats folded); all: %v", len(ofFile), file, opens)
-			}
-			if len(ofSecret) != 1 || ofSecret[0].Kind != KindFileDenied || !ofSecret[0].Killed {
-				t.Errorf("events of %s: %v, want one file.denied with the opener killed", secret, ofSecret)
 			}
 			folded, err := c.OpensFolded(cgid)
 			if err != nil {

@@ -48,39 +48,46 @@ func TestSyncDeliversEverySubmittedEvent(t *testing.T) {
 // reader). The deny check never depends on the event.
 func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
 	secret := deniedFile(t)
-	tests := []struct {
-		name      string
-		opens     int  // before the denied one
-		reader    bool // an Events reader drains the ring
-		wantLost  func(ringbuf, throttled uint64) bool
-		lostDescr string
-	}{
+	tests := []lostEventsCase{
 		{"event budget spent", 30000, true, func(rb, th uint64) bool { return th > 0 }, "throttled events"},
 		{"ring buffer full", 400000, false, func(rb, th uint64) bool { return rb > 0 }, "failed ring-buffer reservations"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, parent := loadForTest(t)
-			session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
-			if tt.reader {
-				if err := c.Events(func(Event) {}, func(err error) { t.Error(err) }); err != nil {
-					t.Fatal(err)
-				}
-			}
-			err := openThen(t, session, tt.opens, missingPath, secret)
-			var ee *exec.ExitError
-			errors.As(err, &ee)
-			var ws syscall.WaitStatus
-			if ee != nil {
-				ws, _ = ee.Sys().(syscall.WaitStatus)
-			}
-			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("the opener of a denied path was not killed: %v", err)
-			}
-			if rb, th, err := c.Lost(); err != nil || !tt.wantLost(rb, th) {
-				t.Fatalf("lost counters ringbuf=%d throttled=%d (%v): want %s", rb, th, err, tt.lostDescr)
-			}
-		})
+	for _, rp := range readPaths {
+		for _, tt := range tests {
+			t.Run(rp.name+"/"+tt.name, func(t *testing.T) { denyHoldsWhenEventsAreLost(t, rp.opts, secret, tt) })
+		}
+	}
+}
+
+// lostEventsCase is a way of losing events before a denied open.
+type lostEventsCase struct {
+	name      string
+	opens     int  // before the denied one
+	reader    bool // an Events reader drains the ring
+	wantLost  func(ringbuf, throttled uint64) bool
+	lostDescr string
+}
+
+func denyHoldsWhenEventsAreLost(t *testing.T, o Options, secret string, tt lostEventsCase) {
+	c, parent := loadWith(t, o)
+	session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	if tt.reader {
+		if err := c.Events(func(Event) {}, func(err error) { t.Error(err) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := openThen(t, session, tt.opens, missingPath, secret)
+	var ee *exec.ExitError
+	errors.As(err, &ee)
+	var ws syscall.WaitStatus
+	if ee != nil {
+		ws, _ = ee.Sys().(syscall.WaitStatus)
+	}
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("the opener of a denied path was not killed: %v", err)
+	}
+	if rb, th, err := c.Lost(); err != nil || !tt.wantLost(rb, th) {
+		t.Fatalf("lost counters ringbuf=%d throttled=%d (%v): want %s", rb, th, err, tt.lostDescr)
 	}
 }
 
@@ -90,7 +97,13 @@ func TestDenyHoldsWhenEventsAreLost(t *testing.T) {
 // one is still deny-checked: a file whose path became denied after it was
 // recorded (its directory renamed) kills the opener at once.
 func TestRepeatedOpensFold(t *testing.T) {
-	c, parent := loadForTest(t)
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) { repeatedOpensFold(t, rp.opts) })
+	}
+}
+
+func repeatedOpensFold(t *testing.T, o Options) {
+	c, parent := loadWith(t, o)
 	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
 	var mu sync.Mutex
 	events := map[string]int{} // kernel path: events

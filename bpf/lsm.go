@@ -22,11 +22,6 @@ func (c *Cage) EnableLSM() error {
 	if err := spec.Variables["session_level"].Set(c.level); err != nil {
 		return fmt.Errorf("set session_level: %w", err)
 	}
-	// The direct reads as cage.c's programs loaded them: a kernel that
-	// refused them there refuses them here.
-	if err := setDirectReads(spec, c.directErr == nil); err != nil {
-		return err
-	}
 	var objs lsmObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		"sessions": c.objs.Sessions, "deny_components": c.objs.DenyComponents, "events": c.objs.Events,

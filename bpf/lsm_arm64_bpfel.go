@@ -40,7 +40,6 @@ const (
 	lsmMapParentCgroup         = "parent_cgroup"
 	lsmMapSessions             = "sessions"
 	lsmProgCageFileOpen        = "cage_file_open"
-	lsmVarDirectReads          = "direct_reads"
 	lsmVarParentCgid           = "parent_cgid"
 	lsmVarParentLevel          = "parent_level"
 	lsmVarSessionLevel         = "session_level"
@@ -112,7 +111,6 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
-	DirectReads          *ebpf.VariableSpec `ebpf:"direct_reads"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -165,7 +163,6 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
-	DirectReads          *ebpf.Variable `ebpf:"direct_reads"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`
