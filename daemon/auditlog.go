@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
 )
 
 // openAudit opens the audit log and wires it to metrics, followers and,
@@ -29,6 +30,8 @@ func (d *Daemon) openAudit() error {
 	}
 	drops := &dropLog{log: d.log, metric: d.metrics.AuditRecordsDropped}
 	syncs := d.metrics.AuditSync
+	// By record type: a bounded set of constants.
+	perType := metrics.Children[string, prometheus.Counter]{Limit: 64}
 	l, err := audit.Open(audit.Options{
 		Path:     cfg.AuditLog,
 		HeadPath: filepath.Join(cfg.StateDir, "audit.head"),
@@ -38,7 +41,7 @@ func (d *Daemon) openAudit() error {
 		Interval: time.Duration(cfg.AuditSyncInterval),
 		OnRecord: func(r audit.Record) {
 			t, _ := r["type"].(string)
-			d.metrics.AuditRecords.WithLabelValues(t).Inc()
+			perType.Get(t, func() prometheus.Counter { return d.metrics.AuditRecords.WithLabelValues(t) }).Inc()
 			d.auditFollowers.publish(r)
 			if journalOn {
 				if err := sendJournal(r); err != nil {

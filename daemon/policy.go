@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
@@ -59,7 +61,23 @@ type sessionPolicy struct {
 
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
+
+	// The session's series of the per-call metrics, by tool (and
+	// decision): their labels are hashed once per session, not per call.
+	callCounters metrics.Children[toolDecision, prometheus.Counter]
+	callLatency  metrics.Children[string, prometheus.Observer]
 }
+
+// toolDecision keys the session's tool call counters.
+type toolDecision struct {
+	tool     string
+	decision decision
+}
+
+// sessionMetricChildren bounds each per-session metric cache: a client
+// may name any number of tools, the metrics count at most
+// MaxToolsPerServer of them (and "other").
+const sessionMetricChildren = 2 * metrics.MaxToolsPerServer
 
 type observedKey struct {
 	kind consent.Kind
@@ -276,7 +294,9 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 		c.decision = decisionObserve
 	}
 	if k == consent.KindTool {
-		p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), string(c.decision)).Inc()
+		p.callCounters.Get(toolDecision{name, c.decision}, func() prometheus.Counter {
+			return p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), string(c.decision))
+		}).Inc()
 	}
 	rec := s.decisionRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues())
 	if c.decision != decisionDeny {
@@ -670,19 +690,32 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 	if !ok {
 		return c, false
 	}
-	var r struct {
-		IsError bool `json:"isError"`
-	}
-	_ = json.Unmarshal(result, &r) // a result without a boolean isError is recorded as not an error
 	lat := time.Since(c.start)
 	s := p.s
 	p.d.newCall(s) // the call ended: later opens are not its
-	p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool)).Observe(lat.Seconds())
-	rec := s.toolResultRecord(c, r.IsError, len(result), lat)
+	p.callLatency.Get(c.tool, func() prometheus.Observer {
+		return p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool))
+	}).Observe(lat.Seconds())
+	rec := s.toolResultRecord(c, resultIsError(result), len(result), lat)
 	p.mu.Lock()
 	p.results = append(p.results, rec)
 	p.mu.Unlock()
 	return c, true
+}
+
+// resultIsError says whether a tools/call result is an error result: its
+// top-level isError member is the literal true, read as the client's
+// JSON parser reads it (the name matched exactly, the last of duplicate
+// members). Anything else is recorded as not an error. One scan of the
+// result, which the relay already checked is valid JSON, and no decoding:
+// results can be many megabytes.
+func resultIsError(result []byte) bool {
+	m, ok := wire.Members(result)
+	if !ok {
+		return false
+	}
+	sp, ok := m["isError"]
+	return ok && string(sp.Of(result)) == "true"
 }
 
 // afterServerMessage writes the result records of the message just dealt

@@ -258,6 +258,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	}
 	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
 		ask: askMode(d.conf(), srv), calls: map[string]callStart{}, defs: map[string]string{}, questions: map[string]chan struct{}{}}
+	s.policy.callCounters.Limit, s.policy.callLatency.Limit = sessionMetricChildren, sessionMetricChildren
 	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
 	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
 	s.relay = relay.New(relay.Options{

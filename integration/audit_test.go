@@ -47,6 +47,9 @@ func TestAuditStory(t *testing.T) {
 	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
 	callText(t, c, "env", map[string]any{"name": "HOME"}) // denied
 	callText(t, c, "echo", map[string]any{"text": "tok", "password": "hunter2"})
+	if _, isErr := callText(t, c, "read_file", map[string]any{"path": "/nonexistent/mcpcage"}); !isErr {
+		t.Fatal("read_file of a missing file: want an error result")
+	}
 	// The server's open of /etc/hostname is recorded before the session ends.
 	d.record(t, "file.open", func(r map[string]any) bool { return str(r, "path") == "/etc/hostname" })
 	_ = c.Close() // the shim's exit is waited for below
@@ -92,7 +95,7 @@ func TestAuditStory(t *testing.T) {
 	// Each forwarded call has its result's record (written once the
 	// client has the result), after the call's, with its size and time.
 	calls := map[string]map[string]any{} // by request id
-	results := 0
+	results, errorResults := 0, 0
 	for _, r := range recs {
 		id, _ := json.Marshal(r["request_id"])
 		switch r["type"] {
@@ -107,8 +110,13 @@ func TestAuditStory(t *testing.T) {
 				continue
 			}
 			results++
-			if r["tool"] != c["tool"] || r["session"] != c["session"] || r["is_error"] != false {
+			if r["tool"] != c["tool"] || r["session"] != c["session"] {
 				t.Errorf("tool.result %v does not match its call %v", r, c)
+			}
+			if isErr, ok := r["is_error"].(bool); !ok {
+				t.Errorf("tool.result without is_error: %v", r)
+			} else if isErr {
+				errorResults++
 			}
 			if n, _ := r["result_bytes"].(float64); n <= 0 {
 				t.Errorf("tool.result without its size: %v", r)
@@ -118,8 +126,8 @@ func TestAuditStory(t *testing.T) {
 			}
 		}
 	}
-	if len(calls) != 2 || results != 2 {
-		t.Fatalf("%d allowed tool.call and %d tool.result records, want 2 and 2", len(calls), results)
+	if len(calls) != 3 || results != 3 || errorResults != 1 {
+		t.Fatalf("%d allowed tool.call and %d tool.result records (%d is_error), want 3 and 3 (1: the missing file's)", len(calls), results, errorResults)
 	}
 	// verify passes, via the daemon's own configuration (files and head).
 	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
