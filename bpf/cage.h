@@ -335,6 +335,82 @@ static __always_inline void take_component(struct event *e, struct deny_key *dk,
 	}
 }
 
+// DEEP_STEPS is how many steps up (a component, or a mount crossed) the
+// deny check goes on above walk_path's (an event carries the first
+// MAX_COMPONENTS components only).
+#define DEEP_STEPS 256
+
+// deny_deep goes on with a deny check that walk_path cut short (at
+// MAX_COMPONENTS, or at its budget of mount crossings): from dentry d on
+// mount m up to the root of the namespace, at most DEEP_STEPS steps,
+// looking up each name whose length a denied name has. Returns the matching rule + 1, or 0. Only
+// paths that deep take it. A global function: the verifier checks it
+// once, on its own, not in each inlined copy of walk_path, and its
+// arguments are plain numbers.
+__noinline __u32 deny_deep(__u64 cgid, __u32 lens, __u64 dentry, __u64 mount)
+{
+	struct deny_key dk = {.cgid = cgid};
+#ifdef DIRECT_READS
+	struct dentry *d = kcast(dentry, struct dentry);
+	struct mount *m = kcast(mount, struct mount);
+	struct dentry *mnt_root = m->mnt.mnt_root;
+#else
+	struct dentry *d = (struct dentry *)dentry;
+	struct mount *m = (struct mount *)mount;
+	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+#endif
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < DEEP_STEPS; i++) {
+#ifdef DIRECT_READS
+		struct dentry *parent = d->d_parent;
+		__u32 len = d->d_name.len;
+		const unsigned char *name = d->d_name.name;
+#else
+		struct dentry_up u = {};
+		read_up(d, &u);
+		struct dentry *parent = u.parent;
+		__u32 len = u.name.len;
+		const unsigned char *name = u.name.name;
+#endif
+		if (d == mnt_root || d == parent) {
+#ifdef DIRECT_READS
+			struct mount *mp = m->mnt_parent;
+			if (m == mp)
+				return 0; // the root of the namespace
+			d = m->mnt_mountpoint;
+			m = mp;
+			mnt_root = m->mnt.mnt_root;
+#else
+			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+			if (m == mp)
+				return 0; // the root of the namespace
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = mp;
+			mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
+#endif
+			continue;
+		}
+		if (lens & deny_len_bit(len)) {
+			__builtin_memset(dk.name, 0, sizeof(dk.name));
+			bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
+			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
+			if (rule)
+				return *rule + 1;
+		}
+		d = parent;
+	}
+	return 0;
+}
+
+// as_number is p as a plain number, for deny_deep's arguments (a direct
+// read's pointer is not a number to the verifier; its bytes are).
+static __always_inline __u64 as_number(const void *p)
+{
+	__u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), &p);
+	return v;
+}
+
 // walk_path_direct is walk_path by direct reads: each dentry's parent and
 // name length are loads; a name is copied only for the event or the deny
 // check, as there.
@@ -346,13 +422,16 @@ static __always_inline __u32 walk_path_direct(struct event *e, __u64 cgid, __u32
 	__u32 denied = 0;
 	struct deny_key dk = {.cgid = cgid};
 	int n = 0;
+	bool root = false;
 #pragma unroll
 	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
 		struct dentry *parent = d->d_parent;
 		if (d == mnt_root || d == parent) {
 			struct mount *mp = m->mnt_parent;
-			if (m == mp)
-				break; // the root of the namespace
+			if (m == mp) {
+				root = true; // the root of the namespace
+				break;
+			}
 			d = m->mnt_mountpoint;
 			m = mp;
 			mnt_root = m->mnt.mnt_root;
@@ -368,6 +447,8 @@ static __always_inline __u32 walk_path_direct(struct event *e, __u64 cgid, __u32
 	}
 	if (e)
 		e->ncomp = n;
+	if (!root && !denied)
+		denied = deny_deep(cgid, lens, as_number(d), as_number(m));
 	return denied;
 }
 
@@ -387,14 +468,17 @@ static __always_inline __u32 walk_path(struct event *e, __u64 cgid, __u32 lens, 
 	__u32 denied = 0;
 	struct deny_key dk = {.cgid = cgid};
 	int n = 0;
+	bool root = false;
 #pragma unroll
 	for (int i = 0; i < MAX_COMPONENTS + 8; i++) {
 		struct dentry_up u = {};
 		read_up(d, &u);
 		if (d == mnt_root || d == u.parent) {
 			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-			if (m == mp)
-				break; // the root of the namespace
+			if (m == mp) {
+				root = true; // the root of the namespace
+				break;
+			}
 			d = BPF_CORE_READ(m, mnt_mountpoint);
 			m = mp;
 			mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
@@ -410,6 +494,8 @@ static __always_inline __u32 walk_path(struct event *e, __u64 cgid, __u32 lens, 
 	}
 	if (e)
 		e->ncomp = n;
+	if (!root && !denied)
+		denied = deny_deep(cgid, lens, as_number(d), as_number(m));
 	return denied;
 }
 

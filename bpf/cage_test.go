@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/mcpcage/mcpcage/bpf/probe"
@@ -91,6 +93,21 @@ func deniedFile(t *testing.T) string {
 func openThen(t *testing.T, session string, n int, first, path string) error {
 	t.Helper()
 	return runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then", "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_PATH="+path, "MCPCAGE_BENCH_ADDR="+first)
+}
+
+// killed says whether a child's run (runChildIn, openThen) ended by
+// SIGKILL; any other error than an exit fails the test.
+func killed(t *testing.T, err error) bool {
+	t.Helper()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if ee == nil {
+		return false
+	}
+	ws, _ := ee.Sys().(syscall.WaitStatus)
+	return ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // runChildIn runs the test binary's loop child (TestMain) with env added,

@@ -1,12 +1,10 @@
 package bpf
 
 import (
-	"errors"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -58,16 +56,44 @@ func denyByComponentLength(t *testing.T, o Options, names []string, deny map[str
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := openThen(t, session, 0, "", tt.path)
-			var ee *exec.ExitError
-			killed := false
-			if errors.As(err, &ee) {
-				ws, _ := ee.Sys().(syscall.WaitStatus)
-				killed = ws.Signaled() && ws.Signal() == syscall.SIGKILL
-			} else if err != nil {
-				t.Fatal(err)
+			if got := killed(t, err); got != tt.killed {
+				t.Errorf("open %s: killed %v, want %v (%v)", tt.path, got, tt.killed, err)
 			}
-			if killed != tt.killed {
-				t.Errorf("open %s: killed %v, want %v (%v)", tt.path, killed, tt.killed, err)
+		})
+	}
+}
+
+// A denied name far above the opened file still kills: the walk's first
+// MAX_COMPONENTS components go into the event, the deny check goes on
+// above them (deny_deep), through mount points too. Both read paths.
+func TestDenyAboveDeepPaths(t *testing.T) {
+	deep := func(elem ...string) []string {
+		for i := 1; i <= 40; i++ {
+			elem = append(elem, fmt.Sprintf("d%d", i))
+		}
+		return append(elem, "key")
+	}
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) {
+			_, session, _, dir := sshDeniedWithMounts(t, rp.opts)
+			mountAt(t, filepath.Join(dir, "src"), filepath.Join(dir, ".ssh", "m"))
+			for _, tt := range []denyCase{
+				{"41 components below the denied name", filepath.Join(deep(dir, ".ssh")...), true},
+				{"41 components below a mount under the denied name", filepath.Join(deep(dir, ".ssh", "m")...), true},
+				{"as deep, no denied name", filepath.Join(deep(dir, "plain")...), false},
+			} {
+				t.Run(tt.name, func(t *testing.T) {
+					if err := os.MkdirAll(filepath.Dir(tt.path), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(tt.path, nil, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					err := openThen(t, session, 0, "", tt.path)
+					if got := killed(t, err); got != tt.killed {
+						t.Errorf("open %s: killed %v, want %v (%v)", tt.path, got, tt.killed, err)
+					}
+				})
 			}
 		})
 	}

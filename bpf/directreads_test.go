@@ -3,10 +3,8 @@ package bpf
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,9 +48,7 @@ func TestDirectReadsReported(t *testing.T) {
 			}
 			// Either build enforces: a denied open kills the opener.
 			session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
-			err = openThen(t, session, 0, "", deniedFile(t))
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			if err := openThen(t, session, 0, "", deniedFile(t)); !killed(t, err) {
 				t.Fatalf("open of a denied file: %v, want the opener killed (SIGKILL)", err)
 			}
 		})
@@ -75,6 +71,18 @@ func privateMounts(t *testing.T, dir string) {
 	if err := unix.Mount("", dir, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 		t.Fatalf("make %s private: %v", dir, err)
 	}
+}
+
+// sshDeniedWithMounts loads the programs with o, registers a session
+// denying ".ssh", and makes a directory for the test's mounts
+// (privateMounts).
+func sshDeniedWithMounts(t *testing.T, o Options) (c *Cage, session string, cgid uint64, dir string) {
+	t.Helper()
+	c, parent := loadWith(t, o)
+	session, cgid = sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	dir = t.TempDir()
+	privateMounts(t, dir)
+	return c, session, cgid, dir
 }
 
 // mountAt mounts a tmpfs at dir (source "") or binds source there, below
@@ -105,10 +113,7 @@ func mountAt(t *testing.T, source, dir string) {
 func TestKernelPathAcrossMounts(t *testing.T) {
 	for _, rp := range readPaths {
 		t.Run(rp.name, func(t *testing.T) {
-			c, parent := loadWith(t, rp.opts)
-			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
-			dir := t.TempDir()
-			privateMounts(t, dir)
+			c, session, cgid, dir := sshDeniedWithMounts(t, rp.opts)
 			bound, tmpfs := filepath.Join(dir, "open"), filepath.Join(dir, ".ssh", "keys")
 			mountAt(t, filepath.Join(dir, "src", "sub"), bound)
 			mountAt(t, "", tmpfs)
@@ -140,9 +145,7 @@ func TestKernelPathAcrossMounts(t *testing.T) {
 				if i == 0 {
 					n = 50
 				}
-				err := openThen(t, session, n, file, secret)
-				var ee *exec.ExitError
-				if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				if err := openThen(t, session, n, file, secret); !killed(t, err) {
 					t.Fatalf("open of %s across a mount point: %v, want the opener killed (SIGKILL)", secret, err)
 				}
 			}

@@ -1,12 +1,9 @@
 package bpf
 
 import (
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -104,8 +101,7 @@ func TestEveryOpenCallIsDenyChecked(t *testing.T) {
 				t.Run(call.name, func(t *testing.T) {
 					secret := deniedFile(t)
 					err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-call", "MCPCAGE_BENCH_N=1", "MCPCAGE_BENCH_PATH="+call.name, "MCPCAGE_BENCH_ADDR="+secret)
-					var ee *exec.ExitError
-					if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					if !killed(t, err) {
 						t.Fatalf("%s of %s: %v, want the opener killed (SIGKILL)", call.name, secret, err)
 					}
 				})

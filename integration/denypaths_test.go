@@ -144,6 +144,46 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	d.waitClean("a killed session")
 }
 
+// A denied name far above the opened file stands too: the kernel check
+// reads the first 16 components of a path into the event and goes on
+// checking above them. Before it did, a file more than 16 components
+// below a denied directory (here 41) was read without a trace of it.
+func TestDenyHitFarBelowTheDeniedDirectory(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	plantKey(t, dir) // after launch: not masked, the kernel's check is what stands
+	deep := []string{".ssh"}
+	for i := 1; i <= 40; i++ {
+		deep = append(deep, fmt.Sprintf("d%d", i))
+	}
+	host := filepath.Join(append([]string{dir}, deep...)...)
+	must(t, os.MkdirAll(host, 0o777), "mkdir")
+	must(t, os.WriteFile(filepath.Join(host, "key"), []byte("DEEP SECRET"), 0o666), "write")
+	inside := "/work/" + strings.Join(deep, "/") + "/key"
+	// The session is killed: the call gets an error, or no answer.
+	res, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"read", inside}}}})
+	if err == nil && res != nil && len(res.Content) > 0 {
+		if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
+			t.Fatalf("the server read %s: %q", inside, tc.Text)
+		}
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	ev := d.record(t, "file.denied", func(r map[string]any) bool { return true })
+	if str(ev, "action") != "SIGKILL, session killed" || str(ev, "rule") != "deny_paths **/.ssh/**" || !strings.HasSuffix(str(ev, "touched"), "/d40/key") {
+		t.Fatalf("file.denied record: %v", ev)
+	}
+	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
+	if str(end, "reason") != "file_denied" {
+		t.Fatalf("session.end: %v, want reason file_denied", end)
+	}
+	d.waitClean("a killed session")
+}
+
 // A denied directory present at launch under a mount is masked in the
 // sandbox: the server sees an empty directory and lives on.
 func TestDeniedPathMaskedAtLaunch(t *testing.T) {
