@@ -65,6 +65,12 @@ func runLoop(kind string, n int) time.Duration {
 		if fd, err := syscall.Open(os.Getenv("MCPCAGE_BENCH_PATH"), syscall.O_RDONLY, 0); err == nil {
 			_ = syscall.Close(fd)
 		}
+	case "open-then-rename": // n opens, then a rename of MCPCAGE_BENCH_PATH to it + ".moved"
+		for i := 0; i < n; i++ {
+			open()
+		}
+		from := os.Getenv("MCPCAGE_BENCH_PATH")
+		_ = os.Rename(from, from+".moved")
 	case "open-pause": // n opens, "paused" on stdout, a line from stdin, n opens
 		for i := 0; i < n; i++ {
 			open()

@@ -644,6 +644,8 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!s)
 		return 0;
 	int ret = (int)ctx->ret;
+	if (unchecked(s, ret >= 0))
+		return 0;
 	__u32 lens = s->deny_lens;
 	struct path p = {};
 	struct recent_key rk = {.cgid = cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
@@ -849,8 +851,25 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	// The base directory comes from the kernel; the names are hints. A
 	// denied component in the base directory of a successful call kills
 	// the task, as for opens, whatever the event budget.
-	bool admitted = in_budget(s);
-	struct event *e = admitted ? new_event(args.cgid, args.kind) : 0;
+	// A successful rename or link is checked by the daemon, which resolves
+	// its names: its event is made whatever the session's budget, and
+	// one that cannot be made (the ring buffer is full) fails closed.
+	bool daemon_checks = ret == 0 && (args.kind == EV_FILE_RENAME || args.kind == EV_FILE_LINK);
+	if (unchecked(s, ret == 0))
+		return 0;
+	struct event *e = 0;
+	if (in_budget(s) || daemon_checks)
+		e = new_event(args.cgid, args.kind);
+	else
+		count_lost(LOST_THROTTLED); // (a denial below is reported all the same)
+	if (!e && daemon_checks) {
+		// Unreported: the caller dies now, and every later opener or
+		// changer in the session, until the daemon sees the flag and
+		// kills the session (see SESSION_UNCHECKED).
+		s->flags |= SESSION_UNCHECKED; // racing writers all set this bit
+		bpf_send_signal(SIGKILL);
+		return 0;
+	}
 	__u32 denied = 0;
 	if (first != '/' && (e || ret == 0))
 		denied = dir_path(e, args.cgid, lens, args.dirfd);
@@ -861,11 +880,8 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		if (!e && (e = new_event(args.cgid, args.kind)))
 			dir_path(e, args.cgid, lens, args.dirfd);
 	}
-	if (!e) {
-		if (!admitted)
-			count_lost(LOST_THROTTLED);
+	if (!e)
 		return 0;
-	}
 	e->result = ret;
 	e->flags = args.flags;
 	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.name);

@@ -28,6 +28,11 @@ volatile const __u32 session_level = 2;
 // struct session's flags.
 enum session_flag {
 	SESSION_HOST_NET = 1, // shares the host network namespace: enforce egress
+	// A rename or link of the session could not be reported (the ring
+	// buffer was full), so the daemon could not check its names against
+	// deny_paths: every later successful open or change in the session
+	// kills its caller until the daemon kills the session.
+	SESSION_UNCHECKED = 2,
 };
 
 // struct event's kind.
@@ -226,6 +231,18 @@ static __always_inline struct session *watched_session(__u64 *cgid)
 	if (!under_parent())
 		return 0;
 	return current_session(cgid);
+}
+
+// unchecked kills the caller of a successful open or change (done) in a
+// session marked SESSION_UNCHECKED and says so; the daemon kills the
+// session once it sees the mark.
+static __always_inline bool unchecked(struct session *s, bool done)
+{
+	if (!(s->flags & SESSION_UNCHECKED))
+		return false;
+	if (done)
+		bpf_send_signal(SIGKILL);
+	return true;
 }
 
 // in_budget takes one event from the session's budget for this window.

@@ -180,7 +180,8 @@ type cageSession struct {
 type cageSessionFlag uint32
 
 const (
-	cageSessionFlagSESSION_HOST_NET cageSessionFlag = 1
+	cageSessionFlagSESSION_HOST_NET  cageSessionFlag = 1
+	cageSessionFlagSESSION_UNCHECKED cageSessionFlag = 2
 )
 
 type cageUdpKey struct {

@@ -161,3 +161,66 @@ func repeatedOpensFold(t *testing.T, o Options) {
 		t.Fatalf("opening a recorded file after its directory became %s: %v, want SIGKILL", renamed, err)
 	}
 }
+
+// A rename's names are checked by the daemon alone, so its event is made
+// whatever the session's budget; one the ring buffer cannot take fails
+// closed: the renamer is killed, the session marked (Unchecked), and
+// every later opener in it killed until the daemon ends the session.
+func TestRenamesAreAlwaysReported(t *testing.T) {
+	t.Run("over the budget", func(t *testing.T) {
+		c, parent := loadForTest(t)
+		session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+		var mu sync.Mutex
+		var renames []Event
+		if err := c.Events(func(e Event) {
+			if e.Cgroup == cgid && e.Kind == KindRename {
+				mu.Lock()
+				renames = append(renames, e)
+				mu.Unlock()
+			}
+		}, func(err error) { t.Error(err) }); err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(file, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-rename", "MCPCAGE_BENCH_N=30000", "MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+file); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Sync(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, th, err := c.Lost(); err != nil || th == 0 {
+			t.Fatalf("throttled %d (%v): the opens did not spend the budget", th, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(renames) != 1 || renames[0].Hint != file || renames[0].NewHint != file+".moved" {
+			t.Fatalf("rename events %v, want the one rename of %s", renames, file)
+		}
+	})
+	t.Run("ring buffer full", func(t *testing.T) {
+		c, parent := loadForTest(t)
+		session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+		file := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(file, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// No reader: the failed opens fill the ring, the rename finds no room.
+		err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-rename", "MCPCAGE_BENCH_N=400000", "MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+file)
+		if !killed(t, err) {
+			t.Fatalf("the renamer whose rename could not be reported: %v, want killed (SIGKILL)", err)
+		}
+		if rb, _, err := c.Lost(); err != nil || rb == 0 {
+			t.Fatalf("ring buffer reservations failed %d (%v): the ring did not fill", rb, err)
+		}
+		if unchecked, err := c.Unchecked(cgid); err != nil || !unchecked {
+			t.Fatalf("Unchecked = %v (%v), want the session marked", unchecked, err)
+		}
+		// Any later successful open in the session kills its caller.
+		if err := openThen(t, session, 0, "", "/etc/hostname"); !killed(t, err) {
+			t.Fatalf("an open in the marked session: %v, want the opener killed (SIGKILL)", err)
+		}
+	})
+}

@@ -218,6 +218,19 @@ func (c *Cage) OpensFolded(cgid uint64) (uint64, error) {
 	return s.OpensFolded, nil
 }
 
+// Unchecked says whether a rename or link of the session went
+// unreported because the event ring buffer was full (cage.h's
+// SESSION_UNCHECKED): its names were never checked against deny_paths,
+// so the kernel kills every later opener in the session and the session
+// must end.
+func (c *Cage) Unchecked(cgid uint64) (bool, error) {
+	var s cageSession
+	if err := c.objs.Sessions.Lookup(cgid, &s); err != nil {
+		return false, fmt.Errorf("read session %d: %w", cgid, err)
+	}
+	return s.Flags&uint32(cageSessionFlagSESSION_UNCHECKED) != 0, nil
+}
+
 func (c *Cage) deleteEgress(cgid uint64) error {
 	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
 	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })

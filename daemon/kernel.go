@@ -192,9 +192,46 @@ func (d *Daemon) watchLost(ctx context.Context) {
 			d.audit.AppendAsync(audit.Record{"type": "events.lost", "ringbuf_full": rb - lastRB, "throttled": th - lastTh,
 				"ringbuf_full_total": rb, "throttled_total": th})
 		}
+		if rb > lastRB {
+			d.killUnchecked()
+		}
 		lastRB, lastTh = rb, th
 	}
 }
+
+// killUnchecked ends the sessions a full ring buffer left unchecked: a
+// rename or link of theirs was not reported, so its names were never
+// checked against deny_paths. The kernel killed its caller and kills
+// every later opener in the session (SESSION_UNCHECKED); this kills the
+// rest and records why.
+func (d *Daemon) killUnchecked() {
+	d.mu.Lock()
+	sessions := make([]*session, 0, len(d.sessions))
+	for _, s := range d.sessions {
+		sessions = append(sessions, s)
+	}
+	d.mu.Unlock()
+	for _, s := range sessions {
+		if s.cgid == 0 {
+			continue
+		}
+		if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
+			continue
+		}
+		if s.killedBy.Load() != nil {
+			continue // already ended for a hit
+		}
+		ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule, Action: d.killSession(s)}
+		s.killedBy.Store("a rename or link it made could not be reported to the deny_paths check (the kernel's event buffer was full)")
+		s.stopForPolicy()
+		s.deniedKernel.Add(1)
+		s.log.Warn("a rename or link went unchecked: "+ke.Action, "rule", ke.Rule)
+		d.audit.AppendAsync(s.kernelRecord(ke, ""))
+	}
+}
+
+// uncheckedRule is the rule of a session ended by killUnchecked.
+const uncheckedRule = "deny_paths: every rename and link is checked (one could not be reported)"
 
 // needsEBPF says why a server's rules need the eBPF layer ("" if not).
 func needsEBPF(srv *config.Server) string {

@@ -144,6 +144,38 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	d.waitClean("a killed session")
 }
 
+// A rename's names are checked by the daemon, so its event must reach it
+// even while the session's event budget is spent: before, a server that
+// kept failing opens (an event each) moved a file out of a denied
+// directory through a symlink unseen, and read it.
+func TestRenameCheckedWhileEventsAreThrottled(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	key := plantKey(t, dir)
+	// The session is killed: the call gets an error, or no answer.
+	res, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"rename-via-symlink-storm", "/work/.ssh", "id_ed25519", "/work/loot"}}}})
+	if err == nil && res != nil && len(res.Content) > 0 {
+		if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
+			t.Logf("the server read the moved key before the kill: %q", tc.Text)
+		}
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0: the rename out of the denied directory went unchecked")
+	}
+	ev := d.record(t, "file.rename", func(r map[string]any) bool { return str(r, "action") != "" })
+	if str(ev, "action") != "session killed" || str(ev, "touched") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("file.rename record: %v", ev)
+	}
+	if lost := d.record(t, "events.lost", func(r map[string]any) bool { return true }); lost["throttled"] == float64(0) {
+		t.Fatalf("the storm throttled no event: %v", lost)
+	}
+	_ = key
+	d.waitClean("a killed session")
+}
+
 // A denied name far above the opened file stands too: the kernel check
 // reads the first 16 components of a path into the event and goes on
 // checking above them. Before it did, a file more than 16 components

@@ -21,8 +21,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -196,6 +198,30 @@ func main() {
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
 		return
+	case "rename-via-symlink-storm":
+		// rename-via-symlink while failed opens (an event each) keep the
+		// session's event budget spent: a rename's event must still reach
+		// the daemon, which alone checks where its names lead.
+		var opened atomic.Int64
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if f, e := os.Open("/etc/mcpcage-storm-nonexistent"); e == nil {
+					f.Close()
+				}
+				opened.Add(1)
+			}
+		}()
+		for opened.Load() < 50000 {
+			runtime.Gosched()
+		}
+		fallthrough
 	case "link-via-symlink", "rename-via-symlink":
 		lnk := filepath.Join(os.Getenv("HOME"), "lnk")
 		os.Remove(lnk)
