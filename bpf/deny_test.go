@@ -67,20 +67,25 @@ func denyByComponentLength(t *testing.T, o Options, names []string, deny map[str
 // MAX_COMPONENTS components go into the event, the deny check goes on
 // above them (deny_deep), through mount points too. Both read paths.
 func TestDenyAboveDeepPaths(t *testing.T) {
-	deep := func(elem ...string) []string {
-		for i := 1; i <= 40; i++ {
+	// deep is elem, then n directories, then the file "key": a name
+	// right after elem is then component n+2 counted from the file.
+	deep := func(n int, elem ...string) string {
+		for i := 1; i <= n; i++ {
 			elem = append(elem, fmt.Sprintf("d%d", i))
 		}
-		return append(elem, "key")
+		return filepath.Join(append(elem, "key")...)
 	}
 	for _, rp := range readPaths {
 		t.Run(rp.name, func(t *testing.T) {
 			_, session, _, dir := sshDeniedWithMounts(t, rp.opts)
 			mountAt(t, filepath.Join(dir, "src"), filepath.Join(dir, ".ssh", "m"))
 			for _, tt := range []denyCase{
-				{"41 components below the denied name", filepath.Join(deep(dir, ".ssh")...), true},
-				{"41 components below a mount under the denied name", filepath.Join(deep(dir, ".ssh", "m")...), true},
-				{"as deep, no denied name", filepath.Join(deep(dir, "plain")...), false},
+				{"the denied name 16th from the file (the walk's last)", deep(14, dir, ".ssh"), true},
+				{"the denied name 17th from the file (deny_deep's first)", deep(15, dir, ".ssh"), true},
+				{"the denied name 42nd from the file", deep(40, dir, ".ssh"), true},
+				{"a mount point 16th, the denied name 17th", deep(14, dir, ".ssh", "m"), true},
+				{"a mount point 42nd, the denied name 43rd", deep(40, dir, ".ssh", "m"), true},
+				{"as deep, no denied name", deep(40, dir, "plain"), false},
 			} {
 				t.Run(tt.name, func(t *testing.T) {
 					if err := os.MkdirAll(filepath.Dir(tt.path), 0o755); err != nil {
