@@ -199,11 +199,8 @@ func (d *Daemon) watchLost(ctx context.Context) {
 	}
 }
 
-// killUnchecked ends the sessions a full ring buffer left unchecked: a
-// rename or link of theirs was not reported, so its names were never
-// checked against deny_paths. The kernel killed its caller and kills
-// every later opener in the session (SESSION_UNCHECKED); this kills the
-// rest and records why.
+// killUnchecked ends the sessions a full ring buffer left unchecked (see
+// endUnchecked).
 func (d *Daemon) killUnchecked() {
 	d.mu.Lock()
 	sessions := make([]*session, 0, len(d.sessions))
@@ -212,22 +209,31 @@ func (d *Daemon) killUnchecked() {
 	}
 	d.mu.Unlock()
 	for _, s := range sessions {
-		if s.cgid == 0 {
-			continue
-		}
-		if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
-			continue
-		}
-		if s.killedBy.Load() != nil {
-			continue // already ended for a hit
-		}
-		ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule, Action: d.killSession(s)}
-		s.killedBy.Store("a rename or link it made could not be reported to the deny_paths check (the kernel's event buffer was full)")
-		s.stopForPolicy()
-		s.deniedKernel.Add(1)
-		s.log.Warn("a rename or link went unchecked: "+ke.Action, "rule", ke.Rule)
-		d.audit.AppendAsync(s.kernelRecord(ke, ""))
+		d.endUnchecked(s)
 	}
+}
+
+// endUnchecked ends s if a full ring buffer left it unchecked: a rename or
+// link of its was not reported, so its names were never checked against
+// deny_paths. The kernel killed its caller and kills every later opener
+// in the session (SESSION_UNCHECKED); this kills the rest and records
+// why, once (a session already ended by a hit is left as it is).
+func (d *Daemon) endUnchecked(s *session) {
+	if d.cage == nil || s.cgid == 0 {
+		return
+	}
+	if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
+		return
+	}
+	why := "a rename or link it made could not be reported to the deny_paths check (the kernel's event buffer was full)"
+	if !s.killedBy.CompareAndSwap(nil, why) {
+		return
+	}
+	ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule, Action: d.killSession(s)}
+	s.stopForPolicy()
+	s.deniedKernel.Add(1)
+	s.log.Warn("a rename or link went unchecked: "+ke.Action, "rule", ke.Rule)
+	d.audit.AppendAsync(s.kernelRecord(ke, ""))
 }
 
 // uncheckedRule is the rule of a session ended by killUnchecked.

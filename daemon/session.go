@@ -478,6 +478,9 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 		} else {
 			s.opensFolded = n
 		}
+		// A rename the full ring could not report: its mark goes with the
+		// session's kernel entry, so it is recorded now if not already.
+		d.endUnchecked(s)
 		// Nothing of the session runs any more: forget it in the kernel
 		// now, before the client hears the session ended.
 		d.unregisterKernel(s)

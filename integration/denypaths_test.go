@@ -258,8 +258,8 @@ func TestDeniedPathMaskedAtLaunch(t *testing.T) {
 }
 
 // A symlink to a denied directory (made in the server's private home)
-// and a hard link through it by absolute names: link(2) is refused, and
-// nothing is left on the host. A rename through the symlink ends the
+// and a hard link or a swap of names (RENAME_EXCHANGE) through it by
+// absolute names: both are refused, and nothing is left on the host. A rename through the symlink ends the
 // session: the daemon resolves the names as the kernel does.
 func TestLinkThroughSymlinkedDirectory(t *testing.T) {
 	dir := project(t)
@@ -272,9 +272,17 @@ func TestLinkThroughSymlinkedDirectory(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "loot")); err == nil {
 		t.Fatal("the hard link is on the host")
 	}
+	// A swap of names (renameat2 RENAME_EXCHANGE) through the symlink,
+	// which would put the key at /work/notes.txt: refused too.
+	if got := attack(t, c, "exchange-via-symlink", "/work/.ssh", "id_ed25519", "/work/notes.txt"); got != "DENIED operation not permitted" {
+		t.Fatalf("name swap through a symlinked directory: %q", got)
+	}
+	if b, _ := os.ReadFile(key); string(b) != "PRIVATE KEY" {
+		t.Fatalf("the key moved: %q at its place", b)
+	}
 	// The session lives on: the link was refused, nothing was touched.
 	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
-		t.Fatalf("after the refused link: %q", got)
+		t.Fatalf("after the refused link and swap: %q", got)
 	}
 
 	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer

@@ -30,6 +30,13 @@ import (
 //     Tools that fall back to copying (cp -l, git's object store, npm's
 //     and pip's caches) copy instead; the rare program that insists on
 //     link(2) fails;
+//   - no name swaps: renameat2 with RENAME_EXCHANGE is refused (EPERM).
+//     An exchange moves the file at its new name to its old one, so a
+//     denied file swapped out through a symlink would leave its denied
+//     directory by a name whose directory neither the kernel's check
+//     (the old name's) nor the daemon's resolution looks at. Renames
+//     without the flag are unaffected; `mv --exchange` and the rare
+//     program that swaps atomically fail;
 //   - no 32-bit system calls: the filter names the native architecture
 //     only (x86_64, aarch64), so a system call made through the 32-bit
 //     entry (int $0x80 or sysenter on x86_64, AArch32 code on arm64)
@@ -74,7 +81,7 @@ var allowedSyscalls = []string{
 	"preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6", "pselect6_time64", "pwrite64",
 	"pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv", "recv",
 	"recvfrom", "recvmmsg", "recvmmsg_time64", "recvmsg", "remap_file_pages", "removexattr",
-	"rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq", "rt_sigaction",
+	"rename", "renameat", "restart_syscall", "rmdir", "rseq", "rt_sigaction",
 	"rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend",
 	"rt_sigtimedwait", "rt_sigtimedwait_time64", "rt_tgsigqueueinfo", "sched_getaffinity",
 	"sched_getattr", "sched_getparam", "sched_get_priority_max", "sched_get_priority_min",
@@ -120,6 +127,9 @@ const (
 	cloneFiles  = 0x00000400 // CLONE_FILES
 	cloneThread = 0x00010000 // CLONE_THREAD
 )
+
+// renameExchange is renameat2's RENAME_EXCHANGE flag.
+const renameExchange = 0x2
 
 // SeccompOptions select the profile.
 type SeccompOptions struct {
@@ -179,6 +189,9 @@ func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
 			{Names: []string{"clone"}, Action: specs.ActAllow,
 				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags | cloneFiles | cloneThread, ValueTwo: cloneFiles | cloneThread, Op: specs.OpMaskedEqual}}},
 			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+			// renameat2: not RENAME_EXCHANGE (see the package comment).
+			{Names: []string{"renameat2"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{{Index: 4, Value: renameExchange, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
 			{Names: []string{"personality"}, Action: specs.ActAllow,
 				Args: []specs.LinuxSeccompArg{{Index: 0, Value: 0x0, Op: specs.OpEqualTo}}},
 			{Names: []string{"personality"}, Action: specs.ActAllow,

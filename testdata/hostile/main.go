@@ -222,16 +222,24 @@ func main() {
 			runtime.Gosched()
 		}
 		fallthrough
-	case "link-via-symlink", "rename-via-symlink":
+	case "link-via-symlink", "rename-via-symlink", "exchange-via-symlink":
 		lnk := filepath.Join(os.Getenv("HOME"), "lnk")
 		os.Remove(lnk)
 		if err = os.Symlink(arg, lnk); err != nil {
 			break
 		}
 		from, to := filepath.Join(lnk, os.Args[3]), os.Args[4]
-		if os.Args[1] == "link-via-symlink" {
+		switch os.Args[1] {
+		case "link-via-symlink":
 			err = unix.Linkat(unix.AT_FDCWD, from, unix.AT_FDCWD, to, 0)
-		} else {
+		case "exchange-via-symlink":
+			// to (an ordinary file) and the file through the symlink swap
+			// names: the denied file lands at to. The symlink's side is
+			// named relative to the home, where the symlink is.
+			if err = os.Chdir(os.Getenv("HOME")); err == nil {
+				err = unix.Renameat2(unix.AT_FDCWD, to, unix.AT_FDCWD, filepath.Join("lnk", os.Args[3]), unix.RENAME_EXCHANGE)
+			}
+		default:
 			err = unix.Renameat(unix.AT_FDCWD, from, unix.AT_FDCWD, to)
 		}
 		if err != nil {
