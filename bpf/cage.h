@@ -360,10 +360,10 @@ static __always_inline void take_component(struct event *e, struct deny_key *dk,
 // deny_deep goes on with a deny check that walk_path cut short (at
 // MAX_COMPONENTS, or at its budget of mount crossings): from dentry d on
 // mount m up to the root of the namespace, at most DEEP_STEPS steps,
-// looking up each name whose length a denied name has. Returns the matching rule + 1, or 0. Only
-// paths that deep take it. A global function: the verifier checks it
-// once, on its own, not in each inlined copy of walk_path, and its
-// arguments are plain numbers.
+// looking up each name whose length a denied name has. Returns the
+// matching rule + 1, or 0. Only paths that deep take it. A global
+// function: the verifier checks it once, on its own, not in each inlined
+// copy of walk_path, and its arguments are plain numbers.
 __noinline __u32 deny_deep(__u64 cgid, __u32 lens, __u64 dentry, __u64 mount)
 {
 	struct deny_key dk = {.cgid = cgid};
@@ -408,11 +408,10 @@ __noinline __u32 deny_deep(__u64 cgid, __u32 lens, __u64 dentry, __u64 mount)
 			continue;
 		}
 		if (lens & deny_len_bit(len)) {
-			__builtin_memset(dk.name, 0, sizeof(dk.name));
-			bpf_probe_read_kernel_str(dk.name, sizeof(dk.name), name);
-			__u32 *rule = bpf_map_lookup_elem(&deny_components, &dk);
-			if (rule)
-				return *rule + 1;
+			__u32 denied = 0;
+			take_component(0, &dk, 0, true, name, &denied);
+			if (denied)
+				return denied;
 		}
 		d = parent;
 	}

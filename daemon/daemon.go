@@ -221,11 +221,8 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 func (d *Daemon) shutdown() {
 	d.mu.Lock()
 	d.closing = true
-	live := make([]*session, 0, len(d.sessions))
-	for _, s := range d.sessions {
-		live = append(live, s)
-	}
 	d.mu.Unlock()
+	live := d.liveSessions()
 	d.log.Info("shutting down", "sessions", len(live))
 	d.warm.close() // no new prepared sandboxes; the ready ones removed
 	for _, s := range live {
@@ -370,6 +367,18 @@ func (d *Daemon) addSession(s *session) bool {
 	}
 	d.sessions[s.id] = s
 	return true
+}
+
+// liveSessions is a copy of the sessions now live, to act on each
+// without holding the daemon's lock.
+func (d *Daemon) liveSessions() []*session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	live := make([]*session, 0, len(d.sessions))
+	for _, s := range d.sessions {
+		live = append(live, s)
+	}
+	return live
 }
 
 func (d *Daemon) removeSession(id string) {

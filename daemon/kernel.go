@@ -202,13 +202,7 @@ func (d *Daemon) watchLost(ctx context.Context) {
 // killUnchecked ends the sessions a full ring buffer left unchecked (see
 // endUnchecked).
 func (d *Daemon) killUnchecked() {
-	d.mu.Lock()
-	sessions := make([]*session, 0, len(d.sessions))
-	for _, s := range d.sessions {
-		sessions = append(sessions, s)
-	}
-	d.mu.Unlock()
-	for _, s := range sessions {
+	for _, s := range d.liveSessions() {
 		d.endUnchecked(s)
 	}
 }
