@@ -71,7 +71,7 @@ func serverCommand(socket *string, stdout io.Writer) *cobra.Command {
 		},
 	}
 	add.Flags().StringArrayVar(&mounts, "mount", nil, "SRC:DST[:rw] host path shown in the sandbox (read-only unless :rw)")
-	add.Flags().StringArrayVar(&def.Egress, "egress", nil, "allowed destination HOST:PORT (implies --network host)")
+	add.Flags().StringArrayVar(&def.Egress, "egress", nil, "allowed destination TARGET:PORT: an address, a range, a host name, or public (the internet, not the host nor its local networks); PORT a number or *; implies --network host")
 	add.Flags().StringVar(&def.Network, "network", "", "none (default) or host")
 	add.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE (use secret:NAME for secrets)")
 	add.Flags().StringVar(&def.Workdir, "workdir", "", "working directory in the sandbox")

@@ -255,6 +255,53 @@ egress = ["localhost:%s"]
 	d.waitLog(`msg="connection denied"`)
 }
 
+// TestEgressPublic: the egress target "public" reaches the internet, not
+// the host's loopback, its local networks or the cloud metadata address
+// (what imported network tools get). The internet cases are UDP connects:
+// connect(2) is where the kernel decides, and nothing is sent.
+func TestEgressPublic(t *testing.T) {
+	setup(t)
+	local := listenHTTP(t, "127.0.0.1:0")
+	_, localPort, _ := net.SplitHostPort(local)
+	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"public:*\"]\n", filepath.Join(env.bin, "testserver")))
+	tr := d.trace(t)
+	c := d.connect(t, "web", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "http_get", map[string]any{"url": "http://" + local + "/"}); !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("GET of a service on the host's loopback: %q, want EPERM", got)
+	}
+	tests := []struct {
+		name, addr string
+		allowed    bool
+	}{
+		{"internet, IPv4", "1.1.1.1:443", true},
+		{"internet, IPv6", "[2606:4700:4700::1111]:443", true},
+		{"internet, another port", "8.8.8.8:8443", true},
+		{"loopback", "127.0.0.1:" + localPort, false},
+		{"loopback, IPv4-mapped", "[::ffff:127.0.0.1]:" + localPort, false},
+		{"loopback, IPv6", "[::1]:" + localPort, false},
+		{"private network", "10.1.2.3:443", false},
+		{"home router", "192.168.1.1:443", false},
+		{"carrier-grade NAT", "100.64.0.1:443", false},
+		{"cloud metadata", "169.254.169.254:80", false},
+		{"unique local IPv6", "[fd00::1]:443", false},
+		{"6to4 of a private address", "[2002:c0a8:101::1]:443", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := attack(t, c, "udp-connect", tt.addr)
+			if denied := strings.Contains(v, "operation not permitted"); denied == tt.allowed {
+				t.Fatalf("UDP connect to %s: %q, want allowed=%v", tt.addr, v, tt.allowed)
+			}
+		})
+	}
+	ev := tr.wait(t, "net.denied of the metadata address", func(ev map[string]any) bool {
+		return str(ev, "type") == "net.denied" && str(ev, "addr") == "169.254.169.254:80"
+	})
+	if str(ev, "action") != "EPERM" {
+		t.Fatalf("net.denied record: %v", ev)
+	}
+}
+
 func TestDenyPathKillsTheOpener(t *testing.T) {
 	setup(t)
 	project := t.TempDir()

@@ -4,14 +4,16 @@
 // Grammar of one entry:
 //
 //	entry  = target ":" port
-//	target = IPv4 | IPv4 "/" bits | "[" IPv6 "]" | "[" IPv6 "/" bits "]" | hostname
+//	target = IPv4 | IPv4 "/" bits | "[" IPv6 "]" | "[" IPv6 "/" bits "]" | "public" | hostname
 //	port   = 1..65535 | "*"
 //
 // Examples: "10.0.0.0/8:443", "api.github.com:443", "127.0.0.1:*",
-// "[::1]:8080", "[2001:db8::/32]:*". Host names are resolved when a
-// session starts (DNS, a stub resolver that reports TTLs); every address
-// a name resolves to is allowed on the entry's port until its record's
-// TTL runs out, and the name is looked up again then (Tracker).
+// "[::1]:8080", "[2001:db8::/32]:*", "public:443". Host names are
+// resolved when a session starts (DNS, a stub resolver that reports
+// TTLs); every address a name resolves to is allowed on the entry's port
+// until its record's TTL runs out, and the name is looked up again then
+// (Tracker). "public" is every address on the internet, IPv4 and IPv6,
+// and none of the host's own or its local networks' (PublicPrefixes).
 package egress
 
 import (
@@ -28,9 +30,13 @@ type Entry struct {
 	Index  int
 	Prefix netip.Prefix // zero when Host is set
 	Host   string
+	Public bool   // the target is "public" (PublicPrefixes)
 	Port   uint16 // 0 with AnyPort
 	Any    bool
 }
+
+// publicTarget is the target that stands for every public address.
+const publicTarget = "public"
 
 var hostname = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
@@ -66,6 +72,10 @@ func Parse(s string) (Entry, error) {
 		e.Prefix = p.Masked()
 		return e, nil
 	}
+	if !bracketed && strings.EqualFold(target, publicTarget) {
+		e.Public = true
+		return e, nil
+	}
 	if a, err := netip.ParseAddr(target); err == nil {
 		if a.Is6() && !bracketed {
 			return e, fmt.Errorf("egress %q: write IPv6 addresses in brackets, e.g. \"[::1]:443\"", s)
@@ -99,6 +109,29 @@ type Rule struct {
 	Prefix netip.Prefix
 	Ports  []uint16 // empty: any
 	Index  int
+}
+
+// rules are the entry's allow rules when it names no host (Tracker
+// resolves those): its range, or every public range.
+func (e Entry) rules() []Rule {
+	ports := e.ports()
+	if !e.Public {
+		return []Rule{{Prefix: e.Prefix, Ports: ports, Index: e.Index}}
+	}
+	pub := PublicPrefixes()
+	out := make([]Rule, 0, len(pub))
+	for _, p := range pub {
+		out = append(out, Rule{Prefix: p, Ports: ports, Index: e.Index})
+	}
+	return out
+}
+
+// ports are the entry's ports as a rule holds them: none for any.
+func (e Entry) ports() []uint16 {
+	if e.Any {
+		return nil
+	}
+	return []uint16{e.Port}
 }
 
 // HasHosts reports whether any entry needs resolving.

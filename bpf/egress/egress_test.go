@@ -13,8 +13,13 @@ func TestParse(t *testing.T) {
 		host   string
 		port   uint16
 		any    bool
+		public bool
 		err    string
 	}{
+		{in: "public:443", port: 443, public: true},
+		{in: "PUBLIC:*", any: true, public: true},
+		{in: "[public]:443", err: "not an address"},
+		{in: "public.example.com:443", host: "public.example.com", port: 443},
 		{in: "10.0.0.0/8:443", prefix: "10.0.0.0/8", port: 443},
 		{in: "10.1.2.3/8:443", prefix: "10.0.0.0/8", port: 443},
 		{in: "127.0.0.1:*", prefix: "127.0.0.1/32", any: true},
@@ -45,7 +50,7 @@ func TestParse(t *testing.T) {
 			if tt.prefix != "" && e.Prefix != netip.MustParsePrefix(tt.prefix) {
 				t.Errorf("prefix = %v, want %s", e.Prefix, tt.prefix)
 			}
-			if e.Host != tt.host || e.Port != tt.port || e.Any != tt.any {
+			if e.Host != tt.host || e.Port != tt.port || e.Any != tt.any || e.Public != tt.public {
 				t.Errorf("got %+v", e)
 			}
 		})

@@ -76,12 +76,9 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 		}
 	}
 	for _, e := range t.entries {
-		var ports []uint16
-		if !e.Any {
-			ports = []uint16{e.Port}
-		}
+		ports := e.ports()
 		if e.Host == "" {
-			rules = append(rules, Rule{Prefix: e.Prefix, Ports: ports, Index: e.Index})
+			rules = append(rules, e.rules()...)
 			continue
 		}
 		seen := t.addrs[e.Index]

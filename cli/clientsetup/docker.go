@@ -139,8 +139,8 @@ func importDocker(c Client, name string, e entry, o Options) (Server, string) {
 	case "none":
 		s.Network = "none"
 	default: // docker's default bridge, host, or a network of its own
-		s.Egress = []string{"0.0.0.0/0:443", "[::/0]:443"}
-		s.Warnings = append(s.Warnings, fmt.Sprintf("%s had docker's network: it may reach any host on port 443 under mcpcage; narrow egress with `mcpcage server add`", name))
+		s.Egress = []string{"public:443"}
+		s.Warnings = append(s.Warnings, fmt.Sprintf("%s had docker's network: under mcpcage it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name))
 	}
 	s.moveSecrets(env)
 	return s, ""

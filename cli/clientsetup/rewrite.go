@@ -334,8 +334,8 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 	for _, p := range networkPackages {
 		if strings.Contains(all, p) {
 			s.Network = "host"
-			s.Egress = []string{"0.0.0.0/0:443", "[::/0]:443"}
-			s.Warnings = append(s.Warnings, fmt.Sprintf("%s looks like a network tool: it may reach any host on port 443; narrow egress with `mcpcage server add`", name))
+			s.Egress = []string{"public:443"}
+			s.Warnings = append(s.Warnings, fmt.Sprintf("%s looks like a network tool: it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name))
 			break
 		}
 	}

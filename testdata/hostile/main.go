@@ -7,7 +7,7 @@
 //
 //	read PATH | read-compat PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
 //	init-module | raw-socket | io-uring | fork-bomb | euid |
-//	connect HOST:PORT | udp-send HOST:PORT | udp-sendto HOST:PORT | open-storm N |
+//	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N
 package main
@@ -125,6 +125,14 @@ func main() {
 			if network == "udp" {
 				_, err = c.Write([]byte("ping"))
 			}
+			c.Close()
+		}
+	case "udp-connect":
+		// connect(2) of a UDP socket: the egress hooks decide it, and
+		// nothing is sent (an allowed address leaves no packet on the wire).
+		var c net.Conn
+		c, err = net.Dial("udp", arg)
+		if err == nil {
 			c.Close()
 		}
 	case "udp-sendto":
