@@ -286,7 +286,7 @@ const builtinRule = 0xffff
 // kernelRules adds the built-in rules and converts for the kernel.
 func kernelRules(rules []egress.Rule) []bpf.EgressRule {
 	var out []bpf.EgressRule
-	for _, r := range append(rules, egress.LoopbackDNS()...) {
+	for _, r := range append(rules, egress.DNSRules(egress.ResolvConf)...) {
 		idx := r.Index
 		if idx < 0 {
 			idx = builtinRule

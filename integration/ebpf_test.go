@@ -302,6 +302,36 @@ func TestEgressPublic(t *testing.T) {
 	}
 }
 
+// TestEgressReachesTheHostsResolver: a host-network server resolves
+// names through the resolver the host's resolv.conf names (often the
+// network's, on a private address no egress list names), on port 53 only.
+// Imported network tools (public:443) could not resolve anything before.
+func TestEgressReachesTheHostsResolver(t *testing.T) {
+	setup(t)
+	b, _ := os.ReadFile("/etc/resolv.conf")
+	var servers []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Zone() == "" {
+				servers = append(servers, a.Unmap().String())
+			}
+		}
+	}
+	testenv.Require(t, len(servers) > 0, "a nameserver in /etc/resolv.conf")
+	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"192.0.2.99:443\"]\n", filepath.Join(env.bin, "testserver")))
+	c := d.connect(t, "web", mcp.ProtocolVersion20251125)
+	for _, ns := range servers {
+		t.Run(ns, func(t *testing.T) {
+			if v := attack(t, c, "udp-connect", net.JoinHostPort(ns, "53")); strings.Contains(v, "operation not permitted") {
+				t.Fatalf("DNS to the host's resolver %s: %q, want allowed", ns, v)
+			}
+			if v := attack(t, c, "udp-connect", net.JoinHostPort(ns, "54")); !strings.Contains(v, "operation not permitted") {
+				t.Fatalf("the resolver's address on another port: %q, want EPERM", v)
+			}
+		})
+	}
+}
+
 func TestDenyPathKillsTheOpener(t *testing.T) {
 	setup(t)
 	project := t.TempDir()

@@ -297,21 +297,34 @@ func (r *DNS) fromHosts(host string) []Answer {
 	return out
 }
 
-// resolvConfServers returns the nameservers of a resolv.conf.
+// resolvConfServers returns the nameservers of a resolv.conf as
+// host:port, 127.0.0.1:53 when it names none (as the C library does).
 func resolvConfServers(path string) []string {
 	var out []string
-	if b, err := os.ReadFile(path); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 2 && f[0] == "nameserver" {
-				if a, err := netip.ParseAddr(f[1]); err == nil {
-					out = append(out, netip.AddrPortFrom(a, 53).String())
-				}
-			}
-		}
+	for _, a := range resolvConfAddrs(path) {
+		out = append(out, netip.AddrPortFrom(a, 53).String())
 	}
 	if len(out) == 0 {
 		out = []string{"127.0.0.1:53"}
+	}
+	return out
+}
+
+// resolvConfAddrs returns the addresses of a resolv.conf's nameservers,
+// IPv4-mapped ones as IPv4; none when it cannot be read.
+func resolvConfAddrs(path string) []netip.Addr {
+	var out []netip.Addr
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil {
+				out = append(out, a.Unmap())
+			}
+		}
 	}
 	return out
 }

@@ -88,6 +88,42 @@ func TestResolvConfServers(t *testing.T) {
 	}
 }
 
+// TestDNSRules: a host-network session may reach port 53 of loopback and
+// of every nameserver the host's resolv.conf names, and nothing more.
+func TestDNSRules(t *testing.T) {
+	loopback := []string{"127.0.0.0/8", "::1/128"}
+	tests := []struct {
+		name, conf string
+		want       []string
+	}{
+		{"the network's resolver", "nameserver 10.255.255.53\n", append(loopback, "10.255.255.53/32")},
+		{"systemd-resolved", "nameserver 127.0.0.53\noptions edns0 trust-ad\n", loopback},
+		{"several, IPv6 link-local with a zone, IPv4-mapped", "search lan\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\nnameserver ::ffff:10.0.0.2\nnameserver ::1\n",
+			append(loopback, "192.168.1.1/32", "fe80::1/128", "10.0.0.2/32")},
+		{"garbage and comments", "# nameserver 10.9.9.9\nnameserver not-an-address\nnameserver\n", loopback},
+		{"no file", "", loopback},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "resolv.conf")
+			if tt.conf != "" {
+				if err := os.WriteFile(p, []byte(tt.conf), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rules := DNSRules(p)
+			if got := prefixes(rules); !slices.Equal(got, tt.want) {
+				t.Fatalf("prefixes = %v, want %v", got, tt.want)
+			}
+			for _, r := range rules {
+				if !slices.Equal(r.Ports, []uint16{53}) || r.Index != -1 {
+					t.Fatalf("rule %+v: want port 53 only, built-in (index -1)", r)
+				}
+			}
+		})
+	}
+}
+
 // fakeLookup answers from a table a test changes between calls.
 type fakeLookup struct {
 	answers map[string][]Answer

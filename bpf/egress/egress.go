@@ -144,11 +144,25 @@ func HasHosts(entries []Entry) bool {
 	return false
 }
 
-// LoopbackDNS are the rules every host-network session gets: DNS to a
-// resolver on loopback (systemd-resolved, dnsmasq), nothing else there.
-func LoopbackDNS() []Rule {
-	return []Rule{
+// ResolvConf is the resolver configuration of the host, which a server
+// sharing the host's network reads through its view of the host's root.
+const ResolvConf = "/etc/resolv.conf"
+
+// DNSRules are the rules every host-network session gets: DNS (port 53)
+// to a resolver on loopback (systemd-resolved, dnsmasq) and to the
+// nameservers resolvConf names (the router's or the network's resolver
+// when nothing on loopback answers), and nothing else on those addresses.
+func DNSRules(resolvConf string) []Rule {
+	rules := []Rule{
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Ports: []uint16{53}, Index: -1},
 		{Prefix: netip.MustParsePrefix("::1/128"), Ports: []uint16{53}, Index: -1},
 	}
+	for _, a := range resolvConfAddrs(resolvConf) {
+		if a.IsLoopback() {
+			continue // the loopback rules hold it
+		}
+		a = a.WithZone("") // fe80::1%eth0: the kernel matches the address
+		rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: []uint16{53}, Index: -1})
+	}
+	return rules
 }
