@@ -75,6 +75,7 @@ type Daemon struct {
 	book            *ask.Book   // requests waiting for mcpcage approve, and the user's refusals
 	runs            flow.Runs   // agent runs: the data-flow guard's taint and influence trail
 	guards          atomic.Pointer[guardConfig]
+	imagesUnused    chan struct{} // asks collectImages for a pass (images.go)
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -89,7 +90,7 @@ type Daemon struct {
 // New prepares a daemon: it connects to containerd, removes what a crashed
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New()}
+	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
@@ -185,6 +186,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
 	go d.sweepRuns(ctx)
+	go d.collectImages(ctx)
+	d.collectImagesSoon() // what the configuration stopped naming while the daemon was down
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close() // ends the accept loop

@@ -548,6 +548,9 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	if err := s.handle.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
 	}
+	if s.srv != nil && s.srv.Image != "" {
+		d.collectImagesSoon() // the last user of an image no server names any more
+	}
 	if s.streams.serverOut != nil {
 		_ = s.streams.serverOut.Close()
 	}

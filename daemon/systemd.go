@@ -95,6 +95,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 	d.cfg.Store(next)
 	d.consents.Invalidate()
 	d.warm.flush() // built from the previous configuration
+	d.collectImagesSoon()
 	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
 }
 

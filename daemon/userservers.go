@@ -79,6 +79,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
+		d.collectImagesSoon() // it may replace a server of the same name that named another image
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
 		srv, _ := d.server(req.Name, peer)
@@ -99,6 +100,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 				return
 			}
 		}
+		d.collectImagesSoon()
 		if err := d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name}); err != nil {
 			fail(fmt.Errorf("server %s is removed, but the audit log could not record it: %w", req.Name, err))
 			return

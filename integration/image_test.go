@@ -7,14 +7,20 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // ociArchive builds an OCI image layout tar holding the static test server
@@ -23,9 +29,17 @@ func ociArchive(t *testing.T, ref string) string {
 	return ociArchiveWith(t, ref, map[string]any{"Env": []string{"PATH=/bin"}})
 }
 
-// ociArchiveWith is ociArchive with the image config's "config" member
-// (Env, Entrypoint, Cmd, WorkingDir); the layer also holds /etc/where.
-func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
+// ociImage is a test image: its blobs by digest and its manifest's
+// digest.
+type ociImage struct {
+	blobs    map[string][]byte
+	manifest string
+}
+
+// buildImage builds an image holding the static test server at
+// /bin/testserver, with the image config's "config" member (Env,
+// Entrypoint, Cmd, WorkingDir); the layer also holds /etc/where.
+func buildImage(t *testing.T, config map[string]any) ociImage {
 	t.Helper()
 	var layer bytes.Buffer
 	tw := tar.NewWriter(&layer)
@@ -44,11 +58,11 @@ func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
 	}
 	must(t, tw.Close(), "tar")
 
-	blobs := map[string][]byte{}
+	img := ociImage{blobs: map[string][]byte{}}
 	put := func(b []byte) (string, int) {
 		sum := sha256.Sum256(b)
 		d := "sha256:" + hex.EncodeToString(sum[:])
-		blobs[d] = b
+		img.blobs[d] = b
 		return d, len(b)
 	}
 	layerDigest, layerSize := put(layer.Bytes())
@@ -59,15 +73,24 @@ func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
 	})
 	cfgDigest, cfgSize := put(cfg)
 	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"schemaVersion": 2, "mediaType": ociManifestType,
 		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfgDigest, "size": cfgSize},
 		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": layerSize}},
 	})
-	mDigest, mSize := put(manifest)
+	img.manifest, _ = put(manifest)
+	return img
+}
+
+const ociManifestType = "application/vnd.oci.image.manifest.v1+json"
+
+// ociArchiveWith is ociArchive with the image config's "config" member.
+func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
+	t.Helper()
+	img := buildImage(t, config)
 	index, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2,
 		"manifests": []any{map[string]any{
-			"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mDigest, "size": mSize,
+			"mediaType": ociManifestType, "digest": img.manifest, "size": len(img.blobs[img.manifest]),
 			"platform":    map[string]string{"architecture": runtime.GOARCH, "os": "linux"},
 			"annotations": map[string]string{"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref},
 		}},
@@ -83,12 +106,60 @@ func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
 	}
 	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
 	add("index.json", index)
-	for d, b := range blobs {
+	for d, b := range img.blobs {
 		add("blobs/sha256/"+strings.TrimPrefix(d, "sha256:"), b)
 	}
 	must(t, out.Close(), "tar")
 	must(t, f.Close(), "close")
 	return path
+}
+
+// serveRegistry serves img as repository name, tag tag, over plain HTTP on
+// loopback: the pull side of the distribution API, as containerd's client
+// uses it (manifests by tag or digest, blobs by digest). It returns
+// host:port; the client speaks plain HTTP to loopback registries.
+func serveRegistry(t *testing.T, name, tag string, img ociImage) string {
+	t.Helper()
+	prefix := "/v2/" + name + "/"
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+			_, _ = w.Write([]byte("{}"))
+			return
+		}
+		rest, ok := strings.CutPrefix(r.URL.Path, prefix)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		kind, ref, _ := strings.Cut(rest, "/")
+		digest, ctype := ref, "application/octet-stream"
+		switch {
+		case kind == "manifests" && (ref == tag || ref == img.manifest):
+			digest, ctype = img.manifest, ociManifestType
+		case kind == "blobs":
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		b, ok := img.blobs[digest]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("Docker-Content-Digest", digest)
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(b)
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err, "listen")
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
 }
 
 func TestImageServer(t *testing.T) {
@@ -122,4 +193,61 @@ func TestImageServer(t *testing.T) {
 	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "images import") {
 		t.Fatalf("missing image: %v %q", err, stderr.String())
 	}
+}
+
+// TestUnusedImagesRemoved: an image mcpcaged pulled for a server is
+// removed, with its layers, once no server names it and no container
+// uses it; an image the administrator imported stays.
+func TestUnusedImagesRemoved(t *testing.T) {
+	host := serveRegistry(t, "mcpcage/itest", "gc", buildImage(t, map[string]any{"Env": []string{"PATH=/bin"}}))
+	pulled := host + "/mcpcage/itest:gc"
+	const imported = "docker.io/mcpcage/imported:itest"
+	section := fmt.Sprintf("[servers.img]\nimage = %q\ncommand = [\"testserver\"]\n", pulled)
+	d := startDaemon(t, section)
+	out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "import", ociArchive(t, imported)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("import image: %v %s", err, out)
+	}
+	images := func() string {
+		out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "ls").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr images ls: %v %s", err, out)
+		}
+		return string(out)
+	}
+	passes := func() int { return strings.Count(d.log.String(), `msg="unused images checked"`) }
+
+	c := d.connect(t, "img", mcp.ProtocolVersion20251125) // pulls the image from the registry
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "pulled"}); got != "pulled" {
+		t.Fatalf("echo = %q", got)
+	}
+	if ls := images(); !strings.Contains(ls, pulled) || !strings.Contains(ls, "io.mcpcage.pulled=true") {
+		t.Fatalf("the pulled image is not in the store with its label:\n%s", ls)
+	}
+
+	// The configuration stops naming it while its session runs: the
+	// session's container still uses it.
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	before := passes()
+	must(t, os.WriteFile(d.config, []byte(strings.Replace(string(cfg), section, "", 1)), 0o644), "edit config")
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	testenv.WaitFor(t, "a pass after the reload", 20*time.Second, func() (bool, string) {
+		return passes() > before, fmt.Sprintf("%d passes", passes())
+	})
+	if ls := images(); !strings.Contains(ls, pulled) {
+		t.Fatalf("an image a live session uses was removed:\n%s", ls)
+	}
+
+	// The session ends: nothing uses or names the image any more.
+	_ = c.Close()
+	testenv.WaitFor(t, "the unused pulled image to go", 20*time.Second, func() (bool, string) {
+		ls := images()
+		return !strings.Contains(ls, pulled), ls
+	})
+	d.waitLog(`msg="removed an image that no server names any more"`)
+	if ls := images(); !strings.Contains(ls, imported) {
+		t.Fatalf("an imported image was removed:\n%s", ls)
+	}
+	d.waitClean("the image's session")
 }

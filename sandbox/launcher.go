@@ -38,6 +38,10 @@ type Launcher struct {
 	ns      string
 	fifoDir string
 	log     *slog.Logger
+	// images keeps removing unused images (RemoveUnusedImages, which
+	// writes) apart from taking one for a sandbox (image, which reads:
+	// sessions pull at the same time).
+	images sync.RWMutex
 }
 
 // NewLauncher connects to containerd at address. fifoDir holds the stdio
@@ -609,29 +613,6 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 func (l *Launcher) Count(ctx context.Context) (int, error) {
 	cs, err := l.client.Containers(l.ctx(ctx), fmt.Sprintf(`labels."%s"==true`, LabelManaged))
 	return len(cs), err
-}
-
-// image returns ref from containerd's image store, pulling and unpacking it
-// when it is absent.
-func (l *Launcher) image(ctx context.Context, ref string) (containerd.Image, error) {
-	img, err := l.client.GetImage(ctx, ref)
-	if err == nil {
-		if ok, _ := img.IsUnpacked(ctx, ""); !ok {
-			if err := img.Unpack(ctx, ""); err != nil {
-				return nil, fmt.Errorf("unpack image %s: %w", ref, err)
-			}
-		}
-		return img, nil
-	}
-	if !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
-	}
-	l.log.Info("pulling image", "image", ref)
-	img, err = l.client.Pull(ctx, ref, containerd.WithPullUnpack)
-	if err != nil {
-		return nil, fmt.Errorf("image %s is not in containerd's store (namespace %s) and pulling it failed: %w: import it with `ctr -n %s images import FILE`", ref, l.ns, err, l.ns)
-	}
-	return img, nil
 }
 
 // ImageProcess is what an image runs when its server names no command:

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/mcpcage/mcpcage/config"
@@ -128,5 +129,37 @@ func (s *Store) List(uid uint32) ([]*config.Server, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Images returns the images every user's servers name, each once. A file
+// that cannot be read is an error: the caller must not take its servers'
+// images for unused.
+func (s *Store) Images() ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("user servers: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, e := range ents {
+		uid, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".json"), 10, 32)
+		if err != nil || !strings.HasSuffix(e.Name(), ".json") {
+			continue // not a user's file (a temporary one of save)
+		}
+		m, err := s.load(uint32(uid))
+		if err != nil {
+			return nil, err
+		}
+		for _, srv := range m {
+			if srv.Image != "" && !seen[srv.Image] {
+				seen[srv.Image] = true
+				out = append(out, srv.Image)
+			}
+		}
+	}
+	sort.Strings(out)
 	return out, nil
 }

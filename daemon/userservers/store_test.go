@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,5 +65,52 @@ func TestStoreInvalidStored(t *testing.T) {
 	}
 	if err := s.Remove(1000, "stale"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStoreImages: the images of every user's servers, each once, and an
+// error (not an empty answer) when a user's file cannot be read.
+func TestStoreImages(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "u")
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := []struct {
+		uid  uint32
+		name string
+		srv  Server
+	}{
+		{1000, "gh", Server{Image: "ghcr.io/github/github-mcp-server:latest"}},
+		{1000, "local", Server{Command: []string{"x"}}},
+		{1001, "gh2", Server{Image: "ghcr.io/github/github-mcp-server:latest"}},
+		{1001, "other", Server{Image: "docker.io/library/alpine:3"}},
+	}
+	for _, p := range puts {
+		if err := s.Put(p.uid, p.name, p.srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(want []string) {
+		t.Helper()
+		got, err := s.Images()
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("Images = %v, %v; want %v", got, err, want)
+		}
+	}
+	must([]string{"docker.io/library/alpine:3", "ghcr.io/github/github-mcp-server:latest"})
+	if err := os.WriteFile(filepath.Join(dir, "1002.json.tmp"), []byte("half written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must([]string{"docker.io/library/alpine:3", "ghcr.io/github/github-mcp-server:latest"})
+	if err := s.Remove(1001, "other"); err != nil {
+		t.Fatal(err)
+	}
+	must([]string{"ghcr.io/github/github-mcp-server:latest"})
+	if err := os.WriteFile(filepath.Join(dir, "1003.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Images(); err == nil {
+		t.Fatalf("Images with an unreadable user file = %v, want an error", got)
 	}
 }
