@@ -17,6 +17,13 @@ type EgressRule struct {
 	Prefix netip.Prefix
 	Ports  []uint16
 	Index  int // the rule's position in the server's egress list
+	// Public: the rule stands for "public" (a whole address family); its
+	// ports do not reach into an Exclude rule's range.
+	Public bool
+	// Exclude: a range "public" leaves out (the host's own addresses and
+	// networks, loopback, private ranges...). It allows nothing itself;
+	// rules other than Public ones that hold it still do.
+	Exclude bool
 }
 
 // Policy is what the kernel enforces for one session.
@@ -85,29 +92,85 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 func denyLenBit(n int) uint32 { return 1 << min(n, 31) }
 
 // SetEgress replaces a session's egress rules (e.g. after host names were
-// re-resolved). Rules for a prefix inherit the ports of every rule whose
-// prefix contains it, since the LPM trie answers with the longest match
-// only.
+// re-resolved). The new entries are written first and the ones no
+// longer wanted removed after, so a connection made meanwhile meets the
+// old rules or the new ones, never none. On an error the session keeps a
+// subset of both (nothing beyond either is ever allowed).
 func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
-	if err := c.deleteEgress(cgid); err != nil {
+	entries, err := egressEntries(rules)
+	if err != nil {
 		return err
 	}
+	keep4, keep6 := map[cageLpm4]bool{}, map[cageLpm6]bool{}
+	for _, e := range entries {
+		var err error
+		if p := e.prefix; p.Addr().Is4() {
+			k := cageLpm4{Prefixlen: uint32(cgidBits + p.Bits())}
+			putCgid(k.Cgid[:], cgid)
+			k.Addr = p.Addr().As4()
+			keep4[k] = true
+			err = c.objs.Egress4.Put(&k, &e.ports)
+		} else {
+			k := cageLpm6{Prefixlen: uint32(cgidBits + p.Bits())}
+			putCgid(k.Cgid[:], cgid)
+			k.Addr = p.Addr().As16()
+			keep6[k] = true
+			err = c.objs.Egress6.Put(&k, &e.ports)
+		}
+		if err != nil {
+			return fmt.Errorf("egress rule %s: %w", e.prefix, err)
+		}
+	}
+	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid && !keep4[*k] })
+	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid && !keep6[*k] })
+	if err := errors.Join(err4, err6); err != nil {
+		return fmt.Errorf("delete old egress rules: %w", err)
+	}
+	return nil
+}
+
+// egressEntry is one entry of the kernel's LPM tries.
+type egressEntry struct {
+	prefix netip.Prefix
+	ports  cagePorts
+}
+
+// egressEntries turns rules into LPM entries. The trie answers with the
+// longest matching prefix only, so an entry holds the ports of every rule
+// whose range holds its prefix, except a Public rule's where an Exclude
+// rule narrower than that rule holds the prefix: an excluded range's
+// entry (and any entry inside it) gets no port from "public", and an
+// address there is refused unless another rule allows it.
+func egressEntries(rules []EgressRule) ([]egressEntry, error) {
 	type entry struct {
 		ports map[uint16]bool
 		any   bool
 		rule  int
 	}
 	merged := map[netip.Prefix]*entry{}
+	var order []netip.Prefix
 	for _, r := range rules {
 		p := r.Prefix.Masked()
 		if merged[p] == nil {
 			merged[p] = &entry{ports: map[uint16]bool{}, rule: r.Index}
+			order = append(order, p)
 		}
+	}
+	holds := func(q, p netip.Prefix) bool {
+		return q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr())
+	}
+	carved := func(p netip.Prefix, public netip.Prefix) bool {
+		for _, x := range rules {
+			if x.Exclude && x.Prefix.Bits() > public.Bits() && holds(x.Prefix.Masked(), p) {
+				return true
+			}
+		}
+		return false
 	}
 	for p, e := range merged {
 		for _, r := range rules {
 			q := r.Prefix.Masked()
-			if q.Addr().Is4() != p.Addr().Is4() || q.Bits() > p.Bits() || !q.Contains(p.Addr()) {
+			if r.Exclude || !holds(q, p) || (r.Public && carved(p, q)) {
 				continue
 			}
 			if len(r.Ports) == 0 {
@@ -118,7 +181,9 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 			}
 		}
 	}
-	for p, e := range merged {
+	out := make([]egressEntry, 0, len(order))
+	for _, p := range order {
+		e := merged[p]
 		v := cagePorts{Rule: uint16(e.rule)}
 		if e.any {
 			v.Any = 1
@@ -128,7 +193,7 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 				ports = append(ports, int(port))
 			}
 			if len(ports) > maxPorts {
-				return fmt.Errorf("egress: %s has %d ports; at most %d per address range", p, len(ports), maxPorts)
+				return nil, fmt.Errorf("egress: %s has %d ports; at most %d per address range", p, len(ports), maxPorts)
 			}
 			sort.Ints(ports)
 			for i, port := range ports {
@@ -136,23 +201,9 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 			}
 			v.N = uint8(len(ports))
 		}
-		var err error
-		if p.Addr().Is4() {
-			k := cageLpm4{Prefixlen: uint32(cgidBits + p.Bits())}
-			putCgid(k.Cgid[:], cgid)
-			k.Addr = p.Addr().As4()
-			err = c.objs.Egress4.Put(&k, &v)
-		} else {
-			k := cageLpm6{Prefixlen: uint32(cgidBits + p.Bits())}
-			putCgid(k.Cgid[:], cgid)
-			k.Addr = p.Addr().As16()
-			err = c.objs.Egress6.Put(&k, &v)
-		}
-		if err != nil {
-			return fmt.Errorf("egress rule %s: %w", p, err)
-		}
+		out = append(out, egressEntry{prefix: p, ports: v})
 	}
-	return nil
+	return out, nil
 }
 
 // Unregister removes every trace of a session from the maps. After the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -272,9 +273,6 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 		return p, nil, err
 	}
 	p.Egress = kernelRules(rules)
-	if !egress.HasHosts(entries) {
-		tracker = nil
-	}
 	return p, tracker, nil
 }
 
@@ -283,15 +281,24 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 // server's egress list, so their events name no rule.
 const builtinRule = 0xffff
 
-// kernelRules adds the built-in rules and converts for the kernel.
+// kernelRules adds the built-in rules (DNS to the host's resolvers) and
+// the host's own addresses and networks that "public" leaves out, as
+// they are now, and converts for the kernel.
 func kernelRules(rules []egress.Rule) []bpf.EgressRule {
-	var out []bpf.EgressRule
-	for _, r := range append(rules, egress.DNSRules(egress.ResolvConf)...) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		// Without the host's addresses, "public" cannot leave them out:
+		// nothing of it is allowed rather than the host reached.
+		rules = slices.DeleteFunc(slices.Clone(rules), func(r egress.Rule) bool { return r.Public })
+	}
+	rules = egress.WithHost(append(rules, egress.DNSRules(egress.ResolvConf)...), egress.HostPrefixes(addrs))
+	out := make([]bpf.EgressRule, 0, len(rules))
+	for _, r := range rules {
 		idx := r.Index
 		if idx < 0 {
 			idx = builtinRule
 		}
-		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx})
+		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx, Public: r.Public, Exclude: r.Exclude})
 	}
 	return out
 }
@@ -319,10 +326,17 @@ func (d *Daemon) sessionCgroup(pid uint32, want string) (uint64, error) {
 	return 0, fmt.Errorf("task %d has no cgroup v2 entry", pid)
 }
 
-// watchEgress keeps a session's egress rules current: each host name is
-// looked up again when its records' TTL runs out.
-func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker) {
-	var last []egress.Rule
+// hostCheckEvery is how often a host-network session's rules are
+// checked against the host: its resolvers (resolv.conf) and its own
+// addresses and networks (which "public" leaves out) change when it
+// changes networks.
+const hostCheckEvery = 5 * time.Second
+
+// watchEgress keeps a host-network session's egress rules current: each
+// host name is looked up again when its records' TTL runs out, and the
+// host's resolvers and addresses are checked every hostCheckEvery.
+func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.EgressRule) {
+	last := first
 	for {
 		now := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
@@ -331,23 +345,29 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker) {
 		if err != nil {
 			s.log.Warn("re-resolving egress host names failed; the last answer stays in force until the servers answer", "err", err)
 		}
-		if !slices.EqualFunc(rules, last, func(a, b egress.Rule) bool { return a.Prefix == b.Prefix && a.Index == b.Index }) {
-			if err := d.cage.SetEgress(s.cgid, kernelRules(rules)); err != nil {
-				s.log.Error("updating egress rules failed", "err", err)
-			} else if last != nil {
-				s.log.Info("egress rules follow DNS", "rules", len(rules))
+		if next := kernelRules(rules); !slices.EqualFunc(next, last, sameEgressRule) {
+			if err := d.cage.SetEgress(s.cgid, next); err != nil {
+				s.log.Error("updating egress rules failed; the previous ones stay in force", "err", err)
+			} else {
+				s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
+				last = next
 			}
-			last = rules
 		}
-		if when.IsZero() {
-			return
+		wait := hostCheckEvery
+		if !when.IsZero() {
+			wait = min(wait, time.Until(when))
 		}
 		select {
 		case <-s.relayDone():
 			return
-		case <-time.After(time.Until(when)):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// sameEgressRule compares two kernel rules.
+func sameEgressRule(a, b bpf.EgressRule) bool {
+	return a.Prefix == b.Prefix && a.Index == b.Index && a.Public == b.Public && a.Exclude == b.Exclude && slices.Equal(a.Ports, b.Ports)
 }
 
 // KernelEvent is api.KernelEvent: the trace stream's wire format.

@@ -59,7 +59,8 @@ type session struct {
 	policyStop     chan struct{} // closed when a broken rule ends the session
 	policyOnce     sync.Once
 	unregisterOnce sync.Once
-	cgid           uint64 // session cgroup id, 0 without eBPF
+	cgid           uint64           // session cgroup id, 0 without eBPF
+	egressFirst    []bpf.EgressRule // the egress rules the session was registered with
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -156,7 +157,7 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 	go pumpClient(fr)
 	go s.watchConsents(d)
 	if hosts != nil {
-		go s.watchEgress(d, hosts)
+		go s.watchEgress(d, hosts, s.egressFirst)
 	}
 	go s.stopOnRequest()
 	if stdio != nil {
@@ -311,6 +312,9 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	policy, hosts, err := d.kernelPolicy(ctx, srv)
 	if err != nil {
 		return params, nil, err
+	}
+	if policy != nil {
+		s.egressFirst = policy.Egress // what watchEgress starts from
 	}
 	started := time.Now()
 	var prep *sandbox.Prepared

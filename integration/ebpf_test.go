@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -263,6 +264,11 @@ func TestEgressPublic(t *testing.T) {
 	setup(t)
 	local := listenHTTP(t, "127.0.0.1:0")
 	_, localPort, _ := net.SplitHostPort(local)
+	// The host's own addresses are left out whatever their range: one in
+	// public space (AMPRNet's 44.128.0.0/10, unused here) on loopback
+	// before the session starts, and another once it runs.
+	before, after := hostAddress(t), hostAddress(t)
+	addHostAddress(t, before)
 	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"public:*\"]\n", filepath.Join(env.bin, "testserver")))
 	tr := d.trace(t)
 	c := d.connect(t, "web", mcp.ProtocolVersion20251125)
@@ -285,6 +291,9 @@ func TestEgressPublic(t *testing.T) {
 		{"cloud metadata", "169.254.169.254:80", false},
 		{"unique local IPv6", "[fd00::1]:443", false},
 		{"6to4 of a private address", "[2002:c0a8:101::1]:443", false},
+		{"documentation range", "192.0.2.55:443", false},
+		{"the host's own address in public space", before.Addr().String() + ":443", false},
+		{"the host's network", before.Addr().Next().String() + ":443", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,12 +303,43 @@ func TestEgressPublic(t *testing.T) {
 			}
 		})
 	}
+	// An address the host takes while the session runs is left out
+	// within hostCheckEvery (5 s).
+	target := after.Addr().String() + ":443"
+	if v := attack(t, c, "udp-connect", target); strings.Contains(v, "operation not permitted") {
+		t.Fatalf("UDP connect to %s before the host has it: %q", target, v)
+	}
+	addHostAddress(t, after)
+	testenv.WaitFor(t, "the host's new address to be left out of public", 20*time.Second, func() (bool, string) {
+		v := attack(t, c, "udp-connect", target)
+		return strings.Contains(v, "operation not permitted"), v
+	})
 	ev := tr.wait(t, "net.denied of the metadata address", func(ev map[string]any) bool {
 		return str(ev, "type") == "net.denied" && str(ev, "addr") == "169.254.169.254:80"
 	})
 	if str(ev, "action") != "EPERM" {
 		t.Fatalf("net.denied record: %v", ev)
 	}
+}
+
+// hostAddress picks an address in AMPRNet's 44.128.0.0/10 (public space,
+// unused on a test machine) and, with its /30, the network it is on.
+func hostAddress(t *testing.T) netip.Prefix {
+	t.Helper()
+	var b [4]byte
+	_, err := rand.Read(b[:])
+	must(t, err, "random")
+	b[0], b[1], b[3] = 44, 128|b[1]&63, b[3]&^3|1
+	return netip.PrefixFrom(netip.AddrFrom4(b), 30)
+}
+
+// addHostAddress puts p on the loopback interface until the test ends.
+func addHostAddress(t *testing.T, p netip.Prefix) {
+	t.Helper()
+	if out, err := exec.Command("ip", "addr", "add", p.String(), "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add %s dev lo: %v %s", p, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "addr", "del", p.String(), "dev", "lo").Run() })
 }
 
 // TestEgressReachesTheHostsResolver: a host-network server resolves

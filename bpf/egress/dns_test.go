@@ -100,6 +100,8 @@ func TestDNSRules(t *testing.T) {
 		{"systemd-resolved", "nameserver 127.0.0.53\noptions edns0 trust-ad\n", loopback},
 		{"several, IPv6 link-local with a zone, IPv4-mapped", "search lan\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\nnameserver ::ffff:10.0.0.2\nnameserver ::1\n",
 			append(loopback, "192.168.1.1/32", "fe80::1/128", "10.0.0.2/32")},
+		{"only the first three, as the C library", "nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.4\n",
+			append(loopback, "10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32")},
 		{"garbage and comments", "# nameserver 10.9.9.9\nnameserver not-an-address\nnameserver\n", loopback},
 		{"no file", "", loopback},
 	}

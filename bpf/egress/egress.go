@@ -13,7 +13,7 @@
 // TTLs); every address a name resolves to is allowed on the entry's port
 // until its record's TTL runs out, and the name is looked up again then
 // (Tracker). "public" is every address on the internet, IPv4 and IPv6,
-// and none of the host's own or its local networks' (PublicPrefixes).
+// and none of the host's own or its networks' (publicRules, WithHost).
 package egress
 
 import (
@@ -30,7 +30,7 @@ type Entry struct {
 	Index  int
 	Prefix netip.Prefix // zero when Host is set
 	Host   string
-	Public bool   // the target is "public" (PublicPrefixes)
+	Public bool   // the target is "public" (publicRules)
 	Port   uint16 // 0 with AnyPort
 	Any    bool
 }
@@ -104,26 +104,24 @@ func ParseAll(list []string) ([]Entry, error) {
 	return out, nil
 }
 
-// Rule is a resolved allow rule.
+// Rule is a resolved rule.
 type Rule struct {
 	Prefix netip.Prefix
 	Ports  []uint16 // empty: any
 	Index  int
+	// Public: part of "public", whose ports stop at the Exclude ranges.
+	Public bool
+	// Exclude: a range "public" leaves out; it allows nothing itself.
+	Exclude bool
 }
 
-// rules are the entry's allow rules when it names no host (Tracker
-// resolves those): its range, or every public range.
+// rules are the entry's rules when it names no host (Tracker resolves
+// those): its range, or "public"'s ranges and those it leaves out.
 func (e Entry) rules() []Rule {
-	ports := e.ports()
-	if !e.Public {
-		return []Rule{{Prefix: e.Prefix, Ports: ports, Index: e.Index}}
+	if e.Public {
+		return publicRules(e.ports(), e.Index)
 	}
-	pub := PublicPrefixes()
-	out := make([]Rule, 0, len(pub))
-	for _, p := range pub {
-		out = append(out, Rule{Prefix: p, Ports: ports, Index: e.Index})
-	}
-	return out
+	return []Rule{{Prefix: e.Prefix, Ports: e.ports(), Index: e.Index}}
 }
 
 // ports are the entry's ports as a rule holds them: none for any.
@@ -144,6 +142,10 @@ func HasHosts(entries []Entry) bool {
 	return false
 }
 
+// maxNameservers is how many nameservers of resolv.conf the C library
+// uses (MAXNS).
+const maxNameservers = 3
+
 // ResolvConf is the resolver configuration of the host, which a server
 // sharing the host's network reads through its view of the host's root.
 const ResolvConf = "/etc/resolv.conf"
@@ -157,11 +159,17 @@ func DNSRules(resolvConf string) []Rule {
 		{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Ports: []uint16{53}, Index: -1},
 		{Prefix: netip.MustParsePrefix("::1/128"), Ports: []uint16{53}, Index: -1},
 	}
-	for _, a := range resolvConfAddrs(resolvConf) {
+	addrs := resolvConfAddrs(resolvConf)
+	if len(addrs) > maxNameservers {
+		addrs = addrs[:maxNameservers] // the C library asks no other
+	}
+	for _, a := range addrs {
 		if a.IsLoopback() {
 			continue // the loopback rules hold it
 		}
-		a = a.WithZone("") // fe80::1%eth0: the kernel matches the address
+		// fe80::1%eth0: the hook sees the address, not the interface, so
+		// fe80::1 port 53 is allowed on every interface.
+		a = a.WithZone("")
 		rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: []uint16{53}, Index: -1})
 	}
 	return rules

@@ -1,15 +1,26 @@
 package egress
 
 import (
+	"net"
 	"net/netip"
-	"sync"
+	"slices"
 )
 
-// notPublic are the ranges "public" leaves out: the host's own addresses,
-// its local networks', and those that carry traffic to either. A server
-// allowed "public:443" reaches any web site, not the admin page of the
-// router, a service on the host's loopback, or the cloud's metadata
-// service.
+// publicRanges are what the target "public" starts from: all of IPv4,
+// and IPv6's global unicast space (loopback, link-local, unique local,
+// multicast, IPv4-mapped and NAT64 addresses lie outside it;
+// IPv4-mapped ones follow the IPv4 rules in the kernel).
+var publicRanges = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/0"),
+	netip.MustParsePrefix("2000::/3"),
+}
+
+// notPublic are the ranges "public" always leaves out: those IANA marks
+// as not globally reachable, and those that carry traffic to them. A
+// server allowed "public:443" reaches web sites, not the admin page of
+// the router, a service on the host's loopback, or the cloud's metadata
+// service. The host's own addresses and networks are left out too
+// (HostPrefixes), whatever their range.
 var notPublic = []struct {
 	prefix netip.Prefix
 	why    string
@@ -20,59 +31,82 @@ var notPublic = []struct {
 	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
 	{netip.MustParsePrefix("169.254.0.0/16"), "link-local, and cloud metadata services"},
 	{netip.MustParsePrefix("172.16.0.0/12"), "private networks (RFC 1918)"},
+	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignments"},
+	{netip.MustParsePrefix("192.0.2.0/24"), "documentation (TEST-NET-1)"},
 	{netip.MustParsePrefix("192.168.0.0/16"), "private networks (RFC 1918)"},
-	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking (RFC 2544), local proxies' fake addresses"},
+	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking, and local proxies' fake addresses"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "documentation (TEST-NET-2)"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "documentation (TEST-NET-3)"},
 	{netip.MustParsePrefix("224.0.0.0/3"), "multicast, reserved and broadcast"},
-	{netip.MustParsePrefix("2001::/32"), "Teredo: IPv4 tunnelled in IPv6"},
+	{netip.MustParsePrefix("2001::/23"), "IETF protocol assignments, Teredo (IPv4 inside IPv6), benchmarking"},
+	{netip.MustParsePrefix("2001:db8::/32"), "documentation"},
 	{netip.MustParsePrefix("2002::/16"), "6to4: an IPv4 address, private ones too, inside"},
+	{netip.MustParsePrefix("3fff::/20"), "documentation"},
 }
 
-// publicUniverse are the ranges "public" is cut from: all of IPv4, and
-// IPv6's global unicast space (loopback, link-local, unique local,
-// multicast, IPv4-mapped and the NAT64 prefix lie outside it; IPv4-mapped
-// addresses follow the IPv4 rules in the kernel).
-var publicUniverse = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/0"),
-	netip.MustParsePrefix("2000::/3"),
-}
-
-// PublicPrefixes are the address ranges of the egress target "public":
-// publicUniverse without notPublic, as the fewest ranges that cover it
-// exactly (59 for IPv4, 29 for IPv6), ordered by address.
-var PublicPrefixes = sync.OnceValue(func() []netip.Prefix {
-	var out []netip.Prefix
-	var cut func(p netip.Prefix)
-	cut = func(p netip.Prefix) {
-		overlaps := false
-		for _, n := range notPublic {
-			if !n.prefix.Overlaps(p) {
-				continue
-			}
-			if n.prefix.Bits() <= p.Bits() {
-				return // p lies inside a range left out
-			}
-			overlaps = true
-		}
-		if !overlaps {
-			out = append(out, p)
-			return
-		}
-		lo, hi := halves(p)
-		cut(lo)
-		cut(hi)
+// publicRules are the rules of an entry "public": its ports on every
+// public range, and the ranges left out (notPublic); the host's own
+// (HostPrefixes) are added where the rules meet the host (WithHost).
+func publicRules(ports []uint16, index int) []Rule {
+	out := make([]Rule, 0, len(publicRanges)+len(notPublic))
+	for _, p := range publicRanges {
+		out = append(out, Rule{Prefix: p, Ports: ports, Index: index, Public: true})
 	}
-	for _, u := range publicUniverse {
-		cut(u)
+	for _, n := range notPublic {
+		out = append(out, Rule{Prefix: n.prefix, Index: index, Exclude: true})
 	}
 	return out
-})
+}
 
-// halves splits p into its two ranges one bit longer.
-func halves(p netip.Prefix) (lo, hi netip.Prefix) {
-	bits := p.Bits()
-	b := p.Addr().AsSlice()
-	lo = netip.PrefixFrom(p.Addr(), bits+1)
-	b[bits/8] |= 0x80 >> (bits % 8)
-	a, _ := netip.AddrFromSlice(b)
-	return lo, netip.PrefixFrom(a, bits+1)
+// HostPrefixes are the host's own addresses and the networks they are
+// on (an interface's address and prefix: 203.0.113.7/24 gives
+// 203.0.113.7/32 and 203.0.113.0/24), from addrs as net.InterfaceAddrs
+// returns them, sorted. They are left out of "public": a host with a
+// global IPv6 address or a public IPv4 one would otherwise reach itself
+// and its neighbours through it.
+func HostPrefixes(addrs []net.Addr) []netip.Prefix {
+	seen := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		ones, _ := ipn.Mask.Size()
+		if ip.Is4() && ones > 32 {
+			ones -= 96
+		}
+		seen[netip.PrefixFrom(ip, ip.BitLen())] = true
+		if p, err := ip.Prefix(ones); err == nil {
+			seen[p] = true
+		}
+	}
+	out := make([]netip.Prefix, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
+}
+
+// WithHost adds, when rules hold "public", the host's prefixes as ranges
+// it leaves out.
+func WithHost(rules []Rule, host []netip.Prefix) []Rule {
+	idx := slices.IndexFunc(rules, func(r Rule) bool { return r.Public })
+	if idx < 0 {
+		return rules
+	}
+	for _, p := range host {
+		rules = append(rules, Rule{Prefix: p, Index: rules[idx].Index, Exclude: true})
+	}
+	return rules
 }

@@ -2,148 +2,16 @@ package egress
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
 
-// contains reports whether any of ps holds a.
-func contains(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-func TestPublicPrefixes(t *testing.T) {
-	pub := PublicPrefixes()
-	tests := []struct {
-		addr   string
-		public bool
-	}{
-		{"1.1.1.1", true},
-		{"8.8.8.8", true},
-		{"140.82.112.3", true},   // github.com
-		{"9.255.255.255", true},  // just below 10/8
-		{"11.0.0.0", true},       // just above it
-		{"100.63.255.255", true}, // below carrier-grade NAT
-		{"100.128.0.0", true},    // above it
-		{"172.15.255.255", true},
-		{"172.32.0.0", true},
-		{"192.167.255.255", true},
-		{"192.169.0.0", true},
-		{"223.255.255.255", true}, // the last unicast address
-		{"0.0.0.0", false},
-		{"0.1.2.3", false},
-		{"10.0.0.1", false},
-		{"10.255.255.255", false},
-		{"100.64.0.1", false},
-		{"127.0.0.1", false},
-		{"127.255.255.254", false},
-		{"169.254.169.254", false}, // cloud metadata
-		{"172.16.0.1", false},
-		{"172.31.255.255", false},
-		{"192.168.1.1", false},
-		{"198.18.0.1", false},
-		{"224.0.0.251", false}, // mDNS
-		{"239.255.255.250", false},
-		{"255.255.255.255", false},
-		{"2606:4700:4700::1111", true},
-		{"2a00:1450:4001:80b::200e", true},
-		{"2001:4860:4860::8888", true}, // in 2001::/16, outside Teredo's /32
-		{"3fff:ffff::1", true},
-		{"::1", false},
-		{"::", false},
-		{"fe80::1", false},
-		{"fd00::1", false},
-		{"fc00::1", false},
-		{"ff02::1", false},
-		{"::ffff:127.0.0.1", false}, // mapped: the kernel checks the IPv4 rules
-		{"64:ff9b::a00:1", false},   // NAT64 of 10.0.0.1
-		{"2001:0:4136:e378::1", false},
-		{"2002:c0a8:101::1", false}, // 6to4 of 192.168.1.1
-		{"4000::1", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.addr, func(t *testing.T) {
-			if got := contains(pub, netip.MustParseAddr(tt.addr)); got != tt.public {
-				t.Fatalf("public = %v, want %v", got, tt.public)
-			}
-		})
-	}
-}
-
-// TestPublicPrefixesExact: the ranges are the universe without the ranges
-// left out, no more, no less: none overlaps another or a left-out range,
-// and the addresses on both sides of every boundary fall where they should.
-func TestPublicPrefixesExact(t *testing.T) {
-	pub := PublicPrefixes()
-	if len(pub) != 59+29 {
-		t.Errorf("%d ranges, want 88 (59 IPv4 + 29 IPv6): update the count in the comment and the README", len(pub))
-	}
-	for i, p := range pub {
-		if p != p.Masked() {
-			t.Errorf("%v is not masked", p)
-		}
-		for _, q := range pub[i+1:] {
-			if p.Overlaps(q) {
-				t.Errorf("%v overlaps %v", p, q)
-			}
-		}
-		for _, n := range notPublic {
-			if p.Overlaps(n.prefix) {
-				t.Errorf("%v overlaps %v (%s)", p, n.prefix, n.why)
-			}
-		}
-	}
-	inUniverse := func(a netip.Addr) bool { return contains(publicUniverse, a) }
-	left := func(a netip.Addr) bool {
-		for _, n := range notPublic {
-			if n.prefix.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	edges := func(p netip.Prefix) []netip.Addr {
-		first := p.Masked().Addr()
-		last := lastAddr(p)
-		return []netip.Addr{first.Prev(), first, last, last.Next()}
-	}
-	var check []netip.Prefix
-	check = append(check, publicUniverse...)
-	check = append(check, pub...)
-	for _, n := range notPublic {
-		check = append(check, n.prefix)
-	}
-	for _, p := range check {
-		for _, a := range edges(p) {
-			if !a.IsValid() {
-				continue
-			}
-			want := inUniverse(a) && !left(a)
-			if got := contains(pub, a); got != want {
-				t.Errorf("%v (edge of %v): public = %v, want %v", a, p, got, want)
-			}
-		}
-	}
-}
-
-// lastAddr is the highest address of p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-// TestTrackerPublic: "public" becomes one rule per range, with the
-// entry's port and index, beside the other entries' rules.
-func TestTrackerPublic(t *testing.T) {
+// TestPublicRules: "public" is its ports on all of IPv4 and on IPv6's
+// global unicast space, and every range it leaves out, with no ports.
+func TestPublicRules(t *testing.T) {
 	entries, err := ParseAll([]string{"10.1.2.3:22", "public:443"})
 	if err != nil {
 		t.Fatal(err)
@@ -152,15 +20,76 @@ func TestTrackerPublic(t *testing.T) {
 	if err != nil || !next.IsZero() {
 		t.Fatalf("Refresh: %v (next %v)", err, next)
 	}
-	if len(rules) != 1+len(PublicPrefixes()) {
-		t.Fatalf("%d rules, want %d", len(rules), 1+len(PublicPrefixes()))
-	}
-	if r := rules[0]; r.Prefix != netip.MustParsePrefix("10.1.2.3/32") || r.Index != 0 {
+	if r := rules[0]; r.Prefix != netip.MustParsePrefix("10.1.2.3/32") || r.Index != 0 || r.Public || r.Exclude {
 		t.Fatalf("first rule %+v", r)
 	}
-	for i, r := range rules[1:] {
-		if r.Prefix != PublicPrefixes()[i] || r.Index != 1 || len(r.Ports) != 1 || r.Ports[0] != 443 {
-			t.Fatalf("rule %d: %+v", i+1, r)
+	var public, excluded []string
+	for _, r := range rules[1:] {
+		if r.Index != 1 {
+			t.Fatalf("rule %+v: want index 1", r)
 		}
+		switch {
+		case r.Public && !r.Exclude && slices.Equal(r.Ports, []uint16{443}):
+			public = append(public, r.Prefix.String())
+		case r.Exclude && !r.Public && len(r.Ports) == 0:
+			excluded = append(excluded, r.Prefix.String())
+		default:
+			t.Fatalf("rule %+v", r)
+		}
+	}
+	if !slices.Equal(public, []string{"0.0.0.0/0", "2000::/3"}) {
+		t.Fatalf("public ranges %v", public)
+	}
+	for _, want := range []string{"10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+		"0.0.0.0/8", "224.0.0.0/3", "192.0.2.0/24", "2001::/23", "2002::/16", "2001:db8::/32"} {
+		if !slices.Contains(excluded, want) {
+			t.Errorf("%s is not left out of public (%v)", want, excluded)
+		}
+	}
+	for _, n := range notPublic {
+		for _, u := range publicRanges {
+			if u.Addr().Is4() == n.prefix.Addr().Is4() && !u.Contains(n.prefix.Addr()) {
+				t.Errorf("%s (%s) lies outside %s: leaving it out means nothing", n.prefix, n.why, u)
+			}
+		}
+	}
+}
+
+func TestHostPrefixes(t *testing.T) {
+	ipnet := func(s string) net.Addr {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return n
+	}
+	got := HostPrefixes([]net.Addr{
+		ipnet("127.0.0.1/8"),
+		ipnet("203.0.113.7/24"),
+		ipnet("2001:db8:1::7/64"),
+		&net.IPNet{IP: net.ParseIP("198.51.100.9"), Mask: net.CIDRMask(120, 128)}, // IPv4 in a 16-byte form
+		&net.IPAddr{IP: net.ParseIP("1.2.3.4")},                                   // not an interface address: skipped
+	})
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	want := []string{"127.0.0.0/8", "127.0.0.1/32", "198.51.100.0/24", "198.51.100.9/32", "203.0.113.0/24", "203.0.113.7/32", "2001:db8:1::/64", "2001:db8:1::7/128"}
+	if !slices.Equal(s, want) {
+		t.Fatalf("HostPrefixes = %v, want %v", s, want)
+	}
+}
+
+func TestWithHost(t *testing.T) {
+	host := []netip.Prefix{netip.MustParsePrefix("8.8.4.0/24")}
+	plain := []Rule{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Index: 0}}
+	if got := WithHost(plain, host); len(got) != 1 {
+		t.Fatalf("without public: %+v", got)
+	}
+	got := WithHost(append(plain, publicRules([]uint16{443}, 1)...), host)
+	last := got[len(got)-1]
+	if last.Prefix != host[0] || !last.Exclude || last.Index != 1 || len(last.Ports) != 0 {
+		t.Fatalf("the host's network: %+v", last)
 	}
 }
