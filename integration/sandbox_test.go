@@ -60,6 +60,11 @@ func TestEscapeSuite(t *testing.T) {
 		{"keyctl", "keyctl", "", "DENIED", "add_key"},
 		{"load a kernel module", "init-module", "", "DENIED", "finit_module"},
 		{"raw socket", "raw-socket", "", "DENIED", ""},
+		{"ICMP ping socket (no egress hook sees it)", "ping", "", "DENIED operation not permitted", ""},
+		{"ICMPv6 ping socket", "ping6", "", "DENIED operation not permitted", ""},
+		{"ping socket, protocol with garbage above 32 bits", "ping-high-bits", "", "DENIED operation not permitted", ""},
+		{"vsock (the hypervisor's services)", "vsock", "", "DENIED operation not permitted", ""},
+		{"SCTP socket", "sctp", "", "DENIED operation not permitted", ""},
 		{"io_uring", "io-uring", "", "DENIED", "io_uring_setup"},
 	}
 	for _, tt := range tests {

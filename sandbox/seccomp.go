@@ -37,6 +37,15 @@ import (
 //     (the old name's) nor the daemon's resolution looks at. Renames
 //     without the flag are unaffected; `mv --exchange` and the rare
 //     program that swaps atomically fail;
+//   - sockets of the families and protocols egress can see only:
+//     socket(2) is allowed for AF_UNIX and AF_NETLINK, and for AF_INET
+//     and AF_INET6 with TCP, UDP or MPTCP (or the type's default). ICMP
+//     datagram ("ping") sockets pass no cgroup sendmsg hook, so a
+//     host-network server could reach any address with them; AF_VSOCK
+//     reaches the hypervisor's services from a VM, whatever the network
+//     namespace; SCTP, AF_PACKET, AF_BLUETOOTH and the rest are outside
+//     the egress hooks too. Each is refused (EPERM). Cost: `ping` and
+//     the rare program that needs another family fail;
 //   - no 32-bit system calls: the filter names the native architecture
 //     only (x86_64, aarch64), so a system call made through the 32-bit
 //     entry (int $0x80 or sysenter on x86_64, AArch32 code on arm64)
@@ -94,7 +103,7 @@ var allowedSyscalls = []string{
 	"setresuid32", "setreuid", "setreuid32", "setrlimit", "set_robust_list", "setsid",
 	"setsockopt", "set_thread_area", "set_tid_address", "setuid", "setuid32", "setxattr", "shmat",
 	"shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "sigprocmask",
-	"sigreturn", "socket", "socketcall", "socketpair", "splice", "stat", "stat64", "statfs",
+	"sigreturn", "socketcall", "socketpair", "splice", "stat", "stat64", "statfs",
 	"statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo",
 	"tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
 	"timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
@@ -130,6 +139,41 @@ const (
 
 // renameExchange is renameat2's RENAME_EXCHANGE flag.
 const renameExchange = 0x2
+
+// Socket families and protocols the profile allows (see the package
+// comment); the values are Linux's on every architecture.
+const (
+	afUnix    = 1
+	afInet    = 2
+	afInet6   = 10
+	afNetlink = 16
+
+	ipprotoDefault = 0
+	ipprotoTCP     = 6
+	ipprotoUDP     = 17
+	ipprotoMPTCP   = 262
+)
+
+// socketRules allow socket(2) for the families and protocols egress sees.
+// Arguments are int: they are compared in their low 32 bits (masked), so
+// a caller's garbage above them cannot turn a refused value into an
+// allowed one.
+func socketRules() []specs.LinuxSyscall {
+	low := func(i uint, v uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: i, Value: 0xffffffff, ValueTwo: v, Op: specs.OpMaskedEqual}
+	}
+	rules := []specs.LinuxSyscall{
+		{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{low(0, afUnix)}},
+		{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{low(0, afNetlink)}},
+	}
+	for _, family := range []uint64{afInet, afInet6} {
+		for _, proto := range []uint64{ipprotoDefault, ipprotoTCP, ipprotoUDP, ipprotoMPTCP} {
+			rules = append(rules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActAllow,
+				Args: []specs.LinuxSeccompArg{low(0, family), low(2, proto)}})
+		}
+	}
+	return rules
+}
 
 // SeccompOptions select the profile.
 type SeccompOptions struct {
@@ -201,6 +245,7 @@ func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
 			{Names: append([]string(nil), DeniedAndReported...), Action: reported, ErrnoRet: errnoFor(reported, &eperm)},
 		},
 	}
+	p.Syscalls = append(p.Syscalls, socketRules()...)
 	return p
 }
 

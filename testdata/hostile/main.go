@@ -6,7 +6,7 @@
 // Usage: hostile ATTACK [ARG]
 //
 //	read PATH | read-compat PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
-//	init-module | raw-socket | io-uring | fork-bomb | euid |
+//	init-module | raw-socket | ping | ping6 | ping-high-bits | vsock | sctp | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N
@@ -92,6 +92,26 @@ func main() {
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
 		if err == nil {
 			unix.Close(fd)
+		}
+	case "ping", "ping6", "vsock", "sctp":
+		// Sockets no egress hook sees: ICMP datagram ("ping") sockets,
+		// AF_VSOCK (the hypervisor's services from a VM), SCTP.
+		args := map[string][3]int{
+			"ping":  {unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP},
+			"ping6": {unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_ICMPV6},
+			"vsock": {unix.AF_VSOCK, unix.SOCK_STREAM, 0},
+			"sctp":  {unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP},
+		}[os.Args[1]]
+		var fd int
+		if fd, err = unix.Socket(args[0], args[1], args[2]); err == nil {
+			unix.Close(fd)
+		}
+	case "ping-high-bits":
+		// The protocol with garbage above its 32 bits: the kernel reads
+		// an int, a filter comparing 64 bits would see another value.
+		r, _, errno := unix.RawSyscall(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM, 1<<32|unix.IPPROTO_ICMP)
+		if err = errnoErr(errno); err == nil {
+			unix.Close(int(r))
 		}
 	case "io-uring":
 		var params [120]byte
