@@ -26,6 +26,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/oauth"
 	"github.com/mcpcage/mcpcage/daemon/pins"
+	"github.com/mcpcage/mcpcage/daemon/renames"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 	"github.com/mcpcage/mcpcage/sandbox"
@@ -75,7 +76,9 @@ type Daemon struct {
 	book            *ask.Book   // requests waiting for mcpcage approve, and the user's refusals
 	runs            flow.Runs   // agent runs: the data-flow guard's taint and influence trail
 	guards          atomic.Pointer[guardConfig]
-	imagesUnused    chan struct{} // asks collectImages for a pass (images.go)
+	imagesUnused    chan struct{}    // asks collectImages for a pass (images.go)
+	renames         *renames.Watcher // where renames took files from (fanotify); nil when unavailable
+	renamesErr      string           // why renames is nil
 
 	// The kernel's exec record (agent identity); nil when unavailable.
 	stamps    *bpf.ExecStamps
@@ -176,6 +179,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	// After the reaping: links pinned by a crashed predecessor kept its
 	// sandboxes enforced until now and can be replaced.
 	d.setupEBPF(ctx)
+	if d.cage != nil {
+		if d.renames, err = renames.Open(log); err != nil {
+			d.renamesErr = err.Error()
+			log.Warn("renames in writable mounts are checked after the fact, by name: a symlink swapped or removed at once escapes the check", "err", err)
+		}
+	}
 	enf := d.enforcement()
 	d.metrics.BuildInfo.WithLabelValues(Version, "network="+firstWord(enf["network"])+",files="+firstWord(enf["files"])+",landlock="+firstWord(enf["landlock"])).Set(1)
 	return d, nil
@@ -187,6 +196,9 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
 	go d.sweepRuns(ctx)
 	go d.collectImages(ctx)
+	if d.renames != nil {
+		go d.renames.Run()
+	}
 	d.collectImagesSoon() // what the configuration stopped naming while the daemon was down
 	go func() {
 		<-ctx.Done()
@@ -245,6 +257,9 @@ func (d *Daemon) shutdown() {
 	closers := []closer{{"containerd client", d.launcher}, {"seccomp listener", d.seccompListener}, {"consent store", d.consents.Store()}, {"audit log", d.audit}}
 	if d.cage != nil {
 		closers = append(closers, closer{"eBPF enforcement", d.cage})
+	}
+	if d.renames != nil {
+		closers = append(closers, closer{"rename watcher", d.renames})
 	}
 	if d.stamps != nil { // pinned: the record goes on for the next daemon
 		closers = append(closers, closer{"exec stamps", d.stamps})
@@ -337,6 +352,11 @@ func (d *Daemon) enforcement() map[string]string {
 			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/link/unlink/mkdir and as a second line"
 		}
 		observed = "open, exec, unlink, rmdir, mkdir, rename, link, connect with its result, new UDP destinations"
+		if d.renames != nil {
+			files += "; renames in writable mounts checked where the kernel took the file from (fanotify)"
+		} else {
+			files += "; renames checked by name after the fact (fanotify: " + d.renamesErr + ")"
+		}
 		if ok, err := d.cage.Handshakes(); ok {
 			observed += "; TCP handshake outcome (tp_btf)"
 		} else {

@@ -447,7 +447,14 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			// the names themselves are resolved here as the kernel
 			// resolves them (through symlinks, in the sandbox's root).
 			var rule string
-			if rule, touched = d.resolvedDenied(s, ev, ke.Path, ke.To); rule == "" {
+			if ev.Kind == bpf.KindRename {
+				// Where the kernel took the file from, when fanotify says.
+				rule, touched = d.movedFromDenied(s, ev)
+			}
+			if rule == "" {
+				rule, touched = d.resolvedDenied(s, ev, ke.Path, ke.To)
+			}
+			if rule == "" {
 				break
 			}
 			ke.Rule = "deny_paths " + rule

@@ -61,6 +61,8 @@ type session struct {
 	unregisterOnce sync.Once
 	cgid           uint64           // session cgroup id, 0 without eBPF
 	egressFirst    []bpf.EgressRule // the egress rules the session was registered with
+	renameMounts   []renameMount    // writable mounts whose renames fanotify reports (renamecheck.go)
+	renameReleases []func()
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -138,6 +140,7 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 		params, hosts, err = d.startSandbox(ctx, s)
 	}
 	defer closePins(params)
+	defer s.releaseRenames()
 	defer d.unregisterKernel(s)
 	if err != nil {
 		s.log.Error("launch failed", "err", err)
@@ -315,6 +318,9 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	}
 	if policy != nil {
 		s.egressFirst = policy.Egress // what watchEgress starts from
+	}
+	if policy != nil {
+		d.watchRenames(s, params.Mounts) // before the server runs
 	}
 	started := time.Now()
 	var prep *sandbox.Prepared

@@ -149,14 +149,36 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 // kept failing opens (an event each) moved a file out of a denied
 // directory through a symlink unseen, and read it.
 func TestRenameCheckedWhileEventsAreThrottled(t *testing.T) {
+	d := renameOutOfTheDeniedDirectory(t, "rename-via-symlink-storm")
+	if lost := d.record(t, "events.lost", func(r map[string]any) bool { return true }); lost["throttled"] == float64(0) {
+		t.Fatalf("the storm throttled no event: %v", lost)
+	}
+	d.waitClean("a killed session")
+}
+
+// A rename through a symlink that is removed at once after the call:
+// resolving the names again afterwards finds no symlink to follow, so the
+// check must come from where the kernel took the file (fanotify's
+// directory handles). Before it did, the key was moved and read unseen.
+func TestRenameThroughASymlinkRemovedAtOnce(t *testing.T) {
+	d := renameOutOfTheDeniedDirectory(t, "rename-via-symlink-unlink")
+	d.waitClean("a killed session")
+}
+
+// renameOutOfTheDeniedDirectory has a session's server move a key
+// planted after launch (not masked) out of /work/.ssh through a symlink,
+// with the hostile attack named, and checks the session was killed with
+// a record of the rename.
+func renameOutOfTheDeniedDirectory(t *testing.T, attack string) *daemon {
+	t.Helper()
 	dir := project(t)
 	d := projDaemon(t, dir)
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	toolNames(t, c)
-	key := plantKey(t, dir)
+	plantKey(t, dir)
 	// The session is killed: the call gets an error, or no answer.
 	res, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
-		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"rename-via-symlink-storm", "/work/.ssh", "id_ed25519", "/work/loot"}}}})
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{attack, "/work/.ssh", "id_ed25519", "/work/loot"}}}})
 	if err == nil && res != nil && len(res.Content) > 0 {
 		if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
 			t.Logf("the server read the moved key before the kill: %q", tc.Text)
@@ -169,11 +191,7 @@ func TestRenameCheckedWhileEventsAreThrottled(t *testing.T) {
 	if str(ev, "action") != "session killed" || str(ev, "touched") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" {
 		t.Fatalf("file.rename record: %v", ev)
 	}
-	if lost := d.record(t, "events.lost", func(r map[string]any) bool { return true }); lost["throttled"] == float64(0) {
-		t.Fatalf("the storm throttled no event: %v", lost)
-	}
-	_ = key
-	d.waitClean("a killed session")
+	return d
 }
 
 // A denied name far above the opened file stands too: the kernel check

@@ -9,7 +9,7 @@
 //	init-module | raw-socket | ping | ping6 | ping-high-bits | vsock | sctp | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
-//	deny-storm N
+//	deny-storm N | rename-via-symlink-unlink DIR NAME TO
 package main
 
 import (
@@ -250,7 +250,7 @@ func main() {
 			runtime.Gosched()
 		}
 		fallthrough
-	case "link-via-symlink", "rename-via-symlink", "exchange-via-symlink":
+	case "link-via-symlink", "rename-via-symlink", "exchange-via-symlink", "rename-via-symlink-unlink":
 		lnk := filepath.Join(os.Getenv("HOME"), "lnk")
 		os.Remove(lnk)
 		if err = os.Symlink(arg, lnk); err != nil {
@@ -269,6 +269,11 @@ func main() {
 			}
 		default:
 			err = unix.Renameat(unix.AT_FDCWD, from, unix.AT_FDCWD, to)
+			if err == nil && os.Args[1] == "rename-via-symlink-unlink" {
+				// At once, so that a check that follows the names
+				// afterwards finds no symlink to follow.
+				os.Remove(lnk)
+			}
 		}
 		if err != nil {
 			break

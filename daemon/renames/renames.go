@@ -1,0 +1,287 @@
+// Package renames tells, without a race, where a rename on a watched file
+// system took a name from and put it. fanotify's FAN_RENAME events carry
+// handles of the old and the new directory, which are turned into paths
+// as the events are read: whatever became of the names the caller used
+// (a symlink swapped or removed at once after the call), the paths are
+// those of the directories the kernel acted on.
+//
+// Marks are per file system (fanotify has no mount or cgroup scope for
+// renames), so a watched file system reports every process's renames;
+// the daemon claims those of a sandbox's threads (Claim) when the
+// kernel's own rename event of that thread reaches it, and the rest
+// expire.
+package renames
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Move is one rename as the kernel did it.
+type Move struct {
+	Tid uint32 // the renaming thread, in the host's pid namespace
+	// From and To are the old and the new name: the host's path of the
+	// directory and the name in it. Empty when the directory could not be
+	// resolved (it was removed before the event was read).
+	From, To string
+	seen     time.Time
+}
+
+// Bounds of the unclaimed moves: a move not claimed within keepFor is
+// another process's (or its thread's kernel event was lost, which the
+// caller learns otherwise), and at most maxPending are kept.
+const (
+	keepFor    = 30 * time.Second
+	maxPending = 32768
+)
+
+// Watcher reads the renames of the file systems it watches.
+type Watcher struct {
+	file *os.File // the fanotify group, for the poller (Run)
+	fd   int
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	marks    map[unix.Fsid]*mark
+	pending  []Move // oldest first
+	overflow int    // queue overflows seen (none with an unlimited queue)
+	buf      []byte
+}
+
+// mark is one watched file system: a descriptor in it to open the
+// events' directory handles with, and how many watchers hold it.
+type mark struct {
+	dir  *os.File
+	path string
+	refs int
+}
+
+// Open creates the fanotify group (root; Linux 5.17+ for FAN_RENAME).
+func Open(log *slog.Logger) (*Watcher, error) {
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|
+		unix.FAN_REPORT_DFID_NAME|unix.FAN_REPORT_TID|unix.FAN_UNLIMITED_QUEUE, unix.O_RDONLY|unix.O_LARGEFILE)
+	if err != nil {
+		return nil, fmt.Errorf("fanotify_init: %w", err)
+	}
+	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{}, buf: make([]byte, 64<<10)}, nil
+}
+
+// Close ends the group; Run returns.
+func (w *Watcher) Close() error { return w.file.Close() }
+
+// Watch reports the renames on the file system that holds path (a
+// directory, or a file: its directory) until release is called. Marks
+// are counted per file system.
+func (w *Watcher) Watch(path string) (release func(), err error) {
+	dir := path
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if m := w.marks[sfs.Fsid]; m != nil {
+		m.refs++
+		return w.releaser(sfs.Fsid), nil
+	}
+	// open_by_handle_at wants a descriptor opened for reading, not O_PATH.
+	f, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, dir); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
+	}
+	w.marks[sfs.Fsid] = &mark{dir: f, path: dir, refs: 1}
+	return w.releaser(sfs.Fsid), nil
+}
+
+// releaser drops one hold of fsid's mark, once.
+func (w *Watcher) releaser(fsid unix.Fsid) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			m := w.marks[fsid]
+			if m == nil {
+				return
+			}
+			if m.refs--; m.refs > 0 {
+				return
+			}
+			w.drainLocked() // the events of its renames need its descriptor
+			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, m.path); err != nil {
+				w.log.Warn("could not stop watching renames", "path", m.path, "err", err)
+			}
+			_ = m.dir.Close()
+			delete(w.marks, fsid)
+		})
+	}
+}
+
+// Watching reports how many file systems are watched.
+func (w *Watcher) Watching() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.marks)
+}
+
+// Claim returns (and forgets) the moves of thread tid read so far. The
+// kernel queues a rename's event before the call returns, so once the
+// thread's own account of a rename is in hand, Claim has that move.
+func (w *Watcher) Claim(tid uint32) []Move {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.drainLocked()
+	var out []Move
+	kept := w.pending[:0]
+	for _, m := range w.pending {
+		if m.Tid == tid {
+			out = append(out, m)
+		} else {
+			kept = append(kept, m)
+		}
+	}
+	clear(w.pending[len(kept):])
+	w.pending = kept
+	return out
+}
+
+// Run reads events as they come until the watcher is closed, so that a
+// busy file system's events do not pile up in the kernel.
+func (w *Watcher) Run() {
+	rc, err := w.file.SyscallConn()
+	if err != nil {
+		w.log.Warn("renames are read only when claimed", "err", err)
+		return
+	}
+	_ = rc.Read(func(uintptr) bool {
+		w.mu.Lock()
+		w.drainLocked()
+		w.mu.Unlock()
+		return false // wait for the next event
+	})
+}
+
+// drainLocked reads every queued event and keeps its move.
+func (w *Watcher) drainLocked() {
+	for {
+		n, err := unix.Read(w.fd, w.buf)
+		if err != nil || n <= 0 {
+			if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBADF) {
+				w.log.Warn("reading rename events failed", "err", err)
+			}
+			break
+		}
+		w.parse(w.buf[:n])
+	}
+	w.prune(time.Now())
+}
+
+const metaSize = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
+
+// parse keeps the moves of a read's events.
+func (w *Watcher) parse(b []byte) {
+	now := time.Now()
+	for len(b) >= metaSize {
+		var meta unix.FanotifyEventMetadata
+		_ = binary.Read(bytes.NewReader(b[:metaSize]), binary.NativeEndian, &meta) // a fixed-size struct: cannot fail
+		if int(meta.Event_len) < metaSize || int(meta.Event_len) > len(b) {
+			return
+		}
+		ev := b[:meta.Event_len]
+		b = b[meta.Event_len:]
+		if meta.Mask&unix.FAN_Q_OVERFLOW != 0 {
+			w.overflow++
+			w.log.Error("rename events were lost (fanotify queue overflow)")
+			continue
+		}
+		if meta.Mask&unix.FAN_RENAME == 0 {
+			continue
+		}
+		mv := Move{Tid: uint32(meta.Pid), seen: now}
+		for info := ev[meta.Metadata_len:]; len(info) >= 4; {
+			l := int(binary.NativeEndian.Uint16(info[2:4]))
+			if l < 4 || l > len(info) {
+				break
+			}
+			switch info[0] {
+			case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
+				mv.From = w.resolve(info[:l])
+			case unix.FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
+				mv.To = w.resolve(info[:l])
+			}
+			info = info[l:]
+		}
+		w.pending = append(w.pending, mv)
+	}
+}
+
+// resolve turns one directory-handle-and-name record into the host's
+// path of the name: its header (4 bytes), fsid (8), struct file_handle
+// (handle_bytes, handle_type, f_handle) and the name, NUL-terminated.
+func (w *Watcher) resolve(rec []byte) string {
+	const hdr = 4 + 8 + 8
+	if len(rec) < hdr {
+		return ""
+	}
+	var fsid unix.Fsid
+	fsid.Val[0] = int32(binary.NativeEndian.Uint32(rec[4:8]))
+	fsid.Val[1] = int32(binary.NativeEndian.Uint32(rec[8:12]))
+	size := int(binary.NativeEndian.Uint32(rec[12:16]))
+	typ := int32(binary.NativeEndian.Uint32(rec[16:20]))
+	if size > len(rec)-hdr {
+		return ""
+	}
+	name := rec[hdr+size:]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	m := w.marks[fsid]
+	if m == nil {
+		return ""
+	}
+	fd, err := unix.OpenByHandleAt(int(m.dir.Fd()), unix.NewFileHandle(typ, rec[hdr:hdr+size]), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return ""
+	}
+	dir, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	_ = unix.Close(fd)
+	if err != nil {
+		return ""
+	}
+	dir = strings.TrimSuffix(dir, " (deleted)")
+	return filepath.Join(dir, string(name))
+}
+
+// prune drops moves older than keepFor, and the oldest beyond
+// maxPending.
+func (w *Watcher) prune(now time.Time) {
+	drop := 0
+	for drop < len(w.pending) && (now.Sub(w.pending[drop].seen) > keepFor || len(w.pending)-drop > maxPending) {
+		drop++
+	}
+	if drop > 0 {
+		n := copy(w.pending, w.pending[drop:])
+		clear(w.pending[n:])
+		w.pending = w.pending[:n]
+	}
+}
