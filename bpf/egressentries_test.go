@@ -82,6 +82,18 @@ func TestEgressEntriesPublic(t *testing.T) {
 			t.Errorf("%s port %d: allowed = %v, want %v", tt.addr, tt.port, !tt.allow, tt.allow)
 		}
 	}
+	// Events name the rule that allows: 10.1.2.3:22 is the private
+	// range's (index 1), not "public"'s, whose exclusion shares the prefix.
+	for _, e := range got {
+		if e.prefix == netip.MustParsePrefix("10.0.0.0/8") && e.ports.Rule != 1 {
+			t.Errorf("10.0.0.0/8 names rule %d, want 1", e.ports.Rule)
+		}
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].prefix.Bits() > got[i-1].prefix.Bits() {
+			t.Fatalf("entry %d (%v) is narrower than the one before it: the narrowest go first", i, got[i].prefix)
+		}
+	}
 }
 
 // publicOf resolves a "public" entry through a tracker (no host names).

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -143,9 +144,10 @@ type egressEntry struct {
 // address there is refused unless another rule allows it.
 func egressEntries(rules []EgressRule) ([]egressEntry, error) {
 	type entry struct {
-		ports map[uint16]bool
-		any   bool
-		rule  int
+		ports   map[uint16]bool
+		any     bool
+		rule    int
+		allowed bool // rule is one that gives it ports
 	}
 	merged := map[netip.Prefix]*entry{}
 	var order []netip.Prefix
@@ -173,6 +175,11 @@ func egressEntries(rules []EgressRule) ([]egressEntry, error) {
 			if r.Exclude || !holds(q, p) || (r.Public && carved(p, q)) {
 				continue
 			}
+			if !e.allowed {
+				// Events name the first rule that allows something here,
+				// not a range "public" leaves out.
+				e.rule, e.allowed = r.Index, true
+			}
 			if len(r.Ports) == 0 {
 				e.any = true
 			}
@@ -181,6 +188,9 @@ func egressEntries(rules []EgressRule) ([]egressEntry, error) {
 			}
 		}
 	}
+	// The narrowest ranges first: should writing them stop half-way (a
+	// full map), what "public" leaves out is in before what it allows.
+	slices.SortStableFunc(order, func(a, b netip.Prefix) int { return b.Bits() - a.Bits() })
 	out := make([]egressEntry, 0, len(order))
 	for _, p := range order {
 		e := merged[p]

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -272,7 +273,7 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy,
 	if err != nil {
 		return p, nil, err
 	}
-	p.Egress = kernelRules(rules)
+	p.Egress = kernelRules(rules, d.log)
 	return p, tracker, nil
 }
 
@@ -283,15 +284,17 @@ const builtinRule = 0xffff
 
 // kernelRules adds the built-in rules (DNS to the host's resolvers) and
 // the host's own addresses and networks that "public" leaves out, as
-// they are now, and converts for the kernel.
-func kernelRules(rules []egress.Rule) []bpf.EgressRule {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		// Without the host's addresses, "public" cannot leave them out:
-		// nothing of it is allowed rather than the host reached.
+// they are now, and converts for the kernel. When the host's addresses
+// or routes cannot be read, "public" allows nothing (rather than the
+// host) and the reason is logged.
+func kernelRules(rules []egress.Rule, log *slog.Logger) []bpf.EgressRule {
+	addrs, aerr := net.InterfaceAddrs()
+	routes, rerr := egress.HostRoutes()
+	if err := errors.Join(aerr, rerr); err != nil && slices.ContainsFunc(rules, func(r egress.Rule) bool { return r.Public }) {
+		log.Error("the host's addresses or routes could not be read: public allows nothing until they can", "err", err)
 		rules = slices.DeleteFunc(slices.Clone(rules), func(r egress.Rule) bool { return r.Public })
 	}
-	rules = egress.WithHost(append(rules, egress.DNSRules(egress.ResolvConf)...), egress.HostPrefixes(addrs))
+	rules = egress.WithHost(append(rules, egress.DNSRules(egress.ResolvConf)...), egress.HostPrefixes(addrs, routes))
 	out := make([]bpf.EgressRule, 0, len(rules))
 	for _, r := range rules {
 		idx := r.Index
@@ -345,13 +348,19 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.Eg
 		if err != nil {
 			s.log.Warn("re-resolving egress host names failed; the last answer stays in force until the servers answer", "err", err)
 		}
-		if next := kernelRules(rules); !slices.EqualFunc(next, last, sameEgressRule) {
+		if next := kernelRules(rules, s.log); !slices.EqualFunc(next, last, sameEgressRule) {
+			s.egressMu.Lock()
+			if s.kernelGone { // unregistered: nothing to update, nothing to leave behind
+				s.egressMu.Unlock()
+				return
+			}
 			if err := d.cage.SetEgress(s.cgid, next); err != nil {
 				s.log.Error("updating egress rules failed; the previous ones stay in force", "err", err)
 			} else {
 				s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
 				last = next
 			}
+			s.egressMu.Unlock()
 		}
 		wait := hostCheckEvery
 		if !when.IsZero() {

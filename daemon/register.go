@@ -32,6 +32,9 @@ func (d *Daemon) unregisterKernel(s *session) {
 		return
 	}
 	s.unregisterOnce.Do(func() {
+		s.egressMu.Lock() // watchEgress must not write rules for a cgroup id that is gone
+		defer s.egressMu.Unlock()
+		s.kernelGone = true
 		if err := d.cage.Unregister(s.cgid); err != nil {
 			s.log.Error("kernel state of the session not fully removed", "cgroup_id", s.cgid, "err", err)
 		}

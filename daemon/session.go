@@ -61,6 +61,8 @@ type session struct {
 	unregisterOnce sync.Once
 	cgid           uint64           // session cgroup id, 0 without eBPF
 	egressFirst    []bpf.EgressRule // the egress rules the session was registered with
+	egressMu       sync.Mutex       // orders watchEgress's updates with unregisterKernel
+	kernelGone     bool             // unregisterKernel ran (under egressMu)
 	renameMounts   []renameMount    // writable mounts whose renames fanotify reports (renamecheck.go)
 	renameReleases []func()
 

@@ -269,6 +269,12 @@ func TestEgressPublic(t *testing.T) {
 	// before the session starts, and another once it runs.
 	before, after := hostAddress(t), hostAddress(t)
 	addHostAddress(t, before)
+	// A range the host answers for as a whole (a local route, no address
+	// on any interface: AnyIP), and a network reached on a link.
+	anyIP := netip.PrefixFrom(hostAddress(t).Addr(), 24).Masked()
+	onLink := netip.PrefixFrom(hostAddress(t).Addr(), 24).Masked()
+	addHostRoute(t, "local", anyIP)
+	addHostRoute(t, "unicast", onLink)
 	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"public:*\"]\n", filepath.Join(env.bin, "testserver")))
 	tr := d.trace(t)
 	c := d.connect(t, "web", mcp.ProtocolVersion20251125)
@@ -294,6 +300,8 @@ func TestEgressPublic(t *testing.T) {
 		{"documentation range", "192.0.2.55:443", false},
 		{"the host's own address in public space", before.Addr().String() + ":443", false},
 		{"the host's network", before.Addr().Next().String() + ":443", false},
+		{"a range the host answers for (local route)", anyIP.Addr().Next().Next().String() + ":443", false},
+		{"a network on the host's link (route without gateway)", onLink.Addr().Next().String() + ":443", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -340,6 +348,16 @@ func addHostAddress(t *testing.T, p netip.Prefix) {
 		t.Fatalf("ip addr add %s dev lo: %v %s", p, err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "addr", "del", p.String(), "dev", "lo").Run() })
+}
+
+// addHostRoute adds a route of kind (local, unicast) for p through the
+// loopback interface until the test ends.
+func addHostRoute(t *testing.T, kind string, p netip.Prefix) {
+	t.Helper()
+	if out, err := exec.Command("ip", "route", "add", kind, p.String(), "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip route add %s %s dev lo: %v %s", kind, p, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "route", "del", kind, p.String(), "dev", "lo").Run() })
 }
 
 // TestEgressReachesTheHostsResolver: a host-network server resolves

@@ -65,6 +65,11 @@ func TestEscapeSuite(t *testing.T) {
 		{"ping socket, protocol with garbage above 32 bits", "ping-high-bits", "", "DENIED operation not permitted", ""},
 		{"vsock (the hypervisor's services)", "vsock", "", "DENIED operation not permitted", ""},
 		{"SCTP socket", "sctp", "", "DENIED operation not permitted", ""},
+		{"SCTP as SOCK_SEQPACKET's default protocol", "sctp-default", "", "DENIED operation not permitted", ""},
+		{"DCCP socket (no connect hook)", "dccp", "", "DENIED operation not permitted", ""},
+		{"socketpair of another family than unix", "socketpair-inet", "", "DENIED operation not permitted", ""},
+		{"netlink sock_diag (the host's sockets)", "netlink-diag", "", "DENIED operation not permitted", ""},
+		{"netlink route socket (getaddrinfo) still opens", "netlink-route", "", "ESCAPED", ""},
 		{"io_uring", "io-uring", "", "DENIED", "io_uring_setup"},
 	}
 	for _, tt := range tests {

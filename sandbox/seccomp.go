@@ -37,15 +37,20 @@ import (
 //     (the old name's) nor the daemon's resolution looks at. Renames
 //     without the flag are unaffected; `mv --exchange` and the rare
 //     program that swaps atomically fail;
-//   - sockets of the families and protocols egress can see only:
-//     socket(2) is allowed for AF_UNIX and AF_NETLINK, and for AF_INET
-//     and AF_INET6 with TCP, UDP or MPTCP (or the type's default). ICMP
+//   - sockets of the kinds egress can see only: socket(2) is allowed for
+//     AF_UNIX, for AF_NETLINK with NETLINK_ROUTE (addresses and routes:
+//     getaddrinfo, getifaddrs), and for AF_INET and AF_INET6 as
+//     SOCK_STREAM with TCP or MPTCP and SOCK_DGRAM with UDP (or the
+//     type's default protocol); socketpair(2) for AF_UNIX only. ICMP
 //     datagram ("ping") sockets pass no cgroup sendmsg hook, so a
 //     host-network server could reach any address with them; AF_VSOCK
 //     reaches the hypervisor's services from a VM, whatever the network
-//     namespace; SCTP, AF_PACKET, AF_BLUETOOTH and the rest are outside
-//     the egress hooks too. Each is refused (EPERM). Cost: `ping` and
-//     the rare program that needs another family fail;
+//     namespace; SCTP (SOCK_SEQPACKET's default), DCCP, AF_PACKET, TIPC
+//     and the rest are outside the egress hooks; other netlink families
+//     show the host's sockets (sock_diag), devices (uevents) and more.
+//     Each is refused (EPERM), and a refused family's module is not
+//     loaded on the sandbox's behalf. Cost: `ping` and the rare program
+//     that needs another kind of socket fail;
 //   - no 32-bit system calls: the filter names the native architecture
 //     only (x86_64, aarch64), so a system call made through the 32-bit
 //     entry (int $0x80 or sysenter on x86_64, AArch32 code on arm64)
@@ -103,7 +108,7 @@ var allowedSyscalls = []string{
 	"setresuid32", "setreuid", "setreuid32", "setrlimit", "set_robust_list", "setsid",
 	"setsockopt", "set_thread_area", "set_tid_address", "setuid", "setuid32", "setxattr", "shmat",
 	"shmctl", "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "sigprocmask",
-	"sigreturn", "socketcall", "socketpair", "splice", "stat", "stat64", "statfs",
+	"sigreturn", "socketcall", "splice", "stat", "stat64", "statfs",
 	"statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo",
 	"tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
 	"timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
@@ -140,36 +145,56 @@ const (
 // renameExchange is renameat2's RENAME_EXCHANGE flag.
 const renameExchange = 0x2
 
-// Socket families and protocols the profile allows (see the package
-// comment); the values are Linux's on every architecture.
+// Socket kinds the profile allows (see the package comment); the values
+// are Linux's on every architecture.
 const (
 	afUnix    = 1
 	afInet    = 2
 	afInet6   = 10
 	afNetlink = 16
 
+	sockStream = 1
+	sockDgram  = 2
+	// sockTypeMask keeps the type of socket(2)'s type argument, without
+	// SOCK_NONBLOCK and SOCK_CLOEXEC (and whatever lies above).
+	sockTypeMask = 0xf
+
 	ipprotoDefault = 0
 	ipprotoTCP     = 6
 	ipprotoUDP     = 17
 	ipprotoMPTCP   = 262
+	netlinkRoute   = 0
 )
 
-// socketRules allow socket(2) for the families and protocols egress sees.
-// Arguments are int: they are compared in their low 32 bits (masked), so
-// a caller's garbage above them cannot turn a refused value into an
-// allowed one.
+// socketRules allow socket(2) and socketpair(2) for the kinds of socket
+// egress sees. Arguments are int: they are compared in their low 32 bits
+// (masked), so a caller's garbage above them cannot turn a refused value
+// into an allowed one.
 func socketRules() []specs.LinuxSyscall {
-	low := func(i uint, v uint64) specs.LinuxSeccompArg {
-		return specs.LinuxSeccompArg{Index: i, Value: 0xffffffff, ValueTwo: v, Op: specs.OpMaskedEqual}
+	masked := func(i uint, mask, v uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: i, Value: mask, ValueTwo: v, Op: specs.OpMaskedEqual}
+	}
+	low := func(i uint, v uint64) specs.LinuxSeccompArg { return masked(i, 0xffffffff, v) }
+	rule := func(name string, args ...specs.LinuxSeccompArg) specs.LinuxSyscall {
+		return specs.LinuxSyscall{Names: []string{name}, Action: specs.ActAllow, Args: args}
 	}
 	rules := []specs.LinuxSyscall{
-		{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{low(0, afUnix)}},
-		{Names: []string{"socket"}, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{low(0, afNetlink)}},
+		rule("socket", low(0, afUnix)),
+		rule("socket", low(0, afNetlink), low(2, netlinkRoute)),
+		rule("socketpair", low(0, afUnix)),
+	}
+	kinds := []struct {
+		typ    uint64
+		protos []uint64
+	}{
+		{sockStream, []uint64{ipprotoDefault, ipprotoTCP, ipprotoMPTCP}},
+		{sockDgram, []uint64{ipprotoDefault, ipprotoUDP}},
 	}
 	for _, family := range []uint64{afInet, afInet6} {
-		for _, proto := range []uint64{ipprotoDefault, ipprotoTCP, ipprotoUDP, ipprotoMPTCP} {
-			rules = append(rules, specs.LinuxSyscall{Names: []string{"socket"}, Action: specs.ActAllow,
-				Args: []specs.LinuxSeccompArg{low(0, family), low(2, proto)}})
+		for _, k := range kinds {
+			for _, proto := range k.protos {
+				rules = append(rules, rule("socket", low(0, family), masked(1, sockTypeMask, k.typ), low(2, proto)))
+			}
 		}
 	}
 	return rules

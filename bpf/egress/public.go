@@ -21,10 +21,7 @@ var publicRanges = []netip.Prefix{
 // the router, a service on the host's loopback, or the cloud's metadata
 // service. The host's own addresses and networks are left out too
 // (HostPrefixes), whatever their range.
-var notPublic = []struct {
-	prefix netip.Prefix
-	why    string
-}{
+var notPublic = []leftOut{
 	{netip.MustParsePrefix("0.0.0.0/8"), "this network (0.0.0.0 reaches the host)"},
 	{netip.MustParsePrefix("10.0.0.0/8"), "private networks (RFC 1918)"},
 	{netip.MustParsePrefix("100.64.0.0/10"), "carrier-grade NAT (RFC 6598)"},
@@ -44,6 +41,12 @@ var notPublic = []struct {
 	{netip.MustParsePrefix("3fff::/20"), "documentation"},
 }
 
+// leftOut is a range "public" leaves out, and why.
+type leftOut struct {
+	prefix netip.Prefix
+	why    string
+}
+
 // publicRules are the rules of an entry "public": its ports on every
 // public range, and the ranges left out (notPublic); the host's own
 // (HostPrefixes) are added where the rules meet the host (WithHost).
@@ -58,14 +61,17 @@ func publicRules(ports []uint16, index int) []Rule {
 	return out
 }
 
-// HostPrefixes are the host's own addresses and the networks they are
-// on (an interface's address and prefix: 203.0.113.7/24 gives
+// HostPrefixes are the host's own addresses and the networks it is on:
+// each interface address and its prefix (203.0.113.7/24 gives
 // 203.0.113.7/32 and 203.0.113.0/24), from addrs as net.InterfaceAddrs
-// returns them, sorted. They are left out of "public": a host with a
-// global IPv6 address or a public IPv4 one would otherwise reach itself
-// and its neighbours through it.
-func HostPrefixes(addrs []net.Addr) []netip.Prefix {
+// returns them, and the ranges of routes (HostRoutes), sorted. They are
+// left out of "public": a host with a global IPv6 address or a public
+// IPv4 one would otherwise reach itself and its neighbours through it.
+func HostPrefixes(addrs []net.Addr, routes []netip.Prefix) []netip.Prefix {
 	seen := map[netip.Prefix]bool{}
+	for _, p := range routes {
+		seen[p.Masked()] = true
+	}
 	for _, a := range addrs {
 		ipn, ok := a.(*net.IPNet)
 		if !ok {
@@ -99,14 +105,28 @@ func HostPrefixes(addrs []net.Addr) []netip.Prefix {
 }
 
 // WithHost adds, when rules hold "public", the host's prefixes as ranges
-// it leaves out.
+// it leaves out: those that "public" would otherwise reach (a host
+// prefix outside its ranges, or inside one it always leaves out, would
+// only take room in the kernel's tries).
 func WithHost(rules []Rule, host []netip.Prefix) []Rule {
 	idx := slices.IndexFunc(rules, func(r Rule) bool { return r.Public })
 	if idx < 0 {
 		return rules
 	}
 	for _, p := range host {
-		rules = append(rules, Rule{Prefix: p, Index: rules[idx].Index, Exclude: true})
+		if publicReaches(p) {
+			rules = append(rules, Rule{Prefix: p, Index: rules[idx].Index, Exclude: true})
+		}
 	}
 	return rules
+}
+
+// publicReaches reports whether some address of p is in "public"'s
+// ranges and not in a range it always leaves out.
+func publicReaches(p netip.Prefix) bool {
+	in := slices.ContainsFunc(publicRanges, func(u netip.Prefix) bool { return u.Overlaps(p) })
+	left := slices.ContainsFunc(notPublic, func(n leftOut) bool {
+		return n.prefix.Bits() <= p.Bits() && n.prefix.Contains(p.Addr())
+	})
+	return in && !left
 }

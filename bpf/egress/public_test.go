@@ -70,26 +70,59 @@ func TestHostPrefixes(t *testing.T) {
 		ipnet("2001:db8:1::7/64"),
 		&net.IPNet{IP: net.ParseIP("198.51.100.9"), Mask: net.CIDRMask(120, 128)}, // IPv4 in a 16-byte form
 		&net.IPAddr{IP: net.ParseIP("1.2.3.4")},                                   // not an interface address: skipped
+	}, []netip.Prefix{
+		netip.MustParsePrefix("2a01:4f8:1::/64"), // on-link, the address a /128 of DHCPv6
+		netip.MustParsePrefix("44.140.3.3/16"),   // a local route for a whole range (masked)
 	})
 	var s []string
 	for _, p := range got {
 		s = append(s, p.String())
 	}
-	want := []string{"127.0.0.0/8", "127.0.0.1/32", "198.51.100.0/24", "198.51.100.9/32", "203.0.113.0/24", "203.0.113.7/32", "2001:db8:1::/64", "2001:db8:1::7/128"}
+	want := []string{"44.140.0.0/16", "127.0.0.0/8", "127.0.0.1/32", "198.51.100.0/24", "198.51.100.9/32", "203.0.113.0/24", "203.0.113.7/32",
+		"2001:db8:1::/64", "2001:db8:1::7/128", "2a01:4f8:1::/64"}
 	if !slices.Equal(s, want) {
 		t.Fatalf("HostPrefixes = %v, want %v", s, want)
 	}
 }
 
+// TestHostRoutes reads this host's routes: its loopback range is among
+// them (a local route), and no default route is.
+func TestHostRoutes(t *testing.T) {
+	routes, err := HostRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(routes, netip.MustParsePrefix("127.0.0.0/8")) {
+		t.Errorf("no local route for 127.0.0.0/8 in %v", routes)
+	}
+	for _, p := range routes {
+		if p.Bits() == 0 {
+			t.Errorf("a default route among the host's: %v", routes)
+		}
+	}
+}
+
 func TestWithHost(t *testing.T) {
-	host := []netip.Prefix{netip.MustParsePrefix("8.8.4.0/24")}
+	host := []netip.Prefix{
+		netip.MustParsePrefix("8.8.4.0/24"),
+		netip.MustParsePrefix("127.0.0.1/32"), // already left out: no entry
+		netip.MustParsePrefix("fe80::/64"),    // outside 2000::/3: no entry
+		netip.MustParsePrefix("2a01:4f8::/32"),
+	}
 	plain := []Rule{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Index: 0}}
 	if got := WithHost(plain, host); len(got) != 1 {
 		t.Fatalf("without public: %+v", got)
 	}
-	got := WithHost(append(plain, publicRules([]uint16{443}, 1)...), host)
-	last := got[len(got)-1]
-	if last.Prefix != host[0] || !last.Exclude || last.Index != 1 || len(last.Ports) != 0 {
-		t.Fatalf("the host's network: %+v", last)
+	base := append(plain, publicRules([]uint16{443}, 1)...)
+	got := WithHost(base, host)[len(base):]
+	var added []string
+	for _, r := range got {
+		if !r.Exclude || r.Index != 1 || len(r.Ports) != 0 {
+			t.Fatalf("the host's range: %+v", r)
+		}
+		added = append(added, r.Prefix.String())
+	}
+	if !slices.Equal(added, []string{"8.8.4.0/24", "2a01:4f8::/32"}) {
+		t.Fatalf("left out for the host: %v", added)
 	}
 }

@@ -6,7 +6,8 @@
 // Usage: hostile ATTACK [ARG]
 //
 //	read PATH | read-compat PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
-//	init-module | raw-socket | ping | ping6 | ping-high-bits | vsock | sctp | io-uring | fork-bomb | euid |
+//	init-module | raw-socket | ping | ping6 | ping-high-bits | vsock | sctp | sctp-default | dccp |
+//	netlink-diag | netlink-route | socketpair-inet | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | rename-via-symlink-unlink DIR NAME TO
@@ -93,19 +94,29 @@ func main() {
 		if err == nil {
 			unix.Close(fd)
 		}
-	case "ping", "ping6", "vsock", "sctp":
+	case "ping", "ping6", "vsock", "sctp", "sctp-default", "dccp", "netlink-diag", "netlink-route":
 		// Sockets no egress hook sees: ICMP datagram ("ping") sockets,
-		// AF_VSOCK (the hypervisor's services from a VM), SCTP.
+		// AF_VSOCK (the hypervisor's services from a VM), SCTP (also as
+		// SOCK_SEQPACKET's default protocol), DCCP, netlink's sock_diag
+		// (the host's sockets). netlink-route is what getaddrinfo uses.
 		args := map[string][3]int{
-			"ping":  {unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP},
-			"ping6": {unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_ICMPV6},
-			"vsock": {unix.AF_VSOCK, unix.SOCK_STREAM, 0},
-			"sctp":  {unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP},
+			"ping":          {unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP},
+			"ping6":         {unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_ICMPV6},
+			"vsock":         {unix.AF_VSOCK, unix.SOCK_STREAM, 0},
+			"sctp":          {unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP},
+			"sctp-default":  {unix.AF_INET, unix.SOCK_SEQPACKET | unix.SOCK_CLOEXEC, 0},
+			"dccp":          {unix.AF_INET, unix.SOCK_DCCP, 0},
+			"netlink-diag":  {unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG},
+			"netlink-route": {unix.AF_NETLINK, unix.SOCK_RAW | unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE},
 		}[os.Args[1]]
 		var fd int
 		if fd, err = unix.Socket(args[0], args[1], args[2]); err == nil {
 			unix.Close(fd)
 		}
+	case "socketpair-inet":
+		// socketpair(2) runs a family's socket creation (and loads its
+		// module) before it fails for anything but AF_UNIX.
+		_, err = unix.Socketpair(unix.AF_INET, unix.SOCK_SEQPACKET, unix.IPPROTO_SCTP)
 	case "ping-high-bits":
 		// The protocol with garbage above its 32 bits: the kernel reads
 		// an int, a filter comparing 64 bits would see another value.
