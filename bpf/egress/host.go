@@ -75,4 +75,3 @@ func routePrefix(dst []byte, bits int) (netip.Prefix, bool) {
 	p, err := a.Unmap().Prefix(bits)
 	return p, err == nil
 }
-
