@@ -1,9 +1,16 @@
 package daemon
 
 import (
+	"bytes"
+	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/sandbox"
@@ -70,12 +77,18 @@ func (s *session) sandboxPath(p string) string {
 // movedFromDenied checks the renames the kernel did for the thread of ev
 // (where it took each file from, and where it put it) against the
 // session's deny_paths. It returns the rule hit and the sandbox's path
-// that hit it.
+// that hit it. A move whose old directory could not be resolved (removed
+// at once after the call, a path longer than PATH_MAX) is a hit: it
+// cannot be shown not to come from a denied directory.
 func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string) {
 	if d.renames == nil || len(s.renameMounts) == 0 {
 		return "", ""
 	}
-	for _, m := range d.renames.Claim(ev.Pid) {
+	for _, m := range d.renames.Claim(ev.Pid, threadStart(ev.Pid)) {
+		if m.FromErr != "" {
+			s.log.Warn("a rename could not be checked: its old directory could not be resolved", "err", m.FromErr, "to", m.To)
+			return "every rename is checked: the directory a file was renamed out of could not be resolved (" + m.FromErr + ")", s.sandboxPath(m.To)
+		}
 		for _, p := range []string{s.sandboxPath(m.From), s.sandboxPath(m.To)} {
 			if p == "" {
 				continue
@@ -86,4 +99,36 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string
 		}
 	}
 	return "", ""
+}
+
+// threadStart is when thread tid started, a little early (the kernel
+// counts clock ticks), or the zero time when it is gone.
+func threadStart(tid uint32) time.Time {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tid))
+	if err != nil {
+		return time.Time{}
+	}
+	// The command may hold spaces and parentheses: fields count from the
+	// last ')'. starttime is field 22, the 20th after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return time.Time{}
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return time.Time{}
+	}
+	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	const hz = 100 // USER_HZ, fixed by the kernel's ABI
+	return bootTime().Add(time.Duration(ticks) * time.Second / hz).Add(-2 * time.Second / hz)
+}
+
+// bootTime is when the system booted, by the monotonic clock.
+func bootTime() time.Time {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) // cannot fail for CLOCK_BOOTTIME
+	return time.Now().Add(-time.Duration(ts.Nano()))
 }

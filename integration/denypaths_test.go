@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,12 +32,17 @@ func project(t *testing.T) string {
 
 // plantKey creates dir/.ssh/id_ed25519 on the host, readable and writable
 // by the sandbox user (so only deny_paths stands in the way).
-func plantKey(t *testing.T, dir string) string {
+func plantKey(t *testing.T, dir string) string { return plantKeyAt(t, dir, ".ssh/id_ed25519") }
+
+// plantKeyAt plants a key at dir/rel, its directories open to all (the
+// server runs as another user).
+func plantKeyAt(t *testing.T, dir, rel string) string {
 	t.Helper()
-	ssh := filepath.Join(dir, ".ssh")
-	must(t, os.MkdirAll(ssh, 0o777), "mkdir")
-	must(t, os.Chmod(ssh, 0o777), "chmod")
-	key := filepath.Join(ssh, "id_ed25519")
+	key := filepath.Join(dir, rel)
+	for d := filepath.Dir(key); d != dir; d = filepath.Dir(d) {
+		must(t, os.MkdirAll(d, 0o777), "mkdir")
+		must(t, os.Chmod(d, 0o777), "chmod")
+	}
 	must(t, os.WriteFile(key, []byte("PRIVATE KEY"), 0o666), "write")
 	must(t, os.Chmod(key, 0o666), "chmod")
 	return key
@@ -149,7 +155,8 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 // kept failing opens (an event each) moved a file out of a denied
 // directory through a symlink unseen, and read it.
 func TestRenameCheckedWhileEventsAreThrottled(t *testing.T) {
-	d := renameOutOfTheDeniedDirectory(t, "rename-via-symlink-storm")
+	d := renameOutOfTheDeniedDirectory(t, ".ssh/id_ed25519", []hit{sshHit("/work/.ssh/id_ed25519")},
+		"rename-via-symlink-storm", "/work/.ssh", "id_ed25519", "/work/loot")
 	if lost := d.record(t, "events.lost", func(r map[string]any) bool { return true }); lost["throttled"] == float64(0) {
 		t.Fatalf("the storm throttled no event: %v", lost)
 	}
@@ -161,24 +168,50 @@ func TestRenameCheckedWhileEventsAreThrottled(t *testing.T) {
 // check must come from where the kernel took the file (fanotify's
 // directory handles). Before it did, the key was moved and read unseen.
 func TestRenameThroughASymlinkRemovedAtOnce(t *testing.T) {
-	d := renameOutOfTheDeniedDirectory(t, "rename-via-symlink-unlink")
+	d := renameOutOfTheDeniedDirectory(t, ".ssh/id_ed25519", []hit{sshHit("/work/.ssh/id_ed25519")},
+		"rename-via-symlink-unlink", "/work/.ssh", "id_ed25519", "/work/loot")
 	d.waitClean("a killed session")
 }
 
-// renameOutOfTheDeniedDirectory has a session's server move a key
-// planted after launch (not masked) out of /work/.ssh through a symlink,
-// with the hostile attack named, and checks the session was killed with
-// a record of the rename.
-func renameOutOfTheDeniedDirectory(t *testing.T, attack string) *daemon {
+// A rename whose old directory cannot be resolved is taken as a hit: its
+// path longer than PATH_MAX (the denied directory's ancestor moved below
+// a deep chain first), or the directory removed at once after the call.
+// The red team moved the key out unseen both ways.
+func TestRenameOutOfAnUnresolvableDirectory(t *testing.T) {
+	unresolved := hit{"/work/loot", "deny_paths every rename is checked: the directory a file was renamed out of could not be resolved"}
+	t.Run("deeper than PATH_MAX", func(t *testing.T) {
+		d := renameOutOfTheDeniedDirectory(t, "sub/.ssh/id_ed25519", []hit{unresolved},
+			"rename-deep", "/work", "sub/.ssh/id_ed25519", "/work/loot")
+		d.waitClean("a killed session")
+	})
+	t.Run("removed at once", func(t *testing.T) {
+		// Read before the rmdir, the directory resolves: a plain hit.
+		d := renameOutOfTheDeniedDirectory(t, ".ssh/keys/id_ed25519", []hit{unresolved, sshHit("/work/.ssh/keys/id_ed25519")},
+			"rename-then-rmdir", "/work/.ssh/keys", "id_ed25519", "/work/loot")
+		d.waitClean("a killed session")
+	})
+}
+
+// hit is what a file.rename record of a deny_paths hit says: the path it
+// touched, and its rule (a prefix).
+type hit struct{ touched, rule string }
+
+func sshHit(touched string) hit { return hit{touched, "deny_paths **/.ssh/**"} }
+
+// renameOutOfTheDeniedDirectory plants a key at rel in a session's
+// writable mount after launch (not masked), has its server run the
+// hostile attack with args, and checks the session was killed with a
+// file.rename record of one of wants.
+func renameOutOfTheDeniedDirectory(t *testing.T, rel string, wants []hit, args ...string) *daemon {
 	t.Helper()
 	dir := project(t)
 	d := projDaemon(t, dir)
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	toolNames(t, c)
-	plantKey(t, dir)
+	plantKeyAt(t, dir, rel)
 	// The session is killed: the call gets an error, or no answer.
 	res, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
-		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{attack, "/work/.ssh", "id_ed25519", "/work/loot"}}}})
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": args}}})
 	if err == nil && res != nil && len(res.Content) > 0 {
 		if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
 			t.Logf("the server read the moved key before the kill: %q", tc.Text)
@@ -188,8 +221,9 @@ func renameOutOfTheDeniedDirectory(t *testing.T, attack string) *daemon {
 		t.Fatal("shim exited 0: the rename out of the denied directory went unchecked")
 	}
 	ev := d.record(t, "file.rename", func(r map[string]any) bool { return str(r, "action") != "" })
-	if str(ev, "action") != "session killed" || str(ev, "touched") != "/work/.ssh/id_ed25519" || str(ev, "rule") != "deny_paths **/.ssh/**" {
-		t.Fatalf("file.rename record: %v", ev)
+	matches := func(w hit) bool { return str(ev, "touched") == w.touched && strings.HasPrefix(str(ev, "rule"), w.rule) }
+	if str(ev, "action") != "session killed" || !slices.ContainsFunc(wants, matches) {
+		t.Fatalf("file.rename record: %v, want one of %+v", ev, wants)
 	}
 	return d
 }

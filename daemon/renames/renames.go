@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,10 +33,14 @@ import (
 type Move struct {
 	Tid uint32 // the renaming thread, in the host's pid namespace
 	// From and To are the old and the new name: the host's path of the
-	// directory and the name in it. Empty when the directory could not be
-	// resolved (it was removed before the event was read).
+	// directory and the name in it.
 	From, To string
-	seen     time.Time
+	// FromErr says why From is empty: the old directory could not be
+	// resolved (removed before the event was read, a path longer than
+	// PATH_MAX, outside every watched source). A caller must take such a
+	// move as unchecked, not as harmless.
+	FromErr string
+	seen    time.Time
 }
 
 // Bounds of the unclaimed moves: a move not claimed within keepFor is
@@ -54,14 +59,24 @@ type Watcher struct {
 
 	mu       sync.Mutex
 	marks    map[unix.Fsid]*mark
-	pending  []Move // oldest first
-	overflow int    // queue overflows seen (none with an unlimited queue)
+	pending  map[uint32][]Move // by thread, oldest first
+	npending int
+	pruned   time.Time // the last prune
+	overflow int       // queue overflows seen (none with an unlimited queue)
 	buf      []byte
 }
 
-// mark is one watched file system: a descriptor in it to open the
-// events' directory handles with, and how many watchers hold it.
+// mark is one watched file system: the watched sources on it, whose
+// descriptors open the events' directory handles.
 type mark struct {
+	path    string // the first source, which the mark was made with
+	sources []*source
+}
+
+// source is one watched directory: a handle opened through it resolves
+// to a path in its mount, so a directory outside it is resolved through
+// another source (a bind of a subtree shows nothing above it).
+type source struct {
 	dir  *os.File
 	path string
 	refs int
@@ -74,7 +89,7 @@ func Open(log *slog.Logger) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
 	}
-	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{}, buf: make([]byte, 64<<10)}, nil
+	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{}, pending: map[uint32][]Move{}, buf: make([]byte, 64<<10)}, nil
 }
 
 // Close ends the group; Run returns.
@@ -82,7 +97,7 @@ func (w *Watcher) Close() error { return w.file.Close() }
 
 // Watch reports the renames on the file system that holds path (a
 // directory, or a file: its directory) until release is called. Marks
-// are counted per file system.
+// are per file system; sources are counted.
 func (w *Watcher) Watch(path string) (release func(), err error) {
 	dir := path
 	if st, err := os.Stat(path); err != nil {
@@ -90,48 +105,63 @@ func (w *Watcher) Watch(path string) (release func(), err error) {
 	} else if !st.IsDir() {
 		dir = filepath.Dir(path)
 	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // the kernel's paths are canonical
+	}
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(dir, &sfs); err != nil {
 		return nil, fmt.Errorf("statfs %s: %w", dir, err)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if m := w.marks[sfs.Fsid]; m != nil {
-		m.refs++
-		return w.releaser(sfs.Fsid), nil
+	m := w.marks[sfs.Fsid]
+	if m != nil {
+		for _, src := range m.sources {
+			if src.path == dir {
+				src.refs++
+				return w.releaser(sfs.Fsid, src), nil
+			}
+		}
 	}
 	// open_by_handle_at wants a descriptor opened for reading, not O_PATH.
 	f, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, dir); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
+	if m == nil {
+		if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, dir); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
+		}
+		m = &mark{path: dir}
+		w.marks[sfs.Fsid] = m
 	}
-	w.marks[sfs.Fsid] = &mark{dir: f, path: dir, refs: 1}
-	return w.releaser(sfs.Fsid), nil
+	src := &source{dir: f, path: dir, refs: 1}
+	m.sources = append(m.sources, src)
+	return w.releaser(sfs.Fsid, src), nil
 }
 
-// releaser drops one hold of fsid's mark, once.
-func (w *Watcher) releaser(fsid unix.Fsid) func() {
+// releaser drops one hold of src, once; the mark goes with its last
+// source.
+func (w *Watcher) releaser(fsid unix.Fsid, src *source) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			w.mu.Lock()
 			defer w.mu.Unlock()
-			m := w.marks[fsid]
-			if m == nil {
-				return
-			}
-			if m.refs--; m.refs > 0 {
+			if src.refs--; src.refs > 0 {
 				return
 			}
 			w.drainLocked() // the events of its renames need its descriptor
+			m := w.marks[fsid]
+			m.sources = slices.DeleteFunc(m.sources, func(s *source) bool { return s == src })
+			_ = src.dir.Close()
+			if len(m.sources) > 0 {
+				return
+			}
 			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, m.path); err != nil {
 				w.log.Warn("could not stop watching renames", "path", m.path, "err", err)
 			}
-			_ = m.dir.Close()
 			delete(w.marks, fsid)
 		})
 	}
@@ -144,25 +174,19 @@ func (w *Watcher) Watching() int {
 	return len(w.marks)
 }
 
-// Claim returns (and forgets) the moves of thread tid read so far. The
-// kernel queues a rename's event before the call returns, so once the
-// thread's own account of a rename is in hand, Claim has that move.
-func (w *Watcher) Claim(tid uint32) []Move {
+// Claim returns (and forgets) the moves of thread tid read so far, but
+// those read before started (the thread's start: a tid is reused, and a
+// move of the thread that had it before is not this one's). The kernel
+// queues a rename's event before the call returns, so once the thread's
+// own account of a rename is in hand, Claim has that move.
+func (w *Watcher) Claim(tid uint32, started time.Time) []Move {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.drainLocked()
-	var out []Move
-	kept := w.pending[:0]
-	for _, m := range w.pending {
-		if m.Tid == tid {
-			out = append(out, m)
-		} else {
-			kept = append(kept, m)
-		}
-	}
-	clear(w.pending[len(kept):])
-	w.pending = kept
-	return out
+	moves := w.pending[tid]
+	delete(w.pending, tid)
+	w.npending -= len(moves)
+	return slices.DeleteFunc(moves, func(m Move) bool { return m.seen.Before(started) })
 }
 
 // Run reads events as they come until the watcher is closed, so that a
@@ -217,7 +241,7 @@ func (w *Watcher) parse(b []byte) {
 		if meta.Mask&unix.FAN_RENAME == 0 {
 			continue
 		}
-		mv := Move{Tid: uint32(meta.Pid), seen: now}
+		mv := Move{Tid: uint32(meta.Pid), seen: now, FromErr: "no old directory in the event"}
 		for info := ev[meta.Metadata_len:]; len(info) >= 4; {
 			l := int(binary.NativeEndian.Uint16(info[2:4]))
 			if l < 4 || l > len(info) {
@@ -225,23 +249,32 @@ func (w *Watcher) parse(b []byte) {
 			}
 			switch info[0] {
 			case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
-				mv.From = w.resolve(info[:l])
+				var err error
+				if mv.From, err = w.resolve(info[:l]); err != nil {
+					mv.FromErr = err.Error()
+				} else {
+					mv.FromErr = ""
+				}
 			case unix.FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
-				mv.To = w.resolve(info[:l])
+				mv.To, _ = w.resolve(info[:l])
 			}
 			info = info[l:]
 		}
-		w.pending = append(w.pending, mv)
+		w.pending[mv.Tid] = append(w.pending[mv.Tid], mv)
+		w.npending++
 	}
 }
 
 // resolve turns one directory-handle-and-name record into the host's
 // path of the name: its header (4 bytes), fsid (8), struct file_handle
 // (handle_bytes, handle_type, f_handle) and the name, NUL-terminated.
-func (w *Watcher) resolve(rec []byte) string {
+// The handle is opened through each watched source on its file system in
+// turn; a path is taken from the first source it lies under (through a
+// bind of a subtree, a directory outside it shows as "/" and its name).
+func (w *Watcher) resolve(rec []byte) (string, error) {
 	const hdr = 4 + 8 + 8
 	if len(rec) < hdr {
-		return ""
+		return "", errors.New("a short directory record")
 	}
 	var fsid unix.Fsid
 	fsid.Val[0] = int32(binary.NativeEndian.Uint32(rec[4:8]))
@@ -249,7 +282,7 @@ func (w *Watcher) resolve(rec []byte) string {
 	size := int(binary.NativeEndian.Uint32(rec[12:16]))
 	typ := int32(binary.NativeEndian.Uint32(rec[16:20]))
 	if size > len(rec)-hdr {
-		return ""
+		return "", errors.New("a short directory handle")
 	}
 	name := rec[hdr+size:]
 	if i := bytes.IndexByte(name, 0); i >= 0 {
@@ -257,31 +290,47 @@ func (w *Watcher) resolve(rec []byte) string {
 	}
 	m := w.marks[fsid]
 	if m == nil {
-		return ""
+		return "", errors.New("a file system no longer watched")
 	}
-	fd, err := unix.OpenByHandleAt(int(m.dir.Fd()), unix.NewFileHandle(typ, rec[hdr:hdr+size]), unix.O_PATH|unix.O_CLOEXEC)
-	if err != nil {
-		return ""
+	var lastErr error = errors.New("outside every watched source")
+	for _, src := range m.sources {
+		fd, err := unix.OpenByHandleAt(int(src.dir.Fd()), unix.NewFileHandle(typ, rec[hdr:hdr+size]), unix.O_PATH|unix.O_CLOEXEC)
+		if err != nil {
+			return "", fmt.Errorf("open the directory by its handle: %w", err) // ESTALE: removed
+		}
+		dir, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		_ = unix.Close(fd)
+		if err != nil {
+			lastErr = fmt.Errorf("the directory's path: %w", err) // ENAMETOOLONG
+			continue
+		}
+		dir = strings.TrimSuffix(dir, " (deleted)")
+		if dir == src.path || strings.HasPrefix(dir, src.path+"/") || src.path == "/" {
+			return filepath.Join(dir, string(name)), nil
+		}
 	}
-	dir, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
-	_ = unix.Close(fd)
-	if err != nil {
-		return ""
-	}
-	dir = strings.TrimSuffix(dir, " (deleted)")
-	return filepath.Join(dir, string(name))
+	return "", lastErr
 }
 
 // prune drops moves older than keepFor, and the oldest beyond
 // maxPending.
 func (w *Watcher) prune(now time.Time) {
-	drop := 0
-	for drop < len(w.pending) && (now.Sub(w.pending[drop].seen) > keepFor || len(w.pending)-drop > maxPending) {
-		drop++
+	if w.npending == 0 || (now.Sub(w.pruned) < time.Second && w.npending <= maxPending) {
+		return // at most once a second: a prune walks every thread's moves
 	}
-	if drop > 0 {
-		n := copy(w.pending, w.pending[drop:])
-		clear(w.pending[n:])
-		w.pending = w.pending[:n]
+	w.pruned = now
+	cut := now.Add(-keepFor)
+	if w.npending > maxPending {
+		// Beyond the bound: keep the newest half of the time since.
+		cut = now.Add(-keepFor / 2)
+	}
+	for tid, moves := range w.pending {
+		kept := slices.DeleteFunc(moves, func(m Move) bool { return m.seen.Before(cut) })
+		w.npending -= len(moves) - len(kept)
+		if len(kept) == 0 {
+			delete(w.pending, tid)
+		} else {
+			w.pending[tid] = kept
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,6 +23,19 @@ func open(t *testing.T) *Watcher {
 	}
 	t.Cleanup(func() { _ = w.Close() })
 	return w
+}
+
+// watched is a watcher of a new temporary directory's file system.
+func watched(t *testing.T) (*Watcher, string) {
+	t.Helper()
+	w := open(t)
+	dir := t.TempDir()
+	release, err := w.Watch(dir)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	t.Cleanup(release)
+	return w, dir
 }
 
 // renameOnThisThread renames from to to on a thread of its own and
@@ -50,13 +65,7 @@ func renameOnThisThread(t *testing.T, from, to string, after func()) uint32 {
 // the file from (the real directory), though the name the caller used
 // went through a symlink removed at once after the call.
 func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
-	w := open(t)
-	dir := t.TempDir()
-	release, err := w.Watch(dir)
-	if err != nil {
-		t.Fatalf("Watch: %v", err)
-	}
-	defer release()
+	w, dir := watched(t)
 	secret := filepath.Join(dir, "deep", ".ssh")
 	if err := os.MkdirAll(secret, 0o700); err != nil {
 		t.Fatal(err)
@@ -69,10 +78,10 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := renameOnThisThread(t, filepath.Join(lnk, "id_ed25519"), filepath.Join(dir, "loot"), func() { _ = os.Remove(lnk) })
-	if other := w.Claim(tid + 1_000_000); len(other) != 0 {
+	if other := w.Claim(tid+1_000_000, time.Time{}); len(other) != 0 {
 		t.Fatalf("another thread's claim got %+v", other)
 	}
-	moves := w.Claim(tid)
+	moves := w.Claim(tid, time.Time{})
 	if len(moves) != 1 {
 		t.Fatalf("Claim(%d) = %+v, want one move", tid, moves)
 	}
@@ -82,7 +91,7 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 	if m := moves[0]; m.Tid != want.Tid || m.From != want.From || m.To != want.To {
 		t.Fatalf("move %+v, want %+v", m, want)
 	}
-	if again := w.Claim(tid); len(again) != 0 {
+	if again := w.Claim(tid, time.Time{}); len(again) != 0 {
 		t.Fatalf("a claimed move came back: %+v", again)
 	}
 }
@@ -112,14 +121,110 @@ func TestRelease(t *testing.T) {
 	if err := os.WriteFile(a, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if tid := renameOnThisThread(t, a, b, nil); len(w.Claim(tid)) != 1 {
+	if tid := renameOnThisThread(t, a, b, nil); len(w.Claim(tid, time.Time{})) != 1 {
 		t.Fatal("a rename while watched was not reported")
 	}
 	r2()
 	if n := w.Watching(); n != 0 {
 		t.Fatalf("after the last release: %d, want 0", n)
 	}
-	if tid := renameOnThisThread(t, b, a, nil); len(w.Claim(tid)) != 0 {
+	if tid := renameOnThisThread(t, b, a, nil); len(w.Claim(tid, time.Time{})) != 0 {
 		t.Fatal("a rename after the last release was reported")
+	}
+}
+
+// TestClaimUnresolved: a move whose old directory cannot be resolved says
+// why, so the caller takes it as unchecked: the directory removed before
+// the event was read (ESTALE), or a path longer than PATH_MAX.
+func TestClaimUnresolved(t *testing.T) {
+	w, dir := watched(t)
+
+	gone := filepath.Join(dir, "gone")
+	if err := os.Mkdir(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gone, "key"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tid := renameOnThisThread(t, filepath.Join(gone, "key"), filepath.Join(dir, "loot"), func() { _ = os.Remove(gone) })
+	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "stale") {
+		t.Fatalf("a move out of a removed directory: %+v", moves)
+	}
+
+	// A directory whose path is longer than PATH_MAX (4096 bytes).
+	seg := strings.Repeat("d", 250)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 17; i++ {
+		if err := unix.Mkdirat(fd, seg, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, seg, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		_ = unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.Mknodat(fd, "key", unix.S_IFREG|0o600, 0); err != nil {
+		t.Fatal(err)
+	}
+	tids := make(chan uint32, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tids <- uint32(unix.Gettid())
+		if err := unix.Renameat(fd, "key", unix.AT_FDCWD, filepath.Join(dir, "loot2")); err != nil {
+			t.Error(err)
+		}
+		tids <- 0
+	}()
+	tid = <-tids
+	<-tids
+	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "too long") {
+		t.Fatalf("a move out of a directory deeper than PATH_MAX: %+v", moves)
+	}
+}
+
+// TestClaimSkipsAnEarlierThread: moves read before the claiming thread
+// started belong to an earlier thread with the same id.
+func TestClaimSkipsAnEarlierThread(t *testing.T) {
+	w, dir := watched(t)
+	a := filepath.Join(dir, "a")
+	if err := os.WriteFile(a, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tid := renameOnThisThread(t, a, filepath.Join(dir, "b"), nil)
+	if moves := w.Claim(tid, time.Now().Add(time.Hour)); len(moves) != 0 {
+		t.Fatalf("moves of a thread started before the claimer: %+v", moves)
+	}
+}
+
+// TestResolveThroughTheRightSource: two sources on one file system; a
+// directory under the second resolves through it.
+func TestResolveThroughTheRightSource(t *testing.T) {
+	w := open(t)
+	dir := t.TempDir()
+	for _, d := range []string{"a", "b"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		release, err := w.Watch(filepath.Join(dir, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+	}
+	x := filepath.Join(dir, "b", "x")
+	if err := os.WriteFile(x, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tid := renameOnThisThread(t, x, filepath.Join(dir, "b", "y"), nil)
+	top, _ := filepath.EvalSymlinks(dir)
+	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != filepath.Join(top, "b", "x") {
+		t.Fatalf("moves %+v", moves)
 	}
 }

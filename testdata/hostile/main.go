@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -292,6 +293,39 @@ func main() {
 		var b []byte
 		b, err = os.ReadFile(to)
 		detail = fmt.Sprintf("read %d bytes through %s", len(b), to)
+	case "rename-deep":
+		// arg: a writable mount (/work); Args[3]: a key below it whose
+		// first component is an ancestor of its denied directory
+		// (sub/.ssh/id_ed25519); Args[4]: where to put it. The ancestor
+		// goes below a chain of directories longer than PATH_MAX (a
+		// rename of nothing denied), then the key leaves through a
+		// symlink made there.
+		if err = renameDeep(arg, os.Args[3], os.Args[4]); err == nil {
+			var b []byte
+			b, err = os.ReadFile(os.Args[4])
+			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
+		}
+	case "rename-then-rmdir":
+		// arg: a directory inside a denied one (/work/.ssh/keys);
+		// Args[3]: the key's name in it; Args[4]: where to put it. The key
+		// leaves through a symlink to the denied directory; the directory
+		// it left and the symlink are removed at once.
+		lnk := filepath.Join(os.Getenv("HOME"), "lnk")
+		os.Remove(lnk)
+		parent, sub := filepath.Split(arg)
+		if err = os.Symlink(parent, lnk); err != nil {
+			break
+		}
+		if err = unix.Renameat(unix.AT_FDCWD, filepath.Join(lnk, sub, os.Args[3]), unix.AT_FDCWD, os.Args[4]); err != nil {
+			break
+		}
+		err = unix.Rmdir(filepath.Join(lnk, sub))
+		os.Remove(lnk)
+		if err == nil {
+			var b []byte
+			b, err = os.ReadFile(os.Args[4])
+			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
+		}
 	case "clone-files":
 		err = cloneFiles(arg)
 	case "sleeper":
@@ -397,4 +431,39 @@ func errnoErr(e unix.Errno) error {
 		return nil
 	}
 	return e
+}
+
+// renameDeep moves key's first directory below work/D and 17 directories
+// of 250 bytes (a path longer than PATH_MAX), then renames the key out of
+// it through a symlink made in the deepest directory.
+func renameDeep(work, key, to string) error {
+	fd, err := unix.Open(work, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	long := strings.Repeat("x", 250)
+	for _, name := range append([]string{"D"}, slices.Repeat([]string{long}, 17)...) {
+		if err := unix.Mkdirat(fd, name, 0o777); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		next, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		fd = next
+	}
+	defer unix.Close(fd)
+	first, _, _ := strings.Cut(key, "/")
+	if err := unix.Renameat(unix.AT_FDCWD, filepath.Join(work, first), fd, first); err != nil {
+		return err
+	}
+	if err := unix.Fchdir(fd); err != nil {
+		return err
+	}
+	dir, base := filepath.Split(key)
+	if err := os.Symlink(dir, "l"); err != nil {
+		return err
+	}
+	return unix.Renameat(unix.AT_FDCWD, filepath.Join("l", base), unix.AT_FDCWD, to)
 }
