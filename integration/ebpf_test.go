@@ -687,7 +687,7 @@ func TestEgressFollowsDNSTTL(t *testing.T) {
 	if got := get(first); !strings.Contains(got, "operation not permitted") {
 		t.Fatalf("GET %s after its record expired: %q", first, got)
 	}
-	d.waitLog(`msg="egress rules follow DNS"`)
+	d.waitLog(`msg="egress rules follow DNS and the host's networks"`)
 }
 
 // Repeated opens of one file by one process within a tool call are
