@@ -127,7 +127,7 @@ func boot(t *testing.T) *machine {
 	for _, d := range m.cgroups {
 		script += fmt.Sprintf("echo $$ > %s/cgroup.procs; ", d)
 	}
-	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=read-only --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self'", m.root, os.Getpid())
+	script += fmt.Sprintf("exec systemd-nspawn -q -D %s -M mcpcage-itest-%d -b --register=no --keep-unit --console=read-only --capability=all '--system-call-filter=bpf keyctl add_key request_key pidfd_getfd perf_event_open landlock_create_ruleset landlock_add_rule landlock_restrict_self fanotify_init fanotify_mark open_by_handle_at'", m.root, os.Getpid())
 	m.log = filepath.Join(t.TempDir(), "nspawn.log")
 	lf, err := os.Create(m.log)
 	must(t, err, "nspawn log")
@@ -256,7 +256,10 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		t.Fatal("mcpcaged runs before anyone asked for it: it should be socket-activated")
 	}
 	// A server and observe mode, so a session needs no grant.
-	conf := "\n[daemon]\ndefault_decision = \"allow\"\nrequire_ebpf = false\naudit_journal = true\n[servers.test]\ncommand = [\"/usr/local/libexec/testserver\"]\n"
+	conf := "\n[daemon]\ndefault_decision = \"allow\"\nrequire_ebpf = false\naudit_journal = true\n[servers.test]\ncommand = [\"/usr/local/libexec/testserver\"]\n" +
+		// A host-network server on "public": its rules need the host's
+		// addresses and routes (netlink, which the unit must allow).
+		"[servers.pub]\ncommand = [\"/usr/local/libexec/testserver\"]\nnetwork = \"host\"\negress = [\"public:443\"]\n"
 	cfgPath := filepath.Join(m.root, "etc/mcpcage/config.toml")
 	old, _ := os.ReadFile(cfgPath)
 	cfgText := strings.Replace(string(old), "[daemon]\n", "", 1) // the shipped file's [daemon] holds only comments
@@ -264,7 +267,8 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 
 	// The first client starts the daemon through the socket; it reaches READY.
 	status := m.mustRun("mcpcage", "status")
-	for _, want := range []string{"containerd:", "connected (containerd", "sessions:", "audit log:", "healthy", "metrics:"} {
+	for _, want := range []string{"containerd:", "connected (containerd", "sessions:", "audit log:", "healthy", "metrics:",
+		"renames in writable mounts checked where the kernel took the file from (fanotify)"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("mcpcage status inside the machine lacks %q:\n%s", want, status)
 		}
@@ -279,6 +283,16 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	if out, err := m.run("sh", "-c", session); err != nil || !strings.Contains(out, `"text":"inside nspawn"`) {
 		logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-n", "60")
 		t.Fatalf("session inside the machine: %v\n%s\njournal:\n%s", err, tail(out, 2000), logs)
+	}
+
+	// The host-network server on "public" under the unit's hardening:
+	// its rules are built from the host's addresses and routes.
+	pub := strings.Replace(session, "mcpcage run test", "mcpcage run pub", 1)
+	if out, err := m.run("sh", "-c", pub); err != nil || !strings.Contains(out, `"text":"inside nspawn"`) {
+		t.Fatalf("a public-egress session inside the machine: %v\n%s", err, tail(out, 2000))
+	}
+	if logs, _ := m.root_("journalctl", "-u", "mcpcaged", "--no-pager", "-o", "cat"); strings.Contains(logs, "addresses or routes could not be read") {
+		t.Fatalf("the daemon could not read the host's addresses or routes under its unit:\n%s", tail(logs, 2000))
 	}
 
 	// The eBPF layer loads inside the machine's cgroup namespace (its
