@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mcpcage/mcpcage/bpf/egress"
 )
 
 // DefaultPath is where mcpcaged looks for its configuration.
@@ -55,6 +57,12 @@ type Daemon struct {
 	// DNSServers resolve egress host names ("host:port"; empty: the
 	// nameservers of /etc/resolv.conf).
 	DNSServers []string `toml:"dns_servers"`
+	// PrivateDomains are domains whose names may resolve to private
+	// addresses for egress (an intranet's "corp.example"). Other names'
+	// DNS answers are allowed only where "public" reaches: whoever runs a
+	// zone could point its names at the host's loopback or the LAN (DNS
+	// rebinding). Compared without case or a trailing dot.
+	PrivateDomains []string `toml:"private_domains"`
 	// DefaultDecision: "deny" (calls need a consent) or "allow" (observe
 	// mode: every call passes, the would-be denials are logged).
 	DefaultDecision Decision `toml:"default_decision"`
@@ -456,6 +464,11 @@ func (c *Config) validate(data []byte) error {
 			bad(fmt.Sprintf("%q is not an IP address with a port (e.g. \"127.0.0.53:53\", \"[::1]:53\")", s), "daemon", "dns_servers")
 		}
 	}
+	for _, dom := range d.PrivateDomains {
+		if err := egress.CheckDomain(dom); err != nil {
+			bad(err.Error(), "daemon", "private_domains")
+		}
+	}
 	if d.MetricsAddress != "" && !strings.HasPrefix(d.MetricsAddress, "/") {
 		if _, _, err := net.SplitHostPort(d.MetricsAddress); err != nil {
 			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
@@ -588,7 +601,7 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
 	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
-	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers",
+	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers", "private_domains",
 	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots", "pin_policy",
 	"ask_timeout", "ask_duration", "ask_per_minute", "pending_ttl"}
 

@@ -32,6 +32,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"relative script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript = [\"agent.js\"]\n", []string{"agents.a.script", "absolute paths"}},
 		{"script digest without script", "[agents.a]\nexe = [\"/usr/bin/node\"]\nscript_sha256 = [\"" + strings.Repeat("a", 64) + "\"]\n", []string{"agents.a.script_sha256", "needs script"}},
 		{"bad dns server", "[daemon]\ndns_servers = [\"127.0.0.53:53\", \"resolver.example\"]\n", []string{"line 2", "daemon.dns_servers", `"resolver.example" is not an IP address with a port`}},
+		{"bad private domain", "[daemon]\nprivate_domains = [\"corp.example.\", \"*.corp.example\"]\n", []string{"line 2", "daemon.private_domains", `"*.corp.example" is not a domain name`}},
 		{"listen host name", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"localhost:8080\"]\n", []string{"line 4", "servers.a.listen", "IP literal"}},
 		{"listen port 0", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\nlisten = [\"127.0.0.1:0\"]\n", []string{"servers.a.listen", "port 0"}},
 		{"listen without host network", "[servers.a]\ncommand = [\"x\"]\nlisten = [\"127.0.0.1:8080\"]\n", []string{"servers.a.listen", `network = "host"`}},

@@ -56,6 +56,11 @@
 //	                     in order; each address a name resolves to is
 //	                     allowed until its record's TTL runs out
 //	                     [the nameservers of /etc/resolv.conf]
+//	private_domains      domains whose names may resolve to any address for
+//	                     egress, e.g. ["corp.example"]; other names' DNS
+//	                     answers are allowed only where "public" reaches
+//	                     (not loopback, the LAN or the host's own
+//	                     addresses: DNS rebinding) [none]
 //	warm_sandboxes       prepared sandboxes kept ready (0: off): after a
 //	                     session of a server for a user ends, the next one
 //	                     is built (container, task, mounts, cgroup, seccomp)

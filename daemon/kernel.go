@@ -247,34 +247,35 @@ func needsEBPF(srv *config.Server) string {
 }
 
 // policyFor builds the kernel policy of a session, resolving host names;
-// the tracker (nil without host names) keeps them current.
-func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (bpf.Policy, *egress.Tracker, error) {
-	p := bpf.Policy{HostNetwork: srv.Network == config.NetworkHost, DenyComponents: map[string]int{}}
+// the tracker (nil without host networking) keeps them current. refused
+// are the DNS answers its rules leave out (kernelRules).
+func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (p bpf.Policy, tracker *egress.Tracker, refused []egress.Refused, err error) {
+	p = bpf.Policy{HostNetwork: srv.Network == config.NetworkHost, DenyComponents: map[string]int{}}
 	for i, pat := range srv.DenyPatterns() {
 		name, err := config.DenyComponent(pat)
 		if err != nil {
-			return p, nil, err
+			return p, nil, nil, err
 		}
 		p.DenyComponents[name] = i
 	}
 	entries, err := egress.ParseAll(srv.Egress)
 	if err != nil {
-		return p, nil, err
+		return p, nil, nil, err
 	}
 	if !p.HostNetwork {
-		return p, nil, nil
+		return p, nil, nil, nil
 	}
 	p.Listen = srv.ListenAddrs()
-	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers}
-	tracker := egress.NewTracker(entries, dns.LookupTTL)
+	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers, PrivateDomains: d.conf().Daemon.PrivateDomains}
+	tracker = egress.NewTracker(entries, dns.LookupTTL)
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	rules, _, err := tracker.Refresh(ctx, time.Now())
 	if err != nil {
-		return p, nil, err
+		return p, nil, nil, err
 	}
-	p.Egress = kernelRules(rules, d.log)
-	return p, tracker, nil
+	p.Egress, refused = kernelRules(rules, d.log)
+	return p, tracker, refused, nil
 }
 
 // builtinRule is the kernel's rule index of the built-in egress rules:
@@ -284,17 +285,31 @@ const builtinRule = 0xffff
 
 // kernelRules adds the built-in rules (DNS to the host's resolvers) and
 // the host's own addresses and networks that "public" leaves out, as
-// they are now, and converts for the kernel. When the host's addresses
-// or routes cannot be read, "public" allows nothing (rather than the
-// host) and the reason is logged.
-func kernelRules(rules []egress.Rule, log *slog.Logger) []bpf.EgressRule {
+// they are now, refuses DNS answers that "public" would not reach
+// (egress.PublicAnswers: DNS rebinding), and converts for the kernel.
+// When the host's addresses or routes cannot be read, "public" and DNS
+// answers allow nothing (rather than the host) and the reason is logged.
+func kernelRules(rules []egress.Rule, log *slog.Logger) ([]bpf.EgressRule, []egress.Refused) {
 	addrs, aerr := net.InterfaceAddrs()
 	routes, rerr := egress.HostRoutes()
-	if err := errors.Join(aerr, rerr); err != nil && slices.ContainsFunc(rules, func(r egress.Rule) bool { return r.Public }) {
-		log.Error("the host's addresses or routes could not be read: public allows nothing until they can", "err", err)
-		rules = slices.DeleteFunc(slices.Clone(rules), func(r egress.Rule) bool { return r.Public })
+	var refused []egress.Refused
+	if err := errors.Join(aerr, rerr); err != nil && slices.ContainsFunc(rules, func(r egress.Rule) bool { return r.Public || r.Answer }) {
+		log.Error("the host's addresses or routes could not be read: public and host names allow nothing until they can", "err", err)
+		kept := make([]egress.Rule, 0, len(rules))
+		for _, r := range rules {
+			switch {
+			case r.Answer:
+				refused = append(refused, egress.Refused{Rule: r, Why: "the host's addresses could not be read to tell whether it is one of them"})
+			case !r.Public:
+				kept = append(kept, r)
+			}
+		}
+		rules = kept
 	}
-	rules = egress.WithHost(append(rules, egress.DNSRules(egress.ResolvConf)...), egress.HostPrefixes(addrs, routes))
+	host := egress.HostPrefixes(addrs, routes)
+	rules, more := egress.PublicAnswers(rules, host)
+	refused = append(refused, more...)
+	rules = egress.WithHost(append(rules, egress.DNSRules(egress.ResolvConf)...), host)
 	out := make([]bpf.EgressRule, 0, len(rules))
 	for _, r := range rules {
 		idx := r.Index
@@ -303,7 +318,7 @@ func kernelRules(rules []egress.Rule, log *slog.Logger) []bpf.EgressRule {
 		}
 		out = append(out, bpf.EgressRule{Prefix: r.Prefix, Ports: r.Ports, Index: idx, Public: r.Public, Exclude: r.Exclude})
 	}
-	return out
+	return out, refused
 }
 
 // cgroupV2Entry starts the cgroup v2 line of /proc/PID/cgroup (hierarchy
@@ -348,7 +363,9 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.Eg
 		if err != nil {
 			s.log.Warn("re-resolving egress host names failed; the last answer stays in force until the servers answer", "err", err)
 		}
-		if next := kernelRules(rules, s.log); !slices.EqualFunc(next, last, sameEgressRule) {
+		next, refused := kernelRules(rules, s.log)
+		s.setRefusedAnswers(refused)
+		if !slices.EqualFunc(next, last, sameEgressRule) {
 			s.egressMu.Lock()
 			if s.kernelGone { // unregistered: nothing to update, nothing to leave behind
 				s.egressMu.Unlock()
@@ -427,6 +444,9 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	case bpf.KindNetDenied:
 		ke.Action = "EPERM"
 		ke.Rule = "not in egress allow-list"
+		if why := s.refusedAnswer(ev.Addr.Addr()); why != "" {
+			ke.Rule = why
+		}
 		msg := "connection denied"
 		if how := ev.ListenDenial(); how != "" {
 			// net.bind_denied (EPERM), net.listen_denied (packets dropped)

@@ -28,7 +28,7 @@ func TestKernelPolicyWithoutEBPF(t *testing.T) {
 			cfg.Daemon.RequireEBPF = tt.require
 			d := &Daemon{ebpfErr: "cgroup_sock_addr unavailable: EPERM"}
 			d.cfg.Store(cfg)
-			p, _, err := d.kernelPolicy(context.Background(), &tt.server)
+			p, _, _, err := d.kernelPolicy(context.Background(), &tt.server)
 			if tt.err == "" {
 				if err != nil || p != nil {
 					t.Fatalf("policy %v, err %v; want none and no error", p, err)

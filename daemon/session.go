@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -59,11 +60,12 @@ type session struct {
 	policyStop     chan struct{} // closed when a broken rule ends the session
 	policyOnce     sync.Once
 	unregisterOnce sync.Once
-	cgid           uint64           // session cgroup id, 0 without eBPF
-	egressFirst    []bpf.EgressRule // the egress rules the session was registered with
-	egressMu       sync.Mutex       // orders watchEgress's updates with unregisterKernel
-	kernelGone     bool             // unregisterKernel ran (under egressMu)
-	renameMounts   []renameMount    // writable mounts whose renames fanotify reports (renamecheck.go)
+	cgid           uint64                                // session cgroup id, 0 without eBPF
+	egressFirst    []bpf.EgressRule                      // the egress rules the session was registered with
+	egressMu       sync.Mutex                            // orders watchEgress's updates with unregisterKernel
+	kernelGone     bool                                  // unregisterKernel ran (under egressMu)
+	refusedAnswers atomic.Pointer[map[netip.Addr]string] // DNS answers egress refuses -> why (egressanswers.go)
+	renameMounts   []renameMount                         // writable mounts whose renames fanotify reports (renamecheck.go)
 	renameReleases []func()
 
 	stopOnce sync.Once
@@ -314,10 +316,11 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if err := d.checkCommand(srv, params); err != nil {
 		return params, nil, err
 	}
-	policy, hosts, err := d.kernelPolicy(ctx, srv)
+	policy, hosts, refused, err := d.kernelPolicy(ctx, srv)
 	if err != nil {
 		return params, nil, err
 	}
+	s.setRefusedAnswers(refused)
 	if policy != nil {
 		s.egressFirst = policy.Egress // what watchEgress starts from
 	}
@@ -615,18 +618,18 @@ func (d *Daemon) create(ctx context.Context, srv *config.Server, id string, p sa
 
 // kernelPolicy returns the session's kernel policy, nil when eBPF is
 // unavailable and the server may run without it.
-func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, *egress.Tracker, error) {
+func (d *Daemon) kernelPolicy(ctx context.Context, srv *config.Server) (*bpf.Policy, *egress.Tracker, []egress.Refused, error) {
 	if d.cage == nil {
 		if why := needsEBPF(srv); why != "" && d.conf().Daemon.EBPFRequired() {
-			return nil, nil, fmt.Errorf("%s need eBPF, which is unavailable here (%s): see `mcpcage status`, or set require_ebpf = false to run without kernel enforcement", why, d.ebpfErr)
+			return nil, nil, nil, fmt.Errorf("%s need eBPF, which is unavailable here (%s): see `mcpcage status`, or set require_ebpf = false to run without kernel enforcement", why, d.ebpfErr)
 		}
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	p, entries, err := d.policyFor(ctx, srv)
+	p, tracker, refused, err := d.policyFor(ctx, srv)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return &p, entries, nil
+	return &p, tracker, refused, nil
 }
 
 // instance names the agent process instance (see identity.Process).

@@ -658,14 +658,14 @@ func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
 // the old one stops working once its record's TTL has run out.
 func TestEgressFollowsDNSTTL(t *testing.T) {
 	setup(t)
-	dns, err := dnstest.Start()
-	must(t, err, "DNS server")
-	defer dns.Close()
+	dns := startDNS(t)
 	first := listenHTTP(t, "127.0.0.1:0")
 	_, port, _ := net.SplitHostPort(first)
 	second := listenHTTP(t, "127.0.0.2:"+port)
 	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.1"), TTL: 1})
-	d := startDaemon(t, fmt.Sprintf("[daemon]\ndns_servers = [%q]\n\n[servers.dyn]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"svc.mcpcage.test:%s\"]\n",
+	// A private domain: its names may resolve to loopback
+	// (TestEgressRefusesRebinding has the other names).
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndns_servers = [%q]\nprivate_domains = [\"mcpcage.test\"]\n\n[servers.dyn]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"svc.mcpcage.test:%s\"]\n",
 		dns.Addr, filepath.Join(env.bin, "testserver"), port))
 	c := d.connect(t, "dyn", mcp.ProtocolVersion20251125)
 	get := func(addr string) string {
@@ -688,6 +688,81 @@ func TestEgressFollowsDNSTTL(t *testing.T) {
 		t.Fatalf("GET %s after its record expired: %q", first, got)
 	}
 	d.waitLog(`msg="egress rules follow DNS and the host's networks"`)
+}
+
+// TestEgressRefusesRebinding: a host name's DNS answers are allowed only
+// where "public" reaches. The name's owner (a server's vendor) cannot
+// point it at the host's loopback or the host's own public address to
+// reach services there on the entry's port (DNS rebinding), at the start
+// or later; a public answer is allowed; the denial says why.
+func TestEgressRefusesRebinding(t *testing.T) {
+	setup(t)
+	dns := startDNS(t)
+	local := listenHTTP(t, "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(local)
+	own := hostAddress(t) // the host's own address in public space, with a service on it
+	addHostAddress(t, own)
+	ownSvc := listenHTTP(t, net.JoinHostPort(own.Addr().String(), port))
+	public := netip.AddrFrom4([4]byte{44, 0, 0, 1})
+	for hostAddressInUse(t, public) {
+		public = public.Next()
+	}
+	const name = "rebind.vendor.test"
+	dns.Set(name, dnstest.Record{Addr: public, TTL: 1})
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndns_servers = [%q]\n\n[servers.vendor]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"%s:%s\"]\n",
+		dns.Addr, filepath.Join(env.bin, "testserver"), name, port))
+	tr := d.trace(t)
+	c := d.connect(t, "vendor", mcp.ProtocolVersion20251125)
+	target := net.JoinHostPort(public.String(), port)
+	if v := attack(t, c, "udp-connect", target); strings.Contains(v, "operation not permitted") {
+		t.Fatalf("UDP connect to the name's public address %s: %q, want allowed", target, v)
+	}
+	// The owner points the name at the host: loopback and the host's own
+	// public address. Both stay refused after the name is looked up again.
+	const updated = `msg="egress rules follow DNS and the host's networks"`
+	updates := strings.Count(d.log.String(), updated)
+	dns.Set(name, dnstest.Record{Addr: netip.MustParseAddr("127.0.0.1"), TTL: 1}, dnstest.Record{Addr: own.Addr(), TTL: 1})
+	// The public address's record runs out and the new answer replaces
+	// it: the session's rules are updated once the name was looked up.
+	testenv.WaitFor(t, "the session's rules to follow the new answer", 20*time.Second, func() (bool, string) {
+		n := strings.Count(d.log.String(), updated)
+		return n > updates, fmt.Sprintf("%d rule updates since the change", n-updates)
+	})
+	for _, addr := range []string{local, ownSvc} {
+		if got, _ := callText(t, c, "http_get", map[string]any{"url": "http://" + addr + "/"}); !strings.Contains(got, "operation not permitted") {
+			t.Fatalf("GET %s, which %s now resolves to: %q, want EPERM", addr, name, got)
+		}
+	}
+	ev := tr.wait(t, "net.denied of the rebound address", func(ev map[string]any) bool {
+		return str(ev, "type") == "net.denied" && str(ev, "addr") == local
+	})
+	if rule := str(ev, "rule"); !strings.Contains(rule, name+" resolved to 127.0.0.1, refused") || !strings.Contains(rule, "loopback") {
+		t.Fatalf("net.denied rule %q: want why (the name, the address, loopback)", rule)
+	}
+	d.waitLog(`msg="egress refuses an address a host name resolved to"`)
+	d.waitLog("name=" + name + " addr=" + own.Addr().String())
+}
+
+// startDNS starts a DNS server on loopback for the test.
+func startDNS(t *testing.T) *dnstest.Server {
+	t.Helper()
+	dns, err := dnstest.Start()
+	must(t, err, "DNS server")
+	t.Cleanup(dns.Close)
+	return dns
+}
+
+// hostAddressInUse reports whether a is one of the host's addresses.
+func hostAddressInUse(t *testing.T, a netip.Addr) bool {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	must(t, err, "interface addresses")
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok && n.Contains(a.AsSlice()) {
+			return true
+		}
+	}
+	return false
 }
 
 // Repeated opens of one file by one process within a tool call are

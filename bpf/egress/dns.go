@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,12 @@ import (
 type Answer struct {
 	Addr netip.Addr
 	TTL  time.Duration
+	// Trusted: the host's own word for the name (its hosts file, or
+	// localhost), or a name in one of DNS.PrivateDomains. Any other
+	// answer comes from whoever runs the name's zone, who can point it at
+	// loopback or the LAN (DNS rebinding): such answers are allowed only
+	// where "public" reaches (PublicAnswers).
+	Trusted bool
 }
 
 // HostsTTL is how long an /etc/hosts answer is trusted before the file
@@ -40,6 +47,11 @@ type DNS struct {
 	HostsFile string
 	// Timeout per query and server (default 2 s).
 	Timeout time.Duration
+	// PrivateDomains are the domains whose names the host's own DNS
+	// answers (an intranet's "corp.example"): their answers are trusted
+	// whatever the address, as unbound's private-domain and dnsmasq's
+	// rebind-domain-ok. Lower case, no trailing dot.
+	PrivateDomains []string
 }
 
 // ErrNoSuchHost is returned for a name with no addresses (NXDOMAIN or no
@@ -53,9 +65,9 @@ func (r *DNS) LookupTTL(ctx context.Context, host string) ([]Answer, error) {
 	if a := r.fromHosts(host); len(a) > 0 {
 		return a, nil
 	}
-	if lh := strings.ToLower(host); lh == "localhost" || strings.HasSuffix(lh, ".localhost") {
+	if InDomain(host, "localhost") {
 		// RFC 6761: loopback, whatever a DNS server would say.
-		return []Answer{{netip.AddrFrom4([4]byte{127, 0, 0, 1}), HostsTTL}, {netip.IPv6Loopback(), HostsTTL}}, nil
+		return []Answer{{netip.AddrFrom4([4]byte{127, 0, 0, 1}), HostsTTL, true}, {netip.IPv6Loopback(), HostsTTL, true}}, nil
 	}
 	servers := r.Servers
 	if len(servers) == 0 {
@@ -79,7 +91,20 @@ func (r *DNS) LookupTTL(ctx context.Context, host string) ([]Answer, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: %w", host, ErrNoSuchHost)
 	}
+	if slices.ContainsFunc(r.PrivateDomains, func(d string) bool { return InDomain(host, d) }) {
+		for i := range out {
+			out[i].Trusted = true
+		}
+	}
 	return out, nil
+}
+
+// InDomain reports whether name is domain or a name under it, ignoring
+// case and a trailing dot.
+func InDomain(name, domain string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	return domain != "" && (name == domain || strings.HasSuffix(name, "."+domain))
 }
 
 // query asks each server in turn until one answers authoritatively for
@@ -289,7 +314,7 @@ func (r *DNS) fromHosts(host string) []Answer {
 		}
 		for _, n := range f[1:] {
 			if strings.EqualFold(strings.TrimSuffix(n, "."), host) {
-				out = append(out, Answer{Addr: a.Unmap().WithZone(""), TTL: HostsTTL})
+				out = append(out, Answer{Addr: a.Unmap().WithZone(""), TTL: HostsTTL, Trusted: true})
 				break
 			}
 		}
@@ -327,4 +352,13 @@ func resolvConfAddrs(path string) []netip.Addr {
 		}
 	}
 	return out
+}
+
+// CheckDomain checks a private domain (DNS.PrivateDomains): a host name,
+// with or without a trailing dot.
+func CheckDomain(domain string) error {
+	if d := strings.TrimSuffix(domain, "."); d == "" || len(d) > 253 || !hostname.MatchString(d) {
+		return fmt.Errorf("%q is not a domain name (e.g. \"corp.example\")", domain)
+	}
+	return nil
 }

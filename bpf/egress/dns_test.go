@@ -24,6 +24,8 @@ func TestLookupTTL(t *testing.T) {
 	srv.Set("www.example.test", dnstest.Record{CNAME: "edge.example.test", TTL: 30})
 	srv.Set("edge.example.test", dnstest.Record{Addr: netip.MustParseAddr("192.0.2.9"), TTL: 600})
 	srv.Set("empty.example.test")
+	srv.Set("git.corp.test", dnstest.Record{Addr: netip.MustParseAddr("10.1.2.3"), TTL: 60})
+	srv.Set("evilcorp.test", dnstest.Record{Addr: netip.MustParseAddr("10.1.2.4"), TTL: 60})
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	if err := os.WriteFile(hosts, []byte("# comment\n192.0.2.50 static.example.test alias # trailing\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -35,18 +37,20 @@ func TestLookupTTL(t *testing.T) {
 		wantErr    error
 	}{
 		{"A and AAAA, each its own TTL", "api.example.test", false,
-			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second}}, nil},
-		{"CNAME chain: the smallest TTL", "WWW.example.test.", false, []Answer{{netip.MustParseAddr("192.0.2.9"), 30 * time.Second}}, nil},
+			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second, false}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second, false}}, nil},
+		{"CNAME chain: the smallest TTL", "WWW.example.test.", false, []Answer{{netip.MustParseAddr("192.0.2.9"), 30 * time.Second, false}}, nil},
 		{"truncated over UDP: retried over TCP", "api.example.test", true,
-			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second}}, nil},
-		{"hosts file first", "static.example.test", false, []Answer{{netip.MustParseAddr("192.0.2.50"), HostsTTL}}, nil},
+			[]Answer{{netip.MustParseAddr("192.0.2.1"), 300 * time.Second, false}, {netip.MustParseAddr("2001:db8::1"), 60 * time.Second, false}}, nil},
+		{"hosts file first, trusted", "static.example.test", false, []Answer{{netip.MustParseAddr("192.0.2.50"), HostsTTL, true}}, nil},
+		{"a private domain's names: trusted", "git.corp.test", false, []Answer{{netip.MustParseAddr("10.1.2.3"), 60 * time.Second, true}}, nil},
+		{"a name that only ends like a private domain: not", "evilcorp.test", false, []Answer{{netip.MustParseAddr("10.1.2.4"), 60 * time.Second, false}}, nil},
 		{"NXDOMAIN", "nowhere.example.test", false, nil, ErrNoSuchHost},
 		{"no addresses", "empty.example.test", false, nil, ErrNoSuchHost},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv.Truncate(tt.truncate)
-			r := &DNS{Servers: []string{srv.Addr}, HostsFile: hosts}
+			r := &DNS{Servers: []string{srv.Addr}, HostsFile: hosts, PrivateDomains: []string{"corp.test"}}
 			got, err := r.LookupTTL(context.Background(), tt.host)
 			if !errors.Is(err, tt.wantErr) || !slices.Equal(got, tt.want) {
 				t.Fatalf("LookupTTL(%s) = %v, %v; want %v, %v", tt.host, got, err, tt.want, tt.wantErr)
@@ -56,7 +60,7 @@ func TestLookupTTL(t *testing.T) {
 	t.Run("localhost without a hosts entry", func(t *testing.T) {
 		r := &DNS{Servers: []string{srv.Addr}, HostsFile: "-"}
 		got, err := r.LookupTTL(context.Background(), "db.localhost")
-		want := []Answer{{netip.MustParseAddr("127.0.0.1"), HostsTTL}, {netip.IPv6Loopback(), HostsTTL}}
+		want := []Answer{{netip.MustParseAddr("127.0.0.1"), HostsTTL, true}, {netip.IPv6Loopback(), HostsTTL, true}}
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("got %v, %v; want %v", got, err, want)
 		}
@@ -158,7 +162,7 @@ func TestTracker(t *testing.T) {
 		t.Fatal(err)
 	}
 	a1, a2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	f := &fakeLookup{answers: map[string][]Answer{"api.example.test": {{a1, 10 * time.Second}, {netip.MustParseAddr("2001:db8::1"), 20 * time.Second}}}}
+	f := &fakeLookup{answers: map[string][]Answer{"api.example.test": {{a1, 10 * time.Second, false}, {netip.MustParseAddr("2001:db8::1"), 20 * time.Second, false}}}}
 	tr := NewTracker(entries, f.lookup)
 	t0 := time.Unix(1000, 0)
 	ctx := context.Background()
@@ -176,13 +180,22 @@ func TestTracker(t *testing.T) {
 	if rules, _, _ := tr.Refresh(ctx, t0); rules[0].Ports[0] != 443 || rules[2].Ports != nil || rules[2].Index != 1 {
 		t.Fatalf("ports and indexes: %+v", rules)
 	}
+	// A DNS server's answers are marked (PublicAnswers checks them), the
+	// entry's range is not.
+	if rules, _, _ := tr.Refresh(ctx, t0); !rules[0].Answer || rules[0].Name != "api.example.test" || rules[2].Answer {
+		t.Fatalf("answers marked: %+v", rules)
+	}
 	if f.calls != 1 {
 		t.Fatalf("%d look-ups before any TTL ran out, want 1", f.calls)
 	}
 	// At +10 s the A record expires: the name now says a2; a1 is gone,
 	// the AAAA record keeps its own expiry.
-	f.answers["api.example.test"] = []Answer{{a2, 0}}
+	f.answers["api.example.test"] = []Answer{{a2, 0, true}}
 	step(10*time.Second, []string{"192.0.2.2/32", "2001:db8::1/128", "10.0.0.0/8"}, 11*time.Second) // TTL 0 counts as MinTTL
+	// a2 came from the host's files (trusted): not an answer to check.
+	if rules, _, _ := tr.Refresh(ctx, t0.Add(10*time.Second)); rules[0].Answer || !rules[1].Answer {
+		t.Fatalf("trusted answer marked: %+v", rules)
+	}
 	// The servers stop answering: the last answer stays (serve stale), retried every RetryAfter.
 	f.err = errors.New("i/o timeout")
 	rules, next, err := tr.Refresh(ctx, t0.Add(11*time.Second))

@@ -12,8 +12,11 @@
 // resolved when a session starts (DNS, a stub resolver that reports
 // TTLs); every address a name resolves to is allowed on the entry's port
 // until its record's TTL runs out, and the name is looked up again then
-// (Tracker). "public" is every address on the internet, IPv4 and IPv6,
-// and none of the host's own or its networks' (publicRules, WithHost).
+// (Tracker). A DNS server's answers are allowed only where "public"
+// reaches (PublicAnswers: against DNS rebinding); the host's hosts file,
+// localhost and private domains are trusted (Answer.Trusted). "public"
+// is every address on the internet, IPv4 and IPv6, and none of the
+// host's own or its networks' (publicRules, WithHost).
 package egress
 
 import (
@@ -113,6 +116,12 @@ type Rule struct {
 	Public bool
 	// Exclude: a range "public" leaves out; it allows nothing itself.
 	Exclude bool
+	// Answer: an address a DNS server gave for the entry's host name
+	// (Name), which its zone's owner chose: allowed only where "public"
+	// reaches (PublicAnswers). Addresses from the host's own files and
+	// private domains are not answers in this sense (Answer.Trusted).
+	Answer bool
+	Name   string // the host name the address is for
 }
 
 // rules are the entry's rules when it names no host (Tracker resolves

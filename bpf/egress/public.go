@@ -124,9 +124,58 @@ func WithHost(rules []Rule, host []netip.Prefix) []Rule {
 // publicReaches reports whether some address of p is in "public"'s
 // ranges and not in a range it always leaves out.
 func publicReaches(p netip.Prefix) bool {
-	in := slices.ContainsFunc(publicRanges, func(u netip.Prefix) bool { return u.Overlaps(p) })
-	left := slices.ContainsFunc(notPublic, func(n leftOut) bool {
-		return n.prefix.Bits() <= p.Bits() && n.prefix.Contains(p.Addr())
-	})
-	return in && !left
+	return notPublicWhy(p, nil) == ""
+}
+
+// Refused is a DNS answer (Rule.Answer) that its entry may not reach,
+// and why.
+type Refused struct {
+	Rule Rule
+	Why  string
+}
+
+// PublicAnswers keeps of the rules' DNS answers (Rule.Answer) those
+// "public" reaches, and refuses the others: an address in a range it
+// always leaves out (loopback, the private networks, link-local with the
+// cloud metadata service...) or one of the host's own addresses and
+// networks (host, as HostPrefixes gives them). Whoever runs a name's
+// zone (often the vendor of the server allowed to reach it) chooses its
+// addresses; without this, pointing the name at 127.0.0.1 or a router
+// would open the entry's port there (DNS rebinding). Other rules pass
+// as they are: an entry that names a range or address, or a name the
+// host's own files or private domains resolve (Answer.Trusted), still
+// allows what it names.
+func PublicAnswers(rules []Rule, host []netip.Prefix) (kept []Rule, refused []Refused) {
+	kept = make([]Rule, 0, len(rules))
+	for _, r := range rules {
+		if !r.Answer {
+			kept = append(kept, r)
+			continue
+		}
+		if why := notPublicWhy(r.Prefix, host); why != "" {
+			refused = append(refused, Refused{Rule: r, Why: why})
+			continue
+		}
+		kept = append(kept, r)
+	}
+	return kept, refused
+}
+
+// notPublicWhy says why "public" does not reach p (an address as a
+// prefix), or "" when it does.
+func notPublicWhy(p netip.Prefix, host []netip.Prefix) string {
+	if !slices.ContainsFunc(publicRanges, func(u netip.Prefix) bool { return u.Overlaps(p) }) {
+		return "outside IPv6's global unicast space 2000::/3 (loopback, link-local, unique local, multicast or NAT64)"
+	}
+	for _, n := range notPublic {
+		if n.prefix.Bits() <= p.Bits() && n.prefix.Contains(p.Addr()) {
+			return n.prefix.String() + ", " + n.why
+		}
+	}
+	for _, h := range host {
+		if h.Bits() <= p.Bits() && h.Contains(p.Addr()) {
+			return "the host's own address or one of its networks (" + h.String() + ")"
+		}
+	}
+	return ""
 }

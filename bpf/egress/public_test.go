@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -124,5 +125,57 @@ func TestWithHost(t *testing.T) {
 	}
 	if !slices.Equal(added, []string{"8.8.4.0/24", "2a01:4f8::/32"}) {
 		t.Fatalf("left out for the host: %v", added)
+	}
+}
+
+// TestPublicAnswers: a DNS server's answer for a name is allowed only
+// where "public" reaches; the host's own answers (Answer.Trusted) and
+// entries that name addresses pass as they are.
+func TestPublicAnswers(t *testing.T) {
+	host := []netip.Prefix{netip.MustParsePrefix("44.130.7.1/32"), netip.MustParsePrefix("44.130.7.0/30")}
+	answer := func(a string) Rule {
+		addr := netip.MustParseAddr(a)
+		return Rule{Prefix: netip.PrefixFrom(addr, addr.BitLen()), Ports: []uint16{443}, Answer: true, Name: "api.vendor.test"}
+	}
+	tests := []struct {
+		name    string
+		rule    Rule
+		refused string // a word of the reason; "" when kept
+	}{
+		{"a public IPv4 address", answer("1.1.1.1"), ""},
+		{"a public IPv6 address", answer("2606:4700::1111"), ""},
+		{"loopback", answer("127.0.0.1"), "loopback"},
+		{"loopback elsewhere in 127/8", answer("127.3.2.1"), "loopback"},
+		{"0.0.0.0, which reaches the host", answer("0.0.0.0"), "this network"},
+		{"IPv6 loopback", answer("::1"), "2000::/3"},
+		{"a private network", answer("10.0.0.1"), "RFC 1918"},
+		{"the home router", answer("192.168.1.1"), "RFC 1918"},
+		{"the cloud metadata service", answer("169.254.169.254"), "metadata"},
+		{"carrier-grade NAT", answer("100.64.1.1"), "carrier-grade"},
+		{"unique local IPv6", answer("fd12::1"), "2000::/3"},
+		{"link-local IPv6", answer("fe80::1"), "2000::/3"},
+		{"6to4 of a private address", answer("2002:c0a8:101::1"), "6to4"},
+		{"the host's own public address", answer("44.130.7.1"), "host's own"},
+		{"the host's network", answer("44.130.7.2"), "host's own"},
+		{"next to the host's network", answer("44.130.7.4"), ""},
+		{"a trusted answer on loopback (hosts file, localhost)", Rule{Prefix: netip.MustParsePrefix("127.0.0.1/32"), Name: "localhost"}, ""},
+		{"an entry naming a private range", Rule{Prefix: netip.MustParsePrefix("10.0.0.0/8")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kept, refused := PublicAnswers([]Rule{tt.rule}, host)
+			if tt.refused == "" {
+				if len(kept) != 1 || len(refused) != 0 {
+					t.Fatalf("kept %v, refused %v; want it kept", kept, refused)
+				}
+				return
+			}
+			if len(kept) != 0 || len(refused) != 1 || refused[0].Rule.Prefix != tt.rule.Prefix {
+				t.Fatalf("kept %v, refused %v; want it refused", kept, refused)
+			}
+			if !strings.Contains(refused[0].Why, tt.refused) {
+				t.Fatalf("refused because %q, want a reason mentioning %q", refused[0].Why, tt.refused)
+			}
+		})
 	}
 }

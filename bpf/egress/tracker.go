@@ -26,14 +26,20 @@ const (
 type Tracker struct {
 	entries []Entry
 	lookup  LookupFunc
-	addrs   map[int]map[netip.Addr]time.Time // entry index -> address -> expiry
-	retry   map[int]time.Time                // entry index -> next attempt after a failure
-	stale   map[int]bool                     // entry index -> serve expired addresses (servers unreachable)
+	addrs   map[int]map[netip.Addr]resolved // entry index -> address -> its last answer
+	retry   map[int]time.Time               // entry index -> next attempt after a failure
+	stale   map[int]bool                    // entry index -> serve expired addresses (servers unreachable)
+}
+
+// resolved is what the Tracker keeps of an address a name resolved to.
+type resolved struct {
+	expires time.Time
+	trusted bool // Answer.Trusted
 }
 
 // NewTracker tracks entries, resolving their host names with lookup.
 func NewTracker(entries []Entry, lookup LookupFunc) *Tracker {
-	return &Tracker{entries: entries, lookup: lookup, addrs: map[int]map[netip.Addr]time.Time{}, retry: map[int]time.Time{}, stale: map[int]bool{}}
+	return &Tracker{entries: entries, lookup: lookup, addrs: map[int]map[netip.Addr]resolved{}, retry: map[int]time.Time{}, stale: map[int]bool{}}
 }
 
 // Refresh looks up the names that are due at now (all of them on the
@@ -65,14 +71,18 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 		delete(t.stale, e.Index)
 		seen := t.addrs[e.Index]
 		if seen == nil {
-			seen = map[netip.Addr]time.Time{}
+			seen = map[netip.Addr]resolved{}
 			t.addrs[e.Index] = seen
 		}
 		for _, a := range answers {
 			exp := now.Add(min(max(a.TTL, MinTTL), MaxTTL))
-			if exp.After(seen[a.Addr.Unmap()]) {
-				seen[a.Addr.Unmap()] = exp
+			addr := a.Addr.Unmap()
+			r, ok := seen[addr]
+			if !ok || exp.After(r.expires) {
+				r.expires = exp
 			}
+			r.trusted = a.Trusted // the latest answer says where it came from
+			seen[addr] = r
 		}
 	}
 	for _, e := range t.entries {
@@ -83,8 +93,8 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 		}
 		seen := t.addrs[e.Index]
 		addrs := make([]netip.Addr, 0, len(seen))
-		for a, exp := range seen {
-			if !exp.After(now) {
+		for a, r := range seen {
+			if exp := r.expires; !exp.After(now) {
 				if !t.stale[e.Index] {
 					delete(seen, a) // expired, and not in a fresh answer
 					continue
@@ -99,7 +109,8 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 		}
 		slices.SortFunc(addrs, func(a, b netip.Addr) int { return a.Compare(b) })
 		for _, a := range addrs {
-			rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: ports, Index: e.Index})
+			rules = append(rules, Rule{Prefix: netip.PrefixFrom(a, a.BitLen()), Ports: ports, Index: e.Index,
+				Answer: !seen[a].trusted, Name: e.Host})
 		}
 	}
 	return rules, next, errors.Join(errs...)
@@ -114,8 +125,8 @@ func (t *Tracker) due(i int, now time.Time) bool {
 	if len(seen) == 0 {
 		return true
 	}
-	for _, exp := range seen {
-		if !exp.After(now) {
+	for _, r := range seen {
+		if !r.expires.After(now) {
 			return true
 		}
 	}
