@@ -185,11 +185,55 @@ func TestRenameOutOfAnUnresolvableDirectory(t *testing.T) {
 		d.waitClean("a killed session")
 	})
 	t.Run("removed at once", func(t *testing.T) {
-		// Read before the rmdir, the directory resolves: a plain hit.
-		d := renameOutOfTheDeniedDirectory(t, ".ssh/keys/id_ed25519", []hit{unresolved, sshHit("/work/.ssh/keys/id_ed25519")},
+		// The directory resolves, before the rmdir or through its
+		// deletion's event after it: a plain hit.
+		d := renameOutOfTheDeniedDirectory(t, ".ssh/keys/id_ed25519", []hit{sshHit("/work/.ssh/keys/id_ed25519")},
 			"rename-then-rmdir", "/work/.ssh/keys", "id_ed25519", "/work/loot")
 		d.waitClean("a killed session")
 	})
+}
+
+// TestRenameOutOfAStagingDirectory: what package managers do (npm, pip,
+// git's temporary directories) passes: make a directory, write a file
+// in it, rename the file out and remove the directory at once, in one
+// process, many times; and the same out of a tree removed with rm -r.
+// The removed directory no longer opens by its handle when the daemon
+// checks the rename; before its deletion's event was used, the first
+// such rename ended the session.
+func TestRenameOutOfAStagingDirectory(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	const n = 200
+	script := fmt.Sprintf(`const fs = require("fs");
+for (let i = 0; i < %d; i++) {
+	const stage = "/work/.staging-" + i;
+	fs.mkdirSync(stage);
+	fs.writeFileSync(stage + "/package.json", "{}");
+	fs.renameSync(stage + "/package.json", "/work/pkg-" + i + ".json");
+	fs.rmdirSync(stage);
+}
+fs.mkdirSync("/work/tree/a/b", { recursive: true });
+fs.writeFileSync("/work/tree/a/b/f", "x");
+fs.renameSync("/work/tree/a/b/f", "/work/from-tree");
+fs.rmSync("/work/tree", { recursive: true });
+console.log("staged");`, n)
+	out, isErr := callText(t, c, "run_command", map[string]any{"command": "/usr/bin/node", "args": []any{"-e", script}})
+	if isErr || !strings.Contains(out, "staged") {
+		t.Fatalf("the staging script: %q (error %v)", out, isErr)
+	}
+	for _, f := range []string{fmt.Sprintf("pkg-%d.json", n-1), "from-tree"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("the renamed file %s: %v", f, err)
+		}
+	}
+	if got, _ := callText(t, c, "read_file", map[string]any{"path": "/work/notes.txt"}); got != "fine" {
+		t.Fatalf("the session after the renames: %q", got)
+	}
+	if strings.Contains(d.log.String(), "a rename could not be checked") {
+		t.Fatal("a rename out of a removed directory went unresolved (see the log)")
+	}
 }
 
 // hit is what a file.rename record of a deny_paths hit says: the path it

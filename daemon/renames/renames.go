@@ -5,11 +5,17 @@
 // (a symlink swapped or removed at once after the call), the paths are
 // those of the directories the kernel acted on.
 //
+// A directory removed at once after a file was renamed out of it (a
+// package manager's staging directory) no longer opens by its handle; its
+// deletion's event (FAN_DELETE of a directory, with its parent's handle
+// and its name, and its own handle) says where it was, and the move's
+// old name is resolved through it (Claim).
+//
 // Marks are per file system (fanotify has no mount or cgroup scope for
-// renames), so a watched file system reports every process's renames;
-// the daemon claims those of a sandbox's threads (Claim) when the
-// kernel's own rename event of that thread reaches it, and the rest
-// expire.
+// renames), so a watched file system reports every process's renames
+// and deletions; the daemon claims the moves of a sandbox's threads
+// (Claim) when the kernel's own rename event of that thread reaches it,
+// and the rest expire.
 package renames
 
 import (
@@ -41,14 +47,34 @@ type Move struct {
 	// move as unchecked, not as harmless.
 	FromErr string
 	seen    time.Time
+	// fromDir and fromName: the old directory's handle (handleKey) and
+	// the name in it, kept when the directory was gone as the event was
+	// read (ESTALE), for its deletion's event to resolve (Claim).
+	fromDir  string
+	fromName string
+}
+
+// goneDir is where a deleted directory was: its parent's handle and its
+// name, and the parent's path as the deletion's event was read ("" when
+// the parent was gone too: it is resolved through the parent's own
+// deletion).
+type goneDir struct {
+	parent, name, parentPath string
+	seen                     time.Time
 }
 
 // Bounds of the unclaimed moves: a move not claimed within keepFor is
 // another process's (or its thread's kernel event was lost, which the
-// caller learns otherwise), and at most maxPending are kept.
+// caller learns otherwise), and at most maxPending are kept; deleted
+// directories are kept as long, at most maxGone (beyond it the oldest
+// half goes; a move out of one no longer known stays unresolved).
 const (
 	keepFor    = 30 * time.Second
 	maxPending = 32768
+	maxGone    = 32768
+	// maxGoneDepth bounds the deleted ancestors followed to resolve a
+	// deleted directory (rm -r of a tree deletes from the leaves up).
+	maxGoneDepth = 64
 )
 
 // Watcher reads the renames of the file systems it watches.
@@ -57,13 +83,15 @@ type Watcher struct {
 	fd   int
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	marks    map[unix.Fsid]*mark
-	pending  map[uint32][]Move // by thread, oldest first
-	npending int
-	pruned   time.Time // the last prune
-	overflow int       // queue overflows seen (none with an unlimited queue)
-	buf      []byte
+	mu         sync.Mutex
+	marks      map[unix.Fsid]*mark
+	pending    map[uint32][]Move // by thread, oldest first
+	npending   int
+	gone       map[string]goneDir // deleted directories, by handle (handleKey)
+	pruned     time.Time          // the last prune
+	gonePruned time.Time          // the last pruneGone
+	overflow   int                // queue overflows seen (none with an unlimited queue)
+	buf        []byte
 }
 
 // mark is one watched file system: the watched sources on it, whose
@@ -82,14 +110,22 @@ type source struct {
 	refs int
 }
 
-// Open creates the fanotify group (root; Linux 5.17+ for FAN_RENAME).
+// markMask is what a watched file system reports: renames, and
+// deletions (of directories: those of files are dropped as read; the
+// kernel has no mask for directories alone).
+const markMask = unix.FAN_RENAME | unix.FAN_DELETE | unix.FAN_ONDIR
+
+// Open creates the fanotify group (root; Linux 5.17+ for FAN_RENAME and
+// FAN_REPORT_TARGET_FID).
 func Open(log *slog.Logger) (*Watcher, error) {
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|
-		unix.FAN_REPORT_DFID_NAME|unix.FAN_REPORT_TID|unix.FAN_UNLIMITED_QUEUE, unix.O_RDONLY|unix.O_LARGEFILE)
+		unix.FAN_REPORT_DFID_NAME|unix.FAN_REPORT_FID|unix.FAN_REPORT_TARGET_FID|unix.FAN_REPORT_TID|unix.FAN_UNLIMITED_QUEUE,
+		unix.O_RDONLY|unix.O_LARGEFILE)
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
 	}
-	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{}, pending: map[uint32][]Move{}, buf: make([]byte, 64<<10)}, nil
+	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{},
+		pending: map[uint32][]Move{}, gone: map[string]goneDir{}, buf: make([]byte, 64<<10)}, nil
 }
 
 // Close ends the group; Run returns.
@@ -129,7 +165,7 @@ func (w *Watcher) Watch(path string) (release func(), err error) {
 		return nil, err
 	}
 	if m == nil {
-		if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, dir); err != nil {
+		if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, markMask, unix.AT_FDCWD, dir); err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
 		}
@@ -159,7 +195,7 @@ func (w *Watcher) releaser(fsid unix.Fsid, src *source) func() {
 			if len(m.sources) > 0 {
 				return
 			}
-			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, unix.FAN_RENAME|unix.FAN_ONDIR, unix.AT_FDCWD, m.path); err != nil {
+			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, markMask, unix.AT_FDCWD, m.path); err != nil {
 				w.log.Warn("could not stop watching renames", "path", m.path, "err", err)
 			}
 			delete(w.marks, fsid)
@@ -178,7 +214,9 @@ func (w *Watcher) Watching() int {
 // those read before started (the thread's start: a tid is reused, and a
 // move of the thread that had it before is not this one's). The kernel
 // queues a rename's event before the call returns, so once the thread's
-// own account of a rename is in hand, Claim has that move.
+// own account of a rename is in hand, Claim has that move. A move out of
+// a directory removed since is resolved through the directory's
+// deletion, whose event was queued before the removal returned.
 func (w *Watcher) Claim(tid uint32, started time.Time) []Move {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -186,7 +224,36 @@ func (w *Watcher) Claim(tid uint32, started time.Time) []Move {
 	moves := w.pending[tid]
 	delete(w.pending, tid)
 	w.npending -= len(moves)
-	return slices.DeleteFunc(moves, func(m Move) bool { return m.seen.Before(started) })
+	moves = slices.DeleteFunc(moves, func(m Move) bool { return m.seen.Before(started) })
+	for i := range moves {
+		m := &moves[i]
+		if m.fromDir == "" {
+			continue
+		}
+		if dir, ok := w.gonePath(m.fromDir, 0); ok {
+			m.From, m.FromErr = filepath.Join(dir, m.fromName), ""
+		}
+		m.fromDir, m.fromName = "", ""
+	}
+	return moves
+}
+
+// gonePath is where the deleted directory with handle key was: its
+// parent's path (or, the parent deleted too, where that was) and its
+// name.
+func (w *Watcher) gonePath(key string, depth int) (string, bool) {
+	g, ok := w.gone[key]
+	if !ok || depth > maxGoneDepth {
+		return "", false
+	}
+	if g.parentPath != "" {
+		return filepath.Join(g.parentPath, g.name), true
+	}
+	parent, ok := w.gonePath(g.parent, depth+1)
+	if !ok {
+		return "", false
+	}
+	return filepath.Join(parent, g.name), true
 }
 
 // Run reads events as they come until the watcher is closed, so that a
@@ -217,7 +284,9 @@ func (w *Watcher) drainLocked() {
 		}
 		w.parse(w.buf[:n])
 	}
-	w.prune(time.Now())
+	now := time.Now()
+	w.prune(now)
+	w.pruneGone(now)
 }
 
 const metaSize = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
@@ -238,31 +307,91 @@ func (w *Watcher) parse(b []byte) {
 			w.log.Error("rename events were lost (fanotify queue overflow)")
 			continue
 		}
-		if meta.Mask&unix.FAN_RENAME == 0 {
-			continue
+		switch {
+		case meta.Mask&unix.FAN_RENAME != 0:
+			w.parseRename(ev[meta.Metadata_len:], uint32(meta.Pid), now)
+		case meta.Mask&unix.FAN_DELETE != 0 && meta.Mask&unix.FAN_ONDIR != 0:
+			w.parseDeletedDir(ev[meta.Metadata_len:], now)
 		}
-		mv := Move{Tid: uint32(meta.Pid), seen: now, FromErr: "no old directory in the event"}
-		for info := ev[meta.Metadata_len:]; len(info) >= 4; {
-			l := int(binary.NativeEndian.Uint16(info[2:4]))
-			if l < 4 || l > len(info) {
-				break
-			}
-			switch info[0] {
-			case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
-				var err error
-				if mv.From, err = w.resolve(info[:l]); err != nil {
-					mv.FromErr = err.Error()
-				} else {
-					mv.FromErr = ""
-				}
-			case unix.FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
-				mv.To, _ = w.resolve(info[:l])
-			}
-			info = info[l:]
-		}
-		w.pending[mv.Tid] = append(w.pending[mv.Tid], mv)
-		w.npending++
 	}
+}
+
+// infoRecords calls fn with each information record of an event.
+func infoRecords(info []byte, fn func(typ byte, rec []byte)) {
+	for len(info) >= 4 {
+		l := int(binary.NativeEndian.Uint16(info[2:4]))
+		if l < 4 || l > len(info) {
+			return
+		}
+		fn(info[0], info[:l])
+		info = info[l:]
+	}
+}
+
+// parseRename keeps the move of a rename event.
+func (w *Watcher) parseRename(info []byte, tid uint32, now time.Time) {
+	mv := Move{Tid: tid, seen: now, FromErr: "no old directory in the event"}
+	infoRecords(info, func(typ byte, rec []byte) {
+		switch typ {
+		case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:
+			var err error
+			if mv.From, err = w.resolve(rec); err != nil {
+				mv.FromErr = err.Error()
+				if errors.Is(err, unix.ESTALE) {
+					mv.fromDir, mv.fromName, _ = handleKey(rec)
+				}
+			} else {
+				mv.FromErr = ""
+			}
+		case unix.FAN_EVENT_INFO_TYPE_NEW_DFID_NAME:
+			mv.To, _ = w.resolve(rec)
+		}
+	})
+	w.pending[mv.Tid] = append(w.pending[mv.Tid], mv)
+	w.npending++
+}
+
+// parseDeletedDir keeps where a deleted directory was: its parent's
+// handle and path and its name (the DFID_NAME record) by its own handle
+// (the FID record).
+func (w *Watcher) parseDeletedDir(info []byte, now time.Time) {
+	var g goneDir
+	var self string
+	infoRecords(info, func(typ byte, rec []byte) {
+		switch typ {
+		case unix.FAN_EVENT_INFO_TYPE_DFID_NAME:
+			g.parent, g.name, _ = handleKey(rec)
+			if p, err := w.resolve(rec); err == nil {
+				g.parentPath = filepath.Dir(p) // resolve gives the parent's path and the name
+			}
+		case unix.FAN_EVENT_INFO_TYPE_FID:
+			self, _, _ = handleKey(rec)
+		}
+	})
+	if self == "" || g.parent == "" || g.name == "" {
+		return
+	}
+	g.seen = now
+	w.gone[self] = g
+}
+
+// handleKey splits a handle record (see resolve) into its handle, as a
+// key that is the same in every record of that object (fsid, size, type,
+// bytes), and the name after it.
+func handleKey(rec []byte) (key, name string, ok bool) {
+	const hdr = 4 + 8 + 8
+	if len(rec) < hdr {
+		return "", "", false
+	}
+	size := int(binary.NativeEndian.Uint32(rec[12:16]))
+	if size > len(rec)-hdr {
+		return "", "", false
+	}
+	n := rec[hdr+size:]
+	if i := bytes.IndexByte(n, 0); i >= 0 {
+		n = n[:i]
+	}
+	return string(rec[4 : hdr+size]), string(n), true
 }
 
 // resolve turns one directory-handle-and-name record into the host's
@@ -310,6 +439,24 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 		}
 	}
 	return "", lastErr
+}
+
+// pruneGone drops deleted directories older than keepFor, at most once a
+// second, and beyond maxGone any down to half of it (a tree of many
+// directories removed at once; a move out of one dropped stays
+// unresolved, which the caller takes as unchecked).
+func (w *Watcher) pruneGone(now time.Time) {
+	over := len(w.gone) > maxGone
+	if !over && now.Sub(w.gonePruned) < time.Second {
+		return
+	}
+	w.gonePruned = now
+	cut := now.Add(-keepFor)
+	for k, g := range w.gone {
+		if g.seen.Before(cut) || (over && len(w.gone) > maxGone/2) {
+			delete(w.gone, k)
+		}
+	}
 }
 
 // prune drops moves older than keepFor, and the oldest beyond

@@ -1,6 +1,7 @@
 package renames
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -133,23 +134,62 @@ func TestRelease(t *testing.T) {
 	}
 }
 
+// TestClaimOutOfARemovedDirectory: a move out of a directory removed at
+// once after it (a staging directory) is resolved through the
+// directory's deletion, and through its parent's when the tree went
+// (rm -r); one whose deletion is not known stays unresolved, with why.
+func TestClaimOutOfARemovedDirectory(t *testing.T) {
+	w, dir := watched(t)
+	top, _ := filepath.EvalSymlinks(dir)
+	tests := []struct {
+		name    string
+		staging string // relative to dir: made, holds the file, then removed with its top
+		forget  bool   // drop the deletions seen before claiming
+	}{
+		{"the directory removed", "stage", false},
+		{"a tree removed (rm -r): the parent too", "tree/sub/stage", false},
+		{"the deletion not known: unresolved", "lost", true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			staging := filepath.Join(dir, tt.staging)
+			if err := os.MkdirAll(staging, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(staging, "f"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			removed := filepath.Join(dir, strings.Split(tt.staging, "/")[0])
+			to := filepath.Join(dir, fmt.Sprintf("out%d", i))
+			tid := renameOnThisThread(t, filepath.Join(staging, "f"), to, func() { _ = os.RemoveAll(removed) })
+			if tt.forget {
+				w.mu.Lock()
+				w.drainLocked()
+				clear(w.gone)
+				w.mu.Unlock()
+			}
+			moves := w.Claim(tid, time.Time{})
+			if len(moves) != 1 {
+				t.Fatalf("moves %+v, want one", moves)
+			}
+			m := moves[0]
+			if tt.forget {
+				if m.From != "" || !strings.Contains(m.FromErr, "stale") {
+					t.Fatalf("a move out of a directory whose deletion is not known: %+v, want unresolved (stale handle)", m)
+				}
+				return
+			}
+			if want := filepath.Join(top, tt.staging, "f"); m.From != want || m.FromErr != "" || m.To != filepath.Join(top, filepath.Base(to)) {
+				t.Fatalf("move %+v, want from %s", m, want)
+			}
+		})
+	}
+}
+
 // TestClaimUnresolved: a move whose old directory cannot be resolved says
-// why, so the caller takes it as unchecked: the directory removed before
-// the event was read (ESTALE), or a path longer than PATH_MAX.
+// why, so the caller takes it as unchecked: a path longer than PATH_MAX.
 func TestClaimUnresolved(t *testing.T) {
 	w, dir := watched(t)
-
-	gone := filepath.Join(dir, "gone")
-	if err := os.Mkdir(gone, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(gone, "key"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tid := renameOnThisThread(t, filepath.Join(gone, "key"), filepath.Join(dir, "loot"), func() { _ = os.Remove(gone) })
-	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "stale") {
-		t.Fatalf("a move out of a removed directory: %+v", moves)
-	}
 
 	// A directory whose path is longer than PATH_MAX (4096 bytes).
 	seg := strings.Repeat("d", 250)
@@ -182,7 +222,7 @@ func TestClaimUnresolved(t *testing.T) {
 		}
 		tids <- 0
 	}()
-	tid = <-tids
+	tid := <-tids
 	<-tids
 	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "too long") {
 		t.Fatalf("a move out of a directory deeper than PATH_MAX: %+v", moves)
