@@ -91,12 +91,12 @@ func (r *DNS) LookupTTL(ctx context.Context, host string) ([]Answer, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: %w", host, ErrNoSuchHost)
 	}
-	if slices.ContainsFunc(r.PrivateDomains, func(d string) bool { return InDomain(host, d) }) {
-		for i := range out {
-			out[i].Trusted = true
-		}
-	}
 	return out, nil
+}
+
+// private reports whether name is in one of the private domains.
+func (r *DNS) private(name string) bool {
+	return slices.ContainsFunc(r.PrivateDomains, func(d string) bool { return InDomain(name, d) })
 }
 
 // InDomain reports whether name is domain or a name under it, ignoring
@@ -154,12 +154,12 @@ func (r *DNS) exchange(ctx context.Context, server string, name dnsmessage.Name,
 	if err != nil {
 		return nil, err
 	}
-	ans, truncated, err := parseAnswer(resp, id, q)
+	ans, truncated, err := parseAnswer(resp, id, q, r.private)
 	if truncated {
 		if resp, err = roundTrip(ctx, "tcp", server, msg); err != nil {
 			return nil, err
 		}
-		ans, _, err = parseAnswer(resp, id, q)
+		ans, _, err = parseAnswer(resp, id, q, r.private)
 	}
 	return ans, err
 }
@@ -204,8 +204,11 @@ func roundTrip(ctx context.Context, network, server string, msg []byte) ([]byte,
 }
 
 // parseAnswer checks the response belongs to the query and follows the
-// CNAME chain from the question's name to its addresses.
-func parseAnswer(resp []byte, id uint16, q dnsmessage.Question) (_ []Answer, truncated bool, _ error) {
+// CNAME chain from the question's name to its addresses. An address is
+// trusted (Answer.Trusted) when the question's name and every name the
+// chain went through are private (a private domain's name that is an
+// alias of a vendor's name gets the addresses the vendor chose).
+func parseAnswer(resp []byte, id uint16, q dnsmessage.Question, private func(name string) bool) (_ []Answer, truncated bool, _ error) {
 	var p dnsmessage.Parser
 	h, err := p.Start(resp)
 	if err != nil {
@@ -270,6 +273,7 @@ func parseAnswer(resp []byte, id uint16, q dnsmessage.Question) (_ []Answer, tru
 	}
 	var out []Answer
 	name, ttl := strings.ToLower(q.Name.String()), uint32(1<<31)
+	trusted := private(name)
 	for hops := 0; hops < 10; hops++ {
 		next := ""
 		for _, r := range byName[name] {
@@ -277,13 +281,14 @@ func parseAnswer(resp []byte, id uint16, q dnsmessage.Question) (_ []Answer, tru
 			case r.cname != "":
 				next, ttl = r.cname, min(ttl, r.ttl)
 			case r.addr.Is4() == (q.Type == dnsmessage.TypeA):
-				out = append(out, Answer{Addr: r.addr, TTL: time.Duration(min(ttl, r.ttl)) * time.Second})
+				out = append(out, Answer{Addr: r.addr, TTL: time.Duration(min(ttl, r.ttl)) * time.Second, Trusted: trusted})
 			}
 		}
 		if next == "" || len(out) > 0 {
 			break
 		}
 		name = next
+		trusted = trusted && private(name)
 	}
 	return out, false, nil
 }

@@ -26,6 +26,10 @@ func TestLookupTTL(t *testing.T) {
 	srv.Set("empty.example.test")
 	srv.Set("git.corp.test", dnstest.Record{Addr: netip.MustParseAddr("10.1.2.3"), TTL: 60})
 	srv.Set("evilcorp.test", dnstest.Record{Addr: netip.MustParseAddr("10.1.2.4"), TTL: 60})
+	srv.Set("mcp.corp.test", dnstest.Record{CNAME: "tenant42.vendor.test", TTL: 30})
+	srv.Set("tenant42.vendor.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.1"), TTL: 600})
+	srv.Set("wiki.corp.test", dnstest.Record{CNAME: "git.corp.test", TTL: 30})
+	srv.Set("alias.example.test", dnstest.Record{CNAME: "git.corp.test", TTL: 30})
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	if err := os.WriteFile(hosts, []byte("# comment\n192.0.2.50 static.example.test alias # trailing\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -44,6 +48,9 @@ func TestLookupTTL(t *testing.T) {
 		{"hosts file first, trusted", "static.example.test", false, []Answer{{netip.MustParseAddr("192.0.2.50"), HostsTTL, true}}, nil},
 		{"a private domain's names: trusted", "git.corp.test", false, []Answer{{netip.MustParseAddr("10.1.2.3"), 60 * time.Second, true}}, nil},
 		{"a name that only ends like a private domain: not", "evilcorp.test", false, []Answer{{netip.MustParseAddr("10.1.2.4"), 60 * time.Second, false}}, nil},
+		{"a private domain's alias of another domain's name: not", "mcp.corp.test", false, []Answer{{netip.MustParseAddr("127.0.0.1"), 30 * time.Second, false}}, nil},
+		{"a private domain's alias within private domains: trusted", "wiki.corp.test", false, []Answer{{netip.MustParseAddr("10.1.2.3"), 30 * time.Second, true}}, nil},
+		{"another domain's alias of a private name: not", "alias.example.test", false, []Answer{{netip.MustParseAddr("10.1.2.3"), 30 * time.Second, false}}, nil},
 		{"NXDOMAIN", "nowhere.example.test", false, nil, ErrNoSuchHost},
 		{"no addresses", "empty.example.test", false, nil, ErrNoSuchHost},
 	}
