@@ -80,14 +80,21 @@ type remoteClients struct {
 	m  map[*config.Server]*http.Client
 }
 
-func (rc *remoteClients) get(srv *config.Server) (*http.Client, error) {
+// remoteClient is the HTTP client of a remote server's definition, which
+// resolves names with the daemon's dns_servers and private_domains.
+func (d *Daemon) remoteClient(srv *config.Server) (*http.Client, error) {
+	dc := d.conf().Daemon
+	return d.remotes.get(srv, dc.DNSServers, dc.PrivateDomains)
+}
+
+func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []string) (*http.Client, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if c := rc.m[srv]; c != nil {
 		return c, nil
 	}
 	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
-		Timeout: time.Duration(srv.Timeout), Server: srv.Name})
+		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains})
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +144,7 @@ func (d *Daemon) startRemote(s *session) error {
 			return err
 		}
 	}
-	hc, err := d.remotes.get(srv)
+	hc, err := d.remoteClient(srv)
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return
 	}
-	hc, err := d.remotes.get(srv)
+	hc, err := d.remoteClient(srv)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
 		return
@@ -140,7 +140,7 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		return r.link, r.linkID, nil
 	}
 	srv := s.srv
-	hc, err := d.remotes.get(srv)
+	hc, err := d.remoteClient(srv)
 	if err != nil {
 		return "", "", err
 	}

@@ -89,7 +89,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		if srv != nil && srv.IsRemote() {
 			var hc *http.Client
-			if c, err := d.remotes.get(srv); err == nil {
+			if c, err := d.remoteClient(srv); err == nil {
 				hc = c
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), signinWait)

@@ -86,6 +86,9 @@ func (r *DNS) LookupTTL(ctx context.Context, host string) ([]Answer, error) {
 		out = append(out, ans...)
 	}
 	if !found {
+		if !slices.ContainsFunc(errs, func(err error) bool { return !errors.Is(err, ErrNoSuchHost) }) {
+			return nil, errs[0] // NXDOMAIN for A and AAAA: said once
+		}
 		return nil, errors.Join(errs...)
 	}
 	if len(out) == 0 {

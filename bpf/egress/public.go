@@ -179,3 +179,12 @@ func notPublicWhy(p netip.Prefix, host []netip.Prefix) string {
 	}
 	return ""
 }
+
+// NotPublic says why "public" does not reach address a, given the host's
+// prefixes (HostPrefixes), or "" when it does: the check of PublicAnswers
+// for one address, for those who dial a name themselves (the remote
+// bridge).
+func NotPublic(a netip.Addr, host []netip.Prefix) string {
+	a = a.Unmap().WithZone("")
+	return notPublicWhy(netip.PrefixFrom(a, a.BitLen()), host)
+}

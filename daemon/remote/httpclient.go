@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcpcage/mcpcage/bpf/egress"
 )
 
 // ClientOptions are an administrator's limits on where a remote server's
@@ -28,6 +30,9 @@ type ClientOptions struct {
 	Timeout time.Duration
 	// Server names the server in errors.
 	Server string
+	// DNSServers and PrivateDomains: the daemon's dns_servers and
+	// private_domains (publicDialer).
+	DNSServers, PrivateDomains []string
 }
 
 // ErrHostNotAllowed wraps requests to hosts the server's config does not
@@ -37,7 +42,8 @@ var ErrHostNotAllowed = errors.New("host not allowed")
 // NewHTTPClient builds the client a remote server's traffic uses: TLS
 // verification always on (with the configured CA bundle added), plain
 // http only to loopback addresses, requests only to the allowed hosts
-// (redirects included).
+// (redirects included), host names only at public addresses unless
+// trusted (publicDialer).
 func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
@@ -59,7 +65,7 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	dialer := &net.Dialer{Timeout: min(timeout, 15*time.Second), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 nil, // the daemon's environment does not redirect its traffic
-		DialContext:           dialer.DialContext,
+		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
 		ResponseHeaderTimeout: timeout,
