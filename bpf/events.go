@@ -97,6 +97,10 @@ func (k Kind) String() string {
 const UnregisteredRule = uint32(cageEventRuleUNREGISTERED_RULE)
 
 // Event is a decoded kernel event.
+// HintMax is the longest Hint (and NewHint) an event carries: the
+// kernel's buffer less its NUL. A Hint this long may have been cut short.
+const HintMax = len(cageEvent{}.Hint) - 1
+
 type Event struct {
 	Time   time.Time
 	Cgroup uint64 // session cgroup id

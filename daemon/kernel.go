@@ -481,7 +481,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 				rule, touched = d.movedFromDenied(s, ev)
 			}
 			if rule == "" {
-				rule, touched = d.resolvedDenied(s, ev, ke.Path, ke.To)
+				rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev), ke.Path, ke.To)
 			}
 			if rule == "" {
 				break
@@ -636,13 +636,13 @@ func denyNames(srv *config.Server) []string {
 // the path that hit it. A name changed between the call and this check
 // (a symlink swapped within milliseconds) escapes it: masking at launch
 // and the refusal of link(2) are the lines that do not race.
-func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, paths ...string) (string, string) {
+func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ...string) (string, string) {
 	for _, p := range paths {
 		if rule := deniedComponent(s.srv, p); rule != "" {
 			return rule, p
 		}
 	}
-	if s.inst == nil {
+	if s.inst == nil || !resolve {
 		return "", ""
 	}
 	for _, p := range paths {
@@ -659,6 +659,23 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, paths ...string) (stri
 		}
 	}
 	return "", ""
+}
+
+// kernelCheckedName reports whether the kernel's check of an unlink,
+// rmdir or mkdir covers what it acted on, so that resolving the name
+// again here adds nothing: one component relative to a directory (no
+// '/'), whose path the kernel checked in full, while the component
+// itself is in the event's path and checked as text. Such events come
+// by the thousand (a package manager's clean-up, or a flood meant to
+// keep this daemon behind its events), and a resolution walks the whole
+// path (thousands of components in a deep tree).
+func kernelCheckedName(ev bpf.Event) bool {
+	switch ev.Kind {
+	case bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir:
+		return ev.Hint != "" && ev.Hint != "." && ev.Hint != ".." && !strings.ContainsRune(ev.Hint, '/') &&
+			len(ev.Hint) < bpf.HintMax // not cut short (a '/' may follow)
+	}
+	return false
 }
 
 // resolveIn returns the kernel's path, in the sandbox, of p's directory

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/config"
 )
 
@@ -37,6 +38,36 @@ func TestKernelPolicyWithoutEBPF(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "require_ebpf = false") {
 				t.Fatalf("err = %v, want %q and the way out", err, tt.err)
+			}
+		})
+	}
+}
+
+// TestKernelCheckedName: only one component relative to a directory the
+// kernel checked, not cut short, skips the daemon's resolution; names
+// through directories (which may be symlinks), absolute names and
+// renames are resolved.
+func TestKernelCheckedName(t *testing.T) {
+	long := strings.Repeat("a", bpf.HintMax)
+	tests := []struct {
+		name string
+		ev   bpf.Event
+		want bool
+	}{
+		{"rmdir of one component", bpf.Event{Kind: bpf.KindRmdir, Hint: "x0"}, true},
+		{"unlink of one component", bpf.Event{Kind: bpf.KindUnlink, Hint: "f.tmp"}, true},
+		{"mkdir of one component", bpf.Event{Kind: bpf.KindMkdir, Hint: ".staging"}, true},
+		{"through a directory (a symlink?)", bpf.Event{Kind: bpf.KindUnlink, Hint: "lnk/id_ed25519"}, false},
+		{"absolute", bpf.Event{Kind: bpf.KindUnlink, Hint: "/work/f"}, false},
+		{"dot-dot", bpf.Event{Kind: bpf.KindRmdir, Hint: ".."}, false},
+		{"a name as long as the buffer: maybe cut short", bpf.Event{Kind: bpf.KindUnlink, Hint: long}, false},
+		{"a rename: the new name has its own directory", bpf.Event{Kind: bpf.KindRename, Hint: "a"}, false},
+		{"no name", bpf.Event{Kind: bpf.KindUnlink}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := kernelCheckedName(tt.ev); got != tt.want {
+				t.Fatalf("kernelCheckedName(%+v) = %v, want %v", tt.ev, got, tt.want)
 			}
 		})
 	}

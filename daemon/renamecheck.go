@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/daemon/renames"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -77,14 +78,26 @@ func (s *session) sandboxPath(p string) string {
 // movedFromDenied checks the renames the kernel did for the thread of ev
 // (where it took each file from, and where it put it) against the
 // session's deny_paths. It returns the rule hit and the sandbox's path
-// that hit it. A move whose old directory could not be resolved (removed
-// at once after the call, a path longer than PATH_MAX) is a hit: it
+// that hit it. A move whose old directory could not be resolved (a path
+// longer than PATH_MAX, removed with its deletion not known), or renames
+// the watcher could not read in time (renames.ErrBehind), are a hit: they
 // cannot be shown not to come from a denied directory.
 func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string) {
 	if d.renames == nil || len(s.renameMounts) == 0 {
 		return "", ""
 	}
-	for _, m := range d.renames.Claim(ev.Pid, threadStart(ev.Pid)) {
+	if lag := time.Since(ev.Time); lag > renames.MaxClaimLag {
+		// The move may have been forgotten: this daemon is far behind the
+		// kernel's events (a flood of costly ones), fail closed.
+		s.log.Warn("a rename could not be checked: its kernel event was read too late", "lag", lag.Round(time.Millisecond))
+		return fmt.Sprintf("every rename is checked: this one's kernel event was read %s after it, later than its move is kept", lag.Round(time.Millisecond)), ev.Path
+	}
+	moves, err := d.renames.Claim(ev.Pid, threadStart(ev.Pid))
+	if err != nil {
+		s.log.Warn("a rename could not be checked", "err", err)
+		return "every rename is checked: " + err.Error(), ev.Path
+	}
+	for _, m := range moves {
 		if m.FromErr != "" {
 			s.log.Warn("a rename could not be checked: its old directory could not be resolved", "err", m.FromErr, "to", m.To)
 			return "every rename is checked: the directory a file was renamed out of could not be resolved (" + m.FromErr + ")", s.sandboxPath(m.To)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"golang.org/x/sys/unix"
+
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -236,6 +238,29 @@ console.log("staged");`, n)
 	}
 }
 
+// TestRenameDuringAFloodOfDeletions (red team): threads removing
+// directories at the bottom of a 2000-deep chain on a tmpfs mount, as fast
+// as they can, kept the daemon's rename reader behind (it resolved every
+// deletion's path), its claim of the move out of .ssh came after the move
+// had expired, the check fell back to the names (through a symlink
+// removed at once) and the key was read; the daemon grew to about 900 MB.
+// Now reading a deletion costs no system call and a claim that cannot
+// read the queue through in time is a hit: the session is killed, and
+// the daemon's memory stays bounded.
+func TestRenameDuringAFloodOfDeletions(t *testing.T) {
+	setup(t)
+	dir := filepath.Join(t.TempDir(), "tmpfs")
+	must(t, os.Mkdir(dir, 0o777), "mkdir")
+	must(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size=256m,mode=0777"), "mount a tmpfs")
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	must(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("fine"), 0o644), "write")
+	d := renameOutOfTheDeniedDirectoryIn(t, dir, ".ssh/id_ed25519", []hit{sshHit("/work/.ssh/id_ed25519"), {"/work/loot", "deny_paths every rename is checked"}},
+		"flood-then-rename", "/work", "/work/.ssh", "id_ed25519", "/work/loot", "45")
+	if rss := peakRSS(t, d.cmd.Process.Pid); rss > maxRSS {
+		t.Fatalf("mcpcaged peaked at %d MiB resident during the flood, want at most %d", rss>>20, maxRSS>>20)
+	}
+}
+
 // hit is what a file.rename record of a deny_paths hit says: the path it
 // touched, and its rule (a prefix).
 type hit struct{ touched, rule string }
@@ -248,7 +273,13 @@ func sshHit(touched string) hit { return hit{touched, "deny_paths **/.ssh/**"} }
 // file.rename record of one of wants.
 func renameOutOfTheDeniedDirectory(t *testing.T, rel string, wants []hit, args ...string) *daemon {
 	t.Helper()
-	dir := project(t)
+	return renameOutOfTheDeniedDirectoryIn(t, project(t), rel, wants, args...)
+}
+
+// renameOutOfTheDeniedDirectoryIn is renameOutOfTheDeniedDirectory with
+// the project (the writable mount) at dir.
+func renameOutOfTheDeniedDirectoryIn(t *testing.T, dir, rel string, wants []hit, args ...string) *daemon {
+	t.Helper()
 	d := projDaemon(t, dir)
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	toolNames(t, c)

@@ -48,30 +48,42 @@ type Move struct {
 	FromErr string
 	seen    time.Time
 	// fromDir and fromName: the old directory's handle (handleKey) and
-	// the name in it, kept when the directory was gone as the event was
-	// read (ESTALE), for its deletion's event to resolve (Claim).
+	// the name in it, kept when the directory could not be resolved as
+	// the event was read (removed), for its deletion's event to resolve
+	// (Claim).
 	fromDir  string
 	fromName string
 }
 
-// goneDir is where a deleted directory was: its parent's handle and its
-// name, and the parent's path as the deletion's event was read ("" when
-// the parent was gone too: it is resolved through the parent's own
-// deletion).
+// goneDir is where a deleted directory was: the deletion's record of its
+// parent's handle and its name, kept as read (resolved only when a move
+// needs it: reading a deletion costs no system call, so a flood of them
+// cannot outpace the reader), and the parent's handle as a key, to
+// follow the parent's own deletion when it is gone too.
 type goneDir struct {
-	parent, name, parentPath string
-	seen                     time.Time
+	rec    []byte // the DFID_NAME record (resolve)
+	parent string // handleKey of the parent
+	name   string
+	seen   time.Time
 }
 
 // Bounds of the unclaimed moves: a move not claimed within keepFor is
 // another process's (or its thread's kernel event was lost, which the
 // caller learns otherwise), and at most maxPending are kept; deleted
-// directories are kept as long, at most maxGone (beyond it the oldest
-// half goes; a move out of one no longer known stays unresolved).
+// directories are kept as long, the newest maxGone (a move out of one no
+// longer known stays unresolved). A claim reads the queue for at most
+// claimWait: a flood of events it cannot get through in that time makes
+// it fail (ErrBehind), not return too few moves.
 const (
-	keepFor    = 30 * time.Second
-	maxPending = 32768
-	maxGone    = 32768
+	// MaxClaimLag is how late after a rename its claim may come and still
+	// find the move: moves are kept keepFor after they were read, or half
+	// that beyond maxPending. A caller whose account of a rename is later
+	// than this takes it as unchecked.
+	MaxClaimLag = keepFor / 3
+	keepFor     = 30 * time.Second
+	maxPending  = 32768
+	maxGone     = 32768
+	claimWait   = 2 * time.Second
 	// maxGoneDepth bounds the deleted ancestors followed to resolve a
 	// deleted directory (rm -r of a tree deletes from the leaves up).
 	maxGoneDepth = 64
@@ -88,9 +100,11 @@ type Watcher struct {
 	pending    map[uint32][]Move // by thread, oldest first
 	npending   int
 	gone       map[string]goneDir // deleted directories, by handle (handleKey)
-	pruned     time.Time          // the last prune
-	gonePruned time.Time          // the last pruneGone
-	overflow   int                // queue overflows seen (none with an unlimited queue)
+	goneFIFO   []string           // their keys, oldest first from goneHead (a ring of maxGone)
+	goneHead   int
+	pruned     time.Time // the last prune
+	gonePruned time.Time // the last pruneGone
+	overflow   int       // queue overflows seen (none with an unlimited queue)
 	buf        []byte
 }
 
@@ -188,7 +202,7 @@ func (w *Watcher) releaser(fsid unix.Fsid, src *source) func() {
 			if src.refs--; src.refs > 0 {
 				return
 			}
-			w.drainLocked() // the events of its renames need its descriptor
+			w.drainLocked(time.Time{}) // the events of its renames need its descriptor
 			m := w.marks[fsid]
 			m.sources = slices.DeleteFunc(m.sources, func(s *source) bool { return s == src })
 			_ = src.dir.Close()
@@ -210,17 +224,25 @@ func (w *Watcher) Watching() int {
 	return len(w.marks)
 }
 
+// ErrBehind: the events queued before a claim could not all be read
+// within claimWait; the claimed thread's renames are unchecked.
+var ErrBehind = errors.New("the rename events of the file system could not be read in time (a flood of renames or deletions)")
+
 // Claim returns (and forgets) the moves of thread tid read so far, but
 // those read before started (the thread's start: a tid is reused, and a
 // move of the thread that had it before is not this one's). The kernel
 // queues a rename's event before the call returns, so once the thread's
-// own account of a rename is in hand, Claim has that move. A move out of
-// a directory removed since is resolved through the directory's
-// deletion, whose event was queued before the removal returned.
-func (w *Watcher) Claim(tid uint32, started time.Time) []Move {
+// own account of a rename is in hand, Claim has that move, having read
+// the queue through: when it cannot within claimWait, it returns
+// ErrBehind. A move out of a directory removed since is resolved through
+// the directory's deletion, whose event was queued before the removal
+// returned.
+func (w *Watcher) Claim(tid uint32, started time.Time) ([]Move, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.drainLocked()
+	if !w.drainLocked(time.Now().Add(claimWait)) {
+		return nil, ErrBehind
+	}
 	moves := w.pending[tid]
 	delete(w.pending, tid)
 	w.npending -= len(moves)
@@ -235,7 +257,7 @@ func (w *Watcher) Claim(tid uint32, started time.Time) []Move {
 		}
 		m.fromDir, m.fromName = "", ""
 	}
-	return moves
+	return moves, nil
 }
 
 // gonePath is where the deleted directory with handle key was: its
@@ -246,9 +268,11 @@ func (w *Watcher) gonePath(key string, depth int) (string, bool) {
 	if !ok || depth > maxGoneDepth {
 		return "", false
 	}
-	if g.parentPath != "" {
-		return filepath.Join(g.parentPath, g.name), true
+	if p, err := w.resolve(g.rec); err == nil {
+		return p, true // the parent's path and the name
 	}
+	// The parent removed too, or not resolvable: its own deletion, if
+	// known, says where it was.
 	parent, ok := w.gonePath(g.parent, depth+1)
 	if !ok {
 		return "", false
@@ -265,28 +289,45 @@ func (w *Watcher) Run() {
 		return
 	}
 	_ = rc.Read(func(uintptr) bool {
-		w.mu.Lock()
-		w.drainLocked()
-		w.mu.Unlock()
-		return false // wait for the next event
+		// One read at a time under the lock: a claim gets in between.
+		for {
+			w.mu.Lock()
+			more := w.readOnceLocked()
+			w.mu.Unlock()
+			if !more {
+				return false // wait for the next event
+			}
+		}
 	})
 }
 
-// drainLocked reads every queued event and keeps its move.
-func (w *Watcher) drainLocked() {
-	for {
-		n, err := unix.Read(w.fd, w.buf)
-		if err != nil || n <= 0 {
-			if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBADF) {
-				w.log.Warn("reading rename events failed", "err", err)
-			}
-			break
+// drainLocked reads every queued event and keeps its move; false when
+// the queue was not empty by deadline (zero: none).
+func (w *Watcher) drainLocked(deadline time.Time) bool {
+	for w.readOnceLocked() {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return false
 		}
-		w.parse(w.buf[:n])
 	}
+	return true
+}
+
+// readOnceLocked reads the queued events once (up to a buffer of them),
+// keeps their moves and deleted directories, and prunes; false when the
+// queue was empty.
+func (w *Watcher) readOnceLocked() bool {
+	n, err := unix.Read(w.fd, w.buf)
+	if err != nil || n <= 0 {
+		if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBADF) {
+			w.log.Warn("reading rename events failed", "err", err)
+		}
+		return false
+	}
+	w.parse(w.buf[:n])
 	now := time.Now()
 	w.prune(now)
 	w.pruneGone(now)
+	return true
 }
 
 const metaSize = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
@@ -295,8 +336,7 @@ const metaSize = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
 func (w *Watcher) parse(b []byte) {
 	now := time.Now()
 	for len(b) >= metaSize {
-		var meta unix.FanotifyEventMetadata
-		_ = binary.Read(bytes.NewReader(b[:metaSize]), binary.NativeEndian, &meta) // a fixed-size struct: cannot fail
+		meta := decodeMeta(b)
 		if int(meta.Event_len) < metaSize || int(meta.Event_len) > len(b) {
 			return
 		}
@@ -314,6 +354,15 @@ func (w *Watcher) parse(b []byte) {
 			w.parseDeletedDir(ev[meta.Metadata_len:], now)
 		}
 	}
+}
+
+// decodeMeta decodes struct fanotify_event_metadata at the start of b
+// (metaSize bytes): event_len u32, vers u8, reserved u8, metadata_len
+// u16, mask u64, fd s32, pid s32.
+func decodeMeta(b []byte) unix.FanotifyEventMetadata {
+	ne := binary.NativeEndian
+	return unix.FanotifyEventMetadata{Event_len: ne.Uint32(b[0:4]), Vers: b[4], Reserved: b[5], Metadata_len: ne.Uint16(b[6:8]),
+		Mask: ne.Uint64(b[8:16]), Fd: int32(ne.Uint32(b[16:20])), Pid: int32(ne.Uint32(b[20:24]))}
 }
 
 // infoRecords calls fn with each information record of an event.
@@ -337,9 +386,10 @@ func (w *Watcher) parseRename(info []byte, tid uint32, now time.Time) {
 			var err error
 			if mv.From, err = w.resolve(rec); err != nil {
 				mv.FromErr = err.Error()
-				if errors.Is(err, unix.ESTALE) {
-					mv.fromDir, mv.fromName, _ = handleKey(rec)
-				}
+				// Removed (ESTALE; ENOMEM when the kernel could not
+				// reconnect the dying directory), or not resolvable:
+				// its deletion's event, if there is one, says.
+				mv.fromDir, mv.fromName, _ = handleKey(rec)
 			} else {
 				mv.FromErr = ""
 			}
@@ -351,9 +401,9 @@ func (w *Watcher) parseRename(info []byte, tid uint32, now time.Time) {
 	w.npending++
 }
 
-// parseDeletedDir keeps where a deleted directory was: its parent's
-// handle and path and its name (the DFID_NAME record) by its own handle
-// (the FID record).
+// parseDeletedDir keeps where a deleted directory was (its parent's
+// handle and its name, the DFID_NAME record) by its own handle (the FID
+// record), the newest maxGone. No system call: resolved when needed.
 func (w *Watcher) parseDeletedDir(info []byte, now time.Time) {
 	var g goneDir
 	var self string
@@ -361,9 +411,7 @@ func (w *Watcher) parseDeletedDir(info []byte, now time.Time) {
 		switch typ {
 		case unix.FAN_EVENT_INFO_TYPE_DFID_NAME:
 			g.parent, g.name, _ = handleKey(rec)
-			if p, err := w.resolve(rec); err == nil {
-				g.parentPath = filepath.Dir(p) // resolve gives the parent's path and the name
-			}
+			g.rec = slices.Clone(rec)
 		case unix.FAN_EVENT_INFO_TYPE_FID:
 			self, _, _ = handleKey(rec)
 		}
@@ -372,6 +420,13 @@ func (w *Watcher) parseDeletedDir(info []byte, now time.Time) {
 		return
 	}
 	g.seen = now
+	if len(w.goneFIFO) < maxGone {
+		w.goneFIFO = append(w.goneFIFO, self)
+	} else {
+		delete(w.gone, w.goneFIFO[w.goneHead]) // the oldest
+		w.goneFIFO[w.goneHead] = self
+		w.goneHead = (w.goneHead + 1) % maxGone
+	}
 	w.gone[self] = g
 }
 
@@ -441,22 +496,32 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 	return "", lastErr
 }
 
-// pruneGone drops deleted directories older than keepFor, at most once a
-// second, and beyond maxGone any down to half of it (a tree of many
-// directories removed at once; a move out of one dropped stays
-// unresolved, which the caller takes as unchecked).
+// pruneGone drops deleted directories older than keepFor, oldest first,
+// at most once a second.
 func (w *Watcher) pruneGone(now time.Time) {
-	over := len(w.gone) > maxGone
-	if !over && now.Sub(w.gonePruned) < time.Second {
+	if len(w.goneFIFO) == 0 || now.Sub(w.gonePruned) < time.Second {
 		return
 	}
 	w.gonePruned = now
 	cut := now.Add(-keepFor)
-	for k, g := range w.gone {
-		if g.seen.Before(cut) || (over && len(w.gone) > maxGone/2) {
-			delete(w.gone, k)
+	n := 0 // how many of the oldest have expired
+	for n < len(w.goneFIFO) {
+		key := w.goneFIFO[(w.goneHead+n)%len(w.goneFIFO)]
+		if g, ok := w.gone[key]; ok && !g.seen.Before(cut) {
+			break
 		}
+		delete(w.gone, key)
+		n++
 	}
+	if n == 0 {
+		return
+	}
+	// The ring, oldest first, without them: a slice again.
+	rest := make([]string, 0, len(w.goneFIFO)-n)
+	for i := n; i < len(w.goneFIFO); i++ {
+		rest = append(rest, w.goneFIFO[(w.goneHead+i)%len(w.goneFIFO)])
+	}
+	w.goneFIFO, w.goneHead = rest, 0
 }
 
 // prune drops moves older than keepFor, and the oldest beyond

