@@ -266,8 +266,12 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (p bpf.Polic
 		return p, nil, nil, nil
 	}
 	p.Listen = srv.ListenAddrs()
-	dns := &egress.DNS{Servers: d.conf().Daemon.DNSServers, PrivateDomains: d.conf().Daemon.PrivateDomains}
-	tracker = egress.NewTracker(entries, dns.LookupTTL)
+	// The daemon's resolvers and private domains as they are at each
+	// look-up: a reload applies to running sessions at their next one.
+	tracker = egress.NewTracker(entries, func(ctx context.Context, host string) ([]egress.Answer, error) {
+		dc := d.conf().Daemon
+		return (&egress.DNS{Servers: dc.DNSServers, PrivateDomains: dc.PrivateDomains}).LookupTTL(ctx, host)
+	})
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	rules, _, err := tracker.Refresh(ctx, time.Now())
