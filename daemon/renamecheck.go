@@ -92,7 +92,14 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string
 		s.log.Warn("a rename could not be checked: its kernel event was read too late", "lag", lag.Round(time.Millisecond))
 		return fmt.Sprintf("every rename is checked: this one's kernel event was read %s after it, later than its move is kept", lag.Round(time.Millisecond)), ev.Path
 	}
-	moves, err := d.renames.Claim(ev.Pid, threadStart(ev.Pid))
+	started := threadStart(ev.Pid)
+	if started.After(ev.Time) {
+		// The thread that renamed is gone and its id taken by a newer
+		// one: its moves cannot be told from those of the thread before.
+		s.log.Warn("a rename could not be checked: its thread is gone and its id reused", "tid", ev.Pid)
+		return "every rename is checked: the renaming thread's id was reused before its rename was checked", ev.Path
+	}
+	moves, err := d.renames.Claim(ev.Pid, started)
 	if err != nil {
 		s.log.Warn("a rename could not be checked", "err", err)
 		return "every rename is checked: " + err.Error(), ev.Path
