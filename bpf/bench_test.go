@@ -71,6 +71,17 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		_ = os.Rename(from, from+".moved")
+	case "open-then-changes": // n opens, then changes by name in MCPCAGE_BENCH_PATH (see changesForTest)
+		for i := 0; i < n; i++ {
+			open()
+		}
+		_ = os.Chdir(os.Getenv("MCPCAGE_BENCH_PATH"))
+		_ = syscall.Unlink("plain")
+		_ = syscall.Unlink("abcd")
+		_ = syscall.Unlink("sub/f")
+		_ = syscall.Chmod("g", 0o600)
+		_ = syscall.Lchown("h", -1, -1)
+		_ = syscall.Truncate("g", 0)
 	case "open-pause": // n opens, "paused" on stdout, a line from stdin, n opens
 		for i := 0; i < n; i++ {
 			open()

@@ -737,8 +737,8 @@ struct fsop_args {
 	__u64 newname; // rename: user pointer
 	__s32 dirfd;
 	__u32 kind;
-	__u32 flags;
-	__u32 pad;
+	__u32 flags;    // the call's flags or mode, for the record
+	__u32 at_flags; // AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH: how the kernel took the name
 };
 
 struct {
@@ -748,7 +748,7 @@ struct {
 	__type(value, struct fsop_args);
 } fsops SEC(".maps");
 
-static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags)
+static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags, __u32 at_flags)
 {
 	__u64 cgid;
 	if (!watched_session(&cgid))
@@ -762,8 +762,14 @@ static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, c
 	a->dirfd = dirfd;
 	a->kind = kind;
 	a->flags = flags;
+	a->at_flags = at_flags;
 	a->active = 1;
 	return 0;
+}
+
+static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags)
+{
+	return fsop_enter_at(kind, dirfd, name, newname, flags, 0);
 }
 
 #define AT_REMOVEDIR 0x200
@@ -835,6 +841,149 @@ int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 	return fsop_enter(EV_FILE_RENAME, AT_FDCWD, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
 }
 
+// Changes to a file by name that leave it in place. They follow a
+// symlink in the last name (truncate, chmod, chown, setxattr, removexattr)
+// unless the call says not to (lchown, lsetxattr, lremovexattr,
+// AT_SYMLINK_NOFOLLOW). AT_EMPTY_PATH with an empty name acts on dirfd,
+// which the exit checks as the base directory.
+#define AT_SYMLINK_NOFOLLOW 0x100
+#define AT_EMPTY_PATH 0x1000
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int cage_enter_truncate(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_TRUNCATE, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+}
+
+// chmod(path, mode), fchmodat(dirfd, path, mode), fchmodat2(dirfd, path,
+// mode, flags): the record's flags are the mode.
+SEC("tracepoint/syscalls/sys_enter_chmod")
+int cage_enter_chmod(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_CHMOD, AT_FDCWD, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat")
+int cage_enter_fchmodat(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat2")
+int cage_enter_fchmodat2(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter_at(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2], (__u32)ctx->args[3]);
+}
+
+// chown(path, uid, gid), lchown, fchownat(dirfd, path, uid, gid, flags).
+SEC("tracepoint/syscalls/sys_enter_chown")
+int cage_enter_chown(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_lchown")
+int cage_enter_lchown(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter_at(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchownat")
+int cage_enter_fchownat(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 flags = (__u32)ctx->args[4];
+	return fsop_enter_at(EV_FILE_CHOWN, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+}
+
+// setxattr(path, ...), lsetxattr, removexattr(path, name), lremovexattr,
+// and setxattrat/removexattrat(dirfd, path, at_flags, ...) (Linux 6.13).
+SEC("tracepoint/syscalls/sys_enter_setxattr")
+int cage_enter_setxattr(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_lsetxattr")
+int cage_enter_lsetxattr(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+}
+
+SEC("tracepoint/syscalls/sys_enter_removexattr")
+int cage_enter_removexattr(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_lremovexattr")
+int cage_enter_lremovexattr(struct trace_event_raw_sys_enter *ctx)
+{
+	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+}
+
+SEC("tracepoint/syscalls/sys_enter_setxattrat")
+int cage_enter_setxattrat(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 flags = (__u32)ctx->args[2];
+	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_removexattrat")
+int cage_enter_removexattrat(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 flags = (__u32)ctx->args[2];
+	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+}
+
+// The name of a change over the session's budget, read to decide whether
+// the daemon must check it (name_may_hit).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[HINT_LEN]);
+} name_scratch SEC(".maps");
+
+// name_may_hit says whether a successful change's name (read now from
+// the caller's memory) could lead into a denied directory beyond what
+// the kernel checked (the base directory): anything but one component
+// that no denied component is as long as, for a call that does not
+// follow a symlink in it. Over the session's budget, such a change is
+// still reported for the daemon to check (see cage_exit_fsop). The name
+// the kernel used may differ from the one read here (a sibling thread
+// rewrites it during the call): the daemon's check has that race too.
+static __noinline bool name_may_hit(__u64 name, __u32 kind, __u32 at_flags, __u32 lens)
+{
+	__u32 k = 0;
+	char *buf = bpf_map_lookup_elem(&name_scratch, &k);
+	if (!buf)
+		return true;
+	long n = bpf_probe_read_user_str(buf, HINT_LEN, (const char *)name);
+	if (n < 0)
+		return true;
+	if (n <= 1)
+		return false; // "": AT_EMPTY_PATH, the base directory itself
+	if (n >= HINT_LEN)
+		return true; // maybe cut short
+	switch (kind) {
+	case EV_FILE_TRUNCATE:
+	case EV_FILE_CHMOD:
+	case EV_FILE_CHOWN:
+	case EV_FILE_XATTR:
+		if (!(at_flags & AT_SYMLINK_NOFOLLOW))
+			return true; // the last name may be a symlink
+	}
+	if (buf[0] == '.' && (n == 2 || (n == 3 && buf[1] == '.')))
+		return true; // "." or ".."
+	for (int i = 0; i < HINT_LEN - 1; i++) {
+		if (i >= n - 1)
+			break;
+		if (buf[i] == '/')
+			return true;
+	}
+	return (lens & deny_len_bit(n - 1)) != 0;
+}
+
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
 int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 {
@@ -858,14 +1007,25 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	// A successful rename or link is checked by the daemon, which resolves
 	// its names: its event is made whatever the session's budget, and
 	// one that cannot be made (the ring buffer is full) fails closed.
+	// Over the session's budget, a successful change whose name could
+	// lead into a denied directory is reported all the same, marked
+	// over_budget: the daemon checks it and records it only if it hits.
+	// (Before, it was dropped unseen: a burst of failed opens let the
+	// next unlink through a '/' or a symlink go unchecked.)
 	bool daemon_checks = ret == 0 && (args.kind == EV_FILE_RENAME || args.kind == EV_FILE_LINK);
 	if (unchecked(s, ret == 0))
 		return 0;
 	struct event *e = 0;
-	if (in_budget(s) || daemon_checks)
+	bool over = false;
+	if (in_budget(s) || daemon_checks) {
 		e = new_event(args.cgid, args.kind);
-	else
+	} else {
 		count_lost(LOST_THROTTLED); // (a denial below is reported all the same)
+		if (ret == 0 && name_may_hit(args.name, args.kind, args.at_flags, lens)) {
+			over = daemon_checks = true;
+			e = new_event(args.cgid, args.kind);
+		}
+	}
 	if (!e && daemon_checks) {
 		// Unreported: the caller dies now, and every later opener or
 		// changer in the session, until the daemon sees the flag and
@@ -888,6 +1048,8 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	e->result = ret;
 	e->flags = args.flags;
+	e->at_flags = args.at_flags;
+	e->over_budget = over;
 	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.name);
 	if (args.newname)
 		bpf_probe_read_user_str(e->hint2, sizeof(e->hint2), (const char *)args.newname);

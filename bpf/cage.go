@@ -210,11 +210,25 @@ func (c *Cage) attachObservers() (retErr error) {
 		{"sys_enter_rename", c.objs.CageEnterRename}, {"sys_exit_rename", c.objs.CageExitFsop},
 		{"sys_enter_linkat", c.objs.CageEnterLinkat}, {"sys_exit_linkat", c.objs.CageExitFsop},
 		{"sys_enter_link", c.objs.CageEnterLink}, {"sys_exit_link", c.objs.CageExitFsop},
+		{"sys_enter_truncate", c.objs.CageEnterTruncate}, {"sys_exit_truncate", c.objs.CageExitFsop},
+		{"sys_enter_chmod", c.objs.CageEnterChmod}, {"sys_exit_chmod", c.objs.CageExitFsop},
+		{"sys_enter_fchmodat", c.objs.CageEnterFchmodat}, {"sys_exit_fchmodat", c.objs.CageExitFsop},
+		{"sys_enter_fchmodat2", c.objs.CageEnterFchmodat2}, {"sys_exit_fchmodat2", c.objs.CageExitFsop},
+		{"sys_enter_chown", c.objs.CageEnterChown}, {"sys_exit_chown", c.objs.CageExitFsop},
+		{"sys_enter_lchown", c.objs.CageEnterLchown}, {"sys_exit_lchown", c.objs.CageExitFsop},
+		{"sys_enter_fchownat", c.objs.CageEnterFchownat}, {"sys_exit_fchownat", c.objs.CageExitFsop},
+		{"sys_enter_setxattr", c.objs.CageEnterSetxattr}, {"sys_exit_setxattr", c.objs.CageExitFsop},
+		{"sys_enter_lsetxattr", c.objs.CageEnterLsetxattr}, {"sys_exit_lsetxattr", c.objs.CageExitFsop},
+		{"sys_enter_removexattr", c.objs.CageEnterRemovexattr}, {"sys_exit_removexattr", c.objs.CageExitFsop},
+		{"sys_enter_lremovexattr", c.objs.CageEnterLremovexattr}, {"sys_exit_lremovexattr", c.objs.CageExitFsop},
+		{"sys_enter_setxattrat", c.objs.CageEnterSetxattrat}, {"sys_exit_setxattrat", c.objs.CageExitFsop},
+		{"sys_enter_removexattrat", c.objs.CageEnterRemovexattrat}, {"sys_exit_removexattrat", c.objs.CageExitFsop},
 	} {
 		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 		if err != nil {
-			if legacySyscall[strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")] && errors.Is(err, os.ErrNotExist) {
-				continue // architectures without the old calls, e.g. arm64
+			call := strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")
+			if (legacySyscall[call] || newerSyscall[call]) && errors.Is(err, os.ErrNotExist) {
+				continue // architectures without the old calls (arm64), kernels without the new ones
 			}
 			return fmt.Errorf("attach tracepoint %s: %w", tp.name, err)
 		}
@@ -354,7 +368,13 @@ func closeLinks(links []link.Link, pinned bool) error {
 
 // legacySyscall names the calls some architectures lack (arm64 has only
 // the *at forms).
-var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true, "renameat": true, "link": true}
+var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true,
+	"renameat": true, "link": true, "chmod": true, "chown": true, "lchown": true}
+
+// newerSyscall names the calls older kernels lack: fchmodat2 (Linux
+// 6.6), setxattrat and removexattrat (6.13). A kernel without one cannot
+// be asked to make it either.
+var newerSyscall = map[string]bool{"fchmodat2": true, "setxattrat": true, "removexattrat": true}
 
 // Handshakes reports whether net.connect carries the TCP handshake's
 // outcome (tp_btf/inet_sock_set_state attached), and why not.

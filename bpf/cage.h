@@ -28,8 +28,9 @@ volatile const __u32 session_level = 2;
 // struct session's flags.
 enum session_flag {
 	SESSION_HOST_NET = 1, // shares the host network namespace: enforce egress
-	// A rename or link of the session could not be reported (the ring
-	// buffer was full), so the daemon could not check its names against
+	// A rename or link of the session, or a change over its budget that
+	// the daemon had to check, could not be reported (the ring buffer
+	// was full), so the daemon could not check its names against
 	// deny_paths: every later successful open or change in the session
 	// kills its caller until the daemon kills the session.
 	SESSION_UNCHECKED = 2,
@@ -48,6 +49,13 @@ enum event_kind {
 	EV_FILE_MKDIR = 9,
 	EV_FILE_RENAME = 10,
 	EV_FILE_LINK = 11,
+	// Changes to a file that stays in place, by name: truncate(2), the
+	// chmod, chown and set/removexattr calls (an ACL can give another
+	// user the file).
+	EV_FILE_TRUNCATE = 12,
+	EV_FILE_CHMOD = 13,
+	EV_FILE_CHOWN = 14,
+	EV_FILE_XATTR = 15,
 };
 
 // net.connect outcome (struct event's flags).
@@ -123,9 +131,11 @@ struct event {
 	__u8 proto;
 	__u8 ncomp;
 	__u8 killed; // the kernel killed the task for this event (deny_paths)
-	__u8 pad;
+	// A change over the session's budget whose name the daemon checks:
+	// recorded only when it hits deny_paths.
+	__u8 over_budget;
 	__u32 repeats; // file.open: opens of the file folded since its last record
-	__u32 pad2;
+	__u32 at_flags; // changes: the call's AT_* flags (AT_SYMLINK_NOFOLLOW: the last name is not followed)
 	__u8 addr[16];
 	char comm[16];
 	char hint[HINT_LEN];                       // user-memory string (audit hint only)
@@ -286,7 +296,9 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
 	e->proto = 0;
 	e->ncomp = 0;
 	e->killed = 0;
+	e->over_budget = 0;
 	e->repeats = 0;
+	e->at_flags = 0;
 	e->hint[0] = 0;
 	e->hint2[0] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

@@ -40,44 +40,48 @@ type cageDenyKey struct {
 }
 
 type cageEvent struct {
-	_       structs.HostLayout
-	Ts      uint64
-	Cgid    uint64
-	Pid     uint32
-	Tgid    uint32
-	Kind    uint32
-	Result  int32
-	Flags   uint32
-	Rule    uint32
-	Family  uint16
-	Port    uint16
-	Proto   uint8
-	Ncomp   uint8
-	Killed  uint8
-	Pad     uint8
-	Repeats uint32
-	Pad2    uint32
-	Addr    [16]uint8
-	Comm    [16]int8
-	Hint    [128]int8
-	Hint2   [128]int8
-	Comp    [16][48]int8
+	_          structs.HostLayout
+	Ts         uint64
+	Cgid       uint64
+	Pid        uint32
+	Tgid       uint32
+	Kind       uint32
+	Result     int32
+	Flags      uint32
+	Rule       uint32
+	Family     uint16
+	Port       uint16
+	Proto      uint8
+	Ncomp      uint8
+	Killed     uint8
+	OverBudget uint8
+	Repeats    uint32
+	AtFlags    uint32
+	Addr       [16]uint8
+	Comm       [16]int8
+	Hint       [128]int8
+	Hint2      [128]int8
+	Comp       [16][48]int8
 }
 
 type cageEventKind uint32
 
 const (
-	cageEventKindEV_FILE_OPEN   cageEventKind = 1
-	cageEventKindEV_EXEC        cageEventKind = 2
-	cageEventKindEV_CONNECT     cageEventKind = 3
-	cageEventKindEV_NET_DENIED  cageEventKind = 4
-	cageEventKindEV_FILE_DENIED cageEventKind = 5
-	cageEventKindEV_UDP_SEND    cageEventKind = 6
-	cageEventKindEV_FILE_UNLINK cageEventKind = 7
-	cageEventKindEV_FILE_RMDIR  cageEventKind = 8
-	cageEventKindEV_FILE_MKDIR  cageEventKind = 9
-	cageEventKindEV_FILE_RENAME cageEventKind = 10
-	cageEventKindEV_FILE_LINK   cageEventKind = 11
+	cageEventKindEV_FILE_OPEN     cageEventKind = 1
+	cageEventKindEV_EXEC          cageEventKind = 2
+	cageEventKindEV_CONNECT       cageEventKind = 3
+	cageEventKindEV_NET_DENIED    cageEventKind = 4
+	cageEventKindEV_FILE_DENIED   cageEventKind = 5
+	cageEventKindEV_UDP_SEND      cageEventKind = 6
+	cageEventKindEV_FILE_UNLINK   cageEventKind = 7
+	cageEventKindEV_FILE_RMDIR    cageEventKind = 8
+	cageEventKindEV_FILE_MKDIR    cageEventKind = 9
+	cageEventKindEV_FILE_RENAME   cageEventKind = 10
+	cageEventKindEV_FILE_LINK     cageEventKind = 11
+	cageEventKindEV_FILE_TRUNCATE cageEventKind = 12
+	cageEventKindEV_FILE_CHMOD    cageEventKind = 13
+	cageEventKindEV_FILE_CHOWN    cageEventKind = 14
+	cageEventKindEV_FILE_XATTR    cageEventKind = 15
 )
 
 type cageEventRule uint32
@@ -95,7 +99,7 @@ type cageFsopArgs struct {
 	Dirfd   int32
 	Kind    uint32
 	Flags   uint32
-	Pad     uint32
+	AtFlags uint32
 }
 
 type cageLostCounter uint32
@@ -197,56 +201,70 @@ type cageUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cageMapCalib                = "calib"
-	cageMapCallSlots            = "call_slots"
-	cageMapConnects             = "connects"
-	cageMapDenyComponents       = "deny_components"
-	cageMapEgress4              = "egress4"
-	cageMapEgress6              = "egress6"
-	cageMapEvents               = "events"
-	cageMapExecs                = "execs"
-	cageMapFsops                = "fsops"
-	cageMapHandshakes           = "handshakes"
-	cageMapLost                 = "lost"
-	cageMapParentCgroup         = "parent_cgroup"
-	cageMapRecentOpens          = "recent_opens"
-	cageMapSessions             = "sessions"
-	cageMapUdpSeen              = "udp_seen"
-	cageProgCageCalibrate       = "cage_calibrate"
-	cageProgCageConnect4        = "cage_connect4"
-	cageProgCageConnect6        = "cage_connect6"
-	cageProgCageEnterConnect    = "cage_enter_connect"
-	cageProgCageEnterExecve     = "cage_enter_execve"
-	cageProgCageEnterExecveat   = "cage_enter_execveat"
-	cageProgCageEnterLink       = "cage_enter_link"
-	cageProgCageEnterLinkat     = "cage_enter_linkat"
-	cageProgCageEnterMkdir      = "cage_enter_mkdir"
-	cageProgCageEnterMkdirat    = "cage_enter_mkdirat"
-	cageProgCageEnterRename     = "cage_enter_rename"
-	cageProgCageEnterRenameat   = "cage_enter_renameat"
-	cageProgCageEnterRenameat2  = "cage_enter_renameat2"
-	cageProgCageEnterRmdir      = "cage_enter_rmdir"
-	cageProgCageEnterUnlink     = "cage_enter_unlink"
-	cageProgCageEnterUnlinkat   = "cage_enter_unlinkat"
-	cageProgCageExec            = "cage_exec"
-	cageProgCageExitConnect     = "cage_exit_connect"
-	cageProgCageExitFsop        = "cage_exit_fsop"
-	cageProgCageExitOpen        = "cage_exit_open"
-	cageProgCageSendmsg4        = "cage_sendmsg4"
-	cageProgCageSendmsg6        = "cage_sendmsg6"
-	cageProgCageTcpState        = "cage_tcp_state"
-	cageVarCalibNonce           = "calib_nonce"
-	cageVarCalibOption          = "calib_option"
-	cageVarParentCgid           = "parent_cgid"
-	cageVarParentLevel          = "parent_level"
-	cageVarSessionLevel         = "session_level"
-	cageVarTrackHandshakes      = "track_handshakes"
-	cageVarUnusedConnectOutcome = "unused_connect_outcome"
-	cageVarUnusedEvent          = "unused_event"
-	cageVarUnusedEventKind      = "unused_event_kind"
-	cageVarUnusedEventRule      = "unused_event_rule"
-	cageVarUnusedLostCounter    = "unused_lost_counter"
-	cageVarUnusedSessionFlag    = "unused_session_flag"
+	cageMapCalib                   = "calib"
+	cageMapCallSlots               = "call_slots"
+	cageMapConnects                = "connects"
+	cageMapDenyComponents          = "deny_components"
+	cageMapEgress4                 = "egress4"
+	cageMapEgress6                 = "egress6"
+	cageMapEvents                  = "events"
+	cageMapExecs                   = "execs"
+	cageMapFsops                   = "fsops"
+	cageMapHandshakes              = "handshakes"
+	cageMapLost                    = "lost"
+	cageMapNameScratch             = "name_scratch"
+	cageMapParentCgroup            = "parent_cgroup"
+	cageMapRecentOpens             = "recent_opens"
+	cageMapSessions                = "sessions"
+	cageMapUdpSeen                 = "udp_seen"
+	cageProgCageCalibrate          = "cage_calibrate"
+	cageProgCageConnect4           = "cage_connect4"
+	cageProgCageConnect6           = "cage_connect6"
+	cageProgCageEnterChmod         = "cage_enter_chmod"
+	cageProgCageEnterChown         = "cage_enter_chown"
+	cageProgCageEnterConnect       = "cage_enter_connect"
+	cageProgCageEnterExecve        = "cage_enter_execve"
+	cageProgCageEnterExecveat      = "cage_enter_execveat"
+	cageProgCageEnterFchmodat      = "cage_enter_fchmodat"
+	cageProgCageEnterFchmodat2     = "cage_enter_fchmodat2"
+	cageProgCageEnterFchownat      = "cage_enter_fchownat"
+	cageProgCageEnterLchown        = "cage_enter_lchown"
+	cageProgCageEnterLink          = "cage_enter_link"
+	cageProgCageEnterLinkat        = "cage_enter_linkat"
+	cageProgCageEnterLremovexattr  = "cage_enter_lremovexattr"
+	cageProgCageEnterLsetxattr     = "cage_enter_lsetxattr"
+	cageProgCageEnterMkdir         = "cage_enter_mkdir"
+	cageProgCageEnterMkdirat       = "cage_enter_mkdirat"
+	cageProgCageEnterRemovexattr   = "cage_enter_removexattr"
+	cageProgCageEnterRemovexattrat = "cage_enter_removexattrat"
+	cageProgCageEnterRename        = "cage_enter_rename"
+	cageProgCageEnterRenameat      = "cage_enter_renameat"
+	cageProgCageEnterRenameat2     = "cage_enter_renameat2"
+	cageProgCageEnterRmdir         = "cage_enter_rmdir"
+	cageProgCageEnterSetxattr      = "cage_enter_setxattr"
+	cageProgCageEnterSetxattrat    = "cage_enter_setxattrat"
+	cageProgCageEnterTruncate      = "cage_enter_truncate"
+	cageProgCageEnterUnlink        = "cage_enter_unlink"
+	cageProgCageEnterUnlinkat      = "cage_enter_unlinkat"
+	cageProgCageExec               = "cage_exec"
+	cageProgCageExitConnect        = "cage_exit_connect"
+	cageProgCageExitFsop           = "cage_exit_fsop"
+	cageProgCageExitOpen           = "cage_exit_open"
+	cageProgCageSendmsg4           = "cage_sendmsg4"
+	cageProgCageSendmsg6           = "cage_sendmsg6"
+	cageProgCageTcpState           = "cage_tcp_state"
+	cageVarCalibNonce              = "calib_nonce"
+	cageVarCalibOption             = "calib_option"
+	cageVarParentCgid              = "parent_cgid"
+	cageVarParentLevel             = "parent_level"
+	cageVarSessionLevel            = "session_level"
+	cageVarTrackHandshakes         = "track_handshakes"
+	cageVarUnusedConnectOutcome    = "unused_connect_outcome"
+	cageVarUnusedEvent             = "unused_event"
+	cageVarUnusedEventKind         = "unused_event_kind"
+	cageVarUnusedEventRule         = "unused_event_rule"
+	cageVarUnusedLostCounter       = "unused_lost_counter"
+	cageVarUnusedSessionFlag       = "unused_session_flag"
 )
 
 // loadCage returns the embedded CollectionSpec for cage.
@@ -291,29 +309,42 @@ type cageSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageProgramSpecs struct {
-	CageCalibrate      *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
-	CageConnect4       *ebpf.ProgramSpec `ebpf:"cage_connect4"`
-	CageConnect6       *ebpf.ProgramSpec `ebpf:"cage_connect6"`
-	CageEnterConnect   *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
-	CageEnterExecve    *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
-	CageEnterExecveat  *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
-	CageEnterLink      *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
-	CageEnterLinkat    *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
-	CageEnterMkdir     *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
-	CageEnterMkdirat   *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
-	CageEnterRename    *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
-	CageEnterRenameat  *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
-	CageEnterRenameat2 *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
-	CageEnterRmdir     *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
-	CageEnterUnlink    *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
-	CageEnterUnlinkat  *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
-	CageExec           *ebpf.ProgramSpec `ebpf:"cage_exec"`
-	CageExitConnect    *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
-	CageExitFsop       *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
-	CageExitOpen       *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
-	CageSendmsg4       *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
-	CageSendmsg6       *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
-	CageTcpState       *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
+	CageCalibrate          *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
+	CageConnect4           *ebpf.ProgramSpec `ebpf:"cage_connect4"`
+	CageConnect6           *ebpf.ProgramSpec `ebpf:"cage_connect6"`
+	CageEnterChmod         *ebpf.ProgramSpec `ebpf:"cage_enter_chmod"`
+	CageEnterChown         *ebpf.ProgramSpec `ebpf:"cage_enter_chown"`
+	CageEnterConnect       *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
+	CageEnterExecve        *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
+	CageEnterExecveat      *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
+	CageEnterFchmodat      *ebpf.ProgramSpec `ebpf:"cage_enter_fchmodat"`
+	CageEnterFchmodat2     *ebpf.ProgramSpec `ebpf:"cage_enter_fchmodat2"`
+	CageEnterFchownat      *ebpf.ProgramSpec `ebpf:"cage_enter_fchownat"`
+	CageEnterLchown        *ebpf.ProgramSpec `ebpf:"cage_enter_lchown"`
+	CageEnterLink          *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
+	CageEnterLinkat        *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
+	CageEnterLremovexattr  *ebpf.ProgramSpec `ebpf:"cage_enter_lremovexattr"`
+	CageEnterLsetxattr     *ebpf.ProgramSpec `ebpf:"cage_enter_lsetxattr"`
+	CageEnterMkdir         *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat       *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
+	CageEnterRemovexattr   *ebpf.ProgramSpec `ebpf:"cage_enter_removexattr"`
+	CageEnterRemovexattrat *ebpf.ProgramSpec `ebpf:"cage_enter_removexattrat"`
+	CageEnterRename        *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
+	CageEnterRenameat      *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2     *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir         *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
+	CageEnterSetxattr      *ebpf.ProgramSpec `ebpf:"cage_enter_setxattr"`
+	CageEnterSetxattrat    *ebpf.ProgramSpec `ebpf:"cage_enter_setxattrat"`
+	CageEnterTruncate      *ebpf.ProgramSpec `ebpf:"cage_enter_truncate"`
+	CageEnterUnlink        *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
+	CageExec               *ebpf.ProgramSpec `ebpf:"cage_exec"`
+	CageExitConnect        *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
+	CageExitFsop           *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
+	CageExitOpen           *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
+	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
+	CageSendmsg6           *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
+	CageTcpState           *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
 }
 
 // cageMapSpecs contains maps before they are loaded into the kernel.
@@ -331,6 +362,7 @@ type cageMapSpecs struct {
 	Fsops          *ebpf.MapSpec `ebpf:"fsops"`
 	Handshakes     *ebpf.MapSpec `ebpf:"handshakes"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	NameScratch    *ebpf.MapSpec `ebpf:"name_scratch"`
 	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.MapSpec `ebpf:"recent_opens"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
@@ -386,6 +418,7 @@ type cageMaps struct {
 	Fsops          *ebpf.Map `ebpf:"fsops"`
 	Handshakes     *ebpf.Map `ebpf:"handshakes"`
 	Lost           *ebpf.Map `ebpf:"lost"`
+	NameScratch    *ebpf.Map `ebpf:"name_scratch"`
 	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.Map `ebpf:"recent_opens"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
@@ -405,6 +438,7 @@ func (m *cageMaps) Close() error {
 		m.Fsops,
 		m.Handshakes,
 		m.Lost,
+		m.NameScratch,
 		m.ParentCgroup,
 		m.RecentOpens,
 		m.Sessions,
@@ -434,29 +468,42 @@ type cageVariables struct {
 //
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cagePrograms struct {
-	CageCalibrate      *ebpf.Program `ebpf:"cage_calibrate"`
-	CageConnect4       *ebpf.Program `ebpf:"cage_connect4"`
-	CageConnect6       *ebpf.Program `ebpf:"cage_connect6"`
-	CageEnterConnect   *ebpf.Program `ebpf:"cage_enter_connect"`
-	CageEnterExecve    *ebpf.Program `ebpf:"cage_enter_execve"`
-	CageEnterExecveat  *ebpf.Program `ebpf:"cage_enter_execveat"`
-	CageEnterLink      *ebpf.Program `ebpf:"cage_enter_link"`
-	CageEnterLinkat    *ebpf.Program `ebpf:"cage_enter_linkat"`
-	CageEnterMkdir     *ebpf.Program `ebpf:"cage_enter_mkdir"`
-	CageEnterMkdirat   *ebpf.Program `ebpf:"cage_enter_mkdirat"`
-	CageEnterRename    *ebpf.Program `ebpf:"cage_enter_rename"`
-	CageEnterRenameat  *ebpf.Program `ebpf:"cage_enter_renameat"`
-	CageEnterRenameat2 *ebpf.Program `ebpf:"cage_enter_renameat2"`
-	CageEnterRmdir     *ebpf.Program `ebpf:"cage_enter_rmdir"`
-	CageEnterUnlink    *ebpf.Program `ebpf:"cage_enter_unlink"`
-	CageEnterUnlinkat  *ebpf.Program `ebpf:"cage_enter_unlinkat"`
-	CageExec           *ebpf.Program `ebpf:"cage_exec"`
-	CageExitConnect    *ebpf.Program `ebpf:"cage_exit_connect"`
-	CageExitFsop       *ebpf.Program `ebpf:"cage_exit_fsop"`
-	CageExitOpen       *ebpf.Program `ebpf:"cage_exit_open"`
-	CageSendmsg4       *ebpf.Program `ebpf:"cage_sendmsg4"`
-	CageSendmsg6       *ebpf.Program `ebpf:"cage_sendmsg6"`
-	CageTcpState       *ebpf.Program `ebpf:"cage_tcp_state"`
+	CageCalibrate          *ebpf.Program `ebpf:"cage_calibrate"`
+	CageConnect4           *ebpf.Program `ebpf:"cage_connect4"`
+	CageConnect6           *ebpf.Program `ebpf:"cage_connect6"`
+	CageEnterChmod         *ebpf.Program `ebpf:"cage_enter_chmod"`
+	CageEnterChown         *ebpf.Program `ebpf:"cage_enter_chown"`
+	CageEnterConnect       *ebpf.Program `ebpf:"cage_enter_connect"`
+	CageEnterExecve        *ebpf.Program `ebpf:"cage_enter_execve"`
+	CageEnterExecveat      *ebpf.Program `ebpf:"cage_enter_execveat"`
+	CageEnterFchmodat      *ebpf.Program `ebpf:"cage_enter_fchmodat"`
+	CageEnterFchmodat2     *ebpf.Program `ebpf:"cage_enter_fchmodat2"`
+	CageEnterFchownat      *ebpf.Program `ebpf:"cage_enter_fchownat"`
+	CageEnterLchown        *ebpf.Program `ebpf:"cage_enter_lchown"`
+	CageEnterLink          *ebpf.Program `ebpf:"cage_enter_link"`
+	CageEnterLinkat        *ebpf.Program `ebpf:"cage_enter_linkat"`
+	CageEnterLremovexattr  *ebpf.Program `ebpf:"cage_enter_lremovexattr"`
+	CageEnterLsetxattr     *ebpf.Program `ebpf:"cage_enter_lsetxattr"`
+	CageEnterMkdir         *ebpf.Program `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat       *ebpf.Program `ebpf:"cage_enter_mkdirat"`
+	CageEnterRemovexattr   *ebpf.Program `ebpf:"cage_enter_removexattr"`
+	CageEnterRemovexattrat *ebpf.Program `ebpf:"cage_enter_removexattrat"`
+	CageEnterRename        *ebpf.Program `ebpf:"cage_enter_rename"`
+	CageEnterRenameat      *ebpf.Program `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2     *ebpf.Program `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir         *ebpf.Program `ebpf:"cage_enter_rmdir"`
+	CageEnterSetxattr      *ebpf.Program `ebpf:"cage_enter_setxattr"`
+	CageEnterSetxattrat    *ebpf.Program `ebpf:"cage_enter_setxattrat"`
+	CageEnterTruncate      *ebpf.Program `ebpf:"cage_enter_truncate"`
+	CageEnterUnlink        *ebpf.Program `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
+	CageExec               *ebpf.Program `ebpf:"cage_exec"`
+	CageExitConnect        *ebpf.Program `ebpf:"cage_exit_connect"`
+	CageExitFsop           *ebpf.Program `ebpf:"cage_exit_fsop"`
+	CageExitOpen           *ebpf.Program `ebpf:"cage_exit_open"`
+	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
+	CageSendmsg6           *ebpf.Program `ebpf:"cage_sendmsg6"`
+	CageTcpState           *ebpf.Program `ebpf:"cage_tcp_state"`
 }
 
 func (p *cagePrograms) Close() error {
@@ -464,17 +511,30 @@ func (p *cagePrograms) Close() error {
 		p.CageCalibrate,
 		p.CageConnect4,
 		p.CageConnect6,
+		p.CageEnterChmod,
+		p.CageEnterChown,
 		p.CageEnterConnect,
 		p.CageEnterExecve,
 		p.CageEnterExecveat,
+		p.CageEnterFchmodat,
+		p.CageEnterFchmodat2,
+		p.CageEnterFchownat,
+		p.CageEnterLchown,
 		p.CageEnterLink,
 		p.CageEnterLinkat,
+		p.CageEnterLremovexattr,
+		p.CageEnterLsetxattr,
 		p.CageEnterMkdir,
 		p.CageEnterMkdirat,
+		p.CageEnterRemovexattr,
+		p.CageEnterRemovexattrat,
 		p.CageEnterRename,
 		p.CageEnterRenameat,
 		p.CageEnterRenameat2,
 		p.CageEnterRmdir,
+		p.CageEnterSetxattr,
+		p.CageEnterSetxattrat,
+		p.CageEnterTruncate,
 		p.CageEnterUnlink,
 		p.CageEnterUnlinkat,
 		p.CageExec,

@@ -39,7 +39,7 @@ type cageDirectFsopArgs struct {
 	Dirfd   int32
 	Kind    uint32
 	Flags   uint32
-	Pad     uint32
+	AtFlags uint32
 }
 
 type cageDirectLpm4 struct {
@@ -126,56 +126,70 @@ type cageDirectUdpKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	cageDirectMapCalib                = "calib"
-	cageDirectMapCallSlots            = "call_slots"
-	cageDirectMapConnects             = "connects"
-	cageDirectMapDenyComponents       = "deny_components"
-	cageDirectMapEgress4              = "egress4"
-	cageDirectMapEgress6              = "egress6"
-	cageDirectMapEvents               = "events"
-	cageDirectMapExecs                = "execs"
-	cageDirectMapFsops                = "fsops"
-	cageDirectMapHandshakes           = "handshakes"
-	cageDirectMapLost                 = "lost"
-	cageDirectMapParentCgroup         = "parent_cgroup"
-	cageDirectMapRecentOpens          = "recent_opens"
-	cageDirectMapSessions             = "sessions"
-	cageDirectMapUdpSeen              = "udp_seen"
-	cageDirectProgCageCalibrate       = "cage_calibrate"
-	cageDirectProgCageConnect4        = "cage_connect4"
-	cageDirectProgCageConnect6        = "cage_connect6"
-	cageDirectProgCageEnterConnect    = "cage_enter_connect"
-	cageDirectProgCageEnterExecve     = "cage_enter_execve"
-	cageDirectProgCageEnterExecveat   = "cage_enter_execveat"
-	cageDirectProgCageEnterLink       = "cage_enter_link"
-	cageDirectProgCageEnterLinkat     = "cage_enter_linkat"
-	cageDirectProgCageEnterMkdir      = "cage_enter_mkdir"
-	cageDirectProgCageEnterMkdirat    = "cage_enter_mkdirat"
-	cageDirectProgCageEnterRename     = "cage_enter_rename"
-	cageDirectProgCageEnterRenameat   = "cage_enter_renameat"
-	cageDirectProgCageEnterRenameat2  = "cage_enter_renameat2"
-	cageDirectProgCageEnterRmdir      = "cage_enter_rmdir"
-	cageDirectProgCageEnterUnlink     = "cage_enter_unlink"
-	cageDirectProgCageEnterUnlinkat   = "cage_enter_unlinkat"
-	cageDirectProgCageExec            = "cage_exec"
-	cageDirectProgCageExitConnect     = "cage_exit_connect"
-	cageDirectProgCageExitFsop        = "cage_exit_fsop"
-	cageDirectProgCageExitOpen        = "cage_exit_open"
-	cageDirectProgCageSendmsg4        = "cage_sendmsg4"
-	cageDirectProgCageSendmsg6        = "cage_sendmsg6"
-	cageDirectProgCageTcpState        = "cage_tcp_state"
-	cageDirectVarCalibNonce           = "calib_nonce"
-	cageDirectVarCalibOption          = "calib_option"
-	cageDirectVarParentCgid           = "parent_cgid"
-	cageDirectVarParentLevel          = "parent_level"
-	cageDirectVarSessionLevel         = "session_level"
-	cageDirectVarTrackHandshakes      = "track_handshakes"
-	cageDirectVarUnusedConnectOutcome = "unused_connect_outcome"
-	cageDirectVarUnusedEvent          = "unused_event"
-	cageDirectVarUnusedEventKind      = "unused_event_kind"
-	cageDirectVarUnusedEventRule      = "unused_event_rule"
-	cageDirectVarUnusedLostCounter    = "unused_lost_counter"
-	cageDirectVarUnusedSessionFlag    = "unused_session_flag"
+	cageDirectMapCalib                   = "calib"
+	cageDirectMapCallSlots               = "call_slots"
+	cageDirectMapConnects                = "connects"
+	cageDirectMapDenyComponents          = "deny_components"
+	cageDirectMapEgress4                 = "egress4"
+	cageDirectMapEgress6                 = "egress6"
+	cageDirectMapEvents                  = "events"
+	cageDirectMapExecs                   = "execs"
+	cageDirectMapFsops                   = "fsops"
+	cageDirectMapHandshakes              = "handshakes"
+	cageDirectMapLost                    = "lost"
+	cageDirectMapNameScratch             = "name_scratch"
+	cageDirectMapParentCgroup            = "parent_cgroup"
+	cageDirectMapRecentOpens             = "recent_opens"
+	cageDirectMapSessions                = "sessions"
+	cageDirectMapUdpSeen                 = "udp_seen"
+	cageDirectProgCageCalibrate          = "cage_calibrate"
+	cageDirectProgCageConnect4           = "cage_connect4"
+	cageDirectProgCageConnect6           = "cage_connect6"
+	cageDirectProgCageEnterChmod         = "cage_enter_chmod"
+	cageDirectProgCageEnterChown         = "cage_enter_chown"
+	cageDirectProgCageEnterConnect       = "cage_enter_connect"
+	cageDirectProgCageEnterExecve        = "cage_enter_execve"
+	cageDirectProgCageEnterExecveat      = "cage_enter_execveat"
+	cageDirectProgCageEnterFchmodat      = "cage_enter_fchmodat"
+	cageDirectProgCageEnterFchmodat2     = "cage_enter_fchmodat2"
+	cageDirectProgCageEnterFchownat      = "cage_enter_fchownat"
+	cageDirectProgCageEnterLchown        = "cage_enter_lchown"
+	cageDirectProgCageEnterLink          = "cage_enter_link"
+	cageDirectProgCageEnterLinkat        = "cage_enter_linkat"
+	cageDirectProgCageEnterLremovexattr  = "cage_enter_lremovexattr"
+	cageDirectProgCageEnterLsetxattr     = "cage_enter_lsetxattr"
+	cageDirectProgCageEnterMkdir         = "cage_enter_mkdir"
+	cageDirectProgCageEnterMkdirat       = "cage_enter_mkdirat"
+	cageDirectProgCageEnterRemovexattr   = "cage_enter_removexattr"
+	cageDirectProgCageEnterRemovexattrat = "cage_enter_removexattrat"
+	cageDirectProgCageEnterRename        = "cage_enter_rename"
+	cageDirectProgCageEnterRenameat      = "cage_enter_renameat"
+	cageDirectProgCageEnterRenameat2     = "cage_enter_renameat2"
+	cageDirectProgCageEnterRmdir         = "cage_enter_rmdir"
+	cageDirectProgCageEnterSetxattr      = "cage_enter_setxattr"
+	cageDirectProgCageEnterSetxattrat    = "cage_enter_setxattrat"
+	cageDirectProgCageEnterTruncate      = "cage_enter_truncate"
+	cageDirectProgCageEnterUnlink        = "cage_enter_unlink"
+	cageDirectProgCageEnterUnlinkat      = "cage_enter_unlinkat"
+	cageDirectProgCageExec               = "cage_exec"
+	cageDirectProgCageExitConnect        = "cage_exit_connect"
+	cageDirectProgCageExitFsop           = "cage_exit_fsop"
+	cageDirectProgCageExitOpen           = "cage_exit_open"
+	cageDirectProgCageSendmsg4           = "cage_sendmsg4"
+	cageDirectProgCageSendmsg6           = "cage_sendmsg6"
+	cageDirectProgCageTcpState           = "cage_tcp_state"
+	cageDirectVarCalibNonce              = "calib_nonce"
+	cageDirectVarCalibOption             = "calib_option"
+	cageDirectVarParentCgid              = "parent_cgid"
+	cageDirectVarParentLevel             = "parent_level"
+	cageDirectVarSessionLevel            = "session_level"
+	cageDirectVarTrackHandshakes         = "track_handshakes"
+	cageDirectVarUnusedConnectOutcome    = "unused_connect_outcome"
+	cageDirectVarUnusedEvent             = "unused_event"
+	cageDirectVarUnusedEventKind         = "unused_event_kind"
+	cageDirectVarUnusedEventRule         = "unused_event_rule"
+	cageDirectVarUnusedLostCounter       = "unused_lost_counter"
+	cageDirectVarUnusedSessionFlag       = "unused_session_flag"
 )
 
 // loadCageDirect returns the embedded CollectionSpec for cageDirect.
@@ -220,29 +234,42 @@ type cageDirectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageDirectProgramSpecs struct {
-	CageCalibrate      *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
-	CageConnect4       *ebpf.ProgramSpec `ebpf:"cage_connect4"`
-	CageConnect6       *ebpf.ProgramSpec `ebpf:"cage_connect6"`
-	CageEnterConnect   *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
-	CageEnterExecve    *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
-	CageEnterExecveat  *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
-	CageEnterLink      *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
-	CageEnterLinkat    *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
-	CageEnterMkdir     *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
-	CageEnterMkdirat   *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
-	CageEnterRename    *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
-	CageEnterRenameat  *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
-	CageEnterRenameat2 *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
-	CageEnterRmdir     *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
-	CageEnterUnlink    *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
-	CageEnterUnlinkat  *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
-	CageExec           *ebpf.ProgramSpec `ebpf:"cage_exec"`
-	CageExitConnect    *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
-	CageExitFsop       *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
-	CageExitOpen       *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
-	CageSendmsg4       *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
-	CageSendmsg6       *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
-	CageTcpState       *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
+	CageCalibrate          *ebpf.ProgramSpec `ebpf:"cage_calibrate"`
+	CageConnect4           *ebpf.ProgramSpec `ebpf:"cage_connect4"`
+	CageConnect6           *ebpf.ProgramSpec `ebpf:"cage_connect6"`
+	CageEnterChmod         *ebpf.ProgramSpec `ebpf:"cage_enter_chmod"`
+	CageEnterChown         *ebpf.ProgramSpec `ebpf:"cage_enter_chown"`
+	CageEnterConnect       *ebpf.ProgramSpec `ebpf:"cage_enter_connect"`
+	CageEnterExecve        *ebpf.ProgramSpec `ebpf:"cage_enter_execve"`
+	CageEnterExecveat      *ebpf.ProgramSpec `ebpf:"cage_enter_execveat"`
+	CageEnterFchmodat      *ebpf.ProgramSpec `ebpf:"cage_enter_fchmodat"`
+	CageEnterFchmodat2     *ebpf.ProgramSpec `ebpf:"cage_enter_fchmodat2"`
+	CageEnterFchownat      *ebpf.ProgramSpec `ebpf:"cage_enter_fchownat"`
+	CageEnterLchown        *ebpf.ProgramSpec `ebpf:"cage_enter_lchown"`
+	CageEnterLink          *ebpf.ProgramSpec `ebpf:"cage_enter_link"`
+	CageEnterLinkat        *ebpf.ProgramSpec `ebpf:"cage_enter_linkat"`
+	CageEnterLremovexattr  *ebpf.ProgramSpec `ebpf:"cage_enter_lremovexattr"`
+	CageEnterLsetxattr     *ebpf.ProgramSpec `ebpf:"cage_enter_lsetxattr"`
+	CageEnterMkdir         *ebpf.ProgramSpec `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat       *ebpf.ProgramSpec `ebpf:"cage_enter_mkdirat"`
+	CageEnterRemovexattr   *ebpf.ProgramSpec `ebpf:"cage_enter_removexattr"`
+	CageEnterRemovexattrat *ebpf.ProgramSpec `ebpf:"cage_enter_removexattrat"`
+	CageEnterRename        *ebpf.ProgramSpec `ebpf:"cage_enter_rename"`
+	CageEnterRenameat      *ebpf.ProgramSpec `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2     *ebpf.ProgramSpec `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir         *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
+	CageEnterSetxattr      *ebpf.ProgramSpec `ebpf:"cage_enter_setxattr"`
+	CageEnterSetxattrat    *ebpf.ProgramSpec `ebpf:"cage_enter_setxattrat"`
+	CageEnterTruncate      *ebpf.ProgramSpec `ebpf:"cage_enter_truncate"`
+	CageEnterUnlink        *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
+	CageExec               *ebpf.ProgramSpec `ebpf:"cage_exec"`
+	CageExitConnect        *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
+	CageExitFsop           *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
+	CageExitOpen           *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
+	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
+	CageSendmsg6           *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
+	CageTcpState           *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
 }
 
 // cageDirectMapSpecs contains maps before they are loaded into the kernel.
@@ -260,6 +287,7 @@ type cageDirectMapSpecs struct {
 	Fsops          *ebpf.MapSpec `ebpf:"fsops"`
 	Handshakes     *ebpf.MapSpec `ebpf:"handshakes"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	NameScratch    *ebpf.MapSpec `ebpf:"name_scratch"`
 	ParentCgroup   *ebpf.MapSpec `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.MapSpec `ebpf:"recent_opens"`
 	Sessions       *ebpf.MapSpec `ebpf:"sessions"`
@@ -315,6 +343,7 @@ type cageDirectMaps struct {
 	Fsops          *ebpf.Map `ebpf:"fsops"`
 	Handshakes     *ebpf.Map `ebpf:"handshakes"`
 	Lost           *ebpf.Map `ebpf:"lost"`
+	NameScratch    *ebpf.Map `ebpf:"name_scratch"`
 	ParentCgroup   *ebpf.Map `ebpf:"parent_cgroup"`
 	RecentOpens    *ebpf.Map `ebpf:"recent_opens"`
 	Sessions       *ebpf.Map `ebpf:"sessions"`
@@ -334,6 +363,7 @@ func (m *cageDirectMaps) Close() error {
 		m.Fsops,
 		m.Handshakes,
 		m.Lost,
+		m.NameScratch,
 		m.ParentCgroup,
 		m.RecentOpens,
 		m.Sessions,
@@ -363,29 +393,42 @@ type cageDirectVariables struct {
 //
 // It can be passed to loadCageDirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageDirectPrograms struct {
-	CageCalibrate      *ebpf.Program `ebpf:"cage_calibrate"`
-	CageConnect4       *ebpf.Program `ebpf:"cage_connect4"`
-	CageConnect6       *ebpf.Program `ebpf:"cage_connect6"`
-	CageEnterConnect   *ebpf.Program `ebpf:"cage_enter_connect"`
-	CageEnterExecve    *ebpf.Program `ebpf:"cage_enter_execve"`
-	CageEnterExecveat  *ebpf.Program `ebpf:"cage_enter_execveat"`
-	CageEnterLink      *ebpf.Program `ebpf:"cage_enter_link"`
-	CageEnterLinkat    *ebpf.Program `ebpf:"cage_enter_linkat"`
-	CageEnterMkdir     *ebpf.Program `ebpf:"cage_enter_mkdir"`
-	CageEnterMkdirat   *ebpf.Program `ebpf:"cage_enter_mkdirat"`
-	CageEnterRename    *ebpf.Program `ebpf:"cage_enter_rename"`
-	CageEnterRenameat  *ebpf.Program `ebpf:"cage_enter_renameat"`
-	CageEnterRenameat2 *ebpf.Program `ebpf:"cage_enter_renameat2"`
-	CageEnterRmdir     *ebpf.Program `ebpf:"cage_enter_rmdir"`
-	CageEnterUnlink    *ebpf.Program `ebpf:"cage_enter_unlink"`
-	CageEnterUnlinkat  *ebpf.Program `ebpf:"cage_enter_unlinkat"`
-	CageExec           *ebpf.Program `ebpf:"cage_exec"`
-	CageExitConnect    *ebpf.Program `ebpf:"cage_exit_connect"`
-	CageExitFsop       *ebpf.Program `ebpf:"cage_exit_fsop"`
-	CageExitOpen       *ebpf.Program `ebpf:"cage_exit_open"`
-	CageSendmsg4       *ebpf.Program `ebpf:"cage_sendmsg4"`
-	CageSendmsg6       *ebpf.Program `ebpf:"cage_sendmsg6"`
-	CageTcpState       *ebpf.Program `ebpf:"cage_tcp_state"`
+	CageCalibrate          *ebpf.Program `ebpf:"cage_calibrate"`
+	CageConnect4           *ebpf.Program `ebpf:"cage_connect4"`
+	CageConnect6           *ebpf.Program `ebpf:"cage_connect6"`
+	CageEnterChmod         *ebpf.Program `ebpf:"cage_enter_chmod"`
+	CageEnterChown         *ebpf.Program `ebpf:"cage_enter_chown"`
+	CageEnterConnect       *ebpf.Program `ebpf:"cage_enter_connect"`
+	CageEnterExecve        *ebpf.Program `ebpf:"cage_enter_execve"`
+	CageEnterExecveat      *ebpf.Program `ebpf:"cage_enter_execveat"`
+	CageEnterFchmodat      *ebpf.Program `ebpf:"cage_enter_fchmodat"`
+	CageEnterFchmodat2     *ebpf.Program `ebpf:"cage_enter_fchmodat2"`
+	CageEnterFchownat      *ebpf.Program `ebpf:"cage_enter_fchownat"`
+	CageEnterLchown        *ebpf.Program `ebpf:"cage_enter_lchown"`
+	CageEnterLink          *ebpf.Program `ebpf:"cage_enter_link"`
+	CageEnterLinkat        *ebpf.Program `ebpf:"cage_enter_linkat"`
+	CageEnterLremovexattr  *ebpf.Program `ebpf:"cage_enter_lremovexattr"`
+	CageEnterLsetxattr     *ebpf.Program `ebpf:"cage_enter_lsetxattr"`
+	CageEnterMkdir         *ebpf.Program `ebpf:"cage_enter_mkdir"`
+	CageEnterMkdirat       *ebpf.Program `ebpf:"cage_enter_mkdirat"`
+	CageEnterRemovexattr   *ebpf.Program `ebpf:"cage_enter_removexattr"`
+	CageEnterRemovexattrat *ebpf.Program `ebpf:"cage_enter_removexattrat"`
+	CageEnterRename        *ebpf.Program `ebpf:"cage_enter_rename"`
+	CageEnterRenameat      *ebpf.Program `ebpf:"cage_enter_renameat"`
+	CageEnterRenameat2     *ebpf.Program `ebpf:"cage_enter_renameat2"`
+	CageEnterRmdir         *ebpf.Program `ebpf:"cage_enter_rmdir"`
+	CageEnterSetxattr      *ebpf.Program `ebpf:"cage_enter_setxattr"`
+	CageEnterSetxattrat    *ebpf.Program `ebpf:"cage_enter_setxattrat"`
+	CageEnterTruncate      *ebpf.Program `ebpf:"cage_enter_truncate"`
+	CageEnterUnlink        *ebpf.Program `ebpf:"cage_enter_unlink"`
+	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
+	CageExec               *ebpf.Program `ebpf:"cage_exec"`
+	CageExitConnect        *ebpf.Program `ebpf:"cage_exit_connect"`
+	CageExitFsop           *ebpf.Program `ebpf:"cage_exit_fsop"`
+	CageExitOpen           *ebpf.Program `ebpf:"cage_exit_open"`
+	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
+	CageSendmsg6           *ebpf.Program `ebpf:"cage_sendmsg6"`
+	CageTcpState           *ebpf.Program `ebpf:"cage_tcp_state"`
 }
 
 func (p *cageDirectPrograms) Close() error {
@@ -393,17 +436,30 @@ func (p *cageDirectPrograms) Close() error {
 		p.CageCalibrate,
 		p.CageConnect4,
 		p.CageConnect6,
+		p.CageEnterChmod,
+		p.CageEnterChown,
 		p.CageEnterConnect,
 		p.CageEnterExecve,
 		p.CageEnterExecveat,
+		p.CageEnterFchmodat,
+		p.CageEnterFchmodat2,
+		p.CageEnterFchownat,
+		p.CageEnterLchown,
 		p.CageEnterLink,
 		p.CageEnterLinkat,
+		p.CageEnterLremovexattr,
+		p.CageEnterLsetxattr,
 		p.CageEnterMkdir,
 		p.CageEnterMkdirat,
+		p.CageEnterRemovexattr,
+		p.CageEnterRemovexattrat,
 		p.CageEnterRename,
 		p.CageEnterRenameat,
 		p.CageEnterRenameat2,
 		p.CageEnterRmdir,
+		p.CageEnterSetxattr,
+		p.CageEnterSetxattrat,
+		p.CageEnterTruncate,
 		p.CageEnterUnlink,
 		p.CageEnterUnlinkat,
 		p.CageExec,

@@ -32,7 +32,36 @@ const (
 	KindMkdir      = Kind(cageEventKindEV_FILE_MKDIR)
 	KindRename     = Kind(cageEventKindEV_FILE_RENAME)
 	KindLink       = Kind(cageEventKindEV_FILE_LINK)
+	KindTruncate   = Kind(cageEventKindEV_FILE_TRUNCATE)
+	KindChmod      = Kind(cageEventKindEV_FILE_CHMOD)
+	KindChown      = Kind(cageEventKindEV_FILE_CHOWN)
+	KindXattr      = Kind(cageEventKindEV_FILE_XATTR)
 )
+
+// AtSymlinkNofollow is the AT_* flag of a change that does not follow a
+// symlink in its last name (lchown, lsetxattr, AT_SYMLINK_NOFOLLOW).
+const AtSymlinkNofollow = unix.AT_SYMLINK_NOFOLLOW
+
+// Changes reports whether k changes a file by name (unlink, rmdir,
+// mkdir, rename, link, truncate, chmod, chown, xattr): an event with a
+// base directory (Dir) and the caller's names.
+func (k Kind) Changes() bool {
+	switch k {
+	case KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink, KindTruncate, KindChmod, KindChown, KindXattr:
+		return true
+	}
+	return false
+}
+
+// FollowsLastName reports whether a change of kind k with AT_* flags
+// atFlags acts on what a symlink in its last name leads to.
+func (k Kind) FollowsLastName(atFlags uint32) bool {
+	switch k {
+	case KindTruncate, KindChmod, KindChown, KindXattr:
+		return atFlags&AtSymlinkNofollow == 0
+	}
+	return false
+}
 
 // ConnectOutcome says where a net.connect's Result comes from: cage.h's
 // enum connect_outcome.
@@ -88,6 +117,14 @@ func (k Kind) String() string {
 		return "file.rename"
 	case KindLink:
 		return "file.link"
+	case KindTruncate:
+		return "file.truncate"
+	case KindChmod:
+		return "file.chmod"
+	case KindChown:
+		return "file.chown"
+	case KindXattr:
+		return "file.xattr"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -118,11 +155,16 @@ type Event struct {
 	// Repeats: opens of the same file folded since its last event (see
 	// recent_opens in cage.c).
 	Repeats uint32
-	// Directory operations (unlink, rmdir, mkdir, rename): Dir is the
-	// kernel's path of the base directory of a relative Hint (audit
-	// grade); Path joins the two. NewHint is a rename's new name.
-	Dir     string
-	NewHint string
+	// Changes by name (Kind.Changes): Dir is the kernel's path of the
+	// base directory of a relative Hint (audit grade); Path joins the
+	// two. NewHint is a rename's new name. AtFlags are the call's AT_*
+	// flags (AtSymlinkNofollow). OverBudget: the change came over the
+	// session's event budget and is reported only for the daemon to check
+	// its names; it is recorded only if they hit deny_paths.
+	Dir        string
+	NewHint    string
+	AtFlags    uint32
+	OverBudget bool
 	// Killed: the kernel killed the task (a deny_paths rule).
 	Killed bool
 	// Outcome of a net.connect.
@@ -163,8 +205,9 @@ func Decode(raw []byte) (Event, error) {
 		if e.Result >= 0 {
 			ev.Path = kernelPath(e)
 		}
-	case KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink:
+	case KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink, KindTruncate, KindChmod, KindChown, KindXattr: // Changes()
 		ev.Hint, ev.NewHint = cstr(e.Hint[:]), cstr(e.Hint2[:])
+		ev.AtFlags, ev.OverBudget = e.AtFlags, e.OverBudget != 0
 		ev.Path = ev.Hint
 		if !strings.HasPrefix(ev.Hint, "/") {
 			ev.Dir = kernelPath(e)

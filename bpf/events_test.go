@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // A session's last events are submitted without a wakeup; Sync must hand
@@ -223,4 +226,88 @@ func TestRenamesAreAlwaysReported(t *testing.T) {
 			t.Fatalf("an open in the marked session: %v, want the opener killed (SIGKILL)", err)
 		}
 	})
+}
+
+// changesForTest makes the files of the loop open-then-changes in a new
+// directory: it unlinks plain, abcd (as long as ".ssh") and sub/f,
+// chmods g (0600), lchowns h and truncates g.
+func changesForTest(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"plain", "abcd", "sub/f", "g", "h"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// Changes by name are reported with their kind, mode and AT_* flags;
+// over the session's budget, only those whose name could lead into a
+// denied directory beyond the base directory the kernel checked (a '/',
+// a component as long as a denied one, a call that follows a symlink in
+// its last name), marked OverBudget for the daemon to check unrecorded.
+func TestChangesByName(t *testing.T) {
+	type change struct {
+		kind    Kind
+		hint    string
+		flags   uint32
+		atFlags uint32
+	}
+	all := []change{
+		{KindUnlink, "plain", 0, 0}, {KindUnlink, "abcd", 0, 0}, {KindUnlink, "sub/f", 0, 0},
+		{KindChmod, "g", 0o600, 0}, {KindChown, "h", AtSymlinkNofollow, AtSymlinkNofollow}, {KindTruncate, "g", 0, 0},
+	}
+	tests := []struct {
+		name  string
+		opens int // failed opens first (at least one): over 2000 spend the budget
+		want  []change
+		over  bool
+	}{
+		{"within the budget: all", 1, all, false},
+		{"over the budget: those the daemon must check", 30000, []change{all[1], all[2], all[3], all[5]}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, parent := loadForTest(t)
+			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+			var mu sync.Mutex
+			var got []Event
+			if err := c.Events(func(e Event) {
+				if e.Cgroup == cgid && e.Kind.Changes() {
+					mu.Lock()
+					got = append(got, e)
+					mu.Unlock()
+				}
+			}, func(err error) { t.Error(err) }); err != nil {
+				t.Fatal(err)
+			}
+			dir := changesForTest(t)
+			if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-changes", fmt.Sprintf("MCPCAGE_BENCH_N=%d", tt.opens),
+				"MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+dir); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Sync(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			var changes []change
+			for _, e := range got {
+				// (The event's components are cut to 47 bytes: t.TempDir's
+				// own is longer.)
+				if e.OverBudget != tt.over || e.Result != 0 || filepath.Base(e.Dir) != filepath.Base(dir) {
+					t.Errorf("%s %q: over budget %v, result %d, dir %q; want %v, 0, .../%s", e.Kind, e.Hint, e.OverBudget, e.Result, e.Dir,
+						tt.over, filepath.Base(dir))
+				}
+				changes = append(changes, change{e.Kind, e.Hint, e.Flags, e.AtFlags})
+			}
+			if diff := cmp.Diff(tt.want, changes, cmp.AllowUnexported(change{})); diff != "" {
+				t.Fatalf("changes reported (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

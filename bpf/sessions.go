@@ -279,8 +279,8 @@ func (c *Cage) OpensFolded(cgid uint64) (uint64, error) {
 	return s.OpensFolded, nil
 }
 
-// Unchecked says whether a rename or link of the session went
-// unreported because the event ring buffer was full (cage.h's
+// Unchecked says whether a rename, link or change (see cage.c's
+// name_may_hit) of the session went unreported because the event ring buffer was full (cage.h's
 // SESSION_UNCHECKED): its names were never checked against deny_paths,
 // so the kernel kills every later opener in the session and the session
 // must end.

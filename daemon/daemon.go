@@ -347,11 +347,11 @@ func (d *Daemon) enforcement() map[string]string {
 		} else {
 			network += ", ephemeral listeners dropped (cgroup_skb/ingress)"
 		}
-		files = "kill-on-open (bpf_send_signal at open exit; rename/link/unlink/mkdir in a denied directory too), then the whole session is killed (cgroup.kill); denied paths present at launch are masked"
+		files = "kill-on-open (bpf_send_signal at open exit; rename/link/unlink/mkdir/truncate/chmod/chown/xattr in a denied directory too), then the whole session is killed (cgroup.kill); denied paths present at launch are masked"
 		if d.cage.LSM() {
-			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/link/unlink/mkdir and as a second line"
+			files = "kernel deny (BPF LSM file_open: EACCES); kill-on-open for rename/link/unlink/mkdir/truncate/chmod/chown/xattr and as a second line"
 		}
-		observed = "open, exec, unlink, rmdir, mkdir, rename, link, connect with its result, new UDP destinations"
+		observed = "open, exec, unlink, rmdir, mkdir, rename, link, truncate, chmod, chown, xattr changes by name, connect with its result, new UDP destinations"
 		if d.renames != nil {
 			files += "; renames in writable mounts checked where the kernel took the file from (fanotify)"
 		} else {

@@ -209,8 +209,9 @@ func (d *Daemon) killUnchecked() {
 	}
 }
 
-// endUnchecked ends s if a full ring buffer left it unchecked: a rename or
-// link of its was not reported, so its names were never checked against
+// endUnchecked ends s if a full ring buffer left it unchecked: a rename,
+// link or change of its that the daemon had to check was not reported,
+// so its names were never checked against
 // deny_paths. The kernel killed its caller and kills every later opener
 // in the session (SESSION_UNCHECKED); this kills the rest and records
 // why, once (a session already ended by a hit is left as it is).
@@ -221,19 +222,19 @@ func (d *Daemon) endUnchecked(s *session) {
 	if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
 		return
 	}
-	why := "a rename or link it made could not be reported to the deny_paths check (the kernel's event buffer was full)"
+	why := "a rename, link or change by name it made could not be reported to the deny_paths check (the kernel's event buffer was full)"
 	if !s.killedBy.CompareAndSwap(nil, why) {
 		return
 	}
 	ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule, Action: d.killSession(s)}
 	s.stopForPolicy()
 	s.deniedKernel.Add(1)
-	s.log.Warn("a rename or link went unchecked: "+ke.Action, "rule", ke.Rule)
+	s.log.Warn("a rename, link or change by name went unchecked: "+ke.Action, "rule", ke.Rule)
 	d.audit.AppendAsync(s.kernelRecord(ke, ""))
 }
 
 // uncheckedRule is the rule of a session ended by killUnchecked.
-const uncheckedRule = "deny_paths: every rename and link is checked (one could not be reported)"
+const uncheckedRule = "deny_paths: every rename, link and change by name is checked (one could not be reported)"
 
 // needsEBPF says why a server's rules need the eBPF layer ("" if not).
 func needsEBPF(srv *config.Server) string {
@@ -421,7 +422,8 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Repeats: ev.Repeats, Argv: ev.Argv}
 	switch ev.Kind {
-	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
+	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink,
+		bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
 		ke.Result = resultOf(ev.Result, &ke.Error)
 		if ev.Kind == bpf.KindRename || ev.Kind == bpf.KindLink {
 			ke.To = ev.NewHint
@@ -461,7 +463,8 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		}
 		s.deniedKernel.Add(1)
 		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
-	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink:
+	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink,
+		bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
 		if ev.Kind == bpf.KindFileDenied && !ev.Killed {
 			// BPF LSM refused the open: the server lives on, without the file.
 			ke.Action = "EACCES"
@@ -488,6 +491,11 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 				rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev), ke.Path, ke.To)
 			}
 			if rule == "" {
+				if ev.OverBudget {
+					// Checked, not recorded: the session is over its
+					// event budget (the kernel counted it as throttled).
+					return
+				}
 				break
 			}
 			ke.Rule = "deny_paths " + rule
@@ -576,6 +584,14 @@ func deniedVerb(k bpf.Kind) string {
 		return "renamed"
 	case bpf.KindLink:
 		return "linked"
+	case bpf.KindTruncate:
+		return "truncated"
+	case bpf.KindChmod:
+		return "changed the mode of"
+	case bpf.KindChown:
+		return "changed the owner of"
+	case bpf.KindXattr:
+		return "changed the extended attributes of"
 	}
 	return "touched"
 }
@@ -653,7 +669,7 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ..
 		if p == "" || !strings.HasPrefix(p, "/") {
 			continue
 		}
-		real, err := resolveIn(s.inst.Pid, ev.Tgid, p)
+		real, err := resolveIn(s.inst.Pid, ev.Tgid, p, ev.Kind.FollowsLastName(ev.AtFlags))
 		if err != nil {
 			s.log.Debug("cannot resolve a name in the sandbox", "path", p, "err", err)
 			continue
@@ -673,8 +689,17 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ..
 // by the thousand (a package manager's clean-up, or a flood meant to
 // keep this daemon behind its events), and a resolution walks the whole
 // path (thousands of components in a deep tree).
+//
+// A change that follows a symlink in its last name (truncate, chmod,
+// chown, setxattr without AT_SYMLINK_NOFOLLOW) is never covered: the
+// name may be a symlink into a denied directory.
 func kernelCheckedName(ev bpf.Event) bool {
 	switch ev.Kind {
+	case bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
+		if ev.Kind.FollowsLastName(ev.AtFlags) {
+			return false
+		}
+		fallthrough
 	case bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir:
 		return ev.Hint != "" && ev.Hint != "." && ev.Hint != ".." && !strings.ContainsRune(ev.Hint, '/') &&
 			len(ev.Hint) < bpf.HintMax // not cut short (a '/' may follow)
@@ -684,9 +709,11 @@ func kernelCheckedName(ev bpf.Event) bool {
 
 // resolveIn returns the kernel's path, in the sandbox, of p's directory
 // (followed through symlinks) joined with p's last element (not
-// followed: rename, link and unlink act on the name itself). The root is
-// that of the calling task, else of the sandbox's first process.
-func resolveIn(initPid, pid uint32, p string) (string, error) {
+// followed: rename, link and unlink act on the name itself), or with
+// follow (truncate, chmod...) of what p leads to, when it leads to
+// something. The root is that of the calling task, else of the sandbox's
+// first process.
+func resolveIn(initPid, pid uint32, p string, follow bool) (string, error) {
 	var root *os.File
 	var err error
 	for _, id := range []uint32{pid, initPid} {
@@ -698,6 +725,15 @@ func resolveIn(initPid, pid uint32, p string) (string, error) {
 		return "", err
 	}
 	defer func() { _ = root.Close() }()
+	if follow {
+		fd, err := unix.Openat2(int(root.Fd()), "."+path.Clean(p), &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+		if err == nil {
+			defer func() { _ = unix.Close(fd) }()
+			return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+		}
+		// Gone since: where its name is is all there is to check.
+	}
 	dir, base := path.Split(path.Clean(p))
 	fd, err := unix.Openat2(int(root.Fd()), "."+dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})

@@ -63,6 +63,10 @@ func TestKernelCheckedName(t *testing.T) {
 		{"a name as long as the buffer: maybe cut short", bpf.Event{Kind: bpf.KindUnlink, Hint: long}, false},
 		{"a rename: the new name has its own directory", bpf.Event{Kind: bpf.KindRename, Hint: "a"}, false},
 		{"no name", bpf.Event{Kind: bpf.KindUnlink}, false},
+		{"truncate follows a symlink in its name", bpf.Event{Kind: bpf.KindTruncate, Hint: "f"}, false},
+		{"chmod follows a symlink in its name", bpf.Event{Kind: bpf.KindChmod, Hint: "f"}, false},
+		{"lchown of one component", bpf.Event{Kind: bpf.KindChown, Hint: "f", AtFlags: bpf.AtSymlinkNofollow}, true},
+		{"lsetxattr through a directory", bpf.Event{Kind: bpf.KindXattr, Hint: "lnk/f", AtFlags: bpf.AtSymlinkNofollow}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

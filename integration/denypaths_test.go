@@ -548,3 +548,88 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 		t.Fatalf("after the restart: %d links attached, want the %d pinned cgroup hooks alone", n, len(pins))
 	}
 }
+
+// Changes by name to a denied file that stays in place (truncate,
+// setxattr; chmod and chown need its owner), and an unlink that comes
+// over the session's kernel event budget, end the session on the record.
+// Before, the first were not observed at all and the last was dropped
+// unseen with the budget's other events: the key was emptied or removed
+// and the server lived on.
+func TestChangesToADeniedFileEndTheSession(t *testing.T) {
+	tests := []struct {
+		name   string
+		op     string   // the hostile attack's change
+		link   []string // a symlink to the key the call names
+		record string
+	}{
+		{"truncate", "truncate", nil, "file.truncate"},
+		{"truncate through a symlink", "truncate", []string{"lnk"}, "file.truncate"},
+		{"setxattr", "setxattr", nil, "file.xattr"},
+		{"unlink over the event budget", "unlink-over-budget", nil, "file.unlink"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := project(t)
+			d := projDaemon(t, dir)
+			c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+			toolNames(t, c)
+			key := plantKey(t, dir)
+			args := append([]any{"change", tt.op, "/work", ".ssh/id_ed25519"}, anySlice(tt.link)...)
+			res, err := c.CallTool(ctxT(t, 60*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+				Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": args}}})
+			if err == nil && res != nil && len(res.Content) > 0 {
+				if tc, ok := res.Content[0].(mcp.TextContent); ok && strings.Contains(tc.Text, "ESCAPED") {
+					t.Fatalf("the change went unpunished: %q", tc.Text)
+				}
+			}
+			if code := c.shimExit(t); code == 0 {
+				t.Fatal("shim exited 0: the change of the denied file went unchecked")
+			}
+			ev := d.record(t, tt.record, func(r map[string]any) bool { return str(r, "action") != "" })
+			if str(ev, "action") != "session killed" || str(ev, "rule") != "deny_paths **/.ssh/**" ||
+				!strings.HasSuffix(str(ev, "touched"), "/.ssh/id_ed25519") {
+				t.Fatalf("%s record: %v, want the session killed by deny_paths **/.ssh/** for the key", tt.record, ev)
+			}
+			if tt.op == "truncate" {
+				if b, err := os.ReadFile(key); err != nil || len(b) != 0 {
+					t.Fatalf("the key after the attack: %q, %v; want it emptied (the check comes after the change)", b, err)
+				}
+			}
+		})
+	}
+}
+
+// An unlink over the budget of a file no rule denies is checked and not
+// recorded, and the session lives on.
+func TestUnlinkOverTheBudgetElsewhereIsNotRecorded(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	plantKeyAt(t, dir, "sub/f")
+	out, _ := callText(t, c, "run_command", map[string]any{"command": filepath.Join(env.bin, "hostile"),
+		"args": []string{"change", "unlink-over-budget", "/work", "sub/f"}})
+	if !strings.Contains(out, "ESCAPED") { // (the attack's word for "done, and alive")
+		t.Fatalf("the unlink of sub/f: %q", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub/f")); !os.IsNotExist(err) {
+		t.Fatalf("sub/f is still there: %v", err)
+	}
+	if out, isErr := callText(t, c, "run_command", map[string]any{"command": "/bin/echo", "args": []string{"alive"}}); isErr || !strings.Contains(out, "alive") {
+		t.Fatalf("the session after the unlink: %q", out)
+	}
+	for _, r := range d.auditRecords(t) {
+		if str(r, "type") == "file.unlink" {
+			t.Fatalf("an unlink over the budget was recorded: %v", r)
+		}
+	}
+}
+
+// anySlice is ss as []any.
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -10,7 +10,8 @@
 //	netlink-diag | netlink-route | socketpair-inet | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
-//	deny-storm N | rename-via-symlink-unlink DIR NAME TO
+//	deny-storm N | rename-via-symlink-unlink DIR NAME TO |
+//	change truncate|setxattr|chmod|unlink-over-budget DIR NAME [SYMLINK]
 package main
 
 import (
@@ -305,6 +306,20 @@ func main() {
 			b, err = os.ReadFile(os.Args[4])
 			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
 		}
+	case "change":
+		// arg: truncate | setxattr | chmod | unlink-over-budget; Args[3]:
+		// the working directory (a writable mount, /work); Args[4]: a
+		// name of a denied file relative to it (.ssh/id_ed25519);
+		// Args[5], if given: a symlink to make there to it, whose name
+		// the call uses. unlink-over-budget first spends the session's
+		// kernel event budget on failed opens, so that the unlink comes
+		// over it. A change is checked after it is done: the attack waits
+		// 10 s for the kill before it says it escaped.
+		err = change(arg, os.Args[3], os.Args[4], os.Args[5:])
+		if err == nil {
+			detail = arg + " " + os.Args[4] + " went unpunished for 10 s"
+			time.Sleep(10 * time.Second) // the attack's own pacing: time for a kill
+		}
 	case "hint-race-unlink":
 		// arg: a denied directory (/work/.ssh); Args[3]: a name in it.
 		// The working directory is the denied one (chdir is not
@@ -541,6 +556,37 @@ func floodThenRename(mount, denied, key, to string, flood time.Duration) error {
 	time.Sleep(flood) // the attack's own pacing: the flood goes on
 	stop.Store(true)
 	return nil
+}
+
+// change is the attack "change".
+func change(op, dir, name string, link []string) error {
+	if err := os.Chdir(dir); err != nil {
+		return err
+	}
+	if len(link) > 0 {
+		if err := os.Symlink(name, link[0]); err != nil {
+			return err
+		}
+		name = link[0]
+	}
+	switch op {
+	case "truncate":
+		return unix.Truncate(name, 0)
+	case "setxattr":
+		return unix.Setxattr(name, "user.mcpcage", []byte("x"), 0)
+	case "chmod":
+		return unix.Chmod(name, 0o644)
+	case "unlink-over-budget":
+		// 2000 events per 100 ms is the budget: 5000 failed opens in a
+		// row take it for the window.
+		for i := 0; i < 5000; i++ {
+			if fd, err := unix.Open(fmt.Sprintf("missing-%d", i), unix.O_RDONLY, 0); err == nil {
+				unix.Close(fd)
+			}
+		}
+		return unix.Unlink(name)
+	}
+	return fmt.Errorf("unknown change %q", op)
 }
 
 // hintRaceUnlink is the attack "hint-race-unlink": it tries for up to
