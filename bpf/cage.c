@@ -748,11 +748,28 @@ struct {
 	__type(value, struct fsop_args);
 } fsops SEC(".maps");
 
+// The threads of sessions that changed files by name, and their
+// session: the daemon's fanotify reader (daemon/renames) looks up the
+// thread of each deletion and attribute change it reads here, and checks
+// those of sessions where the kernel acted, whatever the name the call
+// was given became (a symlink removed at once, bytes rewritten during the
+// call) and whether or not the call's own event was made.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   // thread id
+	__type(value, __u64); // session cgroup id
+} changers SEC(".maps");
+
 static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags, __u32 at_flags)
 {
 	__u64 cgid;
 	if (!watched_session(&cgid))
 		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *known = bpf_map_lookup_elem(&changers, &tid);
+	if (!known || *known != cgid)
+		bpf_map_update_elem(&changers, &tid, &cgid, BPF_ANY);
 	struct fsop_args *a = bpf_task_storage_get(&fsops, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
 		return 0;
@@ -1012,17 +1029,30 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	// over_budget: the daemon checks it and records it only if it hits.
 	// (Before, it was dropped unseen: a burst of failed opens let the
 	// next unlink through a '/' or a symlink go unchecked.)
+	// In a session whose writable mounts fanotify watches, the daemon
+	// sees deletions and attribute changes where the kernel acted without
+	// this event, and a mkdir makes an empty directory: only a truncate
+	// (refused by the default seccomp profile) needs it then.
 	bool daemon_checks = ret == 0 && (args.kind == EV_FILE_RENAME || args.kind == EV_FILE_LINK);
+	bool covered = (s->flags & SESSION_CHANGES_WATCHED) && args.kind != EV_FILE_TRUNCATE;
 	if (unchecked(s, ret == 0))
 		return 0;
 	struct event *e = 0;
-	bool over = false;
-	if (in_budget(s) || daemon_checks) {
+	bool budget = in_budget(s);
+	if (budget || daemon_checks)
 		e = new_event(args.cgid, args.kind);
-	} else {
+	else
 		count_lost(LOST_THROTTLED); // (a denial below is reported all the same)
-		if (ret == 0 && name_may_hit(args.name, args.kind, args.at_flags, lens)) {
-			over = daemon_checks = true;
+	// Not reported (over the budget, or the ring is full): a successful
+	// change whose name the daemon had to check is reported over the
+	// budget, marked, and fails closed when the ring cannot take it.
+	bool over = false;
+	__u32 unreported = !e;
+	asm volatile("" : "+r"(unreported)); // no (e | ret) == 0: the verifier refuses arithmetic on pointers
+	if (unreported && ret == 0 && !daemon_checks && !covered && name_may_hit(args.name, args.kind, args.at_flags, lens)) {
+		daemon_checks = true;
+		if (!budget) {
+			over = true;
 			e = new_event(args.cgid, args.kind);
 		}
 	}

@@ -34,6 +34,11 @@ enum session_flag {
 	// deny_paths: every later successful open or change in the session
 	// kills its caller until the daemon kills the session.
 	SESSION_UNCHECKED = 2,
+	// Every writable mount of the session is on a file system the daemon
+	// watches with fanotify, which reports its deletions and attribute
+	// changes where the kernel acted (see cage.c's changers): over the
+	// budget, those (and mkdirs) need no event of their own.
+	SESSION_CHANGES_WATCHED = 4,
 };
 
 // struct event's kind.

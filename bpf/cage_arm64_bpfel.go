@@ -184,8 +184,9 @@ type cageSession struct {
 type cageSessionFlag uint32
 
 const (
-	cageSessionFlagSESSION_HOST_NET  cageSessionFlag = 1
-	cageSessionFlagSESSION_UNCHECKED cageSessionFlag = 2
+	cageSessionFlagSESSION_HOST_NET        cageSessionFlag = 1
+	cageSessionFlagSESSION_UNCHECKED       cageSessionFlag = 2
+	cageSessionFlagSESSION_CHANGES_WATCHED cageSessionFlag = 4
 )
 
 type cageUdpKey struct {
@@ -203,6 +204,7 @@ type cageUdpKey struct {
 const (
 	cageMapCalib                   = "calib"
 	cageMapCallSlots               = "call_slots"
+	cageMapChangers                = "changers"
 	cageMapConnects                = "connects"
 	cageMapDenyComponents          = "deny_components"
 	cageMapEgress4                 = "egress4"
@@ -353,6 +355,7 @@ type cageProgramSpecs struct {
 type cageMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
 	CallSlots      *ebpf.MapSpec `ebpf:"call_slots"`
+	Changers       *ebpf.MapSpec `ebpf:"changers"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
@@ -409,6 +412,7 @@ func (o *cageObjects) Close() error {
 type cageMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
 	CallSlots      *ebpf.Map `ebpf:"call_slots"`
+	Changers       *ebpf.Map `ebpf:"changers"`
 	Connects       *ebpf.Map `ebpf:"connects"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
@@ -429,6 +433,7 @@ func (m *cageMaps) Close() error {
 	return _CageClose(
 		m.Calib,
 		m.CallSlots,
+		m.Changers,
 		m.Connects,
 		m.DenyComponents,
 		m.Egress4,

@@ -128,6 +128,7 @@ type cageDirectUdpKey struct {
 const (
 	cageDirectMapCalib                   = "calib"
 	cageDirectMapCallSlots               = "call_slots"
+	cageDirectMapChangers                = "changers"
 	cageDirectMapConnects                = "connects"
 	cageDirectMapDenyComponents          = "deny_components"
 	cageDirectMapEgress4                 = "egress4"
@@ -278,6 +279,7 @@ type cageDirectProgramSpecs struct {
 type cageDirectMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
 	CallSlots      *ebpf.MapSpec `ebpf:"call_slots"`
+	Changers       *ebpf.MapSpec `ebpf:"changers"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	DenyComponents *ebpf.MapSpec `ebpf:"deny_components"`
 	Egress4        *ebpf.MapSpec `ebpf:"egress4"`
@@ -334,6 +336,7 @@ func (o *cageDirectObjects) Close() error {
 type cageDirectMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
 	CallSlots      *ebpf.Map `ebpf:"call_slots"`
+	Changers       *ebpf.Map `ebpf:"changers"`
 	Connects       *ebpf.Map `ebpf:"connects"`
 	DenyComponents *ebpf.Map `ebpf:"deny_components"`
 	Egress4        *ebpf.Map `ebpf:"egress4"`
@@ -354,6 +357,7 @@ func (m *cageDirectMaps) Close() error {
 	return _CageDirectClose(
 		m.Calib,
 		m.CallSlots,
+		m.Changers,
 		m.Connects,
 		m.DenyComponents,
 		m.Egress4,

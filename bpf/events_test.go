@@ -262,18 +262,20 @@ func TestChangesByName(t *testing.T) {
 		{KindChmod, "g", 0o600, 0}, {KindChown, "h", AtSymlinkNofollow, AtSymlinkNofollow}, {KindTruncate, "g", 0, 0},
 	}
 	tests := []struct {
-		name  string
-		opens int // failed opens first (at least one): over 2000 spend the budget
-		want  []change
-		over  bool
+		name    string
+		opens   int  // failed opens first (at least one): over 2000 spend the budget
+		watched bool // Policy.ChangesWatched: fanotify sees deletions and attribute changes
+		want    []change
+		over    bool
 	}{
-		{"within the budget: all", 1, all, false},
-		{"over the budget: those the daemon must check", 30000, []change{all[1], all[2], all[3], all[5]}, true},
+		{"within the budget: all", 1, false, all, false},
+		{"over the budget: those the daemon must check", 30000, false, []change{all[1], all[2], all[3], all[5]}, true},
+		{"over the budget, changes watched: the truncate", 30000, true, []change{all[5]}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, parent := loadForTest(t)
-			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}, ChangesWatched: tt.watched})
 			var mu sync.Mutex
 			var got []Event
 			if err := c.Events(func(e Event) {

@@ -37,6 +37,10 @@ type Policy struct {
 	// Listen are the local addresses a host-network session may bind and
 	// accept on (its server's listen list).
 	Listen []netip.AddrPort
+	// ChangesWatched: every writable mount of the session is watched with
+	// fanotify, whose reader checks its deletions and attribute changes
+	// (cage.h's SESSION_CHANGES_WATCHED).
+	ChangesWatched bool
 }
 
 // maxPorts is how many ports one egress entry holds (cage.c's MAX_PORTS).
@@ -74,6 +78,9 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	}
 	if err := c.setListen(cgid, p.Listen); err != nil {
 		return err
+	}
+	if p.ChangesWatched {
+		s.Flags |= uint32(cageSessionFlagSESSION_CHANGES_WATCHED)
 	}
 	if p.HostNetwork {
 		s.Flags |= uint32(cageSessionFlagSESSION_HOST_NET)
@@ -396,4 +403,16 @@ func (c *Cage) sessionDir(cgid uint64) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no cgroup with id %d under %s", cgid, c.parent)
+}
+
+// Changer returns the session (cgroup id) of thread tid, a thread that
+// changed a file by name in a session (cage.c's changers), if it is
+// known. Thread ids are reused: an entry outlives its thread until the
+// map evicts it, so a caller that acts on a hit confirms the thread.
+func (c *Cage) Changer(tid uint32) (uint64, bool) {
+	var cgid uint64
+	if err := c.objs.Changers.Lookup(tid, &cgid); err != nil {
+		return 0, false
+	}
+	return cgid, true
 }

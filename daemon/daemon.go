@@ -182,7 +182,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if d.cage != nil {
 		if d.renames, err = renames.Open(log); err != nil {
 			d.renamesErr = err.Error()
-			log.Warn("renames in writable mounts are checked after the fact, by name: a symlink swapped or removed at once escapes the check", "err", err)
+			log.Warn("renames, deletions and attribute changes in writable mounts are checked after the fact, by name: a symlink swapped or removed at once escapes the check", "err", err)
+		} else {
+			d.renames.CheckChanges(d.cage.Changer, d.onFsChanges)
 		}
 	}
 	enf := d.enforcement()
@@ -353,9 +355,9 @@ func (d *Daemon) enforcement() map[string]string {
 		}
 		observed = "open, exec, unlink, rmdir, mkdir, rename, link, truncate, chmod, chown, xattr changes by name, connect with its result, new UDP destinations"
 		if d.renames != nil {
-			files += "; renames in writable mounts checked where the kernel took the file from (fanotify)"
+			files += "; renames, deletions and attribute changes in writable mounts checked where the kernel acted (fanotify)"
 		} else {
-			files += "; renames checked by name after the fact (fanotify: " + d.renamesErr + ")"
+			files += "; renames, deletions and attribute changes checked by name after the fact (fanotify: " + d.renamesErr + ")"
 		}
 		if ok, err := d.cage.Handshakes(); ok {
 			observed += "; TCP handshake outcome (tp_btf)"

@@ -670,6 +670,11 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ..
 			continue
 		}
 		real, err := resolveIn(s.inst.Pid, ev.Tgid, p, ev.Kind.FollowsLastName(ev.AtFlags))
+		if errors.Is(err, unix.ELOOP) {
+			// A /proc magic link (/proc/PID/cwd/NAME): the kernel followed
+			// it, this resolution cannot, so what it led to is unknown.
+			return "every change by name is checked: this one's name goes through a /proc magic link or a loop, which cannot be followed here", p
+		}
 		if err != nil {
 			s.log.Debug("cannot resolve a name in the sandbox", "path", p, "err", err)
 			continue

@@ -18,7 +18,7 @@ func (d *Daemon) registerKernel(s *session, pid uint32, cgroupsPath string, poli
 	if err := d.cage.Register(cgid, policy); err != nil {
 		return errors.Join(err, d.cage.Unregister(cgid))
 	}
-	s.cgid = cgid
+	s.cgid, s.cgroupsPath = cgid, cgroupsPath
 	d.mu.Lock()
 	d.byCgroup[cgid] = s
 	d.mu.Unlock()

@@ -26,12 +26,16 @@ import (
 // host's path of its source and where the sandbox sees it.
 type renameMount struct{ source, target string }
 
-// watchRenames asks the watcher for the renames in the session's
-// writable mounts, before the server runs.
-func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) {
+// watchRenames asks the watcher for the renames, deletions and
+// attribute changes in the session's writable mounts, before the server
+// runs. It reports whether every writable mount is watched (the kernel
+// then leaves deletions and attribute changes over the session's event
+// budget to the watcher: bpf.Policy.ChangesWatched).
+func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) (all bool) {
 	if d.renames == nil {
-		return
+		return false
 	}
+	all = true
 	for _, m := range mounts {
 		if !m.Writable {
 			continue
@@ -42,7 +46,8 @@ func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) {
 		}
 		release, err := d.renames.Watch(src)
 		if err != nil {
-			s.log.Warn("renames in this mount are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target, "err", err)
+			s.log.Warn("renames, deletions and attribute changes in this mount are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target, "err", err)
+			all = false
 			continue
 		}
 		s.renameReleases = append(s.renameReleases, release)
@@ -51,6 +56,7 @@ func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) {
 	// The deepest source first: a mount inside another is the one the
 	// sandbox sees there.
 	slices.SortFunc(s.renameMounts, func(a, b renameMount) int { return len(b.source) - len(a.source) })
+	return all
 }
 
 // releaseRenames ends the session's watches.

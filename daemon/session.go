@@ -61,6 +61,7 @@ type session struct {
 	policyOnce     sync.Once
 	unregisterOnce sync.Once
 	cgid           uint64                                // session cgroup id, 0 without eBPF
+	cgroupsPath    string                                // its path in each cgroup hierarchy ("/ns/mcpcage-ID")
 	egressFirst    []bpf.EgressRule                      // the egress rules the session was registered with
 	egressMu       sync.Mutex                            // orders watchEgress's updates with unregisterKernel
 	kernelGone     bool                                  // unregisterKernel ran (under egressMu)
@@ -325,7 +326,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		s.egressFirst = policy.Egress // what watchEgress starts from
 	}
 	if policy != nil {
-		d.watchRenames(s, params.Mounts) // before the server runs
+		policy.ChangesWatched = d.watchRenames(s, params.Mounts) // before the server runs
 	}
 	started := time.Now()
 	var prep *sandbox.Prepared

@@ -50,9 +50,13 @@ func plantKeyAt(t *testing.T, dir, rel string) string {
 	return key
 }
 
-func projDaemon(t *testing.T, dir string) *daemon {
-	return startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
-		filepath.Join(env.bin, "testserver"), dir))
+func projDaemon(t *testing.T, dir string) *daemon { return projDaemonWith(t, dir, "") }
+
+// projDaemonWith is projDaemon with more of the server's settings (TOML
+// lines).
+func projDaemonWith(t *testing.T, dir, more string) *daemon {
+	return startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n%s",
+		filepath.Join(env.bin, "testserver"), dir, more))
 }
 
 // sessionProcs returns the host pids of the daemon's one session cgroup.
@@ -84,10 +88,16 @@ func alive(pid int) bool {
 
 func (d *daemon) record(t *testing.T, typ string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
+	return d.recordOf(t, []string{typ}, match)
+}
+
+// recordOf is record for a record of any of types.
+func (d *daemon) recordOf(t *testing.T, types []string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
 	var found map[string]any
-	testenv.WaitFor(t, "audit record "+typ, 10*time.Second, func() (bool, string) {
+	testenv.WaitFor(t, "audit record "+strings.Join(types, " or "), 10*time.Second, func() (bool, string) {
 		for _, r := range d.auditRecords(t) {
-			if str(r, "type") == typ && match(r) {
+			if slices.Contains(types, str(r, "type")) && match(r) {
 				found = r
 				return true, ""
 			}
@@ -554,27 +564,37 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 // over the session's kernel event budget, end the session on the record.
 // Before, the first were not observed at all and the last was dropped
 // unseen with the budget's other events: the key was emptied or removed
-// and the server lived on.
+// and the server lived on. truncate(2) is refused by the default seccomp
+// profile (TestTruncateByNameIsRefused); its cases run unconfined, where
+// the name check is what stands.
 func TestChangesToADeniedFileEndTheSession(t *testing.T) {
 	tests := []struct {
-		name   string
-		op     string   // the hostile attack's change
-		link   []string // a symlink to the key the call names
-		record string
+		name    string
+		op      string   // the hostile attack's change
+		callee  string   // the name the call is given
+		link    []string // a symlink to make first, its target, and "drop" to remove it at once after the call
+		records []string // the record of the hit: one of
 	}{
-		{"truncate", "truncate", nil, "file.truncate"},
-		{"truncate through a symlink", "truncate", []string{"lnk"}, "file.truncate"},
-		{"setxattr", "setxattr", nil, "file.xattr"},
-		{"unlink over the event budget", "unlink-over-budget", nil, "file.unlink"},
+		{"truncate, unconfined", "truncate", ".ssh/id_ed25519", nil, []string{"file.truncate"}},
+		{"truncate through a symlink, unconfined", "truncate", "lnk", []string{"lnk", ".ssh/id_ed25519"}, []string{"file.truncate"}},
+		{"setxattr", "setxattr", ".ssh/id_ed25519", nil, []string{"file.xattr", "file.attrib"}},
+		{"unlink over the event budget", "unlink-over-budget", ".ssh/id_ed25519", nil, []string{"file.unlink"}},
+		// Seen through fanotify: the name check finds nothing to follow.
+		{"unlink through a symlink removed at once", "unlink", "lnk/id_ed25519", []string{"lnk", ".ssh", "drop"}, []string{"file.unlink"}},
+		{"setxattr through a symlink removed at once", "setxattr", "lnk", []string{"lnk", ".ssh/id_ed25519", "drop"}, []string{"file.attrib"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := project(t)
-			d := projDaemon(t, dir)
+			more := ""
+			if tt.op == "truncate" {
+				more = "seccomp = \"unconfined\"\n"
+			}
+			d := projDaemonWith(t, dir, more)
 			c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 			toolNames(t, c)
 			key := plantKey(t, dir)
-			args := append([]any{"change", tt.op, "/work", ".ssh/id_ed25519"}, anySlice(tt.link)...)
+			args := append([]any{"change", tt.op, "/work", tt.callee}, anySlice(tt.link)...)
 			res, err := c.CallTool(ctxT(t, 60*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
 				Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": args}}})
 			if err == nil && res != nil && len(res.Content) > 0 {
@@ -585,10 +605,10 @@ func TestChangesToADeniedFileEndTheSession(t *testing.T) {
 			if code := c.shimExit(t); code == 0 {
 				t.Fatal("shim exited 0: the change of the denied file went unchecked")
 			}
-			ev := d.record(t, tt.record, func(r map[string]any) bool { return str(r, "action") != "" })
-			if str(ev, "action") != "session killed" || str(ev, "rule") != "deny_paths **/.ssh/**" ||
+			ev := d.recordOf(t, tt.records, func(r map[string]any) bool { return str(r, "action") != "" })
+			if !strings.Contains(str(ev, "action"), "session killed") || str(ev, "rule") != "deny_paths **/.ssh/**" ||
 				!strings.HasSuffix(str(ev, "touched"), "/.ssh/id_ed25519") {
-				t.Fatalf("%s record: %v, want the session killed by deny_paths **/.ssh/** for the key", tt.record, ev)
+				t.Fatalf("record: %v, want one of %v: the session killed by deny_paths **/.ssh/** for the key", ev, tt.records)
 			}
 			if tt.op == "truncate" {
 				if b, err := os.ReadFile(key); err != nil || len(b) != 0 {
@@ -596,6 +616,26 @@ func TestChangesToADeniedFileEndTheSession(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// truncate(2) by name is refused by the default seccomp profile: no name
+// check after the fact could see through a symlink removed at once, a
+// /proc magic link or a working directory flipped during the call. The
+// key is intact and the session lives on.
+func TestTruncateByNameIsRefused(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	key := plantKey(t, dir)
+	out, _ := callText(t, c, "run_command", map[string]any{"command": filepath.Join(env.bin, "hostile"),
+		"args": []string{"change", "truncate", "/work", "lnk", "lnk", ".ssh/id_ed25519", "drop"}})
+	if !strings.Contains(out, "DENIED operation not permitted") {
+		t.Fatalf("truncate through a symlink: %q, want DENIED (EPERM)", out)
+	}
+	if b, err := os.ReadFile(key); err != nil || string(b) != "PRIVATE KEY" {
+		t.Fatalf("the key after the attempt: %q, %v", b, err)
 	}
 }
 

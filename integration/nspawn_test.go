@@ -268,7 +268,7 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 	// The first client starts the daemon through the socket; it reaches READY.
 	status := m.mustRun("mcpcage", "status")
 	for _, want := range []string{"containerd:", "connected (containerd", "sessions:", "audit log:", "healthy", "metrics:",
-		"renames in writable mounts checked where the kernel took the file from (fanotify)"} {
+		"renames, deletions and attribute changes in writable mounts checked where the kernel acted (fanotify)"} {
 		if !strings.Contains(status, want) {
 			t.Errorf("mcpcage status inside the machine lacks %q:\n%s", want, status)
 		}

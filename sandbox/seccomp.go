@@ -30,6 +30,15 @@ import (
 //     Tools that fall back to copying (cp -l, git's object store, npm's
 //     and pip's caches) copy instead; the rare program that insists on
 //     link(2) fails;
+//   - no truncate by name: truncate(2) is refused (EPERM); ftruncate on
+//     a descriptor is allowed (its open was checked). deny_paths can only
+//     check a name after the call, and a truncate through a symlink
+//     removed at once, a /proc magic link, a name longer than the
+//     kernel's event carries, or a working directory flipped during the
+//     call would empty a denied file unseen (fanotify, which checks
+//     deletions and attribute changes where the kernel acted, reports a
+//     truncate only among every write). Go's os.Truncate and Python's
+//     os.truncate(path) fail; opening the file and truncating it works;
 //   - no name swaps: renameat2 with RENAME_EXCHANGE is refused (EPERM).
 //     An exchange moves the file at its new name to its old one, so a
 //     denied file swapped out through a symlink would leave its denied
@@ -112,8 +121,8 @@ var allowedSyscalls = []string{
 	"statfs64", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs", "sysinfo",
 	"tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun", "timer_gettime",
 	"timer_gettime64", "timer_settime", "timer_settime64", "timerfd_create", "timerfd_gettime",
-	"timerfd_gettime64", "timerfd_settime", "timerfd_settime64", "times", "tkill", "truncate",
-	"truncate64", "ugetrlimit", "umask", "uname", "unlink", "unlinkat", "utime", "utimensat",
+	"timerfd_gettime64", "timerfd_settime", "timerfd_settime64", "times", "tkill",
+	"ugetrlimit", "umask", "uname", "unlink", "unlinkat", "utime", "utimensat",
 	"utimensat_time64", "utimes", "vfork", "vmsplice", "wait4", "waitid", "waitpid", "write",
 	"writev",
 }

@@ -16,6 +16,14 @@
 // and deletions; the daemon claims the moves of a sandbox's threads
 // (Claim) when the kernel's own rename event of that thread reaches it,
 // and the rest expire.
+//
+// Deletions and attribute changes (chmod, chown, xattrs, times) of a
+// sandbox's threads are checked from their fanotify events alone
+// (CheckChanges): the reader asks whose each event's thread is (the
+// kernel's changers map) and reports, with the path where the kernel
+// acted, those of sessions. Nothing the thread did to the names it
+// passed (a symlink removed at once, bytes rewritten during the call)
+// changes that path.
 package renames
 
 import (
@@ -106,7 +114,27 @@ type Watcher struct {
 	gonePruned time.Time // the last pruneGone
 	overflow   int       // queue overflows seen (none with an unlimited queue)
 	buf        []byte
+
+	// CheckChanges: whose thread a deletion or attribute change is, and
+	// where the session's changes go. waiting: changes whose directory
+	// was removed before they were read, by the directory's handle
+	// (handleKey), until its deletion's event says where it was (up
+	// removed parents), or the queue is empty; ready: to be reported,
+	// outside the lock.
+	owner    func(tid uint32) (uint64, bool)
+	report   func([]Change)
+	waiting  map[string][]Change
+	nwaiting int
+	ready    []Change
+	// dirs caches the paths of directories resolved by handle (key: fsid
+	// and handle): a directory a server deletes in by the thousand is
+	// resolved once. A directory's deletion drops its entry; a
+	// directory's rename, every entry (its subtree moved).
+	dirs map[string]string
 }
+
+// maxCachedDirs bounds the cache of directory paths.
+const maxCachedDirs = 4096
 
 // mark is one watched file system: the watched sources on it, whose
 // descriptors open the events' directory handles.
@@ -124,10 +152,40 @@ type source struct {
 	refs int
 }
 
-// markMask is what a watched file system reports: renames, and
-// deletions (of directories: those of files are dropped as read; the
-// kernel has no mask for directories alone).
-const markMask = unix.FAN_RENAME | unix.FAN_DELETE | unix.FAN_ONDIR
+// markMask is what a watched file system reports: renames, deletions
+// and attribute changes, of files and directories (a deletion of a
+// directory is also kept to resolve moves and deletions out of it).
+const markMask = unix.FAN_RENAME | unix.FAN_DELETE | unix.FAN_ATTRIB | unix.FAN_ONDIR
+
+// Op is what a checked change (Change) did.
+type Op uint8
+
+// The checked changes.
+const (
+	OpDelete Op = iota + 1 // unlink or rmdir
+	OpAttrib               // chmod, chown, setxattr, removexattr, utimes
+)
+
+// Change is a deletion or an attribute change by a thread of a session
+// (CheckChanges), where the kernel acted.
+type Change struct {
+	Op      Op
+	Dir     bool   // of a directory
+	Tid     uint32 // the changing thread, in the host's pid namespace
+	Session uint64 // its session, as the changers map says
+	// Path is the host's path of what was changed; Err says why it is
+	// empty (its directory removed, its deletion not known). A caller
+	// must take such a change as unchecked, not as harmless.
+	Path string
+	Err  string
+	// name: while waiting for its removed directory's deletion, the path
+	// below that directory.
+	name string
+}
+
+// maxWaiting bounds the checked changes waiting for the deletions of
+// their removed directories; beyond, they are reported unresolved.
+const maxWaiting = 65536
 
 // Open creates the fanotify group (root; Linux 5.17+ for FAN_RENAME and
 // FAN_REPORT_TARGET_FID).
@@ -139,7 +197,29 @@ func Open(log *slog.Logger) (*Watcher, error) {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
 	}
 	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{},
-		pending: map[uint32][]Move{}, gone: map[string]goneDir{}, buf: make([]byte, 64<<10)}, nil
+		pending: map[uint32][]Move{}, gone: map[string]goneDir{}, dirs: map[string]string{}, waiting: map[string][]Change{},
+		buf: make([]byte, 64<<10)}, nil
+}
+
+// CheckChanges has the watcher report the deletions and attribute
+// changes of sessions' threads: owner says whose thread tid is (a
+// session, or none), report receives them, outside the watcher's lock.
+// Call it before Run.
+func (w *Watcher) CheckChanges(owner func(tid uint32) (uint64, bool), report func([]Change)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.owner, w.report = owner, report
+}
+
+// flush reports the changes ready.
+func (w *Watcher) flush() {
+	w.mu.Lock()
+	ready := w.ready
+	w.ready = nil
+	w.mu.Unlock()
+	if len(ready) > 0 && w.report != nil {
+		w.report(ready)
+	}
 }
 
 // Close ends the group; Run returns.
@@ -238,6 +318,7 @@ var ErrBehind = errors.New("the rename events of the file system could not be re
 // the directory's deletion, whose event was queued before the removal
 // returned.
 func (w *Watcher) Claim(tid uint32, started time.Time) ([]Move, error) {
+	defer w.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.drainLocked(time.Now().Add(claimWait)) {
@@ -294,6 +375,7 @@ func (w *Watcher) Run() {
 			w.mu.Lock()
 			more := w.readOnceLocked()
 			w.mu.Unlock()
+			w.flush()
 			if !more {
 				return false // wait for the next event
 			}
@@ -321,6 +403,7 @@ func (w *Watcher) readOnceLocked() bool {
 		if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.EBADF) {
 			w.log.Warn("reading rename events failed", "err", err)
 		}
+		w.giveUpWaiting() // the queue is empty: no deletion will resolve them
 		return false
 	}
 	w.parse(w.buf[:n])
@@ -347,13 +430,112 @@ func (w *Watcher) parse(b []byte) {
 			w.log.Error("rename events were lost (fanotify queue overflow)")
 			continue
 		}
+		info := ev[meta.Metadata_len:]
 		switch {
 		case meta.Mask&unix.FAN_RENAME != 0:
-			w.parseRename(ev[meta.Metadata_len:], uint32(meta.Pid), now)
-		case meta.Mask&unix.FAN_DELETE != 0 && meta.Mask&unix.FAN_ONDIR != 0:
-			w.parseDeletedDir(ev[meta.Metadata_len:], now)
+			if meta.Mask&unix.FAN_ONDIR != 0 {
+				clear(w.dirs)
+			}
+			w.parseRename(info, uint32(meta.Pid), now)
+		case meta.Mask&unix.FAN_DELETE != 0:
+			dir := meta.Mask&unix.FAN_ONDIR != 0
+			if dir {
+				w.parseDeletedDir(info, now)
+			}
+			w.parseChange(info, OpDelete, dir, uint32(meta.Pid))
+		case meta.Mask&unix.FAN_ATTRIB != 0:
+			w.parseChange(info, OpAttrib, meta.Mask&unix.FAN_ONDIR != 0, uint32(meta.Pid))
 		}
 	}
+}
+
+// parseChange resolves a deletion or attribute change of a session's
+// thread as it is read, in the queue's order: its directory, if removed
+// since, is in the directory cache (filled by an earlier change in it)
+// or its deletion comes later in the queue (waiting).
+func (w *Watcher) parseChange(info []byte, op Op, dir bool, tid uint32) {
+	if w.owner == nil {
+		return
+	}
+	session, ok := w.owner(tid)
+	if !ok {
+		return // another process's: dropped as read
+	}
+	var rec []byte
+	infoRecords(info, func(typ byte, r []byte) {
+		switch typ {
+		case unix.FAN_EVENT_INFO_TYPE_DFID_NAME, unix.FAN_EVENT_INFO_TYPE_DFID:
+			rec = r
+		}
+	})
+	if rec == nil {
+		// Not a change by name: an unlink's change of the file's link
+		// count (its deletion is the change to check).
+		return
+	}
+	c := Change{Op: op, Dir: dir, Tid: tid, Session: session}
+	p, err := w.resolve(rec)
+	if err == nil {
+		c.Path = p
+		w.ready = append(w.ready, c)
+		return
+	}
+	key, name, _ := handleKey(rec)
+	if gone, ok := w.gonePath(key, 0); ok {
+		c.Path = filepath.Join(gone, name)
+		w.ready = append(w.ready, c)
+		return
+	}
+	c.Err, c.name = err.Error(), name
+	w.wait(key, c)
+}
+
+// wait keeps c until the deletion of the directory with handle key;
+// beyond maxWaiting, c is reported unresolved.
+func (w *Watcher) wait(key string, c Change) {
+	if w.nwaiting >= maxWaiting {
+		w.ready = append(w.ready, c)
+		return
+	}
+	w.waiting[key] = append(w.waiting[key], c)
+	w.nwaiting++
+}
+
+// resolveWaiting resolves the changes that waited for the deletion of
+// the directory with handle key, now read: where it was, or, its parent
+// removed too, they wait for the parent's deletion.
+func (w *Watcher) resolveWaiting(key string) {
+	cs, ok := w.waiting[key]
+	if !ok {
+		return
+	}
+	delete(w.waiting, key)
+	w.nwaiting -= len(cs)
+	g := w.gone[key]
+	p, err := w.resolve(g.rec) // the parent's path and the directory's name
+	for _, c := range cs {
+		if err == nil {
+			c.Path, c.Err, c.name = filepath.Join(p, c.name), "", ""
+			w.ready = append(w.ready, c)
+			continue
+		}
+		c.name = filepath.Join(g.name, c.name)
+		w.wait(g.parent, c)
+	}
+}
+
+// giveUpWaiting reports the changes still waiting once the queue is
+// empty: their directories' deletions, queued before them, would have
+// been read. They are unresolved (Err).
+func (w *Watcher) giveUpWaiting() {
+	for key, cs := range w.waiting {
+		for _, c := range cs {
+			c.name = ""
+			w.ready = append(w.ready, c)
+		}
+		delete(w.waiting, key)
+	}
+	w.nwaiting = 0
 }
 
 // decodeMeta decodes struct fanotify_event_metadata at the start of b
@@ -419,7 +601,9 @@ func (w *Watcher) parseDeletedDir(info []byte, now time.Time) {
 	if self == "" || g.parent == "" || g.name == "" {
 		return
 	}
+	delete(w.dirs, self) // (handleKey: the cache's key)
 	g.seen = now
+	defer w.resolveWaiting(self)
 	if len(w.goneFIFO) < maxGone {
 		w.goneFIFO = append(w.goneFIFO, self)
 	} else {
@@ -472,6 +656,10 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 	if i := bytes.IndexByte(name, 0); i >= 0 {
 		name = name[:i]
 	}
+	key := string(rec[4 : hdr+size]) // handleKey's
+	if dir, ok := w.dirs[key]; ok {
+		return filepath.Join(dir, string(name)), nil
+	}
 	m := w.marks[fsid]
 	if m == nil {
 		return "", errors.New("a file system no longer watched")
@@ -490,6 +678,10 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 		}
 		dir = strings.TrimSuffix(dir, " (deleted)")
 		if dir == src.path || strings.HasPrefix(dir, src.path+"/") || src.path == "/" {
+			if len(w.dirs) >= maxCachedDirs {
+				clear(w.dirs)
+			}
+			w.dirs[key] = dir
 			return filepath.Join(dir, string(name)), nil
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,23 +57,13 @@ func claim(t *testing.T, w *Watcher, tid uint32) []Move {
 // returns that thread's id.
 func renameOnThisThread(t *testing.T, from, to string, after func()) uint32 {
 	t.Helper()
-	tid := make(chan uint32, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		tid <- uint32(unix.Gettid())
+	return onThread(t, func() error {
 		err := os.Rename(from, to)
 		if err == nil && after != nil {
 			after()
 		}
-		errc <- err
-	}()
-	id := <-tid
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	return id
+		return err
+	})
 }
 
 // TestClaimSeesThroughARemovedSymlink: the move is where the kernel took
@@ -360,5 +351,127 @@ func TestClaimUnderAFloodOfDeletions(t *testing.T) {
 		if gone > maxGone {
 			t.Fatalf("%d deleted directories kept, want at most %d", gone, maxGone)
 		}
+	}
+}
+
+// onThread runs fn on a locked thread of its own and returns the thread's
+// id, once fn is done.
+func onThread(t *testing.T, fn func() error) uint32 {
+	t.Helper()
+	tid := make(chan uint32, 1)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // not unlocked: the thread ends with the goroutine
+		tid <- uint32(unix.Gettid())
+		errc <- fn()
+	}()
+	id := <-tid
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// CheckChanges reports the deletions and attribute changes of a
+// session's threads where the kernel acted: through a symlink removed at
+// once after the call, and out of directories removed since (rm -r);
+// those of other threads are not reported. The reader runs along, or
+// starts once everything is removed (every directory is gone when its
+// changes are read: their deletions say where they were).
+func TestCheckChanges(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		name := "reader along"
+		if late {
+			name = "reader late"
+		}
+		t.Run(name, func(t *testing.T) { testCheckChanges(t, late) })
+	}
+}
+
+func testCheckChanges(t *testing.T, late bool) {
+	w, dir := watched(t)
+	const session = 7
+	var mine sync.Map // tid → true: the threads of the session
+	var mu sync.Mutex
+	var got []Change
+	w.CheckChanges(func(tid uint32) (uint64, bool) {
+		if _, ok := mine.Load(tid); ok {
+			return session, true
+		}
+		return 0, false
+	}, func(cs []Change) {
+		mu.Lock()
+		got = append(got, cs...)
+		mu.Unlock()
+	})
+	if !late {
+		go w.Run()
+	}
+	for _, f := range []string{".ssh/id_ed25519", ".ssh/config", "tree/a/b/f", "other"} {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755))
+		must(t, os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644))
+	}
+	inSession := func(fn func() error) uint32 {
+		return onThread(t, func() error {
+			mine.Store(uint32(unix.Gettid()), true)
+			return fn()
+		})
+	}
+	tid := inSession(func() error {
+		lnk := filepath.Join(dir, "lnk")
+		if err := os.Symlink(".ssh", lnk); err != nil {
+			return err
+		}
+		if err := unix.Unlink(filepath.Join(lnk, "id_ed25519")); err != nil {
+			return err
+		}
+		if err := unix.Chmod(filepath.Join(lnk, "config"), 0o600); err != nil {
+			return err
+		}
+		if err := unix.Unlink(lnk); err != nil {
+			return err
+		}
+		return os.RemoveAll(filepath.Join(dir, "tree"))
+	})
+	onThread(t, func() error { return os.Remove(filepath.Join(dir, "other")) }) // not the session's
+	if late {
+		go w.Run()
+	}
+	want := []Change{
+		{Op: OpDelete, Path: filepath.Join(dir, ".ssh/id_ed25519")},
+		{Op: OpAttrib, Path: filepath.Join(dir, ".ssh/config")},
+		{Op: OpDelete, Path: filepath.Join(dir, "lnk")},
+		{Op: OpDelete, Path: filepath.Join(dir, "tree/a/b/f")},
+		{Op: OpDelete, Dir: true, Path: filepath.Join(dir, "tree/a/b")},
+		{Op: OpDelete, Dir: true, Path: filepath.Join(dir, "tree/a")},
+		{Op: OpDelete, Dir: true, Path: filepath.Join(dir, "tree")},
+	}
+	testenv.WaitFor(t, "the session's changes", 10*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= len(want), fmt.Sprintf("%d of %d", len(got), len(want))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, c := range got {
+		if c.Tid != tid || c.Session != session || c.Err != "" {
+			t.Errorf("change %d: %+v, want thread %d of session %d, resolved", i, c, tid, session)
+		}
+		got[i].Tid, got[i].Session = 0, 0
+	}
+	// In no set order: a change out of a directory removed since waits
+	// for the queue to be read through.
+	byPath := func(a, b Change) int { return strings.Compare(a.Path, b.Path) }
+	slices.SortFunc(got, byPath)
+	slices.SortFunc(want, byPath)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

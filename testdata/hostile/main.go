@@ -11,7 +11,8 @@
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | rename-via-symlink-unlink DIR NAME TO |
-//	change truncate|setxattr|chmod|unlink-over-budget DIR NAME [SYMLINK]
+//	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
+//	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ...
 package main
 
 import (
@@ -307,14 +308,16 @@ func main() {
 			detail = fmt.Sprintf("read %d bytes through %s", len(b), os.Args[4])
 		}
 	case "change":
-		// arg: truncate | setxattr | chmod | unlink-over-budget; Args[3]:
-		// the working directory (a writable mount, /work); Args[4]: a
-		// name of a denied file relative to it (.ssh/id_ed25519);
-		// Args[5], if given: a symlink to make there to it, whose name
-		// the call uses. unlink-over-budget first spends the session's
-		// kernel event budget on failed opens, so that the unlink comes
-		// over it. A change is checked after it is done: the attack waits
-		// 10 s for the kill before it says it escaped.
+		// arg: truncate | setxattr | chmod | unlink | unlink-over-budget;
+		// Args[3]: the working directory (a writable mount, /work);
+		// Args[4]: the name the call is given (.ssh/id_ed25519, or
+		// lnk/id_ed25519 through a symlink); Args[5] and Args[6], if
+		// given: a symlink to make first, and its target (lnk, .ssh);
+		// Args[7] "drop": remove the symlink at once after the call.
+		// unlink-over-budget first spends the session's kernel event
+		// budget on failed opens, so that the unlink comes over it. A
+		// change is checked after it is done: the attack waits 10 s for
+		// the kill before it says it escaped.
 		err = change(arg, os.Args[3], os.Args[4], os.Args[5:])
 		if err == nil {
 			detail = arg + " " + os.Args[4] + " went unpunished for 10 s"
@@ -392,6 +395,8 @@ func main() {
 		}
 		time.Sleep(10 * time.Minute)
 		return
+	case "change-trick": // see changetricks.go
+		detail, err = changeTrick(os.Args[2:])
 	default:
 		fmt.Println("unknown attack", os.Args[1])
 		os.Exit(2)
@@ -558,24 +563,26 @@ func floodThenRename(mount, denied, key, to string, flood time.Duration) error {
 	return nil
 }
 
-// change is the attack "change".
+// change is the attack "change"; link: the symlink, its target, "drop".
 func change(op, dir, name string, link []string) error {
 	if err := os.Chdir(dir); err != nil {
 		return err
 	}
-	if len(link) > 0 {
-		if err := os.Symlink(name, link[0]); err != nil {
+	if len(link) >= 2 {
+		if err := os.Symlink(link[1], link[0]); err != nil {
 			return err
 		}
-		name = link[0]
 	}
+	var err error
 	switch op {
 	case "truncate":
-		return unix.Truncate(name, 0)
+		err = unix.Truncate(name, 0)
 	case "setxattr":
-		return unix.Setxattr(name, "user.mcpcage", []byte("x"), 0)
+		err = unix.Setxattr(name, "user.mcpcage", []byte("x"), 0)
 	case "chmod":
-		return unix.Chmod(name, 0o644)
+		err = unix.Chmod(name, 0o644)
+	case "unlink":
+		err = unix.Unlink(name)
 	case "unlink-over-budget":
 		// 2000 events per 100 ms is the budget: 5000 failed opens in a
 		// row take it for the window.
@@ -584,9 +591,16 @@ func change(op, dir, name string, link []string) error {
 				unix.Close(fd)
 			}
 		}
-		return unix.Unlink(name)
+		err = unix.Unlink(name)
+	default:
+		return fmt.Errorf("unknown change %q", op)
 	}
-	return fmt.Errorf("unknown change %q", op)
+	if len(link) >= 3 && link[2] == "drop" {
+		// At once: a check that resolves the name afterwards finds no
+		// symlink to follow.
+		_ = unix.Unlink(link[0])
+	}
+	return err
 }
 
 // hintRaceUnlink is the attack "hint-race-unlink": it tries for up to
