@@ -761,15 +761,34 @@ struct {
 	__type(value, __u64); // session cgroup id
 } changers SEC(".maps");
 
+// note_changer puts the calling thread of session cgid in changers.
+static __always_inline void note_changer(__u64 cgid)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *known = bpf_map_lookup_elem(&changers, &tid);
+	if (!known || *known != cgid)
+		bpf_map_update_elem(&changers, &tid, &cgid, BPF_ANY);
+}
+
+// The calls that change a file's times (utime, utimes, futimesat,
+// utimensat) are not recorded (touch, tar and cp -p make them by the
+// thousand); their thread is noted for the fanotify reader, which checks
+// the change where the kernel made it (FAN_ATTRIB).
+SEC("tracepoint/syscalls/sys_enter_utimensat")
+int cage_enter_times(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 cgid;
+	if (watched_session(&cgid))
+		note_changer(cgid);
+	return 0;
+}
+
 static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags, __u32 at_flags)
 {
 	__u64 cgid;
 	if (!watched_session(&cgid))
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *known = bpf_map_lookup_elem(&changers, &tid);
-	if (!known || *known != cgid)
-		bpf_map_update_elem(&changers, &tid, &cgid, BPF_ANY);
+	note_changer(cgid);
 	struct fsop_args *a = bpf_task_storage_get(&fsops, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
 		return 0;

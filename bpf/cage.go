@@ -223,6 +223,8 @@ func (c *Cage) attachObservers() (retErr error) {
 		{"sys_enter_lremovexattr", c.objs.CageEnterLremovexattr}, {"sys_exit_lremovexattr", c.objs.CageExitFsop},
 		{"sys_enter_setxattrat", c.objs.CageEnterSetxattrat}, {"sys_exit_setxattrat", c.objs.CageExitFsop},
 		{"sys_enter_removexattrat", c.objs.CageEnterRemovexattrat}, {"sys_exit_removexattrat", c.objs.CageExitFsop},
+		{"sys_enter_utimensat", c.objs.CageEnterTimes}, {"sys_enter_utimes", c.objs.CageEnterTimes},
+		{"sys_enter_utime", c.objs.CageEnterTimes}, {"sys_enter_futimesat", c.objs.CageEnterTimes},
 	} {
 		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
 		if err != nil {
@@ -369,7 +371,7 @@ func closeLinks(links []link.Link, pinned bool) error {
 // legacySyscall names the calls some architectures lack (arm64 has only
 // the *at forms).
 var legacySyscall = map[string]bool{"open": true, "creat": true, "unlink": true, "rmdir": true, "mkdir": true, "rename": true,
-	"renameat": true, "link": true, "chmod": true, "chown": true, "lchown": true}
+	"renameat": true, "link": true, "chmod": true, "chown": true, "lchown": true, "utime": true, "utimes": true, "futimesat": true}
 
 // newerSyscall names the calls older kernels lack: fchmodat2 (Linux
 // 6.6), setxattrat and removexattrat (6.13). A kernel without one cannot

@@ -245,6 +245,7 @@ const (
 	cageProgCageEnterRmdir         = "cage_enter_rmdir"
 	cageProgCageEnterSetxattr      = "cage_enter_setxattr"
 	cageProgCageEnterSetxattrat    = "cage_enter_setxattrat"
+	cageProgCageEnterTimes         = "cage_enter_times"
 	cageProgCageEnterTruncate      = "cage_enter_truncate"
 	cageProgCageEnterUnlink        = "cage_enter_unlink"
 	cageProgCageEnterUnlinkat      = "cage_enter_unlinkat"
@@ -337,6 +338,7 @@ type cageProgramSpecs struct {
 	CageEnterRmdir         *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
 	CageEnterSetxattr      *ebpf.ProgramSpec `ebpf:"cage_enter_setxattr"`
 	CageEnterSetxattrat    *ebpf.ProgramSpec `ebpf:"cage_enter_setxattrat"`
+	CageEnterTimes         *ebpf.ProgramSpec `ebpf:"cage_enter_times"`
 	CageEnterTruncate      *ebpf.ProgramSpec `ebpf:"cage_enter_truncate"`
 	CageEnterUnlink        *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
 	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
@@ -499,6 +501,7 @@ type cagePrograms struct {
 	CageEnterRmdir         *ebpf.Program `ebpf:"cage_enter_rmdir"`
 	CageEnterSetxattr      *ebpf.Program `ebpf:"cage_enter_setxattr"`
 	CageEnterSetxattrat    *ebpf.Program `ebpf:"cage_enter_setxattrat"`
+	CageEnterTimes         *ebpf.Program `ebpf:"cage_enter_times"`
 	CageEnterTruncate      *ebpf.Program `ebpf:"cage_enter_truncate"`
 	CageEnterUnlink        *ebpf.Program `ebpf:"cage_enter_unlink"`
 	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
@@ -539,6 +542,7 @@ func (p *cagePrograms) Close() error {
 		p.CageEnterRmdir,
 		p.CageEnterSetxattr,
 		p.CageEnterSetxattrat,
+		p.CageEnterTimes,
 		p.CageEnterTruncate,
 		p.CageEnterUnlink,
 		p.CageEnterUnlinkat,

@@ -169,6 +169,7 @@ const (
 	cageDirectProgCageEnterRmdir         = "cage_enter_rmdir"
 	cageDirectProgCageEnterSetxattr      = "cage_enter_setxattr"
 	cageDirectProgCageEnterSetxattrat    = "cage_enter_setxattrat"
+	cageDirectProgCageEnterTimes         = "cage_enter_times"
 	cageDirectProgCageEnterTruncate      = "cage_enter_truncate"
 	cageDirectProgCageEnterUnlink        = "cage_enter_unlink"
 	cageDirectProgCageEnterUnlinkat      = "cage_enter_unlinkat"
@@ -261,6 +262,7 @@ type cageDirectProgramSpecs struct {
 	CageEnterRmdir         *ebpf.ProgramSpec `ebpf:"cage_enter_rmdir"`
 	CageEnterSetxattr      *ebpf.ProgramSpec `ebpf:"cage_enter_setxattr"`
 	CageEnterSetxattrat    *ebpf.ProgramSpec `ebpf:"cage_enter_setxattrat"`
+	CageEnterTimes         *ebpf.ProgramSpec `ebpf:"cage_enter_times"`
 	CageEnterTruncate      *ebpf.ProgramSpec `ebpf:"cage_enter_truncate"`
 	CageEnterUnlink        *ebpf.ProgramSpec `ebpf:"cage_enter_unlink"`
 	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
@@ -423,6 +425,7 @@ type cageDirectPrograms struct {
 	CageEnterRmdir         *ebpf.Program `ebpf:"cage_enter_rmdir"`
 	CageEnterSetxattr      *ebpf.Program `ebpf:"cage_enter_setxattr"`
 	CageEnterSetxattrat    *ebpf.Program `ebpf:"cage_enter_setxattrat"`
+	CageEnterTimes         *ebpf.Program `ebpf:"cage_enter_times"`
 	CageEnterTruncate      *ebpf.Program `ebpf:"cage_enter_truncate"`
 	CageEnterUnlink        *ebpf.Program `ebpf:"cage_enter_unlink"`
 	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
@@ -463,6 +466,7 @@ func (p *cageDirectPrograms) Close() error {
 		p.CageEnterRmdir,
 		p.CageEnterSetxattr,
 		p.CageEnterSetxattrat,
+		p.CageEnterTimes,
 		p.CageEnterTruncate,
 		p.CageEnterUnlink,
 		p.CageEnterUnlinkat,

@@ -249,7 +249,8 @@ func changesForTest(t *testing.T) string {
 // over the session's budget, only those whose name could lead into a
 // denied directory beyond the base directory the kernel checked (a '/',
 // a component as long as a denied one, a call that follows a symlink in
-// its last name), marked OverBudget for the daemon to check unrecorded.
+// its last name), marked OverBudget for the daemon to check unrecorded;
+// and in a session whose changes fanotify watches, only a truncate.
 func TestChangesByName(t *testing.T) {
 	type change struct {
 		kind    Kind

@@ -25,7 +25,12 @@ const (
 	fsUnlinkRecord = "file.unlink"
 	fsRmdirRecord  = "file.rmdir"
 	fsAttribRecord = "file.attrib"
+	fsFloodRecord  = "file.flood"
 )
+
+// floodRule is the rule of a session ended for flooding the change
+// checker (renames.OpFlood).
+var floodRule = fmt.Sprintf("every deletion and attribute change is checked: this session's took the checker more than %v of a second to resolve, and the checker is shared (other sessions' renames would fail their checks)", renames.MaxCostPerSecond)
 
 // onFsChanges checks the changes the watcher read of sessions' threads
 // against their sessions' deny_paths, and ends a session that hit one.
@@ -44,7 +49,9 @@ func (d *Daemon) onFsChanges(changes []renames.Change) {
 // checkFsChange checks one change of s.
 func (d *Daemon) checkFsChange(s *session, c renames.Change) {
 	var rule, touched string
-	if c.Err != "" {
+	if c.Op == renames.OpFlood {
+		rule = floodRule
+	} else if c.Err != "" {
 		rule = "every deletion and attribute change is checked: the directory where one was made could not be resolved (" + c.Err + ")"
 	} else {
 		touched = s.sandboxPath(c.Path)
@@ -62,14 +69,20 @@ func (d *Daemon) checkFsChange(s *session, c renames.Change) {
 	}
 	typ := fsAttribRecord
 	verb := "changed the attributes of"
-	if c.Op == renames.OpDelete {
+	switch c.Op {
+	case renames.OpDelete:
 		typ, verb = fsUnlinkRecord, "removed"
 		if c.Dir {
 			typ = fsRmdirRecord
 		}
+	case renames.OpFlood:
+		typ = fsFloodRecord
 	}
 	why := fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", verb, touched, strings.TrimPrefix(rule, "deny_paths "))
-	if c.Err != "" {
+	switch {
+	case c.Op == renames.OpFlood:
+		why = fmt.Sprintf("its file changes took the shared change checker more than %v of a second to resolve (a flood)", renames.MaxCostPerSecond)
+	case c.Err != "":
 		why = fmt.Sprintf("it %s a file in a directory that could not be resolved (%s), and every deletion and attribute change is checked", verb, c.Err)
 	}
 	s.deniedKernel.Add(1)

@@ -52,6 +52,12 @@ func TestCheckFsChanges(t *testing.T) {
 				"rule": "every deletion and attribute change is checked: the directory where one was made could not be resolved (open the directory by its handle: stale file handle)"},
 			killed: "it removed a file in a directory that could not be resolved (open the directory by its handle: stale file handle), and every deletion and attribute change is checked",
 		},
+		{
+			name:   "a flood of changes",
+			change: renames.Change{Op: renames.OpFlood},
+			record: audit.Record{"type": "file.flood", "action": "session stopped", "pid": uint32(tid), "rule": floodRule},
+			killed: "its file changes took the shared change checker more than 250ms of a second to resolve (a flood)",
+		},
 		{name: "elsewhere in the mount", change: renames.Change{Op: renames.OpAttrib, Path: "/host/proj/notes.txt"}},
 		{name: "outside the session's mounts", change: renames.Change{Op: renames.OpDelete, Path: "/host/other/.ssh/id_ed25519"}},
 		{name: "another session", change: renames.Change{Op: renames.OpDelete, Session: testCgroup + 1, Path: "/host/proj/.ssh/id_ed25519"}},

@@ -488,7 +488,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 				rule, touched = d.movedFromDenied(s, ev)
 			}
 			if rule == "" {
-				rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev), ke.Path, ke.To)
+				rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev) && !(s.changesWatched && watchedKind(ev.Kind)), ke.Path, ke.To)
 			}
 			if rule == "" {
 				if ev.OverBudget {
@@ -708,6 +708,18 @@ func kernelCheckedName(ev bpf.Event) bool {
 	case bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir:
 		return ev.Hint != "" && ev.Hint != "." && ev.Hint != ".." && !strings.ContainsRune(ev.Hint, '/') &&
 			len(ev.Hint) < bpf.HintMax // not cut short (a '/' may follow)
+	}
+	return false
+}
+
+// watchedKind reports whether fanotify checks changes of kind k where the
+// kernel made them, in a session whose writable mounts it all watches
+// (deletions and attribute changes): resolving the names again adds
+// nothing, and such events come by the thousand.
+func watchedKind(k bpf.Kind) bool {
+	switch k {
+	case bpf.KindUnlink, bpf.KindRmdir, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
+		return true
 	}
 	return false
 }

@@ -68,6 +68,7 @@ type session struct {
 	refusedAnswers atomic.Pointer[map[netip.Addr]string] // DNS answers egress refuses -> why (egressanswers.go)
 	renameMounts   []renameMount                         // writable mounts whose renames fanotify reports (renamecheck.go)
 	renameReleases []func()
+	changesWatched bool // every writable mount is watched: fanotify checks deletions and attribute changes (fschanges.go)
 
 	stopOnce sync.Once
 	grace    time.Duration
@@ -327,6 +328,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	}
 	if policy != nil {
 		policy.ChangesWatched = d.watchRenames(s, params.Mounts) // before the server runs
+		s.changesWatched = policy.ChangesWatched
 	}
 	started := time.Now()
 	var prep *sandbox.Prepared

@@ -126,6 +126,13 @@ type Watcher struct {
 	waiting  map[string][]Change
 	nwaiting int
 	ready    []Change
+	// owners caches owner's answers for one read (a flood is one
+	// thread's); cost is each session's time spent resolving since
+	// costFrom, and flooded those reported for it.
+	owners   map[uint32]owned
+	cost     map[uint64]time.Duration
+	flooded  map[uint64]bool // for good: the caller ends such a session
+	costFrom time.Time
 	// dirs caches the paths of directories resolved by handle (key: fsid
 	// and handle): a directory a server deletes in by the thousand is
 	// resolved once. A directory's deletion drops its entry; a
@@ -133,8 +140,14 @@ type Watcher struct {
 	dirs map[string]string
 }
 
+// owned is an answer of the owner function.
+type owned struct {
+	session uint64
+	ok      bool
+}
+
 // maxCachedDirs bounds the cache of directory paths.
-const maxCachedDirs = 4096
+const maxCachedDirs = 16384
 
 // mark is one watched file system: the watched sources on it, whose
 // descriptors open the events' directory handles.
@@ -164,7 +177,17 @@ type Op uint8
 const (
 	OpDelete Op = iota + 1 // unlink or rmdir
 	OpAttrib               // chmod, chown, setxattr, removexattr, utimes
+	// OpFlood: the session's changes cost the reader more than
+	// MaxCostPerSecond of resolving in the last second; the reader,
+	// shared by every session, would fall behind and others' renames
+	// fail their checks. Its changes are still resolved and reported.
+	OpFlood
 )
+
+// MaxCostPerSecond is how much of the reader's time one session's changes
+// may take to resolve (their directories looked up by handle) in a
+// second before the reader reports it (OpFlood).
+const MaxCostPerSecond = 250 * time.Millisecond
 
 // Change is a deletion or an attribute change by a thread of a session
 // (CheckChanges), where the kernel acted.
@@ -198,6 +221,7 @@ func Open(log *slog.Logger) (*Watcher, error) {
 	}
 	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{},
 		pending: map[uint32][]Move{}, gone: map[string]goneDir{}, dirs: map[string]string{}, waiting: map[string][]Change{},
+		owners: map[uint32]owned{}, cost: map[uint64]time.Duration{}, flooded: map[uint64]bool{},
 		buf: make([]byte, 64<<10)}, nil
 }
 
@@ -268,6 +292,7 @@ func (w *Watcher) Watch(path string) (release func(), err error) {
 	}
 	src := &source{dir: f, path: dir, refs: 1}
 	m.sources = append(m.sources, src)
+	clear(w.dirs) // a directory outside every source may lie in this one
 	return w.releaser(sfs.Fsid, src), nil
 }
 
@@ -285,6 +310,7 @@ func (w *Watcher) releaser(fsid unix.Fsid, src *source) func() {
 			w.drainLocked(time.Time{}) // the events of its renames need its descriptor
 			m := w.marks[fsid]
 			m.sources = slices.DeleteFunc(m.sources, func(s *source) bool { return s == src })
+			clear(w.dirs) // (paths are through sources)
 			_ = src.dir.Close()
 			if len(m.sources) > 0 {
 				return
@@ -418,6 +444,11 @@ const metaSize = int(unsafe.Sizeof(unix.FanotifyEventMetadata{}))
 // parse keeps the moves of a read's events.
 func (w *Watcher) parse(b []byte) {
 	now := time.Now()
+	clear(w.owners)
+	if now.Sub(w.costFrom) > time.Second {
+		clear(w.cost)
+		w.costFrom = now
+	}
 	for len(b) >= metaSize {
 		meta := decodeMeta(b)
 		if int(meta.Event_len) < metaSize || int(meta.Event_len) > len(b) {
@@ -457,10 +488,17 @@ func (w *Watcher) parseChange(info []byte, op Op, dir bool, tid uint32) {
 	if w.owner == nil {
 		return
 	}
-	session, ok := w.owner(tid)
-	if !ok {
-		return // another process's: dropped as read
+	o, known := w.owners[tid]
+	if !known {
+		o.session, o.ok = w.owner(tid)
+		w.owners[tid] = o
 	}
+	if !o.ok || w.flooded[o.session] {
+		// Another process's, or a session reported flooding, which
+		// ends: dropped as read, so that the queue drains fast.
+		return
+	}
+	session := o.session
 	var rec []byte
 	infoRecords(info, func(typ byte, r []byte) {
 		switch typ {
@@ -474,7 +512,12 @@ func (w *Watcher) parseChange(info []byte, op Op, dir bool, tid uint32) {
 		return
 	}
 	c := Change{Op: op, Dir: dir, Tid: tid, Session: session}
+	start := time.Now()
 	p, err := w.resolve(rec)
+	if elsewhere(err) {
+		return // (not charged: not the session's)
+	}
+	w.charge(c, time.Since(start))
 	if err == nil {
 		c.Path = p
 		w.ready = append(w.ready, c)
@@ -488,6 +531,16 @@ func (w *Watcher) parseChange(info []byte, op Op, dir bool, tid uint32) {
 	}
 	c.Err, c.name = err.Error(), name
 	w.wait(key, c)
+}
+
+// charge adds d to the resolving time of c's session, and reports the
+// session once a second when it is over MaxCostPerSecond.
+func (w *Watcher) charge(c Change, d time.Duration) {
+	w.cost[c.Session] += d
+	if w.cost[c.Session] > MaxCostPerSecond && !w.flooded[c.Session] {
+		w.flooded[c.Session] = true
+		w.ready = append(w.ready, Change{Op: OpFlood, Tid: c.Tid, Session: c.Session})
+	}
 }
 
 // wait keeps c until the deletion of the directory with handle key;
@@ -513,6 +566,9 @@ func (w *Watcher) resolveWaiting(key string) {
 	w.nwaiting -= len(cs)
 	g := w.gone[key]
 	p, err := w.resolve(g.rec) // the parent's path and the directory's name
+	if elsewhere(err) {
+		return
+	}
 	for _, c := range cs {
 		if err == nil {
 			c.Path, c.Err, c.name = filepath.Join(p, c.name), "", ""
@@ -658,13 +714,16 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 	}
 	key := string(rec[4 : hdr+size]) // handleKey's
 	if dir, ok := w.dirs[key]; ok {
+		if dir == "" {
+			return "", errOutside
+		}
 		return filepath.Join(dir, string(name)), nil
 	}
 	m := w.marks[fsid]
 	if m == nil {
-		return "", errors.New("a file system no longer watched")
+		return "", errUnwatched
 	}
-	var lastErr error = errors.New("outside every watched source")
+	var lastErr = errOutside
 	for _, src := range m.sources {
 		fd, err := unix.OpenByHandleAt(int(src.dir.Fd()), unix.NewFileHandle(typ, rec[hdr:hdr+size]), unix.O_PATH|unix.O_CLOEXEC)
 		if err != nil {
@@ -678,15 +737,40 @@ func (w *Watcher) resolve(rec []byte) (string, error) {
 		}
 		dir = strings.TrimSuffix(dir, " (deleted)")
 		if dir == src.path || strings.HasPrefix(dir, src.path+"/") || src.path == "/" {
-			if len(w.dirs) >= maxCachedDirs {
-				clear(w.dirs)
-			}
-			w.dirs[key] = dir
+			w.cacheDir(key, dir)
 			return filepath.Join(dir, string(name)), nil
 		}
 	}
+	if lastErr == errOutside {
+		w.cacheDir(key, "") // (a host directory a thread id of a session's thread changes in)
+	}
 	return "", lastErr
 }
+
+// cacheDir caches the path of the directory with handle key ("": outside
+// every watched source), one entry out, whichever, when full.
+func (w *Watcher) cacheDir(key, dir string) {
+	if len(w.dirs) >= maxCachedDirs {
+		for k := range w.dirs {
+			delete(w.dirs, k)
+			break
+		}
+	}
+	w.dirs[key] = dir
+}
+
+// errOutside and errUnwatched: a directory that resolved, but lies
+// outside every watched source (no session's writable mount holds it),
+// or on a file system no longer watched (its sessions ended).
+var (
+	errOutside   = errors.New("outside every watched source")
+	errUnwatched = errors.New("a file system no longer watched")
+)
+
+// elsewhere reports whether err says a change is in no session's
+// writable mount: another process's, made by a thread whose id a
+// session's thread had before.
+func elsewhere(err error) bool { return errors.Is(err, errOutside) || errors.Is(err, errUnwatched) }
 
 // pruneGone drops deleted directories older than keepFor, oldest first,
 // at most once a second.

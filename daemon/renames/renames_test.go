@@ -434,6 +434,12 @@ func testCheckChanges(t *testing.T, late bool) {
 		return os.RemoveAll(filepath.Join(dir, "tree"))
 	})
 	onThread(t, func() error { return os.Remove(filepath.Join(dir, "other")) }) // not the session's
+	// A thread the owner function takes for the session's (a host thread
+	// with the id of a session's exited thread) changes a file on the same
+	// file system outside every watched source: not the session's.
+	elsewhere := filepath.Join(t.TempDir(), "host-file")
+	must(t, os.WriteFile(elsewhere, nil, 0o644))
+	inSession(func() error { return errors.Join(unix.Chmod(elsewhere, 0o600), os.Remove(elsewhere)) })
 	if late {
 		go w.Run()
 	}

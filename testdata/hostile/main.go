@@ -397,6 +397,8 @@ func main() {
 		return
 	case "change-trick": // see changetricks.go
 		detail, err = changeTrick(os.Args[2:])
+	case "fs-check": // see fschecks.go
+		detail, err = fsCheck(os.Args[2:])
 	default:
 		fmt.Println("unknown attack", os.Args[1])
 		os.Exit(2)

@@ -1,0 +1,101 @@
+package integration
+
+// The fanotify check of deletions and attribute changes (daemon/renames'
+// CheckChanges) against what a red team did to it at cd790ac: a change
+// from a thread that never made a traced call (utimensat), and one
+// session's flood of changes making another session's rename check time
+// out. (Host threads that reuse the ids of a session's exited threads
+// are renames' TestCheckChanges: cycling the host's thread ids here
+// starved containerd.) The attacks are the hostile program's "fs-check"
+// variants (testdata/hostile/fschecks.go).
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// fsCheck runs hostile fs-check ARGS through run_command on c.
+func fsCheck(t *testing.T, c *mcpClient, timeout time.Duration, args ...string) string {
+	t.Helper()
+	res, err := c.CallTool(ctxT(t, timeout), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": append([]string{"fs-check"}, args...)}}})
+	out := ""
+	if err != nil {
+		out = "call error: " + err.Error()
+	} else if res != nil && len(res.Content) > 0 {
+		out = textOf(res.Content[0])
+	}
+	t.Logf("hostile fs-check %v: %q", args, out)
+	return out
+}
+
+// utimensat(2) makes no event of its own (touch and tar make them by the
+// thousand), but its thread is noted for the fanotify reader: setting a
+// denied key's times ends the session. At cd790ac the thread was not
+// noted and the change was dropped unseen.
+func TestTouchingADeniedFileEndsTheSession(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	plantKey(t, dir)
+	out := fsCheck(t, c, 60*time.Second, "utimes", "/work/.ssh/id_ed25519")
+	if strings.Contains(out, "ESCAPED") {
+		t.Fatalf("the key's times were set and the session lived: %q", out)
+	}
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0: the change of the key's times went unchecked")
+	}
+	ev := d.record(t, "file.attrib", func(r map[string]any) bool { return str(r, "action") != "" })
+	if str(ev, "rule") != "deny_paths **/.ssh/**" || str(ev, "touched") != "/work/.ssh/id_ed25519" {
+		t.Fatalf("file.attrib record: %v, want the key and deny_paths **/.ssh/**", ev)
+	}
+}
+
+// One session's flood of attribute changes across more directories than
+// the reader caches is ended (its changes took the shared reader more
+// than 250 ms a second, and the rest of them are dropped as read), so
+// that another session's rename checks, which read the queue through,
+// do not time out behind it. At cd790ac the flooder lived and the other
+// session was killed: its rename check could not read the queue in 2 s
+// (ErrBehind). (The kernel's event ring, shared too, can still fill
+// while a check waits, and end the other session as unchecked: see the
+// README's deny_paths limits.)
+func TestAFloodOfChangesEndsItsOwnSession(t *testing.T) {
+	setup(t)
+	a, b := project(t), project(t)
+	d := startDaemon(t, fmt.Sprintf("[servers.flood]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n"+
+		"[servers.victim]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(env.bin, "testserver"), a, filepath.Join(env.bin, "testserver"), b))
+	ca := d.connect(t, "flood", mcp.ProtocolVersion20251125)
+	toolNames(t, ca)
+	cb := d.connect(t, "victim", mcp.ProtocolVersion20251125)
+	toolNames(t, cb)
+	floodDone := make(chan string, 1)
+	go func() { floodDone <- fsCheck(t, ca, 180*time.Second, "flood", "/work", "30000", "20") }()
+	testenv.WaitFor(t, "the flood under way", 120*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(a, "flooding"))
+		return err == nil, fmt.Sprint(err)
+	})
+	must(t, os.WriteFile(filepath.Join(b, "a"), []byte("x"), 0o666), "write")
+	out, _ := callText(t, cb, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
+		"for i in $(seq 1 100); do mv /work/a /work/b && mv /work/b /work/a || exit 1; done; echo renamed"}})
+	t.Logf("the victim's renames during the flood: %q", out)
+	if fl := <-floodDone; strings.Contains(fl, "ESCAPED") {
+		t.Fatalf("the flood ran its course: %q; want its session ended", fl)
+	}
+	d.record(t, "file.flood", func(r map[string]any) bool { return strings.Contains(str(r, "action"), "session killed") })
+	for _, r := range d.auditRecords(t) {
+		if strings.Contains(str(r, "rule"), "could not be read in time") {
+			t.Fatalf("a rename check timed out behind the flood: %v", r)
+		}
+	}
+}

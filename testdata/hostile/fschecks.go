@@ -1,0 +1,101 @@
+package main
+
+// The attack "fs-check", against the fanotify check of deletions and
+// attribute changes (found by a red team at cd790ac):
+//
+//	fs-check utimes PATH             set PATH's times (utimensat) from a fresh thread
+//	fs-check churn N                 N short-lived threads, each a failed unlink (noted in the changers map), then exit
+//	fs-check flood DIR NDIRS SECONDS chmod files in NDIRS directories under DIR, from 2 threads, for SECONDS;
+//	                                 DIR/flooding appears when the chmods start
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func fsCheck(args []string) (string, error) {
+	if len(args) < 1 {
+		return "", fmt.Errorf("fs-check: no variant")
+	}
+	switch args[0] {
+	case "utimes":
+		path := args[1]
+		var before unix.Stat_t
+		_ = unix.Stat(path, &before)
+		// UTIME_NOW: write access suffices (times of one's choosing need ownership)
+		ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+		time.Sleep(1100 * time.Millisecond)
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, 0); err != nil {
+			return "", err
+		}
+		var after unix.Stat_t
+		_ = unix.Stat(path, &after)
+		time.Sleep(8 * time.Second) // time for a kill
+		return fmt.Sprintf("utimensat %s: mtime %d -> %d, unpunished for 8 s", path, before.Mtim.Sec, after.Mtim.Sec), nil
+	case "churn":
+		n, _ := strconv.Atoi(args[1])
+		var tids []int
+		var mu sync.Mutex
+		for i := 0; i < n; i++ {
+			done := make(chan struct{})
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+				_ = unix.Unlink("/work/.fs-check-nonexistent")
+				mu.Lock()
+				tids = append(tids, unix.Gettid())
+				mu.Unlock()
+				close(done)
+			}()
+			<-done
+		}
+		return fmt.Sprintf("%d threads noted, tids %d..%d", len(tids), tids[0], tids[len(tids)-1]), nil
+	case "flood":
+		dir := args[1]
+		ndirs, _ := strconv.Atoi(args[2])
+		secs, _ := strconv.Atoi(args[3])
+		files := make([]string, 0, ndirs)
+		for i := 0; i < ndirs; i++ {
+			d := filepath.Join(dir, fmt.Sprintf("d%05d", i))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", err
+			}
+			f := filepath.Join(d, "f")
+			if err := os.WriteFile(f, nil, 0o644); err != nil {
+				return "", err
+			}
+			files = append(files, f)
+		}
+		var count atomic.Int64
+		deadline := time.Now().Add(time.Duration(secs) * time.Second)
+		if err := os.WriteFile(filepath.Join(dir, "flooding"), nil, 0o644); err != nil {
+			return "", err
+		}
+		var wg sync.WaitGroup
+		for w := 0; w < 2; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				runtime.LockOSThread()
+				mode := uint32(0o644)
+				for i := w; time.Now().Before(deadline); i++ {
+					for j := 0; j < 256; j++ {
+						mode ^= 0o100
+						_ = unix.Chmod(files[(i*256+j)%len(files)], mode)
+					}
+					count.Add(256)
+				}
+			}(w)
+		}
+		wg.Wait()
+		return fmt.Sprintf("%d chmods in %d s", count.Load(), secs), nil
+	}
+	return "", fmt.Errorf("fs-check: unknown variant %q", args[0])
+}
