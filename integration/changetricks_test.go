@@ -10,7 +10,6 @@ package integration
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,16 +27,7 @@ func changeTrick(t *testing.T, args ...string) (out string, key string, d *daemo
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	toolNames(t, c)
 	key = plantKey(t, dir)
-	res, err := c.CallTool(ctxT(t, 120*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
-		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": append([]string{"change-trick"}, args...)}}})
-	if err != nil {
-		out = "call error: " + err.Error()
-	} else if res != nil && len(res.Content) > 0 {
-		if tc, ok := res.Content[0].(mcp.TextContent); ok {
-			out = tc.Text
-		}
-	}
-	t.Logf("hostile change-trick %v: %q", args, out)
+	out = hostile(t, c, 120*time.Second, append([]string{"change-trick"}, args...)...)
 	// Alive? (a killed session answers no more calls)
 	res2, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
 		Arguments: map[string]any{"command": "/bin/echo", "args": []string{"alive"}}}})

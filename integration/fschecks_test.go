@@ -22,19 +22,27 @@ import (
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
-// fsCheck runs hostile fs-check ARGS through run_command on c.
-func fsCheck(t *testing.T, c *mcpClient, timeout time.Duration, args ...string) string {
+// hostile runs the hostile program with args through run_command on c
+// and returns its text, or the call's error as text (a killed session
+// answers none).
+func hostile(t *testing.T, c *mcpClient, timeout time.Duration, args ...string) string {
 	t.Helper()
 	res, err := c.CallTool(ctxT(t, timeout), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command",
-		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": append([]string{"fs-check"}, args...)}}})
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": args}}})
 	out := ""
 	if err != nil {
 		out = "call error: " + err.Error()
 	} else if res != nil && len(res.Content) > 0 {
 		out = textOf(res.Content[0])
 	}
-	t.Logf("hostile fs-check %v: %q", args, out)
+	t.Logf("hostile %v: %q", args, out)
 	return out
+}
+
+// fsCheck runs hostile fs-check ARGS through run_command on c.
+func fsCheck(t *testing.T, c *mcpClient, timeout time.Duration, args ...string) string {
+	t.Helper()
+	return hostile(t, c, timeout, append([]string{"fs-check"}, args...)...)
 }
 
 // utimensat(2) makes no event of its own (touch and tar make them by the
