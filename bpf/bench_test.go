@@ -71,6 +71,12 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		_ = os.Rename(from, from+".moved")
+	case "renames": // n renames of MCPCAGE_BENCH_PATH to it + ".moved" and back
+		from := os.Getenv("MCPCAGE_BENCH_PATH")
+		for i := 0; i < n; i += 2 {
+			_ = os.Rename(from, from+".moved")
+			_ = os.Rename(from+".moved", from)
+		}
 	case "open-then-changes": // n opens, then changes by name in MCPCAGE_BENCH_PATH (see changesForTest)
 		for i := 0; i < n; i++ {
 			open()

@@ -104,7 +104,7 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, __u16 family, _
 	if (s && (port == 0 || listen_allowed(cgid, addr16, port)))
 		return 1;
 	// Denials are always reported (no budget), as for connect.
-	struct event *e = new_event(cgid, EV_NET_DENIED);
+	struct event *e = new_event(cgid, EV_NET_DENIED, false);
 	if (e) {
 		fill_denied(e, family, addr16, port, proto, NET_DENIED_BIND);
 		e->rule = s ? 0 : UNREGISTERED_RULE; // fail closed

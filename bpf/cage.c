@@ -161,7 +161,7 @@ volatile __u8 track_handshakes = 0;
 
 static __always_inline void emit_connect(struct pending_connect *pc, int ret, __u32 outcome)
 {
-	struct event *e = new_event(pc->cgid, EV_CONNECT);
+	struct event *e = new_event(pc->cgid, EV_CONNECT, false);
 	if (!e)
 		return;
 	// Possibly not the connecting task's context (a softirq ends the
@@ -305,7 +305,7 @@ static __always_inline void emit_net(__u64 cgid, struct session *s, int allowed,
 {
 	if (allowed && !admit_event(s))
 		return;
-	struct event *e = new_event(cgid, allowed ? kind : EV_NET_DENIED);
+	struct event *e = new_event(cgid, allowed ? kind : EV_NET_DENIED, false);
 	if (!e)
 		return;
 	e->result = allowed;
@@ -332,7 +332,7 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 	if (!s) {
 		struct session none = {};
 		(void)none;
-		struct event *e = new_event(cgid, EV_NET_DENIED);
+		struct event *e = new_event(cgid, EV_NET_DENIED, false);
 		if (e) {
 			e->family = AF_INET;
 			e->port = port;
@@ -382,7 +382,7 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	__u8 proto = ctx->protocol;
 	if (!s) {
-		struct event *e = new_event(cgid, EV_NET_DENIED);
+		struct event *e = new_event(cgid, EV_NET_DENIED, false);
 		if (e) {
 			e->family = AF_INET6;
 			e->port = port;
@@ -573,8 +573,10 @@ struct recent_val {
 // a session just unregistered, whose slot already went to another
 // session, sees another owner and folds nothing.
 struct call_slot {
-	__u64 epoch; // written by the daemon with one atomic 64-bit store
-	__u64 cgid;  // the owning session; 0: free
+	__u64 epoch;  // written by the daemon with one atomic 64-bit store
+	__u64 cgid;   // the owning session; 0: free
+	__u64 urgent; // the session's urgent events put in the ring (new_urgent_event)
+	__u64 read;   // of those, how many the daemon has read (it adds as it reads)
 };
 
 struct {
@@ -605,6 +607,42 @@ static __always_inline __u64 call_epoch(struct session *s, __u64 cgid)
 	if (*(volatile __u64 *)&c->cgid != cgid)
 		return NO_EPOCH;
 	return epoch;
+}
+
+// Set by the loader when the daemon maps call_slots into its memory and
+// so counts the urgent events it reads (call_slot.read).
+volatile const __u8 fair_share = 0;
+
+// URGENT_SHARE is how many urgent events of one session may wait in the
+// ring unread: a session that renames faster than the daemon reads is
+// refused room beyond it (its renamer killed, the session marked, as for
+// a full ring) rather than fill the ring's reserve that every session's
+// renames need.
+#define URGENT_SHARE 512
+
+// new_urgent_event reserves an event the daemon must see (the change is
+// unchecked without it), from the ring's reserve if need be, within
+// session s's share of the ring.
+static __always_inline struct event *new_urgent_event(struct session *s, __u64 cgid, __u32 kind)
+{
+	struct call_slot *c = 0;
+	if (fair_share) {
+		__u32 slot = s->call_slot;
+		c = bpf_map_lookup_elem(&call_slots, &slot);
+		if (c && *(volatile __u64 *)&c->cgid != cgid)
+			c = 0; // not the session's slot (any more): no share to count in
+		__u64 put = c ? *(volatile __u64 *)&c->urgent : 0, read = c ? *(volatile __u64 *)&c->read : 0;
+		if (put > read && put - read >= URGENT_SHARE) {
+			count_lost(LOST_RINGBUF);
+			return 0;
+		}
+	}
+	struct event *e = new_event(cgid, kind, true);
+	if (e && c) {
+		__sync_fetch_and_add(&c->urgent, 1);
+		e->counted = 1;
+	}
+	return e;
 }
 
 struct {
@@ -675,7 +713,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 	bool admitted = in_budget(s);
-	struct event *e = admitted ? new_event(cgid, EV_FILE_OPEN) : 0;
+	struct event *e = admitted ? new_event(cgid, EV_FILE_OPEN, false) : 0;
 	if (ret >= 0 && p.dentry) {
 		// The decision of the first walk stands (a second one could see
 		// a rename in between); this one copies the path for the event.
@@ -700,7 +738,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		// returns to user space and can read anything. Reported even
 		// over the session's budget.
 		bpf_send_signal(SIGKILL);
-		if (!e && (e = new_event(cgid, EV_FILE_OPEN)))
+		if (!e && (e = new_event(cgid, EV_FILE_OPEN, true)))
 			walk_path(e, cgid, lens, p.dentry, p.mnt);
 	}
 	if (!e) {
@@ -1058,22 +1096,23 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct event *e = 0;
 	bool budget = in_budget(s);
-	if (budget || daemon_checks)
-		e = new_event(args.cgid, args.kind);
+	if (daemon_checks)
+		e = new_urgent_event(s, args.cgid, args.kind);
+	else if (budget)
+		e = new_event(args.cgid, args.kind, false);
 	else
 		count_lost(LOST_THROTTLED); // (a denial below is reported all the same)
-	// Not reported (over the budget, or the ring is full): a successful
-	// change whose name the daemon had to check is reported over the
-	// budget, marked, and fails closed when the ring cannot take it.
+	// Not reported (over the budget, or the ring is full but for its
+	// reserve): a successful change whose name the daemon had to check is
+	// reported from the reserve (marked when over the budget), and fails
+	// closed when the ring cannot take it.
 	bool over = false;
 	__u32 unreported = !e;
 	asm volatile("" : "+r"(unreported)); // no (e | ret) == 0: the verifier refuses arithmetic on pointers
 	if (unreported && ret == 0 && !daemon_checks && !covered && name_may_hit(args.name, args.kind, args.at_flags, lens)) {
 		daemon_checks = true;
-		if (!budget) {
-			over = true;
-			e = new_event(args.cgid, args.kind);
-		}
+		over = !budget;
+		e = new_urgent_event(s, args.cgid, args.kind);
 	}
 	if (!e && daemon_checks) {
 		// Unreported: the caller dies now, and every later opener or
@@ -1090,7 +1129,7 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 		denied = 0;
 	if (denied) {
 		bpf_send_signal(SIGKILL);
-		if (!e && (e = new_event(args.cgid, args.kind)))
+		if (!e && (e = new_event(args.cgid, args.kind, true)))
 			dir_path(e, args.cgid, lens, args.dirfd);
 	}
 	if (!e)
@@ -1168,7 +1207,7 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (!s || !admit_event(s))
 		return 0;
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
-	struct event *e = new_event(cgid, EV_EXEC);
+	struct event *e = new_event(cgid, EV_EXEC, false);
 	if (!e)
 		return 0;
 	const char *filename = BPF_CORE_READ(bprm, filename);

@@ -393,6 +393,20 @@ func (c *Cage) DirectReads() (bool, error) {
 	return c.directErr == nil, c.directErr
 }
 
+// urgentShare is cage.c's URGENT_SHARE: how many of one session's urgent
+// events (renames and links, changes whose names may hit) may wait in
+// the ring unread.
+const urgentShare = 512
+
+// FairShare reports whether each session's urgent events are held to
+// their share of the ring (urgentShare unread at most), so that one
+// session's flood of renames cannot leave another's without room: only
+// with the call slots mapped (CallEpochsMapped), where the reader counts
+// them read with a store.
+func (c *Cage) FairShare() bool {
+	return c.mmapErr == nil
+}
+
 // CallEpochsMapped reports whether moving a session's call epoch
 // (NewCall) is a store into memory the kernel maps into this process,
 // and why not: without BPF_F_MMAPABLE it is a map update, a syscall.

@@ -141,6 +141,8 @@ struct event {
 	__u8 over_budget;
 	__u32 repeats; // file.open: opens of the file folded since its last record
 	__u32 at_flags; // changes: the call's AT_* flags (AT_SYMLINK_NOFOLLOW: the last name is not followed)
+	__u8 counted;   // counted in the session's share of the ring (call_slot.urgent): the reader counts it read
+	__u8 pad[3];
 	__u8 addr[16];
 	char comm[16];
 	char hint[HINT_LEN];                       // user-memory string (audit hint only)
@@ -280,8 +282,24 @@ static __always_inline bool admit_event(struct session *s)
 	return false;
 }
 
-static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
+// EVENTS_RESERVE is the room in the ring kept for urgent events: the
+// changes the daemon must check (a rename or link, a change whose name
+// may hit), which fail closed when they cannot be reported, and
+// deny_paths kills. The other events (opens, execs, connections, net
+// denials, checked changes) are dropped, counted as lost, once the ring
+// holds more than the rest: one session's flood of them, faster than the
+// daemon reads, cannot get another session's rename killed as
+// unreportable.
+#define EVENTS_RESERVE (1 << 21)
+
+// new_event reserves an event in the ring; one that is not urgent only
+// while the ring has more than EVENTS_RESERVE free.
+static __always_inline struct event *new_event(__u64 cgid, __u32 kind, bool urgent)
 {
+	if (!urgent && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_BYTES - EVENTS_RESERVE) {
+		count_lost(LOST_RINGBUF);
+		return 0;
+	}
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost(LOST_RINGBUF);
@@ -293,6 +311,7 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind)
 	e->pid = (__u32)id;
 	e->tgid = id >> 32;
 	e->kind = kind;
+	e->counted = 0;
 	e->result = 0;
 	e->flags = 0;
 	e->rule = 0;

@@ -19,9 +19,11 @@ type cageArgvHead struct {
 }
 
 type cageCallSlot struct {
-	_     structs.HostLayout
-	Epoch uint64
-	Cgid  uint64
+	_      structs.HostLayout
+	Epoch  uint64
+	Cgid   uint64
+	Urgent uint64
+	Read   uint64
 }
 
 type cageConnectOutcome uint32
@@ -57,11 +59,14 @@ type cageEvent struct {
 	OverBudget uint8
 	Repeats    uint32
 	AtFlags    uint32
+	Counted    uint8
+	Pad        [3]uint8
 	Addr       [16]uint8
 	Comm       [16]int8
 	Hint       [128]int8
 	Hint2      [128]int8
 	Comp       [16][48]int8
+	_          [4]byte
 }
 
 type cageEventKind uint32
@@ -258,6 +263,7 @@ const (
 	cageProgCageTcpState           = "cage_tcp_state"
 	cageVarCalibNonce              = "calib_nonce"
 	cageVarCalibOption             = "calib_option"
+	cageVarFairShare               = "fair_share"
 	cageVarParentCgid              = "parent_cgid"
 	cageVarParentLevel             = "parent_level"
 	cageVarSessionLevel            = "session_level"
@@ -380,6 +386,7 @@ type cageMapSpecs struct {
 type cageVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -459,6 +466,7 @@ func (m *cageMaps) Close() error {
 type cageVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	FairShare            *ebpf.Variable `ebpf:"fair_share"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

@@ -51,7 +51,14 @@ func loadWith(t testing.TB, o Options) (*Cage, string) {
 // sessionForTest makes a session cgroup under parent and registers it.
 func sessionForTest(t *testing.T, c *Cage, parent string, p Policy) (dir string, cgid uint64) {
 	t.Helper()
-	dir = filepath.Join(parent, "s1")
+	return namedSessionForTest(t, c, parent, "s1", p)
+}
+
+// namedSessionForTest is sessionForTest with the cgroup's name: a test's
+// second session.
+func namedSessionForTest(t *testing.T, c *Cage, parent, name string, p Policy) (dir string, cgid uint64) {
+	t.Helper()
+	dir = filepath.Join(parent, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

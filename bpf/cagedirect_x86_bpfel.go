@@ -19,9 +19,11 @@ type cageDirectArgvHead struct {
 }
 
 type cageDirectCallSlot struct {
-	_     structs.HostLayout
-	Epoch uint64
-	Cgid  uint64
+	_      structs.HostLayout
+	Epoch  uint64
+	Cgid   uint64
+	Urgent uint64
+	Read   uint64
 }
 
 type cageDirectDenyKey struct {
@@ -182,6 +184,7 @@ const (
 	cageDirectProgCageTcpState           = "cage_tcp_state"
 	cageDirectVarCalibNonce              = "calib_nonce"
 	cageDirectVarCalibOption             = "calib_option"
+	cageDirectVarFairShare               = "fair_share"
 	cageDirectVarParentCgid              = "parent_cgid"
 	cageDirectVarParentLevel             = "parent_level"
 	cageDirectVarSessionLevel            = "session_level"
@@ -304,6 +307,7 @@ type cageDirectMapSpecs struct {
 type cageDirectVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -383,6 +387,7 @@ func (m *cageDirectMaps) Close() error {
 type cageDirectVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	FairShare            *ebpf.Variable `ebpf:"fair_share"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

@@ -25,6 +25,8 @@ const (
 	callSlotSize  = unsafe.Sizeof(cageCallSlot{})
 	callSlotEpoch = unsafe.Offsetof(cageCallSlot{}.Epoch)
 	callSlotOwner = unsafe.Offsetof(cageCallSlot{}.Cgid)
+	callSlotPut   = unsafe.Offsetof(cageCallSlot{}.Urgent)
+	callSlotRead  = unsafe.Offsetof(cageCallSlot{}.Read)
 )
 
 // callSlots hands out cage.c's call_slots entries, one per registered
@@ -193,9 +195,35 @@ func (s *callSlots) write(sl *callSlot, epoch, owner uint64) error {
 		s.word(sl.index, callSlotEpoch).Store(epoch)
 		return nil
 	}
+	if sl.owner != owner {
+		// A new owner: its share of the ring starts empty.
+		s.word(sl.index, callSlotRead).Store(0)
+		s.word(sl.index, callSlotPut).Store(0)
+	}
 	s.word(sl.index, callSlotEpoch).Store(epoch)
 	s.word(sl.index, callSlotOwner).Store(owner)
 	return nil
+}
+
+// read counts one of session cgid's urgent events (struct event's
+// counted) as read from the ring, which gives its share back. Only with
+// the array mapped (the kernel counts them only then).
+func (s *callSlots) read(cgid uint64) {
+	v, ok := s.owned.Load(cgid)
+	if !ok {
+		return // released: a new owner starts from zero
+	}
+	sl := v.(*callSlot)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.owner != cgid {
+		return
+	}
+	s.memMu.RLock()
+	defer s.memMu.RUnlock()
+	if s.mem != nil {
+		s.word(sl.index, callSlotRead).Add(1)
+	}
 }
 
 // word is a 64-bit field of slot i in the mapped array (8-byte aligned:
@@ -209,4 +237,20 @@ func (s *callSlots) inUse() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return int(s.next) - len(s.free)
+}
+
+// share is session cgid's count of urgent events put in the ring and read
+// from it (0, 0 without a mapped slot).
+func (s *callSlots) share(cgid uint64) (put, read uint64) {
+	v, ok := s.owned.Load(cgid)
+	if !ok {
+		return 0, 0
+	}
+	s.memMu.RLock()
+	defer s.memMu.RUnlock()
+	if s.mem == nil {
+		return 0, 0
+	}
+	i := v.(*callSlot).index
+	return s.word(i, callSlotPut).Load(), s.word(i, callSlotRead).Load()
 }

@@ -55,6 +55,11 @@ func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadS
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	// The daemon counts the urgent events it reads only in a mapped
+	// array (one atomic add, no syscall): no share without it.
+	if err := spec.Variables["fair_share"].Set(vars.mmapSlots); err != nil {
+		return fmt.Errorf("set fair_share: %w", err)
+	}
 	if !vars.mmapSlots {
 		// The same array, written by map updates instead.
 		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE

@@ -317,6 +317,9 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 				bad(err)
 				continue
 			}
+			if (*cageEvent)(unsafe.Pointer(&rec.RawSample[0])).Counted != 0 {
+				c.slots.read(ev.Cgroup) // its share of the ring, given back
+			}
 			fn(ev)
 		}
 	}()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -166,9 +167,11 @@ func repeatedOpensFold(t *testing.T, o Options) {
 }
 
 // A rename's names are checked by the daemon alone, so its event is made
-// whatever the session's budget; one the ring buffer cannot take fails
-// closed: the renamer is killed, the session marked (Unchecked), and
-// every later opener in it killed until the daemon ends the session.
+// whatever the session's budget, from the ring's reserve that other
+// events leave it, within the session's share of the ring; one beyond
+// the share (or that the ring buffer cannot take) fails closed: the
+// renamer is killed, the session marked (Unchecked), and every later
+// opener in it killed until the daemon ends the session.
 func TestRenamesAreAlwaysReported(t *testing.T) {
 	t.Run("over the budget", func(t *testing.T) {
 		c, parent := loadForTest(t)
@@ -203,20 +206,48 @@ func TestRenamesAreAlwaysReported(t *testing.T) {
 			t.Fatalf("rename events %v, want the one rename of %s", renames, file)
 		}
 	})
-	t.Run("ring buffer full", func(t *testing.T) {
+	t.Run("ring full of other events", func(t *testing.T) {
 		c, parent := loadForTest(t)
-		session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+		session, _ := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
 		file := filepath.Join(t.TempDir(), "f")
 		if err := os.WriteFile(file, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// No reader: the failed opens fill the ring, the rename finds no room.
-		err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-rename", "MCPCAGE_BENCH_N=400000", "MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+file)
-		if !killed(t, err) {
-			t.Fatalf("the renamer whose rename could not be reported: %v, want killed (SIGKILL)", err)
+		// No reader: the failed opens fill the ring but for its reserve,
+		// where the rename finds room (at 0ebd4ee the renamer was killed:
+		// another session's flood of opens could get it done).
+		if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-rename", "MCPCAGE_BENCH_N=400000", "MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+file); err != nil {
+			t.Fatalf("the renamer after a ring's worth of opens: %v, want it to live (its event in the reserve)", err)
 		}
 		if rb, _, err := c.Lost(); err != nil || rb == 0 {
-			t.Fatalf("ring buffer reservations failed %d (%v): the ring did not fill", rb, err)
+			t.Fatalf("ring buffer reservations failed %d (%v): the opens did not fill the ring", rb, err)
+		}
+		renames := readRenames(t, c)
+		if len(renames) != 1 || renames[0].Hint != file {
+			t.Fatalf("rename events %v, want the one rename of %s", renames, file)
+		}
+	})
+	t.Run("over its share of the ring", func(t *testing.T) {
+		c, parent := loadForTest(t)
+		if !c.FairShare() {
+			t.Fatal("the call slots are not mapped: no share of the ring to test")
+		}
+		session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+		other, otherID := namedSessionForTest(t, c, parent, "s2", Policy{DenyComponents: map[string]int{".ssh": 0}})
+		file := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(file, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// No reader: the renames fill the session's share of the ring
+		// until one finds no room. Before the share (at 0ebd4ee) they
+		// filled the whole ring, and another session's next rename
+		// killed that session as unreportable.
+		err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=renames", "MCPCAGE_BENCH_N=40000", "MCPCAGE_BENCH_PATH="+file)
+		if !killed(t, err) {
+			t.Fatalf("the renamer over its share: %v, want killed (SIGKILL)", err)
+		}
+		if rb, _, err := c.Lost(); err != nil || rb == 0 {
+			t.Fatalf("ring buffer reservations failed %d (%v): the share was not spent", rb, err)
 		}
 		if unchecked, err := c.Unchecked(cgid); err != nil || !unchecked {
 			t.Fatalf("Unchecked = %v (%v), want the session marked", unchecked, err)
@@ -225,7 +256,52 @@ func TestRenamesAreAlwaysReported(t *testing.T) {
 		if err := openThen(t, session, 0, "", "/etc/hostname"); !killed(t, err) {
 			t.Fatalf("an open in the marked session: %v, want the opener killed (SIGKILL)", err)
 		}
+		// The other session's renames find room, still without a reader.
+		otherFile := filepath.Join(t.TempDir(), "g")
+		if err := os.WriteFile(otherFile, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := runChildIn(t, other, "MCPCAGE_BENCH_LOOP=renames", "MCPCAGE_BENCH_N=100", "MCPCAGE_BENCH_PATH="+otherFile); err != nil {
+			t.Fatalf("another session's renames: %v, want them done", err)
+		}
+		if unchecked, err := c.Unchecked(otherID); err != nil || unchecked {
+			t.Fatalf("the other session: Unchecked = %v (%v), want it unmarked", unchecked, err)
+		}
+		// Read, the session's urgent events give its share back.
+		counts := map[uint64]int{}
+		for _, e := range readRenames(t, c) {
+			counts[e.Cgroup]++
+		}
+		if counts[cgid] != urgentShare || counts[otherID] != 100 {
+			t.Fatalf("rename events: %d of the flooding session, %d of the other; want %d (its share) and 100", counts[cgid], counts[otherID], urgentShare)
+		}
+		if put, read := c.slots.share(otherID); put != 100 || read != 100 {
+			t.Fatalf("the other session's share: %d put, %d read; want 100 and 100", put, read)
+		}
 	})
+}
+
+// readRenames starts c's reader and returns the rename events in the
+// ring, once it is read through.
+func readRenames(t *testing.T, c *Cage) []Event {
+	t.Helper()
+	var mu sync.Mutex
+	var renames []Event
+	if err := c.Events(func(e Event) {
+		if e.Kind == KindRename {
+			mu.Lock()
+			renames = append(renames, e)
+			mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return slices.Clone(renames)
 }
 
 // changesForTest makes the files of the loop open-then-changes in a new

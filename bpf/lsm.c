@@ -24,7 +24,7 @@ int BPF_PROG(cage_file_open, struct file *file, int ret)
 	__u32 denied = walk_path(0, cgid, s->deny_lens, d, vm);
 	if (!denied)
 		return 0;
-	struct event *e = new_event(cgid, EV_FILE_DENIED);
+	struct event *e = new_event(cgid, EV_FILE_DENIED, false);
 	if (e) {
 		walk_path(e, cgid, s->deny_lens, d, vm);
 		e->result = -EACCES;

@@ -96,7 +96,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 		d.log.Info("the eBPF programs read files, dentries and mounts by helper calls, about 100 ns more per open in a session than direct loads", "err", err)
 	}
 	if ok, err := cage.CallEpochsMapped(); !ok {
-		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each): this kernel does not map BPF arrays into memory", "err", err)
+		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each), and a session's renames are not held to a share of the kernel's event ring (one session renaming faster than this daemon reads may leave another's without room): this kernel does not map BPF arrays into memory", "err", err)
 	}
 	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
@@ -209,7 +209,8 @@ func (d *Daemon) killUnchecked() {
 	}
 }
 
-// endUnchecked ends s if a full ring buffer left it unchecked: a rename,
+// endUnchecked ends s if a full ring buffer (or its share of the ring
+// spent) left it unchecked: a rename,
 // link or change of its that the daemon had to check was not reported,
 // so its names were never checked against
 // deny_paths. The kernel killed its caller and kills every later opener
@@ -222,7 +223,7 @@ func (d *Daemon) endUnchecked(s *session) {
 	if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
 		return
 	}
-	why := "a rename, link or change by name it made could not be reported to the deny_paths check (the kernel's event buffer was full)"
+	why := "a rename, link or change by name it made could not be reported to the deny_paths check (the kernel's event buffer was full, or held 512 such changes of this session unread)"
 	if !s.killedBy.CompareAndSwap(nil, why) {
 		return
 	}
@@ -479,17 +480,18 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			ke.Rule = denyRule(srv, ev.Rule)
 			touched = ke.Path
 		} else if ev.Result == 0 {
+			if ev.Kind == bpf.KindRename && d.renames != nil && len(s.renameMounts) > 0 {
+				// Checked where the kernel took the file from, which may
+				// wait on fanotify's queue: off this loop, so that the
+				// ring it drains keeps room for every session's events.
+				d.queueRenameCheck(s, ev, ke)
+				return
+			}
 			// The kernel checked the base directory of a relative name;
 			// the names themselves are resolved here as the kernel
 			// resolves them (through symlinks, in the sandbox's root).
 			var rule string
-			if ev.Kind == bpf.KindRename {
-				// Where the kernel took the file from, when fanotify says.
-				rule, touched = d.movedFromDenied(s, ev)
-			}
-			if rule == "" {
-				rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev) && !(s.changesWatched && watchedKind(ev.Kind)), ke.Path, ke.To)
-			}
+			rule, touched = d.resolvedDenied(s, ev, !kernelCheckedName(ev) && !(s.changesWatched && watchedKind(ev.Kind)), ke.Path, ke.To)
 			if rule == "" {
 				if ev.OverBudget {
 					// Checked, not recorded: the session is over its
@@ -502,21 +504,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		} else {
 			break
 		}
-		// A hit ends the whole session at once: every process of its
-		// cgroup, not only the opener (a process sharing its files, a
-		// child that holds the file name).
-		ke.Action = d.killSession(s)
-		if ev.Killed {
-			ke.Action = "SIGKILL, " + ke.Action
-		}
-		s.stopForPolicy()
-		what := ke.Path
-		if touched != ke.Path {
-			what += " (that is " + touched + ")"
-		}
-		s.deniedKernel.Add(1)
-		s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
-		s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+		d.endForDeniedPath(s, ev, &ke, touched)
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
 			if ev.Rule < uint32(len(srv.Egress)) {
@@ -528,13 +516,38 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
 		}
 	}
-	d.tracers.publish(ke)
+	d.emitKernelEvent(s, &ke, touched)
+}
+
+// endForDeniedPath ends session s for its kernel event ev, a deny_paths
+// hit (ke.Rule set): touched is the path that hit the rule.
+func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, touched string) {
+	// A hit ends the whole session at once: every process of its
+	// cgroup, not only the opener (a process sharing its files, a
+	// child that holds the file name).
+	ke.Action = d.killSession(s)
+	if ev.Killed {
+		ke.Action = "SIGKILL, " + ke.Action
+	}
+	s.stopForPolicy()
+	what := ke.Path
+	if touched != ke.Path {
+		what += " (that is " + touched + ")"
+	}
+	s.deniedKernel.Add(1)
+	s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+	s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+}
+
+// emitKernelEvent traces, counts and records a kernel event of s.
+func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string) {
+	d.tracers.publish(*ke)
 	agent := metrics.Agent(s.agent)
 	d.metrics.KernelEvents.WithLabelValues(s.server, agent, ke.Type).Inc()
 	if ke.Action != "" {
 		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
 	}
-	d.audit.AppendAsync(s.kernelRecord(&ke, touched))
+	d.audit.AppendAsync(s.kernelRecord(ke, touched))
 }
 
 // kernelRecord is the audit record of a kernel event: the trace event's

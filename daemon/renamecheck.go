@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -79,6 +80,107 @@ func (s *session) sandboxPath(p string) string {
 		}
 	}
 	return ""
+}
+
+// maxQueuedRenameChecks bounds a session's renames waiting for their
+// check: more mean the session renames faster than fanotify's queue can
+// be read for it, and it is ended (fail closed) rather than let its
+// checks hold memory or the kernel-event loop.
+const maxQueuedRenameChecks = 4096
+
+// renameChecks is a session's queue of renames to check, in the order the
+// kernel reported them, worked through by one goroutine while it is not
+// empty. A check may wait on fanotify's queue (renames.Watcher.Claim, up
+// to its claimWait behind a flood): the kernel-event loop must not, or
+// the ring it drains fills and other sessions' changes go unreported
+// (which ends them as unchecked).
+type renameChecks struct {
+	mu         sync.Mutex
+	queue      []renameCheck
+	running    bool
+	overflowed bool // ended for too many waiting; later renames are dropped
+	dropped    int
+}
+
+// renameCheck is one rename's kernel event and its trace event, built as
+// it was read.
+type renameCheck struct {
+	ev bpf.Event
+	ke KernelEvent
+}
+
+// queueRenameCheck queues the check of rename ev for session s, and
+// starts the session's checker when it is idle.
+func (d *Daemon) queueRenameCheck(s *session, ev bpf.Event, ke KernelEvent) {
+	q := &s.renameChecks
+	q.mu.Lock()
+	if q.overflowed {
+		// The session is ended; its renames still in the ring were made
+		// before that.
+		q.dropped++
+		q.mu.Unlock()
+		return
+	}
+	if len(q.queue) >= maxQueuedRenameChecks {
+		q.overflowed = true
+		q.mu.Unlock()
+		s.log.Warn("renames came faster than they could be checked: ending the session", "waiting", maxQueuedRenameChecks)
+		ke.Rule = fmt.Sprintf("deny_paths every rename is checked: more than %d of this session's renames were waiting for their check", maxQueuedRenameChecks)
+		d.endForDeniedPath(s, ev, &ke, ev.Path)
+		d.emitKernelEvent(s, &ke, ev.Path)
+		return
+	}
+	q.queue = append(q.queue, renameCheck{ev: ev, ke: ke})
+	start := !q.running
+	q.running = true
+	q.mu.Unlock()
+	if start {
+		go d.runRenameChecks(s)
+	}
+}
+
+// runRenameChecks checks s's queued renames in order until none is left.
+func (d *Daemon) runRenameChecks(s *session) {
+	q := &s.renameChecks
+	for {
+		q.mu.Lock()
+		if len(q.queue) == 0 {
+			q.running = false
+			q.queue = nil // a burst's backing array goes with it
+			if q.dropped > 0 {
+				s.log.Info("renames after the session was ended for its renames were not checked or recorded", "count", q.dropped)
+				q.dropped = 0
+			}
+			q.mu.Unlock()
+			return
+		}
+		c := q.queue[0]
+		q.queue[0] = renameCheck{}
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		d.checkRename(s, c.ev, &c.ke)
+	}
+}
+
+// checkRename checks rename ev of s against deny_paths where the kernel
+// took the file from and put it, then by its names, and ends the session
+// on a hit; it records the rename unless it is clean and over the
+// session's event budget.
+func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
+	rule, touched := d.movedFromDenied(s, ev)
+	if rule == "" {
+		rule, touched = d.resolvedDenied(s, ev, true, ke.Path, ke.To)
+	}
+	if rule == "" {
+		if ev.OverBudget {
+			return // checked, not recorded (the kernel counted it as throttled)
+		}
+		d.emitKernelEvent(s, ke, "")
+		return
+	}
+	ke.Rule = "deny_paths " + rule
+	d.endForDeniedPath(s, ev, ke, touched)
+	d.emitKernelEvent(s, ke, touched)
 }
 
 // movedFromDenied checks the renames the kernel did for the thread of ev

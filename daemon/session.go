@@ -68,7 +68,8 @@ type session struct {
 	refusedAnswers atomic.Pointer[map[netip.Addr]string] // DNS answers egress refuses -> why (egressanswers.go)
 	renameMounts   []renameMount                         // writable mounts whose renames fanotify reports (renamecheck.go)
 	renameReleases []func()
-	changesWatched bool // every writable mount is watched: fanotify checks deletions and attribute changes (fschanges.go)
+	renameChecks   renameChecks // renames waiting for their check, off the kernel-event loop (renamecheck.go)
+	changesWatched bool         // every writable mount is watched: fanotify checks deletions and attribute changes (fschanges.go)
 
 	stopOnce sync.Once
 	grace    time.Duration

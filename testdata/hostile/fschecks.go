@@ -7,6 +7,8 @@ package main
 //	fs-check churn N                 N short-lived threads, each a failed unlink (noted in the changers map), then exit
 //	fs-check flood DIR NDIRS SECONDS chmod files in NDIRS directories under DIR, from 2 threads, for SECONDS;
 //	                                 DIR/flooding appears when the chmods start
+//	fs-check rename-flood DIR SECONDS rename files back and forth in DIR from 2 threads, and their
+//	                                 directories every 64 renames, for SECONDS; DIR/flooding appears when they start
 
 import (
 	"fmt"
@@ -73,29 +75,68 @@ func fsCheck(args []string) (string, error) {
 			}
 			files = append(files, f)
 		}
-		var count atomic.Int64
-		deadline := time.Now().Add(time.Duration(secs) * time.Second)
-		if err := os.WriteFile(filepath.Join(dir, "flooding"), nil, 0o644); err != nil {
-			return "", err
-		}
-		var wg sync.WaitGroup
-		for w := 0; w < 2; w++ {
-			wg.Add(1)
-			go func(w int) {
-				defer wg.Done()
-				runtime.LockOSThread()
-				mode := uint32(0o644)
-				for i := w; time.Now().Before(deadline); i++ {
-					for j := 0; j < 256; j++ {
-						mode ^= 0o100
-						_ = unix.Chmod(files[(i*256+j)%len(files)], mode)
-					}
-					count.Add(256)
+		n, err := flood(dir, secs, func(w int, deadline time.Time, count *atomic.Int64) {
+			mode := uint32(0o644)
+			for i := w; time.Now().Before(deadline); i++ {
+				for j := 0; j < 256; j++ {
+					mode ^= 0o100
+					_ = unix.Chmod(files[(i*256+j)%len(files)], mode)
 				}
-			}(w)
+				count.Add(256)
+			}
+		})
+		return fmt.Sprintf("%d chmods in %d s", n, secs), err
+	case "rename-flood":
+		dir := args[1]
+		secs, _ := strconv.Atoi(args[2])
+		for w := 0; w < 2; w++ {
+			d := filepath.Join(dir, fmt.Sprintf("r%d", w))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return "", err
+			}
+			if err := os.WriteFile(filepath.Join(d, "a"), nil, 0o644); err != nil {
+				return "", err
+			}
 		}
-		wg.Wait()
-		return fmt.Sprintf("%d chmods in %d s", count.Load(), secs), nil
+		n, err := flood(dir, secs, func(w int, deadline time.Time, count *atomic.Int64) {
+			d := [2]string{filepath.Join(dir, fmt.Sprintf("r%d", w)), filepath.Join(dir, fmt.Sprintf("s%d", w))}
+			for i := 0; time.Now().Before(deadline); i++ {
+				cur := d[i%2]
+				for j := 0; j < 32; j++ {
+					if unix.Rename(cur+"/a", cur+"/b") != nil || unix.Rename(cur+"/b", cur+"/a") != nil {
+						return // ended
+					}
+				}
+				count.Add(64)
+				// The directory itself moves: a rename of a directory
+				// empties the watcher's cache of directory paths.
+				if unix.Rename(cur, d[(i+1)%2]) != nil {
+					return
+				}
+			}
+		})
+		return fmt.Sprintf("%d renames in %d s", n, secs), err
 	}
 	return "", fmt.Errorf("fs-check: unknown variant %q", args[0])
+}
+
+// flood writes DIR/flooding, then runs work on 2 threads until SECONDS
+// have passed, and returns what they counted.
+func flood(dir string, secs int, work func(w int, deadline time.Time, count *atomic.Int64)) (int64, error) {
+	var count atomic.Int64
+	deadline := time.Now().Add(time.Duration(secs) * time.Second)
+	if err := os.WriteFile(filepath.Join(dir, "flooding"), nil, 0o644); err != nil {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			runtime.LockOSThread()
+			work(w, deadline, &count)
+		}(w)
+	}
+	wg.Wait()
+	return count.Load(), nil
 }

@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/bpf"
+	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+func renameEvent(from, to string) (bpf.Event, KernelEvent) {
+	ev := bpf.Event{Kind: bpf.KindRename, Cgroup: testCgroup, Dir: "/work", Hint: from, NewHint: to, Path: "/work/" + from}
+	zero := int32(0)
+	return ev, KernelEvent{Type: ev.Kind.String(), Session: "s1", Server: "fs", Path: ev.Path, Hint: from, To: "/work/" + to, Result: &zero}
+}
+
+// Renames are checked off the kernel-event loop, in the order the kernel
+// reported them: clean ones are recorded, a hit ends the session.
+func TestRenameChecksInOrder(t *testing.T) {
+	ssh := []string{"**/.ssh/**"}
+	f := newKernelFixture(t, &config.Server{DenyPaths: &ssh}, audit.Options{})
+	for i, to := range []string{"b", "c", ".ssh/authorized_keys", "d"} {
+		ev, ke := renameEvent(fmt.Sprint(i), to)
+		f.d.queueRenameCheck(f.s, ev, ke)
+	}
+	testenv.WaitFor(t, "the queue worked through", 10*time.Second, func() (bool, string) {
+		q := &f.s.renameChecks
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return !q.running, fmt.Sprintf("%d waiting", len(q.queue))
+	})
+	var got []string
+	for _, r := range f.written(t) {
+		got = append(got, fmt.Sprintf("%v %v", r["to"], r["action"]))
+	}
+	want := []string{"/work/b <nil>", "/work/c <nil>", "/work/.ssh/authorized_keys session stopped", "/work/d <nil>"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("records %q, want %q", got, want)
+	}
+	select {
+	case <-f.s.policyStop:
+	default:
+		t.Fatal("the rename into .ssh did not end the session")
+	}
+}
+
+// A session with more renames waiting than maxQueuedRenameChecks is ended
+// (fail closed), once; its renames after that are dropped and counted.
+func TestRenameChecksOverflowEndsTheSession(t *testing.T) {
+	f := newKernelFixture(t, &config.Server{}, audit.Options{})
+	q := &f.s.renameChecks
+	q.running = true // no checker: the queue only grows
+	for i := 0; i < maxQueuedRenameChecks+3; i++ {
+		ev, ke := renameEvent(fmt.Sprint(i), "x")
+		f.d.queueRenameCheck(f.s, ev, ke)
+	}
+	if len(q.queue) != maxQueuedRenameChecks || !q.overflowed || q.dropped != 2 {
+		t.Fatalf("queue %d, overflowed %v, dropped %d; want %d, true, 2", len(q.queue), q.overflowed, q.dropped, maxQueuedRenameChecks)
+	}
+	select {
+	case <-f.s.policyStop:
+	default:
+		t.Fatal("the overflow did not end the session")
+	}
+	recs := f.written(t)
+	if len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["rule"]), "renames were waiting for their check") ||
+		recs[0]["action"] != "session stopped" {
+		t.Fatalf("records %v, want one file.rename record of the overflow", recs)
+	}
+}
