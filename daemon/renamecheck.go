@@ -98,8 +98,28 @@ type renameChecks struct {
 	mu         sync.Mutex
 	queue      []renameCheck
 	running    bool
-	overflowed bool // ended for too many waiting; later renames are dropped
+	idle       chan struct{} // closed when the running checker stops
+	overflowed bool          // ended for too many waiting; later renames are dropped
 	dropped    int
+}
+
+// wait returns once the session's queued renames are checked, or after
+// timeout: their records (a hit among them) come before the session's
+// end.
+func (q *renameChecks) wait(timeout time.Duration) bool {
+	q.mu.Lock()
+	idle := q.idle
+	running := q.running
+	q.mu.Unlock()
+	if !running {
+		return true
+	}
+	select {
+	case <-idle:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }
 
 // renameCheck is one rename's kernel event and its trace event, built as
@@ -132,7 +152,9 @@ func (d *Daemon) queueRenameCheck(s *session, ev bpf.Event, ke KernelEvent) {
 	}
 	q.queue = append(q.queue, renameCheck{ev: ev, ke: ke})
 	start := !q.running
-	q.running = true
+	if start {
+		q.running, q.idle = true, make(chan struct{})
+	}
 	q.mu.Unlock()
 	if start {
 		go d.runRenameChecks(s)
@@ -146,6 +168,7 @@ func (d *Daemon) runRenameChecks(s *session) {
 		q.mu.Lock()
 		if len(q.queue) == 0 {
 			q.running = false
+			close(q.idle)
 			q.queue = nil // a burst's backing array goes with it
 			if q.dropped > 0 {
 				s.log.Info("renames after the session was ended for its renames were not checked or recorded", "count", q.dropped)

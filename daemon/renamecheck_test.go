@@ -9,7 +9,6 @@ import (
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
-	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func renameEvent(from, to string) (bpf.Event, KernelEvent) {
@@ -27,12 +26,9 @@ func TestRenameChecksInOrder(t *testing.T) {
 		ev, ke := renameEvent(fmt.Sprint(i), to)
 		f.d.queueRenameCheck(f.s, ev, ke)
 	}
-	testenv.WaitFor(t, "the queue worked through", 10*time.Second, func() (bool, string) {
-		q := &f.s.renameChecks
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return !q.running, fmt.Sprintf("%d waiting", len(q.queue))
-	})
+	if !f.s.renameChecks.wait(10 * time.Second) {
+		t.Fatal("the queued renames were not checked within 10 s")
+	}
 	var got []string
 	for _, r := range f.written(t) {
 		got = append(got, fmt.Sprintf("%v %v", r["to"], r["action"]))

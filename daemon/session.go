@@ -492,6 +492,9 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 		if err := d.cage.Sync(kernelSyncWait); err != nil {
 			s.log.Warn("kernel events of the session may be incomplete", "err", err)
 		}
+		if !s.renameChecks.wait(kernelSyncWait) {
+			s.log.Warn("renames of the session are still being checked: their records may come after its end")
+		}
 		if n, err := d.cage.OpensFolded(s.cgid); err != nil {
 			s.log.Warn("kernel count of folded opens unavailable", "err", err)
 		} else {
