@@ -524,8 +524,14 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, touched string) {
 	// A hit ends the whole session at once: every process of its
 	// cgroup, not only the opener (a process sharing its files, a
-	// child that holds the file name).
-	ke.Action = d.killSession(s)
+	// child that holds the file name). A later hit (its events, or
+	// queued rename checks, read after the end) finds it ended.
+	select {
+	case <-s.policyStop:
+		ke.Action = "session already ended"
+	default:
+		ke.Action = d.killSession(s)
+	}
 	if ev.Killed {
 		ke.Action = "SIGKILL, " + ke.Action
 	}
@@ -535,7 +541,8 @@ func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, tou
 		what += " (that is " + touched + ")"
 	}
 	s.deniedKernel.Add(1)
-	s.killedBy.Store(fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
+	// The first hit is what the client is told.
+	s.killedBy.CompareAndSwap(nil, fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
 	s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 }
 

@@ -190,8 +190,10 @@ func (d *Daemon) runRenameChecks(s *session) {
 // on a hit; it records the rename unless it is clean and over the
 // session's event budget.
 func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
-	rule, touched := d.movedFromDenied(s, ev)
-	if rule == "" {
+	rule, touched, complete := d.movedFromDenied(s, ev)
+	if rule == "" && !complete {
+		// fanotify did not say where the kernel put every file this
+		// thread moved: the names, resolved as the kernel would.
 		rule, touched = d.resolvedDenied(s, ev, true, ke.Path, ke.To)
 	}
 	if rule == "" {
@@ -212,44 +214,57 @@ func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
 // that hit it. A move whose old directory could not be resolved (a path
 // longer than PATH_MAX, removed with its deletion not known), or renames
 // the watcher could not read in time (renames.ErrBehind), are a hit: they
-// cannot be shown not to come from a denied directory.
-func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string) {
+// cannot be shown not to come from a denied directory. complete reports
+// that the thread's moves were found, each with both directories
+// resolved: where the kernel acted is then known, and resolving the
+// names again (a system call or three each) adds nothing.
+func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string, complete bool) {
 	if d.renames == nil || len(s.renameMounts) == 0 {
-		return "", ""
+		return "", "", false
 	}
 	if lag := time.Since(ev.Time); lag > renames.MaxClaimLag {
 		// The move may have been forgotten: this daemon is far behind the
 		// kernel's events (a flood of costly ones), fail closed.
 		s.log.Warn("a rename could not be checked: its kernel event was read too late", "lag", lag.Round(time.Millisecond))
-		return fmt.Sprintf("every rename is checked: this one's kernel event was read %s after it, later than its move is kept", lag.Round(time.Millisecond)), ev.Path
+		return fmt.Sprintf("every rename is checked: this one's kernel event was read %s after it, later than its move is kept", lag.Round(time.Millisecond)), ev.Path, false
 	}
 	started := threadStart(ev.Pid)
+	if started.IsZero() {
+		// The thread is gone (a short-lived mv, or a check queued
+		// behind others): its id may be another thread's since, and the
+		// moves kept under it another's. Its own moves were read after
+		// its rename; moves older than that are another thread's (its
+		// earlier renames were claimed by their own events, in order).
+		started = ev.Time.Add(-time.Second)
+	}
 	if started.After(ev.Time) {
 		// The thread that renamed is gone and its id taken by a newer
 		// one: its moves cannot be told from those of the thread before.
 		s.log.Warn("a rename could not be checked: its thread is gone and its id reused", "tid", ev.Pid)
-		return "every rename is checked: the renaming thread's id was reused before its rename was checked", ev.Path
+		return "every rename is checked: the renaming thread's id was reused before its rename was checked", ev.Path, false
 	}
 	moves, err := d.renames.Claim(ev.Pid, started)
 	if err != nil {
 		s.log.Warn("a rename could not be checked", "err", err)
-		return "every rename is checked: " + err.Error(), ev.Path
+		return "every rename is checked: " + err.Error(), ev.Path, false
 	}
+	complete = len(moves) > 0
 	for _, m := range moves {
 		if m.FromErr != "" {
 			s.log.Warn("a rename could not be checked: its old directory could not be resolved", "err", m.FromErr, "to", m.To)
-			return "every rename is checked: the directory a file was renamed out of could not be resolved (" + m.FromErr + ")", s.sandboxPath(m.To)
+			return "every rename is checked: the directory a file was renamed out of could not be resolved (" + m.FromErr + ")", s.sandboxPath(m.To), false
 		}
 		for _, p := range []string{s.sandboxPath(m.From), s.sandboxPath(m.To)} {
 			if p == "" {
+				complete = false // (not under a writable mount: unknown here)
 				continue
 			}
 			if rule := deniedComponent(s.srv, p); rule != "" {
-				return rule, p
+				return rule, p, false
 			}
 		}
 	}
-	return "", ""
+	return "", "", complete
 }
 
 // threadStart is when thread tid started, a little early (the kernel

@@ -18,11 +18,12 @@ func renameEvent(from, to string) (bpf.Event, KernelEvent) {
 }
 
 // Renames are checked off the kernel-event loop, in the order the kernel
-// reported them: clean ones are recorded, a hit ends the session.
+// reported them: clean ones are recorded, a hit ends the session, and a
+// later hit finds it ended (the client is told of the first).
 func TestRenameChecksInOrder(t *testing.T) {
 	ssh := []string{"**/.ssh/**"}
 	f := newKernelFixture(t, &config.Server{DenyPaths: &ssh}, audit.Options{})
-	for i, to := range []string{"b", "c", ".ssh/authorized_keys", "d"} {
+	for i, to := range []string{"b", "c", ".ssh/authorized_keys", ".ssh/config", "d"} {
 		ev, ke := renameEvent(fmt.Sprint(i), to)
 		f.d.queueRenameCheck(f.s, ev, ke)
 	}
@@ -33,9 +34,13 @@ func TestRenameChecksInOrder(t *testing.T) {
 	for _, r := range f.written(t) {
 		got = append(got, fmt.Sprintf("%v %v", r["to"], r["action"]))
 	}
-	want := []string{"/work/b <nil>", "/work/c <nil>", "/work/.ssh/authorized_keys session stopped", "/work/d <nil>"}
+	want := []string{"/work/b <nil>", "/work/c <nil>", "/work/.ssh/authorized_keys session stopped",
+		"/work/.ssh/config session already ended", "/work/d <nil>"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("records %q, want %q", got, want)
+	}
+	if killed, _ := f.s.killedBy.Load().(string); !strings.Contains(killed, "authorized_keys") {
+		t.Fatalf("the client is told %q, want the first hit (authorized_keys)", killed)
 	}
 	select {
 	case <-f.s.policyStop:
