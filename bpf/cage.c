@@ -618,7 +618,7 @@ volatile const __u8 fair_share = 0;
 // refused room beyond it (its renamer killed, the session marked, as for
 // a full ring) rather than fill the ring's reserve that every session's
 // renames need.
-#define URGENT_SHARE 512
+#define URGENT_SHARE 1024
 
 // new_urgent_event reserves an event the daemon must see (the change is
 // unchecked without it), from the ring's reserve if need be, within

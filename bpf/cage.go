@@ -410,7 +410,7 @@ func (c *Cage) DirectReads() (bool, error) {
 // urgentShare is cage.c's URGENT_SHARE: how many of one session's urgent
 // events (renames and links, changes whose names may hit) may wait in
 // the ring unread.
-const urgentShare = 512
+const urgentShare = 1024
 
 // FairShare reports whether each session's urgent events are held to
 // their share of the ring (urgentShare unread at most), so that one

@@ -157,9 +157,9 @@ const enum connect_outcome *unused_connect_outcome __attribute__((unused));
 const enum event_rule *unused_event_rule __attribute__((unused));
 const enum session_flag *unused_session_flag __attribute__((unused));
 
-// The ring buffer's size (4 MiB), and how much it holds before an event
+// The ring buffer's size (8 MiB), and how much it holds before an event
 // that is not urgent wakes the reader (256 KiB, see wakeup_flags).
-#define EVENTS_BYTES (1 << 22)
+#define EVENTS_BYTES (1 << 23)
 #define EVENTS_WAKEUP_BYTES (1 << 18)
 
 struct {
@@ -290,7 +290,7 @@ static __always_inline bool admit_event(struct session *s)
 // holds more than the rest: one session's flood of them, faster than the
 // daemon reads, cannot get another session's rename killed as
 // unreportable.
-#define EVENTS_RESERVE (1 << 21)
+#define EVENTS_RESERVE (1 << 22)
 
 // new_event reserves an event in the ring; one that is not urgent only
 // while the ring has more than EVENTS_RESERVE free.

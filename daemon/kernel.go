@@ -223,7 +223,7 @@ func (d *Daemon) endUnchecked(s *session) {
 	if unchecked, err := d.cage.Unchecked(s.cgid); err != nil || !unchecked {
 		return
 	}
-	why := "a rename, link or change by name it made could not be reported to the deny_paths check (the kernel's event buffer was full, or held 512 such changes of this session unread)"
+	why := "a rename, link or change by name it made could not be reported to the deny_paths check (the kernel's event buffer was full, or held 1024 such changes of this session unread)"
 	if !s.killedBy.CompareAndSwap(nil, why) {
 		return
 	}

@@ -86,7 +86,7 @@ func (s *session) sandboxPath(p string) string {
 // check: more mean the session renames faster than fanotify's queue can
 // be read for it, and it is ended (fail closed) rather than let its
 // checks hold memory or the kernel-event loop.
-const maxQueuedRenameChecks = 4096
+const maxQueuedRenameChecks = 16384
 
 // renameChecks is a session's queue of renames to check, in the order the
 // kernel reported them, worked through by one goroutine while it is not

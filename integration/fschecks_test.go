@@ -103,6 +103,30 @@ func TestARenameFloodEndsNoOtherSession(t *testing.T) {
 	}
 }
 
+// One thread renaming files as fast as it can is not a flood to end: the
+// kernel holds each session to 1024 renames unread in the event ring,
+// and the daemon to 16384 waiting for their check. Found by the red team
+// on 99cb8a9 (20000 renames: the session ended at 512 unread, and at
+// 0ebd4ee for a full ring).
+func TestABurstOfRenamesIsNotEnded(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	out := fsCheck(t, c, 120*time.Second, "rename-burst", "/work", "10000")
+	if !strings.Contains(out, "renamed 10000 files") { // (the attack program says ESCAPED for "done")
+		t.Fatalf("the burst of renames: %q, want all 10000 done", out)
+	}
+	if text, isErr := callText(t, c, "echo", map[string]any{"text": "still here"}); isErr || !strings.Contains(text, "still here") {
+		t.Fatalf("the session after the burst: %q (error %v), want its echo", text, isErr)
+	}
+	for _, r := range d.auditRecords(t) {
+		if str(r, "action") != "" {
+			t.Fatalf("the burst ended the session: %v", r)
+		}
+	}
+}
+
 // floodBesideAVictim starts a daemon with two servers, flood and victim,
 // each with its own writable /work, runs hostile fs-check ARGS in flood
 // and, once /work/flooding appears there, renames and chmods a file of the

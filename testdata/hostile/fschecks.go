@@ -7,6 +7,7 @@ package main
 //	fs-check churn N                 N short-lived threads, each a failed unlink (noted in the changers map), then exit
 //	fs-check flood DIR NDIRS SECONDS chmod files in NDIRS directories under DIR, from 2 threads, for SECONDS;
 //	                                 DIR/flooding appears when the chmods start
+//	fs-check rename-burst DIR N      make N files in DIR/burst, then rename each once from one thread, as fast as it can
 //	fs-check rename-flood DIR SECONDS rename files back and forth in DIR from 2 threads, and their
 //	                                 directories every 64 renames, for SECONDS; DIR/flooding appears when they start
 
@@ -86,6 +87,25 @@ func fsCheck(args []string) (string, error) {
 			}
 		})
 		return fmt.Sprintf("%d chmods in %d s", n, secs), err
+	case "rename-burst":
+		// Not an attack: what an unpacker or a cache does, faster.
+		dir := filepath.Join(args[1], "burst")
+		n, _ := strconv.Atoi(args[2])
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+		for i := 0; i < n; i++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%06d", i)), nil, 0o644); err != nil {
+				return "", err
+			}
+		}
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := unix.Rename(filepath.Join(dir, fmt.Sprintf("f%06d", i)), filepath.Join(dir, fmt.Sprintf("g%06d", i))); err != nil {
+				return "", err
+			}
+		}
+		return fmt.Sprintf("renamed %d files in %v", n, time.Since(start).Round(time.Millisecond)), nil
 	case "rename-flood":
 		dir := args[1]
 		secs, _ := strconv.Atoi(args[2])
