@@ -614,11 +614,14 @@ static __always_inline __u64 call_epoch(struct session *s, __u64 cgid)
 volatile const __u8 fair_share = 0;
 
 // URGENT_SHARE is how many urgent events of one session may wait in the
-// ring unread: a session that renames faster than the daemon reads is
-// refused room beyond it (its renamer killed, the session marked, as for
-// a full ring) rather than fill the ring's reserve that every session's
-// renames need.
+// ring unread once the reserve runs low (more than URGENT_CONTESTED
+// bytes unread): a session that renames faster than the daemon reads is
+// refused room beyond it then (its renamer killed, the session marked,
+// as for a full ring) rather than take the rest of the reserve that
+// every session's renames need. While the ring has room, a burst of one
+// session (an unpacker, a daemon starved of CPU) takes what it needs.
 #define URGENT_SHARE 1024
+#define URGENT_CONTESTED (EVENTS_BYTES - EVENTS_RESERVE / 2)
 
 // new_urgent_event reserves an event the daemon must see (the change is
 // unchecked without it), from the ring's reserve if need be, within
@@ -632,7 +635,8 @@ static __always_inline struct event *new_urgent_event(struct session *s, __u64 c
 		if (c && *(volatile __u64 *)&c->cgid != cgid)
 			c = 0; // not the session's slot (any more): no share to count in
 		__u64 put = c ? *(volatile __u64 *)&c->urgent : 0, read = c ? *(volatile __u64 *)&c->read : 0;
-		if (put > read && put - read >= URGENT_SHARE) {
+		if (put > read && put - read >= URGENT_SHARE &&
+		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > URGENT_CONTESTED) {
 			count_lost(LOST_RINGBUF);
 			return 0;
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -407,13 +408,17 @@ func (c *Cage) DirectReads() (bool, error) {
 	return c.directErr == nil, c.directErr
 }
 
-// urgentShare is cage.c's URGENT_SHARE: how many of one session's urgent
-// events (renames and links, changes whose names may hit) may wait in
-// the ring unread.
-const urgentShare = 1024
+// The ring's sizes (cage.h's EVENTS_BYTES and EVENTS_RESERVE), and the
+// space an event takes in it (the record and its 8-byte header).
+const (
+	eventsBytes     = 8 << 20
+	eventsReserve   = 4 << 20
+	eventRecordSize = int(unsafe.Sizeof(cageEvent{})) + 8
+)
 
 // FairShare reports whether each session's urgent events are held to
-// their share of the ring (urgentShare unread at most), so that one
+// their share of the ring (cage.c's URGENT_SHARE unread, once the
+// reserve runs low), so that one
 // session's flood of renames cannot leave another's without room: only
 // with the call slots mapped (CallEpochsMapped), where the reader counts
 // them read with a store.

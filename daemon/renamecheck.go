@@ -243,7 +243,7 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string
 		s.log.Warn("a rename could not be checked: its thread is gone and its id reused", "tid", ev.Pid)
 		return "every rename is checked: the renaming thread's id was reused before its rename was checked", ev.Path, false
 	}
-	moves, err := d.renames.Claim(ev.Pid, started)
+	moves, err := d.renames.Claim(ev.Pid, started, s.cgid)
 	if err != nil {
 		s.log.Warn("a rename could not be checked", "err", err)
 		return "every rename is checked: " + err.Error(), ev.Path, false

@@ -55,6 +55,11 @@ type Move struct {
 	// move as unchecked, not as harmless.
 	FromErr string
 	seen    time.Time
+	// session is the thread's session as the kernel's changers map said
+	// when the move was read (owned: it said one): a move of another
+	// session is never claimed for this one, whatever the thread id.
+	session uint64
+	owned   bool
 	// fromDir and fromName: the old directory's handle (handleKey) and
 	// the name in it, kept when the directory could not be resolved as
 	// the event was read (removed), for its deletion's event to resolve
@@ -343,7 +348,11 @@ var ErrBehind = errors.New("the rename events of the file system could not be re
 // ErrBehind. A move out of a directory removed since is resolved through
 // the directory's deletion, whose event was queued before the removal
 // returned.
-func (w *Watcher) Claim(tid uint32, started time.Time) ([]Move, error) {
+//
+// session, when not 0, is the claiming thread's session: moves read as
+// another session's (the kernel's changers map said so as they were
+// read) are left out, whatever their thread id.
+func (w *Watcher) Claim(tid uint32, started time.Time, session uint64) ([]Move, error) {
 	defer w.flush()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -353,7 +362,9 @@ func (w *Watcher) Claim(tid uint32, started time.Time) ([]Move, error) {
 	moves := w.pending[tid]
 	delete(w.pending, tid)
 	w.npending -= len(moves)
-	moves = slices.DeleteFunc(moves, func(m Move) bool { return m.seen.Before(started) })
+	moves = slices.DeleteFunc(moves, func(m Move) bool {
+		return m.seen.Before(started) || (session != 0 && m.owned && m.session != session)
+	})
 	for i := range moves {
 		m := &moves[i]
 		if m.fromDir == "" {
@@ -618,6 +629,14 @@ func infoRecords(info []byte, fn func(typ byte, rec []byte)) {
 // parseRename keeps the move of a rename event.
 func (w *Watcher) parseRename(info []byte, tid uint32, now time.Time) {
 	mv := Move{Tid: tid, seen: now, FromErr: "no old directory in the event"}
+	if w.owner != nil {
+		o, known := w.owners[tid]
+		if !known {
+			o.session, o.ok = w.owner(tid)
+			w.owners[tid] = o
+		}
+		mv.session, mv.owned = o.session, o.ok
+	}
 	infoRecords(info, func(typ byte, rec []byte) {
 		switch typ {
 		case unix.FAN_EVENT_INFO_TYPE_OLD_DFID_NAME:

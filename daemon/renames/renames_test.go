@@ -46,7 +46,7 @@ func watched(t *testing.T) (*Watcher, string) {
 // claim claims tid's moves, failing the test on an error.
 func claim(t *testing.T, w *Watcher, tid uint32) []Move {
 	t.Helper()
-	moves, err := w.Claim(tid, time.Time{})
+	moves, err := w.Claim(tid, time.Time{}, 0)
 	if err != nil {
 		t.Fatalf("Claim(%d): %v", tid, err)
 	}
@@ -83,10 +83,10 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := renameOnThisThread(t, filepath.Join(lnk, "id_ed25519"), filepath.Join(dir, "loot"), func() { _ = os.Remove(lnk) })
-	if other, _ := w.Claim(tid+1_000_000, time.Time{}); len(other) != 0 {
+	if other, _ := w.Claim(tid+1_000_000, time.Time{}, 0); len(other) != 0 {
 		t.Fatalf("another thread's claim got %+v", other)
 	}
-	moves, err := w.Claim(tid, time.Time{})
+	moves, err := w.Claim(tid, time.Time{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +99,46 @@ func TestClaimSeesThroughARemovedSymlink(t *testing.T) {
 	if m := moves[0]; m.Tid != want.Tid || m.From != want.From || m.To != want.To {
 		t.Fatalf("move %+v, want %+v", m, want)
 	}
-	if again, _ := w.Claim(tid, time.Time{}); len(again) != 0 {
+	if again, _ := w.Claim(tid, time.Time{}, 0); len(again) != 0 {
 		t.Fatalf("a claimed move came back: %+v", again)
+	}
+}
+
+// A move is claimed only for the session whose thread made it, as the
+// kernel's changers map says when the move is read: thread ids are
+// reused, and a claim by another session's thread with the same id (its
+// own thread gone, the claim late) must not take it.
+func TestClaimLeavesOutAnotherSessionsMoves(t *testing.T) {
+	w, dir := watched(t)
+	var owners sync.Map // tid -> session
+	w.CheckChanges(func(tid uint32) (uint64, bool) {
+		s, ok := owners.Load(tid)
+		if !ok {
+			return 0, false
+		}
+		return s.(uint64), true
+	}, func([]Change) {})
+	for i, tt := range []struct {
+		owner, claimer uint64
+		want           int
+	}{
+		{owner: 7, claimer: 8, want: 0},
+		{owner: 7, claimer: 7, want: 1},
+		{owner: 7, claimer: 0, want: 1}, // no session given: by thread id alone
+	} {
+		from, to := filepath.Join(dir, fmt.Sprintf("a%d", i)), filepath.Join(dir, fmt.Sprintf("b%d", i))
+		if err := os.WriteFile(from, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tid := renameOnThisThread(t, from, to, nil)
+		owners.Store(tid, tt.owner)
+		moves, err := w.Claim(tid, time.Time{}, tt.claimer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(moves) != tt.want {
+			t.Fatalf("a move of session %d claimed for %d: %+v, want %d move(s)", tt.owner, tt.claimer, moves, tt.want)
+		}
 	}
 }
 
@@ -175,7 +213,7 @@ func TestClaimOutOfARemovedDirectory(t *testing.T) {
 				clear(w.gone)
 				w.mu.Unlock()
 			}
-			moves, err := w.Claim(tid, time.Time{})
+			moves, err := w.Claim(tid, time.Time{}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -248,7 +286,7 @@ func TestClaimSkipsAnEarlierThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := renameOnThisThread(t, a, filepath.Join(dir, "b"), nil)
-	if moves, _ := w.Claim(tid, time.Now().Add(time.Hour)); len(moves) != 0 {
+	if moves, _ := w.Claim(tid, time.Now().Add(time.Hour), 0); len(moves) != 0 {
 		t.Fatalf("moves of a thread started before the claimer: %+v", moves)
 	}
 }
@@ -336,7 +374,7 @@ func TestClaimUnderAFloodOfDeletions(t *testing.T) {
 			t.Fatal(err)
 		}
 		tid := renameOnThisThread(t, filepath.Join(stage, "f"), filepath.Join(dir, fmt.Sprintf("out%d", i)), func() { _ = os.Remove(stage) })
-		moves, err := w.Claim(tid, time.Time{})
+		moves, err := w.Claim(tid, time.Time{}, 0)
 		switch {
 		case errors.Is(err, ErrBehind):
 			t.Logf("rename %d: %v (unchecked: the caller ends the session)", i, err)
