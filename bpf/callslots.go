@@ -238,19 +238,3 @@ func (s *callSlots) inUse() int {
 	defer s.mu.Unlock()
 	return int(s.next) - len(s.free)
 }
-
-// share is session cgid's count of urgent events put in the ring and read
-// from it (0, 0 without a mapped slot).
-func (s *callSlots) share(cgid uint64) (put, read uint64) {
-	v, ok := s.owned.Load(cgid)
-	if !ok {
-		return 0, 0
-	}
-	s.memMu.RLock()
-	defer s.memMu.RUnlock()
-	if s.mem == nil {
-		return 0, 0
-	}
-	i := v.(*callSlot).index
-	return s.word(i, callSlotPut).Load(), s.word(i, callSlotRead).Load()
-}

@@ -97,8 +97,7 @@ const maxQueuedRenameChecks = 16384
 type renameChecks struct {
 	mu         sync.Mutex
 	queue      []renameCheck
-	running    bool
-	idle       chan struct{} // closed when the running checker stops
+	idle       chan struct{} // while a checker runs; closed when it stops
 	overflowed bool          // ended for too many waiting; later renames are dropped
 	dropped    int
 }
@@ -109,10 +108,9 @@ type renameChecks struct {
 func (q *renameChecks) wait(timeout time.Duration) bool {
 	q.mu.Lock()
 	idle := q.idle
-	running := q.running
 	q.mu.Unlock()
-	if !running {
-		return true
+	if idle == nil {
+		return true // no checker running
 	}
 	select {
 	case <-idle:
@@ -151,9 +149,9 @@ func (d *Daemon) queueRenameCheck(s *session, ev bpf.Event, ke KernelEvent) {
 		return
 	}
 	q.queue = append(q.queue, renameCheck{ev: ev, ke: ke})
-	start := !q.running
+	start := q.idle == nil
 	if start {
-		q.running, q.idle = true, make(chan struct{})
+		q.idle = make(chan struct{})
 	}
 	q.mu.Unlock()
 	if start {
@@ -167,8 +165,8 @@ func (d *Daemon) runRenameChecks(s *session) {
 	for {
 		q.mu.Lock()
 		if len(q.queue) == 0 {
-			q.running = false
 			close(q.idle)
+			q.idle = nil
 			q.queue = nil // a burst's backing array goes with it
 			if q.dropped > 0 {
 				s.log.Info("renames after the session was ended for its renames were not checked or recorded", "count", q.dropped)

@@ -54,7 +54,7 @@ func TestRenameChecksInOrder(t *testing.T) {
 func TestRenameChecksOverflowEndsTheSession(t *testing.T) {
 	f := newKernelFixture(t, &config.Server{}, audit.Options{})
 	q := &f.s.renameChecks
-	q.running = true // no checker: the queue only grows
+	q.idle = make(chan struct{}) // as if a checker ran: the queue only grows
 	for i := 0; i < maxQueuedRenameChecks+3; i++ {
 		ev, ke := renameEvent(fmt.Sprint(i), "x")
 		f.d.queueRenameCheck(f.s, ev, ke)
