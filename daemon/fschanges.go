@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/renames"
 )
 
@@ -96,7 +97,7 @@ func (d *Daemon) checkFsChange(s *session, c renames.Change) {
 	s.stopForPolicy()
 	s.log.Warn("denied path: "+ke.Action, "op", typ, "path", touched, "rule", rule, "tid", c.Tid, "seen_by", "fanotify")
 	d.tracers.publish(*ke)
-	d.audit.AppendAsync(s.kernelRecord(ke, touched))
+	d.audit.Enqueue(s.kernelRecord(ke, touched), audit.Essential)
 }
 
 // threadOf reports whether thread tid is in the cgroup at cgroupPath

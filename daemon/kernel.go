@@ -231,7 +231,7 @@ func (d *Daemon) endUnchecked(s *session) {
 	s.stopForPolicy()
 	s.deniedKernel.Add(1)
 	s.log.Warn("a rename, link or change by name went unchecked: "+ke.Action, "rule", ke.Rule)
-	d.audit.AppendAsync(s.kernelRecord(ke, ""))
+	d.audit.Enqueue(s.kernelRecord(ke, ""), audit.Essential)
 }
 
 // uncheckedRule is the rule of a session ended by killUnchecked.
@@ -504,7 +504,8 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		} else {
 			break
 		}
-		d.endForDeniedPath(s, ev, &ke, touched)
+		d.emitKernelEvent(s, &ke, touched, d.endForDeniedPath(s, ev, &ke, touched))
+		return
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
 			if ev.Rule < uint32(len(srv.Egress)) {
@@ -516,12 +517,13 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
 		}
 	}
-	d.emitKernelEvent(s, &ke, touched)
+	d.emitKernelEvent(s, &ke, touched, false)
 }
 
 // endForDeniedPath ends session s for its kernel event ev, a deny_paths
-// hit (ke.Rule set): touched is the path that hit the rule.
-func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, touched string) {
+// hit (ke.Rule set): touched is the path that hit the rule. It reports
+// whether the hit ended the session (not ended already by another).
+func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, touched string) (ended bool) {
 	// A hit ends the whole session at once: every process of its
 	// cgroup, not only the opener (a process sharing its files, a
 	// child that holds the file name). A later hit (its events, or
@@ -531,6 +533,7 @@ func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, tou
 		ke.Action = "session already ended"
 	default:
 		ke.Action = d.killSession(s)
+		ended = true
 	}
 	if ev.Killed {
 		ke.Action = "SIGKILL, " + ke.Action
@@ -544,17 +547,31 @@ func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, tou
 	// The first hit is what the client is told.
 	s.killedBy.CompareAndSwap(nil, fmt.Sprintf("it %s %s, which deny_paths rule %q forbids", deniedVerb(ev.Kind), what, strings.TrimPrefix(ke.Rule, "deny_paths ")))
 	s.log.Warn("denied path: "+ke.Action, "op", ke.Type, "path", ke.Path, "to", ke.To, "touched", touched, "rule", ke.Rule, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
+	return ended
 }
 
-// emitKernelEvent traces, counts and records a kernel event of s.
-func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string) {
+// emitKernelEvent traces, counts and records a kernel event of s; ended
+// says the event ended the session, and its record is kept whatever the
+// audit queue holds (a flood of observations must not hide it).
+func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string, ended bool) {
 	d.tracers.publish(*ke)
+	prio := audit.Observation
+	if ke.Action != "" {
+		prio = audit.Decision
+	}
+	if ended {
+		prio = audit.Essential
+	}
+	if !d.audit.Enqueue(s.kernelRecord(ke, touched), prio) {
+		s.recordsDropped.Add(1)
+	}
+	// Counted once queued (a scrape that sees a denial sees its record
+	// on its way).
 	agent := metrics.Agent(s.agent)
 	d.metrics.KernelEvents.WithLabelValues(s.server, agent, ke.Type).Inc()
 	if ke.Action != "" {
 		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
 	}
-	d.audit.AppendAsync(s.kernelRecord(ke, touched))
 }
 
 // kernelRecord is the audit record of a kernel event: the trace event's

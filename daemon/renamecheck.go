@@ -144,8 +144,7 @@ func (d *Daemon) queueRenameCheck(s *session, ev bpf.Event, ke KernelEvent) {
 		q.mu.Unlock()
 		s.log.Warn("renames came faster than they could be checked: ending the session", "waiting", maxQueuedRenameChecks)
 		ke.Rule = fmt.Sprintf("deny_paths every rename is checked: more than %d of this session's renames were waiting for their check", maxQueuedRenameChecks)
-		d.endForDeniedPath(s, ev, &ke, ev.Path)
-		d.emitKernelEvent(s, &ke, ev.Path)
+		d.emitKernelEvent(s, &ke, ev.Path, d.endForDeniedPath(s, ev, &ke, ev.Path))
 		return
 	}
 	q.queue = append(q.queue, renameCheck{ev: ev, ke: ke})
@@ -198,12 +197,11 @@ func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
 		if ev.OverBudget {
 			return // checked, not recorded (the kernel counted it as throttled)
 		}
-		d.emitKernelEvent(s, ke, "")
+		d.emitKernelEvent(s, ke, "", false)
 		return
 	}
 	ke.Rule = "deny_paths " + rule
-	d.endForDeniedPath(s, ev, ke, touched)
-	d.emitKernelEvent(s, ke, touched)
+	d.emitKernelEvent(s, ke, touched, d.endForDeniedPath(s, ev, ke, touched))
 }
 
 // movedFromDenied checks the renames the kernel did for the thread of ev

@@ -54,6 +54,7 @@ type session struct {
 	deniedSyscalls atomic.Int64
 	kernelEvents   atomic.Int64
 	deniedKernel   atomic.Int64
+	recordsDropped atomic.Int64  // its kernel events' records the audit queue had no room for
 	opensFolded    uint64        // opens deny-checked but folded into a recorded one (kernel)
 	callEpoch      atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy       atomic.Value  // string: why the kernel killed the server

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -79,7 +80,8 @@ func TestTouchingADeniedFileEndsTheSession(t *testing.T) {
 // rename check held the loop that reads it, and the victim's rename found
 // no room (see TestARenameFloodEndsNoOtherSession).
 func TestAFloodOfChangesEndsItsOwnSession(t *testing.T) {
-	d, flood := floodBesideAVictim(t, 180*time.Second, "flood", "/work", "30000", "20")
+	d, flood := floodBesideAVictim(t, 180*time.Second, "flood", "/work", "30000", "120")
+	logFloodsEnd(t, d)
 	if strings.Contains(flood, "ESCAPED") {
 		t.Fatalf("the flood ran its course: %q; want its session ended", flood)
 	}
@@ -96,9 +98,15 @@ func TestAFloodOfChangesEndsItsOwnSession(t *testing.T) {
 func TestARenameFloodEndsNoOtherSession(t *testing.T) {
 	d, flood := floodBesideAVictim(t, 120*time.Second, "rename-flood", "/work", "8")
 	t.Logf("the flood: %q", flood)
+	logFloodsEnd(t, d)
+}
+
+// logFloodsEnd logs the flood server's records that ended its session.
+func logFloodsEnd(t *testing.T, d *daemon) {
+	t.Helper()
 	for _, r := range d.auditRecords(t) {
-		if str(r, "server") == "flood" && str(r, "action") != "" {
-			t.Logf("the flood's end: %v", r)
+		if str(r, "server") == "flood" && (str(r, "action") != "" || str(r, "type") == "session.end") {
+			t.Logf("the flood's end: %s at %s: %s%s", str(r, "type"), str(r, "time"), str(r, "action"), str(r, "error"))
 		}
 	}
 }
@@ -127,6 +135,57 @@ func TestABurstOfRenamesIsNotEnded(t *testing.T) {
 	}
 }
 
+// A server that floods its own observations faster than the audit log is
+// written, and reads a denied key in their midst, is on the record with
+// the key it touched. Before, the audit queue took 4096 records of any
+// kind and dropped the rest: the kill's record went with the flood's
+// (TestAFloodOfChangesEndsItsOwnSession failed in CI so: no file.flood
+// record). Now observations stop at three quarters of the queue and the
+// record of what ended a session is never dropped for a full queue. The
+// daemon's audit writer is stalled (mcpcaged-failpoints) while the queue
+// fills: on a busy machine it falls behind so, by chance.
+func TestAFloodOfRecordsHidesNoDenyHit(t *testing.T) {
+	dir := project(t)
+	stall := filepath.Join(t.TempDir(), "stall")
+	d := startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+		filepath.Join(env.bin, "testserver"), dir), failpoints("MCPCAGE_FAILPOINT_AUDIT_STALL="+stall))
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	toolNames(t, c)
+	plantKey(t, dir)
+	must(t, os.WriteFile(stall, nil, 0o644), "stall the audit writer")
+	out := make(chan string, 1)
+	go func() { out <- fsCheck(t, c, 120*time.Second, "hide", "/work", "/work/.ssh/id_ed25519", "100") }()
+	dropped := `mcpcage_audit_records_dropped_total{reason="queue_full"}`
+	testenv.WaitFor(t, "the audit queue dropping the flood's records", 60*time.Second, func() (bool, string) {
+		n := metricValue(t, scrape(t, st.Metrics), dropped)
+		return n > 0, fmt.Sprintf("%s %v", dropped, n)
+	})
+	must(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o644), "tell the server to read the key")
+	if text := <-out; strings.Contains(text, "PRIVATE KEY") || strings.Contains(text, "ESCAPED") {
+		t.Fatalf("the key was read: %q", text)
+	}
+	testenv.WaitFor(t, "the daemon to count the hit (after its record is queued)", 30*time.Second, func() (bool, string) {
+		for _, line := range strings.Split(scrape(t, st.Metrics), "\n") {
+			if strings.HasPrefix(line, "mcpcage_kernel_denied_total{") && strings.Contains(line, `server="proj"`) && strings.Contains(line, `kind="file.denied"`) {
+				return true, line
+			}
+		}
+		return false, "no mcpcage_kernel_denied_total for file.denied"
+	})
+	must(t, os.Remove(stall), "let the audit writer go on")
+	hit := d.record(t, "file.denied", func(r map[string]any) bool { return str(r, "touched") == "/work/.ssh/id_ed25519" })
+	if !strings.Contains(str(hit, "action"), "session killed") {
+		t.Fatalf("the hit's record: %v, want the session killed", hit)
+	}
+	end := d.record(t, "session.end", func(r map[string]any) bool { return str(r, "session") == str(hit, "session") })
+	if n, _ := end["kernel_records_dropped"].(float64); n == 0 {
+		t.Fatalf("session.end: %v, want the records of its flood the audit queue dropped counted", end)
+	}
+	t.Logf("the session's end: %v kernel events, %v of their records dropped", end["kernel_events"], end["kernel_records_dropped"])
+}
+
 // floodBesideAVictim starts a daemon with two servers, flood and victim,
 // each with its own writable /work, runs hostile fs-check ARGS in flood
 // and, once /work/flooding appears there, renames and chmods a file of the
@@ -150,6 +209,7 @@ func floodBesideAVictim(t *testing.T, timeout time.Duration, args ...string) (*d
 		_, err := os.Stat(filepath.Join(a, "flooding"))
 		return err == nil, fmt.Sprint(err)
 	})
+	t.Logf("the flood under way at %s", time.Now().UTC().Format(time.RFC3339Nano))
 	out, _ := callText(t, cb, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
 		"echo x > /work/a && for i in $(seq 1 100); do mv /work/a /work/b && mv /work/b /work/a && chmod 600 /work/a && chmod 644 /work/a || exit 1; done; echo changed"}})
 	t.Logf("the victim's changes during the flood: %q", out)

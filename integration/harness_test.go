@@ -118,11 +118,12 @@ func doSetup() error {
 	if err := os.MkdirAll(env.bin, 0o755); err != nil {
 		return err
 	}
-	for _, b := range []struct{ out, pkg string }{
-		{"mcpcaged", "./cmd/mcpcaged"}, {"mcpcage", "./cmd/mcpcage"}, {"mcpcage-init", "./cmd/mcpcage-init"},
-		{"testserver", "./testdata/testserver"}, {"hostile", "./testdata/hostile"}, {"remoteserver", "./testdata/remoteserver"},
+	for _, b := range []struct{ out, pkg, tags string }{
+		{"mcpcaged", "./cmd/mcpcaged", ""}, {"mcpcage", "./cmd/mcpcage", ""}, {"mcpcage-init", "./cmd/mcpcage-init", ""},
+		{"testserver", "./testdata/testserver", ""}, {"hostile", "./testdata/hostile", ""}, {"remoteserver", "./testdata/remoteserver", ""},
+		{"mcpcaged-failpoints", "./cmd/mcpcaged", "failpoints"}, // (daemon/audit/failpoint.go)
 	} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(env.bin, b.out), b.pkg)
+		cmd := exec.Command("go", "build", "-tags="+b.tags, "-o", filepath.Join(env.bin, b.out), b.pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static: mcpcage-init runs in any sandbox
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -190,18 +191,26 @@ type daemon struct {
 	extraEnv   []string            // for mcpcaged
 	noWait     bool                // start returns at once (socket activation starts it on demand)
 	wrap       []string            // a command mcpcaged runs under (socket activation)
+	binary     string              // in env.bin: "mcpcaged", or "mcpcaged-failpoints"
 }
 
 // startDaemon runs mcpcaged with the test server and extra config text
 // (TOML appended to the generated file).
-func startDaemon(t testing.TB, extra string) *daemon {
+func startDaemon(t testing.TB, extra string, opts ...func(*daemon)) *daemon {
 	t.Helper()
 	setup(t)
-	return startDaemonOn(t, env.containerd, extra)
+	return startDaemonOn(t, env.containerd, extra, opts...)
 }
 
-// startDaemonOn is startDaemon with the containerd at socket address.
-func startDaemonOn(t testing.TB, address, extra string) *daemon {
+// failpoints has startDaemon run bin/mcpcaged-failpoints (built with the
+// tag "failpoints") with env, the failpoints' variables.
+func failpoints(env ...string) func(*daemon) {
+	return func(d *daemon) { d.binary, d.extraEnv = "mcpcaged-failpoints", append(d.extraEnv, env...) }
+}
+
+// startDaemonOn is startDaemon with the containerd at socket address;
+// opts change the daemon before it starts.
+func startDaemonOn(t testing.TB, address, extra string, opts ...func(*daemon)) *daemon {
 	t.Helper()
 	dir, err := os.MkdirTemp(env.work, "d-")
 	if err != nil {
@@ -210,7 +219,10 @@ func startDaemonOn(t testing.TB, address, extra string) *daemon {
 	// The run's prefix in every namespace: what is this run's on the
 	// machine (cgroups, pinned links) is told apart from other runs'.
 	ns := runNamespacePrefix() + filepath.Base(dir)[2:]
-	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns), containerd: address}
+	d := &daemon{t: t, dir: dir, socket: filepath.Join(dir, "mcpcage.sock"), namespace: strings.ToLower(ns), containerd: address, binary: "mcpcaged"}
+	for _, o := range opts {
+		o(d)
+	}
 	env.mu.Lock()
 	if env.namespaces == nil {
 		env.namespaces = map[string]*runNamespace{}
@@ -260,7 +272,7 @@ metrics_address = "127.0.0.1:0"
 func (d *daemon) start() {
 	d.t.Helper()
 	d.log = &syncBuffer{}
-	argv := append(append([]string(nil), d.wrap...), filepath.Join(env.bin, "mcpcaged"), "--config", d.config)
+	argv := append(append([]string(nil), d.wrap...), filepath.Join(env.bin, d.binary), "--config", d.config)
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), d.extraEnv...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -401,6 +402,72 @@ func TestQueueFullIsCounted(t *testing.T) {
 	}
 	if n := records(t, dir, "file.open"); n != queueLen {
 		t.Fatalf("%d queued records written, want %d", n, queueLen)
+	}
+}
+
+// TestFullQueueDropsByPriority: with the writer stalled, observations
+// fill three quarters of the queue, decisions the rest, and the record
+// that ended a session is kept beside the full queue and written first.
+// Before, the first 4096 records of any kind took the queue, and a
+// session's flood of observations got the record of its deny_paths hit
+// dropped (seen in CI: no file.flood record for the flood's kill).
+func TestFullQueueDropsByPriority(t *testing.T) {
+	dir := t.TempDir()
+	onRecord, blocked, release := blockWriter()
+	drops := map[Priority]int{}
+	var mu sync.Mutex
+	l := openLog(t, dir, Options{OnRecord: onRecord, OnDrop: func(r Record, reason DropReason, _ error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reason == DropQueueFull {
+			drops[r["prio"].(Priority)]++
+		}
+	}})
+	l.AppendAsync(Record{"type": "sentinel"})
+	<-blocked
+	steps := []struct {
+		prio     Priority
+		typ      string
+		offered  int
+		accepted int
+	}{
+		{Observation, "file.chmod", queueLen, observationRoom},
+		{Decision, "request.denied", queueLen, queueLen - observationRoom},
+		{Observation, "file.open", 10, 0}, // no room left for either
+		{Decision, "tool.result", 10, 0},
+		{Essential, "file.flood", 10, 10},
+	}
+	for _, st := range steps {
+		accepted := 0
+		for i := 0; i < st.offered; i++ {
+			if l.Enqueue(Record{"type": st.typ, "prio": st.prio}, st.prio) {
+				accepted++
+			}
+		}
+		if accepted != st.accepted {
+			t.Fatalf("%d of %d %s records (priority %d) queued, want %d", accepted, st.offered, st.typ, st.prio, st.accepted)
+		}
+	}
+	close(release)
+	must(t, l.Close())
+	for _, st := range steps {
+		if n := records(t, dir, st.typ); n != st.accepted {
+			t.Errorf("%d %s records written, want the %d queued", n, st.typ, st.accepted)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := (map[Priority]int{Observation: queueLen - observationRoom + 10, Decision: observationRoom + 10}); !maps.Equal(drops, want) {
+		t.Errorf("dropped for a full queue: %v, want %v", drops, want)
+	}
+	// Written first: right after the sentinel's batch, before the queue.
+	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	must(t, err)
+	lines := bytes.Split(b, []byte("\n"))
+	for i, line := range lines[2:12] { // the header, the sentinel, then these
+		if !bytes.Contains(line, []byte(`"type":"file.flood"`)) {
+			t.Fatalf("line %d: %s, want the ten kept records before the queued ones", i+3, line)
+		}
 	}
 }
 

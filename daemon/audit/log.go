@@ -73,11 +73,16 @@ const maxKeptBuf = 256 << 10
 type Log struct {
 	o      Options
 	syncQ  chan *pending // Append: preferred, so a flood of observations cannot delay a call
-	asyncQ chan *pending // AppendAsync
-	done   chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.RWMutex // held shared while queueing, exclusively by Close
-	closed bool
+	asyncQ chan *pending // AppendAsync, Enqueue
+	// essential: the Essential records that found the queue full, written
+	// first by the next commit; kick wakes the writer for them.
+	essMu     sync.Mutex
+	essential []*pending
+	kick      chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
+	mu        sync.RWMutex // held shared while queueing, exclusively by Close
+	closed    bool
 
 	// wmu guards what follows: held by the writer goroutine for each
 	// group commit, and in batch mode by AppendDurable's caller, which
@@ -100,6 +105,35 @@ type Log struct {
 	count  atomic.Int64
 	syncs  atomic.Int64
 }
+
+// Priority says what becomes of an asynchronous record (Enqueue) when
+// the writer falls behind and its queue fills.
+type Priority uint8
+
+// The priorities of asynchronous records.
+const (
+	// Observation: what a server did that broke no rule (a kernel event):
+	// dropped, and OnDrop called, once the queue is three quarters full,
+	// so that a flood of them (one session's, faster than the writer)
+	// leaves room for the rest.
+	Observation Priority = iota + 1
+	// Decision: a deny, a refusal, a prompt and its answer, a tool's
+	// result: dropped only when the queue is full.
+	Decision
+	// Essential: the record of what ended a session (its first deny_paths
+	// hit, its flood), which a flood must not be able to hide: never
+	// dropped for a full queue, but kept beside it, in memory, until
+	// written (bounded by maxEssential; its callers make one a session).
+	Essential
+)
+
+// observationRoom is how many queued records an Observation finds room
+// beside; maxEssential bounds the Essential records waiting beside a
+// full queue.
+const (
+	observationRoom = queueLen * 3 / 4
+	maxEssential    = 65536
+)
 
 type pending struct {
 	rec  Record
@@ -129,7 +163,7 @@ func Open(o Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit log directory: %w", err)
 	}
-	l := &Log{o: o, syncQ: make(chan *pending, queueLen), asyncQ: make(chan *pending, queueLen), done: make(chan struct{})}
+	l := &Log{o: o, syncQ: make(chan *pending, queueLen), asyncQ: make(chan *pending, queueLen), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := l.resume(); err != nil {
 		return nil, err
 	}
@@ -236,13 +270,16 @@ func (l *Log) CommitDurable(d *Deferred) {
 // Sync is the log's sync mode.
 func (l *Log) Sync() SyncMode { return l.o.Sync }
 
-// AppendAsync queues rec without waiting (observations such as kernel
-// events, tool results). It is written with the next group commit but
-// never causes an fsync of its own: in "always" mode the next durable
-// record's fsync, or the interval, makes it durable. It reports false,
-// and OnDrop is called, when the queue is full; a later write failure
-// reaches OnDrop too.
-func (l *Log) AppendAsync(rec Record) bool {
+// AppendAsync is Enqueue of a Decision.
+func (l *Log) AppendAsync(rec Record) bool { return l.Enqueue(rec, Decision) }
+
+// Enqueue queues rec without waiting. It is written with the next group
+// commit but never causes an fsync of its own: in "always" mode the next
+// durable record's fsync, or the interval, makes it durable. It reports
+// false, and OnDrop is called, when rec is dropped: the queue has no
+// room for its priority (see Priority), or the log is closed; a later
+// write failure reaches OnDrop too.
+func (l *Log) Enqueue(rec Record, prio Priority) bool {
 	stamp(rec)
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -250,13 +287,56 @@ func (l *Log) AppendAsync(rec Record) bool {
 		l.drop(rec, DropClosed, fmt.Errorf("%w: closed", ErrUnavailable))
 		return false
 	}
-	select {
-	case l.asyncQ <- &pending{rec: rec}:
-		return true
-	default:
-		l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records)", ErrUnavailable, queueLen))
+	if prio == Observation && len(l.asyncQ) >= observationRoom {
+		l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records; observations are dropped beyond %d)", ErrUnavailable, len(l.asyncQ), observationRoom))
 		return false
 	}
+	p := &pending{rec: rec}
+	select {
+	case l.asyncQ <- p:
+		return true
+	default:
+	}
+	if prio == Essential {
+		l.essMu.Lock()
+		if len(l.essential) < maxEssential {
+			l.essential = append(l.essential, p)
+			l.essMu.Unlock()
+			select {
+			case l.kick <- struct{}{}:
+			default: // the writer is woken already
+			}
+			return true
+		}
+		l.essMu.Unlock()
+	}
+	l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records)", ErrUnavailable, queueLen))
+	return false
+}
+
+// takeEssential moves up to n of the Essential records waiting beside
+// the full queue into b.
+func (l *Log) takeEssential(b *batch, n int) {
+	l.essMu.Lock()
+	take := l.essential
+	if len(take) > n {
+		take = take[:n]
+	}
+	l.essential = l.essential[len(take):]
+	if len(l.essential) == 0 {
+		l.essential = nil
+	}
+	l.essMu.Unlock()
+	for _, p := range take {
+		l.add(b, p)
+	}
+}
+
+// essentialWaiting reports whether Essential records wait beside the queue.
+func (l *Log) essentialWaiting() bool {
+	l.essMu.Lock()
+	defer l.essMu.Unlock()
+	return len(l.essential) > 0
 }
 
 // AppendNow is AppendAsync for a record on a path someone waits on (a
@@ -350,10 +430,16 @@ func (l *Log) writer() {
 	defer t.Stop()
 	tick := t.C
 	for {
+		stallWriter()
 		var first *pending
 		select {
 		case first = <-l.syncQ:
 		case first = <-l.asyncQ:
+		case <-l.kick:
+			l.wmu.Lock()
+			l.commit(true)
+			l.wmu.Unlock()
+			continue
 		case <-tick:
 			l.wmu.Lock()
 			l.syncIfDirty()
@@ -362,7 +448,7 @@ func (l *Log) writer() {
 		case <-l.done:
 			// Nothing is queued after done: write the rest, then stop.
 			l.wmu.Lock()
-			for len(l.syncQ)+len(l.asyncQ) > 0 {
+			for len(l.syncQ)+len(l.asyncQ) > 0 || l.essentialWaiting() {
 				l.commit(true)
 			}
 			l.syncIfDirty()
@@ -408,6 +494,7 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 			l.needHeader = false
 		}
 	}
+	l.takeEssential(b, maxBatchRecords)
 	for _, p := range firsts {
 		l.add(b, p)
 	}

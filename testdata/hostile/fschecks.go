@@ -10,6 +10,8 @@ package main
 //	fs-check rename-burst DIR N      make N files in DIR/burst, then rename each once from one thread, as fast as it can
 //	fs-check rename-flood DIR SECONDS rename files back and forth in DIR from 2 threads, and their
 //	                                 directories every 64 renames, for SECONDS; DIR/flooding appears when they start
+//	fs-check hide DIR KEY SECONDS    open missing files in DIR from 2 threads for SECONDS (DIR/flooding appears when
+//	                                 they start), and read KEY once DIR/go appears
 
 import (
 	"fmt"
@@ -136,6 +138,37 @@ func fsCheck(args []string) (string, error) {
 			}
 		})
 		return fmt.Sprintf("%d renames in %d s", n, secs), err
+	case "hide":
+		// A flood of the session's own observations (failed opens, each
+		// a file.open record, never folded), then a deny_paths hit in its
+		// midst: its record must not be lost with theirs.
+		dir, key := args[1], args[2]
+		secs, _ := strconv.Atoi(args[3])
+		var read atomic.Pointer[string]
+		var stop atomic.Bool
+		n, err := flood(dir, secs, func(w int, deadline time.Time, count *atomic.Int64) {
+			for i := 0; !stop.Load() && time.Now().Before(deadline); i++ {
+				for j := 0; j < 64; j++ {
+					_, _ = unix.Open(fmt.Sprintf("%s/missing-%d-%d", dir, w, j), unix.O_RDONLY, 0)
+				}
+				count.Add(64)
+				if w != 0 || i%16 != 0 {
+					continue
+				}
+				// The first thread looks for the word (not another
+				// goroutine: the flooding threads keep the CPUs).
+				if _, err := os.Stat(filepath.Join(dir, "go")); err == nil {
+					b, err := os.ReadFile(key) // while the other thread floods on
+					r := fmt.Sprintf("read %s: %q %v", key, b, err)
+					read.Store(&r)
+					stop.Store(true)
+				}
+			}
+		})
+		if r := read.Load(); r != nil {
+			return fmt.Sprintf("%d failed opens; %s", n, *r), err
+		}
+		return fmt.Sprintf("%d failed opens; not told to read", n), err
 	}
 	return "", fmt.Errorf("fs-check: unknown variant %q", args[0])
 }

@@ -1,0 +1,8 @@
+package audit
+
+// stallWriter is called by the writer goroutine before it takes each
+// batch. A no-op, but in a build with the tag "failpoints" (tests only:
+// the integration tests' mcpcaged-failpoints) it waits while the file named by
+// MCPCAGE_FAILPOINT_AUDIT_STALL exists, so that an integration test can
+// fill the queue behind a real daemon's writer (failpoint_on.go).
+var stallWriter = func() {}
