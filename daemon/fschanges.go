@@ -93,7 +93,7 @@ func (d *Daemon) checkFsChange(s *session, c renames.Change) {
 		return
 	}
 	ke := &KernelEvent{Time: time.Now(), Type: typ, Session: s.id, Server: s.server, User: s.peer.UID, Pid: c.Tid, Path: touched, Rule: rule}
-	ke.Action = d.killSession(s)
+	ke.Action, _ = d.killSession(s)
 	s.stopForPolicy()
 	s.log.Warn("denied path: "+ke.Action, "op", typ, "path", touched, "rule", rule, "tid", c.Tid, "seen_by", "fanotify")
 	d.tracers.publish(*ke)

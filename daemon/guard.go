@@ -294,13 +294,17 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 	}
 	s := p.s
 	action := p.srv.Suspect()
+	prio := audit.Decision
+	if action == config.SuspectEndSession {
+		prio = audit.Essential // what ended the session, a few records at most
+	}
 	for i, m := range ms {
 		if i == maxSuspectsShown {
 			break
 		}
 		p.d.metrics.InfluenceSuspect.WithLabelValues(metrics.Agent(s.agent), s.server, string(m.Rule)).Inc()
 		m.Excerpt = p.safeExcerpt(m)
-		p.d.audit.AppendAsync(s.suspectRecord(in, tool, m, action))
+		p.d.audit.Enqueue(s.suspectRecord(in, tool, m, action), prio)
 	}
 	what := fmt.Sprintf("%s of server %s looks like a prompt injection (%s)", describeInfluence(in.Kind, tool), s.server, strings.Join(suspectRules(ms), ", "))
 	s.log.Warn("suspect influence", "kind", string(in.Kind), "tool", tool, "rules", suspectRules(ms), "on_suspect", string(action))

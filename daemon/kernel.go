@@ -227,7 +227,8 @@ func (d *Daemon) endUnchecked(s *session) {
 	if !s.killedBy.CompareAndSwap(nil, why) {
 		return
 	}
-	ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule, Action: d.killSession(s)}
+	ke := &KernelEvent{Time: time.Now(), Type: bpf.KindFileDenied.String(), Rule: uncheckedRule}
+	ke.Action, _ = d.killSession(s)
 	s.stopForPolicy()
 	s.deniedKernel.Add(1)
 	s.log.Warn("a rename, link or change by name went unchecked: "+ke.Action, "rule", ke.Rule)
@@ -527,14 +528,8 @@ func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, tou
 	// A hit ends the whole session at once: every process of its
 	// cgroup, not only the opener (a process sharing its files, a
 	// child that holds the file name). A later hit (its events, or
-	// queued rename checks, read after the end) finds it ended.
-	select {
-	case <-s.policyStop:
-		ke.Action = "session already ended"
-	default:
-		ke.Action = d.killSession(s)
-		ended = true
-	}
+	// queued rename checks, read after the kill) finds it ended.
+	ke.Action, ended = d.killSession(s)
 	if ev.Killed {
 		ke.Action = "SIGKILL, " + ke.Action
 	}
@@ -802,16 +797,23 @@ func resolveIn(initPid, pid uint32, p string, follow bool) (string, error) {
 	return path.Join(real, base), nil
 }
 
-// killSession writes cgroup.kill for s's cgroup and says what was done.
-func (d *Daemon) killSession(s *session) string {
+// killSession writes cgroup.kill for s's cgroup, once, and says what
+// was done; first reports whether this call did it (a later one says
+// "session already ended"). A session stopping for another reason
+// (on_suspect = "end-session" waits stop_timeout for its server) is
+// killed all the same.
+func (d *Daemon) killSession(s *session) (action string, first bool) {
+	if !s.cgroupKilled.CompareAndSwap(false, true) {
+		return "session already ended", false
+	}
 	if d.cage == nil || s.cgid == 0 {
-		return "session stopped"
+		return "session stopped", true
 	}
 	if _, err := d.cage.KillSession(s.cgid); err != nil {
 		s.log.Error("killing the session's cgroup failed: stopping it instead", "err", err)
-		return "session stopped (cgroup.kill failed)"
+		return "session stopped (cgroup.kill failed)", true
 	}
-	return "session killed"
+	return "session killed", true
 }
 
 // daemonDown says what enforces sandboxes while mcpcaged is not running

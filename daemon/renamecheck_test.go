@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +72,33 @@ func TestRenameChecksOverflowEndsTheSession(t *testing.T) {
 	if len(recs) != 1 || !strings.Contains(fmt.Sprint(recs[0]["rule"]), "renames were waiting for their check") ||
 		recs[0]["action"] != "session stopped" {
 		t.Fatalf("records %v, want one file.rename record of the overflow", recs)
+	}
+}
+
+// A deny_paths hit in a session that is stopping for another reason
+// (on_suspect = "end-session" closes policyStop and waits stop_timeout
+// for its server) kills it now, and its record is the one that ended it.
+// Before (red team on f69adaf), the hit found policyStop closed, was
+// recorded as "session already ended" and killed nothing: a rename in
+// that window went on unpunished until the stop.
+func TestAHitKillsAStoppingSession(t *testing.T) {
+	ssh := []string{"**/.ssh/**"}
+	f := newKernelFixture(t, &config.Server{DenyPaths: &ssh}, audit.Options{})
+	f.s.stopForPolicy() // as on_suspect = "end-session" does
+	for _, to := range []string{".ssh/authorized_keys", ".ssh/config"} {
+		ev, ke := renameEvent("x", to)
+		ke.Rule = "deny_paths **/.ssh/**"
+		f.d.emitKernelEvent(f.s, &ke, ke.To, f.d.endForDeniedPath(f.s, ev, &ke, ke.To))
+	}
+	recs := f.written(t)
+	var actions []string
+	for _, r := range recs {
+		actions = append(actions, fmt.Sprint(r["action"]))
+	}
+	if want := []string{"session stopped", "session already ended"}; !slices.Equal(actions, want) {
+		t.Fatalf("the hits' actions %q, want %q (the first kills the stopping session)", actions, want)
+	}
+	if !f.s.cgroupKilled.Load() {
+		t.Fatal("the session was not killed")
 	}
 }

@@ -58,6 +58,7 @@ type session struct {
 	opensFolded    uint64        // opens deny-checked but folded into a recorded one (kernel)
 	callEpoch      atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy       atomic.Value  // string: why the kernel killed the server
+	cgroupKilled   atomic.Bool   // killSession wrote cgroup.kill (once)
 	policyStop     chan struct{} // closed when a broken rule ends the session
 	policyOnce     sync.Once
 	unregisterOnce sync.Once

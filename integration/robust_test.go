@@ -277,18 +277,19 @@ func (p *shimProc) churn(text string, kill bool) error {
 	return err
 }
 
-// Churn size. The target is 500 sessions, every 10th client SIGKILLed in
+// Churn size. The target is 250 sessions, every 10th client SIGKILLed in
 // the middle of a call. A session (runc create and start, eBPF
 // registration, stop ladder, task and container deletion; one session in
 // eight at most finds a warm sandbox, since eight run at once for one
 // server and user) costs about 0.3 to 0.4 s of wall time with 8 in flight
 // on the 2-core development VM: 155 sessions in 63 s there while another
 // full run shared the machine. The test starts sessions until the target
-// or churnBudget, whichever comes first (so a quiet machine reaches 500,
-// a shared one fewer), and fails below churnFloor, which would no longer
-// be churn. The run says how many it reached.
+// or churnBudget, whichever comes first (so a quiet machine reaches 250,
+// in about a minute; a shared one fewer), and fails below churnFloor,
+// which would no longer be churn. A leak of a session's anything shows
+// 250 times over in the footprint. The run says how many it reached.
 const (
-	churnTarget    = 500
+	churnTarget    = 250
 	churnBudget    = 180 * time.Second
 	churnFloor     = 100
 	churnWorkers   = 8
@@ -509,7 +510,7 @@ func (p *shimProc) until(t *testing.T, id string) []string {
 	for {
 		line, err := p.out.ReadString('\n')
 		if err != nil {
-			t.Fatalf("waiting for the response to %s: %v; read %d lines; shim stderr %q", id, err, len(lines), p.stderr.String())
+			t.Fatalf("waiting for the response to %s: %v; read %d lines (%.300q); shim stderr %q", id, err, len(lines), lines, p.stderr.String())
 		}
 		lines = append(lines, line)
 		var env struct {
@@ -709,6 +710,42 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		p[i] = byte(r)
 	}
 	return len(p), nil
+}
+
+// One server's refused messages (each one recorded, as many as it
+// writes) take at most their share of a busy audit queue, and another
+// session's refusal is on the record. Red team on f69adaf: the rogue's
+// records filled the queue and the other session's were dropped. The
+// daemon's audit writer is stalled (mcpcaged-failpoints) while the rogue
+// writes, as a busy machine stalls it by chance.
+func TestAServersRefusalsLeaveOthersRoomInTheAudit(t *testing.T) {
+	stall := filepath.Join(t.TempDir(), "stall")
+	d := startDaemon(t, fmt.Sprintf("[servers.rogue]\ncommand = [%q]\n", rogueServer(t)), failpoints("MCPCAGE_FAILPOINT_AUDIT_STALL="+stall))
+	other := d.hostileShim(t, "rogue")
+	p := d.hostileShim(t, "rogue")
+	must(t, os.WriteFile(stall, nil, 0o644), "stall the audit writer")
+	const count = 6000 // more than the queue holds
+	must(t, p.send(callLine(1, "flood_ambiguous", fmt.Sprintf(`{"count":%d}`, count))), "send")
+	if lines := p.until(t, "1"); !strings.Contains(lines[len(lines)-1], fmt.Sprintf("wrote %d ambiguous", count)) {
+		t.Fatalf("flood_ambiguous answered %.300q", lines[len(lines)-1])
+	}
+	// The refusal is queued before the client is answered.
+	must(t, other.send(`{"jsonrpc":"2.0","id":7,"method":"tools/list","method":"tools/call"}`+"\n"), "send")
+	if lines := other.until(t, "7"); !strings.Contains(lines[len(lines)-1], "ambiguous") {
+		t.Fatalf("the ambiguous request was answered %.300q", lines[len(lines)-1])
+	}
+	must(t, os.Remove(stall), "let the audit writer go on")
+	d.record(t, string(api.RecordMessageRefused), func(r map[string]any) bool { return str(r, "direction") == "client_to_server" })
+	rogue := 0
+	for _, r := range d.auditRecords(t) {
+		if str(r, "type") == string(api.RecordMessageRefused) && str(r, "direction") == "server_to_client" {
+			rogue++
+		}
+	}
+	if rogue == 0 || rogue >= count {
+		t.Fatalf("%d of the rogue's %d refusals recorded, want some and not all (the queue was full)", rogue, count)
+	}
+	t.Logf("%d of the rogue's %d refusals recorded while the writer stalled", rogue, count)
 }
 
 func TestRobustHostileServer(t *testing.T) {

@@ -435,7 +435,7 @@ func TestFullQueueDropsByPriority(t *testing.T) {
 		{Decision, "request.denied", queueLen, queueLen - observationRoom},
 		{Observation, "file.open", 10, 0}, // no room left for either
 		{Decision, "tool.result", 10, 0},
-		{Essential, "file.flood", 10, 10},
+		{Essential, "file.flood", maxEssential + 10, maxEssential}, // (the bound)
 	}
 	for _, st := range steps {
 		accepted := 0
@@ -457,7 +457,7 @@ func TestFullQueueDropsByPriority(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if want := (map[Priority]int{Observation: queueLen - observationRoom + 10, Decision: observationRoom + 10}); !maps.Equal(drops, want) {
+	if want := (map[Priority]int{Observation: queueLen - observationRoom + 10, Decision: observationRoom + 10, Essential: 10}); !maps.Equal(drops, want) {
 		t.Errorf("dropped for a full queue: %v, want %v", drops, want)
 	}
 	// Written first: right after the sentinel's batch, before the queue.
@@ -466,8 +466,61 @@ func TestFullQueueDropsByPriority(t *testing.T) {
 	lines := bytes.Split(b, []byte("\n"))
 	for i, line := range lines[2:12] { // the header, the sentinel, then these
 		if !bytes.Contains(line, []byte(`"type":"file.flood"`)) {
-			t.Fatalf("line %d: %s, want the ten kept records before the queued ones", i+3, line)
+			t.Fatalf("line %d: %s, want the kept records before the queued ones", i+3, line)
 		}
+	}
+	if _, err := verifyDir(dir); err != nil {
+		t.Fatalf("the chain after the kept records went first: %v", err)
+	}
+}
+
+// TestASessionsShareOfABusyQueue: once the queue is half full, a session
+// has at most sessionShare records waiting in it, so that one server's
+// flood of its own denials (which are not dropped as observations)
+// leaves the rest of the queue to the other sessions' (red team on
+// f69adaf: one session's refused messages filled it all).
+func TestASessionsShareOfABusyQueue(t *testing.T) {
+	dir := t.TempDir()
+	onRecord, blocked, release := blockWriter()
+	l := openLog(t, dir, Options{OnRecord: onRecord})
+	l.AppendAsync(Record{"type": "sentinel"})
+	<-blocked
+	steps := []struct {
+		session  string
+		prio     Priority
+		offered  int
+		accepted int
+	}{
+		{"noisy", Decision, queueLen, contestedQueue},        // alone, until the queue is contested
+		{"noisy", Decision, 10, 0},                           // then over its share
+		{"quiet", Decision, sessionShare + 10, sessionShare}, // another still has its share
+		{"", Decision, 10, 10},                               // (no session: not held to a share)
+		{"third", Observation, sessionShare + 10, sessionShare},
+	}
+	for _, st := range steps {
+		accepted := 0
+		for i := 0; i < st.offered; i++ {
+			rec := Record{"type": "request.denied", "n": i}
+			if st.session != "" {
+				rec["session"] = st.session
+			}
+			if l.Enqueue(rec, st.prio) {
+				accepted++
+			}
+		}
+		if accepted != st.accepted {
+			t.Fatalf("session %q: %d of %d records queued, want %d", st.session, accepted, st.offered, st.accepted)
+		}
+	}
+	close(release)
+	must(t, l.Close())
+	if n := records(t, dir, "request.denied"); n != contestedQueue+2*sessionShare+10 {
+		t.Fatalf("%d records written, want every one queued", n)
+	}
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	if len(l.waitingBy) != 0 {
+		t.Fatalf("sessions still counted as waiting after the queue drained: %v", l.waitingBy)
 	}
 }
 

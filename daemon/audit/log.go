@@ -75,10 +75,12 @@ type Log struct {
 	syncQ  chan *pending // Append: preferred, so a flood of observations cannot delay a call
 	asyncQ chan *pending // AppendAsync, Enqueue
 	// essential: the Essential records that found the queue full, written
-	// first by the next commit; kick wakes the writer for them.
+	// first by the next commit (the full queue wakes the writer).
 	essMu     sync.Mutex
 	essential []*pending
-	kick      chan struct{}
+	// waitingBy counts each session's records in asyncQ (sessionShare).
+	waitMu    sync.Mutex
+	waitingBy map[string]int
 	done      chan struct{}
 	wg        sync.WaitGroup
 	mu        sync.RWMutex // held shared while queueing, exclusively by Close
@@ -129,15 +131,22 @@ const (
 
 // observationRoom is how many queued records an Observation finds room
 // beside; maxEssential bounds the Essential records waiting beside a
-// full queue.
+// full queue. Once the queue holds contestedQueue records, a session (a
+// record's "session") may have at most sessionShare of its Observations
+// and Decisions waiting in it: one server's flood of its own denials or
+// refusals (as many as it likes) leaves the rest of the queue to the
+// others, while a burst on a quiet daemon takes what room there is.
 const (
 	observationRoom = queueLen * 3 / 4
 	maxEssential    = 65536
+	contestedQueue  = queueLen / 2
+	sessionShare    = queueLen / 16
 )
 
 type pending struct {
-	rec  Record
-	done chan error // nil: asynchronous
+	rec     Record
+	done    chan error // nil: asynchronous
+	session string     // counted in waitingBy until taken from the queue
 }
 
 // ErrUnavailable wraps every write failure.
@@ -163,7 +172,7 @@ func Open(o Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit log directory: %w", err)
 	}
-	l := &Log{o: o, syncQ: make(chan *pending, queueLen), asyncQ: make(chan *pending, queueLen), kick: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &Log{o: o, syncQ: make(chan *pending, queueLen), asyncQ: make(chan *pending, queueLen), waitingBy: map[string]int{}, done: make(chan struct{})}
 	if err := l.resume(); err != nil {
 		return nil, err
 	}
@@ -292,26 +301,61 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 		return false
 	}
 	p := &pending{rec: rec}
+	if prio != Essential {
+		p.session, _ = rec["session"].(string)
+		if !l.admit(p.session) {
+			l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue busy (%d records; this session has %d waiting, its share)", ErrUnavailable, len(l.asyncQ), sessionShare))
+			return false
+		}
+	}
 	select {
 	case l.asyncQ <- p:
 		return true
 	default:
 	}
+	l.taken(p)
 	if prio == Essential {
 		l.essMu.Lock()
 		if len(l.essential) < maxEssential {
 			l.essential = append(l.essential, p)
 			l.essMu.Unlock()
-			select {
-			case l.kick <- struct{}{}:
-			default: // the writer is woken already
-			}
 			return true
 		}
 		l.essMu.Unlock()
 	}
 	l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records)", ErrUnavailable, queueLen))
 	return false
+}
+
+// admit counts a record of session for the queue, unless the queue is
+// contested and the session has its share waiting.
+func (l *Log) admit(session string) bool {
+	if session == "" {
+		return true
+	}
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
+	n := l.waitingBy[session]
+	if n >= sessionShare && len(l.asyncQ) >= contestedQueue {
+		return false
+	}
+	l.waitingBy[session] = n + 1
+	return true
+}
+
+// taken uncounts p, taken from the queue (or never queued).
+func (l *Log) taken(p *pending) {
+	if p.session == "" {
+		return
+	}
+	l.waitMu.Lock()
+	if n := l.waitingBy[p.session] - 1; n > 0 {
+		l.waitingBy[p.session] = n
+	} else {
+		delete(l.waitingBy, p.session)
+	}
+	l.waitMu.Unlock()
+	p.session = ""
 }
 
 // takeEssential moves up to n of the Essential records waiting beside
@@ -435,11 +479,6 @@ func (l *Log) writer() {
 		select {
 		case first = <-l.syncQ:
 		case first = <-l.asyncQ:
-		case <-l.kick:
-			l.wmu.Lock()
-			l.commit(true)
-			l.wmu.Unlock()
-			continue
 		case <-tick:
 			l.wmu.Lock()
 			l.syncIfDirty()
@@ -551,6 +590,7 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 // add encodes p's record into the batch (an unencodable record is
 // dropped and its caller told).
 func (l *Log) add(b *batch, p *pending) {
+	l.taken(p)
 	var err error
 	if b.buf, err = l.encodeTo(b.buf, p.rec); err != nil {
 		err = fmt.Errorf("%w: encode: %w", ErrUnavailable, err)

@@ -13,6 +13,8 @@
 //	flood_stderr {mib}      writes mib MiB to stderr, then answers
 //	exit_mid_message        writes the first half of its answer, then
 //	                        exits with status 3
+//	flood_ambiguous {count} writes count ambiguous messages (a duplicate
+//	                        key: each refused and recorded), then answers
 package main
 
 import (
@@ -30,8 +32,9 @@ type message struct {
 		ProtocolVersion string `json:"protocolVersion"`
 		Name            string `json:"name"`
 		Arguments       struct {
-			Text string `json:"text"`
-			MiB  int    `json:"mib"`
+			Text  string `json:"text"`
+			MiB   int    `json:"mib"`
+			Count int    `json:"count"`
 		} `json:"arguments"`
 	} `json:"params"`
 }
@@ -65,7 +68,7 @@ func handle(m message) {
 			"serverInfo": map[string]any{"name": "rogue", "version": "1"}})
 	case "tools/list":
 		var tools []map[string]any
-		for _, name := range []string{"echo", "hang", "flood_stdout", "flood_line", "flood_stderr", "exit_mid_message"} {
+		for _, name := range []string{"echo", "hang", "flood_stdout", "flood_line", "flood_stderr", "exit_mid_message", "flood_ambiguous"} {
 			tools = append(tools, map[string]any{"name": name, "inputSchema": map[string]any{"type": "object"}})
 		}
 		respond(m.ID, map[string]any{"tools": tools})
@@ -114,6 +117,11 @@ func call(m message) {
 			os.Exit(1)
 		}
 		answer(m.ID, fmt.Sprintf("wrote %d MiB to stderr", args.MiB))
+	case "flood_ambiguous":
+		for i := 0; i < args.Count; i++ {
+			write(fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/message","method":"notifications/progress","params":{"n":%d}}`, i))
+		}
+		answer(m.ID, fmt.Sprintf("wrote %d ambiguous messages", args.Count))
 	case "exit_mid_message":
 		full := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"never finished"}]}}`, m.ID)
 		if _, err := out.WriteString(full[:len(full)/2]); err != nil {
