@@ -475,7 +475,7 @@ func TestFullQueueDropsByPriority(t *testing.T) {
 }
 
 // TestASessionsShareOfABusyQueue: once the queue is half full, a session
-// has at most sessionShare records waiting in it, so that one server's
+// may queue at most sessionShare more records until they are taken, so that one server's
 // flood of its own denials (which are not dropped as observations)
 // leaves the rest of the queue to the other sessions' (red team on
 // f69adaf: one session's refused messages filled it all).
@@ -491,10 +491,10 @@ func TestASessionsShareOfABusyQueue(t *testing.T) {
 		offered  int
 		accepted int
 	}{
-		{"noisy", Decision, queueLen, contestedQueue},        // alone, until the queue is contested
-		{"noisy", Decision, 10, 0},                           // then over its share
-		{"quiet", Decision, sessionShare + 10, sessionShare}, // another still has its share
-		{"", Decision, 10, 10},                               // (no session: not held to a share)
+		{"noisy", Decision, queueLen, contestedQueue + sessionShare}, // alone, until the queue is contested, then its share
+		{"noisy", Decision, 10, 0},                                   // then over its share
+		{"quiet", Decision, sessionShare + 10, sessionShare},         // another still has its share
+		{"", Decision, 10, 10},                                       // (no session: not held to a share)
 		{"third", Observation, sessionShare + 10, sessionShare},
 	}
 	for _, st := range steps {
@@ -514,7 +514,7 @@ func TestASessionsShareOfABusyQueue(t *testing.T) {
 	}
 	close(release)
 	must(t, l.Close())
-	if n := records(t, dir, "request.denied"); n != contestedQueue+2*sessionShare+10 {
+	if n := records(t, dir, "request.denied"); n != contestedQueue+3*sessionShare+10 {
 		t.Fatalf("%d records written, want every one queued", n)
 	}
 	l.waitMu.Lock()

@@ -78,7 +78,8 @@ type Log struct {
 	// first by the next commit (the full queue wakes the writer).
 	essMu     sync.Mutex
 	essential []*pending
-	// waitingBy counts each session's records in asyncQ (sessionShare).
+	// waitingBy counts each session's records queued in asyncQ while it
+	// was contested (sessionShare).
 	waitMu    sync.Mutex
 	waitingBy map[string]int
 	done      chan struct{}
@@ -132,10 +133,12 @@ const (
 // observationRoom is how many queued records an Observation finds room
 // beside; maxEssential bounds the Essential records waiting beside a
 // full queue. Once the queue holds contestedQueue records, a session (a
-// record's "session") may have at most sessionShare of its Observations
-// and Decisions waiting in it: one server's flood of its own denials or
-// refusals (as many as it likes) leaves the rest of the queue to the
-// others, while a burst on a quiet daemon takes what room there is.
+// record's "session") may have at most sessionShare more of its
+// Observations and Decisions waiting in it: one server's flood of its own
+// denials or refusals (as many as it likes) leaves the rest of the queue
+// to the others, while a burst on a quiet daemon takes what room there
+// is. Only the records queued while it is contested are counted: below
+// that, a record costs no look-up.
 const (
 	observationRoom = queueLen * 3 / 4
 	maxEssential    = 65536
@@ -146,7 +149,7 @@ const (
 type pending struct {
 	rec     Record
 	done    chan error // nil: asynchronous
-	session string     // counted in waitingBy until taken from the queue
+	session string     // counted in waitingBy until taken from the queue (queued while contested)
 }
 
 // ErrUnavailable wraps every write failure.
@@ -301,7 +304,7 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 		return false
 	}
 	p := &pending{rec: rec}
-	if prio != Essential {
+	if prio != Essential && len(l.asyncQ) >= contestedQueue {
 		p.session, _ = rec["session"].(string)
 		if !l.admit(p.session) {
 			l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue busy (%d records; this session has %d waiting, its share)", ErrUnavailable, len(l.asyncQ), sessionShare))
@@ -327,8 +330,8 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 	return false
 }
 
-// admit counts a record of session for the queue, unless the queue is
-// contested and the session has its share waiting.
+// admit counts a record of session for the contested queue, unless the
+// session has its share waiting.
 func (l *Log) admit(session string) bool {
 	if session == "" {
 		return true
@@ -336,7 +339,7 @@ func (l *Log) admit(session string) bool {
 	l.waitMu.Lock()
 	defer l.waitMu.Unlock()
 	n := l.waitingBy[session]
-	if n >= sessionShare && len(l.asyncQ) >= contestedQueue {
+	if n >= sessionShare {
 		return false
 	}
 	l.waitingBy[session] = n + 1
