@@ -331,9 +331,13 @@ type KernelStatus struct {
 	LostRingbuf   uint64 `json:"lost_ringbuf"`   // events lost to a full ring buffer
 	LostThrottled uint64 `json:"lost_throttled"` // events over a session's rate
 	CgroupParent  string `json:"cgroup_parent"`
-	// Observing: the syscall tracepoints are attached (only while a
-	// session is registered).
+	// Observing: the syscall tracepoints are attached (while a session
+	// is registered, and for ObserverLinger after the last one ends and
+	// after the daemon starts).
 	Observing bool `json:"observing"`
+	// ObserverLinger is the daemon's observer_linger ("30s"; "0s":
+	// detached at once).
+	ObserverLinger string `json:"observer_linger,omitempty"`
 }
 
 // ServerInfo is one element of an OpServers reply.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -53,6 +54,19 @@ type Options struct {
 	// pinned, so enforcement outlives a crashed daemon until its restart
 	// reaps the sandboxes.
 	PinDir string
+	// ObserverLinger is how long the observation programs stay attached
+	// once no session needs them: after Load (which attaches them to
+	// find out whether the kernel takes them) and after the last session
+	// is unregistered. Detaching them waits for one RCU grace period of
+	// the kernel per syscall tracepoint, one after the other (the kernel
+	// holds its event_mutex across each): about 2 s here. A session that
+	// starts while they linger finds them attached, and the session that
+	// ended did not wait. 0 detaches them at once, synchronously.
+	ObserverLinger time.Duration
+	// OnDetachError is told when a lingering detach failed (some
+	// observer may still be attached): a synchronous detach returns its
+	// error instead.
+	OnDetachError func(error)
 	// noMmap makes the call epochs go by syscall, as on a kernel without
 	// mmapable BPF arrays: the tests take that path too.
 	noMmap bool
@@ -103,6 +117,7 @@ func Load(o Options) (_ *Cage, retErr error) {
 		return nil, fmt.Errorf("parent cgroup id: %w", err)
 	}
 	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset}
+	c.obs.linger, c.obs.onDetachError = o.ObserverLinger, o.OnDetachError
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errTurnedOff
 	}
@@ -172,11 +187,14 @@ func Load(o Options) (_ *Cage, retErr error) {
 		}
 	}
 	// Attach the observers once to find out now, not at the first
-	// session, whether this kernel takes them (and tp_btf).
+	// session, whether this kernel takes them (and tp_btf); they linger
+	// like after a session.
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
 	if err := c.attachObservers(); err != nil {
 		return nil, err
 	}
-	if err := c.detachObservers(); err != nil {
+	if err := c.idleObservers(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -300,14 +318,27 @@ type observers struct {
 	sessions map[uint64]bool
 	links    []link.Link
 	names    []string // of links, for their pins
+	// linger: how long the links stay attached with no session
+	// (Options.ObserverLinger); idle is the pending detach, idleGen
+	// tells a detach that was called off from the one due.
+	linger        time.Duration
+	onDetachError func(error)
+	idle          *time.Timer
+	idleGen       uint64
+	closed        bool
 }
 
 // observe counts a registered session, attaching the observers for the
-// first one.
+// first one unless they linger from before.
 func (c *Cage) observe(cgid uint64) error {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
-	if len(c.obs.sessions) == 0 {
+	if c.obs.idle != nil {
+		c.obs.idle.Stop()
+		c.obs.idle = nil
+		c.obs.idleGen++
+	}
+	if len(c.obs.links) == 0 {
 		if err := c.attachObservers(); err != nil {
 			return err
 		}
@@ -328,19 +359,50 @@ func (c *Cage) unobserve(cgid uint64) error {
 	}
 	delete(c.obs.sessions, cgid)
 	if len(c.obs.sessions) == 0 {
-		return c.detachObservers()
+		return c.idleObservers()
 	}
 	return nil
 }
 
+// idleObservers detaches the observers, which no session needs, at once
+// or after the linger. Called with obs.mu held.
+func (c *Cage) idleObservers() error {
+	if c.obs.linger <= 0 {
+		return c.detachObservers()
+	}
+	c.obs.idleGen++
+	gen := c.obs.idleGen
+	c.obs.idle = time.AfterFunc(c.obs.linger, func() { c.lingerOver(gen) })
+	return nil
+}
+
+// lingerOver detaches the observers when the linger that ended is still
+// the one due (no session came, Close did not detach them first).
+func (c *Cage) lingerOver(gen uint64) {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	if gen != c.obs.idleGen || c.obs.closed || len(c.obs.sessions) > 0 {
+		return
+	}
+	c.obs.idle = nil
+	if err := c.detachObservers(); err != nil && c.obs.onDetachError != nil {
+		c.obs.onDetachError(err)
+	}
+}
+
 // Observing reports whether the observation programs are attached (while
-// any session is registered: processes outside sessions pay the syscall
-// tracepoints' cost only then).
+// any session is registered, and for Options.ObserverLinger after:
+// processes outside sessions pay the syscall tracepoints' cost only
+// then).
 func (c *Cage) Observing() bool {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	return len(c.obs.links) > 0
 }
+
+// ObserverLinger is how long the observers stay attached once no session
+// needs them (Options.ObserverLinger).
+func (c *Cage) ObserverLinger() time.Duration { return c.obs.linger }
 
 // detachObservers detaches and unpins the observation programs; an error
 // means one may still be attached (the host keeps paying for it).
@@ -449,6 +511,11 @@ func (c *Cage) Close() error {
 	}
 	c.links = nil
 	c.obs.mu.Lock()
+	c.obs.closed = true
+	if c.obs.idle != nil {
+		c.obs.idle.Stop()
+		c.obs.idle = nil
+	}
 	errs = append(errs, c.detachObservers())
 	if c.lsm != nil {
 		if err := c.lsm.Close(); err != nil {

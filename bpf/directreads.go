@@ -64,5 +64,5 @@ func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadS
 		// The same array, written by map updates instead.
 		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
 	}
-	return spec.LoadAndAssign(&c.objs, nil)
+	return loadParallel(spec, &c.objs)
 }

@@ -51,7 +51,10 @@ func statusCommand(socket *string, stdout io.Writer) *cobra.Command {
 				tw.printf("kernel sessions:\t%d (egress entries %d, deny entries %d; cgroup %s)\n", k.Sessions, k.EgressEntries, k.DenyEntries, k.CgroupParent)
 				tw.printf("kernel events lost:\t%d (ring buffer full), %d (throttled)\n", k.LostRingbuf, k.LostThrottled)
 				obs := "detached (no session: the host pays nothing)"
-				if k.Observing {
+				switch {
+				case k.Observing && k.Sessions == 0:
+					obs = "attached, lingering: no session; detached " + orDefault(k.ObserverLinger, "a while") + " after the last one ended or the daemon started (observer_linger)"
+				case k.Observing:
 					obs = "attached (syscall tracepoints while sessions run)"
 				}
 				tw.printf("kernel observation:\t%s\n", obs)

@@ -93,6 +93,12 @@ type Daemon struct {
 	WarmSandboxes int      `toml:"warm_sandboxes"`
 	WarmIdle      Duration `toml:"warm_idle"`
 	WarmMemory    ByteSize `toml:"warm_memory"`
+	// ObserverLinger is how long the eBPF observation programs (the
+	// syscall tracepoints every process on the host passes while they
+	// are attached) stay attached after the last session ends, and after
+	// start: detaching and attaching them again takes about 2 s, which a
+	// session starting soon after would wait for. 0: detached at once.
+	ObserverLinger Duration `toml:"observer_linger"`
 	// UserRemoteHosts are the hosts users' own remote servers (mcpcage
 	// server add --url) may name, as patterns of "host" or "host:port"
 	// ("*" matches any; empty: users may add no remote server).
@@ -268,6 +274,7 @@ func Default() *Config {
 			WarmSandboxes:       4,
 			WarmIdle:            Duration(10 * time.Minute),
 			WarmMemory:          128 << 20,
+			ObserverLinger:      Duration(30 * time.Second),
 			UserRemoteHosts:     []string{"*"},
 			AskTimeout:          Duration(2 * time.Minute),
 			AskDuration:         Duration(8 * time.Hour),
@@ -378,6 +385,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.WarmIdle <= 0 || time.Duration(d.WarmIdle) > 24*time.Hour {
 		bad(fmt.Sprintf("must be more than 0 and at most 24h, got %s", time.Duration(d.WarmIdle)), "daemon", "warm_idle")
+	}
+	if d.ObserverLinger < 0 || time.Duration(d.ObserverLinger) > 10*time.Minute {
+		bad(fmt.Sprintf("must be between 0 (detach at once) and 10m, got %s", time.Duration(d.ObserverLinger)), "daemon", "observer_linger")
 	}
 	if d.WarmMemory < 0 {
 		bad(fmt.Sprintf("must not be negative, got %d bytes", d.WarmMemory), "daemon", "warm_memory")

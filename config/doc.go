@@ -73,6 +73,14 @@
 //	warm_memory          the memory their processes (the waiting process
 //	                     and its containerd shim) may hold together; the
 //	                     oldest go first [128MiB]
+//	observer_linger      how long the eBPF observation programs (syscall
+//	                     tracepoints, which every process on the host
+//	                     passes while attached) stay attached after the
+//	                     last session ends and after start, so that a
+//	                     session soon after neither waits for their
+//	                     detach (about 2 s) nor their attach; "0s"
+//	                     detaches at once; at most 10m; read at start
+//	                     ["30s"]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH

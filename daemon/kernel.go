@@ -60,6 +60,11 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	cage, err := bpf.Load(bpf.Options{
 		CgroupParent: filepath.Join(root, d.conf().Daemon.ContainerdNamespace),
 		PinDir:       filepath.Join(pinRoot, d.conf().Daemon.ContainerdNamespace),
+		// Read at start: a reload does not change it.
+		ObserverLinger: time.Duration(d.conf().Daemon.ObserverLinger),
+		OnDetachError: func(err error) {
+			d.log.Error("detaching the eBPF observation programs failed: some may stay attached, and every process on the host pays for them", "err", err)
+		},
 	})
 	if err != nil {
 		d.ebpfErr = err.Error()

@@ -496,7 +496,10 @@ func TestCloneFilesSiblingRefused(t *testing.T) {
 // daemon reaps the sandbox and unpins the links.
 func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 	dir := project(t)
-	d := startDaemon(t, fmt.Sprintf("[servers.waiter]\ncommand = [%q, \"wait-read\", \"/work\", \"/work/.ssh/id_ed25519\"]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
+	// observer_linger = "0s": the restarted daemon detaches the
+	// observers it attached at start at once, so the pins left are the
+	// cgroup hooks alone.
+	d := startDaemon(t, fmt.Sprintf("[daemon]\nobserver_linger = \"0s\"\n[servers.waiter]\ncommand = [%q, \"wait-read\", \"/work\", \"/work/.ssh/id_ed25519\"]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n",
 		filepath.Join(env.bin, "hostile"), dir))
 	if s := d.status(t).Enforcement["daemon down"]; !strings.Contains(s, "pinned") {
 		t.Fatalf("status says, for a daemon down: %q", s)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -528,16 +529,29 @@ const cgroupHooks = 7
 
 func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	setup(t)
-	d := startDaemon(t, fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"127.0.0.1:80\", \"10.0.0.0/8:443\", \"localhost:8080\"]\n", filepath.Join(env.bin, "testserver")))
-	pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace)
-	if len(pins) != cgroupHooks {
-		t.Fatalf("pinned links = %d, want the %d cgroup hooks", len(pins), cgroupHooks)
+	// The observers linger 8 s once no session needs them (30 s by
+	// default): long enough that the second session below finds them
+	// attached.
+	const linger = 8 * time.Second
+	d := startDaemon(t, fmt.Sprintf("[daemon]\nobserver_linger = %q\n[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"127.0.0.1:80\", \"10.0.0.0/8:443\", \"localhost:8080\"]\n", linger, filepath.Join(env.bin, "testserver")))
+	if k := d.status(t).Kernel; k.ObserverLinger != linger.String() {
+		t.Fatalf("status says observer_linger %q, want %s", k.ObserverLinger, linger)
 	}
-	// With no session only the cgroup hooks are attached: the syscall
-	// tracepoints come and go with the sessions.
-	if n := d.kernelLinks(t); n != cgroupHooks {
-		t.Fatalf("the daemon has %d links attached before any session, want the %d cgroup hooks", n, cgroupHooks)
+	// With no session only the cgroup hooks stay attached, once the
+	// observers that start-up attached (to check the kernel takes them)
+	// have lingered: the syscall tracepoints come and go with the
+	// sessions.
+	onlyHooks := func(what string) {
+		t.Helper()
+		testenv.WaitFor(t, what, 10*linger, func() (bool, string) {
+			pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace)
+			n, k := d.kernelLinks(t), d.status(t).Kernel
+			return len(pins) == cgroupHooks && n == cgroupHooks && !k.Observing,
+				fmt.Sprintf("%d links attached and %d pinned (want the %d cgroup hooks), observing=%v", n, len(pins), cgroupHooks, k.Observing)
+		})
 	}
+	onlyHooks("the observers detached after start-up")
+	var lingering []string // the observers' pins' link ids, first session
 	for i := 0; i < 12; i++ {
 		server := "test"
 		if i%2 == 1 {
@@ -553,20 +567,29 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 		if n := d.kernelLinks(t); n <= cgroupHooks {
 			t.Fatalf("session %d live: %d links attached, want the observers too", i, n)
 		}
+		ids := observerLinkIDs(t, d.namespace)
+		switch {
+		case i == 0:
+			lingering = ids
+		case i == 1 && !slices.Equal(ids, lingering):
+			// The next session starts within the linger: the same links.
+			t.Fatalf("session %d attached the observers again (links %v, were %v): they should have lingered", i, ids, lingering)
+		}
 		_ = c.Close() // the shim's exit is waited for below
 		c.shimExit(t)
 		d.waitClean("a short session")
+		if i == 0 {
+			// The last session ended: the observers stay for the linger.
+			if k := d.status(t).Kernel; !k.Observing || k.Sessions != 0 {
+				t.Fatalf("right after the last session: %+v; want the observers lingering", k)
+			}
+		}
 	}
 	testenv.WaitFor(t, "no kernel state after all sessions ended", 10*time.Second, func() (bool, string) {
 		k := d.status(t).Kernel
 		return k.Sessions == 0 && k.EgressEntries == 0 && k.DenyEntries == 0, fmt.Sprintf("%+v", k)
 	})
-	if after, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace); len(after) != cgroupHooks {
-		t.Fatalf("pinned links after the sessions = %d, want %d", len(after), cgroupHooks)
-	}
-	if n, k := d.kernelLinks(t), d.status(t).Kernel; n != cgroupHooks || k.Observing {
-		t.Fatalf("after the sessions: %d links attached (want %d), observing=%v", n, cgroupHooks, k.Observing)
-	}
+	onlyHooks("the observers detached after the last session")
 	d.stop()
 	if _, err := os.Stat("/sys/fs/bpf/mcpcage/" + d.namespace + "/connect4"); err == nil {
 		t.Fatal("a clean shutdown left pinned links")
@@ -575,7 +598,40 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 
 // kernelLinks counts the BPF links attached in the kernel whose program
 // uses this daemon's sessions map (found from its pinned connect4 link).
+// observerLinkIDs are the ids of the observation links pinned in a
+// daemon's pin directory (obs-*), in the pins' order.
+func observerLinkIDs(t *testing.T, namespace string) []string {
+	t.Helper()
+	pins, _ := filepath.Glob(filepath.Join("/sys/fs/bpf/mcpcage", namespace, "obs-*"))
+	var ids []string
+	for _, p := range pins {
+		l, err := link.LoadPinnedLink(p, nil)
+		if err != nil {
+			continue // detached meanwhile
+		}
+		info, err := l.Info()
+		_ = l.Close() // a second reference; the pin holds the link
+		if err == nil {
+			ids = append(ids, fmt.Sprintf("%s=%d", filepath.Base(p), info.ID))
+		}
+	}
+	return ids
+}
+
+// kernelLinks counts the links attached to the daemon's programs.
 func (d *daemon) kernelLinks(t *testing.T) int {
+	t.Helper()
+	return d.countLinks(t, func(link.Type) bool { return true })
+}
+
+// cgroupLinks counts the daemon's links to cgroups (its hooks), not the
+// observers, which come, go and linger with the sessions.
+func (d *daemon) cgroupLinks(t *testing.T) int {
+	t.Helper()
+	return d.countLinks(t, func(ty link.Type) bool { return ty == link.CgroupType })
+}
+
+func (d *daemon) countLinks(t *testing.T, counted func(link.Type) bool) int {
 	t.Helper()
 	pinned, err := link.LoadPinnedLink("/sys/fs/bpf/mcpcage/"+d.namespace+"/connect4", nil)
 	must(t, err, "load the pinned connect4 link")
@@ -587,8 +643,11 @@ func (d *daemon) kernelLinks(t *testing.T) int {
 	n := 0
 	var it link.Iterator
 	for it.Next() {
-		prog := progOf(t, it.Link)
-		if id, ok := mapNamed(t, prog, "sessions"); ok && id == sessions {
+		info, err := it.Link.Info()
+		if err != nil {
+			continue // detached meanwhile
+		}
+		if id, ok := mapNamed(t, info.Program, "sessions"); ok && id == sessions && counted(info.Type) {
 			n++
 		}
 	}

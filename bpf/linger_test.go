@@ -1,0 +1,120 @@
+package bpf
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// The observation programs linger after Load and after the last session
+// for Options.ObserverLinger: a session that starts meanwhile finds the
+// same links attached (no detach and attach, about 2 s of RCU grace
+// periods here), the session that ended did not wait for a detach, and
+// once the linger is over the host stops paying for them.
+func TestObserversLinger(t *testing.T) {
+	const linger = 2 * time.Second
+	c, parent := loadWith(t, Options{ObserverLinger: linger})
+	obsPins := func() []string {
+		pins, _ := filepath.Glob(filepath.Join(c.pinDir, observerPin+"*"))
+		return pins
+	}
+	// Load attached them to check the kernel takes them; they linger.
+	if !c.Observing() || len(obsPins()) == 0 {
+		t.Fatalf("right after Load: observing=%v, pins %v; want them lingering", c.Observing(), obsPins())
+	}
+	detached := func(what string) {
+		t.Helper()
+		testenv.WaitFor(t, what, 10*linger, func() (bool, string) {
+			return !c.Observing() && len(obsPins()) == 0, fmt.Sprintf("observing=%v, pins %v", c.Observing(), obsPins())
+		})
+	}
+	detached("the observers detached after Load's linger")
+
+	register := func(name string) uint64 {
+		t.Helper()
+		dir := filepath.Join(parent, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Remove(dir) })
+		cgid, err := CgroupID(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Register(cgid, Policy{}); err != nil {
+			t.Fatal(err)
+		}
+		return cgid
+	}
+	links := func() []any {
+		c.obs.mu.Lock()
+		defer c.obs.mu.Unlock()
+		out := make([]any, len(c.obs.links))
+		for i, l := range c.obs.links {
+			out[i] = l
+		}
+		return out
+	}
+	first := register("s1")
+	if !c.Observing() {
+		t.Fatal("a registered session without observers")
+	}
+	attached := links()
+	if err := c.Unregister(first); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Observing() {
+		t.Fatal("the observers were detached at once after the last session; want them lingering")
+	}
+	c.obs.mu.Lock()
+	due := c.obs.idleGen // the first session's linger
+	c.obs.mu.Unlock()
+	second := register("s2")
+	if got := links(); len(got) != len(attached) || got[0] != attached[0] || got[len(got)-1] != attached[len(attached)-1] {
+		t.Fatal("a session during the linger attached the observers again; want the lingering links")
+	}
+	// The linger due when the first session ended is called off: its
+	// timer is stopped, and had it fired already, its detach does
+	// nothing with the second session registered.
+	c.obs.mu.Lock()
+	pending := c.obs.idle
+	c.obs.mu.Unlock()
+	if pending != nil {
+		t.Fatal("the first session's linger is still pending under the second session")
+	}
+	c.lingerOver(due)
+	if !c.Observing() {
+		t.Fatal("the first session's linger detached the observers under the second session")
+	}
+	if err := c.Unregister(second); err != nil {
+		t.Fatal(err)
+	}
+	detached("the observers detached after the last session's linger")
+}
+
+// Close detaches lingering observers at once, and their pending detach
+// does nothing after it.
+func TestCloseEndsTheLinger(t *testing.T) {
+	testenv.RequireRoot(t)
+	c, _ := loadWith(t, Options{ObserverLinger: time.Hour})
+	if !c.Observing() {
+		t.Fatal("right after Load the observers should linger")
+	}
+	pinDir := c.pinDir
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Observing() {
+		t.Fatal("Close left the observers attached")
+	}
+	if pins, _ := filepath.Glob(filepath.Join(pinDir, observerPin+"*")); len(pins) != 0 {
+		t.Fatalf("Close left observer pins: %v", pins)
+	}
+	if c.obs.idle != nil {
+		t.Fatal("Close left the linger's timer running")
+	}
+}
