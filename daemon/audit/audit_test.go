@@ -727,3 +727,61 @@ func TestCommitDurable(t *testing.T) {
 		})
 	}
 }
+
+// Kept (Essential) records go first in the next commits, but a commit
+// still takes no more than its byte bound of them: a backlog of large
+// ones is written over several commits, not as one write of any size.
+func TestKeptRecordsKeepTheBatchBound(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var sizes []int64 // the file's size seen by each record's OnRecord: one value per commit
+	l := openLog(t, dir, Options{OnRecord: func(Record) {
+		once.Do(func() { close(blocked); <-release })
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sizes) == 0 || sizes[len(sizes)-1] != fi.Size() {
+			sizes = append(sizes, fi.Size())
+		}
+	}})
+	l.AppendAsync(Record{"type": "sentinel"})
+	<-blocked
+	// A full queue: Essential records are then kept beside it.
+	for l.Enqueue(Record{"type": "request.denied"}, Decision) {
+	}
+	const kept = 40
+	big := Record{"type": "file.flood"}
+	for i := 0; i < 30; i++ {
+		big[fmt.Sprintf("field%02d", i)] = strings.Repeat("x", 900) // under MaxString each: ~27 KiB a record
+	}
+	for i := 0; i < kept; i++ {
+		if !l.Enqueue(big, Essential) {
+			t.Fatalf("kept record %d refused", i)
+		}
+	}
+	close(release)
+	must(t, l.Close())
+	if n := records(t, dir, "file.flood"); n != kept {
+		t.Fatalf("%d kept records written, want %d", n, kept)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(sizes); i++ {
+		if grew := sizes[i] - sizes[i-1]; grew > maxBatch+MaxRecord {
+			t.Fatalf("commit %d wrote %d bytes at once, want at most maxBatch (%d) and the record that crossed it", i, grew, maxBatch)
+		}
+	}
+	if len(sizes) < 10 {
+		t.Fatalf("%d commits for %d records of ~27 KiB: want them split by the byte bound", len(sizes), kept)
+	}
+	if _, err := verifyDir(dir); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -361,20 +361,21 @@ func (l *Log) taken(p *pending) {
 	p.session = ""
 }
 
-// takeEssential moves up to n of the Essential records waiting beside
-// the full queue into b.
-func (l *Log) takeEssential(b *batch, n int) {
-	l.essMu.Lock()
-	take := l.essential
-	if len(take) > n {
-		take = take[:n]
-	}
-	l.essential = l.essential[len(take):]
-	if len(l.essential) == 0 {
-		l.essential = nil
-	}
-	l.essMu.Unlock()
-	for _, p := range take {
+// takeEssential moves the Essential records waiting beside the queue
+// into the batch, oldest first, while it has room (maxBatch bytes,
+// maxBatchRecords records): the rest go first in the next commit.
+func (l *Log) takeEssential(b *batch) {
+	for len(b.buf) < maxBatch && len(b.entries) < maxBatchRecords {
+		l.essMu.Lock()
+		if len(l.essential) == 0 {
+			l.essential = nil
+			l.essMu.Unlock()
+			return
+		}
+		p := l.essential[0]
+		l.essential[0] = nil
+		l.essential = l.essential[1:]
+		l.essMu.Unlock()
 		l.add(b, p)
 	}
 }
@@ -536,7 +537,7 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 			l.needHeader = false
 		}
 	}
-	l.takeEssential(b, maxBatchRecords)
+	l.takeEssential(b)
 	for _, p := range firsts {
 		l.add(b, p)
 	}
