@@ -785,3 +785,38 @@ func TestKeptRecordsKeepTheBatchBound(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Sessions flooding together (a server run in many sessions at once)
+// each take a part of the busy queue's room, not all of it: a bystander
+// session's denial still finds room. With a fixed share of 256, eight
+// flooders filled the queue.
+func TestFloodingSessionsLeaveRoom(t *testing.T) {
+	for _, flooders := range []int{8, 16, 64} {
+		t.Run(fmt.Sprint(flooders, " flooders"), func(t *testing.T) {
+			dir := t.TempDir()
+			onRecord, blocked, release := blockWriter()
+			l := openLog(t, dir, Options{OnRecord: onRecord})
+			l.AppendAsync(Record{"type": "sentinel"})
+			<-blocked
+			for f := 0; f < flooders; f++ {
+				for i := 0; i < queueLen; i++ {
+					if !l.Enqueue(Record{"type": "request.denied", "session": fmt.Sprint("flooder-", f)}, Decision) {
+						break
+					}
+				}
+			}
+			queued := len(l.asyncQ)
+			if !l.Enqueue(Record{"type": "net.denied", "session": "bystander"}, Decision) {
+				t.Fatalf("the bystander's denial was refused with %d records queued by %d flooding sessions", queued, flooders)
+			}
+			if room := queueLen - queued; room < flooders+2 {
+				t.Fatalf("the flooders left %d places of %d", room, queueLen)
+			}
+			close(release)
+			must(t, l.Close())
+			if n := records(t, dir, "net.denied"); n != 1 {
+				t.Fatalf("%d bystander records written, want 1", n)
+			}
+		})
+	}
+}

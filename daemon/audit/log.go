@@ -133,7 +133,8 @@ const (
 // observationRoom is how many queued records an Observation finds room
 // beside; maxEssential bounds the Essential records waiting beside a
 // full queue. Once the queue holds contestedQueue records, a session (a
-// record's "session") may have at most sessionShare more of its
+// record's "session") may have at most its share (sessionShare, less
+// when many sessions have records waiting: admit) more of its
 // Observations and Decisions waiting in it: one server's flood of its own
 // denials or refusals (as many as it likes) leaves the rest of the queue
 // to the others, while a burst on a quiet daemon takes what room there
@@ -306,8 +307,8 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 	p := &pending{rec: rec}
 	if prio != Essential && len(l.asyncQ) >= contestedQueue {
 		p.session, _ = rec["session"].(string)
-		if !l.admit(p.session) {
-			l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue busy (%d records; this session has %d waiting, its share)", ErrUnavailable, len(l.asyncQ), sessionShare))
+		if ok, share := l.admit(p.session, len(l.asyncQ)); !ok {
+			l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue busy (%d records; this session has %d waiting, its share)", ErrUnavailable, len(l.asyncQ), share))
 			return false
 		}
 	}
@@ -331,19 +332,30 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 }
 
 // admit counts a record of session for the contested queue, unless the
-// session has its share waiting.
-func (l *Log) admit(session string) bool {
+// session has its share waiting, and returns the share. The share is an
+// equal part of the room left among the sessions with records waiting
+// and one more (a newcomer), at most sessionShare: however many sessions
+// flood at once, each takes a part of what is left, never all of it:
+// a newcomer's first record finds a place while k+2 are free (k: the
+// sessions with records waiting), which the flooders' shares leave free
+// until about 80 of them flood at once.
+func (l *Log) admit(session string, queued int) (bool, int) {
 	if session == "" {
-		return true
+		return true, 0
 	}
 	l.waitMu.Lock()
 	defer l.waitMu.Unlock()
 	n := l.waitingBy[session]
-	if n >= sessionShare {
-		return false
+	others := len(l.waitingBy)
+	if n > 0 {
+		others--
+	}
+	share := min(sessionShare, (queueLen-queued)/(others+2))
+	if n >= share {
+		return false, share
 	}
 	l.waitingBy[session] = n + 1
-	return true
+	return true, share
 }
 
 // taken uncounts p, taken from the queue (or never queued).
