@@ -281,7 +281,7 @@ func (c *Cage) attachObservers() (retErr error) {
 		c.obs.links = append(c.obs.links, l)
 		c.obs.names = append(c.obs.names, "file_open")
 	}
-	return c.pinObservers()
+	return nil // pinned by observe, for the sessions
 }
 
 // observerPin prefixes the pins of the observation links in the pin
@@ -290,9 +290,12 @@ const observerPin = "obs-"
 
 // pinObservers pins the observation links (syscall tracepoints as
 // perf-event BPF links, the raw tracepoint and tp_btf as tracing links)
-// so that deny_paths' kill-on-open outlives the daemon: a crashed daemon
-// leaves them attached, with the session and deny maps they hold, until
-// its restart has reaped the sandboxes and removes the pins.
+// while sessions run, so that deny_paths' kill-on-open outlives the
+// daemon: a crashed daemon leaves them attached, with the session and
+// deny maps they hold, until its restart has reaped the sandboxes and
+// removes the pins. Lingering observers are not pinned (idleObservers):
+// with no session to enforce, a crashed daemon's go with it. Pinning a
+// pinned link again does nothing.
 func (c *Cage) pinObservers() error {
 	if c.pinDir == "" {
 		return nil
@@ -343,6 +346,12 @@ func (c *Cage) observe(cgid uint64) error {
 			return err
 		}
 	}
+	if err := c.pinObservers(); err != nil {
+		if len(c.obs.sessions) == 0 {
+			err = errors.Join(err, c.idleObservers())
+		}
+		return err
+	}
 	if c.obs.sessions == nil {
 		c.obs.sessions = map[uint64]bool{}
 	}
@@ -365,14 +374,25 @@ func (c *Cage) unobserve(cgid uint64) error {
 }
 
 // idleObservers detaches the observers, which no session needs, at once
-// or after the linger. Called with obs.mu held.
+// or after the linger (unpinned meanwhile). Called with obs.mu held.
 func (c *Cage) idleObservers() error {
 	if c.obs.linger <= 0 {
 		return c.detachObservers()
 	}
+	// Unpinned while they linger: a daemon that dies now takes them
+	// with it (no session is left for them to enforce).
+	var errs []error
+	for _, l := range c.obs.links {
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	c.obs.idleGen++
 	gen := c.obs.idleGen
 	c.obs.idle = time.AfterFunc(c.obs.linger, func() { c.lingerOver(gen) })
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("unpin the lingering observers: %w", err)
+	}
 	return nil
 }
 

@@ -22,9 +22,11 @@ func TestObserversLinger(t *testing.T) {
 		pins, _ := filepath.Glob(filepath.Join(c.pinDir, observerPin+"*"))
 		return pins
 	}
-	// Load attached them to check the kernel takes them; they linger.
-	if !c.Observing() || len(obsPins()) == 0 {
-		t.Fatalf("right after Load: observing=%v, pins %v; want them lingering", c.Observing(), obsPins())
+	// Load attached them to check the kernel takes them; they linger,
+	// unpinned: with no session to enforce, a daemon that dies takes
+	// them with it.
+	if !c.Observing() || len(obsPins()) != 0 {
+		t.Fatalf("right after Load: observing=%v, pins %v; want them lingering, unpinned", c.Observing(), obsPins())
 	}
 	detached := func(what string) {
 		t.Helper()
@@ -60,8 +62,8 @@ func TestObserversLinger(t *testing.T) {
 		return out
 	}
 	first := register("s1")
-	if !c.Observing() {
-		t.Fatal("a registered session without observers")
+	if !c.Observing() || len(obsPins()) == 0 {
+		t.Fatalf("a registered session: observing=%v, pins %v; want them attached and pinned (kill-on-open outlives the daemon)", c.Observing(), obsPins())
 	}
 	attached := links()
 	if err := c.Unregister(first); err != nil {
@@ -70,10 +72,16 @@ func TestObserversLinger(t *testing.T) {
 	if !c.Observing() {
 		t.Fatal("the observers were detached at once after the last session; want them lingering")
 	}
+	if pins := obsPins(); len(pins) != 0 {
+		t.Fatalf("lingering observers still pinned: %v", pins)
+	}
 	c.obs.mu.Lock()
 	due := c.obs.idleGen // the first session's linger
 	c.obs.mu.Unlock()
 	second := register("s2")
+	if len(obsPins()) == 0 {
+		t.Fatal("the lingering observers were not pinned again for the new session")
+	}
 	if got := links(); len(got) != len(attached) || got[0] != attached[0] || got[len(got)-1] != attached[len(attached)-1] {
 		t.Fatal("a session during the linger attached the observers again; want the lingering links")
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -887,4 +888,37 @@ func TestRepeatedOpensFoldedPerCall(t *testing.T) {
 	if folded, _ := end["file_opens_folded"].(float64); int(folded) < 2*n-len(recs) {
 		t.Fatalf("session.end says %v opens folded, want at least %d", end["file_opens_folded"], 2*n-len(recs))
 	}
+}
+
+// Observers that linger after the last session are not pinned: a daemon
+// killed then leaves only its pinned cgroup hooks attached (they keep
+// egress enforced until its restart), not the syscall tracepoints every
+// process on the host would pay for with no session left to watch.
+func TestLingeringObserversDieWithTheDaemon(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "x"}); got != "x" {
+		t.Fatalf("echo: %q", got)
+	}
+	if ids := observerLinkIDs(t, d.namespace); len(ids) == 0 {
+		t.Fatal("no observer pinned while a session runs")
+	}
+	_ = c.Close() // the shim's exit is waited for below
+	c.shimExit(t)
+	d.waitClean("the session")
+	if k := d.status(t).Kernel; !k.Observing || k.Sessions != 0 {
+		t.Fatalf("after the session: %+v; want the observers lingering", k)
+	}
+	if ids := observerLinkIDs(t, d.namespace); len(ids) != 0 {
+		t.Fatalf("lingering observers pinned: %v", ids)
+	}
+	must(t, d.cmd.Process.Signal(syscall.SIGKILL), "kill mcpcaged")
+	<-d.exited
+	// The kernel releases the dead daemon's links as its files close.
+	testenv.WaitFor(t, "only the cgroup hooks left attached", 20*time.Second, func() (bool, string) {
+		n := d.kernelLinks(t)
+		return n == cgroupHooks, fmt.Sprintf("%d links attached, want the %d cgroup hooks", n, cgroupHooks)
+	})
+	d.start()
+	d.waitClean("the restarted daemon")
 }
