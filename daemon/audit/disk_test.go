@@ -190,3 +190,102 @@ func TestFullDisk(t *testing.T) {
 		})
 	}
 }
+
+// The record of what ended a session (Essential) is not lost to a disk
+// that is full for a moment: its failed write keeps it, and it is
+// written once there is room again, with the chain intact. Other
+// records of the failed write are dropped as write_failed, as before.
+func TestKeptRecordSurvivesAFullDisk(t *testing.T) {
+	dir, reserve := smallDisk(t)
+	var mu sync.Mutex
+	failures := 0
+	dropped := map[string]int{}
+	l := openLog(t, dir, Options{MaxSize: 1 << 30, Interval: 50 * time.Millisecond,
+		OnFailure: func(error) { mu.Lock(); failures++; mu.Unlock() },
+		OnDrop: func(r Record, reason DropReason, _ error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reason == DropWriteFailed {
+				dropped[fmt.Sprint(r["type"])]++
+			}
+		}})
+	defer func() { _ = l.Close() }()
+	path := filepath.Join(dir, "audit.jsonl")
+	must(t, l.Append(Record{"type": "first"}))
+	n, _, err := fill(t, l, path)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("after %d records on a 64k disk: %v", n, err)
+	}
+	mu.Lock()
+	before := failures
+	mu.Unlock()
+	kill := bigRecord(-1)
+	kill["type"] = "file.flood"
+	if !l.Enqueue(kill, Essential) {
+		t.Fatal("the kill record was refused")
+	}
+	testenv.WaitFor(t, "the kill record's write to fail", 10*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return failures > before, fmt.Sprint(failures, " failures")
+	})
+	mu.Lock()
+	lost := dropped["file.flood"]
+	mu.Unlock()
+	if lost != 0 {
+		t.Fatal("the kill record was dropped when its write failed")
+	}
+	must(t, os.Remove(reserve))
+	testenv.WaitFor(t, "the kill record written once there is room", 10*time.Second, func() (bool, string) {
+		return records(t, dir, "file.flood") == 1, fmt.Sprint(records(t, dir, "file.flood"), " written")
+	})
+	must(t, l.Close())
+	if _, err := verifyDir(dir); err != nil {
+		t.Fatalf("the chain after the kept record: %v", err)
+	}
+	if n := records(t, dir, "file.flood"); n != 1 {
+		t.Fatalf("%d kill records in the log, want 1", n)
+	}
+}
+
+// Closing a log that cannot write ends: the kept records it cannot write
+// are dropped (and said so), not tried forever.
+func TestCloseWithAFullDiskEnds(t *testing.T) {
+	dir, _ := smallDisk(t)
+	dropped := make(chan string, 16)
+	l := openLog(t, dir, Options{MaxSize: 1 << 30, Interval: time.Hour,
+		OnDrop: func(r Record, reason DropReason, _ error) {
+			if reason == DropWriteFailed {
+				select {
+				case dropped <- fmt.Sprint(r["type"]):
+				default:
+				}
+			}
+		}})
+	path := filepath.Join(dir, "audit.jsonl")
+	must(t, l.Append(Record{"type": "first"}))
+	if _, _, err := fill(t, l, path); !errors.Is(err, ErrUnavailable) {
+		t.Fatal(err)
+	}
+	kill := bigRecord(-1)
+	kill["type"] = "file.flood"
+	l.Enqueue(kill, Essential)
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		t.Logf("Close: %v (a full disk may fail the last sync)", err)
+	case <-time.After(30 * time.Second): // a bound on a hang, not a timing
+		t.Fatal("Close did not return with the disk full and a kept record waiting")
+	}
+	for {
+		select {
+		case typ := <-dropped:
+			if typ == "file.flood" {
+				return
+			}
+		default:
+			t.Fatal("the kept record was neither written nor reported dropped at Close")
+		}
+	}
+}

@@ -148,9 +148,10 @@ const (
 )
 
 type pending struct {
-	rec     Record
-	done    chan error // nil: asynchronous
-	session string     // counted in waitingBy until taken from the queue (queued while contested)
+	rec       Record
+	done      chan error // nil: asynchronous
+	session   string     // counted in waitingBy until taken from the queue (queued while contested)
+	essential bool       // kept for the next commit when its write fails (fail)
 }
 
 // ErrUnavailable wraps every write failure.
@@ -304,7 +305,7 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 		l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records; observations are dropped beyond %d)", ErrUnavailable, len(l.asyncQ), observationRoom))
 		return false
 	}
-	p := &pending{rec: rec}
+	p := &pending{rec: rec, essential: prio == Essential}
 	if prio != Essential && len(l.asyncQ) >= contestedQueue {
 		p.session, _ = rec["session"].(string)
 		if ok, share := l.admit(p.session, len(l.asyncQ)); !ok {
@@ -497,6 +498,9 @@ func (l *Log) writer() {
 		case first = <-l.asyncQ:
 		case <-tick:
 			l.wmu.Lock()
+			if l.essentialWaiting() {
+				l.commit(true) // kept after a failed write: tried again
+			}
 			l.syncIfDirty()
 			l.wmu.Unlock()
 			continue
@@ -504,7 +508,11 @@ func (l *Log) writer() {
 			// Nothing is queued after done: write the rest, then stop.
 			l.wmu.Lock()
 			for len(l.syncQ)+len(l.asyncQ) > 0 || l.essentialWaiting() {
-				l.commit(true)
+				if !l.commit(true) {
+					// A failing log keeps Essential records for the next
+					// commit; closing, there is none.
+					l.dropEssential(fmt.Errorf("%w: closed while writes fail", ErrUnavailable))
+				}
 			}
 			l.syncIfDirty()
 			l.wmu.Unlock()
@@ -532,7 +540,7 @@ type batch struct {
 // up to maxBatch bytes, and writes it with one write and (in always mode)
 // one fsync. takeSync false leaves the synchronous queue to the writer
 // (AppendNow: no fsync on its caller's path).
-func (l *Log) commit(takeSync bool, firsts ...*pending) {
+func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 	var openErr error
 	if l.f == nil {
 		openErr = l.openFile()
@@ -574,15 +582,15 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 	}
 	if len(b.entries) == 0 {
 		l.size, l.seq, l.prev, l.needHeader = b.size, b.seq, b.prev, b.needHeader
-		return
+		return true
 	}
 	if openErr != nil {
 		l.fail(b, openErr)
-		return
+		return false
 	}
 	if err := l.flush(b.buf, b.durable); err != nil {
 		l.fail(b, err)
-		return
+		return false
 	}
 	l.failed.Store(nil)
 	l.count.Add(int64(len(b.entries)))
@@ -601,6 +609,7 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) {
 			l.o.OnFailure(fmt.Errorf("rotate audit log: %w", err))
 		}
 	}
+	return true
 }
 
 // add encodes p's record into the batch (an unencodable record is
@@ -635,11 +644,41 @@ func (l *Log) fail(b *batch, err error) {
 	l.size, l.seq, l.prev, l.needHeader = b.size, b.seq, b.prev, b.needHeader
 	werr := fmt.Errorf("%w: %w", ErrUnavailable, err)
 	l.failure(werr)
+	var kept []*pending
 	for _, p := range b.entries {
+		if p.essential && p.done == nil {
+			// The record of what ended a session: kept, first in the
+			// next commit (as when the queue was full), not lost to a
+			// disk that is full for a moment.
+			kept = append(kept, p)
+			continue
+		}
 		l.drop(p.rec, DropWriteFailed, werr)
 		if p.done != nil {
 			p.done <- werr
 		}
+	}
+	if len(kept) > 0 {
+		l.essMu.Lock()
+		room := max(0, maxEssential-len(l.essential))
+		over := kept[min(room, len(kept)):]
+		l.essential = append(kept[:min(room, len(kept)):min(room, len(kept))], l.essential...)
+		l.essMu.Unlock()
+		for _, p := range over {
+			l.drop(p.rec, DropWriteFailed, werr)
+		}
+	}
+}
+
+// dropEssential drops the Essential records still waiting (Close, with
+// the log failing: nothing would take them).
+func (l *Log) dropEssential(err error) {
+	l.essMu.Lock()
+	left := l.essential
+	l.essential = nil
+	l.essMu.Unlock()
+	for _, p := range left {
+		l.drop(p.rec, DropWriteFailed, err)
 	}
 }
 
