@@ -190,6 +190,9 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		}
 		d.signedIn(g, s.user, s.peer.UID, "in-band link", s.log)
 		_, _ = fmt.Fprintf(w, "<p>mcpcage: signed in to %s. You can close this tab and go back to your client.</p>", html.EscapeString(srv.Name))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush() // the page is the browser's before the listener goes
+		}
 		r.mu.Lock()
 		r.link = ""
 		r.mu.Unlock()
@@ -205,7 +208,14 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		case <-t.C:
 		case <-r.conn.Exited():
 		}
-		_ = hs.Close()
+		// Shutdown, not Close: a handler still writing its page (the
+		// one that finished the sign-in) completes first; Close cut it
+		// off, and the browser got no answer.
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := hs.Shutdown(sctx); err != nil {
+			_ = hs.Close() // a connection still open after 5 s
+		}
+		scancel()
 		r.mu.Lock()
 		if r.linkID == id {
 			r.link = ""
