@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -660,11 +661,10 @@ func (l *Log) fail(b *batch, err error) {
 	}
 	if len(kept) > 0 {
 		l.essMu.Lock()
-		room := max(0, maxEssential-len(l.essential))
-		over := kept[min(room, len(kept)):]
-		l.essential = append(kept[:min(room, len(kept)):min(room, len(kept))], l.essential...)
+		n := min(len(kept), max(0, maxEssential-len(l.essential))) // within the bound
+		l.essential = append(slices.Clip(kept[:n]), l.essential...)
 		l.essMu.Unlock()
-		for _, p := range over {
+		for _, p := range kept[n:] {
 			l.drop(p.rec, DropWriteFailed, werr)
 		}
 	}
