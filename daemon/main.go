@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/internal/heapfloor"
 )
 
 // Usage and Summary describe mcpcaged for its help text and manual page.
@@ -28,6 +29,11 @@ func Flags() *flag.FlagSet {
 	fs.Bool("version", false, "print the version and exit")
 	return fs
 }
+
+// heapHeadroom is how far above its live heap mcpcaged lets its heap
+// grow before the collector runs (package heapfloor): per-call garbage
+// no longer starts a collection every few MiB. $GOGC turns it off.
+const heapHeadroom = 8 << 20
 
 // Main is mcpcaged's entry point; it returns the process exit status.
 func Main(args []string, stderr io.Writer) int {
@@ -62,6 +68,10 @@ func Main(args []string, stderr io.Writer) int {
 		log.Info("configuration loaded", "path", cfg.Path)
 	}
 
+	if floor := heapfloor.Start(heapHeadroom, os.Getenv("GOGC")); floor != nil {
+		defer floor.Stop()
+		log.Debug("heap floor", "headroom_bytes", heapHeadroom)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := servePprof(ctx, log); err != nil {

@@ -710,11 +710,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 // result, which the relay already checked is valid JSON, and no decoding:
 // results can be many megabytes.
 func resultIsError(result []byte) bool {
-	m, ok := wire.Members(result)
-	if !ok {
-		return false
-	}
-	sp, ok := m["isError"]
+	sp, ok := wire.Member(result, "isError")
 	return ok && string(sp.Of(result)) == "true"
 }
 

@@ -209,3 +209,37 @@ func TestMembersElementsSplice(t *testing.T) {
 		}
 	}
 }
+
+// TestMemberAgreesWithMembers: Member finds what Members keys, for the
+// same documents (duplicates, escaped names, nesting, invalid JSON).
+func TestMemberAgreesWithMembers(t *testing.T) {
+	for _, tc := range []struct {
+		doc, name string
+	}{
+		{`{"isError":true,"content":[]}`, "isError"},
+		{` { "content" : [ {"isError":true} ] , "isError" : false } `, "isError"},
+		{`{"content":[],"nested":{"isError":true}}`, "isError"},
+		{`{"isError":true,"isError":false}`, "isError"},
+		{`{"isError":false,"isError":true}`, "isError"},
+		{`{"is\u0045rror":true}`, "isError"},
+		{`{"isError":true,"is\u0045rror":false}`, "isError"},
+		{`{"is\ud800rror":true}`, "isError"},
+		{`{}`, "isError"},
+		{`{"isError":true`, "isError"},
+		{`{"isError":true} x`, "isError"},
+		{`[{"isError":true}]`, "isError"},
+		{`{"isError":}`, "isError"},
+		{`{"a":1,"b":[1,2,{"c":"d"}]}`, "b"},
+		{``, "a"},
+	} {
+		t.Run(tc.doc, func(t *testing.T) {
+			m, okAll := Members([]byte(tc.doc))
+			want, wantOK := m[tc.name]
+			wantOK = okAll && wantOK
+			got, ok := Member([]byte(tc.doc), tc.name)
+			if ok != wantOK || (ok && got != want) {
+				t.Fatalf("Member = %v %v, Members gives %v %v", got, ok, want, wantOK)
+			}
+		})
+	}
+}

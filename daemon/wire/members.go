@@ -1,5 +1,7 @@
 package wire
 
+import "bytes"
+
 // Members returns the spans of the top-level members of the JSON object
 // obj, keyed by decoded member name (spans index into obj). It returns
 // false when obj is not a valid JSON object. Used to rewrite one member
@@ -16,6 +18,50 @@ func Members(obj []byte) (map[string]Span, bool) {
 		return nil, false
 	}
 	return out, true
+}
+
+// Member returns the span of the top-level member called name in the
+// JSON object obj, the one Members would return (the last of
+// duplicates), without building the map of all of them: names without
+// escapes are compared where they are. It returns false when obj is not
+// a valid JSON object or has no such member.
+func Member(obj []byte, name string) (Span, bool) {
+	s := scanner{b: obj}
+	s.ws()
+	if !s.peekIs('{') {
+		return Span{}, false
+	}
+	var sp Span
+	found := false
+	for more := s.open(); more; {
+		raw, err := s.member()
+		if err != nil {
+			return Span{}, false
+		}
+		match := false
+		if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
+			match = string(inner) == name
+		} else if decoded, ok := unquote(raw); ok {
+			match = decoded == name
+		} else {
+			return Span{}, false // an unpaired surrogate escape, as Members
+		}
+		vs := s.i
+		if err := s.value(); err != nil {
+			return Span{}, false
+		}
+		if match {
+			sp, found = Span{vs, s.i}, true
+		}
+		if more, err = s.next(closeObject); err != nil {
+			return Span{}, false
+		}
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return Span{}, false
+	}
+	return sp, found
 }
 
 // spans reads the members of the object at s.i: their value spans keyed by

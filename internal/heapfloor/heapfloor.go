@@ -1,0 +1,125 @@
+// Package heapfloor keeps the Go collector from running every few
+// megabytes of allocation when the live heap is small.
+//
+// The collector's default (GOGC=100) starts the next cycle when the heap
+// has grown by as much as was live after the last one. mcpcaged's live
+// heap is a few MiB, while every relayed call allocates a few KiB of
+// records and messages: at thousands of calls a second that is a
+// collection every few tens of milliseconds, about a tenth of the
+// daemon's CPU (bench/profile-2026-12-02.md). A floor gives the heap a
+// fixed headroom instead: after each cycle the GC percent is set so that
+// the next goal is at least live + headroom (and never below GOGC=100),
+// which costs at most the headroom in memory and leaves large heaps
+// exactly as the default treats them.
+//
+// An operator's own GOGC (the environment variable) wins: the floor is
+// then not started.
+package heapfloor
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+)
+
+// defaultPercent is the collector's default GC percent, the floor's
+// lowest.
+const defaultPercent = 100
+
+// maxPercent bounds the percent the floor sets, whatever the live heap.
+const maxPercent = 100_000
+
+// liveMetric is the heap the last cycle marked live.
+const liveMetric = "/gc/heap/live:bytes"
+
+// Floor is a running floor; Stop ends it.
+type Floor struct {
+	headroom uint64
+	mu       sync.Mutex // orders a cycle's percent against Stop's
+	stopped  bool
+	sample   []metrics.Sample
+	previous int // the percent before Start, restored by Stop
+}
+
+// Start keeps the heap goal at least headroom bytes above the live heap
+// from now on. It returns nil, and changes nothing, when gogcEnv (the
+// value of $GOGC) is set or headroom is 0.
+func Start(headroom uint64, gogcEnv string) *Floor {
+	if gogcEnv != "" || headroom == 0 {
+		return nil
+	}
+	f := &Floor{headroom: headroom, sample: []metrics.Sample{{Name: liveMetric}}}
+	f.previous = debug.SetGCPercent(f.percent())
+	f.arm()
+	return f
+}
+
+// Stop ends the floor and gives the collector back the percent it had
+// before Start. A nil Floor is stopped already.
+func (f *Floor) Stop() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.stopped {
+		f.stopped = true
+		debug.SetGCPercent(f.previous)
+	}
+}
+
+// percent is the GC percent that puts the next goal at live + headroom,
+// within [defaultPercent, maxPercent].
+func (f *Floor) percent() int {
+	metrics.Read(f.sample)
+	live := uint64(0)
+	if f.sample[0].Value.Kind() == metrics.KindUint64 {
+		live = f.sample[0].Value.Uint64()
+	}
+	return Percent(live, f.headroom)
+}
+
+// Percent is the GC percent whose goal is live + headroom, within
+// [100, 100000]; with nothing live yet it is the highest.
+func Percent(live, headroom uint64) int {
+	if live == 0 {
+		return maxPercent
+	}
+	p := headroom * 100 / live
+	switch {
+	case p < defaultPercent:
+		return defaultPercent
+	case p > maxPercent:
+		return maxPercent
+	}
+	return int(p)
+}
+
+// sentinel is allocated for each cycle: the cleanup that runs once a
+// cycle found it unreachable sets the percent for the next one and
+// allocates the next sentinel. It holds a pointer so that it is never
+// batched with other small objects by the tiny allocator (a cleanup on
+// such an object may never run).
+type sentinel struct {
+	_ *byte
+	_ [8]byte
+}
+
+// arm allocates this cycle's sentinel.
+func (f *Floor) arm() {
+	s := new(sentinel)
+	runtime.AddCleanup(s, func(f *Floor) { f.cycled() }, f)
+}
+
+// cycled runs after a collection: it sets the percent from the live
+// heap that collection found, and arms the next sentinel.
+func (f *Floor) cycled() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	debug.SetGCPercent(f.percent())
+	f.arm()
+}
