@@ -29,6 +29,7 @@ func (d *Daemon) openAudit() error {
 		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
 	}
 	drops := &dropLog{log: d.log, metric: d.metrics.AuditRecordsDropped}
+	failures := &failureLog{log: d.log, path: cfg.AuditLog, now: time.Now}
 	syncs := d.metrics.AuditSync
 	// By record type: a bounded set of constants.
 	perType := metrics.Children[string, prometheus.Counter]{Limit: 64}
@@ -51,10 +52,11 @@ func (d *Daemon) openAudit() error {
 		},
 		OnFailure: func(err error) {
 			d.metrics.AuditWriteErrors.Inc()
-			d.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", cfg.AuditLog)
+			failures.failed(err)
 		},
-		OnDrop: drops.drop,
-		OnSync: func(d time.Duration) { syncs.Observe(d.Seconds()) },
+		OnRecover: failures.recovered,
+		OnDrop:    drops.drop,
+		OnSync:    func(d time.Duration) { syncs.Observe(d.Seconds()) },
 	})
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", cfg.AuditLog, err)
@@ -99,6 +101,68 @@ func (dl *dropLog) drop(r audit.Record, reason audit.DropReason, err error) {
 	}
 	dl.log.Error("audit record dropped", "reason", string(reason), "type", attr("type"), "session", attr("session"),
 		"agent", attr("agent"), "server", attr("server"), "err", err, "unlogged_drops", unlogged)
+}
+
+// failureLogEvery is the least time between two lines of a failureLog.
+const failureLogEvery = time.Minute
+
+// failureLog logs the audit log's failed writes and its recoveries
+// without a line for each: a log that cannot write (a full disk) is tried
+// again at every commit and every audit_sync_interval, and each failure
+// is counted (mcpcage_audit_write_errors_total) but not each logged. A
+// spell of failures is logged when it starts, then once a minute while it
+// lasts (with how many failed since the last line), and when a write
+// succeeds again. Spells that start within a minute of the last line (a
+// rotation failing at each commit) are counted, not logged, and so is
+// their end: at most two lines a minute whatever the disk does.
+type failureLog struct {
+	log  *slog.Logger
+	path string
+	now  func() time.Time
+
+	mu          sync.Mutex
+	failing     bool      // failed, and no write has succeeded since
+	spellLogged bool      // this spell's failure has a line: its end gets one
+	since       time.Time // the first failure of this spell
+	spell       int       // failures of this spell
+	unlogged    int       // failures and recoveries since the last line
+	last        time.Time // the last line
+}
+
+func (fl *failureLog) failed(err error) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	now := fl.now()
+	if !fl.failing {
+		fl.failing, fl.spellLogged, fl.since, fl.spell = true, false, now, 0
+	}
+	fl.spell++
+	if !fl.last.IsZero() && now.Sub(fl.last) < failureLogEvery {
+		fl.unlogged++
+		return
+	}
+	unlogged := fl.unlogged
+	fl.last, fl.unlogged, fl.spellLogged = now, 0, true
+	fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", fl.path,
+		"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", unlogged)
+}
+
+func (fl *failureLog) recovered() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if !fl.failing {
+		return
+	}
+	fl.failing = false
+	if !fl.spellLogged {
+		fl.unlogged++
+		return
+	}
+	now := fl.now()
+	unlogged := fl.unlogged
+	fl.last, fl.unlogged = now, 0
+	fl.log.Warn("audit log written again: tool calls are decided again", "path", fl.path,
+		"failed_for", now.Sub(fl.since).Round(time.Millisecond).String(), "failures", fl.spell, "unlogged_since_last_line", unlogged)
 }
 
 // sendJournal copies a record to the journal with structured fields.

@@ -131,3 +131,82 @@ func unixConn(t *testing.T, fd int) *net.UnixConn {
 	t.Cleanup(func() { _ = c.Close() })
 	return c.(*net.UnixConn)
 }
+
+// TestFailureLogLogsSpellsNotEachFailure: a log that fails at every
+// retry gets a line when it starts failing, one a minute while it fails,
+// and one when it writes again; spells that churn faster than that are
+// counted in the next line.
+func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
+	type step struct {
+		at   time.Duration // since the start
+		fail bool          // a failure, else a write that succeeded
+	}
+	every := func(from, to, each time.Duration) []step {
+		var s []step
+		for at := from; at < to; at += each {
+			s = append(s, step{at, true})
+		}
+		return s
+	}
+	ok := func(at time.Duration) []step { return []step{{at, false}} }
+	cat := func(parts ...[]step) []step {
+		var s []step
+		for _, p := range parts {
+			s = append(s, p...)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		want  []string // each line's level and what it must hold
+	}{
+		{"a full disk for 150 s, retried every second", cat(every(0, 150*time.Second, time.Second), ok(150*time.Second)),
+			[]string{"ERROR failures=1 ", "ERROR failures=61 unlogged_since_last_line=59", "ERROR failures=121 unlogged_since_last_line=59",
+				"WARN failed_for=2m30s failures=150 unlogged_since_last_line=29"}},
+		{"one failure, then writes", cat(every(0, time.Second, time.Second), ok(2*time.Second), ok(3*time.Second)),
+			[]string{"ERROR failures=1 ", "WARN failed_for=2s failures=1 "}},
+		{"a rotation failing at every commit for 3 minutes", func() []step {
+			var s []step
+			for at := time.Duration(0); at < 3*time.Minute; at += 500 * time.Millisecond {
+				s = append(s, step{at, true}, step{at + 100*time.Millisecond, false})
+			}
+			return s
+		}(), []string{"ERROR failures=1 ", "WARN ", "ERROR failures=1 unlogged_since_last_line=240", "WARN ",
+			"ERROR failures=1 unlogged_since_last_line=240", "WARN "}},
+		{"writes that never failed", cat(ok(0), ok(time.Second)), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+			var now time.Time
+			fl := &failureLog{log: slog.New(slog.NewTextHandler(&logs, nil)), path: "/a/audit.jsonl", now: func() time.Time { return now }}
+			for _, s := range tc.steps {
+				now = start.Add(s.at)
+				if s.fail {
+					fl.failed(errors.New("write: no space left on device"))
+				} else {
+					fl.recovered()
+				}
+			}
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if logs.Len() == 0 {
+				lines = nil
+			}
+			if len(lines) != len(tc.want) {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(tc.want), logs.String())
+			}
+			for i, w := range tc.want {
+				level, rest, _ := strings.Cut(w, " ")
+				if !strings.Contains(lines[i], "level="+level) {
+					t.Errorf("line %d: want level %s: %s", i, level, lines[i])
+				}
+				for _, f := range strings.Fields(rest) {
+					if !strings.Contains(lines[i]+" ", " "+f+" ") {
+						t.Errorf("line %d: want %s: %s", i, f, lines[i])
+					}
+				}
+			}
+		})
+	}
+}

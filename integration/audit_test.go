@@ -256,10 +256,21 @@ func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 		t.Fatalf("metrics do not count the audit failure")
 	}
 	d.waitLog("AUDIT LOG WRITE FAILED")
+	// More calls fail closed, each a failed write: counted, not each
+	// logged (one line a minute while the log fails).
+	for i := 0; i < 20; i++ {
+		if _, isErr := callText(t, c, "echo", map[string]any{"text": "while full"}); !isErr {
+			t.Fatal("a call went through with the audit disk still full")
+		}
+	}
+	if n := strings.Count(d.log.String(), "AUDIT LOG WRITE FAILED"); n != 1 {
+		t.Fatalf("%d lines of AUDIT LOG WRITE FAILED for one spell of failures within a minute, want 1:\n%s", n, d.log.String())
+	}
 	must(t, os.Remove(filler), "free space")
 	if got, isErr := callText(t, c, "echo", map[string]any{"text": "after"}); isErr || got != "after" {
 		t.Fatalf("after freeing space: %q", got)
 	}
+	d.waitLog("audit log written again")
 	files, _ := filepath.Glob(filepath.Join(logDir, "audit.jsonl*"))
 	if out, err := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"audit", "verify"}, files...)...).CombinedOutput(); err != nil {
 		t.Fatalf("the chain did not resume cleanly: %v %s", err, out)

@@ -198,10 +198,11 @@ func TestFullDisk(t *testing.T) {
 func TestKeptRecordSurvivesAFullDisk(t *testing.T) {
 	dir, reserve := smallDisk(t)
 	var mu sync.Mutex
-	failures := 0
+	failures, recoveries := 0, 0
 	dropped := map[string]int{}
 	l := openLog(t, dir, Options{MaxSize: 1 << 30, Interval: 50 * time.Millisecond,
 		OnFailure: func(error) { mu.Lock(); failures++; mu.Unlock() },
+		OnRecover: func() { mu.Lock(); recoveries++; mu.Unlock() },
 		OnDrop: func(r Record, reason DropReason, _ error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -230,16 +231,25 @@ func TestKeptRecordSurvivesAFullDisk(t *testing.T) {
 		return failures > before, fmt.Sprint(failures, " failures")
 	})
 	mu.Lock()
-	lost := dropped["file.flood"]
+	lost, recovered := dropped["file.flood"], recoveries
 	mu.Unlock()
 	if lost != 0 {
 		t.Fatal("the kill record was dropped when its write failed")
+	}
+	if recovered != 0 {
+		t.Fatalf("OnRecover called %d times while the disk was full", recovered)
 	}
 	must(t, os.Remove(reserve))
 	testenv.WaitFor(t, "the kill record written once there is room", 10*time.Second, func() (bool, string) {
 		return records(t, dir, "file.flood") == 1, fmt.Sprint(records(t, dir, "file.flood"), " written")
 	})
 	must(t, l.Close())
+	mu.Lock()
+	recovered = recoveries
+	mu.Unlock()
+	if recovered != 1 {
+		t.Fatalf("OnRecover called %d times once the disk had room, want once", recovered)
+	}
 	if _, err := verifyDir(dir); err != nil {
 		t.Fatalf("the chain after the kept record: %v", err)
 	}

@@ -52,6 +52,7 @@ type Options struct {
 	Interval  time.Duration       // fsync interval in batch mode (0: 1s)
 	OnRecord  func(Record)        // called after each durable write (followers, journal)
 	OnFailure func(error)         // called when writing fails (metrics, logs)
+	OnRecover func()              // called when a write succeeds after OnFailure was (logs)
 	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
 	// OnDrop is called, on the writer's goroutine or AppendAsync's caller,
 	// for every record that was not written, whether or not a caller was
@@ -106,8 +107,10 @@ type Log struct {
 	wbuf       []byte // a commit's lines, kept for the next one (see maxKeptBuf)
 
 	failed atomic.Pointer[error]
-	count  atomic.Int64
-	syncs  atomic.Int64
+	// failing: OnFailure was called and no write has succeeded since.
+	failing atomic.Bool
+	count   atomic.Int64
+	syncs   atomic.Int64
 }
 
 // Priority says what becomes of an asynchronous record (Enqueue) when
@@ -594,6 +597,9 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 		return false
 	}
 	l.failed.Store(nil)
+	if l.failing.Swap(false) && l.o.OnRecover != nil {
+		l.o.OnRecover()
+	}
 	l.count.Add(int64(len(b.entries)))
 	for _, p := range b.entries {
 		if p.done != nil {
@@ -606,8 +612,8 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 		}
 	}
 	if l.size > l.o.MaxSize {
-		if err := l.rotate(); err != nil && l.o.OnFailure != nil {
-			l.o.OnFailure(fmt.Errorf("rotate audit log: %w", err))
+		if err := l.rotate(); err != nil {
+			l.report(fmt.Errorf("rotate audit log: %w", err))
 		}
 	}
 	return true
@@ -682,8 +688,15 @@ func (l *Log) dropEssential(err error) {
 	}
 }
 
+// failure marks the log failed (calls fail closed) and reports err.
 func (l *Log) failure(err error) {
 	l.failed.Store(&err)
+	l.report(err)
+}
+
+// report tells OnFailure; the next write that succeeds tells OnRecover.
+func (l *Log) report(err error) {
+	l.failing.Store(true)
 	if l.o.OnFailure != nil {
 		l.o.OnFailure(err)
 	}
