@@ -421,8 +421,33 @@ func (c *Cage) Observing() bool {
 }
 
 // ObserverLinger is how long the observers stay attached once no session
-// needs them (Options.ObserverLinger).
-func (c *Cage) ObserverLinger() time.Duration { return c.obs.linger }
+// needs them (Options.ObserverLinger, or the last SetObserverLinger).
+func (c *Cage) ObserverLinger() time.Duration {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	return c.obs.linger
+}
+
+// SetObserverLinger changes the linger (a reload of observer_linger). A
+// linger in progress starts over with the new length: 0 or less detaches
+// the observers now (an error means one may still be attached).
+func (c *Cage) SetObserverLinger(d time.Duration) error {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	c.obs.linger = d
+	if c.obs.idle == nil || c.obs.closed {
+		return nil
+	}
+	c.obs.idle.Stop()
+	c.obs.idle = nil
+	c.obs.idleGen++
+	if d <= 0 {
+		return c.detachObservers()
+	}
+	gen := c.obs.idleGen
+	c.obs.idle = time.AfterFunc(d, func() { c.lingerOver(gen) })
+	return nil
+}
 
 // detachObservers detaches and unpins the observation programs; an error
 // means one may still be attached (the host keeps paying for it).

@@ -126,3 +126,37 @@ func TestCloseEndsTheLinger(t *testing.T) {
 		t.Fatal("Close left the linger's timer running")
 	}
 }
+
+// SetObserverLinger (a reload) starts a linger in progress over with the
+// new length: 0 detaches the lingering observers at once, a shorter one
+// ends it sooner, and the next idle period uses the new length.
+func TestSetObserverLingerRestartsTheLinger(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, tc := range []struct {
+		name string
+		set  time.Duration
+	}{
+		{"to zero: detached now", 0},
+		{"shorter: detached once it is over", 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := loadWith(t, Options{ObserverLinger: time.Hour})
+			if !c.Observing() {
+				t.Fatal("right after Load the observers should linger")
+			}
+			if err := c.SetObserverLinger(tc.set); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ObserverLinger(); got != tc.set {
+				t.Fatalf("ObserverLinger() = %s after SetObserverLinger(%s)", got, tc.set)
+			}
+			if tc.set == 0 && c.Observing() {
+				t.Fatal("a linger set to 0 left the lingering observers attached")
+			}
+			// An hour's linger would hold them well past this wait.
+			testenv.WaitFor(t, "the observers detached with the new linger", 10*time.Second, func() (bool, string) {
+				return !c.Observing(), "still observing"
+			})
+		})
+	}
+}

@@ -79,8 +79,8 @@
 //	                     last session ends and after start, so that a
 //	                     session soon after neither waits for their
 //	                     detach (about 2 s) nor their attach; "0s"
-//	                     detaches at once; at most 10m; read at start
-//	                     ["30s"]
+//	                     detaches at once; at most 10m; a reload
+//	                     applies it at once ["30s"]
 //
 //	[servers.NAME]      NAME: letters, digits, '-', '_', '.'
 //	command   argv of the server; the first element is looked up in PATH

@@ -206,7 +206,7 @@ func (d *Daemon) status(ctx context.Context, peer Peer) api.Status {
 		ks.Sessions, ks.EgressEntries, ks.DenyEntries = d.cage.Counts()
 		ks.LostRingbuf, ks.LostThrottled, _ = d.cage.Lost()
 		ks.Observing = d.cage.Observing()
-		ks.ObserverLinger = d.cage.ObserverLinger().String() // read at start
+		ks.ObserverLinger = d.cage.ObserverLinger().String()
 	}
 	auditErr := ""
 	if err := d.audit.Healthy(); err != nil {

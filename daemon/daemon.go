@@ -41,6 +41,7 @@ var Version = "dev"
 type Daemon struct {
 	cfg      atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
 	log      *slog.Logger
+	logLevel *slog.LevelVar // log's level, changed by a reload; nil: fixed
 	launcher *sandbox.Launcher
 	hostView *sandbox.HostView
 	started  time.Time

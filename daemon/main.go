@@ -61,7 +61,9 @@ func Main(args []string, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "mcpcaged: invalid configuration: %v\n", err)
 		return 2
 	}
-	log := newLogger(stderr, cfg.Daemon.LogLevel)
+	level := new(slog.LevelVar) // log_level, which a reload changes
+	level.Set(parseLevel(cfg.Daemon.LogLevel))
+	log := newLogger(stderr, level)
 	if cfg.Path == "" {
 		log.Info("no configuration file, running on built-in defaults", "looked_for", path)
 	} else {
@@ -85,6 +87,7 @@ func Main(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	d.logLevel = level
 	if err := d.ServeMetrics(ctx); err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -108,11 +111,16 @@ func Main(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// parseLevel is log_level's slog level (the configuration checked it).
+func parseLevel(level string) slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
+	return l
+}
+
+func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	if underJournal() {
-		return slog.New(&journalHandler{level: l})
+		return slog.New(&journalHandler{level: level})
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }

@@ -84,6 +84,10 @@ func (d *Daemon) reload(path string, explicit bool) {
 		{"containerd_address", a.ContainerdAddress, b.ContainerdAddress}, {"containerd_namespace", a.ContainerdNamespace, b.ContainerdNamespace},
 		{"audit_log", a.AuditLog, b.AuditLog}, {"metrics_address", a.MetricsAddress, b.MetricsAddress},
 		{"landlock", string(a.Landlock), string(b.Landlock)}, {"init_path", a.InitPath, b.InitPath},
+		// The audit log is opened with these at start.
+		{"audit_sync", string(a.AuditSync), string(b.AuditSync)}, {"audit_sync_interval", time.Duration(a.AuditSyncInterval).String(), time.Duration(b.AuditSyncInterval).String()},
+		{"audit_max_size", fmt.Sprint(a.AuditMaxSize), fmt.Sprint(b.AuditMaxSize)}, {"audit_keep", fmt.Sprint(a.AuditKeep), fmt.Sprint(b.AuditKeep)},
+		{"audit_journal", fmt.Sprint(a.AuditJournal), fmt.Sprint(b.AuditJournal)},
 	} {
 		if c.old != c.fresh {
 			d.log.Warn("setting changed in the configuration but needs a restart: the running value stays", "key", "daemon."+c.key, "running", c.old, "configured", c.fresh)
@@ -91,12 +95,25 @@ func (d *Daemon) reload(path string, explicit bool) {
 	}
 	b.Socket, b.StateDir, b.ContainerdAddress, b.ContainerdNamespace = a.Socket, a.StateDir, a.ContainerdAddress, a.ContainerdNamespace
 	b.AuditLog, b.MetricsAddress, b.Landlock, b.InitPath = a.AuditLog, a.MetricsAddress, a.Landlock, a.InitPath
+	b.AuditSync, b.AuditSyncInterval, b.AuditMaxSize, b.AuditKeep, b.AuditJournal = a.AuditSync, a.AuditSyncInterval, a.AuditMaxSize, a.AuditKeep, a.AuditJournal
+	if a.ObserverLinger != b.ObserverLinger && d.cage != nil {
+		if err := d.cage.SetObserverLinger(time.Duration(b.ObserverLinger)); err != nil {
+			d.log.Error("detach the lingering eBPF observers (observer_linger reloaded as 0)", "err", err)
+		}
+		d.log.Info("observer_linger changed: a linger in progress starts over with it", "running", time.Duration(a.ObserverLinger).String(), "now", time.Duration(b.ObserverLinger).String())
+	}
 	next.Daemon = b
 	d.cfg.Store(next)
 	d.consents.Invalidate()
 	d.warm.flush() // built from the previous configuration
 	d.collectImagesSoon()
 	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
+	if a.LogLevel != b.LogLevel && d.logLevel != nil {
+		// Last: the lines above are logged at the level they were
+		// decided under.
+		d.log.Warn("log_level changed", "running", a.LogLevel, "now", b.LogLevel)
+		d.logLevel.Set(parseLevel(b.LogLevel))
+	}
 }
 
 // listener returns the socket systemd passed (socket activation), or

@@ -119,6 +119,68 @@ func TestSdNotifyAndReload(t *testing.T) {
 	}
 }
 
+// TestReloadAppliesWhatItCanAndNamesTheRest: a reload changes log_level
+// and observer_linger at once, and each setting it cannot change while
+// the daemon runs keeps its running value with a warning naming it
+// (before, the audit settings and observer_linger changed in the file
+// were ignored without a word).
+func TestReloadAppliesWhatItCanAndNamesTheRest(t *testing.T) {
+	setup(t)
+	d := startDaemon(t, "[daemon]\nobserver_linger = \"10m\"\n")
+	if k := d.status(t).Kernel; k == nil || !k.Observing || k.ObserverLinger != "10m0s" {
+		t.Fatalf("after start: want the observers lingering for 10m, got %+v", k)
+	}
+	// At the start level (debug) a session logs its start.
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "before"}); got != "before" {
+		t.Fatalf("before the reload: %q", got)
+	}
+	d.waitLog(`level=INFO msg="session started"`)
+	must(t, c.Close(), "close the session")
+	noSessions := func() {
+		t.Helper()
+		testenv.WaitFor(t, "the session to end", 20*time.Second, func() (bool, string) {
+			n := d.status(t).Sessions
+			return n == 0, fmt.Sprint(n, " sessions")
+		})
+	}
+	noSessions()
+	if k := d.status(t).Kernel; !k.Observing {
+		t.Fatal("the observers did not linger after the session (10m)")
+	}
+
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	edited := strings.Replace(string(cfg), `observer_linger = "10m"`, `observer_linger = "0s"`+"\naudit_sync = \"batch\"\naudit_keep = 3", 1)
+	edited = strings.Replace(edited, `log_level = "debug"`, `log_level = "warn"`, 1)
+	if edited == string(cfg) || !strings.Contains(edited, `log_level = "warn"`) {
+		t.Fatalf("the test could not edit the configuration:\n%s", cfg)
+	}
+	must(t, os.WriteFile(d.config, []byte(edited), 0o644), "edit config")
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	d.waitLog(`msg="log_level changed"`)
+	for _, key := range []string{"daemon.audit_sync", "daemon.audit_keep"} {
+		if !strings.Contains(d.log.String(), "needs a restart: the running value stays\" key="+key+" ") {
+			t.Errorf("no warning that %s needs a restart:\n%s", key, d.log.String())
+		}
+	}
+	st := d.status(t)
+	if st.Kernel.ObserverLinger != "0s" || st.Kernel.Observing {
+		t.Fatalf("after observer_linger was reloaded as 0s: linger %q, observing %v; want 0s and the lingering observers detached",
+			st.Kernel.ObserverLinger, st.Kernel.Observing)
+	}
+	mark := d.log.Len()
+	c2 := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c2, "echo", map[string]any{"text": "after"}); got != "after" {
+		t.Fatalf("after the reload: %q", got)
+	}
+	must(t, c2.Close(), "close the session")
+	noSessions()
+	if after := d.log.String()[mark:]; strings.Contains(after, "level=INFO") || strings.Contains(after, "level=DEBUG") {
+		t.Fatalf("log_level reloaded as warn, yet info or debug lines follow:\n%s", after)
+	}
+}
+
 func TestSocketActivation(t *testing.T) {
 	setup(t)
 	_, err := exec.LookPath("systemd-socket-activate")
