@@ -80,20 +80,24 @@ func (f *Floor) percent() int {
 	return Percent(live, f.headroom)
 }
 
+// runtimeHeapMinimum is the Go runtime's smallest heap goal at GOGC=100
+// (defaultHeapMinimum, 4 MiB); the runtime scales it with the percent,
+// so a high percent raises the smallest goal too.
+const runtimeHeapMinimum = 4 << 20
+
 // Percent is the GC percent whose goal is live + headroom, within
-// [100, 100000]; with nothing live yet it is the highest.
+// [100, 100000]. The runtime's smallest goal grows with the percent
+// (runtimeHeapMinimum × percent / 100), so the percent is also held to
+// what keeps that under live + headroom: with little or nothing live
+// (before the first collection) a percent from the ratio alone would put
+// the first collection gigabytes away.
 func Percent(live, headroom uint64) int {
-	if live == 0 {
-		return maxPercent
+	p := uint64(maxPercent)
+	if live > 0 {
+		p = headroom * 100 / live
 	}
-	p := headroom * 100 / live
-	switch {
-	case p < defaultPercent:
-		return defaultPercent
-	case p > maxPercent:
-		return maxPercent
-	}
-	return int(p)
+	p = min(p, (live+headroom)*100/runtimeHeapMinimum, maxPercent)
+	return int(max(p, defaultPercent))
 }
 
 // sentinel is allocated for each cycle: the cleanup that runs once a

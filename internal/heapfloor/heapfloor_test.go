@@ -16,11 +16,13 @@ func TestPercent(t *testing.T) {
 		live, headroom uint64
 		want           int
 	}{
-		{"small heap gets the headroom", 2 * mib, 32 * mib, 1600},
+		{"small heap gets the headroom", 3 * mib, 8 * mib, 266},
+		{"held to the runtime's scaled minimum", 2 * mib, 32 * mib, 850},
 		{"the headroom is the live heap", 32 * mib, 32 * mib, 100},
 		{"a large heap keeps the default", 256 * mib, 32 * mib, 100},
-		{"nothing live yet", 0, 32 * mib, maxPercent},
-		{"a tiny heap is bounded", 100, 32 * mib, maxPercent},
+		{"nothing live yet: the first goal is the headroom", 0, 8 * mib, 200},
+		{"a tiny heap: the goal is about the headroom", 100, 8 * mib, 200},
+		{"a headroom under the runtime's minimum", 1 * mib, 2 * mib, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Percent(tc.live, tc.headroom); got != tc.want {
@@ -73,7 +75,9 @@ func TestFloorFollowsTheLiveHeap(t *testing.T) {
 
 	// The test binary's live heap is far below 64 MiB.
 	waitPercent(t, "a small live heap", func(p int) bool { return p > 200 })
-	if live, goal := read(t, liveMetric), read(t, "/gc/heap/goal:bytes"); goal < live+headroom*9/10 {
+	// About live + headroom: not less, and not the runtime's minimum
+	// scaled far past it (its stacks and globals count in its goal).
+	if live, goal := read(t, liveMetric), read(t, "/gc/heap/goal:bytes"); goal < live+headroom*9/10 || goal > live+headroom*3/2 {
 		t.Fatalf("heap goal %d with %d live: want about %d (live + headroom)", goal, live, live+headroom)
 	}
 
