@@ -299,3 +299,66 @@ func TestCloseWithAFullDiskEnds(t *testing.T) {
 		}
 	}
 }
+
+// A rotation that fails (here: the current file is append-only, as an
+// admin may make an audit log, and cannot be renamed) is tried again after
+// each commit; the retries must not take the kept segments with them,
+// and once the file can be renamed the log rotates and its chain holds.
+func TestFailedRotationKeepsTheHistory(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	failures := 0
+	var mu sync.Mutex
+	// Each phase closes its log: Close waits for the writer, whose
+	// rotation runs after the commit that Append waited for.
+	phase := func(n int) {
+		t.Helper()
+		l := openLog(t, dir, Options{MaxSize: 1500, Keep: 3,
+			OnFailure: func(error) { mu.Lock(); failures++; mu.Unlock() }})
+		writeN(t, l, n)
+		must(t, l.Close())
+	}
+	phase(60) // several rotations: .1, .2 and .3 exist
+	kept := map[string]string{}
+	for _, f := range Files(path) {
+		if f != path {
+			b, err := os.ReadFile(f)
+			must(t, err)
+			kept[f] = string(b)
+		}
+	}
+	if len(kept) != 3 {
+		t.Fatalf("%d rotated segments before the test, want 3: %v", len(kept), Files(path))
+	}
+	setAppendOnly(t, path, true)
+	defer setAppendOnly(t, path, false)
+	phase(30) // every commit past MaxSize tries to rotate again, and fails
+	mu.Lock()
+	failed := failures
+	mu.Unlock()
+	if failed < 2 {
+		t.Fatalf("%d rotations failed with the current file append-only, want several", failed)
+	}
+	for f, content := range kept {
+		// A failed rotation may shift a segment into the gap it left,
+		// never drop one: every kept segment is still there.
+		found := false
+		for _, g := range Files(path) {
+			if b, err := os.ReadFile(g); err == nil && string(b) == content {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("segment %s (as it was before) is gone after %d failed rotations", f, failed)
+		}
+	}
+	setAppendOnly(t, path, false)
+	phase(30)
+	if n := len(Files(path)); n != 4 {
+		t.Fatalf("%d files after rotating again, want the current one and 3 kept: %v", n, Files(path))
+	}
+	if _, err := verifyDir(dir); err != nil {
+		t.Fatalf("the chain after the failed rotations: %v", err)
+	}
+}

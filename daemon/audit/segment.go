@@ -158,8 +158,16 @@ func (l *Log) openFile() error {
 	return nil
 }
 
-// rotate shifts audit.jsonl -> .1 -> .2 ..., dropping the files past Keep,
-// and starts the next segment.
+// rotate shifts audit.jsonl -> .1 -> .2 ..., starts the next segment,
+// then drops the files past Keep. A rotation that fails part way is
+// tried again after the next commit, and a retry must not take more
+// history with it: only the run of segments in front of the first free
+// number is shifted (a retry after a failed step finds the gap that step
+// left and shifts nothing twice), and nothing is removed until the
+// current file has become .1. (Before, every retry removed the oldest
+// segment and shifted the rest again: a current file that cannot be
+// renamed, such as one an admin made append-only, cost one kept segment
+// per commit until none was left.)
 func (l *Log) rotate() error {
 	if err := l.f.Sync(); err != nil {
 		return err
@@ -173,23 +181,34 @@ func (l *Log) rotate() error {
 	if err != nil {
 		return fmt.Errorf("close audit segment: %w", err)
 	}
+	taken := map[int]bool{}
 	for _, n := range rotated(l.o.Path) {
-		if n >= l.o.Keep {
-			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {
-				return err
-			}
-		}
+		taken[n] = true
 	}
-	for i := l.o.Keep - 1; i >= 1; i-- {
-		if err := os.Rename(fmt.Sprintf("%s.%d", l.o.Path, i), fmt.Sprintf("%s.%d", l.o.Path, i+1)); err != nil && !os.IsNotExist(err) {
-			return err
+	free := 1
+	for taken[free] {
+		free++
+	}
+	for i := free - 1; i >= 1; i-- {
+		if err := os.Rename(fmt.Sprintf("%s.%d", l.o.Path, i), fmt.Sprintf("%s.%d", l.o.Path, i+1)); err != nil {
+			return fmt.Errorf("rotate audit log: %w", err)
 		}
 	}
 	if err := os.Rename(l.o.Path, l.o.Path+".1"); err != nil {
-		return err
+		return fmt.Errorf("rotate audit log: %w", err)
 	}
 	l.advance()
-	return l.openFile()
+	if err := l.openFile(); err != nil {
+		return err
+	}
+	for _, n := range rotated(l.o.Path) {
+		if n > l.o.Keep {
+			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("remove an audit segment past audit_keep: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // rotated lists the numbers N of path.N, newest (1) last.
