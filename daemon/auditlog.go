@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,7 +30,8 @@ func (d *Daemon) openAudit() error {
 		d.log.Warn("audit_journal = true but no systemd journal is reachable: records go to the audit log only")
 	}
 	drops := &dropLog{log: d.log, metric: d.metrics.AuditRecordsDropped}
-	failures := &failureLog{log: d.log, path: cfg.AuditLog, now: time.Now}
+	failures := &failureLog{log: d.log, path: cfg.AuditLog, now: time.Now,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	syncs := d.metrics.AuditSync
 	// By record type: a bounded set of constants.
 	perType := metrics.Children[string, prometheus.Counter]{Limit: 64}
@@ -112,13 +114,17 @@ const failureLogEvery = time.Minute
 // is counted (mcpcage_audit_write_errors_total) but not each logged. A
 // spell of failures is logged when it starts, then once a minute while it
 // lasts (with how many failed since the last line), and when a write
-// succeeds again. Spells that start within a minute of the last line (a
-// rotation failing at each commit) are counted, not logged, and so is
-// their end: at most two lines a minute whatever the disk does.
+// succeeds again. Spells that start and end within a minute of the last
+// line (a disk that fills and frees again and again) are counted, and a
+// summary line says how many once the minute is over: at most two lines
+// a minute, and no failure goes unsaid. A failed rotation (the log still
+// writes, to a file growing past audit_max_size) has its own line, once
+// a minute while it keeps failing.
 type failureLog struct {
-	log  *slog.Logger
-	path string
-	now  func() time.Time
+	log   *slog.Logger
+	path  string
+	now   func() time.Time
+	after func(time.Duration, func()) // time.AfterFunc; the tests' clock
 
 	mu          sync.Mutex
 	failing     bool      // failed, and no write has succeeded since
@@ -126,13 +132,25 @@ type failureLog struct {
 	since       time.Time // the first failure of this spell
 	spell       int       // failures of this spell
 	unlogged    int       // failures and recoveries since the last line
+	summary     bool      // a summary line is due (unlogged > 0)
 	last        time.Time // the last line
+	rotations   int       // failed rotations since the last rotation line
+	lastRotate  time.Time // the last rotation line
 }
 
 func (fl *failureLog) failed(err error) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	now := fl.now()
+	if errors.Is(err, audit.ErrRotate) {
+		fl.rotations++
+		if fl.lastRotate.IsZero() || now.Sub(fl.lastRotate) >= failureLogEvery {
+			fl.log.Error("AUDIT LOG ROTATION FAILED: records are still written, to the current file, which grows past audit_max_size until a rotation works (tried after every write)",
+				"err", err, "path", fl.path, "failed_rotations", fl.rotations)
+			fl.lastRotate, fl.rotations = now, 0
+		}
+		return
+	}
 	if !fl.failing {
 		fl.failing, fl.spellLogged, fl.since, fl.spell = true, false, now, 0
 	}
@@ -154,15 +172,35 @@ func (fl *failureLog) recovered() {
 		return
 	}
 	fl.failing = false
+	now := fl.now()
 	if !fl.spellLogged {
+		// A spell too soon after the last line: said in a summary once
+		// the minute is over.
 		fl.unlogged++
+		if !fl.summary {
+			fl.summary = true
+			fl.after(fl.last.Add(failureLogEvery).Sub(now), fl.summarize)
+		}
 		return
 	}
-	now := fl.now()
 	unlogged := fl.unlogged
 	fl.last, fl.unlogged = now, 0
 	fl.log.Warn("audit log written again: tool calls are decided again", "path", fl.path,
 		"failed_for", now.Sub(fl.since).Round(time.Millisecond).String(), "failures", fl.spell, "unlogged_since_last_line", unlogged)
+}
+
+// summarize says what was counted and not logged since the last line, if
+// no line has said it meanwhile.
+func (fl *failureLog) summarize() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	fl.summary = false
+	if fl.unlogged == 0 {
+		return
+	}
+	fl.log.Error("AUDIT LOG WRITES FAILED since the last line, each time for a moment: tool calls were denied meanwhile", "path", fl.path,
+		"failing_now", fl.failing, "unlogged_since_last_line", fl.unlogged)
+	fl.last, fl.unlogged = fl.now(), 0
 }
 
 // sendJournal copies a record to the journal with structured fields.

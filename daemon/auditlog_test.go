@@ -134,21 +134,29 @@ func unixConn(t *testing.T, fd int) *net.UnixConn {
 
 // TestFailureLogLogsSpellsNotEachFailure: a log that fails at every
 // retry gets a line when it starts failing, one a minute while it fails,
-// and one when it writes again; spells that churn faster than that are
-// counted in the next line.
+// and one when it writes again; spells that come and go faster than that
+// are counted and summed up once the minute is over; a failing rotation
+// has its own line, once a minute.
 func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
+	type event int
+	const (
+		fail event = iota
+		recover
+		rotateFail
+	)
 	type step struct {
-		at   time.Duration // since the start
-		fail bool          // a failure, else a write that succeeded
+		at time.Duration // since the start
+		ev event
 	}
-	every := func(from, to, each time.Duration) []step {
+	every := func(from, to, each time.Duration, evs ...event) []step {
 		var s []step
 		for at := from; at < to; at += each {
-			s = append(s, step{at, true})
+			for i, ev := range evs {
+				s = append(s, step{at + time.Duration(i)*100*time.Millisecond, ev})
+			}
 		}
 		return s
 	}
-	ok := func(at time.Duration) []step { return []step{{at, false}} }
 	cat := func(parts ...[]step) []step {
 		var s []step
 		for _, p := range parts {
@@ -161,34 +169,54 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 		steps []step
 		want  []string // each line's level and what it must hold
 	}{
-		{"a full disk for 150 s, retried every second", cat(every(0, 150*time.Second, time.Second), ok(150*time.Second)),
+		{"a full disk for 150 s, retried every second", cat(every(0, 150*time.Second, time.Second, fail), []step{{150 * time.Second, recover}}),
 			[]string{"ERROR failures=1 ", "ERROR failures=61 unlogged_since_last_line=59", "ERROR failures=121 unlogged_since_last_line=59",
 				"WARN failed_for=2m30s failures=150 unlogged_since_last_line=29"}},
-		{"one failure, then writes", cat(every(0, time.Second, time.Second), ok(2*time.Second), ok(3*time.Second)),
+		{"one failure, then writes", []step{{0, fail}, {2 * time.Second, recover}, {3 * time.Second, recover}},
 			[]string{"ERROR failures=1 ", "WARN failed_for=2s failures=1 "}},
-		{"a rotation failing at every commit for 3 minutes", func() []step {
-			var s []step
-			for at := time.Duration(0); at < 3*time.Minute; at += 500 * time.Millisecond {
-				s = append(s, step{at, true}, step{at + 100*time.Millisecond, false})
-			}
-			return s
-		}(), []string{"ERROR failures=1 ", "WARN ", "ERROR failures=1 unlogged_since_last_line=240", "WARN ",
-			"ERROR failures=1 unlogged_since_last_line=240", "WARN "}},
-		{"writes that never failed", cat(ok(0), ok(time.Second)), nil},
+		{"short spells within a minute of the last line are summed up", []step{{0, fail}, {time.Second, recover},
+			{10 * time.Second, fail}, {11 * time.Second, recover}, {20 * time.Second, fail}, {21 * time.Second, recover}},
+			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failing_now=false unlogged_since_last_line=4"}},
+		{"a disk that fills and frees every half second for 3 minutes", every(0, 3*time.Minute, 500*time.Millisecond, fail, recover),
+			// Churn: one summary a minute, after the first spell's lines.
+			[]string{"ERROR failures=1 ", "WARN failed_for=100ms ", "ERROR failing_now=true unlogged_since_last_line=239",
+				"ERROR failing_now=true unlogged_since_last_line=240", "ERROR failing_now=false unlogged_since_last_line=239"}},
+		{"a rotation failing at every commit for 3 minutes", every(0, 3*time.Minute, 500*time.Millisecond, rotateFail),
+			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=120 ", "ERROR failed_rotations=120 "}},
+		{"writes that never failed", []step{{0, recover}, {time.Second, recover}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			start := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 			var now time.Time
-			fl := &failureLog{log: slog.New(slog.NewTextHandler(&logs, nil)), path: "/a/audit.jsonl", now: func() time.Time { return now }}
+			type timer struct {
+				due time.Time
+				f   func()
+			}
+			var timers []timer
+			fl := &failureLog{log: slog.New(slog.NewTextHandler(&logs, nil)), path: "/a/audit.jsonl", now: func() time.Time { return now },
+				after: func(d time.Duration, f func()) { timers = append(timers, timer{now.Add(d), f}) }}
+			fire := func(until time.Time) {
+				for len(timers) > 0 && !timers[0].due.After(until) {
+					tm := timers[0]
+					timers = timers[1:]
+					now = tm.due
+					tm.f()
+				}
+			}
 			for _, s := range tc.steps {
+				fire(start.Add(s.at))
 				now = start.Add(s.at)
-				if s.fail {
-					fl.failed(errors.New("write: no space left on device"))
-				} else {
+				switch s.ev {
+				case fail:
+					fl.failed(fmt.Errorf("%w: write: no space left on device", audit.ErrUnavailable))
+				case rotateFail:
+					fl.failed(fmt.Errorf("%w: rename: operation not permitted", audit.ErrRotate))
+				default:
 					fl.recovered()
 				}
 			}
+			fire(now.Add(time.Hour))
 			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 			if logs.Len() == 0 {
 				lines = nil

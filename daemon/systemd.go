@@ -110,9 +110,15 @@ func (d *Daemon) reload(path string, explicit bool) {
 	d.log.Info("configuration reloaded", "path", next.Path, "servers", next.ServerNames())
 	if a.LogLevel != b.LogLevel && d.logLevel != nil {
 		// Last: the lines above are logged at the level they were
-		// decided under.
-		d.log.Warn("log_level changed", "running", a.LogLevel, "now", b.LogLevel)
-		d.logLevel.Set(parseLevel(b.LogLevel))
+		// decided under. The change itself is said at the more verbose
+		// of the two levels, so that it is not lost when either is
+		// "error".
+		old, fresh := parseLevel(a.LogLevel), parseLevel(b.LogLevel)
+		if fresh < old {
+			d.logLevel.Set(fresh)
+		}
+		d.log.Log(context.Background(), max(slog.LevelInfo, min(old, fresh)), "log_level changed", "running", a.LogLevel, "now", b.LogLevel)
+		d.logLevel.Set(fresh)
 	}
 }
 

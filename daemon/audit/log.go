@@ -51,8 +51,8 @@ type Options struct {
 	Sync      SyncMode            // SyncAlways (default) or SyncBatch
 	Interval  time.Duration       // fsync interval in batch mode (0: 1s)
 	OnRecord  func(Record)        // called after each durable write (followers, journal)
-	OnFailure func(error)         // called when writing fails (metrics, logs)
-	OnRecover func()              // called when a write succeeds after OnFailure was (logs)
+	OnFailure func(error)         // called when writing (ErrUnavailable) or rotating (ErrRotate) fails (metrics, logs)
+	OnRecover func()              // called when a write succeeds after a write failed (logs)
 	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
 	// OnDrop is called, on the writer's goroutine or AppendAsync's caller,
 	// for every record that was not written, whether or not a caller was
@@ -107,7 +107,7 @@ type Log struct {
 	wbuf       []byte // a commit's lines, kept for the next one (see maxKeptBuf)
 
 	failed atomic.Pointer[error]
-	// failing: OnFailure was called and no write has succeeded since.
+	// failing: a write failed and none has succeeded since.
 	failing atomic.Bool
 	count   atomic.Int64
 	syncs   atomic.Int64
@@ -160,6 +160,11 @@ type pending struct {
 
 // ErrUnavailable wraps every write failure.
 var ErrUnavailable = errors.New("audit log unavailable")
+
+// ErrRotate wraps a failed rotation, which OnFailure is told of: records
+// are still written, to the current file, which grows past MaxSize until
+// a rotation works (tried again after each commit).
+var ErrRotate = errors.New("audit log rotation failed")
 
 // Open opens (creating) the log and resumes its chain.
 func Open(o Options) (*Log, error) {
@@ -612,8 +617,11 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 		}
 	}
 	if l.size > l.o.MaxSize {
-		if err := l.rotate(); err != nil {
-			l.report(fmt.Errorf("rotate audit log: %w", err))
+		if err := l.rotate(); err != nil && l.o.OnFailure != nil {
+			// Records are still written, to the current file: the log
+			// is not failing (no OnRecover follows), the rotation is
+			// tried again after the next commit.
+			l.o.OnFailure(fmt.Errorf("%w: %w", ErrRotate, err))
 		}
 	}
 	return true
@@ -688,14 +696,10 @@ func (l *Log) dropEssential(err error) {
 	}
 }
 
-// failure marks the log failed (calls fail closed) and reports err.
+// failure marks the log failed (calls fail closed) and tells OnFailure;
+// the next write that succeeds tells OnRecover.
 func (l *Log) failure(err error) {
 	l.failed.Store(&err)
-	l.report(err)
-}
-
-// report tells OnFailure; the next write that succeeds tells OnRecover.
-func (l *Log) report(err error) {
 	l.failing.Store(true)
 	if l.o.OnFailure != nil {
 		l.o.OnFailure(err)

@@ -30,8 +30,14 @@ const defaultPercent = 100
 // maxPercent bounds the percent the floor sets, whatever the live heap.
 const maxPercent = 100_000
 
-// liveMetric is the heap the last cycle marked live.
-const liveMetric = "/gc/heap/live:bytes"
+// The runtime's goal is live + (live + stacks + globals) × percent / 100:
+// the heap the last cycle marked live, and the stacks and globals it
+// scanned.
+const (
+	liveMetric    = "/gc/heap/live:bytes"
+	stackMetric   = "/gc/scan/stack:bytes"
+	globalsMetric = "/gc/scan/globals:bytes"
+)
 
 // Floor is a running floor; Stop ends it.
 type Floor struct {
@@ -49,7 +55,7 @@ func Start(headroom uint64, gogcEnv string) *Floor {
 	if gogcEnv != "" || headroom == 0 {
 		return nil
 	}
-	f := &Floor{headroom: headroom, sample: []metrics.Sample{{Name: liveMetric}}}
+	f := &Floor{headroom: headroom, sample: []metrics.Sample{{Name: liveMetric}, {Name: stackMetric}, {Name: globalsMetric}}}
 	f.previous = debug.SetGCPercent(f.percent())
 	f.arm()
 	return f
@@ -73,11 +79,13 @@ func (f *Floor) Stop() {
 // within [defaultPercent, maxPercent].
 func (f *Floor) percent() int {
 	metrics.Read(f.sample)
-	live := uint64(0)
-	if f.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = f.sample[0].Value.Uint64()
+	var v [3]uint64
+	for i, s := range f.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
 	}
-	return Percent(live, f.headroom)
+	return Percent(v[0], v[1]+v[2], f.headroom)
 }
 
 // runtimeHeapMinimum is the Go runtime's smallest heap goal at GOGC=100
@@ -85,16 +93,18 @@ func (f *Floor) percent() int {
 // so a high percent raises the smallest goal too.
 const runtimeHeapMinimum = 4 << 20
 
-// Percent is the GC percent whose goal is live + headroom, within
-// [100, 100000]. The runtime's smallest goal grows with the percent
-// (runtimeHeapMinimum × percent / 100), so the percent is also held to
-// what keeps that under live + headroom: with little or nothing live
-// (before the first collection) a percent from the ratio alone would put
-// the first collection gigabytes away.
-func Percent(live, headroom uint64) int {
+// Percent is the GC percent whose goal is live + headroom, given the
+// live heap and the stacks and globals (roots) the runtime adds to it
+// when it scales by the percent; within [100, 100000]. The runtime's
+// smallest goal grows with the percent (runtimeHeapMinimum × percent /
+// 100), so the percent is also held to what keeps that under live +
+// headroom: with little or nothing live (before the first collection) a
+// percent from the ratio alone would put the first collection gigabytes
+// away.
+func Percent(live, roots, headroom uint64) int {
 	p := uint64(maxPercent)
-	if live > 0 {
-		p = headroom * 100 / live
+	if live+roots > 0 {
+		p = headroom * 100 / (live + roots)
 	}
 	p = min(p, (live+headroom)*100/runtimeHeapMinimum, maxPercent)
 	return int(max(p, defaultPercent))

@@ -12,21 +12,23 @@ const mib = 1 << 20
 
 func TestPercent(t *testing.T) {
 	for _, tc := range []struct {
-		name           string
-		live, headroom uint64
-		want           int
+		name                  string
+		live, roots, headroom uint64
+		want                  int
 	}{
-		{"small heap gets the headroom", 3 * mib, 8 * mib, 266},
-		{"held to the runtime's scaled minimum", 2 * mib, 32 * mib, 850},
-		{"the headroom is the live heap", 32 * mib, 32 * mib, 100},
-		{"a large heap keeps the default", 256 * mib, 32 * mib, 100},
-		{"nothing live yet: the first goal is the headroom", 0, 8 * mib, 200},
-		{"a tiny heap: the goal is about the headroom", 100, 8 * mib, 200},
-		{"a headroom under the runtime's minimum", 1 * mib, 2 * mib, 100},
+		{"small heap gets the headroom", 3 * mib, 0, 8 * mib, 266},
+		{"stacks and globals count", 3 * mib, 1 * mib, 8 * mib, 200},
+		{"held to the runtime's scaled minimum", 2 * mib, 0, 32 * mib, 850},
+		{"the headroom is the live heap", 32 * mib, 0, 32 * mib, 100},
+		{"a large heap keeps the default", 256 * mib, 0, 32 * mib, 100},
+		{"nothing live yet: the first goal is the headroom", 0, 0, 8 * mib, 200},
+		{"a tiny heap: the goal is about the headroom", 100, 0, 8 * mib, 200},
+		{"a headroom under the runtime's minimum", 1 * mib, 0, 2 * mib, 100},
+		{"large stacks, little heap", 2 * mib, 4 * mib, 8 * mib, 133},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Percent(tc.live, tc.headroom); got != tc.want {
-				t.Fatalf("Percent(%d, %d) = %d, want %d", tc.live, tc.headroom, got, tc.want)
+			if got := Percent(tc.live, tc.roots, tc.headroom); got != tc.want {
+				t.Fatalf("Percent(%d, %d, %d) = %d, want %d", tc.live, tc.roots, tc.headroom, got, tc.want)
 			}
 		})
 	}
