@@ -126,37 +126,46 @@ type failureLog struct {
 	now   func() time.Time
 	after func(time.Duration, func()) // time.AfterFunc; the tests' clock
 
-	mu          sync.Mutex
-	failing     bool      // failed, and no write has succeeded since
-	spellLogged bool      // this spell's failure has a line: its end gets one
-	since       time.Time // the first failure of this spell
-	spell       int       // failures of this spell
-	unlogged    int       // failures and recoveries since the last line
-	summary     bool      // a summary line is due (unlogged > 0)
-	last        time.Time // the last line
-	rotations   int       // failed rotations since the last rotation line
-	lastRotate  time.Time // the last rotation line
+	mu            sync.Mutex
+	failing       bool      // failed, and no write has succeeded since
+	spellLogged   bool      // this spell's failure has a line: its end gets one
+	since         time.Time // the first failure of this spell
+	spell         int       // failures of this spell
+	lastErr       error     // the last failure's
+	unlogged      int       // failures and recoveries since the last line
+	summary       bool      // a summary line is due (unlogged > 0)
+	last          time.Time // the last line
+	rotations     int       // failed rotations since the last rotation line
+	lastRotate    time.Time // the last rotation line
+	rotateSummary bool      // a rotation summary is scheduled
 }
 
 func (fl *failureLog) failed(err error) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	now := fl.now()
-	if errors.Is(err, audit.ErrRotate) {
+	if errors.Is(err, audit.ErrRotate) || errors.Is(err, audit.ErrTrim) {
 		fl.rotations++
-		if fl.lastRotate.IsZero() || now.Sub(fl.lastRotate) >= failureLogEvery {
-			fl.log.Error("AUDIT LOG ROTATION FAILED: records are still written, to the current file, which grows past audit_max_size until a rotation works (tried after every write)",
-				"err", err, "path", fl.path, "failed_rotations", fl.rotations)
-			fl.lastRotate, fl.rotations = now, 0
+		if !fl.lastRotate.IsZero() && now.Sub(fl.lastRotate) < failureLogEvery {
+			fl.armRotateSummary(now)
+			return
 		}
+		msg := "AUDIT LOG ROTATION FAILED: records are still written, to the current file, which grows past audit_max_size until a rotation works (tried after every write)"
+		if errors.Is(err, audit.ErrTrim) {
+			msg = "audit log rotated, but a segment past audit_keep could not be removed (tried again at the next rotation)"
+		}
+		fl.log.Error(msg, "err", err, "path", fl.path, "failed_rotations", fl.rotations)
+		fl.lastRotate, fl.rotations = now, 0
 		return
 	}
 	if !fl.failing {
 		fl.failing, fl.spellLogged, fl.since, fl.spell = true, false, now, 0
 	}
 	fl.spell++
+	fl.lastErr = err
 	if !fl.last.IsZero() && now.Sub(fl.last) < failureLogEvery {
 		fl.unlogged++
+		fl.armSummary(now) // in case no later failure or write comes to say it
 		return
 	}
 	unlogged := fl.unlogged
@@ -177,10 +186,7 @@ func (fl *failureLog) recovered() {
 		// A spell too soon after the last line: said in a summary once
 		// the minute is over.
 		fl.unlogged++
-		if !fl.summary {
-			fl.summary = true
-			fl.after(fl.last.Add(failureLogEvery).Sub(now), fl.summarize)
-		}
+		fl.armSummary(now)
 		return
 	}
 	unlogged := fl.unlogged
@@ -189,8 +195,18 @@ func (fl *failureLog) recovered() {
 		"failed_for", now.Sub(fl.since).Round(time.Millisecond).String(), "failures", fl.spell, "unlogged_since_last_line", unlogged)
 }
 
-// summarize says what was counted and not logged since the last line, if
-// no line has said it meanwhile.
+// armSummary schedules a summary for when the minute since the last line
+// is over, unless one is scheduled already (fl.mu held).
+func (fl *failureLog) armSummary(now time.Time) {
+	if !fl.summary {
+		fl.summary = true
+		fl.after(fl.last.Add(failureLogEvery).Sub(now), fl.summarize)
+	}
+}
+
+// summarize says what was counted and not logged since the last line,
+// if no line has said it meanwhile; a line since then moves it to a
+// minute after that line.
 func (fl *failureLog) summarize() {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
@@ -198,9 +214,42 @@ func (fl *failureLog) summarize() {
 	if fl.unlogged == 0 {
 		return
 	}
-	fl.log.Error("AUDIT LOG WRITES FAILED since the last line, each time for a moment: tool calls were denied meanwhile", "path", fl.path,
-		"failing_now", fl.failing, "unlogged_since_last_line", fl.unlogged)
-	fl.last, fl.unlogged = fl.now(), 0
+	now := fl.now()
+	if now.Sub(fl.last) < failureLogEvery {
+		fl.armSummary(now)
+		return
+	}
+	if fl.failing && fl.spellLogged {
+		// The spell announced goes on: its line of the minute.
+		fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", fl.lastErr, "path", fl.path,
+			"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", fl.unlogged)
+	} else {
+		fl.log.Error("AUDIT LOG WRITES FAILED since the last line, each time for a moment: tool calls were denied meanwhile", "path", fl.path,
+			"failing_now", fl.failing, "unlogged_since_last_line", fl.unlogged)
+	}
+	fl.last, fl.unlogged = now, 0
+}
+
+// armRotateSummary is armSummary for failed rotations (fl.mu held).
+func (fl *failureLog) armRotateSummary(now time.Time) {
+	if fl.rotateSummary {
+		return
+	}
+	fl.rotateSummary = true
+	fl.after(fl.lastRotate.Add(failureLogEvery).Sub(now), func() {
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		fl.rotateSummary = false
+		if fl.rotations == 0 {
+			return
+		}
+		if now := fl.now(); now.Sub(fl.lastRotate) < failureLogEvery {
+			fl.armRotateSummary(now)
+			return
+		}
+		fl.log.Error("AUDIT LOG ROTATION FAILED since the last line (it may have worked since)", "path", fl.path, "failed_rotations", fl.rotations)
+		fl.lastRotate, fl.rotations = fl.now(), 0
+	})
 }
 
 // sendJournal copies a record to the journal with structured fields.

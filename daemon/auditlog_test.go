@@ -170,8 +170,8 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 		want  []string // each line's level and what it must hold
 	}{
 		{"a full disk for 150 s, retried every second", cat(every(0, 150*time.Second, time.Second, fail), []step{{150 * time.Second, recover}}),
-			[]string{"ERROR failures=1 ", "ERROR failures=61 unlogged_since_last_line=59", "ERROR failures=121 unlogged_since_last_line=59",
-				"WARN failed_for=2m30s failures=150 unlogged_since_last_line=29"}},
+			[]string{"ERROR failures=1 ", "ERROR failures=60 unlogged_since_last_line=59", "ERROR failures=120 unlogged_since_last_line=60",
+				"WARN failed_for=2m30s failures=150 unlogged_since_last_line=30"}},
 		{"one failure, then writes", []step{{0, fail}, {2 * time.Second, recover}, {3 * time.Second, recover}},
 			[]string{"ERROR failures=1 ", "WARN failed_for=2s failures=1 "}},
 		{"short spells within a minute of the last line are summed up", []step{{0, fail}, {time.Second, recover},
@@ -182,7 +182,11 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 			[]string{"ERROR failures=1 ", "WARN failed_for=100ms ", "ERROR failing_now=true unlogged_since_last_line=239",
 				"ERROR failing_now=true unlogged_since_last_line=240", "ERROR failing_now=false unlogged_since_last_line=239"}},
 		{"a rotation failing at every commit for 3 minutes", every(0, 3*time.Minute, 500*time.Millisecond, rotateFail),
-			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=120 ", "ERROR failed_rotations=120 "}},
+			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=119 ", "ERROR failed_rotations=120 ", "ERROR failed_rotations=120 "}},
+		{"one failure soon after the last line, then nothing: said a minute after that line", []step{{0, fail}, {time.Second, recover}, {10 * time.Second, fail}},
+			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failing_now=true unlogged_since_last_line=1"}},
+		{"a rotation failure soon after the last one, then rotations work", []step{{0, rotateFail}, {10 * time.Second, rotateFail}},
+			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=1 "}},
 		{"writes that never failed", []step{{0, recover}, {time.Second, recover}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -820,3 +820,58 @@ func TestFloodingSessionsLeaveRoom(t *testing.T) {
 		})
 	}
 }
+
+// TestRotationAmongStrayNames: names beside the log that are not its
+// segments (a backup, a zero-padded number, a directory with a segment's
+// name) and a directory whose name has glob characters neither stop
+// rotation nor get shifted into its segments or listed by Files, and no
+// rotation fails because of them.
+func TestRotationAmongStrayNames(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		subdir string   // the log's directory under the test's
+		files  []string // stray regular files
+		dirs   []string // stray directories
+	}{
+		{"glob characters in the directory", "[prod]*", nil, nil},
+		{"a backup and a zero-padded number", "", []string{"audit.jsonl.1.bak", "audit.jsonl.04", "audit.jsonl.+2", "audit.jsonl.0"}, nil},
+		{"a directory with a segment's name", "", nil, []string{"audit.jsonl.2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), tc.subdir)
+			must(t, os.MkdirAll(dir, 0o755))
+			for _, f := range tc.files {
+				must(t, os.WriteFile(filepath.Join(dir, f), []byte("not a segment\n"), 0o600))
+			}
+			for _, d := range tc.dirs {
+				must(t, os.Mkdir(filepath.Join(dir, d), 0o755))
+				must(t, os.WriteFile(filepath.Join(dir, d, "x"), nil, 0o600)) // not empty: cannot be removed as a file
+			}
+			failures := 0
+			l := openLog(t, dir, Options{MaxSize: 1500, Keep: 3, OnFailure: func(error) { failures++ }})
+			writeN(t, l, 80) // many rotations
+			must(t, l.Close())
+			if failures != 0 {
+				t.Fatalf("%d rotation failures", failures)
+			}
+			path := filepath.Join(dir, "audit.jsonl")
+			files := Files(path)
+			if len(files) != 4 {
+				t.Fatalf("Files = %v, want the current file and 3 kept segments", files)
+			}
+			for _, f := range files {
+				if st, err := os.Lstat(f); err != nil || !st.Mode().IsRegular() {
+					t.Fatalf("Files lists %s, which is not a regular file (%v)", f, err)
+				}
+			}
+			for _, f := range tc.files {
+				if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || string(b) != "not a segment\n" {
+					t.Errorf("stray %s changed: %q %v", f, b, err)
+				}
+			}
+			if _, err := verifyDir(dir); err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+		})
+	}
+}

@@ -166,6 +166,11 @@ var ErrUnavailable = errors.New("audit log unavailable")
 // a rotation works (tried again after each commit).
 var ErrRotate = errors.New("audit log rotation failed")
 
+// ErrTrim wraps a rotation that worked but could not remove a segment
+// past Keep, which OnFailure is told of: it is removed by a later
+// rotation if it can be.
+var ErrTrim = errors.New("audit log segment past its keep count not removed")
+
 // Open opens (creating) the log and resumes its chain.
 func Open(o Options) (*Log, error) {
 	if o.MaxSize <= 0 {
@@ -621,7 +626,10 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 			// Records are still written, to the current file: the log
 			// is not failing (no OnRecover follows), the rotation is
 			// tried again after the next commit.
-			l.o.OnFailure(fmt.Errorf("%w: %w", ErrRotate, err))
+			if !errors.Is(err, ErrTrim) {
+				err = fmt.Errorf("%w: %w", ErrRotate, err)
+			}
+			l.o.OnFailure(err)
 		}
 	}
 	return true

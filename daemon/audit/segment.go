@@ -2,11 +2,13 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // SegmentType is the type of the record that opens every file (segment)
@@ -181,8 +183,10 @@ func (l *Log) rotate() error {
 	if err != nil {
 		return fmt.Errorf("close audit segment: %w", err)
 	}
+	// Every path.N counts as taken, whatever its type: nothing is
+	// renamed onto a name in use.
 	taken := map[int]bool{}
-	for _, n := range rotated(l.o.Path) {
+	for _, n := range numbered(l.o.Path, false) {
 		taken[n] = true
 	}
 	free := 1
@@ -201,24 +205,44 @@ func (l *Log) rotate() error {
 	if err := l.openFile(); err != nil {
 		return err
 	}
+	var errs []error
 	for _, n := range rotated(l.o.Path) {
 		if n > l.o.Keep {
 			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {
-				return fmt.Errorf("remove an audit segment past audit_keep: %w", err)
+				errs = append(errs, err)
 			}
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrTrim, err)
 	}
 	return nil
 }
 
-// rotated lists the numbers N of path.N, newest (1) last.
-func rotated(path string) []int {
+// rotated lists the numbers N of the segments path.N (regular files),
+// newest (1) last.
+func rotated(path string) []int { return numbered(path, true) }
+
+// numbered lists the numbers N of the names path.N in path's directory,
+// N written as a plain positive decimal (not "04" or "+4"), largest
+// first; with segments, only regular files. The directory is read, not
+// globbed: a path with glob characters is a name like any other.
+func numbered(path string, segments bool) []int {
+	entries, _ := os.ReadDir(filepath.Dir(path))
 	var out []int
-	matches, _ := filepath.Glob(path + ".*")
-	for _, m := range matches {
-		if n, err := strconv.Atoi(m[len(path)+1:]); err == nil && n > 0 {
-			out = append(out, n)
+	for _, e := range entries {
+		suffix, ok := strings.CutPrefix(e.Name(), filepath.Base(path)+".")
+		if !ok {
+			continue
 		}
+		n, err := strconv.Atoi(suffix)
+		if err != nil || n <= 0 || strconv.Itoa(n) != suffix {
+			continue
+		}
+		if segments && !e.Type().IsRegular() {
+			continue
+		}
+		out = append(out, n)
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(out)))
 	return out
