@@ -152,7 +152,7 @@ func (fl *failureLog) failed(err error) {
 		}
 		msg := "AUDIT LOG ROTATION FAILED: records are still written, to the current file, which grows past audit_max_size until a rotation works (tried after every write)"
 		if errors.Is(err, audit.ErrTrim) {
-			msg = "audit log rotated, but a segment past audit_keep could not be removed (tried again at the next rotation)"
+			msg = "audit log rotated, but a segment past audit_keep could not be removed: remove it by hand, later rotations fail while it is there (records are still written)"
 		}
 		fl.log.Error(msg, "err", err, "path", fl.path, "failed_rotations", fl.rotations)
 		fl.lastRotate, fl.rotations = now, 0
@@ -219,8 +219,11 @@ func (fl *failureLog) summarize() {
 		fl.armSummary(now)
 		return
 	}
-	if fl.failing && fl.spellLogged {
-		// The spell announced goes on: its line of the minute.
+	if fl.failing {
+		// A spell goes on: its line of the minute (and, if it started
+		// too soon after the last line to have one, its first), so that
+		// its end gets a line too.
+		fl.spellLogged = true
 		fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", fl.lastErr, "path", fl.path,
 			"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", fl.unlogged)
 	} else {

@@ -178,13 +178,18 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 			{10 * time.Second, fail}, {11 * time.Second, recover}, {20 * time.Second, fail}, {21 * time.Second, recover}},
 			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failing_now=false unlogged_since_last_line=4"}},
 		{"a disk that fills and frees every half second for 3 minutes", every(0, 3*time.Minute, 500*time.Millisecond, fail, recover),
-			// Churn: one summary a minute, after the first spell's lines.
-			[]string{"ERROR failures=1 ", "WARN failed_for=100ms ", "ERROR failing_now=true unlogged_since_last_line=239",
-				"ERROR failing_now=true unlogged_since_last_line=240", "ERROR failing_now=false unlogged_since_last_line=239"}},
+			// Churn: a spell's line and its end's each minute (the timer
+			// finds one going on), then the rest summed up.
+			[]string{"ERROR failures=1 ", "WARN failed_for=100ms ", "ERROR failures=1 unlogged_since_last_line=239", "WARN failed_for=100ms ",
+				"ERROR failures=1 unlogged_since_last_line=239", "WARN failed_for=100ms ", "ERROR failing_now=false unlogged_since_last_line=238"}},
 		{"a rotation failing at every commit for 3 minutes", every(0, 3*time.Minute, 500*time.Millisecond, rotateFail),
 			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=119 ", "ERROR failed_rotations=120 ", "ERROR failed_rotations=120 "}},
 		{"one failure soon after the last line, then nothing: said a minute after that line", []step{{0, fail}, {time.Second, recover}, {10 * time.Second, fail}},
-			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failing_now=true unlogged_since_last_line=1"}},
+			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failures=1 unlogged_since_last_line=1"}},
+		{"a long outage soon after the last line: its lines name it, and its end", cat([]step{{0, fail}, {time.Second, recover}},
+			every(2*time.Second, 200*time.Second, time.Second, fail), []step{{200 * time.Second, recover}}),
+			[]string{"ERROR failures=1 ", "WARN failed_for=1s ", "ERROR failures=59 unlogged_since_last_line=59",
+				"ERROR failures=119 unlogged_since_last_line=60", "ERROR failures=179 unlogged_since_last_line=60", "WARN failed_for=3m18s failures=198 "}},
 		{"a rotation failure soon after the last one, then rotations work", []step{{0, rotateFail}, {10 * time.Second, rotateFail}},
 			[]string{"ERROR failed_rotations=1 ", "ERROR failed_rotations=1 "}},
 		{"writes that never failed", []step{{0, recover}, {time.Second, recover}}, nil},

@@ -875,3 +875,39 @@ func TestRotationAmongStrayNames(t *testing.T) {
 		})
 	}
 }
+
+// TestRenameNoReplace: a rotation's renames never replace a name in use
+// (whatever a listing of the directory missed).
+func TestRenameNoReplace(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		targetHeld bool
+		wantErr    bool
+	}{
+		{"the target is free", false, false},
+		{"the target is a segment", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			from, to := filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "audit.jsonl.1")
+			must(t, os.WriteFile(from, []byte("current\n"), 0o600))
+			if tc.targetHeld {
+				must(t, os.WriteFile(to, []byte("kept\n"), 0o600))
+			}
+			err := renameNoReplace(from, to)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("renameNoReplace: %v, want an error: %v", err, tc.wantErr)
+			}
+			want := "current\n"
+			if tc.targetHeld {
+				want = "kept\n"
+				if b, rerr := os.ReadFile(from); rerr != nil || string(b) != "current\n" {
+					t.Fatalf("the source changed: %q %v", b, rerr)
+				}
+			}
+			if b, rerr := os.ReadFile(to); rerr != nil || string(b) != want {
+				t.Fatalf("the target holds %q (%v), want %q", b, rerr, want)
+			}
+		})
+	}
+}

@@ -167,8 +167,10 @@ var ErrUnavailable = errors.New("audit log unavailable")
 var ErrRotate = errors.New("audit log rotation failed")
 
 // ErrTrim wraps a rotation that worked but could not remove a segment
-// past Keep, which OnFailure is told of: it is removed by a later
-// rotation if it can be.
+// past Keep, which OnFailure is told of: the next rotation tries again,
+// and while the segment cannot be removed (made immutable, say) it blocks
+// the shift of the others, so rotations fail (ErrRotate, naming it)
+// until it is removed by hand. No history is lost meanwhile.
 var ErrTrim = errors.New("audit log segment past its keep count not removed")
 
 // Open opens (creating) the log and resumes its chain.

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // SegmentType is the type of the record that opens every file (segment)
@@ -183,10 +185,15 @@ func (l *Log) rotate() error {
 	if err != nil {
 		return fmt.Errorf("close audit segment: %w", err)
 	}
-	// Every path.N counts as taken, whatever its type: nothing is
-	// renamed onto a name in use.
+	// Every path.N counts as taken, whatever its type; a directory that
+	// cannot be read stops the rotation (an empty listing would put the
+	// current file onto .1); and no rename replaces a name in use.
+	names, err := numbered(l.o.Path, false)
+	if err != nil {
+		return err
+	}
 	taken := map[int]bool{}
-	for _, n := range numbered(l.o.Path, false) {
+	for _, n := range names {
 		taken[n] = true
 	}
 	free := 1
@@ -194,12 +201,12 @@ func (l *Log) rotate() error {
 		free++
 	}
 	for i := free - 1; i >= 1; i-- {
-		if err := os.Rename(fmt.Sprintf("%s.%d", l.o.Path, i), fmt.Sprintf("%s.%d", l.o.Path, i+1)); err != nil {
-			return fmt.Errorf("rotate audit log: %w", err)
+		if err := renameNoReplace(fmt.Sprintf("%s.%d", l.o.Path, i), fmt.Sprintf("%s.%d", l.o.Path, i+1)); err != nil {
+			return err
 		}
 	}
-	if err := os.Rename(l.o.Path, l.o.Path+".1"); err != nil {
-		return fmt.Errorf("rotate audit log: %w", err)
+	if err := renameNoReplace(l.o.Path, l.o.Path+".1"); err != nil {
+		return err
 	}
 	l.advance()
 	if err := l.openFile(); err != nil {
@@ -219,16 +226,39 @@ func (l *Log) rotate() error {
 	return nil
 }
 
+// renameNoReplace renames from to to unless to exists (RENAME_NOREPLACE;
+// where the file system lacks it, a check just before the rename).
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if _, lerr := os.Lstat(to); lerr == nil {
+			err = unix.EEXIST
+		} else {
+			err = os.Rename(from, to)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("rotate audit log: rename %s to %s: %w", from, to, err)
+	}
+	return nil
+}
+
 // rotated lists the numbers N of the segments path.N (regular files),
-// newest (1) last.
-func rotated(path string) []int { return numbered(path, true) }
+// newest (1) last. A directory that cannot be read lists what it could.
+func rotated(path string) []int {
+	out, _ := numbered(path, true)
+	return out
+}
 
 // numbered lists the numbers N of the names path.N in path's directory,
 // N written as a plain positive decimal (not "04" or "+4"), largest
 // first; with segments, only regular files. The directory is read, not
 // globbed: a path with glob characters is a name like any other.
-func numbered(path string, segments bool) []int {
-	entries, _ := os.ReadDir(filepath.Dir(path))
+func numbered(path string, segments bool) ([]int, error) {
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		err = fmt.Errorf("list the audit log's segments: %w", err)
+	}
 	var out []int
 	for _, e := range entries {
 		suffix, ok := strings.CutPrefix(e.Name(), filepath.Base(path)+".")
@@ -245,7 +275,7 @@ func numbered(path string, segments bool) []int {
 		out = append(out, n)
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(out)))
-	return out
+	return out, err
 }
 
 // Files lists the log's files oldest first: path.N ... path.1, path.
