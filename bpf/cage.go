@@ -387,9 +387,7 @@ func (c *Cage) idleObservers() error {
 			errs = append(errs, err)
 		}
 	}
-	c.obs.idleGen++
-	gen := c.obs.idleGen
-	c.obs.idle = time.AfterFunc(c.obs.linger, func() { c.lingerOver(gen) })
+	c.lingerFor(c.obs.linger)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("unpin the lingering observers: %w", err)
 	}
@@ -440,13 +438,20 @@ func (c *Cage) SetObserverLinger(d time.Duration) error {
 	}
 	c.obs.idle.Stop()
 	c.obs.idle = nil
-	c.obs.idleGen++
 	if d <= 0 {
+		c.obs.idleGen++ // a detach already due does nothing
 		return c.detachObservers()
 	}
+	c.lingerFor(d)
+	return nil
+}
+
+// lingerFor schedules the observers' detach d from now, calling off any
+// detach that was due before (obs.mu held).
+func (c *Cage) lingerFor(d time.Duration) {
+	c.obs.idleGen++
 	gen := c.obs.idleGen
 	c.obs.idle = time.AfterFunc(d, func() { c.lingerOver(gen) })
-	return nil
 }
 
 // detachObservers detaches and unpins the observation programs; an error

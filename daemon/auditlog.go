@@ -168,10 +168,15 @@ func (fl *failureLog) failed(err error) {
 		fl.armSummary(now) // in case no later failure or write comes to say it
 		return
 	}
-	unlogged := fl.unlogged
+	fl.spellLine(now)
+}
+
+// spellLine logs the spell of failures going on, with what was counted
+// since the last line, and makes it the last line (fl.mu held).
+func (fl *failureLog) spellLine(now time.Time) {
+	fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", fl.lastErr, "path", fl.path,
+		"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", fl.unlogged)
 	fl.last, fl.unlogged, fl.spellLogged = now, 0, true
-	fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", err, "path", fl.path,
-		"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", unlogged)
 }
 
 func (fl *failureLog) recovered() {
@@ -223,13 +228,11 @@ func (fl *failureLog) summarize() {
 		// A spell goes on: its line of the minute (and, if it started
 		// too soon after the last line to have one, its first), so that
 		// its end gets a line too.
-		fl.spellLogged = true
-		fl.log.Error("AUDIT LOG WRITE FAILED: tool calls are denied until it can be written again", "err", fl.lastErr, "path", fl.path,
-			"failing_since", fl.since.UTC().Format(time.RFC3339), "failures", fl.spell, "unlogged_since_last_line", fl.unlogged)
-	} else {
-		fl.log.Error("AUDIT LOG WRITES FAILED since the last line, each time for a moment: tool calls were denied meanwhile", "path", fl.path,
-			"failing_now", fl.failing, "unlogged_since_last_line", fl.unlogged)
+		fl.spellLine(now)
+		return
 	}
+	fl.log.Error("AUDIT LOG WRITES FAILED since the last line, each time for a moment: tool calls were denied meanwhile", "path", fl.path,
+		"failing_now", false, "unlogged_since_last_line", fl.unlogged)
 	fl.last, fl.unlogged = now, 0
 }
 
