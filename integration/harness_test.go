@@ -235,10 +235,12 @@ socket = %q
 state_dir = %q
 containerd_address = %q
 containerd_namespace = %q
-stop_timeout = "1s"
 log_level = "debug"
 metrics_address = "127.0.0.1:0"
 `, d.socket, filepath.Join(dir, "state"), d.containerd, d.namespace)
+	if !strings.Contains(extra, "stop_timeout") {
+		daemonSection += "stop_timeout = \"1s\"\n"
+	}
 	if !strings.Contains(extra, "audit_log") {
 		daemonSection += fmt.Sprintf("audit_log = %q\n", filepath.Join(dir, "log", "audit.jsonl"))
 	}
