@@ -76,6 +76,20 @@ func (d *daemon) sessionProcs(t *testing.T) (string, []int) {
 	return dirs[0], pids
 }
 
+// waitGone waits until none of pids is alive.
+func waitGone(t *testing.T, what string, timeout time.Duration, pids []int) {
+	t.Helper()
+	testenv.WaitFor(t, what, timeout, func() (bool, string) {
+		var left []int
+		for _, p := range pids {
+			if alive(p) {
+				left = append(left, p)
+			}
+		}
+		return len(left) == 0, fmt.Sprint("alive: ", left)
+	})
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -136,15 +150,7 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 	// (the opener's thread group) would leave the server and the sleeper.
 	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
 		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"read", "/work/.ssh/id_ed25519"}}}})
-	testenv.WaitFor(t, "every process of the session gone", 10*time.Second, func() (bool, string) {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		return len(left) == 0, fmt.Sprint("alive: ", left)
-	})
+	waitGone(t, "every process of the session gone", 10*time.Second, pids)
 	if code := c.shimExit(t); code == 0 {
 		t.Fatal("shim exited 0")
 	}
@@ -211,15 +217,7 @@ func TestDenyHitInAStoppingSessionKillsIt(t *testing.T) {
 	}
 	// Well within stop_timeout: the ladder alone would take 60 s to send
 	// SIGTERM (ignored) and 120 s to kill.
-	testenv.WaitFor(t, "every process of the stopping session gone after the hit", 30*time.Second, func() (bool, string) {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		return len(left) == 0, fmt.Sprint("alive: ", left)
-	})
+	waitGone(t, "every process of the stopping session gone after the hit", 30*time.Second, pids)
 	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
 	t.Logf("session.end: reason %v, exit %v", end["reason"], end["exit_code"])
 	if b, _ := os.ReadFile(filepath.Join(dir, "out")); strings.Contains(string(b), "PRIVATE KEY") {
@@ -605,15 +603,7 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, "opening"))
 		return err == nil, fmt.Sprint(err)
 	})
-	testenv.WaitFor(t, "the server killed", 10*time.Second, func() (bool, string) {
-		var left []int
-		for _, p := range pids {
-			if alive(p) {
-				left = append(left, p)
-			}
-		}
-		return len(left) == 0, fmt.Sprint("alive: ", left)
-	})
+	waitGone(t, "the server killed", 10*time.Second, pids)
 	for _, f := range []string{"leaked", "refused"} {
 		if b, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
 			t.Fatalf("the server lived on after opening the key: %s = %q", f, b)
