@@ -165,10 +165,12 @@ func matchAny(pats []string, name string) bool {
 	return false
 }
 
-// grantCommand is what the user can run to allow the denied request.
+// grantCommand is what the user can run to allow the denied request:
+// the name as a pattern that matches only it (a tool named "*" must not
+// become a grant of every tool).
 func (p *sessionPolicy) grantCommand(k consent.Kind, name string) string {
 	flag := map[consent.Kind]string{consent.KindTool: "--tool", consent.KindResource: "--resource", consent.KindPrompt: "--prompt"}[k]
-	return fmt.Sprintf("mcpcage grant --agent %s --server %s %s %s", shellQuote(p.s.agent), p.s.server, flag, shellQuote(name))
+	return fmt.Sprintf("mcpcage grant --agent %s --server %s %s %s", shellQuote(p.s.agent), p.s.server, flag, shellQuote(escapeGlob(name)))
 }
 
 func shellQuote(s string) string {

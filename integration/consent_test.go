@@ -97,6 +97,32 @@ func waitCount(t *testing.T, n *atomic.Int64, atLeast int64, what string) {
 
 var consentID = regexp.MustCompile(`^c-[0-9a-f]{12}\n$`)
 
+// A denial names the command that allows the call, and that command must
+// allow that call only. Grant patterns are globs: a tool named "*" once
+// got "--tool '*'", which the user would run to allow one call and so
+// allow every tool of the server.
+func TestDenialsGrantCommandAllowsOnlyThatName(t *testing.T) {
+	d := consentDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	got, isErr := callText(t, c, "*", map[string]any{})
+	m := regexp.MustCompile(`To allow it, run: (mcpcage grant --agent itest --server test --tool (\S+))`).FindStringSubmatch(got)
+	if !isErr || m == nil {
+		t.Fatalf("denied call of tool \"*\": %q (isError %v), want the grant command", got, isErr)
+	}
+	if m[2] != `'\*'` {
+		t.Fatalf("the grant command %q gives the pattern %s, want '\\*' (only the tool named *)", m[1], m[2])
+	}
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", strings.Trim(m[2], "'"))
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr || !strings.Contains(got, "mcpcage denied") {
+		t.Fatalf("echo after granting the tool named *: %q (isError %v), want it still denied", got, isErr)
+	}
+	// Forwarded now: the test server has no such tool and says so.
+	_, err := c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "*", Arguments: map[string]any{}}})
+	if err == nil || !strings.Contains(err.Error(), "tool '*' not found") {
+		t.Fatalf("the tool named * after its grant: %v, want the server's answer (forwarded)", err)
+	}
+}
+
 func TestConsentStory(t *testing.T) {
 	d := consentDaemon(t, "")
 	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {

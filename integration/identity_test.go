@@ -342,3 +342,72 @@ process.stdin.pipe(c.stdin); c.stdout.pipe(process.stdout); c.on("exit", (code) 
 		t.Fatalf("consents do not mark the bare interpreter:\n%s", out)
 	}
 }
+
+// Interpreter options that run other code before the script leave it
+// unidentified, however they are spelled: node reads "_" as "-" in option
+// names (--experimental_loader loaded a module, yet the script was
+// identified), and python imports the module of a dotted -W category at
+// start-up (-W ignore::antigravity.X runs $BROWSER before the script).
+// Each agent here spawns `mcpcage run test` on its own stdio; the session
+// names the agent the daemon identified.
+func TestAgentOptionsThatRunCodeLeaveTheScriptUnidentified(t *testing.T) {
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "node")
+	python, err := exec.LookPath("/usr/bin/python3") // Debian's: a pyenv shim in PATH is a shell script
+	testenv.Require(t, err == nil, "/usr/bin/python3")
+	node, _ = filepath.EvalSymlinks(node)
+	python, _ = filepath.EvalSymlinks(python)
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.Chmod(dir, 0o755), "chmod")
+	files := map[string]string{
+		"a.js":      `process.exit(require("child_process").spawnSync(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: "inherit"}).status);` + "\n",
+		"a.py":      "import os, subprocess, sys\nsys.exit(subprocess.call([os.environ['MCPCAGE_SHIM'], 'run', 'test']))\n",
+		"loader.js": "export async function resolve(s, c, next) { return next(s, c); }\n",
+	}
+	for name, body := range files {
+		must(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644), "write %s", name)
+	}
+	a, py, loader := filepath.Join(dir, "a.js"), filepath.Join(dir, "a.py"), filepath.Join(dir, "loader.js")
+	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\n\n[agents.py-a]\nexe = [%q]\nscript = [%q]\n", node, a, python, py))
+	tests := []struct {
+		name string
+		exe  string
+		args []string
+		env  []string
+		want string
+	}{
+		{"node, plain", node, []string{a}, nil, "node-a"},
+		{"node, harmless options with underscores", node, []string{"--pending_deprecation", "--max_old_space_size=64", a}, nil, "node-a"},
+		{"node --experimental_loader=", node, []string{"--experimental_loader=" + loader, a}, nil, "exe:" + node},
+		{"node, a V8 option mcpcage does not know", node, []string{"--stack-trace-limit=20", a}, nil, "exe:" + node},
+		{"NODE_OPTIONS=--experimental_loader=", node, []string{a}, []string{"NODE_OPTIONS=--experimental_loader=" + loader}, "exe:" + node},
+		{"python -I -W with a built-in category", python, []string{"-I", "-W", "ignore::DeprecationWarning", py}, nil, "py-a"},
+		{"python -I -W with a module's category", python, []string{"-I", "-W", "ignore::antigravity.X", py}, []string{"BROWSER=/bin/true"}, "exe:" + python},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(tt.exe, tt.args...)
+			cmd.Dir = dir
+			cmd.Env = append(append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_SHIM="+filepath.Join(env.bin, "mcpcage")), tt.env...)
+			r := startRaw(t, cmd)
+			r.initialize()
+			prefix := fmt.Sprintf("%d@", cmd.Process.Pid)
+			var got *api.SessionInfo
+			testenv.WaitFor(t, "the agent's session listed", 10*time.Second, func() (bool, string) {
+				for _, s := range d.sessions(t) {
+					if strings.HasPrefix(s.AgentInstance, prefix) {
+						got = &s
+						return true, ""
+					}
+				}
+				return false, "no session of agent pid " + prefix
+			})
+			if got.Agent != tt.want {
+				t.Fatalf("agent %q (script %q), want %q", got.Agent, got.AgentScript, tt.want)
+			}
+		})
+	}
+}

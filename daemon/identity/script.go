@@ -17,23 +17,25 @@ import (
 // '-' leaves the script unidentified: an option the daemon took for a
 // flag but that takes a value would make it hash the wrong file.
 type grammar struct {
-	short      string                     // single-letter flags, clusterable (-Bu)
-	shortValue string                     // single-letter options with a value, attached or next (-W x, -Wx)
-	values     map[byte][]string          // allowed values of a shortValue option (name before '='); others run other code
-	long       []string                   // long flags (--no-warnings); any --name=value is also skipped
-	longValue  []string                   // long options whose value is the next argument
-	code       []string                   // options that run or load other code: no script identity
-	need       byte                       // a flag without which the interpreter runs other code first (python -I)
-	needWhy    string                     // what runs without it
-	login      bool                       // shells: argv[0] "-sh" is a login shell, which runs profile files first
-	env        []string                   // environment variables that load other code ("X_" ends in a prefix)
-	envOwn     []string                   // the interpreter's own variable prefixes: only envAllow of them are accepted
-	envAllow   []string                   // accepted variables under envOwn
-	program    func(p programInfo) string // checks where the interpreter finds itself (python: venvs, stdlib)
-	plus       bool                       // shells: +o opt, +O opt
-	sub        []string                   // subcommands skipped before the script (deno run)
-	scriptOpt  string                     // option whose value is the script (php -f)
-	bare       bool                       // never identifies a script (busybox: argv[0] picks the program)
+	short      string                       // single-letter flags, clusterable (-Bu)
+	shortValue string                       // single-letter options with a value, attached or next (-W x, -Wx)
+	values     map[byte][]string            // allowed values of a shortValue option (name before '='); others run other code
+	long       []string                     // long flags (--no-warnings), also with =value
+	longValue  []string                     // long options whose value is the next argument (or after '=')
+	underscore bool                         // long option names may spell '-' as '_' (node: --pending_deprecation)
+	check      map[byte]func(string) string // a shortValue option's value check: why it runs other code, or ""
+	code       []string                     // options that run or load other code: no script identity
+	need       byte                         // a flag without which the interpreter runs other code first (python -I)
+	needWhy    string                       // what runs without it
+	login      bool                         // shells: argv[0] "-sh" is a login shell, which runs profile files first
+	env        []string                     // environment variables that load other code ("X_" ends in a prefix)
+	envOwn     []string                     // the interpreter's own variable prefixes: only envAllow of them are accepted
+	envAllow   []string                     // accepted variables under envOwn
+	program    func(p programInfo) string   // checks where the interpreter finds itself (python: venvs, stdlib)
+	plus       bool                         // shells: +o opt, +O opt
+	sub        []string                     // subcommands skipped before the script (deno run)
+	scriptOpt  string                       // option whose value is the script (php -f)
+	bare       bool                         // never identifies a script (busybox: argv[0] picks the program)
 }
 
 // loader are variables that make any program load other code: the
@@ -56,6 +58,7 @@ var (
 		code: shellCode, env: shellEnv, envOwn: []string{"BASH_"},
 		need: 'f', needWhy: "zsh without -f runs ~/.zshenv first (run the script as zsh -f script)"}
 	node = grammar{
+		underscore: true,
 		long: []string{"--no-warnings", "--enable-source-maps", "--trace-warnings", "--trace-uncaught", "--expose-gc",
 			"--no-deprecation", "--throw-deprecation", "--trace-deprecation", "--pending-deprecation", "--preserve-symlinks",
 			"--preserve-symlinks-main", "--abort-on-uncaught-exception", "--experimental-vm-modules", "--no-experimental-fetch",
@@ -79,7 +82,7 @@ var (
 	// them) and honours PYTHON* variables before the script: only -I
 	// (isolated: -E, -s, -P) stops that, so only an -I run is
 	// identified; PYTHON* variables are then ignored by python itself.
-	python = grammar{short: "bBdEIOPqsSuvx", shortValue: "WX",
+	python = grammar{short: "bBdEIOPqsSuvx", shortValue: "WX", check: map[byte]func(string) string{'W': pythonWarningFilter},
 		values: map[byte][]string{'X': {"faulthandler", "showrefcount", "tracemalloc", "importtime", "dev", "utf8",
 			"warn_default_encoding", "no_debug_ranges", "int_max_str_digits", "perf", "perf_jit", "cpu_count", "gil",
 			"disable_remote_debug", "frozen_modules"}},
@@ -162,6 +165,7 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 		}
 		if strings.HasPrefix(a, "--") {
 			name, _, hasValue := strings.Cut(a, "=")
+			name = g.optionName(name)
 			switch {
 			case slices.Contains(g.code, name):
 				return "", fmt.Sprintf("option %s runs other code", name)
@@ -169,8 +173,10 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 				if !hasValue {
 					i++
 				}
-			case slices.Contains(g.long, name), hasValue:
+			case slices.Contains(g.long, name):
 			default:
+				// An option mcpcage does not know may load code (node
+				// passes unknown ones to V8, and takes '_' for '-').
 				return "", fmt.Sprintf("unrecognised option %s", name)
 			}
 			continue
@@ -200,6 +206,11 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 						return "", fmt.Sprintf("option -%c %s may load other code", c, name)
 					}
 				}
+				if check, ok := g.check[c]; ok {
+					if why := check(v); why != "" {
+						return "", fmt.Sprintf("option -%c %s %s", c, v, why)
+					}
+				}
 				break
 			}
 			if strings.IndexByte(g.short, c) < 0 {
@@ -217,6 +228,28 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 		return "", g.needWhy
 	}
 	return args[i], ""
+}
+
+// optionName is a long option's name as the interpreter reads it: node
+// takes --experimental_loader for --experimental-loader.
+func (g *grammar) optionName(name string) string {
+	if g.underscore && strings.HasPrefix(name, "--") {
+		return "--" + strings.ReplaceAll(name[2:], "_", "-")
+	}
+	return name
+}
+
+// pythonWarningFilter checks a -W filter (action:message:category:module:
+// lineno): a category with a dot names a module that python imports at
+// start-up, before the script (python3 -W ignore::antigravity.X runs the
+// standard library's antigravity, which starts $BROWSER). A category
+// without one is a built-in warning class, looked up, not imported.
+func pythonWarningFilter(v string) string {
+	parts := strings.Split(v, ":")
+	if len(parts) > 2 && strings.Contains(parts[2], ".") {
+		return "imports module " + strings.TrimSpace(parts[2][:strings.LastIndexByte(parts[2], '.')]) + " before the script"
+	}
+	return ""
 }
 
 // injected returns an environment variable that loads other code: one of
@@ -257,6 +290,7 @@ func nodeOptionsHarmless(v string) bool {
 	value := false // the previous option takes this token as its value
 	for _, a := range strings.Fields(v) {
 		name, _, hasValue := strings.Cut(a, "=")
+		name = node.optionName(name)
 		switch {
 		case value:
 			value = false
@@ -264,7 +298,7 @@ func nodeOptionsHarmless(v string) bool {
 			return false
 		case slices.Contains(node.longValue, name):
 			value = !hasValue
-		case slices.Contains(node.long, name), strings.HasPrefix(a, "--") && hasValue:
+		case slices.Contains(node.long, name):
 		default:
 			return false
 		}

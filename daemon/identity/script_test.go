@@ -29,7 +29,13 @@ func TestScriptArg(t *testing.T) {
 		{"/usr/bin/node", "--import ./evil.mjs agent.js", ""},
 		{"/usr/bin/node", "--inspect agent.js", ""},
 		{"/usr/bin/node", "-e code", ""},
-		{"/usr/bin/node", "--some-new-option agent.js", ""}, // might take a value: refuse to guess
+		{"/usr/bin/node", "--some-new-option agent.js", ""},                      // might take a value: refuse to guess
+		{"/usr/bin/node", "--some-new-option=1 agent.js", ""},                    // node hands unknown options to V8: refuse them with a value too
+		{"/usr/bin/node", "--experimental_loader=/home/u/evil.mjs agent.js", ""}, // node reads '_' as '-'
+		{"/usr/bin/node", "--experimental_loader /home/u/evil.mjs agent.js", ""},
+		{"/usr/bin/node", "--Require=./evil.js agent.js", ""}, // unknown spelling: refused, not skipped
+		{"/usr/bin/node", "--pending_deprecation --max_old_space_size=64 agent.js", "agent.js"},
+		{"/usr/bin/node", "--title=x agent.js", "agent.js"},
 		{"/usr/bin/node", "", ""},
 		{"/usr/bin/node", "-- agent.js", "agent.js"},
 		{"/usr/bin/python3.12", "-I -u -W ignore agent.py", "agent.py"},
@@ -39,6 +45,9 @@ func TestScriptArg(t *testing.T) {
 		{"/usr/bin/python3", "-W I agent.py", ""},                      // the I is -W's value
 		{"/usr/bin/python3", "-I -X pycache_prefix=/tmp agent.py", ""}, // bytecode from elsewhere
 		{"/usr/bin/python3", "-I -Xpresite=evil agent.py", ""},
+		{"/usr/bin/python3", "-I -W ignore::antigravity.X agent.py", ""}, // imports antigravity, which runs $BROWSER
+		{"/usr/bin/python3", "-I -Werror::evil.mod.Warning agent.py", ""},
+		{"/usr/bin/python3", "-I -W ignore::DeprecationWarning -W default:x:UserWarning:mod.sub:3 agent.py", "agent.py"},
 		{"/usr/bin/python3", "-I -c print(1)", ""},
 		{"/usr/bin/python3", "-c print(1)", ""},
 		{"/usr/bin/python3", "-Bc print(1)", ""},
@@ -86,6 +95,9 @@ func TestInjectedEnvironment(t *testing.T) {
 		{"/usr/bin/node", "PATH=/bin\x00NODE_OPTIONS=--max-old-space-size=4096 --no-warnings", ""},
 		{"/usr/bin/node", "NODE_OPTIONS=--require /tmp/evil.js", "NODE_OPTIONS"},
 		{"/usr/bin/node", "NODE_OPTIONS=--title x", ""},
+		{"/usr/bin/node", "NODE_OPTIONS=--experimental_loader=/tmp/evil.mjs", "NODE_OPTIONS"},
+		{"/usr/bin/node", "NODE_OPTIONS=--some-new-option=1", "NODE_OPTIONS"},
+		{"/usr/bin/node", "NODE_OPTIONS=--max_old_space_size=4096 --no_warnings", ""},
 		{"/usr/bin/node", "ELECTRON_RUN_AS_NODE=1", "ELECTRON_RUN_AS_NODE"},
 		{"/usr/bin/bash", "BASH_FUNC_ls%%=() { evil; }", "BASH_FUNC_ls%%"},
 		{"/usr/bin/bash", "BASH_ENV=/tmp/x", "BASH_ENV"},
