@@ -18,6 +18,11 @@
 //   hooks (sendmsg4/6, connect4/6), so a UDP socket can receive but never
 //   answer outside the egress list.
 // - Unix sockets never reach these hooks (see the README's network section).
+// - cgroup_skb/egress drops a session's IPv6 packets that carry a routing
+//   header: a socket's IPV6_RTHDR option (a segment routing header needs
+//   no privilege) sends each packet to the header's first segment, not to
+//   the address the socket named, which is all the connect and sendmsg
+//   hooks see. (IPv4's source route options need CAP_NET_RAW.)
 //
 // The allow-list is listen_allow, keyed by session, address and port;
 // Register and Unregister (sessions.go) keep it with the session's other
@@ -30,6 +35,7 @@
 enum net_denied_reason {
 	NET_DENIED_BIND = 1,   // bind(2) refused
 	NET_DENIED_LISTEN = 2, // a packet to a listening socket dropped
+	NET_DENIED_ROUTING = 3, // a packet with an IPv6 routing header dropped
 };
 
 // Keeps the enum in BTF for bpf2go's -type.
@@ -195,6 +201,65 @@ int cage_listen_ingress(struct __sk_buff *skb)
 	struct event *e = new_net_event(cgid);
 	if (e) {
 		fill_denied(e, family, addr16, port, sk->protocol, NET_DENIED_LISTEN);
+		e->rule = s ? 0 : UNREGISTERED_RULE;
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	}
+	return 0;
+}
+
+#define ETH_P_IPV6 0x86DD
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_DEST 60
+// How many extension headers are looked through for a routing header
+// (hop-by-hop and destination options may come before it).
+#define EXT_HEADERS 8
+
+SEC("cgroup_skb/egress")
+int cage_routing_egress(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return 1;
+	// The data starts at the IPv6 header: its next header at byte 6.
+	__u8 next = 0;
+	if (bpf_skb_load_bytes(skb, 6, &next, 1))
+		return 1;
+	__u32 off = 40;
+	bool routed = false;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < EXT_HEADERS; i++) {
+		if (next == NEXTHDR_ROUTING) {
+			routed = true;
+			break;
+		}
+		if (next != NEXTHDR_HOP && next != NEXTHDR_DEST)
+			break;
+		__u8 h[2];
+		if (bpf_skb_load_bytes(skb, off, h, 2))
+			break;
+		next = h[0];
+		off += ((__u32)h[1] + 1) * 8;
+	}
+	if (!routed)
+		return 1;
+	// Dropped whatever the session (registered or not: fail closed); the
+	// report says where the packet would have gone first.
+	__u64 cgid = bpf_skb_ancestor_cgroup_id(skb, session_level);
+	struct session *s = bpf_map_lookup_elem(&sessions, &cgid);
+	if (s && !admit_event(s))
+		return 0;
+	__u8 daddr[16];
+	if (bpf_skb_load_bytes(skb, 24, daddr, 16))
+		return 0;
+	__u8 proto = 0;
+	struct bpf_sock *sk = skb->sk;
+	if (sk)
+		sk = bpf_sk_fullsock(sk);
+	if (sk)
+		proto = sk->protocol;
+	struct event *e = new_net_event(cgid);
+	if (e) {
+		fill_denied(e, AF_INET6, daddr, 0, proto, NET_DENIED_ROUTING);
 		e->rule = s ? 0 : UNREGISTERED_RULE;
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	}

@@ -16,11 +16,15 @@ import (
 const (
 	NetDeniedBind   = uint32(bindNetDeniedReasonNET_DENIED_BIND)   // bind(2) to a port not in the listen list: EPERM
 	NetDeniedListen = uint32(bindNetDeniedReasonNET_DENIED_LISTEN) // a packet to a listening socket not in the list: dropped
+	// NetDeniedRouting: a packet with an IPv6 routing header, dropped
+	// (it would go to the header's first segment, not where the socket
+	// was connected or sent to); its Addr is that first segment.
+	NetDeniedRouting = uint32(bindNetDeniedReasonNET_DENIED_ROUTING)
 )
 
-// ListenDenial says which listen control produced a net.denied event:
-// "bind", "listen", or "" for an egress denial.
-func (e Event) ListenDenial() string {
+// NetDenial says which control of bind.c produced a net.denied event:
+// "bind", "listen", "routing", or "" for an egress denial (cage.c).
+func (e Event) NetDenial() string {
 	if e.Kind != KindNetDenied {
 		return ""
 	}
@@ -29,6 +33,8 @@ func (e Event) ListenDenial() string {
 		return "bind"
 	case NetDeniedListen:
 		return "listen"
+	case NetDeniedRouting:
+		return "routing"
 	}
 	return ""
 }
@@ -135,6 +141,14 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 			}
 			return nil, err
 		}
+	}
+	// Packets with an IPv6 routing header: refused like a bind hook (the
+	// egress allow-list does not hold without it).
+	if err := attach("routing_egress", ebpf.AttachCGroupInetEgress, objs.CageRoutingEgress); err != nil {
+		if rerr := release(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, err
 	}
 	ingressErr = attach("listen_ingress", ebpf.AttachCGroupInetIngress, objs.CageListenIngress)
 	c.bind = &objs

@@ -122,7 +122,7 @@ func TestBindAndListen(t *testing.T) {
 	var mu sync.Mutex
 	var denied []Event
 	if err := c.Events(func(e Event) {
-		if e.Cgroup == cgid && e.ListenDenial() != "" {
+		if e.Cgroup == cgid && e.NetDenial() != "" {
 			mu.Lock()
 			denied = append(denied, e)
 			mu.Unlock()
@@ -158,7 +158,7 @@ func TestBindAndListen(t *testing.T) {
 	mu.Lock()
 	seen := map[string]bool{}
 	for _, e := range denied {
-		if e.ListenDenial() != "bind" || e.Result != 0 {
+		if e.NetDenial() != "bind" || e.Result != 0 {
 			t.Errorf("bind denial %+v", e)
 		}
 		seen[fmt.Sprintf("%s/%d", e.Addr, e.Proto)] = true
@@ -189,7 +189,7 @@ func TestBindAndListen(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if len(denied) == 0 || denied[0].ListenDenial() != "listen" || denied[0].Addr.String() != addr {
+		if len(denied) == 0 || denied[0].NetDenial() != "listen" || denied[0].Addr.String() != addr {
 			t.Fatalf("listen denials: %+v, want one for %s", denied, addr)
 		}
 	})

@@ -30,8 +30,9 @@ type bindListenKey struct {
 type bindNetDeniedReason uint32
 
 const (
-	bindNetDeniedReasonNET_DENIED_BIND   bindNetDeniedReason = 1
-	bindNetDeniedReasonNET_DENIED_LISTEN bindNetDeniedReason = 2
+	bindNetDeniedReasonNET_DENIED_BIND    bindNetDeniedReason = 1
+	bindNetDeniedReasonNET_DENIED_LISTEN  bindNetDeniedReason = 2
+	bindNetDeniedReasonNET_DENIED_ROUTING bindNetDeniedReason = 3
 )
 
 type bindSession struct {
@@ -58,6 +59,7 @@ const (
 	bindProgCageBind4            = "cage_bind4"
 	bindProgCageBind6            = "cage_bind6"
 	bindProgCageListenIngress    = "cage_listen_ingress"
+	bindProgCageRoutingEgress    = "cage_routing_egress"
 	bindVarParentCgid            = "parent_cgid"
 	bindVarParentLevel           = "parent_level"
 	bindVarSessionLevel          = "session_level"
@@ -115,6 +117,7 @@ type bindProgramSpecs struct {
 	CageBind4         *ebpf.ProgramSpec `ebpf:"cage_bind4"`
 	CageBind6         *ebpf.ProgramSpec `ebpf:"cage_bind6"`
 	CageListenIngress *ebpf.ProgramSpec `ebpf:"cage_listen_ingress"`
+	CageRoutingEgress *ebpf.ProgramSpec `ebpf:"cage_routing_egress"`
 }
 
 // bindMapSpecs contains maps before they are loaded into the kernel.
@@ -207,6 +210,7 @@ type bindPrograms struct {
 	CageBind4         *ebpf.Program `ebpf:"cage_bind4"`
 	CageBind6         *ebpf.Program `ebpf:"cage_bind6"`
 	CageListenIngress *ebpf.Program `ebpf:"cage_listen_ingress"`
+	CageRoutingEgress *ebpf.Program `ebpf:"cage_routing_egress"`
 }
 
 func (p *bindPrograms) Close() error {
@@ -214,6 +218,7 @@ func (p *bindPrograms) Close() error {
 		p.CageBind4,
 		p.CageBind6,
 		p.CageListenIngress,
+		p.CageRoutingEgress,
 	)
 }
 

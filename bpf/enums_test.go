@@ -63,9 +63,9 @@ func TestEnumsHaveGoNames(t *testing.T) {
 	t.Run("net_denied_reason", func(t *testing.T) {
 		got := map[string]string{}
 		for c, v := range cEnum(t, loadBind, "net_denied_reason") {
-			got[c] = Event{Kind: KindNetDenied, Flags: uint32(v)}.ListenDenial()
+			got[c] = Event{Kind: KindNetDenied, Flags: uint32(v)}.NetDenial()
 		}
-		want := map[string]string{"NET_DENIED_BIND": "bind", "NET_DENIED_LISTEN": "listen"}
+		want := map[string]string{"NET_DENIED_BIND": "bind", "NET_DENIED_LISTEN": "listen", "NET_DENIED_ROUTING": "routing"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("net_denied_reason names (-want +got):\n%s", diff)
 		}

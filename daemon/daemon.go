@@ -344,7 +344,7 @@ func (d *Daemon) enforcement() map[string]string {
 	}
 	network, files, observed := "unavailable: "+d.ebpfErr, "unavailable: "+d.ebpfErr, "nothing: "+d.ebpfErr
 	if d.cage != nil {
-		network = "kernel (cgroup connect4/6, sendmsg4/6); binds of host-network servers: cgroup bind4/bind6, listen allow-list"
+		network = "kernel (cgroup connect4/6, sendmsg4/6; packets with an IPv6 routing header dropped: cgroup_skb/egress); binds of host-network servers: cgroup bind4/bind6, listen allow-list"
 		if d.ingressErr != "" {
 			network += "; a listener on an ephemeral port stays reachable (cgroup_skb/ingress: " + d.ingressErr + ")"
 		} else {

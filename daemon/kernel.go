@@ -461,12 +461,18 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			ke.Rule = why
 		}
 		msg := "connection denied"
-		if how := ev.ListenDenial(); how != "" {
+		switch how := ev.NetDenial(); how {
+		case "bind", "listen":
 			// net.bind_denied (EPERM), net.listen_denied (packets dropped)
 			ke.Type, ke.Rule, ke.Flags, msg = "net."+how+"_denied", "not in listen allow-list", 0, how+" denied"
 			if how == "listen" {
 				ke.Action = "dropped"
 			}
+		case "routing":
+			// Addr is where the routing header sent the packet first.
+			ke.Addr = ev.Addr.Addr().String()
+			ke.Action, ke.Flags, msg = "dropped", 0, "packet with a routing header denied"
+			ke.Rule = "IPv6 routing header: the packet would go to " + ke.Addr + ", not where the socket was connected or sent (the egress allow-list's decision)"
 		}
 		s.deniedKernel.Add(1)
 		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)

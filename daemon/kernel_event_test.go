@@ -350,6 +350,16 @@ func TestOnKernelEvent(t *testing.T) {
 			denied: 1,
 		},
 		{
+			name:   "a packet with a routing header dropped (no task: the packet's socket)",
+			ev:     bpf.Event{Kind: bpf.KindNetDenied, Addr: netip.MustParseAddrPort("[fd00::2]:0"), Proto: 17, Flags: bpf.NetDeniedRouting},
+			noTask: true,
+			record: wantRecord("net.denied", audit.Record{"pid": uint32(0), "comm": "", "addr": "fd00::2", "proto": "udp", "action": "dropped",
+				"rule": "IPv6 routing header: the packet would go to fd00::2, not where the socket was connected or sent (the egress allow-list's decision)"}),
+			trace: &KernelEvent{Type: "net.denied", Addr: "fd00::2", Proto: "udp", Action: "dropped",
+				Rule: "IPv6 routing header: the packet would go to fd00::2, not where the socket was connected or sent (the egress allow-list's decision)"},
+			denied: 1,
+		},
+		{
 			name:   "udp send",
 			ev:     bpf.Event{Kind: bpf.KindUDPSend, Addr: netip.MustParseAddrPort("8.8.8.8:53"), Proto: 17, Rule: 1, Result: 1, Allowed: true},
 			srv:    config.Server{Egress: egress},

@@ -8,7 +8,7 @@
 //	read PATH | read-compat PATH | write PATH | mount | ptrace | bpf | unshare-user | keyctl |
 //	init-module | raw-socket | ping | ping6 | ping-high-bits | vsock | sctp | sctp-default | dccp |
 //	netlink-diag | netlink-route | socketpair-inet | io-uring | fork-bomb | euid |
-//	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | open-storm N |
+//	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | udp-srh FIRST [FINAL]:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | rename-via-symlink-unlink DIR NAME TO |
 //	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -181,6 +182,12 @@ func main() {
 			}
 			pc.Close()
 		}
+	case "udp-srh":
+		// udp-srh FIRST [FINAL]:PORT: an IPv6 segment routing header
+		// (IPV6_RTHDR type 4, no privilege needed) on a UDP socket, then
+		// sendto(FINAL:PORT). The kernel sends the datagram to FIRST; the
+		// egress hooks see only FINAL:PORT.
+		err = udpSRH(arg, os.Args[3])
 	case "unix-connect":
 		// A unix socket: "@name" is abstract (network namespace wide).
 		var c net.Conn
@@ -641,4 +648,32 @@ func hintRaceUnlink(dir, name string) error {
 		}
 	}
 	return errors.New("no unlink got through in 20 s")
+}
+
+// udpSRH sends "mcpcage-srh-ping" to final (an IPv6 [addr]:port) through
+// a segment routing header whose first segment is first.
+func udpSRH(first, final string) error {
+	to, err := netip.ParseAddrPort(final)
+	if err != nil {
+		return err
+	}
+	hop, err := netip.ParseAddr(first)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// next header, length (8-byte units past the first 8), type 4,
+	// segments left 1, last entry 1, flags, tag; then the segments in
+	// reverse order of travel: the final one first.
+	srh := []byte{0, 4, 4, 1, 1, 0, 0, 0}
+	a, b := to.Addr().As16(), hop.As16()
+	srh = append(append(srh, a[:]...), b[:]...)
+	if err := unix.SetsockoptString(fd, unix.IPPROTO_IPV6, unix.IPV6_RTHDR, string(srh)); err != nil {
+		return fmt.Errorf("setsockopt IPV6_RTHDR: %w", err)
+	}
+	return unix.Sendto(fd, []byte("mcpcage-srh-ping"), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: a})
 }
