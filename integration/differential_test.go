@@ -60,6 +60,10 @@ func TestParserDifferentialsRefused(t *testing.T) {
 				{"params spelled with a long s (Unicode folding)", `{"jsonrpc":"2.0","id":109,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"}},"param\u017f":{"name":"` + D + `"}}`, "109"},
 				{"a carriage return hides a second message (universal newlines)", "{\"jsonrpc\":\"2.0\",\"id\":111,\"method\":\"ping\",\"params\":\r{\"jsonrpc\":\"2.0\",\"id\":111,\"method\":\"tools/call\",\"params\":{\"name\":\"" + D + "\"}}\r}", "null"},
 				{"escaped method name in params", `{"jsonrpc":"2.0","id":110,"method":"tools/call","params":{"n\u0061me":"` + D + `","arguments":{"text":"ok"}}}`, "110"},
+				// 2^53+1 is 2^53 to a server that reads doubles: its answer
+				// to one request would be taken for another's.
+				{"an id beyond 2^53", `{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"}}}`, "9007199254740993"},
+				{"an id with an exponent", `{"jsonrpc":"2.0","id":1e2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"}}}`, "1e2"},
 			}
 			r := startRaw(t, d.shimCmd(srv.name))
 			r.initialize()

@@ -160,10 +160,25 @@ func TestMalformedClientInput(t *testing.T) {
 	if line := r.next(); !strings.Contains(line, `"code":-32700`) {
 		t.Fatalf("got %q, want a -32700 parse error", line)
 	}
-	r.send(`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"echo","arguments":{"text":"still here"}}}` + "\n")
-	line := r.response("9007199254740993")
+	// An id a server reading doubles would take for another (2^53+1 is
+	// 2^53 there) is refused, and the session goes on.
+	r.send(`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"echo","arguments":{"text":"big id"}}}` + "\n")
+	if line := r.response("9007199254740993"); !strings.Contains(line, `"code":-32600`) || !strings.Contains(line, "2^53-1") {
+		t.Fatalf("a request id beyond 2^53: %q, want a -32600 refusal that says why", line)
+	}
+	// A null id is refused before any decision: not counted as allowed
+	// (nor taken from a consent's calls), and never forwarded.
+	r.send(`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"echo","arguments":{"text":"null id"}}}` + "\n")
+	if line := r.response("null"); !strings.Contains(line, `"code":-32600`) || !strings.Contains(line, "must not be null") {
+		t.Fatalf("a request with a null id: %q, want a -32600 refusal", line)
+	}
+	r.send(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"still here"}}}` + "\n")
+	line := r.response("7")
 	if !strings.Contains(line, "still here") {
 		t.Fatalf("session did not continue after bad input: %q", line)
+	}
+	if ss := d.sessions(t); len(ss) != 1 || ss[0].Allowed != 1 {
+		t.Fatalf("sessions %+v: want one, with the one call that ran counted as allowed", ss)
 	}
 	r.closeInput()
 	if code := r.wait(); code != 0 {

@@ -20,9 +20,10 @@
 //     The table stays bounded (10,000 requests per direction).
 //   - A message above the size cap ends the session without being buffered
 //     whole; the client is told why.
-//   - A numeric id a server changed by a float64 round trip is given back
-//     as the client sent it, alone, inside a batch, or in a rewritten
-//     response.
+//   - A numeric id a server changed by a float64 round trip (1e2 for 100)
+//     is given back as the client sent it, alone, inside a batch, or in a
+//     rewritten response. Ids beyond ±(2^53-1), which such a server would
+//     take for other ids, are refused.
 //   - Each element of a batch is inspected on its own. A batch whose
 //     elements all pass is forwarded as received; otherwise the passing
 //     elements are forwarded as a new batch and refusals are answered one

@@ -102,12 +102,23 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		}
 		return true, restored
 	}
-	if e.Kind == wire.KindRequest && !wire.PlainID(e.ID.Of(msg)) {
-		// 1e0, 1.0 and -0 are other keys here but the same number to a
-		// server that reads ids as doubles: its answer to one would be
-		// taken for the answer to another request.
-		r.refuse(d, msg, e, "request id "+string(e.ID.Of(msg))+" must be a string or an integer without fraction, exponent or minus zero")
-		return false, nil
+	if e.Kind == wire.KindRequest {
+		// Refused before any decision: a refused request must not use
+		// up a consent's calls nor be recorded as allowed.
+		if wire.IDKey(e.ID.Of(msg)) == "" {
+			r.refuse(d, msg, e, "request id must not be null")
+			return false, nil
+		}
+		if !wire.PlainID(e.ID.Of(msg)) {
+			// 1e0, 1.0, -0 and 2^53+1 are other keys here but the same
+			// number (1, 1, 0, 2^53) to a server that reads ids as
+			// doubles: its answer to one would be taken for the answer
+			// to another request.
+			problem := "request id " + string(e.ID.Of(msg)) + " must be a string, or an integer within ±9007199254740991 (2^53-1) written without fraction, exponent or minus zero"
+			r.ambiguous(d, problem)
+			r.refuse(d, msg, e, "ambiguous message: "+problem)
+			return false, nil
+		}
 	}
 	if d == ClientToServer && e.Kind == wire.KindRequest {
 		// An id already pending, or a full table, is refused before any
@@ -170,11 +181,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		return false, nil
 	}
 	if e.Kind == wire.KindRequest {
-		key := wire.IDKey(e.ID.Of(msg))
-		if key == "" {
-			r.refuse(d, msg, e, "request id must not be null")
-			return false, nil
-		}
+		key := wire.IDKey(e.ID.Of(msg)) // not null: refused above
 		t := r.pending
 		if d == ServerToClient {
 			t = r.srvCalls

@@ -94,12 +94,12 @@ func errorCode(t *testing.T, line string) (code int, id string) {
 
 func TestRelayPassesBytesUnchanged(t *testing.T) {
 	h := newHarness(t, Options{})
-	req := "{ \"jsonrpc\" : \"2.0\", \"id\": 9007199254740993, \"method\":\"tools/list\" , \"params\":{\"x\":1.50}}\r\n"
+	req := "{ \"jsonrpc\" : \"2.0\", \"id\": 9007199254740991, \"method\":\"tools/list\" , \"params\":{\"x\":1.50}}\r\n"
 	h.fromClient(req)
 	if got := h.toServer(); got != req {
 		t.Fatalf("server got %q, want %q", got, req)
 	}
-	resp := "{\"jsonrpc\":\"2.0\",\"id\":9007199254740993,\"result\":{\"tools\":[],\"unknownKey\":{\"$schema\":1e400}}}\n"
+	resp := "{\"jsonrpc\":\"2.0\",\"id\":9007199254740991,\"result\":{\"tools\":[],\"unknownKey\":{\"$schema\":1e400}}}\n"
 	h.fromServer(resp)
 	if got := h.toClient(); got != resp {
 		t.Fatalf("client got %q, want %q", got, resp)
@@ -311,11 +311,12 @@ func TestRelayClaims(t *testing.T) {
 
 func TestRelayRestoresMangledNumericID(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}` + "\n")
+	h.fromClient(`{"jsonrpc":"2.0","id":100,"method":"ping"}` + "\n")
 	h.toServer()
-	// A server that parsed the id as float64 answers with a different number.
-	h.fromServer(`{"jsonrpc":"2.0","id":9007199254740992,"result":{}}` + "\n")
-	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":9007199254740993,"result":{}}`+"\n"; got != want {
+	// A server that parsed the id as float64 may write it back in
+	// another form.
+	h.fromServer(`{"jsonrpc":"2.0","id":1e2,"result":{}}` + "\n")
+	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":100,"result":{}}`+"\n"; got != want {
 		t.Fatalf("client got %q, want %q", got, want)
 	}
 }
@@ -427,10 +428,10 @@ func TestRelayServerCancelsItsRequest(t *testing.T) {
 
 func TestRelayRestoresMangledNumericIDInBatch(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.fromClient(`[{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]` + "\n")
+	h.fromClient(`[{"jsonrpc":"2.0","id":100,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]` + "\n")
 	h.toServer()
-	h.fromServer(`[{"jsonrpc":"2.0","id":9007199254740992,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n")
-	want := `[{"jsonrpc":"2.0","id":9007199254740993,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n"
+	h.fromServer(`[{"jsonrpc":"2.0","id":1e2,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n")
+	want := `[{"jsonrpc":"2.0","id":100,"result":{}},{"jsonrpc":"2.0","id":2,"result":{}}]` + "\n"
 	if got := h.toClient(); got != want {
 		t.Fatalf("client got %q, want %q", got, want)
 	}
@@ -452,10 +453,10 @@ func (replaceResult) FromServer(e *wire.Envelope, msg []byte, request string) Ve
 
 func TestRelayRestoresMangledNumericIDInRewrittenResponse(t *testing.T) {
 	h := newHarness(t, Options{Inspector: replaceResult{}})
-	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"}` + "\n")
+	h.fromClient(`{"jsonrpc":"2.0","id":100,"method":"tools/list"}` + "\n")
 	h.toServer()
-	h.fromServer(`{"jsonrpc":"2.0","id":9007199254740992,"result":{"tools":[{"name":"x"}]}}` + "\n")
-	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":9007199254740993,"result":{"tools":[]}}`+"\n"; got != want {
+	h.fromServer(`{"jsonrpc":"2.0","id":1e2,"result":{"tools":[{"name":"x"}]}}` + "\n")
+	if got, want := h.toClient(), `{"jsonrpc":"2.0","id":100,"result":{"tools":[]}}`+"\n"; got != want {
 		t.Fatalf("client got %q, want %q", got, want)
 	}
 }
@@ -612,5 +613,22 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// Ids a server reading doubles would take for others are refused before
+// they reach it: 2^53+1 and 2^53 are one number there, so the answer to
+// a tools/list (id 2^53+1) would be taken for the answer to a ping (2^53)
+// and the list would skip its filter.
+func TestRelayRefusesIDsBeyondDoubles(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"}` + "\n")
+	code, id := errorCode(t, h.toClient())
+	if code != wire.CodeInvalidRequest || id != "9007199254740993" {
+		t.Fatalf("refusal code %d id %s, want -32600 for 9007199254740993", code, id)
+	}
+	h.fromClient(`{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"}` + "\n")
+	if got := h.toServer(); !strings.Contains(got, "9007199254740991") {
+		t.Fatalf("server got %q, want the ping with the largest exact id (the refused request never)", got)
 	}
 }

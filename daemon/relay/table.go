@@ -183,7 +183,8 @@ func (t *table) list() []Call {
 
 // takeFloat finds the one pending numeric request whose id equals raw when
 // both are read as float64, as JavaScript and many JSON libraries read
-// them. It serves servers that cannot echo ids above 2^53 exactly.
+// them. It serves servers that write an id back in another form (1e2
+// for 100); ids beyond 2^53 are refused before they reach one (PlainID).
 func (t *table) takeFloat(raw []byte) (pendingCall, bool) {
 	if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
 		return pendingCall{}, false
