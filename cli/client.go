@@ -322,11 +322,13 @@ undoes it, secrets included.`,
 	return cmd
 }
 
-// mcpcagePath is what client configs should run: the installed command
-// when this binary is it, else this binary's path.
+// mcpcagePath is what client configs should run: this binary's absolute
+// path (the package's /usr/bin/mcpcage), never a name looked up in PATH,
+// which whoever sets the client's environment could point at a program
+// that hands the shim pipes of its own.
 func mcpcagePath(self string) string {
-	if self == "" || self == "/usr/bin/mcpcage" {
-		return "mcpcage"
+	if self == "" {
+		return "/usr/bin/mcpcage"
 	}
 	return self
 }

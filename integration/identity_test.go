@@ -411,3 +411,122 @@ func TestAgentOptionsThatRunCodeLeaveTheScriptUnidentified(t *testing.T) {
 		})
 	}
 }
+
+// agentOrRefusal runs cmd (an agent that starts `mcpcage run test` on its
+// own stdio) and returns the agent its session runs as, or the shim's
+// refusal line.
+func (d *daemon) agentOrRefusal(t *testing.T, cmd *exec.Cmd) (agent, refused string) {
+	t.Helper()
+	r := startRaw(t, cmd)
+	testenv.WaitFor(t, "a session of the agent, or the shim's refusal", 20*time.Second, func() (bool, string) {
+		if line, ok := strings.CutPrefix(strings.TrimSpace(r.stderr.String()), "mcpcage: "); ok && strings.HasPrefix(line, "refused: ") {
+			refused = line
+			return true, ""
+		}
+		for _, s := range d.sessions(t) {
+			if strings.HasPrefix(s.AgentInstance, fmt.Sprintf("%d@", cmd.Process.Pid)) {
+				agent = s.Agent
+				return true, ""
+			}
+		}
+		return false, "stderr: " + r.stderr.String()
+	})
+	return agent, refused
+}
+
+// An agent is named by the paths of its executable and script, so those
+// paths must name what runs. Each case here borrowed an agent's consents
+// before the fix (found by a red-team helper):
+//   - a private mount namespace (any user can make one: unshare -Urm) with
+//     a file of one's own bind-mounted over the agent's executable or
+//     script: the daemon read the agent's own view and named it by the
+//     trusted path;
+//   - LD_PRELOAD into a compiled agent: nothing looked at a compiled
+//     agent's environment;
+//   - a script started through a symbolic link that the attacker then
+//     turned to the trusted script (and only then started the shim): the
+//     daemon followed the link when it looked, and hashed the trusted
+//     file (its digest pin passed too).
+//
+// Now the first two are refused and the script of the others left
+// unidentified (the bare interpreter, which a script's grant does not
+// cover).
+func TestAgentsThatAreNotWhatTheirPathsNameAreNotIdentified(t *testing.T) {
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "node")
+	node, _ = filepath.EvalSymlinks(node)
+	_, err = exec.LookPath("unshare")
+	testenv.Require(t, err == nil, "unshare (util-linux)")
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	must(t, err, "temp dir")
+	must(t, os.Chmod(dir, 0o755), "chmod")
+	spawn := `process.exit(require("child_process").spawnSync(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: "inherit"}).status); // %s` + "\n"
+	a, evil, otherJS := filepath.Join(dir, "a.js"), filepath.Join(dir, "evil.js"), filepath.Join(dir, "other.js")
+	must(t, os.WriteFile(a, []byte(fmt.Sprintf(spawn, "trusted")), 0o644), "write a.js")
+	must(t, os.WriteFile(otherJS, []byte(fmt.Sprintf(spawn, "other")), 0o644), "write other.js")
+	// The attacker's script turns the link it was started through to the
+	// trusted script, then starts the shim.
+	must(t, os.WriteFile(evil, []byte(`const fs = require("fs");
+fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(process.env.LINK + ".tmp", process.env.LINK);
+`+fmt.Sprintf(spawn, "evil")), 0o644), "write evil.js")
+	sum := sha256.Sum256([]byte(fmt.Sprintf(spawn, "trusted")))
+	// The attacker's directory: theirs, not root's.
+	home := filepath.Join(dir, "home")
+	must(t, os.Mkdir(home, 0o755), "mkdir")
+	must(t, os.Chown(home, 65534, 65534), "chown")
+	link := filepath.Join(home, "cur.js")
+	must(t, os.Symlink(evil, link), "symlink")
+	// A root-owned link in a root-only directory is fine: it cannot have
+	// pointed elsewhere at the start.
+	rootLink := filepath.Join(dir, "agent-link.js")
+	must(t, os.Symlink(a, rootLink), "symlink")
+
+	trusted := trustedAgent(t)
+	// What the attacker mounts over the trusted executable: another
+	// program that starts the shim (a copy of this test binary, which
+	// becomes a different file).
+	other := filepath.Join(t.TempDir(), "other-agent")
+	must(t, exec.Command("cp", os.Args[0], other).Run(), "copy")
+
+	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\nscript_sha256 = [%q]\n\n[agents.binagent]\nexe = [%q]\n",
+		node, a, hex.EncodeToString(sum[:]), trusted))
+	base := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_SHIM="+filepath.Join(env.bin, "mcpcage"),
+		"MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"))
+	tests := []struct {
+		name    string
+		argv    []string
+		env     []string
+		agent   string // the session's agent; "" when refused
+		refusal string // in the shim's refusal
+	}{
+		{"the trusted script", []string{node, a}, nil, "node-a", ""},
+		{"the trusted script through root's link", []string{node, rootLink}, nil, "node-a", ""},
+		{"the trusted executable", []string{trusted}, []string{idHelper + "=spawn"}, "binagent", ""},
+		{"a link the attacker turned to the trusted script", []string{node, link}, []string{"LINK=" + link, "TRUSTED=" + a}, "exe:" + node, ""},
+		{"a script bind-mounted over the trusted one in a mount namespace of one's own",
+			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$2" "$1"`, otherJS, a, node}, nil, "exe:" + node, ""},
+		{"a program bind-mounted over the trusted executable in a mount namespace of one's own",
+			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$1"`, other, trusted}, []string{idHelper + "=spawn"}, "", "is not the program its path names"},
+		{"LD_PRELOAD into the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(tt.argv[0], tt.argv[1:]...)
+			cmd.Dir = dir
+			cmd.Env = append(append([]string(nil), base...), tt.env...)
+			agent, refused := d.agentOrRefusal(t, cmd)
+			switch {
+			case tt.refusal != "" && !strings.Contains(refused, tt.refusal):
+				t.Fatalf("agent %q, refusal %q: want a refusal saying %q", agent, refused, tt.refusal)
+			case tt.refusal == "" && agent != tt.agent:
+				t.Fatalf("agent %q (refusal %q), want %q", agent, refused, tt.agent)
+			}
+			if refused != "" {
+				t.Logf("shim: %s", refused)
+			}
+		})
+		// The attacker's link, turned by the case above, is set back.
+		_ = os.Remove(link)
+		must(t, os.Symlink(evil, link), "symlink")
+	}
+}

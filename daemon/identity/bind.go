@@ -54,9 +54,11 @@ var ErrBorrowed = errors.New("the process that started mcpcage run exec'd anothe
 var ErrNotParent = errors.New("mcpcage run was not started by its parent process")
 
 // Refused reports whether err says the session must not run as the
-// shim's parent (ErrBorrowed, ErrNotParent), as opposed to a failure to
-// look.
-func Refused(err error) bool { return errors.Is(err, ErrBorrowed) || errors.Is(err, ErrNotParent) }
+// shim's parent (ErrBorrowed, ErrNotParent, ErrDisguised), as opposed to
+// a failure to look.
+func Refused(err error) bool {
+	return errors.Is(err, ErrBorrowed) || errors.Is(err, ErrNotParent) || errors.Is(err, ErrDisguised)
+}
 
 // Binding says how the agent was bound to the image that forked the shim.
 const (

@@ -185,6 +185,9 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 		return Process{}, fmt.Errorf("resolve agent %d executable: %w", ppid, err)
 	}
 	p.Exe = strings.TrimSuffix(p.Exe, " (deleted)")
+	if err := exeHere(ppid, p.Exe); err != nil {
+		return Process{}, err
+	}
 	if p.SHA256, err = h.sum(fmt.Sprintf("/proc/%d/exe", ppid)); err != nil {
 		return Process{}, err
 	}
@@ -195,6 +198,12 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 			st = &before
 		}
 		p.Script = h.script(ppid, p.Exe, g, st)
+	} else if k, err := loaderInjected(ppid); err != nil {
+		return Process{}, err
+	} else if k != "" {
+		// An interpreter is then the bare interpreter (any script); a
+		// compiled agent would be any code at all.
+		return Process{}, fmt.Errorf("%w: environment variable %s loads other code into %s (start the client without it)", ErrDisguised, k, p.Exe)
 	}
 	if h.Stamps != nil {
 		after, afterOK, err := h.Stamps.Lookup(fd)

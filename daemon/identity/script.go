@@ -507,38 +507,38 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 		return Script{}, fmt.Errorf("cannot see its root directory")
 	}
 	defer func() { _ = root.Close() }()
-	fd, err := unix.Openat2(int(root.Fd()), p, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return Script{}, fmt.Errorf("cannot open script %s: %v", p, err)
+	// The links on the way are resolved here, each checked, and the
+	// result opened with none followed: what is hashed is what the
+	// checked path names.
+	real, why := resolveRootLinks(root, p)
+	if why != "" {
+		return Script{}, fmt.Errorf("script %s: %s", p, why)
 	}
-	f := os.NewFile(uintptr(fd), p)
+	fd, err := unix.Openat2(int(root.Fd()), real, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return Script{}, fmt.Errorf("cannot open script %s: %v", real, err)
+	}
+	f := os.NewFile(uintptr(fd), real)
 	defer func() { _ = f.Close() }()
 	var fi unix.Stat_t
 	if err := unix.Fstat(fd, &fi); err != nil || fi.Mode&unix.S_IFMT != unix.S_IFREG {
-		return Script{}, fmt.Errorf("script %s is not a regular file", p)
+		return Script{}, fmt.Errorf("script %s is not a regular file", real)
 	}
-	if sameRoot(pid) {
-		// The resolved path (symbolic links followed), as this process
-		// sees it: the same view.
-		if real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil && filepath.IsAbs(real) {
-			p = real
+	if own, err := userMounts(pid); err != nil {
+		return Script{}, err
+	} else if own {
+		// A mount namespace of its own user namespace: the path must
+		// name the same file outside, or a bind mount of its own would
+		// pass for the script there.
+		if why := sameFileHere(real, &fi); why != "" {
+			return Script{}, fmt.Errorf("script %s: %s", real, why)
 		}
 	}
+	p = real
 	sum, err := h.sumFile(f)
 	if err != nil {
 		return Script{}, err
 	}
 	return Script{Path: p, SHA256: sum}, nil
-}
-
-// sameRoot reports whether pid has this process's root and mount namespace.
-func sameRoot(pid int) bool {
-	for _, l := range []string{"root", "ns/mnt"} {
-		var a, b unix.Stat_t
-		if unix.Stat(fmt.Sprintf("/proc/%d/%s", pid, l), &a) != nil || unix.Stat("/proc/self/"+l, &b) != nil || a.Dev != b.Dev || a.Ino != b.Ino {
-			return false
-		}
-	}
-	return true
 }
