@@ -508,6 +508,8 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		{"a program bind-mounted over the trusted executable in a mount namespace of one's own",
 			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$1"`, other, trusted}, []string{idHelper + "=spawn"}, "", "is not the program its path names"},
 		{"LD_PRELOAD into the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
+		{"ELECTRON_RUN_AS_NODE for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "ELECTRON_RUN_AS_NODE=1"}, "", "environment variable ELECTRON_RUN_AS_NODE loads other code"},
+		{"harmless NODE_OPTIONS for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "NODE_OPTIONS=--max-old-space-size=64"}, "binagent", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -79,10 +79,12 @@ func exeHere(pid int, exe string) error {
 	return nil
 }
 
-// loaderInjected returns a variable of loader set in pid's environment:
-// the dynamic loader, iconv or OpenSSL would load other code into a
-// compiled agent before its own (interpreters check theirs, with their
-// own variables, in script).
+// loaderInjected returns a variable in pid's environment that loads
+// other code into a compiled agent before its own: one of loader (the
+// dynamic loader, iconv, OpenSSL), ELECTRON_RUN_AS_NODE (an Electron app
+// becomes node, running any script) or a NODE_OPTIONS that loads code
+// (Electron honours it). Interpreters check theirs, with their own
+// variables, in script.
 func loaderInjected(pid int) (string, error) {
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
@@ -90,7 +92,11 @@ func loaderInjected(pid int) (string, error) {
 	}
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
-		if v != "" && slices.Contains(loader, k) {
+		switch {
+		case v == "":
+		case slices.Contains(loader, k), k == "ELECTRON_RUN_AS_NODE":
+			return k, nil
+		case k == "NODE_OPTIONS" && !nodeOptionsHarmless(v):
 			return k, nil
 		}
 	}
