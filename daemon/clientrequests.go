@@ -224,7 +224,7 @@ func mayNameInputRequests(obj []byte) bool {
 // dropped (nil). The line has no terminator (a relay.Verdict's Replace).
 func refusedResult(id []byte, method, reason string) []byte {
 	text := "mcpcage refused this result: " + reason
-	if request.Method(method) == request.ToolsCall {
+	if m := request.Method(method); m == request.ToolsCall || m == request.TasksResult {
 		body, _ := json.Marshal(map[string]any{"content": []map[string]string{{"type": "text", "text": text}}, "isError": true, "resultType": "complete"})
 		return append(append(append(append([]byte(`{"jsonrpc":"2.0","id":`), orNull(id)...), `,"result":`...), body...), '}')
 	}

@@ -479,6 +479,15 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 			}
 		}
 		return relay.Verdict{}
+	case request.TasksResult:
+		// A task-augmented tools/call was answered with the task's handle
+		// only; its result comes here: scanned, fingerprinted and
+		// withheld when suspect, like any tool's result.
+		in, suspects := p.influence(flow.ToolResult, method, "", result)
+		if why := p.suspect(in, "", suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
+		}
+		return relay.Verdict{}
 	case request.ResourcesRead, request.PromptsGet:
 		if name, ok := p.takeRead(e.ID.Of(msg)); ok {
 			in, suspects := p.influence(readFlowKind(request.Method(method)), name, "", result)

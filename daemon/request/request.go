@@ -51,6 +51,10 @@ const (
 	ResourcesTemplatesList Method = "resources/templates/list"
 	Initialize             Method = "initialize"
 	ServerDiscover         Method = "server/discover"
+	// TasksResult answers with the result of a task-augmented request (a
+	// tools/call with params.task, whose own response is only the task's
+	// handle): for a tool, the tool's result.
+	TasksResult Method = "tasks/result"
 )
 
 // TargetKind is what a request acts on.
