@@ -310,7 +310,9 @@ func formatRecord(r map[string]any) string {
 			detail += k + "=" + str(k) + " "
 		}
 	}
-	return indent + head + " " + strings.TrimSpace(detail)
+	// One line: what a client or a server chose (a tool's name, a path)
+	// cannot start another or reach the terminal as a control sequence.
+	return indent + printable(head+" "+strings.TrimSpace(detail))
 }
 
 // truncated renders the stand-in for an over-long value (see package

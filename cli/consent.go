@@ -76,7 +76,7 @@ func revokeCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpRevoke, Name: args[0], Reason: reason}, &r); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, r.Agent, r.Server, r.User)
+			_, err := fmt.Fprintf(stdout, "revoked %s (agent %s, server %s, user %s)\n", r.ID, printable(r.Agent), r.Server, r.User)
 			return err
 		},
 	}

@@ -3,7 +3,10 @@ package cli
 import (
 	"fmt"
 	"io"
+	"reflect"
+	"strings"
 	"text/tabwriter"
+	"unicode"
 )
 
 // table writes aligned columns. It keeps the first write error and
@@ -16,10 +19,22 @@ type table struct {
 
 func newTable(w io.Writer) *table { return &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)} }
 
+// printf writes a row; every string argument is a cell (see cell): a
+// name a server, an agent or a client chose cannot break the table,
+// forge a row or reach the terminal as a control sequence.
 func (t *table) printf(format string, a ...any) {
-	if t.err == nil {
-		_, t.err = fmt.Fprintf(t.tw, format, a...)
+	if t.err != nil {
+		return
 	}
+	args := make([]any, len(a))
+	for i, v := range a {
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.String {
+			args[i] = cell(rv.String())
+		} else {
+			args[i] = v
+		}
+	}
+	_, t.err = fmt.Fprintf(t.tw, format, args...)
 }
 
 func (t *table) flush() error {
@@ -42,3 +57,31 @@ func must(err error) {
 		panic(err)
 	}
 }
+
+// printable shows a server's string as it is: control, format (bidi,
+// zero-width, tag) and other invisible characters as \u{XXXX}, so that a
+// name or a definition cannot hide or forge what a reviewer reads.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == '\t' || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
+			b.WriteRune(r)
+			continue
+		}
+		fmt.Fprintf(&b, "\\u{%04X}", r)
+	}
+	return b.String()
+}
+
+// printableLines is printable for each line of s.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// cell is printable for a table cell: tabs escaped too (they would
+// shift the columns).
+func cell(s string) string { return strings.ReplaceAll(printable(s), "\t", `\u{0009}`) }

@@ -120,10 +120,6 @@ func denyCommand(socket *string, stdout io.Writer) *cobra.Command {
 	return cmd
 }
 
-// cell is printable for a table cell: tabs escaped too (they would
-// shift the columns).
-func cell(s string) string { return strings.ReplaceAll(printable(s), "\t", `\u{0009}`) }
-
 // unglob undoes the escaping of a pattern that names one object.
 func unglob(p string) string {
 	var b strings.Builder

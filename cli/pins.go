@@ -3,8 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"strings"
-	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -89,28 +87,4 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 		},
 	})
 	return cmd
-}
-
-// printable shows a server's string as it is: control, format (bidi,
-// zero-width, tag) and other invisible characters as \u{XXXX}, so that a
-// name or a definition cannot hide or forge what a reviewer reads.
-func printable(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if r == '\t' || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
-			b.WriteRune(r)
-			continue
-		}
-		fmt.Fprintf(&b, "\\u{%04X}", r)
-	}
-	return b.String()
-}
-
-// printableLines is printable for each line of s.
-func printableLines(s string) string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = printable(l)
-	}
-	return strings.Join(lines, "\n")
 }

@@ -73,7 +73,7 @@ Users see their own sessions; root sees all.`,
 func formatEvent(ev api.KernelEvent) string {
 	ts := ev.Time.Local().Format("15:04:05.000")
 	if ev.Type == api.TraceMissed {
-		return fmt.Sprintf("%s %-8.8s %-10s %d events not shown: this reader was too slow (see mcpcage audit)", ts, ev.Session, ev.Server, ev.Missed)
+		return printable(fmt.Sprintf("%s %-8.8s %-10s %d events not shown: this reader was too slow (see mcpcage audit)", ts, ev.Session, ev.Server, ev.Missed))
 	}
 	what := ""
 	switch {
@@ -112,5 +112,5 @@ func formatEvent(ev api.KernelEvent) string {
 	if len(ev.InFlight) > 0 {
 		s += "  during tools/call " + strings.Join(ev.InFlight, ",")
 	}
-	return s
+	return printable(s) // one line, whatever paths and names the server chose
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,9 +56,16 @@ configuration). Users see their own calls; root and the admin group all.`,
 			if jsonOut {
 				return writeJSON(stdout, map[string]any{"call": rec, "influences": nonNil(seen)})
 			}
-			w := bufio.NewWriter(stdout)
+			// Escaped whole (printableLines): its lines hold names and
+			// texts that clients and servers chose.
+			var out bytes.Buffer
+			w := bufio.NewWriter(&out)
 			printWhy(w, r, seen)
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			_, err = io.WriteString(stdout, printableLines(out.String()))
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, `print {"call": its tool.call record, "influences": the influence records it names}`)

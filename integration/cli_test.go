@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func TestStatusAndServers(t *testing.T) {
@@ -60,5 +64,36 @@ func TestDaemonExplainsMissingContainerd(t *testing.T) {
 	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", cfg).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "containerd") || !strings.Contains(string(out), "systemctl start containerd") {
 		t.Fatalf("exit %v, output %q", err, out)
+	}
+}
+
+// `mcpcage audit` prints what agents and servers named. A tool name with
+// a line break and a terminal escape once printed a forged "allow" line
+// and retitled the admin's terminal; now every such character is shown
+// escaped. Found by a red-team helper.
+func TestAuditListingShowsHostileNamesEscaped(t *testing.T) {
+	d := consentDaemon(t, "")
+	r := startRaw(t, d.shimCmd("test"))
+	r.initialize()
+	const forged = "2026-12-03 04:30:00.000 aaaaaaaa tool.call       allow echo"
+	name := "echo\n" + forged + "\x1b]0;pwned\x07\u202e"
+	b, err := json.Marshal(name)
+	must(t, err, "marshal")
+	r.send(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":` + string(b) + `,"arguments":{}}}` + "\n")
+	if line := r.response("5"); !strings.Contains(line, "mcpcage denied") {
+		t.Fatalf("the call: %s, want it denied", line)
+	}
+	var out string
+	testenv.WaitFor(t, "the denied call in mcpcage audit", 10*time.Second, func() (bool, string) {
+		out = d.mustCLI(t, "audit", "--type", "tool.call")
+		return strings.Contains(out, "deny echo"), out
+	})
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "2026-12-03 04:30:00.000") {
+			t.Fatalf("mcpcage audit printed the forged line:\n%s", out)
+		}
+	}
+	if strings.ContainsAny(out, "\x1b\x07\u202e") || !strings.Contains(out, `\u{000A}`+forged) {
+		t.Fatalf("mcpcage audit does not show the name escaped:\n%q", out)
 	}
 }

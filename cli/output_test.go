@@ -1,0 +1,47 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+)
+
+// What clients and servers name (tools, agents, paths) reaches a
+// reviewer's terminal through these; none may start a line of its own,
+// shift a column or send a control sequence.
+func TestOthersStringsCannotForgeOutput(t *testing.T) {
+	const hostile = "echo\n2026-12-03 04:30:00.000 aaaaaaaa tool.call       allow echo\x1b]0;pwned\x07\u202egnp.exe\tx"
+	raw := []string{"\n", "\x1b", "\x07", "\u202e"}
+	tests := []struct {
+		name string
+		out  func() string
+	}{
+		{"audit record", func() string {
+			return formatRecord(map[string]any{"time": time.Now().Format(time.RFC3339Nano), "type": "tool.call", "session": "s",
+				"decision": "deny", "tool": hostile, "agent": hostile, "user": "u"})
+		}},
+		{"table row", func() string {
+			var b bytes.Buffer
+			tw := newTable(&b)
+			tw.printf("%s\t%s\n", hostile, "next")
+			if err := tw.flush(); err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSuffix(b.String(), "\n")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := tt.out()
+			for _, r := range raw {
+				if strings.Contains(out, r) {
+					t.Fatalf("output %q holds %q raw", out, r)
+				}
+			}
+			if !strings.Contains(out, `\u{000A}`) || !strings.Contains(out, `\u{001B}`) || !strings.Contains(out, `\u{202E}`) {
+				t.Fatalf("output %q does not show the hidden characters escaped", out)
+			}
+		})
+	}
+}
