@@ -24,7 +24,7 @@ import (
 
 // askServers are the servers of the ask-mode daemon: one per case and
 // era, so the consents one case's answers make do not cover another's.
-var askServers = []string{"once", "duration", "session", "deny", "never", "pending", "noelicit", "replay", "unshowable"}
+var askServers = []string{"once", "duration", "session", "deny", "never", "pending", "noelicit", "replay", "unshowable", "bidi"}
 
 // askDaemon runs mcpcaged in ask mode (questions time out after 3 s),
 // with this test binary (the MCP client's process) registered as agent
@@ -549,5 +549,27 @@ func TestAskModeNeverAsksWhatItCannotShow(t *testing.T) {
 				t.Fatal("the user was asked about arguments a question cannot show")
 			}
 		})
+	}
+}
+
+// A question shows the arguments exactly: characters that reorder or hide
+// text (a right-to-left override makes "\u202ehs.tropsx\u202c-readme.txt"
+// read as a harmless name) reach the client as JSON escapes, not raw.
+// Found by a red-team helper.
+func TestAskQuestionShowsDirectionOverridesEscaped(t *testing.T) {
+	d := askDaemon(t)
+	a := &answerer{answer: "once"}
+	c := d.connectWith(t, "i-bidi", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+	toolNames(t, c)
+	name := "\u202ehs.tropsx\u202c-readme.txt"
+	if text, isErr := callText(t, c, "echo", map[string]any{"text": name}); isErr || text != name {
+		t.Fatalf("the call after the answer: %q (isError %v)", text, isErr)
+	}
+	qs := a.questions()
+	if len(qs) != 1 {
+		t.Fatalf("%d questions, want 1", len(qs))
+	}
+	if msg := qs[0].Message; strings.ContainsAny(msg, "\u202e\u202c") || !strings.Contains(msg, `\u202ehs.tropsx\u202c-readme.txt`) {
+		t.Fatalf("the question shows the arguments as %q, want the overrides escaped", msg)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 
 	"golang.org/x/text/unicode/norm"
 
@@ -63,17 +64,39 @@ func (q Question) Message() string {
 	if verb == "" {
 		verb = q.Method + " on " + q.Kind
 	}
-	fmt.Fprintf(&b, "Agent %s wants to %s %q of server %s on behalf of %s.", q.Agent, verb, q.Name, q.Server, q.User)
+	fmt.Fprintf(&b, "Agent %s wants to %s %q of server %s on behalf of %s.", visible(q.Agent), verb, q.Name, q.Server, q.User)
 	if q.Annotations != "" {
 		fmt.Fprintf(&b, "\nThe server says the tool is (unverified): %s.", q.Annotations)
 	}
 	if q.Arguments != "" {
-		fmt.Fprintf(&b, "\nArguments (secrets redacted): %s", q.Arguments)
+		fmt.Fprintf(&b, "\nArguments (secrets redacted): %s", visible(q.Arguments))
 	}
 	if q.Flow != "" {
 		fmt.Fprintf(&b, "\nData flow: %s.", q.Flow)
 	}
 	b.WriteString("\nAllow it?")
+	return b.String()
+}
+
+// visible writes the invisible characters of s (format characters such as
+// bidi overrides and zero-width ones, and others that print nothing) as
+// JSON escapes (\u202e; pairs beyond the BMP): shown exactly, and a
+// right-to-left override cannot reorder what the user reads. JSON text
+// stays JSON.
+func visible(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x7f || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
+			b.WriteRune(r)
+			continue
+		}
+		if r > 0xffff {
+			hi, lo := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, "\\u%04x\\u%04x", hi, lo)
+			continue
+		}
+		fmt.Fprintf(&b, "\\u%04x", r)
+	}
 	return b.String()
 }
 
