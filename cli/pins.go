@@ -62,7 +62,7 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			}
 			for _, p := range list {
 				if !p.Quarantined {
-					_, err := fmt.Fprintf(stdout, "tool %s of %s is not quarantined: its definition is the approved one (%s)\n", p.Tool, p.Server, p.Digest)
+					_, err := fmt.Fprintf(stdout, "tool %s of %s is not quarantined: its definition is the approved one (%s)\n", printable(p.Tool), printable(p.Server), p.Digest)
 					return err
 				}
 				if _, err := fmt.Fprintf(stdout, "--- approved %s\n+++ now      %s\n%s", orDefault(p.Digest, "(never: a new tool)"), p.Pending, printableLines(p.Diff)); err != nil {

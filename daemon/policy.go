@@ -60,6 +60,7 @@ type sessionPolicy struct {
 	deferred  audit.Deferred
 
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
+	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
 
 	// The session's series of the per-call metrics, by tool (and
@@ -185,6 +186,9 @@ func shellQuote(s string) string {
 func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if e.Method == methodListen && e.Kind == wire.KindRequest {
 		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
+	}
+	if e.Method == string(request.TasksResult) && e.Kind == wire.KindRequest {
+		p.noteTaskRead(e.ID.Of(msg), e.Params.Of(msg))
 	}
 	if !request.NeedsDecision(e.Method) || e.Kind == wire.KindResponse {
 		if v, refused := p.flowOther(e, msg); refused {
@@ -473,6 +477,7 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 	switch request.Method(method) {
 	case request.ToolsCall:
 		if c, ok := p.recordResult(e, msg, result); ok {
+			p.noteTask(result, c.tool)
 			in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
 			if why := p.suspect(in, c.tool, suspects); why != "" {
 				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
@@ -483,8 +488,13 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		// A task-augmented tools/call was answered with the task's handle
 		// only; its result comes here: scanned, fingerprinted and
 		// withheld when suspect, like any tool's result.
-		in, suspects := p.influence(flow.ToolResult, method, "", result)
-		if why := p.suspect(in, "", suspects); why != "" {
+		tool := p.taskTool(e.ID.Of(msg))
+		name := tool
+		if name == "" {
+			name = method // a task mcpcage did not see created (or past maxTasks)
+		}
+		in, suspects := p.influence(flow.ToolResult, name, "", result)
+		if why := p.suspect(in, tool, suspects); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 		return relay.Verdict{}

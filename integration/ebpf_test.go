@@ -533,8 +533,9 @@ func (d *daemon) status(t *testing.T) api.Status {
 }
 
 // cgroupHooks are the links pinned and attached while no session runs:
-// connect4/6, sendmsg4/6 (egress), bind4/6 and the listen ingress filter.
-const cgroupHooks = 7
+// connect4/6, sendmsg4/6 (egress), bind4/6, the listen ingress filter and
+// the routing-header egress filter.
+const cgroupHooks = 8
 
 func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	setup(t)

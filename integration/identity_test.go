@@ -492,6 +492,13 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		node, a, hex.EncodeToString(sum[:]), trusted))
 	base := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_SHIM="+filepath.Join(env.bin, "mcpcage"),
 		"MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"))
+	// A tree of the attacker's to chroot into (a user namespace grants
+	// CAP_SYS_CHROOT, no mount namespace needed): node, its libraries, the
+	// shim and the daemon's socket hard-linked (the same files), and their
+	// own script at the trusted script's path.
+	tree := chrootTree(t, node, filepath.Join(env.bin, "mcpcage"), d.socket)
+	must(t, os.MkdirAll(filepath.Join(tree, dir), 0o755), "mkdir")
+	must(t, os.WriteFile(filepath.Join(tree, a), []byte(fmt.Sprintf(spawn, "the attacker's")), 0o644), "write the fake a.js")
 	tests := []struct {
 		name    string
 		argv    []string
@@ -505,6 +512,8 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		{"a link the attacker turned to the trusted script", []string{node, link}, []string{"LINK=" + link, "TRUSTED=" + a}, "exe:" + node, ""},
 		{"a script bind-mounted over the trusted one in a mount namespace of one's own",
 			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$2" "$1"`, otherJS, a, node}, nil, "exe:" + node, ""},
+		{"a script at the trusted one's path in a chroot of one's own (user namespace, no mount namespace)",
+			[]string{"unshare", "-Ur", "chroot", tree, node, a}, nil, "exe:" + filepath.Join(tree, node), ""},
 		{"a program bind-mounted over the trusted executable in a mount namespace of one's own",
 			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$1"`, other, trusted}, []string{idHelper + "=spawn"}, "", "is not the program its path names"},
 		{"LD_PRELOAD into the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
@@ -531,4 +540,29 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		_ = os.Remove(link)
 		must(t, os.Symlink(evil, link), "symlink")
 	}
+}
+
+// chrootTree hard-links into a new directory (on the same file system)
+// program and the shared libraries ldd lists for it, and extra files,
+// each at its own path, and returns the directory.
+func chrootTree(t *testing.T, program string, extra ...string) string {
+	t.Helper()
+	out, err := exec.Command("ldd", program).Output()
+	must(t, err, "ldd %s", program)
+	files := append([]string{program}, extra...)
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/") {
+				files = append(files, f)
+			}
+		}
+	}
+	tree := t.TempDir()
+	for _, f := range files {
+		real, err := filepath.EvalSymlinks(f)
+		must(t, err, "resolve %s", f)
+		must(t, os.MkdirAll(filepath.Join(tree, filepath.Dir(f)), 0o755), "mkdir")
+		must(t, os.Link(real, filepath.Join(tree, f)), "hard-link %s (the tree must be on its file system)", f)
+	}
+	return tree
 }

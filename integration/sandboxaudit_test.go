@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/mcpcage/mcpcage/internal/testenv"
+	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
 )
 
 // waitRecords polls the audit log until cond holds, or fails with what it
@@ -100,6 +102,27 @@ func TestSandboxDeniedAudit(t *testing.T) {
 		}
 	}
 	_ = c.Close()
+
+	// Each refused call is a round trip through mcpcaged: a server looping
+	// on one (the red-team's 16 threads on mount(2): 39,000 a second, 65%
+	// of a core of the daemon's) has its answers paced after a burst, so
+	// it cannot spend the daemon's CPU beyond its own cgroup's limit.
+	t.Run("a flood's answers are paced", func(t *testing.T) {
+		fc := d.connect(t, "test", mcp.ProtocolVersion20251125)
+		defer func() { _ = fc.Close() }()
+		got := attack(t, fc, "deny-flood", "3", "8")
+		var answered int
+		var secs float64
+		if _, err := fmt.Sscanf(strings.TrimPrefix(got, "ESCAPED "), "answered=%d seconds=%f", &answered, &secs); err != nil {
+			t.Fatalf("deny-flood: %q: %v", got, err)
+		}
+		if limit := seccompnotify.AnswerBurst + int(float64(seccompnotify.AnswerRate)*(secs+1)); answered > limit {
+			t.Fatalf("%d refused calls answered in %.1f s, want at most %d (a burst of %d, then %d a second)",
+				answered, secs, limit, seccompnotify.AnswerBurst, seccompnotify.AnswerRate)
+		}
+		t.Logf("%d refused calls answered in %.1f s", answered, secs)
+		d.waitLog("answers paced")
+	})
 
 	t.Run("flood is throttled", func(t *testing.T) {
 		const n = 150

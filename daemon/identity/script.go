@@ -99,7 +99,7 @@ var (
 		env:  []string{"DENO_DIR", "DENO_CERT"}}
 	bun = grammar{sub: []string{"run"}, long: []string{"--bun", "--smol", "--silent"},
 		code: []string{"-r", "--preload", "--hot", "--watch", "--inspect", "--inspect-brk", "--inspect-wait", "-e", "--eval", "-p", "--print", "--env-file", "--config", "-c"},
-		env:  []string{"NODE_OPTIONS", "BUN_INSPECT", "NODE_PATH"}}
+		env:  []string{"NODE_OPTIONS", "BUN_INSPECT", "NODE_PATH", "BUN_OPTIONS", "BUN_BE_BUN"}}
 	php = grammar{short: "hHnqs", scriptOpt: "-f", code: []string{"-r", "-B", "-R", "-E", "-F", "-a", "-d", "-c", "-z", "-S", "-t"},
 		env: []string{"PHPRC", "PHP_INI_SCAN_DIR"}}
 	lua  = grammar{short: "iEW", code: []string{"-e", "-l", "-i", "-"}, env: []string{"LUA_INIT", "LUA_PATH", "LUA_CPATH"}}
@@ -364,6 +364,13 @@ func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp) Script {
 	return s
 }
 
+// climbs reports whether the relative path p has a ".." component: joined
+// to a working directory's name, it depends on that name, which its owner
+// can change (a rename keeps the directory, and its inode, the same).
+func climbs(p string) bool {
+	return slices.Contains(strings.Split(p, "/"), "..")
+}
+
 // programInfo is what a grammar's program check sees.
 type programInfo struct {
 	pid     int
@@ -410,6 +417,9 @@ func programPath(p programInfo) (string, error) {
 	if strings.Contains(p.argv0, "/") {
 		if filepath.IsAbs(p.argv0) {
 			return filepath.Clean(p.argv0), nil
+		}
+		if climbs(p.argv0) {
+			return "", fmt.Errorf("it was started as %s, which climbs out of its working directory (..): start it by an absolute path", p.argv0)
 		}
 		dir, err := cwdAtExec(p.pid, p.st)
 		if err != nil {
@@ -496,6 +506,12 @@ func cwdAtExec(pid int, st *Stamp) (string, error) {
 func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	p := arg
 	if !filepath.IsAbs(arg) {
+		if climbs(arg) {
+			// Joined to the working directory's name now: renamed since
+			// exec (same directory, so the exec record still matches),
+			// "../x" would land elsewhere than it did for the interpreter.
+			return Script{}, fmt.Errorf("its relative path %s climbs out of the working directory (..): start it by an absolute path", arg)
+		}
 		dir, err := cwdAtExec(pid, st)
 		if err != nil {
 			return Script{}, fmt.Errorf("%v (script %s)", err, arg)
@@ -525,12 +541,12 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	if err := unix.Fstat(fd, &fi); err != nil || fi.Mode&unix.S_IFMT != unix.S_IFREG {
 		return Script{}, fmt.Errorf("script %s is not a regular file", real)
 	}
-	if own, err := userMounts(pid); err != nil {
+	if foreign, err := foreignView(pid); err != nil {
 		return Script{}, err
-	} else if own {
-		// A mount namespace of its own user namespace: the path must
-		// name the same file outside, or a bind mount of its own would
-		// pass for the script there.
+	} else if foreign {
+		// A view of the file system of its own: the path must name the
+		// same file outside, or a bind mount or a chroot of its own
+		// would pass for the script there.
 		if why := sameFileHere(real, &fi); why != "" {
 			return Script{}, fmt.Errorf("script %s: %s", real, why)
 		}

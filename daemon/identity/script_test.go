@@ -115,6 +115,7 @@ func TestInjectedEnvironment(t *testing.T) {
 		{"/usr/bin/python3", "LD_PRELOAD=/tmp/evil.so", "LD_PRELOAD"},
 		{"/usr/bin/python3", "GCONV_PATH=/tmp/gconv", "GCONV_PATH"},
 		{"/usr/bin/perl", "PERL5OPT=-Mevil", "PERL5OPT"},
+		{"/usr/bin/bun", "BUN_OPTIONS=--preload /tmp/evil.ts", "BUN_OPTIONS"},
 	}
 	for _, tt := range tests {
 		g, _ := interpreterOf(tt.exe)

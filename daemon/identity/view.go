@@ -19,13 +19,28 @@ import (
 // path), or with code loaded into it by the dynamic loader.
 var ErrDisguised = errors.New("the process that started mcpcage run is not the program its path names")
 
-// userMounts reports whether pid's mount namespace belongs to a user
-// namespace other than mcpcaged's: one an unprivileged user may have made,
-// in which a bind mount can put any file at any path. The mount
-// namespaces of services and of setuid helpers (systemd's PrivateTmp,
-// snaps) belong to mcpcaged's user namespace, and their paths name the
-// host's files.
-func userMounts(pid int) (bool, error) {
+// foreignView reports whether pid may see the file system otherwise than
+// mcpcaged, where a path can name a file of the agent's user's choosing:
+// a user namespace other than mcpcaged's (CAP_SYS_CHROOT there lets an
+// unprivileged process chroot into a tree of its own, without a mount
+// namespace), a mount namespace that belongs to one (unshare -Urm, a bind
+// mount over any path), or a root directory that is not mcpcaged's. The
+// mount namespaces of services and setuid helpers (systemd's PrivateTmp,
+// snaps) belong to mcpcaged's user namespace, keep its root, and their
+// paths name the host's files.
+func foreignView(pid int) (bool, error) {
+	var own, self unix.Stat_t
+	for _, l := range []string{"ns/user", "root"} {
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/%s", pid, l), &own); err != nil {
+			return false, fmt.Errorf("read agent %d %s: %w", pid, l, ErrGone)
+		}
+		if err := unix.Stat("/proc/self/"+l, &self); err != nil {
+			return false, err
+		}
+		if own.Dev != self.Dev || own.Ino != self.Ino {
+			return true, nil
+		}
+	}
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false, fmt.Errorf("read agent %d mount namespace: %w", pid, ErrGone)
@@ -36,14 +51,13 @@ func userMounts(pid int) (bool, error) {
 		return false, fmt.Errorf("read the owner of agent %d mount namespace: %w", pid, err)
 	}
 	defer func() { _ = unix.Close(owner) }()
-	var a, b unix.Stat_t
-	if err := unix.Fstat(owner, &a); err != nil {
+	if err := unix.Fstat(owner, &own); err != nil {
 		return false, err
 	}
-	if err := unix.Stat("/proc/self/ns/user", &b); err != nil {
+	if err := unix.Stat("/proc/self/ns/user", &self); err != nil {
 		return false, err
 	}
-	return a.Dev != b.Dev || a.Ino != b.Ino, nil
+	return own.Dev != self.Dev || own.Ino != self.Ino, nil
 }
 
 // sameFileHere reports whether fi (a stat of what a process runs or
@@ -52,21 +66,21 @@ func userMounts(pid int) (bool, error) {
 func sameFileHere(p string, fi *unix.Stat_t) string {
 	fd, err := unix.Openat2(unix.AT_FDCWD, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_MAGICLINKS})
 	if err != nil {
-		return fmt.Sprintf("%s does not exist outside its mount namespace", p)
+		return fmt.Sprintf("%s does not exist outside its view of the file system", p)
 	}
 	defer func() { _ = unix.Close(fd) }()
 	var here unix.Stat_t
 	if err := unix.Fstat(fd, &here); err != nil || here.Dev != fi.Dev || here.Ino != fi.Ino {
-		return fmt.Sprintf("it is not the file at %s outside its mount namespace (one of its own user namespace, where any file can be mounted at any path)", p)
+		return fmt.Sprintf("it is not the file at %s outside its view of the file system (a user namespace, mount namespace or root of its own, where any file can sit at any path)", p)
 	}
 	return ""
 }
 
 // exeHere checks the executable of pid, whose path it names as exe, when
-// pid runs in a mount namespace of its own user namespace.
+// pid may see the file system otherwise than mcpcaged (foreignView).
 func exeHere(pid int, exe string) error {
-	own, err := userMounts(pid)
-	if err != nil || !own {
+	foreign, err := foreignView(pid)
+	if err != nil || !foreign {
 		return err
 	}
 	var fi unix.Stat_t
@@ -81,9 +95,9 @@ func exeHere(pid int, exe string) error {
 
 // loaderInjected returns a variable in pid's environment that loads
 // other code into a compiled agent before its own: one of loader (the
-// dynamic loader, iconv, OpenSSL), ELECTRON_RUN_AS_NODE (an Electron app
-// becomes node, running any script) or a NODE_OPTIONS that loads code
-// (Electron honours it). Interpreters check theirs, with their own
+// dynamic loader, iconv, OpenSSL), of compiledRunsOther, or a
+// NODE_OPTIONS that loads code (Electron and node's single executables
+// honour it). Interpreters check theirs, with their own
 // variables, in script.
 func loaderInjected(pid int) (string, error) {
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
@@ -94,7 +108,7 @@ func loaderInjected(pid int) (string, error) {
 		k, v, _ := strings.Cut(string(kv), "=")
 		switch {
 		case v == "":
-		case slices.Contains(loader, k), k == "ELECTRON_RUN_AS_NODE":
+		case slices.Contains(loader, k), slices.Contains(compiledRunsOther, k):
 			return k, nil
 		case k == "NODE_OPTIONS" && !nodeOptionsHarmless(v):
 			return k, nil
@@ -102,6 +116,12 @@ func loaderInjected(pid int) (string, error) {
 	}
 	return "", nil
 }
+
+// compiledRunsOther are variables that make a compiled agent run another
+// program than its own: an Electron app as node (ELECTRON_RUN_AS_NODE),
+// a bun-compiled executable as the bun CLI (BUN_BE_BUN), or with bun's
+// extra options (BUN_OPTIONS: --preload ...).
+var compiledRunsOther = []string{"ELECTRON_RUN_AS_NODE", "BUN_BE_BUN", "BUN_OPTIONS"}
 
 // maxLinks bounds the symbolic links followed in a script's path (the
 // kernel's own limit).
@@ -135,14 +155,24 @@ func resolveRootLinks(root *os.File, p string) (resolved, why string) {
 			return "", fmt.Sprintf("cannot resolve %s (%v)", next, err)
 		}
 		var fi unix.Stat_t
+		var fs unix.Statfs_t
 		err = unix.Fstat(fd, &fi)
+		if err == nil {
+			err = unix.Fstatfs(fd, &fs)
+		}
 		target := ""
-		if err == nil && fi.Mode&unix.S_IFMT == unix.S_IFLNK {
+		if err == nil && fs.Type != unix.PROC_SUPER_MAGIC && fi.Mode&unix.S_IFMT == unix.S_IFLNK {
 			target, err = readlinkFD(fd)
 		}
 		_ = unix.Close(fd)
 		if err != nil {
 			return "", fmt.Sprintf("cannot resolve %s (%v)", next, err)
+		}
+		if fs.Type == unix.PROC_SUPER_MAGIC {
+			// /proc's links read differently for each reader
+			// (/proc/self/cwd is mcpcaged's own here): a script there
+			// cannot be resolved as the interpreter resolved it.
+			return "", fmt.Sprintf("its path goes through /proc (%s), whose links name what the reader has, not what the interpreter had", next)
 		}
 		if fi.Mode&unix.S_IFMT != unix.S_IFLNK {
 			cur = next

@@ -70,6 +70,13 @@ func TestResolveRootLinks(t *testing.T) {
 		{"sub/to-theirs", "", "is not root's (uid 65534)"},
 		{"missing", "", "cannot resolve"},
 	}
+	// /proc's links name what the reader has: resolved by mcpcaged,
+	// /proc/self/cwd would be mcpcaged's directory, not the agent's.
+	for _, p := range []string{"/proc/self/cwd/etc/hostname", "/proc/self/root/etc/hostname", "/dev/fd/0", "/dev/stdin"} {
+		if got, why := resolveRootLinks(root, p); got != "" || !strings.Contains(why, "/proc") {
+			t.Errorf("%s resolved to %q (why %q), want it refused for going through /proc", p, got, why)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
 			got, why := resolveRootLinks(root, filepath.Join(dir, tt.path))
@@ -77,5 +84,14 @@ func TestResolveRootLinks(t *testing.T) {
 				t.Fatalf("resolved %q (why %q), want %q (why containing %q)", got, why, tt.want, tt.why)
 			}
 		})
+	}
+}
+
+func TestClimbs(t *testing.T) {
+	for p, want := range map[string]bool{"agent.js": false, "./agent.js": false, "sub/agent.js": false, "../agent.js": true,
+		"a/../../b.js": true, "a..b/c.js": false, "..": true} {
+		if got := climbs(p); got != want {
+			t.Errorf("climbs(%q) = %v, want %v", p, got, want)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -157,6 +158,7 @@ type notifResp struct {
 }
 
 func (l *Listener) serve(fd int, container, metadata string) {
+	p, paced := newPace(time.Now()), false
 	for {
 		select {
 		case <-l.done:
@@ -184,6 +186,18 @@ func (l *Listener) serve(fd int, container, metadata string) {
 			}
 			l.log.Warn("seccomp notification receive", "container", container, "err", err)
 			return
+		}
+		if d := p.wait(time.Now()); d > 0 {
+			if !paced {
+				paced = true
+				l.log.Warn("sandbox makes refused system calls faster than they are answered: answers paced", "container", container,
+					"per_second", AnswerRate, "after", AnswerBurst)
+			}
+			select {
+			case <-time.After(d):
+			case <-l.done:
+				return
+			}
 		}
 		l.handler(Event{Container: container, Metadata: metadata, Pid: req.Pid, Syscall: SyscallName(int(req.Data.Nr)), Args: req.Data.Args})
 		resp := notifResp{ID: req.ID, Error: -int32(unix.EPERM)}

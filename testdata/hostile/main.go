@@ -10,7 +10,7 @@
 //	netlink-diag | netlink-route | socketpair-inet | io-uring | fork-bomb | euid |
 //	connect HOST:PORT | udp-send HOST:PORT | udp-connect HOST:PORT | udp-sendto HOST:PORT | udp-srh FIRST [FINAL]:PORT | open-storm N |
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
-//	deny-storm N | rename-via-symlink-unlink DIR NAME TO |
+//	deny-storm N | deny-flood SECONDS THREADS | rename-via-symlink-unlink DIR NAME TO |
 //	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
 //	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ...
 package main
@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -244,6 +245,28 @@ func main() {
 		} else {
 			err = fmt.Errorf("all refused")
 		}
+	case "deny-flood":
+		// deny-flood SECONDS THREADS: THREADS threads call the refused
+		// unshare(CLONE_NEWUSER) for SECONDS; how many were answered.
+		secs, _ := strconv.Atoi(arg)
+		threads, _ := strconv.Atoi(os.Args[3])
+		var answered atomic.Int64
+		start := time.Now()
+		deadline := start.Add(time.Duration(secs) * time.Second)
+		var wg sync.WaitGroup
+		for i := 0; i < threads; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				for time.Now().Before(deadline) {
+					_ = unix.Unshare(unix.CLONE_NEWUSER)
+					answered.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		detail = fmt.Sprintf("answered=%d seconds=%.3f", answered.Load(), time.Since(start).Seconds())
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
 		return
