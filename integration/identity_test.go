@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -419,9 +420,11 @@ func (d *daemon) agentOrRefusal(t *testing.T, cmd *exec.Cmd) (agent, refused str
 	t.Helper()
 	r := startRaw(t, cmd)
 	testenv.WaitFor(t, "a session of the agent, or the shim's refusal", 20*time.Second, func() (bool, string) {
-		if line, ok := strings.CutPrefix(strings.TrimSpace(r.stderr.String()), "mcpcage: "); ok && strings.HasPrefix(line, "refused: ") {
-			refused = line
-			return true, ""
+		for _, line := range strings.Split(r.stderr.String(), "\n") {
+			if rest, ok := strings.CutPrefix(line, "mcpcage: refused: "); ok {
+				refused = "refused: " + rest
+				return true, ""
+			}
 		}
 		for _, s := range d.sessions(t) {
 			if strings.HasPrefix(s.AgentInstance, fmt.Sprintf("%d@", cmd.Process.Pid)) {
@@ -497,6 +500,18 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 	// shim and the daemon's socket hard-linked (the same files), and their
 	// own script at the trusted script's path.
 	tree := chrootTree(t, node, filepath.Join(env.bin, "mcpcage"), d.socket)
+	// A mount namespace of the attacker's, with their program over the
+	// trusted executable, that another process of theirs, left in the
+	// host's namespaces, reaches through /proc/PID/root.
+	holder := exec.Command("unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && echo ready && exec sleep 600`, other, trusted)
+	holderOut, err := holder.StdoutPipe()
+	must(t, err, "pipe")
+	must(t, holder.Start(), "start the namespace holder")
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	if line, err := bufio.NewReader(holderOut).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("the namespace holder: %q, %v", line, err)
+	}
+	viaProc := fmt.Sprintf("cd /proc/%d/root%s && exec ./%s", holder.Process.Pid, filepath.Dir(trusted), filepath.Base(trusted))
 	must(t, os.MkdirAll(filepath.Join(tree, dir), 0o755), "mkdir")
 	must(t, os.WriteFile(filepath.Join(tree, a), []byte(fmt.Sprintf(spawn, "the attacker's")), 0o644), "write the fake a.js")
 	tests := []struct {
@@ -513,9 +528,11 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		{"a script bind-mounted over the trusted one in a mount namespace of one's own",
 			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$2" "$1"`, otherJS, a, node}, nil, "exe:" + node, ""},
 		{"a script at the trusted one's path in a chroot of one's own (user namespace, no mount namespace)",
-			[]string{"unshare", "-Ur", "chroot", tree, node, a}, nil, "exe:" + filepath.Join(tree, node), ""},
+			[]string{"unshare", "-Ur", "chroot", tree, node, a}, nil, "", "is not the program its path names"},
 		{"a program bind-mounted over the trusted executable in a mount namespace of one's own",
 			[]string{"unshare", "-Urm", "sh", "-c", `mount --bind "$0" "$1" && exec "$1"`, other, trusted}, []string{idHelper + "=spawn"}, "", "is not the program its path names"},
+		{"a program over the trusted executable in another process's mount namespace, run through /proc/PID/root",
+			[]string{"sh", "-c", viaProc}, []string{idHelper + "=spawn"}, "", "lies in another mount namespace"},
 		{"LD_PRELOAD into the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
 		{"ELECTRON_RUN_AS_NODE for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "ELECTRON_RUN_AS_NODE=1"}, "", "environment variable ELECTRON_RUN_AS_NODE loads other code"},
 		{"harmless NODE_OPTIONS for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "NODE_OPTIONS=--max-old-space-size=64"}, "binagent", ""},

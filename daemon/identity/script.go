@@ -484,6 +484,11 @@ func rootOnly(root *os.File, dir string) string {
 // else its current one), as it sees it.
 func cwdAtExec(pid int, st *Stamp) (string, error) {
 	cwd := fmt.Sprintf("/proc/%d/cwd", pid)
+	if err := inOwnMounts(pid, "cwd"); err != nil {
+		// Its name, joined to a relative path, would name a file of the
+		// agent's own namespace, not the one the interpreter opened.
+		return "", err
+	}
 	if st != nil {
 		var fi unix.Stat_t
 		if err := unix.Stat(cwd, &fi); err != nil {

@@ -60,6 +60,34 @@ func foreignView(pid int) (bool, error) {
 	return own.Dev != self.Dev || own.Ino != self.Ino, nil
 }
 
+// inOwnMounts checks that link of pid ("exe", "cwd": a file it holds)
+// lies on a mount of pid's own mount namespace. A process can run, or
+// stand in, a file of another namespace it can reach (cd
+// /proc/OTHER/root/..., where OTHER bind-mounted a file of its user's
+// over a trusted path): its path then reads as the trusted one, from
+// outside as from inside, while the file is not.
+func inOwnMounts(pid int, link string) error {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, fmt.Sprintf("/proc/%d/%s", pid, link), 0, unix.STATX_MNT_ID, &stx); err != nil {
+		return fmt.Errorf("read agent %d %s: %w", pid, link, ErrGone)
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return nil // a kernel without mount ids (before 5.8): not checked
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return fmt.Errorf("read agent %d mounts: %w", pid, ErrGone)
+	}
+	want := fmt.Sprint(stx.Mnt_id)
+	for _, line := range strings.Split(string(b), "\n") {
+		if id, _, ok := strings.Cut(line, " "); ok && id == want {
+			return nil
+		}
+	}
+	name := map[string]string{"exe": "executable", "cwd": "working directory"}[link]
+	return fmt.Errorf("%w: its %s lies in another mount namespace than its own (reached through /proc/PID/root or a passed descriptor), where its path may name another file", ErrDisguised, name)
+}
+
 // sameFileHere reports whether fi (a stat of what a process runs or
 // reads) is the file at p as mcpcaged sees it: "" when it is, else why
 // not.
@@ -79,6 +107,9 @@ func sameFileHere(p string, fi *unix.Stat_t) string {
 // exeHere checks the executable of pid, whose path it names as exe, when
 // pid may see the file system otherwise than mcpcaged (foreignView).
 func exeHere(pid int, exe string) error {
+	if err := inOwnMounts(pid, "exe"); err != nil {
+		return err
+	}
 	foreign, err := foreignView(pid)
 	if err != nil || !foreign {
 		return err
