@@ -102,10 +102,11 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		}
 		return true, restored
 	}
+	key := "" // a request's id key, made once: it is on every request's path
 	if e.Kind == wire.KindRequest {
 		// Refused before any decision: a refused request must not use
 		// up a consent's calls nor be recorded as allowed.
-		if wire.IDKey(e.ID.Of(msg)) == "" {
+		if key = wire.IDKey(e.ID.Of(msg)); key == "" {
 			r.refuse(d, msg, e, "request id must not be null")
 			return false, nil
 		}
@@ -124,7 +125,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		// An id already pending, or a full table, is refused before any
 		// decision: the policy may ask the user about a request, and must
 		// not about one that will never run.
-		if r.refuseUnadded(d, msg, e, r.pending.check(wire.IDKey(e.ID.Of(msg)))) {
+		if r.refuseUnadded(d, msg, e, r.pending.check(key)) {
 			return false, nil
 		}
 		r.noteClaims(msg, e)
@@ -181,7 +182,6 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		return false, nil
 	}
 	if e.Kind == wire.KindRequest {
-		key := wire.IDKey(e.ID.Of(msg)) // not null: refused above
 		t := r.pending
 		if d == ServerToClient {
 			t = r.srvCalls
