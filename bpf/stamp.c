@@ -1,8 +1,9 @@
 //go:build ignore
 
 // Exec and fork stamps: for every task on the host, when it last exec'd,
-// when it was forked, its working directory and the head of its argv at
-// that exec (exec_stamps), and which process forked it (fork_stamps). The
+// when it was forked, its working directory, the head of its argv and the
+// environment variables the daemon checks, as they were at that exec
+// (exec_stamps), and which process forked it (fork_stamps). The
 // daemon reads a task's stamps with a pidfd (task storage: no eviction,
 // freed with the task) to bind an agent to the image that actually forked
 // the shim (see stamp.go). Attached system-wide and always: exec and fork
@@ -18,6 +19,52 @@ char LICENSE[] SEC("license") = "GPL";
 
 #define STAMP_ARGV 512
 
+// The environment variables that load code into a program (LD_PRELOAD,
+// NODE_OPTIONS, ...) are read here, at exec, not from /proc/PID/environ
+// later: that shows the process's memory, which the process can rewrite
+// (hide an LD_PRELOAD once it has done its work) and which Chromium's
+// setproctitle, in every Electron client, overwrites with its title. The
+// daemon puts the names it checks in env_config (prefixes of "NAME=VALUE"
+// strings); the stamp keeps every variable that matches one, whole.
+#define ENV_PATTERNS 64   // names in env_config
+#define ENV_PATTERN_LEN 24 // bytes of a pattern, at most
+#define ENV_KEPT 2048     // bytes of matching variables kept (NUL-separated)
+#define ENV_STR_MAX 512   // bytes of one kept variable, NUL included
+#define ENV_STEPS 8192    // loop steps: a string, or 255 bytes of a long one
+
+// exec_stamp.env_state.
+enum env_state {
+	ENV_UNCHECKED = 0,  // no names configured (an exec while the stamper loaded)
+	ENV_CHECKED = 1,    // every variable was looked at; env_kept holds the matches
+	ENV_INCOMPLETE = 2, // too many strings, or the matches did not fit
+	ENV_FAULT = 3,      // the kernel could not read the environment
+};
+
+// Keeps the enum in BTF for bpf2go's -type.
+const enum env_state *unused_env_state __attribute__((unused));
+
+// A pattern: a string matches when its first bytes, masked, equal word.
+struct env_pattern {
+	__u64 word[ENV_PATTERN_LEN / 8];
+	__u64 mask[ENV_PATTERN_LEN / 8];
+};
+
+struct env_config {
+	__u32 n;                 // patterns in use
+	__u32 pad;
+	__u64 first[4];          // bitmap of the patterns' first bytes
+	struct env_pattern p[ENV_PATTERNS];
+};
+
+const struct env_config *unused_env_config __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct env_config);
+} env_configs SEC(".maps");
+
 struct exec_stamp {
 	__u64 exec_ns;   // bpf_ktime_get_boot_ns() at the task's last exec
 	__u64 start_ns;  // task->start_boottime: when the task was forked
@@ -26,6 +73,9 @@ struct exec_stamp {
 	__u32 cwd_dev;   // and the kernel dev_t of its file system
 	__u32 argv_len;  // bytes of argv at exec (mm->arg_end - mm->arg_start)
 	char argv[STAMP_ARGV]; // the first bytes of argv, NUL-separated
+	__u32 env_state;     // enum env_state
+	__u32 env_kept_len;  // bytes of env_kept in use
+	char env_kept[ENV_KEPT + ENV_STR_MAX]; // the matching variables, NUL-separated (a copy may run past ENV_KEPT, then is dropped)
 };
 
 // Who forked a task: the process (thread group) of the task that called
@@ -80,6 +130,114 @@ static __always_inline void count_lost(__u32 k)
 		__sync_fetch_and_add(n, 1);
 }
 
+struct env_scan {
+	struct exec_stamp *st;
+	struct env_config *cfg;
+	__u64 pos, end; // the next string (or the rest of a long one), the end
+	__u32 kept;     // bytes of st->env_kept in use
+	__u32 state;    // enum env_state, once the scan ends
+	__u32 skipping; // pos is inside a string that does not match
+};
+
+// env_step looks at one string of the environment, or skips 255 more
+// bytes of a long one. A bpf_loop callback: 1 ends the loop.
+static long env_step(__u32 i, void *data)
+{
+	struct env_scan *c = data;
+	struct exec_stamp *st = c->st;
+	struct env_config *cfg = c->cfg;
+	if (!st || !cfg)
+		return 1;
+	if (c->pos >= c->end) {
+		c->state = ENV_CHECKED;
+		return 1;
+	}
+	if (c->skipping) {
+		char buf[256];
+		long n = bpf_probe_read_user_str(buf, sizeof(buf), (const void *)c->pos);
+		if (n <= 0) {
+			c->state = ENV_FAULT;
+			return 1;
+		}
+		if (n < (long)sizeof(buf)) {
+			c->skipping = 0;
+			c->pos += n;
+		} else {
+			c->pos += sizeof(buf) - 1;
+		}
+		return 0;
+	}
+	__u64 head[ENV_PATTERN_LEN / 8] = {}; // what the copy leaves is zero
+	long n = bpf_probe_read_user_str(head, sizeof(head), (const void *)c->pos);
+	if (n <= 0) {
+		c->state = ENV_FAULT;
+		return 1;
+	}
+	__u8 first = head[0] & 0xff;
+	bool hit = false;
+	if ((cfg->first[(first >> 6) & 3] >> (first & 63)) & 1) {
+		for (int j = 0; j < ENV_PATTERNS; j++) {
+			if (j >= cfg->n)
+				break;
+			struct env_pattern *p = &cfg->p[j];
+			if ((head[0] & p->mask[0]) == p->word[0] && (head[1] & p->mask[1]) == p->word[1] &&
+			    (head[2] & p->mask[2]) == p->word[2]) {
+				hit = true;
+				break;
+			}
+		}
+	}
+	if (!hit) {
+		if (n < (long)sizeof(head)) {
+			c->pos += n;
+		} else {
+			c->skipping = 1;
+			c->pos += sizeof(head) - 1;
+		}
+		return 0;
+	}
+	__u32 off = c->kept;
+	if (off >= ENV_KEPT) {
+		c->state = ENV_INCOMPLETE;
+		return 1;
+	}
+	long m = bpf_probe_read_user_str(&st->env_kept[off & (ENV_KEPT - 1)], ENV_STR_MAX, (const void *)c->pos);
+	if (m <= 0) {
+		c->state = ENV_FAULT;
+		return 1;
+	}
+	if (m >= ENV_STR_MAX || off + m > ENV_KEPT) {
+		c->state = ENV_INCOMPLETE;
+		return 1;
+	}
+	c->kept = off + m;
+	c->pos += m;
+	return 0;
+}
+
+// scan_env fills the stamp's environment fields from the new image's
+// environment (written by exec just before this tracepoint).
+static __always_inline void scan_env(struct exec_stamp *st, struct mm_struct *mm)
+{
+	__u32 zero = 0;
+	struct env_config *cfg = bpf_map_lookup_elem(&env_configs, &zero);
+	st->env_kept_len = 0;
+	if (!cfg || cfg->n == 0) {
+		st->env_state = ENV_UNCHECKED;
+		return;
+	}
+	struct env_scan c = {
+		.st = st,
+		.cfg = cfg,
+		.pos = BPF_CORE_READ(mm, env_start),
+		.end = BPF_CORE_READ(mm, env_end),
+		.state = ENV_INCOMPLETE, // unless the scan reaches the end
+	};
+	bpf_loop(ENV_STEPS, env_step, &c, 0);
+	st->env_kept_len = c.kept;
+	st->env_state = c.state;
+}
+
 SEC("raw_tracepoint/sched_process_exec")
 int stamp_exec(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -110,6 +268,7 @@ int stamp_exec(struct bpf_raw_tracepoint_args *ctx)
 		bpf_probe_read_user(s->argv, n, (const void *)start);
 	if (n < STAMP_ARGV)
 		s->argv[n & (STAMP_ARGV - 1)] = 0;
+	scan_env(s, mm);
 	return 0;
 }
 

@@ -41,7 +41,7 @@ func stampOf(t *testing.T, s *ExecStamps, pid int) ExecStamp {
 
 func TestExecStamp(t *testing.T) {
 	testenv.RequireRoot(t)
-	s, err := LoadExecStamps("")
+	s, err := LoadExecStamps("", testEnvNames)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,15 +97,15 @@ func TestExecStampsPinned(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(pin, "exec-v1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	first, err := LoadExecStamps(pin)
+	first, err := LoadExecStamps(pin, testEnvNames)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(pin, "exec-v1")); !os.IsNotExist(err) {
 		t.Errorf("the exec-v1 pin is still there (%v)", err)
 	}
-	for _, name := range []string{"stamps", "forks", "meta", "exec", "fork"} {
-		if _, err := os.Stat(filepath.Join(pin, stampPinVersion, name)); err != nil {
+	for _, name := range []string{"stamps", "forks", "meta", "env", "exec", "fork"} {
+		if _, err := os.Stat(filepath.Join(pin, pinVersion(testEnvNames), name)); err != nil {
 			t.Errorf("pin %s: %v", name, err)
 		}
 	}
@@ -118,7 +118,7 @@ func TestExecStampsPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill() }()
-	second, err := LoadExecStamps(pin)
+	second, err := LoadExecStamps(pin, testEnvNames)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +128,101 @@ func TestExecStampsPinned(t *testing.T) {
 	}
 	if st := stampOf(t, second, cmd.Process.Pid); st.Exec < first.Since() {
 		t.Errorf("exec while no daemon ran: stamp %d before %d", st.Exec, first.Since())
+	}
+	// A daemon that keeps other environment variables starts a record of
+	// its own, and the other one's pins go.
+	other := append([]string{"PYTHON"}, testEnvNames...)
+	third, err := LoadExecStamps(pin, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = third.Close() }()
+	if third.Since() == first.Since() {
+		t.Errorf("other names reused the record of %v", testEnvNames)
+	}
+	if _, err := os.Stat(filepath.Join(pin, pinVersion(testEnvNames))); !os.IsNotExist(err) {
+		t.Errorf("the pins of the earlier names are still there (%v)", err)
+	}
+}
+
+// testEnvNames are the variables the unit tests' stampers keep.
+var testEnvNames = []string{"LD_", "NODE_OPTIONS=", "PATH=", "ENV="}
+
+// The stamp keeps, whole and in order, the variables its names match as
+// they were at exec, and says when it could not look at them all.
+func TestExecStampKeepsEnvironment(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := LoadExecStamps("", testEnvNames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	long := "X=" + strings.Repeat("x", 5000)
+	many := func(n int, last string) []string {
+		env := make([]string, 0, n+1)
+		for i := range n {
+			env = append(env, fmt.Sprintf("V%d=1", i))
+		}
+		return append(env, last)
+	}
+	tests := []struct {
+		name      string
+		env       []string
+		kept      string
+		unchecked bool
+	}{
+		{"matches kept, others not", []string{"PATH=/usr/bin", "HOME=/root", "LD_PRELOAD=/x.so", "ENVX=1", "ENV=/e", "NODE_OPTIONSX=1", "LD_=2"},
+			"PATH=/usr/bin\x00LD_PRELOAD=/x.so\x00ENV=/e\x00LD_=2\x00", false},
+		{"long strings skipped", []string{long, "LD_AUDIT=/a.so", long + "y", "NODE_OPTIONS=--require /r.js"},
+			"LD_AUDIT=/a.so\x00NODE_OPTIONS=--require /r.js\x00", false},
+		{"a name longer than the quick look (24 bytes)", []string{"LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1"}, "LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1\x00", false},
+		{"none", []string{"HOME=/root"}, "", false},
+		{"8000 variables", many(8000, "LD_PRELOAD=/y.so"), "LD_PRELOAD=/y.so\x00", false},
+		{"9000 variables: not all looked at", many(9000, "LD_PRELOAD=/y.so"), "", true},
+		{"a match over 511 bytes", []string{"LD_PRELOAD=" + strings.Repeat("/x", 300)}, "", true},
+		{"matches over 2 KiB", []string{"LD_A=" + strings.Repeat("a", 500), "LD_B=" + strings.Repeat("b", 500), "LD_C=" + strings.Repeat("c", 500),
+			"LD_D=" + strings.Repeat("d", 500), "LD_E=" + strings.Repeat("e", 500)}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command("sleep", "5")
+			cmd.Env = tt.env
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			st := stampOf(t, s, cmd.Process.Pid)
+			if (st.EnvUnchecked != "") != tt.unchecked {
+				t.Fatalf("unchecked %q, want unchecked %v", st.EnvUnchecked, tt.unchecked)
+			}
+			if !tt.unchecked && string(st.Env) != tt.kept {
+				t.Fatalf("kept %q, want %q", st.Env, tt.kept)
+			}
+		})
+	}
+}
+
+// The names' table takes what fits and refuses the rest.
+func TestEnvConfig(t *testing.T) {
+	tests := []struct {
+		name  string
+		names []string
+		ok    bool
+	}{
+		{"the daemon's kind", testEnvNames, true},
+		{"empty name", []string{""}, false},
+		{"24 bytes", []string{strings.Repeat("A", EnvPatternLen)}, true},
+		{"25 bytes", []string{strings.Repeat("A", EnvPatternLen+1)}, false},
+		{"too many", make([]string, EnvPatternsMax+1), false},
+	}
+	for _, tt := range tests {
+		c, err := envConfig(tt.names)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+		if err == nil && int(c.N) != len(tt.names) {
+			t.Errorf("%s: %d patterns, want %d", tt.name, c.N, len(tt.names))
+		}
 	}
 }
 
@@ -149,7 +244,7 @@ func startTicks(t *testing.T, pid int) (ppid int, ticks uint64) {
 // not the child's parent.
 func TestForkStamp(t *testing.T) {
 	testenv.RequireRoot(t)
-	s, err := LoadExecStamps("")
+	s, err := LoadExecStamps("", testEnvNames)
 	if err != nil {
 		t.Fatal(err)
 	}

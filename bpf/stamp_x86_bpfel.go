@@ -13,15 +13,39 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type stampEnvConfig struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	First [4]uint64
+	P     [64]struct {
+		_    structs.HostLayout
+		Word [3]uint64
+		Mask [3]uint64
+	}
+}
+
+type stampEnvState uint32
+
+const (
+	stampEnvStateENV_UNCHECKED  stampEnvState = 0
+	stampEnvStateENV_CHECKED    stampEnvState = 1
+	stampEnvStateENV_INCOMPLETE stampEnvState = 2
+	stampEnvStateENV_FAULT      stampEnvState = 3
+)
+
 type stampExecStamp struct {
-	_       structs.HostLayout
-	ExecNs  uint64
-	StartNs uint64
-	CwdIno  uint64
-	Lost    uint64
-	CwdDev  uint32
-	ArgvLen uint32
-	Argv    [512]int8
+	_          structs.HostLayout
+	ExecNs     uint64
+	StartNs    uint64
+	CwdIno     uint64
+	Lost       uint64
+	CwdDev     uint32
+	ArgvLen    uint32
+	Argv       [512]int8
+	EnvState   uint32
+	EnvKeptLen uint32
+	EnvKept    [2560]int8
 }
 
 type stampForkStamp struct {
@@ -44,11 +68,14 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	stampMapEnvConfigs         = "env_configs"
 	stampMapExecStamps         = "exec_stamps"
 	stampMapForkStamps         = "fork_stamps"
 	stampMapStampMeta          = "stamp_meta"
 	stampProgStampExec         = "stamp_exec"
 	stampProgStampFork         = "stamp_fork"
+	stampVarUnusedEnvConfig    = "unused_env_config"
+	stampVarUnusedEnvState     = "unused_env_state"
 	stampVarUnusedExecStamp    = "unused_exec_stamp"
 	stampVarUnusedForkStamp    = "unused_fork_stamp"
 	stampVarUnusedStampMetaKey = "unused_stamp_meta_key"
@@ -104,6 +131,7 @@ type stampProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampMapSpecs struct {
+	EnvConfigs *ebpf.MapSpec `ebpf:"env_configs"`
 	ExecStamps *ebpf.MapSpec `ebpf:"exec_stamps"`
 	ForkStamps *ebpf.MapSpec `ebpf:"fork_stamps"`
 	StampMeta  *ebpf.MapSpec `ebpf:"stamp_meta"`
@@ -113,6 +141,8 @@ type stampMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampVariableSpecs struct {
+	UnusedEnvConfig    *ebpf.VariableSpec `ebpf:"unused_env_config"`
+	UnusedEnvState     *ebpf.VariableSpec `ebpf:"unused_env_state"`
 	UnusedExecStamp    *ebpf.VariableSpec `ebpf:"unused_exec_stamp"`
 	UnusedForkStamp    *ebpf.VariableSpec `ebpf:"unused_fork_stamp"`
 	UnusedStampMetaKey *ebpf.VariableSpec `ebpf:"unused_stamp_meta_key"`
@@ -138,6 +168,7 @@ func (o *stampObjects) Close() error {
 //
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampMaps struct {
+	EnvConfigs *ebpf.Map `ebpf:"env_configs"`
 	ExecStamps *ebpf.Map `ebpf:"exec_stamps"`
 	ForkStamps *ebpf.Map `ebpf:"fork_stamps"`
 	StampMeta  *ebpf.Map `ebpf:"stamp_meta"`
@@ -145,6 +176,7 @@ type stampMaps struct {
 
 func (m *stampMaps) Close() error {
 	return _StampClose(
+		m.EnvConfigs,
 		m.ExecStamps,
 		m.ForkStamps,
 		m.StampMeta,
@@ -155,6 +187,8 @@ func (m *stampMaps) Close() error {
 //
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampVariables struct {
+	UnusedEnvConfig    *ebpf.Variable `ebpf:"unused_env_config"`
+	UnusedEnvState     *ebpf.Variable `ebpf:"unused_env_state"`
 	UnusedExecStamp    *ebpf.Variable `ebpf:"unused_exec_stamp"`
 	UnusedForkStamp    *ebpf.Variable `ebpf:"unused_fork_stamp"`
 	UnusedStampMetaKey *ebpf.Variable `ebpf:"unused_stamp_meta_key"`

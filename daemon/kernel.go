@@ -117,7 +117,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 func (d *Daemon) setupStamps() {
 	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
 		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
-	} else if s, err := bpf.LoadExecStamps(pinRoot); err != nil {
+	} else if s, err := bpf.LoadExecStamps(pinRoot, identity.EnvNames()); err != nil {
 		d.stampsErr = err.Error()
 	} else {
 		d.stamps = s
@@ -143,7 +143,7 @@ func (d *Daemon) agentIdentity() string {
 	if d.stamps == nil {
 		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program, or make a registered agent the parent of a shim it forked)" + "; " + peerPidfdNote()
 	}
-	s := "kernel exec record (raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, is refused"
+	s := "kernel exec record (raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, is refused; the environment variables identity checks are the ones exec gave the agent, copied at exec"
 	if l := d.stamps.Lost(); l.Execs > 0 || l.Forks > 0 {
 		s += fmt.Sprintf("; %d execs and %d forks went unrecorded (memory pressure): sessions of agents stamped before are unverified", l.Execs, l.Forks)
 	}

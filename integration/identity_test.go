@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,11 +97,49 @@ func init() {
 			fail(fmt.Errorf("parent never exec'd %s (runs %s)", trusted, exe))
 		}
 		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
+	case "wipe-spawn":
+		// What Chromium's setproctitle does in every Electron process
+		// (and an attacker's preloaded code to hide itself): the
+		// environment's memory, which /proc/PID/environ shows, is
+		// overwritten; then the shim starts as in spawn.
+		if err := wipeEnviron(); err != nil {
+			fail(err)
+		}
+		cmd := exec.Command(shim, "run", "test")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fail(err)
+		}
 	case "hold":
 		// The trusted agent, until the test closes its input or kills it.
 		_, _ = io.Copy(io.Discard, os.Stdin)
 	}
 	os.Exit(0)
+}
+
+// wipeEnviron zeroes this process's environment as exec laid it out
+// (/proc/self/stat fields 50 and 51), through /proc/self/mem.
+func wipeEnviron() error {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return err
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:])) // from field 3
+	start, err1 := strconv.ParseInt(f[50-3], 10, 64)
+	end, err2 := strconv.ParseInt(f[51-3], 10, 64)
+	if err1 != nil || err2 != nil || end <= start {
+		return fmt.Errorf("environment bounds %q %q", f[50-3], f[51-3])
+	}
+	mem, err := os.OpenFile("/proc/self/mem", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = mem.Close() }()
+	_, err = mem.WriteAt(make([]byte, end-start-1), start)
+	if env, _ := os.ReadFile("/proc/self/environ"); bytes.Contains(env, []byte("=")) {
+		return fmt.Errorf("the environment is still there: %q", env)
+	}
+	return err
 }
 
 // trustedAgent copies the test binary to a path of its own, the
@@ -367,6 +407,22 @@ func TestAgentOptionsThatRunCodeLeaveTheScriptUnidentified(t *testing.T) {
 		"a.js":      `process.exit(require("child_process").spawnSync(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: "inherit"}).status);` + "\n",
 		"a.py":      "import os, subprocess, sys\nsys.exit(subprocess.call([os.environ['MCPCAGE_SHIM'], 'run', 'test']))\n",
 		"loader.js": "export async function resolve(s, c, next) { return next(s, c); }\n",
+		// Loaded by NODE_OPTIONS=--require: renames NODE_OPTIONS in the
+		// environment's memory (what /proc/PID/environ shows) to hide
+		// itself, then lets the script run.
+		"hide.js": `const fs = require("fs");
+const st = fs.readFileSync("/proc/self/stat", "latin1");
+const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+const start = Number(f[50 - 3]), end = Number(f[51 - 3]);
+const fd = fs.openSync("/proc/self/mem", "r+");
+const env = Buffer.alloc(end - start);
+fs.readSync(fd, env, 0, env.length, start);
+for (let i = env.indexOf("NODE_OPTIONS="); i >= 0; i = env.indexOf("NODE_OPTIONS=", i + 1)) {
+	if (i === 0 || env[i - 1] === 0) fs.writeSync(fd, Buffer.from("X"), 0, 1, start + i);
+}
+fs.closeSync(fd);
+if (fs.readFileSync("/proc/self/environ", "latin1").includes("\0NODE_OPTIONS=")) throw new Error("NODE_OPTIONS still shows");
+`,
 	}
 	for name, body := range files {
 		must(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644), "write %s", name)
@@ -385,6 +441,7 @@ func TestAgentOptionsThatRunCodeLeaveTheScriptUnidentified(t *testing.T) {
 		{"node --experimental_loader=", node, []string{"--experimental_loader=" + loader, a}, nil, "exe:" + node},
 		{"node, a V8 option mcpcage does not know", node, []string{"--stack-trace-limit=20", a}, nil, "exe:" + node},
 		{"NODE_OPTIONS=--experimental_loader=", node, []string{a}, []string{"NODE_OPTIONS=--experimental_loader=" + loader}, "exe:" + node},
+		{"NODE_OPTIONS=--require, hidden in memory after exec", node, []string{a}, []string{"NODE_OPTIONS=--require " + filepath.Join(dir, "hide.js")}, "exe:" + node},
 		{"python -I -W with a built-in category", python, []string{"-I", "-W", "ignore::DeprecationWarning", py}, nil, "py-a"},
 		{"python -I -W with a module's category", python, []string{"-I", "-W", "ignore::antigravity.X", py}, []string{"BROWSER=/bin/true"}, "exe:" + python},
 	}
@@ -536,6 +593,12 @@ fs.symlinkSync(process.env.TRUSTED, process.env.LINK + ".tmp"); fs.renameSync(pr
 		{"LD_PRELOAD into the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
 		{"ELECTRON_RUN_AS_NODE for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "ELECTRON_RUN_AS_NODE=1"}, "", "environment variable ELECTRON_RUN_AS_NODE loads other code"},
 		{"harmless NODE_OPTIONS for the trusted executable", []string{trusted}, []string{idHelper + "=spawn", "NODE_OPTIONS=--max-old-space-size=64"}, "binagent", ""},
+		{"the trusted executable, its environment overwritten after exec (Chromium's setproctitle, in every Electron client)",
+			[]string{trusted}, []string{idHelper + "=wipe-spawn"}, "binagent", ""},
+		{"LD_PRELOAD into the trusted executable, the environment overwritten after exec to hide it",
+			[]string{trusted}, []string{idHelper + "=wipe-spawn", "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6"}, "", "environment variable LD_PRELOAD loads other code"},
+		{"ELECTRON_RUN_AS_NODE for the trusted executable, the environment overwritten after exec to hide it",
+			[]string{trusted}, []string{idHelper + "=wipe-spawn", "ELECTRON_RUN_AS_NODE=1"}, "", "environment variable ELECTRON_RUN_AS_NODE loads other code"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

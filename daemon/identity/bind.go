@@ -32,6 +32,10 @@ type Stamp struct {
 	CwdIno  uint64
 	ArgvLen int    // bytes of argv at exec
 	Argv    []byte // the head of argv at exec, NUL-separated
+	// Env holds the variables of EnvNames at exec ("NAME=VALUE",
+	// NUL-separated), whole unless EnvUnchecked says why not.
+	Env          []byte
+	EnvUnchecked string
 	// Lost is Lost.Execs when this exec stamp was written: a larger
 	// count now means a later exec of the process may have gone
 	// unstamped, leaving this stamp in place.

@@ -191,18 +191,22 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 	if p.SHA256, err = h.sum(fmt.Sprintf("/proc/%d/exe", ppid)); err != nil {
 		return Process{}, err
 	}
+	var st *Stamp
+	if beforeOK {
+		st = &before
+	}
+	env, unchecked, err := agentEnviron(ppid, st)
+	if err != nil {
+		return Process{}, err
+	}
 	if g, ok := interpreterOf(p.Exe); ok {
 		p.Interpreter = true
-		var st *Stamp
-		if beforeOK {
-			st = &before
-		}
-		p.Script = h.script(ppid, p.Exe, g, st)
-	} else if k, err := loaderInjected(ppid); err != nil {
-		return Process{}, err
-	} else if k != "" {
+		p.Script = h.script(ppid, p.Exe, g, st, env, unchecked)
+	} else if unchecked != "" {
 		// An interpreter is then the bare interpreter (any script); a
 		// compiled agent would be any code at all.
+		return Process{}, fmt.Errorf("%w: its environment was %s, so mcpcaged cannot tell whether a variable loads other code into %s (start the client with a smaller environment)", ErrDisguised, unchecked, p.Exe)
+	} else if k := loaderInjected(env); k != "" {
 		return Process{}, fmt.Errorf("%w: environment variable %s loads other code into %s (start the client without it)", ErrDisguised, k, p.Exe)
 	}
 	if h.Stamps != nil {

@@ -46,7 +46,7 @@ func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
 // this process forks itself is bound.
 func TestAgentCloneParent(t *testing.T) {
 	testenv.RequireRoot(t)
-	s, err := bpf.LoadExecStamps("")
+	s, err := bpf.LoadExecStamps("", EnvNames())
 	if err != nil {
 		t.Fatal(err)
 	}

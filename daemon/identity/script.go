@@ -322,9 +322,10 @@ func splitArgv(b []byte, total int) []string {
 }
 
 // script identifies what interpreter pid (running exe) runs. With the
-// exec record (st), argv and the working directory are the kernel's at
-// exec; without it, /proc/PID/cmdline and the current working directory.
-func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp) Script {
+// exec record (st), argv, the working directory and env are the kernel's
+// at exec; without it, /proc/PID/cmdline, the current working directory
+// and /proc/PID/environ. envUnchecked says why env may not be whole.
+func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp, env []byte, envUnchecked string) Script {
 	var argv []string
 	if st != nil {
 		argv = splitArgv(st.Argv, st.ArgvLen)
@@ -345,9 +346,8 @@ func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp) Script {
 	if g.login && strings.HasPrefix(argv[0], "-") {
 		return Script{Why: "a login shell (argv[0] " + argv[0] + ") runs profile files first"}
 	}
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		return Script{Why: "cannot read its environment"}
+	if envUnchecked != "" {
+		return Script{Why: "its environment was " + envUnchecked}
 	}
 	if k := g.injected(env); k != "" {
 		return Script{Why: "environment variable " + k + " loads other code"}

@@ -124,28 +124,24 @@ func exeHere(pid int, exe string) error {
 	return nil
 }
 
-// loaderInjected returns a variable in pid's environment that loads
-// other code into a compiled agent before its own: one of loader (the
-// dynamic loader, iconv, OpenSSL), of compiledRunsOther, or a
-// NODE_OPTIONS that loads code (Electron and node's single executables
-// honour it). Interpreters check theirs, with their own
+// loaderInjected returns a variable of env (the agent's environment at
+// exec) that loads other code into a compiled agent before its own: one
+// of loader (the dynamic loader, iconv, OpenSSL), of compiledRunsOther,
+// or a NODE_OPTIONS that loads code (Electron and node's single
+// executables honour it). Interpreters check theirs, with their own
 // variables, in script.
-func loaderInjected(pid int) (string, error) {
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil {
-		return "", fmt.Errorf("read agent %d environment: %w", pid, ErrGone)
-	}
+func loaderInjected(env []byte) string {
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
 		switch {
 		case v == "":
 		case slices.Contains(loader, k), slices.Contains(compiledRunsOther, k):
-			return k, nil
+			return k
 		case k == "NODE_OPTIONS" && !nodeOptionsHarmless(v):
-			return k, nil
+			return k
 		}
 	}
-	return "", nil
+	return ""
 }
 
 // compiledRunsOther are variables that make a compiled agent run another
