@@ -29,14 +29,15 @@ char LICENSE[] SEC("license") = "GPL";
 #define ENV_PATTERNS 64   // names in env_config
 #define ENV_PATTERN_LEN 24 // bytes of a pattern, at most
 #define ENV_KEPT 2048     // bytes of matching variables kept (NUL-separated)
-#define ENV_STR_MAX 512   // bytes of one kept variable, NUL included
+#define ENV_STR_MAX 512   // bytes of one kept variable, NUL included (a longer one is cut, and marked)
+#define ENV_KEPT_MAX 64   // variables kept
 #define ENV_STEPS 8192    // loop steps: a string, or 255 bytes of a long one
 
 // exec_stamp.env_state.
 enum env_state {
 	ENV_UNCHECKED = 0,  // no names configured (an exec while the stamper loaded)
 	ENV_CHECKED = 1,    // every variable was looked at; env_kept holds the matches
-	ENV_INCOMPLETE = 2, // too many strings, or the matches did not fit
+	ENV_INCOMPLETE = 2, // too many strings, or the matches did not fit (in bytes or in number)
 	ENV_FAULT = 3,      // the kernel could not read the environment
 };
 
@@ -75,6 +76,7 @@ struct exec_stamp {
 	char argv[STAMP_ARGV]; // the first bytes of argv, NUL-separated
 	__u32 env_state;     // enum env_state
 	__u32 env_kept_len;  // bytes of env_kept in use
+	__u64 env_cut;       // bit i: the i-th kept variable was cut to ENV_STR_MAX - 1 bytes
 	char env_kept[ENV_KEPT + ENV_STR_MAX]; // the matching variables, NUL-separated (a copy may run past ENV_KEPT, then is dropped)
 };
 
@@ -135,6 +137,8 @@ struct env_scan {
 	struct env_config *cfg;
 	__u64 pos, end; // the next string (or the rest of a long one), the end
 	__u32 kept;     // bytes of st->env_kept in use
+	__u32 count;    // variables kept
+	__u64 cut;      // exec_stamp.env_cut
 	__u32 state;    // enum env_state, once the scan ends
 	__u32 skipping; // pos is inside a string that does not match
 };
@@ -206,12 +210,21 @@ static long env_step(__u32 i, void *data)
 		c->state = ENV_FAULT;
 		return 1;
 	}
-	if (m >= ENV_STR_MAX || off + m > ENV_KEPT) {
+	if (off + m > ENV_KEPT || c->count >= ENV_KEPT_MAX) {
 		c->state = ENV_INCOMPLETE;
 		return 1;
 	}
+	if (m >= ENV_STR_MAX) {
+		// Longer (or exactly as long): kept cut, marked, and the rest
+		// skipped.
+		c->cut |= 1ULL << (c->count & (ENV_KEPT_MAX - 1));
+		c->skipping = 1;
+		c->pos += ENV_STR_MAX - 1;
+	} else {
+		c->pos += m;
+	}
 	c->kept = off + m;
-	c->pos += m;
+	c->count++;
 	return 0;
 }
 
@@ -222,6 +235,7 @@ static __always_inline void scan_env(struct exec_stamp *st, struct mm_struct *mm
 	__u32 zero = 0;
 	struct env_config *cfg = bpf_map_lookup_elem(&env_configs, &zero);
 	st->env_kept_len = 0;
+	st->env_cut = 0;
 	if (!cfg || cfg->n == 0) {
 		st->env_state = ENV_UNCHECKED;
 		return;
@@ -235,6 +249,7 @@ static __always_inline void scan_env(struct exec_stamp *st, struct mm_struct *mm
 	};
 	bpf_loop(ENV_STEPS, env_step, &c, 0);
 	st->env_kept_len = c.kept;
+	st->env_cut = c.cut;
 	st->env_state = c.state;
 }
 

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,9 +37,11 @@ type ExecStamp struct {
 	Argv    []byte // the first of them (at most 512), NUL-separated
 	// Env is what the kernel kept of the environment at exec: every
 	// variable ("NAME=VALUE") that one of the stamper's names matches, in
-	// order, NUL-separated. EnvUnchecked says why it may not be all of
-	// them ("" when the kernel looked at every variable).
+	// order, NUL-separated, but for those over 510 bytes, which are in
+	// EnvCut (by name) instead. EnvUnchecked says why it may not be all
+	// of them ("" when the kernel looked at every variable).
 	Env          []byte
+	EnvCut       []string
 	EnvUnchecked string
 	// Lost is Lost().Execs when the stamp was written: a larger count now
 	// means a later exec of this task may have gone unstamped.
@@ -58,7 +61,7 @@ type EnvState uint32
 const (
 	EnvUnchecked  = EnvState(stampEnvStateENV_UNCHECKED) // no names yet (an exec while the stamper was being loaded)
 	EnvChecked    = EnvState(stampEnvStateENV_CHECKED)
-	EnvIncomplete = EnvState(stampEnvStateENV_INCOMPLETE) // over 8192 strings, or the matches over 2 KiB (one over 511 bytes)
+	EnvIncomplete = EnvState(stampEnvStateENV_INCOMPLETE) // over 8192 strings, or the matches over 2 KiB or 64
 	EnvFault      = EnvState(stampEnvStateENV_FAULT)      // the kernel could not read it
 )
 
@@ -70,7 +73,7 @@ func (e EnvState) String() string {
 	case EnvChecked:
 		return "checked at exec"
 	case EnvIncomplete:
-		return "too large to check at exec (more than 8192 variables, or the checked ones over 2 KiB or one over 511 bytes)"
+		return "too large to check at exec (more than 8192 variables, or the checked ones over 2 KiB or 64 of them)"
 	case EnvFault:
 		return "unreadable at exec"
 	}
@@ -318,11 +321,29 @@ func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
 		st.EnvUnchecked = e.String()
 	}
 	k := min(int(v.EnvKeptLen), len(v.EnvKept))
-	st.Env = make([]byte, k)
-	for i := range st.Env {
-		st.Env[i] = byte(v.EnvKept[i])
+	kept := make([]byte, k)
+	for i := range kept {
+		kept[i] = byte(v.EnvKept[i])
 	}
+	st.Env, st.EnvCut = splitCut(kept, v.EnvCut)
 	return st, true, nil
+}
+
+// splitCut takes the variables whose bit in cut is set out of kept
+// (NUL-separated), by name.
+func splitCut(kept []byte, cut uint64) (whole []byte, cutNames []string) {
+	i := 0
+	for len(kept) > 0 {
+		entry, rest, _ := bytes.Cut(kept, []byte{0})
+		if i < 64 && cut&(1<<i) != 0 {
+			name, _, _ := bytes.Cut(entry, []byte("="))
+			cutNames = append(cutNames, string(name))
+		} else {
+			whole = append(append(whole, entry...), 0)
+		}
+		kept, i = rest, i+1
+	}
+	return whole, cutNames
 }
 
 // Since is when stamping began (CLOCK_BOOTTIME ns): a task without a

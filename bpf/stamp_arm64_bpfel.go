@@ -45,6 +45,7 @@ type stampExecStamp struct {
 	Argv       [512]int8
 	EnvState   uint32
 	EnvKeptLen uint32
+	EnvCut     uint64
 	EnvKept    [2560]int8
 }
 

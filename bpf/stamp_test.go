@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,19 +170,27 @@ func TestExecStampKeepsEnvironment(t *testing.T) {
 		name      string
 		env       []string
 		kept      string
+		cut       []string
 		unchecked bool
 	}{
 		{"matches kept, others not", []string{"PATH=/usr/bin", "HOME=/root", "LD_PRELOAD=/x.so", "ENVX=1", "ENV=/e", "NODE_OPTIONSX=1", "LD_=2"},
-			"PATH=/usr/bin\x00LD_PRELOAD=/x.so\x00ENV=/e\x00LD_=2\x00", false},
+			"PATH=/usr/bin\x00LD_PRELOAD=/x.so\x00ENV=/e\x00LD_=2\x00", nil, false},
 		{"long strings skipped", []string{long, "LD_AUDIT=/a.so", long + "y", "NODE_OPTIONS=--require /r.js"},
-			"LD_AUDIT=/a.so\x00NODE_OPTIONS=--require /r.js\x00", false},
-		{"a name longer than the quick look (24 bytes)", []string{"LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1"}, "LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1\x00", false},
-		{"none", []string{"HOME=/root"}, "", false},
-		{"8000 variables", many(8000, "LD_PRELOAD=/y.so"), "LD_PRELOAD=/y.so\x00", false},
-		{"9000 variables: not all looked at", many(9000, "LD_PRELOAD=/y.so"), "", true},
-		{"a match over 511 bytes", []string{"LD_PRELOAD=" + strings.Repeat("/x", 300)}, "", true},
+			"LD_AUDIT=/a.so\x00NODE_OPTIONS=--require /r.js\x00", nil, false},
+		{"a name longer than the quick look (24 bytes)", []string{"LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1"}, "LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1\x00", nil, false},
+		{"none", []string{"HOME=/root"}, "", nil, false},
+		{"8000 variables", many(8000, "LD_PRELOAD=/y.so"), "LD_PRELOAD=/y.so\x00", nil, false},
+		{"9000 variables: not all looked at", many(9000, "LD_PRELOAD=/y.so"), "", nil, true},
+		{"matches over 510 bytes: cut, named, and the rest still kept",
+			[]string{"PATH=" + strings.Repeat("/usr/bin:", 100), "LD_PRELOAD=" + strings.Repeat("/x", 300), "ENV=/e", "X=" + strings.Repeat("x", 600), "LD_AUDIT=/a.so"},
+			"ENV=/e\x00LD_AUDIT=/a.so\x00", []string{"PATH", "LD_PRELOAD"}, false},
+		{"510 bytes: whole", []string{"PATH=" + strings.Repeat("p", 505)}, "PATH=" + strings.Repeat("p", 505) + "\x00", nil, false},
 		{"matches over 2 KiB", []string{"LD_A=" + strings.Repeat("a", 500), "LD_B=" + strings.Repeat("b", 500), "LD_C=" + strings.Repeat("c", 500),
-			"LD_D=" + strings.Repeat("d", 500), "LD_E=" + strings.Repeat("e", 500)}, "", true},
+			"LD_D=" + strings.Repeat("d", 500), "LD_E=" + strings.Repeat("e", 500)}, "", nil, true},
+		{"more than 64 matches", many(0, "")[:0:0], "", nil, true},
+	}
+	for i := range 65 {
+		tests[len(tests)-1].env = append(tests[len(tests)-1].env, fmt.Sprintf("LD_%d=1", i))
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,8 +204,8 @@ func TestExecStampKeepsEnvironment(t *testing.T) {
 			if (st.EnvUnchecked != "") != tt.unchecked {
 				t.Fatalf("unchecked %q, want unchecked %v", st.EnvUnchecked, tt.unchecked)
 			}
-			if !tt.unchecked && string(st.Env) != tt.kept {
-				t.Fatalf("kept %q, want %q", st.Env, tt.kept)
+			if !tt.unchecked && (string(st.Env) != tt.kept || !slices.Equal(st.EnvCut, tt.cut)) {
+				t.Fatalf("kept %q, cut %q; want %q, cut %q", st.Env, st.EnvCut, tt.kept, tt.cut)
 			}
 		})
 	}

@@ -33,8 +33,10 @@ type Stamp struct {
 	ArgvLen int    // bytes of argv at exec
 	Argv    []byte // the head of argv at exec, NUL-separated
 	// Env holds the variables of EnvNames at exec ("NAME=VALUE",
-	// NUL-separated), whole unless EnvUnchecked says why not.
+	// NUL-separated), all of them unless EnvUnchecked says why not, but
+	// those over 510 bytes, which the kernel cut: EnvCut names them.
 	Env          []byte
+	EnvCut       []string
 	EnvUnchecked string
 	// Lost is Lost.Execs when this exec stamp was written: a larger
 	// count now means a later exec of the process may have gone

@@ -38,16 +38,43 @@ func EnvNames() []string {
 // EnvNames, taken at exec: /proc/PID/environ shows the process's memory,
 // which the process may have rewritten since (to hide an LD_PRELOAD once
 // it has done its work), and which Chromium's setproctitle, in every
-// Electron client, overwrites with its title. unchecked says why the copy
-// cannot be trusted to be whole ("" when it can). Without a stamp the
-// binding is unverified anyway, and /proc is read.
-func agentEnviron(pid int, st *Stamp) (env []byte, unchecked string, err error) {
+// Electron client, overwrites with its title. cut names the variables
+// the kernel found too long to keep; unchecked says why the copy cannot
+// be trusted to be whole ("" when it can). Without a stamp the binding is
+// unverified anyway, and /proc is read.
+func agentEnviron(pid int, st *Stamp) (env []byte, cut []string, unchecked string, err error) {
 	if st != nil {
-		return st.Env, st.EnvUnchecked, nil
+		return st.Env, st.EnvCut, st.EnvUnchecked, nil
 	}
 	env, err = os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
-		return nil, "", fmt.Errorf("read agent %d environment: %w", pid, ErrGone)
+		return nil, nil, "", fmt.Errorf("read agent %d environment: %w", pid, ErrGone)
 	}
-	return env, "", nil
+	return env, nil, "", nil
+}
+
+// compiledCut returns a variable of cut (too long for the kernel to
+// keep) that loaderInjected would look at.
+func compiledCut(cut []string) string {
+	for _, k := range cut {
+		if slices.Contains(loader, k) || slices.Contains(compiledRunsOther, k) || k == "NODE_OPTIONS" {
+			return k
+		}
+	}
+	return ""
+}
+
+// cutChecked returns a variable of cut that g's injected would look at.
+func (g *grammar) cutChecked(cut []string) string {
+	for _, k := range cut {
+		if slices.Contains(loader, k) || matches(g.env, k) || matches(g.envOwn, k) {
+			return k
+		}
+	}
+	return ""
+}
+
+// tooLong says that a variable was too long for the kernel to keep.
+func tooLong(k string) string {
+	return "environment variable " + k + " was over 510 bytes at exec, too long to check"
 }

@@ -41,3 +41,38 @@ func TestEnvNamesCoverEveryCheckedVariable(t *testing.T) {
 		}
 	}
 }
+
+// A variable the kernel cut counts only where a check would read it.
+func TestCutVariables(t *testing.T) {
+	tests := []struct {
+		name     string
+		cut      []string
+		compiled string // compiledCut
+		node     string // node's cutChecked
+		python   string // python's
+	}{
+		{"PATH", []string{"PATH"}, "", "", ""},
+		{"NODE_OPTIONS", []string{"NODE_OPTIONS"}, "NODE_OPTIONS", "NODE_OPTIONS", ""},
+		{"LD_LIBRARY_PATH", []string{"LD_LIBRARY_PATH"}, "LD_LIBRARY_PATH", "LD_LIBRARY_PATH", "LD_LIBRARY_PATH"},
+		{"BASH_FUNC_x%%", []string{"BASH_FUNC_x%%"}, "", "", ""},
+		{"none", nil, "", "", ""},
+	}
+	for _, tt := range tests {
+		if got := compiledCut(tt.cut); got != tt.compiled {
+			t.Errorf("%s: compiled %q, want %q", tt.name, got, tt.compiled)
+		}
+		if got := node.cutChecked(tt.cut); got != tt.node {
+			t.Errorf("%s: node %q, want %q", tt.name, got, tt.node)
+		}
+		if got := python.cutChecked(tt.cut); got != tt.python {
+			t.Errorf("%s: python %q, want %q", tt.name, got, tt.python)
+		}
+	}
+	// python started by name needs PATH, and says so.
+	if _, err := programPath(programInfo{argv0: "python3", pathCut: true}); err == nil || !strings.Contains(err.Error(), "PATH was over 510 bytes") {
+		t.Errorf("python3 with PATH cut: %v", err)
+	}
+	if got, err := programPath(programInfo{argv0: "/usr/bin/python3", pathCut: true}); err != nil || got != "/usr/bin/python3" {
+		t.Errorf("an absolute python with PATH cut: %q, %v", got, err)
+	}
+}

@@ -195,13 +195,15 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 	if beforeOK {
 		st = &before
 	}
-	env, unchecked, err := agentEnviron(ppid, st)
+	env, cut, unchecked, err := agentEnviron(ppid, st)
 	if err != nil {
 		return Process{}, err
 	}
 	if g, ok := interpreterOf(p.Exe); ok {
 		p.Interpreter = true
-		p.Script = h.script(ppid, p.Exe, g, st, env, unchecked)
+		p.Script = h.script(ppid, p.Exe, g, st, agentEnv{env, cut, unchecked})
+	} else if k := compiledCut(cut); k != "" {
+		return Process{}, fmt.Errorf("%w: %s whether it loads other code into %s (start the client without it)", ErrDisguised, tooLong(k), p.Exe)
 	} else if unchecked != "" {
 		// An interpreter is then the bare interpreter (any script); a
 		// compiled agent would be any code at all.

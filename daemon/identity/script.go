@@ -324,8 +324,8 @@ func splitArgv(b []byte, total int) []string {
 // script identifies what interpreter pid (running exe) runs. With the
 // exec record (st), argv, the working directory and env are the kernel's
 // at exec; without it, /proc/PID/cmdline, the current working directory
-// and /proc/PID/environ. envUnchecked says why env may not be whole.
-func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp, env []byte, envUnchecked string) Script {
+// and /proc/PID/environ.
+func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp, env agentEnv) Script {
 	var argv []string
 	if st != nil {
 		argv = splitArgv(st.Argv, st.ArgvLen)
@@ -346,14 +346,17 @@ func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp, env []byte, 
 	if g.login && strings.HasPrefix(argv[0], "-") {
 		return Script{Why: "a login shell (argv[0] " + argv[0] + ") runs profile files first"}
 	}
-	if envUnchecked != "" {
-		return Script{Why: "its environment was " + envUnchecked}
+	if env.unchecked != "" {
+		return Script{Why: "its environment was " + env.unchecked}
 	}
-	if k := g.injected(env); k != "" {
+	if k := g.cutChecked(env.cut); k != "" {
+		return Script{Why: tooLong(k)}
+	}
+	if k := g.injected(env.vars); k != "" {
 		return Script{Why: "environment variable " + k + " loads other code"}
 	}
 	if g.program != nil {
-		if why := g.program(programInfo{pid: pid, argv0: argv[0], exe: exe, environ: env, st: st}); why != "" {
+		if why := g.program(programInfo{pid: pid, argv0: argv[0], exe: exe, environ: env.vars, pathCut: slices.Contains(env.cut, "PATH"), st: st}); why != "" {
 			return Script{Why: why}
 		}
 	}
@@ -377,7 +380,15 @@ type programInfo struct {
 	argv0   string
 	exe     string // the resolved executable (/proc/PID/exe)
 	environ []byte
+	pathCut bool // PATH was too long for the kernel to keep
 	st      *Stamp
+}
+
+// agentEnv is the agent's environment as agentEnviron found it.
+type agentEnv struct {
+	vars      []byte   // "NAME=VALUE", NUL-separated
+	cut       []string // variables too long to keep, by name
+	unchecked string   // why vars may not be all of them
 }
 
 // pythonProgram checks where python looked for its installation. It
@@ -426,6 +437,9 @@ func programPath(p programInfo) (string, error) {
 			return "", err
 		}
 		return filepath.Join(dir, p.argv0), nil
+	}
+	if p.pathCut {
+		return "", fmt.Errorf("it was started as %s and %s which one (start it by an absolute path)", p.argv0, tooLong("PATH"))
 	}
 	path := ""
 	for _, kv := range bytes.Split(p.environ, []byte{0}) {
