@@ -9,6 +9,7 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -47,7 +48,8 @@ type clientRequestDecision struct {
 // all: ping, the governed ones, and the task methods of the initialize
 // era's tasks utility. Anything else is refused: a method mcpcage does
 // not know is one it cannot govern.
-var serverToClient = map[string]bool{"ping": true, "tasks/get": true, "tasks/result": true, "tasks/list": true, "tasks/cancel": true}
+var serverToClient = map[string]bool{"ping": true, string(request.TasksGet): true, string(request.TasksResult): true,
+	string(request.TasksList): true, string(request.TasksCancel): true}
 
 // maxInputRequests bounds the input requests of one result: more are
 // refused whole, with one record (each is a record and a decision).
@@ -84,6 +86,14 @@ func (p *sessionPolicy) decideClientRequest(r config.ClientRequest, form request
 	if r == config.Elicitation && ask.ImitatesJSON(params, p.s.code) {
 		return p.refuseClientRequest(string(r), form, id, key,
 			fmt.Sprintf("server %q sent a question that imitates mcpcage's own consent questions (it names mcpcage or carries the session's question code)", p.s.server), params)
+	}
+	// A sampling request is the server's prompt to the model, an
+	// elicitation its question to the user: scanned, recorded, and
+	// refused when suspect (unless on_suspect only logs).
+	if in, suspects := p.influence(flow.Request, string(r), "", params); len(suspects) > 0 {
+		if why := p.suspect(in, "", suspects); why != "" {
+			return p.refuseClientRequest(string(r), form, id, key, why, params)
+		}
 	}
 	c := clientRequestDecision{method: string(r), form: form, id: append(json.RawMessage(nil), id...), key: key, allowed: true}
 	if r == config.Sampling {

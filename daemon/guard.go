@@ -228,12 +228,37 @@ func (g *guardConfig) scan(doc []byte, fingerprint bool) scanned {
 // the guard is off) and the suspect matches found in it.
 func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (flow.Influence, []inject.Match) {
 	g := p.d.guard()
-	s := p.s
-	if g == nil || s.run == nil {
+	if g == nil || p.s.run == nil {
 		return flow.Influence{}, nil
 	}
+	return p.recordInfluence(k, name, call, body, g.scan(body, len(p.srv.Labels) > 0 && !k.Listing()))
+}
+
+// passingInfluence follows what a server says in passing, often and
+// briefly (a notification, a task's status): scanned always, but on the
+// run's trail and in the audit log only when it carries something (a
+// finding, a suspect match, or a labelled server's data), so that a flood
+// of progress messages neither pushes results off the trail nor fills the
+// log. It returns why it is withheld, as suspect does.
+func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []byte) string {
+	g := p.d.guard()
+	if g == nil || p.s.run == nil {
+		return ""
+	}
+	labelled := len(p.srv.Labels) > 0
+	sc := g.scan(body, labelled)
+	if !labelled && len(sc.found) == 0 && len(sc.suspects) == 0 {
+		return ""
+	}
+	in, suspects := p.recordInfluence(k, name, "", body, sc)
+	return p.suspect(in, tool, suspects)
+}
+
+// recordInfluence puts what the scan sc of body found on the run's trail
+// and in the audit log, and taints the run with the server's labels.
+func (p *sessionPolicy) recordInfluence(k flow.Kind, name, call string, body []byte, sc scanned) (flow.Influence, []inject.Match) {
+	s := p.s
 	labels := p.srv.Labels
-	sc := g.scan(body, len(labels) > 0 && !k.Listing())
 	in := flow.Influence{Time: time.Now(), Server: s.server, Session: s.id, Kind: k, Name: name, Call: call,
 		Size: len(body), Digest: contentDigest(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
 	tainted := s.run.Taints()
@@ -376,6 +401,15 @@ func describeInfluence(k flow.Kind, tool string) string {
 		return fmt.Sprintf("a result of tool %q", tool)
 	case flow.Resource:
 		return "a resource's contents"
+	case flow.Notification:
+		return "a notification"
+	case flow.Request:
+		return "a request of the client"
+	case flow.TaskStatus:
+		if tool != "" {
+			return fmt.Sprintf("the status of a task of tool %q", tool)
+		}
+		return "a task's status"
 	}
 	return "a prompt"
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -454,6 +455,14 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		if why := p.inputRequests(nil, e.Params.Of(msg)); why != "" {
 			return relay.Verdict{Deny: true, Reason: why}
 		}
+		// What it says (a log line, a progress or task status message)
+		// may reach the model like a result: scanned, recorded, dropped
+		// when suspect.
+		if params := e.Params.Of(msg); len(params) > 0 {
+			if why := p.passingInfluence(flow.Notification, e.Method, "", params); why != "" {
+				return relay.Verdict{Deny: true, Reason: why}
+			}
+		}
 	}
 	if e.Kind == wire.KindResponse && e.Result.Empty() {
 		if v, withheld := p.errorInfluence(e, msg, method); withheld {
@@ -495,6 +504,13 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		}
 		in, suspects := p.influence(flow.ToolResult, name, "", result)
 		if why := p.suspect(in, tool, suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
+		}
+		return relay.Verdict{}
+	case request.TasksGet, request.TasksList, request.TasksCancel:
+		// Tasks' status messages, the server's words.
+		tool := p.taskToolOf(result)
+		if why := p.passingInfluence(flow.TaskStatus, cmp.Or(tool, method), tool, result); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 		return relay.Verdict{}

@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"slices"
+
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
-// maxTasks bounds the tasks of one session whose tool is remembered: a
-// client can create any number, and an unremembered one's result is
-// still checked, only under the method's name instead of its tool's.
+// maxTasks bounds the tasks of one session whose tool is remembered (the
+// latest ones: the oldest is forgotten first): a client can create any
+// number, and a forgotten one's result is still checked, only under the
+// method's name instead of its tool's.
 const maxTasks = 256
 
 // taskTools links a task-augmented tools/call (params.task: the call is
@@ -14,8 +17,41 @@ const maxTasks = 256
 // tool, so the result's checks name the tool (on_suspect's quarantine
 // acts on it) as they do for a plain call's result.
 type taskTools struct {
-	tool map[string]string // task id -> tool
-	read map[string]string // tasks/result request (id key) -> task id
+	tool boundedMap // task id -> tool
+	read boundedMap // tasks/result request (id key) -> task id
+}
+
+// boundedMap holds the latest maxTasks entries.
+type boundedMap struct {
+	m     map[string]string
+	order []string // keys, oldest first
+}
+
+// put sets k: v, forgetting the oldest entry when full.
+func (b *boundedMap) put(k, v string) {
+	if b.m == nil {
+		b.m = map[string]string{}
+	}
+	if _, ok := b.m[k]; !ok {
+		if len(b.order) == maxTasks {
+			delete(b.m, b.order[0])
+			b.order = b.order[1:]
+		}
+		b.order = append(b.order, k)
+	}
+	b.m[k] = v
+}
+
+// take returns k's value and forgets it.
+func (b *boundedMap) take(k string) (string, bool) {
+	v, ok := b.m[k]
+	if ok {
+		delete(b.m, k)
+		if i := slices.Index(b.order, k); i >= 0 {
+			b.order = slices.Delete(b.order, i, i+1)
+		}
+	}
+	return v, ok
 }
 
 // taskID is the taskId member of obj (a CreateTaskResult's task, or a
@@ -42,7 +78,7 @@ func (p *sessionPolicy) noteTask(result []byte, tool string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	remember(&p.tasks.tool, id, tool)
+	p.tasks.tool.put(id, tool)
 }
 
 // noteTaskRead remembers which task a tasks/result request (rawID,
@@ -54,18 +90,7 @@ func (p *sessionPolicy) noteTaskRead(rawID, params []byte) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	remember(&p.tasks.read, wire.IDKey(rawID), id)
-}
-
-// remember puts k: v in *m (made when nil) while it holds fewer than
-// maxTasks entries.
-func remember(m *map[string]string, k, v string) {
-	if *m == nil {
-		*m = map[string]string{}
-	}
-	if len(*m) < maxTasks {
-		(*m)[k] = v
-	}
+	p.tasks.read.put(wire.IDKey(rawID), id)
 }
 
 // taskTool returns the tool whose task the tasks/result request rawID
@@ -74,10 +99,21 @@ func (p *sessionPolicy) taskTool(rawID []byte) string {
 	key := wire.IDKey(rawID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	id, ok := p.tasks.read[key]
-	delete(p.tasks.read, key)
+	id, ok := p.tasks.read.take(key)
 	if !ok {
 		return ""
 	}
-	return p.tasks.tool[id]
+	return p.tasks.tool.m[id]
+}
+
+// taskToolOf returns the tool of the task a tasks/get or tasks/cancel
+// result describes ("" when unknown, or for a list of tasks).
+func (p *sessionPolicy) taskToolOf(result []byte) string {
+	id, ok := taskID(result)
+	if !ok {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tasks.tool.m[id]
 }

@@ -28,14 +28,17 @@ type Kind string
 
 // Kinds of influence.
 const (
-	ToolResult   Kind = "tool_result"   // a tools/call result
-	Resource     Kind = "resource"      // resources/read contents
-	Prompt       Kind = "prompt"        // prompts/get messages
-	ToolList     Kind = "tool_list"     // a tools/list result: names, descriptions, schemas
-	PromptList   Kind = "prompt_list"   // a prompts/list result
-	ResourceList Kind = "resource_list" // a resources/list (or templates/list) result
-	ServerInfo   Kind = "server_info"   // an initialize or server/discover result (its instructions)
-	Completion   Kind = "completion"    // completion/complete values
+	ToolResult   Kind = "tool_result"    // a tools/call result
+	Resource     Kind = "resource"       // resources/read contents
+	Prompt       Kind = "prompt"         // prompts/get messages
+	ToolList     Kind = "tool_list"      // a tools/list result: names, descriptions, schemas
+	PromptList   Kind = "prompt_list"    // a prompts/list result
+	ResourceList Kind = "resource_list"  // a resources/list (or templates/list) result
+	ServerInfo   Kind = "server_info"    // an initialize or server/discover result (its instructions)
+	Completion   Kind = "completion"     // completion/complete values
+	Notification Kind = "notification"   // a server's notification (a log message, progress, a task's status)
+	TaskStatus   Kind = "task_status"    // a tasks/get, tasks/list or tasks/cancel result: tasks' status messages
+	Request      Kind = "server_request" // a request the server makes of the client: sampling (the server's prompt to the model), elicitation (its question to the user)
 )
 
 // Listing reports whether k is a list of what a server offers: lists do

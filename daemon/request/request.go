@@ -55,6 +55,11 @@ const (
 	// tools/call with params.task, whose own response is only the task's
 	// handle): for a tool, the tool's result.
 	TasksResult Method = "tasks/result"
+	// TasksGet, TasksList and TasksCancel answer with tasks' status
+	// (status, statusMessage), not their results.
+	TasksGet    Method = "tasks/get"
+	TasksList   Method = "tasks/list"
+	TasksCancel Method = "tasks/cancel"
 )
 
 // TargetKind is what a request acts on.
