@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -854,10 +855,12 @@ func readFlowKind(m request.Method) flow.Kind {
 	return flow.Resource
 }
 
-// errorInfluence follows a JSON-RPC error answering a tools/call,
-// resources/read or prompts/get: its message and data reach the agent
-// as a result would (they taint the run and are scanned). A suspect one
-// is withheld as a result would be.
+// errorInfluence follows a JSON-RPC error answering a tools/call (or a
+// task's tasks/result), resources/read or prompts/get: its message and
+// data reach the agent as a result would (they taint the run and are
+// scanned). A suspect one is withheld as a result would be; so is one
+// answering tasks/get, tasks/list or tasks/cancel, scanned as a task's
+// status.
 func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method string) (relay.Verdict, bool) {
 	id := e.ID.Of(msg)
 	var kind flow.Kind
@@ -870,6 +873,15 @@ func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method stri
 		}
 		p.d.newCall(p.s) // the call ended: later opens are not its
 		kind, name, call, tool = flow.ToolResult, c.tool, c.call, c.tool
+	case request.TasksResult:
+		// A task's failure, in the server's words.
+		tool = p.taskTool(id)
+		kind, name = flow.ToolResult, cmp.Or(tool, method)
+	case request.TasksGet, request.TasksList, request.TasksCancel:
+		if why := p.passingInfluence(flow.TaskStatus, method, "", e.Error.Of(msg)); why != "" {
+			return relay.Verdict{Replace: refusedResult(id, method, why)}, true
+		}
+		return relay.Verdict{}, false
 	case request.ResourcesRead, request.PromptsGet:
 		n, ok := p.takeRead(id)
 		if !ok {

@@ -432,6 +432,24 @@ func TestServerWordsBesideResultsAreChecked(t *testing.T) {
 		}
 	})
 
+	t.Run("a task's error", func(t *testing.T) {
+		// The SDK answers tasks/result and tasks/cancel of an unknown task
+		// with an error that quotes the task id: a stand-in for a failed
+		// task's message, the server's words all the same.
+		r := startRaw(t, d.shimCmd("research"))
+		r.initialize()
+		for i, method := range []string{"tasks/result", "tasks/cancel"} {
+			id := strconv.Itoa(10 + i)
+			r.send(`{"jsonrpc":"2.0","id":` + id + `,"method":"` + method + `","params":{"taskId":` + strconv.Quote(injection) + `}}` + "\n")
+			line := r.response(id)
+			if strings.Contains(line, "Ignore all previous instructions") || !strings.Contains(line, "mcpcage refused this result") {
+				t.Fatalf("%s of an unknown task: %s, want the error withheld", method, line)
+			}
+		}
+		suspect(t, "research", "tool_result") // tasks/result: the task's result
+		suspect(t, "research", "task_status") // tasks/cancel
+	})
+
 	t.Run("an elicitation's question", func(t *testing.T) {
 		asked := &askedClient{asked: map[string]int{}}
 		c := d.connectWith(t, "chatty", mcp.ProtocolVersion20251125, client.WithElicitationHandler(asked))
