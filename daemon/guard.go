@@ -235,12 +235,19 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 	return p.recordInfluence(k, name, call, body, g.scan(body, len(p.srv.Labels) > 0 && !k.Listing()))
 }
 
+// maxPassing bounds the notifications and task statuses of a session
+// that are recorded only because a labelled server sent them (the run is
+// tainted by the first; their fingerprints stop there). Those with a
+// finding or a suspect match are always recorded.
+const maxPassing = 1000
+
 // passingInfluence follows what a server says in passing, often and
 // briefly (a notification, a task's status): scanned always, but on the
 // run's trail and in the audit log only when it carries something (a
-// finding, a suspect match, or a labelled server's data), so that a flood
-// of progress messages neither pushes results off the trail nor fills the
-// log. It returns why it is withheld, as suspect does.
+// finding, a suspect match, or a labelled server's words: at most
+// maxPassing of those), so that a flood of progress messages neither
+// pushes results off the trail nor fills the log. It returns why it is
+// withheld, as suspect does.
 func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []byte) string {
 	g := p.d.guard()
 	if g == nil || p.s.run == nil {
@@ -248,7 +255,8 @@ func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []
 	}
 	labelled := len(p.srv.Labels) > 0
 	sc := g.scan(body, labelled)
-	if !labelled && len(sc.found) == 0 && len(sc.suspects) == 0 {
+	if len(sc.found) == 0 && len(sc.suspects) == 0 &&
+		(len(sc.tokens) == 0 || p.passing.Add(1) > maxPassing) {
 		return ""
 	}
 	in, suspects := p.recordInfluence(k, name, "", body, sc)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,7 @@ type sessionPolicy struct {
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
+	passing      atomic.Int64      // notifications and task statuses recorded only for a labelled server's data (see passingInfluence)
 
 	// The session's series of the per-call metrics, by tool (and
 	// decision): their labels are hashed once per session, not per call.
