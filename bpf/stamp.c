@@ -25,9 +25,13 @@ char LICENSE[] SEC("license") = "GPL";
 // (hide an LD_PRELOAD once it has done its work) and which Chromium's
 // setproctitle, in every Electron client, overwrites with its title. The
 // daemon puts the names it checks in env_config (prefixes of "NAME=VALUE"
-// strings); the stamp keeps every variable that matches one, whole.
+// strings); the stamp keeps every variable that matches one: whole when
+// the pattern's value bit is set (PATH, NODE_OPTIONS: their values are
+// read), else only "NAME=" and "x" when the value is not empty (all a
+// check of LD_PRELOAD or BASH_FUNC_* needs), so that a shell function's
+// body does not take the room.
 #define ENV_PATTERNS 64   // names in env_config
-#define ENV_PATTERN_LEN 24 // bytes of a pattern, at most
+#define ENV_PATTERN_LEN 24 // bytes of the first look (a pattern is at most 23: the look ends in a NUL)
 #define ENV_KEPT 2048     // bytes of matching variables kept (NUL-separated)
 #define ENV_STR_MAX 512   // bytes of one kept variable, NUL included (a longer one is cut, and marked)
 #define ENV_KEPT_MAX 64   // variables kept
@@ -53,6 +57,7 @@ struct env_pattern {
 struct env_config {
 	__u32 n;                 // patterns in use
 	__u32 pad;
+	__u64 value;             // bit j: pattern j keeps the value (the first match counts)
 	__u64 first[4];          // bitmap of the patterns' first bytes
 	struct env_pattern p[ENV_PATTERNS];
 };
@@ -143,6 +148,18 @@ struct env_scan {
 	__u32 skipping; // pos is inside a string that does not match
 };
 
+// pass_head moves past a string whose first look read n bytes: to the
+// next string, or into this one's rest, skipped.
+static __always_inline void pass_head(struct env_scan *c, long n)
+{
+	if (n < ENV_PATTERN_LEN) {
+		c->pos += n;
+	} else {
+		c->skipping = 1;
+		c->pos += ENV_PATTERN_LEN - 1;
+	}
+}
+
 // env_step looks at one string of the environment, or skips 255 more
 // bytes of a long one. A bpf_loop callback: 1 ends the loop.
 static long env_step(__u32 i, void *data)
@@ -178,7 +195,7 @@ static long env_step(__u32 i, void *data)
 		return 1;
 	}
 	__u8 first = head[0] & 0xff;
-	bool hit = false;
+	bool hit = false, value = false;
 	if ((cfg->first[(first >> 6) & 3] >> (first & 63)) & 1) {
 		for (int j = 0; j < ENV_PATTERNS; j++) {
 			if (j >= cfg->n)
@@ -187,30 +204,57 @@ static long env_step(__u32 i, void *data)
 			if ((head[0] & p->mask[0]) == p->word[0] && (head[1] & p->mask[1]) == p->word[1] &&
 			    (head[2] & p->mask[2]) == p->word[2]) {
 				hit = true;
+				value = (cfg->value >> j) & 1;
 				break;
 			}
 		}
 	}
 	if (!hit) {
-		if (n < (long)sizeof(head)) {
-			c->pos += n;
-		} else {
-			c->skipping = 1;
-			c->pos += sizeof(head) - 1;
-		}
+		pass_head(c, n);
 		return 0;
 	}
 	__u32 off = c->kept;
-	if (off >= ENV_KEPT) {
+	if (off >= ENV_KEPT || c->count >= ENV_KEPT_MAX) {
 		c->state = ENV_INCOMPLETE;
 		return 1;
+	}
+	if (!value) {
+		// The name and whether there is a value, when the '=' and the
+		// value's first byte lie in the first look (23 bytes and a NUL):
+		// a name of 21 bytes at most. A longer one is kept whole, as a
+		// value is.
+		const char *h = (const char *)head;
+		__u32 eq = 0;
+		for (__u32 k = 1; k < ENV_PATTERN_LEN - 2; k++) {
+			if (h[k] == '=') {
+				eq = k;
+				break;
+			}
+		}
+		if (eq) {
+			__u32 len = eq + 1; // "NAME="
+			if (len < sizeof(head) && h[len] != 0)
+				len++; // and "x"
+			if (len > sizeof(head) || off + len + 1 > ENV_KEPT) {
+				c->state = ENV_INCOMPLETE;
+				return 1;
+			}
+			bpf_probe_read_kernel(&st->env_kept[off & (ENV_KEPT - 1)], len, h);
+			if (len > eq + 1)
+				st->env_kept[(off + eq + 1) & (ENV_KEPT - 1)] = 'x';
+			st->env_kept[(off + len) & (ENV_KEPT - 1)] = 0;
+			c->kept = off + len + 1;
+			c->count++;
+			pass_head(c, n);
+			return 0;
+		}
 	}
 	long m = bpf_probe_read_user_str(&st->env_kept[off & (ENV_KEPT - 1)], ENV_STR_MAX, (const void *)c->pos);
 	if (m <= 0) {
 		c->state = ENV_FAULT;
 		return 1;
 	}
-	if (off + m > ENV_KEPT || c->count >= ENV_KEPT_MAX) {
+	if (off + m > ENV_KEPT) {
 		c->state = ENV_INCOMPLETE;
 		return 1;
 	}

@@ -73,7 +73,7 @@ func (e EnvState) String() string {
 	case EnvChecked:
 		return "checked at exec"
 	case EnvIncomplete:
-		return "too large to check at exec (more than 8192 variables, or the checked ones over 2 KiB or 64 of them)"
+		return "too large to check at exec (more than 8192 variables, or the checked ones over 2 KiB or 64 of them: start the client with a smaller environment)"
 	case EnvFault:
 		return "unreadable at exec"
 	}
@@ -81,24 +81,38 @@ func (e EnvState) String() string {
 }
 
 // EnvPatternsMax and EnvPatternLen bound the names the stamper keeps
-// (stamp.c ENV_PATTERNS, ENV_PATTERN_LEN).
+// (stamp.c ENV_PATTERNS; its first look, ENV_PATTERN_LEN, ends in a NUL).
 const (
 	EnvPatternsMax = len(stampEnvConfig{}.P)
-	EnvPatternLen  = 8 * len(stampEnvConfig{}.P[0].Word)
+	EnvPatternLen  = 8*len(stampEnvConfig{}.P[0].Word) - 1
 )
 
-// envConfig turns patterns (prefixes of "NAME=VALUE": "LD_", "ENV=") into
-// the stamper's table.
-func envConfig(patterns []string) (stampEnvConfig, error) {
+// EnvName is a pattern the stamper keeps variables by: a prefix of
+// "NAME=VALUE" ("LD_" for all the loader's, "ENV=" for ENV alone).
+// With Value set, the variable is kept whole (PATH, NODE_OPTIONS);
+// otherwise as "NAME=" and "x" when its value is not empty (its name, when
+// under 23 bytes, is all a check needs). A variable counts under the
+// first pattern it matches.
+type EnvName struct {
+	Pattern string
+	Value   bool
+}
+
+// envConfig turns names into the stamper's table.
+func envConfig(names []EnvName) (stampEnvConfig, error) {
 	var c stampEnvConfig
-	if len(patterns) > EnvPatternsMax {
-		return c, fmt.Errorf("%d environment names to keep at exec; the stamper takes %d", len(patterns), EnvPatternsMax)
+	if len(names) > EnvPatternsMax {
+		return c, fmt.Errorf("%d environment names to keep at exec; the stamper takes %d", len(names), EnvPatternsMax)
 	}
-	for i, p := range patterns {
+	for i, n := range names {
+		p := n.Pattern
 		if p == "" || len(p) > EnvPatternLen {
 			return c, fmt.Errorf("environment name %q: want 1 to %d bytes", p, EnvPatternLen)
 		}
-		var word, mask [EnvPatternLen]byte
+		if n.Value {
+			c.Value |= 1 << i
+		}
+		var word, mask [EnvPatternLen + 1]byte
 		copy(word[:], p)
 		for j := range len(p) {
 			mask[j] = 0xff
@@ -109,17 +123,18 @@ func envConfig(patterns []string) (stampEnvConfig, error) {
 		}
 		c.First[p[0]>>6] |= 1 << (p[0] & 63)
 	}
-	c.N = uint32(len(patterns))
+	c.N = uint32(len(names))
 	return c, nil
 }
 
-// pinVersion names the pin directory of a layout and a set of names: a
-// daemon with other names starts a stamper of its own.
-func pinVersion(patterns []string) string {
+// pinVersion names the pin directory of a program and a set of names: a
+// daemon with another stamper (a fix that keeps the record's layout
+// included) or other names starts a stamper of its own.
+func pinVersion(names []EnvName) string {
 	h := fnv.New32a()
-	for _, p := range patterns {
-		_, _ = h.Write([]byte(p))
-		_, _ = h.Write([]byte{0})
+	_, _ = h.Write(_StampBytes)
+	for _, n := range names {
+		_, _ = fmt.Fprintf(h, "%s\x00%t\x00", n.Pattern, n.Value)
 	}
 	return fmt.Sprintf("%s-%08x", stampPinVersion, h.Sum32())
 }
@@ -147,14 +162,14 @@ const stampPinVersion = "exec-v3"
 var stalePins = []string{"exec-v1", "exec-v2"}
 
 // LoadExecStamps attaches the exec and fork stampers. envNames are the
-// environment variables each exec's stamp keeps (prefixes of
-// "NAME=VALUE": "LD_" for all the loader's, "ENV=" for ENV alone; at most
-// EnvPatternsMax of at most EnvPatternLen bytes). With pinDir set (a bpffs
-// directory), the programs, their links and maps are pinned under
-// pinDir/exec-v3-HASH (HASH of envNames) and reused by the next daemon
-// with the same names, so a restart leaves no gap in the record; Close
-// leaves them in place. Pins of earlier layouts and names are removed.
-func LoadExecStamps(pinDir string, envNames []string) (_ *ExecStamps, retErr error) {
+// environment variables each exec's stamp keeps (see EnvName; at most
+// EnvPatternsMax of at most EnvPatternLen bytes). With pinDir set (a
+// bpffs directory), the programs, their links and maps are pinned under
+// pinDir/exec-v3-HASH (HASH of the program and envNames) and reused by
+// the next daemon with the same program and names, so a restart leaves
+// no gap in the record; Close leaves them in place. Pins of earlier
+// layouts, programs and names are removed.
+func LoadExecStamps(pinDir string, envNames []EnvName) (_ *ExecStamps, retErr error) {
 	cfg, err := envConfig(envNames)
 	if err != nil {
 		return nil, err

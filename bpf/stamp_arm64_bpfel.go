@@ -17,6 +17,7 @@ type stampEnvConfig struct {
 	_     structs.HostLayout
 	N     uint32
 	Pad   uint32
+	Value uint64
 	First [4]uint64
 	P     [64]struct {
 		_    structs.HostLayout

@@ -132,7 +132,7 @@ func TestExecStampsPinned(t *testing.T) {
 	}
 	// A daemon that keeps other environment variables starts a record of
 	// its own, and the other one's pins go.
-	other := append([]string{"PYTHON"}, testEnvNames...)
+	other := append([]EnvName{{Pattern: "PYTHON"}}, testEnvNames...)
 	third, err := LoadExecStamps(pin, other)
 	if err != nil {
 		t.Fatal(err)
@@ -147,10 +147,12 @@ func TestExecStampsPinned(t *testing.T) {
 }
 
 // testEnvNames are the variables the unit tests' stampers keep.
-var testEnvNames = []string{"LD_", "NODE_OPTIONS=", "PATH=", "ENV="}
+var testEnvNames = []EnvName{{"PATH=", true}, {"NODE_OPTIONS=", true}, {"LD_", false}, {"ENV=", false}, {"BASH_", false}}
 
-// The stamp keeps, whole and in order, the variables its names match as
-// they were at exec, and says when it could not look at them all.
+// The stamp keeps, in order, the variables its names match as they were
+// at exec (whole for the names whose values are read, else the name and
+// whether the value is empty), and says when it could not look at them
+// all.
 func TestExecStampKeepsEnvironment(t *testing.T) {
 	testenv.RequireRoot(t)
 	s, err := LoadExecStamps("", testEnvNames)
@@ -159,12 +161,15 @@ func TestExecStampKeepsEnvironment(t *testing.T) {
 	}
 	defer func() { _ = s.Close() }()
 	long := "X=" + strings.Repeat("x", 5000)
-	many := func(n int, last string) []string {
-		env := make([]string, 0, n+1)
+	many := func(n int, format string) []string {
+		env := make([]string, 0, n)
 		for i := range n {
-			env = append(env, fmt.Sprintf("V%d=1", i))
+			env = append(env, fmt.Sprintf(format, i))
 		}
-		return append(env, last)
+		return env
+	}
+	shellFunc := func(name string) string {
+		return "BASH_FUNC_" + name + "%%=() { " + strings.Repeat("echo x; ", 250) + "}"
 	}
 	tests := []struct {
 		name      string
@@ -173,24 +178,26 @@ func TestExecStampKeepsEnvironment(t *testing.T) {
 		cut       []string
 		unchecked bool
 	}{
-		{"matches kept, others not", []string{"PATH=/usr/bin", "HOME=/root", "LD_PRELOAD=/x.so", "ENVX=1", "ENV=/e", "NODE_OPTIONSX=1", "LD_=2"},
-			"PATH=/usr/bin\x00LD_PRELOAD=/x.so\x00ENV=/e\x00LD_=2\x00", nil, false},
+		{"matches kept, others not", []string{"PATH=/usr/bin", "HOME=/root", "LD_PRELOAD=/x.so", "ENVX=1", "ENV=/e", "NODE_OPTIONSX=1", "LD_=2", "LD_EMPTY="},
+			"PATH=/usr/bin\x00LD_PRELOAD=x\x00ENV=x\x00LD_=x\x00LD_EMPTY=\x00", nil, false},
 		{"long strings skipped", []string{long, "LD_AUDIT=/a.so", long + "y", "NODE_OPTIONS=--require /r.js"},
-			"LD_AUDIT=/a.so\x00NODE_OPTIONS=--require /r.js\x00", nil, false},
-		{"a name longer than the quick look (24 bytes)", []string{"LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1"}, "LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1\x00", nil, false},
+			"LD_AUDIT=x\x00NODE_OPTIONS=--require /r.js\x00", nil, false},
+		{"a name of 21 bytes: the '=' and the value's first byte in the first look", []string{"LD_" + strings.Repeat("A", 18) + "=1", "LD_" + strings.Repeat("B", 18) + "="},
+			"LD_" + strings.Repeat("A", 18) + "=x\x00LD_" + strings.Repeat("B", 18) + "=\x00", nil, false},
+		{"a name of 22 bytes or more: kept whole", []string{"LD_" + strings.Repeat("A", 19) + "=1", "LD_" + strings.Repeat("C", 20) + "=", "LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1"},
+			"LD_" + strings.Repeat("A", 19) + "=1\x00LD_" + strings.Repeat("C", 20) + "=\x00LD_LIBRARY_PATH_IS_LONGER_THAN_THAT=1\x00", nil, false},
 		{"none", []string{"HOME=/root"}, "", nil, false},
-		{"8000 variables", many(8000, "LD_PRELOAD=/y.so"), "LD_PRELOAD=/y.so\x00", nil, false},
-		{"9000 variables: not all looked at", many(9000, "LD_PRELOAD=/y.so"), "", nil, true},
-		{"matches over 510 bytes: cut, named, and the rest still kept",
+		{"8000 variables", append(many(8000, "V%d=1"), "LD_PRELOAD=/y.so"), "LD_PRELOAD=x\x00", nil, false},
+		{"9000 variables: not all looked at", append(many(9000, "V%d=1"), "LD_PRELOAD=/y.so"), "", nil, true},
+		{"values over 510 bytes: cut, named, and the rest still kept",
 			[]string{"PATH=" + strings.Repeat("/usr/bin:", 100), "LD_PRELOAD=" + strings.Repeat("/x", 300), "ENV=/e", "X=" + strings.Repeat("x", 600), "LD_AUDIT=/a.so"},
-			"ENV=/e\x00LD_AUDIT=/a.so\x00", []string{"PATH", "LD_PRELOAD"}, false},
+			"LD_PRELOAD=x\x00ENV=x\x00LD_AUDIT=x\x00", []string{"PATH"}, false},
+		{"shell functions' bodies take no room", append([]string{"PATH=" + strings.Repeat("p", 400)},
+			shellFunc("module"), shellFunc("ml"), shellFunc("scl"), shellFunc("which"), shellFunc("nvm"), shellFunc("switchml")),
+			"PATH=" + strings.Repeat("p", 400) + "\x00BASH_FUNC_module%%=x\x00BASH_FUNC_ml%%=x\x00BASH_FUNC_scl%%=x\x00BASH_FUNC_which%%=x\x00BASH_FUNC_nvm%%=x\x00BASH_FUNC_switchml%%=x\x00", nil, false},
 		{"510 bytes: whole", []string{"PATH=" + strings.Repeat("p", 505)}, "PATH=" + strings.Repeat("p", 505) + "\x00", nil, false},
-		{"matches over 2 KiB", []string{"LD_A=" + strings.Repeat("a", 500), "LD_B=" + strings.Repeat("b", 500), "LD_C=" + strings.Repeat("c", 500),
-			"LD_D=" + strings.Repeat("d", 500), "LD_E=" + strings.Repeat("e", 500)}, "", nil, true},
-		{"more than 64 matches", many(0, "")[:0:0], "", nil, true},
-	}
-	for i := range 65 {
-		tests[len(tests)-1].env = append(tests[len(tests)-1].env, fmt.Sprintf("LD_%d=1", i))
+		{"whole ones over 2 KiB", many(5, "LD_A_NAME_KEPT_WHOLE_%d="+strings.Repeat("p", 480)), "", nil, true},
+		{"more than 64 matches", many(65, "LD_%d=1"), "", nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,22 +222,22 @@ func TestExecStampKeepsEnvironment(t *testing.T) {
 func TestEnvConfig(t *testing.T) {
 	tests := []struct {
 		name  string
-		names []string
+		names []EnvName
 		ok    bool
 	}{
 		{"the daemon's kind", testEnvNames, true},
-		{"empty name", []string{""}, false},
-		{"24 bytes", []string{strings.Repeat("A", EnvPatternLen)}, true},
-		{"25 bytes", []string{strings.Repeat("A", EnvPatternLen+1)}, false},
-		{"too many", make([]string, EnvPatternsMax+1), false},
+		{"empty name", []EnvName{{}}, false},
+		{"23 bytes", []EnvName{{Pattern: strings.Repeat("A", 23)}}, true},
+		{"24 bytes: the first look could not match it", []EnvName{{Pattern: strings.Repeat("A", 24)}}, false},
+		{"too many", make([]EnvName, EnvPatternsMax+1), false},
 	}
 	for _, tt := range tests {
 		c, err := envConfig(tt.names)
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: %v", tt.name, err)
 		}
-		if err == nil && int(c.N) != len(tt.names) {
-			t.Errorf("%s: %d patterns, want %d", tt.name, c.N, len(tt.names))
+		if err == nil && (int(c.N) != len(tt.names) || c.Value != 0b11 && tt.name == "the daemon's kind") {
+			t.Errorf("%s: %d patterns (values %b), want %d", tt.name, c.N, c.Value, len(tt.names))
 		}
 	}
 }

@@ -117,7 +117,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 func (d *Daemon) setupStamps() {
 	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
 		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
-	} else if s, err := bpf.LoadExecStamps(pinRoot, identity.EnvNames()); err != nil {
+	} else if s, err := LoadExecStamps(); err != nil {
 		d.stampsErr = err.Error()
 	} else {
 		d.stamps = s
@@ -126,6 +126,18 @@ func (d *Daemon) setupStamps() {
 		return
 	}
 	d.log.Warn("agent identity is weaker: no kernel exec record, so a process could fork mcpcage run and then exec a registered agent's program", "reason", d.stampsErr)
+}
+
+// LoadExecStamps loads (or finds pinned) the exec and fork stampers the
+// daemon binds agents with, keeping the variables identity checks. A
+// test harness calls it, then execs itself, so that its own process (an
+// agent of its tests) has a stamp.
+func LoadExecStamps() (*bpf.ExecStamps, error) {
+	var names []bpf.EnvName
+	for _, n := range identity.EnvNames() {
+		names = append(names, bpf.EnvName(n))
+	}
+	return bpf.LoadExecStamps(pinRoot, names)
 }
 
 // execStamps adapts bpf.ExecStamps to identity.Stamps.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	mcpcaged "github.com/mcpcage/mcpcage/daemon"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -44,7 +45,36 @@ type runNamespace struct {
 // see: not under /tmp, /root or /home, which sandboxes get private copies of).
 const itestRoot = "/var/lib/mcpcage-itest"
 
+// stampedEnv marks a test process that exec'd itself once the exec
+// stamper ran (see stampSelf).
+const stampedEnv = "MCPCAGE_ITEST_STAMPED"
+
+// stampSelf loads the daemon's exec stamper (pinned: the daemons the
+// tests start find it) and execs this test binary again, so that the
+// test process, the agent of many tests, has its exec recorded: mcpcaged
+// refuses a compiled agent older than the record, whose environment at
+// exec it cannot know. Without root nothing happens (the tests that need
+// it say so).
+func stampSelf() {
+	if os.Geteuid() != 0 || os.Getenv(stampedEnv) != "" {
+		return
+	}
+	s, err := mcpcaged.LoadExecStamps()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: the exec stamper did not load (%v): tests whose agent is this process will be refused\n", err)
+		return
+	}
+	_ = s.Close() // pinned: it stays
+	self, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(self, os.Args, append(os.Environ(), stampedEnv+"=1"))
+	}
+	fmt.Fprintf(os.Stderr, "integration: exec this test binary again under the exec stamper: %v\n", err)
+	os.Exit(1)
+}
+
 func TestMain(m *testing.M) {
+	stampSelf()
 	code := m.Run()
 	if env.cdCmd != nil && env.cdCmd.Process != nil {
 		// Teardown: whatever fails here, every process of this run is

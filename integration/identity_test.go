@@ -110,6 +110,12 @@ func init() {
 		if err := cmd.Run(); err != nil {
 			fail(err)
 		}
+	case "rawexec":
+		// exec MCPCAGE_IDHELPER_PROG with MCPCAGE_IDHELPER_ARGV and
+		// MCPCAGE_IDHELPER_ENV (\x01-separated) as they are: os/exec
+		// keeps only the last of two variables of one name.
+		split := func(k string) []string { return strings.Split(os.Getenv(k), "\x01") }
+		fail(syscall.Exec(os.Getenv("MCPCAGE_IDHELPER_PROG"), split("MCPCAGE_IDHELPER_ARGV"), split("MCPCAGE_IDHELPER_ENV")))
 	case "hold":
 		// The trusted agent, until the test closes its input or kills it.
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -649,4 +655,62 @@ func chrootTree(t *testing.T, program string, extra ...string) string {
 		must(t, os.Link(real, filepath.Join(tree, f)), "hard-link %s (the tree must be on its file system)", f)
 	}
 	return tree
+}
+
+// A variable set twice is read by programs differently: python's getenv
+// takes the first PATH, which it searches for the program it was started
+// as (and so finds its installation, a virtual environment's .pth files
+// among it, even with -I), while the daemon took the last. Python
+// started by name with the attacker's venv in the first PATH and /usr/bin
+// in the second ran the attacker's .pth and was identified as the
+// trusted script (found by a red-team helper). A variable set twice now
+// leaves the script unidentified.
+func TestAgentWithAVariableSetTwiceIsNotIdentified(t *testing.T) {
+	python, err := filepath.EvalSymlinks("/usr/bin/python3")
+	testenv.Require(t, err == nil, "/usr/bin/python3")
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	must(t, err, "temp dir")
+	must(t, os.Chmod(dir, 0o755), "chmod")
+	py := filepath.Join(dir, "a.py")
+	must(t, os.WriteFile(py, []byte("import os, subprocess, sys\nsys.exit(subprocess.call([os.environ['MCPCAGE_SHIM'], 'run', 'test']))\n"), 0o644), "write a.py")
+	ver, err := exec.Command(python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])").Output()
+	must(t, err, "python version")
+	// The attacker's virtual environment: python itself, by a link, and a
+	// .pth file that leaves a mark.
+	home := filepath.Join(dir, "home")
+	venv := filepath.Join(home, "v")
+	site := filepath.Join(venv, "lib", "python"+strings.TrimSpace(string(ver)), "site-packages")
+	mark := filepath.Join(home, "mark")
+	must(t, os.MkdirAll(site, 0o755), "mkdir")
+	must(t, os.MkdirAll(filepath.Join(venv, "bin"), 0o755), "mkdir")
+	must(t, os.Symlink(python, filepath.Join(venv, "bin", "python3")), "symlink")
+	must(t, os.WriteFile(filepath.Join(venv, "pyvenv.cfg"), []byte("home = /usr/bin\n"), 0o644), "pyvenv.cfg")
+	must(t, os.WriteFile(filepath.Join(site, "evil.pth"), []byte(fmt.Sprintf("import os; open(%q, 'a').write('ran')\n", mark)), 0o644), "evil.pth")
+	must(t, exec.Command("chown", "-R", "65534:65534", home).Run(), "chown")
+	d := startDaemon(t, fmt.Sprintf("[agents.py-a]\nexe = [%q]\nscript = [%q]\n", python, py))
+	base := "MCPCAGE_SOCKET=" + d.socket + "\x01MCPCAGE_SHIM=" + filepath.Join(env.bin, "mcpcage")
+	tests := []struct {
+		name, env, want string
+		ranEvil         bool
+	}{
+		{"one PATH", "PATH=/usr/bin:/bin", "py-a", false},
+		{"one PATH, the attacker's venv first", "PATH=" + filepath.Join(venv, "bin") + ":/usr/bin:/bin", "exe:" + python, true},
+		{"two PATHs, the attacker's venv in the first", "PATH=" + filepath.Join(venv, "bin") + "\x01PATH=/usr/bin:/bin", "exe:" + python, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_ = os.Remove(mark)
+			cmd := exec.Command(os.Args[0])
+			cmd.Dir = dir
+			cmd.Env = []string{idHelper + "=rawexec", "MCPCAGE_IDHELPER_PROG=" + python, "MCPCAGE_IDHELPER_ARGV=python3\x01-I\x01" + py,
+				"MCPCAGE_IDHELPER_ENV=" + base + "\x01" + tt.env}
+			agent, refused := d.agentOrRefusal(t, cmd)
+			if _, err := os.Stat(mark); (err == nil) != tt.ranEvil {
+				t.Fatalf("the attacker's .pth ran: %v, want %v (the case does not test what it says)", err == nil, tt.ranEvil)
+			}
+			if agent != tt.want {
+				t.Fatalf("agent %q (refusal %q), want %q", agent, refused, tt.want)
+			}
+		})
+	}
 }

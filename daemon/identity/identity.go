@@ -195,21 +195,28 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 	if beforeOK {
 		st = &before
 	}
-	env, cut, unchecked, err := agentEnviron(ppid, st)
+	env, cut, unchecked, err := agentEnviron(ppid, st, h.Stamps != nil)
 	if err != nil {
 		return Process{}, err
 	}
+	if unchecked == "" && st != nil && h.Stamps.Lost().Execs > st.Lost {
+		// An exec left unstamped keeps the older stamp, and its copy.
+		unchecked = fmt.Sprintf("possibly not its own: the kernel failed to record %d execs since its stamp", h.Stamps.Lost().Execs-st.Lost)
+	}
+	// A compiled agent's environment is judged after its binding: a
+	// borrowed or foreign parent is refused as that first.
+	var envRefused error
 	if g, ok := interpreterOf(p.Exe); ok {
 		p.Interpreter = true
 		p.Script = h.script(ppid, p.Exe, g, st, agentEnv{env, cut, unchecked})
 	} else if k := compiledCut(cut); k != "" {
-		return Process{}, fmt.Errorf("%w: %s whether it loads other code into %s (start the client without it)", ErrDisguised, tooLong(k), p.Exe)
+		envRefused = fmt.Errorf("%w: %s whether it loads other code into %s (start the client without it)", ErrDisguised, tooLong(k), p.Exe)
 	} else if unchecked != "" {
 		// An interpreter is then the bare interpreter (any script); a
 		// compiled agent would be any code at all.
-		return Process{}, fmt.Errorf("%w: its environment was %s, so mcpcaged cannot tell whether a variable loads other code into %s (start the client with a smaller environment)", ErrDisguised, unchecked, p.Exe)
+		envRefused = fmt.Errorf("%w: its environment was %s, so mcpcaged cannot tell whether a variable loads other code into %s", ErrDisguised, unchecked, p.Exe)
 	} else if k := loaderInjected(env); k != "" {
-		return Process{}, fmt.Errorf("%w: environment variable %s loads other code into %s (start the client without it)", ErrDisguised, k, p.Exe)
+		envRefused = fmt.Errorf("%w: environment variable %s loads other code into %s (start the client without it)", ErrDisguised, k, p.Exe)
 	}
 	if h.Stamps != nil {
 		after, afterOK, err := h.Stamps.Lookup(fd)
@@ -230,6 +237,9 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 			}
 			return Process{}, fmt.Errorf("%w; it now runs %s", err, p.Exe)
 		}
+	}
+	if envRefused != nil {
+		return Process{}, envRefused
 	}
 	// Still the same processes? The pidfds pin the pids; the start time
 	// proves /proc/PID named the same process throughout, and the shim's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,12 +42,24 @@ func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
 	})
 }
 
+// kernelEnvNames are EnvNames as the stamper takes them.
+func kernelEnvNames() []bpf.EnvName {
+	var names []bpf.EnvName
+	for _, n := range EnvNames() {
+		names = append(names, bpf.EnvName(n))
+	}
+	return names
+}
+
 // TestAgentCloneParent: a process this one started forks a "shim" with
-// clone(CLONE_PARENT), making this process its parent: refused. A child
-// this process forks itself is bound.
+// clone(CLONE_PARENT), making this process its parent: refused. A shell
+// started after the stamper, whose child is the "shim", is bound; this
+// process, older than the stamper, is refused as a compiled agent whose
+// environment at exec was not recorded (it could have rewritten an
+// LD_PRELOAD out of /proc since).
 func TestAgentCloneParent(t *testing.T) {
 	testenv.RequireRoot(t)
-	s, err := bpf.LoadExecStamps("", EnvNames())
+	s, err := bpf.LoadExecStamps("", kernelEnvNames())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,15 +67,34 @@ func TestAgentCloneParent(t *testing.T) {
 	h := NewHasher()
 	h.Stamps = kernelStamps{s}
 
+	sh := exec.Command("sh", "-c", "sleep 30 & echo $!; wait")
+	out, err := sh.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
+	var child int
+	if _, err := fmt.Fscan(out, &child); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Kill(child, unix.SIGKILL) }()
+	waitStamped(t, s, child)
+	p, err := h.Agent(child)
+	if err != nil || p.PID != sh.Process.Pid || p.Binding != BoundKernel {
+		t.Fatalf("a shell's child: %+v, %v; want the shell, bound by the kernel", p, err)
+	}
+
 	own := exec.Command("sleep", "30")
 	if err := own.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = own.Process.Kill(); _ = own.Wait() }()
 	waitStamped(t, s, own.Process.Pid)
-	p, err := h.Agent(own.Process.Pid)
-	if err != nil || p.PID != os.Getpid() || p.Binding != BoundKernel {
-		t.Fatalf("own child: %+v, %v; want this process, bound by the kernel", p, err)
+	if p, err := h.Agent(own.Process.Pid); !errors.Is(err, ErrDisguised) || !strings.Contains(err.Error(), "began recording execs") {
+		t.Fatalf("own child: %+v, %v; want this process refused, its environment not recorded", p, err)
 	}
 
 	sibling, _ := testenv.CloneParentSibling(t, "../..", "sleep", "30")
