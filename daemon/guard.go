@@ -236,27 +236,43 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 }
 
 // maxPassing bounds the notifications and task statuses of a session
-// that are recorded only because a labelled server sent them (the run is
-// tainted by the first; their fingerprints stop there). Those with a
-// finding or a suspect match are always recorded.
+// that are recorded (the run is tainted by the first of a labelled
+// server's; their fingerprints stop there). Past it a suspect one is
+// still withheld, and a log line says the rest go unrecorded.
 const maxPassing = 1000
 
 // passingInfluence follows what a server says in passing, often and
 // briefly (a notification, a task's status): scanned always, but on the
 // run's trail and in the audit log only when it carries something (a
-// finding, a suspect match, or a labelled server's words: at most
-// maxPassing of those), so that a flood of progress messages neither
-// pushes results off the trail nor fills the log. It returns why it is
-// withheld, as suspect does.
+// finding, a suspect match, or a labelled server's words), is not the
+// same as the last one recorded under its name (a task polled every
+// second), and the session has recorded fewer than maxPassing, so that
+// a flood of progress messages neither pushes results off the trail nor
+// fills the log. Task statuses are not fingerprinted: their ids are not
+// data. It returns why it is withheld, as suspect does.
 func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []byte) string {
 	g := p.d.guard()
 	if g == nil || p.s.run == nil {
 		return ""
 	}
-	labelled := len(p.srv.Labels) > 0
-	sc := g.scan(body, labelled)
-	if len(sc.found) == 0 && len(sc.suspects) == 0 &&
-		(len(sc.tokens) == 0 || p.passing.Add(1) > maxPassing) {
+	sc := g.scan(body, len(p.srv.Labels) > 0 && k != flow.TaskStatus)
+	if len(sc.found) == 0 && len(sc.suspects) == 0 && (len(sc.tokens) == 0 || len(p.srv.Labels) == 0) {
+		return ""
+	}
+	digest := contentDigest(body)
+	p.mu.Lock()
+	repeated := p.lastPassing.m[name] == digest
+	if !repeated {
+		p.lastPassing.put(name, digest)
+	}
+	p.mu.Unlock()
+	if repeated || p.passing.Add(1) > maxPassing {
+		if p.passing.Load() == maxPassing+1 {
+			p.s.log.Warn("notifications and task statuses of this session are no longer recorded", "recorded", maxPassing)
+		}
+		if len(sc.suspects) > 0 && p.srv.Suspect() != config.SuspectLog {
+			return fmt.Sprintf("%s of server %s looks like a prompt injection (%s), as one recorded before", describeInfluence(k, tool), p.s.server, strings.Join(suspectRules(sc.suspects), ", "))
+		}
 		return ""
 	}
 	in, suspects := p.recordInfluence(k, name, "", body, sc)
@@ -413,7 +429,7 @@ func describeInfluence(k flow.Kind, tool string) string {
 	case flow.Notification:
 		return "a notification"
 	case flow.Request:
-		return "a request of the client"
+		return "a request it made of the client"
 	case flow.TaskStatus:
 		if tool != "" {
 			return fmt.Sprintf("the status of a task of tool %q", tool)
@@ -886,7 +902,8 @@ func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method stri
 		tool = p.taskTool(id)
 		kind, name = flow.ToolResult, cmp.Or(tool, method)
 	case request.TasksGet, request.TasksList, request.TasksCancel:
-		if why := p.passingInfluence(flow.TaskStatus, method, "", e.Error.Of(msg)); why != "" {
+		tool := p.taskTool(id)
+		if why := p.passingInfluence(flow.TaskStatus, cmp.Or(tool, method), tool, e.Error.Of(msg)); why != "" {
 			return relay.Verdict{Replace: refusedResult(id, method, why)}, true
 		}
 		return relay.Verdict{}, false

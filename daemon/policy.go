@@ -64,7 +64,8 @@ type sessionPolicy struct {
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
-	passing      atomic.Int64      // notifications and task statuses recorded only for a labelled server's data (see passingInfluence)
+	passing      atomic.Int64      // notifications and task statuses recorded (see passingInfluence)
+	lastPassing  boundedMap        // the digest of the last one recorded, by name
 
 	// The session's series of the per-call metrics, by tool (and
 	// decision): their labels are hashed once per session, not per call.
@@ -190,8 +191,11 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if e.Method == methodListen && e.Kind == wire.KindRequest {
 		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
 	}
-	if e.Method == string(request.TasksResult) && e.Kind == wire.KindRequest {
-		p.noteTaskRead(e.ID.Of(msg), e.Params.Of(msg))
+	if e.Kind == wire.KindRequest {
+		switch request.Method(e.Method) {
+		case request.TasksResult, request.TasksGet, request.TasksCancel:
+			p.noteTaskRead(e.ID.Of(msg), e.Params.Of(msg))
+		}
 	}
 	if !request.NeedsDecision(e.Method) || e.Kind == wire.KindResponse {
 		if v, refused := p.flowOther(e, msg); refused {
@@ -444,15 +448,6 @@ func toolError(id []byte, text string, era relay.Era) []byte {
 // FromServer filters lists to what the agent may use, and makes sure the
 // client is told when that changes.
 func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) relay.Verdict {
-	if e.Kind == wire.KindNotification && e.Method == methodListenAcked {
-		return p.acknowledged(e, msg)
-	}
-	if e.Kind == wire.KindResponse && method == methodListen {
-		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
-	}
-	if e.Kind == wire.KindRequest {
-		return p.serverRequest(e, msg)
-	}
 	if e.Kind == wire.KindNotification {
 		if why := p.inputRequests(nil, e.Params.Of(msg)); why != "" {
 			return relay.Verdict{Deny: true, Reason: why}
@@ -462,9 +457,20 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		// when suspect.
 		if params := e.Params.Of(msg); len(params) > 0 {
 			if why := p.passingInfluence(flow.Notification, e.Method, "", params); why != "" {
+				p.d.audit.AppendAsync(p.s.messageRefusedRecord(refusal{dir: relay.ServerToClient, method: e.Method, kind: "notification", reason: why}))
+				p.s.denied.Add(1)
 				return relay.Verdict{Deny: true, Reason: why}
 			}
 		}
+		if e.Method == methodListenAcked {
+			return p.acknowledged(e, msg)
+		}
+	}
+	if e.Kind == wire.KindResponse && method == methodListen {
+		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
+	}
+	if e.Kind == wire.KindRequest {
+		return p.serverRequest(e, msg)
 	}
 	if e.Kind == wire.KindResponse && e.Result.Empty() {
 		if v, withheld := p.errorInfluence(e, msg, method); withheld {
@@ -510,8 +516,9 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		}
 		return relay.Verdict{}
 	case request.TasksGet, request.TasksList, request.TasksCancel:
-		// Tasks' status messages, the server's words.
-		tool := p.taskToolOf(result)
+		// Tasks' status messages, the server's words; the task's tool is
+		// the one of the task the client asked about (tasks/list: none).
+		tool := p.taskTool(e.ID.Of(msg))
 		if why := p.passingInfluence(flow.TaskStatus, cmp.Or(tool, method), tool, result); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}

@@ -81,8 +81,8 @@ func (p *sessionPolicy) noteTask(result []byte, tool string) {
 	p.tasks.tool.put(id, tool)
 }
 
-// noteTaskRead remembers which task a tasks/result request (rawID,
-// params) asks for.
+// noteTaskRead remembers which task a tasks/result, tasks/get or
+// tasks/cancel request (rawID, params) asks about.
 func (p *sessionPolicy) noteTaskRead(rawID, params []byte) {
 	id, ok := taskID(params)
 	if !ok {
@@ -93,8 +93,9 @@ func (p *sessionPolicy) noteTaskRead(rawID, params []byte) {
 	p.tasks.read.put(wire.IDKey(rawID), id)
 }
 
-// taskTool returns the tool whose task the tasks/result request rawID
-// asked for ("" when unknown), and forgets the request.
+// taskTool returns the tool whose task the request rawID (tasks/result,
+// tasks/get, tasks/cancel) asked about ("" when unknown), and forgets the
+// request.
 func (p *sessionPolicy) taskTool(rawID []byte) string {
 	key := wire.IDKey(rawID)
 	p.mu.Lock()
@@ -103,17 +104,5 @@ func (p *sessionPolicy) taskTool(rawID []byte) string {
 	if !ok {
 		return ""
 	}
-	return p.tasks.tool.m[id]
-}
-
-// taskToolOf returns the tool of the task a tasks/get or tasks/cancel
-// result describes ("" when unknown, or for a list of tasks).
-func (p *sessionPolicy) taskToolOf(result []byte) string {
-	id, ok := taskID(result)
-	if !ok {
-		return ""
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	return p.tasks.tool.m[id]
 }

@@ -402,6 +402,10 @@ func TestServerWordsBesideResultsAreChecked(t *testing.T) {
 			}
 		}
 		suspect(t, "chatty", "notification")
+		d.record(t, "message.refused", func(r map[string]any) bool {
+			return str(r, "server") == "chatty" && str(r, "kind") == "notification" && str(r, "method") == "notifications/message" &&
+				strings.Contains(str(r, "reason"), "looks like a prompt injection")
+		})
 	})
 
 	t.Run("a task's status message", func(t *testing.T) {
@@ -425,6 +429,24 @@ func TestServerWordsBesideResultsAreChecked(t *testing.T) {
 				strings.Contains(line, `the status of a task of tool \"simulate-research-query\"`), line
 		})
 		suspect(t, "research", "task_status")
+		// Polled again, the same status is withheld again but recorded
+		// once.
+		for i := 0; i < 3; i++ {
+			id++
+			r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tasks/get","params":{"taskId":%q}}`+"\n", id, task))
+			if line := r.response(strconv.Itoa(id)); !strings.Contains(line, "mcpcage refused this result") {
+				t.Fatalf("the same status polled again: %s, want it withheld", line)
+			}
+		}
+		n := 0
+		for _, rec := range d.auditRecords(t) {
+			if str(rec, "type") == "influence" && str(rec, "kind") == "task_status" && str(rec, "server") == "research" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d influence records of the suspect status, want 1", n)
+		}
 		// quarantine-tool acts on the task's tool.
 		r.send(`{"jsonrpc":"2.0","id":"q","method":"tools/call","params":{"name":"simulate-research-query","arguments":{"topic":"x"}}}` + "\n")
 		if line := r.response(`"q"`); !strings.Contains(line, "quarantine-tool") {
