@@ -19,7 +19,7 @@ type EnvName struct {
 
 // valueRead are the variables whose values identity reads; of the rest
 // it reads only whether they are set and not empty.
-var valueRead = []string{"PATH", "NODE_OPTIONS", libraryPath}
+var valueRead = []string{"PATH", "NODE_OPTIONS"}
 
 // EnvNames are the environment variables agent identity reads, as the
 // kernel's exec stamper keeps them: every variable loaderInjected, a

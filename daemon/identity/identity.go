@@ -215,7 +215,7 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 		// An interpreter is then the bare interpreter (any script); a
 		// compiled agent would be any code at all.
 		envRefused = fmt.Errorf("%w: its environment was %s, so mcpcaged cannot tell whether a variable loads other code into %s", ErrDisguised, unchecked, p.Exe)
-	} else if k := loaderInjected(ppid, env); k != "" {
+	} else if k := loaderInjected(env); k != "" {
 		envRefused = fmt.Errorf("%w: environment variable %s loads other code into %s (start the client without it)", ErrDisguised, k, p.Exe)
 	}
 	if h.Stamps != nil {

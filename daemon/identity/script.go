@@ -252,17 +252,12 @@ func pythonWarningFilter(v string) string {
 	return ""
 }
 
-// injected returns an environment variable of pid's environment that
-// loads other code: one of loader (but an LD_LIBRARY_PATH of root's
-// directories) or g.env, or one under g.envOwn that g.envAllow does not
-// accept.
-func (g *grammar) injected(pid int, environ []byte) string {
+// injected returns an environment variable that loads other code: one of
+// loader or g.env, or one under g.envOwn that g.envAllow does not accept.
+func (g *grammar) injected(environ []byte) string {
 	for _, kv := range bytes.Split(environ, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
 		if k == "" || v == "" {
-			continue
-		}
-		if k == libraryPath && rootLibraryPath(pid, v) {
 			continue
 		}
 		if slices.Contains(loader, k) || matches(g.env, k) {
@@ -357,7 +352,7 @@ func (h *Hasher) script(pid int, exe string, g *grammar, st *Stamp, env agentEnv
 	if k := g.cutChecked(env.cut); k != "" {
 		return Script{Why: tooLong(k)}
 	}
-	if k := g.injected(pid, env.vars); k != "" {
+	if k := g.injected(env.vars); k != "" {
 		return Script{Why: "environment variable " + k + " loads other code"}
 	}
 	if g.program != nil {
@@ -478,45 +473,6 @@ func programPath(p programInfo) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("cannot find %s in its PATH", p.argv0)
-}
-
-// libraryPath is the dynamic loader's search path variable.
-const libraryPath = "LD_LIBRARY_PATH"
-
-// maxLibraryDirs bounds the directories of an LD_LIBRARY_PATH checked.
-const maxLibraryDirs = 64
-
-// rootLibraryPath reports whether an LD_LIBRARY_PATH value names only
-// absolute directories that are root's alone, as is every directory
-// above them (inside pid's root): the loader then finds there only what
-// root put there, never a library of the agent's user (a CUDA or
-// vendor library directory, or an Electron app's wrapper pointing at the
-// app's own). Empty entries (the working directory), relative ones and
-// the loader's $ORIGIN-style tokens do not count as such.
-func rootLibraryPath(pid int, v string) bool {
-	dirs := strings.FieldsFunc(v, func(r rune) bool { return r == ':' || r == ';' })
-	if len(dirs) == 0 || len(dirs) > maxLibraryDirs || strings.Contains(v, "::") || strings.ContainsAny(v[:1]+v[len(v)-1:], ":;") {
-		return false // an empty entry: the working directory
-	}
-	root, err := os.Open(fmt.Sprintf("/proc/%d/root", pid))
-	if err != nil {
-		return false
-	}
-	defer func() { _ = root.Close() }()
-	for _, dir := range dirs {
-		if !filepath.IsAbs(dir) || strings.Contains(dir, "$") {
-			return false
-		}
-		for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
-			if rootOnly(root, d) != "" {
-				return false
-			}
-			if d == "/" {
-				break
-			}
-		}
-	}
-	return true
 }
 
 // rootOnly says why dir, inside root, is not a directory only root can

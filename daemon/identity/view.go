@@ -124,19 +124,17 @@ func exeHere(pid int, exe string) error {
 	return nil
 }
 
-// loaderInjected returns a variable of env (the agent pid's environment
-// at exec) that loads other code into a compiled agent before its own:
-// one of loader (the dynamic loader, iconv, OpenSSL; but an
-// LD_LIBRARY_PATH of root's directories), of compiledRunsOther, or a
-// NODE_OPTIONS that loads code (Electron and node's single executables
-// honour it). Interpreters check theirs, with their own variables, in
-// script.
-func loaderInjected(pid int, env []byte) string {
+// loaderInjected returns a variable of env (the agent's environment at
+// exec) that loads other code into a compiled agent before its own: one
+// of loader (the dynamic loader, iconv, OpenSSL), of compiledRunsOther,
+// or a NODE_OPTIONS that loads code (Electron and node's single
+// executables honour it). Interpreters check theirs, with their own
+// variables, in script.
+func loaderInjected(env []byte) string {
 	for _, kv := range bytes.Split(env, []byte{0}) {
 		k, v, _ := strings.Cut(string(kv), "=")
 		switch {
 		case v == "":
-		case k == libraryPath && rootLibraryPath(pid, v):
 		case slices.Contains(loader, k), slices.Contains(compiledRunsOther, k):
 			return k
 		case k == "NODE_OPTIONS" && !nodeOptionsHarmless(v):
