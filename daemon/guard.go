@@ -235,14 +235,14 @@ func (p *sessionPolicy) influence(k flow.Kind, name, call string, body []byte) (
 	return p.recordInfluence(k, name, call, body, g.scan(body, len(p.srv.Labels) > 0 && !k.Listing()))
 }
 
-// maxPassing bounds the notifications and task statuses of a session
+// maxPassing bounds the notifications, task statuses and replies of a session
 // that are recorded (the run is tainted by the first of a labelled
 // server's; their fingerprints stop there). Past it a suspect one is
 // still withheld, and a log line says the rest go unrecorded.
 const maxPassing = 1000
 
 // passingInfluence follows what a server says in passing, often and
-// briefly (a notification, a task's status): scanned always, but on the
+// briefly (a notification, a task's status, a reply): scanned always, but on the
 // run's trail and in the audit log only when it carries something (a
 // finding, a suspect match, or a labelled server's words), is not the
 // same as the last one recorded under its name (a task polled every
@@ -268,10 +268,10 @@ func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []
 	p.mu.Unlock()
 	if repeated || p.passing.Add(1) > maxPassing {
 		if p.passing.Load() == maxPassing+1 {
-			p.s.log.Warn("notifications and task statuses of this session are no longer recorded", "recorded", maxPassing)
+			p.s.log.Warn("notifications, task statuses and replies of this session are no longer recorded", "recorded", maxPassing)
 		}
 		if len(sc.suspects) > 0 && p.srv.Suspect() != config.SuspectLog {
-			return fmt.Sprintf("%s of server %s looks like a prompt injection (%s), as one recorded before", describeInfluence(k, tool), p.s.server, strings.Join(suspectRules(sc.suspects), ", "))
+			return p.suspectWhat(k, name, tool, sc.suspects) + ", as one recorded before"
 		}
 		return ""
 	}
@@ -356,7 +356,7 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 		m.Excerpt = p.safeExcerpt(m)
 		p.d.audit.Enqueue(s.suspectRecord(in, tool, m, action), prio)
 	}
-	what := fmt.Sprintf("%s of server %s looks like a prompt injection (%s)", describeInfluence(in.Kind, tool), s.server, strings.Join(suspectRules(ms), ", "))
+	what := p.suspectWhat(in.Kind, in.Name, tool, ms)
 	s.log.Warn("suspect influence", "kind", string(in.Kind), "tool", tool, "rules", suspectRules(ms), "on_suspect", string(action))
 	switch action {
 	case config.SuspectQuarantine:
@@ -411,9 +411,21 @@ func (p *sessionPolicy) safeExcerpt(m inject.Match) string {
 // is remembered across lists).
 const maxSuspectTools = 4096
 
-// describeInfluence names what was suspect, for people.
-func describeInfluence(k flow.Kind, tool string) string {
+// suspectWhat says what of the session's server looks like a prompt
+// injection, and by which rules.
+func (p *sessionPolicy) suspectWhat(k flow.Kind, name, tool string, ms []inject.Match) string {
+	return fmt.Sprintf("%s of server %s looks like a prompt injection (%s)", describeInfluence(k, name, tool), p.s.server, strings.Join(suspectRules(ms), ", "))
+}
+
+// describeInfluence names what was suspect, for people (name: the
+// influence's name, the request a reply answers).
+func describeInfluence(k flow.Kind, name, tool string) string {
 	switch k {
+	case flow.Reply:
+		if name == "" {
+			return "its reply to a request"
+		}
+		return fmt.Sprintf("its reply to %s", name)
 	case flow.ToolList:
 		return fmt.Sprintf("the definition of tool %q", tool)
 	case flow.PromptList, flow.ResourceList:
@@ -914,6 +926,12 @@ func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method stri
 		}
 		kind, name = readFlowKind(request.Method(method)), n
 	default:
+		// Any other error (of completion/complete, a list, initialize, a
+		// method mcpcage does not know): the server's words all the same,
+		// and an error's message often quotes what it was asked.
+		if why := p.passingInfluence(flow.Reply, method, "", e.Error.Of(msg)); why != "" {
+			return relay.Verdict{Replace: refusedResult(id, method, why)}, true
+		}
 		return relay.Verdict{}, false
 	}
 	in, suspects := p.influence(kind, name, call, e.Error.Of(msg))

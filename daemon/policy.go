@@ -64,7 +64,7 @@ type sessionPolicy struct {
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
-	passing      atomic.Int64      // notifications and task statuses recorded (see passingInfluence)
+	passing      atomic.Int64      // notifications, task statuses and replies recorded (see passingInfluence)
 	lastPassing  boundedMap        // the digest of the last one recorded, by name
 
 	// The session's series of the per-call metrics, by tool (and
@@ -551,6 +551,13 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 	case request.ResourcesTemplatesList:
 		in, suspects := p.influence(flow.ResourceList, method, "", result)
 		if why := p.suspect(in, "", suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
+		}
+	default:
+		// Any other result (ping, logging/setLevel, a subscription, a
+		// method mcpcage does not know) should carry nothing, but what
+		// it carries reaches the client like any answer: scanned.
+		if why := p.passingInfluence(flow.Reply, method, "", result); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 	}

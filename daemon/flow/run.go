@@ -39,6 +39,7 @@ const (
 	Notification Kind = "notification"   // a server's notification (a log message, progress, a task's status)
 	TaskStatus   Kind = "task_status"    // a tasks/get, tasks/list or tasks/cancel result: tasks' status messages
 	Request      Kind = "server_request" // a request the server makes of the client: sampling (the server's prompt to the model), elicitation (its question to the user)
+	Reply        Kind = "reply"          // any other answer: an error instead of a result (of completion/complete, a list, initialize...), or the result of a request that carries no data (ping, logging/setLevel, a subscription, a method mcpcage does not know)
 )
 
 // Listing reports whether k is a list of what a server offers: lists do
