@@ -71,22 +71,6 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		_ = os.Rename(from, from+".moved")
-	case "open-rename-reopen": // n opens; the file's directory renamed to MCPCAGE_BENCH_PATH; the file reopened there ("reopened" on stdout), then a file beside it never opened before ("other")
-		for i := 0; i < n; i++ {
-			open()
-		}
-		to := os.Getenv("MCPCAGE_BENCH_PATH")
-		if err := os.Rename(filepath.Dir(file), to); err != nil {
-			fmt.Println(err)
-			os.Exit(2)
-		}
-		if fd, err := syscall.Open(filepath.Join(to, filepath.Base(file)), syscall.O_RDONLY, 0); err == nil {
-			_ = syscall.Close(fd)
-			fmt.Println("reopened")
-		}
-		if fd, err := syscall.Open(filepath.Join(to, "other"), syscall.O_RDONLY, 0); err == nil {
-			_ = syscall.Close(fd)
-		}
 	case "renames": // n renames of MCPCAGE_BENCH_PATH to it + ".moved" and back
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		for i := 0; i < n; i += 2 {

@@ -539,20 +539,11 @@ static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, cons
 // process within FOLD_NS of the recorded one, while no tool call started
 // or ended (call_slots), is folded: counted here and in the session's
 // opens_folded, not made an event. The file's next record carries the
-// count (repeats). An entry the LRU evicts loses its pending count; the
-// session's total stays exact. The key's inode number tells a freed and
-// reused dentry apart from the file it was.
-//
-// A folded repeat is not deny-checked again: an entry is made or renewed
-// only by a record, whose open was checked and allowed, and a session's
-// deny rules never change. A repeat is the same file (dentry, mount and
-// inode) opened the same way by the same process as that checked open,
-// so it gives the process nothing the first open's file descriptor, had
-// the process kept it, would not still give: a rename since then does not
-// take an open file away. Walking its path again would only kill an
-// honest process that reopens a file just moved under a denied name, and
-// cost every repeat the walk. Every open that is recorded is checked, and
-// a denied open is always an event.
+// count (repeats). The deny check runs on every open, folded or not, and a
+// denied open is always an event. An entry the LRU evicts loses its
+// pending count, never a denial; the session's total stays exact. The
+// key's inode number tells a freed and reused dentry apart from the file
+// it was.
 #define FOLD_NS 1000000000ULL
 
 struct recent_key {
@@ -703,6 +694,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	struct recent_val *rv = 0;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 denied = 0;
+	bool walked = false;
 	__u64 epoch = NO_EPOCH;
 	if (ret >= 0 && open_file(ret, &p, &rk)) {
 		rk.dentry = (__u64)p.dentry;
@@ -714,17 +706,25 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		epoch = call_epoch(s, cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
 		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch) {
-			// A repeat of an open checked and allowed: folded, no walk
-			// (see recent_key).
-			__sync_fetch_and_add(&rv->folded, 1);
-			__sync_fetch_and_add(&s->opens_folded, 1);
-			return 0;
+			// A repeat: the deny check alone, no path copied.
+			denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
+			walked = true;
+			if (!denied) {
+				__sync_fetch_and_add(&rv->folded, 1);
+				__sync_fetch_and_add(&s->opens_folded, 1);
+				return 0;
+			}
 		}
 	}
 	bool admitted = in_budget(s);
 	struct event *e = admitted ? new_event(cgid, EV_FILE_OPEN, false) : 0;
-	if (ret >= 0 && p.dentry)
-		denied = walk_path(e, cgid, lens, p.dentry, p.mnt);
+	if (ret >= 0 && p.dentry) {
+		// The decision of the first walk stands (a second one could see
+		// a rename in between); this one copies the path for the event.
+		__u32 again = walk_path(e, cgid, lens, p.dentry, p.mnt);
+		if (!walked)
+			denied = again;
+	}
 	if (e && p.dentry && !denied) {
 		if (rv) {
 			__u64 folded = rv->folded;

@@ -276,7 +276,7 @@ func (c *Cage) NewCall(cgid, n uint64) error {
 }
 
 // OpensFolded is how many opens of the session's files were folded into
-// a recorded one (see cage.c's recent_opens): counted, not recorded
+// a recorded one (see cage.c's recent_opens): deny-checked, not recorded
 // one by one. Read it before Unregister.
 func (c *Cage) OpensFolded(cgid uint64) (uint64, error) {
 	var s cageSession

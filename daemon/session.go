@@ -55,7 +55,7 @@ type session struct {
 	kernelEvents   atomic.Int64
 	deniedKernel   atomic.Int64
 	recordsDropped atomic.Int64  // its kernel events' records the audit queue had no room for
-	opensFolded    uint64        // repeats of a checked open folded into its record (kernel)
+	opensFolded    uint64        // opens deny-checked but folded into a recorded one (kernel)
 	callEpoch      atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy       atomic.Value  // string: why the kernel killed the server
 	cgroupKilled   atomic.Bool   // killSession wrote cgroup.kill (once)
