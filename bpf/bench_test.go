@@ -71,6 +71,13 @@ func runLoop(kind string, n int) time.Duration {
 		}
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		_ = os.Rename(from, from+".moved")
+	case "open-then-trunc": // n opens, then one with O_TRUNC added (the same f_flags and f_mode once open)
+		for i := 0; i < n; i++ {
+			open()
+		}
+		if fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_TRUNC, 0); err == nil {
+			_ = syscall.Close(fd)
+		}
 	case "renames": // n renames of MCPCAGE_BENCH_PATH to it + ".moved" and back
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		for i := 0; i < n; i += 2 {

@@ -532,6 +532,35 @@ static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, cons
 	}
 }
 
+// O_TRUNC, the same on x86 and arm64 (asm-generic's fcntl.h).
+#define O_TRUNC 01000
+
+// truncates says whether a finished open call asked to truncate the file
+// (O_TRUNC, or creat); also when its flags cannot be read (openat2's
+// struct in the caller's memory, gone since), so that such an open is
+// recorded rather than folded.
+static __always_inline bool truncates(struct trace_event_raw_sys_exit *ctx)
+{
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	switch ((int)ctx->id) {
+	case NR_OPENAT:
+		return syscall_arg(r, 2) & O_TRUNC;
+	case NR_OPENAT2: {
+		__u64 flags = 0;
+		if (bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(r, 2)))
+			return true;
+		return flags & O_TRUNC;
+	}
+#ifdef NR_OPEN
+	case NR_OPEN:
+		return syscall_arg(r, 1) & O_TRUNC;
+	case NR_CREAT:
+		return true;
+#endif
+	}
+	return true;
+}
+
 // Opens recently recorded, by session, process and file (the dentry on its
 // mount, which is one path: hard links and bind mounts are other dentries
 // or mounts) and the open file's flags and mode as the kernel set them.
@@ -542,8 +571,13 @@ static __always_inline void open_args(struct trace_event_raw_sys_exit *ctx, cons
 // count (repeats). The deny check runs on every open, folded or not, and a
 // denied open is always an event. An entry the LRU evicts loses its
 // pending count, never a denial; the session's total stays exact. The
-// key's inode number tells a freed and reused dentry apart from the file
-// it was.
+// key's inode number and generation tell a freed and reused dentry apart
+// from the file it was (a file system that hands a freed inode number out
+// again at once, as ext4 and XFS do, gives the new file another
+// generation: a random one on ext4, XFS and tmpfs). An open that
+// truncates (O_TRUNC, creat) is never folded: the kernel clears O_TRUNC
+// from the open file's flags, so the key alone would take it for a
+// repeat of a plain open, and the truncation would go unrecorded.
 #define FOLD_NS 1000000000ULL
 
 struct recent_key {
@@ -554,7 +588,7 @@ struct recent_key {
 	__u32 tgid;   // each process's opens are its own
 	__u32 flags;  // the open file's f_flags (the kernel's, not the caller's)
 	__u32 fmode;  // and its f_mode (read, write, created...)
-	__u32 pad;
+	__u32 gen;    // the inode's i_generation
 };
 
 struct recent_val {
@@ -699,13 +733,17 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	if (ret >= 0 && open_file(ret, &p, &rk)) {
 		rk.dentry = (__u64)p.dentry;
 		rk.mnt = (__u64)p.mnt;
-		if (use_direct_reads())
-			rk.ino = kcast(p.dentry, struct dentry)->d_inode->i_ino;
-		else
+		if (use_direct_reads()) {
+			struct inode *in = kcast(p.dentry, struct dentry)->d_inode;
+			rk.ino = in->i_ino;
+			rk.gen = in->i_generation;
+		} else {
 			rk.ino = BPF_CORE_READ(p.dentry, d_inode, i_ino);
+			rk.gen = BPF_CORE_READ(p.dentry, d_inode, i_generation);
+		}
 		epoch = call_epoch(s, cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
-		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch) {
+		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch && !truncates(ctx)) {
 			// A repeat: the deny check alone, no path copied.
 			denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
 			walked = true;

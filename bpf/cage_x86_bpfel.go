@@ -164,7 +164,7 @@ type cageRecentKey struct {
 	Tgid   uint32
 	Flags  uint32
 	Fmode  uint32
-	Pad    uint32
+	Gen    uint32
 }
 
 type cageRecentVal struct {

@@ -93,7 +93,7 @@ type cageDirectRecentKey struct {
 	Tgid   uint32
 	Flags  uint32
 	Fmode  uint32
-	Pad    uint32
+	Gen    uint32
 }
 
 type cageDirectRecentVal struct {

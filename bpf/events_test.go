@@ -99,7 +99,8 @@ func denyHoldsWhenEventsAreLost(t *testing.T, o Options, secret string, tt lostE
 // event, the next ones within a second are counted (OpensFolded, and the
 // file's next event's Repeats), never dropped from the count, and each
 // one is still deny-checked: a file whose path became denied after it was
-// recorded (its directory renamed) kills the opener at once.
+// recorded (its directory renamed) kills the opener at once. An open that
+// truncates is never folded (the open file keeps no O_TRUNC).
 func TestRepeatedOpensFold(t *testing.T) {
 	for _, rp := range readPaths {
 		t.Run(rp.name, func(t *testing.T) { repeatedOpensFold(t, rp.opts) })
@@ -111,12 +112,15 @@ func repeatedOpensFold(t *testing.T, o Options) {
 	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
 	var mu sync.Mutex
 	events := map[string]int{} // kernel path: events
-	repeats := 0
+	repeats, truncs := 0, 0
 	if err := c.Events(func(e Event) {
 		if e.Cgroup == cgid && e.Kind == KindFileOpen {
 			mu.Lock()
 			events[e.Path]++
 			repeats += int(e.Repeats)
+			if e.Flags&syscall.O_TRUNC != 0 {
+				truncs++
+			}
 			mu.Unlock()
 		}
 	}, func(err error) { t.Error(err) }); err != nil {
@@ -153,6 +157,20 @@ func repeatedOpensFold(t *testing.T, o Options) {
 	t.Logf("%d opens of %s: %d event(s) (carrying %d repeats), %d folded in the session", n, file, got, rep, folded)
 	if rep > int(folded) {
 		t.Fatalf("events carry %d repeats, more than the %d folded", rep, folded)
+	}
+	// A repeat that truncates the file is recorded, though once open it
+	// has the flags and mode of the plain opens before it.
+	if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-trunc", "MCPCAGE_BENCH_N=500", "MCPCAGE_BENCH_ADDR="+file); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got = truncs
+	mu.Unlock()
+	if got != 1 {
+		t.Fatalf("%d records of the open with O_TRUNC after 500 plain opens of %s, want 1", got, file)
 	}
 	// The same dentry, now under a denied name: the repeat is checked.
 	renamed := filepath.Join(dir, ".ssh")
