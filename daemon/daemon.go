@@ -375,14 +375,24 @@ func (d *Daemon) enforcement() map[string]string {
 		}
 	}
 	return map[string]string{
-		"seccomp":     "mcpcage default profile, escape attempts reported",
-		"landlock":    ll,
-		"network":     network,
-		"files":       files,
-		"observed":    observed,
-		"ebpf hooks":  d.ebpfHooks.String(),
-		"daemon down": d.daemonDown(),
+		"seccomp":      "mcpcage default profile, escape attempts reported",
+		"landlock":     ll,
+		"network":      network,
+		"files":        files,
+		"observed":     observed,
+		"ebpf hooks":   d.ebpfHooks.String(),
+		"daemon down":  d.daemonDown(),
+		"client stdio": passedStdioState(),
 	}
+}
+
+// passedStdioState says how the client's passed pipes and sockets are
+// kept from waiting in the kernel (see stdio.go).
+func passedStdioState() string {
+	if pipesTakeNoWait() {
+		return "passed pipes and sockets never wait in the kernel (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open"
+	}
+	return "passed sockets never wait in the kernel (MSG_DONTWAIT); passed pipes rely on O_NONBLOCK, which the client shares and can clear again to keep its own session from ending (pipes take RWF_NOWAIT from Linux 6.4)"
 }
 
 func (d *Daemon) addSession(s *session) bool {

@@ -451,7 +451,7 @@ func (s *session) stopOnRequest() {
 // boundClientWrites gives the client stop_timeout to read what the
 // server wrote once the server has exited: a client that stopped reading
 // cannot keep the session (and its container) alive.
-func (s *session) boundClientWrites(out *os.File) {
+func (s *session) boundClientWrites(out *clientStream) {
 	<-s.handle.Exited() // always closed by the end of the session
 	_ = out.SetWriteDeadline(time.Now().Add(s.grace))
 }
@@ -677,8 +677,8 @@ func pumpFrames(fr *api.FrameReader, w *io.PipeWriter) {
 // directly, and the shim's frames can end it (the client asked the shim
 // to stop, or the shim is gone).
 type stoppableReader struct {
-	f       *os.File
-	out     *os.File // the client's stdout: a gone shim ends writes to it too
+	f       *clientStream
+	out     *clientStream // the client's stdout: a gone shim ends writes to it too
 	stopped atomic.Pointer[error]
 	ending  atomic.Bool // EndAfter: a read deadline ends the input
 }

@@ -3,8 +3,13 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,8 +19,17 @@ import (
 // client's pipe to the relay without a copy through the shim. The files
 // come from an untrusted process: each must be a pipe or a stream socket
 // open the right way; nothing else about them is trusted (never seeked,
-// never stat'ed for size). They are made non-blocking so that closing
-// them ends a read in progress; the shim no longer uses them.
+// never stat'ed for size). They are made non-blocking so that Go's poller
+// takes them and a deadline or closing them ends a read in progress.
+//
+// O_NONBLOCK is a flag of the open file, which the process that passed it
+// still shares: it can clear it again at any time, and a plain read(2)
+// would then block the relay's thread where no deadline reaches it (the
+// session could never end: no end record, its consents and container
+// kept). So every read and write asks the kernel not to wait, whatever
+// the file's flags say: MSG_DONTWAIT on a socket, RWF_NOWAIT on a pipe
+// (Linux 6.4+; on older kernels, and named FIFOs that do not take it, a
+// pipe falls back to the file's own flag; mcpcage status says which).
 
 // maxPassedFiles is the most files a request may carry: stdin, stdout
 // and stderr.
@@ -78,26 +92,24 @@ func closeFDs(fds []int) {
 
 // passedStdio are the client's own pipes, handed over by the shim.
 type passedStdio struct {
-	stdin, stdout *os.File
-	stderr        *os.File // nil: the server's stderr goes to the shim in frames
+	stdin, stdout *clientStream
+	stderr        *clientStream // nil: the server's stderr goes to the shim in frames
 	// blocking are the files that were blocking when passed: they are
 	// made blocking again before they are closed, since a process that
 	// shares them (a shell that ran mcpcage run and waits) would
 	// otherwise meet EAGAIN.
-	blocking []*os.File
+	blocking []*clientStream
 }
 
 // close closes the daemon's copies: the client sees end of file once the
 // shim has exited too.
 func (p *passedStdio) close() {
-	for _, f := range p.blocking {
-		if raw, err := f.SyscallConn(); err == nil {
-			_ = raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) })
-		}
+	for _, c := range p.blocking {
+		_ = c.raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) })
 	}
-	for _, f := range []*os.File{p.stdin, p.stdout, p.stderr} {
-		if f != nil {
-			_ = f.Close()
+	for _, c := range []*clientStream{p.stdin, p.stdout, p.stderr} {
+		if c != nil {
+			_ = c.Close()
 		}
 	}
 }
@@ -121,21 +133,151 @@ func adoptStdio(fds []int) (*passedStdio, error) {
 			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
 		}
 	}
-	files := make([]*os.File, len(fds))
+	streams := make([]*clientStream, len(fds))
+	var err error
 	for i, fd := range fds {
-		files[i] = os.NewFile(uintptr(fd), "client "+names[i])
+		if streams[i], err = newClientStream(fd, "client "+names[i]); err != nil {
+			for _, c := range streams[:i] {
+				_ = c.Close()
+			}
+			closeFDs(fds[i+1:])
+			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
+		}
 	}
-	p := &passedStdio{stdin: files[0], stdout: files[1]}
+	p := &passedStdio{stdin: streams[0], stdout: streams[1]}
 	if len(fds) == 3 {
-		p.stderr = files[2]
+		p.stderr = streams[2]
 	}
-	for i, f := range files {
+	for i, c := range streams {
 		if wasBlocking[i] {
-			p.blocking = append(p.blocking, f)
+			p.blocking = append(p.blocking, c)
 		}
 	}
 	return p, nil
 }
+
+// clientStream is one of the client's passed files, read and written so
+// that no call waits in the kernel (see the comment at the top): waiting
+// is left to Go's poller, which deadlines and closing end.
+type clientStream struct {
+	f      *os.File
+	raw    syscall.RawConn
+	socket bool
+	// plain: RWF_NOWAIT refused on this pipe (an older kernel, a named
+	// FIFO): plain reads and writes, which the file's O_NONBLOCK alone
+	// keeps from waiting.
+	plain atomic.Bool
+}
+
+// newClientStream takes over fd, checked and made non-blocking by
+// checkStream. It fails, closing fd, when Go's poller did not take the
+// file (its O_NONBLOCK was cleared again in between).
+func newClientStream(fd int, name string) (*clientStream, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		_ = unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("its O_NONBLOCK flag was cleared again while mcpcage took it over (%v)", err)
+	}
+	raw, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	c := &clientStream{f: f, raw: raw, socket: st.Mode&unix.S_IFMT == unix.S_IFSOCK}
+	c.plain.Store(!c.socket && !pipesTakeNoWait())
+	return c, nil
+}
+
+// pipesTakeNoWait says whether this kernel's pipes take RWF_NOWAIT
+// (Linux 6.4+), tried once on a pipe of the daemon's own.
+var pipesTakeNoWait = sync.OnceValue(func() bool {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return false
+	}
+	defer closeFDs(p[:])
+	_, err := unix.Preadv2(p[0], [][]byte{make([]byte, 1)}, -1, unix.RWF_NOWAIT)
+	return errors.Is(err, unix.EAGAIN)
+})
+
+func (c *clientStream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.plain.Load() {
+		return c.f.Read(p)
+	}
+	var n int
+	var serr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			if c.socket {
+				n, _, serr = unix.Recvfrom(int(fd), p, unix.MSG_DONTWAIT)
+			} else {
+				n, serr = unix.Preadv2(int(fd), [][]byte{p}, -1, unix.RWF_NOWAIT)
+			}
+			if serr != unix.EINTR {
+				return serr != unix.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errors.Is(serr, unix.EOPNOTSUPP) && !c.socket:
+		c.plain.Store(true)
+		return c.f.Read(p)
+	case serr != nil:
+		return 0, &os.PathError{Op: "read", Path: c.f.Name(), Err: serr}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *clientStream) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		if c.plain.Load() {
+			n, err := c.f.Write(p[written:])
+			return written + n, err
+		}
+		var n int
+		var serr error
+		err := c.raw.Write(func(fd uintptr) bool {
+			for {
+				if c.socket {
+					n, serr = unix.SendmsgN(int(fd), p[written:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+				} else {
+					n, serr = unix.Pwritev2(int(fd), [][]byte{p[written:]}, -1, unix.RWF_NOWAIT)
+				}
+				if serr != unix.EINTR {
+					return serr != unix.EAGAIN
+				}
+			}
+		})
+		switch {
+		case err != nil:
+			return written, err
+		case errors.Is(serr, unix.EOPNOTSUPP) && !c.socket:
+			c.plain.Store(true)
+			continue
+		case serr != nil:
+			return written, &os.PathError{Op: "write", Path: c.f.Name(), Err: serr}
+		}
+		written += n
+	}
+	return written, nil
+}
+
+func (c *clientStream) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
+func (c *clientStream) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
+func (c *clientStream) Close() error                       { return c.f.Close() }
 
 // checkStream accepts a pipe or a stream socket open for reading (read)
 // or writing, and makes it non-blocking; it reports whether it was

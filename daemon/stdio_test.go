@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // dupFD returns a duplicate descriptor of f, closed with the test unless
@@ -178,5 +180,121 @@ func TestPassedStdioBlockingRestored(t *testing.T) {
 	p.close()
 	if nonblock(keepIn) || nonblock(keepOut) {
 		t.Fatal("the files stay non-blocking after the session")
+	}
+}
+
+// TestPassedStdioNeverWaitsInTheKernel: the process that passed the
+// files shares their O_NONBLOCK flag and may clear it again; reads and
+// writes must still never wait in the kernel, so that a deadline (how a
+// session ends its client side) always ends them. Data still flows.
+func TestPassedStdioNeverWaitsInTheKernel(t *testing.T) {
+	type ends struct{ in, out, peerIn, peerOut int } // peerIn: where the test writes what stdin reads
+	tests := []struct {
+		name string
+		make func(t *testing.T) ends
+	}{
+		{"pipes", func(t *testing.T) ends {
+			inR, inW := pipe(t)
+			outR, outW := pipe(t)
+			return ends{dupFD(t, inR), dupFD(t, outW), dupFD(t, inW), dupFD(t, outR)}
+		}},
+		{"a stream socket", func(t *testing.T) ends {
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dup, err := unix.FcntlInt(uintptr(sp[0]), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ends{sp[0], dup, sp[1], sp[1]}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "pipes" {
+				testenv.Require(t, pipesTakeNoWait(), "pipes that take RWF_NOWAIT (Linux 6.4+)")
+			}
+			e := tt.make(t)
+			// What the passing process keeps: the same open files.
+			keepIn, err := unix.FcntlInt(uintptr(e.in), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keepOut, err := unix.FcntlInt(uintptr(e.out), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeFDs([]int{keepIn, keepOut, e.peerIn})
+			if e.peerOut != e.peerIn {
+				defer closeFDs([]int{e.peerOut})
+			}
+			p, err := adoptStdio([]int{e.in, e.out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.close()
+			if err := unix.SetNonblock(keepIn, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.SetNonblock(keepOut, false); err != nil {
+				t.Fatal(err)
+			}
+			// Data flows both ways.
+			if _, err := unix.Write(e.peerIn, []byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 16)
+			if n, err := p.stdin.Read(buf); err != nil || string(buf[:n]) != "hello" {
+				t.Fatalf("read %q, %v; want hello", buf[:n], err)
+			}
+			if _, err := p.stdout.Write([]byte("world")); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := unix.Read(e.peerOut, buf); err != nil || string(buf[:n]) != "world" {
+				t.Fatalf("the peer read %q, %v; want world", buf[:n], err)
+			}
+			// Nothing to read, stdout full: a deadline ends both.
+			// unblock ends a call that waits in the kernel, so that the
+			// test can fail (closing a file waits for the calls on it).
+			call := func(name string, f func() error, unblock func()) {
+				t.Helper()
+				done := make(chan error, 1)
+				go func() { done <- f() }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("%s: %v, want the deadline's error", name, err)
+					}
+				case <-time.After(10 * time.Second):
+					unblock()
+					err := <-done
+					t.Fatalf("%s waited in the kernel past its deadline (the file made blocking again); unblocked, it returned %v", name, err)
+				}
+			}
+			drain := func() {
+				go func() {
+					for {
+						if n, err := unix.Read(e.peerOut, buf); n <= 0 || err != nil {
+							return
+						}
+					}
+				}()
+			}
+			call("a read with nothing to read", func() error {
+				_ = p.stdin.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				_, err := p.stdin.Read(buf)
+				return err
+			}, func() { _, _ = unix.Write(e.peerIn, []byte("x")) })
+			call("a write to a full stdout", func() error {
+				_ = p.stdout.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+				big := make([]byte, 1<<20)
+				for {
+					if _, err := p.stdout.Write(big); err != nil {
+						return err
+					}
+				}
+			}, drain)
+		})
 	}
 }

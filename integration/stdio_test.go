@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -140,4 +141,72 @@ func TestStdioGarbageRefused(t *testing.T) {
 	if got := d.containers(); len(got) != 0 {
 		t.Fatalf("containers after refused sessions: %v", got)
 	}
+}
+
+// TestStdioMadeBlockingAgainCannotHoldTheSession: O_NONBLOCK belongs to
+// the open file, which the client (and the shim, and whoever starts
+// it) still shares with the daemon. A client that clears it again once
+// the session runs, then stops writing and lets its shim die, must not
+// keep the daemon's relay in a read that never returns: the session
+// still ends (its session.end record, gone from mcpcage sessions).
+func TestStdioMadeBlockingAgainCannotHoldTheSession(t *testing.T) {
+	d := startDaemon(t, "")
+	inR, inW, err := os.Pipe()
+	must(t, err, "pipe")
+	outR, outW, err := os.Pipe()
+	must(t, err, "pipe")
+	defer func() { _ = inR.Close(); _ = inW.Close(); _ = outR.Close(); _ = outW.Close() }()
+	cmd := d.shimCmd("test")
+	cmd.Stdin, cmd.Stdout = inR, outW
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start(), "start the shim")
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	_ = outW.Close()
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"blocking","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"before"}}}`,
+	} {
+		_, err := inW.Write([]byte(line + "\n"))
+		must(t, err, "write to the shim")
+	}
+	out := bufio.NewReader(outR)
+	for {
+		line, err := out.ReadString('\n')
+		must(t, err, "read the shim's stdout (its stderr: %s)", stderr.String())
+		if strings.Contains(line, `"id":2`) {
+			if !strings.Contains(line, "before") {
+				t.Fatalf("echo answered %s", line)
+			}
+			break
+		}
+	}
+	// Make the pipe blocking again (this process still holds the same
+	// open file), then send one more call: once it is answered the relay
+	// has read again since the flag was cleared, and waits for more.
+	// Write nothing more, keep the write end open, and kill the shim.
+	must(t, unix.SetNonblock(int(inR.Fd()), false), "clear O_NONBLOCK")
+	_, err = inW.Write([]byte(`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"after"}}}` + "\n"))
+	must(t, err, "write to the shim")
+	for {
+		line, err := out.ReadString('\n')
+		must(t, err, "read the shim's stdout (its stderr: %s)", stderr.String())
+		if strings.Contains(line, `"id":3`) {
+			break
+		}
+	}
+	must(t, cmd.Process.Kill(), "kill the shim")
+	_, _ = cmd.Process.Wait()
+	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "cannot hold its session open") {
+		t.Fatalf("status says client stdio %q", st)
+	}
+	end := d.record(t, "session.end", func(map[string]any) bool { return true })
+	t.Logf("session.end: %v", end["reason"])
+	testenv.WaitFor(t, "the session to be gone from mcpcage sessions", 30*time.Second, func() (bool, string) {
+		var sessions []api.SessionInfo
+		out := d.mustCLI(t, "sessions", "--json")
+		must(t, json.Unmarshal([]byte(out), &sessions), "decode sessions")
+		return len(sessions) == 0, out
+	})
 }
