@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultSocket is the daemon's socket unless configured otherwise.
@@ -45,7 +47,41 @@ func Dial(socket string) (*Conn, error) {
 	if err != nil {
 		return nil, explainDial(socket, err)
 	}
+	if err := checkServer(c, socket); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
 	return &Conn{Conn: c, R: NewFrameReader(c), W: NewFrameWriter(c)}, nil
+}
+
+// checkServer refuses a socket that neither root nor the caller serves.
+// mcpcaged runs as root; the socket's path can come from the environment
+// ($MCPCAGE_SOCKET), which an MCP client's configuration sets for the
+// shim: a project's configuration could point it at a socket another
+// user listens on, and the shim would hand that user the client's pipes
+// (and `mcpcage secret set` its secret). The caller's own uid is allowed:
+// a daemon the user runs is no one else's.
+func checkServer(c net.Conn, socket string) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v", ErrDaemonUnreachable, socket, err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		cerr = err
+	}
+	if cerr != nil {
+		return fmt.Errorf("%w at %s: cannot tell who serves it: %v", ErrDaemonUnreachable, socket, cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: %s is served by a process of uid %d, not by mcpcaged (which runs as root): nothing was sent; check --socket and $%s", ErrDaemonUnreachable, socket, cred.Uid, EnvSocket)
+	}
+	return nil
 }
 
 func explainDial(socket string, err error) error {

@@ -2,11 +2,14 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -209,4 +212,39 @@ func TestStdioMadeBlockingAgainCannotHoldTheSession(t *testing.T) {
 		must(t, json.Unmarshal([]byte(out), &sessions), "decode sessions")
 		return len(sessions) == 0, out
 	})
+}
+
+// TestShimRefusesAnotherUsersSocket: $MCPCAGE_SOCKET comes from the MCP
+// client's configuration, which a cloned project can set. A socket that
+// another user serves (here a node listener running as nobody) is
+// refused by the shim before it hands over the client's pipes: the
+// shim exits with one line naming the uid.
+func TestShimRefusesAnotherUsersSocket(t *testing.T) {
+	setup(t)
+	node, err := exec.LookPath("node")
+	must(t, err, "node")
+	dir, err := os.MkdirTemp("", "mcpcage-foreign-socket-")
+	must(t, err, "temporary directory")
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o777), "open the directory to nobody")
+	sock := filepath.Join(dir, "fake.sock")
+	ln := exec.Command(node, "-e", "require('net').createServer(() => {}).listen(process.argv[1])", sock)
+	ln.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	must(t, ln.Start(), "start the listener as nobody")
+	t.Cleanup(func() { _ = ln.Process.Kill(); _ = ln.Wait() })
+	testenv.WaitFor(t, "nobody's socket", 20*time.Second, func() (bool, string) {
+		_, err := os.Stat(sock)
+		return err == nil, ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(env.bin, "mcpcage"), "run", "test")
+	cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+sock)
+	cmd.Stdin = strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}` + "\n")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	if err == nil || ctx.Err() != nil || !strings.Contains(stderr.String(), "served by a process of uid 65534") {
+		t.Fatalf("mcpcage run with another user's socket: %v (timed out: %v), stderr %q; want it refused at once, naming uid 65534", err, ctx.Err() != nil, stderr.String())
+	}
 }
