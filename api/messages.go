@@ -78,6 +78,25 @@ type Request struct {
 	AuthCode string `json:"auth_code,omitempty"`
 }
 
+// MaxIdentifier bounds a request's names (server, session, name, digest,
+// user, agent): they are logged and quoted back in replies. The longest
+// a name can rightly be is an agent's script:PATH with a path of
+// PATH_MAX (4096) bytes.
+const MaxIdentifier = 4096 + 64
+
+// Oversized names a request's identifier longer than MaxIdentifier and
+// its length ("" when none is).
+func (r Request) Oversized() (field string, n int) {
+	for _, f := range []struct {
+		name, v string
+	}{{"server", r.Server}, {"session", r.Session}, {"name", r.Name}, {"digest", r.Digest}, {"user", r.User}, {"agent", r.Agent}} {
+		if len(f.v) > MaxIdentifier {
+			return f.name, len(f.v)
+		}
+	}
+	return "", 0
+}
+
 // JWKS is the data of an OpJWKS reply: the daemon's actor-token key
 // set and the iss its tokens carry.
 type JWKS struct {

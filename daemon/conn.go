@@ -80,6 +80,10 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("protocol version %d is not supported by mcpcaged %s (want %d): use the mcpcage CLI from the same release", req.Version, Version, api.Version)}, log)
 		return
 	}
+	if field, n := req.Oversized(); field != "" {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("the request's %s is %d bytes, more than any name takes (at most %d)", field, n, api.MaxIdentifier)}, log)
+		return
+	}
 	switch req.Op {
 	case api.OpRun:
 		if req.PassStdio && stdio == nil {

@@ -248,3 +248,23 @@ func TestShimRefusesAnotherUsersSocket(t *testing.T) {
 		t.Fatalf("mcpcage run with another user's socket: %v (timed out: %v), stderr %q; want it refused at once, naming uid 65534", err, ctx.Err() != nil, stderr.String())
 	}
 }
+
+// TestOversizedNamesAreRefusedUnlogged: a request's names are logged
+// and quoted back; any local user could send a server name of a MiB to
+// flood the daemon's journal (and push other users' lines out of its
+// rate limit). It is refused with its length, and never logged.
+func TestOversizedNamesAreRefusedUnlogged(t *testing.T) {
+	d := startDaemon(t, "")
+	name := "flood-" + strings.Repeat("A", 1<<20-1024) // as long as a request frame takes
+	c, err := api.Dial(d.socket)
+	must(t, err, "dial")
+	defer func() { _ = c.Close() }()
+	reply, err := c.Do(api.Request{Op: api.OpRun, Server: name})
+	must(t, err, "send the request")
+	if reply.OK || reply.Code != api.CodeBadRequest || !strings.Contains(reply.Error, fmt.Sprintf("server is %d bytes", len(name))) || len(reply.Error) > 1024 {
+		t.Fatalf("reply = %.300q, want a short refusal naming the server name's length", reply.Error)
+	}
+	if strings.Contains(d.log.String(), "flood-AAAA") {
+		t.Fatal("the daemon logged the oversized name")
+	}
+}
