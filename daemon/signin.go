@@ -176,6 +176,22 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		// Loopback is every local user's: the link (with its state) is
+		// in the command line of the program that opens it, which any
+		// user can read, and another user who signs in with it, as
+		// themselves, would have this user's agent act in their account.
+		// The answer counts only from a browser of the session's user.
+		if uid, err := loopbackPeerUID(req.RemoteAddr, ln.Addr().String()); err != nil || uid != s.peer.UID {
+			why := fmt.Sprintf("this answer came from a program of uid %d, not of the user this sign-in is for", uid)
+			if err != nil {
+				why = "mcpcaged cannot tell whose program brought this answer: " + err.Error()
+			}
+			s.log.Warn("in-band sign-in answer refused", "server", srv.Name, "reason", why)
+			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": why})
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: %s. Open the link in your own browser.</p>", html.EscapeString(why))
+			return
+		}
 		if e := q.Get("error"); e != "" || q.Get("code") == "" {
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(e+" "+q.Get("error_description")))
 			return
@@ -186,6 +202,14 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))
+			// The pending sign-in is spent: the next request of the
+			// session gets a new link, not this dead one.
+			r.mu.Lock()
+			if r.linkID == id {
+				r.link = ""
+			}
+			r.mu.Unlock()
+			finish()
 			return
 		}
 		d.signedIn(g, s.user, s.peer.UID, "in-band link", s.log)

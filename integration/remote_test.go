@@ -355,6 +355,22 @@ func TestRemoteServer(t *testing.T) {
 		t.Fatalf("answer to a client with URL elicitation: %s", l)
 	}
 	el := answer.Error.Data.Elicitations[0]
+	// Another local user who read the link (it is in the command line of
+	// whatever opens it) and follows it, signing in as themselves, is
+	// refused at the daemon's listener: the session's user's agent must
+	// never act in someone else's account.
+	node, err := exec.LookPath("node")
+	must(t, err, "node")
+	other := exec.Command(node, "-e", "fetch(process.argv[1]).then(r => r.text()).then(t => console.log(t), e => console.log('error: ' + e))", el.URL)
+	other.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	otherPage, err := other.Output()
+	must(t, err, "follow the link as nobody")
+	if !strings.Contains(string(otherPage), "came from a program of uid 65534") || strings.Contains(string(otherPage), "signed in to tracker") {
+		t.Fatalf("another user following the in-band link got: %s", otherPage)
+	}
+	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "tracker") {
+		t.Fatalf("a sign-in was kept from another user's browser:\n%s", list)
+	}
 	resp, err := http.Get(el.URL) // the user's browser: sign-in, then the daemon's own loopback listener
 	must(t, err, "follow the in-band sign-in link")
 	page, _ := io.ReadAll(resp.Body)
