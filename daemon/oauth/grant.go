@@ -87,11 +87,19 @@ func refresh(ctx context.Context, hc *http.Client, g *Grant) error {
 	return nil
 }
 
+// tokenRequestTimeout bounds one token request, its answer's body too: a
+// refresh holds its grant's lock, which every session of the grant (and
+// mcpcage logout) waits for, so an authorization server that sends its
+// headers and then trickles the body must not hold them all.
+var tokenRequestTimeout = 30 * time.Second
+
 // postToken sends a token request for g's client (a public client names
 // itself in the form, a confidential one authenticates with HTTP Basic)
 // and reads the answer; a 400 or 401 wraps ErrRefreshRefused. what says
 // what the request does, for errors.
 func postToken(ctx context.Context, hc *http.Client, g *Grant, form url.Values, what string) (*tokenAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, tokenRequestTimeout)
+	defer cancel()
 	if g.Client.Secret == "" {
 		form.Set("client_id", g.Client.ID)
 	}
@@ -109,7 +117,10 @@ func postToken(ctx context.Context, hc *http.Client, g *Grant, form url.Values, 
 		return nil, fmt.Errorf("%s at %s: %w", what, req.URL.Host, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	if err != nil {
+		return nil, fmt.Errorf("%s at %s: reading the answer: %w", what, req.URL.Host, err)
+	}
 	if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnauthorized {
 		return nil, fmt.Errorf("%w: %s: %s%s", ErrRefreshRefused, what, resp.Status, oauthError(b))
 	}
