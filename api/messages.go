@@ -272,6 +272,7 @@ const (
 	CodeInternal      Code = "internal"
 	CodeDenied        Code = "denied"
 	CodeNotFound      Code = "not_found"
+	CodeBusy          Code = "busy" // the caller holds as many connections of a kind as one user may
 )
 
 // Reply answers a Request.

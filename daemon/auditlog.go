@@ -354,6 +354,12 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	}
 	var follow chan audit.Record
 	if q.Follow {
+		release, err := d.following.take(peer.UID)
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, d.log)
+			return
+		}
+		defer release()
 		follow = d.auditFollowers.add()
 		defer d.auditFollowers.remove(follow)
 	}

@@ -43,6 +43,13 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	log := d.log.With("peer_pid", peer.PID, "peer_uid", peer.UID)
 	fw := api.NewFrameWriter(c)
+	pending, err := d.pending.take(peer.UID)
+	if err != nil {
+		log.Warn("connection refused", "reason", err)
+		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
+		return
+	}
+	defer pending() // released as soon as the request is in, below
 	_ = c.SetReadDeadline(time.Now().Add(requestWait))
 	first, fds, err := readFirst(c)
 	if err != nil {
@@ -57,6 +64,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	pending()
 	var stdio *passedStdio
 	if len(fds) > 0 {
 		// Only a session takes files; any other request's are closed.
@@ -404,6 +412,12 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: "kernel events are unavailable: " + d.ebpfErr}, log)
 		return
 	}
+	release, err := d.following.take(peer.UID)
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
+		return
+	}
+	defer release()
 	tr := &tracer{session: req.Session, server: req.Server, uid: peer.UID, root: peer.UID == 0, ch: make(chan []byte, traceBuffer)}
 	d.tracers.add(tr)
 	defer d.tracers.remove(tr)

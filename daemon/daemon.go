@@ -39,16 +39,21 @@ var Version = "dev"
 
 // Daemon is a running mcpcaged.
 type Daemon struct {
-	cfg      atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
-	log      *slog.Logger
-	logLevel *slog.LevelVar // log's level, changed by a reload; nil: fixed
-	launcher *sandbox.Launcher
-	hostView *sandbox.HostView
-	started  time.Time
-	secrets  *secrets.Store
-	oauth    *oauth.Manager // users' sign-ins to remote servers
-	actor    *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
-	remotes  remoteClients  // HTTP clients of remote servers, by definition
+	// pending and following bound, per user, connections that have not
+	// sent their request and followers of the audit log and of kernel
+	// events.
+	pending   uidSlots
+	following uidSlots
+	cfg       atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
+	log       *slog.Logger
+	logLevel  *slog.LevelVar // log's level, changed by a reload; nil: fixed
+	launcher  *sandbox.Launcher
+	hostView  *sandbox.HostView
+	started   time.Time
+	secrets   *secrets.Store
+	oauth     *oauth.Manager // users' sign-ins to remote servers
+	actor     *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
+	remotes   remoteClients  // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed
@@ -95,6 +100,7 @@ type Daemon struct {
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
+	d.setUserLimits()
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {

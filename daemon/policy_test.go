@@ -39,6 +39,7 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 	t.Cleanup(func() { _ = al.Close() })
 	d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
 		audit: al, metrics: metrics.New(), sealer: ask.NewSealer(), book: ask.NewBook()}
+	d.setUserLimits()
 	d.cfg.Store(cfg)
 	return d
 }

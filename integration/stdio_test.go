@@ -268,3 +268,44 @@ func TestOversizedNamesAreRefusedUnlogged(t *testing.T) {
 		t.Fatal("the daemon logged the oversized name")
 	}
 }
+
+// TestPendingConnectionsAreBoundedPerUser: connections that send no
+// request hold the daemon's memory (a request frame is up to a MiB) for
+// their 10 s; one user may keep at most 32 such at once. The next is
+// told so at once, and once they are closed the user is served again.
+func TestPendingConnectionsAreBoundedPerUser(t *testing.T) {
+	d := startDaemon(t, "")
+	var idle []*api.Conn
+	defer func() {
+		for _, c := range idle {
+			_ = c.Close()
+		}
+	}()
+	for i := 0; i < 32; i++ {
+		c, err := api.Dial(d.socket)
+		must(t, err, "dial %d", i)
+		idle = append(idle, c)
+	}
+	// The daemon takes a connection's slot when it accepts it: wait
+	// until the 33rd is refused (the 32 are accepted by then).
+	testenv.WaitFor(t, "the 33rd connection to be refused", 10*time.Second, func() (bool, string) {
+		c, err := api.Dial(d.socket)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer func() { _ = c.Close() }()
+		reply, err := c.Do(api.Request{Op: api.OpStatus})
+		if err != nil {
+			return false, err.Error()
+		}
+		return !reply.OK && reply.Code == api.CodeBusy && strings.Contains(reply.Error, "32 connections that have not sent their request"), reply.Error
+	})
+	for _, c := range idle {
+		_ = c.Close()
+	}
+	idle = nil
+	testenv.WaitFor(t, "the user to be served again", 10*time.Second, func() (bool, string) {
+		out, err := d.cli(t, 0, "status")
+		return err == nil, out
+	})
+}
