@@ -69,6 +69,15 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is not a remote server (it has no url): its credentials are secrets (mcpcage secret set)", srv.Name)}, log)
 		return
 	}
+	if srv.Personal {
+		// A user's own server is held to today's user_remote_hosts, as
+		// its sessions are: an administrator who narrowed it keeps the
+		// daemon from signing in (discovery, registration) there too.
+		if err := d.checkUserRemote(srv); err != nil {
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+			return
+		}
+	}
 	agent, scopes, err := d.signinAgent(req.Agent, srv)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -616,4 +617,25 @@ issues = ["read"]
 			t.Error("a token appears in the audit log or the daemon's log")
 		}
 	}
+}
+
+// TestSignInHeldToUserRemoteHosts: a user's own remote server added while
+// user_remote_hosts allowed its hosts is held to the setting as it is
+// now: once an administrator narrows it, mcpcage login for that server
+// is refused before the daemon contacts anything (as its sessions are).
+func TestSignInHeldToUserRemoteHosts(t *testing.T) {
+	setup(t)
+	rs := startRemoteServer(t)
+	d := consentDaemon(t, "")
+	d.mustCLI(t, "server", "add", "mine", "--url", fmt.Sprintf("http://localhost:%d/mcp", rs.mcpPort), "--host", fmt.Sprintf("localhost:%d", rs.authPort))
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	must(t, os.WriteFile(d.config, []byte(strings.Replace(string(cfg), "[daemon]\n", "[daemon]\nuser_remote_hosts = [\"*.example.com\"]\n", 1)), 0o644), "edit config")
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	testenv.WaitFor(t, "mcpcage login mine to be refused", 30*time.Second, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "login", "--no-browser", "mine").CombinedOutput()
+		return err != nil && strings.Contains(string(out), "may not reach localhost"), string(out)
+	})
 }
