@@ -140,7 +140,7 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 		return err
 	}
 	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",
-		info.Server, agentSuffix(info.Agent), orDefault(strings.Join(info.Scopes, " "), "-"), when(info.Expiry))
+		printable(info.Server), printable(agentSuffix(info.Agent)), printable(orDefault(strings.Join(info.Scopes, " "), "-")), when(info.Expiry))
 	return out.err
 }
 

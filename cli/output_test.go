@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,25 @@ func TestOthersStringsCannotForgeOutput(t *testing.T) {
 			}
 			if !strings.Contains(out, `\u{000A}`) || !strings.Contains(out, `\u{001B}`) || !strings.Contains(out, `\u{202E}`) {
 				t.Fatalf("output %q does not show the hidden characters escaped", out)
+			}
+		})
+	}
+}
+
+// TestErrorsAreShownNotInterpreted: an error's text (which can carry an
+// authorization server's words, through the daemon) reaches the
+// terminal with its control characters escaped, its lines kept.
+func TestErrorsAreShownNotInterpreted(t *testing.T) {
+	tests := []struct{ name, err, want string }{
+		{"escapes", "signing in failed: invalid_grant: \x1b[2J\x1b]0;forged\a", `invalid_grant: \u{001B}[2J\u{001B}]0;forged\u{0007}`},
+		{"lines kept", "first\nsecond", "first\nsecond"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			showError(&b, errors.New(tt.err))
+			if got := b.String(); strings.ContainsAny(got, "\x1b\a") || !strings.Contains(got, tt.want) {
+				t.Fatalf("shown %q, want it to contain %q and no control character", got, tt.want)
 			}
 		})
 	}

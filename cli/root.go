@@ -34,9 +34,16 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.As(err, &ee):
 		return int(ee)
 	default:
-		_, _ = fmt.Fprintf(stderr, "mcpcage: %v\n", err)
+		showError(stderr, err)
 		return 1
 	}
+}
+
+// showError prints a failed command's error. It can carry a remote
+// party's words (an authorization server's error_description, through
+// the daemon): shown, never interpreted by the terminal.
+func showError(w io.Writer, err error) {
+	_, _ = fmt.Fprintf(w, "mcpcage: %s\n", printableLines(err.Error()))
 }
 
 // Command returns the CLI's command tree (for generated documentation).
