@@ -253,7 +253,7 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 			owner = userName(peer.UID)
 		}
 		if s.IsRemote() {
-			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URL, Network: "remote"})
+			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URLForRecords(), Network: "remote"}) // a url may carry a credential
 			continue
 		}
 		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Args: s.Args, Workdir: s.Workdir,
@@ -289,7 +289,7 @@ func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *sl
 		return
 	}
 	if srv.IsRemote() {
-		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is a remote server (%s): it has no sandbox", srv.Name, srv.URL)}, log)
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is a remote server (%s): it has no sandbox", srv.Name, srv.URLForRecords())}, log)
 		return
 	}
 	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{resolveImage: true})

@@ -38,6 +38,22 @@ var ErrNoAuth = errors.New("the server does not ask for a sign-in")
 // maxMetadata bounds a metadata document.
 const maxMetadata = 256 << 10
 
+// forErrors is a server's url as errors show it (they reach the user,
+// logs and audit records): without user info, the query's values
+// replaced, as config.Server.URLForRecords does.
+func forErrors(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		c.RawQuery = q.Encode()
+	}
+	return c.String()
+}
+
 // Discover asks the server for a token-less answer and follows its 401 to
 // the protected-resource and authorization-server metadata.
 func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource, error) {
@@ -50,6 +66,10 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := hc.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = forErrors(server) // a url may carry a credential (?api_key=)
+		}
 		return nil, fmt.Errorf("asking %s: %w", server.Host, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -77,7 +97,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 		return nil, fmt.Errorf("protected resource metadata of %s: %w", server.Host, err)
 	}
 	if prm.Resource == "" || !coversURL(prm.Resource, server) {
-		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, prm.Resource, server.Redacted())
+		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, prm.Resource, forErrors(server))
 	}
 	if len(prm.AuthorizationServers) == 0 {
 		return nil, fmt.Errorf("protected resource metadata at %s names no authorization server", from)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -319,6 +320,46 @@ func TestWellKnown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if diff := cmp.Diff(tt.want, wellKnown(mustURL(t, tt.url), tt.doc, tt.root)); diff != "" {
 				t.Errorf("wellKnown (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDiscoverErrorsHideTheURLsCredential: a server's url may carry a
+// credential in its query; errors reach the user, logs and audit
+// records, and must not show it.
+func TestDiscoverErrorsHideTheURLsCredential(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: the request fails
+	wrongResource := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/oauth-protected-resource") {
+			_, _ = w.Write([]byte(`{"resource":"https://elsewhere.example/","authorization_servers":["https://as.example"]}`))
+			return
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer wrongResource.Close()
+	tests := []struct{ name, url string }{
+		{"unreachable", "http://" + closed + "/mcp?api_key=s3cr3t-value"},
+		{"a resource that is not the server", wrongResource.URL + "/mcp?api_key=s3cr3t-value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := url.Parse(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Discover(context.Background(), http.DefaultClient, u)
+			if err == nil {
+				t.Fatal("discovery succeeded")
+			}
+			t.Log(err)
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatalf("the error shows the url's credential: %v", err)
 			}
 		})
 	}
