@@ -38,15 +38,23 @@ func (s *Server) URLForRecords() string {
 	if err != nil {
 		return "(invalid url)"
 	}
-	u.User = nil
-	if u.RawQuery != "" {
-		q := u.Query()
+	return RedactURL(u)
+}
+
+// RedactURL is u without user info and with its query's values replaced
+// (a url may carry a credential: ?api_key=...), for records, logs and
+// errors.
+func RedactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if c.RawQuery != "" {
+		q := c.Query()
 		for k := range q {
 			q[k] = []string{"REDACTED"}
 		}
-		u.RawQuery = q.Encode()
+		c.RawQuery = q.Encode()
 	}
-	return u.String()
+	return c.String()
 }
 
 // UserRemoteHostAllowed reports whether a user's own remote server may

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/remote"
 )
 
@@ -38,22 +39,6 @@ var ErrNoAuth = errors.New("the server does not ask for a sign-in")
 // maxMetadata bounds a metadata document.
 const maxMetadata = 256 << 10
 
-// forErrors is a server's url as errors show it (they reach the user,
-// logs and audit records): without user info, the query's values
-// replaced, as config.Server.URLForRecords does.
-func forErrors(u *url.URL) string {
-	c := *u
-	c.User = nil
-	if c.RawQuery != "" {
-		q := c.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
-		}
-		c.RawQuery = q.Encode()
-	}
-	return c.String()
-}
-
 // Discover asks the server for a token-less answer and follows its 401 to
 // the protected-resource and authorization-server metadata.
 func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource, error) {
@@ -68,7 +53,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			ue.URL = forErrors(server) // a url may carry a credential (?api_key=)
+			ue.URL = config.RedactURL(server) // a url may carry a credential (?api_key=)
 		}
 		return nil, fmt.Errorf("asking %s: %w", server.Host, err)
 	}
@@ -97,7 +82,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 		return nil, fmt.Errorf("protected resource metadata of %s: %w", server.Host, err)
 	}
 	if prm.Resource == "" || !coversURL(prm.Resource, server) {
-		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, prm.Resource, forErrors(server))
+		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, prm.Resource, config.RedactURL(server))
 	}
 	if len(prm.AuthorizationServers) == 0 {
 		return nil, fmt.Errorf("protected resource metadata at %s names no authorization server", from)
