@@ -396,7 +396,7 @@ func (d *Daemon) enforcement() map[string]string {
 // kept from waiting in the kernel (see stdio.go).
 func passedStdioState() string {
 	if pipesTakeNoWait() {
-		return "passed pipes and sockets never wait in the kernel (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open"
+		return "passed pipes and sockets never wait for data or room (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open; one that holds a pipe's lock (a splice from a blocking socket) still can"
 	}
 	return "passed sockets never wait in the kernel (MSG_DONTWAIT); passed pipes rely on O_NONBLOCK, which the client shares and can clear again to keep its own session from ending (pipes take RWF_NOWAIT from Linux 6.4)"
 }

@@ -26,10 +26,16 @@ import (
 // still shares: it can clear it again at any time, and a plain read(2)
 // would then block the relay's thread where no deadline reaches it (the
 // session could never end: no end record, its consents and container
-// kept). So every read and write asks the kernel not to wait, whatever
-// the file's flags say: MSG_DONTWAIT on a socket, RWF_NOWAIT on a pipe
-// (Linux 6.4+; on older kernels, and named FIFOs that do not take it, a
-// pipe falls back to the file's own flag; mcpcage status says which).
+// kept). So every read and write asks the kernel not to wait for data or
+// room, whatever the file's flags say: MSG_DONTWAIT on a socket,
+// RWF_NOWAIT on a pipe (Linux 6.4+; on older kernels a pipe relies on the
+// file's own flag, and mcpcage status says so; on newer ones a pipe that
+// refuses it, a named FIFO, ends the session: errNoWaitRefused).
+//
+// Not covered: the kernel still takes a pipe's lock without a timeout,
+// and a process that shares the pipe can hold that lock (a splice from a
+// blocking socket into the client's stdin pipe), keeping the daemon's
+// read waiting. See the README's passed-stdio paragraph.
 
 // maxPassedFiles is the most files a request may carry: stdin, stdout
 // and stderr.
@@ -163,9 +169,9 @@ type clientStream struct {
 	f      *os.File
 	raw    syscall.RawConn
 	socket bool
-	// plain: RWF_NOWAIT refused on this pipe (an older kernel, a named
-	// FIFO): plain reads and writes, which the file's O_NONBLOCK alone
-	// keeps from waiting.
+	// plain: pipes on a kernel before 6.4, which take no RWF_NOWAIT:
+	// plain reads and writes, which the file's O_NONBLOCK alone keeps
+	// from waiting.
 	plain atomic.Bool
 }
 
@@ -192,6 +198,13 @@ func newClientStream(fd int, name string) (*clientStream, error) {
 	c.plain.Store(!c.socket && !pipesTakeNoWait())
 	return c, nil
 }
+
+// errNoWaitRefused ends a passed pipe that refuses RWF_NOWAIT on a kernel
+// whose pipes take it: a named FIFO, or a pipe reopened through
+// /proc/PID/fd. Falling back to plain reads would let whoever shares it
+// make it blocking again (see the comment at the top); no MCP client
+// passes such a pipe.
+var errNoWaitRefused = errors.New("the client's pipe does not take non-waiting reads and writes (a named FIFO, or a pipe reopened through /proc): give mcpcage run the pipes the client made")
 
 // pipesTakeNoWait says whether this kernel's pipes take RWF_NOWAIT
 // (Linux 6.4+), tried once on a pipe of the daemon's own.
@@ -230,8 +243,7 @@ func (c *clientStream) Read(p []byte) (int, error) {
 	case err != nil:
 		return 0, err
 	case errors.Is(serr, unix.EOPNOTSUPP) && !c.socket:
-		c.plain.Store(true)
-		return c.f.Read(p)
+		return 0, errNoWaitRefused
 	case serr != nil:
 		return 0, &os.PathError{Op: "read", Path: c.f.Name(), Err: serr}
 	case n == 0:
@@ -265,8 +277,7 @@ func (c *clientStream) Write(p []byte) (int, error) {
 		case err != nil:
 			return written, err
 		case errors.Is(serr, unix.EOPNOTSUPP) && !c.socket:
-			c.plain.Store(true)
-			continue
+			return written, errNoWaitRefused
 		case serr != nil:
 			return written, &os.PathError{Op: "write", Path: c.f.Name(), Err: serr}
 		}

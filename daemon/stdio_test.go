@@ -298,3 +298,35 @@ func TestPassedStdioNeverWaitsInTheKernel(t *testing.T) {
 		})
 	}
 }
+
+// TestPassedNamedFIFOEndsRatherThanWait: a named FIFO does not take
+// RWF_NOWAIT; falling back to plain reads would let the passer make it
+// blocking again, so the stream ends with a clear error instead.
+func TestPassedNamedFIFOEndsRatherThanWait(t *testing.T) {
+	testenv.Require(t, pipesTakeNoWait(), "pipes that take RWF_NOWAIT (Linux 6.4+)")
+	path := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs([]int{w})
+	_, outW := pipe(t)
+	p, err := adoptStdio([]int{r, dupFD(t, outW)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if _, err := unix.Write(w, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.stdin.Read(make([]byte, 16)); !errors.Is(err, errNoWaitRefused) {
+		t.Fatalf("a read of a named FIFO: %v, want errNoWaitRefused", err)
+	}
+}

@@ -201,7 +201,7 @@ func TestStdioMadeBlockingAgainCannotHoldTheSession(t *testing.T) {
 	}
 	must(t, cmd.Process.Kill(), "kill the shim")
 	_, _ = cmd.Process.Wait()
-	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "cannot hold its session open") {
+	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "makes them blocking again cannot hold its session open") {
 		t.Fatalf("status says client stdio %q", st)
 	}
 	end := d.record(t, "session.end", func(map[string]any) bool { return true })
