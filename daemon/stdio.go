@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -172,7 +171,7 @@ type clientStream struct {
 	// plain: pipes on a kernel before 6.4, which take no RWF_NOWAIT:
 	// plain reads and writes, which the file's O_NONBLOCK alone keeps
 	// from waiting.
-	plain atomic.Bool
+	plain bool
 }
 
 // newClientStream takes over fd, checked and made non-blocking by
@@ -195,7 +194,7 @@ func newClientStream(fd int, name string) (*clientStream, error) {
 		return nil, err
 	}
 	c := &clientStream{f: f, raw: raw, socket: st.Mode&unix.S_IFMT == unix.S_IFSOCK}
-	c.plain.Store(!c.socket && !pipesTakeNoWait())
+	c.plain = !c.socket && !pipesTakeNoWait()
 	return c, nil
 }
 
@@ -222,7 +221,7 @@ func (c *clientStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if c.plain.Load() {
+	if c.plain {
 		return c.f.Read(p)
 	}
 	var n int
@@ -255,7 +254,7 @@ func (c *clientStream) Read(p []byte) (int, error) {
 func (c *clientStream) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
-		if c.plain.Load() {
+		if c.plain {
 			n, err := c.f.Write(p[written:])
 			return written + n, err
 		}
