@@ -109,25 +109,27 @@ func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 	if len(b) > MaxFrame {
 		return nil, ErrFrameTooLarge
 	}
-	if len(fds) == 0 {
-		err = c.W.Write(FrameRequest, b)
-	} else if uc, ok := c.Conn.(*net.UnixConn); !ok {
-		err = errors.New("open files can only be passed over a unix socket")
-	} else {
-		// One sendmsg: the files ride the frame's first byte, which the
-		// daemon reads with recvmsg.
-		frame := AppendFrame(nil, FrameRequest, b)
-		var n int
-		if n, _, err = uc.WriteMsgUnix(frame, syscall.UnixRights(fds...), nil); err == nil && n < len(frame) {
-			_, err = uc.Write(frame[n:])
-		}
+	uc, isUnix := c.Conn.(*net.UnixConn)
+	if len(fds) > 0 && !isUnix {
+		return nil, errors.New("open files can only be passed over a unix socket")
 	}
-	if err != nil {
+	if err := c.W.Write(FrameRequest, b); err != nil {
 		return nil, fmt.Errorf("send request to mcpcaged: %w", err)
 	}
 	t, payload, err := c.R.Next()
 	if err != nil {
 		return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
+	}
+	if t == FrameFilesWanted && len(fds) > 0 {
+		// The daemon admitted the session and takes the files now: one
+		// sendmsg, the files on the frame's first byte.
+		frame := AppendFrame(nil, FrameFiles, nil)
+		if _, _, err := uc.WriteMsgUnix(frame, syscall.UnixRights(fds...), nil); err != nil {
+			return nil, fmt.Errorf("pass the client's stdio to mcpcaged: %w", err)
+		}
+		if t, payload, err = c.R.Next(); err != nil {
+			return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
+		}
 	}
 	if t != FrameReply {
 		return nil, fmt.Errorf("mcpcaged answered with frame %q, want a reply: client and daemon versions differ?", t)

@@ -20,6 +20,11 @@ const (
 	FrameStdout   FrameType = 'O'
 	FrameStderr   FrameType = 'E'
 	FrameExit     FrameType = 'X'
+	// FrameFilesWanted (daemon to shim): the session is admitted, send
+	// the client's files now. FrameFiles (shim to daemon) carries them
+	// (SCM_RIGHTS), with no payload. The daemon takes files only then.
+	FrameFilesWanted FrameType = 'W'
+	FrameFiles       FrameType = 'F'
 )
 
 // MaxFrame is the largest frame payload. Streams are split into frames of

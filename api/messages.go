@@ -5,8 +5,10 @@ import (
 	"time"
 )
 
-// Version is the protocol version a client announces.
-const Version = 1
+// Version is the protocol version a client announces. 2: a session's
+// files are sent when the daemon asks for them (FrameFilesWanted), not
+// with the request.
+const Version = 2
 
 // Op names what a Request asks the daemon to do.
 type Op string
@@ -59,9 +61,10 @@ type Request struct {
 	// Answer, for OpAnswer: once, session, duration (For long) or deny.
 	Answer Answer `json:"answer,omitempty"`
 	For    string `json:"for,omitempty"`
-	// PassStdio says the request frame carries the caller's stdin and
-	// stdout, and optionally stderr (SCM_RIGHTS, in that order), for
-	// OpRun: the daemon then reads and writes the client's pipes itself
+	// PassStdio says the caller passes its stdin and stdout, and
+	// optionally stderr (SCM_RIGHTS, in that order), for OpRun, once the
+	// daemon asks for them (FrameFilesWanted, answered with FrameFiles):
+	// the daemon then reads and writes the client's pipes itself
 	// and the shim leaves the data path. The daemon checks them (pipes or
 	// stream sockets, open the right way) and refuses anything else.
 	PassStdio bool        `json:"pass_stdio,omitempty"`

@@ -61,4 +61,5 @@ const (
 	ExitMemoryLimit    ExitReason = "memory_limit"             // the server exceeded its memory limit
 	ExitContainerdLost ExitReason = "containerd_lost"          // containerd stopped during the session: the server was killed
 	ExitSuspect        ExitReason = "suspect_influence"        // the server showed the agent a suspect influence (on_suspect = "end-session")
+	ExitClientStuck    ExitReason = "client_stuck"             // the relay still waited on the client's files after the server exited: the session ended without them
 )

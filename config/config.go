@@ -46,7 +46,11 @@ type Daemon struct {
 	ContainerdNamespace string   `toml:"containerd_namespace"`
 	MaxMessageBytes     ByteSize `toml:"max_message_bytes"`
 	StopTimeout         Duration `toml:"stop_timeout"`
-	LogLevel            string   `toml:"log_level"`
+	// MaxSessionsPerUser bounds the sessions (mcpcage run) one user has
+	// at once, counting a session until its relay let go of the client's
+	// files.
+	MaxSessionsPerUser int    `toml:"max_sessions_per_user"`
+	LogLevel           string `toml:"log_level"`
 	// Landlock: "auto" (use it when the kernel has it), "off", "require".
 	Landlock LandlockMode `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
@@ -261,6 +265,7 @@ func Default() *Config {
 			ContainerdNamespace: "mcpcage",
 			MaxMessageBytes:     64 << 20,
 			StopTimeout:         Duration(2 * time.Second),
+			MaxSessionsPerUser:  64,
 			LogLevel:            "info",
 			Landlock:            LandlockAuto,
 			DefaultDecision:     DecisionDeny,
@@ -376,6 +381,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.MaxMessageBytes < 1024 || d.MaxMessageBytes > 1<<30 {
 		bad(fmt.Sprintf("must be between 1KiB and 1GiB, got %d bytes", d.MaxMessageBytes), "daemon", "max_message_bytes")
+	}
+	if d.MaxSessionsPerUser < 1 || d.MaxSessionsPerUser > 512 {
+		bad(fmt.Sprintf("must be between 1 and 512, got %d", d.MaxSessionsPerUser), "daemon", "max_sessions_per_user")
 	}
 	if d.StopTimeout <= 0 || time.Duration(d.StopTimeout) > 5*time.Minute {
 		bad(fmt.Sprintf("must be between 0 and 5m, got %s", time.Duration(d.StopTimeout)), "daemon", "stop_timeout")

@@ -26,7 +26,8 @@ import (
 // handle serves one connection: one request, then either a reply or a
 // session.
 func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
-	defer func() { _ = c.Close() }()
+	defer func() { _ = c.Close() }() // a no-op once serveRun closed it
+	refuseFiles(c)                   // the listener's setting, for a connection accepted before it was made
 	peer, err := peerOf(c)
 	if err != nil {
 		d.log.Warn("rejecting connection without peer credentials", "err", err)
@@ -65,19 +66,11 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	pending()
-	var stdio *passedStdio
 	if len(fds) > 0 {
-		// Only a session takes files; any other request's are closed.
-		var req api.Request
-		if t == api.FrameRequest && json.Unmarshal(payload, &req) == nil && req.Op == api.OpRun && req.PassStdio {
-			if stdio, err = adoptStdio(fds); err != nil {
-				reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
-				return
-			}
-			defer stdio.close()
-		} else {
-			closeFDs(fds)
-		}
+		// Files nobody asked for (a kernel without SO_PASSRIGHTS lets
+		// them through, see passrights.go): a session's come when the
+		// daemon asks.
+		closeFDs(fds)
 	}
 	var req api.Request
 	if t != api.FrameRequest || json.Unmarshal(payload, &req) != nil {
@@ -94,11 +87,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	switch req.Op {
 	case api.OpRun:
-		if req.PassStdio && stdio == nil {
-			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: "the request says it passes stdio but carries no files"}, log)
-			return
-		}
-		d.runSession(ctx, fr, fw, peer, req, stdio, log)
+		d.serveRun(ctx, c, fr, fw, peer, req, log)
 	case api.OpStatus:
 		replyData(fw, d.status(ctx, peer), log)
 	case api.OpServers:

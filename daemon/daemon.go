@@ -42,18 +42,19 @@ type Daemon struct {
 	// pending and following bound, per user, connections that have not
 	// sent their request and followers of the audit log and of kernel
 	// events.
-	pending   uidSlots
-	following uidSlots
-	cfg       atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
-	log       *slog.Logger
-	logLevel  *slog.LevelVar // log's level, changed by a reload; nil: fixed
-	launcher  *sandbox.Launcher
-	hostView  *sandbox.HostView
-	started   time.Time
-	secrets   *secrets.Store
-	oauth     *oauth.Manager // users' sign-ins to remote servers
-	actor     *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
-	remotes   remoteClients  // HTTP clients of remote servers, by definition
+	pending      uidSlots
+	following    uidSlots
+	sessionSlots uidSlots
+	cfg          atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
+	log          *slog.Logger
+	logLevel     *slog.LevelVar // log's level, changed by a reload; nil: fixed
+	launcher     *sandbox.Launcher
+	hostView     *sandbox.HostView
+	started      time.Time
+	secrets      *secrets.Store
+	oauth        *oauth.Manager // users' sign-ins to remote servers
+	actor        *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
+	remotes      remoteClients  // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed
@@ -209,6 +210,7 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		go d.renames.Run()
 	}
 	d.collectImagesSoon() // what the configuration stopped naming while the daemon was down
+	refuseFiles(ln)       // its connections take files only when a session asks (passrights.go)
 	go func() {
 		<-ctx.Done()
 		_ = ln.Close() // ends the accept loop
@@ -388,15 +390,25 @@ func (d *Daemon) enforcement() map[string]string {
 		"observed":     observed,
 		"ebpf hooks":   d.ebpfHooks.String(),
 		"daemon down":  d.daemonDown(),
-		"client stdio": passedStdioState(),
+		"client stdio": passedStdioState(d.conf().Daemon.MaxSessionsPerUser),
 	}
 }
 
 // passedStdioState says how the client's passed pipes and sockets are
 // kept from waiting in the kernel (see stdio.go).
-func passedStdioState() string {
+func passedStdioState(maxSessions int) string {
+	files := "files are taken only from a session the daemon admitted and asked for them (SO_PASSRIGHTS off otherwise)"
+	if !refusesUnaskedFiles() {
+		files = "any connection can pass files (SO_PASSRIGHTS needs Linux 6.16): the daemon closes those it did not ask for, and closing a pipe whose lock another process holds keeps a daemon thread waiting, with no per-user bound"
+	}
+	return passedPipesState(maxSessions) + "; " + files
+}
+
+// passedPipesState says how reads and writes of the passed files are kept
+// from holding a session.
+func passedPipesState(maxSessions int) string {
 	if pipesTakeNoWait() {
-		return "passed pipes and sockets never wait for data or room (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open; one that holds a pipe's lock (a splice from a blocking socket) still can"
+		return fmt.Sprintf("passed pipes and sockets never wait for data or room (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open; one that holds a pipe's lock (a splice from a blocking socket) cannot either: the session ends without its files stop_timeout + %v after its server exited, and the daemon thread that waits on the lock stays until it is released (at most %d sessions per user, max_sessions_per_user)", relayEndWait, maxSessions)
 	}
 	return "passed sockets never wait in the kernel (MSG_DONTWAIT); passed pipes rely on O_NONBLOCK, which the client shares and can clear again to keep its own session from ending (pipes take RWF_NOWAIT from Linux 6.4)"
 }

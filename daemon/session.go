@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/user"
@@ -50,6 +51,7 @@ type session struct {
 	relay           *relay.Relay
 	policy          *sessionPolicy
 	log             *slog.Logger
+	over            atomic.Bool // the session stopped waiting for its relay (awaitRelay returned)
 
 	deniedSyscalls atomic.Int64
 	kernelEvents   atomic.Int64
@@ -116,13 +118,16 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// errSessionOver ends what is left of a session's streams.
+var errSessionOver = errors.New("the session is over")
+
 // errClientGone ends the client stream when the shim's connection drops.
 var errClientGone = errors.New("shim connection lost")
 
 // runSession serves one `mcpcage run`: who is asking, for which server,
 // in which sandbox; then the relay until either side ends; then the
 // account of the session.
-func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, stdio *passedStdio, log *slog.Logger) {
+func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, stdio *passedStdio, log *slog.Logger) {
 	s, refused := d.admitSession(peer, req, log)
 	if s == nil {
 		reply(fw, refused, log)
@@ -175,12 +180,72 @@ func (d *Daemon) runSession(ctx context.Context, fr *api.FrameReader, fw *api.Fr
 	if stdio != nil {
 		go s.boundClientWrites(stdio.stdout)
 	}
-	end := s.relay.Run(s.serverGone)
+	// What lets go of the client when the relay cannot end by itself
+	// (see awaitRelay): its passed files, or the shim's connection.
+	cut := func() { _ = c.SetDeadline(time.Now()) }
+	if stdio != nil {
+		cut = stdio.abandon
+	}
+	ended := make(chan relay.End, 1)
+	go func() { ended <- s.relay.Run(s.serverGone) }()
+	end := s.awaitRelay(ended, cut)
+	s.over.Store(true)
 
 	exit := d.endSession(ctx, s, end)
 	b, _ := json.Marshal(exit)
+	// A shim that stopped reading cannot hold the end of the session: the
+	// exit has closeWait to go out (a stderr copy blocked on the
+	// connection ends then too).
+	_ = c.SetWriteDeadline(time.Now().Add(closeWait))
 	_ = fw.Write(api.FrameExit, b)
+	if stdio != nil {
+		// Nothing more goes to or comes from the client: whatever still
+		// waits on its files (a stderr copy) ends now.
+		stdio.expire()
+	}
 	d.accountSession(ctx, s, exit)
+}
+
+// serveRun takes the user's session slot, receives the client's files
+// when the shim passes them (the only time the daemon takes files, see
+// passrights.go) and runs the session. The slot is given back once the
+// session has ended and the daemon's copies of the client's files and
+// connection are closed: a read, write or close of a pipe can wait on its
+// lock, which a process sharing it can hold (see stdio.go), and the slot
+// bounds the daemon threads one user can keep waiting that way.
+func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
+	release, err := d.sessionSlots.takeUpTo(peer.UID, d.conf().Daemon.MaxSessionsPerUser)
+	if err != nil {
+		log.Warn("session refused", "reason", err)
+		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
+		return
+	}
+	var stdio *passedStdio
+	defer func() {
+		closed := make(chan struct{})
+		go func() {
+			defer release()
+			defer close(closed)
+			_ = c.Close() // files queued on it unread are dropped here
+			if stdio != nil {
+				stdio.close() // waits for what is in progress on them
+			}
+		}()
+		t := time.NewTimer(closeWait)
+		defer t.Stop()
+		select {
+		case <-closed:
+		case <-t.C:
+			log.Warn("the client's files are closed later: a read, write or close of them waits on a pipe's lock another process holds; the session counts toward the user's max_sessions_per_user until then", "waited", closeWait)
+		}
+	}()
+	if req.PassStdio {
+		if stdio, fr, err = receiveStdio(c, fw); err != nil {
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
+			return
+		}
+	}
+	d.runSession(ctx, c, fr, fw, peer, req, stdio, log)
 }
 
 // admitSession finds the server and identifies the agent; it returns the
@@ -226,6 +291,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 // sandbox.ServerStdio), and its stderr.
 type sessionStreams struct {
 	serverInR  *io.PipeReader
+	serverOutR *io.PipeReader // the relay's end of serverOutW
 	serverOutW *io.PipeWriter
 	stderr     *drainWriter
 	// serverOut is the daemon's end of the server's stdout FIFO, closed
@@ -249,7 +315,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	s.stdio = api.StdioFramed
 	if stdio != nil {
 		s.stdio = api.StdioPassed
-		in := &stoppableReader{f: stdio.stdin, out: stdio.stdout}
+		in := &stoppableReader{f: stdio.stdin, out: stdio.stdout, gone: s.shimGone}
 		clientIn, clientOut, pump = in, stdio.stdout, in.follow
 		if stdio.stderr != nil {
 			stderr = stdio.stderr
@@ -266,7 +332,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		// containerd copies the server's stdio: the relay joins it by pipes.
 		serverInR, serverInW := io.Pipe()
 		serverOutR, serverOutW := io.Pipe()
-		s.streams.serverInR, s.streams.serverOutW = serverInR, serverOutW
+		s.streams.serverInR, s.streams.serverOutR, s.streams.serverOutW = serverInR, serverOutR, serverOutW
 		serverIn, serverOut = serverInW, serverOutR
 	}
 	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
@@ -456,6 +522,67 @@ func (s *session) boundClientWrites(out *clientStream) {
 	_ = out.SetWriteDeadline(time.Now().Add(s.grace))
 }
 
+// relayEndWait is how long, past the grace the client has to take the
+// server's last output (boundClientWrites), the end of a session waits
+// for its relay before it lets go of the client.
+const relayEndWait = 2 * time.Second
+
+// awaitRelay waits for the relay's end. Once the server has exited, the
+// relay has stop_timeout and relayEndWait to end; one that has not waits
+// on the client's files where no deadline reaches (a pipe's lock another
+// process holds, see stdio.go), or on a shim that stopped reading. The
+// session then lets go of the client (cut), records the results the
+// server gave, and ends without the relay, which ends by itself once the
+// lock is released.
+func (s *session) awaitRelay(ended <-chan relay.End, cut func()) relay.End {
+	select {
+	case end := <-ended:
+		return end
+	case <-s.handle.Exited():
+	}
+	t := time.NewTimer(s.grace + relayEndWait)
+	defer t.Stop()
+	select {
+	case end := <-ended:
+		return end
+	case <-t.C:
+	}
+	select {
+	case end := <-ended: // it ended as the time ran out
+		return end
+	default:
+	}
+	cut()
+	s.policy.afterServerMessage()
+	why := "the client's pipes stayed locked (another process holds the lock of a pipe the client passed, such as a splice from a blocking socket)"
+	if s.stdio == api.StdioFramed {
+		why = "the shim stopped reading what the server sent"
+	}
+	s.log.Warn("the relay did not end after the server exited: the session ends without its client", "why", why, "waited", s.grace+relayEndWait)
+	return relay.End{Reason: api.ExitClientStuck, Err: fmt.Errorf("the session of server %q ended without its client: %s", s.server, why)}
+}
+
+// shimGone ends a session whose shim is gone even when its relay cannot
+// see it (a read of the client's stdin that waits on a pipe's lock): if
+// the relay has not ended within stop_timeout, the server is stopped.
+func (s *session) shimGone() {
+	go func() {
+		t := time.NewTimer(s.grace)
+		defer t.Stop()
+		select {
+		case <-s.relay.Done():
+			return
+		case <-t.C:
+		}
+		if s.over.Load() {
+			return
+		}
+		s.log.Warn("the shim is gone but the relay still reads the client's stdin: stopping the server")
+		s.relay.CloseServerIn()
+		s.stop()
+	}()
+}
+
 // serverGone explains the end of the server's output to the client.
 func (s *session) serverGone() string {
 	select {
@@ -569,6 +696,12 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {
 		s.log.Error("session end not recorded in the audit log", "err", err)
 	}
+	if s.streams.serverOutR != nil {
+		// containerd's copy of the server's stdout ends: a relay that no
+		// longer reads (it ended, or was let go of) cannot keep Remove,
+		// which waits for the copy, from returning.
+		_ = s.streams.serverOutR.CloseWithError(errSessionOver)
+	}
 	if err := s.handle.Remove(ctx); err != nil {
 		s.log.Error("cleanup failed", "err", err)
 	}
@@ -681,6 +814,7 @@ type stoppableReader struct {
 	out     *clientStream // the client's stdout: a gone shim ends writes to it too
 	stopped atomic.Pointer[error]
 	ending  atomic.Bool // EndAfter: a read deadline ends the input
+	gone    func()      // called once the shim's connection is lost
 }
 
 // follow reads the shim's frames until the connection ends: a stdin EOF
@@ -695,6 +829,9 @@ func (r *stoppableReader) follow(fr *api.FrameReader) {
 			// client's stdout (a client that stopped reading) must not
 			// hold it.
 			_ = r.out.SetWriteDeadline(time.Now())
+			if r.gone != nil {
+				r.gone()
+			}
 			return
 		}
 		if t == api.FrameStdinEOF {

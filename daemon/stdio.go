@@ -1,16 +1,20 @@
 package daemon
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 // Passed stdio: `mcpcage run` hands the daemon the pipes its MCP client
@@ -31,10 +35,17 @@ import (
 // file's own flag, and mcpcage status says so; on newer ones a pipe that
 // refuses it, a named FIFO, ends the session: errNoWaitRefused).
 //
-// Not covered: the kernel still takes a pipe's lock without a timeout,
-// and a process that shares the pipe can hold that lock (a splice from a
-// blocking socket into the client's stdin pipe), keeping the daemon's
-// read waiting. See the README's passed-stdio paragraph.
+// The kernel still takes a pipe's lock without a timeout, and a process
+// that shares the pipe can hold that lock (a splice from a blocking
+// socket into the client's stdin pipe, or from its stdout pipe into a
+// full socket), keeping a read or write of the daemon's waiting
+// uninterruptibly. The session does not wait for it: once its server has
+// exited and the relay has had its grace, the session lets go of the
+// files (abandon: whatever waits ends with errAbandoned when the lock is
+// released, and nothing new starts), ends, and closes them off its path
+// (close). The waiting thread stays until the lock is released; sessions
+// per user are bounded (max_sessions_per_user, held until the files are
+// closed: see serveRun), and so are such threads.
 
 // maxPassedFiles is the most files a request may carry: stdin, stdout
 // and stderr.
@@ -95,6 +106,15 @@ func closeFDs(fds []int) {
 	}
 }
 
+// errAbandoned ends a read or write of a client file its session let go
+// of (see abandon).
+var errAbandoned = errors.New("the session ended without this client file: another process held its lock")
+
+// closeWait bounds how long the end of a session waits to close the
+// client's files: closing waits for a read or write in progress, which
+// waits on a pipe's lock when another process holds it.
+const closeWait = time.Second
+
 // passedStdio are the client's own pipes, handed over by the shim.
 type passedStdio struct {
 	stdin, stdout *clientStream
@@ -106,17 +126,86 @@ type passedStdio struct {
 	blocking []*clientStream
 }
 
+// streams are the passed files.
+func (p *passedStdio) streams() []*clientStream {
+	all := []*clientStream{p.stdin, p.stdout}
+	if p.stderr != nil {
+		all = append(all, p.stderr)
+	}
+	return all
+}
+
+// abandon lets go of the client's files: a read or write that waits in
+// the kernel (on a pipe's lock another process holds) ends with
+// errAbandoned, what it read dropped, whenever the lock is released; no
+// new one starts.
+func (p *passedStdio) abandon() {
+	for _, c := range p.streams() {
+		c.abandoned.Store(true)
+	}
+}
+
+// expire ends every read and write of the client's files that waits for
+// data or room (in Go's poller), and lets go of them: the session has
+// nothing more to say to the client.
+func (p *passedStdio) expire() {
+	p.abandon()
+	now := time.Now()
+	for _, c := range p.streams() {
+		_ = c.f.SetDeadline(now)
+	}
+}
+
 // close closes the daemon's copies: the client sees end of file once the
-// shim has exited too.
+// shim has exited too. It returns once every file is closed, which waits
+// for a read or write in progress, and that can wait on a pipe's lock
+// another process holds (callers bound their wait: see serveRun). The
+// files are closed each on its own, so that one held pipe does not keep
+// the others open.
 func (p *passedStdio) close() {
 	for _, c := range p.blocking {
 		_ = c.raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) })
 	}
-	for _, c := range []*clientStream{p.stdin, p.stdout, p.stderr} {
-		if c != nil {
+	var wg sync.WaitGroup
+	for _, c := range p.streams() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			_ = c.Close()
+		}()
+	}
+	wg.Wait()
+}
+
+// receiveStdio asks the shim for the client's files and takes them: the
+// connection takes passed files only for this one frame (passrights.go).
+// It returns the files and the frame reader for the rest of the
+// connection; on error no file is kept.
+func receiveStdio(c *net.UnixConn, fw *api.FrameWriter) (*passedStdio, *api.FrameReader, error) {
+	if refusesUnaskedFiles() {
+		if err := passRights(c, true); err != nil {
+			return nil, nil, fmt.Errorf("%w: cannot take the files (SO_PASSRIGHTS: %v)", errBadStdio, err)
 		}
 	}
+	if err := fw.Write(api.FrameFilesWanted, nil); err != nil {
+		return nil, nil, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(requestWait))
+	data, fds, err := readFirst(c)
+	if refusesUnaskedFiles() {
+		_ = passRights(c, false) // what comes after the files brings none
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errBadStdio, err)
+	}
+	fr := api.NewFrameReader(io.MultiReader(bytes.NewReader(data), c))
+	if t, _, err := fr.Next(); err != nil || t != api.FrameFiles {
+		closeFDs(fds)
+		return nil, nil, fmt.Errorf("%w: the shim did not send its files when asked (frame %q, %v)", errBadStdio, t, err)
+	}
+	p, err := adoptStdio(fds)
+	return p, fr, err
 }
 
 // errBadStdio says a passed file cannot serve as the client's stream.
@@ -172,6 +261,8 @@ type clientStream struct {
 	// plain reads and writes, which the file's O_NONBLOCK alone keeps
 	// from waiting.
 	plain bool
+	// abandoned: the session let go of the file (passedStdio.abandon).
+	abandoned atomic.Bool
 }
 
 // newClientStream takes over fd, checked and made non-blocking by
@@ -221,6 +312,17 @@ func (c *clientStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if c.abandoned.Load() {
+		return 0, errAbandoned
+	}
+	n, err := c.read(p)
+	if c.abandoned.Load() {
+		return 0, errAbandoned // the session ended while the read waited
+	}
+	return n, err
+}
+
+func (c *clientStream) read(p []byte) (int, error) {
 	if c.plain {
 		return c.f.Read(p)
 	}
@@ -254,6 +356,9 @@ func (c *clientStream) Read(p []byte) (int, error) {
 func (c *clientStream) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
+		if c.abandoned.Load() {
+			return written, errAbandoned
+		}
 		if c.plain {
 			n, err := c.f.Write(p[written:])
 			return written + n, err
@@ -281,6 +386,9 @@ func (c *clientStream) Write(p []byte) (int, error) {
 			return written, &os.PathError{Op: "write", Path: c.f.Name(), Err: serr}
 		}
 		written += n
+	}
+	if c.abandoned.Load() {
+		return written, errAbandoned // the session ended while the write waited
 	}
 	return written, nil
 }

@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,5 +331,124 @@ func TestPassedNamedFIFOEndsRatherThanWait(t *testing.T) {
 	}
 	if _, err := p.stdin.Read(make([]byte, 16)); !errors.Is(err, errNoWaitRefused) {
 		t.Fatalf("a read of a named FIFO: %v, want errNoWaitRefused", err)
+	}
+}
+
+// TestAbandonedStreamLetsGoOfAHeldPipe: a process that shares the
+// client's stdin pipe holds its lock (a splice from an idle blocking
+// socket into it), so the daemon's read, non-waiting as it is, sleeps on
+// the lock. abandon and close must not wait for it: close gives up after
+// closeWait, and once the lock is released the read ends with
+// errAbandoned, what it read dropped, and the file is closed.
+func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
+	testenv.Require(t, pipesTakeNoWait(), "pipes that take RWF_NOWAIT (Linux 6.4+)")
+	var in [2]int
+	if err := unix.Pipe2(in[:], unix.O_CLOEXEC); err != nil { // blocking, as a client makes them
+		t.Fatal(err)
+	}
+	defer closeFDs([]int{in[1]})
+	var out [2]int
+	if err := unix.Pipe2(out[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	dupOut := out[0] // the client's read end of stdout
+	defer closeFDs([]int{out[0]})
+	if err := unix.SetNonblock(dupOut, true); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFDs(sp[:])
+	p, err := adoptStdio([]int{in[0], out[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(in[1], []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	spliced := make(chan error, 1)
+	spliceTID := make(chan int, 1)
+	go func() {
+		// A signal would make the splice let go of the lock and start
+		// again: none reaches this thread while it is in the call; it
+		// goes back to Go as it was.
+		runtime.LockOSThread()
+		var all, old unix.Sigset_t
+		for i := range all.Val {
+			all.Val[i] = ^uint64(0)
+		}
+		_ = unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old)
+		spliceTID <- unix.Gettid()
+		_, err := unix.Splice(sp[0], nil, in[1], nil, 16, 0)
+		_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+		runtime.UnlockOSThread()
+		spliced <- err
+	}()
+	tid := <-spliceTID
+	testenv.WaitFor(t, "the splice to hold the pipe's lock", 10*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+		f := strings.Fields(string(b))
+		return len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_SPLICE), string(b)
+	})
+	type result struct {
+		n   int
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		n, err := p.stdin.Read(make([]byte, 64))
+		read <- result{n, err}
+	}()
+	testenv.WaitFor(t, "the read to sleep on the pipe's lock", 10*time.Second, func() (bool, string) {
+		select {
+		case r := <-read:
+			t.Fatalf("the read did not wait on the held lock: %d, %v", r.n, r.err)
+		default:
+		}
+		tasks, _ := os.ReadDir("/proc/self/task")
+		for _, e := range tasks {
+			stat, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "stat"))
+			wchan, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "wchan"))
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i:]), ") D") && strings.Contains(string(wchan), "pipe_read") {
+				return true, ""
+			}
+		}
+		return false, "no thread in D state in a pipe read"
+	})
+	p.abandon()
+	closed := make(chan struct{})
+	go func() {
+		p.close()
+		close(closed)
+	}()
+	// stdout is not held: it closes at once, while stdin waits for the
+	// read.
+	testenv.WaitFor(t, "stdout to be closed while stdin waits", 10*time.Second, func() (bool, string) {
+		n, err := unix.Read(dupOut, make([]byte, 1)) // end of file once no writer is left
+		return n == 0 && err == nil, fmt.Sprint(n, err)
+	})
+	select {
+	case <-closed:
+		t.Fatal("close returned while a read of stdin still waited on the lock")
+	default:
+	}
+	if _, err := unix.Write(sp[1], []byte("x")); err != nil { // the splice moves it: the lock goes
+		t.Fatal(err)
+	}
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+	r := <-read
+	if !errors.Is(r.err, errAbandoned) || r.n != 0 {
+		t.Fatalf("the read let go of returned %d, %v; want 0, errAbandoned", r.n, r.err)
+	}
+	<-closed // every file is closed once the read returned
+	if _, err := unix.Write(in[1], []byte("y")); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("a write to stdin once the daemon closed its copy: %v, want EPIPE", err)
+	}
+	if _, err := p.stdout.Write([]byte("z")); !errors.Is(err, errAbandoned) {
+		t.Fatalf("a write after abandon: %v, want errAbandoned", err)
 	}
 }

@@ -27,15 +27,25 @@ const (
 func (d *Daemon) setUserLimits() {
 	d.pending.what, d.pending.max = "connections that have not sent their request", maxPendingPerUID
 	d.following.what, d.following.max = "followers of the audit log or of kernel events", maxFollowersPerUID
+	// Sessions: max_sessions_per_user, read at each take (a reload
+	// changes it). It bounds a user's sandboxes, and the daemon threads
+	// that sessions let go of while their client held a pipe's lock (see
+	// stdio.go) can keep.
+	d.sessionSlots.what = "sessions (mcpcage run; max_sessions_per_user in [daemon])"
 }
 
 // take takes a slot for uid; release gives it back. When uid holds max,
 // it returns an error that says so and what to do.
 func (s *uidSlots) take(uid uint32) (release func(), err error) {
+	return s.takeUpTo(uid, s.max)
+}
+
+// takeUpTo is take with a bound of max slots.
+func (s *uidSlots) takeUpTo(uid uint32, max int) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[uid] >= s.max {
-		return nil, fmt.Errorf("uid %d already has %d %s open, the most one user may: close some and try again", uid, s.max, s.what)
+	if s.held[uid] >= max {
+		return nil, fmt.Errorf("uid %d already has %d %s open, the most one user may: close some and try again", uid, max, s.what)
 	}
 	if s.held == nil {
 		s.held = map[uint32]int{}

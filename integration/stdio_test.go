@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,15 +27,7 @@ import (
 // record.
 func TestStdioPassedToTheDaemon(t *testing.T) {
 	d := startDaemon(t, "")
-	c := d.connect(t, "test", "2025-11-25")
-	if got, isErr := callText(t, c, "echo", map[string]any{"text": "one hop"}); isErr || got != "one hop" {
-		t.Fatalf("echo = %q (error %v)", got, isErr)
-	}
-	var sessions []api.SessionInfo
-	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
-	if len(sessions) != 1 || sessions[0].Stdio != api.StdioPassed {
-		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
-	}
+	echoOnePassedSession(t, d, "one hop")
 	r := d.record(t, string(api.RecordSessionStart), func(map[string]any) bool { return true })
 	if r["stdio"] != string(api.StdioPassed) || r["server_stdio"] != "fifo" {
 		t.Fatalf("session.start says stdio %v, server_stdio %v", r["stdio"], r["server_stdio"])
@@ -286,9 +280,12 @@ func TestPendingConnectionsAreBoundedPerUser(t *testing.T) {
 		must(t, err, "dial %d", i)
 		idle = append(idle, c)
 	}
-	// The daemon takes a connection's slot when it accepts it: wait
-	// until the 33rd is refused (the 32 are accepted by then).
-	testenv.WaitFor(t, "the 33rd connection to be refused", 10*time.Second, func() (bool, string) {
+	// The daemon takes a connection's slot as it handles it, and its
+	// handlers run concurrently: the one that asks may be handled before
+	// one of the idle ones, which is then the one refused. Top up with
+	// one more idle connection each time the one that asks is served,
+	// until it is refused.
+	testenv.WaitFor(t, "a 33rd connection to be refused", 20*time.Second, func() (bool, string) {
 		c, err := api.Dial(d.socket)
 		if err != nil {
 			return false, err.Error()
@@ -298,7 +295,13 @@ func TestPendingConnectionsAreBoundedPerUser(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return !reply.OK && reply.Code == api.CodeBusy && strings.Contains(reply.Error, "32 connections that have not sent their request"), reply.Error
+		if reply.OK {
+			more, err := api.Dial(d.socket)
+			must(t, err, "dial one more")
+			idle = append(idle, more)
+			return false, fmt.Sprintf("served with %d idle connections open", len(idle))
+		}
+		return reply.Code == api.CodeBusy && strings.Contains(reply.Error, "32 connections that have not sent their request"), reply.Error
 	})
 	for _, c := range idle {
 		_ = c.Close()
@@ -308,4 +311,58 @@ func TestPendingConnectionsAreBoundedPerUser(t *testing.T) {
 		out, err := d.cli(t, 0, "status")
 		return err == nil, out
 	})
+}
+
+// TestFilesAreTakenOnlyWhenAsked: a file the daemon holds is one it may
+// have to close, and closing a pipe whose lock another process holds
+// waits without end; so the daemon's socket refuses files (SO_PASSRIGHTS
+// off: the sender's sendmsg fails) except for a session it admitted and
+// asked for them. Before, files sent with any request (a status, a run
+// request not yet admitted) were taken in and closed by the daemon.
+func TestFilesAreTakenOnlyWhenAsked(t *testing.T) {
+	d := startDaemon(t, "")
+	r, w, err := os.Pipe()
+	must(t, err, "pipe")
+	defer func() { _ = r.Close(); _ = w.Close() }()
+	tests := []struct {
+		name string
+		req  api.Request
+	}{
+		{"with a status request", api.Request{Op: api.OpStatus, Version: api.Version}},
+		{"with a run request, before the daemon asks", api.Request{Op: api.OpRun, Server: "test", PassStdio: true, Version: api.Version}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
+			must(t, err, "dial mcpcaged")
+			defer func() { _ = c.Close() }()
+			b, err := json.Marshal(tt.req)
+			must(t, err, "encode")
+			_, _, err = c.WriteMsgUnix(api.AppendFrame(nil, api.FrameRequest, b), unix.UnixRights(int(r.Fd()), int(w.Fd())), nil)
+			if !errors.Is(err, unix.EPERM) {
+				t.Fatalf("sending files unasked: %v, want EPERM (the socket refuses them)", err)
+			}
+		})
+	}
+	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "files are taken only from a session the daemon admitted") {
+		t.Fatalf("status says client stdio %q", st)
+	}
+	// A session still gets its files, asked for.
+	echoOnePassedSession(t, d, "asked")
+}
+
+// echoOnePassedSession starts a session with an mcp-go client (pipes, as
+// every MCP client gives), has text echoed, and checks that it is the
+// daemon's one session, with its stdio passed.
+func echoOnePassedSession(t *testing.T, d *daemon, text string) {
+	t.Helper()
+	c := d.connect(t, "test", "2025-11-25")
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": text}); isErr || got != text {
+		t.Fatalf("echo = %q (error %v)", got, isErr)
+	}
+	var sessions []api.SessionInfo
+	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
+	if len(sessions) != 1 || sessions[0].Stdio != api.StdioPassed {
+		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
+	}
 }

@@ -136,10 +136,24 @@ func TestRunPassesPipes(t *testing.T) {
 			return
 		}
 		defer func() { _ = c.Close() }()
+		// The request comes alone; the files when asked for.
+		_, payload, err := api.NewFrameReader(c).Next()
+		if err != nil {
+			return
+		}
+		var req api.Request
+		_ = json.Unmarshal(payload, &req)
+		got <- req
+		w := api.NewFrameWriter(c)
+		_ = w.Write(api.FrameFilesWanted, nil)
 		buf := make([]byte, 1<<16)
 		oob := make([]byte, unix.CmsgSpace(3*4))
 		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 		if err != nil {
+			return
+		}
+		if ft, _, _ := api.NewFrameReader(bytes.NewReader(buf[:n])).Next(); ft != api.FrameFiles {
+			_ = w.Write(api.FrameReply, []byte(`{"ok":false,"error":"no files frame"}`))
 			return
 		}
 		msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
@@ -148,12 +162,6 @@ func TestRunPassesPipes(t *testing.T) {
 			f, _ := unix.ParseUnixRights(&msgs[i])
 			fds = append(fds, f...)
 		}
-		r := api.NewFrameReader(bytes.NewReader(buf[:n]))
-		_, payload, _ := r.Next()
-		var req api.Request
-		_ = json.Unmarshal(payload, &req)
-		got <- req
-		w := api.NewFrameWriter(c)
 		if len(fds) < 2 {
 			_ = w.Write(api.FrameReply, []byte(`{"ok":false,"error":"no files"}`))
 			return

@@ -1,0 +1,351 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// TestHeldPipeLockCannotHoldTheSession: the kernel takes a pipe's lock
+// without a timeout, even for a read or write that must not wait
+// (RWF_NOWAIT), and a client shares the pipes it passed: it can hold a
+// pipe's lock with a splice from an idle blocking socket into its stdin
+// pipe, or from its stdout pipe into a full socket. The daemon's read or
+// write of that pipe then sleeps uninterruptibly, where no deadline
+// reaches it. Once the shim is gone the session must still end (its
+// session.end record, with reason client_stuck; its container removed),
+// and the daemon must still shut down; the thread that waits stays until
+// the lock is released. Before the fix the session never ended, and its
+// daemon never stopped.
+func TestHeldPipeLockCannotHoldTheSession(t *testing.T) {
+	tests := []struct {
+		name string
+		hold func(t *testing.T, d *daemon, h *heldClient)
+		// stopHeld: the daemon is told to stop while the lock is held;
+		// otherwise the lock is released and the user's slot must come
+		// back.
+		stopHeld bool
+	}{
+		{"stdin, by a splice from an idle socket", holdStdin, true},
+		{"stdout, by a splice into a full socket", holdStdout, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// One session per user: the session let go of keeps its slot
+			// while its thread waits on the lock.
+			d := startDaemon(t, "[daemon]\nmax_sessions_per_user = 1\n")
+			h := startHeldClient(t, d)
+			defer h.close()
+			tt.hold(t, d, h)
+			t.Logf("a thread of mcpcaged waits on the client's pipe: %s", h.stuck)
+
+			must(t, h.cmd.Process.Kill(), "kill the shim")
+			_, _ = h.cmd.Process.Wait()
+			var end map[string]any
+			testenv.WaitFor(t, "the session.end record", 60*time.Second, func() (bool, string) {
+				for _, r := range d.auditRecords(t) {
+					if str(r, "type") == string(api.RecordSessionEnd) {
+						end = r
+						return true, ""
+					}
+				}
+				return false, "no session.end record"
+			})
+			if end["reason"] != string(api.ExitClientStuck) {
+				t.Fatalf("session.end says reason %v, want %s: %v", end["reason"], api.ExitClientStuck, end)
+			}
+			if _, ok := daemonThreadOnPipe(d.cmd.Process.Pid); !ok {
+				t.Fatalf("the daemon's thread no longer waits on the pipe: the test did not hold the lock through the session's end")
+			}
+			d.waitClean("the session whose client held its pipe's lock")
+			if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "holds a pipe's lock") || !strings.Contains(st, "cannot either") {
+				t.Fatalf("status says client stdio %q", st)
+			}
+			// The session let go of still counts toward the user's
+			// sessions while its thread waits: the next one is refused,
+			// with what to do.
+			out, err := d.shimCmd("test").CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "already has 1 sessions (mcpcage run; max_sessions_per_user in [daemon]) open") {
+				t.Fatalf("a second session while the first one's thread waits: %v, %s", err, out)
+			}
+
+			if tt.stopHeld {
+				// The daemon shuts down; its process exits once the lock
+				// is released (a thread in an uninterruptible wait holds
+				// the exit).
+				must(t, d.cmd.Process.Signal(syscall.SIGTERM), "SIGTERM mcpcaged")
+				d.waitLog(`msg=stopped`)
+				h.release()
+				h.release = func() {}
+				if code := d.stop(); code != 0 {
+					t.Fatalf("mcpcaged exited with %d", code)
+				}
+				return
+			}
+			// Once the lock is free, the relay ends and the slot comes
+			// back: the user's next session runs.
+			h.release()
+			h.release = func() {}
+			testenv.WaitFor(t, "the user's session slot to come back", 30*time.Second, func() (bool, string) {
+				if _, ok := daemonThreadOnPipe(d.cmd.Process.Pid); ok {
+					return false, "a thread still waits on the pipe"
+				}
+				// stdin from /dev/null: a session that starts its server
+				// and ends at once, with status 0.
+				out, err := d.shimCmd("test").CombinedOutput()
+				return err == nil && !strings.Contains(string(out), "max_sessions_per_user"), fmt.Sprintf("%v: %s", err, out)
+			})
+		})
+	}
+}
+
+// heldClient is an MCP client's side of a session with raw, blocking
+// pipes (the way a client spawns the shim), and the socket pair a splice
+// holds one of the pipe's lock with.
+type heldClient struct {
+	t         *testing.T
+	cmd       *exec.Cmd
+	in, out   *os.File // the client's ends: stdin's write end, stdout's read end
+	sp        [2]int
+	release   func() // lets the splice finish, and so the lock go
+	spliceEnd chan error
+	stuck     string // the daemon thread found waiting on the pipe
+	next      int    // the next request id
+}
+
+// startHeldClient starts `mcpcage run test` with blocking pipes, and
+// initializes the session with one echo answered.
+func startHeldClient(t *testing.T, d *daemon) *heldClient {
+	var in, out [2]int
+	must(t, unix.Pipe2(in[:], unix.O_CLOEXEC), "pipe")
+	must(t, unix.Pipe2(out[:], unix.O_CLOEXEC), "pipe")
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	must(t, err, "socketpair")
+	cmd := d.shimCmd("test")
+	shimIn, shimOut := os.NewFile(uintptr(in[0]), "shim stdin"), os.NewFile(uintptr(out[1]), "shim stdout")
+	cmd.Stdin, cmd.Stdout = shimIn, shimOut
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start(), "start the shim")
+	_ = shimIn.Close()
+	_ = shimOut.Close()
+	h := &heldClient{t: t, in: os.NewFile(uintptr(in[1]), "client stdin"), out: os.NewFile(uintptr(out[0]), "client stdout"),
+		cmd: cmd, sp: sp, release: func() {}, spliceEnd: make(chan error, 1), next: 3}
+	for _, line := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"held","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"before"}}}`,
+	} {
+		h.send(line)
+	}
+	rd := bufio.NewReader(h.out)
+	for {
+		line, err := rd.ReadString('\n')
+		must(t, err, "read the shim's stdout (its stderr: %s)", stderr.String())
+		if strings.Contains(line, `"id":2`) {
+			break
+		}
+	}
+	return h
+}
+
+// send writes one message to the client's stdin pipe.
+func (h *heldClient) send(line string) {
+	_, err := unix.Write(int(h.in.Fd()), []byte(line+"\n"))
+	must(h.t, err, "write to the shim's stdin")
+}
+
+// echo sends one more echo call.
+func (h *heldClient) echo() {
+	h.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"held"}}}`, h.next))
+	h.next++
+}
+
+// splice starts a splice from fd in to fd out on a thread of its own and
+// waits until that thread is inside the call.
+func (h *heldClient) splice(in, out int) {
+	tids := make(chan int, 1)
+	go func() {
+		// A signal (the shim's SIGCHLD) would make the splice let go of
+		// the lock and start again: none reaches this thread while it is
+		// in the call. The thread goes back to Go as it was (a thread
+		// that exits would take with it the children forked on it that
+		// asked for a parent-death signal, such as the test's
+		// containerd).
+		runtime.LockOSThread()
+		restore := blockSignals()
+		tids <- unix.Gettid()
+		_, err := unix.Splice(in, nil, out, nil, 1<<16, 0)
+		restore()
+		runtime.UnlockOSThread()
+		h.spliceEnd <- err
+	}()
+	tid := <-tids
+	testenv.WaitFor(h.t, "the splice to wait inside the kernel", 10*time.Second, func() (bool, string) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+		if err != nil {
+			return false, err.Error()
+		}
+		f := strings.Fields(string(b))
+		return len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_SPLICE), string(b)
+	})
+}
+
+// waitStuck waits until a thread of mcpcaged sleeps uninterruptibly on a
+// pipe, calling poke between looks.
+func (h *heldClient) waitStuck(d *daemon, poke func()) {
+	testenv.WaitFor(h.t, "a thread of mcpcaged waiting on the client's pipe", 20*time.Second, func() (bool, string) {
+		if where, ok := daemonThreadOnPipe(d.cmd.Process.Pid); ok {
+			h.stuck = where
+			return true, ""
+		}
+		poke()
+		return false, "no thread of mcpcaged in D state on a pipe"
+	})
+}
+
+// close lets the splice finish and closes the client's ends.
+func (h *heldClient) close() {
+	h.release()
+	h.release = func() {}
+	_ = unix.Close(h.sp[1]) // the splice from the idle socket meets end of file
+	select {
+	case err := <-h.spliceEnd:
+		if err != nil {
+			h.t.Logf("the test's splice ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		h.t.Errorf("the test's splice did not end")
+	}
+	_ = unix.Close(h.sp[0])
+	_ = h.in.Close()
+	_ = h.out.Close()
+	_ = h.cmd.Wait()
+}
+
+// holdStdin holds the lock of the client's stdin pipe with a splice from
+// an idle socket into it, while the pipe has a message for the daemon:
+// the daemon's next read of stdin waits on the lock. mcpcaged is stopped
+// while the message is written and the splice takes the lock, so that it
+// reads only then.
+func holdStdin(t *testing.T, d *daemon, h *heldClient) {
+	pid := d.cmd.Process.Pid
+	must(t, syscall.Kill(pid, syscall.SIGSTOP), "SIGSTOP mcpcaged")
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	testenv.WaitFor(t, "every thread of mcpcaged to stop", 10*time.Second, func() (bool, string) {
+		states := threadStates(pid)
+		for tid, st := range states {
+			if st.state != "T" && st.state != "t" {
+				return false, fmt.Sprintf("thread %d in state %s", tid, st.state)
+			}
+		}
+		return len(states) > 0, "no threads"
+	})
+	h.echo()
+	h.splice(h.sp[0], int(h.in.Fd()))
+	h.release = func() { _, _ = unix.Write(h.sp[1], []byte("\n")) } // one byte through: the splice ends
+	must(t, syscall.Kill(pid, syscall.SIGCONT), "SIGCONT mcpcaged")
+	h.waitStuck(d, func() {})
+}
+
+// holdStdout holds the lock of the client's stdout pipe with a splice
+// from it into a full socket: the splice takes the daemon's next answer
+// and waits, with the lock, for room in the socket; the daemon's next
+// write waits on the lock.
+func holdStdout(t *testing.T, d *daemon, h *heldClient) {
+	must(t, unix.SetNonblock(h.sp[0], true), "non-blocking socket")
+	// Fill it to the last byte: a write that does not fit is refused
+	// whole, and the splice must find no room at all.
+	for size := 64 << 10; size > 0; size /= 2 {
+		chunk := make([]byte, size)
+		for {
+			_, err := unix.Write(h.sp[0], chunk)
+			if err == unix.EAGAIN {
+				break
+			}
+			must(t, err, "fill the socket")
+		}
+	}
+	must(t, unix.SetNonblock(h.sp[0], false), "blocking socket")
+	h.splice(int(h.out.Fd()), h.sp[0])
+	h.release = func() {
+		// Room in the socket: the splice sends what it holds and lets
+		// go of the lock. Everything queued is read (a partly read
+		// buffer frees no room).
+		buf := make([]byte, 64<<10)
+		for {
+			n, _, err := unix.Recvfrom(h.sp[1], buf, unix.MSG_DONTWAIT)
+			if n <= 0 || err != nil {
+				return
+			}
+		}
+	}
+	h.waitStuck(d, h.echo)
+}
+
+// threadState is a thread's state letter and where it sleeps.
+type threadState struct{ state, wchan string }
+
+// threadStates reads the state of every thread of pid.
+func threadStates(pid int) map[int]threadState {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	entries, _ := os.ReadDir(dir)
+	out := map[int]threadState{}
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+3 > len(s) {
+			continue
+		}
+		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
+		out[tid] = threadState{state: s[i+2 : i+3], wchan: string(wchan)}
+	}
+	return out
+}
+
+// daemonThreadOnPipe finds a thread of pid in uninterruptible sleep on a
+// pipe (anon_pipe_read, anon_pipe_write, or the lock on the way to them).
+func daemonThreadOnPipe(pid int) (string, bool) {
+	for tid, st := range threadStates(pid) {
+		if st.state == "D" && strings.Contains(st.wchan, "pipe") {
+			return fmt.Sprintf("thread %d, %s", tid, st.wchan), true
+		}
+	}
+	return "", false
+}
+
+// blockSignals blocks every signal on the calling thread (locked to its
+// goroutine) and returns what restores its mask: a splice waiting in the
+// kernel, when interrupted, lets go of the pipe's lock before it starts
+// again.
+func blockSignals() (restore func()) {
+	var all, old unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old); err != nil {
+		return func() {}
+	}
+	return func() { _ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) }
+}
