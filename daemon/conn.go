@@ -26,12 +26,31 @@ import (
 // handle serves one connection: one request, then either a reply or a
 // session.
 func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
-	defer func() { _ = c.Close() }() // a no-op once serveRun closed it
-	refuseFiles(c)                   // the listener's setting, for a connection accepted before it was made
+	closeConn := func() { _ = c.Close() } // a no-op once serveRun closed it
+	defer func() { closeConn() }()
+	// A connection made before the listener refused files (systemd's
+	// backlog while the daemon started) may carry some already; they are
+	// dropped when the connection is closed, which can wait on a pipe's
+	// lock (passrights.go).
+	early := takesFiles(c)
+	refuseFiles(c)
 	peer, err := peerOf(c)
 	if err != nil {
 		d.log.Warn("rejecting connection without peer credentials", "err", err)
 		return
+	}
+	if early {
+		// It holds one of its user's session slots until it is closed,
+		// off this goroutine: the bound serveRun keeps for a session's
+		// files.
+		if release, err := d.sessionSlots.takeUpTo(peer.UID, d.conf().Daemon.MaxSessionsPerUser); err == nil {
+			closeConn = func() {
+				go func() {
+					defer release()
+					_ = c.Close()
+				}()
+			}
+		}
 	}
 	// The peer as it is now, at accept: its pid may be reused before its
 	// request arrives.

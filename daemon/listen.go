@@ -30,6 +30,7 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	refuseFiles(ln) // before anyone but root may connect (passrights.go)
 	gid := -1
 	if g, err := user.LookupGroup("mcpcage"); err == nil {
 		if n, err := strconv.Atoi(g.Gid); err == nil {

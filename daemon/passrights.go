@@ -11,8 +11,11 @@ import (
 // Files passed over the daemon's socket are taken only when the daemon
 // asks for them: SO_PASSRIGHTS is off on the listener, so every
 // connection starts refusing them (the sender's sendmsg fails with
-// EPERM), and a session the daemon admitted turns it on just long enough
-// to receive the client's pipes (receiveStdio). A file the daemon holds
+// EPERM), and a run request that holds one of its user's session slots
+// turns it on just long enough to receive the client's pipes
+// (receiveStdio). A connection made before the listener refused files
+// (systemd's backlog while the daemon starts) holds a slot until it is
+// closed (handle). A file the daemon holds
 // is one it may have to close, and closing a pipe takes the pipe's lock,
 // which a process sharing it can hold without end (see stdio.go): files
 // nobody asked for, sent with any request, would each keep a daemon
@@ -54,6 +57,21 @@ var refusesUnaskedFiles = sync.OnceValue(func() bool {
 	err = unix.Sendmsg(p[0], []byte{0}, unix.UnixRights(p[0]), nil, unix.MSG_DONTWAIT)
 	return errors.Is(err, unix.EPERM)
 })
+
+// takesFiles says whether a socket takes passed files now (false on a
+// kernel without SO_PASSRIGHTS, which cannot say).
+func takesFiles(sc syscall.Conn) bool {
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	on := false
+	_ = raw.Control(func(fd uintptr) {
+		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, soPassRights)
+		on = err == nil && v != 0
+	})
+	return on
+}
 
 // refuseFiles turns the taking of passed files off on the listener (its
 // connections inherit it) or a connection; a kernel without

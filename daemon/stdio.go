@@ -193,7 +193,10 @@ func receiveStdio(c *net.UnixConn, fw *api.FrameWriter) (*passedStdio, *api.Fram
 	_ = c.SetReadDeadline(time.Now().Add(requestWait))
 	data, fds, err := readFirst(c)
 	if refusesUnaskedFiles() {
-		_ = passRights(c, false) // what comes after the files brings none
+		// Nothing sent from now on brings files. More sent in the
+		// moment it was on stay queued, and are dropped by the reads
+		// or the close of the connection, inside the session's slot.
+		_ = passRights(c, false)
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {

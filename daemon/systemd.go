@@ -130,6 +130,7 @@ func listener(socket string, log *slog.Logger) (net.Listener, error) {
 		for _, extra := range fds[1:] {
 			_ = extra.Close() // never used
 		}
+		refuseFiles(fds[0]) // connections already in its backlog may still carry files: see handle
 		return fds[0], nil
 	}
 	return Listen(socket)
