@@ -397,7 +397,7 @@ func (d *Daemon) enforcement() map[string]string {
 // passedStdioState says how the client's passed pipes and sockets are
 // kept from waiting in the kernel (see stdio.go).
 func passedStdioState(maxSessions int) string {
-	files := "files are taken only when a run request that holds one of its user's session slots asks for them (SO_PASSRIGHTS off otherwise; a connection made before the daemon turned it off holds a slot until it is closed)"
+	files := "files are taken only when a session the daemon admitted, holding one of its user's session slots, asks for them (SO_PASSRIGHTS off otherwise; a connection made before the daemon turned it off holds a slot until it is closed)"
 	if !refusesUnaskedFiles() {
 		files = "any connection can pass files (SO_PASSRIGHTS needs Linux 6.16): the daemon closes those it did not ask for, and closing a pipe whose lock another process holds keeps a daemon thread waiting, with no per-user bound"
 	}

@@ -11,9 +11,9 @@ import (
 // Files passed over the daemon's socket are taken only when the daemon
 // asks for them: SO_PASSRIGHTS is off on the listener, so every
 // connection starts refusing them (the sender's sendmsg fails with
-// EPERM), and a run request that holds one of its user's session slots
-// turns it on just long enough to receive the client's pipes
-// (receiveStdio). A connection made before the listener refused files
+// EPERM), and a session the daemon admitted, holding one of its user's
+// session slots, turns it on just long enough to receive the client's
+// pipes (receiveStdio); a refused one never takes any. A connection made before the listener refused files
 // (systemd's backlog while the daemon starts) holds a slot until it is
 // closed (handle). A file the daemon holds
 // is one it may have to close, and closing a pipe takes the pipe's lock,

@@ -127,7 +127,11 @@ var errClientGone = errors.New("shim connection lost")
 // runSession serves one `mcpcage run`: who is asking, for which server,
 // in which sandbox; then the relay until either side ends; then the
 // account of the session.
-func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, stdio *passedStdio, log *slog.Logger) {
+//
+// takeFiles receives the client's files when the shim passes them
+// (req.PassStdio): it is called once the session is admitted, so a
+// refused one never takes any.
+func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, takeFiles func() (*passedStdio, *api.FrameReader, error), log *slog.Logger) {
 	s, refused := d.admitSession(peer, req, log)
 	if s == nil {
 		reply(fw, refused, log)
@@ -141,13 +145,23 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		return
 	}
 	defer d.removeSession(s.id)
+	var stdio *passedStdio
+	var err error
+	if req.PassStdio {
+		if stdio, fr, err = takeFiles(); err != nil {
+			if s.warm != nil {
+				_ = d.warm.discard(s.warm) // logged
+			}
+			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
+			return
+		}
+	}
 	s.run = d.runs.Attach(peer.UID, s.user, s.agentP.PID, s.agentP.StartTime)
 	defer d.runs.Detach(s.run)
 
 	pumpClient := s.buildRelay(d, fw, stdio)
 	var params sandbox.Params
 	var hosts *egress.Tracker
-	var err error
 	if s.srv.IsRemote() {
 		err = d.startRemote(s)
 	} else {
@@ -206,9 +220,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	d.accountSession(ctx, s, exit)
 }
 
-// serveRun takes the user's session slot, receives the client's files
-// when the shim passes them (the only time the daemon takes files, see
-// passrights.go) and runs the session. The slot is given back once the
+// serveRun takes the user's session slot and runs the session, which
+// receives the client's files once admitted when the shim passes them
+// (the only time the daemon takes files, see passrights.go). The slot is given back once the
 // session has ended and the daemon's copies of the client's files and
 // connection are closed: a read, write or close of a pipe can wait on its
 // lock, which a process sharing it can hold (see stdio.go), and the slot
@@ -239,13 +253,12 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 			log.Warn("the client's files are closed later: a read, write or close of them waits on a pipe's lock another process holds; the session counts toward the user's max_sessions_per_user until then", "waited", closeWait)
 		}
 	}()
-	if req.PassStdio {
-		if stdio, fr, err = receiveStdio(c, fw); err != nil {
-			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
-			return
-		}
+	takeFiles := func() (*passedStdio, *api.FrameReader, error) {
+		p, r, err := receiveStdio(c, fw)
+		stdio = p // closed with the connection, above
+		return p, r, err
 	}
-	d.runSession(ctx, c, fr, fw, peer, req, stdio, log)
+	d.runSession(ctx, c, fr, fw, peer, req, takeFiles, log)
 }
 
 // admitSession finds the server and identifies the agent; it returns the

@@ -326,7 +326,20 @@ func TestFilesAreTakenOnlyWhenAsked(t *testing.T) {
 			}
 		})
 	}
-	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "files are taken only when a run request that holds one of its user's session slots asks for them") {
+	// A run request the daemon refuses (an unknown server) is answered
+	// without the files ever being asked for.
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: d.socket, Net: "unix"})
+	must(t, err, "dial mcpcaged")
+	defer func() { _ = c.Close() }()
+	b, err := json.Marshal(api.Request{Op: api.OpRun, Server: "nope", PassStdio: true, Version: api.Version})
+	must(t, err, "encode")
+	must(t, api.NewFrameWriter(c).Write(api.FrameRequest, b), "send the run request")
+	ft, payload, err := api.NewFrameReader(c).Next()
+	must(t, err, "read the answer")
+	if ft != api.FrameReply || !strings.Contains(string(payload), "nope") {
+		t.Fatalf("a run request for an unknown server was answered with frame %q %s, want the refusal before any file is asked for", ft, payload)
+	}
+	if st := d.status(t).Enforcement["client stdio"]; !strings.Contains(st, "files are taken only when a session the daemon admitted, holding one of its user's session slots, asks for them") {
 		t.Fatalf("status says client stdio %q", st)
 	}
 	// A session still gets its files, asked for.
