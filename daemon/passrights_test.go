@@ -51,7 +51,7 @@ func TestEarlyConnectionHoldsASlotWhileItsFilesClose(t *testing.T) {
 	}
 	_ = unix.Close(p[0]) // the daemon's copy is the last
 	defer closeFDs(p[1:])
-	spliced := holdPipeLock(t, sp[0], p[1])
+	spliced := testenv.SpliceHoldingLock(t, sp[0], p[1], 16)
 	c, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -67,14 +67,19 @@ func TestEarlyConnectionHoldsASlotWhileItsFilesClose(t *testing.T) {
 		defer d.sessionSlots.mu.Unlock()
 		return d.sessionSlots.held[uid]
 	}
-	waitThreadOnPipe(t, "the dropping of the early connection's file to wait on the lock", func() {})
+	testenv.WaitFor(t, "the dropping of the early connection's file to wait on the lock", 10*time.Second, func() (bool, string) {
+		where, ok := testenv.ThreadOnPipe(os.Getpid())
+		return ok, where
+	})
 	if n := held(); n != 1 {
 		t.Fatalf("while its file waits to be dropped the early connection holds %d session slots of uid %d, want 1", n, uid)
 	}
 	if _, err := unix.Write(sp[1], []byte("x")); err != nil { // the lock goes
 		t.Fatal(err)
 	}
-	<-spliced
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
 	<-handled
 	testenv.WaitFor(t, "the slot to be given back", 10*time.Second, func() (bool, string) {
 		n := held()

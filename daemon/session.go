@@ -222,9 +222,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 
 // serveRun takes the user's session slot and runs the session, which
 // receives the client's files once admitted when the shim passes them
-// (the only time the daemon takes files, see passrights.go). The slot is given back once the
-// session has ended and the daemon's copies of the client's files and
-// connection are closed: a read, write or close of a pipe can wait on its
+// (the only time the daemon takes files, see passrights.go). The slot is
+// given back once the session has ended and the daemon's copies of the
+// client's files and connection are closed: a read, write or close of a pipe can wait on its
 // lock, which a process sharing it can hold (see stdio.go), and the slot
 // bounds the daemon threads one user can keep waiting that way.
 func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -368,7 +366,7 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 	if _, err := unix.Write(in[1], []byte("first")); err != nil {
 		t.Fatal(err)
 	}
-	spliced := holdPipeLock(t, sp[0], in[1])
+	spliced := testenv.SpliceHoldingLock(t, sp[0], in[1], 16)
 	type result struct {
 		n   int
 		err error
@@ -378,12 +376,14 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 		n, err := p.stdin.Read(make([]byte, 64))
 		read <- result{n, err}
 	}()
-	waitThreadOnPipe(t, "the read to sleep on the pipe's lock", func() {
+	testenv.WaitFor(t, "the read to sleep on the pipe's lock", 10*time.Second, func() (bool, string) {
 		select {
 		case r := <-read:
 			t.Fatalf("the read did not wait on the held lock: %d, %v", r.n, r.err)
 		default:
 		}
+		where, ok := testenv.ThreadOnPipe(os.Getpid())
+		return ok, where
 	})
 	p.abandon()
 	closed := make(chan struct{})
@@ -405,7 +405,9 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 	if _, err := unix.Write(sp[1], []byte("x")); err != nil { // the splice moves it: the lock goes
 		t.Fatal(err)
 	}
-	<-spliced
+	if err := <-spliced; err != nil {
+		t.Fatalf("splice: %v", err)
+	}
 	r := <-read
 	if !errors.Is(r.err, errAbandoned) || r.n != 0 {
 		t.Fatalf("the read let go of returned %d, %v; want 0, errAbandoned", r.n, r.err)
@@ -417,55 +419,4 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 	if _, err := p.stdout.Write([]byte("z")); !errors.Is(err, errAbandoned) {
 		t.Fatalf("a write after abandon: %v, want errAbandoned", err)
 	}
-}
-
-// holdPipeLock holds the lock of the pipe whose write end is pipeW, the
-// way a client that shares it can: a splice from the idle stream socket
-// sock into it, which waits for data with the lock held. It returns once
-// the splice waits in the kernel; the returned channel is closed when it
-// ended (send a byte on sock's peer to end it). A signal would make the
-// splice let go of the lock and start again: none reaches its thread
-// while it is in the call, and the thread goes back to Go as it was.
-func holdPipeLock(t *testing.T, sock, pipeW int) <-chan struct{} {
-	t.Helper()
-	done := make(chan struct{})
-	tid := make(chan int, 1)
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		var all, old unix.Sigset_t
-		for i := range all.Val {
-			all.Val[i] = ^uint64(0)
-		}
-		_ = unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old)
-		tid <- unix.Gettid()
-		_, _ = unix.Splice(sock, nil, pipeW, nil, 16, 0)
-		_ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-		runtime.UnlockOSThread()
-	}()
-	id := <-tid
-	testenv.WaitFor(t, "the splice to hold the pipe's lock", 10*time.Second, func() (bool, string) {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", id))
-		f := strings.Fields(string(b))
-		return len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_SPLICE), string(b)
-	})
-	return done
-}
-
-// waitThreadOnPipe waits until a thread of this process sleeps
-// uninterruptibly on a pipe (its lock), calling check between looks.
-func waitThreadOnPipe(t *testing.T, what string, check func()) {
-	t.Helper()
-	testenv.WaitFor(t, what, 10*time.Second, func() (bool, string) {
-		check()
-		tasks, _ := os.ReadDir("/proc/self/task")
-		for _, e := range tasks {
-			stat, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "stat"))
-			wchan, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "wchan"))
-			if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i:]), ") D") && strings.Contains(string(wchan), "pipe") {
-				return true, ""
-			}
-		}
-		return false, "no thread in D state on a pipe"
-	})
 }

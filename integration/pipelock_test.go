@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,7 +64,7 @@ func TestHeldPipeLockCannotHoldTheSession(t *testing.T) {
 			if end["reason"] != string(api.ExitClientStuck) {
 				t.Fatalf("session.end says reason %v, want %s: %v", end["reason"], api.ExitClientStuck, end)
 			}
-			if _, ok := daemonThreadOnPipe(d.cmd.Process.Pid); !ok {
+			if _, ok := testenv.ThreadOnPipe(d.cmd.Process.Pid); !ok {
 				t.Fatalf("the daemon's thread no longer waits on the pipe: the test did not hold the lock through the session's end")
 			}
 			d.waitClean("the session whose client held its pipe's lock")
@@ -100,7 +97,7 @@ func TestHeldPipeLockCannotHoldTheSession(t *testing.T) {
 			h.release()
 			h.release = func() {}
 			testenv.WaitFor(t, "the user's session slot to come back", 30*time.Second, func() (bool, string) {
-				if _, ok := daemonThreadOnPipe(d.cmd.Process.Pid); ok {
+				if _, ok := testenv.ThreadOnPipe(d.cmd.Process.Pid); ok {
 					return false, "a thread still waits on the pipe"
 				}
 				// stdin from /dev/null: a session that starts its server
@@ -121,7 +118,7 @@ type heldClient struct {
 	in, out   *os.File // the client's ends: stdin's write end, stdout's read end
 	sp        [2]int
 	release   func() // lets the splice finish, and so the lock go
-	spliceEnd chan error
+	spliceEnd <-chan error
 	stuck     string // the daemon thread found waiting on the pipe
 	next      int    // the next request id
 }
@@ -143,7 +140,7 @@ func startHeldClient(t *testing.T, d *daemon) *heldClient {
 	_ = shimIn.Close()
 	_ = shimOut.Close()
 	h := &heldClient{t: t, in: os.NewFile(uintptr(in[1]), "client stdin"), out: os.NewFile(uintptr(out[0]), "client stdout"),
-		cmd: cmd, sp: sp, release: func() {}, spliceEnd: make(chan error, 1), next: 3}
+		cmd: cmd, sp: sp, release: func() {}, next: 3}
 	for _, line := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"held","version":"1"}}}`,
 		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
@@ -174,41 +171,17 @@ func (h *heldClient) echo() {
 	h.next++
 }
 
-// splice starts a splice from fd in to fd out on a thread of its own and
-// waits until that thread is inside the call.
+// splice starts a splice from fd in to fd out that holds the pipe's
+// lock (testenv.SpliceHoldingLock).
 func (h *heldClient) splice(in, out int) {
-	tids := make(chan int, 1)
-	go func() {
-		// A signal (the shim's SIGCHLD) would make the splice let go of
-		// the lock and start again: none reaches this thread while it is
-		// in the call. The thread goes back to Go as it was (a thread
-		// that exits would take with it the children forked on it that
-		// asked for a parent-death signal, such as the test's
-		// containerd).
-		runtime.LockOSThread()
-		restore := blockSignals()
-		tids <- unix.Gettid()
-		_, err := unix.Splice(in, nil, out, nil, 1<<16, 0)
-		restore()
-		runtime.UnlockOSThread()
-		h.spliceEnd <- err
-	}()
-	tid := <-tids
-	testenv.WaitFor(h.t, "the splice to wait inside the kernel", 10*time.Second, func() (bool, string) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
-		if err != nil {
-			return false, err.Error()
-		}
-		f := strings.Fields(string(b))
-		return len(f) > 0 && f[0] == strconv.Itoa(unix.SYS_SPLICE), string(b)
-	})
+	h.spliceEnd = testenv.SpliceHoldingLock(h.t, in, out, 1<<16)
 }
 
 // waitStuck waits until a thread of mcpcaged sleeps uninterruptibly on a
 // pipe, calling poke between looks.
 func (h *heldClient) waitStuck(d *daemon, poke func()) {
 	testenv.WaitFor(h.t, "a thread of mcpcaged waiting on the client's pipe", 20*time.Second, func() (bool, string) {
-		if where, ok := daemonThreadOnPipe(d.cmd.Process.Pid); ok {
+		if where, ok := testenv.ThreadOnPipe(d.cmd.Process.Pid); ok {
 			h.stuck = where
 			return true, ""
 		}
@@ -246,10 +219,10 @@ func holdStdin(t *testing.T, d *daemon, h *heldClient) {
 	must(t, syscall.Kill(pid, syscall.SIGSTOP), "SIGSTOP mcpcaged")
 	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
 	testenv.WaitFor(t, "every thread of mcpcaged to stop", 10*time.Second, func() (bool, string) {
-		states := threadStates(pid)
+		states := testenv.ThreadStates(pid)
 		for tid, st := range states {
-			if st.state != "T" && st.state != "t" {
-				return false, fmt.Sprintf("thread %d in state %s", tid, st.state)
+			if st.State != "T" && st.State != "t" {
+				return false, fmt.Sprintf("thread %d in state %s", tid, st.State)
 			}
 		}
 		return len(states) > 0, "no threads"
@@ -294,58 +267,4 @@ func holdStdout(t *testing.T, d *daemon, h *heldClient) {
 		}
 	}
 	h.waitStuck(d, h.echo)
-}
-
-// threadState is a thread's state letter and where it sleeps.
-type threadState struct{ state, wchan string }
-
-// threadStates reads the state of every thread of pid.
-func threadStates(pid int) map[int]threadState {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	entries, _ := os.ReadDir(dir)
-	out := map[int]threadState{}
-	for _, e := range entries {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || i+3 > len(s) {
-			continue
-		}
-		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
-		out[tid] = threadState{state: s[i+2 : i+3], wchan: string(wchan)}
-	}
-	return out
-}
-
-// daemonThreadOnPipe finds a thread of pid in uninterruptible sleep on a
-// pipe (anon_pipe_read, anon_pipe_write, or the lock on the way to them).
-func daemonThreadOnPipe(pid int) (string, bool) {
-	for tid, st := range threadStates(pid) {
-		if st.state == "D" && strings.Contains(st.wchan, "pipe") {
-			return fmt.Sprintf("thread %d, %s", tid, st.wchan), true
-		}
-	}
-	return "", false
-}
-
-// blockSignals blocks every signal on the calling thread (locked to its
-// goroutine) and returns what restores its mask: a splice waiting in the
-// kernel, when interrupted, lets go of the pipe's lock before it starts
-// again.
-func blockSignals() (restore func()) {
-	var all, old unix.Sigset_t
-	for i := range all.Val {
-		all.Val[i] = ^uint64(0)
-	}
-	if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, &old); err != nil {
-		return func() {}
-	}
-	return func() { _ = unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil) }
 }
