@@ -42,12 +42,12 @@ func (d *Daemon) openAudit() error {
 		Keep:     cfg.AuditKeep,
 		Sync:     audit.SyncMode(cfg.AuditSync),
 		Interval: time.Duration(cfg.AuditSyncInterval),
-		OnRecord: func(r audit.Record) {
-			t, _ := r["type"].(string)
+		OnRecord: func(e audit.Entry) {
+			t := e.Type()
 			perType.Get(t, func() prometheus.Counter { return d.metrics.AuditRecords.WithLabelValues(t) }).Inc()
-			d.auditFollowers.publish(r)
+			d.auditFollowers.publish(e)
 			if journalOn {
-				if err := sendJournal(r); err != nil {
+				if err := sendJournal(e.Record()); err != nil {
 					d.log.Warn("copy audit record to the journal", "type", t, "err", err)
 				}
 			}
@@ -298,9 +298,13 @@ func (f *followers) remove(ch chan audit.Record) {
 	f.mu.Unlock()
 }
 
-func (f *followers) publish(r audit.Record) {
+func (f *followers) publish(e audit.Entry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.subs) == 0 {
+		return // no map built for nobody (Fields)
+	}
+	r := e.Record()
 	for ch := range f.subs {
 		select {
 		case ch <- r:

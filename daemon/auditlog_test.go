@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,12 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -245,5 +249,77 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFollowersSeeCallRecordsAsWritten: the records of a call, built as
+// audit.Fields rather than maps, reach `mcpcage audit --follow` and the
+// per-type metric exactly as the log wrote them (chain fields included).
+func TestFollowersSeeCallRecordsAsWritten(t *testing.T) {
+	d := testDaemon(t, "[servers.everything]\ncommand = [\"x\"]\n")
+	cfg, m, dir := d.conf(), d.metrics, t.TempDir()
+	logPath := filepath.Join(dir, "audit.jsonl")
+	al, err := audit.Open(audit.Options{Path: logPath, HeadPath: filepath.Join(dir, "audit.head"), Sync: audit.SyncBatch,
+		OnRecord: func(e audit.Entry) {
+			m.AuditRecords.WithLabelValues(e.Type()).Inc()
+			d.auditFollowers.publish(e)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = al.Close() }()
+	d.audit = al
+	follow := d.auditFollowers.add()
+	defer d.auditFollowers.remove(follow)
+	var runs flow.Runs
+	s := &session{id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
+	p := &sessionPolicy{d: d, s: s, srv: cfg.Servers["everything"], observe: true, calls: map[string]callStart{}, defs: map[string]string{}}
+	req := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","token":"t"}}}`)
+	resp := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Echo: hi"}],"isError":false}}`)
+	var mreq, mresp wire.Message
+	if wire.Peek(req, &mreq) != nil || wire.Peek(resp, &mresp) != nil {
+		t.Fatal("peek")
+	}
+	if v := p.FromClient(&mreq.Envelopes[0], req); v.Hold == nil || <-v.Hold != nil {
+		t.Fatal("the call was not recorded")
+	}
+	p.FromServer(&mresp.Envelopes[0], resp, "tools/call")
+	p.afterServerMessage()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	if len(lines) < 2 {
+		t.Fatalf("%d lines in the log, want the call's two records", len(lines))
+	}
+	for i, want := range []api.RecordType{api.RecordToolCall, api.RecordToolResult} {
+		line := lines[len(lines)-2+i]
+		var got audit.Record
+		select {
+		case got = <-follow:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %s record reached the follower", want)
+		}
+		fromFollower, err := json.Marshal(map[string]any(got))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, w map[string]any
+		if err := json.Unmarshal(fromFollower, &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(line, &w); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(w, a); diff != "" {
+			t.Errorf("%s: the follower saw other than the line written (-line +follower):\n%s", want, diff)
+		}
+		if w["type"] != string(want) || w["hash"] == nil || w["seq"] == nil {
+			t.Errorf("line %d is %v, want a chained %s", i, w, want)
+		}
+		if n := testutil.ToFloat64(m.AuditRecords.WithLabelValues(string(want))); n != 1 {
+			t.Errorf("%s records counted %v times, want 1", want, n)
+		}
 	}
 }

@@ -44,10 +44,10 @@ func newKernelFixture(t testing.TB, srv *config.Server, opts audit.Options) *ker
 	dir := t.TempDir()
 	opts.Path, opts.HeadPath = filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "audit.head")
 	if opts.OnRecord == nil {
-		opts.OnRecord = func(r audit.Record) {
+		opts.OnRecord = func(e audit.Entry) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.records = append(f.records, r)
+			f.records = append(f.records, e.Record())
 		}
 	}
 	al, err := audit.Open(opts)
@@ -523,7 +523,7 @@ func BenchmarkOnKernelEvent(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var writer sync.Mutex // held: the audit writer stops at its next record
-			hold := func(audit.Record) {
+			hold := func(audit.Entry) {
 				writer.Lock()
 				//lint:ignore SA2001 an empty section on purpose: it waits for the benchmark to let the writer go
 				writer.Unlock()

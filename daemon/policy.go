@@ -54,7 +54,7 @@ type sessionPolicy struct {
 
 	// results: tools/call result records to write once the result is on
 	// its way to the client (see afterServerMessage).
-	results []audit.Record
+	results []audit.Entry
 
 	// deferring is set while FromClientDeferred decides: the records of
 	// allowed requests wait in deferred for Flush (see relay.Deferrer).
@@ -825,7 +825,7 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 // (audit.Log.AppendDurableNow); one with calls in flight queues it, so
 // the relay goes on deciding the next ones and their records share the
 // sync.
-func (p *sessionPolicy) appendDurable(rec audit.Record) (durable <-chan error, deferred bool) {
+func (p *sessionPolicy) appendDurable(rec audit.Entry) (durable <-chan error, deferred bool) {
 	p.mu.Lock()
 	if p.deferring {
 		durable = p.deferred.Add(rec)
@@ -875,7 +875,7 @@ func (p *sessionPolicy) mayAsk() bool {
 // appendAfterDeferred appends rec durably after the records deferred
 // before it, with them (one write in "batch" mode): the log keeps the
 // order of the decisions.
-func (p *sessionPolicy) appendAfterDeferred(rec audit.Record) <-chan error {
+func (p *sessionPolicy) appendAfterDeferred(rec audit.Entry) <-chan error {
 	p.mu.Lock()
 	durable := p.deferred.Add(rec)
 	p.mu.Unlock()

@@ -43,12 +43,57 @@ func (s *session) record(t api.RecordType, fields audit.Record) audit.Record {
 }
 
 // newRecord is a record of type t with the session's who-and-what fields
-// and room for n more (the hot records fill it directly: no second map).
+// and room for n more.
 func (s *session) newRecord(t api.RecordType, n int) audit.Record {
 	w := s.whoFields()
 	r := make(audit.Record, sessionFields+n+4) // + the log's time, seq, prev, hash
 	r["type"], r["session"], r["agent"], r["agent_instance"], r["user"], r["server"] = boxed(t), w.id, w.agent, w.instance, w.user, w.server
 	return r
+}
+
+// The who-and-what fields, named once: the hot records add them in key
+// order among their own fields (see hotFields).
+const (
+	keyAgent         = "agent"
+	keyAgentInstance = "agent_instance"
+	keyServer        = "server"
+	keySession       = "session"
+	keyType          = "type"
+	keyUser          = "user"
+)
+
+// hotFields builds the records of every call (tool.call, tool.result) as
+// audit.Fields, a list rather than a map (see audit.Fields), adding the
+// fields in key order so that encoding them sorts almost nothing (the
+// order is a saving, not a rule: the log sorts whatever it is given).
+// head adds the who fields that sort before the record's own fields
+// (agent, agent_instance); tail those after them (server, session, then
+// type and user around the record's own "tool", when it has one).
+type hotFields struct {
+	f *audit.Fields
+	w *sessionWho
+}
+
+func (s *session) hotFields(n int) hotFields {
+	return hotFields{f: audit.NewFields(sessionFields + n), w: s.whoFields()}
+}
+
+func (h hotFields) head() {
+	h.f.Add(keyAgent, h.w.agent)
+	h.f.Add(keyAgentInstance, h.w.instance)
+}
+
+// tail adds server, session, the tool (when tool is not nil), type and
+// user.
+func (h hotFields) tail(t api.RecordType, tool any) *audit.Fields {
+	h.f.Add(keyServer, h.w.server)
+	h.f.Add(keySession, h.w.id)
+	if tool != nil {
+		h.f.Add("tool", tool)
+	}
+	h.f.Add(keyType, boxed(t))
+	h.f.Add(keyUser, h.w.user)
+	return h.f
 }
 
 // sessionWho holds the session's who-and-what fields already boxed as
@@ -184,7 +229,7 @@ type decided struct {
 // decisionRecord: tool.call for tools, request or request.denied for
 // resources and prompts. Arguments are kept as the administrator's
 // audit_arguments says, with secrets redacted; their digest always.
-func (s *session) decisionRecord(c decided, argMode string, secrets []string) audit.Record {
+func (s *session) decisionRecord(c decided, argMode string, secrets []string) *audit.Fields {
 	t := api.RecordRequest
 	switch {
 	case c.kind == consent.KindTool:
@@ -192,39 +237,52 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) au
 	case c.decision == decisionDeny:
 		t = api.RecordRequestDenied
 	}
-	rec := s.newRecord(t, 8)
+	tool := c.kind == consent.KindTool
+	rec := s.hotFields(8)
+	rec.head()
+	f := rec.f
+	if tool {
+		f.Add("args_digest", audit.Digest(c.args))
+		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
+			f.Add("arguments", a)
+		}
+		if c.call != "" {
+			f.Add("call", c.call)
+		}
+	}
+	if c.decision == decisionAllow {
+		f.Add("consent", c.consent)
+	}
+	f.Add("decision", boxed(c.decision))
+	if c.flow != nil {
+		f.Add("flow", c.flow)
+	}
+	f.Add("method", boxed(c.method))
+	if !tool {
+		f.Add("name", c.name)
+	}
+	if c.decision != decisionAllow {
+		f.Add("reason", c.reason)
+	}
 	// The id is copied: the relay reuses its buffer before the record is
 	// written.
-	rec["method"], rec["request_id"], rec["decision"] = boxed(c.method), append(json.RawMessage(nil), c.id...), boxed(c.decision)
-	if c.decision == decisionAllow {
-		rec["consent"] = c.consent
-	} else {
-		rec["reason"] = c.reason
+	f.Add("request_id", append(json.RawMessage(nil), c.id...))
+	var name any
+	if tool {
+		name = c.name
 	}
-	switch {
-	case c.kind == consent.KindTool:
-		rec["tool"] = c.name
-		if c.call != "" {
-			rec["call"] = c.call
-		}
-		rec["args_digest"] = audit.Digest(c.args)
-		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
-			rec["arguments"] = a
-		}
-	default:
-		rec["name"] = c.name
-	}
-	if c.flow != nil {
-		rec["flow"] = c.flow
-	}
-	return rec
+	return rec.tail(t, name)
 }
 
 // toolResultRecord: a forwarded tools/call came back.
-func (s *session) toolResultRecord(c callStart, isError bool, resultBytes int, latency time.Duration) audit.Record {
-	rec := s.newRecord(api.RecordToolResult, 5)
-	rec["tool"], rec["request_id"], rec["is_error"], rec["result_bytes"], rec["latency_ms"] = c.tool, json.RawMessage(c.id), isError, resultBytes, millis(latency)
-	return rec
+func (s *session) toolResultRecord(c callStart, isError bool, resultBytes int, latency time.Duration) *audit.Fields {
+	rec := s.hotFields(5)
+	rec.head()
+	rec.f.Add("is_error", isError)
+	rec.f.Add("latency_ms", millis(latency))
+	rec.f.Add("request_id", json.RawMessage(c.id))
+	rec.f.Add("result_bytes", resultBytes)
+	return rec.tail(api.RecordToolResult, c.tool)
 }
 
 // toolCancelledRecord: the client cancelled a forwarded tools/call; no

@@ -36,7 +36,7 @@ func TestDecisionRecord(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.c.id = json.RawMessage(`7`)
-			r := s.decisionRecord(tc.c, "redacted", nil)
+			r := s.decisionRecord(tc.c, "redacted", nil).Record()
 			if r["type"] != string(tc.wantType) || r["decision"] != string(tc.c.decision) || r["method"] != tc.c.method {
 				t.Fatalf("type %v decision %v method %v", r["type"], r["decision"], r["method"])
 			}

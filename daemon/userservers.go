@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
@@ -72,7 +73,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.audit.Append(map[string]any{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "image": srv.Image, "args": srv.Args, "url": srv.URLForRecords(),
+		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "image": srv.Image, "args": srv.Args, "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			_ = d.userServers.Remove(peer.UID, srv.Name)
 			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
@@ -101,7 +102,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			}
 		}
 		d.collectImagesSoon()
-		if err := d.audit.Append(map[string]any{"type": "server.rm", "user": userName(peer.UID), "server": req.Name}); err != nil {
+		if err := d.audit.Append(audit.Record{"type": "server.rm", "user": userName(peer.UID), "server": req.Name}); err != nil {
 			fail(fmt.Errorf("server %s is removed, but the audit log could not record it: %w", req.Name, err))
 			return
 		}

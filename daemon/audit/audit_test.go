@@ -320,10 +320,10 @@ func TestBatchModeWritesAndVerifies(t *testing.T) {
 
 // blockWriter makes OnRecord stall the writer goroutine on its first
 // record until release is closed.
-func blockWriter() (onRecord func(Record), blocked, release chan struct{}) {
+func blockWriter() (onRecord func(Entry), blocked, release chan struct{}) {
 	blocked, release = make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	return func(Record) {
+	return func(Entry) {
 		once.Do(func() {
 			close(blocked)
 			<-release
@@ -579,7 +579,7 @@ func TestWrittenOnTheCallersGoroutine(t *testing.T) {
 			var armed sync.Once
 			block := false
 			var mu sync.Mutex
-			l := openLog(t, dir, Options{Sync: mode, Interval: time.Hour, OnRecord: func(r Record) {
+			l := openLog(t, dir, Options{Sync: mode, Interval: time.Hour, OnRecord: func(r Entry) {
 				mu.Lock()
 				b := block
 				mu.Unlock()
@@ -642,7 +642,7 @@ func TestAppendDurableNow(t *testing.T) {
 	dir := t.TempDir()
 	onRecord, blocked, release := blockWriter()
 	var block atomic.Bool
-	l := openLog(t, dir, Options{Sync: SyncAlways, Interval: time.Hour, OnRecord: func(r Record) {
+	l := openLog(t, dir, Options{Sync: SyncAlways, Interval: time.Hour, OnRecord: func(r Entry) {
 		if block.Load() {
 			onRecord(r)
 		}
@@ -738,7 +738,7 @@ func TestKeptRecordsKeepTheBatchBound(t *testing.T) {
 	var once sync.Once
 	var mu sync.Mutex
 	var sizes []int64 // the file's size seen by each record's OnRecord: one value per commit
-	l := openLog(t, dir, Options{OnRecord: func(Record) {
+	l := openLog(t, dir, Options{OnRecord: func(Entry) {
 		once.Do(func() { close(blocked); <-release })
 		fi, err := os.Stat(path)
 		if err != nil {

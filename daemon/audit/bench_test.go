@@ -110,19 +110,50 @@ func benchRecord(i int) Record {
 
 // BenchmarkEncode measures what the daemon does for each call's record
 // on the call's path, before the write: the arguments redacted and
-// digested, then the record bounded, rendered and chained.
+// digested, then the record bounded, rendered and chained; built as a
+// map (Record) and as the daemon builds a call's records (Fields, the
+// same fields, here in no particular order).
 func BenchmarkEncode(b *testing.B) {
-	l := benchLog(b, SyncBatch)
 	args := map[string]any{"message": "ping", "count": float64(3)}
-	var buf []byte
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		rec := benchRecord(i)
-		rec["args_digest"] = Digest(args)
-		rec["arguments"] = Arguments(args, ArgsRedacted, nil)
-		var err error
-		if buf, err = l.encodeTo(buf[:0], rec); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name  string
+		build func(i int) Entry
+	}{
+		{"record", func(i int) Entry {
+			rec := benchRecord(i)
+			rec["args_digest"] = Digest(args)
+			rec["arguments"] = Arguments(args, ArgsRedacted, nil)
+			return rec
+		}},
+		{"fields", func(i int) Entry {
+			f := NewFields(14)
+			f.Add("type", "tool.call")
+			f.Add("session", "s-0123456789abcdef")
+			f.Add("agent", "claude")
+			f.Add("agent_instance", fmt.Sprintf("i-%d", i))
+			f.Add("user", "alice")
+			f.Add("server", "everything")
+			f.Add("method", "tools/call")
+			f.Add("tool", "echo")
+			f.Add("id", i)
+			f.Add("decision", "allow")
+			f.Add("rule", "default_decision")
+			f.Add("args_digest", Digest(args))
+			f.Add("arguments", Arguments(args, ArgsRedacted, nil))
+			return f
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			l := benchLog(b, SyncBatch)
+			var buf []byte
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				e := bc.build(i)
+				var err error
+				if buf, err = l.encodeTo(buf[:0], e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

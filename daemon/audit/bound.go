@@ -242,18 +242,9 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, '{')
 	for i, f := range fields {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendString(dst, f.k)
-		dst = append(dst, ':')
-		v, changed := bound(f.v)
-		if changed {
-			rec[f.k] = v
-		}
 		var err error
-		if dst, err = appendValue(dst, v); err != nil {
-			return dst[:start], fmt.Errorf("field %q: %w", f.k, err)
+		if dst, err = appendMember(dst, i, f.k, f.v, func(v any) { rec[f.k] = v }); err != nil {
+			return dst[:start], err
 		}
 	}
 	dst = append(dst, '}')
@@ -263,6 +254,26 @@ func appendRecord(dst []byte, rec Record) ([]byte, error) {
 			keys[i] = f.k
 		}
 		return append(dst[:start], shrink(rec, keys)...), nil
+	}
+	return dst, nil
+}
+
+// appendMember appends a record's i-th member, key and value, the value
+// bounded first; a value that bounding changed is handed to set, so the
+// record holds what was written.
+func appendMember(dst []byte, i int, key string, v any, set func(any)) ([]byte, error) {
+	if i > 0 {
+		dst = append(dst, ',')
+	}
+	dst = appendString(dst, key)
+	dst = append(dst, ':')
+	v, changed := bound(v)
+	if changed {
+		set(v)
+	}
+	dst, err := appendValue(dst, v)
+	if err != nil {
+		return dst, fmt.Errorf("field %q: %w", key, err)
 	}
 	return dst, nil
 }

@@ -91,7 +91,7 @@ func TestBoundCopiesOnWrite(t *testing.T) {
 func TestHugeValuesAreBounded(t *testing.T) {
 	dir := t.TempDir()
 	var seen Record
-	l := openLog(t, dir, Options{OnRecord: func(r Record) { seen = r }})
+	l := openLog(t, dir, Options{OnRecord: func(e Entry) { seen = e.Record() }})
 	tool := strings.Repeat("t", 12<<20)
 	claims := `{"name":"` + strings.Repeat("n", 3<<20) + `"}`
 	rec := Record{"type": "tool.call", "session": "s1", "agent": strings.Repeat("g", 5000), "tool": tool,

@@ -11,6 +11,11 @@
 // rest of the line. Editing a field breaks the record's hash; deleting,
 // reordering or inserting a record breaks seq or prev.
 //
+// A record is appended as a [Record] (a map) or as [Fields] (a list,
+// which the records of every call use: building and encoding it costs
+// about a third less than a map of the same fields). Both are encoded
+// into the same line; nothing in the log says which one was appended.
+//
 // # Bounded records
 //
 // Values in records come from clients and servers, so every record is

@@ -50,7 +50,7 @@ type Options struct {
 	Keep      int                 // rotated files kept (0: 10)
 	Sync      SyncMode            // SyncAlways (default) or SyncBatch
 	Interval  time.Duration       // fsync interval in batch mode (0: 1s)
-	OnRecord  func(Record)        // called after each durable write (followers, journal)
+	OnRecord  func(Entry)         // called after each durable write (metrics, followers, journal)
 	OnFailure func(error)         // called when writing (ErrUnavailable) or rotating (ErrRotate) fails (metrics, logs)
 	OnRecover func()              // called when a write succeeds after a write failed (logs)
 	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
@@ -152,7 +152,7 @@ const (
 )
 
 type pending struct {
-	rec       Record
+	e         Entry
 	done      chan error // nil: asynchronous
 	session   string     // counted in waitingBy until taken from the queue (queued while contested)
 	essential bool       // kept for the next commit when its write fails (fail)
@@ -206,7 +206,7 @@ func Open(o Options) (*Log, error) {
 }
 
 // Append writes rec and returns once it is durable (per the sync mode).
-func (l *Log) Append(rec Record) error { return <-l.AppendDurable(rec) }
+func (l *Log) Append(rec Entry) error { return <-l.AppendDurable(rec) }
 
 // AppendDurable queues rec and returns at once; the channel yields nil
 // once rec is durable per the sync mode (in "always" mode, fsynced), or
@@ -215,7 +215,7 @@ func (l *Log) Append(rec Record) error { return <-l.AppendDurable(rec) }
 // In "batch" mode, where durable means written, the caller writes rec
 // (with whatever else is queued) itself, so the channel has yielded when
 // AppendDurable returns: no hand-off to the writer goroutine and back.
-func (l *Log) AppendDurable(rec Record) <-chan error { return l.appendDurable(rec, false) }
+func (l *Log) AppendDurable(rec Entry) <-chan error { return l.appendDurable(rec, false) }
 
 // AppendDurableNow is AppendDurable for a caller with nothing else to do
 // until rec is durable (a session with no other call in flight): when no
@@ -223,11 +223,11 @@ func (l *Log) AppendDurable(rec Record) <-chan error { return l.appendDurable(re
 // mode too, fdatasync included, which spares the two goroutine hand-offs
 // of the queue; otherwise it queues like AppendDurable, so it never
 // waits behind another commit's sync.
-func (l *Log) AppendDurableNow(rec Record) <-chan error { return l.appendDurable(rec, true) }
+func (l *Log) AppendDurableNow(rec Entry) <-chan error { return l.appendDurable(rec, true) }
 
-func (l *Log) appendDurable(rec Record, now bool) <-chan error {
+func (l *Log) appendDurable(rec Entry, now bool) <-chan error {
 	stamp(rec)
-	p := &pending{rec: rec, done: make(chan error, 1)}
+	p := &pending{e: rec, done: make(chan error, 1)}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	switch {
@@ -257,9 +257,9 @@ type Deferred struct{ ps []*pending }
 
 // Add stamps rec and keeps it for CommitDurable; the channel yields as
 // AppendDurable's would, once a CommitDurable has written it.
-func (d *Deferred) Add(rec Record) <-chan error {
+func (d *Deferred) Add(rec Entry) <-chan error {
 	stamp(rec)
-	p := &pending{rec: rec, done: make(chan error, 1)}
+	p := &pending{e: rec, done: make(chan error, 1)}
 	d.ps = append(d.ps, p)
 	return p.done
 }
@@ -283,7 +283,7 @@ func (l *Log) CommitDurable(d *Deferred) {
 	case l.closed:
 		err := fmt.Errorf("%w: closed", ErrUnavailable)
 		for _, p := range ps {
-			l.drop(p.rec, DropClosed, err)
+			l.drop(p.e, DropClosed, err)
 			p.done <- err
 		}
 	case l.o.Sync == SyncBatch:
@@ -301,7 +301,7 @@ func (l *Log) CommitDurable(d *Deferred) {
 func (l *Log) Sync() SyncMode { return l.o.Sync }
 
 // AppendAsync is Enqueue of a Decision.
-func (l *Log) AppendAsync(rec Record) bool { return l.Enqueue(rec, Decision) }
+func (l *Log) AppendAsync(rec Entry) bool { return l.Enqueue(rec, Decision) }
 
 // Enqueue queues rec without waiting. It is written with the next group
 // commit but never causes an fsync of its own: in "always" mode the next
@@ -309,7 +309,7 @@ func (l *Log) AppendAsync(rec Record) bool { return l.Enqueue(rec, Decision) }
 // false, and OnDrop is called, when rec is dropped: the queue has no
 // room for its priority (see Priority), or the log is closed; a later
 // write failure reaches OnDrop too.
-func (l *Log) Enqueue(rec Record, prio Priority) bool {
+func (l *Log) Enqueue(rec Entry, prio Priority) bool {
 	stamp(rec)
 	l.mu.RLock()
 	defer l.mu.RUnlock()
@@ -321,9 +321,9 @@ func (l *Log) Enqueue(rec Record, prio Priority) bool {
 		l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue full (%d records; observations are dropped beyond %d)", ErrUnavailable, len(l.asyncQ), observationRoom))
 		return false
 	}
-	p := &pending{rec: rec, essential: prio == Essential}
+	p := &pending{e: rec, essential: prio == Essential}
 	if prio != Essential && len(l.asyncQ) >= contestedQueue {
-		p.session, _ = rec["session"].(string)
+		p.session = sessionOf(rec)
 		if ok, share := l.admit(p.session, len(l.asyncQ)); !ok {
 			l.drop(rec, DropQueueFull, fmt.Errorf("%w: queue busy (%d records; this session has %d waiting, its share)", ErrUnavailable, len(l.asyncQ), share))
 			return false
@@ -424,18 +424,18 @@ func (l *Log) essentialWaiting() bool {
 // on a busy two-core machine delays the caller by about as much as the
 // rest of its work. When a commit is under way, rec is queued like
 // AppendAsync.
-func (l *Log) AppendNow(rec Record) bool { return l.AppendNowAll(rec) }
+func (l *Log) AppendNow(rec Entry) bool { return l.AppendNowAll(rec) }
 
 // AppendNowAll is AppendNow for several records (the results the client
 // got in one write): one write for all of them. It reports false when
 // one of them was dropped (see AppendAsync).
-func (l *Log) AppendNowAll(recs ...Record) bool {
+func (l *Log) AppendNowAll(recs ...Entry) bool {
 	l.mu.RLock()
 	if !l.closed && l.wmu.TryLock() {
 		ps := make([]*pending, len(recs))
 		for i, rec := range recs {
 			stamp(rec)
-			ps[i] = &pending{rec: rec}
+			ps[i] = &pending{e: rec}
 		}
 		l.commit(false, ps...)
 		l.wmu.Unlock()
@@ -452,15 +452,38 @@ func (l *Log) AppendNowAll(recs ...Record) bool {
 
 // stamp sets the record's time when the event is reported, not when the
 // writer gets to it.
-func stamp(rec Record) {
-	if _, ok := rec["time"]; !ok {
-		rec["time"] = time.Now().UTC().Format(time.RFC3339Nano)
+func stamp(e Entry) {
+	switch rec := e.(type) {
+	case Record:
+		if _, ok := rec["time"]; !ok {
+			rec["time"] = now()
+		}
+	case *Fields:
+		if _, ok := rec.Get("time"); !ok {
+			rec.Add("time", now())
+		}
 	}
 }
 
-func (l *Log) drop(rec Record, reason DropReason, err error) {
+// now is a record's time.
+func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// sessionOf is e's "session" field ("" when it has none).
+func sessionOf(e Entry) string {
+	var v any
+	switch rec := e.(type) {
+	case Record:
+		v = rec["session"]
+	case *Fields:
+		v, _ = rec.Get("session")
+	}
+	s, _ := v.(string)
+	return s
+}
+
+func (l *Log) drop(e Entry, reason DropReason, err error) {
 	if l.o.OnDrop != nil {
-		l.o.OnDrop(rec, reason, err)
+		l.o.OnDrop(e.Record(), reason, err)
 	}
 }
 
@@ -620,7 +643,7 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 	}
 	if l.o.OnRecord != nil {
 		for _, p := range b.entries {
-			l.o.OnRecord(p.rec)
+			l.o.OnRecord(p.e)
 		}
 	}
 	if l.size > l.o.MaxSize {
@@ -642,9 +665,9 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 func (l *Log) add(b *batch, p *pending) {
 	l.taken(p)
 	var err error
-	if b.buf, err = l.encodeTo(b.buf, p.rec); err != nil {
+	if b.buf, err = l.encodeTo(b.buf, p.e); err != nil {
 		err = fmt.Errorf("%w: encode: %w", ErrUnavailable, err)
-		l.drop(p.rec, DropEncodeFailed, err)
+		l.drop(p.e, DropEncodeFailed, err)
 		if p.done != nil {
 			p.done <- err
 		}
@@ -678,7 +701,7 @@ func (l *Log) fail(b *batch, err error) {
 			kept = append(kept, p)
 			continue
 		}
-		l.drop(p.rec, DropWriteFailed, werr)
+		l.drop(p.e, DropWriteFailed, werr)
 		if p.done != nil {
 			p.done <- werr
 		}
@@ -689,7 +712,7 @@ func (l *Log) fail(b *batch, err error) {
 		l.essential = append(slices.Clip(kept[:n]), l.essential...)
 		l.essMu.Unlock()
 		for _, p := range kept[n:] {
-			l.drop(p.rec, DropWriteFailed, werr)
+			l.drop(p.e, DropWriteFailed, werr)
 		}
 	}
 }
@@ -702,7 +725,7 @@ func (l *Log) dropEssential(err error) {
 	l.essential = nil
 	l.essMu.Unlock()
 	for _, p := range left {
-		l.drop(p.rec, DropWriteFailed, err)
+		l.drop(p.e, DropWriteFailed, err)
 	}
 }
 
@@ -780,27 +803,44 @@ func (l *Log) datasync() error {
 	return serr
 }
 
-// encodeTo assigns seq and prev, bounds rec and appends its line to dst,
-// advancing the chain. On error dst is returned as it was.
-func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
-	stamp(rec)
+// encodeTo assigns seq and prev, bounds e and appends its line to dst,
+// advancing the chain; e is left holding what was written. On error dst
+// is returned as it was.
+func (l *Log) encodeTo(dst []byte, e Entry) ([]byte, error) {
+	stamp(e)
 	seq := l.seq + 1
-	rec["seq"] = seq
+	prev := any(l.prev)
 	if h, ok := l.prevV.(string); ok && h == l.prev {
-		rec["prev"] = l.prevV // the last record's boxed hash: no allocation
-	} else {
-		rec["prev"] = l.prev
+		prev = l.prevV // the last record's boxed hash: no allocation
 	}
-	delete(rec, "hash")
 	// The line is {"hash":"<hex>", then the canonical record after its
 	// brace: the record is rendered where its brace lands on that comma,
 	// hashed there, and the head written in front of it.
 	start := len(dst)
 	const head = len(hashPrefix) + sha256.Size*2 + len(`"`)
 	dst = append(dst, make([]byte, head)...)
-	dst, err := appendRecord(dst, rec)
-	if err != nil {
-		return dst[:start], err
+	rec, _ := e.(Record)
+	f, _ := e.(*Fields)
+	if f != nil {
+		f.remove("hash")
+		f.Add("seq", seq) // a retried record's earlier ones give way
+		f.Add("prev", prev)
+		rendered := false
+		var err error
+		if dst, rendered, err = appendFields(dst, f); err != nil {
+			return dst[:start], err
+		}
+		if !rendered {
+			rec = f.Record() // bounded and shrunk as a map, then copied back
+		}
+	}
+	if rec != nil {
+		rec["seq"], rec["prev"] = seq, prev
+		delete(rec, "hash")
+		var err error
+		if dst, err = appendRecord(dst, rec); err != nil {
+			return dst[:start], err
+		}
 	}
 	canon := dst[start+head:]
 	sum := sha256.Sum256(canon)
@@ -809,7 +849,18 @@ func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
 	dst[start+head-1] = '"'
 	hash := string(dst[start+len(hashPrefix) : start+head-1])
 	hv := any(hash)
-	rec["hash"] = hv
+	switch {
+	case f != nil && rec != nil:
+		rec["hash"] = hv
+		f.list = f.list[:0]
+		for k, v := range rec {
+			f.Add(k, v)
+		}
+	case f != nil:
+		f.Add("hash", hv)
+	default:
+		rec["hash"] = hv
+	}
 	l.prevV = hv
 	if len(canon) > 2 {
 		canon[0] = ','
@@ -822,4 +873,4 @@ func (l *Log) encodeTo(dst []byte, rec Record) ([]byte, error) {
 }
 
 // encode is encodeTo a new slice.
-func (l *Log) encode(rec Record) ([]byte, error) { return l.encodeTo(nil, rec) }
+func (l *Log) encode(e Entry) ([]byte, error) { return l.encodeTo(nil, e) }
