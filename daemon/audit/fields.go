@@ -119,11 +119,26 @@ func appendFields(dst []byte, f *Fields) (out []byte, ok bool, err error) {
 	if f.sorted() {
 		return dst, false, nil
 	}
+	// Bounded values are kept aside and set only once the record is
+	// known to fit: a record over MaxRecord goes to the map path with its
+	// values as given (bounding is not idempotent: a bounded key or
+	// map[string]string value is itself over MaxString).
+	type set struct {
+		i int
+		v any
+	}
+	var sets []set
+	apply := func() {
+		for _, s := range sets {
+			f.list[s.i].Value = s.v
+		}
+	}
 	start := len(dst)
 	dst = append(dst, '{')
 	for i := range f.list {
 		fd := &f.list[i]
-		if dst, err = appendMember(dst, i, fd.Key, fd.Value, func(v any) { fd.Value = v }); err != nil {
+		if dst, err = appendMember(dst, i, fd.Key, fd.Value, func(v any) { sets = append(sets, set{i, v}) }); err != nil {
+			apply()
 			return dst[:start], true, err
 		}
 	}
@@ -131,5 +146,6 @@ func appendFields(dst []byte, f *Fields) (out []byte, ok bool, err error) {
 	if len(dst)-start > MaxRecord {
 		return dst[:start], false, nil
 	}
+	apply()
 	return dst, true, nil
 }

@@ -39,6 +39,16 @@ func fieldsCases() []struct {
 			Field{"arguments", map[string]any{"b": long}})},
 		{"a key over MaxString", with(Field{strings.Repeat("k", MaxString+10), "v"}, Field{"tool", "echo"})},
 		{"over MaxRecord", with(Field{"tool", "echo"}, Field{"arguments", map[string]any{"list": big}}, Field{"other", []any{"y"}})},
+		// Bounded once, these would be bounded again on the map path (a
+		// bounded key, or a string-only map's bounded value, is itself
+		// over MaxString): what is encoded as a map must start from the
+		// values as given.
+		{"over MaxRecord, with a long nested key", with(Field{"tool", "echo"}, Field{"pad", big},
+			Field{"arguments", map[string]any{strings.Repeat("k", MaxString+10): "v"}})},
+		{"over MaxRecord, with a long value in a string map", with(Field{"pad", big},
+			Field{"env", map[string]string{"a": strings.Repeat("v", 2000)}})},
+		{"over MaxRecord, with a long key in a struct", with(Field{"pad", big},
+			Field{"s", struct{ M map[string]string }{map[string]string{strings.Repeat("k", MaxString+10): "v"}}})},
 		{"a key given twice", with(Field{"tool", "first"}, Field{"decision", "deny"}, Field{"tool", "second"})},
 		{"only a type", []Field{{"type", "x"}, {"time", "2026-12-03T10:00:00Z"}}},
 		{"unsorted, with a stale chain", append([]Field{{"seq", uint64(99)}, {"prev", "old"}, {"hash", "stale"}}, with(Field{"z", 1}, Field{"a", 2})...)},
