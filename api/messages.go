@@ -79,6 +79,9 @@ type Request struct {
 	Redirect string `json:"redirect,omitempty"`
 	State    string `json:"state,omitempty"`
 	AuthCode string `json:"auth_code,omitempty"`
+	// AuthIssuer is the iss parameter of the authorization server's
+	// answer (RFC 9207), nil when the answer had none.
+	AuthIssuer *string `json:"auth_issuer,omitempty"`
 }
 
 // MaxIdentifier bounds a request's names (server, session, name, digest,

@@ -63,7 +63,10 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	if err := api.Call(socket, api.Request{Op: api.OpLogin, Server: server, Agent: agent, Redirect: redirect}, &start); err != nil {
 		return err
 	}
-	type answer struct{ code, err string }
+	type answer struct {
+		code, err string
+		iss       *string // RFC 9207: which authorization server answered
+	}
 	got := make(chan answer, 1)
 	abandon := make(chan struct{})
 	var abandonOnce sync.Once
@@ -86,6 +89,10 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 			return
 		}
 		a := answer{code: q.Get("code")}
+		if q.Has("iss") {
+			iss := q.Get("iss")
+			a.iss = &iss
+		}
 		if e := q.Get("error"); e != "" || a.code == "" {
 			a = answer{err: strings.TrimSpace(e + " " + q.Get("error_description"))}
 			if a.err == "" {
@@ -136,7 +143,7 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 		return fmt.Errorf("the authorization server refused the sign-in: %s", a.err)
 	}
 	var info api.SignIn
-	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.code}, &info); err != nil {
+	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.code, AuthIssuer: a.iss}, &info); err != nil {
 		return err
 	}
 	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",

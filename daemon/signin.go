@@ -49,7 +49,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		replyData(fw, out, log)
 		return
 	case api.OpLoginDone:
-		g, err := d.oauth.Finish(ctx, peer.UID, req.State, req.AuthCode)
+		g, err := d.oauth.Finish(ctx, peer.UID, req.State, oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "reason": err.Error()})
 			d.metrics.RemoteSignIns.WithLabelValues("", "failed").Inc()
@@ -207,7 +207,7 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		}
 		fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
 		defer fcancel()
-		g, err := d.oauth.Finish(fctx, s.peer.UID, state, q.Get("code"))
+		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: q.Get("code"), Issuer: issuerOf(q)})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))
@@ -319,4 +319,14 @@ func (d *Daemon) jwksOp(fw *api.FrameWriter, log *slog.Logger) {
 		return
 	}
 	replyData(fw, api.JWKS{Issuer: d.actor.Issuer(), Keys: b}, log)
+}
+
+// issuerOf is the iss parameter of an authorization server's answer (RFC
+// 9207), nil when it has none.
+func issuerOf(q url.Values) *string {
+	if !q.Has("iss") {
+		return nil
+	}
+	iss := q.Get("iss")
+	return &iss
 }

@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -79,67 +81,88 @@ func portOf(t *testing.T, addr string) int {
 
 var urlLine = regexp.MustCompile(`(?m)^\s+(http://127\.0\.0\.1:\d+/start/\S+)$`)
 
+// loginRun is an mcpcage login --no-browser under way.
+type loginRun struct {
+	cmd    *exec.Cmd
+	link   string        // the link it printed for the browser
+	out    *syncBuffer   // all it printed
+	copied chan struct{} // closed at the end of its output
+}
+
+// startLogin starts mcpcage login --no-browser and reads its output up
+// to the link it prints.
+func (d *daemon) startLogin(t *testing.T, args ...string) *loginRun {
+	t.Helper()
+	lr := &loginRun{cmd: exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "login", "--no-browser"}, args...)...),
+		out: &syncBuffer{}, copied: make(chan struct{})}
+	pr, pw, err := os.Pipe()
+	must(t, err, "pipe")
+	lr.cmd.Stdout, lr.cmd.Stderr = pw, lr.out
+	must(t, lr.cmd.Start(), "start mcpcage login")
+	_ = pw.Close()
+	sc := bufio.NewScanner(pr)
+	for lr.link == "" && sc.Scan() {
+		_, _ = lr.out.Write([]byte(sc.Text() + "\n"))
+		if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
+			lr.link = m[1]
+		}
+	}
+	if lr.link == "" {
+		_ = lr.cmd.Wait()
+		t.Fatalf("mcpcage login printed no link:\n%s", lr.out.String())
+	}
+	go func() {
+		defer close(lr.copied)
+		for sc.Scan() {
+			_, _ = lr.out.Write([]byte(sc.Text() + "\n"))
+		}
+	}()
+	return lr
+}
+
+// wait waits for the command to exit and returns how it did, with all
+// it printed.
+func (lr *loginRun) wait(t *testing.T) (string, error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- lr.cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("mcpcage login did not finish:\n%s", lr.out.String())
+	}
+	// Wait returns once the process has exited, not once its last lines
+	// were read: the output is whole only at the pipe's end.
+	select {
+	case <-lr.copied:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mcpcage login's output did not end:\n%s", lr.out.String())
+	}
+	return lr.out.String(), err
+}
+
 // login runs mcpcage login and plays the browser: it opens the printed
 // link, follows the authorization server's redirect to the loopback
 // listener, and waits for the command to finish.
 func (d *daemon) login(t *testing.T, browser *http.Client, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "login", "--no-browser"}, args...)...)
-	out := &syncBuffer{}
-	pr, pw, err := os.Pipe()
-	must(t, err, "pipe")
-	cmd.Stdout, cmd.Stderr = pw, out
-	must(t, cmd.Start(), "start mcpcage login")
-	_ = pw.Close()
-	var link string
-	sc := bufio.NewScanner(pr)
-	var seen strings.Builder
-	for sc.Scan() {
-		seen.WriteString(sc.Text() + "\n")
-		if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
-			link = m[1]
-			break
-		}
-	}
-	if link == "" {
-		_ = cmd.Wait()
-		t.Fatalf("mcpcage login printed no link:\n%s%s", seen.String(), out.String())
-	}
-	copied := make(chan struct{}) // the rest of its output read: it exited
-	go func() {
-		defer close(copied)
-		for sc.Scan() {
-			_, _ = out.Write([]byte(sc.Text() + "\n"))
-		}
-	}()
+	lr := d.startLogin(t, args...)
 	jar, err := cookiejar.New(nil)
 	must(t, err, "cookie jar")
 	b := *browser
-	b.Jar = jar              // the start page binds the sign-in to this browser
-	resp, err := b.Get(link) // the authorization server approves at once and redirects to the listener
+	b.Jar = jar                 // the start page binds the sign-in to this browser
+	resp, err := b.Get(lr.link) // the authorization server approves at once and redirects to the listener
 	must(t, err, "open the sign-in link")
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the sign-in redirect ended with %s", resp.Status)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("mcpcage login: %v\n%s%s", err, seen.String(), out.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("mcpcage login did not finish:\n%s%s", seen.String(), out.String())
+	out, err := lr.wait(t)
+	if err != nil {
+		t.Fatalf("mcpcage login: %v\n%s", err, out)
 	}
-	// Wait returns once the process has exited, not once its last lines
-	// were read: the output is whole only at the pipe's end.
-	select {
-	case <-copied:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("mcpcage login's output did not end:\n%s%s", seen.String(), out.String())
-	}
-	return seen.String() + out.String()
+	return out
 }
 
 // storedToken reads the access token mcpcaged keeps for root's sign-in
@@ -638,4 +661,154 @@ func TestSignInHeldToUserRemoteHosts(t *testing.T) {
 		out, err := exec.CommandContext(ctx, filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "login", "--no-browser", "mine").CombinedOutput()
 		return err != nil && strings.Contains(string(out), "may not reach localhost"), string(out)
 	})
+}
+
+// TestSignInRefusesAMixedUpAnswer: the mix-up attack (RFC 9207). A user
+// signs in to two remote servers, "honest" (whose authorization server
+// names itself in its answers) and "evil". Evil's authorization server
+// sends the browser on to honest's, with the state and loopback listener
+// of the user's sign-in at evil, and a client and PKCE challenge of the
+// attacker's own. Honest's answer reaches mcpcage login's listener:
+// mcpcaged, taking it for evil's, would send honest's code to evil's
+// token endpoint, and the attacker would redeem it at honest, with its
+// own client and verifier, for the user's account there. The answer is
+// refused, naming both servers; evil's token endpoint is sent no code;
+// the refusal is in the audit log. A plain sign-in to honest, whose
+// answer names honest, works.
+func TestSignInRefusesAMixedUpAnswer(t *testing.T) {
+	setup(t)
+	hdir, edir := t.TempDir(), t.TempDir()
+	honest := startIssueStack(t, hdir, "-iss-param")
+	evil := startIssueStack(t, edir)
+	hca, eca := filepath.Join(hdir, "ca.pem"), filepath.Join(edir, "ca.pem")
+	hu, err := url.Parse(honest.issuer)
+	must(t, err, "honest issuer")
+	eu, err := url.Parse(evil.issuer)
+	must(t, err, "evil issuer")
+	d := consentDaemon(t, fmt.Sprintf(`[servers.honest]
+url = %q
+hosts = [%q]
+ca_file = %q
+[servers.evil]
+url = %q
+hosts = [%q]
+ca_file = %q
+`, honest.mcpURL, hu.Host, hca, evil.mcpURL, eu.Host, eca))
+	// The user's browser trusts both servers.
+	pool := x509.NewCertPool()
+	for _, ca := range []string{hca, eca} {
+		b, err := os.ReadFile(ca)
+		must(t, err, "read CA")
+		pool.AppendCertsFromPEM(b)
+	}
+	browser := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	// The honest server names itself: mcpcage login hands its iss on.
+	if out := d.login(t, browser, "honest"); !strings.Contains(out, "Signed in to honest") {
+		t.Fatalf("sign-in to honest: %s", out)
+	}
+	presented := honest.admin(t, hca, http.MethodGet, "/admin/stats")["code_presented"]
+
+	// The sign-in at evil, whose authorization server is the attacker's.
+	lr := d.startLogin(t, "evil")
+	jar, err := cookiejar.New(nil)
+	must(t, err, "cookie jar")
+	b := *browser
+	b.Jar = jar
+	var atEvil *url.URL
+	b.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Host == eu.Host {
+			atEvil = req.URL // evil's authorization endpoint: the attacker takes over from here
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, err := b.Get(lr.link)
+	must(t, err, "open the sign-in link")
+	_ = resp.Body.Close()
+	if atEvil == nil {
+		t.Fatalf("the sign-in link did not lead to evil's authorization server (%s)", resp.Status)
+	}
+	callback, state := atEvil.Query().Get("redirect_uri"), atEvil.Query().Get("state")
+	// The attacker's client at honest, for the user's listener, and its
+	// own PKCE verifier.
+	reg, err := browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, callback)))
+	must(t, err, "register the attacker's client at honest")
+	var client struct {
+		ID string `json:"client_id"`
+	}
+	must(t, json.NewDecoder(reg.Body).Decode(&client), "registration")
+	_ = reg.Body.Close()
+	sum := sha256.Sum256([]byte("the attacker's verifier, which mcpcaged never sees"))
+	attack := honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {callback},
+		"state": {state}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+		"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
+	b.CheckRedirect = nil
+	resp, err = b.Get(attack) // honest approves and answers to the user's listener, naming itself
+	must(t, err, "the browser sent on to honest")
+	_ = resp.Body.Close()
+
+	out, err := lr.wait(t)
+	if n := evil.admin(t, eca, http.MethodGet, "/admin/stats")["code_presented"]; n != 0 {
+		t.Fatalf("evil's token endpoint was sent %d codes: honest's code reached the attacker:\n%s", n, out)
+	}
+	if err == nil || !strings.Contains(out, fmt.Sprintf("the answer comes from authorization server %q, but this sign-in went to %q", honest.issuer, evil.issuer)) {
+		t.Fatalf("mcpcage login evil with honest's answer: %v\n%s", err, out)
+	}
+	if n := honest.admin(t, hca, http.MethodGet, "/admin/stats")["code_presented"]; n != presented {
+		t.Errorf("honest's token endpoint was sent %d codes since the first sign-in", n-presented)
+	}
+	if recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail"); !strings.Contains(recs, "mix-up attack") {
+		t.Fatalf("no signin.fail record of the refusal:\n%s", recs)
+	}
+	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") || !strings.Contains(list, "honest") {
+		t.Fatalf("mcpcage tokens, want honest's sign-in and none to evil:\n%s", list)
+	}
+
+	// The same through the in-band link, whose answer comes back to the
+	// daemon's own listener.
+	r := startRaw(t, d.shimCmd("evil"))
+	r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+	l := r.response(`"init"`)
+	var elicit struct {
+		Error struct {
+			Data struct {
+				Elicitations []struct {
+					URL string `json:"url"`
+				} `json:"elicitations"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	must(t, json.Unmarshal([]byte(l), &elicit), "decode %s", l)
+	if len(elicit.Error.Data.Elicitations) != 1 {
+		t.Fatalf("no in-band sign-in link: %s", l)
+	}
+	atEvil, err = url.Parse(elicit.Error.Data.Elicitations[0].URL)
+	must(t, err, "the in-band link")
+	if atEvil.Host != eu.Host {
+		t.Fatalf("the in-band link leads to %s, not evil's authorization server", atEvil.Host)
+	}
+	callback, state = atEvil.Query().Get("redirect_uri"), atEvil.Query().Get("state")
+	reg, err = browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, callback)))
+	must(t, err, "register the attacker's client at honest")
+	must(t, json.NewDecoder(reg.Body).Decode(&client), "registration")
+	_ = reg.Body.Close()
+	attack = honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {callback},
+		"state": {state}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+		"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
+	resp, err = browser.Get(attack)
+	must(t, err, "the browser sent on to honest")
+	page, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if n := evil.admin(t, eca, http.MethodGet, "/admin/stats")["code_presented"]; n != 0 {
+		t.Fatalf("in-band: evil's token endpoint was sent %d codes: honest's code reached the attacker; the page said: %s", n, page)
+	}
+	if !strings.Contains(string(page), "signing in to evil failed") || !strings.Contains(string(page), "mix-up attack") {
+		t.Fatalf("in-band: the listener's page for honest's answer: %s %s", resp.Status, page)
+	}
+	r.closeInput()
+	r.wait()
+	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") {
+		t.Fatalf("in-band: a sign-in to evil was kept:\n%s", list)
+	}
 }

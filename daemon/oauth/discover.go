@@ -31,6 +31,9 @@ type Resource struct {
 	AuthMethods []string `json:"token_endpoint_auth_methods,omitempty"`
 	// TokenExchange: the authorization server offers RFC 8693.
 	TokenExchange bool `json:"token_exchange,omitempty"`
+	// IssuerInAnswers: the authorization server names itself (iss) in
+	// every answer to an authorization request (RFC 9207).
+	IssuerInAnswers bool `json:"authorization_response_iss_parameter_supported,omitempty"`
 }
 
 // ErrNoAuth says the server answered without asking for a token.
@@ -101,6 +104,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 		CodeChallengeMethods  []string `json:"code_challenge_methods_supported"`
 		AuthMethods           []string `json:"token_endpoint_auth_methods_supported"`
 		GrantTypes            []string `json:"grant_types_supported"`
+		IssuerInAnswers       bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	cands := append(wellKnown(issuer, "oauth-authorization-server", false), wellKnown(issuer, "openid-configuration", false)...)
 	if p := strings.TrimSuffix(issuer.Path, "/"); p != "" {
@@ -139,7 +143,8 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	}
 	return &Resource{Resource: prm.Resource, Issuer: as.Issuer, AuthURL: as.AuthorizationEndpoint, TokenURL: as.TokenEndpoint,
 		RegistrationURL: as.RegistrationEndpoint, RevocationURL: as.RevocationEndpoint, ScopesSupported: scopes,
-		ChallengeScope: ch.Params["scope"], AuthMethods: as.AuthMethods, TokenExchange: slices.Contains(as.GrantTypes, grantTokenExchange)}, nil
+		ChallengeScope: ch.Params["scope"], AuthMethods: as.AuthMethods, TokenExchange: slices.Contains(as.GrantTypes, grantTokenExchange),
+		IssuerInAnswers: as.IssuerInAnswers}, nil
 }
 
 // wellKnown lists the well-known URLs of doc for u: with u's path

@@ -157,10 +157,48 @@ func oauthConfig(res *Resource, c *Client, redirect string, scopes []string) *oa
 		Endpoint: oauth2.Endpoint{AuthURL: res.AuthURL, TokenURL: res.TokenURL, AuthStyle: style}}
 }
 
+// Answer is what the authorization server's redirect brought back to a
+// sign-in's loopback listener.
+type Answer struct {
+	Code string
+	// Issuer is the answer's iss parameter (RFC 9207), nil when it had
+	// none.
+	Issuer *string
+}
+
+// maxIssuerShown bounds an answer's issuer quoted in an error (it comes
+// from whoever sent the browser to the listener).
+const maxIssuerShown = 200
+
+// checkIssuer refuses an answer from another authorization server than
+// the one the sign-in went to (RFC 9207): a server the user also signs in
+// to that sends the browser on to another one, whose answer then reaches
+// this sign-in's listener, would otherwise be sent that other server's
+// code (with the verifier) at its own token endpoint: the mix-up attack.
+// An answer without iss is refused when the server says it always names
+// itself; the comparison is exact, as RFC 9207 asks.
+func checkIssuer(res *Resource, a Answer) error {
+	switch {
+	case a.Issuer != nil && *a.Issuer != res.Issuer:
+		shown := *a.Issuer
+		if len(shown) > maxIssuerShown {
+			shown = shown[:maxIssuerShown] + "..."
+		}
+		return fmt.Errorf("the answer comes from authorization server %q, but this sign-in went to %q: refused, and its code was sent nowhere "+
+			"(an answer from another server than the one asked is how a mix-up attack steals a sign-in, RFC 9207); "+
+			"if you did not expect to sign in at %q, do not use the link again", shown, res.Issuer, shown)
+	case a.Issuer == nil && res.IssuerInAnswers:
+		return fmt.Errorf("authorization server %q says it names itself in every answer (RFC 9207), but this answer names no server: refused, "+
+			"and its code was sent nowhere; run mcpcage login again, and open the link you are given", res.Issuer)
+	}
+	return nil
+}
+
 // Finish exchanges the code the redirect brought for tokens and keeps
 // them as the caller's grant. Only the user who began the sign-in can
-// finish it.
-func (m *Manager) Finish(ctx context.Context, uid uint32, state, code string) (*Grant, error) {
+// finish it, and only with an answer of the authorization server it went
+// to (checkIssuer); a refused answer spends the sign-in.
+func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer) (*Grant, error) {
 	m.mu.Lock()
 	p := m.pending[state]
 	if p != nil && p.req.UID == uid {
@@ -170,8 +208,11 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state, code string) (*
 	if p == nil || p.req.UID != uid || time.Now().After(p.expires) {
 		return nil, errors.New("no sign-in of yours is waiting for that answer (it expired after 10 minutes, or was finished): run mcpcage login again")
 	}
+	if err := checkIssuer(p.res, a); err != nil {
+		return nil, err
+	}
 	cfg := oauthConfig(p.res, p.client, p.req.RedirectURI, p.scopes)
-	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.req.Target.HTTP), code,
+	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.req.Target.HTTP), a.Code,
 		oauth2.VerifierOption(p.verifier), oauth2.SetAuthURLParam("resource", p.res.Resource))
 	if err != nil {
 		var re *oauth2.RetrieveError

@@ -79,7 +79,8 @@ type authServer struct {
 	expiredUpstream string              // an access token the server no longer takes as a subject
 	jwks            *jose.JSONWebKeySet // the actor keys trusted
 	actorIssuer     string
-	mcpStatus       int // the MCP server's answer without a token (0: 401)
+	mcpStatus       int  // the MCP server's answer without a token (0: 401)
+	issuerInAnswers bool // metadata: authorization_response_iss_parameter_supported (RFC 9207)
 }
 
 func newAuthServer(t *testing.T) *authServer {
@@ -132,7 +133,8 @@ func (s *authServer) serveAS(w http.ResponseWriter, r *http.Request) {
 		writeDoc(w, http.StatusOK, map[string]any{"issuer": s.as.URL, "authorization_endpoint": s.as.URL + "/authorize",
 			"token_endpoint": s.as.URL + "/token", "registration_endpoint": s.as.URL + "/register", "revocation_endpoint": s.as.URL + "/revoke",
 			"code_challenge_methods_supported": []string{"S256"}, "token_endpoint_auth_methods_supported": []string{"none"},
-			"grant_types_supported": []string{"authorization_code", "refresh_token", grantTokenExchange}})
+			"grant_types_supported":                          []string{"authorization_code", "refresh_token", grantTokenExchange},
+			"authorization_response_iss_parameter_supported": s.issuerInAnswers})
 	case "/register":
 		var meta map[string]any
 		if err := json.NewDecoder(r.Body).Decode(&meta); err != nil {
@@ -345,14 +347,14 @@ func TestManagerSignIn(t *testing.T) {
 	})
 
 	code, _ := authorize(t, authURL)
-	if _, err := m.Finish(ctx, 1001, state, code); err == nil || !strings.Contains(err.Error(), "no sign-in of yours is waiting") {
+	if _, err := m.Finish(ctx, 1001, state, Answer{Code: code}); err == nil || !strings.Contains(err.Error(), "no sign-in of yours is waiting") {
 		t.Fatalf("Finish by another user = %v, want refused", err)
 	}
-	g, err := m.Finish(ctx, 1000, state, code)
+	g, err := m.Finish(ctx, 1000, state, Answer{Code: code})
 	if err != nil {
 		t.Fatalf("Finish by the user who began: %v", err)
 	}
-	if _, err := m.Finish(ctx, 1000, state, code); err == nil {
+	if _, err := m.Finish(ctx, 1000, state, Answer{Code: code}); err == nil {
 		t.Fatal("a second Finish of the same sign-in succeeded")
 	}
 
@@ -429,12 +431,71 @@ func TestManagerFinishRefusedCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	authorize(t, authURL)
-	_, err = m.Finish(context.Background(), 1000, state, "code-forged")
+	_, err = m.Finish(context.Background(), 1000, state, Answer{Code: "code-forged"})
 	if err == nil || !strings.Contains(err.Error(), "the authorization server refused the code: invalid_grant") {
 		t.Fatalf("Finish with a forged code = %v", err)
 	}
 	if infos, _ := m.List(1000, false); len(infos) != 0 {
 		t.Errorf("a refused code left a grant: %v", infos)
+	}
+}
+
+// TestManagerFinishChecksTheIssuer: an answer that names another
+// authorization server than the one the sign-in went to (RFC 9207), or
+// none when the server says it always names itself, is refused before
+// its code goes anywhere: the mix-up attack, where another server's code
+// reaching this sign-in's listener would be sent, with the verifier, to
+// this server's token endpoint. The comparison is exact.
+func TestManagerFinishChecksTheIssuer(t *testing.T) {
+	str := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name            string
+		issuerInAnswers bool
+		iss             func(as string) *string
+		refused         string // "" when the sign-in must succeed
+	}{
+		{"names this server", true, func(as string) *string { return str(as) }, ""},
+		{"names this server, unasked", false, func(as string) *string { return str(as) }, ""},
+		{"names none, as it says it never does", false, func(string) *string { return nil }, ""},
+		{"names another server", true, func(string) *string { return str("https://honest.example") }, `comes from authorization server "https://honest.example"`},
+		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, "mix-up attack"},
+		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, "but this sign-in went to"},
+		{"names an empty server", false, func(string) *string { return str("") }, `comes from authorization server ""`},
+		{"names none, though it says it always does", true, func(string) *string { return nil }, "this answer names no server"},
+		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAuthServer(t)
+			s.issuerInAnswers = tc.issuerInAnswers
+			m, _ := newManager(t)
+			ctx := context.Background()
+			authURL, state, err := m.Begin(ctx, LoginRequest{UID: 1000, User: "alice", RedirectURI: redirect, Target: s.target(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, _ := authorize(t, authURL)
+			g, err := m.Finish(ctx, 1000, state, Answer{Code: code, Issuer: tc.iss(s.as.URL)})
+			if tc.refused == "" {
+				if err != nil || g == nil {
+					t.Fatalf("Finish = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.refused) {
+				t.Fatalf("Finish = %v, want refused with %q", err, tc.refused)
+			}
+			if len(err.Error()) > 2*maxIssuerShown+1000 {
+				t.Errorf("the refusal quotes %d bytes", len(err.Error()))
+			}
+			s.snapshot(func(s *authServer) {
+				if n := s.hits["authorization_code"]; n != 0 {
+					t.Errorf("the code was sent to the token endpoint %d times", n)
+				}
+			})
+			if _, err := m.Finish(ctx, 1000, state, Answer{Code: code, Issuer: str(s.as.URL)}); err == nil || !strings.Contains(err.Error(), "no sign-in of yours is waiting") {
+				t.Errorf("the refused sign-in could still be finished: %v", err)
+			}
+		})
 	}
 }
 

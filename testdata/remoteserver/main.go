@@ -14,8 +14,12 @@
 // Tools: list_issues (scope read), create_issue (scope write), whoami
 // (scope read: the token's sub, scope and act, as the server saw them).
 //
+// With -iss-param, every answer to an authorization request names the
+// authorization server (iss, RFC 9207), and its metadata says so.
+//
 // Test controls on the authorization server: POST /admin/revoke-all
-// revokes every token issued so far; GET /admin/stats counts grants. On
+// revokes every token issued so far; GET /admin/stats counts grants (and
+// code_presented: the codes sent to the token endpoint, good or not). On
 // the MCP server: POST /admin/forget-sessions ends every MCP session (the
 // next request with one of their ids gets 404, as after an idle timeout).
 package main
@@ -32,6 +36,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -55,6 +60,7 @@ var (
 	actorIss  = flag.String("actor-issuer", "", "iss of trusted actor tokens")
 	host      = flag.String("host", "127.0.0.1", "host name in URLs")
 	stateless = flag.Bool("stateless", false, "serve MCP without sessions")
+	issParam  = flag.Bool("iss-param", false, "name the issuer in every authorization answer (iss, RFC 9207) and say so in the metadata")
 )
 
 const (
@@ -156,7 +162,8 @@ func (as *authServer) routes() http.Handler {
 		writeJSON(w, 200, map[string]any{"issuer": as.issuer, "authorization_endpoint": as.issuer + "/authorize",
 			"token_endpoint": as.issuer + "/token", "registration_endpoint": as.issuer + "/register", "revocation_endpoint": as.issuer + "/revoke",
 			"code_challenge_methods_supported": []string{"S256"}, "grant_types_supported": grants, "response_types_supported": []string{"code"},
-			"token_endpoint_auth_methods_supported": []string{"none"}, "scopes_supported": []string{"read", "write"}})
+			"token_endpoint_auth_methods_supported": []string{"none"}, "scopes_supported": []string{"read", "write"},
+			"authorization_response_iss_parameter_supported": *issParam})
 	})
 	mux.HandleFunc("POST /register", func(w http.ResponseWriter, r *http.Request) {
 		var c client
@@ -180,9 +187,14 @@ func (as *authServer) routes() http.Handler {
 			http.Error(w, "unknown client or unregistered redirect_uri", 400)
 			return
 		}
-		fail := func(e string) {
-			http.Redirect(w, r, q.Get("redirect_uri")+"?error="+e+"&state="+q.Get("state"), http.StatusFound)
+		answer := func(v url.Values) {
+			v.Set("state", q.Get("state"))
+			if *issParam {
+				v.Set("iss", as.issuer)
+			}
+			http.Redirect(w, r, q.Get("redirect_uri")+"?"+v.Encode(), http.StatusFound)
 		}
+		fail := func(e string) { answer(url.Values{"error": {e}}) }
 		if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" {
 			fail("invalid_request")
 			return
@@ -196,7 +208,7 @@ func (as *authServer) routes() http.Handler {
 		as.codes[id] = &code{client: c.ID, redirect: q.Get("redirect_uri"), challenge: q.Get("code_challenge"), resource: q.Get("resource"),
 			scope: q.Get("scope"), expires: time.Now().Add(time.Minute)}
 		as.mu.Unlock()
-		http.Redirect(w, r, q.Get("redirect_uri")+"?code="+id+"&state="+q.Get("state"), http.StatusFound)
+		answer(url.Values{"code": {id}})
 	})
 	mux.HandleFunc("POST /token", as.token)
 	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
@@ -275,6 +287,7 @@ func (as *authServer) token(w http.ResponseWriter, r *http.Request) {
 	f := r.PostForm
 	switch f.Get("grant_type") {
 	case "authorization_code":
+		as.count("code_presented") // whatever becomes of it: a code this server was sent
 		as.mu.Lock()
 		c := as.codes[f.Get("code")]
 		delete(as.codes, f.Get("code"))
