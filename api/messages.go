@@ -80,8 +80,10 @@ type Request struct {
 	State    string `json:"state,omitempty"`
 	AuthCode string `json:"auth_code,omitempty"`
 	// AuthIssuer is the iss parameter of the authorization server's
-	// answer (RFC 9207), nil when the answer had none.
-	AuthIssuer *string `json:"auth_issuer,omitempty"`
+	// answer (RFC 9207), nil when the answer had none; AuthIssuerSent
+	// says that the caller hands it on (an older mcpcage login does not).
+	AuthIssuer     *string `json:"auth_issuer,omitempty"`
+	AuthIssuerSent bool    `json:"auth_issuer_sent,omitempty"`
 }
 
 // MaxIdentifier bounds a request's names (server, session, name, digest,

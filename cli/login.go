@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/authanswer"
 )
 
 // loginWait bounds how long mcpcage login waits for the browser.
@@ -64,8 +66,8 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 		return err
 	}
 	type answer struct {
-		code, err string
-		iss       *string // RFC 9207: which authorization server answered
+		authanswer.Answer
+		refused error // the answer was refused here (authanswer.Parse)
 	}
 	got := make(chan answer, 1)
 	abandon := make(chan struct{})
@@ -84,25 +86,19 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 			return
 		}
 		q := r.URL.Query()
-		if q.Get("state") != start.State || !lb.sameBrowser(r) {
+		parsed, refused := authanswer.Parse(q)
+		a := answer{Answer: parsed, refused: refused}
+		if (refused == nil && a.State != start.State) || (refused != nil && !slices.Contains(q["state"], start.State)) || !lb.sameBrowser(r) {
 			http.Error(w, "this answer is not for the sign-in mcpcage login is waiting for, or comes from another browser than the one that opened its link", http.StatusBadRequest)
 			return
 		}
-		a := answer{code: q.Get("code")}
-		if q.Has("iss") {
-			iss := q.Get("iss")
-			a.iss = &iss
-		}
-		if e := q.Get("error"); e != "" || a.code == "" {
-			a = answer{err: strings.TrimSpace(e + " " + q.Get("error_description"))}
-			if a.err == "" {
-				a.err = "the answer carried no code"
-			}
-		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		if a.err != "" {
-			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(server), html.EscapeString(a.err))
-		} else {
+		switch {
+		case refused != nil:
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: the answer for your sign-in to %s was refused: %s</p>", html.EscapeString(server), html.EscapeString(refused.Error()))
+		case a.Error != "":
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(server), html.EscapeString(a.Error))
+		default:
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: finishing the sign-in to %s; you can close this tab.</p>", html.EscapeString(server))
 		}
 		select {
@@ -139,11 +135,14 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if a.err != "" {
-		return fmt.Errorf("the authorization server refused the sign-in: %s", a.err)
+	if a.refused != nil {
+		return fmt.Errorf("the answer brought to mcpcage login was refused: %w; run mcpcage login %s again", a.refused, server)
+	}
+	if a.Error != "" {
+		return fmt.Errorf("the authorization server refused the sign-in: %s", a.Error)
 	}
 	var info api.SignIn
-	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.code, AuthIssuer: a.iss}, &info); err != nil {
+	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.Code, AuthIssuer: a.Issuer, AuthIssuerSent: true}, &info); err != nil {
 		return err
 	}
 	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",

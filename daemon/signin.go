@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/oauth"
+	"github.com/mcpcage/mcpcage/internal/authanswer"
 )
 
 // signinWait bounds the daemon's part of a sign-in step (discovery,
@@ -49,7 +51,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		replyData(fw, out, log)
 		return
 	case api.OpLoginDone:
-		g, err := d.oauth.Finish(ctx, peer.UID, req.State, oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer})
+		g, err := d.oauth.Finish(ctx, peer.UID, req.State, oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer, IssuerUnknown: !req.AuthIssuerSent})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "reason": err.Error()})
 			d.metrics.RemoteSignIns.WithLabelValues("", "failed").Inc()
@@ -180,7 +182,8 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 	finish := func() { once.Do(func() { close(done) }) }
 	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
-		if req.URL.Path != "/callback" || q.Get("state") != state {
+		a, refused := authanswer.Parse(q)
+		if req.URL.Path != "/callback" || (refused == nil && a.State != state) || (refused != nil && !slices.Contains(q["state"], state)) {
 			http.Error(w, "this answer is not for a sign-in mcpcaged is waiting for", http.StatusBadRequest)
 			return
 		}
@@ -201,13 +204,13 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: %s. Open the link in your own browser.</p>", html.EscapeString(why))
 			return
 		}
-		if e := q.Get("error"); e != "" || q.Get("code") == "" {
-			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(e+" "+q.Get("error_description")))
+		if refused == nil && a.Error != "" {
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(a.Error))
 			return
 		}
 		fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
 		defer fcancel()
-		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: q.Get("code"), Issuer: issuerOf(q)})
+		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: a.Code, Issuer: a.Issuer, Refused: refused})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))
@@ -319,14 +322,4 @@ func (d *Daemon) jwksOp(fw *api.FrameWriter, log *slog.Logger) {
 		return
 	}
 	replyData(fw, api.JWKS{Issuer: d.actor.Issuer(), Keys: b}, log)
-}
-
-// issuerOf is the iss parameter of an authorization server's answer (RFC
-// 9207), nil when it has none.
-func issuerOf(q url.Values) *string {
-	if !q.Has("iss") {
-		return nil
-	}
-	iss := q.Get("iss")
-	return &iss
 }

@@ -668,13 +668,17 @@ func TestSignInHeldToUserRemoteHosts(t *testing.T) {
 // names itself in its answers) and "evil". Evil's authorization server
 // sends the browser on to honest's, with the state and loopback listener
 // of the user's sign-in at evil, and a client and PKCE challenge of the
-// attacker's own. Honest's answer reaches mcpcage login's listener:
+// attacker's own. Honest's answer reaches the sign-in's listener:
 // mcpcaged, taking it for evil's, would send honest's code to evil's
 // token endpoint, and the attacker would redeem it at honest, with its
 // own client and verifier, for the user's account there. The answer is
 // refused, naming both servers; evil's token endpoint is sent no code;
-// the refusal is in the audit log. A plain sign-in to honest, whose
-// answer names honest, works.
+// the refusal is in the audit log. So is the variant in which the
+// attacker's client at honest has a redirect URI that already holds
+// ?iss=<evil>, so that honest's answer names evil first and honest
+// second. Both through mcpcage login and through the in-band link (the
+// daemon's own listener). A plain sign-in to honest, whose answer names
+// honest, works.
 func TestSignInRefusesAMixedUpAnswer(t *testing.T) {
 	setup(t)
 	hdir, edir := t.TempDir(), t.TempDir()
@@ -709,106 +713,119 @@ ca_file = %q
 	}
 	presented := honest.admin(t, hca, http.MethodGet, "/admin/stats")["code_presented"]
 
-	// The sign-in at evil, whose authorization server is the attacker's.
-	lr := d.startLogin(t, "evil")
-	jar, err := cookiejar.New(nil)
-	must(t, err, "cookie jar")
-	b := *browser
-	b.Jar = jar
-	var atEvil *url.URL
-	b.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-		if req.URL.Host == eu.Host {
-			atEvil = req.URL // evil's authorization endpoint: the attacker takes over from here
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}
-	resp, err := b.Get(lr.link)
-	must(t, err, "open the sign-in link")
-	_ = resp.Body.Close()
-	if atEvil == nil {
-		t.Fatalf("the sign-in link did not lead to evil's authorization server (%s)", resp.Status)
-	}
-	callback, state := atEvil.Query().Get("redirect_uri"), atEvil.Query().Get("state")
-	// The attacker's client at honest, for the user's listener, and its
-	// own PKCE verifier.
-	reg, err := browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, callback)))
-	must(t, err, "register the attacker's client at honest")
-	var client struct {
-		ID string `json:"client_id"`
-	}
-	must(t, json.NewDecoder(reg.Body).Decode(&client), "registration")
-	_ = reg.Body.Close()
+	// mixUp is evil's authorization server at work: given the user's
+	// authorization request to evil, it sends the browser (b) on to
+	// honest's, with a client of its own registered there for the
+	// request's listener (with suffix added to the redirect URI) and its
+	// own PKCE challenge; honest approves and answers to that listener.
 	sum := sha256.Sum256([]byte("the attacker's verifier, which mcpcaged never sees"))
-	attack := honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {callback},
-		"state": {state}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
-		"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
-	b.CheckRedirect = nil
-	resp, err = b.Get(attack) // honest approves and answers to the user's listener, naming itself
-	must(t, err, "the browser sent on to honest")
-	_ = resp.Body.Close()
+	mixUp := func(b *http.Client, atEvil *url.URL, suffix string) (*http.Response, []byte) {
+		t.Helper()
+		redirect := atEvil.Query().Get("redirect_uri") + suffix
+		reg, err := browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, redirect)))
+		must(t, err, "register the attacker's client at honest")
+		var client struct {
+			ID string `json:"client_id"`
+		}
+		must(t, json.NewDecoder(reg.Body).Decode(&client), "registration")
+		_ = reg.Body.Close()
+		to := honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {redirect},
+			"state": {atEvil.Query().Get("state")}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+			"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
+		resp, err := b.Get(to)
+		must(t, err, "the browser sent on to honest")
+		page, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return resp, page
+	}
+	noCodeAtEvil := func(how string, said string) {
+		t.Helper()
+		if n := evil.admin(t, eca, http.MethodGet, "/admin/stats")["code_presented"]; n != 0 {
+			t.Fatalf("%s: evil's token endpoint was sent %d codes: honest's code reached the attacker:\n%s", how, n, said)
+		}
+	}
+	variants := []struct {
+		name, suffix string
+		refusal      func(out string) bool // the refusal as mcpcage login prints it, or the listener's page (HTML) shows it
+	}{
+		{"honest names itself", "", func(out string) bool {
+			return strings.Contains(out, fmt.Sprintf("the answer comes from authorization server %q, but this sign-in went to %q", honest.issuer, evil.issuer)) ||
+				strings.Contains(out, "mix-up attack")
+		}},
+		{"honest's answer names evil first", "?iss=" + url.QueryEscape(evil.issuer), func(out string) bool {
+			return strings.Contains(out, `the answer gives "iss" 2 times: refused`) || strings.Contains(out, `the answer gives &#34;iss&#34; 2 times: refused`)
+		}},
+	}
 
-	out, err := lr.wait(t)
-	if n := evil.admin(t, eca, http.MethodGet, "/admin/stats")["code_presented"]; n != 0 {
-		t.Fatalf("evil's token endpoint was sent %d codes: honest's code reached the attacker:\n%s", n, out)
+	for _, v := range variants {
+		// The sign-in at evil, through mcpcage login.
+		lr := d.startLogin(t, "evil")
+		jar, err := cookiejar.New(nil)
+		must(t, err, "cookie jar")
+		b := *browser
+		b.Jar = jar
+		var atEvil *url.URL
+		b.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+			if req.URL.Host == eu.Host {
+				atEvil = req.URL // evil's authorization endpoint: the attacker takes over from here
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}
+		resp, err := b.Get(lr.link)
+		must(t, err, "open the sign-in link")
+		_ = resp.Body.Close()
+		if atEvil == nil {
+			t.Fatalf("the sign-in link did not lead to evil's authorization server (%s)", resp.Status)
+		}
+		b.CheckRedirect = nil
+		mixUp(&b, atEvil, v.suffix)
+		out, err := lr.wait(t)
+		noCodeAtEvil("mcpcage login, "+v.name, out)
+		if err == nil || !v.refusal(out) {
+			t.Fatalf("mcpcage login evil with honest's answer (%s): %v\n%s", v.name, err, out)
+		}
+
+		// The same through the in-band link, whose answer comes back to
+		// the daemon's own listener.
+		r := startRaw(t, d.shimCmd("evil"))
+		r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+		l := r.response(`"init"`)
+		var elicit struct {
+			Error struct {
+				Data struct {
+					Elicitations []struct {
+						URL string `json:"url"`
+					} `json:"elicitations"`
+				} `json:"data"`
+			} `json:"error"`
+		}
+		must(t, json.Unmarshal([]byte(l), &elicit), "decode %s", l)
+		if len(elicit.Error.Data.Elicitations) != 1 {
+			t.Fatalf("no in-band sign-in link: %s", l)
+		}
+		atEvil, err = url.Parse(elicit.Error.Data.Elicitations[0].URL)
+		must(t, err, "the in-band link")
+		if atEvil.Host != eu.Host {
+			t.Fatalf("the in-band link leads to %s, not evil's authorization server", atEvil.Host)
+		}
+		resp, page := mixUp(browser, atEvil, v.suffix)
+		noCodeAtEvil("in-band, "+v.name, string(page))
+		if !strings.Contains(string(page), "signing in to evil failed") || !v.refusal(string(page)) {
+			t.Fatalf("in-band (%s): the listener's page for honest's answer: %s %s", v.name, resp.Status, page)
+		}
+		r.closeInput()
+		r.wait()
 	}
-	if err == nil || !strings.Contains(out, fmt.Sprintf("the answer comes from authorization server %q, but this sign-in went to %q", honest.issuer, evil.issuer)) {
-		t.Fatalf("mcpcage login evil with honest's answer: %v\n%s", err, out)
-	}
+
 	if n := honest.admin(t, hca, http.MethodGet, "/admin/stats")["code_presented"]; n != presented {
 		t.Errorf("honest's token endpoint was sent %d codes since the first sign-in", n-presented)
 	}
-	if recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail"); !strings.Contains(recs, "mix-up attack") {
-		t.Fatalf("no signin.fail record of the refusal:\n%s", recs)
+	recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail")
+	if n := strings.Count(recs, "mix-up attack"); n < 2 || !strings.Contains(recs, `\"iss\" 2 times`) {
+		t.Fatalf("signin.fail records, want the refusals (%d name the mix-up):\n%s", n, recs)
 	}
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") || !strings.Contains(list, "honest") {
 		t.Fatalf("mcpcage tokens, want honest's sign-in and none to evil:\n%s", list)
-	}
-
-	// The same through the in-band link, whose answer comes back to the
-	// daemon's own listener.
-	r := startRaw(t, d.shimCmd("evil"))
-	r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
-	l := r.response(`"init"`)
-	var elicit struct {
-		Error struct {
-			Data struct {
-				Elicitations []struct {
-					URL string `json:"url"`
-				} `json:"elicitations"`
-			} `json:"data"`
-		} `json:"error"`
-	}
-	must(t, json.Unmarshal([]byte(l), &elicit), "decode %s", l)
-	if len(elicit.Error.Data.Elicitations) != 1 {
-		t.Fatalf("no in-band sign-in link: %s", l)
-	}
-	atEvil, err = url.Parse(elicit.Error.Data.Elicitations[0].URL)
-	must(t, err, "the in-band link")
-	if atEvil.Host != eu.Host {
-		t.Fatalf("the in-band link leads to %s, not evil's authorization server", atEvil.Host)
-	}
-	callback, state = atEvil.Query().Get("redirect_uri"), atEvil.Query().Get("state")
-	reg, err = browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, callback)))
-	must(t, err, "register the attacker's client at honest")
-	must(t, json.NewDecoder(reg.Body).Decode(&client), "registration")
-	_ = reg.Body.Close()
-	attack = honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {callback},
-		"state": {state}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
-		"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
-	resp, err = browser.Get(attack)
-	must(t, err, "the browser sent on to honest")
-	page, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if n := evil.admin(t, eca, http.MethodGet, "/admin/stats")["code_presented"]; n != 0 {
-		t.Fatalf("in-band: evil's token endpoint was sent %d codes: honest's code reached the attacker; the page said: %s", n, page)
-	}
-	if !strings.Contains(string(page), "signing in to evil failed") || !strings.Contains(string(page), "mix-up attack") {
-		t.Fatalf("in-band: the listener's page for honest's answer: %s %s", resp.Status, page)
-	}
-	r.closeInput()
-	r.wait()
-	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") {
-		t.Fatalf("in-band: a sign-in to evil was kept:\n%s", list)
 	}
 }

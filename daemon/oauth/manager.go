@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/daemon/remote"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
+	"github.com/mcpcage/mcpcage/internal/authanswer"
 )
 
 // Manager runs sign-ins and keeps grants.
@@ -164,11 +166,23 @@ type Answer struct {
 	// Issuer is the answer's iss parameter (RFC 9207), nil when it had
 	// none.
 	Issuer *string
+	// IssuerUnknown: the caller could not say whether the answer had an
+	// issuer (an mcpcage login older than the daemon).
+	IssuerUnknown bool
+	// Refused: the listener refused the answer (authanswer.Parse), for
+	// this reason. Finish spends the sign-in and returns it.
+	Refused error
 }
 
-// maxIssuerShown bounds an answer's issuer quoted in an error (it comes
-// from whoever sent the browser to the listener).
+// maxIssuerShown bounds an issuer quoted in an error (the answer's comes
+// from whoever sent the browser to the listener; the server's from its
+// metadata).
 const maxIssuerShown = 200
+
+// shown is an issuer as an error quotes it: bounded, in quotes.
+func shown(iss string) string {
+	return strconv.Quote(authanswer.OneLine(iss, maxIssuerShown))
+}
 
 // checkIssuer refuses an answer from another authorization server than
 // the one the sign-in went to (RFC 9207): a server the user also signs in
@@ -179,17 +193,18 @@ const maxIssuerShown = 200
 // itself; the comparison is exact, as RFC 9207 asks.
 func checkIssuer(res *Resource, a Answer) error {
 	switch {
+	case a.IssuerUnknown && res.IssuerInAnswers:
+		return fmt.Errorf("authorization server %s names itself in every answer (RFC 9207), but this mcpcage command is older than mcpcaged "+
+			"and does not hand on which server answered: refused, and its code was sent nowhere; update mcpcage (one package holds both) and run mcpcage login again", shown(res.Issuer))
+	case a.IssuerUnknown:
+		return nil // as before RFC 9207: nothing to compare
 	case a.Issuer != nil && *a.Issuer != res.Issuer:
-		shown := *a.Issuer
-		if len(shown) > maxIssuerShown {
-			shown = shown[:maxIssuerShown] + "..."
-		}
-		return fmt.Errorf("the answer comes from authorization server %q, but this sign-in went to %q: refused, and its code was sent nowhere "+
+		return fmt.Errorf("the answer comes from authorization server %s, but this sign-in went to %s: refused, and its code was sent nowhere "+
 			"(an answer from another server than the one asked is how a mix-up attack steals a sign-in, RFC 9207); "+
-			"if you did not expect to sign in at %q, do not use the link again", shown, res.Issuer, shown)
+			"if you did not expect to sign in at %s, do not use the link again", shown(*a.Issuer), shown(res.Issuer), shown(*a.Issuer))
 	case a.Issuer == nil && res.IssuerInAnswers:
-		return fmt.Errorf("authorization server %q says it names itself in every answer (RFC 9207), but this answer names no server: refused, "+
-			"and its code was sent nowhere; run mcpcage login again, and open the link you are given", res.Issuer)
+		return fmt.Errorf("authorization server %s says it names itself in every answer (RFC 9207), but this answer names no server: refused, "+
+			"and its code was sent nowhere; run mcpcage login again, and open the link you are given", shown(res.Issuer))
 	}
 	return nil
 }
@@ -207,6 +222,9 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 	m.mu.Unlock()
 	if p == nil || p.req.UID != uid || time.Now().After(p.expires) {
 		return nil, errors.New("no sign-in of yours is waiting for that answer (it expired after 10 minutes, or was finished): run mcpcage login again")
+	}
+	if a.Refused != nil {
+		return nil, a.Refused
 	}
 	if err := checkIssuer(p.res, a); err != nil {
 		return nil, err

@@ -445,24 +445,32 @@ func TestManagerFinishRefusedCode(t *testing.T) {
 // none when the server says it always names itself, is refused before
 // its code goes anywhere: the mix-up attack, where another server's code
 // reaching this sign-in's listener would be sent, with the verifier, to
-// this server's token endpoint. The comparison is exact.
+// this server's token endpoint. The comparison is exact. An answer the
+// listener refused (a repeated parameter), or one an older mcpcage login
+// could not say the issuer of when the server always names itself, is
+// refused too, and spends the sign-in.
 func TestManagerFinishChecksTheIssuer(t *testing.T) {
 	str := func(s string) *string { return &s }
 	for _, tc := range []struct {
 		name            string
 		issuerInAnswers bool
 		iss             func(as string) *string
+		unknown         bool   // an older mcpcage login, which does not hand iss on
+		listener        error  // the listener refused the answer
 		refused         string // "" when the sign-in must succeed
 	}{
-		{"names this server", true, func(as string) *string { return str(as) }, ""},
-		{"names this server, unasked", false, func(as string) *string { return str(as) }, ""},
-		{"names none, as it says it never does", false, func(string) *string { return nil }, ""},
-		{"names another server", true, func(string) *string { return str("https://honest.example") }, `comes from authorization server "https://honest.example"`},
-		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, "mix-up attack"},
-		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, "but this sign-in went to"},
-		{"names an empty server", false, func(string) *string { return str("") }, `comes from authorization server ""`},
-		{"names none, though it says it always does", true, func(string) *string { return nil }, "this answer names no server"},
-		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
+		{"names this server", true, func(as string) *string { return str(as) }, false, nil, ""},
+		{"names this server, unasked", false, func(as string) *string { return str(as) }, false, nil, ""},
+		{"names none, as it says it never does", false, func(string) *string { return nil }, false, nil, ""},
+		{"names another server", true, func(string) *string { return str("https://honest.example") }, false, nil, `comes from authorization server "https://honest.example"`},
+		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, false, nil, "mix-up attack"},
+		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, false, nil, "but this sign-in went to"},
+		{"names an empty server", false, func(string) *string { return str("") }, false, nil, `comes from authorization server ""`},
+		{"names none, though it says it always does", true, func(string) *string { return nil }, false, nil, "this answer names no server"},
+		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, false, nil, `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
+		{"an older mcpcage login, a server that names itself", true, func(string) *string { return nil }, true, nil, "this mcpcage command is older than mcpcaged"},
+		{"an older mcpcage login, a server that does not say", false, func(string) *string { return nil }, true, nil, ""},
+		{"refused by the listener", false, func(as string) *string { return str(as) }, false, errors.New(`the answer gives "iss" 2 times: refused`), `"iss" 2 times`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newAuthServer(t)
@@ -474,7 +482,7 @@ func TestManagerFinishChecksTheIssuer(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, _ := authorize(t, authURL)
-			g, err := m.Finish(ctx, 1000, state, Answer{Code: code, Issuer: tc.iss(s.as.URL)})
+			g, err := m.Finish(ctx, 1000, state, Answer{Code: code, Issuer: tc.iss(s.as.URL), IssuerUnknown: tc.unknown, Refused: tc.listener})
 			if tc.refused == "" {
 				if err != nil || g == nil {
 					t.Fatalf("Finish = %v", err)

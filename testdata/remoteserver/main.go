@@ -187,12 +187,24 @@ func (as *authServer) routes() http.Handler {
 			http.Error(w, "unknown client or unregistered redirect_uri", 400)
 			return
 		}
+		// The answer's parameters are added to the redirect URI's own
+		// query, which is kept (RFC 6749 §3.1.2).
 		answer := func(v url.Values) {
+			to, err := url.Parse(q.Get("redirect_uri"))
+			if err != nil {
+				http.Error(w, "redirect_uri: "+err.Error(), 400)
+				return
+			}
+			keep := to.Query()
 			v.Set("state", q.Get("state"))
 			if *issParam {
 				v.Set("iss", as.issuer)
 			}
-			http.Redirect(w, r, q.Get("redirect_uri")+"?"+v.Encode(), http.StatusFound)
+			for k, vs := range v {
+				keep[k] = append(keep[k], vs...)
+			}
+			to.RawQuery = keep.Encode()
+			http.Redirect(w, r, to.String(), http.StatusFound)
 		}
 		fail := func(e string) { answer(url.Values{"error": {e}}) }
 		if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" {
