@@ -359,6 +359,22 @@ func (d *daemon) answers() (bool, string) {
 }
 
 // stop sends SIGTERM and waits; it returns the exit code.
+// dumpGoroutines has mcpcaged print every goroutine's stack to its log
+// (Go's SIGQUIT dump), and exit: a test that caught it stalled fails
+// with the dump, which says where it waits (stop prints the log of a
+// failed test). Once per daemon.
+func (d *daemon) dumpGoroutines(why string) {
+	if _, done := dumpedDaemons.LoadOrStore(d.cmd.Process.Pid, true); done {
+		return
+	}
+	d.t.Logf("mcpcaged stalled (%s): its goroutines are dumped to its log, and it exits", why)
+	_ = d.cmd.Process.Signal(syscall.SIGQUIT)
+}
+
+// dumpedDaemons holds the pids of the daemons dumpGoroutines signalled
+// (a daemon is copied by value in places: no lock in it).
+var dumpedDaemons sync.Map
+
 func (d *daemon) stop() int {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return -1

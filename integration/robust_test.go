@@ -243,6 +243,11 @@ func (d *daemon) churnSession(i int, kill bool) error {
 		return err
 	}
 	err = p.churn("churn-"+strconv.Itoa(i), kill)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// No answer within a minute: where the daemon waits, before the
+		// client lets go (a rare stall seen once in CI).
+		d.dumpGoroutines(fmt.Sprintf("session %d: %v", i, err))
+	}
 	code, werr := p.wait()
 	switch {
 	case err != nil:
