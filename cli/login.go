@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +87,7 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 		q := r.URL.Query()
 		parsed, refused := authanswer.Parse(q)
 		a := answer{Answer: parsed, refused: refused}
-		if (refused == nil && a.State != start.State) || (refused != nil && !slices.Contains(q["state"], start.State)) || !lb.sameBrowser(r) {
+		if !authanswer.Carries(q, start.State) || !lb.sameBrowser(r) {
 			http.Error(w, "this answer is not for the sign-in mcpcage login is waiting for, or comes from another browser than the one that opened its link", http.StatusBadRequest)
 			return
 		}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -183,7 +182,7 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		a, refused := authanswer.Parse(q)
-		if req.URL.Path != "/callback" || (refused == nil && a.State != state) || (refused != nil && !slices.Contains(q["state"], state)) {
+		if req.URL.Path != "/callback" || !authanswer.Carries(q, state) {
 			http.Error(w, "this answer is not for a sign-in mcpcaged is waiting for", http.StatusBadRequest)
 			return
 		}

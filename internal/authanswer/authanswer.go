@@ -9,6 +9,7 @@ package authanswer
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -56,6 +57,14 @@ func Parse(q url.Values) (Answer, error) {
 		}
 	}
 	return a, nil
+}
+
+// Carries reports whether the answer q names state (a sign-in's own,
+// never empty): whether it is for that sign-in. A refused answer with
+// the state among its repeats counts too, so that it is refused for that
+// sign-in rather than ignored as another's.
+func Carries(q url.Values, state string) bool {
+	return state != "" && slices.Contains(q["state"], state)
 }
 
 // OneLine is s with every control or format character (newlines

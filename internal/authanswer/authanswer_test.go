@@ -66,3 +66,24 @@ func TestOneLineBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestCarries(t *testing.T) {
+	for _, tc := range []struct {
+		query, state string
+		want         bool
+	}{
+		{"code=c&state=s1", "s1", true},
+		{"code=c&state=s2", "s1", false},
+		{"code=c", "s1", false},
+		{"code=c&state=s2&state=s1", "s1", true}, // refused by Parse, for this sign-in
+		{"code=c&state=", "", false},
+	} {
+		q, err := url.ParseQuery(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := Carries(q, tc.state); got != tc.want {
+			t.Errorf("Carries(%q, %q) = %v, want %v", tc.query, tc.state, got, tc.want)
+		}
+	}
+}
