@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -222,6 +224,14 @@ func TestKeptRecordSurvivesAFullDisk(t *testing.T) {
 	mu.Unlock()
 	kill := bigRecord(-1)
 	kill["type"] = "file.flood"
+	// Values whose bounded forms are over MaxString themselves: a try
+	// after the failed one must record the digests of these, not of
+	// their bounded forms.
+	longKey, longEnv := strings.Repeat("k", 2*MaxString), strings.Repeat("e", 2*MaxString)
+	kill[longKey] = "v"
+	kill["env"] = map[string]string{"LONG": longEnv}
+	wantKey := boundKey(longKey)
+	wantEnv, _ := bound(map[string]string{"LONG": longEnv})
 	if !l.Enqueue(kill, Essential) {
 		t.Fatal("the kill record was refused")
 	}
@@ -256,6 +266,33 @@ func TestKeptRecordSurvivesAFullDisk(t *testing.T) {
 	if n := records(t, dir, "file.flood"); n != 1 {
 		t.Fatalf("%d kill records in the log, want 1", n)
 	}
+	var got struct {
+		Env map[string]string `json:"env"`
+	}
+	line := recordLine(t, dir, "file.flood")
+	var all map[string]any
+	must(t, json.Unmarshal(line, &all))
+	must(t, json.Unmarshal(line, &got))
+	if all[wantKey] != "v" {
+		t.Errorf("the long key is not recorded in its bounded form of the original (%d keys)", len(all))
+	}
+	if got.Env["LONG"] != wantEnv.(map[string]string)["LONG"] {
+		t.Errorf("env LONG recorded as %.120q..., want the bounded form of the original %.120q...", got.Env["LONG"], wantEnv.(map[string]string)["LONG"])
+	}
+}
+
+// recordLine is the one line of type typ in dir's log.
+func recordLine(t *testing.T, dir, typ string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	must(t, err)
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"type":"`+typ+`"`)) {
+			return line
+		}
+	}
+	t.Fatalf("no %s record in the log", typ)
+	return nil
 }
 
 // Closing a log that cannot write ends: the kept records it cannot write

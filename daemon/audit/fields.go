@@ -2,6 +2,7 @@ package audit
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 )
 
@@ -87,6 +88,20 @@ func (f *Fields) Type() string {
 }
 
 func (*Fields) entry() {}
+
+// cloneEntry copies e's top level: encoding replaces top-level values
+// (bounded, or the log's own fields) and copies nested maps and slices
+// before it changes them, so the copy can be encoded and e encoded again
+// later with the same result.
+func cloneEntry(e Entry) Entry {
+	switch x := e.(type) {
+	case Record:
+		return maps.Clone(x)
+	case *Fields:
+		return &Fields{list: slices.Clone(x.list)}
+	}
+	return e
+}
 
 // remove drops key.
 func (f *Fields) remove(key string) {

@@ -156,6 +156,9 @@ type pending struct {
 	done      chan error // nil: asynchronous
 	session   string     // counted in waitingBy until taken from the queue (queued while contested)
 	essential bool       // kept for the next commit when its write fails (fail)
+	// given is a kept record as it was given (essential, asynchronous):
+	// each try encodes a copy of it (see add).
+	given Entry
 }
 
 // ErrUnavailable wraps every write failure.
@@ -664,6 +667,18 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 // dropped and its caller told).
 func (l *Log) add(b *batch, p *pending) {
 	l.taken(p)
+	if p.essential && p.done == nil {
+		// Encoding bounds a record in place. One that a failed write
+		// keeps for the next commit (fail) is encoded each time from
+		// the values it was given: bounding its bounded forms again (a
+		// long key's, or a long value's in a string map, themselves
+		// over MaxString) would record another digest than the
+		// original's.
+		if p.given == nil {
+			p.given = p.e
+		}
+		p.e = cloneEntry(p.given)
+	}
 	var err error
 	if b.buf, err = l.encodeTo(b.buf, p.e); err != nil {
 		err = fmt.Errorf("%w: encode: %w", ErrUnavailable, err)
