@@ -36,7 +36,7 @@ const (
 	OpPending    Op = "pending"      // requests waiting for the user's answer ([]PendingInfo)
 	OpAnswer     Op = "answer"       // answer pending request Name with Answer (and For); reply data: the Record made, if any
 	OpLogin      Op = "login"        // start the caller's sign-in to remote Server (for Agent) with Redirect; reply data: LoginStart
-	OpLoginDone  Op = "login.finish" // finish sign-in State with AuthCode; reply data: SignIn
+	OpLoginDone  Op = "login.finish" // finish sign-in State with the answer (AuthCode, or AuthError); reply data: SignIn
 	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed
 	OpJWKS       Op = "jwks"         // the public key of the daemon's actor tokens (JWKS)
 	OpTokens     Op = "tokens"       // the caller's sign-ins ([]SignIn; every user's for root with All), never a token
@@ -84,6 +84,11 @@ type Request struct {
 	// says that the caller hands it on (an older mcpcage login does not).
 	AuthIssuer     *string `json:"auth_issuer,omitempty"`
 	AuthIssuerSent bool    `json:"auth_issuer_sent,omitempty"`
+	// AuthError is an error answer's text (no AuthCode then), and
+	// AuthRefused why mcpcage login refused the answer: either way the
+	// sign-in ends, and mcpcaged records why.
+	AuthError   string `json:"auth_error,omitempty"`
+	AuthRefused string `json:"auth_refused,omitempty"`
 }
 
 // MaxIdentifier bounds a request's names (server, session, name, digest,

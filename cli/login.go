@@ -134,15 +134,23 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Every answer goes to mcpcaged, an error or a refused one too: it
+	// ends the sign-in there (rather than leave it waiting out its ten
+	// minutes), checks an error answer's issuer as a code's, and records
+	// why the sign-in failed.
+	req := api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.Code, AuthIssuer: a.Issuer, AuthIssuerSent: true, AuthError: a.Error}
 	if a.refused != nil {
-		return fmt.Errorf("the answer brought to mcpcage login was refused: %w; run mcpcage login %s again", a.refused, server)
-	}
-	if a.Error != "" {
-		return fmt.Errorf("the authorization server refused the sign-in: %s", a.Error)
+		req.AuthCode, req.AuthError, req.AuthRefused = "", "", a.refused.Error()
 	}
 	var info api.SignIn
-	if err := api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.Code, AuthIssuer: a.Issuer, AuthIssuerSent: true}, &info); err != nil {
+	err = api.Call(socket, req, &info)
+	switch {
+	case err != nil && (a.refused != nil || a.Error != ""):
+		return fmt.Errorf("%w; run mcpcage login %s again", err, server)
+	case err != nil:
 		return err
+	case a.refused != nil || a.Error != "":
+		return fmt.Errorf("mcpcaged took an answer without a code as a sign-in (is it older than this mcpcage?); run mcpcage login %s again", server)
 	}
 	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",
 		printable(info.Server), printable(agentSuffix(info.Agent)), printable(orDefault(strings.Join(info.Scopes, " "), "-")), when(info.Expiry))

@@ -27,6 +27,22 @@ const signinWait = 30 * time.Second
 
 // signinOp runs mcpcage login, logout and tokens for the caller: a user
 // signs in for themselves only.
+// maxRefusedText bounds why mcpcage login refused an answer, as it
+// reaches mcpcaged (its errors, which quote nothing long).
+const maxRefusedText = 600
+
+// loginAnswer is the answer mcpcage login hands on: a code, an error
+// answer, or one it refused. Its texts are bounded again here: the
+// caller is any local program that can reach the socket.
+func loginAnswer(req api.Request) oauth.Answer {
+	a := oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer, IssuerUnknown: !req.AuthIssuerSent,
+		Error: authanswer.OneLine(req.AuthError, authanswer.MaxErrorText)}
+	if req.AuthRefused != "" {
+		a.Refused = fmt.Errorf("mcpcage login refused the answer: %s", authanswer.OneLine(req.AuthRefused, maxRefusedText))
+	}
+	return a
+}
+
 func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, signinWait)
 	defer cancel()
@@ -50,7 +66,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		replyData(fw, out, log)
 		return
 	case api.OpLoginDone:
-		g, err := d.oauth.Finish(ctx, peer.UID, req.State, oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer, IssuerUnknown: !req.AuthIssuerSent})
+		g, err := d.oauth.Finish(ctx, peer.UID, req.State, loginAnswer(req))
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "reason": err.Error()})
 			d.metrics.RemoteSignIns.WithLabelValues("", "failed").Inc()
@@ -203,13 +219,9 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: %s. Open the link in your own browser.</p>", html.EscapeString(why))
 			return
 		}
-		if refused == nil && a.Error != "" {
-			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(a.Error))
-			return
-		}
 		fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
 		defer fcancel()
-		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: a.Code, Issuer: a.Issuer, Refused: refused})
+		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: a.Code, Issuer: a.Issuer, Error: a.Error, Refused: refused})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))

@@ -719,7 +719,7 @@ ca_file = %q
 	// request's listener (with suffix added to the redirect URI) and its
 	// own PKCE challenge; honest approves and answers to that listener.
 	sum := sha256.Sum256([]byte("the attacker's verifier, which mcpcaged never sees"))
-	mixUp := func(b *http.Client, atEvil *url.URL, suffix string) (*http.Response, []byte) {
+	mixUp := func(b *http.Client, atEvil *url.URL, suffix, resource string) (*http.Response, []byte) {
 		t.Helper()
 		redirect := atEvil.Query().Get("redirect_uri") + suffix
 		reg, err := browser.Post(honest.issuer+"/register", "application/json", strings.NewReader(fmt.Sprintf(`{"redirect_uris":[%q]}`, redirect)))
@@ -731,7 +731,7 @@ ca_file = %q
 		_ = reg.Body.Close()
 		to := honest.issuer + "/authorize?" + url.Values{"response_type": {"code"}, "client_id": {client.ID}, "redirect_uri": {redirect},
 			"state": {atEvil.Query().Get("state")}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
-			"resource": {honest.mcpURL}, "scope": {"read write"}}.Encode()
+			"resource": {resource}, "scope": {"read write"}}.Encode()
 		resp, err := b.Get(to)
 		must(t, err, "the browser sent on to honest")
 		page, _ := io.ReadAll(resp.Body)
@@ -744,17 +744,22 @@ ca_file = %q
 			t.Fatalf("%s: evil's token endpoint was sent %d codes: honest's code reached the attacker:\n%s", how, n, said)
 		}
 	}
+	mixedUp := func(out string) bool {
+		return strings.Contains(out, fmt.Sprintf("the answer comes from authorization server %q, but this sign-in went to %q", honest.issuer, evil.issuer)) ||
+			strings.Contains(out, "mix-up attack")
+	}
 	variants := []struct {
 		name, suffix string
+		resource     string                // the resource the attacker's request at honest names
 		refusal      func(out string) bool // the refusal as mcpcage login prints it, or the listener's page (HTML) shows it
 	}{
-		{"honest names itself", "", func(out string) bool {
-			return strings.Contains(out, fmt.Sprintf("the answer comes from authorization server %q, but this sign-in went to %q", honest.issuer, evil.issuer)) ||
-				strings.Contains(out, "mix-up attack")
-		}},
-		{"honest's answer names evil first", "?iss=" + url.QueryEscape(evil.issuer), func(out string) bool {
+		{"honest names itself", "", honest.mcpURL, mixedUp},
+		{"honest's answer names evil first", "?iss=" + url.QueryEscape(evil.issuer), honest.mcpURL, func(out string) bool {
 			return strings.Contains(out, `the answer gives "iss" 2 times: refused`) || strings.Contains(out, `the answer gives &#34;iss&#34; 2 times: refused`)
 		}},
+		// An error answer (honest refuses the request: another resource)
+		// is checked against the issuer too: it is not evil's to end.
+		{"honest's error answer", "", "https://elsewhere.example/mcp", mixedUp},
 	}
 
 	for _, v := range variants {
@@ -779,7 +784,7 @@ ca_file = %q
 			t.Fatalf("the sign-in link did not lead to evil's authorization server (%s)", resp.Status)
 		}
 		b.CheckRedirect = nil
-		mixUp(&b, atEvil, v.suffix)
+		mixUp(&b, atEvil, v.suffix, v.resource)
 		out, err := lr.wait(t)
 		noCodeAtEvil("mcpcage login, "+v.name, out)
 		if err == nil || !v.refusal(out) {
@@ -809,7 +814,7 @@ ca_file = %q
 		if atEvil.Host != eu.Host {
 			t.Fatalf("the in-band link leads to %s, not evil's authorization server", atEvil.Host)
 		}
-		resp, page := mixUp(browser, atEvil, v.suffix)
+		resp, page := mixUp(browser, atEvil, v.suffix, v.resource)
 		noCodeAtEvil("in-band, "+v.name, string(page))
 		if !strings.Contains(string(page), "signing in to evil failed") || !v.refusal(string(page)) {
 			t.Fatalf("in-band (%s): the listener's page for honest's answer: %s %s", v.name, resp.Status, page)
@@ -822,7 +827,7 @@ ca_file = %q
 		t.Errorf("honest's token endpoint was sent %d codes since the first sign-in", n-presented)
 	}
 	recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail")
-	if n := strings.Count(recs, "mix-up attack"); n < 2 || !strings.Contains(recs, `\"iss\" 2 times`) {
+	if n := strings.Count(recs, "mix-up attack"); n < 4 || !strings.Contains(recs, `\"iss\" 2 times`) {
 		t.Fatalf("signin.fail records, want the refusals (%d name the mix-up):\n%s", n, recs)
 	}
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") || !strings.Contains(list, "honest") {

@@ -6,7 +6,8 @@
 // configured, the authorization code grant with PKCE S256 and a loopback
 // redirect (RFC 8252) that `mcpcage login` listens on, resource
 // indicators (RFC 8707) on every token request, the issuer of every
-// answer checked against the server asked (RFC 9207, against mix-up),
+// answer, code or error, checked against the server asked (RFC 9207,
+// against mix-up),
 // and refresh ahead of expiry. golang.org/x/oauth2 builds the authorization URL and PKCE and
 // exchanges the code; the refresh request is a plain form POST so it can
 // carry the resource indicator.

@@ -169,10 +169,18 @@ type Answer struct {
 	// IssuerUnknown: the caller could not say whether the answer had an
 	// issuer (an mcpcage login older than the daemon).
 	IssuerUnknown bool
+	// Error is an error answer's text (authanswer.Answer.Error; Code is
+	// then empty). Finish spends the sign-in and returns it, once the
+	// answer's issuer is the sign-in's own.
+	Error string
 	// Refused: the listener refused the answer (authanswer.Parse), for
 	// this reason. Finish spends the sign-in and returns it.
 	Refused error
 }
+
+// ErrSignInRefused says the authorization server answered the sign-in
+// with an error (the user declined, or may not sign in there).
+var ErrSignInRefused = errors.New("the authorization server refused the sign-in")
 
 // maxIssuerShown bounds an issuer quoted in an error (the answer's comes
 // from whoever sent the browser to the listener; the server's from its
@@ -212,7 +220,10 @@ func checkIssuer(res *Resource, a Answer) error {
 // Finish exchanges the code the redirect brought for tokens and keeps
 // them as the caller's grant. Only the user who began the sign-in can
 // finish it, and only with an answer of the authorization server it went
-// to (checkIssuer); a refused answer spends the sign-in.
+// to (checkIssuer). Every answer spends the sign-in: a refused one, an
+// error answer (checked against the issuer too, RFC 9207 §2.4: another
+// server's error is not this sign-in's end, but it is not trusted to go
+// on either) and a code that cannot be exchanged.
 func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer) (*Grant, error) {
 	m.mu.Lock()
 	p := m.pending[state]
@@ -228,6 +239,13 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 	}
 	if err := checkIssuer(p.res, a); err != nil {
 		return nil, err
+	}
+	if a.Error != "" || a.Code == "" {
+		why := a.Error
+		if why == "" {
+			why = "its answer carried no code"
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSignInRefused, authanswer.OneLine(why, authanswer.MaxErrorText))
 	}
 	cfg := oauthConfig(p.res, p.client, p.req.RedirectURI, p.scopes)
 	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.req.Target.HTTP), a.Code,

@@ -457,20 +457,25 @@ func TestManagerFinishChecksTheIssuer(t *testing.T) {
 		iss             func(as string) *string
 		unknown         bool   // an older mcpcage login, which does not hand iss on
 		listener        error  // the listener refused the answer
+		errAnswer       string // an error answer's text (no code is sent)
 		refused         string // "" when the sign-in must succeed
 	}{
-		{"names this server", true, func(as string) *string { return str(as) }, false, nil, ""},
-		{"names this server, unasked", false, func(as string) *string { return str(as) }, false, nil, ""},
-		{"names none, as it says it never does", false, func(string) *string { return nil }, false, nil, ""},
-		{"names another server", true, func(string) *string { return str("https://honest.example") }, false, nil, `comes from authorization server "https://honest.example"`},
-		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, false, nil, "mix-up attack"},
-		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, false, nil, "but this sign-in went to"},
-		{"names an empty server", false, func(string) *string { return str("") }, false, nil, `comes from authorization server ""`},
-		{"names none, though it says it always does", true, func(string) *string { return nil }, false, nil, "this answer names no server"},
-		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, false, nil, `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
-		{"an older mcpcage login, a server that names itself", true, func(string) *string { return nil }, true, nil, "this mcpcage command is older than mcpcaged"},
-		{"an older mcpcage login, a server that does not say", false, func(string) *string { return nil }, true, nil, ""},
-		{"refused by the listener", false, func(as string) *string { return str(as) }, false, errors.New(`the answer gives "iss" 2 times: refused`), `"iss" 2 times`},
+		{"names this server", true, func(as string) *string { return str(as) }, false, nil, "", ""},
+		{"names this server, unasked", false, func(as string) *string { return str(as) }, false, nil, "", ""},
+		{"names none, as it says it never does", false, func(string) *string { return nil }, false, nil, "", ""},
+		{"names another server", true, func(string) *string { return str("https://honest.example") }, false, nil, "", `comes from authorization server "https://honest.example"`},
+		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, false, nil, "", "mix-up attack"},
+		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, false, nil, "", "but this sign-in went to"},
+		{"names an empty server", false, func(string) *string { return str("") }, false, nil, "", `comes from authorization server ""`},
+		{"names none, though it says it always does", true, func(string) *string { return nil }, false, nil, "", "this answer names no server"},
+		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, false, nil, "", `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
+		{"an older mcpcage login, a server that names itself", true, func(string) *string { return nil }, true, nil, "", "this mcpcage command is older than mcpcaged"},
+		{"an older mcpcage login, a server that does not say", false, func(string) *string { return nil }, true, nil, "", ""},
+		{"refused by the listener", false, func(as string) *string { return str(as) }, false, errors.New(`the answer gives "iss" 2 times: refused`), "", `"iss" 2 times`},
+		{"an error answer from this server", true, func(as string) *string { return str(as) }, false, nil, "access_denied the user said no", "refused the sign-in: access_denied the user said no"},
+		{"an error answer naming no server", false, func(string) *string { return nil }, false, nil, "access_denied", "refused the sign-in: access_denied"},
+		{"an error answer from another server", false, func(string) *string { return str("https://honest.example") }, false, nil, "access_denied", "mix-up attack"},
+		{"an error answer naming none, though the server always does", true, func(string) *string { return nil }, false, nil, "access_denied", "this answer names no server"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newAuthServer(t)
@@ -482,7 +487,11 @@ func TestManagerFinishChecksTheIssuer(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, _ := authorize(t, authURL)
-			g, err := m.Finish(ctx, 1000, state, Answer{Code: code, Issuer: tc.iss(s.as.URL), IssuerUnknown: tc.unknown, Refused: tc.listener})
+			a := Answer{Code: code, Issuer: tc.iss(s.as.URL), IssuerUnknown: tc.unknown, Refused: tc.listener}
+			if tc.errAnswer != "" {
+				a.Code, a.Error = "", tc.errAnswer
+			}
+			g, err := m.Finish(ctx, 1000, state, a)
 			if tc.refused == "" {
 				if err != nil || g == nil {
 					t.Fatalf("Finish = %v", err)
