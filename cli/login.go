@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -47,6 +48,9 @@ administrator gave it ([agents.NAME] scopes = { SERVER = [...] }).`,
 	cmd.Flags().DurationVar(&wait, "wait", loginWait, "how long to wait for the browser")
 	return cmd
 }
+
+// errLinkOpenedTwice abandons a sign-in (see loginBrowser).
+var errLinkOpenedTwice = errors.New("the sign-in link was opened twice")
 
 // login runs one sign-in: listener, daemon's URL, browser, code back to
 // the daemon.
@@ -127,7 +131,10 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	var a answer
 	select {
 	case <-abandon:
-		return fmt.Errorf("the sign-in link was opened twice, so someone else may be trying to finish your sign-in: it was abandoned; run mcpcage login %s again", server)
+		// mcpcaged ends the sign-in too, and records why: nobody can
+		// finish it with a code from then on.
+		_ = api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthIssuerSent: true, AuthRefused: errLinkOpenedTwice.Error()}, nil)
+		return fmt.Errorf("%w, so someone else may be trying to finish your sign-in: it was abandoned; run mcpcage login %s again", errLinkOpenedTwice, server)
 	case a = <-got:
 	case <-timer.C:
 		return fmt.Errorf("no answer from the browser within %s: run mcpcage login %s again", wait, server)

@@ -826,7 +826,24 @@ ca_file = %q
 	if n := honest.admin(t, hca, http.MethodGet, "/admin/stats")["code_presented"]; n != presented {
 		t.Errorf("honest's token endpoint was sent %d codes since the first sign-in", n-presented)
 	}
+	// A link opened twice abandons the sign-in in mcpcage login, and in
+	// mcpcaged too: it is recorded, and no code can finish it later.
+	lr := d.startLogin(t, "honest")
+	noFollow := *browser
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for range 2 {
+		resp, err := noFollow.Get(lr.link)
+		must(t, err, "open the sign-in link")
+		_ = resp.Body.Close()
+	}
+	if out, err := lr.wait(t); err == nil || !strings.Contains(out, "the sign-in link was opened twice") {
+		t.Fatalf("mcpcage login with its link opened twice: %v\n%s", err, out)
+	}
+
 	recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail")
+	if !strings.Contains(recs, "mcpcage login refused the answer: the sign-in link was opened twice") {
+		t.Fatalf("signin.fail records, want the abandoned sign-in:\n%s", recs)
+	}
 	if n := strings.Count(recs, "mix-up attack"); n < 4 || !strings.Contains(recs, `\"iss\" 2 times`) {
 		t.Fatalf("signin.fail records, want the refusals (%d name the mix-up):\n%s", n, recs)
 	}
