@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -849,5 +850,42 @@ ca_file = %q
 	}
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "evil") || !strings.Contains(list, "honest") {
 		t.Fatalf("mcpcage tokens, want honest's sign-in and none to evil:\n%s", list)
+	}
+}
+
+// TestSignInRegistrationsAreBounded: a local user who begins sign-ins and
+// abandons them at once, each with a new loopback port (as mcpcage login
+// listens), has mcpcaged register a client at the authorization server
+// for each; past the per-user bound mcpcaged refuses, with when to try
+// again, and registers nothing more.
+func TestSignInRegistrationsAreBounded(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	st := startIssueStack(t, dir)
+	ca := filepath.Join(dir, "ca.pem")
+	u, err := url.Parse(st.issuer)
+	must(t, err, "issuer")
+	d := consentDaemon(t, fmt.Sprintf("[servers.issues]\nurl = %q\nhosts = [%q]\nca_file = %q\n", st.mcpURL, u.Host, ca))
+	registered := func() int { return st.admin(t, ca, http.MethodGet, "/admin/stats")["register"] }
+	before := registered()
+	const bound = 20 // daemon/oauth maxRegistrations
+	var refusal error
+	n := 0
+	for ; n <= bound; n++ {
+		var start api.LoginStart
+		refusal = api.Call(d.socket, api.Request{Op: api.OpLogin, Server: "issues", Redirect: fmt.Sprintf("http://127.0.0.1:%d/callback", 41000+n)}, &start)
+		if refusal != nil {
+			break
+		}
+		err := api.Call(d.socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthIssuerSent: true, AuthRefused: "abandoned by the test"}, nil)
+		if err == nil || !strings.Contains(err.Error(), "abandoned by the test") {
+			t.Fatalf("sign-in %d, abandoned: %v", n+1, err)
+		}
+	}
+	if n != bound || refusal == nil || !strings.Contains(refusal.Error(), "registered 20 clients") || !strings.Contains(refusal.Error(), "try again in") {
+		t.Fatalf("after %d sign-ins begun and abandoned: %v; want the registrations' bound after %d", n, refusal, bound)
+	}
+	if got := registered() - before; got != bound {
+		t.Fatalf("the authorization server saw %d registrations, want %d", got, bound)
 	}
 }

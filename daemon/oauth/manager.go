@@ -32,9 +32,12 @@ type Manager struct {
 	pending map[string]*pendingLogin // by state
 	locks   map[string]*sync.Mutex   // one per grant: refreshes do not race
 	cache   map[string]*Grant
-	clients map[string]*Client    // dynamic registrations by server
-	xs      map[string]*exchanged // tokens narrowed to agents, by grant key
-	actor   *Actor                // signs actor tokens; nil: no token exchange
+	clients map[string]*Client // dynamic registrations by server
+	// registered holds, per user, when registrations were made for
+	// their sign-ins within the last registrationWindow (see client).
+	registered map[uint32][]time.Time
+	xs         map[string]*exchanged // tokens narrowed to agents, by grant key
+	actor      *Actor                // signs actor tokens; nil: no token exchange
 }
 
 // SetActor makes token exchange available with a's tokens.
@@ -43,7 +46,7 @@ func (m *Manager) SetActor(a *Actor) { m.actor = a }
 // NewManager keeps grants in store.
 func NewManager(store *secrets.Store) *Manager {
 	return &Manager{store: store, pending: map[string]*pendingLogin{}, locks: map[string]*sync.Mutex{},
-		cache: map[string]*Grant{}, clients: map[string]*Client{}, xs: map[string]*exchanged{}}
+		cache: map[string]*Grant{}, clients: map[string]*Client{}, xs: map[string]*exchanged{}, registered: map[uint32][]time.Time{}}
 }
 
 // Target is the server a sign-in is for, as the config describes it.
@@ -80,11 +83,29 @@ const loginTTL = 10 * time.Minute
 // maxPending bounds sign-ins waiting at once (per user: 4).
 const maxPending, maxPendingPerUser = 256, 4
 
+// A user's sign-ins may have at most maxRegistrations clients registered
+// (RFC 7591) within registrationWindow. A registration's redirect URI
+// holds its listener's port, which is new for each mcpcage login, so
+// most sign-ins register a client; without a bound, any local user could
+// have mcpcaged register clients at an authorization server without end,
+// as fast as sign-ins can be started and abandoned.
+const (
+	maxRegistrations   = 20
+	registrationWindow = time.Hour
+)
+
 // Begin discovers the server's authorization server, registers a client
 // when needed, and returns the URL the user opens and the state that
 // ties the answer to this sign-in.
 func (m *Manager) Begin(ctx context.Context, r LoginRequest) (authURL, state string, err error) {
 	if err := checkRedirect(r.RedirectURI); err != nil {
+		return "", "", err
+	}
+	// The bound first: a user at it makes no request to the servers.
+	m.mu.Lock()
+	err = m.roomToBegin(r.UID, time.Now())
+	m.mu.Unlock()
+	if err != nil {
 		return "", "", err
 	}
 	res, err := Discover(ctx, r.Target.HTTP, r.Target.URL)
@@ -112,19 +133,49 @@ func (m *Manager) Begin(ctx context.Context, r LoginRequest) (authURL, state str
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
+	if err := m.roomToBegin(r.UID, now); err != nil { // again: others may have begun meanwhile
+		return "", "", err
+	}
+	m.pending[state] = &pendingLogin{req: r, res: res, client: client, verifier: verifier, scopes: scopes, expires: now.Add(loginTTL)}
+	return authURL, state, nil
+}
+
+// roomToBegin drops the expired sign-ins and says whether uid may begin
+// another one. m.mu is held.
+func (m *Manager) roomToBegin(uid uint32, now time.Time) error {
 	mine := 0
 	for k, p := range m.pending {
 		if now.After(p.expires) {
 			delete(m.pending, k)
-		} else if p.req.UID == r.UID {
+		} else if p.req.UID == uid {
 			mine++
 		}
 	}
 	if mine >= maxPendingPerUser || len(m.pending) >= maxPending {
-		return "", "", errors.New("too many sign-ins waiting: finish or abandon one (they expire after 10 minutes)")
+		return errors.New("too many sign-ins waiting: finish or abandon one (they expire after 10 minutes)")
 	}
-	m.pending[state] = &pendingLogin{req: r, res: res, client: client, verifier: verifier, scopes: scopes, expires: now.Add(loginTTL)}
-	return authURL, state, nil
+	return nil
+}
+
+// takeRegistration counts a registration for uid's sign-in, or says when
+// the next one may be made. m.mu is held.
+func (m *Manager) takeRegistration(uid uint32, server string, now time.Time) error {
+	recent := slices.DeleteFunc(m.registered[uid], func(t time.Time) bool { return now.Sub(t) >= registrationWindow })
+	if len(recent) >= maxRegistrations {
+		m.registered[uid] = recent
+		wait := recent[0].Add(registrationWindow).Sub(now).Round(time.Minute)
+		return fmt.Errorf("your sign-ins have registered %d clients at authorization servers in the last %s (each mcpcage login registers one, RFC 7591), "+
+			"the most mcpcaged makes for one user: try again in %s, or have the administrator configure a client_id for %s", len(recent), registrationWindow, max(wait, time.Minute), server)
+	}
+	m.registered[uid] = append(recent, now)
+	if len(m.registered) > maxPending { // users with nothing recent go
+		for u, ts := range m.registered {
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= registrationWindow {
+				delete(m.registered, u)
+			}
+		}
+	}
+	return nil
 }
 
 // client returns the configured client, or a registration whose redirect
@@ -136,11 +187,16 @@ func (m *Manager) client(ctx context.Context, r LoginRequest, res *Resource, sco
 	key := r.Target.Server + "\x00" + res.Issuer
 	m.mu.Lock()
 	c := m.clients[key]
-	m.mu.Unlock()
 	if c != nil && slices.Contains(c.RedirectURIs, r.RedirectURI) {
+		m.mu.Unlock()
 		return c, nil
 	}
-	c, err := Register(ctx, r.Target.HTTP, res, r.RedirectURI, scopes)
+	err := m.takeRegistration(r.UID, r.Target.Server, time.Now())
+	m.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	c, err = Register(ctx, r.Target.HTTP, res, r.RedirectURI, scopes)
 	if err != nil {
 		return nil, err
 	}

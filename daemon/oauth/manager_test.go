@@ -546,6 +546,72 @@ func TestManagerBeginLimits(t *testing.T) {
 	})
 }
 
+// A user's sign-ins register at most maxRegistrations clients within
+// the window, however fast they are begun and ended; a user at the bound
+// of waiting sign-ins makes no request to the servers at all.
+func TestManagerBoundsRegistrations(t *testing.T) {
+	s := newAuthServer(t)
+	m, _ := newManager(t)
+	ctx := context.Background()
+	begin := func(uid uint32, port int) (string, error) {
+		_, state, err := m.Begin(ctx, LoginRequest{UID: uid, User: "u", RedirectURI: fmt.Sprintf("http://127.0.0.1:%d/callback", port), Target: s.target(t)})
+		return state, err
+	}
+	registrations := func() (n int) {
+		s.snapshot(func(s *authServer) { n = len(s.registrations) })
+		return n
+	}
+	// Each on a new port, as mcpcage login listens: each registers, and
+	// is abandoned at once (its listener refused the answer).
+	for i := range maxRegistrations {
+		state, err := begin(1000, 40000+i)
+		if err != nil {
+			t.Fatalf("sign-in %d: %v", i+1, err)
+		}
+		if _, err := m.Finish(ctx, 1000, state, Answer{Refused: errors.New("abandoned")}); err == nil {
+			t.Fatal("an abandoned sign-in was finished")
+		}
+	}
+	if n := registrations(); n != maxRegistrations {
+		t.Fatalf("%d registrations for %d sign-ins", n, maxRegistrations)
+	}
+	_, err := begin(1000, 50000)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("registered %d clients", maxRegistrations)) || !strings.Contains(err.Error(), "configure a client_id for demo") {
+		t.Fatalf("a sign-in beyond the registrations' bound = %v", err)
+	}
+	if n := registrations(); n != maxRegistrations {
+		t.Fatalf("%d registrations after the refusal, want %d", n, maxRegistrations)
+	}
+	// The last client's redirect needs no new registration; another user
+	// has a budget of their own.
+	if _, err := begin(1000, 40000+maxRegistrations-1); err != nil {
+		t.Fatalf("a sign-in on the registered redirect: %v", err)
+	}
+	if _, err := begin(1001, 50001); err != nil {
+		t.Fatalf("another user's sign-in: %v", err)
+	}
+	if n := registrations(); n != maxRegistrations+1 {
+		t.Fatalf("%d registrations, want %d", n, maxRegistrations+1)
+	}
+
+	// At the bound of waiting sign-ins: refused before any request.
+	for i := range maxPendingPerUser {
+		if _, err := begin(1002, 50002); err != nil {
+			t.Fatalf("waiting sign-in %d: %v", i+1, err)
+		}
+	}
+	var hits int
+	s.snapshot(func(s *authServer) { hits = s.mcpHits })
+	if _, err := begin(1002, 50002); err == nil || !strings.Contains(err.Error(), "too many sign-ins waiting") {
+		t.Fatalf("a sign-in beyond the waiting bound = %v", err)
+	}
+	s.snapshot(func(s *authServer) {
+		if s.mcpHits != hits {
+			t.Errorf("a refused sign-in sent %d requests to the MCP server", s.mcpHits-hits)
+		}
+	})
+}
+
 func TestManagerBeginRefusals(t *testing.T) {
 	tests := []struct {
 		name      string
