@@ -36,7 +36,7 @@ const (
 	OpPending    Op = "pending"      // requests waiting for the user's answer ([]PendingInfo)
 	OpAnswer     Op = "answer"       // answer pending request Name with Answer (and For); reply data: the Record made, if any
 	OpLogin      Op = "login"        // start the caller's sign-in to remote Server (for Agent) with Redirect; reply data: LoginStart
-	OpLoginDone  Op = "login.finish" // finish sign-in State with the answer (AuthCode, or AuthError); reply data: SignIn
+	OpLoginDone  Op = "login.finish" // finish sign-in State: AuthCode, or end it (AuthError, AuthRefused); reply data: SignIn
 	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed
 	OpJWKS       Op = "jwks"         // the public key of the daemon's actor tokens (JWKS)
 	OpTokens     Op = "tokens"       // the caller's sign-ins ([]SignIn; every user's for root with All), never a token
@@ -122,6 +122,11 @@ type LoginStart struct {
 	URL    string `json:"url"`
 	State  string `json:"state"`
 	Server string `json:"server"`
+	// TakesEndings: mcpcaged takes every ending of the sign-in
+	// (OpLoginDone with AuthError or AuthRefused), not only a code; an
+	// older one does not say so, and mcpcage login then ends a sign-in
+	// without a code on its own, as before.
+	TakesEndings bool `json:"takes_endings,omitempty"`
 }
 
 // SignIn describes a user's sign-in to a remote server; it never holds

@@ -128,36 +128,49 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// end ends the sign-in in mcpcaged too, when it takes endings (an
+	// older one lets it wait out its ten minutes): nobody can finish it
+	// with a code from then on, and mcpcaged records why it ended.
+	end := func(why string) error {
+		if !start.TakesEndings {
+			return nil
+		}
+		return api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthIssuerSent: true, AuthRefused: why}, nil)
+	}
 	var a answer
 	select {
 	case <-abandon:
-		// mcpcaged ends the sign-in too, and records why: nobody can
-		// finish it with a code from then on.
-		_ = api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthIssuerSent: true, AuthRefused: errLinkOpenedTwice.Error()}, nil)
+		_ = end(errLinkOpenedTwice.Error())
 		return fmt.Errorf("%w, so someone else may be trying to finish your sign-in: it was abandoned; run mcpcage login %s again", errLinkOpenedTwice, server)
 	case a = <-got:
 	case <-timer.C:
+		_ = end(fmt.Sprintf("no answer from the browser within %s", wait))
 		return fmt.Errorf("no answer from the browser within %s: run mcpcage login %s again", wait, server)
 	case <-ctx.Done():
+		_ = end("mcpcage login was interrupted")
 		return ctx.Err()
 	}
-	// Every answer goes to mcpcaged, an error or a refused one too: it
-	// ends the sign-in there (rather than leave it waiting out its ten
-	// minutes), checks an error answer's issuer as a code's, and records
-	// why the sign-in failed.
-	req := api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.Code, AuthIssuer: a.Issuer, AuthIssuerSent: true, AuthError: a.Error}
-	if a.refused != nil {
-		req.AuthCode, req.AuthError, req.AuthRefused = "", "", a.refused.Error()
-	}
-	var info api.SignIn
-	err = api.Call(socket, req, &info)
 	switch {
-	case err != nil && (a.refused != nil || a.Error != ""):
+	case a.refused != nil:
+		_ = end("it refused the answer: " + a.refused.Error())
+		return fmt.Errorf("the answer brought to mcpcage login was refused: %w; run mcpcage login %s again", a.refused, server)
+	case a.Error != "" && !start.TakesEndings:
+		return fmt.Errorf("the authorization server refused the sign-in: %s; run mcpcage login %s again", a.Error, server)
+	}
+	// An error answer goes to mcpcaged like a code: it checks its issuer
+	// (another server's refusal is not this sign-in's end: a mix-up),
+	// ends the sign-in and records why.
+	var info api.SignIn
+	err = api.Call(socket, api.Request{Op: api.OpLoginDone, State: start.State, AuthCode: a.Code, AuthIssuer: a.Issuer, AuthIssuerSent: true, AuthError: a.Error}, &info)
+	switch {
+	case err != nil && a.Error != "" && strings.Contains(err.Error(), a.Error):
+		// The server's own refusal (the user declined, or may not
+		// sign in there): trying again may work.
 		return fmt.Errorf("%w; run mcpcage login %s again", err, server)
 	case err != nil:
-		return err
-	case a.refused != nil || a.Error != "":
-		return fmt.Errorf("mcpcaged took an answer without a code as a sign-in (is it older than this mcpcage?); run mcpcage login %s again", server)
+		return err // says what to do, or, for a mix-up, not to go on
+	case a.Error != "":
+		return fmt.Errorf("mcpcaged took an error answer as a sign-in: run mcpcage login %s again", server)
 	}
 	out.printf("Signed in to %s%s (scopes: %s; expires %s). mcpcaged keeps the tokens and refreshes them.\n",
 		printable(info.Server), printable(agentSuffix(info.Agent)), printable(orDefault(strings.Join(info.Scopes, " "), "-")), when(info.Expiry))

@@ -25,8 +25,6 @@ import (
 // registration, the code exchange).
 const signinWait = 30 * time.Second
 
-// signinOp runs mcpcage login, logout and tokens for the caller: a user
-// signs in for themselves only.
 // maxRefusedText bounds why mcpcage login refused an answer, as it
 // reaches mcpcaged (its errors, which quote nothing long).
 const maxRefusedText = 600
@@ -38,11 +36,13 @@ func loginAnswer(req api.Request) oauth.Answer {
 	a := oauth.Answer{Code: req.AuthCode, Issuer: req.AuthIssuer, IssuerUnknown: !req.AuthIssuerSent,
 		Error: authanswer.OneLine(req.AuthError, authanswer.MaxErrorText)}
 	if req.AuthRefused != "" {
-		a.Refused = fmt.Errorf("mcpcage login refused the answer: %s", authanswer.OneLine(req.AuthRefused, maxRefusedText))
+		a.Refused = fmt.Errorf("mcpcage login ended the sign-in: %s", authanswer.OneLine(req.AuthRefused, maxRefusedText))
 	}
 	return a
 }
 
+// signinOp runs mcpcage login, logout and tokens for the caller: a user
+// signs in for themselves only.
 func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, signinWait)
 	defer cancel()
@@ -114,7 +114,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 			authURL, state, err = d.oauth.Begin(ctx, oauth.LoginRequest{UID: peer.UID, User: user, Agent: agent, RedirectURI: req.Redirect, Target: t})
 			if err == nil {
 				log.Info("sign-in started", "user", user, "server", srv.Name, "agent", agent)
-				replyData(fw, api.LoginStart{URL: authURL, State: state, Server: srv.Name}, log)
+				replyData(fw, api.LoginStart{URL: authURL, State: state, Server: srv.Name, TakesEndings: true}, log)
 				return
 			}
 		}
@@ -224,7 +224,8 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		g, err := d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Code: a.Code, Issuer: a.Issuer, Error: a.Error, Refused: refused})
 		if err != nil {
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": err.Error()})
-			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p>", html.EscapeString(srv.Name), html.EscapeString(err.Error()))
+			_, _ = fmt.Fprintf(w, "<p>mcpcage: signing in to %s failed: %s</p><p>This link is spent; your client's next request to %s gives a new one.</p>",
+				html.EscapeString(srv.Name), html.EscapeString(err.Error()), html.EscapeString(srv.Name))
 			// The pending sign-in is spent: the next request of the
 			// session gets a new link, not this dead one.
 			r.mu.Lock()

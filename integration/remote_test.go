@@ -842,7 +842,7 @@ ca_file = %q
 	}
 
 	recs := d.mustCLI(t, "audit", "--json", "--type", "signin.fail")
-	if !strings.Contains(recs, "mcpcage login refused the answer: the sign-in link was opened twice") {
+	if !strings.Contains(recs, "mcpcage login ended the sign-in: the sign-in link was opened twice") {
 		t.Fatalf("signin.fail records, want the abandoned sign-in:\n%s", recs)
 	}
 	if n := strings.Count(recs, "mix-up attack"); n < 4 || !strings.Contains(recs, `\"iss\" 2 times`) {

@@ -161,6 +161,15 @@ type pending struct {
 	given Entry
 }
 
+// asGiven is p's record as its caller gave it (not a try's copy, with
+// the log's fields of a write that failed).
+func (p *pending) asGiven() Entry {
+	if p.given != nil {
+		return p.given
+	}
+	return p.e
+}
+
 // ErrUnavailable wraps every write failure.
 var ErrUnavailable = errors.New("audit log unavailable")
 
@@ -727,7 +736,7 @@ func (l *Log) fail(b *batch, err error) {
 		l.essential = append(slices.Clip(kept[:n]), l.essential...)
 		l.essMu.Unlock()
 		for _, p := range kept[n:] {
-			l.drop(p.e, DropWriteFailed, werr)
+			l.drop(p.asGiven(), DropWriteFailed, werr)
 		}
 	}
 }
@@ -740,7 +749,7 @@ func (l *Log) dropEssential(err error) {
 	l.essential = nil
 	l.essMu.Unlock()
 	for _, p := range left {
-		l.drop(p.e, DropWriteFailed, err)
+		l.drop(p.asGiven(), DropWriteFailed, err)
 	}
 }
 

@@ -263,12 +263,12 @@ func checkIssuer(res *Resource, a Answer) error {
 	case a.IssuerUnknown:
 		return nil // as before RFC 9207: nothing to compare
 	case a.Issuer != nil && *a.Issuer != res.Issuer:
-		return fmt.Errorf("the answer comes from authorization server %s, but this sign-in went to %s: refused, and its code was sent nowhere "+
+		return fmt.Errorf("the answer comes from authorization server %s, but this sign-in went to %s: refused, and nothing was sent to a token endpoint "+
 			"(an answer from another server than the one asked is how a mix-up attack steals a sign-in, RFC 9207); "+
 			"if you did not expect to sign in at %s, do not use the link again", shown(*a.Issuer), shown(res.Issuer), shown(*a.Issuer))
 	case a.Issuer == nil && res.IssuerInAnswers:
 		return fmt.Errorf("authorization server %s says it names itself in every answer (RFC 9207), but this answer names no server: refused, "+
-			"and its code was sent nowhere; run mcpcage login again, and open the link you are given", shown(res.Issuer))
+			"and nothing was sent to a token endpoint; run mcpcage login again, and open the link you are given", shown(res.Issuer))
 	}
 	return nil
 }
@@ -296,12 +296,11 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 	if err := checkIssuer(p.res, a); err != nil {
 		return nil, err
 	}
-	if a.Error != "" || a.Code == "" {
-		why := a.Error
-		if why == "" {
-			why = "its answer carried no code"
-		}
-		return nil, fmt.Errorf("%w: %s", ErrSignInRefused, authanswer.OneLine(why, authanswer.MaxErrorText))
+	switch {
+	case a.Error == "" && a.Code == "", a.Error == authanswer.NoCode:
+		return nil, errors.New(authanswer.NoCode + ": refused")
+	case a.Error != "":
+		return nil, fmt.Errorf("%w: %s", ErrSignInRefused, authanswer.OneLine(a.Error, authanswer.MaxErrorText))
 	}
 	cfg := oauthConfig(p.res, p.client, p.req.RedirectURI, p.scopes)
 	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.req.Target.HTTP), a.Code,

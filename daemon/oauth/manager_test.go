@@ -24,6 +24,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/daemon/remote"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
+	"github.com/mcpcage/mcpcage/internal/authanswer"
 )
 
 // redirect is the loopback redirect of the test sign-ins (nothing
@@ -457,25 +458,28 @@ func TestManagerFinishChecksTheIssuer(t *testing.T) {
 		iss             func(as string) *string
 		unknown         bool   // an older mcpcage login, which does not hand iss on
 		listener        error  // the listener refused the answer
-		errAnswer       string // an error answer's text (no code is sent)
+		errAnswer       string // an error answer's text (no code is sent, unless withCode)
+		withCode        bool   // a code beside the error (a crafted request)
 		refused         string // "" when the sign-in must succeed
 	}{
-		{"names this server", true, func(as string) *string { return str(as) }, false, nil, "", ""},
-		{"names this server, unasked", false, func(as string) *string { return str(as) }, false, nil, "", ""},
-		{"names none, as it says it never does", false, func(string) *string { return nil }, false, nil, "", ""},
-		{"names another server", true, func(string) *string { return str("https://honest.example") }, false, nil, "", `comes from authorization server "https://honest.example"`},
-		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, false, nil, "", "mix-up attack"},
-		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, false, nil, "", "but this sign-in went to"},
-		{"names an empty server", false, func(string) *string { return str("") }, false, nil, "", `comes from authorization server ""`},
-		{"names none, though it says it always does", true, func(string) *string { return nil }, false, nil, "", "this answer names no server"},
-		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, false, nil, "", `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
-		{"an older mcpcage login, a server that names itself", true, func(string) *string { return nil }, true, nil, "", "this mcpcage command is older than mcpcaged"},
-		{"an older mcpcage login, a server that does not say", false, func(string) *string { return nil }, true, nil, "", ""},
-		{"refused by the listener", false, func(as string) *string { return str(as) }, false, errors.New(`the answer gives "iss" 2 times: refused`), "", `"iss" 2 times`},
-		{"an error answer from this server", true, func(as string) *string { return str(as) }, false, nil, "access_denied the user said no", "refused the sign-in: access_denied the user said no"},
-		{"an error answer naming no server", false, func(string) *string { return nil }, false, nil, "access_denied", "refused the sign-in: access_denied"},
-		{"an error answer from another server", false, func(string) *string { return str("https://honest.example") }, false, nil, "access_denied", "mix-up attack"},
-		{"an error answer naming none, though the server always does", true, func(string) *string { return nil }, false, nil, "access_denied", "this answer names no server"},
+		{"names this server", true, func(as string) *string { return str(as) }, false, nil, "", false, ""},
+		{"names this server, unasked", false, func(as string) *string { return str(as) }, false, nil, "", false, ""},
+		{"names none, as it says it never does", false, func(string) *string { return nil }, false, nil, "", false, ""},
+		{"names another server", true, func(string) *string { return str("https://honest.example") }, false, nil, "", false, `comes from authorization server "https://honest.example"`},
+		{"names another server, unasked", false, func(string) *string { return str("https://honest.example") }, false, nil, "", false, "mix-up attack"},
+		{"names this server with a slash more", true, func(as string) *string { return str(as + "/") }, false, nil, "", false, "but this sign-in went to"},
+		{"names an empty server", false, func(string) *string { return str("") }, false, nil, "", false, `comes from authorization server ""`},
+		{"names none, though it says it always does", true, func(string) *string { return nil }, false, nil, "", false, "this answer names no server"},
+		{"names a huge server", false, func(string) *string { return str(strings.Repeat("x", 100000)) }, false, nil, "", false, `"` + strings.Repeat("x", maxIssuerShown) + `..."`},
+		{"an older mcpcage login, a server that names itself", true, func(string) *string { return nil }, true, nil, "", false, "this mcpcage command is older than mcpcaged"},
+		{"an older mcpcage login, a server that does not say", false, func(string) *string { return nil }, true, nil, "", false, ""},
+		{"refused by the listener", false, func(as string) *string { return str(as) }, false, errors.New(`the answer gives "iss" 2 times: refused`), "", false, `"iss" 2 times`},
+		{"an error answer from this server", true, func(as string) *string { return str(as) }, false, nil, "access_denied the user said no", false, "refused the sign-in: access_denied the user said no"},
+		{"an error answer naming no server", false, func(string) *string { return nil }, false, nil, "access_denied", false, "refused the sign-in: access_denied"},
+		{"an error answer from another server", false, func(string) *string { return str("https://honest.example") }, false, nil, "access_denied", false, "mix-up attack"},
+		{"an error answer naming none, though the server always does", true, func(string) *string { return nil }, false, nil, "access_denied", false, "this answer names no server"},
+		{"an error answer with a code beside it", true, func(as string) *string { return str(as) }, false, nil, "access_denied", true, "refused the sign-in: access_denied"},
+		{"neither a code nor an error", false, func(as string) *string { return str(as) }, false, nil, authanswer.NoCode, false, authanswer.NoCode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newAuthServer(t)
@@ -489,7 +493,10 @@ func TestManagerFinishChecksTheIssuer(t *testing.T) {
 			code, _ := authorize(t, authURL)
 			a := Answer{Code: code, Issuer: tc.iss(s.as.URL), IssuerUnknown: tc.unknown, Refused: tc.listener}
 			if tc.errAnswer != "" {
-				a.Code, a.Error = "", tc.errAnswer
+				a.Error = tc.errAnswer
+				if !tc.withCode {
+					a.Code = ""
+				}
 			}
 			g, err := m.Finish(ctx, 1000, state, a)
 			if tc.refused == "" {

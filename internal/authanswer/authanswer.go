@@ -32,6 +32,9 @@ type Answer struct {
 // answers with two iss, and a reader that takes the first takes X.
 var single = []string{"state", "code", "iss", "error", "error_description", "error_uri"}
 
+// NoCode is the error of an answer with neither a code nor an error.
+const NoCode = "the answer carried neither a code nor an error"
+
 // MaxErrorText bounds an error answer's text (it is the server's, or
 // whoever sent the browser to the listener).
 const MaxErrorText = 300
@@ -53,7 +56,7 @@ func Parse(q url.Values) (Answer, error) {
 		a.Code = ""
 		a.Error = OneLine(strings.TrimSpace(e+" "+q.Get("error_description")), MaxErrorText)
 		if a.Error == "" {
-			a.Error = "the answer carried no code"
+			a.Error = NoCode
 		}
 	}
 	return a, nil

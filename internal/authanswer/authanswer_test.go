@@ -19,7 +19,7 @@ func TestParse(t *testing.T) {
 		{"an empty issuer is not none", "code=c1&state=s1&iss=", Answer{State: "s1", Code: "c1", Issuer: str("")}, ""},
 		{"an error", "error=access_denied&error_description=no&state=s1&iss=x", Answer{State: "s1", Error: "access_denied no", Issuer: str("x")}, ""},
 		{"an error with a code", "error=e&code=c1&state=s1", Answer{State: "s1", Error: "e"}, ""},
-		{"neither", "state=s1", Answer{State: "s1", Error: "the answer carried no code"}, ""},
+		{"neither", "state=s1", Answer{State: "s1", Error: NoCode}, ""},
 		{"an error on several lines", "error=e&error_description=a%0Amcpcage%3A+signed+in%1B%5B2J", Answer{Error: "e a mcpcage: signed in [2J"}, ""},
 		{"iss twice", "iss=https%3A%2F%2Fevil.example&code=c1&state=s1&iss=https%3A%2F%2Fhonest.example", Answer{}, `"iss" 2 times`},
 		{"code twice", "code=c1&code=c2&state=s1", Answer{}, `"code" 2 times`},
