@@ -295,11 +295,16 @@ const (
 
 // Reply answers a Request.
 type Reply struct {
-	OK      bool            `json:"ok"`
-	Code    Code            `json:"code,omitempty"`
-	Error   string          `json:"error,omitempty"` // one line: what happened and what to do
-	Session string          `json:"session,omitempty"`
-	Data    json.RawMessage `json:"data,omitempty"` // op-specific result
+	OK      bool   `json:"ok"`
+	Code    Code   `json:"code,omitempty"`
+	Error   string `json:"error,omitempty"` // one line: what happened and what to do
+	Session string `json:"session,omitempty"`
+	// Stdio, in the reply that starts a session, says how the client's
+	// stdio reaches the daemon: framed when the shim passed its files
+	// but the daemon did not take them (it holds as many as it may), so
+	// the shim relays them itself. Empty from an older daemon: as asked.
+	Stdio StdioMode       `json:"stdio,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"` // op-specific result
 }
 
 // Exit ends a session.

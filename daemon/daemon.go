@@ -45,6 +45,7 @@ type Daemon struct {
 	pending      uidSlots
 	following    uidSlots
 	sessionSlots uidSlots
+	clientFiles  clientFiles                   // daemon-wide bound of sessions holding a client's files
 	cfg          atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
 	log          *slog.Logger
 	logLevel     *slog.LevelVar // log's level, changed by a reload; nil: fixed
@@ -102,6 +103,7 @@ type Daemon struct {
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
 	d.setUserLimits()
+	d.clientFiles.gauge = d.metrics.SessionsHeld
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
@@ -408,7 +410,7 @@ func passedStdioState(maxSessions int) string {
 // from holding a session.
 func passedPipesState(maxSessions int) string {
 	if pipesTakeNoWait() {
-		return fmt.Sprintf("passed pipes and sockets never wait for data or room (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open; one that holds a pipe's lock (a splice from a blocking socket) cannot either: the session ends without its files stop_timeout + %v after its server exited, and the daemon thread that waits on the lock stays until it is released (at most %d sessions per user, max_sessions_per_user)", relayEndWait, maxSessions)
+		return fmt.Sprintf("passed pipes and sockets never wait for data or room (RWF_NOWAIT, MSG_DONTWAIT): a client that makes them blocking again cannot hold its session open; one that holds a pipe's lock (a splice from a blocking socket) cannot either: the session ends without its files stop_timeout + %v after its server exited, and the daemon thread that waits on the lock stays until it is released (at most %d sessions per user, max_sessions_per_user, and %d sessions' files daemon-wide: further sessions are relayed by their shims)", relayEndWait, maxSessions, maxClientFiles)
 	}
 	return "passed sockets never wait in the kernel (MSG_DONTWAIT); passed pipes rely on O_NONBLOCK, which the client shares and can clear again to keep its own session from ending (pipes take RWF_NOWAIT from Linux 6.4)"
 }

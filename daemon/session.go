@@ -148,7 +148,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	var stdio *passedStdio
 	var err error
 	if req.PassStdio {
-		if stdio, fr, err = takeFiles(); err != nil {
+		if stdio, fr, err = takeFiles(); errors.Is(err, errFramedInstead) {
+			stdio, err = nil, nil // the shim relays in frames: the reply says so
+		} else if err != nil {
 			if s.warm != nil {
 				_ = d.warm.discard(s.warm) // logged
 			}
@@ -183,7 +185,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	} else {
 		d.announceSession(s, params)
 	}
-	reply(fw, api.Reply{OK: true, Session: s.id}, log)
+	reply(fw, api.Reply{OK: true, Session: s.id, Stdio: s.stdio}, log)
 
 	go pumpClient(fr)
 	go s.watchConsents(d)
@@ -224,9 +226,12 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 // receives the client's files once admitted when the shim passes them
 // (the only time the daemon takes files, see passrights.go). The slot is
 // given back once the session has ended and the daemon's copies of the
-// client's files and connection are closed: a read, write or close of a pipe can wait on its
-// lock, which a process sharing it can hold (see stdio.go), and the slot
-// bounds the daemon threads one user can keep waiting that way.
+// client's files and connection are closed: a read, write or close of a
+// pipe can wait on its lock, which a process sharing it can hold (see
+// stdio.go), and the slot bounds the daemon threads one user can keep
+// waiting that way. A daemon-wide slot (clientFiles), taken before the
+// files and given back with the user's, bounds all users' together; past
+// it the session runs framed.
 func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
 	release, err := d.sessionSlots.takeUpTo(peer.UID, d.conf().Daemon.MaxSessionsPerUser)
 	if err != nil {
@@ -235,10 +240,14 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 		return
 	}
 	var stdio *passedStdio
+	releaseFiles := func() {} // the daemon-wide slot of the client's files, once taken
 	defer func() {
 		closed := make(chan struct{})
+		held, filesClosed := d.clientFiles.tracker()
 		go func() {
 			defer release()
+			defer releaseFiles()
+			defer filesClosed()
 			defer close(closed)
 			_ = c.Close() // files queued on it unread are dropped here
 			if stdio != nil {
@@ -250,10 +259,18 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 		select {
 		case <-closed:
 		case <-t.C:
-			log.Warn("the client's files are closed later: a read, write or close of them waits on a pipe's lock another process holds; the session counts toward the user's max_sessions_per_user until then", "waited", closeWait)
+			held()
+			log.Warn("the client's files are closed later: a read, write or close of them waits on a pipe's lock another process holds; the session counts toward the user's max_sessions_per_user, and toward the sessions whose files the daemon holds, until then",
+				"waited", closeWait, "held", d.clientFiles.Held(), "holding_files", d.clientFiles.InUse(), "bound", maxClientFiles)
 		}
 	}()
 	takeFiles := func() (*passedStdio, *api.FrameReader, error) {
+		rel, err := d.clientFiles.take()
+		if err != nil {
+			log.Warn("the session's stdio is relayed by its shim in frames", "reason", err, "bound", maxClientFiles)
+			return nil, fr, err
+		}
+		releaseFiles = rel
 		p, r, err := receiveStdio(c, fw)
 		stdio = p // closed with the connection, above
 		return p, r, err

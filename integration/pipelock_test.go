@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -109,6 +110,88 @@ func TestHeldPipeLockCannotHoldTheSession(t *testing.T) {
 	}
 }
 
+// TestClientFilesAreBoundedDaemonWide: a session whose client holds a
+// pipe's lock keeps daemon threads asleep in the kernel, live or ended;
+// max_sessions_per_user bounds one user's, and a daemon-wide bound of
+// sessions holding client files all users' together (a process out of
+// threads dies). Past it (lowered to one here, with the failpoints build)
+// a session still runs, its stdio relayed by its shim in frames, and
+// says so; once the files are closed, sessions take their pipes again.
+func TestClientFilesAreBoundedDaemonWide(t *testing.T) {
+	d := startDaemon(t, "[daemon]\nmax_sessions_per_user = 8\n", failpoints("MCPCAGE_FAILPOINT_MAX_CLIENT_FILES=1"))
+	sessionStarts := func() (out []map[string]any) {
+		for _, r := range d.auditRecords(t) {
+			if str(r, "type") == string(api.RecordSessionStart) {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	// session runs one session of echo with the client's pipes, and
+	// returns how its stdio reached the daemon (its session.start
+	// record).
+	session := func(what string) string {
+		t.Helper()
+		starts := len(sessionStarts())
+		p, err := d.startShim("test", 60*time.Second)
+		must(t, err, "%s: start the shim", what)
+		err = p.churn(what, false)
+		code, werr := p.wait()
+		if err != nil || werr != nil || code != 0 {
+			t.Fatalf("%s: %v, %v, exit %d, stderr %q", what, err, werr, code, p.stderr.String())
+		}
+		var recs []map[string]any
+		testenv.WaitFor(t, what+": its session.start record", 10*time.Second, func() (bool, string) {
+			recs = sessionStarts()
+			return len(recs) == starts+1, fmt.Sprintf("%d session.start records, want %d", len(recs), starts+1)
+		})
+		return str(recs[len(recs)-1], "stdio")
+	}
+	held := func() float64 {
+		st := d.status(t)
+		resp, err := noKeepAlive.Get("http://" + st.Metrics + "/metrics")
+		must(t, err, "scrape")
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		must(t, err, "read the metrics")
+		return metricValue(t, string(body), "mcpcage_sessions_held")
+	}
+
+	if got := session("alone"); got != string(api.StdioPassed) {
+		t.Fatalf("a session alone: stdio %q, want passed", got)
+	}
+	// A live session holds the one slot: the next one is relayed.
+	h := startHeldClient(t, d)
+	defer h.close()
+	if got := session("beside a live one"); got != string(api.StdioFramed) {
+		t.Fatalf("a session beside a live one at the bound: stdio %q, want framed", got)
+	}
+	// Its client holds a pipe's lock, and it ends: its files stay held.
+	holdStdout(t, d, h)
+	must(t, h.cmd.Process.Kill(), "kill the shim")
+	_, _ = h.cmd.Process.Wait()
+	testenv.WaitFor(t, "the ended session counted as held", 60*time.Second, func() (bool, string) {
+		n := held()
+		return n == 1, fmt.Sprintf("mcpcage_sessions_held %v", n)
+	})
+	if got := session("beside a held one"); got != string(api.StdioFramed) {
+		t.Fatalf("a session beside a held one at the bound: stdio %q, want framed", got)
+	}
+	if _, ok := testenv.ThreadOnPipe(d.cmd.Process.Pid); !ok {
+		t.Fatal("no daemon thread waits on the held pipe: the test did not hold the lock")
+	}
+	// The lock released, the files are closed and the slot comes back.
+	h.release()
+	h.release = func() {}
+	testenv.WaitFor(t, "the held session freed", 30*time.Second, func() (bool, string) {
+		n := held()
+		return n == 0, fmt.Sprintf("mcpcage_sessions_held %v", n)
+	})
+	if got := session("once freed"); got != string(api.StdioPassed) {
+		t.Fatalf("a session once the files are closed: stdio %q, want passed", got)
+	}
+}
+
 // heldClient is an MCP client's side of a session with raw, blocking
 // pipes (the way a client spawns the shim), and the socket pair a splice
 // holds one of the pipe's lock with.
@@ -195,13 +278,15 @@ func (h *heldClient) close() {
 	h.release()
 	h.release = func() {}
 	_ = unix.Close(h.sp[1]) // the splice from the idle socket meets end of file
-	select {
-	case err := <-h.spliceEnd:
-		if err != nil {
-			h.t.Logf("the test's splice ended with %v", err)
+	if h.spliceEnd != nil { // none when the test ended before its splice
+		select {
+		case err := <-h.spliceEnd:
+			if err != nil {
+				h.t.Logf("the test's splice ended with %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			h.t.Errorf("the test's splice did not end")
 		}
-	case <-time.After(10 * time.Second):
-		h.t.Errorf("the test's splice did not end")
 	}
 	_ = unix.Close(h.sp[0])
 	_ = h.in.Close()

@@ -60,7 +60,7 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitNoSession
 	}
 
-	if req.PassStdio {
+	if req.PassStdio && r.Stdio != api.StdioFramed {
 		// The daemon has the client's pipes now: let go of ours, so the
 		// client sees end of file when the daemon closes its copies.
 		leave(passed[:2])
