@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -38,6 +39,10 @@ type Conn struct {
 	net.Conn
 	R *FrameReader
 	W *FrameWriter
+	// EarlyStderr takes the server's stderr that comes before the reply
+	// that starts a framed session (a server or mcpcage-init can write
+	// as it starts); nil drops it.
+	EarlyStderr io.Writer
 }
 
 // Dial connects to the daemon's socket and explains failures in terms a
@@ -120,6 +125,10 @@ func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
 	}
+	t, payload, err = c.skipEarlyStderr(t, payload, err)
+	if err != nil {
+		return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
+	}
 	if t == FrameFilesWanted && len(fds) > 0 {
 		// The daemon admitted the session and takes the files now: one
 		// sendmsg, the files on the frame's first byte.
@@ -128,6 +137,9 @@ func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 			return nil, fmt.Errorf("pass the client's stdio to mcpcaged: %w", err)
 		}
 		if t, payload, err = c.R.Next(); err != nil {
+			return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
+		}
+		if t, payload, err = c.skipEarlyStderr(t, payload, err); err != nil {
 			return nil, fmt.Errorf("read reply from mcpcaged: %w", err)
 		}
 	}
@@ -139,6 +151,18 @@ func (c *Conn) DoPassing(req Request, fds []int) (*Reply, error) {
 		return nil, fmt.Errorf("decode reply from mcpcaged: %w", err)
 	}
 	return &r, nil
+}
+
+// skipEarlyStderr hands the server's stderr frames that come before the
+// reply to EarlyStderr and returns the first other frame.
+func (c *Conn) skipEarlyStderr(t FrameType, payload []byte, err error) (FrameType, []byte, error) {
+	for err == nil && t == FrameStderr {
+		if c.EarlyStderr != nil {
+			_, _ = c.EarlyStderr.Write(payload)
+		}
+		t, payload, err = c.R.Next()
+	}
+	return t, payload, err
 }
 
 // ReplyError is a reply that is not OK: the daemon's message and code.

@@ -67,9 +67,13 @@ type Request struct {
 	// the daemon then reads and writes the client's pipes itself
 	// and the shim leaves the data path. The daemon checks them (pipes or
 	// stream sockets, open the right way) and refuses anything else.
-	PassStdio bool        `json:"pass_stdio,omitempty"`
-	Audit     *AuditQuery `json:"audit,omitempty"`
-	Def       *ServerDef  `json:"def,omitempty"`
+	PassStdio bool `json:"pass_stdio,omitempty"`
+	// TakesFramed: the shim relays in frames when the reply says the
+	// daemon did not take the files it passed (Reply.Stdio); an older
+	// shim does not, and is refused instead.
+	TakesFramed bool        `json:"takes_framed,omitempty"`
+	Audit       *AuditQuery `json:"audit,omitempty"`
+	Def         *ServerDef  `json:"def,omitempty"`
 	// Filters for OpConsents.
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`

@@ -103,7 +103,7 @@ type Daemon struct {
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
 	d.setUserLimits()
-	d.clientFiles.gauge = d.metrics.SessionsHeld
+	d.clientFiles.gauge, d.clientFiles.inUse = d.metrics.SessionsHeld, d.metrics.SessionsClientFiles
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {

@@ -26,6 +26,14 @@ type clientFiles struct {
 	n     int64 // sessions holding client files
 	held  atomic.Int64
 	gauge prometheus.Gauge // mcpcage_sessions_held; nil: none
+	inUse prometheus.Gauge // mcpcage_sessions_client_files; nil: none
+}
+
+// set updates the in-use gauge; c.mu is held.
+func (c *clientFiles) set() {
+	if c.inUse != nil {
+		c.inUse.Set(float64(c.n))
+	}
 }
 
 // maxClientFiles is the bound (a variable for the failpoints build).
@@ -34,6 +42,11 @@ var maxClientFiles int64 = 1024
 // errFramedInstead says a session takes no client file: the daemon holds
 // as many as it may.
 var errFramedInstead = errors.New("mcpcaged holds the files of as many sessions as it may: the shim relays this one's stdio in frames")
+
+// errFilesFullOldShim refuses a session past the bound whose shim cannot
+// relay the client's stdio itself.
+var errFilesFullOldShim = errors.New("mcpcaged holds the files of as many sessions as it may, and this mcpcage run is older than mcpcaged and cannot relay the client's stdio itself: " +
+	"update mcpcage (one package holds both), or try again once other sessions have ended")
 
 // take takes a slot for one session's files; release gives it back once
 // they are closed. It fails at the bound.
@@ -44,11 +57,13 @@ func (c *clientFiles) take() (release func(), err error) {
 		return nil, errFramedInstead
 	}
 	c.n++
+	c.set()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			c.mu.Lock()
 			c.n--
+			c.set()
 			c.mu.Unlock()
 		})
 	}, nil

@@ -150,6 +150,12 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if req.PassStdio {
 		if stdio, fr, err = takeFiles(); errors.Is(err, errFramedInstead) {
 			stdio, err = nil, nil // the shim relays in frames: the reply says so
+		} else if errors.Is(err, errFilesFullOldShim) {
+			if s.warm != nil {
+				_ = d.warm.discard(s.warm) // logged
+			}
+			reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
+			return
 		} else if err != nil {
 			if s.warm != nil {
 				_ = d.warm.discard(s.warm) // logged
@@ -246,8 +252,8 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 		held, filesClosed := d.clientFiles.tracker()
 		go func() {
 			defer release()
+			defer filesClosed() // after the slot is back: a count of 0 means it is
 			defer releaseFiles()
-			defer filesClosed()
 			defer close(closed)
 			_ = c.Close() // files queued on it unread are dropped here
 			if stdio != nil {
@@ -266,6 +272,10 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 	}()
 	takeFiles := func() (*passedStdio, *api.FrameReader, error) {
 		rel, err := d.clientFiles.take()
+		if err != nil && !req.TakesFramed {
+			log.Warn("session refused", "reason", err, "bound", maxClientFiles)
+			return nil, fr, errFilesFullOldShim
+		}
 		if err != nil {
 			log.Warn("the session's stdio is relayed by its shim in frames", "reason", err, "bound", maxClientFiles)
 			return nil, fr, err

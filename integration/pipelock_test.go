@@ -147,15 +147,16 @@ func TestClientFilesAreBoundedDaemonWide(t *testing.T) {
 		})
 		return str(recs[len(recs)-1], "stdio")
 	}
-	held := func() float64 {
+	metric := func(name string) float64 {
 		st := d.status(t)
 		resp, err := noKeepAlive.Get("http://" + st.Metrics + "/metrics")
 		must(t, err, "scrape")
 		body, err := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
 		must(t, err, "read the metrics")
-		return metricValue(t, string(body), "mcpcage_sessions_held")
+		return metricValue(t, string(body), name)
 	}
+	held := func() float64 { return metric("mcpcage_sessions_held") }
 
 	if got := session("alone"); got != string(api.StdioPassed) {
 		t.Fatalf("a session alone: stdio %q, want passed", got)
@@ -174,6 +175,9 @@ func TestClientFilesAreBoundedDaemonWide(t *testing.T) {
 		n := held()
 		return n == 1, fmt.Sprintf("mcpcage_sessions_held %v", n)
 	})
+	if n := metric("mcpcage_sessions_client_files"); n != 1 {
+		t.Fatalf("mcpcage_sessions_client_files %v with one session held, want 1", n)
+	}
 	if got := session("beside a held one"); got != string(api.StdioFramed) {
 		t.Fatalf("a session beside a held one at the bound: stdio %q, want framed", got)
 	}
@@ -190,6 +194,10 @@ func TestClientFilesAreBoundedDaemonWide(t *testing.T) {
 	if got := session("once freed"); got != string(api.StdioPassed) {
 		t.Fatalf("a session once the files are closed: stdio %q, want passed", got)
 	}
+	testenv.WaitFor(t, "no session holding client files", 10*time.Second, func() (bool, string) {
+		n := metric("mcpcage_sessions_client_files")
+		return n == 0, fmt.Sprintf("mcpcage_sessions_client_files %v", n)
+	})
 }
 
 // heldClient is an MCP client's side of a session with raw, blocking

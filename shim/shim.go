@@ -44,9 +44,15 @@ func Run(socket, server string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitNoSession
 	}
 	defer func() { _ = c.Close() }()
+	// Frames relayed here (stdout, stderr) meet a client that may be
+	// gone: a write then fails (EPIPE) and the session ends, rather than
+	// the signal killing the shim.
+	signal.Ignore(syscall.SIGPIPE)
+	c.EarlyStderr = stderr
 	req := api.Request{Op: api.OpRun, Server: server}
 	passed := passable(stdin, stdout, stderr)
 	req.PassStdio = len(passed) > 0
+	req.TakesFramed = req.PassStdio
 	r, err := c.DoPassing(req, passed)
 	if err != nil {
 		report(stderr, "%v", err)

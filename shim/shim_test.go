@@ -21,6 +21,13 @@ import (
 // stdout until stdin ends, and finishes with the frames of end.
 func fakeDaemon(t *testing.T, reply api.Reply, end func(w *api.FrameWriter)) (socket string, got chan api.Request) {
 	t.Helper()
+	return fakeDaemonWith(t, nil, reply, end)
+}
+
+// fakeDaemonWith is fakeDaemon that writes the frames of before ahead of
+// its reply.
+func fakeDaemonWith(t *testing.T, before func(w *api.FrameWriter), reply api.Reply, end func(w *api.FrameWriter)) (socket string, got chan api.Request) {
+	t.Helper()
 	socket = filepath.Join(t.TempDir(), "mcpcage.sock")
 	l, err := net.Listen("unix", socket)
 	if err != nil {
@@ -42,6 +49,9 @@ func fakeDaemon(t *testing.T, reply api.Reply, end func(w *api.FrameWriter)) (so
 		var req api.Request
 		_ = json.Unmarshal(payload, &req)
 		got <- req
+		if before != nil {
+			before(w)
+		}
 		b, _ := json.Marshal(reply)
 		if w.Write(api.FrameReply, b) != nil || !reply.OK {
 			return
@@ -198,6 +208,43 @@ func TestRunPassesPipes(t *testing.T) {
 	b, err := io.ReadAll(clientOut) // a copy left open: the deadline fails this
 	if err != nil || string(b) != "echo {\"id\":1}\n" {
 		t.Fatalf("client read %q, %v", b, err)
+	}
+}
+
+// TestRunFramedWhenFilesNotTaken: a daemon that holds as many clients'
+// files as it may answers a shim that passes pipes without asking for
+// them, and says the session is framed: the shim keeps its stdio and
+// relays it in frames. What the server wrote on stderr before that reply
+// (mcpcage-init can) reaches the client's stderr; it does not fail the
+// session.
+func TestRunFramedWhenFilesNotTaken(t *testing.T) {
+	early := func(w *api.FrameWriter) {
+		_ = w.Write(api.FrameStderr, []byte("mcpcage-init: written before the reply\n"))
+	}
+	socket, got := fakeDaemonWith(t, early, api.Reply{OK: true, Stdio: api.StdioFramed}, exitFrame(0, ""))
+	stdin, clientIn := pipeT(t)
+	clientOut, stdout := pipeT(t)
+	if _, err := clientIn.WriteString(`{"id":1}` + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = clientIn.Close() // the client's input ends: so does the session
+	var errOut bytes.Buffer
+	status := Run(socket, "test", stdin, stdout, &errOut)
+	if req := <-got; !req.PassStdio || !req.TakesFramed {
+		t.Fatalf("request %+v: want pipes passed, and framed stdio taken", req)
+	}
+	if status != 0 {
+		t.Fatalf("status %d, stderr %q", status, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "mcpcage-init: written before the reply") || !strings.Contains(errOut.String(), "server says bye") {
+		t.Fatalf("stderr %q: want the early line and the session's", errOut.String())
+	}
+	if err := clientOut.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(clientOut).ReadString('\n')
+	if err != nil || line != `{"id":1}`+"\n" {
+		t.Fatalf("client read %q, %v; want the echo relayed by the shim", line, err)
 	}
 }
 

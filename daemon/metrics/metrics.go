@@ -33,6 +33,7 @@ type Metrics struct {
 	SessionsActive         *prometheus.GaugeVec
 	SessionsTotal          *prometheus.CounterVec
 	SessionsHeld           prometheus.Gauge
+	SessionsClientFiles    prometheus.Gauge
 	ToolCalls              *prometheus.CounterVec
 	ToolCallDuration       *prometheus.HistogramVec
 	Messages               *prometheus.CounterVec
@@ -91,6 +92,8 @@ func New() *Metrics {
 	m.SessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_sessions_active", Help: "Live sessions."}, []string{"server"})
 	m.SessionsHeld = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_sessions_held",
 		Help: "Ended sessions whose client's files mcpcaged still holds: a read or write of them waits on a pipe's lock another process holds (reason client_stuck in the README)."})
+	m.SessionsClientFiles = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_sessions_client_files",
+		Help: "Sessions, live or ended, whose client's passed files mcpcaged holds; past its bound (1024) sessions are relayed by their shims in frames."})
 	m.SessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_sessions_total", Help: "Sessions started."}, []string{"server", "agent"})
 	m.ToolCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_calls_total", Help: "tools/call requests by decision (allow, deny, observe)."}, []string{"server", "agent", "tool", "decision"})
 	m.ToolCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mcpcage_tool_call_duration_seconds", Help: "tools/call latency through mcpcage, request to response.",
@@ -128,7 +131,7 @@ func New() *Metrics {
 		Help: "Time from sending a message to a remote MCP server to its answer's headers.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"server"})
 	m.RemoteSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_signins_total",
 		Help: "Sign-ins to remote servers (mcpcage login) by server and result (ok, failed)."}, []string{"server", "result"})
-	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
+	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsClientFiles, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
 		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns}
