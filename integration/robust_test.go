@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
@@ -154,6 +155,7 @@ type shimProc struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	out    *bufio.Reader
+	outF   *os.File // out's pipe
 	stderr *syncBuffer
 	timer  *time.Timer
 }
@@ -173,6 +175,7 @@ func (d *daemon) startShim(name string, limit time.Duration) (*shimProc, error) 
 		return nil, err
 	}
 	p.out = bufio.NewReaderSize(stdout, 1<<20)
+	p.outF, _ = stdout.(*os.File)
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -183,6 +186,22 @@ func (d *daemon) startShim(name string, limit time.Duration) (*shimProc, error) 
 	}
 	p.timer = time.AfterFunc(limit, func() { _ = p.cmd.Process.Kill() }) // a session over its time: its reads fail
 	return p, nil
+}
+
+// unread says what the client has not read of the shim's stdout: in its
+// buffer, and in the pipe (FIONREAD).
+func (p *shimProc) unread() string {
+	inPipe := "unknown"
+	if p.outF != nil {
+		if raw, err := p.outF.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) {
+				if n, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ); err == nil {
+					inPipe = strconv.Itoa(n)
+				}
+			})
+		}
+	}
+	return fmt.Sprintf("unread: %d bytes buffered, %s in the pipe", p.out.Buffered(), inPipe)
 }
 
 func (p *shimProc) send(s string) error {
@@ -245,7 +264,10 @@ func (d *daemon) churnSession(i int, kill bool) error {
 	err = p.churn("churn-"+strconv.Itoa(i), kill)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// No answer within a minute: where the daemon waits, before the
-		// client lets go (a rare stall seen once in CI).
+		// client lets go (a rare stall seen once in CI), and whether an
+		// answer waits unread in the client's pipe (then the daemon did
+		// write it).
+		err = fmt.Errorf("%w (%s)", err, p.unread())
 		d.dumpGoroutines(fmt.Sprintf("session %d: %v", i, err))
 	}
 	code, werr := p.wait()
