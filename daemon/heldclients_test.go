@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -80,5 +81,28 @@ func TestClientFilesBound(t *testing.T) {
 	}
 	if _, err := c.take(); err != nil {
 		t.Fatalf("once a slot is back: %v", err)
+	}
+}
+
+// A held drainWriter keeps what comes, within maxEarlyStderr, until open
+// writes it; then it lets writes through.
+func TestDrainWriterHeldUntilOpen(t *testing.T) {
+	var out strings.Builder
+	d := &drainWriter{w: &out, held: true}
+	_, _ = d.Write([]byte("first\n"))
+	_, _ = d.Write(make([]byte, maxEarlyStderr)) // past the bound: the rest is counted, not kept
+	if out.Len() != 0 {
+		t.Fatalf("%d bytes written while held", out.Len())
+	}
+	d.open()
+	got := out.String()
+	if !strings.HasPrefix(got, "first\n") || len(got) < maxEarlyStderr || !strings.Contains(got, "mcpcage: 6 more bytes the server wrote on stderr while it started were dropped") {
+		t.Fatalf("after open: %d bytes, starting %q, ending %q", len(got), got[:min(len(got), 20)], got[max(0, len(got)-120):])
+	}
+	out.Reset()
+	_, _ = d.Write([]byte("later\n"))
+	d.open() // a second open changes nothing
+	if out.String() != "later\n" {
+		t.Fatalf("after open, a write gives %q", out.String())
 	}
 }

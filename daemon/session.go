@@ -191,7 +191,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	} else {
 		d.announceSession(s, params)
 	}
+	beforeSessionReply()
 	reply(fw, api.Reply{OK: true, Session: s.id, Stdio: s.stdio}, log)
+	s.streams.stderr.open() // what the server wrote on stderr as it started, after the reply
 
 	go pumpClient(fr)
 	go s.watchConsents(d)
@@ -365,7 +367,9 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		clientIn, clientOut = clientInR, api.StreamWriter{F: fw, Type: api.FrameStdout}
 		pump = func(fr *api.FrameReader) { pumpFrames(fr, clientInW) }
 	}
-	s.streams = sessionStreams{stderr: &drainWriter{w: stderr}}
+	// stderr in frames waits for the reply that starts the session.
+	_, framed := stderr.(api.StreamWriter)
+	s.streams = sessionStreams{stderr: &drainWriter{w: stderr, held: framed}}
 	var serverIn io.WriteCloser
 	var serverOut io.Reader
 	if d.initPath == "" && !srv.IsRemote() {
@@ -929,22 +933,56 @@ func copyStderr(r *os.File, w *drainWriter, done chan struct{}) {
 const stderrDrainWait = 2 * time.Second
 
 // drainWriter never fails and never blocks the server on a dead client:
-// after the first error it discards everything.
+// after the first error it discards everything. A held one (stderr in
+// frames, before the reply that starts the session) keeps what comes
+// until open, up to maxEarlyStderr: a shim reads the reply first, and an
+// older one takes any other frame for a broken daemon.
 type drainWriter struct {
 	mu   sync.Mutex
 	w    io.Writer
 	dead bool
+	held bool
+	kept []byte
+	lost int // bytes beyond maxEarlyStderr, dropped while held
 }
+
+// maxEarlyStderr bounds the server's stderr kept until the session's
+// reply is out.
+const maxEarlyStderr = 64 << 10
 
 func (d *drainWriter) Write(p []byte) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.dead {
+	switch {
+	case d.held:
+		n := min(len(p), maxEarlyStderr-len(d.kept))
+		d.kept = append(d.kept, p[:n]...)
+		d.lost += len(p) - n
+	case !d.dead:
 		if _, err := d.w.Write(p); err != nil {
 			d.dead = true
 		}
 	}
 	return len(p), nil
+}
+
+// open writes what was kept and lets the rest through.
+func (d *drainWriter) open() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.held {
+		return
+	}
+	d.held = false
+	if d.lost > 0 {
+		d.kept = fmt.Appendf(d.kept, "\nmcpcage: %d more bytes the server wrote on stderr while it started were dropped\n", d.lost)
+	}
+	if len(d.kept) > 0 && !d.dead {
+		if _, err := d.w.Write(d.kept); err != nil {
+			d.dead = true
+		}
+	}
+	d.kept = nil
 }
 
 func (d *drainWriter) Close() error { return nil }

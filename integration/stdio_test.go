@@ -361,3 +361,46 @@ func echoOnePassedSession(t *testing.T, d *daemon, text string) {
 		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
 	}
 }
+
+// TestEarlyStderrComesAfterTheReply: a server (or mcpcage-init, on older
+// kernels) can write on stderr as it starts, before the daemon's reply
+// that starts a framed session has gone out. The client of the socket
+// reads that reply first (an older mcpcage run took any other frame for
+// a broken daemon and gave up): the daemon keeps such stderr until the
+// reply is out, then sends it.
+func TestEarlyStderrComesAfterTheReply(t *testing.T) {
+	// The reply is delayed (failpoints build) so that the server's first
+	// line is written before it, every time.
+	d := startDaemon(t, fmt.Sprintf("[servers.early]\ncommand = [\"/bin/sh\", \"-c\", \"echo early-stderr >&2; exec %s\"]\n", filepath.Join(env.bin, "testserver")),
+		failpoints("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY=500ms"))
+	for i := range 2 {
+		c, err := api.Dial(d.socket)
+		must(t, err, "dial")
+		r, err := c.Do(api.Request{Op: api.OpRun, Server: "early"}) // no EarlyStderr: a frame before the reply fails this
+		if err != nil || !r.OK {
+			t.Fatalf("session %d: %+v, %v", i+1, r, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var got []byte
+		for !strings.Contains(string(got), "early-stderr") {
+			typ, payload, err := c.R.Next()
+			if err != nil {
+				t.Fatalf("session %d: waiting for the early stderr: %v (got %q)", i+1, err, got)
+			}
+			if typ == api.FrameStderr {
+				got = append(got, payload...)
+			}
+		}
+		_ = c.W.Write(api.FrameStdinEOF, nil)
+		for {
+			typ, _, err := c.R.Next()
+			if err != nil {
+				t.Fatalf("session %d: waiting for its end: %v", i+1, err)
+			}
+			if typ == api.FrameExit {
+				break
+			}
+		}
+		_ = c.Close()
+	}
+}
