@@ -40,8 +40,9 @@ type Conn struct {
 	R *FrameReader
 	W *FrameWriter
 	// EarlyStderr takes the server's stderr that comes before the reply
-	// that starts a framed session (a server or mcpcage-init can write
-	// as it starts); nil drops it.
+	// that starts a framed session: an older mcpcaged sent what a server
+	// (or mcpcage-init) wrote as it started as soon as it came; this one
+	// keeps it until the reply is out. nil drops it.
 	EarlyStderr io.Writer
 }
 

@@ -36,10 +36,6 @@ func (c *clientFiles) set() {
 	}
 }
 
-// beforeSessionReply runs before the reply that starts a session: a
-// no-op, but a delay in the failpoints build (failpoint_on.go).
-var beforeSessionReply = func() {}
-
 // maxClientFiles is the bound (a variable for the failpoints build).
 var maxClientFiles int64 = 1024
 

@@ -368,7 +368,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		pump = func(fr *api.FrameReader) { pumpFrames(fr, clientInW) }
 	}
 	// stderr in frames waits for the reply that starts the session.
-	_, framed := stderr.(api.StreamWriter)
+	framed := stdio == nil || stdio.stderr == nil
 	s.streams = sessionStreams{stderr: &drainWriter{w: stderr, held: framed}}
 	var serverIn io.WriteCloser
 	var serverOut io.Reader
@@ -946,6 +946,10 @@ type drainWriter struct {
 	lost int // bytes beyond maxEarlyStderr, dropped while held
 }
 
+// beforeSessionReply runs before the reply that starts a session: a
+// no-op, but a delay in the failpoints build (failpoint_on.go).
+var beforeSessionReply = func() {}
+
 // maxEarlyStderr bounds the server's stderr kept until the session's
 // reply is out.
 const maxEarlyStderr = 64 << 10
@@ -975,7 +979,10 @@ func (d *drainWriter) open() {
 	}
 	d.held = false
 	if d.lost > 0 {
-		d.kept = fmt.Appendf(d.kept, "\nmcpcage: %d more bytes the server wrote on stderr while it started were dropped\n", d.lost)
+		if len(d.kept) > 0 && d.kept[len(d.kept)-1] != '\n' {
+			d.kept = append(d.kept, '\n')
+		}
+		d.kept = fmt.Appendf(d.kept, "mcpcage: %d more bytes the server wrote on stderr while it started were dropped\n", d.lost)
 	}
 	if len(d.kept) > 0 && !d.dead {
 		if _, err := d.w.Write(d.kept); err != nil {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -369,16 +370,22 @@ func echoOnePassedSession(t *testing.T, d *daemon, text string) {
 // a broken daemon and gave up): the daemon keeps such stderr until the
 // reply is out, then sends it.
 func TestEarlyStderrComesAfterTheReply(t *testing.T) {
+	setup(t) // env.bin
 	// The reply is delayed (failpoints build) so that the server's first
 	// line is written before it, every time.
-	d := startDaemon(t, fmt.Sprintf("[servers.early]\ncommand = [\"/bin/sh\", \"-c\", \"echo early-stderr >&2; exec %s\"]\n", filepath.Join(env.bin, "testserver")),
+	d := startDaemon(t, fmt.Sprintf("[servers.early]\ncommand = [%q]\nenv = { TESTSERVER_STDERR_AT_START = \"early-stderr\" }\n", filepath.Join(env.bin, "testserver")),
 		failpoints("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY=500ms"))
 	for i := range 2 {
 		c, err := api.Dial(d.socket)
 		must(t, err, "dial")
-		r, err := c.Do(api.Request{Op: api.OpRun, Server: "early"}) // no EarlyStderr: a frame before the reply fails this
+		var before bytes.Buffer
+		c.EarlyStderr = &before // stderr that came before the reply (an older mcpcage run failed on it)
+		r, err := c.Do(api.Request{Op: api.OpRun, Server: "early"})
 		if err != nil || !r.OK {
 			t.Fatalf("session %d: %+v, %v", i+1, r, err)
+		}
+		if before.Len() > 0 {
+			t.Fatalf("session %d: the server's stderr came before the reply: %q", i+1, before.String())
 		}
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		var got []byte
@@ -391,13 +398,30 @@ func TestEarlyStderrComesAfterTheReply(t *testing.T) {
 				got = append(got, payload...)
 			}
 		}
+		// The server runs: it answers, and the session ends with its input.
+		must(t, c.W.Write(api.FrameStdin, []byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"early","version":"1"}}}`+"\n")), "send initialize")
+		var out []byte
+		for !strings.Contains(string(out), `"id":1`) {
+			typ, payload, err := c.R.Next()
+			if err != nil {
+				t.Fatalf("session %d: waiting for the answer to initialize: %v (got %q)", i+1, err, out)
+			}
+			if typ == api.FrameStdout {
+				out = append(out, payload...)
+			}
+		}
 		_ = c.W.Write(api.FrameStdinEOF, nil)
 		for {
-			typ, _, err := c.R.Next()
+			typ, payload, err := c.R.Next()
 			if err != nil {
 				t.Fatalf("session %d: waiting for its end: %v", i+1, err)
 			}
 			if typ == api.FrameExit {
+				var e api.Exit
+				must(t, json.Unmarshal(payload, &e), "decode the exit")
+				if e.Code != 0 || e.Error != "" {
+					t.Fatalf("session %d ended with %+v", i+1, e)
+				}
 				break
 			}
 		}

@@ -25,6 +25,11 @@ import (
 )
 
 func main() {
+	// With $TESTSERVER_STDERR_AT_START set, that line goes to stderr
+	// first, as a server that logs as it starts.
+	if line := os.Getenv("TESTSERVER_STDERR_AT_START"); line != "" {
+		fmt.Fprintln(os.Stderr, line)
+	}
 	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", server.WithToolCapabilities(true))
 	// With $TESTSERVER_TOOL_LOG set, every tool call is appended (and
 	// synced) to that file as "call NAME" before it runs: tests prove with
