@@ -10,7 +10,7 @@ import (
 
 // With the tag "failpoints" (tests only: the integration tests'
 // mcpcaged-failpoints), MCPCAGE_FAILPOINT_MAX_CLIENT_FILES lowers the
-// daemon-wide bound of sessions holding client files (heldclients.go),
+// daemon-wide bound of sessions holding client files (clientfiles.go),
 // so that a test reaches it with one.
 //
 // MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY (a duration) delays the reply that
