@@ -402,16 +402,35 @@ func TestAgentOptionsThatRunCodeLeaveTheScriptUnidentified(t *testing.T) {
 	testenv.Require(t, err == nil, "node")
 	python, err := exec.LookPath("/usr/bin/python3") // Debian's: a pyenv shim in PATH is a shell script
 	testenv.Require(t, err == nil, "/usr/bin/python3")
+	lua, err := exec.LookPath("lua5.4")
+	testenv.Require(t, err == nil, "lua5.4 (make deps)")
+	ruby, err := exec.LookPath("ruby")
+	testenv.Require(t, err == nil, "ruby (make deps)")
 	node, _ = filepath.EvalSymlinks(node)
 	python, _ = filepath.EvalSymlinks(python)
+	lua, _ = filepath.EvalSymlinks(lua)
+	ruby, _ = filepath.EvalSymlinks(ruby)
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	must(t, os.Chmod(dir, 0o755), "chmod")
 	files := map[string]string{
-		"a.js":      `process.exit(require("child_process").spawnSync(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: "inherit"}).status);` + "\n",
-		"a.py":      "import os, subprocess, sys\nsys.exit(subprocess.call([os.environ['MCPCAGE_SHIM'], 'run', 'test']))\n",
+		"a.js":  `process.exit(require("child_process").spawnSync(process.env.MCPCAGE_SHIM, ["run", "test"], {stdio: "inherit"}).status);` + "\n",
+		"a.py":  "import os, subprocess, sys\nsys.exit(subprocess.call([os.environ['MCPCAGE_SHIM'], 'run', 'test']))\n",
+		"a.lua": "os.exit(os.execute('exec ' .. os.getenv('MCPCAGE_SHIM') .. ' run test'))\n",
+		"a.rb":  "exit system(ENV['MCPCAGE_SHIM'], 'run', 'test')\n",
+		// What the interpreter runs before the script when told to: a
+		// versioned LUA_INIT, a did_you_mean newer than ruby's own in a
+		// gem directory (the user's ~/.local/share/gem is on the path
+		// without any variable; GEM_PATH names one here).
+		"evil.lua": "io.open(os.getenv('EVIL_MARK'), 'w'):write('x')\n",
+		"gems/specifications/did_you_mean-99.0.0.gemspec": `Gem::Specification.new do |s|
+  s.name = "did_you_mean"; s.version = "99.0.0"; s.summary = "x"; s.authors = ["x"]
+  s.files = ["lib/did_you_mean.rb"]; s.require_paths = ["lib"]
+end
+`,
+		"gems/gems/did_you_mean-99.0.0/lib/did_you_mean.rb": "File.write(ENV['EVIL_MARK'], 'x'); module DidYouMean; end\n",
 		"loader.js": "export async function resolve(s, c, next) { return next(s, c); }\n",
 		// Loaded by NODE_OPTIONS=--require: renames NODE_OPTIONS in the
 		// environment's memory (what /proc/PID/environ shows) to hide
@@ -431,10 +450,13 @@ if (fs.readFileSync("/proc/self/environ", "latin1").includes("\0NODE_OPTIONS="))
 `,
 	}
 	for name, body := range files {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755), "mkdir for %s", name)
 		must(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644), "write %s", name)
 	}
 	a, py, loader := filepath.Join(dir, "a.js"), filepath.Join(dir, "a.py"), filepath.Join(dir, "loader.js")
-	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\n\n[agents.py-a]\nexe = [%q]\nscript = [%q]\n", node, a, python, py))
+	luaA, rbA, gems := filepath.Join(dir, "a.lua"), filepath.Join(dir, "a.rb"), filepath.Join(dir, "gems")
+	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\n\n[agents.py-a]\nexe = [%q]\nscript = [%q]\n\n"+
+		"[agents.lua-a]\nexe = [%q]\nscript = [%q]\n\n[agents.rb-a]\nexe = [%q]\nscript = [%q]\n", node, a, python, py, lua, luaA, ruby, rbA))
 	tests := []struct {
 		name string
 		exe  string
@@ -450,6 +472,12 @@ if (fs.readFileSync("/proc/self/environ", "latin1").includes("\0NODE_OPTIONS="))
 		{"NODE_OPTIONS=--require, hidden in memory after exec", node, []string{a}, []string{"NODE_OPTIONS=--require " + filepath.Join(dir, "hide.js")}, "exe:" + node},
 		{"python -I -W with a built-in category", python, []string{"-I", "-W", "ignore::DeprecationWarning", py}, nil, "py-a"},
 		{"python -I -W with a module's category", python, []string{"-I", "-W", "ignore::antigravity.X", py}, []string{"BROWSER=/bin/true"}, "exe:" + python},
+		{"lua, plain", lua, []string{luaA}, nil, "lua-a"},
+		{"lua, LUA_INIT_5_4 (read before LUA_INIT)", lua, []string{luaA},
+			[]string{"LUA_INIT_5_4=@" + filepath.Join(dir, "evil.lua"), "EVIL_MARK=" + filepath.Join(dir, "evil-lua-ran")}, "exe:" + lua},
+		{"ruby --disable-gems", ruby, []string{"--disable-gems", rbA}, []string{"GEM_PATH=" + gems}, "rb-a"},
+		{"ruby with RubyGems, which loads a newer did_you_mean from the gem path", ruby, []string{rbA},
+			[]string{"GEM_PATH=" + gems, "EVIL_MARK=" + filepath.Join(dir, "evil-ruby-ran")}, "exe:" + ruby},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,6 +499,14 @@ if (fs.readFileSync("/proc/self/environ", "latin1").includes("\0NODE_OPTIONS="))
 			})
 			if got.Agent != tt.want {
 				t.Fatalf("agent %q (script %q), want %q", got.Agent, got.AgentScript, tt.want)
+			}
+			// The attack is real: the other code ran before the script.
+			for _, kv := range tt.env {
+				if mark, ok := strings.CutPrefix(kv, "EVIL_MARK="); ok {
+					if _, err := os.Stat(mark); err != nil {
+						t.Fatalf("the code the interpreter was told to load first did not run: %v", err)
+					}
+				}
 			}
 		})
 	}

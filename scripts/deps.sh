@@ -22,6 +22,10 @@ command -v systemd-analyze >/dev/null || missing_pkgs+=(systemd)
 # The package test boots a Debian tree with systemd-nspawn.
 command -v debootstrap >/dev/null || missing_pkgs+=(debootstrap)
 command -v systemd-nspawn >/dev/null || missing_pkgs+=(systemd-container)
+# Agent identity tests run lua and ruby agents (code those interpreters
+# load before the script).
+command -v lua5.4 >/dev/null || missing_pkgs+=(lua5.4)
+command -v ruby >/dev/null || missing_pkgs+=(ruby)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)

@@ -26,6 +26,7 @@ type grammar struct {
 	check      map[byte]func(string) string // a shortValue option's value check: why it runs other code, or ""
 	code       []string                     // options that run or load other code: no script identity
 	need       byte                         // a flag without which the interpreter runs other code first (python -I)
+	needLong   []string                     // or long options, as whole arguments, any of which does (ruby --disable-gems)
 	needWhy    string                       // what runs without it
 	login      bool                         // shells: argv[0] "-sh" is a login shell, which runs profile files first
 	env        []string                     // environment variables that load other code ("X_" ends in a prefix)
@@ -36,6 +37,7 @@ type grammar struct {
 	sub        []string                     // subcommands skipped before the script (deno run)
 	scriptOpt  string                       // option whose value is the script (php -f)
 	bare       bool                         // never identifies a script (busybox: argv[0] picks the program)
+	bareWhy    string                       // why, when it is not that the daemon does not read the command line
 }
 
 // loader are variables that make any program load other code: the
@@ -92,17 +94,28 @@ var (
 		program: pythonProgram}
 	perl = grammar{short: "acnpstTuUwWX", code: []string{"-e", "-E", "-M", "-m", "-I", "-d", "-x", "-i"},
 		env: []string{"PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB"}}
+	// Ruby loads RubyGems before the script, and RubyGems loads gems
+	// (did_you_mean, error_highlight: the highest version on the gem
+	// path, which starts in the user's ~/.local/share/gem): only a run
+	// with gems off is identified. The spellings are the exact ones
+	// (ruby also takes abbreviations and other cases, which leave the
+	// script unidentified: an unknown option).
 	ruby = grammar{short: "acdlnpsvwW", code: []string{"-e", "-r", "-I", "-x", "-i", "-C"},
-		env: []string{"RUBYOPT", "RUBYLIB"}}
+		needLong: []string{"--disable-gems", "--disable=gems", "--disable-all", "--disable=all"},
+		needWhy:  "ruby without --disable-gems loads RubyGems first, which loads gems (did_you_mean, error_highlight) from the user's gem directory (run the script as ruby --disable-gems script.rb)",
+		env:      []string{"RUBYOPT", "RUBYLIB"}}
 	deno = grammar{short: "Aq", sub: []string{"run"}, long: []string{"--allow-all", "--quiet", "--no-check", "--no-prompt", "--no-remote", "--no-npm"},
 		code: []string{"--import-map", "--config", "-c", "--preload", "--inspect", "--inspect-brk", "--inspect-wait", "--env-file", "--watch", "--reload", "-r"},
 		env:  []string{"DENO_DIR", "DENO_CERT"}}
-	bun = grammar{sub: []string{"run"}, long: []string{"--bun", "--smol", "--silent"},
-		code: []string{"-r", "--preload", "--hot", "--watch", "--inspect", "--inspect-brk", "--inspect-wait", "-e", "--eval", "-p", "--print", "--env-file", "--config", "-c"},
-		env:  []string{"NODE_OPTIONS", "BUN_INSPECT", "NODE_PATH", "BUN_OPTIONS", "BUN_BE_BUN"}}
 	php = grammar{short: "hHnqs", scriptOpt: "-f", code: []string{"-r", "-B", "-R", "-E", "-F", "-a", "-d", "-c", "-z", "-S", "-t"},
 		env: []string{"PHPRC", "PHP_INI_SCAN_DIR"}}
-	lua  = grammar{short: "iEW", code: []string{"-e", "-l", "-i", "-"}, env: []string{"LUA_INIT", "LUA_PATH", "LUA_CPATH"}}
+	// lua reads LUA_INIT, LUA_PATH and LUA_CPATH, and first their
+	// versioned names (LUA_INIT_5_4): every LUA_ variable is refused.
+	lua = grammar{short: "iEW", code: []string{"-e", "-l", "-i", "-"}, env: []string{"LUA_"}}
+	// bun runs the preload of a bunfig.toml in its working directory or
+	// the user's home before the script, and reads .env files there: no
+	// command line shows that, so bun never identifies a script.
+	bun  = grammar{bare: true, bareWhy: "bun runs the preload of a bunfig.toml in its working directory or the user's home before the script, which its command line does not show"}
 	bare = grammar{bare: true}
 )
 
@@ -138,6 +151,9 @@ func IsInterpreter(exe string) bool {
 // a cut one): at worst the script is not found.
 func (g *grammar) scriptArg(args []string) (script, why string) {
 	if g.bare {
+		if g.bareWhy != "" {
+			return "", g.bareWhy
+		}
 		return "", "the daemon does not read this interpreter's command line"
 	}
 	i, needed := 0, false
@@ -162,6 +178,10 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 		plus := g.plus && strings.HasPrefix(a, "+") && len(a) > 1
 		if !strings.HasPrefix(a, "-") && !plus {
 			break
+		}
+		if slices.Contains(g.needLong, a) {
+			needed = true
+			continue
 		}
 		if strings.HasPrefix(a, "--") {
 			name, _, hasValue := strings.Cut(a, "=")
@@ -224,7 +244,7 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 	if i >= len(args) {
 		return "", "no script (interactive, or a program on stdin)"
 	}
-	if g.need != 0 && !needed {
+	if (g.need != 0 || len(g.needLong) > 0) && !needed {
 		return "", g.needWhy
 	}
 	return args[i], ""

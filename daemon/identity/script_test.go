@@ -66,7 +66,17 @@ func TestScriptArg(t *testing.T) {
 		{"/usr/bin/perl", "-Ilib agent.pl", ""},
 		{"/usr/bin/deno", "run -A agent.ts", "agent.ts"},
 		{"/usr/bin/deno", "run --config evil agent.ts", ""},
-		{"/usr/bin/bun", "run agent.ts", "agent.ts"},
+		{"/usr/bin/bun", "run agent.ts", ""}, // a bunfig.toml's preload, which no command line shows
+		{"/usr/bin/ruby", "agent.rb", ""},    // RubyGems loads the user's gems first
+		{"/usr/bin/ruby3.1", "--disable-gems -w agent.rb", "agent.rb"},
+		{"/usr/bin/ruby", "--disable=gems agent.rb", "agent.rb"},
+		{"/usr/bin/ruby", "--disable-all agent.rb", "agent.rb"},
+		{"/usr/bin/ruby", "--disable=all agent.rb", "agent.rb"},
+		{"/usr/bin/ruby", "--disable gems agent.rb", ""},               // a spelling not read: the script might be "gems"
+		{"/usr/bin/ruby", "--disable=gem agent.rb", ""},                // ruby takes the abbreviation; mcpcage does not
+		{"/usr/bin/ruby", "--disable=gems --enable=gems agent.rb", ""}, // gems back on
+		{"/usr/bin/ruby", "--disable-gems -rmod agent.rb", ""},         // -r loads code
+		{"/usr/bin/lua5.4", "agent.lua", "agent.lua"},
 		{"/usr/bin/php8.2", "-f agent.php", "agent.php"},
 		{"/bin/busybox", "sh agent.sh", ""},
 	}
@@ -115,7 +125,11 @@ func TestInjectedEnvironment(t *testing.T) {
 		{"/usr/bin/python3", "LD_PRELOAD=/tmp/evil.so", "LD_PRELOAD"},
 		{"/usr/bin/python3", "GCONV_PATH=/tmp/gconv", "GCONV_PATH"},
 		{"/usr/bin/perl", "PERL5OPT=-Mevil", "PERL5OPT"},
-		{"/usr/bin/bun", "BUN_OPTIONS=--preload /tmp/evil.ts", "BUN_OPTIONS"},
+		{"/usr/bin/lua5.4", "LUA_INIT=@/tmp/evil.lua", "LUA_INIT"},
+		{"/usr/bin/lua5.4", "LUA_INIT_5_4=@/tmp/evil.lua", "LUA_INIT_5_4"}, // read before LUA_INIT
+		{"/usr/bin/lua", "LUA_CPATH_5_4=/tmp/?.so", "LUA_CPATH_5_4"},
+		{"/usr/bin/luajit", "LUA_PATH=/tmp/?.lua", "LUA_PATH"},
+		{"/usr/bin/ruby", "RUBYOPT=-revil", "RUBYOPT"},
 	}
 	for _, tt := range tests {
 		g, _ := interpreterOf(tt.exe)
