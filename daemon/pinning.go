@@ -113,8 +113,11 @@ func (p *sessionPolicy) quarantineReason(name string) string {
 	default:
 		return ""
 	}
+	// The server chose the name: quoted for the shell, so that the
+	// commands it is pasted into run nothing but mcpcage.
+	srv, tool := shellQuote(p.s.server), shellQuote(name)
 	return fmt.Sprintf("tool %q of server %s %s: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s DIGEST`",
-		name, p.s.server, what, p.s.server, name, p.s.server, name)
+		name, p.s.server, what, srv, tool, srv, tool)
 }
 
 // toolUnpinnableRecord: a tool whose definition cannot be pinned was held
