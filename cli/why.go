@@ -42,34 +42,75 @@ configuration). Users see their own calls; root and the admin group all.`,
 				return fmt.Errorf("no tool call %q in the audit log you may read: call ids are in tool.call records (mcpcage audit --type tool.call --json) and in the data-flow guard's denials", args[0])
 			}
 			rec := calls[len(calls)-1]
-			var r whyRecord
-			b, _ := json.Marshal(rec)
-			_ = json.Unmarshal(b, &r)
+			var run string
+			var influences []uint64
+			if r := whyOf(rec); r.Flow != nil {
+				run, influences = r.Flow.Run, r.Flow.Influences
+			}
 			var seen []map[string]any
-			if r.Flow != nil && r.Flow.Run != "" {
-				all, err := auditRecords(*socket, api.AuditQuery{Run: r.Flow.Run, Type: string(api.RecordInfluence)})
+			if run != "" {
+				all, err := auditRecords(*socket, api.AuditQuery{Run: run, Type: string(api.RecordInfluence)})
 				if err != nil {
 					return err
 				}
-				seen = received(all, r.Flow.Run, r.Flow.Influences)
+				seen = received(all, run, influences)
 			}
 			if jsonOut {
 				return writeJSON(stdout, map[string]any{"call": rec, "influences": nonNil(seen)})
 			}
-			// Escaped whole (printableLines): its lines hold names and
-			// texts that clients and servers chose.
-			var out bytes.Buffer
-			w := bufio.NewWriter(&out)
-			printWhy(w, r, seen)
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			_, err = io.WriteString(stdout, printableLines(out.String()))
+			_, err = io.WriteString(stdout, renderWhy(rec, seen))
 			return err
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, `print {"call": its tool.call record, "influences": the influence records it names}`)
 	return cmd
+}
+
+// whyOf reads the part of a tool.call record mcpcage why prints.
+func whyOf(rec map[string]any) whyRecord {
+	var r whyRecord
+	b, _ := json.Marshal(rec)
+	_ = json.Unmarshal(b, &r)
+	return r
+}
+
+// renderWhy is the text of mcpcage why. Every string of the records is
+// escaped on its own (printable: a newline too), since clients and
+// servers chose them, before it is put in a line: a tool name or a reason
+// cannot end its line and forge the next.
+func renderWhy(call map[string]any, seen []map[string]any) string {
+	esc := make([]map[string]any, len(seen))
+	for i, rec := range seen {
+		esc[i], _ = escapeStrings(rec).(map[string]any)
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	rec, _ := escapeStrings(call).(map[string]any)
+	printWhy(w, whyOf(rec), esc)
+	_ = w.Flush() // a bytes.Buffer takes every write
+	return out.String()
+}
+
+// escapeStrings is v (decoded JSON) with printable applied to every
+// string and map key in it.
+func escapeStrings(v any) any {
+	switch v := v.(type) {
+	case string:
+		return printable(v)
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[printable(k)] = escapeStrings(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = escapeStrings(x)
+		}
+		return out
+	}
+	return v
 }
 
 // auditRecords returns the audit records q selects, oldest first.
