@@ -42,14 +42,55 @@ func (p *sessionPolicy) savePins() {
 	if p.d.pins == nil {
 		return
 	}
+	p.noteOverflow()
 	if err := p.d.pins.Save(); err != nil {
 		p.s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
 	}
 }
 
-// unreadableDef marks, in the session's seen definitions, a tool whose
-// definition could not be pinned.
-const unreadableDef = "unreadable"
+// Markers, in the session's seen definitions, of tools held back
+// without a pin.
+const (
+	unreadableDef = "unreadable" // its definition could not be pinned
+	overflowDef   = "overflow"   // the pins of its server are full (pins.MaxTools)
+)
+
+// pinOverflow counts the tools of a session's lists held back because
+// the pins of its server are full; it is logged and recorded once a
+// session.
+type pinOverflow struct {
+	tools int    // in the list being checked
+	first string // the first of them
+	noted bool   // logged and recorded
+}
+
+// overflowed notes a tool held back because the pins are full.
+func (p *sessionPolicy) overflowed(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.defs[name] = overflowDef
+	if p.overflow.tools == 0 {
+		p.overflow.first = name
+	}
+	p.overflow.tools++
+}
+
+// noteOverflow logs and records, once a session, that a list had tools
+// held back because the pins of its server are full.
+func (p *sessionPolicy) noteOverflow() {
+	p.mu.Lock()
+	o := p.overflow
+	p.overflow.tools, p.overflow.first = 0, ""
+	p.overflow.noted = p.overflow.noted || o.tools > 0
+	p.mu.Unlock()
+	if o.tools == 0 || o.noted {
+		return
+	}
+	s := p.s
+	s.log.Warn("tools held back: the server lists more tools than mcpcage pins for one server", "held_back", o.tools, "max", pins.MaxTools)
+	p.d.audit.AppendAsync(s.record(api.RecordToolChanged, audit.Record{"tool": o.first, "action": "held back", "held_back": o.tools,
+		"reason": fmt.Sprintf("the server lists more tools than mcpcage pins for one server (%d): %d more are held back", pins.MaxTools, o.tools)}))
+}
 
 // checkPin checks one tool of a tools/list result against its pin and
 // says whether it is quarantined; it notes the definition the session
@@ -73,6 +114,10 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 		return true
 	}
 	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, pol == config.PinQuarantine && p.pinsHad, time.Now())
+	if v == pins.Full {
+		p.overflowed(name)
+		return true
+	}
 	p.mu.Lock()
 	seen := p.defs[name] == def.Digest
 	p.defs[name] = def.Digest
@@ -102,12 +147,14 @@ func (p *sessionPolicy) quarantineReason(name string) string {
 	p.mu.Unlock()
 	var what string
 	switch {
+	case listed && seen == overflowDef:
+		what = fmt.Sprintf("is held back: the server lists more tools than mcpcage pins for one server (%d); an administrator can set pin_policy = \"off\" for it, or have it list fewer tools", pins.MaxTools)
+	case listed && seen == unreadableDef:
+		what = "has a definition that cannot be pinned"
 	case pinned && pin.Approved.Digest == "", !pinned && pol == config.PinQuarantine:
 		what = "is not approved yet (pin_policy = \"quarantine\" holds new tools)"
 	case !pinned:
 		return ""
-	case listed && seen == unreadableDef:
-		what = "has a definition that cannot be pinned"
 	case listed && seen != pin.Approved.Digest, !listed && pin.Pending != nil:
 		what = "changed its definition since it was approved"
 	default:

@@ -1,11 +1,15 @@
 package daemon
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/pins"
 )
 
@@ -54,5 +58,69 @@ func TestQuarantineReasonQuotesTheName(t *testing.T) {
 		if !strings.Contains(why, want) {
 			t.Errorf("reason %q\nlacks %q", why, want)
 		}
+	}
+}
+
+// A server that lists more tools than the pins hold for one server has
+// the rest held back: hidden from the agent, their calls refused with
+// why, logged once a session however many lists it sends.
+func TestToolsPastThePinBoundAreHeldBack(t *testing.T) {
+	p := pinnedPolicy(t)
+	if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	p.s.log = slog.New(slog.NewTextHandler(&logs, nil))
+	names := make([]string, pins.MaxTools+5)
+	for i := range names {
+		names[i] = fmt.Sprintf("get_%05d", i)
+	}
+	for range 2 {
+		e, msg := peek(t, toolsList("d", names...))
+		v := p.FromServer(e, msg, "tools/list")
+		var shown struct {
+			Result struct {
+				Tools []struct{ Name string } `json:"tools"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal(v.Replace, &shown); err != nil {
+			t.Fatalf("the list was not filtered: %v", err)
+		}
+		if n := len(shown.Result.Tools); n != pins.MaxTools || shown.Result.Tools[n-1].Name != names[pins.MaxTools-1] {
+			t.Fatalf("the agent was shown %d tools, want the first %d", n, pins.MaxTools)
+		}
+	}
+	if n := strings.Count(logs.String(), "tools held back"); n != 1 {
+		t.Errorf("held back tools logged %d times, want once a session:\n%s", n, logs.String())
+	}
+	call := func(name string) string {
+		e, msg := peek(t, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"`+name+`"}}`)
+		v := p.FromClient(e, msg)
+		if !v.Deny {
+			return ""
+		}
+		return string(v.Reply)
+	}
+	if r := call(names[0]); r != "" {
+		t.Fatalf("a pinned tool was refused: %s", r)
+	}
+	r := call(names[pins.MaxTools+1])
+	if !strings.Contains(r, "held back: the server lists more tools than mcpcage pins for one server (1024)") {
+		t.Fatalf("a tool past the bound: %q, want it refused as held back", r)
+	}
+}
+
+// A tool whose definition cannot be pinned is held back, and its calls
+// are refused, under the default pin_policy too (it was never pinned).
+func TestUnpinnableToolIsRefused(t *testing.T) {
+	p := pinnedPolicy(t)
+	if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	e, msg := peek(t, toolsList(strings.Repeat("a", pins.MaxDefinition), "get_x")) // too big to pin
+	p.FromServer(e, msg, "tools/list")
+	e, msg = peek(t, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"get_x"}}`)
+	if v := p.FromClient(e, msg); !v.Deny || !strings.Contains(string(v.Reply), "cannot be pinned") {
+		t.Fatalf("a call to an unpinnable tool: %+v, want it refused", v)
 	}
 }

@@ -42,7 +42,8 @@ type sessionPolicy struct {
 	defs  map[string]string    // tool name -> digest of the definition the session was last shown
 	// pinsHad: the server had tool pins when the list being checked
 	// began (see listStart).
-	pinsHad bool
+	pinsHad  bool
+	overflow pinOverflow // tools held back: the pins of the server are full
 
 	listens listenStreams // the client's open subscriptions/listen streams (2026-07-28)
 

@@ -13,6 +13,11 @@
 // Pins live in one JSON file, replaced atomically (written beside it,
 // fsynced, renamed) on every change; a file that cannot be read is an
 // error at load, never an empty store.
+//
+// The store is bounded (a server chooses how many tools it lists, and how
+// big they are): at most MaxTools tools a key, MaxKeys keys and MaxBytes
+// of definitions in all. A tool seen past a bound is not pinned: Check
+// says Full, and the caller holds the tool back (fail closed).
 package pins
 
 import (
@@ -23,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -99,14 +103,34 @@ const (
 	PinnedNew                // first seen: pinned now
 	Changed                  // differs from the pin: quarantined (newly, or still)
 	Unpinned                 // new, and the policy quarantines new tools
+	Full                     // new, and the store is full (see MaxTools): not pinned, to be held back
+)
+
+// Bounds of the store.
+const (
+	// MaxTools is the most tools pinned for one key: a server that lists
+	// more has the rest held back.
+	MaxTools = 1024
+	// MaxKeys is the most keys (servers, and users' own servers).
+	MaxKeys = 4096
+	// MaxBytes bounds the definitions (approved and pending) and tool
+	// names of the whole store.
+	MaxBytes = 64 << 20
 )
 
 // Store holds the pins of every server, by key (see Key).
 type Store struct {
-	path  string
-	mu    sync.Mutex
-	pins  map[string]map[string]*Pin // key, tool
-	dirty bool                       // changed since the last Save
+	path string
+	// saveMu orders the writes of the file; mu guards the rest, and is
+	// never held while the file is written.
+	saveMu sync.Mutex
+	mu     sync.Mutex
+	pins   map[string]map[string]*Pin // key, tool
+	dirty  bool                       // changed since the last Save
+	size   int                        // the bytes MaxBytes bounds
+	// enc caches each pin's JSON (a changed pin's is dropped), so that a
+	// save encodes under mu only what changed.
+	enc map[string]map[string][]byte
 }
 
 // Key names a server's pins: the server, and for a user's own server its
@@ -120,7 +144,7 @@ func Key(server string, owner uint32, own bool) string {
 
 // Open loads the store at path (absent: empty).
 func Open(path string) (*Store, error) {
-	s := &Store{path: path, pins: map[string]map[string]*Pin{}}
+	s := &Store{path: path, pins: map[string]map[string]*Pin{}, enc: map[string]map[string][]byte{}}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -130,6 +154,11 @@ func Open(path string) (*Store, error) {
 	}
 	if err := json.Unmarshal(b, &s.pins); err != nil {
 		return nil, fmt.Errorf("tool pins %s: %w: fix or remove the file (every tool is then pinned again on first use)", path, err)
+	}
+	for _, tools := range s.pins {
+		for t, p := range tools {
+			s.size += pinSize(t, p)
+		}
 	}
 	return s, nil
 }
@@ -152,10 +181,21 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 		if p.Pending != nil && p.Pending.Digest == def.Digest {
 			return Changed, *p, nil
 		}
+		grow := len(def.JSON) + len(def.Digest)
+		if p.Pending != nil {
+			grow -= len(p.Pending.JSON) + len(p.Pending.Digest)
+		}
+		if s.size+grow > MaxBytes {
+			return Changed, *p, nil // quarantined all the same; the evidence is not kept
+		}
 		d := def
+		s.size += grow
 		p.Pending, p.PendingAt = &d, now
-		s.dirty = true
+		s.changed(key, tool)
 		return Changed, *p, nil
+	}
+	if !s.room(key, tool, def) {
+		return Full, Pin{}, nil
 	}
 	if tools == nil {
 		tools = map[string]*Pin{}
@@ -164,14 +204,41 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 	if newQuarantined {
 		d := def
 		p = &Pin{Pending: &d, PendingAt: now}
-		tools[tool] = p
-		s.dirty = true
+	} else {
+		p = &Pin{Approved: def, ApprovedAt: now, ApprovedBy: "first use"}
+	}
+	tools[tool] = p
+	s.size += pinSize(tool, p)
+	s.changed(key, tool)
+	if newQuarantined {
 		return Unpinned, *p, nil
 	}
-	p = &Pin{Approved: def, ApprovedAt: now, ApprovedBy: "first use"}
-	tools[tool] = p
-	s.dirty = true
 	return PinnedNew, *p, nil
+}
+
+// room says whether a new tool of key fits the store's bounds.
+func (s *Store) room(key, tool string, def Definition) bool {
+	tools, known := s.pins[key]
+	switch {
+	case !known && len(s.pins) >= MaxKeys, len(tools) >= MaxTools:
+		return false
+	}
+	return s.size+len(tool)+len(def.JSON)+len(def.Digest) <= MaxBytes
+}
+
+// pinSize is what a pin counts toward MaxBytes.
+func pinSize(tool string, p *Pin) int {
+	n := len(tool) + len(p.Approved.JSON) + len(p.Approved.Digest)
+	if p.Pending != nil {
+		n += len(p.Pending.JSON) + len(p.Pending.Digest)
+	}
+	return n
+}
+
+// changed notes that key's tool changed: the next Save writes it.
+func (s *Store) changed(key, tool string) {
+	delete(s.enc[key], tool)
+	s.dirty = true
 }
 
 // HasPins says whether key has pins (a server's first list has none).
@@ -194,18 +261,28 @@ func (s *Store) Approved(key, tool string) (Pin, bool) {
 }
 
 // Save writes what changed since the last Save (the checks of one list
-// are saved together).
+// are saved together). Only the changed pins are encoded under the lock
+// that Check and Get take; the file is written without it.
 func (s *Store) Save() error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.dirty {
+		s.mu.Unlock()
 		return nil
 	}
-	if err := s.saveLocked(); err != nil {
-		return err
+	snap, err := s.snapshotLocked()
+	s.dirty = err != nil
+	s.mu.Unlock()
+	if err == nil {
+		err = s.write(snap)
 	}
-	s.dirty = false
-	return nil
+	if err != nil {
+		s.mu.Lock()
+		s.dirty = true // the next Save tries again
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // Get returns key's tool's pin.
@@ -239,12 +316,21 @@ func (s *Store) Approve(key, tool, digest, by string, now time.Time) (Pin, error
 	}
 	old := *p
 	p.Approved, p.ApprovedAt, p.ApprovedBy, p.Pending = *p.Pending, now, by, nil
-	if err := s.saveLocked(); err != nil {
-		*p = old
+	s.size -= len(old.Approved.JSON) + len(old.Approved.Digest) // the pending one is the approved one now
+	s.changed(key, tool)
+	approved := *p
+	s.mu.Unlock()
+	err := s.Save()
+	s.mu.Lock()
+	if err != nil {
+		if s.pins[key][tool] == p && p.Approved.Digest == approved.Approved.Digest && p.Pending == nil {
+			*p = old // nothing changed it since: undo
+			s.size += len(old.Approved.JSON) + len(old.Approved.Digest)
+			s.changed(key, tool)
+		}
 		return Pin{}, err
 	}
-	s.dirty = false
-	return *p, nil
+	return approved, nil
 }
 
 // Entry is one pin, with its server key and tool, for listings.
@@ -275,34 +361,6 @@ func (s *Store) List(keys map[string]bool) []Entry {
 		return out[i].Tool < out[j].Tool
 	})
 	return out
-}
-
-// saveLocked writes the store: a temporary file beside it, fsynced, then
-// renamed over it.
-func (s *Store) saveLocked() error {
-	b, err := json.MarshalIndent(s.pins, "", "  ")
-	if err != nil {
-		return fmt.Errorf("tool pins: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".pins-*")
-	if err != nil {
-		return fmt.Errorf("tool pins: %w", err)
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("tool pins: save %s: %w", s.path, err)
-	}
-	return nil
 }
 
 // Diff is a line diff of two definitions ("-" approved, "+" pending),
