@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/internal/heapfloor"
+	"github.com/mcpcage/mcpcage/internal/logbound"
 )
 
 // Usage and Summary describe mcpcaged for its help text and manual page.
@@ -118,9 +119,11 @@ func parseLevel(level string) slog.Level {
 	return l
 }
 
+// newLogger is the daemon's logger: what clients and servers chose
+// (names, reasons, lists) is bounded in every line (package logbound).
 func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	if underJournal() {
-		return slog.New(&journalHandler{level: level})
+		return slog.New(logbound.Handler(&journalHandler{level: level}))
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(logbound.Handler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
 }

@@ -124,3 +124,41 @@ func TestUnpinnableToolIsRefused(t *testing.T) {
 		t.Fatalf("a call to an unpinnable tool: %+v, want it refused", v)
 	}
 }
+
+// lineSizes records the longest line written.
+type lineSizes struct{ longest int }
+
+func (w *lineSizes) Write(b []byte) (int, error) {
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		w.longest = max(w.longest, len(l))
+	}
+	return len(b), nil
+}
+
+// A client's 4 MiB tool name and a server's list of many tools make log
+// lines of bounded size: the daemon's logger bounds names and reasons,
+// and a list is logged as counts and the first names.
+func TestLogLinesAreBounded(t *testing.T) {
+	const most = 4 << 10
+	p := pinnedPolicy(t)
+	w := &lineSizes{}
+	p.s.log = newLogger(w, slog.LevelInfo)
+	e, msg := peek(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"`+strings.Repeat("A", 4<<20)+`"}}`)
+	if v := p.FromClient(e, msg); !v.Deny {
+		t.Fatal("a call with no consent was allowed")
+	}
+	if w.longest > most {
+		t.Errorf("a denied call with a 4 MiB name logged a line of %d bytes", w.longest)
+	}
+	names := make([]string, 20000)
+	for i := range names {
+		names[i] = fmt.Sprintf("tool_%05d", i)
+	}
+	names[0] = strings.Repeat("B", 1<<20)
+	w.longest = 0
+	e, msg = peek(t, toolsList("d", names...))
+	p.FromServer(e, msg, "tools/list")
+	if w.longest > most {
+		t.Errorf("a list of %d tools logged a line of %d bytes", len(names), w.longest)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
+	"github.com/mcpcage/mcpcage/internal/logbound"
 )
 
 // sessionPolicy is the interceptor's policy for one session: who is
@@ -640,7 +641,8 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			p.suspect(in, tool, si.matches)
 		}
 	}
-	s.log.Info("list shown to the agent", "list", key, "shown", shown, "hidden", hidden)
+	// Counts, and the first names (a server chooses how many there are).
+	s.log.Info("list shown to the agent", "list", key, "shown", len(shown), "hidden", len(hidden), "hidden_names", logbound.List(hidden))
 	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
 	if len(hidden) == 0 {
 		return nil, ""
