@@ -1,13 +1,17 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/daemon/pins"
 )
 
 // A server that rewrites a tool under the agent (a rug pull) gets the tool
@@ -79,5 +83,32 @@ func TestToolPinningStopsRugPull(t *testing.T) {
 	}
 	if out := d.mustCLI(t, "pins", "--server", "test"); strings.Contains(out, "QUARANTINED") || !strings.Contains(out, "by root") {
 		t.Fatalf("pins after the approval:\n%s", out)
+	}
+}
+
+// A server that lists more tools than mcpcage pins for one server has the
+// rest held back: the agent is shown the pinned ones, a call to one held
+// back is refused with why, and it is recorded once.
+func TestToolsPastThePinBoundAreHeldBack(t *testing.T) {
+	const tools = 1100 // with the test server's own, past pins.MaxTools (1024)
+	setup(t)           // env.bin
+	d := consentDaemon(t, fmt.Sprintf("[servers.many]\ncommand = [%q]\nenv = { TESTSERVER_TOOLS = \"%d\" }\n", filepath.Join(env.bin, "testserver"), tools))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "many", "--tool", "*")
+	c := d.connect(t, "many", mcp.ProtocolVersion20251125)
+	names := toolNames(t, c)
+	if len(names) != pins.MaxTools || !slices.Contains(names, "echo") || slices.Contains(names, "extra_01099") {
+		t.Fatalf("the agent was shown %d tools (echo %v, extra_01099 %v), want the %d pinned ones",
+			len(names), slices.Contains(names, "echo"), slices.Contains(names, "extra_01099"), pins.MaxTools)
+	}
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "pinned"}); isErr || got != "pinned" {
+		t.Fatalf("echo, pinned: %q", got)
+	}
+	got, isErr := callText(t, c, "extra_01099", nil)
+	if !isErr || !strings.Contains(got, "held back: the server lists more tools than mcpcage pins for one server") {
+		t.Fatalf("a call of a tool past the bound: %q (isError %v), want a refusal that says it is held back", got, isErr)
+	}
+	rec := d.record(t, "tool.changed", func(r map[string]any) bool { return str(r, "action") == "held back" })
+	if n, _ := rec["held_back"].(float64); int(n) <= tools-pins.MaxTools {
+		t.Fatalf("tool.changed says %v tools were held back, want more than %d: %v", rec["held_back"], tools-pins.MaxTools, rec)
 	}
 }

@@ -3,7 +3,8 @@
 // mcp-go and serves stdio in both protocol eras.
 //
 // Tools: echo, read_file, write_file, list_dir, http_get, run_command,
-// sleep, big_output, stderr_flood, crash, env, allocate.
+// sleep, big_output, stderr_flood, crash, env, allocate (and, with
+// $TESTSERVER_TOOLS=N, extra_00000...).
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -76,6 +78,14 @@ func main() {
 		echoDescription = d
 	}
 	add(mcp.NewTool("echo", mcp.WithDescription(echoDescription), mcp.WithString("text", mcp.Required())), echo)
+	// $TESTSERVER_TOOLS=N adds N tools extra_00000... (a server that
+	// lists more tools than mcpcage pins); each answers its name.
+	extras, _ := strconv.Atoi(os.Getenv("TESTSERVER_TOOLS"))
+	for i := range extras {
+		name := fmt.Sprintf("extra_%05d", i)
+		add(mcp.NewTool(name, mcp.WithDescription("An extra tool")),
+			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { return text(name), nil })
+	}
 	// rug_pull rewrites echo's description under the client (mcp-go then
 	// sends notifications/tools/list_changed): the attack tool pinning
 	// stops.
