@@ -75,3 +75,43 @@ func TestStoreKeysAreBounded(t *testing.T) {
 		t.Fatalf("a key past the bound: %v, want Full", v)
 	}
 }
+
+// A save writes the file without the lock that lookups take: a check and
+// a lookup of another server go on while a save is held before its write.
+func TestSaveDoesNotBlockLookups(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "pins.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := def(t, `{"name":"t"}`)
+	if v, _, _ := s.Check("other", "t", d, false, time.Now()); v != PinnedNew {
+		t.Fatal(v)
+	}
+	if v, _, _ := s.Check("busy", "t", d, false, time.Now()); v != PinnedNew {
+		t.Fatal(v)
+	}
+	stalled, release := make(chan struct{}), make(chan struct{})
+	stallSave = func() { close(stalled); <-release }
+	defer func() { stallSave = func() {} }()
+	saved := make(chan error)
+	go func() { saved <- s.Save() }()
+	<-stalled
+	looked := make(chan bool)
+	go func() {
+		_, ok := s.Get("other", "t")
+		v, _, _ := s.Check("other", "t", d, false, time.Now())
+		looked <- ok && v == Pinned
+	}()
+	select {
+	case ok := <-looked:
+		if !ok {
+			t.Error("the lookups during a save found nothing")
+		}
+	case <-time.After(10 * time.Second): // a deadline, not a wait: it passes at once
+		t.Error("a lookup waited for a save to write the file")
+	}
+	close(release)
+	if err := <-saved; err != nil {
+		t.Fatal(err)
+	}
+}

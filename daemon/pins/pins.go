@@ -275,6 +275,7 @@ func (s *Store) Save() error {
 	s.dirty = err != nil
 	s.mu.Unlock()
 	if err == nil {
+		stallSave()
 		err = s.write(snap)
 	}
 	if err != nil {

@@ -9,6 +9,11 @@ import (
 	"sort"
 )
 
+// stallSave is called by Save after it let go of the lock that Check and
+// Get take, before it writes the file: a no-op that tests replace to hold
+// a save there.
+var stallSave = func() {}
+
 // snapshot is the store's content to write: each key's pins, encoded,
 // in order.
 type snapshot struct {
