@@ -147,7 +147,7 @@ func (p *sessionPolicy) quarantineReason(name string) string {
 	p.mu.Unlock()
 	var what string
 	switch {
-	case listed && seen == overflowDef:
+	case listed && seen == overflowDef, !pinned && p.d.pins.Full(p.s.pinKey):
 		what = fmt.Sprintf("is held back: the server lists more tools than mcpcage pins for one server (%d); an administrator can set pin_policy = \"off\" for it, or have it list fewer tools", pins.MaxTools)
 	case listed && seen == unreadableDef:
 		what = "has a definition that cannot be pinned"

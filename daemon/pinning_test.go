@@ -108,6 +108,12 @@ func TestToolsPastThePinBoundAreHeldBack(t *testing.T) {
 	if !strings.Contains(r, "held back: the server lists more tools than mcpcage pins for one server (1024)") {
 		t.Fatalf("a tool past the bound: %q, want it refused as held back", r)
 	}
+	// Another session, that was not shown the list, is refused too.
+	p = testPolicy(p.d, "gh", "cd", false)
+	p.s.pinKey = p.d.pinKey("gh", 0)
+	if r := call(names[pins.MaxTools+2]); !strings.Contains(r, "held back") {
+		t.Fatalf("a tool past the bound, in a session not shown it: %q, want it refused as held back", r)
+	}
 }
 
 // A tool whose definition cannot be pinned is held back, and its calls

@@ -226,6 +226,15 @@ func (s *Store) room(key, tool string, def Definition) bool {
 	return s.size+len(tool)+len(def.JSON)+len(def.Digest) <= MaxBytes
 }
 
+// Full says whether key's pins are at MaxTools (or the store at MaxKeys
+// or MaxBytes): a tool of key that is not pinned cannot be.
+func (s *Store) Full(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tools, known := s.pins[key]
+	return len(tools) >= MaxTools || !known && len(s.pins) >= MaxKeys || s.size >= MaxBytes
+}
+
 // pinSize is what a pin counts toward MaxBytes.
 func pinSize(tool string, p *Pin) int {
 	n := len(tool) + len(p.Approved.JSON) + len(p.Approved.Digest)
