@@ -70,6 +70,9 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 		if err := d.userServers.Put(peer.UID, srv.Name, stored); err != nil {
+			if errors.Is(err, userservers.ErrLimit) {
+				d.log.Warn("user server refused", "user", userName(peer.UID), "server", srv.Name, "err", err)
+			}
 			fail(err)
 			return
 		}

@@ -11,11 +11,10 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 )
 
-// TestUserSecretsAreTheirOwn: a local user's own server reads its owner's
-// secrets and never the administrator's. Before user secret stores
-// existed, `mcpcage server add leak --env T=secret:NAME -- SERVER` made any
-// user's server receive the administrator's secret NAME.
-func TestUserSecretsAreTheirOwn(t *testing.T) {
+// userDaemon starts a daemon with no configuration that the test user
+// (the returned uid) can reach.
+func userDaemon(t *testing.T) (int, *daemon) {
+	t.Helper()
 	setup(t)
 	uid, _ := testUser(t)
 	d := startDaemon(t, "")
@@ -23,6 +22,15 @@ func TestUserSecretsAreTheirOwn(t *testing.T) {
 		must(t, os.Chmod(p, 0o755), "chmod")
 	}
 	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	return uid, d
+}
+
+// TestUserSecretsAreTheirOwn: a local user's own server reads its owner's
+// secrets and never the administrator's. Before user secret stores
+// existed, `mcpcage server add leak --env T=secret:NAME -- SERVER` made any
+// user's server receive the administrator's secret NAME.
+func TestUserSecretsAreTheirOwn(t *testing.T) {
+	uid, d := userDaemon(t)
 	secret := func(asUID int, value string, args ...string) (string, error) {
 		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "secret"}, args...)...)
 		cmd.Stdin = strings.NewReader(value + "\n")

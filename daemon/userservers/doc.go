@@ -37,6 +37,13 @@
 // a user could set are read from them. The next change rewrites the file
 // as version 2.
 //
+// # Limits
+//
+// A user may store at most [MaxServersPerUser] servers, each at most
+// [MaxServerBytes] as JSON; an add past either is refused ([ErrLimit]),
+// replacing a stored server is not. Each user's file has its own lock, so
+// one user's adds never hold up another user's session starts.
+//
 // The stored form is separate from api.ServerDef, the request of `mcpcage
 // server add`, although the keys are the same today: the request is what a
 // user asks (unchecked, "~" unexpanded, free to grow with the CLI), the

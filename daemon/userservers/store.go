@@ -1,6 +1,7 @@
 package userservers
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,21 +14,64 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 )
 
-// Store is the directory of per-user definitions.
+// Limits of what one user may store: every add reads and rewrites the
+// user's whole file, and the daemon reads it at each of the user's session
+// starts, so the file stays small.
+const (
+	MaxServersPerUser = 64       // servers one user may store
+	MaxServerBytes    = 64 << 10 // one definition, encoded as JSON
+)
+
+// Store is the directory of per-user definitions. Each user's file has a
+// lock of its own: one user's slow add never delays another user's lookup.
 type Store struct {
 	dir string
-	mu  sync.Mutex
+
+	mu    sync.Mutex // guards users
+	users map[uint32]*userLock
+}
+
+// userLock serializes one user's reads and writes; refs counts its holders
+// and waiters, so the entry goes once nobody uses it.
+type userLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 // ErrNotFound is returned for an unknown server.
 var ErrNotFound = errors.New("no such server")
+
+// ErrLimit is returned for an add past [MaxServersPerUser] or
+// [MaxServerBytes].
+var ErrLimit = errors.New("over the limit of servers of your own")
 
 // Open creates the directory (0700) when needed.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("user servers: %w", err)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, users: map[uint32]*userLock{}}, nil
+}
+
+// lock takes uid's lock; the returned function releases it.
+func (s *Store) lock(uid uint32) (unlock func()) {
+	s.mu.Lock()
+	l := s.users[uid]
+	if l == nil {
+		l = &userLock{}
+		s.users[uid] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.users, uid)
+		}
+		s.mu.Unlock()
+	}
 }
 
 func (s *Store) path(uid uint32) string {
@@ -66,8 +110,7 @@ func (s *Store) save(uid uint32, m map[string]Server) error {
 // passes (the rules tightened since it was stored) stays stored, so that
 // it can be removed, but it never runs.
 func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock(uid)()
 	m, err := s.load(uid)
 	if err != nil {
 		return nil, err
@@ -84,16 +127,28 @@ func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 }
 
 // Put stores (or replaces) server name. It refuses a definition that does
-// not validate ([Server.Config]).
+// not validate ([Server.Config]), one larger than [MaxServerBytes] and a
+// new name past [MaxServersPerUser] ([ErrLimit]).
 func (s *Store) Put(uid uint32, name string, srv Server) error {
 	if _, err := srv.Config(name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	b, err := json.Marshal(srv)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxServerBytes {
+		return fmt.Errorf("%w: server %q is %d bytes as stored, and one server may take at most %d (%d KiB): shorten its command, arguments or environment (put large values in a file and mount it)",
+			ErrLimit, name, len(b), MaxServerBytes, MaxServerBytes>>10)
+	}
+	defer s.lock(uid)()
 	m, err := s.load(uid)
 	if err != nil {
 		return err
+	}
+	if _, replace := m[name]; !replace && len(m) >= MaxServersPerUser {
+		return fmt.Errorf("%w: you have %d servers of your own, the most one user may store is %d: remove one (mcpcage server rm NAME) before adding %q",
+			ErrLimit, len(m), MaxServersPerUser, name)
 	}
 	m[name] = srv
 	return s.save(uid, m)
@@ -101,8 +156,7 @@ func (s *Store) Put(uid uint32, name string, srv Server) error {
 
 // Remove deletes a definition.
 func (s *Store) Remove(uid uint32, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock(uid)()
 	m, err := s.load(uid)
 	if err != nil {
 		return err
@@ -116,8 +170,7 @@ func (s *Store) Remove(uid uint32, name string) error {
 
 // List returns uid's servers that can run, sorted by name.
 func (s *Store) List(uid uint32) ([]*config.Server, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.lock(uid)()
 	m, err := s.load(uid)
 	if err != nil {
 		return nil, err
@@ -136,8 +189,6 @@ func (s *Store) List(uid uint32) ([]*config.Server, error) {
 // that cannot be read is an error: the caller must not take its servers'
 // images for unused.
 func (s *Store) Images() ([]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("user servers: %w", err)
@@ -149,7 +200,9 @@ func (s *Store) Images() ([]string, error) {
 		if err != nil || !strings.HasSuffix(e.Name(), ".json") {
 			continue // not a user's file (a temporary one of save)
 		}
+		unlock := s.lock(uint32(uid))
 		m, err := s.load(uint32(uid))
+		unlock()
 		if err != nil {
 			return nil, err
 		}

@@ -2,11 +2,15 @@ package userservers
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/config"
 )
@@ -112,5 +116,101 @@ func TestStoreImages(t *testing.T) {
 	}
 	if got, err := s.Images(); err == nil {
 		t.Fatalf("Images with an unreadable user file = %v, want an error", got)
+	}
+}
+
+// TestStoreLimits: a new name past MaxServersPerUser and a definition
+// larger than MaxServerBytes are refused with a message naming the limit;
+// replacing a stored server and another user's adds still work.
+func TestStoreLimits(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range MaxServersPerUser {
+		if err := s.Put(1000, fmt.Sprintf("s%d", i), Server{Command: []string{"x"}}); err != nil {
+			t.Fatalf("add %d: %v", i, err)
+		}
+	}
+	err = s.Put(1000, "one-more", Server{Command: []string{"x"}})
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("the most one user may store is %d", MaxServersPerUser)) {
+		t.Fatalf("add past the limit: %v", err)
+	}
+	if err := s.Put(1000, "s0", Server{Command: []string{"y"}}); err != nil {
+		t.Fatalf("replacing a stored server at the limit: %v", err)
+	}
+	if err := s.Put(1001, "mine", Server{Command: []string{"x"}}); err != nil {
+		t.Fatalf("another user's add: %v", err)
+	}
+	if err := s.Remove(1000, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(1000, "one-more", Server{Command: []string{"x"}}); err != nil {
+		t.Fatalf("add after a remove: %v", err)
+	}
+
+	big := Server{Command: []string{"x"}, Env: map[string]string{"BIG": strings.Repeat("v", MaxServerBytes)}}
+	err = s.Put(1001, "big", big)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxServerBytes)) {
+		t.Fatalf("add of a %d-byte env: %v", MaxServerBytes, err)
+	}
+	if _, err := s.Get(1001, "big"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("refused server stored: %v", err)
+	}
+}
+
+// TestStoreLookupNotBlocked: while one user's add waits on its file (a
+// FIFO nobody writes yet: the add holds that user's lock, reading), another
+// user's lookup of their own server answers.
+func TestStoreLookupNotBlocked(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(2000, "mine", Server{Command: []string{"x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(s.path(1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	added := make(chan error, 1)
+	go func() { added <- s.Put(1000, "slow", Server{Command: []string{"x"}}) }()
+	// The FIFO opens for writing once the add has it open for reading,
+	// under uid 1000's lock.
+	var w *os.File
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fd, err := unix.Open(s.path(1000), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err == nil {
+			w = os.NewFile(uintptr(fd), "fifo")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the add never opened its file: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := s.Get(2000, "mine"); got <- err }()
+	var lookup error
+	select {
+	case lookup = <-got:
+	case <-time.After(10 * time.Second):
+		t.Error("uid 2000's lookup waited on uid 1000's add")
+		defer func() { // answered once the add is done
+			if err := <-got; err != nil {
+				t.Errorf("lookup: %v", err)
+			}
+		}()
+	}
+	if lookup != nil {
+		t.Errorf("lookup: %v", lookup)
+	}
+	if _, err := w.WriteString(`{"version": 2, "servers": {}}`); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	if err := <-added; err != nil {
+		t.Fatalf("the slow add: %v", err)
 	}
 }
