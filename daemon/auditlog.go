@@ -313,6 +313,29 @@ func (f *followers) publish(e audit.Entry) {
 	}
 }
 
+// auditWriteTimeout is how long an audit query waits for its client to
+// read a frame before it drops the client (a failpoint shortens it).
+var auditWriteTimeout = 30 * time.Second
+
+// auditSender returns how an audit query sends a line to its client: each
+// frame within auditWriteTimeout, so a client that stops reading is
+// dropped (and its slot, its open segment and buffers freed), not waited
+// on for ever. c is nil in tests that write to a buffer.
+func (d *Daemon) auditSender(c *net.UnixConn, fw *api.FrameWriter, peer Peer) func([]byte) error {
+	return func(b []byte) error {
+		if c != nil {
+			if err := c.SetWriteDeadline(time.Now().Add(auditWriteTimeout)); err != nil {
+				return err
+			}
+		}
+		err := fw.Write(api.FrameStdout, b)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			d.log.Warn("audit query dropped: its client read nothing for the write timeout", "user", userName(peer.UID), "timeout", auditWriteTimeout)
+		}
+		return err
+	}
+}
+
 // auditQuery streams the records matching req to the caller, then, with
 // req.All ("follow"), new ones until the caller goes away. Users see their
 // own records; root and the admin group see all.
@@ -356,6 +379,17 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 		}
 		return true
 	}
+	// Every query holds a slot while it streams (a history of the whole
+	// log can take a while, and a client that stops reading holds an open
+	// segment): one user cannot pile them up.
+	release, err := d.auditing.take(peer.UID)
+	if err != nil {
+		d.log.Warn("audit query refused", "user", userName(peer.UID), "err", err)
+		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, d.log)
+		return
+	}
+	defer release()
+	send := d.auditSender(c, fw, peer)
 	var follow chan audit.Record
 	if q.Follow {
 		release, err := d.following.take(peer.UID)
@@ -386,7 +420,7 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 				lastSeq = s
 			}
 			if match(r) {
-				sendErr = fw.Write(api.FrameStdout, append(append(make([]byte, 0, len(line)+1), line...), '\n'))
+				sendErr = send(append(append(make([]byte, 0, len(line)+1), line...), '\n'))
 			}
 			return sendErr
 		})
@@ -418,7 +452,7 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 				continue
 			}
 			if match(m) {
-				if fw.Write(api.FrameStdout, append(b, '\n')) != nil {
+				if send(append(b, '\n')) != nil {
 					return
 				}
 			}

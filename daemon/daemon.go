@@ -39,10 +39,11 @@ var Version = "dev"
 
 // Daemon is a running mcpcaged.
 type Daemon struct {
-	// pending and following bound, per user, connections that have not
-	// sent their request and followers of the audit log and of kernel
-	// events.
+	// pending, auditing and following bound, per user, connections that
+	// have not sent their request, audit queries (history or follow) and
+	// followers of the audit log and of kernel events.
 	pending      uidSlots
+	auditing     uidSlots
 	following    uidSlots
 	sessionSlots uidSlots
 	clientFiles  clientFiles                   // daemon-wide bound of sessions holding a client's files

@@ -21,12 +21,14 @@ type uidSlots struct {
 const (
 	maxPendingPerUID   = 32 // connections that have not sent their request
 	maxFollowersPerUID = 16 // `mcpcage audit --follow` and `mcpcage trace` at once
+	maxAuditPerUID     = 16 // `mcpcage audit` queries, history or --follow, at once
 )
 
 // setUserLimits sets the daemon's per-user bounds.
 func (d *Daemon) setUserLimits() {
 	d.pending.what, d.pending.max = "connections that have not sent their request", maxPendingPerUID
 	d.following.what, d.following.max = "followers of the audit log or of kernel events", maxFollowersPerUID
+	d.auditing.what, d.auditing.max = "audit queries (mcpcage audit)", maxAuditPerUID
 	// Sessions: max_sessions_per_user, read at each take (a reload
 	// changes it). It bounds a user's sandboxes, and the daemon threads
 	// that sessions let go of while their client held a pipe's lock (see
