@@ -298,7 +298,7 @@ func (p *sessionPolicy) recordInfluence(k flow.Kind, name, call string, body []b
 	p.d.audit.AppendAsync(s.influenceRecord(in, content))
 	agent := metrics.Agent(s.agent)
 	for det, n := range in.Found {
-		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "result").Add(float64(n))
+		p.d.metrics.DetectorHits.WithLabelValues(agent, s.serverLabel, det, "result").Add(float64(n))
 	}
 	if !k.Listing() {
 		for _, l := range labels {
@@ -306,7 +306,7 @@ func (p *sessionPolicy) recordInfluence(k flow.Kind, name, call string, body []b
 				continue
 			}
 			if t, ok := s.run.Tainted(l); ok && t.Influence == in.ID {
-				p.d.metrics.FlowTaints.WithLabelValues(agent, s.server, l).Inc()
+				p.d.metrics.FlowTaints.WithLabelValues(agent, s.serverLabel, l).Inc()
 				p.d.audit.AppendAsync(s.taintRecord(t))
 				s.log.Info("agent run tainted", "label", l, "run", s.run.Key, "kind", string(k), "name", name, "found", api.Counts(in.Found))
 			}
@@ -352,7 +352,7 @@ func (p *sessionPolicy) suspect(in flow.Influence, tool string, ms []inject.Matc
 		if i == maxSuspectsShown {
 			break
 		}
-		p.d.metrics.InfluenceSuspect.WithLabelValues(metrics.Agent(s.agent), s.server, string(m.Rule)).Inc()
+		p.d.metrics.InfluenceSuspect.WithLabelValues(metrics.Agent(s.agent), s.serverLabel, string(m.Rule)).Inc()
 		m.Excerpt = p.safeExcerpt(m)
 		p.d.audit.Enqueue(s.suspectRecord(in, tool, m, action), prio)
 	}
@@ -496,7 +496,7 @@ func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []b
 	fo.ev = p.evidence(g, params)
 	agent := metrics.Agent(s.agent)
 	for det, n := range fo.ev.Found {
-		p.d.metrics.DetectorHits.WithLabelValues(agent, s.server, det, "arguments").Add(float64(n))
+		p.d.metrics.DetectorHits.WithLabelValues(agent, s.serverLabel, det, "arguments").Add(float64(n))
 	}
 	fo.applied = flow.Rules(g.cfg.Flows, s.run, p.srv.Labels, fo.ev)
 	if len(fo.applied) == 0 {
@@ -504,7 +504,7 @@ func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []b
 	}
 	top := fo.applied[0]
 	fo.action, fo.reason = top.Action, top.Explain(fo.ev)
-	p.d.metrics.FlowDecisions.WithLabelValues(agent, s.server, string(top.Action)).Inc()
+	p.d.metrics.FlowDecisions.WithLabelValues(agent, s.serverLabel, string(top.Action)).Inc()
 	if top.Action != config.FlowRedact {
 		return fo, nil
 	}
@@ -868,7 +868,7 @@ func (p *sessionPolicy) flowOther(e *wire.Envelope, msg []byte) (relay.Verdict, 
 		what = "the client's response to the server's request"
 	}
 	reason := top.Explain(ev) + "; mcpcage neither asks about nor redacts " + what + ", so it is refused"
-	p.d.metrics.FlowDecisions.WithLabelValues(metrics.Agent(s.agent), s.server, string(config.FlowDeny)).Inc()
+	p.d.metrics.FlowDecisions.WithLabelValues(metrics.Agent(s.agent), s.serverLabel, string(config.FlowDeny)).Inc()
 	if e.Kind != wire.KindResponse {
 		return p.refuse(e, msg, wire.CodeDenied, reason), true
 	}

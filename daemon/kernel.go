@@ -586,9 +586,9 @@ func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string, en
 	// Counted once queued (a scrape that sees a denial sees its record
 	// on its way).
 	agent := metrics.Agent(s.agent)
-	d.metrics.KernelEvents.WithLabelValues(s.server, agent, ke.Type).Inc()
+	d.metrics.KernelEvents.WithLabelValues(s.serverLabel, agent, ke.Type).Inc()
 	if ke.Action != "" {
-		d.metrics.KernelDenied.WithLabelValues(s.server, agent, ke.Type).Inc()
+		d.metrics.KernelDenied.WithLabelValues(s.serverLabel, agent, ke.Type).Inc()
 	}
 }
 

@@ -127,7 +127,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	if !seen { // once per definition and session
 		s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
-		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.server).Inc()
+		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 		p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
 	}
 	return true

@@ -310,7 +310,7 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	}
 	if k == consent.KindTool {
 		p.callCounters.Get(toolDecision{name, c.decision}, func() prometheus.Counter {
-			return p.d.metrics.ToolCalls.WithLabelValues(s.server, metrics.Agent(s.agent), p.d.metrics.Tool(s.server, name), string(c.decision))
+			return p.d.metrics.ToolCalls.WithLabelValues(s.serverLabel, metrics.Agent(s.agent), p.d.metrics.Tool(s.serverLabel, name), string(c.decision))
 		}).Inc()
 	}
 	rec := s.decisionRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues())
@@ -750,7 +750,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 	s := p.s
 	p.d.newCall(s) // the call ended: later opens are not its
 	p.callLatency.Get(c.tool, func() prometheus.Observer {
-		return p.d.metrics.ToolCallDuration.WithLabelValues(s.server, p.d.metrics.Tool(s.server, c.tool))
+		return p.d.metrics.ToolCallDuration.WithLabelValues(s.serverLabel, p.d.metrics.Tool(s.serverLabel, c.tool))
 	}).Observe(lat.Seconds())
 	rec := s.toolResultRecord(c, resultIsError(result), len(result), lat)
 	p.mu.Lock()

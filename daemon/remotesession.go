@@ -152,12 +152,12 @@ func (d *Daemon) startRemote(s *session) error {
 	auth := d.oauth.Authorizer(s.peer.UID, srv.Name, srv.URL, grantAgent, scopes,
 		oauth.ActorClaims{Exe: s.agentP.Exe, SHA256: s.agentP.SHA256, User: s.user}, hc)
 	upstream := d.metrics.RemoteRequests
-	latency := d.metrics.RemoteLatency.WithLabelValues(srv.Name)
+	latency := d.metrics.RemoteLatency.WithLabelValues(s.serverLabel)
 	conn := remote.New(remote.Options{URL: u, Server: srv.Name, HTTP: hc, Auth: auth,
 		SignInLink:      func(context.Context) (string, string, error) { return d.inbandSignIn(s) },
 		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes), Logger: s.log,
 		OnUpstream: func(_ string, status int, took time.Duration) {
-			upstream.WithLabelValues(srv.Name, strconv.Itoa(status/100)+"xx").Inc()
+			upstream.WithLabelValues(s.serverLabel, strconv.Itoa(status/100)+"xx").Inc()
 			latency.Observe(took.Seconds())
 		}})
 	s.remote = &remoteServer{conn: conn, auth: auth, url: u, grant: grantAgent}
@@ -212,7 +212,7 @@ func (s *session) remoteStartRecord() audit.Record {
 
 // announceRemote counts and logs a session with a remote server.
 func (d *Daemon) announceRemote(s *session) {
-	d.metrics.SessionsTotal.WithLabelValues(s.server, metrics.Agent(s.agent)).Inc()
+	d.metrics.SessionsTotal.WithLabelValues(s.serverLabel, metrics.Agent(s.agent)).Inc()
 	s.log.Info("session started", "agent_exe", s.agentP.Exe, "agent_sha256", s.agentP.SHA256, "agent_uid", s.agentP.UID,
 		"remote", s.srv.URLForRecords(), "signin_agent", s.remote.grant, "stdio", s.stdio)
 }

@@ -37,6 +37,7 @@ import (
 type session struct {
 	id              string
 	server          string
+	serverLabel     string         // the server's label in metrics (metrics.Server)
 	srv             *config.Server // the definition the session started with (reloads do not change it)
 	peer            Peer
 	user            string           // the delegating user's name
@@ -183,7 +184,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot start server %q: %v", s.server, err)}, log)
 		return
 	}
-	active := d.metrics.SessionsActive.WithLabelValues(s.server)
+	active := d.metrics.SessionsActive.WithLabelValues(s.serverLabel)
 	active.Inc()
 	defer active.Dec()
 	if s.remote != nil {
@@ -314,7 +315,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 	if ws != nil {
 		id = ws.id // the sandbox was built for this session id
 	}
-	s := &session{id: id, warm: ws, server: srv.Name, srv: srv, peer: peer, start: time.Now(), agentP: ap,
+	s := &session{id: id, warm: ws, server: srv.Name, serverLabel: metrics.Server(srv.Name, srv.Personal), srv: srv, peer: peer, start: time.Now(), agentP: ap,
 		agent: identity.Name(ap, d.agentRules()), user: userName(peer.UID),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.agentInstance = ap.Instance()
@@ -382,8 +383,8 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 	s.policy = &sessionPolicy{d: d, s: s, srv: srv, agent: d.conf().Agents[s.agent], observe: d.conf().Decision(srv) == config.DecisionAllow,
 		ask: askMode(d.conf(), srv), calls: map[string]callStart{}, defs: map[string]string{}, questions: map[string]chan struct{}{}}
 	s.policy.callCounters.Limit, s.policy.callLatency.Limit = sessionMetricChildren, sessionMetricChildren
-	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(srv.Name, "client_to_server"), d.metrics.Messages.WithLabelValues(srv.Name, "server_to_client")}
-	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(srv.Name, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(srv.Name, "server_to_client")}
+	msgs := [2]prometheus.Counter{d.metrics.Messages.WithLabelValues(s.serverLabel, "client_to_server"), d.metrics.Messages.WithLabelValues(s.serverLabel, "server_to_client")}
+	bytesC := [2]prometheus.Counter{d.metrics.MessageBytes.WithLabelValues(s.serverLabel, "client_to_server"), d.metrics.MessageBytes.WithLabelValues(s.serverLabel, "server_to_client")}
 	s.relay = relay.New(relay.Options{
 		Inspector: s.policy,
 		OnMessage: func(dir relay.Direction, n int) {
@@ -538,7 +539,7 @@ func (d *Daemon) announceSession(s *session, params sandbox.Params) {
 	if srv.User == "root" {
 		s.log.Warn("server runs as root inside its sandbox (user = \"root\" in its config)")
 	}
-	d.metrics.SessionsTotal.WithLabelValues(srv.Name, metrics.Agent(s.agent)).Inc()
+	d.metrics.SessionsTotal.WithLabelValues(s.serverLabel, metrics.Agent(s.agent)).Inc()
 	s.log.Info("session started", "agent_exe", ap.Exe, "agent_sha256", ap.SHA256, "agent_uid", ap.UID, "container", s.inst.ID, "pid", s.inst.Pid, "uid", params.UID, "gid", params.GID,
 		"network", srv.Network, "seccomp", srv.Seccomp, "landlock", d.landlockOn, "memory", int64(srv.Memory), "pids", srv.Pids, "stdio", s.stdio, "server_stdio", serverStdio(params), "warm", s.warmStart)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/oauth"
 	"github.com/mcpcage/mcpcage/internal/authanswer"
 )
@@ -118,7 +119,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 				return
 			}
 		}
-		d.metrics.RemoteSignIns.WithLabelValues(srv.Name, "failed").Inc()
+		d.metrics.RemoteSignIns.WithLabelValues(metrics.Server(srv.Name, srv.Personal), "failed").Inc()
 		d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": user, "server": srv.Name, "agent": agent, "reason": err.Error()})
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("cannot sign in to %s: %v", srv.Name, err)}, log)
 	case api.OpLogout:
@@ -141,7 +142,8 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 
 // signedIn counts, records and logs a finished sign-in.
 func (d *Daemon) signedIn(g *oauth.Grant, user string, uid uint32, via string, log *slog.Logger) {
-	d.metrics.RemoteSignIns.WithLabelValues(g.Server, "ok").Inc()
+	_, admins := d.conf().Servers[g.Server] // else the user's own
+	d.metrics.RemoteSignIns.WithLabelValues(metrics.Server(g.Server, !admins), "ok").Inc()
 	if err := d.audit.Append(audit.Record{"type": string(api.RecordSignIn), "user": user, "uid": uid, "server": g.Server,
 		"agent": g.Agent, "signin": g.ID, "issuer": g.Issuer, "resource": g.Resource, "scopes": g.Scopes, "subject": g.Subject,
 		"client_id": g.Client.ID, "expiry": g.Expiry, "via": via}); err != nil {

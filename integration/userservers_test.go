@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
@@ -49,5 +50,41 @@ func TestUserServersLimited(t *testing.T) {
 	// The daemon logs a refusal before it answers.
 	if log := d.log.String(); !strings.Contains(log, "user server refused") || !strings.Contains(log, "big") {
 		t.Errorf("no log line of the refusal:\n%s", log)
+	}
+}
+
+// TestUserServerChurnKeepsSeriesBounded: users name their own servers and
+// add and remove them at will; their metrics all count under one server
+// label, so `server add tN; run tN; server rm tN` leaves no series per
+// name behind.
+func TestUserServerChurnKeepsSeriesBounded(t *testing.T) {
+	uid, d := userDaemon(t)
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	bin := filepath.Join(env.bin, "testserver")
+	const passes = 3
+	for i := range passes {
+		name := fmt.Sprintf("churn%d", i)
+		if out, err := d.cli(t, uid, "server", "add", name, "--", bin); err != nil {
+			t.Fatalf("add %s: %v %s", name, err, out)
+		}
+		c := d.connectAs(t, name, uid)
+		callText(t, c, "echo", map[string]any{"text": "x"})
+		_ = c.Close()
+		if out, err := d.cli(t, uid, "server", "rm", name); err != nil {
+			t.Fatalf("rm %s: %v %s", name, err, out)
+		}
+	}
+	body := scrape(t, st.Metrics)
+	if lines := grepLines(body, `server="churn`); lines != "" {
+		t.Errorf("series named after users' servers:\n%s", lines)
+	}
+	for _, series := range []string{
+		`mcpcage_messages_total{direction="client_to_server",server="(user)"}`,
+		`mcpcage_sessions_total{agent="unknown",server="(user)"}`,
+	} {
+		if got := metricValue(t, body, series); got < passes {
+			t.Errorf("%s = %v, want at least %d (one per pass)\n%s", series, got, passes, grepLines(body, `server="`))
+		}
 	}
 }

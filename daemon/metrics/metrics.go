@@ -1,7 +1,9 @@
 // Package metrics defines mcpcaged's Prometheus metrics and keeps their
-// label sets bounded: agents are registered names or "unknown"; tool names
-// are capped per server (the rest count under "other"), so a hostile
-// server that invents tool names cannot blow up the time series.
+// label sets bounded: agents are registered names or "unknown"; servers are
+// the administrator's names, and every user's own server counts under
+// [UserServers] (users name their servers, add and remove them at will);
+// tool names are capped per server (the rest count under "other"), so a
+// hostile server that invents tool names cannot blow up the time series.
 package metrics
 
 import (
@@ -150,6 +152,21 @@ func New() *Metrics {
 		m.AuditRecordsDropped.WithLabelValues(reason)
 	}
 	return m
+}
+
+// UserServers is the server label of every user's own server (mcpcage
+// server add): their names are the users' to choose and change, so they
+// would make series without bound. No server name begins with "(".
+const UserServers = "(user)"
+
+// Server maps a server to its label: an administrator's server by its
+// name (the configuration bounds those), a user's own (personal) one to
+// [UserServers].
+func Server(name string, personal bool) string {
+	if personal {
+		return UserServers
+	}
+	return name
 }
 
 // Agent maps an agent name to its label: registered names, else "unknown".

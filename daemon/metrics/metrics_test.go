@@ -25,3 +25,23 @@ func TestToolLabelsAreBounded(t *testing.T) {
 		t.Fatal("agent labels")
 	}
 }
+
+// TestUserServersShareOneLabel: users' own servers, however many names
+// come and go, make the series of one server label.
+func TestUserServersShareOneLabel(t *testing.T) {
+	m := New()
+	for i := range 1000 {
+		server := Server(fmt.Sprintf("t%d", i), true)
+		m.Messages.WithLabelValues(server, "client_to_server").Inc()
+		m.ToolCalls.WithLabelValues(server, "unknown", m.Tool(server, "echo"), "allow").Inc()
+	}
+	if n := testutil.CollectAndCount(m.Messages); n != 1 {
+		t.Fatalf("%d message series after 1000 user server names, want 1", n)
+	}
+	if n := len(m.tools); n != 1 {
+		t.Fatalf("%d servers in the tool label table, want 1", n)
+	}
+	if Server("github", false) != "github" || Server("github", true) != UserServers {
+		t.Fatal("an administrator's server keeps its name; a user's is " + UserServers)
+	}
+}
