@@ -16,7 +16,14 @@ import (
 // MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY (a duration) delays the reply that
 // starts a session, once its server runs: what the server writes as it
 // starts then comes before it (TestEarlyStderrComesAfterTheReply).
+//
+// MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT (a duration) replaces the 30 s an
+// audit query waits for a client that reads nothing
+// (TestStalledAuditQueriesBounded).
 func init() {
+	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
+		auditWriteTimeout = d
+	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY")); err == nil && d > 0 {
 		beforeSessionReply = func() { time.Sleep(d) }
 	}
