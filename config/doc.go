@@ -143,7 +143,11 @@
 // Policy keys per server (the admin ceiling no user consent can exceed):
 //
 //	tools_allow       patterns of the only tools that may ever be used [all]
-//	tools_deny        patterns of tools never allowed (wins over allow)
+//	tools_deny        patterns of tools never allowed (wins over allow).
+//	                  Both are globs ('*', '?', "[a-z]", '\' escapes) read
+//	                  as text: '*' crosses '/', so "*delete*" forbids a
+//	                  tool named "repo/delete" too (package consent,
+//	                  MatchText)
 //	default_decision  overrides [daemon] default_decision
 //	allow_sampling    the server may ask the client's model to generate
 //	                  (sampling/createMessage): influence on the agent,

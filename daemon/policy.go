@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -163,13 +162,12 @@ func (p *sessionPolicy) ceiling(k consent.Kind, name string) bool {
 	return k == consent.KindTool && (matchAny(p.srv.ToolsDeny, name) || (len(p.srv.ToolsAllow) > 0 && !matchAny(p.srv.ToolsAllow, name)))
 }
 
+// matchAny reports whether name matches one of the administrator's
+// patterns. They are read as text, '*' crossing '/': "*delete*" must
+// forbid a tool named "repo/delete" too (servers may name tools so), as
+// a ceiling must never be narrower than it reads.
 func matchAny(pats []string, name string) bool {
-	for _, p := range pats {
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(pats, func(p string) bool { return consent.MatchText(p, name) })
 }
 
 // grantCommand is what the user can run to allow the denied request:

@@ -124,6 +124,75 @@ func TestPolicyCeilingAndConsents(t *testing.T) {
 	}
 }
 
+// The administrator's patterns read '*' across '/': a tool a server
+// names "repo/delete" is as forbidden by tools_deny = ["*delete*"] as
+// "delete_repo", whatever the user granted, and is neither listed nor
+// put to the user in ask mode. With path.Match, '*' stopped at '/' and
+// let it past "*delete*" and even "*" (found by a red-team helper).
+func TestCeilingPatternsCrossSlash(t *testing.T) {
+	d := testDaemon(t, `
+[agents.cd]
+exe = ["/opt/cd"]
+[servers.deny]
+command = ["x"]
+tools_deny = ["*delete*"]
+[servers.denyall]
+command = ["x"]
+tools_deny = ["*"]
+[servers.allow]
+command = ["x"]
+tools_allow = ["repo/*", "list_*"]
+`)
+	tests := []struct {
+		server, tool string
+		reason       string // of the ceiling; "" when it allows the tool
+	}{
+		{"deny", "repo/delete", "tools_deny"},
+		{"deny", "github/delete_repo", "tools_deny"},
+		{"deny", "a/b/delete", "tools_deny"},
+		{"deny", "delete_repo", "tools_deny"},
+		{"deny", "repo/list", ""},
+		{"denyall", "repo/list", "tools_deny"},
+		{"denyall", "echo", "tools_deny"},
+		{"allow", "repo/a/b", ""},
+		{"allow", "list_x/y", ""}, // tools_allow reads '*' across '/' too
+		{"allow", "other/list_x", "tools_allow"},
+		{"allow", "repo", "tools_allow"},
+	}
+	// The user grants each tool by its exact name: only the ceiling can
+	// refuse it.
+	for _, tt := range tests {
+		if _, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: tt.server, Tools: []string{tt.tool}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.server+" "+tt.tool, func(t *testing.T) {
+			forbidden := tt.reason != ""
+			p := testPolicy(d, tt.server, "cd", false)
+			if got := p.ceiling(consent.KindTool, tt.tool); got != forbidden {
+				t.Fatalf("ceiling(%q) = %v, want %v", tt.tool, got, forbidden)
+			}
+			call, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": map[string]any{"name": tt.tool}})
+			e, msg := peek(t, string(call))
+			v := p.FromClient(e, msg)
+			if v.Deny != forbidden || (forbidden && !strings.Contains(string(v.Reply), tt.reason)) {
+				t.Fatalf("tools/call %s: verdict %+v (reply %s), want denied = %v for %q", tt.tool, v, v.Reply, forbidden, tt.reason)
+			}
+			list, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 2, "result": map[string]any{"tools": []any{map[string]any{"name": tt.tool}}}})
+			e, msg = peek(t, string(list))
+			if v := p.FromServer(e, msg, "tools/list"); (v.Replace != nil) != forbidden {
+				t.Fatalf("tools/list with %s: rewritten to %s, want it hidden = %v", tt.tool, v.Replace, forbidden)
+			}
+			asking := testPolicy(d, tt.server, "cd", false)
+			asking.ask = true
+			if got := asking.askable(consent.KindTool, tt.tool); got == forbidden {
+				t.Fatalf("ask mode: askable(%q) = %v, want %v", tt.tool, got, !forbidden)
+			}
+		})
+	}
+}
+
 func TestPolicyToolErrorShape(t *testing.T) {
 	b := toolError([]byte(`"a-1"`), "denied \"x\"", relay.EraInitialize)
 	var r struct {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -268,6 +269,59 @@ func TestConsentConditionsBudgetsExpiryCeiling(t *testing.T) {
 	}
 	if names := toolNames(t, c2); contains(names, "env") || !contains(names, "echo") {
 		t.Fatalf("tools/list under the ceiling: %v", names)
+	}
+}
+
+// A tool whose name holds '/' (the TypeScript SDK lets a server name it
+// so) is under the administrator's ceiling as any other: tools_deny =
+// ["*delete*"] hides repo/delete from tools/list and refuses its calls
+// with the reason, whatever the user granted, and ask mode never asks
+// about it. The ceiling's '*' stopped at '/' (path.Match), so the user
+// was asked about, or a grant ran, a tool the administrator forbade
+// (found by a red-team helper).
+func TestCeilingCoversToolNamesWithSlash(t *testing.T) {
+	setup(t)
+	ts := filepath.Join(env.bin, "testserver")
+	const srv = "command = [%q]\ntools_deny = [\"*delete*\"]\nenv = { TESTSERVER_NAMESPACED_TOOLS = \"1\" }\n"
+	d := consentDaemon(t, fmt.Sprintf("[servers.ns]\n"+srv+"[servers.ns-ask]\ndefault_decision = \"ask\"\n"+srv, ts, ts))
+	forbidden := func(server string) string {
+		return fmt.Sprintf(`tool "repo/delete" is forbidden by the administrator ([servers.%s] tools_deny)`, server)
+	}
+
+	// Deny mode: the user's grant of every repo/ tool does not lift it.
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "ns", "--tool", "repo/*")
+	c := d.connect(t, "ns", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, c); contains(names, "repo/delete") || !contains(names, "repo/list") {
+		t.Fatalf("tools/list: %v, want repo/list shown and repo/delete hidden", names)
+	}
+	if text, isErr := callText(t, c, "repo/delete", map[string]any{}); !isErr || !strings.Contains(text, forbidden("ns")) || strings.Contains(text, "mcpcage grant") {
+		t.Fatalf("a call of repo/delete: %q (isError %v), want it refused under tools_deny, with no grant command", text, isErr)
+	}
+	d.record(t, "tool.call", func(r map[string]any) bool {
+		return str(r, "server") == "ns" && str(r, "tool") == "repo/delete" && str(r, "decision") == "deny" && str(r, "reason") == forbidden("ns")
+	})
+	if text, isErr := callText(t, c, "repo/list", map[string]any{}); isErr || text != "ran repo/list" {
+		t.Fatalf("a call of repo/list (granted): %q (isError %v)", text, isErr)
+	}
+
+	// Ask mode: repo/delete is neither shown nor asked about; repo/list
+	// is, which shows this client takes questions.
+	a := &answerer{answer: "once"}
+	ca := d.connectWith(t, "ns-ask", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+	if names := toolNames(t, ca); contains(names, "repo/delete") || !contains(names, "repo/list") {
+		t.Fatalf("ask mode: tools/list: %v, want repo/list shown and repo/delete hidden", names)
+	}
+	if text, isErr := callText(t, ca, "repo/delete", map[string]any{}); !isErr || !strings.Contains(text, forbidden("ns-ask")) {
+		t.Fatalf("ask mode: a call of repo/delete: %q (isError %v), want it refused under tools_deny", text, isErr)
+	}
+	if qs := a.questions(); len(qs) != 0 {
+		t.Fatalf("ask mode: the user was asked about a tool tools_deny forbids: %q", qs[0].Message)
+	}
+	if text, isErr := callText(t, ca, "repo/list", map[string]any{}); isErr || text != "ran repo/list" {
+		t.Fatalf("ask mode: a call of repo/list answered once: %q (isError %v)", text, isErr)
+	}
+	if qs := a.questions(); len(qs) != 1 || !strings.Contains(qs[0].Message, `call tool "repo/list"`) {
+		t.Fatalf("ask mode: questions %v, want one, about repo/list", qs)
 	}
 }
 

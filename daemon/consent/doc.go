@@ -14,7 +14,11 @@
 // means the same): "file:///work/*" covers "file:///work/a/b.txt", "*"
 // covers every resource, "repo://acme/*/README.md" covers the README of
 // every acme repository and of anything deeper. A grant is checked when
-// made: a malformed pattern is refused.
+// made: a malformed pattern is refused. A tool name may hold '/'
+// ("repo/delete"): a grant's "*" does not cover it (a grant covers no
+// more than it reads), while the administrator's tools_allow and
+// tools_deny, matched with MatchText, read '*' across '/' as resource
+// patterns do (a ceiling is no narrower than it reads).
 //
 // Conditions (--when) are CEL expressions that must evaluate to a bool,
 // over these variables:

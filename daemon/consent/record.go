@@ -46,10 +46,19 @@ func patterns(r *Record, k Kind) []string {
 // the package documentation). A malformed pattern matches nothing.
 func Match(k Kind, p, name string) bool {
 	if k == KindResource {
-		ok, err := matchURI(p, name)
-		return err == nil && ok
+		return MatchText(p, name)
 	}
 	ok, err := path.Match(p, name)
+	return err == nil && ok
+}
+
+// MatchText reports whether name matches pattern p read as text: '*'
+// crosses '/' (see the package documentation). Resource patterns match
+// so, and so do the administrator's tools_allow and tools_deny, where a
+// '*' that stopped at '/' would let "repo/delete" past "*delete*". A
+// malformed pattern matches nothing.
+func MatchText(p, name string) bool {
+	ok, err := matchText(p, name)
 	return err == nil && ok
 }
 
@@ -60,10 +69,10 @@ func ValidPattern(p string) bool {
 	return err == nil && p != ""
 }
 
-// matchURI is path.Match with one difference: '*' (and so '**') matches
+// matchText is path.Match with one difference: '*' (and so '**') matches
 // any run of characters, '/' included, and '?' any one character. URIs
 // are not file paths: "file:///work/*" must cover "file:///work/a/b".
-func matchURI(p, name string) (bool, error) {
+func matchText(p, name string) (bool, error) {
 	if _, err := path.Match(p, ""); err != nil {
 		return false, err
 	}

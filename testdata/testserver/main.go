@@ -2,9 +2,10 @@
 // sandbox, as a realistic server and as a hostile one. It is built with
 // mcp-go and serves stdio in both protocol eras.
 //
-// Tools: echo, read_file, write_file, list_dir, http_get, run_command,
-// sleep, big_output, stderr_flood, crash, env, allocate (and, with
-// $TESTSERVER_TOOLS=N, extra_00000...).
+// Tools: echo, rug_pull, read_file, write_file, list_dir, http_get,
+// run_command, ask_client, sleep, big_output, stderr_flood, crash, env,
+// allocate, notify_batch; with $TESTSERVER_NAMESPACED_TOOLS also
+// repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
 package main
 
 import (
@@ -205,6 +206,18 @@ func main() {
 		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			return text(fmt.Sprintf("%s=%s uid=%d gid=%d pid=%d", r.GetString("name", ""), os.Getenv(r.GetString("name", "")), os.Getuid(), os.Getgid(), os.Getpid())), nil
 		})
+
+	// With $TESTSERVER_NAMESPACED_TOOLS set, the server also has tools
+	// whose names hold '/' (as the TypeScript SDK lets a server name
+	// them): repo/list and repo/delete, which only answer.
+	if os.Getenv("TESTSERVER_NAMESPACED_TOOLS") != "" {
+		for _, name := range []string{"repo/list", "repo/delete"} {
+			add(mcp.NewTool(name, mcp.WithDescription("Answer with the tool's name")),
+				func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return text("ran " + r.Params.Name), nil
+				})
+		}
+	}
 
 	var hoard [][]byte
 	add(mcp.NewTool("allocate", mcp.WithDescription("Allocate and touch N MiB inside the server process"), mcp.WithNumber("mib", mcp.Required())),
