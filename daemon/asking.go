@@ -67,9 +67,13 @@ type asked struct {
 // covers no more than the session.
 func (p *sessionPolicy) anyScript() bool { return identity.AnyScript(p.s.agent, p.d.agentRules()) }
 
-// askable reports whether a denied request may be put to the user.
+// askable reports whether a denied request may be put to the user: not
+// beyond the admin ceiling, and not a tool held back from the session
+// (a pin quarantine, or a suspect tool under on_suspect =
+// "quarantine-tool"), which an answer would not free but would leave a
+// consent behind for the tool's later sessions.
 func (p *sessionPolicy) askable(k consent.Kind, name string) bool {
-	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || p.quarantineReason(name) == "")
+	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || (p.quarantineReason(name) == "" && p.suspectReason(name) == ""))
 }
 
 // pinOf is the digest of the definition of tool name the session was
