@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"regexp"
 	"slices"
@@ -167,25 +168,35 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 }
 
 // integerForm is a number written with a fraction or an exponent,
-// written as the integer it is (4111111111111111e0, 5.12448392e8);
-// false when it is not an integer, is written plainly already, or is too
-// long or too large to matter.
+// written as the integer it is (4111111111111111e0, 5.12448392e8) or,
+// when it is not one, as the integer a server that reads doubles holds
+// (4111111111111110.9999 and 41111111111111109999e-4 are the double
+// 4111111111111111); false when it is neither, is written plainly
+// already, or is too long or too large to matter.
 func integerForm(num string) (string, bool) {
 	if len(num) > 64 || !strings.ContainsAny(num, ".eE") {
 		return "", false
 	}
+	exact := true // big.Rat may read it: its exponent is small
 	if k := strings.IndexAny(num, "eE"); k >= 0 {
 		exp, err := strconv.Atoi(strings.TrimPrefix(num[k+1:], "+"))
-		if err != nil || exp > 40 || exp < -40 {
-			return "", false
+		exact = err == nil && exp <= 40 && exp >= -40
+	}
+	if exact {
+		var r big.Rat
+		if _, ok := r.SetString(num); ok && r.IsInt() {
+			return r.Num().String(), true
 		}
 	}
-	var r big.Rat
-	if _, ok := r.SetString(num); !ok || !r.IsInt() {
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v != math.Trunc(v) || math.Abs(v) > maxExactDouble {
 		return "", false
 	}
-	return r.Num().String(), true
+	return strconv.FormatFloat(v, 'f', -1, 64), true
 }
+
+// maxExactDouble is 2^53: every integer up to it is a double, exactly.
+const maxExactDouble = 1 << 53
 
 // contentDigest is the influence's digest: of the bytes the agent got.
 func contentDigest(b []byte) string {

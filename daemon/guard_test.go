@@ -92,6 +92,38 @@ func TestJSONStringsBounded(t *testing.T) {
 	}
 }
 
+// A number is scanned also as the integer a server reading it holds:
+// the integer it is, or else the whole double it rounds to
+// (4111111111111110.9999 is the card number 4111111111111111 to a
+// JavaScript or mcp-go server; found by a red-team helper).
+func TestIntegerForm(t *testing.T) {
+	for _, tc := range []struct {
+		num, want string // want "": not scanned again
+	}{
+		{"4.111111111111111e15", "4111111111111111"},
+		{"41111111111111110e-1", "4111111111111111"},
+		{"4111111111111111.0", "4111111111111111"},
+		{"4111111111111110.9999", "4111111111111111"},
+		{"41111111111111109999e-4", "4111111111111111"},
+		{"-4111111111111110.9999", "-4111111111111111"},
+		{"5555555555554443.6", "5555555555554444"},
+		{"5.12448392e8", "512448392"},
+		{"41111111111111110000000000000000000000000000000000e-34", "4111111111111111"}, // past big.Rat's exponent bound
+		{"9007199254740993.0", "9007199254740993"},                                     // an integer as written: kept as it was
+		{"9007199254740993.5", ""},                                                     // past 2^53 a double is no exact integer
+		{"4111111111111111", ""},                                                       // written plainly already
+		{"1.5", ""},
+		{"1e400", ""},
+		{"1e99999999999999999999", ""},
+		{strings.Repeat("1", 64) + ".0", ""}, // too long
+	} {
+		got, ok := integerForm(tc.num)
+		if ok != (tc.want != "") || got != tc.want {
+			t.Errorf("integerForm(%s) = %q, %v; want %q", tc.num, got, ok, tc.want)
+		}
+	}
+}
+
 func TestFlowCheck(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -110,6 +142,8 @@ func TestFlowCheck(t *testing.T) {
 		{"redact: a card as a number, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111111}}`, config.FlowDeny, false},
 		{"redact: a card as a number with an exponent, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4.111111111111111e15}}`, config.FlowDeny, false},
 		{"redact: a card as a decimal, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":41111111111111110e-1}}`, config.FlowDeny, false},
+		{"redact: a card as a fraction a double rounds, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111110.9999}}`, config.FlowDeny, false},
+		{"redact: a card as an exponent a double rounds, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":41111111111111109999e-4}}`, config.FlowDeny, false},
 		{"redact: past a string of 1 MiB, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("x ", 1<<19) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past 1 MiB of params, cannot", config.FlowRedact, `{"name":"note","arguments":{"a":"` + strings.Repeat("x", 1<<20) + `","b":"ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past the findings one scan returns, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("a@b.example ", 300) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
