@@ -156,6 +156,17 @@ func TestConditions(t *testing.T) {
 		{"syntax error", `args.repo ==`, nil, true, false, false},
 		{"unknown variable", `secret == 1`, nil, true, false, false},
 		{"not a bool", `size(tool)`, nil, true, false, false},
+		// What README says of comparisons across JSON types: an exclusion
+		// passes "true" and 1, which servers coerce to true; a positive
+		// check passes a real false only; an ordering on a string fails.
+		{"exclusion passes a coerced true", `args.recursive != true`, map[string]any{"recursive": "true"}, false, true, false},
+		{"exclusion passes a coerced 1", `args.recursive != true`, map[string]any{"recursive": int64(1)}, false, true, false},
+		{"positive check refuses a string", `args.recursive == false`, map[string]any{"recursive": "false"}, false, false, false},
+		{"positive check refuses 0", `args.recursive == false`, map[string]any{"recursive": int64(0)}, false, false, false},
+		{"positive check passes false", `args.recursive == false`, map[string]any{"recursive": false}, false, true, false},
+		{"typed check refuses a string", `type(args.recursive) == bool && !args.recursive`, map[string]any{"recursive": "false"}, false, false, false},
+		{"optional argument left out", `!has(args.recursive) || args.recursive == false`, map[string]any{}, false, true, false},
+		{"ordering on a string errors", `args.n <= 10`, map[string]any{"n": "3"}, false, false, true},
 		{"too costly", `[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].all(d, [1,2,3,4,5,6,7,8,9,10].all(e, a+b+c+d+e > 0)))))`, nil, false, false, true},
 	}
 	for _, tt := range tests {

@@ -32,5 +32,11 @@
 //
 // e.g. args.repo.startsWith("acme/") && size(args.body) < 10000. They are
 // type-checked when granted and evaluated per call with a cost limit; an
-// evaluation error denies the call.
+// evaluation error denies the call. args is dyn: == and != compare values
+// of different types without error (unequal), while servers may coerce
+// them ("true" and 1 are true to pydantic and mcp-go), so
+// args.recursive != true holds for "recursive":"true". Conditions should
+// check what is allowed (args.recursive == false, or
+// type(args.recursive) == bool && !args.recursive), never exclude what is
+// not; orderings and functions on another type are errors, and deny.
 package consent
