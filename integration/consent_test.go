@@ -226,6 +226,7 @@ func TestConsentAgentsAndUsers(t *testing.T) {
 }
 
 func TestConsentConditionsBudgetsExpiryCeiling(t *testing.T) {
+	setup(t) // env.bin names the test server below
 	d := consentDaemon(t, "[servers.test2]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\ntools_deny = [\"env\"]\n")
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
 	changes := listChanges(t, c, false)
