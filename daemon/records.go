@@ -154,12 +154,22 @@ func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params,
 		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
 		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
 			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Landlock != nil, "mounts": mountList(params), "image": srv.Image,
-			"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns(), "warm": s.warmStart},
+			"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns(), "warm": s.warmStart,
+			"deny_scan_incomplete": denyScanIncomplete(params)},
 		"enforcement":      enforcement,
 		"default_decision": string(def),
 		"stdio":            string(s.stdio),
 		"server_stdio":     serverStdio(params),
 	})
+}
+
+// denyScanIncomplete lists the mounts whose deny_paths search was cut
+// short (an empty list when none was).
+func denyScanIncomplete(p sandbox.Params) []sandbox.IncompleteScan {
+	if p.Denied == nil || len(p.Denied.Incomplete) == 0 {
+		return []sandbox.IncompleteScan{}
+	}
+	return p.Denied.Incomplete
 }
 
 // agentDetail is what a session.start record says of the agent process.

@@ -432,6 +432,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if err := d.checkCommand(srv, params); err != nil {
 		return params, nil, err
 	}
+	s.scanDenied(&params)
 	policy, hosts, refused, err := d.kernelPolicy(ctx, srv)
 	if err != nil {
 		return params, nil, err
@@ -531,6 +532,26 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		hosts = nil
 	}
 	return params, hosts, nil
+}
+
+// scanDenied searches p's mounts for deny_paths entries to mask, once:
+// the spec and the session.start record use the same search. A search
+// cut short is said: a denied entry there may be unmasked, left to the
+// kernel's check alone.
+func (s *session) scanDenied(p *sandbox.Params) {
+	scan := sandbox.ScanDenied(p.Mounts, p.DenyNames)
+	p.Denied = &scan
+	for _, c := range scan.Incomplete {
+		if !c.Reason.Budget() {
+			// Only names deeper than the bound are unread: no content of
+			// the mount can push a shallower one out of the search.
+			s.log.Debug("deny_paths search of a mount stopped at its depth bound", "mount", c.Mount, "depth", sandbox.DenyScanDepth)
+			continue
+		}
+		s.log.Warn("deny_paths search of a mount was cut short: a denied entry there may be unmasked, left to the kernel's kill-on-open check; "+
+			"move bulky or server-written trees out of that mount, or mount a narrower directory",
+			"mount", c.Mount, "reason", c.Reason, "entries", sandbox.DenyScanEntries, "masks", sandbox.DenyScanMasks, "directory_entries", sandbox.DenyScanDirEntries)
+	}
 }
 
 // announceSession counts and logs a session whose server runs.

@@ -495,6 +495,53 @@ func TestDeniedPathMaskedAtLaunch(t *testing.T) {
 	d.waitClean("a masked session")
 }
 
+// A writable mount filled past the launch search's budget (as a server
+// could fill it for the next session, here by the test to be quick)
+// still has its shallow denied entry masked, a mount listed after it is
+// still searched, and the cut is on the record: the session.start
+// record and the spec name the mount.
+func TestDeniedPathMaskedPastAFilledMount(t *testing.T) {
+	dir := project(t)
+	plantKeyAt(t, dir, ".aws/credentials")
+	fill := filepath.Join(dir, "!fill") // sorts before ".aws"
+	// A directory the budget leaves unread after the filler.
+	must(t, os.MkdirAll(filepath.Join(fill, "more"), 0o755), "mkdir")
+	for i := range 20001 {
+		f, err := os.Create(filepath.Join(fill, strconv.Itoa(i)))
+		must(t, err, "create")
+		_ = f.Close()
+	}
+	ro := t.TempDir()
+	must(t, os.Chmod(ro, 0o755), "chmod")
+	plantKey(t, ro)
+	d := startDaemon(t, fmt.Sprintf("[servers.proj]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }, { source = %q, target = \"/ro\" }]\n",
+		filepath.Join(env.bin, "testserver"), dir, ro))
+	spec := d.mustCLI(t, "servers", "show", "proj", "--spec")
+	for _, m := range []string{`"/work/.aws"`, `"/ro/.ssh"`, `org.mcpcage.deny-scan.incomplete`} {
+		if !strings.Contains(spec, m) {
+			t.Fatalf("spec lacks %s:\n%s", m, spec)
+		}
+	}
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	for _, p := range []string{"/work/.aws/credentials", "/ro/.ssh/id_ed25519"} {
+		if got := attack(t, c, "read", p); !strings.HasPrefix(got, "DENIED") || !strings.Contains(got, "no such file") {
+			t.Fatalf("read %s: %q, want DENIED (masked)", p, got)
+		}
+	}
+	start := d.record(t, "session.start", func(map[string]any) bool { return true })
+	sb, _ := start["sandbox"].(map[string]any)
+	cut, _ := sb["deny_scan_incomplete"].([]any)
+	if len(cut) != 1 {
+		t.Fatalf("deny_scan_incomplete = %v, want the one filled mount", sb["deny_scan_incomplete"])
+	}
+	if m, _ := cut[0].(map[string]any); str(m, "mount") != "/work" || str(m, "reason") != "entries" {
+		t.Fatalf("deny_scan_incomplete = %v, want /work cut by its entry budget", cut)
+	}
+	_ = c.Close() // the shim's exit is waited for below
+	c.shimExit(t)
+	d.waitClean("a session past a filled mount")
+}
+
 // A symlink to a denied directory (made in the server's private home)
 // and a hard link or a swap of names (RENAME_EXCHANGE) through it by
 // absolute names: both are refused, and nothing is left on the host. A rename through the symlink ends the

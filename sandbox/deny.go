@@ -1,7 +1,8 @@
 package sandbox
 
 import (
-	"io/fs"
+	"errors"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -11,81 +12,162 @@ import (
 
 // Bounds of the search for denied paths under a sandbox's mounts: a deep
 // or huge tree is searched only so far, and what lies beyond is left to
-// the kernel's check (deny_paths kill-on-open).
+// the kernel's check (deny_paths kill-on-open). Every bound is per mount,
+// so what one mount holds (a writable one the server filled) cannot use
+// up the search of another.
 const (
-	DenyScanDepth   = 6     // directory levels below each mount source
-	DenyScanEntries = 20000 // directory entries read, all mounts together
-	DenyScanMasks   = 64    // masked paths per sandbox
+	DenyScanDepth      = 6      // directory levels below each mount source
+	DenyScanEntries    = 20000  // directory entries read per mount (a directory once read is checked whole)
+	DenyScanDirEntries = 100000 // entries checked per directory; beyond them a directory's names are not read
+	DenyScanMasks      = 64     // masked paths per mount
 )
 
-// DeniedPaths returns the sandbox paths of the entries named in names
-// (deny_paths components, e.g. ".ssh") that exist now under the sources
-// of mounts, for masking in the sandbox's mount namespace; complete is
-// false when a bound above cut the search short. A mount whose host
-// source has a denied component is masked whole. Symbolic links are
-// neither followed nor masked (the kernel resolves them, and checks the
-// file they lead to).
-func DeniedPaths(mounts []BindMount, names []string) (masks []string, complete bool) {
+// ScanCut says why the search of a mount stopped short.
+type ScanCut string
+
+const (
+	// ScanCutDepth: a directory lies more than DenyScanDepth levels below
+	// the source; only names deeper than that were not read, which no
+	// content of the mount can change.
+	ScanCutDepth ScanCut = "depth"
+	// ScanCutEntries: the mount's entry budget ran out; directories at
+	// the deepest level read (and below) were not all read.
+	ScanCutEntries ScanCut = "entries"
+	// ScanCutDirectory: a directory holds more than DenyScanDirEntries
+	// entries; the rest of its names were not read.
+	ScanCutDirectory ScanCut = "directory"
+	// ScanCutMasks: more than DenyScanMasks denied entries were found.
+	ScanCutMasks ScanCut = "masks"
+)
+
+// Budget reports whether c is a budget running out, which the contents of
+// a mount can force (unlike the depth bound, which only leaves names
+// deeper than it unread).
+func (c ScanCut) Budget() bool { return c != ScanCutDepth }
+
+// IncompleteScan is a mount whose search was cut short.
+type IncompleteScan struct {
+	Mount  string  `json:"mount"`  // the mount's target in the sandbox
+	Reason ScanCut `json:"reason"` // the first budget that ran out, else depth
+}
+
+// AnnotationDenyScanIncomplete is the spec annotation that lists, as
+// JSON ([]IncompleteScan), the mounts whose search was cut short; absent
+// when every search was complete.
+const AnnotationDenyScanIncomplete = "org.mcpcage.deny-scan.incomplete"
+
+// DenyScan is what ScanDenied found.
+type DenyScan struct {
+	// Masks are the sandbox paths to mask, sorted.
+	Masks []string
+	// Incomplete are the mounts, in the order given, whose search was
+	// cut short: a denied entry may exist there unmasked (the kernel's
+	// check remains).
+	Incomplete []IncompleteScan
+}
+
+// ScanDenied searches the sources of mounts for entries named in names
+// (deny_paths components, e.g. ".ssh") for masking in the sandbox's
+// mount namespace. A mount whose host source has a denied component is
+// masked whole. Symbolic links are neither followed nor masked (the
+// kernel resolves them, and checks the file they lead to).
+//
+// Each mount is searched breadth first, so every denied name at one
+// depth is found before any directory one level deeper is read: filling
+// a mount with entries cannot hide a denied name shallower than the
+// filler. A directory once read is checked whole (up to
+// DenyScanDirEntries), and each mount has its own budgets.
+func ScanDenied(mounts []BindMount, names []string) DenyScan {
+	var out DenyScan
 	if len(names) == 0 {
-		return nil, true
+		return out
 	}
 	denied := map[string]bool{}
 	for _, n := range names {
 		denied[n] = true
 	}
-	complete = true
-	entries := 0
-	add := func(p string) bool {
-		if len(masks) >= DenyScanMasks {
-			complete = false
-			return false
-		}
-		masks = append(masks, p)
-		return true
-	}
 	for _, m := range mounts {
 		src := filepath.Clean(m.Source)
 		if hasComponent(src, denied) {
-			if !add(m.Target) {
-				break
-			}
+			out.Masks = append(out.Masks, m.Target)
 			continue
 		}
-		// The walk returns no error of its own: an unreadable entry is
-		// skipped, and the kernel check still covers it.
-		_ = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil // unreadable: the kernel check stays
-			}
-			if p == src {
-				return nil
-			}
-			if entries++; entries > DenyScanEntries {
-				complete = false
-				return fs.SkipAll
-			}
-			rel, _ := filepath.Rel(src, p)
-			if denied[d.Name()] && d.Type()&os.ModeSymlink == 0 {
-				if !add(path.Join(m.Target, filepath.ToSlash(rel))) {
-					return fs.SkipAll
-				}
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			if d.IsDir() && strings.Count(rel, string(filepath.Separator)) >= DenyScanDepth-1 {
-				complete = false
-				return fs.SkipDir
-			}
-			return nil
-		})
-		if len(masks) >= DenyScanMasks || entries > DenyScanEntries {
-			break
+		masks, cut := scanMount(src, m.Target, denied)
+		out.Masks = append(out.Masks, masks...)
+		if cut != "" {
+			out.Incomplete = append(out.Incomplete, IncompleteScan{Mount: m.Target, Reason: cut})
 		}
 	}
-	sort.Strings(masks)
-	return masks, complete
+	sort.Strings(out.Masks)
+	return out
+}
+
+// scanMount searches one source breadth first; cut is "" when the
+// search was complete.
+func scanMount(src, target string, denied map[string]bool) (masks []string, cut ScanCut) {
+	note := func(c ScanCut) {
+		if cut == "" || cut == ScanCutDepth {
+			cut = c
+		}
+	}
+	level := []string{"."} // directories to read, relative to src
+	entries := 0
+	for depth := 0; len(level) > 0; depth++ {
+		if depth >= DenyScanDepth {
+			note(ScanCutDepth)
+			break
+		}
+		var next []string
+		for _, rel := range level {
+			if entries >= DenyScanEntries {
+				note(ScanCutEntries)
+				return masks, cut
+			}
+			ents, full := readDirBounded(filepath.Join(src, rel))
+			if !full {
+				note(ScanCutDirectory)
+			}
+			entries += len(ents)
+			for _, e := range ents {
+				r := path.Join(rel, e.Name())
+				switch {
+				case e.Type()&os.ModeSymlink != 0:
+				case denied[e.Name()]:
+					if len(masks) >= DenyScanMasks {
+						note(ScanCutMasks)
+						return masks, cut
+					}
+					masks = append(masks, path.Join(target, r))
+				case e.IsDir():
+					next = append(next, r)
+				}
+			}
+		}
+		level = next
+	}
+	return masks, cut
+}
+
+// readDirBounded reads up to DenyScanDirEntries entries of dir, sorted by
+// name; full is false when it holds more. An unreadable directory reads
+// as empty: the kernel check stays.
+func readDirBounded(dir string) (ents []os.DirEntry, full bool) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, true
+	}
+	defer func() { _ = f.Close() }()
+	// An error midway keeps the entries read before it.
+	ents, err = f.ReadDir(DenyScanDirEntries + 1)
+	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
+		return nil, true
+	}
+	full = len(ents) <= DenyScanDirEntries
+	if !full {
+		ents = ents[:DenyScanDirEntries]
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+	return ents, full
 }
 
 func hasComponent(p string, names map[string]bool) bool {

@@ -25,16 +25,16 @@ func TestDeniedPaths(t *testing.T) {
 	}
 	keys := filepath.Join(src, ".ssh")
 	mounts := []BindMount{{Source: src, Target: "/work"}, {Source: keys, Target: "/keys"}}
-	masks, complete := DeniedPaths(mounts, []string{".ssh", ".aws", ".gnupg"})
+	scan := ScanDenied(mounts, []string{".ssh", ".aws", ".gnupg"})
 	want := []string{"/keys", "/work/.ssh", "/work/a/b/.aws", "/work/x/.gnupg"}
-	if !slices.Equal(masks, want) {
-		t.Fatalf("masks = %q, want %q", masks, want)
+	if !slices.Equal(scan.Masks, want) {
+		t.Fatalf("masks = %q, want %q", scan.Masks, want)
 	}
-	if complete {
-		t.Fatal("a .ssh below the depth bound was not reported as a cut-short search")
+	if want := []IncompleteScan{{Mount: "/work", Reason: ScanCutDepth}}; !slices.Equal(scan.Incomplete, want) {
+		t.Fatalf("incomplete = %v, want %v (a .ssh below the depth bound)", scan.Incomplete, want)
 	}
-	if masks, complete := DeniedPaths(mounts[:1], nil); masks != nil || !complete {
-		t.Fatalf("no rules: %q %v", masks, complete)
+	if scan := ScanDenied(mounts[:1], nil); scan.Masks != nil || scan.Incomplete != nil {
+		t.Fatalf("no rules: %+v", scan)
 	}
 	spec, err := BuildSpec(Params{Args: []string{"/bin/true"}, Rootfs: "/r", Mounts: mounts, DenyNames: []string{".ssh"}})
 	if err != nil {

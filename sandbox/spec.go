@@ -36,10 +36,13 @@ type Params struct {
 	// read-only, both inside the sandbox.
 	Hidden, Readonly []string
 	// DenyNames are the deny_paths components (".ssh"): entries of that
-	// name found under the mount sources when the spec is built are
-	// masked too (see DeniedPaths for the bounds), so the kernel's check
-	// is the second line for them, not the only one.
+	// name found under the mount sources are masked too (see ScanDenied
+	// for the bounds), so the kernel's check is the second line for
+	// them, not the only one.
 	DenyNames []string
+	// Denied, when set, is the search for DenyNames already done (the
+	// session reports what it could not search); nil: BuildSpec searches.
+	Denied *DenyScan
 	// Limits.
 	MemoryBytes int64
 	Pids        int64
@@ -141,6 +144,7 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 		}
 		env = append(env, "MCPCAGE_LANDLOCK="+string(b))
 	}
+	denied := p.DenyScan()
 	s := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: p.Hostname,
@@ -158,7 +162,7 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 		Linux: &specs.Linux{
 			CgroupsPath:   p.CgroupsPath,
 			Namespaces:    linuxNamespaces(p.HostNetwork),
-			MaskedPaths:   sortedUnion(maskedPaths, AlwaysHidden, p.Hidden, deniedMasks(p)),
+			MaskedPaths:   sortedUnion(maskedPaths, AlwaysHidden, p.Hidden, denied.Masks),
 			ReadonlyPaths: sortedUnion(readonlyPaths, p.Readonly),
 			Resources: &specs.LinuxResources{
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
@@ -166,6 +170,13 @@ func BuildSpec(p Params) (*specs.Spec, error) {
 			Devices: defaultDevices(),
 			Seccomp: seccomp,
 		},
+	}
+	if len(denied.Incomplete) > 0 {
+		b, err := json.Marshal(denied.Incomplete)
+		if err != nil {
+			return nil, fmt.Errorf("encode incomplete deny_paths search: %w", err)
+		}
+		s.Annotations = map[string]string{AnnotationDenyScanIncomplete: string(b)}
 	}
 	r := s.Linux.Resources
 	if p.MemoryBytes > 0 {
@@ -269,10 +280,13 @@ func linuxNamespaces(hostNetwork bool) []specs.LinuxNamespace {
 	return ns
 }
 
-// deniedMasks are the denied paths present under p's mounts now.
-func deniedMasks(p Params) []string {
-	masks, _ := DeniedPaths(p.Mounts, p.DenyNames)
-	return masks
+// DenyScan is p.Denied, or the search for p.DenyNames under p's mounts
+// now.
+func (p Params) DenyScan() DenyScan {
+	if p.Denied != nil {
+		return *p.Denied
+	}
+	return ScanDenied(p.Mounts, p.DenyNames)
 }
 
 func sortedUnion(lists ...[]string) []string {

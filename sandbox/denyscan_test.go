@@ -1,0 +1,124 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// mkdirs creates dirs (relative to root).
+func mkdirs(t *testing.T, root string, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fill creates n empty files in dir.
+func fill(t *testing.T, dir string, n int) {
+	t.Helper()
+	mkdirs(t, dir, ".")
+	for i := range n {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+	}
+}
+
+var denyNames = []string{".ssh", ".aws", ".gnupg"}
+
+// A writable mount filled past the entry budget (decoys in a directory
+// that sorts before the denied one) neither hides its own shallow denied
+// entry nor the search of a mount listed after it; the cut is reported.
+func TestScanDeniedBudgetPerMount(t *testing.T) {
+	scratch, home := t.TempDir(), t.TempDir()
+	mkdirs(t, scratch, ".aws")
+	fill(t, filepath.Join(scratch, "!fill"), DenyScanEntries+1)
+	mkdirs(t, scratch, "!fill/sub/.ssh") // past the budget: not found
+	mkdirs(t, home, ".ssh", "src/.gnupg")
+	mounts := []BindMount{{Source: scratch, Target: "/scratch", Writable: true}, {Source: home, Target: "/home/u"}}
+	scan := ScanDenied(mounts, denyNames)
+	if want := []string{"/home/u/.ssh", "/home/u/src/.gnupg", "/scratch/.aws"}; !slices.Equal(scan.Masks, want) {
+		t.Errorf("masks = %q, want %q", scan.Masks, want)
+	}
+	if want := []IncompleteScan{{Mount: "/scratch", Reason: ScanCutEntries}}; !slices.Equal(scan.Incomplete, want) {
+		t.Errorf("incomplete = %v, want %v", scan.Incomplete, want)
+	}
+}
+
+// Decoys in a sibling directory that sorts first cannot hide a denied
+// name nearer the source: every name at one depth is checked before any
+// directory one level deeper is read.
+func TestScanDeniedBreadthFirst(t *testing.T) {
+	src := t.TempDir()
+	// 64 decoy masks, then more entries than the budget, all under "!a",
+	// which sorts before "b".
+	for i := range DenyScanMasks {
+		mkdirs(t, src, fmt.Sprintf("!a/%02d/x/.ssh", i))
+	}
+	fill(t, filepath.Join(src, "!a", "!fill"), DenyScanEntries)
+	// Both at depths above the decoys and the filler's entries (3).
+	mkdirs(t, src, "b/.aws", "c/.gnupg")
+	scan := ScanDenied([]BindMount{{Source: src, Target: "/work", Writable: true}}, denyNames)
+	for _, want := range []string{"/work/b/.aws", "/work/c/.gnupg"} {
+		if !slices.Contains(scan.Masks, want) {
+			t.Errorf("%s not masked; masks %q", want, scan.Masks)
+		}
+	}
+	if len(scan.Incomplete) != 1 || !scan.Incomplete[0].Reason.Budget() {
+		t.Errorf("incomplete = %v, want /work cut by a budget", scan.Incomplete)
+	}
+}
+
+// Masks are counted per mount, and more denied entries than the bound is
+// a cut reported for that mount only.
+func TestScanDeniedMasksPerMount(t *testing.T) {
+	decoys, home := t.TempDir(), t.TempDir()
+	for i := range DenyScanMasks + 1 {
+		mkdirs(t, decoys, fmt.Sprintf("%02d/.ssh", i))
+	}
+	mkdirs(t, home, "z/.ssh")
+	scan := ScanDenied([]BindMount{{Source: decoys, Target: "/a", Writable: true}, {Source: home, Target: "/b"}}, denyNames)
+	if !slices.Contains(scan.Masks, "/b/z/.ssh") {
+		t.Errorf("/b/z/.ssh not masked after another mount's %d decoys", DenyScanMasks+1)
+	}
+	if n := len(scan.Masks); n != DenyScanMasks+1 {
+		t.Errorf("%d masks, want %d", n, DenyScanMasks+1)
+	}
+	if want := []IncompleteScan{{Mount: "/a", Reason: ScanCutMasks}}; !slices.Equal(scan.Incomplete, want) {
+		t.Errorf("incomplete = %v, want %v", scan.Incomplete, want)
+	}
+}
+
+// The spec names the mounts whose search was cut short, and only when
+// there are any.
+func TestSpecAnnotatesIncompleteScan(t *testing.T) {
+	src := t.TempDir()
+	mkdirs(t, src, "a/b/c/d/e/f/g")
+	p := Params{Args: []string{"/bin/true"}, Rootfs: "/r", Mounts: []BindMount{{Source: src, Target: "/work"}}, DenyNames: denyNames}
+	s, err := BuildSpec(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []IncompleteScan
+	if err := json.Unmarshal([]byte(s.Annotations[AnnotationDenyScanIncomplete]), &got); err != nil {
+		t.Fatalf("annotation %q: %v", s.Annotations[AnnotationDenyScanIncomplete], err)
+	}
+	if want := []IncompleteScan{{Mount: "/work", Reason: ScanCutDepth}}; !slices.Equal(got, want) {
+		t.Errorf("annotation = %v, want %v", got, want)
+	}
+	p.Denied = &DenyScan{Masks: []string{"/work/.ssh"}}
+	if s, err = BuildSpec(p); err != nil {
+		t.Fatal(err)
+	}
+	if s.Annotations != nil || !slices.Contains(s.Linux.MaskedPaths, "/work/.ssh") {
+		t.Errorf("with a search done: annotations %v, masks %q", s.Annotations, s.Linux.MaskedPaths)
+	}
+}
