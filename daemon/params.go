@@ -192,6 +192,9 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 				return sandbox.Params{}, fmt.Errorf("mount source %s: %w", src, err)
 			}
 		}
+		if (!admin || inHome) && who.UID == peer.UID && who.GID == peer.GID && peer.UID != 0 {
+			bm.Viewer = viewerOf(peer)
+		}
 		p.Mounts = append(p.Mounts, bm)
 	}
 	if d.landlockOn {
@@ -251,6 +254,14 @@ func pinSource(src string, peer Peer, writable bool) (sandbox.BindMount, error) 
 		return sandbox.BindMount{}, fmt.Errorf("mount source %s: %w", src, err)
 	}
 	return sandbox.BindMount{Source: where, Writable: writable, Pin: f}, nil
+}
+
+// viewerOf is peer as the deny_paths search of a mount they chose sees
+// them: what they cannot reach their server (running as them) cannot
+// either, and is not searched, so the masks show them no name from it.
+func viewerOf(peer Peer) *sandbox.Cred {
+	c := userservers.CredOf(peer.UID, peer.GID)
+	return &sandbox.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups}
 }
 
 // closePins closes the pinned mount sources of p (O_PATH descriptors:

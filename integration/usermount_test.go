@@ -347,3 +347,39 @@ func TestUserMountUnderTmp(t *testing.T) {
 		})
 	}
 }
+
+// A user's mount over another user's private directory: the launch's
+// deny_paths search sees what the user reaches, so a denied entry in
+// their own tree is masked, and the masks (in the spec they may print and
+// the sandbox's mountinfo) name nothing inside the private directory.
+func TestUserMountDenySearchSeesAsTheUser(t *testing.T) {
+	f := newUserFixture(t)
+	dir := f.own(t, "denyview")
+	private := filepath.Join(dir, "other", "clients", "acme-corp-private", ".aws")
+	must(t, os.MkdirAll(private, 0o755), "mkdir %s", private)
+	must(t, os.Chmod(filepath.Join(dir, "other"), 0o700), "close other") // root's
+	mine := filepath.Join(dir, "mine", ".ssh")
+	must(t, os.MkdirAll(mine, 0o755), "mkdir %s", mine)
+	for _, p := range []string{filepath.Dir(mine), mine} {
+		must(t, os.Chown(p, f.uid2, f.uid2), "chown %s", p)
+	}
+	if out, err := f.add(t, "denyview", dir+":/data"); err != nil {
+		t.Fatalf("server add: %v %s", err, out)
+	}
+	spec, err := f.d.cli(t, f.uid2, "servers", "show", "denyview", "--spec")
+	if err != nil {
+		t.Fatalf("servers show --spec: %v %s", err, spec)
+	}
+	if !strings.Contains(spec, `"/data/mine/.ssh"`) || strings.Contains(spec, "acme-corp-private") {
+		t.Fatalf("spec: want /data/mine/.ssh masked and no name from the private directory:\n%s", spec)
+	}
+	r, failed := f.launch(t, "denyview")
+	if r == nil {
+		t.Fatalf("launch refused: %s", failed)
+	}
+	defer r.end()
+	mi, isErr := r.call("read_file", map[string]any{"path": "/proc/self/mountinfo"})
+	if isErr || !strings.Contains(mi, "/data/mine/.ssh") || strings.Contains(mi, "acme-corp-private") {
+		t.Fatalf("mountinfo (error %v): want /data/mine/.ssh masked and no name from the private directory:\n%s", isErr, mi)
+	}
+}

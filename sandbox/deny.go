@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -38,12 +39,19 @@ const (
 	ScanCutDirectory ScanCut = "directory"
 	// ScanCutMasks: more than DenyScanMasks denied entries were found.
 	ScanCutMasks ScanCut = "masks"
+	// ScanCutUnlisted: the mount's user may search a directory but not
+	// read it (and does not own it): only the denied names were looked
+	// up there, its subdirectories were not searched.
+	ScanCutUnlisted ScanCut = "unlisted"
 )
 
 // Budget reports whether c is a budget running out, which the contents of
 // a mount can force (unlike the depth bound, which only leaves names
-// deeper than it unread).
-func (c ScanCut) Budget() bool { return c != ScanCutDepth }
+// deeper than it unread, and an unlisted directory, which the mount's
+// user, and so its server, cannot make).
+func (c ScanCut) Budget() bool {
+	return c == ScanCutEntries || c == ScanCutDirectory || c == ScanCutMasks
+}
 
 // IncompleteScan is a mount whose search was cut short.
 type IncompleteScan struct {
@@ -92,7 +100,7 @@ func ScanDenied(mounts []BindMount, names []string) DenyScan {
 			out.Masks = append(out.Masks, m.Target)
 			continue
 		}
-		masks, cut := scanMount(src, m.Target, denied)
+		masks, cut := scanMountAs(m.Viewer, src, m.Target, denied)
 		out.Masks = append(out.Masks, masks...)
 		if cut != "" {
 			out.Incomplete = append(out.Incomplete, IncompleteScan{Mount: m.Target, Reason: cut})
@@ -102,9 +110,25 @@ func ScanDenied(mounts []BindMount, names []string) DenyScan {
 	return out
 }
 
+// scanMountAs is scanMount as seen by the user c (nil: the daemon): a
+// directory the user cannot reach is not searched, so its names are
+// neither masked (the server cannot reach them either) nor shown to the
+// user in the masks. Where the user's view cannot be taken (the daemon
+// lacks CAP_SETUID), the daemon's is: masks come first.
+func scanMountAs(c *Cred, src, target string, denied map[string]bool) ([]string, ScanCut) {
+	var v *viewer
+	if c != nil {
+		var err error
+		if v, err = newViewer(*c); err == nil {
+			defer v.close()
+		}
+	}
+	return scanMount(v, src, target, denied)
+}
+
 // scanMount searches one source breadth first; cut is "" when the
 // search was complete.
-func scanMount(src, target string, denied map[string]bool) (masks []string, cut ScanCut) {
+func scanMount(v *viewer, src, target string, denied map[string]bool) (masks []string, cut ScanCut) {
 	note := func(c ScanCut) {
 		if cut == "" || cut == ScanCutDepth {
 			cut = c
@@ -123,9 +147,12 @@ func scanMount(src, target string, denied map[string]bool) (masks []string, cut 
 				note(ScanCutEntries)
 				return masks, cut
 			}
-			ents, full := readDirBounded(filepath.Join(src, rel))
-			if !full {
+			ents, how := readDirBounded(v, filepath.Join(src, rel), denied)
+			switch how {
+			case dirCut:
 				note(ScanCutDirectory)
+			case dirNamesOnly:
+				note(ScanCutUnlisted)
 			}
 			entries += len(ents)
 			for _, e := range ents {
@@ -148,26 +175,55 @@ func scanMount(src, target string, denied map[string]bool) (masks []string, cut 
 	return masks, cut
 }
 
+// dirRead says how much of a directory readDirBounded read.
+type dirRead int
+
+const (
+	dirWhole     dirRead = iota // every entry (or none the user can reach)
+	dirCut                      // the first DenyScanDirEntries entries
+	dirNamesOnly                // the denied names only (see ScanCutUnlisted)
+)
+
 // readDirBounded reads up to DenyScanDirEntries entries of dir, sorted by
-// name; full is false when it holds more. An unreadable directory reads
-// as empty: the kernel check stays.
-func readDirBounded(dir string) (ents []os.DirEntry, full bool) {
+// name, as far as v (nil: the daemon) reaches. An unreadable directory
+// reads as empty: the kernel check stays.
+func readDirBounded(v *viewer, dir string, denied map[string]bool) ([]os.DirEntry, dirRead) {
 	f, err := os.Open(dir)
 	if err != nil {
-		return nil, true
+		return nil, dirWhole
 	}
 	defer func() { _ = f.Close() }()
-	// An error midway keeps the entries read before it.
-	ents, err = f.ReadDir(DenyScanDirEntries + 1)
-	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
-		return nil, true
+	if v != nil {
+		switch v.reach(f) {
+		case reachNone:
+			return nil, dirWhole
+		case reachNames:
+			return lookUp(dir, denied), dirNamesOnly
+		}
 	}
-	full = len(ents) <= DenyScanDirEntries
-	if !full {
-		ents = ents[:DenyScanDirEntries]
+	// An error midway keeps the entries read before it.
+	ents, err := f.ReadDir(DenyScanDirEntries + 1)
+	if err != nil && !errors.Is(err, io.EOF) && len(ents) == 0 {
+		return nil, dirWhole
+	}
+	how := dirWhole
+	if len(ents) > DenyScanDirEntries {
+		ents, how = ents[:DenyScanDirEntries], dirCut
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	return ents, full
+	return ents, how
+}
+
+// lookUp returns the entries of dir named in denied, sorted.
+func lookUp(dir string, denied map[string]bool) []os.DirEntry {
+	var ents []os.DirEntry
+	for name := range denied {
+		if fi, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			ents = append(ents, fs.FileInfoToDirEntry(fi))
+		}
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
+	return ents
 }
 
 func hasComponent(p string, names map[string]bool) bool {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // mkdirs creates dirs (relative to root).
@@ -120,5 +122,47 @@ func TestSpecAnnotatesIncompleteScan(t *testing.T) {
 	}
 	if s.Annotations != nil || !slices.Contains(s.Linux.MaskedPaths, "/work/.ssh") {
 		t.Errorf("with a search done: annotations %v, masks %q", s.Annotations, s.Linux.MaskedPaths)
+	}
+}
+
+// A user's mount source over other users' directories: the search sees
+// what the user reaches (their own directories whatever the mode, others'
+// as the kernel lets them), so the masks (shown to the user in the spec
+// and the sandbox's mountinfo) name nothing inside a directory they may
+// not enter, and miss nothing the server, running as them, can open.
+func TestScanDeniedAsTheMountsUser(t *testing.T) {
+	testenv.RequireRoot(t)
+	const alice, bob = 4343, 4242
+	base := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(base, 0o755))
+	mkdirs(t, base, "bob/clients/acme-corp/.aws", "shared/.aws", "shared/sub/.gnupg", "public/.ssh", "alice/.ssh")
+	must(filepath.Walk(base, func(p string, _ os.FileInfo, err error) error {
+		if err != nil || p == base {
+			return err
+		}
+		return os.Lchown(p, bob, bob)
+	}))
+	must(os.Lchown(filepath.Join(base, "alice"), alice, alice))
+	must(os.Chmod(filepath.Join(base, "bob"), 0o700))
+	must(os.Chmod(filepath.Join(base, "shared"), 0o711))
+	must(os.Chmod(filepath.Join(base, "alice"), 0o000)) // hers: she may chmod it
+	m := []BindMount{{Source: base, Target: "/h", Viewer: &Cred{UID: alice, GID: alice}}}
+	scan := ScanDenied(m, denyNames)
+	if want := []string{"/h/alice/.ssh", "/h/public/.ssh", "/h/shared/.aws"}; !slices.Equal(scan.Masks, want) {
+		t.Errorf("masks = %q, want %q", scan.Masks, want)
+	}
+	if want := []IncompleteScan{{Mount: "/h", Reason: ScanCutUnlisted}}; !slices.Equal(scan.Incomplete, want) {
+		t.Errorf("incomplete = %v, want %v", scan.Incomplete, want)
+	}
+	// The daemon's own view (an administrator's mount) is the whole tree.
+	m[0].Viewer = nil
+	if scan := ScanDenied(m, denyNames); !slices.Contains(scan.Masks, "/h/bob/clients/acme-corp/.aws") || !slices.Contains(scan.Masks, "/h/shared/sub/.gnupg") {
+		t.Errorf("as the daemon: masks = %q", scan.Masks)
 	}
 }

@@ -68,6 +68,10 @@ type Params struct {
 type BindMount struct {
 	Source, Target string
 	Writable       bool
+	// Viewer, when set, is the user who chose Source and whose uid and
+	// gid the server runs with: the deny_paths search skips what they
+	// cannot reach (see scanMountAs).
+	Viewer *Cred
 	// Pin, when set, is the object Source was checked on: the launch
 	// fails unless the sandbox shows this very object (device and inode)
 	// at Target. The spec ignores it.
