@@ -41,15 +41,22 @@ func smallDisk(t *testing.T) (dir, reserve string) {
 // setAppendOnly sets or clears FS_APPEND_FL, under which truncate fails.
 func setAppendOnly(t *testing.T, path string, on bool) {
 	t.Helper()
-	const fsIocSetflags, fsAppendFl = 0x40086602, 0x20
+	const fsIocGetflags, fsIocSetflags, fsAppendFl = 0x80086601, 0x40086602, 0x20
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
+	// Only the append-only flag changes: writing back flags the kernel
+	// set (ext4's extents) as cleared is refused with EPERM.
 	flags := int32(0)
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), fsIocGetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
+		t.Fatalf("lsattr %s: %v", path, e)
+	}
 	if on {
-		flags = fsAppendFl
+		flags |= fsAppendFl
+	} else {
+		flags &^= fsAppendFl
 	}
 	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), fsIocSetflags, uintptr(unsafe.Pointer(&flags))); e != 0 {
 		t.Fatalf("chattr %s: %v", path, e)
