@@ -14,6 +14,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
+	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
@@ -90,6 +91,13 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		if err := d.userServers.Remove(peer.UID, req.Name); err != nil {
 			fail(err)
 			return
+		}
+		if d.pins != nil {
+			// Its pins go with it: they count toward the user's share.
+			d.pins.Forget(pins.Key(req.Name, peer.UID, true))
+			if err := d.pins.Save(); err != nil {
+				log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "server", req.Name, "err", err)
+			}
 		}
 		if srv != nil && srv.IsRemote() {
 			var hc *http.Client

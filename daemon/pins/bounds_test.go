@@ -3,6 +3,7 @@ package pins
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,6 +74,67 @@ func TestStoreKeysAreBounded(t *testing.T) {
 	}
 	if v, _, _ := s.Check("one-too-many", "t", d, false, time.Now()); v != Full {
 		t.Fatalf("a key past the bound: %v, want Full", v)
+	}
+}
+
+// Each user's own servers have a share of their own: a user who fills
+// theirs (keys, or bytes with big definitions) leaves the
+// administrator's servers and other users' free, even after a restart;
+// removing a server (Forget) gives its share back.
+func TestUsersFillOnlyTheirOwnShare(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pins.json")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := def(t, `{"name":"t"}`)
+	for i := range MaxUserKeys {
+		if v, _, _ := s.Check(Key(fmt.Sprintf("mine%d", i), 1000, true), "t", small, false, time.Now()); v != PinnedNew {
+			t.Fatalf("user key %d: %v", i, v)
+		}
+	}
+	big := def(t, fmt.Sprintf(`{"name":"big","description":%q}`, strings.Repeat("x", 200<<10)))
+	for i := 0; ; i++ {
+		v, _, _ := s.Check(Key("mine0", 1000, true), fmt.Sprintf("big%d", i), big, false, time.Now())
+		if v == Full {
+			break
+		}
+		if i > MaxUserBytes/(200<<10)+1 {
+			t.Fatal("a user's bytes are not bounded")
+		}
+	}
+	tests := []struct {
+		name, key string
+		def       Definition
+		want      Verdict
+	}{
+		{"the same user's new server", Key("one-more", 1000, true), small, Full},
+		{"the same user's server, a big tool", Key("mine0", 1000, true), big, Full},
+		{"an administrator's server, a big tool", Key("github", 0, false), big, PinnedNew},
+		{"another user's server, a big tool", Key("theirs", 1001, true), big, PinnedNew},
+	}
+	for _, reopen := range []bool{false, true} {
+		if reopen {
+			if err := s.Save(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = Open(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, tt := range tests {
+			tool := fmt.Sprintf("new-%v", reopen)
+			if v, _, _ := s.Check(tt.key, tool, tt.def, false, time.Now()); v != tt.want {
+				t.Errorf("%s (reopened %v): %v, want %v", tt.name, reopen, v, tt.want)
+			}
+		}
+	}
+	s.Forget(Key("mine0", 1000, true))
+	if v, _, _ := s.Check(Key("one-more", 1000, true), "t", small, false, time.Now()); v != PinnedNew {
+		t.Fatalf("after a server is forgotten, the user's new server: %v, want PinnedNew", v)
+	}
+	if _, ok := s.Get(Key("mine0", 1000, true), "t"); ok {
+		t.Fatal("a forgotten server's pins are still there")
 	}
 }
 

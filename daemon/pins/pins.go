@@ -15,9 +15,13 @@
 // error at load, never an empty store.
 //
 // The store is bounded (a server chooses how many tools it lists, and how
-// big they are): at most MaxTools tools a key, MaxKeys keys and MaxBytes
-// of definitions in all. A tool seen past a bound is not pinned: Check
-// says Full, and the caller holds the tool back (fail closed).
+// big they are): at most MaxTools tools a key; the administrator's
+// servers at most MaxKeys keys and MaxBytes of definitions, and each
+// user's own servers MaxUserKeys and MaxUserBytes of their own, so that
+// no user can fill the share of the administrator or of another user.
+// A tool seen past a bound is not pinned: Check says Full, and the
+// caller holds the tool back (fail closed). A removed user's server's
+// pins are dropped (Forget).
 package pins
 
 import (
@@ -111,12 +115,40 @@ const (
 	// MaxTools is the most tools pinned for one key: a server that lists
 	// more has the rest held back.
 	MaxTools = 1024
-	// MaxKeys is the most keys (servers, and users' own servers).
+	// MaxKeys is the most keys of the administrator's servers.
 	MaxKeys = 4096
 	// MaxBytes bounds the definitions (approved and pending) and tool
-	// names of the whole store.
+	// names of the administrator's servers.
 	MaxBytes = 64 << 20
+	// MaxUserKeys and MaxUserBytes are the same bounds for the own
+	// servers of one user, each user's apart: a user, who writes their
+	// servers' lists, fills only their own share.
+	MaxUserKeys  = 128
+	MaxUserBytes = 16 << 20
 )
+
+// share is what the keys of one owner (the administrator, or one user)
+// hold of the store.
+type share struct {
+	keys, bytes int
+}
+
+// ownerOf names the owner of a key: "" for the administrator's servers,
+// "@UID" for a user's own (server names cannot hold '@').
+func ownerOf(key string) string {
+	if i := strings.LastIndexByte(key, '@'); i >= 0 {
+		return key[i:]
+	}
+	return ""
+}
+
+// limits returns the bounds of owner's share: keys, bytes.
+func limits(owner string) (int, int) {
+	if owner == "" {
+		return MaxKeys, MaxBytes
+	}
+	return MaxUserKeys, MaxUserBytes
+}
 
 // Store holds the pins of every server, by key (see Key).
 type Store struct {
@@ -127,7 +159,7 @@ type Store struct {
 	mu     sync.Mutex
 	pins   map[string]map[string]*Pin // key, tool
 	dirty  bool                       // changed since the last Save
-	size   int                        // the bytes MaxBytes bounds
+	shares map[string]*share          // by owner (see ownerOf)
 	// enc caches each pin's JSON (a changed pin's is dropped), so that a
 	// save encodes under mu only what changed.
 	enc map[string]map[string][]byte
@@ -144,7 +176,7 @@ func Key(server string, owner uint32, own bool) string {
 
 // Open loads the store at path (absent: empty).
 func Open(path string) (*Store, error) {
-	s := &Store{path: path, pins: map[string]map[string]*Pin{}, enc: map[string]map[string][]byte{}}
+	s := &Store{path: path, pins: map[string]map[string]*Pin{}, enc: map[string]map[string][]byte{}, shares: map[string]*share{}}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -155,9 +187,11 @@ func Open(path string) (*Store, error) {
 	if err := json.Unmarshal(b, &s.pins); err != nil {
 		return nil, fmt.Errorf("tool pins %s: %w: fix or remove the file (every tool is then pinned again on first use)", path, err)
 	}
-	for _, tools := range s.pins {
+	for k, tools := range s.pins {
+		sh := s.share(k)
+		sh.keys++
 		for t, p := range tools {
-			s.size += pinSize(t, p)
+			sh.bytes += pinSize(t, p)
 		}
 	}
 	return s, nil
@@ -185,11 +219,12 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 		if p.Pending != nil {
 			grow -= len(p.Pending.JSON) + len(p.Pending.Digest)
 		}
-		if s.size+grow > MaxBytes {
+		sh := s.share(key)
+		if _, maxBytes := limits(ownerOf(key)); sh.bytes+grow > maxBytes {
 			return Changed, *p, nil // quarantined all the same; the evidence is not kept
 		}
 		d := def
-		s.size += grow
+		sh.bytes += grow
 		p.Pending, p.PendingAt = &d, now
 		s.changed(key, tool)
 		return Changed, *p, nil
@@ -200,6 +235,7 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 	if tools == nil {
 		tools = map[string]*Pin{}
 		s.pins[key] = tools
+		s.share(key).keys++
 	}
 	if newQuarantined {
 		d := def
@@ -208,7 +244,7 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 		p = &Pin{Approved: def, ApprovedAt: now, ApprovedBy: "first use"}
 	}
 	tools[tool] = p
-	s.size += pinSize(tool, p)
+	s.share(key).bytes += pinSize(tool, p)
 	s.changed(key, tool)
 	if newQuarantined {
 		return Unpinned, *p, nil
@@ -216,23 +252,58 @@ func (s *Store) Check(key, tool string, def Definition, newQuarantined bool, now
 	return PinnedNew, *p, nil
 }
 
-// room says whether a new tool of key fits the store's bounds.
-func (s *Store) room(key, tool string, def Definition) bool {
-	tools, known := s.pins[key]
-	switch {
-	case !known && len(s.pins) >= MaxKeys, len(tools) >= MaxTools:
-		return false
+// share returns the share of key's owner (made when missing).
+func (s *Store) share(key string) *share {
+	o := ownerOf(key)
+	sh := s.shares[o]
+	if sh == nil {
+		sh = &share{}
+		s.shares[o] = sh
 	}
-	return s.size+len(tool)+len(def.JSON)+len(def.Digest) <= MaxBytes
+	return sh
 }
 
-// Full says whether key's pins are at MaxTools (or the store at MaxKeys
-// or MaxBytes): a tool of key that is not pinned cannot be.
+// room says whether a new tool of key fits its owner's share.
+func (s *Store) room(key, tool string, def Definition) bool {
+	tools, known := s.pins[key]
+	sh := s.share(key)
+	maxKeys, maxBytes := limits(ownerOf(key))
+	switch {
+	case !known && sh.keys >= maxKeys, len(tools) >= MaxTools:
+		return false
+	}
+	return sh.bytes+len(tool)+len(def.JSON)+len(def.Digest) <= maxBytes
+}
+
+// Full says whether key's pins are at MaxTools (or its owner's share at
+// its keys or bytes): a tool of key that is not pinned cannot be.
 func (s *Store) Full(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tools, known := s.pins[key]
-	return len(tools) >= MaxTools || !known && len(s.pins) >= MaxKeys || s.size >= MaxBytes
+	sh := s.share(key)
+	maxKeys, maxBytes := limits(ownerOf(key))
+	return len(tools) >= MaxTools || !known && sh.keys >= maxKeys || sh.bytes >= maxBytes
+}
+
+// Forget removes key's pins (a user's server that was removed), so that
+// they no longer count toward its owner's share. A server added again
+// under the name is pinned anew on first use.
+func (s *Store) Forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tools, ok := s.pins[key]
+	if !ok {
+		return
+	}
+	sh := s.share(key)
+	sh.keys--
+	for t, p := range tools {
+		sh.bytes -= pinSize(t, p)
+	}
+	delete(s.pins, key)
+	delete(s.enc, key)
+	s.dirty = true
 }
 
 // pinSize is what a pin counts toward MaxBytes.
@@ -275,6 +346,11 @@ func (s *Store) Approved(key, tool string) (Pin, bool) {
 func (s *Store) Save() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
+	return s.saveHeld()
+}
+
+// saveHeld is Save with saveMu held by the caller.
+func (s *Store) saveHeld() error {
 	s.mu.Lock()
 	if !s.dirty {
 		s.mu.Unlock()
@@ -311,6 +387,10 @@ func (s *Store) Get(key, tool string) (Pin, bool) {
 // the pending definition's, so that a server that changed the tool again
 // after the review gets nothing approved.
 func (s *Store) Approve(key, tool, digest, by string, now time.Time) (Pin, error) {
+	// saveMu is held throughout, so that no other save can write the
+	// approval between a failed save and its undo.
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.pins[key][tool]
@@ -326,16 +406,16 @@ func (s *Store) Approve(key, tool, digest, by string, now time.Time) (Pin, error
 	}
 	old := *p
 	p.Approved, p.ApprovedAt, p.ApprovedBy, p.Pending = *p.Pending, now, by, nil
-	s.size -= len(old.Approved.JSON) + len(old.Approved.Digest) // the pending one is the approved one now
+	s.share(key).bytes -= len(old.Approved.JSON) + len(old.Approved.Digest) // the pending one is the approved one now
 	s.changed(key, tool)
 	approved := *p
 	s.mu.Unlock()
-	err := s.Save()
+	err := s.saveHeld()
 	s.mu.Lock()
 	if err != nil {
 		if s.pins[key][tool] == p && p.Approved.Digest == approved.Approved.Digest && p.Pending == nil {
 			*p = old // nothing changed it since: undo
-			s.size += len(old.Approved.JSON) + len(old.Approved.Digest)
+			s.share(key).bytes += len(old.Approved.JSON) + len(old.Approved.Digest)
 			s.changed(key, tool)
 		}
 		return Pin{}, err
