@@ -172,13 +172,16 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 // when it is not one, as the integer a server that reads doubles holds
 // (4111111111111110.9999 and 41111111111111109999e-4 are the double
 // 4111111111111111); false when it is neither, is written plainly
-// already, or is too long or too large to matter.
+// already, or is too large to matter.
 func integerForm(num string) (string, bool) {
-	if len(num) > 64 || !strings.ContainsAny(num, ".eE") {
+	if !strings.ContainsAny(num, ".eE") {
 		return "", false
 	}
-	exact := true // big.Rat may read it: its exponent is small
-	if k := strings.IndexAny(num, "eE"); k >= 0 {
+	// big.Rat may read it: it is short and its exponent small. A longer
+	// number (padded: 4111111111111110. and sixty 9s) is still read as
+	// the double it rounds to, which ParseFloat does at any length.
+	exact := len(num) <= 64
+	if k := strings.IndexAny(num, "eE"); exact && k >= 0 {
 		exp, err := strconv.Atoi(strings.TrimPrefix(num[k+1:], "+"))
 		exact = err == nil && exp <= 40 && exp >= -40
 	}

@@ -115,7 +115,9 @@ func TestIntegerForm(t *testing.T) {
 		{"1.5", ""},
 		{"1e400", ""},
 		{"1e99999999999999999999", ""},
-		{strings.Repeat("1", 64) + ".0", ""}, // too long
+		{strings.Repeat("1", 64) + ".0", ""},                                // too large for a double to hold exactly
+		{"4111111111111110." + strings.Repeat("9", 60), "4111111111111111"}, // padded past 64 characters
+		{"4111111111111111." + strings.Repeat("0", 60), "4111111111111111"},
 	} {
 		got, ok := integerForm(tc.num)
 		if ok != (tc.want != "") || got != tc.want {
@@ -144,6 +146,7 @@ func TestFlowCheck(t *testing.T) {
 		{"redact: a card as a decimal, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":41111111111111110e-1}}`, config.FlowDeny, false},
 		{"redact: a card as a fraction a double rounds, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111110.9999}}`, config.FlowDeny, false},
 		{"redact: a card as an exponent a double rounds, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":41111111111111109999e-4}}`, config.FlowDeny, false},
+		{"redact: a card as a padded fraction a double rounds, cannot", config.FlowRedact, `{"name":"note","arguments":{"n":4111111111111110.` + strings.Repeat("9", 60) + `}}`, config.FlowDeny, false},
 		{"redact: past a string of 1 MiB, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("x ", 1<<19) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past 1 MiB of params, cannot", config.FlowRedact, `{"name":"note","arguments":{"a":"` + strings.Repeat("x", 1<<20) + `","b":"ssn 512-44-8392"}}`, config.FlowDeny, false},
 		{"redact: past the findings one scan returns, cannot", config.FlowRedact, `{"name":"note","arguments":{"t":"` + strings.Repeat("a@b.example ", 300) + ` ssn 512-44-8392"}}`, config.FlowDeny, false},
