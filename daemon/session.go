@@ -543,9 +543,11 @@ func (s *session) scanDenied(p *sandbox.Params) {
 	p.Denied = &scan
 	for _, c := range scan.Incomplete {
 		if !c.Reason.Budget() {
-			// Only names deeper than the bound are unread: no content of
-			// the mount can push a shallower one out of the search.
-			s.log.Debug("deny_paths search of a mount stopped at its depth bound", "mount", c.Mount, "depth", sandbox.DenyScanDepth)
+			// The depth bound (only names deeper than it are unread: no
+			// content of the mount can push a shallower one out), or a
+			// directory the user may search but not list (its denied
+			// names were looked up; the rest is the kernel check's).
+			s.log.Debug("deny_paths search of a mount was not whole", "mount", c.Mount, "reason", string(c.Reason), "depth", sandbox.DenyScanDepth)
 			continue
 		}
 		s.log.Warn("deny_paths search of a mount was cut short: a denied entry there may be unmasked, left to the kernel's kill-on-open check; "+

@@ -7,8 +7,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Bounds of the search for denied paths under a sandbox's mounts: a deep
@@ -110,6 +113,16 @@ func ScanDenied(mounts []BindMount, names []string) DenyScan {
 	return out
 }
 
+// or is the cut a search reports when it was cut by c as well: the
+// first, but a budget's cut (which the server may have forced) outranks
+// one that is not, so that it is always warned of.
+func (cut ScanCut) or(c ScanCut) ScanCut {
+	if cut == "" || (!cut.Budget() && c.Budget()) {
+		return c
+	}
+	return cut
+}
+
 // scanMountAs is scanMount as seen by the user c (nil: the daemon): a
 // directory the user cannot reach is not searched, so its names are
 // neither masked (the server cannot reach them either) nor shown to the
@@ -127,13 +140,20 @@ func scanMountAs(c *Cred, src, target string, denied map[string]bool) ([]string,
 }
 
 // scanMount searches one source breadth first; cut is "" when the
-// search was complete.
+// search was complete. Directories are opened below the source without
+// following a symbolic link (one swapped in during the search is not
+// entered). Once the entry budget is spent, the directories already
+// found but not read (those left at the level being read, and those
+// found for the next) still have their denied names looked up (a few
+// lookups each), so a directory the server filled does not hide a
+// denied name beside it or just below its siblings.
 func scanMount(v *viewer, src, target string, denied map[string]bool) (masks []string, cut ScanCut) {
-	note := func(c ScanCut) {
-		if cut == "" || cut == ScanCutDepth {
-			cut = c
-		}
+	note := func(c ScanCut) { cut = cut.or(c) }
+	root, err := os.Open(src)
+	if err != nil {
+		return nil, ""
 	}
+	defer func() { _ = root.Close() }()
 	level := []string{"."} // directories to read, relative to src
 	entries := 0
 	for depth := 0; len(level) > 0; depth++ {
@@ -142,12 +162,21 @@ func scanMount(v *viewer, src, target string, denied map[string]bool) (masks []s
 			break
 		}
 		var next []string
-		for _, rel := range level {
+		for i, rel := range level {
 			if entries >= DenyScanEntries {
 				note(ScanCutEntries)
+				for _, rel := range slices.Concat(level[i:], next) {
+					for _, e := range lookUpAs(v, root, rel, denied) {
+						if len(masks) >= DenyScanMasks {
+							note(ScanCutMasks)
+							return masks, cut
+						}
+						masks = append(masks, path.Join(target, rel, e.Name()))
+					}
+				}
 				return masks, cut
 			}
-			ents, how := readDirBounded(v, filepath.Join(src, rel), denied)
+			ents, how := readDirBounded(v, root, rel, denied)
 			switch how {
 			case dirCut:
 				note(ScanCutDirectory)
@@ -184,11 +213,24 @@ const (
 	dirNamesOnly                // the denied names only (see ScanCutUnlisted)
 )
 
-// readDirBounded reads up to DenyScanDirEntries entries of dir, sorted by
-// name, as far as v (nil: the daemon) reaches. An unreadable directory
-// reads as empty: the kernel check stays.
-func readDirBounded(v *viewer, dir string, denied map[string]bool) ([]os.DirEntry, dirRead) {
-	f, err := os.Open(dir)
+// openBelow opens the directory rel below root without following a
+// symbolic link on the way (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS).
+func openBelow(root *os.File, rel string) (*os.File, error) {
+	fd, err := unix.Openat2(int(root.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root.Name(), rel)), nil
+}
+
+// readDirBounded reads up to DenyScanDirEntries entries of rel (below
+// root), sorted by name, as far as v (nil: the daemon) reaches. An
+// unreadable directory reads as empty: the kernel check stays.
+func readDirBounded(v *viewer, root *os.File, rel string, denied map[string]bool) ([]os.DirEntry, dirRead) {
+	f, err := openBelow(root, rel)
 	if err != nil {
 		return nil, dirWhole
 	}
@@ -198,7 +240,7 @@ func readDirBounded(v *viewer, dir string, denied map[string]bool) ([]os.DirEntr
 		case reachNone:
 			return nil, dirWhole
 		case reachNames:
-			return lookUp(dir, denied), dirNamesOnly
+			return lookUp(f, denied), dirNamesOnly
 		}
 	}
 	// An error midway keeps the entries read before it.
@@ -214,16 +256,58 @@ func readDirBounded(v *viewer, dir string, denied map[string]bool) ([]os.DirEntr
 	return ents, how
 }
 
-// lookUp returns the entries of dir named in denied, sorted.
-func lookUp(dir string, denied map[string]bool) []os.DirEntry {
+// lookUpAs returns the entries of rel (below root) named in denied, as
+// far as v (nil: the daemon) reaches: none in a directory v cannot
+// search.
+func lookUpAs(v *viewer, root *os.File, rel string, denied map[string]bool) []os.DirEntry {
+	f, err := openBelow(root, rel)
+	if err != nil {
+		return nil
+	}
+	defer func() { _ = f.Close() }()
+	if v != nil && v.reach(f) == reachNone {
+		return nil
+	}
+	return lookUp(f, denied)
+}
+
+// lookUp returns the entries of the open directory dir named in denied,
+// sorted.
+func lookUp(dir *os.File, denied map[string]bool) []os.DirEntry {
 	var ents []os.DirEntry
 	for name := range denied {
-		if fi, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			ents = append(ents, fs.FileInfoToDirEntry(fi))
+		var st unix.Stat_t
+		if unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			ents = append(ents, statEntry{name: name, mode: fileMode(st.Mode)})
 		}
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 	return ents
+}
+
+// statEntry is a directory entry known by name and type only.
+type statEntry struct {
+	name string
+	mode fs.FileMode
+}
+
+func (e statEntry) Name() string               { return e.name }
+func (e statEntry) IsDir() bool                { return e.mode.IsDir() }
+func (e statEntry) Type() fs.FileMode          { return e.mode.Type() }
+func (e statEntry) Info() (fs.FileInfo, error) { return nil, fs.ErrInvalid }
+
+// fileMode is the type bits of a stat mode as an fs.FileMode.
+func fileMode(m uint32) fs.FileMode {
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return fs.ModeDir
+	case unix.S_IFLNK:
+		return fs.ModeSymlink
+	case unix.S_IFREG:
+		return 0
+	default:
+		return fs.ModeIrregular
+	}
 }
 
 func hasComponent(p string, names map[string]bool) bool {

@@ -43,11 +43,15 @@ func TestScanDeniedBudgetPerMount(t *testing.T) {
 	scratch, home := t.TempDir(), t.TempDir()
 	mkdirs(t, scratch, ".aws")
 	fill(t, filepath.Join(scratch, "!fill"), DenyScanEntries+1)
-	mkdirs(t, scratch, "!fill/sub/.ssh") // past the budget: not found
+	// Beside the filled directory, at the same depth: its names are
+	// looked up once the budget is spent.
+	mkdirs(t, scratch, "proj/.aws")
+	mkdirs(t, scratch, "!fill/sub/.ssh")          // in the level being read when the budget ran out: looked up
+	mkdirs(t, scratch, "!fill/sub/deeper/.gnupg") // a level past it: not found
 	mkdirs(t, home, ".ssh", "src/.gnupg")
 	mounts := []BindMount{{Source: scratch, Target: "/scratch", Writable: true}, {Source: home, Target: "/home/u"}}
 	scan := ScanDenied(mounts, denyNames)
-	if want := []string{"/home/u/.ssh", "/home/u/src/.gnupg", "/scratch/.aws"}; !slices.Equal(scan.Masks, want) {
+	if want := []string{"/home/u/.ssh", "/home/u/src/.gnupg", "/scratch/!fill/sub/.ssh", "/scratch/.aws", "/scratch/proj/.aws"}; !slices.Equal(scan.Masks, want) {
 		t.Errorf("masks = %q, want %q", scan.Masks, want)
 	}
 	if want := []IncompleteScan{{Mount: "/scratch", Reason: ScanCutEntries}}; !slices.Equal(scan.Incomplete, want) {
@@ -164,5 +168,52 @@ func TestScanDeniedAsTheMountsUser(t *testing.T) {
 	m[0].Viewer = nil
 	if scan := ScanDenied(m, denyNames); !slices.Contains(scan.Masks, "/h/bob/clients/acme-corp/.aws") || !slices.Contains(scan.Masks, "/h/shared/sub/.gnupg") {
 		t.Errorf("as the daemon: masks = %q", scan.Masks)
+	}
+}
+
+// A budget's cut is reported over one that is not (an unlisted directory
+// or the depth bound met first), whichever came first.
+func TestScanCutBudgetOutranks(t *testing.T) {
+	tests := []struct{ first, then, want ScanCut }{
+		{"", ScanCutDepth, ScanCutDepth},
+		{ScanCutDepth, ScanCutEntries, ScanCutEntries},
+		{ScanCutUnlisted, ScanCutEntries, ScanCutEntries},
+		{ScanCutUnlisted, ScanCutMasks, ScanCutMasks},
+		{ScanCutEntries, ScanCutUnlisted, ScanCutEntries},
+		{ScanCutDirectory, ScanCutEntries, ScanCutDirectory},
+		{ScanCutUnlisted, ScanCutDepth, ScanCutUnlisted},
+	}
+	for _, tt := range tests {
+		if got := tt.first.or(tt.then); got != tt.want {
+			t.Errorf("%q then %q: %q, want %q", tt.first, tt.then, got, tt.want)
+		}
+	}
+}
+
+// The search opens directories below the source without following a
+// symbolic link: one swapped in for a directory is not entered.
+func TestOpenBelowFollowsNoLink(t *testing.T) {
+	src, outside := t.TempDir(), t.TempDir()
+	mkdirs(t, src, "dir")
+	mkdirs(t, outside, ".ssh")
+	if err := os.Symlink(outside, filepath.Join(src, "link")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = root.Close() }()
+	if f, err := openBelow(root, "dir"); err != nil {
+		t.Fatalf("a directory: %v", err)
+	} else {
+		_ = f.Close()
+	}
+	if f, err := openBelow(root, "link"); err == nil {
+		_ = f.Close()
+		t.Fatal("a symbolic link to a directory outside was opened")
+	}
+	if ents := lookUpAs(nil, root, "link", map[string]bool{".ssh": true}); len(ents) != 0 {
+		t.Fatalf("names looked up through a symbolic link: %v", ents)
 	}
 }
