@@ -76,6 +76,19 @@ func (p *sessionPolicy) askable(k consent.Kind, name string) bool {
 	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || (p.quarantineReason(name) == "" && p.suspectReason(name) == ""))
 }
 
+// heldBackReason says why a request askable refuses is held back.
+func (p *sessionPolicy) heldBackReason(k consent.Kind, name string) string {
+	switch {
+	case p.ceiling(k, name):
+		return "the administrator's tools_allow / tools_deny leave it out"
+	case k == consent.KindTool && p.quarantineReason(name) != "":
+		return p.quarantineReason(name)
+	case k == consent.KindTool && p.suspectReason(name) != "":
+		return p.suspectReason(name)
+	}
+	return "ask mode is off for this session"
+}
+
 // pinOf is the digest of the definition of tool name the session was
 // shown (else the approved pin; "" when neither is known).
 func (p *sessionPolicy) pinOf(k consent.Kind, name string) string {
@@ -355,6 +368,13 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 		return deny(promptDismissed, "", "the user dismissed the question")
 	case ask.Unusable:
 		return deny(promptDismissed, "", "the client's answer could not be read")
+	}
+	if !p.askable(q.kind, q.name) {
+		// Held back since the question went out (a result of the tool
+		// was suspect, its pin changed, the ceiling was lowered): an
+		// answer would not free the call, and its consent would outlive
+		// the session for the tool's later ones. Not kept.
+		return deny(promptDenied, string(a), "the answer was not kept: "+p.heldBackReason(q.kind, q.name))
 	}
 	rec, err := d.consentFromAnswer(answerGrant{target: q.target, answer: a, session: s.id, onceSession: s.id,
 		onceTTL: time.Duration(d.conf().Daemon.AskTimeout), pin: q.pin, digest: q.digest, by: s.user, via: "prompt"})

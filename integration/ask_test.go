@@ -51,6 +51,7 @@ func askDaemon(t *testing.T) *daemon {
 // what it was asked.
 type answerer struct {
 	answer string
+	gate   chan struct{} // when set, every answer waits for it to close
 	mu     sync.Mutex
 	asked  []mcp.ElicitationParams
 }
@@ -59,6 +60,13 @@ func (a *answerer) Elicit(ctx context.Context, r mcp.ElicitationRequest) (*mcp.E
 	a.mu.Lock()
 	a.asked = append(a.asked, r.Params)
 	a.mu.Unlock()
+	if a.gate != nil {
+		select {
+		case <-a.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if a.answer == "" {
 		<-ctx.Done() // the user never answers
 		return nil, ctx.Err()
