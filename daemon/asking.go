@@ -369,7 +369,7 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	case ask.Unusable:
 		return deny(promptDismissed, "", "the client's answer could not be read")
 	}
-	if !p.askable(q.kind, q.name) {
+	if a != api.AnswerDeny && !p.askable(q.kind, q.name) {
 		// Held back since the question went out (a result of the tool
 		// was suspect, its pin changed, the ceiling was lowered): an
 		// answer would not free the call, and its consent would outlive

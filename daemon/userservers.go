@@ -92,9 +92,11 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if d.pins != nil {
+		if key := pins.Key(req.Name, peer.UID, true); d.pins != nil && !d.pinKeyInUse(key) {
 			// Its pins go with it: they count toward the user's share.
-			d.pins.Forget(pins.Key(req.Name, peer.UID, true))
+			// Not while a session of it runs: it would find its held-back
+			// tools unpinned, and pin their changed definitions anew.
+			d.pins.Forget(key)
 			if err := d.pins.Save(); err != nil {
 				log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "server", req.Name, "err", err)
 			}
@@ -119,6 +121,18 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// pinKeyInUse reports whether a running session uses the pins of key.
+func (d *Daemon) pinKeyInUse(key string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sessions {
+		if s.pinKey == key {
+			return true
+		}
+	}
+	return false
 }
 
 // userServer turns a user's request into the definition to store and the

@@ -24,6 +24,7 @@ const (
 	DenyScanEntries    = 20000  // directory entries read per mount (a directory once read is checked whole)
 	DenyScanDirEntries = 100000 // entries checked per directory; beyond them a directory's names are not read
 	DenyScanMasks      = 64     // masked paths per mount
+	DenyScanLookups    = 2000   // directories found but not read whose denied names are still looked up once the entries are spent
 )
 
 // ScanCut says why the search of a mount stopped short.
@@ -165,8 +166,15 @@ func scanMount(v *viewer, src, target string, denied map[string]bool) (masks []s
 		for i, rel := range level {
 			if entries >= DenyScanEntries {
 				note(ScanCutEntries)
-				for _, rel := range slices.Concat(level[i:], next) {
+				rest := slices.Concat(level[i:], next)
+				if len(rest) > DenyScanLookups {
+					rest = rest[:DenyScanLookups] // the nearest: level before next
+				}
+				for _, rel := range rest {
 					for _, e := range lookUpAs(v, root, rel, denied) {
+						if e.Type()&os.ModeSymlink != 0 {
+							continue // never masked (runc would follow it)
+						}
 						if len(masks) >= DenyScanMasks {
 							note(ScanCutMasks)
 							return masks, cut

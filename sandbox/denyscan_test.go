@@ -46,6 +46,11 @@ func TestScanDeniedBudgetPerMount(t *testing.T) {
 	// Beside the filled directory, at the same depth: its names are
 	// looked up once the budget is spent.
 	mkdirs(t, scratch, "proj/.aws")
+	// A denied name that is a symbolic link is never masked (runc would
+	// follow it), looked up or read.
+	if err := os.Symlink("/etc", filepath.Join(scratch, "proj", ".ssh")); err != nil {
+		t.Fatal(err)
+	}
 	mkdirs(t, scratch, "!fill/sub/.ssh")          // in the level being read when the budget ran out: looked up
 	mkdirs(t, scratch, "!fill/sub/deeper/.gnupg") // a level past it: not found
 	mkdirs(t, home, ".ssh", "src/.gnupg")
