@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func TestStore(t *testing.T) {
@@ -178,18 +179,14 @@ func TestStoreLookupNotBlocked(t *testing.T) {
 	// The FIFO opens for writing once the add has it open for reading,
 	// under uid 1000's lock.
 	var w *os.File
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.WaitFor(t, "the add to open its file", 10*time.Second, func() (bool, string) {
 		fd, err := unix.Open(s.path(1000), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err == nil {
-			w = os.NewFile(uintptr(fd), "fifo")
-			break
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the add never opened its file: %v", err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		w = os.NewFile(uintptr(fd), "fifo")
+		return true, ""
+	})
 	got := make(chan error, 1)
 	go func() { _, err := s.Get(2000, "mine"); got <- err }()
 	var lookup error
