@@ -67,24 +67,34 @@ type asked struct {
 // covers no more than the session.
 func (p *sessionPolicy) anyScript() bool { return identity.AnyScript(p.s.agent, p.d.agentRules()) }
 
-// askable reports whether a denied request may be put to the user: not
-// beyond the admin ceiling, and not a tool held back from the session
-// (a pin quarantine, or a suspect tool under on_suspect =
-// "quarantine-tool"), which an answer would not free but would leave a
-// consent behind for the tool's later sessions.
+// askable reports whether a denied request may be put to the user: ask
+// mode is on and the request is not held back (heldBack).
 func (p *sessionPolicy) askable(k consent.Kind, name string) bool {
-	return p.ask && !p.ceiling(k, name) && (k != consent.KindTool || (p.quarantineReason(name) == "" && p.suspectReason(name) == ""))
+	return p.ask && p.heldBack(k, name) == ""
 }
 
-// heldBackReason says why a request askable refuses is held back.
-func (p *sessionPolicy) heldBackReason(k consent.Kind, name string) string {
+// heldBack says why an answer allowing a request could not be kept ("" when
+// it could): the request is beyond the admin ceiling, or it is a tool
+// held back from the session (a pin quarantine, or a suspect tool under
+// on_suspect = "quarantine-tool"), which an answer would not free but
+// would leave a consent behind for the tool's later sessions.
+func (p *sessionPolicy) heldBack(k consent.Kind, name string) string {
 	switch {
 	case p.ceiling(k, name):
 		return "the administrator's tools_allow / tools_deny leave it out"
-	case k == consent.KindTool && p.quarantineReason(name) != "":
-		return p.quarantineReason(name)
-	case k == consent.KindTool && p.suspectReason(name) != "":
-		return p.suspectReason(name)
+	case k != consent.KindTool:
+		return ""
+	}
+	if why := p.quarantineReason(name); why != "" {
+		return why
+	}
+	return p.suspectReason(name)
+}
+
+// heldBackReason says why askable refuses a request.
+func (p *sessionPolicy) heldBackReason(k consent.Kind, name string) string {
+	if why := p.heldBack(k, name); why != "" {
+		return why
 	}
 	return "ask mode is off for this session"
 }
@@ -376,6 +386,9 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 		// the session for the tool's later ones. Not kept.
 		return deny(promptDenied, string(a), "the answer was not kept: "+p.heldBackReason(q.kind, q.name))
 	}
+	if a != api.AnswerDeny {
+		beforeAnswerKept()
+	}
 	rec, err := d.consentFromAnswer(answerGrant{target: q.target, answer: a, session: s.id, onceSession: s.id,
 		onceTTL: time.Duration(d.conf().Daemon.AskTimeout), pin: q.pin, digest: q.digest, by: s.user, via: "prompt"})
 	if err != nil {
@@ -384,6 +397,12 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	d.book.Forget(q.target, q.digest)
 	if rec == nil {
 		return deny(promptDenied, string(a), fmt.Sprintf("%s denied it when asked", s.user))
+	}
+	if why := p.heldBack(q.kind, q.name); why != "" {
+		// Held back between the check above and the store: withdrawn, so
+		// that no consent outlives the session for what it holds back.
+		d.withdrawConsent(rec, s.user, heldBackWithdrawal)
+		return deny(promptDenied, string(a), "the answer was not kept: "+why)
 	}
 	if rec.Session != "" {
 		d.trackSessionConsent(rec.Session, rec.ID)
@@ -507,6 +526,11 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	d.consentChanged(r.User, r.Agent, r.Server)
 	return r, nil
 }
+
+// beforeAnswerKept runs between the check that an answer allowing a
+// request may be kept and its store: a no-op, but a failpoint of the
+// integration tests' build holds it there (failpoint_on.go).
+var beforeAnswerKept = func() {}
 
 // escapeGlob makes a pattern that matches exactly name.
 func escapeGlob(name string) string {

@@ -161,6 +161,23 @@ func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 	return nil
 }
 
+// heldBackWithdrawal is the reason a consent given by an answer is
+// withdrawn when its request was held back while the consent was stored.
+const heldBackWithdrawal = "its request was held back from its session while the answer was being kept"
+
+// withdrawConsent revokes a consent mcpcaged stored and must not keep, and
+// records that; a failure is logged (the consent may stay in effect).
+func (d *Daemon) withdrawConsent(r *consent.Record, by, reason string) {
+	if _, err := d.consents.Store().Revoke(r.ID, by, reason); err != nil {
+		d.log.Error("a consent that must not be kept could not be withdrawn: revoke it with mcpcage revoke", "consent", r.ID, "reason", reason, "err", err)
+		return
+	}
+	d.consents.Invalidate()
+	d.audit.AppendAsync(consentRevokeRecord(r, by, reason))
+	d.updateConsentGauge()
+	d.consentChanged(r.User, r.Agent, r.Server)
+}
+
 func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {
 	r, err := d.consents.Store().Get(id)
 	if err != nil {

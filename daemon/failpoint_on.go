@@ -20,7 +20,22 @@ import (
 // MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT (a duration) replaces the 30 s an
 // audit query waits for a client that reads nothing
 // (TestStalledAuditQueriesBounded).
+//
+// MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
+// request between its check and its store: it creates PATH.reached, then
+// waits until PATH exists (at most a minute), so that a test can hold the
+// request's tool back in that window (TestAnswerWithdrawnWhenHeldBackWhileKept).
 func init() {
+	if gate := os.Getenv("MCPCAGE_FAILPOINT_ANSWER_GATE"); gate != "" {
+		beforeAnswerKept = func() {
+			_ = os.WriteFile(gate+".reached", nil, 0o644)
+			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+				if _, err := os.Stat(gate); err == nil {
+					return
+				}
+			}
+		}
+	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
 		auditWriteTimeout = d
 	}

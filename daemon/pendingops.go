@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 )
@@ -48,6 +49,39 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		return
 	}
 	caller := userName(peer.UID)
+	// refused answers an allow the session's hold on the request refuses;
+	// the request is dropped (its session refuses it without asking now).
+	refused := func(why string) {
+		r := pendingRecord(p, req.Answer, caller)
+		r["outcome"], r["reason"] = promptDenied, "the answer was not kept: "+why
+		d.metrics.ConsentPrompts.WithLabelValues(promptDenied).Inc()
+		if err := d.audit.Append(r); err != nil {
+			log.Error("a refused answer to a pending request not recorded in the audit log", "err", err)
+		}
+		reply(fw, api.Reply{Code: api.CodeDenied, Error: fmt.Sprintf("pending request %s cannot be allowed, so it is dropped: %s", req.Name, why)}, log)
+	}
+	heldBack := func() string {
+		if req.Answer == api.AnswerDeny {
+			return "" // a refusal only restricts
+		}
+		d.mu.Lock()
+		s := d.sessions[p.Session]
+		d.mu.Unlock()
+		if s == nil || s.policy == nil {
+			return ""
+		}
+		return s.policy.heldBack(consent.Kind(p.Kind), p.Name)
+	}
+	if why := heldBack(); why != "" {
+		// Its session holds it back since it was kept (a suspect result, a
+		// changed pin, the ceiling): a consent would not free it there but
+		// would outlive the session for its later ones.
+		refused(why)
+		return
+	}
+	if req.Answer != api.AnswerDeny {
+		beforeAnswerKept()
+	}
 	pin := p.Pin
 	if pin == "" && d.pins != nil && consent.Kind(p.Kind) == consent.KindTool {
 		if cur, ok := d.pins.Get(p.PinKey, p.Name); ok {
@@ -61,8 +95,14 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return
 	}
-	r := audit.Record{"type": string(api.RecordConsentPrompt), "form": askCLI, "pending": p.ID, "user": p.User, "agent": p.Agent,
-		"server": p.Server, "session": p.Session, "kind": p.Kind, "name": p.Name, "answer": string(req.Answer), "by": caller}
+	if rec != nil {
+		if why := heldBack(); why != "" {
+			d.withdrawConsent(rec, caller, heldBackWithdrawal)
+			refused(why)
+			return
+		}
+	}
+	r := pendingRecord(p, req.Answer, caller)
 	outcome := promptDenied
 	if rec != nil {
 		r["consent"], outcome = rec.ID, promptAllowed
@@ -81,6 +121,13 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		return
 	}
 	replyData(fw, rec, log)
+}
+
+// pendingRecord is the consent.prompt record of an answer to pending
+// request p (the caller adds its outcome).
+func pendingRecord(p ask.Pending, answer api.Answer, by string) audit.Record {
+	return audit.Record{"type": string(api.RecordConsentPrompt), "form": askCLI, "pending": p.ID, "user": p.User, "agent": p.Agent,
+		"server": p.Server, "session": p.Session, "kind": p.Kind, "name": p.Name, "answer": string(answer), "by": by}
 }
 
 func orDur(a, b time.Duration) time.Duration {

@@ -24,12 +24,12 @@ import (
 
 // consentDaemon runs mcpcaged enforcing consents, with this test binary
 // (the MCP client's process) registered as agent "itest".
-func consentDaemon(t *testing.T, extra string) *daemon {
+func consentDaemon(t *testing.T, extra string, opts ...func(*daemon)) *daemon {
 	t.Helper()
 	setup(t)
 	self, err := os.Executable()
 	must(t, err, "executable")
-	return startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\n[agents.itest]\nexe = [%q]\n%s", self, extra))
+	return startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\n[agents.itest]\nexe = [%q]\n%s", self, extra), opts...)
 }
 
 // cli runs the mcpcage CLI against d, as uid when uid > 0.
