@@ -313,24 +313,26 @@ func (f *followers) publish(e audit.Entry) {
 	}
 }
 
-// auditWriteTimeout is how long an audit query waits for its client to
-// read a frame before it drops the client (a failpoint shortens it).
-var auditWriteTimeout = 30 * time.Second
+// streamWriteTimeout is how long a stream (an audit query, a trace)
+// waits for its client to read a frame before it drops the client (a
+// failpoint shortens it).
+var streamWriteTimeout = 30 * time.Second
 
-// auditSender returns how an audit query sends a line to its client: each
-// frame within auditWriteTimeout, so a client that stops reading is
-// dropped (and its slot, its open segment and buffers freed), not waited
-// on for ever. c is nil in tests that write to a buffer.
-func (d *Daemon) auditSender(c *net.UnixConn, fw *api.FrameWriter, peer Peer) func([]byte) error {
+// streamSender returns how a stream of what (an audit query, a trace)
+// sends a frame to its client: each within streamWriteTimeout, so a client
+// that stops reading is dropped (and its slot, its open segment and
+// buffers freed), not waited on for ever. c is nil in tests that write to
+// a buffer.
+func (d *Daemon) streamSender(c *net.UnixConn, fw *api.FrameWriter, peer Peer, what string) func([]byte) error {
 	return func(b []byte) error {
 		if c != nil {
-			if err := c.SetWriteDeadline(time.Now().Add(auditWriteTimeout)); err != nil {
+			if err := c.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
 				return err
 			}
 		}
 		err := fw.Write(api.FrameStdout, b)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			d.log.Warn("audit query dropped: its client read nothing for the write timeout", "user", userName(peer.UID), "timeout", auditWriteTimeout)
+			d.log.Warn(what+" dropped: its client read nothing for the write timeout", "user", userName(peer.UID), "timeout", streamWriteTimeout)
 		}
 		return err
 	}
@@ -389,7 +391,7 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 		return
 	}
 	defer release()
-	send := d.auditSender(c, fw, peer)
+	send := d.streamSender(c, fw, peer, "audit query")
 	var follow chan audit.Record
 	if q.Follow {
 		release, err := d.following.take(peer.UID)

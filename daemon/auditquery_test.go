@@ -19,7 +19,7 @@ import (
 // TestAuditQueriesBounded: history queries (no --follow) whose clients
 // stop reading hold a per-user slot each: past maxAuditPerUID the next is
 // refused, saying why; closing the clients frees the slots; and a client
-// that reads nothing for auditWriteTimeout is dropped.
+// that reads nothing for streamWriteTimeout is dropped.
 func TestAuditQueriesBounded(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "audit.jsonl")
 	// More than a socket pair's buffers hold, so a query that is not
@@ -95,9 +95,9 @@ func TestAuditQueriesBounded(t *testing.T) {
 	}
 
 	// Every query ended: the timeout can change.
-	old := auditWriteTimeout
-	auditWriteTimeout = 100 * time.Millisecond
-	t.Cleanup(func() { auditWriteTimeout = old })
+	old := streamWriteTimeout
+	streamWriteTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { streamWriteTimeout = old })
 	_, r, done = stalled()
 	if !r.OK {
 		t.Fatalf("query refused: %s", r.Error)
@@ -105,7 +105,7 @@ func TestAuditQueriesBounded(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("a query whose client reads nothing still runs 10s after a write timeout of %v", auditWriteTimeout)
+		t.Fatalf("a query whose client reads nothing still runs 10s after a write timeout of %v", streamWriteTimeout)
 	}
 	if n, seen := held(); n != 0 {
 		t.Fatalf("after the stalled client was dropped: %s", seen)

@@ -432,10 +432,11 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 	log.Debug("trace started", "session", req.Session, "server", req.Server)
 	reply(fw, api.Reply{OK: true}, log)
 	gone := clientGone(c)
+	send := d.streamSender(c, fw, peer, "trace")
 	for {
 		select {
 		case b := <-tr.ch:
-			if err := fw.Write(api.FrameStdout, b); err != nil {
+			if err := send(b); err != nil {
 				return
 			}
 		case <-gone:

@@ -18,8 +18,8 @@ import (
 // starts then comes before it (TestEarlyStderrComesAfterTheReply).
 //
 // MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT (a duration) replaces the 30 s an
-// audit query waits for a client that reads nothing
-// (TestStalledAuditQueriesBounded).
+// audit query or a trace waits for a client that reads nothing
+// (TestStalledAuditQueriesBounded, TestStalledTraceDropped).
 //
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
@@ -37,7 +37,7 @@ func init() {
 		}
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
-		auditWriteTimeout = d
+		streamWriteTimeout = d
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY")); err == nil && d > 0 {
 		beforeSessionReply = func() { time.Sleep(d) }

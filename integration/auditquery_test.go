@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -61,4 +62,30 @@ func TestStalledAuditQueriesBounded(t *testing.T) {
 	if out, err := d.cli(t, 0, "audit", "--type", "server.add"); err != nil || !strings.Contains(out, "big11") {
 		t.Fatalf("audit after the stalled queries were dropped: %v\n%.300s", err, out)
 	}
+}
+
+// A trace whose client reads nothing is dropped after the write timeout,
+// as an audit query is: before, it held its goroutine, its connection and
+// one of the user's stream slots for as long as the client lived.
+func TestStalledTraceDropped(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	d := startDaemon(t, fmt.Sprintf("[servers.busy]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver")),
+		failpoints("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT=3s"))
+	c, err := api.Dial(d.socket)
+	must(t, err, "dial")
+	defer func() { _ = c.Close() }()
+	r, err := c.Do(api.Request{Op: api.OpTrace})
+	must(t, err, "trace")
+	if !r.OK {
+		t.Fatalf("trace refused: %s", r.Error)
+	}
+	// The trace's frames fill the socket's buffers: thousands of execs
+	// and opens, each an event, while the client reads nothing.
+	s := d.connect(t, "busy", mcp.ProtocolVersion20251125)
+	toolNames(t, s)
+	testenv.WaitFor(t, "the trace that reads nothing to be dropped", 120*time.Second, func() (bool, string) {
+		callText(t, s, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", "for i in $(seq 500); do /bin/cat /etc/hostname /etc/passwd >/dev/null; done"}})
+		n := strings.Count(d.log.String(), "trace dropped: its client read nothing")
+		return n == 1, fmt.Sprintf("%d traces dropped", n)
+	})
 }
