@@ -70,7 +70,8 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.userServers.Put(peer.UID, srv.Name, stored); err != nil {
+		prev, err := d.userServers.Put(peer.UID, srv.Name, stored)
+		if err != nil {
 			if errors.Is(err, userservers.ErrLimit) {
 				d.log.Warn("user server refused", "user", userName(peer.UID), "server", srv.Name, "err", err)
 			}
@@ -79,8 +80,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "image": srv.Image, "args": srv.Args, "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
-			_ = d.userServers.Remove(peer.UID, srv.Name)
-			fail(fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", err))
+			fail(d.undoServerAdd(peer, srv.Name, stored, prev, err))
 			return
 		}
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
@@ -121,6 +121,21 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// undoServerAdd takes back a stored server add whose audit record failed
+// (auditErr): the definition it replaced (prev) is stored again, or the
+// new name removed, so a failed add loses nothing. It returns the error
+// to answer.
+func (d *Daemon) undoServerAdd(peer Peer, name string, stored userservers.Server, prev *userservers.Server, auditErr error) error {
+	if err := d.userServers.Undo(peer.UID, name, stored, prev); err != nil {
+		d.log.Error("user server stored but neither audited nor undone", "user", userName(peer.UID), "server", name, "replaced", prev != nil, "audit_err", auditErr, "undo_err", err)
+		return fmt.Errorf("the server could not be recorded in the audit log (%w), and undoing the add failed too (%v): the new definition of %s is stored, unrecorded; ask your administrator to repair the audit log (mcpcage status), then add the definition you want again", auditErr, err, name)
+	}
+	if prev != nil {
+		return fmt.Errorf("the server could not be recorded in the audit log, so it was not replaced (your previous definition of %s stands): %w", name, auditErr)
+	}
+	return fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", auditErr)
 }
 
 // pinKeyInUse reports whether a running session uses the pins of key.

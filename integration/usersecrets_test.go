@@ -13,11 +13,11 @@ import (
 
 // userDaemon starts a daemon with no configuration that the test user
 // (the returned uid) can reach.
-func userDaemon(t *testing.T) (int, *daemon) {
+func userDaemon(t *testing.T, opts ...func(*daemon)) (int, *daemon) {
 	t.Helper()
 	setup(t)
 	uid, _ := testUser(t)
-	d := startDaemon(t, "")
+	d := startDaemon(t, "", opts...)
 	for _, p := range []string{env.work, d.dir} {
 		must(t, os.Chmod(p, 0o755), "chmod")
 	}

@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
@@ -86,5 +91,81 @@ func TestUserServerChurnKeepsSeriesBounded(t *testing.T) {
 		if got := metricValue(t, body, series); got < passes {
 			t.Errorf("%s = %v, want at least %d (one per pass)\n%s", series, got, passes, grepLines(body, `server="`))
 		}
+	}
+}
+
+// TestUserServerAddUnrecordedKeepsTheOld: a `server add` the audit log
+// cannot record is taken back, and loses nothing: one that replaced a
+// server of the user's leaves the previous definition stored as it was
+// (it used to remove the server), one of a new name leaves no server.
+func TestUserServerAddUnrecordedKeepsTheOld(t *testing.T) {
+	failing := filepath.Join(t.TempDir(), "audit-fails")
+	uid, d := userDaemon(t, failpoints("MCPCAGE_FAILPOINT_AUDIT_FAIL="+failing))
+	bin := filepath.Join(env.bin, "testserver")
+	add := func(args ...string) (string, error) {
+		return d.cli(t, uid, append([]string{"server", "add"}, args...)...)
+	}
+	servers := func() map[string]api.ServerInfo {
+		t.Helper()
+		out, err := d.cli(t, uid, "servers", "--json")
+		if err != nil {
+			t.Fatalf("servers: %v %s", err, out)
+		}
+		var l []api.ServerInfo
+		must(t, json.Unmarshal([]byte(out), &l), "servers --json")
+		m := map[string]api.ServerInfo{}
+		for _, s := range l {
+			m[s.Name] = s
+		}
+		return m
+	}
+	if out, err := add("x", "--env", "V=original", "--workdir", "/tmp", "--", bin, "original"); err != nil {
+		t.Fatalf("add x: %v %s", err, out)
+	}
+	orig, ok := servers()["x"]
+	if !ok {
+		t.Fatal("x is not listed once added")
+	}
+
+	must(t, os.WriteFile(failing, nil, 0o600), "make the audit log fail")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"replace", []string{"x", "--env", "V=replaced", "--", bin, "replaced"}, "so it was not replaced (your previous definition of x stands)"},
+		{"new", []string{"y", "--", bin}, "so it was not added"},
+	} {
+		out, err := add(tc.args...)
+		if err == nil || !strings.Contains(out, tc.want) || !strings.Contains(out, "audit log") {
+			t.Errorf("%s with the audit log failing: %v %s (want %q)", tc.name, err, out, tc.want)
+		}
+	}
+	must(t, os.Remove(failing), "heal the audit log")
+
+	// The next record is written: the log is healthy again.
+	if out, err := add("z", "--", bin); err != nil {
+		t.Fatalf("add z once the audit log is healthy: %v %s", err, out)
+	}
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	if st.AuditError != "" {
+		t.Fatalf("the audit log still fails: %s", st.AuditError)
+	}
+	got := servers()
+	if diff := cmp.Diff(orig, got["x"]); diff != "" {
+		t.Errorf("x after the unrecorded replace is not the original (-original +now):\n%s", diff)
+	}
+	if _, ok := got["y"]; ok {
+		t.Error("y is listed: its unrecorded add was kept")
+	}
+	var added []string
+	for _, r := range d.auditRecords(t) {
+		if r["type"] == "server.add" {
+			added = append(added, fmt.Sprintf("%s %v", str(r, "server"), r["command"]))
+		}
+	}
+	if want := []string{fmt.Sprintf("x [%s original]", bin), fmt.Sprintf("z [%s]", bin)}; !slices.Equal(added, want) {
+		t.Errorf("server.add records %q, want %q", added, want)
 	}
 }

@@ -786,6 +786,9 @@ func (l *Log) flush(b []byte, durable bool) error {
 		}
 		l.torn = false
 	}
+	if err := failWrite(); err != nil {
+		return err
+	}
 	n, err := l.f.Write(b)
 	l.size += int64(n)
 	if err != nil {

@@ -50,7 +50,7 @@ func TestFormat1(t *testing.T) {
 	if l, err := s.List(1000); err != nil || len(l) != 2 {
 		t.Fatalf("List = %v, %v", l, err)
 	}
-	if err := s.Put(1000, "third", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(1000, "third", Server{Command: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ = os.ReadFile(s.path(1000))

@@ -1,6 +1,7 @@
 package userservers
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,32 +127,71 @@ func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 	return srv, nil
 }
 
-// Put stores (or replaces) server name. It refuses a definition that does
-// not validate ([Server.Config]), one larger than [MaxServerBytes] and a
-// new name past [MaxServersPerUser] ([ErrLimit]).
-func (s *Store) Put(uid uint32, name string, srv Server) error {
+// Put stores (or replaces) server name and returns the definition it
+// replaced, nil when name is new: [Store.Undo] puts that one back. It
+// refuses a definition that does not validate ([Server.Config]), one
+// larger than [MaxServerBytes] and a new name past [MaxServersPerUser]
+// ([ErrLimit]).
+func (s *Store) Put(uid uint32, name string, srv Server) (replaced *Server, err error) {
 	if _, err := srv.Config(name); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := json.Marshal(srv)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(b) > MaxServerBytes {
-		return fmt.Errorf("%w: server %q is %d bytes as stored, and one server may take at most %d (%d KiB): shorten its command, arguments or environment (put large values in a file and mount it)",
+		return nil, fmt.Errorf("%w: server %q is %d bytes as stored, and one server may take at most %d (%d KiB): shorten its command, arguments or environment (put large values in a file and mount it)",
 			ErrLimit, name, len(b), MaxServerBytes, MaxServerBytes>>10)
 	}
 	defer s.lock(uid)()
 	m, err := s.load(uid)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, replace := m[name]; !replace && len(m) >= MaxServersPerUser {
-		return fmt.Errorf("%w: you have %d servers of your own, the most one user may store is %d: remove one (mcpcage server rm NAME) before adding %q",
+	old, replace := m[name]
+	if !replace && len(m) >= MaxServersPerUser {
+		return nil, fmt.Errorf("%w: you have %d servers of your own, the most one user may store is %d: remove one (mcpcage server rm NAME) before adding %q",
 			ErrLimit, len(m), MaxServersPerUser, name)
 	}
 	m[name] = srv
+	if err := s.save(uid, m); err != nil {
+		return nil, err
+	}
+	if replace {
+		return &old, nil
+	}
+	return nil, nil
+}
+
+// Undo takes back a [Store.Put] of srv as name that replaced prev (nil:
+// name was new): prev is stored again as it was, not validated again (a
+// definition the rules refuse today stays stored, as [Store.Get] says),
+// or name is removed. A change stored since (another Put of name, or its
+// removal) is newer than the one undone: it is left as it is.
+func (s *Store) Undo(uid uint32, name string, srv Server, prev *Server) error {
+	defer s.lock(uid)()
+	m, err := s.load(uid)
+	if err != nil {
+		return err
+	}
+	if cur, ok := m[name]; !ok || !same(cur, srv) {
+		return nil
+	}
+	if prev == nil {
+		delete(m, name)
+	} else {
+		m[name] = *prev
+	}
 	return s.save(uid, m)
+}
+
+// same reports whether a and b are stored alike (compared as encoded:
+// nil and empty lists are the same once omitted).
+func same(a, b Server) bool {
+	x, errX := json.Marshal(a)
+	y, errY := json.Marshal(b)
+	return errX == nil && errY == nil && bytes.Equal(x, y)
 }
 
 // Remove deletes a definition.

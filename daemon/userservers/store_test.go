@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/config"
@@ -21,7 +22,7 @@ func TestStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(1000, "mine", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(1000, "mine", Server{Command: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(1000, "mine")
@@ -40,7 +41,7 @@ func TestStore(t *testing.T) {
 	if err := s.Remove(1000, "mine"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
-	if err := s.Put(1000, "b", Server{Command: []string{"x"}, Network: "wide"}); err == nil {
+	if _, err := s.Put(1000, "b", Server{Command: []string{"x"}, Network: "wide"}); err == nil {
 		t.Fatal("invalid network stored")
 	}
 	if l, _ := s.List(1000); len(l) != 0 {
@@ -54,7 +55,7 @@ func TestStoreInvalidStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(1000, "ok", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(1000, "ok", Server{Command: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(s.path(1000))
@@ -92,7 +93,7 @@ func TestStoreImages(t *testing.T) {
 		{1001, "other", Server{Image: "docker.io/library/alpine:3"}},
 	}
 	for _, p := range puts {
-		if err := s.Put(p.uid, p.name, p.srv); err != nil {
+		if _, err := s.Put(p.uid, p.name, p.srv); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,34 +130,99 @@ func TestStoreLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range MaxServersPerUser {
-		if err := s.Put(1000, fmt.Sprintf("s%d", i), Server{Command: []string{"x"}}); err != nil {
+		if _, err := s.Put(1000, fmt.Sprintf("s%d", i), Server{Command: []string{"x"}}); err != nil {
 			t.Fatalf("add %d: %v", i, err)
 		}
 	}
-	err = s.Put(1000, "one-more", Server{Command: []string{"x"}})
+	_, err = s.Put(1000, "one-more", Server{Command: []string{"x"}})
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("the most one user may store is %d", MaxServersPerUser)) {
 		t.Fatalf("add past the limit: %v", err)
 	}
-	if err := s.Put(1000, "s0", Server{Command: []string{"y"}}); err != nil {
+	if _, err := s.Put(1000, "s0", Server{Command: []string{"y"}}); err != nil {
 		t.Fatalf("replacing a stored server at the limit: %v", err)
 	}
-	if err := s.Put(1001, "mine", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(1001, "mine", Server{Command: []string{"x"}}); err != nil {
 		t.Fatalf("another user's add: %v", err)
 	}
 	if err := s.Remove(1000, "s1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(1000, "one-more", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(1000, "one-more", Server{Command: []string{"x"}}); err != nil {
 		t.Fatalf("add after a remove: %v", err)
 	}
 
 	big := Server{Command: []string{"x"}, Env: map[string]string{"BIG": strings.Repeat("v", MaxServerBytes)}}
-	err = s.Put(1001, "big", big)
+	_, err = s.Put(1001, "big", big)
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxServerBytes)) {
 		t.Fatalf("add of a %d-byte env: %v", MaxServerBytes, err)
 	}
 	if _, err := s.Get(1001, "big"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("refused server stored: %v", err)
+	}
+}
+
+// TestStoreUndo: Undo of a Put restores what the Put replaced exactly (a
+// definition the rules refuse today included), removes a name the Put
+// added, and leaves a change made since as it is.
+func TestStoreUndo(t *testing.T) {
+	orig := Server{Command: []string{"orig"}, Env: map[string]string{"A": "1"}, Workdir: "/w", Mounts: []Mount{{Source: "/src", Target: "/dst", Writable: true}}}
+	stale := Server{Command: []string{"x"}, Egress: []string{"0.0.0.0/0:443"}} // refused by Put today
+	next := Server{Command: []string{"next"}}
+	later := Server{Command: []string{"later"}}
+	other := Server{Command: []string{"other"}}
+	for _, tc := range []struct {
+		name   string
+		before *Server              // stored as "x" before the Put; nil: none
+		since  func(s *Store) error // between the Put and its undo
+		want   *Server              // "x" after the undo; nil: none
+	}{
+		{name: "added name removed", want: nil},
+		{name: "replaced definition restored", before: &orig, want: &orig},
+		{name: "stale definition restored", before: &stale, want: &stale},
+		{name: "later put stands", before: &orig, want: &later,
+			since: func(s *Store) error { _, err := s.Put(1000, "x", later); return err }},
+		{name: "removal since stands", before: &orig, want: nil,
+			since: func(s *Store) error { return s.Remove(1000, "x") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := map[string]Server{"other": other}
+			if tc.before != nil {
+				stored["x"] = *tc.before
+			}
+			if err := s.save(1000, stored); err != nil { // unvalidated, as an older daemon may have
+				t.Fatal(err)
+			}
+			prev, err := s.Put(1000, "x", next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.before, prev); diff != "" {
+				t.Fatalf("Put returned another replaced definition (-want +got):\n%s", diff)
+			}
+			if tc.since != nil {
+				if err := tc.since(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Undo(1000, "x", next, prev); err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.load(1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]Server{"other": other}
+			if tc.want != nil {
+				want["x"] = *tc.want
+			}
+			if diff := cmp.Diff(want, m); diff != "" {
+				t.Fatalf("stored after the undo (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -168,14 +234,17 @@ func TestStoreLookupNotBlocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(2000, "mine", Server{Command: []string{"x"}}); err != nil {
+	if _, err := s.Put(2000, "mine", Server{Command: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := unix.Mkfifo(s.path(1000), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	added := make(chan error, 1)
-	go func() { added <- s.Put(1000, "slow", Server{Command: []string{"x"}}) }()
+	go func() {
+		_, err := s.Put(1000, "slow", Server{Command: []string{"x"}})
+		added <- err
+	}()
 	// The FIFO opens for writing once the add has it open for reading,
 	// under uid 1000's lock.
 	var w *os.File
