@@ -438,10 +438,13 @@ func (d *Daemon) liveSessions() []*session {
 	return live
 }
 
-func (d *Daemon) removeSession(id string) {
+func (d *Daemon) removeSession(s *session) {
 	d.mu.Lock()
-	delete(d.sessions, id)
+	delete(d.sessions, s.id)
 	d.mu.Unlock()
+	if s.srv != nil && s.srv.Personal {
+		d.forgetPinsOfRemovedServer(s.server, s.peer.UID)
+	}
 }
 
 // SessionCount returns the number of live sessions.

@@ -145,7 +145,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		reply(fw, api.Reply{Code: api.CodeShuttingDown, Error: "mcpcaged is shutting down: try again once it is back"}, log)
 		return
 	}
-	defer d.removeSession(s.id)
+	defer d.removeSession(s)
 	var stdio *passedStdio
 	var err error
 	if req.PassStdio {

@@ -142,12 +142,41 @@ func (d *Daemon) undoServerAdd(peer Peer, name string, stored userservers.Server
 func (d *Daemon) pinKeyInUse(key string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.pinKeyInUseLocked(key)
+}
+
+func (d *Daemon) pinKeyInUseLocked(key string) bool {
 	for _, s := range d.sessions {
 		if s.pinKey == key {
 			return true
 		}
 	}
 	return false
+}
+
+// forgetPinsOfRemovedServer drops the pins of uid's server name when it
+// was removed while sessions of it ran (server rm keeps them for those),
+// once the last of them has ended: they count toward the user's share.
+func (d *Daemon) forgetPinsOfRemovedServer(name string, uid uint32) {
+	if d.pins == nil || d.userServers == nil {
+		return
+	}
+	if _, err := d.userServers.Get(uid, name); !errors.Is(err, userservers.ErrNotFound) {
+		return // still there (or unreadable): its pins stay
+	}
+	key := pins.Key(name, uid, true)
+	d.mu.Lock()
+	inUse := d.pinKeyInUseLocked(key)
+	if !inUse {
+		d.pins.Forget(key) // under d.mu: no session of it starts meanwhile
+	}
+	d.mu.Unlock()
+	if inUse {
+		return
+	}
+	if err := d.pins.Save(); err != nil {
+		d.log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "server", name, "err", err)
+	}
 }
 
 // userServer turns a user's request into the definition to store and the

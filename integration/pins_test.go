@@ -8,10 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/pins"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // A server that rewrites a tool under the agent (a rug pull) gets the tool
@@ -110,5 +113,50 @@ func TestToolsPastThePinBoundAreHeldBack(t *testing.T) {
 	rec := d.record(t, "tool.changed", func(r map[string]any) bool { return str(r, "action") == "held back" })
 	if n, _ := rec["held_back"].(float64); int(n) <= tools-pins.MaxTools {
 		t.Fatalf("tool.changed says %v tools were held back, want more than %d: %v", rec["held_back"], tools-pins.MaxTools, rec)
+	}
+}
+
+// Removing a user's server while a session of it runs keeps its tool pins
+// (they go with the server once no session uses them): the session holds
+// a rug-pulled tool back, and with the pins gone its next tools/list
+// would have pinned the changed definition as a new tool and shown it.
+func TestServerRmKeepsThePinsOfARunningSession(t *testing.T) {
+	setup(t) // env.bin
+	d := consentDaemon(t, "")
+	d.mustCLI(t, "server", "add", "mine", "--", filepath.Join(env.bin, "testserver"))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "mine", "--tool", "*")
+	c := d.connect(t, "mine", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, c); !slices.Contains(names, "echo") {
+		t.Fatalf("echo not listed: %v", names)
+	}
+	if got, isErr := callText(t, c, "rug_pull", nil); isErr {
+		t.Fatalf("rug_pull: %q", got)
+	}
+	heldBack := func(when string) {
+		t.Helper()
+		if names := toolNames(t, c); slices.Contains(names, "echo") {
+			t.Fatalf("%s: the changed echo is shown: %v", when, names)
+		}
+		if got, isErr := callText(t, c, "echo", map[string]any{"text": "x"}); !isErr || !strings.Contains(got, "changed its definition") {
+			t.Fatalf("%s: a call of the changed echo: %q (isError %v), want it refused", when, got, isErr)
+		}
+	}
+	heldBack("before server rm")
+	d.mustCLI(t, "server", "rm", "mine")
+	heldBack("after server rm, in the session that ran")
+
+	// Once that session ends, the pins go: a server added again under the
+	// name, with another echo, is pinned as new (not held back by the old
+	// server's pins, nor counted in the user's share).
+	_ = c.Close()
+	testenv.WaitFor(t, "the session of the removed server to end", 30*time.Second, func() (bool, string) {
+		var st api.Status
+		must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+		return st.Sessions == 0, fmt.Sprintf("%d sessions", st.Sessions)
+	})
+	d.mustCLI(t, "server", "add", "mine", "--env", "TESTSERVER_ECHO_DESCRIPTION=another echo", "--", filepath.Join(env.bin, "testserver"))
+	c = d.connect(t, "mine", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, c); !slices.Contains(names, "echo") {
+		t.Fatalf("the echo of the server added again is held back by the removed server's pins: %v", names)
 	}
 }

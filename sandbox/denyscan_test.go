@@ -88,6 +88,39 @@ func TestScanDeniedBreadthFirst(t *testing.T) {
 	}
 }
 
+// Once the entry budget is spent, the denied names are looked up in the
+// nearest DenyScanLookups directories found but not read, and no more: a
+// server's many empty directories cannot make every launch look up names
+// in all of them. The nearest are the level being read (its directory
+// left) before the next level's.
+func TestScanDeniedLookupsAreBounded(t *testing.T) {
+	src := t.TempDir()
+	dirs := make([]string, DenyScanLookups+100)
+	for i := range dirs {
+		dirs[i] = fmt.Sprintf("!dirs/d%05d", i)
+	}
+	mkdirs(t, src, dirs...)
+	fill(t, filepath.Join(src, "!fill"), DenyScanEntries)           // spends the budget before "z" is read
+	first, past := dirs[0]+"/.ssh", dirs[DenyScanLookups-1]+"/.ssh" // z takes the first look-up
+	mkdirs(t, src, "z/.aws", first, past)
+	scan := ScanDenied([]BindMount{{Source: src, Target: "/w", Writable: true}}, denyNames)
+	for _, tc := range []struct {
+		mask   string
+		masked bool
+	}{
+		{"/w/z/.aws", true},   // in the level being read
+		{"/w/" + first, true}, // the next level's first
+		{"/w/" + past, false}, // the next level's 2000th: past the bound
+	} {
+		if got := slices.Contains(scan.Masks, tc.mask); got != tc.masked {
+			t.Errorf("%s masked: %v, want %v (masks %q)", tc.mask, got, tc.masked, scan.Masks)
+		}
+	}
+	if want := []IncompleteScan{{Mount: "/w", Reason: ScanCutEntries}}; !slices.Equal(scan.Incomplete, want) {
+		t.Errorf("incomplete = %v, want %v", scan.Incomplete, want)
+	}
+}
+
 // Masks are counted per mount, and more denied entries than the bound is
 // a cut reported for that mount only.
 func TestScanDeniedMasksPerMount(t *testing.T) {
