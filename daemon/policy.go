@@ -364,7 +364,9 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	case flowDenied && c.call != "":
 		text += " The data-flow guard refused it; `mcpcage why " + c.call + "` shows what the agent had received."
 	case flowDenied:
-	case !p.ceiling(k, name) && !strings.Contains(dec.Reason, "mcpcage approve"):
+	case p.heldBack(k, name) == "" && !strings.Contains(dec.Reason, "mcpcage approve"):
+		// A grant would allow it (not one held back: beyond the ceiling, a
+		// pin quarantine, which says its own command, or a suspect tool).
 		text += " To allow it, run: " + p.grantCommand(k, name)
 	}
 	s.log.Warn("request denied", "method", method, "name", name, "reason", dec.Reason)

@@ -356,6 +356,9 @@ func TestSuspectToolNotAskedAbout(t *testing.T) {
 	if !isErr || !strings.Contains(text, "prompt injection") || !strings.Contains(text, "quarantine-tool") {
 		t.Fatalf("the suspect tool called again: %q (isError %v), want it refused with the suspicion", text, isErr)
 	}
+	if strings.Contains(text, "mcpcage grant") {
+		t.Fatalf("the refusal of a suspect tool suggests a grant, which would not free it: %q", text)
+	}
 	if qs := a.questions(); len(qs) != 0 {
 		t.Fatalf("the user was asked about a tool held back as suspect: %q", qs[0].Message)
 	}
