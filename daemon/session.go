@@ -284,7 +284,13 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 			return nil, fr, err
 		}
 		releaseFiles = rel
-		p, r, err := receiveStdio(c, fw)
+		p, r, err := receiveStdio(c, fw, peer.UID)
+		if errors.Is(err, errForeignStream) && req.TakesFramed {
+			log.Warn("the session's stdio is relayed by its shim in frames", "reason", err)
+			rel()
+			releaseFiles = func() {}
+			return nil, r, errFramedInstead
+		}
 		stdio = p // closed with the connection, above
 		return p, r, err
 	}

@@ -181,7 +181,7 @@ func (p *passedStdio) close() {
 // connection takes passed files only for this one frame (passrights.go).
 // It returns the files and the frame reader for the rest of the
 // connection; on error no file is kept.
-func receiveStdio(c *net.UnixConn, fw *api.FrameWriter) (*passedStdio, *api.FrameReader, error) {
+func receiveStdio(c *net.UnixConn, fw *api.FrameWriter, owner uint32) (*passedStdio, *api.FrameReader, error) {
 	if refusesUnaskedFiles() {
 		if err := passRights(c, true); err != nil {
 			return nil, nil, fmt.Errorf("%w: cannot take the files (SO_PASSRIGHTS: %v)", errBadStdio, err)
@@ -207,16 +207,28 @@ func receiveStdio(c *net.UnixConn, fw *api.FrameWriter) (*passedStdio, *api.Fram
 		closeFDs(fds)
 		return nil, nil, fmt.Errorf("%w: the shim did not send its files when asked (frame %q, %v)", errBadStdio, t, err)
 	}
-	p, err := adoptStdio(fds)
+	p, err := adoptStdio(fds, owner)
 	return p, fr, err
 }
 
 // errBadStdio says a passed file cannot serve as the client's stream.
 var errBadStdio = errors.New("passed stdio refused")
 
-// adoptStdio checks the passed files (stdin, stdout, optional stderr) and
-// takes them over; on error it closes them all.
-func adoptStdio(fds []int) (*passedStdio, error) {
+// errForeignStream says a passed file is a socket the daemon does not
+// write to itself: one of another family than AF_UNIX (a TCP socket's
+// close can linger in the daemon's thread for as long as its SO_LINGER
+// says), or a unix socket whose other end is not the session user's. The
+// kernel credits what the daemon writes to a unix socket to mcpcaged
+// (uid 0) for a receiver that asks (SO_PASSCRED): a user who passed a
+// stream to journald's /run/systemd/journal/stdout would have the
+// server's lines logged as mcpcaged's own, and flood its rate limit. The
+// shim relays such a session's stdio in frames, as its user.
+var errForeignStream = errors.New("the shim relays it in frames")
+
+// adoptStdio checks the passed files (stdin, stdout, optional stderr) of
+// the session of user owner and takes them over; on error it closes them
+// all.
+func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 	if len(fds) < 2 || len(fds) > maxPassedFiles {
 		closeFDs(fds)
 		return nil, fmt.Errorf("%w: want stdin, stdout and optionally stderr, got %d files", errBadStdio, len(fds))
@@ -225,9 +237,9 @@ func adoptStdio(fds []int) (*passedStdio, error) {
 	wasBlocking := make([]bool, len(fds))
 	for i, fd := range fds {
 		var err error
-		if wasBlocking[i], err = checkStream(fd, i == 0); err != nil {
+		if wasBlocking[i], err = checkStream(fd, i == 0, owner); err != nil {
 			closeFDs(fds)
-			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
+			return nil, fmt.Errorf("%w: %s: %w", errBadStdio, names[i], err)
 		}
 	}
 	streams := make([]*clientStream, len(fds))
@@ -400,10 +412,30 @@ func (c *clientStream) SetReadDeadline(t time.Time) error  { return c.f.SetReadD
 func (c *clientStream) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
 func (c *clientStream) Close() error                       { return c.f.Close() }
 
-// checkStream accepts a pipe or a stream socket open for reading (read)
-// or writing, and makes it non-blocking; it reports whether it was
-// blocking.
-func checkStream(fd int, read bool) (bool, error) {
+// ownUnixSocket checks that socket fd is an AF_UNIX one whose other end
+// is owner's (errForeignStream otherwise).
+func ownUnixSocket(fd int, owner uint32) error {
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return err
+	}
+	if domain != unix.AF_UNIX {
+		return fmt.Errorf("%w: a socket of address family %d, not a unix socket", errForeignStream, domain)
+	}
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
+		return err
+	}
+	if cred.Uid != owner {
+		return fmt.Errorf("%w: a unix socket whose other end is uid %d's, not the session user's", errForeignStream, cred.Uid)
+	}
+	return nil
+}
+
+// checkStream accepts a pipe or a unix stream socket whose other end is
+// owner's, open for reading (read) or writing, and makes it non-blocking;
+// it reports whether it was blocking. Another socket is errForeignStream.
+func checkStream(fd int, read bool, owner uint32) (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return false, err
@@ -417,6 +449,9 @@ func checkStream(fd int, read bool) (bool, error) {
 		}
 		if typ != unix.SOCK_STREAM {
 			return false, errors.New("a socket, but not a stream socket")
+		}
+		if err := ownUnixSocket(fd, owner); err != nil {
+			return false, err
 		}
 	default:
 		return false, fmt.Errorf("not a pipe or a stream socket (file mode %#o)", st.Mode&unix.S_IFMT)

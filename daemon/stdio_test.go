@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,9 +43,10 @@ func isOpen(fd int) bool {
 	return err == nil
 }
 
-// TestAdoptStdio: only pipes and stream sockets open the right way are
-// taken; anything else is refused with the reason, and every passed file
-// is closed then.
+// TestAdoptStdio: only pipes and unix stream sockets of the session's
+// user open the right way are taken; anything else is refused with the
+// reason (another socket as errForeignStream, which the shim relays in
+// frames), and every passed file is closed then.
 func TestAdoptStdio(t *testing.T) {
 	inR, inW := pipe(t)
 	outR, outW := pipe(t)
@@ -63,6 +65,22 @@ func TestAdoptStdio(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeFDs(stream[:])
+	// A TCP connection on loopback.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	tcp, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tcp.Close() }()
+	tcpFile, err := tcp.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tcpFile.Close() }()
 	dupRaw := func(fd int) int {
 		n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
@@ -73,28 +91,34 @@ func TestAdoptStdio(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		fds     func() []int
+		owner   uint32 // the session's user (the test runs as root)
 		wantErr string
+		foreign bool // errForeignStream
 	}{
-		{"pipes", func() []int { return []int{dupFD(t, inR), dupFD(t, outW)} }, ""},
-		{"pipes and stderr", func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW)} }, ""},
-		{"stream sockets", func() []int { return []int{dupRaw(stream[0]), dupRaw(stream[0])} }, ""},
-		{"one file", func() []int { return []int{dupFD(t, inR)} }, "got 1 files"},
-		{"four files", func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW), dupFD(t, outW)} }, "got 4 files"},
-		{"regular file", func() []int { return []int{dupFD(t, regular), dupFD(t, outW)} }, "stdin: not a pipe or a stream socket"},
-		{"datagram socket", func() []int { return []int{dupFD(t, inR), dupRaw(dgram[0])} }, "stdout: a socket, but not a stream socket"},
-		{"stdin write-only", func() []int { return []int{dupFD(t, inW), dupFD(t, outW)} }, "stdin: not open for reading"},
-		{"stdout read-only", func() []int { return []int{dupFD(t, inR), dupFD(t, outR)} }, "stdout: not open for writing"},
+		{name: "pipes", fds: func() []int { return []int{dupFD(t, inR), dupFD(t, outW)} }},
+		{name: "pipes and stderr", fds: func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW)} }},
+		{name: "stream sockets", fds: func() []int { return []int{dupRaw(stream[0]), dupRaw(stream[0])} }},
+		{name: "stream sockets of another user", fds: func() []int { return []int{dupRaw(stream[0]), dupRaw(stream[0])} }, owner: 1000,
+			wantErr: "stdin: the shim relays it in frames: a unix socket whose other end is uid 0's", foreign: true},
+		{name: "a TCP socket", fds: func() []int { return []int{dupFD(t, inR), dupRaw(int(tcpFile.Fd()))} },
+			wantErr: "stdout: the shim relays it in frames: a socket of address family 2", foreign: true},
+		{name: "one file", fds: func() []int { return []int{dupFD(t, inR)} }, wantErr: "got 1 files"},
+		{name: "four files", fds: func() []int { return []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, outW), dupFD(t, outW)} }, wantErr: "got 4 files"},
+		{name: "regular file", fds: func() []int { return []int{dupFD(t, regular), dupFD(t, outW)} }, wantErr: "stdin: not a pipe or a stream socket"},
+		{name: "datagram socket", fds: func() []int { return []int{dupFD(t, inR), dupRaw(dgram[0])} }, wantErr: "stdout: a socket, but not a stream socket"},
+		{name: "stdin write-only", fds: func() []int { return []int{dupFD(t, inW), dupFD(t, outW)} }, wantErr: "stdin: not open for reading"},
+		{name: "stdout read-only", fds: func() []int { return []int{dupFD(t, inR), dupFD(t, outR)} }, wantErr: "stdout: not open for writing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fds := tc.fds()
-			p, err := adoptStdio(fds)
+			p, err := adoptStdio(fds, tc.owner)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
 				p.close()
-			} else if err == nil || !errors.Is(err, errBadStdio) || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			} else if err == nil || !errors.Is(err, errBadStdio) || !strings.Contains(err.Error(), tc.wantErr) || errors.Is(err, errForeignStream) != tc.foreign {
+				t.Fatalf("err = %v, want %q (foreign %v)", err, tc.wantErr, tc.foreign)
 			}
 			for _, fd := range fds {
 				if isOpen(fd) {
@@ -164,7 +188,7 @@ func TestPassedStdioBlockingRestored(t *testing.T) {
 	_, outW := pipe(t)
 	keepIn, keepOut := dupFD(t, inR), dupFD(t, outW) // what a waiting shell holds
 	defer closeFDs([]int{keepIn, keepOut})
-	p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW)})
+	p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW)}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +254,7 @@ func TestPassedStdioNeverWaitsInTheKernel(t *testing.T) {
 			if e.peerOut != e.peerIn {
 				defer closeFDs([]int{e.peerOut})
 			}
-			p, err := adoptStdio([]int{e.in, e.out})
+			p, err := adoptStdio([]int{e.in, e.out}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -319,7 +343,7 @@ func TestPassedNamedFIFOEndsRatherThanWait(t *testing.T) {
 	}
 	defer closeFDs([]int{w})
 	_, outW := pipe(t)
-	p, err := adoptStdio([]int{r, dupFD(t, outW)})
+	p, err := adoptStdio([]int{r, dupFD(t, outW)}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +383,7 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeFDs(sp[:])
-	p, err := adoptStdio([]int{in[0], out[1]})
+	p, err := adoptStdio([]int{in[0], out[1]}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,6 +98,80 @@ func TestStdioFramedFallback(t *testing.T) {
 	}
 }
 
+// TestForeignSocketStaysWithTheShim: a unix stream socket whose other end
+// is not the session user's (here one accepted by a listener of root's,
+// which asks for the writer's credentials, as journald's
+// /run/systemd/journal/stdout does) is not written by the daemon: the
+// kernel would credit the server's lines to mcpcaged (uid 0), which a
+// user could use to have anything logged as mcpcaged's own and flood its
+// rate limit. The shim relays that session in frames, as its user.
+func TestForeignSocketStaysWithTheShim(t *testing.T) {
+	uid, _ := testUser(t)
+	d := startDaemon(t, "[servers.noisy]\ncommand = [\"/bin/sh\", \"-c\", \"echo LINE-FROM-THE-SERVER >&2; cat\"]\n")
+	for _, p := range []string{env.work, d.dir} {
+		must(t, os.Chmod(p, 0o755), "chmod")
+	}
+	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	path := filepath.Join(t.TempDir(), "journal-stdout")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	must(t, err, "listen")
+	defer func() { _ = ln.Close() }()
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+	must(t, err, "connect")
+	defer func() { _ = conn.Close() }()
+	stream, err := conn.File()
+	must(t, err, "the stream's file")
+	defer func() { _ = stream.Close() }()
+	accepted, err := ln.AcceptUnix()
+	must(t, err, "accept")
+	defer func() { _ = accepted.Close() }()
+	raw, err := accepted.SyscallConn()
+	must(t, err, "raw conn")
+	must(t, raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) }), "control")
+	must(t, err, "SO_PASSCRED")
+
+	inR, inW, err := os.Pipe()
+	must(t, err, "pipe")
+	defer func() { _ = inR.Close(); _ = inW.Close() }()
+	outR, outW, err := os.Pipe()
+	must(t, err, "pipe")
+	defer func() { _ = outR.Close(); _ = outW.Close() }()
+	cmd := d.shimCmd("noisy")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stream
+	must(t, cmd.Start(), "start the shim")
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	_ = inR.Close()
+	_ = outW.Close()
+	_ = stream.Close()
+
+	must(t, accepted.SetReadDeadline(time.Now().Add(60*time.Second)), "deadline")
+	var got []byte
+	for !bytes.Contains(got, []byte("LINE-FROM-THE-SERVER")) {
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+		n, oobn, _, _, err := accepted.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 {
+			t.Fatalf("the server's stderr line never came (read %q, %v)\n%s", got, err, d.log.String())
+		}
+		got = append(got, buf[:n]...)
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		must(t, err, "control messages")
+		for _, m := range msgs {
+			if c, err := unix.ParseUnixCredentials(&m); err == nil && c.Uid != uint32(uid) {
+				t.Fatalf("%q arrived credited to pid %d uid %d (mcpcaged is pid %d), want the shim's user %d", buf[:n], c.Pid, c.Uid, d.cmd.Process.Pid, uid)
+			}
+		}
+	}
+	var sessions []api.SessionInfo
+	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
+	if len(sessions) != 1 || sessions[0].Stdio != api.StdioFramed {
+		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioFramed)
+	}
+	if !strings.Contains(d.log.String(), "a unix socket whose other end is uid 0's") {
+		t.Fatalf("the mcpcaged log does not say why the session is framed:\n%s", d.log.String())
+	}
+}
+
 // TestStdioGarbageRefused: a shim that passes anything but the client's
 // pipes (a regular file as stdin) gets one clear error, and no session.
 func TestStdioGarbageRefused(t *testing.T) {
