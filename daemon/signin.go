@@ -152,6 +152,30 @@ func (d *Daemon) signedIn(g *oauth.Grant, user string, uid uint32, via string, l
 	log.Info("signed in to remote server", "user", user, "server", g.Server, "agent", g.Agent, "signin", g.ID, "scopes", strings.Join(g.Scopes, " "), "via", via)
 }
 
+// inbandAnswerRefused says why an answer brought to an in-band sign-in's
+// listener at local does not count ("" when it does): it must come by GET
+// from a program of the sign-in's user uid, not from mcpcaged.
+func inbandAnswerRefused(req *http.Request, local string, uid uint32) string {
+	peer, err := loopbackPeerOf(req.RemoteAddr, local)
+	if err != nil {
+		return "mcpcaged cannot tell whose program brought this answer: " + err.Error()
+	}
+	if peer.uid != uid {
+		return fmt.Sprintf("this answer came from a program of uid %d, not of the user this sign-in is for", peer.uid)
+	}
+	own, err := ownSocket(peer.inode)
+	if err != nil {
+		return "mcpcaged cannot tell whether it brought this answer itself: " + err.Error()
+	}
+	if own {
+		return "this answer came from mcpcaged itself (a remote server's url names this sign-in's link)"
+	}
+	if req.Method != http.MethodGet {
+		return fmt.Sprintf("this answer came by %s; a browser brings it by GET", req.Method)
+	}
+	return ""
+}
+
 // inbandWait bounds an in-band sign-in (its link and listener).
 const inbandWait = 10 * time.Minute
 
@@ -210,11 +234,10 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 		// user can read, and another user who signs in with it, as
 		// themselves, would have this user's agent act in their account.
 		// The answer counts only from a browser of the session's user.
-		if uid, err := loopbackPeerUID(req.RemoteAddr, ln.Addr().String()); err != nil || uid != s.peer.UID {
-			why := fmt.Sprintf("this answer came from a program of uid %d, not of the user this sign-in is for", uid)
-			if err != nil {
-				why = "mcpcaged cannot tell whose program brought this answer: " + err.Error()
-			}
+		// Nor from mcpcaged itself: another user's remote server whose url
+		// names this listener would have the daemon bring the answer, as
+		// uid 0 (root's sign-in), and only a browser brings it, with GET.
+		if why := inbandAnswerRefused(req, ln.Addr().String(), s.peer.UID); why != "" {
 			s.log.Warn("in-band sign-in answer refused", "server", srv.Name, "reason", why)
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": why})
 			w.WriteHeader(http.StatusForbidden)

@@ -396,7 +396,47 @@ func TestRemoteServer(t *testing.T) {
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "tracker") {
 		t.Fatalf("a sign-in was kept from another user's browser:\n%s", list)
 	}
-	resp, err := http.Get(el.URL) // the user's browser: sign-in, then the daemon's own loopback listener
+	// Nor can another user have mcpcaged itself bring their answer (as
+	// uid 0, which root's session is): they stop at the redirect to the
+	// listener, and add a remote server of their own whose url is that
+	// answer; signing in to it has the daemon connect there (found by a
+	// red-team helper).
+	redirect := func() string {
+		u, err := url.Parse(el.URL)
+		must(t, err, "the link")
+		return u.Query().Get("redirect_uri")
+	}()
+	var stolen string
+	stop := &http.Client{CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		if strings.HasPrefix(req.URL.String(), redirect) {
+			stolen = req.URL.String()
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	resp, err := stop.Get(el.URL)
+	must(t, err, "follow the link up to its answer")
+	_ = resp.Body.Close()
+	if stolen == "" {
+		t.Fatalf("the link led to no answer for %s", redirect)
+	}
+	must(t, os.Chmod(d.socket, 0o666), "open the socket to nobody (as the mcpcage group is)")
+	for dir := filepath.Dir(d.socket); dir != "/"; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		must(t, err, "stat")
+		must(t, os.Chmod(dir, st.Mode().Perm()|0o001), "chmod")
+	}
+	if out, err := d.cli(t, 65534, "server", "add", "evil", "--url", stolen); err != nil {
+		t.Fatalf("server add evil as nobody: %v %s", err, out)
+	}
+	_, _ = d.cli(t, 65534, "login", "--no-browser", "--wait", "5s", "evil") // fails: its url answers no MCP
+	d.record(t, string(api.RecordSignInFail), func(r map[string]any) bool {
+		return str(r, "user") == "root" && str(r, "server") == "tracker" && strings.Contains(str(r, "reason"), "came from mcpcaged itself")
+	})
+	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "tracker") {
+		t.Fatalf("a sign-in was kept from an answer mcpcaged brought for another user:\n%s", list)
+	}
+	resp, err = http.Get(el.URL) // the user's browser: sign-in, then the daemon's own loopback listener
 	must(t, err, "follow the in-band sign-in link")
 	page, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
