@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,7 +78,7 @@ func (r *remoteServer) gone() string {
 // definition makes a new one.
 type remoteClients struct {
 	mu sync.Mutex
-	m  map[*config.Server]*http.Client
+	m  map[string]*http.Client // by what the client is made of
 }
 
 // remoteClient is the HTTP client of a remote server's definition, which
@@ -88,9 +89,14 @@ func (d *Daemon) remoteClient(srv *config.Server) (*http.Client, error) {
 }
 
 func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []string) (*http.Client, error) {
+	// By what the client is made of: a user's own server is a new
+	// definition at every look-up, and a client per look-up would keep
+	// its idle connections open for each.
+	key := strings.Join([]string{srv.Name, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, time.Duration(srv.Timeout).String(),
+		strings.Join(dnsServers, ","), strings.Join(privateDomains, ",")}, "\x00")
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if c := rc.m[srv]; c != nil {
+	if c := rc.m[key]; c != nil {
 		return c, nil
 	}
 	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
@@ -98,12 +104,19 @@ func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []st
 	if err != nil {
 		return nil, err
 	}
-	if rc.m == nil || len(rc.m) > 256 {
-		rc.m = map[*config.Server]*http.Client{} // definitions of past configs are dropped
+	if rc.m == nil || len(rc.m) >= maxRemoteClients {
+		for _, old := range rc.m {
+			old.CloseIdleConnections() // sessions using it keep theirs
+		}
+		rc.m = map[string]*http.Client{} // definitions of past configs are dropped
 	}
-	rc.m[srv] = c
+	rc.m[key] = c
 	return c, nil
 }
+
+// maxRemoteClients bounds the cached clients (of past configs' and
+// users' definitions too).
+const maxRemoteClients = 256
 
 // grantAgent is the agent whose sign-in a session of agent uses for srv
 // ("" = the user's own) and the scopes that bind it (nil = none).
