@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,9 +148,15 @@ func clientCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
 		Short: "Import CLIENT's stdio servers as your mcpcage servers and point the client at `mcpcage run`",
 		Long: `Setup reads CLIENT's configuration (` + strings.Join(clientsetup.Names(), ", ") + `),
 imports every local (stdio) server as one of your mcpcage servers with a
-conservative sandbox (no network unless it is a known network tool; the
+conservative sandbox (no network unless it is a known network server,
+named exactly: the package npx, uvx... fetch, or the command's name; the
 folders it works on mounted read-only), rewrites the entry to
-"mcpcage run NAME", keeps a timestamped backup and prints the diff.
+"/usr/bin/mcpcage run NAME" (this mcpcage's absolute path), keeps a
+timestamped backup and prints the diff and which entries get the network.
+An entry whose server name is taken (by another entry, or a server or
+secrets you have) runs as NAME-2, NAME-3...: setup never replaces what
+it did not make. An entry that runs "mcpcage run NAME" through another
+mcpcage (a bare name found in PATH) is pointed at this one.
 Remote (url) entries become remote mcpcage servers: mcpcage speaks
 streamable HTTP to them and keeps the sign-in (mcpcage login NAME).
 "docker run IMAGE" entries become image-based servers (the same image,
@@ -178,10 +185,19 @@ undoes it, secrets included.`,
 				return fmt.Errorf("read %s's configuration: %w", c.Name, err)
 			}
 			self, _ := os.Executable()
-			opts := clientsetup.Options{Home: home, Only: only, Mcpcage: mcpcagePath(self), Keep: map[string]string{}}
+			inUse, listErr := namesInUse(*socket)
+			opts := clientsetup.Options{Home: home, Only: only, Mcpcage: mcpcagePath(self), InUse: inUse, Keep: map[string]string{}}
 			res, err := clientsetup.Rewrite(c, old, opts)
 			if err != nil {
 				return err
+			}
+			if listErr != nil && len(res.Imported) > 0 {
+				// Without the names in use, an import could replace a
+				// server or secret of the user's.
+				if !dryRun {
+					return fmt.Errorf("%w; nothing was changed", listErr)
+				}
+				warn(stderr, "%v: the server names below may change", listErr)
 			}
 			var added, stored []string
 			var state map[string]clientState
@@ -210,6 +226,9 @@ undoes it, secrets included.`,
 			for _, r := range res.Unchanged {
 				fmt.Fprintf(out, "already through mcpcage: %s\n", r)
 			}
+			for _, r := range res.Repointed {
+				fmt.Fprintf(out, "repointed: %s\n", r)
+			}
 			for _, s := range res.Imported {
 				for _, w := range s.Warnings {
 					warn(stderr, "%s", w)
@@ -223,6 +242,11 @@ undoes it, secrets included.`,
 				return out.Flush()
 			}
 			fmt.Fprint(out, redactSecrets(clientsetup.Diff(path, old, res.Config), res.Imported))
+			for _, s := range res.Imported {
+				if s.NetworkWhy != "" {
+					fmt.Fprintf(out, "network: %s\n", s.NetworkWhy)
+				}
+			}
 			if dryRun {
 				fmt.Fprintln(out, "dry run: nothing was changed")
 				return out.Flush()
@@ -328,9 +352,31 @@ undoes it, secrets included.`,
 // that hands the shim pipes of its own.
 func mcpcagePath(self string) string {
 	if self == "" {
-		return "/usr/bin/mcpcage"
+		return clientsetup.DefaultMcpcage
 	}
 	return self
+}
+
+// namesInUse reports the server names setup must not take: a server the
+// user has (or an administrator's), or one whose secrets ("NAME.KEY")
+// the user has. Setup imports under free names only, so it never
+// replaces what it did not make, and restore removes only what it made.
+func namesInUse(socket string) (func(string) bool, error) {
+	var servers []api.ServerInfo
+	if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpServers}, &servers); err != nil {
+		return nil, fmt.Errorf("list your servers: %w", err)
+	}
+	var secrets []string
+	if err := api.Call(api.SocketPath(socket), api.Request{Op: api.OpSecretList}, &secrets); err != nil {
+		return nil, fmt.Errorf("list your secrets: %w", err)
+	}
+	taken := map[string]bool{}
+	for _, s := range servers {
+		taken[s.Name] = true
+	}
+	return func(name string) bool {
+		return taken[name] || slices.ContainsFunc(secrets, func(s string) bool { return strings.HasPrefix(s, name+".") })
+	}, nil
 }
 
 // importServers stores each server's secrets, then adds the server. An

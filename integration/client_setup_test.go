@@ -96,6 +96,82 @@ func TestClientSetupRoundTrip(t *testing.T) {
 	}
 }
 
+// TestClientSetupKeepsYours: setup never replaces a server or secret the
+// user made, and restore never removes one; entries whose names make the
+// same server name get a server each; an entry that ran `mcpcage run`
+// through PATH runs setup's mcpcage instead.
+func TestClientSetupKeepsYours(t *testing.T) {
+	d := startDaemon(t, "")
+	home := t.TempDir()
+	cfgPath := filepath.Join(home, ".config", "Claude", "claude_desktop_config.json")
+	must(t, os.MkdirAll(filepath.Dir(cfgPath), 0o755), "mkdir")
+	testserver := filepath.Join(env.bin, "testserver")
+	d.mustCLI(t, "server", "add", "claude-desktop-tester", "--env", "MINE=1", "--", testserver)
+	set := exec.Command(filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "secret", "set", "claude-desktop-other.API_TOKEN")
+	set.Stdin = strings.NewReader("mine-0123456789\n")
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("secret set: %v %s", err, out)
+	}
+	original := fmt.Sprintf(`{
+  "mcpServers": {
+    "tester": {"command": %[1]q},
+    "tester ": {"command": %[1]q, "args": ["--second"]},
+    "other": {"command": %[1]q, "env": {"API_TOKEN": "theirs-0123456789"}},
+    "caged": {"command": "mcpcage", "args": ["run", "claude-desktop-tester"], "env": {"MCPCAGE_SOCKET": %[2]q}}
+  }
+}
+`, testserver, d.socket)
+	must(t, os.WriteFile(cfgPath, []byte(original), 0o644), "write client config")
+	mine := func(when string) {
+		t.Helper()
+		if show := d.mustCLI(t, "servers", "show", "claude-desktop-tester", "--json"); !strings.Contains(show, `"MINE=1"`) || strings.Contains(show, "--second") {
+			t.Fatalf("%s: the user's own server changed:\n%s", when, show)
+		}
+		if ls := d.mustCLI(t, "secret", "ls"); !strings.Contains(ls, "claude-desktop-other.API_TOKEN\n") {
+			t.Fatalf("%s: the user's own secret is gone:\n%s", when, ls)
+		}
+	}
+
+	out := d.mustCLI(t, "client", "setup", "claude-desktop", "--home", home)
+	for _, want := range []string{"network: tester gets no network", "tester runs as server claude-desktop-tester-2: claude-desktop-tester is taken",
+		"other runs as server claude-desktop-other-2", "repointed: caged ran `mcpcage run claude-desktop-tester` through \"mcpcage\""} {
+		if !strings.Contains(out, want) {
+			t.Errorf("setup's output lacks %q:\n%s", want, out)
+		}
+	}
+	mine("after setup")
+	after, _ := os.ReadFile(cfgPath)
+	var parsed struct {
+		MCPServers map[string]struct {
+			Command string            `json:"command"`
+			Args    []string          `json:"args"`
+			Env     map[string]string `json:"env"`
+		} `json:"mcpServers"`
+	}
+	must(t, json.Unmarshal(after, &parsed), "rewritten config")
+	for entry, server := range map[string]string{"tester": "claude-desktop-tester-2", "tester ": "claude-desktop-tester-3", "other": "claude-desktop-other-2", "caged": "claude-desktop-tester"} {
+		e := parsed.MCPServers[entry]
+		if e.Command != filepath.Join(env.bin, "mcpcage") || strings.Join(e.Args, " ") != "run "+server {
+			t.Errorf("entry %q: %s %v, want run %s", entry, e.Command, e.Args, server)
+		}
+	}
+	if parsed.MCPServers["caged"].Env["MCPCAGE_SOCKET"] != d.socket {
+		t.Errorf("the repointed entry lost its env:\n%s", after)
+	}
+	if show := d.mustCLI(t, "servers", "show", "claude-desktop-tester-3"); !strings.Contains(show, "--second") {
+		t.Fatalf("the second entry's server:\n%s", show)
+	}
+
+	d.mustCLI(t, "client", "restore", "claude-desktop", "--home", home)
+	mine("after restore")
+	if list := d.mustCLI(t, "servers"); strings.Contains(list, "claude-desktop-tester-") || strings.Contains(list, "claude-desktop-other") {
+		t.Fatalf("restore left imported servers:\n%s", list)
+	}
+	if ls := d.mustCLI(t, "secret", "ls"); strings.Contains(ls, "claude-desktop-other-2") {
+		t.Fatalf("restore left the imported secret:\n%s", ls)
+	}
+}
+
 func TestServerAddRm(t *testing.T) {
 	d := startDaemon(t, "")
 	dir := t.TempDir()

@@ -1,7 +1,12 @@
 // Package clientsetup rewrites MCP clients' configurations so that every
 // local (stdio) server runs through mcpcage: each entry's command becomes
-// `mcpcage run NAME`, and the original command becomes a user-scoped
-// mcpcage server definition with a conservative sandbox. Remote (url)
+// `/usr/bin/mcpcage run NAME` (an absolute path, never a name looked up
+// in PATH), and the original command becomes a user-scoped mcpcage server
+// definition with a conservative sandbox: no network unless it runs a
+// known network server, named exactly (network.go). NAME is unique: an
+// entry whose name another entry, or a server or secrets the user has,
+// already take gets a suffix, so setup never replaces what it did not
+// make (names.go). Remote (url)
 // entries become remote mcpcage servers (streamable HTTP, the sign-in
 // kept by the daemon); entries that cannot work through mcpcage (the
 // older HTTP+SSE transport, static credential headers, `docker run`) are

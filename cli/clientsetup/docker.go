@@ -62,8 +62,8 @@ var dockerFlags = map[string]struct {
 
 // importDocker builds the image-based server of a `docker run` entry, or
 // says why the entry stays as it is.
-func importDocker(c Client, name string, e entry, o Options) (Server, string) {
-	s := Server{Entry: name, ServerDef: api.ServerDef{Name: ServerName(c.Name, name), Network: "host"}}
+func importDocker(name, srvName string, e entry, o Options) (Server, string) {
+	s := Server{Entry: name, ServerDef: api.ServerDef{Name: srvName, Network: "host"}}
 	env := map[string]string{}
 	var network string
 	var entrypoint []string
@@ -138,9 +138,10 @@ func importDocker(c Client, name string, e entry, o Options) (Server, string) {
 	switch network {
 	case "none":
 		s.Network = "none"
+		s.NetworkWhy = fmt.Sprintf("%s gets no network: docker ran it with --network none", name)
 	default: // docker's default bridge, host, or a network of its own
 		s.Egress = []string{"public:443"}
-		s.Warnings = append(s.Warnings, fmt.Sprintf("%s had docker's network: under mcpcage it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name))
+		s.NetworkWhy = fmt.Sprintf("%s gets the network: it had docker's network; under mcpcage it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name)
 	}
 	s.moveSecrets(env)
 	return s, ""

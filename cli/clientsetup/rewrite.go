@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -24,6 +23,9 @@ type Server struct {
 	api.ServerDef
 	Entry    string   `json:"-"` // the client's name for it
 	Warnings []string `json:"-"`
+	// NetworkWhy says what network the server gets and why (remote
+	// servers: empty).
+	NetworkWhy string `json:"-"`
 	// Secrets are credentials from the entry, to store in the user's own
 	// secret store (name: value) before the server is added; its env
 	// names them as "secret:NAME".
@@ -75,11 +77,20 @@ func secretName(server, key string) string {
 	return n
 }
 
+// DefaultMcpcage is the mcpcage the package installs.
+const DefaultMcpcage = "/usr/bin/mcpcage"
+
 // Options tune Rewrite.
 type Options struct {
-	Home    string   // the user's home, for ~ and mount checks
-	Only    []string // entry names to import (empty: all)
-	Mcpcage string   // the command written into the client config
+	Home string   // the user's home, for ~ and mount checks
+	Only []string // entry names to import (empty: all)
+	// Mcpcage is the command written into the client config, an
+	// absolute path (DefaultMcpcage when empty): a name looked up in the
+	// client's PATH runs whatever comes first there.
+	Mcpcage string
+	// InUse reports a server name taken by a server or a secret
+	// ("NAME.KEY") the user has: setup never replaces one (nil: none).
+	InUse func(name string) bool
 	// IsDir reports whether a path is an existing directory (os by default).
 	IsDir func(string) bool
 	// Keep are entries to leave as they are, with the reason (the daemon
@@ -92,6 +103,9 @@ type Result struct {
 	Config    []byte   // the new file (equal to the old one when nothing changed)
 	Imported  []Server // server definitions to store
 	Unchanged []string // entries already going through mcpcage
+	// Repointed say which entries ran `mcpcage run NAME` through another
+	// mcpcage (a name looked up in PATH) and now run Mcpcage.
+	Repointed []string
 	Remote    []string // remote entries left untouched (see Notes)
 	// Notes say why an entry was left as it is.
 	Notes   []string
@@ -100,26 +114,6 @@ type Result struct {
 
 // Changed reports whether the file changes.
 func (r *Result) Changed(old []byte) bool { return !bytes.Equal(r.Config, old) }
-
-var nameRe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// ServerName makes an mcpcage server name for a client entry.
-func ServerName(client, entry string) string {
-	n := strings.Trim(nameRe.ReplaceAllString(entry, "-"), "-.")
-	if n == "" {
-		n = "server"
-	}
-	n = client + "-" + n
-	if len(n) > 63 {
-		n = n[:63]
-	}
-	return n
-}
-
-// networkPackages are servers whose job is the network.
-var networkPackages = []string{"server-github", "server-gitlab", "server-fetch", "mcp-server-fetch", "server-brave-search",
-	"server-slack", "server-google-maps", "server-sentry", "server-puppeteer", "github-mcp-server", "server-postgres",
-	"server-everart", "server-aws", "server-gdrive", "firecrawl", "tavily", "exa-mcp", "notion", "linear", "stripe"}
 
 type entry struct {
 	Command string            `json:"command"`
@@ -135,7 +129,10 @@ type entry struct {
 // Rewrite transforms one client config.
 func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	if o.Mcpcage == "" {
-		o.Mcpcage = "mcpcage"
+		o.Mcpcage = DefaultMcpcage
+	}
+	if !filepath.IsAbs(o.Mcpcage) {
+		return nil, fmt.Errorf("mcpcage's path %q is not absolute; nothing was changed", o.Mcpcage)
 	}
 	if o.IsDir == nil {
 		o.IsDir = func(p string) bool { st, err := os.Stat(p); return err == nil && st.IsDir() }
@@ -165,7 +162,12 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	for n := range members {
 		names = append(names, n)
 	}
-	sort.Slice(names, func(i, j int) bool { return members[names[i]].Start > members[names[j]].Start })
+	sort.Slice(names, func(i, j int) bool { return members[names[i]].Start < members[names[j]].Start })
+	serverName, err := serverNames(c.Name, names, o.InUse)
+	if err != nil {
+		return nil, err
+	}
+	slices.Reverse(names)
 	out := append([]byte(nil), servers...)
 	for _, name := range names {
 		espan := members[name]
@@ -189,50 +191,91 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 			res.Skipped = append(res.Skipped, name)
 			continue
 		case remote:
-			srv := Server{Entry: name, ServerDef: api.ServerDef{Name: ServerName(c.Name, name), URL: orStr(e.URL, e.Server)}}
+			srv := Server{Entry: name, ServerDef: api.ServerDef{Name: serverName[name], URL: orStr(e.URL, e.Server)}}
 			srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s is remote: if it asks for a sign-in, run `mcpcage login %s`; mcpcage keeps the tokens", name, srv.Name))
-			res.Imported = append(res.Imported, srv)
-			out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
+			out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
 			continue
 		case isDocker(e) && len(o.Only) > 0 && !contains(o.Only, name):
 			res.Skipped = append(res.Skipped, name)
 			continue
 		case isDocker(e):
-			srv, why := importDocker(c, name, e, o)
+			srv, why := importDocker(name, serverName[name], e, o)
 			if why != "" {
 				res.Remote = append(res.Remote, name)
 				res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
 				continue
 			}
-			res.Imported = append(res.Imported, srv)
-			out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
+			out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
 			continue
 		case e.Command == "":
 			continue
-		case filepath.Base(e.Command) == "mcpcage" && len(e.Args) > 0 && e.Args[0] == "run":
+		case e.Command == o.Mcpcage && len(e.Args) > 0 && e.Args[0] == "run":
 			res.Unchanged = append(res.Unchanged, name)
 			continue
 		case len(o.Only) > 0 && !contains(o.Only, name):
 			res.Skipped = append(res.Skipped, name)
 			continue
+		case filepath.Base(e.Command) == "mcpcage" && len(e.Args) > 0 && e.Args[0] == "run":
+			// Caged, but through whatever "mcpcage" the client finds (in
+			// its PATH, or elsewhere): the same `run NAME` through ours.
+			out = jsonsplice.Splice(out, espan, repoint(espan.Of(servers), e, c, o))
+			how := "another mcpcage than this one"
+			if !filepath.IsAbs(e.Command) {
+				how = "a name the client looks up in its PATH, which runs whatever comes first there"
+			}
+			res.Repointed = append(res.Repointed, fmt.Sprintf("%s ran `%s %s` through %q, %s: it now runs %s, with the same arguments", name, filepath.Base(e.Command), strings.Join(e.Args, " "), e.Command, how, o.Mcpcage))
+			continue
 		}
-		srv := importEntry(c, name, e, o)
-		res.Imported = append(res.Imported, srv)
-		out = jsonsplice.Splice(out, espan, stdioEntry(c, o, srv.Name))
+		srv := importEntry(name, serverName[name], e, o)
+		out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
 	}
 	sort.Slice(res.Imported, func(i, j int) bool { return res.Imported[i].Name < res.Imported[j].Name })
 	res.Config = jsonsplice.Splice(data, sp, out)
 	return res, nil
 }
 
-// stdioEntry is the client entry that runs server name through mcpcage.
-func stdioEntry(c Client, o Options, name string) []byte {
+// add records srv as imported, with a warning when its entry's name
+// was taken, and returns the entry that runs it.
+func (r *Result) add(c Client, o Options, srv Server) []byte {
+	if base := ServerName(c.Name, srv.Entry); srv.Name != base {
+		srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s runs as server %s: %s is taken (by a server or secret of yours, or another entry of this file); nothing of yours is replaced", srv.Entry, srv.Name, base))
+	}
+	r.Imported = append(r.Imported, srv)
+	return stdioEntry(c, o, []string{"run", srv.Name})
+}
+
+// stdioEntry is the client entry that runs mcpcage with args.
+func stdioEntry(c Client, o Options, args []string) []byte {
 	b, _ := json.Marshal(struct {
 		Type    string   `json:"type,omitempty"`
 		Command string   `json:"command"`
 		Args    []string `json:"args"`
-	}{c.StdioType, o.Mcpcage, []string{"run", name}})
+	}{c.StdioType, o.Mcpcage, args})
 	return b
+}
+
+// repoint is entry (running e, some mcpcage) with its command set to
+// o.Mcpcage and every other member kept (args, env such as
+// MCPCAGE_SOCKET). An entry whose "command" the client and this package
+// might read differently (a key written "Command" too) is written anew
+// with e's arguments.
+func repoint(entry []byte, e entry, c Client, o Options) []byte {
+	members, _ := jsonsplice.Members(entry)
+	var cmd string
+	sp, ok := members["command"]
+	if ok && json.Unmarshal(sp.Of(entry), &cmd) == nil && cmd == e.Command {
+		n := 0
+		for k := range members {
+			if strings.EqualFold(k, "command") {
+				n++
+			}
+		}
+		if n == 1 {
+			path, _ := json.Marshal(o.Mcpcage)
+			return jsonsplice.Splice(entry, sp, path)
+		}
+	}
+	return stdioEntry(c, o, e.Args)
 }
 
 // keepRemote says why a remote entry stays as it is ("" routes it
@@ -300,9 +343,10 @@ func expand(p, home string) string {
 	return p
 }
 
-// importEntry builds the sandboxed definition of one client entry.
-func importEntry(c Client, name string, e entry, o Options) Server {
-	s := Server{Entry: name, ServerDef: api.ServerDef{Name: ServerName(c.Name, name), Network: "none"}}
+// importEntry builds the sandboxed definition of one client entry,
+// server srvName.
+func importEntry(name, srvName string, e entry, o Options) Server {
+	s := Server{Entry: name, ServerDef: api.ServerDef{Name: srvName, Network: "none"}}
 	s.moveSecrets(e.Env)
 	args := make([]string, 0, len(e.Args))
 	for _, a := range e.Args {
@@ -330,14 +374,12 @@ func importEntry(c Client, name string, e entry, o Options) Server {
 			addMount(a) // the folder the server works on, read-only
 		}
 	}
-	all := strings.ToLower(strings.Join(s.Command, " "))
-	for _, p := range networkPackages {
-		if strings.Contains(all, p) {
-			s.Network = "host"
-			s.Egress = []string{"public:443"}
-			s.Warnings = append(s.Warnings, fmt.Sprintf("%s looks like a network tool: it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name))
-			break
-		}
+	if known := knownNetworkServer(e.Command, e.Args); known != "" {
+		s.Network = "host"
+		s.Egress = []string{"public:443"}
+		s.NetworkWhy = fmt.Sprintf("%s gets the network: it runs %s, a known network server; it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name, known)
+	} else {
+		s.NetworkWhy = fmt.Sprintf("%s gets no network: it runs no known network server (by its exact package or command name); if it needs one, `mcpcage server add %s --egress HOST:PORT -- ...`", name, s.Name)
 	}
 	if base := filepath.Base(e.Command); base == "npx" || base == "uvx" || base == "bunx" {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("%s starts with %s, which downloads the server at every start and needs the network: install it once (e.g. npm install -g PACKAGE) and point the command at it", name, base))

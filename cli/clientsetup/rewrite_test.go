@@ -87,14 +87,14 @@ func TestRewriteDetails(t *testing.T) {
 	if gh.Env["GITHUB_PERSONAL_ACCESS_TOKEN"] != "secret:"+ghSecret || gh.Secrets[ghSecret] != "ghp_example" || len(gh.Secrets) != 1 {
 		t.Fatalf("the github token is not moved to the secret store: env %v, secrets %v", gh.Env, gh.Secrets)
 	}
-	warnings := strings.Join(append(fs.Warnings, gh.Warnings...), "\n")
-	for _, w := range []string{"npx", "network tool"} {
-		if !strings.Contains(warnings, w) {
-			t.Errorf("warnings lack %q:\n%s", w, warnings)
-		}
+	if warnings := strings.Join(append(fs.Warnings, gh.Warnings...), "\n"); !strings.Contains(warnings, "npx") {
+		t.Errorf("warnings lack npx:\n%s", warnings)
+	}
+	if !strings.Contains(gh.NetworkWhy, "gets the network: it runs @modelcontextprotocol/server-github, a known network server") || !strings.Contains(fs.NetworkWhy, "gets no network") {
+		t.Errorf("why the network: %q, %q", gh.NetworkWhy, fs.NetworkWhy)
 	}
 	// Only the rewritten entries change; the rest stays byte for byte.
-	if !strings.Contains(string(res.Config), `"globalShortcut": "Ctrl+Space"`) || !strings.Contains(string(res.Config), `"remote": {"command":"mcpcage","args":["run","claude-desktop-remote"]}`) {
+	if !strings.Contains(string(res.Config), `"globalShortcut": "Ctrl+Space"`) || !strings.Contains(string(res.Config), `"remote": {"command":"/usr/bin/mcpcage","args":["run","claude-desktop-remote"]}`) {
 		t.Fatalf("unrelated content changed:\n%s", res.Config)
 	}
 	only, _ := Rewrite(Clients["claude-desktop"], before, Options{Home: "/home/alice", Only: []string{"github"}})
@@ -129,7 +129,7 @@ func TestRemoteEntries(t *testing.T) {
 				}
 				return
 			}
-			if len(res.Imported) != 1 || res.Imported[0].URL != tc.url || string(res.Config) != `{"mcpServers":{"x":{"command":"mcpcage","args":["run","cursor-x"]}}}` {
+			if len(res.Imported) != 1 || res.Imported[0].URL != tc.url || string(res.Config) != `{"mcpServers":{"x":{"command":"/usr/bin/mcpcage","args":["run","cursor-x"]}}}` {
 				t.Fatalf("imported %+v, config %s", res.Imported, res.Config)
 			}
 		})
@@ -139,7 +139,7 @@ func TestRemoteEntries(t *testing.T) {
 // TestRewriteSurgical rewrites one entry of files written in many ways:
 // every byte outside that entry's value stays as it was.
 func TestRewriteSurgical(t *testing.T) {
-	const caged = `{"command":"mcpcage","args":["run","cursor-fs"]}`
+	const caged = `{"command":"/usr/bin/mcpcage","args":["run","cursor-fs"]}`
 	for _, tc := range []struct {
 		name   string
 		before string
@@ -272,10 +272,10 @@ func TestDockerEntries(t *testing.T) {
 				}
 				return
 			}
-			if len(res.Imported) != 1 || !tc.want(res.Imported[0]) || string(res.Config) != `{"mcpServers":{"x":{"command":"mcpcage","args":["run","cursor-x"]}}}` {
+			if len(res.Imported) != 1 || !tc.want(res.Imported[0]) || string(res.Config) != `{"mcpServers":{"x":{"command":"/usr/bin/mcpcage","args":["run","cursor-x"]}}}` {
 				t.Fatalf("imported %+v, config %s, notes %q", res.Imported, res.Config, res.Notes)
 			}
-			if !strings.Contains(strings.Join(res.Imported[0].Warnings, "\n"), tc.warns) {
+			if !strings.Contains(strings.Join(append(res.Imported[0].Warnings, res.Imported[0].NetworkWhy), "\n"), tc.warns) {
 				t.Fatalf("warnings %q lack %q", res.Imported[0].Warnings, tc.warns)
 			}
 			if b, _ := json.Marshal(res.Imported[0]); strings.Contains(string(b), "ghp_abc123") || strings.Contains(string(b), `"k1"`) {

@@ -1,0 +1,193 @@
+package clientsetup
+
+import (
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// An imported local server gets the network only when it is one of the
+// servers below, named exactly: the package a runner (npx, uvx...) is
+// asked to fetch, or the basename of the command itself. A word found
+// anywhere in the command line is not enough: `@evil/mcp-notion-helper`
+// is not Notion's server, and `/home/u/linear-algebra/server.js` is not
+// Linear's. So:
+//
+//   - a package counts only as the package argument of a runner it knows
+//     (npx, bunx, pnpm dlx, pnpx, yarn dlx, npm exec for npm; uvx, uv tool
+//     run, pipx run for PyPI), with at most a plain @version (==version
+//     on PyPI), and only in that registry's list;
+//   - a runner flag it does not know (another registry, extra packages,
+//     a shell command) makes it no match;
+//   - paths never match: `node /opt/.../server-github/dist/index.js` gets
+//     no network, whatever the path says.
+//
+// No match is the safe default: the server runs with no network, and the
+// user gives it what it needs (mcpcage server add NAME --egress ...).
+
+// registry is where a runner fetches packages from.
+type registry int
+
+const (
+	npmRegistry registry = iota + 1
+	pypiRegistry
+)
+
+// networkPackages are the packages of servers whose job is the network,
+// by registry, each its exact published name. Linear's server is remote
+// only (no package), and names not known for sure are left out.
+var networkPackages = map[registry][]string{
+	npmRegistry: {
+		"@modelcontextprotocol/server-github", "@modelcontextprotocol/server-gitlab",
+		"@modelcontextprotocol/server-brave-search", "@modelcontextprotocol/server-slack",
+		"@modelcontextprotocol/server-google-maps", "@modelcontextprotocol/server-puppeteer",
+		"@modelcontextprotocol/server-postgres", "@modelcontextprotocol/server-everart",
+		"@modelcontextprotocol/server-aws-kb-retrieval", "@modelcontextprotocol/server-gdrive",
+		"@notionhq/notion-mcp-server", "@stripe/mcp", "firecrawl-mcp", "tavily-mcp", "exa-mcp-server",
+	},
+	pypiRegistry: {"mcp-server-fetch", "mcp-server-sentry"},
+}
+
+// networkCommands are the commands those packages install (the name in
+// their package's bin or scripts), and GitHub's own server binary.
+var networkCommands = []string{
+	"github-mcp-server", "mcp-server-github", "mcp-server-brave-search", "mcp-server-puppeteer",
+	"mcp-server-postgres", "mcp-server-everart", "mcp-server-aws-kb-retrieval", "mcp-server-gdrive",
+	"mcp-server-fetch",
+}
+
+// runnerFlag is how a runner treats one of its flags.
+type runnerFlag int
+
+const (
+	flagIgnore  runnerFlag = iota + 1 // no value, no bearing on the package
+	flagValue                         // takes a value with no bearing on the package
+	flagPackage                       // takes the package to fetch (the positional is a command of it)
+)
+
+// runner is a command that fetches a package and runs it.
+type runner struct {
+	registry registry
+	flags    map[string]runnerFlag
+}
+
+var (
+	npmRunner = runner{npmRegistry, map[string]runnerFlag{
+		"-y": flagIgnore, "--yes": flagIgnore, "-q": flagIgnore, "--quiet": flagIgnore, "-s": flagIgnore, "--silent": flagIgnore,
+		"--bun": flagIgnore, "-p": flagPackage, "--package": flagPackage,
+	}}
+	pypiRunner = runner{pypiRegistry, map[string]runnerFlag{
+		"-q": flagIgnore, "--quiet": flagIgnore, "--isolated": flagIgnore,
+		"--python": flagValue, "--from": flagPackage, "--spec": flagPackage,
+	}}
+)
+
+// runners are the runners by command basename and the subcommand words
+// before their arguments.
+var runners = []struct {
+	command string
+	sub     []string
+	runner
+}{
+	{"npx", nil, npmRunner}, {"bunx", nil, npmRunner}, {"pnpx", nil, npmRunner},
+	{"pnpm", []string{"dlx"}, npmRunner}, {"yarn", []string{"dlx"}, npmRunner},
+	{"npm", []string{"exec"}, npmRunner}, {"npm", []string{"x"}, npmRunner},
+	{"uvx", nil, pypiRunner}, {"uv", []string{"tool", "run"}, pypiRunner},
+	{"pipx", []string{"run"}, pypiRunner},
+}
+
+// knownNetworkServer names the known network server command runs, or
+// says "" when it runs none of them.
+func knownNetworkServer(command string, args []string) string {
+	base := filepath.Base(command)
+	if slices.Contains(networkCommands, base) {
+		return base
+	}
+	for _, r := range runners {
+		if r.command != base || len(args) < len(r.sub) || !slices.Equal(args[:len(r.sub)], r.sub) {
+			continue
+		}
+		pkg, ok := r.packageArg(args[len(r.sub):])
+		if !ok {
+			return ""
+		}
+		if name, ok := packageName(r.registry, pkg); ok && slices.Contains(networkPackages[r.registry], name) {
+			return name
+		}
+		return ""
+	}
+	return ""
+}
+
+// packageArg finds the package a runner's arguments fetch: the value of
+// its package flag (once), else its first positional argument. A flag it
+// does not know makes it refuse.
+func (r runner) packageArg(args []string) (string, bool) {
+	var pkgs []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			if i+1 < len(args) && len(pkgs) == 0 {
+				return args[i+1], true
+			}
+			break
+		}
+		if !strings.HasPrefix(a, "-") {
+			if len(pkgs) == 0 {
+				return a, true
+			}
+			break
+		}
+		flag, value, inline := strings.Cut(a, "=")
+		switch r.flags[flag] {
+		case flagIgnore:
+			if inline {
+				return "", false
+			}
+		case flagValue, flagPackage:
+			if !inline {
+				if i+1 >= len(args) {
+					return "", false
+				}
+				i++
+				value = args[i]
+			}
+			if r.flags[flag] == flagPackage {
+				pkgs = append(pkgs, value)
+			}
+		default:
+			return "", false // --registry, --with, -c...: not a plain fetch of one package
+		}
+	}
+	if len(pkgs) != 1 {
+		return "", false
+	}
+	return pkgs[0], true
+}
+
+// plainVersion is a version, range or tag after a package name: no
+// alias (npm:other), url, path or extras.
+var plainVersion = regexp.MustCompile(`^[~^]?[A-Za-z0-9][A-Za-z0-9.+_-]*$`)
+
+// packageName strips a plain version from a package argument; ok is
+// false for anything but a registry name (a path, a url, an alias).
+func packageName(reg registry, arg string) (string, bool) {
+	name, version := arg, ""
+	switch reg {
+	case npmRegistry:
+		if at := strings.LastIndexByte(arg, '@'); at > 0 {
+			name, version = arg[:at], arg[at+1:]
+		}
+	case pypiRegistry:
+		if n, v, ok := strings.Cut(arg, "=="); ok {
+			name, version = n, v
+		} else if at := strings.LastIndexByte(arg, '@'); at > 0 {
+			name, version = arg[:at], arg[at+1:]
+		}
+	}
+	if arg != name && !plainVersion.MatchString(version) {
+		return "", false
+	}
+	return name, true
+}
