@@ -18,6 +18,9 @@
 //   hooks (sendmsg4/6, connect4/6), so a UDP socket can receive but never
 //   answer outside the egress list.
 // - Unix sockets never reach these hooks (see the README's network section).
+// - A session without host networking binds in its own network namespace,
+//   freely; a socket of the host's passed to it (SCM_RIGHTS) is refused
+//   any bind (cage.h's host_socket).
 // - cgroup_skb/egress drops a session's IPv6 packets that carry a routing
 //   header: a socket's IPV6_RTHDR option (a segment routing header needs
 //   no privilege) sends each packet to the header's first segment, not to
@@ -105,15 +108,21 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, __u16 family, _
 	struct session *s = current_session(&cgid);
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	__u8 proto = ctx->protocol;
-	if (s && !(s->flags & SESSION_HOST_NET))
-		return 1; // own network namespace: nothing of the host to bind
-	if (s && (port == 0 || listen_allowed(cgid, addr16, port)))
+	__u32 rule = s ? 0 : UNREGISTERED_RULE; // fail closed
+	if (s && !(s->flags & SESSION_HOST_NET)) {
+		// Own network namespace: nothing of the host to bind, unless the
+		// socket is the host's (passed in): refused, port 0 too.
+		if (!host_socket(ctx))
+			return 1;
+		rule = HOST_NETNS_RULE;
+	} else if (s && (port == 0 || listen_allowed(cgid, addr16, port))) {
 		return 1;
+	}
 	// Denials are always reported (no budget), as for connect.
 	struct event *e = new_event(cgid, EV_NET_DENIED, false);
 	if (e) {
 		fill_denied(e, family, addr16, port, proto, NET_DENIED_BIND);
-		e->rule = s ? 0 : UNREGISTERED_RULE; // fail closed
+		e->rule = rule;
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	}
 	return 0;
@@ -172,6 +181,10 @@ int cage_listen_ingress(struct __sk_buff *skb)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || sk->state != BPF_TCP_LISTEN)
 		return 1; // only a listening socket takes new connections
+	// The session is the socket's (the cgroup it was made in), not its
+	// holder's: a socket passed to another session keeps its maker's
+	// listen list, and one made in an isolated session is in that
+	// session's own network namespace.
 	__u64 cgid = bpf_skb_ancestor_cgroup_id(skb, session_level);
 	struct session *s = bpf_map_lookup_elem(&sessions, &cgid);
 	if (s && !(s->flags & SESSION_HOST_NET))

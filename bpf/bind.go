@@ -86,6 +86,9 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 	if err := spec.Variables["session_level"].Set(c.level); err != nil {
 		return nil, fmt.Errorf("set session_level: %w", err)
 	}
+	if err := spec.Variables["host_netns_cookie"].Set(c.hostNetns); err != nil {
+		return nil, fmt.Errorf("set host_netns_cookie: %w", err)
+	}
 	var objs bindObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		"sessions": c.objs.Sessions, "events": c.objs.Events,

@@ -60,6 +60,7 @@ const (
 	bindProgCageBind6            = "cage_bind6"
 	bindProgCageListenIngress    = "cage_listen_ingress"
 	bindProgCageRoutingEgress    = "cage_routing_egress"
+	bindVarHostNetnsCookie       = "host_netns_cookie"
 	bindVarParentCgid            = "parent_cgid"
 	bindVarParentLevel           = "parent_level"
 	bindVarSessionLevel          = "session_level"
@@ -136,6 +137,7 @@ type bindMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindVariableSpecs struct {
+	HostNetnsCookie       *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid            *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel          *ebpf.VariableSpec `ebpf:"session_level"`
@@ -191,6 +193,7 @@ func (m *bindMaps) Close() error {
 //
 // It can be passed to loadBindObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindVariables struct {
+	HostNetnsCookie       *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid            *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel          *ebpf.Variable `ebpf:"session_level"`

@@ -4,7 +4,9 @@
 // hooks, and observation of file opens, directory operations, execs and
 // connections of the tasks in mcpcage's session cgroups. Built with
 // bpf2go (see gen.go). A task under mcpcage's parent cgroup whose session
-// is not registered is denied every connection (fail closed).
+// is not registered is denied every connection (fail closed), and a
+// session without host networking every use of a socket of the host's
+// network namespace (cage.h's host_socket).
 
 #include "cage.h"
 
@@ -346,6 +348,12 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 	}
 	if (!(s->flags & SESSION_HOST_NET)) {
 		// Own network namespace (loopback only): the kernel isolates it.
+		// A socket of the host's (passed in) is refused, whatever the
+		// address: the session may reach nothing of the host.
+		if (host_socket(ctx)) {
+			emit_net(cgid, s, 0, AF_INET, (__u8 *)&ip, 4, port, proto, HOST_NETNS_RULE, kind);
+			return 0;
+		}
 		if (kind == EV_CONNECT)
 			hold_connect(ctx, cgid, s, AF_INET, (__u8 *)&ip, 4, port, proto, 0);
 		return 1;
@@ -394,6 +402,10 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 		return 0;
 	}
 	if (!(s->flags & SESSION_HOST_NET)) {
+		if (host_socket(ctx)) { // as in check4
+			emit_net(cgid, s, 0, AF_INET6, (__u8 *)ip6, 16, port, proto, HOST_NETNS_RULE, kind);
+			return 0;
+		}
 		if (kind == EV_CONNECT)
 			hold_connect(ctx, cgid, s, AF_INET6, (__u8 *)ip6, 16, port, proto, 0);
 		return 1;

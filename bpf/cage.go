@@ -27,11 +27,14 @@ type Cage struct {
 	parent   string
 	level    uint32
 	nsOffset uint32
-	onClose  []func() error
-	reader   *ringbuf.Reader
-	obs      observers
-	lsm      *lsmObjects  // BPF-LSM file_open, when enabled
-	bind     *bindObjects // bind and listen control, when enabled
+	// hostNetns: the host's network namespace cookie, which bind.c's
+	// loader sets too.
+	hostNetns uint64
+	onClose   []func() error
+	reader    *ringbuf.Reader
+	obs       observers
+	lsm       *lsmObjects  // BPF-LSM file_open, when enabled
+	bind      *bindObjects // bind and listen control, when enabled
 	// handshakes: net.connect waits for the TCP handshake's outcome.
 	handshakes    bool
 	handshakesErr error
@@ -116,12 +119,16 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("parent cgroup id: %w", err)
 	}
-	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset}
+	hostNetns, err := hostNetnsCookie()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns}
 	c.obs.linger, c.obs.onDetachError = o.ObserverLinger, o.OnDetachError
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errTurnedOff
 	}
-	vars := loadSettings{sessionLevel: level + 1, parentLevel: level, parentCgid: parentID, mmapSlots: c.mmapErr == nil}
+	vars := loadSettings{sessionLevel: level + 1, parentLevel: level, parentCgid: parentID, hostNetns: hostNetns, mmapSlots: c.mmapErr == nil}
 	if c.directErr = directReadsSupported(); c.directErr == nil && o.noDirectReads {
 		c.directErr = errTurnedOff
 	}

@@ -21,6 +21,11 @@ char LICENSE[] SEC("license") = "GPL";
 // Set by the loader: depth of session cgroups in the cgroup v2 tree.
 volatile const __u32 session_level = 2;
 
+// Set by the loaders of cage.c and bind.c: the cookie of the host's
+// network namespace (the daemon's, which network = "host" sandboxes
+// join). See host_socket.
+volatile const __u64 host_netns_cookie = 0;
+
 
 // Enums shared with Go: bpf2go generates their Go constants (-type, see
 // gen.go), which events.go, bind.go and sessions.go name.
@@ -74,6 +79,9 @@ enum connect_outcome {
 // struct event's rule when it names no rule.
 enum event_rule {
 	UNREGISTERED_RULE = 0xffffffff, // net.denied: the task's session is not registered (fail closed)
+	// net.denied: a session without host networking used a socket of the
+	// host's network namespace (see host_socket).
+	HOST_NETNS_RULE = 0xfffffffe,
 };
 
 // Kernel constants vmlinux.h lacks (it has no macros).
@@ -227,6 +235,19 @@ static __always_inline struct session *current_session(__u64 *cgid)
 {
 	*cgid = bpf_get_current_ancestor_cgroup_id(session_level);
 	return bpf_map_lookup_elem(&sessions, cgid);
+}
+
+// host_socket reports whether the socket of a connect, sendmsg or bind
+// hook lives in the host's network namespace. The hooks find the session
+// by the calling task, but a socket can change hands: one made in a
+// host-network session and passed over a unix socket (SCM_RIGHTS) to a
+// process of an isolated session is still the host's, and that session's
+// "own network namespace, the kernel isolates it" does not hold for it.
+// An unset cookie (0: no namespace has it) counts as the host's: fail
+// closed.
+static __always_inline bool host_socket(struct bpf_sock_addr *ctx)
+{
+	return host_netns_cookie == 0 || bpf_get_netns_cookie(ctx) == host_netns_cookie;
 }
 
 // Set by the loader of cage.c: mcpcage's parent cgroup, its level and id.

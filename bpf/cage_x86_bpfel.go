@@ -93,6 +93,7 @@ type cageEventRule uint32
 
 const (
 	cageEventRuleUNREGISTERED_RULE cageEventRule = 4294967295
+	cageEventRuleHOST_NETNS_RULE   cageEventRule = 4294967294
 )
 
 type cageFsopArgs struct {
@@ -264,6 +265,7 @@ const (
 	cageVarCalibNonce              = "calib_nonce"
 	cageVarCalibOption             = "calib_option"
 	cageVarFairShare               = "fair_share"
+	cageVarHostNetnsCookie         = "host_netns_cookie"
 	cageVarParentCgid              = "parent_cgid"
 	cageVarParentLevel             = "parent_level"
 	cageVarSessionLevel            = "session_level"
@@ -387,6 +389,7 @@ type cageVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
 	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
+	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -467,6 +470,7 @@ type cageVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
 	FairShare            *ebpf.Variable `ebpf:"fair_share"`
+	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

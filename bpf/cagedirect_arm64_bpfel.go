@@ -185,6 +185,7 @@ const (
 	cageDirectVarCalibNonce              = "calib_nonce"
 	cageDirectVarCalibOption             = "calib_option"
 	cageDirectVarFairShare               = "fair_share"
+	cageDirectVarHostNetnsCookie         = "host_netns_cookie"
 	cageDirectVarParentCgid              = "parent_cgid"
 	cageDirectVarParentLevel             = "parent_level"
 	cageDirectVarSessionLevel            = "session_level"
@@ -308,6 +309,7 @@ type cageDirectVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
 	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
+	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -388,6 +390,7 @@ type cageDirectVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
 	FairShare            *ebpf.Variable `ebpf:"fair_share"`
+	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

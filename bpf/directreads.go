@@ -40,7 +40,8 @@ func directReadsSupported() error {
 type loadSettings struct {
 	sessionLevel, parentLevel uint32
 	parentCgid                uint64
-	mmapSlots                 bool // the call slots mapped into memory
+	hostNetns                 uint64 // the host's network namespace cookie (hostNetnsCookie)
+	mmapSlots                 bool   // the call slots mapped into memory
 }
 
 // loadObjects loads one build of cage.c (load: loadCage or
@@ -50,7 +51,8 @@ func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadS
 	if err != nil {
 		return fmt.Errorf("load eBPF object: %w", err)
 	}
-	for name, v := range map[string]any{"session_level": vars.sessionLevel, "parent_level": vars.parentLevel, "parent_cgid": vars.parentCgid} {
+	for name, v := range map[string]any{"session_level": vars.sessionLevel, "parent_level": vars.parentLevel, "parent_cgid": vars.parentCgid,
+		"host_netns_cookie": vars.hostNetns} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}

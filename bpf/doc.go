@@ -7,6 +7,10 @@
 // attached once to mcpcage's parent cgroup decide every TCP connect and
 // unconnected UDP send of a session in the kernel (denied: EPERM). A task
 // under the parent whose session is not registered is denied (fail closed).
+// A session without host networking is left to its own network namespace,
+// but denied every connect, send and bind of a socket of the host's
+// (passed in over a unix socket): the hooks compare the socket's
+// namespace cookie with the host's, which Load records.
 // Binds (bind.c, EnableBind): cgroup/bind4 and bind6 refuse (EPERM) a bind
 // of a session's socket to an address and port not in its listen
 // allow-list (port 0 passes: outgoing UDP clients bind so); a

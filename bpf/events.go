@@ -133,6 +133,11 @@ func (k Kind) String() string {
 // registered (fail closed): cage.h's UNREGISTERED_RULE.
 const UnregisteredRule = uint32(cageEventRuleUNREGISTERED_RULE)
 
+// HostNetnsRule marks a net.denied (a connect, send or bind) of a session
+// without host networking on a socket of the host's network namespace,
+// passed in from outside its own: cage.h's HOST_NETNS_RULE.
+const HostNetnsRule = uint32(cageEventRuleHOST_NETNS_RULE)
+
 // Event is a decoded kernel event.
 // HintMax is the longest Hint (and NewHint) an event carries: the
 // kernel's buffer less its NUL. A Hint this long may have been cut short.

@@ -40,6 +40,7 @@ const (
 	lsmMapParentCgroup         = "parent_cgroup"
 	lsmMapSessions             = "sessions"
 	lsmProgCageFileOpen        = "cage_file_open"
+	lsmVarHostNetnsCookie      = "host_netns_cookie"
 	lsmVarParentCgid           = "parent_cgid"
 	lsmVarParentLevel          = "parent_level"
 	lsmVarSessionLevel         = "session_level"
@@ -111,6 +112,7 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
+	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
 	SessionLevel         *ebpf.VariableSpec `ebpf:"session_level"`
@@ -163,6 +165,7 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
+	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
 	SessionLevel         *ebpf.Variable `ebpf:"session_level"`

@@ -420,6 +420,11 @@ func sameEgressRule(a, b bpf.EgressRule) bool {
 	return a.Prefix == b.Prefix && a.Index == b.Index && a.Public == b.Public && a.Exclude == b.Exclude && slices.Equal(a.Ports, b.Ports)
 }
 
+// hostSocketRule is the rule of a net.denied (or net.bind_denied) of a
+// session without host networking on a socket of the host's network
+// namespace (bpf.HostNetnsRule).
+const hostSocketRule = "socket of the host's network namespace, in a sandbox with its own (network = \"none\")"
+
 // KernelEvent is api.KernelEvent: the trace stream's wire format.
 type KernelEvent = api.KernelEvent
 
@@ -485,6 +490,11 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			ke.Addr = ev.Addr.Addr().String()
 			ke.Action, ke.Flags, msg = "dropped", 0, "packet with a routing header denied"
 			ke.Rule = "IPv6 routing header: the packet would go to " + ke.Addr + ", not where the socket was connected or sent (the egress allow-list's decision)"
+		}
+		if ev.Rule == bpf.HostNetnsRule {
+			// Passed in by a process of the host's network namespace
+			// (SCM_RIGHTS): the session's own namespace does not hold it.
+			ke.Rule = hostSocketRule
 		}
 		s.deniedKernel.Add(1)
 		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)

@@ -340,6 +340,23 @@ func TestOnKernelEvent(t *testing.T) {
 			denied: 1,
 		},
 		{
+			name: "connect denied: a socket of the host's network namespace in an isolated session",
+			ev:   bpf.Event{Kind: bpf.KindNetDenied, Addr: netip.MustParseAddrPort("169.254.169.254:80"), Proto: 6, Rule: bpf.HostNetnsRule},
+			record: wantRecord("net.denied", audit.Record{"addr": "169.254.169.254:80", "proto": "tcp", "action": "EPERM",
+				"rule": hostSocketRule}),
+			trace:  &KernelEvent{Type: "net.denied", Addr: "169.254.169.254:80", Proto: "tcp", Action: "EPERM", Rule: hostSocketRule},
+			denied: 1,
+		},
+		{
+			name: "bind denied: a socket of the host's network namespace in an isolated session",
+			ev: bpf.Event{Kind: bpf.KindNetDenied, Addr: netip.MustParseAddrPort("127.0.0.1:0"), Proto: 6, Flags: bpf.NetDeniedBind,
+				Rule: bpf.HostNetnsRule},
+			record: wantRecord("net.bind_denied", audit.Record{"addr": "127.0.0.1:0", "proto": "tcp", "action": "EPERM",
+				"rule": hostSocketRule}),
+			trace:  &KernelEvent{Type: "net.bind_denied", Addr: "127.0.0.1:0", Proto: "tcp", Action: "EPERM", Rule: hostSocketRule},
+			denied: 1,
+		},
+		{
 			name:   "listen denied (no task: softirq)",
 			ev:     bpf.Event{Kind: bpf.KindNetDenied, Addr: netip.MustParseAddrPort("[::]:40001"), Proto: 6, Flags: bpf.NetDeniedListen},
 			noTask: true,
