@@ -26,6 +26,8 @@ command -v systemd-nspawn >/dev/null || missing_pkgs+=(systemd-container)
 # load before the script).
 command -v lua5.4 >/dev/null || missing_pkgs+=(lua5.4)
 command -v ruby >/dev/null || missing_pkgs+=(ruby)
+# Python servers and agents (Debian's: PyPI is not reachable).
+[ -x /usr/bin/python3 ] || missing_pkgs+=(python3)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)
