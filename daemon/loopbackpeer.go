@@ -61,6 +61,11 @@ func loopbackPeerOf(remote, local string) (loopbackPeer, error) {
 		if err != nil {
 			return loopbackPeer{}, fmt.Errorf("/proc/net/tcp: inode %q: %v", fields[9], err)
 		}
+		if inode == 0 || fields[3] != tcpEstablished {
+			// Closed by its program (an orphan, or in TIME_WAIT): the
+			// kernel shows such a socket as uid 0's, whoever made it.
+			return loopbackPeer{}, fmt.Errorf("the program that connected from %s closed its connection (state %s) before it could be told whose it was", remote, fields[3])
+		}
 		return loopbackPeer{uid: uint32(uid), inode: inode}, nil
 	}
 	if err := sc.Err(); err != nil {
@@ -90,6 +95,9 @@ func ownSocket(inode uint64) (bool, error) {
 	}
 	return false, nil
 }
+
+// tcpEstablished is an open connection's state in /proc/net/tcp.
+const tcpEstablished = "01"
 
 // procNetAddr writes an IPv4 address and port as /proc/net/tcp does: the
 // address's 32 bits in host (little-endian) order, the port big-endian.

@@ -35,6 +35,22 @@ func TestLoopbackPeerUID(t *testing.T) {
 	if _, err := loopbackPeerUID("127.0.0.1:1", ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "no socket") {
 		t.Fatalf("a peer that is not connected: %v, want an error", err)
 	}
+	// A peer that sent and closed at once: the kernel shows its socket
+	// as uid 0's (an orphan, then TIME_WAIT), which must not pass for
+	// root's (found by review).
+	closed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = closed.Close()
+	if uid, err := loopbackPeerUID(c.RemoteAddr().String(), c.LocalAddr().String()); err == nil || !strings.Contains(err.Error(), "closed its connection") {
+		t.Fatalf("a peer that closed its connection: uid %d, %v; want an error", uid, err)
+	}
 }
 
 // TestOwnSocket: a loopback connection this process made is its own; one
