@@ -1,7 +1,17 @@
 package daemon
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/mcpcage/mcpcage/config"
 )
@@ -17,6 +27,18 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 		srv.URL, srv.Hosts = "https://tracker.example/mcp", hosts
 		return srv
 	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	writeCA := func(seed string) {
+		t.Helper()
+		if err := os.WriteFile(ca, testCAPEM(t, seed), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withCA := func() *config.Server {
+		srv := def()
+		srv.CAFile = ca
+		return srv
+	}
 	var rc remoteClients
 	get := func(srv *config.Server, dns ...string) any {
 		t.Helper()
@@ -25,6 +47,15 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 			t.Fatal(err)
 		}
 		return c
+	}
+	writeCA("one")
+	firstCA := get(withCA())
+	if get(withCA()) != firstCA {
+		t.Error("the same CA file gave another client")
+	}
+	writeCA("two") // the bundle rotated (and the config reloaded)
+	if get(withCA()) == firstCA {
+		t.Error("a rotated CA file kept the client that trusts the old one")
 	}
 	first := get(def())
 	for _, tc := range []struct {
@@ -41,4 +72,20 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 			t.Errorf("%s: the same client %v, want %v", tc.name, got == first, tc.same)
 		}
 	}
+}
+
+// testCAPEM is a self-signed CA certificate named after seed, as PEM.
+func testCAPEM(t *testing.T, seed string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA " + seed}, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,7 +95,9 @@ func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []st
 	// By what the client is made of: a user's own server is a new
 	// definition at every look-up, and a client per look-up would keep
 	// its idle connections open for each.
-	key := strings.Join([]string{srv.Name, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, time.Duration(srv.Timeout).String(),
+	// The CA file by its content: a bundle rotated and reloaded is trusted
+	// at once.
+	key := strings.Join([]string{srv.Name, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, fileDigest(srv.CAFile), time.Duration(srv.Timeout).String(),
 		strings.Join(dnsServers, ","), strings.Join(privateDomains, ",")}, "\x00")
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -112,6 +117,20 @@ func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []st
 	}
 	rc.m[key] = c
 	return c, nil
+}
+
+// fileDigest is the SHA-256 of file's content ("" for none; the error
+// when it cannot be read, which building the client then reports).
+func fileDigest(file string) string {
+	if file == "" {
+		return ""
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // maxRemoteClients bounds the cached clients (of past configs' and
