@@ -401,8 +401,8 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	if why := p.heldBack(q.kind, q.name); why != "" {
 		// Held back between the check above and the store: withdrawn, so
 		// that no consent outlives the session for what it holds back.
-		d.withdrawConsent(rec, s.user, heldBackWithdrawal)
-		return deny(promptDenied, string(a), "the answer was not kept: "+why)
+		failed := d.withdrawConsent(rec, s.user, heldBackWithdrawal)
+		return deny(promptDenied, string(a), "the answer was not kept: "+why+failed)
 	}
 	if rec.Session != "" {
 		d.trackSessionConsent(rec.Session, rec.ID)

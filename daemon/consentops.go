@@ -166,16 +166,21 @@ func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 const heldBackWithdrawal = "its request was held back from its session while the answer was being kept"
 
 // withdrawConsent revokes a consent mcpcaged stored and must not keep, and
-// records that; a failure is logged (the consent may stay in effect).
-func (d *Daemon) withdrawConsent(r *consent.Record, by, reason string) {
+// records that. It returns what to add to the caller's refusal when either
+// failed ("" when both worked).
+func (d *Daemon) withdrawConsent(r *consent.Record, by, reason string) string {
 	if _, err := d.consents.Store().Revoke(r.ID, by, reason); err != nil {
 		d.log.Error("a consent that must not be kept could not be withdrawn: revoke it with mcpcage revoke", "consent", r.ID, "reason", reason, "err", err)
-		return
+		return fmt.Sprintf("; consent %s was stored and could not be withdrawn (%v): revoke it with `mcpcage revoke %s`", r.ID, err, r.ID)
 	}
 	d.consents.Invalidate()
-	d.audit.AppendAsync(consentRevokeRecord(r, by, reason))
 	d.updateConsentGauge()
 	d.consentChanged(r.User, r.Agent, r.Server)
+	if err := d.audit.Append(consentRevokeRecord(r, by, reason)); err != nil {
+		d.log.Error("a withdrawn consent's revocation not recorded in the audit log", "consent", r.ID, "err", err)
+		return fmt.Sprintf("; consent %s was stored and withdrawn, but the audit log could not record the withdrawal: %v", r.ID, err)
+	}
+	return ""
 }
 
 func (d *Daemon) revoke(peer Peer, id, reason string) (*consent.Record, error) {

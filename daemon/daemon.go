@@ -95,8 +95,11 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	closing  bool
-	wg       sync.WaitGroup
+	// pinsToForget are the pin keys of users' servers removed while
+	// sessions of them ran: forgotten when the last of those ends.
+	pinsToForget map[string]bool
+	closing      bool
+	wg           sync.WaitGroup
 }
 
 // New prepares a daemon: it connects to containerd, removes what a crashed
@@ -442,9 +445,7 @@ func (d *Daemon) removeSession(s *session) {
 	d.mu.Lock()
 	delete(d.sessions, s.id)
 	d.mu.Unlock()
-	if s.srv != nil && s.srv.Personal {
-		d.forgetPinsOfRemovedServer(s.server, s.peer.UID)
-	}
+	d.forgetPinsOfRemovedServer(s.pinKey)
 }
 
 // SessionCount returns the number of live sessions.

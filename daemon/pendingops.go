@@ -97,8 +97,7 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 	}
 	if rec != nil {
 		if why := heldBack(); why != "" {
-			d.withdrawConsent(rec, caller, heldBackWithdrawal)
-			refused(why)
+			refused(why + d.withdrawConsent(rec, caller, heldBackWithdrawal))
 			return
 		}
 	}

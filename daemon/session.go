@@ -285,11 +285,14 @@ func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameRea
 		}
 		releaseFiles = rel
 		p, r, err := receiveStdio(c, fw, peer.UID)
-		if errors.Is(err, errForeignStream) && req.TakesFramed {
+		switch {
+		case errors.Is(err, errForeignStream) && req.TakesFramed:
 			log.Warn("the session's stdio is relayed by its shim in frames", "reason", err)
 			rel()
 			releaseFiles = func() {}
 			return nil, r, errFramedInstead
+		case errors.Is(err, errForeignStream):
+			return nil, r, fmt.Errorf("%w; this mcpcage run is older than mcpcaged and cannot relay it itself: update mcpcage (one package holds both)", err)
 		}
 		stdio = p // closed with the connection, above
 		return p, r, err

@@ -223,7 +223,7 @@ var errBadStdio = errors.New("passed stdio refused")
 // stream to journald's /run/systemd/journal/stdout would have the
 // server's lines logged as mcpcaged's own, and flood its rate limit. The
 // shim relays such a session's stdio in frames, as its user.
-var errForeignStream = errors.New("the shim relays it in frames")
+var errForeignStream = errors.New("not a socket mcpcaged writes itself")
 
 // adoptStdio checks the passed files (stdin, stdout, optional stderr) of
 // the session of user owner and takes them over; on error it closes them

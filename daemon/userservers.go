@@ -83,6 +83,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(d.undoServerAdd(peer, srv.Name, stored, prev, err))
 			return
 		}
+		d.forgetPinsWhenUnused(pins.Key(srv.Name, peer.UID, true), false) // added again: its pins stay
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
 		d.collectImagesSoon() // it may replace a server of the same name that named another image
 		reply(fw, api.Reply{OK: true}, log)
@@ -92,15 +93,11 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if key := pins.Key(req.Name, peer.UID, true); d.pins != nil && !d.pinKeyInUse(key) {
-			// Its pins go with it: they count toward the user's share.
-			// Not while a session of it runs: it would find its held-back
-			// tools unpinned, and pin their changed definitions anew.
-			d.pins.Forget(key)
-			if err := d.pins.Save(); err != nil {
-				log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "server", req.Name, "err", err)
-			}
-		}
+		// Its pins go with it: they count toward the user's share. Not
+		// while a session of it runs (it would find its held-back tools
+		// unpinned, and pin their changed definitions anew): then when
+		// the last of those ends.
+		d.forgetPinsWhenUnused(pins.Key(req.Name, peer.UID, true), true)
 		if srv != nil && srv.IsRemote() {
 			var hc *http.Client
 			if c, err := d.remoteClient(srv); err == nil {
@@ -138,13 +135,8 @@ func (d *Daemon) undoServerAdd(peer Peer, name string, stored userservers.Server
 	return fmt.Errorf("the server could not be recorded in the audit log, so it was not added: %w", auditErr)
 }
 
-// pinKeyInUse reports whether a running session uses the pins of key.
-func (d *Daemon) pinKeyInUse(key string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.pinKeyInUseLocked(key)
-}
-
+// pinKeyInUseLocked reports whether a running session uses the pins of
+// key; d.mu is held.
 func (d *Daemon) pinKeyInUseLocked(key string) bool {
 	for _, s := range d.sessions {
 		if s.pinKey == key {
@@ -154,28 +146,43 @@ func (d *Daemon) pinKeyInUseLocked(key string) bool {
 	return false
 }
 
-// forgetPinsOfRemovedServer drops the pins of uid's server name when it
-// was removed while sessions of it ran (server rm keeps them for those),
-// once the last of them has ended: they count toward the user's share.
-func (d *Daemon) forgetPinsOfRemovedServer(name string, uid uint32) {
-	if d.pins == nil || d.userServers == nil {
+// forgetPinsWhenUnused drops the pins of key now if no session uses
+// them, else (removed) when the last session using them ends; removed is
+// false when a server of the key is added again, whose pins then stay.
+func (d *Daemon) forgetPinsWhenUnused(key string, removed bool) {
+	if d.pins == nil {
 		return
 	}
-	if _, err := d.userServers.Get(uid, name); !errors.Is(err, userservers.ErrNotFound) {
-		return // still there (or unreadable): its pins stay
-	}
-	key := pins.Key(name, uid, true)
 	d.mu.Lock()
-	inUse := d.pinKeyInUseLocked(key)
-	if !inUse {
-		d.pins.Forget(key) // under d.mu: no session of it starts meanwhile
+	forget := removed && !d.pinKeyInUseLocked(key) // under d.mu: no session of it starts meanwhile
+	switch {
+	case forget:
+		d.pins.Forget(key)
+		delete(d.pinsToForget, key)
+	case removed:
+		if d.pinsToForget == nil {
+			d.pinsToForget = map[string]bool{}
+		}
+		d.pinsToForget[key] = true
+	default:
+		delete(d.pinsToForget, key)
 	}
 	d.mu.Unlock()
-	if inUse {
-		return
+	if forget {
+		if err := d.pins.Save(); err != nil {
+			d.log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "pins", key, "err", err)
+		}
 	}
-	if err := d.pins.Save(); err != nil {
-		d.log.Warn("the removed server's tool pins could not be dropped from the file; the next save retries", "server", name, "err", err)
+}
+
+// forgetPinsOfRemovedServer drops the pins of key, a user's server
+// removed while sessions of it ran, once the last of them has ended.
+func (d *Daemon) forgetPinsOfRemovedServer(key string) {
+	d.mu.Lock()
+	marked := d.pinsToForget[key]
+	d.mu.Unlock()
+	if marked {
+		d.forgetPinsWhenUnused(key, true)
 	}
 }
 
