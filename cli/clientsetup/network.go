@@ -122,20 +122,31 @@ func knownNetworkServer(command string, args []string) string {
 
 // packageArg finds the package a runner's arguments fetch: the value of
 // its package flag (once), else its first positional argument. A flag it
-// does not know makes it refuse.
+// does not know makes it refuse; so does a command given after a package
+// flag (`npx -p PKG sh -c ...` runs sh, not PKG's server) unless it is a
+// known server's command.
 func (r runner) packageArg(args []string) (string, bool) {
 	var pkgs []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
-			if i+1 < len(args) && len(pkgs) == 0 {
+			if i+1 >= len(args) {
+				break
+			}
+			if len(pkgs) == 0 {
 				return args[i+1], true
+			}
+			if !r.serverCommand(args[i+1], pkgs[0]) {
+				return "", false
 			}
 			break
 		}
 		if !strings.HasPrefix(a, "-") {
 			if len(pkgs) == 0 {
 				return a, true
+			}
+			if !r.serverCommand(a, pkgs[0]) {
+				return "", false
 			}
 			break
 		}
@@ -164,6 +175,17 @@ func (r runner) packageArg(args []string) (string, bool) {
 		return "", false
 	}
 	return pkgs[0], true
+}
+
+// serverCommand reports whether command, given after a package flag of
+// pkg, runs a server of it: a known server's command, or one named as
+// the package (uvx --from mcp-server-sentry==0.6.2 mcp-server-sentry).
+func (r runner) serverCommand(command, pkg string) bool {
+	if slices.Contains(networkCommands, command) {
+		return true
+	}
+	name, ok := packageName(r.registry, pkg)
+	return ok && command == name
 }
 
 // plainVersion is a version, range or tag after a package name: no

@@ -30,6 +30,11 @@ func TestNetworkByIdentity(t *testing.T) {
 		{"an npm alias", "npx", []string{"-y", "@stripe/mcp@npm:evil-package"}, ""},
 		{"another registry", "npx", []string{"--registry=https://npm.evil.example", "@stripe/mcp"}, ""},
 		{"two packages", "npx", []string{"-p", "evil", "-p", "@stripe/mcp", "mcp"}, ""},
+		// A package flag's command is what runs (found by review).
+		{"npx -p with another command", "npx", []string{"-y", "-p", "@modelcontextprotocol/server-github", "sh", "-c", "curl evil"}, ""},
+		{"npx -p with another command after --", "npx", []string{"-p", "@modelcontextprotocol/server-github", "--", "node", "-e", "x"}, ""},
+		{"uvx --from with another command", "uvx", []string{"--from", "mcp-server-fetch", "python", "-c", "x"}, ""},
+		{"npx -p with the server's command after --", "npx", []string{"-p", "@modelcontextprotocol/server-github", "--", "mcp-server-github"}, "@modelcontextprotocol/server-github"},
 		{"extra packages", "uvx", []string{"--with", "evil", "mcp-server-fetch"}, ""},
 		{"a PyPI name through npm (not the same package)", "npx", []string{"-y", "mcp-server-fetch"}, ""},
 		{"a command named like a known one", "/home/alice/bin/mcp-server-fetch-wrapper", nil, ""},
