@@ -257,9 +257,11 @@ func TestAuditFullDiskFailsClosedAndRecovers(t *testing.T) {
 	}
 	d.waitLog("AUDIT LOG WRITE FAILED")
 	// More calls fail closed, each a failed write: counted, not each
-	// logged (one line a minute while the log fails).
+	// logged (one line a minute while the log fails). Their records are
+	// larger than the one refused: a smaller one could still fit in the
+	// room left in the file's last page (tmpfs counts whole pages).
 	for i := 0; i < 20; i++ {
-		if _, isErr := callText(t, c, "echo", map[string]any{"text": "while full"}); !isErr {
+		if _, isErr := callText(t, c, "echo", map[string]any{"text": "while full " + strings.Repeat("z", 600)}); !isErr {
 			t.Fatal("a call went through with the audit disk still full")
 		}
 	}
