@@ -929,3 +929,101 @@ func TestSignInRegistrationsAreBounded(t *testing.T) {
 		t.Fatalf("the authorization server saw %d registrations, want %d", got, bound)
 	}
 }
+
+// TestRemoteServerLargeAnswersKeepTheDaemonSmall: a remote server (or a
+// user's own remote server) answers the calls a session has in flight,
+// all at once, each with an answer near max_message_bytes, half as JSON
+// bodies and half as SSE events. mcpcaged reads one such answer at a
+// time past 64 KiB (the others wait, and so do the server's writes), so
+// its peak memory grows by about one answer, not by all of them; every
+// answer still reaches the client whole.
+func TestRemoteServerLargeAnswersKeepTheDaemonSmall(t *testing.T) {
+	const (
+		calls    = 32
+		textSize = 6 << 20 // of max_message_bytes = 8 MiB
+	)
+	text := strings.Repeat("x", textSize)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		answer := func(result string) string {
+			return `{"jsonrpc":"2.0","id":` + string(req.ID) + `,"result":` + result + `}`
+		}
+		switch {
+		case req.Method == "initialize":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, answer(`{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"big","version":"1"}}`))
+		case len(req.ID) == 0:
+			w.WriteHeader(http.StatusAccepted)
+		case req.Method == "tools/call":
+			n, _ := strconv.Atoi(string(req.ID))
+			body := answer(`{"content":[{"type":"text","text":"` + text + `"}]}`)
+			if n%2 == 0 {
+				w.Header().Set("Content-Type", "text/event-stream")
+				body = "data: " + body + "\n\n"
+			} else {
+				w.Header().Set("Content-Type", "application/json")
+			}
+			w.(http.Flusher).Flush() // no Content-Length: the answer's size is known only at its end
+			for len(body) > 0 {
+				k := min(len(body), 64<<10)
+				if _, err := io.WriteString(w, body[:k]); err != nil {
+					return
+				}
+				body = body[k:]
+			}
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, answer(`{"tools":[]}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	d := startDaemon(t, fmt.Sprintf("[daemon]\nmax_message_bytes = \"8MiB\"\n[servers.big]\nurl = %q\n", srv.URL+"/mcp"))
+	r := startRaw(t, d.shimCmd("big"))
+	r.initialize()
+	before := peakRSS(t, d.cmd.Process.Pid)
+	var burst strings.Builder
+	for i := 1; i <= calls; i++ {
+		fmt.Fprintf(&burst, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"big","arguments":{}}}`+"\n", i)
+	}
+	r.send(burst.String())
+	seen := map[string]bool{}
+	for len(seen) < calls {
+		line := r.next()
+		var a struct {
+			ID     json.RawMessage `json:"id"`
+			Result struct {
+				Content []struct{ Text string } `json:"content"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &a); err != nil || len(a.ID) == 0 {
+			t.Fatalf("unexpected line %.300s (%v)", line, err)
+		}
+		if len(a.Result.Content) != 1 || len(a.Result.Content[0].Text) != textSize {
+			t.Fatalf("answer %s is not whole: %.300s", a.ID, line)
+		}
+		seen[string(a.ID)] = true
+	}
+	grew := peakRSS(t, d.cmd.Process.Pid) - before
+	t.Logf("mcpcaged's peak memory grew by %d MiB for %d answers of %d MiB", grew>>20, calls, textSize>>20)
+	// One answer read at a time is a few of its size (the read buffer,
+	// the relay's line, the write to the client, garbage not yet
+	// collected); all of them at once would be calls times that.
+	if limit := int64(16 * textSize); grew > limit {
+		t.Fatalf("mcpcaged's peak memory grew by %d MiB, over %d MiB, for %d answers of %d MiB: answers were held at once", grew>>20, limit>>20, calls, textSize>>20)
+	}
+	r.closeInput()
+	if code := r.wait(); code != 0 {
+		t.Fatalf("shim exit %d; stderr:\n%s", code, r.stderr.String())
+	}
+}

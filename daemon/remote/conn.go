@@ -82,6 +82,13 @@ type Conn struct {
 
 	inflight sync.WaitGroup
 	slots    chan struct{} // bounds concurrent requests
+	// big is the session's one slot for an answer (a JSON body or an
+	// SSE event) larger than smallAnswer: of the requests in flight,
+	// one at a time reads past that, the others wait with what they
+	// have (the server's writes then wait too), so a session holds
+	// about maxInFlight x smallAnswer plus one max_message_bytes of
+	// answers, not maxInFlight x max_message_bytes.
+	big chan struct{}
 
 	closing atomic.Bool
 	// urlElicitation: the client's initialize declared URL-mode
@@ -96,6 +103,10 @@ type Conn struct {
 // client that opens more waits for one to finish.
 const maxInFlight = 64
 
+// smallAnswer is the size of an answer any number of requests may hold
+// at once; a larger one takes the session's big slot (Conn.big).
+const smallAnswer = 64 << 10
+
 // New starts a bridge; nothing is sent before the client's first message.
 func New(opts Options) *Conn {
 	if opts.Logger == nil {
@@ -104,7 +115,7 @@ func New(opts Options) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	r, w := io.Pipe()
 	c := &Conn{opts: opts, ctx: ctx, cancel: cancel, listen: func() {}, out: r, outW: w,
-		slots: make(chan struct{}, maxInFlight), exited: make(chan struct{})}
+		slots: make(chan struct{}, maxInFlight), big: make(chan struct{}, 1), exited: make(chan struct{})}
 	c.queue.init(2*opts.MaxMessageBytes + 1<<20)
 	c.inflight.Add(1) // the sender
 	go c.sender()
@@ -631,7 +642,8 @@ func (c *Conn) answer(m *message, resp *http.Response) {
 	case ct == "text/event-stream" && resp.StatusCode/100 == 2:
 		c.stream(m, resp.Body)
 	case ct == "application/json":
-		body, err := io.ReadAll(io.LimitReader(resp.Body, c.opts.MaxMessageBytes+1))
+		body, release, err := c.readBody(resp)
+		defer release()
 		switch {
 		case err != nil:
 			c.failAll(m, wire.CodeUpstream, ClassUpstream, describe(c.opts.URL, c.opts.Server, err))
@@ -648,6 +660,51 @@ func (c *Conn) answer(m *message, resp *http.Response) {
 		c.failAll(m, wire.CodeUpstream, ClassUpstream, statusMessage(resp, c.opts.Server))
 	}
 }
+
+// readBody reads a JSON answer, up to one byte past max_message_bytes
+// (so the caller can tell it is too large). Past smallAnswer it first
+// takes the session's big slot; release gives it back.
+func (c *Conn) readBody(resp *http.Response) (body []byte, release func(), err error) {
+	release = func() {}
+	var b bytes.Buffer
+	if n := resp.ContentLength; n >= 0 && n <= smallAnswer {
+		b.Grow(int(n) + 1)
+	}
+	all := io.LimitReader(resp.Body, c.opts.MaxMessageBytes+1)
+	if _, err := b.ReadFrom(io.LimitReader(all, smallAnswer+1)); err != nil {
+		return nil, release, err
+	}
+	if b.Len() <= smallAnswer || int64(b.Len()) > c.opts.MaxMessageBytes {
+		return b.Bytes(), release, nil
+	}
+	if err := c.takeBig(c.ctx); err != nil {
+		return nil, release, err
+	}
+	release = c.releaseBig
+	if n := resp.ContentLength; n > int64(b.Len()) && n <= c.opts.MaxMessageBytes {
+		b.Grow(int(n) - b.Len() + 1)
+	}
+	_, err = b.ReadFrom(all)
+	return b.Bytes(), release, err
+}
+
+// takeBig waits for the session's big answer slot (see Conn.big).
+func (c *Conn) takeBig(ctx context.Context) error {
+	select {
+	case c.big <- struct{}{}:
+		return nil
+	default:
+	}
+	c.opts.Logger.Debug("a large answer waits for the one before it", "server", c.opts.Server)
+	select {
+	case c.big <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Conn) releaseBig() { <-c.big }
 
 // answers reports whether body is a JSON-RPC response to one of m's
 // requests (a server may send its JSON-RPC error with a 4xx status).
@@ -696,7 +753,7 @@ func (c *Conn) stream(m *message, body io.ReadCloser) {
 	lastID := ""
 	for attempt := 0; ; attempt++ {
 		var retry time.Duration
-		lastID, retry = c.events(body, m, open, lastID)
+		lastID, retry = c.events(c.ctx, body, m, open, lastID)
 		_ = body.Close()
 		if len(open) == 0 || !m.isRequest() {
 			return
@@ -745,8 +802,10 @@ func (c *Conn) failOpen(m *message, open map[string]bool, code int, class, msg s
 
 // events relays one SSE body; it returns the last event id seen and the
 // server's retry advice. open loses each request answered.
-func (c *Conn) events(body io.Reader, m *message, open map[string]bool, lastID string) (string, time.Duration) {
+func (c *Conn) events(ctx context.Context, body io.Reader, m *message, open map[string]bool, lastID string) (string, time.Duration) {
 	sr := newSSEReader(body, c.opts.MaxMessageBytes)
+	sr.big, sr.release = func() error { return c.takeBig(ctx) }, c.releaseBig
+	defer sr.settle()
 	var w wire.Message
 	for {
 		ev, err := sr.next()
@@ -900,7 +959,7 @@ func (c *Conn) listenLoop(ctx context.Context, answered chan struct{}) {
 		default:
 			opened := time.Now()
 			var retry time.Duration
-			lastID, retry = c.events(resp.Body, nil, nil, lastID)
+			lastID, retry = c.events(ctx, resp.Body, nil, nil, lastID)
 			_ = resp.Body.Close()
 			if time.Since(opened) > 5*time.Second {
 				failures, backoff = 0, 0 // it was a stream, not a server that hangs up at once

@@ -1433,3 +1433,152 @@ func TestParseChallenge(t *testing.T) {
 		})
 	}
 }
+
+// gatedAnswers is an HTTP transport whose answers are bodies read from
+// memory, so the test sees exactly how far the bridge has read each one
+// (no socket buffers between). Every body stops at its first read past
+// smallAnswer bytes (the gate) until every body has been read that far:
+// a bridge that read its answers in whole, all at once, would then have
+// them all past the gate together. most is how many bodies were past
+// the gate and not yet read to their end at the same time.
+type gatedAnswers struct {
+	contentType string
+	answer      func(id string) string
+	n           int // the bodies expected
+
+	mu         sync.Mutex
+	cond       *sync.Cond
+	reachedAll int // bodies read as far as the gate
+	past, most int
+}
+
+type gatedBody struct {
+	g          *gatedAnswers
+	r          *strings.Reader
+	read, size int
+	counted    bool
+}
+
+func newGatedAnswers(contentType string, n int, answer func(id string) string) *gatedAnswers {
+	g := &gatedAnswers{contentType: contentType, answer: answer, n: n}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *gatedAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
+	var msg struct {
+		ID json.RawMessage `json:"id"`
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil || json.Unmarshal(b, &msg) != nil {
+		return nil, fmt.Errorf("unreadable request %q: %v", b, err)
+	}
+	body := g.answer(string(msg.ID))
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {g.contentType}},
+		Body: &gatedBody{g: g, r: strings.NewReader(body), size: len(body)}, ContentLength: -1, Request: r}, nil
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	g := b.g
+	g.mu.Lock()
+	if b.read >= smallAnswer+1 && !b.counted {
+		b.counted = true
+		g.past++
+		g.most = max(g.most, g.past)
+		timeout := time.AfterFunc(waitTime, func() { g.mu.Lock(); g.cond.Broadcast(); g.mu.Unlock() })
+		start := time.Now()
+		for g.reachedAll < g.n && time.Since(start) < waitTime {
+			g.cond.Wait()
+		}
+		timeout.Stop()
+	}
+	g.mu.Unlock()
+	n, err := b.r.Read(p[:min(len(p), 16<<10)])
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	before := b.read
+	b.read += n
+	if before < smallAnswer+1 && b.read >= smallAnswer+1 {
+		g.reachedAll++
+		g.cond.Broadcast()
+	}
+	if b.counted && b.read == b.size && before < b.size {
+		g.past--
+	}
+	return n, err
+}
+
+func (b *gatedBody) Close() error { return nil }
+
+// A session's answers larger than smallAnswer are read one at a time:
+// the others wait at smallAnswer bytes, so a server answering the 64
+// requests a session may have in flight with 64 answers of
+// max_message_bytes does not make the daemon hold them all.
+func TestConnReadsOneLargeAnswerAtATime(t *testing.T) {
+	const calls = 8
+	text := strings.Repeat("x", 1<<20)
+	answer := func(id string) string { return result(id, `{"content":[{"type":"text","text":"`+text+`"}]}`) }
+	tests := []struct {
+		name, contentType string
+		body              func(id string) string
+	}{
+		{"json", "application/json", answer},
+		{"sse, one data line", "text/event-stream", func(id string) string { return "id: e" + id + "\ndata: " + answer(id) + "\n\n" }},
+		{"sse, many data lines", "text/event-stream", func(id string) string {
+			// The data over lines of about 1 KiB, joined with newlines
+			// (JSON allows them between tokens, not in a string: the
+			// lines split the list of parts).
+			var sb strings.Builder
+			sb.WriteString(`data: {"jsonrpc":"2.0","id":` + id + `,"result":{"content":[` + "\n")
+			for i := range 1024 {
+				if i > 0 {
+					sb.WriteString("data: ,\n")
+				}
+				sb.WriteString(`data: {"type":"text","text":"` + text[:1000] + `"}` + "\n")
+			}
+			sb.WriteString("data: ]}}\n\n")
+			return sb.String()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGatedAnswers(tt.contentType, calls, tt.body)
+			b := newBridge(t, Options{URL: mustURL(t, "http://demo.example/mcp"), HTTP: &http.Client{Transport: g}, MaxMessageBytes: 4 << 20})
+			for i := 1; i <= calls; i++ {
+				b.write(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"big"}}`+"\n", i))
+			}
+			seen := map[string]bool{}
+			for range calls {
+				line := b.next(t)
+				var r struct {
+					ID     json.RawMessage `json:"id"`
+					Result struct {
+						Content []struct{ Text string } `json:"content"`
+					} `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatalf("answer %.200s...: %v", line, err)
+				}
+				size := 0
+				for _, c := range r.Result.Content {
+					size += len(c.Text)
+				}
+				if size < 1000*1024 {
+					t.Fatalf("answer %s carries %d bytes of text, want the whole answer", r.ID, size)
+				}
+				seen[string(r.ID)] = true
+			}
+			if len(seen) != calls {
+				t.Fatalf("answers for %d distinct ids, want %d: %v", len(seen), calls, seen)
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if g.reachedAll != calls {
+				t.Fatalf("%d bodies were read as far as the gate, want %d", g.reachedAll, calls)
+			}
+			if g.most != 1 {
+				t.Errorf("%d answers were read past %d bytes at once, want 1", g.most, smallAnswer)
+			}
+		})
+	}
+}

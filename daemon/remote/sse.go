@@ -19,50 +19,61 @@ type sseEvent struct {
 // sseReader reads server-sent events (the text/event-stream format of
 // the HTML standard) from an HTTP body, bounding each event's size.
 type sseReader struct {
-	sc     *bufio.Scanner
+	r      *bufio.Reader
 	limit  int64
 	retry  time.Duration // the last retry field, 0 when none
 	skipLF bool          // the last line ended with a CR at the end of the data
+	long   []byte        // a line longer than what r buffers, collected
+	data   bytes.Buffer  // the data of the event being read
+	// big, when set, is called once the event being read holds more
+	// than smallAnswer bytes, before it grows further (the session's
+	// one big answer at a time, see [Conn.takeBig]); an error ends the
+	// stream. release gives it back once the event is handled.
+	big     func() error
+	release func()
+	holding bool
 }
 
 func newSSEReader(r io.Reader, limit int64) *sseReader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), int(min(limit+16, 1<<31-1)))
-	sr := &sseReader{sc: sc, limit: limit}
-	sc.Split(sr.split)
-	return sr
+	return &sseReader{r: bufio.NewReaderSize(r, sseBuffer), limit: limit}
 }
 
-// split splits at CRLF, LF or a lone CR, as the event-stream format has
-// it. A CR at the end of what has arrived ends its line at once (the
-// event is not held back waiting for the next byte); a LF that follows
-// it later is skipped.
-func (s *sseReader) split(data []byte, atEOF bool) (int, []byte, error) {
-	if s.skipLF && len(data) > 0 {
-		s.skipLF = false
-		if data[0] == '\n' {
-			return 1, nil, nil
-		}
+// sseBuffer is what a stream's reader buffers; a longer line is
+// collected in sseReader.long.
+const sseBuffer = 32 << 10
+
+// grown is told that the event being read now holds n bytes, of which
+// line are its current line: past smallAnswer it waits for the session's
+// big answer slot.
+func (s *sseReader) grown(n, line int) error {
+	if int64(line) > s.limit+16 {
+		return errEventTooLarge{s.limit}
 	}
-	for i, b := range data {
-		switch b {
-		case '\n':
-			return i + 1, data[:i], nil
-		case '\r':
-			if i+1 < len(data) {
-				if data[i+1] == '\n' {
-					return i + 2, data[:i], nil
-				}
-				return i + 1, data[:i], nil
-			}
-			s.skipLF = !atEOF
-			return i + 1, data[:i], nil
-		}
+	if n <= smallAnswer || s.holding || s.big == nil {
+		return nil
 	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil // a last line without its end
+	if err := s.big(); err != nil {
+		return err
 	}
-	return 0, nil, nil
+	s.holding = true
+	return nil
+}
+
+// settle is called once the last event returned is handled (relayed or
+// dropped): the big answer slot is given back and a large event's
+// buffers are let go.
+func (s *sseReader) settle() {
+	if cap(s.long) > sseBuffer {
+		s.long = nil
+	}
+	if s.data.Cap() > 2*smallAnswer {
+		s.data = bytes.Buffer{}
+	}
+	s.data.Reset()
+	if s.holding {
+		s.holding = false
+		s.release()
+	}
 }
 
 // errEventTooLarge ends a stream whose event exceeds the limit.
@@ -75,8 +86,9 @@ func (e errEventTooLarge) Error() string {
 // next returns the next event that carries data; comments and events
 // without data only update the id and retry.
 func (s *sseReader) next() (sseEvent, error) {
+	s.settle()
 	var ev sseEvent
-	var data bytes.Buffer
+	data := &s.data
 	hasData := false
 	for {
 		line, err := s.line()
@@ -111,6 +123,9 @@ func (s *sseReader) next() (sseEvent, error) {
 			if int64(data.Len()) > s.limit {
 				return sseEvent{}, errEventTooLarge{s.limit}
 			}
+			if err := s.grown(data.Len(), 0); err != nil {
+				return sseEvent{}, err
+			}
 		case "event":
 			ev.event = string(value)
 		case "id":
@@ -125,16 +140,54 @@ func (s *sseReader) next() (sseEvent, error) {
 	}
 }
 
-// line reads one line without its end, bounded by the limit.
+// line reads one line without its end (CRLF, LF or a lone CR), bounded
+// by the limit. A CR at the end of what has arrived ends its line at
+// once (the event is not held back waiting for the next byte); a LF that
+// follows it later is skipped. The line is valid until the next read.
 func (s *sseReader) line() ([]byte, error) {
-	if s.sc.Scan() {
-		return s.sc.Bytes(), nil
-	}
-	if err := s.sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, errEventTooLarge{s.limit}
+	s.long = s.long[:0]
+	for {
+		if _, err := s.r.Peek(1); err != nil {
+			if len(s.long) > 0 && errors.Is(err, io.EOF) {
+				return s.long, nil // a last line without its end
+			}
+			return nil, err
 		}
-		return nil, err
+		buf, _ := s.r.Peek(s.r.Buffered())
+		if s.skipLF {
+			s.skipLF = false
+			if buf[0] == '\n' {
+				_, _ = s.r.Discard(1)
+				continue
+			}
+		}
+		i := bytes.IndexAny(buf, "\r\n")
+		if i < 0 {
+			if err := s.grown(s.data.Len()+len(s.long)+len(buf), len(s.long)+len(buf)); err != nil {
+				return nil, err
+			}
+			s.long = append(s.long, buf...)
+			_, _ = s.r.Discard(len(buf))
+			continue
+		}
+		n := i + 1
+		if buf[i] == '\r' {
+			switch {
+			case i+1 == len(buf):
+				s.skipLF = true
+			case buf[i+1] == '\n':
+				n++
+			}
+		}
+		if err := s.grown(s.data.Len()+len(s.long)+i, len(s.long)+i); err != nil {
+			return nil, err
+		}
+		line := buf[:i]
+		if len(s.long) > 0 {
+			s.long = append(s.long, line...)
+			line = s.long
+		}
+		_, _ = s.r.Discard(n)
+		return line, nil
 	}
-	return nil, io.EOF
 }
