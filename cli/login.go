@@ -104,13 +104,25 @@ func login(ctx context.Context, socket, server, agent string, browser bool, wait
 		default:
 			_, _ = fmt.Fprintf(w, "<p>mcpcage: finishing the sign-in to %s; you can close this tab.</p>", html.EscapeString(server))
 		}
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush() // the page is the browser's before mcpcage login ends
+		}
 		select {
 		case got <- a:
 		default:
 		}
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	defer func() { _ = srv.Close() }()
+	defer func() {
+		// Shutdown, not Close: the handler that brought the answer
+		// finishes its page first (Close cut it off, and the browser
+		// got no answer at all).
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
 
 	out := &errWriter{w: stdout}
 	out.printf("Sign in to %s%s in your browser (open it once, in one browser):\n\n  %s\n\n", server, agentSuffix(agent), link)

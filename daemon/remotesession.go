@@ -186,7 +186,7 @@ func (d *Daemon) startRemote(s *session) error {
 	upstream := d.metrics.RemoteRequests
 	latency := d.metrics.RemoteLatency.WithLabelValues(s.serverLabel)
 	conn := remote.New(remote.Options{URL: u, Server: srv.Name, HTTP: hc, Auth: auth,
-		SignInLink:      func(context.Context) (string, string, error) { return d.inbandSignIn(s) },
+		SignInLink:      func(ctx context.Context) (string, string, error) { return d.inbandSignIn(ctx, s) },
 		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes), Logger: s.log,
 		OnUpstream: func(_ string, status int, took time.Duration) {
 			upstream.WithLabelValues(s.serverLabel, strconv.Itoa(status/100)+"xx").Inc()

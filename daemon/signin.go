@@ -184,10 +184,13 @@ const inbandWait = 10 * time.Minute
 // loopback listener of the daemon's own (RFC 8252), bound to this
 // session's user like mcpcage login's. One at a time per session; the
 // same link is given again while it is pending.
-func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
+func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, error) {
 	r := s.remote
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return "", "", err // the session ended while this request waited
+	}
 	if r.link != "" && time.Now().Before(r.linkExpires) {
 		return r.link, r.linkID, nil
 	}
@@ -209,7 +212,7 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), signinWait)
+	ctx, cancel := context.WithTimeout(ctx, signinWait) // and no longer than the session
 	defer cancel()
 	authURL, state, err := d.oauth.Begin(ctx, oauth.LoginRequest{UID: s.peer.UID, User: s.user, Agent: agent,
 		RedirectURI: fmt.Sprintf("http://%s/callback", ln.Addr()), Target: t})
@@ -221,7 +224,7 @@ func (d *Daemon) inbandSignIn(s *session) (string, string, error) {
 	done := make(chan struct{})
 	var once sync.Once
 	finish := func() { once.Do(func() { close(done) }) }
-	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		a, refused := authanswer.Parse(q)
 		if req.URL.Path != "/callback" || !authanswer.Carries(q, state) {

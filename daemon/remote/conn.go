@@ -90,7 +90,9 @@ type Conn struct {
 	// answers, not maxInFlight x max_message_bytes.
 	big chan struct{}
 
-	closing atomic.Bool
+	closing   atomic.Bool
+	renewMu   sync.Mutex
+	renewedAt time.Time // when a 401 last renewed the token (see renew)
 	// urlElicitation: the client's initialize declared URL-mode
 	// elicitation (capabilities.elicitation.url).
 	urlElicitation atomic.Bool
@@ -151,8 +153,9 @@ func (c *Conn) Failure() string {
 
 // Write takes client messages, newline-terminated, and queues them for
 // the sender: it never waits for the network, so the relay's loops (which
-// also read Out) never wait on the server through it. A client that
-// queues more than twice max_message_bytes unsent ends the session.
+// also read Out) never wait on the server through it. A client with more
+// than twice max_message_bytes (and 1 MiB) of messages not yet sent or
+// answered ends the session.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.closing.Load() {
 		return 0, io.ErrClosedPipe
@@ -300,15 +303,20 @@ func paramsHeaders(method string, params []byte) (name, version string) {
 	case request.ResourcesRead, request.ResourcesSubscribe, request.ResourcesUnsubscribe:
 		name = p.URI
 	}
+	if len(name) > maxNameHeader {
+		name = "" // not mirrored: a header that large no server takes, and each request in flight would keep it
+	}
 	if v, ok := p.Meta["io.modelcontextprotocol/protocolVersion"]; ok {
 		_ = json.Unmarshal(v, &version)
 	}
 	return name, version
 }
 
-// send delivers one client message.
+// send delivers one client message, and tells the queue when it is done
+// with it.
 func (c *Conn) send(line []byte) {
 	m := read(line)
+	done := func() { c.queue.done(len(line)) }
 	switch {
 	case m.method == string(request.Initialize):
 		// The session id and protocol version come with its answer: what
@@ -318,8 +326,10 @@ func (c *Conn) send(line []byte) {
 		c.mu.Unlock()
 		c.urlElicitation.Store(declaresURLElicitation(m.body))
 		c.exchange(m)
+		done()
 	case !m.isRequest():
 		c.exchange(m)
+		done()
 		if m.method == "notifications/initialized" {
 			c.mu.Lock()
 			c.initializedBody = m.body
@@ -331,12 +341,14 @@ func (c *Conn) send(line []byte) {
 		case c.slots <- struct{}{}:
 		case <-c.ctx.Done():
 			c.failAll(m, wire.CodeServerGone, wire.ClassServerGone, "the session with "+c.opts.Server+" ended")
+			done()
 			return
 		}
 		c.inflight.Add(1)
 		go func() {
 			defer c.inflight.Done()
 			defer func() { <-c.slots }()
+			defer done()
 			c.exchange(m)
 		}()
 	}
@@ -456,8 +468,13 @@ func (c *Conn) exchange(m *message) {
 		case resp.StatusCode == http.StatusUnauthorized && c.opts.Auth != nil && !renewed:
 			drain(resp)
 			renewed = true
-			if _, err := c.opts.Auth.Renew(c.ctx, c.sentToken(resp)); err != nil {
+			again, err := c.renew(c.sentToken(resp))
+			if err != nil {
 				c.signInNeeded(m, signInMessage(err, c.opts.Server))
+				return
+			}
+			if !again {
+				c.failAll(m, wire.CodeSignIn, ClassSignIn, c.opts.Server+" refused the sign-in again less than a minute after it was renewed: run `mcpcage login "+c.opts.Server+"`")
 				return
 			}
 			continue
@@ -496,6 +513,31 @@ func (c *Conn) exchange(m *message) {
 	}
 }
 
+// renewEvery bounds how often a session's 401s renew its token.
+const renewEvery = time.Minute
+
+// renew answers a 401 for the token refused: whether to send the request
+// again, with the token renewed, or with a newer one another request's
+// 401 renewed meanwhile. Within renewEvery of a renewal the token is not
+// renewed again: a server that refuses every token would otherwise have
+// the daemon refresh at its authorization server once a request.
+func (c *Conn) renew(refused string) (again bool, err error) {
+	c.renewMu.Lock()
+	defer c.renewMu.Unlock()
+	if !c.renewedAt.IsZero() && time.Since(c.renewedAt) < renewEvery {
+		cur, err := c.opts.Auth.Token(c.ctx)
+		if err != nil {
+			return false, err
+		}
+		return cur != "" && cur != refused, nil
+	}
+	c.renewedAt = time.Now()
+	if _, err := c.opts.Auth.Renew(c.ctx, refused); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // reinitialize opens a new session after the server forgot stale (it
 // answered 404, e.g. after its idle timeout): the client's initialize
 // and notifications/initialized are sent again and their answers kept
@@ -513,10 +555,15 @@ func (c *Conn) reinitialize(stale string) bool {
 	if initBody == nil {
 		return false
 	}
+	// The old session's standalone stream ends with it: a new one is
+	// opened for the new session (startListening), never beside it.
 	c.mu.Lock()
 	c.sessionID = ""
 	c.listening = false
+	stopListening := c.listen
+	c.listen = func() {}
 	c.mu.Unlock()
+	stopListening()
 	resp, _, err := c.post(read(initBody))
 	if err != nil {
 		c.opts.Logger.Warn("remote session not re-established", "err", err)
@@ -769,7 +816,7 @@ func (c *Conn) stream(m *message, body io.ReadCloser) {
 		if retry <= 0 {
 			retry = time.Duration(attempt+1) * 200 * time.Millisecond
 		}
-		c.pause(retry)
+		c.pause(min(retry, maxRetryPause))
 		c.opts.Logger.Debug("resuming a dropped stream", "last_event_id", lastID, "attempt", attempt+1)
 		resp, err := c.get(lastID)
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -783,6 +830,17 @@ func (c *Conn) stream(m *message, body io.ReadCloser) {
 }
 
 const resumeAttempts = 5
+
+// maxNameHeader bounds the name or URI mirrored in Mcp-Name.
+const maxNameHeader = 8 << 10
+
+// maxToken bounds a session id, protocol version or event id the bridge
+// keeps and sends back; a longer one is not kept.
+const maxToken = 1 << 10
+
+// maxRetryPause bounds the pause a server's retry field asks for before
+// a stream is resumed (a request waits that long, holding its slot).
+const maxRetryPause = 30 * time.Second
 
 func resumeWhy(lastID string) string {
 	if lastID == "" {
@@ -966,7 +1024,7 @@ func (c *Conn) listenLoop(ctx context.Context, answered chan struct{}) {
 			} else {
 				grow()
 			}
-			backoff = max(backoff, min(retry, 30*time.Second))
+			backoff = max(backoff, min(retry, maxRetryPause))
 		}
 	}
 }
@@ -1012,7 +1070,13 @@ func drain(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
+// visibleASCII reports whether s is a header token mcpcage keeps and
+// sends back (a session id, a protocol version): visible ASCII, at most
+// maxToken bytes.
 func visibleASCII(s string) bool {
+	if len(s) > maxToken {
+		return false
+	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x21 || s[i] > 0x7e {
 			return false

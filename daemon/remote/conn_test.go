@@ -15,8 +15,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -386,6 +389,10 @@ func TestConnPerRequestHeaders(t *testing.T) {
 			headers{Version: "2026-07-28", Method: "completion/complete"}},
 		{"no version without _meta", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`,
 			headers{Method: "tools/call", Name: "echo"}},
+		{"a name over 8 KiB not mirrored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("n", maxNameHeader+1) + `",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call"}},
+		{"a name of 8 KiB mirrored", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("n", maxNameHeader) + `",` + meta + `}}`,
+			headers{Version: "2026-07-28", Method: "tools/call", Name: strings.Repeat("n", maxNameHeader)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1580,5 +1587,201 @@ func TestConnReadsOneLargeAnswerAtATime(t *testing.T) {
 				t.Errorf("%d answers were read past %d bytes at once, want 1", g.most, smallAnswer)
 			}
 		})
+	}
+}
+
+// A 401 renews the token at most once a minute per session: requests
+// that went out with the old token meanwhile are sent again with the new
+// one, and a server that refuses every token does not have the daemon
+// refresh at its authorization server once a request.
+func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
+	const refusedAgain = "demo refused the sign-in again less than a minute after it was renewed: run `mcpcage login demo`"
+	tests := []struct {
+		name        string
+		accept      string // the token the server accepts ("" none)
+		concurrent  bool
+		wantAnswers int // of the calls; the others refused
+		wantErrors  []string
+	}{
+		{name: "expired token, calls in flight", accept: "fresh-1", concurrent: true, wantAnswers: 8},
+		{name: "every token refused", wantErrors: append([]string{"demo refused the sign-in (401 after a refresh): run `mcpcage login demo`"},
+			slices.Repeat([]string{refusedAgain}, 7)...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rec recorder
+			arrived := make(chan struct{})
+			var arrivedOnce sync.Once
+			var stale atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := rec.add(r)
+				if tt.concurrent && r.Header.Get("Authorization") == "Bearer stale" {
+					// Every call reaches the server with the stale
+					// token before any is refused.
+					if stale.Add(1) == 8 {
+						arrivedOnce.Do(func() { close(arrived) })
+					}
+					select {
+					case <-arrived:
+					case <-r.Context().Done():
+						return
+					}
+				}
+				if tt.accept == "" || r.Header.Get("Authorization") != "Bearer "+tt.accept {
+					http.Error(w, "unauthorized", http.StatusUnauthorized)
+					return
+				}
+				writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+			}))
+			t.Cleanup(srv.Close)
+			n := 0
+			auth := &testAuth{token: "stale", renew: func(string) (string, error) { n++; return fmt.Sprintf("fresh-%d", n), nil }}
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), Auth: auth})
+			var answers int
+			var errs []string
+			for i := 1; i <= 8; i++ {
+				b.write(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo"}}`+"\n", i))
+				if !tt.concurrent {
+					errs = append(errs, parseBridgeError(t, b.next(t)).Reason)
+				}
+			}
+			if tt.concurrent {
+				for range 8 {
+					if l := b.next(t); strings.Contains(l, `"result"`) {
+						answers++
+					} else {
+						errs = append(errs, l)
+					}
+				}
+			}
+			auth.mu.Lock()
+			renewals := len(auth.refused)
+			auth.mu.Unlock()
+			if renewals != 1 {
+				t.Errorf("%d renewals, want 1", renewals)
+			}
+			if answers != tt.wantAnswers {
+				t.Errorf("%d calls answered, want %d; the others: %v", answers, tt.wantAnswers, errs)
+			}
+			if tt.wantErrors != nil {
+				if diff := cmp.Diff(tt.wantErrors, errs); diff != "" {
+					t.Errorf("refusals (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+// A server that forgets the session (404) has the bridge open a new one;
+// the old session's standalone stream ends with it. Before, each
+// re-initialization left the old stream open beside the new one: a
+// server that forgot the session at every request made the daemon hold
+// one more stream, goroutine and connection per request.
+func TestConnReinitializeEndsTheOldStream(t *testing.T) {
+	var mu sync.Mutex
+	current, sessions, open := "", 0, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			mu.Lock()
+			open++
+			mu.Unlock()
+			defer func() { mu.Lock(); open--; mu.Unlock() }()
+			startSSE(w)
+			<-r.Context().Done()
+			return
+		}
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case req.Method == "initialize":
+			sessions++
+			current = fmt.Sprintf("s%d", sessions)
+			w.Header().Set("Mcp-Session-Id", current)
+			writeJSON(w, http.StatusOK, result(string(req.ID), `{"protocolVersion":"2025-06-18","capabilities":{}}`))
+		case r.Header.Get("Mcp-Session-Id") != current:
+			http.Error(w, "no such session", http.StatusNotFound)
+		case len(req.ID) == 0:
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			current = "" // forgotten after every answer: the next request gets 404
+			writeJSON(w, http.StatusOK, result(string(req.ID), `{}`))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.write(t, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{}}}`+"\n")
+	b.next(t)
+	b.write(t, `{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
+	const calls = 6
+	for i := 1; i <= calls; i++ {
+		b.write(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo"}}`+"\n", i))
+		if got, want := b.next(t), result(strconv.Itoa(i), `{}`); got != want {
+			t.Fatalf("call %d: %s, want %s", i, got, want)
+		}
+	}
+	testenv.WaitFor(t, "one standalone stream open", waitTime, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return open == 1, fmt.Sprintf("%d streams open after %d sessions", open, sessions)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if sessions != calls {
+		t.Fatalf("%d sessions, want %d (one a call)", sessions, calls)
+	}
+}
+
+// What the client sent counts against the bridge's bound until the
+// server has answered it, not only until it is sent: a server that
+// takes requests and never answers cannot have the session hold 64
+// requests of max_message_bytes.
+func TestConnBoundsTheClientsMessagesInFlight(t *testing.T) {
+	taken := make(chan struct{}, 64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		taken <- struct{}{}
+		<-r.Context().Done() // never answers
+	}))
+	t.Cleanup(srv.Close)
+	const maxBytes = 64 << 10
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), MaxMessageBytes: maxBytes})
+	limit := 2*maxBytes + 1<<20
+	call := func(i int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}`+"\n", i, strings.Repeat("x", 60<<10))
+	}
+	sent := 0
+	for i := 1; sent+len(call(i)) <= limit; i++ {
+		b.write(t, call(i))
+		sent += len(call(i))
+		select {
+		case <-taken:
+		case <-time.After(waitTime):
+			t.Fatalf("the server did not take request %d within %v", i, waitTime)
+		}
+	}
+	_, err := b.Write([]byte(call(99)))
+	if err == nil || !strings.Contains(err.Error(), "not taken or answered yet") {
+		t.Fatalf("a request past %d bytes unanswered: Write = %v, want the bound's error", limit, err)
+	}
+}
+
+// A server's answer headers are bounded (they stay in memory while its
+// answer streams).
+func TestConnRefusesHugeAnswerHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Padding", strings.Repeat("p", maxResponseHeader))
+		writeJSON(w, http.StatusOK, result("1", `{}`))
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`+"\n")
+	e := parseBridgeError(t, b.next(t))
+	if e.Class != ClassUpstream || !strings.Contains(e.Reason, "header") {
+		t.Fatalf("answer with %d bytes of headers: %+v, want an upstream error naming the headers", maxResponseHeader, e)
 	}
 }

@@ -39,6 +39,12 @@ type ClientOptions struct {
 // list.
 var ErrHostNotAllowed = errors.New("host not allowed")
 
+// Bounds of what the transport buffers of a server's answers.
+const (
+	maxResponseHeader = 64 << 10
+	maxStreamBuffer   = 512 << 10
+)
+
 // NewHTTPClient builds the client a remote server's traffic uses: TLS
 // verification always on (with the configured CA bundle added), plain
 // http only to loopback addresses, requests only to the allowed hosts
@@ -72,6 +78,14 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
+		// A server's answer headers are kept while its answer streams:
+		// bounded as an answer's first 64 KiB are (Conn.big).
+		MaxResponseHeaderBytes: maxResponseHeader,
+		// HTTP/2 buffers what a stream receives until it is read; a
+		// request waiting for the session's big answer slot does not
+		// read, so each stream's buffer is bounded (the connection's
+		// stays large: a stream that waits never starves another).
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: maxStreamBuffer},
 	}
 	hosts := make([]string, 0, len(o.Hosts))
 	for _, h := range o.Hosts {

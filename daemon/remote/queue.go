@@ -6,7 +6,9 @@ import (
 )
 
 // sendQueue holds client messages between Write and the sender, bounded
-// in bytes.
+// in bytes: a message counts from Write until the bridge is done with it
+// (sent, and a request answered), so what a session holds of the
+// client's messages, queued or in flight, stays under the limit.
 type sendQueue struct {
 	mu     sync.Mutex
 	ready  *sync.Cond
@@ -29,7 +31,7 @@ func (q *sendQueue) push(line []byte) error {
 		return fmt.Errorf("the bridge is closed")
 	}
 	if q.bytes+int64(len(line)) > q.limit {
-		return fmt.Errorf("the client queued more than %d bytes the remote server has not taken yet", q.limit)
+		return fmt.Errorf("the client has more than %d bytes of messages the remote server has not taken or answered yet", q.limit)
 	}
 	q.items = append(q.items, line)
 	q.bytes += int64(len(line))
@@ -50,8 +52,15 @@ func (q *sendQueue) pop() ([]byte, bool) {
 	line := q.items[0]
 	q.items[0] = nil
 	q.items = q.items[1:]
-	q.bytes -= int64(len(line))
 	return line, true
+}
+
+// done is told the bridge is done with a message of n bytes that pop
+// gave.
+func (q *sendQueue) done(n int) {
+	q.mu.Lock()
+	q.bytes -= int64(n)
+	q.mu.Unlock()
 }
 
 // close lets pop drain what is queued, then end.

@@ -129,7 +129,7 @@ func (s *sseReader) next() (sseEvent, error) {
 		case "event":
 			ev.event = string(value)
 		case "id":
-			if bytes.IndexByte(value, 0) < 0 {
+			if bytes.IndexByte(value, 0) < 0 && len(value) <= maxToken {
 				ev.id = string(value)
 			}
 		case "retry":

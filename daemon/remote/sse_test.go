@@ -171,6 +171,12 @@ func TestSSEReaderEvents(t *testing.T) {
 			want:    []seenEvent{{Data: "12345678"}},
 			wantErr: io.EOF,
 		},
+		{
+			name:    "an id over 1 KiB is not kept",
+			in:      "id: " + strings.Repeat("i", maxToken+1) + "\ndata: x\n\nid: " + strings.Repeat("i", maxToken) + "\ndata: y\n\n",
+			want:    []seenEvent{{Data: "x"}, {ID: strings.Repeat("i", maxToken), Data: "y"}},
+			wantErr: io.EOF,
+		},
 	}
 	for _, tt := range tests {
 		for _, split := range []struct {
