@@ -40,9 +40,14 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 		return srv
 	}
 	var rc remoteClients
+	var getFor func(srv *config.Server, owner *uint32, dns ...string) any
 	get := func(srv *config.Server, dns ...string) any {
 		t.Helper()
-		c, err := rc.get(srv, dns, nil)
+		return getFor(srv, nil, dns...)
+	}
+	getFor = func(srv *config.Server, owner *uint32, dns ...string) any {
+		t.Helper()
+		c, err := rc.get(srv, owner, dns, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,6 +76,12 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 		if got := get(tc.srv, tc.dns...); (got == first) != tc.same {
 			t.Errorf("%s: the same client %v, want %v", tc.name, got == first, tc.same)
 		}
+	}
+	// Users' own servers of one name and url: a client each (its
+	// connections are checked against its owner).
+	alice, bob := uint32(1000), uint32(1001)
+	if a := getFor(def(), &alice); a == first || a == getFor(def(), &bob) || a != getFor(def(), &alice) {
+		t.Error("users' own servers of the same definition share clients across owners, or with the administrator's")
 	}
 }
 

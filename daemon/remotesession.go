@@ -86,18 +86,29 @@ type remoteClients struct {
 
 // remoteClient is the HTTP client of a remote server's definition, which
 // resolves names with the daemon's dns_servers and private_domains.
-func (d *Daemon) remoteClient(srv *config.Server) (*http.Client, error) {
+// remoteClient is the HTTP client of srv's traffic; user is whose
+// session or sign-in it is for (a user's own server's connections are
+// checked against its owner: remote.ClientOptions.Owner).
+func (d *Daemon) remoteClient(srv *config.Server, user uint32) (*http.Client, error) {
 	dc := d.conf().Daemon
-	return d.remotes.get(srv, dc.DNSServers, dc.PrivateDomains)
+	var owner *uint32
+	if srv.Personal {
+		owner = &user
+	}
+	return d.remotes.get(srv, owner, dc.DNSServers, dc.PrivateDomains)
 }
 
-func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []string) (*http.Client, error) {
+func (rc *remoteClients) get(srv *config.Server, owner *uint32, dnsServers, privateDomains []string) (*http.Client, error) {
 	// By what the client is made of: a user's own server is a new
 	// definition at every look-up, and a client per look-up would keep
 	// its idle connections open for each.
 	// The CA file by its content: a bundle rotated and reloaded is trusted
 	// at once.
-	key := strings.Join([]string{srv.Name, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, fileDigest(srv.CAFile), time.Duration(srv.Timeout).String(),
+	ownerKey := "admin"
+	if owner != nil {
+		ownerKey = strconv.FormatUint(uint64(*owner), 10)
+	}
+	key := strings.Join([]string{srv.Name, ownerKey, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, fileDigest(srv.CAFile), time.Duration(srv.Timeout).String(),
 		strings.Join(dnsServers, ","), strings.Join(privateDomains, ",")}, "\x00")
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -105,7 +116,7 @@ func (rc *remoteClients) get(srv *config.Server, dnsServers, privateDomains []st
 		return c, nil
 	}
 	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
-		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains})
+		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains, Owner: owner})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +187,7 @@ func (d *Daemon) startRemote(s *session) error {
 			return err
 		}
 	}
-	hc, err := d.remoteClient(srv)
+	hc, err := d.remoteClient(srv, s.peer.UID)
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return
 	}
-	hc, err := d.remoteClient(srv)
+	hc, err := d.remoteClient(srv, peer.UID)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
 		return
@@ -195,7 +195,7 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 		return r.link, r.linkID, nil
 	}
 	srv := s.srv
-	hc, err := d.remoteClient(srv)
+	hc, err := d.remoteClient(srv, s.peer.UID)
 	if err != nil {
 		return "", "", err
 	}

@@ -28,6 +28,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1025,5 +1026,78 @@ func TestRemoteServerLargeAnswersKeepTheDaemonSmall(t *testing.T) {
 	r.closeInput()
 	if code := r.wait(); code != 0 {
 		t.Fatalf("shim exit %d; stderr:\n%s", code, r.stderr.String())
+	}
+}
+
+// TestUserRemoteServerReachesOnlyTheUsersOwnPrograms: mcpcaged connects
+// to remote servers as root. A user's own remote server whose url names
+// a program of this host (loopback here) is reached only when that
+// program is the user's: one of root's is refused before any request
+// reaches it (it would take the user's requests for root's), and the
+// refusal is the client's error; the user's own local server answers.
+// Before, `mcpcage server add x --url http://127.0.0.1:PORT/...` had the
+// daemon send any user's requests to whatever root runs on that port.
+func TestUserRemoteServerReachesOnlyTheUsersOwnPrograms(t *testing.T) {
+	uid, d := userDaemon(t)
+	var rootRequests atomic.Int32
+	rootSvc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rootRequests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":"init","result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"root-service","version":"1"}}}`)
+	}))
+	t.Cleanup(rootSvc.Close)
+
+	// The user's own server: node, as the user, on a port of its choosing.
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "node")
+	own := exec.Command(node, "-e", `const s = require('http').createServer((q, r) => {
+  let b = ''; q.on('data', d => b += d); q.on('end', () => {
+    const m = JSON.parse(b);
+    if (m.id === undefined) { r.writeHead(202); r.end(); return; }
+    r.writeHead(200, {'Content-Type': 'application/json'});
+    r.end(JSON.stringify({jsonrpc: '2.0', id: m.id, result: {protocolVersion: '2025-11-25', capabilities: {}, serverInfo: {name: 'users-own', version: '1'}}}));
+  });
+}); s.listen(0, '127.0.0.1', () => console.log('port ' + s.address().port));`)
+	own.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}, Pdeathsig: syscall.SIGKILL}
+	out, err := own.StdoutPipe()
+	must(t, err, "stdout of the user's server")
+	must(t, own.Start(), "start the user's server")
+	t.Cleanup(func() { _ = own.Process.Kill(); _ = own.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	must(t, err, "the user's server's port")
+	ownPort := strings.TrimSpace(strings.TrimPrefix(line, "port "))
+
+	add := func(name, url string) {
+		t.Helper()
+		if out, err := d.cli(t, uid, "server", "add", name, "--url", url); err != nil {
+			t.Fatalf("server add %s: %v %s", name, err, out)
+		}
+	}
+	add("roots", rootSvc.URL+"/mcp")
+	add("mine", "http://127.0.0.1:"+ownPort+"/mcp")
+	d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+	defer func() { d.shimCred = nil }()
+	initialize := func(name string) string {
+		t.Helper()
+		r := startRaw(t, d.shimCmd(name))
+		r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+		l := r.response(`"init"`)
+		r.closeInput()
+		r.wait()
+		return l
+	}
+	if l := initialize("roots"); !strings.Contains(l, "that uid 0 runs, not you") || !strings.Contains(l, `"error"`) {
+		t.Fatalf("a user's server at root's program: %s", l)
+	}
+	if n := rootRequests.Load(); n != 0 {
+		t.Fatalf("root's program got %d requests of the user's server", n)
+	}
+	if l := initialize("mine"); !strings.Contains(l, "users-own") {
+		t.Fatalf("a user's server at the user's own program: %s", l)
+	}
+	// The refusal is in the log (the client's error is the record of
+	// the session's end).
+	if !strings.Contains(d.log.String(), "that uid 0 runs") {
+		t.Errorf("the daemon's log does not say why the user's server was refused:\n%s", d.log.String())
 	}
 }

@@ -458,7 +458,9 @@ func (c *Conn) exchange(m *message) {
 				c.pause(time.Duration(retries) * 250 * time.Millisecond)
 				continue
 			}
-			c.failAll(m, wire.CodeUpstream, ClassUpstream, describe(c.opts.URL, c.opts.Server, err))
+			why := describe(c.opts.URL, c.opts.Server, err)
+			c.opts.Logger.Warn("remote server not reached", "server", c.opts.Server, "method", m.method, "err", why)
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, why)
 			return
 		}
 		if c.opts.OnUpstream != nil {

@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mcpcage/mcpcage/bpf/egress"
+	"github.com/mcpcage/mcpcage/internal/procnet"
 )
 
 // publicDialer dials a host name only at the addresses a server's egress
@@ -20,9 +22,15 @@ import (
 // host's loopback or the LAN, and the daemon (root, outside any sandbox)
 // would connect there. An address written in the configuration is
 // dialled as it is.
+//
+// For a user's own server (owner set), every connection is checked once
+// made (checkPeer): mcpcaged connects as root, so a program of this host
+// that listens on loopback, or on one of the host's addresses, would
+// take a user's server's requests for root's.
 type publicDialer struct {
 	dialer *net.Dialer
 	dns    *egress.DNS
+	owner  *uint32
 }
 
 func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -31,7 +39,7 @@ func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (n
 		return nil, err
 	}
 	if _, err := netip.ParseAddr(host); err == nil {
-		return p.dialer.DialContext(ctx, network, addr)
+		return p.dial(ctx, network, addr)
 	}
 	answers, err := p.dns.LookupTTL(ctx, host)
 	if err != nil {
@@ -58,13 +66,91 @@ func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (n
 				continue
 			}
 		}
-		c, err := p.dialer.DialContext(ctx, network, net.JoinHostPort(a.Addr.String(), port))
+		c, err := p.dial(ctx, network, net.JoinHostPort(a.Addr.String(), port))
 		if err == nil {
 			return c, nil
 		}
 		errs = append(errs, err)
 	}
 	return nil, oneLine(errs)
+}
+
+// dial connects to addr, and checks the other end for a user's own
+// server.
+func (p *publicDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := p.dialer.DialContext(ctx, network, addr)
+	if err != nil || p.owner == nil {
+		return c, err
+	}
+	if err := checkPeer(c, *p.owner); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkPeer keeps a connection made for a user's own server only when
+// its other end is not a program of this host, or is one of the user's:
+// the kernel's uid for the socket at the other end (procnet), found by
+// the connection's own endpoints after it is made, so no program can
+// take the place of the one checked, and a connection redirected to a
+// local port is caught too. A destination that is the host's own
+// (loopback, an address of its interfaces) must be found. Root's own
+// servers are not checked.
+func checkPeer(c net.Conn, owner uint32) error {
+	if owner == 0 {
+		return nil
+	}
+	local, lok := c.LocalAddr().(*net.TCPAddr)
+	remote, rok := c.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok {
+		return fmt.Errorf("mcpcaged cannot tell who is at the other end of a %s connection", c.LocalAddr().Network())
+	}
+	dest := remote.AddrPort()
+	own := isHostAddress(dest.Addr())
+	var s procnet.Socket
+	var found bool
+	var err error
+	// The other end of a loopback connection is made as the handshake
+	// completes, which the connect may return just before: looked for a
+	// few times.
+	for try := 0; ; try++ {
+		s, found, err = procnet.ConnectedTo(local.AddrPort())
+		if err != nil || found || !own || try == 20 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("mcpcaged could not tell whose program %s is (%v), so a remote server of your own does not reach it", dest, err)
+	case !found && own:
+		return fmt.Errorf("%s is this host's, and mcpcaged could not find the program at the other end of its connection, so a remote server of your own does not reach it", dest)
+	case found && s.UID != owner:
+		return fmt.Errorf("%s is a program of this host that uid %d runs, not you: a remote server of your own reaches programs of this host only when they are your own (mcpcaged connects as root); ask your administrator to add it to the configuration if it is meant", dest, s.UID)
+	}
+	return nil
+}
+
+// isHostAddress reports whether a is this host's: loopback, unspecified
+// (which reaches the host), or an address of one of its interfaces.
+func isHostAddress(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: the other end must then be found to be kept
+	}
+	for _, ia := range addrs {
+		if ipn, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // oneLine joins errors on one line (a client shows the first line).

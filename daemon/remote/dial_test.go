@@ -1,8 +1,10 @@
 package remote
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -78,6 +80,38 @@ func TestPublicDialer(t *testing.T) {
 			testenv.WaitFor(t, "the connection to reach the listener", 5*time.Second, func() (bool, string) {
 				return accepted.Load() > before, err.Error()
 			})
+		})
+	}
+}
+
+// A user's own server's connection to a program of this host is kept
+// only when the program is the user's.
+func TestCheckPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	me := uint32(os.Geteuid())
+	tests := []struct {
+		name    string
+		owner   uint32
+		wantErr string
+	}{
+		{"another user's program", me + 4242, fmt.Sprintf("that uid %d runs, not you", me)},
+		{"root's own servers are not checked", 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			err = checkPeer(c, tt.owner)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
+			}
 		})
 	}
 }

@@ -33,6 +33,11 @@ type ClientOptions struct {
 	// DNSServers and PrivateDomains: the daemon's dns_servers and
 	// private_domains (publicDialer).
 	DNSServers, PrivateDomains []string
+	// Owner, for a user's own server, is the user's uid: a connection
+	// that reaches a program of this host is kept only when the program
+	// is the user's (publicDialer.checkPeer). nil for an administrator's
+	// server.
+	Owner *uint32
 }
 
 // ErrHostNotAllowed wraps requests to hosts the server's config does not
@@ -71,7 +76,7 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	dialer := &net.Dialer{Timeout: min(timeout, 15*time.Second), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 nil, // the daemon's environment does not redirect its traffic
-		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}}).DialContext,
+		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}, owner: o.Owner}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
 		ResponseHeaderTimeout: timeout,

@@ -1,0 +1,102 @@
+package procnet
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+func TestConnectedTo(t *testing.T) {
+	tests := []struct {
+		name           string
+		listen, dialTo string // network addresses; dialTo's port is the listener's
+	}{
+		{"ipv4 loopback", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv4 to a dual-stack listener", "[::]:0", "127.0.0.1"},
+		{"ipv6 loopback", "[::1]:0", "::1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", tt.listen)
+			testenv.Require(t, err == nil, "a listener on "+tt.listen)
+			defer func() { _ = ln.Close() }()
+			port := ln.Addr().(*net.TCPAddr).Port
+			c, err := net.Dial("tcp", net.JoinHostPort(tt.dialTo, strconv.Itoa(port)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			s, found, err := ConnectedTo(local)
+			if err != nil || !found {
+				t.Fatalf("ConnectedTo(%s) = %+v, %v, %v; want the listener's side (not yet accepted)", local, s, found, err)
+			}
+			if s.UID != uint32(os.Geteuid()) || s.Inode != 0 {
+				t.Errorf("not accepted: %+v, want uid %d and no inode", s, os.Geteuid())
+			}
+			a, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = a.Close() }()
+			s, found, err = ConnectedTo(local)
+			if err != nil || !found || s.UID != uint32(os.Geteuid()) || s.Inode == 0 || s.State != Established {
+				t.Errorf("accepted: ConnectedTo(%s) = %+v, %v, %v; want uid %d, an inode, established", local, s, found, err, os.Geteuid())
+			}
+		})
+	}
+}
+
+func TestScanTable(t *testing.T) {
+	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	line := func(local, rem, st, uid, inode string) string {
+		return "   0: " + local + " " + rem + " " + st + " 00000000:00000000 00:00000000 00000000  " + uid + "        0 " + inode + " 1 0000000000000000 20 4 30 10 -1\n"
+	}
+	rem := v4(netip.MustParseAddrPort("127.0.0.1:40000"))
+	tests := []struct {
+		name    string
+		table   string
+		want    Socket
+		found   bool
+		wantErr error
+	}{
+		{"established", header + line("0100007F:1F90", rem, "01", "1000", "4242"), Socket{UID: 1000, Inode: 4242, State: Established}, true, nil},
+		{"handshake", header + line("0100007F:1F90", rem, "03", "0", "0"), Socket{UID: 0, State: SynRecv}, true, nil},
+		{"listening lines are not the other end", header + line("0100007F:1F90", "00000000:0000", "0A", "0", "7") + line("0100007F:9C40", "0100007F:1F90", "01", "5", "8"), Socket{}, false, nil},
+		{"closing is not", header + line("0100007F:1F90", rem, "06", "0", "0"), Socket{}, false, nil},
+		{"two is ambiguous", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), Socket{}, false, ErrAmbiguous},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, found, err := scanTable(strings.NewReader(tt.table), "tcp", rem)
+			if !errors.Is(err, tt.wantErr) || found != tt.found || s != tt.want {
+				t.Errorf("scan = %+v, %v, %v; want %+v, %v, %v", s, found, err, tt.want, tt.found, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFormats(t *testing.T) {
+	tests := []struct{ ep, v4, v6 string }{
+		{"127.0.0.1:8080", "0100007F:1F90", "0000000000000000FFFF00000100007F:1F90"},
+		{"[::1]:443", "", "00000000000000000000000001000000:01BB"},
+	}
+	for _, tt := range tests {
+		ep := netip.MustParseAddrPort(tt.ep)
+		if tt.v4 != "" {
+			if got := v4(ep); got != tt.v4 {
+				t.Errorf("v4(%s) = %s, want %s", ep, got, tt.v4)
+			}
+			ep = netip.AddrPortFrom(netip.AddrFrom16(ep.Addr().As16()), ep.Port())
+		}
+		if got := v6(ep); got != tt.v6 {
+			t.Errorf("v6(%s) = %s, want %s", ep, got, tt.v6)
+		}
+	}
+}
