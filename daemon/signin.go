@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -179,6 +182,10 @@ func inbandAnswerRefused(req *http.Request, local string, uid uint32) string {
 // inbandWait bounds an in-band sign-in (its link and listener).
 const inbandWait = 10 * time.Minute
 
+// maxInbandRefusals bounds the answers an in-band link's listener
+// refuses (and records) before the link is spent.
+const maxInbandRefusals = 5
+
 // inbandSignIn starts the sign-in a client that declared URL-mode
 // elicitation shows its user as a link: the redirect comes back to a
 // loopback listener of the daemon's own (RFC 8252), bound to this
@@ -224,6 +231,7 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 	done := make(chan struct{})
 	var once sync.Once
 	finish := func() { once.Do(func() { close(done) }) }
+	var refusals atomic.Int32
 	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		q := req.URL.Query()
 		a, refused := authanswer.Parse(q)
@@ -241,6 +249,30 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 		// names this listener would have the daemon bring the answer, as
 		// uid 0 (root's sign-in), and only a browser brings it, with GET.
 		if why := inbandAnswerRefused(req, ln.Addr().String(), s.peer.UID); why != "" {
+			// Recorded, up to maxInbandRefusals a link: past that the
+			// link is spent (whoever keeps bringing answers with its
+			// state, read from a command line, could otherwise add
+			// records without end and fill the audit log's disk).
+			n := refusals.Add(1)
+			if n > maxInbandRefusals {
+				w.WriteHeader(http.StatusForbidden)
+				_, _ = io.WriteString(w, "<p>mcpcage: this sign-in link is spent.</p>")
+				return
+			}
+			if n == maxInbandRefusals {
+				why += fmt.Sprintf("; the link is spent after %d refused answers, and the client's next request gets a new one", maxInbandRefusals)
+				// Ended in the sign-in manager too (it no longer
+				// counts toward the user's pending sign-ins).
+				fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
+				_, _ = d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Refused: errors.New(why)})
+				fcancel()
+				r.mu.Lock()
+				if r.linkID == id {
+					r.link = ""
+				}
+				r.mu.Unlock()
+				defer finish()
+			}
 			s.log.Warn("in-band sign-in answer refused", "server", srv.Name, "reason", why)
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": why})
 			w.WriteHeader(http.StatusForbidden)

@@ -397,11 +397,47 @@ func TestRemoteServer(t *testing.T) {
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "tracker") {
 		t.Fatalf("a sign-in was kept from another user's browser:\n%s", list)
 	}
+	// Whoever keeps bringing answers with the link's state adds a
+	// bounded number of records: the fifth refusal spends the link (and
+	// says so), later ones are not recorded, and the client's next
+	// request gets a new link.
+	for range 6 {
+		again := exec.Command(node, "-e", "fetch(process.argv[1]).then(r => r.text()).then(t => console.log(t), e => console.log('error: ' + e))", el.URL)
+		again.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		_, err := again.Output()
+		must(t, err, "follow the link as nobody again")
+	}
+	refusedRecords := func() (n int, spent bool) {
+		for _, rec := range d.auditRecords(t) {
+			if rec["type"] == string(api.RecordSignInFail) && str(rec, "server") == "tracker" && strings.Contains(str(rec, "reason"), "came from a program of uid 65534") {
+				n++
+				spent = spent || strings.Contains(str(rec, "reason"), "the link is spent after 5 refused answers")
+			}
+		}
+		return n, spent
+	}
+	testenv.WaitFor(t, "5 records of refused answers, the last spending the link", 10*time.Second, func() (bool, string) {
+		n, spent := refusedRecords()
+		return n == 5 && spent, fmt.Sprintf("%d records, spent %v", n, spent)
+	})
+	r.send(strings.Replace(urlInit, `"id":"init"`, `"id":"init-new-link"`, 1))
+	l = r.response(`"init-new-link"`)
+	oldLink := el.URL
+	must(t, json.Unmarshal([]byte(l), &answer), "decode %s", l)
+	if len(answer.Error.Data.Elicitations) != 1 || answer.Error.Data.Elicitations[0].URL == oldLink {
+		t.Fatalf("after the link was spent, the next request's answer: %s; want a new link", l)
+	}
+	el = answer.Error.Data.Elicitations[0]
+	if n, _ := refusedRecords(); n != 5 {
+		t.Fatalf("%d records of refused answers, want 5 (the sixth, after the link was spent, not recorded)", n)
+	}
 	// Nor can another user have mcpcaged itself bring their answer (as
 	// uid 0, which root's session is): they stop at the redirect to the
 	// listener, and add a remote server of their own whose url is that
-	// answer; signing in to it has the daemon connect there (found by a
-	// red-team helper).
+	// answer; signing in to it had the daemon connect there (found by a
+	// red-team helper). Now the daemon does not connect: the listener is
+	// a program of this host that is not theirs (root's); and were it
+	// reached, the listener refuses an answer mcpcaged brings.
 	redirect := func() string {
 		u, err := url.Parse(el.URL)
 		must(t, err, "the link")
@@ -430,10 +466,9 @@ func TestRemoteServer(t *testing.T) {
 	if out, err := d.cli(t, 65534, "server", "add", "evil", "--url", stolen); err != nil {
 		t.Fatalf("server add evil as nobody: %v %s", err, out)
 	}
-	_, _ = d.cli(t, 65534, "login", "--no-browser", "--wait", "5s", "evil") // fails: its url answers no MCP
-	d.record(t, string(api.RecordSignInFail), func(r map[string]any) bool {
-		return str(r, "user") == "root" && str(r, "server") == "tracker" && strings.Contains(str(r, "reason"), "came from mcpcaged itself")
-	})
+	if out, err := d.cli(t, 65534, "login", "--no-browser", "--wait", "5s", "evil"); err == nil || !strings.Contains(out, "that uid 0 runs, not you") {
+		t.Fatalf("nobody's sign-in to a server whose url is root's in-band listener: %v %s; want it not reached (a program of uid 0)", err, out)
+	}
 	if list := d.mustCLI(t, "tokens"); strings.Contains(list, "tracker") {
 		t.Fatalf("a sign-in was kept from an answer mcpcaged brought for another user:\n%s", list)
 	}

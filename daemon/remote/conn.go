@@ -528,10 +528,14 @@ func (c *Conn) renew(refused string) (again bool, err error) {
 	defer c.renewMu.Unlock()
 	if !c.renewedAt.IsZero() && time.Since(c.renewedAt) < renewEvery {
 		cur, err := c.opts.Auth.Token(c.ctx)
-		if err != nil {
+		switch {
+		case err != nil:
 			return false, err
+		case cur != "":
+			return cur != refused, nil
 		}
-		return cur != "" && cur != refused, nil
+		// No token at all: Renew says what to do (sign in), with nothing
+		// to refresh.
 	}
 	c.renewedAt = time.Now()
 	if _, err := c.opts.Auth.Renew(c.ctx, refused); err != nil {

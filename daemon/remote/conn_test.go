@@ -1600,12 +1600,17 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 		name        string
 		accept      string // the token the server accepts ("" none)
 		concurrent  bool
-		wantAnswers int // of the calls; the others refused
+		noSignIn    bool // no token, and Renew says to sign in
+		wantAnswers int  // of the calls; the others refused
 		wantErrors  []string
+		wantRenews  int
 	}{
-		{name: "expired token, calls in flight", accept: "fresh-1", concurrent: true, wantAnswers: 8},
+		{name: "expired token, calls in flight", accept: "fresh-1", concurrent: true, wantAnswers: 8, wantRenews: 1},
 		{name: "every token refused", wantErrors: append([]string{"demo refused the sign-in (401 after a refresh): run `mcpcage login demo`"},
-			slices.Repeat([]string{refusedAgain}, 7)...)},
+			slices.Repeat([]string{refusedAgain}, 7)...), wantRenews: 1},
+		// Nothing to refresh: each call is told to sign in, not that a
+		// renewed token was refused.
+		{name: "no sign-in", noSignIn: true, wantErrors: slices.Repeat([]string{"demo needs you to sign in: run `mcpcage login demo`"}, 8), wantRenews: 8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1636,6 +1641,11 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 			t.Cleanup(srv.Close)
 			n := 0
 			auth := &testAuth{token: "stale", renew: func(string) (string, error) { n++; return fmt.Sprintf("fresh-%d", n), nil }}
+			if tt.noSignIn {
+				auth = &testAuth{renew: func(string) (string, error) {
+					return "", &SignInError{Msg: "demo needs you to sign in: run `mcpcage login demo`"}
+				}}
+			}
 			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"), Auth: auth})
 			var answers int
 			var errs []string
@@ -1657,8 +1667,8 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 			auth.mu.Lock()
 			renewals := len(auth.refused)
 			auth.mu.Unlock()
-			if renewals != 1 {
-				t.Errorf("%d renewals, want 1", renewals)
+			if renewals != tt.wantRenews {
+				t.Errorf("%d renewals, want %d", renewals, tt.wantRenews)
 			}
 			if answers != tt.wantAnswers {
 				t.Errorf("%d calls answered, want %d; the others: %v", answers, tt.wantAnswers, errs)
