@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/daemon/remote"
 )
 
 // TestRemoteClientsByDefinition: one HTTP client for every look-up of the
@@ -40,12 +41,12 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 		return srv
 	}
 	var rc remoteClients
-	var getFor func(srv *config.Server, owner *uint32, dns ...string) any
+	var getFor func(srv *config.Server, owner *remote.Owner, dns ...string) any
 	get := func(srv *config.Server, dns ...string) any {
 		t.Helper()
 		return getFor(srv, nil, dns...)
 	}
-	getFor = func(srv *config.Server, owner *uint32, dns ...string) any {
+	getFor = func(srv *config.Server, owner *remote.Owner, dns ...string) any {
 		t.Helper()
 		c, err := rc.get(srv, owner, dns, nil)
 		if err != nil {
@@ -79,8 +80,8 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 	}
 	// Users' own servers of one name and url: a client each (its
 	// connections are checked against its owner).
-	alice, bob := uint32(1000), uint32(1001)
-	if a := getFor(def(), &alice); a == first || a == getFor(def(), &bob) || a != getFor(def(), &alice) {
+	alice, bob := &remote.Owner{UID: 1000, GID: 1000}, &remote.Owner{UID: 1001, GID: 1001}
+	if a := getFor(def(), alice); a == first || a == getFor(def(), bob) || a != getFor(def(), alice) {
 		t.Error("users' own servers of the same definition share clients across owners, or with the administrator's")
 	}
 }

@@ -89,16 +89,16 @@ type remoteClients struct {
 // remoteClient is the HTTP client of srv's traffic; user is whose
 // session or sign-in it is for (a user's own server's connections are
 // checked against its owner: remote.ClientOptions.Owner).
-func (d *Daemon) remoteClient(srv *config.Server, user uint32) (*http.Client, error) {
+func (d *Daemon) remoteClient(srv *config.Server, user Peer) (*http.Client, error) {
 	dc := d.conf().Daemon
-	var owner *uint32
+	var owner *remote.Owner
 	if srv.Personal {
-		owner = &user
+		owner = &remote.Owner{UID: user.UID, GID: user.GID}
 	}
 	return d.remotes.get(srv, owner, dc.DNSServers, dc.PrivateDomains)
 }
 
-func (rc *remoteClients) get(srv *config.Server, owner *uint32, dnsServers, privateDomains []string) (*http.Client, error) {
+func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, dnsServers, privateDomains []string) (*http.Client, error) {
 	// By what the client is made of: a user's own server is a new
 	// definition at every look-up, and a client per look-up would keep
 	// its idle connections open for each.
@@ -106,7 +106,7 @@ func (rc *remoteClients) get(srv *config.Server, owner *uint32, dnsServers, priv
 	// at once.
 	ownerKey := "admin"
 	if owner != nil {
-		ownerKey = strconv.FormatUint(uint64(*owner), 10)
+		ownerKey = fmt.Sprintf("%d:%d", owner.UID, owner.GID)
 	}
 	key := strings.Join([]string{srv.Name, ownerKey, strings.Join(srv.RemoteHosts(), ","), srv.CAFile, fileDigest(srv.CAFile), time.Duration(srv.Timeout).String(),
 		strings.Join(dnsServers, ","), strings.Join(privateDomains, ",")}, "\x00")
@@ -187,7 +187,7 @@ func (d *Daemon) startRemote(s *session) error {
 			return err
 		}
 	}
-	hc, err := d.remoteClient(srv, s.peer.UID)
+	hc, err := d.remoteClient(srv, s.peer)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return
 	}
-	hc, err := d.remoteClient(srv, peer.UID)
+	hc, err := d.remoteClient(srv, peer)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: err.Error()}, log)
 		return
@@ -202,7 +202,7 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 		return r.link, r.linkID, nil
 	}
 	srv := s.srv
-	hc, err := d.remoteClient(srv, s.peer.UID)
+	hc, err := d.remoteClient(srv, s.peer)
 	if err != nil {
 		return "", "", err
 	}

@@ -100,7 +100,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		d.forgetPinsWhenUnused(pins.Key(req.Name, peer.UID, true), true)
 		if srv != nil && srv.IsRemote() {
 			var hc *http.Client
-			if c, err := d.remoteClient(srv, peer.UID); err == nil {
+			if c, err := d.remoteClient(srv, peer); err == nil {
 				hc = c
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), signinWait)

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/procnet"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -1112,23 +1113,38 @@ func TestUserRemoteServerReachesOnlyTheUsersOwnPrograms(t *testing.T) {
 	add("mine", "http://127.0.0.1:"+ownPort+"/mcp")
 	d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
 	defer func() { d.shimCred = nil }()
-	initialize := func(name string) string {
+	initialize := func(name string, during func()) string {
 		t.Helper()
 		r := startRaw(t, d.shimCmd(name))
 		r.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
 		l := r.response(`"init"`)
+		during()
 		r.closeInput()
 		r.wait()
 		return l
 	}
-	if l := initialize("roots"); !strings.Contains(l, "that uid 0 runs, not you") || !strings.Contains(l, `"error"`) {
+	if l := initialize("roots", func() {}); !strings.Contains(l, "that uid 0 runs, not you") || !strings.Contains(l, `"error"`) {
 		t.Fatalf("a user's server at root's program: %s", l)
 	}
 	if n := rootRequests.Load(); n != 0 {
 		t.Fatalf("root's program got %d requests of the user's server", n)
 	}
-	if l := initialize("mine"); !strings.Contains(l, "users-own") {
+	// The daemon's connection is the user's for the kernel (made with
+	// the user's credentials: a host firewall's owner match sees the
+	// user, not root).
+	ownEnd := netip.MustParseAddrPort("127.0.0.1:" + ownPort)
+	var sock procnet.Socket
+	var found bool
+	l := initialize("mine", func() {
+		var err error
+		sock, found, err = procnet.ConnectedTo(ownEnd)
+		must(t, err, "the daemon's connection to the user's server")
+	})
+	if !strings.Contains(l, "users-own") {
 		t.Fatalf("a user's server at the user's own program: %s", l)
+	}
+	if !found || sock.UID != uint32(uid) {
+		t.Fatalf("the daemon's connection to the user's server: %+v (found %v), want uid %d's", sock, found, uid)
 	}
 	// The refusal is in the log (the client's error is the record of
 	// the session's end).

@@ -23,14 +23,15 @@ import (
 // would connect there. An address written in the configuration is
 // dialled as it is.
 //
-// For a user's own server (owner set), every connection is checked once
-// made (checkPeer): mcpcaged connects as root, so a program of this host
-// that listens on loopback, or on one of the host's addresses, would
-// take a user's server's requests for root's.
+// For a user's own server (owner set), every connection is made with the
+// user's credentials (dialAs) and checked once made (checkPeer):
+// mcpcaged runs as root, so a program of this host that listens on
+// loopback, or on one of the host's addresses, would take a user's
+// server's requests for root's.
 type publicDialer struct {
 	dialer *net.Dialer
 	dns    *egress.DNS
-	owner  *uint32
+	owner  *Owner
 }
 
 func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -78,11 +79,14 @@ func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (n
 // dial connects to addr, and checks the other end for a user's own
 // server.
 func (p *publicDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := p.dialer.DialContext(ctx, network, addr)
-	if err != nil || p.owner == nil {
-		return c, err
+	if p.owner == nil || p.owner.UID == 0 {
+		return p.dialer.DialContext(ctx, network, addr)
 	}
-	if err := checkPeer(c, *p.owner); err != nil {
+	c, err := dialAs(ctx, addr, *p.owner, p.dialer.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeer(c, p.owner.UID); err != nil {
 		_ = c.Close()
 		return nil, err
 	}

@@ -1,7 +1,9 @@
 package remote
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -10,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mcpcage/mcpcage/internal/dnstest"
+	"github.com/mcpcage/mcpcage/internal/procnet"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -113,5 +118,54 @@ func TestCheckPeer(t *testing.T) {
 				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// A user's own server's connections are made with the user's
+// credentials: the kernel keeps the user's uid for the socket (and a
+// host firewall's owner match sees the user), not root's.
+func TestDialAs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	owner := Owner{UID: 4242, GID: 4243}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	c, err := dialAs(ctx, ln.Addr().String(), owner, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialAs: %v", err)
+	}
+	defer func() { _ = c.Close() }()
+	s, found, err := procnet.ConnectedTo(ln.Addr().(*net.TCPAddr).AddrPort())
+	if err != nil || !found || s.UID != owner.UID {
+		t.Fatalf("the connecting socket: %+v, %v, %v; want uid %d", s, found, err, owner.UID)
+	}
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Close() }()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(a, buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("read through the connection: %q, %v", buf, err)
+	}
+	// The caller's own credentials are untouched.
+	if uid, _ := unix.SetfsuidRetUid(-1); uid != os.Geteuid() {
+		t.Errorf("this thread's fsuid is %d after dialAs, want %d", uid, os.Geteuid())
+	}
+
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := free.Addr().String()
+	_ = free.Close()
+	if _, err := dialAs(ctx, closed, owner, 5*time.Second); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("dialAs to a closed port: %v, want connection refused", err)
 	}
 }

@@ -33,11 +33,11 @@ type ClientOptions struct {
 	// DNSServers and PrivateDomains: the daemon's dns_servers and
 	// private_domains (publicDialer).
 	DNSServers, PrivateDomains []string
-	// Owner, for a user's own server, is the user's uid: a connection
-	// that reaches a program of this host is kept only when the program
-	// is the user's (publicDialer.checkPeer). nil for an administrator's
-	// server.
-	Owner *uint32
+	// Owner, for a user's own server, is the user: its connections are
+	// made with the user's credentials (dialAs), and one that reaches a
+	// program of this host is kept only when the program is the user's
+	// (checkPeer). nil for an administrator's server.
+	Owner *Owner
 }
 
 // ErrHostNotAllowed wraps requests to hosts the server's config does not
