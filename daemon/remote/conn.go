@@ -692,6 +692,13 @@ func (c *Conn) answer(m *message, resp *http.Response) {
 		if m.isRequest() {
 			c.failAll(m, wire.CodeUpstream, ClassUpstream, fmt.Sprintf("%s accepted the request without answering it (%s)", c.opts.Server, resp.Status))
 		}
+	case ct == "text/event-stream" && resp.StatusCode/100 == 2 && !m.isRequest():
+		// A notification or response is answered 202 (streamable HTTP);
+		// a stream in answer would hold the sender, and with it every
+		// message after this one, for as long as the server keeps it
+		// open. Not read.
+		c.opts.Logger.Warn("remote server answered a notification or response with a stream; closed unread (it should answer 202)", "server", c.opts.Server, "method", m.method)
+		_ = resp.Body.Close()
 	case ct == "text/event-stream" && resp.StatusCode/100 == 2:
 		c.stream(m, resp.Body)
 	case ct == "application/json":
@@ -1072,9 +1079,16 @@ func (c *Conn) deleteSession() {
 // drain reads what is left of a body (bounded) so the connection is
 // reused, and closes it.
 func drain(resp *http.Response) {
+	// Bounded in time too: a server that sends the rest slowly, or never,
+	// does not hold the request (or the sender) that reads it.
+	t := time.AfterFunc(drainWait, func() { _ = resp.Body.Close() })
+	defer t.Stop()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 }
+
+// drainWait bounds how long drain reads what is left of a body.
+const drainWait = 5 * time.Second
 
 // visibleASCII reports whether s is a header token mcpcage keeps and
 // sends back (a session id, a protocol version): visible ASCII, at most

@@ -1795,3 +1795,25 @@ func TestConnRefusesHugeAnswerHeaders(t *testing.T) {
 		t.Fatalf("answer with %d bytes of headers: %+v, want an upstream error naming the headers", maxResponseHeader, e)
 	}
 }
+
+// A notification answered with a stream (the server should answer 202)
+// does not hold the sender: the messages after it are sent.
+func TestConnNotificationAnsweredWithAStream(t *testing.T) {
+	var rec recorder
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req := rec.add(r)
+		if req.ID == "" {
+			startSSE(w) // and never ends it
+			<-r.Context().Done()
+			return
+		}
+		writeJSON(w, http.StatusOK, result(req.ID, `{}`))
+	}))
+	t.Cleanup(srv.Close)
+	b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp")})
+	b.write(t, `{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}`+"\n")
+	b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`+"\n")
+	if got, want := b.next(t), result("1", `{}`); got != want {
+		t.Fatalf("the call after the notification: %s, want %s", got, want)
+	}
+}
