@@ -569,17 +569,28 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	if why != "" {
 		return Script{}, fmt.Errorf("script %s: %s", p, why)
 	}
-	fd, err := unix.Openat2(int(root.Fd()), real, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
+	// Found with O_PATH and checked to be a regular file before it is
+	// opened for reading: the path comes from the agent's argv, and an
+	// open of a device or FIFO, as root, would act on it (a watchdog
+	// armed, a FIFO's writer woken).
+	pfd, err := unix.Openat2(int(root.Fd()), real, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+	if err != nil {
+		return Script{}, fmt.Errorf("cannot open script %s: %v", real, err)
+	}
+	var fi unix.Stat_t
+	err = unix.Fstat(pfd, &fi)
+	if err != nil || fi.Mode&unix.S_IFMT != unix.S_IFREG {
+		_ = unix.Close(pfd)
+		return Script{}, fmt.Errorf("script %s is not a regular file", real)
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	_ = unix.Close(pfd)
 	if err != nil {
 		return Script{}, fmt.Errorf("cannot open script %s: %v", real, err)
 	}
 	f := os.NewFile(uintptr(fd), real)
 	defer func() { _ = f.Close() }()
-	var fi unix.Stat_t
-	if err := unix.Fstat(fd, &fi); err != nil || fi.Mode&unix.S_IFMT != unix.S_IFREG {
-		return Script{}, fmt.Errorf("script %s is not a regular file", real)
-	}
 	if foreign, err := foreignView(pid); err != nil {
 		return Script{}, err
 	} else if foreign {

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -381,5 +382,33 @@ func TestPythonSitePackagesInjection(t *testing.T) {
 		if p.Script.Path != "" || !strings.Contains(p.Script.Why, venv) {
 			t.Errorf("%s: a python run from a user's directory was identified: %+v", name, p.Script)
 		}
+	}
+}
+
+// The script path comes from the agent's argv: a path that names a FIFO
+// or a device is refused without being opened (an open, as root, acts on
+// it: a FIFO's writer is woken, a watchdog armed).
+func TestScriptOpenedOnlyWhenARegularFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(in) }()
+	if _, err := unix.InotifyAddWatch(in, fifo, unix.IN_OPEN|unix.IN_ACCESS); err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewHasher().openScript(os.Getpid(), fifo, nil)
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("openScript(a FIFO) = %v, want it refused as not a regular file", err)
+	}
+	// An open is reported as it happens: read at once, nothing queued
+	// means none happened.
+	buf := make([]byte, 4096)
+	if n, err := unix.Read(in, buf); n > 0 || !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("the FIFO was opened (%d bytes of inotify events, %v)", n, err)
 	}
 }
