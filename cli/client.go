@@ -135,7 +135,7 @@ func saveState(home string, m map[string]clientState) error {
 		return err
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	return os.WriteFile(statePath(home), b, 0o600)
+	return replaceFile(statePath(home), b, 0o600)
 }
 
 func clientCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
@@ -178,6 +178,9 @@ undoes it, secrets included.`,
 			}
 			if home == "" {
 				home, _ = os.UserHomeDir()
+			}
+			if err := asHomeOwner(home, stderr); err != nil {
+				return err
 			}
 			path := c.ConfigPath(home)
 			old, err := os.ReadFile(path)
@@ -256,14 +259,10 @@ undoes it, secrets included.`,
 			}
 			backup := fmt.Sprintf("%s.mcpcage-backup-%s", path, time.Now().Format("20060102-150405"))
 			st, _ := os.Stat(path)
-			if err := os.WriteFile(backup, old, st.Mode().Perm()); err != nil {
+			if err := writeNew(backup, old, st.Mode().Perm()); err != nil {
 				return fmt.Errorf("write backup: %w", err)
 			}
-			tmp := path + ".mcpcage-tmp"
-			if err := os.WriteFile(tmp, res.Config, st.Mode().Perm()); err != nil {
-				return err
-			}
-			if err := os.Rename(tmp, path); err != nil {
+			if err := replaceFile(path, res.Config, st.Mode().Perm()); err != nil {
 				return err
 			}
 			prev := state[c.Name]
@@ -303,6 +302,9 @@ undoes it, secrets included.`,
 			if home == "" {
 				home, _ = os.UserHomeDir()
 			}
+			if err := asHomeOwner(home, stderr); err != nil {
+				return err
+			}
 			state, err := loadState(home)
 			if err != nil {
 				return err
@@ -319,7 +321,7 @@ undoes it, secrets included.`,
 			if bst, err := os.Stat(st.Backup); err == nil {
 				mode = bst.Mode().Perm()
 			}
-			if err := os.WriteFile(st.Path, b, mode); err != nil {
+			if err := replaceFile(st.Path, b, mode); err != nil {
 				return err
 			}
 			for _, n := range st.Servers {

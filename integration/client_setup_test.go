@@ -319,3 +319,39 @@ func TestClientSetupDocker(t *testing.T) {
 		t.Fatalf("restore left the server:\n%s", list)
 	}
 }
+
+// TestClientRestoreByRootActsAsTheHomesOwner: root runs `mcpcage client
+// restore` (or setup) for a user's home (sudo -E, --home). The home's
+// state file says what the client's config is and where its backup is:
+// a user who writes it names a file of root's (here a stand-in for
+// /etc/sudoers.d/u) as the config and a file of theirs as the backup.
+// Root wrote the user's file over root's. Now the command acts as the
+// home's owner: the write is the user's, and refused.
+func TestClientRestoreByRootActsAsTheHomesOwner(t *testing.T) {
+	uid, d := userDaemon(t)
+	_, userHome := testUser(t)
+	home, err := os.MkdirTemp(userHome, "restore-")
+	must(t, err, "home")
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	rootDir := filepath.Join(d.dir, "root-only")
+	must(t, os.MkdirAll(rootDir, 0o755), "root's directory")
+	victim := filepath.Join(rootDir, "sudoers-stand-in")
+	must(t, os.WriteFile(victim, []byte("root's own\n"), 0o440), "root's file")
+	planted := filepath.Join(home, "backup")
+	must(t, os.WriteFile(planted, []byte("mcpcage-itest ALL=(ALL) NOPASSWD:ALL\n"), 0o440), "the user's file")
+	state := filepath.Join(home, ".config", "mcpcage", "clients.json")
+	must(t, os.MkdirAll(filepath.Dir(state), 0o700), "mkdir")
+	must(t, os.WriteFile(state, []byte(fmt.Sprintf(`{"claude-desktop": {"path": %q, "backup": %q}}`, victim, planted)), 0o600), "state")
+	for _, p := range []string{home, filepath.Join(home, ".config"), filepath.Dir(state), state, planted} {
+		must(t, os.Chown(p, uid, uid), "chown")
+	}
+	out, err := d.cli(t, 0, "client", "restore", "claude-desktop", "--home", home)
+	got, rerr := os.ReadFile(victim)
+	must(t, rerr, "read root's file")
+	if string(got) != "root's own\n" {
+		t.Fatalf("root's file was overwritten by the user's (%q) through a restore run by root: %v\n%s", got, err, out)
+	}
+	if err == nil || !strings.Contains(out, "acting as mcpcage-itest") || !strings.Contains(out, "permission denied") {
+		t.Fatalf("restore by root for the user's home: %v\n%s\nwant it to act as the home's owner and be refused", err, out)
+	}
+}
