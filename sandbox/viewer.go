@@ -1,12 +1,12 @@
 package sandbox
 
 import (
-	"errors"
-	"fmt"
 	"os"
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/internal/fscred"
 )
 
 // Cred is the identity of the user who chose a mount's source.
@@ -83,22 +83,7 @@ func reachOf(fd int) reach {
 }
 
 // takeFSCred gives the calling (locked) thread c's file-system
-// credentials: setgroups, setfsgid and setfsuid act on one thread only.
+// credentials (fscred.Take).
 func takeFSCred(c Cred) error {
-	groups := make([]int, 0, len(c.Groups))
-	for _, g := range c.Groups {
-		groups = append(groups, int(g))
-	}
-	if err := unix.Setgroups(groups); err != nil {
-		return fmt.Errorf("take the groups of uid %d: %w", c.UID, err)
-	}
-	// setfs[ug]id report failure only by leaving the id unchanged.
-	_, _ = unix.SetfsgidRetGid(int(c.GID))
-	_, _ = unix.SetfsuidRetUid(int(c.UID))
-	uid, _ := unix.SetfsuidRetUid(-1)
-	gid, _ := unix.SetfsgidRetGid(-1)
-	if uint32(uid) != c.UID || uint32(gid) != c.GID {
-		return errors.New("cannot take another user's file-system ids (mcpcaged needs CAP_SETUID and CAP_SETGID)")
-	}
-	return nil
+	return fscred.Take(fscred.Cred{UID: c.UID, GID: c.GID, Groups: c.Groups})
 }

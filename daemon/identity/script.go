@@ -7,9 +7,12 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/internal/fscred"
 )
 
 // grammar is what the daemon knows of an interpreter's command line: the
@@ -573,8 +576,14 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 	// opened for reading: the path comes from the agent's argv, and an
 	// open of a device or FIFO, as root, would act on it (a watchdog
 	// armed, a FIFO's writer woken).
-	pfd, err := unix.Openat2(int(root.Fd()), real, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+	//
+	// And found with the agent's own file-system credentials, read access
+	// checked: mcpcaged hashes the script as root and shows the hash to
+	// the session's user (sessions, session.start), so a path the agent
+	// cannot read itself (another user's key, /etc/shadow, a file in a
+	// directory it cannot search) would tell that user the hash of a
+	// file they may not read.
+	pfd, err := openAsAgent(pid, int(root.Fd()), real)
 	if err != nil {
 		return Script{}, fmt.Errorf("cannot open script %s: %v", real, err)
 	}
@@ -607,4 +616,78 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 		return Script{}, err
 	}
 	return Script{Path: p, SHA256: sum}, nil
+}
+
+// openAsAgent finds path below root (O_PATH) with the file-system
+// credentials process pid has, and checks it may read it.
+func openAsAgent(pid, root int, path string) (int, error) {
+	c, err := fsCredOf(pid)
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	open := func() error {
+		f, err := unix.Openat2(root, path, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS})
+		if err != nil {
+			return err
+		}
+		if err := unix.Faccessat2(f, "", unix.R_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS); err != nil {
+			_ = unix.Close(f)
+			return fmt.Errorf("the agent (uid %d) may not read it: %w", c.UID, err)
+		}
+		fd = f
+		return nil
+	}
+	if c.UID == 0 {
+		err = open()
+	} else {
+		err = fscred.Do(c, open)
+	}
+	return fd, err
+}
+
+// fsCredOf reads process pid's file-system uid and gid and its
+// supplementary groups (/proc/PID/status).
+func fsCredOf(pid int) (fscred.Cred, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return fscred.Cred{}, fmt.Errorf("read /proc/%d/status: %w", pid, ErrGone)
+	}
+	var c fscred.Cred
+	var sawUID, sawGID bool
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		switch name {
+		case "Uid", "Gid":
+			if len(f) != 4 { // real, effective, saved, file system
+				return fscred.Cred{}, fmt.Errorf("malformed %s line in /proc/%d/status", name, pid)
+			}
+			n, err := strconv.ParseUint(f[3], 10, 32)
+			if err != nil {
+				return fscred.Cred{}, fmt.Errorf("malformed %s line in /proc/%d/status", name, pid)
+			}
+			if name == "Uid" {
+				c.UID, sawUID = uint32(n), true
+			} else {
+				c.GID, sawGID = uint32(n), true
+			}
+		case "Groups":
+			for _, g := range f {
+				n, err := strconv.ParseUint(g, 10, 32)
+				if err != nil {
+					return fscred.Cred{}, fmt.Errorf("malformed Groups line in /proc/%d/status", pid)
+				}
+				c.Groups = append(c.Groups, uint32(n))
+			}
+		}
+	}
+	if !sawUID || !sawGID {
+		return fscred.Cred{}, fmt.Errorf("no Uid or Gid in /proc/%d/status", pid)
+	}
+	return c, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -410,5 +411,58 @@ func TestScriptOpenedOnlyWhenARegularFile(t *testing.T) {
 	buf := make([]byte, 4096)
 	if n, err := unix.Read(in, buf); n > 0 || !errors.Is(err, unix.EAGAIN) {
 		t.Fatalf("the FIFO was opened (%d bytes of inotify events, %v)", n, err)
+	}
+}
+
+// The script is found and read with the agent's own file-system
+// credentials: mcpcaged shows the script's hash to the session's user,
+// so a path the agent may not read (a file of root's, one in a
+// directory it cannot search) is not hashed.
+func TestScriptHashedOnlyWhenTheAgentMayReadIt(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "root (to run an agent as another user)")
+	dir, err := os.MkdirTemp("", "script-cred-") // in /tmp: every user searches it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Chmod(dir, 0o755))
+	private := filepath.Join(dir, "private")
+	must(os.Mkdir(private, 0o700))
+	files := map[string]os.FileMode{
+		filepath.Join(dir, "open.py"):       0o644,
+		filepath.Join(dir, "roots-only.py"): 0o600,
+		filepath.Join(private, "hidden.py"): 0o644,
+	}
+	for p, mode := range files {
+		must(os.WriteFile(p, []byte("print('x')\n"), mode))
+	}
+	agent := exec.Command("sleep", "30")
+	agent.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4242, Gid: 4242}}
+	must(agent.Start())
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	tests := []struct {
+		path    string
+		wantErr string
+	}{
+		{filepath.Join(dir, "open.py"), ""},
+		{filepath.Join(dir, "roots-only.py"), "the agent (uid 4242) may not read it"},
+		{filepath.Join(private, "hidden.py"), "permission denied"},
+	}
+	for _, tt := range tests {
+		t.Run(filepath.Base(tt.path), func(t *testing.T) {
+			s, err := NewHasher().openScript(agent.Process.Pid, tt.path, nil)
+			switch {
+			case tt.wantErr == "" && (err != nil || s.SHA256 != sha("print('x')\n")):
+				t.Errorf("openScript = %+v, %v; want it hashed", s, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || s.SHA256 != ""):
+				t.Errorf("openScript = %+v, %v; want it refused (%q), no hash", s, err, tt.wantErr)
+			}
+		})
 	}
 }

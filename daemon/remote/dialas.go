@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/internal/fscred"
 )
 
 // Owner is the user a user's own remote server's connections are made
@@ -69,18 +71,8 @@ func socketAs(family int, owner Owner) (int, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
-		if err := unix.Setgroups(nil); err != nil {
-			ch <- result{-1, fmt.Errorf("drop the groups for uid %d's socket: %w", owner.UID, err)}
-			return
-		}
-		// setfs[ug]id report failure only by leaving the id unchanged:
-		// both read back.
-		_, _ = unix.SetfsgidRetGid(int(owner.GID))
-		_, _ = unix.SetfsuidRetUid(int(owner.UID))
-		uid, _ := unix.SetfsuidRetUid(-1)
-		gid, _ := unix.SetfsgidRetGid(-1)
-		if uint32(uid) != owner.UID || uint32(gid) != owner.GID {
-			ch <- result{-1, errors.New("cannot make a socket as another user (mcpcaged needs CAP_SETUID and CAP_SETGID)")}
+		if err := fscred.Take(fscred.Cred{UID: owner.UID, GID: owner.GID}); err != nil {
+			ch <- result{-1, fmt.Errorf("cannot make a socket as the user: %w", err)}
 			return
 		}
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)

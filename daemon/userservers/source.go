@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mcpcage/mcpcage/internal/fscred"
 )
 
 // Cred is who a mount source is opened as.
@@ -68,22 +70,8 @@ func OpenSource(path string, c Cred, writable bool) (*os.File, error) {
 
 func openAs(path string, c Cred, writable bool) (*os.File, error) {
 	if c.UID != 0 || c.GID != 0 {
-		groups := make([]int, 0, len(c.Groups))
-		for _, g := range c.Groups {
-			groups = append(groups, int(g))
-		}
-		// unix.Setgroups and setfs[ug]id act on this thread only.
-		if err := unix.Setgroups(groups); err != nil {
-			return nil, fmt.Errorf("mount source %s: take the user's groups: %w", path, err)
-		}
-		// setfs[ug]id report failure only by leaving the id unchanged
-		// (no CAP_SETUID/CAP_SETGID): read both back.
-		_, _ = unix.SetfsgidRetGid(int(c.GID))
-		_, _ = unix.SetfsuidRetUid(int(c.UID))
-		uid, _ := unix.SetfsuidRetUid(-1)
-		gid, _ := unix.SetfsgidRetGid(-1)
-		if uint32(uid) != c.UID || uint32(gid) != c.GID {
-			return nil, fmt.Errorf("mount source %s: cannot check it as uid %d (mcpcaged needs CAP_SETUID and CAP_SETGID)", path, c.UID)
+		if err := fscred.Take(fscred.Cred(c)); err != nil {
+			return nil, fmt.Errorf("mount source %s: cannot check it as the user: %w", path, err)
 		}
 	}
 	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
