@@ -45,7 +45,17 @@ func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) (all bool)
 		if err != nil {
 			src = m.Source
 		}
-		release, err := d.renames.Watch(src)
+		var release func()
+		if dir := pinnedDir(m); dir != nil {
+			// A source the user chose: watched through the object
+			// checked at launch, not by its path, which the user may
+			// have pointed elsewhere since (a directory on the way
+			// swapped for a symlink). Its path is the one checked.
+			src = m.Source
+			release, err = d.renames.WatchDir(dir, src)
+		} else {
+			release, err = d.renames.Watch(src)
+		}
 		if err != nil {
 			s.log.Warn("renames, deletions and attribute changes in this mount are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target, "err", err)
 			all = false
@@ -293,4 +303,17 @@ func bootTime() time.Time {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) // cannot fail for CLOCK_BOOTTIME
 	return time.Now().Add(-time.Duration(ts.Nano()))
+}
+
+// pinnedDir opens the pinned source of m for reading, when it is a
+// directory; nil otherwise (no pin, or a file).
+func pinnedDir(m sandbox.BindMount) *os.File {
+	if m.Pin == nil {
+		return nil
+	}
+	f, err := sandbox.OpenPinnedDir(m.Pin)
+	if err != nil {
+		return nil
+	}
+	return f
 }

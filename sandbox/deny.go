@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -104,7 +105,7 @@ func ScanDenied(mounts []BindMount, names []string) DenyScan {
 			out.Masks = append(out.Masks, m.Target)
 			continue
 		}
-		masks, cut := scanMountAs(m.Viewer, src, m.Target, denied)
+		masks, cut := scanMountAs(m.Viewer, src, m.Pin, m.Target, denied)
 		out.Masks = append(out.Masks, masks...)
 		if cut != "" {
 			out.Incomplete = append(out.Incomplete, IncompleteScan{Mount: m.Target, Reason: cut})
@@ -129,7 +130,7 @@ func (cut ScanCut) or(c ScanCut) ScanCut {
 // neither masked (the server cannot reach them either) nor shown to the
 // user in the masks. Where the user's view cannot be taken (the daemon
 // lacks CAP_SETUID), the daemon's is: masks come first.
-func scanMountAs(c *Cred, src, target string, denied map[string]bool) ([]string, ScanCut) {
+func scanMountAs(c *Cred, src string, pin *os.File, target string, denied map[string]bool) ([]string, ScanCut) {
 	var v *viewer
 	if c != nil {
 		var err error
@@ -137,7 +138,7 @@ func scanMountAs(c *Cred, src, target string, denied map[string]bool) ([]string,
 			defer v.close()
 		}
 	}
-	return scanMount(v, src, target, denied)
+	return scanMount(v, src, pin, target, denied)
 }
 
 // scanMount searches one source breadth first; cut is "" when the
@@ -148,9 +149,23 @@ func scanMountAs(c *Cred, src, target string, denied map[string]bool) ([]string,
 // found for the next) still have their denied names looked up (a few
 // lookups each), so a directory the server filled does not hide a
 // denied name beside it or just below its siblings.
-func scanMount(v *viewer, src, target string, denied map[string]bool) (masks []string, cut ScanCut) {
+//
+// A pinned source (pin: the object checked at launch, a source the user
+// chose) is searched through the pin, not by its path, which the user
+// may have pointed elsewhere since (a directory on the way swapped for a
+// symlink: root would open and search whatever it names, a FIFO or a
+// device included, and mask the wrong tree). Another source (an
+// administrator's) is opened by its path, as a directory only (a FIFO or
+// device is never opened).
+func scanMount(v *viewer, src string, pin *os.File, target string, denied map[string]bool) (masks []string, cut ScanCut) {
 	note := func(c ScanCut) { cut = cut.or(c) }
-	root, err := os.Open(src)
+	var root *os.File
+	var err error
+	if pin != nil {
+		root, err = OpenPinnedDir(pin)
+	} else {
+		root, err = os.OpenFile(src, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, ""
 	}
@@ -325,4 +340,12 @@ func hasComponent(p string, names map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// OpenPinnedDir opens for reading the directory a mount's pin (an O_PATH
+// descriptor of the source checked at launch) is, through the pin
+// itself: whatever the source's path names by now. An error when the
+// pin is not a directory.
+func OpenPinnedDir(pin *os.File) (*os.File, error) {
+	return os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", pin.Fd()), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDeniedPaths(t *testing.T) {
@@ -75,5 +77,40 @@ func TestSeccompRefusesSharedFilesAndLinks(t *testing.T) {
 		if got := allowed(tt.flags); got != tt.want {
 			t.Errorf("clone(%#x) allowed = %v, want %v", tt.flags, got, tt.want)
 		}
+	}
+}
+
+// A source the user chose is searched through its pin (the object
+// checked at launch): pointed elsewhere since by a symlink, its path
+// would have root search another tree (a FIFO, a device) and mask the
+// wrong names.
+func TestDeniedPathsSearchedThroughThePin(t *testing.T) {
+	base := t.TempDir()
+	proj, elsewhere := filepath.Join(base, "proj"), filepath.Join(base, "elsewhere")
+	for _, d := range []string{filepath.Join(proj, ".ssh"), filepath.Join(elsewhere, ".aws")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pin, err := os.OpenFile(proj, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pin.Close() }()
+	// After the pin: proj moved away, its name a symlink to another tree.
+	if err := errors.Join(os.Rename(proj, filepath.Join(base, "moved")), os.Symlink(elsewhere, proj)); err != nil {
+		t.Fatal(err)
+	}
+	scan := ScanDenied([]BindMount{{Source: proj, Target: "/work", Pin: pin}}, []string{".ssh", ".aws"})
+	if want := []string{"/work/.ssh"}; !slices.Equal(scan.Masks, want) {
+		t.Fatalf("masks = %q, want %q (the pinned tree's, not the one its path names now)", scan.Masks, want)
+	}
+	// A FIFO where a source was is never opened (root would wait on it).
+	fifo := filepath.Join(base, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if scan := ScanDenied([]BindMount{{Source: fifo, Target: "/f"}}, []string{".ssh"}); scan.Masks != nil {
+		t.Fatalf("masks of a FIFO: %q", scan.Masks)
 	}
 }

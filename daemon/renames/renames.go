@@ -267,8 +267,22 @@ func (w *Watcher) Watch(path string) (release func(), err error) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real // the kernel's paths are canonical
 	}
+	// open_by_handle_at wants a descriptor opened for reading, not O_PATH.
+	f, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return w.WatchDir(f, dir)
+}
+
+// WatchDir is Watch of the directory f (opened for reading, which
+// WatchDir takes over) whose canonical path is dir: the file system
+// watched is the one f is on, whatever dir names by now (a directory on
+// the way swapped for a symlink since f was opened changes nothing).
+func (w *Watcher) WatchDir(f *os.File, dir string) (release func(), err error) {
 	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil {
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		_ = f.Close()
 		return nil, fmt.Errorf("statfs %s: %w", dir, err)
 	}
 	w.mu.Lock()
@@ -277,18 +291,14 @@ func (w *Watcher) Watch(path string) (release func(), err error) {
 	if m != nil {
 		for _, src := range m.sources {
 			if src.path == dir {
+				_ = f.Close()
 				src.refs++
 				return w.releaser(sfs.Fsid, src), nil
 			}
 		}
 	}
-	// open_by_handle_at wants a descriptor opened for reading, not O_PATH.
-	f, err := os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
 	if m == nil {
-		if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, markMask, unix.AT_FDCWD, dir); err != nil {
+		if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_ADD|unix.FAN_MARK_FILESYSTEM, markMask, int(f.Fd()), ""); err != nil {
 			_ = f.Close()
 			return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
 		}
@@ -316,11 +326,14 @@ func (w *Watcher) releaser(fsid unix.Fsid, src *source) func() {
 			m := w.marks[fsid]
 			m.sources = slices.DeleteFunc(m.sources, func(s *source) bool { return s == src })
 			clear(w.dirs) // (paths are through sources)
-			_ = src.dir.Close()
+			defer func() { _ = src.dir.Close() }()
 			if len(m.sources) > 0 {
 				return
 			}
-			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, markMask, unix.AT_FDCWD, m.path); err != nil {
+			// Removed through the last source's descriptor (any object on
+			// the file system names it), not by a path that may lead
+			// elsewhere by now.
+			if err := unix.FanotifyMark(w.fd, unix.FAN_MARK_REMOVE|unix.FAN_MARK_FILESYSTEM, markMask, int(src.dir.Fd()), ""); err != nil {
 				w.log.Warn("could not stop watching renames", "path", m.path, "err", err)
 			}
 			delete(w.marks, fsid)

@@ -519,3 +519,37 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// WatchDir watches the file system of the directory it is given, not
+// the one its path names by now (a user's mount source whose path was
+// pointed elsewhere after the launch checked it).
+func TestWatchDirWatchesTheOpenedDirectory(t *testing.T) {
+	w := open(t)
+	pinned, err := os.MkdirTemp("/dev/shm", "renames-")
+	testenv.Require(t, err == nil, "a tmpfs at /dev/shm")
+	t.Cleanup(func() { _ = os.RemoveAll(pinned) })
+	elsewhere := t.TempDir()
+	var a, b unix.Statfs_t
+	if unix.Statfs(pinned, &a) != nil || unix.Statfs(elsewhere, &b) != nil || a.Fsid == b.Fsid {
+		t.Fatalf("want two file systems: %s and %s", pinned, elsewhere)
+	}
+	f, err := os.OpenFile(pinned, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := w.WatchDir(f, elsewhere) // the path is another file system's by now
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := filepath.Join(pinned, "x"), filepath.Join(pinned, "y")
+	if err := os.WriteFile(x, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tid := renameOnThisThread(t, x, y, nil); len(claim(t, w, tid)) != 1 {
+		t.Fatal("a rename in the directory given was not reported")
+	}
+	release()
+	if n := w.Watching(); n != 0 {
+		t.Fatalf("after the release: watching %d file systems, want 0", n)
+	}
+}
