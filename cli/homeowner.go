@@ -28,6 +28,9 @@ func asHomeOwner(home string, stderr io.Writer) error {
 		return fmt.Errorf("home %s: %w", home, err)
 	}
 	if st.Uid == 0 {
+		if st.Mode&0o022 != 0 {
+			return fmt.Errorf("%s is root's but others may write in it (as /tmp): root does not act on files others may put there; run this as the user whose home it is", home)
+		}
 		return nil
 	}
 	gid, groups, name := int(st.Gid), []int(nil), strconv.Itoa(int(st.Uid))

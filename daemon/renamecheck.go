@@ -46,6 +46,13 @@ func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) (all bool)
 			src = m.Source
 		}
 		var release func()
+		if m.Pin != nil && pinnedDir(m) == nil {
+			// A file the user chose: its directory is not pinned, and
+			// its path may lead elsewhere by now.
+			s.log.Warn("renames, deletions and attribute changes of this mounted file are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target)
+			all = false
+			continue
+		}
 		if dir := pinnedDir(m); dir != nil {
 			// A source the user chose: watched through the object
 			// checked at launch, not by its path, which the user may

@@ -2,10 +2,8 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"html"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -182,8 +180,8 @@ func inbandAnswerRefused(req *http.Request, local string, uid uint32) string {
 // inbandWait bounds an in-band sign-in (its link and listener).
 const inbandWait = 10 * time.Minute
 
-// maxInbandRefusals bounds the answers an in-band link's listener
-// refuses (and records) before the link is spent.
+// maxInbandRefusals bounds the refused answers an in-band link's
+// listener records.
 const maxInbandRefusals = 5
 
 // inbandSignIn starts the sign-in a client that declared URL-mode
@@ -249,29 +247,19 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 		// names this listener would have the daemon bring the answer, as
 		// uid 0 (root's sign-in), and only a browser brings it, with GET.
 		if why := inbandAnswerRefused(req, ln.Addr().String(), s.peer.UID); why != "" {
-			// Recorded, up to maxInbandRefusals a link: past that the
-			// link is spent (whoever keeps bringing answers with its
-			// state, read from a command line, could otherwise add
-			// records without end and fill the audit log's disk).
+			// Recorded, up to maxInbandRefusals a link: whoever keeps
+			// bringing answers with its state (read from a command line)
+			// could otherwise add records without end and fill the audit
+			// log's disk. The link stays: ending it would let them end
+			// every link the user is given.
 			n := refusals.Add(1)
 			if n > maxInbandRefusals {
 				w.WriteHeader(http.StatusForbidden)
-				_, _ = io.WriteString(w, "<p>mcpcage: this sign-in link is spent.</p>")
+				_, _ = fmt.Fprintf(w, "<p>mcpcage: %s. Open the link in your own browser.</p>", html.EscapeString(why))
 				return
 			}
 			if n == maxInbandRefusals {
-				why += fmt.Sprintf("; the link is spent after %d refused answers, and the client's next request gets a new one", maxInbandRefusals)
-				// Ended in the sign-in manager too (it no longer
-				// counts toward the user's pending sign-ins).
-				fctx, fcancel := context.WithTimeout(context.Background(), signinWait)
-				_, _ = d.oauth.Finish(fctx, s.peer.UID, state, oauth.Answer{Refused: errors.New(why)})
-				fcancel()
-				r.mu.Lock()
-				if r.linkID == id {
-					r.link = ""
-				}
-				r.mu.Unlock()
-				defer finish()
+				why += fmt.Sprintf("; later refused answers to this link are not recorded (%d so far)", maxInbandRefusals)
 			}
 			s.log.Warn("in-band sign-in answer refused", "server", srv.Name, "reason", why)
 			d.audit.AppendAsync(audit.Record{"type": string(api.RecordSignInFail), "user": s.user, "server": srv.Name, "reason": why})

@@ -647,7 +647,9 @@ func openAsAgent(pid, root int, path string) (int, error) {
 	return fd, err
 }
 
-// fsCredOf reads process pid's file-system uid and gid and its
+// fsCredOf reads the credentials process pid is checked with: its real
+// uid and gid (who started it: a setuid program the agent became since
+// its exec was looked at does not lend it root's reach) and its
 // supplementary groups (/proc/PID/status).
 func fsCredOf(pid int) (fscred.Cred, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -667,7 +669,7 @@ func fsCredOf(pid int) (fscred.Cred, error) {
 			if len(f) != 4 { // real, effective, saved, file system
 				return fscred.Cred{}, fmt.Errorf("malformed %s line in /proc/%d/status", name, pid)
 			}
-			n, err := strconv.ParseUint(f[3], 10, 32)
+			n, err := strconv.ParseUint(f[0], 10, 32)
 			if err != nil {
 				return fscred.Cred{}, fmt.Errorf("malformed %s line in /proc/%d/status", name, pid)
 			}

@@ -454,15 +454,34 @@ func TestScriptHashedOnlyWhenTheAgentMayReadIt(t *testing.T) {
 		{filepath.Join(dir, "roots-only.py"), "the agent (uid 4242) may not read it"},
 		{filepath.Join(private, "hidden.py"), "permission denied"},
 	}
+	// An agent that became a setuid program since its exec (real uid
+	// 4242, effective and file-system uid root's) is checked as who
+	// started it.
+	python, err := exec.LookPath("python3")
+	testenv.Require(t, err == nil, "python3")
+	setuid := exec.Command(python, "-c", "import os, sys, time; os.setresuid(4242, 0, 0); print('ok', flush=True); time.sleep(30)")
+	out, err := setuid.StdoutPipe()
+	must(err)
+	must(setuid.Start())
+	t.Cleanup(func() { _ = setuid.Process.Kill(); _ = setuid.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ok\n" {
+		t.Fatalf("the setuid stand-in: %q, %v", line, err)
+	}
 	for _, tt := range tests {
-		t.Run(filepath.Base(tt.path), func(t *testing.T) {
-			s, err := NewHasher().openScript(agent.Process.Pid, tt.path, nil)
-			switch {
-			case tt.wantErr == "" && (err != nil || s.SHA256 != sha("print('x')\n")):
-				t.Errorf("openScript = %+v, %v; want it hashed", s, err)
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || s.SHA256 != ""):
-				t.Errorf("openScript = %+v, %v; want it refused (%q), no hash", s, err, tt.wantErr)
-			}
-		})
+		for _, a := range []struct {
+			name string
+			pid  int
+		}{{"agent", agent.Process.Pid}, {"setuid", setuid.Process.Pid}} {
+			t.Run(filepath.Base(tt.path)+"/"+a.name, func(t *testing.T) {
+				s, err := NewHasher().openScript(a.pid, tt.path, nil)
+				switch {
+				case tt.wantErr == "" && (err != nil || s.SHA256 != sha("print('x')\n")):
+					t.Errorf("openScript = %+v, %v; want it hashed", s, err)
+				case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || s.SHA256 != ""):
+					t.Errorf("openScript = %+v, %v; want it refused (%q), no hash", s, err, tt.wantErr)
+				}
+			})
+		}
 	}
 }

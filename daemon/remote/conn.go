@@ -537,10 +537,10 @@ func (c *Conn) renew(refused string) (again bool, err error) {
 		// No token at all: Renew says what to do (sign in), with nothing
 		// to refresh.
 	}
-	c.renewedAt = time.Now()
 	if _, err := c.opts.Auth.Renew(c.ctx, refused); err != nil {
 		return false, err
 	}
+	c.renewedAt = time.Now()
 	return true, nil
 }
 

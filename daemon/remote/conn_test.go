@@ -1601,6 +1601,7 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 		accept      string // the token the server accepts ("" none)
 		concurrent  bool
 		noSignIn    bool // no token, and Renew says to sign in
+		failOnce    bool // the first renewal fails (its server unreachable)
 		wantAnswers int  // of the calls; the others refused
 		wantErrors  []string
 		wantRenews  int
@@ -1611,6 +1612,10 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 		// Nothing to refresh: each call is told to sign in, not that a
 		// renewed token was refused.
 		{name: "no sign-in", noSignIn: true, wantErrors: slices.Repeat([]string{"demo needs you to sign in: run `mcpcage login demo`"}, 8), wantRenews: 8},
+		// A renewal that failed is no renewal: the next 401 tries again.
+		{name: "a renewal fails once", accept: "fresh-1", failOnce: true, wantAnswers: 7,
+			wantErrors: append([]string{"demo needs you to sign in again (token endpoint unreachable): run `mcpcage login demo`"}, slices.Repeat([]string{""}, 7)...),
+			wantRenews: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1641,6 +1646,16 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 			t.Cleanup(srv.Close)
 			n := 0
 			auth := &testAuth{token: "stale", renew: func(string) (string, error) { n++; return fmt.Sprintf("fresh-%d", n), nil }}
+			if tt.failOnce {
+				failed := false
+				auth = &testAuth{token: "stale", renew: func(string) (string, error) {
+					if !failed {
+						failed = true
+						return "", errors.New("token endpoint unreachable")
+					}
+					return "fresh-1", nil
+				}}
+			}
 			if tt.noSignIn {
 				auth = &testAuth{renew: func(string) (string, error) {
 					return "", &SignInError{Msg: "demo needs you to sign in: run `mcpcage login demo`"}
@@ -1652,7 +1667,12 @@ func TestConnRenewsAtMostOnceAMinute(t *testing.T) {
 			for i := 1; i <= 8; i++ {
 				b.write(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo"}}`+"\n", i))
 				if !tt.concurrent {
-					errs = append(errs, parseBridgeError(t, b.next(t)).Reason)
+					if l := b.next(t); strings.Contains(l, `"result"`) {
+						answers++
+						errs = append(errs, "")
+					} else {
+						errs = append(errs, parseBridgeError(t, l).Reason)
+					}
 				}
 			}
 			if tt.concurrent {

@@ -59,6 +59,20 @@ func (s *sseReader) grown(n, line int) error {
 	return nil
 }
 
+// fits gives the big answer slot back between two lines of an event
+// when what the event holds is small again: a long line that adds no
+// data (a comment, an id, an unknown field) took it only while it was
+// read.
+func (s *sseReader) fits() {
+	if cap(s.long) > sseBuffer {
+		s.long = nil
+	}
+	if s.holding && s.data.Len() <= smallAnswer {
+		s.holding = false
+		s.release()
+	}
+}
+
 // settle is called once the last event returned is handled (relayed or
 // dropped): the big answer slot is given back and a large event's
 // buffers are let go.
@@ -91,6 +105,7 @@ func (s *sseReader) next() (sseEvent, error) {
 	data := &s.data
 	hasData := false
 	for {
+		s.fits()
 		line, err := s.line()
 		if err != nil {
 			return sseEvent{}, err

@@ -252,3 +252,21 @@ func TestEventTooLargeNamesTheSetting(t *testing.T) {
 		t.Fatalf("message = %q, want %q", got, want)
 	}
 }
+
+// A long line that adds no data to the event (a comment here) holds the
+// session's big answer slot only while it is read: the event after it,
+// or a stream that then waits, does not keep it from the session's
+// other answers.
+func TestSSEReaderGivesTheSlotBackAfterALongLine(t *testing.T) {
+	r := newSSEReader(strings.NewReader(": "+strings.Repeat("c", 2*smallAnswer)+"\nid: 1\ndata: x\n\n"), 1<<20)
+	taken, held := 0, 0
+	r.big = func() error { taken++; held++; return nil }
+	r.release = func() { held-- }
+	ev, err := r.next()
+	if err != nil || string(ev.data) != "x" {
+		t.Fatalf("next = %+v, %v", ev, err)
+	}
+	if taken != 1 || held != 0 {
+		t.Fatalf("the slot was taken %d times and is held %d times once the event is read; want taken once, given back", taken, held)
+	}
+}

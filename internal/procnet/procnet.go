@@ -6,6 +6,7 @@ package procnet
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -112,20 +113,20 @@ func scanTable(r io.Reader, file, rem string) (s Socket, found bool, err error) 
 	return s, found, nil
 }
 
-// v4 is ep as /proc/net/tcp writes it: the address's 32 bits in the
-// host's byte order (little-endian here), the port in hex.
+// v4 is ep as /proc/net/tcp writes it: the address's four bytes read as
+// one 32-bit number in the host's byte order, in hex, and the port.
 func v4(ep netip.AddrPort) string {
 	b := ep.Addr().As4()
-	return fmt.Sprintf("%02X%02X%02X%02X:%04X", b[3], b[2], b[1], b[0], ep.Port())
+	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(b[:]), ep.Port())
 }
 
-// v6 is ep as /proc/net/tcp6 writes it: four 32-bit words, each in the
-// host's byte order.
+// v6 is ep as /proc/net/tcp6 writes it: four 32-bit words, each read in
+// the host's byte order.
 func v6(ep netip.AddrPort) string {
 	b := ep.Addr().As16()
 	var sb strings.Builder
 	for w := 0; w < 16; w += 4 {
-		fmt.Fprintf(&sb, "%02X%02X%02X%02X", b[w+3], b[w+2], b[w+1], b[w])
+		fmt.Fprintf(&sb, "%08X", binary.NativeEndian.Uint32(b[w:w+4]))
 	}
 	fmt.Fprintf(&sb, ":%04X", ep.Port())
 	return sb.String()
