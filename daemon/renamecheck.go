@@ -41,26 +41,28 @@ func (d *Daemon) watchRenames(s *session, mounts []sandbox.BindMount) (all bool)
 		if !m.Writable {
 			continue
 		}
-		src, err := filepath.EvalSymlinks(m.Source)
-		if err != nil {
-			src = m.Source
-		}
+		var src string
 		var release func()
-		if m.Pin != nil && pinnedDir(m) == nil {
-			// A file the user chose: its directory is not pinned, and
-			// its path may lead elsewhere by now.
-			s.log.Warn("renames, deletions and attribute changes of this mounted file are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target)
-			all = false
-			continue
-		}
-		if dir := pinnedDir(m); dir != nil {
+		var err error
+		if m.Pin != nil {
 			// A source the user chose: watched through the object
 			// checked at launch, not by its path, which the user may
 			// have pointed elsewhere since (a directory on the way
 			// swapped for a symlink). Its path is the one checked.
+			dir, derr := sandbox.OpenPinnedDir(m.Pin)
+			if derr != nil {
+				// A file: its directory is not pinned, and its path may
+				// lead elsewhere by now.
+				s.log.Warn("renames, deletions and attribute changes of this mounted file are checked by name after the fact: a symlink swapped or removed at once escapes the check", "mount", m.Target)
+				all = false
+				continue
+			}
 			src = m.Source
 			release, err = d.renames.WatchDir(dir, src)
 		} else {
+			if src, err = filepath.EvalSymlinks(m.Source); err != nil {
+				src = m.Source
+			}
 			release, err = d.renames.Watch(src)
 		}
 		if err != nil {
@@ -310,17 +312,4 @@ func bootTime() time.Time {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) // cannot fail for CLOCK_BOOTTIME
 	return time.Now().Add(-time.Duration(ts.Nano()))
-}
-
-// pinnedDir opens the pinned source of m for reading, when it is a
-// directory; nil otherwise (no pin, or a file).
-func pinnedDir(m sandbox.BindMount) *os.File {
-	if m.Pin == nil {
-		return nil
-	}
-	f, err := sandbox.OpenPinnedDir(m.Pin)
-	if err != nil {
-		return nil
-	}
-	return f
 }
