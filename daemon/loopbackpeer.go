@@ -1,12 +1,11 @@
 package daemon
 
 import (
-	"bufio"
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
+
+	"github.com/mcpcage/mcpcage/internal/procnet"
 )
 
 // loopbackPeer is the socket that connected to a listener of the daemon
@@ -39,39 +38,18 @@ func loopbackPeerOf(remote, local string) (loopbackPeer, error) {
 	if !r.Addr().Is4() || !r.Addr().IsLoopback() || !l.Addr().Is4() {
 		return loopbackPeer{}, fmt.Errorf("%s is not an IPv4 loopback peer", remote)
 	}
-	// The connecting socket's line: its local address is remote, its
-	// remote address is local.
-	want := procNetAddr(r) + " " + procNetAddr(l)
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
+	s, found, err := procnet.Between(r, l)
+	switch {
+	case err != nil:
 		return loopbackPeer{}, err
+	case !found:
+		return loopbackPeer{}, fmt.Errorf("no socket of this host connected from %s to %s (another network namespace?)", remote, local)
+	case s.Inode == 0 || s.State != procnet.Established:
+		// Closed by its program (an orphan, or in TIME_WAIT): the
+		// kernel shows such a socket as uid 0's, whoever made it.
+		return loopbackPeer{}, fmt.Errorf("the program that connected from %s closed its connection (state %s) before it could be told whose it was", remote, s.State)
 	}
-	defer func() { _ = f.Close() }()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[1]+" "+fields[2] != want {
-			continue
-		}
-		uid, err := strconv.ParseUint(fields[7], 10, 32)
-		if err != nil {
-			return loopbackPeer{}, fmt.Errorf("/proc/net/tcp: uid %q: %v", fields[7], err)
-		}
-		inode, err := strconv.ParseUint(fields[9], 10, 64)
-		if err != nil {
-			return loopbackPeer{}, fmt.Errorf("/proc/net/tcp: inode %q: %v", fields[9], err)
-		}
-		if inode == 0 || fields[3] != tcpEstablished {
-			// Closed by its program (an orphan, or in TIME_WAIT): the
-			// kernel shows such a socket as uid 0's, whoever made it.
-			return loopbackPeer{}, fmt.Errorf("the program that connected from %s closed its connection (state %s) before it could be told whose it was", remote, fields[3])
-		}
-		return loopbackPeer{uid: uint32(uid), inode: inode}, nil
-	}
-	if err := sc.Err(); err != nil {
-		return loopbackPeer{}, err
-	}
-	return loopbackPeer{}, fmt.Errorf("no socket of this host connected from %s to %s (another network namespace?)", remote, local)
+	return loopbackPeer{uid: s.UID, inode: s.Inode}, nil
 }
 
 // ownSocket reports whether the socket of inode is one of this process's
@@ -94,14 +72,4 @@ func ownSocket(inode uint64) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-// tcpEstablished is an open connection's state in /proc/net/tcp.
-const tcpEstablished = "01"
-
-// procNetAddr writes an IPv4 address and port as /proc/net/tcp does: the
-// address's 32 bits in host (little-endian) order, the port big-endian.
-func procNetAddr(a netip.AddrPort) string {
-	b := a.Addr().As4()
-	return fmt.Sprintf("%02X%02X%02X%02X:%04X", b[3], b[2], b[1], b[0], a.Port())
 }

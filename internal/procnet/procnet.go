@@ -1,7 +1,8 @@
 // Package procnet finds a TCP socket of this host's network namespace by
-// its remote endpoint, in /proc/net/tcp and /proc/net/tcp6, with the uid
-// the kernel keeps for it: whose program is at the other end of a
-// connection the daemon made, when that end is on this host.
+// its endpoints, in /proc/net/tcp and /proc/net/tcp6, with the uid the
+// kernel keeps for it: whose program is at the other end of a connection
+// the daemon made, when that end is on this host, or whose program
+// connected to a listener of the daemon.
 package procnet
 
 import (
@@ -25,6 +26,10 @@ const (
 	SynRecv     State = "03" // the handshake not yet complete on its side
 )
 
+// open reports whether a socket in state st is the live other end of a
+// connection (established, or completing its handshake).
+func (st State) open() bool { return st == Established || st == SynRecv }
+
 // Socket is one line of /proc/net/tcp or /proc/net/tcp6.
 type Socket struct {
 	UID   uint32 // whose it is: the uid of the program that made it (or, not yet accepted, its listener's)
@@ -46,17 +51,64 @@ var ErrAmbiguous = errors.New("more than one socket of this host is connected to
 // redirected to). found is false when no socket of this network
 // namespace is.
 func ConnectedTo(ep netip.AddrPort) (s Socket, found bool, err error) {
-	ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-	type table struct{ file, rem string }
+	return find(match{rem: ep})
+}
+
+// Between finds the socket of this host whose local endpoint is local
+// and whose remote one is remote, in whatever state (the caller decides
+// what a closing one means): the program that connected from local to a
+// listener at remote. found is false when no socket of this network
+// namespace is.
+func Between(local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	return find(match{local: local, rem: remote, any: true})
+}
+
+// match is what find looks for: a socket whose remote endpoint is rem
+// and, when local is valid, whose local endpoint is local; live ones
+// only unless any.
+type match struct {
+	local, rem netip.AddrPort
+	any        bool
+}
+
+// find looks for m in both tables (an IPv4 endpoint is also written,
+// mapped, in tcp6 by a dual-stack socket).
+func find(m match) (s Socket, found bool, err error) {
+	unmap := func(ep netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port()) }
+	m.rem = unmap(m.rem)
+	if m.local.IsValid() {
+		m.local = unmap(m.local)
+	}
+	type table struct {
+		file       string
+		local, rem string
+	}
+	mapped := func(ep netip.AddrPort) string {
+		return v6(netip.AddrPortFrom(netip.AddrFrom16(ep.Addr().As16()), ep.Port()))
+	}
 	var tables []table
-	if ep.Addr().Is4() {
-		tables = append(tables, table{Tables.V4, v4(ep)},
-			table{Tables.V6, v6(netip.AddrPortFrom(netip.AddrFrom16(ep.Addr().As16()), ep.Port()))}) // a dual-stack listener's
-	} else {
-		tables = append(tables, table{Tables.V6, v6(ep)})
+	switch {
+	case m.rem.Addr().Is4():
+		t4, t6 := table{file: Tables.V4, rem: v4(m.rem)}, table{file: Tables.V6, rem: mapped(m.rem)}
+		if m.local.IsValid() {
+			if !m.local.Addr().Is4() {
+				return Socket{}, false, nil
+			}
+			t4.local, t6.local = v4(m.local), mapped(m.local)
+		}
+		tables = []table{t4, t6}
+	default:
+		t := table{file: Tables.V6, rem: v6(m.rem)}
+		if m.local.IsValid() {
+			if m.local.Addr().Is4() {
+				return Socket{}, false, nil
+			}
+			t.local = v6(m.local)
+		}
+		tables = []table{t}
 	}
 	for _, t := range tables {
-		got, ok, err := scan(t.file, t.rem)
+		got, ok, err := scan(t.file, t.local, t.rem, m.any)
 		if err != nil {
 			return Socket{}, false, err
 		}
@@ -70,8 +122,9 @@ func ConnectedTo(ep netip.AddrPort) (s Socket, found bool, err error) {
 	return s, found, nil
 }
 
-// scan finds the line whose remote address is rem in file.
-func scan(file, rem string) (s Socket, found bool, err error) {
+// scan finds the line whose remote address is rem (and local address
+// local, unless empty) in file: a live socket's, or any's if anyState.
+func scan(file, local, rem string, anyState bool) (s Socket, found bool, err error) {
 	f, err := os.Open(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return Socket{}, false, nil // no IPv6 on this host
@@ -80,18 +133,18 @@ func scan(file, rem string) (s Socket, found bool, err error) {
 		return Socket{}, false, err
 	}
 	defer func() { _ = f.Close() }()
-	return scanTable(f, file, rem)
+	return scanTable(f, file, local, rem, anyState)
 }
 
-func scanTable(r io.Reader, file, rem string) (s Socket, found bool, err error) {
+func scanTable(r io.Reader, file, local, rem string, anyState bool) (s Socket, found bool, err error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 10 || fields[2] != rem {
+		if len(fields) < 10 || fields[2] != rem || (local != "" && fields[1] != local) {
 			continue
 		}
 		st := State(fields[3])
-		if st != Established && st != SynRecv {
+		if !anyState && !st.open() {
 			continue
 		}
 		uid, err := strconv.ParseUint(fields[7], 10, 32)

@@ -53,6 +53,44 @@ func TestConnectedTo(t *testing.T) {
 	}
 }
 
+// TestBetween: the socket that connected from one endpoint to another,
+// found by both, in whatever state it is in.
+func TestBetween(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			ln, err := net.Listen("tcp", listen)
+			testenv.Require(t, err == nil, "a listener on "+listen)
+			defer func() { _ = ln.Close() }()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = a.Close() }()
+			from, to := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			s, found, err := Between(from, to)
+			if err != nil || !found || s.UID != uint32(os.Geteuid()) || s.Inode == 0 || s.State != Established {
+				t.Errorf("Between(%s, %s) = %+v, %v, %v; want this process's uid, an inode, established", from, to, s, found, err)
+			}
+			if s, found, err := Between(to, from); err != nil || !found || s.Inode == 0 {
+				t.Errorf("the accepted side: Between(%s, %s) = %+v, %v, %v; want it", to, from, s, found, err)
+			}
+			_ = c.Close()
+			s, found, err = Between(from, to)
+			if err != nil || !found || s.State == Established {
+				t.Errorf("closed: Between(%s, %s) = %+v, %v, %v; want a closing socket", from, to, s, found, err)
+			}
+			other := netip.AddrPortFrom(from.Addr(), from.Port()+1)
+			if s, found, err := Between(other, to); err != nil || found {
+				t.Errorf("Between(%s, %s) = %+v, %v, %v; want none", other, to, s, found, err)
+			}
+		})
+	}
+}
+
 func TestScanTable(t *testing.T) {
 	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 	line := func(local, rem, st, uid, inode string) string {
@@ -60,21 +98,26 @@ func TestScanTable(t *testing.T) {
 	}
 	rem := v4(netip.MustParseAddrPort("127.0.0.1:40000"))
 	tests := []struct {
-		name    string
-		table   string
-		want    Socket
-		found   bool
-		wantErr error
+		name     string
+		table    string
+		local    string // "": any local endpoint
+		anyState bool
+		want     Socket
+		found    bool
+		wantErr  error
 	}{
-		{"established", header + line("0100007F:1F90", rem, "01", "1000", "4242"), Socket{UID: 1000, Inode: 4242, State: Established}, true, nil},
-		{"handshake", header + line("0100007F:1F90", rem, "03", "0", "0"), Socket{UID: 0, State: SynRecv}, true, nil},
-		{"listening lines are not the other end", header + line("0100007F:1F90", "00000000:0000", "0A", "0", "7") + line("0100007F:9C40", "0100007F:1F90", "01", "5", "8"), Socket{}, false, nil},
-		{"closing is not", header + line("0100007F:1F90", rem, "06", "0", "0"), Socket{}, false, nil},
-		{"two is ambiguous", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), Socket{}, false, ErrAmbiguous},
+		{"established", header + line("0100007F:1F90", rem, "01", "1000", "4242"), "", false, Socket{UID: 1000, Inode: 4242, State: Established}, true, nil},
+		{"handshake", header + line("0100007F:1F90", rem, "03", "0", "0"), "", false, Socket{UID: 0, State: SynRecv}, true, nil},
+		{"listening lines are not the other end", header + line("0100007F:1F90", "00000000:0000", "0A", "0", "7") + line("0100007F:9C40", "0100007F:1F90", "01", "5", "8"), "", false, Socket{}, false, nil},
+		{"closing is not", header + line("0100007F:1F90", rem, "06", "0", "0"), "", false, Socket{}, false, nil},
+		{"closing is, in any state", header + line("0100007F:1F90", rem, "06", "0", "0"), "", true, Socket{UID: 0, State: "06"}, true, nil},
+		{"two is ambiguous", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "", false, Socket{}, false, ErrAmbiguous},
+		{"two, told apart by the local endpoint", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "0100007F:1F91", false, Socket{UID: 2, Inode: 2, State: Established}, true, nil},
+		{"another local endpoint is not it", header + line("0100007F:1F90", rem, "01", "1", "1"), "0100007F:1F91", true, Socket{}, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, found, err := scanTable(strings.NewReader(tt.table), "tcp", rem)
+			s, found, err := scanTable(strings.NewReader(tt.table), "tcp", tt.local, rem, tt.anyState)
 			if !errors.Is(err, tt.wantErr) || found != tt.found || s != tt.want {
 				t.Errorf("scan = %+v, %v, %v; want %+v, %v, %v", s, found, err, tt.want, tt.found, tt.wantErr)
 			}
