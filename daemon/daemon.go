@@ -113,11 +113,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}
-	hv, err := sandbox.PrepareHostView(filepath.Join(cfg.Daemon.StateDir, "rootfs"), "/")
-	if err != nil {
-		return nil, err
-	}
-	d.hostView = hv
+	var err error
 	if d.secrets, err = secrets.Open(filepath.Join(cfg.Daemon.StateDir, "secrets")); err != nil {
 		return nil, err
 	}
@@ -169,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	l, err := sandbox.NewLauncher(ctx, cfg.Daemon.ContainerdAddress, cfg.Daemon.ContainerdNamespace,
-		filepath.Join(cfg.Daemon.StateDir, "fifo"), log)
+		filepath.Join(cfg.Daemon.StateDir, "fifo"), filepath.Join(cfg.Daemon.StateDir, "roots"), log)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +185,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	}
 	if n > 0 {
 		log.Info("removed containers left by a previous run", "count", n)
+	}
+	// Once no sandbox of a predecessor runs (one of an older version ran
+	// in the skeleton itself).
+	if d.hostView, err = sandbox.PrepareHostView(filepath.Join(cfg.Daemon.StateDir, "rootfs"), "/"); err != nil {
+		return nil, err
 	}
 	// After the reaping: links pinned by a crashed predecessor kept its
 	// sandboxes enforced until now and can be replaced.

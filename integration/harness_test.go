@@ -470,7 +470,7 @@ func (d *daemon) leftovers() []string {
 			}
 		}
 	}
-	for _, dir := range []string{"fifo", "stdio"} {
+	for _, dir := range []string{"fifo", "stdio", "roots"} {
 		fifos, _ := os.ReadDir(filepath.Join(d.dir, "state", dir))
 		for _, f := range fifos {
 			add(dir + " dir " + f.Name())

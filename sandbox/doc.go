@@ -2,8 +2,9 @@
 // and runs it with containerd and runc.
 //
 // Host view: a server without an image runs on a read-only view of the
-// host's root filesystem, assembled from a small skeleton directory (the
-// container's root, read-only) plus one read-only, nosuid, nodev bind mount
+// host's root filesystem, assembled from a small skeleton directory (of
+// which each container's root is a copy of its own, read-only, removed
+// with the container) plus one read-only, nosuid, nodev bind mount
 // per top-level host directory. Binds are not recursive: file systems
 // mounted below a top-level directory (for instance /var/lib/containerd's
 // snapshots) stay out of view. Top-level symlinks (bin -> usr/bin on merged

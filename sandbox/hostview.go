@@ -24,8 +24,11 @@ type HostView struct {
 
 // PrepareHostView (re)builds the skeleton root under dir from the host's
 // top-level entries: a directory per shared directory and per mount point
-// of the spec, and a copy of each top-level symlink. It is idempotent and
-// safe to call at every daemon start.
+// of the spec, and a copy of each top-level symlink. Anything else in it
+// is removed (a skeleton that earlier versions ran sandboxes in directly
+// kept their mount targets). Each sandbox runs in a copy of it (see
+// makeRoot), never in it. It is idempotent and safe to call at every
+// daemon start, once no sandbox of a previous daemon runs.
 func PrepareHostView(dir, hostRoot string) (*HostView, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create rootfs skeleton: %w", err)
@@ -73,6 +76,25 @@ func PrepareHostView(dir, hostRoot string) (*HostView, error) {
 			if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
 				return nil, fmt.Errorf("create mount point /%s: %w", name, err)
 			}
+			want[name] = true
+		}
+	}
+	have, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list rootfs skeleton: %w", err)
+	}
+	for _, e := range have {
+		if want[e.Name()] {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			err = removeRoot(p)
+		} else {
+			err = os.Remove(p)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("remove /%s from the rootfs skeleton: %w", e.Name(), err)
 		}
 	}
 	// runc gives a tmpfs the mode of the directory it covers, whatever

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,10 +35,11 @@ const runtimeName = "io.containerd.runc.v2"
 
 // Launcher runs sandboxes in one containerd namespace.
 type Launcher struct {
-	client  *containerd.Client
-	ns      string
-	fifoDir string
-	log     *slog.Logger
+	client   *containerd.Client
+	ns       string
+	fifoDir  string
+	rootsDir string // the roots of sandboxes on the host's view (makeRoot)
+	log      *slog.Logger
 	// images keeps removing unused images (RemoveUnusedImages, which
 	// writes) apart from taking one for a sandbox (image, which reads:
 	// sessions pull at the same time).
@@ -45,10 +47,14 @@ type Launcher struct {
 }
 
 // NewLauncher connects to containerd at address. fifoDir holds the stdio
-// FIFOs and must not be reachable by sandboxed servers.
-func NewLauncher(ctx context.Context, address, namespace, fifoDir string, log *slog.Logger) (*Launcher, error) {
+// FIFOs and rootsDir each sandbox's own root, copied from the skeleton of
+// the host's view; neither may be reachable by sandboxed servers.
+func NewLauncher(ctx context.Context, address, namespace, fifoDir, rootsDir string, log *slog.Logger) (*Launcher, error) {
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create fifo dir: %w", err)
+	}
+	if err := os.MkdirAll(rootsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create the sandboxes' roots directory: %w", err)
 	}
 	advice := "start it with `systemctl start containerd`, or point [daemon] containerd_address at its socket"
 	if _, err := os.Stat(address); err != nil {
@@ -58,7 +64,7 @@ func NewLauncher(ctx context.Context, address, namespace, fifoDir string, log *s
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w: %s", address, err, advice)
 	}
-	l := &Launcher{client: c, ns: namespace, fifoDir: fifoDir, log: log}
+	l := &Launcher{client: c, ns: namespace, fifoDir: fifoDir, rootsDir: rootsDir, log: log}
 	if _, err := l.Version(ctx); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("containerd at %s: %w: %s", address, err, advice)
@@ -123,6 +129,7 @@ type Instance struct {
 	stdio     Stdio
 	cleanOnce sync.Once
 	cgroup    string
+	root      string // its own root (makeRoot), "" for an image's
 	limits    Limits
 	lost      error // set when containerd went away during the session
 }
@@ -157,6 +164,7 @@ type Prepared struct {
 	exitCh      <-chan containerd.ExitStatus
 	stdio       Stdio
 	cgroup      string
+	root        string // its own root (makeRoot), "" for an image's
 	l           *Launcher
 	ended       sync.Once
 }
@@ -184,16 +192,31 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		}
 		opts = append(opts, containerd.WithImage(img), containerd.WithNewSnapshot(o.ID, img))
 	}
-	fp, err := fingerprint(o.Spec, img)
+	fp, err := fingerprint(o.Spec, img) // of the spec as built: its root is the skeleton's
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, containerd.WithSpec(o.Spec))
+	spec, root := o.Spec, ""
+	if img == nil && spec.Root != nil && filepath.IsAbs(spec.Root.Path) {
+		// The host's view: a root of its own, copied from the skeleton.
+		root = filepath.Join(l.rootsDir, o.ID)
+		if err := makeRoot(spec.Root.Path, root); err != nil {
+			return nil, err
+		}
+		spec = cloneSpec(spec)
+		r := *spec.Root
+		r.Path = root
+		spec.Root = &r
+	}
+	opts = append(opts, containerd.WithSpec(spec))
 	c, err := l.client.NewContainer(ctx, o.ID, opts...)
 	if err != nil {
+		if rerr := removeRoot(root); rerr != nil {
+			l.log.Warn("sandbox root not removed", "container", o.ID, "err", rerr)
+		}
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, l: l}
+	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, root: root, l: l}
 	if o.Spec.Linux != nil {
 		p.cgroup = o.Spec.Linux.CgroupsPath
 	}
@@ -358,7 +381,7 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 	if err := p.task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
 	}
-	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup}
+	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup, root: p.root}
 	p.ended.Do(func() {}) // the instance owns the container now
 	go inst.watch(p.exitCh)
 	return inst, nil
@@ -379,6 +402,8 @@ func (p *Prepared) Discard(ctx context.Context) error {
 		}
 		if e := p.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
 			err = errors.Join(err, fmt.Errorf("remove the unstarted container %s: %w", p.ID, e))
+		} else {
+			err = errors.Join(err, removeRoot(p.root))
 		}
 		if err != nil {
 			p.l.log.Warn("prepared sandbox not fully removed", "container", p.ID, "err", err)
@@ -565,7 +590,12 @@ func (i *Instance) remove(ctx context.Context) error {
 		err = fmt.Errorf("delete task %s: %w", i.ID, e)
 	}
 	if e := i.container.Delete(ctx, containerd.WithSnapshotCleanup); e != nil && !errdefs.IsNotFound(e) {
-		err = errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
+		return errors.Join(err, fmt.Errorf("delete container %s: %w", i.ID, e))
+	}
+	if e := removeRoot(i.root); e != nil {
+		// The container is gone: nothing to try again (the next
+		// daemon's Reap removes what is left).
+		i.l.log.Warn("sandbox root not removed", "container", i.ID, "err", e)
 	}
 	return err
 }
@@ -581,18 +611,22 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 	}
 	var errs []error
 	n := 0
+	kept := map[string]bool{} // containers still there: their roots stay
 	for _, c := range cs {
 		if t, err := c.Task(ctx, nil); err == nil {
 			if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete task %s: %w", c.ID(), err))
+				kept[c.ID()] = true
 				continue
 			}
 		} else if !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("load task %s: %w", c.ID(), err))
+			kept[c.ID()] = true
 			continue
 		}
 		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete container %s: %w", c.ID(), err))
+			kept[c.ID()] = true
 			continue
 		}
 		l.log.Info("removed leftover container", "container", c.ID())
@@ -603,6 +637,16 @@ func (l *Launcher) Reap(ctx context.Context) (int, error) {
 		for _, e := range ents {
 			if err := os.RemoveAll(l.fifoDir + "/" + e.Name()); err != nil {
 				errs = append(errs, fmt.Errorf("remove leftover fifos: %w", err))
+			}
+		}
+	}
+	// Roots of dead sandboxes.
+	if ents, err := os.ReadDir(l.rootsDir); err == nil {
+		for _, e := range ents {
+			if !kept[e.Name()] {
+				if err := removeRoot(filepath.Join(l.rootsDir, e.Name())); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}

@@ -123,6 +123,15 @@ func TestPrepareHostView(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "rootfs")
+	// What sandboxes of an earlier version left in the skeleton, which
+	// they ran in: mount targets runc made, a file mount's target.
+	if err := errors.Join(
+		os.MkdirAll(filepath.Join(dir, "projects", "acme"), 0o755),
+		os.MkdirAll(filepath.Join(dir, ".mcpcage"), 0o755),
+		os.WriteFile(filepath.Join(dir, ".mcpcage", "init"), nil, 0o644),
+	); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ { // idempotent
 		hv, err := PrepareHostView(dir, host)
 		if err != nil {
@@ -139,6 +148,18 @@ func TestPrepareHostView(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(dir, mp)); err != nil || !st.IsDir() {
 			t.Errorf("mount point /%s missing in skeleton", mp)
 		}
+	}
+	var names []string
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := []string{"bin", "dev", "etc", "home", "proc", "root", "run", "sys", "tmp", "usr", "work"}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Fatalf("skeleton entries (-want +got): the host's directories and symlinks and the spec's mount points, nothing else:\n%s", diff)
 	}
 }
 
