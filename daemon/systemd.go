@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/coreos/go-systemd/v22/journal"
@@ -158,7 +161,7 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 	msg := r.Message
 	r.Attrs(func(a slog.Attr) bool {
 		add(a)
-		msg += " " + a.Key + "=" + a.Value.String()
+		msg += " " + a.Key + "=" + journalValue(a.Value.String())
 		return true
 	})
 	pri := journal.PriInfo
@@ -171,6 +174,25 @@ func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
 		pri = journal.PriDebug
 	}
 	return journal.Send(msg, pri, vars)
+}
+
+// journalValue is v as the message's text shows it: quoted (Go syntax,
+// every control and invisible character escaped) when it holds anything
+// but printable characters other than spaces, '=' and '"', so that a
+// value a client, a server or a file name chose can neither add fields
+// of its own to the message ("x user=root"), nor lines, nor escape
+// sequences for the terminal of whoever reads the journal. The
+// structured MCPCAGE_* fields keep the value as it is.
+func journalValue(v string) string {
+	if v == "" {
+		return `""`
+	}
+	for _, r := range v {
+		if r == ' ' || r == '=' || r == '"' || r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(v)
+		}
+	}
+	return v
 }
 
 func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
