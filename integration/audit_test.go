@@ -157,6 +157,20 @@ func TestAuditStory(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "does not match its hash") || !strings.Contains(string(out), "record seq") {
 		t.Fatalf("verify after an edit: %v %s", err, out)
 	}
+	// Cut the start of the log, its one file's segment header with it:
+	// read as a log from before segments, it passed (found by a red-team
+	// helper). The chain head says segments began.
+	lines := strings.SplitAfter(string(b), "\n")
+	if len(lines) < 4 {
+		t.Fatalf("the audit log has %d lines", len(lines))
+	}
+	must(t, os.WriteFile(path, []byte(strings.Join(lines[3:], "")), 0o600), "cut the audit log's start")
+	cmd = exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "records were removed from the log's start") {
+		t.Fatalf("verify after its start was cut: %v %s", err, out)
+	}
 }
 
 func TestAuditSurvivesSIGKILLMidBurst(t *testing.T) {

@@ -193,6 +193,19 @@ func TestVerifyCatchesTampering(t *testing.T) {
 				return l
 			})
 		}, Deleted, "records were removed from its start"},
+		{"remove every older file and cut the start of the newest", func(t *testing.T, dir string) {
+			// Found by a red-team helper: with no header left anywhere,
+			// the log read as one from before segments.
+			files := Files(filepath.Join(dir, "audit.jsonl"))
+			last := newest(dir)
+			for _, f := range files {
+				if f != last {
+					must(t, os.Remove(f))
+				}
+			}
+			must(t, os.Rename(last, filepath.Join(dir, "audit.jsonl")))
+			tamper(t, dir, func(i int, l [][]byte) [][]byte { return l[2:] })
+		}, Deleted, "no file starts with its audit.segment record but the chain head is in segment"},
 		{"cut the start of a later file", func(t *testing.T, dir string) {
 			tamper(t, dir, func(i int, l [][]byte) [][]byte {
 				if i == 2 {
@@ -909,5 +922,25 @@ func TestRenameNoReplace(t *testing.T) {
 				t.Fatalf("the target holds %q (%v), want %q", b, rerr, want)
 			}
 		})
+	}
+}
+
+// TestVerifyCatchesACutStartOfTheOnlyFile: a log of one file, its header
+// and first records cut off, read as a log from before segments and
+// passed (found by a red-team helper); the chain head says segments
+// began.
+func TestVerifyCatchesACutStartOfTheOnlyFile(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{MaxSize: 1 << 20, Keep: 5})
+	writeN(t, l, 10)
+	must(t, l.Close())
+	if r, err := verifyDir(dir); err != nil || len(Files(filepath.Join(dir, "audit.jsonl"))) != 1 || r.FirstSegment != 1 {
+		t.Fatalf("intact log of one file: %+v, %v", r, err)
+	}
+	tamper(t, dir, func(i int, l [][]byte) [][]byte { return l[3:] })
+	_, err := verifyDir(dir)
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Damage != Deleted || !strings.Contains(err.Error(), "records were removed from the log's start") {
+		t.Fatalf("verify = %v, want the cut start reported", err)
 	}
 }

@@ -231,6 +231,13 @@ func (v *verifier) tail(files []string, head *Head) error {
 	if len(files) > 0 {
 		file = files[len(files)-1]
 	}
+	if head.Segment > 0 && v.r.Records > 0 && !v.segments {
+		// Files without headers are from before segments, and the chain
+		// head says segments began: every header was cut, with the
+		// records before it (one file's start, the rotated files gone).
+		return &VerifyError{Damage: Deleted, File: files[0],
+			Msg: fmt.Sprintf("no file starts with its %s record but the chain head is in segment %d: records were removed from the log's start (seq %d is the oldest left)", SegmentType, head.Segment, v.r.FirstSeq)}
+	}
 	if head.Segment > v.r.LastSegment && v.r.LastSeq < head.Seq {
 		return &VerifyError{Damage: NewestRemoved, File: file,
 			Msg: fmt.Sprintf("the newest segment was removed: the log ends at seq %d in segment %d but the chain head is seq %d in segment %d; %s missing",
