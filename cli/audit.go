@@ -67,9 +67,10 @@ Users see their own records; root and the admin group see all.
 					w.WriteByte('\n')
 					return
 				}
-				var rec map[string]any
-				if json.Unmarshal(line, &rec) == nil {
+				if rec, err := audit.ParseRecord(line); err == nil {
 					fmt.Fprintln(w, formatRecord(rec))
+				} else {
+					fmt.Fprintf(w, "(a line of %d bytes that is not a record: see it with --json)\n", len(line))
 				}
 			}
 			var lines lineJoiner

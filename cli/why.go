@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 )
 
 func whyCommand(socket *string, stdout io.Writer) *cobra.Command {
@@ -138,8 +139,7 @@ func auditRecords(socket string, q api.AuditQuery) ([]map[string]any, error) {
 			continue
 		}
 		lines.feed(payload, func(line []byte) {
-			var rec map[string]any
-			if json.Unmarshal(line, &rec) == nil {
+			if rec, err := audit.ParseRecord(line); err == nil {
 				out = append(out, rec)
 			}
 		})

@@ -414,8 +414,9 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 		// be megabytes); the client reassembles lines split across frames.
 		var sendErr error
 		err = audit.Lines(f, func(_ int, line []byte) error {
-			var r map[string]any
-			if json.Unmarshal(line, &r) != nil {
+			r, err := audit.ParseRecord(line)
+			if err != nil {
+				d.log.Warn("audit log line not readable as a record: left out of the query", "path", path, "bytes", len(line))
 				return nil
 			}
 			if s, ok := r["seq"].(float64); ok {

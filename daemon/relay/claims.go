@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 
 	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -82,16 +83,49 @@ func (r *Relay) noteClaims(msg []byte, e *wire.Envelope) {
 }
 
 func (r *Relay) setClaims(c Claims) {
+	c.ClientInfo = recordableClientInfo(c.ClientInfo) // a copy: the relay reuses its buffer
 	r.claimsMu.Lock()
-	if c.ClientInfo != nil {
-		c.ClientInfo = append(json.RawMessage(nil), c.ClientInfo...)
-	}
 	first := r.claims.Era == EraUnknown
 	r.claims = c
 	r.claimsMu.Unlock()
 	if first && r.opts.OnClaims != nil {
 		r.opts.OnClaims(c)
 	}
+}
+
+// maxClientInfo bounds the clientInfo a session keeps, shows and records.
+const maxClientInfo = 4 << 10
+
+// recordableClientInfo is clientInfo as the session keeps, shows and
+// records it: JSON with one reading for every parser (no member twice,
+// every number within float64's range), re-encoded. Anything else, or
+// more than maxClientInfo bytes, becomes {"unreadable": why, "sent": its
+// first bytes as a string}: a readers' JSON parser refused the record of
+// {"name":"a","name":"b","x":1e400} whole, so the session's claims went
+// unseen (found by a red-team helper), and every parser read the name
+// its own way.
+func recordableClientInfo(raw json.RawMessage) json.RawMessage {
+	if raw == nil {
+		return nil
+	}
+	why := fmt.Sprintf("%d bytes, over %d", len(raw), maxClientInfo)
+	if len(raw) <= maxClientInfo {
+		v, err := wire.Decode(raw)
+		if err == nil {
+			err = wire.Tree(raw, nil)
+		}
+		if err == nil {
+			b, merr := json.Marshal(v)
+			if merr == nil {
+				return b
+			}
+			err = merr
+		}
+		why = err.Error()
+	}
+	sent := raw[:min(len(raw), 256)]
+	b, _ := json.Marshal(map[string]string{"unreadable": why, "sent": string(sent)})
+	return b
 }
 
 // FormElicitation reads an elicitation capability: an object declares

@@ -295,6 +295,16 @@ func TestRelayClaims(t *testing.T) {
 			Claims{Era: EraInitialize, ProtocolVersion: "2025-11-25", ClientInfo: json.RawMessage(`{"name":"c","version":"1"}`)}},
 		{"stateless", `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"d"}}}}`,
 			Claims{Era: EraStateless, ProtocolVersion: "2026-07-28", ClientInfo: json.RawMessage(`{"name":"d"}`)}},
+		{"re-encoded", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","clientInfo":{ "version" : "1", "n\u0061me":"c" },"capabilities":{}}}`,
+			Claims{Era: EraInitialize, ProtocolVersion: "2025-11-25", ClientInfo: json.RawMessage(`{"name":"c","version":"1"}`)}},
+		// Found by a red-team helper: readers' parsers refused the
+		// record (1e400), and parsers disagree on the name.
+		{"a number beyond float64", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","clientInfo":{"name":"c","x":1e400},"capabilities":{}}}`,
+			Claims{Era: EraInitialize, ProtocolVersion: "2025-11-25", ClientInfo: json.RawMessage(`{"sent":"{\"name\":\"c\",\"x\":1e400}","unreadable":"number 1e400 is outside the range every parser reads alike"}`)}},
+		{"a name twice", `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"evil","name":"claude-code"}}}}`,
+			Claims{Era: EraStateless, ProtocolVersion: "2026-07-28", ClientInfo: json.RawMessage(`{"sent":"{\"name\":\"evil\",\"name\":\"claude-code\"}","unreadable":"duplicate member \"name\""}`)}},
+		{"too long", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","clientInfo":{"name":"` + strings.Repeat("a", 5000) + `"},"capabilities":{}}}`,
+			Claims{Era: EraInitialize, ProtocolVersion: "2025-11-25", ClientInfo: json.RawMessage(`{"sent":"{\"name\":\"` + strings.Repeat("a", 247) + `","unreadable":"5011 bytes, over 4096"}`)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -303,7 +313,7 @@ func TestRelayClaims(t *testing.T) {
 			h.toServer()
 			got := h.relay.Claims()
 			if got.Era != tt.want.Era || got.ProtocolVersion != tt.want.ProtocolVersion || string(got.ClientInfo) != string(tt.want.ClientInfo) {
-				t.Fatalf("claims = %+v, want %+v", got, tt.want)
+				t.Fatalf("claims = %+v (client info %s), want %+v (%s)", got, got.ClientInfo, tt.want, tt.want.ClientInfo)
 			}
 		})
 	}
