@@ -358,6 +358,13 @@ static __always_inline int check4(struct bpf_sock_addr *ctx, __u32 kind)
 			hold_connect(ctx, cgid, s, AF_INET, (__u8 *)&ip, 4, port, proto, 0);
 		return 1;
 	}
+	if ((bpf_ntohl(ip) >> 24) == 0) {
+		// 0.0.0.0 (and the rest of 0/8) is this host to the kernel: a
+		// rule that holds it (a hosts file's blocking line, a wide
+		// range) must not open the host's loopback.
+		emit_net(cgid, s, 0, AF_INET, (__u8 *)&ip, 4, port, proto, UNSPECIFIED_RULE, kind);
+		return 0;
+	}
 	struct lpm4 key = {.prefixlen = 64 + 32};
 	__builtin_memcpy(key.cgid, &cgid, 8);
 	__builtin_memcpy(key.addr, &ip, 4);
@@ -412,6 +419,13 @@ static __always_inline int check6(struct bpf_sock_addr *ctx, __u32 kind)
 	}
 	int allowed = 0;
 	struct ports *p = 0;
+	if (ip6[0] == 0 && ip6[1] == 0 && (ip6[2] == 0 || ip6[2] == bpf_htonl(0xffff)) &&
+	    (ip6[2] == 0 ? ip6[3] == 0 : (bpf_ntohl(ip6[3]) >> 24) == 0)) {
+		// :: is ::1 to the kernel, and ::ffff:0.0.0.0 is 0.0.0.0 (as in
+		// check4).
+		emit_net(cgid, s, 0, AF_INET6, (__u8 *)ip6, 16, port, proto, UNSPECIFIED_RULE, kind);
+		return 0;
+	}
 	// IPv4-mapped addresses (::ffff:a.b.c.d) follow the IPv4 rules.
 	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
 		struct lpm4 key = {.prefixlen = 64 + 32};

@@ -82,6 +82,11 @@ enum event_rule {
 	// net.denied: a session without host networking used a socket of the
 	// host's network namespace (see host_socket).
 	HOST_NETNS_RULE = 0xfffffffe,
+	// net.denied: a host-network session connected or sent to an
+	// unspecified address (0.0.0.0/8, ::, ::ffff:0.0.0.0/104), which the
+	// kernel takes to this host itself (its loopback, or the socket's own
+	// bound address): never allowed, whatever the rules.
+	UNSPECIFIED_RULE = 0xfffffffd,
 };
 
 // Kernel constants vmlinux.h lacks (it has no macros).

@@ -94,6 +94,7 @@ type cageEventRule uint32
 const (
 	cageEventRuleUNREGISTERED_RULE cageEventRule = 4294967295
 	cageEventRuleHOST_NETNS_RULE   cageEventRule = 4294967294
+	cageEventRuleUNSPECIFIED_RULE  cageEventRule = 4294967293
 )
 
 type cageFsopArgs struct {

@@ -18,17 +18,7 @@ func TestConnectOutcome(t *testing.T) {
 		t.Fatalf("tp_btf/inet_sock_set_state not attached on this kernel: %v", err)
 	}
 	session, cgid := sessionForTest(t, c, parent, Policy{HostNetwork: true, Egress: []EgressRule{{Prefix: netip.MustParsePrefix("127.0.0.0/8")}}})
-	var mu sync.Mutex
-	var got []Event
-	if err := c.Events(func(e Event) {
-		if e.Cgroup == cgid && (e.Kind == KindConnect || e.Kind == KindNetDenied) {
-			mu.Lock()
-			got = append(got, e)
-			mu.Unlock()
-		}
-	}, func(err error) { t.Error(err) }); err != nil {
-		t.Fatal(err)
-	}
+	events := watchNet(t, c, cgid)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,16 +51,7 @@ func TestConnectOutcome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mu.Lock()
-			got = nil
-			mu.Unlock()
-			t.Setenv("MCPCAGE_BENCH_PROTO", tt.proto)
-			child(t, "dial", 1, session, tt.addr)
-			if err := c.Sync(2 * time.Second); err != nil {
-				t.Fatal(err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
+			got := events.dial(t, c, session, tt.proto, tt.addr)
 			if len(got) != 1 {
 				t.Fatalf("%d connect events, want 1: %+v", len(got), got)
 			}
@@ -81,4 +62,98 @@ func TestConnectOutcome(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An unspecified destination is this host to the kernel: 0.0.0.0 and
+// ::ffff:0.0.0.0 reach 127.0.0.1, :: reaches ::1. A rule that holds them
+// (a hosts file's "0.0.0.0 blocked.example" answer, a range such as
+// 0.0.0.0/4) opened the host's loopback (found by a red-team helper);
+// now they are refused whatever the rules.
+func TestUnspecifiedAddressesAreRefused(t *testing.T) {
+	c, parent := loadForTest(t)
+	session, cgid := sessionForTest(t, c, parent, Policy{HostNetwork: true, Egress: []EgressRule{
+		{Prefix: netip.MustParsePrefix("0.0.0.0/4")}, {Prefix: netip.MustParsePrefix("::/128")}}})
+	events := watchNet(t, c, cgid)
+	ln4, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln4.Close() }()
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("an IPv6 loopback listener: %v", err)
+	}
+	defer func() { _ = ln6.Close() }()
+	udp4, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = udp4.Close() }()
+	port := func(a net.Addr) string { _, p, _ := net.SplitHostPort(a.String()); return p }
+	tests := []struct {
+		name, proto, addr string
+		ln                net.Listener // must accept nothing
+	}{
+		{"TCP to 0.0.0.0", "tcp", "0.0.0.0:" + port(ln4.Addr()), ln4},
+		{"TCP to ::ffff:0.0.0.0", "tcp", "[::ffff:0.0.0.0]:" + port(ln4.Addr()), ln4},
+		{"TCP to ::", "tcp6", "[::]:" + port(ln6.Addr()), ln6},
+		{"UDP to 0.0.0.0", "udp", "0.0.0.0:" + port(udp4.LocalAddr()), nil},
+		{"TCP to 0.1.2.3 (0/8)", "tcp", "0.1.2.3:" + port(ln4.Addr()), ln4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := events.dial(t, c, session, tt.proto, tt.addr)
+			if tt.ln != nil {
+				// A connect that went through is in the backlog already
+				// (the handshake completed before connect(2) returned).
+				_ = tt.ln.(*net.TCPListener).SetDeadline(time.Now())
+				if a, err := tt.ln.Accept(); err == nil {
+					_ = a.Close()
+					t.Fatalf("the loopback listener accepted a connection to %s", tt.addr)
+				}
+			}
+			if len(got) != 1 || got[0].Kind != KindNetDenied || got[0].Rule != UnspecifiedRule {
+				t.Fatalf("events %+v; want one net.denied for the unspecified address", got)
+			}
+		})
+	}
+}
+
+// netEvents are a session's connect, send and denial events.
+type netEvents struct {
+	mu  sync.Mutex
+	got []Event
+}
+
+// watchNet collects the events of the session of cgroup cgid.
+func watchNet(t *testing.T, c *Cage, cgid uint64) *netEvents {
+	t.Helper()
+	n := &netEvents{}
+	if err := c.Events(func(e Event) {
+		if e.Cgroup == cgid && (e.Kind == KindConnect || e.Kind == KindNetDenied || e.Kind == KindUDPSend) {
+			n.mu.Lock()
+			n.got = append(n.got, e)
+			n.mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dial has a child in the session's cgroup dir make one attempt to reach
+// addr over proto, and returns the events it caused.
+func (n *netEvents) dial(t *testing.T, c *Cage, dir, proto, addr string) []Event {
+	t.Helper()
+	n.mu.Lock()
+	n.got = nil
+	n.mu.Unlock()
+	t.Setenv("MCPCAGE_BENCH_PROTO", proto)
+	child(t, "dial", 1, dir, addr)
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]Event(nil), n.got...)
 }

@@ -138,6 +138,12 @@ const UnregisteredRule = uint32(cageEventRuleUNREGISTERED_RULE)
 // passed in from outside its own: cage.h's HOST_NETNS_RULE.
 const HostNetnsRule = uint32(cageEventRuleHOST_NETNS_RULE)
 
+// UnspecifiedRule marks a net.denied of a host-network session that
+// connected or sent to an unspecified address (0.0.0.0/8, ::,
+// ::ffff:0.0.0.0/104), which the kernel takes to the host itself:
+// cage.h's UNSPECIFIED_RULE.
+const UnspecifiedRule = uint32(cageEventRuleUNSPECIFIED_RULE)
+
 // Event is a decoded kernel event.
 // HintMax is the longest Hint (and NewHint) an event carries: the
 // kernel's buffer less its NUL. A Hint this long may have been cut short.

@@ -425,6 +425,10 @@ func sameEgressRule(a, b bpf.EgressRule) bool {
 // namespace (bpf.HostNetnsRule).
 const hostSocketRule = "socket of the host's network namespace, in a sandbox with its own (network = \"none\")"
 
+// unspecifiedRule is the rule of a net.denied to 0.0.0.0/8, :: or
+// ::ffff:0.0.0.0/104 (bpf.UnspecifiedRule).
+const unspecifiedRule = "unspecified address: the kernel takes it to this host itself (its loopback), which no egress rule opens"
+
 // KernelEvent is api.KernelEvent: the trace stream's wire format.
 type KernelEvent = api.KernelEvent
 
@@ -491,10 +495,13 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			ke.Action, ke.Flags, msg = "dropped", 0, "packet with a routing header denied"
 			ke.Rule = "IPv6 routing header: the packet would go to " + ke.Addr + ", not where the socket was connected or sent (the egress allow-list's decision)"
 		}
-		if ev.Rule == bpf.HostNetnsRule {
+		switch ev.Rule {
+		case bpf.HostNetnsRule:
 			// Passed in by a process of the host's network namespace
 			// (SCM_RIGHTS): the session's own namespace does not hold it.
 			ke.Rule = hostSocketRule
+		case bpf.UnspecifiedRule:
+			ke.Rule = unspecifiedRule
 		}
 		s.deniedKernel.Add(1)
 		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)

@@ -30,20 +30,29 @@ func TestNetworkModes(t *testing.T) {
 	defer func() { _ = srv.Close() }()
 	url := "http://" + ln.Addr().String() + "/"
 	ts := filepath.Join(env.bin, "testserver")
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	// 0.0.0.0 is this host to the kernel (its loopback): a rule holding it
+	// (a hosts file's "0.0.0.0 blocked.example", a wide range) opened the
+	// host's loopback (found by a red-team helper).
 	d := startDaemon(t, fmt.Sprintf("[servers.hostnet]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n"+
-		"[servers.hostnet-closed]\ncommand = [%q]\nnetwork = \"host\"\n", ts, ln.Addr().String(), ts))
+		"[servers.hostnet-closed]\ncommand = [%q]\nnetwork = \"host\"\n"+
+		"[servers.hostnet-unspecified]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"0.0.0.0/4:%s\"]\n", ts, ln.Addr().String(), ts, ts, port))
 	tests := []struct {
-		server string
-		reach  bool
-	}{{"test", false}, {"hostnet", true}, {"hostnet-closed", false}}
+		server, url string
+		reach       bool
+	}{{"test", url, false}, {"hostnet", url, true}, {"hostnet-closed", url, false}, {"hostnet-unspecified", "http://0.0.0.0:" + port + "/", false}}
 	for _, tt := range tests {
 		t.Run(tt.server, func(t *testing.T) {
 			c := d.connect(t, tt.server, mcp.ProtocolVersion20251125)
-			got, isErr := callText(t, c, "http_get", map[string]any{"url": url})
+			got, isErr := callText(t, c, "http_get", map[string]any{"url": tt.url})
 			if reached := !isErr && strings.Contains(got, "host says hi"); reached != tt.reach {
 				t.Fatalf("server %s reached the host's loopback = %v (%q), want %v", tt.server, reached, got, tt.reach)
 			}
 		})
+	}
+	denied := d.record(t, "net.denied", func(r map[string]any) bool { return str(r, "server") == "hostnet-unspecified" })
+	if !strings.Contains(str(denied, "rule"), "unspecified address") || str(denied, "addr") != "0.0.0.0:"+port {
+		t.Fatalf("net.denied: %v, want 0.0.0.0:%s refused as an unspecified address", denied, port)
 	}
 }
 
