@@ -137,6 +137,15 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 	return nil
 }
 
+// ClearEgress removes every egress entry of cgroup cgid: its session may
+// then reach nothing (what a failed SetEgress leaves must not stand).
+// Deleting needs no room in the tries.
+func (c *Cage) ClearEgress(cgid uint64) error {
+	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
+	return errors.Join(err4, err6)
+}
+
 // egressEntry is one entry of the kernel's LPM tries.
 type egressEntry struct {
 	prefix netip.Prefix

@@ -396,9 +396,26 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.Eg
 				return
 			}
 			if err := d.cage.SetEgress(s.cgid, next); err != nil {
-				s.log.Error("updating egress rules failed; the previous ones stay in force", "err", err)
+				// The previous rules must not stay: the update may be a
+				// new address of the host to leave out, or an answer
+				// whose TTL ran out (the kernel's tries are shared by
+				// every session and can be full). Nothing is allowed
+				// until the rules are written, tried again at the next
+				// check (found by a red-team helper).
+				s.egressUnwritten.Store(true)
+				if cerr := d.cage.ClearEgress(s.cgid); cerr != nil {
+					s.log.Error("updating egress rules failed, and so did removing the old ones: ending the session", "err", err, "remove_err", cerr)
+					s.stopForPolicy()
+				} else {
+					s.log.Error("updating egress rules failed: every connection of the session is refused until they are written (tried again in a few seconds)", "err", err)
+				}
+				last = nil
 			} else {
-				s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
+				if s.egressUnwritten.Swap(false) {
+					s.log.Info("egress rules written again: connections follow them", "rules", len(next))
+				} else {
+					s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
+				}
 				last = next
 			}
 			s.egressMu.Unlock()
@@ -424,6 +441,11 @@ func sameEgressRule(a, b bpf.EgressRule) bool {
 // session without host networking on a socket of the host's network
 // namespace (bpf.HostNetnsRule).
 const hostSocketRule = "socket of the host's network namespace, in a sandbox with its own (network = \"none\")"
+
+// egressUnwrittenRule is the rule of a net.denied while the session's
+// egress rules could not be written to the kernel (its egress tables,
+// shared by every session, full): nothing is allowed meanwhile.
+const egressUnwrittenRule = "egress rules not written to the kernel (its egress tables are full): every connection is refused until they are"
 
 // unspecifiedRule is the rule of a net.denied to 0.0.0.0/8, :: or
 // ::ffff:0.0.0.0/104 (bpf.UnspecifiedRule).
@@ -480,6 +502,9 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		ke.Rule = "not in egress allow-list"
 		if why := s.refusedAnswer(ev.Addr.Addr()); why != "" {
 			ke.Rule = why
+		}
+		if s.egressUnwritten.Load() {
+			ke.Rule = egressUnwrittenRule
 		}
 		msg := "connection denied"
 		switch how := ev.NetDenial(); how {

@@ -54,27 +54,28 @@ type session struct {
 	log             *slog.Logger
 	over            atomic.Bool // the session stopped waiting for its relay (awaitRelay returned)
 
-	deniedSyscalls atomic.Int64
-	kernelEvents   atomic.Int64
-	deniedKernel   atomic.Int64
-	recordsDropped atomic.Int64  // its kernel events' records the audit queue had no room for
-	opensFolded    uint64        // opens deny-checked but folded into a recorded one (kernel)
-	callEpoch      atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
-	killedBy       atomic.Value  // string: why the kernel killed the server
-	cgroupKilled   atomic.Bool   // killSession wrote cgroup.kill (once)
-	policyStop     chan struct{} // closed when a broken rule ends the session
-	policyOnce     sync.Once
-	unregisterOnce sync.Once
-	cgid           uint64                                // session cgroup id, 0 without eBPF
-	cgroupsPath    string                                // its path in each cgroup hierarchy ("/ns/mcpcage-ID")
-	egressFirst    []bpf.EgressRule                      // the egress rules the session was registered with
-	egressMu       sync.Mutex                            // orders watchEgress's updates with unregisterKernel
-	kernelGone     bool                                  // unregisterKernel ran (under egressMu)
-	refusedAnswers atomic.Pointer[map[netip.Addr]string] // DNS answers egress refuses -> why (egressanswers.go)
-	renameMounts   []renameMount                         // writable mounts whose renames fanotify reports (renamecheck.go)
-	renameReleases []func()
-	renameChecks   renameChecks // renames waiting for their check, off the kernel-event loop (renamecheck.go)
-	changesWatched bool         // every writable mount is watched: fanotify checks deletions and attribute changes (fschanges.go)
+	deniedSyscalls  atomic.Int64
+	kernelEvents    atomic.Int64
+	deniedKernel    atomic.Int64
+	recordsDropped  atomic.Int64  // its kernel events' records the audit queue had no room for
+	opensFolded     uint64        // opens deny-checked but folded into a recorded one (kernel)
+	callEpoch       atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
+	killedBy        atomic.Value  // string: why the kernel killed the server
+	cgroupKilled    atomic.Bool   // killSession wrote cgroup.kill (once)
+	policyStop      chan struct{} // closed when a broken rule ends the session
+	policyOnce      sync.Once
+	unregisterOnce  sync.Once
+	cgid            uint64                                // session cgroup id, 0 without eBPF
+	cgroupsPath     string                                // its path in each cgroup hierarchy ("/ns/mcpcage-ID")
+	egressFirst     []bpf.EgressRule                      // the egress rules the session was registered with
+	egressMu        sync.Mutex                            // orders watchEgress's updates with unregisterKernel
+	egressUnwritten atomic.Bool                           // watchEgress could not write the rules: none are in force
+	kernelGone      bool                                  // unregisterKernel ran (under egressMu)
+	refusedAnswers  atomic.Pointer[map[netip.Addr]string] // DNS answers egress refuses -> why (egressanswers.go)
+	renameMounts    []renameMount                         // writable mounts whose renames fanotify reports (renamecheck.go)
+	renameReleases  []func()
+	renameChecks    renameChecks // renames waiting for their check, off the kernel-event loop (renamecheck.go)
+	changesWatched  bool         // every writable mount is watched: fanotify checks deletions and attribute changes (fschanges.go)
 
 	stopOnce sync.Once
 	grace    time.Duration

@@ -726,6 +726,35 @@ func TestEventStormIsCountedAndDaemonStaysResponsive(t *testing.T) {
 // A host-name rule follows DNS: when the name moves to another address,
 // the old one stops working once its record's TTL has run out.
 func TestEgressFollowsDNSTTL(t *testing.T) {
+	s := startNameFollower(t)
+	d, dns, first, second, get := s.d, s.dns, s.first, s.second, s.get
+	if got := get(second); !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("GET %s before the name points there: %q", second, got)
+	}
+	queries := dns.Queries()
+	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.2"), TTL: 1})
+	testenv.WaitFor(t, "the rule to follow the name to "+second, 20*time.Second, func() (bool, string) {
+		got := get(second)
+		return strings.Contains(got, "reached"), fmt.Sprintf("GET: %q (%d DNS queries since the change)", got, dns.Queries()-queries)
+	})
+	if got := get(first); !strings.Contains(got, "operation not permitted") {
+		t.Fatalf("GET %s after its record expired: %q", first, got)
+	}
+	d.waitLog(`msg="egress rules follow DNS and the host's networks"`)
+}
+
+// nameFollower is a session of server dyn (host network) whose egress
+// entry is svc.mcpcage.test on a port where first (127.0.0.1) and second
+// (127.0.0.2) serve HTTP; the name points at first, with a TTL of 1 s.
+type nameFollower struct {
+	d             *daemon
+	dns           *dnstest.Server
+	first, second string
+	get           func(addr string) string // http_get through the session
+}
+
+func startNameFollower(t *testing.T) nameFollower {
+	t.Helper()
 	setup(t)
 	dns := startDNS(t)
 	first := listenHTTP(t, "127.0.0.1:0")
@@ -744,19 +773,7 @@ func TestEgressFollowsDNSTTL(t *testing.T) {
 	if got := get(first); !strings.Contains(got, "reached") {
 		t.Fatalf("GET %s while the name points there: %q", first, got)
 	}
-	if got := get(second); !strings.Contains(got, "operation not permitted") {
-		t.Fatalf("GET %s before the name points there: %q", second, got)
-	}
-	queries := dns.Queries()
-	dns.Set("svc.mcpcage.test", dnstest.Record{Addr: netip.MustParseAddr("127.0.0.2"), TTL: 1})
-	testenv.WaitFor(t, "the rule to follow the name to "+second, 20*time.Second, func() (bool, string) {
-		got := get(second)
-		return strings.Contains(got, "reached"), fmt.Sprintf("GET: %q (%d DNS queries since the change)", got, dns.Queries()-queries)
-	})
-	if got := get(first); !strings.Contains(got, "operation not permitted") {
-		t.Fatalf("GET %s after its record expired: %q", first, got)
-	}
-	d.waitLog(`msg="egress rules follow DNS and the host's networks"`)
+	return nameFollower{d: d, dns: dns, first: first, second: second, get: get}
 }
 
 // TestEgressRefusesRebinding: a host name's DNS answers are allowed only
