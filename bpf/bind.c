@@ -17,6 +17,11 @@
 //   such rule: every datagram a session sends is checked by the egress
 //   hooks (sendmsg4/6, connect4/6), so a UDP socket can receive but never
 //   answer outside the egress list.
+// - cgroup/setsockopt refuses IP_FREEBIND, IPV6_FREEBIND, IP_TRANSPARENT
+//   and IPV6_TRANSPARENT in every session: with them a socket binds to an
+//   address that is not the host's (port 0 passes the bind hooks) and
+//   sends from it, a spoofed source the egress hooks, which check only
+//   the destination, let out (found by a red-team helper).
 // - Unix sockets never reach these hooks (see the README's network section).
 // - A session without host networking binds in its own network namespace,
 //   freely; a socket of the host's passed to it (SCM_RIGHTS) is refused
@@ -39,6 +44,7 @@ enum net_denied_reason {
 	NET_DENIED_BIND = 1,   // bind(2) refused
 	NET_DENIED_LISTEN = 2, // a packet to a listening socket dropped
 	NET_DENIED_ROUTING = 3, // a packet with an IPv6 routing header dropped
+	NET_DENIED_NONLOCAL = 4, // setsockopt(2) of IP(V6)_FREEBIND or _TRANSPARENT refused
 };
 
 // Keeps the enum in BTF for bpf2go's -type.
@@ -277,4 +283,32 @@ int cage_routing_egress(struct __sk_buff *skb)
 		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 	}
 	return 0;
+}
+
+#define SOL_IP 0
+#define SOL_IPV6 41
+#define IP_FREEBIND 15
+#define IP_TRANSPARENT 19
+#define IPV6_TRANSPARENT 75
+#define IPV6_FREEBIND 78
+
+SEC("cgroup/setsockopt")
+int cage_setsockopt(struct bpf_sockopt *ctx)
+{
+	int level = ctx->level, optname = ctx->optname;
+	bool nonlocal = (level == SOL_IP && (optname == IP_FREEBIND || optname == IP_TRANSPARENT)) ||
+			(level == SOL_IPV6 && (optname == IPV6_FREEBIND || optname == IPV6_TRANSPARENT));
+	if (!nonlocal)
+		return 1; // the option's value is left as it is (optlen untouched)
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	struct event *e = new_event(cgid, EV_NET_DENIED, false);
+	if (e) {
+		__u8 none[16] = {};
+		fill_denied(e, level == SOL_IP ? AF_INET : AF_INET6, none, 0, 0, NET_DENIED_NONLOCAL);
+		e->rule = s ? 0 : UNREGISTERED_RULE;
+		e->port = optname;
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	}
+	return 0; // EPERM
 }

@@ -19,7 +19,8 @@ const (
 	// NetDeniedRouting: a packet with an IPv6 routing header, dropped
 	// (it would go to the header's first segment, not where the socket
 	// was connected or sent to); its Addr is that first segment.
-	NetDeniedRouting = uint32(bindNetDeniedReasonNET_DENIED_ROUTING)
+	NetDeniedRouting  = uint32(bindNetDeniedReasonNET_DENIED_ROUTING)
+	NetDeniedNonlocal = uint32(bindNetDeniedReasonNET_DENIED_NONLOCAL)
 )
 
 // NetDenial says which control of bind.c produced a net.denied event:
@@ -35,6 +36,8 @@ func (e Event) NetDenial() string {
 		return "listen"
 	case NetDeniedRouting:
 		return "routing"
+	case NetDeniedNonlocal:
+		return "nonlocal"
 	}
 	return ""
 }
@@ -145,9 +148,16 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 			return nil, err
 		}
 	}
-	// Packets with an IPv6 routing header: refused like a bind hook (the
-	// egress allow-list does not hold without it).
+	// Packets with an IPv6 routing header, and sockets bound to addresses
+	// not the host's: refused like a bind hook (the egress allow-list
+	// does not hold without it).
 	if err := attach("routing_egress", ebpf.AttachCGroupInetEgress, objs.CageRoutingEgress); err != nil {
+		if rerr := release(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return nil, err
+	}
+	if err := attach("setsockopt", ebpf.AttachCGroupSetsockopt, objs.CageSetsockopt); err != nil {
 		if rerr := release(); rerr != nil {
 			err = errors.Join(err, rerr)
 		}

@@ -30,9 +30,10 @@ type bindListenKey struct {
 type bindNetDeniedReason uint32
 
 const (
-	bindNetDeniedReasonNET_DENIED_BIND    bindNetDeniedReason = 1
-	bindNetDeniedReasonNET_DENIED_LISTEN  bindNetDeniedReason = 2
-	bindNetDeniedReasonNET_DENIED_ROUTING bindNetDeniedReason = 3
+	bindNetDeniedReasonNET_DENIED_BIND     bindNetDeniedReason = 1
+	bindNetDeniedReasonNET_DENIED_LISTEN   bindNetDeniedReason = 2
+	bindNetDeniedReasonNET_DENIED_ROUTING  bindNetDeniedReason = 3
+	bindNetDeniedReasonNET_DENIED_NONLOCAL bindNetDeniedReason = 4
 )
 
 type bindSession struct {
@@ -60,6 +61,7 @@ const (
 	bindProgCageBind6            = "cage_bind6"
 	bindProgCageListenIngress    = "cage_listen_ingress"
 	bindProgCageRoutingEgress    = "cage_routing_egress"
+	bindProgCageSetsockopt       = "cage_setsockopt"
 	bindVarHostNetnsCookie       = "host_netns_cookie"
 	bindVarParentCgid            = "parent_cgid"
 	bindVarParentLevel           = "parent_level"
@@ -119,6 +121,7 @@ type bindProgramSpecs struct {
 	CageBind6         *ebpf.ProgramSpec `ebpf:"cage_bind6"`
 	CageListenIngress *ebpf.ProgramSpec `ebpf:"cage_listen_ingress"`
 	CageRoutingEgress *ebpf.ProgramSpec `ebpf:"cage_routing_egress"`
+	CageSetsockopt    *ebpf.ProgramSpec `ebpf:"cage_setsockopt"`
 }
 
 // bindMapSpecs contains maps before they are loaded into the kernel.
@@ -214,6 +217,7 @@ type bindPrograms struct {
 	CageBind6         *ebpf.Program `ebpf:"cage_bind6"`
 	CageListenIngress *ebpf.Program `ebpf:"cage_listen_ingress"`
 	CageRoutingEgress *ebpf.Program `ebpf:"cage_routing_egress"`
+	CageSetsockopt    *ebpf.Program `ebpf:"cage_setsockopt"`
 }
 
 func (p *bindPrograms) Close() error {
@@ -222,6 +226,7 @@ func (p *bindPrograms) Close() error {
 		p.CageBind6,
 		p.CageListenIngress,
 		p.CageRoutingEgress,
+		p.CageSetsockopt,
 	)
 }
 

@@ -65,7 +65,7 @@ func TestEnumsHaveGoNames(t *testing.T) {
 		for c, v := range cEnum(t, loadBind, "net_denied_reason") {
 			got[c] = Event{Kind: KindNetDenied, Flags: uint32(v)}.NetDenial()
 		}
-		want := map[string]string{"NET_DENIED_BIND": "bind", "NET_DENIED_LISTEN": "listen", "NET_DENIED_ROUTING": "routing"}
+		want := map[string]string{"NET_DENIED_BIND": "bind", "NET_DENIED_LISTEN": "listen", "NET_DENIED_ROUTING": "routing", "NET_DENIED_NONLOCAL": "nonlocal"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("net_denied_reason names (-want +got):\n%s", diff)
 		}

@@ -447,6 +447,18 @@ const hostSocketRule = "socket of the host's network namespace, in a sandbox wit
 // shared by every session, full): nothing is allowed meanwhile.
 const egressUnwrittenRule = "egress rules not written to the kernel (its egress tables are full): every connection is refused until they are"
 
+// nonlocalRule is the rule of a refused setsockopt(2) of option opt
+// (IP_FREEBIND 15, IP_TRANSPARENT 19, IPV6_TRANSPARENT 75,
+// IPV6_FREEBIND 78): with it a socket binds to an address not the
+// host's, a spoofed source the egress list does not check.
+func nonlocalRule(opt uint16) string {
+	name := map[uint16]string{15: "IP_FREEBIND", 19: "IP_TRANSPARENT", 75: "IPV6_TRANSPARENT", 78: "IPV6_FREEBIND"}[opt]
+	if name == "" {
+		name = fmt.Sprintf("option %d", opt)
+	}
+	return name + ": binding to an address that is not the host's (a spoofed source) is refused in a sandbox"
+}
+
 // unspecifiedRule is the rule of a net.denied to 0.0.0.0/8, :: or
 // ::ffff:0.0.0.0/104 (bpf.UnspecifiedRule).
 const unspecifiedRule = "unspecified address: the kernel takes it to this host itself (its loopback), which no egress rule opens"
@@ -514,6 +526,11 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 			if how == "listen" {
 				ke.Action = "dropped"
 			}
+		case "nonlocal":
+			// setsockopt(2) of IP(V6)_FREEBIND or _TRANSPARENT: EPERM.
+			// The event's port is the option.
+			ke.Type, ke.Flags, ke.Addr, msg = "net.bind_denied", 0, "", "setsockopt denied"
+			ke.Rule = nonlocalRule(ev.Addr.Port())
 		case "routing":
 			// Addr is where the routing header sent the packet first.
 			ke.Addr = ev.Addr.Addr().String()

@@ -159,3 +159,51 @@ func TestRoutingHeaderCannotRedirectEgress(t *testing.T) {
 		return str(r, "server") == "a" && strings.Contains(str(r, "rule"), "routing header") && str(r, "addr") == h.addr.String()
 	})
 }
+
+// IPV6_FREEBIND needs no privilege: a socket binds to an address that is
+// not the host's (a bind to port 0 passes the bind hooks) and its
+// datagrams leave with that source, to any destination the egress list
+// allows (found by a red-team helper: a host-network server allowed
+// only [::1]:P sent from 2001:db8::dead to a service there). Now
+// setsockopt of IP(V6)_FREEBIND and _TRANSPARENT is refused in every
+// session, and recorded.
+func TestSpoofedSourceIsRefused(t *testing.T) {
+	setup(t)
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("an IPv6 loopback UDP socket: %v", err)
+	}
+	defer func() { _ = pc.Close() }()
+	from := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			from <- addr.(*net.UDPAddr).IP.String() + " " + string(buf[:n])
+		}
+	}()
+	d := startDaemon(t, fmt.Sprintf("[servers.a]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n", filepath.Join(env.bin, "testserver"), pc.LocalAddr().String()))
+	a := d.connect(t, "a", mcp.ProtocolVersion20251125)
+	if v := attack(t, a, "udp-spoof", "2001:db8::dead", pc.LocalAddr().String()); !strings.HasPrefix(v, "DENIED") || !strings.Contains(v, "IPV6_FREEBIND") {
+		t.Fatalf("a datagram from 2001:db8::dead: %q, want setsockopt IPV6_FREEBIND refused", v)
+	}
+	// A datagram the same server may send, after it: the loopback keeps
+	// their order, so a spoofed one would have arrived first.
+	if v := attack(t, a, "udp-sendto", pc.LocalAddr().String()); strings.HasPrefix(v, "DENIED") {
+		t.Fatalf("a plain datagram to %s: %q, want it sent", pc.LocalAddr(), v)
+	}
+	select {
+	case got := <-from:
+		if got != "::1 ping" {
+			t.Fatalf("the listener got %q first, want the plain datagram from ::1", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the plain datagram never arrived")
+	}
+	d.record(t, "net.bind_denied", func(r map[string]any) bool {
+		return str(r, "server") == "a" && strings.Contains(str(r, "rule"), "FREEBIND")
+	})
+}

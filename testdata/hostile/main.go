@@ -189,6 +189,12 @@ func main() {
 		// sendto(FINAL:PORT). The kernel sends the datagram to FIRST; the
 		// egress hooks see only FINAL:PORT.
 		err = udpSRH(arg, os.Args[3])
+	case "udp-spoof":
+		// udp-spoof SOURCE DEST:PORT: IPV6_FREEBIND (no privilege needed)
+		// lets a socket bind to an address that is not the host's (port
+		// 0 passes the bind hooks); then a datagram to DEST:PORT, which
+		// the egress hooks check, leaves with SOURCE as its sender.
+		err = udpSpoof(arg, os.Args[3])
 	case "unix-connect":
 		// A unix socket: "@name" is abstract (network namespace wide).
 		var c net.Conn
@@ -716,4 +722,29 @@ func udpSRH(first, final string) error {
 		return fmt.Errorf("setsockopt IPV6_RTHDR: %w", err)
 	}
 	return unix.Sendto(fd, []byte("mcpcage-srh-ping"), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: a})
+}
+
+// udpSpoof sends "mcpcage-spoof" from source (any IPv6 address, bound
+// with IPV6_FREEBIND) to final.
+func udpSpoof(source, final string) error {
+	to, err := netip.ParseAddrPort(final)
+	if err != nil {
+		return err
+	}
+	from, err := netip.ParseAddr(source)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); err != nil {
+		return fmt.Errorf("setsockopt IPV6_FREEBIND: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: from.As16()}); err != nil {
+		return fmt.Errorf("bind %s: %w", from, err)
+	}
+	return unix.Sendto(fd, []byte("mcpcage-spoof"), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16()})
 }
