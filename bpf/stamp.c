@@ -76,6 +76,8 @@ struct exec_stamp {
 	__u64 start_ns;  // task->start_boottime: when the task was forked
 	__u64 cwd_ino;   // working directory at exec: inode number
 	__u64 lost;      // stamp_meta[0] (execs left unstamped) when this stamp was written
+	__u32 pending;   // 1 from an exec's point of no return until its stamp is written
+	__u32 pad;
 	__u32 cwd_dev;   // and the kernel dev_t of its file system
 	__u32 argv_len;  // bytes of argv at exec (mm->arg_end - mm->arg_start)
 	char argv[STAMP_ARGV]; // the first bytes of argv, NUL-separated
@@ -328,6 +330,29 @@ int stamp_exec(struct bpf_raw_tracepoint_args *ctx)
 	if (n < STAMP_ARGV)
 		s->argv[n & (STAMP_ARGV - 1)] = 0;
 	scan_env(s, mm);
+	s->pending = 0; // last: the stamp is this exec's now
+	return 0;
+}
+
+// Runs as an exec passes its point of no return, before the task's image
+// changes (begin_new_exec: /proc/PID/exe, the memory map). The stamp
+// above is written only once the new image is loaded (load_elf_binary),
+// which a page fault can hold for as long as the binary's file system
+// wants (a FUSE mount the user made): meanwhile /proc showed the new
+// program under the old stamp, and a shim forked before the exec was
+// bound to the program exec'd after it (found by a red-team helper).
+// Now the exec's time and "pending" are in the stamp first.
+SEC("tp_btf/sched_prepare_exec")
+int BPF_PROG(stamp_prepare, struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct exec_stamp *s = bpf_task_storage_get(&exec_stamps, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_lost(META_EXEC_LOST);
+		return 0;
+	}
+	s->pending = 1;
+	s->exec_ns = bpf_ktime_get_boot_ns();
 	return 0;
 }
 

@@ -24,6 +24,8 @@ import (
 type ExecStamps struct {
 	stamps, forks, meta, envConfig *ebpf.Map
 	exec, fork                     link.Link
+	prepare                        link.Link // nil when the kernel has no sched_prepare_exec (before 6.10)
+	prepareErr                     error
 	since                          uint64
 }
 
@@ -52,6 +54,11 @@ type ExecStamp struct {
 	// task is older than the record, or its record was lost).
 	Forker      uint32
 	ForkerStart uint64
+	// Pending: an exec of the task has passed its point of no return and
+	// not finished loading its image (Exec is that exec's time; the rest
+	// is the exec before's). Without the prepare hook (kernels before
+	// 6.10) it is never set.
+	Pending bool
 }
 
 // EnvState says whether the kernel looked at every variable of a task's
@@ -155,17 +162,18 @@ const (
 
 // stampPinVersion names the pin directory: a layout change gets a new
 // one, and the old ones are removed (stalePins).
-const stampPinVersion = "exec-v3"
+const stampPinVersion = "exec-v4"
 
-// stalePins are earlier layouts' pin directories (and, matched by
-// prefix, exec-v3-* of other names).
-var stalePins = []string{"exec-v1", "exec-v2"}
+// stalePins are earlier layouts' pin directories: these names, and
+// whatever starts with one of them and a dash (exec-v3-HASH), and
+// exec-v4-* of other names.
+var stalePins = []string{"exec-v1", "exec-v2", "exec-v3"}
 
 // LoadExecStamps attaches the exec and fork stampers. envNames are the
 // environment variables each exec's stamp keeps (see EnvName; at most
 // EnvPatternsMax of at most EnvPatternLen bytes). With pinDir set (a
 // bpffs directory), the programs, their links and maps are pinned under
-// pinDir/exec-v3-HASH (HASH of the program and envNames) and reused by
+// pinDir/exec-v4-HASH (HASH of the program and envNames) and reused by
 // the next daemon with the same program and names, so a restart leaves
 // no gap in the record; Close leaves them in place. Pins of earlier
 // layouts, programs and names are removed.
@@ -194,6 +202,10 @@ func LoadExecStamps(pinDir string, envNames []EnvName) (_ *ExecStamps, retErr er
 		}
 		dir = filepath.Join(pinDir, pinVersion(envNames))
 		others, _ := filepath.Glob(filepath.Join(pinDir, stampPinVersion+"-*"))
+		for _, v := range stalePins {
+			older, _ := filepath.Glob(filepath.Join(pinDir, v+"-*"))
+			others = append(others, older...)
+		}
 		for _, old := range append(others, stalePins...) {
 			if old = filepath.Join(pinDir, filepath.Base(old)); old != dir {
 				// Its programs stop with their last reference. Best effort:
@@ -223,6 +235,7 @@ func LoadExecStamps(pinDir string, envNames []EnvName) (_ *ExecStamps, retErr er
 	// The links hold the programs from here on.
 	defer func() { _ = objs.StampExec.Close() }()
 	defer func() { _ = objs.StampFork.Close() }()
+	defer func() { _ = objs.StampPrepare.Close() }()
 	s := &ExecStamps{stamps: objs.ExecStamps, forks: objs.ForkStamps, meta: objs.StampMeta, envConfig: objs.EnvConfigs}
 	defer func() {
 		if retErr != nil {
@@ -237,6 +250,11 @@ func LoadExecStamps(pinDir string, envNames []EnvName) (_ *ExecStamps, retErr er
 	// unless it was forked before.
 	if s.fork, err = link.AttachTracing(link.TracingOptions{Program: objs.StampFork}); err != nil {
 		return nil, fmt.Errorf("attach tp_btf sched_process_fork: %w", err)
+	}
+	// The prepare hook before the exec's: an exec is marked under way
+	// from its point of no return, before its image changes.
+	if s.prepare, err = link.AttachTracing(link.TracingOptions{Program: objs.StampPrepare}); err != nil {
+		s.prepare, s.prepareErr = nil, fmt.Errorf("attach tp_btf sched_prepare_exec: %w", err)
 	}
 	if s.exec, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: objs.StampExec}); err != nil {
 		return nil, fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
@@ -256,7 +274,7 @@ func LoadExecStamps(pinDir string, envNames []EnvName) (_ *ExecStamps, retErr er
 	for _, p := range []struct {
 		name string
 		pin  func(string) error
-	}{{"stamps", s.stamps.Pin}, {"forks", s.forks.Pin}, {"meta", s.meta.Pin}, {"env", s.envConfig.Pin}, {"exec", s.exec.Pin}, {"fork", s.fork.Pin}} {
+	}{{"stamps", s.stamps.Pin}, {"forks", s.forks.Pin}, {"meta", s.meta.Pin}, {"env", s.envConfig.Pin}, {"exec", s.exec.Pin}, {"fork", s.fork.Pin}, {"prepare", s.pinPrepare}} {
 		if err := p.pin(filepath.Join(dir, p.name)); err != nil {
 			if errors.Is(err, os.ErrExist) {
 				// Another daemon won the race: use its record.
@@ -301,6 +319,9 @@ func loadPinnedStamps(dir string) (_ *ExecStamps, retErr error) {
 	if s.fork, err = link.LoadPinnedLink(filepath.Join(dir, "fork"), nil); err != nil {
 		return nil, err
 	}
+	if s.prepare, err = link.LoadPinnedLink(filepath.Join(dir, "prepare"), nil); err != nil {
+		s.prepare, s.prepareErr = nil, fmt.Errorf("no pinned sched_prepare_exec link (the kernel had none): %w", err)
+	}
 	if err := s.meta.Lookup(metaSince, &s.since); err != nil || s.since == 0 {
 		return nil, fmt.Errorf("pinned exec stamps: no start time")
 	}
@@ -341,8 +362,21 @@ func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
 		kept[i] = byte(v.EnvKept[i])
 	}
 	st.Env, st.EnvCut = splitCut(kept, v.EnvCut)
+	st.Pending = v.Pending != 0
 	return st, true, nil
 }
+
+// pinPrepare pins the prepare hook's link, when there is one.
+func (s *ExecStamps) pinPrepare(path string) error {
+	if s.prepare == nil {
+		return nil
+	}
+	return s.prepare.Pin(path)
+}
+
+// PrepareHooked reports whether execs are marked under way from their
+// point of no return (tp_btf/sched_prepare_exec), and why not.
+func (s *ExecStamps) PrepareHooked() (bool, error) { return s.prepare != nil, s.prepareErr }
 
 // splitCut takes the variables whose bit in cut is set out of kept
 // (NUL-separated), by name.
@@ -384,7 +418,7 @@ func (s *ExecStamps) Lost() Lost {
 // Close releases this process's references; pinned objects stay.
 func (s *ExecStamps) Close() error {
 	var errs []error
-	for _, l := range []link.Link{s.exec, s.fork} {
+	for _, l := range []link.Link{s.exec, s.fork, s.prepare} {
 		if l != nil {
 			if err := l.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close exec stamper link: %w", err))

@@ -35,6 +35,9 @@ func stampOf(t *testing.T, s *ExecStamps, pid int) ExecStamp {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if ok && st.Pending {
+			return false, "its exec under way" // marked at the point of no return, written once loaded
+		}
 		return ok, "no stamp"
 	})
 	return st

@@ -41,6 +41,8 @@ type stampExecStamp struct {
 	StartNs    uint64
 	CwdIno     uint64
 	Lost       uint64
+	Pending    uint32
+	Pad        uint32
 	CwdDev     uint32
 	ArgvLen    uint32
 	Argv       [512]int8
@@ -76,6 +78,7 @@ const (
 	stampMapStampMeta          = "stamp_meta"
 	stampProgStampExec         = "stamp_exec"
 	stampProgStampFork         = "stamp_fork"
+	stampProgStampPrepare      = "stamp_prepare"
 	stampVarUnusedEnvConfig    = "unused_env_config"
 	stampVarUnusedEnvState     = "unused_env_state"
 	stampVarUnusedExecStamp    = "unused_exec_stamp"
@@ -125,8 +128,9 @@ type stampSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type stampProgramSpecs struct {
-	StampExec *ebpf.ProgramSpec `ebpf:"stamp_exec"`
-	StampFork *ebpf.ProgramSpec `ebpf:"stamp_fork"`
+	StampExec    *ebpf.ProgramSpec `ebpf:"stamp_exec"`
+	StampFork    *ebpf.ProgramSpec `ebpf:"stamp_fork"`
+	StampPrepare *ebpf.ProgramSpec `ebpf:"stamp_prepare"`
 }
 
 // stampMapSpecs contains maps before they are loaded into the kernel.
@@ -200,14 +204,16 @@ type stampVariables struct {
 //
 // It can be passed to loadStampObjects or ebpf.CollectionSpec.LoadAndAssign.
 type stampPrograms struct {
-	StampExec *ebpf.Program `ebpf:"stamp_exec"`
-	StampFork *ebpf.Program `ebpf:"stamp_fork"`
+	StampExec    *ebpf.Program `ebpf:"stamp_exec"`
+	StampFork    *ebpf.Program `ebpf:"stamp_fork"`
+	StampPrepare *ebpf.Program `ebpf:"stamp_prepare"`
 }
 
 func (p *stampPrograms) Close() error {
 	return _StampClose(
 		p.StampExec,
 		p.StampFork,
+		p.StampPrepare,
 	)
 }
 

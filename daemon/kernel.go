@@ -155,7 +155,10 @@ func (d *Daemon) agentIdentity() string {
 	if d.stamps == nil {
 		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program, or make a registered agent the parent of a shim it forked)" + "; " + peerPidfdNote()
 	}
-	s := "kernel exec record (raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, is refused; the environment variables identity checks are the ones exec gave the agent, copied at exec"
+	s := "kernel exec record (tp_btf/sched_prepare_exec, raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, or whose exec is under way, is refused; the environment variables identity checks are the ones exec gave the agent, copied at exec"
+	if ok, err := d.stamps.PrepareHooked(); !ok {
+		s += fmt.Sprintf("; execs are marked only once their image is loaded (%v): a process whose exec a slow file system holds (a FUSE mount of its user) shows the new program in /proc before its record changes, so a shim it forked before could pass for the new program's", err)
+	}
 	if l := d.stamps.Lost(); l.Execs > 0 || l.Forks > 0 {
 		s += fmt.Sprintf("; %d execs and %d forks went unrecorded (memory pressure): sessions of agents stamped before are unverified", l.Execs, l.Forks)
 	}

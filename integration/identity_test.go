@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -30,6 +32,10 @@ import (
 //	        clone(CLONE_PARENT): the shim's parent is this process, its forker is not
 //	borrow  fork a child (which becomes the shim), then exec the trusted agent
 //	child   wait until the parent runs the trusted agent, then exec the shim
+//	stallborrow  fork a child (stallchild), then exec the trusted agent,
+//	        whose exec a slow file system holds past its point of no return
+//	stallchild   wait until /proc shows the parent running the trusted
+//	        agent (its exec still under way), then exec the shim
 //	hold    do nothing until its input ends (the trusted agent, exec'd by borrow)
 const idHelper = "MCPCAGE_IDHELPER"
 
@@ -95,6 +101,28 @@ func init() {
 		_ = execd.Close()
 		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid())); exe != trusted {
 			fail(fmt.Errorf("parent never exec'd %s (runs %s)", trusted, exe))
+		}
+		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
+	case "stallborrow":
+		self, err := os.Executable()
+		if err != nil {
+			fail(err)
+		}
+		child := exec.Command(self)
+		child.Env = withMode("stallchild")
+		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fail(err)
+		}
+		fail(syscall.Exec(trusted, []string{trusted}, withMode("hold")))
+	case "stallchild":
+		// The attacker's side: it polls, as it may; the exec it waits for
+		// is held for SECONDS by the file system.
+		for {
+			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", os.Getppid())); exe == trusted {
+				break
+			}
+			time.Sleep(time.Millisecond)
 		}
 		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
 	case "wipe-spawn":
@@ -277,6 +305,26 @@ func (d *daemon) waitSessions(t *testing.T, n int) []api.SessionInfo {
 	return list
 }
 
+// honestSession runs the trusted agent at path trusted starting the shim
+// itself: a session as agent trusted, bound by the kernel, then closed.
+// It returns the identity helper's environment for d.
+func honestSession(t *testing.T, d *daemon, trusted string) []string {
+	t.Helper()
+	helperEnv := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_IDHELPER_TRUSTED="+trusted,
+		"MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"))
+	honest := exec.Command(trusted)
+	honest.Env = append(helperEnv, idHelper+"=spawn")
+	r := startRaw(t, honest)
+	r.initialize()
+	if list := d.waitSessions(t, 1); list[0].Agent != "trusted" || list[0].AgentBinding != "kernel" {
+		t.Fatalf("the honest agent's session: %+v", list[0])
+	}
+	r.closeInput()
+	r.wait()
+	d.waitSessions(t, 0)
+	return helperEnv
+}
+
 func TestAgentForkThenExecIsRefused(t *testing.T) {
 	trusted := trustedAgent(t)
 	d := startDaemon(t, fmt.Sprintf("[agents.trusted]\nexe = [%q]\n", trusted))
@@ -284,21 +332,7 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 	if !strings.Contains(st, "agent identity:") || !strings.Contains(st, "kernel exec record") || !strings.Contains(st, "ptrace_scope:") {
 		t.Fatalf("status does not say how agents are bound:\n%s", st)
 	}
-	helperEnv := append(os.Environ(), "MCPCAGE_SOCKET="+d.socket, "MCPCAGE_IDHELPER_TRUSTED="+trusted,
-		"MCPCAGE_IDHELPER_SHIM="+filepath.Join(env.bin, "mcpcage"))
-
-	// The trusted agent starting the shim itself: a session, bound by the kernel.
-	honest := exec.Command(trusted)
-	honest.Env = append(helperEnv, idHelper+"=spawn")
-	r := startRaw(t, honest)
-	r.initialize()
-	list := d.waitSessions(t, 1)
-	if list[0].Agent != "trusted" || list[0].AgentBinding != "kernel" {
-		t.Fatalf("honest agent's session: %+v", list[0])
-	}
-	r.closeInput()
-	r.wait()
-	d.waitSessions(t, 0)
+	helperEnv := honestSession(t, d, trusted)
 
 	// Another program forks the shim, then execs the trusted agent.
 	borrow := exec.Command(os.Args[0])
@@ -325,6 +359,87 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 	if strings.Contains(d.log.String(), "agent=trusted") && len(d.sessions(t)) != 0 {
 		t.Fatalf("a session ran as the trusted agent:\n%s", d.log.String())
 	}
+}
+
+// A process that forks the shim and then execs the trusted agent, whose
+// exec a file system of its own (FUSE) holds in the ELF loader: /proc
+// showed the trusted program and its digest while the kernel's exec
+// stamp, written only at the exec's end, was still the one the shim was
+// forked under; the shim was bound to the trusted agent (binding kernel)
+// and its consent allowed the call (found by a red-team helper). Now the
+// stamp marks the exec at its point of no return (sched_prepare_exec),
+// before the image changes, and the session is refused.
+func TestAgentExecHeldMidwayIsRefused(t *testing.T) {
+	setup(t)
+	_, err := os.Stat("/dev/fuse")
+	testenv.Require(t, err == nil, "/dev/fuse (modprobe fuse)")
+	backing := trustedAgent(t)
+	slowexec := filepath.Join(env.bin, "slowexec")
+	if out, err := exec.Command("clang", "-O2", "-o", slowexec, "../testdata/slowexec/slowexec.c", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/slowexec (clang, from make deps): %v\n%s", err, out)
+	}
+	content, err := os.ReadFile(backing)
+	must(t, err, "read the trusted agent")
+	digest := sha256.Sum256(content)
+	sum := hex.EncodeToString(digest[:])
+	mnt, hold := t.TempDir(), filepath.Join(t.TempDir(), "hold")
+	slow := exec.Command(slowexec, mnt, backing, "20", hold)
+	slowErr := &syncBuffer{}
+	slow.Stderr = slowErr
+	must(t, slow.Start(), "start slowexec")
+	t.Cleanup(func() {
+		_ = os.Remove(hold)
+		_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+		_ = slow.Process.Kill()
+		_ = slow.Wait()
+	})
+	testenv.WaitFor(t, "the FUSE mount", 10*time.Second, func() (bool, string) {
+		return strings.Contains(slowErr.String(), "mounted"), slowErr.String()
+	})
+	trusted := filepath.Join(mnt, "f")
+	d := startDaemon(t, fmt.Sprintf("[agents.trusted]\nexe = [%q]\nsha256 = [%q]\n", trusted, sum))
+	d.mustCLI(t, "grant", "--agent", "trusted", "--server", "test", "--tool", "echo")
+	if st := d.mustCLI(t, "status"); !strings.Contains(st, "sched_prepare_exec") || strings.Contains(st, "execs are marked only once") {
+		t.Fatalf("status does not say execs are marked at their point of no return:\n%s", st)
+	}
+	helperEnv := honestSession(t, d, trusted) // (and the daemon has its digest)
+	// What any reader of the file may do: drop its cached pages, so that
+	// the next exec reads them from the file system, which holds them.
+	f, err := os.Open(trusted)
+	must(t, err, "open the trusted agent")
+	must(t, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED), "drop its cached pages")
+	_ = f.Close()
+	must(t, os.WriteFile(hold, nil, 0o644), "hold the file system's reads")
+	borrow := exec.Command(os.Args[0])
+	borrow.Env = append(helperEnv, idHelper+"=stallborrow")
+	stderr := &syncBuffer{}
+	borrow.Stderr = stderr
+	stdin, err := borrow.StdinPipe()
+	must(t, err, "stdin")
+	defer func() { _ = stdin.Close() }()
+	// Its own process group: the shim it forks is killed with it (a shim
+	// given a session would otherwise hold the pipes open).
+	borrow.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	borrow.WaitDelay = 5 * time.Second
+	must(t, borrow.Start(), "start the borrower")
+	defer func() { _ = syscall.Kill(-borrow.Process.Pid, syscall.SIGKILL); _ = borrow.Wait() }()
+	var list []api.SessionInfo
+	testenv.WaitFor(t, "the shim refused, or a session", 20*time.Second, func() (bool, string) {
+		list = d.sessions(t)
+		return strings.Contains(stderr.String(), "\n") || len(list) > 0, fmt.Sprintf("shim stderr %q", stderr.String())
+	})
+	if len(list) > 0 {
+		t.Fatalf("a process that forked the shim before its held exec of the trusted agent got a session: %+v", list)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "mcpcage: refused: ") {
+		t.Fatalf("shim stderr = %q, want one line refusing the borrowed identity", stderr.String())
+	}
+	t.Logf("shim: %s", lines[0])
+	if !strings.Contains(slowErr.String(), "holding a read") {
+		t.Fatalf("the exec was never held (slowexec: %s): the test did not test the window", slowErr.String())
+	}
+	d.record(t, "session.refused", func(r map[string]any) bool { return true })
 }
 
 func TestNodeScriptAgentsToldApart(t *testing.T) {

@@ -47,6 +47,10 @@ type Stamp struct {
 	// kernel has no fork record.
 	Forker      uint32
 	ForkerStart uint64
+	// Pending: an exec is under way (past its point of no return, its
+	// image not loaded yet): /proc may show the new program while the
+	// rest of the stamp is the exec before's.
+	Pending bool
 }
 
 // ErrBorrowed is returned when the shim's parent exec'd another program

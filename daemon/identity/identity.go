@@ -226,6 +226,12 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 		if afterOK != beforeOK || after.Exec != before.Exec {
 			return Process{}, fmt.Errorf("%w (while it was being identified)", ErrBorrowed)
 		}
+		if before.Pending || after.Pending {
+			// Past its point of no return, its image not loaded: /proc
+			// may show the program it execs while the stamp is still
+			// the one it forked the shim under.
+			return Process{}, fmt.Errorf("%w (its exec of %s was under way)", ErrBorrowed, p.Exe)
+		}
 		shim, shimOK, err := h.Stamps.Lookup(shimFD)
 		if err != nil {
 			return Process{}, err
