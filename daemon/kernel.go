@@ -485,7 +485,16 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	}
 	s.kernelEvents.Add(1)
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
-		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Repeats: ev.Repeats, Argv: ev.Argv}
+		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Repeats: ev.Repeats}
+	if len(ev.Argv) > 0 {
+		// What the session's server was given may be on its command
+		// lines (mysql -pSECRET): never in a record or a trace.
+		secrets := d.secretValues()
+		if s.policy != nil {
+			secrets = s.policy.secretValues()
+		}
+		ke.Argv = audit.ScrubArgv(ev.Argv, secrets)
+	}
 	switch ev.Kind {
 	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink,
 		bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:

@@ -216,9 +216,19 @@ func TestSecretInjection(t *testing.T) {
 	if got, _ := callText(t, c, "env", map[string]any{"name": "API_TOKEN"}); !strings.Contains(got, "API_TOKEN="+secret+" ") {
 		t.Fatalf("server sees %q", got)
 	}
+	// The server puts it on a command line (mysql -pSECRET): the kernel's
+	// copy of argv went into process.exec records and traces as it was
+	// (found by a red-team helper).
+	callText(t, c, "run_command", map[string]any{"command": "/bin/echo", "args": []any{"-p" + secret, "--token=" + secret, "plain"}})
+	run := d.record(t, "process.exec", func(r map[string]any) bool { return strings.HasSuffix(str(r, "path"), "/echo") })
+	if argv := fmt.Sprint(run["argv"]); strings.Contains(argv, secret) || !strings.Contains(argv, "[redacted]") || !strings.Contains(argv, "plain") {
+		t.Fatalf("process.exec argv %s: want the secret redacted, the rest kept", argv)
+	}
 	show := mcpcage("", "servers", "show", "withsecret")
 	spec := mcpcage("", "servers", "show", "withsecret", "--spec")
-	for what, text := range map[string]string{"daemon log": d.log.String(), "servers show": show, "servers show --spec": spec, "shim stderr": c.stderr.String()} {
+	audit, err := os.ReadFile(filepath.Join(d.dir, "log", "audit.jsonl"))
+	must(t, err, "read the audit log")
+	for what, text := range map[string]string{"daemon log": d.log.String(), "servers show": show, "servers show --spec": spec, "shim stderr": c.stderr.String(), "audit log": string(audit)} {
 		if strings.Contains(text, secret) {
 			t.Errorf("the secret's value appears in the %s", what)
 		}

@@ -277,3 +277,49 @@ func ValuesRedacted(args map[string]any, secrets []string) (_ any, changed bool)
 	}
 	return walk(args), changed
 }
+
+// minSecretPrefix is the shortest head of an injected secret that
+// ScrubArgv takes for the secret when an argument ends with it.
+const minSecretPrefix = 8
+
+// ScrubArgv is argv (the kernel's copy of a program's first arguments,
+// each possibly cut short) as a record may carry it: an argument that
+// holds an injected secret, or ends with the first bytes of one (the
+// kernel cut it there), or looks like a credential is "[redacted]", and
+// credentials written into one ("--password=x", "Bearer x") are
+// scrubbed. A server passes what it was given on the command lines it
+// runs (mysql -pSECRET, curl -H "Authorization: Bearer $T").
+func ScrubArgv(argv []string, secrets []string) []string {
+	var out []string
+	for i, a := range argv {
+		s := a
+		if looksSecret(a, secrets) || endsWithSecretHead(a, secrets) {
+			s = "[redacted]"
+		} else {
+			s = scrubInline(a)
+		}
+		if s != a && out == nil {
+			out = append(make([]string, 0, len(argv)), argv[:i]...)
+		}
+		if out != nil {
+			out = append(out, s)
+		}
+	}
+	if out == nil {
+		return argv
+	}
+	return out
+}
+
+// endsWithSecretHead reports whether a ends with the first bytes (at
+// least minSecretPrefix of them) of one of secrets.
+func endsWithSecretHead(a string, secrets []string) bool {
+	for _, sec := range secrets {
+		for k := min(len(sec), len(a)); k >= minSecretPrefix; k-- {
+			if strings.HasSuffix(a, sec[:k]) {
+				return true
+			}
+		}
+	}
+	return false
+}

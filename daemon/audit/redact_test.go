@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,32 @@ func TestPrefiltersAgreeWithPatterns(t *testing.T) {
 		if got := looksSecret(s, nil); got != wantSecret {
 			t.Errorf("looksSecret(%q) = %v, patterns say %v", s, got, wantSecret)
 		}
+	}
+}
+
+// TestScrubArgv: what a server's command lines carry of its secrets is
+// not recorded (found by a red-team helper: process.exec records kept
+// argv as the kernel copied it).
+func TestScrubArgv(t *testing.T) {
+	secrets := []string{"s3cr3t-v4lue-0123456789abcdef", "hunter2hunter2"}
+	tests := []struct {
+		name string
+		argv []string
+		want []string
+	}{
+		{"nothing secret", []string{"ls", "-l", "/work"}, []string{"ls", "-l", "/work"}},
+		{"an injected value inside", []string{"mysql", "-phunter2hunter2", "db"}, []string{"mysql", "[redacted]", "db"}},
+		{"cut by the kernel after the secret's head", []string{"tool", "--key=s3cr3t-v4lue-012"}, []string{"tool", "[redacted]"}},
+		{"a head too short to tell", []string{"tool", "--key=s3cr3t"}, []string{"tool", "--key=s3cr3t"}},
+		{"a credential written in", []string{"curl", "-H", "Authorization: Bearer abcdef"}, []string{"curl", "-H", "Authorization: Bearer [redacted]"}},
+		{"password=", []string{"app", "--password=letmein"}, []string{"app", "--password=[redacted]"}},
+		{"a token by its look", []string{"gh", "ghp_0123456789abcdefghijABCD"}, []string{"gh", "[redacted]"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ScrubArgv(tt.argv, secrets); !slices.Equal(got, tt.want) {
+				t.Fatalf("ScrubArgv(%q) = %q, want %q", tt.argv, got, tt.want)
+			}
+		})
 	}
 }
