@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Remote are the keys of a server reached over streamable HTTP instead of
@@ -41,20 +42,55 @@ func (s *Server) URLForRecords() string {
 	return RedactURL(u)
 }
 
-// RedactURL is u without user info and with its query's values replaced
-// (a url may carry a credential: ?api_key=...), for records, logs and
-// errors.
+// RedactURL is u as records, logs and errors show it: a url may carry a
+// credential (capability urls: ?api_key=..., /mcp/sk-.../sse, a
+// fragment's #access_token=...). User info and the fragment are left
+// out, query values replaced, a query key without a value (?ghp_...)
+// replaced, and a path segment that may be a key (16 bytes or more,
+// letters and digits mixed) replaced (found by a red-team helper).
 func RedactURL(u *url.URL) string {
 	c := *u
 	c.User = nil
+	c.Fragment, c.RawFragment = "", ""
 	if c.RawQuery != "" {
-		q := c.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
+		kept := url.Values{}
+		for k, vs := range c.Query() {
+			if len(vs) == 1 && vs[0] == "" && !strings.Contains(c.RawQuery, k+"=") {
+				k = "REDACTED" // the key alone: it may be the credential
+			}
+			kept[k] = []string{"REDACTED"}
 		}
-		c.RawQuery = q.Encode()
+		c.RawQuery = kept.Encode()
+	}
+	if c.Path != "" {
+		segs := strings.Split(c.Path, "/")
+		for i, s := range segs {
+			if mayBeKey(s) {
+				segs[i] = "REDACTED"
+			}
+		}
+		c.Path, c.RawPath = strings.Join(segs, "/"), ""
 	}
 	return c.String()
+}
+
+// mayBeKey reports whether a url path segment may be a credential: 16
+// bytes or more with both letters and digits (an API key, a token, a
+// webhook's UUID). Words and versions ("mcp", "v1", "sse") are not.
+func mayBeKey(s string) bool {
+	if len(s) < 16 {
+		return false
+	}
+	letters, digits := false, false
+	for _, r := range s {
+		switch {
+		case unicode.IsLetter(r):
+			letters = true
+		case unicode.IsDigit(r):
+			digits = true
+		}
+	}
+	return letters && digits
 }
 
 // UserRemoteHostAllowed reports whether a user's own remote server may

@@ -211,6 +211,17 @@ func TestUserRemoteHosts(t *testing.T) {
 	if list := d.mustCLI(t, "servers"); !strings.Contains(list, "https://mcp.example.com/mcp") {
 		t.Fatalf("servers:\n%s", list)
 	}
+	// A capability url: the key in its path is in no
+	// record or listing (found by a red-team helper).
+	const key = "sk-ak-0123456789abcdef0123"
+	d.mustCLI(t, "server", "add", "zap", "--url", "https://actions.example.com/mcp/"+key+"/sse")
+	added := d.record(t, "server.add", func(r map[string]any) bool { return str(r, "server") == "zap" })
+	if u := str(added, "url"); u != "https://actions.example.com/mcp/REDACTED/sse" {
+		t.Fatalf("server.add url %q, want the key redacted", u)
+	}
+	if list := d.mustCLI(t, "servers"); strings.Contains(list, key) {
+		t.Fatalf("servers shows the url's key:\n%s", list)
+	}
 }
 
 // TestClientSetupDocker: a client's `docker run` entry (the official
