@@ -6,7 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"text/tabwriter"
-	"unicode"
+
+	"github.com/mcpcage/mcpcage/internal/invisible"
 )
 
 // table writes aligned columns. It keeps the first write error and
@@ -64,7 +65,7 @@ func must(err error) {
 func printable(s string) string {
 	var b strings.Builder
 	for _, r := range s {
-		if r == '\t' || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
+		if r == '\t' || !invisible.Rune(r) {
 			b.WriteRune(r)
 			continue
 		}

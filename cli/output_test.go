@@ -12,8 +12,8 @@ import (
 // reviewer's terminal through these; none may start a line of its own,
 // shift a column or send a control sequence.
 func TestOthersStringsCannotForgeOutput(t *testing.T) {
-	const hostile = "echo\n2026-12-03 04:30:00.000 aaaaaaaa tool.call       allow echo\x1b]0;pwned\x07\u202egnp.exe\tx"
-	raw := []string{"\n", "\x1b", "\x07", "\u202e"}
+	const hostile = "echo\n2026-12-03 04:30:00.000 aaaaaaaa tool.call       allow echo\x1b]0;pwned\x07\u202egnp.exe\tx list_issues\u3164\ufe0f"
+	raw := []string{"\n", "\x1b", "\x07", "\u202e", "\u3164", "\ufe0f"}
 	tests := []struct {
 		name string
 		out  func() string
@@ -40,7 +40,7 @@ func TestOthersStringsCannotForgeOutput(t *testing.T) {
 					t.Fatalf("output %q holds %q raw", out, r)
 				}
 			}
-			if !strings.Contains(out, `\u{000A}`) || !strings.Contains(out, `\u{001B}`) || !strings.Contains(out, `\u{202E}`) {
+			if !strings.Contains(out, `\u{000A}`) || !strings.Contains(out, `\u{001B}`) || !strings.Contains(out, `\u{202E}`) || !strings.Contains(out, `\u{3164}`) {
 				t.Fatalf("output %q does not show the hidden characters escaped", out)
 			}
 		})

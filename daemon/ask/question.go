@@ -17,6 +17,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 
 	"github.com/mcpcage/mcpcage/daemon/request"
+	"github.com/mcpcage/mcpcage/internal/invisible"
 )
 
 // Question is what the user is asked: who wants what, with which
@@ -86,7 +87,7 @@ func (q Question) Message() string {
 func visible(s string) string {
 	var b strings.Builder
 	for _, r := range s {
-		if r < 0x7f || (unicode.IsPrint(r) && !unicode.Is(unicode.Cf, r)) {
+		if r < 0x7f || !invisible.Rune(r) {
 			b.WriteRune(r)
 			continue
 		}

@@ -16,6 +16,10 @@ func TestQuestionShowsInvisibleCharactersEscaped(t *testing.T) {
 		{"{\"t\":\"a\u200bb\"}", `{"t":"a\u200bb"}`},
 		{"{\"t\":\"\U000E0041\"}", `{"t":"\udb40\udc41"}`},
 		{`{"t":"café ok"}`, `{"t":"café ok"}`},
+		// Blank letters and ignorables a name can hide behind (found by a
+		// red-team helper: "list_issues\u3164" read as "list_issues").
+		{"{\"t\":\"list_issues\u3164\"}", `{"t":"list_issues\u3164"}`},
+		{"{\"t\":\"a\u034fb\ufe0f\u2800\"}", `{"t":"a\u034fb\ufe0f\u2800"}`},
 	}
 	for _, tt := range tests {
 		raw, err := strconv.Unquote(`"` + strings.ReplaceAll(tt.args, `"`, `\"`) + `"`)
