@@ -255,6 +255,17 @@ func formatRecord(r map[string]any) string {
 		}
 		return ""
 	}
+	// What a client, a server or a user chose (a tool's or an agent's
+	// name, a path): one value, quoted when it could pass for more
+	// ("x agent=claude user=alice consent=c-1").
+	q := func(k string) string {
+		if m, ok := r[k].(map[string]any); ok {
+			if _, ok := truncated(m); ok {
+				return str(k) // the log's stand-in for a long value
+			}
+		}
+		return quoteValue(str(k))
+	}
 	ts := str("time")
 	if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
 		ts = t.Local().Format("2006-01-02 15:04:05.000")
@@ -269,12 +280,12 @@ func formatRecord(r map[string]any) string {
 	var detail string
 	switch {
 	case strings.HasPrefix(typ, "session."):
-		detail = fmt.Sprintf("server=%s agent=%s user=%s instance=%s", str("server"), str("agent"), str("user"), str("agent_instance"))
+		detail = fmt.Sprintf("server=%s agent=%s user=%s instance=%s", q("server"), q("agent"), q("user"), q("agent_instance"))
 		if typ == string(api.RecordSessionEnd) {
 			detail += fmt.Sprintf(" reason=%s exit=%s allowed=%s denied=%s", str("reason"), str("exit_code"), str("calls_allowed"), str("calls_denied"))
 		}
 	case typ == string(api.RecordToolCall):
-		detail = fmt.Sprintf("%s %s agent=%s user=%s", str("decision"), str("tool"), str("agent"), str("user"))
+		detail = fmt.Sprintf("%s %s agent=%s user=%s", str("decision"), q("tool"), q("agent"), q("user"))
 		if c := str("consent"); c != "" {
 			detail += " consent=" + c
 		}
@@ -283,10 +294,10 @@ func formatRecord(r map[string]any) string {
 		}
 		detail += " id=" + str("request_id")
 	case typ == string(api.RecordToolResult):
-		detail = fmt.Sprintf("%s id=%s error=%s %sB %sms", str("tool"), str("request_id"), str("is_error"), str("result_bytes"), str("latency_ms"))
+		detail = fmt.Sprintf("%s id=%s error=%s %sB %sms", q("tool"), q("request_id"), str("is_error"), str("result_bytes"), str("latency_ms"))
 	case strings.HasPrefix(typ, "file.") || strings.HasPrefix(typ, "process.") || strings.HasPrefix(typ, "net."):
 		indent = "    "
-		detail = fmt.Sprintf("%s[%s] %s%s%s", str("comm"), str("pid"), str("path"), str("addr"), argv(r))
+		detail = fmt.Sprintf("%s[%s] %s%s%s", q("comm"), str("pid"), q("path"), str("addr"), argv(r))
 		if a := str("action"); a != "" {
 			detail += " -> " + a + " (" + str("rule") + ")"
 		}
@@ -296,7 +307,7 @@ func formatRecord(r map[string]any) string {
 	case typ == audit.SegmentType:
 		detail = fmt.Sprintf("segment %s (segments from %s kept)", str("segment"), str("oldest_segment"))
 	case strings.HasPrefix(typ, "consent."):
-		detail = fmt.Sprintf("%s agent=%s server=%s user=%s by=%s", str("consent"), str("agent"), str("server"), str("user"), str("by"))
+		detail = fmt.Sprintf("%s agent=%s server=%s user=%s by=%s", str("consent"), q("agent"), q("server"), q("user"), q("by"))
 	default:
 		keys := make([]string, 0, len(r))
 		for k := range r {
@@ -308,7 +319,7 @@ func formatRecord(r map[string]any) string {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			detail += k + "=" + str(k) + " "
+			detail += k + "=" + q(k) + " "
 		}
 	}
 	// One line: what a client or a server chose (a tool's name, a path)
@@ -335,9 +346,19 @@ func argv(r map[string]any) string {
 	}
 	var parts []string
 	for _, x := range a {
-		parts = append(parts, fmt.Sprint(x))
+		parts = append(parts, quoteValue(fmt.Sprint(x)))
 	}
 	return " " + strings.Join(parts, " ")
+}
+
+// quoteValue is v in quotes (its quotes and backslashes escaped) when it
+// holds a space, '=' or a quote: it would read as more than one value.
+// Other characters are left for printable, which escapes the line.
+func quoteValue(v string) string {
+	if strings.ContainsAny(v, " =\"") {
+		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+	}
+	return v
 }
 
 func recordTime(line []byte) string {

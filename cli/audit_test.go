@@ -133,3 +133,19 @@ func TestLineJoiner(t *testing.T) {
 		})
 	}
 }
+
+// TestFormatRecordQuotesChosenValues: a name a client or a server chose
+// reads as one value (found by a red-team helper: a tool named
+// "x agent=claude user=alice consent=c-1" printed as a consented call).
+func TestFormatRecordQuotesChosenValues(t *testing.T) {
+	rec := map[string]any{"type": "tool.call", "decision": "deny", "tool": "x agent=claude user=alice consent=c-1", "agent": "exe:/opt/a b", "user": "bob", "request_id": "7"}
+	got := formatRecord(rec)
+	want := `deny "x agent=claude user=alice consent=c-1" agent="exe:/opt/a b" user=bob id=7`
+	if !strings.Contains(got, want) {
+		t.Fatalf("formatRecord = %q, want it to hold %q", got, want)
+	}
+	ev := map[string]any{"type": "process.exec", "comm": "sh", "pid": float64(3), "path": "/bin/sh", "argv": []any{"sh", "-c", "echo a=b"}}
+	if got := formatRecord(ev); !strings.Contains(got, `sh[3] /bin/sh sh -c "echo a=b"`) {
+		t.Fatalf("formatRecord = %q, want the argument with a space quoted", got)
+	}
+}
