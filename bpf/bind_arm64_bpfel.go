@@ -45,6 +45,7 @@ type bindSession struct {
 	OpensFolded  uint64
 	CallSlot     uint32
 	Pad          uint32
+	Throttled    uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -811,7 +811,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	}
 	if (!e) {
 		if (!admitted)
-			count_lost(LOST_THROTTLED);
+			throttled(s);
 		return 0;
 	}
 	const char *name = 0;
@@ -1169,7 +1169,7 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	else if (budget)
 		e = new_event(args.cgid, args.kind, false);
 	else
-		count_lost(LOST_THROTTLED); // (a denial below is reported all the same)
+		throttled(s); // (a denial below is reported all the same)
 	// Not reported (over the budget, or the ring is full but for its
 	// reserve): a successful change whose name the daemon had to check is
 	// reported from the reserve (marked when over the budget), and fails

@@ -109,6 +109,7 @@ struct session {
 	__u64 opens_folded; // opens folded into a recorded one (see recent_opens)
 	__u32 call_slot;    // the session's entry in cage.c's call_slots
 	__u32 pad;
+	__u64 throttled;    // events the session's budget refused (admit_event): not recorded
 };
 
 // Sessions registered at once, at most: the sessions map's size, and the
@@ -299,12 +300,20 @@ static __always_inline bool in_budget(struct session *s)
 	return __sync_fetch_and_add(&s->window_events, 1) < WINDOW_EVENTS;
 }
 
+// throttled counts an event the session's budget refused, for the host
+// and for the session (its end says how many).
+static __always_inline void throttled(struct session *s)
+{
+	count_lost(LOST_THROTTLED);
+	__sync_fetch_and_add(&s->throttled, 1);
+}
+
 // admit_event is in_budget, counting the events it refuses.
 static __always_inline bool admit_event(struct session *s)
 {
 	if (in_budget(s))
 		return true;
-	count_lost(LOST_THROTTLED);
+	throttled(s);
 	return false;
 }
 

@@ -186,6 +186,7 @@ type cageSession struct {
 	OpensFolded  uint64
 	CallSlot     uint32
 	Pad          uint32
+	Throttled    uint64
 }
 
 type cageSessionFlag uint32

@@ -113,6 +113,7 @@ type cageDirectSession struct {
 	OpensFolded  uint64
 	CallSlot     uint32
 	Pad          uint32
+	Throttled    uint64
 }
 
 type cageDirectUdpKey struct {

@@ -288,11 +288,26 @@ func (c *Cage) NewCall(cgid, n uint64) error {
 // a recorded one (see cage.c's recent_opens): deny-checked, not recorded
 // one by one. Read it before Unregister.
 func (c *Cage) OpensFolded(cgid uint64) (uint64, error) {
+	n, err := c.SessionCounts(cgid)
+	return n.OpensFolded, err
+}
+
+// SessionCounts are a session's counters in the kernel.
+type SessionCounts struct {
+	OpensFolded uint64 // see OpensFolded
+	// Throttled: events (opens, execs, connections, denials) the
+	// session's budget of events a second refused: not recorded, and
+	// counted for the session, not only for the host.
+	Throttled uint64
+}
+
+// SessionCounts reads the session's counters.
+func (c *Cage) SessionCounts(cgid uint64) (SessionCounts, error) {
 	var s cageSession
 	if err := c.objs.Sessions.Lookup(cgid, &s); err != nil {
-		return 0, fmt.Errorf("read session %d: %w", cgid, err)
+		return SessionCounts{}, fmt.Errorf("read session %d: %w", cgid, err)
 	}
-	return s.OpensFolded, nil
+	return SessionCounts{OpensFolded: s.OpensFolded, Throttled: s.Throttled}, nil
 }
 
 // Unchecked says whether a rename, link or change (see cage.c's

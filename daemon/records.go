@@ -188,7 +188,7 @@ func (s *session) sessionEndRecord(exit api.Exit) audit.Record {
 		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
 		"messages_in": st.Messages[relay.ClientToServer].Load(), "messages_out": st.Messages[relay.ServerToClient].Load(),
 		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load(),
-		"file_opens_folded": s.opensFolded, "kernel_records_dropped": s.recordsDropped.Load()})
+		"file_opens_folded": s.opensFolded, "kernel_records_dropped": s.recordsDropped.Load(), "kernel_events_throttled": s.eventsThrottled})
 }
 
 // claimsRecord: what the client says it is (its initialize or first

@@ -59,6 +59,7 @@ type session struct {
 	deniedKernel    atomic.Int64
 	recordsDropped  atomic.Int64  // its kernel events' records the audit queue had no room for
 	opensFolded     uint64        // opens deny-checked but folded into a recorded one (kernel)
+	eventsThrottled uint64        // kernel events the session's budget refused: not recorded
 	callEpoch       atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy        atomic.Value  // string: why the kernel killed the server
 	cgroupKilled    atomic.Bool   // killSession wrote cgroup.kill (once)
@@ -702,10 +703,13 @@ func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.
 		if !s.renameChecks.wait(kernelSyncWait) {
 			s.log.Warn("renames of the session are still being checked: their records may come after its end")
 		}
-		if n, err := d.cage.OpensFolded(s.cgid); err != nil {
-			s.log.Warn("kernel count of folded opens unavailable", "err", err)
+		if n, err := d.cage.SessionCounts(s.cgid); err != nil {
+			s.log.Warn("kernel counts of the session unavailable", "err", err)
 		} else {
-			s.opensFolded = n
+			s.opensFolded, s.eventsThrottled = n.OpensFolded, n.Throttled
+			if n.Throttled > 0 {
+				s.log.Warn("kernel events of the session not recorded: over its budget of events a second (opens, execs, connections among them)", "events", n.Throttled)
+			}
 		}
 		// A rename the full ring could not report: its mark goes with the
 		// session's kernel entry, so it is recorded now if not already.
