@@ -533,9 +533,10 @@ func (d *daemon) status(t *testing.T) api.Status {
 }
 
 // cgroupHooks are the links pinned and attached while no session runs:
-// connect4/6, sendmsg4/6 (egress), bind4/6, the listen ingress filter and
-// the routing-header egress filter.
-const cgroupHooks = 8
+// connect4/6, sendmsg4/6 (egress), bind4/6, the listen ingress filter,
+// the routing-header egress filter and the setsockopt filter (no
+// IP(V6)_FREEBIND).
+const cgroupHooks = 9
 
 func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	setup(t)
