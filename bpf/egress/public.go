@@ -26,6 +26,9 @@ var notPublic = []leftOut{
 	{netip.MustParsePrefix("10.0.0.0/8"), "private networks (RFC 1918)"},
 	{netip.MustParsePrefix("100.64.0.0/10"), "carrier-grade NAT (RFC 6598)"},
 	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	// Azure's WireServer answers each VM on a public address (VM agent,
+	// extensions and their settings, health); found by a red-team helper.
+	{netip.MustParsePrefix("168.63.129.16/32"), "Azure's WireServer (the VM's platform endpoint)"},
 	{netip.MustParsePrefix("169.254.0.0/16"), "link-local, and cloud metadata services"},
 	{netip.MustParsePrefix("172.16.0.0/12"), "private networks (RFC 1918)"},
 	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignments"},
