@@ -78,7 +78,10 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": srv.Command, "image": srv.Image, "args": srv.Args, "url": srv.URLForRecords(),
+		// A token given on the command line (--token ghp_...) is not
+		// recorded (found by a red-team helper).
+		scrub := func(argv []string) []string { return audit.ScrubArgv(argv, d.secretValues()) }
+		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": scrub(srv.Command), "image": srv.Image, "args": scrub(srv.Args), "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			fail(d.undoServerAdd(peer, srv.Name, stored, prev, err))
 			return

@@ -219,6 +219,13 @@ func TestUserRemoteHosts(t *testing.T) {
 	if u := str(added, "url"); u != "https://actions.example.com/mcp/REDACTED/sse" {
 		t.Fatalf("server.add url %q, want the key redacted", u)
 	}
+	// A token on a server's command line is in no record either.
+	const token = "ghp_0123456789abcdefghijABCDEFGH"
+	d.mustCLI(t, "server", "add", "withtoken", "--", "/bin/true", "--token", token)
+	tokenAdd := d.record(t, "server.add", func(r map[string]any) bool { return str(r, "server") == "withtoken" })
+	if args := fmt.Sprint(tokenAdd["command"], tokenAdd["args"]); strings.Contains(args, token) || !strings.Contains(args, "[redacted]") {
+		t.Fatalf("server.add command %v args %v: want the token redacted", tokenAdd["command"], tokenAdd["args"])
+	}
 	if list := d.mustCLI(t, "servers"); strings.Contains(list, key) {
 		t.Fatalf("servers shows the url's key:\n%s", list)
 	}
