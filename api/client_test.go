@@ -84,9 +84,16 @@ func TestDialChecksWhoServesTheSocket(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			// Listening, not only bound: the file exists from bind(2) on,
+			// and a connect before listen(2) is refused (CI of 635ed01
+			// dialled in between).
 			testenv.WaitFor(t, "the listener's socket", 10*time.Second, func() (bool, string) {
-				_, err := os.Stat(path)
-				return err == nil, ""
+				c, err := net.Dial("unix", path)
+				if err != nil {
+					return false, err.Error()
+				}
+				_ = c.Close()
+				return true, ""
 			})
 			c, err := Dial(path)
 			if tt.wantErr == "" {
