@@ -86,7 +86,7 @@ func TestAuditListingShowsHostileNamesEscaped(t *testing.T) {
 	var out string
 	testenv.WaitFor(t, "the denied call in mcpcage audit", 10*time.Second, func() (bool, string) {
 		out = d.mustCLI(t, "audit", "--type", "tool.call")
-		return strings.Contains(out, "deny echo"), out
+		return strings.Contains(out, `deny "echo`), out // quoted: the name holds spaces
 	})
 	for _, line := range strings.Split(out, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "2026-12-03 04:30:00.000") {
