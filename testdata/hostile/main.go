@@ -699,39 +699,42 @@ func hintRaceUnlink(dir, name string) error {
 // udpSRH sends "mcpcage-srh-ping" to final (an IPv6 [addr]:port) through
 // a segment routing header whose first segment is first.
 func udpSRH(first, final string) error {
-	to, err := netip.ParseAddrPort(final)
-	if err != nil {
-		return err
-	}
-	hop, err := netip.ParseAddr(first)
-	if err != nil {
-		return err
-	}
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	// next header, length (8-byte units past the first 8), type 4,
-	// segments left 1, last entry 1, flags, tag; then the segments in
-	// reverse order of travel: the final one first.
-	srh := []byte{0, 4, 4, 1, 1, 0, 0, 0}
-	a, b := to.Addr().As16(), hop.As16()
-	srh = append(append(srh, a[:]...), b[:]...)
-	if err := unix.SetsockoptString(fd, unix.IPPROTO_IPV6, unix.IPV6_RTHDR, string(srh)); err != nil {
-		return fmt.Errorf("setsockopt IPV6_RTHDR: %w", err)
-	}
-	return unix.Sendto(fd, []byte("mcpcage-srh-ping"), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: a})
+	return udp6Trick(first, final, "mcpcage-srh-ping", func(fd int, hop netip.Addr, to netip.AddrPort) error {
+		// next header, length (8-byte units past the first 8), type 4,
+		// segments left 1, last entry 1, flags, tag; then the segments in
+		// reverse order of travel: the final one first.
+		srh := []byte{0, 4, 4, 1, 1, 0, 0, 0}
+		a, b := to.Addr().As16(), hop.As16()
+		srh = append(append(srh, a[:]...), b[:]...)
+		if err := unix.SetsockoptString(fd, unix.IPPROTO_IPV6, unix.IPV6_RTHDR, string(srh)); err != nil {
+			return fmt.Errorf("setsockopt IPV6_RTHDR: %w", err)
+		}
+		return nil
+	})
 }
 
 // udpSpoof sends "mcpcage-spoof" from source (any IPv6 address, bound
 // with IPV6_FREEBIND) to final.
 func udpSpoof(source, final string) error {
+	return udp6Trick(source, final, "mcpcage-spoof", func(fd int, from netip.Addr, _ netip.AddrPort) error {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); err != nil {
+			return fmt.Errorf("setsockopt IPV6_FREEBIND: %w", err)
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: from.As16()}); err != nil {
+			return fmt.Errorf("bind %s: %w", from, err)
+		}
+		return nil
+	})
+}
+
+// udp6Trick sends payload to final (an IPv6 [addr]:port) from a UDP
+// socket that prepare has set up with the other address, addr.
+func udp6Trick(addr, final, payload string, prepare func(fd int, addr netip.Addr, to netip.AddrPort) error) error {
 	to, err := netip.ParseAddrPort(final)
 	if err != nil {
 		return err
 	}
-	from, err := netip.ParseAddr(source)
+	other, err := netip.ParseAddr(addr)
 	if err != nil {
 		return err
 	}
@@ -740,11 +743,8 @@ func udpSpoof(source, final string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); err != nil {
-		return fmt.Errorf("setsockopt IPV6_FREEBIND: %w", err)
+	if err := prepare(fd, other, to); err != nil {
+		return err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: from.As16()}); err != nil {
-		return fmt.Errorf("bind %s: %w", from, err)
-	}
-	return unix.Sendto(fd, []byte("mcpcage-spoof"), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16()})
+	return unix.Sendto(fd, []byte(payload), 0, &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16()})
 }
