@@ -61,9 +61,12 @@ struct ports {
 	__u16 rule; // index of the first rule that contributed, for the audit
 };
 
+// The egress tries of every session, keyed by cgroup id then address.
+// Shared by all users: egressbook.go bounds what one user's sessions hold
+// (an eighth each by default); entries are allocated as they are written.
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct lpm4);
 	__type(value, struct ports);
@@ -71,7 +74,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct lpm6);
 	__type(value, struct ports);

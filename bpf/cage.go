@@ -46,6 +46,8 @@ type Cage struct {
 	// directErr says why the programs read kernel structures by
 	// bpf_probe_read_kernel rather than by direct loads (nil: direct).
 	directErr error
+	// book: the egress entries written, per session and per owner.
+	book egressBook
 }
 
 // Options configure Load.

@@ -29,6 +29,9 @@ type EgressRule struct {
 
 // Policy is what the kernel enforces for one session.
 type Policy struct {
+	// Owner is the user the session runs for: the egress entries of one
+	// owner's sessions are bounded together (SetEgressBudget).
+	Owner       uint32
 	HostNetwork bool // egress rules apply (own netns sessions are isolated by the kernel)
 	Egress      []EgressRule
 	// DenyComponents are path component names whose opening kills the
@@ -59,6 +62,7 @@ func (c *Cage) Register(cgid uint64, p Policy) error {
 	if err != nil {
 		return err
 	}
+	c.book.open(cgid, p.Owner)
 	if err := c.SetEgress(cgid, p.Egress); err != nil {
 		return err
 	}
@@ -103,35 +107,62 @@ func denyLenBit(n int) uint32 { return 1 << min(n, 31) }
 // re-resolved). The new entries are written first and the ones no
 // longer wanted removed after, so a connection made meanwhile meets the
 // old rules or the new ones, never none. On an error the session keeps a
-// subset of both (nothing beyond either is ever allowed).
+// subset of both (nothing beyond either is ever allowed). Rules that
+// would take the session's owner past the egress budget are refused
+// before anything is written (ErrEgressBudget). The session must be
+// registered.
 func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 	entries, err := egressEntries(rules)
 	if err != nil {
 		return err
 	}
 	keep4, keep6 := map[cageLpm4]bool{}, map[cageLpm6]bool{}
-	for _, e := range entries {
-		var err error
+	type write struct {
+		v4   *cageLpm4
+		v6   *cageLpm6
+		port *cagePorts
+	}
+	writes := make([]write, 0, len(entries))
+	for i := range entries {
+		e := &entries[i]
 		if p := e.prefix; p.Addr().Is4() {
 			k := cageLpm4{Prefixlen: uint32(cgidBits + p.Bits())}
 			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As4()
 			keep4[k] = true
-			err = c.objs.Egress4.Put(&k, &e.ports)
+			writes = append(writes, write{v4: &k, port: &e.ports})
 		} else {
 			k := cageLpm6{Prefixlen: uint32(cgidBits + p.Bits())}
 			putCgid(k.Cgid[:], cgid)
 			k.Addr = p.Addr().As16()
 			keep6[k] = true
-			err = c.objs.Egress6.Put(&k, &e.ports)
-		}
-		if err != nil {
-			return fmt.Errorf("egress rule %s: %w", e.prefix, err)
+			writes = append(writes, write{v6: &k, port: &e.ports})
 		}
 	}
-	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid && !keep4[*k] })
-	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid && !keep6[*k] })
-	if err := errors.Join(err4, err6); err != nil {
+	b := &c.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.sessions[cgid]
+	if h == nil {
+		return fmt.Errorf("egress rules of session %d: the session is not registered", cgid)
+	}
+	if err := b.checkRoom(h, len(keep4), len(keep6)); err != nil {
+		return err
+	}
+	for i, w := range writes {
+		var err error
+		if w.v4 != nil {
+			b.set4(h, *w.v4) // booked first: a failed write is removed later too
+			err = c.objs.Egress4.Put(w.v4, w.port)
+		} else {
+			b.set6(h, *w.v6)
+			err = c.objs.Egress6.Put(w.v6, w.port)
+		}
+		if err != nil {
+			return fmt.Errorf("egress rule %s: %w", entries[i].prefix, err)
+		}
+	}
+	if err := b.removeWhere(h, c.objs.Egress4, c.objs.Egress6, keep4, keep6); err != nil {
 		return fmt.Errorf("delete old egress rules: %w", err)
 	}
 	return nil
@@ -141,9 +172,14 @@ func (c *Cage) SetEgress(cgid uint64, rules []EgressRule) error {
 // then reach nothing (what a failed SetEgress leaves must not stand).
 // Deleting needs no room in the tries.
 func (c *Cage) ClearEgress(cgid uint64) error {
-	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
-	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
-	return errors.Join(err4, err6)
+	b := &c.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.sessions[cgid]
+	if h == nil {
+		return nil // nothing written
+	}
+	return b.removeWhere(h, c.objs.Egress4, c.objs.Egress6, nil, nil)
 }
 
 // egressEntry is one entry of the kernel's LPM tries.
@@ -323,12 +359,19 @@ func (c *Cage) Unchecked(cgid uint64) (bool, error) {
 	return s.Flags&uint32(cageSessionFlagSESSION_UNCHECKED) != 0, nil
 }
 
+// deleteEgress removes session cgid's egress entries and its book.
 func (c *Cage) deleteEgress(cgid uint64) error {
-	err4 := deleteWhere(c.objs.Egress4, func(k *cageLpm4) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
-	err6 := deleteWhere(c.objs.Egress6, func(k *cageLpm6) bool { return binary.NativeEndian.Uint64(k.Cgid[:]) == cgid })
-	if err := errors.Join(err4, err6); err != nil {
+	b := &c.book
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.sessions[cgid]
+	if h == nil {
+		return nil
+	}
+	if err := b.removeWhere(h, c.objs.Egress4, c.objs.Egress6, nil, nil); err != nil {
 		return fmt.Errorf("delete egress rules: %w", err)
 	}
+	b.close(cgid)
 	return nil
 }
 

@@ -24,6 +24,20 @@ const DefaultPath = "/etc/mcpcage/config.toml"
 // EnvPath names the environment variable that overrides DefaultPath.
 const EnvPath = "MCPCAGE_CONFIG"
 
+// Bounds of [daemon] egress_entries_per_user. The kernel's egress tries
+// (one for IPv4, one for IPv6) hold MaxEgressEntriesPerUser entries each
+// for every session of every user (package bpf's EgressTrieEntries); by
+// default one user's sessions may take an eighth.
+const (
+	DefaultEgressEntriesPerUser = MaxEgressEntriesPerUser / 8
+	MaxEgressEntriesPerUser     = 65536
+)
+
+// MaxEgressList bounds one server's egress list: every entry is a rule,
+// or many (a host name's addresses, "public"'s ranges), in the kernel's
+// shared tries and in each update of the session's rules.
+const MaxEgressList = 1024
+
 // Config is the whole configuration.
 type Config struct {
 	Daemon  Daemon             `toml:"daemon"`
@@ -49,8 +63,13 @@ type Daemon struct {
 	// MaxSessionsPerUser bounds the sessions (mcpcage run) one user has
 	// at once, counting a session until its relay let go of the client's
 	// files.
-	MaxSessionsPerUser int    `toml:"max_sessions_per_user"`
-	LogLevel           string `toml:"log_level"`
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
+	// EgressEntriesPerUser bounds the entries of the kernel's egress
+	// tries (one per address range or resolved address, per session and
+	// address family) that one user's host-network sessions hold
+	// together: the tries are shared by every user.
+	EgressEntriesPerUser int    `toml:"egress_entries_per_user"`
+	LogLevel             string `toml:"log_level"`
 	// Landlock: "auto" (use it when the kernel has it), "off", "require".
 	Landlock LandlockMode `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
@@ -259,32 +278,33 @@ const (
 func Default() *Config {
 	return &Config{
 		Daemon: Daemon{
-			Socket:              "/run/mcpcage/mcpcage.sock",
-			StateDir:            "/var/lib/mcpcage",
-			ContainerdAddress:   "/run/containerd/containerd.sock",
-			ContainerdNamespace: "mcpcage",
-			MaxMessageBytes:     64 << 20,
-			StopTimeout:         Duration(2 * time.Second),
-			MaxSessionsPerUser:  64,
-			LogLevel:            "info",
-			Landlock:            LandlockAuto,
-			DefaultDecision:     DecisionDeny,
-			AuditLog:            "/var/log/mcpcage/audit.jsonl",
-			AuditSync:           AuditSyncAlways,
-			AuditSyncInterval:   Duration(time.Second),
-			AuditMaxSize:        64 << 20,
-			AuditKeep:           10,
-			AuditArguments:      AuditArgsRedacted,
-			MetricsAddress:      "127.0.0.1:9464",
-			WarmSandboxes:       4,
-			WarmIdle:            Duration(10 * time.Minute),
-			WarmMemory:          128 << 20,
-			ObserverLinger:      Duration(30 * time.Second),
-			UserRemoteHosts:     []string{"*"},
-			AskTimeout:          Duration(2 * time.Minute),
-			AskDuration:         Duration(8 * time.Hour),
-			AskPerMinute:        5,
-			PendingTTL:          Duration(time.Hour),
+			Socket:               "/run/mcpcage/mcpcage.sock",
+			StateDir:             "/var/lib/mcpcage",
+			ContainerdAddress:    "/run/containerd/containerd.sock",
+			ContainerdNamespace:  "mcpcage",
+			MaxMessageBytes:      64 << 20,
+			StopTimeout:          Duration(2 * time.Second),
+			MaxSessionsPerUser:   64,
+			EgressEntriesPerUser: DefaultEgressEntriesPerUser,
+			LogLevel:             "info",
+			Landlock:             LandlockAuto,
+			DefaultDecision:      DecisionDeny,
+			AuditLog:             "/var/log/mcpcage/audit.jsonl",
+			AuditSync:            AuditSyncAlways,
+			AuditSyncInterval:    Duration(time.Second),
+			AuditMaxSize:         64 << 20,
+			AuditKeep:            10,
+			AuditArguments:       AuditArgsRedacted,
+			MetricsAddress:       "127.0.0.1:9464",
+			WarmSandboxes:        4,
+			WarmIdle:             Duration(10 * time.Minute),
+			WarmMemory:           128 << 20,
+			ObserverLinger:       Duration(30 * time.Second),
+			UserRemoteHosts:      []string{"*"},
+			AskTimeout:           Duration(2 * time.Minute),
+			AskDuration:          Duration(8 * time.Hour),
+			AskPerMinute:         5,
+			PendingTTL:           Duration(time.Hour),
 		},
 		Servers: map[string]*Server{},
 		Agents:  map[string]*Agent{},
@@ -384,6 +404,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.MaxSessionsPerUser < 1 || d.MaxSessionsPerUser > 512 {
 		bad(fmt.Sprintf("must be between 1 and 512, got %d", d.MaxSessionsPerUser), "daemon", "max_sessions_per_user")
+	}
+	if d.EgressEntriesPerUser < 16 || d.EgressEntriesPerUser > MaxEgressEntriesPerUser {
+		bad(fmt.Sprintf("must be between 16 and %d (the kernel's egress tries hold %d entries each, for every user), got %d", MaxEgressEntriesPerUser, MaxEgressEntriesPerUser, d.EgressEntriesPerUser), "daemon", "egress_entries_per_user")
 	}
 	if d.StopTimeout <= 0 || time.Duration(d.StopTimeout) > 5*time.Minute {
 		bad(fmt.Sprintf("must be between 0 and 5m, got %s", time.Duration(d.StopTimeout)), "daemon", "stop_timeout")

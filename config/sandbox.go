@@ -73,6 +73,9 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 	default:
 		bad(fmt.Sprintf(`must be "none" or "host", got %q`, s.Network), "network")
 	}
+	if len(s.Egress) > MaxEgressList {
+		bad(fmt.Sprintf("has %d entries, at most %d: use address ranges (\"203.0.113.0/24:443\") or \"public:PORT\" for many addresses", len(s.Egress), MaxEgressList), "egress")
+	}
 	for _, e := range s.Egress {
 		if _, err := egress.Parse(e); err != nil {
 			bad(err.Error(), "egress")

@@ -84,6 +84,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 		d.ingressErr = ingressErr.Error()
 		d.log.Warn("listen control: binds are checked, but a TCP listener on an ephemeral port stays reachable from the host (cgroup_skb/ingress refused)", "err", ingressErr)
 	}
+	cage.SetEgressBudget(d.conf().Daemon.EgressEntriesPerUser)
 	d.cage = cage
 	d.cgroupRoot = root
 	if r := d.ebpfHooks[probe.LSM]; r.OK {
@@ -301,8 +302,18 @@ func (d *Daemon) policyFor(ctx context.Context, srv *config.Server) (p bpf.Polic
 	if err != nil {
 		return p, nil, nil, err
 	}
+	warnAddrsDropped(d.log.With("server", srv.Name), tracker, 0)
 	p.Egress, refused = kernelRules(rules, d.log)
 	return p, tracker, refused, nil
+}
+
+// warnAddrsDropped says when host names answered with more addresses
+// than a name keeps (egress.MaxAddrsPerName) since the tracker had
+// dropped addresses let go.
+func warnAddrsDropped(log *slog.Logger, tracker *egress.Tracker, dropped int) {
+	if n := tracker.Dropped() - dropped; n > 0 {
+		log.Warn("an egress host name answered with more addresses than are kept: connections to those let go are refused", "dropped", n, "kept_per_name", egress.MaxAddrsPerName)
+	}
 }
 
 // builtinRule is the kernel's rule index of the built-in egress rules:
@@ -382,6 +393,7 @@ const hostCheckEvery = 5 * time.Second
 // host's resolvers and addresses are checked every hostCheckEvery.
 func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.EgressRule) {
 	last := first
+	dropped := tracker.Dropped() // policyFor said those
 	for {
 		now := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
@@ -390,6 +402,8 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.Eg
 		if err != nil {
 			s.log.Warn("re-resolving egress host names failed; the last answer stays in force until the servers answer", "err", err)
 		}
+		warnAddrsDropped(s.log, tracker, dropped)
+		dropped = tracker.Dropped()
 		next, refused := kernelRules(rules, s.log)
 		s.setRefusedAnswers(refused)
 		if !slices.EqualFunc(next, last, sameEgressRule) {

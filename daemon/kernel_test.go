@@ -76,3 +76,12 @@ func TestKernelCheckedName(t *testing.T) {
 		})
 	}
 }
+
+// The configuration's bounds of egress_entries_per_user are the kernel's:
+// its tries' capacity, and the cage's default budget.
+func TestEgressBudgetBoundsAreTheKernels(t *testing.T) {
+	if config.MaxEgressEntriesPerUser != bpf.EgressTrieEntries || config.DefaultEgressEntriesPerUser != bpf.DefaultEgressBudget {
+		t.Fatalf("config: at most %d, default %d; the kernel's tries hold %d, the cage's default is %d",
+			config.MaxEgressEntriesPerUser, config.DefaultEgressEntriesPerUser, bpf.EgressTrieEntries, bpf.DefaultEgressBudget)
+	}
+}

@@ -15,6 +15,7 @@ func (d *Daemon) registerKernel(s *session, pid uint32, cgroupsPath string, poli
 	if err != nil {
 		return fmt.Errorf("find the session's cgroup: %w", err)
 	}
+	policy.Owner = s.peer.UID // its egress entries count against this user's budget
 	if err := d.cage.Register(cgid, policy); err != nil {
 		return errors.Join(err, d.cage.Unregister(cgid))
 	}

@@ -107,6 +107,12 @@ func (d *Daemon) reload(path string, explicit bool) {
 	}
 	next.Daemon = b
 	d.cfg.Store(next)
+	if d.cage != nil {
+		// Sessions over a smaller budget keep their rules until their
+		// next update, which is then refused (they reach nothing until
+		// it fits).
+		d.cage.SetEgressBudget(b.EgressEntriesPerUser)
+	}
 	d.consents.Invalidate()
 	d.warm.flush() // built from the previous configuration
 	d.collectImagesSoon()

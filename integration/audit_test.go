@@ -138,10 +138,7 @@ func TestAuditStory(t *testing.T) {
 	}
 	// Another user sees none of root's records.
 	uid, _ := testUser(t)
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "chmod")
-	}
-	must(t, os.Chmod(d.socket, 0o666), "chmod socket")
+	d.openToOtherUsers(t)
 	if out, err := d.cli(t, uid, "audit", "--json"); err != nil || strings.Contains(out, `"user":"root"`) {
 		t.Fatalf("a user read another user's audit records: %v\n%.500s", err, out)
 	}

@@ -241,10 +241,7 @@ func TestClientSetupDocker(t *testing.T) {
 	uid, userHome := testUser(t)
 	const ref, token = "docker.io/mcpcage/testserver:setup", "ghp_itest_0123456789abcdef"
 	d := startDaemon(t, "[daemon]\nuser_images = [\"docker.io/mcpcage/*\"]\n")
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "chmod")
-	}
-	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	d.openToOtherUsers(t)
 	archive := ociArchiveWith(t, ref, map[string]any{"Env": []string{"PATH=/bin"}, "Entrypoint": []string{"/bin/testserver"},
 		"Cmd": []string{"--from-cmd"}, "WorkingDir": "/etc"})
 	if out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "import", archive).CombinedOutput(); err != nil {

@@ -201,10 +201,7 @@ func TestConsentAgentsAndUsers(t *testing.T) {
 
 	// Root's grant does not cover another user's sessions.
 	id := strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "*"))
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "chmod")
-	}
-	must(t, os.Chmod(d.socket, 0o666), "chmod socket")
+	d.openToOtherUsers(t)
 	other := d.connectAs(t, "test", uid)
 	if got, isErr := callText(t, other, "echo", map[string]any{"text": "x"}); !isErr || !strings.Contains(got, "user mcpcage-itest") {
 		t.Fatalf("second user used the first user's grant: %q", got)

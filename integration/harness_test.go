@@ -488,6 +488,16 @@ func (d *daemon) waitClean(what string) {
 	})
 }
 
+// openToOtherUsers lets users other than root reach d: its directories
+// and its socket (a test user's shim, CLI or server).
+func (d *daemon) openToOtherUsers(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{env.work, d.dir} {
+		must(t, os.Chmod(p, 0o755), "open %s to other users", p)
+	}
+	must(t, os.Chmod(d.socket, 0o666), "open the daemon's socket to other users")
+}
+
 // waitLog waits for a substring in the daemon's log.
 func (d *daemon) waitLog(sub string) {
 	d.t.Helper()

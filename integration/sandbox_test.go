@@ -140,10 +140,7 @@ func TestLimits(t *testing.T) {
 func TestNonRootDelegatorRunsAsThemself(t *testing.T) {
 	uid, home := testUser(t)
 	d := startDaemon(t, "")
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "open %s to the test user", p)
-	}
-	must(t, os.Chmod(d.socket, 0o666), "open the test socket to the test user")
+	d.openToOtherUsers(t)
 	must(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o700), "mkdir")
 	must(t, os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), []byte("PRIVATE KEY"), 0o600), "plant key")
 	must(t, os.Chown(filepath.Join(home, ".ssh", "id_ed25519"), uid, uid), "chown")

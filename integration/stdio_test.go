@@ -108,10 +108,7 @@ func TestStdioFramedFallback(t *testing.T) {
 func TestForeignSocketStaysWithTheShim(t *testing.T) {
 	uid, _ := testUser(t)
 	d := startDaemon(t, "[servers.noisy]\ncommand = [\"/bin/sh\", \"-c\", \"echo LINE-FROM-THE-SERVER >&2; cat\"]\n")
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "chmod")
-	}
-	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	d.openToOtherUsers(t)
 	path := filepath.Join(t.TempDir(), "journal-stdout")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	must(t, err, "listen")

@@ -37,10 +37,7 @@ func TestWarmSandboxes(t *testing.T) {
 	must(t, os.Chmod(data, 0o755), "open %s", data)
 	d := startDaemon(t, fmt.Sprintf("[servers.warm]\ncommand = [%q]\nenv = { API_TOKEN = \"secret:warm-token\" }\nmounts = [{ source = %q, target = \"/data\" }]\n",
 		filepath.Join(env.bin, "testserver"), current))
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "open %s to the test user", p)
-	}
-	must(t, os.Chmod(d.socket, 0o666), "open the test socket to the test user")
+	d.openToOtherUsers(t)
 	setSecret := func(value string) {
 		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "secret", "set", "warm-token", "--socket", d.socket)
 		cmd.Stdin = strings.NewReader(value + "\n")

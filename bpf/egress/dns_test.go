@@ -224,3 +224,83 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("literal entries: %v %v %v", rules, next, err)
 	}
 }
+
+// A name's zone chooses its answers: one answer with thousands of
+// addresses, or answers that change at every look-up (one record with the
+// shortest TTL makes the tracker ask again each second, the others stay an
+// hour), grew a session's rules without bound, each an entry of the
+// kernel's shared egress tries. At most MaxAddrsPerName are kept: the
+// latest answer's first, then those expiring last.
+func TestTrackerBoundsAddressesPerName(t *testing.T) {
+	entries, err := ParseAll([]string{"many.example.test:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{44, 1, byte(i >> 8), byte(i)}) }
+	answer := func(from, n int, ttl time.Duration) []Answer {
+		var out []Answer
+		for i := from; i < from+n; i++ {
+			out = append(out, Answer{Addr: addr(i), TTL: ttl})
+		}
+		return out
+	}
+	t0 := time.Unix(1000, 0)
+	ctx := context.Background()
+	tests := []struct {
+		name        string
+		answers     [][]Answer // one per look-up, a second apart
+		wantKept    []netip.Addr
+		wantDropped int
+	}{
+		{name: "one answer within the bound", answers: [][]Answer{answer(0, 8, time.Hour)}, wantDropped: 0},
+		{name: "one huge answer", answers: [][]Answer{answer(0, 300, time.Hour)}, wantKept: []netip.Addr{addr(0), addr(63)}, wantDropped: 300 - MaxAddrsPerName},
+		{name: "the same address many times in one answer", answers: [][]Answer{append(answer(0, 1, time.Hour), answer(0, 1, time.Hour)[0], answer(0, 1, time.Hour)[0])}, wantDropped: 0},
+		{
+			name: "answers that change at every look-up",
+			answers: func() [][]Answer {
+				var out [][]Answer
+				for i := range 20 {
+					a := answer(1000+i*10, 10, time.Hour)
+					a[0].TTL = time.Second // the name is asked again a second later
+					out = append(out, a)
+				}
+				return out
+			}(),
+			wantKept:    []netip.Addr{addr(1000 + 19*10), addr(1000 + 19*10 + 9)}, // the latest answer is whole
+			wantDropped: 20*10 - MaxAddrsPerName - 19,                             // and the 19 one-second records expired
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeLookup{answers: map[string][]Answer{}}
+			tr := NewTracker(entries, f.lookup)
+			var rules []Rule
+			for i, a := range tt.answers {
+				f.answers["many.example.test"] = a
+				var err error
+				rules, _, err = tr.Refresh(ctx, t0.Add(time.Duration(i)*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(rules) > MaxAddrsPerName {
+					t.Fatalf("after look-up %d: %d addresses kept, want at most %d", i+1, len(rules), MaxAddrsPerName)
+				}
+			}
+			if f.calls != len(tt.answers) {
+				t.Fatalf("%d look-ups, want %d", f.calls, len(tt.answers))
+			}
+			kept := map[netip.Addr]bool{}
+			for _, r := range rules {
+				kept[r.Prefix.Addr()] = true
+			}
+			for _, a := range tt.wantKept {
+				if !kept[a] {
+					t.Errorf("%s not kept (kept %d)", a, len(kept))
+				}
+			}
+			if tr.Dropped() != tt.wantDropped {
+				t.Errorf("Dropped() = %d, want %d", tr.Dropped(), tt.wantDropped)
+			}
+		})
+	}
+}

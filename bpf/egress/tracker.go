@@ -20,6 +20,18 @@ const (
 	RetryAfter = 5 * time.Second
 )
 
+// MaxAddrsPerName bounds the addresses one host name keeps allowed at
+// once. Whoever runs a name's zone chooses its answers: one answer can
+// hold thousands of addresses (over TCP), and answers that change at
+// every look-up with a short TTL on one record and the longest on the
+// others would each add theirs for an hour. Every address takes an entry
+// of the kernel's egress tries, which all sessions share, and memory of
+// the daemon's. Past the bound the addresses of the latest answer are
+// kept first (in its order), then those expiring last; the others are
+// let go (Dropped counts them). Round-robin names of large services
+// answer with 8 or fewer addresses at a time.
+const MaxAddrsPerName = 64
+
 // Tracker keeps a session's egress rules current: each address a host
 // name resolved to stays allowed until its record's TTL runs out, and the
 // name is looked up again at the earliest expiry.
@@ -29,6 +41,7 @@ type Tracker struct {
 	addrs   map[int]map[netip.Addr]resolved // entry index -> address -> its last answer
 	retry   map[int]time.Time               // entry index -> next attempt after a failure
 	stale   map[int]bool                    // entry index -> serve expired addresses (servers unreachable)
+	dropped int                             // addresses let go past MaxAddrsPerName, in all
 }
 
 // resolved is what the Tracker keeps of an address a name resolved to.
@@ -74,9 +87,17 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 			seen = map[netip.Addr]resolved{}
 			t.addrs[e.Index] = seen
 		}
+		fresh := make([]netip.Addr, 0, min(len(answers), MaxAddrsPerName))
 		for _, a := range answers {
-			exp := now.Add(min(max(a.TTL, MinTTL), MaxTTL))
 			addr := a.Addr.Unmap()
+			if !slices.Contains(fresh, addr) {
+				if len(fresh) == MaxAddrsPerName {
+					t.dropped++ // past the bound in this answer alone
+					continue
+				}
+				fresh = append(fresh, addr)
+			}
+			exp := now.Add(min(max(a.TTL, MinTTL), MaxTTL))
 			r, ok := seen[addr]
 			if !ok || exp.After(r.expires) {
 				r.expires = exp
@@ -84,6 +105,7 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 			r.trusted = a.Trusted // the latest answer says where it came from
 			seen[addr] = r
 		}
+		t.dropped += keepAtMost(seen, fresh, MaxAddrsPerName, now)
 	}
 	for _, e := range t.entries {
 		ports := e.ports()
@@ -114,6 +136,43 @@ func (t *Tracker) Refresh(ctx context.Context, now time.Time) (rules []Rule, nex
 		}
 	}
 	return rules, next, errors.Join(errs...)
+}
+
+// Dropped is how many addresses host names resolved to were let go past
+// MaxAddrsPerName since the tracker began.
+func (t *Tracker) Dropped() int { return t.dropped }
+
+// keepAtMost lets go of addresses of seen past max: those of the latest
+// answer (fresh) stay first, then those expiring last. Addresses expired
+// at now go first and are not counted (they would go anyway: a fresh
+// answer came). It returns how many live addresses went.
+func keepAtMost(seen map[netip.Addr]resolved, fresh []netip.Addr, max int, now time.Time) int {
+	if len(seen) <= max {
+		return 0
+	}
+	older := make([]netip.Addr, 0, len(seen))
+	for a, r := range seen {
+		switch {
+		case slices.Contains(fresh, a):
+		case !r.expires.After(now):
+			delete(seen, a)
+		default:
+			older = append(older, a)
+		}
+	}
+	slices.SortFunc(older, func(a, b netip.Addr) int {
+		if c := seen[b].expires.Compare(seen[a].expires); c != 0 {
+			return c // expiring last first
+		}
+		return a.Compare(b)
+	})
+	room := max - min(len(fresh), max)
+	gone := 0
+	for _, a := range older[min(room, len(older)):] {
+		delete(seen, a)
+		gone++
+	}
+	return gone
 }
 
 // due reports whether entry i's name should be looked up at now.
