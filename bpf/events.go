@@ -186,9 +186,14 @@ type Event struct {
 	Allowed bool
 	// Rule is the index of the egress or deny_paths rule involved.
 	Rule uint32
-	// Exec: argv of the new image (NUL-separated in the kernel).
+	// Exec: argv of the new image (NUL-separated in the kernel), its
+	// first arguments, each cut at ArgvCut bytes.
 	Argv []string
 }
+
+// ArgvCut is how many bytes of an argument Event.Argv keeps: one of that
+// length may have been longer.
+const ArgvCut = len(cageArgvHead{}.Slot[0]) - 1
 
 // bootTime converts the kernel's monotonic clock to wall time.
 var bootTime = func() time.Time {

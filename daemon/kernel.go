@@ -503,11 +503,13 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 	if len(ev.Argv) > 0 {
 		// What the session's server was given may be on its command
 		// lines (mysql -pSECRET): never in a record or a trace.
+		// Only the values the server was given count for arguments the
+		// kernel cut (see audit.ScrubArgv): what it runs is chosen.
 		secrets := d.secretValues()
 		if s.policy != nil {
 			secrets = s.policy.secretValues()
 		}
-		ke.Argv = audit.ScrubArgv(ev.Argv, secrets)
+		ke.Argv = audit.ScrubArgv(ev.Argv, bpf.ArgvCut, s.injected, secrets)
 	}
 	switch ev.Kind {
 	case bpf.KindFileOpen, bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink,

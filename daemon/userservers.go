@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -79,8 +80,12 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 		// A token given on the command line (--token ghp_...) is not
-		// recorded (found by a red-team helper).
-		scrub := func(argv []string) []string { return audit.ScrubArgv(argv, d.secretValues()) }
+		// recorded (found by a red-team helper): credentials by their
+		// look, and whole values of the user's own secrets and the
+		// daemon's (never their heads: the user chose these words, see
+		// audit.ScrubArgv).
+		own := dirValues(filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(peer.UID), 10)))
+		scrub := func(argv []string) []string { return audit.ScrubArgv(argv, 0, nil, append(own, d.secretValues()...)) }
 		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": scrub(srv.Command), "image": srv.Image, "args": scrub(srv.Args), "url": srv.URLForRecords(),
 			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
 			fail(d.undoServerAdd(peer, srv.Name, stored, prev, err))

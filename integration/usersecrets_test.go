@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,10 +20,7 @@ func userDaemon(t *testing.T, opts ...func(*daemon)) (int, *daemon) {
 	setup(t)
 	uid, _ := testUser(t)
 	d := startDaemon(t, "", opts...)
-	for _, p := range []string{env.work, d.dir} {
-		must(t, os.Chmod(p, 0o755), "chmod")
-	}
-	must(t, os.Chmod(d.socket, 0o666), "open the socket to the test user")
+	d.openToOtherUsers(t)
 	return uid, d
 }
 
@@ -118,5 +117,47 @@ func TestUserSecretsAreTheirOwn(t *testing.T) {
 	}
 	if out := d.mustCLI(t, "secret", "ls"); strings.TrimSpace(out) != "github" {
 		t.Fatalf("the user's rm touched root's store: %q", out)
+	}
+}
+
+// TestServerAddTellsNothingOfOthersSecrets: the record of `mcpcage server
+// add`, which its user reads, redacted an argument that ended with the
+// first 8 or more bytes of any secret of the daemon's: one add with an
+// argument for each next character read the administrator's secret out,
+// byte by byte (found by a red-team helper: a 41-byte key in 33 adds).
+// Now only whole values are redacted there.
+func TestServerAddTellsNothingOfOthersSecrets(t *testing.T) {
+	uid, d := userDaemon(t)
+	const adminValue = "sk_live_51Hx9QzL2bT7vK4mN8pR3sW6yA1cE5gJ0"
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "secret", "set", "stripe")
+	cmd.Stdin = strings.NewReader(adminValue + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("root: secret set: %v %s", err, out)
+	}
+	probes := []string{"Qsk_live_4", "Qsk_live_5", "Qsk_live_51", "Qsk_live_51Hx9QzL2b"}
+	if out, err := d.cli(t, uid, append([]string{"server", "add", "probe", "--", "/bin/true"}, probes...)...); err != nil {
+		t.Fatalf("server add as the user: %v %s", err, out)
+	}
+	out, err := d.cli(t, uid, "audit", "--json", "--type", "server.add")
+	if err != nil {
+		t.Fatalf("the user's audit: %v %s", err, out)
+	}
+	var command []any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r map[string]any
+		must(t, json.Unmarshal([]byte(line), &r), "parse %q", line)
+		if r["server"] == "probe" {
+			command, _ = r["command"].([]any)
+		}
+	}
+	want := append([]any{"/bin/true"}, func() []any {
+		var out []any
+		for _, p := range probes {
+			out = append(out, p)
+		}
+		return out
+	}()...)
+	if !slices.Equal(command, want) {
+		t.Fatalf("the user's server.add record has command %q, want %q as typed (a redacted probe tells the administrator's secret)", command, want)
 	}
 }

@@ -278,22 +278,32 @@ func ValuesRedacted(args map[string]any, secrets []string) (_ any, changed bool)
 	return walk(args), changed
 }
 
-// minSecretPrefix is the shortest head of an injected secret that
-// ScrubArgv takes for the secret when an argument ends with it.
+// minSecretPrefix is the shortest head of a held secret that ScrubArgv
+// takes for the secret when a cut argument ends with it.
 const minSecretPrefix = 8
 
 // ScrubArgv is argv (the kernel's copy of a program's first arguments,
-// each possibly cut short) as a record may carry it: an argument that
-// holds an injected secret, or ends with the first bytes of one (the
-// kernel cut it there), or looks like a credential is "[redacted]", and
-// credentials written into one ("--password=x", "Bearer x") are
-// scrubbed. A server passes what it was given on the command lines it
-// runs (mysql -pSECRET, curl -H "Authorization: Bearer $T").
-func ScrubArgv(argv []string, secrets []string) []string {
+// each cut at cut bytes when longer; 0: never cut) as a record may carry
+// it: an argument that holds one of the secrets, or looks like a
+// credential, is "[redacted]", and credentials written into one
+// ("--password=x", "Bearer x") are scrubbed. A server passes what it was
+// given on the command lines it runs (mysql -pSECRET, curl -H
+// "Authorization: Bearer $T").
+//
+// held are the values the program was given itself: an argument the
+// kernel cut (exactly cut bytes long) that ends with the first bytes of
+// one of them (minSecretPrefix or more) is taken for it. Only those: the
+// test answers, of an argument whoever runs the program chooses, whether
+// it ends with the head of a secret, one byte at a time; tried against
+// secrets the program was not given, it read the administrator's secrets
+// out of the audit log to any user who could add a server (found by a
+// red-team helper). Of others only a whole value is redacted, which
+// tells nothing to someone who does not know it already.
+func ScrubArgv(argv []string, cut int, held, others []string) []string {
 	var out []string
 	for i, a := range argv {
 		s := a
-		if looksSecret(a, secrets) || endsWithSecretHead(a, secrets) {
+		if looksSecret(a, held) || looksSecret(a, others) || (cut > 0 && len(a) == cut && endsWithSecretHead(a, held)) {
 			s = "[redacted]"
 		} else {
 			s = scrubInline(a)
