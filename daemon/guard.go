@@ -919,6 +919,11 @@ func (p *sessionPolicy) errorInfluence(e *wire.Envelope, msg []byte, method stri
 	case request.ToolsCall:
 		c, ok := p.takeCall(id)
 		if !ok {
+			// An error answering no call this policy let through: scanned
+			// as any reply (see FromServer).
+			if why := p.passingInfluence(flow.Reply, method, "", e.Error.Of(msg)); why != "" {
+				return relay.Verdict{Replace: refusedResult(id, method, why)}, true
+			}
 			return relay.Verdict{}, false
 		}
 		p.d.newCall(p.s) // the call ended: later opens are not its

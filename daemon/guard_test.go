@@ -242,7 +242,8 @@ func BenchmarkPolicyCall(b *testing.B) {
 // Every answer a server gives is scanned, not only the results that
 // carry data: an error instead of a result (whose message quotes what it
 // was asked) and the result of a request that should carry nothing
-// (ping, logging/setLevel, a method mcpcage does not know). A suspect
+// (ping, logging/setLevel, a method mcpcage does not know), and a
+// tools/call answer to no call the policy let through. A suspect
 // one is withheld under on_suspect = "quarantine-tool", recorded as an
 // influence.suspect of kind reply; a plain one passes untouched.
 func TestRepliesAreScanned(t *testing.T) {
@@ -274,6 +275,8 @@ func TestRepliesAreScanned(t *testing.T) {
 		{"a ping's result", "ping", `{"jsonrpc":"2.0","id":4,"result":{"note":` + q + `}}`, true},
 		{"a logging/setLevel result", "logging/setLevel", `{"jsonrpc":"2.0","id":5,"result":{"_meta":{"hint":` + q + `}}}`, true},
 		{"the result of a method mcpcage does not know", "vendor/thing", `{"jsonrpc":"2.0","id":6,"result":{"text":` + q + `}}`, true},
+		{"a tools/call result answering no call let through", "tools/call", `{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":` + q + `}]}}`, true},
+		{"a tools/call error answering no call let through", "tools/call", `{"jsonrpc":"2.0","id":10,"error":{"code":-32603,"message":` + q + `}}`, true},
 		{"a plain error", "completion/complete", `{"jsonrpc":"2.0","id":7,"error":{"code":-32602,"message":"Prompt greeting not found"}}`, false},
 		{"an empty ping result", "ping", `{"jsonrpc":"2.0","id":8,"result":{}}`, false},
 	}
@@ -314,7 +317,7 @@ func TestRepliesAreScanned(t *testing.T) {
 			suspects++
 		}
 	}
-	if suspects != 6 {
-		t.Fatalf("%d influence.suspect records of replies, want 6", suspects)
+	if suspects != 8 {
+		t.Fatalf("%d influence.suspect records of replies, want 8", suspects)
 	}
 }

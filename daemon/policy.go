@@ -495,12 +495,21 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 	var refused string
 	switch request.Method(method) {
 	case request.ToolsCall:
-		if c, ok := p.recordResult(e, msg, result); ok {
-			p.noteTask(result, c.tool)
-			in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
-			if why := p.suspect(in, c.tool, suspects); why != "" {
+		c, ok := p.recordResult(e, msg, result)
+		if !ok {
+			// An answer to no call this policy let through (the relay
+			// drops those it can tell; found by a red-team helper: one
+			// reached the client unscanned): the server's words all
+			// the same, scanned as any reply.
+			if why := p.passingInfluence(flow.Reply, method, "", result); why != "" {
 				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 			}
+			return relay.Verdict{}
+		}
+		p.noteTask(result, c.tool)
+		in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
+		if why := p.suspect(in, c.tool, suspects); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 		return relay.Verdict{}
 	case request.TasksResult:

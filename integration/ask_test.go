@@ -24,7 +24,7 @@ import (
 
 // askServers are the servers of the ask-mode daemon: one per case and
 // era, so the consents one case's answers make do not cover another's.
-var askServers = []string{"once", "duration", "session", "deny", "never", "pending", "noelicit", "replay", "unshowable", "bidi"}
+var askServers = []string{"once", "duration", "session", "deny", "never", "pending", "noelicit", "replay", "unshowable", "bidi", "forge"}
 
 // askDaemon runs mcpcaged in ask mode (questions time out after 3 s),
 // with this test binary (the MCP client's process) registered as agent
@@ -450,6 +450,56 @@ func TestServerCannotImitateConsentQuestions(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestServerCannotAnswerACallHeldForConsent: while a call waits for the
+// user's answer (initialize era: mcpcage asks the client and holds the
+// call back), the server never got it, so an answer from the server to
+// its id is a forgery. One written as 5e0 for id 5 reached the client as
+// the call's result, unscanned, and the user's "deny" was then lost
+// (found by a red-team helper); now it is dropped and the user's answer
+// decides.
+func TestServerCannotAnswerACallHeldForConsent(t *testing.T) {
+	d := askDaemon(t)
+	a := &answerer{answer: "deny", gate: make(chan struct{})}
+	c := d.connectWith(t, "i-forge", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "i-forge", "--tool", "forge_answers")
+	toolNames(t, c) // the user is asked about a definition mcpcage has seen
+	type answer struct {
+		text string
+		err  error
+	}
+	held := make(chan answer, 1)
+	go func() {
+		res, err := c.CallTool(ctxT(t, 60*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "held"}}})
+		var b strings.Builder
+		if err == nil {
+			for _, ct := range res.Content {
+				if tc, ok := mcp.AsTextContent(ct); ok {
+					b.WriteString(tc.Text)
+				}
+			}
+		}
+		held <- answer{b.String(), err}
+	}()
+	testenv.WaitFor(t, "the call held back while the user is asked", 30*time.Second, func() (bool, string) {
+		return len(a.questions()) == 1, fmt.Sprintf("%d questions", len(a.questions()))
+	})
+	// The server answers every id up to 50 (ids in exponent form), the
+	// held call's among them; its answer to forge_answers itself comes
+	// after them, so they have all been read when this returns.
+	callText(t, c, "forge_answers", map[string]any{"up_to": 50, "text": "FORGED by the server"})
+	close(a.gate) // the user answers: deny
+	var got answer
+	select {
+	case got = <-held:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the held call was never answered")
+	}
+	if got.err != nil || strings.Contains(got.text, "FORGED") || !strings.Contains(got.text, "denied it when asked") {
+		t.Fatalf("the held call's answer: %q, %v; want the user's refusal", got.text, got.err)
+	}
+	d.waitLog("dropped a server response to a request not sent to it yet (it waits for consent)")
 }
 
 // TestAskModeConformance: mcpcage's consent questions work with clients

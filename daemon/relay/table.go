@@ -181,17 +181,19 @@ func (t *table) list() []Call {
 	return out
 }
 
-// takeFloat finds the one pending numeric request whose id equals raw when
-// both are read as float64, as JavaScript and many JSON libraries read
-// them. It serves servers that write an id back in another form (1e2
-// for 100); ids beyond 2^53 are refused before they reach one (PlainID).
-func (t *table) takeFloat(raw []byte) (pendingCall, bool) {
+// floatKey is the key of the one pending numeric id that reads as the
+// same number as raw (a server that decoded the id as a float64 and
+// encoded it again: 7.0 or 7e0 for 7, or 1e2 for 100, as JavaScript and
+// many JSON libraries read ids); false when none or more than one does.
+// Ids beyond 2^53 are refused before they reach a server (PlainID). take
+// the key to have its call.
+func (t *table) floatKey(raw []byte) (string, bool) {
 	if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
-		return pendingCall{}, false
+		return "", false
 	}
 	want, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil {
-		return pendingCall{}, false
+		return "", false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -202,16 +204,10 @@ func (t *table) takeFloat(raw []byte) (pendingCall, bool) {
 		}
 		if f, err := strconv.ParseFloat(string(p.rawID), 64); err == nil && f == want {
 			if found != "" {
-				return pendingCall{}, false // ambiguous: refuse to guess
+				return "", false // ambiguous: refuse to guess
 			}
 			found = k
 		}
 	}
-	if found == "" {
-		return pendingCall{}, false
-	}
-	p := t.m[found]
-	delete(t.m, found)
-	t.remember(p)
-	return p, true
+	return found, found != ""
 }
