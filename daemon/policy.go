@@ -188,8 +188,15 @@ func shellQuote(s string) string {
 // FromClient decides requests that consents cover. It reads them with
 // package request, which refuses what servers could read differently.
 func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
-	if e.Method == methodListen && e.Kind == wire.KindRequest {
+	if request.Method(e.Method) == request.SubscriptionsListen && e.Kind == wire.KindRequest {
+		v, decided := p.decideListen(e, msg)
+		if v.Deny {
+			return v
+		}
 		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
+		if decided {
+			return v
+		}
 	}
 	if e.Kind == wire.KindRequest {
 		switch request.Method(e.Method) {
@@ -245,6 +252,39 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 		v.Replace = redacted
 	}
 	return v
+}
+
+// decideListen decides the resources a subscriptions/listen request asks
+// the server to watch (the stateless era's resources/subscribe: found
+// undecided by a red-team helper), each as resources/subscribe is
+// decided, by consents and recorded; the request goes on only when every
+// one is allowed (or in observe mode). Ask mode does not ask about them:
+// one that no consent covers is refused with the grant that would allow
+// it. decided is false when the request names no resource.
+func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verdict, decided bool) {
+	uris, err := request.ListenResources(e.Params.Of(msg))
+	switch {
+	case errors.Is(err, wire.ErrAmbiguous):
+		return p.refuse(e, msg, wire.CodeInvalidRequest, "ambiguous "+e.Method+" (servers could read it differently): "+err.Error()), true
+	case err != nil:
+		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error()), true
+	case len(uris) == 0:
+		return relay.Verdict{}, false
+	}
+	k := consent.KindResource
+	decs := make([]consent.Decision, len(uris))
+	for i, uri := range uris {
+		decs[i] = p.decide(e.Method, k, uri, nil, p.pinOf(k, uri))
+		if !decs[i].Allow && !p.observe {
+			return p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil), true
+		}
+	}
+	// One record each; the last one's durability covers the others
+	// (records become durable in the order they were appended).
+	for i, uri := range uris {
+		v = p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil)
+	}
+	return v, true
 }
 
 // decideRequest decides a read request: consents, then (ask mode) the
@@ -468,7 +508,7 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 			return p.acknowledged(e, msg)
 		}
 	}
-	if e.Kind == wire.KindResponse && method == methodListen {
+	if e.Kind == wire.KindResponse && request.Method(method) == request.SubscriptionsListen {
 		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
 	}
 	if e.Kind == wire.KindRequest {

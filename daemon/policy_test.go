@@ -97,6 +97,12 @@ func TestPolicyCeilingAndConsents(t *testing.T) {
 		{"tool grant never covers prompts", "gh", "cd", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}`, false, "no consent", true},
 		{"prompt granted", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"summarize"}}`, true, "", false},
 		{"completion on a granted prompt", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"summarize"},"argument":{"name":"a","value":"b"}}}`, true, "", false},
+		// subscriptions/listen (2026-07-28) names resources for the server
+		// to watch: the stateless era's resources/subscribe, decided per
+		// URI (it passed undecided: found by a red-team helper).
+		{"listen to a granted resource", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["repo://acme/web"]}}}`, true, "", false},
+		{"listen to a resource not granted", "gh", "exe:/usr/bin/x", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["repo://acme/web","file:///etc/shadow"]}}}`, false, "no consent", true},
+		{"listen to list changes only", "gh", "nobody", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true}}}`, true, "", false},
 		{"other methods pass", "gh", "nobody", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, true, "", false},
 		{"notifications pass", "gh", "nobody", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, true, "", false},
 	}

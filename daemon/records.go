@@ -124,7 +124,7 @@ var boxedStrings = func() map[string]any {
 	for _, d := range []decision{decisionAllow, decisionDeny, decisionObserve} {
 		m[string(d)] = string(d)
 	}
-	for _, r := range []request.Method{request.ToolsCall, request.ResourcesRead, request.ResourcesSubscribe,
+	for _, r := range []request.Method{request.ToolsCall, request.ResourcesRead, request.ResourcesSubscribe, request.SubscriptionsListen,
 		request.ResourcesUnsubscribe, request.PromptsGet, request.CompletionComplete} {
 		m[string(r)] = string(r)
 	}

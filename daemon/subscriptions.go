@@ -15,7 +15,6 @@ import (
 // streams that asked for tool list changes.
 
 const (
-	methodListen        = "subscriptions/listen"
 	methodListenAcked   = "notifications/subscriptions/acknowledged"
 	metaSubscriptionID  = "io.modelcontextprotocol/subscriptionId"
 	filterToolsChanged  = "toolsListChanged"

@@ -124,6 +124,34 @@ func TestDenialsGrantCommandAllowsOnlyThatName(t *testing.T) {
 	}
 }
 
+// TestListenedResourcesAreDecided: in the stateless era a client asks the
+// server to watch resources in subscriptions/listen
+// (notifications.resourceSubscriptions; mcp-go's Subscribe does so), the
+// era's resources/subscribe. It passed undecided (found by a red-team
+// helper): now each URI is decided as resources/subscribe is.
+func TestListenedResourcesAreDecided(t *testing.T) {
+	d := consentDaemon(t, "")
+	c := d.connect(t, "test", "") // mcp-go's default: 2026-07-28
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--resource", "notes://*")
+	ctx := ctxT(t, 30*time.Second)
+	err := c.Listen(ctx, mcp.SubscriptionFilter{ToolsListChanged: true, ResourceSubscriptions: []string{"notes://1", "file:///etc/shadow"}})
+	if err == nil || !strings.Contains(err.Error(), `mcpcage denied subscriptions/listen "file:///etc/shadow"`) || !strings.Contains(err.Error(), "--resource") {
+		t.Fatalf("listening to a resource no consent covers: %v, want it denied with the grant that would allow it", err)
+	}
+	d.record(t, "request.denied", func(r map[string]any) bool {
+		return str(r, "method") == "subscriptions/listen" && str(r, "name") == "file:///etc/shadow"
+	})
+	// A granted one goes on to the server, recorded.
+	listening, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		_ = c.Listen(listening, mcp.SubscriptionFilter{ToolsListChanged: true, ResourceSubscriptions: []string{"notes://1"}})
+	}()
+	d.record(t, "request", func(r map[string]any) bool {
+		return str(r, "method") == "subscriptions/listen" && str(r, "name") == "notes://1" && str(r, "decision") == "allow"
+	})
+}
+
 func TestConsentStory(t *testing.T) {
 	d := consentDaemon(t, "")
 	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {

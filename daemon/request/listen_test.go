@@ -1,0 +1,55 @@
+package request
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/daemon/wire"
+)
+
+func TestListenResources(t *testing.T) {
+	many := `[` + func() string {
+		s := ""
+		for i := range MaxListenResources + 1 {
+			if i > 0 {
+				s += ","
+			}
+			s += `"file:///x"`
+		}
+		return s
+	}() + `]`
+	tests := []struct {
+		name, params string
+		want         []string
+		err          error // nil: none
+	}{
+		{"no params", ``, nil, nil},
+		{"list changes only", `{"notifications":{"toolsListChanged":true}}`, nil, nil},
+		{"two resources", `{"notifications":{"resourcesListChanged":true,"resourceSubscriptions":["file:///etc/shadow","notes://1"]}}`, []string{"file:///etc/shadow", "notes://1"}, nil},
+		{"with _meta", `{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"},"notifications":{"resourceSubscriptions":["a://b"]}}`, []string{"a://b"}, nil},
+		{"the list twice", `{"notifications":{"resourceSubscriptions":["a://ok"],"resourceSubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
+		{"the list in another case", `{"notifications":{"ResourceSubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
+		{"the list's name escaped", `{"notifications":{"resource\u0053ubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
+		{"notifications twice", `{"notifications":{},"notifications":{"resourceSubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
+		{"not an array", `{"notifications":{"resourceSubscriptions":"file:///etc/shadow"}}`, nil, ErrMalformed},
+		{"a number inside", `{"notifications":{"resourceSubscriptions":[1]}}`, nil, ErrMalformed},
+		{"an empty URI", `{"notifications":{"resourceSubscriptions":[""]}}`, nil, ErrMalformed},
+		{"notifications not an object", `{"notifications":["file:///etc/shadow"]}`, nil, ErrMalformed},
+		{"too many", `{"notifications":{"resourceSubscriptions":` + many + `}}`, nil, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ListenResources([]byte(tt.params))
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("ListenResources(%s) = %q, %v; want %v", tt.params, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("ListenResources(%s) = %q, %v; want %q", tt.params, got, err, tt.want)
+			}
+		})
+	}
+}
