@@ -587,9 +587,19 @@ func (s *session) stopOnRequest() {
 	case <-s.relay.Done():
 		return
 	}
-	// The stdio ladder's first step: the server's stdin ends now (its
-	// FIFO is the daemon's, containerd cannot close it).
-	s.relay.CloseServerIn()
+	s.stopServer()
+}
+
+// stopServer runs the stop ladder: the server's stdin ends now (its FIFO
+// is the daemon's, containerd cannot close it), then SIGTERM and SIGKILL
+// of the whole sandbox a stop_timeout apart. The close runs beside the
+// ladder, never ahead of it: it waits for a write to the FIFO in progress,
+// and a process of the sandbox can hold the pipe's lock (a splice from it
+// into a full socket) so that the write, and the close, wait until that
+// process dies (found by a red-team helper: the ladder never started, and
+// the server outlived its shim, the daemon's stop and end-session).
+func (s *session) stopServer() {
+	go s.relay.CloseServerIn()
 	s.stop()
 }
 
@@ -657,8 +667,7 @@ func (s *session) shimGone() {
 			return
 		}
 		s.log.Warn("the shim is gone but the relay still reads the client's stdin: stopping the server")
-		s.relay.CloseServerIn()
-		s.stop()
+		s.stopServer()
 	}()
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -360,4 +361,60 @@ func holdStdout(t *testing.T, d *daemon, h *heldClient) {
 		}
 	}
 	h.waitStuck(d, h.echo)
+}
+
+// TestServerHoldingItsStdinLockIsStillStopped: a server can hold the lock
+// of its own stdin, the pipe mcpcaged writes the client's messages to (it
+// opens it again through /proc/1/fd/0 and splices from it into a full
+// socket, signals blocked). mcpcaged's next write then sleeps in the
+// kernel, and stopping the server began by closing that pipe, which
+// waits for the write: the stop ladder never started, so a server whose
+// shim was gone, whose daemon stopped or that on_suspect = "end-session"
+// ended kept running (found by a red-team helper). The ladder must not
+// wait on the pipe: SIGKILL of the sandbox ends the holder and the lock.
+func TestServerHoldingItsStdinLockIsStillStopped(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(t *testing.T, d *daemon, r *rawSession)
+	}{
+		{"the shim is killed", func(t *testing.T, d *daemon, r *rawSession) {
+			must(t, r.cmd.Process.Kill(), "kill the shim")
+			end := d.record(t, "session.end", func(map[string]any) bool { return true })
+			t.Logf("session.end: %v", end)
+			d.waitClean("the session whose server held its stdin's lock")
+		}},
+		{"the daemon stops", func(t *testing.T, d *daemon, r *rawSession) {
+			if code := d.stop(); code != 0 {
+				t.Fatalf("mcpcaged exited with %d", code)
+			}
+			found := false
+			for _, rec := range d.auditRecords(t) {
+				found = found || str(rec, "type") == "session.end"
+			}
+			if !found {
+				t.Fatalf("no session.end record once the daemon stopped:\n%s", d.log.String())
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := startDaemon(t, "[daemon]\nstop_timeout = \"1s\"\n")
+			r := startRaw(t, d.shimCmd("test"))
+			r.initialize()
+			r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":"lock","method":"tools/call","params":{"name":"run_command","arguments":{"command":%q,"args":["lock-server-stdin"]}}}`+"\n", filepath.Join(env.bin, "hostile")))
+			if got := r.response(`"lock"`); !strings.Contains(got, "ESCAPED child") {
+				t.Fatalf("hostile lock-server-stdin: %s", got)
+			}
+			// The splice takes the next message and holds the lock; the
+			// one after it leaves a daemon thread waiting for the lock.
+			n := 0
+			testenv.WaitFor(t, "a daemon thread waiting for the lock of the server's stdin", 30*time.Second, func() (bool, string) {
+				n++
+				r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`+"\n", n))
+				detail, ok := testenv.ThreadOnPipe(d.cmd.Process.Pid)
+				return ok, detail
+			})
+			tt.end(t, d, r)
+		})
+	}
 }

@@ -12,7 +12,7 @@
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | deny-flood SECONDS THREADS | rename-via-symlink-unlink DIR NAME TO |
 //	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
-//	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ...
+//	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ... | lock-server-stdin
 package main
 
 import (
@@ -435,6 +435,11 @@ func main() {
 		detail, err = changeTrick(os.Args[2:])
 	case "fs-check": // see fschecks.go
 		detail, err = fsCheck(os.Args[2:])
+	case "lock-server-stdin": // see stdinlock.go
+		detail, err = lockServerStdin()
+	case "lock-server-stdin-child":
+		holdServerStdinLock()
+		return
 	default:
 		fmt.Println("unknown attack", os.Args[1])
 		os.Exit(2)
