@@ -39,10 +39,12 @@ var Version = "dev"
 
 // Daemon is a running mcpcaged.
 type Daemon struct {
-	// pending, auditing and following bound, per user, connections that
-	// have not sent their request, audit queries (history or follow) and
-	// followers of the audit log and of kernel events.
+	// pending, answering, auditing and following bound, per user,
+	// connections that have not sent their request, requests being
+	// answered, audit queries (history or follow) and followers of the
+	// audit log and of kernel events.
 	pending      uidSlots
+	answering    uidSlots
 	auditing     uidSlots
 	following    uidSlots
 	sessionSlots uidSlots

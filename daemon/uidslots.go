@@ -20,6 +20,7 @@ type uidSlots struct {
 // Limits per user.
 const (
 	maxPendingPerUID   = 32 // connections that have not sent their request
+	maxAnsweringPerUID = 16 // requests being answered (their replies not yet taken)
 	maxFollowersPerUID = 16 // `mcpcage audit --follow` and `mcpcage trace` at once
 	maxAuditPerUID     = 16 // `mcpcage audit` queries, history or --follow, at once
 )
@@ -27,6 +28,7 @@ const (
 // setUserLimits sets the daemon's per-user bounds.
 func (d *Daemon) setUserLimits() {
 	d.pending.what, d.pending.max = "connections that have not sent their request", maxPendingPerUID
+	d.answering.what, d.answering.max = "requests whose answers are not yet read", maxAnsweringPerUID
 	d.following.what, d.following.max = "followers of the audit log or of kernel events", maxFollowersPerUID
 	d.auditing.what, d.auditing.max = "audit queries (mcpcage audit)", maxAuditPerUID
 	// Sessions: max_sessions_per_user, read at each take (a reload

@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -199,27 +198,10 @@ func trustedAgent(t *testing.T) string {
 	return dst
 }
 
-var cloneparent struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// cloneparentBin builds testdata/cloneparent once, beside the other binaries.
+// cloneparentBin is testdata/cloneparent, built once.
 func cloneparentBin(t *testing.T) string {
 	t.Helper()
-	cloneparent.once.Do(func() {
-		cloneparent.path = filepath.Join(env.bin, "cloneparent")
-		cmd := exec.Command("go", "build", "-o", cloneparent.path, "./testdata/cloneparent")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			cloneparent.err = fmt.Errorf("build cloneparent: %v\n%s", err, out)
-		}
-	})
-	if cloneparent.err != nil {
-		t.Fatal(cloneparent.err)
-	}
-	return cloneparent.path
+	return testdataBin(t, "cloneparent")
 }
 
 // waitLine waits for one line on a process's stderr.

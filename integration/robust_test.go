@@ -385,27 +385,41 @@ func TestRobustChurn(t *testing.T) {
 	}
 }
 
-// rogue builds testdata/rogue (the misbehaving server) beside the test
-// server, once per run.
-var rogue struct {
-	once sync.Once
-	err  error
-}
-
+// rogueServer is testdata/rogue (the misbehaving server), built once.
 func rogueServer(t *testing.T) string {
 	t.Helper()
 	setup(t)
-	path := filepath.Join(env.bin, "rogue")
-	rogue.once.Do(func() {
-		cmd := exec.Command("go", "build", "-o", path, "./testdata/rogue")
+	return testdataBin(t, "rogue")
+}
+
+// testdataBins are the programs of testdata/ built for this run.
+var testdataBins struct {
+	mu    sync.Mutex
+	built map[string]error
+}
+
+// testdataBin builds testdata/NAME (static) beside the other binaries,
+// once per run, and returns its path.
+func testdataBin(t *testing.T, name string) string {
+	t.Helper()
+	path := filepath.Join(env.bin, name)
+	testdataBins.mu.Lock()
+	defer testdataBins.mu.Unlock()
+	err, done := testdataBins.built[name]
+	if !done {
+		cmd := exec.Command("go", "build", "-o", path, "./testdata/"+name)
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			rogue.err = fmt.Errorf("build testdata/rogue: %v\n%s", err, out)
+		if out, berr := cmd.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("build testdata/%s: %v\n%s", name, berr, out)
 		}
-	})
-	if rogue.err != nil {
-		t.Fatal(rogue.err)
+		if testdataBins.built == nil {
+			testdataBins.built = map[string]error{}
+		}
+		testdataBins.built[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return path
 }
