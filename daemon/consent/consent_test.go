@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -391,5 +392,60 @@ func TestUncoveredReason(t *testing.T) {
 		if d.Allow || d.Reason != tt.want {
 			t.Errorf("Decide(%q) = %+v, want the reason %s", tt.name, d, tt.want)
 		}
+	}
+}
+
+// PruneInactive keeps the newest inactive records of a user, deletes the
+// older ones, and never touches active records or another user's.
+func TestPruneInactive(t *testing.T) {
+	s := openStore(t)
+	past := time.Now().Add(-time.Hour)
+	base := time.Now().Add(-time.Hour)
+	add := func(r *Record, age int) {
+		t.Helper()
+		if err := s.Add(r); err != nil {
+			t.Fatal(err)
+		}
+		// Distinct creation times, oldest first (Add takes the clock's).
+		if _, err := s.db.Exec(`UPDATE consents SET created_at = ? WHERE id = ?`, base.Add(time.Duration(age)*time.Second).UnixMilli(), r.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []string
+	for i := range 6 {
+		r := &Record{User: "alice", Agent: "a", Server: "s", Tools: []string{"t"}, CreatedBy: "alice", Via: "cli"}
+		add(r, i)
+		ids = append(ids, r.ID)
+	}
+	for _, id := range []string{ids[0], ids[1], ids[3], ids[4]} {
+		if _, err := s.Revoke(id, "alice", "done"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expired := &Record{User: "alice", Agent: "a", Server: "s", Tools: []string{"t"}, CreatedBy: "alice", Via: "cli", ExpiresAt: &past}
+	add(expired, 2)
+	other := &Record{User: "bob", Agent: "a", Server: "s", Tools: []string{"t"}, CreatedBy: "bob", Via: "cli"}
+	add(other, 0)
+	if _, err := s.Revoke(other.ID, "bob", "done"); err != nil {
+		t.Fatal(err)
+	}
+	// alice's inactive, newest first: ids[4], ids[3], expired, ids[1], ids[0].
+	n, err := s.PruneInactive("alice", 2)
+	if err != nil || n != 3 {
+		t.Fatalf("PruneInactive = %d, %v; want 3 (5 inactive, keep 2)", n, err)
+	}
+	all, err := s.List(t.Context(), Filter{IncludeInactive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, r := range all {
+		left = append(left, r.ID)
+	}
+	want := []string{ids[5], ids[4], ids[3], ids[2], other.ID}
+	slices.Sort(left)
+	slices.Sort(want)
+	if !slices.Equal(left, want) {
+		t.Fatalf("left %v, want %v (the two newest inactive, the active ones and bob's)", left, want)
 	}
 }

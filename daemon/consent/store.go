@@ -245,6 +245,25 @@ func (s *Store) Revoke(id, by, reason string) (*Record, error) {
 	return s.Get(id)
 }
 
+// PruneInactive deletes the oldest inactive records of user (revoked,
+// expired, used up) past the newest keep of them, and returns how many it
+// deleted. Their grants and revocations stay in the audit log; without a
+// bound, a user granting and revoking in a loop grew root's disk without
+// end (found by a red-team helper).
+func (s *Store) PruneInactive(user string, keep int) (int, error) {
+	if err := s.flushCalls(); err != nil {
+		return 0, err
+	}
+	res, err := s.db.Exec(`DELETE FROM consents WHERE id IN (SELECT id FROM consents WHERE user = ? AND (revoked_at IS NOT NULL
+		OR (expires_at IS NOT NULL AND expires_at <= ?) OR (max_calls IS NOT NULL AND calls_used >= max_calls))
+		ORDER BY created_at DESC, id LIMIT -1 OFFSET ?)`, user, time.Now().UnixMilli(), keep)
+	if err != nil {
+		return 0, fmt.Errorf("prune inactive consents: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
 // RevokeSessionBound revokes every active record made for one session
 // (they can allow nothing once their session is gone: at start-up, none
 // is left) and returns them.

@@ -1,0 +1,65 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/consent"
+)
+
+// A user's consents live on root's disk: one grant, the consents one
+// user keeps in force and the reason of a revocation are bounded (found
+// by a red-team helper: 30 grants of 9000 patterns each took 34 MB in
+// 7 s).
+func TestGrantBounds(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	many := func(n int, p string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = p
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		grant api.Grant
+		err   string // "" allowed
+	}{
+		{"a usual grant", api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*", "get_*"}}, ""},
+		{"too many patterns", api.Grant{Agent: "cd", Server: "gh", Tools: many(maxGrantPatterns+1, "x")}, "at most 256"},
+		{"a pattern too long", api.Grant{Agent: "cd", Server: "gh", Resources: []string{strings.Repeat("a", maxGrantPatternBytes+1)}}, "at most 1024"},
+		{"patterns too large together", api.Grant{Agent: "cd", Server: "gh", Tools: many(20, strings.Repeat("b", 1000))}, "at most 16384"},
+		{"a condition too long", api.Grant{Agent: "cd", Server: "gh", Tools: []string{"x"}, When: "args.a == '" + strings.Repeat("c", maxConditionBytes) + "'"}, "--when"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tt.grant
+			_, err := d.grant(Peer{UID: 0}, &g)
+			if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+				t.Fatalf("grant: %v, want %q", err, tt.err)
+			}
+		})
+	}
+	// Consents in force, per user.
+	for i := 1; i < maxActiveConsents; i++ { // one is in force from the table
+		if _, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}}); err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+	}
+	_, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}})
+	if err == nil || !strings.Contains(err.Error(), "1024 consents in force") || !strings.Contains(err.Error(), "mcpcage revoke") {
+		t.Fatalf("a grant past the user's bound: %v", err)
+	}
+	// A revocation makes room; its reason is bounded.
+	list, _ := d.consents.Store().List(t.Context(), consent.Filter{User: "root"})
+	if _, err := d.revoke(Peer{UID: 0}, list[0].ID, strings.Repeat("r", maxRevokeReason+1)); err == nil {
+		t.Fatal("a revocation with an over-long reason was taken")
+	}
+	if _, err := d.revoke(Peer{UID: 0}, list[0].ID, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}}); err != nil {
+		t.Fatalf("a grant after a revocation made room: %v", err)
+	}
+}
