@@ -100,6 +100,10 @@ type Daemon struct {
 	// AdminGroup names a group whose members may manage every user's
 	// consents, as root may.
 	AdminGroup string `toml:"admin_group"`
+	// ConsentsBy says who gives consents out of band (mcpcage grant,
+	// approve, pins approve): every user for themselves, or only root and
+	// admin_group.
+	ConsentsBy ConsentsBy `toml:"consents_by"`
 	// Audit log.
 	AuditLog          string         `toml:"audit_log"`
 	AuditSync         AuditSync      `toml:"audit_sync"`
@@ -160,6 +164,21 @@ type Decision string
 func (d Decision) Valid() bool {
 	return d == DecisionDeny || d == DecisionAllow || d == DecisionAsk
 }
+
+// ConsentsBy is who gives consents out of band.
+type ConsentsBy string
+
+// ConsentsBy values.
+const (
+	// ConsentsByUser: every user grants and approves for themselves. Any
+	// process of the user may then do so, the agent's own shell tool
+	// included.
+	ConsentsByUser ConsentsBy = "user"
+	// ConsentsByAdmin: only root and admin_group grant, approve pending
+	// requests and approve changed tools (sudo: a password the agent does
+	// not have); users still revoke, deny and list their own.
+	ConsentsByAdmin ConsentsBy = "admin"
+)
 
 // Decision values.
 const (
@@ -515,6 +534,13 @@ func (c *Config) validate(data []byte) error {
 			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
 		}
 	}
+	switch d.ConsentsBy {
+	case "":
+		d.ConsentsBy = ConsentsByUser
+	case ConsentsByUser, ConsentsByAdmin:
+	default:
+		bad(fmt.Sprintf(`must be "user" or "admin", got %q`, d.ConsentsBy), "daemon", "consents_by")
+	}
 	if !d.DefaultDecision.Valid() {
 		bad(fmt.Sprintf(`must be "deny", "ask" or "allow", got %q`, d.DefaultDecision), "daemon", "default_decision")
 	}
@@ -641,7 +667,7 @@ var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image", "args", "user_images",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",
-	"default_decision", "admin_group", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
+	"default_decision", "admin_group", "consents_by", "tools_allow", "tools_deny", "audit_log", "audit_sync", "audit_sync_interval",
 	"audit_max_size", "audit_keep", "audit_arguments", "audit_journal", "metrics_address", "dns_servers", "private_domains",
 	"warm_sandboxes", "warm_idle", "warm_memory", "allow_sampling", "allow_elicitation", "allow_roots", "pin_policy",
 	"ask_timeout", "ask_duration", "ask_per_minute", "pending_ttl"}

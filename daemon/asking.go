@@ -456,7 +456,11 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason + "; too many requests are pending to keep this one"}, nil, q.flow)
 	}
 	d.audit.AppendAsync(s.consentPromptRecord(q, askPending, promptNotAsked, "", "", why, "pending", pend.ID))
-	reason += fmt.Sprintf("; it is kept as pending request %s: the user can allow it with `mcpcage approve %s` (this call once; or --session, or --for 8h) or refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
+	if p.d.conf().Daemon.ConsentsBy == config.ConsentsByAdmin {
+		reason += fmt.Sprintf("; it is kept as pending request %s: an administrator can allow it with `sudo mcpcage approve %s` (consents_by = \"admin\"), the user can refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
+	} else {
+		reason += fmt.Sprintf("; it is kept as pending request %s: the user can allow it with `mcpcage approve %s` (this call once; or --session, or --for 8h) or refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
+	}
 	return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason}, nil, q.flow)
 }
 

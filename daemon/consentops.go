@@ -12,10 +12,22 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 )
+
+// mayConsent refuses what only an administrator may do under [daemon]
+// consents_by = "admin": giving a consent out of band (what, for the
+// message). Under "user" any process of a user may give that user's
+// consents, the agent's own shell tool included.
+func (d *Daemon) mayConsent(peer Peer, what string) error {
+	if d.conf().Daemon.ConsentsBy != config.ConsentsByAdmin || d.isAdmin(peer) {
+		return nil
+	}
+	return deniedError{fmt.Errorf("on this host only root and the admin group %s (consents_by = \"admin\" in [daemon]): run it with sudo, or ask an administrator", what)}
+}
 
 // isAdmin: root, or a member of [daemon] admin_group.
 func (d *Daemon) isAdmin(peer Peer) bool {
@@ -69,6 +81,9 @@ func parseExpiry(s string, now time.Time) (*time.Time, error) {
 func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if g == nil {
 		return nil, errors.New("empty grant")
+	}
+	if err := d.mayConsent(peer, "grant consents"); err != nil {
+		return nil, err
 	}
 	caller := userName(peer.UID)
 	target := caller
@@ -281,8 +296,12 @@ func agentScript(p identity.Process) string {
 func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
 	fail := func(err error) {
 		code := api.CodeBadRequest
-		if errors.Is(err, consent.ErrNotFound) {
+		var denied deniedError
+		switch {
+		case errors.Is(err, consent.ErrNotFound):
 			code = api.CodeNotFound
+		case errors.As(err, &denied):
+			code = api.CodeDenied
 		}
 		reply(fw, api.Reply{Code: code, Error: err.Error()}, log)
 	}

@@ -38,6 +38,12 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		}
 		forDur = exp.Sub(now)
 	}
+	if req.Answer != api.AnswerDeny { // a refusal only restricts
+		if err := d.mayConsent(peer, "approve pending requests"); err != nil {
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+			return
+		}
+	}
 	p, ok := d.book.Take(req.Name, peer.UID, admin, now)
 	if !ok {
 		reply(fw, api.Reply{Code: api.CodeNotFound, Error: fmt.Sprintf("no pending request %s of yours: it was answered, or it expired ([daemon] pending_ttl); `mcpcage pending` lists them", req.Name)}, log)

@@ -203,6 +203,10 @@ func (d *Daemon) pinOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slo
 	}
 	switch req.Op {
 	case api.OpPinApprove:
+		if err := d.mayConsent(peer, "approve changed tools"); err != nil {
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+			return
+		}
 		key := d.pinKey(req.Server, peer.UID)
 		_, adminServer := d.conf().Servers[req.Server]
 		if !keys[key] && keys != nil || adminServer && !admin {

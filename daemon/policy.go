@@ -407,7 +407,11 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	case p.heldBack(k, name) == "" && !strings.Contains(dec.Reason, "mcpcage approve"):
 		// A grant would allow it (not one held back: beyond the ceiling, a
 		// pin quarantine, which says its own command, or a suspect tool).
-		text += " To allow it, run: " + p.grantCommand(k, name)
+		if p.d.conf().Daemon.ConsentsBy == config.ConsentsByAdmin {
+			text += " An administrator can allow it (consents_by = \"admin\"): sudo " + p.grantCommand(k, name) + " --user " + shellQuote(s.user)
+		} else {
+			text += " To allow it, run: " + p.grantCommand(k, name)
+		}
 	}
 	s.log.Warn("request denied", "method", method, "name", name, "reason", dec.Reason)
 	return p.denyReply(id, k, text, dec.Reason)

@@ -152,6 +152,37 @@ func TestListenedResourcesAreDecided(t *testing.T) {
 	})
 }
 
+// TestConsentsByAdmin: any process of a user could give that user's
+// consents (mcpcage grant, approve), the agent's own shell tool included:
+// an agent told so could allow its own calls (found by a red-team
+// helper). Under consents_by = "admin" only root and the admin group
+// give consents out of band; a denial says who can allow it, and how.
+func TestConsentsByAdmin(t *testing.T) {
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	uid, _ := testUser(t)
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", self))
+	d.openToOtherUsers(t)
+	c := d.connectAs(t, "test", uid)
+	got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
+	if !isErr || !strings.Contains(got, "An administrator can allow it") || !strings.Contains(got, "sudo mcpcage grant --agent itest --server test --tool echo --user mcpcage-itest") {
+		t.Fatalf("the denial under consents_by = admin: %q", got)
+	}
+	// The user (or the agent, as the user) cannot allow it.
+	if out, err := d.cli(t, uid, "grant", "--agent", "itest", "--server", "test", "--tool", "echo"); err == nil || !strings.Contains(out, "only root and the admin group grant consents") {
+		t.Fatalf("a user's own grant under consents_by = admin: %v %s", err, out)
+	}
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+		t.Fatalf("the call after the user's refused grant passed: %q", got)
+	}
+	// An administrator can.
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--user", "mcpcage-itest")
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); isErr || got != "hi" {
+		t.Fatalf("the call after the administrator's grant: %q (isError %v)", got, isErr)
+	}
+}
+
 func TestConsentStory(t *testing.T) {
 	d := consentDaemon(t, "")
 	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {
