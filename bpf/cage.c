@@ -1281,10 +1281,20 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 	struct event *e = new_event(cgid, EV_EXEC, false);
 	if (!e)
 		return 0;
+	// The file that runs, as the kernel opened it: its path walked from
+	// its dentry, like an open's (audit grade). The name the caller gave
+	// (a symlink, a relative name, /dev/fd/N) is only a hint: a server
+	// chose it (found by a red-team helper: a symlink named
+	// /tmp/innocent-tool ran /usr/bin/id, and the record said the former).
 	const char *filename = BPF_CORE_READ(bprm, filename);
-	bpf_probe_read_kernel_str(e->comp[0], EXEC_LEN < sizeof(e->comp) ? EXEC_LEN : sizeof(e->comp), filename);
-	// The kernel's file name is audit grade; argv (read from the caller's
-	// memory at execve entry) is a hint.
+	bpf_probe_read_kernel_str(e->hint2, sizeof(e->hint2), filename);
+	struct file *f = BPF_CORE_READ(bprm, file);
+	struct path p = {};
+	if (f) {
+		bpf_core_read(&p, sizeof(p), &f->f_path);
+		walk_path(e, cgid, 0, p.dentry, p.mnt);
+	}
+	// argv (read from the caller's memory at execve entry) is a hint.
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct argv_head *h = bpf_map_lookup_elem(&execs, &tgid);
 	if (h) {

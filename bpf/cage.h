@@ -99,7 +99,6 @@ enum event_rule {
 #define MAX_COMPONENTS 16
 #define COMPONENT_LEN 48
 #define HINT_LEN 128
-#define EXEC_LEN 256
 
 struct session {
 	__u32 flags;

@@ -230,13 +230,11 @@ func Decode(raw []byte) (Event, error) {
 			ev.Path = path.Join(ev.Dir, ev.Hint)
 		}
 	case KindExec:
-		flat := make([]byte, 0, len(e.Comp)*len(e.Comp[0]))
-		for i := range e.Comp {
-			for _, c := range e.Comp[i] {
-				flat = append(flat, byte(c))
-			}
+		// The file that ran, and the name the caller gave for it.
+		ev.Path, ev.Hint = kernelPath(e), cstr(e.Hint2[:])
+		if ev.Hint == ev.Path {
+			ev.Hint = ""
 		}
-		ev.Path = cstr8(flat)
 		// The head of argv[0..3], in cage.c's struct argv_head.
 		hint := toBytes(e.Hint[:])
 		const slots, slot = len(cageArgvHead{}.Slot), len(cageArgvHead{}.Slot[0])

@@ -139,6 +139,16 @@ func TestKernelEventsAttributed(t *testing.T) {
 	if argv, _ := exec["argv"].([]any); len(argv) == 0 || argv[0] != "/bin/true" {
 		t.Fatalf("exec argv = %v", exec["argv"])
 	}
+	// The record names the file that ran, not the name its caller chose
+	// (found by a red-team helper: it said /tmp/innocent-tool for
+	// /usr/bin/id); the name given is its hint.
+	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", "ln -sf /usr/bin/id /tmp/innocent-tool && /tmp/innocent-tool -u"}})
+	ran := tr.wait(t, "process.exec of the symlink", func(ev map[string]any) bool {
+		return str(ev, "type") == "process.exec" && str(ev, "hint") == "/tmp/innocent-tool"
+	})
+	if str(ran, "path") != "/usr/bin/id" {
+		t.Fatalf("exec through a symlink recorded path %q, want /usr/bin/id: %v", str(ran, "path"), ran)
+	}
 
 	callText(t, c, "http_get", map[string]any{"url": "http://127.0.0.1:9/"})
 	conn := tr.wait(t, "net.connect", func(ev map[string]any) bool {
