@@ -43,6 +43,7 @@ const (
 
 	RecordSandboxDenied         RecordType = "sandbox.denied"          // the seccomp filter refused a system call
 	RecordSandboxDeniedOverflow RecordType = "sandbox.denied_overflow" // more refused calls than are recorded one by one
+	RecordSandboxMaskLost       RecordType = "sandbox.mask_lost"       // a path hidden from the sandbox became visible (the host replaced or made it): the session was ended
 )
 
 // ExitReason says why a session ended (Exit.Reason, and the reason of its
@@ -58,6 +59,7 @@ const (
 	ExitClientGone     ExitReason = "client_gone"              // the shim's connection dropped
 	ExitDaemonShutdown ExitReason = "daemon_shutdown"          // mcpcaged is stopping
 	ExitFileDenied     ExitReason = "file_denied"              // the kernel killed the server for a deny_paths hit
+	ExitMaskLost       ExitReason = "mask_lost"                // a hidden path became visible in the sandbox: the server was killed
 	ExitMemoryLimit    ExitReason = "memory_limit"             // the server exceeded its memory limit
 	ExitContainerdLost ExitReason = "containerd_lost"          // containerd stopped during the session: the server was killed
 	ExitSuspect        ExitReason = "suspect_influence"        // the server showed the agent a suspect influence (on_suspect = "end-session")

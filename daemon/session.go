@@ -62,6 +62,7 @@ type session struct {
 	eventsThrottled uint64        // kernel events the session's budget refused: not recorded
 	callEpoch       atomic.Uint64 // tool calls forwarded, told to the kernel (newCall)
 	killedBy        atomic.Value  // string: why the kernel killed the server
+	maskLost        atomic.Bool   // killedBy says a hidden path became visible (watchMasks)
 	cgroupKilled    atomic.Bool   // killSession wrote cgroup.kill (once)
 	policyStop      chan struct{} // closed when a broken rule ends the session
 	policyOnce      sync.Once
@@ -520,6 +521,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	s.handle = s.inst
+	go d.watchMasks(s, s.inst, params.UID)
 	running := time.Now()
 	if fifos != nil {
 		in, out, errOut, err := fifos.Connect(s.handle.Exited(), stdioConnectWait)
@@ -763,6 +765,9 @@ func (s *session) exitOf(end relay.End) api.Exit {
 		exit.Error = fmt.Sprintf("mcpcage ended the session: %s (on_suspect = \"end-session\" in [servers.%s])", s.suspectEnd.Load(), s.server)
 	case s.killedBy.Load() != nil:
 		exit.Reason = api.ExitFileDenied
+		if s.maskLost.Load() {
+			exit.Reason = api.ExitMaskLost
+		}
 		exit.Error = fmt.Sprintf("server %q was killed: %s", s.server, s.killedBy.Load())
 	case limits.OOMKilled:
 		exit.Reason = api.ExitMemoryLimit

@@ -16,6 +16,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/mcpcage/mcpcage/api"
+
 	"github.com/mcpcage/mcpcage/internal/testenv"
 	"github.com/mcpcage/mcpcage/sandbox/landlock"
 )
@@ -352,5 +354,56 @@ func TestAgentSecret(t *testing.T) {
 	r.wait()
 	if strings.Contains(d.log.String(), "itest-own-token-5678") {
 		t.Error("the agent's secret appears in the daemon's log")
+	}
+}
+
+// TestHiddenPathReplacedOnTheHostEndsTheSession: a hidden path is a mount
+// on the host's dentry of it in the sandbox; when the host replaces it (a
+// rename over a file, as an editor's save or passwd does; a directory
+// removed and made again) the kernel drops that mount in every namespace,
+// and the running session read the new file (found by a red-team helper).
+// A hidden path that did not exist at the start was never masked. Now
+// the session is killed once either is visible, and says why.
+func TestHiddenPathReplacedOnTheHostEndsTheSession(t *testing.T) {
+	setup(t)
+	tests := []struct {
+		name   string
+		change func(t *testing.T, file, dir, later string)
+		want   string // the path the record names
+	}{
+		{"a file renamed over", func(t *testing.T, file, _, _ string) {
+			must(t, os.WriteFile(file+".new", []byte("new secret"), 0o644), "write")
+			must(t, os.Rename(file+".new", file), "rename over the hidden file")
+		}, "secret.txt"},
+		{"a directory made again", func(t *testing.T, _, dir, _ string) {
+			must(t, os.RemoveAll(dir), "remove the hidden directory")
+			must(t, os.MkdirAll(dir, 0o755), "make it again")
+		}, "sub"},
+		{"a path made after the start", func(t *testing.T, _, _, later string) {
+			must(t, os.WriteFile(later, []byte("new secret"), 0o644), "write")
+		}, "later.txt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(itestRoot, fmt.Sprintf("hidden-%d-%s", os.Getpid(), filepath.Base(t.TempDir())))
+			must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755), "mkdir")
+			t.Cleanup(func() { _ = os.RemoveAll(dir) })
+			file, sub, later := filepath.Join(dir, "secret.txt"), filepath.Join(dir, "sub"), filepath.Join(dir, "later.txt")
+			must(t, os.WriteFile(file, []byte("old secret"), 0o644), "write")
+			d := startDaemon(t, fmt.Sprintf("[servers.h]\ncommand = [%q]\nhidden_paths = [%q, %q, %q]\n", filepath.Join(env.bin, "testserver"), file, sub, later))
+			c := d.connect(t, "h", mcp.ProtocolVersion20251125)
+			if got := attack(t, c, "read", file); strings.Contains(got, "secret") {
+				t.Fatalf("the hidden file read at the start: %q", got)
+			}
+			tt.change(t, file, sub, later)
+			lost := d.record(t, "sandbox.mask_lost", func(r map[string]any) bool { return str(r, "server") == "h" })
+			if paths := fmt.Sprint(lost["paths"]); !strings.Contains(paths, filepath.Join(dir, tt.want)) {
+				t.Fatalf("sandbox.mask_lost names %s, want %s", paths, tt.want)
+			}
+			end := d.record(t, "session.end", func(r map[string]any) bool { return str(r, "server") == "h" })
+			if str(end, "reason") != string(api.ExitMaskLost) || !strings.Contains(str(end, "error"), "became visible") {
+				t.Fatalf("session.end: %v, want reason mask_lost and why", end)
+			}
+		})
 	}
 }

@@ -119,8 +119,11 @@ type StartOptions struct {
 
 // Instance is a running sandbox.
 type Instance struct {
-	ID        string
-	Pid       uint32
+	ID  string
+	Pid uint32
+	// Masks are the host paths its spec masks (HostMasks): the daemon
+	// checks they stay masked (see MaskCheck).
+	Masks     []string
 	container containerd.Container
 	task      containerd.Task
 	exited    chan struct{}
@@ -164,7 +167,8 @@ type Prepared struct {
 	exitCh      <-chan containerd.ExitStatus
 	stdio       Stdio
 	cgroup      string
-	root        string // its own root (makeRoot), "" for an image's
+	root        string   // its own root (makeRoot), "" for an image's
+	masks       []string // the host paths its spec masks (HostMasks)
 	l           *Launcher
 	ended       sync.Once
 }
@@ -216,7 +220,7 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		}
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, root: root, l: l}
+	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, root: root, masks: HostMasks(o.Spec), l: l}
 	if o.Spec.Linux != nil {
 		p.cgroup = o.Spec.Linux.CgroupsPath
 	}
@@ -381,7 +385,7 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 	if err := p.task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start task: %w", explainTaskError(err))
 	}
-	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup, root: p.root}
+	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup, root: p.root, Masks: p.masks}
 	p.ended.Do(func() {}) // the instance owns the container now
 	go inst.watch(p.exitCh)
 	return inst, nil

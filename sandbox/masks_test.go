@@ -1,0 +1,36 @@
+package sandbox
+
+import (
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestHostMasks(t *testing.T) {
+	spec := &specs.Spec{Linux: &specs.Linux{MaskedPaths: []string{"/proc/kcore", "/sys/firmware", "/etc/shadow", "/home/u/.ssh", "/procfs-not", "/proc"}}}
+	got := HostMasks(spec)
+	want := []string{"/etc/shadow", "/home/u/.ssh", "/procfs-not"}
+	if len(got) != len(want) {
+		t.Fatalf("HostMasks = %q, want %q", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("HostMasks = %q, want %q", got, want)
+		}
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/plain`:           "/plain",
+		`/a\040b`:          "/a b",
+		`/tab\011x\134y`:   "/tab\tx\\y",
+		`/short\04`:        `/short\04`,
+		`/not\999octal`:    `/not\999octal`,
+		`/new\012line\040`: "/new\nline ",
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
