@@ -1,8 +1,9 @@
 package sandbox
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -41,9 +42,11 @@ func HostMasks(spec *specs.Spec) []string {
 // exist), Lost tells which of them are no longer masked.
 type MaskCheck struct {
 	pid     uint32
-	root    int      // O_PATH descriptor of the sandbox's root (/proc/PID/root)
-	mounted []string // masked at start: must stay mount points
-	absent  []string // did not exist at start: must not appear
+	root    int             // O_PATH descriptor of the sandbox's root (/proc/PID/root)
+	mounted []string        // masked at start: must stay mount points
+	absent  []string        // did not exist at start: must not appear
+	buf     []byte          // the last mountinfo read, kept for the next
+	want    map[string]bool // mounted, and whether the last read had each
 }
 
 // NewMaskCheck starts following masks of the sandbox whose init is pid
@@ -75,13 +78,24 @@ func (c *MaskCheck) Masked() int { return len(c.mounted) }
 // longer a mount point in its namespace, or a path that did not exist at
 // start and does now in the sandbox's view.
 func (c *MaskCheck) Lost() ([]string, error) {
-	points, err := mountPoints(c.pid)
-	if err != nil {
+	var err error
+	if c.buf, err = readAll(fmt.Sprintf("/proc/%d/mountinfo", c.pid), c.buf[:0]); err != nil {
 		return nil, err
 	}
+	if c.want == nil {
+		c.want = make(map[string]bool, len(c.mounted))
+	}
+	for _, p := range c.mounted {
+		c.want[p] = false
+	}
+	forEachMountPoint(c.buf, func(point []byte) {
+		if _, ok := c.want[string(point)]; ok {
+			c.want[string(point)] = true
+		}
+	})
 	var lost []string
 	for _, p := range c.mounted {
-		if !points[p] {
+		if !c.want[p] {
 			lost = append(lost, p)
 		}
 	}
@@ -114,25 +128,69 @@ func (c *MaskCheck) Close() error { return unix.Close(c.root) }
 // mountPoints are the mount points of pid's mount namespace
 // (/proc/PID/mountinfo, its fifth field, octal escapes decoded).
 func mountPoints(pid uint32) (map[string]bool, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	b, err := readAll(fmt.Sprintf("/proc/%d/mountinfo", pid), nil)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = f.Close() }()
 	out := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+	forEachMountPoint(b, func(point []byte) { out[string(point)] = true })
+	return out, nil
+}
+
+// forEachMountPoint calls f with the mount point of each line of
+// mountinfo (its fifth field, escapes decoded; f must not keep it).
+func forEachMountPoint(mountinfo []byte, f func(point []byte)) {
+	var scratch []byte
+	for len(mountinfo) > 0 {
+		line := mountinfo
+		if i := bytes.IndexByte(mountinfo, '\n'); i >= 0 {
+			line, mountinfo = mountinfo[:i], mountinfo[i+1:]
+		} else {
+			mountinfo = nil
+		}
+		field := line
+		for range 4 { // skip id, parent id, major:minor, root
+			i := bytes.IndexByte(field, ' ')
+			if i < 0 {
+				field = nil
+				break
+			}
+			field = field[i+1:]
+		}
+		if i := bytes.IndexByte(field, ' '); i >= 0 {
+			field = field[:i]
+		}
+		if len(field) == 0 {
 			continue
 		}
-		out[unescapeMountinfo(fields[4])] = true
+		if bytes.IndexByte(field, '\\') >= 0 {
+			scratch = append(scratch[:0], unescapeMountinfo(string(field))...)
+			field = scratch
+		}
+		f(field)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read /proc/%d/mountinfo: %w", pid, err)
+}
+
+// readAll reads the file at path into buf (grown as needed).
+func readAll(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return buf, err
 	}
-	return out, nil
+	defer func() { _ = f.Close() }()
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
 }
 
 // unescapeMountinfo decodes mountinfo's \ooo escapes (space, tab, newline,

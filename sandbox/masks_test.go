@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"os"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -31,6 +32,23 @@ func TestUnescapeMountinfo(t *testing.T) {
 	} {
 		if got := unescapeMountinfo(in); got != want {
 			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// BenchmarkMaskCheck: one check of a session's masks (this process's
+// mountinfo, and a look-up of each absent path in its root), what the
+// daemon pays per session every maskCheckEvery.
+func BenchmarkMaskCheck(b *testing.B) {
+	masks := append([]string{"/proc"}, AlwaysHidden...) // mostly absent here: each is looked up
+	c, err := NewMaskCheck(uint32(os.Getpid()), masks)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	for b.Loop() {
+		if _, err := c.Lost(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
