@@ -139,9 +139,9 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	case api.OpPending, api.OpAnswer:
 		d.pendingOp(fw, peer, req, log)
 	case api.OpAudit:
-		d.auditQuery(ctx, c, fw, peer, req.Audit)
+		d.auditQuery(ctx, c, api.NewFrameWriter(c), peer, req.Audit) // streams set their own deadlines
 	case api.OpTrace:
-		d.trace(ctx, c, fw, peer, req, log)
+		d.trace(ctx, c, api.NewFrameWriter(c), peer, req, log)
 	case api.OpSecretSet, api.OpSecretRm, api.OpSecretList:
 		d.secretOp(fw, peer, req, log)
 	case api.OpLogin, api.OpLoginDone, api.OpLogout, api.OpTokens:

@@ -127,11 +127,6 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 			return nil, fmt.Errorf("invalid pattern %q", p)
 		}
 	}
-	if active, err := d.consents.Store().List(context.Background(), consent.Filter{User: target}); err != nil {
-		return nil, err
-	} else if len(active) >= maxActiveConsents {
-		return nil, fmt.Errorf("%s has %d consents in force, the most one user may: revoke some (mcpcage consents, mcpcage revoke ID) or grant wider patterns", target, len(active))
-	}
 	if g.When != "" {
 		if _, err := consent.Compile(g.When); err != nil {
 			return nil, err
@@ -153,7 +148,6 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if err := d.storeConsent(r, caller); err != nil {
 		return nil, err
 	}
-	d.pruneConsents(target)
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
 		"resources", r.Resources, "prompts", r.Prompts, "when", r.When, "expires", exp, "max_calls", g.MaxCalls, "by", caller)
 	d.consentChanged(r.User, r.Agent, r.Server)
@@ -164,13 +158,24 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 // consent nobody can account for must not take effect, so it is
 // withdrawn when the audit log fails. A new consent supersedes the
 // user's earlier "deny" answers for the same agent and server.
+//
+// Every consent comes through here (grants, and answers to questions and
+// pending requests): a user's consents in force are bounded here, and the
+// oldest inactive ones pruned (found by a red-team helper's review: answers
+// went around the bound of grants).
 func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}
+	if active, err := d.consents.Store().List(context.Background(), consent.Filter{User: r.User}); err != nil {
+		return err
+	} else if len(active) >= maxActiveConsents {
+		return fmt.Errorf("%s has %d consents in force, the most one user may: revoke some (mcpcage consents, mcpcage revoke ID) or grant wider patterns", r.User, len(active))
+	}
 	if err := d.consents.Store().Add(r); err != nil {
 		return err
 	}
+	defer d.pruneConsents(r.User)
 	if err := d.audit.Append(consentGrantRecord(r, by)); err != nil {
 		if _, rerr := d.consents.Store().Revoke(r.ID, by, "its grant could not be recorded in the audit log"); rerr != nil {
 			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)

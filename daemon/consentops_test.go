@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 )
 
@@ -50,6 +51,12 @@ func TestGrantBounds(t *testing.T) {
 	_, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}})
 	if err == nil || !strings.Contains(err.Error(), "1024 consents in force") || !strings.Contains(err.Error(), "mcpcage revoke") {
 		t.Fatalf("a grant past the user's bound: %v", err)
+	}
+	// An answer to a question stores a consent too: the same bound
+	// (answers went around it: found by a red-team helper's review).
+	if _, err := d.consentFromAnswer(answerGrant{target: ask.Target{User: "root", Agent: "cd", Server: "gh", Kind: string(consent.KindTool), Name: "list_x"},
+		answer: api.AnswerSession, session: "s1", by: "root", via: "prompt"}); err == nil || !strings.Contains(err.Error(), "1024 consents in force") {
+		t.Fatalf("an answer past the user's bound: %v", err)
 	}
 	// A revocation makes room; its reason is bounded.
 	list, _ := d.consents.Store().List(t.Context(), consent.Filter{User: "root"})

@@ -321,3 +321,31 @@ func TestRepliesAreScanned(t *testing.T) {
 		t.Fatalf("%d influence.suspect records of replies, want 8", suspects)
 	}
 }
+
+// A subscriptions/listen request that names resources is decided
+// (decideListen), and what it carries passes the data-flow guard first, as
+// every request's does: the first version of the decision returned before
+// the guard saw it (found by a red-team helper's review), so a tainted run
+// could send a guarded value to an external server in a URI, in _meta or
+// in a spare member of notifications.
+func TestListenPassesTheGuard(t *testing.T) {
+	d := testDaemon(t, "[servers.crm]\ncommand = [\"x\"]\nlabels = [\"confidential\"]\n[servers.notes]\ncommand = [\"x\"]\nlabels = [\"external\"]\n"+
+		"[[flow]]\nfrom = \"confidential\"\nto = \"external\"\naction = \"deny\"\n")
+	var runs flow.Runs
+	run := runs.Attach(0, "root", 1, 1)
+	run.Record(flow.Influence{Server: "crm", Kind: flow.ToolResult, Labels: []string{"confidential"}}, nil)
+	for _, tc := range []struct{ name, params string }{
+		{"in a URI", `{"notifications":{"resourceSubscriptions":["notes://x?ssn=512-44-8392"]}}`},
+		{"in _meta", `{"_meta":{"x":"512-44-8392"},"notifications":{"resourceSubscriptions":["notes://x"]}}`},
+		{"in a spare member", `{"notifications":{"resourceSubscriptions":["notes://x"],"extra":"512-44-8392"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testPolicy(d, "notes", "a", true) // observe mode: decided, forwarded
+			p.s.run = run
+			e, msg := peek(t, `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":`+tc.params+`}`)
+			if v := p.FromClient(e, msg); !v.Deny {
+				t.Fatalf("a listen request carrying a guarded value to an external server: %+v, want it refused", v)
+			}
+		})
+	}
+}

@@ -17,8 +17,9 @@ const maxLostShown = 16
 // maskCheckEvery is how often a session's masked paths are checked.
 const maskCheckEvery = 250 * time.Millisecond
 
-// watchMasks ends session s when a path hidden from its sandbox becomes
-// visible there: the host replaced it (the kernel then drops the mask in
+// watchMasks ends session s when a path hidden from its sandbox
+// (sandbox.WatchedMasks: hidden_paths and AlwaysHidden) becomes visible
+// there: the host replaced it (the kernel then drops the mask in
 // every namespace), or made one that did not exist at the start (see
 // sandbox.MaskCheck). The session is killed and says why; a server that
 // reads such a file between the host's change and the next check (at

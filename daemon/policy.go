@@ -189,14 +189,17 @@ func shellQuote(s string) string {
 // package request, which refuses what servers could read differently.
 func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if request.Method(e.Method) == request.SubscriptionsListen && e.Kind == wire.KindRequest {
-		v, decided := p.decideListen(e, msg)
-		if v.Deny {
+		// What it carries passes the data-flow guard first, as any
+		// undecided request's does (the URIs, _meta and every other
+		// member reach the server).
+		if v, refused := p.flowOther(e, msg); refused {
 			return v
 		}
-		p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
-		if decided {
-			return v
+		v := p.decideListen(e, msg)
+		if !v.Deny {
+			p.listens.opened(e.ID.Of(msg), e.Params.Of(msg))
 		}
+		return v // empty when it names no resource: it needs no decision
 	}
 	if e.Kind == wire.KindRequest {
 		switch request.Method(e.Method) {
@@ -260,23 +263,23 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 // decided, by consents and recorded; the request goes on only when every
 // one is allowed (or in observe mode). Ask mode does not ask about them:
 // one that no consent covers is refused with the grant that would allow
-// it. decided is false when the request names no resource.
-func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verdict, decided bool) {
+// it. A request that names no resource needs no decision (empty verdict).
+func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verdict) {
 	uris, err := request.ListenResources(e.Params.Of(msg))
 	switch {
 	case errors.Is(err, wire.ErrAmbiguous):
-		return p.refuse(e, msg, wire.CodeInvalidRequest, "ambiguous "+e.Method+" (servers could read it differently): "+err.Error()), true
+		return p.refuse(e, msg, wire.CodeInvalidRequest, "ambiguous "+e.Method+" (servers could read it differently): "+err.Error())
 	case err != nil:
-		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error()), true
+		return p.refuse(e, msg, wire.CodeInvalidParams, err.Error())
 	case len(uris) == 0:
-		return relay.Verdict{}, false
+		return relay.Verdict{}
 	}
 	k := consent.KindResource
 	decs := make([]consent.Decision, len(uris))
 	for i, uri := range uris {
 		decs[i] = p.decide(e.Method, k, uri, nil, p.pinOf(k, uri))
 		if !decs[i].Allow && !p.observe {
-			return p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil), true
+			return p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil)
 		}
 	}
 	// One record each; the last one's durability covers the others
@@ -284,7 +287,7 @@ func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verd
 	for i, uri := range uris {
 		v = p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil)
 	}
-	return v, true
+	return v
 }
 
 // decideRequest decides a read request: consents, then (ask mode) the

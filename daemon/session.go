@@ -581,13 +581,22 @@ func (d *Daemon) announceSession(s *session, params sandbox.Params) {
 }
 
 // stopOnRequest stops the server when the daemon shuts down or a broken
-// rule ends the session, until the relay ends.
+// rule ends the session, or stop_timeout after the relay has ended when
+// the server has not exited by then: the end of the session, which stops
+// it otherwise, waits for the relay's writer, which a process of the
+// sandbox can hold on its stdin pipe's lock (see stopServer).
 func (s *session) stopOnRequest() {
 	select {
 	case <-s.shutdown:
 	case <-s.policyStop:
 	case <-s.relay.Done():
-		return
+		t := time.NewTimer(s.grace)
+		defer t.Stop()
+		select {
+		case <-s.handle.Exited():
+			return
+		case <-t.C:
+		}
 	}
 	s.stopServer()
 }
@@ -601,7 +610,7 @@ func (s *session) stopOnRequest() {
 // process dies (found by a red-team helper: the ladder never started, and
 // the server outlived its shim, the daemon's stop and end-session).
 func (s *session) stopServer() {
-	go s.relay.CloseServerIn()
+	s.relay.CloseServerIn() // does not wait for the close
 	s.stop()
 }
 
@@ -851,6 +860,7 @@ func (d *Daemon) create(ctx context.Context, srv *config.Server, id string, p sa
 		Labels: map[string]string{sandbox.LabelServer: srv.Name, sandbox.LabelSession: id},
 		Stdio:  stdio,
 		Mounts: p.Mounts,
+		Masks:  sandbox.WatchedMasks(p),
 	})
 }
 

@@ -372,11 +372,24 @@ func holdStdout(t *testing.T, d *daemon, h *heldClient) {
 // shim was gone, whose daemon stopped or that on_suspect = "end-session"
 // ended kept running (found by a red-team helper). The ladder must not
 // wait on the pipe: SIGKILL of the sandbox ends the holder and the lock.
+// The end of the relay (the server closes its output and stays) waited
+// for that close too, and the end of the session for the relay (found by
+// a red-team helper's review of the first fix).
 func TestServerHoldingItsStdinLockIsStillStopped(t *testing.T) {
+	setup(t)
+	trigger := filepath.Join(itestRoot, fmt.Sprintf("stdinlock-%d", os.Getpid()))
+	must(t, os.MkdirAll(trigger, 0o777), "mkdir")
+	t.Cleanup(func() { _ = os.RemoveAll(trigger) })
 	tests := []struct {
 		name string
 		end  func(t *testing.T, d *daemon, r *rawSession)
 	}{
+		{"the server closes its output and stays", func(t *testing.T, d *daemon, r *rawSession) {
+			// The relay ends; the end of the session waited for its writer.
+			must(t, os.WriteFile(filepath.Join(trigger, "go"), nil, 0o644), "trigger")
+			d.record(t, "session.end", func(map[string]any) bool { return true })
+			d.waitClean("the session whose server held its stdin's lock and closed its output")
+		}},
 		{"the shim is killed", func(t *testing.T, d *daemon, r *rawSession) {
 			must(t, r.cmd.Process.Kill(), "kill the shim")
 			end := d.record(t, "session.end", func(map[string]any) bool { return true })
@@ -398,9 +411,15 @@ func TestServerHoldingItsStdinLockIsStillStopped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := startDaemon(t, "[daemon]\nstop_timeout = \"1s\"\n")
-			r := startRaw(t, d.shimCmd("test"))
+			_ = os.Remove(filepath.Join(trigger, "go"))
+			d := startDaemon(t, fmt.Sprintf("[daemon]\nstop_timeout = \"1s\"\n[servers.locker]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/trigger\" }]\n",
+				filepath.Join(env.bin, "testserver"), trigger))
+			r := startRaw(t, d.shimCmd("locker"))
 			r.initialize()
+			r.send(`{"jsonrpc":"2.0","id":"arm","method":"tools/call","params":{"name":"close_stdout_when","arguments":{"path":"/trigger/go"}}}` + "\n")
+			if got := r.response(`"arm"`); !strings.Contains(got, "armed") {
+				t.Fatalf("close_stdout_when: %s", got)
+			}
 			r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":"lock","method":"tools/call","params":{"name":"run_command","arguments":{"command":%q,"args":["lock-server-stdin"]}}}`+"\n", filepath.Join(env.bin, "hostile")))
 			if got := r.response(`"lock"`); !strings.Contains(got, "ESCAPED child") {
 				t.Fatalf("hostile lock-server-stdin: %s", got)

@@ -115,14 +115,17 @@ type StartOptions struct {
 	// Mounts are the spec's bind mounts; each one with a Pin is checked
 	// in the created container before the server runs (see BindMount).
 	Mounts []BindMount
+	// Masks are the masked host paths the daemon follows while the
+	// session runs (WatchedMasks; see MaskCheck).
+	Masks []string
 }
 
 // Instance is a running sandbox.
 type Instance struct {
 	ID  string
 	Pid uint32
-	// Masks are the host paths its spec masks (HostMasks): the daemon
-	// checks they stay masked (see MaskCheck).
+	// Masks are the host paths whose masks the daemon follows
+	// (StartOptions.Masks, see MaskCheck).
 	Masks     []string
 	container containerd.Container
 	task      containerd.Task
@@ -168,7 +171,7 @@ type Prepared struct {
 	stdio       Stdio
 	cgroup      string
 	root        string   // its own root (makeRoot), "" for an image's
-	masks       []string // the host paths its spec masks (HostMasks)
+	masks       []string // the host paths whose masks are followed (StartOptions.Masks)
 	l           *Launcher
 	ended       sync.Once
 }
@@ -220,7 +223,7 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		}
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, root: root, masks: HostMasks(o.Spec), l: l}
+	p := &Prepared{ID: o.ID, Fingerprint: fp, Created: time.Now(), container: c, stdio: o.Stdio, root: root, masks: o.Masks, l: l}
 	if o.Spec.Linux != nil {
 		p.cgroup = o.Spec.Linux.CgroupsPath
 	}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,18 +20,17 @@ import (
 // helper). A path that did not exist when the session started was never
 // masked, and one made later is seen as it is. MaskCheck tells either.
 
-// HostMasks are the host paths spec masks: hidden_paths, AlwaysHidden and
-// the deny scan's, not runc's own masks inside /proc and /sys.
-func HostMasks(spec *specs.Spec) []string {
-	if spec == nil || spec.Linux == nil {
-		return nil
-	}
+// WatchedMasks are the host paths of p's masks that a session must not
+// see even once the host replaces them: hidden_paths and AlwaysHidden.
+// The deny scan's masks are not among them: a denied file the host
+// replaces is still refused by the kernel's check of every open.
+func WatchedMasks(p Params) []string {
 	var out []string
-	for _, p := range spec.Linux.MaskedPaths {
-		if p == "/proc" || p == "/sys" || strings.HasPrefix(p, "/proc/") || strings.HasPrefix(p, "/sys/") {
+	for _, m := range sortedUnion(AlwaysHidden, p.Hidden) {
+		if m == "/proc" || m == "/sys" || strings.HasPrefix(m, "/proc/") || strings.HasPrefix(m, "/sys/") {
 			continue
 		}
-		out = append(out, p)
+		out = append(out, m)
 	}
 	return out
 }

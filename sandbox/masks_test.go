@@ -2,22 +2,15 @@ package sandbox
 
 import (
 	"os"
+	"slices"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-func TestHostMasks(t *testing.T) {
-	spec := &specs.Spec{Linux: &specs.Linux{MaskedPaths: []string{"/proc/kcore", "/sys/firmware", "/etc/shadow", "/home/u/.ssh", "/procfs-not", "/proc"}}}
-	got := HostMasks(spec)
-	want := []string{"/etc/shadow", "/home/u/.ssh", "/procfs-not"}
-	if len(got) != len(want) {
-		t.Fatalf("HostMasks = %q, want %q", got, want)
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			t.Fatalf("HostMasks = %q, want %q", got, want)
-		}
+func TestWatchedMasks(t *testing.T) {
+	got := WatchedMasks(Params{Hidden: []string{"/home/u/.ssh", "/proc/kcore", "/sys/firmware", "/procfs-not", "/etc/shadow"}})
+	want := sortedUnion(AlwaysHidden, []string{"/home/u/.ssh", "/procfs-not"})
+	if !slices.Equal(got, want) {
+		t.Fatalf("WatchedMasks = %q, want %q", got, want)
 	}
 }
 

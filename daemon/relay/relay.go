@@ -341,8 +341,14 @@ func (r *Relay) Done() <-chan struct{} { return r.endCh }
 // end of input closes it after the last message instead.
 func (r *Relay) CloseServerIn() { r.closeServerIn() }
 
+// closeServerIn closes the server's stdin once. The close runs on a
+// goroutine of its own: it waits for a write to the
+// pipe in progress, and a process of the sandbox can hold the pipe's lock
+// (a splice from it into a full socket) so that the write, and the close,
+// wait until that process dies (found by a red-team helper). Nothing
+// that stops the server may wait for it.
 func (r *Relay) closeServerIn() {
-	r.closeOnce.Do(func() { _ = r.serverIn.Close() }) // EOF for the server; nothing left to send
+	r.closeOnce.Do(func() { go func() { _ = r.serverIn.Close() }() }) // EOF for the server; nothing left to send
 }
 
 // writeClient sends one complete message to the client.

@@ -4,7 +4,7 @@
 //
 // Tools: echo, rug_pull, read_file, write_file, list_dir, http_get,
 // run_command, ask_client, sleep, big_output, stderr_flood, crash, env,
-// allocate, notify_batch, forge_answers; with $TESTSERVER_NAMESPACED_TOOLS also
+// allocate, notify_batch, forge_answers, close_stdout_when; with $TESTSERVER_NAMESPACED_TOOLS also
 // repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
 package main
 
@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -271,6 +272,23 @@ func main() {
 				}
 			}
 			return text("forged"), nil
+		})
+	// close_stdout_when closes the server's stdout, and stays alive, once
+	// the file at path exists (checked every 10 ms): a server that ends
+	// its output at a moment the test chooses (the path is on a mount).
+	add(mcp.NewTool("close_stdout_when", mcp.WithDescription("Close stdout once PATH exists, and stay alive"), mcp.WithString("path", mcp.Required())),
+		func(_ context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			path := r.GetString("path", "")
+			go func() {
+				for {
+					if _, err := os.Stat(path); err == nil {
+						_ = syscall.Close(1)
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+			return text("armed"), nil
 		})
 	go func() {
 		br := bufio.NewReaderSize(os.Stdin, 1<<20)
