@@ -53,6 +53,13 @@ func ListenResources(params []byte) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A server whose models take a field by a snake_case name as well as
+	// its camelCase alias (pydantic's populate_by_name, serde aliases)
+	// would watch what this member lists, undecided: refused (defensive,
+	// no SDK known to do so).
+	if _, ok := nm["resource_subscriptions"]; ok {
+		return nil, fmt.Errorf("%w: params.notifications has resource_subscriptions, which a server may read as resourceSubscriptions", wire.ErrAmbiguous)
+	}
 	sp, ok = nm["resourceSubscriptions"]
 	if !ok || string(sp.Of(n)) == "null" {
 		return nil, nil
