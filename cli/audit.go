@@ -63,7 +63,7 @@ Users see their own records; root and the admin group see all.
 			var history []json.RawMessage
 			printLine := func(line []byte) {
 				if jsonOut {
-					w.Write(line)
+					w.Write(terminalJSON(line))
 					w.WriteByte('\n')
 					return
 				}
@@ -111,7 +111,7 @@ Users see their own records; root and the admin group see all.
 	f.StringVar(&since, "since", "", "from (1h, 2d, or a time)")
 	f.StringVar(&until, "until", "", "until (a time)")
 	f.BoolVar(&q.Follow, "follow", false, "keep printing new records")
-	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines)")
+	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines; invisible and control characters in strings as \\u escapes)")
 
 	cmd.AddCommand(auditVerifyCommand(stdout, stderr))
 	return cmd

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/mcpcage/mcpcage/internal/invisible"
 )
@@ -72,6 +74,39 @@ func printable(s string) string {
 		fmt.Fprintf(&b, "\\u{%04X}", r)
 	}
 	return b.String()
+}
+
+// terminalJSON is JSON text b with every control, format and other
+// invisible character (internal/invisible) inside its strings written as
+// a \u escape: the same JSON values, but nothing that reaches a terminal
+// raw (C1 controls, bidi overrides, zero-width characters, which JSON
+// encoders leave as they are). A rune past U+FFFF is written as its
+// UTF-16 surrogate pair, as JSON escapes are.
+func terminalJSON(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r < utf8.RuneSelf || r == utf8.RuneError || !invisible.Rune(r) {
+			if out != nil {
+				out = append(out, b[i:i+n]...)
+			}
+			i += n
+			continue
+		}
+		if out == nil {
+			out = append(make([]byte, 0, len(b)+32), b[:i]...)
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += n
+	}
+	if out == nil {
+		return b
+	}
+	return out
 }
 
 // printableLines is printable for each line of s.

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -49,11 +51,12 @@ func TestOthersStringsCannotForgeOutput(t *testing.T) {
 
 // TestErrorsAreShownNotInterpreted: an error's text (which can carry an
 // authorization server's words, through the daemon) reaches the
-// terminal with its control characters escaped, its lines kept.
+// terminal with its control characters escaped, its lines kept (those
+// after the first indented).
 func TestErrorsAreShownNotInterpreted(t *testing.T) {
 	tests := []struct{ name, err, want string }{
 		{"escapes", "signing in failed: invalid_grant: \x1b[2J\x1b]0;forged\a", `invalid_grant: \u{001B}[2J\u{001B}]0;forged\u{0007}`},
-		{"lines kept", "first\nsecond", "first\nsecond"},
+		{"lines kept, the later ones indented", "first\nsecond", "first\n  second"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,5 +66,38 @@ func TestErrorsAreShownNotInterpreted(t *testing.T) {
 				t.Fatalf("shown %q, want it to contain %q and no control character", got, tt.want)
 			}
 		})
+	}
+}
+
+// JSON output keeps its values and reaches a terminal with nothing
+// invisible in it: JSON encoders leave C1 controls, bidi overrides and
+// zero-width characters raw in strings.
+func TestTerminalJSON(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"a":"plain","b":"ünïcode ✓"}`, `{"a":"plain","b":"ünïcode ✓"}`},
+		{"{\"tool\":\"echo\u202eevil\"}", `{"tool":"echo\u202eevil"}`},
+		{"{\"c1\":\"x\u009by\"}", `{"c1":"x\u009by"}`},
+		{"{\"zw\":\"a\u200bb\",\"tag\":\"\U000E0041\"}", `{"zw":"a\u200bb","tag":"\udb40\udc41"}`},
+		{"{\"bad\":\"\xff\"}", "{\"bad\":\"\xff\"}"},
+	} {
+		got := string(terminalJSON([]byte(tc.in)))
+		if got != tc.want {
+			t.Errorf("terminalJSON(%q) = %q, want %q", tc.in, got, tc.want)
+			continue
+		}
+		var a, b any
+		if json.Valid([]byte(tc.in)) && (json.Unmarshal([]byte(tc.in), &a) != nil || json.Unmarshal([]byte(got), &b) != nil || !reflect.DeepEqual(a, b)) {
+			t.Errorf("terminalJSON(%q) changed the value: %v, then %v", tc.in, a, b)
+		}
+	}
+}
+
+// An error's later lines are indented: a daemon's or a peer's words
+// cannot print a line that reads as mcpcage's own.
+func TestShowErrorIndentsLaterLines(t *testing.T) {
+	var b strings.Builder
+	showError(&b, errors.New("refused: x\nmcpcage: approved p-1\x1b[2K"))
+	if got, want := b.String(), "mcpcage: refused: x\n  mcpcage: approved p-1\\u{001B}[2K\n"; got != want {
+		t.Fatalf("showError printed %q, want %q", got, want)
 	}
 }

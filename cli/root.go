@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,8 +43,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // showError prints a failed command's error. It can carry a remote
 // party's words (an authorization server's error_description, through
 // the daemon): shown, never interpreted by the terminal.
+// showError prints err, its lines after the first indented: words a
+// server, a remote peer or another user chose cannot start a line that
+// reads as mcpcage's own.
 func showError(w io.Writer, err error) {
-	_, _ = fmt.Fprintf(w, "mcpcage: %s\n", printableLines(err.Error()))
+	_, _ = fmt.Fprintf(w, "mcpcage: %s\n", strings.ReplaceAll(printableLines(err.Error()), "\n", "\n  "))
 }
 
 // Command returns the CLI's command tree (for generated documentation).
@@ -124,8 +128,14 @@ func orDefault(s, d string) string {
 	return s
 }
 
+// writeJSON prints v as indented JSON for a terminal (terminalJSON).
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(terminalJSON(b.Bytes()))
+	return err
 }

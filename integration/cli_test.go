@@ -96,4 +96,10 @@ func TestAuditListingShowsHostileNamesEscaped(t *testing.T) {
 	if strings.ContainsAny(out, "\x1b\x07\u202e") || !strings.Contains(out, `\u{000A}`+forged) {
 		t.Fatalf("mcpcage audit does not show the name escaped:\n%q", out)
 	}
+	// --json too: JSON encoders leave bidi overrides and C1 controls raw
+	// in strings; the same values, escaped.
+	js := d.mustCLI(t, "audit", "--json", "--type", "tool.call")
+	if strings.ContainsRune(js, '\u202e') || !strings.Contains(js, `\u202e`) {
+		t.Fatalf("mcpcage audit --json printed the bidi override raw:\n%q", js)
+	}
 }
