@@ -60,9 +60,9 @@ func (c *Cage) SetEgressBudget(n int) {
 	c.book.budget = n
 }
 
-// EgressHeld reports how many entries of the IPv4 and IPv6 egress tries
+// egressHeld reports how many entries of the IPv4 and IPv6 egress tries
 // owner's sessions hold.
-func (c *Cage) EgressHeld(owner uint32) (v4, v6 int) {
+func (c *Cage) egressHeld(owner uint32) (v4, v6 int) {
 	c.book.mu.Lock()
 	defer c.book.mu.Unlock()
 	if n := c.book.owners[owner]; n != nil {

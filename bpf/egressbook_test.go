@@ -69,7 +69,7 @@ func TestEgressBudgetPerOwner(t *testing.T) {
 			t.Fatalf("step %d (%s %d): %v", i, s.do, s.cgid, err)
 		}
 	}
-	held := func(owner uint32) string { v4, v6 := c.EgressHeld(owner); return fmt.Sprintf("%d+%d", v4, v6) }
+	held := func(owner uint32) string { v4, v6 := c.egressHeld(owner); return fmt.Sprintf("%d+%d", v4, v6) }
 	if got := held(1); got != "10+10" {
 		t.Errorf("owner 1 holds %s entries, want 10+10", got)
 	}

@@ -69,9 +69,6 @@ func NewMaskCheck(pid uint32, masks []string) (*MaskCheck, error) {
 	return c, nil
 }
 
-// Masked is how many paths are masked by a mount of their own.
-func (c *MaskCheck) Masked() int { return len(c.mounted) }
-
 // Lost returns the masked paths the sandbox can now see: a mask that is no
 // longer a mount point in its namespace, or a path that did not exist at
 // start and does now in the sandbox's view.
