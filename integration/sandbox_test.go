@@ -223,6 +223,16 @@ func TestSecretInjection(t *testing.T) {
 	if argv := fmt.Sprint(run["argv"]); strings.Contains(argv, secret) || !strings.Contains(argv, "[redacted]") || !strings.Contains(argv, "plain") {
 		t.Fatalf("process.exec argv %s: want the secret redacted, the rest kept", argv)
 	}
+	// An agent puts the value, or a credential, in an argument's name:
+	// the audit's redacted arguments kept every key as it was.
+	const credential = "ghp_keyKEYkeyKEYkeyKEYkeyKEY0123"
+	callText(t, c, "env", map[string]any{"name": "HOME", "x-" + secret: 1, credential: map[string]any{"password=" + secret: 2}})
+	call := d.record(t, "tool.call", func(r map[string]any) bool {
+		return strings.Contains(fmt.Sprint(r["arguments"]), "[redacted key")
+	})
+	if args := fmt.Sprint(call["arguments"]); strings.Contains(args, credential) || !strings.Contains(args, "HOME") {
+		t.Errorf("tool.call arguments %s: want the credential-shaped key hidden, the rest kept", args)
+	}
 	show := mcpcage("", "servers", "show", "withsecret")
 	spec := mcpcage("", "servers", "show", "withsecret", "--spec")
 	audit, err := os.ReadFile(filepath.Join(d.dir, "log", "audit.jsonl"))

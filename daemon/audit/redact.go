@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -129,13 +130,14 @@ func Arguments(args map[string]any, mode string, secrets []string) any {
 func redact(v any, secrets []string) any {
 	switch x := v.(type) {
 	case map[string]any:
+		keys := newKeyNames(x, func(k string) bool { return looksSecret(k, secrets) || scrubInline(k) != k })
 		out := make(map[string]any, len(x))
 		for k, val := range x {
 			if secretName(k) {
-				out[k] = "[redacted]"
+				out[keys.of(k)] = "[redacted]"
 				continue
 			}
-			out[k] = redact(val, secrets)
+			out[keys.of(k)] = redact(val, secrets)
 		}
 		return out
 	case []any:
@@ -169,12 +171,7 @@ func looksSecret(s string, secrets []string) bool {
 	if len(t) >= 13 && len(t) <= 24 && '0' <= t[0] && t[0] <= '9' && digits.MatchString(t) && luhn(t) {
 		return true // a card number
 	}
-	for _, sec := range secrets {
-		if sec != "" && strings.Contains(s, sec) {
-			return true
-		}
-	}
-	return false
+	return holdsAny(s, secrets)
 }
 
 // credentialPrefixes start every match of secretValue.
@@ -215,9 +212,10 @@ func luhn(s string) bool {
 func scrubInjected(v any, secrets []string) any {
 	switch x := v.(type) {
 	case map[string]any:
+		keys := newKeyNames(x, func(k string) bool { return holdsAny(k, secrets) })
 		out := make(map[string]any, len(x))
 		for k, val := range x {
-			out[k] = scrubInjected(val, secrets)
+			out[keys.of(k)] = scrubInjected(val, secrets)
 		}
 		return out
 	case []any:
@@ -227,13 +225,64 @@ func scrubInjected(v any, secrets []string) any {
 		}
 		return out
 	case string:
-		for _, sec := range secrets {
-			if sec != "" && strings.Contains(x, sec) {
-				return "[redacted]"
-			}
+		if holdsAny(x, secrets) {
+			return "[redacted]"
 		}
 	}
 	return v
+}
+
+// holdsAny reports whether s contains one of secrets.
+func holdsAny(s string, secrets []string) bool {
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyNames renames the keys of one object that a record must not carry
+// as they are: a key is as much the caller's text as a value, and an
+// agent (or a server's prompt steering it) can put a token in either.
+// Hidden keys become "[redacted key]", "[redacted key 2]", ... in the
+// order of the hidden keys themselves, so two of them never collide and
+// the names depend on nothing but the object; a key that already reads
+// like one of those names is renamed too, so a record never shows two
+// keys of one name.
+type keyNames map[string]string
+
+func newKeyNames(obj map[string]any, hide func(string) bool) keyNames {
+	var hidden []string
+	for k := range obj {
+		if hide(k) || strings.HasPrefix(k, redactedKey) {
+			hidden = append(hidden, k)
+		}
+	}
+	if hidden == nil {
+		return nil
+	}
+	slices.Sort(hidden)
+	names := make(keyNames, len(hidden))
+	for i, k := range hidden {
+		if i == 0 {
+			names[k] = redactedKey + "]"
+		} else {
+			names[k] = redactedKey + " " + itoa(i+1) + "]"
+		}
+	}
+	return names
+}
+
+// redactedKey starts the name a hidden key is given.
+const redactedKey = "[redacted key"
+
+// of is the name key is recorded under.
+func (n keyNames) of(k string) string {
+	if r, ok := n[k]; ok {
+		return r
+	}
+	return k
 }
 
 func itoa(n int) string {
@@ -246,7 +295,9 @@ func itoa(n int) string {
 // look like a credential or a card number. Unlike the audit's
 // "redacted" mode no value is hidden for its name, and none is cut: a
 // person approving a request must see every value it carries.
-// changed reports whether anything was replaced.
+// changed reports whether anything was replaced, or whether a key is a
+// secret in the same sense (keys are never renamed: such arguments are
+// not to be shown at all).
 func ValuesRedacted(args map[string]any, secrets []string) (_ any, changed bool) {
 	var walk func(v any) any
 	walk = func(v any) any {
@@ -254,6 +305,9 @@ func ValuesRedacted(args map[string]any, secrets []string) (_ any, changed bool)
 		case map[string]any:
 			out := make(map[string]any, len(x))
 			for k, val := range x {
+				if looksSecret(k, secrets) || scrubInline(k) != k {
+					changed = true // a name can carry a secret as well as a value
+				}
 				out[k] = walk(val)
 			}
 			return out

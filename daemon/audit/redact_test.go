@@ -128,3 +128,73 @@ func TestScrubArgv(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretsInKeysAreRedacted: a key is the caller's text as much as a
+// value; a record or a question never carries a secret in one.
+func TestSecretsInKeysAreRedacted(t *testing.T) {
+	injected := []string{"s3cr3t-value"}
+	args := map[string]any{
+		"ghp_abcdefghijklmnopqrstuvwxyz0123": 1,
+		"x-s3cr3t-value-y":                   "v",
+		"password=hunter2":                   true,
+		"[redacted key]":                     "a key that reads like a hidden one",
+		"nested":                             map[string]any{"sk-0123456789abcdefghijKLMN": "n"},
+		"repo":                               "acme/web",
+	}
+	for _, tc := range []struct {
+		mode   string
+		leaks  []string
+		keeps  []string
+		hidden int // keys renamed at the top level
+	}{
+		{ArgsRedacted, []string{"ghp_", "s3cr3t", "hunter2", "sk-0123"}, []string{`"repo":"acme/web"`, `"[redacted key 2]"`, `"a key that reads like a hidden one"`}, 4},
+		// Full mode keeps what looks like a credential (the admin asked
+		// for everything) but never a value mcpcage injected.
+		{ArgsFull, []string{"s3cr3t"}, []string{"ghp_abcdefghijklmnopqrstuvwxyz0123", "password=hunter2", `"repo":"acme/web"`}, 2},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			out := Arguments(args, tc.mode, injected).(map[string]any)
+			b, _ := json.Marshal(out)
+			for _, l := range tc.leaks {
+				if strings.Contains(string(b), l) {
+					t.Errorf("leaks %q: %s", l, b)
+				}
+			}
+			for _, k := range tc.keeps {
+				if !strings.Contains(string(b), k) {
+					t.Errorf("lost %q: %s", k, b)
+				}
+			}
+			if len(out) != len(args) {
+				t.Errorf("%d keys, want %d (renamed keys collided): %s", len(out), len(args), b)
+			}
+			n := 0
+			for k := range out {
+				if strings.HasPrefix(k, redactedKey) {
+					n++
+				}
+			}
+			if n != tc.hidden {
+				t.Errorf("%d hidden keys, want %d: %s", n, tc.hidden, b)
+			}
+			again, _ := json.Marshal(Arguments(args, tc.mode, injected))
+			if string(again) != string(b) {
+				t.Errorf("names depend on map order:\n%s\n%s", b, again)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		args map[string]any
+		want bool
+	}{
+		{"injected secret in a key", map[string]any{"a": map[string]any{"x-s3cr3t-value": 1}}, true},
+		{"credential-shaped key", map[string]any{"ghp_abcdefghijklmnopqrstuvwxyz0123": 1}, true},
+		{"inline credential in a key", map[string]any{"api_key=zz-top-77": 1}, true},
+		{"plain keys", map[string]any{"path": "/tmp", "token_count": 3}, false},
+	} {
+		if _, changed := ValuesRedacted(tc.args, injected); changed != tc.want {
+			t.Errorf("ValuesRedacted(%s) changed = %v, want %v", tc.name, changed, tc.want)
+		}
+	}
+}
