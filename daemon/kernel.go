@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -694,6 +696,7 @@ func (s *session) kernelRecord(ke *KernelEvent, touched string) audit.Record {
 			rec[f.key] = f.val
 		}
 	}
+	keepRawBytes(rec, ke.Comm, ke.Path, ke.Hint, ke.To, touched, ke.Argv)
 	if ke.Result != nil {
 		rec["result"] = *ke.Result
 	}
@@ -710,6 +713,32 @@ func (s *session) kernelRecord(ke *KernelEvent, touched string) audit.Record {
 		rec["tool_calls"] = ke.InFlight
 	}
 	return rec
+}
+
+// keepRawBytes adds the exact bytes of the names a server chose, when
+// they are not UTF-8: JSON carries text, so an invalid byte is written as
+// U+FFFD and two files ("a\xff" and "a\xfe") would read alike in the
+// record. The bytes go beside the text, base64 (RFC 4648, standard
+// alphabet), as NAME_b64; argv_b64 holds every argument, in order, when
+// one of them is not UTF-8.
+func keepRawBytes(rec audit.Record, comm, path, hint, to, touched string, argv []string) {
+	for _, f := range [...]struct{ key, val string }{
+		{"comm", comm}, {"path", path}, {"hint", hint}, {"to", to}, {"touched", touched},
+	} {
+		if !utf8.ValidString(f.val) {
+			rec[f.key+"_b64"] = base64.StdEncoding.EncodeToString([]byte(f.val))
+		}
+	}
+	for _, a := range argv {
+		if !utf8.ValidString(a) {
+			raw := make([]string, len(argv))
+			for i, a := range argv {
+				raw[i] = base64.StdEncoding.EncodeToString([]byte(a))
+			}
+			rec["argv_b64"] = raw
+			return
+		}
+	}
 }
 
 // deniedVerb says what a file operation that hit deny_paths did, for the

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -571,6 +572,30 @@ func BenchmarkOnKernelEvent(b *testing.B) {
 			}
 			b.StopTimer()
 			writer.Unlock()
+		})
+	}
+}
+
+func TestKeepRawBytes(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, tc := range []struct {
+		name                string
+		comm, path, to, tch string
+		argv                []string
+		want                audit.Record
+	}{
+		{name: "all UTF-8", comm: "sh", path: "/tmp/é", argv: []string{"ls", "-l"}, want: audit.Record{}},
+		{name: "path", comm: "sh", path: "/tmp/n\xffa", want: audit.Record{"path_b64": b64("/tmp/n\xffa")}},
+		{name: "comm and rename target", comm: "x\xfe", path: "/a", to: "/b\xc3", want: audit.Record{"comm_b64": b64("x\xfe"), "to_b64": b64("/b\xc3")}},
+		{name: "touched", tch: "/home/u/.ssh/\xff", want: audit.Record{"touched_b64": b64("/home/u/.ssh/\xff")}},
+		{name: "one argument: all of them, in order", argv: []string{"true", "a\xff", "b"}, want: audit.Record{"argv_b64": []string{b64("true"), b64("a\xff"), b64("b")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := audit.Record{}
+			keepRawBytes(rec, tc.comm, tc.path, "", tc.to, tc.tch, tc.argv)
+			if diff := cmp.Diff(tc.want, rec); diff != "" {
+				t.Errorf("-want +got:\n%s", diff)
+			}
 		})
 	}
 }

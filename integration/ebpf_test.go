@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -960,4 +961,41 @@ func TestLingeringObserversDieWithTheDaemon(t *testing.T) {
 	})
 	d.start()
 	d.waitClean("the restarted daemon")
+}
+
+// TestNamesThatAreNotUTF8AreRecordedExactly: JSON carries text, so a
+// name with a byte that is not UTF-8 reads as U+FFFD; two files a server
+// made ("n\xffa" and "n\xfea") recorded alike. The record now carries the
+// exact bytes beside the text.
+func TestNamesThatAreNotUTF8AreRecordedExactly(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	dir := fmt.Sprintf("/tmp/mcpcage-utf8-%d", time.Now().UnixNano())
+	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
+		"mkdir " + dir + " && printf x > " + dir + "/n$(printf '\\377')a && printf x > " + dir + "/n$(printf '\\376')a && /bin/true $(printf 'arg\\377')"}})
+	for _, tc := range []struct {
+		name string
+		raw  string
+	}{
+		{"n\\xffa", dir + "/n\xffa"},
+		{"n\\xfea", dir + "/n\xfea"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := base64.StdEncoding.EncodeToString([]byte(tc.raw))
+			rec := d.record(t, "file.open", func(r map[string]any) bool { return str(r, "path_b64") == want })
+			if str(rec, "path") != strings.ToValidUTF8(tc.raw, "\uFFFD") {
+				t.Errorf("path %q beside path_b64 of %q", str(rec, "path"), tc.raw)
+			}
+		})
+	}
+	exec := d.record(t, "process.exec", func(r map[string]any) bool { return strings.HasSuffix(str(r, "path"), "/true") && r["argv_b64"] != nil })
+	if raw := fmt.Sprint(exec["argv_b64"]); !strings.Contains(raw, base64.StdEncoding.EncodeToString([]byte("arg\xff"))) {
+		t.Errorf("argv_b64 %s lacks the argument's bytes", raw)
+	}
+	// A name that is UTF-8 carries no copy.
+	callText(t, c, "read_file", map[string]any{"path": "/etc/hostname"})
+	plain := d.record(t, "file.open", func(r map[string]any) bool { return str(r, "path") == "/etc/hostname" })
+	if _, ok := plain["path_b64"]; ok {
+		t.Errorf("a UTF-8 path carries path_b64: %v", plain)
+	}
 }
