@@ -1275,12 +1275,34 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 cgid;
 	struct session *s = watched_session(&cgid);
-	if (!s || !admit_event(s))
+	if (!s || unchecked(s, true)) // an exec opens a file too
 		return 0;
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
-	struct event *e = new_event(cgid, EV_EXEC, false);
+	struct file *f = BPF_CORE_READ(bprm, file);
+	struct path p = {};
+	if (f)
+		bpf_core_read(&p, sizeof(p), &f->f_path);
+	// The kernel opened the file that runs itself (no open(2) the open
+	// hook sees), and its image is the process's memory from now on: an
+	// executable under deny_paths would be read by running it (an
+	// LD_PRELOAD library dumps the image). Checked like an open, before
+	// the new image runs an instruction: a hit kills the task here, on
+	// the budget or over it (found by a red-team helper).
+	__u32 lens = s->deny_lens;
+	__u32 denied = 0;
+	if (p.dentry && lens)
+		denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
+	if (denied)
+		bpf_send_signal(SIGKILL);
+	else if (!admit_event(s))
+		return 0;
+	struct event *e = new_event(cgid, EV_EXEC, denied != 0);
 	if (!e)
 		return 0;
+	if (denied) {
+		e->killed = 1;
+		e->rule = denied - 1;
+	}
 	// The file that runs, as the kernel opened it: its path walked from
 	// its dentry, like an open's (audit grade). The name the caller gave
 	// (a symlink, a relative name, /dev/fd/N) is only a hint: a server
@@ -1288,12 +1310,8 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 	// /tmp/innocent-tool ran /usr/bin/id, and the record said the former).
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	bpf_probe_read_kernel_str(e->hint2, sizeof(e->hint2), filename);
-	struct file *f = BPF_CORE_READ(bprm, file);
-	struct path p = {};
-	if (f) {
-		bpf_core_read(&p, sizeof(p), &f->f_path);
+	if (p.dentry)
 		walk_path(e, cgid, 0, p.dentry, p.mnt);
-	}
 	// argv (read from the caller's memory at execve entry) is a hint.
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct argv_head *h = bpf_map_lookup_elem(&execs, &tgid);
@@ -1301,6 +1319,6 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 		__builtin_memcpy(e->hint, h, HINT_LEN);
 		bpf_map_delete_elem(&execs, &tgid);
 	}
-	bpf_ringbuf_submit(e, wakeup_flags(0));
+	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
 }

@@ -254,7 +254,7 @@ func (c *Cage) attachObservers() (retErr error) {
 		{"sys_enter_utimensat", c.objs.CageEnterTimes}, {"sys_enter_utimes", c.objs.CageEnterTimes},
 		{"sys_enter_utime", c.objs.CageEnterTimes}, {"sys_enter_futimesat", c.objs.CageEnterTimes},
 	} {
-		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		l, err := attachSettled(func() (link.Link, error) { return link.Tracepoint("syscalls", tp.name, tp.prog, nil) })
 		if err != nil {
 			call := strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")
 			if (legacySyscall[call] || newerSyscall[call]) && errors.Is(err, os.ErrNotExist) {
@@ -276,7 +276,9 @@ func (c *Cage) attachObservers() (retErr error) {
 	if err := c.objs.TrackHandshakes.Set(c.handshakes); err != nil {
 		return fmt.Errorf("set handshake tracking: %w", err)
 	}
-	l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
+	l, err = attachSettled(func() (link.Link, error) {
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
+	})
 	if err != nil {
 		return fmt.Errorf("attach raw tracepoint sched_process_exec: %w", err)
 	}
@@ -292,6 +294,28 @@ func (c *Cage) attachObservers() (retErr error) {
 	}
 	return nil // pinned by observe, for the sessions
 }
+
+// attachSettled is attach, tried again for a while when the kernel says
+// the program is attached there already (EEXIST): the same program's
+// previous link, just closed, is released only once every copy of its
+// descriptor is, and a process forked meanwhile holds one until it execs
+// (seen once under load: a session registered as the observers lingered
+// out failed with "file exists").
+func attachSettled(attach func() (link.Link, error)) (link.Link, error) {
+	wait := time.Millisecond
+	deadline := time.Now().Add(attachSettleTime)
+	for {
+		l, err := attach()
+		if !errors.Is(err, unix.EEXIST) || time.Now().After(deadline) {
+			return l, err
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// attachSettleTime bounds attachSettled's tries.
+const attachSettleTime = 2 * time.Second
 
 // observerPin prefixes the pins of the observation links in the pin
 // directory.

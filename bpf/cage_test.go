@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -187,5 +190,34 @@ func TestRegisterAndUnregister(t *testing.T) {
 	}
 	if err := c.Unregister(3); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestAttachSettled(t *testing.T) {
+	other := errors.New("some other failure")
+	for _, tc := range []struct {
+		name    string
+		fails   int   // tries that fail with failure
+		failure error // what they fail with
+		tries   int   // how many tries attachSettled makes
+		wantErr error
+	}{
+		{"attached at once", 0, nil, 1, nil},
+		{"the previous link released after a few tries", 3, fmt.Errorf("cannot create bpf perf link: %w", unix.EEXIST), 4, nil},
+		{"another error is not tried again", 1, other, 1, other},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tries := 0
+			_, err := attachSettled(func() (link.Link, error) {
+				tries++
+				if tries <= tc.fails {
+					return nil, tc.failure
+				}
+				return nil, nil
+			})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) || tries != tc.tries {
+				t.Errorf("err %v after %d tries, want %v after %d", err, tries, tc.wantErr, tc.tries)
+			}
+		})
 	}
 }

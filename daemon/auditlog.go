@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -473,25 +474,57 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 // only (sessionPolicy.secretValues): one user's values must not hide
 // what another's sessions do.
 func (d *Daemon) secretValues() []string {
+	if l := d.secretList(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// secretList is secretValues as the daemon keeps it: one list per state
+// of the stores, replaced (never changed) when a store changes; nil
+// without a store.
+func (d *Daemon) secretList() *[]string {
 	if d.secrets == nil {
 		return nil
 	}
 	if p := d.secretCache.Load(); p != nil {
-		return *p
+		return p
 	}
 	out := storeValues(d.secrets)
 	out = append(out, d.agentSecretValues()...)
 	d.secretCache.Store(&out)
-	return out
+	return &out
 }
 
 // secretValues are the values this session's records must not carry: the
-// administrator's and agents' secrets, and those injected into this
-// session's server from its owner's own store.
+// administrator's and agents' secrets as the stores hold them now, and
+// every value injected into this session's server at its start (its
+// owner's own, and those a store has since replaced).
 func (p *sessionPolicy) secretValues() []string {
-	g := p.d.secretValues()
+	l := p.d.secretList()
+	var g []string
+	if l != nil {
+		g = *l
+	}
 	if len(p.s.injected) == 0 {
 		return g
 	}
-	return append(g[:len(g):len(g)], p.s.injected...)
+	if m := p.secrets.Load(); m != nil && m.from == l {
+		return m.all
+	}
+	all := g[:len(g):len(g)]
+	for _, v := range p.s.injected {
+		if !slices.Contains(g, v) {
+			all = append(all, v)
+		}
+	}
+	p.secrets.Store(&mergedSecrets{from: l, all: all})
+	return all
+}
+
+// mergedSecrets is a session's secretValues for one state of the stores:
+// the daemon's list from (Daemon.secretList).
+type mergedSecrets struct {
+	from *[]string
+	all  []string
 }

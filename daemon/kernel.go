@@ -619,6 +619,19 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		}
 		d.emitKernelEvent(s, &ke, touched, d.endForDeniedPath(s, ev, &ke, touched))
 		return
+	case bpf.KindExec:
+		if ev.Killed {
+			// The kernel killed the task before the file it ran under
+			// deny_paths executed an instruction; the session ends as for
+			// an open.
+			ke.Rule = denyRule(srv, ev.Rule)
+			touched = ke.Path
+			d.emitKernelEvent(s, &ke, touched, d.endForDeniedPath(s, ev, &ke, touched))
+			return
+		}
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "pid", ke.Pid)
+		}
 	default:
 		if ev.Kind == bpf.KindConnect || ev.Kind == bpf.KindUDPSend {
 			if ev.Rule < uint32(len(srv.Egress)) {
@@ -763,6 +776,8 @@ func deniedVerb(k bpf.Kind) string {
 		return "changed the owner of"
 	case bpf.KindXattr:
 		return "changed the extended attributes of"
+	case bpf.KindExec:
+		return "executed"
 	}
 	return "touched"
 }

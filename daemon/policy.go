@@ -36,6 +36,9 @@ type sessionPolicy struct {
 	agent   *config.Agent // nil for an unregistered agent
 	observe bool          // default_decision = "allow"
 	ask     bool          // default_decision = "ask"
+	// secrets: the stores' values and the session's own, merged once per
+	// change of the stores (see secretValues).
+	secrets atomic.Pointer[mergedSecrets]
 
 	mu    sync.Mutex
 	calls map[string]callStart // forwarded tools/call by id key

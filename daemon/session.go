@@ -96,7 +96,7 @@ type session struct {
 	limiter   ask.Limiter  // the session's consent questions
 	warm      *warmSandbox // the prepared sandbox taken for the session, until startSandbox
 	warmStart bool         // the server started in a prepared sandbox
-	injected  []string     // secret values of the owner's store in its env (scrubbed from its records)
+	injected  []string     // secret values its server's env got from any store, as resolved at its start (scrubbed from its records)
 
 	run        *flow.Run    // the agent run the session belongs to (the data-flow guard)
 	suspectEnd atomic.Value // string: why a suspect influence ended the session
@@ -167,6 +167,23 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error() + ": mcpcage run passes the pipes its MCP client gave it"}, log)
 			return
 		}
+	}
+	// The server as it is now: the shim's hand-off of its files can take
+	// seconds, in which the configuration may be reloaded or the user's
+	// own server changed or removed. The session starts under what holds
+	// when it starts, not under what held when it was admitted (found by
+	// a red-team helper: a session admitted before a reload that took an
+	// egress host away reached that host). A sandbox prepared before is
+	// still taken only if its spec matches the one built now.
+	if srv, ok := d.server(s.server, peer); ok {
+		s.srv = srv
+	} else {
+		if s.warm != nil {
+			_ = d.warm.discard(s.warm) // logged
+		}
+		log.Info("session refused: its server was removed while the session started", "server", s.server)
+		reply(fw, api.Reply{Code: api.CodeUnknownServer, Error: unknownServer(s.server, d.serverNamesFor(peer))}, log)
+		return
 	}
 	s.run = d.runs.Attach(peer.UID, s.user, s.agentP.PID, s.agentP.StartTime)
 	defer d.runs.Detach(s.run)
@@ -438,9 +455,13 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if err != nil {
 		return params, nil, err
 	}
-	if srv.Personal {
-		s.injected = injectedSecrets(srv, params)
-	}
+	// Every value a store gave the server, the administrator's too: the
+	// records of this session scrub them (a cut argument ending with the
+	// head of one included) for as long as it runs, whatever the stores
+	// hold by then (found by a red-team helper: once an administrator's
+	// secret was set anew, a running session's records showed the old
+	// value, and an admin server's cut arguments were never checked).
+	s.injected = injectedSecrets(srv, params)
 	if err := d.checkCommand(srv, params); err != nil {
 		return params, nil, err
 	}

@@ -92,6 +92,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			return
 		}
 		d.forgetPinsWhenUnused(pins.Key(srv.Name, peer.UID, true), false) // added again: its pins stay
+		d.warm.forget(warmKey{server: srv.Name, uid: peer.UID})           // built from what it replaced
 		d.log.Info("user server added", "user", userName(peer.UID), "server", srv.Name)
 		d.collectImagesSoon() // it may replace a server of the same name that named another image
 		reply(fw, api.Reply{OK: true}, log)
@@ -106,6 +107,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		// unpinned, and pin their changed definitions anew): then when
 		// the last of those ends.
 		d.forgetPinsWhenUnused(pins.Key(req.Name, peer.UID, true), true)
+		d.warm.forget(warmKey{server: req.Name, uid: peer.UID})
 		if srv != nil && srv.IsRemote() {
 			var hc *http.Client
 			if c, err := d.remoteClient(srv, peer); err == nil {

@@ -75,9 +75,11 @@ type warmPool struct {
 	mu       sync.Mutex
 	byKey    map[warmKey]*warmSandbox
 	building map[warmKey]bool
-	gen      uint64 // moved by flush: a build begun before is not kept
-	closed   bool
-	work     sync.WaitGroup // builds and discards under way
+	// stale: keys whose build under way must not be kept (forget).
+	stale  map[warmKey]bool
+	gen    uint64 // moved by flush: a build begun before is not kept
+	closed bool
+	work   sync.WaitGroup // builds and discards under way
 }
 
 // warmCloseWait bounds how long close waits for builds and removals under
@@ -85,7 +87,7 @@ type warmPool struct {
 const warmCloseWait = 10 * time.Second
 
 func newWarmPool(d *Daemon) *warmPool {
-	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}}
+	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}, stale: map[warmKey]bool{}}
 }
 
 // disabledWhy is why the pool is off, "" when it is on.
@@ -132,7 +134,8 @@ func (w *warmPool) refill(srvName string, peer Peer) {
 		ws, err := w.build(key, Peer{UID: peer.UID, GID: peer.GID})
 		w.mu.Lock()
 		delete(w.building, key)
-		keep := err == nil && !w.closed && w.gen == gen
+		keep := err == nil && !w.closed && w.gen == gen && !w.stale[key]
+		delete(w.stale, key)
 		if keep {
 			w.byKey[key] = ws
 			ws.timer = time.AfterFunc(time.Duration(w.d.conf().Daemon.WarmIdle), func() { w.expire(ws) })
@@ -305,6 +308,18 @@ func (w *warmPool) flush() { w.discardWhere(func(warmKey) bool { return true }, 
 // of their own: only their servers read it).
 func (w *warmPool) flushUser(uid uint32) {
 	w.discardWhere(func(k warmKey) bool { return k.uid == uid }, false)
+}
+
+// forget discards the prepared sandbox of key, and the one being built
+// for it: its server was removed or replaced (a user's own), and the
+// sandbox would hold its mounts and image for warm_idle.
+func (w *warmPool) forget(key warmKey) {
+	w.mu.Lock()
+	if w.building[key] {
+		w.stale[key] = true
+	}
+	w.mu.Unlock()
+	w.discardWhere(func(k warmKey) bool { return k == key }, false)
 }
 
 // discardWhere removes the prepared sandboxes whose key matches, in the

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 func TestClientSetupRoundTrip(t *testing.T) {
@@ -191,7 +194,30 @@ func TestServerAddRm(t *testing.T) {
 	if out, err := d.cli(t, 0, "server", "add", "test", "--", "x"); err == nil || !strings.Contains(out, "defined by the administrator") {
 		t.Fatalf("shadowing an admin server: %v %s", err, out)
 	}
+	// The session's end prepares a sandbox for the next one; the server's
+	// removal discards it (it stayed for warm_idle, with the user's mount
+	// and image: found by a red-team helper).
+	_ = c.Close()
+	warmOf := func() string {
+		st := d.status(t)
+		if st.Warm == nil {
+			return ""
+		}
+		for _, e := range st.Warm.Entries {
+			if e.Server == "mine" {
+				return e.Container
+			}
+		}
+		return ""
+	}
+	testenv.WaitFor(t, "a warm sandbox for mine", 30*time.Second, func() (bool, string) {
+		return warmOf() != "", fmt.Sprintf("%+v", d.status(t).Warm)
+	})
 	d.mustCLI(t, "server", "rm", "mine")
+	testenv.WaitFor(t, "mine's warm sandbox discarded", 30*time.Second, func() (bool, string) {
+		st := d.status(t).Warm
+		return warmOf() == "" && st.Building == 0 && len(d.containers()) == 0, fmt.Sprintf("%+v, containers %v", st, d.containers())
+	})
 	if out, err := d.cli(t, 0, "server", "rm", "mine"); err == nil || !strings.Contains(out, "no such server") {
 		t.Fatalf("second rm: %v %s", err, out)
 	}

@@ -786,3 +786,37 @@ func anySlice(ss []string) []any {
 	}
 	return out
 }
+
+// TestExecOfADeniedFileIsKilled: the kernel opens the file an execve runs
+// itself, so the open hook never saw it, and the image is the process's
+// memory from then on (an LD_PRELOAD library can write it out): an
+// executable under deny_paths could be read by running it (found by a
+// red-team helper). The exec is checked like an open, and the task dies
+// before the image runs an instruction.
+func TestExecOfADeniedFileIsKilled(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	_, pids := d.sessionProcs(t)
+	// After launch: not masked, the kernel's check is what stands.
+	tool := plantKeyAt(t, dir, ".ssh/tool")
+	b, err := os.ReadFile("/usr/bin/touch")
+	must(t, err, "read touch")
+	must(t, os.WriteFile(tool, b, 0o755), "write the tool")
+	must(t, os.Chmod(tool, 0o755), "chmod")
+	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
+		Arguments: map[string]any{"command": "/work/.ssh/tool", "args": []string{"/work/it-ran"}}}})
+	waitGone(t, "every process of the session gone", 10*time.Second, pids)
+	ev := d.record(t, "process.exec", func(r map[string]any) bool { return str(r, "path") == "/work/.ssh/tool" })
+	if str(ev, "action") != "SIGKILL, session killed" || str(ev, "touched") != "/work/.ssh/tool" || str(ev, "rule") != "deny_paths **/.ssh/**" {
+		t.Fatalf("process.exec record: %v", ev)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "it-ran")); err == nil {
+		t.Fatal("the denied executable ran")
+	}
+	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
+	if !strings.Contains(str(end, "reason"), "denied") {
+		t.Errorf("session.end: %v", end)
+	}
+	d.waitClean("a session killed for an exec")
+}

@@ -417,3 +417,55 @@ func TestHiddenPathReplacedOnTheHostEndsTheSession(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretsOfARunningSessionStayHidden: a session's records scrub every
+// value its server was given, for as long as it runs. Two holes found by
+// a red-team helper: once an administrator set a secret anew, a running
+// session's records showed the old value (the server still holds it),
+// and an admin server's arguments the kernel cut (31 bytes) were never
+// checked for a secret's head, so a 40-byte token ran into the audit log
+// as its first 31 bytes, readable by the user.
+func TestSecretsOfARunningSessionStayHidden(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	const (
+		short = "short-old-9f3a1c"
+		long  = "plainvalueAAAABBBBCCCCDDDDEEEEFFFFGGGG" // no credential look: only its being a secret hides it
+	)
+	d := startDaemon(t, "[servers.withsecrets]\ncommand = [\""+filepath.Join(env.bin, "testserver")+"\"]\nenv = { SHORT = \"secret:itest-short\", LONG = \"secret:itest-long\" }\n")
+	set := func(name, value string) {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "secret", "set", name, "--socket", d.socket)
+		cmd.Stdin = strings.NewReader(value + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("secret set %s: %v %s", name, err, out)
+		}
+	}
+	set("itest-short", short)
+	set("itest-long", long)
+	c := d.connect(t, "withsecrets", mcp.ProtocolVersion20251125)
+	run := func(marker string, args ...string) string {
+		t.Helper()
+		callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c", "exec /bin/true " + marker + ` "$@"`, "sh", args[0]}})
+		rec := d.record(t, "process.exec", func(r map[string]any) bool {
+			return strings.HasSuffix(str(r, "path"), "/true") && strings.Contains(fmt.Sprint(r["argv"]), marker)
+		})
+		return fmt.Sprint(rec["argv"])
+	}
+	for _, tc := range []struct {
+		name, marker, arg, hidden string
+	}{
+		{"an admin secret cut by the kernel", "m1", long, long[:8]},
+		{"the same behind a flag", "m2", "--token=" + long, long[:8]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if argv := run(tc.marker, tc.arg); strings.Contains(argv, tc.hidden) || !strings.Contains(argv, "[redacted]") {
+				t.Errorf("process.exec argv %s: want the secret redacted", argv)
+			}
+		})
+	}
+	// Set anew while the session runs: its server still holds the old
+	// value, and its records still hide it.
+	set("itest-short", "short-new-77b2e0")
+	if argv := run("m3", "-p"+short); strings.Contains(argv, short) {
+		t.Errorf("after the secret was set anew, process.exec argv %s shows the value the server holds", argv)
+	}
+}

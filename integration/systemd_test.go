@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/api"
 
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -204,5 +208,75 @@ func TestSocketActivation(t *testing.T) {
 	d.waitLog("using the socket passed by systemd")
 	if got, _ := callText(t, c, "echo", map[string]any{"text": "activated"}); got != "activated" {
 		t.Fatalf("echo over the activated socket: %q", got)
+	}
+}
+
+// TestSessionStartsUnderTheConfigurationOfItsStart: the shim's hand-off
+// of its files can take seconds after the daemon admitted the session; a
+// reload in between applied only to later sessions, so a session admitted
+// before a reload that took an egress host away started after it with
+// that host allowed (found by a red-team helper). It now starts under
+// what holds when it starts; a server removed in between refuses it.
+func TestSessionStartsUnderTheConfigurationOfItsStart(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	server := func(egress string) string {
+		return fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n", filepath.Join(env.bin, "testserver"), egress)
+	}
+	d := startDaemon(t, server("127.0.0.1:1111"))
+	base, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	reloadTo := func(cfg []byte) {
+		t.Helper()
+		n := strings.Count(d.log.String(), `msg="configuration reloaded"`)
+		must(t, os.WriteFile(d.config, cfg, 0o644), "edit config")
+		must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+		testenv.WaitFor(t, "the reload", 10*time.Second, func() (bool, string) {
+			return strings.Count(d.log.String(), `msg="configuration reloaded"`) > n, "not yet"
+		})
+	}
+	// admitThenReload sends a run request, lets the daemon admit it and
+	// ask for the files, reloads to cfg, then passes the files.
+	admitThenReload := func(cfg []byte) *api.Reply {
+		t.Helper()
+		c, err := api.Dial(d.socket)
+		must(t, err, "dial")
+		t.Cleanup(func() { _ = c.Close() })
+		in, inW, err := os.Pipe()
+		must(t, err, "pipe")
+		outR, out, err := os.Pipe()
+		must(t, err, "pipe")
+		t.Cleanup(func() { _, _, _, _ = in.Close(), inW.Close(), outR.Close(), out.Close() })
+		b, _ := json.Marshal(api.Request{Op: api.OpRun, Server: "web", PassStdio: true, Version: api.Version})
+		must(t, c.W.Write(api.FrameRequest, b), "send the request")
+		if typ, _, err := c.R.Next(); err != nil || typ != api.FrameFilesWanted {
+			t.Fatalf("after the request: frame %q, %v; want the daemon to ask for the files", typ, err)
+		}
+		reloadTo(cfg)
+		uc := c.Conn.(*net.UnixConn)
+		if _, _, err := uc.WriteMsgUnix(api.AppendFrame(nil, api.FrameFiles, nil), syscall.UnixRights(int(in.Fd()), int(out.Fd())), nil); err != nil {
+			t.Fatalf("pass the files: %v", err)
+		}
+		for {
+			typ, payload, err := c.R.Next()
+			must(t, err, "read the reply")
+			if typ == api.FrameReply {
+				var r api.Reply
+				must(t, json.Unmarshal(payload, &r), "decode the reply")
+				return &r
+			}
+		}
+	}
+	r := admitThenReload(bytes.Replace(base, []byte("127.0.0.1:1111"), []byte("127.0.0.1:2222"), 1))
+	if !r.OK {
+		t.Fatalf("reply %+v, want the session started", r)
+	}
+	start := d.record(t, "session.start", func(rec map[string]any) bool { return str(rec, "session") == r.Session })
+	if eg := fmt.Sprint(start["sandbox"].(map[string]any)["egress"]); eg != "[127.0.0.1:2222]" {
+		t.Errorf("the session started with egress %s, want the reloaded [127.0.0.1:2222]", eg)
+	}
+	// The server removed meanwhile: refused, with the reason.
+	r = admitThenReload([]byte(strings.Split(string(base), "[servers.web]")[0]))
+	if r.OK || r.Code != api.CodeUnknownServer || !strings.Contains(r.Error, "web") {
+		t.Fatalf("reply %+v, want the session refused: its server is gone", r)
 	}
 }
