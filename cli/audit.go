@@ -292,7 +292,7 @@ func formatRecord(r map[string]any) string {
 		if why := str("reason"); why != "" {
 			detail += " reason=" + why
 		}
-		detail += " id=" + str("request_id")
+		detail += " id=" + q("request_id") // a string id is the client's text: quoted, as tool.result's
 	case typ == string(api.RecordToolResult):
 		detail = fmt.Sprintf("%s id=%s error=%s %sB %sms", q("tool"), q("request_id"), str("is_error"), str("result_bytes"), str("latency_ms"))
 	case strings.HasPrefix(typ, "file.") || strings.HasPrefix(typ, "process.") || strings.HasPrefix(typ, "net."):

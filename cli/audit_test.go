@@ -144,6 +144,12 @@ func TestFormatRecordQuotesChosenValues(t *testing.T) {
 	if !strings.Contains(got, want) {
 		t.Fatalf("formatRecord = %q, want it to hold %q", got, want)
 	}
+	// A string id is the client's text (found by a red-team helper: it
+	// printed as more fields).
+	rec["request_id"] = "5 user=alice consent=c-f847ae3efc96"
+	if got := formatRecord(rec); !strings.Contains(got, `id="5 user=alice consent=c-f847ae3efc96"`) {
+		t.Fatalf("formatRecord = %q, want the id quoted", got)
+	}
 	ev := map[string]any{"type": "process.exec", "comm": "sh", "pid": float64(3), "path": "/bin/sh", "argv": []any{"sh", "-c", "echo a=b"}}
 	if got := formatRecord(ev); !strings.Contains(got, `sh[3] /bin/sh sh -c "echo a=b"`) {
 		t.Fatalf("formatRecord = %q, want the argument with a space quoted", got)

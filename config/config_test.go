@@ -30,6 +30,8 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"observer linger too long", "[daemon]\nobserver_linger = \"1h\"\n", []string{"line 2", "daemon.observer_linger", "between 0 (detach at once) and 10m"}},
 		{"negative observer linger", "[daemon]\nobserver_linger = \"-1s\"\n", []string{"daemon.observer_linger"}},
 		{"bad log level", "[daemon]\nlog_level = \"loud\"\n", []string{"line 2", "log_level"}},
+		{"cpus not a number", "[servers.a]\ncommand = [\"x\"]\ncpus = nan\n", []string{"servers.a.cpus", "between 0.01 and 1024"}},
+		{"cpus infinite", "[servers.a]\ncommand = [\"x\"]\ncpus = inf\n", []string{"servers.a.cpus", "between 0.01 and 1024"}},
 		{"missing command", "[servers.a]\nworkdir = \"/\"\n", []string{"line 1", "servers.a.command", "is required"}},
 		{"bad server name", "[servers.\"a b\"]\ncommand = [\"x\"]\n", []string{"line 1", "servers.\"a b\"", "server names"}},
 		{"relative workdir", "[servers.a]\ncommand = [\"x\"]\nworkdir = \"tmp\"\n", []string{"line 3", "servers.a.workdir"}},

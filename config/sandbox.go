@@ -56,7 +56,8 @@ func validateSandbox(s *Server, bad func(msg string, key ...string)) {
 	}
 	if s.CPUs == 0 {
 		s.CPUs = DefaultCPUs
-	} else if s.CPUs < 0.01 || s.CPUs > 1024 {
+	} else if !(s.CPUs >= 0.01 && s.CPUs <= 1024) { // NaN compares false both ways
+
 		bad(fmt.Sprintf("must be between 0.01 and 1024, got %g", s.CPUs), "cpus")
 	}
 	switch {

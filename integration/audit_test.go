@@ -595,3 +595,58 @@ func TestLongArgumentNamesKeepTheirValues(t *testing.T) {
 		t.Fatalf("%d tool.call records of the calls, want %d", seen, calls)
 	}
 }
+
+// TestAuditRestartAfterDamage: the daemon stopped, the log damaged, the
+// daemon started again. A cut end passed `mcpcage audit verify` once the
+// chain went on from what the files held; a line torn by a kill mid-write
+// kept mcpcaged from starting at all (found by a red-team helper).
+func TestAuditRestartAfterDamage(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	verify := func(d *daemon) (string, error) {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+		cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		mark   string
+		want   string // in verify's output after the restart; "" : OK
+	}{
+		{"the end cut", func(b []byte) []byte {
+			lines := strings.SplitAfter(strings.TrimSuffix(string(b), "\n"), "\n")
+			return []byte(strings.Join(lines[:len(lines)-4], "") + "\n")
+		}, "audit.gap", "records were lost while mcpcaged was stopped"},
+		{"a torn last line", func(b []byte) []byte {
+			return append(b, `{"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":9999,"type":"tool.ca`...)
+		}, "audit.recovered", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDaemon(t, "")
+			c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+			callText(t, c, "echo", map[string]any{"text": "before"})
+			_ = c.Close()
+			d.waitClean("the session ended")
+			d.stop()
+			path := filepath.Join(d.dir, "log", "audit.jsonl")
+			b, err := os.ReadFile(path)
+			must(t, err, "read the audit log")
+			must(t, os.WriteFile(path, tc.damage(b), 0o600), "damage the audit log")
+			d.start()
+			c = d.connect(t, "test", mcp.ProtocolVersion20251125)
+			callText(t, c, "echo", map[string]any{"text": "after"})
+			d.record(t, tc.mark, func(map[string]any) bool { return true })
+			out, err := verify(d)
+			if tc.want == "" {
+				if err != nil || !strings.Contains(out, "audit log OK") {
+					t.Fatalf("verify: %v %s", err, out)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Fatalf("verify after the restart: %v %s, want it to say %q", err, out, tc.want)
+			}
+		})
+	}
+}

@@ -944,3 +944,81 @@ func TestVerifyCatchesACutStartOfTheOnlyFile(t *testing.T) {
 		t.Fatalf("verify = %v, want the cut start reported", err)
 	}
 }
+
+// TestRestartAfterDamage: what the daemon finds when it starts again
+// after the log was damaged while it was stopped (or killed mid-write).
+// Before, a cut end or a removed newest segment passed verification once
+// the chain went on from what the files held, and a torn last line kept
+// the daemon from starting (found by a red-team helper).
+func TestRestartAfterDamage(t *testing.T) {
+	tests := []struct {
+		name    string
+		damage  func(t *testing.T, dir string)
+		opts    Options
+		mark    string // the record the restart writes
+		verify  Damage // what verify says after the restart ("" : OK)
+		wantErr string // Open fails with this ("" : it opens)
+	}{
+		{"the end cut", func(t *testing.T, dir string) {
+			tamper(t, dir, func(_ int, l [][]byte) [][]byte { return l[:len(l)-4] })
+		}, Options{}, GapType, Lost, ""},
+		{"the newest segment removed", func(t *testing.T, dir string) {
+			must(t, os.Remove(filepath.Join(dir, "audit.jsonl")))
+		}, Options{MaxSize: 2000, Keep: 50}, GapType, Lost, ""},
+		{"a torn last line", func(t *testing.T, dir string) {
+			f, err := os.OpenFile(filepath.Join(dir, "audit.jsonl"), os.O_WRONLY|os.O_APPEND, 0)
+			must(t, err)
+			_, err = f.WriteString(`{"hash":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","seq":31,"ty`)
+			must(t, err)
+			must(t, f.Close())
+		}, Options{}, RecoveredType, "", ""},
+		{"a whole last line edited", func(t *testing.T, dir string) {
+			tamper(t, dir, func(_ int, l [][]byte) [][]byte {
+				l[len(l)-1] = bytes.Replace(l[len(l)-1], []byte(`"user":"alice"`), []byte(`"user":"mallory"`), 1)
+				return l
+			})
+		}, Options{}, "", "", "a whole line that is not what was written"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, tt.opts)
+			writeN(t, l, 30)
+			must(t, l.Close())
+			tt.damage(t, dir)
+			tt.opts.Path, tt.opts.HeadPath = filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "audit.head")
+			l, err := Open(tt.opts)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Open = %v, want an error saying %q", err, tt.wantErr)
+				}
+				return
+			}
+			must(t, err)
+			writeN(t, l, 5)
+			must(t, l.Close())
+			if n := records(t, dir, tt.mark); n != 1 {
+				t.Fatalf("%d %s records after the restart, want 1", n, tt.mark)
+			}
+			r, err := verifyDir(dir)
+			var ve *VerifyError
+			switch {
+			case tt.verify == "" && err != nil:
+				t.Fatalf("verify: %v", err)
+			case tt.verify != "" && (!errors.As(err, &ve) || ve.Damage != tt.verify):
+				t.Fatalf("verify = %+v, %v; want %s", r, err, tt.verify)
+			case tt.verify == Lost && (len(r.Gaps) != 1 || !strings.Contains(r.Gaps[0].Lost, "chain head says the log reached seq")):
+				t.Fatalf("gaps %+v", r.Gaps)
+			}
+			if tt.mark == RecoveredType {
+				saved, _ := filepath.Glob(filepath.Join(dir, "audit.jsonl.torn-*"))
+				if len(saved) != 1 {
+					t.Fatalf("torn end saved as %v", saved)
+				}
+				if b, _ := os.ReadFile(saved[0]); !bytes.HasSuffix(b, []byte(`"seq":31,"ty`)) {
+					t.Fatalf("saved torn end %q", b)
+				}
+			}
+		})
+	}
+}

@@ -98,11 +98,12 @@ type Log struct {
 	size       int64
 	seq        uint64
 	prev       string
-	prevV      any    // prev boxed as a record value, when it was the last hash encoded
-	segment    uint64 // the current file's segment (0: a file from before segments)
-	oldest     uint64 // the oldest segment kept
-	needHeader bool   // the current file is empty: the next write opens it with a header
-	torn       bool   // a failed write could not be cut back: refuse writes until it is
+	prevV      any      // prev boxed as a record value, when it was the last hash encoded
+	segment    uint64   // the current file's segment (0: a file from before segments)
+	oldest     uint64   // the oldest segment kept
+	needHeader bool     // the current file is empty: the next write opens it with a header
+	marks      []Record // what resume found (GapType, RecoveredType), written by Open
+	torn       bool     // a failed write could not be cut back: refuse writes until it is
 	dirty      bool
 	wbuf       []byte // a commit's lines, kept for the next one (see maxKeptBuf)
 
@@ -214,6 +215,13 @@ func Open(o Options) (*Log, error) {
 	}
 	l.wg.Add(1)
 	go l.writer()
+	for _, m := range l.marks {
+		if err := l.Append(m); err != nil {
+			_ = l.Close() // the error above says what failed
+			return nil, fmt.Errorf("record what was found when the audit log was opened (%s): %w", m["type"], err)
+		}
+	}
+	l.marks = nil
 	return l, nil
 }
 

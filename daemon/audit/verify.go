@@ -23,6 +23,7 @@ type meta struct {
 	Type    string
 	Segment uint64 // of an audit.segment record
 	Oldest  uint64 // of an audit.segment record
+	Lost    string // of an audit.gap record: what was lost, and why
 }
 
 const hashPrefix = `{"hash":"`
@@ -53,6 +54,7 @@ func parseLine(line []byte) (meta, error) {
 		Type    string      `json:"type"`
 		Segment uint64      `json:"segment"`
 		Oldest  uint64      `json:"oldest_segment"`
+		Lost    string      `json:"lost"`
 	}
 	if err := json.Unmarshal(canon, &f); err != nil {
 		return m, fmt.Errorf("not JSON: %v", err)
@@ -66,8 +68,11 @@ func parseLine(line []byte) (meta, error) {
 		return m, errors.New("its content does not match its hash (edited)")
 	}
 	m.Hash, m.Prev, m.Type = hash, f.Prev, f.Type
-	if f.Type == SegmentType {
+	switch f.Type {
+	case SegmentType:
 		m.Segment, m.Oldest = f.Segment, f.Oldest
+	case GapType:
+		m.Lost = f.Lost
 	}
 	return m, nil
 }
@@ -80,6 +85,18 @@ type Report struct {
 	Head         string
 	FirstSegment uint64 // 0: the oldest file predates segments
 	LastSegment  uint64
+	// Gaps are the audit.gap records: records the daemon found lost when
+	// it resumed the chain. The chain is checked past them; one is enough
+	// for Verify to fail.
+	Gaps []Gap
+}
+
+// Gap is one audit.gap record.
+type Gap struct {
+	File string
+	Line int
+	Seq  uint64
+	Lost string
 }
 
 // Damage classifies a verification failure.
@@ -94,6 +111,7 @@ const (
 	MiddleRemoved  Damage = "middle_removed"  // a segment is missing between two others
 	NewestRemoved  Damage = "newest_removed"  // the segment(s) at the end are gone
 	TailCut        Damage = "tail_cut"        // records are missing from the end
+	Lost           Damage = "lost"            // the daemon found records lost when it resumed (audit.gap)
 	HeadMismatched Damage = "head_mismatched" // the last record differs from the chain head
 )
 
@@ -128,12 +146,25 @@ func Verify(files []string, head *Head) (Report, error) {
 			return v.r, err
 		}
 	}
+	v.r.Head = v.lastHash
+	// The end first: a removed newest segment is named as such, not as
+	// the oldest one missing (found by a red-team helper).
+	if head != nil {
+		if err := v.tail(files, head); err != nil {
+			return v.r, err
+		}
+	}
 	if err := v.oldest(files); err != nil {
 		return v.r, err
 	}
-	v.r.Head = v.lastHash
-	if head != nil {
-		return v.r, v.tail(files, head)
+	if len(v.r.Gaps) > 0 {
+		g := v.r.Gaps[0]
+		more := ""
+		if len(v.r.Gaps) > 1 {
+			more = fmt.Sprintf(" (and %d more audit.gap records)", len(v.r.Gaps)-1)
+		}
+		return v.r, &VerifyError{Damage: Lost, File: g.File, Line: g.Line, Seq: g.Seq,
+			Msg: fmt.Sprintf("records were lost while mcpcaged was stopped, found when it started again: %s%s", g.Lost, more)}
 	}
 	return v.r, nil
 }
@@ -178,6 +209,9 @@ func (v *verifier) file(path string) error {
 			if m.Prev != v.lastHash {
 				return &VerifyError{Damage: Deleted, File: path, Line: n, Seq: m.Seq, Msg: "its prev does not match the record before it: records were deleted, inserted or reordered"}
 			}
+		}
+		if m.Type == GapType {
+			v.r.Gaps = append(v.r.Gaps, Gap{File: path, Line: n, Seq: m.Seq, Lost: m.Lost})
 		}
 		v.r.Records++
 		v.r.LastSeq, v.lastHash = m.Seq, m.Hash
