@@ -64,20 +64,30 @@ func firstLine(path string) ([]byte, error) {
 	return first, nil
 }
 
+// openSized opens path with flag and returns it with its size.
+func openSized(path string, flag int) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
 // lastLine returns a file's last non-blank line (nil for an empty file),
 // reading backwards from the end so that resuming does not read the file.
 func lastLine(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, size, err := openSized(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	const chunk = 64 << 10
-	end := st.Size() // the line ends before end
+	end := size // the line ends before end
 	buf := make([]byte, chunk)
 	// Skip trailing blanks, then find the newline before the line.
 	pos, start := end, int64(-1)

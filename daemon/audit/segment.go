@@ -355,16 +355,11 @@ func Files(path string) []string {
 // record that says so, or nil when the file ends with a newline (its
 // damaged last line is whole: not a torn write, left for a person).
 func cutTornLine(path string) (Record, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, size, err := openSized(path, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
 	const chunk = 64 << 10
 	buf := make([]byte, chunk)
 	end := size // the torn part is [end, size)
