@@ -145,6 +145,10 @@ func (fl *failureLog) failed(err error) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	now := fl.now()
+	if errors.Is(err, audit.ErrRemoved) {
+		fl.log.Error("AUDIT LOG FILE REMOVED while mcpcaged writes to it, and another file now has its name: records go on into the removed file (readable at /proc/PID/fd) until the next rotation; move the new file away so that the next check (within the sync interval) puts the log back", "err", err, "path", fl.path)
+		return
+	}
 	if errors.Is(err, audit.ErrRotate) || errors.Is(err, audit.ErrTrim) {
 		fl.rotations++
 		if !fl.lastRotate.IsZero() && now.Sub(fl.lastRotate) < failureLogEvery {

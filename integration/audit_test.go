@@ -650,3 +650,35 @@ func TestAuditRestartAfterDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditFileRemovedWhileRunningIsPutBack: the current audit file
+// removed under a running daemon (rm, a log tool) is put back from the
+// open file within the sync interval; before, the records went on into
+// the removed file, unseen by `mcpcage audit`, and were lost at the next
+// rotation (found by a red-team helper).
+func TestAuditFileRemovedWhileRunningIsPutBack(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	callText(t, c, "echo", map[string]any{"text": "before the removal"})
+	must(t, os.Remove(filepath.Join(d.dir, "log", "audit.jsonl")), "remove the audit file")
+	callText(t, c, "echo", map[string]any{"text": "while removed"})
+	testenv.WaitFor(t, "the audit file put back", 10*time.Second, func() (bool, string) {
+		_, err := os.Stat(filepath.Join(d.dir, "log", "audit.jsonl"))
+		return err == nil, fmt.Sprint(err)
+	})
+	d.record(t, "audit.recovered", func(r map[string]any) bool { return r["restored_bytes"] != nil })
+	calls := 0
+	for _, r := range d.auditRecords(t) {
+		if str(r, "type") == "tool.call" && str(r, "tool") == "echo" {
+			calls++
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("%d tool.call records of echo after the file was put back, want both", calls)
+	}
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "audit log OK") {
+		t.Fatalf("verify: %v %s", err, out)
+	}
+}

@@ -1022,3 +1022,58 @@ func TestRestartAfterDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestRemovedFileIsPutBack: the current file removed while the log writes
+// to it (rm, a log tool) is copied back from the open file, and the log
+// writes on there; before, records went on into the removed file, unseen,
+// and were lost at the next rotation (found by a red-team helper). When
+// something else took the path, the log says so once.
+func TestRemovedFileIsPutBack(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		takePath bool // a new file is made at the path after the removal
+	}{
+		{"path free: put back", false},
+		{"path taken: told", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var mu sync.Mutex
+			var failures []error
+			l := openLog(t, dir, Options{Interval: 20 * time.Millisecond, OnFailure: func(err error) {
+				mu.Lock()
+				failures = append(failures, err)
+				mu.Unlock()
+			}})
+			writeN(t, l, 10)
+			path := filepath.Join(dir, "audit.jsonl")
+			must(t, os.Remove(path))
+			if tc.takePath {
+				must(t, os.WriteFile(path, []byte("someone else's\n"), 0o600))
+			}
+			writeN(t, l, 5) // into the removed file
+			testenv.WaitFor(t, "the removal handled", 5*time.Second, func() (bool, string) {
+				mu.Lock()
+				defer mu.Unlock()
+				if tc.takePath {
+					return len(failures) > 0, "no failure reported"
+				}
+				return records(t, dir, RecoveredType) == 1, fmt.Sprint("not put back yet; failures: ", failures)
+			})
+			writeN(t, l, 5)
+			must(t, l.Close())
+			if tc.takePath {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(failures) != 1 || !errors.Is(failures[0], ErrRemoved) || !strings.Contains(failures[0].Error(), "could not be put back") {
+					t.Fatalf("failures %v, want one naming the removed file", failures)
+				}
+				return
+			}
+			r, err := verifyDir(dir)
+			if err != nil || r.Records != 22 { // a header, 20 records and the recovered one
+				t.Fatalf("verify = %+v, %v; want the whole chain back", r, err)
+			}
+		})
+	}
+}

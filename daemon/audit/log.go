@@ -5,9 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,9 +106,12 @@ type Log struct {
 	oldest     uint64   // the oldest segment kept
 	needHeader bool     // the current file is empty: the next write opens it with a header
 	marks      []Record // what resume found (GapType, RecoveredType), written by Open
-	torn       bool     // a failed write could not be cut back: refuse writes until it is
-	dirty      bool
-	wbuf       []byte // a commit's lines, kept for the next one (see maxKeptBuf)
+	// restoreFailed: the current file was removed and could not be put
+	// back (told once; see restoreRemoved).
+	restoreFailed bool
+	torn          bool // a failed write could not be cut back: refuse writes until it is
+	dirty         bool
+	wbuf          []byte // a commit's lines, kept for the next one (see maxKeptBuf)
 
 	failed atomic.Pointer[error]
 	// failing: a write failed and none has succeeded since.
@@ -173,6 +179,11 @@ func (p *pending) asGiven() Entry {
 
 // ErrUnavailable wraps every write failure.
 var ErrUnavailable = errors.New("audit log unavailable")
+
+// ErrRemoved is told to OnFailure when the current file was removed
+// while in use and could not be put back (see restoreRemoved): records
+// are still written, into the removed file, until the next rotation.
+var ErrRemoved = errors.New("audit log file removed while in use")
 
 // ErrRotate wraps a failed rotation, which OnFailure is told of: records
 // are still written, to the current file, which grows past MaxSize until
@@ -557,6 +568,10 @@ func (l *Log) writer() {
 		case first = <-l.asyncQ:
 		case <-tick:
 			l.wmu.Lock()
+			if rec := l.restoreRemoved(); rec != nil {
+				stamp(rec)
+				l.commit(true, &pending{e: rec, done: make(chan error, 1)})
+			}
 			if l.essentialWaiting() {
 				l.commit(true) // kept after a failed write: tried again
 			}
@@ -581,6 +596,75 @@ func (l *Log) writer() {
 		l.commit(true, first)
 		l.wmu.Unlock()
 	}
+}
+
+// restoreRemoved puts the current file back at its path when it was
+// removed while the log wrote to it (rm, or a log tool that does not know
+// this log rotates itself): the writes went on into the removed file,
+// which no reader saw and the next rotation dropped (found by a red-team
+// helper). Its content is copied from the open file to the path, when the
+// path is free, and the log writes on there; the record returned says so
+// (nil when nothing was done). Checked once per interval, under wmu.
+func (l *Log) restoreRemoved() Record {
+	if l.f == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(l.f.Fd()), &st); err != nil || st.Nlink > 0 {
+		return nil
+	}
+	tmp := l.o.Path + ".restoring"
+	var n int64
+	_, err := os.Lstat(l.o.Path)
+	switch {
+	case err == nil:
+		err = errors.New("another file has its name") // no copy made each interval for nothing
+	case errors.Is(err, fs.ErrNotExist):
+		_ = os.Remove(tmp) // left by a copy a crash cut short
+		n, err = copyOpenFile(l.f, tmp)
+	}
+	if err == nil {
+		err = renameNoReplace(tmp, l.o.Path)
+	}
+	var f *os.File
+	if err == nil {
+		f, err = os.OpenFile(l.o.Path, os.O_WRONLY|os.O_APPEND, 0)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		if !l.restoreFailed && l.o.OnFailure != nil {
+			l.o.OnFailure(fmt.Errorf("%w: the current file %s was removed while in use and could not be put back (%v): records go on into the removed file until the next rotation", ErrRemoved, l.o.Path, err))
+		}
+		l.restoreFailed = true
+		return nil
+	}
+	_ = l.f.Close() // the removed file: its content is at the path now
+	l.f, l.restoreFailed = f, false
+	return Record{"type": RecoveredType, "file": l.o.Path, "restored_bytes": n,
+		"reason": "the current file was removed while mcpcaged wrote to it; its records were copied back from the open file, and the log goes on there"}
+}
+
+// copyOpenFile copies f's whole content (f may be write-only and
+// removed: it is read through its /proc/self/fd link) into a new file at
+// path, synced, and returns its size.
+func copyOpenFile(f *os.File, path string) (int64, error) {
+	in, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = in.Close() }()
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // batch is one group commit: encoded lines and who waits for them.
