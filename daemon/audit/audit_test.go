@@ -1077,3 +1077,36 @@ func TestRemovedFileIsPutBack(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadChecks: the head exists from the start (a batch-mode daemon
+// killed before its first sync interval left none, and verify failed as
+// if it had been removed), and a log that goes on past the head must hold
+// the record the head saw (only the last record was compared).
+func TestHeadChecks(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{Sync: SyncBatch, Interval: time.Hour})
+	if _, err := ReadHead(filepath.Join(dir, "audit.head")); err != nil {
+		t.Fatalf("no chain head right after Open: %v", err)
+	}
+	writeN(t, l, 3)
+	if _, err := verifyDir(dir); err != nil { // as if killed now
+		t.Fatalf("verify before the first sync interval: %v", err)
+	}
+	must(t, l.Close())
+
+	a, b := t.TempDir(), t.TempDir()
+	la := openLog(t, a, Options{})
+	writeN(t, la, 10)
+	must(t, la.Close())
+	lb := openLog(t, b, Options{})
+	must(t, lb.Append(Record{"type": "tool.call", "tool": "other"}))
+	writeN(t, lb, 14)
+	must(t, lb.Close())
+	headA, err := ReadHead(filepath.Join(a, "audit.head"))
+	must(t, err)
+	_, err = Verify(Files(filepath.Join(b, "audit.jsonl")), &headA)
+	var ve *VerifyError
+	if !errors.As(err, &ve) || ve.Damage != HeadMismatched || ve.Seq != headA.Seq {
+		t.Fatalf("verify of a longer log without the head's record = %v, want %s at seq %d", err, HeadMismatched, headA.Seq)
+	}
+}

@@ -233,6 +233,17 @@ func Open(o Options) (*Log, error) {
 		}
 	}
 	l.marks = nil
+	// The head at once, for what the files hold (and the marks, synced
+	// first): a daemon killed before its first sync interval left no
+	// head, and verification then failed as if it had been removed.
+	l.wmu.Lock()
+	if l.seq == 0 {
+		_ = l.saveHead() // nothing to make durable first; a failure is told by the next save
+	} else {
+		l.dirty = true
+		l.syncIfDirty()
+	}
+	l.wmu.Unlock()
 	return l, nil
 }
 

@@ -141,6 +141,9 @@ func (e *VerifyError) Error() string {
 // present; and, when head is given, that nothing was cut from the end.
 func Verify(files []string, head *Head) (Report, error) {
 	v := verifier{}
+	if head != nil {
+		v.headSeq = head.Seq
+	}
 	for _, path := range files {
 		if err := v.file(path); err != nil {
 			return v.r, err
@@ -176,6 +179,8 @@ type verifier struct {
 	segments bool   // a segment header was seen
 	segment  uint64 // the current file's segment (0: none)
 	claimed  uint64 // the oldest segment kept, per the newest header
+	headSeq  uint64 // the chain head's seq (0: none given)
+	atHead   string // the hash of the (last) record at headSeq
 }
 
 func (v *verifier) file(path string) error {
@@ -212,6 +217,9 @@ func (v *verifier) file(path string) error {
 		}
 		if m.Type == GapType {
 			v.r.Gaps = append(v.r.Gaps, Gap{File: path, Line: n, Seq: m.Seq, Lost: m.Lost})
+		}
+		if m.Seq == v.headSeq {
+			v.atHead = m.Hash // the last one: numbers come again after an audit.gap
 		}
 		v.r.Records++
 		v.r.LastSeq, v.lastHash = m.Seq, m.Hash
@@ -283,6 +291,11 @@ func (v *verifier) tail(files []string, head *Head) error {
 	}
 	if head.Seq > 0 && v.r.LastSeq == head.Seq && v.lastHash != head.Hash {
 		return &VerifyError{Damage: HeadMismatched, File: file, Seq: v.r.LastSeq, Msg: "the last record differs from the chain head"}
+	}
+	if head.Seq > 0 && v.atHead != "" && v.atHead != head.Hash {
+		// The log goes on past the head (records the head does not cover
+		// yet, in batch mode), but the record the head saw is not there.
+		return &VerifyError{Damage: HeadMismatched, File: file, Seq: head.Seq, Msg: fmt.Sprintf("the record at seq %d differs from the one the chain head recorded", head.Seq)}
 	}
 	return nil
 }
