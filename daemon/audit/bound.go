@@ -300,6 +300,25 @@ func shrink(rec Record, keys []string) []byte {
 		}
 	}
 	slices.SortFunc(order, func(a, b int) int { return len(vals[b]) - len(vals[a]) })
+	// An object's largest members first: the arguments of a call keep
+	// their small values (a command beside sixty long texts), where the
+	// whole field became one digest (found by a red-team helper).
+	for _, i := range order {
+		if total <= MaxRecord {
+			break
+		}
+		m, ok := rec[keys[i]].(map[string]any)
+		if !ok {
+			continue
+		}
+		if out, saved := shrinkMembers(m, total-MaxRecord); saved > 0 {
+			if b, err := appendValue(nil, out); err == nil {
+				total -= len(vals[i]) - len(b)
+				vals[i] = b
+				rec[keys[i]] = out
+			}
+		}
+	}
 	for _, i := range order {
 		if total <= MaxRecord {
 			break
@@ -318,6 +337,45 @@ func shrink(rec Record, keys []string) []byte {
 		return append(b, vals[i]...), nil
 	})
 	return out
+}
+
+// shrinkMembers is m with its largest members replaced by their digests
+// (Truncated of their JSON, no prefix) until need bytes are saved or no
+// member is larger than its digest; saved is how many were. m is not
+// changed.
+func shrinkMembers(m map[string]any, need int) (out map[string]any, saved int) {
+	type member struct {
+		k   string
+		enc []byte
+	}
+	ms := make([]member, 0, len(m))
+	for k, v := range m {
+		enc, err := appendValue(nil, v)
+		if err != nil {
+			return m, 0
+		}
+		ms = append(ms, member{k, enc})
+	}
+	slices.SortFunc(ms, func(a, b member) int {
+		if d := len(b.enc) - len(a.enc); d != 0 {
+			return d
+		}
+		return strings.Compare(a.k, b.k)
+	})
+	out = maps.Clone(m)
+	for _, mb := range ms {
+		if saved >= need {
+			break
+		}
+		t := truncate(mb.enc, false)
+		b, _ := json.Marshal(t)
+		if len(b) >= len(mb.enc) {
+			break // the rest are smaller than a digest
+		}
+		out[mb.k] = t
+		saved += len(mb.enc) - len(b)
+	}
+	return out, saved
 }
 
 // appendObject appends a JSON object of keys (sorted), each value

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -131,11 +132,11 @@ func TestHugeValuesAreBounded(t *testing.T) {
 			t.Errorf("%s (-want +got):\n%s", k, diff)
 		}
 	}
-	// 200 strings of 900 bytes fit no budget: the field became a digest
+	// 200 strings of 900 bytes fit no budget: the member became a digest
 	// of its encoding, with no prefix.
-	args, _ := got["arguments"].(map[string]any)
+	args, _ := got["arguments"].(map[string]any)["list"].(map[string]any)
 	if args["truncated"] != "" || args["sha256"] == nil || args["bytes"].(float64) < 180000 {
-		t.Errorf("arguments = %.200v", args)
+		t.Errorf("arguments = %.200v", got["arguments"])
 	}
 	if seen["hash"] != got["hash"] || seen["tool"].(Truncated).Bytes != len(tool) {
 		t.Errorf("OnRecord saw a record other than the one written: hash %v", seen["hash"])
@@ -286,5 +287,41 @@ func TestBoundKeepsEveryValueOfLongKeys(t *testing.T) {
 	b, err := render(Record{"a": 1, long: 1})
 	if err != nil || !strings.Contains(string(b), "bytes:2000]") || strings.Contains(string(b), "bytes:1") {
 		t.Fatalf("a 2000-byte key is not bounded once: %s, %v", b, err)
+	}
+}
+
+// TestOversizedArgumentsKeepTheirSmallValues: a record over MaxRecord
+// loses its arguments' largest members, not all of them: the decisive
+// short value stays (before, sixty 3 KB texts took the command with
+// them: found by a red-team helper).
+func TestOversizedArgumentsKeepTheirSmallValues(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		n, size  int  // members of size bytes beside the command
+		wantKept bool // the command kept
+	}{
+		{"sixty long texts", 60, 3000, true},
+		{"a few long texts", 5, 30000, true},
+		{"nothing to shrink", 3, 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := map[string]any{"command": "/bin/true"}
+			for i := 0; i < tc.n; i++ {
+				args[fmt.Sprintf("text%02d", i)] = strings.Repeat(string(rune('a'+i%26)), tc.size)
+			}
+			line, err := render(Record{"type": "tool.call", "session": "s", "arguments": args})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(line) > MaxRecord {
+				t.Fatalf("%d bytes, over %d", len(line), MaxRecord)
+			}
+			var got map[string]any
+			must(t, json.Unmarshal(line, &got))
+			a, _ := got["arguments"].(map[string]any)
+			if (a["command"] == "/bin/true") != tc.wantKept || len(a) != tc.n+1 {
+				t.Errorf("arguments %.300v: want the command kept and every member named", a)
+			}
+		})
 	}
 }
