@@ -31,6 +31,11 @@ const (
 
 	RecordMessageRefused RecordType = "message.refused" // a message no decision could be made on
 
+	// RecordFollowMissed is never in the log: `mcpcage audit --follow`
+	// gets it where it missed lines (it read more slowly than the log was
+	// written), with how many.
+	RecordFollowMissed RecordType = "audit.follow_missed"
+
 	RecordServerRequest RecordType = "server.request" // a request the server made of the client (sampling, elicitation, roots) and its decision
 
 	RecordConsentGrant  RecordType = "consent.grant"  // a consent record was stored

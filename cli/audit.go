@@ -23,7 +23,7 @@ import (
 func auditCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
 	var q api.AuditQuery
 	var since, until string
-	var jsonOut bool
+	var jsonOut, raw bool
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Show the audit log: sessions, tool calls with their decisions, and what the servers did",
@@ -62,6 +62,11 @@ Users see their own records; root and the admin group see all.
 			// them by the kernel's own timestamps.
 			var history []json.RawMessage
 			printLine := func(line []byte) {
+				if raw {
+					w.Write(line) // byte for byte: the hash chain holds
+					w.WriteByte('\n')
+					return
+				}
 				if jsonOut {
 					w.Write(terminalJSON(line))
 					w.WriteByte('\n')
@@ -83,13 +88,13 @@ Users see their own records; root and the admin group see all.
 					continue
 				}
 				lines.feed(payload, func(line []byte) {
-					if q.Follow {
+					if q.Follow || raw { // raw: the log's order, which is the chain's
 						printLine(line)
 					} else {
 						history = append(history, append(json.RawMessage(nil), line...))
 					}
 				})
-				if q.Follow {
+				if q.Follow || raw {
 					if err := w.Flush(); err != nil {
 						return err
 					}
@@ -112,6 +117,7 @@ Users see their own records; root and the admin group see all.
 	f.StringVar(&until, "until", "", "until (a time)")
 	f.BoolVar(&q.Follow, "follow", false, "keep printing new records")
 	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines; invisible and control characters in strings as \\u escapes)")
+	f.BoolVar(&raw, "raw", false, "print the log's lines byte for byte, in the log's order (for shipping and checking the hash chain elsewhere; nothing is escaped for a terminal)")
 
 	cmd.AddCommand(auditVerifyCommand(stdout, stderr))
 	return cmd

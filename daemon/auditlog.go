@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -43,10 +45,10 @@ func (d *Daemon) openAudit() error {
 		Keep:     cfg.AuditKeep,
 		Sync:     audit.SyncMode(cfg.AuditSync),
 		Interval: time.Duration(cfg.AuditSyncInterval),
+		OnLine:   d.auditFollowers.publish,
 		OnRecord: func(e audit.Entry) {
 			t := e.Type()
 			perType.Get(t, func() prometheus.Counter { return d.metrics.AuditRecords.WithLabelValues(t) }).Inc()
-			d.auditFollowers.publish(e)
 			if journalOn {
 				if err := sendJournal(e.Record()); err != nil {
 					d.log.Warn("copy audit record to the journal", "type", t, "err", err)
@@ -280,42 +282,65 @@ func sendJournal(r audit.Record) error {
 	return journal.Send("mcpcage audit: "+t, journal.PriInfo, vars)
 }
 
-// followers fans audit records out to `mcpcage audit --follow`.
+// followers fans the audit log's lines out to `mcpcage audit --follow`,
+// exactly as written (segment headers too), so that a follower can check
+// the chain as it goes; before, they were records encoded again (another
+// key order, no headers), which no hash matched.
 type followers struct {
 	mu   sync.Mutex
-	subs map[chan audit.Record]bool
+	subs map[*follower]bool
 }
 
-func (f *followers) add() chan audit.Record {
+// follower is one `audit --follow`: the lines for it, and how many it
+// missed, reading slower than the log was written (told to it, see
+// missedLine, before its next line).
+type follower struct {
+	lines  chan []byte
+	missed atomic.Uint64
+}
+
+// followBuffer is how many lines a follower may be behind before it
+// misses some.
+const followBuffer = 4096
+
+func (f *followers) add() *follower {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.subs == nil {
-		f.subs = map[chan audit.Record]bool{}
+		f.subs = map[*follower]bool{}
 	}
-	ch := make(chan audit.Record, 4096)
-	f.subs[ch] = true
-	return ch
+	fl := &follower{lines: make(chan []byte, followBuffer)}
+	f.subs[fl] = true
+	return fl
 }
 
-func (f *followers) remove(ch chan audit.Record) {
+func (f *followers) remove(fl *follower) {
 	f.mu.Lock()
-	delete(f.subs, ch)
+	delete(f.subs, fl)
 	f.mu.Unlock()
 }
 
-func (f *followers) publish(e audit.Entry) {
+// publish hands line (copied once, if anyone follows) to every follower.
+func (f *followers) publish(line []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.subs) == 0 {
-		return // no map built for nobody (Fields)
+		return
 	}
-	r := e.Record()
-	for ch := range f.subs {
+	line = bytes.Clone(line)
+	for fl := range f.subs {
 		select {
-		case ch <- r:
+		case fl.lines <- line:
 		default:
+			fl.missed.Add(1)
 		}
 	}
+}
+
+// missedLine is the line a follower gets before the next one it reads
+// after missing n: not a record of the log (no hash), and never in it.
+func missedLine(n uint64) []byte {
+	return fmt.Appendf(nil, `{"type":%q,"missed":%d,"reason":"this follower read more slowly than the log was written; mcpcage audit (without --follow) reads them from the log"}`, api.RecordFollowMissed, n)
 }
 
 // streamWriteTimeout is how long a stream (an audit query, a trace)
@@ -397,7 +422,7 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	}
 	defer release()
 	send := d.streamSender(c, fw, peer, "audit query")
-	var follow chan audit.Record
+	var follow *follower
 	if q.Follow {
 		release, err := d.following.take(peer.UID)
 		if err != nil {
@@ -446,21 +471,22 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	gone := clientGone(c)
 	for {
 		select {
-		case r := <-follow:
-			b, err := json.Marshal(map[string]any(r))
-			var m map[string]any
-			if err == nil {
-				err = json.Unmarshal(b, &m)
+		case line := <-follow.lines:
+			if n := follow.missed.Swap(0); n > 0 {
+				if send(append(missedLine(n), '\n')) != nil {
+					return
+				}
 			}
+			r, err := audit.ParseRecord(line)
 			if err != nil {
-				d.log.Warn("audit follow: record not encodable", "err", err)
+				d.log.Warn("audit follow: a line written is not readable as a record", "bytes", len(line))
 				continue
 			}
-			if s, ok := m["seq"].(float64); ok && s <= lastSeq {
+			if s, ok := r["seq"].(float64); ok && s <= lastSeq {
 				continue
 			}
-			if match(m) {
-				if send(append(b, '\n')) != nil {
+			if match(r) {
+				if send(append(line, '\n')) != nil {
 					return
 				}
 			}

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
@@ -253,16 +252,17 @@ func TestFailureLogLogsSpellsNotEachFailure(t *testing.T) {
 }
 
 // TestFollowersSeeCallRecordsAsWritten: the records of a call, built as
-// audit.Fields rather than maps, reach `mcpcage audit --follow` and the
-// per-type metric exactly as the log wrote them (chain fields included).
+// audit.Fields rather than maps, reach `mcpcage audit --follow` as the
+// very lines the log wrote (before, records encoded again: another key
+// order, which no hash matched), and the per-type metric counts them.
 func TestFollowersSeeCallRecordsAsWritten(t *testing.T) {
 	d := testDaemon(t, "[servers.everything]\ncommand = [\"x\"]\n")
 	cfg, m, dir := d.conf(), d.metrics, t.TempDir()
 	logPath := filepath.Join(dir, "audit.jsonl")
 	al, err := audit.Open(audit.Options{Path: logPath, HeadPath: filepath.Join(dir, "audit.head"), Sync: audit.SyncBatch,
+		OnLine: d.auditFollowers.publish,
 		OnRecord: func(e audit.Entry) {
 			m.AuditRecords.WithLabelValues(e.Type()).Inc()
-			d.auditFollowers.publish(e)
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -295,25 +295,20 @@ func TestFollowersSeeCallRecordsAsWritten(t *testing.T) {
 	}
 	for i, want := range []api.RecordType{api.RecordToolCall, api.RecordToolResult} {
 		line := lines[len(lines)-2+i]
-		var got audit.Record
-		select {
-		case got = <-follow:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no %s record reached the follower", want)
+		var got []byte
+		for got == nil || bytes.Contains(got, []byte(`"type":"audit.segment"`)) {
+			select {
+			case got = <-follow.lines:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no %s record reached the follower", want)
+			}
 		}
-		fromFollower, err := json.Marshal(map[string]any(got))
-		if err != nil {
-			t.Fatal(err)
+		if !bytes.Equal(got, line) {
+			t.Errorf("%s: the follower saw other than the line written:\n%s\n%s", want, line, got)
 		}
-		var a, w map[string]any
-		if err := json.Unmarshal(fromFollower, &a); err != nil {
-			t.Fatal(err)
-		}
+		var w map[string]any
 		if err := json.Unmarshal(line, &w); err != nil {
 			t.Fatal(err)
-		}
-		if diff := cmp.Diff(w, a); diff != "" {
-			t.Errorf("%s: the follower saw other than the line written (-line +follower):\n%s", want, diff)
 		}
 		if w["type"] != string(want) || w["hash"] == nil || w["seq"] == nil {
 			t.Errorf("line %d is %v, want a chained %s", i, w, want)
@@ -321,5 +316,27 @@ func TestFollowersSeeCallRecordsAsWritten(t *testing.T) {
 		if n := testutil.ToFloat64(m.AuditRecords.WithLabelValues(string(want))); n != 1 {
 			t.Errorf("%s records counted %v times, want 1", want, n)
 		}
+	}
+}
+
+// TestFollowerMissesAreCounted: a follower that reads more slowly than
+// the log is written misses lines, and is told how many before its next
+// line (before, they vanished without a word).
+func TestFollowerMissesAreCounted(t *testing.T) {
+	var f followers
+	fl := f.add()
+	defer f.remove(fl)
+	for i := 0; i < followBuffer+5; i++ {
+		f.publish([]byte(fmt.Sprintf(`{"seq":%d}`, i+1)))
+	}
+	if n := fl.missed.Load(); n != 5 {
+		t.Fatalf("missed %d lines, want 5", n)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(missedLine(5), &m); err != nil || m["type"] != string(api.RecordFollowMissed) || m["missed"] != float64(5) {
+		t.Fatalf("missed line %s (%v)", missedLine(5), err)
+	}
+	if _, ok := m["hash"]; ok {
+		t.Fatal("the missed line reads as a record of the log")
 	}
 }

@@ -682,3 +682,48 @@ func TestAuditFileRemovedWhileRunningIsPutBack(t *testing.T) {
 		t.Fatalf("verify: %v %s", err, out)
 	}
 }
+
+// TestAuditFollowShowsTheLinesAsWritten: `mcpcage audit --follow --json`
+// prints the very lines of the log (before: records encoded again, in
+// another key order, which no hash matched; found by a red-team helper),
+// so a shipper can check the chain as it goes.
+func TestAuditFollowShowsTheLinesAsWritten(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125) // its session.start is in the log before the follower attaches
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "audit", "--follow", "--raw")
+	out, err := cmd.StdoutPipe()
+	must(t, err, "pipe")
+	must(t, cmd.Start(), "start audit --follow")
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	// The log's lines so far come first: the follower is attached once
+	// one is printed, and the call's records then come live.
+	select {
+	case <-lines:
+	case <-time.After(10 * time.Second):
+		t.Fatal("audit --follow printed nothing of the log")
+	}
+	callText(t, c, "echo", map[string]any{"text": "followed"})
+	var followed string
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(followed, `"type":"tool.call"`) {
+		select {
+		case followed = <-lines:
+		case <-deadline:
+			t.Fatal("no tool.call line from audit --follow")
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(d.dir, "log", "audit.jsonl"))
+	must(t, err, "read the audit log")
+	if !strings.Contains(string(b), followed+"\n") || !strings.HasPrefix(followed, `{"hash":"`) {
+		t.Fatalf("audit --follow printed\n%s\nwhich is not a line of the log", followed)
+	}
+}

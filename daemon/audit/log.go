@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -47,13 +48,17 @@ const (
 
 // Options configure a Log.
 type Options struct {
-	Path      string              // the current file, e.g. /var/log/mcpcage/audit.jsonl
-	HeadPath  string              // chain head, in the state dir
-	MaxSize   int64               // rotate when the file exceeds this (0: 64 MiB)
-	Keep      int                 // rotated files kept (0: 10)
-	Sync      SyncMode            // SyncAlways (default) or SyncBatch
-	Interval  time.Duration       // fsync interval in batch mode (0: 1s)
-	OnRecord  func(Entry)         // called after each durable write (metrics, followers, journal)
+	Path     string        // the current file, e.g. /var/log/mcpcage/audit.jsonl
+	HeadPath string        // chain head, in the state dir
+	MaxSize  int64         // rotate when the file exceeds this (0: 64 MiB)
+	Keep     int           // rotated files kept (0: 10)
+	Sync     SyncMode      // SyncAlways (default) or SyncBatch
+	Interval time.Duration // fsync interval in batch mode (0: 1s)
+	OnRecord func(Entry)   // called after each durable write (metrics, followers, journal)
+	// OnLine is called after each write with every line it wrote (segment
+	// headers included), in order, each without its newline; it must copy
+	// what it keeps (the buffer is reused).
+	OnLine    func(line []byte)
 	OnFailure func(error)         // called when writing (ErrUnavailable) or rotating (ErrRotate) fails (metrics, logs)
 	OnRecover func()              // called when a write succeeds after a write failed (logs)
 	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
@@ -682,7 +687,8 @@ func copyOpenFile(f *os.File, path string) (int64, error) {
 type batch struct {
 	buf     []byte
 	entries []*pending
-	durable bool // a caller waits for one of them to be durable
+	lines   [][2]int // where each line written is in buf (for OnLine)
+	durable bool     // a caller waits for one of them to be durable
 	// The chain as it was before the batch, restored if it fails.
 	size       int64
 	seq        uint64
@@ -706,9 +712,11 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 		}
 	}()
 	if l.needHeader {
+		start := len(b.buf)
 		var err error
 		if b.buf, err = l.encodeTo(b.buf, l.header()); err == nil {
 			l.needHeader = false
+			b.lines = append(b.lines, [2]int{start, len(b.buf)})
 		}
 	}
 	l.takeEssential(b)
@@ -761,6 +769,11 @@ func (l *Log) commit(takeSync bool, firsts ...*pending) (written bool) {
 			l.o.OnRecord(p.e)
 		}
 	}
+	if l.o.OnLine != nil {
+		for _, r := range b.lines {
+			l.o.OnLine(bytes.TrimSuffix(b.buf[r[0]:r[1]], []byte{'\n'}))
+		}
+	}
 	if l.size > l.o.MaxSize {
 		if err := l.rotate(); err != nil && l.o.OnFailure != nil {
 			// Records are still written, to the current file: the log
@@ -791,6 +804,7 @@ func (l *Log) add(b *batch, p *pending) {
 		}
 		p.e = cloneEntry(p.given)
 	}
+	start := len(b.buf)
 	var err error
 	if b.buf, err = l.encodeTo(b.buf, p.e); err != nil {
 		err = fmt.Errorf("%w: encode: %w", ErrUnavailable, err)
@@ -801,6 +815,7 @@ func (l *Log) add(b *batch, p *pending) {
 		return
 	}
 	b.entries = append(b.entries, p)
+	b.lines = append(b.lines, [2]int{start, len(b.buf)})
 	b.durable = b.durable || p.done != nil
 }
 
