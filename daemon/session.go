@@ -176,7 +176,18 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	// egress host away reached that host). A sandbox prepared before is
 	// still taken only if its spec matches the one built now.
 	if srv, ok := d.server(s.server, peer); ok {
+		// And what admission made of it: the name may now be another
+		// server (a user's own, or the administrator's of that name, which
+		// wins): its pins, metrics label and stop timeout follow it (found
+		// by a review helper: the session kept the other one's pin key).
+		d.mu.Lock() // the session is listed (sessions, status) meanwhile
 		s.srv = srv
+		s.serverLabel = metrics.Server(srv.Name, srv.Personal)
+		s.pinKey = d.pinKey(srv.Name, peer.UID)
+		s.grace = time.Duration(d.conf().Daemon.StopTimeout)
+		s.agent = identity.Name(s.agentP, d.agentRules())
+		s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
+		d.mu.Unlock()
 	} else {
 		if s.warm != nil {
 			_ = d.warm.discard(s.warm) // logged

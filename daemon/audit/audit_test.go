@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -300,6 +301,9 @@ func legacyLog(t *testing.T, dir string, n int) {
 	if err := os.WriteFile(filepath.Join(dir, "audit.jsonl"), buf, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// And its chain head, as the daemon that wrote it kept it.
+	head, _ := json.Marshal(Head{Seq: l.seq, Hash: l.prev, File: filepath.Join(dir, "audit.jsonl")})
+	must(t, os.WriteFile(filepath.Join(dir, "audit.head"), head, 0o600))
 }
 
 func TestLogFromBeforeSegmentsResumes(t *testing.T) {
@@ -972,6 +976,18 @@ func TestRestartAfterDamage(t *testing.T) {
 			must(t, err)
 			must(t, f.Close())
 		}, Options{}, RecoveredType, "", ""},
+		{"the head removed with the end cut", func(t *testing.T, dir string) {
+			must(t, os.Remove(filepath.Join(dir, "audit.head")))
+			tamper(t, dir, func(_ int, l [][]byte) [][]byte { return l[:len(l)-4] })
+		}, Options{}, GapType, Lost, ""},
+		{"records replaced past the head", func(t *testing.T, dir string) {
+			// Cut 4, chain 6 others after the rest: the log ends past the
+			// head, whose record is no longer there.
+			tamper(t, dir, func(_ int, l [][]byte) [][]byte { return l[:len(l)-4] })
+			l := openLogNoHead(t, dir)
+			writeN(t, l, 6)
+			must(t, l.Close())
+		}, Options{}, GapType, Lost, ""},
 		{"a whole last line edited", func(t *testing.T, dir string) {
 			tamper(t, dir, func(_ int, l [][]byte) [][]byte {
 				l[len(l)-1] = bytes.Replace(l[len(l)-1], []byte(`"user":"alice"`), []byte(`"user":"mallory"`), 1)
@@ -997,8 +1013,12 @@ func TestRestartAfterDamage(t *testing.T) {
 			must(t, err)
 			writeN(t, l, 5)
 			must(t, l.Close())
-			if n := records(t, dir, tt.mark); n != 1 {
-				t.Fatalf("%d %s records after the restart, want 1", n, tt.mark)
+			want := 1
+			if tt.name == "records replaced past the head" {
+				want = 2 // the forger's own Log wrote one (its head was missing), then the restart's
+			}
+			if n := records(t, dir, tt.mark); n != want {
+				t.Fatalf("%d %s records after the restart, want %d", n, tt.mark, want)
 			}
 			r, err := verifyDir(dir)
 			var ve *VerifyError
@@ -1007,8 +1027,10 @@ func TestRestartAfterDamage(t *testing.T) {
 				t.Fatalf("verify: %v", err)
 			case tt.verify != "" && (!errors.As(err, &ve) || ve.Damage != tt.verify):
 				t.Fatalf("verify = %+v, %v; want %s", r, err, tt.verify)
-			case tt.verify == Lost && (len(r.Gaps) != 1 || !strings.Contains(r.Gaps[0].Lost, "chain head says the log reached seq")):
+			case tt.verify == Lost && (len(r.Gaps) == 0 || !strings.Contains(r.Gaps[len(r.Gaps)-1].Lost, "chain head")):
 				t.Fatalf("gaps %+v", r.Gaps)
+			case tt.name == "records replaced past the head" && !strings.Contains(r.Gaps[len(r.Gaps)-1].Lost, "is not the one the head recorded"):
+				t.Fatalf("the restart's gap %+v, want it to name the replaced record", r.Gaps[len(r.Gaps)-1])
 			}
 			if tt.mark == RecoveredType {
 				saved, _ := filepath.Glob(filepath.Join(dir, "audit.jsonl.torn-*"))
@@ -1109,4 +1131,14 @@ func TestHeadChecks(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Damage != HeadMismatched || ve.Seq != headA.Seq {
 		t.Fatalf("verify of a longer log without the head's record = %v, want %s at seq %d", err, HeadMismatched, headA.Seq)
 	}
+}
+
+// openLogNoHead opens the log in dir with a chain head of its own (the
+// real one left as it is), as someone who can write the log but not the
+// state directory would.
+func openLogNoHead(t *testing.T, dir string) *Log {
+	t.Helper()
+	l, err := Open(Options{Path: filepath.Join(dir, "audit.jsonl"), HeadPath: filepath.Join(t.TempDir(), "other.head")})
+	must(t, err)
+	return l
 }

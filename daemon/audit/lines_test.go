@@ -69,6 +69,10 @@ func TestHugeRecordFromBeforeBounds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "audit.jsonl"), append(line, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Its chain head, as the daemon that wrote it kept it (without one the
+	// restart would say that the end cannot be checked: TestRestartAfterDamage).
+	head, _ := json.Marshal(Head{Seq: 1, Hash: hashOf(canon), File: filepath.Join(dir, "audit.jsonl")})
+	must(t, os.WriteFile(filepath.Join(dir, "audit.head"), head, 0o600))
 	l := openLog(t, dir, Options{})
 	writeN(t, l, 2)
 	must(t, l.Close())

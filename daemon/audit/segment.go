@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -133,7 +134,21 @@ func (l *Log) resume() error {
 // start (found by a red-team helper); an audit.gap record now says so.
 func (l *Log) checkHead() {
 	h, err := ReadHead(l.o.HeadPath)
-	if err != nil || h.Seq == 0 {
+	switch {
+	case l.seq == 0 && (err != nil || h.Seq == 0):
+		return // a new log
+	case errors.Is(err, fs.ErrNotExist):
+		// Files and no head: nothing to check their end against, and the
+		// head written next would hide that there was none (found by a
+		// review helper: records cut with the head removed passed).
+		l.marks = append(l.marks, Record{"type": GapType, "head_missing": true,
+			"lost": fmt.Sprintf("the chain head %s was missing while the log holds records (up to seq %d): whether records were cut from its end before this start cannot be told", l.o.HeadPath, l.seq)})
+		return
+	case err != nil:
+		l.marks = append(l.marks, Record{"type": GapType, "head_missing": true,
+			"lost": fmt.Sprintf("the chain head %s could not be read (%v) while the log holds records (up to seq %d): whether records were cut from its end before this start cannot be told", l.o.HeadPath, err, l.seq)})
+		return
+	case h.Seq == 0:
 		return
 	}
 	switch {
@@ -143,8 +158,60 @@ func (l *Log) checkHead() {
 	case h.Seq == l.seq && h.Hash != l.prev:
 		l.marks = append(l.marks, Record{"type": GapType, "replaced_seq": h.Seq, "head_hash": h.Hash,
 			"lost": fmt.Sprintf("the record at seq %d is not the one the chain head recorded: it was replaced while mcpcaged was stopped", h.Seq)})
+	case h.Seq < l.seq:
+		// The files go on past the head (records written after its last
+		// save): the record it saw must be among them. Records cut and
+		// others chained in their place, past the head, passed (found by
+		// a review helper).
+		if hash, found := l.hashAt(h.Seq); !found || hash != h.Hash {
+			l.marks = append(l.marks, Record{"type": GapType, "replaced_seq": h.Seq, "head_hash": h.Hash,
+				"lost": fmt.Sprintf("the log goes on past the chain head (seq %d) but its record at seq %d is not the one the head recorded: records were replaced while mcpcaged was stopped", l.seq, h.Seq)})
+		}
 	}
 }
+
+// hashAt is the hash of the record at seq in the files, newest first (the
+// head is normally in the newest segment, at most one sync interval
+// behind its end).
+func (l *Log) hashAt(seq uint64) (string, bool) {
+	files := Files(l.o.Path)
+	for i := len(files) - 1; i >= 0; i-- {
+		f, err := os.Open(files[i])
+		if err != nil {
+			continue
+		}
+		var hash string
+		first := true
+		var older bool // the file starts past seq: look in the one before
+		_ = Lines(f, func(_ int, line []byte) error {
+			m, err := parseLine(line)
+			if err != nil {
+				return nil
+			}
+			if first {
+				first, older = false, m.Seq > seq
+				if older {
+					return errStop
+				}
+			}
+			if m.Seq == seq {
+				hash = m.Hash // the last: numbers come again after an audit.gap
+			}
+			return nil
+		})
+		_ = f.Close()
+		if hash != "" {
+			return hash, true
+		}
+		if !older {
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// errStop ends a Lines walk early.
+var errStop = errors.New("stop")
 
 // resumeFiles finds the chain's end in the files, cutting a torn last
 // line first (see RecoveredType).
