@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -111,7 +112,59 @@ type clientState struct {
 	Time    string   `json:"time"`
 }
 
-func statePath(home string) string { return filepath.Join(home, ".config", "mcpcage", "clients.json") }
+func statePath(home string) string { return filepath.Join(home, stateRel) }
+
+// checkRestoreState refuses a state entry that names other files than
+// setup writes: the client's own config in home, and a backup beside it
+// named as setup names them. The state file is the user's: whoever runs
+// restore must not write or read where it says otherwise (found by a
+// red-team helper: it named a file of root's to write and one of the
+// user's to write there).
+func checkRestoreState(c clientsetup.Client, home string, st clientState) error {
+	cfg := c.ConfigPath(home)
+	if filepath.Clean(st.Path) != cfg {
+		return fmt.Errorf("%s names %q as %s's configuration, not %s: refused; restore it by hand from its backup", statePath(home), st.Path, c.Name, cfg)
+	}
+	suffix, ok := strings.CutPrefix(st.Backup, cfg+backupInfix)
+	if !ok || suffix == "" || strings.ContainsAny(suffix, "/\x00") {
+		return fmt.Errorf("%s names %q as %s's backup, which client setup does not write (%s%s<time>): refused", statePath(home), st.Backup, c.Name, cfg, backupInfix)
+	}
+	return nil
+}
+
+// backupInfix joins a client's config path and its backup's time.
+const backupInfix = ".mcpcage-backup-"
+
+// readBackup reads a backup that is a regular file, not through a link,
+// and returns its content and mode.
+func readBackup(path string) ([]byte, os.FileMode, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() { _ = f.Close() }()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxBackup+1))
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(b) > maxBackup {
+		return nil, 0, fmt.Errorf("%s is over %d bytes: not a client configuration setup backed up", path, maxBackup)
+	}
+	return b, st.Mode().Perm(), nil
+}
+
+// maxBackup bounds what restore reads back.
+const maxBackup = 16 << 20
+
+// stateRel is statePath below the home.
+const stateRel = ".config/mcpcage/clients.json"
 
 // loadState reads what setup did. A state file that cannot be read or
 // parsed is an error: saving over it would lose the way back.
@@ -257,7 +310,7 @@ undoes it, secrets included.`,
 			if err := out.Flush(); err != nil {
 				return err
 			}
-			backup := fmt.Sprintf("%s.mcpcage-backup-%s", path, time.Now().Format("20060102-150405"))
+			backup := path + backupInfix + time.Now().Format("20060102-150405")
 			st, _ := os.Stat(path)
 			if err := writeNew(backup, old, st.Mode().Perm()); err != nil {
 				return fmt.Errorf("write backup: %w", err)
@@ -313,13 +366,12 @@ undoes it, secrets included.`,
 			if !ok {
 				return fmt.Errorf("mcpcage client setup was not run for %s (no record in %s)", c.Name, statePath(home))
 			}
-			b, err := os.ReadFile(st.Backup)
+			if err := checkRestoreState(c, home, st); err != nil {
+				return err
+			}
+			b, mode, err := readBackup(st.Backup)
 			if err != nil {
 				return fmt.Errorf("read backup: %w", err)
-			}
-			mode := os.FileMode(0o600)
-			if bst, err := os.Stat(st.Backup); err == nil {
-				mode = bst.Mode().Perm()
 			}
 			if err := replaceFile(st.Path, b, mode); err != nil {
 				return err

@@ -396,3 +396,37 @@ func TestClientRestoreByRootActsAsTheHomesOwner(t *testing.T) {
 		t.Fatalf("restore by root for the user's home: %v\n%s\nwant it to act as the home's owner and be refused", err, out)
 	}
 }
+
+// TestClientRestoreWritesOnlyTheClientsConfig: root running `client
+// restore` for a home of root's whose ~/.config is a user's (a chrooted
+// SFTP account's layout) acted as root on the user's state file, which
+// named a file for root to write and one of the user's to write there
+// (found by a red-team helper: a user's words in a root-only directory).
+func TestClientRestoreWritesOnlyTheClientsConfig(t *testing.T) {
+	d := startDaemon(t, "")
+	uid, _ := testUser(t)
+	home := filepath.Join(t.TempDir(), "home")
+	must(t, os.Mkdir(home, 0o755), "home")
+	cfgDir := filepath.Join(home, ".config")
+	must(t, os.MkdirAll(filepath.Join(cfgDir, "mcpcage"), 0o755), "config")
+	for _, p := range []string{cfgDir, filepath.Join(cfgDir, "mcpcage")} {
+		must(t, os.Chown(p, uid, uid), "chown")
+	}
+	victimDir := t.TempDir() // root's, 0700
+	victim := filepath.Join(victimDir, "owned")
+	payload := filepath.Join(cfgDir, "payload")
+	must(t, os.WriteFile(payload, []byte("written by the user's words"), 0o644), "payload")
+	state, _ := json.Marshal(map[string]any{"claude-desktop": map[string]any{"path": victim, "backup": payload}})
+	must(t, os.WriteFile(filepath.Join(cfgDir, "mcpcage", "clients.json"), state, 0o644), "state")
+	must(t, os.Chown(filepath.Join(cfgDir, "mcpcage", "clients.json"), uid, uid), "chown state")
+	out, err := d.cli(t, 0, "client", "restore", "claude-desktop", "--home", home)
+	if err == nil {
+		t.Fatalf("restore of a state file naming %s succeeded:\n%s", victim, out)
+	}
+	if _, err := os.Stat(victim); err == nil {
+		t.Fatalf("root wrote %s where the user's state file said:\n%s", victim, out)
+	}
+	if !strings.Contains(out, "acting as") && !strings.Contains(out, "refused") {
+		t.Fatalf("restore's error does not say why:\n%s", out)
+	}
+}
