@@ -268,7 +268,7 @@ func (d *Daemon) status(ctx context.Context, peer Peer) api.Status {
 		AuditLog:     d.conf().Daemon.AuditLog,
 		AuditRecords: d.audit.Count(),
 		AuditError:   auditErr,
-		Metrics:      d.metricsAddr,
+		Metrics:      metricsStatus(d),
 		Kernel:       ks,
 		Warm:         d.warm.status(peer, d.isAdmin(peer)),
 		Version:      Version,
@@ -494,4 +494,11 @@ func clientGone(c *net.UnixConn) <-chan struct{} {
 		}
 	}()
 	return gone
+}
+
+// metricsStatus is where metrics are served, or why they are not ("":
+// off).
+func metricsStatus(d *Daemon) string {
+	a, _ := d.metricsAddr.Load().(string)
+	return a
 }

@@ -76,7 +76,7 @@ type Daemon struct {
 	hasher          *identity.Hasher
 	audit           *audit.Log
 	metrics         *metrics.Metrics
-	metricsAddr     string
+	metricsAddr     atomic.Value // string: where metrics are served, or why they are not
 	auditFollowers  followers
 	secretCache     atomic.Pointer[[]string]
 	userServers     *userservers.Store
@@ -512,18 +512,52 @@ func (d *Daemon) updateConsentGauge() {
 }
 
 // ServeMetrics starts the Prometheus listener when one is configured.
+//
+// An address it cannot listen on does not stop the daemon: any local user
+// can bind a port first (the default is an unprivileged one), and a
+// daemon that exits for it leaves every server down (found by a red-team
+// helper). It says so, in the log and in status, and tries again every
+// metricsRetry until it listens or ctx ends.
 func (d *Daemon) ServeMetrics(ctx context.Context) error {
-	if d.conf().Daemon.MetricsAddress == "" {
+	want := d.conf().Daemon.MetricsAddress
+	if want == "" {
 		return nil
 	}
-	addr, err := d.metrics.Serve(ctx, d.conf().Daemon.MetricsAddress, d.log)
-	if err != nil {
-		return fmt.Errorf("metrics listener on %s: %w (set [daemon] metrics_address, or \"\" to disable)", d.conf().Daemon.MetricsAddress, err)
+	listen := func() error {
+		addr, err := d.metrics.Serve(ctx, want, d.log)
+		if err != nil {
+			return err
+		}
+		d.metricsAddr.Store(addr.String())
+		d.log.Info("metrics listening", "address", addr.String())
+		return nil
 	}
-	d.metricsAddr = addr.String()
-	d.log.Info("metrics listening", "address", d.metricsAddr)
+	err := listen()
+	if err == nil {
+		return nil
+	}
+	d.metricsAddr.Store("not listening: " + err.Error() + "; tried again every " + metricsRetry.String())
+	d.log.Error("METRICS NOT SERVED: cannot listen on metrics_address; mcpcaged runs on without metrics and tries again (another process may hold the port: see ss -ltnp)", "address", want, "err", err, "retry", metricsRetry)
+	go func() {
+		t := time.NewTicker(metricsRetry)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if listen() == nil {
+					return
+				}
+			}
+		}
+	}()
 	return nil
 }
+
+// metricsRetry is how often a metrics listener that failed is tried
+// again.
+const metricsRetry = 10 * time.Second
 
 // conf returns the configuration in force.
 func (d *Daemon) conf() *config.Config { return d.cfg.Load() }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,5 +279,40 @@ func TestSessionStartsUnderTheConfigurationOfItsStart(t *testing.T) {
 	r = admitThenReload([]byte(strings.Split(string(base), "[servers.web]")[0]))
 	if r.OK || r.Code != api.CodeUnknownServer || !strings.Contains(r.Error, "web") {
 		t.Fatalf("reply %+v, want the session refused: its server is gone", r)
+	}
+}
+
+// TestMetricsPortTakenDoesNotStopTheDaemon: any local user can bind the
+// metrics port first (the default is unprivileged), and mcpcaged exited
+// on it, leaving every server down at its next start (found by a
+// red-team helper). It now runs on, says so in status, and listens once
+// the port is free.
+func TestMetricsPortTakenDoesNotStopTheDaemon(t *testing.T) {
+	squat, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err, "take a port")
+	addr := squat.Addr().String()
+	d := startDaemon(t, "")
+	d.stop()
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	must(t, os.WriteFile(d.config, bytes.Replace(cfg, []byte(`metrics_address = "127.0.0.1:0"`), []byte(fmt.Sprintf("metrics_address = %q", addr)), 1), 0o644), "edit config")
+	d.start()
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "up"}); got != "up" {
+		t.Fatalf("echo with the metrics port taken: %q", got)
+	}
+	if m := d.status(t).Metrics; !strings.Contains(m, "not listening") {
+		t.Fatalf("status says metrics %q, want why they are not served", m)
+	}
+	must(t, squat.Close(), "free the port")
+	testenv.WaitFor(t, "metrics served once the port is free", 30*time.Second, func() (bool, string) {
+		m := d.status(t).Metrics
+		return m == addr, m
+	})
+	resp, err := http.Get("http://" + addr + "/metrics")
+	must(t, err, "scrape")
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
 	}
 }
