@@ -9,11 +9,21 @@ fi
 if command -v systemd-tmpfiles >/dev/null 2>&1; then
   systemd-tmpfiles --create mcpcage.conf || true
 fi
+# First install: deb "configure" with no old version, rpm 1. An upgrade
+# keeps what the administrator chose (a socket disabled stays disabled).
+first=no
+case "$1" in
+  configure) [ -z "$2" ] && first=yes ;;
+  1) first=yes ;;
+esac
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
-  systemctl enable mcpcaged.socket mcpcaged.service >/dev/null 2>&1 || true
-  systemctl start mcpcaged.socket || true
-  # An upgrade restarts a running daemon onto the new binary.
+  if [ "$first" = yes ]; then
+    systemctl enable mcpcaged.socket mcpcaged.service >/dev/null 2>&1 || true
+    systemctl start mcpcaged.socket || true
+  fi
+  # An upgrade restarts a running daemon onto the new binary (its sessions
+  # end; their clients start them again).
   systemctl try-restart mcpcaged.service || true
 fi
 exit 0
