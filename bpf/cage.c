@@ -1270,6 +1270,43 @@ int cage_enter_execveat(struct trace_event_raw_sys_enter *ctx)
 	return exec_enter((const char *const *)ctx->args[2]);
 }
 
+// The file mapped where the new image starts: an ELF's interpreter
+// (PT_INTERP, ld.so), which the kernel opens and maps itself and which
+// runs first, or the executable itself. Found by bpf_find_vma at the
+// task's first instruction; 0 when it cannot be (no mapping there, or the
+// mm busy).
+struct first_file {
+	__u64 file;
+};
+
+static long first_file_cb(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	((struct first_file *)data)->file = (__u64)BPF_CORE_READ(vma, vm_file);
+	return 0;
+}
+
+#if defined(__TARGET_ARCH_arm64)
+struct user_pt_regs___mcpcage_arm64 {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+} __attribute__((preserve_access_index));
+#endif
+
+static __always_inline struct file *start_file(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(task);
+#if defined(__TARGET_ARCH_arm64)
+	__u64 ip = BPF_CORE_READ((struct user_pt_regs___mcpcage_arm64 *)r, pc);
+#else
+	__u64 ip = BPF_CORE_READ(r, ip);
+#endif
+	struct first_file ff = {};
+	bpf_find_vma(task, ip, first_file_cb, &ff, 0);
+	return (struct file *)ff.file;
+}
+
 SEC("raw_tracepoint/sched_process_exec")
 int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -1292,6 +1329,20 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 	__u32 denied = 0;
 	if (p.dentry && lens)
 		denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
+	// The interpreter an ELF names (PT_INTERP) is opened and mapped by the
+	// kernel as well, and runs first: a copy of ld.so under deny_paths
+	// ran (found by a review helper). The file at the first instruction is
+	// checked the same way.
+	struct file *sf = 0;
+	if (!denied && lens && (sf = start_file()) && sf != f) {
+		struct path ip = {};
+		bpf_core_read(&ip, sizeof(ip), &sf->f_path);
+		if (ip.dentry) {
+			denied = walk_path(0, cgid, lens, ip.dentry, ip.mnt);
+			if (denied)
+				p = ip; // the event names the file that hit
+		}
+	}
 	if (denied)
 		bpf_send_signal(SIGKILL);
 	else if (!admit_event(s))

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
@@ -791,32 +793,86 @@ func anySlice(ss []string) []any {
 // itself, so the open hook never saw it, and the image is the process's
 // memory from then on (an LD_PRELOAD library can write it out): an
 // executable under deny_paths could be read by running it (found by a
-// red-team helper). The exec is checked like an open, and the task dies
-// before the image runs an instruction.
+// red-team helper), and so could an ELF interpreter (PT_INTERP), which the
+// kernel opens and maps too (found by a review helper). The exec is
+// checked like an open, and the task dies before the image runs an
+// instruction.
 func TestExecOfADeniedFileIsKilled(t *testing.T) {
-	dir := project(t)
-	d := projDaemon(t, dir)
-	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
-	_, pids := d.sessionProcs(t)
-	// After launch: not masked, the kernel's check is what stands.
-	tool := plantKeyAt(t, dir, ".ssh/tool")
-	b, err := os.ReadFile("/usr/bin/touch")
-	must(t, err, "read touch")
-	must(t, os.WriteFile(tool, b, 0o755), "write the tool")
-	must(t, os.Chmod(tool, 0o755), "chmod")
-	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
-		Arguments: map[string]any{"command": "/work/.ssh/tool", "args": []string{"/work/it-ran"}}}})
-	waitGone(t, "every process of the session gone", 10*time.Second, pids)
-	ev := d.record(t, "process.exec", func(r map[string]any) bool { return str(r, "path") == "/work/.ssh/tool" })
-	if str(ev, "action") != "SIGKILL, session killed" || str(ev, "touched") != "/work/.ssh/tool" || str(ev, "rule") != "deny_paths **/.ssh/**" {
-		t.Fatalf("process.exec record: %v", ev)
+	for _, tc := range []struct {
+		name    string
+		plant   func(t *testing.T, dir string) // the files, after launch (not masked)
+		command string
+		denied  string // the file that hit, as the sandbox sees it
+	}{
+		{"the executable", func(t *testing.T, dir string) {
+			copyExecutable(t, "/usr/bin/touch", plantKeyAt(t, dir, ".ssh/tool"), nil)
+		}, "/work/.ssh/tool", "/work/.ssh/tool"},
+		{"its ELF interpreter", func(t *testing.T, dir string) {
+			interp := elfInterpreter(t, "/usr/bin/touch")
+			copyExecutable(t, interp, plantKeyAt(t, dir, ".ssh/ld.so"), nil)
+			copyExecutable(t, "/usr/bin/touch", filepath.Join(dir, "tool"), func(b []byte) []byte {
+				i := bytes.Index(b, []byte(interp+"\x00"))
+				if i < 0 || len("/work/.ssh/ld.so") > len(interp) {
+					t.Fatalf("cannot point touch's PT_INTERP (%s) elsewhere", interp)
+				}
+				name := make([]byte, len(interp))
+				copy(name, "/work/.ssh/ld.so")
+				copy(b[i:], name)
+				return b
+			})
+		}, "/work/tool", "/work/.ssh/ld.so"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := project(t)
+			d := projDaemon(t, dir)
+			c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+			_, pids := d.sessionProcs(t)
+			tc.plant(t, dir)
+			_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
+				Arguments: map[string]any{"command": tc.command, "args": []string{"/work/it-ran"}}}})
+			waitGone(t, "every process of the session gone", 10*time.Second, pids)
+			ev := d.record(t, "process.exec", func(r map[string]any) bool { return str(r, "action") != "" })
+			if str(ev, "action") != "SIGKILL, session killed" || str(ev, "touched") != tc.denied || str(ev, "rule") != "deny_paths **/.ssh/**" {
+				t.Fatalf("process.exec record: %v", ev)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "it-ran")); err == nil {
+				t.Fatal("the denied file ran")
+			}
+			end := d.record(t, "session.end", func(r map[string]any) bool { return true })
+			if !strings.Contains(str(end, "reason"), "denied") {
+				t.Errorf("session.end: %v", end)
+			}
+			d.waitClean("a session killed for an exec")
+		})
 	}
-	if _, err := os.Stat(filepath.Join(dir, "it-ran")); err == nil {
-		t.Fatal("the denied executable ran")
+}
+
+// copyExecutable copies from to to (0755), changed by edit when set.
+func copyExecutable(t *testing.T, from, to string, edit func([]byte) []byte) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	must(t, err, "read %s", from)
+	if edit != nil {
+		b = edit(b)
 	}
-	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
-	if !strings.Contains(str(end, "reason"), "denied") {
-		t.Errorf("session.end: %v", end)
+	must(t, os.WriteFile(to, b, 0o755), "write %s", to)
+	must(t, os.Chmod(to, 0o755), "chmod %s", to)
+}
+
+// elfInterpreter is the PT_INTERP of the ELF at path.
+func elfInterpreter(t *testing.T, path string) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	must(t, err, "open %s as ELF", path)
+	defer func() { _ = f.Close() }()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			_, err := p.ReadAt(b, 0)
+			must(t, err, "read PT_INTERP")
+			return strings.TrimRight(string(b), "\x00")
+		}
 	}
-	d.waitClean("a session killed for an exec")
+	t.Fatalf("%s has no PT_INTERP", path)
+	return ""
 }
