@@ -727,3 +727,20 @@ func TestAuditFollowShowsTheLinesAsWritten(t *testing.T) {
 		t.Fatalf("audit --follow printed\n%s\nwhich is not a line of the log", followed)
 	}
 }
+
+// TestSecondDaemonOnTheSameLogIsRefused: a second mcpcaged on the same
+// configuration would write the same audit log (forking its chain), and
+// its start could cut a line the first is writing as torn (found by a
+// review helper). It is refused, and the first goes on.
+func TestSecondDaemonOnTheSameLogIsRefused(t *testing.T) {
+	d := startDaemon(t, "")
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", d.config)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "being written by another process") {
+		t.Fatalf("a second mcpcaged on the same log: %v\n%s", err, out)
+	}
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "still here"}); got != "still here" {
+		t.Fatalf("the first daemon after the second was refused: %q", got)
+	}
+}

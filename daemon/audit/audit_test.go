@@ -1142,3 +1142,17 @@ func openLogNoHead(t *testing.T, dir string) *Log {
 	must(t, err)
 	return l
 }
+
+// TestOneWriterPerLog: a second Log on the same files is refused while
+// the first is open (its start would act on lines the first writes), and
+// opens once the first is closed.
+func TestOneWriterPerLog(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, Options{})
+	_, err := Open(Options{Path: filepath.Join(dir, "audit.jsonl"), HeadPath: filepath.Join(dir, "audit.head")})
+	if err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Fatalf("second Open = %v, want it refused", err)
+	}
+	must(t, l.Close())
+	must(t, openLog(t, dir, Options{}).Close())
+}

@@ -111,6 +111,7 @@ type Log struct {
 	oldest     uint64   // the oldest segment kept
 	needHeader bool     // the current file is empty: the next write opens it with a header
 	marks      []Record // what resume found (GapType, RecoveredType), written by Open
+	lock       *os.File // held while the log is open (lockLog)
 	// restoreFailed: the current file was removed and could not be put
 	// back (told once; see restoreRemoved).
 	restoreFailed bool
@@ -223,10 +224,20 @@ func Open(o Options) (*Log, error) {
 		return nil, fmt.Errorf("audit log directory: %w", err)
 	}
 	l := &Log{o: o, syncQ: make(chan *pending, queueLen), asyncQ: make(chan *pending, queueLen), waitingBy: map[string]int{}, done: make(chan struct{})}
+	// One writer: a second daemon on the same log would fork the chain,
+	// and its start (a torn line cut, a gap recorded) would act on a line
+	// the first is writing (found by a review helper).
+	lock, err := lockLog(o.Path)
+	if err != nil {
+		return nil, err
+	}
+	l.lock = lock
 	if err := l.resume(); err != nil {
+		_ = lock.Close()
 		return nil, err
 	}
 	if err := l.openFile(); err != nil {
+		_ = lock.Close()
 		return nil, err
 	}
 	l.wg.Add(1)
@@ -563,6 +574,11 @@ func (l *Log) Close() error {
 	if l.headF != nil {
 		herr = l.headF.Close()
 	}
+	defer func() {
+		if l.lock != nil {
+			_ = l.lock.Close() // the lock goes with it
+		}
+	}()
 	if l.f == nil {
 		return herr
 	}
@@ -612,6 +628,23 @@ func (l *Log) writer() {
 		l.commit(true, first)
 		l.wmu.Unlock()
 	}
+}
+
+// lockLog takes path's writer lock (an exclusive flock of path.lock,
+// released when the process ends however it ends).
+func lockLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit log lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("audit log %s is being written by another process (another mcpcaged?): one daemon per audit log", path)
+		}
+		return nil, fmt.Errorf("audit log lock: %w", err)
+	}
+	return f, nil
 }
 
 // restoreRemoved puts the current file back at its path when it was
