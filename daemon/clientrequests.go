@@ -112,8 +112,9 @@ func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id 
 		c.params = params[0]
 	}
 	p.s.denied.Add(1)
-	p.s.log.Warn("server request refused", "method", method, "form", string(form), "reason", reason)
-	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), p.secretValues()))
+	secrets := p.secretValues()
+	p.s.log.Warn("server request refused", "method", method, "form", string(form), "reason", audit.ScrubText(reason, secrets))
+	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), secrets))
 	return c
 }
 
@@ -122,11 +123,13 @@ func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id 
 // per audit_arguments, its head when long) and the prompt's digest.
 func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, secrets []string) audit.Record {
 	rec := audit.Record{"method": c.method, "form": string(c.form), "request_id": c.id, "decision": "allow"}
+	// The key and a reason that quotes it are the server's words: a
+	// server holding a secret must not write it into the log through them.
 	if c.key != "" {
-		rec["input_key"] = c.key
+		rec["input_key"] = audit.ScrubText(c.key, secrets)
 	}
 	if !c.allowed {
-		rec["decision"], rec["reason"] = "deny", c.reason
+		rec["decision"], rec["reason"] = "deny", audit.ScrubText(c.reason, secrets)
 	}
 	if len(c.params) > 0 {
 		rec["prompt_digest"] = audit.Digest(json.RawMessage(c.params))

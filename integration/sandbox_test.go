@@ -233,6 +233,16 @@ func TestSecretInjection(t *testing.T) {
 	if args := fmt.Sprint(call["arguments"]); strings.Contains(args, credential) || !strings.Contains(args, "HOME") {
 		t.Errorf("tool.call arguments %s: want the credential-shaped key hidden, the rest kept", args)
 	}
+	// The server names an input request by the value it holds (2026-07-28
+	// era; sampling is refused): the record's input_key and reason quoted
+	// it (found by a review helper).
+	modern := d.connectWith(t, "withsecret", "")
+	_, _ = modern.CallTool(ctxT(t, 30e9), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "ask_client", Arguments: map[string]any{"kind": "sampling", "key_env": "API_TOKEN"}}})
+	refused := d.record(t, "server.request", func(r map[string]any) bool { return str(r, "decision") == "deny" })
+	if k := str(refused, "input_key"); strings.Contains(k, secret) || !strings.Contains(k, "[redacted]") {
+		t.Errorf("server.request input_key %q: want the secret redacted", k)
+	}
+	_ = modern.Close()
 	show := mcpcage("", "servers", "show", "withsecret")
 	spec := mcpcage("", "servers", "show", "withsecret", "--spec")
 	audit, err := os.ReadFile(filepath.Join(d.dir, "log", "audit.jsonl"))

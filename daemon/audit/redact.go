@@ -232,6 +232,21 @@ func scrubInjected(v any, secrets []string) any {
 	return v
 }
 
+// ScrubText is a free text a peer chose (a server's name for an input it
+// asks for, a reason that quotes it) as a record or a log line may carry
+// it: each secret in it, and each credential written into it, replaced.
+func ScrubText(s string, secrets []string) string {
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, "[redacted]")
+		}
+	}
+	if t := strings.TrimSpace(s); mayBeCredential(t) && secretValue.MatchString(t) {
+		return "[redacted]"
+	}
+	return scrubInline(s)
+}
+
 // holdsAny reports whether s contains one of secrets.
 func holdsAny(s string, secrets []string) bool {
 	for _, sec := range secrets {
