@@ -1307,6 +1307,11 @@ static __always_inline struct file *start_file(void)
 	return (struct file *)ff.file;
 }
 
+// have_find_vma: the kernel has bpf_find_vma (5.17); on 5.15 and 5.16 the
+// interpreter is not checked, and the call (dead code there) is removed
+// by the verifier, so the programs still load.
+#define have_find_vma() bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_find_vma)
+
 SEC("raw_tracepoint/sched_process_exec")
 int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -1334,7 +1339,7 @@ int cage_exec(struct bpf_raw_tracepoint_args *ctx)
 	// ran (found by a review helper). The file at the first instruction is
 	// checked the same way.
 	struct file *sf = 0;
-	if (!denied && lens && (sf = start_file()) && sf != f) {
+	if (!denied && lens && have_find_vma() && (sf = start_file()) && sf != f) {
 		struct path ip = {};
 		bpf_core_read(&ip, sizeof(ip), &sf->f_path);
 		if (ip.dentry) {

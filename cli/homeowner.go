@@ -122,6 +122,14 @@ func homeUser(home string) (uid, gid int, err error) {
 			if err := syscall.Lstat(p, &pst); err != nil {
 				break // not there: nothing of anyone's
 			}
+			if pst.Mode&syscall.S_IFMT == syscall.S_IFLNK && pst.Uid == 0 {
+				// A link of root's: what it leads to is where the files go
+				// (a root-owned link to a user's directory was passed).
+				var tst syscall.Stat_t
+				if err := syscall.Stat(p, &tst); err == nil {
+					pst = tst
+				}
+			}
 			switch {
 			case pst.Uid == 0 && pst.Mode&syscall.S_IFMT == syscall.S_IFDIR && pst.Mode&0o022 != 0:
 				return 0, 0, fmt.Errorf("%s is root's but others may write in it: root does not act on files others may put there; run this as the user whose files they are", p)

@@ -62,6 +62,9 @@ func TestHomeUser(t *testing.T) {
 		{"a user's client directory", map[string]int{".cursor": 65534}, 65534, ""},
 		{"a user's mcpcage state in root's .config", map[string]int{".config": 0, ".config/mcpcage": 65534}, 65534, ""},
 		{"two users' files", map[string]int{".config": 65534, ".cursor": 1742}, 0, "several users"},
+		// A link of root's to a user's directory: the files go there (it
+		// was passed as root's, found by a review helper).
+		{"root's link to a user's directory", map[string]int{"elsewhere": 65534, ".config": -1}, 65534, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +72,10 @@ func TestHomeUser(t *testing.T) {
 			mustT(t, os.Mkdir(home, 0o755))
 			for rel, uid := range tt.owned {
 				p := filepath.Join(home, rel)
+				if uid < 0 { // a link of root's to "elsewhere"
+					mustT(t, os.Symlink(filepath.Join(home, "elsewhere"), p))
+					continue
+				}
 				mustT(t, os.MkdirAll(p, 0o755))
 				mustT(t, os.Chown(p, uid, uid))
 			}

@@ -113,7 +113,7 @@ func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id 
 	}
 	p.s.denied.Add(1)
 	secrets := p.secretValues()
-	p.s.log.Warn("server request refused", "method", method, "form", string(form), "reason", audit.ScrubText(reason, secrets))
+	p.s.log.Warn("server request refused", "method", audit.ScrubText(method, secrets), "form", string(form), "reason", audit.ScrubText(reason, secrets))
 	p.d.audit.AppendAsync(p.s.serverRequestRecord(c, string(p.d.conf().Daemon.AuditArguments), secrets))
 	return c
 }
@@ -122,7 +122,7 @@ func (p *sessionPolicy) refuseClientRequest(method string, form requestForm, id 
 // decision; a sampling request carries its prompt (the params, redacted
 // per audit_arguments, its head when long) and the prompt's digest.
 func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, secrets []string) audit.Record {
-	rec := audit.Record{"method": c.method, "form": string(c.form), "request_id": c.id, "decision": "allow"}
+	rec := audit.Record{"method": audit.ScrubText(c.method, secrets), "form": string(c.form), "request_id": c.id, "decision": "allow"}
 	// The key and a reason that quotes it are the server's words: a
 	// server holding a secret must not write it into the log through them.
 	if c.key != "" {

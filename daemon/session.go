@@ -26,6 +26,7 @@ import (
 	"github.com/mcpcage/mcpcage/bpf/egress"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
@@ -439,6 +440,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		MaxMessageBytes:    int64(d.conf().Daemon.MaxMessageBytes),
 		Logger:             s.log,
 		OnClientEOF:        func() { go s.stop() },
+		ScrubLog:           func(text string) string { return audit.ScrubText(text, s.policy.secretValues()) },
 		AfterServerMessage: s.policy.afterServerMessage,
 	}, relay.Streams{
 		ClientIn:  clientIn,

@@ -236,13 +236,19 @@ func scrubInjected(v any, secrets []string) any {
 // asks for, a reason that quotes it) as a record or a log line may carry
 // it: each secret in it, and each credential written into it, replaced.
 func ScrubText(s string, secrets []string) string {
-	for _, sec := range secrets {
-		if sec != "" && strings.Contains(s, sec) {
-			s = strings.ReplaceAll(s, sec, "[redacted]")
-		}
-	}
 	if t := strings.TrimSpace(s); mayBeCredential(t) && secretValue.MatchString(t) {
 		return "[redacted]"
+	}
+	if holdsAny(s, secrets) {
+		// The longest first: one that holds another must not be left in
+		// part (found by a review helper).
+		long := slices.Clone(secrets)
+		slices.SortFunc(long, func(a, b string) int { return len(b) - len(a) })
+		for _, sec := range long {
+			if sec != "" {
+				s = strings.ReplaceAll(s, sec, "[redacted]")
+			}
+		}
 	}
 	return scrubInline(s)
 }

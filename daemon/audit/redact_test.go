@@ -200,12 +200,13 @@ func TestSecretsInKeysAreRedacted(t *testing.T) {
 }
 
 func TestScrubText(t *testing.T) {
-	secrets := []string{"s3cr3t-value"}
+	secrets := []string{"s3cr3t-value", "abc", "abcSUPERSECRETTOKEN"}
 	for _, tc := range []struct{ in, want string }{
 		{"plain words", "plain words"},
 		{`input request "x-s3cr3t-value-y" asks for "sampling"`, `input request "x-[redacted]-y" asks for "sampling"`},
 		{"ghp_abcdefghijklmnopqrstuvwxyz0123", "[redacted]"},
 		{"token=hunter22 please", "token=[redacted] please"},
+		{"zzabcSUPERSECRETTOKEN", "zz[redacted]"}, // "abc" is a secret too: the longer one goes whole
 	} {
 		if got := ScrubText(tc.in, secrets); got != tc.want {
 			t.Errorf("ScrubText(%q) = %q, want %q", tc.in, got, tc.want)

@@ -203,8 +203,8 @@ func (l *Log) hashAt(seq uint64) (string, bool) {
 		if hash != "" {
 			return hash, true
 		}
-		if !older {
-			return "", false
+		if !older && !first {
+			return "", false // the file holds seq's place and not seq
 		}
 	}
 	return "", false

@@ -165,7 +165,7 @@ func (r *Relay) admit(d Direction, msg []byte, e *wire.Envelope) (bool, []byte) 
 		}
 		if v.Deny {
 			r.Stats.Denied[d].Add(1)
-			r.log.Info("message denied", "direction", d.String(), "method", e.Method, "reason", v.Reason)
+			r.log.Info("message denied", "direction", d.String(), "method", r.scrubLog(e.Method), "reason", r.scrubLog(v.Reason))
 			if e.Kind == wire.KindRequest {
 				reply := v.Reply
 				if len(reply) == 0 {
@@ -372,4 +372,12 @@ func rebatch(msg []byte, m *wire.Message, keep []bool, repl [][]byte) []byte {
 	}
 	out.WriteString("]\n")
 	return out.Bytes()
+}
+
+// scrubLog is Options.ScrubLog, or s as it is.
+func (r *Relay) scrubLog(s string) string {
+	if r.opts.ScrubLog == nil {
+		return s
+	}
+	return r.opts.ScrubLog(s)
 }

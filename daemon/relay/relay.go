@@ -22,6 +22,10 @@ type Options struct {
 	// Logger receives structured logs; attributes identifying the session
 	// should already be attached.
 	Logger *slog.Logger
+	// ScrubLog, when set, is applied to the peers' words (a method name,
+	// a reason that quotes them) before a log line carries them: the
+	// session's secrets must not reach the daemon's log through them.
+	ScrubLog func(string) string
 	// OnClientEOF is called once when the client closes its side, after the
 	// server's stdin has been closed: the caller starts its stop ladder.
 	OnClientEOF func()

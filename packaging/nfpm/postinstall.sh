@@ -16,6 +16,11 @@ case "$1" in
   configure) [ -z "$2" ] && first=yes ;;
   1) first=yes ;;
 esac
+# Removed while enabled, now installed again (see preremove.sh).
+if [ -e /var/lib/mcpcage/.enable-on-install ]; then
+  first=yes
+  rm -f /var/lib/mcpcage/.enable-on-install
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
   if [ "$first" = yes ]; then
