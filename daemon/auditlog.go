@@ -520,10 +520,26 @@ func (d *Daemon) secretList() *[]string {
 	if p := d.secretCache.Load(); p != nil {
 		return p
 	}
+	// Read and kept under secretMu, which a change of the stores takes
+	// too: a list read just before a change and kept just after it would
+	// lack the new value until the next change (found by a review helper).
+	d.secretMu.Lock()
+	defer d.secretMu.Unlock()
+	if p := d.secretCache.Load(); p != nil {
+		return p
+	}
 	out := storeValues(d.secrets)
 	out = append(out, d.agentSecretValues()...)
 	d.secretCache.Store(&out)
 	return &out
+}
+
+// secretsChanged forgets the list of the stores' values: a store changed
+// (called after the change).
+func (d *Daemon) secretsChanged() {
+	d.secretMu.Lock()
+	d.secretCache.Store(nil)
+	d.secretMu.Unlock()
 }
 
 // secretValues are the values this session's records must not carry: the

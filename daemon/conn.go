@@ -420,7 +420,7 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 	}
 	if peer.UID == 0 {
-		d.secretCache.Store(nil) // users' own values are not in it
+		d.secretsChanged() // users' own values are not in the list
 	}
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)

@@ -79,6 +79,7 @@ type Daemon struct {
 	metricsAddr     atomic.Value // string: where metrics are served, or why they are not
 	auditFollowers  followers
 	secretCache     atomic.Pointer[[]string]
+	secretMu        sync.Mutex // a read of the stores into secretCache, and a change of them (secretsChanged)
 	userServers     *userservers.Store
 	tracers         tracers
 	warm            *warmPool
