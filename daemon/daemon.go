@@ -539,21 +539,24 @@ func (d *Daemon) ServeMetrics(ctx context.Context) error {
 	}
 	d.metricsAddr.Store("not listening: " + err.Error() + "; tried again every " + metricsRetry.String())
 	d.log.Error("METRICS NOT SERVED: cannot listen on metrics_address; mcpcaged runs on without metrics and tries again (another process may hold the port: see ss -ltnp)", "address", want, "err", err, "retry", metricsRetry)
-	go func() {
-		t := time.NewTicker(metricsRetry)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
+	go every(ctx, metricsRetry, func() bool { return listen() == nil })
+	return nil
+}
+
+// every calls f each period until f reports it is done or ctx ends.
+func every(ctx context.Context, period time.Duration, f func() (done bool)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if f() {
 				return
-			case <-t.C:
-				if listen() == nil {
-					return
-				}
 			}
 		}
-	}()
-	return nil
+	}
 }
 
 // metricsRetry is how often a metrics listener that failed is tried

@@ -81,18 +81,12 @@ func (d *Daemon) guard() *guardConfig {
 
 // sweepRuns forgets the agent runs whose client process is gone.
 func (d *Daemon) sweepRuns(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n := d.runs.Sweep(identity.Alive); n > 0 {
-				d.log.Debug("agent runs ended", "count", n)
-			}
+	every(ctx, 30*time.Second, func() bool {
+		if n := d.runs.Sweep(identity.Alive); n > 0 {
+			d.log.Debug("agent runs ended", "count", n)
 		}
-	}
+		return false
+	})
 }
 
 // Bounds of the guard's work on one message.
