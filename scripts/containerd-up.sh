@@ -10,8 +10,13 @@ fi
 if [ -d /run/systemd/system ]; then
   systemctl start containerd
 else
-  echo "containerd-up: starting containerd (log: /var/log/containerd-mcpcage.log)"
-  nohup containerd >>/var/log/containerd-mcpcage.log 2>&1 &
+  log=/var/log/containerd-mcpcage.log
+  echo "containerd-up: starting containerd (log: $log, root's only)"
+  # containerd logs container ids, image names and errors that may quote
+  # a user's paths: readable by root alone, whatever the umask.
+  (umask 077 && touch "$log")
+  chmod 600 "$log"
+  nohup containerd >>"$log" 2>&1 &
 fi
 for _ in $(seq 100); do
   ctr --address "$sock" version >/dev/null 2>&1 && exit 0
