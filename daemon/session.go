@@ -184,11 +184,18 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		d.mu.Lock() // the session is listed (sessions, status) meanwhile
 		s.srv = srv
 		s.serverLabel = metrics.Server(srv.Name, srv.Personal)
+		oldPinKey := s.pinKey
 		s.pinKey = d.pinKey(srv.Name, peer.UID)
 		s.grace = time.Duration(d.conf().Daemon.StopTimeout)
 		s.agent = identity.Name(s.agentP, d.agentRules())
 		s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
 		d.mu.Unlock()
+		if oldPinKey != s.pinKey {
+			// The pins of the server it was admitted to, if that was
+			// removed meanwhile, waited for this session to end: it no
+			// longer uses them.
+			d.forgetPinsOfRemovedServer(oldPinKey)
+		}
 	} else {
 		if s.warm != nil {
 			_ = d.warm.discard(s.warm) // logged

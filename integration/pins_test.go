@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,4 +160,66 @@ func TestServerRmKeepsThePinsOfARunningSession(t *testing.T) {
 	if names := toolNames(t, c); !slices.Contains(names, "echo") {
 		t.Fatalf("the echo of the server added again is held back by the removed server's pins: %v", names)
 	}
+}
+
+// A session admitted to a user's server that is removed, and whose name
+// becomes the administrator's server, before the shim hands its files
+// over starts under the administrator's server (and its pins). The
+// removed server's pins waited for that session to end, under the key it
+// no longer used: they stayed in the pins file for good (found by a
+// review helper). They now go once the session moves to the other key.
+func TestSessionMovedToTheAdminsServerLetsTheRemovedPinsGo(t *testing.T) {
+	d := startDaemon(t, "")
+	d.mustCLI(t, "server", "add", "mine", "--", filepath.Join(env.bin, "testserver"))
+	pinsFile := filepath.Join(d.dir, "state", "pins.json")
+	ownKey := pins.Key("mine", 0, true)
+	pinned := func() bool {
+		b, err := os.ReadFile(pinsFile)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatalf("read the pins: %v", err)
+		}
+		return strings.Contains(string(b), fmt.Sprintf("%q", ownKey))
+	}
+	c := d.connect(t, "mine", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, c); !slices.Contains(names, "echo") {
+		t.Fatalf("echo not listed: %v", names)
+	}
+	_ = c.Close()
+	testenv.WaitFor(t, "the user's server pinned in the file", 30*time.Second, func() (bool, string) {
+		return pinned(), "no " + ownKey
+	})
+	sessionsGone := func(what string) {
+		t.Helper()
+		testenv.WaitFor(t, what, 30*time.Second, func() (bool, string) {
+			var st api.Status
+			must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+			return st.Sessions == 0, fmt.Sprintf("%d sessions", st.Sessions)
+		})
+	}
+	sessionsGone("the first session to end")
+
+	// Admitted to the user's server; before the files come, the server is
+	// removed and the administrator's of that name appears.
+	run := admitRun(t, d.socket, "mine")
+	d.mustCLI(t, "server", "rm", "mine")
+	if !pinned() {
+		t.Fatalf("the pins of the removed server went while a session admitted to it was starting")
+	}
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	n := strings.Count(d.log.String(), `msg="configuration reloaded"`)
+	must(t, os.WriteFile(d.config, append(cfg, fmt.Sprintf("\n[servers.mine]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver"))...), 0o644), "edit config")
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	testenv.WaitFor(t, "the reload", 10*time.Second, func() (bool, string) {
+		return strings.Count(d.log.String(), `msg="configuration reloaded"`) > n, "not yet"
+	})
+	if r := run.pass(t); !r.OK {
+		t.Fatalf("reply %+v, want the session started under the administrator's server", r)
+	}
+	// The session no longer uses the removed server's pins: they go.
+	testenv.WaitFor(t, "the removed server's pins to leave the file", 30*time.Second, func() (bool, string) {
+		return !pinned(), ownKey + " still in " + pinsFile
+	})
+	_ = run.inW.Close() // the client's end: the session ends
+	sessionsGone("the moved session to end")
 }

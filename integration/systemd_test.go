@@ -239,33 +239,9 @@ func TestSessionStartsUnderTheConfigurationOfItsStart(t *testing.T) {
 	// ask for the files, reloads to cfg, then passes the files.
 	admitThenReload := func(cfg []byte) *api.Reply {
 		t.Helper()
-		c, err := api.Dial(d.socket)
-		must(t, err, "dial")
-		t.Cleanup(func() { _ = c.Close() })
-		in, inW, err := os.Pipe()
-		must(t, err, "pipe")
-		outR, out, err := os.Pipe()
-		must(t, err, "pipe")
-		t.Cleanup(func() { _, _, _, _ = in.Close(), inW.Close(), outR.Close(), out.Close() })
-		b, _ := json.Marshal(api.Request{Op: api.OpRun, Server: "web", PassStdio: true, Version: api.Version})
-		must(t, c.W.Write(api.FrameRequest, b), "send the request")
-		if typ, _, err := c.R.Next(); err != nil || typ != api.FrameFilesWanted {
-			t.Fatalf("after the request: frame %q, %v; want the daemon to ask for the files", typ, err)
-		}
+		run := admitRun(t, d.socket, "web")
 		reloadTo(cfg)
-		uc := c.Conn.(*net.UnixConn)
-		if _, _, err := uc.WriteMsgUnix(api.AppendFrame(nil, api.FrameFiles, nil), syscall.UnixRights(int(in.Fd()), int(out.Fd())), nil); err != nil {
-			t.Fatalf("pass the files: %v", err)
-		}
-		for {
-			typ, payload, err := c.R.Next()
-			must(t, err, "read the reply")
-			if typ == api.FrameReply {
-				var r api.Reply
-				must(t, json.Unmarshal(payload, &r), "decode the reply")
-				return &r
-			}
-		}
+		return run.pass(t)
 	}
 	r := admitThenReload(bytes.Replace(base, []byte("127.0.0.1:1111"), []byte("127.0.0.1:2222"), 1))
 	if !r.OK {
@@ -314,5 +290,51 @@ func TestMetricsPortTakenDoesNotStopTheDaemon(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("scrape: %s", resp.Status)
+	}
+}
+
+// heldRun is a session request the daemon admitted and asked the files
+// of, not yet passed: what the daemon does meanwhile is up to the test.
+type heldRun struct {
+	c       *api.Conn
+	in, out *os.File // the ends passed as the client's stdin and stdout
+	inW     *os.File // the client's writing end: closing it ends the session
+}
+
+// admitRun sends a run request for server and waits until the daemon
+// asks for the files.
+func admitRun(t *testing.T, socket, server string) *heldRun {
+	t.Helper()
+	c, err := api.Dial(socket)
+	must(t, err, "dial")
+	t.Cleanup(func() { _ = c.Close() })
+	in, inW, err := os.Pipe()
+	must(t, err, "pipe")
+	outR, out, err := os.Pipe()
+	must(t, err, "pipe")
+	t.Cleanup(func() { _, _, _, _ = in.Close(), inW.Close(), outR.Close(), out.Close() })
+	b, _ := json.Marshal(api.Request{Op: api.OpRun, Server: server, PassStdio: true, Version: api.Version})
+	must(t, c.W.Write(api.FrameRequest, b), "send the request")
+	if typ, _, err := c.R.Next(); err != nil || typ != api.FrameFilesWanted {
+		t.Fatalf("after the request: frame %q, %v; want the daemon to ask for the files", typ, err)
+	}
+	return &heldRun{c: c, in: in, out: out, inW: inW}
+}
+
+// pass passes the files and returns the daemon's reply.
+func (h *heldRun) pass(t *testing.T) *api.Reply {
+	t.Helper()
+	uc := h.c.Conn.(*net.UnixConn)
+	if _, _, err := uc.WriteMsgUnix(api.AppendFrame(nil, api.FrameFiles, nil), syscall.UnixRights(int(h.in.Fd()), int(h.out.Fd())), nil); err != nil {
+		t.Fatalf("pass the files: %v", err)
+	}
+	for {
+		typ, payload, err := h.c.R.Next()
+		must(t, err, "read the reply")
+		if typ == api.FrameReply {
+			var r api.Reply
+			must(t, json.Unmarshal(payload, &r), "decode the reply")
+			return &r
+		}
 	}
 }
