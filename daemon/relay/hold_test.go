@@ -2,12 +2,15 @@ package relay
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mcpcage/mcpcage/daemon/wire"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // holdCalls holds every tools/call until the test releases it by id.
@@ -181,5 +184,73 @@ func TestRelayHoldAlreadyYielded(t *testing.T) {
 	h.fromClient(strings.Replace(bad, `"fail"`, `"ok"`, 1)) // id 2 is free again
 	if got := h.toServer(); !strings.Contains(got, `"id":2`) {
 		t.Fatalf("server got %q, want the retried call", got)
+	}
+}
+
+// TestRelayQueueIsBoundedInBytes: behind a held call, with a server that
+// reads nothing, the client's messages wait in the daemon's memory. They
+// were bounded in number only (1024 of max_message_bytes each: a client
+// grew the daemon by 5.6 GiB from one session, found by a red-team
+// helper). The relay now stops reading once maxQueuedBytes wait, and
+// every message still reaches the server, in order, once it reads.
+func TestRelayQueueIsBoundedInBytes(t *testing.T) {
+	ins := newHoldCalls()
+	ins.seen = make(chan string, 64)
+	h := newHarness(t, Options{Inspector: ins, MaxMessageBytes: 4 << 20})
+	const n = 24
+	pad := strings.Repeat("x", 1<<20)
+	msg := func(i int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a","arguments":{"pad":%q}}}`+"\n", i, pad)
+	}
+	var all strings.Builder
+	for i := 1; i <= n; i++ {
+		all.WriteString(msg(i))
+	}
+	h.fromClient(all.String())
+	// Call 1 is held; the calls behind it are decided and queued while
+	// their bytes fit, and the next one decided waits for room.
+	decided := maxQueuedBytes/len(msg(10)) + 1
+	for i := 1; i <= decided; i++ {
+		ins.waitSeen(t, strconv.Itoa(i))
+	}
+	// The client loop waits for room, with at most the bound queued, and
+	// reads nothing more meanwhile.
+	var used int
+	testenv.WaitFor(t, "the client loop to wait for room in the queue", 10*time.Second, func() (bool, string) {
+		h.relay.queuedBytes.mu.Lock()
+		defer h.relay.queuedBytes.mu.Unlock()
+		used = h.relay.queuedBytes.used
+		return h.relay.queuedBytes.waiting, fmt.Sprintf("%d bytes queued, not waiting", used)
+	})
+	if used > maxQueuedBytes {
+		t.Fatalf("%d bytes queued behind a held call, want at most %d", used, maxQueuedBytes)
+	}
+	select {
+	case id := <-ins.seen:
+		t.Fatalf("call %s was read and decided with %d bytes already queued behind a held call", id, used)
+	default:
+	}
+	// The server reads: every call arrives, in the client's order.
+	got := make(chan string, n)
+	go func() {
+		for range n {
+			got <- h.toServer()
+		}
+	}()
+	for i := 1; i <= n; i++ {
+		if i > decided {
+			ins.waitSeen(t, strconv.Itoa(i))
+		}
+		ins.release(t, strconv.Itoa(i), nil)
+	}
+	for i := 1; i <= n; i++ {
+		select {
+		case line := <-got:
+			if line != msg(i) {
+				t.Fatalf("message %d at the server is %.80q, want call %d", i, line, i)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("call %d did not reach the server", i)
+		}
 	}
 }
