@@ -198,12 +198,18 @@ func receiveStdio(c *net.UnixConn, fw *api.FrameWriter, owner uint32) (*passedSt
 		// or the close of the connection, inside the session's slot.
 		_ = passRights(c, false)
 	}
-	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {
+		_ = c.SetReadDeadline(time.Time{})
 		return nil, nil, fmt.Errorf("%w: %v", errBadStdio, err)
 	}
+	// The deadline holds until the whole frame is in: a shim that sent
+	// the files with the frame's first byte only held the session's
+	// start, its slots and a daemon stop for good (found by a red-team
+	// helper).
 	fr := api.NewFrameReader(io.MultiReader(bytes.NewReader(data), c))
-	if t, _, err := fr.Next(); err != nil || t != api.FrameFiles {
+	t, _, err := fr.Next()
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil || t != api.FrameFiles {
 		closeFDs(fds)
 		return nil, nil, fmt.Errorf("%w: the shim did not send its files when asked (frame %q, %v)", errBadStdio, t, err)
 	}
@@ -238,6 +244,24 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 	for i, fd := range fds {
 		var err error
 		if wasBlocking[i], err = checkStream(fd, i == 0, owner); err != nil {
+			closeFDs(fds)
+			return nil, fmt.Errorf("%w: %s: %w", errBadStdio, names[i], err)
+		}
+	}
+	// Made non-blocking only once all are taken: the flag belongs to the
+	// open file, which the shim (and its client) share, and a session
+	// refused here, or relayed by the shim in frames instead, must leave
+	// the shim's files as they were (found by a red-team helper: a
+	// client with journald's socket as stderr had its stdin made
+	// non-blocking, the shim read EAGAIN as the end of its input and the
+	// session ended at once).
+	for i, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			for j := range i {
+				if wasBlocking[j] {
+					_ = unix.SetNonblock(fds[j], false)
+				}
+			}
 			closeFDs(fds)
 			return nil, fmt.Errorf("%w: %s: %w", errBadStdio, names[i], err)
 		}
@@ -433,8 +457,9 @@ func ownUnixSocket(fd int, owner uint32) error {
 }
 
 // checkStream accepts a pipe or a unix stream socket whose other end is
-// owner's, open for reading (read) or writing, and makes it non-blocking;
-// it reports whether it was blocking. Another socket is errForeignStream.
+// owner's, open for reading (read) or writing; it reports whether it is
+// blocking (adoptStdio makes it non-blocking). Another socket is
+// errForeignStream.
 func checkStream(fd int, read bool, owner uint32) (bool, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -466,5 +491,5 @@ func checkStream(fd int, read bool, owner uint32) (bool, error) {
 	case !read && acc == unix.O_RDONLY:
 		return false, errors.New("not open for writing")
 	}
-	return fl&unix.O_NONBLOCK == 0, unix.SetNonblock(fd, true)
+	return fl&unix.O_NONBLOCK == 0, nil
 }

@@ -127,18 +127,25 @@ func TestForeignSocketStaysWithTheShim(t *testing.T) {
 	must(t, raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) }), "control")
 	must(t, err, "SO_PASSCRED")
 
-	inR, inW, err := os.Pipe()
-	must(t, err, "pipe")
+	// Blocking pipes, as most clients make them (Go's os.Pipe makes
+	// non-blocking ones): a refused file must leave the others as they
+	// were, or the shim, relaying in frames, reads EAGAIN as the end of
+	// its input (found by a red-team helper: the session ended at once).
+	blockingPipe := func() (r, w *os.File) {
+		t.Helper()
+		var p [2]int
+		must(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "pipe2")
+		return os.NewFile(uintptr(p[0]), "pipe-r"), os.NewFile(uintptr(p[1]), "pipe-w")
+	}
+	inR, inW := blockingPipe()
 	defer func() { _ = inR.Close(); _ = inW.Close() }()
-	outR, outW, err := os.Pipe()
-	must(t, err, "pipe")
+	outR, outW := blockingPipe()
 	defer func() { _ = outR.Close(); _ = outW.Close() }()
 	cmd := d.shimCmd("noisy")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stream
 	must(t, cmd.Start(), "start the shim")
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	_ = inR.Close()
 	_ = outW.Close()
 	_ = stream.Close()
 
@@ -166,6 +173,20 @@ func TestForeignSocketStaysWithTheShim(t *testing.T) {
 	}
 	if !strings.Contains(d.log.String(), "a unix socket whose other end is uid 0's") {
 		t.Fatalf("the mcpcaged log does not say why the session is framed:\n%s", d.log.String())
+	}
+	// The shim's stdin is as the client made it, and the session relays.
+	fl, err := unix.FcntlInt(inR.Fd(), unix.F_GETFL, 0)
+	must(t, err, "F_GETFL")
+	if fl&unix.O_NONBLOCK != 0 {
+		t.Fatalf("the client's stdin pipe was left non-blocking by a session relayed in frames")
+	}
+	_ = inR.Close()
+	msg := `{"jsonrpc":"2.0","method":"notifications/relayed"}` + "\n"
+	_, err = inW.WriteString(msg)
+	must(t, err, "write to the session")
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil || line != msg {
+		t.Fatalf("the server's cat answered %q, %v; want %q (the session ended?)\n%s", line, err, msg, d.log.String())
 	}
 }
 
@@ -498,4 +519,36 @@ func TestEarlyStderrComesAfterTheReply(t *testing.T) {
 		}
 		_ = c.Close()
 	}
+}
+
+// TestPartialFilesFrameIsRefused: a shim that sends its files with only
+// the first byte of the frame that carries them held the session's
+// start, the user's session slot and a daemon stop for good: the read
+// deadline was cleared before the rest of the frame was read (found by a
+// red-team helper). The deadline now covers the whole frame.
+func TestPartialFilesFrameIsRefused(t *testing.T) {
+	d := startDaemon(t, "")
+	run := admitRun(t, d.socket, "test")
+	uc := run.c.Conn.(*net.UnixConn)
+	if _, _, err := uc.WriteMsgUnix([]byte{byte(api.FrameFiles)}, syscall.UnixRights(int(run.in.Fd()), int(run.out.Fd())), nil); err != nil {
+		t.Fatalf("send a frame's first byte with the files: %v", err)
+	}
+	must(t, uc.SetReadDeadline(time.Now().Add(60*time.Second)), "deadline")
+	for {
+		typ, payload, err := run.c.R.Next()
+		must(t, err, "read the reply (none came)")
+		if typ != api.FrameReply {
+			continue
+		}
+		var r api.Reply
+		must(t, json.Unmarshal(payload, &r), "decode the reply")
+		if r.OK || !strings.Contains(r.Error, "did not send its files when asked") {
+			t.Fatalf("reply %+v, want the session refused: its files never came whole", r)
+		}
+		break
+	}
+	testenv.WaitFor(t, "no session left", 30*time.Second, func() (bool, string) {
+		n := d.status(t).Sessions
+		return n == 0, fmt.Sprintf("%d sessions", n)
+	})
 }
