@@ -744,3 +744,39 @@ func TestSecondDaemonOnTheSameLogIsRefused(t *testing.T) {
 		t.Fatalf("the first daemon after the second was refused: %q", got)
 	}
 }
+
+// TestWideArgumentsAreNotCopiedIntoRecords: a call's arguments are
+// copied into its record (audit_arguments = "redacted", the default),
+// and the record is encoded, sorted and cut to 64 KiB on the audit
+// writer that every session's records wait for. One call with 4 million
+// keys held every other user's records for 11 s (found by a red-team
+// helper). Past 4096 values the record keeps their digest only.
+func TestWideArgumentsAreNotCopiedIntoRecords(t *testing.T) {
+	d := startDaemon(t, "")
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	wide := map[string]any{"text": "wide"}
+	for i := range 20000 {
+		wide[fmt.Sprintf("k%05d", i)] = i
+	}
+	if got, _ := callText(t, c, "echo", wide); got != "wide" {
+		t.Fatalf("echo with wide arguments: %q", got)
+	}
+	rec := d.record(t, "tool.call", func(r map[string]any) bool { return str(r, "tool") == "echo" })
+	if a, ok := rec["arguments"].(string); !ok || !strings.Contains(a, "args_digest covers them") {
+		t.Fatalf("the record's arguments are %.200v, want only a note that the digest covers them", rec["arguments"])
+	}
+	if dg := str(rec, "args_digest"); dg == "" {
+		t.Fatalf("the record has no args_digest: %v", rec)
+	}
+	// A call of a usual size keeps its arguments.
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "narrow"}); got != "narrow" {
+		t.Fatalf("echo: %q", got)
+	}
+	rec = d.record(t, "tool.call", func(r map[string]any) bool {
+		a, ok := r["arguments"].(map[string]any)
+		return ok && a["text"] == "narrow"
+	})
+	if rec == nil {
+		t.Fatal("the narrow call's record keeps no arguments")
+	}
+}

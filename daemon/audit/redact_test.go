@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -211,5 +212,46 @@ func TestScrubText(t *testing.T) {
 		if got := ScrubText(tc.in, secrets); got != tc.want {
 			t.Errorf("ScrubText(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// Arguments with more values than a record keeps are not copied into it
+// (the audit writer would encode, sort and cut them for every session's
+// wait); small ones are, in every mode that keeps arguments.
+func TestArgumentsPastTheValueBound(t *testing.T) {
+	wide := map[string]any{}
+	for i := range MaxArgumentValues + 1 {
+		wide[fmt.Sprintf("k%d", i)] = i
+	}
+	deep := map[string]any{"rows": func() []any {
+		rows := make([]any, 0, MaxArgumentValues)
+		for i := range MaxArgumentValues {
+			rows = append(rows, map[string]any{"n": i})
+		}
+		return rows
+	}()}
+	small := map[string]any{"path": "/tmp/x", "lines": []any{1.0, 2.0}}
+	for _, tc := range []struct {
+		name string
+		args map[string]any
+		mode string
+		kept bool
+	}{
+		{"wide, redacted", wide, ArgsRedacted, false},
+		{"wide, full", wide, ArgsFull, false},
+		{"deep, redacted", deep, ArgsRedacted, false},
+		{"small, redacted", small, ArgsRedacted, true},
+		{"small, full", small, ArgsFull, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Arguments(tc.args, tc.mode, nil)
+			s, isString := got.(string)
+			if tc.kept == isString {
+				t.Fatalf("Arguments = %.80v, want kept %v", got, tc.kept)
+			}
+			if !tc.kept && !strings.Contains(s, "args_digest covers them") {
+				t.Fatalf("Arguments = %q, want it to say the digest covers them", s)
+			}
+		})
 	}
 }
