@@ -60,7 +60,11 @@ func TestDaemonExplainsMissingContainerd(t *testing.T) {
 	setup(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.toml")
-	must(t, os.WriteFile(cfg, []byte("[daemon]\nsocket = \""+dir+"/s.sock\"\nstate_dir = \""+dir+"/state\"\ncontainerd_address = \""+dir+"/absent.sock\"\n"), 0o644), "write the config")
+	// Every path the daemon writes is the test's own: without audit_log
+	// it opened the machine's /var/log/mcpcage/audit.jsonl and, its head
+	// being in this state_dir, recorded a gap there that made `mcpcage
+	// audit verify` of the machine's log fail.
+	must(t, os.WriteFile(cfg, []byte("[daemon]\nsocket = \""+dir+"/s.sock\"\nstate_dir = \""+dir+"/state\"\naudit_log = \""+dir+"/log/audit.jsonl\"\ncontainerd_address = \""+dir+"/absent.sock\"\n"), 0o644), "write the config")
 	out, err := exec.Command(filepath.Join(env.bin, "mcpcaged"), "--config", cfg).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "containerd") || !strings.Contains(string(out), "systemctl start containerd") {
 		t.Fatalf("exit %v, output %q", err, out)
