@@ -193,23 +193,16 @@ func ptraceScope() string {
 // or the daemon closes.
 func (d *Daemon) watchLost(ctx context.Context) {
 	var lastRB, lastTh uint64
-	t := time.NewTicker(lostInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, lostInterval, func() bool {
 		d.mu.Lock()
 		closing := d.closing
 		d.mu.Unlock()
 		if closing {
-			return
+			return true
 		}
 		rb, th, err := d.cage.Lost()
 		if err != nil {
-			continue
+			return false
 		}
 		if rb > lastRB || th > lastTh {
 			d.log.Warn("kernel events lost", "ringbuf_full", rb-lastRB, "throttled", th-lastTh, "ringbuf_full_total", rb, "throttled_total", th)
@@ -221,7 +214,8 @@ func (d *Daemon) watchLost(ctx context.Context) {
 			d.killUnchecked()
 		}
 		lastRB, lastTh = rb, th
-	}
+		return false
+	})
 }
 
 // killUnchecked ends the sessions a full ring buffer left unchecked (see
