@@ -700,9 +700,9 @@ func (d *Daemon) endSessionConsents(s *session) {
 			continue // already revoked by the user
 		}
 		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", "its session ended"))
+		d.consents.InvalidateFor(r.User, r.Agent, r.Server)
 	}
 	if len(ids) > 0 {
-		d.consents.Invalidate()
 		d.updateConsentGauge()
 	}
 }

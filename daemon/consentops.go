@@ -167,10 +167,10 @@ func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}
-	if active, err := d.consents.Store().List(context.Background(), consent.Filter{User: r.User}); err != nil {
+	if active, err := d.consents.Store().CountActive(context.Background(), r.User); err != nil {
 		return err
-	} else if len(active) >= maxActiveConsents {
-		return fmt.Errorf("%s has %d consents in force, the most one user may: revoke some (mcpcage consents, mcpcage revoke ID) or grant wider patterns", r.User, len(active))
+	} else if active >= maxActiveConsents {
+		return fmt.Errorf("%s has %d consents in force, the most one user may: revoke some (mcpcage consents, mcpcage revoke ID) or grant wider patterns", r.User, active)
 	}
 	if err := d.consents.Store().Add(r); err != nil {
 		return err
@@ -180,7 +180,7 @@ func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 		if _, rerr := d.consents.Store().Revoke(r.ID, by, "its grant could not be recorded in the audit log"); rerr != nil {
 			d.log.Error("consent stored but neither audited nor withdrawn", "consent", r.ID, "audit_err", err, "revoke_err", rerr)
 		}
-		d.consents.Invalidate()
+		d.consents.InvalidateFor(r.User, r.Agent, r.Server)
 		return fmt.Errorf("the consent could not be recorded in the audit log, so it was withdrawn: %w", err)
 	}
 	d.updateConsentGauge()
@@ -202,7 +202,6 @@ func (d *Daemon) withdrawConsent(r *consent.Record, by, reason string) string {
 		d.log.Error("a consent that must not be kept could not be withdrawn: revoke it with mcpcage revoke", "consent", r.ID, "reason", reason, "err", err)
 		return fmt.Sprintf("; consent %s was stored and could not be withdrawn (%v): revoke it with `mcpcage revoke %s`", r.ID, err, r.ID)
 	}
-	d.consents.Invalidate()
 	d.updateConsentGauge()
 	d.consentChanged(r.User, r.Agent, r.Server)
 	if err := d.audit.Append(consentRevokeRecord(r, by, reason)); err != nil {

@@ -138,6 +138,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.consents, d.hasher = consent.NewEngine(store), identity.NewHasher()
+	d.metrics.CountConsentLookups(d.consents.Lookups)
 	d.sealer, d.book = ask.NewSealer(), ask.NewBook()
 	d.runs.Alive = identity.Alive
 	if d.pins, err = pins.Open(filepath.Join(cfg.Daemon.StateDir, "pins.json")); err != nil {
@@ -484,7 +485,7 @@ func sortedKeys2[V any](m map[string]V) []string {
 
 // consentChanged wakes the sessions a change may concern.
 func (d *Daemon) consentChanged(user, agent, server string) {
-	d.consents.Invalidate()
+	d.consents.InvalidateFor(user, agent, server)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, s := range d.sessions {
@@ -506,9 +507,8 @@ func firstWord(s string) string {
 
 // updateConsentGauge counts the active consents.
 func (d *Daemon) updateConsentGauge() {
-	recs, err := d.consents.Store().List(context.Background(), consent.Filter{})
-	if err == nil {
-		d.metrics.ConsentsActive.Set(float64(len(recs)))
+	if n, err := d.consents.Store().CountActive(context.Background(), ""); err == nil {
+		d.metrics.ConsentsActive.Set(float64(n))
 	}
 }
 

@@ -169,6 +169,6 @@ func (d *Daemon) trackSessionConsent(id, cid string) {
 	}
 	if r, err := d.consents.Store().Revoke(cid, "mcpcaged", "its session ended"); err == nil {
 		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", "its session ended"))
-		d.consents.Invalidate()
+		d.consents.InvalidateFor(r.User, r.Agent, r.Server)
 	}
 }

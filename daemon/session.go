@@ -1114,7 +1114,7 @@ func (s *session) watchConsents(d *Daemon) {
 			return
 		case <-s.notify:
 		case <-expiry:
-			d.consents.Invalidate()
+			d.consents.InvalidateFor(s.user, s.agent, s.server)
 		}
 		if s.relay.Claims().Era == relay.EraUnknown {
 			continue // the client has not started the protocol yet

@@ -477,3 +477,58 @@ func TestConsentWithTypeScriptSDKClient(t *testing.T) {
 		t.Fatalf("TS agent call after grant: %v", c)
 	}
 }
+
+// TestOthersGrantsLeaveYourDecisionsCached: one user's grants and
+// revocations do not send another user's decisions to the consent store.
+// Every change used to empty the whole decision cache, so a user churning
+// grants (8 workers of 16 KiB grants: found by a red-team helper) put
+// every other session's next decision in the queue for the store's one
+// connection behind the churn: root's allowed call went from 1 ms to 1-3 s.
+// mcpcage_consent_lookups_total counts the decisions that read the store.
+func TestOthersGrantsLeaveYourDecisionsCached(t *testing.T) {
+	d := consentDaemon(t, "")
+	uid, _ := testUser(t)
+	d.openToOtherUsers(t)
+	id := strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo"))
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	call := func() {
+		t.Helper()
+		if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); isErr || got != "hi" {
+			t.Fatalf("root's granted call: %q (isError %v)", got, isErr)
+		}
+	}
+	call()
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	lookups := func() float64 { return metricValue(t, scrape(t, st.Metrics), "mcpcage_consent_lookups_total") }
+	before := lookups()
+	if before < 1 {
+		t.Fatalf("mcpcage_consent_lookups_total is %v after a decided call, want at least 1 (is it served?)", before)
+	}
+	patterns := []string{"grant", "--agent", "exe:/usr/bin/true", "--server", "test"}
+	for i := range 16 {
+		patterns = append(patterns, "--tool", fmt.Sprintf("%02d%s", i, strings.Repeat("p", 1000)))
+	}
+	for i := range 10 {
+		out, err := d.cli(t, uid, patterns...)
+		if err != nil || !consentID.MatchString(out) {
+			t.Fatalf("the user's grant %d: %v %s", i, err, out)
+		}
+		call()
+		if out, err := d.cli(t, uid, "revoke", strings.TrimSpace(out)); err != nil {
+			t.Fatalf("the user's revoke %d: %v %s", i, err, out)
+		}
+		call()
+	}
+	if after := lookups(); after != before {
+		t.Fatalf("root's 20 calls between another user's grants and revocations read the consent store %v times, want 0", after-before)
+	}
+	// Root's own change is seen at once.
+	d.mustCLI(t, "revoke", id)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+		t.Fatalf("root's call after root revoked its consent %s: %q", id, got)
+	}
+	if after := lookups(); after != before+1 {
+		t.Fatalf("root's call after its own revocation read the store %v times, want 1", after-before)
+	}
+}

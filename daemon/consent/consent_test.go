@@ -449,3 +449,128 @@ func TestPruneInactive(t *testing.T) {
 		t.Fatalf("left %v, want %v (the two newest inactive, the active ones and bob's)", left, want)
 	}
 }
+
+// TestInvalidationIsPerTriple: a change to one (user, agent, server)'s
+// records sends only that triple's next decision to the store. One user
+// churning grants used to empty the whole cache, so every other user's
+// decisions queued on the store's one connection behind the churn.
+func TestInvalidationIsPerTriple(t *testing.T) {
+	one := int64(1)
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, s *Store, e *Engine)
+		// allowed is whether bob's call is allowed after the change.
+		allowed bool
+	}{
+		{"alice grants", func(t *testing.T, s *Store, e *Engine) {
+			r := grant(t, s, Record{Tools: []string{"*"}})
+			e.InvalidateFor(r.User, r.Agent, r.Server)
+		}, true},
+		{"alice revokes", func(t *testing.T, s *Store, e *Engine) {
+			r := grant(t, s, Record{Tools: []string{"*"}})
+			if _, err := s.Revoke(r.ID, "alice", "test"); err != nil {
+				t.Fatal(err)
+			}
+			e.InvalidateFor(r.User, r.Agent, r.Server)
+		}, true},
+		{"alice spends a budget", func(t *testing.T, s *Store, e *Engine) {
+			grant(t, s, Record{Tools: []string{"*"}, MaxCalls: &one})
+			if !e.Decide(Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "x", Now: time.Now()}).Allow {
+				t.Fatal("alice's budgeted call not allowed")
+			}
+		}, true},
+		{"bob's own consent revoked", func(t *testing.T, s *Store, e *Engine) {
+			rs, err := s.List(context.Background(), Filter{User: "bob"})
+			if err != nil || len(rs) != 1 {
+				t.Fatalf("bob's records: %v %v", rs, err)
+			}
+			if _, err := s.Revoke(rs[0].ID, "bob", "test"); err != nil {
+				t.Fatal(err)
+			}
+			e.InvalidateFor("bob", "claude-desktop", "github")
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			e := NewEngine(s)
+			grant(t, s, Record{User: "bob", Tools: []string{"*"}})
+			bob := Query{User: "bob", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "x", Now: time.Now()}
+			if !e.Decide(bob).Allow {
+				t.Fatal("bob's call not allowed")
+			}
+			before := e.Lookups()
+			tc.change(t, s, e)
+			aliceLookups := e.Lookups() - before
+			d := e.Decide(bob)
+			if d.Allow != tc.allowed {
+				t.Fatalf("bob's call after the change: %+v, want allowed %v", d, tc.allowed)
+			}
+			bobLookups := e.Lookups() - before - aliceLookups
+			if want := uint64(0); tc.allowed && bobLookups != want {
+				t.Fatalf("bob's decision read the store %d times after a change to alice's records", bobLookups)
+			}
+			if !tc.allowed && bobLookups != 1 {
+				t.Fatalf("bob's decision read the store %d times after a change to his own record, want 1", bobLookups)
+			}
+		})
+	}
+}
+
+// TestLookupRacingAChangeIsNotCached: a look-up whose query ran before a
+// change to its triple's records, and that ends after it, must not leave
+// its stale answer in the cache (a revoked consent would allow on).
+func TestLookupRacingAChangeIsNotCached(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	r := grant(t, s, Record{Tools: []string{"*"}})
+	q := Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "x", Now: time.Now()}
+	afterList = func(triple) {
+		afterList = nil // the revocation's own look-up below runs undisturbed
+		if _, err := s.Revoke(r.ID, "alice", "test"); err != nil {
+			t.Error(err)
+		}
+		e.InvalidateFor(r.User, r.Agent, r.Server)
+	}
+	t.Cleanup(func() { afterList = nil })
+	if !e.Decide(q).Allow {
+		t.Fatal("the racing decision read the store before the revocation and should allow")
+	}
+	if d := e.Decide(q); d.Allow {
+		t.Fatalf("the stale look-up was cached: the revoked consent still allows: %+v", d)
+	}
+	if len(e.inflight) != 0 {
+		t.Fatalf("look-ups left marked under way: %v", e.inflight)
+	}
+}
+
+func TestCountActive(t *testing.T) {
+	s := openStore(t)
+	one, past := int64(1), time.Now().Add(-time.Minute)
+	grant(t, s, Record{Tools: []string{"a"}})
+	grant(t, s, Record{Tools: []string{"b"}, ExpiresAt: &past})
+	used := grant(t, s, Record{Tools: []string{"c"}, MaxCalls: &one})
+	if ok, err := s.Consume(used.ID, time.Now()); !ok || err != nil {
+		t.Fatalf("consume: %v %v", ok, err)
+	}
+	revoked := grant(t, s, Record{Tools: []string{"d"}})
+	if _, err := s.Revoke(revoked.ID, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	grant(t, s, Record{User: "bob", Tools: []string{"e"}})
+	for _, tc := range []struct {
+		user string
+		want int
+	}{{"alice", 1}, {"bob", 1}, {"carol", 0}, {"", 2}} {
+		n, err := s.CountActive(context.Background(), tc.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed, err := s.List(context.Background(), Filter{User: tc.user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != tc.want || n != len(listed) {
+			t.Errorf("user %q: CountActive %d, List %d, want %d", tc.user, n, len(listed), tc.want)
+		}
+	}
+}

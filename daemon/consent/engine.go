@@ -6,24 +6,43 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Engine decides requests against the store, caching each (user, agent,
-// server)'s active records with their compiled conditions. Any change
-// through the engine invalidates the cache, so a revocation applies to
-// the very next message.
+// server)'s active records with their compiled conditions. A change to a
+// record drops its triple's entry ([Engine.InvalidateFor]), so a
+// revocation applies to the very next message, and one user's grants and
+// revocations never send another user's decisions to the store.
 type Engine struct {
 	store *Store
 
 	mu    sync.Mutex
 	cache map[triple][]*entry
-	// gen counts invalidations: a look-up that ran the query while the
-	// cache was invalidated does not store its (possibly stale) answer.
-	gen uint64
+	// gen counts invalidations of the whole cache, and inflight marks the
+	// triples whose look-ups are under way: a look-up that ran its query
+	// while its answer was invalidated does not store it (it may be
+	// stale). inflight holds only triples being looked up, so it stays as
+	// small as the number of concurrent cache misses.
+	gen      uint64
+	inflight map[triple]*lookup
+	// lookups counts the queries to the store for decisions (cache
+	// misses), for the metrics.
+	lookups atomic.Uint64
 }
 
 type triple struct{ user, agent, server string }
+
+// maxCachedTriples bounds the cache: it is no longer emptied by every
+// change, and a user can make triples (agents, servers) without end.
+const maxCachedTriples = 4096
+
+// lookup is the look-ups of one triple under way.
+type lookup struct {
+	n     int
+	stale bool // a record of the triple changed since one of them began
+}
 
 type entry struct {
 	rec  *Record
@@ -31,7 +50,9 @@ type entry struct {
 }
 
 // NewEngine wraps a store.
-func NewEngine(s *Store) *Engine { return &Engine{store: s, cache: map[triple][]*entry{}} }
+func NewEngine(s *Store) *Engine {
+	return &Engine{store: s, cache: map[triple][]*entry{}, inflight: map[triple]*lookup{}}
+}
 
 // Store returns the underlying store.
 func (e *Engine) Store() *Store { return e.store }
@@ -67,12 +88,27 @@ func (e *Engine) entries(t triple) ([]*entry, error) {
 	e.mu.Lock()
 	cached, ok := e.cache[t]
 	gen := e.gen
+	l := e.inflight[t]
+	if !ok {
+		if l == nil {
+			l = &lookup{}
+			e.inflight[t] = l
+		}
+		l.n++
+	}
 	e.mu.Unlock()
 	if ok {
 		return cached, nil
 	}
+	e.lookups.Add(1)
 	recs, err := e.store.List(context.Background(), Filter{User: t.user, Agent: t.agent, Server: t.server, IncludeInactive: true, SkipSpent: true})
+	if afterList != nil {
+		afterList(t)
+	}
 	if err != nil {
+		e.mu.Lock()
+		e.lookupDone(t, l)
+		e.mu.Unlock()
 		return nil, err
 	}
 	var es []*entry
@@ -88,20 +124,57 @@ func (e *Engine) entries(t triple) ([]*entry, error) {
 		es = append(es, en)
 	}
 	e.mu.Lock()
-	if e.gen == gen {
+	if e.gen == gen && !l.stale {
+		if len(e.cache) >= maxCachedTriples {
+			for k := range e.cache { // any one: the map's order is random
+				delete(e.cache, k)
+				break
+			}
+		}
 		e.cache[t] = es
 	}
+	e.lookupDone(t, l)
 	e.mu.Unlock()
 	return es, nil
 }
 
-// Invalidate drops the cache (after any change to the store).
+// afterList, when set (tests only), runs between a look-up's query and
+// its store in the cache.
+var afterList func(triple)
+
+// lookupDone ends one look-up of t; e.mu is held.
+func (e *Engine) lookupDone(t triple, l *lookup) {
+	if l.n--; l.n == 0 {
+		delete(e.inflight, t)
+	}
+}
+
+// Invalidate drops the whole cache (after a change that may concern
+// every record: a configuration reload).
 func (e *Engine) Invalidate() {
 	e.mu.Lock()
 	e.gen++
 	e.cache = map[triple][]*entry{}
 	e.mu.Unlock()
 }
+
+// InvalidateFor drops the cached records of one (user, agent, server),
+// after a change to one of its records. Records belong to exactly one
+// triple (the store matches them by equality), so no other entry can
+// hold a copy of the changed record.
+func (e *Engine) InvalidateFor(user, agent, server string) {
+	t := triple{user, agent, server}
+	e.mu.Lock()
+	delete(e.cache, t)
+	if l := e.inflight[t]; l != nil {
+		l.stale = true
+	}
+	e.mu.Unlock()
+}
+
+// Lookups is the number of times a decision read the store because its
+// triple's records were not cached.
+func (e *Engine) Lookups() uint64 { return e.lookups.Load() }
 
 // Decide finds an active record covering q and counts the call against
 // it: taken from its budget when it has one, else just counted.
@@ -149,7 +222,7 @@ func (e *Engine) Decide(q Query) Decision {
 				reasons = append(reasons, fmt.Sprintf("consent %s has no calls left", r.ID))
 				continue
 			}
-			e.Invalidate() // calls_used changed
+			e.InvalidateFor(q.User, q.Agent, q.Server) // calls_used changed
 		} else {
 			e.store.Count(r.ID)
 		}

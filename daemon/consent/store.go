@@ -367,6 +367,25 @@ type Filter struct {
 	SkipSpent bool
 }
 
+// CountActive counts the records that can allow something now, of one
+// user or (user "") of everyone, without reading them: the consent gauge
+// and the per-user bound ask on every change, and a user may hold
+// thousands of records.
+func (s *Store) CountActive(ctx context.Context, user string) (int, error) {
+	q := `SELECT COUNT(*) FROM consents WHERE revoked_at IS NULL
+		AND (expires_at IS NULL OR expires_at > ?) AND (max_calls IS NULL OR calls_used < max_calls)`
+	args := []any{time.Now().UnixMilli()}
+	if user != "" {
+		q += " AND user = ?"
+		args = append(args, user)
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count consents: %w", err)
+	}
+	return n, nil
+}
+
 // List returns matching records, newest first.
 func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 	if err := s.flushCalls(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,7 @@ type Metrics struct {
 	SandboxStart           prometheus.Histogram
 	WarmStarts             *prometheus.CounterVec
 	ConsentsActive         prometheus.Gauge
+	ConsentLookups         prometheus.CounterFunc
 	ConsentPrompts         *prometheus.CounterVec
 	AuditRecords           *prometheus.CounterVec
 	AuditWriteErrors       prometheus.Counter
@@ -64,7 +66,12 @@ type Metrics struct {
 	mu    sync.Mutex
 	tools map[string]map[string]bool
 	own   []prometheus.Collector
+	// consentLookups reads the consent engine's count (CountConsentLookups).
+	consentLookups atomic.Pointer[func() uint64]
 }
+
+// CountConsentLookups makes mcpcage_consent_lookups_total read count.
+func (m *Metrics) CountConsentLookups(count func() uint64) { m.consentLookups.Store(&count) }
 
 // Names lists the fully qualified names of mcpcage's own metrics, whether
 // or not they have series yet.
@@ -109,6 +116,14 @@ func New() *Metrics {
 	m.WarmStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_warm_starts_total",
 		Help: "Session starts by how a warm (prepared) sandbox served them: hit, stale (one was ready but no longer matched), miss (none ready)."}, []string{"result"})
 	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Active consent records."})
+	m.ConsentLookups = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mcpcage_consent_lookups_total",
+		Help: "Decisions that read the consent store because their (user, agent, server)'s consents were not cached: a change to a consent drops its own triple's cache only."},
+		func() float64 {
+			if f := m.consentLookups.Load(); f != nil {
+				return float64((*f)())
+			}
+			return 0
+		})
 	m.ConsentPrompts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_consent_prompts_total", Help: "Consent questions (default_decision = \"ask\") by result: allowed, denied, dismissed, timeout (kept pending), not_asked (the client could not be asked: kept pending), asked (2026-07-28: the question went out in a result)."}, []string{"result"})
 	m.AuditRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_audit_records_total", Help: "Audit records written by type."}, []string{"type"})
 	m.AuditWriteErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_write_errors_total", Help: "Failed audit writes (calls fail closed meanwhile)."})
@@ -134,7 +149,7 @@ func New() *Metrics {
 	m.RemoteSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_signins_total",
 		Help: "Sign-ins to remote servers (mcpcage login) by server and result (ok, failed)."}, []string{"server", "result"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsClientFiles, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
-		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentPrompts, m.AuditRecords,
+		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentLookups, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
 		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
