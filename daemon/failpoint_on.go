@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/mcpcage/mcpcage/sandbox"
 )
 
 // With the tag "failpoints" (tests only: the integration tests'
@@ -20,6 +22,9 @@ import (
 // MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT (a duration) replaces the 30 s an
 // audit query or a trace waits for a client that reads nothing
 // (TestStalledAuditQueriesBounded, TestStalledTraceDropped).
+//
+// MCPCAGE_FAILPOINT_PULL_TIMEOUT (a duration) replaces the 10 minutes an
+// image's pull may take (TestStalledPullHoldsNoOtherImage).
 //
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
@@ -38,6 +43,9 @@ func init() {
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
 		streamWriteTimeout = d
+	}
+	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_PULL_TIMEOUT")); err == nil && d > 0 {
+		sandbox.PullTimeout = d
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY")); err == nil && d > 0 {
 		beforeSessionReply = func() { time.Sleep(d) }

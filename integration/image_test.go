@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +40,9 @@ type ociImage struct {
 
 // buildImage builds an image holding the static test server at
 // /bin/testserver, with the image config's "config" member (Env,
-// Entrypoint, Cmd, WorkingDir); the layer also holds /etc/where.
+// Entrypoint, Cmd, WorkingDir); the layer also holds /etc/where and that
+// member as /etc/image-config (so images of other configs share no
+// layer: containerd fetches a layer once, for every pull that needs it).
 func buildImage(t *testing.T, config map[string]any) ociImage {
 	t.Helper()
 	var layer bytes.Buffer
@@ -51,7 +55,9 @@ func buildImage(t *testing.T, config map[string]any) ociImage {
 	must(t, tw.WriteHeader(&tar.Header{Name: "bin/testserver", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))}), "tar")
 	_, err = tw.Write(bin)
 	must(t, err, "tar")
-	for name, content := range map[string]string{"image-marker": "ok", "etc/where": "in /etc"} {
+	own, err := json.Marshal(config)
+	must(t, err, "encode the image config")
+	for name, content := range map[string]string{"image-marker": "ok", "etc/where": "in /etc", "etc/image-config": string(own)} {
 		must(t, tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(content))}), "tar")
 		_, err = tw.Write([]byte(content))
 		must(t, err, "tar")
@@ -120,8 +126,15 @@ func ociArchiveWith(t *testing.T, ref string, config map[string]any) string {
 // host:port; the client speaks plain HTTP to loopback registries.
 func serveRegistry(t *testing.T, name, tag string, img ociImage) string {
 	t.Helper()
+	return serveRegistryWith(t, name, tag, img, nil)
+}
+
+// serveRegistryWith is serveRegistry with every request going through
+// wrap first (nil: none).
+func serveRegistryWith(t *testing.T, name, tag string, img ociImage, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
 	prefix := "/v2/" + name + "/"
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2/" {
 			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 			_, _ = w.Write([]byte("{}"))
@@ -154,6 +167,9 @@ func serveRegistry(t *testing.T, name, tag string, img ociImage) string {
 			_, _ = w.Write(b)
 		}
 	})
+	if wrap != nil {
+		h = wrap(h)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err, "listen")
 	srv := &http.Server{Handler: h}
@@ -250,4 +266,89 @@ func TestUnusedImagesRemoved(t *testing.T) {
 		t.Fatalf("an imported image was removed:\n%s", ls)
 	}
 	d.waitClean("the image's session")
+}
+
+// TestStalledPullHoldsNoOtherImage: a registry that stalls holds the
+// sessions of its own image only (found by a red-team helper). The image
+// lock was held across the pull, which had no deadline, and the unused
+// image collector, which runs after every reload and every user's
+// `server add`/`rm`, waited for it exclusively, so every other image
+// session queued behind it: root's took 25 s, or about 9.5 minutes with
+// a registry that trickled. Now images are taken and removed reference by
+// reference, a pull runs on its own with a deadline, and sessions that
+// want the image meanwhile share it.
+func TestStalledPullHoldsNoOtherImage(t *testing.T) {
+	setup(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	// stall holds every layer's download until gate closes.
+	stall := func(gate <-chan struct{}, asked *atomic.Bool) func(http.Handler) http.Handler {
+		return func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.Contains(r.URL.Path, "/blobs/") {
+					asked.Store(true)
+					select {
+					case <-gate:
+					case <-r.Context().Done():
+						return
+					}
+				}
+				h.ServeHTTP(w, r)
+			})
+		}
+	}
+	var blobAsked, neverAsked atomic.Bool
+	// Three images with no layer in common.
+	img := func(name string) ociImage {
+		return buildImage(t, map[string]any{"Env": []string{"PATH=/bin", "IMAGE=" + name}})
+	}
+	slow := serveRegistryWith(t, "mcpcage/stalled", "v1", img("stalled"), stall(release, &blobAsked)) + "/mcpcage/stalled:v1"
+	fast := serveRegistry(t, "mcpcage/fast", "v1", img("fast")) + "/mcpcage/fast:v1"
+	never := serveRegistryWith(t, "mcpcage/never", "v1", img("never"), stall(nil, &neverAsked)) + "/mcpcage/never:v1"
+	d := startDaemon(t, fmt.Sprintf("[servers.slow]\nimage = %q\ncommand = [\"testserver\"]\n[servers.fast]\nimage = %q\ncommand = [\"testserver\"]\n[servers.never]\nimage = %q\ncommand = [\"testserver\"]\n", slow, fast, never),
+		failpoints("MCPCAGE_FAILPOINT_PULL_TIMEOUT=15s"))
+
+	// Two sessions of the stalled image: one pull, shared.
+	first, second := startRaw(t, d.shimCmd("slow")), startRaw(t, d.shimCmd("slow"))
+	testenv.WaitFor(t, "the stalled registry to be asked for a layer", 30*time.Second, func() (bool, string) {
+		return blobAsked.Load(), d.log.String()
+	})
+	// The collector makes a pass meanwhile (a reload asks for one): it
+	// used to wait for the pull, and every image session behind it.
+	passes := func() int { return strings.Count(d.log.String(), `msg="unused images checked"`) }
+	before := passes()
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	testenv.WaitFor(t, "the collector's pass while the pull stalls", 20*time.Second, func() (bool, string) {
+		return passes() > before, fmt.Sprintf("%d passes", passes())
+	})
+	// Another image's session starts and is served.
+	c := d.connect(t, "fast", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "not held"}); got != "not held" {
+		t.Fatalf("echo through the other image = %q", got)
+	}
+	_ = c.Close()
+	// The registry answers: both sessions of its image start, on one pull.
+	open()
+	first.initialize()
+	second.initialize()
+	if n := strings.Count(d.log.String(), `msg="pulling image" image=`+slow); n != 1 {
+		t.Fatalf("the stalled image was pulled %d times for two sessions, want once:\n%s", n, d.log.String())
+	}
+	first.closeInput()
+	second.closeInput()
+	first.wait()
+	second.wait()
+
+	// A registry that never answers ends the pull at its deadline, with
+	// an error naming the cause, for the session that waits.
+	stuck := startRaw(t, d.shimCmd("never"))
+	testenv.WaitFor(t, "the silent registry to be asked for a layer", 30*time.Second, func() (bool, string) {
+		return neverAsked.Load(), d.log.String()
+	})
+	if code := stuck.wait(); code == 0 || !strings.Contains(stuck.stderr.String(), "a slow or stalled registry") {
+		t.Fatalf("a session of an image whose registry never answers: exit %d, stderr %q", code, stuck.stderr.String())
+	}
+	d.waitClean("the image sessions")
 }

@@ -2,7 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
@@ -14,29 +17,157 @@ import (
 // imported (`ctr images import`) stays until they remove it.
 const LabelPulled = "io.mcpcage.pulled"
 
-// image returns ref from containerd's image store, pulling and unpacking it
-// when it is absent.
-func (l *Launcher) image(ctx context.Context, ref string) (containerd.Image, error) {
-	l.images.RLock()
-	defer l.images.RUnlock()
+// PullTimeout bounds one pull of an image (fetch and unpack). A pull runs
+// on its own, not under the session that asked for it: sessions that want
+// the same image while it is pulled share it, and a session whose client
+// gives up does not waste what was fetched. A registry that trickles
+// bytes ends with an error naming it after this long.
+var PullTimeout = 10 * time.Minute
+
+// imageUse keeps taking images for sandboxes and removing unused ones
+// apart, reference by reference: a slow registry holds the sessions of
+// its own image only, never another image's or the collector.
+type imageUse struct {
+	mu       sync.Mutex
+	taking   map[string]int           // references being taken for a sandbox
+	pulls    map[string]*pull         // pulls under way, shared by their takers
+	removing map[string]chan struct{} // references being removed; closed once gone
+}
+
+type pull struct {
+	done chan struct{}
+	img  containerd.Image
+	err  error
+}
+
+// take marks ref as being taken, once no removal of it is under way. The
+// release it returns ends the mark.
+func (u *imageUse) take(ctx context.Context, ref string) (release func(), err error) {
+	for {
+		u.mu.Lock()
+		gone := u.removing[ref]
+		if gone == nil {
+			if u.taking == nil {
+				u.taking = map[string]int{}
+			}
+			u.taking[ref]++
+			u.mu.Unlock()
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					u.mu.Lock()
+					if u.taking[ref]--; u.taking[ref] == 0 {
+						delete(u.taking, ref)
+					}
+					u.mu.Unlock()
+				})
+			}, nil
+		}
+		u.mu.Unlock()
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("image %s: waited for its removal (no server named it a moment ago): %w", ref, ctx.Err())
+		}
+	}
+}
+
+// startRemoving marks ref as being removed unless it is being taken; the
+// done it returns ends the mark.
+func (u *imageUse) startRemoving(ref string) (done func(), ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.taking[ref] > 0 {
+		return nil, false
+	}
+	if u.removing == nil {
+		u.removing = map[string]chan struct{}{}
+	}
+	gone := make(chan struct{})
+	u.removing[ref] = gone
+	return func() {
+		u.mu.Lock()
+		delete(u.removing, ref)
+		u.mu.Unlock()
+		close(gone)
+	}, true
+}
+
+// image returns ref from containerd's image store, pulling and unpacking
+// it when it is absent. Until release is called the collector leaves ref
+// alone (Create releases it once its container holds the image).
+func (l *Launcher) image(ctx context.Context, ref string) (_ containerd.Image, _ func(), err error) {
+	release, err := l.images.take(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	img, err := l.client.GetImage(ctx, ref)
 	if err == nil {
 		if ok, _ := img.IsUnpacked(ctx, ""); !ok {
 			if err := img.Unpack(ctx, ""); err != nil {
-				return nil, fmt.Errorf("unpack image %s: %w", ref, err)
+				return nil, nil, fmt.Errorf("unpack image %s: %w", ref, err)
 			}
 		}
-		return img, nil
+		return img, release, nil
 	}
 	if !errdefs.IsNotFound(err) {
-		return nil, fmt.Errorf("image %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
 	}
-	l.log.Info("pulling image", "image", ref)
-	img, err = l.client.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullLabel(LabelPulled, "true"))
-	if err != nil {
-		return nil, fmt.Errorf("image %s is not in containerd's store (namespace %s) and pulling it failed: %w: import it with `ctr -n %s images import FILE`", ref, l.ns, err, l.ns)
+	p := l.pull(ref)
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("image %s: gave up waiting for its pull (it goes on for the next session): %w", ref, ctx.Err())
 	}
-	return img, nil
+	if p.err != nil {
+		return nil, nil, p.err
+	}
+	return p.img, release, nil
+}
+
+// pull returns ref's pull under way, starting one when none is.
+func (l *Launcher) pull(ref string) *pull {
+	u := &l.images
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if p := u.pulls[ref]; p != nil {
+		return p
+	}
+	if u.pulls == nil {
+		u.pulls = map[string]*pull{}
+	}
+	p := &pull{done: make(chan struct{})}
+	u.pulls[ref] = p
+	// The pull's own mark keeps the collector off a half-pulled image
+	// whose takers have all given up.
+	u.taking[ref]++
+	go func() {
+		ctx, cancel := context.WithTimeout(l.ctx(context.Background()), PullTimeout)
+		defer cancel()
+		l.log.Info("pulling image", "image", ref)
+		p.img, p.err = l.client.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullLabel(LabelPulled, "true"))
+		if p.err != nil {
+			why := p.err
+			if errors.Is(why, context.DeadlineExceeded) {
+				why = fmt.Errorf("not done after %s (a slow or stalled registry): %w", PullTimeout, why)
+			}
+			p.err = fmt.Errorf("image %s is not in containerd's store (namespace %s) and pulling it failed: %w: import it with `ctr -n %s images import FILE`", ref, l.ns, why, l.ns)
+			l.log.Warn("image pull failed", "image", ref, "err", why)
+		}
+		u.mu.Lock()
+		delete(u.pulls, ref)
+		if u.taking[ref]--; u.taking[ref] == 0 {
+			delete(u.taking, ref)
+		}
+		u.mu.Unlock()
+		close(p.done)
+	}()
+	return p
 }
 
 // RemoveUnusedImages removes the images mcpcaged pulled (LabelPulled)
@@ -45,8 +176,6 @@ func (l *Launcher) image(ctx context.Context, ref string) (containerd.Image, err
 // content and unpacked layers. It returns the names it removed.
 func (l *Launcher) RemoveUnusedImages(ctx context.Context, named func(ref string) bool) ([]string, error) {
 	ctx = l.ctx(ctx)
-	l.images.Lock()
-	defer l.images.Unlock()
 	pulled, err := l.client.ImageService().List(ctx, fmt.Sprintf(`labels."%s"==true`, LabelPulled))
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
@@ -67,9 +196,17 @@ func (l *Launcher) RemoveUnusedImages(ctx context.Context, named func(ref string
 		if used[img.Name] || named(img.Name) {
 			continue
 		}
+		// A session taking it (or its pull) keeps it; one that comes
+		// while it is removed waits for that, then pulls it again.
+		done, ok := l.images.startRemoving(img.Name)
+		if !ok {
+			continue
+		}
 		// Synchronous: containerd's garbage collection has freed the
 		// content and snapshots when it returns.
-		if err := l.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
+		err := l.client.ImageService().Delete(ctx, img.Name, images.SynchronousDelete())
+		done()
+		if err != nil && !errdefs.IsNotFound(err) {
 			return removed, fmt.Errorf("remove image %s: %w", img.Name, err)
 		}
 		removed = append(removed, img.Name)

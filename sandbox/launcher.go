@@ -40,10 +40,9 @@ type Launcher struct {
 	fifoDir  string
 	rootsDir string // the roots of sandboxes on the host's view (makeRoot)
 	log      *slog.Logger
-	// images keeps removing unused images (RemoveUnusedImages, which
-	// writes) apart from taking one for a sandbox (image, which reads:
-	// sessions pull at the same time).
-	images sync.RWMutex
+	// images keeps removing unused images (RemoveUnusedImages) apart
+	// from taking one for a sandbox (image), reference by reference.
+	images imageUse
 }
 
 // NewLauncher connects to containerd at address. fifoDir holds the stdio
@@ -191,9 +190,11 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 	var img containerd.Image
 	if o.Image != "" {
 		var err error
-		if img, err = l.image(ctx, o.Image); err != nil {
+		var release func()
+		if img, release, err = l.image(ctx, o.Image); err != nil {
 			return nil, err
 		}
+		defer release() // the container holds the image once created
 		if err := mergeImageEnv(ctx, img, o.Spec); err != nil {
 			return nil, err
 		}
@@ -263,9 +264,11 @@ func (l *Launcher) Fingerprint(ctx context.Context, spec *specs.Spec, image stri
 	if image != "" {
 		var err error
 		ctx = l.ctx(ctx)
-		if img, err = l.image(ctx, image); err != nil {
+		var release func()
+		if img, release, err = l.image(ctx, image); err != nil {
 			return "", err
 		}
+		defer release()
 		spec = cloneSpec(spec)
 		if err := mergeImageEnv(ctx, img, spec); err != nil {
 			return "", err
@@ -677,10 +680,11 @@ type ImageProcess struct {
 // when it is absent.
 func (l *Launcher) ImageProcess(ctx context.Context, ref string) (ImageProcess, error) {
 	ctx = l.ctx(ctx)
-	img, err := l.image(ctx, ref)
+	img, release, err := l.image(ctx, ref)
 	if err != nil {
 		return ImageProcess{}, err
 	}
+	defer release()
 	cfg, err := img.Spec(ctx)
 	if err != nil {
 		return ImageProcess{}, fmt.Errorf("read the config of image %s: %w", ref, err)
