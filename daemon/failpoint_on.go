@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -26,6 +27,11 @@ import (
 // MCPCAGE_FAILPOINT_PULL_TIMEOUT (a duration) replaces the 10 minutes an
 // image's pull may take (TestStalledPullHoldsNoOtherImage).
 //
+// MCPCAGE_FAILPOINT_PINS_SAVE_GATE (a path) holds every write of the
+// tool pins while PATH.arm exists and PATH does not: it creates
+// PATH.reached, then waits until PATH exists (at most a minute)
+// (TestListWaitsForNoOtherServersPins).
+//
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
 // waits until PATH exists (at most a minute), so that a test can hold the
@@ -43,6 +49,19 @@ func init() {
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
 		streamWriteTimeout = d
+	}
+	if gate := os.Getenv("MCPCAGE_FAILPOINT_PINS_SAVE_GATE"); gate != "" {
+		pins.HoldSaves(func() {
+			if _, err := os.Stat(gate + ".arm"); err != nil {
+				return
+			}
+			_ = os.WriteFile(gate+".reached", nil, 0o644)
+			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+				if _, err := os.Stat(gate); err == nil {
+					return
+				}
+			}
+		})
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_PULL_TIMEOUT")); err == nil && d > 0 {
 		sandbox.PullTimeout = d

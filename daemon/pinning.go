@@ -36,14 +36,15 @@ func (p *sessionPolicy) listStart() {
 	}
 }
 
-// savePins keeps what the checks of a list changed (one write a list).
-// A failed write leaves the pins in force in memory, and is logged.
+// savePins keeps what the checks of a list changed (at most one write a
+// list, none when they changed nothing of its server's pins). A failed
+// write leaves the pins in force in memory, and is logged.
 func (p *sessionPolicy) savePins() {
 	if p.d.pins == nil {
 		return
 	}
 	p.noteOverflow()
-	if err := p.d.pins.Save(); err != nil {
+	if err := p.d.pins.SaveFor(p.s.pinKey); err != nil {
 		p.s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
 	}
 }

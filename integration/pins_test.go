@@ -223,3 +223,67 @@ func TestSessionMovedToTheAdminsServerLetsTheRemovedPinsGo(t *testing.T) {
 	_ = run.inW.Close() // the client's end: the session ends
 	sessionsGone("the moved session to end")
 }
+
+// TestListWaitsForNoOtherServersPins: a tools/list that changes nothing
+// of its own server's pins does not wait for another server's pins to be
+// written (found by a red-team helper: a user's server that changed 32
+// large tools at every list took every other session's tools/list to
+// 0.3-0.4 s, each waiting for the whole file's rewrite and fsync).
+func TestListWaitsForNoOtherServersPins(t *testing.T) {
+	setup(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	d := consentDaemon(t, fmt.Sprintf("[servers.churn]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver")),
+		failpoints("MCPCAGE_FAILPOINT_PINS_SAVE_GATE="+gate))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "churn", "--tool", "echo", "--tool", "rug_pull")
+	quiet := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, quiet); !slices.Contains(names, "echo") {
+		t.Fatalf("the quiet server's tools: %v", names)
+	}
+	churn := d.connect(t, "churn", mcp.ProtocolVersion20251125)
+	if names := toolNames(t, churn); !slices.Contains(names, "echo") {
+		t.Fatalf("the churning server's tools: %v", names)
+	}
+	// The churning server changes a tool; its next list's save is held.
+	if got, isErr := callText(t, churn, "rug_pull", nil); isErr {
+		t.Fatalf("rug_pull: %q", got)
+	}
+	must(t, os.WriteFile(gate+".arm", nil, 0o644), "arm the gate")
+	churned := listInBackground(t, churn)
+	testenv.WaitFor(t, "the churning server's save to be held", 30*time.Second, func() (bool, string) {
+		_, err := os.Stat(gate + ".reached")
+		return err == nil, d.log.String()
+	})
+	// The quiet server's list changes nothing of its pins: it is answered
+	// while the other's save is held.
+	listed := listInBackground(t, quiet)
+	select {
+	case names := <-listed:
+		if !slices.Contains(names, "echo") {
+			t.Fatalf("the quiet server's list during the other's save: %v", names)
+		}
+	case <-time.After(30 * time.Second): // a bound on a wrong wait: the answer comes at once
+		t.Fatal("the quiet server's tools/list waited for another server's pins to be written")
+	}
+	must(t, os.WriteFile(gate, nil, 0o644), "open the gate")
+	if names := <-churned; slices.Contains(names, "echo") || !slices.Contains(names, "rug_pull") {
+		t.Fatalf("the churning server's list after the change: %v, want echo quarantined", names)
+	}
+}
+
+// listInBackground asks c for its tools and sends their names (none on
+// error) once the answer comes.
+func listInBackground(t *testing.T, c *mcpClient) <-chan []string {
+	names := make(chan []string, 1)
+	go func() {
+		res, err := c.ListTools(ctxT(t, 90*time.Second), mcp.ListToolsRequest{})
+		var got []string
+		if err == nil {
+			for _, tl := range res.Tools {
+				got = append(got, tl.Name)
+			}
+		}
+		names <- got
+	}()
+	return names
+}

@@ -158,8 +158,13 @@ type Store struct {
 	saveMu sync.Mutex
 	mu     sync.Mutex
 	pins   map[string]map[string]*Pin // key, tool
-	dirty  bool                       // changed since the last Save
 	shares map[string]*share          // by owner (see ownerOf)
+	// version counts changes; saved is the version the file holds, and
+	// keyVersion each key's latest change: a session saves only when its
+	// own server's pins changed since the file was written, so it never
+	// waits for another server's (see SaveFor).
+	version, saved uint64
+	keyVersion     map[string]uint64
 	// enc caches each pin's JSON (a changed pin's is dropped), so that a
 	// save encodes under mu only what changed.
 	enc map[string]map[string][]byte
@@ -176,7 +181,7 @@ func Key(server string, owner uint32, own bool) string {
 
 // Open loads the store at path (absent: empty).
 func Open(path string) (*Store, error) {
-	s := &Store{path: path, pins: map[string]map[string]*Pin{}, enc: map[string]map[string][]byte{}, shares: map[string]*share{}}
+	s := &Store{path: path, pins: map[string]map[string]*Pin{}, enc: map[string]map[string][]byte{}, shares: map[string]*share{}, keyVersion: map[string]uint64{}}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -303,7 +308,8 @@ func (s *Store) Forget(key string) {
 	}
 	delete(s.pins, key)
 	delete(s.enc, key)
-	s.dirty = true
+	delete(s.keyVersion, key)
+	s.version++ // the next Save writes the file without them
 }
 
 // pinSize is what a pin counts toward MaxBytes.
@@ -318,7 +324,8 @@ func pinSize(tool string, p *Pin) int {
 // changed notes that key's tool changed: the next Save writes it.
 func (s *Store) changed(key, tool string) {
 	delete(s.enc[key], tool)
-	s.dirty = true
+	s.version++
+	s.keyVersion[key] = s.version
 }
 
 // HasPins says whether key has pins (a server's first list has none).
@@ -349,26 +356,52 @@ func (s *Store) Save() error {
 	return s.saveHeld()
 }
 
-// saveHeld is Save with saveMu held by the caller.
+// SaveFor is Save when key's pins changed since the file was last
+// written, and nothing otherwise: a list that changed nothing of its own
+// server's pins does not wait for a save of another server's (a user's
+// server that changes its tools at every list would otherwise hold every
+// other session's lists behind its writes). A save writes every change
+// made until then, so one write serves the lists waiting for it.
+func (s *Store) SaveFor(key string) error {
+	s.mu.Lock()
+	done := s.keyVersion[key] <= s.saved
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	done = s.keyVersion[key] <= s.saved // written by the save this one waited for
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	return s.saveHeld()
+}
+
+// saveHeld is Save with saveMu held by the caller. A failed write leaves
+// saved as it was: the next Save tries again.
 func (s *Store) saveHeld() error {
 	s.mu.Lock()
-	if !s.dirty {
+	if s.saved == s.version {
 		s.mu.Unlock()
 		return nil
 	}
 	snap, err := s.snapshotLocked()
-	s.dirty = err != nil
+	v := s.version
 	s.mu.Unlock()
-	if err == nil {
-		stallSave()
-		err = s.write(snap)
-	}
 	if err != nil {
-		s.mu.Lock()
-		s.dirty = true // the next Save tries again
-		s.mu.Unlock()
+		return err
 	}
-	return err
+	stallSave()
+	if err := s.write(snap); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.saved = v
+	s.mu.Unlock()
+	return nil
 }
 
 // Get returns key's tool's pin.

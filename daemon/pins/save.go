@@ -14,6 +14,10 @@ import (
 // a save there.
 var stallSave = func() {}
 
+// HoldSaves makes every save call hold before it writes the file (the
+// daemon's failpoints only: TestListWaitsForNoOtherServersPins).
+func HoldSaves(hold func()) { stallSave = hold }
+
 // snapshot is the store's content to write: each key's pins, encoded,
 // in order.
 type snapshot struct {
