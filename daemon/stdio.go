@@ -23,7 +23,11 @@ import (
 // come from an untrusted process: each must be a pipe or a stream socket
 // open the right way; nothing else about them is trusted (never seeked,
 // never stat'ed for size). They are made non-blocking so that Go's poller
-// takes them and a deadline or closing them ends a read in progress.
+// takes them and a deadline or closing them ends a read in progress; once
+// the poller has them, those that were blocking are made blocking again
+// where reads and writes ask the kernel not to wait anyway (below), since
+// the client shares the flag (its own stderr, often) and its own writes
+// would meet EAGAIN.
 //
 // O_NONBLOCK is a flag of the open file, which the process that passed it
 // still shares: it can clear it again at any time, and a plain read(2)
@@ -119,8 +123,9 @@ const closeWait = time.Second
 type passedStdio struct {
 	stdin, stdout *clientStream
 	stderr        *clientStream // nil: the server's stderr goes to the shim in frames
-	// blocking are the files that were blocking when passed: they are
-	// made blocking again before they are closed, since a process that
+	// blocking are the files that were blocking when passed and are kept
+	// non-blocking for the session (pipes on a kernel before 6.4): they
+	// are made blocking again before they are closed, since a process that
 	// shares them (a shell that ran mcpcage run and waits) would
 	// otherwise meet EAGAIN.
 	blocking []*clientStream
@@ -282,7 +287,18 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 		p.stderr = streams[2]
 	}
 	for i, c := range streams {
-		if wasBlocking[i] {
+		if !wasBlocking[i] {
+			continue
+		}
+		if c.plain {
+			p.blocking = append(p.blocking, c) // made blocking again at the end
+			continue
+		}
+		// Its reads and writes never wait whatever the flag says, and Go's
+		// poller has it: the client's file is given back its flag now.
+		// The client shares it (often its own stderr: the TypeScript SDK
+		// inherits it), and its own writes would meet EAGAIN meanwhile.
+		if err := c.raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) }); err != nil {
 			p.blocking = append(p.blocking, c)
 		}
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -182,13 +183,21 @@ func openFDs(t *testing.T) int {
 
 // TestPassedStdioBlockingRestored: files that were blocking when passed
 // are blocking again once the session lets go of them (a shell sharing
-// them would otherwise meet EAGAIN).
+// them would otherwise meet EAGAIN); where reads and writes never wait
+// whatever the flag (sockets, and pipes from Linux 6.4), they are given
+// their flag back as soon as they are taken, since the client shares them
+// (its own stderr, often: the TypeScript SDK inherits it) and its own
+// writes would meet EAGAIN meanwhile (found by a red-team helper). Data
+// still flows through them, and the stderr one with room only for part
+// of a write is written in full once the client reads.
 func TestPassedStdioBlockingRestored(t *testing.T) {
-	inR, _ := pipe(t)
-	_, outW := pipe(t)
-	keepIn, keepOut := dupFD(t, inR), dupFD(t, outW) // what a waiting shell holds
-	defer closeFDs([]int{keepIn, keepOut})
-	p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW)}, 0)
+	inR, inW := pipe(t)
+	outR, outW := pipe(t)
+	errR, errW := pipe(t)
+	// what the client and a waiting shell hold
+	keep := []int{dupFD(t, inR), dupFD(t, outW), dupFD(t, errW)}
+	defer closeFDs(keep)
+	p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW), dupFD(t, errW)}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,12 +208,34 @@ func TestPassedStdioBlockingRestored(t *testing.T) {
 		}
 		return fl&unix.O_NONBLOCK != 0
 	}
-	if !nonblock(keepIn) || !nonblock(keepOut) {
-		t.Fatal("adopted files are not non-blocking")
+	for i, fd := range keep {
+		if got, want := nonblock(fd), !pipesTakeNoWait(); got != want {
+			t.Errorf("passed file %d during the session: non-blocking %v, want %v (pipes take RWF_NOWAIT: %v)", i, got, want, pipesTakeNoWait())
+		}
+	}
+	// The session's reads and writes work with the client's flags.
+	flows(t, p, int(inW.Fd()), int(outR.Fd()))
+	// More than the stderr pipe holds: the write waits in the poller
+	// (not the kernel) until the client reads.
+	big := bytes.Repeat([]byte("e"), 1<<20)
+	wrote := make(chan error, 1)
+	go func() { _, err := p.stderr.Write(big); wrote <- err }()
+	got := 0
+	for got < len(big) {
+		n, err := errR.Read(make([]byte, 64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("write stderr: %v", err)
 	}
 	p.close()
-	if nonblock(keepIn) || nonblock(keepOut) {
-		t.Fatal("the files stay non-blocking after the session")
+	for i, fd := range keep {
+		if nonblock(fd) {
+			t.Errorf("passed file %d stays non-blocking after the session", i)
+		}
 	}
 }
 
@@ -265,20 +296,8 @@ func TestPassedStdioNeverWaitsInTheKernel(t *testing.T) {
 			if err := unix.SetNonblock(keepOut, false); err != nil {
 				t.Fatal(err)
 			}
-			// Data flows both ways.
-			if _, err := unix.Write(e.peerIn, []byte("hello")); err != nil {
-				t.Fatal(err)
-			}
+			flows(t, p, e.peerIn, e.peerOut)
 			buf := make([]byte, 16)
-			if n, err := p.stdin.Read(buf); err != nil || string(buf[:n]) != "hello" {
-				t.Fatalf("read %q, %v; want hello", buf[:n], err)
-			}
-			if _, err := p.stdout.Write([]byte("world")); err != nil {
-				t.Fatal(err)
-			}
-			if n, err := unix.Read(e.peerOut, buf); err != nil || string(buf[:n]) != "world" {
-				t.Fatalf("the peer read %q, %v; want world", buf[:n], err)
-			}
 			// Nothing to read, stdout full: a deadline ends both.
 			// unblock ends a call that waits in the kernel, so that the
 			// test can fail (closing a file waits for the calls on it).
@@ -442,5 +461,24 @@ func TestAbandonedStreamLetsGoOfAHeldPipe(t *testing.T) {
 	}
 	if _, err := p.stdout.Write([]byte("z")); !errors.Is(err, errAbandoned) {
 		t.Fatalf("a write after abandon: %v, want errAbandoned", err)
+	}
+}
+
+// flows checks that data flows both ways through p: what peerIn writes,
+// stdin reads; what stdout writes, peerOut reads.
+func flows(t *testing.T, p *passedStdio, peerIn, peerOut int) {
+	t.Helper()
+	if _, err := unix.Write(peerIn, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	if n, err := p.stdin.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q, %v; want hello", buf[:n], err)
+	}
+	if _, err := p.stdout.Write([]byte("world")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := unix.Read(peerOut, buf); err != nil || string(buf[:n]) != "world" {
+		t.Fatalf("the peer read %q, %v; want world", buf[:n], err)
 	}
 }

@@ -131,16 +131,8 @@ func TestForeignSocketStaysWithTheShim(t *testing.T) {
 	// non-blocking ones): a refused file must leave the others as they
 	// were, or the shim, relaying in frames, reads EAGAIN as the end of
 	// its input (found by a red-team helper: the session ended at once).
-	blockingPipe := func() (r, w *os.File) {
-		t.Helper()
-		var p [2]int
-		must(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "pipe2")
-		return os.NewFile(uintptr(p[0]), "pipe-r"), os.NewFile(uintptr(p[1]), "pipe-w")
-	}
-	inR, inW := blockingPipe()
-	defer func() { _ = inR.Close(); _ = inW.Close() }()
-	outR, outW := blockingPipe()
-	defer func() { _ = outR.Close(); _ = outW.Close() }()
+	inR, inW := blockingPipe(t)
+	outR, outW := blockingPipe(t)
 	cmd := d.shimCmd("noisy")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, stream
@@ -551,4 +543,80 @@ func TestPartialFilesFrameIsRefused(t *testing.T) {
 		n := d.status(t).Sessions
 		return n == 0, fmt.Sprintf("%d sessions", n)
 	})
+}
+
+// blockingPipe is a pipe as most clients make them (Go's os.Pipe makes
+// non-blocking ones), closed when the test ends.
+func blockingPipe(t *testing.T) (r, w *os.File) {
+	t.Helper()
+	var p [2]int
+	must(t, unix.Pipe2(p[:], unix.O_CLOEXEC), "pipe2")
+	r, w = os.NewFile(uintptr(p[0]), "pipe-r"), os.NewFile(uintptr(p[1]), "pipe-w")
+	t.Cleanup(func() { _ = r.Close(); _ = w.Close() })
+	return r, w
+}
+
+// TestClientsOwnStderrKeepsItsFlags: the shim passes the stderr it
+// inherited, often the client's own (the TypeScript SDK's default is
+// "inherit"), and the daemon made every passed file non-blocking for the
+// session, so the client's own blocking writes to its stderr could fail
+// with EAGAIN once it filled (found by a red-team helper). Now the files
+// the client made blocking are blocking again as soon as the daemon's
+// poller has them (its reads and writes never wait whatever the flag:
+// RWF_NOWAIT, MSG_DONTWAIT), and the session works through them.
+func TestClientsOwnStderrKeepsItsFlags(t *testing.T) {
+	testenv.Require(t, pipesTakeNoWaitHere(t), "a kernel whose pipes take RWF_NOWAIT (Linux 6.4+)")
+	d := startDaemon(t, "[servers.noisy]\ncommand = [\"/bin/sh\", \"-c\", \"echo LINE-FROM-THE-SERVER >&2; cat\"]\n")
+	inR, inW := blockingPipe(t)
+	outR, outW := blockingPipe(t)
+	errR, errW := blockingPipe(t) // the client's own stderr: it keeps writing to errW
+	cmd := d.shimCmd("noisy")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	must(t, cmd.Start(), "start the shim")
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// The test keeps its copies of the files it gave the shim: they are
+	// the same open files, whose flags the client sees.
+	errLines := bufio.NewReader(errR)
+	line, err := errLines.ReadString('\n')
+	if err != nil || line != "LINE-FROM-THE-SERVER\n" {
+		t.Fatalf("the server's stderr line: %q %v\n%s", line, err, d.log.String())
+	}
+	var sessions []api.SessionInfo
+	must(t, json.Unmarshal([]byte(d.mustCLI(t, "sessions", "--json")), &sessions), "decode sessions")
+	if len(sessions) != 1 || sessions[0].Stdio != api.StdioPassed {
+		t.Fatalf("sessions = %+v, want one with stdio %q", sessions, api.StdioPassed)
+	}
+	for _, f := range []struct {
+		name string
+		f    *os.File
+	}{{"stdin", inR}, {"stdout", outW}, {"stderr (the client's own)", errW}} {
+		fl, err := unix.FcntlInt(f.f.Fd(), unix.F_GETFL, 0)
+		must(t, err, "F_GETFL")
+		if fl&unix.O_NONBLOCK != 0 {
+			t.Errorf("the client's %s is non-blocking while its session runs", f.name)
+		}
+	}
+	// The client's own writes to its stderr, and the session, go on.
+	_, err = errW.WriteString("the client's own line\n")
+	must(t, err, "the client writes to its own stderr")
+	if line, err := errLines.ReadString('\n'); err != nil || line != "the client's own line\n" {
+		t.Fatalf("the client's own stderr line: %q %v", line, err)
+	}
+	msg := `{"jsonrpc":"2.0","method":"notifications/relayed"}` + "\n"
+	_, err = inW.WriteString(msg)
+	must(t, err, "write to the session")
+	if line, err := bufio.NewReader(outR).ReadString('\n'); err != nil || line != msg {
+		t.Fatalf("the server's cat answered %q, %v; want %q\n%s", line, err, msg, d.log.String())
+	}
+	_ = inW.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the shim after its client closed its input: %v", err)
+	}
+}
+
+// pipesTakeNoWaitHere says whether this kernel's pipes take RWF_NOWAIT.
+func pipesTakeNoWaitHere(t *testing.T) bool {
+	r, _ := blockingPipe(t)
+	_, err := unix.Preadv2(int(r.Fd()), [][]byte{make([]byte, 1)}, -1, unix.RWF_NOWAIT)
+	return errors.Is(err, unix.EAGAIN)
 }
