@@ -349,7 +349,16 @@ func newClientStream(fd int, name string) (*clientStream, error) {
 // /proc/PID/fd. Falling back to plain reads would let whoever shares it
 // make it blocking again (see the comment at the top); no MCP client
 // passes such a pipe.
-var errNoWaitRefused = errors.New("the client's pipe does not take non-waiting reads and writes (a named FIFO, or a pipe reopened through /proc): give mcpcage run the pipes the client made")
+var errNoWaitRefused error = noWaitRefused{}
+
+// noWaitRefused is errNoWaitRefused: the session ends with it, and the
+// shim prints it (relay.ClientStreamError).
+type noWaitRefused struct{}
+
+func (noWaitRefused) Error() string {
+	return "the client's pipe does not take non-waiting reads and writes (a named FIFO, or a pipe reopened through /proc): give mcpcage run the pipes the client made"
+}
+func (noWaitRefused) ClientStreamError() {}
 
 // pipesTakeNoWait says whether this kernel's pipes take RWF_NOWAIT
 // (Linux 6.4+), tried once on a pipe of the daemon's own.

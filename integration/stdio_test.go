@@ -620,3 +620,40 @@ func pipesTakeNoWaitHere(t *testing.T) bool {
 	_, err := unix.Preadv2(int(r.Fd()), [][]byte{make([]byte, 1)}, -1, unix.RWF_NOWAIT)
 	return errors.Is(err, unix.EAGAIN)
 }
+
+// TestUnusablePipeEndsWithOneLine: a shim that passes a pipe the daemon
+// cannot read without waiting (a named FIFO opened read-write as stdin)
+// gets a session that ends with one line saying so, on the shim's
+// stderr and in session.end; it ended as client_gone with no word (found
+// by a red-team helper).
+func TestUnusablePipeEndsWithOneLine(t *testing.T) {
+	testenv.Require(t, pipesTakeNoWaitHere(t), "a kernel whose pipes take RWF_NOWAIT (Linux 6.4+)")
+	d := startDaemon(t, "")
+	fifo := filepath.Join(t.TempDir(), "stdin.fifo")
+	must(t, unix.Mkfifo(fifo, 0o600), "mkfifo")
+	in, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	must(t, err, "open the FIFO read-write")
+	defer func() { _ = in.Close() }()
+	_, outW := blockingPipe(t)
+	cmd := d.shimCmd("test")
+	var stderr syncBuffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, outW, &stderr
+	must(t, cmd.Start(), "start the shim")
+	_ = outW.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second): // a bound, not a wait: the session ends at its first read
+		_ = cmd.Process.Kill()
+		t.Fatalf("the session of a named FIFO did not end\n%s", d.log.String())
+	}
+	const want = "a named FIFO, or a pipe reopened through /proc"
+	if err == nil || !strings.Contains(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("the shim: %v, stderr %q; want a failure with one line naming the cause", err, stderr.String())
+	}
+	end := d.record(t, "session.end", func(map[string]any) bool { return true })
+	if !strings.Contains(fmt.Sprint(end), want) {
+		t.Fatalf("session.end does not say why: %v", end)
+	}
+}

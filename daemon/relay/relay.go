@@ -144,6 +144,26 @@ type End struct {
 	Err    error // user-facing detail for abnormal ends
 }
 
+// A ClientStreamError is an error of the client's streams that says what
+// the client (or its shim) gave the daemon that cannot work: the session
+// ends with it as End.Err, so the shim prints it, where other errors of
+// a stream that ended are the client's going away and need no words.
+type ClientStreamError interface {
+	error
+	ClientStreamError()
+}
+
+// clientEnded ends the relay on an error of the client's streams.
+func (r *Relay) clientEnded(err error) {
+	var explained ClientStreamError
+	if errors.As(err, &explained) {
+		r.log.Warn("the client's stream cannot be used", "err", err)
+		r.finish(api.ExitClientGone, explained)
+		return
+	}
+	r.finish(api.ExitClientGone, nil)
+}
+
 // Stats are counters of one relay.
 type Stats struct {
 	Messages     [2]atomic.Int64
@@ -473,7 +493,7 @@ func (r *Relay) clientLoop(in io.Reader) {
 				r.finish(api.ExitClientClosed, nil)
 			default:
 				r.log.Debug("client input ended", "err", err)
-				r.finish(api.ExitClientGone, nil)
+				r.clientEnded(err)
 			}
 			if r.opts.OnClientEOF != nil {
 				r.opts.OnClientEOF()
@@ -757,7 +777,7 @@ func (r *Relay) serverLoop(out io.Reader) {
 			return false
 		}
 		r.log.Debug("client output closed", "err", err)
-		r.finish(api.ExitClientGone, nil)
+		r.clientEnded(err)
 		return true
 	}
 	flush := func() bool { return !clientGone(batch.flush(r.writeClient)) }
