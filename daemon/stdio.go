@@ -320,12 +320,37 @@ type clientStream struct {
 	abandoned atomic.Bool
 }
 
+// fileKind is what a passed file is (streamKind), asked of the pipe code
+// (F_GETPIPE_SZ) and the socket code (SO_TYPE) only.
+type fileKind int
+
+const (
+	pipeStream fileKind = iota + 1
+	socketStream
+)
+
+func streamKind(fd int) (fileKind, error) {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil {
+		return pipeStream, nil
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	switch {
+	case errors.Is(err, unix.ENOTSOCK):
+		return 0, errors.New("not a pipe or a stream socket")
+	case err != nil:
+		return 0, err
+	case typ != unix.SOCK_STREAM:
+		return 0, errors.New("a socket, but not a stream socket")
+	}
+	return socketStream, nil
+}
+
 // newClientStream takes over fd, checked and made non-blocking by
 // checkStream. It fails, closing fd, when Go's poller did not take the
 // file (its O_NONBLOCK was cleared again in between).
 func newClientStream(fd int, name string) (*clientStream, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	kind, err := streamKind(fd)
+	if err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
@@ -339,7 +364,7 @@ func newClientStream(fd int, name string) (*clientStream, error) {
 		_ = f.Close()
 		return nil, err
 	}
-	c := &clientStream{f: f, raw: raw, socket: st.Mode&unix.S_IFMT == unix.S_IFSOCK}
+	c := &clientStream{f: f, raw: raw, socket: kind == socketStream}
 	c.plain = !c.socket && !pipesTakeNoWait()
 	return c, nil
 }
@@ -484,27 +509,18 @@ func ownUnixSocket(fd int, owner uint32) error {
 // checkStream accepts a pipe or a unix stream socket whose other end is
 // owner's, open for reading (read) or writing; it reports whether it is
 // blocking (adoptStdio makes it non-blocking). Another socket is
-// errForeignStream.
+// errForeignStream. It asks the file's kind of the pipe and socket code
+// only, never its file system: fstat of a file on a FUSE mount the user
+// serves waits for that server, which could keep the daemon's thread for
+// good (found by a red-team helper).
 func checkStream(fd int, read bool, owner uint32) (bool, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	switch kind, err := streamKind(fd); {
+	case err != nil:
 		return false, err
-	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFIFO:
-	case unix.S_IFSOCK:
-		typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-		if err != nil {
-			return false, err
-		}
-		if typ != unix.SOCK_STREAM {
-			return false, errors.New("a socket, but not a stream socket")
-		}
+	case kind == socketStream:
 		if err := ownUnixSocket(fd, owner); err != nil {
 			return false, err
 		}
-	default:
-		return false, fmt.Errorf("not a pipe or a stream socket (file mode %#o)", st.Mode&unix.S_IFMT)
 	}
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
