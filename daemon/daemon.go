@@ -291,6 +291,12 @@ func (d *Daemon) shutdown() {
 			d.log.Error("shutdown: close", "what", c.what, "err", err)
 		}
 	}
+	if d.pins != nil {
+		// What a failed write left out (every session has ended).
+		if err := d.pins.Save(); err != nil {
+			d.log.Error("shutdown: tool pins not saved: changes since the last write are lost", "err", err)
+		}
+	}
 }
 
 // setupLandlock finds mcpcage-init and probes the kernel. mcpcage-init

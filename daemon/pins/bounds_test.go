@@ -243,3 +243,58 @@ func TestSaveForWaitsOnlyForItsOwnServer(t *testing.T) {
 		t.Fatalf("a save with nothing changed: %v, %d writes", err, writes.Load())
 	}
 }
+
+// TestFailedSaveIsRetriedByAnyList: a change whose write failed, and a
+// Forget (which belongs to no key), reach the file with the next list of
+// any server, as before SaveFor (found by a red-team helper of the
+// change: lists of other servers skipped them, so a removed server's
+// pins came back after a restart and a server's first-use pins were lost).
+func TestFailedSaveIsRetriedByAnyList(t *testing.T) {
+	s, path := openTemp(t)
+	d := def(t, `{"name":"t"}`)
+	now := time.Now()
+	for _, k := range []string{"gone@1000", "other", "fresh@1000"} {
+		if v, _, _ := s.Check(k, "t", d, false, now); v != PinnedNew {
+			t.Fatal(v)
+		}
+	}
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
+	// A transient failure (disk full, EIO): simulated by a missing dir.
+	good := s.path
+	s.path = filepath.Join(t.TempDir(), "missing", "pins.json")
+	s.Forget("gone@1000") // forgetPinsWhenUnused: then d.pins.Save()
+	if err := s.Save(); err == nil {
+		t.Fatal("save did not fail")
+	}
+	if v, _, _ := s.Check("fresh@1000", "t2", def(t, `{"name":"t2"}`), false, now); v != PinnedNew {
+		t.Fatal(v)
+	}
+	if err := s.SaveFor("fresh@1000"); err == nil { // savePins of that session: fails, logged
+		t.Fatal("save did not fail")
+	}
+	s.path = good // the disk is fine again
+	// Every other session's lists go on: each calls SaveFor(its key).
+	for i := 0; i < 3; i++ {
+		for _, k := range []string{"other", "gone@1000"} {
+			if v, _, _ := s.Check("other", "t", d, false, now); v != Pinned {
+				t.Fatal(v)
+			}
+			if err := s.SaveFor(k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// mcpcaged restarts (no save at shutdown).
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Get("gone@1000", "t"); ok {
+		t.Error("the forgotten server's pins are back after a restart: Forget's write never reached the file")
+	}
+	if _, ok := r.Get("fresh@1000", "t2"); !ok {
+		t.Error("fresh@1000/t2 (pinned on first use) never reached the file")
+	}
+}

@@ -165,6 +165,10 @@ type Store struct {
 	// waits for another server's (see SaveFor).
 	version, saved uint64
 	keyVersion     map[string]uint64
+	// unkeyed: a change no key's version tells of is not in the file (a
+	// Forget, or any change of a write that failed): every SaveFor writes
+	// until one succeeds.
+	unkeyed bool
 	// enc caches each pin's JSON (a changed pin's is dropped), so that a
 	// save encodes under mu only what changed.
 	enc map[string]map[string][]byte
@@ -310,6 +314,7 @@ func (s *Store) Forget(key string) {
 	delete(s.enc, key)
 	delete(s.keyVersion, key)
 	s.version++ // the next Save writes the file without them
+	s.unkeyed = true
 }
 
 // pinSize is what a pin counts toward MaxBytes.
@@ -363,25 +368,28 @@ func (s *Store) Save() error {
 // other session's lists behind its writes). A save writes every change
 // made until then, so one write serves the lists waiting for it.
 func (s *Store) SaveFor(key string) error {
-	s.mu.Lock()
-	done := s.keyVersion[key] <= s.saved
-	s.mu.Unlock()
-	if done {
+	if s.savedFor(key) {
 		return nil
 	}
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
-	s.mu.Lock()
-	done = s.keyVersion[key] <= s.saved // written by the save this one waited for
-	s.mu.Unlock()
-	if done {
+	if s.savedFor(key) { // written by the save this one waited for
 		return nil
 	}
 	return s.saveHeld()
 }
 
+// savedFor says whether the file holds key's latest change and every
+// change no key tells of.
+func (s *Store) savedFor(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keyVersion[key] <= s.saved && !s.unkeyed
+}
+
 // saveHeld is Save with saveMu held by the caller. A failed write leaves
-// saved as it was: the next Save tries again.
+// saved as it was and marks the store unkeyed: the next save of any list
+// tries again.
 func (s *Store) saveHeld() error {
 	s.mu.Lock()
 	if s.saved == s.version {
@@ -390,12 +398,18 @@ func (s *Store) saveHeld() error {
 	}
 	snap, err := s.snapshotLocked()
 	v := s.version
+	if err == nil {
+		s.unkeyed = false // this write carries them; a Forget meanwhile sets it again
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	stallSave()
 	if err := s.write(snap); err != nil {
+		s.mu.Lock()
+		s.unkeyed = true // the changes of every key since saved: any list retries
+		s.mu.Unlock()
 		return err
 	}
 	s.mu.Lock()
