@@ -32,6 +32,11 @@ import (
 // PATH.reached, then waits until PATH exists (at most a minute)
 // (TestListWaitsForNoOtherServersPins).
 //
+// MCPCAGE_FAILPOINT_IMAGES_GATE (a path) holds each pass of the unused
+// image collector once it has listed the containers, while PATH.arm
+// exists and PATH does not: it creates PATH.reached, then waits until PATH
+// exists (at most a minute) (TestImageOfANewContainerIsKept).
+//
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
 // waits until PATH exists (at most a minute), so that a test can hold the
@@ -51,17 +56,10 @@ func init() {
 		streamWriteTimeout = d
 	}
 	if gate := os.Getenv("MCPCAGE_FAILPOINT_PINS_SAVE_GATE"); gate != "" {
-		pins.HoldSaves(func() {
-			if _, err := os.Stat(gate + ".arm"); err != nil {
-				return
-			}
-			_ = os.WriteFile(gate+".reached", nil, 0o644)
-			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-				if _, err := os.Stat(gate); err == nil {
-					return
-				}
-			}
-		})
+		pins.HoldSaves(func() { holdAtArmedGate(gate) })
+	}
+	if gate := os.Getenv("MCPCAGE_FAILPOINT_IMAGES_GATE"); gate != "" {
+		sandbox.AfterContainersListed = func() { holdAtArmedGate(gate) }
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_PULL_TIMEOUT")); err == nil && d > 0 {
 		sandbox.PullTimeout = d
@@ -71,5 +69,19 @@ func init() {
 	}
 	if n, err := strconv.ParseInt(os.Getenv("MCPCAGE_FAILPOINT_MAX_CLIENT_FILES"), 10, 64); err == nil && n > 0 {
 		maxClientFiles = n
+	}
+}
+
+// holdAtArmedGate waits, while gate+".arm" exists, until gate exists (at
+// most a minute), having created gate+".reached".
+func holdAtArmedGate(gate string) {
+	if _, err := os.Stat(gate + ".arm"); err != nil {
+		return
+	}
+	_ = os.WriteFile(gate+".reached", nil, 0o644)
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(gate); err == nil {
+			return
+		}
 	}
 }

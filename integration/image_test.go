@@ -352,3 +352,68 @@ func TestStalledPullHoldsNoOtherImage(t *testing.T) {
 	}
 	d.waitClean("the image sessions")
 }
+
+// TestImageOfANewContainerIsKept: a pass of the unused-image collector
+// that listed the containers before a session took the image, made its
+// container and let go of it, must not remove the image from under that
+// container (found by a red-team helper: the pass listed the containers
+// once, and a session's mark on the image ends once its container holds
+// it). The pass is held, by a failpoint, right after it listed them.
+func TestImageOfANewContainerIsKept(t *testing.T) {
+	setup(t)
+	host := serveRegistry(t, "mcpcage/kept", "v1", buildImage(t, map[string]any{"Env": []string{"PATH=/bin", "IMAGE=kept"}}))
+	pulled := host + "/mcpcage/kept:v1"
+	gate := filepath.Join(t.TempDir(), "gate")
+	section := fmt.Sprintf("[servers.img]\nimage = %q\ncommand = [\"testserver\"]\n", pulled)
+	d := startDaemon(t, "[daemon]\nwarm_sandboxes = 0\n"+section, failpoints("MCPCAGE_FAILPOINT_IMAGES_GATE="+gate))
+	images := func() string {
+		out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "ls", "-q").CombinedOutput()
+		must(t, err, "ctr images ls: %s", out)
+		return string(out)
+	}
+	echo := func(c *mcpClient, text string) {
+		t.Helper()
+		if got, _ := callText(t, c, "echo", map[string]any{"text": text}); got != text {
+			t.Fatalf("echo = %q, want %q", got, text)
+		}
+	}
+	c := d.connect(t, "img", mcp.ProtocolVersion20251125) // pulls the image
+	echo(c, "pulled")
+	_ = c.Close()
+	d.waitClean("the first session")
+	cfg, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	reload := func(body string) {
+		t.Helper()
+		before := strings.Count(d.log.String(), `msg="configuration reloaded"`)
+		must(t, os.WriteFile(d.config, []byte(body), 0o644), "write config")
+		must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+		testenv.WaitFor(t, "the reload", 20*time.Second, func() (bool, string) {
+			return strings.Count(d.log.String(), `msg="configuration reloaded"`) > before, d.log.String()
+		})
+	}
+	// The server is removed: a pass lists the containers (none uses the
+	// image) and is held there.
+	must(t, os.WriteFile(gate+".arm", nil, 0o644), "arm the gate")
+	reload(strings.Replace(string(cfg), section, "", 1))
+	testenv.WaitFor(t, "the collector's pass to be held", 20*time.Second, func() (bool, string) {
+		_, err := os.Stat(gate + ".reached")
+		return err == nil, d.log.String()
+	})
+	// It is added again and a session of it starts, on the image in the
+	// store, while that pass waits.
+	reload(string(cfg))
+	c = d.connect(t, "img", mcp.ProtocolVersion20251125)
+	echo(c, "in the new container")
+	passes := strings.Count(d.log.String(), `msg="unused images checked"`)
+	must(t, os.WriteFile(gate, nil, 0o644), "open the gate")
+	testenv.WaitFor(t, "the held pass to end", 20*time.Second, func() (bool, string) {
+		return strings.Count(d.log.String(), `msg="unused images checked"`) > passes, d.log.String()
+	})
+	if ls := images(); !strings.Contains(ls, pulled) {
+		t.Fatalf("the pass removed the image of a running session's container:\n%s", ls)
+	}
+	echo(c, "still")
+	_ = c.Close()
+	d.waitClean("the second session")
+}

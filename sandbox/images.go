@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -170,6 +171,11 @@ func (l *Launcher) pull(ref string) *pull {
 	return p
 }
 
+// AfterContainersListed, when set (the daemon's failpoints only: see
+// TestImageOfANewContainerIsKept), runs in each pass of
+// RemoveUnusedImages once it has listed the containers.
+var AfterContainersListed func()
+
 // RemoveUnusedImages removes the images mcpcaged pulled (LabelPulled)
 // that no server names any more (named reports whether one does) and no
 // container uses (a live session's, or a warm sandbox's), with their
@@ -191,6 +197,9 @@ func (l *Launcher) RemoveUnusedImages(ctx context.Context, named func(ref string
 	for _, c := range containers {
 		used[c.Image] = true
 	}
+	if AfterContainersListed != nil {
+		AfterContainersListed()
+	}
 	var removed []string
 	for _, img := range pulled {
 		if used[img.Name] || named(img.Name) {
@@ -200,6 +209,16 @@ func (l *Launcher) RemoveUnusedImages(ctx context.Context, named func(ref string
 		// while it is removed waits for that, then pulls it again.
 		done, ok := l.images.startRemoving(img.Name)
 		if !ok {
+			continue
+		}
+		// A session may have taken it, made its container and let go
+		// since the containers were listed: asked again now that no new
+		// one can (found by a red-team helper).
+		if inUse, err := l.client.ContainerService().List(ctx, "image=="+strconv.Quote(img.Name)); err != nil || len(inUse) > 0 {
+			done()
+			if err != nil {
+				return removed, fmt.Errorf("list the containers of image %s: %w", img.Name, err)
+			}
 			continue
 		}
 		// Synchronous: containerd's garbage collection has freed the
