@@ -71,6 +71,10 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
+		if err := d.endConsentsOfChangedServer(peer.UID, srv.Name, stored); err != nil {
+			fail(err)
+			return
+		}
 		prev, err := d.userServers.Put(peer.UID, srv.Name, stored)
 		if err != nil {
 			if errors.Is(err, userservers.ErrLimit) {
@@ -98,6 +102,12 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
 		srv, _ := d.server(req.Name, peer)
+		if _, err := d.userServers.Stored(peer.UID, req.Name); err == nil {
+			if err := d.endServerConsents(peer.UID, req.Name, "server "+req.Name+" was removed by its user"); err != nil {
+				fail(err)
+				return
+			}
+		}
 		if err := d.userServers.Remove(peer.UID, req.Name); err != nil {
 			fail(err)
 			return
@@ -128,6 +138,47 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// endConsentsOfChangedServer ends the user's consents for their own
+// server name when def would replace a different definition of it.
+func (d *Daemon) endConsentsOfChangedServer(uid uint32, name string, def userservers.Server) error {
+	old, err := d.userServers.Stored(uid, name)
+	switch {
+	case errors.Is(err, userservers.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case userservers.Same(old, def):
+		return nil // added again as it was (client setup run twice)
+	}
+	return d.endServerConsents(uid, name, "server "+name+" was defined anew by its user")
+}
+
+// endServerConsents revokes the user's consents for their own server
+// name, which they are removing or defining anew, before the change
+// takes effect. A consent was given for the server as it was (under
+// consents_by = "admin", after an administrator's review of it): the
+// same name on another program is not that server, and an agent with a
+// shell could otherwise swap the program under an administrator's grant
+// (server rm, then server add, which also drops its tool pins).
+func (d *Daemon) endServerConsents(uid uint32, name, why string) error {
+	if _, admin := d.conf().Servers[name]; admin {
+		return nil // the administrator's server of that name is the one sessions run
+	}
+	recs, err := d.consents.Store().RevokeServer(userName(uid), name, "mcpcaged", why)
+	for _, r := range recs {
+		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", why))
+		d.consentChanged(r.User, r.Agent, r.Server)
+	}
+	if len(recs) > 0 {
+		d.updateConsentGauge()
+		d.log.Info("consents of a user's server ended", "user", userName(uid), "server", name, "count", len(recs), "why", why)
+	}
+	if err != nil {
+		return fmt.Errorf("the consents for %s could not be ended, so it was not changed: %w", name, err)
+	}
+	return nil
 }
 
 // undoServerAdd takes back a stored server add whose audit record failed

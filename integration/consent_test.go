@@ -158,12 +158,7 @@ func TestListenedResourcesAreDecided(t *testing.T) {
 // helper). Under consents_by = "admin" only root and the admin group
 // give consents out of band; a denial says who can allow it, and how.
 func TestConsentsByAdmin(t *testing.T) {
-	setup(t)
-	self, err := os.Executable()
-	must(t, err, "executable")
-	uid, _ := testUser(t)
-	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", self))
-	d.openToOtherUsers(t)
+	uid, d := adminConsentsDaemon(t)
 	c := d.connectAs(t, "test", uid)
 	got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
 	if !isErr || !strings.Contains(got, "An administrator can allow it") || !strings.Contains(got, "sudo mcpcage grant --agent itest --server test --tool echo --user mcpcage-itest") {
@@ -531,4 +526,80 @@ func TestOthersGrantsLeaveYourDecisionsCached(t *testing.T) {
 	if after := lookups(); after != before+1 {
 		t.Fatalf("root's call after its own revocation read the store %v times, want 1", after-before)
 	}
+}
+
+// TestUsersServerChangedLosesItsConsents: a consent for a user's own
+// server is for the server as it was. Under consents_by = "admin" an
+// agent with a shell could otherwise swap the program under an
+// administrator's grant: `server rm` (which also drops the tool pins)
+// and `server add` of another program under the name kept every consent
+// (left in an earlier note). Removing the server, or defining it anew,
+// now revokes its user's consents for it, before the change takes
+// effect; adding it again as it was keeps them.
+func TestUsersServerChangedLosesItsConsents(t *testing.T) {
+	uid, d := adminConsentsDaemon(t)
+	testserver := filepath.Join(env.bin, "testserver")
+	add := func(args ...string) {
+		t.Helper()
+		if out, err := d.cli(t, uid, append([]string{"server", "add", "mine"}, args...)...); err != nil {
+			t.Fatalf("server add as the user: %v %s", err, out)
+		}
+	}
+	call := func() (string, bool) {
+		t.Helper()
+		c := d.connectAs(t, "mine", uid)
+		defer func() { _ = c.Close() }()
+		return callText(t, c, "echo", map[string]any{"text": "hi"})
+	}
+	grant := func() string {
+		t.Helper()
+		return strings.TrimSpace(d.mustCLI(t, "grant", "--agent", "itest", "--server", "mine", "--tool", "echo", "--user", "mcpcage-itest"))
+	}
+	add("--", testserver)
+	id := grant()
+	if got, isErr := call(); isErr || got != "hi" {
+		t.Fatalf("the granted call: %q (isError %v)", got, isErr)
+	}
+	// Added again as it was (client setup run twice): the grant stays.
+	add("--", testserver)
+	if got, isErr := call(); isErr || got != "hi" {
+		t.Fatalf("the call after the server was added again unchanged: %q (isError %v)", got, isErr)
+	}
+	for _, change := range []struct {
+		name string
+		do   func()
+		why  string
+	}{
+		{"removed and added with another definition", func() {
+			if out, err := d.cli(t, uid, "server", "rm", "mine"); err != nil {
+				t.Fatalf("server rm as the user: %v %s", err, out)
+			}
+			add("--env", "SWAPPED=1", "--", testserver)
+		}, "server mine was removed by its user"},
+		{"replaced by another definition", func() { add("--env", "SWAPPED=2", "--", testserver) }, "server mine was defined anew by its user"},
+	} {
+		t.Run(change.name, func(t *testing.T) {
+			change.do()
+			got, isErr := call()
+			if !isErr || !strings.Contains(got, "An administrator can allow it") {
+				t.Fatalf("a call after the server was %s: %q (isError %v), want a denial", change.name, got, isErr)
+			}
+			d.record(t, "consent.revoke", func(r map[string]any) bool { return str(r, "consent") == id && str(r, "reason") == change.why })
+			id = grant() // for the next change
+		})
+	}
+}
+
+// adminConsentsDaemon runs mcpcaged in deny mode with consents_by =
+// "admin", this test binary registered as agent "itest", open to the
+// test user, whose uid it returns.
+func adminConsentsDaemon(t *testing.T) (int, *daemon) {
+	t.Helper()
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	uid, _ := testUser(t)
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", self))
+	d.openToOtherUsers(t)
+	return uid, d
 }

@@ -156,6 +156,8 @@ func TestServerRmKeepsThePinsOfARunningSession(t *testing.T) {
 		return st.Sessions == 0, fmt.Sprintf("%d sessions", st.Sessions)
 	})
 	d.mustCLI(t, "server", "add", "mine", "--env", "TESTSERVER_ECHO_DESCRIPTION=another echo", "--", filepath.Join(env.bin, "testserver"))
+	// server rm revoked the grant (TestUsersServerChangedLosesItsConsents).
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "mine", "--tool", "*")
 	c = d.connect(t, "mine", mcp.ProtocolVersion20251125)
 	if names := toolNames(t, c); !slices.Contains(names, "echo") {
 		t.Fatalf("the echo of the server added again is held back by the removed server's pins: %v", names)

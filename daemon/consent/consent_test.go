@@ -574,3 +574,36 @@ func TestCountActive(t *testing.T) {
 		}
 	}
 }
+
+func TestRevokeServer(t *testing.T) {
+	s := openStore(t)
+	mine := []*Record{
+		grant(t, s, Record{Server: "mine", Tools: []string{"a"}}),
+		grant(t, s, Record{Server: "mine", Agent: "cursor", Tools: []string{"b"}}),
+	}
+	others := []*Record{
+		grant(t, s, Record{Server: "other", Tools: []string{"a"}}),
+		grant(t, s, Record{User: "bob", Server: "mine", Tools: []string{"a"}}),
+	}
+	got, err := s.RevokeServer("alice", "mine", "mcpcaged", "server mine was removed by its user")
+	if err != nil || len(got) != len(mine) {
+		t.Fatalf("revoked %d (%v), want %d", len(got), err, len(mine))
+	}
+	for _, tc := range []struct {
+		recs    []*Record
+		revoked bool
+	}{{mine, true}, {others, false}} {
+		for _, r := range tc.recs {
+			now, err := s.Get(r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (now.RevokedAt != nil) != tc.revoked || tc.revoked && now.Reason != "server mine was removed by its user" {
+				t.Errorf("%s (%s, %s, %s): revoked %v reason %q, want revoked %v", r.ID, r.User, r.Agent, r.Server, now.RevokedAt != nil, now.Reason, tc.revoked)
+			}
+		}
+	}
+	if again, err := s.RevokeServer("alice", "mine", "mcpcaged", "again"); err != nil || len(again) != 0 {
+		t.Fatalf("a second revocation: %d %v", len(again), err)
+	}
+}

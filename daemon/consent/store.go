@@ -268,9 +268,22 @@ func (s *Store) PruneInactive(user string, keep int) (int, error) {
 // (they can allow nothing once their session is gone: at start-up, none
 // is left) and returns them.
 func (s *Store) RevokeSessionBound(by, reason string) ([]*Record, error) {
-	rows, err := s.db.Query(`SELECT id FROM consents WHERE session != '' AND revoked_at IS NULL`)
+	return s.revokeWhere(`session != ''`, nil, by, reason)
+}
+
+// RevokeServer revokes every record of user for server, whatever its
+// agent, and returns them: a user's own server that its user removed or
+// defined anew is no longer the server they were given for.
+func (s *Store) RevokeServer(user, server, by, reason string) ([]*Record, error) {
+	return s.revokeWhere(`user = ? AND server = ?`, []any{user, server}, by, reason)
+}
+
+// revokeWhere revokes the records not yet revoked that match the SQL
+// condition cond (with args) and returns them.
+func (s *Store) revokeWhere(cond string, args []any, by, reason string) ([]*Record, error) {
+	rows, err := s.db.Query(`SELECT id FROM consents WHERE revoked_at IS NULL AND `+cond, args...)
 	if err != nil {
-		return nil, fmt.Errorf("find session consents: %w", err)
+		return nil, fmt.Errorf("find consents to revoke: %w", err)
 	}
 	var ids []string
 	for rows.Next() {

@@ -127,6 +127,29 @@ func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 	return srv, nil
 }
 
+// Stored returns uid's server name as stored, whether or not it still
+// validates ([ErrNotFound] when there is none).
+func (s *Store) Stored(uid uint32, name string) (Server, error) {
+	defer s.lock(uid)()
+	m, err := s.load(uid)
+	if err != nil {
+		return Server{}, err
+	}
+	stored, ok := m[name]
+	if !ok {
+		return Server{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return stored, nil
+}
+
+// Same reports whether a and b are one definition (as stored: an empty
+// list and none are the same).
+func Same(a, b Server) bool {
+	ja, erra := json.Marshal(a)
+	jb, errb := json.Marshal(b)
+	return erra == nil && errb == nil && bytes.Equal(ja, jb)
+}
+
 // Put stores (or replaces) server name and returns the definition it
 // replaced, nil when name is new: [Store.Undo] puts that one back. It
 // refuses a definition that does not validate ([Server.Config]), one
