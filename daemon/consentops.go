@@ -164,6 +164,8 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 // oldest inactive ones pruned (found by a red-team helper's review: answers
 // went around the bound of grants).
 func (d *Daemon) storeConsent(r *consent.Record, by string) error {
+	d.serverChange.RLock()
+	defer d.serverChange.RUnlock()
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}

@@ -96,6 +96,12 @@ type Daemon struct {
 	stamps    *bpf.ExecStamps
 	stampsErr string
 
+	// serverChange keeps consents from being stored (read) while a
+	// user's own server is removed or defined anew (write): the consents
+	// for it are revoked and the change made under it, so none given for
+	// the old definition lands on the new one.
+	serverChange sync.RWMutex
+
 	mu       sync.Mutex
 	sessions map[string]*session
 	// pinsToForget are the pin keys of users' servers removed while

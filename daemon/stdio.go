@@ -274,9 +274,18 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 	streams := make([]*clientStream, len(fds))
 	var err error
 	for i, fd := range fds {
-		if streams[i], err = newClientStream(fd, "client "+names[i]); err != nil {
-			for _, c := range streams[:i] {
+		if streams[i], err = newClientStream(fd, "client "+names[i], wasBlocking[i]); err != nil {
+			// Refused after all: every file goes back as it came.
+			for j, c := range streams[:i] {
+				if wasBlocking[j] {
+					_ = c.raw.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), false) })
+				}
 				_ = c.Close()
+			}
+			for j := i + 1; j < len(fds); j++ {
+				if wasBlocking[j] {
+					_ = unix.SetNonblock(fds[j], false)
+				}
 			}
 			closeFDs(fds[i+1:])
 			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
@@ -346,21 +355,30 @@ func streamKind(fd int) (fileKind, error) {
 }
 
 // newClientStream takes over fd, checked and made non-blocking by
-// checkStream. It fails, closing fd, when Go's poller did not take the
-// file (its O_NONBLOCK was cleared again in between).
-func newClientStream(fd int, name string) (*clientStream, error) {
+// checkStream. It fails, closing fd (made blocking again first when it
+// wasBlocking), when Go's poller did not take the file (its O_NONBLOCK
+// was cleared again in between).
+func newClientStream(fd int, name string, wasBlocking bool) (*clientStream, error) {
+	giveBack := func() {
+		if wasBlocking {
+			_ = unix.SetNonblock(fd, false)
+		}
+	}
 	kind, err := streamKind(fd)
 	if err != nil {
+		giveBack()
 		_ = unix.Close(fd)
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), name)
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		giveBack()
 		_ = f.Close()
 		return nil, fmt.Errorf("its O_NONBLOCK flag was cleared again while mcpcage took it over (%v)", err)
 	}
 	raw, err := f.SyscallConn()
 	if err != nil {
+		giveBack()
 		_ = f.Close()
 		return nil, err
 	}

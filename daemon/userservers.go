@@ -71,6 +71,8 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
+		d.serverChange.Lock()
+		defer d.serverChange.Unlock()
 		if err := d.endConsentsOfChangedServer(peer.UID, srv.Name, stored); err != nil {
 			fail(err)
 			return
@@ -101,6 +103,8 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		d.collectImagesSoon() // it may replace a server of the same name that named another image
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
+		d.serverChange.Lock()
+		defer d.serverChange.Unlock()
 		srv, _ := d.server(req.Name, peer)
 		if _, err := d.userServers.Stored(peer.UID, req.Name); err == nil {
 			if err := d.endServerConsents(peer.UID, req.Name, "server "+req.Name+" was removed by its user"); err != nil {
@@ -171,9 +175,12 @@ func (d *Daemon) endServerConsents(uid uint32, name, why string) error {
 		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", why))
 		d.consentChanged(r.User, r.Agent, r.Server)
 	}
-	if len(recs) > 0 {
+	// Its pending requests were made to the old definition: an answer
+	// to one would make a consent for the new (found by a red-team helper).
+	dropped := d.book.DropServer(userName(uid), name)
+	if len(recs) > 0 || dropped > 0 {
 		d.updateConsentGauge()
-		d.log.Info("consents of a user's server ended", "user", userName(uid), "server", name, "count", len(recs), "why", why)
+		d.log.Info("consents and pending requests of a user's server ended", "user", userName(uid), "server", name, "consents", len(recs), "pending", dropped, "why", why)
 	}
 	if err != nil {
 		return fmt.Errorf("the consents for %s could not be ended, so it was not changed: %w", name, err)

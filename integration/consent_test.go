@@ -158,7 +158,7 @@ func TestListenedResourcesAreDecided(t *testing.T) {
 // helper). Under consents_by = "admin" only root and the admin group
 // give consents out of band; a denial says who can allow it, and how.
 func TestConsentsByAdmin(t *testing.T) {
-	uid, d := adminConsentsDaemon(t)
+	uid, d := adminConsentsDaemon(t, "deny")
 	c := d.connectAs(t, "test", uid)
 	got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
 	if !isErr || !strings.Contains(got, "An administrator can allow it") || !strings.Contains(got, "sudo mcpcage grant --agent itest --server test --tool echo --user mcpcage-itest") {
@@ -537,7 +537,7 @@ func TestOthersGrantsLeaveYourDecisionsCached(t *testing.T) {
 // now revokes its user's consents for it, before the change takes
 // effect; adding it again as it was keeps them.
 func TestUsersServerChangedLosesItsConsents(t *testing.T) {
-	uid, d := adminConsentsDaemon(t)
+	uid, d := adminConsentsDaemon(t, "deny")
 	testserver := filepath.Join(env.bin, "testserver")
 	add := func(args ...string) {
 		t.Helper()
@@ -590,16 +590,50 @@ func TestUsersServerChangedLosesItsConsents(t *testing.T) {
 	}
 }
 
-// adminConsentsDaemon runs mcpcaged in deny mode with consents_by =
-// "admin", this test binary registered as agent "itest", open to the
-// test user, whose uid it returns.
-func adminConsentsDaemon(t *testing.T) (int, *daemon) {
+// adminConsentsDaemon runs mcpcaged with default_decision decision and
+// consents_by = "admin", this test binary registered as agent "itest",
+// open to the test user, whose uid it returns.
+func adminConsentsDaemon(t *testing.T, decision string) (int, *daemon) {
 	t.Helper()
 	setup(t)
 	self, err := os.Executable()
 	must(t, err, "executable")
 	uid, _ := testUser(t)
-	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", self))
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = %q\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", decision, self))
 	d.openToOtherUsers(t)
 	return uid, d
+}
+
+// TestPendingRequestOfAChangedServerIsDropped: a request pending for a
+// user's own server was made to the definition the agent ran then; once
+// the server is defined anew, an administrator's later approval of it
+// would make a consent for the new program (found by a red-team helper of
+// TestUsersServerChangedLosesItsConsents). The change drops it.
+func TestPendingRequestOfAChangedServerIsDropped(t *testing.T) {
+	uid, d := adminConsentsDaemon(t, "ask")
+	testserver := filepath.Join(env.bin, "testserver")
+	if out, err := d.cli(t, uid, "server", "add", "mine", "--", testserver); err != nil {
+		t.Fatalf("server add as the user: %v %s", err, out)
+	}
+	c := d.connectAs(t, "mine", uid) // no elicitation: the request is kept pending
+	toolNames(t, c)
+	text, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
+	m := regexp.MustCompile(`approve (p-[0-9a-f]+)`).FindStringSubmatch(text)
+	if !isErr || m == nil {
+		t.Fatalf("want a refusal naming a pending request, got %q (isError %v)", text, isErr)
+	}
+	_ = c.Close()
+	if out, err := d.cli(t, uid, "server", "add", "mine", "--env", "SWAPPED=1", "--", testserver); err != nil {
+		t.Fatalf("server add (another definition) as the user: %v %s", err, out)
+	}
+	if out, err := d.cli(t, 0, "approve", m[1], "--for", "8h"); err == nil {
+		t.Fatalf("the administrator approved %s, pending for the server's old definition: %s", m[1], out)
+	}
+	if out := d.mustCLI(t, "pending"); strings.Contains(out, m[1]) {
+		t.Fatalf("%s is still pending after its server was defined anew:\n%s", m[1], out)
+	}
+	c = d.connectAs(t, "mine", uid)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+		t.Fatalf("a call of the new definition passed: %q", got)
+	}
 }

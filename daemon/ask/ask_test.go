@@ -241,3 +241,34 @@ func TestExactNumbers(t *testing.T) {
 		t.Fatalf("a bare interpreter's question offers %s", got)
 	}
 }
+
+func TestBookDropsAServersPending(t *testing.T) {
+	b := NewBook()
+	now := time.Now()
+	keep := func(user, server, name string) string {
+		p, ok := b.Keep(Pending{Target: Target{User: user, Agent: "claude", Server: server, Kind: "tool", Name: name}, UID: 1000}, now, time.Hour)
+		if !ok {
+			t.Fatal("not kept")
+		}
+		return p.ID
+	}
+	gone := []string{keep("alice", "mine", "a"), keep("alice", "mine", "b")}
+	stay := []string{keep("alice", "other", "a"), keep("bob", "mine", "a")}
+	if n := b.DropServer("alice", "mine"); n != len(gone) {
+		t.Fatalf("dropped %d, want %d", n, len(gone))
+	}
+	for _, tc := range []struct {
+		ids  []string
+		kept bool
+	}{{gone, false}, {stay, true}} {
+		for _, id := range tc.ids {
+			if _, ok := b.Take(id, 0, true, now); ok != tc.kept {
+				t.Errorf("%s still pending: %v, want %v", id, ok, tc.kept)
+			}
+		}
+	}
+	// A dropped request asked again is a new pending entry.
+	if id := keep("alice", "mine", "a"); id == gone[0] {
+		t.Fatal("a dropped request kept its id")
+	}
+}

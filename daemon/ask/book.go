@@ -138,6 +138,23 @@ func (b *Book) Forget(t Target, digest string) {
 	}
 }
 
+// DropServer drops user's pending requests to server and returns how
+// many (the server was removed or defined anew: an answer to one would
+// allow the new definition).
+func (b *Book) DropServer(user, server string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for id, e := range b.pending {
+		if e.Target.User == user && e.Target.Server == server {
+			delete(b.pending, id)
+			delete(b.byKey, pendingKey{e.Target, e.Digest})
+			n++
+		}
+	}
+	return n
+}
+
 // Refuse remembers that the user denied t, until until.
 func (b *Book) Refuse(t Target, until, now time.Time) {
 	b.mu.Lock()

@@ -240,7 +240,7 @@ func (s *Store) Revoke(id, by, reason string) (*Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		return r, fmt.Errorf("consent %s is already revoked", id)
+		return r, fmt.Errorf("consent %s: %w", id, errAlreadyRevoked)
 	}
 	return s.Get(id)
 }
@@ -271,6 +271,9 @@ func (s *Store) RevokeSessionBound(by, reason string) ([]*Record, error) {
 	return s.revokeWhere(`session != ''`, nil, by, reason)
 }
 
+// errAlreadyRevoked: Revoke found the record revoked already.
+var errAlreadyRevoked = errors.New("it is already revoked")
+
 // RevokeServer revokes every record of user for server, whatever its
 // agent, and returns them: a user's own server that its user removed or
 // defined anew is no longer the server they were given for.
@@ -298,8 +301,11 @@ func (s *Store) revokeWhere(cond string, args []any, by, reason string) ([]*Reco
 	var out []*Record
 	for _, id := range ids {
 		r, err := s.Revoke(id, by, reason)
-		if err != nil {
+		switch {
+		case errors.Is(err, errAlreadyRevoked):
 			continue // revoked meanwhile
+		case err != nil:
+			return out, err // the caller fails closed
 		}
 		out = append(out, r)
 	}
