@@ -84,7 +84,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	fr := api.NewFrameReader(io.MultiReader(bytes.NewReader(first), c))
 	t, payload, err := fr.Next()
 	if err != nil {
-		closeFDs(fds)
+		closeRefused(fds)
 		log.Debug("connection closed before a request", "err", err)
 		return
 	}
@@ -94,7 +94,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		// Files nobody asked for (a kernel without SO_PASSRIGHTS lets
 		// them through, see passrights.go): a session's come when the
 		// daemon asks.
-		closeFDs(fds)
+		closeRefused(fds)
 	}
 	var req api.Request
 	if t != api.FrameRequest || json.Unmarshal(payload, &req) != nil {

@@ -115,6 +115,7 @@ type Daemon struct {
 // predecessor left, and builds the host view. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
+	refusedFilesLog = log
 	d.setUserLimits()
 	d.clientFiles.gauge, d.clientFiles.inUse = d.metrics.SessionsHeld, d.metrics.SessionsClientFiles
 	d.warm = newWarmPool(d)

@@ -75,7 +75,7 @@ func readFirst(c *net.UnixConn) ([]byte, []int, error) {
 		err = fmt.Errorf("more than %d files passed with the request", maxPassedFiles)
 	}
 	if err != nil {
-		closeFDs(fds)
+		closeRefused(fds)
 		return nil, nil, err
 	}
 	return buf[:n], fds, nil
@@ -215,7 +215,7 @@ func receiveStdio(c *net.UnixConn, fw *api.FrameWriter, owner uint32) (*passedSt
 	t, _, err := fr.Next()
 	_ = c.SetReadDeadline(time.Time{})
 	if err != nil || t != api.FrameFiles {
-		closeFDs(fds)
+		closeRefused(fds)
 		return nil, nil, fmt.Errorf("%w: the shim did not send its files when asked (frame %q, %v)", errBadStdio, t, err)
 	}
 	p, err := adoptStdio(fds, owner)
@@ -241,7 +241,7 @@ var errForeignStream = errors.New("not a socket mcpcaged writes itself")
 // all.
 func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 	if len(fds) < 2 || len(fds) > maxPassedFiles {
-		closeFDs(fds)
+		closeRefused(fds)
 		return nil, fmt.Errorf("%w: want stdin, stdout and optionally stderr, got %d files", errBadStdio, len(fds))
 	}
 	names := []string{"stdin", "stdout", "stderr"}
@@ -249,7 +249,7 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 	for i, fd := range fds {
 		var err error
 		if wasBlocking[i], err = checkStream(fd, i == 0, owner); err != nil {
-			closeFDs(fds)
+			closeRefused(fds)
 			return nil, fmt.Errorf("%w: %s: %w", errBadStdio, names[i], err)
 		}
 	}
@@ -267,7 +267,7 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 					_ = unix.SetNonblock(fds[j], false)
 				}
 			}
-			closeFDs(fds)
+			closeRefused(fds)
 			return nil, fmt.Errorf("%w: %s: %w", errBadStdio, names[i], err)
 		}
 	}
@@ -287,7 +287,7 @@ func adoptStdio(fds []int, owner uint32) (*passedStdio, error) {
 					_ = unix.SetNonblock(fds[j], false)
 				}
 			}
-			closeFDs(fds[i+1:])
+			closeRefused(fds[i+1:])
 			return nil, fmt.Errorf("%w: %s: %v", errBadStdio, names[i], err)
 		}
 	}
