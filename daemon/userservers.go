@@ -71,30 +71,8 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 			fail(err)
 			return
 		}
-		d.serverChange.Lock()
-		defer d.serverChange.Unlock()
-		if err := d.endConsentsOfChangedServer(peer.UID, srv.Name, stored); err != nil {
+		if err := d.putUserServer(peer, srv, stored); err != nil {
 			fail(err)
-			return
-		}
-		prev, err := d.userServers.Put(peer.UID, srv.Name, stored)
-		if err != nil {
-			if errors.Is(err, userservers.ErrLimit) {
-				d.log.Warn("user server refused", "user", userName(peer.UID), "server", srv.Name, "err", err)
-			}
-			fail(err)
-			return
-		}
-		// A token given on the command line (--token ghp_...) is not
-		// recorded (found by a red-team helper): credentials by their
-		// look, and whole values of the user's own secrets and the
-		// daemon's (never their heads: the user chose these words, see
-		// audit.ScrubArgv).
-		own := dirValues(filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(peer.UID), 10)))
-		scrub := func(argv []string) []string { return audit.ScrubArgv(argv, 0, nil, append(own, d.secretValues()...)) }
-		if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": scrub(srv.Command), "image": srv.Image, "args": scrub(srv.Args), "url": srv.URLForRecords(),
-			"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
-			fail(d.undoServerAdd(peer, srv.Name, stored, prev, err))
 			return
 		}
 		d.forgetPinsWhenUnused(pins.Key(srv.Name, peer.UID, true), false) // added again: its pins stay
@@ -103,16 +81,8 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		d.collectImagesSoon() // it may replace a server of the same name that named another image
 		reply(fw, api.Reply{OK: true}, log)
 	case api.OpServerRm:
-		d.serverChange.Lock()
-		defer d.serverChange.Unlock()
 		srv, _ := d.server(req.Name, peer)
-		if _, err := d.userServers.Stored(peer.UID, req.Name); err == nil {
-			if err := d.endServerConsents(peer.UID, req.Name, "server "+req.Name+" was removed by its user"); err != nil {
-				fail(err)
-				return
-			}
-		}
-		if err := d.userServers.Remove(peer.UID, req.Name); err != nil {
+		if err := d.removeUserServer(peer.UID, req.Name); err != nil {
 			fail(err)
 			return
 		}
@@ -142,6 +112,51 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// putUserServer revokes the user's consents for their own server srv
+// when stored defines it anew, stores it and records it (taking it back
+// when the record fails); no consent is stored meanwhile (serverChange,
+// held only for this: not while the answer is written).
+func (d *Daemon) putUserServer(peer Peer, srv *config.Server, stored userservers.Server) error {
+	d.serverChange.Lock()
+	defer d.serverChange.Unlock()
+	if err := d.endConsentsOfChangedServer(peer.UID, srv.Name, stored); err != nil {
+		return err
+	}
+	prev, err := d.userServers.Put(peer.UID, srv.Name, stored)
+	if err != nil {
+		if errors.Is(err, userservers.ErrLimit) {
+			d.log.Warn("user server refused", "user", userName(peer.UID), "server", srv.Name, "err", err)
+		}
+		return err
+	}
+	// A token given on the command line (--token ghp_...) is not
+	// recorded (found by a red-team helper): credentials by their look,
+	// and whole values of the user's own secrets and the daemon's (never
+	// their heads: the user chose these words, see audit.ScrubArgv).
+	own := dirValues(filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(peer.UID), 10)))
+	scrub := func(argv []string) []string { return audit.ScrubArgv(argv, 0, nil, append(own, d.secretValues()...)) }
+	if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": scrub(srv.Command), "image": srv.Image, "args": scrub(srv.Args), "url": srv.URLForRecords(),
+		"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
+		return d.undoServerAdd(peer, srv.Name, stored, prev, err)
+	}
+	return nil
+}
+
+// removeUserServer revokes the user's consents for their own server
+// name, then removes it; no consent is stored meanwhile (serverChange,
+// held only for this: a remote server's sign-ins are removed after it,
+// over the network).
+func (d *Daemon) removeUserServer(uid uint32, name string) error {
+	d.serverChange.Lock()
+	defer d.serverChange.Unlock()
+	if _, err := d.userServers.Stored(uid, name); err == nil {
+		if err := d.endServerConsents(uid, name, "server "+name+" was removed by its user"); err != nil {
+			return err
+		}
+	}
+	return d.userServers.Remove(uid, name)
 }
 
 // endConsentsOfChangedServer ends the user's consents for their own
