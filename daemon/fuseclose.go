@@ -13,7 +13,7 @@ import (
 )
 
 // Files a process passed and the daemon does not keep are closed with
-// closeRefused. Closing a file calls its file system (a FUSE file's flush,
+// closeRefused. A socket's close does not wait out its linger (noLinger). Closing a file calls its file system (a FUSE file's flush,
 // which the kernel waits for without a timeout, not even SIGKILL ending
 // the wait), so a user's FUSE server that never answers would keep the
 // closing thread, the user's session slot and the daemon's exit waiting
@@ -41,6 +41,7 @@ var refusedFilesLog = slog.New(slog.DiscardHandler)
 func closeRefused(fds []int) {
 	log := refusedFilesLog
 	for _, fd := range fds {
+		noLinger(fd)
 		conn := fuseConnectionOf(fd)
 		if conn == "" {
 			_ = unix.Close(fd)
@@ -108,4 +109,18 @@ var mountFusectl = sync.OnceValue(func() error {
 // ends with an error.
 func abortFUSE(conn string) error {
 	return os.WriteFile(filepath.Join(conn, "abort"), []byte("1"), 0)
+}
+
+// noLinger makes the close of a socket that lingers (SO_LINGER, which
+// the sender sets) abortive: when the daemon holds its last reference, a
+// close of a lingering socket waits until its unsent data is taken or the
+// linger runs out (the sender's choice, an hour or more, with a peer that
+// takes nothing: found by a red-team helper). Sockets that do not linger,
+// and everything else, are left as they are.
+func noLinger(fd int) {
+	l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER)
+	if err != nil || l.Onoff == 0 {
+		return
+	}
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 }

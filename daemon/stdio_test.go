@@ -2,12 +2,14 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -480,5 +482,68 @@ func flows(t *testing.T, p *passedStdio, peerIn, peerOut int) {
 	}
 	if n, err := unix.Read(peerOut, buf); err != nil || string(buf[:n]) != "world" {
 		t.Fatalf("the peer read %q, %v; want world", buf[:n], err)
+	}
+}
+
+// TestRefusedLingeringSocketClosesAtOnce: a refused TCP socket the
+// sender let go of (the daemon's copy the last) with unsent data before a
+// peer that takes nothing, and SO_LINGER at an hour, kept the close of
+// the refused hand-off, and with it the session's slot, for that hour
+// (found by a red-team helper). The close is made abortive.
+func TestRefusedLingeringSocketClosesAtOnce(t *testing.T) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 2048) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := ln.Accept() // takes nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = peer.Close() }()
+	f, err := cli.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cli.Close()
+	fd := int(f.Fd())
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 3600}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	for { // until the send queue is full: data the peer never takes
+		if _, err := unix.Write(fd, make([]byte, 64<<10)); errors.Is(err, unix.EAGAIN) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := dupFD(t, f)
+	_ = f.Close() // the sender lets go: the daemon's copy is the last
+	_, outW := pipe(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := adoptStdio([]int{last, dupFD(t, outW)}, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errForeignStream) {
+			t.Fatalf("adoptStdio: %v, want the foreign socket refused", err)
+		}
+	case <-time.After(30 * time.Second): // a bound, not a wait: the close is at once
+		t.Fatal("the close of a refused socket waits out its SO_LINGER (an hour)")
 	}
 }
