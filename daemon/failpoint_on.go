@@ -43,14 +43,7 @@ import (
 // request's tool back in that window (TestAnswerWithdrawnWhenHeldBackWhileKept).
 func init() {
 	if gate := os.Getenv("MCPCAGE_FAILPOINT_ANSWER_GATE"); gate != "" {
-		beforeAnswerKept = func() {
-			_ = os.WriteFile(gate+".reached", nil, 0o644)
-			for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-				if _, err := os.Stat(gate); err == nil {
-					return
-				}
-			}
-		}
+		beforeAnswerKept = func() { holdAtGate(gate) }
 	}
 	if d, err := time.ParseDuration(os.Getenv("MCPCAGE_FAILPOINT_AUDIT_WRITE_TIMEOUT")); err == nil && d > 0 {
 		streamWriteTimeout = d
@@ -72,12 +65,16 @@ func init() {
 	}
 }
 
-// holdAtArmedGate waits, while gate+".arm" exists, until gate exists (at
-// most a minute), having created gate+".reached".
+// holdAtArmedGate is holdAtGate while gate+".arm" exists.
 func holdAtArmedGate(gate string) {
-	if _, err := os.Stat(gate + ".arm"); err != nil {
-		return
+	if _, err := os.Stat(gate + ".arm"); err == nil {
+		holdAtGate(gate)
 	}
+}
+
+// holdAtGate creates gate+".reached", then waits until gate exists (at
+// most a minute).
+func holdAtGate(gate string) {
 	_ = os.WriteFile(gate+".reached", nil, 0o644)
 	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Stat(gate); err == nil {
