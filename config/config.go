@@ -266,6 +266,11 @@ type Server struct {
 	// sets it; no configuration file can): it reads its owner's secrets
 	// only and runs within [daemon] user_images and user_remote_hosts.
 	Personal bool `toml:"-"`
+	// Definition, for a user's own server, identifies the definition it
+	// was read from (package daemon/userservers sets it: a digest of it as
+	// stored); "" for the administrator's. An answer given in a session
+	// is kept only while the server is still defined so.
+	Definition string `toml:"-"`
 
 	// Name is the server's key under [servers].
 	Name string `toml:"-"`

@@ -390,7 +390,8 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 		beforeAnswerKept()
 	}
 	rec, err := d.consentFromAnswer(answerGrant{target: q.target, answer: a, session: s.id, onceSession: s.id,
-		onceTTL: time.Duration(d.conf().Daemon.AskTimeout), pin: q.pin, digest: q.digest, by: s.user, via: "prompt"})
+		onceTTL: time.Duration(d.conf().Daemon.AskTimeout), pin: q.pin, digest: q.digest, by: s.user, via: "prompt",
+		uid: s.peer.UID, definition: p.srv.Definition})
 	if err != nil {
 		return deny(promptDenied, string(a), err.Error())
 	}
@@ -448,7 +449,7 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		q.digest = ask.RequestDigest(method, string(q.kind), q.name, q.args)
 	}
 	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why}, Target: q.target,
-		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
+		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey, Definition: p.srv.Definition}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
 	d.metrics.ConsentPrompts.WithLabelValues(promptNotAsked).Inc()
 	reason := fmt.Sprintf("no consent covers it and the user could not be asked (%s)", why)
 	if !ok {
@@ -481,6 +482,11 @@ type answerGrant struct {
 	onceTTL     time.Duration // how long a "once" waits to be used
 	pin, digest string        // the tool definition shown, the request allowed ("once")
 	by, via     string
+	// uid and definition: the delegating user, and the definition of
+	// the server its session ran ([config.Server].Definition); the
+	// consent is stored only while the server is still defined so.
+	uid        uint32
+	definition string
 }
 
 // consentFromAnswer stores the consent an answer gives (nil for deny,
@@ -524,7 +530,8 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	default:
 		return nil, fmt.Errorf("unknown answer %q", g.answer)
 	}
-	if err := d.storeConsent(r, g.by); err != nil {
+	still := func() error { return d.sameDefinition(g.uid, t.Server, g.definition) }
+	if err := d.storeConsent(r, g.by, still); err != nil {
 		return nil, err
 	}
 	d.consentChanged(r.User, r.Agent, r.Server)

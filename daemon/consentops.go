@@ -16,6 +16,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
+	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
 // mayConsent refuses what only an administrator may do under [daemon]
@@ -145,7 +146,7 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		n := g.MaxCalls
 		r.MaxCalls = &n
 	}
-	if err := d.storeConsent(r, caller); err != nil {
+	if err := d.storeConsent(r, caller, nil); err != nil {
 		return nil, err
 	}
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
@@ -163,9 +164,17 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 // pending requests): a user's consents in force are bounded here, and the
 // oldest inactive ones pruned (found by a red-team helper's review: answers
 // went around the bound of grants).
-func (d *Daemon) storeConsent(r *consent.Record, by string) error {
+//
+// still, when set, runs where no server changes (serverChange): an error
+// from it keeps the consent from being stored.
+func (d *Daemon) storeConsent(r *consent.Record, by string, still func() error) error {
 	d.serverChange.RLock()
 	defer d.serverChange.RUnlock()
+	if still != nil {
+		if err := still(); err != nil {
+			return err
+		}
+	}
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}
@@ -189,6 +198,36 @@ func (d *Daemon) storeConsent(r *consent.Record, by string) error {
 	d.book.Unrefuse(func(t ask.Target) bool {
 		return t.User == r.User && t.Agent == r.Agent && t.Server == r.Server && consent.Covers(r, consent.Kind(t.Kind), t.Name)
 	})
+	return nil
+}
+
+// errServerChanged: the server was removed or defined anew since the
+// request an answer allows was made.
+var errServerChanged = errors.New("was removed or defined anew by its user since the request was made")
+
+// sameDefinition reports (errServerChanged) when server name, as user uid
+// would run it now, is not the definition a session ran when it asked
+// (definition: [config.Server].Definition). An answer is given for the
+// request its session made to that program: under consents_by = "admin"
+// the agent could otherwise swap the program (server add) between the
+// question and the answer, or while an administrator's approval was
+// being kept, and the consent would cover the new one.
+func (d *Daemon) sameDefinition(uid uint32, name, definition string) error {
+	now := ""
+	if _, admin := d.conf().Servers[name]; !admin {
+		if d.userServers == nil {
+			now = "none"
+		} else if stored, err := d.userServers.Stored(uid, name); errors.Is(err, userservers.ErrNotFound) {
+			now = "none"
+		} else if err != nil {
+			return fmt.Errorf("server %s could not be read to check that it is the one the request was made to: %w", name, err)
+		} else {
+			now = userservers.Digest(stored)
+		}
+	}
+	if now != definition {
+		return fmt.Errorf("server %s %w: an answer for its earlier definition is not kept; the agent can make the request again", name, errServerChanged)
+	}
 	return nil
 }
 

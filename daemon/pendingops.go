@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -95,7 +96,12 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		}
 	}
 	rec, err := d.consentFromAnswer(answerGrant{target: p.Target, answer: req.Answer, forDur: forDur, session: p.Session,
-		onceTTL: time.Duration(d.conf().Daemon.PendingTTL), pin: pin, digest: p.Digest, by: caller, via: "pending"})
+		onceTTL: time.Duration(d.conf().Daemon.PendingTTL), pin: pin, digest: p.Digest, by: caller, via: "pending",
+		uid: p.UID, definition: p.Definition})
+	if errors.Is(err, errServerChanged) {
+		refused(err.Error()) // that request can no longer be allowed
+		return
+	}
 	if err != nil {
 		d.book.Keep(p, now, time.Until(p.Expires))
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)

@@ -593,13 +593,13 @@ func TestUsersServerChangedLosesItsConsents(t *testing.T) {
 // adminConsentsDaemon runs mcpcaged with default_decision decision and
 // consents_by = "admin", this test binary registered as agent "itest",
 // open to the test user, whose uid it returns.
-func adminConsentsDaemon(t *testing.T, decision string) (int, *daemon) {
+func adminConsentsDaemon(t *testing.T, decision string, opts ...func(*daemon)) (int, *daemon) {
 	t.Helper()
 	setup(t)
 	self, err := os.Executable()
 	must(t, err, "executable")
 	uid, _ := testUser(t)
-	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = %q\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", decision, self))
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = %q\nconsents_by = \"admin\"\n[agents.itest]\nexe = [%q]\n", decision, self), opts...)
 	d.openToOtherUsers(t)
 	return uid, d
 }
@@ -615,25 +615,115 @@ func TestPendingRequestOfAChangedServerIsDropped(t *testing.T) {
 	if out, err := d.cli(t, uid, "server", "add", "mine", "--", testserver); err != nil {
 		t.Fatalf("server add as the user: %v %s", err, out)
 	}
-	c := d.connectAs(t, "mine", uid) // no elicitation: the request is kept pending
+	id := pendingEcho(t, d, "mine", uid)
+	if out, err := d.cli(t, uid, "server", "add", "mine", "--env", "SWAPPED=1", "--", testserver); err != nil {
+		t.Fatalf("server add (another definition) as the user: %v %s", err, out)
+	}
+	if out, err := d.cli(t, 0, "approve", id, "--for", "8h"); err == nil {
+		t.Fatalf("the administrator approved %s, pending for the server's old definition: %s", id, out)
+	}
+	if out := d.mustCLI(t, "pending"); strings.Contains(out, id) {
+		t.Fatalf("%s is still pending after its server was defined anew:\n%s", id, out)
+	}
+	c := d.connectAs(t, "mine", uid)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+		t.Fatalf("a call of the new definition passed: %q", got)
+	}
+}
+
+// TestAnswerForAChangedServerIsNotKept: an answer allows the request its
+// session made to the server as it was defined then. An agent could swap
+// a user's own server (server add of another program) while the answer
+// was on its way: between an administrator's `mcpcage approve` taking
+// the pending request and storing its consent (the change then found
+// nothing to drop), or while the user's answer to a question in the
+// client was coming (left in an earlier note). Either stored a consent
+// for the name, which the new program's sessions used. The consent is
+// now stored only while the server is still defined as its session ran
+// it. The failpoint MCPCAGE_FAILPOINT_ANSWER_GATE holds the approval in
+// that window; the client's answer waits for the test.
+func TestAnswerForAChangedServerIsNotKept(t *testing.T) {
+	gate := newFailpointGate(t)
+	uid, d := adminConsentsDaemon(t, "ask", failpoints(gate.env("MCPCAGE_FAILPOINT_ANSWER_GATE")))
+	testserver := filepath.Join(env.bin, "testserver")
+	// Each case has its server (on the old code the first case's consent
+	// would cover the second's).
+	swaps := 0
+	define := func(t *testing.T, name string) {
+		t.Helper()
+		swaps++
+		if out, err := d.cli(t, uid, "server", "add", name, "--env", fmt.Sprintf("SWAPPED=%d", swaps), "--", testserver); err != nil {
+			t.Fatalf("server add as the user: %v %s", err, out)
+		}
+	}
+	// noConsent: nothing allows the new definition's calls.
+	noConsent := func(t *testing.T, name string) {
+		t.Helper()
+		var recs []api.Consent
+		must(t, json.Unmarshal([]byte(d.mustCLI(t, "consents", "--json", "--all", "--server", name)), &recs), "consents --json")
+		if len(recs) != 0 {
+			t.Fatalf("consents for %s after its server changed under the answer: %+v", name, recs)
+		}
+		c := d.connectAs(t, name, uid)
+		defer func() { _ = c.Close() }()
+		if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+			t.Fatalf("a call of the new definition passed: %q", got)
+		}
+	}
+	t.Run("approval held while the server is defined anew", func(t *testing.T) {
+		define(t, "mine")
+		gate.set(t, true) // while the request is made
+		id := pendingEcho(t, d, "mine", uid)
+		gate.set(t, false)
+		done := d.cliInBackground(t, 0, "approve", id, "--for", "8h")
+		gate.waitReached(t, "the approval held between its check and its store", nil)
+		define(t, "mine")
+		gate.open(t)
+		got := <-done
+		if got.err == nil || !strings.Contains(got.out, "defined anew") {
+			t.Fatalf("mcpcage approve across a change of its server: %q (err %v), want it refused saying why", got.out, got.err)
+		}
+		d.record(t, "consent.prompt", func(r map[string]any) bool {
+			return str(r, "pending") == id && str(r, "outcome") == "denied" && strings.Contains(str(r, "reason"), "defined anew")
+		})
+		noConsent(t, "mine")
+	})
+
+	t.Run("answer in the client while the server is defined anew", func(t *testing.T) {
+		define(t, "mine2")
+		gate.set(t, true)
+		a := &answerer{answer: "duration", gate: make(chan struct{})}
+		d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+		c := d.connectWith(t, "mine2", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+		d.shimCred = nil
+		toolNames(t, c)
+		asked := callInBackground(t, c, "echo", map[string]any{"text": "hi"})
+		testenv.WaitFor(t, "the question in the client", 30*time.Second, func() (bool, string) {
+			n := len(a.questions())
+			return n == 1, fmt.Sprintf("%d questions", n)
+		})
+		define(t, "mine2")
+		close(a.gate) // the user answers: allow for 8h
+		got := answered(t, asked)
+		if got.err != nil || !got.isErr || !strings.Contains(got.text, "defined anew") {
+			t.Fatalf("the call whose answer came across a change of its server: %q (isError %v), want it refused saying why", got.text, got.isErr)
+		}
+		_ = c.Close()
+		noConsent(t, "mine2")
+	})
+}
+
+// pendingEcho calls echo of server as uid from a client that cannot be
+// asked, and returns the pending request the refusal names.
+func pendingEcho(t *testing.T, d *daemon, server string, uid int) string {
+	t.Helper()
+	c := d.connectAs(t, server, uid)
+	defer func() { _ = c.Close() }()
 	toolNames(t, c)
 	text, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
 	m := regexp.MustCompile(`approve (p-[0-9a-f]+)`).FindStringSubmatch(text)
 	if !isErr || m == nil {
 		t.Fatalf("want a refusal naming a pending request, got %q (isError %v)", text, isErr)
 	}
-	_ = c.Close()
-	if out, err := d.cli(t, uid, "server", "add", "mine", "--env", "SWAPPED=1", "--", testserver); err != nil {
-		t.Fatalf("server add (another definition) as the user: %v %s", err, out)
-	}
-	if out, err := d.cli(t, 0, "approve", m[1], "--for", "8h"); err == nil {
-		t.Fatalf("the administrator approved %s, pending for the server's old definition: %s", m[1], out)
-	}
-	if out := d.mustCLI(t, "pending"); strings.Contains(out, m[1]) {
-		t.Fatalf("%s is still pending after its server was defined anew:\n%s", m[1], out)
-	}
-	c = d.connectAs(t, "mine", uid)
-	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
-		t.Fatalf("a call of the new definition passed: %q", got)
-	}
+	return m[1]
 }

@@ -363,9 +363,9 @@ func TestImageOfANewContainerIsKept(t *testing.T) {
 	setup(t)
 	host := serveRegistry(t, "mcpcage/kept", "v1", buildImage(t, map[string]any{"Env": []string{"PATH=/bin", "IMAGE=kept"}}))
 	pulled := host + "/mcpcage/kept:v1"
-	gate := filepath.Join(t.TempDir(), "gate")
+	gate := newFailpointGate(t)
 	section := fmt.Sprintf("[servers.img]\nimage = %q\ncommand = [\"testserver\"]\n", pulled)
-	d := startDaemon(t, "[daemon]\nwarm_sandboxes = 0\n"+section, failpoints("MCPCAGE_FAILPOINT_IMAGES_GATE="+gate))
+	d := startDaemon(t, "[daemon]\nwarm_sandboxes = 0\n"+section, failpoints(gate.env("MCPCAGE_FAILPOINT_IMAGES_GATE")))
 	images := func() string {
 		out, err := exec.Command("ctr", "--address", env.containerd, "-n", d.namespace, "images", "ls", "-q").CombinedOutput()
 		must(t, err, "ctr images ls: %s", out)
@@ -394,19 +394,16 @@ func TestImageOfANewContainerIsKept(t *testing.T) {
 	}
 	// The server is removed: a pass lists the containers (none uses the
 	// image) and is held there.
-	must(t, os.WriteFile(gate+".arm", nil, 0o644), "arm the gate")
+	gate.arm(t)
 	reload(strings.Replace(string(cfg), section, "", 1))
-	testenv.WaitFor(t, "the collector's pass to be held", 20*time.Second, func() (bool, string) {
-		_, err := os.Stat(gate + ".reached")
-		return err == nil, d.log.String()
-	})
+	gate.waitReached(t, "the collector's pass to be held", d.log.String)
 	// It is added again and a session of it starts, on the image in the
 	// store, while that pass waits.
 	reload(string(cfg))
 	c = d.connect(t, "img", mcp.ProtocolVersion20251125)
 	echo(c, "in the new container")
 	passes := strings.Count(d.log.String(), `msg="unused images checked"`)
-	must(t, os.WriteFile(gate, nil, 0o644), "open the gate")
+	gate.open(t)
 	testenv.WaitFor(t, "the held pass to end", 20*time.Second, func() (bool, string) {
 		return strings.Count(d.log.String(), `msg="unused images checked"`) > passes, d.log.String()
 	})

@@ -233,9 +233,9 @@ func TestSessionMovedToTheAdminsServerLetsTheRemovedPinsGo(t *testing.T) {
 // 0.3-0.4 s, each waiting for the whole file's rewrite and fsync).
 func TestListWaitsForNoOtherServersPins(t *testing.T) {
 	setup(t)
-	gate := filepath.Join(t.TempDir(), "gate")
+	gate := newFailpointGate(t)
 	d := consentDaemon(t, fmt.Sprintf("[servers.churn]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver")),
-		failpoints("MCPCAGE_FAILPOINT_PINS_SAVE_GATE="+gate))
+		failpoints(gate.env("MCPCAGE_FAILPOINT_PINS_SAVE_GATE")))
 	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
 	d.mustCLI(t, "grant", "--agent", "itest", "--server", "churn", "--tool", "echo", "--tool", "rug_pull")
 	quiet := d.connect(t, "test", mcp.ProtocolVersion20251125)
@@ -250,12 +250,9 @@ func TestListWaitsForNoOtherServersPins(t *testing.T) {
 	if got, isErr := callText(t, churn, "rug_pull", nil); isErr {
 		t.Fatalf("rug_pull: %q", got)
 	}
-	must(t, os.WriteFile(gate+".arm", nil, 0o644), "arm the gate")
+	gate.arm(t)
 	churned := listInBackground(t, churn)
-	testenv.WaitFor(t, "the churning server's save to be held", 30*time.Second, func() (bool, string) {
-		_, err := os.Stat(gate + ".reached")
-		return err == nil, d.log.String()
-	})
+	gate.waitReached(t, "the churning server's save to be held", d.log.String)
 	// The quiet server's list changes nothing of its pins: it is answered
 	// while the other's save is held.
 	listed := listInBackground(t, quiet)
@@ -267,7 +264,7 @@ func TestListWaitsForNoOtherServersPins(t *testing.T) {
 	case <-time.After(30 * time.Second): // a bound on a wrong wait: the answer comes at once
 		t.Fatal("the quiet server's tools/list waited for another server's pins to be written")
 	}
-	must(t, os.WriteFile(gate, nil, 0o644), "open the gate")
+	gate.open(t)
 	if names := <-churned; slices.Contains(names, "echo") || !slices.Contains(names, "rug_pull") {
 		t.Fatalf("the churning server's list after the change: %v, want echo quarantined", names)
 	}

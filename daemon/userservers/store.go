@@ -2,6 +2,8 @@ package userservers
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,6 +126,7 @@ func (s *Store) Get(uid uint32, name string) (*config.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("user server %q no longer passes validation (remove it and add it again): %w", name, err)
 	}
+	srv.Definition = Digest(stored)
 	return srv, nil
 }
 
@@ -140,6 +143,17 @@ func (s *Store) Stored(uid uint32, name string) (Server, error) {
 		return Server{}, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
 	return stored, nil
+}
+
+// Digest identifies definition s as stored: equal for two definitions
+// exactly when [Same] is true.
+func Digest(s Server) string {
+	b, err := json.Marshal(s)
+	if err != nil { // not for these types; fmt sorts maps too
+		b = fmt.Appendf(nil, "%#v", s)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // Same reports whether a and b are one definition (as stored: an empty

@@ -280,3 +280,44 @@ func TestStoreLookupNotBlocked(t *testing.T) {
 		t.Fatalf("the slow add: %v", err)
 	}
 }
+
+// TestDefinition: Get marks a server with the digest of its stored
+// definition, which changes exactly when the definition does (an answer
+// given in its session is kept only while it is the same).
+func TestDefinition(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := Server{Command: []string{"x"}, Env: map[string]string{"A": "1", "B": "2"}}
+	for _, tc := range []struct {
+		name string
+		next Server
+		same bool
+	}{
+		{"added again as it was", Server{Command: []string{"x"}, Env: map[string]string{"B": "2", "A": "1"}}, true},
+		{"another command", Server{Command: []string{"y"}, Env: base.Env}, false},
+		{"another environment", Server{Command: []string{"x"}, Env: map[string]string{"A": "1", "B": "3"}}, false},
+		{"a mount more", Server{Command: []string{"x"}, Env: base.Env, Mounts: []Mount{{Source: "/srv", Target: "/srv"}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.Put(1000, "mine", base); err != nil {
+				t.Fatal(err)
+			}
+			before, err := s.Get(1000, "mine")
+			if err != nil || before.Definition != Digest(base) || before.Definition == "" {
+				t.Fatalf("Get = %q, %v; want the digest %q", before.Definition, err, Digest(base))
+			}
+			if _, err := s.Put(1000, "mine", tc.next); err != nil {
+				t.Fatal(err)
+			}
+			after, err := s.Get(1000, "mine")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := after.Definition == before.Definition; got != tc.same || got != Same(base, tc.next) {
+				t.Fatalf("definition unchanged = %v, Same = %v, want %v", got, Same(base, tc.next), tc.same)
+			}
+		})
+	}
+}
