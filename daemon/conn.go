@@ -298,7 +298,7 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 		}
 		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Args: s.Args, Workdir: s.Workdir,
 			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
-		if p, err := d.sandboxParams("preview", s, peer, paramsOptions{}); err == nil {
+		if p, err := d.sandboxParams(context.Background(), "preview", s, peer, paramsOptions{}); err == nil {
 			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
 			info.Landlock = p.Landlock != nil
 			for _, m := range p.Mounts {
@@ -332,7 +332,7 @@ func (d *Daemon) serverSpec(fw *api.FrameWriter, peer Peer, name string, log *sl
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("%s is a remote server (%s): it has no sandbox", srv.Name, srv.URLForRecords())}, log)
 		return
 	}
-	p, err := d.sandboxParams("0000000000000000", srv, peer, paramsOptions{resolveImage: true})
+	p, err := d.sandboxParams(context.Background(), "0000000000000000", srv, peer, paramsOptions{resolveImage: true})
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: err.Error()}, log)
 		return

@@ -89,7 +89,7 @@ type paramsOptions struct {
 
 // sandboxParams maps a server definition and the delegating user onto
 // sandbox parameters.
-func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o paramsOptions) (sandbox.Params, error) {
+func (d *Daemon) sandboxParams(ctx context.Context, id string, srv *config.Server, peer Peer, o paramsOptions) (sandbox.Params, error) {
 	who, err := runAs(srv, peer)
 	if err != nil {
 		return sandbox.Params{}, err
@@ -124,7 +124,7 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	admin := !srv.Personal
 	if srv.Image != "" {
 		p.Rootfs, p.Host = sandbox.ImageRootfs, nil
-		if err := d.imageProcess(srv, admin, o.resolveImage, &p); err != nil {
+		if err := d.imageProcess(ctx, srv, admin, o.resolveImage, &p); err != nil {
 			return sandbox.Params{}, err
 		}
 	}
@@ -204,13 +204,23 @@ func (d *Daemon) sandboxParams(id string, srv *config.Server, peer Peer, o param
 	return p, nil
 }
 
+// pullsCounted has the image pulls ctx starts for a user's own server
+// count toward the user's bound (sandbox.MaxUserPulls): the user named
+// the image, and a pull outlives its session.
+func pullsCounted(ctx context.Context, srv *config.Server, p sandbox.Params) context.Context {
+	if srv.Personal {
+		return sandbox.PullsCountedFor(ctx, p.UID)
+	}
+	return ctx
+}
+
 // imagePullWait bounds looking up an image's entrypoint, pull included.
 const imagePullWait = 10 * time.Minute
 
 // imageProcess checks a user's image against [daemon] user_images and,
 // when the server names no command, puts the image's entrypoint (with the
 // server's args in place of its CMD) and working directory into p.
-func (d *Daemon) imageProcess(srv *config.Server, admin, resolve bool, p *sandbox.Params) error {
+func (d *Daemon) imageProcess(ctx context.Context, srv *config.Server, admin, resolve bool, p *sandbox.Params) error {
 	if !admin {
 		if err := d.checkUserImage(srv.Image); err != nil {
 			return err
@@ -223,9 +233,9 @@ func (d *Daemon) imageProcess(srv *config.Server, admin, resolve bool, p *sandbo
 		p.Args = append([]string{"(the entrypoint of " + srv.Image + ")"}, srv.Args...)
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), imagePullWait)
+	ctx, cancel := context.WithTimeout(ctx, imagePullWait)
 	defer cancel()
-	proc, err := d.launcher.ImageProcess(ctx, srv.Image)
+	proc, err := d.launcher.ImageProcess(pullsCounted(ctx, srv, *p), srv.Image)
 	if err != nil {
 		return err
 	}

@@ -471,7 +471,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 			_ = d.warm.discard(ws) // logged
 		}
 	}()
-	params, err := d.sandboxParams(s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true, agent: s.agent})
+	params, err := d.sandboxParams(ctx, s.id, srv, s.peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true, agent: s.agent})
 	if err != nil {
 		return params, nil, err
 	}
@@ -894,7 +894,7 @@ func (d *Daemon) create(ctx context.Context, srv *config.Server, id string, p sa
 	if err != nil {
 		return nil, err
 	}
-	return d.launcher.Create(ctx, sandbox.StartOptions{
+	return d.launcher.Create(pullsCounted(ctx, srv, p), sandbox.StartOptions{
 		ID:     p.ID,
 		Image:  srv.Image,
 		Spec:   spec,

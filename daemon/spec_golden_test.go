@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -39,7 +40,7 @@ func TestExampleConfigSpecs(t *testing.T) {
 			}
 			n++
 			t.Run(filepath.Base(f)+"/"+name, func(t *testing.T) {
-				p, err := d.sandboxParams("0123456789abcdef", cfg.Servers[name], Peer{UID: 0, GID: 0}, paramsOptions{})
+				p, err := d.sandboxParams(context.Background(), "0123456789abcdef", cfg.Servers[name], Peer{UID: 0, GID: 0}, paramsOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}

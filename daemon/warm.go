@@ -161,7 +161,7 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 		return nil, errNoLongerConfigured
 	}
 	id := newID()
-	params, err := d.sandboxParams(id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true})
+	params, err := d.sandboxParams(context.Background(), id, srv, peer, paramsOptions{resolveSecrets: true, checkMounts: true, resolveImage: true})
 	defer closePins(params) // checked against the created container, then no longer needed
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (w *warmPool) adopt(ctx context.Context, ws *warmSandbox, srv *config.Serve
 		if err != nil {
 			return err.Error()
 		}
-		fp, err := w.d.launcher.Fingerprint(ctx, spec, srv.Image)
+		fp, err := w.d.launcher.Fingerprint(pullsCounted(ctx, srv, params), spec, srv.Image)
 		if err != nil {
 			return err.Error()
 		}

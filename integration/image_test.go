@@ -353,6 +353,99 @@ func TestStalledPullHoldsNoOtherImage(t *testing.T) {
 	d.waitClean("the image sessions")
 }
 
+// TestUsersPullsAreBounded: a pull goes on after the session that started
+// it, for up to 10 minutes, so a user allowed a registry they control
+// (user_images) could leave a pull of every image name it stalls on
+// running, unbounded (left in an earlier note). Pulls of images a user's
+// own servers named are bounded per user (sandbox.MaxUserPulls, 4): past
+// it a session is refused at once, saying why; a pull another session
+// already started is shared, not counted; the administrator's images are
+// not counted.
+func TestUsersPullsAreBounded(t *testing.T) {
+	setup(t)
+	uid, _ := testUser(t)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	open := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	var mu sync.Mutex
+	asked := map[string]bool{} // tags (and digests) whose manifest was asked for
+	tagsAsked := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(asked)
+	}
+	// Every manifest and layer waits for release.
+	stall := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, tag, ok := strings.Cut(r.URL.Path, "/manifests/"); ok {
+				mu.Lock()
+				asked[tag] = true
+				mu.Unlock()
+			}
+			if strings.Contains(r.URL.Path, "/manifests/") || strings.Contains(r.URL.Path, "/blobs/") {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	host := serveRegistryWith(t, "mcpcage/stalled", "v1", buildImage(t, map[string]any{"Env": []string{"PATH=/bin"}}), stall)
+	ref := func(tag string) string { return host + "/mcpcage/stalled:" + tag }
+	d := startDaemon(t, fmt.Sprintf("[daemon]\nwarm_sandboxes = 0\nuser_images = [%q]\n[servers.adm]\nimage = %q\ncommand = [\"testserver\"]\n",
+		host+"/mcpcage/*", ref("admin")))
+	d.openToOtherUsers(t)
+	const bound = 4 // sandbox.MaxUserPulls
+	for i := 1; i <= bound+1; i++ {
+		if out, err := d.cli(t, uid, "server", "add", fmt.Sprintf("p%d", i), "--image", ref(fmt.Sprintf("v%d", i))); err != nil {
+			t.Fatalf("server add as the user: %v %s", err, out)
+		}
+	}
+	asUser := func(name string) *rawSession {
+		d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+		defer func() { d.shimCred = nil }()
+		return startRaw(t, d.shimCmd(name))
+	}
+	var held []*rawSession
+	for i := 1; i <= bound; i++ {
+		held = append(held, asUser(fmt.Sprintf("p%d", i)))
+	}
+	held = append(held, asUser("p1")) // shares p1's pull
+	testenv.WaitFor(t, fmt.Sprintf("%d pulls under way", bound), 30*time.Second, func() (bool, string) {
+		return tagsAsked() == bound, fmt.Sprintf("%d tags asked for\n%s", tagsAsked(), d.log.String())
+	})
+	over := asUser(fmt.Sprintf("p%d", bound+1))
+	if code := over.wait(); code == 0 || !strings.Contains(over.stderr.String(), "still under way") || !strings.Contains(over.stderr.String(), "at most 4") {
+		t.Fatalf("a session past the user's pulls: exit %d, stderr %q; want it refused saying why", code, over.stderr.String())
+	}
+	if n := tagsAsked(); n != bound {
+		t.Fatalf("%d images asked for of the registry, want %d: the refused session pulled", n, bound)
+	}
+	// The administrator's image is not the user's to count.
+	admin := startRaw(t, d.shimCmd("adm"))
+	testenv.WaitFor(t, "the administrator's image to be pulled", 30*time.Second, func() (bool, string) {
+		return tagsAsked() == bound+1, fmt.Sprintf("%d tags asked for", tagsAsked())
+	})
+	// Once the registry answers, the pulls end and the user may pull again.
+	open()
+	for _, r := range append(held, admin) {
+		_ = r.in.Close()
+		r.wait()
+	}
+	again := asUser(fmt.Sprintf("p%d", bound+1))
+	again.wait()
+	mu.Lock()
+	pulled := asked[fmt.Sprintf("v%d", bound+1)]
+	mu.Unlock()
+	if strings.Contains(again.stderr.String(), "still under way") || !pulled {
+		t.Fatalf("the user's session once the pulls ended: stderr %q, its image asked for %v; want it pulled", again.stderr.String(), pulled)
+	}
+	d.waitClean("the image sessions")
+}
+
 // TestImageOfANewContainerIsKept: a pass of the unused-image collector
 // that listed the containers before a session took the image, made its
 // container and let go of it, must not remove the image from under that

@@ -25,6 +25,30 @@ const LabelPulled = "io.mcpcage.pulled"
 // bytes ends with an error naming it after this long.
 var PullTimeout = 10 * time.Minute
 
+// MaxUserPulls bounds the pulls of images a user named (a server of
+// their own: see [PullsCountedFor]) under way at once, per user. A pull
+// goes on after the session that started it ends, for up to
+// [PullTimeout], so a user's session bound does not bound pulls: a user
+// allowed any registry could otherwise leave a pull of every image a
+// stalling registry of theirs names running.
+const MaxUserPulls = 4
+
+// pullOwnerKey is the context key of [PullsCountedFor].
+type pullOwnerKey struct{}
+
+// PullsCountedFor marks the image pulls that ctx starts as asked for by
+// user uid, whose own server named the image: they count toward
+// [MaxUserPulls]. Pulls of the administrator's images are not counted.
+func PullsCountedFor(ctx context.Context, uid uint32) context.Context {
+	return context.WithValue(ctx, pullOwnerKey{}, uid)
+}
+
+// pullOwner is the user ctx's pulls count for (ok false: none).
+func pullOwner(ctx context.Context) (uid uint32, ok bool) {
+	uid, ok = ctx.Value(pullOwnerKey{}).(uint32)
+	return uid, ok
+}
+
 // imageUse keeps taking images for sandboxes and removing unused ones
 // apart, reference by reference: a slow registry holds the sessions of
 // its own image only, never another image's or the collector.
@@ -33,6 +57,7 @@ type imageUse struct {
 	taking   map[string]int           // references being taken for a sandbox
 	pulls    map[string]*pull         // pulls under way, shared by their takers
 	removing map[string]chan struct{} // references being removed; closed once gone
+	byUser   map[uint32]int           // pulls under way that users' own servers started
 }
 
 type pull struct {
@@ -40,6 +65,9 @@ type pull struct {
 	img  containerd.Image
 	err  error
 }
+
+// errUserPulls: the user has MaxUserPulls pulls under way already.
+var errUserPulls = errors.New("pulls of images your own servers named are still under way")
 
 // take marks ref as being taken, once no removal of it is under way. The
 // release it returns ends the mark.
@@ -119,7 +147,10 @@ func (l *Launcher) image(ctx context.Context, ref string) (_ containerd.Image, _
 	if !errdefs.IsNotFound(err) {
 		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
 	}
-	p := l.pull(ref)
+	p, err := l.pull(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
@@ -131,13 +162,24 @@ func (l *Launcher) image(ctx context.Context, ref string) (_ containerd.Image, _
 	return p.img, release, nil
 }
 
-// pull returns ref's pull under way, starting one when none is.
-func (l *Launcher) pull(ref string) *pull {
+// pull returns ref's pull under way, starting one when none is (one a
+// user asks for within MaxUserPulls of theirs: see PullsCountedFor).
+func (l *Launcher) pull(ctx context.Context, ref string) (*pull, error) {
 	u := &l.images
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if p := u.pulls[ref]; p != nil {
-		return p
+		return p, nil
+	}
+	owner, counted := pullOwner(ctx)
+	if counted {
+		if n := u.byUser[owner]; n >= MaxUserPulls {
+			return nil, fmt.Errorf("image %s is not pulled yet, and %d %w (at most %d at a time; each ends within %s, or at once when its registry answers): try again once one has ended", ref, n, errUserPulls, MaxUserPulls, PullTimeout)
+		}
+		if u.byUser == nil {
+			u.byUser = map[uint32]int{}
+		}
+		u.byUser[owner]++
 	}
 	if u.pulls == nil {
 		u.pulls = map[string]*pull{}
@@ -165,10 +207,15 @@ func (l *Launcher) pull(ref string) *pull {
 		if u.taking[ref]--; u.taking[ref] == 0 {
 			delete(u.taking, ref)
 		}
+		if counted {
+			if u.byUser[owner]--; u.byUser[owner] <= 0 {
+				delete(u.byUser, owner)
+			}
+		}
 		u.mu.Unlock()
 		close(p.done)
 	}()
-	return p
+	return p, nil
 }
 
 // AfterContainersListed, when set (the daemon's failpoints only: see
