@@ -28,10 +28,17 @@ type Consent struct {
 	Pin string `json:"pin,omitempty"`
 	// Request, when set, is the digest of the one request the user
 	// allowed (method, target and arguments): "allow once".
-	Request   string     `json:"request,omitempty"`
-	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	RevokedBy string     `json:"revoked_by,omitempty"`
-	Reason    string     `json:"revoke_reason,omitempty"`
+	Request string `json:"request,omitempty"`
+	// Definition is the definition of the server the record was given
+	// for: "" the administrator's server of that name, otherwise the
+	// digest of the user's own server as it was then defined. The record
+	// covers no session of another definition of the name: a user's
+	// server defined anew, added where the administrator's was, or
+	// running from before it was defined anew.
+	Definition string     `json:"definition,omitempty"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy  string     `json:"revoked_by,omitempty"`
+	Reason     string     `json:"revoke_reason,omitempty"`
 }
 
 // Active reports whether the record can allow anything at t.

@@ -395,7 +395,7 @@ func (p *sessionPolicy) applyAnswer(method string, q asked, a api.Answer, outcom
 	if err != nil {
 		return deny(promptDenied, string(a), err.Error())
 	}
-	d.book.Forget(q.target, q.digest)
+	d.book.Forget(q.target, q.digest, p.srv.Definition)
 	if rec == nil {
 		return deny(promptDenied, string(a), fmt.Sprintf("%s denied it when asked", s.user))
 	}
@@ -530,8 +530,8 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	default:
 		return nil, fmt.Errorf("unknown answer %q", g.answer)
 	}
-	still := func() error { return d.sameDefinition(g.uid, t.Server, g.definition) }
-	if err := d.storeConsent(r, g.by, still); err != nil {
+	bind := func() (string, error) { return g.definition, d.sameDefinition(g.uid, t.Server, g.definition) }
+	if err := d.storeConsent(r, g.by, bind); err != nil {
 		return nil, err
 	}
 	d.consentChanged(r.User, r.Agent, r.Server)

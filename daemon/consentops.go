@@ -146,7 +146,11 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 		n := g.MaxCalls
 		r.MaxCalls = &n
 	}
-	if err := d.storeConsent(r, caller, nil); err != nil {
+	// Bound to the server as it is defined where no server changes: a
+	// server removed since the check above is refused, and one defined
+	// anew gets a record only its new definition's sessions use.
+	bind := func() (string, error) { return d.currentDefinition(tp.UID, g.Server) }
+	if err := d.storeConsent(r, caller, bind); err != nil {
 		return nil, err
 	}
 	d.log.Info("consent granted", "consent", r.ID, "user", r.User, "agent", r.Agent, "server", r.Server, "tools", r.Tools,
@@ -165,16 +169,17 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 // oldest inactive ones pruned (found by a red-team helper's review: answers
 // went around the bound of grants).
 //
-// still, when set, runs where no server changes (serverChange): an error
-// from it keeps the consent from being stored.
-func (d *Daemon) storeConsent(r *consent.Record, by string, still func() error) error {
+// bind runs where no server changes (serverChange) and returns the server
+// definition the record is for (Record.Definition); an error from it
+// keeps the consent from being stored.
+func (d *Daemon) storeConsent(r *consent.Record, by string, bind func() (string, error)) error {
 	d.serverChange.RLock()
 	defer d.serverChange.RUnlock()
-	if still != nil {
-		if err := still(); err != nil {
-			return err
-		}
+	def, err := bind()
+	if err != nil {
+		return err
 	}
+	r.Definition = def
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}
@@ -213,22 +218,64 @@ var errServerChanged = errors.New("was removed or defined anew by its user since
 // question and the answer, or while an administrator's approval was
 // being kept, and the consent would cover the new one.
 func (d *Daemon) sameDefinition(uid uint32, name, definition string) error {
-	now := ""
-	if _, admin := d.conf().Servers[name]; !admin {
-		if d.userServers == nil {
-			now = "none"
-		} else if stored, err := d.userServers.Stored(uid, name); errors.Is(err, userservers.ErrNotFound) {
-			now = "none"
-		} else if err != nil {
-			return fmt.Errorf("server %s could not be read to check that it is the one the request was made to: %w", name, err)
-		} else {
-			now = userservers.Digest(stored)
-		}
-	}
-	if now != definition {
+	now, err := d.currentDefinition(uid, name)
+	if errors.Is(err, errNoSuchServer) || (err == nil && now != definition) {
 		return fmt.Errorf("server %s %w: an answer for its earlier definition is not kept; the agent can make the request again", name, errServerChanged)
 	}
-	return nil
+	return err
+}
+
+// errNoSuchServer: user uid has no server of that name.
+var errNoSuchServer = errors.New("no such server")
+
+// currentDefinition is the definition of server name that user uid's
+// sessions run now (config.Server.Definition): "" for the administrator's
+// server, the digest of the user's own as stored.
+func (d *Daemon) currentDefinition(uid uint32, name string) (string, error) {
+	if _, admin := d.conf().Servers[name]; admin {
+		return "", nil
+	}
+	if d.userServers == nil {
+		return "", fmt.Errorf("server %s: %w", name, errNoSuchServer)
+	}
+	stored, err := d.userServers.Stored(uid, name)
+	if errors.Is(err, userservers.ErrNotFound) {
+		return "", fmt.Errorf("server %s was removed meanwhile: %w", name, errNoSuchServer)
+	}
+	if err != nil {
+		return "", fmt.Errorf("server %s could not be read to bind the consent to its definition: %w", name, err)
+	}
+	return userservers.Digest(stored), nil
+}
+
+// bindUnboundConsents binds the consents stored before consents were
+// bound to a server's definition to the definition each user's server of
+// that name has now (consent.Store.BindUnbound): what they would have
+// covered at this moment, and no later definition. A user or server that
+// no longer exists binds to the administrator's server of that name ("").
+func (d *Daemon) bindUnboundConsents() {
+	n, err := d.consents.Store().BindUnbound(func(name, server string) (string, error) {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return "", nil
+		}
+		uid, err := strconv.ParseUint(u.Uid, 10, 32)
+		if err != nil {
+			return "", nil
+		}
+		def, err := d.currentDefinition(uint32(uid), server)
+		if errors.Is(err, errNoSuchServer) {
+			return "", nil
+		}
+		return def, err
+	})
+	if n > 0 {
+		d.log.Info("consents made before consents were bound to a server's definition are bound to the definition their server has now", "count", n)
+		d.consents.Invalidate()
+	}
+	if err != nil {
+		d.log.Error("consents left unbound: they allow nothing until they are granted again", "err", err)
+	}
 }
 
 // heldBackWithdrawal is the reason a consent given by an answer is

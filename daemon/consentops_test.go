@@ -1,12 +1,14 @@
 package daemon
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/ask"
 	"github.com/mcpcage/mcpcage/daemon/consent"
+	"github.com/mcpcage/mcpcage/daemon/userservers"
 )
 
 // A user's consents live on root's disk: one grant, the consents one
@@ -68,5 +70,43 @@ func TestGrantBounds(t *testing.T) {
 	}
 	if _, err := d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Tools: []string{"list_*"}}); err != nil {
 		t.Fatalf("a grant after a revocation made room: %v", err)
+	}
+}
+
+// TestBindUnboundConsents: consents stored before consents were bound to
+// a server's definition are bound, at the daemon's start, to the
+// definition their user's server of that name has then: the user's own
+// server's digest, or the administrator's ("") for an administrator's
+// server, a server that no longer exists and a user that no longer does.
+func TestBindUnboundConsents(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	us, err := userservers.Open(filepath.Join(t.TempDir(), "userservers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.userServers = us
+	mine := userservers.Server{Command: []string{"x"}}
+	if _, err := us.Put(0, "mine", mine); err != nil {
+		t.Fatal(err)
+	}
+	add := func(user, server string) string {
+		r := &consent.Record{User: user, Agent: "cd", Server: server, Tools: []string{"a"}, CreatedBy: "root", Via: "cli", Definition: consent.Unbound}
+		if err := d.consents.Store().Add(r); err != nil {
+			t.Fatal(err)
+		}
+		return r.ID
+	}
+	want := map[string]string{
+		add("root", "mine"):                      userservers.Digest(mine),
+		add("root", "gh"):                        "",
+		add("root", "gone"):                      "",
+		add("mcpcage-no-such-user-here", "mine"): "",
+	}
+	d.bindUnboundConsents()
+	for id, def := range want {
+		r, err := d.consents.Store().Get(id)
+		if err != nil || r.Definition != def {
+			t.Errorf("consent %s of %s for %s: definition %q (%v), want %q", id, r.User, r.Server, r.Definition, err, def)
+		}
 	}
 }

@@ -157,6 +157,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	if err := d.openAudit(); err != nil {
 		return nil, err
 	}
+	d.bindUnboundConsents()
 	// Consents answered for one session of a previous run allow nothing
 	// now: revoke them, so they are not listed as active.
 	if recs, err := d.consents.Store().RevokeSessionBound("mcpcaged", "its session ended (mcpcaged restarted)"); err != nil {

@@ -344,6 +344,9 @@ func consentGrantRecord(r *consent.Record, by string) audit.Record {
 	if r.Pin != "" {
 		rec["pin"] = r.Pin
 	}
+	if r.Definition != "" {
+		rec["definition"] = r.Definition // the user's own server, as then defined
+	}
 	return rec
 }
 

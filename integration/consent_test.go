@@ -727,3 +727,76 @@ func pendingEcho(t *testing.T, d *daemon, server string, uid int) string {
 	}
 	return m[1]
 }
+
+// TestConsentCoversOnlyItsServersDefinition: a consent is for the program
+// it was given for, not for the name (found by a red-team helper of
+// TestAnswerForAChangedServerIsNotKept). Under consents_by = "admin" an
+// agent with a shell could:
+//   - keep a session of one program of its own server running, define the
+//     server anew as a program an administrator would allow, and use the
+//     grant the administrator then gave in the old session;
+//   - define a server of its own under the name of an administrator's
+//     server that was removed, and use the grants given for that one.
+//
+// Each consent now carries the definition of the server it was given for
+// (api.Consent.Definition); a session of another definition of the name
+// is not covered, and says why.
+func TestConsentCoversOnlyItsServersDefinition(t *testing.T) {
+	uid, d := adminConsentsDaemon(t, "deny")
+	testserver := filepath.Join(env.bin, "testserver")
+	add := func(name string, args ...string) {
+		t.Helper()
+		if out, err := d.cli(t, uid, append([]string{"server", "add", name}, args...)...); err != nil {
+			t.Fatalf("server add as the user: %v %s", err, out)
+		}
+	}
+	grant := func(server string) {
+		t.Helper()
+		d.mustCLI(t, "grant", "--agent", "itest", "--server", server, "--tool", "echo", "--user", "mcpcage-itest")
+	}
+	echo := func(c *mcpClient) (string, bool) {
+		t.Helper()
+		return callText(t, c, "echo", map[string]any{"text": "hi"})
+	}
+
+	t.Run("a session of the definition before", func(t *testing.T) {
+		add("mine", "--env", "PROGRAM=the agent's", "--", testserver)
+		stale := d.connectAs(t, "mine", uid)
+		toolNames(t, stale)
+		add("mine", "--env", "PROGRAM=one the administrator allows", "--", testserver)
+		grant("mine")
+		current := d.connectAs(t, "mine", uid)
+		if got, isErr := echo(current); isErr || got != "hi" {
+			t.Fatalf("the granted call of the server as defined now: %q (isError %v)", got, isErr)
+		}
+		if got, isErr := echo(stale); !isErr || !strings.Contains(got, "another definition of server mine") {
+			t.Fatalf("a call of the session that ran the server's earlier definition: %q (isError %v), want it refused saying why", got, isErr)
+		}
+		var recs []api.Consent
+		must(t, json.Unmarshal([]byte(d.mustCLI(t, "consents", "--json", "--all", "--server", "mine")), &recs), "consents --json")
+		if len(recs) != 1 || len(recs[0].Definition) != 64 {
+			t.Fatalf("consents for mine: %+v, want one bound to the digest of the server's definition", recs)
+		}
+		d.record(t, "consent.grant", func(r map[string]any) bool {
+			return str(r, "consent") == recs[0].ID && str(r, "definition") == recs[0].Definition
+		})
+	})
+
+	t.Run("the user's own server where the administrator's was", func(t *testing.T) {
+		base, err := os.ReadFile(d.config)
+		must(t, err, "read config")
+		d.reloadTo(t, append(append([]byte(nil), base...), fmt.Sprintf("\n[servers.adm]\ncommand = [%q]\n", testserver)...))
+		grant("adm")
+		c := d.connectAs(t, "adm", uid)
+		if got, isErr := echo(c); isErr || got != "hi" {
+			t.Fatalf("the granted call of the administrator's server: %q (isError %v)", got, isErr)
+		}
+		_ = c.Close()
+		d.reloadTo(t, base) // the administrator removes it
+		add("adm", "--env", "PROGRAM=the agent's", "--", testserver)
+		c = d.connectAs(t, "adm", uid)
+		if got, isErr := echo(c); !isErr || !strings.Contains(got, "the administrator's server adm") {
+			t.Fatalf("a call of the user's own server named as the administrator's was: %q (isError %v), want it refused saying why", got, isErr)
+		}
+	})
+}

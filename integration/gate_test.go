@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +61,18 @@ func (g failpointGate) waitReached(t *testing.T, what string, diag func() string
 			return err == nil, fmt.Sprint(err)
 		}
 		return false, diag()
+	})
+}
+
+// reloadTo writes cfg as the daemon's configuration and has it reloaded
+// (SIGHUP), waiting until it says it did.
+func (d *daemon) reloadTo(t *testing.T, cfg []byte) {
+	t.Helper()
+	n := strings.Count(d.log.String(), `msg="configuration reloaded"`)
+	must(t, os.WriteFile(d.config, cfg, 0o644), "edit config")
+	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
+	testenv.WaitFor(t, "the reload", 20*time.Second, func() (bool, string) {
+		return strings.Count(d.log.String(), `msg="configuration reloaded"`) > n, d.log.String()
 	})
 }
 

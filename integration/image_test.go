@@ -476,15 +476,7 @@ func TestImageOfANewContainerIsKept(t *testing.T) {
 	d.waitClean("the first session")
 	cfg, err := os.ReadFile(d.config)
 	must(t, err, "read config")
-	reload := func(body string) {
-		t.Helper()
-		before := strings.Count(d.log.String(), `msg="configuration reloaded"`)
-		must(t, os.WriteFile(d.config, []byte(body), 0o644), "write config")
-		must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
-		testenv.WaitFor(t, "the reload", 20*time.Second, func() (bool, string) {
-			return strings.Count(d.log.String(), `msg="configuration reloaded"`) > before, d.log.String()
-		})
-	}
+	reload := func(body string) { d.reloadTo(t, []byte(body)) }
 	// The server is removed: a pass lists the containers (none uses the
 	// image) and is held there.
 	gate.arm(t)

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -209,12 +208,7 @@ func TestSessionMovedToTheAdminsServerLetsTheRemovedPinsGo(t *testing.T) {
 	}
 	cfg, err := os.ReadFile(d.config)
 	must(t, err, "read config")
-	n := strings.Count(d.log.String(), `msg="configuration reloaded"`)
-	must(t, os.WriteFile(d.config, append(cfg, fmt.Sprintf("\n[servers.mine]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver"))...), 0o644), "edit config")
-	must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
-	testenv.WaitFor(t, "the reload", 10*time.Second, func() (bool, string) {
-		return strings.Count(d.log.String(), `msg="configuration reloaded"`) > n, "not yet"
-	})
+	d.reloadTo(t, append(cfg, fmt.Sprintf("\n[servers.mine]\ncommand = [%q]\n", filepath.Join(env.bin, "testserver"))...))
 	if r := run.pass(t); !r.OK {
 		t.Fatalf("reply %+v, want the session started under the administrator's server", r)
 	}

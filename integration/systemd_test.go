@@ -226,15 +226,7 @@ func TestSessionStartsUnderTheConfigurationOfItsStart(t *testing.T) {
 	d := startDaemon(t, server("127.0.0.1:1111"))
 	base, err := os.ReadFile(d.config)
 	must(t, err, "read config")
-	reloadTo := func(cfg []byte) {
-		t.Helper()
-		n := strings.Count(d.log.String(), `msg="configuration reloaded"`)
-		must(t, os.WriteFile(d.config, cfg, 0o644), "edit config")
-		must(t, d.cmd.Process.Signal(syscall.SIGHUP), "SIGHUP")
-		testenv.WaitFor(t, "the reload", 10*time.Second, func() (bool, string) {
-			return strings.Count(d.log.String(), `msg="configuration reloaded"`) > n, "not yet"
-		})
-	}
+	reloadTo := func(cfg []byte) { d.reloadTo(t, cfg) }
 	// admitThenReload sends a run request, lets the daemon admit it and
 	// ask for the files, reloads to cfg, then passes the files.
 	admitThenReload := func(cfg []byte) *api.Reply {

@@ -272,3 +272,34 @@ func TestBookDropsAServersPending(t *testing.T) {
 		t.Fatal("a dropped request kept its id")
 	}
 }
+
+// TestBookKeepsDefinitionsApart: the same request from sessions of two
+// definitions of a server is two pending requests (found by a red-team
+// helper: merged, the second kept the first's definition, and an approval
+// made for the server as defined now was refused).
+func TestBookKeepsDefinitionsApart(t *testing.T) {
+	b := NewBook()
+	now := time.Now()
+	target := Target{User: "alice", Agent: "claude", Server: "mine", Kind: "tool", Name: "a"}
+	keep := func(def string) Pending {
+		p, ok := b.Keep(Pending{Target: target, UID: 1000, Digest: "r1", Definition: def}, now, time.Hour)
+		if !ok {
+			t.Fatal("not kept")
+		}
+		return p
+	}
+	old, cur := keep("d1"), keep("d2")
+	if old.ID == cur.ID || cur.Definition != "d2" {
+		t.Fatalf("requests of two definitions: %s (%s) and %s (%s), want two entries", old.ID, old.Definition, cur.ID, cur.Definition)
+	}
+	if again := keep("d2"); again.ID != cur.ID || again.Attempts != 2 {
+		t.Fatalf("the same request of one definition again: %s, %d attempts; want %s, 2", again.ID, again.Attempts, cur.ID)
+	}
+	b.Forget(target, "r1", "d1")
+	if _, ok := b.Take(old.ID, 1000, false, now); ok {
+		t.Fatal("forgotten, the old definition's request is still pending")
+	}
+	if p, ok := b.Take(cur.ID, 1000, false, now); !ok || p.Definition != "d2" {
+		t.Fatalf("the new definition's request: %+v %v", p, ok)
+	}
+}

@@ -31,11 +31,14 @@ type Pending struct {
 	Definition string
 }
 
-// pendingKey: one pending entry per target and request (other arguments
-// are another request, with an id of its own).
+// pendingKey: one pending entry per target, request and server
+// definition (other arguments are another request, with an id of its
+// own; so is the same request from a session of another definition of
+// the server, which an approval of the first must not answer).
 type pendingKey struct {
-	t      Target
-	digest string
+	t          Target
+	digest     string
+	definition string
 }
 
 // Book holds the pending requests and the user's refusals (a "deny"
@@ -67,7 +70,7 @@ func (b *Book) Keep(p Pending, now time.Time, ttl time.Duration) (_ Pending, ok 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.expire(now)
-	key := pendingKey{p.Target, p.Digest}
+	key := pendingKey{p.Target, p.Digest, p.Definition}
 	if id, has := b.byKey[key]; has {
 		// The same request again: what the user sees of it stays as it
 		// was first kept.
@@ -125,16 +128,17 @@ func (b *Book) Take(id string, uid uint32, all bool, now time.Time) (Pending, bo
 		return Pending{}, false
 	}
 	delete(b.pending, id)
-	delete(b.byKey, pendingKey{e.Target, e.Digest})
+	delete(b.byKey, pendingKey{e.Target, e.Digest, e.Definition})
 	return *e, true
 }
 
-// Forget drops the pending request for t and digest, if any (it was
-// answered in the client after all).
-func (b *Book) Forget(t Target, digest string) {
+// Forget drops the pending request for t and digest from a session of
+// server definition definition, if any (it was answered in the client
+// after all).
+func (b *Book) Forget(t Target, digest, definition string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	k := pendingKey{t, digest}
+	k := pendingKey{t, digest, definition}
 	if id, ok := b.byKey[k]; ok {
 		delete(b.pending, id)
 		delete(b.byKey, k)
@@ -151,7 +155,7 @@ func (b *Book) DropServer(user, server string) int {
 	for id, e := range b.pending {
 		if e.Target.User == user && e.Target.Server == server {
 			delete(b.pending, id)
-			delete(b.byKey, pendingKey{e.Target, e.Digest})
+			delete(b.byKey, pendingKey{e.Target, e.Digest, e.Definition})
 			n++
 		}
 	}
@@ -203,7 +207,7 @@ func (b *Book) expire(now time.Time) {
 	for id, e := range b.pending {
 		if !now.Before(e.Expires) {
 			delete(b.pending, id)
-			delete(b.byKey, pendingKey{e.Target, e.Digest})
+			delete(b.byKey, pendingKey{e.Target, e.Digest, e.Definition})
 		}
 	}
 	for t, until := range b.refused {

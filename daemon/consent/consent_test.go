@@ -203,7 +203,7 @@ func TestConditionInDecision(t *testing.T) {
 	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "condition") {
 		t.Fatalf("condition false: %+v", d)
 	}
-	if !e.Visible("alice", "claude-desktop", "github", "", KindTool, "create_issue", time.Now()) {
+	if !e.Visible("alice", "claude-desktop", "github", "", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("conditional grant hides the tool from tools/list")
 	}
 }
@@ -344,6 +344,8 @@ func TestSessionAndPinBinding(t *testing.T) {
 	e := NewEngine(s)
 	grant(t, s, Record{Tools: []string{"create_issue"}, Session: "s1"})
 	pinned := grant(t, s, Record{Tools: []string{"delete_repo"}, Pin: "aaaa1111"})
+	own := grant(t, s, Record{Tools: []string{"push"}, Definition: "d1d1d1d1"})
+	admins := grant(t, s, Record{Tools: []string{"pull"}})
 	tests := []struct {
 		name       string
 		q          Query
@@ -356,6 +358,12 @@ func TestSessionAndPinBinding(t *testing.T) {
 		{"the pinned definition", Query{Name: "delete_repo", Pin: "aaaa1111"}, true, ""},
 		{"another definition", Query{Name: "delete_repo", Pin: "bbbb2222"}, false, pinned.ID + " was given for another definition"},
 		{"definition unknown", Query{Name: "delete_repo"}, false, "another definition"},
+		// The server's definition (config.Server.Definition).
+		{"the user's server as granted", Query{Name: "push", Definition: "d1d1d1d1"}, true, ""},
+		{"the user's server defined anew", Query{Name: "push", Definition: "d2d2d2d2"}, false, own.ID + " was given for another definition of server github"},
+		{"the administrator's server of the name", Query{Name: "push"}, false, "a user's own server named github, not the administrator's"},
+		{"a user's own server where the administrator's was", Query{Name: "pull", Definition: "d1d1d1d1"}, false, admins.ID + " was given for the administrator's server github"},
+		{"the administrator's server as granted", Query{Name: "pull"}, true, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -367,11 +375,71 @@ func TestSessionAndPinBinding(t *testing.T) {
 			}
 		})
 	}
-	if e.Visible("alice", "claude-desktop", "github", "s2", KindTool, "create_issue", time.Now()) {
+	if e.Visible("alice", "claude-desktop", "github", "s2", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("a record of session s1 makes the tool visible in session s2")
 	}
-	if !e.Visible("alice", "claude-desktop", "github", "s1", KindTool, "create_issue", time.Now()) {
+	if !e.Visible("alice", "claude-desktop", "github", "s1", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("a record of session s1 does not make the tool visible in s1")
+	}
+	if e.Visible("alice", "claude-desktop", "github", "s1", "d2d2d2d2", KindTool, "push", time.Now()) {
+		t.Fatal("a record of one definition of the server makes the tool visible in a session of another")
+	}
+	if !e.Visible("alice", "claude-desktop", "github", "s1", "d1d1d1d1", KindTool, "push", time.Now()) {
+		t.Fatal("a record of a definition of the server does not make the tool visible in its session")
+	}
+}
+
+// TestBindUnbound: records made before records were bound to a server
+// definition (the migration gives them Unbound) cover nothing until
+// BindUnbound binds them to the definition their server has now; a pair
+// whose definition cannot be read stays unbound, the others are bound.
+func TestBindUnbound(t *testing.T) {
+	s := openStore(t)
+	e := NewEngine(s)
+	mine := grant(t, s, Record{Server: "mine", Tools: []string{"a"}})
+	adm := grant(t, s, Record{Server: "adm", Tools: []string{"a"}})
+	broken := grant(t, s, Record{User: "bob", Server: "mine", Tools: []string{"a"}})
+	if _, err := s.db.Exec(`UPDATE consents SET definition = ?`, Unbound); err != nil {
+		t.Fatal(err)
+	}
+	e.Invalidate()
+	allowed := func(user, server, def string) bool {
+		return e.Decide(Query{User: user, Agent: "claude-desktop", Server: server, Kind: KindTool, Name: "a", Definition: def, Now: time.Now()}).Allow
+	}
+	for _, def := range []string{"", "d1"} {
+		if allowed("alice", "mine", def) || allowed("alice", "adm", def) {
+			t.Fatalf("an unbound record covers a session of definition %q", def)
+		}
+	}
+	n, err := s.BindUnbound(func(user, server string) (string, error) {
+		switch {
+		case user == "bob":
+			return "", os.ErrPermission
+		case server == "mine":
+			return "d1", nil
+		}
+		return "", nil
+	})
+	if n != 2 || err == nil || !strings.Contains(err.Error(), "bob") {
+		t.Fatalf("BindUnbound = %d, %v; want 2 bound and an error naming bob's", n, err)
+	}
+	e.Invalidate()
+	for _, tc := range []struct {
+		user, server, def string
+		want              bool
+	}{
+		{"alice", "mine", "d1", true}, {"alice", "mine", "d2", false}, {"alice", "mine", "", false},
+		{"alice", "adm", "", true}, {"alice", "adm", "d1", false},
+		{"bob", "mine", "d1", false}, {"bob", "mine", "", false},
+	} {
+		if got := allowed(tc.user, tc.server, tc.def); got != tc.want {
+			t.Errorf("%s's %s, definition %q: allowed %v, want %v", tc.user, tc.server, tc.def, got, tc.want)
+		}
+	}
+	for id, want := range map[string]string{mine.ID: "d1", adm.ID: "", broken.ID: Unbound} {
+		if r, err := s.Get(id); err != nil || r.Definition != want {
+			t.Errorf("record %s: definition %q (%v), want %q", id, r.Definition, err, want)
+		}
 	}
 }
 

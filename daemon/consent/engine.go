@@ -68,6 +68,10 @@ type Query struct {
 	// the tool it was shown ("" when unknown). A record made for one
 	// session, or for one definition, covers no other.
 	Session, Pin string
+	// Definition is the definition of the server the session runs
+	// (config.Server.Definition): a record given for another covers
+	// nothing (see Record.Definition).
+	Definition string
 	// Digest returns the digest of the request (method, target,
 	// arguments) for records that allow one request only; computed only
 	// when such a record is considered.
@@ -189,6 +193,10 @@ func (e *Engine) Decide(q Query) Decision {
 		if !Covers(r, q.Kind, q.Name) || (r.Session != "" && r.Session != q.Session) {
 			continue
 		}
+		if r.Definition != q.Definition {
+			reasons = append(reasons, fmt.Sprintf("consent %s was given for %s", r.ID, definitionText(r.Definition, q.Definition, q.Server)))
+			continue
+		}
 		if r.Request != "" && (q.Digest == nil || q.Digest() != r.Request) {
 			reasons = append(reasons, fmt.Sprintf("consent %s allows one request with other arguments", r.ID))
 			continue
@@ -257,13 +265,13 @@ func (e *Engine) ArgNames(user, agent, server string) []string {
 // conditions (they depend on arguments) and without using budget: what
 // tools/list shows.
 // A record made for another session does not count.
-func (e *Engine) Visible(user, agent, server, session string, k Kind, name string, now time.Time) bool {
+func (e *Engine) Visible(user, agent, server, session, definition string, k Kind, name string, now time.Time) bool {
 	es, err := e.entries(triple{user, agent, server})
 	if err != nil {
 		return false
 	}
 	for _, en := range es {
-		if Covers(en.rec, k, name) && en.rec.Active(now) && (en.rec.Session == "" || en.rec.Session == session) {
+		if Covers(en.rec, k, name) && en.rec.Active(now) && (en.rec.Session == "" || en.rec.Session == session) && en.rec.Definition == definition {
 			return true
 		}
 	}
@@ -281,4 +289,19 @@ func (e *Engine) NextExpiry(user, agent, server string, now time.Time) time.Time
 		}
 	}
 	return next
+}
+
+// definitionText says which server a record's definition (def) names,
+// for the reason it does not cover a session of definition of server:
+// another program runs under that name.
+func definitionText(def, session, server string) string {
+	switch {
+	case def == Unbound:
+		return "server " + server + " before consents were bound to a server's definition, and mcpcaged could not bind it"
+	case def == "":
+		return "the administrator's server " + server + ", not this user's own server of that name"
+	case session == "":
+		return "a user's own server named " + server + ", not the administrator's"
+	}
+	return fmt.Sprintf("another definition of server %s (%.12s): it was defined anew since, or this session ran before it was", server, def)
 }

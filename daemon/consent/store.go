@@ -45,7 +45,15 @@ var migrations = []string{
 	`ALTER TABLE consents ADD COLUMN session TEXT NOT NULL DEFAULT '';
 	ALTER TABLE consents ADD COLUMN pin TEXT NOT NULL DEFAULT '';
 	ALTER TABLE consents ADD COLUMN request TEXT NOT NULL DEFAULT '';`,
+	// The server definition a record was given for (Record.Definition);
+	// records made before carry Unbound until BindUnbound binds them.
+	`ALTER TABLE consents ADD COLUMN definition TEXT NOT NULL DEFAULT '` + Unbound + `';`,
 }
+
+// Unbound is the Definition of a record made before records were bound
+// to a server definition: it covers nothing until [Store.BindUnbound]
+// binds it.
+const Unbound = "?unbound"
 
 // Store is the consent database.
 type Store struct {
@@ -205,9 +213,9 @@ func (s *Store) Add(r *Record) error {
 	res, _ := json.Marshal(nonNil(r.Resources))
 	prompts, _ := json.Marshal(nonNil(r.Prompts))
 	_, err := s.db.Exec(`INSERT INTO consents(id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls,
-		created_at, created_by, granted_via, session, pin, request) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		created_at, created_by, granted_via, session, pin, request, definition) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.User, r.Agent, r.Server, string(tools), string(res), string(prompts), r.When, unixMilli(r.ExpiresAt), r.MaxCalls,
-		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via, r.Session, r.Pin, r.Request)
+		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via, r.Session, r.Pin, r.Request, r.Definition)
 	if err != nil {
 		return fmt.Errorf("store consent: %w", err)
 	}
@@ -327,7 +335,7 @@ func (s *Store) Consume(id string, now time.Time) (bool, error) {
 }
 
 const columns = `id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls, calls_used,
-	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason, session, pin, request`
+	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason, session, pin, request, definition`
 
 func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var r Record
@@ -335,7 +343,7 @@ func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var expires, maxCalls, revoked sql.NullInt64
 	var created int64
 	if err := row.Scan(&r.ID, &r.User, &r.Agent, &r.Server, &tools, &res, &prompts, &r.When, &expires, &maxCalls, &r.CallsUsed,
-		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason, &r.Session, &r.Pin, &r.Request); err != nil {
+		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason, &r.Session, &r.Pin, &r.Request, &r.Definition); err != nil {
 		return nil, err
 	}
 	// A record whose patterns cannot be read is an error, not a grant of
@@ -445,4 +453,46 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 		}
 	}
 	return out, rows.Err()
+}
+
+// BindUnbound binds every record made before records were bound to a
+// server definition (Definition [Unbound]) to the definition its server
+// has now, as definitionOf reports it for the record's user and server,
+// and returns how many it bound. Such a record covered any program of the
+// name; now it covers the one it would have covered at this moment. The
+// records of a pair whose definition cannot be read stay unbound (they
+// cover nothing) and the error says which; the others are bound.
+func (s *Store) BindUnbound(definitionOf func(user, server string) (string, error)) (int, error) {
+	rows, err := s.db.Query(`SELECT DISTINCT user, server FROM consents WHERE definition = ?`, Unbound)
+	if err != nil {
+		return 0, fmt.Errorf("consent records to bind: %w", err)
+	}
+	type pair struct{ user, server string }
+	var pairs []pair
+	for rows.Next() {
+		var p pair
+		if err := rows.Scan(&p.user, &p.server); err != nil {
+			_ = rows.Close()
+			return 0, fmt.Errorf("consent records to bind: %w", err)
+		}
+		pairs = append(pairs, p)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, p := range pairs {
+		def, err := definitionOf(p.user, p.server)
+		if err == nil {
+			var res sql.Result
+			if res, err = s.db.Exec(`UPDATE consents SET definition = ? WHERE user = ? AND server = ? AND definition = ?`, def, p.user, p.server, Unbound); err == nil {
+				k, _ := res.RowsAffected()
+				n += int(k)
+				continue
+			}
+		}
+		errs = append(errs, fmt.Errorf("the consents of %s for server %s stay unbound and cover nothing: %w", p.user, p.server, err))
+	}
+	return n, errors.Join(errs...)
 }
