@@ -69,4 +69,5 @@ const (
 	ExitContainerdLost ExitReason = "containerd_lost"          // containerd stopped during the session: the server was killed
 	ExitSuspect        ExitReason = "suspect_influence"        // the server showed the agent a suspect influence (on_suspect = "end-session")
 	ExitClientStuck    ExitReason = "client_stuck"             // the relay still waited on the client's files after the server exited: the session ended without them
+	ExitInternal       ExitReason = "internal_error"           // mcpcaged hit a bug of its own in this session (a panic, in its log): the session ended, the daemon went on
 )

@@ -26,6 +26,7 @@ import (
 // handle serves one connection: one request, then either a reply or a
 // session.
 func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
+	defer d.containRequest(d.log)         // first: it runs once the rest are done
 	closeConn := func() { _ = c.Close() } // a no-op once serveRun closed it
 	defer func() { closeConn() }()
 	// A connection made before the listener refused files (systemd's
@@ -121,6 +122,7 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		}
 		defer release()
 	}
+	failpointPanic("op", string(req.Op))
 	switch req.Op {
 	case api.OpRun:
 		d.serveRun(ctx, c, fr, api.NewFrameWriter(c), peer, req, log)

@@ -5,6 +5,7 @@ package daemon
 import (
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mcpcage/mcpcage/daemon/pins"
@@ -37,11 +38,27 @@ import (
 // exists and PATH does not: it creates PATH.reached, then waits until PATH
 // exists (at most a minute) (TestImageOfANewContainerIsKept).
 //
+// MCPCAGE_FAILPOINT_PANIC (WHERE:NAME, comma-separated) panics where a
+// bug of mcpcaged's could: "decide:TOOL" deciding a call of TOOL (the
+// client loop), "result:TOOL" recording a result of TOOL (the server
+// loop), "op:OP" serving a request of OP (TestBugEndsOnlyItsSession).
+//
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
 // waits until PATH exists (at most a minute), so that a test can hold the
 // request's tool back in that window (TestAnswerWithdrawnWhenHeldBackWhileKept).
 func init() {
+	if spec := os.Getenv("MCPCAGE_FAILPOINT_PANIC"); spec != "" {
+		at := map[string]bool{}
+		for _, p := range strings.Split(spec, ",") {
+			at[p] = true
+		}
+		failpointPanic = func(where, name string) {
+			if at[where+":"+name] {
+				panic("failpoint MCPCAGE_FAILPOINT_PANIC " + where + ":" + name)
+			}
+		}
+	}
 	if gate := os.Getenv("MCPCAGE_FAILPOINT_ANSWER_GATE"); gate != "" {
 		beforeAnswerKept = func() { holdAtGate(gate) }
 	}

@@ -134,6 +134,7 @@ type callStart struct {
 // decide applies the admin ceiling, then the consents. pin is the
 // definition of the tool the session was shown (see pinOf).
 func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args map[string]any, pin string) consent.Decision {
+	failpointPanic("decide", name)
 	s := p.s
 	if p.agent != nil && len(p.agent.Servers) > 0 && !slices.Contains(p.agent.Servers, s.server) {
 		return consent.Decision{Reason: fmt.Sprintf("agent %s may not use server %s: the administrator's [agents.%s] servers list does not include it", s.agent, s.server, s.agent)}
@@ -805,6 +806,7 @@ func (p *sessionPolicy) recordResult(e *wire.Envelope, msg, result []byte) (call
 	if !ok {
 		return c, false
 	}
+	failpointPanic("result", c.tool)
 	lat := time.Since(c.start)
 	s := p.s
 	p.d.newCall(s) // the call ended: later opens are not its

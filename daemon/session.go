@@ -447,6 +447,7 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 		MaxMessageBytes:    int64(d.conf().Daemon.MaxMessageBytes),
 		Logger:             s.log,
 		OnClientEOF:        func() { go s.stop() },
+		OnInternalError:    func() { d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc() },
 		ScrubLog:           func(text string) string { return audit.ScrubText(text, s.policy.secretValues()) },
 		AfterServerMessage: s.policy.afterServerMessage,
 	}, relay.Streams{

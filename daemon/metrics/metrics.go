@@ -62,6 +62,7 @@ type Metrics struct {
 	RemoteRequests         *prometheus.CounterVec
 	RemoteLatency          *prometheus.HistogramVec
 	RemoteSignIns          *prometheus.CounterVec
+	InternalErrors         *prometheus.CounterVec
 
 	mu    sync.Mutex
 	tools map[string]map[string]bool
@@ -148,10 +149,12 @@ func New() *Metrics {
 		Help: "Time from sending a message to a remote MCP server to its answer's headers.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"server"})
 	m.RemoteSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_signins_total",
 		Help: "Sign-ins to remote servers (mcpcage login) by server and result (ok, failed)."}, []string{"server", "result"})
+	m.InternalErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_internal_errors_total",
+		Help: "Bugs of mcpcaged's caught where they happened (a panic): where is session (the session ended) or request (that request failed); the daemon went on. Each is in the log with its stack: please report it."}, []string{"where"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsClientFiles, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentLookups, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
-		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns}
+		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns, m.InternalErrors}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
 	}

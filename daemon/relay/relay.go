@@ -31,6 +31,10 @@ type Options struct {
 	OnClientEOF func()
 	// OnMessage, when set, is called for every message with its size.
 	OnMessage func(d Direction, bytes int)
+	// OnInternalError, when set, is called when a loop of the relay
+	// panicked (a bug of mcpcaged's; the session then ends, see
+	// ErrInternal), before it ends.
+	OnInternalError func()
 	// OnClaims, when set, is called when the client's claims are first seen.
 	OnClaims func(Claims)
 	// OnAmbiguous, when set, is called for every message (or batch element)
@@ -348,13 +352,16 @@ func (r *Relay) Run(serverGone func() string) End {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		r.clientLoop(s.ClientIn)
+		r.contained("client", func() { r.clientLoop(s.ClientIn) }, discard(s.ClientIn))
 	}()
 	go func() {
 		defer wg.Done()
-		r.writeServer()
+		r.contained("server stdin", r.writeServer, func() {
+			for range r.toServer { // until the client loop closes it
+			}
+		})
 	}()
-	r.serverLoop(s.ServerOut)
+	r.contained("server", func() { r.serverLoop(s.ServerOut) }, discard(s.ServerOut))
 
 	// The server's output is done: nothing more will answer the client.
 	detail := "the MCP server stopped"

@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+)
+
+// TestBugEndsOnlyItsSession: a bug of mcpcaged's (a panic) where a
+// client's or a server's message is dealt with, or where a request is
+// served, ended the daemon, and with it every user's sessions, their
+// records in flight and the audit log's writer. It now ends only the
+// session it happened in (reason internal_error, one line on the shim's
+// stderr, the server stopped) or fails only that request; the daemon and
+// the other sessions go on, it is counted in mcpcage_internal_errors_total
+// and the audit log still verifies. The failpoint MCPCAGE_FAILPOINT_PANIC
+// puts the panics there: deciding a call of tool "boom" (the client
+// loop), recording a result of tool "env" (the server loop), and serving
+// a "servers" request.
+func TestBugEndsOnlyItsSession(t *testing.T) {
+	d := consentDaemon(t, "", failpoints("MCPCAGE_FAILPOINT_PANIC=decide:boom,result:env,op:servers"))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "*")
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	bystander := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	echo := func(what string) {
+		t.Helper()
+		if got, isErr := callText(t, bystander, "echo", map[string]any{"text": what}); isErr || got != what {
+			t.Fatalf("the other session's echo %s: %q (isError %v)", what, got, isErr)
+		}
+	}
+	echo("before")
+
+	ended := 0 // sessions ended by a bug
+	for _, tc := range []struct{ loop, tool string }{{"client", "boom"}, {"server", "env"}} {
+		t.Run("a bug in the "+tc.loop+" loop", func(t *testing.T) {
+			r := startRaw(t, d.shimCmd("test"))
+			r.initialize()
+			b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": map[string]any{"name": tc.tool, "arguments": map[string]any{"name": "HOME"}}})
+			r.send(string(b) + "\n")
+			if code := r.wait(); code == 0 || !strings.Contains(r.stderr.String(), "internal error") {
+				t.Fatalf("the session of the bug: exit %d, stderr %q; want it ended saying so", code, r.stderr.String())
+			}
+			ended++
+			testenv.WaitFor(t, "the session's end on the record", 30*time.Second, func() (bool, string) {
+				n := 0
+				for _, rec := range d.auditRecords(t) {
+					if str(rec, "type") == "session.end" && str(rec, "reason") == string(api.ExitInternal) {
+						n++
+					}
+				}
+				return n == ended, fmt.Sprintf("%d session.end records of reason %s", n, api.ExitInternal)
+			})
+			d.waitLog(`loop=` + tc.loop)
+			echo("after the " + tc.loop + " loop's bug")
+		})
+	}
+
+	t.Run("a bug serving a request", func(t *testing.T) {
+		var out []api.ServerInfo
+		if err := api.Call(d.socket, api.Request{Op: api.OpServers}, &out); err == nil {
+			t.Fatalf("the request whose serving panicked was answered: %+v", out)
+		}
+		must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status after it")
+		echo("after the request's bug")
+	})
+
+	metrics := scrape(t, st.Metrics)
+	for where, want := range map[string]float64{"session": 2, "request": 1} {
+		if got := metricValue(t, metrics, fmt.Sprintf(`mcpcage_internal_errors_total{where=%q}`, where)); got != want {
+			t.Errorf("mcpcage_internal_errors_total{where=%q} = %v, want %v", where, got, want)
+		}
+	}
+	_ = bystander.Close()
+	d.waitClean("the sessions")
+	cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+	cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "audit log OK") {
+		t.Fatalf("audit verify after the bugs: %v %s", err, out)
+	}
+}
