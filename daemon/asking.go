@@ -55,7 +55,7 @@ type asked struct {
 	kind   consent.Kind
 	id     []byte // the request's raw id
 	name   string
-	args   map[string]any
+	args   callArgs
 	pin    string
 	target ask.Target
 	digest string // ask.RequestDigest of the request (set by askUser)
@@ -130,7 +130,7 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	}
 	params := e.Params.Of(msg)
 	stateless := s.relay.Claims().Era == relay.EraStateless
-	q.digest = ask.RequestDigest(e.Method, string(q.kind), q.name, q.args)
+	q.digest = q.args.requestDigest(e.Method, string(q.kind), q.name)
 	args, unshowable := p.questionArguments(q, params)
 	if unshowable != "" {
 		// Nobody can approve what nobody can be shown: refused, as
@@ -180,10 +180,13 @@ func (p *sessionPolicy) questionArguments(q asked, params []byte) (args, unshowa
 	if len(q.name) > ask.MaxName {
 		return "", fmt.Sprintf("its name is longer than %d bytes", ask.MaxName)
 	}
-	if q.args == nil {
+	if why := q.args.unreadReason(); why != "" {
+		return "", why // nobody can be shown what mcpcage did not read
+	}
+	if q.args.values == nil {
 		return "", ""
 	}
-	shown, redacted := audit.ValuesRedacted(q.args, p.secretValues())
+	shown, redacted := audit.ValuesRedacted(q.args.values, p.secretValues())
 	if redacted {
 		return "", "its arguments carry a secret or a credential-shaped value, which a question must not show"
 	}
@@ -446,7 +449,7 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "no consent covers it, and the user is not asked because " + unshowable}, nil, q.flow)
 	}
 	if q.digest == "" {
-		q.digest = ask.RequestDigest(method, string(q.kind), q.name, q.args)
+		q.digest = q.args.requestDigest(method, string(q.kind), q.name)
 	}
 	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why}, Target: q.target,
 		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey, Definition: p.srv.Definition}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
@@ -585,7 +588,7 @@ func (p *sessionPolicy) retried(e *wire.Envelope, msg []byte, q asked) (v relay.
 	if err != nil {
 		return refuse(err.Error())
 	}
-	q.digest = ask.RequestDigest(e.Method, string(q.kind), q.name, q.args)
+	q.digest = q.args.requestDigest(e.Method, string(q.kind), q.name)
 	if why := st.Mismatch(ask.State{Session: s.id, User: s.user, Agent: s.agent, Server: s.server, Method: e.Method,
 		Digest: q.digest, Pin: q.pin}); why != "" {
 		return refuse(why + " (a question answers only the request it was asked about, in its session)")
@@ -672,7 +675,7 @@ func rewriteMembers(obj []byte, keep func(name string, value []byte) ([]byte, er
 // answer and the consent it made; extra is pairs of further fields.
 func (s *session) consentPromptRecord(q asked, form, outcome, answer, consentID, why string, extra ...string) audit.Record {
 	rec := audit.Record{"form": form, "outcome": outcome, "method": q.method, "kind": string(q.kind), "name": q.name,
-		"request_id": append(json.RawMessage(nil), q.id...), "args_digest": audit.Digest(q.args)}
+		"request_id": append(json.RawMessage(nil), q.id...), "args_digest": q.args.digest()}
 	if q.pin != "" {
 		rec["pin"] = q.pin
 	}

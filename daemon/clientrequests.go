@@ -134,7 +134,7 @@ func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, s
 	if len(c.params) > 0 {
 		rec["prompt_digest"] = audit.Digest(json.RawMessage(c.params))
 		var m map[string]any
-		if json.Unmarshal(c.params, &m) == nil {
+		if len(c.params) <= maxDecodedForRecord && json.Unmarshal(c.params, &m) == nil {
 			if a := audit.Arguments(m, argMode, secrets); a != nil {
 				if b, err := json.Marshal(a); err == nil && len(b) > audit.MaxString {
 					// The record keeps a string's first MaxString bytes:

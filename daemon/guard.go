@@ -297,7 +297,7 @@ func (p *sessionPolicy) recordInfluence(k flow.Kind, name, call string, body []b
 	tainted := s.run.Taints()
 	in = s.run.Record(in, sc.tokens)
 	var content any // only with audit_arguments = "full", injected secrets scrubbed as in arguments
-	if mode := p.d.conf().Daemon.AuditArguments; mode == config.AuditArgsFull {
+	if mode := p.d.conf().Daemon.AuditArguments; mode == config.AuditArgsFull && len(body) <= maxDecodedForRecord {
 		var m map[string]any
 		if json.Unmarshal(body, &m) == nil {
 			content = audit.Arguments(m, string(mode), p.secretValues())
@@ -718,7 +718,7 @@ func (fo *flowOutcome) fields(run string) map[string]any {
 // client: this one call, once or not at all. A client that cannot be
 // asked (no form elicitation, the 2026-07-28 era, a batch) gets a denial
 // that says so.
-func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
+func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name string, args callArgs, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
 	s, d := p.s, p.d
 	id = append([]byte(nil), id...) // the relay reuses its buffer; a parked request outlives it
 	denied := func(why string) relay.Verdict {

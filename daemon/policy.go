@@ -133,7 +133,7 @@ type callStart struct {
 
 // decide applies the admin ceiling, then the consents. pin is the
 // definition of the tool the session was shown (see pinOf).
-func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args map[string]any, pin string) consent.Decision {
+func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args callArgs, pin string) consent.Decision {
 	failpointPanic("decide", name)
 	s := p.s
 	if p.agent != nil && len(p.agent.Servers) > 0 && !slices.Contains(p.agent.Servers, s.server) {
@@ -153,8 +153,8 @@ func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args 
 			return consent.Decision{Reason: why}
 		}
 	}
-	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args, Now: time.Now(),
-		Session: s.id, Pin: pin, Definition: p.srv.Definition, Digest: func() string { return ask.RequestDigest(method, string(k), name, args) }})
+	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args.values, ArgsUnread: args.unreadReason(),
+		Now: time.Now(), Session: s.id, Pin: pin, Definition: p.srv.Definition, Digest: func() string { return args.requestDigest(method, string(k), name) }})
 }
 
 // ceiling reports whether the admin rules alone forbid it (a consent
@@ -251,7 +251,7 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 			}
 		}
 		if fo != nil && fo.action == config.FlowDeny {
-			return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, consent.Decision{Reason: fo.reason}, nil, fo)
+			return p.settle(e.Method, k, e.ID.Of(msg), name, argsOf(t), consent.Decision{Reason: fo.reason}, nil, fo)
 		}
 	}
 	v := p.decideRequest(e, msg, t, k, fo)
@@ -281,15 +281,15 @@ func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verd
 	k := consent.KindResource
 	decs := make([]consent.Decision, len(uris))
 	for i, uri := range uris {
-		decs[i] = p.decide(e.Method, k, uri, nil, p.pinOf(k, uri))
+		decs[i] = p.decide(e.Method, k, uri, callArgs{}, p.pinOf(k, uri))
 		if !decs[i].Allow && !p.observe {
-			return p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil)
+			return p.settle(e.Method, k, e.ID.Of(msg), uri, callArgs{}, decs[i], nil, nil)
 		}
 	}
 	// One record each; the last one's durability covers the others
 	// (records become durable in the order they were appended).
 	for i, uri := range uris {
-		v = p.settle(e.Method, k, e.ID.Of(msg), uri, nil, decs[i], nil, nil)
+		v = p.settle(e.Method, k, e.ID.Of(msg), uri, callArgs{}, decs[i], nil, nil)
 	}
 	return v
 }
@@ -297,22 +297,22 @@ func (p *sessionPolicy) decideListen(e *wire.Envelope, msg []byte) (v relay.Verd
 // decideRequest decides a read request: consents, then (ask mode) the
 // user.
 func (p *sessionPolicy) decideRequest(e *wire.Envelope, msg []byte, t request.Target, k consent.Kind, fo *flowOutcome) relay.Verdict {
-	s, name := p.s, t.Name
+	s, name, args := p.s, t.Name, argsOf(t)
 	if p.ask {
-		q := asked{method: e.Method, kind: k, id: e.ID.Of(msg), name: name, args: t.Args, pin: p.pinOf(k, name),
+		q := asked{method: e.Method, kind: k, id: e.ID.Of(msg), name: name, args: args, pin: p.pinOf(k, name),
 			target: ask.Target{User: s.user, Agent: s.agent, Server: s.server, Kind: string(k), Name: name}, flow: fo}
 		if v, ok := p.retried(e, msg, q); ok {
 			return v
 		}
-		dec := p.decide(e.Method, k, name, t.Args, q.pin)
+		dec := p.decide(e.Method, k, name, args, q.pin)
 		// A completion only helps fill in a prompt or resource: never worth
 		// a question of its own.
 		if !dec.Allow && p.askable(k, name) && request.Method(e.Method) != request.CompletionComplete {
 			return p.askUser(e, msg, q, dec)
 		}
-		return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, dec, nil, fo)
+		return p.settle(e.Method, k, e.ID.Of(msg), name, args, dec, nil, fo)
 	}
-	return p.settle(e.Method, k, e.ID.Of(msg), name, t.Args, p.decide(e.Method, k, name, t.Args, p.pinOf(k, name)), nil, fo)
+	return p.settle(e.Method, k, e.ID.Of(msg), name, args, p.decide(e.Method, k, name, args, p.pinOf(k, name)), nil, fo)
 }
 
 // reread makes a request with new params and reads it back as the
@@ -334,7 +334,7 @@ func (p *sessionPolicy) reread(e *wire.Envelope, msg, params []byte) (*wire.Enve
 // settle records a decided request and returns its verdict: forwarded
 // (replace, when set, instead of the message) once its record is durable,
 // or denied with the reason.
-func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args map[string]any, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
+func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name string, args callArgs, dec consent.Decision, replace []byte, fo *flowOutcome) relay.Verdict {
 	s := p.s
 	if dec.Allow && !p.observe && fo != nil && fo.action == config.FlowAsk && !fo.asked {
 		return p.askFlow(method, k, id, name, args, dec, replace, fo)
@@ -741,12 +741,12 @@ func listItemName(item []byte, field string) (string, bool) {
 // initialize or server/discover result, so the client listens for the
 // notifications the daemon sends when consents change.
 func advertiseListChanged(result []byte) []byte {
-	var r map[string]json.RawMessage
-	if json.Unmarshal(result, &r) != nil {
-		return nil
+	capsAt, ok := wire.Member(result, "capabilities")
+	if !ok || capsAt.End-capsAt.Start > maxCapabilitiesBytes {
+		return nil // none, or more than a server declares: left as it is
 	}
 	var caps map[string]json.RawMessage
-	if json.Unmarshal(r["capabilities"], &caps) != nil || caps == nil {
+	if json.Unmarshal(capsAt.Of(result), &caps) != nil || caps == nil {
 		return nil
 	}
 	var tools map[string]json.RawMessage
@@ -758,10 +758,14 @@ func advertiseListChanged(result []byte) []byte {
 	}
 	tools["listChanged"] = json.RawMessage("true")
 	caps["tools"], _ = json.Marshal(tools)
-	members, _ := wire.Members(result)
 	newCaps, _ := json.Marshal(caps)
-	return wire.Splice(result, members["capabilities"], newCaps)
+	return wire.Splice(result, capsAt, newCaps)
 }
+
+// maxCapabilitiesBytes bounds the capabilities advertiseListChanged
+// decodes (a server's, which may be hostile: a map of millions of
+// members would cost the daemon hundreds of MiB).
+const maxCapabilitiesBytes = 64 << 10
 
 func nonNilStrings(s []string) []string {
 	if s == nil {

@@ -228,7 +228,7 @@ type decided struct {
 	method   string
 	id       json.RawMessage
 	name     string
-	args     map[string]any // tools/call arguments
+	args     callArgs // tools/call arguments
 	decision decision
 	consent  string         // the record that allowed it
 	reason   string         // why it was not allowed
@@ -252,8 +252,8 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) *a
 	rec.head()
 	f := rec.f
 	if tool {
-		f.Add("args_digest", audit.Digest(c.args))
-		if a := audit.Arguments(c.args, argMode, secrets); a != nil {
+		f.Add("args_digest", c.args.digest())
+		if a := c.args.recorded(argMode, secrets); a != nil {
 			f.Add("arguments", a)
 		}
 		if c.call != "" {

@@ -13,7 +13,7 @@ import (
 // record type and the fields by kind and decision.
 func TestDecisionRecord(t *testing.T) {
 	s := &session{id: "s1", server: "srv", agent: "cd", user: "alice", log: slog.New(slog.DiscardHandler)}
-	args := map[string]any{"path": "/etc/hosts"}
+	args := callArgs{values: map[string]any{"path": "/etc/hosts"}}
 	for _, tc := range []struct {
 		name     string
 		c        decided

@@ -754,29 +754,90 @@ func TestSecondDaemonOnTheSameLogIsRefused(t *testing.T) {
 func TestWideArgumentsAreNotCopiedIntoRecords(t *testing.T) {
 	d := startDaemon(t, "")
 	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
-	wide := map[string]any{"text": "wide"}
-	for i := range 20000 {
-		wide[fmt.Sprintf("k%05d", i)] = i
-	}
-	if got, _ := callText(t, c, "echo", wide); got != "wide" {
-		t.Fatalf("echo with wide arguments: %q", got)
-	}
-	rec := d.record(t, "tool.call", func(r map[string]any) bool { return str(r, "tool") == "echo" })
-	if a, ok := rec["arguments"].(string); !ok || !strings.Contains(a, "args_digest covers them") {
-		t.Fatalf("the record's arguments are %.200v, want only a note that the digest covers them", rec["arguments"])
-	}
-	if dg := str(rec, "args_digest"); dg == "" {
-		t.Fatalf("the record has no args_digest: %v", rec)
+	for _, tc := range []struct {
+		keys int
+		note string
+	}{
+		{10000, "args_digest covers them"},             // decoded for the decision, not copied
+		{20000, "args_digest is of the bytes as sent"}, // past request.MaxArgumentValues: not even decoded
+	} {
+		text := fmt.Sprintf("wide %d", tc.keys)
+		wide := map[string]any{"text": text}
+		for i := range tc.keys {
+			wide[fmt.Sprintf("k%05d", i)] = i
+		}
+		if got, _ := callText(t, c, "echo", wide); got != text {
+			t.Fatalf("echo with wide arguments: %q", got)
+		}
+		rec := d.record(t, "tool.call", func(r map[string]any) bool {
+			a, _ := r["arguments"].(string)
+			return str(r, "tool") == "echo" && strings.Contains(a, tc.note)
+		})
+		if dg := str(rec, "args_digest"); dg == "" {
+			t.Fatalf("the record has no args_digest: %v", rec)
+		}
 	}
 	// A call of a usual size keeps its arguments.
 	if got, _ := callText(t, c, "echo", map[string]any{"text": "narrow"}); got != "narrow" {
 		t.Fatalf("echo: %q", got)
 	}
-	rec = d.record(t, "tool.call", func(r map[string]any) bool {
+	rec := d.record(t, "tool.call", func(r map[string]any) bool {
 		a, ok := r["arguments"].(map[string]any)
 		return ok && a["text"] == "narrow"
 	})
 	if rec == nil {
 		t.Fatal("the narrow call's record keeps no arguments")
 	}
+}
+
+// TestHugeCallCostsTheDaemonLittle: a call's arguments were decoded whole
+// for its decision, a Go value per JSON value: one call of 60 MiB of small
+// values took the daemon 2.4 GiB and 9 s (left in an earlier note), and
+// any user may send such calls, allowed or not, from up to
+// max_sessions_per_user sessions at once, until the OOM killer ends the
+// daemon. Past 16384 values the arguments are now checked but not decoded:
+// a consent without a condition still allows the call, one with a
+// condition cannot be evaluated and allows nothing, and the record keeps
+// the digest of the bytes as sent. The daemon's peak memory (VmHWM, reset
+// before the calls) is compared with what decoding took.
+func TestHugeCallCostsTheDaemonLittle(t *testing.T) {
+	d := consentDaemon(t, "")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "env", "--when", `args.name == "HOME"`)
+	r := startRaw(t, d.shimCmd("test"))
+	r.initialize()
+	pid := d.cmd.Process.Pid
+	peak := func() int {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		must(t, err, "read the daemon's status")
+		m := regexp.MustCompile(`VmHWM:\s+(\d+) kB`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no VmHWM in /proc/%d/status", pid)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n >> 10 // MiB
+	}
+	must(t, os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0), "reset the daemon's peak RSS")
+	before := peak()
+	pad := strings.Repeat("0,", 12<<20) + "0" // 24 MiB, 12 million values
+	// Allowed: the consent has no condition.
+	if got, isErr := r.call("echo", map[string]any{"text": "huge", "pad": json.RawMessage("[" + pad + "]")}); isErr || got != "huge" {
+		t.Fatalf("echo with huge arguments: %q (isError %v)", got, isErr)
+	}
+	// Not allowed: the consent's condition reads arguments it cannot have.
+	if got, isErr := r.call("env", map[string]any{"name": "HOME", "pad": json.RawMessage("[" + pad + "]")}); !isErr || !strings.Contains(got, "cannot be evaluated") {
+		t.Fatalf("env with huge arguments under a conditional consent: %q (isError %v), want it refused saying why", got, isErr)
+	}
+	grew := peak() - before
+	rec := d.record(t, "tool.call", func(rec map[string]any) bool { return str(rec, "tool") == "echo" })
+	if a, _ := rec["arguments"].(string); !strings.Contains(a, "not read: 12582916 values") || str(rec, "args_digest") == "" {
+		t.Fatalf("the huge call's record: arguments %.200v, args_digest %q", rec["arguments"], str(rec, "args_digest"))
+	}
+	// Two 24 MiB messages pass through the daemon; decoding one took
+	// about 40 times its size.
+	if grew > 200 {
+		t.Fatalf("the daemon's peak memory grew by %d MiB for two calls of 24 MiB", grew)
+	}
+	t.Logf("the daemon's peak memory grew by %d MiB", grew)
+	r.end()
 }

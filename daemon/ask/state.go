@@ -151,6 +151,18 @@ func (st State) Mismatch(want State) string {
 	return ""
 }
 
+// RequestDigestOfBytes is RequestDigest of a request whose arguments were
+// not decoded (too many values): of their bytes as sent. It never equals
+// a RequestDigest.
+func RequestDigestOfBytes(method, kind, name string, raw []byte) string {
+	b, _ := json.Marshal(struct {
+		M, K, N string
+		Raw     []byte
+	}{method, kind, name, raw})
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
 // RequestDigest is the digest a state binds: the method, the target and
 // the arguments as the daemon decided them.
 func RequestDigest(method, kind, name string, args map[string]any) string {

@@ -206,6 +206,17 @@ func TestConditionInDecision(t *testing.T) {
 	if !e.Visible("alice", "claude-desktop", "github", "", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("conditional grant hides the tool from tools/list")
 	}
+	// Arguments too large to read: a condition cannot be evaluated, so its
+	// record allows nothing; one without a condition still does.
+	q.Args, q.ArgsUnread = nil, "its arguments hold 20000 values"
+	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "cannot be evaluated: its arguments hold 20000 values") {
+		t.Fatalf("a condition over unread arguments: %+v", d)
+	}
+	grant(t, s, Record{Tools: []string{"create_issue"}})
+	e.Invalidate()
+	if d := e.Decide(q); !d.Allow {
+		t.Fatalf("a record without a condition, arguments unread: %+v", d)
+	}
 }
 
 func TestListFiltersAndMigrations(t *testing.T) {

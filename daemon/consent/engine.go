@@ -63,7 +63,11 @@ type Query struct {
 	Kind                Kind
 	Name                string         // tool or prompt name, resource URI
 	Args                map[string]any // tools/call arguments
-	Now                 time.Time
+	// ArgsUnread, when set, says why Args is nil though the request has
+	// arguments (too many values to decode): a record with a condition
+	// cannot be evaluated, and does not allow it.
+	ArgsUnread string
+	Now        time.Time
 	// Session is the asking session; Pin the digest of the definition of
 	// the tool it was shown ("" when unknown). A record made for one
 	// session, or for one definition, covers no other.
@@ -207,6 +211,10 @@ func (e *Engine) Decide(q Query) Decision {
 		}
 		if !r.Active(q.Now) {
 			reasons = append(reasons, fmt.Sprintf("consent %s is %s", r.ID, r.State(q.Now)))
+			continue
+		}
+		if en.cond != nil && q.ArgsUnread != "" {
+			reasons = append(reasons, fmt.Sprintf("consent %s's condition %s cannot be evaluated: %s", r.ID, r.When, q.ArgsUnread))
 			continue
 		}
 		if en.cond != nil {

@@ -25,13 +25,9 @@ type cancelled struct {
 // not be forwarded: a server naming a request in the daemon's own
 // namespace would cancel the daemon's request to the client.
 func (r *Relay) noteCancel(d Direction, msg []byte, e *wire.Envelope) bool {
-	members, ok := wire.Members(e.Params.Of(msg))
+	sp, ok := wire.Member(e.Params.Of(msg), "requestId") // no map of every member: params may hold millions
 	if !ok {
 		return true // nothing we can correlate: relay it as it is
-	}
-	sp, ok := members["requestId"]
-	if !ok {
-		return true
 	}
 	raw := sp.Of(e.Params.Of(msg))
 	key := wire.IDKey(raw)

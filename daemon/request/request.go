@@ -76,7 +76,29 @@ const (
 type Target struct {
 	Kind TargetKind
 	Name string         // tool or prompt name, or resource URI
-	Args map[string]any // tools/call arguments; nil when absent
+	Args map[string]any // tools/call arguments; nil when absent or unread
+	// Unread, when the arguments hold more than MaxArgumentValues values,
+	// is how many: they were checked but not decoded (Args is nil), and
+	// RawArgs are their bytes as sent. What needs their values (a
+	// consent's condition, a question) cannot have them.
+	Unread  int
+	RawArgs []byte
+}
+
+// MaxArgumentValues bounds the values of a call's arguments that are
+// decoded for its decision: decoding builds a Go value per JSON value, and
+// one call of 60 MiB of small values took 2.4 GiB and 9 s of the daemon
+// (left in an earlier note), which every user may send, as often as they
+// like, in up to max_sessions_per_user sessions at once. Arguments past it
+// are checked as strictly but not decoded.
+const MaxArgumentValues = 1 << 14
+
+// UnreadReason says why a call's arguments were not read (t.Unread > 0).
+func (t Target) UnreadReason() string {
+	if t.Unread == 0 {
+		return ""
+	}
+	return fmt.Sprintf("its arguments hold %d values, more than the %d mcpcage reads", t.Unread, MaxArgumentValues)
 }
 
 // ErrMalformed wraps errors for requests that lack what their method needs.
@@ -133,6 +155,7 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 	}
 	// Everything below params is checked too: a member the decision does
 	// not read may still be read by the server.
+	argValues := 0
 	for name, sp := range members {
 		deep := []string(nil)
 		switch name {
@@ -143,8 +166,12 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		case "_meta":
 			deep = metaNames
 		}
-		if err := wire.Tree(sp.Of(params), deep); err != nil {
+		n, err := wire.TreeValues(sp.Of(params), deep)
+		if err != nil {
 			return Target{}, fmt.Errorf("params.%s: %w", name, err)
+		}
+		if name == "arguments" {
+			argValues = n
 		}
 	}
 	switch t.Kind {
@@ -152,12 +179,12 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		if t.Name, err = nonEmptyString(params, members, "name"); err != nil {
 			return Target{}, err
 		}
-		t.Args, err = objectArguments(method, params, members)
+		err = t.readArguments(method, params, members, argValues)
 	case Resource:
 		t.Name, err = nonEmptyString(params, members, "uri")
 	case Prompt:
 		if t.Name, err = nonEmptyString(params, members, "name"); err == nil {
-			t.Args, err = objectArguments(method, params, members)
+			err = t.readArguments(method, params, members, argValues)
 		}
 	default:
 		t, err = completionTarget(params, members)
@@ -166,6 +193,23 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		return Target{}, err
 	}
 	return t, nil
+}
+
+// readArguments sets t.Args from params.arguments, which hold values
+// values: decoded, or, past MaxArgumentValues, only noted (t.Unread,
+// t.RawArgs; they must still be an object).
+func (t *Target) readArguments(method string, params []byte, members map[string]wire.Span, values int) error {
+	if values <= MaxArgumentValues {
+		var err error
+		t.Args, err = objectArguments(method, params, members)
+		return err
+	}
+	raw := members["arguments"].Of(params)
+	if raw[0] != '{' {
+		return malformed("%s params.arguments must be an object", method)
+	}
+	t.Unread, t.RawArgs = values, raw
+	return nil
 }
 
 // objectArguments decodes params.arguments (nil when absent or null),

@@ -3,6 +3,8 @@ package request
 import (
 	"errors"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -60,6 +62,61 @@ func TestNeedsDecision(t *testing.T) {
 		"prompts/get": true, "completion/complete": true, "tools/list": false, "initialize": false, "ping": false} {
 		if NeedsDecision(m) != want {
 			t.Errorf("NeedsDecision(%q) = %v, want %v", m, !want, want)
+		}
+	}
+}
+
+// TestArgumentsPastTheValueBound: a call's arguments of more than
+// MaxArgumentValues values are checked but not decoded (Unread, RawArgs),
+// so that reading one costs the daemon about nothing beyond the message:
+// decoding 60 MiB of small values took 2.4 GiB.
+func TestArgumentsPastTheValueBound(t *testing.T) {
+	call := func(values int) []byte {
+		b := []byte(`{"name":"echo","arguments":{"a":[`)
+		for i := range values - 2 { // the arguments object and the array are values too
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '0')
+		}
+		return append(b, "]}}"...)
+	}
+	for _, tc := range []struct {
+		name   string
+		values int
+		unread bool
+	}{
+		{"at the bound", MaxArgumentValues, false},
+		{"past it", MaxArgumentValues + 1, true},
+		{"far past it", 4 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			params := call(tc.values)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			got, err := Read("tools/call", params, []string{"a"})
+			runtime.ReadMemStats(&after)
+			if err != nil || got.Name != "echo" {
+				t.Fatalf("Read = %+v, %v", got, err)
+			}
+			if (got.Unread > 0) != tc.unread || (got.Args == nil) != tc.unread {
+				t.Fatalf("Unread %d, Args nil %v; want unread %v", got.Unread, got.Args == nil, tc.unread)
+			}
+			if !tc.unread {
+				return
+			}
+			if got.Unread != tc.values || string(got.RawArgs) != string(params[len(`{"name":"echo","arguments":`):len(params)-1]) || got.UnreadReason() == "" {
+				t.Fatalf("Unread %d (want %d), RawArgs %.40q..., reason %q", got.Unread, tc.values, got.RawArgs, got.UnreadReason())
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+				t.Fatalf("reading %d bytes of unread arguments allocated %d bytes", len(params), alloc)
+			}
+		})
+	}
+	// Unread arguments must still be an object, and are still checked.
+	for _, bad := range []string{`[` + strings.Repeat("0,", MaxArgumentValues) + `0]`, `{"a":[` + strings.Repeat("0,", MaxArgumentValues) + `0],"a":1}`} {
+		if _, err := Read("tools/call", []byte(`{"name":"echo","arguments":`+bad+`}`), nil); err == nil {
+			t.Errorf("arguments %.20s... were accepted", bad)
 		}
 	}
 }

@@ -135,6 +135,8 @@ func loneCarriageReturn(msg []byte) error {
 type scanner struct {
 	b []byte
 	i int
+	// values counts the values a strict walk ([Tree]) has seen.
+	values int
 }
 
 func (s *scanner) errf(format string, args ...any) error {

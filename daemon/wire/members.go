@@ -71,6 +71,9 @@ func (s *scanner) spans(read *readNames) (map[string]Span, error) {
 	out := map[string]Span{}
 	var names nameSet
 	for more := s.open(); more; {
+		if read != nil && len(out) >= MaxObjectMembers {
+			return nil, ErrTooManyMembers
+		}
 		name, raw, err := s.name()
 		if err != nil {
 			return nil, err

@@ -57,11 +57,30 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 // escapes encode unpaired surrogates. It is how the arguments of a call are
 // checked against the names a condition reads.
 func Tree(v []byte, read []string) error {
+	_, err := TreeValues(v, read)
+	return err
+}
+
+// TreeValues is [Tree], and counts the values in v (every object, array,
+// member value and element, v itself included): what decoding v would
+// build ([Decode]).
+func TreeValues(v []byte, read []string) (values int, err error) {
 	s := scanner{b: v}
 	s.ws()
 	rn := newReadNames(read)
-	return s.strictValue(&rn, 0)
+	err = s.strictValue(&rn, 0)
+	return s.values, err
 }
+
+// MaxObjectMembers bounds the members of one object a strict walk
+// ([Object], [Tree]) accepts: it keeps the names of an object to find
+// duplicates, and one call of millions of members took 700 MiB and
+// seconds to check (found checking the memory a huge call costs). Tool
+// arguments never come near it.
+const MaxObjectMembers = 1 << 16
+
+// ErrTooManyMembers: an object over MaxObjectMembers.
+var ErrTooManyMembers = fmt.Errorf("an object with more than %d members, more than mcpcage checks for names that parsers read differently", MaxObjectMembers)
 
 // checkName applies the rules of [Object] to one more member name.
 func checkName(name string, raw []byte, read *readNames, earlier *nameSet) error {
@@ -182,10 +201,15 @@ func (s *scanner) strictValue(read *readNames, depth int) error {
 	if s.i >= len(s.b) {
 		return s.errf("unexpected end of input")
 	}
+	s.values++
 	switch s.b[s.i] {
 	case '{':
 		var names nameSet
+		members := 0
 		for more := s.open(); more; {
+			if members++; members > MaxObjectMembers {
+				return ErrTooManyMembers
+			}
 			name, raw, err := s.name()
 			if err != nil {
 				return err

@@ -217,3 +217,49 @@ func TestDecodableAgreesWithUnquote(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeValuesAndMemberBound: TreeValues counts what Decode would build,
+// and the strict walks refuse an object of more than MaxObjectMembers
+// members (whose names they would keep), at any depth.
+func TestTreeValuesAndMemberBound(t *testing.T) {
+	members := func(n int) string {
+		b := []byte("{")
+		for i := range n {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = fmt.Appendf(b, `"k%d":0`, i)
+		}
+		return string(append(b, '}'))
+	}
+	for _, tc := range []struct {
+		name   string
+		doc    string
+		values int
+		tooBig bool
+	}{
+		{"scalar", `1`, 1, false},
+		{"empty object", `{}`, 1, false},
+		{"object", `{"a":1,"b":"x"}`, 3, false},
+		{"array", `[1,[2,3],{"c":null}]`, 7, false},
+		{"at the member bound", members(MaxObjectMembers), MaxObjectMembers + 1, false},
+		{"past the member bound", members(MaxObjectMembers + 1), 0, true},
+		{"past the member bound, nested", `{"a":[` + members(MaxObjectMembers+1) + `]}`, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := TreeValues([]byte(tc.doc), nil)
+			if tc.tooBig {
+				if !errors.Is(err, ErrTooManyMembers) {
+					t.Fatalf("TreeValues: %v, want ErrTooManyMembers", err)
+				}
+				if _, err := Object([]byte(tc.doc), []string{"a"}); tc.doc[1] == '"' && tc.doc[2] == 'k' && !errors.Is(err, ErrTooManyMembers) {
+					t.Fatalf("Object: %v, want ErrTooManyMembers", err)
+				}
+				return
+			}
+			if err != nil || n != tc.values {
+				t.Fatalf("TreeValues = %d, %v; want %d", n, err, tc.values)
+			}
+		})
+	}
+}
