@@ -162,7 +162,16 @@ type Grant struct {
 	// AnyScript confirms a grant to a bare interpreter or shell
 	// (exe:/usr/bin/node), which covers every script it runs.
 	AnyScript bool `json:"any_script,omitempty"`
+	// Definition, when set, is the definition of the user's own server
+	// the grant is for (a prefix of the digest `mcpcage servers --user`
+	// shows, at least MinDefinitionPrefix characters): the grant is refused
+	// if the server is defined otherwise when it is stored.
+	Definition string `json:"definition,omitempty"`
 }
+
+// MinDefinitionPrefix is the shortest prefix of a definition's digest a
+// grant may name.
+const MinDefinitionPrefix = 12
 
 // ServerDef is a user-scoped server definition as a user asks for it: the
 // request of `mcpcage server add`, and what `mcpcage client setup` makes of
@@ -226,19 +235,22 @@ func (a Answer) Valid() bool {
 // PendingInfo is a request nobody answered: the agent was denied, and
 // mcpcage approve or deny answers it for the agent's next attempt.
 type PendingInfo struct {
-	ID        string    `json:"id"`
-	User      string    `json:"user"`
-	Agent     string    `json:"agent"`
-	Server    string    `json:"server"`
-	Kind      string    `json:"kind"` // tool, resource, prompt
-	Name      string    `json:"name"`
-	Arguments string    `json:"arguments,omitempty"` // redacted, truncated
-	Session   string    `json:"session"`
-	Why       string    `json:"why"` // why the user was not asked in the client
-	Attempts  int       `json:"attempts"`
-	First     time.Time `json:"first"`
-	Last      time.Time `json:"last"`
-	Expires   time.Time `json:"expires"`
+	ID        string `json:"id"`
+	User      string `json:"user"`
+	Agent     string `json:"agent"`
+	Server    string `json:"server"`
+	Kind      string `json:"kind"` // tool, resource, prompt
+	Name      string `json:"name"`
+	Arguments string `json:"arguments,omitempty"` // redacted, truncated
+	Session   string `json:"session"`
+	Why       string `json:"why"` // why the user was not asked in the client
+	// Definition is that of the user's own server the asking session ran
+	// (api.Consent.Definition), which an approval is bound to.
+	Definition string    `json:"definition,omitempty"`
+	Attempts   int       `json:"attempts"`
+	First      time.Time `json:"first"`
+	Last       time.Time `json:"last"`
+	Expires    time.Time `json:"expires"`
 }
 
 // SessionInfo describes a live session.
@@ -407,6 +419,9 @@ type ServerInfo struct {
 	Hidden   []string `json:"hidden,omitempty"`
 	Env      []string `json:"env,omitempty"`   // KEY=value, secrets as secret:NAME
 	Owner    string   `json:"owner,omitempty"` // set for user-scoped servers
+	// Definition identifies a user-scoped server's definition as stored
+	// (the digest consents for it are bound to: api.Consent.Definition).
+	Definition string `json:"definition,omitempty"`
 }
 
 // KernelEvent is one kernel event attributed to its session, as

@@ -41,6 +41,7 @@ const (
 	RecordConsentGrant  RecordType = "consent.grant"  // a consent record was stored
 	RecordConsentRevoke RecordType = "consent.revoke" // a consent record was revoked
 	RecordConsentPrompt RecordType = "consent.prompt" // a request no consent covered was put to the user, and the answer
+	RecordConsentBind   RecordType = "consent.bind"   // consents stored by a release before consents were bound to a server's definition were bound to one
 
 	RecordInfluence        RecordType = "influence"         // something a server showed the agent (result, resource, prompt, tool list): digest, size, labels, findings
 	RecordInfluenceSuspect RecordType = "influence.suspect" // text a server showed the agent looks like a prompt injection: the heuristic, the span, what was done

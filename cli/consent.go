@@ -60,6 +60,7 @@ and prompt patterns are plain shell globs.`,
 	f.Int64Var(&g.MaxCalls, "max-calls", 0, "call budget")
 	f.StringVar(&g.User, "user", "", "grant for this user (root or admin group only)")
 	f.BoolVar(&g.AnyScript, "any-script", false, "allow a grant to a bare interpreter or shell (exe:/usr/bin/node): it covers every script it runs")
+	f.StringVar(&g.Definition, "definition", "", "for a user's own server: the definition you reviewed (a prefix of the digest `mcpcage servers show NAME --user USER` shows); refused if the server is defined otherwise")
 	must(cmd.MarkFlagRequired("agent"))
 	must(cmd.MarkFlagRequired("server"))
 	return cmd

@@ -35,9 +35,13 @@ func pendingCommand(socket *string, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			tw := newTable(stdout)
-			tw.printf("ID\tAGENT\tUSER\tSERVER\tWHAT\tARGUMENTS\tATTEMPTS\tLAST\tWHY NOT ASKED\n")
+			tw.printf("ID\tAGENT\tUSER\tSERVER\tDEFINITION\tWHAT\tARGUMENTS\tATTEMPTS\tLAST\tWHY NOT ASKED\n")
 			for _, p := range list {
-				tw.printf("%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\t%s\n", p.ID, cell(p.Agent), cell(p.User), cell(p.Server), cell(p.Kind), cell(p.Name),
+				def := "-" // the administrator's server
+				if len(p.Definition) > api.MinDefinitionPrefix {
+					def = p.Definition[:api.MinDefinitionPrefix]
+				}
+				tw.printf("%s\t%s\t%s\t%s\t%s\t%s %s\t%s\t%d\t%s\t%s\n", p.ID, cell(p.Agent), cell(p.User), cell(p.Server), def, cell(p.Kind), cell(p.Name),
 					cell(orDefault(p.Arguments, "-")), p.Attempts, p.Last.Local().Format("15:04:05"), cell(p.Why))
 			}
 			return tw.flush()

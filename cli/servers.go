@@ -13,9 +13,10 @@ import (
 
 func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 	var jsonOut bool
+	var whose string
 	list := func() ([]api.ServerInfo, error) {
 		var l []api.ServerInfo
-		err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServers}, &l)
+		err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServers, User: whose}, &l)
 		return l, err
 	}
 	cmd := &cobra.Command{
@@ -44,6 +45,7 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.PersistentFlags().StringVar(&whose, "user", "", "list this user's servers, their own included (root or admin group only)")
 
 	var spec bool
 	show := &cobra.Command{
@@ -83,6 +85,9 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 				}
 				for _, e := range s.Env {
 					tw.printf("env:\t%s\n", e)
+				}
+				if s.Definition != "" {
+					tw.printf("owner:\t%s\ndefinition:\t%s (a grant for this definition only: mcpcage grant --definition %.16s ...)\n", s.Owner, s.Definition, s.Definition)
 				}
 				return tw.flush()
 			}

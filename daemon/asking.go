@@ -128,6 +128,11 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 		dec.Reason = fmt.Sprintf("%s denied it when asked; mcpcage will not ask again before %s", s.user, until.Local().Format("2006-01-02 15:04"))
 		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil, q.flow)
 	}
+	if why := p.staleDefinition(); why != "" {
+		// No answer could be kept (sameDefinition): nobody is asked.
+		dec.Reason += "; the user is not asked because " + why
+		return p.settle(e.Method, q.kind, q.id, q.name, q.args, dec, nil, q.flow)
+	}
 	params := e.Params.Of(msg)
 	stateless := s.relay.Claims().Era == relay.EraStateless
 	q.digest = q.args.requestDigest(e.Method, string(q.kind), q.name)
@@ -451,8 +456,8 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 	if q.digest == "" {
 		q.digest = q.args.requestDigest(method, string(q.kind), q.name)
 	}
-	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why}, Target: q.target,
-		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey, Definition: p.srv.Definition}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
+	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why, Definition: p.srv.Definition}, Target: q.target,
+		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
 	d.metrics.ConsentPrompts.WithLabelValues(promptNotAsked).Inc()
 	reason := fmt.Sprintf("no consent covers it and the user could not be asked (%s)", why)
 	if !ok {
@@ -466,6 +471,23 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		reason += fmt.Sprintf("; it is kept as pending request %s: the user can allow it with `mcpcage approve %s` (this call once; or --session, or --for 8h) or refuse it with `mcpcage deny %s`, and the agent then tries again", pend.ID, pend.ID, pend.ID)
 	}
 	return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: reason}, nil, q.flow)
+}
+
+// staleDefinition says why the session runs a definition of its server
+// that is no longer the current one ("" when it is current, or the server
+// is the administrator's): an answer given in it is never kept.
+func (p *sessionPolicy) staleDefinition() string {
+	if !p.srv.Personal {
+		return ""
+	}
+	err := p.d.sameDefinition(p.s.peer.UID, p.s.server, p.srv.Definition)
+	switch {
+	case errors.Is(err, errServerChanged):
+		return fmt.Sprintf("server %s was removed or defined anew since this session started: start the session again (restart the server in the MCP client) to use it as it is now", p.s.server)
+	case err != nil:
+		return err.Error()
+	}
+	return ""
 }
 
 // maxPendingArguments bounds the arguments a pending request keeps to

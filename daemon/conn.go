@@ -129,7 +129,12 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	case api.OpStatus:
 		replyData(fw, d.status(ctx, peer), log)
 	case api.OpServers:
-		replyData(fw, d.serverList(peer), log)
+		whose, err := d.peerOfUser(peer, req.User, "list another user's servers")
+		if err != nil {
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+			return
+		}
+		replyData(fw, d.serverList(whose), log)
 	case api.OpServerSpec:
 		d.serverSpec(fw, peer, req.Server, log)
 	case api.OpGrant, api.OpRevoke, api.OpConsent, api.OpConsents, api.OpSessions:
@@ -286,6 +291,26 @@ func (d *Daemon) status(ctx context.Context, peer Peer) api.Status {
 	}
 }
 
+// peerOfUser is the peer whose things a request of peer's for user name
+// is about: peer itself for "" or its own name; another user's only for
+// an administrator (what: what the request would do, for the refusal).
+func (d *Daemon) peerOfUser(peer Peer, name, what string) (Peer, error) {
+	if name == "" || name == userName(peer.UID) {
+		return peer, nil
+	}
+	if !d.isAdmin(peer) {
+		return Peer{}, fmt.Errorf("only root and the admin group may %s", what)
+	}
+	uid, known, err := uidOfName(name)
+	if err != nil {
+		return Peer{}, err
+	}
+	if !known {
+		return Peer{}, fmt.Errorf("no user %q", name)
+	}
+	return Peer{UID: uid}, nil
+}
+
 func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 	var out []api.ServerInfo
 	for _, name := range d.serverNamesFor(peer) {
@@ -295,11 +320,11 @@ func (d *Daemon) serverList(peer Peer) []api.ServerInfo {
 			owner = userName(peer.UID)
 		}
 		if s.IsRemote() {
-			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URLForRecords(), Network: "remote"}) // a url may carry a credential
+			out = append(out, api.ServerInfo{Name: name, Owner: owner, URL: s.URLForRecords(), Network: "remote", Definition: s.Definition}) // a url may carry a credential
 			continue
 		}
 		info := api.ServerInfo{Name: name, Owner: owner, Command: s.Command, Image: s.Image, Args: s.Args, Workdir: s.Workdir,
-			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp}
+			Network: s.Network, Memory: int64(s.Memory), Pids: s.Pids, CPUs: s.CPUs, Seccomp: s.Seccomp, Definition: s.Definition}
 		if p, err := d.sandboxParams(context.Background(), "preview", s, peer, paramsOptions{}); err == nil {
 			info.User = fmt.Sprintf("%d:%d", p.UID, p.GID)
 			info.Landlock = p.Landlock != nil

@@ -14,6 +14,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/ask"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
@@ -117,6 +118,9 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 			"Grant to the script instead (script:/path/to/script, as `mcpcage sessions` shows it, or an [agents.NAME] entry with script = [...]), "+
 			"or pass --any-script if you mean it", g.Agent)
 	}
+	if g.Definition != "" && (len(g.Definition) < api.MinDefinitionPrefix || strings.Trim(g.Definition, "0123456789abcdef") != "") {
+		return nil, fmt.Errorf("--definition %q: give at least %d hex digits of the digest `mcpcage servers --user USER` shows", g.Definition, api.MinDefinitionPrefix)
+	}
 	if len(g.Tools)+len(g.Resources)+len(g.Prompts) == 0 {
 		return nil, errors.New("nothing to grant: give at least one --tool, --resource or --prompt pattern")
 	}
@@ -149,7 +153,19 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	// Bound to the server as it is defined where no server changes: a
 	// server removed since the check above is refused, and one defined
 	// anew gets a record only its new definition's sessions use.
-	bind := func() (string, error) { return d.currentDefinition(tp.UID, g.Server) }
+	bind := func() (string, error) {
+		def, err := d.currentDefinition(tp.UID, g.Server)
+		if err != nil || g.Definition == "" {
+			return def, err
+		}
+		switch {
+		case def == "":
+			return "", fmt.Errorf("--definition names a definition of a user's own server, and %s is the administrator's server", g.Server)
+		case !strings.HasPrefix(def, g.Definition):
+			return "", fmt.Errorf("server %s of %s is now defined otherwise (%.16s) than --definition %s names: look at it again (mcpcage servers show %s --user %s)", g.Server, target, def, g.Definition, g.Server, target)
+		}
+		return def, nil
+	}
 	if err := d.storeConsent(r, caller, bind); err != nil {
 		return nil, err
 	}
@@ -208,7 +224,7 @@ func (d *Daemon) storeConsent(r *consent.Record, by string, bind func() (string,
 
 // errServerChanged: the server was removed or defined anew since the
 // request an answer allows was made.
-var errServerChanged = errors.New("was removed or defined anew by its user since the request was made")
+var errServerChanged = errors.New("was removed or defined anew since the request was made")
 
 // sameDefinition reports (errServerChanged) when server name, as user uid
 // would run it now, is not the definition a session ran when it asked
@@ -251,30 +267,32 @@ func (d *Daemon) currentDefinition(uid uint32, name string) (string, error) {
 // bindUnboundConsents binds the consents stored before consents were
 // bound to a server's definition to the definition each user's server of
 // that name has now (consent.Store.BindUnbound): what they would have
-// covered at this moment, and no later definition. A user or server that
-// no longer exists binds to the administrator's server of that name ("").
+// covered at this moment, and no later definition. A server that no
+// longer exists, and a user the system no longer knows, bind to the
+// administrator's server of that name (""). Each bound (user, server) is
+// recorded (consent.bind); those that could not be bound cover nothing,
+// and the next start tries again.
 func (d *Daemon) bindUnboundConsents() {
-	n, err := d.consents.Store().BindUnbound(func(name, server string) (string, error) {
-		u, err := user.Lookup(name)
-		if err != nil {
-			return "", nil
+	bound, err := d.consents.Store().BindUnbound(func(name, server string) (string, error) {
+		uid, known, err := uidOfName(name)
+		if err != nil || !known {
+			return "", err
 		}
-		uid, err := strconv.ParseUint(u.Uid, 10, 32)
-		if err != nil {
-			return "", nil
-		}
-		def, err := d.currentDefinition(uint32(uid), server)
+		def, err := d.currentDefinition(uid, server)
 		if errors.Is(err, errNoSuchServer) {
 			return "", nil
 		}
 		return def, err
 	})
-	if n > 0 {
-		d.log.Info("consents made before consents were bound to a server's definition are bound to the definition their server has now", "count", n)
+	for _, b := range bound {
+		d.audit.AppendAsync(audit.Record{"type": string(api.RecordConsentBind), "user": b.User, "server": b.Server, "definition": b.Definition, "consents": b.Records})
+	}
+	if len(bound) > 0 {
+		d.log.Info("consents made before consents were bound to a server's definition are bound to the definition their server has now", "pairs", len(bound))
 		d.consents.Invalidate()
 	}
 	if err != nil {
-		d.log.Error("consents left unbound: they allow nothing until they are granted again", "err", err)
+		d.log.Error("consents left unbound: they allow nothing; mcpcaged tries again at its next start", "err", err)
 	}
 }
 

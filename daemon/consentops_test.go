@@ -76,8 +76,10 @@ func TestGrantBounds(t *testing.T) {
 // TestBindUnboundConsents: consents stored before consents were bound to
 // a server's definition are bound, at the daemon's start, to the
 // definition their user's server of that name has then: the user's own
-// server's digest, or the administrator's ("") for an administrator's
-// server, a server that no longer exists and a user that no longer does.
+// server's digest (a user named by uid too: found by a red-team helper,
+// such users' records were bound to the administrator's server), or the
+// administrator's ("") for an administrator's server, a server that no
+// longer exists and a user that no longer does.
 func TestBindUnboundConsents(t *testing.T) {
 	d := testDaemon(t, policyConfig)
 	us, err := userservers.Open(filepath.Join(t.TempDir(), "userservers"))
@@ -87,6 +89,11 @@ func TestBindUnboundConsents(t *testing.T) {
 	d.userServers = us
 	mine := userservers.Server{Command: []string{"x"}}
 	if _, err := us.Put(0, "mine", mine); err != nil {
+		t.Fatal(err)
+	}
+	// A user the system cannot look up (LDAP without cgo) is "uid:N".
+	theirs := userservers.Server{Command: []string{"y"}}
+	if _, err := us.Put(4242, "mine", theirs); err != nil {
 		t.Fatal(err)
 	}
 	add := func(user, server string) string {
@@ -101,6 +108,7 @@ func TestBindUnboundConsents(t *testing.T) {
 		add("root", "gh"):                        "",
 		add("root", "gone"):                      "",
 		add("mcpcage-no-such-user-here", "mine"): "",
+		add("uid:4242", "mine"):                  userservers.Digest(theirs),
 	}
 	d.bindUnboundConsents()
 	for id, def := range want {

@@ -150,6 +150,7 @@ func sessionRefusedRecord(server, user, reason string) audit.Record {
 func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params, enforcement map[string]string, def config.Decision) audit.Record {
 	srv := s.srv
 	return s.record(api.RecordSessionStart, audit.Record{
+		"definition":   srv.Definition, // of a user's own server: what its consents are bound to
 		"agent_detail": agentDetail(ap),
 		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
 		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
@@ -344,9 +345,7 @@ func consentGrantRecord(r *consent.Record, by string) audit.Record {
 	if r.Pin != "" {
 		rec["pin"] = r.Pin
 	}
-	if r.Definition != "" {
-		rec["definition"] = r.Definition // the user's own server, as then defined
-	}
+	rec["definition"] = r.Definition // "": the administrator's server; else the user's own, as then defined
 	return rec
 }
 

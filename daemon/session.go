@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -1149,7 +1150,32 @@ func userName(uid uint32) string {
 	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
 		return u.Username
 	}
-	return "uid:" + strconv.FormatUint(uint64(uid), 10)
+	return uidNamePrefix + strconv.FormatUint(uint64(uid), 10)
+}
+
+// uidNamePrefix starts the name userName gives a uid it cannot look up.
+const uidNamePrefix = "uid:"
+
+// uidOfName is the uid userName(uid) gave name; ok is false for a user
+// the system does not know (user.UnknownUserError), err for a look-up
+// that failed otherwise.
+func uidOfName(name string) (uid uint32, ok bool, err error) {
+	if n, found := strings.CutPrefix(name, uidNamePrefix); found {
+		v, err := strconv.ParseUint(n, 10, 32)
+		return uint32(v), err == nil, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if errors.As(err, new(user.UnknownUserError)) {
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	v, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, false, fmt.Errorf("user %s has uid %q: %w", name, u.Uid, err)
+	}
+	return uint32(v), true, nil
 }
 
 func orNull(b []byte) []byte {

@@ -138,7 +138,7 @@ func (d *Daemon) putUserServer(peer Peer, srv *config.Server, stored userservers
 	own := dirValues(filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(peer.UID), 10)))
 	scrub := func(argv []string) []string { return audit.ScrubArgv(argv, 0, nil, append(own, d.secretValues()...)) }
 	if err := d.audit.Append(audit.Record{"type": "server.add", "user": userName(peer.UID), "server": srv.Name, "command": scrub(srv.Command), "image": srv.Image, "args": scrub(srv.Args), "url": srv.URLForRecords(),
-		"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts}); err != nil {
+		"network": srv.Network, "egress": srv.Egress, "mounts": srv.Mounts, "definition": userservers.Digest(stored)}); err != nil {
 		return d.undoServerAdd(peer, srv.Name, stored, prev, err)
 	}
 	return nil

@@ -711,6 +711,22 @@ func TestAnswerForAChangedServerIsNotKept(t *testing.T) {
 		_ = c.Close()
 		noConsent(t, "mine2")
 	})
+
+	t.Run("a session of the earlier definition is not asked", func(t *testing.T) {
+		define(t, "mine3")
+		a := &answerer{answer: "duration"}
+		d.shimCred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+		c := d.connectWith(t, "mine3", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+		d.shimCred = nil
+		toolNames(t, c)
+		define(t, "mine3")
+		got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"})
+		if !isErr || !strings.Contains(got, "start the session again") || len(a.questions()) != 0 {
+			t.Fatalf("a call of a session of the earlier definition: %q (isError %v, %d questions), want it refused unasked, saying to start again", got, isErr, len(a.questions()))
+		}
+		_ = c.Close()
+		noConsent(t, "mine3")
+	})
 }
 
 // pendingEcho calls echo of server as uid from a client that cannot be
@@ -780,6 +796,37 @@ func TestConsentCoversOnlyItsServersDefinition(t *testing.T) {
 		d.record(t, "consent.grant", func(r map[string]any) bool {
 			return str(r, "consent") == recs[0].ID && str(r, "definition") == recs[0].Definition
 		})
+	})
+
+	t.Run("an administrator grants the definition they reviewed", func(t *testing.T) {
+		add("reviewed", "--env", "PROGRAM=one the administrator allows", "--", testserver)
+		var shown api.ServerInfo
+		must(t, json.Unmarshal([]byte(d.mustCLI(t, "servers", "show", "reviewed", "--user", "mcpcage-itest", "--json")), &shown), "servers show --json")
+		if len(shown.Definition) != 64 || shown.Owner != "mcpcage-itest" {
+			t.Fatalf("servers show --user: %+v, want the user's server with its definition", shown)
+		}
+		if out, err := d.cli(t, uid, "servers", "--user", "root"); err == nil {
+			t.Fatalf("a user listed root's servers: %s", out)
+		}
+		stale := d.connectAs(t, "reviewed", uid) // a session of the reviewed definition
+		toolNames(t, stale)
+		add("reviewed", "--env", "PROGRAM=the agent's", "--", testserver) // swapped after the review
+		out, err := d.cli(t, 0, "grant", "--agent", "itest", "--server", "reviewed", "--tool", "echo", "--user", "mcpcage-itest", "--definition", shown.Definition[:16])
+		if err == nil || !strings.Contains(out, "defined otherwise") {
+			t.Fatalf("a grant naming the reviewed definition after the server was swapped: %q (err %v), want it refused", out, err)
+		}
+		var now api.ServerInfo
+		must(t, json.Unmarshal([]byte(d.mustCLI(t, "servers", "show", "reviewed", "--user", "mcpcage-itest", "--json")), &now), "servers show --json")
+		d.mustCLI(t, "grant", "--agent", "itest", "--server", "reviewed", "--tool", "echo", "--user", "mcpcage-itest", "--definition", now.Definition[:12])
+		c := d.connectAs(t, "reviewed", uid)
+		if got, isErr := echo(c); isErr || got != "hi" {
+			t.Fatalf("the call of the definition granted: %q (isError %v)", got, isErr)
+		}
+		if got, isErr := echo(stale); !isErr || !strings.Contains(got, "another definition of server reviewed") {
+			t.Fatalf("a call of the session of the earlier definition: %q (isError %v), want it refused", got, isErr)
+		}
+		d.record(t, "session.start", func(r map[string]any) bool { return str(r, "definition") == now.Definition })
+		d.record(t, "server.add", func(r map[string]any) bool { return str(r, "definition") == now.Definition })
 	})
 
 	t.Run("the user's own server where the administrator's was", func(t *testing.T) {

@@ -282,7 +282,7 @@ func TestBookKeepsDefinitionsApart(t *testing.T) {
 	now := time.Now()
 	target := Target{User: "alice", Agent: "claude", Server: "mine", Kind: "tool", Name: "a"}
 	keep := func(def string) Pending {
-		p, ok := b.Keep(Pending{Target: target, UID: 1000, Digest: "r1", Definition: def}, now, time.Hour)
+		p, ok := b.Keep(Pending{PendingInfo: api.PendingInfo{Definition: def}, Target: target, UID: 1000, Digest: "r1"}, now, time.Hour)
 		if !ok {
 			t.Fatal("not kept")
 		}

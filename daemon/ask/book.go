@@ -26,9 +26,9 @@ type Pending struct {
 	Pin    string // the tool definition the session was shown
 	Digest string // the request's (see RequestDigest): "approve --once" allows this one
 	PinKey string // whose pins the server's tools are
-	// Definition: the definition of the server the session ran (a user's
-	// own: config.Server.Definition), which an answer must still find.
-	Definition string
+	// PendingInfo.Definition: the definition of the server the session
+	// ran (a user's own: config.Server.Definition), which an answer must
+	// still find.
 }
 
 // pendingKey: one pending entry per target, request and server

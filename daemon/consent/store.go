@@ -455,44 +455,50 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 	return out, rows.Err()
 }
 
+// Bound is one (user, server) whose records BindUnbound bound.
+type Bound struct {
+	User, Server, Definition string
+	Records                  int
+}
+
 // BindUnbound binds every record made before records were bound to a
 // server definition (Definition [Unbound]) to the definition its server
 // has now, as definitionOf reports it for the record's user and server,
-// and returns how many it bound. Such a record covered any program of the
+// and returns what it bound. Such a record covered any program of the
 // name; now it covers the one it would have covered at this moment. The
 // records of a pair whose definition cannot be read stay unbound (they
 // cover nothing) and the error says which; the others are bound.
-func (s *Store) BindUnbound(definitionOf func(user, server string) (string, error)) (int, error) {
+func (s *Store) BindUnbound(definitionOf func(user, server string) (string, error)) ([]Bound, error) {
 	rows, err := s.db.Query(`SELECT DISTINCT user, server FROM consents WHERE definition = ?`, Unbound)
 	if err != nil {
-		return 0, fmt.Errorf("consent records to bind: %w", err)
+		return nil, fmt.Errorf("consent records to bind: %w", err)
 	}
-	type pair struct{ user, server string }
-	var pairs []pair
+	var pairs []Bound
 	for rows.Next() {
-		var p pair
-		if err := rows.Scan(&p.user, &p.server); err != nil {
+		var p Bound
+		if err := rows.Scan(&p.User, &p.Server); err != nil {
 			_ = rows.Close()
-			return 0, fmt.Errorf("consent records to bind: %w", err)
+			return nil, fmt.Errorf("consent records to bind: %w", err)
 		}
 		pairs = append(pairs, p)
 	}
 	if err := rows.Close(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var bound []Bound
 	var errs []error
 	for _, p := range pairs {
-		def, err := definitionOf(p.user, p.server)
+		def, err := definitionOf(p.User, p.Server)
 		if err == nil {
 			var res sql.Result
-			if res, err = s.db.Exec(`UPDATE consents SET definition = ? WHERE user = ? AND server = ? AND definition = ?`, def, p.user, p.server, Unbound); err == nil {
+			if res, err = s.db.Exec(`UPDATE consents SET definition = ? WHERE user = ? AND server = ? AND definition = ?`, def, p.User, p.Server, Unbound); err == nil {
 				k, _ := res.RowsAffected()
-				n += int(k)
+				p.Definition, p.Records = def, int(k)
+				bound = append(bound, p)
 				continue
 			}
 		}
-		errs = append(errs, fmt.Errorf("the consents of %s for server %s stay unbound and cover nothing: %w", p.user, p.server, err))
+		errs = append(errs, fmt.Errorf("the consents of %s for server %s stay unbound and cover nothing: %w", p.User, p.Server, err))
 	}
-	return n, errors.Join(errs...)
+	return bound, errors.Join(errs...)
 }

@@ -321,3 +321,29 @@ func TestDefinition(t *testing.T) {
 		})
 	}
 }
+
+// TestDigestIsStable pins the digest of one definition: consents are
+// bound to it (api.Consent.Definition) and stored for good, so a change
+// to the stored form (a field added without omitempty, another encoding)
+// would silently leave every consent for a user's own server covering
+// nothing (found by a red-team helper). Change it only with a migration
+// of the consents.
+func TestDigestIsStable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		srv  Server
+		want string
+	}{
+		{"command", Server{Command: []string{"npx", "-y", "@modelcontextprotocol/server-everything"}, Env: map[string]string{"B": "2", "A": "1"}},
+			"fceddba607f2fcda1bb5015791fa6403c0fa022d138981aa2323a46137a17042"},
+		{"image", Server{Image: "ghcr.io/acme/tool:1", Args: []string{"--x"}, Mounts: []Mount{{Source: "/srv/a", Target: "/a", Writable: true}}},
+			"ee1bf11d76ff2613fc8507e2562f0b8e02e06c7633b31ab11ed4166c2dd9d53a"},
+		{"remote", Server{URL: "https://mcp.example/mcp", Hosts: []string{"auth.example"}}, "ca881dabf3bc8b812034ad97f596094e804dbcd5362e78536b4132b0266dd5eb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Digest(tc.srv); got != tc.want {
+				t.Errorf("Digest = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
