@@ -89,22 +89,17 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	}
 	caller := userName(peer.UID)
 	target := caller
-	if g.User != "" && g.User != caller {
-		if !d.isAdmin(peer) {
-			return nil, fmt.Errorf("you (%s) may only grant for yourself; granting for %s needs root or the admin group", caller, g.User)
-		}
-		if _, err := user.Lookup(g.User); err != nil {
-			return nil, fmt.Errorf("no user %q", g.User)
-		}
-		target = g.User
+	if g.User != "" && g.User != caller && !d.isAdmin(peer) {
+		return nil, fmt.Errorf("you (%s) may only grant for yourself; granting for %s needs root or the admin group", caller, g.User)
 	}
-	tp := peer
-	if target != caller {
-		if u, err := user.Lookup(target); err == nil {
-			if n, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
-				tp = Peer{UID: uint32(n)}
-			}
-		}
+	tp, err := d.peerOfUser(peer, g.User, "grant for another user")
+	if err != nil {
+		return nil, err
+	}
+	if tp.UID != peer.UID {
+		// The name its sessions have (uid:N for a user the system
+		// cannot look up by uid), whatever name the grant gave.
+		target = userName(tp.UID)
 	}
 	if _, ok := d.server(g.Server, tp); !ok {
 		return nil, errors.New(unknownServer(g.Server, d.serverNamesFor(tp)))

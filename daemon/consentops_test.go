@@ -118,3 +118,35 @@ func TestBindUnboundConsents(t *testing.T) {
 		}
 	}
 }
+
+// TestGrantForAUserNamedByUID: an administrator grants for a user the
+// system cannot look up by name (LDAP without cgo: their sessions are
+// "uid:N") as uid:N, and the record carries the name those sessions have;
+// a user who is not an administrator may not grant for another.
+func TestGrantForAUserNamedByUID(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	for _, tc := range []struct {
+		name     string
+		by       Peer
+		user     string
+		wantUser string
+		wantErr  string
+	}{
+		{"root for uid:4242", Peer{UID: 0}, "uid:4242", "uid:4242", ""},
+		{"root for an unknown name", Peer{UID: 0}, "mcpcage-no-such-user-here", "", "no user"},
+		{"a user for another", Peer{UID: 4243}, "uid:4242", "", "may only grant for yourself"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := d.grant(tc.by, &api.Grant{User: tc.user, Agent: "cd", Server: "gh", Tools: []string{"list_*"}})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("grant: %v, want an error saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || r.User != tc.wantUser {
+				t.Fatalf("grant = %+v, %v; want a record for %s", r, err, tc.wantUser)
+			}
+		})
+	}
+}
