@@ -53,6 +53,9 @@ func serversCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Short: "Show one server's effective sandbox, or with --spec the OCI spec it would run with",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if spec && whose != "" {
+				return fmt.Errorf("--spec shows the spec of your own sessions only; without --spec, --user %s shows that user's server", whose)
+			}
 			if spec {
 				var raw json.RawMessage
 				if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpServerSpec, Server: args[0]}, &raw); err != nil {

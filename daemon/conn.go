@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -134,7 +137,11 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
 			return
 		}
-		replyData(fw, d.serverList(whose), log)
+		list := d.serverList(whose)
+		if whose.UID != peer.UID {
+			d.scrubForOthers(whose.UID, list)
+		}
+		replyData(fw, list, log)
 	case api.OpServerSpec:
 		d.serverSpec(fw, peer, req.Server, log)
 	case api.OpGrant, api.OpRevoke, api.OpConsent, api.OpConsents, api.OpSessions:
@@ -308,7 +315,39 @@ func (d *Daemon) peerOfUser(peer Peer, name, what string) (Peer, error) {
 	if !known {
 		return Peer{}, fmt.Errorf("no user %q", name)
 	}
-	return Peer{UID: uid}, nil
+	other := Peer{UID: uid}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		if gid, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
+			other.GID = uint32(gid) // the group its sessions get (a preview shows it)
+		}
+	}
+	return other, nil
+}
+
+// scrubForOthers hides, in a list of user uid's servers shown to an
+// administrator, what a user's definition may carry of their credentials
+// (found by a red-team helper: a token on the command line, an API key
+// in the environment, which the server.add record already scrubs): the
+// command and arguments as that record has them, and every environment
+// value that is not a reference to a secret. The definition's digest
+// still pins them all.
+func (d *Daemon) scrubForOthers(uid uint32, list []api.ServerInfo) {
+	own := dirValues(filepath.Join(d.userSecretsRoot(), strconv.FormatUint(uint64(uid), 10)))
+	others := append(own, d.secretValues()...)
+	for i := range list {
+		s := &list[i]
+		if s.Owner == "" {
+			continue // the administrator's own
+		}
+		s.Command = audit.ScrubArgv(s.Command, 0, nil, others)
+		s.Args = audit.ScrubArgv(s.Args, 0, nil, others)
+		for j, kv := range s.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			if !strings.HasPrefix(v, "secret:") {
+				s.Env[j] = fmt.Sprintf("%s=[%d bytes, shown to its user only]", k, len(v))
+			}
+		}
+	}
 }
 
 func (d *Daemon) serverList(peer Peer) []api.ServerInfo {

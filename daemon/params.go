@@ -124,7 +124,7 @@ func (d *Daemon) sandboxParams(ctx context.Context, id string, srv *config.Serve
 	admin := !srv.Personal
 	if srv.Image != "" {
 		p.Rootfs, p.Host = sandbox.ImageRootfs, nil
-		if err := d.imageProcess(ctx, srv, admin, o.resolveImage, &p); err != nil {
+		if err := d.imageProcess(ctx, srv, peer.UID, admin, o.resolveImage, &p); err != nil {
 			return sandbox.Params{}, err
 		}
 	}
@@ -205,11 +205,13 @@ func (d *Daemon) sandboxParams(ctx context.Context, id string, srv *config.Serve
 }
 
 // pullsCounted has the image pulls ctx starts for a user's own server
-// count toward the user's bound (sandbox.MaxUserPulls): the user named
-// the image, and a pull outlives its session.
-func pullsCounted(ctx context.Context, srv *config.Server, p sandbox.Params) context.Context {
+// count toward its owner's bound (sandbox.MaxUserPulls): the user named
+// the image, and a pull outlives its session. owner is the user's uid,
+// not the one the server runs as (root's own run as nobody: found by a
+// red-team helper, a process of nobody's could take root's pulls).
+func pullsCounted(ctx context.Context, srv *config.Server, owner uint32) context.Context {
 	if srv.Personal {
-		return sandbox.PullsCountedFor(ctx, p.UID)
+		return sandbox.PullsCountedFor(ctx, owner)
 	}
 	return ctx
 }
@@ -220,7 +222,7 @@ const imagePullWait = 10 * time.Minute
 // imageProcess checks a user's image against [daemon] user_images and,
 // when the server names no command, puts the image's entrypoint (with the
 // server's args in place of its CMD) and working directory into p.
-func (d *Daemon) imageProcess(ctx context.Context, srv *config.Server, admin, resolve bool, p *sandbox.Params) error {
+func (d *Daemon) imageProcess(ctx context.Context, srv *config.Server, owner uint32, admin, resolve bool, p *sandbox.Params) error {
 	if !admin {
 		if err := d.checkUserImage(srv.Image); err != nil {
 			return err
@@ -235,7 +237,7 @@ func (d *Daemon) imageProcess(ctx context.Context, srv *config.Server, admin, re
 	}
 	ctx, cancel := context.WithTimeout(ctx, imagePullWait)
 	defer cancel()
-	proc, err := d.launcher.ImageProcess(pullsCounted(ctx, srv, *p), srv.Image)
+	proc, err := d.launcher.ImageProcess(pullsCounted(ctx, srv, owner), srv.Image)
 	if err != nil {
 		return err
 	}

@@ -541,7 +541,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	if prep == nil {
-		if prep, err = d.create(ctx, srv, s.id, params, stdio); err != nil {
+		if prep, err = d.create(ctx, srv, s.peer.UID, s.id, params, stdio); err != nil {
 			return params, nil, err
 		}
 	}
@@ -891,12 +891,12 @@ func (s *session) endForShutdown() {
 }
 
 // create builds the sandbox of a session id of srv, not started.
-func (d *Daemon) create(ctx context.Context, srv *config.Server, id string, p sandbox.Params, stdio sandbox.Stdio) (*sandbox.Prepared, error) {
+func (d *Daemon) create(ctx context.Context, srv *config.Server, owner uint32, id string, p sandbox.Params, stdio sandbox.Stdio) (*sandbox.Prepared, error) {
 	spec, err := sandbox.BuildSpec(p)
 	if err != nil {
 		return nil, err
 	}
-	return d.launcher.Create(pullsCounted(ctx, srv, p), sandbox.StartOptions{
+	return d.launcher.Create(pullsCounted(ctx, srv, owner), sandbox.StartOptions{
 		ID:     p.ID,
 		Image:  srv.Image,
 		Spec:   spec,

@@ -181,7 +181,7 @@ func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {
 	}
 	// Not cancelled by close: a containerd call cut off midway can leave a
 	// container behind; close waits for it (a bounded time) instead.
-	prep, err := d.create(context.Background(), srv, id, params, sandbox.Stdio{})
+	prep, err := d.create(context.Background(), srv, peer.UID, id, params, sandbox.Stdio{})
 	if err != nil {
 		_ = fifos.Close()
 		return nil, err
@@ -205,7 +205,7 @@ func (w *warmPool) adopt(ctx context.Context, ws *warmSandbox, srv *config.Serve
 		if err != nil {
 			return err.Error()
 		}
-		fp, err := w.d.launcher.Fingerprint(pullsCounted(ctx, srv, params), spec, srv.Image)
+		fp, err := w.d.launcher.Fingerprint(pullsCounted(ctx, srv, ws.key.uid), spec, srv.Image)
 		if err != nil {
 			return err.Error()
 		}

@@ -799,11 +799,20 @@ func TestConsentCoversOnlyItsServersDefinition(t *testing.T) {
 	})
 
 	t.Run("an administrator grants the definition they reviewed", func(t *testing.T) {
-		add("reviewed", "--env", "PROGRAM=one the administrator allows", "--", testserver)
+		const key = "sk-live-0123456789abcdef"
+		add("reviewed", "--env", "PROGRAM=one the administrator allows", "--env", "API_KEY="+key, "--", testserver)
 		var shown api.ServerInfo
 		must(t, json.Unmarshal([]byte(d.mustCLI(t, "servers", "show", "reviewed", "--user", "mcpcage-itest", "--json")), &shown), "servers show --json")
 		if len(shown.Definition) != 64 || shown.Owner != "mcpcage-itest" {
 			t.Fatalf("servers show --user: %+v, want the user's server with its definition", shown)
+		}
+		// The administrator sees neither the user's key nor any other
+		// value of their environment (the digest pins them); the user does.
+		if b, _ := json.Marshal(shown); strings.Contains(string(b), key) || !strings.Contains(string(b), "API_KEY=[24 bytes, shown to its user only]") {
+			t.Fatalf("servers show --user shows the user's environment: %s", b)
+		}
+		if out, err := d.cli(t, uid, "servers", "show", "reviewed", "--json"); err != nil || !strings.Contains(out, key) {
+			t.Fatalf("the user's own servers show: %v %s", err, out)
 		}
 		if out, err := d.cli(t, uid, "servers", "--user", "root"); err == nil {
 			t.Fatalf("a user listed root's servers: %s", out)
