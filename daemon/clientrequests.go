@@ -83,6 +83,10 @@ func (p *sessionPolicy) decideClientRequest(r config.ClientRequest, form request
 			fmt.Sprintf("server %q may not send %s to the client (set %s = true in its configuration to allow it)", p.s.server, r, r.Key()), params)
 		return c
 	}
+	if r == config.Elicitation && len(params) > ask.MaxQuestionBytes {
+		return p.refuseClientRequest(string(r), form, id, key,
+			fmt.Sprintf("server %q sent a question of %d KiB, more than the %d KiB mcpcage reads to check it", p.s.server, len(params)>>10, ask.MaxQuestionBytes>>10), params)
+	}
 	if r == config.Elicitation && ask.ImitatesJSON(params, p.s.code) {
 		return p.refuseClientRequest(string(r), form, id, key,
 			fmt.Sprintf("server %q sent a question that imitates mcpcage's own consent questions (it names mcpcage or carries the session's question code)", p.s.server), params)

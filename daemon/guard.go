@@ -516,6 +516,14 @@ func (p *sessionPolicy) flowCheck(params []byte) (fo *flowOutcome, newParams []b
 	if top.Action != config.FlowRedact {
 		return fo, nil
 	}
+	if fo.ev.Unread {
+		// It is refused whatever redaction would make of it (the check
+		// below), so it is not decoded for it (found by a red-team helper:
+		// 60 MiB of params took 1.5 GiB to redact, only to be refused).
+		fo.action = config.FlowDeny
+		fo.reason += fmt.Sprintf("; mcpcage could not redact the request (it is larger than the guard reads whole: %d KiB of params, a string over %d KiB, or more findings than one scan returns), so it is refused", maxGuardScan>>10, detect.MaxScan>>10)
+		return fo, nil
+	}
 	np, redacted, err := p.redactParams(g, params, top.From)
 	if err == nil {
 		after := params

@@ -85,11 +85,18 @@ func (l *listenStreams) toolsListChanged() [][]byte {
 	return out
 }
 
+// maxAcknowledgedBytes bounds the acknowledgements acknowledge decodes (a
+// server's: found by a red-team helper, one of 16 MiB cost 234 MiB).
+const maxAcknowledgedBytes = 64 << 10
+
 // acknowledge rewrites a server's notifications/subscriptions/acknowledged
 // so that it includes toolsListChanged when the client asked for it: the
 // daemon sends those itself when consents change, even for a server that
 // does not. It returns nil when nothing needs to change.
 func (l *listenStreams) acknowledge(params []byte) []byte {
+	if len(params) > maxAcknowledgedBytes {
+		return nil // more than an acknowledgement holds: left as it is, not decoded
+	}
 	var p map[string]json.RawMessage
 	if json.Unmarshal(params, &p) != nil {
 		return nil

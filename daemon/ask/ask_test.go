@@ -75,11 +75,13 @@ func TestParseAnswer(t *testing.T) {
 		{`{"action":"cancel"}`, "", Dismissed},
 		{`not json`, "", Unusable},
 		{``, "", Unusable},
+		// An answer larger than mcpcage's one-field form takes is not read.
+		{`{"action":"accept","content":{"decision":"once","pad":"` + strings.Repeat("a", MaxAnswerBytes) + `"}}`, "", Unusable},
 	}
 	for _, tc := range tests {
 		a, o := ParseAnswer([]byte(tc.result))
 		if a != tc.answer || o != tc.outcome {
-			t.Errorf("ParseAnswer(%s) = %q, %q; want %q, %q", tc.result, a, o, tc.answer, tc.outcome)
+			t.Errorf("ParseAnswer(%.80s) = %q, %q; want %q, %q", tc.result, a, o, tc.answer, tc.outcome)
 		}
 	}
 }

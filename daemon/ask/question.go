@@ -142,9 +142,21 @@ const (
 	Unusable  Outcome = "unusable"  // the reply could not be read
 )
 
+// Bounds of what is decoded of questions and answers (found by a red-team
+// helper: a 16 MiB question or answer was decoded whole, 800 MiB): a
+// server's question (elicitation/create params) and the client's answer
+// to one of mcpcage's.
+const (
+	MaxQuestionBytes = 256 << 10
+	MaxAnswerBytes   = 64 << 10
+)
+
 // ParseAnswer reads an elicitation result ({"action": ..., "content":
 // {"decision": ...}}): decline counts as deny, cancel as dismissed.
 func ParseAnswer(result []byte) (api.Answer, Outcome) {
+	if len(result) > MaxAnswerBytes {
+		return "", Unusable // not an answer to mcpcage's one-field form
+	}
 	var r struct {
 		Action  string         `json:"action"`
 		Content map[string]any `json:"content"`
@@ -207,6 +219,9 @@ func fold(s string) string {
 // a JSON document as a client decodes it, so escapes hide nothing. A
 // document that cannot be read counts as an imitation.
 func ImitatesJSON(doc []byte, code string) bool {
+	if len(doc) > MaxQuestionBytes {
+		return true // not read: callers refuse it for its size first
+	}
 	var v any
 	if json.Unmarshal(doc, &v) != nil {
 		return true

@@ -43,6 +43,7 @@ func (r *Relay) contained(name string, loop func(), drain func()) {
 		if r.opts.OnInternalError != nil {
 			r.opts.OnInternalError()
 		}
+		r.bug.Store(true)
 		r.finish(api.ExitInternal, ErrInternal)
 		r.closeServerIn()
 		if drain != nil {

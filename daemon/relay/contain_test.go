@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,5 +74,58 @@ func TestRelayContainsABug(t *testing.T) {
 				t.Fatalf("OnInternalError called %d times, want once", n)
 			}
 		})
+	}
+}
+
+// heldPanicking holds every "held" request, and its HoldFailed has a bug.
+type heldPanicking struct{ hold chan error }
+
+func (p heldPanicking) FromClient(e *wire.Envelope, msg []byte) Verdict {
+	if e.Method != "held" {
+		return Verdict{}
+	}
+	return Verdict{Hold: p.hold, HoldFailed: func(error) []byte { panic("a bug in HoldFailed") }}
+}
+
+func (heldPanicking) FromServer(*wire.Envelope, []byte, string) Verdict { return Verdict{} }
+
+// TestRelayContainsABugInTheWriter: a panic in the loop that writes to
+// the server's stdin (here in a held request's refusal) ends the session
+// too, with the client still sending more than the queue's room. (A
+// red-team helper found the client loop could then wait for room the
+// stopped writer would never give back; the writer's drain now turns the
+// room's bound off. This test did not reproduce that wait.)
+func TestRelayContainsABugInTheWriter(t *testing.T) {
+	ins := heldPanicking{hold: make(chan error, 1)}
+	bug := make(chan struct{})
+	h := newHarness(t, Options{Inspector: ins, MaxMessageBytes: 16 << 20, OnInternalError: func() { close(bug) }})
+	go func() { _, _ = io.Copy(io.Discard, h.clientR) }()
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"held"}` + "\n")
+	for end := time.Now().Add(10 * time.Second); h.relay.queued.Load() < 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) { // it waits in the writer's queue
+			t.Fatalf("%d messages queued, want 1", h.relay.queued.Load())
+		}
+	}
+	ins.hold <- errors.New("refused") // the writer refuses it: HoldFailed panics
+	select {
+	case <-bug:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not hit the bug")
+	}
+	go func() { _, _ = io.Copy(io.Discard, h.serverR) }()
+	// More than the queue's room: read whole by the relay before the
+	// client closes.
+	if _, err := io.WriteString(h.clientW, `{"jsonrpc":"2.0","method":"notifications/x","params":{"pad":"`+strings.Repeat("a", 9<<20)+`"}}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	h.clientW.Close()
+	h.serverW.Close()
+	select {
+	case end := <-h.done:
+		if end.Reason != api.ExitInternal {
+			t.Fatalf("end = %+v, want %s", end, api.ExitInternal)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end after the writer's bug")
 	}
 }

@@ -1,5 +1,29 @@
 package relay
 
+// reservedPark marks in parked a key reserved by reservePark, before
+// parkRequest gives it its token.
+const reservedPark = 0
+
+// reservePark marks key as parked from before its request is pending
+// until parkRequest parks it (or dropReservedPark, when it is not).
+func (r *Relay) reservePark(key string) {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	if _, ok := r.parked[key]; !ok {
+		r.parked[key] = reservedPark
+	}
+}
+
+// dropReservedPark undoes reservePark for a request that is not parked
+// after all.
+func (r *Relay) dropReservedPark(key string) {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	if r.parked[key] == reservedPark {
+		delete(r.parked, key)
+	}
+}
+
 // parkRequest keeps a client request (already in the pending table under
 // key) from the server until ch yields; see Verdict.Park.
 func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func(error) []byte) {
@@ -20,15 +44,24 @@ func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func
 			r.parkMu.Unlock()
 			return // cancelled by the client (and perhaps its id reused)
 		}
-		delete(r.parked, key)
 		if err == nil && r.parkClosed {
 			err = ErrParkEnded
 		}
 		if err != nil {
+			// Out of the pending table before it is no longer parked: a
+			// response the server forges under its id in between would
+			// otherwise be taken for its answer (found by
+			// TestServerCannotAnswerParkedCall failing one run in 200).
+			_, pending := r.pending.take(key)
+			delete(r.parked, key)
 			r.parkMu.Unlock()
-			r.answerKept(key, failed, err)
+			if pending {
+				r.Stats.Denied[ClientToServer].Add(1)
+				_ = r.writeClient(failed(err))
+			}
 			return
 		}
+		delete(r.parked, key)
 		r.queued.Add(1)
 		r.toServer <- queued{out: out}
 		r.parkMu.Unlock()

@@ -195,6 +195,7 @@ type Relay struct {
 	claimsMu  sync.Mutex
 	Stats     Stats
 	endOnce   sync.Once
+	bug       atomic.Bool // a loop panicked: the session ends as ExitInternal, whatever ended first
 	end       End
 	endCh     chan struct{}
 	serverIn  io.WriteCloser
@@ -357,7 +358,9 @@ func (r *Relay) Run(serverGone func() string) End {
 	go func() {
 		defer wg.Done()
 		r.contained("server stdin", r.writeServer, func() {
-			for range r.toServer { // until the client loop closes it
+			for q := range r.toServer { // until the client loop closes it, giving back what each took (found by a red-team helper: the client loop waited for room for good)
+				r.queued.Add(-1)
+				r.queuedBytes.give(len(q.out))
 			}
 		})
 	}()
@@ -384,6 +387,12 @@ func (r *Relay) Run(serverGone func() string) End {
 	r.closeServerIn()
 	wg.Wait()
 	_ = s.ClientIn.Close()
+	if r.bug.Load() {
+		// The loop's own deferred calls run before its panic is caught:
+		// they can end the server (its stdin closed) and so the relay
+		// with another reason first. The bug is why it ended.
+		return End{Reason: api.ExitInternal, Err: ErrInternal}
+	}
 	return r.end
 }
 
@@ -512,6 +521,9 @@ func (r *Relay) clientLoop(in io.Reader) {
 			r.Stats.Malformed[ClientToServer].Add(1)
 			r.log.Warn("malformed message from client", "err", err, "bytes", len(msg))
 			code, text := wire.CodeParseError, "parse error: "+err.Error()
+			if errors.Is(err, wire.ErrBatchTooLarge) {
+				code, text = wire.CodeInvalidRequest, "mcpcage: "+err.Error()
+			}
 			if errors.Is(err, wire.ErrAmbiguous) {
 				code, text = wire.CodeInvalidRequest, "mcpcage: ambiguous message: "+err.Error()
 				r.ambiguous(ClientToServer, err.Error())

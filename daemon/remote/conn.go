@@ -287,27 +287,32 @@ func declaresURLElicitation(body []byte) bool {
 	return json.Unmarshal(body, &r) == nil && r.Params.Capabilities.Elicitation.URL != nil
 }
 
-// paramsHeaders reads what the 2026-07-28 era mirrors in headers.
+// paramsHeaders reads what the 2026-07-28 era mirrors in headers: member
+// by member, never a map of all of params or _meta (found by a red-team
+// helper: a _meta of millions of members cost hundreds of MiB).
 func paramsHeaders(method string, params []byte) (name, version string) {
-	var p struct {
-		Name string                     `json:"name"`
-		URI  string                     `json:"uri"`
-		Meta map[string]json.RawMessage `json:"_meta"`
-	}
-	if json.Unmarshal(params, &p) != nil {
-		return "", ""
+	str := func(doc []byte, member string) string {
+		sp, ok := wire.Member(doc, member)
+		if !ok {
+			return ""
+		}
+		v, err := wire.String(sp.Of(doc))
+		if err != nil {
+			return ""
+		}
+		return v
 	}
 	switch request.Method(method) {
 	case request.ToolsCall, request.PromptsGet:
-		name = p.Name
+		name = str(params, "name")
 	case request.ResourcesRead, request.ResourcesSubscribe, request.ResourcesUnsubscribe:
-		name = p.URI
+		name = str(params, "uri")
 	}
 	if len(name) > maxNameHeader {
 		name = "" // not mirrored: a header that large no server takes, and each request in flight would keep it
 	}
-	if v, ok := p.Meta["io.modelcontextprotocol/protocolVersion"]; ok {
-		_ = json.Unmarshal(v, &version)
+	if meta, ok := wire.Member(params, "_meta"); ok {
+		version = str(meta.Of(params), "io.modelcontextprotocol/protocolVersion")
 	}
 	return name, version
 }

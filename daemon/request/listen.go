@@ -64,6 +64,16 @@ func ListenResources(params []byte) ([]string, error) {
 	if !ok || string(sp.Of(n)) == "null" {
 		return nil, nil
 	}
+	// Counted before it is decoded (found by a red-team helper: a list of
+	// 60 MiB of numbers was decoded whole, 2.2 GiB, before its length was
+	// checked).
+	count, ok := wire.Len(sp.Of(n))
+	if !ok {
+		return nil, malformed("%s params.notifications.resourceSubscriptions must be an array of URIs", SubscriptionsListen)
+	}
+	if count > MaxListenResources {
+		return nil, malformed("%s names %d resources to watch, at most %d: open more streams", SubscriptionsListen, count, MaxListenResources)
+	}
 	v, err := wire.Decode(sp.Of(n))
 	if err != nil {
 		return nil, fmt.Errorf("params.notifications.resourceSubscriptions: %w", err)
@@ -71,9 +81,6 @@ func ListenResources(params []byte) ([]string, error) {
 	list, ok := v.([]any)
 	if !ok {
 		return nil, malformed("%s params.notifications.resourceSubscriptions must be an array of URIs", SubscriptionsListen)
-	}
-	if len(list) > MaxListenResources {
-		return nil, malformed("%s names %d resources to watch, at most %d: open more streams", SubscriptionsListen, len(list), MaxListenResources)
 	}
 	uris := make([]string, 0, len(list))
 	for i, e := range list {

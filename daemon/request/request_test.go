@@ -114,7 +114,8 @@ func TestArgumentsPastTheValueBound(t *testing.T) {
 		})
 	}
 	// Unread arguments must still be an object, and are still checked.
-	for _, bad := range []string{`[` + strings.Repeat("0,", MaxArgumentValues) + `0]`, `{"a":[` + strings.Repeat("0,", MaxArgumentValues) + `0],"a":1}`} {
+	for _, bad := range []string{`[` + strings.Repeat("0,", MaxArgumentValues) + `0]`, `{"a":[` + strings.Repeat("0,", MaxArgumentValues) + `0],"a":1}`,
+		`{"n":1e400,"pad":[` + strings.Repeat("0,", MaxArgumentValues) + `0]}`} { // a number Decode refuses (found by a red-team helper)
 		if _, err := Read("tools/call", []byte(`{"name":"echo","arguments":`+bad+`}`), nil); err == nil {
 			t.Errorf("arguments %.20s... were accepted", bad)
 		}

@@ -117,6 +117,26 @@ func Elements(arr []byte) ([]Span, bool) {
 	return out, true
 }
 
+// Len returns the number of elements of the JSON array arr without
+// keeping them (ok false when arr is not a valid array).
+func Len(arr []byte) (n int, ok bool) {
+	s := scanner{b: arr}
+	s.ws()
+	if !s.peekIs('[') {
+		return 0, false
+	}
+	for more := s.open(); more; n++ {
+		if err := s.value(); err != nil {
+			return 0, false
+		}
+		var err error
+		if more, err = s.next(closeArray); err != nil {
+			return 0, false
+		}
+	}
+	return n, true
+}
+
 // Splice returns b with span sp replaced by repl.
 func Splice(b []byte, sp Span, repl []byte) []byte {
 	out := make([]byte, 0, len(b)-(sp.End-sp.Start)+len(repl))

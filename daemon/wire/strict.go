@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -57,15 +58,18 @@ func Object(obj []byte, read []string) (map[string]Span, error) {
 // escapes encode unpaired surrogates. It is how the arguments of a call are
 // checked against the names a condition reads.
 func Tree(v []byte, read []string) error {
-	_, err := TreeValues(v, read)
-	return err
+	s := scanner{b: v}
+	s.ws()
+	rn := newReadNames(read)
+	return s.strictValue(&rn, 0)
 }
 
 // TreeValues is [Tree], and counts the values in v (every object, array,
 // member value and element, v itself included): what decoding v would
-// build ([Decode]).
+// build ([Decode]). It also refuses what Decode refuses of numbers (one
+// outside float64's range), for values checked but never decoded.
 func TreeValues(v []byte, read []string) (values int, err error) {
-	s := scanner{b: v}
+	s := scanner{b: v, numbersInRange: true}
 	s.ws()
 	rn := newReadNames(read)
 	err = s.strictValue(&rn, 0)
@@ -246,8 +250,32 @@ func (s *scanner) strictValue(read *readNames, depth int) error {
 		}
 		return nil
 	default:
-		return s.value()
+		start := s.i
+		if err := s.value(); err != nil {
+			return err
+		}
+		if !s.numbersInRange {
+			return nil // kept as written (tool pins)
+		}
+		return inRange(s.b[start:s.i])
 	}
+}
+
+// inRange refuses a number outside float64's range, as Decode does, for
+// values a strict walk checks but nobody decodes (found by a red-team
+// helper: arguments past request.MaxArgumentValues took 1e400). Only a
+// number with an exponent or of over 300 digits can be outside it.
+func inRange(lit []byte) error {
+	if len(lit) == 0 || (lit[0] != '-' && (lit[0] < '0' || lit[0] > '9')) {
+		return nil // true, false, null
+	}
+	if len(lit) <= 300 && !bytes.ContainsAny(lit, "eE") {
+		return nil
+	}
+	if f, err := strconv.ParseFloat(string(lit), 64); err != nil || math.IsInf(f, 0) {
+		return ambiguous("number %.40s is outside the range every parser reads alike", lit)
+	}
+	return nil
 }
 
 // String decodes the JSON string literal raw. It fails on anything that
