@@ -65,11 +65,28 @@ type pinOverflow struct {
 	noted bool   // logged and recorded
 }
 
+// maxSessionDefs bounds the tool names a session keeps the definition it
+// was shown of (found by a red-team helper: a server listing 3 million
+// names, and again with new ones after list_changed, grew them without
+// end). Past it, a tool the session has not kept is held back.
+const maxSessionDefs = 2 * pins.MaxTools
+
+// noteDef keeps def as what the session was shown of tool name, unless
+// the session keeps maxSessionDefs names already (then defsFull holds
+// back the names it could not keep). The caller holds p.mu.
+func (p *sessionPolicy) noteDef(name, def string) {
+	if _, ok := p.defs[name]; !ok && len(p.defs) >= maxSessionDefs {
+		p.defsFull = true
+		return
+	}
+	p.defs[name] = def
+}
+
 // overflowed notes a tool held back because the pins are full.
 func (p *sessionPolicy) overflowed(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.defs[name] = overflowDef
+	p.noteDef(name, overflowDef)
 	if p.overflow.tools == 0 {
 		p.overflow.first = name
 	}
@@ -102,11 +119,15 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 		return false
 	}
 	s := p.s
+	if _, pinned := p.d.pins.Get(s.pinKey, name); !pinned && p.d.pins.Full(s.pinKey) {
+		p.overflowed(name) // held back whatever its definition: not read
+		return true
+	}
 	def, err := pins.Canonical(item)
 	if err != nil {
 		p.mu.Lock()
 		first := p.defs[name] != unreadableDef
-		p.defs[name] = unreadableDef
+		p.noteDef(name, unreadableDef)
 		p.mu.Unlock()
 		if first {
 			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
@@ -121,7 +142,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	p.mu.Lock()
 	seen := p.defs[name] == def.Digest
-	p.defs[name] = def.Digest
+	p.noteDef(name, def.Digest)
 	p.mu.Unlock()
 	if v != pins.Changed && v != pins.Unpinned {
 		return false
@@ -145,9 +166,12 @@ func (p *sessionPolicy) quarantineReason(name string) string {
 	pin, pinned := p.d.pins.Get(p.s.pinKey, name)
 	p.mu.Lock()
 	seen, listed := p.defs[name]
+	unkept := !listed && p.defsFull
 	p.mu.Unlock()
 	var what string
 	switch {
+	case unkept:
+		what = fmt.Sprintf("is held back: the server listed more tools than mcpcage keeps for one session (%d)", maxSessionDefs)
 	case listed && seen == overflowDef, !pinned && p.d.pins.Full(p.s.pinKey):
 		what = fmt.Sprintf("is held back: the server lists more tools than mcpcage pins for one server (%d); an administrator can set pin_policy = \"off\" for it, or have it list fewer tools", pins.MaxTools)
 	case listed && seen == unreadableDef:

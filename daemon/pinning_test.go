@@ -168,3 +168,43 @@ func TestLogLinesAreBounded(t *testing.T) {
 		t.Errorf("a list of %d tools logged a line of %d bytes", len(names), w.longest)
 	}
 }
+
+// TestSessionKeepsBoundedDefinitions: a server that lists more tools than
+// mcpcage pins, and again with new names (after list_changed), no longer
+// grows what the session keeps without end, and the tools past the pins'
+// bound are held back without their definitions being read (found by a
+// red-team helper: 3.2 million names took 7.4 GiB over 16 s and kept
+// 402 MiB for the session). Every name the session could not keep is
+// held back.
+func TestSessionKeepsBoundedDefinitions(t *testing.T) {
+	p := pinnedPolicy(t)
+	names := func(from, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("t%d", from+i)
+		}
+		return out
+	}
+	for round := range 4 { // each list names 2000 tools no list named before
+		e, msg := peek(t, toolsList("d", names(round*2000, 2000)...))
+		p.FromServer(e, msg, "tools/list")
+	}
+	p.mu.Lock()
+	kept, full := len(p.defs), p.defsFull
+	p.mu.Unlock()
+	if kept > maxSessionDefs || !full {
+		t.Fatalf("the session keeps %d definitions (full %v), want at most %d and full", kept, full, maxSessionDefs)
+	}
+	for _, tc := range []struct {
+		name, want string
+	}{
+		{"t0", ""}, // pinned, approved on first use
+		{"t1500", "more tools than mcpcage pins"},  // past the pins' bound
+		{"t7999", "more tools than mcpcage keeps"}, // not kept by the session
+		{"t7999", "held back"},
+	} {
+		if why := p.quarantineReason(tc.name); (tc.want == "") != (why == "") || !strings.Contains(why, tc.want) {
+			t.Errorf("quarantineReason(%s) = %q, want %q", tc.name, why, tc.want)
+		}
+	}
+}

@@ -43,6 +43,8 @@ type sessionPolicy struct {
 	mu    sync.Mutex
 	calls map[string]callStart // forwarded tools/call by id key
 	defs  map[string]string    // tool name -> digest of the definition the session was last shown
+	// defsFull: defs reached maxSessionDefs and a name was not kept.
+	defsFull bool
 	// pinsHad: the server had tool pins when the list being checked
 	// began (see listStart).
 	pinsHad  bool
