@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
@@ -41,7 +42,8 @@ import (
 // MCPCAGE_FAILPOINT_PANIC (WHERE:NAME, comma-separated) panics where a
 // bug of mcpcaged's could: "decide:TOOL" deciding a call of TOOL (the
 // client loop), "result:TOOL" recording a result of TOOL (the server
-// loop), "op:OP" serving a request of OP (TestBugEndsOnlyItsSession).
+// loop), "op:OP" serving a request of OP, "kernel:KIND PATH" dealing with
+// a session's kernel event (TestBugEndsOnlyItsSession).
 //
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
@@ -58,6 +60,7 @@ func init() {
 				panic("failpoint MCPCAGE_FAILPOINT_PANIC " + where + ":" + name)
 			}
 		}
+		beforeSessionEvent = func(ev *bpf.Event) { failpointPanic("kernel", ev.Kind.String()+" "+ev.Path) }
 	}
 	if gate := os.Getenv("MCPCAGE_FAILPOINT_ANSWER_GATE"); gate != "" {
 		beforeAnswerKept = func() { holdAtGate(gate) }

@@ -106,7 +106,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	if ok, err := cage.CallEpochsMapped(); !ok {
 		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each), and a session's renames are not held to a share of the kernel's event ring (one session renaming faster than this daemon reads may leave another's without room): this kernel does not map BPF arrays into memory", "err", err)
 	}
-	if err := cage.Events(d.onKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
+	if err := cage.Events(d.containedKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
 	go d.watchLost(ctx)
@@ -493,6 +493,7 @@ func (d *Daemon) onKernelEvent(ev bpf.Event) {
 		}
 		return
 	}
+	beforeSessionEvent(&ev)
 	s.kernelEvents.Add(1)
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,
 		Pid: ev.Tgid, Comm: ev.Comm, Path: ev.Path, Hint: ev.Hint, Flags: ev.Flags, Repeats: ev.Repeats}

@@ -102,7 +102,10 @@ type session struct {
 
 	run        *flow.Run    // the agent run the session belongs to (the data-flow guard)
 	suspectEnd atomic.Value // string: why a suspect influence ended the session
-	calls      atomic.Uint64
+	// internalEnd: a bug of mcpcaged's in dealing with the session's
+	// kernel events stopped its server (containedKernelEvent).
+	internalEnd atomic.Bool
+	calls       atomic.Uint64
 }
 
 // runKey names the session's agent run in records (flow.Run.ID).
@@ -810,6 +813,8 @@ func (s *session) exitOf(end relay.End) api.Exit {
 	case s.handle.Lost() != nil:
 		exit.Reason = api.ExitContainerdLost
 		exit.Error = fmt.Sprintf("%v, so mcpcaged stopped server %q: start the session again once containerd is back (systemctl status containerd)", s.handle.Lost(), s.server)
+	case s.internalEnd.Load():
+		exit.Reason, exit.Error = api.ExitInternal, relay.ErrInternal.Error()
 	case end.Err != nil:
 		exit.Error = end.Err.Error()
 	case s.suspectEnd.Load() != nil:

@@ -28,7 +28,7 @@ import (
 // loop), recording a result of tool "env" (the server loop), and serving
 // a "servers" request.
 func TestBugEndsOnlyItsSession(t *testing.T) {
-	d := consentDaemon(t, "", failpoints("MCPCAGE_FAILPOINT_PANIC=decide:boom,result:env,op:servers"))
+	d := consentDaemon(t, "", failpoints("MCPCAGE_FAILPOINT_PANIC=decide:boom,result:env,op:servers,kernel:process.exec /bin/true,kernel:process.exec /usr/bin/true"))
 	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "*")
 	var st api.Status
 	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
@@ -63,6 +63,26 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 			})
 			d.waitLog(`loop=` + tc.loop)
 			echo("after the " + tc.loop + " loop's bug")
+		})
+	}
+
+	// The one reader of every session's kernel events: the event's session
+	// has its server stopped, and the reader goes on (a second session's
+	// event reaches it too).
+	for i := 1; i <= 2; i++ {
+		t.Run(fmt.Sprintf("a bug dealing with a kernel event, %d", i), func(t *testing.T) {
+			r := startRaw(t, d.shimCmd("test"))
+			r.initialize()
+			b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": map[string]any{"name": "run_command", "arguments": map[string]any{"command": "/bin/true"}}})
+			r.send(string(b) + "\n")
+			if code := r.wait(); code == 0 || !strings.Contains(r.stderr.String(), "internal error") {
+				t.Fatalf("the session of the kernel event's bug: exit %d, stderr %q; want its server stopped, saying so", code, r.stderr.String())
+			}
+			testenv.WaitFor(t, "the bug counted", 30*time.Second, func() (bool, string) {
+				got := metricValue(t, scrape(t, st.Metrics), `mcpcage_internal_errors_total{where="kernel_event"}`)
+				return got == float64(i), fmt.Sprint(got)
+			})
+			echo(fmt.Sprintf("after kernel event bug %d", i))
 		})
 	}
 
