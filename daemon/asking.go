@@ -313,7 +313,7 @@ func (p *sessionPolicy) parkForAnswer(method string, q asked, question ask.Quest
 	p.mu.Unlock()
 	timeout := time.Duration(d.conf().Daemon.AskTimeout)
 	s.log.Info("asked the user in the client (elicitation)", "method", method, "name", q.name, "question", id)
-	go func() {
+	s.relay.Go("question", func() { // a bug there ends the session, not the daemon
 		defer s.limiter.Done()
 		defer func() {
 			p.mu.Lock()
@@ -343,7 +343,7 @@ func (p *sessionPolicy) parkForAnswer(method string, q asked, question ask.Quest
 		case <-s.relay.Done():
 			res <- relay.ErrParkEnded
 		}
-	}()
+	})
 	return relay.Verdict{Deny: false, Park: res, HoldFailed: func(err error) []byte {
 		var pr parkedReply
 		if errors.As(err, &pr) {
@@ -357,6 +357,7 @@ func (p *sessionPolicy) parkForAnswer(method string, q asked, question ask.Quest
 // request's fate: nil forwards it (its record durable), a parkedReply
 // answers it.
 func (p *sessionPolicy) answered(method string, q asked, resp []byte, questionID string) error {
+	failpointPanic("answer", q.name)
 	var m wire.Message
 	var result []byte
 	if wire.Peek(resp, &m) == nil && !m.Batch {

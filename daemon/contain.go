@@ -1,11 +1,17 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
-	"runtime/debug"
+	"net"
+	"time"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/relay"
 
 	"github.com/mcpcage/mcpcage/bpf"
-	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/internal/contain"
 )
 
 // Where a bug of mcpcaged's was caught (the label of
@@ -14,6 +20,7 @@ const (
 	internalInSession     = "session"      // a relay loop: the session ended
 	internalInRequest     = "request"      // a connection's request (a session's start included): it failed
 	internalInKernelEvent = "kernel_event" // a kernel event: its session's server was stopped
+	internalInBackground  = "background"   // a daemon-wide loop or task: the item at hand was dropped, the loop started again
 )
 
 // containRequest, deferred first by the goroutine serving a connection,
@@ -22,11 +29,11 @@ const (
 // the handler's own deferred calls, which run first), the bug is logged
 // with its stack and counted, and the daemon goes on.
 func (d *Daemon) containRequest(log *slog.Logger) {
-	v := recover()
-	if v == nil {
+	p, ok := contain.Recovered(recover())
+	if !ok {
 		return
 	}
-	log.Error("internal error: the request failed and its connection was closed; mcpcaged goes on (please report this)", "panic", relay.PanicText(v), "stack", string(debug.Stack()))
+	log.Error("internal error: the request failed and its connection was closed; mcpcaged goes on (please report this)", "panic", p.Value, "stack", p.Stack)
 	d.metrics.InternalErrors.WithLabelValues(internalInRequest).Inc()
 }
 
@@ -37,13 +44,9 @@ func (d *Daemon) containRequest(log *slog.Logger) {
 // event's session has its server stopped (what the event should have
 // enforced may not have been: fail closed), and the reader goes on.
 func (d *Daemon) containedKernelEvent(ev bpf.Event) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
+	contain.Run(func() { d.onKernelEvent(ev) }, func(p contain.Panic) {
 		d.log.Error("internal error dealing with a kernel event: its session's server is stopped; mcpcaged goes on (please report this)",
-			"kind", ev.Kind.String(), "cgroup", ev.Cgroup, "panic", relay.PanicText(v), "stack", string(debug.Stack()))
+			"kind", ev.Kind.String(), "cgroup", ev.Cgroup, "panic", p.Value, "stack", p.Stack)
 		d.metrics.InternalErrors.WithLabelValues(internalInKernelEvent).Inc()
 		if !d.mu.TryLock() { // held where it panicked: the session is not found, its server runs on
 			d.log.Error("the session of the kernel event could not be found to stop its server", "cgroup", ev.Cgroup)
@@ -52,11 +55,9 @@ func (d *Daemon) containedKernelEvent(ev bpf.Event) {
 		s := d.byCgroup[ev.Cgroup]
 		d.mu.Unlock()
 		if s != nil {
-			s.internalEnd.Store(true)
-			s.stopServer()
+			s.endForBug() // in the background: this reader serves every session
 		}
-	}()
-	d.onKernelEvent(ev)
+	})
 }
 
 // beforeSessionEvent runs for each kernel event of a session, before it is
@@ -66,6 +67,77 @@ var beforeSessionEvent = func(*bpf.Event) {}
 
 // failpointPanic panics where a test asks it to (where: "decide" a
 // request of name, "result" of a call of tool name, "op" a request of op
-// name): a no-op, but the integration tests' failpoints build sets it
+// name, "answer" to a question about tool name, "started" a session of
+// server name once its server runs): a no-op, but the integration tests' failpoints build sets it
 // (failpoint_on.go) to show what a bug of mcpcaged's does there.
 var failpointPanic = func(where, name string) {}
+
+// endForBug ends session s after a bug of mcpcaged's in dealing with it
+// (a panic in one of its goroutines or in one of its kernel events): its
+// end says internal_error, and its server is stopped (fail closed: what
+// the goroutine should have done for the session may not have been
+// done, and a server that ignores the end of its stdin must not outlive
+// the session). The stop runs in the background: the caller may be a
+// loop other sessions need, and a stop waits up to stop_timeout.
+func (s *session) endForBug() {
+	s.internalEnd.Store(true)
+	if s.handle != nil {
+		go s.stopServer()
+	}
+}
+
+// endBrokenSession ends session s, whose server runs, when a bug of
+// mcpcaged's (a panic, which goes on to the connection's handler once
+// this returns) cut runSession short before the session was accounted
+// for. Fail closed, as a session's end always does: the client is let
+// go of and told, the server is stopped, and the end is recorded
+// (internal_error) before the container is removed. If the panic came
+// while the end was being recorded, only the container is left to
+// remove. A second bug here is logged, not let loose.
+func (d *Daemon) endBrokenSession(ctx context.Context, s *session, fw *api.FrameWriter, stdio *passedStdio, c *net.UnixConn) {
+	contain.Run(func() {
+		s.internalEnd.Store(true)
+		if s.accounting.Load() {
+			s.handle.Kill(context.WithoutCancel(ctx))
+			<-s.handle.Exited()
+			if err := s.handle.Remove(context.WithoutCancel(ctx)); err != nil {
+				s.log.Error("cleanup failed", "err", err)
+			}
+			return
+		}
+		s.over.Store(true)
+		s.stopServer()
+		if stdio != nil {
+			stdio.abandon()
+		}
+		exit := s.exitOf(relay.End{Reason: api.ExitInternal, Err: relay.ErrInternal})
+		if b, err := json.Marshal(exit); err == nil {
+			_ = c.SetWriteDeadline(time.Now().Add(closeWait))
+			_ = fw.Write(api.FrameExit, b)
+		}
+		if stdio != nil {
+			stdio.expire()
+		}
+		d.accountSession(context.WithoutCancel(ctx), s, exit)
+	}, func(p contain.Panic) {
+		s.log.Error("internal error ending a session after an internal error: its container may be left; mcpcaged goes on (please report this)", "panic", p.Value, "stack", p.Stack)
+		d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+	})
+}
+
+// goLoop runs loop, one of the daemon's own loops that every session
+// needs (sweepers, watchers), on a goroutine of its own until it returns
+// or ctx ends. A panic in it (a bug of mcpcaged's) is logged and counted,
+// and the loop is started again (later each time it panics again soon):
+// the item it was dealing with may be dropped, the daemon goes on.
+func (d *Daemon) goLoop(ctx context.Context, name string, loop func()) {
+	go contain.Loop(ctx, contain.DefaultRestart, loop, d.reportBackground(name))
+}
+
+// reportBackground logs and counts a panic in the daemon's own work.
+func (d *Daemon) reportBackground(name string) func(contain.Panic) {
+	return func(p contain.Panic) {
+		d.log.Error("internal error in mcpcaged's own work: what it was doing is dropped and it goes on (please report this)", "in", name, "panic", p.Value, "stack", p.Stack)
+		d.metrics.InternalErrors.WithLabelValues(internalInBackground).Inc()
+	}
+}

@@ -223,10 +223,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 // session and returns nil.
 func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.log.Info("mcpcaged ready", "socket", ln.Addr().String(), "servers", d.conf().ServerNames(), "version", Version)
-	go d.sweepRuns(ctx)
-	go d.collectImages(ctx)
+	d.goLoop(ctx, "agent runs", func() { d.sweepRuns(ctx) })
+	d.goLoop(ctx, "unused images", func() { d.collectImages(ctx) })
 	if d.renames != nil {
-		go d.renames.Run()
+		d.goLoop(ctx, "renames", d.renames.Run) // rename events read when it panicked may be lost: their checks fail closed, as for a queue overflow
 	}
 	d.collectImagesSoon() // what the configuration stopped naming while the daemon was down
 	refuseFiles(ln)       // its connections take files only when a session asks (passrights.go)

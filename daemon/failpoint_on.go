@@ -43,7 +43,10 @@ import (
 // bug of mcpcaged's could: "decide:TOOL" deciding a call of TOOL (the
 // client loop), "result:TOOL" recording a result of TOOL (the server
 // loop), "op:OP" serving a request of OP, "kernel:KIND PATH" dealing with
-// a session's kernel event (TestBugEndsOnlyItsSession).
+// a session's kernel event, "answer:TOOL" dealing with the client's
+// answer to a question about TOOL (a goroutine of the session's), and
+// "started:SERVER" once a session of SERVER was answered and its server
+// runs (TestBugEndsOnlyItsSession).
 //
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then

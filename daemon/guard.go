@@ -766,7 +766,7 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 	p.mu.Lock()
 	p.questions[key] = cancelled // a cancel of the request ends its question (Cancelled)
 	p.mu.Unlock()
-	go func() {
+	s.relay.Go("question", func() { // a bug there ends the session, not the daemon
 		defer s.limiter.Done()
 		defer func() {
 			p.mu.Lock()
@@ -810,7 +810,7 @@ func (p *sessionPolicy) askFlow(method string, k consent.Kind, id []byte, name s
 		fo.asked = true
 		// Decide again: a revocation or quarantine meanwhile wins.
 		res <- p.parkedFate(p.settle(method, k, id, name, args, p.decide(method, k, name, args, q.pin), nil, fo))
-	}()
+	})
 	return relay.Verdict{Park: res, Replace: replace, HoldFailed: func(err error) []byte {
 		var pr parkedReply
 		if errors.As(err, &pr) {

@@ -109,7 +109,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	if err := cage.Events(d.containedKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
-	go d.watchLost(ctx)
+	d.goLoop(ctx, "lost kernel events", func() { d.watchLost(ctx) })
 }
 
 // setupStamps attaches the exec and fork stampers that bind an agent to

@@ -202,6 +202,10 @@ func (d *Daemon) startRemote(s *session) error {
 		OnUpstream: func(_ string, status int, took time.Duration) {
 			upstream.WithLabelValues(s.serverLabel, strconv.Itoa(status/100)+"xx").Inc()
 			latency.Observe(took.Seconds())
+		},
+		OnInternalError: func() {
+			d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+			s.endForBug()
 		}})
 	s.remote = &remoteServer{conn: conn, auth: auth, url: u, grant: grantAgent}
 	s.handle = s.remote

@@ -173,7 +173,7 @@ func (d *Daemon) queueRenameCheck(s *session, ev bpf.Event, ke KernelEvent) {
 	}
 	q.mu.Unlock()
 	if start {
-		go d.runRenameChecks(s)
+		s.relay.Go("rename checks", func() { d.runRenameChecks(s) }) // a bug there ends the session: its renames go unchecked
 	}
 }
 

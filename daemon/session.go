@@ -102,10 +102,14 @@ type session struct {
 
 	run        *flow.Run    // the agent run the session belongs to (the data-flow guard)
 	suspectEnd atomic.Value // string: why a suspect influence ended the session
-	// internalEnd: a bug of mcpcaged's in dealing with the session's
-	// kernel events stopped its server (containedKernelEvent).
+	// internalEnd: a bug of mcpcaged's in dealing with the session (one
+	// of its goroutines, or its kernel events) stopped its server
+	// (endForBug).
 	internalEnd atomic.Bool
-	calls       atomic.Uint64
+	// accounting: the end of the session is being recorded and its
+	// container removed (accountSession).
+	accounting atomic.Bool
+	calls      atomic.Uint64
 }
 
 // runKey names the session's agent run in records (flow.Run.ID).
@@ -227,6 +231,15 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		reply(fw, api.Reply{Code: api.CodeLaunchFailed, Error: fmt.Sprintf("cannot start server %q: %v", s.server, err)}, log)
 		return
 	}
+	// From here on the server runs: a bug of mcpcaged's that cuts this
+	// function short (a panic, contained by the connection's handler)
+	// must not leave it running outside the session's bounds and record.
+	accounted := false
+	defer func() {
+		if !accounted {
+			d.endBrokenSession(ctx, s, fw, stdio, c)
+		}
+	}()
 	active := d.metrics.SessionsActive.WithLabelValues(s.serverLabel)
 	active.Inc()
 	defer active.Dec()
@@ -239,10 +252,12 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	reply(fw, api.Reply{OK: true, Session: s.id, Stdio: s.stdio}, log)
 	s.streams.stderr.open() // what the server wrote on stderr as it started, after the reply
 
-	go pumpClient(fr)
-	go s.watchConsents(d)
+	// The session's goroutines that deal with what its peers send are
+	// contained: a bug of mcpcaged's there ends this session only.
+	s.relay.Go("client frames", func() { pumpClient(fr) })
+	s.relay.Go("consents", func() { s.watchConsents(d) })
 	if hosts != nil {
-		go s.watchEgress(d, hosts, s.egressFirst)
+		s.relay.Go("egress", func() { s.watchEgress(d, hosts, s.egressFirst) })
 	}
 	go s.stopOnRequest()
 	if stdio != nil {
@@ -254,6 +269,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	if stdio != nil {
 		cut = stdio.abandon
 	}
+	failpointPanic("started", s.server)
 	ended := make(chan relay.End, 1)
 	go func() { ended <- s.relay.Run(s.serverGone) }()
 	end := s.awaitRelay(ended, cut)
@@ -272,6 +288,7 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		stdio.expire()
 	}
 	d.accountSession(ctx, s, exit)
+	accounted = true
 }
 
 // serveRun takes the user's session slot and runs the session, which
@@ -448,10 +465,13 @@ func (s *session) buildRelay(d *Daemon, fw *api.FrameWriter, stdio *passedStdio)
 			s.denied.Add(1)
 			d.audit.AppendAsync(s.messageRefusedRecord(refusal{dir: dir, reason: "ambiguous message: " + problem}))
 		},
-		MaxMessageBytes:    int64(d.conf().Daemon.MaxMessageBytes),
-		Logger:             s.log,
-		OnClientEOF:        func() { go s.stop() },
-		OnInternalError:    func() { d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc() },
+		MaxMessageBytes: int64(d.conf().Daemon.MaxMessageBytes),
+		Logger:          s.log,
+		OnClientEOF:     func() { go s.stop() },
+		OnInternalError: func() {
+			d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+			s.endForBug()
+		},
 		ScrubLog:           func(text string) string { return audit.ScrubText(text, s.policy.secretValues()) },
 		AfterServerMessage: s.policy.afterServerMessage,
 	}, relay.Streams{
@@ -567,7 +587,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	s.handle = s.inst
-	go d.watchMasks(s, s.inst, params.UID)
+	s.relay.Go("masks", func() { d.watchMasks(s, s.inst, params.UID) })
 	running := time.Now()
 	if fifos != nil {
 		in, out, errOut, err := fifos.Connect(s.handle.Exited(), stdioConnectWait)
@@ -583,7 +603,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		s.relay.AttachServer(in, out)
 		s.streams.serverOut = out
 		s.streams.stderrDone = make(chan struct{})
-		go copyStderr(errOut, s.streams.stderr, s.streams.stderrDone)
+		s.relay.Go("stderr", func() { copyStderr(errOut, s.streams.stderr, s.streams.stderrDone) })
 	}
 	d.metrics.SandboxStart.Observe(time.Since(started).Seconds())
 	s.log.Debug("sandbox started", "warm", s.warmStart, "build", built.Sub(started), "start", running.Sub(built), "stdio_connect", time.Since(running))
@@ -844,6 +864,7 @@ func (s *session) exitOf(end relay.End) api.Exit {
 // accountSession records and logs the end of a session and removes its
 // container.
 func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) {
+	s.accounting.Store(true)
 	d.recordDeniedOverflow(s)
 	d.endSessionConsents(s)
 	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {

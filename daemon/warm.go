@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/internal/contain"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"golang.org/x/sys/unix"
 )
@@ -131,7 +132,14 @@ func (w *warmPool) refill(srvName string, peer Peer) {
 	w.mu.Unlock()
 	go func() {
 		defer w.work.Done()
-		ws, err := w.build(key, Peer{UID: peer.UID, GID: peer.GID})
+		var ws *warmSandbox
+		var err error
+		// A bug of mcpcaged's in the build (on a user's own server's
+		// definition) fails this build only (what it created the next
+		// start removes).
+		if !contain.Run(func() { ws, err = w.build(key, Peer{UID: peer.UID, GID: peer.GID}) }, w.d.reportBackground("warm sandbox")) {
+			ws, err = nil, errWarmBuildBug
+		}
 		w.mu.Lock()
 		delete(w.building, key)
 		keep := err == nil && !w.closed && w.gen == gen && !w.stale[key]
@@ -152,6 +160,9 @@ func (w *warmPool) refill(srvName string, peer Peer) {
 		}
 	}()
 }
+
+// errWarmBuildBug is a build that panicked (logged where it was caught).
+var errWarmBuildBug = errors.New("mcpcaged hit an internal error preparing it (its stack is in the log line before)")
 
 // build prepares one sandbox exactly as a session's cold start would.
 func (w *warmPool) build(key warmKey, peer Peer) (*warmSandbox, error) {

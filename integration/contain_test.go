@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -26,9 +27,16 @@ import (
 // and the audit log still verifies. The failpoint MCPCAGE_FAILPOINT_PANIC
 // puts the panics there: deciding a call of tool "boom" (the client
 // loop), recording a result of tool "env" (the server loop), and serving
-// a "servers" request.
+// a "servers" request. Later, on the goroutines a session runs beside its
+// loops and after its server started: the client's answer to a question
+// about tool "echo" (server "asks"), and the start of server "late" once
+// its session was answered (a bug there left its server running outside
+// every bound and record).
 func TestBugEndsOnlyItsSession(t *testing.T) {
-	d := consentDaemon(t, "", failpoints("MCPCAGE_FAILPOINT_PANIC=decide:boom,result:env,op:servers,kernel:process.exec /bin/true,kernel:process.exec /usr/bin/true"))
+	setup(t)
+	testserver := filepath.Join(env.bin, "testserver")
+	d := consentDaemon(t, fmt.Sprintf("[servers.asks]\ncommand = [%q]\ndefault_decision = \"ask\"\n[servers.late]\ncommand = [%q]\n", testserver, testserver),
+		failpoints("MCPCAGE_FAILPOINT_PANIC=decide:boom,result:env,op:servers,kernel:process.exec /bin/true,kernel:process.exec /usr/bin/true,answer:echo,started:late"))
 	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "*")
 	var st api.Status
 	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
@@ -52,15 +60,7 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 				t.Fatalf("the session of the bug: exit %d, stderr %q; want it ended saying so", code, r.stderr.String())
 			}
 			ended++
-			testenv.WaitFor(t, "the session's end on the record", 30*time.Second, func() (bool, string) {
-				n := 0
-				for _, rec := range d.auditRecords(t) {
-					if str(rec, "type") == "session.end" && str(rec, "reason") == string(api.ExitInternal) {
-						n++
-					}
-				}
-				return n == ended, fmt.Sprintf("%d session.end records of reason %s", n, api.ExitInternal)
-			})
+			waitInternalEnds(t, d, ended)
 			d.waitLog(`loop=` + tc.loop)
 			echo("after the " + tc.loop + " loop's bug")
 		})
@@ -78,6 +78,8 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 			if code := r.wait(); code == 0 || !strings.Contains(r.stderr.String(), "internal error") {
 				t.Fatalf("the session of the kernel event's bug: exit %d, stderr %q; want its server stopped, saying so", code, r.stderr.String())
 			}
+			ended++
+			waitInternalEnds(t, d, ended)
 			testenv.WaitFor(t, "the bug counted", 30*time.Second, func() (bool, string) {
 				got := metricValue(t, scrape(t, st.Metrics), `mcpcage_internal_errors_total{where="kernel_event"}`)
 				return got == float64(i), fmt.Sprint(got)
@@ -85,6 +87,49 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 			echo(fmt.Sprintf("after kernel event bug %d", i))
 		})
 	}
+
+	t.Run("a bug dealing with the client's answer to a question", func(t *testing.T) {
+		a := &answerer{answer: "once"}
+		c := d.connectWith(t, "asks", mcp.ProtocolVersion20251125, client.WithElicitationHandler(a))
+		toolNames(t, c)
+		asked := callInBackground(t, c, "echo", map[string]any{"text": "hi"})
+		got := answered(t, asked)
+		if got.err == nil && !got.isErr {
+			t.Fatalf("the call whose answer hit the bug passed: %q", got.text)
+		}
+		if n := len(a.questions()); n != 1 {
+			t.Fatalf("%d questions, want 1", n)
+		}
+		_ = c.Close()
+		ended++
+		waitInternalEnds(t, d, ended)
+		d.waitLog(`loop=question`)
+		echo("after the question's bug")
+	})
+
+	t.Run("a bug once the server started", func(t *testing.T) {
+		r := startRaw(t, d.shimCmd("late"))
+		if code := r.wait(); code == 0 || !strings.Contains(r.stderr.String(), "internal error") {
+			t.Fatalf("the session whose start hit the bug: exit %d, stderr %q; want it ended saying so", code, r.stderr.String())
+		}
+		ended++
+		waitInternalEnds(t, d, ended)
+		// Its server is stopped and its container removed.
+		id := ""
+		for _, rec := range d.auditRecords(t) {
+			if str(rec, "type") == "session.start" && str(rec, "server") == "late" {
+				id = str(rec, "session")
+			}
+		}
+		if id == "" {
+			t.Fatal("no session.start record of server late")
+		}
+		testenv.WaitFor(t, "the container of the session whose start hit the bug removed", 30*time.Second, func() (bool, string) {
+			left := strings.Join(append(d.containers(), d.tasks()...), " ")
+			return !strings.Contains(left, id), left
+		})
+		echo("after the start's bug")
+	})
 
 	t.Run("a bug serving a request", func(t *testing.T) {
 		var out []api.ServerInfo
@@ -96,7 +141,9 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 	})
 
 	metrics := scrape(t, st.Metrics)
-	for where, want := range map[string]float64{"session": 2, "request": 1} {
+	// The bug after the server started goes on to the request's handler
+	// once the session is ended: it is counted there.
+	for where, want := range map[string]float64{"session": 3, "request": 2} {
 		if got := metricValue(t, metrics, fmt.Sprintf(`mcpcage_internal_errors_total{where=%q}`, where)); got != want {
 			t.Errorf("mcpcage_internal_errors_total{where=%q} = %v, want %v", where, got, want)
 		}
@@ -108,4 +155,19 @@ func TestBugEndsOnlyItsSession(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "audit log OK") {
 		t.Fatalf("audit verify after the bugs: %v %s", err, out)
 	}
+}
+
+// waitInternalEnds waits until d's audit log has n session.end records of
+// reason internal_error.
+func waitInternalEnds(t *testing.T, d *daemon, n int) {
+	t.Helper()
+	testenv.WaitFor(t, "the session's end on the record", 30*time.Second, func() (bool, string) {
+		got := 0
+		for _, rec := range d.auditRecords(t) {
+			if str(rec, "type") == "session.end" && str(rec, "reason") == string(api.ExitInternal) {
+				got++
+			}
+		}
+		return got == n, fmt.Sprintf("%d session.end records of reason %s", got, api.ExitInternal)
+	})
 }

@@ -150,7 +150,7 @@ func New() *Metrics {
 	m.RemoteSignIns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_remote_signins_total",
 		Help: "Sign-ins to remote servers (mcpcage login) by server and result (ok, failed)."}, []string{"server", "result"})
 	m.InternalErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_internal_errors_total",
-		Help: "Bugs of mcpcaged's caught where they happened (a panic): where is session (the session ended), request (that request failed) or kernel_event (its session's server was stopped); the daemon went on. Each is in the log with its stack: please report it."}, []string{"where"})
+		Help: "Bugs of mcpcaged's caught where they happened (a panic): where is session (the session ended), request (that request failed), kernel_event (its session's server was stopped) or background (a loop of the daemon's own dropped its item at hand and was started again); the daemon went on. Each is in the log with its stack: please report it."}, []string{"where"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsClientFiles, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentLookups, m.ConsentPrompts, m.AuditRecords,
 		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,

@@ -3,9 +3,9 @@ package relay
 import (
 	"fmt"
 	"io"
-	"runtime/debug"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/internal/contain"
 )
 
 // ErrInternal ends a session whose relay hit a bug of mcpcaged's (a
@@ -14,32 +14,15 @@ import (
 // mcpcaged's log; the session's end says only this.
 var ErrInternal = fmt.Errorf("mcpcaged hit an internal error in this session and ended it (%s; the details are in mcpcaged's log: please report them)", api.ExitInternal)
 
-// maxPanicLog bounds the panic's value in the log line: it may quote
-// what a peer sent.
-const maxPanicLog = 256
-
-// PanicText is what a log line says of panic value v: its text, cut to a
-// bounded length.
-func PanicText(v any) string {
-	text := fmt.Sprint(v)
-	if len(text) > maxPanicLog {
-		text = text[:maxPanicLog] + "…"
-	}
-	return text
-}
-
-// contained runs loop (one of the relay's three) and turns a panic in it
-// into the end of the session: recorded as ExitInternal, the server's
+// contained runs loop (one of the relay's three loops, or a goroutine of
+// the session's, see Go) and turns a panic in it into the end of the
+// session: recorded as ExitInternal, OnInternalError told, the server's
 // stdin closed (its stop ladder starts once the relay is done), and then
 // drain, which keeps the peers of the loops that still run from waiting
 // on the one that stopped.
 func (r *Relay) contained(name string, loop func(), drain func()) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		r.log.Error("internal error: the session ends; mcpcaged goes on (please report this)", "loop", name, "panic", PanicText(v), "stack", string(debug.Stack()))
+	contain.Run(loop, func(p contain.Panic) {
+		r.log.Error("internal error: the session ends; mcpcaged goes on (please report this)", "loop", name, "panic", p.Value, "stack", p.Stack)
 		if r.opts.OnInternalError != nil {
 			r.opts.OnInternalError()
 		}
@@ -49,9 +32,14 @@ func (r *Relay) contained(name string, loop func(), drain func()) {
 		if drain != nil {
 			drain()
 		}
-	}()
-	loop()
+	})
 }
+
+// Go runs fn on a goroutine of its own that belongs to the session (a
+// parked request, a question put to the user), contained as the relay's
+// loops are: a panic in fn (a bug of mcpcaged's) ends this session as
+// ExitInternal, and neither the daemon nor any other session.
+func (r *Relay) Go(name string, fn func()) { go r.contained(name, fn, nil) }
 
 // discard reads in until it ends.
 func discard(in io.Reader) func() {

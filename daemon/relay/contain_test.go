@@ -62,17 +62,7 @@ func TestRelayContainsABug(t *testing.T) {
 			h.fromServer(`{"jsonrpc":"2.0","method":"notifications/y"}` + "\n")
 			h.serverW.Close()
 			h.clientW.Close()
-			select {
-			case end := <-h.done:
-				if end.Reason != api.ExitInternal || !errors.Is(end.Err, ErrInternal) {
-					t.Fatalf("end = %+v, want %s", end, api.ExitInternal)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("the relay did not end after the bug")
-			}
-			if n := bugs.Load(); n != 1 {
-				t.Fatalf("OnInternalError called %d times, want once", n)
-			}
+			h.endsForTheBug(t, &bugs)
 		})
 	}
 }
@@ -127,5 +117,90 @@ func TestRelayContainsABugInTheWriter(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the relay did not end after the writer's bug")
+	}
+}
+
+// parkedPanicking parks every "parked" request, and its HoldFailed (the
+// refusal the park's goroutine writes) has a bug.
+type parkedPanicking struct{ park chan error }
+
+func (p parkedPanicking) FromClient(e *wire.Envelope, msg []byte) Verdict {
+	if e.Method != "parked" {
+		return Verdict{}
+	}
+	return Verdict{Park: p.park, HoldFailed: func(error) []byte { panic("a bug in the park's refusal") }}
+}
+
+func (parkedPanicking) FromServer(*wire.Envelope, []byte, string) Verdict { return Verdict{} }
+
+// TestRelayContainsABugInAGoroutine: a panic on a goroutine the session
+// runs beside its loops (a parked request's, or one started with Go, as
+// the daemon does for a question put to the user) ends that session as
+// ExitInternal, like a panic in a loop, and not the process.
+func TestRelayContainsABugInAGoroutine(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(h *harness, park chan error)
+	}{
+		{"a parked request's", func(h *harness, park chan error) {
+			h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"parked"}` + "\n")
+			for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+				h.relay.parkMu.Lock()
+				n := len(h.relay.parked)
+				h.relay.parkMu.Unlock()
+				if n == 1 {
+					break
+				}
+				if time.Now().After(end) {
+					t.Fatal("the request was not parked")
+				}
+			}
+			park <- errors.New("refused") // its refusal panics
+		}},
+		{"one started with Go", func(h *harness, _ chan error) {
+			h.relay.Go("question", func() { panic("a bug in a question") })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ins := parkedPanicking{park: make(chan error, 1)}
+			bug := make(chan struct{})
+			var bugs atomic.Int32
+			h := newHarness(t, Options{Inspector: ins, OnInternalError: func() {
+				if bugs.Add(1) == 1 {
+					close(bug)
+				}
+			}})
+			go func() { _, _ = io.Copy(io.Discard, h.clientR) }()
+			tc.start(h, ins.park)
+			select {
+			case <-bug:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the bug was not caught")
+			}
+			// The relay closes the server's stdin: the server sees EOF.
+			if _, err := h.serverR.ReadString('\n'); !errors.Is(err, io.EOF) {
+				t.Fatalf("server stdin: %v, want EOF", err)
+			}
+			h.serverW.Close()
+			h.clientW.Close()
+			h.endsForTheBug(t, &bugs)
+		})
+	}
+}
+
+// endsForTheBug waits for h's relay to end as ExitInternal, with
+// OnInternalError told once (counted in bugs).
+func (h *harness) endsForTheBug(t *testing.T, bugs *atomic.Int32) {
+	t.Helper()
+	select {
+	case end := <-h.done:
+		if end.Reason != api.ExitInternal || !errors.Is(end.Err, ErrInternal) {
+			t.Fatalf("end = %+v, want %s", end, api.ExitInternal)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not end after the bug")
+	}
+	if n := bugs.Load(); n != 1 {
+		t.Fatalf("OnInternalError called %d times, want once", n)
 	}
 }

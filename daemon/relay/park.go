@@ -32,7 +32,7 @@ func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func
 	token := r.parkSeq // a later request that reuses the id is another park
 	r.parked[key] = token
 	r.parkMu.Unlock()
-	go func() {
+	r.Go("park", func() {
 		var err error
 		select {
 		case err = <-ch:
@@ -65,7 +65,7 @@ func (r *Relay) parkRequest(key string, out []byte, ch <-chan error, failed func
 		r.queued.Add(1)
 		r.toServer <- queued{out: out}
 		r.parkMu.Unlock()
-	}()
+	})
 }
 
 // cancelParked ends a parked request the client cancelled: it leaves the

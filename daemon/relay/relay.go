@@ -31,9 +31,10 @@ type Options struct {
 	OnClientEOF func()
 	// OnMessage, when set, is called for every message with its size.
 	OnMessage func(d Direction, bytes int)
-	// OnInternalError, when set, is called when a loop of the relay
-	// panicked (a bug of mcpcaged's; the session then ends, see
-	// ErrInternal), before it ends.
+	// OnInternalError, when set, is called when a loop of the relay or a
+	// goroutine started with Go panicked (a bug of mcpcaged's; the session
+	// then ends, see ErrInternal), before it ends. It must not wait: the
+	// caller stops the server in the background.
 	OnInternalError func()
 	// OnClaims, when set, is called when the client's claims are first seen.
 	OnClaims func(Claims)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
+	"github.com/mcpcage/mcpcage/internal/contain"
 )
 
 // Options configure a [Conn].
@@ -37,6 +38,10 @@ type Options struct {
 	// OnUpstream is told each answer the server gave (status and how long
 	// its headers took), for metrics; may be nil.
 	OnUpstream func(method string, status int, took time.Duration)
+	// OnInternalError, when set, is told that a goroutine of the bridge
+	// panicked (a bug of mcpcaged's, on what the server sent): the bridge
+	// is killed, and its session must end saying so. It must not wait.
+	OnInternalError func()
 }
 
 // Authorizer supplies the token a request carries.
@@ -120,7 +125,7 @@ func New(opts Options) *Conn {
 		slots: make(chan struct{}, maxInFlight), big: make(chan struct{}, 1), exited: make(chan struct{})}
 	c.queue.init(2*opts.MaxMessageBytes + 1<<20)
 	c.inflight.Add(1) // the sender
-	go c.sender()
+	c.goContained("sender", c.sender)
 	return c
 }
 
@@ -215,6 +220,22 @@ func (c *Conn) Kill() {
 }
 
 var errKilled = errors.New("the bridge was killed")
+
+// goContained runs fn on a goroutine of the bridge's own, contained: a
+// panic in it (a bug of mcpcaged's, on what the remote server sent) kills
+// this bridge and is told to OnInternalError; the daemon and every other
+// session go on. fn's own deferred calls (an in-flight count, a slot)
+// run before.
+func (c *Conn) goContained(name string, fn func()) {
+	contain.Go(fn, func(p contain.Panic) {
+		c.opts.Logger.Error("internal error in the bridge to a remote server: its session ends; mcpcaged goes on (please report this)",
+			"in", name, "server", c.opts.Server, "panic", p.Value, "stack", p.Stack)
+		if c.opts.OnInternalError != nil {
+			c.opts.OnInternalError()
+		}
+		c.Kill()
+	})
+}
 
 // finish ends the bridge once: open requests end, the session is deleted
 // upstream, Out closes.
@@ -350,12 +371,12 @@ func (c *Conn) send(line []byte) {
 			return
 		}
 		c.inflight.Add(1)
-		go func() {
+		c.goContained("exchange", func() {
 			defer c.inflight.Done()
 			defer func() { <-c.slots }()
 			defer done()
 			c.exchange(m)
-		}()
+		})
 	}
 }
 
@@ -955,7 +976,7 @@ func (c *Conn) startListening() {
 	c.listen = cancel
 	c.mu.Unlock()
 	answered := make(chan struct{})
-	go c.listenLoop(ctx, answered)
+	c.goContained("standalone stream", func() { c.listenLoop(ctx, answered) })
 	t := time.NewTimer(listenWait)
 	defer t.Stop()
 	select {

@@ -1837,3 +1837,52 @@ func TestConnNotificationAnsweredWithAStream(t *testing.T) {
 		t.Fatalf("the call after the notification: %s, want %s", got, want)
 	}
 }
+
+// TestConnContainsABug: a panic on one of the bridge's goroutines (a bug
+// of mcpcaged's, on what the server sent) kills that bridge and is told
+// to OnInternalError; the process goes on. The bug is put in OnUpstream,
+// which the goroutine that sent the request calls with its answer: the
+// sender for initialize, a request's own goroutine for tools/call.
+func TestConnContainsABug(t *testing.T) {
+	for _, method := range []string{"initialize", "tools/call"} {
+		t.Run(method, func(t *testing.T) {
+			var rec recorder
+			srv := httptest.NewServer(initializeServer(&rec, func(w http.ResponseWriter, r *http.Request, req seenRequest) {
+				switch {
+				case r.Method == http.MethodDelete:
+					w.WriteHeader(http.StatusOK)
+				case req.RPC == "tools/call":
+					writeJSON(w, http.StatusOK, result(req.ID, `{"content":[]}`))
+				default:
+					http.Error(w, "unexpected request", http.StatusBadRequest)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			var bugs atomic.Int32
+			b := newBridge(t, Options{URL: mustURL(t, srv.URL+"/mcp"),
+				OnUpstream: func(m string, _ int, _ time.Duration) {
+					if m == method {
+						panic("a bug on " + m)
+					}
+				},
+				OnInternalError: func() { bugs.Add(1) }})
+			if method == "initialize" {
+				b.write(t, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{}}}`+"\n")
+			} else {
+				b.initialize(t, true)
+				b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`+"\n")
+			}
+			b.waitExited(t)
+			if n := bugs.Load(); n != 1 {
+				t.Fatalf("OnInternalError told %d times, want once", n)
+			}
+			// Out ends: what was still open is answered by the bridge
+			// itself, and nothing else comes.
+			for l := range b.lines {
+				if !strings.Contains(l, `"error"`) {
+					t.Fatalf("line %q after the bug; want only the bridge's own errors", l)
+				}
+			}
+		})
+	}
+}

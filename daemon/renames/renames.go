@@ -422,15 +422,22 @@ func (w *Watcher) Run() {
 	_ = rc.Read(func(uintptr) bool {
 		// One read at a time under the lock: a claim gets in between.
 		for {
-			w.mu.Lock()
-			more := w.readOnceLocked()
-			w.mu.Unlock()
+			more := w.readOnce()
 			w.flush()
 			if !more {
 				return false // wait for the next event
 			}
 		}
 	})
+}
+
+// readOnce is readOnceLocked under the lock, which a panic (a bug) lets
+// go of: the daemon then starts Run again, and every claim must still
+// get in.
+func (w *Watcher) readOnce() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.readOnceLocked()
 }
 
 // drainLocked reads every queued event and keeps its move; false when
