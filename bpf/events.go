@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/mcpcage/mcpcage/internal/contain"
 	"golang.org/x/sys/unix"
 )
 
@@ -326,18 +328,31 @@ func (c *Cage) Events(fn func(Event), bad func(error)) error {
 				bad(err)
 				continue
 			}
-			ev, err := Decode(rec.RawSample)
-			if err != nil {
-				bad(err)
-				continue
-			}
-			if (*cageEvent)(unsafe.Pointer(&rec.RawSample[0])).Counted != 0 {
-				c.slots.read(ev.Cgroup) // its share of the ring, given back
-			}
-			fn(ev)
+			// A bug of mcpcaged's (a panic) on one record loses that
+			// record, told to bad, not every later one.
+			contain.Run(func() { c.deliver(rec.RawSample, fn, bad) }, func(p contain.Panic) {
+				bad(fmt.Errorf("%w: %s\n%s", ErrEventBug, p.Value, p.Stack))
+			})
 		}
 	}()
 	return nil
+}
+
+// ErrEventBug is told to Events' bad for a record whose decoding hit a
+// bug of mcpcaged's (a panic): that record is lost, the reader goes on.
+var ErrEventBug = errors.New("internal error dealing with a kernel event, which is lost (please report this)")
+
+// deliver decodes one record and hands it to fn.
+func (c *Cage) deliver(raw []byte, fn func(Event), bad func(error)) {
+	ev, err := Decode(raw)
+	if err != nil {
+		bad(err)
+		return
+	}
+	if (*cageEvent)(unsafe.Pointer(&raw[0])).Counted != 0 {
+		c.slots.read(ev.Cgroup) // its share of the ring, given back
+	}
+	fn(ev)
 }
 
 // drainState counts the reader's passes that ended on an empty ring.

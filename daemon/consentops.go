@@ -452,8 +452,18 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 		replyData(fw, recs, log)
 	case api.OpSessions:
 		admin := d.isAdmin(peer)
+		replyData(fw, d.sessionInfos(peer, admin), log)
+	}
+}
+
+// sessionInfos lists the sessions peer may see (admin: every one), under
+// the daemon's lock (a session's names change under it as it starts),
+// which a bug here lets go of.
+func (d *Daemon) sessionInfos(peer Peer, admin bool) []api.SessionInfo {
+	out := []api.SessionInfo{}
+	func() {
 		d.mu.Lock()
-		out := []api.SessionInfo{}
+		defer d.mu.Unlock()
 		for _, s := range d.sessions {
 			if !admin && s.peer.UID != peer.UID {
 				continue
@@ -472,8 +482,7 @@ func (d *Daemon) consentOp(ctx context.Context, fw *api.FrameWriter, peer Peer, 
 			}
 			out = append(out, info)
 		}
-		d.mu.Unlock()
-		slices.SortFunc(out, func(a, b api.SessionInfo) int { return strings.Compare(a.Started+a.ID, b.Started+b.ID) })
-		replyData(fw, out, log)
-	}
+	}()
+	slices.SortFunc(out, func(a, b api.SessionInfo) int { return strings.Compare(a.Started+a.ID, b.Started+b.ID) })
+	return out
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"time"
@@ -44,19 +45,15 @@ func (d *Daemon) containRequest(log *slog.Logger) {
 // event's session has its server stopped (what the event should have
 // enforced may not have been: fail closed), and the reader goes on.
 func (d *Daemon) containedKernelEvent(ev bpf.Event) {
-	contain.Run(func() { d.onKernelEvent(ev) }, func(p contain.Panic) {
+	s := d.sessionOfEvent(ev) // found before: the panic may come with d.mu busy
+	if s == nil {
+		return
+	}
+	contain.Run(func() { d.onSessionEvent(s, ev) }, func(p contain.Panic) {
 		d.log.Error("internal error dealing with a kernel event: its session's server is stopped; mcpcaged goes on (please report this)",
-			"kind", ev.Kind.String(), "cgroup", ev.Cgroup, "panic", p.Value, "stack", p.Stack)
+			"session", s.id, "kind", ev.Kind.String(), "cgroup", ev.Cgroup, "panic", p.Value, "stack", p.Stack)
 		d.metrics.InternalErrors.WithLabelValues(internalInKernelEvent).Inc()
-		if !d.mu.TryLock() { // held where it panicked: the session is not found, its server runs on
-			d.log.Error("the session of the kernel event could not be found to stop its server", "cgroup", ev.Cgroup)
-			return
-		}
-		s := d.byCgroup[ev.Cgroup]
-		d.mu.Unlock()
-		if s != nil {
-			s.endForBug() // in the background: this reader serves every session
-		}
+		s.endForBug()
 	})
 }
 
@@ -72,45 +69,74 @@ var beforeSessionEvent = func(*bpf.Event) {}
 // (failpoint_on.go) to show what a bug of mcpcaged's does there.
 var failpointPanic = func(where, name string) {}
 
+// badKernelEvent is told of a kernel event that could not be read (its
+// session unknown): a bug of mcpcaged's among them is counted.
+func (d *Daemon) badKernelEvent(err error) {
+	if errors.Is(err, bpf.ErrEventBug) {
+		d.log.Error("kernel event lost", "err", err)
+		d.metrics.InternalErrors.WithLabelValues(internalInKernelEvent).Inc()
+		return
+	}
+	d.log.Warn("kernel event", "err", err)
+}
+
+// forSession runs fn, work of the daemon's own for session s (what),
+// contained: a bug there (a panic) ends s (endForBug) and nothing else,
+// and whoever called goes on.
+func (d *Daemon) forSession(s *session, what string, fn func()) {
+	contain.Run(fn, func(p contain.Panic) {
+		d.log.Error("internal error dealing with a session: it ends; mcpcaged goes on (please report this)", "session", s.id, "in", what, "panic", p.Value, "stack", p.Stack)
+		d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+		s.endForBug()
+	})
+}
+
 // endForBug ends session s after a bug of mcpcaged's in dealing with it
 // (a panic in one of its goroutines or in one of its kernel events): its
 // end says internal_error, and its server is stopped (fail closed: what
 // the goroutine should have done for the session may not have been
 // done, and a server that ignores the end of its stdin must not outlive
-// the session). The stop runs in the background: the caller may be a
-// loop other sessions need, and a stop waits up to stop_timeout.
+// the session). The stop is the session's own (stopOnRequest, which
+// runs once the server has started): the caller may be a loop other
+// sessions need, a stop waits up to stop_timeout, and the server may not
+// have started yet.
 func (s *session) endForBug() {
 	s.internalEnd.Store(true)
-	if s.handle != nil {
-		go s.stopServer()
-	}
+	s.stopForPolicy()
 }
 
 // endBrokenSession ends session s, whose server runs, when a bug of
 // mcpcaged's (a panic, which goes on to the connection's handler once
 // this returns) cut runSession short before the session was accounted
-// for. Fail closed, as a session's end always does: the client is let
-// go of and told, the server is stopped, and the end is recorded
-// (internal_error) before the container is removed. If the panic came
-// while the end was being recorded, only the container is left to
-// remove. A second bug here is logged, not let loose.
+// for. Fail closed, as a session's end always does: the relay and the
+// session's goroutines end, the client is let go of and told, the server
+// is stopped, and the end is recorded (internal_error) before the
+// container is removed. If the panic came while the session was being
+// ended, what is left of that is done; if it came while the end was
+// being recorded, only the container is left to remove. A second bug
+// here is logged, and the container removed if it can be.
 func (d *Daemon) endBrokenSession(ctx context.Context, s *session, fw *api.FrameWriter, stdio *passedStdio, c *net.UnixConn) {
+	ctx = context.WithoutCancel(ctx)
 	contain.Run(func() {
-		s.internalEnd.Store(true)
+		s.relay.Abort()
+		s.endForBug()
 		if s.accounting.Load() {
-			s.handle.Kill(context.WithoutCancel(ctx))
-			<-s.handle.Exited()
-			if err := s.handle.Remove(context.WithoutCancel(ctx)); err != nil {
-				s.log.Error("cleanup failed", "err", err)
-			}
+			d.abandonInstance(ctx, s)
 			return
 		}
 		s.over.Store(true)
-		s.stopServer()
 		if stdio != nil {
 			stdio.abandon()
 		}
-		exit := s.exitOf(relay.End{Reason: api.ExitInternal, Err: relay.ErrInternal})
+		s.relay.CloseClientIn() // a framed shim's pump stops
+		end := relay.End{Reason: api.ExitInternal, Err: relay.ErrInternal}
+		var exit api.Exit
+		if s.ending.Load() {
+			s.stop()
+			exit = s.exitOf(end)
+		} else {
+			exit = d.endSession(ctx, s, end)
+		}
 		if b, err := json.Marshal(exit); err == nil {
 			_ = c.SetWriteDeadline(time.Now().Add(closeWait))
 			_ = fw.Write(api.FrameExit, b)
@@ -118,11 +144,29 @@ func (d *Daemon) endBrokenSession(ctx context.Context, s *session, fw *api.Frame
 		if stdio != nil {
 			stdio.expire()
 		}
-		d.accountSession(context.WithoutCancel(ctx), s, exit)
+		d.accountSession(ctx, s, exit)
 	}, func(p contain.Panic) {
-		s.log.Error("internal error ending a session after an internal error: its container may be left; mcpcaged goes on (please report this)", "panic", p.Value, "stack", p.Stack)
+		d.log.Error("internal error ending a session after an internal error: its container is removed if it can be; mcpcaged goes on (please report this)", "session", s.id, "panic", p.Value, "stack", p.Stack)
 		d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+		contain.Run(func() { d.abandonInstance(ctx, s) }, func(p contain.Panic) {
+			d.log.Error("internal error removing the container of a session: it is left (the next start removes it)", "session", s.id, "panic", p.Value)
+		})
 	})
+}
+
+// abandonInstance kills s's server and removes its container, after a
+// bug of mcpcaged's left the session without its usual end.
+func (d *Daemon) abandonInstance(ctx context.Context, s *session) {
+	h := s.handle
+	if h == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	h.Kill(ctx)
+	<-h.Exited()
+	if err := h.Remove(ctx); err != nil {
+		s.log.Error("cleanup failed", "err", err)
+	}
 }
 
 // goLoop runs loop, one of the daemon's own loops that every session

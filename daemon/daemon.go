@@ -48,17 +48,20 @@ type Daemon struct {
 	auditing     uidSlots
 	following    uidSlots
 	sessionSlots uidSlots
-	clientFiles  clientFiles                   // daemon-wide bound of sessions holding a client's files
-	cfg          atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
-	log          *slog.Logger
-	logLevel     *slog.LevelVar // log's level, changed by a reload; nil: fixed
-	launcher     *sandbox.Launcher
-	hostView     *sandbox.HostView
-	started      time.Time
-	secrets      *secrets.Store
-	oauth        *oauth.Manager // users' sign-ins to remote servers
-	actor        *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
-	remotes      remoteClients  // HTTP clients of remote servers, by definition
+	clientFiles  clientFiles // daemon-wide bound of sessions holding a client's files
+	// lostTold is what watchLost has told of the kernel's lost events
+	// (its counters are totals): only watchLost uses it.
+	lostTold struct{ ringbufFull, throttled uint64 }
+	cfg      atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
+	log      *slog.Logger
+	logLevel *slog.LevelVar // log's level, changed by a reload; nil: fixed
+	launcher *sandbox.Launcher
+	hostView *sandbox.HostView
+	started  time.Time
+	secrets  *secrets.Store
+	oauth    *oauth.Manager // users' sign-ins to remote servers
+	actor    *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
+	remotes  remoteClients  // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed
@@ -226,7 +229,10 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	d.goLoop(ctx, "agent runs", func() { d.sweepRuns(ctx) })
 	d.goLoop(ctx, "unused images", func() { d.collectImages(ctx) })
 	if d.renames != nil {
-		d.goLoop(ctx, "renames", d.renames.Run) // rename events read when it panicked may be lost: their checks fail closed, as for a queue overflow
+		// Rename events read when it panicked are lost: the checks of
+		// renames made until then fail closed (renames.LostSince); the
+		// deletions and attribute changes among them go unchecked.
+		d.goLoop(ctx, "renames", d.renames.Run)
 	}
 	d.collectImagesSoon() // what the configuration stopped naming while the daemon was down
 	refuseFiles(ln)       // its connections take files only when a session asks (passrights.go)

@@ -14,6 +14,8 @@ const maxDeniedRecords = 20
 // onDeniedSyscall records a system call the seccomp profile refused. It
 // runs while the caller waits for the answer, so it never blocks on the
 // audit log.
+// A bug there (a panic, on a call and arguments the server chose) ends
+// that session only, and the call is still refused.
 func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
 	d.mu.Lock()
 	s := d.sessions[e.Metadata]
@@ -22,6 +24,11 @@ func (d *Daemon) onDeniedSyscall(e seccompnotify.Event) {
 		d.log.Warn("sandbox denied a system call", "container", e.Container, "syscall", e.Syscall, "pid", e.Pid)
 		return
 	}
+	d.forSession(s, "refused system call", func() { d.recordDeniedSyscall(s, e) })
+}
+
+// recordDeniedSyscall is onDeniedSyscall for the call's session s.
+func (d *Daemon) recordDeniedSyscall(s *session, e seccompnotify.Event) {
 	n := s.deniedSyscalls.Add(1)
 	args := e.SafeArgs()
 	var calls []string

@@ -43,7 +43,10 @@ func (d *Daemon) onFsChanges(changes []renames.Change) {
 		if s == nil {
 			continue
 		}
-		d.checkFsChange(s, c)
+		// Contained per change: a bug on one session's change (whose path
+		// its server chose) ends that session, not the others' checks
+		// queued with it, nor the session whose rename check read them.
+		d.forSession(s, "file change", func() { d.checkFsChange(s, c) })
 	}
 }
 

@@ -106,7 +106,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	if ok, err := cage.CallEpochsMapped(); !ok {
 		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each), and a session's renames are not held to a share of the kernel's event ring (one session renaming faster than this daemon reads may leave another's without room): this kernel does not map BPF arrays into memory", "err", err)
 	}
-	if err := cage.Events(d.containedKernelEvent, func(err error) { d.log.Warn("kernel event", "err", err) }); err != nil {
+	if err := cage.Events(d.containedKernelEvent, d.badKernelEvent); err != nil {
 		d.log.Error("kernel events unavailable", "err", err)
 	}
 	d.goLoop(ctx, "lost kernel events", func() { d.watchLost(ctx) })
@@ -190,9 +190,10 @@ func ptraceScope() string {
 }
 
 // watchLost logs when kernel events are lost or throttled, until ctx ends
-// or the daemon closes.
+// or the daemon closes. What it has told is kept on the daemon: a restart
+// after a bug (goLoop) does not tell it again.
 func (d *Daemon) watchLost(ctx context.Context) {
-	var lastRB, lastTh uint64
+	lastRB, lastTh := &d.lostTold.ringbufFull, &d.lostTold.throttled
 	every(ctx, lostInterval, func() bool {
 		d.mu.Lock()
 		closing := d.closing
@@ -204,16 +205,17 @@ func (d *Daemon) watchLost(ctx context.Context) {
 		if err != nil {
 			return false
 		}
-		if rb > lastRB || th > lastTh {
-			d.log.Warn("kernel events lost", "ringbuf_full", rb-lastRB, "throttled", th-lastTh, "ringbuf_full_total", rb, "throttled_total", th)
-			d.metrics.KernelEventsLost.Add(float64(rb - lastRB + th - lastTh))
-			d.audit.AppendAsync(audit.Record{"type": "events.lost", "ringbuf_full": rb - lastRB, "throttled": th - lastTh,
+		if rb > *lastRB || th > *lastTh {
+			d.log.Warn("kernel events lost", "ringbuf_full", rb-*lastRB, "throttled", th-*lastTh, "ringbuf_full_total", rb, "throttled_total", th)
+			d.metrics.KernelEventsLost.Add(float64(rb - *lastRB + th - *lastTh))
+			d.audit.AppendAsync(audit.Record{"type": "events.lost", "ringbuf_full": rb - *lastRB, "throttled": th - *lastTh,
 				"ringbuf_full_total": rb, "throttled_total": th})
 		}
-		if rb > lastRB {
+		killUnchecked := rb > *lastRB
+		*lastRB, *lastTh = rb, th
+		if killUnchecked {
 			d.killUnchecked()
 		}
-		lastRB, lastTh = rb, th
 		return false
 	})
 }
@@ -222,7 +224,7 @@ func (d *Daemon) watchLost(ctx context.Context) {
 // endUnchecked).
 func (d *Daemon) killUnchecked() {
 	for _, s := range d.liveSessions() {
-		d.endUnchecked(s)
+		d.forSession(s, "unchecked changes", func() { d.endUnchecked(s) })
 	}
 }
 
@@ -403,35 +405,10 @@ func (s *session) watchEgress(d *Daemon, tracker *egress.Tracker, first []bpf.Eg
 		next, refused := kernelRules(rules, s.log)
 		s.setRefusedAnswers(refused)
 		if !slices.EqualFunc(next, last, sameEgressRule) {
-			s.egressMu.Lock()
-			if s.kernelGone { // unregistered: nothing to update, nothing to leave behind
-				s.egressMu.Unlock()
+			var gone bool
+			if last, gone = d.writeEgress(s, next, last); gone {
 				return
 			}
-			if err := d.cage.SetEgress(s.cgid, next); err != nil {
-				// The previous rules must not stay: the update may be a
-				// new address of the host to leave out, or an answer
-				// whose TTL ran out (the kernel's tries are shared by
-				// every session and can be full). Nothing is allowed
-				// until the rules are written, tried again at the next
-				// check (found by a red-team helper).
-				s.egressUnwritten.Store(true)
-				if cerr := d.cage.ClearEgress(s.cgid); cerr != nil {
-					s.log.Error("updating egress rules failed, and so did removing the old ones: ending the session", "err", err, "remove_err", cerr)
-					s.stopForPolicy()
-				} else {
-					s.log.Error("updating egress rules failed: every connection of the session is refused until they are written (tried again in a few seconds)", "err", err)
-				}
-				last = nil
-			} else {
-				if s.egressUnwritten.Swap(false) {
-					s.log.Info("egress rules written again: connections follow them", "rules", len(next))
-				} else {
-					s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
-				}
-				last = next
-			}
-			s.egressMu.Unlock()
 		}
 		wait := hostCheckEvery
 		if !when.IsZero() {
@@ -479,20 +456,64 @@ const unspecifiedRule = "unspecified address: the kernel takes it to this host i
 // KernelEvent is api.KernelEvent: the trace stream's wire format.
 type KernelEvent = api.KernelEvent
 
+// writeEgress puts session s's egress rules next in the kernel, last
+// being what is there now, and returns what is there after; gone reports
+// that s is unregistered (nothing to update, nothing to leave behind).
+// The lock is let go of however this ends: the session's end waits for
+// it (unregisterKernel).
+func (d *Daemon) writeEgress(s *session, next, last []bpf.EgressRule) (written []bpf.EgressRule, gone bool) {
+	s.egressMu.Lock()
+	defer s.egressMu.Unlock()
+	if s.kernelGone {
+		return last, true
+	}
+	if err := d.cage.SetEgress(s.cgid, next); err != nil {
+		// The previous rules must not stay: the update may be a new
+		// address of the host to leave out, or an answer whose TTL ran
+		// out (the kernel's tries are shared by every session and can be
+		// full). Nothing is allowed until the rules are written, tried
+		// again at the next check (found by a red-team helper).
+		s.egressUnwritten.Store(true)
+		if cerr := d.cage.ClearEgress(s.cgid); cerr != nil {
+			s.log.Error("updating egress rules failed, and so did removing the old ones: ending the session", "err", err, "remove_err", cerr)
+			s.stopForPolicy()
+		} else {
+			s.log.Error("updating egress rules failed: every connection of the session is refused until they are written (tried again in a few seconds)", "err", err)
+		}
+		return nil, false
+	}
+	if s.egressUnwritten.Swap(false) {
+		s.log.Info("egress rules written again: connections follow them", "rules", len(next))
+	} else {
+		s.log.Info("egress rules follow DNS and the host's networks", "rules", len(next))
+	}
+	return next, false
+}
+
 // onKernelEvent attributes a kernel event to its session, enforces
 // deny_paths, and records and traces it. It runs for every event (tens of
 // thousands a second): keep what it allocates to the audit record and
 // the values it holds (BenchmarkOnKernelEvent counts them).
 func (d *Daemon) onKernelEvent(ev bpf.Event) {
+	if s := d.sessionOfEvent(ev); s != nil {
+		d.onSessionEvent(s, ev)
+	}
+}
+
+// sessionOfEvent is the session of a kernel event's cgroup; nil (an
+// unregistered task's denied connection logged) when there is none.
+func (d *Daemon) sessionOfEvent(ev bpf.Event) *session {
 	d.mu.Lock()
 	s := d.byCgroup[ev.Cgroup]
 	d.mu.Unlock()
-	if s == nil {
-		if ev.Kind == bpf.KindNetDenied && ev.Rule == bpf.UnregisteredRule {
-			d.log.Warn("connection denied: task in mcpcage's cgroup without a registered session", "addr", ev.Addr.String(), "pid", ev.Tgid)
-		}
-		return
+	if s == nil && ev.Kind == bpf.KindNetDenied && ev.Rule == bpf.UnregisteredRule {
+		d.log.Warn("connection denied: task in mcpcage's cgroup without a registered session", "addr", ev.Addr.String(), "pid", ev.Tgid)
 	}
+	return s
+}
+
+// onSessionEvent is onKernelEvent for the event's session s.
+func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 	beforeSessionEvent(&ev)
 	s.kernelEvents.Add(1)
 	ke := KernelEvent{Time: ev.Time, Type: ev.Kind.String(), Session: s.id, Server: s.server, User: s.peer.UID,

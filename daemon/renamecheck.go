@@ -243,6 +243,10 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string
 		s.log.Warn("a rename could not be checked: its kernel event was read too late", "lag", lag.Round(time.Millisecond))
 		return fmt.Sprintf("every rename is checked: this one's kernel event was read %s after it, later than its move is kept", lag.Round(time.Millisecond)), ev.Path, false
 	}
+	if d.renames.LostSince(ev.Time) {
+		s.log.Warn("a rename could not be checked: rename events were lost to an internal error of mcpcaged's")
+		return "every rename is checked: rename events read after this one were lost to an internal error of mcpcaged's", ev.Path, false
+	}
 	started := threadStart(ev.Pid)
 	if started.IsZero() {
 		// The thread is gone (a short-lived mv, or a check queued

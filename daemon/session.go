@@ -32,6 +32,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/internal/contain"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -106,10 +107,10 @@ type session struct {
 	// of its goroutines, or its kernel events) stopped its server
 	// (endForBug).
 	internalEnd atomic.Bool
-	// accounting: the end of the session is being recorded and its
-	// container removed (accountSession).
-	accounting atomic.Bool
-	calls      atomic.Uint64
+	// ending, accounting: the session is being ended (endSession), its
+	// end recorded and its container removed (accountSession).
+	ending, accounting atomic.Bool
+	calls              atomic.Uint64
 }
 
 // runKey names the session's agent run in records (flow.Run.ID).
@@ -189,14 +190,13 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 		// server (a user's own, or the administrator's of that name, which
 		// wins): its pins, metrics label and stop timeout follow it (found
 		// by a review helper: the session kept the other one's pin key).
+		label, pinKey := metrics.Server(srv.Name, srv.Personal), d.pinKey(srv.Name, peer.UID)
+		grace, agent := time.Duration(d.conf().Daemon.StopTimeout), identity.Name(s.agentP, d.agentRules())
+		logger := log.With("session", s.id, "server", s.server, "agent", agent, "user", s.user, "agent_instance", s.agentInstance)
 		d.mu.Lock() // the session is listed (sessions, status) meanwhile
-		s.srv = srv
-		s.serverLabel = metrics.Server(srv.Name, srv.Personal)
+		s.srv, s.serverLabel, s.grace, s.agent, s.log = srv, label, grace, agent, logger
 		oldPinKey := s.pinKey
-		s.pinKey = d.pinKey(srv.Name, peer.UID)
-		s.grace = time.Duration(d.conf().Daemon.StopTimeout)
-		s.agent = identity.Name(s.agentP, d.agentRules())
-		s.log = log.With("session", s.id, "server", s.server, "agent", s.agent, "user", s.user, "agent_instance", s.agentInstance)
+		s.pinKey = pinKey
 		d.mu.Unlock()
 		if oldPinKey != s.pinKey {
 			// The pins of the server it was admitted to, if that was
@@ -271,7 +271,13 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 	}
 	failpointPanic("started", s.server)
 	ended := make(chan relay.End, 1)
-	go func() { ended <- s.relay.Run(s.serverGone) }()
+	contain.Go(func() { ended <- s.relay.Run(s.serverGone) }, func(p contain.Panic) {
+		s.log.Error("internal error: the session ends; mcpcaged goes on (please report this)", "in", "relay", "panic", p.Value, "stack", p.Stack)
+		d.metrics.InternalErrors.WithLabelValues(internalInSession).Inc()
+		s.relay.Abort()
+		s.endForBug()
+		ended <- relay.End{Reason: api.ExitInternal, Err: relay.ErrInternal}
+	})
 	end := s.awaitRelay(ended, cut)
 	s.over.Store(true)
 
@@ -545,9 +551,11 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		d.metrics.WarmStarts.WithLabelValues(string(outcome)).Inc()
 	}
 	s.warmStart = prep != nil
-	if prep != nil {
-		defer func() { _ = prep.Discard(ctx) }() // a no-op once started; logged
-	}
+	defer func() { // a no-op once started; logged
+		if prep != nil {
+			_ = prep.Discard(ctx)
+		}
+	}()
 	var stdio sandbox.Stdio // none from containerd when the FIFOs are the server's
 	if d.initPath != "" && fifos == nil {
 		if fifos, err = sandbox.NewServerStdio(filepath.Join(d.stdioRoot, s.id), params.GID); err != nil {
@@ -587,6 +595,12 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 		return params, nil, err
 	}
 	s.handle = s.inst
+	ready := false
+	defer func() {
+		if !ready && s.inst != nil { // a bug of mcpcaged's (a panic) from here on
+			d.abandonInstance(ctx, s)
+		}
+	}()
 	s.relay.Go("masks", func() { d.watchMasks(s, s.inst, params.UID) })
 	running := time.Now()
 	if fifos != nil {
@@ -610,6 +624,7 @@ func (d *Daemon) startSandbox(ctx context.Context, s *session) (sandbox.Params, 
 	if policy == nil {
 		hosts = nil
 	}
+	ready = true
 	return params, hosts, nil
 }
 
@@ -776,6 +791,7 @@ const kernelSyncWait = 2 * time.Second
 // endSession stops what is left of the session's server, takes in its
 // last kernel events, and says why the session ended.
 func (d *Daemon) endSession(ctx context.Context, s *session, end relay.End) api.Exit {
+	s.ending.Store(true)
 	if end.Reason == api.ExitClientTooLarge || end.Reason == api.ExitServerTooLarge {
 		s.handle.Kill(context.WithoutCancel(ctx))
 	}

@@ -371,12 +371,13 @@ func (p *Prepared) Memory() int64 {
 	return total
 }
 
-// Start runs before (when not nil) and then starts the server. On error
-// the sandbox is discarded.
+// Start runs before (when not nil) and then starts the server. On error,
+// or a panic in before, the sandbox is discarded.
 func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, pid uint32) error) (_ *Instance, retErr error) {
 	ctx = p.l.ctx(ctx)
+	started := false
 	defer func() {
-		if retErr != nil {
+		if !started { // an error, or a bug of the caller's before (a panic)
 			_ = p.Discard(ctx) // logged
 		}
 	}()
@@ -394,6 +395,7 @@ func (p *Prepared) Start(ctx context.Context, before func(ctx context.Context, p
 	inst := &Instance{ID: p.ID, Pid: p.Pid, container: p.container, task: p.task, exited: make(chan struct{}), l: p.l, stdio: p.stdio, cgroup: p.cgroup, root: p.root, Masks: p.masks}
 	p.ended.Do(func() {}) // the instance owns the container now
 	go inst.watch(p.exitCh)
+	started = true
 	return inst, nil
 }
 

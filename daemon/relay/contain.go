@@ -23,16 +23,23 @@ var ErrInternal = fmt.Errorf("mcpcaged hit an internal error in this session and
 func (r *Relay) contained(name string, loop func(), drain func()) {
 	contain.Run(loop, func(p contain.Panic) {
 		r.log.Error("internal error: the session ends; mcpcaged goes on (please report this)", "loop", name, "panic", p.Value, "stack", p.Stack)
+		r.Abort()
 		if r.opts.OnInternalError != nil {
 			r.opts.OnInternalError()
 		}
-		r.bug.Store(true)
-		r.finish(api.ExitInternal, ErrInternal)
-		r.closeServerIn()
 		if drain != nil {
 			drain()
 		}
 	})
+}
+
+// Abort ends the session's relay for a bug of mcpcaged's, wherever it
+// was caught: the relay ends as ExitInternal whatever else ends it, and
+// the server's stdin is closed (now, or as soon as it is attached).
+func (r *Relay) Abort() {
+	r.bug.Store(true)
+	r.finish(api.ExitInternal, ErrInternal)
+	r.closeServerIn()
 }
 
 // Go runs fn on a goroutine of its own that belongs to the session (a
@@ -40,6 +47,11 @@ func (r *Relay) contained(name string, loop func(), drain func()) {
 // loops are: a panic in fn (a bug of mcpcaged's) ends this session as
 // ExitInternal, and neither the daemon nor any other session.
 func (r *Relay) Go(name string, fn func()) { go r.contained(name, fn, nil) }
+
+// CloseClientIn closes the client's input: what still writes to it (a
+// framed shim's pump) stops. For a session ended by a bug before its
+// relay ran (Run closes it otherwise).
+func (r *Relay) CloseClientIn() { _ = r.streams.ClientIn.Close() }
 
 // discard reads in until it ends.
 func discard(in io.Reader) func() {

@@ -204,3 +204,34 @@ func (h *harness) endsForTheBug(t *testing.T, bugs *atomic.Int32) {
 		t.Fatalf("OnInternalError called %d times, want once", n)
 	}
 }
+
+// TestBugBeforeTheServerIsAttached: a session's goroutine started with
+// Go can panic before the server's stdin exists (the daemon attaches it
+// once the sandbox's FIFOs are open, seconds after its first goroutines
+// start). Found by a red-team helper: the relay then closed a nil stdin
+// on a goroutine of its own, which ended the daemon, and the stdin
+// attached later was never closed. Now the stdin is closed as it is
+// attached.
+func TestBugBeforeTheServerIsAttached(t *testing.T) {
+	clientR, _ := io.Pipe()
+	_, clientW := io.Pipe()
+	bug := make(chan struct{})
+	r := New(Options{OnInternalError: func() { close(bug) }}, Streams{ClientIn: clientR, ClientOut: clientW})
+	r.Go("masks", func() { panic("a bug before the server's stdin exists") })
+	select {
+	case <-bug:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bug was not caught")
+	}
+	serverR, serverW := io.Pipe()
+	out, _ := io.Pipe()
+	r.AttachServer(serverW, out)
+	if _, err := serverR.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the server's stdin attached after the bug: %v, want EOF", err)
+	}
+	select {
+	case <-r.Done():
+	default:
+		t.Fatal("the relay has not ended")
+	}
+}

@@ -191,17 +191,19 @@ type Relay struct {
 	// cancels holds, per direction, the keys named by notifications/cancelled
 	// in the message being relayed; each loop applies its own after the
 	// write (see applyCancels).
-	cancels   [2][]cancelled
-	claims    Claims
-	claimsMu  sync.Mutex
-	Stats     Stats
-	endOnce   sync.Once
-	bug       atomic.Bool // a loop panicked: the session ends as ExitInternal, whatever ended first
-	end       End
-	endCh     chan struct{}
-	serverIn  io.WriteCloser
-	closeOnce sync.Once
-	gone      atomic.Pointer[string] // why the server went away, once it has
+	cancels     [2][]cancelled
+	claims      Claims
+	claimsMu    sync.Mutex
+	Stats       Stats
+	endOnce     sync.Once
+	bug         atomic.Bool // a loop panicked: the session ends as ExitInternal, whatever ended first
+	end         End
+	endCh       chan struct{}
+	serverIn    io.WriteCloser
+	closeOnce   sync.Once
+	inMu        sync.Mutex             // serverIn against AttachServer
+	closeWanted bool                   // closeServerIn came before AttachServer
+	gone        atomic.Pointer[string] // why the server went away, once it has
 
 	// toServer carries client messages that wait for a hold, and every
 	// message behind one, to writeServer; queued counts those not yet
@@ -332,8 +334,14 @@ func New(opts Options, s Streams) *Relay {
 // after New (the sandbox starts after the relay is built): call it before
 // Run.
 func (r *Relay) AttachServer(in io.WriteCloser, out io.Reader) {
+	r.inMu.Lock()
 	r.streams.ServerIn, r.streams.ServerOut = in, out
 	r.serverIn = in
+	closeNow := r.closeWanted
+	r.inMu.Unlock()
+	if closeNow { // a stop (or a contained bug) came before the server's stdin existed
+		go func() { _ = in.Close() }()
+	}
 }
 
 // Streams are the four ends a relay joins.
@@ -442,7 +450,14 @@ func (r *Relay) CloseServerIn() { r.closeServerIn() }
 // wait until that process dies (found by a red-team helper). Nothing
 // that stops the server may wait for it.
 func (r *Relay) closeServerIn() {
-	r.closeOnce.Do(func() { go func() { _ = r.serverIn.Close() }() }) // EOF for the server; nothing left to send
+	r.inMu.Lock()
+	defer r.inMu.Unlock()
+	if r.serverIn == nil {
+		r.closeWanted = true // AttachServer closes it
+		return
+	}
+	in := r.serverIn
+	r.closeOnce.Do(func() { go func() { _ = in.Close() }() }) // EOF for the server; nothing left to send
 }
 
 // writeClient sends one complete message to the client.

@@ -37,6 +37,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -118,7 +119,10 @@ type Watcher struct {
 	pruned     time.Time // the last prune
 	gonePruned time.Time // the last pruneGone
 	overflow   int       // queue overflows seen (none with an unlimited queue)
-	buf        []byte
+	// lostAt: when events read were lost to a bug of mcpcaged's (a panic
+	// parsing them), UnixNano; 0: never.
+	lostAt atomic.Int64
+	buf    []byte
 
 	// CheckChanges: whose thread a deletion or attribute change is, and
 	// where the session's changes go. waiting: changes whose directory
@@ -440,6 +444,15 @@ func (w *Watcher) readOnce() bool {
 	return w.readOnceLocked()
 }
 
+// LostSince reports whether events read at t or later were lost to a bug
+// of mcpcaged's (a panic while they were parsed): a rename made at or
+// before that moment may have had its move among them, so its check must
+// fail closed.
+func (w *Watcher) LostSince(t time.Time) bool {
+	lost := w.lostAt.Load()
+	return lost != 0 && lost >= t.UnixNano()
+}
+
 // drainLocked reads every queued event and keeps its move; false when
 // the queue was not empty by deadline (zero: none).
 func (w *Watcher) drainLocked(deadline time.Time) bool {
@@ -463,7 +476,14 @@ func (w *Watcher) readOnceLocked() bool {
 		w.giveUpWaiting() // the queue is empty: no deletion will resolve them
 		return false
 	}
+	parsed := false
+	defer func() {
+		if !parsed { // a bug of mcpcaged's (a panic): the events read are lost
+			w.lostAt.Store(time.Now().UnixNano())
+		}
+	}()
 	w.parse(w.buf[:n])
+	parsed = true
 	now := time.Now()
 	w.prune(now)
 	w.pruneGone(now)
