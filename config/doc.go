@@ -217,6 +217,12 @@
 //	                  beforehand [none: mcpcage registers itself, RFC 7591]
 //	client_secret     "secret:NAME" of that client's secret, when it is
 //	                  confidential [none]
+//	local_user        who runs the program the url reaches when it is one
+//	                  of this host's (loopback, an address of the host):
+//	                  a user name or uid; mcpcaged connects only when the
+//	                  listening socket is that user's, so a user who takes
+//	                  the port while the service is down receives no
+//	                  user's token or call [root]
 //
 //	[[flow]]          a rule of the data-flow guard (several allowed)
 //	from      a label: the run is tainted once a result (tool result,

@@ -29,6 +29,10 @@ type Remote struct {
 	// registers itself (RFC 7591).
 	ClientID     string `toml:"client_id"`
 	ClientSecret string `toml:"client_secret"`
+	// LocalUser runs the program of this host the url reaches, when it is
+	// one (loopback, an address of the host): a user name or uid. The
+	// daemon connects only when that program is this user's [root].
+	LocalUser string `toml:"local_user"`
 }
 
 // URLForRecords is the server's url as records and logs show it: without
@@ -192,6 +196,9 @@ func validateRemote(s *Server, bad func(msg string, key ...string)) {
 	if s.CAFile != "" && !strings.HasPrefix(s.CAFile, "/") {
 		bad(fmt.Sprintf("must be an absolute path, got %q", s.CAFile), "ca_file")
 	}
+	if s.LocalUser != "" && !validUserName(s.LocalUser) {
+		bad(fmt.Sprintf("must be a user name or a uid, got %q", s.LocalUser), "local_user")
+	}
 	if s.Timeout == 0 {
 		s.Timeout = DefaultRemoteTimeout
 	} else if s.Timeout < Duration(time.Second) || s.Timeout > Duration(time.Hour) {
@@ -211,6 +218,20 @@ func validateRemote(s *Server, bad func(msg string, key ...string)) {
 			bad(fmt.Sprintf("invalid scope %q (printable ASCII without spaces, quotes or backslashes)", sc), "scopes")
 		}
 	}
+}
+
+// validUserName accepts what a passwd entry's name or a uid can be:
+// letters, digits, and "._-" (not first).
+func validUserName(s string) bool {
+	if s == "" || len(s) > 64 || strings.IndexAny(s[:1], ".-") == 0 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // validScope follows RFC 6749 §3.3's scope-token.

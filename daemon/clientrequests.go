@@ -31,6 +31,7 @@ type requestForm string
 const (
 	formRequest      requestForm = "request"       // a request toward the client (initialize era)
 	formInputRequest requestForm = "input_request" // an input request of a result (2026-07-28 era)
+	formURLError     requestForm = "url_error"     // a URL elicitation in an error's data (-32042, see urlelicitation.go)
 )
 
 // clientRequestDecision is one decided request of the server's.

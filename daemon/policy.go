@@ -528,6 +528,9 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		return p.serverRequest(e, msg)
 	}
 	if e.Kind == wire.KindResponse && e.Result.Empty() {
+		if v, decided := p.urlElicitationError(e, msg); decided && v.Replace != nil {
+			return v
+		}
 		if v, withheld := p.errorInfluence(e, msg, method); withheld {
 			return v
 		}

@@ -92,19 +92,32 @@ type remoteClients struct {
 func (d *Daemon) remoteClient(srv *config.Server, user Peer) (*http.Client, error) {
 	dc := d.conf().Daemon
 	var owner *remote.Owner
+	var localUID uint32
 	if srv.Personal {
 		owner = &remote.Owner{UID: user.UID, GID: user.GID}
+	} else if srv.LocalUser != "" {
+		uid, ok, err := uidOfName(srv.LocalUser)
+		if n, nerr := strconv.ParseUint(srv.LocalUser, 10, 32); nerr == nil { // a uid
+			uid, ok, err = uint32(n), true, nil
+		}
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("local_user %q of server %s: %w", srv.LocalUser, srv.Name, err)
+		case !ok:
+			return nil, fmt.Errorf("local_user %q of server %s is no user of this host: fix it in the configuration (a user name or a uid)", srv.LocalUser, srv.Name)
+		}
+		localUID = uid
 	}
-	return d.remotes.get(srv, owner, dc.DNSServers, dc.PrivateDomains)
+	return d.remotes.get(srv, owner, localUID, dc.DNSServers, dc.PrivateDomains)
 }
 
-func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, dnsServers, privateDomains []string) (*http.Client, error) {
+func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, localUID uint32, dnsServers, privateDomains []string) (*http.Client, error) {
 	// By what the client is made of: a user's own server is a new
 	// definition at every look-up, and a client per look-up would keep
 	// its idle connections open for each.
 	// The CA file by its content: a bundle rotated and reloaded is trusted
 	// at once.
-	ownerKey := "admin"
+	ownerKey := fmt.Sprintf("admin:%d", localUID)
 	if owner != nil {
 		ownerKey = fmt.Sprintf("%d:%d", owner.UID, owner.GID)
 	}
@@ -116,7 +129,7 @@ func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, dnsServers
 		return c, nil
 	}
 	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
-		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains, Owner: owner})
+		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains, Owner: owner, LocalUID: localUID})
 	if err != nil {
 		return nil, err
 	}

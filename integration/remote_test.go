@@ -1147,3 +1147,48 @@ func TestUserRemoteServerReachesOnlyTheUsersOwnPrograms(t *testing.T) {
 		t.Errorf("the daemon's log does not say why the user's server was refused:\n%s", d.log.String())
 	}
 }
+
+// An administrator's remote server on this host's loopback is reached
+// only when the program listening there is its local_user's (root when
+// unset). Found by a red-team helper: any user who took the port while
+// the service was down (a restart, a crash) received every user's token
+// and calls. Here uid 65534 listens on the port: the session's first
+// message is refused, saying why, and nothing reaches the listener; with
+// local_user = "65534" it is reached.
+func TestAdminRemoteServerOnLoopbackIsItsUsers(t *testing.T) {
+	setup(t)
+	node, err := exec.LookPath("node")
+	testenv.Require(t, err == nil, "node")
+	port := portOf(t, freePort(t))
+	squatter := exec.Command(node, "-e", `require('http').createServer((q, s) => { console.log('request ' + q.method + ' ' + (q.headers.authorization || '')); s.writeHead(404); s.end() }).listen(+process.argv[1], '127.0.0.1', () => console.log('listening'))`, fmt.Sprint(port))
+	heard := &syncBuffer{}
+	squatter.Stdout, squatter.Stderr = heard, heard
+	squatter.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Pdeathsig: syscall.SIGKILL}
+	must(t, squatter.Start(), "start the listener as uid 65534")
+	t.Cleanup(func() { _ = squatter.Process.Kill(); _ = squatter.Wait() })
+	testenv.WaitFor(t, "the listener of uid 65534", 30*time.Second, func() (bool, string) {
+		return strings.Contains(heard.String(), "listening"), heard.String()
+	})
+	d := consentDaemon(t, fmt.Sprintf("[servers.taken]\nurl = \"http://127.0.0.1:%d/mcp\"\n[servers.nobodys]\nurl = \"http://127.0.0.1:%d/mcp\"\nlocal_user = \"65534\"\n", port, port))
+	initialize := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n"
+
+	r := startRaw(t, d.shimCmd("taken"))
+	r.send(initialize)
+	if l := r.response("1"); !strings.Contains(l, `"error"`) || !strings.Contains(l, "uid 65534 runs, not uid 0") || !strings.Contains(l, "local_user") {
+		t.Fatalf("initialize through a server whose port uid 65534 took: %s; want it refused, saying why", l)
+	}
+	if strings.Contains(heard.String(), "request") {
+		t.Fatalf("the listener of uid 65534 was sent a request: %s", heard.String())
+	}
+	r.closeInput()
+	r.wait()
+
+	r = startRaw(t, d.shimCmd("nobodys"))
+	r.send(initialize)
+	r.response("1") // an error: the listener answers 404
+	testenv.WaitFor(t, "the request at the listener of local_user", 30*time.Second, func() (bool, string) {
+		return strings.Contains(heard.String(), "request POST"), heard.String()
+	})
+	r.closeInput()
+	r.wait()
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -123,4 +124,66 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// A server can put a link before the user without elicitation/create: an
+// error answering any request, code -32042 ("URL elicitation
+// required"), whose data carries URL elicitations the client shows as it
+// would the request's. Found by a red-team helper: such an error passed
+// unchanged, past allow_elicitation = false and past the check that a
+// question does not pose as mcpcage, so a server could show the user a
+// sign-in link of its own dressed as mcpcage's. It is now decided as the
+// elicitations it carries are, and refused whole when one is refused;
+// the client gets a plain refusal with no link.
+func TestServerURLElicitationErrorGoverned(t *testing.T) {
+	setup(t)
+	rogue := rogueServer(t)
+	d := startDaemon(t, fmt.Sprintf("[servers.rogue]\ncommand = [%q]\n[servers.barred]\ncommand = [%q]\nallow_elicitation = false\n", rogue, rogue))
+	for _, tc := range []struct {
+		name, server, text string
+		passes             bool
+		reason             string // in the refusal and its record
+	}{
+		{"allowed, a link of the server's own", "rogue", "Sign in to the rogue service", true, ""},
+		{"allowed, posing as mcpcage", "rogue", "Sign in to rogue (mcpcage keeps the sign-in; your client never sees it)", false, "imitates mcpcage"},
+		{"allow_elicitation = false", "barred", "Sign in to the rogue service", false, "may not send elicitation/create"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := startRaw(t, d.shimCmd(tc.server))
+			r.initialize()
+			b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": map[string]any{"name": "sign_in_link", "arguments": map[string]any{"text": tc.text}}})
+			r.send(string(b) + "\n")
+			line := r.response("5")
+			var resp struct {
+				Error *struct {
+					Code    int    `json:"code"`
+					Message string `json:"message"`
+					Data    struct {
+						Elicitations []map[string]string `json:"elicitations"`
+						Mcpcage      string              `json:"mcpcage"`
+					} `json:"data"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(line), &resp); err != nil || resp.Error == nil {
+				t.Fatalf("answer %q: want an error (%v)", line, err)
+			}
+			if tc.passes {
+				if resp.Error.Code != -32042 || len(resp.Error.Data.Elicitations) != 1 || resp.Error.Data.Elicitations[0]["url"] != "https://phish.example/login" {
+					t.Fatalf("the server's allowed link did not reach the client as sent: %s", line)
+				}
+			} else {
+				if resp.Error.Code == -32042 || len(resp.Error.Data.Elicitations) != 0 || strings.Contains(line, "phish.example") ||
+					resp.Error.Data.Mcpcage != "denied" || !strings.Contains(resp.Error.Message, tc.reason) {
+					t.Fatalf("the server's refused link: %s; want a plain refusal saying %q, no link", line, tc.reason)
+				}
+			}
+			decision := map[bool]string{true: "allow", false: "deny"}[tc.passes]
+			d.record(t, "server.request", func(rec map[string]any) bool {
+				return str(rec, "server") == tc.server && str(rec, "form") == "url_error" && str(rec, "decision") == decision &&
+					strings.Contains(str(rec, "reason"), tc.reason)
+			})
+			r.closeInput()
+			r.wait()
+		})
+	}
 }

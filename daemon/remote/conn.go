@@ -104,6 +104,11 @@ type Conn struct {
 	closeOnce      sync.Once
 	exited         chan struct{}
 	failure        atomic.Value // string: why the bridge ended on its own
+	// own counts the lines the bridge wrote to Out itself that the relay
+	// asks about (Own): they are read in order, so it holds those not
+	// read yet.
+	ownMu sync.Mutex
+	own   map[string]int
 }
 
 // maxInFlight bounds the requests a session has open upstream at once; a
@@ -450,8 +455,39 @@ func (c *Conn) signInNeeded(m *message, msg string) {
 		Reason       string        `json:"reason"`
 	}{[]elicitation{{Mode: "url", ID: id, URL: link, Message: "Sign in to " + c.opts.Server + " (mcpcage keeps the sign-in; your client never sees it)"}}, ClassSignIn, msg}
 	for _, rid := range m.rawIDs {
-		c.emit(wire.ErrorResponse(rid, CodeURLElicitationRequired, "mcpcage: "+msg+", or open the sign-in link", data))
+		c.emitOwn(wire.ErrorResponse(rid, CodeURLElicitationRequired, "mcpcage: "+msg+", or open the sign-in link", data))
 	}
+}
+
+// emitOwn is emit of a line the bridge wrote itself that the relay must
+// tell from the server's (see Own).
+func (c *Conn) emitOwn(msg []byte) {
+	msg = bytes.TrimSpace(msg)
+	c.ownMu.Lock()
+	if c.own == nil {
+		c.own = map[string]int{}
+	}
+	c.own[string(msg)]++
+	c.ownMu.Unlock()
+	c.emit(msg)
+}
+
+// Own reports whether line (as read from Out, without its newline) is
+// one the bridge wrote itself, not the server: its sign-in link, an
+// error the server could imitate. Each line so written is owned once.
+func (c *Conn) Own(line []byte) bool {
+	c.ownMu.Lock()
+	defer c.ownMu.Unlock()
+	n := c.own[string(bytes.TrimSpace(line))]
+	if n == 0 {
+		return false
+	}
+	if n == 1 {
+		delete(c.own, string(bytes.TrimSpace(line)))
+	} else {
+		c.own[string(bytes.TrimSpace(line))] = n - 1
+	}
+	return true
 }
 
 // ElicitationComplete tells the client the sign-in of elicitation id is

@@ -1886,3 +1886,32 @@ func TestConnContainsABug(t *testing.T) {
 		})
 	}
 }
+
+// The lines the bridge writes itself (its sign-in link) are told from the
+// server's: each is owned once, and a server's line of the same kind is
+// not.
+func TestConnOwnsItsOwnLines(t *testing.T) {
+	c := &Conn{outW: nopPipe(t)}
+	mine := []byte(`{"jsonrpc":"2.0","id":1,"error":{"code":-32042,"message":"mcpcage: sign in"}}`)
+	c.emitOwn(append(mine, '\n'))
+	for _, tc := range []struct {
+		line []byte
+		want bool
+	}{
+		{[]byte(`{"jsonrpc":"2.0","id":2,"error":{"code":-32042,"message":"mcpcage: sign in"}}`), false},
+		{mine, true},
+		{mine, false}, // owned once
+	} {
+		if got := c.Own(tc.line); got != tc.want {
+			t.Fatalf("Own(%s) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+// nopPipe is a pipe writer whose reader discards everything.
+func nopPipe(t *testing.T) *io.PipeWriter {
+	r, w := io.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}

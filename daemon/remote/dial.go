@@ -27,11 +27,16 @@ import (
 // user's credentials (dialAs) and checked once made (checkPeer):
 // mcpcaged runs as root, so a program of this host that listens on
 // loopback, or on one of the host's addresses, would take a user's
-// server's requests for root's.
+// server's requests for root's. An administrator's server's connections
+// are checked too, against localUID: a program of this host they reach
+// must be that user's (its local_user, root by default), or any user who
+// took its port while the service was down (a restart, a crash) would
+// receive every user's tokens and calls (found by a red-team helper).
 type publicDialer struct {
-	dialer *net.Dialer
-	dns    *egress.DNS
-	owner  *Owner
+	dialer   *net.Dialer
+	dns      *egress.DNS
+	owner    *Owner
+	localUID uint32
 }
 
 func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -79,32 +84,42 @@ func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (n
 // dial connects to addr, and checks the other end for a user's own
 // server.
 func (p *publicDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	want := peerWanted{uid: p.localUID}
 	if p.owner == nil || p.owner.UID == 0 {
-		return p.dialer.DialContext(ctx, network, addr)
+		c, err = p.dialer.DialContext(ctx, network, addr)
+		want.admin = p.owner == nil
+	} else {
+		c, err = dialAs(ctx, addr, *p.owner, p.dialer.Timeout)
+		want.uid = p.owner.UID
 	}
-	c, err := dialAs(ctx, addr, *p.owner, p.dialer.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPeer(c, p.owner.UID); err != nil {
+	if err := checkPeer(c, want); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// checkPeer keeps a connection made for a user's own server only when
-// its other end is not a program of this host, or is one of the user's:
-// the kernel's uid for the socket at the other end (procnet), found by
-// the connection's own endpoints after it is made, so no program can
-// take the place of the one checked, and a connection redirected to a
-// local port is caught too. A destination that is the host's own
-// (loopback, an address of its interfaces) must be found. Root's own
-// servers are not checked.
-func checkPeer(c net.Conn, owner uint32) error {
-	if owner == 0 {
-		return nil
-	}
+// peerWanted is who must run a program of this host a connection
+// reaches: uid, for a user's own server (the user) or for an
+// administrator's (admin: its local_user, root by default).
+type peerWanted struct {
+	uid   uint32
+	admin bool
+}
+
+// checkPeer keeps a connection only when its other end is not a program
+// of this host, or is one that want's user runs: the kernel's uid for
+// the socket at the other end (procnet), found by the connection's own
+// endpoints after it is made, so no program can take the place of the
+// one checked, and a connection redirected to a local port is caught
+// too. A destination that is the host's own (loopback, an address of its
+// interfaces) must be found.
+func checkPeer(c net.Conn, want peerWanted) error {
 	local, lok := c.LocalAddr().(*net.TCPAddr)
 	remote, rok := c.RemoteAddr().(*net.TCPAddr)
 	if !lok || !rok {
@@ -125,12 +140,18 @@ func checkPeer(c net.Conn, owner uint32) error {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	whose := "a remote server of your own"
+	if want.admin {
+		whose = "the server"
+	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("mcpcaged could not tell whose program %s is (%v), so a remote server of your own does not reach it", dest, err)
+		return fmt.Errorf("mcpcaged could not tell whose program %s is (%v), so %s does not reach it", dest, err, whose)
 	case !found && own:
-		return fmt.Errorf("%s is this host's, and mcpcaged could not find the program at the other end of its connection, so a remote server of your own does not reach it", dest)
-	case found && s.UID != owner:
+		return fmt.Errorf("%s is this host's, and mcpcaged could not find the program at the other end of its connection, so %s does not reach it", dest, whose)
+	case found && s.UID != want.uid && want.admin:
+		return fmt.Errorf("%s is a program of this host that uid %d runs, not uid %d: the server reaches a program of this host only when the user named by its local_user runs it (root when unset), since anyone who took the port while the service was down would receive every user's tokens and calls; set local_user in the server's configuration if uid %d's program is meant", dest, s.UID, want.uid, s.UID)
+	case found && s.UID != want.uid:
 		return fmt.Errorf("%s is a program of this host that uid %d runs, not you: a remote server of your own reaches programs of this host only when they are your own (mcpcaged connects as root); ask your administrator to add it to the configuration if it is meant", dest, s.UID)
 	}
 	return nil

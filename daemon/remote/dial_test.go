@@ -62,7 +62,7 @@ func TestPublicDialer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			hostport := net.JoinHostPort(tt.host, port)
 			c, err := NewHTTPClient(ClientOptions{Hosts: []string{hostport}, Server: "demo", Timeout: 5 * time.Second,
-				DNSServers: []string{dns.Addr}, PrivateDomains: tt.private})
+				DNSServers: []string{dns.Addr}, PrivateDomains: tt.private, LocalUID: uint32(os.Geteuid())})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,8 +89,11 @@ func TestPublicDialer(t *testing.T) {
 	}
 }
 
-// A user's own server's connection to a program of this host is kept
-// only when the program is the user's.
+// A connection to a program of this host is kept only when the program
+// is the user's, for a user's own server, or its local_user's (root by
+// default), for an administrator's: found by a red-team helper, an
+// administrator's server on loopback sent every user's token and calls
+// to whoever took its port while the service was down.
 func TestCheckPeer(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -100,11 +103,13 @@ func TestCheckPeer(t *testing.T) {
 	me := uint32(os.Geteuid())
 	tests := []struct {
 		name    string
-		owner   uint32
+		want    peerWanted
 		wantErr string
 	}{
-		{"another user's program", me + 4242, fmt.Sprintf("that uid %d runs, not you", me)},
-		{"root's own servers are not checked", 0, ""},
+		{"a user's server, another user's program", peerWanted{uid: me + 4242}, fmt.Sprintf("that uid %d runs, not you", me)},
+		{"a user's server, the user's own program", peerWanted{uid: me}, ""},
+		{"an administrator's server, another user's program", peerWanted{uid: me + 4242, admin: true}, fmt.Sprintf("that uid %d runs, not uid %d", me, me+4242)},
+		{"an administrator's server, its local_user's program", peerWanted{uid: me, admin: true}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,7 +118,7 @@ func TestCheckPeer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = c.Close() }()
-			err = checkPeer(c, tt.owner)
+			err = checkPeer(c, tt.want)
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
 			}

@@ -38,6 +38,11 @@ type ClientOptions struct {
 	// program of this host is kept only when the program is the user's
 	// (checkPeer). nil for an administrator's server.
 	Owner *Owner
+	// LocalUID, for an administrator's server (Owner nil), is the uid
+	// that must run a program of this host its connections reach (its
+	// local_user; 0: root): a user who takes the port while the service is
+	// down must not receive every user's tokens and calls (checkPeer).
+	LocalUID uint32
 }
 
 // ErrHostNotAllowed wraps requests to hosts the server's config does not
@@ -76,7 +81,7 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	dialer := &net.Dialer{Timeout: min(timeout, 15*time.Second), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 nil, // the daemon's environment does not redirect its traffic
-		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}, owner: o.Owner}).DialContext,
+		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}, owner: o.Owner, localUID: o.LocalUID}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
 		ResponseHeaderTimeout: timeout,
