@@ -23,7 +23,9 @@ sees and may call the tools that match the patterns (shell globs such as
 runs out of calls or is revoked (mcpcage revoke ID).
 
 --when takes a CEL condition over args, tool, server, agent, user and now,
-e.g. 'args.repo.startsWith("acme/") && size(args.body) < 10000'.
+e.g. 'args.repo.startsWith("acme/") && size(args.body) < 10000'. For a
+path use pathUnder(args.path, "/work"), never a prefix check: a server
+resolves "/work/../etc/passwd" outside /work.
 --expires takes a duration (8h, 30m, 2d) or a time (2026-12-01T00:00Z).
 Resources (resources/read, completions on resource templates) and prompts
 (prompts/get, completions on prompts) need their own --resource/--prompt

@@ -479,3 +479,39 @@ func TestSecretsOfARunningSessionStayHidden(t *testing.T) {
 		t.Errorf("after the secret was set anew, process.exec argv %s shows the value the server holds", argv)
 	}
 }
+
+// A consent for the files below one folder, held to it against the
+// official filesystem server: found by a red-team helper, the prefix
+// check the documentation taught (args.path.startsWith("/work/public/"))
+// let "/work/public/../private/secret.txt" through, which the server
+// resolves to the private file. pathUnder reads the path as the server
+// resolves it: the traversal is refused before the server sees it.
+func TestPathConditionHoldsAgainstTheFilesystemServer(t *testing.T) {
+	setup(t)
+	_, err := exec.LookPath("mcp-server-filesystem")
+	testenv.Require(t, err == nil, "@modelcontextprotocol/server-filesystem (npm install -g @modelcontextprotocol/server-filesystem)")
+	project := t.TempDir()
+	for _, dir := range []string{"public", "private"} {
+		must(t, os.MkdirAll(filepath.Join(project, dir), 0o755), "mkdir")
+	}
+	must(t, os.WriteFile(filepath.Join(project, "public", "notes.txt"), []byte("public notes"), 0o644), "write")
+	must(t, os.WriteFile(filepath.Join(project, "private", "secret.txt"), []byte("PRIVATE KEY"), 0o644), "write")
+	srv := fmt.Sprintf("command = [\"mcp-server-filesystem\", \"/work\"]\nmounts = [{ source = %q, target = \"/work\", readonly = true }]\n", project)
+	d := consentDaemon(t, "[servers.fs]\n"+srv+"[servers.fsprefix]\n"+srv)
+	// The hazard is real: a prefix check lets the server read the file.
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "fsprefix", "--tool", "read_text_file", "--when", `args.path.startsWith("/work/public/")`)
+	p := d.connect(t, "fsprefix", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, p, "read_text_file", map[string]any{"path": "/work/public/../private/secret.txt"}); got != "PRIVATE KEY" {
+		t.Fatalf("the traversal under a prefix check: %q; want the server to have read the private file (else this test shows nothing)", got)
+	}
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "fs", "--tool", "read_text_file", "--when", `pathUnder(args.path, "/work/public")`)
+	c := d.connect(t, "fs", mcp.ProtocolVersion20251125)
+	if got, isErr := callText(t, c, "read_text_file", map[string]any{"path": "/work/public/notes.txt"}); isErr || got != "public notes" {
+		t.Fatalf("read below the folder: %q (isError %v)", got, isErr)
+	}
+	for _, path := range []string{"/work/public/../private/secret.txt", "/work/private/secret.txt", "/work/public/./../private/secret.txt"} {
+		if got, isErr := callText(t, c, "read_text_file", map[string]any{"path": path}); !isErr || strings.Contains(got, "PRIVATE") {
+			t.Fatalf("read of %s under a consent for /work/public: %q (isError %v)", path, got, isErr)
+		}
+	}
+}

@@ -28,6 +28,7 @@ func env() (*cel.Env, error) {
 			cel.Variable("agent", cel.StringType),
 			cel.Variable("user", cel.StringType),
 			cel.Variable("now", cel.TimestampType),
+			pathUnderFunction,
 		)
 	})
 	return celEnv, envErr

@@ -30,7 +30,9 @@
 //	user    string
 //	now     timestamp
 //
-// e.g. args.repo.startsWith("acme/") && size(args.body) < 10000. They are
+// e.g. args.repo.startsWith("acme/") && size(args.body) < 10000, and
+// pathUnder(args.path, "/work") for a path (see pathunder.go: a prefix
+// check lets "/work/../etc" through). They are
 // type-checked when granted and evaluated per call with a cost limit; an
 // evaluation error denies the call. args is dyn: == and != compare values
 // of different types without error (unequal), while servers may coerce
