@@ -1192,3 +1192,46 @@ func TestAdminRemoteServerOnLoopbackIsItsUsers(t *testing.T) {
 	r.closeInput()
 	r.wait()
 }
+
+// TestAgentSignInCannotWidenItsScopes: an agent held to scopes
+// ([agents.itest.scopes] issues = ["read"]) whose sign-in link is widened
+// before the browser opens it (its client is given the link in-band) and
+// whose authorization server leaves scope out of the token answer (RFC
+// 6749 §5.1 allows it when it is what was asked). Found by a red-team
+// helper: the sign-in recorded the scopes mcpcaged asked for, and the
+// agent's calls carried a token that held write. The token's own scope
+// (a JWT here) is now what the sign-in records (without either, the
+// sign-in is refused: oauth TestAgentSignInNeedsTheGrantedScopes), so
+// the agent is told to sign in again and its calls never carry it.
+func TestAgentSignInCannotWidenItsScopes(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	st := startIssueStack(t, dir, "-omit-scope")
+	ca := filepath.Join(dir, "ca.pem")
+	u, err := url.Parse(st.issuer)
+	must(t, err, "issuer")
+	d := consentDaemon(t, fmt.Sprintf("[servers.issues]\nurl = %q\nhosts = [%q]\nca_file = %q\n[agents.itest.scopes]\nissues = [\"read\"]\n", st.mcpURL, u.Host, ca))
+	must(t, os.WriteFile(st.jwks, []byte(d.mustCLI(t, "jwks")), 0o644), "write the actor key set")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "issues", "--tool", "*")
+	browser := st.client(t, ca)
+	browser.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if strings.HasSuffix(req.URL.Path, "/authorize") { // the agent widens the link
+			q := req.URL.Query()
+			q.Set("scope", "read write")
+			req.URL.RawQuery = q.Encode()
+		}
+		return nil
+	}
+	out := d.login(t, browser, "--agent", "itest", "issues")
+	if !strings.Contains(out, "write") {
+		t.Fatalf("login of the widened link: %s; want the sign-in to say the scopes it holds", out)
+	}
+	r := startRaw(t, d.shimCmd("issues"))
+	r.initialize()
+	r.send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}` + "\n")
+	if who := r.response("2"); strings.Contains(who, `write`) && !strings.Contains(who, "may no longer use") || !strings.Contains(who, "sign in") {
+		t.Fatalf("whoami of an agent held to read, after a widened sign-in: %s; want it told to sign in again, with no token of scope write used", who)
+	}
+	r.closeInput()
+	r.wait()
+}

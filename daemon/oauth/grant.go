@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/mcpcage/mcpcage/api"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 // Grant is one user's sign-in to one server, for one agent or for all
@@ -174,6 +177,45 @@ func subjectOf(tok string) string {
 }
 
 func joinScopes(s []string) string { return strings.Join(s, " ") }
+
+// grantedScopes are the scopes tok was granted, as the token answer says
+// (its scope), else as the token itself says when it is a JWT (scope, or
+// scp as a list or a string); known is false when neither says.
+func grantedScopes(tok *oauth2.Token) (scopes []string, known bool) {
+	if s, ok := tok.Extra("scope").(string); ok && s != "" {
+		return strings.Fields(s), true
+	}
+	parts := strings.Split(tok.AccessToken, ".")
+	if len(parts) != 3 || len(parts[1]) > maxClaimsText {
+		return nil, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, false
+	}
+	var c struct {
+		Scope string          `json:"scope"`
+		Scp   json.RawMessage `json:"scp"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return nil, false
+	}
+	if c.Scope != "" {
+		return strings.Fields(c.Scope), true
+	}
+	var list []string
+	if json.Unmarshal(c.Scp, &list) == nil && len(list) > 0 {
+		return list, true
+	}
+	var one string
+	if json.Unmarshal(c.Scp, &one) == nil && one != "" {
+		return strings.Fields(one), true
+	}
+	return nil, false
+}
+
+// maxClaimsText bounds the claims of a token read for its scopes.
+const maxClaimsText = 64 << 10
 
 // refreshAhead is how long before expiry a token is refreshed: a tenth of
 // its life, at least 30 s and at most 5 min, and never more than half of

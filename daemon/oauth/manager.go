@@ -318,8 +318,16 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 	g := &Grant{ID: randomString()[:16], UID: uid, User: p.req.User, Server: p.req.Target.Server, ServerURL: p.req.Target.URL.String(), Agent: p.req.Agent,
 		Issuer: p.res.Issuer, Resource: p.res.Resource, TokenURL: p.res.TokenURL, Revoke: p.res.RevocationURL, Client: *p.client,
 		TokenExchange: p.res.TokenExchange, Scopes: p.scopes, Obtained: time.Now(), AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry}
-	if s, ok := tok.Extra("scope").(string); ok && s != "" {
-		g.Scopes = strings.Fields(s)
+	if granted, known := grantedScopes(tok); known {
+		g.Scopes = granted
+	} else if p.req.Agent != "" {
+		// RFC 6749 §5.1: no scope means the scope of the authorization
+		// request, which whoever held its link could have widened (the
+		// agent's client is given it in-band): an agent held to scopes
+		// must not keep a token of unknown reach (found by a red-team
+		// helper).
+		return nil, fmt.Errorf("the authorization server did not say which scopes it granted (no scope in its token answer, and the token does not say), so mcpcaged cannot hold agent %s to its scopes (%s): the sign-in is not kept; sign in for yourself (mcpcage login %s), or have the administrator drop the agent's scopes for %s",
+			p.req.Agent, joinScopes(p.scopes), p.req.Target.Server, p.req.Target.Server)
 	}
 	g.Subject = subjectOf(tok.AccessToken)
 	if err := m.save(g); err != nil {

@@ -61,6 +61,7 @@ var (
 	host      = flag.String("host", "127.0.0.1", "host name in URLs")
 	stateless = flag.Bool("stateless", false, "serve MCP without sessions")
 	issParam  = flag.Bool("iss-param", false, "name the issuer in every authorization answer (iss, RFC 9207) and say so in the metadata")
+	omitScope = flag.Bool("omit-scope", false, "leave scope out of token answers (RFC 6749 §5.1 allows it when it is the scope asked for); the token itself still says it")
 )
 
 const (
@@ -256,6 +257,9 @@ func (as *authServer) issue(w http.ResponseWriter, sub, scope string, act map[st
 	check(err)
 	out := map[string]any{"access_token": access, "token_type": "Bearer", "expires_in": int(ttl.Seconds()), "scope": scope,
 		"issued_token_type": typeAccess}
+	if *omitScope {
+		delete(out, "scope")
+	}
 	if withRefresh {
 		rt := claims{Claims: jwt.Claims{Issuer: as.issuer, Subject: sub, Audience: jwt.Audience{as.issuer}, IssuedAt: jwt.NewNumericDate(now),
 			Expiry: jwt.NewNumericDate(now.Add(24 * time.Hour)), ID: randomID()}, Scope: scope, Kind: "refresh"}
