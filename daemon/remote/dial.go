@@ -134,7 +134,7 @@ func checkPeer(c net.Conn, want peerWanted) error {
 	// completes, which the connect may return just before: looked for a
 	// few times.
 	for try := 0; ; try++ {
-		s, found, err = procnet.ConnectedTo(local.AddrPort())
+		s, found, err = procnet.PeerOf(local.AddrPort(), dest)
 		if err != nil || found || !own || try == 20 {
 			break
 		}

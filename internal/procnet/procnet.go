@@ -35,6 +35,8 @@ type Socket struct {
 	UID   uint32 // whose it is: the uid of the program that made it (or, not yet accepted, its listener's)
 	Inode uint64 // 0 while it waits to be accepted
 	State State
+
+	preferred bool // its local endpoint is the one PeerOf prefers
 }
 
 // Tables are the files ConnectedTo reads (a test may point them
@@ -54,6 +56,15 @@ func ConnectedTo(ep netip.AddrPort) (s Socket, found bool, err error) {
 	return find(match{rem: ep})
 }
 
+// PeerOf is ConnectedTo for the connection from local to dest: when more
+// than one live socket of this host is connected to local (the kernel
+// gives one local port to connections to different destinations), the
+// one whose own endpoint is dest is it. Another (a connection redirected
+// to a local port has another endpoint) is then ambiguous.
+func PeerOf(local, dest netip.AddrPort) (s Socket, found bool, err error) {
+	return find(match{rem: local, prefer: dest})
+}
+
 // Between finds the socket of this host whose local endpoint is local
 // and whose remote one is remote, in whatever state (the caller decides
 // what a closing one means): the program that connected from local to a
@@ -69,6 +80,7 @@ func Between(local, remote netip.AddrPort) (s Socket, found bool, err error) {
 type match struct {
 	local, rem netip.AddrPort
 	any        bool
+	prefer     netip.AddrPort // of several, the one whose local endpoint this is (PeerOf)
 }
 
 // find looks for m in both tables (an IPv4 endpoint is also written,
@@ -80,16 +92,22 @@ func find(m match) (s Socket, found bool, err error) {
 		m.local = unmap(m.local)
 	}
 	type table struct {
-		file       string
-		local, rem string
+		file               string
+		local, rem, prefer string
 	}
 	mapped := func(ep netip.AddrPort) string {
 		return v6(netip.AddrPortFrom(netip.AddrFrom16(ep.Addr().As16()), ep.Port()))
 	}
 	var tables []table
+	if m.prefer.IsValid() {
+		m.prefer = unmap(m.prefer)
+	}
 	switch {
 	case m.rem.Addr().Is4():
 		t4, t6 := table{file: Tables.V4, rem: v4(m.rem)}, table{file: Tables.V6, rem: mapped(m.rem)}
+		if m.prefer.IsValid() && m.prefer.Addr().Is4() {
+			t4.prefer, t6.prefer = v4(m.prefer), mapped(m.prefer)
+		}
 		if m.local.IsValid() {
 			if !m.local.Addr().Is4() {
 				return Socket{}, false, nil
@@ -99,6 +117,9 @@ func find(m match) (s Socket, found bool, err error) {
 		tables = []table{t4, t6}
 	default:
 		t := table{file: Tables.V6, rem: v6(m.rem)}
+		if m.prefer.IsValid() && !m.prefer.Addr().Is4() {
+			t.prefer = v6(m.prefer)
+		}
 		if m.local.IsValid() {
 			if m.local.Addr().Is4() {
 				return Socket{}, false, nil
@@ -107,36 +128,57 @@ func find(m match) (s Socket, found bool, err error) {
 		}
 		tables = []table{t}
 	}
+	var all []Socket
 	for _, t := range tables {
-		got, ok, err := scan(t.file, t.local, t.rem, m.any)
+		got, err := scan(t.file, t.local, t.rem, t.prefer, m.any)
 		if err != nil {
 			return Socket{}, false, err
 		}
-		if ok {
-			if found {
-				return Socket{}, false, ErrAmbiguous
-			}
-			s, found = got, true
+		all = append(all, got...)
+	}
+	return choose(all)
+}
+
+// choose is the one socket of all; of several, the one preferred.
+func choose(all []Socket) (s Socket, found bool, err error) {
+	var preferred []Socket
+	for _, c := range all {
+		if c.preferred {
+			preferred = append(preferred, c)
 		}
 	}
-	return s, found, nil
+	switch {
+	case len(all) == 0:
+		return Socket{}, false, nil
+	case len(all) == 1:
+		return all[0], true, nil
+	case len(preferred) == 1:
+		return preferred[0], true, nil
+	}
+	return Socket{}, false, ErrAmbiguous
 }
 
-// scan finds the line whose remote address is rem (and local address
-// local, unless empty) in file: a live socket's, or any's if anyState.
-func scan(file, local, rem string, anyState bool) (s Socket, found bool, err error) {
+// scan finds the lines whose remote address is rem (and local address
+// local, unless empty) in file: live sockets', or any's if anyState;
+// those whose local address is prefer are marked preferred.
+func scan(file, local, rem, prefer string, anyState bool) ([]Socket, error) {
 	f, err := os.Open(file)
 	if errors.Is(err, os.ErrNotExist) {
-		return Socket{}, false, nil // no IPv6 on this host
+		return nil, nil // no IPv6 on this host
 	}
 	if err != nil {
-		return Socket{}, false, err
+		return nil, err
 	}
 	defer func() { _ = f.Close() }()
-	return scanTable(f, file, local, rem, anyState)
+	return scanTable(f, file, local, rem, prefer, anyState)
 }
 
-func scanTable(r io.Reader, file, local, rem string, anyState bool) (s Socket, found bool, err error) {
+// maxMatches bounds the sockets one scan keeps: more than a few connected
+// to one endpoint is ambiguous anyway.
+const maxMatches = 16
+
+func scanTable(r io.Reader, file, local, rem, prefer string, anyState bool) ([]Socket, error) {
+	var out []Socket
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -149,21 +191,21 @@ func scanTable(r io.Reader, file, local, rem string, anyState bool) (s Socket, f
 		}
 		uid, err := strconv.ParseUint(fields[7], 10, 32)
 		if err != nil {
-			return Socket{}, false, fmt.Errorf("%s: uid %q: %v", file, fields[7], err)
+			return nil, fmt.Errorf("%s: uid %q: %v", file, fields[7], err)
 		}
 		inode, err := strconv.ParseUint(fields[9], 10, 64)
 		if err != nil {
-			return Socket{}, false, fmt.Errorf("%s: inode %q: %v", file, fields[9], err)
+			return nil, fmt.Errorf("%s: inode %q: %v", file, fields[9], err)
 		}
-		if found {
-			return Socket{}, false, ErrAmbiguous
+		if len(out) == maxMatches {
+			return nil, ErrAmbiguous
 		}
-		s, found = Socket{UID: uint32(uid), Inode: inode, State: st}, true
+		out = append(out, Socket{UID: uint32(uid), Inode: inode, State: st, preferred: prefer != "" && fields[1] == prefer})
 	}
 	if err := sc.Err(); err != nil {
-		return Socket{}, false, fmt.Errorf("%s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	return s, found, nil
+	return out, nil
 }
 
 // v4 is ep as /proc/net/tcp writes it: the address's four bytes read as

@@ -101,23 +101,32 @@ func TestScanTable(t *testing.T) {
 		name     string
 		table    string
 		local    string // "": any local endpoint
+		prefer   string // of several, the one with this local endpoint
 		anyState bool
 		want     Socket
 		found    bool
 		wantErr  error
 	}{
-		{"established", header + line("0100007F:1F90", rem, "01", "1000", "4242"), "", false, Socket{UID: 1000, Inode: 4242, State: Established}, true, nil},
-		{"handshake", header + line("0100007F:1F90", rem, "03", "0", "0"), "", false, Socket{UID: 0, State: SynRecv}, true, nil},
-		{"listening lines are not the other end", header + line("0100007F:1F90", "00000000:0000", "0A", "0", "7") + line("0100007F:9C40", "0100007F:1F90", "01", "5", "8"), "", false, Socket{}, false, nil},
-		{"closing is not", header + line("0100007F:1F90", rem, "06", "0", "0"), "", false, Socket{}, false, nil},
-		{"closing is, in any state", header + line("0100007F:1F90", rem, "06", "0", "0"), "", true, Socket{UID: 0, State: "06"}, true, nil},
-		{"two is ambiguous", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "", false, Socket{}, false, ErrAmbiguous},
-		{"two, told apart by the local endpoint", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "0100007F:1F91", false, Socket{UID: 2, Inode: 2, State: Established}, true, nil},
-		{"another local endpoint is not it", header + line("0100007F:1F90", rem, "01", "1", "1"), "0100007F:1F91", true, Socket{}, false, nil},
+		{"established", header + line("0100007F:1F90", rem, "01", "1000", "4242"), "", "", false, Socket{UID: 1000, Inode: 4242, State: Established}, true, nil},
+		{"handshake", header + line("0100007F:1F90", rem, "03", "0", "0"), "", "", false, Socket{UID: 0, State: SynRecv}, true, nil},
+		{"listening lines are not the other end", header + line("0100007F:1F90", "00000000:0000", "0A", "0", "7") + line("0100007F:9C40", "0100007F:1F90", "01", "5", "8"), "", "", false, Socket{}, false, nil},
+		{"closing is not", header + line("0100007F:1F90", rem, "06", "0", "0"), "", "", false, Socket{}, false, nil},
+		{"closing is, in any state", header + line("0100007F:1F90", rem, "06", "0", "0"), "", "", true, Socket{UID: 0, State: "06"}, true, nil},
+		{"two is ambiguous", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "", "", false, Socket{}, false, ErrAmbiguous},
+		{"two, told apart by the destination", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "", "0100007F:1F91", false, Socket{UID: 2, Inode: 2, State: Established, preferred: true}, true, nil},
+		{"two, neither the destination (a redirect)", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "", "0100007F:1F92", false, Socket{}, false, ErrAmbiguous},
+		{"one, not the destination (a redirect), is it", header + line("0100007F:1F90", rem, "01", "1", "1"), "", "0100007F:1F92", false, Socket{UID: 1, Inode: 1, State: Established}, true, nil},
+		{"two, told apart by the local endpoint", header + line("0100007F:1F90", rem, "01", "1", "1") + line("0100007F:1F91", rem, "01", "2", "2"), "0100007F:1F91", "", false, Socket{UID: 2, Inode: 2, State: Established}, true, nil},
+		{"another local endpoint is not it", header + line("0100007F:1F90", rem, "01", "1", "1"), "0100007F:1F91", "", true, Socket{}, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, found, err := scanTable(strings.NewReader(tt.table), "tcp", tt.local, rem, tt.anyState)
+			all, err := scanTable(strings.NewReader(tt.table), "tcp", tt.local, rem, tt.prefer, tt.anyState)
+			var s Socket
+			var found bool
+			if err == nil {
+				s, found, err = choose(all)
+			}
 			if !errors.Is(err, tt.wantErr) || found != tt.found || s != tt.want {
 				t.Errorf("scan = %+v, %v, %v; want %+v, %v, %v", s, found, err, tt.want, tt.found, tt.wantErr)
 			}
