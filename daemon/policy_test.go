@@ -130,6 +130,54 @@ func TestPolicyCeilingAndConsents(t *testing.T) {
 	}
 }
 
+// A resource URI that a server's SDK would normalize into another one
+// (new URL in TypeScript, pydantic's AnyUrl in Python) is refused, in
+// every request that names a resource for a decision, with a reason
+// that says so: with a consent for file:///work/*, file:///work/../etc
+// was allowed and the server served file:///etc (found by a red-team
+// helper). It is refused in observe mode too, as every ambiguous request.
+func TestResourceURIsInNormalFormOnly(t *testing.T) {
+	d := testDaemon(t, policyConfig)
+	g := api.Grant{Agent: "exe:/usr/bin/x", Server: "gh", Resources: []string{"file:///work/*", "demo://resource/dynamic/*"}}
+	if _, err := d.grant(Peer{UID: 0}, &g); err != nil {
+		t.Fatal(err)
+	}
+	read := func(uri string) string {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": map[string]any{"uri": uri}})
+		return string(b)
+	}
+	tests := []struct {
+		name, msg string
+		allow     bool
+	}{
+		{"a normal URI", read("file:///work/readme.txt"), true},
+		{"dots in the query", read("file:///work/a..b?x=../y"), true},
+		{"a custom scheme", read("demo://resource/dynamic/1"), true},
+		{"dot dot", read("file:///work/../etc/secret.txt"), false},
+		{"dot dot escaped", read("file:///work/%2e%2e/etc/secret.txt"), false},
+		{"backslash", read(`file:///work/..\etc/secret.txt`), false},
+		{"tab", read("file:///work/\t../etc/secret.txt"), false},
+		{"dot dot in a custom scheme", read("demo://resource/dynamic/../static/x"), false},
+		{"subscribe", `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///work/../etc/secret.txt"}}`, false},
+		{"a completion's ref", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///work/../{x}"},"argument":{"name":"x","value":""}}}`, false},
+		{"listen", `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["file:///work/../etc/secret.txt"]}}}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, observe := range []bool{false, true} {
+				e, msg := peek(t, tt.msg)
+				v := testPolicy(d, "gh", "exe:/usr/bin/x", observe).FromClient(e, msg)
+				if v.Deny == tt.allow {
+					t.Fatalf("observe %v: verdict %+v (reply %s), want allow=%v", observe, v, v.Reply, tt.allow)
+				}
+				if !tt.allow && !strings.Contains(string(v.Reply), "is not in normal form") {
+					t.Fatalf("observe %v: reply %s does not say why", observe, v.Reply)
+				}
+			}
+		})
+	}
+}
+
 // The administrator's patterns read '*' across '/': a tool a server
 // names "repo/delete" is as forbidden by tools_deny = ["*delete*"] as
 // "delete_repo", whatever the user granted, and is neither listed nor

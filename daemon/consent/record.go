@@ -1,9 +1,11 @@
 package consent
 
 import (
-	"github.com/mcpcage/mcpcage/api"
 	"path"
 	"unicode/utf8"
+
+	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/uri"
 )
 
 // Kind of object a record covers.
@@ -43,10 +45,12 @@ func patterns(r *Record, k Kind) []string {
 }
 
 // Match reports whether name matches pattern p for objects of kind k (see
-// the package documentation). A malformed pattern matches nothing.
+// the package documentation). A malformed pattern matches nothing, and
+// so does a resource URI that is not in normal form (uri.Check): a
+// server may serve file:///work/../etc/passwd as file:///etc/passwd.
 func Match(k Kind, p, name string) bool {
 	if k == KindResource {
-		return MatchText(p, name)
+		return uri.Check(name) == nil && MatchText(p, name)
 	}
 	ok, err := path.Match(p, name)
 	return err == nil && ok

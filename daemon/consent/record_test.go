@@ -14,7 +14,10 @@ func TestMatch(t *testing.T) {
 		{KindResource, "file:///work/*", "file:///work/a/b.txt", true},
 		{KindResource, "file:///work/*", "file:///work", false},
 		{KindResource, "file:///work/*", "file:///etc/passwd", false},
-		{KindResource, "file:///work/*", "file:///work/../etc/passwd", true}, // a pattern is not a path policy: the server resolves
+		{KindResource, "file:///work/*", "file:///work/../etc/passwd", false}, // not in normal form: a server may serve file:///etc/passwd
+		{KindResource, "file:///work/*", "file:///work/%2E%2e/etc/passwd", false},
+		{KindResource, "*", "file:///work/../etc/passwd", false},
+		{KindResource, "file:///work/*", "file:///work/a..b?x=../y", true},
 		{KindResource, "repo://acme/*/README.md", "repo://acme/web/README.md", true},
 		{KindResource, "repo://acme/*/README.md", "repo://acme/a/b/README.md", true},
 		{KindResource, "repo://acme/*/README.md", "repo://acme/web/LICENSE", false},

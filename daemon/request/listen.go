@@ -26,7 +26,7 @@ var (
 // asks the server to watch (none when it asks for none), with the strict
 // rules every decided request is read with: the names on the way to them
 // spelled exactly and unambiguous at every depth of params; the list an
-// array of non-empty strings.
+// array of non-empty URIs in normal form ([uri.Check]).
 func ListenResources(params []byte) ([]string, error) {
 	if len(params) == 0 || string(params) == "null" {
 		return nil, nil
@@ -87,6 +87,9 @@ func ListenResources(params []byte) ([]string, error) {
 		s, ok := e.(string)
 		if !ok || s == "" {
 			return nil, malformed("%s params.notifications.resourceSubscriptions[%d] must be a non-empty URI", SubscriptionsListen, i)
+		}
+		if err := checkURI(s); err != nil {
+			return nil, fmt.Errorf("params.notifications.resourceSubscriptions[%d]: %w", i, err)
 		}
 		uris = append(uris, s)
 	}

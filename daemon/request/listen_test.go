@@ -35,6 +35,7 @@ func TestListenResources(t *testing.T) {
 		{"the list's name escaped", `{"notifications":{"resource\u0053ubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
 		{"notifications twice", `{"notifications":{},"notifications":{"resourceSubscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
 		{"the list in snake case (a server may read it as an alias)", `{"notifications":{"resource_subscriptions":["file:///etc/shadow"]}}`, nil, wire.ErrAmbiguous},
+		{"a URI the server's SDK normalizes", `{"notifications":{"resourceSubscriptions":["file:///work/x","file:///work/../etc/shadow"]}}`, nil, wire.ErrAmbiguous},
 		{"not an array", `{"notifications":{"resourceSubscriptions":"file:///etc/shadow"}}`, nil, ErrMalformed},
 		{"a number inside", `{"notifications":{"resourceSubscriptions":[1]}}`, nil, ErrMalformed},
 		{"an empty URI", `{"notifications":{"resourceSubscriptions":[""]}}`, nil, ErrMalformed},

@@ -16,7 +16,11 @@
 //   - arguments: the same at every depth, for every name a consent
 //     condition may read ([consent.Condition.Names]);
 //   - every other value in params: no duplicate or case-colliding names,
-//     no string with an unpaired surrogate escape.
+//     no string with an unpaired surrogate escape;
+//   - a resource URI (resources/read and subscribe, a completion's
+//     ref.uri, subscriptions/listen's resourceSubscriptions): in normal
+//     form ([uri.Check]), since the server's SDK may serve the URI it
+//     normalizes it to, file:///work/../etc as file:///etc.
 //
 // A request that breaks a rule is ambiguous ([wire.ErrAmbiguous]); one that
 // lacks what the method needs is malformed ([ErrMalformed]). Both are
@@ -27,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/mcpcage/mcpcage/daemon/uri"
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -181,7 +186,7 @@ func Read(method string, params []byte, argNames []string) (Target, error) {
 		}
 		err = t.readArguments(method, params, members, argValues)
 	case Resource:
-		t.Name, err = nonEmptyString(params, members, "uri")
+		t.Name, err = resourceURI(params, members, "params.uri")
 	case Prompt:
 		if t.Name, err = nonEmptyString(params, members, "name"); err == nil {
 			err = t.readArguments(method, params, members, argValues)
@@ -254,10 +259,34 @@ func completionTarget(params []byte, members map[string]wire.Span) (Target, erro
 		name, err := nonEmptyString(ref, rm, "name")
 		return Target{Kind: Prompt, Name: name}, err
 	case "ref/resource":
-		uri, err := nonEmptyString(ref, rm, "uri")
-		return Target{Kind: Resource, Name: uri}, err
+		u, err := resourceURI(ref, rm, "params.ref.uri")
+		return Target{Kind: Resource, Name: u}, err
 	}
 	return Target{}, malformed("completion/complete params.ref.type %q is neither ref/prompt nor ref/resource", typ)
+}
+
+// resourceURI reads member uri of obj (at field) as a resource URI: a
+// non-empty string in normal form. A URI a server's SDK would read as
+// another one (file:///work/../etc) is ambiguous: the decision would be
+// on one resource and the server would serve another.
+func resourceURI(obj []byte, members map[string]wire.Span, field string) (string, error) {
+	u, err := nonEmptyString(obj, members, "uri")
+	if err != nil {
+		return "", err
+	}
+	if err := checkURI(u); err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return u, nil
+}
+
+// checkURI refuses a resource URI that is not in normal form, as
+// ambiguous.
+func checkURI(u string) error {
+	if err := uri.Check(u); err != nil {
+		return &wire.AmbiguityError{Problem: err.Error()}
+	}
+	return nil
 }
 
 // nonEmptyString reads member name of obj as a non-empty string.
