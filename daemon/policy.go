@@ -210,7 +210,9 @@ func (p *sessionPolicy) FromClient(e *wire.Envelope, msg []byte) relay.Verdict {
 	if e.Kind == wire.KindRequest {
 		switch request.Method(e.Method) {
 		case request.TasksResult, request.TasksGet, request.TasksCancel:
-			p.noteTaskRead(e.ID.Of(msg), e.Params.Of(msg))
+			if err := p.noteTaskRead(e.ID.Of(msg), e.Params.Of(msg)); err != nil {
+				return p.refuse(e, msg, wire.CodeInvalidRequest, "ambiguous "+e.Method+" (servers could read it differently): "+err.Error())
+			}
 		}
 	}
 	if !request.NeedsDecision(e.Method) || e.Kind == wire.KindResponse {
@@ -562,7 +564,9 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 			}
 			return relay.Verdict{}
 		}
-		p.noteTask(result, c.tool)
+		if why := p.noteTask(result, c.tool); why != "" {
+			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
+		}
 		in, suspects := p.influence(flow.ToolResult, c.tool, c.call, result)
 		if why := p.suspect(in, c.tool, suspects); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}

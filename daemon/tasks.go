@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -54,43 +56,60 @@ func (b *boundedMap) take(k string) (string, bool) {
 	return v, ok
 }
 
-// taskID is the taskId member of obj (a CreateTaskResult's task, or a
-// tasks/result request's params).
-func taskID(obj []byte) (string, bool) {
-	sp, ok := wire.Member(obj, "taskId")
-	if !ok {
-		return "", false
+// taskID reads the taskId member of obj (a CreateTaskResult's task, or a
+// tasks/* request's params) under a decision's rules (wire.StrictMember):
+// found by a red-team review, {"taskId":"T1","TASKID":"T2"} was read as
+// T1 here and as T2 by an mcp-go server, so T2's result was checked as
+// T1's tool's. ok is false when obj has no taskId that is a non-empty
+// string; err is an ambiguity.
+func taskID(obj []byte) (id string, ok bool, err error) {
+	sp, found, err := wire.StrictMember(obj, "taskId")
+	if errors.Is(err, wire.ErrAmbiguous) {
+		return "", false, fmt.Errorf("taskId: %w", err)
 	}
-	id, err := wire.String(sp.Of(obj))
-	return id, err == nil && id != ""
+	if err != nil || !found {
+		return "", false, nil
+	}
+	id, err = wire.String(sp.Of(obj))
+	if errors.Is(err, wire.ErrAmbiguous) {
+		return "", false, fmt.Errorf("taskId: %w", err)
+	}
+	return id, err == nil && id != "", nil
 }
 
 // noteTask remembers the task a tools/call of tool was answered with,
-// when its result is a task's handle ({"task": {"taskId": ...}}).
-func (p *sessionPolicy) noteTask(result []byte, tool string) {
-	sp, ok := wire.Member(result, "task")
-	if !ok {
-		return
+// when its result is a task's handle ({"task": {"taskId": ...}}). It
+// returns why the result must be withheld: a handle the client could read
+// as another task than mcpcage does, whose result would then be checked
+// without its tool.
+func (p *sessionPolicy) noteTask(result []byte, tool string) string {
+	sp, ok, err := wire.StrictMember(result, "task")
+	if err == nil && ok {
+		var id string
+		if id, ok, err = taskID(sp.Of(result)); ok {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.tasks.tool.put(id, tool)
+		}
 	}
-	id, ok := taskID(sp.Of(result))
-	if !ok {
-		return
+	if errors.Is(err, wire.ErrAmbiguous) {
+		return "its task handle is ambiguous (clients could read it as different tasks): " + err.Error()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.tasks.tool.put(id, tool)
+	return ""
 }
 
 // noteTaskRead remembers which task a tasks/result, tasks/get or
-// tasks/cancel request (rawID, params) asks about.
-func (p *sessionPolicy) noteTaskRead(rawID, params []byte) {
-	id, ok := taskID(params)
+// tasks/cancel request (rawID, params) asks about. An error is an
+// ambiguous taskId: the request must be refused.
+func (p *sessionPolicy) noteTaskRead(rawID, params []byte) error {
+	id, ok, err := taskID(params)
 	if !ok {
-		return
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.tasks.read.put(wire.IDKey(rawID), id)
+	return nil
 }
 
 // taskTool returns the tool whose task the request rawID (tasks/result,

@@ -1,6 +1,9 @@
 package wire
 
-import "bytes"
+import (
+	"bytes"
+	"fmt"
+)
 
 // Members returns the spans of the top-level members of the JSON object
 // obj, keyed by decoded member name (spans index into obj). It returns
@@ -26,42 +29,85 @@ func Members(obj []byte) (map[string]Span, bool) {
 // escapes are compared where they are. It returns false when obj is not
 // a valid JSON object or has no such member.
 func Member(obj []byte, name string) (Span, bool) {
+	sp, found, err := findMember(obj, name, false)
+	return sp, found && err == nil
+}
+
+// StrictMember is [Member] under the rules of [Object] for the one name
+// it reads, for a member a decision acts on: it refuses (with an
+// [AmbiguityError]) a second member called name, a member whose name
+// differs from name only in letter case (an mcp-go peer reads
+// {"taskId":"T1","TASKID":"T2"} as T2, a JavaScript or Python one as T1)
+// and name spelled with escapes. Other names are not compared with each
+// other, so no map of them is built. found is false when obj has no such
+// member; an obj that is not an object is an [ErrSyntax].
+func StrictMember(obj []byte, name string) (sp Span, found bool, err error) {
+	return findMember(obj, name, true)
+}
+
+// findMember is Member, or with strict StrictMember.
+func findMember(obj []byte, name string, strict bool) (Span, bool, error) {
 	s := scanner{b: obj}
 	s.ws()
 	if !s.peekIs('{') {
-		return Span{}, false
+		return Span{}, false, fmt.Errorf("%w: not an object", ErrSyntax)
 	}
 	var sp Span
 	found := false
 	for more := s.open(); more; {
 		raw, err := s.member()
 		if err != nil {
-			return Span{}, false
+			return Span{}, false, err
 		}
-		match := false
-		if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 {
-			match = string(inner) == name
-		} else if decoded, ok := unquote(raw); ok {
-			match = decoded == name
-		} else {
-			return Span{}, false // an unpaired surrogate escape, as Members
+		match, err := memberIs(raw, name, strict)
+		if err != nil {
+			return Span{}, false, err
+		}
+		if match && strict && found {
+			return Span{}, false, ambiguous("duplicate member %q", name)
 		}
 		vs := s.i
 		if err := s.value(); err != nil {
-			return Span{}, false
+			return Span{}, false, err
 		}
 		if match {
 			sp, found = Span{vs, s.i}, true
 		}
 		if more, err = s.next(closeObject); err != nil {
-			return Span{}, false
+			return Span{}, false, err
 		}
 	}
 	s.ws()
 	if s.i != len(s.b) {
-		return Span{}, false
+		return Span{}, false, s.errf("unexpected data after the JSON value")
 	}
-	return sp, found
+	return sp, found, nil
+}
+
+// memberIs reports whether the raw member name literal is name. With
+// strict, one that is name only once unescaped, or only under case
+// folding, is an [AmbiguityError]. An unpaired surrogate escape is one
+// either way (see [unquote]).
+func memberIs(raw []byte, name string, strict bool) (bool, error) {
+	inner := raw[1 : len(raw)-1]
+	escaped := bytes.IndexByte(inner, '\\') >= 0
+	if escaped {
+		decoded, ok := unquote(raw)
+		if !ok {
+			return false, ambiguous("member name %s has an unpaired surrogate escape", raw)
+		}
+		inner = []byte(decoded)
+	}
+	switch {
+	case string(inner) != name:
+		if strict && bytes.EqualFold(inner, []byte(name)) {
+			return false, ambiguous("member %q differs from %q only in letter case", inner, name)
+		}
+		return false, nil
+	case strict && escaped:
+		return false, ambiguous("member name %q is written with escapes (%s)", name, raw)
+	}
+	return true, nil
 }
 
 // spans reads the members of the object at s.i: their value spans keyed by

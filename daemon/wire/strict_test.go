@@ -48,6 +48,50 @@ func TestObject(t *testing.T) {
 	}
 }
 
+// StrictMember reads one member as Object would with it among the read
+// names, and agrees with Member on everything it accepts.
+func TestStrictMember(t *testing.T) {
+	for _, tc := range []struct {
+		doc       string
+		found     bool
+		ambiguous bool
+	}{
+		{`{"taskId":"T1"}`, true, false},
+		{`{"other":1,"taskId":"T1","Other":2}`, true, false}, // names it does not read are not compared
+		{`{"taskid2":1,"taskId":"T1"}`, true, false},
+		{`{"nested":{"TASKID":"T2"},"taskId":"T1"}`, true, false},
+		{`{}`, false, false},
+		{`{"other":1}`, false, false},
+		{`{"taskId":"T1","TASKID":"T2"}`, false, true},
+		{`{"TaskId":"T2","taskId":"T1"}`, false, true},
+		{`{"TASKID":"T2"}`, false, true},
+		{`{"ta\u017fkId":"T2"}`, false, true}, // long s folds to s
+		{`{"taskId":"T1","taskId":"T2"}`, false, true},
+		{`{"task\u0049d":"T2"}`, false, true},
+		{`{"taskId":"T1","task\u0049d":"T2"}`, false, true},
+		{`{"t\ud800":1,"taskId":"T1"}`, false, true}, // unpaired surrogate
+	} {
+		t.Run(tc.doc, func(t *testing.T) {
+			sp, found, err := StrictMember([]byte(tc.doc), "taskId")
+			if errors.Is(err, ErrAmbiguous) != tc.ambiguous || found != tc.found || (err != nil && !tc.ambiguous) {
+				t.Fatalf("StrictMember = %v, %v, %v; want found %v, ambiguous %v", sp, found, err, tc.found, tc.ambiguous)
+			}
+			if want, ok := Member([]byte(tc.doc), "taskId"); found && (!ok || sp != want) {
+				t.Fatalf("StrictMember = %v, Member = %v %v", sp, want, ok)
+			}
+		})
+	}
+	for _, bad := range []string{``, `[]`, `"taskId"`, `{"taskId":}`, `{"taskId":1} x`} {
+		if _, _, err := StrictMember([]byte(bad), "taskId"); err == nil || errors.Is(err, ErrAmbiguous) {
+			t.Errorf("StrictMember(%q) = %v, want a syntax error", bad, err)
+		}
+	}
+	doc := []byte(`{"_meta":{"progressToken":1},"taskId":"T1"}`)
+	if n := testing.AllocsPerRun(100, func() { _, _, _ = StrictMember(doc, "taskId") }); n != 0 {
+		t.Errorf("StrictMember allocated %v times", n)
+	}
+}
+
 func TestTree(t *testing.T) {
 	for _, tc := range []struct {
 		in        string
