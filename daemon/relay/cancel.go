@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+
 	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
@@ -23,9 +25,17 @@ type cancelled struct {
 // noteCancel reads the request id a kept notifications/cancelled names and
 // queues it for applyCancels. It reports false when the notification must
 // not be forwarded: a server naming a request in the daemon's own
-// namespace would cancel the daemon's request to the client.
+// namespace would cancel the daemon's request to the client, and a
+// requestId the receiver could read as another request than mcpcage does
+// ({"requestId":1,"REQUESTID":2}: an mcp-go peer reads 2) would cancel a
+// request mcpcage keeps waiting for, or one of the daemon's own.
 func (r *Relay) noteCancel(d Direction, msg []byte, e *wire.Envelope) bool {
-	sp, ok := wire.Member(e.Params.Of(msg), "requestId") // no map of every member: params may hold millions
+	// One member, strictly: no map of every member, params may hold millions.
+	sp, ok, err := wire.StrictMember(e.Params.Of(msg), "requestId")
+	if errors.Is(err, wire.ErrAmbiguous) {
+		r.log.Warn("dropped an ambiguous cancellation", "direction", d.String(), "reason", r.scrubLog(err.Error()))
+		return false
+	}
 	if !ok {
 		return true // nothing we can correlate: relay it as it is
 	}

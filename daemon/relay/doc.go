@@ -17,6 +17,8 @@
 //     pending table once the notification is forwarded: a late answer is
 //     dropped, and the client gets no error for it when the server dies.
 //     Both directions. A server cannot cancel the daemon's own requests.
+//     A cancellation whose requestId is ambiguous (twice, in another
+//     letter case, or spelled with escapes) is dropped.
 //     The table stays bounded (10,000 requests per direction).
 //   - A message above the size cap ends the session without being buffered
 //     whole; the client is told why.

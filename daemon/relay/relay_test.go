@@ -642,3 +642,43 @@ func TestRelayRefusesIDsBeyondDoubles(t *testing.T) {
 		t.Fatalf("server got %q, want the ping with the largest exact id (the refused request never)", got)
 	}
 }
+
+// A cancellation whose requestId a receiver could read as another
+// request than the relay does (a second one, or one in another letter
+// case, which mcp-go reads) is dropped, in both directions: it would
+// cancel a request the relay keeps waiting for, or the daemon's own.
+func TestRelayDropsAmbiguousCancellations(t *testing.T) {
+	for _, params := range []string{
+		`{"requestId":"r1","REQUESTID":"` + OwnIDPrefix + `1"}`,
+		`{"requestId":"r1","requestId":"` + OwnIDPrefix + `1"}`,
+		`{"request\u0049d":"r1"}`,
+	} {
+		t.Run(params, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			// The client's cancellation of its request.
+			req := `{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"sleep"}}` + "\n"
+			h.fromClient(req)
+			h.toServer()
+			h.fromClient(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":` + params + `}` + "\n")
+			ping := `{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n"
+			h.fromClient(ping)
+			if got := h.toServer(); got != ping {
+				t.Fatalf("server got %q, want the ping (the cancellation dropped)", got)
+			}
+			resp := `{"jsonrpc":"2.0","id":"r1","result":{"content":[]}}` + "\n"
+			h.fromServer(resp)
+			if got := h.toClient(); got != resp {
+				t.Fatalf("client got %q, want the answer to its request, still pending", got)
+			}
+			// The server's cancellation of its request to the client.
+			h.fromServer(`{"jsonrpc":"2.0","id":"r1","method":"roots/list"}` + "\n")
+			h.toClient()
+			h.fromServer(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":` + params + `}` + "\n")
+			marker := `{"jsonrpc":"2.0","method":"notifications/message","params":{}}` + "\n"
+			h.fromServer(marker)
+			if got := h.toClient(); got != marker {
+				t.Fatalf("client got %q, want the marker (the cancellation dropped)", got)
+			}
+		})
+	}
+}
