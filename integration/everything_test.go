@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,4 +73,39 @@ func TestEverythingWithMCPGoClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A consent for some resources is held to them against the official
+// server: found by a red-team helper, "demo://resource/dynamic/../static/
+// document/architecture.md" matched a consent for
+// "demo://resource/dynamic/*", and the TypeScript SDK normalizes it (new
+// URL) and serves the static document. A resource URI not in normal form
+// is now refused as ambiguous before the server sees it.
+func TestResourceURITraversalRefusedAgainstEverything(t *testing.T) {
+	requireEverything(t)
+	d := consentDaemon(t, everythingConfig)
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "everything", "--resource", "demo://resource/dynamic/*")
+	r := startRaw(t, d.shimCmd("everything"))
+	r.initialize()
+	read := func(id int, uri string) string {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": map[string]any{"uri": uri}})
+		r.send(string(b) + "\n")
+		return r.response(fmt.Sprint(id))
+	}
+	if l := read(2, "demo://resource/dynamic/text/1"); !strings.Contains(l, "Resource 1:") {
+		t.Fatalf("a resource the consent covers: %s", l)
+	}
+	for i, uri := range []string{
+		"demo://resource/dynamic/../static/document/architecture.md",
+		"demo://resource/dynamic/%2e%2e/static/document/architecture.md",
+		"demo://resource/dynamic/..\\static/document/architecture.md",
+		"demo://resource/dynamic/\t../static/document/architecture.md",
+	} {
+		if l := read(3+i, uri); strings.Contains(l, "Architecture") || !strings.Contains(l, "not in normal form") {
+			t.Fatalf("resources/read %q under a consent for demo://resource/dynamic/*: %s; want it refused, saying why", uri, l)
+		}
+	}
+	r.closeInput()
+	r.wait()
 }
