@@ -59,7 +59,8 @@ const (
 // verification always on (with the configured CA bundle added), plain
 // http only to loopback addresses, requests only to the allowed hosts
 // (redirects included), host names only at public addresses unless
-// trusted (publicDialer).
+// trusted (publicDialer), credentials only to the origin they were given
+// for (redirects too: checkRedirect).
 func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
@@ -103,14 +104,54 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	}
 	guard := &hostGuard{next: tr, hosts: hosts, server: o.Server}
 	return &http.Client{
-		Transport: guard,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 5 {
-				return errors.New("more than 5 redirects")
-			}
-			return guard.check(req.URL)
-		},
+		Transport:     guard,
+		CheckRedirect: guard.checkRedirect,
 	}, nil
+}
+
+// credentialHeaders are the headers of a request that may carry a
+// credential: the bridge's bearer token and session, a token request's
+// client authentication (HTTP Basic).
+var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Cookie2", "Mcp-Session-Id"}
+
+// checkRedirect follows a redirect to an allowed host, with the
+// request's credentials only when it stays at the first request's
+// origin (scheme, host and port). Go's client alone keeps Authorization
+// on a redirect to another port of the host, or to a subdomain: the
+// server's bearer token would go to whatever listens there.
+func (g *hostGuard) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("more than 5 redirects")
+	}
+	if err := g.check(req.URL); err != nil {
+		return err
+	}
+	if !sameOrigin(req.URL, via[0].URL) {
+		for _, h := range credentialHeaders {
+			req.Header.Del(h)
+		}
+	}
+	return nil
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port
+// (a default port written or not).
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && originPort(a) == originPort(b)
+}
+
+// originPort is u's port, the scheme's default when it names none.
+func originPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return "443"
+	case "http":
+		return "80"
+	}
+	return ""
 }
 
 // hostGuard refuses requests outside the allowed hosts and plain http

@@ -1,17 +1,27 @@
 package remote
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"io/fs"
 	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // quietTLSServer is a TLS test server that does not log the handshakes
@@ -177,6 +187,133 @@ func TestCheckScheme(t *testing.T) {
 		err := CheckScheme(mustURL(t, tt.url))
 		if (err == nil) != tt.want {
 			t.Errorf("CheckScheme(%s) = %v, want allowed %v", tt.url, err, tt.want)
+		}
+	}
+}
+
+// TestRedirectCredentials: a request's credentials follow a redirect only
+// to the origin they were given for. Go's client alone kept them on a
+// redirect to another port of the host (a host listed without a port
+// allows every port) and to a subdomain (found by a red-team helper).
+func TestRedirectCredentials(t *testing.T) {
+	cert, ca := localhostCert(t)
+	var mu sync.Mutex
+	seen := map[string]http.Header{} // by path
+	record := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r.Header.Clone()
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}
+	startTLS := func(h http.HandlerFunc) *httptest.Server {
+		srv := httptest.NewUnstartedServer(h)
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	other := httptest.NewServer(http.HandlerFunc(record))
+	t.Cleanup(other.Close)
+	otherTLS := startTLS(record)
+	to := map[string]string{ // redirecting path: where to
+		"/to-another-port":      other.URL + "/another-port",
+		"/to-another-port-tls":  "https://localhost:" + mustURL(t, otherTLS.URL).Port() + "/another-port-tls",
+		"/to-a-subdomain":       "https://auth.localhost:PORT/subdomain",
+		"/to-the-same-origin":   "/same-origin",
+		"/to-the-same-origin-2": "/to-the-same-origin",
+	}
+	redirect := func(w http.ResponseWriter, r *http.Request) {
+		if target, ok := to[r.URL.Path]; ok {
+			http.Redirect(w, r, strings.Replace(target, "PORT", mustURL(t, "http://"+r.Host).Port(), 1), http.StatusTemporaryRedirect)
+			return
+		}
+		record(w, r)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(redirect))
+	t.Cleanup(srv.Close)
+	tlsURL := "https://localhost:" + mustURL(t, startTLS(redirect).URL).Port()
+
+	tests := []struct {
+		name     string
+		url      string
+		arrives  string // the path the request ends at
+		wantKept bool   // the credentials arrive there
+	}{
+		{name: "same origin", url: srv.URL + "/to-the-same-origin", arrives: "/same-origin", wantKept: true},
+		{name: "same origin, two redirects", url: srv.URL + "/to-the-same-origin-2", arrives: "/same-origin", wantKept: true},
+		{name: "another port of the host", url: srv.URL + "/to-another-port", arrives: "/another-port"},
+		{name: "another port of the host, https", url: tlsURL + "/to-another-port-tls", arrives: "/another-port-tls"},
+		{name: "a subdomain, same port", url: tlsURL + "/to-a-subdomain", arrives: "/subdomain"},
+	}
+	hc := testClient(t, ClientOptions{Hosts: []string{"127.0.0.1", "localhost", "auth.localhost"}, CAFile: ca})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPost, tt.url, strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer SECRET")
+			req.Header.Set("Mcp-Session-Id", "SESSION")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("POST %s: %v", tt.url, err)
+			}
+			_ = resp.Body.Close()
+			mu.Lock()
+			h, ok := seen[tt.arrives]
+			delete(seen, tt.arrives)
+			mu.Unlock()
+			if !ok {
+				t.Fatalf("nothing arrived at %s", tt.arrives)
+			}
+			for _, name := range []string{"Authorization", "Mcp-Session-Id"} {
+				if kept := h.Get(name) != ""; kept != tt.wantKept {
+					t.Errorf("%s arrived at %s: %v, want %v", name, tt.arrives, kept, tt.wantKept)
+				}
+			}
+		})
+	}
+}
+
+// localhostCert is a self-signed certificate for localhost and
+// auth.localhost, and its PEM file.
+func localhostCert(t *testing.T) (tls.Certificate, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost", "auth.localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, p
+}
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"https://mcp.example.com/mcp", "https://mcp.example.com/other?x=1", true},
+		{"https://mcp.example.com/mcp", "https://MCP.example.com:443/mcp", true},
+		{"http://127.0.0.1/mcp", "http://127.0.0.1:80/mcp", true},
+		{"https://mcp.example.com/mcp", "https://mcp.example.com:8443/mcp", false},
+		{"http://127.0.0.1:8080/mcp", "http://127.0.0.1:8081/mcp", false},
+		{"https://example.com/mcp", "https://auth.example.com/mcp", false},
+		{"https://localhost/mcp", "http://localhost:443/mcp", false},
+	}
+	for _, tt := range tests {
+		if got := sameOrigin(mustURL(t, tt.a), mustURL(t, tt.b)); got != tt.want {
+			t.Errorf("sameOrigin(%s, %s) = %v, want %v", tt.a, tt.b, got, tt.want)
 		}
 	}
 }
