@@ -115,7 +115,7 @@ func postToken(ctx context.Context, hc *http.Client, g *Grant, form url.Values, 
 	if g.Client.Secret != "" {
 		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
 	}
-	resp, err := hc.Do(req)
+	resp, err := noRedirects(hc).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s at %s: %w", what, req.URL.Host, err)
 	}
@@ -135,6 +135,22 @@ func postToken(ctx context.Context, hc *http.Client, g *Grant, form url.Values, 
 		return nil, fmt.Errorf("%s at %s: no access_token in the answer", what, req.URL.Host)
 	}
 	return &t, nil
+}
+
+// noRedirects is hc following no redirect. Token, registration and
+// revocation requests carry credentials in their body (a refresh token,
+// a code and its verifier, the token to revoke), which a 307 or 308
+// would send again to wherever it points, another origin too.
+func noRedirects(hc *http.Client) *http.Client {
+	var c http.Client
+	if hc != nil {
+		c = *hc
+	}
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		return fmt.Errorf("%s redirected the request to %s: mcpcage follows no redirect of a token, registration or revocation request (they carry credentials); "+
+			"the authorization server's metadata must name the endpoint itself", via[0].URL.Host, req.URL.Host)
+	}
+	return &c
 }
 
 func hostOf(u string) string {

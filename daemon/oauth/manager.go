@@ -303,7 +303,7 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 		return nil, fmt.Errorf("%w: %s", ErrSignInRefused, authanswer.OneLine(a.Error, authanswer.MaxErrorText))
 	}
 	cfg := oauthConfig(p.res, p.client, p.req.RedirectURI, p.scopes)
-	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.req.Target.HTTP), a.Code,
+	tok, err := cfg.Exchange(context.WithValue(ctx, oauth2.HTTPClient, noRedirects(p.req.Target.HTTP)), a.Code,
 		oauth2.VerifierOption(p.verifier), oauth2.SetAuthURLParam("resource", p.res.Resource))
 	if err != nil {
 		var re *oauth2.RetrieveError
@@ -452,7 +452,7 @@ func revoke(ctx context.Context, hc *http.Client, g *Grant, tok, hint string) {
 	if g.Client.Secret != "" {
 		req.SetBasicAuth(url.QueryEscape(g.Client.ID), url.QueryEscape(g.Client.Secret))
 	}
-	if resp, err := hc.Do(req); err == nil {
+	if resp, err := noRedirects(hc).Do(req); err == nil {
 		_ = resp.Body.Close()
 	}
 }

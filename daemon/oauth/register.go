@@ -40,7 +40,7 @@ func Register(ctx context.Context, hc *http.Client, r *Resource, redirectURI str
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
+	resp, err := noRedirects(hc).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("client registration at %s: %w", r.RegistrationURL, err)
 	}
