@@ -54,11 +54,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := hc.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			ue.URL = config.RedactURL(server) // a url may carry a credential (?api_key=)
-		}
-		return nil, fmt.Errorf("asking %s: %w", server.Host, err)
+		return nil, fmt.Errorf("asking %s: %w", server.Host, redactedErr(err))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
@@ -85,7 +81,7 @@ func Discover(ctx context.Context, hc *http.Client, server *url.URL) (*Resource,
 		return nil, fmt.Errorf("protected resource metadata of %s: %w", server.Host, err)
 	}
 	if prm.Resource == "" || !coversURL(prm.Resource, server) {
-		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, prm.Resource, config.RedactURL(server))
+		return nil, fmt.Errorf("protected resource metadata at %s names resource %q, which is not %s", from, shownURL(prm.Resource), config.RedactURL(server))
 	}
 	if len(prm.AuthorizationServers) == 0 {
 		return nil, fmt.Errorf("protected resource metadata at %s names no authorization server", from)
@@ -177,45 +173,68 @@ func coversURL(resource string, server *url.URL) bool {
 }
 
 // fetchFirst GETs each candidate until one answers 200 with JSON that
-// decodes into v; it returns the URL that did.
+// decodes into v; it returns the URL that did, as errors show it
+// (config.RedactURL: a candidate holds the server's path, which may hold
+// a credential, and errors reach the user and the audit log).
 func fetchFirst(ctx context.Context, hc *http.Client, candidates []string, v any) (string, error) {
 	var errs []error
 	for _, c := range candidates {
 		u, err := url.Parse(c)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%q: %w", c, err))
+			errs = append(errs, errors.New("resource_metadata is not a url"))
 			continue
 		}
+		shown := config.RedactURL(u)
 		if err := remote.CheckScheme(u); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c, nil)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("%s: %w", shown, redactedErr(err)))
 			continue
 		}
 		req.Header.Set("Accept", "application/json")
 		resp, err := hc.Do(req)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, redactedErr(err))
 			continue
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
 		_ = resp.Body.Close()
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("%s: %w", shown, redactedErr(err)))
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
-			errs = append(errs, fmt.Errorf("%s answered %s", c, resp.Status))
+			errs = append(errs, fmt.Errorf("%s answered %s", shown, resp.Status))
 			continue
 		}
 		if err := json.Unmarshal(b, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s: not JSON metadata: %w", c, err))
+			errs = append(errs, fmt.Errorf("%s: not JSON metadata: %w", shown, err))
 			continue
 		}
-		return c, nil
+		return shown, nil
 	}
 	return "", errors.Join(errs...)
+}
+
+// shownURL is s as errors show it (config.RedactURL): a resource
+// indicator is usually the server's url.
+func shownURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(not a url)"
+	}
+	return config.RedactURL(u)
+}
+
+// redactedErr is err with the url an *url.Error quotes (the request's,
+// or the last redirect's) as config.RedactURL shows it.
+func redactedErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = shownURL(ue.URL)
+	}
+	return err
 }

@@ -326,8 +326,9 @@ func TestWellKnown(t *testing.T) {
 }
 
 // TestDiscoverErrorsHideTheURLsCredential: a server's url may carry a
-// credential in its query; errors reach the user, logs and audit
-// records, and must not show it.
+// credential in its query or its path (/mcp/<key>); errors reach the
+// user, logs and audit records (signin.fail), and must not show it,
+// though discovery's well-known urls hold the server's path.
 func TestDiscoverErrorsHideTheURLsCredential(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -335,17 +336,33 @@ func TestDiscoverErrorsHideTheURLsCredential(t *testing.T) {
 	}
 	closed := ln.Addr().String()
 	_ = ln.Close() // nothing listens there now: the request fails
-	wrongResource := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/.well-known/oauth-protected-resource") {
+	const key = "s3cr3t0a1b2c3d4e5f6"
+	const wellKnown = "/.well-known/oauth-protected-resource"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == wellKnown+"/wrong-resource/"+key:
+			_, _ = w.Write([]byte(`{"resource":"https://` + r.Host + `/wrong-resource/` + key + `","authorization_servers":["https://as.example"]}`))
+		case r.URL.Path == wellKnown+"/wrong-resource":
 			_, _ = w.Write([]byte(`{"resource":"https://elsewhere.example/","authorization_servers":["https://as.example"]}`))
-			return
+		case r.URL.Path == wellKnown+"/not-json/"+key:
+			_, _ = w.Write([]byte(`<html>`))
+		case r.URL.Path == wellKnown+"/redirect/"+key:
+			http.Redirect(w, r, "http://mcp.example"+strings.TrimPrefix(r.URL.Path, wellKnown), http.StatusFound)
+		case r.URL.Path == wellKnown+"/unreachable/"+key:
+			http.Redirect(w, r, "http://"+closed+r.URL.Path, http.StatusFound)
+		default: // 401 without resource_metadata, and no metadata
+			w.WriteHeader(http.StatusUnauthorized)
 		}
-		w.WriteHeader(http.StatusUnauthorized)
 	}))
-	defer wrongResource.Close()
-	tests := []struct{ name, url string }{
-		{"unreachable", "http://" + closed + "/mcp?api_key=s3cr3t-value"},
-		{"a resource that is not the server", wrongResource.URL + "/mcp?api_key=s3cr3t-value"},
+	defer srv.Close()
+	tests := []struct{ name, url, wantInErr string }{
+		{"unreachable", "http://" + closed + "/mcp?api_key=s3cr3t-value", "connection refused"},
+		{"a resource that is not the server", srv.URL + "/wrong-resource?api_key=s3cr3t-value", "names resource"},
+		{"a key in the path, no metadata", srv.URL + "/mcp/" + key, "answered 401"},
+		{"a key in the path, a resource that is not the server", srv.URL + "/wrong-resource/" + key, "names resource"},
+		{"a key in the path, metadata that is not JSON", srv.URL + "/not-json/" + key, "not JSON metadata"},
+		{"a key in the path, redirected to plain http", srv.URL + "/redirect/" + key, "plain http is allowed only to loopback addresses"},
+		{"a key in the path, redirected where nothing listens", srv.URL + "/unreachable/" + key, "connection refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,13 +370,20 @@ func TestDiscoverErrorsHideTheURLsCredential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Discover(context.Background(), http.DefaultClient, u)
+			hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: []string{"127.0.0.1", "mcp.example"}, Server: "demo", Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Discover(context.Background(), hc, u)
 			if err == nil {
 				t.Fatal("discovery succeeded")
 			}
 			t.Log(err)
 			if strings.Contains(err.Error(), "s3cr3t") {
 				t.Fatalf("the error shows the url's credential: %v", err)
+			}
+			if !strings.Contains(err.Error(), tt.wantInErr) {
+				t.Errorf("the error does not say %q", tt.wantInErr)
 			}
 		})
 	}

@@ -185,7 +185,8 @@ func (g *hostGuard) check(u *url.URL) error {
 }
 
 // CheckScheme accepts https URLs, and http ones to loopback addresses
-// only.
+// only. Its errors name the origin alone: a url's path may hold a
+// credential.
 func CheckScheme(u *url.URL) error {
 	switch u.Scheme {
 	case "https":
@@ -194,9 +195,9 @@ func CheckScheme(u *url.URL) error {
 		if Loopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("%s: plain http is allowed only to loopback addresses; use https", u.Redacted())
+		return fmt.Errorf("%s://%s: plain http is allowed only to loopback addresses; use https", u.Scheme, u.Host)
 	}
-	return fmt.Errorf("%s: the scheme must be https (or http to a loopback address)", u.Redacted())
+	return fmt.Errorf("%s://%s: the scheme must be https (or http to a loopback address)", u.Scheme, u.Host)
 }
 
 // Loopback reports whether host is localhost or a loopback address.
