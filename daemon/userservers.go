@@ -93,14 +93,7 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		d.forgetPinsWhenUnused(pins.Key(req.Name, peer.UID, true), true)
 		d.warm.forget(warmKey{server: req.Name, uid: peer.UID})
 		if srv != nil && srv.IsRemote() {
-			var hc *http.Client
-			if c, err := d.remoteClient(srv, peer); err == nil {
-				hc = c
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), signinWait)
-			err := d.oauth.RemoveServer(ctx, hc, peer.UID, req.Name)
-			cancel()
-			if err != nil {
+			if err := d.forgetSignIns(peer, req.Name, srv); err != nil {
 				fail(fmt.Errorf("server %s is removed, but its sign-ins could not be: %w (mcpcage logout %s)", req.Name, err, req.Name))
 				return
 			}
@@ -112,6 +105,28 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		reply(fw, api.Reply{OK: true}, log)
 	}
+}
+
+// forgetSignIns forgets peer's sign-ins to name (srv, a remote server
+// being removed) and revokes them where the authorization server offers
+// revocation. A user's own server is held to today's user_remote_hosts,
+// as a sign-in is: when its hosts are no longer allowed, its sign-ins
+// are forgotten without a request to any of them (the tokens then last
+// until they expire there), and the log says so.
+func (d *Daemon) forgetSignIns(peer Peer, name string, srv *config.Server) error {
+	var refused error
+	if srv.Personal {
+		refused = d.checkUserRemote(srv)
+	}
+	var hc *http.Client // nil: nothing is revoked
+	if refused != nil {
+		d.log.Warn("sign-ins of a removed server forgotten, not revoked: its hosts are not allowed", "user", userName(peer.UID), "server", name, "err", refused)
+	} else if c, err := d.remoteClient(srv, peer); err == nil {
+		hc = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), signinWait)
+	defer cancel()
+	return d.oauth.RemoveServer(ctx, hc, peer.UID, name)
 }
 
 // putUserServer revokes the user's consents for their own server srv
