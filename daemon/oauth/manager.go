@@ -32,7 +32,7 @@ type Manager struct {
 	pending map[string]*pendingLogin // by state
 	locks   map[string]*sync.Mutex   // one per grant: refreshes do not race
 	cache   map[string]*Grant
-	clients map[string]*Client // dynamic registrations by server
+	clients map[string]registration // dynamic registrations by user, server and issuer
 	// registered holds, per user, when registrations were made for
 	// their sign-ins within the last registrationWindow (see client).
 	registered map[uint32][]time.Time
@@ -46,7 +46,7 @@ func (m *Manager) SetActor(a *Actor) { m.actor = a }
 // NewManager keeps grants in store.
 func NewManager(store *secrets.Store) *Manager {
 	return &Manager{store: store, pending: map[string]*pendingLogin{}, locks: map[string]*sync.Mutex{},
-		cache: map[string]*Grant{}, clients: map[string]*Client{}, xs: map[string]*exchanged{}, registered: map[uint32][]time.Time{}}
+		cache: map[string]*Grant{}, clients: map[string]registration{}, xs: map[string]*exchanged{}, registered: map[uint32][]time.Time{}}
 }
 
 // Target is the server a sign-in is for, as the config describes it.
@@ -178,15 +178,26 @@ func (m *Manager) takeRegistration(uid uint32, server string, now time.Time) err
 	return nil
 }
 
+// registration is a dynamic registration kept for the user's sign-ins to
+// come: one with the same redirect URI uses it again.
+type registration struct {
+	client *Client
+	added  time.Time
+}
+
+// maxClients bounds the registrations kept (the oldest goes first): one
+// serves only its user's next sign-ins on the same redirect.
+const maxClients = 256
+
 // client returns the configured client, or a registration whose redirect
 // URIs hold r's.
 func (m *Manager) client(ctx context.Context, r LoginRequest, res *Resource, scopes []string) (*Client, error) {
 	if r.Target.ClientID != "" {
 		return &Client{ID: r.Target.ClientID, Secret: r.Target.ClientSecret}, nil
 	}
-	key := r.Target.Server + "\x00" + res.Issuer
+	key := fmt.Sprintf("%d\x00%s\x00%s", r.UID, r.Target.Server, res.Issuer)
 	m.mu.Lock()
-	c := m.clients[key]
+	c := m.clients[key].client
 	if c != nil && slices.Contains(c.RedirectURIs, r.RedirectURI) {
 		m.mu.Unlock()
 		return c, nil
@@ -201,9 +212,24 @@ func (m *Manager) client(ctx context.Context, r LoginRequest, res *Resource, sco
 		return nil, err
 	}
 	m.mu.Lock()
-	m.clients[key] = c
+	m.keepClient(key, c, time.Now())
 	m.mu.Unlock()
 	return c, nil
+}
+
+// keepClient keeps c under key, the oldest registration going when
+// maxClients are kept. m.mu is held.
+func (m *Manager) keepClient(key string, c *Client, now time.Time) {
+	if _, ok := m.clients[key]; !ok && len(m.clients) >= maxClients {
+		oldest := ""
+		for k, r := range m.clients {
+			if oldest == "" || r.added.Before(m.clients[oldest].added) {
+				oldest = k
+			}
+		}
+		delete(m.clients, oldest)
+	}
+	m.clients[key] = registration{client: c, added: now}
 }
 
 func oauthConfig(res *Resource, c *Client, redirect string, scopes []string) *oauth2.Config {

@@ -542,13 +542,14 @@ func TestManagerBeginLimits(t *testing.T) {
 	if err := begin(1001, redirect); err != nil {
 		t.Fatalf("another user's Begin: %v", err)
 	}
-	// One registration served all of them; another redirect needs another.
+	// One registration served all of a user's; another user, or another
+	// redirect, needs another.
 	if err := begin(1002, "http://[::1]:5555/cb"); err != nil {
 		t.Fatalf("Begin with another redirect: %v", err)
 	}
 	s.snapshot(func(s *authServer) {
-		if len(s.registrations) != 2 {
-			t.Errorf("%d registrations, want 2 (one per redirect)", len(s.registrations))
+		if len(s.registrations) != 3 {
+			t.Errorf("%d registrations, want 3 (one per user and redirect)", len(s.registrations))
 		}
 	})
 }

@@ -17,8 +17,13 @@ type Client struct {
 	Registered   bool     `json:"registered"` // by dynamic registration (else configured)
 }
 
+// maxRegistration bounds a registration's answer: a client's metadata,
+// of which mcpcage keeps the id and the secret.
+const maxRegistration = 16 << 10
+
 // Register registers mcpcage as a public client with redirectURI (RFC
-// 7591).
+// 7591). The client returned holds what sign-ins use: its id, its secret
+// (if the server gave one) and redirectURI.
 func Register(ctx context.Context, hc *http.Client, r *Resource, redirectURI string, scopes []string) (*Client, error) {
 	if r.RegistrationURL == "" {
 		return nil, fmt.Errorf("authorization server %s offers no dynamic client registration: set client_id in the server's config", r.Issuer)
@@ -45,19 +50,22 @@ func Register(ctx context.Context, hc *http.Client, r *Resource, redirectURI str
 		return nil, fmt.Errorf("client registration at %s: %w", r.RegistrationURL, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxRegistration+1))
+	if err != nil {
+		return nil, fmt.Errorf("client registration at %s: reading the answer: %w", r.RegistrationURL, err)
+	}
 	if resp.StatusCode/100 != 2 {
 		return nil, fmt.Errorf("client registration at %s: %s%s", r.RegistrationURL, resp.Status, oauthError(b))
+	}
+	if len(b) > maxRegistration {
+		return nil, fmt.Errorf("client registration at %s: the answer is larger than %d KiB, which no registration needs: refused; "+
+			"have the administrator configure a client_id for the server instead", r.RegistrationURL, maxRegistration>>10)
 	}
 	var c Client
 	if err := json.Unmarshal(b, &c); err != nil || c.ID == "" {
 		return nil, fmt.Errorf("client registration at %s: no client_id in the answer", r.RegistrationURL)
 	}
-	if len(c.RedirectURIs) == 0 {
-		c.RedirectURIs = []string{redirectURI}
-	}
-	c.Registered = true
-	return &c, nil
+	return &Client{ID: c.ID, Secret: c.Secret, RedirectURIs: []string{redirectURI}, Registered: true}, nil
 }
 
 // oauthError renders an RFC 6749 error body as ": error (description)".
