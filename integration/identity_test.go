@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -845,5 +846,62 @@ func TestAgentWithAVariableSetTwiceIsNotIdentified(t *testing.T) {
 				t.Fatalf("agent %q (refusal %q), want %q", agent, refused, tt.want)
 			}
 		})
+	}
+}
+
+// TestShimsPipesAreItsOwn: mcpcage run holds the MCP client's pipes until
+// the daemon has them. Found by a red-team helper: the shim was dumpable,
+// so any program of the same user could open /proc/SHIM/fd/0 for writing
+// and send the daemon tool calls as the agent's (a writer that outlives
+// the shim's hand-off), even for an agent that makes itself non-dumpable
+// to keep such programs away. The shim is now non-dumpable as it starts.
+// Here the shim (uid 65534) waits for a daemon that never answers; a
+// shell of the same user may not open its stdin or stdout.
+func TestShimsPipesAreItsOwn(t *testing.T) {
+	setup(t)
+	dir, err := os.MkdirTemp("", "mcpcage-itest-shim-")
+	must(t, err, "a directory other users can reach")
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	must(t, os.Chmod(dir, 0o755), "chmod")
+	sock := filepath.Join(dir, "stalled.sock")
+	ln, err := net.Listen("unix", sock)
+	must(t, err, "listen")
+	defer func() { _ = ln.Close() }()
+	must(t, os.Chmod(sock, 0o666), "chmod")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c // never answered: the shim waits with the client's pipes
+		}
+	}()
+	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, Setpgid: true}
+	// The client's pipes are the user's own (a shell of uid 65534 makes
+	// them), as an MCP client's are.
+	client := exec.Command("sh", "-c", `sleep 600 | "$0" --socket "$1" run github | cat >/dev/null`, filepath.Join(env.bin, "mcpcage"), sock)
+	client.SysProcAttr = nobody
+	must(t, client.Start(), "start the client")
+	t.Cleanup(func() { _ = syscall.Kill(-client.Process.Pid, syscall.SIGKILL); _ = client.Wait() })
+	var shimPid int
+	select {
+	case c := <-accepted:
+		defer func() { _ = c.Close() }()
+		raw, err := c.(*net.UnixConn).SyscallConn()
+		must(t, err, "raw conn")
+		must(t, raw.Control(func(fd uintptr) {
+			cred, cerr := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+			must(t, cerr, "peer credentials")
+			shimPid = int(cred.Pid)
+		}), "control")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shim did not connect")
+	}
+	for _, fd := range []string{"0>", "1<"} {
+		redir := fmt.Sprintf("exec 3%s/proc/%d/fd/%s && echo opened", fd[1:], shimPid, fd[:1])
+		probe := exec.Command("sh", "-c", redir)
+		probe.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := probe.CombinedOutput()
+		if err == nil || strings.Contains(string(out), "opened") || !strings.Contains(string(out), "ermission denied") {
+			t.Fatalf("a program of the shim's user opening its fd %s: %v %s; want permission denied", fd[:1], err, out)
+		}
 	}
 }
