@@ -120,6 +120,11 @@ var (
 	// command line shows that, so bun never identifies a script.
 	bun  = grammar{bare: true, bareWhy: "bun runs the preload of a bunfig.toml in its working directory or the user's home before the script, which its command line does not show"}
 	bare = grammar{bare: true}
+	// electron runs the app it is given (a directory, an archive or a
+	// script), which the daemon does not identify: a system Electron that
+	// runs a distribution's build of a client is every Electron app's
+	// (found by a red-team helper).
+	electron = grammar{bare: true, bareWhy: "electron runs whatever app it is given, which the daemon does not identify"}
 )
 
 // interpreters by executable base name, trailing version stripped
@@ -131,6 +136,7 @@ var interpreters = map[string]*grammar{
 	"fish": &bare, "tcsh": &bare, "csh": &bare, "busybox": &bare, "pwsh": &bare, "tclsh": &bare, "wish": &bare,
 	"Rscript": &bare, "R": &bare, "osascript": &bare, "java": &bare, "jshell": &bare, "guile": &bare, "racket": &bare,
 	"perl": &perl, "ruby": &ruby, "php": &php, "lua": &lua, "luajit": &lua,
+	"electron": &electron,
 }
 
 func interpreterOf(exe string) (*grammar, bool) {
@@ -249,6 +255,12 @@ func (g *grammar) scriptArg(args []string) (script, why string) {
 	}
 	if (g.need != 0 || len(g.needLong) > 0) && !needed {
 		return "", g.needWhy
+	}
+	if args[i] == "-" {
+		// After "--" too: node, python, perl and ruby then read their
+		// program from stdin, while the daemon would read a file named
+		// "-" in the working directory (found by a red-team helper).
+		return "", "it reads its program from stdin"
 	}
 	return args[i], ""
 }

@@ -24,6 +24,11 @@ func TestScriptArg(t *testing.T) {
 		script string // "" : unidentified
 	}{
 		{"/usr/bin/node", "agent.js --port 3", "agent.js"},
+		{"/usr/bin/node", "-- -", ""}, // stdin, not a file named "-"
+		{"/usr/bin/python3", "-I -- -", ""},
+		{"/usr/bin/perl", "-- -", ""},
+		{"/usr/bin/ruby", "--disable-gems -- -", ""},
+		{"/usr/lib/electron34/electron", "/tmp/app.js", ""}, // electron runs whatever app it is given
 		{"/usr/bin/node", "--no-warnings --max-old-space-size=4096 agent.js", "agent.js"},
 		{"/usr/bin/node", "--title x agent.js", "agent.js"},
 		{"/usr/bin/node", "-r ./evil.js agent.js", ""},
@@ -144,7 +149,8 @@ func TestInjectedEnvironment(t *testing.T) {
 func TestInterpreterNames(t *testing.T) {
 	for exe, want := range map[string]bool{"/usr/bin/node": true, "/usr/bin/python3.11": true, "/usr/bin/bash": true, "/bin/dash": true,
 		"/usr/bin/zsh": true, "/usr/bin/perl5.36": true, "/usr/local/bin/bun": true, "/usr/bin/deno": true, "/usr/bin/ruby3.1": true,
-		"/opt/Claude/claude": false, "/usr/bin/sleep": false, "/usr/bin/nodemon": false} {
+		"/opt/Claude/claude": false, "/usr/bin/sleep": false, "/usr/bin/nodemon": false,
+		"/usr/lib/electron34/electron": true, "/usr/bin/electron": true} {
 		if got := IsInterpreter(exe); got != want {
 			t.Errorf("IsInterpreter(%s) = %v, want %v", exe, got, want)
 		}
