@@ -133,3 +133,70 @@ func TestAgentOfPidfd(t *testing.T) {
 		t.Fatalf("AgentOf a reaped process: %v, want ErrGone", err)
 	}
 }
+
+// TestScriptSwappedBackAfterStart: a rule pins a script's path and
+// digest, and the user can write the script's directory (an npm prefix
+// of their own). Found by a red-team helper: their code at the trusted
+// path, started by the interpreter, moved the genuine script back before
+// it forked the "shim", and the daemon, hashing the file at the path
+// now, named the session after the trusted agent. A script changed after
+// the exec is now left unidentified, while one written before it is
+// identified.
+func TestScriptSwappedBackAfterStart(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := bpf.LoadExecStamps("", kernelEnvNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	h := NewHasher()
+	h.Stamps = kernelStamps{s}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		swapped bool
+	}{{"moved back after the start", true}, {"written before the start", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := dir + "/agent.sh"
+			trusted := "sleep 30 & echo $!\nwait\n"
+			run := trusted
+			if tc.swapped {
+				if err := os.WriteFile(path+".real", []byte(trusted), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				run = fmt.Sprintf("sleep 0.05\nmv -f %s.real %s\n%s", path, path, trusted) // a tick after the exec, then the genuine one back
+			}
+			if err := os.WriteFile(path, []byte(run), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			sh := exec.Command(bash, path)
+			sh.Env = []string{"PATH=/usr/bin:/bin"}
+			out, err := sh.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sh.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
+			var child int
+			if _, err := fmt.Fscan(out, &child); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = unix.Kill(child, unix.SIGKILL) }()
+			waitStamped(t, s, child)
+			p, err := h.Agent(child)
+			if err != nil {
+				t.Fatal(err)
+			}
+			identified := p.Script.SHA256 != ""
+			if identified == tc.swapped || (tc.swapped && !strings.Contains(p.Script.Why, "changed")) {
+				t.Fatalf("script %+v (why not identified: %q); want it identified: %v", p.Script, p.Script.Why, !tc.swapped)
+			}
+		})
+	}
+}

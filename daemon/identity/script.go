@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -605,6 +606,15 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 		_ = unix.Close(pfd)
 		return Script{}, fmt.Errorf("script %s is not a regular file", real)
 	}
+	if changedSince(&fi, st) {
+		// The file at the path now is not shown to be the one the
+		// interpreter read: a user who can write its directory can run
+		// code of theirs from the path, then move the genuine script
+		// back before starting the shim (found by a red-team helper).
+		// A rename, link or write since changes its ctime.
+		_ = unix.Close(pfd)
+		return Script{}, fmt.Errorf("script %s was changed (written, renamed or linked) after the agent started, so it may not be what the agent runs: start the agent again", real)
+	}
 	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	_ = unix.Close(pfd)
 	if err != nil {
@@ -628,6 +638,25 @@ func (h *Hasher) openScript(pid int, arg string, st *Stamp) (Script, error) {
 		return Script{}, err
 	}
 	return Script{Path: p, SHA256: sum}, nil
+}
+
+// changedSince reports whether fi's status changed after the exec st
+// records (nil: no record, nothing to compare). The exec time is the
+// kernel's boot clock; fi's ctime is the real-time clock: the exec's
+// real time is now less the boot time since it. ctime is the kernel's
+// coarse clock (a tick, 1 to 4 ms, behind), so a change within a tick of
+// the exec can pass for one before it; one before the exec never counts.
+func changedSince(fi *unix.Stat_t, st *Stamp) bool {
+	if st == nil || st.Exec == 0 {
+		return false
+	}
+	var boot unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) != nil {
+		return true // cannot tell: not shown to be unchanged
+	}
+	sinceExec := time.Duration(boot.Nano() - int64(st.Exec))
+	execAt := time.Now().Add(-sinceExec)
+	return time.Unix(fi.Ctim.Unix()).After(execAt)
 }
 
 // openAsAgent finds path below root (O_PATH) with the file-system
