@@ -750,3 +750,36 @@ func (r *rawSession) startTask(args string) string {
 	}
 	return created.Result.Task.TaskID
 }
+
+// A task's id is read as a decision reads: a tasks/result naming one
+// task as "taskId" and another as "TASKID" is refused, since an mcp-go
+// server (its names match case-insensitively) would serve the other
+// task while mcpcage checked the result as the first one's tool's (found
+// by a red-team helper). (An ambiguous notifications/cancelled is
+// dropped: relay TestRelayDropsAmbiguousCancellations.)
+func TestAmbiguousTaskIDsAreRefused(t *testing.T) {
+	everything := requireEverything(t)
+	d := consentDaemon(t, fmt.Sprintf("[servers.research]\ncommand = [%q, \"stdio\"]\n", everything))
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "research", "--tool", "*")
+	r := startRaw(t, d.shimCmd("research"))
+	r.initialize()
+	task := r.startTask(`{"topic":"tea"}`)
+	for i, params := range []string{
+		`{"taskId":` + strconv.Quote(task) + `,"TASKID":"another"}`,
+		`{"taskId":` + strconv.Quote(task) + `,"taskId":"another"}`,
+		`{"task\u0049d":` + strconv.Quote(task) + `}`,
+	} {
+		id := 10 + i
+		r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tasks/result","params":%s}`+"\n", id, params))
+		if line := r.response(strconv.Itoa(id)); !strings.Contains(line, `"code":-32600`) || !strings.Contains(line, "ambiguous tasks/result") {
+			t.Fatalf("tasks/result with %s: %s; want it refused as ambiguous", params, line)
+		}
+	}
+	// The unambiguous one is served.
+	r.send(`{"jsonrpc":"2.0","id":20,"method":"tasks/result","params":{"taskId":` + strconv.Quote(task) + `}}` + "\n")
+	if line := r.response("20"); !strings.Contains(line, `"result"`) {
+		t.Fatalf("tasks/result of the task: %s", line)
+	}
+	r.closeInput()
+	r.wait()
+}
