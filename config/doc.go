@@ -217,12 +217,15 @@
 //	                  beforehand [none: mcpcage registers itself, RFC 7591]
 //	client_secret     "secret:NAME" of that client's secret, when it is
 //	                  confidential [none]
-//	local_user        who runs the program the url reaches when it is one
-//	                  of this host's (loopback, an address of the host):
-//	                  a user name or uid; mcpcaged connects only when the
-//	                  listening socket is that user's, so a user who takes
-//	                  the port while the service is down receives no
-//	                  user's token or call [root]
+//	local_users       who runs the programs the server's connections
+//	                  reach when they are this host's (loopback, an
+//	                  address of the host; its sign-in server too): user
+//	                  names or uids, "*" for anyone; mcpcaged connects only
+//	                  when the listening socket is one of theirs, so a user
+//	                  who takes the port while the service is down receives
+//	                  no user's token or call. A listener outside the
+//	                  host's network namespace (a container the port is
+//	                  forwarded to) is not checked [["root"]]
 //
 //	[[flow]]          a rule of the data-flow guard (several allowed)
 //	from      a label: the run is tainted once a result (tool result,

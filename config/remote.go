@@ -29,10 +29,11 @@ type Remote struct {
 	// registers itself (RFC 7591).
 	ClientID     string `toml:"client_id"`
 	ClientSecret string `toml:"client_secret"`
-	// LocalUser runs the program of this host the url reaches, when it is
-	// one (loopback, an address of the host): a user name or uid. The
-	// daemon connects only when that program is this user's [root].
-	LocalUser string `toml:"local_user"`
+	// LocalUsers run the programs of this host the server's connections
+	// reach, when they reach one (loopback, an address of the host): user
+	// names or uids, or "*" for any. The daemon connects only when the
+	// listening socket is one of theirs [root].
+	LocalUsers []string `toml:"local_users"`
 }
 
 // URLForRecords is the server's url as records and logs show it: without
@@ -196,8 +197,10 @@ func validateRemote(s *Server, bad func(msg string, key ...string)) {
 	if s.CAFile != "" && !strings.HasPrefix(s.CAFile, "/") {
 		bad(fmt.Sprintf("must be an absolute path, got %q", s.CAFile), "ca_file")
 	}
-	if s.LocalUser != "" && !validUserName(s.LocalUser) {
-		bad(fmt.Sprintf("must be a user name or a uid, got %q", s.LocalUser), "local_user")
+	for _, u := range s.LocalUsers {
+		if u != AnyLocalUser && !validUserName(u) {
+			bad(fmt.Sprintf(`must hold user names, uids or "*", got %q`, u), "local_users")
+		}
 	}
 	if s.Timeout == 0 {
 		s.Timeout = DefaultRemoteTimeout
@@ -219,6 +222,10 @@ func validateRemote(s *Server, bad func(msg string, key ...string)) {
 		}
 	}
 }
+
+// AnyLocalUser in local_users lets a server reach a program of this host
+// whoever runs it.
+const AnyLocalUser = "*"
 
 // validUserName accepts what a passwd entry's name or a uid can be:
 // letters, digits, and "._-" (not first).

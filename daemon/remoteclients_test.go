@@ -48,7 +48,7 @@ func TestRemoteClientsByDefinition(t *testing.T) {
 	}
 	getFor = func(srv *config.Server, owner *remote.Owner, dns ...string) any {
 		t.Helper()
-		c, err := rc.get(srv, owner, 0, dns, nil)
+		c, err := rc.get(srv, owner, []uint32{0}, dns, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

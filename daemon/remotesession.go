@@ -92,32 +92,51 @@ type remoteClients struct {
 func (d *Daemon) remoteClient(srv *config.Server, user Peer) (*http.Client, error) {
 	dc := d.conf().Daemon
 	var owner *remote.Owner
-	var localUID uint32
+	var local []uint32 // nil: any
 	if srv.Personal {
 		owner = &remote.Owner{UID: user.UID, GID: user.GID}
-	} else if srv.LocalUser != "" {
-		uid, ok, err := uidOfName(srv.LocalUser)
-		if n, nerr := strconv.ParseUint(srv.LocalUser, 10, 32); nerr == nil { // a uid
+	} else {
+		var err error
+		if local, err = localUsers(srv); err != nil {
+			return nil, err
+		}
+	}
+	return d.remotes.get(srv, owner, local, dc.DNSServers, dc.PrivateDomains)
+}
+
+// localUsers are the uids srv's local_users name ([0] when unset; nil
+// for "*": any).
+func localUsers(srv *config.Server) ([]uint32, error) {
+	if len(srv.LocalUsers) == 0 {
+		return []uint32{0}, nil
+	}
+	var uids []uint32
+	for _, name := range srv.LocalUsers {
+		if name == config.AnyLocalUser {
+			return nil, nil
+		}
+		uid, ok, err := uidOfName(name)
+		if n, nerr := strconv.ParseUint(name, 10, 32); nerr == nil { // a uid
 			uid, ok, err = uint32(n), true, nil
 		}
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("local_user %q of server %s: %w", srv.LocalUser, srv.Name, err)
+			return nil, fmt.Errorf("local_users %q of server %s: %w", name, srv.Name, err)
 		case !ok:
-			return nil, fmt.Errorf("local_user %q of server %s is no user of this host: fix it in the configuration (a user name or a uid)", srv.LocalUser, srv.Name)
+			return nil, fmt.Errorf("local_users of server %s names %q, no user of this host (a build without cgo reads only /etc/passwd: name a user of a directory service by its uid)", srv.Name, name)
 		}
-		localUID = uid
+		uids = append(uids, uid)
 	}
-	return d.remotes.get(srv, owner, localUID, dc.DNSServers, dc.PrivateDomains)
+	return uids, nil
 }
 
-func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, localUID uint32, dnsServers, privateDomains []string) (*http.Client, error) {
+func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, local []uint32, dnsServers, privateDomains []string) (*http.Client, error) {
 	// By what the client is made of: a user's own server is a new
 	// definition at every look-up, and a client per look-up would keep
 	// its idle connections open for each.
 	// The CA file by its content: a bundle rotated and reloaded is trusted
 	// at once.
-	ownerKey := fmt.Sprintf("admin:%d", localUID)
+	ownerKey := fmt.Sprintf("admin:%v:%v", local == nil, local)
 	if owner != nil {
 		ownerKey = fmt.Sprintf("%d:%d", owner.UID, owner.GID)
 	}
@@ -129,7 +148,7 @@ func (rc *remoteClients) get(srv *config.Server, owner *remote.Owner, localUID u
 		return c, nil
 	}
 	c, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), CAFile: srv.CAFile,
-		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains, Owner: owner, LocalUID: localUID})
+		Timeout: time.Duration(srv.Timeout), Server: srv.Name, DNSServers: dnsServers, PrivateDomains: privateDomains, Owner: owner, LocalUIDs: local, AnyLocalUser: owner == nil && local == nil})
 	if err != nil {
 		return nil, err
 	}

@@ -186,7 +186,7 @@ func TestServerRmRevokesOnlyWhereAllowed(t *testing.T) {
 // server grants any code).
 func signIn(t *testing.T, d *Daemon, peer Peer, srv *config.Server) {
 	t.Helper()
-	hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: srv.RemoteHosts(), Server: srv.Name})
+	hc, err := remote.NewHTTPClient(remote.ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: srv.RemoteHosts(), Server: srv.Name})
 	if err != nil {
 		t.Fatal(err)
 	}

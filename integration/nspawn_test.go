@@ -285,6 +285,12 @@ func TestDebPackageInBootedDebian(t *testing.T) {
 		t.Fatalf("session inside the machine: %v\n%s\njournal:\n%s", err, tail(out, 2000), logs)
 	}
 
+	// The shim is executable, not readable, by users: every exec of it is
+	// non-dumpable from its start (its pipes are its own).
+	if out, err := m.run("stat", "-c", "%a", "/usr/bin/mcpcage"); err != nil || strings.TrimSpace(out) != "711" {
+		t.Fatalf("mode of /usr/bin/mcpcage: %v %q, want 711", err, out)
+	}
+
 	// The host-network server on "public" under the unit's hardening:
 	// its rules are built from the host's addresses and routes.
 	pub := strings.Replace(session, "mcpcage run test", "mcpcage run pub", 1)

@@ -1149,12 +1149,12 @@ func TestUserRemoteServerReachesOnlyTheUsersOwnPrograms(t *testing.T) {
 }
 
 // An administrator's remote server on this host's loopback is reached
-// only when the program listening there is its local_user's (root when
+// only when the program listening there is one of its local_users' (root when
 // unset). Found by a red-team helper: any user who took the port while
 // the service was down (a restart, a crash) received every user's token
 // and calls. Here uid 65534 listens on the port: the session's first
 // message is refused, saying why, and nothing reaches the listener; with
-// local_user = "65534" it is reached.
+// local_users = ["root", "65534"] it is reached.
 func TestAdminRemoteServerOnLoopbackIsItsUsers(t *testing.T) {
 	setup(t)
 	node, err := exec.LookPath("node")
@@ -1169,12 +1169,12 @@ func TestAdminRemoteServerOnLoopbackIsItsUsers(t *testing.T) {
 	testenv.WaitFor(t, "the listener of uid 65534", 30*time.Second, func() (bool, string) {
 		return strings.Contains(heard.String(), "listening"), heard.String()
 	})
-	d := consentDaemon(t, fmt.Sprintf("[servers.taken]\nurl = \"http://127.0.0.1:%d/mcp\"\n[servers.nobodys]\nurl = \"http://127.0.0.1:%d/mcp\"\nlocal_user = \"65534\"\n", port, port))
+	d := consentDaemon(t, fmt.Sprintf("[servers.taken]\nurl = \"http://127.0.0.1:%d/mcp\"\n[servers.nobodys]\nurl = \"http://127.0.0.1:%d/mcp\"\nlocal_users = [\"root\", \"65534\"]\n", port, port))
 	initialize := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n"
 
 	r := startRaw(t, d.shimCmd("taken"))
 	r.send(initialize)
-	if l := r.response("1"); !strings.Contains(l, `"error"`) || !strings.Contains(l, "uid 65534 runs, not uid 0") || !strings.Contains(l, "local_user") {
+	if l := r.response("1"); !strings.Contains(l, `"error"`) || !strings.Contains(l, "uid 65534 runs, not one of the server's local_users") {
 		t.Fatalf("initialize through a server whose port uid 65534 took: %s; want it refused, saying why", l)
 	}
 	if strings.Contains(heard.String(), "request") {

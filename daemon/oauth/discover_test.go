@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ import (
 // 127.0.0.1 (any port).
 func testHTTP(t *testing.T) *http.Client {
 	t.Helper()
-	hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: []string{"127.0.0.1"}, Server: "demo", Timeout: 10 * time.Second})
+	hc, err := remote.NewHTTPClient(remote.ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: []string{"127.0.0.1"}, Server: "demo", Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +371,7 @@ func TestDiscoverErrorsHideTheURLsCredential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: []string{"127.0.0.1", "mcp.example"}, Server: "demo", Timeout: 10 * time.Second})
+			hc, err := remote.NewHTTPClient(remote.ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: []string{"127.0.0.1", "mcp.example"}, Server: "demo", Timeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestGrantStaysWithItsURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := url.Parse(other.URL + "/mcp")
-	hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: []string{u.Host}, Server: "foo"})
+	hc, err := remote.NewHTTPClient(remote.ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: []string{u.Host}, Server: "foo"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,6 +136,9 @@ func testClient(t *testing.T, o ClientOptions) *http.Client {
 	if o.Timeout == 0 {
 		o.Timeout = waitTime
 	}
+	if o.LocalUIDs == nil {
+		o.LocalUIDs = []uint32{uint32(os.Geteuid())} // the test's listeners are its own
+	}
 	hc, err := NewHTTPClient(o)
 	if err != nil {
 		t.Fatalf("NewHTTPClient: %v", err)

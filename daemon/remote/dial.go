@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,15 +29,17 @@ import (
 // mcpcaged runs as root, so a program of this host that listens on
 // loopback, or on one of the host's addresses, would take a user's
 // server's requests for root's. An administrator's server's connections
-// are checked too, against localUID: a program of this host they reach
-// must be that user's (its local_user, root by default), or any user who
-// took its port while the service was down (a restart, a crash) would
-// receive every user's tokens and calls (found by a red-team helper).
+// are checked too, against localUIDs: a program of this host they reach
+// must be one of those users' (its local_users, root by default; any
+// with anyLocal), or any user who took its port while the service was
+// down (a restart, a crash) would receive every user's tokens and calls
+// (found by a red-team helper).
 type publicDialer struct {
-	dialer   *net.Dialer
-	dns      *egress.DNS
-	owner    *Owner
-	localUID uint32
+	dialer    *net.Dialer
+	dns       *egress.DNS
+	owner     *Owner
+	localUIDs []uint32
+	anyLocal  bool
 }
 
 func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -86,16 +89,23 @@ func (p *publicDialer) DialContext(ctx context.Context, network, addr string) (n
 func (p *publicDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	var err error
-	want := peerWanted{uid: p.localUID}
-	if p.owner == nil || p.owner.UID == 0 {
+	var want peerWanted
+	switch {
+	case p.owner == nil:
 		c, err = p.dialer.DialContext(ctx, network, addr)
-		want.admin = p.owner == nil
-	} else {
+		want = peerWanted{uids: p.localUIDs, admin: true}
+	case p.owner.UID == 0:
+		c, err = p.dialer.DialContext(ctx, network, addr)
+		want = peerWanted{uids: []uint32{0}}
+	default:
 		c, err = dialAs(ctx, addr, *p.owner, p.dialer.Timeout)
-		want.uid = p.owner.UID
+		want = peerWanted{uids: []uint32{p.owner.UID}}
 	}
 	if err != nil {
 		return nil, err
+	}
+	if want.admin && p.anyLocal {
+		return c, nil
 	}
 	if err := checkPeer(c, want); err != nil {
 		_ = c.Close()
@@ -104,11 +114,11 @@ func (p *publicDialer) dial(ctx context.Context, network, addr string) (net.Conn
 	return c, nil
 }
 
-// peerWanted is who must run a program of this host a connection
-// reaches: uid, for a user's own server (the user) or for an
-// administrator's (admin: its local_user, root by default).
+// peerWanted is who may run a program of this host a connection
+// reaches: the user, for a user's own server, or (admin) one of an
+// administrator's server's local_users, root by default.
 type peerWanted struct {
-	uid   uint32
+	uids  []uint32
 	admin bool
 }
 
@@ -147,11 +157,15 @@ func checkPeer(c net.Conn, want peerWanted) error {
 	switch {
 	case err != nil:
 		return fmt.Errorf("mcpcaged could not tell whose program %s is (%v), so %s does not reach it", dest, err, whose)
+	case !found && own && want.admin:
+		// Not a socket of the host's network namespace: a container the
+		// port is forwarded to (DNAT). A program of this host that took
+		// the port would be found.
 	case !found && own:
 		return fmt.Errorf("%s is this host's, and mcpcaged could not find the program at the other end of its connection, so %s does not reach it", dest, whose)
-	case found && s.UID != want.uid && want.admin:
-		return fmt.Errorf("%s is a program of this host that uid %d runs, not uid %d: the server reaches a program of this host only when the user named by its local_user runs it (root when unset), since anyone who took the port while the service was down would receive every user's tokens and calls; set local_user in the server's configuration if uid %d's program is meant", dest, s.UID, want.uid, s.UID)
-	case found && s.UID != want.uid:
+	case found && !slices.Contains(want.uids, s.UID) && want.admin:
+		return fmt.Errorf("%s is a program of this host that uid %d runs, not one of the server's local_users (root when unset): anyone who took the port while the service was down would receive every user's tokens and calls; add uid %d (or its user's name) to local_users in the server's configuration if its program is meant", dest, s.UID, s.UID)
+	case found && !slices.Contains(want.uids, s.UID):
 		return fmt.Errorf("%s is a program of this host that uid %d runs, not you: a remote server of your own reaches programs of this host only when they are your own (mcpcaged connects as root); ask your administrator to add it to the configuration if it is meant", dest, s.UID)
 	}
 	return nil

@@ -62,7 +62,7 @@ func TestPublicDialer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			hostport := net.JoinHostPort(tt.host, port)
 			c, err := NewHTTPClient(ClientOptions{Hosts: []string{hostport}, Server: "demo", Timeout: 5 * time.Second,
-				DNSServers: []string{dns.Addr}, PrivateDomains: tt.private, LocalUID: uint32(os.Geteuid())})
+				DNSServers: []string{dns.Addr}, PrivateDomains: tt.private, LocalUIDs: []uint32{uint32(os.Geteuid())}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,10 +106,10 @@ func TestCheckPeer(t *testing.T) {
 		want    peerWanted
 		wantErr string
 	}{
-		{"a user's server, another user's program", peerWanted{uid: me + 4242}, fmt.Sprintf("that uid %d runs, not you", me)},
-		{"a user's server, the user's own program", peerWanted{uid: me}, ""},
-		{"an administrator's server, another user's program", peerWanted{uid: me + 4242, admin: true}, fmt.Sprintf("that uid %d runs, not uid %d", me, me+4242)},
-		{"an administrator's server, its local_user's program", peerWanted{uid: me, admin: true}, ""},
+		{"a user's server, another user's program", peerWanted{uids: []uint32{me + 4242}}, fmt.Sprintf("that uid %d runs, not you", me)},
+		{"a user's server, the user's own program", peerWanted{uids: []uint32{me}}, ""},
+		{"an administrator's server, another user's program", peerWanted{uids: []uint32{me + 4242}, admin: true}, fmt.Sprintf("that uid %d runs, not one of the server's local_users", me)},
+		{"an administrator's server, one of its local_users' program", peerWanted{uids: []uint32{me + 4242, me}, admin: true}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

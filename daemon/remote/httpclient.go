@@ -38,11 +38,13 @@ type ClientOptions struct {
 	// program of this host is kept only when the program is the user's
 	// (checkPeer). nil for an administrator's server.
 	Owner *Owner
-	// LocalUID, for an administrator's server (Owner nil), is the uid
-	// that must run a program of this host its connections reach (its
-	// local_user; 0: root): a user who takes the port while the service is
-	// down must not receive every user's tokens and calls (checkPeer).
-	LocalUID uint32
+	// LocalUIDs, for an administrator's server (Owner nil), are the uids
+	// one of which must run a program of this host its connections reach
+	// (its local_users; root when empty), unless AnyLocalUser: a user who
+	// takes the port while the service is down must not receive every
+	// user's tokens and calls (checkPeer).
+	LocalUIDs    []uint32
+	AnyLocalUser bool
 }
 
 // ErrHostNotAllowed wraps requests to hosts the server's config does not
@@ -62,6 +64,9 @@ const (
 // trusted (publicDialer), credentials only to the origin they were given
 // for (redirects too: checkRedirect).
 func NewHTTPClient(o ClientOptions) (*http.Client, error) {
+	if len(o.LocalUIDs) == 0 {
+		o.LocalUIDs = []uint32{0} // root's programs only
+	}
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -82,7 +87,7 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 	dialer := &net.Dialer{Timeout: min(timeout, 15*time.Second), KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:                 nil, // the daemon's environment does not redirect its traffic
-		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}, owner: o.Owner, localUID: o.LocalUID}).DialContext,
+		DialContext:           (&publicDialer{dialer: dialer, dns: &egress.DNS{Servers: o.DNSServers, PrivateDomains: o.PrivateDomains}, owner: o.Owner, localUIDs: o.LocalUIDs, anyLocal: o.AnyLocalUser}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
 		ResponseHeaderTimeout: timeout,

@@ -80,7 +80,7 @@ func TestNewHTTPClientHosts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hc, err := NewHTTPClient(ClientOptions{Hosts: tt.hosts, Server: testServer})
+			hc, err := NewHTTPClient(ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: tt.hosts, Server: testServer})
 			if err != nil {
 				t.Fatalf("NewHTTPClient: %v", err)
 			}
@@ -134,7 +134,7 @@ func TestNewHTTPClientCAFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hc, err := NewHTTPClient(ClientOptions{Hosts: []string{"127.0.0.1"}, CAFile: tt.caFile, Server: testServer})
+			hc, err := NewHTTPClient(ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: []string{"127.0.0.1"}, CAFile: tt.caFile, Server: testServer})
 			if tt.wantNew != nil || tt.wantInNew != "" {
 				if err == nil {
 					t.Fatal("NewHTTPClient succeeded, want an error")

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -48,7 +49,7 @@ func TestRelayRefusalDoesNotWedge(t *testing.T) {
 	}))
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL + "/mcp")
-	hc, err := remote.NewHTTPClient(remote.ClientOptions{Hosts: []string{u.Host}, Server: "x"})
+	hc, err := remote.NewHTTPClient(remote.ClientOptions{LocalUIDs: []uint32{uint32(os.Geteuid())}, Hosts: []string{u.Host}, Server: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
