@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -36,7 +37,8 @@ type Socket struct {
 	Inode uint64 // 0 while it waits to be accepted
 	State State
 
-	preferred bool // its local endpoint is the one PeerOf prefers
+	preferred bool   // its local endpoint is the one PeerOf prefers
+	local     string // its local endpoint as the table writes it
 }
 
 // Tables are the files ConnectedTo reads (a test may point them
@@ -139,8 +141,13 @@ func find(m match) (s Socket, found bool, err error) {
 	return choose(all)
 }
 
-// choose is the one socket of all; of several, the one preferred.
+// choose is the one socket of all; of several, the one preferred. A
+// read of the table is no snapshot (the kernel writes it a page at a
+// time while sockets come and go), so one socket can be listed twice,
+// once still waiting to be accepted: lines with the same endpoints and
+// owner are one connection (two live sockets cannot share both ends).
 func choose(all []Socket) (s Socket, found bool, err error) {
+	all = dedupe(all)
 	var preferred []Socket
 	for _, c := range all {
 		if c.preferred {
@@ -156,6 +163,23 @@ func choose(all []Socket) (s Socket, found bool, err error) {
 		return preferred[0], true, nil
 	}
 	return Socket{}, false, ErrAmbiguous
+}
+
+// dedupe keeps one line of each connection (local endpoint and owner;
+// the remote endpoint is the one looked for), the accepted one where a
+// line still waiting to be accepted (inode 0) lists it too.
+func dedupe(all []Socket) []Socket {
+	out := all[:0:0]
+	for _, c := range all {
+		i := slices.IndexFunc(out, func(o Socket) bool { return o.local == c.local && o.UID == c.UID })
+		switch {
+		case i < 0:
+			out = append(out, c)
+		case out[i].Inode == 0:
+			out[i] = c
+		}
+	}
+	return out
 }
 
 // scan finds the lines whose remote address is rem (and local address
@@ -200,7 +224,7 @@ func scanTable(r io.Reader, file, local, rem, prefer string, anyState bool) ([]S
 		if len(out) == maxMatches {
 			return nil, ErrAmbiguous
 		}
-		out = append(out, Socket{UID: uint32(uid), Inode: inode, State: st, preferred: prefer != "" && fields[1] == prefer})
+		out = append(out, Socket{UID: uint32(uid), Inode: inode, State: st, preferred: prefer != "" && fields[1] == prefer, local: fields[1]})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
