@@ -91,9 +91,12 @@ func NewHTTPClient(o ClientOptions) (*http.Client, error) {
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   min(timeout, 15*time.Second),
 		ResponseHeaderTimeout: timeout,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		// As many as a session may have requests open (maxInFlight):
+		// a connection closed after a burst is one made again, and
+		// checked again (checkPeer reads every socket of the host).
+		MaxIdleConnsPerHost: maxInFlight,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
 		// A server's answer headers are kept while its answer streams:
 		// bounded as an answer's first 64 KiB are (Conn.big).
 		MaxResponseHeaderBytes: maxResponseHeader,
