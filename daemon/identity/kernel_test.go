@@ -42,6 +42,43 @@ func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
 	})
 }
 
+// kernelHasher is a Hasher with the real exec stamper (root only),
+// closed at the test's end.
+func kernelHasher(t *testing.T) (*Hasher, *bpf.ExecStamps) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	s, err := bpf.LoadExecStamps("", kernelEnvNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	h := NewHasher()
+	h.Stamps = kernelStamps{s}
+	return h, s
+}
+
+// startWithChild starts cmd, which prints the pid of a child it started
+// (the shim's stand-in), and returns that pid once the kernel stamped it;
+// both are killed at the test's end.
+func startWithChild(t *testing.T, s *bpf.ExecStamps, cmd *exec.Cmd) int {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var child int
+	if _, err := fmt.Fscan(out, &child); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(child, unix.SIGKILL) })
+	waitStamped(t, s, child)
+	return child
+}
+
 // kernelEnvNames are EnvNames as the stamper takes them.
 func kernelEnvNames() []bpf.EnvName {
 	var names []bpf.EnvName
@@ -58,30 +95,9 @@ func kernelEnvNames() []bpf.EnvName {
 // environment at exec was not recorded (it could have rewritten an
 // LD_PRELOAD out of /proc since).
 func TestAgentCloneParent(t *testing.T) {
-	testenv.RequireRoot(t)
-	s, err := bpf.LoadExecStamps("", kernelEnvNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	h := NewHasher()
-	h.Stamps = kernelStamps{s}
-
+	h, s := kernelHasher(t)
 	sh := exec.Command("sh", "-c", "sleep 30 & echo $!; wait")
-	out, err := sh.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
-	var child int
-	if _, err := fmt.Fscan(out, &child); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = unix.Kill(child, unix.SIGKILL) }()
-	waitStamped(t, s, child)
+	child := startWithChild(t, s, sh)
 	p, err := h.Agent(child)
 	if err != nil || p.PID != sh.Process.Pid || p.Binding != BoundKernel {
 		t.Fatalf("a shell's child: %+v, %v; want the shell, bound by the kernel", p, err)
@@ -143,14 +159,7 @@ func TestAgentOfPidfd(t *testing.T) {
 // the exec is now left unidentified, while one written before it is
 // identified.
 func TestScriptSwappedBackAfterStart(t *testing.T) {
-	testenv.RequireRoot(t)
-	s, err := bpf.LoadExecStamps("", kernelEnvNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	h := NewHasher()
-	h.Stamps = kernelStamps{s}
+	h, s := kernelHasher(t)
 	bash, err := exec.LookPath("bash")
 	if err != nil {
 		t.Fatal(err)
@@ -175,21 +184,7 @@ func TestScriptSwappedBackAfterStart(t *testing.T) {
 			}
 			sh := exec.Command(bash, path)
 			sh.Env = []string{"PATH=/usr/bin:/bin"}
-			out, err := sh.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := sh.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = sh.Process.Kill(); _ = sh.Wait() }()
-			var child int
-			if _, err := fmt.Fscan(out, &child); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = unix.Kill(child, unix.SIGKILL) }()
-			waitStamped(t, s, child)
-			p, err := h.Agent(child)
+			p, err := h.Agent(startWithChild(t, s, sh))
 			if err != nil {
 				t.Fatal(err)
 			}
