@@ -3,7 +3,8 @@
 // Exec and fork stamps: for every task on the host, when it last exec'd,
 // when it was forked, its working directory, the head of its argv and the
 // environment variables the daemon checks, as they were at that exec
-// (exec_stamps), and which process forked it (fork_stamps). The
+// (exec_stamps), and which process forked it and how many times it has
+// exec'd since (fork_stamps). The
 // daemon reads a task's stamps with a pidfd (task storage: no eviction,
 // freed with the task) to bind an agent to the image that actually forked
 // the shim (see stamp.go). Attached system-wide and always: exec and fork
@@ -89,10 +90,23 @@ struct exec_stamp {
 
 // Who forked a task: the process (thread group) of the task that called
 // fork/clone, which is not always the child's parent (CLONE_PARENT, a
-// re-parented orphan). Written once, at fork, and never by exec.
+// re-parented orphan), written at fork; and how many times the task has
+// exec'd since, counted by exec. A shim its agent started has exec'd once
+// (mcpcage itself): a second exec means a program ran in the agent's
+// child before mcpcage and could have given it other input than the
+// agent's (a shell or wrapper from a configuration of someone else's).
+//
+// The first exec's file is kept too: some runtimes spawn every child
+// through a helper of their own that execs the program asked for (Java's
+// jspawnhelper), and the daemon accepts that helper when it is the
+// agent's.
 struct fork_stamp {
 	__u64 forker_start; // the forking process's start_boottime (its group leader's)
 	__u32 forker_tgid;  // the forking process's pid, in the initial pid namespace
+	__u16 execs;        // execs since the fork (saturates at FORK_EXECS_MAX)
+	__u16 counted;      // 1 from the prepare hook's count of an exec to its stamp (stamp_exec counts it otherwise)
+	__u64 first_ino;    // the file the first exec ran (what became /proc/PID/exe): inode number
+	__u32 first_dev;    // and the kernel dev_t of its file system
 	__u32 pad;
 };
 
@@ -113,6 +127,29 @@ struct {
 	__type(key, int);
 	__type(value, struct fork_stamp);
 } fork_stamps SEC(".maps");
+
+#define FORK_EXECS_MAX 0xffff
+
+// count_exec adds one exec to the current task's fork stamp, when it has
+// one (a task forked before the stamper has none: it is older than the
+// record, which says so). No allocation: the stamp exists since the fork.
+static __always_inline void count_exec(struct task_struct *task, bool prepared, struct file *file)
+{
+	struct fork_stamp *f = bpf_task_storage_get(&fork_stamps, task, 0, 0);
+	if (!f)
+		return;
+	if (!prepared && f->counted) {
+		f->counted = 0; // the prepare hook counted this exec already
+		return;
+	}
+	if (f->execs == 0) {
+		f->first_ino = BPF_CORE_READ(file, f_inode, i_ino);
+		f->first_dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	}
+	if (f->execs < FORK_EXECS_MAX)
+		f->execs++;
+	f->counted = prepared;
+}
 
 // stamp_meta's keys; bpf2go generates the Go constants (-type, see gen.go).
 enum stamp_meta_key {
@@ -303,6 +340,7 @@ SEC("raw_tracepoint/sched_process_exec")
 int stamp_exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	count_exec(task, false, BPF_CORE_READ(task, mm, exe_file));
 	struct exec_stamp *s = bpf_task_storage_get(&exec_stamps, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!s) {
 		// The task may keep an older stamp: the daemon compares 'lost'
@@ -346,6 +384,10 @@ SEC("tp_btf/sched_prepare_exec")
 int BPF_PROG(stamp_prepare, struct task_struct *task, struct linux_binprm *bprm)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
+	// Counted here, before /proc shows the new program: a process that
+	// connected as a shim and then exec'd mcpcage is seen to have exec'd
+	// twice by the time mcpcage is what /proc shows.
+	count_exec(cur, true, bprm->file);
 	struct exec_stamp *s = bpf_task_storage_get(&exec_stamps, cur, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!s) {
 		count_lost(META_EXEC_LOST);

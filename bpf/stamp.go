@@ -54,6 +54,16 @@ type ExecStamp struct {
 	// task is older than the record, or its record was lost).
 	Forker      uint32
 	ForkerStart uint64
+	// Execs is how many times the task has exec'd since its fork (with
+	// Forker set; a count past 65535 reads as 65535). It counts an exec
+	// from its point of no return where the prepare hook is attached
+	// (before /proc shows the new program), else once its image is
+	// loaded.
+	Execs int
+	// FirstDev and FirstIno name the file the first of those execs ran
+	// (st_dev, st_ino): a runtime's spawn helper (Java's jspawnhelper),
+	// when Execs is 2.
+	FirstDev, FirstIno uint64
 	// Pending: an exec of the task has passed its point of no return and
 	// not finished loading its image (Exec is that exec's time; the rest
 	// is the exec before's). Without the prepare hook (kernels before
@@ -160,20 +170,25 @@ const (
 	kdevMinorMask = 1<<kdevMinorBits - 1
 )
 
+// kdevToStat turns the kernel's internal dev_t into stat(2)'s st_dev.
+func kdevToStat(kdev uint32) uint64 {
+	return unix.Mkdev(kdev>>kdevMinorBits, kdev&kdevMinorMask)
+}
+
 // stampPinVersion names the pin directory: a layout change gets a new
 // one, and the old ones are removed (stalePins).
-const stampPinVersion = "exec-v4"
+const stampPinVersion = "exec-v5"
 
 // stalePins are earlier layouts' pin directories: these names, and
-// whatever starts with one of them and a dash (exec-v3-HASH), and
-// exec-v4-* of other names.
-var stalePins = []string{"exec-v1", "exec-v2", "exec-v3"}
+// whatever starts with one of them and a dash (exec-v4-HASH), and
+// exec-v5-* of other names.
+var stalePins = []string{"exec-v1", "exec-v2", "exec-v3", "exec-v4"}
 
 // LoadExecStamps attaches the exec and fork stampers. envNames are the
 // environment variables each exec's stamp keeps (see EnvName; at most
 // EnvPatternsMax of at most EnvPatternLen bytes). With pinDir set (a
 // bpffs directory), the programs, their links and maps are pinned under
-// pinDir/exec-v4-HASH (HASH of the program and envNames) and reused by
+// pinDir/exec-v5-HASH (HASH of the program and envNames) and reused by
 // the next daemon with the same program and names, so a restart leaves
 // no gap in the record; Close leaves them in place. Pins of earlier
 // layouts, programs and names are removed.
@@ -334,7 +349,8 @@ func loadPinnedStamps(dir string) (_ *ExecStamps, retErr error) {
 func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
 	var f stampForkStamp
 	if err := s.forks.Lookup(int32(pidfd), &f); err == nil {
-		st.Forker, st.ForkerStart = f.ForkerTgid, f.ForkerStart
+		st.Forker, st.ForkerStart, st.Execs = f.ForkerTgid, f.ForkerStart, int(f.Execs)
+		st.FirstDev, st.FirstIno = kdevToStat(f.FirstDev), f.FirstIno
 	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return ExecStamp{}, false, fmt.Errorf("look up fork stamp: %w", err)
 	}
@@ -350,8 +366,7 @@ func (s *ExecStamps) Lookup(pidfd int) (st ExecStamp, ok bool, err error) {
 	for i := range argv {
 		argv[i] = byte(v.Argv[i])
 	}
-	kdev := v.CwdDev // the kernel's dev_t, not stat(2)'s
-	st.Exec, st.Start, st.CwdDev, st.CwdIno = v.ExecNs, v.StartNs, unix.Mkdev(kdev>>kdevMinorBits, kdev&kdevMinorMask), v.CwdIno
+	st.Exec, st.Start, st.CwdDev, st.CwdIno = v.ExecNs, v.StartNs, kdevToStat(v.CwdDev), v.CwdIno
 	st.ArgvLen, st.Argv, st.Lost = int(v.ArgvLen), argv, v.Lost
 	if e := EnvState(v.EnvState); e != EnvChecked {
 		st.EnvUnchecked = e.String()

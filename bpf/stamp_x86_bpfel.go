@@ -56,6 +56,10 @@ type stampForkStamp struct {
 	_           structs.HostLayout
 	ForkerStart uint64
 	ForkerTgid  uint32
+	Execs       uint16
+	Counted     uint16
+	FirstIno    uint64
+	FirstDev    uint32
 	Pad         uint32
 }
 

@@ -74,6 +74,12 @@ type Daemon struct {
 	Landlock LandlockMode `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
 	InitPath string `toml:"init_path"`
+	// ShimPath is the mcpcage a session's shim must run (that very
+	// file); "": the mcpcage beside mcpcaged, else /usr/bin/mcpcage.
+	ShimPath string `toml:"shim_path"`
+	// AllowShimLaunchers lets a shim that a launcher (a shell, env) exec'd
+	// in the agent's child run, unverified, instead of refusing it.
+	AllowShimLaunchers bool `toml:"allow_shim_launchers"`
 	// RequireEBPF refuses to launch servers whose rules need eBPF when it
 	// is unavailable.
 	RequireEBPF *bool `toml:"require_ebpf"`
@@ -625,6 +631,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if d.InitPath != "" && !strings.HasPrefix(d.InitPath, "/") {
 		bad(fmt.Sprintf("must be an absolute path, got %q", d.InitPath), "daemon", "init_path")
+	}
+	if d.ShimPath != "" && !strings.HasPrefix(d.ShimPath, "/") {
+		bad(fmt.Sprintf("must be an absolute path, got %q", d.ShimPath), "daemon", "shim_path")
 	}
 	return errors.Join(errs...)
 }

@@ -237,10 +237,30 @@ var peerPidfdNote = sync.OnceValue(func() string {
 // of a connection: through the pidfd taken at connect where the kernel
 // gave one, else by the pid it reported then.
 func (d *Daemon) agentOf(peer Peer) (identity.Process, error) {
+	rule := d.shimRule()
 	if peer.PidFD != nil {
-		return d.hasher.AgentOf(int(peer.PidFD.Fd()))
+		return d.hasher.AgentOf(int(peer.PidFD.Fd()), rule)
 	}
-	return d.hasher.Agent(int(peer.PID))
+	return d.hasher.Agent(int(peer.PID), rule)
+}
+
+// shimRule is what the process that connects as a shim must be.
+func (d *Daemon) shimRule() identity.ShimRule {
+	return identity.ShimRule{Path: d.shimLookup(), Launchers: d.conf().Daemon.AllowShimLaunchers}
+}
+
+// shimLookup is the mcpcage a shim must run: shim_path, else the one
+// next to mcpcaged (a build tree), else where the packages put it.
+func (d *Daemon) shimLookup() string {
+	if p := d.conf().Daemon.ShimPath; p != "" {
+		return p
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "mcpcage"); fileExists(p) {
+			return p
+		}
+	}
+	return "/usr/bin/mcpcage"
 }
 
 func reply(fw *api.FrameWriter, r api.Reply, log *slog.Logger) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/identity"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
@@ -52,6 +53,7 @@ func TestPeerPidfd(t *testing.T) {
 	}
 	defer func() { _ = peer.PidFD.Close() }()
 	d := &Daemon{hasher: identity.NewHasher()}
+	d.cfg.Store(&config.Config{})
 	if _, err := d.agentOf(peer); !errors.Is(err, identity.ErrGone) {
 		t.Fatalf("agent of an exited peer through its pidfd: %v, want ErrGone", err)
 	}

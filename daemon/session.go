@@ -377,7 +377,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 	ap, err := d.agentOf(peer)
 	if identity.Refused(err) {
 		// One line on the shim's stderr: what happened, and that it is final.
-		log.Warn("session refused: the shim's parent did not start it as the program it runs", "err", err)
+		log.Warn("session refused: the process that connected does not speak for its parent's program", "err", err)
 		d.audit.AppendAsync(sessionRefusedRecord(srv.Name, userName(peer.UID), err.Error()))
 		return nil, api.Reply{Code: api.CodeDenied, Error: "refused: " + err.Error() + ": a session runs only for the program that started the shim"}
 	}

@@ -156,7 +156,7 @@ func TestRefusedFUSEFileCloseIsBounded(t *testing.T) {
 // whose stdin is an armed stuckFile (see mountStuckFile); it sends nil
 // once the daemon refuses it naming stdin (an error otherwise).
 func passStuckFile(t *testing.T, holdFlush bool) (*daemon, *stuckFile, <-chan error) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, testIsTheShim(t))
 	file, f := mountStuckFile(t, holdFlush)
 	_, outW := blockingPipe(t)
 	file.armed.Store(true)

@@ -232,6 +232,20 @@ func startDaemon(t testing.TB, extra string, opts ...func(*daemon)) *daemon {
 	return startDaemonOn(t, env.containerd, extra, opts...)
 }
 
+// testIsTheShim is a [daemon] section that makes this test binary the
+// mcpcage the daemon trusts as a shim (shim_path), for tests that speak
+// the shim's side of the protocol themselves. The binary exec'd itself
+// once (stampSelf), so it is a shim exec'd twice since its fork:
+// allow_shim_launchers lets it through (unverified).
+func testIsTheShim(t testing.TB) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("[daemon]\nshim_path = %q\nallow_shim_launchers = true\n", self)
+}
+
 // failpoints has startDaemon run bin/mcpcaged-failpoints (built with the
 // tag "failpoints") with env, the failpoints' variables.
 func failpoints(env ...string) func(*daemon) {

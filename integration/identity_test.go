@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -37,6 +38,13 @@ import (
 //	stallchild   wait until /proc shows the parent running the trusted
 //	        agent (its exec still under way), then exec the shim
 //	hold    do nothing until its input ends (the trusted agent, exec'd by borrow)
+//	launch  start `mcpcage run test` through a launcher, `sh -c 'exec mcpcage
+//	        run test'` (what a configuration of someone else's can make a
+//	        genuine client do; the launcher could give it pipes of its own)
+//	connect start a program of the attacker's (fakeshim) that speaks the
+//	        shim's protocol itself
+//	fakeshim  ask the daemon for a session with its own stdio, as a shim
+//	        does, and say what it answered on stderr as the shim would
 const idHelper = "MCPCAGE_IDHELPER"
 
 func init() {
@@ -57,6 +65,17 @@ func init() {
 	fail := func(err error) {
 		fmt.Fprintf(os.Stderr, "identity helper %s: %v\n", mode, err)
 		os.Exit(3)
+	}
+	// inMode is this binary in another mode, on this process's stdio.
+	inMode := func(m string) *exec.Cmd {
+		self, err := os.Executable()
+		if err != nil {
+			fail(err)
+		}
+		cmd := exec.Command(self)
+		cmd.Env = withMode(m)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		return cmd
 	}
 	switch mode {
 	case "spawn":
@@ -104,14 +123,7 @@ func init() {
 		}
 		fail(syscall.Exec(shim, []string{shim, "run", "test"}, withMode("")))
 	case "stallborrow":
-		self, err := os.Executable()
-		if err != nil {
-			fail(err)
-		}
-		child := exec.Command(self)
-		child.Env = withMode("stallchild")
-		child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
-		if err := child.Start(); err != nil {
+		if err := inMode("stallchild").Start(); err != nil {
 			fail(err)
 		}
 		fail(syscall.Exec(trusted, []string{trusted}, withMode("hold")))
@@ -144,6 +156,30 @@ func init() {
 		// keeps only the last of two variables of one name.
 		split := func(k string) []string { return strings.Split(os.Getenv(k), "\x01") }
 		fail(syscall.Exec(os.Getenv("MCPCAGE_IDHELPER_PROG"), split("MCPCAGE_IDHELPER_ARGV"), split("MCPCAGE_IDHELPER_ENV")))
+	case "launch":
+		cmd := exec.Command("/bin/sh", "-c", `exec "$0" run test`, shim)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fail(err)
+		}
+	case "connect":
+		if err := inMode("fakeshim").Run(); err != nil {
+			fail(err)
+		}
+	case "fakeshim":
+		c, err := api.Dial(os.Getenv("MCPCAGE_SOCKET"))
+		if err != nil {
+			fail(err)
+		}
+		reply, err := c.DoPassing(api.Request{Op: api.OpRun, Server: "test", PassStdio: true}, []int{0, 1})
+		if err != nil {
+			fail(err)
+		}
+		if !reply.OK {
+			fmt.Fprintf(os.Stderr, "mcpcage: %s\n", reply.Error)
+			os.Exit(1)
+		}
+		_, _ = io.Copy(io.Discard, c.Conn) // admitted: hold the session until the daemon ends it
 	case "hold":
 		// The trusted agent, until the test closes its input or kills it.
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -248,7 +284,7 @@ func TestAgentCloneParentIsRefused(t *testing.T) {
 		t.Fatalf("shim stderr = %q, want one line refusing the shim forked by another process", stderr.String())
 	}
 	t.Logf("shim: %s", lines[0])
-	d.waitLog("session refused: the shim's parent did not start it")
+	d.waitLog("session refused: the process that connected does not speak for its parent's program")
 	if n := len(d.sessions(t)); n != 0 {
 		t.Fatalf("%d sessions after a refusal", n)
 	}
@@ -308,6 +344,130 @@ func honestSession(t *testing.T, d *daemon, trusted string) []string {
 	return helperEnv
 }
 
+// TestShimSpeaksOnlyForTheAgentThatStartedIt: an MCP client's
+// configuration is a file of its user's, which any other code of theirs
+// can change (a .mcp.json in a repository, --mcp-config, HOME pointed
+// elsewhere), so a genuine client can be made to start a program of the
+// attacker's as an MCP server. Found by a red-team helper: that program,
+// the trusted agent's own child, could connect to mcpcaged itself, or
+// set up pipes of its own and exec `mcpcage run`, and the session ran
+// as the trusted agent with input that was not the agent's. Now the
+// process that connects must run the mcpcage the daemon trusts, exec'd
+// once since the agent forked it; allow_shim_launchers lets a launcher
+// through, unverified.
+func TestShimSpeaksOnlyForTheAgentThatStartedIt(t *testing.T) {
+	trusted := trustedAgent(t)
+	agents := fmt.Sprintf("\n[agents.trusted]\nexe = [%q]\n", trusted)
+	d := startDaemon(t, agents)
+	helperEnv := honestSession(t, d, trusted)
+	for _, tc := range []struct{ mode, refusal string }{
+		{"launch", "mcpcage run was not started by its agent directly: its process exec'd 2 programs since its parent forked it"},
+		{"connect", "the process that connected is not mcpcage"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			cmd := exec.Command(trusted)
+			cmd.Env = append(helperEnv, idHelper+"="+tc.mode)
+			agent, refused := d.agentOrRefusal(t, cmd)
+			if agent != "" || !strings.Contains(refused, tc.refusal) {
+				t.Fatalf("the trusted agent's child: session as %q, refusal %q; want refused: %q", agent, refused, tc.refusal)
+			}
+			t.Logf("shim: %s", refused)
+		})
+	}
+	d.waitLog("session refused: the process that connected does not speak for its parent's program")
+	refusals := 0
+	for _, rec := range d.auditRecords(t) {
+		if rec["type"] == "session.refused" {
+			refusals++
+		}
+	}
+	if refusals != 2 {
+		t.Fatalf("%d session.refused records, want 2 (one a refusal)", refusals)
+	}
+
+	// An administrator who must let a launcher through: the session runs,
+	// and says that its binding is unverified.
+	lax := startDaemon(t, "[daemon]\nallow_shim_launchers = true\n"+agents)
+	cmd := exec.Command(trusted)
+	cmd.Env = append(append([]string{}, helperEnv...), "MCPCAGE_SOCKET="+lax.socket, idHelper+"=launch")
+	r := startRaw(t, cmd)
+	r.initialize()
+	list := lax.waitSessions(t, 1)
+	if list[0].Agent != "trusted" || !strings.HasPrefix(list[0].AgentBinding, "unverified: mcpcage run was not started by its agent directly: its process exec'd 2 programs") {
+		t.Fatalf("a launched shim with allow_shim_launchers: %+v", list[0])
+	}
+	r.closeInput()
+	r.wait()
+}
+
+// javaClient is an MCP client in Java that starts `mcpcage run test`
+// with ProcessBuilder (Java's default: posix_spawn of the JDK's
+// jspawnhelper, which then execs the program), calls echo and prints the
+// answers.
+const javaClient = `import java.io.*;
+import java.nio.charset.StandardCharsets;
+
+public class Client {
+    public static void main(String[] args) throws Exception {
+        Process p = new ProcessBuilder(args[0], "run", "test").redirectError(ProcessBuilder.Redirect.INHERIT).start();
+        Writer w = new OutputStreamWriter(p.getOutputStream(), StandardCharsets.UTF_8);
+        BufferedReader r = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+        w.write("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},\"clientInfo\":{\"name\":\"java\",\"version\":\"1\"}}}\n");
+        w.write("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+        w.write("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"from java\"}}}\n");
+        w.flush();
+        for (String line; (line = r.readLine()) != null; ) {
+            System.out.println(line);
+            if (line.contains("\"id\":2")) break;
+        }
+        w.close();
+        System.exit(p.waitFor());
+    }
+}
+`
+
+// TestJavaClientIsItsAgent: a JDK starts every child through its
+// jspawnhelper, so the shim a Java client starts has exec'd twice since
+// the client forked it; the first was the client's own JDK's helper,
+// root's, so the session is the client's, bound by the kernel. (Found by a
+// red-team review of the check that refuses shims a launcher exec'd.)
+func TestJavaClientIsItsAgent(t *testing.T) {
+	java, err := exec.LookPath("java")
+	testenv.Require(t, err == nil, "java (default-jdk-headless)")
+	java, err = filepath.EvalSymlinks(java)
+	must(t, err, "resolve java")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "Client.java")
+	must(t, os.WriteFile(src, []byte(javaClient), 0o644), "write the client")
+	d := startDaemon(t, "")
+	for _, mechanism := range []string{"", "VFORK"} {
+		t.Run("launch mechanism "+cmp.Or(mechanism, "default"), func(t *testing.T) {
+			args := []string{src, filepath.Join(env.bin, "mcpcage")}
+			if mechanism != "" {
+				args = append([]string{"-Djdk.lang.Process.launchMechanism=" + mechanism}, args...)
+			}
+			cmd := exec.Command(java, args...)
+			cmd.Env = append(os.Environ(), "MCPCAGE_SOCKET="+d.socket)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), `"id":2`) || !strings.Contains(string(out), "from java") {
+				t.Fatalf("the Java client: %v\n%s", err, out)
+			}
+			var agents []string
+			for _, rec := range d.auditRecords(t) {
+				if rec["type"] != "session.start" {
+					continue
+				}
+				if a, ok := rec["agent_detail"].(map[string]any); ok && a["pid"] == float64(cmd.Process.Pid) {
+					agents = append(agents, fmt.Sprintf("%v %v", a["exe"], a["binding"]))
+				}
+			}
+			if want := java + " kernel"; len(agents) != 1 || agents[0] != want {
+				t.Fatalf("sessions of the Java client: %q, want one of agent %q\n%s", agents, want, out)
+			}
+		})
+	}
+}
+
 func TestAgentForkThenExecIsRefused(t *testing.T) {
 	trusted := trustedAgent(t)
 	d := startDaemon(t, fmt.Sprintf("[agents.trusted]\nexe = [%q]\n", trusted))
@@ -338,7 +498,7 @@ func TestAgentForkThenExecIsRefused(t *testing.T) {
 		t.Fatalf("shim stderr = %q, want one line refusing the borrowed identity", out)
 	}
 	t.Logf("shim: %s", lines[0])
-	d.waitLog("session refused: the shim's parent did not start it as the program it runs")
+	d.waitLog("session refused: the process that connected does not speak for its parent's program")
 	if strings.Contains(d.log.String(), "agent=trusted") && len(d.sessions(t)) != 0 {
 		t.Fatalf("a session ran as the trusted agent:\n%s", d.log.String())
 	}
@@ -553,7 +713,9 @@ if (fs.readFileSync("/proc/self/environ", "latin1").includes("\0NODE_OPTIONS="))
 	}
 	a, py, loader := filepath.Join(dir, "a.js"), filepath.Join(dir, "a.py"), filepath.Join(dir, "loader.js")
 	luaA, rbA, gems := filepath.Join(dir, "a.lua"), filepath.Join(dir, "a.rb"), filepath.Join(dir, "gems")
-	d := startDaemon(t, fmt.Sprintf("[agents.node-a]\nexe = [%q]\nscript = [%q]\n\n[agents.py-a]\nexe = [%q]\nscript = [%q]\n\n"+
+	// Lua starts programs only through sh (os.execute), which execs the
+	// shim: a launcher, let through here (the test is of scripts).
+	d := startDaemon(t, fmt.Sprintf("[daemon]\nallow_shim_launchers = true\n\n[agents.node-a]\nexe = [%q]\nscript = [%q]\n\n[agents.py-a]\nexe = [%q]\nscript = [%q]\n\n"+
 		"[agents.lua-a]\nexe = [%q]\nscript = [%q]\n\n[agents.rb-a]\nexe = [%q]\nscript = [%q]\n", node, a, python, py, lua, luaA, ruby, rbA))
 	tests := []struct {
 		name string

@@ -24,7 +24,7 @@ import (
 // share a machine: everything here looks at this run's alone, found by
 // its directories (env.work, env.runDir), its private containerd and the
 // prefix of its namespaces (runNamespacePrefix). The exec recorder's pin
-// (/sys/fs/bpf/mcpcage/exec-v4-HASH) is shared by design and never looked at.
+// (/sys/fs/bpf/mcpcage/exec-v5-HASH) is shared by design and never looked at.
 
 // pinRoot holds one directory of pinned links per containerd namespace.
 const pinRoot = "/sys/fs/bpf/mcpcage"

@@ -185,7 +185,7 @@ func TestForeignSocketStaysWithTheShim(t *testing.T) {
 // TestStdioGarbageRefused: a shim that passes anything but the client's
 // pipes (a regular file as stdin) gets one clear error, and no session.
 func TestStdioGarbageRefused(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, testIsTheShim(t))
 	f, err := os.Create(filepath.Join(t.TempDir(), "not-a-pipe"))
 	must(t, err, "create a file")
 	defer func() { _ = f.Close() }()

@@ -223,7 +223,7 @@ func TestSessionStartsUnderTheConfigurationOfItsStart(t *testing.T) {
 	server := func(egress string) string {
 		return fmt.Sprintf("[servers.web]\ncommand = [%q]\nnetwork = \"host\"\negress = [%q]\n", filepath.Join(env.bin, "testserver"), egress)
 	}
-	d := startDaemon(t, server("127.0.0.1:1111"))
+	d := startDaemon(t, testIsTheShim(t)+server("127.0.0.1:1111"))
 	base, err := os.ReadFile(d.config)
 	must(t, err, "read config")
 	reloadTo := func(cfg []byte) { d.reloadTo(t, cfg) }

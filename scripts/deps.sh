@@ -26,6 +26,8 @@ command -v systemd-nspawn >/dev/null || missing_pkgs+=(systemd-container)
 # load before the script).
 command -v lua5.4 >/dev/null || missing_pkgs+=(lua5.4)
 command -v ruby >/dev/null || missing_pkgs+=(ruby)
+# A Java MCP client (its JDK spawns every child through jspawnhelper).
+command -v javac >/dev/null || missing_pkgs+=(default-jdk-headless)
 # Python servers and agents (Debian's: PyPI is not reachable).
 [ -x /usr/bin/python3 ] || missing_pkgs+=(python3)
 

@@ -47,6 +47,11 @@ type Stamp struct {
 	// kernel has no fork record.
 	Forker      uint32
 	ForkerStart uint64
+	// Execs is how many times the process exec'd since its fork (with
+	// Forker set).
+	Execs int
+	// FirstDev and FirstIno name the file its first exec ran.
+	FirstDev, FirstIno uint64
 	// Pending: an exec is under way (past its point of no return, its
 	// image not loaded yet): /proc may show the new program while the
 	// rest of the stamp is the exec before's.
@@ -64,10 +69,12 @@ var ErrBorrowed = errors.New("the process that started mcpcage run exec'd anothe
 var ErrNotParent = errors.New("mcpcage run was not started by its parent process")
 
 // Refused reports whether err says the session must not run as the
-// shim's parent (ErrBorrowed, ErrNotParent, ErrDisguised), as opposed to
+// shim's parent (ErrBorrowed, ErrNotParent, ErrDisguised, ErrNotShim,
+// ErrNotDirect), as opposed to
 // a failure to look.
 func Refused(err error) bool {
-	return errors.Is(err, ErrBorrowed) || errors.Is(err, ErrNotParent) || errors.Is(err, ErrDisguised)
+	return errors.Is(err, ErrBorrowed) || errors.Is(err, ErrNotParent) || errors.Is(err, ErrDisguised) ||
+		errors.Is(err, ErrNotShim) || errors.Is(err, ErrNotDirect)
 }
 
 // Binding says how the agent was bound to the image that forked the shim.

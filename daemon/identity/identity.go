@@ -13,7 +13,10 @@
 // threads) is not its parent is refused (ErrNotParent: a child of the
 // agent that used clone(CLONE_PARENT), or a subreaper that inherited an
 // orphaned shim), and so is a parent that exec'd after it forked the shim
-// (ErrBorrowed). An exec or fork the kernel failed to record makes the
+// (ErrBorrowed). The shim itself must be mcpcage (ShimRule), exec'd once
+// since its fork (ErrNotShim, ErrNotDirect): a program the agent was
+// made to start could otherwise connect, or set up pipes and exec
+// mcpcage, and speak for the agent. An exec or fork the kernel failed to record makes the
 // binding "unverified" (a lost exec: the parent's older stamp may stand)
 // or refuses (a lost fork of the shim). Without the record, a same-user
 // process can fork the shim and then exec a trusted agent's binary, and
@@ -104,25 +107,25 @@ const WeakBinding = "weaker: no kernel exec record (the eBPF layer is missing): 
 // Agent returns the parent of shimPID: the agent that spawned the shim.
 // Prefer AgentOf with a pidfd taken when the shim connected: a pid can be
 // reused in between.
-func (h *Hasher) Agent(shimPID int) (Process, error) {
+func (h *Hasher) Agent(shimPID int, rule ShimRule) (Process, error) {
 	shimFD, err := unix.PidfdOpen(shimPID, 0)
 	if err != nil {
 		return Process{}, fmt.Errorf("pidfd of shim %d: %w", shimPID, err)
 	}
 	defer func() { _ = unix.Close(shimFD) }()
-	return h.agent(shimFD, shimPID)
+	return h.agent(shimFD, shimPID, rule)
 }
 
 // AgentOf returns the parent of the shim behind shimFD, a pidfd: the
 // process as it was when the pidfd was taken (SO_PEERPIDFD at connect).
 // Its pid is read from the pidfd, and every later look at /proc is
 // checked against the pidfd, so a recycled pid cannot stand in for it.
-func (h *Hasher) AgentOf(shimFD int) (Process, error) {
+func (h *Hasher) AgentOf(shimFD int, rule ShimRule) (Process, error) {
 	pid, err := PidOf(shimFD)
 	if err != nil {
 		return Process{}, err
 	}
-	return h.agent(shimFD, pid)
+	return h.agent(shimFD, pid, rule)
 }
 
 // PidOf returns the pid of the process behind pidfd, as this process's
@@ -147,7 +150,7 @@ func PidOf(pidfd int) (int, error) {
 	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
 }
 
-func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
+func (h *Hasher) agent(shimFD, shimPID int, rule ShimRule) (Process, error) {
 	ppid, _, err := stat(shimPID)
 	if err != nil {
 		return Process{}, err
@@ -158,6 +161,12 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 	}
 	if ppid <= 1 {
 		return Process{}, fmt.Errorf("shim %d has no parent process (it was orphaned)", shimPID)
+	}
+	// What the shim runs, before its record is read (below): see
+	// checkDirect.
+	shimExe, err := checkShim(shimPID, rule)
+	if err != nil {
+		return Process{}, err
 	}
 	fd, err := unix.PidfdOpen(ppid, 0)
 	if err != nil {
@@ -242,6 +251,34 @@ func (h *Hasher) agent(shimFD, shimPID int) (Process, error) {
 				return Process{}, fmt.Errorf("%w; its parent runs %s", err, p.Exe)
 			}
 			return Process{}, fmt.Errorf("%w; it now runs %s", err, p.Exe)
+		}
+		unverified, err := checkDirect(shim, shimOK, rule, h.Stamps.Since(), p.Exe)
+		if err != nil {
+			return Process{}, fmt.Errorf("%w; its parent runs %s", err, p.Exe)
+		}
+		if unverified != "" && p.Binding == BoundKernel {
+			p.Binding = unverified
+		}
+	}
+	// The shim's own environment, where it matters (a dynamically
+	// linked mcpcage): from its exec stamp, else /proc.
+	if shimExe.dynamic {
+		var st *Stamp
+		if h.Stamps != nil {
+			shim, shimOK, err := h.Stamps.Lookup(shimFD)
+			if err != nil {
+				return Process{}, err
+			}
+			if shimOK {
+				st = &shim
+			}
+		}
+		env, cut, unchecked, err := agentEnviron(shimPID, st, h.Stamps != nil)
+		if err != nil {
+			return Process{}, err
+		}
+		if err := checkShimEnv(shimExe, env, cut, unchecked); err != nil {
+			return Process{}, err
 		}
 	}
 	if envRefused != nil {

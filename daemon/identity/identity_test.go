@@ -16,7 +16,7 @@ func TestAgentIsTheParent(t *testing.T) {
 	}
 	defer func() { _ = cmd.Process.Kill() }()
 	h := NewHasher()
-	p, err := h.Agent(cmd.Process.Pid)
+	p, err := h.Agent(cmd.Process.Pid, ShimRule{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestAgentIsTheParent(t *testing.T) {
 	if p.PID != os.Getpid() || p.Exe != self || len(p.SHA256) != 64 || p.UID != uint32(os.Getuid()) || p.StartTime == 0 {
 		t.Fatalf("agent = %+v, want this test process (%s)", p, self)
 	}
-	again, err := h.Agent(cmd.Process.Pid)
+	again, err := h.Agent(cmd.Process.Pid, ShimRule{})
 	if err != nil || again != p {
 		t.Fatalf("second look = %+v, %v", again, err)
 	}
@@ -38,7 +38,7 @@ func TestAgentOfDeadProcess(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewHasher().Agent(cmd.Process.Pid); err == nil {
+	if _, err := NewHasher().Agent(cmd.Process.Pid, ShimRule{}); err == nil {
 		t.Fatal("identified the parent of a process that exited")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +99,7 @@ func TestAgentCloneParent(t *testing.T) {
 	h, s := kernelHasher(t)
 	sh := exec.Command("sh", "-c", "sleep 30 & echo $!; wait")
 	child := startWithChild(t, s, sh)
-	p, err := h.Agent(child)
+	p, err := h.Agent(child, ShimRule{})
 	if err != nil || p.PID != sh.Process.Pid || p.Binding != BoundKernel {
 		t.Fatalf("a shell's child: %+v, %v; want the shell, bound by the kernel", p, err)
 	}
@@ -109,13 +110,13 @@ func TestAgentCloneParent(t *testing.T) {
 	}
 	defer func() { _ = own.Process.Kill(); _ = own.Wait() }()
 	waitStamped(t, s, own.Process.Pid)
-	if p, err := h.Agent(own.Process.Pid); !errors.Is(err, ErrDisguised) || !strings.Contains(err.Error(), "began recording execs") {
+	if p, err := h.Agent(own.Process.Pid, ShimRule{}); !errors.Is(err, ErrDisguised) || !strings.Contains(err.Error(), "began recording execs") {
 		t.Fatalf("own child: %+v, %v; want this process refused, its environment not recorded", p, err)
 	}
 
 	sibling, _ := testenv.CloneParentSibling(t, "../..", "sleep", "30")
 	waitStamped(t, s, sibling)
-	p, err = h.Agent(sibling)
+	p, err = h.Agent(sibling, ShimRule{})
 	if !errors.Is(err, ErrNotParent) || !Refused(err) {
 		t.Fatalf("CLONE_PARENT sibling: %+v, %v; want ErrNotParent", p, err)
 	}
@@ -137,7 +138,7 @@ func TestAgentOfPidfd(t *testing.T) {
 	if pid, err := PidOf(fd); err != nil || pid != cmd.Process.Pid {
 		t.Fatalf("PidOf = %d, %v; want %d", pid, err, cmd.Process.Pid)
 	}
-	p, err := NewHasher().AgentOf(fd)
+	p, err := NewHasher().AgentOf(fd, ShimRule{})
 	if err != nil || p.PID != os.Getpid() {
 		t.Fatalf("AgentOf = %+v, %v; want this process", p, err)
 	}
@@ -145,7 +146,7 @@ func TestAgentOfPidfd(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait() // "signal: killed"
-	if _, err := NewHasher().AgentOf(fd); !errors.Is(err, ErrGone) {
+	if _, err := NewHasher().AgentOf(fd, ShimRule{}); !errors.Is(err, ErrGone) {
 		t.Fatalf("AgentOf a reaped process: %v, want ErrGone", err)
 	}
 }
@@ -184,13 +185,84 @@ func TestScriptSwappedBackAfterStart(t *testing.T) {
 			}
 			sh := exec.Command(bash, path)
 			sh.Env = []string{"PATH=/usr/bin:/bin"}
-			p, err := h.Agent(startWithChild(t, s, sh))
+			p, err := h.Agent(startWithChild(t, s, sh), ShimRule{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			identified := p.Script.SHA256 != ""
 			if identified == tc.swapped || (tc.swapped && !strings.Contains(p.Script.Why, "changed")) {
 				t.Fatalf("script %+v (why not identified: %q); want it identified: %v", p.Script, p.Script.Why, !tc.swapped)
+			}
+		})
+	}
+}
+
+// TestShimMustBeMcpcageExecdOnce: the process that connects as a shim
+// must run the trusted mcpcage (here sleep stands in for it), exec'd once
+// since its agent forked it. A launcher between the agent and the shim
+// (an MCP client configuration of someone else's: `sh -c 'exec mcpcage
+// run NAME'` with pipes of its own) could give it other input than the
+// agent's, and a program that is not mcpcage could connect itself: both
+// spoke for the agent before.
+func TestShimMustBeMcpcageExecdOnce(t *testing.T) {
+	h, s := kernelHasher(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sleep, err = filepath.EvalSymlinks(sleep); err != nil {
+		t.Fatal(err)
+	}
+	trueBin, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(t.TempDir(), "sleep-copy")
+	if out, err := exec.Command("cp", sleep, copied).CombinedOutput(); err != nil {
+		t.Fatalf("copy sleep: %v %s", err, out)
+	}
+	// child starts a shell whose child runs sleep, exec'd directly or
+	// through another shell, and returns that child's pid once it runs
+	// sleep.
+	child := func(t *testing.T, script string) int {
+		pid := startWithChild(t, s, exec.Command("sh", "-c", script+" & echo $!; wait"))
+		testenv.WaitFor(t, "the child to run sleep", 5*time.Second, func() (bool, string) {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			return exe == sleep, exe
+		})
+		return pid
+	}
+	tests := []struct {
+		name    string
+		script  string
+		rule    ShimRule
+		refused error
+		binding string
+	}{
+		{"mcpcage, exec'd by its agent", "sleep 30", ShimRule{Path: sleep}, nil, BoundKernel},
+		// A copy's bytes are not pinned: a file system of the user's (an
+		// overlay in a user namespace, FUSE) can change them after the
+		// exec, and a hash then sees mcpcage's.
+		{"a copy of mcpcage (the same digest)", "sleep 30", ShimRule{Path: copied}, ErrNotShim, ""},
+		// sleep is dynamically linked, as a hand-built mcpcage is: the
+		// loader runs what LD_PRELOAD names before its main.
+		{"mcpcage, dynamically linked, with LD_PRELOAD", "LD_PRELOAD=libm.so.6 sleep 30", ShimRule{Path: sleep}, ErrNotShim, ""},
+		{"not mcpcage", "sleep 30", ShimRule{Path: trueBin}, ErrNotShim, ""},
+		{"mcpcage through a launcher", `sh -c "exec sleep 30"`, ShimRule{Path: sleep}, ErrNotDirect, ""},
+		{"mcpcage through a launcher, launchers allowed", `sh -c "exec sleep 30"`, ShimRule{Path: sleep, Launchers: true}, nil, "unverified: mcpcage run was not started by its agent directly: its process exec'd 2 programs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := h.Agent(child(t, tt.script), tt.rule)
+			if tt.refused != nil {
+				if !errors.Is(err, tt.refused) || !Refused(err) {
+					t.Fatalf("Agent = %+v, %v; want %v", p, err, tt.refused)
+				}
+				t.Logf("refused: %v", err)
+				return
+			}
+			if err != nil || !strings.HasPrefix(p.Binding, tt.binding) {
+				t.Fatalf("Agent = %+v, %v; want binding %q", p, err, tt.binding)
 			}
 		})
 	}

@@ -217,7 +217,7 @@ console.log(c.pid); setInterval(() => {}, 1000); // %s
 	h := NewHasher()
 	identify := func(args ...string) Process {
 		t.Helper()
-		p, err := h.Agent(nodeAgent(t, dir, args...))
+		p, err := h.Agent(nodeAgent(t, dir, args...), ShimRule{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -337,7 +337,7 @@ func TestPythonSitePackagesInjection(t *testing.T) {
 	}
 	rules := []Rule{{Name: "py-agent", Exe: []string{real}, Script: []string{script}, ScriptSHA256: []string{sha(src)}}}
 
-	injected, err := h.Agent(pythonAgent(t, dir, env, python, python, "agent.py"))
+	injected, err := h.Agent(pythonAgent(t, dir, env, python, python, "agent.py"), ShimRule{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestPythonSitePackagesInjection(t *testing.T) {
 	if err := os.Remove(mark); err != nil {
 		t.Fatal(err)
 	}
-	isolated, err := h.Agent(pythonAgent(t, dir, env, python, "python3", "-I", "agent.py"))
+	isolated, err := h.Agent(pythonAgent(t, dir, env, python, "python3", "-I", "agent.py"), ShimRule{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestPythonSitePackagesInjection(t *testing.T) {
 	}
 	for name, argv0 := range map[string]string{"by path": filepath.Join(venv, "bin", "python3"), "by PATH": "python3"} {
 		env := []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/bin", "HOME=" + home}
-		p, err := h.Agent(pythonAgent(t, dir, env, python, argv0, "-I", "agent.py"))
+		p, err := h.Agent(pythonAgent(t, dir, env, python, argv0, "-I", "agent.py"), ShimRule{})
 		if err != nil {
 			t.Fatal(err)
 		}
