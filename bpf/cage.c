@@ -805,9 +805,11 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 	}
 	if (denied) {
-		// The open succeeded on a denied path: kill the process before it
-		// returns to user space and can read anything. Reported even
-		// over the session's budget.
+		// The open succeeded on a denied path: kill the process before
+		// this call returns to user space. The descriptor is installed
+		// already: another thread of the process can read through it
+		// until the kill lands (only BPF LSM refuses the open itself).
+		// Reported even over the session's budget.
 		bpf_send_signal(SIGKILL);
 		if (!e && (e = new_event(cgid, EV_FILE_OPEN, true)))
 			walk_path(e, cgid, lens, p.dentry, p.mnt);

@@ -74,9 +74,10 @@ type Daemon struct {
 	Landlock LandlockMode `toml:"landlock"`
 	// InitPath is mcpcage-init, run inside each sandbox before the server.
 	InitPath string `toml:"init_path"`
-	// ShimPath is the mcpcage a session's shim must run (that very
-	// file); "": the mcpcage beside mcpcaged, else /usr/bin/mcpcage.
-	ShimPath string `toml:"shim_path"`
+	// ShimPaths are the mcpcage files a session's shim may run (those
+	// very files); empty: the mcpcage beside mcpcaged, else
+	// /usr/bin/mcpcage.
+	ShimPaths []string `toml:"shim_paths"`
 	// AllowShimLaunchers lets a shim that a launcher (a shell, env) exec'd
 	// in the agent's child run, unverified, instead of refusing it.
 	AllowShimLaunchers bool `toml:"allow_shim_launchers"`
@@ -632,8 +633,10 @@ func (c *Config) validate(data []byte) error {
 	if d.InitPath != "" && !strings.HasPrefix(d.InitPath, "/") {
 		bad(fmt.Sprintf("must be an absolute path, got %q", d.InitPath), "daemon", "init_path")
 	}
-	if d.ShimPath != "" && !strings.HasPrefix(d.ShimPath, "/") {
-		bad(fmt.Sprintf("must be an absolute path, got %q", d.ShimPath), "daemon", "shim_path")
+	for _, p := range d.ShimPaths {
+		if !strings.HasPrefix(p, "/") {
+			bad(fmt.Sprintf("must hold absolute paths, got %q", p), "daemon", "shim_paths")
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -19,10 +19,10 @@
 //	landlock             auto | off | require: Landlock rules applied inside
 //	                     each sandbox by mcpcage-init [auto]
 //	init_path            mcpcage-init binary [next to mcpcaged]
-//	shim_path            the mcpcage a session's shim must run (that very
-//	                     file, by device and inode); any other process
-//	                     that connects as a shim is refused [mcpcage next
-//	                     to mcpcaged, else /usr/bin/mcpcage]
+//	shim_paths           the mcpcage files a session's shim may run (those
+//	                     very files, by device and inode); any other
+//	                     process that connects as a shim is refused
+//	                     [mcpcage next to mcpcaged, else /usr/bin/mcpcage]
 //	allow_shim_launchers true: a shim that another program exec'd in the
 //	                     agent's child (a shell, env) runs with an
 //	                     unverified binding instead of being refused; that

@@ -246,21 +246,21 @@ func (d *Daemon) agentOf(peer Peer) (identity.Process, error) {
 
 // shimRule is what the process that connects as a shim must be.
 func (d *Daemon) shimRule() identity.ShimRule {
-	return identity.ShimRule{Path: d.shimLookup(), Launchers: d.conf().Daemon.AllowShimLaunchers}
+	return identity.ShimRule{Paths: d.shimLookup(), Launchers: d.conf().Daemon.AllowShimLaunchers}
 }
 
-// shimLookup is the mcpcage a shim must run: shim_path, else the one
-// next to mcpcaged (a build tree), else where the packages put it.
-func (d *Daemon) shimLookup() string {
-	if p := d.conf().Daemon.ShimPath; p != "" {
-		return p
+// shimLookup is the mcpcage files a shim may run: shim_paths, else the
+// one next to mcpcaged (a build tree), else where the packages put it.
+func (d *Daemon) shimLookup() []string {
+	if ps := d.conf().Daemon.ShimPaths; len(ps) > 0 {
+		return ps
 	}
 	if exe, err := os.Executable(); err == nil {
 		if p := filepath.Join(filepath.Dir(exe), "mcpcage"); fileExists(p) {
-			return p
+			return []string{p}
 		}
 	}
-	return "/usr/bin/mcpcage"
+	return []string{"/usr/bin/mcpcage"}
 }
 
 func reply(fw *api.FrameWriter, r api.Reply, log *slog.Logger) {

@@ -156,7 +156,7 @@ func (e execStamps) Lost() identity.Lost { return identity.Lost(e.ExecStamps.Los
 // agentIdentity describes how sessions identify their agent, for status.
 func (d *Daemon) agentIdentity() string {
 	if d.stamps == nil {
-		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program, or make a registered agent the parent of a shim it forked)" + "; shims must run " + d.shimRule().Path + " (how often a shim exec'd is not known without the record)" + "; " + peerPidfdNote()
+		return "weaker: " + d.stampsErr + ": the agent is whatever the shim's parent runs when mcpcaged looks (a process could fork mcpcage run, then exec a registered agent's program, or make a registered agent the parent of a shim it forked)" + "; shims must run " + strings.Join(d.shimRule().Paths, " or ") + " (how often a shim exec'd is not known without the record)" + "; " + peerPidfdNote()
 	}
 	s := "kernel exec record (tp_btf/sched_prepare_exec, raw_tracepoint/sched_process_exec, tp_btf/sched_process_fork, task storage): a parent that exec'd after forking mcpcage run, or that did not fork it, or whose exec is under way, is refused; the environment variables identity checks are the ones exec gave the agent, copied at exec"
 	if ok, err := d.stamps.PrepareHooked(); !ok {
@@ -172,9 +172,9 @@ func (d *Daemon) agentIdentity() string {
 func (d *Daemon) shimNote() string {
 	rule := d.shimRule()
 	if rule.Launchers {
-		return "shims must run " + rule.Path + "; one a launcher exec'd (a shell, env) runs unverified (allow_shim_launchers)"
+		return "shims must run " + strings.Join(rule.Paths, " or ") + "; one a launcher exec'd (a shell, env) runs unverified (allow_shim_launchers)"
 	}
-	return "shims must run " + rule.Path + ", exec'd by their agent directly (no shell or env between)"
+	return "shims must run " + strings.Join(rule.Paths, " or ") + ", exec'd by their agent directly (no shell or env between)"
 }
 
 // ptraceScope reads kernel.yama.ptrace_scope and says what it means for

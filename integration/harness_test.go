@@ -232,18 +232,19 @@ func startDaemon(t testing.TB, extra string, opts ...func(*daemon)) *daemon {
 	return startDaemonOn(t, env.containerd, extra, opts...)
 }
 
-// testIsTheShim is a [daemon] section that makes this test binary the
-// mcpcage the daemon trusts as a shim (shim_path), for tests that speak
-// the shim's side of the protocol themselves. The binary exec'd itself
-// once (stampSelf), so it is a shim exec'd twice since its fork:
-// allow_shim_launchers lets it through (unverified).
+// testIsTheShim is a [daemon] section that makes this test binary a
+// mcpcage the daemon trusts as a shim (shim_paths, beside the real one),
+// for tests that speak the shim's side of the protocol themselves. The
+// binary exec'd itself once (stampSelf), so it is a shim exec'd twice
+// since its fork: allow_shim_launchers lets it through (unverified).
 func testIsTheShim(t testing.TB) string {
 	t.Helper()
+	setup(t) // env.bin is known after setup
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("[daemon]\nshim_path = %q\nallow_shim_launchers = true\n", self)
+	return fmt.Sprintf("[daemon]\nshim_paths = [%q, %q]\nallow_shim_launchers = true\n", self, filepath.Join(env.bin, "mcpcage"))
 }
 
 // failpoints has startDaemon run bin/mcpcaged-failpoints (built with the

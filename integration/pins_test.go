@@ -170,7 +170,7 @@ func TestServerRmKeepsThePinsOfARunningSession(t *testing.T) {
 // no longer used: they stayed in the pins file for good (found by a
 // review helper). They now go once the session moves to the other key.
 func TestSessionMovedToTheAdminsServerLetsTheRemovedPinsGo(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, testIsTheShim(t))
 	d.mustCLI(t, "server", "add", "mine", "--", filepath.Join(env.bin, "testserver"))
 	pinsFile := filepath.Join(d.dir, "state", "pins.json")
 	ownKey := pins.Key("mine", 0, true)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -161,6 +162,44 @@ func TestNonRootDelegatorRunsAsThemself(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(home, "note")); err == nil {
 		t.Fatal("a write to $HOME reached the user's real home")
+	}
+}
+
+// TestNoSetIDFilesLeftOnTheHost: nosuid on a sandbox's mounts holds only
+// inside it, so a server could leave a set-user-ID program in a writable
+// mount that runs, for whoever starts it on the host, as the server's
+// user: root's, for a server run as root (found by a red-team helper:
+// chmod 4755 and open(O_CREAT, 04755) both worked). Every way the hostile
+// helper knows is refused, reported, and leaves no such file.
+func TestNoSetIDFilesLeftOnTheHost(t *testing.T) {
+	setup(t) // env.bin is known after setup
+	for _, user := range []string{"", "root"} {
+		t.Run("user="+cmp.Or(user, "default"), func(t *testing.T) {
+			work := t.TempDir()
+			must(t, os.Chmod(work, 0o777), "chmod")
+			server := fmt.Sprintf("[servers.w]\ncommand = [%q]\nmounts = [{ source = %q, target = \"/work\", readonly = false }]\n", filepath.Join(env.bin, "testserver"), work)
+			if user != "" {
+				server += fmt.Sprintf("user = %q\n", user)
+			}
+			d := startDaemon(t, server)
+			c := d.connect(t, "w", mcp.ProtocolVersion20251125)
+			got := attack(t, c, "setid", "/work")
+			if !strings.HasPrefix(got, "DENIED no set-ID file") || !strings.Contains(got, "openat2: function not implemented") {
+				t.Fatalf("setid: %q, want every way refused", got)
+			}
+			t.Logf("setid: %s", got)
+			entries, err := os.ReadDir(work)
+			must(t, err, "read the mount's source")
+			for _, e := range entries {
+				fi, err := os.Stat(filepath.Join(work, e.Name()))
+				must(t, err, "stat")
+				if fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+					t.Fatalf("the server left %s %v on the host", e.Name(), fi.Mode())
+				}
+			}
+			d.waitLog(`msg="sandbox denied a system call"`)
+			d.waitLog("syscall=chmod ")
+		})
 	}
 }
 

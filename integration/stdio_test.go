@@ -519,7 +519,7 @@ func TestEarlyStderrComesAfterTheReply(t *testing.T) {
 // deadline was cleared before the rest of the frame was read (found by a
 // red-team helper). The deadline now covers the whole frame.
 func TestPartialFilesFrameIsRefused(t *testing.T) {
-	d := startDaemon(t, "")
+	d := startDaemon(t, testIsTheShim(t))
 	run := admitRun(t, d.socket, "test")
 	uc := run.c.Conn.(*net.UnixConn)
 	if _, _, err := uc.WriteMsgUnix([]byte{byte(api.FrameFiles)}, syscall.UnixRights(int(run.in.Fd()), int(run.out.Fd())), nil); err != nil {

@@ -68,18 +68,27 @@ import (
 //     syscall tracepoints skip 32-bit calls, so without this an open
 //     through that entry would escape deny_paths' kernel check and every
 //     file record. Cost: 32-bit programs do not run in the sandbox;
+//   - no set-user-ID or set-group-ID files: chmod, fchmod, fchmodat,
+//     fchmodat2, mknod and mknodat with S_ISUID or S_ISGID in their mode,
+//     and creat, open and openat creating a file (O_CREAT, O_TMPFILE) with
+//     either bit, are refused (EPERM, reported). nosuid on the sandbox's
+//     mounts holds only inside it: a server could leave a program in a
+//     writable mount that runs, for whoever starts it on the host, with
+//     the rights of the server's user (root's, for a server run as
+//     root). openat2 returns ENOSYS (its mode lies in memory a filter
+//     cannot read; C libraries and runtimes fall back to openat);
 //   - the calls in [DeniedAndReported] are sent to mcpcaged by seccomp's
 //     user notification when a listener is configured, so the daemon logs
 //     each attempt against its session before answering EPERM.
 var allowedSyscalls = []string{
 	"accept", "accept4", "access", "adjtimex", "alarm", "arch_prctl", "bind", "brk", "cachestat",
-	"capget", "capset", "chdir", "chmod", "chown", "chown32", "clock_adjtime", "clock_adjtime64",
+	"capget", "capset", "chdir", "chown", "chown32", "clock_adjtime", "clock_adjtime64",
 	"clock_getres", "clock_getres_time64", "clock_gettime", "clock_gettime64", "clock_nanosleep",
-	"clock_nanosleep_time64", "close", "close_range", "connect", "copy_file_range", "creat", "dup",
+	"clock_nanosleep_time64", "close", "close_range", "connect", "copy_file_range", "dup",
 	"dup2", "dup3", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait",
 	"epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "execve", "execveat",
 	"exit", "exit_group", "faccessat", "faccessat2", "fadvise64", "fadvise64_64", "fallocate",
-	"fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchmodat2", "fchown", "fchown32", "fchownat",
+	"fanotify_mark", "fchdir", "fchown", "fchown32", "fchownat",
 	"fcntl", "fcntl64", "fdatasync", "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr",
 	"fsetxattr", "fstat", "fstat64", "fstatat64", "fstatfs", "fstatfs64", "fsync", "ftruncate",
 	"ftruncate64", "futex", "futex_requeue", "futex_time64", "futex_wait", "futex_waitv",
@@ -95,11 +104,11 @@ var allowedSyscalls = []string{
 	"lchown", "lchown32", "lgetxattr", "listen", "listxattr", "llistxattr",
 	"_llseek", "lremovexattr", "lseek", "lsetxattr", "lstat", "lstat64", "madvise",
 	"map_shadow_stack", "membarrier", "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat",
-	"mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr",
+	"mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mq_getsetattr",
 	"mq_notify", "mq_open", "mq_timedreceive", "mq_timedreceive_time64", "mq_timedsend",
 	"mq_timedsend_time64", "mq_unlink", "mremap", "msgctl", "msgget", "msgrcv", "msgsnd", "msync",
 	"munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep", "newfstatat", "_newselect",
-	"open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2",
+	"pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2",
 	"pkey_alloc", "pkey_free", "pkey_mprotect", "poll", "ppoll", "ppoll_time64", "prctl", "pread64",
 	"preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6", "pselect6_time64", "pwrite64",
 	"pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv", "recv",
@@ -153,6 +162,58 @@ const (
 
 // renameExchange is renameat2's RENAME_EXCHANGE flag.
 const renameExchange = 0x2
+
+// The set-ID bits of a file mode (S_ISUID, S_ISGID), and the open flags
+// with which open uses its mode (O_CREAT, __O_TMPFILE): Linux's values on
+// every architecture.
+const (
+	setIDBits   = 0o6000
+	createFlags = 0o100 | 0o20000000
+)
+
+// modeCall is a system call that sets a file's mode: mode is the index of
+// its mode argument, flags that of its open flags (-1: none, the mode
+// always applies).
+type modeCall struct {
+	name        string
+	mode, flags int
+}
+
+var modeCalls = []modeCall{
+	{"chmod", 1, -1}, {"fchmod", 1, -1}, {"fchmodat", 2, -1}, {"fchmodat2", 2, -1},
+	{"creat", 1, -1}, {"mknod", 1, -1}, {"mknodat", 2, -1},
+	{"open", 2, 1}, {"openat", 3, 2},
+}
+
+// setIDRules allow the calls of modeCalls without S_ISUID or S_ISGID in
+// the mode they set, and report (action reported) those with either.
+func setIDRules(reported specs.LinuxSeccompAction, errno *uint) []specs.LinuxSyscall {
+	masked := func(i int, mask, v uint64) specs.LinuxSeccompArg {
+		return specs.LinuxSeccompArg{Index: uint(i), Value: mask, ValueTwo: v, Op: specs.OpMaskedEqual}
+	}
+	var rules []specs.LinuxSyscall
+	for _, c := range modeCalls {
+		names := []string{c.name}
+		rules = append(rules, specs.LinuxSyscall{Names: names, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{masked(c.mode, setIDBits, 0)}})
+		setID := []uint64{0o4000, 0o2000, 0o6000}
+		if c.flags < 0 {
+			for _, v := range setID {
+				rules = append(rules, specs.LinuxSyscall{Names: names, Action: reported, ErrnoRet: errno, Args: []specs.LinuxSeccompArg{masked(c.mode, setIDBits, v)}})
+			}
+			continue
+		}
+		// Without a creating flag the mode is not used (and may be
+		// whatever the caller's register held).
+		rules = append(rules, specs.LinuxSyscall{Names: names, Action: specs.ActAllow, Args: []specs.LinuxSeccompArg{masked(c.flags, createFlags, 0)}})
+		for _, f := range []uint64{0o100, 0o20000000, createFlags} {
+			for _, v := range setID {
+				rules = append(rules, specs.LinuxSyscall{Names: names, Action: reported, ErrnoRet: errno,
+					Args: []specs.LinuxSeccompArg{masked(c.flags, createFlags, f), masked(c.mode, setIDBits, v)}})
+			}
+		}
+	}
+	return rules
+}
 
 // Socket kinds the profile allows (see the package comment); the values
 // are Linux's on every architecture.
@@ -267,6 +328,8 @@ func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
 			{Names: []string{"clone"}, Action: specs.ActAllow,
 				Args: []specs.LinuxSeccompArg{{Index: 0, Value: namespaceFlags | cloneFiles | cloneThread, ValueTwo: cloneFiles | cloneThread, Op: specs.OpMaskedEqual}}},
 			{Names: []string{"clone3"}, Action: specs.ActErrno, ErrnoRet: &enosys},
+			// openat2: its mode lies in memory (see setIDRules).
+			{Names: []string{"openat2"}, Action: specs.ActErrno, ErrnoRet: &enosys},
 			// renameat2: not RENAME_EXCHANGE (see the package comment).
 			{Names: []string{"renameat2"}, Action: specs.ActAllow,
 				Args: []specs.LinuxSeccompArg{{Index: 4, Value: renameExchange, ValueTwo: 0, Op: specs.OpMaskedEqual}}},
@@ -280,6 +343,7 @@ func defaultProfile(o SeccompOptions) *specs.LinuxSeccomp {
 		},
 	}
 	p.Syscalls = append(p.Syscalls, socketRules()...)
+	p.Syscalls = append(p.Syscalls, setIDRules(reported, errnoFor(reported, &eperm))...)
 	return p
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -181,12 +182,13 @@ func TestSeccompProfile(t *testing.T) {
 	}
 	for _, denied := range []string{"io_uring_setup", "io_uring_enter", "io_uring_register", "mount", "umount2",
 		"ptrace", "bpf", "perf_event_open", "keyctl", "add_key", "kexec_load", "init_module", "finit_module",
-		"unshare", "setns", "clone", "clone3", "pivot_root", "open_by_handle_at", "process_vm_readv"} {
+		"unshare", "setns", "clone", "clone3", "pivot_root", "open_by_handle_at", "process_vm_readv",
+		"chmod", "fchmod", "fchmodat", "fchmodat2", "open", "openat", "openat2", "creat", "mknod", "mknodat"} {
 		if allowed[denied] {
 			t.Errorf("%s is allowed unconditionally", denied)
 		}
 	}
-	for _, needed := range []string{"read", "write", "openat", "execve", "mmap", "futex", "epoll_wait", "connect", "statx"} {
+	for _, needed := range []string{"read", "write", "execve", "mmap", "futex", "epoll_wait", "connect", "statx"} {
 		if !allowed[needed] {
 			t.Errorf("%s is not allowed", needed)
 		}
@@ -234,6 +236,49 @@ func TestSeccompNativeArchitectureOnly(t *testing.T) {
 			}
 			if len(p.Architectures) != 1 || p.Architectures[0] != native {
 				t.Fatalf("architectures %v, want only %s", p.Architectures, native)
+			}
+		})
+	}
+}
+
+// Every call that sets a file's mode is allowed only without S_ISUID and
+// S_ISGID (or, for the open calls, without a creating flag), and reported
+// with either bit.
+func TestSeccompSetIDRules(t *testing.T) {
+	p, err := Seccomp(SeccompOptions{ListenerPath: "/run/x.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range modeCalls {
+		t.Run(c.name, func(t *testing.T) {
+			var allows, reports []specs.LinuxSyscall
+			for _, sc := range p.Syscalls {
+				if !slices.Contains(sc.Names, c.name) {
+					continue
+				}
+				switch sc.Action {
+				case specs.ActAllow:
+					allows = append(allows, sc)
+				case specs.ActNotify:
+					reports = append(reports, sc)
+				default:
+					t.Fatalf("rule %+v", sc)
+				}
+			}
+			for _, a := range allows {
+				if len(a.Args) != 1 {
+					t.Fatalf("allow rule %+v: want one condition", a)
+				}
+				if arg := a.Args[0]; !(arg.Index == uint(c.mode) && arg.Value == setIDBits || arg.Index == uint(c.flags) && arg.Value == createFlags) || arg.ValueTwo != 0 {
+					t.Fatalf("allow rule %+v: want the mode without set-ID bits, or no creating flag", a)
+				}
+			}
+			want := 3
+			if c.flags >= 0 {
+				want = 9
+			}
+			if len(allows) == 0 || len(reports) != want {
+				t.Fatalf("%d allow and %d reporting rules, want some and %d", len(allows), len(reports), want)
 			}
 		})
 	}

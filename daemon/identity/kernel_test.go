@@ -239,17 +239,17 @@ func TestShimMustBeMcpcageExecdOnce(t *testing.T) {
 		refused error
 		binding string
 	}{
-		{"mcpcage, exec'd by its agent", "sleep 30", ShimRule{Path: sleep}, nil, BoundKernel},
+		{"mcpcage, exec'd by its agent", "sleep 30", ShimRule{Paths: []string{sleep}}, nil, BoundKernel},
 		// A copy's bytes are not pinned: a file system of the user's (an
 		// overlay in a user namespace, FUSE) can change them after the
 		// exec, and a hash then sees mcpcage's.
-		{"a copy of mcpcage (the same digest)", "sleep 30", ShimRule{Path: copied}, ErrNotShim, ""},
+		{"a copy of mcpcage (the same digest)", "sleep 30", ShimRule{Paths: []string{copied}}, ErrNotShim, ""},
 		// sleep is dynamically linked, as a hand-built mcpcage is: the
 		// loader runs what LD_PRELOAD names before its main.
-		{"mcpcage, dynamically linked, with LD_PRELOAD", "LD_PRELOAD=libm.so.6 sleep 30", ShimRule{Path: sleep}, ErrNotShim, ""},
-		{"not mcpcage", "sleep 30", ShimRule{Path: trueBin}, ErrNotShim, ""},
-		{"mcpcage through a launcher", `sh -c "exec sleep 30"`, ShimRule{Path: sleep}, ErrNotDirect, ""},
-		{"mcpcage through a launcher, launchers allowed", `sh -c "exec sleep 30"`, ShimRule{Path: sleep, Launchers: true}, nil, "unverified: mcpcage run was not started by its agent directly: its process exec'd 2 programs"},
+		{"mcpcage, dynamically linked, with LD_PRELOAD", "LD_PRELOAD=libm.so.6 sleep 30", ShimRule{Paths: []string{sleep}}, ErrNotShim, ""},
+		{"not mcpcage", "sleep 30", ShimRule{Paths: []string{trueBin}}, ErrNotShim, ""},
+		{"mcpcage through a launcher", `sh -c "exec sleep 30"`, ShimRule{Paths: []string{sleep}}, ErrNotDirect, ""},
+		{"mcpcage through a launcher, launchers allowed", `sh -c "exec sleep 30"`, ShimRule{Paths: []string{sleep}, Launchers: true}, nil, "unverified: mcpcage run was not started by its agent directly: its process exec'd 2 programs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,14 +19,14 @@ import (
 // which other code of the user's can change) that connects itself, or
 // that sets up pipes of its own and then execs mcpcage.
 type ShimRule struct {
-	// Path is the mcpcage the daemon trusts. The shim's executable must
-	// be that file (device and inode, looked at each time: an upgrade
-	// replaces it). A copy with the same digest is not enough: a file
-	// system the user controls (an overlay in a user namespace of
-	// theirs, FUSE, a network file system) can serve the exec one
-	// content and a later hash another. "" skips the check (unit tests
-	// of the binding alone).
-	Path string
+	// Paths are the mcpcage files the daemon trusts. The shim's
+	// executable must be one of them (device and inode, looked at each
+	// time: an upgrade replaces the file). A copy with the same digest is
+	// not enough: a file system the user controls (an overlay in a user
+	// namespace of theirs, FUSE, a network file system) can serve the
+	// exec one content and a later hash another. None skips the check
+	// (unit tests of the binding alone).
+	Paths []string
 	// Launchers lets a shim that exec'd more than once since its fork
 	// (a shell or `env` between the client and mcpcage) run, as an
 	// unverified binding, instead of refusing it.
@@ -50,9 +50,9 @@ type shimExe struct {
 	dynamic bool
 }
 
-// checkShim checks that process pid runs the mcpcage of rule.Path.
+// checkShim checks that process pid runs one of rule.Paths.
 func checkShim(pid int, rule ShimRule) (shimExe, error) {
-	if rule.Path == "" {
+	if len(rule.Paths) == 0 {
 		return shimExe{}, nil
 	}
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
@@ -61,15 +61,21 @@ func checkShim(pid int, rule ShimRule) (shimExe, error) {
 		return shimExe{}, fmt.Errorf("resolve the shim's executable: %w", ErrGone)
 	}
 	name = strings.TrimSuffix(name, " (deleted)")
-	var got, want unix.Stat_t
+	var got unix.Stat_t
 	if err := unix.Stat(exe, &got); err != nil {
 		return shimExe{}, fmt.Errorf("stat the shim's executable: %w", ErrGone)
 	}
-	if err := unix.Stat(rule.Path, &want); err != nil {
-		return shimExe{}, fmt.Errorf("the mcpcage this daemon trusts as the shim, %s: %w (set [daemon] shim_path)", rule.Path, err)
+	trusted := false
+	for _, p := range rule.Paths {
+		var want unix.Stat_t
+		if unix.Stat(p, &want) == nil && got.Dev == want.Dev && got.Ino == want.Ino {
+			trusted = true
+			break
+		}
 	}
-	if got.Dev != want.Dev || got.Ino != want.Ino {
-		return shimExe{}, fmt.Errorf("%w: it runs %s, not the file %s: a program other than mcpcage would speak for the process that started it with input of its own; the MCP client must run %s (an administrator sets another with shim_path)", ErrNotShim, name, rule.Path, rule.Path)
+	if !trusted {
+		list := strings.Join(rule.Paths, ", ")
+		return shimExe{}, fmt.Errorf("%w: it runs %s, not the file %s: a program other than mcpcage would speak for the process that started it with input of its own; the MCP client must run %s (an administrator names others with shim_paths)", ErrNotShim, name, list, rule.Paths[0])
 	}
 	f, err := elf.Open(exe)
 	if err != nil {

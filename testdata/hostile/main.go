@@ -276,6 +276,8 @@ func main() {
 	case "euid":
 		fmt.Printf("euid=%d\n", os.Geteuid())
 		return
+	case "setid":
+		detail, err = setID(arg)
 	case "rename-via-symlink-storm":
 		// rename-via-symlink while failed opens (an event each) keep the
 		// session's event budget spent: a rename's event must still reach
