@@ -10,7 +10,10 @@
 // entries become remote mcpcage servers (streamable HTTP, the sign-in
 // kept by the daemon); entries that cannot work through mcpcage (the
 // older HTTP+SSE transport, static credential headers, `docker run`) are
-// left untouched and reported with the reason.
+// left untouched and reported with the reason. An entry's members are
+// read by their exact names, as the clients' JSON.parse reads them; an
+// entry with a member named like one of them in another case ("COMMAND")
+// is left as it is, reported NOT through mcpcage (entry.go).
 //
 // Rewrites are surgical: only the rewritten entries' bytes change, so the
 // rest of the file keeps its order, formatting and unknown keys

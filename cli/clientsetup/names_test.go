@@ -94,8 +94,6 @@ func TestCagedThroughPath(t *testing.T) {
 			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "another mcpcage"},
 		{name: "everything else kept", entry: `{"type":"stdio", "command" : "mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/run/s"}}`,
 			want: `{"type":"stdio", "command" : "/usr/bin/mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/run/s"}}`},
-		{name: "a command key read two ways", entry: `{"command":"mcpcage","Command":"mcpcage","args":["run","x"],"env":{"A":"b"}}`,
-			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`},
 		{name: "setup's own", entry: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, caged: true},
 		{name: "not selected", only: []string{"other"}, entry: `{"command":"mcpcage","args":["run","x"]}`},
 	} {

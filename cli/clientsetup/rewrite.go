@@ -115,17 +115,6 @@ type Result struct {
 // Changed reports whether the file changes.
 func (r *Result) Changed(old []byte) bool { return !bytes.Equal(r.Config, old) }
 
-type entry struct {
-	Command string            `json:"command"`
-	Args    []string          `json:"args"`
-	Env     map[string]string `json:"env"`
-	Cwd     string            `json:"cwd"`
-	Type    string            `json:"type"`
-	URL     string            `json:"url"`
-	Server  string            `json:"serverUrl"`
-	Headers map[string]string `json:"headers"`
-}
-
 // Rewrite transforms one client config.
 func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	if o.Mcpcage == "" {
@@ -171,9 +160,13 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	out := append([]byte(nil), servers...)
 	for _, name := range names {
 		espan := members[name]
-		var e entry
-		if err := json.Unmarshal(espan.Of(servers), &e); err != nil {
+		e, refused, err := decodeEntry(espan.Of(servers))
+		if err != nil {
 			return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
+		}
+		if refused != "" {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, refused))
+			continue
 		}
 		if why, ok := o.Keep[name]; ok {
 			res.Remote = append(res.Remote, name)
@@ -218,7 +211,7 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		case filepath.Base(e.Command) == "mcpcage" && len(e.Args) > 0 && e.Args[0] == "run":
 			// Caged, but through whatever "mcpcage" the client finds (in
 			// its PATH, or elsewhere): the same `run NAME` through ours.
-			out = jsonsplice.Splice(out, espan, repoint(espan.Of(servers), e, c, o))
+			out = jsonsplice.Splice(out, espan, repoint(espan.Of(servers), o))
 			how := "another mcpcage than this one"
 			if !filepath.IsAbs(e.Command) {
 				how = "a name the client looks up in its PATH, which runs whatever comes first there"
@@ -255,27 +248,11 @@ func stdioEntry(c Client, o Options, args []string) []byte {
 }
 
 // repoint is entry (running e, some mcpcage) with its command set to
-// o.Mcpcage and every other member kept (args, env such as
-// MCPCAGE_SOCKET). An entry whose "command" the client and this package
-// might read differently (a key written "Command" too) is written anew
-// with e's arguments.
-func repoint(entry []byte, e entry, c Client, o Options) []byte {
+// o.Mcpcage and every other member kept.
+func repoint(entry []byte, o Options) []byte {
 	members, _ := jsonsplice.Members(entry)
-	var cmd string
-	sp, ok := members["command"]
-	if ok && json.Unmarshal(sp.Of(entry), &cmd) == nil && cmd == e.Command {
-		n := 0
-		for k := range members {
-			if strings.EqualFold(k, "command") {
-				n++
-			}
-		}
-		if n == 1 {
-			path, _ := json.Marshal(o.Mcpcage)
-			return jsonsplice.Splice(entry, sp, path)
-		}
-	}
-	return stdioEntry(c, o, e.Args)
+	path, _ := json.Marshal(o.Mcpcage)
+	return jsonsplice.Splice(entry, members[string(keyCommand)], path)
 }
 
 // keepRemote says why a remote entry stays as it is ("" routes it

@@ -334,3 +334,42 @@ func TestCredentialArgsWarned(t *testing.T) {
 		t.Fatalf("warnings:\n%s", w)
 	}
 }
+
+// TestEntryKeysExactCase: an entry's members are read by their exact
+// names, as the client reads them; one whose name is a known key in
+// another case is left as it is, NOT reported as caged, with the reason
+// (encoding/json read "COMMAND" as the command: a red-team review saw
+// "already through mcpcage: gh" for an entry the client ran as node).
+func TestEntryKeysExactCase(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		entry string
+		note  string // left as it is with this in the reason; "" = imported
+		runs  string // imported: its command
+	}{
+		{"a caged command in capitals", `{"command":"node","args":["/tmp/evil.js"],"COMMAND":"/usr/bin/mcpcage","ARGS":["run","cursor-gh"]}`, `member "ARGS"`, ""},
+		{"an empty Command", `{"command":"node","args":["/tmp/evil.js"],"Command":""}`, `member "Command"`, ""},
+		{"Env beside env", `{"command":"node","env":{"A":"1"},"Env":{"NODE_OPTIONS":"--require /tmp/x.js"}}`, `member "Env"`, ""},
+		{"a url in capitals", `{"command":"node","URL":"https://x.example/mcp"}`, `member "URL"`, ""},
+		{"exact names only", `{"command":"node","args":["/opt/s.js"],"note":"x"}`, "", "node /opt/s.js"},
+		{"the last of two same names wins, as in JSON.parse", `{"command":"a","command":"node"}`, "", "node"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := `{"mcpServers":{"gh":` + tc.entry + `}}`
+			res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.note != "" {
+				if res.Changed([]byte(before)) || len(res.Imported) != 0 || len(res.Unchanged) != 0 || len(res.Notes) != 1 ||
+					!strings.Contains(res.Notes[0], tc.note) || !strings.Contains(res.Notes[0], "NOT through mcpcage") {
+					t.Fatalf("changed %v, imported %+v, unchanged %v, notes %q", res.Changed([]byte(before)), res.Imported, res.Unchanged, res.Notes)
+				}
+				return
+			}
+			if len(res.Imported) != 1 || strings.Join(res.Imported[0].Command, " ") != tc.runs {
+				t.Fatalf("imported %+v, notes %q", res.Imported, res.Notes)
+			}
+		})
+	}
+}
