@@ -209,7 +209,8 @@ timestamped backup and prints the diff and which entries get the network.
 An entry whose server name is taken (by another entry, or a server or
 secrets you have) runs as NAME-2, NAME-3...: setup never replaces what
 it did not make. An entry that runs "mcpcage run NAME" through another
-mcpcage (a bare name found in PATH) is pointed at this one.
+mcpcage (a bare name found in PATH) is pointed at this one; one with a
+socket of its own (--socket, MCPCAGE_SOCKET) is written anew without it.
 Remote (url) entries become remote mcpcage servers: mcpcage speaks
 streamable HTTP to them and keeps the sign-in (mcpcage login NAME).
 "docker run IMAGE" entries become image-based servers (the same image,

@@ -102,7 +102,8 @@ func TestClientSetupRoundTrip(t *testing.T) {
 // TestClientSetupKeepsYours: setup never replaces a server or secret the
 // user made, and restore never removes one; entries whose names make the
 // same server name get a server each; an entry that ran `mcpcage run`
-// through PATH runs setup's mcpcage instead.
+// through PATH with a socket of its own runs setup's mcpcage instead,
+// the socket dropped.
 func TestClientSetupKeepsYours(t *testing.T) {
 	d := startDaemon(t, "")
 	home := t.TempDir()
@@ -137,7 +138,7 @@ func TestClientSetupKeepsYours(t *testing.T) {
 
 	out := d.mustCLI(t, "client", "setup", "claude-desktop", "--home", home)
 	for _, want := range []string{"network: tester gets no network", "tester runs as server claude-desktop-tester-2: claude-desktop-tester is taken",
-		"other runs as server claude-desktop-other-2", "repointed: caged ran `mcpcage run claude-desktop-tester` through \"mcpcage\""} {
+		"other runs as server claude-desktop-other-2", "repointed: caged ran `mcpcage run claude-desktop-tester` through \"mcpcage\" with a socket of its own"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("setup's output lacks %q:\n%s", want, out)
 		}
@@ -158,8 +159,8 @@ func TestClientSetupKeepsYours(t *testing.T) {
 			t.Errorf("entry %q: %s %v, want run %s", entry, e.Command, e.Args, server)
 		}
 	}
-	if parsed.MCPServers["caged"].Env["MCPCAGE_SOCKET"] != d.socket {
-		t.Errorf("the repointed entry lost its env:\n%s", after)
+	if _, kept := parsed.MCPServers["caged"].Env["MCPCAGE_SOCKET"]; kept {
+		t.Errorf("the repointed entry kept its socket of its own:\n%s", after)
 	}
 	if show := d.mustCLI(t, "servers", "show", "claude-desktop-tester-3"); !strings.Contains(show, "--second") {
 		t.Fatalf("the second entry's server:\n%s", show)

@@ -87,13 +87,26 @@ func TestCagedThroughPath(t *testing.T) {
 		want   string // the entry after; "" = as it was
 		caged  bool   // reported as already caged
 		reason string // in the note
+		note   string // left as it is, with this note
 	}{
 		{name: "a bare name", entry: `{"command":"mcpcage","args":["run","whatever"]}`,
 			want: `{"command":"/usr/bin/mcpcage","args":["run","whatever"]}`, reason: "looks up in its PATH"},
 		{name: "another path", entry: `{"command":"/home/alice/bin/mcpcage","args":["run","x"]}`,
 			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "another mcpcage"},
-		{name: "everything else kept", entry: `{"type":"stdio", "command" : "mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/run/s"}}`,
-			want: `{"type":"stdio", "command" : "/usr/bin/mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/run/s"}}`},
+		{name: "everything else kept", entry: `{"type":"stdio", "command" : "mcpcage","args":["run","x"],"env":{"LANG":"C"}}`,
+			want: `{"type":"stdio", "command" : "/usr/bin/mcpcage","args":["run","x"],"env":{"LANG":"C"}}`},
+		// A socket of the entry's own points the shim elsewhere than
+		// mcpcaged: written anew (a red-team review found them trusted).
+		{name: "setup's own with --socket", entry: `{"command":"/usr/bin/mcpcage","args":["run","x","--socket","/tmp/fake.sock"]}`,
+			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "socket of its own"},
+		{name: "setup's own with --socket= first", entry: `{"command":"/usr/bin/mcpcage","args":["--socket=/tmp/fake.sock","run","x"]}`,
+			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "the socket dropped"},
+		{name: "setup's own with MCPCAGE_SOCKET", entry: `{"command":"/usr/bin/mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/tmp/fake.sock"}}`,
+			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "socket of its own"},
+		{name: "through PATH with MCPCAGE_SOCKET", entry: `{"type":"stdio","command":"mcpcage","args":["run","x"],"env":{"MCPCAGE_SOCKET":"/run/s"}}`,
+			want: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, reason: "socket of its own"},
+		{name: "a flag setup does not know", entry: `{"command":"/usr/bin/mcpcage","args":["run","--verbose","x"]}`, note: "NOT through mcpcage"},
+		{name: "two names", entry: `{"command":"mcpcage","args":["run","x","y"]}`, note: "not `mcpcage run NAME`"},
 		{name: "setup's own", entry: `{"command":"/usr/bin/mcpcage","args":["run","x"]}`, caged: true},
 		{name: "not selected", only: []string{"other"}, entry: `{"command":"mcpcage","args":["run","x"]}`},
 	} {
@@ -113,8 +126,9 @@ func TestCagedThroughPath(t *testing.T) {
 				t.Fatalf("config (-want +got):\n%s", diff)
 			}
 			if len(res.Imported) != 0 || (len(res.Unchanged) == 1) != tc.caged || (len(res.Repointed) == 1) != (tc.want != "") ||
-				(tc.reason != "" && !strings.Contains(res.Repointed[0], tc.reason)) {
-				t.Fatalf("imported %v, unchanged %v, repointed %q", res.Imported, res.Unchanged, res.Repointed)
+				(tc.reason != "" && !strings.Contains(res.Repointed[0], tc.reason)) || (tc.note != "") != (len(res.Notes) == 1) ||
+				(tc.note != "" && !strings.Contains(res.Notes[0], tc.note)) {
+				t.Fatalf("imported %v, unchanged %v, repointed %q, notes %q", res.Imported, res.Unchanged, res.Repointed, res.Notes)
 			}
 			if again, err := Rewrite(Clients["cursor"], res.Config, o); err != nil || again.Changed(res.Config) {
 				t.Fatalf("a second run changed the file: %v", err)

@@ -202,21 +202,11 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 			continue
 		case e.Command == "":
 			continue
-		case e.Command == o.Mcpcage && len(e.Args) > 0 && e.Args[0] == "run":
-			res.Unchanged = append(res.Unchanged, name)
+		case filepath.Base(e.Command) == "mcpcage":
+			out = res.recage(out, espan, servers, name, e, c, o)
 			continue
 		case len(o.Only) > 0 && !contains(o.Only, name):
 			res.Skipped = append(res.Skipped, name)
-			continue
-		case filepath.Base(e.Command) == "mcpcage" && len(e.Args) > 0 && e.Args[0] == "run":
-			// Caged, but through whatever "mcpcage" the client finds (in
-			// its PATH, or elsewhere): the same `run NAME` through ours.
-			out = jsonsplice.Splice(out, espan, repoint(espan.Of(servers), o))
-			how := "another mcpcage than this one"
-			if !filepath.IsAbs(e.Command) {
-				how = "a name the client looks up in its PATH, which runs whatever comes first there"
-			}
-			res.Repointed = append(res.Repointed, fmt.Sprintf("%s ran `%s %s` through %q, %s: it now runs %s, with the same arguments", name, filepath.Base(e.Command), strings.Join(e.Args, " "), e.Command, how, o.Mcpcage))
 			continue
 		}
 		srv := importEntry(name, serverName[name], e, o)
@@ -235,6 +225,38 @@ func (r *Result) add(c Client, o Options, srv Server) []byte {
 	}
 	r.Imported = append(r.Imported, srv)
 	return stdioEntry(c, o, []string{"run", srv.Name})
+}
+
+// recage handles entry name of servers (at espan in out), which runs
+// mcpcage: exactly `run NAME` through o.Mcpcage stays; through another
+// mcpcage (a name looked up in PATH) it runs o.Mcpcage, all else kept;
+// with a socket of its own it is written anew as `run NAME`, the
+// socket dropped; anything else mcpcage is asked to do is left, noted.
+func (r *Result) recage(out []byte, espan jsonsplice.Span, servers []byte, name string, e entry, c Client, o Options) []byte {
+	srvName, plain, ok := cagedRun(e)
+	ran := fmt.Sprintf("ran `%s %s` through %q", filepath.Base(e.Command), strings.Join(e.Args, " "), e.Command)
+	switch {
+	case ok && plain && e.Command == o.Mcpcage:
+		r.Unchanged = append(r.Unchanged, name)
+		return out
+	case len(o.Only) > 0 && !contains(o.Only, name):
+		r.Skipped = append(r.Skipped, name)
+		return out
+	case !ok:
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: runs mcpcage with arguments that are not `mcpcage run NAME` (%s): NOT through mcpcage as setup knows it; left as it is: write it as `%s run NAME`", name, strings.Join(e.Args, " "), o.Mcpcage))
+		return out
+	case !plain:
+		r.Repointed = append(r.Repointed, fmt.Sprintf("%s %s with a socket of its own (%s or env %s), which points it at whatever listens there, not at mcpcaged: it now runs `%s run %s`, written anew, the socket dropped", name, ran, socketFlag, api.EnvSocket, o.Mcpcage, srvName))
+		return jsonsplice.Splice(out, espan, stdioEntry(c, o, []string{"run", srvName}))
+	}
+	// Caged, but through whatever "mcpcage" the client finds (in its
+	// PATH, or elsewhere): the same `run NAME` through ours.
+	how := "another mcpcage than this one"
+	if !filepath.IsAbs(e.Command) {
+		how = "a name the client looks up in its PATH, which runs whatever comes first there"
+	}
+	r.Repointed = append(r.Repointed, fmt.Sprintf("%s %s, %s: it now runs %s, with the same arguments", name, ran, how, o.Mcpcage))
+	return jsonsplice.Splice(out, espan, repoint(espan.Of(servers), o))
 }
 
 // stdioEntry is the client entry that runs mcpcage with args.
