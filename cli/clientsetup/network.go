@@ -1,10 +1,13 @@
 package clientsetup
 
 import (
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
+	"syscall"
 )
 
 // An imported local server gets the network only when it is one of the
@@ -21,7 +24,16 @@ import (
 //   - a runner flag it does not know (another registry, extra packages,
 //     a shell command) makes it no match;
 //   - paths never match: `node /opt/.../server-github/dist/index.js` gets
-//     no network, whatever the path says.
+//     no network, whatever the path says;
+//   - a command counts by its own name only when it is root's, in a
+//     system directory (/usr/bin/github-mcp-server, or the bare name
+//     found there): a file of the user's can be anything;
+//   - uv's --python must be a version (3.12, cpython@3.12), not a path to
+//     an interpreter of the user's;
+//   - an entry that sets its working directory (a project whose
+//     node_modules or .npmrc says what runs) or env that changes what a
+//     runner fetches or runs (NODE_OPTIONS, npm_config_*, UV_*, PIP_*,
+//     PYTHON*, PATH, LD_*...) gets no network.
 //
 // No match is the safe default: the server runs with no network, and the
 // user gives it what it needs (mcpcage server add NAME --egress ...).
@@ -64,6 +76,7 @@ const (
 	flagIgnore  runnerFlag = iota + 1 // no value, no bearing on the package
 	flagValue                         // takes a value with no bearing on the package
 	flagPackage                       // takes the package to fetch (the positional is a command of it)
+	flagVersion                       // takes a version of the runner's language (not a path)
 )
 
 // runner is a command that fetches a package and runs it.
@@ -79,7 +92,7 @@ var (
 	}}
 	pypiRunner = runner{pypiRegistry, map[string]runnerFlag{
 		"-q": flagIgnore, "--quiet": flagIgnore, "--isolated": flagIgnore,
-		"--python": flagValue, "--from": flagPackage, "--spec": flagPackage,
+		"--python": flagVersion, "--from": flagPackage, "--spec": flagPackage,
 	}}
 )
 
@@ -97,27 +110,97 @@ var runners = []struct {
 	{"pipx", []string{"run"}, pypiRunner},
 }
 
-// knownNetworkServer names the known network server command runs, or
-// says "" when it runs none of them.
-func knownNetworkServer(command string, args []string) string {
+// knownNetworkServer names the known network server entry e runs, or
+// says "" when it runs none of them; why then says what kept a known
+// server's name from counting ("" when nothing did). rootOwned reports
+// a file of root's in a directory of root's, neither writable by others.
+func knownNetworkServer(e entry, rootOwned func(string) bool) (known, why string) {
+	command, args := e.Command, e.Args
 	base := filepath.Base(command)
 	if slices.Contains(networkCommands, base) {
-		return base
+		if !systemCommand(command, rootOwned) {
+			return "", fmt.Sprintf("it runs %s, which is not root's in a system directory (%s)", command, strings.Join(systemDirs, ", "))
+		}
+		known = base
 	}
 	for _, r := range runners {
-		if r.command != base || len(args) < len(r.sub) || !slices.Equal(args[:len(r.sub)], r.sub) {
+		if known != "" || r.command != base || len(args) < len(r.sub) || !slices.Equal(args[:len(r.sub)], r.sub) {
 			continue
 		}
 		pkg, ok := r.packageArg(args[len(r.sub):])
 		if !ok {
-			return ""
+			return "", ""
 		}
 		if name, ok := packageName(r.registry, pkg); ok && slices.Contains(networkPackages[r.registry], name) {
-			return name
+			known = name
 		}
-		return ""
+		break
 	}
-	return ""
+	switch {
+	case known == "":
+		return "", ""
+	case e.Cwd != "":
+		return "", fmt.Sprintf("it would run %s, but in a working directory of its own (%s), whose files can say what runs", known, e.Cwd)
+	}
+	keys := make([]string, 0, len(e.Env))
+	for k := range e.Env {
+		if redirectsRun(k) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		sort.Strings(keys)
+		return "", fmt.Sprintf("it would run %s, but its env sets %s, which can change what runs", known, strings.Join(keys, ", "))
+	}
+	return known, ""
+}
+
+// systemDirs are where a known server's command counts by its name.
+var systemDirs = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
+// systemCommand reports a command that is a file of root's in one of
+// systemDirs: that path, or a bare name found there.
+func systemCommand(command string, rootOwned func(string) bool) bool {
+	if !strings.Contains(command, "/") {
+		for _, dir := range systemDirs {
+			if rootOwned(filepath.Join(dir, command)) {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.Contains(systemDirs, filepath.Dir(command)) && filepath.Clean(command) == command && rootOwned(command)
+}
+
+// rootOwned reports a regular file of root's, in a directory of root's,
+// that no one else may write.
+func rootOwned(path string) bool {
+	for _, p := range []string{path, filepath.Dir(path)} {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) != nil || st.Uid != 0 || st.Mode&0o022 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// redirectPrefixes start env variables (in any case) that change what a
+// runner fetches or runs, or what the program it starts loads.
+var redirectPrefixes = []string{"NODE_", "NPM_", "YARN_", "PNPM_", "BUN_", "COREPACK_", "UV_", "PIP_", "PIPX_", "PYTHON",
+	"VIRTUAL_ENV", "CONDA_", "LD_", "DYLD_", "XDG_", "GIT_"}
+
+// redirectsRun reports an env variable that can change what runs.
+func redirectsRun(key string) bool {
+	k := strings.ToUpper(key)
+	if k == "PATH" || k == "HOME" {
+		return true
+	}
+	for _, p := range redirectPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // packageArg finds the package a runner's arguments fetch: the value of
@@ -156,7 +239,7 @@ func (r runner) packageArg(args []string) (string, bool) {
 			if inline {
 				return "", false
 			}
-		case flagValue, flagPackage:
+		case flagValue, flagPackage, flagVersion:
 			if !inline {
 				if i+1 >= len(args) {
 					return "", false
@@ -164,8 +247,13 @@ func (r runner) packageArg(args []string) (string, bool) {
 				i++
 				value = args[i]
 			}
-			if r.flags[flag] == flagPackage {
+			switch r.flags[flag] {
+			case flagPackage:
 				pkgs = append(pkgs, value)
+			case flagVersion:
+				if !languageVersion.MatchString(value) {
+					return "", false // --python /home/u/evil: an interpreter of the user's
+				}
 			}
 		default:
 			return "", false // --registry, --with, -c...: not a plain fetch of one package
@@ -187,6 +275,10 @@ func (r runner) serverCommand(command, pkg string) bool {
 	name, ok := packageName(r.registry, pkg)
 	return ok && command == name
 }
+
+// languageVersion is a version of an interpreter a runner picks itself
+// (3.12, python3.12, cpython@3.12.1, pypy3.10), never a path.
+var languageVersion = regexp.MustCompile(`^(?:(?:cpython|pypy|graalpy|python)[-@]?)?[0-9]+(?:\.[0-9]+){0,2}$`)
 
 // plainVersion is a version, range or tag after a package name: no
 // alias (npm:other), url, path or extras.

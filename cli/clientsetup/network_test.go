@@ -55,6 +55,16 @@ func TestNetworkByIdentity(t *testing.T) {
 		{"pipx run", "pipx", []string{"run", "mcp-server-fetch"}, "mcp-server-fetch"},
 		{"GitHub's binary", "/usr/local/bin/github-mcp-server", []string{"stdio"}, "github-mcp-server"},
 		{"an installed package's command", "mcp-server-github", nil, "mcp-server-github"},
+		{"GitHub's binary found in a system directory", "github-mcp-server", []string{"stdio"}, "github-mcp-server"},
+		// Found by a red-team review: a file of the user's can be anything.
+		{"GitHub's binary in the user's home", "/home/alice/bin/github-mcp-server", []string{"stdio"}, ""},
+		{"a known command not found in a system directory", "mcp-server-fetch", nil, ""},
+		{"a relative path", "./github-mcp-server", nil, ""},
+		{"a path through a system directory", "/usr/local/bin/../../../home/alice/github-mcp-server", nil, ""},
+		{"uvx --python a version", "uvx", []string{"--python", "3.12", "mcp-server-fetch"}, "mcp-server-fetch"},
+		{"uvx --python=cpython@3.12", "uvx", []string{"--python=cpython@3.12", "mcp-server-fetch"}, "mcp-server-fetch"},
+		{"uvx --python an interpreter of the user's", "uvx", []string{"--python", "/home/u/evil", "mcp-server-fetch"}, ""},
+		{"uvx --python= a path", "uvx", []string{"--python=./python", "mcp-server-fetch"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, _ := json.Marshal(tc.args)
@@ -80,4 +90,47 @@ func TestNetworkByIdentity(t *testing.T) {
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestNetworkNotWhenRedirected: a known server's name does not count when
+// the entry can change what runs under it: env a runner or the program it
+// starts reads, or a working directory of its own (a project's
+// node_modules, .npmrc). Found by a red-team review.
+func TestNetworkNotWhenRedirected(t *testing.T) {
+	const github = `"command":"npx","args":["-y","@modelcontextprotocol/server-github"]`
+	for _, tc := range []struct {
+		name  string
+		entry string // members of the entry
+		why   string // in NetworkWhy; "" = gets the network
+	}{
+		{"a credential only", github + `,"env":{"GITHUB_PERSONAL_ACCESS_TOKEN":"ghp_x","LOG_LEVEL":"debug"}`, ""},
+		{"NODE_OPTIONS", github + `,"env":{"NODE_OPTIONS":"--require /home/u/evil.js"}`, "its env sets NODE_OPTIONS"},
+		{"npm_config_registry", github + `,"env":{"npm_config_registry":"https://npm.evil.example"}`, "npm_config_registry"},
+		{"NPM_CONFIG_USERCONFIG", github + `,"env":{"NPM_CONFIG_USERCONFIG":"/home/u/.npmrc"}`, "NPM_CONFIG_USERCONFIG"},
+		{"PATH", github + `,"env":{"PATH":"/home/u/bin:/usr/bin"}`, "PATH"},
+		{"LD_PRELOAD", github + `,"env":{"LD_PRELOAD":"/home/u/x.so"}`, "LD_PRELOAD"},
+		{"UV_INDEX_URL", `"command":"uvx","args":["mcp-server-fetch"],"env":{"UV_INDEX_URL":"https://pypi.evil.example"}`, "UV_INDEX_URL"},
+		{"PIP_INDEX_URL", `"command":"uvx","args":["mcp-server-fetch"],"env":{"PIP_INDEX_URL":"https://pypi.evil.example"}`, "PIP_INDEX_URL"},
+		{"PYTHONPATH", `"command":"uvx","args":["mcp-server-fetch"],"env":{"PYTHONPATH":"/home/u/lib"}`, "PYTHONPATH"},
+		{"a working directory", github + `,"cwd":"/home/alice/project"`, "working directory of its own"},
+		{"a command's name with env", `"command":"/usr/local/bin/github-mcp-server","env":{"LD_LIBRARY_PATH":"/home/u"}`, "LD_LIBRARY_PATH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := `{"mcpServers":{"x":{` + tc.entry + `}}}`
+			res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+			if err != nil || len(res.Imported) != 1 {
+				t.Fatalf("%v %+v", err, res)
+			}
+			s := res.Imported[0]
+			if tc.why == "" {
+				if s.Network != "host" {
+					t.Fatalf("network %q (%s): want host", s.Network, s.NetworkWhy)
+				}
+				return
+			}
+			if s.Network != "none" || s.Egress != nil || !strings.Contains(s.NetworkWhy, "x gets no network: ") || !strings.Contains(s.NetworkWhy, tc.why) {
+				t.Fatalf("network %q egress %v why %q: want none, saying %q", s.Network, s.Egress, s.NetworkWhy, tc.why)
+			}
+		})
+	}
 }

@@ -93,6 +93,10 @@ type Options struct {
 	InUse func(name string) bool
 	// IsDir reports whether a path is an existing directory (os by default).
 	IsDir func(string) bool
+	// RootOwned reports a regular file of root's in a directory of
+	// root's, neither writable by others (os by default): a known
+	// server's command counts by its name only then (network.go).
+	RootOwned func(string) bool
 	// Keep are entries to leave as they are, with the reason (the daemon
 	// refused their import).
 	Keep map[string]string
@@ -125,6 +129,9 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	}
 	if o.IsDir == nil {
 		o.IsDir = func(p string) bool { st, err := os.Stat(p); return err == nil && st.IsDir() }
+	}
+	if o.RootOwned == nil {
+		o.RootOwned = rootOwned
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return &Result{Config: data}, nil
@@ -373,11 +380,15 @@ func importEntry(name, srvName string, e entry, o Options) Server {
 			addMount(a) // the folder the server works on, read-only
 		}
 	}
-	if known := knownNetworkServer(e.Command, e.Args); known != "" {
+	known, notKnown := knownNetworkServer(e, o.RootOwned)
+	switch {
+	case known != "":
 		s.Network = "host"
 		s.Egress = []string{"public:443"}
 		s.NetworkWhy = fmt.Sprintf("%s gets the network: it runs %s, a known network server; it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name, known)
-	} else {
+	case notKnown != "":
+		s.NetworkWhy = fmt.Sprintf("%s gets no network: %s; if it needs one, `mcpcage server add %s --egress HOST:PORT -- ...`", name, notKnown, s.Name)
+	default:
 		s.NetworkWhy = fmt.Sprintf("%s gets no network: it runs no known network server (by its exact package or command name); if it needs one, `mcpcage server add %s --egress HOST:PORT -- ...`", name, s.Name)
 	}
 	if base := filepath.Base(e.Command); base == "npx" || base == "uvx" || base == "bunx" {

@@ -17,7 +17,8 @@ import (
 var update = flag.Bool("update", false, "rewrite testdata/clients golden files")
 
 func testOptions() Options {
-	return Options{Home: "/home/alice", IsDir: func(p string) bool { return p == "/home/alice/project" }}
+	return Options{Home: "/home/alice", IsDir: func(p string) bool { return p == "/home/alice/project" },
+		RootOwned: func(p string) bool { return p == "/usr/local/bin/github-mcp-server" || p == "/usr/bin/mcp-server-github" }}
 }
 
 func TestGoldenRewrites(t *testing.T) {
