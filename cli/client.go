@@ -412,9 +412,9 @@ func mcpcagePath(self string) string {
 	return self
 }
 
-// namesInUse reports the server names setup must not take: a server the
-// user has (or an administrator's), or one whose secrets ("NAME.KEY")
-// the user has. Setup imports under free names only, so it never
+// namesInUse reports the names setup must not take: a server the user
+// has (or an administrator's), a secret the user has, or a server whose
+// secrets ("NAME.KEY") the user has. Setup imports under free names only, so it never
 // replaces what it did not make, and restore removes only what it made.
 func namesInUse(socket string) (func(string) bool, error) {
 	var servers []api.ServerInfo
@@ -430,7 +430,7 @@ func namesInUse(socket string) (func(string) bool, error) {
 		taken[s.Name] = true
 	}
 	return func(name string) bool {
-		return taken[name] || slices.ContainsFunc(secrets, func(s string) bool { return strings.HasPrefix(s, name+".") })
+		return taken[name] || slices.ContainsFunc(secrets, func(s string) bool { return s == name || strings.HasPrefix(s, name+".") })
 	}, nil
 }
 

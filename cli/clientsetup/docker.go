@@ -143,7 +143,7 @@ func importDocker(name, srvName string, e entry, o Options) (Server, string) {
 		s.Egress = []string{"public:443"}
 		s.NetworkWhy = fmt.Sprintf("%s gets the network: it had docker's network; under mcpcage it may reach any public address on port 443 (not the host, nor its local networks); narrow egress with `mcpcage server add`", name)
 	}
-	s.moveSecrets(env)
+	s.moveSecrets(env, o)
 	return s, ""
 }
 

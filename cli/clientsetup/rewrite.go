@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -33,12 +34,13 @@ type Server struct {
 }
 
 // moveSecrets sets s.Env to env, with every value that looks like a
-// credential moved to s.Secrets under a name of the server's. A value
+// credential moved to s.Secrets under a name of the server's that no
+// other server of this run and no secret of the user's has (o). A value
 // written "secret:NAME" is the client's literal string, which the server
 // must receive as such: it is stored too, never read as a reference to
 // one of the user's secrets (a hostile entry would name another server's
 // token).
-func (s *Server) moveSecrets(env map[string]string) {
+func (s *Server) moveSecrets(env map[string]string, o Options) {
 	if len(env) == 0 {
 		return
 	}
@@ -59,22 +61,42 @@ func (s *Server) moveSecrets(env map[string]string) {
 		}
 		base := secretName(s.Name, k)
 		name := base
-		for i := 2; s.Secrets[name] != ""; i++ { // two keys, one name
+		for i := 2; s.Secrets[name] != "" || o.secretTaken(name); i++ { // two keys, one name
 			suffix := fmt.Sprintf("-%d", i)
-			name = base[:min(len(base), 128-len(suffix))] + suffix
+			name = base[:min(len(base), maxSecretName-len(suffix))] + suffix
 		}
+		o.secretsGiven[name] = true
 		s.Secrets[name] = v
 		s.Env[k] = "secret:" + name
 	}
 }
 
-// secretName names the secret holding variable key of server.
+// maxSecretName is the longest secret name mcpcaged accepts.
+const maxSecretName = 128
+
+// secretName names the secret holding variable key of server: the
+// server's name, '.', and the key with no '.' (what a name cannot hold
+// replaced by '-'), so that the last '.' ends the server's name and two
+// servers' secrets never share a name (server a's b.TOKEN and server
+// a.b's TOKEN were both a.b.TOKEN: found by a red-team review).
 func secretName(server, key string) string {
-	n := server + "." + strings.Trim(nameRe.ReplaceAllString(key, "-"), "-.")
-	if len(n) > 128 {
-		n = n[:128]
+	k := strings.Trim(secretKeyRe.ReplaceAllString(key, "-"), "-")
+	if k == "" {
+		k = "env"
+	}
+	n := server + "." + k
+	if len(n) > maxSecretName {
+		n = n[:maxSecretName]
 	}
 	return n
+}
+
+var secretKeyRe = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// secretTaken reports a secret name this run gave already, or one the
+// user has (InUse).
+func (o Options) secretTaken(name string) bool {
+	return o.secretsGiven[name] || (o.InUse != nil && o.InUse(name))
 }
 
 // DefaultMcpcage is the mcpcage the package installs.
@@ -88,8 +110,9 @@ type Options struct {
 	// absolute path (DefaultMcpcage when empty): a name looked up in the
 	// client's PATH runs whatever comes first there.
 	Mcpcage string
-	// InUse reports a server name taken by a server or a secret
-	// ("NAME.KEY") the user has: setup never replaces one (nil: none).
+	// InUse reports a name taken by a server or a secret the user has,
+	// or the name of a server whose secrets ("NAME.KEY") the user has:
+	// setup never replaces one (nil: none).
 	InUse func(name string) bool
 	// IsDir reports whether a path is an existing directory (os by default).
 	IsDir func(string) bool
@@ -100,6 +123,8 @@ type Options struct {
 	// Keep are entries to leave as they are, with the reason (the daemon
 	// refused their import).
 	Keep map[string]string
+
+	secretsGiven map[string]bool // secret names this run gave (Rewrite)
 }
 
 // Result of a rewrite.
@@ -130,6 +155,7 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 	if o.IsDir == nil {
 		o.IsDir = func(p string) bool { st, err := os.Stat(p); return err == nil && st.IsDir() }
 	}
+	o.secretsGiven = map[string]bool{}
 	if o.RootOwned == nil {
 		o.RootOwned = rootOwned
 	}
@@ -353,7 +379,7 @@ func expand(p, home string) string {
 // server srvName.
 func importEntry(name, srvName string, e entry, o Options) Server {
 	s := Server{Entry: name, ServerDef: api.ServerDef{Name: srvName, Network: "none"}}
-	s.moveSecrets(e.Env)
+	s.moveSecrets(e.Env, o)
 	args := make([]string, 0, len(e.Args))
 	for _, a := range e.Args {
 		args = append(args, expand(a, o.Home))

@@ -18,7 +18,9 @@ var update = flag.Bool("update", false, "rewrite testdata/clients golden files")
 
 func testOptions() Options {
 	return Options{Home: "/home/alice", IsDir: func(p string) bool { return p == "/home/alice/project" },
-		RootOwned: func(p string) bool { return p == "/usr/local/bin/github-mcp-server" || p == "/usr/bin/mcp-server-github" }}
+		RootOwned: func(p string) bool {
+			return p == "/usr/local/bin/github-mcp-server" || p == "/usr/bin/mcp-server-github"
+		}}
 }
 
 func TestGoldenRewrites(t *testing.T) {
@@ -310,7 +312,8 @@ func TestLooksSecret(t *testing.T) {
 
 func TestMoveSecrets(t *testing.T) {
 	s := Server{ServerDef: api.ServerDef{Name: "c-x"}}
-	s.moveSecrets(map[string]string{"PATH": "/usr/bin", "A TOKEN": "t1", "A-TOKEN": "t2", "OTHER": "secret:c-gh.GITHUB_TOKEN", "EMPTY_TOKEN": ""})
+	s.moveSecrets(map[string]string{"PATH": "/usr/bin", "A TOKEN": "t1", "A-TOKEN": "t2", "OTHER": "secret:c-gh.GITHUB_TOKEN", "EMPTY_TOKEN": ""},
+		Options{secretsGiven: map[string]bool{}})
 	want := map[string]string{"PATH": "/usr/bin", "A TOKEN": "secret:c-x.A-TOKEN", "A-TOKEN": "secret:c-x.A-TOKEN-2",
 		"OTHER": "secret:c-x.OTHER", "EMPTY_TOKEN": ""}
 	if diff := cmp.Diff(want, s.Env); diff != "" {
@@ -370,6 +373,48 @@ func TestEntryKeysExactCase(t *testing.T) {
 			}
 			if len(res.Imported) != 1 || strings.Join(res.Imported[0].Command, " ") != tc.runs {
 				t.Fatalf("imported %+v, notes %q", res.Imported, res.Notes)
+			}
+		})
+	}
+}
+
+// TestSecretNamesUnique: no two servers of one run, and no secret of the
+// user's, share a secret name. A red-team review found entry a's env
+// b.TOKEN and entry a.b's TOKEN both stored as cursor-a.b.TOKEN: one
+// server got the other's credential.
+func TestSecretNamesUnique(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		servers string            // the mcpServers object
+		inUse   []string          // names the user has
+		want    map[string]string // secret -> value
+	}{
+		{"a dotted key and a dotted entry", `{"a":{"command":"x","env":{"b.TOKEN":"t1"}},"a.b":{"command":"x","env":{"TOKEN":"t2"}}}`, nil,
+			map[string]string{"cursor-a.b-TOKEN": "t1", "cursor-a.b.TOKEN": "t2"}},
+		{"dots anywhere in the key", `{"a":{"command":"x","env":{"..b..c.TOKEN.":"t1"}},"a.b.c":{"command":"x","env":{"TOKEN":"t2"}}}`, nil,
+			map[string]string{"cursor-a.b-c-TOKEN": "t1", "cursor-a.b.c.TOKEN": "t2"}},
+		{"a secret of the user's with the name", `{"a":{"command":"x","env":{"b TOKEN":"t1"}}}`, []string{"cursor-a.b-TOKEN"},
+			map[string]string{"cursor-a.b-TOKEN-2": "t1"}},
+		{"a key with no letters", `{"a":{"command":"x","env":{".":"secret:v"}}}`, nil, map[string]string{"cursor-a.env": "secret:v"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := testOptions()
+			o.InUse = func(n string) bool { return slices.Contains(tc.inUse, n) }
+			res, err := Rewrite(Clients["cursor"], []byte(`{"mcpServers":`+tc.servers+`}`), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for _, s := range res.Imported {
+				for name, v := range s.Secrets {
+					if _, dup := got[name]; dup {
+						t.Errorf("secret %s given twice", name)
+					}
+					got[name] = v
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("secrets (-want +got):\n%s", diff)
 			}
 		})
 	}
