@@ -200,7 +200,8 @@ func clientCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
 		Use:   "setup CLIENT",
 		Short: "Import CLIENT's stdio servers as your mcpcage servers and point the client at `mcpcage run`",
 		Long: `Setup reads CLIENT's configuration (` + strings.Join(clientsetup.Names(), ", ") + `),
-imports every local (stdio) server as one of your mcpcage servers with a
+imports every local (stdio) server (Claude Code's per-project ones too)
+as one of your mcpcage servers with a
 conservative sandbox (no network unless it is a known network server,
 named exactly: the package npx, uvx... fetch, or the command's name; the
 folders it works on mounted read-only), rewrites the entry to
@@ -341,7 +342,7 @@ undoes it, secrets included.`,
 		},
 	}
 	setup.Flags().BoolVar(&dryRun, "dry-run", false, "print the diff, change nothing")
-	setup.Flags().StringArrayVar(&only, "server", nil, "import only this entry (repeatable)")
+	setup.Flags().StringArrayVar(&only, "server", nil, "import only this entry (repeatable; a Claude Code project's by its name or as 'NAME (project PATH)')")
 	setup.Flags().StringVar(&home, "home", "", "home directory (default: yours)")
 	must(setup.Flags().MarkHidden("home"))
 	restore := &cobra.Command{

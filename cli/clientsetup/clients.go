@@ -15,6 +15,10 @@
 // entry with a member named like one of them in another case ("COMMAND")
 // is left as it is, reported NOT through mcpcage (entry.go).
 //
+// Claude Code's per-project servers (projects."/path".mcpServers in
+// ~/.claude.json) are rewritten as well, under names of their own
+// (scopes.go).
+//
 // Rewrites are surgical: only the rewritten entries' bytes change, so the
 // rest of the file keeps its order, formatting and unknown keys
 // (internal/jsonsplice finds the spans). A file that is not plain JSON
@@ -45,12 +49,15 @@ type Client struct {
 	Key string
 	// StdioType, when set, is written as the rewritten entry's "type".
 	StdioType string
+	// Projects, when set, is the key of an object of projects by path,
+	// each with servers of its own under Key (scopes.go).
+	Projects string
 }
 
 // Clients are the supported clients (Linux locations).
 var Clients = map[string]Client{
 	"claude-desktop": {Name: "claude-desktop", Path: ".config/Claude/claude_desktop_config.json", Key: "mcpServers"},
-	"claude-code":    {Name: "claude-code", Path: ".claude.json", Key: "mcpServers", StdioType: "stdio"},
+	"claude-code":    {Name: "claude-code", Path: ".claude.json", Key: "mcpServers", StdioType: "stdio", Projects: "projects"},
 	"cursor":         {Name: "cursor", Path: ".cursor/mcp.json", Key: "mcpServers"},
 	"vscode":         {Name: "vscode", Path: ".config/Code/User/mcp.json", Key: "servers", StdioType: "stdio"},
 	"windsurf":       {Name: "windsurf", Path: ".codeium/windsurf/mcp_config.json", Key: "mcpServers"},

@@ -31,26 +31,25 @@ func ServerName(client, entry string) string {
 const maxSuffix = 1000
 
 // serverNames names every entry of a client's file (in the file's
-// order): its ServerName, or when an earlier entry has that name or
+// order): its base name, or when an earlier entry has that name or
 // inUse says it is taken, the name with -2, -3... (cut to fit in 63
 // bytes). The same file and the same names in use give the same names.
 // Every entry gets one, imported or not, so leaving an entry out (the
 // daemon refused its image) does not rename the others.
-func serverNames(client string, entries []string, inUse func(string) bool) (map[string]string, error) {
-	names := make(map[string]string, len(entries))
+func serverNames(entries []entryRef, inUse func(string) bool) ([]string, error) {
+	names := make([]string, len(entries))
 	given := map[string]bool{}
-	for _, e := range entries {
-		base := ServerName(client, e)
-		n := base
-		for i := 2; given[n] || (inUse != nil && inUse(n)); i++ {
-			if i > maxSuffix {
-				return nil, fmt.Errorf("no free server name for %q: %s and %s-2 to -%d are all in use; nothing was changed", e, base, base, maxSuffix)
+	for i, e := range entries {
+		n := e.base
+		for j := 2; given[n] || (inUse != nil && inUse(n)); j++ {
+			if j > maxSuffix {
+				return nil, fmt.Errorf("no free server name for %q: %s and %s-2 to -%d are all in use; nothing was changed", e.label, e.base, e.base, maxSuffix)
 			}
-			suffix := fmt.Sprintf("-%d", i)
-			n = base[:min(len(base), maxServerName-len(suffix))] + suffix
+			suffix := fmt.Sprintf("-%d", j)
+			n = e.base[:min(len(e.base), maxServerName-len(suffix))] + suffix
 		}
 		given[n] = true
-		names[e] = n
+		names[i] = n
 	}
 	return names, nil
 }

@@ -170,117 +170,109 @@ func Rewrite(c Client, data []byte, o Options) (*Result, error) {
 		return nil, fmt.Errorf("%s is not a JSON object; nothing was changed", c.Path)
 	}
 	res := &Result{Config: data}
-	sp, ok := top[c.Key]
-	if !ok {
-		return res, nil
-	}
-	servers := sp.Of(data)
-	members, ok := jsonsplice.Members(servers)
-	if !ok {
-		return nil, fmt.Errorf("%s: %q is not an object; nothing was changed", c.Path, c.Key)
-	}
-	// Rewrite from the end so earlier spans stay valid.
-	names := make([]string, 0, len(members))
-	for n := range members {
-		names = append(names, n)
-	}
-	sort.Slice(names, func(i, j int) bool { return members[names[i]].Start < members[names[j]].Start })
-	serverName, err := serverNames(c.Name, names, o.InUse)
+	refs, err := fileEntries(c, data, top)
 	if err != nil {
 		return nil, err
 	}
-	slices.Reverse(names)
-	out := append([]byte(nil), servers...)
-	for _, name := range names {
-		espan := members[name]
-		e, refused, err := decodeEntry(espan.Of(servers))
+	serverName, err := serverNames(refs, o.InUse)
+	if err != nil {
+		return nil, err
+	}
+	// Rewrite from the end so earlier spans stay valid.
+	out := data
+	for i := len(refs) - 1; i >= 0; i-- {
+		repl, err := res.rewriteEntry(c, o, refs[i], serverName[i], refs[i].span.Of(data))
 		if err != nil {
-			return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
+			return nil, err
 		}
-		if refused != "" {
-			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, refused))
-			continue
+		if repl != nil {
+			out = jsonsplice.Splice(out, refs[i].span, repl)
 		}
-		if why, ok := o.Keep[name]; ok {
-			res.Remote = append(res.Remote, name)
-			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
-			continue
-		}
-		remote := e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http"
-		if why := keepRemote(e); remote && why != "" {
-			res.Remote = append(res.Remote, name)
-			res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
-			continue
-		}
-		switch {
-		case remote && len(o.Only) > 0 && !contains(o.Only, name):
-			res.Skipped = append(res.Skipped, name)
-			continue
-		case remote:
-			srv := Server{Entry: name, ServerDef: api.ServerDef{Name: serverName[name], URL: orStr(e.URL, e.Server)}}
-			srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s is remote: if it asks for a sign-in, run `mcpcage login %s`; mcpcage keeps the tokens", name, srv.Name))
-			out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
-			continue
-		case isDocker(e) && len(o.Only) > 0 && !contains(o.Only, name):
-			res.Skipped = append(res.Skipped, name)
-			continue
-		case isDocker(e):
-			srv, why := importDocker(name, serverName[name], e, o)
-			if why != "" {
-				res.Remote = append(res.Remote, name)
-				res.Notes = append(res.Notes, fmt.Sprintf("%s: %s", name, why))
-				continue
-			}
-			out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
-			continue
-		case e.Command == "":
-			continue
-		case filepath.Base(e.Command) == "mcpcage":
-			out = res.recage(out, espan, servers, name, e, c, o)
-			continue
-		case len(o.Only) > 0 && !contains(o.Only, name):
-			res.Skipped = append(res.Skipped, name)
-			continue
-		}
-		srv := importEntry(name, serverName[name], e, o)
-		out = jsonsplice.Splice(out, espan, res.add(c, o, srv))
 	}
 	sort.Slice(res.Imported, func(i, j int) bool { return res.Imported[i].Name < res.Imported[j].Name })
-	res.Config = jsonsplice.Splice(data, sp, out)
+	res.Config = out
 	return res, nil
+}
+
+// rewriteEntry says what entry ref (raw) becomes, running server
+// srvName: its new value, or nil to leave it as it is.
+func (r *Result) rewriteEntry(c Client, o Options, ref entryRef, srvName string, raw []byte) ([]byte, error) {
+	name := ref.label
+	e, refused, err := decodeEntry(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: server %q is malformed: %v; nothing was changed", c.Path, name, err)
+	}
+	if refused != "" {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", name, refused))
+		return nil, nil
+	}
+	if why, ok := o.Keep[name]; ok {
+		r.Remote = append(r.Remote, name)
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", name, why))
+		return nil, nil
+	}
+	remote := e.URL != "" || e.Server != "" || e.Type == "http" || e.Type == "sse" || e.Type == "streamable-http"
+	if why := keepRemote(e); remote && why != "" {
+		r.Remote = append(r.Remote, name)
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", name, why))
+		return nil, nil
+	}
+	unselected := len(o.Only) > 0 && !contains(o.Only, ref.name) && !contains(o.Only, ref.label)
+	switch {
+	case e.Command == "" && !remote:
+		return nil, nil
+	case filepath.Base(e.Command) == "mcpcage" && !remote:
+		return r.recage(raw, name, unselected, e, c, o), nil
+	case unselected:
+		r.Skipped = append(r.Skipped, name)
+		return nil, nil
+	case remote:
+		srv := Server{Entry: name, ServerDef: api.ServerDef{Name: srvName, URL: orStr(e.URL, e.Server)}}
+		srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s is remote: if it asks for a sign-in, run `mcpcage login %s`; mcpcage keeps the tokens", name, srv.Name))
+		return r.add(c, o, ref.base, srv), nil
+	case isDocker(e):
+		srv, why := importDocker(name, srvName, e, o)
+		if why != "" {
+			r.Remote = append(r.Remote, name)
+			r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", name, why))
+			return nil, nil
+		}
+		return r.add(c, o, ref.base, srv), nil
+	}
+	return r.add(c, o, ref.base, importEntry(name, srvName, e, o)), nil
 }
 
 // add records srv as imported, with a warning when its entry's name
 // was taken, and returns the entry that runs it.
-func (r *Result) add(c Client, o Options, srv Server) []byte {
-	if base := ServerName(c.Name, srv.Entry); srv.Name != base {
+func (r *Result) add(c Client, o Options, base string, srv Server) []byte {
+	if srv.Name != base {
 		srv.Warnings = append(srv.Warnings, fmt.Sprintf("%s runs as server %s: %s is taken (by a server or secret of yours, or another entry of this file); nothing of yours is replaced", srv.Entry, srv.Name, base))
 	}
 	r.Imported = append(r.Imported, srv)
 	return stdioEntry(c, o, []string{"run", srv.Name})
 }
 
-// recage handles entry name of servers (at espan in out), which runs
-// mcpcage: exactly `run NAME` through o.Mcpcage stays; through another
+// recage says what entry name (raw), which runs mcpcage, becomes (nil:
+// as it is): exactly `run NAME` through o.Mcpcage stays; through another
 // mcpcage (a name looked up in PATH) it runs o.Mcpcage, all else kept;
 // with a socket of its own it is written anew as `run NAME`, the
 // socket dropped; anything else mcpcage is asked to do is left, noted.
-func (r *Result) recage(out []byte, espan jsonsplice.Span, servers []byte, name string, e entry, c Client, o Options) []byte {
+func (r *Result) recage(raw []byte, name string, unselected bool, e entry, c Client, o Options) []byte {
 	srvName, plain, ok := cagedRun(e)
 	ran := fmt.Sprintf("ran `%s %s` through %q", filepath.Base(e.Command), strings.Join(e.Args, " "), e.Command)
 	switch {
 	case ok && plain && e.Command == o.Mcpcage:
 		r.Unchanged = append(r.Unchanged, name)
-		return out
-	case len(o.Only) > 0 && !contains(o.Only, name):
+		return nil
+	case unselected:
 		r.Skipped = append(r.Skipped, name)
-		return out
+		return nil
 	case !ok:
 		r.Notes = append(r.Notes, fmt.Sprintf("%s: runs mcpcage with arguments that are not `mcpcage run NAME` (%s): NOT through mcpcage as setup knows it; left as it is: write it as `%s run NAME`", name, strings.Join(e.Args, " "), o.Mcpcage))
-		return out
+		return nil
 	case !plain:
 		r.Repointed = append(r.Repointed, fmt.Sprintf("%s %s with a socket of its own (%s or env %s), which points it at whatever listens there, not at mcpcaged: it now runs `%s run %s`, written anew, the socket dropped", name, ran, socketFlag, api.EnvSocket, o.Mcpcage, srvName))
-		return jsonsplice.Splice(out, espan, stdioEntry(c, o, []string{"run", srvName}))
+		return stdioEntry(c, o, []string{"run", srvName})
 	}
 	// Caged, but through whatever "mcpcage" the client finds (in its
 	// PATH, or elsewhere): the same `run NAME` through ours.
@@ -289,7 +281,7 @@ func (r *Result) recage(out []byte, espan jsonsplice.Span, servers []byte, name 
 		how = "a name the client looks up in its PATH, which runs whatever comes first there"
 	}
 	r.Repointed = append(r.Repointed, fmt.Sprintf("%s %s, %s: it now runs %s, with the same arguments", name, ran, how, o.Mcpcage))
-	return jsonsplice.Splice(out, espan, repoint(espan.Of(servers), o))
+	return repoint(raw, o)
 }
 
 // stdioEntry is the client entry that runs mcpcage with args.
