@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,6 +112,10 @@ type clientState struct {
 	Servers []string `json:"servers"`
 	Secrets []string `json:"secrets,omitempty"` // moved to the user's secret store
 	Time    string   `json:"time"`
+	// Mode is the configuration's permission bits, given back by
+	// restore: the backup is 0600 whatever they were, as it keeps the
+	// credentials moved to the secret store (0: the backup's, as before).
+	Mode uint32 `json:"mode,omitempty"`
 }
 
 func statePath(home string) string { return filepath.Join(home, stateRel) }
@@ -127,13 +133,27 @@ func checkRestoreState(c clientsetup.Client, home string, st clientState) error 
 	}
 	suffix, ok := strings.CutPrefix(st.Backup, cfg+backupInfix)
 	if !ok || suffix == "" || strings.ContainsAny(suffix, "/\x00") {
-		return fmt.Errorf("%s names %q as %s's backup, which client setup does not write (%s%s<time>): refused", statePath(home), st.Backup, c.Name, cfg, backupInfix)
+		return fmt.Errorf("%s names %q as %s's backup, which client setup does not write (%s%s<time>-<random>): refused", statePath(home), st.Backup, c.Name, cfg, backupInfix)
 	}
 	return nil
 }
 
 // backupInfix joins a client's config path and its backup's time.
 const backupInfix = ".mcpcage-backup-"
+
+// writeBackup writes data, a client's configuration at path, to a new
+// file beside it readable by its owner only (it keeps the credentials
+// setup moves to the secret store), named with the time and a random
+// suffix (two runs within a second collided: found by a red-team
+// review), and returns its name.
+func writeBackup(path string, data []byte) (string, error) {
+	var r [4]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	backup := path + backupInfix + time.Now().Format("20060102-150405") + "-" + hex.EncodeToString(r[:])
+	return backup, writeNew(backup, data, 0o600)
+}
 
 // readBackup reads a backup that is a regular file, not through a link,
 // and returns its content and mode.
@@ -273,6 +293,7 @@ undoes it, secrets included.`,
 				}
 				if len(opts.Keep) > 0 {
 					if res, err = clientsetup.Rewrite(c, old, opts); err != nil {
+						removeImported(*socket, added, stored, stderr)
 						return err
 					}
 				}
@@ -310,26 +331,46 @@ undoes it, secrets included.`,
 				return out.Flush()
 			}
 			if err := out.Flush(); err != nil {
+				removeImported(*socket, added, stored, stderr)
 				return err
 			}
-			backup := path + backupInfix + time.Now().Format("20060102-150405")
-			st, _ := os.Stat(path)
-			if err := writeNew(backup, old, st.Mode().Perm()); err != nil {
-				return fmt.Errorf("write backup: %w", err)
+			st, err := os.Stat(path)
+			if err != nil {
+				removeImported(*socket, added, stored, stderr)
+				return fmt.Errorf("%s: %w; nothing was changed", path, err)
+			}
+			backup, err := writeBackup(path, old)
+			if err != nil {
+				removeImported(*socket, added, stored, stderr)
+				return fmt.Errorf("write the backup of %s: %w; nothing was changed", path, err)
+			}
+			// The state before the file, so that restore knows every
+			// server the file runs; a failure undoes all before it.
+			prev, had := state[c.Name]
+			next := prev
+			if next.Backup == "" {
+				next = clientState{Path: path, Backup: backup, Mode: uint32(st.Mode().Perm())}
+			}
+			next.Servers = append(slices.Clip(next.Servers), added...)
+			next.Secrets = append(slices.Clip(next.Secrets), stored...)
+			next.Time = time.Now().Format(time.RFC3339)
+			state[c.Name] = next
+			if err := saveState(home, state); err != nil {
+				removeImported(*socket, added, stored, stderr)
+				_ = os.Remove(backup)
+				return fmt.Errorf("record what setup did in %s: %w; nothing was changed", statePath(home), err)
 			}
 			if err := replaceFile(path, res.Config, st.Mode().Perm()); err != nil {
-				return err
-			}
-			prev := state[c.Name]
-			if prev.Backup == "" {
-				prev = clientState{Path: path, Backup: backup}
-			}
-			prev.Servers = append(prev.Servers, added...)
-			prev.Secrets = append(prev.Secrets, stored...)
-			prev.Time = time.Now().Format(time.RFC3339)
-			state[c.Name] = prev
-			if err := saveState(home, state); err != nil {
-				return err
+				delete(state, c.Name)
+				if had {
+					state[c.Name] = prev
+				}
+				if serr := saveState(home, state); serr != nil {
+					return fmt.Errorf("write %s: %w; %s still records the servers imported (undo them with mcpcage client restore %s): %v", path, err, statePath(home), c.Name, serr)
+				}
+				removeImported(*socket, added, stored, stderr)
+				_ = os.Remove(backup)
+				return fmt.Errorf("write %s: %w; nothing was changed", path, err)
 			}
 			if len(stored) > 0 {
 				if _, err := fmt.Fprintf(stdout, "the backup keeps the credentials that went to your secret store (mcpcage client restore needs it): delete it once you no longer want the way back\n"); err != nil {
@@ -374,6 +415,9 @@ undoes it, secrets included.`,
 			b, mode, err := readBackup(st.Backup)
 			if err != nil {
 				return fmt.Errorf("read backup: %w", err)
+			}
+			if st.Mode != 0 {
+				mode = os.FileMode(st.Mode) & os.ModePerm
 			}
 			if err := replaceFile(st.Path, b, mode); err != nil {
 				return err
@@ -441,18 +485,7 @@ func namesInUse(socket string) (func(string) bool, error) {
 // failure undoes everything done so far.
 func importServers(socket string, servers []clientsetup.Server, keep map[string]string, stderr io.Writer) (added, stored []string, err error) {
 	call := func(req api.Request) error { return api.Call(api.SocketPath(socket), req, nil) }
-	undo := func() {
-		for _, n := range added {
-			if err := call(api.Request{Op: api.OpServerRm, Name: n}); err != nil {
-				warn(stderr, "undo import of %s: remove server: %v", n, err)
-			}
-		}
-		for _, n := range stored {
-			if err := call(api.Request{Op: api.OpSecretRm, Name: n}); err != nil {
-				warn(stderr, "undo import: remove secret %s: %v", n, err)
-			}
-		}
-	}
+	undo := func() { removeImported(socket, added, stored, stderr) }
 	for _, s := range servers {
 		var mine []string
 		for name, value := range s.Secrets {
@@ -482,6 +515,22 @@ func importServers(socket string, servers []clientsetup.Server, keep map[string]
 		added = append(added, s.Name)
 	}
 	return added, stored, nil
+}
+
+// removeImported undoes an import: it removes the servers added and the
+// secrets stored, warning of what it could not remove.
+func removeImported(socket string, added, stored []string, stderr io.Writer) {
+	call := func(req api.Request) error { return api.Call(api.SocketPath(socket), req, nil) }
+	for _, n := range added {
+		if err := call(api.Request{Op: api.OpServerRm, Name: n}); err != nil {
+			warn(stderr, "undo import of %s: remove server: %v", n, err)
+		}
+	}
+	for _, n := range stored {
+		if err := call(api.Request{Op: api.OpSecretRm, Name: n}); err != nil {
+			warn(stderr, "undo import: remove secret %s: %v", n, err)
+		}
+	}
 }
 
 // redactSecrets replaces in text the credentials servers carry to the
