@@ -25,9 +25,10 @@ import (
 //     a shell command) makes it no match;
 //   - paths never match: `node /opt/.../server-github/dist/index.js` gets
 //     no network, whatever the path says;
-//   - a command counts by its own name only when it is root's, in a
-//     system directory (/usr/bin/github-mcp-server, or the bare name
-//     found there): a file of the user's can be anything;
+//   - a command counts by its own name, and a runner as one, only when
+//     it is root's, in a system directory (/usr/bin/github-mcp-server,
+//     /usr/bin/npx, or the bare name found there): a file of the user's
+//     (a cloned project's ./npx) can be anything;
 //   - uv's --python must be a version (3.12, cpython@3.12), not a path to
 //     an interpreter of the user's;
 //   - an entry that sets its working directory (a project whose
@@ -130,6 +131,9 @@ func knownNetworkServer(e entry, rootOwned func(string) bool) (known, why string
 		pkg, ok := r.packageArg(args[len(r.sub):])
 		if !ok {
 			return "", ""
+		}
+		if !systemCommand(command, rootOwned) {
+			return "", fmt.Sprintf("it runs %s, which is not root's in a system directory (%s)", command, strings.Join(systemDirs, ", "))
 		}
 		if name, ok := packageName(r.registry, pkg); ok && slices.Contains(networkPackages[r.registry], name) {
 			known = name

@@ -61,6 +61,8 @@ func TestNetworkByIdentity(t *testing.T) {
 		{"a known command not found in a system directory", "mcp-server-fetch", nil, ""},
 		{"a relative path", "./github-mcp-server", nil, ""},
 		{"a path through a system directory", "/usr/local/bin/../../../home/alice/github-mcp-server", nil, ""},
+		{"a runner of the user's", "/home/alice/clone/npx", []string{"-y", "@modelcontextprotocol/server-github"}, ""},
+		{"a runner not in a system directory", "pnpx", []string{"firecrawl-mcp"}, ""},
 		{"uvx --python a version", "uvx", []string{"--python", "3.12", "mcp-server-fetch"}, "mcp-server-fetch"},
 		{"uvx --python=cpython@3.12", "uvx", []string{"--python=cpython@3.12", "mcp-server-fetch"}, "mcp-server-fetch"},
 		{"uvx --python an interpreter of the user's", "uvx", []string{"--python", "/home/u/evil", "mcp-server-fetch"}, ""},

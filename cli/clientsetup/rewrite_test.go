@@ -18,10 +18,12 @@ var update = flag.Bool("update", false, "rewrite testdata/clients golden files")
 
 func testOptions() Options {
 	return Options{Home: "/home/alice", IsDir: func(p string) bool { return p == "/home/alice/project" },
-		RootOwned: func(p string) bool {
-			return p == "/usr/local/bin/github-mcp-server" || p == "/usr/bin/mcp-server-github"
-		}}
+		RootOwned: func(p string) bool { return slices.Contains(rootsFiles, p) }}
 }
+
+// rootsFiles are the files of root's testOptions knows.
+var rootsFiles = []string{"/usr/local/bin/github-mcp-server", "/usr/bin/mcp-server-github", "/usr/local/bin/npx", "/usr/bin/bunx",
+	"/usr/bin/pnpm", "/usr/bin/yarn", "/usr/bin/npm", "/usr/bin/uvx", "/usr/bin/uv", "/usr/bin/pipx"}
 
 func TestGoldenRewrites(t *testing.T) {
 	for _, name := range Names() {
