@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,32 +47,74 @@ type runNamespace struct {
 // see: not under /tmp, /root or /home, which sandboxes get private copies of).
 const itestRoot = "/var/lib/mcpcage-itest"
 
-// stampedEnv marks a test process that exec'd itself once the exec
-// stamper ran (see stampSelf).
+// stampedEnv marks the processes of stampSelf: "parent" the test binary
+// exec'd again once the exec stamper ran, "child" the one that runs the
+// tests.
 const stampedEnv = "MCPCAGE_ITEST_STAMPED"
 
 // stampSelf loads the daemon's exec stamper (pinned: the daemons the
-// tests start find it) and execs this test binary again, so that the
-// test process, the agent of many tests, has its exec recorded: mcpcaged
-// refuses a compiled agent older than the record, whose environment at
-// exec it cannot know. Without root nothing happens (the tests that need
-// it say so).
+// tests start find it), execs this test binary again, and runs the tests
+// in a child of that process (a fork and one exec). So the test process,
+// the agent of many tests, has its exec recorded (mcpcaged refuses a
+// compiled agent older than the record, whose environment at exec it
+// cannot know), and where a test plays the shim itself (it speaks the
+// shim's protocol) it is a process exec'd once by a parent the record
+// knows, as a client's mcpcage run is, whatever ran the tests (go test,
+// itself older than the record on a fresh machine). Without root nothing
+// happens (the tests that need it say so).
 func stampSelf() {
-	if os.Geteuid() != 0 || os.Getenv(stampedEnv) != "" {
+	if os.Geteuid() != 0 {
 		return
 	}
-	s, err := mcpcaged.LoadExecStamps()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: the exec stamper did not load (%v): tests whose agent is this process will be refused\n", err)
-		return
-	}
-	_ = s.Close() // pinned: it stays
 	self, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(self, os.Args, append(os.Environ(), stampedEnv+"=1"))
+	switch os.Getenv(stampedEnv) {
+	case "child":
+		return
+	case "parent":
+		if err == nil {
+			os.Exit(runTestsInChild(self))
+		}
+	default:
+		s, lerr := mcpcaged.LoadExecStamps()
+		if lerr != nil {
+			fmt.Fprintf(os.Stderr, "integration: the exec stamper did not load (%v): tests whose agent is this process will be refused\n", lerr)
+			return
+		}
+		_ = s.Close() // pinned: it stays
+		if err == nil {
+			err = syscall.Exec(self, os.Args, append(os.Environ(), stampedEnv+"=parent"))
+		}
 	}
 	fmt.Fprintf(os.Stderr, "integration: exec this test binary again under the exec stamper: %v\n", err)
 	os.Exit(1)
+}
+
+// runTestsInChild runs this test binary (self) with this process's
+// arguments in a child that dies with it, passes signals on, and returns
+// its exit code.
+func runTestsInChild(self string) int {
+	runtime.LockOSThread() // Pdeathsig follows the thread that started the child
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), stampedEnv+"=child")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: start the tests' process: %v\n", err)
+		return 1
+	}
+	go func() {
+		for sig := range signals {
+			_ = cmd.Process.Signal(sig)
+		}
+	}()
+	err := cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code >= 0 {
+		return code
+	}
+	fmt.Fprintf(os.Stderr, "integration: the tests' process: %v\n", err)
+	return 1
 }
 
 func TestMain(m *testing.M) {
@@ -234,9 +278,8 @@ func startDaemon(t testing.TB, extra string, opts ...func(*daemon)) *daemon {
 
 // testIsTheShim is a [daemon] section that makes this test binary a
 // mcpcage the daemon trusts as a shim (shim_paths, beside the real one),
-// for tests that speak the shim's side of the protocol themselves. The
-// binary exec'd itself once (stampSelf), so it is a shim exec'd twice
-// since its fork: allow_shim_launchers lets it through (unverified).
+// for tests that speak the shim's side of the protocol themselves (the
+// test process is exec'd once by its parent: see stampSelf).
 func testIsTheShim(t testing.TB) string {
 	t.Helper()
 	setup(t) // env.bin is known after setup
@@ -244,7 +287,7 @@ func testIsTheShim(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("[daemon]\nshim_paths = [%q, %q]\nallow_shim_launchers = true\n", self, filepath.Join(env.bin, "mcpcage"))
+	return fmt.Sprintf("[daemon]\nshim_paths = [%q, %q]\n", self, filepath.Join(env.bin, "mcpcage"))
 }
 
 // failpoints has startDaemon run bin/mcpcaged-failpoints (built with the

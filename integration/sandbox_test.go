@@ -198,7 +198,8 @@ func TestNoSetIDFilesLeftOnTheHost(t *testing.T) {
 				}
 			}
 			d.waitLog(`msg="sandbox denied a system call"`)
-			d.waitLog("syscall=chmod ")
+			d.waitLog("syscall=fchmodat ") // Go's Chmod
+			d.waitLog("mode:04755")
 		})
 	}
 }

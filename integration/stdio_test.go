@@ -457,7 +457,7 @@ func TestEarlyStderrComesAfterTheReply(t *testing.T) {
 	setup(t) // env.bin
 	// The reply is delayed (failpoints build) so that the server's first
 	// line is written before it, every time.
-	d := startDaemon(t, fmt.Sprintf("[servers.early]\ncommand = [%q]\nenv = { TESTSERVER_STDERR_AT_START = \"early-stderr\" }\n", filepath.Join(env.bin, "testserver")),
+	d := startDaemon(t, testIsTheShim(t)+fmt.Sprintf("[servers.early]\ncommand = [%q]\nenv = { TESTSERVER_STDERR_AT_START = \"early-stderr\" }\n", filepath.Join(env.bin, "testserver")),
 		failpoints("MCPCAGE_FAILPOINT_SESSION_REPLY_DELAY=500ms"))
 	for i := range 2 {
 		c, err := api.Dial(d.socket)

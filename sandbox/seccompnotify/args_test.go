@@ -18,6 +18,8 @@ func TestSafeArgs(t *testing.T) {
 		{"mount: flags, no pointers", Event{Syscall: "mount", Args: [6]uint64{ptr, ptr, ptr, unix.MS_BIND, ptr}}, map[string]any{"flags": "0x1000"}},
 		{"ptrace request and pid", Event{Syscall: "ptrace", Args: [6]uint64{unix.PTRACE_ATTACH, 1, ptr, ptr}}, map[string]any{"request": int64(16), "pid": int64(1)}},
 		{"AT_FDCWD is signed", Event{Syscall: "open_tree", Args: [6]uint64{uint64(0xffffffffffffff9c), ptr, 1}}, map[string]any{"dfd": int64(-100), "flags": "0x1"}},
+		{"a set-ID mode in octal", Event{Syscall: "openat", Args: [6]uint64{uint64(0xffffffffffffff9c), ptr, unix.O_CREAT | unix.O_WRONLY, 0o4755}},
+			map[string]any{"dfd": int64(-100), "flags": "0x41", "mode": "04755"}},
 		{"unknown call: nothing", Event{Syscall: "syscall 999", Args: [6]uint64{ptr}}, nil},
 	}
 	for _, tt := range tests {

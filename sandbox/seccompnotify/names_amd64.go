@@ -20,4 +20,8 @@ var names = map[int]string{
 	unix.SYS_ACCT: "acct", unix.SYS_SETTIMEOFDAY: "settimeofday", unix.SYS_CLOCK_SETTIME: "clock_settime",
 	unix.SYS_SYSLOG: "syslog", unix.SYS_IOPL: "iopl", unix.SYS_IOPERM: "ioperm",
 	unix.SYS_QUOTACTL: "quotactl", unix.SYS_LOOKUP_DCOOKIE: "lookup_dcookie", unix.SYS_VHANGUP: "vhangup",
+	// Reported only with a set-ID bit in the mode they set.
+	unix.SYS_CHMOD: "chmod", unix.SYS_FCHMOD: "fchmod", unix.SYS_FCHMODAT: "fchmodat",
+	unix.SYS_FCHMODAT2: "fchmodat2", unix.SYS_CREAT: "creat", unix.SYS_MKNOD: "mknod",
+	unix.SYS_MKNODAT: "mknodat", unix.SYS_OPEN: "open", unix.SYS_OPENAT: "openat",
 }
