@@ -49,6 +49,7 @@ const (
 
 	RecordSandboxDenied         RecordType = "sandbox.denied"          // the seccomp filter refused a system call
 	RecordSandboxDeniedOverflow RecordType = "sandbox.denied_overflow" // more refused calls than are recorded one by one
+	RecordKernelDeniedOverflow  RecordType = "kernel.denied_overflow"  // more refused connects, binds or opens than are recorded one by one: counts by what was refused
 	RecordSandboxMaskLost       RecordType = "sandbox.mask_lost"       // a path hidden from the sandbox became visible (the host replaced or made it): the session was ended
 )
 

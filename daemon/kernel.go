@@ -562,7 +562,8 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 		ke.InFlight = append(ke.InFlight, c.ID)
 	}
 	srv := s.srv
-	touched := "" // a deny_paths hit: the path it touched, for the audit record
+	touched := ""       // a deny_paths hit: the path it touched, for the audit record
+	unrecorded := false // a repeatable denial over the session's bound (see kernelDenials)
 	switch ev.Kind {
 	case bpf.KindNetDenied:
 		ke.Action = "EPERM"
@@ -601,6 +602,10 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 			ke.Rule = unspecifiedRule
 		}
 		s.deniedKernel.Add(1)
+		if unrecorded = !s.kernelDenials.record(ke.Type, ke.Addr); unrecorded {
+			s.log.Debug(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "unrecorded", true)
+			break
+		}
 		s.log.Warn(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 	case bpf.KindFileDenied, bpf.KindUnlink, bpf.KindRmdir, bpf.KindMkdir, bpf.KindRename, bpf.KindLink,
 		bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
@@ -609,6 +614,10 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 			ke.Action = "EACCES"
 			ke.Rule = denyRule(srv, ev.Rule)
 			s.deniedKernel.Add(1)
+			if unrecorded = !s.kernelDenials.record(ke.Type, ke.Path); unrecorded {
+				s.log.Debug("file open denied", "path", ke.Path, "pid", ke.Pid, "unrecorded", true)
+				break
+			}
 			s.log.Warn("file open denied", "path", ke.Path, "rule", ke.Rule, "action", "EACCES", "pid", ke.Pid, "comm", ke.Comm, "tool_calls", ke.InFlight)
 			break
 		}
@@ -668,6 +677,10 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 			s.log.Debug("kernel event", "type", ke.Type, "path", ke.Path, "addr", ke.Addr, "pid", ke.Pid)
 		}
 	}
+	if unrecorded {
+		d.countKernelEvent(s, &ke)
+		return
+	}
 	d.emitKernelEvent(s, &ke, touched, false)
 }
 
@@ -699,7 +712,6 @@ func (d *Daemon) endForDeniedPath(s *session, ev bpf.Event, ke *KernelEvent, tou
 // says the event ended the session, and its record is kept whatever the
 // audit queue holds (a flood of observations must not hide it).
 func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string, ended bool) {
-	d.tracers.publish(*ke)
 	prio := audit.Observation
 	if ke.Action != "" {
 		prio = audit.Decision
@@ -712,6 +724,13 @@ func (d *Daemon) emitKernelEvent(s *session, ke *KernelEvent, touched string, en
 	}
 	// Counted once queued (a scrape that sees a denial sees its record
 	// on its way).
+	d.countKernelEvent(s, ke)
+}
+
+// countKernelEvent traces and counts a kernel event of s (emitKernelEvent
+// without its record).
+func (d *Daemon) countKernelEvent(s *session, ke *KernelEvent) {
+	d.tracers.publish(*ke)
 	agent := metrics.Agent(s.agent)
 	d.metrics.KernelEvents.WithLabelValues(s.serverLabel, agent, ke.Type).Inc()
 	if ke.Action != "" {

@@ -841,3 +841,40 @@ func TestHugeCallCostsTheDaemonLittle(t *testing.T) {
 	t.Logf("the daemon's peak memory grew by %d MiB", grew)
 	r.end()
 }
+
+// TestDenialFloodKeepsTheAuditLog: a server looping on a refused connect
+// made a record and a log line per attempt (about 200,000 a second), which
+// rotated every user's history out of the audit log while `audit verify`
+// stayed green (found by a red-team helper). Its denials are recorded one
+// by one up to a bound, then counted in one record at the session's end;
+// the session's end still counts every one.
+func TestDenialFloodKeepsTheAuditLog(t *testing.T) {
+	setup(t)
+	d := startDaemon(t, fmt.Sprintf("[servers.loop]\ncommand = [%q]\nnetwork = \"host\"\negress = [\"127.0.0.1:1\"]\n", filepath.Join(env.bin, "testserver")))
+	c := d.connect(t, "loop", mcp.ProtocolVersion20251125)
+	const attempts = 3000
+	if got := attack(t, c, "connect-loop", "127.0.0.2:9", strconv.Itoa(attempts)); got != fmt.Sprintf("DENIED %d of %d refused", attempts, attempts) {
+		t.Fatalf("connect-loop: %q", got)
+	}
+	_ = c.Close()
+	end := d.record(t, "session.end", func(r map[string]any) bool { return str(r, "server") == "loop" })
+	session := str(end, "session")
+	overflow := d.record(t, "kernel.denied_overflow", func(r map[string]any) bool { return str(r, "session") == session })
+	denied := 0
+	for _, r := range d.auditRecords(t) {
+		if str(r, "session") == session && str(r, "type") == "net.denied" {
+			denied++
+		}
+	}
+	total, _ := end["kernel_denied"].(float64)
+	folded, _ := overflow["count"].(float64)
+	if denied != 100 || total < attempts || int(folded) != int(total)-denied {
+		t.Fatalf("%d net.denied records, %v counted beyond them, %v denials in all; want 100, the rest, at least %d", denied, folded, total, attempts)
+	}
+	if what := fmt.Sprint(overflow["denied"]); !strings.Contains(what, "net.denied 127.0.0.2:9") {
+		t.Fatalf("the overflow record's denials: %s", what)
+	}
+	if n := strings.Count(d.log.String(), `level=WARN msg="connection denied"`); n > 100 {
+		t.Fatalf("%d warnings for the refused connects, want at most 100", n)
+	}
+}

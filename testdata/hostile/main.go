@@ -163,6 +163,20 @@ func main() {
 			}
 			c.Close()
 		}
+	case "connect-loop":
+		// connect(2) to arg, refused, os.Args[3] times as fast as it goes:
+		// a server flooding the audit log with denials.
+		n, _ := strconv.Atoi(os.Args[3])
+		refused := 0
+		for range n {
+			c, derr := net.DialTimeout("tcp", arg, time.Second)
+			if derr != nil {
+				refused++
+				continue
+			}
+			c.Close()
+		}
+		err, detail = fmt.Errorf("%d of %d refused", refused, n), ""
 	case "udp-connect":
 		// connect(2) of a UDP socket: the egress hooks decide it, and
 		// nothing is sent (an allowed address leaves no packet on the wire).
