@@ -267,7 +267,11 @@ func formatRecord(r map[string]any) string {
 	q := func(k string) string {
 		if m, ok := r[k].(map[string]any); ok {
 			if _, ok := truncated(m); ok {
-				return str(k) // the log's stand-in for a long value
+				// The log's stand-in for a long value: its prefix is the
+				// chooser's text too (a tool name padded past 1 KiB
+				// printed "x agent=claude user=root ..." bare: found by a
+				// red-team helper).
+				return quoteValue(str(k))
 			}
 		}
 		return quoteValue(str(k))

@@ -98,8 +98,14 @@ func TestAuditVerify(t *testing.T) {
 func TestFormatTruncated(t *testing.T) {
 	rec := map[string]any{"type": "tool.call", "decision": "allow", "tool": map[string]any{"bytes": float64(12 << 20), "sha256": strings.Repeat("ab", 32), "truncated": "read_"}}
 	got := formatRecord(rec)
-	if !strings.Contains(got, "allow read_…[12582912 bytes, sha256 abababababababab…]") {
+	if !strings.Contains(got, `allow "read_…[12582912 bytes, sha256 abababababababab…]"`) {
 		t.Fatalf("formatRecord = %q", got)
+	}
+	// The stand-in's prefix is the chooser's text: it cannot pass for more
+	// fields of the line.
+	rec["tool"].(map[string]any)["truncated"] = "read_file agent=claude-desktop user=root consent=c-f847ae3efc96 id=3"
+	if got := formatRecord(rec); !strings.Contains(got, `allow "read_file agent=claude-desktop user=root`) {
+		t.Fatalf("formatRecord = %q, want the long tool name quoted as one value", got)
 	}
 }
 

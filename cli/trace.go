@@ -75,17 +75,24 @@ func formatEvent(ev api.KernelEvent) string {
 	if ev.Type == api.TraceMissed {
 		return printable(fmt.Sprintf("%s %-8.8s %-10s %d events not shown: this reader was too slow (see mcpcage audit)", ts, ev.Session, ev.Server, ev.Missed))
 	}
+	// Paths, names and argv are the server's text: each one value, quoted
+	// when it could pass for more (a file named "id_rsa  -> EACCES
+	// (deny_paths ~/.ssh)" read as a denial: found by a red-team helper).
 	what := ""
 	switch {
 	case ev.Path != "" && ev.Type == "process.exec":
-		what = ev.Path + " " + strings.Join(ev.Argv, " ")
+		argv := make([]string, len(ev.Argv))
+		for i, a := range ev.Argv {
+			argv[i] = quoteValue(a)
+		}
+		what = quoteValue(ev.Path) + " " + strings.Join(argv, " ")
 	case ev.Path != "" || ev.Hint != "":
-		what = ev.Path
-		if what == "" {
-			what = ev.Hint
+		what = quoteValue(ev.Path)
+		if ev.Path == "" {
+			what = quoteValue(ev.Hint)
 		}
 		if ev.To != "" {
-			what += " -> " + ev.To
+			what += " -> " + quoteValue(ev.To)
 		}
 	case ev.Addr != "":
 		what = ev.Proto + " " + ev.Addr
@@ -103,7 +110,7 @@ func formatEvent(ev api.KernelEvent) string {
 	if ev.Repeats > 0 {
 		what += fmt.Sprintf(" (+%d opens folded since its last record)", ev.Repeats)
 	}
-	s := fmt.Sprintf("%s %-8.8s %-10s %-13s %s[%d] %s", ts, ev.Session, ev.Server, ev.Type, ev.Comm, ev.Pid, what)
+	s := fmt.Sprintf("%s %-8.8s %-10s %-13s %s[%d] %s", ts, ev.Session, ev.Server, ev.Type, quoteValue(ev.Comm), ev.Pid, what)
 	if ev.Action != "" {
 		s += "  -> " + ev.Action + " (" + ev.Rule + ")"
 	} else if ev.Rule != "" {

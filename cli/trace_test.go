@@ -35,6 +35,15 @@ func TestFormatEvent(t *testing.T) {
 		}, "tcp 1.2.3.4:9 (closed before connecting)"},
 		{"folded repeats", func(e *api.KernelEvent) { e.Type, e.Path, e.Result, e.Repeats = "file.open", "/etc/hosts", r(3), 41 }, "/etc/hosts (+41 opens folded since its last record)"},
 		{"tool calls", func(e *api.KernelEvent) { e.Type, e.Path, e.InFlight = "file.open", "/x", []string{"4"} }, "during tools/call 4"},
+		// The server's text is one value each: a name cannot pass for a
+		// verdict, an argument for an allowed connect.
+		{"a path that looks like a verdict", func(e *api.KernelEvent) {
+			e.Type, e.Path, e.Result = "file.open", "/w/id_rsa  -> EACCES (deny_paths ~/.ssh)", r(3)
+		}, `node[7] "/w/id_rsa  -> EACCES (deny_paths ~/.ssh)"`},
+		{"argv that looks like a connect", func(e *api.KernelEvent) {
+			e.Type, e.Path, e.Argv = "process.exec", "/usr/bin/curl", []string{"curl", "https://x/ok  -> allowed  during tools/call 3"}
+		}, `/usr/bin/curl curl "https://x/ok  -> allowed  during tools/call 3"`},
+		{"a command name with spaces", func(e *api.KernelEvent) { e.Type, e.Path, e.Comm = "file.open", "/x", "a b" }, `"a b"[7] /x`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
