@@ -22,13 +22,24 @@ import (
 
 // mayConsent refuses what only an administrator may do under [daemon]
 // consents_by = "admin": giving a consent out of band (what, for the
-// message). Under "user" any process of a user may give that user's
-// consents, the agent's own shell tool included.
-func (d *Daemon) mayConsent(peer Peer, what string) error {
-	if d.conf().Daemon.ConsentsBy != config.ConsentsByAdmin || d.isAdmin(peer) {
+// message); own says the consent covers the caller's own sessions. Under
+// "user" any process of a user may give that user's consents, the agent's
+// own shell tool included. Under "admin" a member of admin_group gives
+// other users' consents, but its own need root: its agent runs with the
+// group, and the point of the setting is a password the agent does not
+// have (found by a red-team helper: an admin_group member's process with
+// no groups at all granted itself anything).
+func (d *Daemon) mayConsent(peer Peer, what string, own bool) error {
+	if d.conf().Daemon.ConsentsBy != config.ConsentsByAdmin || peer.UID == 0 {
 		return nil
 	}
-	return deniedError{fmt.Errorf("on this host only root and the admin group %s (consents_by = \"admin\" in [daemon]): run it with sudo, or ask an administrator", what)}
+	if !d.isAdmin(peer) {
+		return deniedError{fmt.Errorf("on this host only root and the admin group %s (consents_by = \"admin\" in [daemon]): run it with sudo, or ask an administrator", what)}
+	}
+	if own {
+		return deniedError{fmt.Errorf("on this host consents that cover your own sessions need root, admin group or not (consents_by = \"admin\" in [daemon]: your agent runs with your groups): %s with sudo", what)}
+	}
+	return nil
 }
 
 // isAdmin: root, or a member of [daemon] admin_group.
@@ -84,9 +95,6 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if g == nil {
 		return nil, errors.New("empty grant")
 	}
-	if err := d.mayConsent(peer, "grant consents"); err != nil {
-		return nil, err
-	}
 	caller := userName(peer.UID)
 	target := caller
 	if g.User != "" && g.User != caller && !d.isAdmin(peer) {
@@ -94,6 +102,9 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	}
 	tp, err := d.peerOfUser(peer, g.User, "grant for another user")
 	if err != nil {
+		return nil, err
+	}
+	if err := d.mayConsent(peer, "grant consents", tp.UID == peer.UID); err != nil {
 		return nil, err
 	}
 	if tp.UID != peer.UID {

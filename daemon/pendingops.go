@@ -40,7 +40,7 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 		forDur = exp.Sub(now)
 	}
 	if req.Answer != api.AnswerDeny { // a refusal only restricts
-		if err := d.mayConsent(peer, "approve pending requests"); err != nil {
+		if err := d.mayConsent(peer, "approve pending requests", d.ownPending(req.Name, peer.UID, now)); err != nil {
 			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
 			return
 		}
@@ -177,4 +177,14 @@ func (d *Daemon) trackSessionConsent(id, cid string) {
 		d.audit.AppendAsync(consentRevokeRecord(r, "mcpcaged", "its session ended"))
 		d.consents.InvalidateFor(r.User, r.Agent, r.Server)
 	}
+}
+
+// ownPending reports whether pending request id is one of uid's own.
+func (d *Daemon) ownPending(id string, uid uint32, now time.Time) bool {
+	for _, p := range d.book.List(uid, false, now) {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
 }

@@ -228,7 +228,9 @@ func (d *Daemon) pinOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slo
 	}
 	switch req.Op {
 	case api.OpPinApprove:
-		if err := d.mayConsent(peer, "approve changed tools"); err != nil {
+		// Approved tools are the caller's own sessions' (its own server),
+		// or every user's, the caller's among them (an administrator's).
+		if err := d.mayConsent(peer, "approve changed tools", true); err != nil {
 			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
 			return
 		}

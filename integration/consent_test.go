@@ -178,6 +178,36 @@ func TestConsentsByAdmin(t *testing.T) {
 	}
 }
 
+// TestAdminGroupMemberCannotConsentForItself: under consents_by = "admin"
+// a member of admin_group gave consents without sudo, its own included, so
+// the member's agent (which runs with the member's groups) could allow its
+// own calls (found by a red-team helper). The group's members give other
+// users' consents; their own need root.
+func TestAdminGroupMemberCannotConsentForItself(t *testing.T) {
+	setup(t)
+	self, err := os.Executable()
+	must(t, err, "executable")
+	uid, _ := testUser(t) // its own group, mcpcage-itest, is the admin group here
+	d := startDaemon(t, fmt.Sprintf("[daemon]\ndefault_decision = \"deny\"\nconsents_by = \"admin\"\nadmin_group = \"mcpcage-itest\"\n[agents.itest]\nexe = [%q]\n", self))
+	d.openToOtherUsers(t)
+	if out, err := d.cli(t, uid, "grant", "--agent", "itest", "--server", "test", "--tool", "echo"); err == nil || !strings.Contains(out, "consents that cover your own sessions need root") {
+		t.Fatalf("an admin group member's grant for itself: %v %s", err, out)
+	}
+	c := d.connectAs(t, "test", uid)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); !isErr {
+		t.Fatalf("the member's call after its refused grant passed: %q", got)
+	}
+	// For another user it may.
+	if out, err := d.cli(t, uid, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--user", "root"); err != nil {
+		t.Fatalf("an admin group member's grant for another user: %v %s", err, out)
+	}
+	// Root grants for it.
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--user", "mcpcage-itest")
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "hi"}); isErr || got != "hi" {
+		t.Fatalf("the member's call after root's grant: %q (isError %v)", got, isErr)
+	}
+}
+
 func TestConsentStory(t *testing.T) {
 	d := consentDaemon(t, "")
 	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {
