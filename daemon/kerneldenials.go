@@ -56,7 +56,7 @@ func (k *kernelDenials) record(typ, target string) bool {
 	return false
 }
 
-// overflow is the kernel.denied_overflow record of the denials not
+// kernelDeniedOverflowRecord is the kernel.denied_overflow record of the denials not
 // recorded one by one, or nil when there were none.
 func (s *session) kernelDeniedOverflowRecord() audit.Record {
 	k := &s.kernelDenials
