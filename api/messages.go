@@ -40,6 +40,7 @@ const (
 	OpLogout     Op = "logout"       // remove the caller's sign-in to Server (for Agent); reply data: SignIn removed
 	OpJWKS       Op = "jwks"         // the public key of the daemon's actor tokens (JWKS)
 	OpTokens     Op = "tokens"       // the caller's sign-ins ([]SignIn; every user's for root with All), never a token
+	OpDigest     Op = "audit.digest" // the args_digest (or, with Name "prompt", prompt_digest) Value would get (root only; reply data: Digested)
 )
 
 // Request opens a connection.
@@ -74,6 +75,9 @@ type Request struct {
 	TakesFramed bool        `json:"takes_framed,omitempty"`
 	Audit       *AuditQuery `json:"audit,omitempty"`
 	Def         *ServerDef  `json:"def,omitempty"`
+	// Value, for OpDigest, is the JSON text to digest, as a client sent
+	// it (a string, so its bytes arrive as they are).
+	Value string `json:"value,omitempty"`
 	// Filters for OpConsents.
 	User  string `json:"user,omitempty"`
 	Agent string `json:"agent,omitempty"`
@@ -112,6 +116,18 @@ func (r Request) Oversized() (field string, n int) {
 		}
 	}
 	return "", 0
+}
+
+// Digest kinds, the Name of an OpDigest request.
+const (
+	DigestArguments = "arguments" // a tools/call's params.arguments: args_digest (the default)
+	DigestPrompt    = "prompt"    // a server request's params: prompt_digest
+)
+
+// Digested is the data of an OpDigest reply.
+type Digested struct {
+	Field  string `json:"field"`  // the records' field: args_digest or prompt_digest
+	Digest string `json:"digest"` // its value for the Value given
 }
 
 // JWKS is the data of an OpJWKS reply: the daemon's actor-token key

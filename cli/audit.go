@@ -20,7 +20,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/audit"
 )
 
-func auditCommand(socket *string, stdout, stderr io.Writer) *cobra.Command {
+func auditCommand(socket *string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	var q api.AuditQuery
 	var since, until string
 	var jsonOut, raw bool
@@ -119,7 +119,52 @@ Users see their own records; root and the admin group see all.
 	f.BoolVar(&jsonOut, "json", false, "print the records as stored (JSON lines; invisible and control characters in strings as \\u escapes)")
 	f.BoolVar(&raw, "raw", false, "print the log's lines byte for byte, in the log's order (for shipping and checking the hash chain elsewhere; nothing is escaped for a terminal)")
 
-	cmd.AddCommand(auditVerifyCommand(stdout, stderr))
+	cmd.AddCommand(auditVerifyCommand(stdout, stderr), auditDigestCommand(socket, stdin, stdout))
+	return cmd
+}
+
+// maxDigestInput bounds what audit digest reads: what one request to the
+// daemon carries.
+const maxDigestInput = api.MaxFrame - 4096
+
+func auditDigestCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Command {
+	var prompt bool
+	cmd := &cobra.Command{
+		Use:   "digest",
+		Short: "Print the args_digest a tool call's arguments get (root; JSON on stdin)",
+		Long: `Digest reads a tool call's arguments (the JSON object, as the client
+sent it) from stdin and prints the args_digest the audit log gives them,
+so that a value can be matched with the records without keeping it in
+the log. With --prompt it reads a server request's params and prints
+their prompt_digest.
+
+Digests are keyed (HMAC-SHA256 under a key of the install's, made by
+mcpcaged at its first start, in its state directory): whoever reads
+the log cannot test guesses of what redaction hid, so only root may
+ask. The value is read from stdin, never taken as an argument, so it
+does not appear in the process list.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := io.ReadAll(io.LimitReader(stdin, maxDigestInput+1))
+			if err != nil {
+				return fmt.Errorf("read the value from stdin: %w", err)
+			}
+			if len(b) > maxDigestInput {
+				return fmt.Errorf("the value is over %d bytes, more than one request to mcpcaged carries", maxDigestInput)
+			}
+			kind := api.DigestArguments
+			if prompt {
+				kind = api.DigestPrompt
+			}
+			var out api.Digested
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpDigest, Name: kind, Value: strings.TrimRight(string(b), "\n")}, &out); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s %s\n", out.Field, out.Digest)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&prompt, "prompt", false, "digest a server request's params (prompt_digest)")
 	return cmd
 }
 

@@ -115,7 +115,7 @@ be started (daemon unreachable, launch failed), 3 no server named NAME.`,
 
 	root.AddCommand(statusCommand(&socket, stdout), serversCommand(&socket, stdout), secretCommand(&socket, stdin, stdout), traceCommand(&socket, stdout),
 		grantCommand(&socket, stdout), revokeCommand(&socket, stdout), consentsCommand(&socket, stdout), sessionsCommand(&socket, stdout),
-		auditCommand(&socket, stdout, stderr), serverCommand(&socket, stdout), clientCommand(&socket, stdout, stderr), pinsCommand(&socket, stdout),
+		auditCommand(&socket, stdin, stdout, stderr), serverCommand(&socket, stdout), clientCommand(&socket, stdout, stderr), pinsCommand(&socket, stdout),
 		pendingCommand(&socket, stdout), approveCommand(&socket, stdout), denyCommand(&socket, stdout), whyCommand(&socket, stdout),
 		loginCommand(&socket, stdout, stderr), logoutCommand(&socket, stdout), tokensCommand(&socket, stdout), jwksCommand(&socket, stdout))
 	return root

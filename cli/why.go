@@ -296,7 +296,7 @@ func printWhy(w *bufio.Writer, r whyRecord, seen []map[string]any) {
 		if in.Call != "" {
 			line += " call " + in.Call
 		}
-		line += fmt.Sprintf("  %d B  %.19s", in.Size, in.Digest)
+		line += fmt.Sprintf("  %d B  %.24s", in.Size, in.Digest) // the prefix and 12 hex digits
 		if len(in.Labels) > 0 {
 			line += "  labels " + strings.Join(in.Labels, ",")
 		}

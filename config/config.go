@@ -218,7 +218,7 @@ type AuditArguments string
 
 // Audit argument modes.
 const (
-	AuditArgsDigest   AuditArguments = "digest"   // only their SHA-256
+	AuditArgsDigest   AuditArguments = "digest"   // only their keyed digest (args_digest)
 	AuditArgsRedacted AuditArguments = "redacted" // secrets replaced, long strings truncated
 	AuditArgsFull     AuditArguments = "full"     // as sent (secrets of the store still redacted)
 )

@@ -698,7 +698,7 @@ func rewriteMembers(obj []byte, keep func(name string, value []byte) ([]byte, er
 // answer and the consent it made; extra is pairs of further fields.
 func (s *session) consentPromptRecord(q asked, form, outcome, answer, consentID, why string, extra ...string) audit.Record {
 	rec := audit.Record{"form": form, "outcome": outcome, "method": q.method, "kind": string(q.kind), "name": q.name,
-		"request_id": append(json.RawMessage(nil), q.id...), "args_digest": q.args.digest()}
+		"request_id": append(json.RawMessage(nil), q.id...), "args_digest": q.args.digest(s.digests)}
 	if q.pin != "" {
 		rec["pin"] = q.pin
 	}

@@ -272,7 +272,7 @@ func TestFollowersSeeCallRecordsAsWritten(t *testing.T) {
 	follow := d.auditFollowers.add()
 	defer d.auditFollowers.remove(follow)
 	var runs flow.Runs
-	s := &session{id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
+	s := &session{digests: testDigests, id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
 	p := &sessionPolicy{d: d, s: s, srv: cfg.Servers["everything"], observe: true, calls: map[string]callStart{}, defs: map[string]string{}}
 	req := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi","token":"t"}}}`)
 	resp := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Echo: hi"}],"isError":false}}`)

@@ -27,13 +27,13 @@ func (a callArgs) unreadReason() string {
 	return request.Target{Unread: a.unread}.UnreadReason()
 }
 
-// digest is the record's args_digest: of the decoded value, or of the
-// bytes as sent when unread.
-func (a callArgs) digest() string {
+// digest is the record's args_digest under dg: of the decoded value, or
+// of the bytes as sent when unread.
+func (a callArgs) digest(dg *audit.Digester) string {
 	if a.unread > 0 {
-		return audit.Digest(json.RawMessage(a.raw))
+		return dg.Digest(json.RawMessage(a.raw))
 	}
-	return audit.Digest(a.values)
+	return dg.Digest(a.values)
 }
 
 // recorded is what the record keeps of them (audit_arguments mode), nil

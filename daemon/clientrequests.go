@@ -137,7 +137,7 @@ func (s *session) serverRequestRecord(c clientRequestDecision, argMode string, s
 		rec["decision"], rec["reason"] = "deny", audit.ScrubText(c.reason, secrets)
 	}
 	if len(c.params) > 0 {
-		rec["prompt_digest"] = audit.Digest(json.RawMessage(c.params))
+		rec["prompt_digest"] = s.digests.Digest(json.RawMessage(c.params))
 		var m map[string]any
 		if len(c.params) <= maxDecodedForRecord && json.Unmarshal(c.params, &m) == nil {
 			if a := audit.Arguments(m, argMode, secrets); a != nil {

@@ -162,6 +162,8 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.signinOp(ctx, fw, peer, req, log)
 	case api.OpJWKS:
 		d.jwksOp(fw, log)
+	case api.OpDigest:
+		d.digestOp(fw, peer, req, log)
 	default:
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: fmt.Sprintf("unknown operation %q", req.Op)}, log)
 	}

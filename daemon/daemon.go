@@ -59,9 +59,10 @@ type Daemon struct {
 	hostView *sandbox.HostView
 	started  time.Time
 	secrets  *secrets.Store
-	oauth    *oauth.Manager // users' sign-ins to remote servers
-	actor    *oauth.Actor   // signs actor tokens for token exchange (mcpcage jwks)
-	remotes  remoteClients  // HTTP clients of remote servers, by definition
+	oauth    *oauth.Manager  // users' sign-ins to remote servers
+	actor    *oauth.Actor    // signs actor tokens for token exchange (mcpcage jwks)
+	digests  *audit.Digester // the install's keyed digests of what callers send (args_digest)
+	remotes  remoteClients   // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed
@@ -143,6 +144,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		return nil, err
 	}
 	d.oauth.SetActor(d.actor)
+	if d.digests, err = loadDigester(keys); err != nil {
+		return nil, err
+	}
 	store, err := consent.Open(filepath.Join(cfg.Daemon.StateDir, "consent.db"))
 	if err != nil {
 		return nil, err

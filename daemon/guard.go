@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,12 +193,6 @@ func integerForm(num string) (string, bool) {
 // maxExactDouble is 2^53: every integer up to it is a double, exactly.
 const maxExactDouble = 1 << 53
 
-// contentDigest is the influence's digest: of the bytes the agent got.
-func contentDigest(b []byte) string {
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // scanned is what the guard found in one message.
 type scanned struct {
 	found    map[string]int
@@ -267,7 +259,7 @@ func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []
 	if len(sc.found) == 0 && len(sc.suspects) == 0 && (len(sc.tokens) == 0 || len(p.srv.Labels) == 0) {
 		return ""
 	}
-	digest := contentDigest(body)
+	digest := p.s.digests.Bytes(body)
 	p.mu.Lock()
 	repeated := p.lastPassing.m[name] == digest
 	if !repeated {
@@ -293,7 +285,7 @@ func (p *sessionPolicy) recordInfluence(k flow.Kind, name, call string, body []b
 	s := p.s
 	labels := p.srv.Labels
 	in := flow.Influence{Time: time.Now(), Server: s.server, Session: s.id, Kind: k, Name: name, Call: call,
-		Size: len(body), Digest: contentDigest(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
+		Size: len(body), Digest: p.s.digests.Bytes(body), Labels: labels, Found: sc.found, Suspect: suspectRules(sc.suspects)}
 	tainted := s.run.Taints()
 	in = s.run.Record(in, sc.tokens)
 	var content any // only with audit_arguments = "full", injected secrets scrubbed as in arguments

@@ -29,7 +29,7 @@ func TestRedactParams(t *testing.T) {
 	run := runs.Attach(0, "root", 1, 1)
 	token := "q8ZrT2vLx4NcW7pKd9HsB3mYf6JgA1uE5tRwXo0Q"
 	run.Record(flow.Influence{Server: "crm-db", Kind: flow.ToolResult, Labels: []string{"confidential"}}, []string{token})
-	p := &sessionPolicy{s: &session{run: run}}
+	p := &sessionPolicy{s: &session{digests: testDigests, run: run}}
 	tests := []struct {
 		name    string
 		params  string
@@ -165,7 +165,7 @@ func TestFlowCheck(t *testing.T) {
 			var runs flow.Runs
 			run := runs.Attach(0, "root", 1, 1)
 			run.Record(flow.Influence{Server: "crm", Kind: flow.ToolResult, Labels: []string{"confidential"}}, nil)
-			p := &sessionPolicy{d: d, srv: cfg.Servers["notes"], s: &session{run: run, server: "notes", agent: "a"}}
+			p := &sessionPolicy{d: d, srv: cfg.Servers["notes"], s: &session{digests: testDigests, run: run, server: "notes", agent: "a"}}
 			fo, np := p.flowCheck([]byte(tc.params))
 			if fo == nil || fo.action != tc.wantAction {
 				t.Fatalf("outcome %+v, want action %s", fo, tc.wantAction)
@@ -216,7 +216,7 @@ func BenchmarkPolicyCall(b *testing.B) {
 			d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler), audit: al, metrics: metrics.New()}
 			d.cfg.Store(cfg)
 			var runs flow.Runs
-			s := &session{id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
+			s := &session{digests: testDigests, id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
 			p := &sessionPolicy{d: d, s: s, srv: cfg.Servers["everything"], observe: true, calls: map[string]callStart{}, defs: map[string]string{}}
 			req := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello from the bench client, call 12345"}}}`)
 			resp := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Echo: hello from the bench client, call 12345"}]}}`)
@@ -262,7 +262,7 @@ func TestRepliesAreScanned(t *testing.T) {
 	d := &Daemon{sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler), audit: al, metrics: metrics.New()}
 	d.cfg.Store(cfg)
 	var runs flow.Runs
-	s := &session{id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
+	s := &session{digests: testDigests, id: "s1", server: "everything", agent: "a", user: "root", log: slog.New(slog.DiscardHandler), run: runs.Attach(0, "root", 1, 1)}
 	p := &sessionPolicy{d: d, s: s, srv: cfg.Servers["everything"], observe: true, calls: map[string]callStart{}, defs: map[string]string{}}
 	q := strconv.Quote(injection)
 	tests := []struct {

@@ -57,7 +57,7 @@ func newKernelFixture(t testing.TB, srv *config.Server, opts audit.Options) *ker
 	}
 	t.Cleanup(func() { _ = al.Close() }) // a test that read the records closed it already
 	srv.Name = "fs"
-	f.s = &session{id: "s1", server: "fs", srv: srv, peer: Peer{UID: 1000}, user: "alice", agent: "cd",
+	f.s = &session{digests: testDigests, id: "s1", server: "fs", srv: srv, peer: Peer{UID: 1000}, user: "alice", agent: "cd",
 		agentP: identity.Process{PID: 7, StartTime: 9}, log: discard, policyStop: make(chan struct{}),
 		relay: relay.New(relay.Options{Logger: discard}, relay.Streams{})}
 	f.d = &Daemon{log: discard, audit: al, metrics: metrics.New(), byCgroup: map[uint64]*session{testCgroup: f.s}}

@@ -38,11 +38,20 @@ func testDaemon(t *testing.T, cfgText string) *Daemon {
 	}
 	t.Cleanup(func() { _ = al.Close() })
 	d := &Daemon{consents: consent.NewEngine(store), sessions: map[string]*session{}, log: slog.New(slog.DiscardHandler),
-		audit: al, metrics: metrics.New(), sealer: ask.NewSealer(), book: ask.NewBook()}
+		audit: al, metrics: metrics.New(), sealer: ask.NewSealer(), book: ask.NewBook(), digests: testDigests}
 	d.setUserLimits()
 	d.cfg.Store(cfg)
 	return d
 }
+
+// testDigests is the tests' audit digester (a fixed key).
+var testDigests = func() *audit.Digester {
+	dg, err := audit.NewDigester(make([]byte, audit.DigestKeySize))
+	if err != nil {
+		panic(err)
+	}
+	return dg
+}()
 
 const policyConfig = `
 [agents.cd]
@@ -57,7 +66,7 @@ command = ["x"]
 `
 
 func testPolicy(d *Daemon, server, agent string, observe bool) *sessionPolicy {
-	s := &session{id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
+	s := &session{digests: testDigests, id: "s1", server: server, agent: agent, user: "root", log: slog.New(slog.DiscardHandler)}
 	return &sessionPolicy{d: d, s: s, srv: d.conf().Servers[server], agent: d.conf().Agents[agent], observe: observe,
 		calls: map[string]callStart{}, defs: map[string]string{}, questions: map[string]chan struct{}{}}
 }

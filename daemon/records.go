@@ -253,7 +253,7 @@ func (s *session) decisionRecord(c decided, argMode string, secrets []string) *a
 	rec.head()
 	f := rec.f
 	if tool {
-		f.Add("args_digest", c.args.digest())
+		f.Add("args_digest", c.args.digest(s.digests))
 		if a := c.args.recorded(argMode, secrets); a != nil {
 			f.Add("arguments", a)
 		}

@@ -12,7 +12,7 @@ import (
 // TestDecisionRecord: the one constructor of decided requests picks the
 // record type and the fields by kind and decision.
 func TestDecisionRecord(t *testing.T) {
-	s := &session{id: "s1", server: "srv", agent: "cd", user: "alice", log: slog.New(slog.DiscardHandler)}
+	s := &session{digests: testDigests, id: "s1", server: "srv", agent: "cd", user: "alice", log: slog.New(slog.DiscardHandler)}
 	args := callArgs{values: map[string]any{"path": "/etc/hosts"}}
 	for _, tc := range []struct {
 		name     string
@@ -56,7 +56,7 @@ func TestDecisionRecord(t *testing.T) {
 
 // TestListRecordTypes: every kind a list can hold has its record type.
 func TestListRecordTypes(t *testing.T) {
-	s := &session{id: "s1"}
+	s := &session{digests: testDigests, id: "s1"}
 	for k, want := range map[consent.Kind]api.RecordType{consent.KindTool: api.RecordToolsList, consent.KindResource: api.RecordResourcesList, consent.KindPrompt: api.RecordPromptsList} {
 		if r := s.listRecord(k, nil, []string{"x"}); r["type"] != string(want) {
 			t.Errorf("%v list recorded as %v, want %s", k, r["type"], want)

@@ -878,3 +878,91 @@ func TestDenialFloodKeepsTheAuditLog(t *testing.T) {
 		t.Fatalf("%d warnings for the refused connects, want at most 100", n)
 	}
 }
+
+// TestArgsDigestIsKeyed: a call's record carries args_digest beside its
+// redacted arguments. It was the plain SHA-256 of the arguments, so
+// whoever reads the log (an admin_group member, the SIEM it is shipped
+// to) found a short password that redaction hid by hashing guesses with
+// the arguments the record shows (left in an earlier note). The digest
+// is keyed now (HMAC under the install's key, kept across restarts), and
+// only root can have a value digested to match it.
+func TestArgsDigestIsKeyed(t *testing.T) {
+	d := startDaemon(t, "")
+	args := map[string]any{"text": "keyed digest", "password": "hunter2"}
+	seen := map[string]bool{} // the records of earlier calls, by their hash
+	callOnce := func() string {
+		t.Helper()
+		c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+		defer func() { _ = c.Close() }()
+		if got, _ := callText(t, c, "echo", args); got != "keyed digest" {
+			t.Fatalf("echo: %q", got)
+		}
+		var dg string
+		d.record(t, "tool.call", func(r map[string]any) bool {
+			a, ok := r["arguments"].(map[string]any)
+			if !ok || a["text"] != "keyed digest" || seen[str(r, "hash")] {
+				return false
+			}
+			seen[str(r, "hash")] = true
+			if a["password"] == "hunter2" {
+				t.Fatalf("the record keeps the password: %v", r)
+			}
+			dg = str(r, "args_digest")
+			return true
+		})
+		return dg
+	}
+	dg := callOnce()
+	// The attack: a guess, hashed with what the record shows, matched.
+	guess, err := json.Marshal(map[string]any{"text": "keyed digest", "password": "hunter2"})
+	must(t, err, "marshal")
+	plain := sha256.Sum256(guess)
+	if strings.Contains(dg, hex.EncodeToString(plain[:])) {
+		t.Fatalf("args_digest %s is the plain SHA-256 of the arguments: a guess of the redacted password matches it", dg)
+	}
+	if !strings.HasPrefix(dg, "hmac-sha256:") {
+		t.Fatalf("args_digest %q is not keyed", dg)
+	}
+
+	digest := func(uid int, value string) (string, error) {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "audit", "digest")
+		cmd.Stdin = strings.NewReader(value)
+		if uid > 0 {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	for _, tc := range []struct {
+		name, value string
+		match       bool
+	}{
+		{"the value, members in another order", `{"password": "hunter2", "text": "keyed digest"}`, true},
+		{"a wrong guess", `{"password": "hunter3", "text": "keyed digest"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := digest(0, tc.value)
+			if err != nil {
+				t.Fatalf("mcpcage audit digest: %v: %s", err, out)
+			}
+			if got := out == "args_digest "+dg; got != tc.match {
+				t.Fatalf("mcpcage audit digest of %s printed %q; the record has %s (want match %v)", tc.value, out, dg, tc.match)
+			}
+		})
+	}
+	d.openToOtherUsers(t)
+	if out, err := digest(65534, `{"password": "hunter2", "text": "keyed digest"}`); err == nil || !strings.Contains(out, "only root") {
+		t.Fatalf("a user other than root had a value digested: %v: %s", err, out)
+	}
+	if out, err := digest(0, `{"text": "x"} trailing`); err == nil || !strings.Contains(out, "not one JSON value") {
+		t.Fatalf("two values were taken: %v: %s", err, out)
+	}
+
+	// The key stays across a restart: the same arguments, the same digest.
+	d.waitClean("the session ended")
+	d.stop()
+	d.start()
+	if again := callOnce(); again != dg {
+		t.Fatalf("after a restart the same arguments got %s, before it %s", again, dg)
+	}
+}

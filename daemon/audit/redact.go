@@ -2,20 +2,17 @@ package audit
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
 // Argument modes ([daemon] audit_arguments).
 const (
-	ArgsDigest   = "digest"   // only the SHA-256 of the arguments
+	ArgsDigest   = "digest"   // only the arguments' keyed digest (Digester)
 	ArgsRedacted = "redacted" // secrets replaced, long strings truncated
 	ArgsFull     = "full"
 )
@@ -90,30 +87,6 @@ func mayHold(s string, words []string) bool {
 // secretName reports whether a map key names a secret (secretKey).
 func secretName(k string) bool {
 	return mayHold(k, secretKeyWords) && secretKey.MatchString(k)
-}
-
-// digestBufs hold Digest's encodings between calls, up to
-// maxPooledDigest bytes each.
-var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-const maxPooledDigest = 64 << 10
-
-// Digest is the SHA-256 of a value's JSON encoding.
-func Digest(v any) string {
-	bp := digestBufs.Get().(*[]byte)
-	b, err := appendValue((*bp)[:0], v) // json.Marshal's bytes
-	sum := sha256.Sum256(b)
-	if err != nil {
-		sum = sha256.Sum256(nil)
-	}
-	if cap(b) <= maxPooledDigest {
-		*bp = b
-		digestBufs.Put(bp)
-	}
-	var out [len("sha256:") + 2*sha256.Size]byte
-	copy(out[:], "sha256:")
-	hex.Encode(out[len("sha256:"):], sum[:])
-	return string(out[:])
 }
 
 // Arguments renders call arguments for the audit per mode; secrets holds
