@@ -105,7 +105,7 @@ type Daemon struct {
 	AskPerMinute int      `toml:"ask_per_minute"`
 	PendingTTL   Duration `toml:"pending_ttl"`
 	// AdminGroup names a group whose members may manage every user's
-	// consents, as root may.
+	// consents, as root may. It may not be SocketGroup.
 	AdminGroup string `toml:"admin_group"`
 	// ConsentsBy says who gives consents out of band (mcpcage grant,
 	// approve, pins approve): every user for themselves, or only root and
@@ -215,6 +215,10 @@ const (
 
 // AuditArguments says what of a call's arguments the audit log keeps.
 type AuditArguments string
+
+// SocketGroup is the group the daemon gives its socket (mode 0660) when
+// the group exists: the users who may run mcpcage.
+const SocketGroup = "mcpcage"
 
 // Audit argument modes.
 const (
@@ -545,6 +549,9 @@ func (c *Config) validate(data []byte) error {
 		if _, _, err := net.SplitHostPort(d.MetricsAddress); err != nil {
 			bad(fmt.Sprintf("must be host:port, a unix socket path, or empty; got %q", d.MetricsAddress), "daemon", "metrics_address")
 		}
+	}
+	if d.AdminGroup == SocketGroup {
+		bad(fmt.Sprintf("%q is the group of the daemon's socket, which every user of mcpcage is in: each of them would administer every user's consents; name a group of administrators only (e.g. \"mcpcage-admin\")", d.AdminGroup), "daemon", "admin_group")
 	}
 	switch d.ConsentsBy {
 	case "":

@@ -24,6 +24,7 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"size too small", "[daemon]\nmax_message_bytes = 10\n", []string{"line 2", "max_message_bytes", "between"}},
 		{"bad duration", "[daemon]\nstop_timeout = \"soon\"\n", []string{"line 2", "stop_timeout", "invalid duration"}},
 		{"no sessions per user", "[daemon]\nmax_sessions_per_user = 0\n", []string{"line 2", "daemon.max_sessions_per_user", "between 1 and 512"}},
+		{"admin group is the socket's", "[daemon]\nadmin_group = \"mcpcage\"\n", []string{"line 2", "daemon.admin_group", "every user of mcpcage", "administrators only"}},
 		{"consents by nobody", "[daemon]\nconsents_by = \"agent\"\n", []string{"line 2", "daemon.consents_by", `"user" or "admin"`}},
 		{"egress budget too small", "[daemon]\negress_entries_per_user = 8\n", []string{"line 2", "daemon.egress_entries_per_user", "between 16 and 65536"}},
 		{"egress list too long", "[servers.a]\ncommand = [\"x\"]\nnetwork = \"host\"\negress = [" + strings.Repeat(`"10.0.0.1:443", `, 1025) + "]\n", []string{"line 4", "servers.a.egress", "1025 entries, at most 1024"}},

@@ -51,7 +51,7 @@ func (d *Daemon) isAdmin(peer Peer) bool {
 		return false
 	}
 	g, err := user.LookupGroup(d.conf().Daemon.AdminGroup)
-	if err != nil {
+	if err != nil || sameGroupAsSocket(g, user.LookupGroup) {
 		return false
 	}
 	u, err := user.LookupId(strconv.FormatUint(uint64(peer.UID), 10))

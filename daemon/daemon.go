@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -124,6 +125,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	d.clientFiles.gauge, d.clientFiles.inUse = d.metrics.SessionsHeld, d.metrics.SessionsClientFiles
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
+	if warning, err := checkAdminGroup(cfg.Daemon.AdminGroup, user.LookupGroup); err != nil {
+		return nil, err
+	} else if warning != "" {
+		log.Warn(warning)
+	}
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}

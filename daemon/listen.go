@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/mcpcage/mcpcage/config"
 )
 
 // Listen creates the daemon's unix socket: its directory is created, a
@@ -32,7 +34,7 @@ func Listen(path string) (net.Listener, error) {
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
 	refuseFiles(ln) // before anyone but root may connect (passrights.go)
 	gid := -1
-	if g, err := user.LookupGroup("mcpcage"); err == nil {
+	if g, err := user.LookupGroup(config.SocketGroup); err == nil {
 		if n, err := strconv.Atoi(g.Gid); err == nil {
 			gid = n
 		}

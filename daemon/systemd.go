@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,12 @@ func (d *Daemon) reload(path string, explicit bool) {
 	if err != nil {
 		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
 		return
+	}
+	if warning, err := checkAdminGroup(next.Daemon.AdminGroup, user.LookupGroup); err != nil {
+		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
+		return
+	} else if warning != "" {
+		d.log.Warn(warning)
 	}
 	cur := d.conf()
 	a, b := cur.Daemon, next.Daemon
