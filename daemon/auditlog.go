@@ -36,6 +36,7 @@ func (d *Daemon) openAudit() error {
 	failures := &failureLog{log: d.log, path: cfg.AuditLog, now: time.Now,
 		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 	syncs := d.metrics.AuditSync
+	trims := &trimLog{log: d.log, path: cfg.AuditLog, metric: d.metrics.AuditSegmentsRemoved, now: time.Now, start: audit.HistoryStart}
 	// By record type: a bounded set of constants.
 	perType := metrics.Children[string, prometheus.Counter]{Limit: 64}
 	l, err := audit.Open(audit.Options{
@@ -62,12 +63,52 @@ func (d *Daemon) openAudit() error {
 		OnRecover: failures.recovered,
 		OnDrop:    drops.drop,
 		OnSync:    func(d time.Duration) { syncs.Observe(d.Seconds()) },
+		OnTrim:    trims.trimmed,
 	})
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w", cfg.AuditLog, err)
 	}
+	d.metrics.ReadAuditHistoryStart(func() float64 {
+		if t, ok := audit.HistoryStart(cfg.AuditLog); ok {
+			return float64(t.UnixNano()) / 1e9
+		}
+		return 0
+	})
 	d.audit = l
 	return nil
+}
+
+// minHistory is the history a rotation is expected to keep: one that
+// removes records younger than this is warned of (a flood, or audit_max_size
+// and audit_keep too small for the host's traffic).
+const minHistory = 24 * time.Hour
+
+// trimLog counts the segments rotations remove and warns, at most once
+// an hour, when what is left starts less than minHistory ago.
+type trimLog struct {
+	log     *slog.Logger
+	path    string
+	metric  prometheus.Counter
+	now     func() time.Time
+	start   func(path string) (time.Time, bool) // audit.HistoryStart
+	mu      sync.Mutex
+	warned  time.Time
+	removed int // since the last warning
+}
+
+func (t *trimLog) trimmed(removed int) {
+	t.metric.Add(float64(removed))
+	start, ok := t.start(t.path)
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removed += removed
+	if !ok || now.Sub(start) >= minHistory || now.Sub(t.warned) < time.Hour {
+		return
+	}
+	t.log.Warn("the audit log's rotation removed records less than a day old: it now holds history from the time shown on; raise audit_max_size or audit_keep, and see what filled it (mcpcage audit --since 1h)",
+		"history_start", start.UTC().Format(time.RFC3339), "segments_removed", t.removed, "audit_log", t.path)
+	t.warned, t.removed = now, 0
 }
 
 // dropLog counts every audit record that was not written and logs the

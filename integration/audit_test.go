@@ -966,3 +966,44 @@ func TestArgsDigestIsKeyed(t *testing.T) {
 		t.Fatalf("after a restart the same arguments got %s, before it %s", again, dg)
 	}
 }
+
+// TestAuditRotationIsWatched: a rotation that removes segments is counted
+// (mcpcage_audit_segments_removed_total), the oldest record the log still
+// holds is exposed (mcpcage_audit_history_start_timestamp_seconds) and a
+// history under a day is warned of. Before, nothing told an operator that
+// a flood had rotated every user's history out of the log while `audit
+// verify` stayed green (left in an earlier note).
+func TestAuditRotationIsWatched(t *testing.T) {
+	d := startDaemon(t, "[daemon]\naudit_max_size = \"4KiB\"\naudit_keep = 1\n")
+	var st api.Status
+	must(t, api.Call(d.socket, api.Request{Op: api.OpStatus}, &st), "status")
+	began := time.Now()
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	var body string
+	for i := 0; ; i++ {
+		if got, _ := callText(t, c, "echo", map[string]any{"text": fmt.Sprintf("fill %d", i)}); got != fmt.Sprintf("fill %d", i) {
+			t.Fatalf("echo: %q", got)
+		}
+		body = scrape(t, st.Metrics)
+		if metricValue(t, body, "mcpcage_audit_segments_removed_total") > 0 {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("500 calls with a 4 KiB audit_max_size and audit_keep = 1 removed no segment:\n%s", body)
+		}
+	}
+	start := metricValue(t, body, "mcpcage_audit_history_start_timestamp_seconds")
+	if start < float64(began.Add(-time.Minute).Unix()) || start > float64(time.Now().Unix()+1) {
+		t.Fatalf("history start %v, want the time of a record of this test (after %v)", start, began)
+	}
+	files := 0
+	for _, f := range []string{"audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"} {
+		if _, err := os.Stat(filepath.Join(d.dir, "log", f)); err == nil {
+			files++
+		}
+	}
+	if files != 2 {
+		t.Fatalf("%d audit files with audit_keep = 1, want the current one and one segment", files)
+	}
+	d.waitLog("rotation removed records less than a day old")
+}

@@ -1156,3 +1156,62 @@ func TestOneWriterPerLog(t *testing.T) {
 	must(t, l.Close())
 	must(t, openLog(t, dir, Options{}).Close())
 }
+
+// TestTrimIsCountedAndHistoryStartMoves: every segment a rotation
+// removes is told (OnTrim), and HistoryStart is the first record of the
+// oldest file left, which moves forward as segments go.
+func TestTrimIsCountedAndHistoryStartMoves(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		keep        int
+		records     int
+		wantRemoved bool
+	}{
+		{"nothing past keep", 50, 30, false},
+		{"segments removed", 2, 80, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "audit.jsonl")
+			if _, ok := HistoryStart(path); ok {
+				t.Fatal("HistoryStart of no log found a record")
+			}
+			removed := 0
+			l := openLog(t, dir, Options{MaxSize: 1500, Keep: tc.keep, OnTrim: func(n int) { removed += n }})
+			writeN(t, l, tc.records)
+			must(t, l.Close())
+			files := Files(path)
+			// The chain head's segment is the number of segments made;
+			// the files holding records are those kept.
+			h, err := ReadHead(filepath.Join(dir, "audit.head"))
+			must(t, err)
+			held := 0
+			for _, f := range files {
+				if st, err := os.Stat(f); err == nil && st.Size() > 0 {
+					held++
+				}
+			}
+			if want := int(h.Segment) - held; removed != want || tc.wantRemoved != (removed > 0) {
+				t.Fatalf("OnTrim told of %d removed segments, want %d (segment %d, %d files hold records: %v)", removed, want, h.Segment, held, files)
+			}
+			start, ok := HistoryStart(path)
+			if !ok {
+				t.Fatalf("HistoryStart found no record in %v", files)
+			}
+			first, err := os.ReadFile(files[0])
+			must(t, err)
+			line, _, _ := strings.Cut(string(first), "\n")
+			var rec struct {
+				Time time.Time `json:"time"`
+				Seq  uint64    `json:"seq"`
+			}
+			must(t, json.Unmarshal([]byte(line), &rec))
+			if !start.Equal(rec.Time) {
+				t.Fatalf("HistoryStart = %v, the oldest file %s begins at %v", start, files[0], rec.Time)
+			}
+			if tc.wantRemoved && rec.Seq <= 1 {
+				t.Fatalf("segments were removed but the oldest file left begins with record %d", rec.Seq)
+			}
+		})
+	}
+}

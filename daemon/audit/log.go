@@ -62,6 +62,11 @@ type Options struct {
 	OnFailure func(error)         // called when writing (ErrUnavailable) or rotating (ErrRotate) fails (metrics, logs)
 	OnRecover func()              // called when a write succeeds after a write failed (logs)
 	OnSync    func(time.Duration) // called after each fdatasync with its duration (metrics)
+	// OnTrim is called, on the writer's goroutine, after a rotation
+	// removed segments past Keep, with how many it removed (metrics,
+	// logs: a log rotated much sooner than usual has lost history to a
+	// flood).
+	OnTrim func(removed int)
 	// OnDrop is called, on the writer's goroutine or AppendAsync's caller,
 	// for every record that was not written, whether or not a caller was
 	// told (Append returns the error too).

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -339,12 +340,18 @@ func (l *Log) rotate() error {
 		return err
 	}
 	var errs []error
+	removed := 0
 	for _, n := range rotated(l.o.Path) {
 		if n > l.o.Keep {
-			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err != nil && !os.IsNotExist(err) {
+			if err := os.Remove(fmt.Sprintf("%s.%d", l.o.Path, n)); err == nil {
+				removed++
+			} else if !os.IsNotExist(err) {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if removed > 0 && l.o.OnTrim != nil {
+		l.o.OnTrim(removed)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrTrim, err)
@@ -402,6 +409,33 @@ func numbered(path string, segments bool) ([]int, error) {
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(out)))
 	return out, err
+}
+
+// maxFirstLine bounds what HistoryStart reads of a file: one record.
+const maxFirstLine = MaxRecord + 1024
+
+// HistoryStart is the time of the oldest record the log at path still
+// holds: the first record of its oldest file (a segment opens with its
+// audit.segment record). ok is false when no file holds a record with a
+// time.
+func HistoryStart(path string) (start time.Time, ok bool) {
+	for _, name := range Files(path) {
+		f, err := os.Open(name)
+		if err != nil {
+			continue // removed by a rotation meanwhile: the next is the oldest
+		}
+		buf := make([]byte, maxFirstLine)
+		n, _ := io.ReadFull(f, buf)
+		_ = f.Close()
+		line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+		var rec struct {
+			Time time.Time `json:"time"`
+		}
+		if json.Unmarshal(line, &rec) == nil && !rec.Time.IsZero() {
+			return rec.Time, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Files lists the log's files oldest first: path.N ... path.1, path.

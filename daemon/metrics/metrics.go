@@ -53,6 +53,8 @@ type Metrics struct {
 	AuditWriteErrors       prometheus.Counter
 	AuditRecordsDropped    *prometheus.CounterVec
 	AuditSync              prometheus.Histogram
+	AuditSegmentsRemoved   prometheus.Counter
+	AuditHistoryStart      prometheus.GaugeFunc
 	BuildInfo              *prometheus.GaugeVec
 	ToolDefinitionsChanged *prometheus.CounterVec
 	FlowTaints             *prometheus.CounterVec
@@ -69,7 +71,14 @@ type Metrics struct {
 	own   []prometheus.Collector
 	// consentLookups reads the consent engine's count (CountConsentLookups).
 	consentLookups atomic.Pointer[func() uint64]
+	// historyStart reads the audit log's oldest record time (ReadAuditHistoryStart).
+	historyStart atomic.Pointer[func() float64]
 }
+
+// ReadAuditHistoryStart makes mcpcage_audit_history_start_timestamp_seconds
+// read start: the Unix time of the oldest record the audit log holds (0:
+// none).
+func (m *Metrics) ReadAuditHistoryStart(start func() float64) { m.historyStart.Store(&start) }
 
 // CountConsentLookups makes mcpcage_consent_lookups_total read count.
 func (m *Metrics) CountConsentLookups(count func() uint64) { m.consentLookups.Store(&count) }
@@ -133,6 +142,16 @@ func New() *Metrics {
 	m.AuditSync = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mcpcage_audit_sync_seconds",
 		Help:    "fdatasyncs of the audit log and their latency: in audit_sync = \"always\" a call waits for one (shared by every record pending then).",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}})
+	m.AuditSegmentsRemoved = prometheus.NewCounter(prometheus.CounterOpts{Name: "mcpcage_audit_segments_removed_total",
+		Help: "Audit log segments removed by rotation (past audit_keep): their records are gone from the host."})
+	m.AuditHistoryStart = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mcpcage_audit_history_start_timestamp_seconds",
+		Help: "Unix time of the oldest record the audit log holds (0: none): alert when time() minus it falls below the history you must keep, which a flood of records rotates away."},
+		func() float64 {
+			if f := m.historyStart.Load(); f != nil {
+				return (*f)()
+			}
+			return 0
+		})
 	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mcpcage_build_info", Help: "Version and enforcement level."}, []string{"version", "enforcement"})
 	m.ToolDefinitionsChanged = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_tool_definitions_changed_total", Help: "Tool definitions that changed during a session."}, []string{"server"})
 	m.FlowTaints = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_flow_taints_total",
@@ -153,7 +172,7 @@ func New() *Metrics {
 		Help: "Bugs of mcpcaged's caught where they happened (a panic): where is session (the session ended), request (that request failed), kernel_event (its session's server was stopped) or background (a loop of the daemon's own dropped its item at hand and was started again); the daemon went on. Each is in the log with its stack: please report it."}, []string{"where"})
 	m.own = []prometheus.Collector{m.SessionsActive, m.SessionsHeld, m.SessionsClientFiles, m.SessionsTotal, m.ToolCalls, m.ToolCallDuration, m.Messages, m.MessageBytes,
 		m.KernelEvents, m.KernelDenied, m.KernelEventsLost, m.SandboxStart, m.WarmStarts, m.ConsentsActive, m.ConsentLookups, m.ConsentPrompts, m.AuditRecords,
-		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.BuildInfo, m.ToolDefinitionsChanged,
+		m.AuditWriteErrors, m.AuditRecordsDropped, m.AuditSync, m.AuditSegmentsRemoved, m.AuditHistoryStart, m.BuildInfo, m.ToolDefinitionsChanged,
 		m.FlowTaints, m.DetectorHits, m.InfluenceSuspect, m.FlowDecisions, m.RemoteRequests, m.RemoteLatency, m.RemoteSignIns, m.InternalErrors}
 	for _, c := range append(m.own, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) {
 		f(c)
