@@ -82,17 +82,7 @@ func TestEverythingWithMCPGoClient(t *testing.T) {
 // URL) and serves the static document. A resource URI not in normal form
 // is now refused as ambiguous before the server sees it.
 func TestResourceURITraversalRefusedAgainstEverything(t *testing.T) {
-	requireEverything(t)
-	d := consentDaemon(t, everythingConfig)
-	d.mustCLI(t, "grant", "--agent", "itest", "--server", "everything", "--resource", "demo://resource/dynamic/*")
-	r := startRaw(t, d.shimCmd("everything"))
-	r.initialize()
-	read := func(id int, uri string) string {
-		t.Helper()
-		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": map[string]any{"uri": uri}})
-		r.send(string(b) + "\n")
-		return r.response(fmt.Sprint(id))
-	}
+	_, r, read := everythingReads(t, "demo://resource/dynamic/*")
 	if l := read(2, "demo://resource/dynamic/text/1"); !strings.Contains(l, "Resource 1:") {
 		t.Fatalf("a resource the consent covers: %s", l)
 	}
@@ -108,4 +98,50 @@ func TestResourceURITraversalRefusedAgainstEverything(t *testing.T) {
 	}
 	r.closeInput()
 	r.wait()
+}
+
+// A consent's URI pattern covers the host it names and no other, against
+// the official server: matched as text, "demo://resource*" also covered
+// demo://resource.evil.example/... and demo://resource@evil.example/...
+// (user info in front of another host), which went on to the server (a
+// server that reads URLs fetches them). Its authority is now matched
+// whole: the stars after it cover what follows it, and no wildcard
+// matches an '@'.
+func TestResourcePatternKeepsItsHostAgainstEverything(t *testing.T) {
+	d, r, read := everythingReads(t, "demo://resource*")
+	if l := read(2, "demo://resource/dynamic/text/1"); !strings.Contains(l, "Resource 1:") {
+		t.Fatalf("a resource the consent covers: %s", l)
+	}
+	for i, uri := range []string{
+		"demo://resource.evil.example/dynamic/text/1",
+		"demo://resource@evil.example/dynamic/text/1",
+		"demo://resource:8080/dynamic/text/1",
+	} {
+		if l := read(3+i, uri); !strings.Contains(l, "mcpcage denied resources/read") {
+			t.Fatalf("resources/read %q under a consent for demo://resource*: %s; want it denied by mcpcage, not sent to the server", uri, l)
+		}
+		d.record(t, "request.denied", func(r map[string]any) bool {
+			return str(r, "method") == "resources/read" && str(r, "name") == uri
+		})
+	}
+	r.closeInput()
+	r.wait()
+}
+
+// everythingReads starts a session of server-everything under a consent
+// for the resources of pattern, and returns a function that reads one
+// resource (request id, URI) and returns the response's line.
+func everythingReads(t *testing.T, pattern string) (*daemon, *rawSession, func(id int, uri string) string) {
+	t.Helper()
+	requireEverything(t)
+	d := consentDaemon(t, everythingConfig)
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "everything", "--resource", pattern)
+	r := startRaw(t, d.shimCmd("everything"))
+	r.initialize()
+	return d, r, func(id int, uri string) string {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": map[string]any{"uri": uri}})
+		r.send(string(b) + "\n")
+		return r.response(fmt.Sprint(id))
+	}
 }

@@ -13,10 +13,11 @@
 // Resource patterns match URIs, and there '*' also crosses '/' (so "**"
 // means the same): "file:///work/*" covers "file:///work/a/b.txt", "*"
 // covers every resource, "repo://acme/*/README.md" covers the README of
-// every acme repository and of anything deeper. A URI is matched as
-// text, so one that is not in normal form (package uri: a dot segment,
-// a backslash, ...) matches no pattern: a server's SDK may serve it as
-// another URI. A grant is checked when
+// every acme repository and of anything deeper. A pattern with "://" is
+// matched part by part (matchURI): no wildcard reaches from the path
+// into the host or slips user info in front of it. A URI that is not in
+// normal form (package uri: a dot segment, a backslash, ...) matches no
+// pattern: a server's SDK may serve it as another URI. A grant is checked when
 // made: a malformed pattern is refused. A tool name may hold '/'
 // ("repo/delete"): a grant's "*" does not cover it (a grant covers no
 // more than it reads), while the administrator's tools_allow and

@@ -50,7 +50,7 @@ func patterns(r *Record, k Kind) []string {
 // server may serve file:///work/../etc/passwd as file:///etc/passwd.
 func Match(k Kind, p, name string) bool {
 	if k == KindResource {
-		return uri.Check(name) == nil && MatchText(p, name)
+		return uri.Check(name) == nil && matchURI(p, name)
 	}
 	ok, err := path.Match(p, name)
 	return err == nil && ok
@@ -80,13 +80,20 @@ func matchText(p, name string) (bool, error) {
 	if _, err := path.Match(p, ""); err != nil {
 		return false, err
 	}
-	toks := tokens(p)
+	return matchTokens(tokens(p), name, nil), nil
+}
+
+// matchTokens matches name against a pattern's tokens; no wildcard ('*',
+// '?', a class) matches a rune for which fence is true (nil: none is
+// fenced).
+func matchTokens(toks []token, name string, fence func(rune) bool) bool {
 	// Classic two-pointer glob matching with backtracking to the last star.
 	ti, ni := 0, 0
 	star, mark := -1, 0
 	for ni < len(name) {
 		r, size := utf8.DecodeRuneInString(name[ni:])
-		if ti < len(toks) && toks[ti] != "*" && toks[ti].matches(r) {
+		fenced := fence != nil && fence(r)
+		if ti < len(toks) && toks[ti] != "*" && toks[ti].matches(r) && (!fenced || toks[ti].literal()) {
 			ti++
 			ni += size
 			continue
@@ -97,16 +104,19 @@ func matchText(p, name string) (bool, error) {
 			continue
 		}
 		if star < 0 {
-			return false, nil
+			return false
 		}
-		_, size = utf8.DecodeRuneInString(name[mark:])
+		r, size = utf8.DecodeRuneInString(name[mark:])
+		if fence != nil && fence(r) {
+			return false // the star cannot take it
+		}
 		mark += size
 		ti, ni = star+1, mark
 	}
 	for ti < len(toks) && toks[ti] == "*" {
 		ti++
 	}
-	return ti == len(toks), nil
+	return ti == len(toks)
 }
 
 // token is one element of a pattern: "*", "?", a class "[...]" or one
@@ -145,6 +155,10 @@ func tokens(p string) []token {
 	}
 	return out
 }
+
+// literal reports whether t is one character as written (or escaped),
+// not a wildcard or a class.
+func (t token) literal() bool { return t != "*" && t != "?" && t[0] != '[' }
 
 func (t token) matches(r rune) bool {
 	switch {

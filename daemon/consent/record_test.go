@@ -1,6 +1,9 @@
 package consent
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatch(t *testing.T) {
 	tests := []struct {
@@ -31,6 +34,32 @@ func TestMatch(t *testing.T) {
 		{KindResource, "*.md", "notes/ü/x.md", true},
 		{KindResource, "notes/?/x.md", "notes/ü/x.md", true},
 		{KindResource, "[", "[", false}, // malformed: matches nothing
+		// A wildcard never reaches from the path into the host, nor
+		// slips user info in front of it (matched as text it did).
+		{KindResource, "https://docs.example.com*", "https://docs.example.com/guide", true},
+		{KindResource, "https://docs.example.com*", "https://docs.example.com", true},
+		{KindResource, "https://docs.example.com*", "https://docs.example.com?q=1", true},
+		{KindResource, "https://docs.example.com*", "https://docs.example.com.evil.example/", false},
+		{KindResource, "https://docs.example.com*", "https://docs.example.com@evil.example/", false},
+		{KindResource, "https://docs.example.com*", "https://docs.example.com:8443/", false},
+		{KindResource, "https://docs.example.com/*", "https://docs.example.com@evil.example/", false},
+		{KindResource, "https://*.example.com/*", "https://a.b.example.com/x", true},
+		{KindResource, "https://*.example.com/*", "https://evil.example@x.example.com/", false},
+		{KindResource, "https://*.example.com/*", "https://evil.example/.example.com/", false},
+		{KindResource, "https://*.example.com/*", "https://evil.example?.example.com/", false},
+		{KindResource, "https://*.example.com/*", "https://evil.example#.example.com/", false},
+		{KindResource, "https://*.example.com*", "https://x.example.com.evil.example/", false},
+		{KindResource, "https://*.example.com*", "https://x.example.com/a", true},
+		{KindResource, "https://user@docs.example.com/*", "https://user@docs.example.com/a", true}, // '@' written in the pattern
+		{KindResource, "https://*", "https://anyone@anywhere.example:1/x", true},
+		{KindResource, "https://*/*", "https://anywhere.example/x", true},
+		{KindResource, "http://localhost:*/*", "http://localhost:8080/mcp", true},
+		{KindResource, "http://localhost:*/*", "http://localhost:8080@evil.example/mcp", false},
+		{KindResource, "http*://docs.example.com/*", "https://docs.example.com/a", true},
+		{KindResource, "http*://docs.example.com/*", "https://evil.example/x://docs.example.com/a", false},
+		{KindResource, "https://docs.example.com\\?*", "https://docs.example.com?q", true},
+		{KindResource, "file://*", "file:///etc/hostname", true},
+		{KindResource, "https://docs.example.com/*", "https:docs.example.com/a", false}, // no "//": not read as this URI
 		{KindTool, "list_*", "list_repos", true},
 		{KindTool, "list_*", "xlist_repos", false},
 		{KindTool, "*", "ns/tool", false}, // tool names keep path.Match
@@ -61,6 +90,31 @@ func TestResourceGrantCoversEveryURI(t *testing.T) {
 		q := Query{User: "alice", Agent: "claude-desktop", Server: "github", Kind: KindResource, Name: uri}
 		if d := e.Decide(q); !d.Allow {
 			t.Errorf("--resource '*' does not allow %s: %s", uri, d.Reason)
+		}
+	}
+}
+
+// TestExactResourcePatternsMatchTheirURI: an answer "allow this" makes a
+// consent for exactly the URI asked about, its glob characters escaped;
+// read as a URI, such a pattern still matches that URI.
+func TestExactResourcePatternsMatchTheirURI(t *testing.T) {
+	escape := func(s string) string {
+		var b []byte
+		for i := 0; i < len(s); i++ {
+			if strings.IndexByte(`*?[]\`, s[i]) >= 0 {
+				b = append(b, '\\')
+			}
+			b = append(b, s[i])
+		}
+		return string(b)
+	}
+	for _, u := range []string{
+		"https://docs.example.com", "https://docs.example.com/a?b=[1]#x", "https://u@h.example:8443/p*q",
+		"demo://resource/dynamic/text/1", "file:///etc/hostname", "mem:x?y", "ui://widget",
+	} {
+		p := escape(u)
+		if !Match(KindResource, p, u) {
+			t.Errorf("the exact pattern %q does not match %q", p, u)
 		}
 	}
 }
