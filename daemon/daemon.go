@@ -130,6 +130,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	} else if warning != "" {
 		log.Warn(warning)
 	}
+	warnLiteralCredentials(cfg, log)
 	if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state_dir: %w", err)
 	}

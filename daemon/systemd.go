@@ -84,6 +84,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 	} else if warning != "" {
 		d.log.Warn(warning)
 	}
+	warnLiteralCredentials(next, d.log)
 	cur := d.conf()
 	a, b := cur.Daemon, next.Daemon
 	for _, c := range []struct {

@@ -146,6 +146,14 @@ func redact(v any, secrets []string) any {
 	return v
 }
 
+// LooksLikeCredential reports whether an environment variable or argument
+// named key with value v looks like it holds a credential: a key the
+// redaction hides (TOKEN, API_KEY, PASSWORD, ...) with a value, or a value
+// in a known credential format, whatever its key.
+func LooksLikeCredential(key, v string) bool {
+	return v != "" && secretName(key) || looksSecret(v, nil)
+}
+
 func looksSecret(s string, secrets []string) bool {
 	t := strings.TrimSpace(s)
 	if mayBeCredential(t) && secretValue.MatchString(t) {
