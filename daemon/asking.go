@@ -458,7 +458,7 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		q.digest = q.args.requestDigest(method, string(q.kind), q.name)
 	}
 	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why, Definition: p.srv.Definition}, Target: q.target,
-		UID: s.peer.UID, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
+		UID: s.peer.UID, Account: s.peer.account().uid, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
 	d.metrics.ConsentPrompts.WithLabelValues(promptNotAsked).Inc()
 	reason := fmt.Sprintf("no consent covers it and the user could not be asked (%s)", why)
 	if !ok {

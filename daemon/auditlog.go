@@ -455,9 +455,9 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	// Every query holds a slot while it streams (a history of the whole
 	// log can take a while, and a client that stops reading holds an open
 	// segment): one user cannot pile them up.
-	release, err := d.auditing.take(peer.UID)
+	release, err := d.auditing.take(peer.account())
 	if err != nil {
-		d.log.Warn("audit query refused", "user", userName(peer.UID), "err", err)
+		d.auditing.refused(d.log, "audit query refused", err, append([]any{"user", userName(peer.UID)}, peer.account().logAttrs()...)...)
 		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, d.log)
 		return
 	}
@@ -465,8 +465,9 @@ func (d *Daemon) auditQuery(ctx context.Context, c *net.UnixConn, fw *api.FrameW
 	send := d.streamSender(c, fw, peer, "audit query")
 	var follow *follower
 	if q.Follow {
-		release, err := d.following.take(peer.UID)
+		release, err := d.following.take(peer.account())
 		if err != nil {
+			d.following.refused(d.log, "audit follow refused", err, append([]any{"user", userName(peer.UID)}, peer.account().logAttrs()...)...)
 			reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, d.log)
 			return
 		}

@@ -43,11 +43,12 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 		d.log.Warn("rejecting connection without peer credentials", "err", err)
 		return
 	}
+	d.chargeTo(&peer)
 	if early {
 		// It holds one of its user's session slots until it is closed,
 		// off this goroutine: the bound serveRun keeps for a session's
 		// files.
-		if release, err := d.sessionSlots.takeUpTo(peer.UID, d.conf().Daemon.MaxSessionsPerUser); err == nil {
+		if release, err := d.sessionSlots.takeUpTo(peer.account(), d.conf().Daemon.MaxSessionsPerUser); err == nil {
 			closeConn = func() {
 				go func() {
 					defer release()
@@ -65,16 +66,16 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	if peer.PidFD != nil {
 		defer func() { _ = peer.PidFD.Close() }()
 	}
-	log := d.log.With("peer_pid", peer.PID, "peer_uid", peer.UID)
+	log := d.log.With(append([]any{"peer_pid", peer.PID, "peer_uid", peer.UID}, peer.account().logAttrs()...)...)
 	// Replies are written with a deadline: a client that sends a request
 	// and never reads its answer must not keep the answer, a goroutine
 	// and a descriptor for good (found by a red-team helper: 40 such
 	// connections asking for large consent lists took 2 GB). Sessions
 	// write their own frames (OpRun, below).
 	fw := api.NewFrameWriter(deadlineWriter{c})
-	pending, err := d.pending.take(peer.UID)
+	pending, err := d.pending.take(peer.account())
 	if err != nil {
-		log.Warn("connection refused", "reason", err)
+		d.pending.refused(log, "connection refused", err)
 		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
 		return
 	}
@@ -117,9 +118,9 @@ func (d *Daemon) handle(ctx context.Context, c *net.UnixConn) {
 	case api.OpRun, api.OpAudit, api.OpTrace:
 		// Bounded by their own slots (sessions, audit queries, followers).
 	default:
-		release, err := d.answering.take(peer.UID)
+		release, err := d.answering.take(peer.account())
 		if err != nil {
-			log.Warn("request refused", "op", req.Op, "reason", err)
+			d.answering.refused(log, "request refused", err, "op", req.Op)
 			reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
 			return
 		}
@@ -442,6 +443,15 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		reply(fw, api.Reply{Code: api.CodeDenied, Error: "an agent's own secret is the administrator's to set: ask them (sudo mcpcage secret set NAME --agent AGENT)"}, log)
 		return
 	case peer.UID != 0:
+		if req.Op == api.OpSecretSet {
+			// Listing and removing stay open: what a subordinate uid
+			// stored before can be seen and taken away.
+			if err := refuseStore(peer, "secrets", fmt.Sprintf("set it (mcpcage secret set %s)", req.Name)); err != nil {
+				log.Info("secret refused", "secret", req.Name, "reason", err)
+				reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+				return
+			}
+		}
 		st, err := d.userSecrets(peer.UID, req.Op == api.OpSecretSet)
 		if err != nil {
 			reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
@@ -540,8 +550,9 @@ func (d *Daemon) trace(ctx context.Context, c *net.UnixConn, fw *api.FrameWriter
 		reply(fw, api.Reply{Code: api.CodeInternal, Error: "kernel events are unavailable: " + d.ebpfErr}, log)
 		return
 	}
-	release, err := d.following.take(peer.UID)
+	release, err := d.following.take(peer.account())
 	if err != nil {
+		d.following.refused(log, "trace refused", err)
 		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
 		return
 	}

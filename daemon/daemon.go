@@ -30,6 +30,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/renames"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
+	"github.com/mcpcage/mcpcage/internal/subid"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/sandbox/landlock"
 	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
@@ -40,16 +41,17 @@ var Version = "dev"
 
 // Daemon is a running mcpcaged.
 type Daemon struct {
-	// pending, answering, auditing and following bound, per user,
-	// connections that have not sent their request, requests being
-	// answered, audit queries (history or follow) and followers of the
-	// audit log and of kernel events.
+	// pending, answering, auditing and following bound, per account
+	// (account.go), connections that have not sent their request,
+	// requests being answered, audit queries (history or follow) and
+	// followers of the audit log and of kernel events.
 	pending      uidSlots
 	answering    uidSlots
 	auditing     uidSlots
 	following    uidSlots
 	sessionSlots uidSlots
-	clientFiles  clientFiles // daemon-wide bound of sessions holding a client's files
+	clientFiles  clientFiles  // daemon-wide bound of sessions holding a client's files
+	subuids      *subid.Table // whose subordinate uids are (account.go); nil: none are
 	// lostTold is what watchLost has told of the kernel's lost events
 	// (its counters are totals): only watchLost uses it.
 	lostTold struct{ ringbufFull, throttled uint64 }
@@ -122,6 +124,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	d := &Daemon{log: log, sessions: map[string]*session{}, byCgroup: map[uint64]*session{}, started: time.Now(), metrics: metrics.New(), imagesUnused: make(chan struct{}, 1)}
 	refusedFilesLog = log
 	d.setUserLimits()
+	d.subuids = subid.New(subuidPath)
 	d.clientFiles.gauge, d.clientFiles.inUse = d.metrics.SessionsHeld, d.metrics.SessionsClientFiles
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)

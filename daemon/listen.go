@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/mcpcage/mcpcage/config"
+	"github.com/mcpcage/mcpcage/internal/subid"
 )
 
 // Listen creates the daemon's unix socket: its directory is created, a
@@ -61,6 +62,10 @@ type Peer struct {
 	// see peerPidfd); nil where the kernel lacks it. Closed with the
 	// connection.
 	PidFD *os.File
+	// Owner: UID is a subordinate uid of this user (/etc/subuid), whose
+	// per-user bounds it counts toward (account.go); nil for an account
+	// of its own.
+	Owner *subid.Owner
 }
 
 func peerOf(c *net.UnixConn) (Peer, error) {

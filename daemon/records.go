@@ -139,6 +139,16 @@ func boxed[S ~string](s S) any {
 	return string(s)
 }
 
+// delegator is session.start's delegator: the user, and for a subordinate
+// uid (/etc/subuid) the owner whose per-user bounds it counted toward.
+func (s *session) delegator() map[string]any {
+	d := map[string]any{"uid": s.peer.UID, "name": s.user}
+	if o := s.peer.Owner; o != nil {
+		d["charged_to"] = map[string]any{"uid": o.UID, "name": o.Name}
+	}
+	return d
+}
+
 // sessionRefusedRecord: the shim's parent failed the identity check, so
 // no session started.
 func sessionRefusedRecord(server, user, reason string) audit.Record {
@@ -152,7 +162,7 @@ func (s *session) sessionStartRecord(ap identity.Process, params sandbox.Params,
 	return s.record(api.RecordSessionStart, audit.Record{
 		"definition":   srv.Definition, // of a user's own server: what its consents are bound to
 		"agent_detail": agentDetail(ap),
-		"delegator":    map[string]any{"uid": s.peer.UID, "name": s.user},
+		"delegator":    s.delegator(),
 		"sandbox": map[string]any{"uid": params.UID, "gid": params.GID, "network": srv.Network, "memory": int64(srv.Memory), "pids": srv.Pids,
 			"cpus": srv.CPUs, "seccomp": srv.Seccomp, "landlock": params.Landlock != nil, "mounts": mountList(params), "image": srv.Image,
 			"egress": srv.Egress, "listen": srv.Listen, "deny_paths": srv.DenyPatterns(), "warm": s.warmStart,

@@ -15,7 +15,7 @@ func (d *Daemon) registerKernel(s *session, pid uint32, cgroupsPath string, poli
 	if err != nil {
 		return fmt.Errorf("find the session's cgroup: %w", err)
 	}
-	policy.Owner = s.peer.UID // its egress entries count against this user's budget
+	policy.Owner = s.peer.account().uid // its egress entries count against this account's budget
 	if err := d.cage.Register(cgid, policy); err != nil {
 		return errors.Join(err, d.cage.Unregister(cgid))
 	}

@@ -282,7 +282,7 @@ func (s *session) upstream() map[string]any {
 func (s *session) remoteStartRecord() audit.Record {
 	return s.record(api.RecordSessionStart, audit.Record{
 		"agent_detail":     agentDetail(s.agentP),
-		"delegator":        map[string]any{"uid": s.peer.UID, "name": s.user},
+		"delegator":        s.delegator(),
 		"remote":           s.upstream(),
 		"default_decision": string(s.policy.d.conf().Decision(s.srv)),
 		"stdio":            string(s.stdio),

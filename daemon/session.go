@@ -310,9 +310,9 @@ func (d *Daemon) runSession(ctx context.Context, c *net.UnixConn, fr *api.FrameR
 // files and given back with the user's, bounds all users' together; past
 // it the session runs framed.
 func (d *Daemon) serveRun(ctx context.Context, c *net.UnixConn, fr *api.FrameReader, fw *api.FrameWriter, peer Peer, req api.Request, log *slog.Logger) {
-	release, err := d.sessionSlots.takeUpTo(peer.UID, d.conf().Daemon.MaxSessionsPerUser)
+	release, err := d.sessionSlots.takeUpTo(peer.account(), d.conf().Daemon.MaxSessionsPerUser)
 	if err != nil {
-		log.Warn("session refused", "reason", err)
+		d.sessionSlots.refused(log, "session refused", err)
 		reply(fw, api.Reply{Code: api.CodeBusy, Error: err.Error()}, log)
 		return
 	}

@@ -113,7 +113,7 @@ func (d *Daemon) signinOp(ctx context.Context, fw *api.FrameWriter, peer Peer, r
 		if err == nil {
 			t.HTTP = hc
 			var authURL, state string
-			authURL, state, err = d.oauth.Begin(ctx, oauth.LoginRequest{UID: peer.UID, User: user, Agent: agent, RedirectURI: req.Redirect, Target: t})
+			authURL, state, err = d.oauth.Begin(ctx, oauth.LoginRequest{UID: peer.UID, Account: peer.account().uid, User: user, Agent: agent, RedirectURI: req.Redirect, Target: t})
 			if err == nil {
 				log.Info("sign-in started", "user", user, "server", srv.Name, "agent", agent)
 				replyData(fw, api.LoginStart{URL: authURL, State: state, Server: srv.Name, TakesEndings: true}, log)
@@ -219,7 +219,7 @@ func (d *Daemon) inbandSignIn(ctx context.Context, s *session) (string, string, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, signinWait) // and no longer than the session
 	defer cancel()
-	authURL, state, err := d.oauth.Begin(ctx, oauth.LoginRequest{UID: s.peer.UID, User: s.user, Agent: agent,
+	authURL, state, err := d.oauth.Begin(ctx, oauth.LoginRequest{UID: s.peer.UID, Account: s.peer.account().uid, User: s.user, Agent: agent,
 		RedirectURI: fmt.Sprintf("http://%s/callback", ln.Addr()), Target: t})
 	if err != nil {
 		_ = ln.Close()

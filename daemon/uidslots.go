@@ -1,20 +1,25 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 )
 
-// uidSlots bounds what one user holds at once of something every local
-// user can open on the daemon's socket (connections that have not sent
-// their request yet, followers of the audit log or of kernel events), so
-// that one user cannot take the daemon's memory or slow what it does for
-// the others.
+// uidSlots bounds what one account holds at once of something every
+// local user can open on the daemon's socket (connections that have not
+// sent their request yet, followers of the audit log or of kernel
+// events), so that one user cannot take the daemon's memory or slow what
+// it does for the others; an account is a user with its subordinate uids
+// (account.go).
 type uidSlots struct {
 	what string // what a slot is, for the refusal
 	max  int
 	mu   sync.Mutex
 	held map[uint32]int
+	told refusalLog
 }
 
 // Limits per user.
@@ -38,31 +43,70 @@ func (d *Daemon) setUserLimits() {
 	d.sessionSlots.what = "sessions (mcpcage run; max_sessions_per_user in [daemon])"
 }
 
-// take takes a slot for uid; release gives it back. When uid holds max,
-// it returns an error that says so and what to do.
-func (s *uidSlots) take(uid uint32) (release func(), err error) {
-	return s.takeUpTo(uid, s.max)
+// take takes a slot for a; release gives it back. When a holds max, it
+// returns an error that says so and what to do.
+func (s *uidSlots) take(a account) (release func(), err error) {
+	return s.takeUpTo(a, s.max)
 }
 
-// takeUpTo is take with a bound of max slots.
-func (s *uidSlots) takeUpTo(uid uint32, max int) (release func(), err error) {
+// takeUpTo is take with a bound of max slots per account.
+func (s *uidSlots) takeUpTo(a account, max int) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[uid] >= max {
-		return nil, fmt.Errorf("uid %d already has %d %s open, the most one user may: close some and try again", uid, max, s.what)
+	if s.held[a.uid] >= max {
+		return nil, fmt.Errorf("%s already has %d %s open, the most one user may: close some and try again", a.who(), max, s.what)
 	}
 	if s.held == nil {
 		s.held = map[uint32]int{}
 	}
-	s.held[uid]++
+	s.held[a.uid]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.held[uid]--; s.held[uid] <= 0 {
-				delete(s.held, uid)
+			if s.held[a.uid]--; s.held[a.uid] <= 0 {
+				delete(s.held, a.uid)
 			}
 		})
 	}, nil
+}
+
+// refused logs a refusal of a slot (msg, the refusal err and attrs) as
+// refusalLog does.
+func (s *uidSlots) refused(log *slog.Logger, msg string, err error, attrs ...any) {
+	s.told.warn(log, msg, func() []any { return append(attrs, "reason", err) })
+}
+
+// refusalLogEvery is the least time between two warnings of one bound's
+// refusals.
+const refusalLogEvery = 10 * time.Second
+
+// refusalLog logs refusals by one bound without a warning for each: a
+// flood of connections past it must not flood the log. The first refusal
+// after refusalLogEvery is a warning that says how many were refused
+// since the last one; those in between are logged at debug level.
+type refusalLog struct {
+	mu       sync.Mutex
+	last     time.Time
+	unlogged int
+}
+
+// warn logs msg with attrs() as a warning, or at debug level when this
+// bound warned within refusalLogEvery.
+func (r *refusalLog) warn(log *slog.Logger, msg string, attrs func() []any) {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < refusalLogEvery {
+		r.unlogged++
+		r.mu.Unlock()
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug(msg, attrs()...)
+		}
+		return
+	}
+	unlogged := r.unlogged
+	r.last, r.unlogged = now, 0
+	r.mu.Unlock()
+	log.Warn(msg, append(attrs(), "refused_unlogged_since_last_warning", unlogged)...)
 }

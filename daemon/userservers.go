@@ -66,6 +66,13 @@ func (d *Daemon) serverOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 	}
 	switch req.Op {
 	case api.OpServerAdd:
+		// Removing stays open: what a subordinate uid stored before can
+		// be taken away.
+		if err := refuseStore(peer, "servers of their own", "add it (mcpcage server add)"); err != nil {
+			log.Info("server add refused", "reason", err)
+			reply(fw, api.Reply{Code: api.CodeDenied, Error: err.Error()}, log)
+			return
+		}
 		stored, srv, err := d.userServer(peer, req.Def)
 		if err != nil {
 			fail(err)

@@ -171,6 +171,12 @@ func TestBookKeepsListsAndRefuses(t *testing.T) {
 	if _, ok := b.Keep(Pending{Target: Target{Name: "one too many"}, UID: 1000}, now, time.Hour); ok {
 		t.Fatal("a user kept more than maxPendingPerUser pending requests")
 	}
+	if _, ok := b.Keep(Pending{Target: Target{User: "uid:100003", Name: "sub"}, UID: 100003, Account: 1000}, now, time.Hour); ok {
+		t.Fatal("a subordinate uid of a user at maxPendingPerUser kept a pending request")
+	}
+	if _, ok := b.Keep(Pending{Target: Target{User: "uid:200003", Name: "sub"}, UID: 200003, Account: 1001}, now, time.Hour); !ok {
+		t.Fatal("a subordinate uid of another user could not keep a pending request")
+	}
 	if len(b.List(1000, false, now.Add(2*time.Hour))) != 0 {
 		t.Fatal("pending requests outlived their time")
 	}

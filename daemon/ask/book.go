@@ -23,12 +23,24 @@ type Pending struct {
 	api.PendingInfo
 	Target Target
 	UID    uint32 // the delegating user's uid (who may answer it)
-	Pin    string // the tool definition the session was shown
-	Digest string // the request's (see RequestDigest): "approve --once" allows this one
-	PinKey string // whose pins the server's tools are
+	// Account is the uid whose bound of pending requests it counts
+	// toward: its owner when UID is a subordinate uid (/etc/subuid);
+	// 0 is UID's own.
+	Account uint32
+	Pin     string // the tool definition the session was shown
+	Digest  string // the request's (see RequestDigest): "approve --once" allows this one
+	PinKey  string // whose pins the server's tools are
 	// PendingInfo.Definition: the definition of the server the session
 	// ran (a user's own: config.Server.Definition), which an answer must
 	// still find.
+}
+
+// account is the uid p counts toward.
+func (p *Pending) account() uint32 {
+	if p.Account != 0 {
+		return p.Account
+	}
+	return p.UID
 }
 
 // pendingKey: one pending entry per target, request and server
@@ -56,6 +68,10 @@ const (
 	maxPendingPerUser = 64
 	maxPending        = 1024
 	maxRefusedPerUser = 1024
+	// maxRefused bounds all users' refusals together: a user's
+	// subordinate uids (/etc/subuid) are users of their own here (the
+	// refusals are theirs), each with maxRefusedPerUser.
+	maxRefused = 16 * maxRefusedPerUser
 )
 
 // NewBook returns an empty book.
@@ -84,7 +100,7 @@ func (b *Book) Keep(p Pending, now time.Time, ttl time.Duration) (_ Pending, ok 
 	}
 	n := 0
 	for _, e := range b.pending {
-		if e.UID == p.UID {
+		if e.account() == p.account() {
 			n++
 		}
 	}
@@ -173,7 +189,7 @@ func (b *Book) Refuse(t Target, until, now time.Time) {
 			n++
 		}
 	}
-	if n >= maxRefusedPerUser {
+	if n >= maxRefusedPerUser || len(b.refused) >= maxRefused {
 		return // the request is denied anyway; the user may be asked again
 	}
 	b.refused[t] = until

@@ -61,11 +61,22 @@ type Target struct {
 
 // LoginRequest starts a sign-in.
 type LoginRequest struct {
-	UID         uint32
+	UID uint32
+	// Account is the uid whose bounds the sign-in counts toward: its
+	// owner when UID is a subordinate uid (/etc/subuid); 0 is UID's own.
+	Account     uint32
 	User        string
 	Agent       string // "" signs in for all of the user's agents
 	RedirectURI string // the loopback listener of mcpcage login
 	Target      Target
+}
+
+// account is the uid r counts toward.
+func (r LoginRequest) account() uint32 {
+	if r.Account != 0 {
+		return r.Account
+	}
+	return r.UID
 }
 
 type pendingLogin struct {
@@ -103,7 +114,7 @@ func (m *Manager) Begin(ctx context.Context, r LoginRequest) (authURL, state str
 	}
 	// The bound first: a user at it makes no request to the servers.
 	m.mu.Lock()
-	err = m.roomToBegin(r.UID, time.Now())
+	err = m.roomToBegin(r.account(), time.Now())
 	m.mu.Unlock()
 	if err != nil {
 		return "", "", err
@@ -133,21 +144,21 @@ func (m *Manager) Begin(ctx context.Context, r LoginRequest) (authURL, state str
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	if err := m.roomToBegin(r.UID, now); err != nil { // again: others may have begun meanwhile
+	if err := m.roomToBegin(r.account(), now); err != nil { // again: others may have begun meanwhile
 		return "", "", err
 	}
 	m.pending[state] = &pendingLogin{req: r, res: res, client: client, verifier: verifier, scopes: scopes, expires: now.Add(loginTTL)}
 	return authURL, state, nil
 }
 
-// roomToBegin drops the expired sign-ins and says whether uid may begin
-// another one. m.mu is held.
-func (m *Manager) roomToBegin(uid uint32, now time.Time) error {
+// roomToBegin drops the expired sign-ins and says whether account (a
+// uid with its subordinate uids) may begin another one. m.mu is held.
+func (m *Manager) roomToBegin(account uint32, now time.Time) error {
 	mine := 0
 	for k, p := range m.pending {
 		if now.After(p.expires) {
 			delete(m.pending, k)
-		} else if p.req.UID == uid {
+		} else if p.req.account() == account {
 			mine++
 		}
 	}
@@ -202,7 +213,7 @@ func (m *Manager) client(ctx context.Context, r LoginRequest, res *Resource, sco
 		m.mu.Unlock()
 		return c, nil
 	}
-	err := m.takeRegistration(r.UID, r.Target.Server, time.Now())
+	err := m.takeRegistration(r.account(), r.Target.Server, time.Now())
 	m.mu.Unlock()
 	if err != nil {
 		return nil, err

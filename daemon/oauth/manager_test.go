@@ -539,6 +539,10 @@ func TestManagerBeginLimits(t *testing.T) {
 	if err := begin(1000, redirect); err == nil || !strings.Contains(err.Error(), "too many sign-ins waiting") {
 		t.Fatalf("Begin beyond the per-user bound = %v", err)
 	}
+	// A subordinate uid of the user (/etc/subuid) counts as the user.
+	if _, _, err := m.Begin(ctx, LoginRequest{UID: 100003, Account: 1000, User: "uid:100003", RedirectURI: redirect, Target: s.target(t)}); err == nil || !strings.Contains(err.Error(), "too many sign-ins waiting") {
+		t.Fatalf("Begin by a subordinate uid of a user at the bound = %v", err)
+	}
 	if err := begin(1001, redirect); err != nil {
 		t.Fatalf("another user's Begin: %v", err)
 	}
