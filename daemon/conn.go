@@ -467,11 +467,23 @@ func (d *Daemon) secretOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		}
 		userSecretMu.Lock() // the room check and the write, as one
 		defer userSecretMu.Unlock()
-		if req.Op == api.OpSecretSet {
-			if err := userSecretRoom(st, req.Name, req.Secret); err != nil {
-				reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
-				return
+		if req.Op == api.OpSecretSet || req.Op == api.OpSecretRm {
+			old := sizeOf(st, req.Name)
+			if req.Op == api.OpSecretSet {
+				err := userSecretRoom(st, req.Name, req.Secret)
+				if err == nil {
+					if err = d.userSecretsBytes.room(d.userSecretsRoot(), old, len(req.Secret)); err != nil {
+						d.secretsFull.warn(log, "secret refused", func() []any { return []any{"secret", req.Name, "reason", err} })
+					}
+				}
+				if err != nil {
+					reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+					return
+				}
 			}
+			// Counted as it is once changed, with userSecretMu still
+			// held (deferred after its unlock).
+			defer func() { d.userSecretsBytes.changed(old, sizeOf(st, req.Name)) }()
 		}
 		store = st
 	case req.Agent != "":

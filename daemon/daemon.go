@@ -44,14 +44,17 @@ type Daemon struct {
 	// pending, answering, auditing and following bound, per account
 	// (account.go), connections that have not sent their request,
 	// requests being answered, audit queries (history or follow) and
-	// followers of the audit log and of kernel events.
-	pending      uidSlots
-	answering    uidSlots
-	auditing     uidSlots
-	following    uidSlots
-	sessionSlots uidSlots
-	clientFiles  clientFiles  // daemon-wide bound of sessions holding a client's files
-	subuids      *subid.Table // whose subordinate uids are (account.go); nil: none are
+	// followers of the audit log and of kernel events; pending also all
+	// accounts' together.
+	pending          uidSlots
+	answering        uidSlots
+	auditing         uidSlots
+	following        uidSlots
+	sessionSlots     uidSlots
+	clientFiles      clientFiles      // daemon-wide bound of sessions holding a client's files
+	subuids          *subid.Table     // whose subordinate uids are (account.go); nil: none are
+	userSecretsBytes userSecretsBytes // all users' own secrets together (usersecrets.go; userSecretMu held)
+	secretsFull      refusalLog       // secrets refused for userSecretsMaxTotal
 	// lostTold is what watchLost has told of the kernel's lost events
 	// (its counters are totals): only watchLost uses it.
 	lostTold struct{ ringbufFull, throttled uint64 }

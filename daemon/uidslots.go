@@ -13,13 +13,16 @@ import (
 // sent their request yet, followers of the audit log or of kernel
 // events), so that one user cannot take the daemon's memory or slow what
 // it does for the others; an account is a user with its subordinate uids
-// (account.go).
+// (account.go). Where all accounts together could still take too much
+// (descriptors), maxAll bounds them together.
 type uidSlots struct {
-	what string // what a slot is, for the refusal
-	max  int
-	mu   sync.Mutex
-	held map[uint32]int
-	told refusalLog
+	what   string // what a slot is, for the refusal
+	max    int
+	maxAll int // all accounts' slots together; 0: no bound
+	mu     sync.Mutex
+	held   map[uint32]int
+	total  int
+	told   refusalLog
 }
 
 // Limits per user.
@@ -30,9 +33,15 @@ const (
 	maxAuditPerUID     = 16 // `mcpcage audit` queries, history or --follow, at once
 )
 
+// maxPendingAll bounds the connections of all users that have not sent
+// their request yet: each holds a descriptor and a goroutine for up to
+// requestWait, and the daemon's descriptors must stay far from their
+// limit (sessions, containerd, the audit log) whoever connects.
+const maxPendingAll = 1024
+
 // setUserLimits sets the daemon's per-user bounds.
 func (d *Daemon) setUserLimits() {
-	d.pending.what, d.pending.max = "connections that have not sent their request", maxPendingPerUID
+	d.pending.what, d.pending.max, d.pending.maxAll = "connections that have not sent their request", maxPendingPerUID, maxPendingAll
 	d.answering.what, d.answering.max = "requests whose answers are not yet read", maxAnsweringPerUID
 	d.following.what, d.following.max = "followers of the audit log or of kernel events", maxFollowersPerUID
 	d.auditing.what, d.auditing.max = "audit queries (mcpcage audit)", maxAuditPerUID
@@ -43,8 +52,8 @@ func (d *Daemon) setUserLimits() {
 	d.sessionSlots.what = "sessions (mcpcage run; max_sessions_per_user in [daemon])"
 }
 
-// take takes a slot for a; release gives it back. When a holds max, it
-// returns an error that says so and what to do.
+// take takes a slot for a; release gives it back. When a holds max, or
+// all accounts maxAll, it returns an error that says so and what to do.
 func (s *uidSlots) take(a account) (release func(), err error) {
 	return s.takeUpTo(a, s.max)
 }
@@ -56,15 +65,20 @@ func (s *uidSlots) takeUpTo(a account, max int) (release func(), err error) {
 	if s.held[a.uid] >= max {
 		return nil, fmt.Errorf("%s already has %d %s open, the most one user may: close some and try again", a.who(), max, s.what)
 	}
+	if s.maxAll > 0 && s.total >= s.maxAll {
+		return nil, fmt.Errorf("mcpcaged already holds %d %s from all users, the most it holds at once: try again in a moment; if this lasts, tell the administrator (mcpcaged's log names who holds the most)", s.maxAll, s.what)
+	}
 	if s.held == nil {
 		s.held = map[uint32]int{}
 	}
 	s.held[a.uid]++
+	s.total++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
 			defer s.mu.Unlock()
+			s.total--
 			if s.held[a.uid]--; s.held[a.uid] <= 0 {
 				delete(s.held, a.uid)
 			}
@@ -72,10 +86,25 @@ func (s *uidSlots) takeUpTo(a account, max int) (release func(), err error) {
 	}, nil
 }
 
+// most returns the account holding the most slots, and how many.
+func (s *uidSlots) most() (uid uint32, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for u, h := range s.held {
+		if h > n || (h == n && u < uid) {
+			uid, n = u, h
+		}
+	}
+	return uid, n
+}
+
 // refused logs a refusal of a slot (msg, the refusal err and attrs) as
-// refusalLog does.
+// refusalLog does, with the account that holds the most slots.
 func (s *uidSlots) refused(log *slog.Logger, msg string, err error, attrs ...any) {
-	s.told.warn(log, msg, func() []any { return append(attrs, "reason", err) })
+	s.told.warn(log, msg, func() []any {
+		uid, n := s.most()
+		return append(attrs, "reason", err, "most_held_by_uid", uid, "most_held", n)
+	})
 }
 
 // refusalLogEvery is the least time between two warnings of one bound's

@@ -60,6 +60,39 @@ func TestUIDSlots(t *testing.T) {
 	}
 }
 
+// TestUIDSlotsAllAccounts: maxAll holds whoever takes the slots, and a
+// refusal by it says what to do.
+func TestUIDSlotsAllAccounts(t *testing.T) {
+	s := uidSlots{what: "connections", max: 2, maxAll: 5}
+	var releases []func()
+	for uid := uint32(1000); len(releases) < 5; uid++ {
+		for range 2 {
+			if len(releases) == 5 {
+				break
+			}
+			r, err := s.take(own(uid))
+			if err != nil {
+				t.Fatalf("take %d: %v", len(releases), err)
+			}
+			releases = append(releases, r)
+		}
+	}
+	_, err := s.take(own(2000))
+	if err == nil || !strings.Contains(err.Error(), "mcpcaged already holds 5 connections from all users") || !strings.Contains(err.Error(), "try again") {
+		t.Fatalf("a take past maxAll: %v", err)
+	}
+	if uid, n := s.most(); uid != 1000 || n != 2 {
+		t.Fatalf("most() = %d, %d; want 1000, 2", uid, n)
+	}
+	releases[4]()
+	if _, err := s.take(own(2000)); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	if s.total != 5 {
+		t.Fatalf("total = %d, want 5", s.total)
+	}
+}
+
 // TestRefusalLogIsBounded: a flood of refusals makes one warning, and
 // the next says how many went unsaid.
 func TestRefusalLogIsBounded(t *testing.T) {

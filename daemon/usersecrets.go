@@ -47,11 +47,76 @@ func (d *Daemon) userSecrets(uid uint32, create bool) (*secrets.Store, error) {
 // hold under concurrent requests.
 var userSecretMu sync.Mutex
 
-// Bounds of one user's store, which lives on root's disk.
+// Bounds of one user's store, which lives on root's disk, and of all
+// users' stores together: 256 MiB is 16 users at their bound (16 MiB),
+// or thousands of users with the tokens secrets usually are.
 const (
-	userSecretsMax     = 256
-	userSecretMaxBytes = 64 << 10
+	userSecretsMax      = 256
+	userSecretMaxBytes  = 64 << 10
+	userSecretsMaxTotal = 256 << 20
 )
+
+// userSecretsBytes is the size of all users' own secrets together
+// (userSecretMu held): counted from the disk once, then kept by the
+// changes the daemon makes. A value that would take it past
+// userSecretsMaxTotal has it counted again first, so that stores changed
+// behind the daemon's back (an administrator's rm) refuse nothing wrongly.
+type userSecretsBytes struct {
+	counted bool
+	n       int64
+}
+
+// count counts the values in root's stores.
+func (b *userSecretsBytes) count(root string) error {
+	dirs, err := os.ReadDir(root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("count users' secrets: %w", err)
+	}
+	var n int64
+	for _, d := range dirs {
+		files, err := os.ReadDir(filepath.Join(root, d.Name()))
+		if err != nil {
+			continue // not a store
+		}
+		for _, f := range files {
+			if fi, err := f.Info(); err == nil && fi.Mode().IsRegular() {
+				n += fi.Size()
+			}
+		}
+	}
+	b.counted, b.n = true, n
+	return nil
+}
+
+// room refuses a value of size bytes replacing one of old bytes when all
+// users' secrets would then pass userSecretsMaxTotal.
+func (b *userSecretsBytes) room(root string, old, size int) error {
+	if !b.counted || b.n-int64(old)+int64(size) > userSecretsMaxTotal {
+		if err := b.count(root); err != nil {
+			return err
+		}
+	}
+	if b.n-int64(old)+int64(size) > userSecretsMaxTotal {
+		return fmt.Errorf("the secrets users keep in mcpcaged hold %d bytes together, and this value (%d bytes) would take them past %d MiB, the most mcpcaged keeps on its disk: remove secrets you no longer need (mcpcage secret rm NAME), or ask the administrator", b.n, size, userSecretsMaxTotal>>20)
+	}
+	return nil
+}
+
+// changed counts a value of size bytes that replaced one of old bytes.
+func (b *userSecretsBytes) changed(old, size int) {
+	if b.counted {
+		b.n += int64(size - old)
+	}
+}
+
+// sizeOf is the size of st's secret name, 0 when it is not set.
+func sizeOf(st *secrets.Store, name string) int {
+	v, err := st.Get(name)
+	if err != nil {
+		return 0
+	}
+	return len(v)
+}
 
 // userSecretRoom refuses a value that would take a user's store past its
 // bounds.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,5 +95,56 @@ func TestSecretsOfSubordinateUIDs(t *testing.T) {
 	}
 	if names, _ := old.Names(); len(names) != 0 {
 		t.Fatalf("the subordinate uid's store holds %v", names)
+	}
+}
+
+// TestUserSecretsTotalIsBounded: all users' stores together hold at
+// most userSecretsMaxTotal, counted again before a refusal (a store
+// emptied behind the daemon's back frees its room).
+func TestUserSecretsTotalIsBounded(t *testing.T) {
+	state := t.TempDir()
+	d := testDaemon(t, fmt.Sprintf("[daemon]\nstate_dir = %q\n", state))
+	d.warm = newWarmPool(d)
+	// Another user's store, all but 100 bytes of the bound (sparse).
+	if _, err := d.userSecrets(1001, true); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(d.userSecretsRoot(), "1001", "big")
+	if err := os.WriteFile(big, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, userSecretsMaxTotal-100); err != nil {
+		t.Fatal(err)
+	}
+	set := func(name string, size int) api.Reply {
+		return secretReply(t, d, Peer{UID: 1000}, api.Request{Op: api.OpSecretSet, Name: name, Secret: strings.Repeat("x", size)})
+	}
+	steps := []struct {
+		name    string
+		do      func() api.Reply
+		wantErr string
+	}{
+		{"a value that fits", func() api.Reply { return set("a", 60) }, ""},
+		{"one that does not", func() api.Reply { return set("b", 41) }, "hold 268435416 bytes together, and this value (41 bytes) would take them past 256 MiB, the most mcpcaged keeps on its disk"},
+		{"replacing a value counts what it replaces", func() api.Reply { return set("a", 100) }, ""},
+		{"removing frees room", func() api.Reply {
+			if r := secretReply(t, d, Peer{UID: 1000}, api.Request{Op: api.OpSecretRm, Name: "a"}); !r.OK {
+				t.Fatalf("rm: %+v", r)
+			}
+			return set("b", 100)
+		}, ""},
+		{"the bound holds again", func() api.Reply { return set("c", 1) }, "the most mcpcaged keeps"},
+		{"a store emptied behind the daemon's back", func() api.Reply {
+			if err := os.Remove(big); err != nil {
+				t.Fatal(err)
+			}
+			return set("c", 1)
+		}, ""},
+	}
+	for _, st := range steps {
+		r := st.do()
+		if r.OK != (st.wantErr == "") || !strings.Contains(r.Error, st.wantErr) {
+			t.Fatalf("%s: reply %+v, want error %q", st.name, r, st.wantErr)
+		}
 	}
 }
