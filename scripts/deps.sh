@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mcpcage's build, run and tests need and is missing, as root
 # on Debian: containerd, runc, ctr (package containerd), clang, llvm and
-# libbpf-dev (eBPF objects), prometheus (promtool, rule tests), Node.js and the official MCP reference servers
+# libbpf-dev (eBPF objects), prometheus (promtool, rule tests), uidmap
+# (newuidmap, subordinate uid tests), Node.js and the official MCP reference servers
 # from npm. Without root it only reports.
 set -euo pipefail
 
@@ -30,6 +31,9 @@ command -v ruby >/dev/null || missing_pkgs+=(ruby)
 command -v javac >/dev/null || missing_pkgs+=(default-jdk-headless)
 # Python servers and agents (Debian's: PyPI is not reachable).
 [ -x /usr/bin/python3 ] || missing_pkgs+=(python3)
+# A user acting as its subordinate uids (/etc/subuid) through a user
+# namespace: unshare --map-users runs newuidmap.
+command -v newuidmap >/dev/null || missing_pkgs+=(uidmap)
 
 missing_npm=()
 command -v mcp-server-everything >/dev/null || missing_npm+=(@modelcontextprotocol/server-everything)
