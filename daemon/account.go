@@ -60,7 +60,10 @@ func (a account) logAttrs() []any {
 	return []any{"charged_to", a.owner.Name, "charged_to_uid", a.uid}
 }
 
-// chargeTo finds whom p's bounds charge (p.Owner).
+// chargeTo finds whom p's bounds charge (p.Owner). Ranges root owns
+// (system containers' uids, LXD's or Incus's) are left alone: only root
+// maps them, and charging them to root would let those containers, were
+// the socket in reach of them, take the administrator's own slots.
 func (d *Daemon) chargeTo(p *Peer) {
 	if d.subuids == nil || p.UID == 0 {
 		return
@@ -70,7 +73,7 @@ func (d *Daemon) chargeTo(p *Peer) {
 		// Said once per change of the file (package subid).
 		d.log.Warn("subordinate uids are not known: until /etc/subuid can be read, each of them counts as a user of its own toward per-user bounds", "err", err)
 	}
-	if ok {
+	if ok && o.UID != 0 {
 		p.Owner = &o
 	}
 }

@@ -9,11 +9,12 @@ import (
 )
 
 // TestChargeTo: a connection from a subordinate uid is charged to its
-// owner (root, the one user every test machine has); others to
-// themselves.
+// owner (nobody, whom every test machine has; uid 65534); others, and
+// root's subordinate uids, to themselves.
 func TestChargeTo(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "subuid")
-	if err := os.WriteFile(path, []byte("root:3000000000:10\nno-such-user-mcpcage:3100000000:10\n"), 0o644); err != nil {
+	ranges := "65534:3000000000:10\nno-such-user-mcpcage:3100000000:10\nroot:3200000000:10\n"
+	if err := os.WriteFile(path, []byte(ranges), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d := testDaemon(t, "")
@@ -24,7 +25,8 @@ func TestChargeTo(t *testing.T) {
 		want    uint32
 		wantLog bool // the log attributes say whom it is charged to
 	}{
-		{"a subordinate uid", 3000000005, 0, true},
+		{"a subordinate uid", 3000000005, 65534, true},
+		{"a subordinate uid of root", 3200000005, 3200000005, false},
 		{"past the range", 3000000010, 3000000010, false},
 		{"an owner nobody has", 3100000000, 3100000000, false},
 		{"an account of its own", 1000, 1000, false},

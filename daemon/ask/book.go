@@ -25,7 +25,8 @@ type Pending struct {
 	UID    uint32 // the delegating user's uid (who may answer it)
 	// Account is the uid whose bound of pending requests it counts
 	// toward: its owner when UID is a subordinate uid (/etc/subuid);
-	// 0 is UID's own.
+	// 0 is UID's own (root owns no account of subordinate uids: see the
+	// daemon's account.go).
 	Account uint32
 	Pin     string // the tool definition the session was shown
 	Digest  string // the request's (see RequestDigest): "approve --once" allows this one

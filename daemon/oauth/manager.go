@@ -63,7 +63,9 @@ type Target struct {
 type LoginRequest struct {
 	UID uint32
 	// Account is the uid whose bounds the sign-in counts toward: its
-	// owner when UID is a subordinate uid (/etc/subuid); 0 is UID's own.
+	// owner when UID is a subordinate uid (/etc/subuid); 0 is UID's own
+	// (root owns no account of subordinate uids: see the daemon's
+	// account.go).
 	Account     uint32
 	User        string
 	Agent       string // "" signs in for all of the user's agents
