@@ -442,6 +442,15 @@ func TestHiddenPathReplacedOnTheHostEndsTheSession(t *testing.T) {
 		{"a path made after the start", func(t *testing.T, _, _, later string) {
 			must(t, os.WriteFile(later, []byte("new secret"), 0o644), "write")
 		}, "later.txt"},
+		{"a directory above it renamed, and the path made again", func(t *testing.T, file, _, _ string) {
+			// The masks move with the renamed directory; the new file at
+			// the old path is not masked.
+			dir := filepath.Dir(file)
+			must(t, os.Rename(dir, dir+".moved"), "rename the directory above")
+			t.Cleanup(func() { _ = os.RemoveAll(dir + ".moved") })
+			must(t, os.MkdirAll(dir, 0o755), "make it again")
+			must(t, os.WriteFile(file, []byte("new secret"), 0o644), "write the file again")
+		}, "secret.txt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
