@@ -81,6 +81,24 @@ func (d *Daemon) chargeTo(p *Peer) {
 // refuseStore refuses what would keep something of p's on root's disk
 // when p is a subordinate uid; what is what ("secrets"), do what to do
 // as the owner.
+// consentForSubordinate refuses a consent for the sessions of uid when uid
+// is a subordinate uid and root does not give it. Consents are kept by
+// user name (uid:N for such a uid), each name bounded on its own: the
+// uids of one user's namespaces would multiply that bound by 65,536 (on
+// root's disk), and a consent of uid N would pass to whoever is given
+// that range next. Root can still give one.
+func (d *Daemon) consentForSubordinate(uid uint32, byRoot bool) error {
+	if byRoot || uid == 0 || d.subuids == nil {
+		return nil
+	}
+	o, ok, _ := d.subuids.OwnerOf(uid)
+	if !ok || o.UID == 0 {
+		return nil
+	}
+	return fmt.Errorf("uid %d is a subordinate uid of %s (/etc/subuid): mcpcaged keeps consents for accounts, not for the uids of their user namespaces (one would pass to whoever is given that range next); root can give one (sudo mcpcage grant --user uid:%d ...), or run the client as %s",
+		uid, o.Name, uid, o.Name)
+}
+
 func refuseStore(p Peer, what, do string) error {
 	if p.Owner == nil {
 		return nil

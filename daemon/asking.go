@@ -513,6 +513,7 @@ type answerGrant struct {
 	// consent is stored only while the server is still defined so.
 	uid        uint32
 	definition string
+	byRoot     bool // the answer is root's (mcpcage approve as root)
 }
 
 // consentFromAnswer stores the consent an answer gives (nil for deny,
@@ -529,6 +530,9 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	if g.answer == api.AnswerDeny {
 		d.book.Refuse(t, now.Add(dur), now)
 		return nil, nil
+	}
+	if err := d.consentForSubordinate(g.uid, g.byRoot); err != nil {
+		return nil, err
 	}
 	r := &consent.Record{User: t.User, Agent: t.Agent, Server: t.Server, CreatedBy: g.by, Via: g.via, Pin: g.pin}
 	pattern := []string{escapeGlob(t.Name)} // exactly this name

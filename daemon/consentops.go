@@ -104,6 +104,9 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.consentForSubordinate(tp.UID, peer.UID == 0); err != nil {
+		return nil, err
+	}
 	if err := d.mayConsent(peer, "grant consents", tp.UID == peer.UID); err != nil {
 		return nil, err
 	}

@@ -97,7 +97,7 @@ func (d *Daemon) pendingOp(fw *api.FrameWriter, peer Peer, req api.Request, log 
 	}
 	rec, err := d.consentFromAnswer(answerGrant{target: p.Target, answer: req.Answer, forDur: forDur, session: p.Session,
 		onceTTL: time.Duration(d.conf().Daemon.PendingTTL), pin: pin, digest: p.Digest, by: caller, via: "pending",
-		uid: p.UID, definition: p.Definition})
+		uid: p.UID, definition: p.Definition, byRoot: peer.UID == 0})
 	if errors.Is(err, errServerChanged) {
 		refused(err.Error()) // that request can no longer be allowed
 		return

@@ -142,4 +142,13 @@ func TestSubordinateUIDsCountAsTheirOwner(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.dir, "state", "user-secrets", strconv.FormatUint(uint64(start+5), 10))); !os.IsNotExist(err) {
 		t.Fatalf("a store was made for subordinate uid %d: %v", start+5, err)
 	}
+	// Nor consents of its own: they are kept by name (uid:N), each
+	// name bounded on its own.
+	b, err := asSub(6, "grant", d.socket, "test", "echo").CombinedOutput()
+	if want := fmt.Sprintf("uid %d is a subordinate uid of %s (/etc/subuid): mcpcaged keeps consents for accounts", start+6, owner.Username); err == nil || !strings.Contains(string(b), want) {
+		t.Fatalf("a grant by subordinate uid %d: %v %s; want a refusal with %q", start+6, err, b, want)
+	}
+	if out, err := d.cli(t, 0, "consents", "--all"); err != nil || strings.Contains(out, fmt.Sprintf("uid:%d", start+6)) {
+		t.Fatalf("consents after the refused grant: %v %s", err, out)
+	}
 }

@@ -4,6 +4,7 @@
 //
 //	rawclient hold SOCKET N
 //	rawclient ask SOCKET OP [NAME]
+//	rawclient grant SOCKET SERVER TOOL
 //
 // hold keeps N connections to the socket open without sending a request
 // (one the daemon closes, for a request that never came or with a
@@ -12,7 +13,8 @@
 //
 // ask sends one request of operation OP (with NAME, and for secret-set
 // the value on stdin; OP as in package api, "secret.set") and prints the answer: "ok", or "error: ERROR"
-// with exit status 1.
+// with exit status 1. grant asks for a consent of the caller's own, for
+// agent exe:/bin/true, answered the same way.
 package main
 
 import (
@@ -38,8 +40,11 @@ func main() {
 		holdAll(os.Args[2], n)
 	case (len(os.Args) == 4 || len(os.Args) == 5) && os.Args[1] == "ask":
 		ask(os.Args[2:])
+	case len(os.Args) == 5 && os.Args[1] == "grant":
+		send(os.Args[2], api.Request{Version: api.Version, Op: api.OpGrant,
+			Grant: &api.Grant{Agent: "exe:/bin/true", Server: os.Args[3], Tools: []string{os.Args[4]}}})
 	default:
-		fmt.Fprintln(os.Stderr, "usage: rawclient hold SOCKET N | rawclient ask SOCKET OP [NAME]")
+		fmt.Fprintln(os.Stderr, "usage: rawclient hold SOCKET N | rawclient ask SOCKET OP [NAME] | rawclient grant SOCKET SERVER TOOL")
 		os.Exit(2)
 	}
 }
@@ -100,7 +105,12 @@ func ask(args []string) {
 		}
 		req.Secret = strings.TrimSuffix(string(b), "\n")
 	}
-	c, err := net.Dial("unix", args[0])
+	send(args[0], req)
+}
+
+// send sends req to socket and prints the answer.
+func send(socket string, req api.Request) {
+	c, err := net.Dial("unix", socket)
 	if err != nil {
 		fail(err)
 	}
