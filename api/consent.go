@@ -35,11 +35,23 @@ type Consent struct {
 	// covers no session of another definition of the name: a user's
 	// server defined anew, added where the administrator's was, or
 	// running from before it was defined anew.
-	Definition string     `json:"definition,omitempty"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	RevokedBy  string     `json:"revoked_by,omitempty"`
-	Reason     string     `json:"revoke_reason,omitempty"`
+	Definition string `json:"definition,omitempty"`
+	// UID is the uid User had when the record was given: the record
+	// covers no session of another uid, so an account made anew under
+	// the name (its uid another) inherits nothing. UIDUnbound marks a
+	// record of a release before records were bound to a uid, until the
+	// daemon binds it; UIDGone one whose user was gone then.
+	UID       int64      `json:"uid"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+	Reason    string     `json:"revoke_reason,omitempty"`
 }
+
+// The UIDs of records not bound to a user's uid.
+const (
+	UIDUnbound int64 = -1 // made before records were bound to a uid
+	UIDGone    int64 = -2 // its user was unknown when it was bound: it covers nothing
+)
 
 // Active reports whether the record can allow anything at t.
 func (r *Consent) Active(t time.Time) bool {

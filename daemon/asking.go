@@ -534,7 +534,7 @@ func (d *Daemon) consentFromAnswer(g answerGrant) (*consent.Record, error) {
 	if err := d.consentForSubordinate(g.uid, g.byRoot); err != nil {
 		return nil, err
 	}
-	r := &consent.Record{User: t.User, Agent: t.Agent, Server: t.Server, CreatedBy: g.by, Via: g.via, Pin: g.pin}
+	r := &consent.Record{User: t.User, UID: int64(g.uid), Agent: t.Agent, Server: t.Server, CreatedBy: g.by, Via: g.via, Pin: g.pin}
 	pattern := []string{escapeGlob(t.Name)} // exactly this name
 	switch consent.Kind(t.Kind) {
 	case consent.KindResource:

@@ -150,7 +150,7 @@ func (d *Daemon) grant(peer Peer, g *api.Grant) (*consent.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &consent.Record{User: target, Agent: g.Agent, Server: g.Server, Tools: g.Tools, Resources: g.Resources, Prompts: g.Prompts,
+	r := &consent.Record{User: target, UID: int64(tp.UID), Agent: g.Agent, Server: g.Server, Tools: g.Tools, Resources: g.Resources, Prompts: g.Prompts,
 		When: g.When, ExpiresAt: exp, CreatedBy: caller, Via: "cli"}
 	if g.MaxCalls < 0 {
 		return nil, errors.New("--max-calls must be positive")
@@ -302,6 +302,32 @@ func (d *Daemon) bindUnboundConsents() {
 	}
 	if err != nil {
 		d.log.Error("consents left unbound: they allow nothing; mcpcaged tries again at its next start", "err", err)
+	}
+	d.bindConsentUIDs()
+}
+
+// bindConsentUIDs binds the consents stored before consents were bound to
+// their user's uid to the uid each user has now (consent.Store.BindUIDs);
+// those of a user the system no longer knows cover nothing from then on,
+// so an account made later under the name inherits none. Each bound user
+// is recorded (consent.bind, with its uid).
+func (d *Daemon) bindConsentUIDs() {
+	bound, err := d.consents.Store().BindUIDs(uidOfName)
+	for user, n := range bound {
+		rec := audit.Record{"type": string(api.RecordConsentBind), "user": user, "consents": n}
+		if uid, known, _ := uidOfName(user); known {
+			rec["uid"] = uid
+		} else {
+			rec["uid"] = "gone"
+		}
+		d.audit.AppendAsync(rec)
+	}
+	if len(bound) > 0 {
+		d.log.Info("consents made before consents were bound to a uid are bound to the uid their user has now (those of users no longer known cover nothing)", "users", len(bound))
+		d.consents.Invalidate()
+	}
+	if err != nil {
+		d.log.Error("consents left unbound to a uid: they allow nothing; mcpcaged tries again at its next start", "err", err)
 	}
 }
 

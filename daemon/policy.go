@@ -155,7 +155,7 @@ func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args 
 			return consent.Decision{Reason: why}
 		}
 	}
-	return p.d.consents.Decide(consent.Query{User: s.user, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args.values, ArgsUnread: args.unreadReason(),
+	return p.d.consents.Decide(consent.Query{User: s.user, UID: s.peer.UID, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args.values, ArgsUnread: args.unreadReason(),
 		Now: time.Now(), Session: s.id, Pin: pin, Definition: p.srv.Definition, Digest: func() string { return args.requestDigest(method, string(k), name) }})
 }
 
@@ -692,7 +692,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		}
 		// In ask mode the agent sees what it may ask for: the user decides
 		// on the call.
-		allowed := readable && !quarantined && !p.ceiling(k, name) && (p.ask || p.d.consents.Visible(s.user, s.agent, s.server, s.id, p.srv.Definition, k, name, now))
+		allowed := readable && !quarantined && !p.ceiling(k, name) && (p.ask || p.d.consents.Visible(s.user, s.peer.UID, s.agent, s.server, s.id, p.srv.Definition, k, name, now))
 		if allowed || p.observe {
 			kept = append(kept, item)
 			shown = append(shown, name)

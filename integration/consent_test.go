@@ -886,3 +886,45 @@ func TestConsentCoversOnlyItsServersDefinition(t *testing.T) {
 		}
 	})
 }
+
+// TestConsentsDoNotPassToANewAccountOfTheName: consents are kept by user
+// name, while secrets, servers and sign-ins are kept by uid, so an
+// account removed and made anew under the same name (another uid)
+// inherited the old account's consents (left in an earlier note). A
+// consent now covers the sessions of the uid its user had when it was
+// given; the new account's calls are denied, saying why.
+func TestConsentsDoNotPassToANewAccountOfTheName(t *testing.T) {
+	d := consentDaemon(t, "")
+	d.openToOtherUsers(t)
+	name := fmt.Sprintf("mcpcage-re%d", os.Getpid())
+	account := func(uid int) {
+		t.Helper()
+		if out, err := exec.Command("useradd", "--no-create-home", "--uid", fmt.Sprint(uid), "--user-group", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v %s", name, err, out)
+		}
+	}
+	gone := func() {
+		if out, err := exec.Command("userdel", name).CombinedOutput(); err != nil {
+			t.Errorf("userdel %s: %v %s", name, err, out)
+		}
+	}
+	first, second := 2_100_000_000+os.Getpid()%1_000_000*2, 2_100_000_000+os.Getpid()%1_000_000*2+1
+	account(first)
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "test", "--tool", "echo", "--user", name)
+	c := d.connectAs(t, "test", first)
+	if got, isErr := callText(t, c, "echo", map[string]any{"text": "first account"}); isErr || got != "first account" {
+		t.Fatalf("the account the consent was given to: %q (isError %v)", got, isErr)
+	}
+	_ = c.Close()
+	gone()
+	account(second)
+	t.Cleanup(gone)
+	c = d.connectAs(t, "test", second)
+	got, isErr := callText(t, c, "echo", map[string]any{"text": "second account"})
+	if !isErr || !strings.Contains(got, fmt.Sprintf("when the name was uid %d, not uid %d", first, second)) {
+		t.Fatalf("the new account of the name: %q (isError %v), want it denied: the consent was given to the old one", got, isErr)
+	}
+	d.record(t, "tool.call", func(r map[string]any) bool {
+		return str(r, "user") == name && str(r, "decision") == "deny" && strings.Contains(str(r, "reason"), "inherits no consent")
+	})
+}

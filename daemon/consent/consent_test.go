@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 func openStore(t *testing.T) *Store {
@@ -203,7 +206,7 @@ func TestConditionInDecision(t *testing.T) {
 	if d := e.Decide(q); d.Allow || !strings.Contains(d.Reason, "condition") {
 		t.Fatalf("condition false: %+v", d)
 	}
-	if !e.Visible("alice", "claude-desktop", "github", "", "", KindTool, "create_issue", time.Now()) {
+	if !e.Visible("alice", 0, "claude-desktop", "github", "", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("conditional grant hides the tool from tools/list")
 	}
 	// Arguments too large to read: a condition cannot be evaluated, so its
@@ -386,16 +389,16 @@ func TestSessionAndPinBinding(t *testing.T) {
 			}
 		})
 	}
-	if e.Visible("alice", "claude-desktop", "github", "s2", "", KindTool, "create_issue", time.Now()) {
+	if e.Visible("alice", 0, "claude-desktop", "github", "s2", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("a record of session s1 makes the tool visible in session s2")
 	}
-	if !e.Visible("alice", "claude-desktop", "github", "s1", "", KindTool, "create_issue", time.Now()) {
+	if !e.Visible("alice", 0, "claude-desktop", "github", "s1", "", KindTool, "create_issue", time.Now()) {
 		t.Fatal("a record of session s1 does not make the tool visible in s1")
 	}
-	if e.Visible("alice", "claude-desktop", "github", "s1", "d2d2d2d2", KindTool, "push", time.Now()) {
+	if e.Visible("alice", 0, "claude-desktop", "github", "s1", "d2d2d2d2", KindTool, "push", time.Now()) {
 		t.Fatal("a record of one definition of the server makes the tool visible in a session of another")
 	}
-	if !e.Visible("alice", "claude-desktop", "github", "s1", "d1d1d1d1", KindTool, "push", time.Now()) {
+	if !e.Visible("alice", 0, "claude-desktop", "github", "s1", "d1d1d1d1", KindTool, "push", time.Now()) {
 		t.Fatal("a record of a definition of the server does not make the tool visible in its session")
 	}
 }
@@ -685,5 +688,75 @@ func TestRevokeServer(t *testing.T) {
 	}
 	if again, err := s.RevokeServer("alice", "mine", "mcpcaged", "again"); err != nil || len(again) != 0 {
 		t.Fatalf("a second revocation: %d %v", len(again), err)
+	}
+}
+
+// TestRecordOfAnotherUIDCoversNothing: a record covers the sessions of
+// the uid its user had when it was given; an account made anew under the
+// name (another uid) inherits nothing, and records of a release before
+// uids were kept cover nothing until bound.
+func TestRecordOfAnotherUIDCoversNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		recUID int64
+		uid    uint32
+		allow  bool
+		reason string
+	}{
+		{"the same uid", 1000, 1000, true, ""},
+		{"the name's new account", 1000, 1005, false, "when the name was uid 1000, not uid 1005"},
+		{"not yet bound", api.UIDUnbound, 1000, false, "before consents were bound to a uid"},
+		{"its user was gone", api.UIDGone, 1000, false, "when no account of that name existed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			e := NewEngine(s)
+			grant(t, s, Record{Tools: []string{"list_*"}, UID: tc.recUID})
+			q := Query{User: "alice", UID: tc.uid, Agent: "claude-desktop", Server: "github", Kind: KindTool, Name: "list_repos", Now: time.Now()}
+			d := e.Decide(q)
+			if d.Allow != tc.allow || !strings.Contains(d.Reason, tc.reason) {
+				t.Fatalf("Decide = %+v, want allow %v, reason with %q", d, tc.allow, tc.reason)
+			}
+			if v := e.Visible("alice", tc.uid, "claude-desktop", "github", "", "", KindTool, "list_repos", time.Now()); v != tc.allow {
+				t.Fatalf("Visible = %v, want %v", v, tc.allow)
+			}
+		})
+	}
+}
+
+// TestBindUIDs: records of a release before uids were kept are bound to
+// the uid their user has now; a user no longer known binds to UIDGone
+// (covering nothing, whoever takes the name later); a user whose uid
+// cannot be read stays unbound.
+func TestBindUIDs(t *testing.T) {
+	s := openStore(t)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		grant(t, s, Record{User: u, Tools: []string{"*"}, UID: api.UIDUnbound})
+	}
+	grant(t, s, Record{User: "alice", Tools: []string{"x"}, UID: 1000}) // bound already: left as it is
+	bound, err := s.BindUIDs(func(user string) (uint32, bool, error) {
+		switch user {
+		case "alice":
+			return 1000, true, nil
+		case "bob":
+			return 0, false, nil
+		}
+		return 0, false, errors.New("nss down")
+	})
+	if err == nil || !strings.Contains(err.Error(), "carol") {
+		t.Fatalf("BindUIDs error %v, want one naming carol", err)
+	}
+	if bound["alice"] != 1 || bound["bob"] != 1 || bound["carol"] != 0 {
+		t.Fatalf("bound %v", bound)
+	}
+	want := map[string]int64{"alice": 1000, "bob": api.UIDGone, "carol": api.UIDUnbound}
+	recs, err := s.List(context.Background(), Filter{IncludeInactive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.UID != want[r.User] {
+			t.Errorf("%s's record %s has uid %d, want %d", r.User, r.ID, r.UID, want[r.User])
+		}
 	}
 }

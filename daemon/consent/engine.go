@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 // Engine decides requests against the store, caching each (user, agent,
@@ -60,9 +62,12 @@ func (e *Engine) Store() *Store { return e.store }
 // Query is one request to decide.
 type Query struct {
 	User, Agent, Server string
-	Kind                Kind
-	Name                string         // tool or prompt name, resource URI
-	Args                map[string]any // tools/call arguments
+	// UID is the delegating user's uid: a record given to another uid
+	// of the name covers nothing (see Record.UID).
+	UID  uint32
+	Kind Kind
+	Name string         // tool or prompt name, resource URI
+	Args map[string]any // tools/call arguments
 	// ArgsUnread, when set, says why Args is nil though the request has
 	// arguments (too many values to decode): a record with a condition
 	// cannot be evaluated, and does not allow it.
@@ -197,6 +202,10 @@ func (e *Engine) Decide(q Query) Decision {
 		if !Covers(r, q.Kind, q.Name) || (r.Session != "" && r.Session != q.Session) {
 			continue
 		}
+		if r.UID != int64(q.UID) {
+			reasons = append(reasons, fmt.Sprintf("consent %s was given to %s", r.ID, uidText(r.UID, q.User, q.UID)))
+			continue
+		}
 		if r.Definition != q.Definition {
 			reasons = append(reasons, fmt.Sprintf("consent %s was given for %s", r.ID, definitionText(r.Definition, q.Definition, q.Server)))
 			continue
@@ -273,13 +282,13 @@ func (e *Engine) ArgNames(user, agent, server string) []string {
 // conditions (they depend on arguments) and without using budget: what
 // tools/list shows.
 // A record made for another session does not count.
-func (e *Engine) Visible(user, agent, server, session, definition string, k Kind, name string, now time.Time) bool {
+func (e *Engine) Visible(user string, uid uint32, agent, server, session, definition string, k Kind, name string, now time.Time) bool {
 	es, err := e.entries(triple{user, agent, server})
 	if err != nil {
 		return false
 	}
 	for _, en := range es {
-		if Covers(en.rec, k, name) && en.rec.Active(now) && (en.rec.Session == "" || en.rec.Session == session) && en.rec.Definition == definition {
+		if Covers(en.rec, k, name) && en.rec.Active(now) && (en.rec.Session == "" || en.rec.Session == session) && en.rec.Definition == definition && en.rec.UID == int64(uid) {
 			return true
 		}
 	}
@@ -297,6 +306,18 @@ func (e *Engine) NextExpiry(user, agent, server string, now time.Time) time.Time
 		}
 	}
 	return next
+}
+
+// uidText says whom a record of another uid than the session's was given
+// to: user as another account of the name, or before records were bound.
+func uidText(recUID int64, user string, uid uint32) string {
+	switch recUID {
+	case api.UIDUnbound:
+		return user + " before consents were bound to a uid, and mcpcaged could not bind it"
+	case api.UIDGone:
+		return user + " when no account of that name existed (a user removed before this release bound consents to a uid)"
+	}
+	return fmt.Sprintf("%s when the name was uid %d, not uid %d: an account made anew under the name inherits no consent (grant again)", user, recUID, uid)
 }
 
 // definitionText says which server a record's definition (def) names,

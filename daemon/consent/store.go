@@ -15,6 +15,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // pure-Go SQLite: no cgo in a security daemon
+
+	"github.com/mcpcage/mcpcage/api"
 )
 
 // migrations are applied in order; each runs once, recorded in
@@ -48,6 +50,9 @@ var migrations = []string{
 	// The server definition a record was given for (Record.Definition);
 	// records made before carry Unbound until BindUnbound binds them.
 	`ALTER TABLE consents ADD COLUMN definition TEXT NOT NULL DEFAULT '` + Unbound + `';`,
+	// 5: the uid the record's user had when it was given; records made
+	// before carry -1 (api.UIDUnbound) until BindUIDs binds them.
+	`ALTER TABLE consents ADD COLUMN uid INTEGER NOT NULL DEFAULT -1;`,
 }
 
 // Unbound is the Definition of a record made before records were bound
@@ -213,9 +218,9 @@ func (s *Store) Add(r *Record) error {
 	res, _ := json.Marshal(nonNil(r.Resources))
 	prompts, _ := json.Marshal(nonNil(r.Prompts))
 	_, err := s.db.Exec(`INSERT INTO consents(id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls,
-		created_at, created_by, granted_via, session, pin, request, definition) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		created_at, created_by, granted_via, session, pin, request, definition, uid) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		r.ID, r.User, r.Agent, r.Server, string(tools), string(res), string(prompts), r.When, unixMilli(r.ExpiresAt), r.MaxCalls,
-		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via, r.Session, r.Pin, r.Request, r.Definition)
+		r.CreatedAt.UnixMilli(), r.CreatedBy, r.Via, r.Session, r.Pin, r.Request, r.Definition, r.UID)
 	if err != nil {
 		return fmt.Errorf("store consent: %w", err)
 	}
@@ -292,20 +297,10 @@ func (s *Store) RevokeServer(user, server, by, reason string) ([]*Record, error)
 // revokeWhere revokes the records not yet revoked that match the SQL
 // condition cond (with args) and returns them.
 func (s *Store) revokeWhere(cond string, args []any, by, reason string) ([]*Record, error) {
-	rows, err := s.db.Query(`SELECT id FROM consents WHERE revoked_at IS NULL AND `+cond, args...)
+	ids, err := s.strings(`SELECT id FROM consents WHERE revoked_at IS NULL AND `+cond, args...)
 	if err != nil {
 		return nil, fmt.Errorf("find consents to revoke: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			_ = rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	_ = rows.Close()
 	var out []*Record
 	for _, id := range ids {
 		r, err := s.Revoke(id, by, reason)
@@ -335,7 +330,7 @@ func (s *Store) Consume(id string, now time.Time) (bool, error) {
 }
 
 const columns = `id, user, agent, server, tools, resources, prompts, condition, expires_at, max_calls, calls_used,
-	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason, session, pin, request, definition`
+	created_at, created_by, granted_via, revoked_at, revoked_by, revoke_reason, session, pin, request, definition, uid`
 
 func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var r Record
@@ -343,7 +338,7 @@ func scan(row interface{ Scan(...any) error }) (*Record, error) {
 	var expires, maxCalls, revoked sql.NullInt64
 	var created int64
 	if err := row.Scan(&r.ID, &r.User, &r.Agent, &r.Server, &tools, &res, &prompts, &r.When, &expires, &maxCalls, &r.CallsUsed,
-		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason, &r.Session, &r.Pin, &r.Request, &r.Definition); err != nil {
+		&created, &r.CreatedBy, &r.Via, &revoked, &r.RevokedBy, &r.Reason, &r.Session, &r.Pin, &r.Request, &r.Definition, &r.UID); err != nil {
 		return nil, err
 	}
 	// A record whose patterns cannot be read is an error, not a grant of
@@ -451,6 +446,59 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Record, error) {
 		if f.IncludeInactive || r.Active(now) {
 			out = append(out, r)
 		}
+	}
+	return out, rows.Err()
+}
+
+// BindUIDs binds every record made before records were bound to a uid
+// (UID api.UIDUnbound) to the uid its user has now, as uidOf reports it
+// (known false: no such user, bound to api.UIDGone, covering nothing, so
+// an account made later under the name inherits none of them), and
+// returns how many records it bound per user. A user whose uid cannot be
+// read keeps its records unbound (they cover nothing) and the error says
+// which.
+func (s *Store) BindUIDs(uidOf func(user string) (uid uint32, known bool, err error)) (map[string]int, error) {
+	users, err := s.strings(`SELECT DISTINCT user FROM consents WHERE uid = ?`, api.UIDUnbound)
+	if err != nil {
+		return nil, fmt.Errorf("consent records to bind to a uid: %w", err)
+	}
+	bound := map[string]int{}
+	var errs []error
+	for _, u := range users {
+		uid, known, err := uidOf(u)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the consents of %s stay unbound and cover nothing: %w", u, err))
+			continue
+		}
+		to := api.UIDGone
+		if known {
+			to = int64(uid)
+		}
+		res, err := s.db.Exec(`UPDATE consents SET uid = ? WHERE user = ? AND uid = ?`, to, u, api.UIDUnbound)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the consents of %s stay unbound and cover nothing: %w", u, err))
+			continue
+		}
+		n, _ := res.RowsAffected()
+		bound[u] = int(n)
+	}
+	return bound, errors.Join(errs...)
+}
+
+// strings runs a query of one text column and returns its values.
+func (s *Store) strings(query string, args ...any) ([]string, error) {
+	rows, err := s.db.Query(query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
