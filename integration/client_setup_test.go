@@ -434,3 +434,42 @@ func TestClientRestoreWritesOnlyTheClientsConfig(t *testing.T) {
 		t.Fatalf("restore's error does not say why:\n%s", out)
 	}
 }
+
+// TestClientSetupMovesCredentialsByValue: setup moved an entry's env
+// values to the secret store only when the variable's name said it held
+// a credential, so Notion's OPENAPI_MCP_HEADERS (an Authorization header)
+// and a DATABASE_URL with a password became plain values of the imported
+// server's definition (kept with it, shown by `mcpcage servers show`)
+// (left in an earlier note). Values are now read too: the definition
+// holds secret: references, and the server still gets the values.
+func TestClientSetupMovesCredentialsByValue(t *testing.T) {
+	d := startDaemon(t, "")
+	home := t.TempDir()
+	cfgPath := filepath.Join(home, ".config", "Claude", "claude_desktop_config.json")
+	must(t, os.MkdirAll(filepath.Dir(cfgPath), 0o755), "mkdir")
+	headers := `{"Authorization": "Bearer ntn_0123456789abcdef", "Notion-Version": "2022-06-28"}`
+	dsn := "postgres://app:s3cret-dsn@db.example/app"
+	entry, err := json.Marshal(map[string]any{"mcpServers": map[string]any{"notion": map[string]any{
+		"command": filepath.Join(env.bin, "testserver"),
+		"env":     map[string]string{"OPENAPI_MCP_HEADERS": headers, "DATABASE_URL": dsn, "LOG_LEVEL": "debug"}}}})
+	must(t, err, "marshal")
+	must(t, os.WriteFile(cfgPath, entry, 0o644), "write client config")
+	out := d.mustCLI(t, "client", "setup", "claude-desktop", "--home", home)
+	after, err := os.ReadFile(cfgPath)
+	must(t, err, "read the rewritten config")
+	if strings.Contains(string(after), "ntn_") || strings.Contains(string(after), "s3cret-dsn") {
+		t.Fatalf("the client's file still holds the credentials:\n%s\nsetup said:\n%s", after, out)
+	}
+	show := d.mustCLI(t, "servers", "show", "claude-desktop-notion", "--json")
+	for _, want := range []string{"OPENAPI_MCP_HEADERS=secret:claude-desktop-notion.OPENAPI_MCP_HEADERS", "DATABASE_URL=secret:claude-desktop-notion.DATABASE_URL", "LOG_LEVEL=debug"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("the imported server lacks %s:\n%s", want, show)
+		}
+	}
+	c := d.connect(t, "claude-desktop-notion", mcp.ProtocolVersion20251125)
+	for name, value := range map[string]string{"OPENAPI_MCP_HEADERS": headers, "DATABASE_URL": dsn} {
+		if got, _ := callText(t, c, "env", map[string]any{"name": name}); !strings.Contains(got, name+"="+value+" ") {
+			t.Errorf("the server's %s: %q, want the value from the secret store", name, got)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/internal/jsonsplice"
 )
 
@@ -52,7 +53,7 @@ func (s *Server) moveSecrets(env map[string]string, o Options) {
 	sort.Strings(keys) // the names below do not depend on map order
 	for _, k := range keys {
 		v := env[k]
-		if v == "" || (!strings.HasPrefix(v, "secret:") && !looksSecret(k)) {
+		if v == "" || (!strings.HasPrefix(v, "secret:") && !looksSecret(k) && !valueLooksSecret(v)) {
 			s.Env[k] = v
 			continue
 		}
@@ -432,6 +433,33 @@ func looksSecret(k string) bool {
 	}
 	return false
 }
+
+// valueLooksSecret reports whether an env value carries a credential
+// whatever its variable's name: a known token format (ghp_..., sk-...,
+// a JWT, a private key), an HTTP header holding one (Notion's
+// OPENAPI_MCP_HEADERS='{"Authorization": "Bearer ntn_..."}'), or a
+// connection string with a password (postgres://user:pass@host/db,
+// "host=h user=u password=p").
+func valueLooksSecret(v string) bool {
+	if audit.LooksLikeCredential("", v) || credentialInText.MatchString(v) {
+		return true
+	}
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '"' || r == '\'' }) {
+		if !strings.Contains(f, "://") {
+			continue
+		}
+		if u, err := url.Parse(f); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credentialInText: an Authorization header or bearer token, or a
+// password given as key=value, anywhere in a value.
+var credentialInText = regexp.MustCompile(`(?i)(\bauthorization\b["']?\s*[:=]|\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}|\b(password|passwd|pwd)\s*=\s*[^\s;&'"]+)`)
 
 var (
 	credentialWords = []string{"token", "secret", "password", "passwd", "credential", "apikey", "api_key", "privatekey", "private_key"}

@@ -312,18 +312,50 @@ func TestLooksSecret(t *testing.T) {
 	}
 }
 
+// TestValueLooksSecret: credentials that stay in plain text under a
+// variable name that does not say so (Notion's headers, connection
+// strings) are found by their value.
+func TestValueLooksSecret(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  bool
+	}{
+		{`{"Authorization": "Bearer ntn_1234567890abcdef", "Notion-Version": "2022-06-28"}`, true},
+		{"Authorization: Basic dXNlcjpwYXNzd29yZA==", true},
+		{"postgres://app:s3cret@db.example:5432/app", true},
+		{"mongodb+srv://u:p%40ss@cluster0.example.net/db", true},
+		{"redis://:hunter2@localhost:6379/0", true},
+		{"host=db user=app password=s3cret dbname=app", true},
+		{"ghp_0123456789abcdefghij0123456789abcd", true},
+		{"postgres://app@db.example/app", false}, // a user, no password
+		{"https://api.example.com/v1", false},
+		{"/home/u/projects", false},
+		{"debug", false},
+		{"password reset page", false},
+		{"Bearer", false},
+	} {
+		if got := valueLooksSecret(tc.value); got != tc.want {
+			t.Errorf("valueLooksSecret(%q) = %v, want %v", tc.value, got, tc.want)
+		}
+	}
+}
+
 func TestMoveSecrets(t *testing.T) {
 	s := Server{ServerDef: api.ServerDef{Name: "c-x"}}
-	s.moveSecrets(map[string]string{"PATH": "/usr/bin", "A TOKEN": "t1", "A-TOKEN": "t2", "OTHER": "secret:c-gh.GITHUB_TOKEN", "EMPTY_TOKEN": ""},
+	headers := `{"Authorization": "Bearer ntn_1234567890abcdef"}`
+	s.moveSecrets(map[string]string{"PATH": "/usr/bin", "A TOKEN": "t1", "A-TOKEN": "t2", "OTHER": "secret:c-gh.GITHUB_TOKEN", "EMPTY_TOKEN": "",
+		"OPENAPI_MCP_HEADERS": headers, "DATABASE_URL": "postgres://app:s3cret@db/app"},
 		Options{secretsGiven: map[string]bool{}})
 	want := map[string]string{"PATH": "/usr/bin", "A TOKEN": "secret:c-x.A-TOKEN", "A-TOKEN": "secret:c-x.A-TOKEN-2",
-		"OTHER": "secret:c-x.OTHER", "EMPTY_TOKEN": ""}
+		"OTHER": "secret:c-x.OTHER", "EMPTY_TOKEN": "", "OPENAPI_MCP_HEADERS": "secret:c-x.OPENAPI_MCP_HEADERS",
+		"DATABASE_URL": "secret:c-x.DATABASE_URL"}
 	if diff := cmp.Diff(want, s.Env); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
 	}
 	// "secret:NAME" in a client's entry is a literal, stored as such: it
 	// never reaches another server's stored token.
-	wantSecrets := map[string]string{"c-x.A-TOKEN": "t1", "c-x.A-TOKEN-2": "t2", "c-x.OTHER": "secret:c-gh.GITHUB_TOKEN"}
+	wantSecrets := map[string]string{"c-x.A-TOKEN": "t1", "c-x.A-TOKEN-2": "t2", "c-x.OTHER": "secret:c-gh.GITHUB_TOKEN",
+		"c-x.OPENAPI_MCP_HEADERS": headers, "c-x.DATABASE_URL": "postgres://app:s3cret@db/app"}
 	if diff := cmp.Diff(wantSecrets, s.Secrets); diff != "" {
 		t.Errorf("secrets (-want +got):\n%s", diff)
 	}
