@@ -219,6 +219,10 @@ func (r *Result) rewriteEntry(c Client, o Options, ref entryRef, srvName string,
 		return nil, nil
 	}
 	unselected := len(o.Only) > 0 && !contains(o.Only, ref.name) && !contains(o.Only, ref.label)
+	if p := clientPlaceholder(e); p != "" && !unselected && filepath.Base(e.Command) != "mcpcage" {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: uses %s, which the client fills in each time it starts the server (a value it asks you for, or one of its variables) and mcpcage cannot: NOT through mcpcage, and left as it is. Store such a value yourself (mcpcage secret set NAME), add the server with it (mcpcage server add %s --env KEY=secret:NAME -- COMMAND...) and make the entry run `%s run %s`", name, p, srvName, o.Mcpcage, srvName))
+		return nil, nil
+	}
 	switch {
 	case e.Command == "" && !remote:
 		return nil, nil
@@ -283,6 +287,32 @@ func (r *Result) recage(raw []byte, name string, unselected bool, e entry, c Cli
 	}
 	r.Repointed = append(r.Repointed, fmt.Sprintf("%s %s, %s: it now runs %s, with the same arguments", name, ran, how, o.Mcpcage))
 	return repoint(raw, o)
+}
+
+// placeholder finds a variable a client fills in when it starts a server:
+// VS Code's and Cursor's ${input:ID}, ${env:NAME}, ${workspaceFolder},
+// ${userHome}..., and Claude Code's ${NAME} and ${NAME:-default}.
+var placeholder = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*(:[^}]*)?\}`)
+
+// clientPlaceholder returns the first such variable in e's command,
+// arguments, working directory, environment or url ("" when none):
+// imported as it is written, the server would receive the text itself.
+func clientPlaceholder(e entry) string {
+	fields := append([]string{e.Command, e.Cwd, e.URL, e.Server}, e.Args...)
+	keys := make([]string, 0, len(e.Env))
+	for k := range e.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fields = append(fields, e.Env[k])
+	}
+	for _, f := range fields {
+		if m := placeholder.FindString(f); m != "" {
+			return m
+		}
+	}
+	return ""
 }
 
 // stdioEntry is the client entry that runs mcpcage with args.

@@ -453,3 +453,40 @@ func TestSecretNamesUnique(t *testing.T) {
 		})
 	}
 }
+
+// TestClientPlaceholdersAreNotImported: a value the client fills in when
+// it starts a server (VS Code's ${input:...}, Claude Code's ${VAR}) was
+// imported as its text, so the server got "${input:api-key}" for its key
+// (left in an earlier note). Such an entry is left as it is, saying why
+// and what to do.
+func TestClientPlaceholdersAreNotImported(t *testing.T) {
+	for _, tc := range []struct {
+		name, entry string
+		want        string // the placeholder named; "" for an entry that is imported
+	}{
+		{"an input in env", `{"command": "/opt/srv", "env": {"API_KEY": "${input:api-key}"}}`, "${input:api-key}"},
+		{"an env variable in args", `{"command": "/opt/srv", "args": ["--root", "${workspaceFolder}"]}`, "${workspaceFolder}"},
+		{"Claude Code's expansion with a default", `{"command": "/opt/srv", "env": {"URL": "${API_URL:-https://x}"}}`, "${API_URL:-https://x}"},
+		{"a dollar that is not one", `{"command": "/opt/srv", "env": {"PRICE": "$5", "RE": "^a{2}$"}}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := `{"mcpServers":{"x":` + tc.entry + `}}`
+			res, err := Rewrite(Clients["cursor"], []byte(before), testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" {
+				if len(res.Imported) != 1 {
+					t.Fatalf("not imported: %+v", res)
+				}
+				return
+			}
+			if len(res.Imported) != 0 || string(res.Config) != before {
+				t.Fatalf("imported or changed: %+v\n%s", res.Imported, res.Config)
+			}
+			if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "uses "+tc.want) || !strings.Contains(notes, "NOT through mcpcage") {
+				t.Fatalf("notes:\n%s", notes)
+			}
+		})
+	}
+}
