@@ -126,6 +126,23 @@ func statePath(home string) string { return filepath.Join(home, stateRel) }
 // restore must not write or read where it says otherwise (found by a
 // red-team helper: it named a file of root's to write and one of the
 // user's to write there).
+// maxProjectFile bounds what setup reads of a project's .mcp.json.
+const maxProjectFile = 1 << 20
+
+// readProjectFile reads a project's server file: a regular file, at most
+// maxProjectFile bytes (a FIFO or a device there must not hold setup).
+func readProjectFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return io.ReadAll(io.LimitReader(f, maxProjectFile))
+}
+
 func checkRestoreState(c clientsetup.Client, home string, st clientState) error {
 	cfg := c.ConfigPath(home)
 	if filepath.Clean(st.Path) != cfg {
@@ -239,6 +256,9 @@ pulled through containerd; its -e variables, bind mounts and workdir;
 the administrator allows images in [daemon] user_images). Credentials in
 an entry's env (names with token, key, secret, password) go to your own
 secret store (mcpcage secret) and the server's env names them.
+A Claude Code project's own .mcp.json is read, not rewritten (its
+repository shares it): its servers are reported NOT through mcpcage,
+with how to cage them.
 Entries mcpcage cannot carry are left as they are, with the reason:
 the older HTTP+SSE transport, entries with headers of their own (a
 static credential the client holds), docker flags with no equivalent
@@ -300,6 +320,9 @@ undoes it, secrets included.`,
 			}
 			out := bufio.NewWriter(stdout) // keeps the first write error for Flush
 			for _, n := range res.Notes {
+				fmt.Fprintf(out, "left as is: %s\n", n)
+			}
+			for _, n := range clientsetup.ProjectServers(c, old, opts.Mcpcage, readProjectFile) {
 				fmt.Fprintf(out, "left as is: %s\n", n)
 			}
 			for _, r := range res.Unchanged {

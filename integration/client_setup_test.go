@@ -473,3 +473,25 @@ func TestClientSetupMovesCredentialsByValue(t *testing.T) {
 		}
 	}
 }
+
+// TestClientSetupReportsProjectFiles: Claude Code runs the servers of a
+// project's own .mcp.json once the user approves them, and setup neither
+// rewrote nor mentioned them, so "all caged" hid them (left in an earlier
+// note). They are reported NOT through mcpcage, with what to do; the
+// project's file is not changed.
+func TestClientSetupReportsProjectFiles(t *testing.T) {
+	d := startDaemon(t, "")
+	home, project := t.TempDir(), t.TempDir()
+	shared := `{"mcpServers": {"repo-tool": {"command": "node", "args": ["tool.js"]}}}`
+	must(t, os.WriteFile(filepath.Join(project, ".mcp.json"), []byte(shared), 0o644), "write the project's file")
+	cfg, err := json.Marshal(map[string]any{"projects": map[string]any{project: map[string]any{"enabledMcpjsonServers": []string{"repo-tool"}}}})
+	must(t, err, "marshal")
+	must(t, os.WriteFile(filepath.Join(home, ".claude.json"), cfg, 0o600), "write ~/.claude.json")
+	out := d.mustCLI(t, "client", "setup", "claude-code", "--home", home)
+	if want := fmt.Sprintf("repo-tool (project %s, its .mcp.json; approved in Claude Code): NOT through mcpcage", project); !strings.Contains(out, want) {
+		t.Fatalf("setup's output lacks %q:\n%s", want, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(project, ".mcp.json")); string(b) != shared {
+		t.Fatalf("setup changed the project's own file:\n%s", b)
+	}
+}

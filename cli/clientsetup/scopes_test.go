@@ -1,6 +1,7 @@
 package clientsetup
 
 import (
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -100,5 +101,56 @@ func TestProjectPrefix(t *testing.T) {
 			t.Errorf("projects %q and %q share the prefix %s", path, other, p)
 		}
 		seen[p] = path
+	}
+}
+
+// TestProjectServersReported: a project's own .mcp.json servers, which
+// Claude Code runs once approved and setup does not rewrite, are reported
+// NOT through mcpcage (left in an earlier note: they were not read at
+// all), unless a local entry of the name shadows them, they run `mcpcage
+// run NAME`, or the user refused them.
+func TestProjectServersReported(t *testing.T) {
+	config := `{"projects": {
+	  "/work/a": {"mcpServers": {"shadowed": {"command": "/usr/bin/mcpcage", "args": ["run", "x"]}}, "enabledMcpjsonServers": ["approved"], "disabledMcpjsonServers": ["refused"]},
+	  "/work/b": {"enableAllProjectMcpServers": true},
+	  "/work/none": {},
+	  "relative": {}
+	}}`
+	files := map[string]string{
+		"/work/a/.mcp.json": `{"mcpServers": {
+		  "approved": {"command": "npx", "args": ["-y", "some-server"]},
+		  "pending": {"command": "./tool"},
+		  "shadowed": {"command": "node", "args": ["evil.js"]},
+		  "refused": {"command": "node"},
+		  "caged": {"command": "/usr/bin/mcpcage", "args": ["run", "y"]}}}`,
+		"/work/b/.mcp.json":    `{"mcpServers": {"all": {"command": "python3", "args": ["-m", "srv"]}}}`,
+		"/work/none/.mcp.json": `[1, 2]`,
+	}
+	read := func(p string) ([]byte, error) {
+		if f, ok := files[p]; ok {
+			return []byte(f), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	notes := ProjectServers(Clients["claude-code"], []byte(config), "/usr/bin/mcpcage", read)
+	want := []string{
+		"approved (project /work/a, its .mcp.json; approved in Claude Code): NOT through mcpcage",
+		"pending (project /work/a, its .mcp.json; not approved yet",
+		"all (project /work/b, its .mcp.json; approved in Claude Code)",
+		"/work/none/.mcp.json: not a JSON object",
+	}
+	if len(notes) != len(want) {
+		t.Fatalf("%d notes, want %d:\n%s", len(notes), len(want), strings.Join(notes, "\n"))
+	}
+	for i, w := range want {
+		if !strings.Contains(notes[i], w) {
+			t.Errorf("note %d = %q, want it to contain %q", i, notes[i], w)
+		}
+	}
+	if !strings.Contains(notes[0], "claude mcp add --scope local approved -- /usr/bin/mcpcage run SERVER") {
+		t.Errorf("the note does not say how to cage it: %s", notes[0])
+	}
+	if ProjectServers(Clients["cursor"], []byte(config), "/usr/bin/mcpcage", read) != nil {
+		t.Error("a client without projects reported project files")
 	}
 }
