@@ -529,6 +529,15 @@ func (c *Conn) exchange(m *message) {
 			c.opts.OnUpstream(m.method, resp.StatusCode, took)
 		}
 		switch {
+		case (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && c.opts.Auth != nil && movedAway(resp):
+			// Its credentials were dropped on the way (another origin):
+			// renewing them changes nothing, and signing in again would
+			// not either.
+			drain(resp)
+			msg := movedMessage(resp, c.opts.Server)
+			c.opts.Logger.Warn("remote server redirected to another origin", "server", c.opts.Server, "to", originOf(resp.Request.URL))
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, msg)
+			return
 		case resp.StatusCode == http.StatusUnauthorized && c.opts.Auth != nil && !renewed:
 			drain(resp)
 			renewed = true

@@ -1918,3 +1918,39 @@ func nopPipe(t *testing.T) *io.PipeWriter {
 	t.Cleanup(func() { _ = w.Close() })
 	return w
 }
+
+// TestMovedServerSaysSo: a server that moved to another origin (a 308
+// there) gets no credentials on the redirect, and its new origin refuses
+// the call; the bridge said "sign in again", which could never help (left
+// in an earlier note). It now says the server redirected to another
+// origin, and what to do.
+func TestMovedServerSaysSo(t *testing.T) {
+	for _, status := range []int{http.StatusUnauthorized, http.StatusForbidden} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			var renewals atomic.Int32
+			moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Authorization") == "" {
+					http.Error(w, "who are you", status)
+					return
+				}
+				t.Error("the credentials followed the redirect to another origin")
+			}))
+			t.Cleanup(moved.Close)
+			old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, moved.URL+"/mcp", http.StatusPermanentRedirect)
+			}))
+			t.Cleanup(old.Close)
+			auth := &testAuth{token: "t", renew: func(string) (string, error) { renewals.Add(1); return "t2", nil }}
+			b := newBridge(t, Options{URL: mustURL(t, old.URL+"/mcp"), Auth: auth})
+			b.write(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`+"\n")
+			want := fmt.Sprintf("demo redirected the request to %s, another origin, which mcpcage sends no credentials to", originOf(mustURL(t, moved.URL)))
+			line := b.next(t)
+			if !strings.Contains(line, want) || !strings.Contains(line, "if the server moved, change its url") {
+				t.Fatalf("the bridge's answer %s, want it to say %q", line, want)
+			}
+			if n := renewals.Load(); n != 0 {
+				t.Fatalf("the sign-in was renewed %d times for a refusal no renewal changes", n)
+			}
+		})
+	}
+}

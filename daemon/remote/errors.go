@@ -104,6 +104,25 @@ func forbidden(resp *http.Response, server string) string {
 	return fmt.Sprintf("%s refused the request (%s)", server, resp.Status)
 }
 
+// movedAway reports whether resp came from another origin than its first
+// request's: a redirect there, to which no credentials were sent.
+func movedAway(resp *http.Response) bool {
+	first := resp.Request
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	return first != resp.Request && !sameOrigin(first.URL, resp.Request.URL)
+}
+
+// originOf is u's scheme://host[:port].
+func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// movedMessage explains a refusal from the origin a redirect led to.
+func movedMessage(resp *http.Response, server string) string {
+	return fmt.Sprintf("%s redirected the request to %s, another origin, which mcpcage sends no credentials to (it would hand them to whoever answers there), and that origin answered %s: if the server moved, change its url (mcpcage server add %s --url NEW, or ask your administrator), then sign in (mcpcage login %s)",
+		server, originOf(resp.Request.URL), resp.Status, server, server)
+}
+
 // signInMessage is what a failed renewal tells the client.
 func signInMessage(err error, server string) string {
 	var si *SignInError
