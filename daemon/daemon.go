@@ -30,6 +30,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/renames"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
+	"github.com/mcpcage/mcpcage/internal/procnet"
 	"github.com/mcpcage/mcpcage/internal/subid"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/sandbox/landlock"
@@ -233,6 +234,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 		} else {
 			d.renames.CheckChanges(d.cage.Changer, d.onFsChanges)
 		}
+	}
+	if err := procnet.Check(); err != nil {
+		log.Warn("the kernel cannot say whose program is at the other end of a connection: remote servers on this host, and sign-in answers at the daemon's loopback listener, are refused", "err", err)
 	}
 	enf := d.enforcement()
 	d.metrics.BuildInfo.WithLabelValues(Version, "network="+firstWord(enf["network"])+",files="+firstWord(enf["files"])+",landlock="+firstWord(enf["landlock"])).Set(1)
@@ -439,7 +443,18 @@ func (d *Daemon) enforcement() map[string]string {
 		"ebpf hooks":   d.ebpfHooks.String(),
 		"daemon down":  d.daemonDown(),
 		"client stdio": passedStdioState(d.conf().Daemon.MaxSessionsPerUser),
+		"peer checks":  peerChecks(),
 	}
+}
+
+// peerChecks says how the daemon learns whose program is at the other
+// end of a connection to this host (a remote server's, a sign-in answer
+// at its loopback listener).
+func peerChecks() string {
+	if err := procnet.Check(); err != nil {
+		return "unavailable (remote servers on this host and sign-in answers at the loopback listener are refused): " + err.Error()
+	}
+	return "kernel socket tables (NETLINK_SOCK_DIAG): exact lookups of a connection's other end and its uid"
 }
 
 // passedStdioState says how the client's passed pipes and sockets are

@@ -23,7 +23,8 @@ func loopbackPeerUID(remote, local string) (uint32, error) {
 
 // loopbackPeerOf finds the socket that connected from remote to local
 // over IPv4 loopback (the daemon's own listener at local) and the uid
-// the kernel keeps for it (/proc/net/tcp), so that an answer a browser
+// the kernel keeps for it (procnet: the kernel's exact lookup of the
+// connection in its socket table), so that an answer a browser
 // brings to a listener of the daemon can be bound to the user it is for.
 // Loopback is shared by every user of the machine.
 func loopbackPeerOf(remote, local string) (loopbackPeer, error) {

@@ -124,11 +124,12 @@ type peerWanted struct {
 
 // checkPeer keeps a connection only when its other end is not a program
 // of this host, or is one that want's user runs: the kernel's uid for
-// the socket at the other end (procnet), found by the connection's own
-// endpoints after it is made, so no program can take the place of the
-// one checked, and a connection redirected to a local port is caught
-// too. A destination that is the host's own (loopback, an address of its
-// interfaces) must be found.
+// the socket at the other end (procnet, the kernel's own socket tables),
+// found by the connection's own endpoints after it is made, so no
+// program can take the place of the one checked, and a connection
+// redirected to a local port is caught too. A destination that is the
+// host's own (loopback, an address of its interfaces) must be found,
+// but for an administrator's server (see peerAbsent).
 func checkPeer(c net.Conn, want peerWanted) error {
 	local, lok := c.LocalAddr().(*net.TCPAddr)
 	remote, rok := c.RemoteAddr().(*net.TCPAddr)
@@ -139,19 +140,20 @@ func checkPeer(c net.Conn, want peerWanted) error {
 	own := isHostAddress(dest.Addr())
 	if want.admin && !own {
 		// Only root can redirect an administrator's connection to another
-		// host to a local port: not looked up (a read of every socket of
-		// the host per connection).
+		// host to a local port: not looked up.
 		return nil
 	}
 	var s procnet.Socket
 	var found bool
 	var err error
-	// The other end of a loopback connection is made as the handshake
-	// completes, which the connect may return just before: looked for a
-	// few times.
+	// A listener's side of a connection is in the kernel's table from
+	// the first SYN, before the connect can return; but one that answers
+	// with SYN cookies (a full queue, or net.ipv4.tcp_syncookies = 2)
+	// keeps nothing until the last ACK arrives, which the connect may
+	// return just before: looked for a few times.
 	for try := 0; ; try++ {
 		s, found, err = procnet.PeerOf(local.AddrPort(), dest)
-		if err != nil || found || !own || try == 20 {
+		if err != nil || found || !own || try == peerTries {
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -164,15 +166,44 @@ func checkPeer(c net.Conn, want peerWanted) error {
 	case err != nil:
 		return fmt.Errorf("mcpcaged could not tell whose program %s is (%v), so %s does not reach it", dest, err, whose)
 	case !found && own && want.admin:
-		// Not a socket of the host's network namespace: a container the
-		// port is forwarded to (DNAT). A program of this host that took
-		// the port would be found.
+		return peerAbsent(dest, want)
 	case !found && own:
 		return fmt.Errorf("%s is this host's, and mcpcaged could not find the program at the other end of its connection, so %s does not reach it", dest, whose)
+	case found && !s.State.Open():
+		return fmt.Errorf("the program at %s (uid %d) closed or shut its end of the connection (%s) before mcpcaged could check it, so %s does not reach it", dest, s.UID, s.State, whose)
 	case found && !slices.Contains(want.uids, s.UID) && want.admin:
 		return fmt.Errorf("%s is a program of this host that uid %d runs, not one of the server's local_users (root when unset): anyone who took the port while the service was down would receive every user's tokens and calls; add uid %d (or its user's name) to local_users in the server's configuration if its program is meant", dest, s.UID, s.UID)
 	case found && !slices.Contains(want.uids, s.UID):
 		return fmt.Errorf("%s is a program of this host that uid %d runs, not you: a remote server of your own reaches programs of this host only when they are your own (mcpcaged connects as root); ask your administrator to add it to the configuration if it is meant", dest, s.UID)
+	}
+	return nil
+}
+
+// peerTries is how many times, 1 ms apart, checkPeer looks again for the
+// other end of a connection to this host that it did not find.
+const peerTries = 20
+
+// peerAbsent decides an administrator's server's connection to an
+// address of this host whose other end the kernel says is no socket of
+// this host's network namespace: a container the port is forwarded to
+// (DNAT). That is the kernel's exact answer (procnet.PeerOf: its table
+// read in one pass, under the lock of each bucket, an answer that also
+// held the connection's own socket), not a read of /proc/net/tcp, which
+// misses sockets while others come and go (the /proc read a user could
+// make miss by churning loopback connections was a way in). It is kept
+// unless a program of another user than local_users listens where it
+// went: one that answered with SYN cookies and has not yet taken the
+// last ACK, or dropped it, would have the connection without being
+// found.
+func peerAbsent(dest netip.AddrPort, want peerWanted) error {
+	ls, err := procnet.Listeners(dest)
+	if err != nil {
+		return fmt.Errorf("mcpcaged could not tell whose program listens at %s (%v), so the server does not reach it", dest, err)
+	}
+	for _, l := range ls {
+		if !slices.Contains(want.uids, l.UID) {
+			return fmt.Errorf("%s is this host's, and no socket of this host is the other end of mcpcaged's connection, yet uid %d, not one of the server's local_users, listens there (at %s): it could take the connection once its handshake completes, so the server does not reach it; stop that program, or add uid %d (or its user's name) to local_users if it is meant", dest, l.UID, l.Local, l.UID)
+		}
 	}
 	return nil
 }

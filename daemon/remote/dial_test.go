@@ -126,6 +126,75 @@ func TestCheckPeer(t *testing.T) {
 	}
 }
 
+// An administrator's server's connection to this host whose other end
+// the kernel says is in no socket of this namespace is kept unless a
+// program of another user than local_users listens where it went.
+func TestPeerAbsent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeEnd := free.Addr().(*net.TCPAddr).AddrPort()
+	_ = free.Close()
+	me := uint32(os.Geteuid())
+	tests := []struct {
+		name    string
+		dest    netip.AddrPort
+		want    peerWanted
+		wantErr string
+	}{
+		{"nothing listens (DNAT to a container)", freeEnd, peerWanted{uids: []uint32{me + 4242}, admin: true}, ""},
+		{"one of local_users listens", ln.Addr().(*net.TCPAddr).AddrPort(), peerWanted{uids: []uint32{me}, admin: true}, ""},
+		{"another user listens", ln.Addr().(*net.TCPAddr).AddrPort(), peerWanted{uids: []uint32{me + 4242}, admin: true}, fmt.Sprintf("yet uid %d, not one of the server's local_users, listens there", me)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := peerAbsent(tt.dest, tt.want)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("peerAbsent(%s) = %v, want %q", tt.dest, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// A program that shut its end of the connection before it was checked
+// is not reached, whoever runs it (the kernel's uid for a socket whose
+// program is gone is 0's).
+func TestCheckPeerRefusesAShutEnd(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Close() }()
+	if err := a.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	local, dest := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	testenv.WaitFor(t, "the other end shut", 5*time.Second, func() (bool, string) {
+		s, found, err := procnet.PeerOf(local, dest)
+		return found && !s.State.Open(), fmt.Sprintf("%+v, %v, %v", s, found, err)
+	})
+	me := uint32(os.Geteuid())
+	if err := checkPeer(c, peerWanted{uids: []uint32{me}, admin: true}); err == nil || !strings.Contains(err.Error(), "closed or shut its end") {
+		t.Errorf("checkPeer = %v, want a refusal (its end is shut)", err)
+	}
+}
+
 // A user's own server's connections are made with the user's
 // credentials: the kernel keeps the user's uid for the socket (and a
 // host firewall's owner match sees the user), not root's.
