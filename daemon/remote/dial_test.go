@@ -195,6 +195,59 @@ func TestCheckPeerRefusesAShutEnd(t *testing.T) {
 	}
 }
 
+// A listener that keeps a connection in SYN_RECV (TCP_DEFER_ACCEPT: no
+// data, no child socket) is checked as its user's: the kernel's answer
+// for such a connection says uid 0, which would pass another user's
+// squatter as root.
+func TestCheckPeerHandshakeIsTheListeners(t *testing.T) {
+	squatter := Owner{UID: 4242, GID: 4242}
+	fd, err := socketAs(unix.AF_INET, squatter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer func() { _ = f.Close() }()
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 8); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	tests := []struct {
+		name    string
+		want    peerWanted
+		wantErr string
+	}{
+		{"an administrator's server, root only", peerWanted{uids: []uint32{0}, admin: true}, "that uid 4242 runs, not one of the server's local_users"},
+		{"a user's server, the user's", peerWanted{uids: []uint32{squatter.UID}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			local, dest := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			if s, found, err := procnet.PeerOf(local, dest); err != nil || !found || s.State != procnet.SynRecv {
+				t.Fatalf("PeerOf = %+v, %v, %v; want the connection in SYN_RECV", s, found, err)
+			}
+			err = checkPeer(c, tt.want)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 // A user's own server's connections are made with the user's
 // credentials: the kernel keeps the user's uid for the socket (and a
 // host firewall's owner match sees the user), not root's.
