@@ -37,30 +37,7 @@ func (h *capturedHost) count(marker string) int64 { return h.seen[marker].Load()
 // the capture are removed when the test ends.
 func newCapturedHost(t *testing.T, markers ...string) *capturedHost {
 	t.Helper()
-	testenv.RequireRoot(t)
-	_, err := exec.LookPath("ip")
-	testenv.Require(t, err == nil, "ip (iproute2)")
-	id := os.Getpid() % 100000
-	ns, host, peer := fmt.Sprintf("mcpc-srh-%d", id), fmt.Sprintf("mcsrh%da", id), fmt.Sprintf("mcsrh%db", id)
-	prefix := fmt.Sprintf("fd00:6d63:%x:%x", id>>16, id&0xffff)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", host).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	})
-	run("link", "add", host, "type", "veth", "peer", "name", peer)
-	run("link", "set", peer, "netns", ns)
-	run("addr", "add", prefix+"::1/64", "dev", host, "nodad")
-	run("link", "set", host, "up")
-	run("-n", ns, "addr", "add", prefix+"::2/64", "dev", peer, "nodad")
-	run("-n", ns, "link", "set", peer, "up")
-	run("-n", ns, "link", "set", "lo", "up")
+	ns := testenv.NewNamespace(t, "srh")
 	src := `import socket, sys
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.bind((sys.argv[1], 0))
@@ -72,13 +49,13 @@ while True:
         if m in frame:
             print(m.decode(), flush=True)
 `
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "python3", "-c", src, peer}, markers...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, "python3", "-c", src, ns.Peer}, markers...)...)
 	out, err := cmd.StdoutPipe()
 	must(t, err, "capture's stdout")
 	cmd.Stderr = os.Stderr
 	must(t, cmd.Start(), "start the capture")
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	h := &capturedHost{addr: netip.MustParseAddr(prefix + "::2"), seen: map[string]*atomic.Int64{}}
+	h := &capturedHost{addr: ns.Addr, seen: map[string]*atomic.Int64{}}
 	for _, m := range markers {
 		h.seen[m] = &atomic.Int64{}
 	}

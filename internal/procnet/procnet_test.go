@@ -282,33 +282,12 @@ func TestListeners(t *testing.T) {
 // kernel's answer to a thread of another namespace, which lacks the
 // connection's own socket, is not taken for an absence.
 func TestPeerOfOutsideTheNamespace(t *testing.T) {
-	testenv.RequireRoot(t)
-	_, err := exec.LookPath("ip")
-	testenv.Require(t, err == nil, "ip (iproute2)")
-	id := os.Getpid() % 100000
-	ns, host, peer := fmt.Sprintf("mcpc-pn-%d", id), fmt.Sprintf("mcpn%da", id), fmt.Sprintf("mcpn%db", id)
-	prefix := fmt.Sprintf("fd00:6d70:%x:%x", id>>16, id&0xffff)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", host).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	})
-	run("link", "add", host, "type", "veth", "peer", "name", peer)
-	run("link", "set", peer, "netns", ns)
-	run("addr", "add", prefix+"::1/64", "dev", host, "nodad")
-	run("link", "set", host, "up")
-	run("-n", ns, "addr", "add", prefix+"::2/64", "dev", peer, "nodad")
-	run("-n", ns, "link", "set", peer, "up")
+	ns := testenv.NewNamespace(t, "pn")
 
 	var ln net.Listener
-	inNamespace(t, ns, func() {
-		ln, err = net.Listen("tcp", "["+prefix+"::2]:0")
+	var err error
+	inNamespace(t, ns.Name, func() {
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(ns.Addr, 0).String())
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -338,7 +317,7 @@ func TestPeerOfOutsideTheNamespace(t *testing.T) {
 	}
 	defer func() { _ = hc.Close() }()
 	hlocal, hdest := hc.LocalAddr().(*net.TCPAddr).AddrPort(), hc.RemoteAddr().(*net.TCPAddr).AddrPort()
-	inNamespace(t, ns, func() {
+	inNamespace(t, ns.Name, func() {
 		if s, found, err := PeerOf(hlocal, hdest); err == nil || found || !strings.Contains(err.Error(), "lacks the connection's own") {
 			t.Errorf("asked from another namespace: PeerOf(%s, %s) = %+v, %v, %v; want an error (the answer lacks the connection's own socket)", hlocal, hdest, s, found, err)
 		}
