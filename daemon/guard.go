@@ -428,7 +428,7 @@ func describeInfluence(k flow.Kind, name, tool string) string {
 		return fmt.Sprintf("its reply to %s", name)
 	case flow.ToolList:
 		return fmt.Sprintf("the definition of tool %q", tool)
-	case flow.PromptList, flow.ResourceList:
+	case flow.PromptList, flow.ResourceList, flow.ResourceTemplates:
 		return "an item of a list"
 	case flow.ServerInfo:
 		return "the server's instructions"

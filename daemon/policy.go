@@ -620,7 +620,7 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
 	case request.ResourcesTemplatesList:
-		in, suspects := p.influence(flow.ResourceList, method, "", result)
+		in, suspects := p.influence(flow.ResourceTemplates, method, "", result)
 		if why := p.suspect(in, "", suspects); why != "" {
 			return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
 		}
@@ -700,8 +700,27 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			hidden = append(hidden, name)
 		}
 	}
+	var filtered []byte
+	if len(hidden) > 0 {
+		out := []byte{'['}
+		for i, it := range kept {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, it...)
+		}
+		out = append(out, ']')
+		filtered = wire.Splice(result, sp, out)
+	}
 	if g != nil {
-		in, _ := p.influence(listKinds[k], key+"/list", "", result)
+		// A resource list taints the run (flow.Kind.Listing) with the
+		// items the agent is shown, not with those held back; the other
+		// lists are scanned whole, suspect items held back included.
+		shownResult := result
+		if filtered != nil && k == consent.KindResource {
+			shownResult = filtered
+		}
+		in, _ := p.influence(listKinds[k], key+"/list", "", shownResult)
 		for _, si := range suspects {
 			tool := ""
 			if k == consent.KindTool {
@@ -713,18 +732,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	// Counts, and the first names (a server chooses how many there are).
 	s.log.Info("list shown to the agent", "list", key, "shown", len(shown), "hidden", len(hidden), "hidden_names", logbound.List(hidden))
 	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
-	if len(hidden) == 0 {
-		return nil, ""
-	}
-	out := []byte{'['}
-	for i, it := range kept {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, it...)
-	}
-	out = append(out, ']')
-	return wire.Splice(result, sp, out), ""
+	return filtered, ""
 }
 
 // listItemName reads the name (or URI) of one list item exactly, the way

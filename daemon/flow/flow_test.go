@@ -83,6 +83,22 @@ func TestToolListsDoNotTaint(t *testing.T) {
 	}
 }
 
+// TestWhichListsTaint: definitions (tools, prompts, resource templates,
+// the server's instructions) do not taint; a resource list, the
+// server's data, does.
+func TestWhichListsTaint(t *testing.T) {
+	for k, taints := range map[Kind]bool{ToolList: false, PromptList: false, ResourceTemplates: false, ServerInfo: false, ResourceList: true} {
+		var runs Runs
+		r := runs.Attach(0, "root", 1, 1)
+		in := result("crm-db", []string{"confidential"}, nil)
+		in.Kind = k
+		r.Record(in, nil)
+		if _, ok := r.Tainted("confidential"); ok != taints {
+			t.Errorf("%s: tainted %v, want %v", k, ok, taints)
+		}
+	}
+}
+
 func TestTrailIsBoundedAndKeepsFlagged(t *testing.T) {
 	var runs Runs
 	r := runs.Attach(0, "root", 1, 1)

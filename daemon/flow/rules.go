@@ -81,7 +81,7 @@ func (a Applied) Explain(ev Evidence) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, ReasonPrefix+" %q -> %q (%s): this agent run received %s data from server %s", a.From, a.To, a.Action, a.From, t.Server)
 	what := map[Kind]string{ToolResult: "tool", Resource: "resource", Prompt: "prompt", Notification: "notification",
-		TaskStatus: "task status", Request: "request", Reply: "reply to"}[t.Kind]
+		TaskStatus: "task status", Request: "request", Reply: "reply to", ResourceList: "list"}[t.Kind]
 	if t.Name != "" && what != "" {
 		fmt.Fprintf(&b, " (%s %q at %s", what, t.Name, t.Time.Local().Format("15:04:05"))
 		if len(t.Found) > 0 {

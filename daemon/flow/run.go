@@ -28,24 +28,29 @@ type Kind string
 
 // Kinds of influence.
 const (
-	ToolResult   Kind = "tool_result"    // a tools/call result
-	Resource     Kind = "resource"       // resources/read contents
-	Prompt       Kind = "prompt"         // prompts/get messages
-	ToolList     Kind = "tool_list"      // a tools/list result: names, descriptions, schemas
-	PromptList   Kind = "prompt_list"    // a prompts/list result
-	ResourceList Kind = "resource_list"  // a resources/list (or templates/list) result
-	ServerInfo   Kind = "server_info"    // an initialize or server/discover result (its instructions)
-	Completion   Kind = "completion"     // completion/complete values
-	Notification Kind = "notification"   // a server's notification (a log message, progress, a task's status)
-	TaskStatus   Kind = "task_status"    // a tasks/get, tasks/list or tasks/cancel result: tasks' status messages
-	Request      Kind = "server_request" // a request the server makes of the client: sampling (the server's prompt to the model), elicitation (its question to the user)
-	Reply        Kind = "reply"          // any other answer: an error instead of a result (of completion/complete, a list, initialize...), or the result of a request that carries no data (ping, logging/setLevel, a subscription, a method mcpcage does not know)
+	ToolResult        Kind = "tool_result"        // a tools/call result
+	Resource          Kind = "resource"           // resources/read contents
+	Prompt            Kind = "prompt"             // prompts/get messages
+	ToolList          Kind = "tool_list"          // a tools/list result: names, descriptions, schemas
+	PromptList        Kind = "prompt_list"        // a prompts/list result
+	ResourceList      Kind = "resource_list"      // a resources/list result: the server's resources, its data (names of files, records)
+	ResourceTemplates Kind = "resource_templates" // a resources/templates/list result
+	ServerInfo        Kind = "server_info"        // an initialize or server/discover result (its instructions)
+	Completion        Kind = "completion"         // completion/complete values
+	Notification      Kind = "notification"       // a server's notification (a log message, progress, a task's status)
+	TaskStatus        Kind = "task_status"        // a tasks/get, tasks/list or tasks/cancel result: tasks' status messages
+	Request           Kind = "server_request"     // a request the server makes of the client: sampling (the server's prompt to the model), elicitation (its question to the user)
+	Reply             Kind = "reply"              // any other answer: an error instead of a result (of completion/complete, a list, initialize...), or the result of a request that carries no data (ping, logging/setLevel, a subscription, a method mcpcage does not know)
 )
 
-// Listing reports whether k is a list of what a server offers: lists do
-// not taint (they hold definitions, not data).
+// Listing reports whether k is a list of what a server offers: such lists
+// do not taint (they hold definitions, not data). A resources/list result
+// is not one: its items are the server's data (the names and
+// descriptions of its files and records: found by a red-team helper, a
+// customer record a resource was named after reached an external
+// server), and it taints as a result does.
 func (k Kind) Listing() bool {
-	return k == ToolList || k == PromptList || k == ResourceList || k == ServerInfo
+	return k == ToolList || k == PromptList || k == ResourceTemplates || k == ServerInfo
 }
 
 // Influence is one thing a server showed the agent in the run: where it

@@ -6,6 +6,7 @@
 // run_command, ask_client, sleep, big_output, stderr_flood, crash, env,
 // allocate, notify_batch, forge_answers, close_stdout_when; with $TESTSERVER_NAMESPACED_TOOLS also
 // repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
+// Resources: with $TESTSERVER_RESOURCE_NAME, one of that name.
 package main
 
 import (
@@ -34,7 +35,21 @@ func main() {
 	if line := os.Getenv("TESTSERVER_STDERR_AT_START"); line != "" {
 		fmt.Fprintln(os.Stderr, line)
 	}
-	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", server.WithToolCapabilities(true))
+	// With $TESTSERVER_RESOURCE_NAME set, resources/list shows one
+	// resource of that name (a server whose list is its data: files,
+	// records).
+	resourceName := os.Getenv("TESTSERVER_RESOURCE_NAME")
+	opts := []server.ServerOption{server.WithToolCapabilities(true)}
+	if resourceName != "" {
+		opts = append(opts, server.WithResourceCapabilities(false, false))
+	}
+	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", opts...)
+	if name := resourceName; name != "" {
+		s.AddResource(mcp.NewResource("test://records/1", name, mcp.WithMIMEType("text/plain")),
+			func(context.Context, mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+				return []mcp.ResourceContents{mcp.TextResourceContents{URI: "test://records/1", MIMEType: "text/plain", Text: "record 1"}}, nil
+			})
+	}
 	// With $TESTSERVER_TOOL_LOG set, every tool call is appended (and
 	// synced) to that file as "call NAME" before it runs: tests prove with
 	// it that a refused call never reached a tool.
