@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/config"
@@ -102,6 +103,11 @@ const (
 // else is read as far as it goes and is not complete. (A hand-written
 // walk: encoding/json's Decoder.Token cost a tenth of a guarded call.)
 func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
+	return jsonWalk(doc, max, func(str string, _ bool) { fn(str) })
+}
+
+// jsonWalk is jsonStrings, and tells fn which strings are member names.
+func jsonWalk(doc []byte, max int, fn func(str string, name bool)) (complete bool) {
 	complete = true
 	if len(doc) > max {
 		doc, complete = doc[:max], false
@@ -121,9 +127,14 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 			if j >= len(doc) {
 				return false // cut inside a string
 			}
+			k := j + 1
+			for k < len(doc) && strings.IndexByte(" \t\r\n", doc[k]) >= 0 {
+				k++
+			}
+			name := k < len(doc) && doc[k] == ':'
 			if !escaped {
 				if j > i+1 {
-					fn(string(doc[i+1 : j]))
+					fn(string(doc[i+1:j]), name)
 				}
 			} else {
 				var str string
@@ -131,7 +142,7 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 					return false
 				}
 				if str != "" {
-					fn(str)
+					fn(str, name)
 				}
 			}
 			i = j + 1
@@ -141,9 +152,9 @@ func jsonStrings(doc []byte, max int, fn func(string)) (complete bool) {
 				j++
 			}
 			num := string(doc[i:j])
-			fn(num)
+			fn(num, false)
 			if n, ok := integerForm(num); ok {
-				fn(n) // 4.111111111111111e15 is a card number to a server reading doubles
+				fn(n, false) // 4.111111111111111e15 is a card number to a server reading doubles
 			}
 			i = j
 		case c == '{' || c == '[':
@@ -198,13 +209,20 @@ type scanned struct {
 	found    map[string]int
 	suspects []inject.Match
 	tokens   []string
+	// words: a string value (not a member name, not a number) with a
+	// letter in it. A labelled server's words are its data, though no
+	// detector knows them and they hold no token.
+	words bool
 }
 
 // scan reads a result or a list for the trail: its first maxGuardScan
 // bytes (what lies beyond is not scanned).
 func (g *guardConfig) scan(doc []byte, fingerprint bool) scanned {
 	var sc scanned
-	jsonStrings(doc, maxGuardScan, func(str string) {
+	jsonWalk(doc, maxGuardScan, func(str string, name bool) {
+		if !sc.words && !name && strings.IndexFunc(str, unicode.IsLetter) >= 0 {
+			sc.words = true
+		}
 		for _, f := range g.set.Scan(str) {
 			if sc.found == nil {
 				sc.found = map[string]int{}
@@ -255,8 +273,12 @@ func (p *sessionPolicy) passingInfluence(k flow.Kind, name, tool string, body []
 	if g == nil || p.s.run == nil {
 		return ""
 	}
-	sc := g.scan(body, len(p.srv.Labels) > 0 && k != flow.TaskStatus)
-	if len(sc.found) == 0 && len(sc.suspects) == 0 && (len(sc.tokens) == 0 || len(p.srv.Labels) == 0) {
+	labelled := len(p.srv.Labels) > 0
+	sc := g.scan(body, labelled && k != flow.TaskStatus)
+	// A labelled server's words are its data, token or not (found by a
+	// red-team helper: only a token or a finding was recorded, so a
+	// confidential server's log message in plain words tainted nothing).
+	if len(sc.found) == 0 && len(sc.suspects) == 0 && !(labelled && (sc.words || len(sc.tokens) > 0)) {
 		return ""
 	}
 	digest := p.s.digests.Bytes(body)

@@ -92,6 +92,26 @@ func TestJSONStringsBounded(t *testing.T) {
 	}
 }
 
+// TestScanFindsWords: a string value with a letter is words (a labelled
+// server's data, though it holds no token); member names, numbers and
+// strings without letters are not.
+func TestScanFindsWords(t *testing.T) {
+	g := &guardConfig{}
+	g.set, _ = detect.New(nil, nil)
+	for doc, want := range map[string]bool{
+		`{"level":"info","data":"customer Jane Roe"}`:         true,
+		`{"message" : "\u004aane"}`:                           true,
+		`["Straße"]`:                                          true,
+		`{"progressToken":1,"progress":2,"total":10}`:         false,
+		`{"requestId":"1234-5678","level":"","data":{"n":1}}`: false,
+		`{}`: false,
+	} {
+		if got := g.scan([]byte(doc), false).words; got != want {
+			t.Errorf("%s: words %v, want %v", doc, got, want)
+		}
+	}
+}
+
 // A number is scanned also as the integer a server reading it holds:
 // the integer it is, or else the whole double it rounds to
 // (4111111111111110.9999 is the card number 4111111111111111 to a

@@ -6,7 +6,8 @@
 // run_command, ask_client, sleep, big_output, stderr_flood, crash, env,
 // allocate, notify_batch, forge_answers, close_stdout_when; with $TESTSERVER_NAMESPACED_TOOLS also
 // repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
-// Resources: with $TESTSERVER_RESOURCE_NAME, one of that name.
+// Resources: with $TESTSERVER_RESOURCE_NAME, one of that name. With
+// $TESTSERVER_LOG_ON_LIST, a log notification follows each tools/list.
 package main
 
 import (
@@ -43,7 +44,18 @@ func main() {
 	if resourceName != "" {
 		opts = append(opts, server.WithResourceCapabilities(false, false))
 	}
-	s := server.NewMCPServer("mcpcage-testserver", "1.0.0", opts...)
+	// With $TESTSERVER_LOG_ON_LIST set, each tools/list is followed by a
+	// log notification (notifications/message) carrying that text: a
+	// server that tells the client what it is doing, in its own words.
+	var s *server.MCPServer
+	if logText := os.Getenv("TESTSERVER_LOG_ON_LIST"); logText != "" {
+		hooks := &server.Hooks{}
+		hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, _ *mcp.ListToolsResult) {
+			_ = s.SendNotificationToClient(ctx, "notifications/message", map[string]any{"level": "info", "logger": "testserver", "data": logText})
+		})
+		opts = append(opts, server.WithHooks(hooks))
+	}
+	s = server.NewMCPServer("mcpcage-testserver", "1.0.0", opts...)
 	if name := resourceName; name != "" {
 		s.AddResource(mcp.NewResource("test://records/1", name, mcp.WithMIMEType("text/plain")),
 			func(context.Context, mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
