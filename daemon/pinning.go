@@ -11,6 +11,7 @@ import (
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/audit"
 	"github.com/mcpcage/mcpcage/daemon/pins"
+	"github.com/mcpcage/mcpcage/daemon/wire"
 )
 
 // Tool pinning (rug-pull defence): every tools/list the server answers is
@@ -153,6 +154,79 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 		p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
 	}
 	return true
+}
+
+// checkInstructions checks the instructions of an initialize or
+// server/discover result against their pin (pins.Instructions): the
+// result to forward instead (without them) when they are not the
+// approved ones, nil to forward it as it is. The first result pins what
+// it holds, none included (as {"instructions": null}), under every
+// pin_policy but "off": a server that had none and then gives some has
+// them held back too. A result without instructions changes no pin
+// (nothing reaches the model). Instructions that clients could read
+// differently ("instructions" and "Instructions": Go clients match
+// names in any case) are refused (refused says why).
+func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused string) {
+	if p.srv.Pins() == config.PinOff || p.d.pins == nil {
+		return nil, ""
+	}
+	sp, found, err := wire.StrictMember(result, "instructions")
+	if err != nil {
+		return nil, "instructions that clients could read differently: " + err.Error()
+	}
+	s, name := p.s, pins.Instructions
+	value := []byte("null")
+	if found {
+		value = sp.Of(result)
+	} else if _, pinned := p.d.pins.Get(s.pinKey, name); pinned {
+		return nil, ""
+	}
+	def, err := pins.Canonical(append(append([]byte(`{"instructions":`), value...), '}'))
+	if err != nil {
+		s.log.Warn("server instructions held back: they cannot be pinned", "err", err)
+		p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
+		return p.holdInstructions(result)
+	}
+	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, false, time.Now())
+	if err := p.d.pins.SaveFor(s.pinKey); err != nil {
+		s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
+	}
+	switch v {
+	case pins.Pinned, pins.PinnedNew:
+		return nil, ""
+	case pins.Full:
+		s.log.Warn("server instructions held back: the pins of the server are full", "max", pins.MaxTools)
+		p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, fmt.Errorf("the pins of the server are full (%d)", pins.MaxTools)))
+		return p.holdInstructions(result)
+	}
+	s.log.Warn("server instructions held back: they are not the approved ones", "pin", pin.Approved.Digest, "now", def.Digest)
+	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
+	p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+	return p.holdInstructions(result)
+}
+
+// holdInstructions is an initialize or server/discover result without
+// its instructions (in observe mode, nil: recorded, not enforced).
+func (p *sessionPolicy) holdInstructions(result []byte) ([]byte, string) {
+	if p.observe {
+		return nil, ""
+	}
+	return withoutInstructions(result)
+}
+
+// withoutInstructions is an initialize or server/discover result without
+// its instructions.
+func withoutInstructions(result []byte) ([]byte, string) {
+	out, err := rewriteMembers(result, func(name string, value []byte) ([]byte, error) {
+		if name == "instructions" {
+			return nil, nil
+		}
+		return value, nil
+	})
+	if err != nil {
+		return nil, "a result that clients could read differently: " + err.Error()
+	}
+	return out, ""
 }
 
 // quarantineReason is why a call of tool name is refused, "" when the

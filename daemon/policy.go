@@ -610,6 +610,16 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		newResult, refused = p.filterList(result, "resources", "uri", consent.KindResource)
 	case request.Initialize, request.ServerDiscover:
 		newResult = advertiseListChanged(result)
+		// Changed instructions are held back, as a changed tool is.
+		cur := result
+		if newResult != nil {
+			cur = newResult
+		}
+		held, why := p.checkInstructions(cur)
+		if held != nil {
+			newResult = held
+		}
+		refused = why
 		// Its instructions are for the model: scanned, recorded.
 		in, suspects := p.influence(flow.ServerInfo, method, "", result)
 		p.suspect(in, "", suspects)

@@ -41,6 +41,15 @@ import (
 	"github.com/mcpcage/mcpcage/internal/linediff"
 )
 
+// Instructions is the name the server's instructions are pinned under,
+// beside its tools: they go into the model's system prompt and say how
+// to use the tools, so changing them changes what an agent does with
+// tools whose definitions did not change. Their definition is the object
+// {"instructions": ...}. Their pin is not counted toward MaxTools. A
+// tool a server names so is checked against that pin (and so held
+// back).
+const Instructions = "(instructions)"
+
 // Free are the members of a tool that are not part of its definition.
 var Free = []string{"_meta", "icons"}
 
@@ -278,7 +287,7 @@ func (s *Store) room(key, tool string, def Definition) bool {
 	sh := s.share(key)
 	maxKeys, maxBytes := limits(ownerOf(key))
 	switch {
-	case !known && sh.keys >= maxKeys, len(tools) >= MaxTools:
+	case !known && sh.keys >= maxKeys, tool != Instructions && toolCount(tools) >= MaxTools:
 		return false
 	}
 	return sh.bytes+len(tool)+len(def.JSON)+len(def.Digest) <= maxBytes
@@ -292,7 +301,7 @@ func (s *Store) Full(key string) bool {
 	tools, known := s.pins[key]
 	sh := s.share(key)
 	maxKeys, maxBytes := limits(ownerOf(key))
-	return len(tools) >= MaxTools || !known && sh.keys >= maxKeys || sh.bytes >= maxBytes
+	return toolCount(tools) >= MaxTools || !known && sh.keys >= maxKeys || sh.bytes >= maxBytes
 }
 
 // Forget removes key's pins (a user's server that was removed), so that
@@ -333,11 +342,22 @@ func (s *Store) changed(key, tool string) {
 	s.keyVersion[key] = s.version
 }
 
-// HasPins says whether key has pins (a server's first list has none).
+// HasPins says whether key has pins of tools (a server's first list has
+// none; the pin of its instructions, made as a session starts, does not
+// count).
 func (s *Store) HasPins(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.pins[key]) > 0
+	return toolCount(s.pins[key]) > 0
+}
+
+// toolCount is how many of tools are tools' pins: the pin of the
+// server's instructions is not one (nor counted toward MaxTools).
+func toolCount(tools map[string]*Pin) int {
+	if _, ok := tools[Instructions]; ok {
+		return len(tools) - 1
+	}
+	return len(tools)
 }
 
 // Approved returns key's tool's pin, and whether it has an approved

@@ -7,7 +7,8 @@
 // allocate, notify_batch, forge_answers, close_stdout_when; with $TESTSERVER_NAMESPACED_TOOLS also
 // repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
 // Resources: with $TESTSERVER_RESOURCE_NAME, one of that name. With
-// $TESTSERVER_LOG_ON_LIST, a log notification follows each tools/list.
+// $TESTSERVER_LOG_ON_LIST, a log notification follows each tools/list;
+// with $TESTSERVER_INSTRUCTIONS, those instructions.
 package main
 
 import (
@@ -41,6 +42,11 @@ func main() {
 	// records).
 	resourceName := os.Getenv("TESTSERVER_RESOURCE_NAME")
 	opts := []server.ServerOption{server.WithToolCapabilities(true)}
+	// With $TESTSERVER_INSTRUCTIONS set, the server gives the client those
+	// instructions (for the model's system prompt).
+	if text := os.Getenv("TESTSERVER_INSTRUCTIONS"); text != "" {
+		opts = append(opts, server.WithInstructions(text))
+	}
 	if resourceName != "" {
 		opts = append(opts, server.WithResourceCapabilities(false, false))
 	}
