@@ -369,3 +369,21 @@ func TestListenPassesTheGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestResourceListTaintsWithWhatIsShown: a labelled server's
+// resources/list taints the run with the resources the agent is shown,
+// not with those held back (no consent covers them).
+func TestResourceListTaintsWithWhatIsShown(t *testing.T) {
+	d := testDaemon(t, "[servers.crm]\ncommand = [\"x\"]\nlabels = [\"confidential\"]\n")
+	list := `{"jsonrpc":"2.0","id":1,"result":{"resources":[{"uri":"crm://customers/1","name":"Jane Roe"}]}}`
+	for _, observe := range []bool{false, true} { // no consent: held back unless observed
+		var runs flow.Runs
+		p := testPolicy(d, "crm", "a", observe)
+		p.s.run = runs.Attach(0, "root", 1, 1)
+		e, msg := peek(t, list)
+		p.FromServer(e, msg, "resources/list")
+		if _, tainted := p.s.run.Tainted("confidential"); tainted != observe {
+			t.Errorf("observe %v: tainted %v", observe, tainted)
+		}
+	}
+}

@@ -722,10 +722,11 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		out = append(out, ']')
 		filtered = wire.Splice(result, sp, out)
 	}
-	if g != nil {
-		// A resource list taints the run (flow.Kind.Listing) with the
-		// items the agent is shown, not with those held back; the other
-		// lists are scanned whole, suspect items held back included.
+	// A resource list taints the run (flow.Kind.Listing) with the items
+	// the agent is shown, not with those held back, and one that shows
+	// nothing (and held back nothing suspect) is no influence; the other
+	// lists are scanned whole, suspect items held back included.
+	if g != nil && (k != consent.KindResource || len(kept) > 0 || len(suspects) > 0) {
 		shownResult := result
 		if filtered != nil && k == consent.KindResource {
 			shownResult = filtered
