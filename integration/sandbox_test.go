@@ -451,6 +451,18 @@ func TestHiddenPathReplacedOnTheHostEndsTheSession(t *testing.T) {
 			must(t, os.MkdirAll(dir, 0o755), "make it again")
 			must(t, os.WriteFile(file, []byte("new secret"), 0o644), "write the file again")
 		}, "secret.txt"},
+		{"a directory above it renamed, and the file replaced there", func(t *testing.T, file, _, _ string) {
+			// The mask moves with the directory; replacing the file at
+			// its new place drops it, and nothing is at the old path
+			// (found by a review of the check by statx, which looked at
+			// the old path only).
+			dir := filepath.Dir(file)
+			must(t, os.Rename(dir, dir+".moved"), "rename the directory above")
+			t.Cleanup(func() { _ = os.RemoveAll(dir + ".moved") })
+			moved := filepath.Join(dir+".moved", filepath.Base(file))
+			must(t, os.WriteFile(moved+".new", []byte("new secret"), 0o644), "write")
+			must(t, os.Rename(moved+".new", moved), "rename over the moved hidden file")
+		}, "secret.txt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -80,17 +82,32 @@ func NewMaskCheck(pid uint32, masks []string) (*MaskCheck, error) {
 
 // Lost returns the masked paths the sandbox can now see: one that is there
 // but is no longer the root of the mount that masked it (the host
-// replaced it, which detaches the mask, or renamed a directory above it),
-// or a path that did not exist at start and does now in the sandbox's
-// view. A masked path that is not there at all shows nothing.
+// replaced it, which detaches the mask, or renamed a directory above it
+// and made the path again), one whose mask is no longer mounted anywhere
+// in the sandbox (a directory above it renamed, the mask moving with it,
+// and the file then replaced there: found where it is no longer, which
+// costs a read of the sandbox's mountinfo), or a path that did not exist
+// at start and does now in the sandbox's view.
 func (c *MaskCheck) Lost() ([]string, error) {
 	var lost []string
+	var mounts map[uint64]bool // the sandbox's mount ids, read once if needed
 	for _, m := range c.mounted {
 		st, found, err := c.stat(m.path)
 		if err != nil {
 			return nil, err
 		}
-		if found && (st.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 || st.Mnt_id != m.mntID) {
+		if found {
+			if st.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 || st.Mnt_id != m.mntID {
+				lost = append(lost, m.path)
+			}
+			continue
+		}
+		if mounts == nil {
+			if mounts, err = mountIDs(c.pid); err != nil {
+				return nil, err
+			}
+		}
+		if !mounts[m.mntID] {
 			lost = append(lost, m.path)
 		}
 	}
@@ -134,6 +151,23 @@ func (c *MaskCheck) stat(p string) (st unix.Statx_t, found bool, err error) {
 		return st, false, fmt.Errorf("statx %s in the sandbox: %w", p, err)
 	}
 	return st, true, nil
+}
+
+// mountIDs are the mount ids of pid's mount namespace (the first field of
+// each line of /proc/PID/mountinfo, the id statx reports as STATX_MNT_ID).
+func mountIDs(pid uint32) (map[uint64]bool, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, fmt.Errorf("read the sandbox's mounts: %w", err)
+	}
+	ids := map[uint64]bool{}
+	for line := range strings.Lines(string(b)) {
+		field, _, _ := strings.Cut(line, " ")
+		if id, err := strconv.ParseUint(field, 10, 64); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids, nil
 }
 
 // maxLookupRetries bounds the tries of a look-up that renames in the
