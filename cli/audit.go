@@ -129,20 +129,22 @@ const maxDigestInput = api.MaxFrame - 4096
 
 func auditDigestCommand(socket *string, stdin io.Reader, stdout io.Writer) *cobra.Command {
 	var prompt bool
+	var user string
 	cmd := &cobra.Command{
-		Use:   "digest",
-		Short: "Print the args_digest a tool call's arguments get (root; JSON on stdin)",
+		Use:   "digest --user USER",
+		Short: "Print the args_digest a tool call's arguments get in USER's records (root; JSON on stdin)",
 		Long: `Digest reads a tool call's arguments (the JSON object, as the client
 sent it) from stdin and prints the args_digest the audit log gives them,
 so that a value can be matched with the records without keeping it in
 the log. With --prompt it reads a server request's params and prints
 their prompt_digest.
 
-Digests are keyed (HMAC-SHA256 under a key of the install's, made by
-mcpcaged at its first start, in its state directory): whoever reads
-the log cannot test guesses of what redaction hid, so only root may
-ask. The value is read from stdin, never taken as an argument, so it
-does not appear in the process list.`,
+Digests are keyed (HMAC-SHA256 under a key of each user's, derived from
+one mcpcaged makes at its first start, in its state directory): whoever
+reads the log cannot test guesses of what redaction hid, not even with
+calls of their own, so only root may ask, naming the user whose records
+to match (their user field). The value is read from stdin, never taken
+as an argument, so it does not appear in the process list.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := io.ReadAll(io.LimitReader(stdin, maxDigestInput+1))
@@ -156,8 +158,11 @@ does not appear in the process list.`,
 			if prompt {
 				kind = api.DigestPrompt
 			}
+			if user == "" {
+				return errors.New("--user is required: each user's digests have a key of their own (give the records' user field)")
+			}
 			var out api.Digested
-			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpDigest, Name: kind, Value: strings.TrimRight(string(b), "\n")}, &out); err != nil {
+			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpDigest, Name: kind, User: user, Value: strings.TrimRight(string(b), "\n")}, &out); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(stdout, "%s %s\n", out.Field, out.Digest)
@@ -165,6 +170,7 @@ does not appear in the process list.`,
 		},
 	}
 	cmd.Flags().BoolVar(&prompt, "prompt", false, "digest a server request's params (prompt_digest)")
+	cmd.Flags().StringVar(&user, "user", "", "the user whose records to match (as their user field says)")
 	return cmd
 }
 

@@ -135,7 +135,7 @@ func (p *sessionPolicy) askUser(e *wire.Envelope, msg []byte, q asked, dec conse
 	}
 	params := e.Params.Of(msg)
 	stateless := s.relay.Claims().Era == relay.EraStateless
-	q.digest = q.args.requestDigest(e.Method, string(q.kind), q.name)
+	q.digest = q.args.requestDigest(s.digests, e.Method, string(q.kind), q.name)
 	args, unshowable := p.questionArguments(q, params)
 	if unshowable != "" {
 		// Nobody can approve what nobody can be shown: refused, as
@@ -455,7 +455,7 @@ func (p *sessionPolicy) keepPending(method string, q asked, why string) relay.Ve
 		return p.settle(method, q.kind, q.id, q.name, q.args, consent.Decision{Reason: "no consent covers it, and the user is not asked because " + unshowable}, nil, q.flow)
 	}
 	if q.digest == "" {
-		q.digest = q.args.requestDigest(method, string(q.kind), q.name)
+		q.digest = q.args.requestDigest(s.digests, method, string(q.kind), q.name)
 	}
 	pend, ok := d.book.Keep(ask.Pending{PendingInfo: api.PendingInfo{Session: s.id, Arguments: args, Why: why, Definition: p.srv.Definition}, Target: q.target,
 		UID: s.peer.UID, Account: s.peer.account().uid, Pin: q.pin, Digest: q.digest, PinKey: s.pinKey}, time.Now(), time.Duration(d.conf().Daemon.PendingTTL))
@@ -615,7 +615,7 @@ func (p *sessionPolicy) retried(e *wire.Envelope, msg []byte, q asked) (v relay.
 	if err != nil {
 		return refuse(err.Error())
 	}
-	q.digest = q.args.requestDigest(e.Method, string(q.kind), q.name)
+	q.digest = q.args.requestDigest(s.digests, e.Method, string(q.kind), q.name)
 	if why := st.Mismatch(ask.State{Session: s.id, User: s.user, Agent: s.agent, Server: s.server, Method: e.Method,
 		Digest: q.digest, Pin: q.pin}); why != "" {
 		return refuse(why + " (a question answers only the request it was asked about, in its session)")

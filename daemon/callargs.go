@@ -49,13 +49,14 @@ func (a callArgs) recorded(mode string, secrets []string) any {
 }
 
 // requestDigest is the digest of the request they belong to, as an
-// "allow once" binds it (ask.RequestDigest; of the bytes as sent when
-// unread, which no decoded request's digest equals).
-func (a callArgs) requestDigest(method, kind, name string) string {
+// "allow once" binds it: of ask.Request (of the bytes as sent when unread,
+// which no decoded request's digest equals), keyed with dg, the
+// delegating user's digester.
+func (a callArgs) requestDigest(dg *audit.Digester, method, kind, name string) string {
 	if a.unread > 0 {
-		return ask.RequestDigestOfBytes(method, kind, name, a.raw)
+		return dg.Bytes(ask.RequestOfBytes(method, kind, name, a.raw))
 	}
-	return ask.RequestDigest(method, kind, name, a.values)
+	return dg.Bytes(ask.Request(method, kind, name, a.values))
 }
 
 // maxDecodedForRecord bounds a peer's JSON the daemon decodes only to keep

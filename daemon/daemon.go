@@ -58,18 +58,19 @@ type Daemon struct {
 	secretsFull      refusalLog       // secrets refused for userSecretsMaxTotal
 	// lostTold is what watchLost has told of the kernel's lost events
 	// (its counters are totals): only watchLost uses it.
-	lostTold struct{ ringbufFull, throttled uint64 }
-	cfg      atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
-	log      *slog.Logger
-	logLevel *slog.LevelVar // log's level, changed by a reload; nil: fixed
-	launcher *sandbox.Launcher
-	hostView *sandbox.HostView
-	started  time.Time
-	secrets  *secrets.Store
-	oauth    *oauth.Manager  // users' sign-ins to remote servers
-	actor    *oauth.Actor    // signs actor tokens for token exchange (mcpcage jwks)
-	digests  *audit.Digester // the install's keyed digests of what callers send (args_digest)
-	remotes  remoteClients   // HTTP clients of remote servers, by definition
+	lostTold    struct{ ringbufFull, throttled uint64 }
+	cfg         atomic.Pointer[config.Config] // swapped on reload (SIGHUP)
+	log         *slog.Logger
+	logLevel    *slog.LevelVar // log's level, changed by a reload; nil: fixed
+	launcher    *sandbox.Launcher
+	hostView    *sandbox.HostView
+	started     time.Time
+	secrets     *secrets.Store
+	oauth       *oauth.Manager  // users' sign-ins to remote servers
+	actor       *oauth.Actor    // signs actor tokens for token exchange (mcpcage jwks)
+	digests     *audit.Digester // the install's keyed digests of what callers send (args_digest): use digestsFor
+	userDigests sync.Map        // uid -> *audit.Digester: each user's (digests.ForUser)
+	remotes     remoteClients   // HTTP clients of remote servers, by definition
 
 	seccompListener *seccompnotify.Listener
 	initPath        string // mcpcage-init on the host; "" when it is not installed

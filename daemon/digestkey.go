@@ -43,6 +43,16 @@ func loadDigester(keys *secrets.Store) (*audit.Digester, error) {
 	return audit.NewDigester(key)
 }
 
+// digestsFor is the digester of uid's records (audit.Digester.ForUser),
+// made once per uid.
+func (d *Daemon) digestsFor(uid uint32) *audit.Digester {
+	if v, ok := d.userDigests.Load(uid); ok {
+		return v.(*audit.Digester)
+	}
+	v, _ := d.userDigests.LoadOrStore(uid, d.digests.ForUser(uid))
+	return v.(*audit.Digester)
+}
+
 // digestOp answers OpDigest: the digest a record would carry of the
 // JSON text req.Value. Only root may ask: the digests exist so that
 // whoever reads the log cannot test guesses of a redacted value, and an
@@ -52,7 +62,19 @@ func (d *Daemon) digestOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 		reply(fw, api.Reply{Code: api.CodeDenied, Error: "only root may compute audit digests (they are keyed so that readers of the log cannot test guesses of what redaction hid): run it with sudo"}, log)
 		return
 	}
-	out, err := d.digestOf(req.Name, req.Value)
+	if req.User == "" {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: "name the user whose records to match (--user NAME, as the records' user field says): each user's digests have a key of their own"}, log)
+		return
+	}
+	uid, known, err := uidOfName(req.User)
+	if err == nil && !known {
+		err = fmt.Errorf("no user %s: name the user as the records' user field says", req.User)
+	}
+	if err != nil {
+		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
+		return
+	}
+	out, err := digestOf(d.digestsFor(uid), req.Name, req.Value)
 	if err != nil {
 		reply(fw, api.Reply{Code: api.CodeBadRequest, Error: err.Error()}, log)
 		return
@@ -60,9 +82,10 @@ func (d *Daemon) digestOp(fw *api.FrameWriter, peer Peer, req api.Request, log *
 	replyData(fw, out, log)
 }
 
-// digestOf is the digest a record gives value of kind (api.DigestArguments
-// when empty, or api.DigestPrompt), read the way a session reads it.
-func (d *Daemon) digestOf(kind, value string) (api.Digested, error) {
+// digestOf is the digest a record of dg's user gives value of kind
+// (api.DigestArguments when empty, or api.DigestPrompt), read the way a
+// session reads it.
+func digestOf(dg *audit.Digester, kind, value string) (api.Digested, error) {
 	if !json.Valid([]byte(value)) {
 		return api.Digested{}, errors.New("the value is not one JSON value: give the arguments object (or the request's params) exactly as the client sent it")
 	}
@@ -75,9 +98,9 @@ func (d *Daemon) digestOf(kind, value string) (api.Digested, error) {
 		if err != nil {
 			return api.Digested{}, fmt.Errorf("the arguments are not what a session reads: %w", err)
 		}
-		return api.Digested{Field: "args_digest", Digest: argsOf(t).digest(d.digests)}, nil
+		return api.Digested{Field: "args_digest", Digest: argsOf(t).digest(dg)}, nil
 	case api.DigestPrompt:
-		return api.Digested{Field: "prompt_digest", Digest: d.digests.Digest(json.RawMessage(value))}, nil
+		return api.Digested{Field: "prompt_digest", Digest: dg.Digest(json.RawMessage(value))}, nil
 	}
 	return api.Digested{}, fmt.Errorf("unknown digest kind %q: %s or %s", kind, api.DigestArguments, api.DigestPrompt)
 }

@@ -156,7 +156,7 @@ func (p *sessionPolicy) decide(method string, k consent.Kind, name string, args 
 		}
 	}
 	return p.d.consents.Decide(consent.Query{User: s.user, UID: s.peer.UID, Agent: s.agent, Server: s.server, Kind: k, Name: name, Args: args.values, ArgsUnread: args.unreadReason(),
-		Now: time.Now(), Session: s.id, Pin: pin, Definition: p.srv.Definition, Digest: func() string { return args.requestDigest(method, string(k), name) }})
+		Now: time.Now(), Session: s.id, Pin: pin, Definition: p.srv.Definition, Digest: func() string { return args.requestDigest(s.digests, method, string(k), name) }})
 }
 
 // ceiling reports whether the admin rules alone forbid it (a consent

@@ -55,7 +55,7 @@ type session struct {
 	relay           *relay.Relay
 	policy          *sessionPolicy
 	log             *slog.Logger
-	digests         *audit.Digester // args_digest and prompt_digest (the daemon's)
+	digests         *audit.Digester // args_digest and prompt_digest: the delegating user's (digestsFor)
 	over            atomic.Bool     // the session stopped waiting for its relay (awaitRelay returned)
 
 	deniedSyscalls  atomic.Int64
@@ -392,7 +392,7 @@ func (d *Daemon) admitSession(peer Peer, req api.Request, log *slog.Logger) (*se
 	if ws != nil {
 		id = ws.id // the sandbox was built for this session id
 	}
-	s := &session{id: id, digests: d.digests, warm: ws, server: srv.Name, serverLabel: metrics.Server(srv.Name, srv.Personal), srv: srv, peer: peer, start: time.Now(), agentP: ap,
+	s := &session{id: id, digests: d.digestsFor(peer.UID), warm: ws, server: srv.Name, serverLabel: metrics.Server(srv.Name, srv.Personal), srv: srv, peer: peer, start: time.Now(), agentP: ap,
 		agent: identity.Name(ap, d.agentRules()), user: userName(peer.UID),
 		grace: time.Duration(d.conf().Daemon.StopTimeout), shutdown: make(chan struct{}), policyStop: make(chan struct{}), notify: make(chan struct{}, 1)}
 	s.agentInstance = ap.Instance()

@@ -884,15 +884,24 @@ func TestDenialFloodKeepsTheAuditLog(t *testing.T) {
 // whoever reads the log (an admin_group member, the SIEM it is shipped
 // to) found a short password that redaction hid by hashing guesses with
 // the arguments the record shows (left in an earlier note). The digest
-// is keyed now (HMAC under the install's key, kept across restarts), and
-// only root can have a value digested to match it.
+// is keyed now (HMAC under a key of each user's, derived from the
+// install's, kept across restarts), so that a reader of every user's
+// records cannot test guesses with calls of their own either (found by a
+// review of the first keyed version, which had one key), and only root
+// can have a value digested to match it.
 func TestArgsDigestIsKeyed(t *testing.T) {
 	d := startDaemon(t, "")
+	d.openToOtherUsers(t)
 	args := map[string]any{"text": "keyed digest", "password": "hunter2"}
 	seen := map[string]bool{} // the records of earlier calls, by their hash
-	callOnce := func() string {
+	callAs := func(uid int) string {
 		t.Helper()
-		c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+		var c *mcpClient
+		if uid == 0 {
+			c = d.connect(t, "test", mcp.ProtocolVersion20251125)
+		} else {
+			c = d.connectAs(t, "test", uid)
+		}
 		defer func() { _ = c.Close() }()
 		if got, _ := callText(t, c, "echo", args); got != "keyed digest" {
 			t.Fatalf("echo: %q", got)
@@ -912,6 +921,7 @@ func TestArgsDigestIsKeyed(t *testing.T) {
 		})
 		return dg
 	}
+	callOnce := func() string { t.Helper(); return callAs(0) }
 	dg := callOnce()
 	// The attack: a guess, hashed with what the record shows, matched.
 	guess, err := json.Marshal(map[string]any{"text": "keyed digest", "password": "hunter2"})
@@ -924,8 +934,16 @@ func TestArgsDigestIsKeyed(t *testing.T) {
 		t.Fatalf("args_digest %q is not keyed", dg)
 	}
 
-	digest := func(uid int, value string) (string, error) {
-		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "--socket", d.socket, "audit", "digest")
+	// The same call by another user is digested under that user's key: a
+	// reader of every user's records makes calls with guessed values and
+	// finds none of them among another user's digests.
+	other, _ := testUser(t)
+	if theirs := callAs(other); theirs == dg || !strings.HasPrefix(theirs, "hmac-sha256:") {
+		t.Fatalf("another user's call with the same arguments got %s, root's %s: one key for every user lets a reader of all records test guesses", theirs, dg)
+	}
+
+	digest := func(uid int, value string, flags ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), append([]string{"--socket", d.socket, "audit", "digest"}, flags...)...)
 		cmd.Stdin = strings.NewReader(value)
 		if uid > 0 {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
@@ -941,7 +959,7 @@ func TestArgsDigestIsKeyed(t *testing.T) {
 		{"a wrong guess", `{"password": "hunter3", "text": "keyed digest"}`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := digest(0, tc.value)
+			out, err := digest(0, tc.value, "--user", "root")
 			if err != nil {
 				t.Fatalf("mcpcage audit digest: %v: %s", err, out)
 			}
@@ -950,12 +968,14 @@ func TestArgsDigestIsKeyed(t *testing.T) {
 			}
 		})
 	}
-	d.openToOtherUsers(t)
-	if out, err := digest(65534, `{"password": "hunter2", "text": "keyed digest"}`); err == nil || !strings.Contains(out, "only root") {
+	if out, err := digest(65534, `{"password": "hunter2", "text": "keyed digest"}`, "--user", "root"); err == nil || !strings.Contains(out, "only root") {
 		t.Fatalf("a user other than root had a value digested: %v: %s", err, out)
 	}
-	if out, err := digest(0, `{"text": "x"} trailing`); err == nil || !strings.Contains(out, "not one JSON value") {
+	if out, err := digest(0, `{"text": "x"} trailing`, "--user", "root"); err == nil || !strings.Contains(out, "not one JSON value") {
 		t.Fatalf("two values were taken: %v: %s", err, out)
+	}
+	if out, err := digest(0, `{"text": "x"}`); err == nil || !strings.Contains(out, "--user is required") {
+		t.Fatalf("a digest without a user: %v: %s", err, out)
 	}
 
 	// The key stays across a restart: the same arguments, the same digest.

@@ -151,25 +151,33 @@ func (st State) Mismatch(want State) string {
 	return ""
 }
 
-// RequestDigestOfBytes is RequestDigest of a request whose arguments were
-// not decoded (too many values): of their bytes as sent. It never equals
-// a RequestDigest.
-func RequestDigestOfBytes(method, kind, name string, raw []byte) string {
+// RequestOfBytes is Request of a request whose arguments were not
+// decoded (too many values): their bytes as sent. It never equals a
+// Request.
+func RequestOfBytes(method, kind, name string, raw []byte) []byte {
 	b, _ := json.Marshal(struct {
 		M, K, N string
 		Raw     []byte
 	}{method, kind, name, raw})
-	sum := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	return b
 }
 
-// RequestDigest is the digest a state binds: the method, the target and
-// the arguments as the daemon decided them.
-func RequestDigest(method, kind, name string, args map[string]any) string {
+// Request is what a state's digest (and an "allow once") binds: the
+// method, the target and the arguments as the daemon decided them. The
+// caller digests it, keyed: the digest is kept in consents that
+// administrators can read, and a plain hash of arguments would let them
+// test guesses of what redaction hid.
+func Request(method, kind, name string, args map[string]any) []byte {
 	b, _ := json.Marshal(struct {
 		M, K, N string
 		A       map[string]any
 	}{method, kind, name, args})
-	sum := sha256.Sum256(b)
+	return b
+}
+
+// RequestDigest is a plain digest of Request, for tests and for callers
+// with no key.
+func RequestDigest(method, kind, name string, args map[string]any) string {
+	sum := sha256.Sum256(Request(method, kind, name, args))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }

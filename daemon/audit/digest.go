@@ -27,6 +27,7 @@ const DigestKeySize = 32
 // only the key's holder (root, through the daemon) can tell whether a
 // given value is the one recorded. Safe for concurrent use.
 type Digester struct {
+	key  []byte
 	macs sync.Pool // of hash.Hash keyed with the key
 	bufs sync.Pool // of *[]byte: encodings, up to maxPooledDigest bytes
 }
@@ -40,10 +41,23 @@ func NewDigester(key []byte) (*Digester, error) {
 		return nil, fmt.Errorf("audit digest key is %d bytes, want %d", len(key), DigestKeySize)
 	}
 	k := append([]byte(nil), key...)
-	d := &Digester{}
+	d := &Digester{key: k}
 	d.macs.New = func() any { return hmac.New(sha256.New, k) }
 	d.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return d, nil
+}
+
+// ForUser returns the digester of one user's records: keyed with a key
+// derived from this one and uid (HMAC-SHA256 of a label and the uid).
+// One key for every user would let a reader of every user's records (an
+// admin_group member) make calls of their own with guessed values and
+// find another user's digest among their own; under a key per user,
+// digests correlate within one user's records only.
+func (d *Digester) ForUser(uid uint32) *Digester {
+	m := hmac.New(sha256.New, d.key)
+	_, _ = fmt.Fprintf(m, "mcpcage audit digest key of uid %d", uid) // a hash: cannot fail
+	u, _ := NewDigester(m.Sum(nil))                                  // DigestKeySize bytes: cannot fail
+	return u
 }
 
 // NewDigestKey returns a fresh random key.

@@ -64,6 +64,16 @@ func TestDigester(t *testing.T) {
 	if x, y := a.Digest(map[string]any{"b": 1, "a": 2}), a.Digest(map[string]any{"a": 2, "b": 1}); x != y {
 		t.Errorf("digest depends on map order: %s, %s", x, y)
 	}
+	// Each user's digester: another key for another user, the same for
+	// the same uid (it is derived, not random).
+	v := map[string]any{"password": "hunter2"}
+	if a.ForUser(1000).Digest(v) == a.ForUser(1001).Digest(v) || a.ForUser(1000).Digest(v) == a.Digest(v) {
+		t.Error("two users' digests of one value are equal")
+	}
+	first, second := a.ForUser(1000), a.ForUser(1000)
+	if first.Digest(v) != second.Digest(v) {
+		t.Error("a user's digester changed")
+	}
 	if _, err := NewDigester(keyA[:16]); err == nil {
 		t.Error("a 16-byte key was taken")
 	}
