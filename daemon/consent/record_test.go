@@ -55,6 +55,13 @@ func TestMatch(t *testing.T) {
 		{KindResource, "https://*/*", "https://anywhere.example/x", true},
 		{KindResource, "http://localhost:*/*", "http://localhost:8080/mcp", true},
 		{KindResource, "http://localhost:*/*", "http://localhost:8080@evil.example/mcp", false},
+		{KindResource, "http://localhost:*/*", "http://localhost/mcp", true}, // no port written: the default
+		{KindResource, "http://localhost:*", "http://localhost:8080/mcp", true},
+		{KindResource, "http://localhost:*", "http://localhost:3000", true},
+		{KindResource, "http://localhost:*", "http://localhost", true},
+		{KindResource, "http://localhost:*", "http://localhost.evil.example/", false},
+		{KindResource, "https://docs.example.com:*", "https://docs.example.com:8443/x", true},
+		{KindResource, "https://*/docs/*", "https:///docs/evil.example/secret", false}, // not in normal form (uri.Check): host "docs" to the SDKs
 		{KindResource, "http*://docs.example.com/*", "https://docs.example.com/a", true},
 		{KindResource, "http*://docs.example.com/*", "https://evil.example/x://docs.example.com/a", false},
 		{KindResource, "https://docs.example.com\\?*", "https://docs.example.com?q", true},

@@ -42,17 +42,21 @@ func matchURI(p, name string) bool {
 	}
 	authP, restP := toks[:end], toks[end:]
 	if len(restP) == 0 {
-		// Trailing stars after the authority cover what follows it.
+		// Trailing stars after the authority cover what follows it;
+		// after a ':' they are the port as well ("http://localhost:*").
 		n := len(authP)
 		for n > 0 && authP[n-1] == "*" {
 			n--
 		}
 		if n < len(authP) {
 			restP = []token{"*"}
-			if n > 0 {
-				authP = authP[:n]
-			} else {
+			switch {
+			case n == 0:
 				authP = []token{"*"}
+			case authP[n-1].is(':'):
+				authP = authP[:n+1]
+			default:
+				authP = authP[:n]
 			}
 		}
 	}
@@ -61,10 +65,24 @@ func matchURI(p, name string) bool {
 		cut = len(rest)
 	}
 	auth, tail := rest[:cut], rest[cut:]
-	if !(allStars(authP) || matchTokens(authP, auth, isUserInfoMark)) {
+	if !(allStars(authP) || matchTokens(authP, auth, isUserInfoMark) || matchTokens(withoutAnyPort(authP), auth, isUserInfoMark)) {
 		return false
 	}
 	return matchTokens(restP, tail, nil)
+}
+
+// withoutAnyPort is authority pattern p without a port of stars alone
+// (":*" at its end), which covers no port written as well: "localhost:*"
+// covers "localhost". Other patterns are returned as they are.
+func withoutAnyPort(p []token) []token {
+	n := len(p)
+	for n > 0 && p[n-1] == "*" {
+		n--
+	}
+	if n < len(p) && n > 1 && p[n-1].is(':') {
+		return p[:n-1]
+	}
+	return p
 }
 
 // indexSeq is the index of the first run of literal tokens spelling s, or -1.

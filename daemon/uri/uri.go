@@ -16,6 +16,9 @@
 //   - a backslash anywhere (a '/' to the parsers in file, http, https,
 //     ws, wss and ftp URIs);
 //   - a scheme with upper-case letters (lower-cased);
+//   - an http, https, ws, wss or ftp URI whose host does not follow
+//     exactly two slashes: the parsers take the first name after any
+//     slashes for the host ("https:///docs/x" is host docs);
 //   - a "." or ".." segment before the query and fragment (resolved
 //     away), spelled with '.' or "%2e" in either case ("%2e%2E", ".%2e").
 //     Segments end at '/', and at "%2f" and "%5c" too: a server that
@@ -68,6 +71,9 @@ func problemOf(s string) string {
 	if strings.ContainsFunc(s[:n], unicode.IsUpper) {
 		return "its scheme has upper-case letters, which a server's SDK lower-cases"
 	}
+	if special(s[:n]) && !hasAuthority(s[n+1:]) {
+		return "its host does not follow exactly two slashes, as a server's SDK reads an http(s), ws(s) or ftp URI: it would take the first name after the slashes (or after the colon) for the host"
+	}
 	if hasDotSegment(pathOf(s, n)) {
 		return `its path has a "." or ".." segment (or one spelled with %2e), which a server's SDK resolves`
 	}
@@ -77,6 +83,25 @@ func problemOf(s string) string {
 // strippedByte reports whether a WHATWG URL parser strips c from the ends
 // of a URL: a C0 control or a space.
 func strippedByte(c byte) bool { return c <= ' ' }
+
+// special reports whether scheme is one a WHATWG parser gives a host
+// always, whatever the slashes after it (file aside: its host may be
+// empty).
+func special(scheme string) bool {
+	switch scheme {
+	case "http", "https", "ws", "wss", "ftp":
+		return true
+	}
+	return false
+}
+
+// hasAuthority reports whether rest (what follows a special scheme's
+// colon) is "//" and then a host: not "///...", "/x" or "x", which the
+// parsers read as if the slashes were there, the first name after them
+// taken for the host ("https:///docs/x" is https://docs/x).
+func hasAuthority(rest string) bool {
+	return len(rest) > 2 && rest[0] == '/' && rest[1] == '/' && rest[2] != '/' && rest[2] != '?' && rest[2] != '#'
+}
 
 // schemeLen is the length of s's scheme ("" when it has none), colon
 // excluded: an ASCII letter, then letters, digits, '+', '-' or '.', then

@@ -28,6 +28,17 @@ func TestCheck(t *testing.T) {
 		{"upper case after the scheme", "repo://Acme/README.md", true, ""},
 		{"percent not an escape", "file:///work/%zz/%2", true, ""},
 
+		{"an http host", "http://localhost:8080/mcp", true, ""},
+		{"a file URI with a host", "file://server/share/x", true, ""},
+
+		// The SDKs read the first name after any slashes as the host of
+		// an http(s), ws(s) or ftp URI: "https:///docs/x" is host docs,
+		// which "https://*/docs/*" was taken to cover (found by a review).
+		{"three slashes", "https:///docs/evil.example/secret", false, ""},
+		{"one slash", "https:/evil.example/x", false, ""},
+		{"no slashes", "https:evil.example/x", false, ""},
+		{"no host", "http://", false, ""},
+		{"no host before the query", "wss://?x", false, ""},
 		{"dot dot", "file:///work/../etc/secret.txt", false, "file:///etc/secret.txt"},
 		{"dot dot escaped", "file:///work/%2e%2e/etc/secret.txt", false, "file:///etc/secret.txt"},
 		{"dot dot escaped upper case", "file:///work/%2E%2E/etc/secret.txt", false, "file:///etc/secret.txt"},
