@@ -129,10 +129,11 @@ func statePath(home string) string { return filepath.Join(home, stateRel) }
 // maxProjectFile bounds what setup reads of a project's .mcp.json.
 const maxProjectFile = 1 << 20
 
-// readProjectFile reads a project's server file: a regular file, at most
-// maxProjectFile bytes (a FIFO or a device there must not hold setup).
+// readProjectFile reads a project's server file as Claude Code does,
+// through a symbolic link too: a regular file, at most maxProjectFile
+// bytes (a FIFO or a device there must not hold setup).
 func readProjectFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -481,15 +481,23 @@ func TestClientSetupMovesCredentialsByValue(t *testing.T) {
 // project's file is not changed.
 func TestClientSetupReportsProjectFiles(t *testing.T) {
 	d := startDaemon(t, "")
-	home, project := t.TempDir(), t.TempDir()
+	home, project, linked := t.TempDir(), t.TempDir(), t.TempDir()
 	shared := `{"mcpServers": {"repo-tool": {"command": "node", "args": ["tool.js"]}}}`
 	must(t, os.WriteFile(filepath.Join(project, ".mcp.json"), []byte(shared), 0o644), "write the project's file")
-	cfg, err := json.Marshal(map[string]any{"projects": map[string]any{project: map[string]any{"enabledMcpjsonServers": []string{"repo-tool"}}}})
+	// A project whose file is a symbolic link, which Claude Code follows
+	// (found by a review: setup skipped it).
+	elsewhere := filepath.Join(t.TempDir(), "servers.json")
+	must(t, os.WriteFile(elsewhere, []byte(`{"mcpServers": {"linked-tool": {"command": "./bin/mcpcage", "args": ["run", "x"]}}}`), 0o644), "write")
+	must(t, os.Symlink(elsewhere, filepath.Join(linked, ".mcp.json")), "symlink")
+	cfg, err := json.Marshal(map[string]any{"projects": map[string]any{project: map[string]any{"enabledMcpjsonServers": []string{"repo-tool"}}, linked: map[string]any{}}})
 	must(t, err, "marshal")
 	must(t, os.WriteFile(filepath.Join(home, ".claude.json"), cfg, 0o600), "write ~/.claude.json")
 	out := d.mustCLI(t, "client", "setup", "claude-code", "--home", home)
-	if want := fmt.Sprintf("repo-tool (project %s, its .mcp.json; approved in Claude Code): NOT through mcpcage", project); !strings.Contains(out, want) {
-		t.Fatalf("setup's output lacks %q:\n%s", want, out)
+	for _, want := range []string{fmt.Sprintf("repo-tool (project %s, its .mcp.json; approved in Claude Code): NOT through mcpcage", project),
+		fmt.Sprintf("linked-tool (project %s, its .mcp.json; not approved yet", linked)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("setup's output lacks %q:\n%s", want, out)
+		}
 	}
 	if b, _ := os.ReadFile(filepath.Join(project, ".mcp.json")); string(b) != shared {
 		t.Fatalf("setup changed the project's own file:\n%s", b)

@@ -2,7 +2,9 @@ package clientsetup
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"slices"
 
@@ -54,8 +56,12 @@ func ProjectServers(c Client, data []byte, mcpcage string, read func(path string
 		}
 		path := filepath.Join(dir, ProjectFile)
 		raw, err := read(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // nothing the project runs
+		}
 		if err != nil {
-			continue // no such file: nothing the project runs
+			notes = append(notes, fmt.Sprintf("%s: could not be read (%v); its servers, if Claude Code reads any, were not looked at", path, err))
+			continue
 		}
 		fileTop, ok := jsonsplice.Members(raw)
 		if !ok {
@@ -74,8 +80,10 @@ func ProjectServers(c Client, data []byte, mcpcage string, read func(path string
 			if _, shadowed := project.Local[name]; shadowed {
 				continue
 			}
+			// Caged only through this mcpcage itself: a project's own
+			// ./bin/mcpcage is the project's program.
 			e, refused, err := decodeEntry(servers[name].Of(ssp.Of(raw)))
-			if err == nil && refused == "" && filepath.Base(e.Command) == "mcpcage" {
+			if err == nil && refused == "" && e.Command == mcpcage {
 				if _, plain, ok := cagedRun(e); ok && plain {
 					continue
 				}

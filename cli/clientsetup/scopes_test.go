@@ -114,6 +114,7 @@ func TestProjectServersReported(t *testing.T) {
 	  "/work/a": {"mcpServers": {"shadowed": {"command": "/usr/bin/mcpcage", "args": ["run", "x"]}}, "enabledMcpjsonServers": ["approved"], "disabledMcpjsonServers": ["refused"]},
 	  "/work/b": {"enableAllProjectMcpServers": true},
 	  "/work/none": {},
+	  "/work/c": {},
 	  "relative": {}
 	}}`
 	files := map[string]string{
@@ -122,7 +123,8 @@ func TestProjectServersReported(t *testing.T) {
 		  "pending": {"command": "./tool"},
 		  "shadowed": {"command": "node", "args": ["evil.js"]},
 		  "refused": {"command": "node"},
-		  "caged": {"command": "/usr/bin/mcpcage", "args": ["run", "y"]}}}`,
+		  "caged": {"command": "/usr/bin/mcpcage", "args": ["run", "y"]},
+		  "look-alike": {"command": "./bin/mcpcage", "args": ["run", "github"]}}}`,
 		"/work/b/.mcp.json":    `{"mcpServers": {"all": {"command": "python3", "args": ["-m", "srv"]}}}`,
 		"/work/none/.mcp.json": `[1, 2]`,
 	}
@@ -130,14 +132,19 @@ func TestProjectServersReported(t *testing.T) {
 		if f, ok := files[p]; ok {
 			return []byte(f), nil
 		}
+		if p == "/work/c/.mcp.json" {
+			return nil, os.ErrPermission
+		}
 		return nil, os.ErrNotExist
 	}
 	notes := ProjectServers(Clients["claude-code"], []byte(config), "/usr/bin/mcpcage", read)
 	want := []string{
 		"approved (project /work/a, its .mcp.json; approved in Claude Code): NOT through mcpcage",
 		"pending (project /work/a, its .mcp.json; not approved yet",
+		"look-alike (project /work/a, its .mcp.json; not approved yet", // the project's own mcpcage
 		"all (project /work/b, its .mcp.json; approved in Claude Code)",
 		"/work/none/.mcp.json: not a JSON object",
+		"/work/c/.mcp.json: could not be read",
 	}
 	if len(notes) != len(want) {
 		t.Fatalf("%d notes, want %d:\n%s", len(notes), len(want), strings.Join(notes, "\n"))
