@@ -13,6 +13,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/config"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
+	"github.com/mcpcage/mcpcage/internal/fscred"
 	"github.com/mcpcage/mcpcage/sandbox"
 )
 
@@ -288,11 +289,24 @@ func closePins(p sandbox.Params) {
 
 // checkCommand verifies that a host-rootfs server's command exists in the
 // sandbox's view of the host, so a typo is a launch error that says so
-// instead of a server that dies at once.
+// instead of a server that dies at once. A user's own server's command is
+// looked for as the user it runs as (fscred): the user named the path,
+// and mcpcaged's answer would otherwise tell them whether a directory
+// they cannot search (another user's home, one of root's) holds a
+// program of that name.
 func (d *Daemon) checkCommand(srv *config.Server, p sandbox.Params) error {
 	if srv.Image != "" {
 		return nil
 	}
+	if srv.Personal && (p.UID != 0 || p.GID != 0) {
+		return fscred.Do(fscred.Cred(userservers.CredOf(p.UID, p.GID)), func() error { return d.findCommand(srv, p) })
+	}
+	return d.findCommand(srv, p)
+}
+
+// findCommand is checkCommand's search, with the calling thread's
+// file-system credentials.
+func (d *Daemon) findCommand(srv *config.Server, p sandbox.Params) error {
 	cmd := srv.Command[0]
 	candidates := []string{cmd}
 	if !strings.Contains(cmd, "/") {
@@ -310,6 +324,9 @@ func (d *Daemon) checkCommand(srv *config.Server, p sandbox.Params) error {
 			}
 			return nil
 		}
+	}
+	if srv.Personal {
+		return fmt.Errorf("command %q not found, as you, in the sandbox's view of the host (PATH=%s): install it where you can run it, or fix the command of your server %s", cmd, sandbox.DefaultPath, srv.Name)
 	}
 	return fmt.Errorf("command %q not found in the sandbox's view of the host (PATH=%s): install it or fix command in [servers.%s]", cmd, sandbox.DefaultPath, srv.Name)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -167,5 +168,40 @@ func TestUserServerAddUnrecordedKeepsTheOld(t *testing.T) {
 	}
 	if want := []string{fmt.Sprintf("x [%s original]", bin), fmt.Sprintf("z [%s]", bin)}; !slices.Equal(added, want) {
 		t.Errorf("server.add records %q, want %q", added, want)
+	}
+}
+
+// TestUserServerCommandIsLookedUpAsTheUser: a user's own server's command
+// is looked for as the user. mcpcaged looked for it as root, so a user
+// learned from the launch error whether a directory they cannot search
+// (one of root's, another user's home) holds a program of a name: a
+// program there failed in the sandbox ("mcpcage-init: ... command not
+// found in the sandbox", or "not visible" for a private top-level
+// directory), a name that was not there was refused by mcpcaged itself.
+// Both are now the same refusal.
+func TestUserServerCommandIsLookedUpAsTheUser(t *testing.T) {
+	uid, d := userDaemon(t)
+	private := filepath.Join(env.runDir, "roots-own")
+	must(t, os.Mkdir(private, 0o700), "mkdir")
+	must(t, os.WriteFile(filepath.Join(private, "tool"), []byte("#!/bin/sh\n"), 0o755), "write")
+	refusal := map[string]string{}
+	for name, prog := range map[string]string{"there": "tool", "absent": "nothing"} {
+		cmd := filepath.Join(private, prog)
+		if out, err := d.cli(t, uid, "server", "add", name, "--", cmd); err != nil {
+			t.Fatalf("add %s: %v %s", name, err, out)
+		}
+		c := d.shimCmd(name)
+		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		c.Stdin = strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+		var stderr syncBuffer
+		c.Stderr = &stderr
+		err := c.Run()
+		if err == nil || !strings.Contains(stderr.String(), "not found, as you") {
+			t.Fatalf("%s (%s): %v, want mcpcaged's refusal; stderr:\n%s", name, cmd, err, stderr.String())
+		}
+		refusal[name] = strings.NewReplacer(prog, "PROG", name, "NAME").Replace(stderr.String())
+	}
+	if diff := cmp.Diff(refusal["absent"], refusal["there"]); diff != "" {
+		t.Errorf("a program the user cannot reach is told apart from none (-absent +there):\n%s", diff)
 	}
 }
