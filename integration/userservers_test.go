@@ -59,6 +59,37 @@ func TestUserServersLimited(t *testing.T) {
 	}
 }
 
+// TestUserServerMountsBounded: a server of a user's own has at most
+// userservers.MaxMounts mounts. mcpcaged searches every mount for
+// deny_paths names, each with budgets of its own, at every launch and
+// `servers show --spec`: a definition of 400 mounts of /usr (64 KiB
+// holds about 1800) cost it over three minutes of CPU per request, and
+// four such requests of one user made another user's session start and
+// first call ten times slower (found by a red-team helper).
+func TestUserServerMountsBounded(t *testing.T) {
+	uid, d := userDaemon(t)
+	bin := filepath.Join(env.bin, "testserver")
+	add := func(name string, n int) (string, error) {
+		args := []string{"server", "add", name}
+		for i := range n {
+			args = append(args, "--mount", fmt.Sprintf("/usr:/m%d", i))
+		}
+		return d.cli(t, uid, append(args, "--", bin)...)
+	}
+	want := fmt.Sprintf("one server of your own may have at most %d", userservers.MaxMounts)
+	if out, err := add("many", userservers.MaxMounts+1); err == nil || !strings.Contains(out, want) {
+		t.Fatalf("add with %d mounts: %v %s (want %q)", userservers.MaxMounts+1, err, out, want)
+	}
+	if out, err := add("enough", userservers.MaxMounts); err != nil {
+		t.Fatalf("add with %d mounts: %v %s", userservers.MaxMounts, err, out)
+	}
+	c := d.connectAs(t, "enough", uid)
+	if got, _ := callText(t, c, "list_dir", map[string]any{"path": fmt.Sprintf("/m%d", userservers.MaxMounts-1)}); !strings.Contains(got, "bin") {
+		t.Errorf("the last mount shows %q, want /usr", got)
+	}
+	_ = c.Close()
+}
+
 // TestUserServerChurnKeepsSeriesBounded: users name their own servers and
 // add and remove them at will; their metrics all count under one server
 // label, so `server add tN; run tN; server rm tN` leaves no series per

@@ -40,8 +40,10 @@
 // # Limits
 //
 // A user may store at most [MaxServersPerUser] servers, each at most
-// [MaxServerBytes] as JSON; an add past either is refused ([ErrLimit]),
-// replacing a stored server is not. Each user's file has its own lock, so
+// [MaxServerBytes] as JSON and with at most [MaxMounts] mounts; an add
+// past any of them is refused ([ErrLimit]), replacing a stored server is
+// not refused for the count. A stored definition with more mounts (from
+// before the bound) no longer validates, so it never runs. Each user's file has its own lock, so
 // one user's adds never hold up another user's session starts.
 //
 // The stored form is separate from api.ServerDef, the request of `mcpcage

@@ -1,6 +1,7 @@
 package userservers
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -33,6 +34,10 @@ type Mount struct {
 // default sandbox rules, validated (which fills the defaults). It never
 // shares memory with s.
 func (s Server) Config(name string) (*config.Server, error) {
+	if len(s.Mounts) > MaxMounts {
+		return nil, fmt.Errorf("%w: server %q has %d mounts, and one server of your own may have at most %d: mount a directory that holds them",
+			ErrLimit, name, len(s.Mounts), MaxMounts)
+	}
 	srv := &config.Server{
 		Remote:   config.Remote{URL: s.URL, Hosts: slices.Clone(s.Hosts)},
 		Personal: true,

@@ -1,6 +1,9 @@
 package userservers
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -29,6 +32,7 @@ func TestServerConfig(t *testing.T) {
 		{"egress without network", Server{Command: []string{"srv"}, Egress: []string{"1.2.3.4:443"}}, nil},
 		{"relative workdir", Server{Command: []string{"srv"}, Workdir: "w"}, nil},
 		{"reserved target", Server{Command: []string{"srv"}, Mounts: []Mount{{Source: "/x", Target: "/proc"}}}, nil},
+		{"more mounts than MaxMounts", Server{Command: []string{"srv"}, Mounts: mounts(MaxMounts + 1)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,5 +63,25 @@ func TestServerConfigCopies(t *testing.T) {
 	got.Command[0], got.Env["K"], got.Egress[0] = "changed", "changed", "changed"
 	if in.Command[0] != "srv" || in.Env["K"] != "v" || in.Egress[0] != "1.2.3.4:443" {
 		t.Fatalf("the stored definition changed: %+v", in)
+	}
+}
+
+// mounts are n read-only mounts of one directory at n targets.
+func mounts(n int) []Mount {
+	out := make([]Mount, n)
+	for i := range out {
+		out[i] = Mount{Source: "/usr", Target: fmt.Sprintf("/m%d", i)}
+	}
+	return out
+}
+
+// MaxMounts mounts are accepted, one more is refused as a limit.
+func TestServerConfigMounts(t *testing.T) {
+	if _, err := (Server{Command: []string{"srv"}, Mounts: mounts(MaxMounts)}).Config("s"); err != nil {
+		t.Fatalf("%d mounts: %v", MaxMounts, err)
+	}
+	_, err := (Server{Command: []string{"srv"}, Mounts: mounts(MaxMounts + 1)}).Config("s")
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), fmt.Sprintf("at most %d", MaxMounts)) {
+		t.Fatalf("%d mounts: %v, want ErrLimit naming the bound", MaxMounts+1, err)
 	}
 }

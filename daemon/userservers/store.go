@@ -23,6 +23,11 @@ import (
 const (
 	MaxServersPerUser = 64       // servers one user may store
 	MaxServerBytes    = 64 << 10 // one definition, encoded as JSON
+	// MaxMounts bounds one definition's mounts: the daemon searches each
+	// mount for deny_paths names with budgets of its own (sandbox
+	// DenyScanEntries) at every launch and spec preview, so the mounts
+	// are what one session start or preview may cost it.
+	MaxMounts = 32
 )
 
 // Store is the directory of per-user definitions. Each user's file has a
