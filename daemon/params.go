@@ -198,6 +198,12 @@ func (d *Daemon) sandboxParams(ctx context.Context, id string, srv *config.Serve
 		}
 		p.Mounts = append(p.Mounts, bm)
 	}
+	if !admin {
+		if err := checkUserTargets(srv, peer, p.Host); err != nil {
+			closePins(p)
+			return sandbox.Params{}, fmt.Errorf("%w: fix mounts of server %s", err, srv.Name)
+		}
+	}
 	if d.landlockOn {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)
 		p.RequireLandlock = d.conf().Daemon.Landlock == config.LandlockRequire

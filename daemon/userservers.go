@@ -329,8 +329,15 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 	if err := d.checkUserRemote(srv); err != nil {
 		return userservers.Server{}, nil, err
 	}
-	// A first check as the user, for a clear error now; every launch
-	// checks again (daemon/params.go pinSource).
+	// First checks as the user, for a clear error now; every launch
+	// checks again (daemon/params.go pinSource, checkUserTargets).
+	var hostDirs []string
+	if srv.Image == "" && d.hostView != nil {
+		hostDirs = d.hostView.Dirs
+	}
+	if err := checkUserTargets(srv, peer, hostDirs); err != nil {
+		return userservers.Server{}, nil, err
+	}
 	for _, m := range srv.Mounts {
 		f, err := userservers.OpenSource(m.Source, userservers.CredOf(peer.UID, peer.GID), m.Writable())
 		if err != nil {

@@ -383,3 +383,95 @@ func TestUserMountDenySearchSeesAsTheUser(t *testing.T) {
 		t.Fatalf("mountinfo (error %v): want /data/mine/.ssh masked and no name from the private directory:\n%s", isErr, mi)
 	}
 }
+
+// TestUserMountTargetsWhereTheUserChangesNothing: a mount target of a
+// user's own server lies where the user can change nothing on its way.
+// runc (before 1.1.14, CVE-2024-45310) resolves a target once and makes
+// it by name afterwards, as root: with a target inside the user's own
+// mounted directory (or below a directory of theirs on the host's view),
+// a user who swaps a directory on the way for a symlink in a loop had
+// root create an empty file wherever the symlink pointed (/etc/nologin
+// would keep every other user from logging in; found by a red-team
+// helper, within a few dozen launches). Such targets are refused at
+// `server add` and at every launch, before runc runs.
+func TestUserMountTargetsWhereTheUserChangesNothing(t *testing.T) {
+	f := newUserFixture(t)
+	victim := filepath.Join(env.runDir, fmt.Sprintf("victim-%d", time.Now().UnixNano()))
+	must(t, os.Mkdir(victim, 0o755), "mkdir %s", victim) // root's: user 2 cannot write it
+	t.Cleanup(func() { _ = os.RemoveAll(victim) })
+	// User 2's directory on the host's view (/var), beside their home.
+	onHost := filepath.Join(env.runDir, fmt.Sprintf("user2-%d", time.Now().UnixNano()))
+	must(t, os.Mkdir(onHost, 0o755), "mkdir %s", onHost)
+	must(t, os.Chown(onHost, f.uid2, f.uid2), "chown %s", onHost)
+	t.Cleanup(func() { _ = os.RemoveAll(onHost) })
+	w := f.own(t, "w")
+	for _, dir := range []string{w, onHost} {
+		a := filepath.Join(dir, "a")
+		must(t, os.Mkdir(a, 0o755), "mkdir %s", a)
+		must(t, os.Chown(a, f.uid2, f.uid2), "chown %s", a)
+		f.symlink(t, victim, filepath.Join(dir, "a.link"))
+	}
+	bin := filepath.Join(env.bin, "testserver")
+	add := func(name string, mounts ...string) (string, error) {
+		args := []string{"server", "add", name}
+		for _, m := range mounts {
+			args = append(args, "--mount", m)
+		}
+		return f.d.cli(t, f.uid2, append(args, "--", bin)...)
+	}
+	for _, tc := range []struct {
+		name   string
+		mounts []string
+		swap   string // the directory user 2 swaps for a.link
+		want   string
+	}{
+		{"inside-own-mount", []string{w + ":/w:rw", "/etc/hostname:/w/a/planted"}, w, "lies inside the mount at /w"},
+		{"inside-own-mount-ro", []string{w + ":/w", "/etc/hostname:/w/a/planted"}, w, "lies inside the mount at /w"},
+		{"below-own-host-dir", []string{"/etc/hostname:" + filepath.Join(onHost, "a", "planted")}, onHost, "is not root's alone"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := add(tc.name, tc.mounts...)
+			if err != nil {
+				if !strings.Contains(out, tc.want) || !strings.Contains(out, "a directory you can change") {
+					t.Fatalf("add refused with %q, want %q", out, tc.want)
+				}
+				return
+			}
+			t.Errorf("add of %v accepted: %s", tc.mounts, out)
+			ents, _ := os.ReadDir(victim)
+			for _, e := range ents {
+				must(t, os.RemoveAll(filepath.Join(victim, e.Name())), "empty %s", victim) // a case before planted it
+			}
+			// What that allows: user 2 swaps a/ and a.link in a loop while
+			// launching the server.
+			sw := exec.Command(filepath.Join(env.bin, "hostile"), "exchange-loop", filepath.Join(tc.swap, "a"), filepath.Join(tc.swap, "a.link"))
+			sw.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(f.uid2), Gid: uint32(f.uid2)}}
+			must(t, sw.Start(), "start the swapper")
+			defer func() { _ = sw.Process.Kill(); _ = sw.Wait() }()
+			for i := range 100 {
+				if r, _ := f.launch(t, tc.name); r != nil {
+					r.end()
+				}
+				if ents, _ := os.ReadDir(victim); len(ents) > 0 {
+					t.Fatalf("launch %d: root made %s in %s, a directory of root's user 2 cannot write", i, ents[0].Name(), victim)
+				}
+			}
+		})
+	}
+
+	// Where the user changes nothing on the way: a new top-level
+	// directory, the sandbox's own /home and /tmp, below root's directories.
+	if out, err := add("fine", w+":/w:rw", "/etc/hostname:/home/u/hostname", "/etc/hostname:/tmp/x/hostname", w+":/usr/share/doc"); err != nil {
+		t.Fatalf("add: %v %s", err, out)
+	}
+	r, out := f.launch(t, "fine")
+	if r == nil {
+		t.Fatalf("launch: %s", out)
+	}
+	defer r.end()
+	for _, p := range []string{"/w/ok.txt", "/usr/share/doc/ok.txt"} {
+		if got, _ := r.call("read_file", map[string]any{"path": p}); got != "ok" {
+			t.Errorf("%s reads %q", p, got)
+		}
+	}
+}

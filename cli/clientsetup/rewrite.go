@@ -409,12 +409,21 @@ func importEntry(name, srvName string, e entry, o Options) Server {
 	}
 	s.Command = append([]string{expand(e.Command, o.Home)}, args...)
 	s.warnCredentialArgs(name, args)
-	seen := map[string]bool{}
+	// A folder inside one already mounted shows through it (each is
+	// mounted read-only at its own path); mcpcaged refuses a target
+	// inside another mount of a user's server (runc would make it through
+	// the user's own directory), so only the outermost is mounted.
 	addMount := func(dir string) {
-		if seen[dir] || dir == "/" {
+		if dir == "/" {
 			return
 		}
-		seen[dir] = true
+		inside := func(a, b string) bool { return strings.HasPrefix(filepath.Clean(a)+"/", filepath.Clean(b)+"/") }
+		for _, m := range s.Mounts {
+			if inside(dir, m.Target) {
+				return
+			}
+		}
+		s.Mounts = slices.DeleteFunc(s.Mounts, func(m api.MountDef) bool { return inside(m.Target, dir) })
 		s.Mounts = append(s.Mounts, api.MountDef{Source: dir, Target: dir})
 	}
 	if e.Cwd != "" {

@@ -490,3 +490,19 @@ func TestClientPlaceholdersAreNotImported(t *testing.T) {
 		})
 	}
 }
+
+// A folder inside another one the entry names is not mounted again: it
+// shows through the outer mount, and mcpcaged refuses a target inside
+// another mount of a user's server.
+func TestImportMountsOutermostFolders(t *testing.T) {
+	o := testOptions()
+	o.IsDir = func(string) bool { return true }
+	s := importEntry("fs", "c-fs", entry{Command: "/usr/bin/mcp-server-filesystem", Args: []string{"/srv/a/b", "/srv/a", "/srv/ab", "/srv/a/c/"}, Cwd: "/srv/a/b/c"}, o)
+	var got []string
+	for _, m := range s.Mounts {
+		got = append(got, m.Source+":"+m.Target)
+	}
+	if want := []string{"/srv/a:/srv/a", "/srv/ab:/srv/ab"}; !slices.Equal(got, want) {
+		t.Fatalf("mounts %v, want %v", got, want)
+	}
+}

@@ -12,7 +12,8 @@
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | deny-flood SECONDS THREADS | rename-via-symlink-unlink DIR NAME TO |
 //	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
-//	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ... | lock-server-stdin
+//	change-trick long|long-over|cwdrace|proccwd|rmabs|rmgo ... | lock-server-stdin |
+//	exchange-loop A B (on the host)
 package main
 
 import (
@@ -424,6 +425,10 @@ func main() {
 		}
 	case "clone-files":
 		err = cloneFiles(arg)
+	case "exchange-loop": // exchange-loop A B: swap two names until killed (run on the host, as a user)
+		for {
+			_ = unix.Renameat2(unix.AT_FDCWD, arg, unix.AT_FDCWD, os.Args[3], unix.RENAME_EXCHANGE)
+		}
 	case "sleeper":
 		signal.Ignore(syscall.SIGTERM, syscall.SIGHUP)
 		os.WriteFile(arg, []byte(strconv.Itoa(os.Getpid())), 0o644)
