@@ -49,8 +49,8 @@ func checkUserTargets(srv *config.Server, peer Peer, hostDirs []string) error {
 			}
 		}
 		top := "/" + strings.SplitN(strings.TrimPrefix(t, "/"), "/", 2)[0]
-		if t != top && slices.Contains(hostDirs, top) {
-			onHost = append(onHost, t)
+		if t != top && hostDirs != nil && (slices.Contains(hostDirs, top) || hostSymlink(top)) {
+			onHost = append(onHost, t) // a top-level symlink (/lib -> usr/lib) leads into the host's view
 		}
 	}
 	if len(onHost) == 0 {
@@ -94,4 +94,11 @@ func checkTargetWay(target string) error {
 		}
 	}
 	return nil
+}
+
+// hostSymlink reports whether the host's top-level name is a symlink
+// (the sandbox's root copies those).
+func hostSymlink(top string) bool {
+	var st unix.Stat_t
+	return unix.Lstat(top, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
 }

@@ -459,6 +459,15 @@ func TestUserMountTargetsWhereTheUserChangesNothing(t *testing.T) {
 		})
 	}
 
+	// A top-level symlink of the host (/lib -> usr/lib) leads into the
+	// host's view: the way is checked as the host has it (refused here:
+	// runc would resolve it in the sandbox's copy of the link).
+	if _, err := os.Lstat("/lib"); err == nil {
+		if out, err := add("via-link", "/etc/hostname:/lib/mcpcage-itest-x/planted"); err == nil || !strings.Contains(out, "is not a directory") {
+			t.Errorf("add with a target through /lib: %v %s", err, out)
+		}
+	}
+
 	// Where the user changes nothing on the way: a new top-level
 	// directory, the sandbox's own /home and /tmp, below root's directories.
 	if out, err := add("fine", w+":/w:rw", "/etc/hostname:/home/u/hostname", "/etc/hostname:/tmp/x/hostname", w+":/usr/share/doc"); err != nil {
