@@ -203,6 +203,9 @@ func (d *Daemon) sandboxParams(ctx context.Context, id string, srv *config.Serve
 			closePins(p)
 			return sandbox.Params{}, fmt.Errorf("%w: fix mounts of server %s", err, srv.Name)
 		}
+	} else if err := checkHomeTargets(srv); err != nil {
+		closePins(p)
+		return sandbox.Params{}, err
 	}
 	if d.landlockOn {
 		p.Landlock = sandbox.LandlockRules(p, false, nil)

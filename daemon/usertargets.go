@@ -102,3 +102,20 @@ func hostSymlink(top string) bool {
 	var st unix.Stat_t
 	return unix.Lstat(top, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
 }
+
+// checkHomeTargets refuses, for an administrator's server, a mount target
+// inside the target of a "~" mount: the delegating user owns that
+// directory, so runc would make the inner target through it (see above).
+func checkHomeTargets(srv *config.Server) error {
+	for _, h := range srv.Mounts {
+		if h.Source != "~" && !strings.HasPrefix(h.Source, "~/") {
+			continue
+		}
+		for _, m := range srv.Mounts {
+			if strings.HasPrefix(m.Target, strings.TrimSuffix(h.Target, "/")+"/") {
+				return fmt.Errorf("mount target %s lies inside the mount of %s at %s, a directory of the user's: %w; give it a target of its own in [servers.%s]", m.Target, h.Source, h.Target, errTargetWay, srv.Name)
+			}
+		}
+	}
+	return nil
+}

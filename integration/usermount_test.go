@@ -484,3 +484,28 @@ func TestUserMountTargetsWhereTheUserChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestHomeMountTargetsHoldNoOtherTarget: an administrator's server whose
+// "~" mount holds another mount's target would have runc make that
+// target through the delegating user's own directory, the way
+// TestUserMountTargetsWhereTheUserChangesNothing shows: its sessions are
+// refused, saying so.
+func TestHomeMountTargetsHoldNoOtherTarget(t *testing.T) {
+	setup(t)
+	uid, home := testUser(t)
+	w := filepath.Join(home, fmt.Sprintf("w-%d", time.Now().UnixNano()))
+	must(t, os.Mkdir(w, 0o755), "mkdir %s", w)
+	must(t, os.Chown(w, uid, uid), "chown %s", w)
+	t.Cleanup(func() { _ = os.RemoveAll(w) })
+	d := startDaemon(t, fmt.Sprintf("[servers.h]\ncommand = [%q]\nmounts = [{ source = \"~/%s\", target = \"/w\", readonly = false }, { source = \"/etc/hostname\", target = \"/w/a/planted\" }]\n",
+		filepath.Join(env.bin, "testserver"), filepath.Base(w)))
+	d.openToOtherUsers(t)
+	cmd := d.shimCmd("h")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+	cmd.Stdin = strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}` + "\n")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), "lies inside the mount of ~/") {
+		t.Fatalf("session: %v, want it refused; stderr:\n%s", err, stderr.String())
+	}
+}
