@@ -304,7 +304,8 @@ undoes it, secrets included.`,
 				// The state first: saving over one that cannot be read
 				// would lose the way back. Then servers (and their
 				// secrets), so the client never points at a missing one.
-				// An image the daemon does not allow users leaves its
+				// A server the daemon refuses (an image it does not
+				// allow users, a mount target it refuses) leaves its
 				// entry as it is.
 				if state, err = loadState(home); err != nil {
 					return err
@@ -503,10 +504,11 @@ func namesInUse(socket string) (func(string) bool, error) {
 	}, nil
 }
 
-// importServers stores each server's secrets, then adds the server. An
-// image server the daemon refuses (api.CodeDenied: [daemon] user_images)
-// is skipped and its entry named in keep with the reason; any other
-// failure undoes everything done so far.
+// importServers stores each server's secrets, then adds the server. A
+// server the daemon refuses (api.CodeDenied: an image [daemon]
+// user_images does not allow, a mount target where the user could change
+// the way) is skipped and its entry named in keep with the reason; any
+// other failure undoes everything done so far.
 func importServers(socket string, servers []clientsetup.Server, keep map[string]string, stderr io.Writer) (added, stored []string, err error) {
 	call := func(req api.Request) error { return api.Call(api.SocketPath(socket), req, nil) }
 	undo := func() { removeImported(socket, added, stored, stderr) }
@@ -522,7 +524,7 @@ func importServers(socket string, servers []clientsetup.Server, keep map[string]
 		}
 		err := call(api.Request{Op: api.OpServerAdd, Def: &s.ServerDef})
 		var re *api.ReplyError
-		if err != nil && s.Image != "" && errors.As(err, &re) && re.Code == api.CodeDenied {
+		if err != nil && errors.As(err, &re) && re.Code == api.CodeDenied {
 			keep[s.Entry] = re.Msg
 			for _, n := range mine {
 				if err := call(api.Request{Op: api.OpSecretRm, Name: n}); err != nil {

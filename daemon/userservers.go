@@ -336,7 +336,7 @@ func (d *Daemon) userServer(peer Peer, def *api.ServerDef) (userservers.Server, 
 		hostDirs = d.hostView.Dirs
 	}
 	if err := checkUserTargets(srv, peer, hostDirs); err != nil {
-		return userservers.Server{}, nil, err
+		return userservers.Server{}, nil, deniedError{err} // client setup leaves such an entry as it is
 	}
 	for _, m := range srv.Mounts {
 		f, err := userservers.OpenSource(m.Source, userservers.CredOf(peer.UID, peer.GID), m.Writable())

@@ -261,8 +261,9 @@ func TestUserRemoteHosts(t *testing.T) {
 // TestClientSetupDocker: a client's `docker run` entry (the official
 // GitHub server's form) becomes an image-based server of the user's own,
 // its credential moved to the user's secret store; an image the
-// administrator does not allow leaves its entry as it is; restore undoes
-// it all. The image is built here and imported into containerd.
+// administrator does not allow, or a mount target inside another mount
+// (see TestUserMountTargetsWhereTheUserChangesNothing), leaves its entry
+// as it is; restore undoes it all. The image is built here and imported into containerd.
 func TestClientSetupDocker(t *testing.T) {
 	setup(t)
 	uid, userHome := testUser(t)
@@ -284,7 +285,8 @@ func TestClientSetupDocker(t *testing.T) {
   "mcpServers": {
     "github": {"command": "docker", "args": ["run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "-e", "LOG_LEVEL=debug", "mcpcage/testserver:setup", "stdio"],
                "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "` + token + `"}},
-    "elsewhere": {"command": "docker", "args": ["run", "-i", "--rm", "ghcr.io/someone/server"]}
+    "elsewhere": {"command": "docker", "args": ["run", "-i", "--rm", "ghcr.io/someone/server"]},
+    "nested": {"command": "docker", "args": ["run", "-i", "--rm", "-v", "` + home + `:/data", "-v", "/etc/hostname:/data/x/h", "mcpcage/testserver:setup"]}
   }
 }
 `
@@ -298,6 +300,7 @@ func TestClientSetupDocker(t *testing.T) {
 		t.Fatalf("client setup: %v\n%s", err, out)
 	}
 	for _, want := range []string{"left as is: elsewhere: servers of your own may not run image ghcr.io/someone/server:latest",
+		"left as is: nested: mount target /data/x/h lies inside the mount at /data",
 		"github: a credential goes to your secret store as claude-desktop-github.GITHUB_PERSONAL_ACCESS_TOKEN", "now runs 1 server(s) through mcpcage"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("setup output lacks %q:\n%s", want, out)
