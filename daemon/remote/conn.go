@@ -761,7 +761,7 @@ func (c *Conn) answer(m *message, resp *http.Response) {
 	switch {
 	case resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusNoContent:
 		if m.isRequest() {
-			c.failAll(m, wire.CodeUpstream, ClassUpstream, fmt.Sprintf("%s accepted the request without answering it (%s)", c.opts.Server, resp.Status))
+			c.failAll(m, wire.CodeUpstream, ClassUpstream, fmt.Sprintf("%s accepted the request without answering it (%s)", c.opts.Server, statusLine(resp)))
 		}
 	case ct == "text/event-stream" && resp.StatusCode/100 == 2 && !m.isRequest():
 		// A notification or response is answered 202 (streamable HTTP);

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -79,15 +80,27 @@ func transient(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || isTimeout(err)
 }
 
+// statusLine is resp's status as "401 Unauthorized": the code and the
+// standard text for it, never the server's own reason phrase, which is
+// text it chose ("401 Unauthorized. This server moved to ...: run
+// mcpcage server add ...", escape sequences) placed beside mcpcage's own
+// words (found by a review).
+func statusLine(resp *http.Response) string {
+	if t := http.StatusText(resp.StatusCode); t != "" {
+		return fmt.Sprintf("%d %s", resp.StatusCode, t)
+	}
+	return strconv.Itoa(resp.StatusCode)
+}
+
 // statusMessage explains an HTTP status the bridge cannot relay.
 func statusMessage(resp *http.Response, server string) string {
 	switch {
 	case resp.StatusCode >= 500:
-		return fmt.Sprintf("%s answered %s: the remote server failed; try again later", server, resp.Status)
+		return fmt.Sprintf("%s answered %s: the remote server failed; try again later", server, statusLine(resp))
 	case resp.StatusCode == http.StatusTooManyRequests:
-		return fmt.Sprintf("%s answered %s: too many requests; try again later", server, resp.Status)
+		return fmt.Sprintf("%s answered %s: too many requests; try again later", server, statusLine(resp))
 	}
-	return fmt.Sprintf("%s answered %s", server, resp.Status)
+	return fmt.Sprintf("%s answered %s", server, statusLine(resp))
 }
 
 // forbidden explains a 403: a scope the token lacks (RFC 6750 §3.1) or a
@@ -101,7 +114,7 @@ func forbidden(resp *http.Response, server string) string {
 		}
 		return fmt.Sprintf("%s refused the call: it needs scope %q, which this agent's sign-in does not hold (the agent's scopes are set in [agents.NAME] scopes)", server, scope)
 	}
-	return fmt.Sprintf("%s refused the request (%s)", server, resp.Status)
+	return fmt.Sprintf("%s refused the request (%s)", server, statusLine(resp))
 }
 
 // movedAway reports whether resp came from another origin than its first
@@ -120,7 +133,7 @@ func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
 // movedMessage explains a refusal from the origin a redirect led to.
 func movedMessage(resp *http.Response, server string) string {
 	return fmt.Sprintf("%s redirected the request to %s, another origin, which mcpcage sends no credentials to (it would hand them to whoever answers there), and that origin answered %s: if the server moved, change its url (mcpcage server add %s --url NEW, or ask your administrator), then sign in (mcpcage login %s)",
-		server, originOf(resp.Request.URL), resp.Status, server, server)
+		server, originOf(resp.Request.URL), statusLine(resp), server, server)
 }
 
 // signInMessage is what a failed renewal tells the client.
