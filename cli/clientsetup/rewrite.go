@@ -474,31 +474,8 @@ func looksSecret(k string) bool {
 }
 
 // valueLooksSecret reports whether an env value carries a credential
-// whatever its variable's name: a known token format (ghp_..., sk-...,
-// a JWT, a private key), an HTTP header holding one (Notion's
-// OPENAPI_MCP_HEADERS='{"Authorization": "Bearer ntn_..."}'), or a
-// connection string with a password (postgres://user:pass@host/db,
-// "host=h user=u password=p").
-func valueLooksSecret(v string) bool {
-	if audit.LooksLikeCredential("", v) || credentialInText.MatchString(v) {
-		return true
-	}
-	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '"' || r == '\'' }) {
-		if !strings.Contains(f, "://") {
-			continue
-		}
-		if u, err := url.Parse(f); err == nil && u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// credentialInText: an Authorization header or bearer token, or a
-// password given as key=value, anywhere in a value.
-var credentialInText = regexp.MustCompile(`(?i)(\bauthorization\b["']?\s*[:=]|\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}|\b(password|passwd|pwd)\s*=\s*[^\s;&'"]+)`)
+// whatever its variable's name (audit.ValueLooksLikeCredential).
+func valueLooksSecret(v string) bool { return audit.ValueLooksLikeCredential(v) }
 
 var (
 	credentialWords = []string{"token", "secret", "password", "passwd", "credential", "apikey", "api_key", "privatekey", "private_key"}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -149,10 +150,37 @@ func redact(v any, secrets []string) any {
 // LooksLikeCredential reports whether an environment variable or argument
 // named key with value v looks like it holds a credential: a key the
 // redaction hides (TOKEN, API_KEY, PASSWORD, ...) with a value, or a value
-// in a known credential format, whatever its key.
+// that carries one whatever its key (ValueLooksLikeCredential).
 func LooksLikeCredential(key, v string) bool {
-	return v != "" && secretName(key) || looksSecret(v, nil)
+	return v != "" && secretName(key) || ValueLooksLikeCredential(v)
 }
+
+// ValueLooksLikeCredential reports whether a value carries a credential
+// whatever it is named: a known token format (ghp_..., sk-..., a JWT, a
+// private key), an HTTP header holding one (Notion's
+// OPENAPI_MCP_HEADERS='{"Authorization": "Bearer ntn_..."}'), or a
+// connection string with a password (postgres://user:pass@host/db,
+// "host=h user=u password=p").
+func ValueLooksLikeCredential(v string) bool {
+	if looksSecret(v, nil) || credentialInText.MatchString(v) {
+		return true
+	}
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == ';' || r == '"' || r == '\'' }) {
+		if !strings.Contains(f, "://") {
+			continue
+		}
+		if u, err := url.Parse(f); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credentialInText: an Authorization header or bearer token, or a
+// password given as key=value, anywhere in a value.
+var credentialInText = regexp.MustCompile(`(?i)(\bauthorization\b["']?\s*[:=]|\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}|\b(password|passwd|pwd)\s*=\s*[^\s;&'"]+)`)
 
 func looksSecret(s string, secrets []string) bool {
 	t := strings.TrimSpace(s)
