@@ -26,17 +26,19 @@ func TestCheckAdminGroup(t *testing.T) {
 	for _, tc := range []struct {
 		name, group string
 		lookup      groupLookup
+		socketGID   int
 		refused     string // in the error
 		warned      string // in the warning
 	}{
-		{"none", "", lookup, "", ""},
-		{"a group of its own", "admins", lookup, "", ""},
-		{"the socket's gid under another name", "alias", lookup, "gid 990, the gid of group mcpcage", ""},
-		{"no such group", "wheel2", lookup, "", "not a group in the user database"},
-		{"no socket group on the host", "alias", noSocketGroup, "", ""},
+		{"none", "", lookup, -1, "", ""},
+		{"a group of its own", "admins", lookup, -1, "", ""},
+		{"the socket's gid under another name", "alias", lookup, -1, "gid 990, the group of the daemon's socket", ""},
+		{"no such group", "wheel2", lookup, -1, "", "not a group in the user database"},
+		{"no socket group on the host", "alias", noSocketGroup, -1, "", ""},
+		{"the activated socket's own group (SocketGroup=)", "admins", noSocketGroup, 991, "gid 991, the group of the daemon's socket", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			warning, err := checkAdminGroup(tc.group, tc.lookup)
+			warning, err := checkAdminGroup(tc.group, tc.lookup, tc.socketGID)
 			if (err != nil) != (tc.refused != "") || (err != nil && !strings.Contains(err.Error(), tc.refused)) {
 				t.Fatalf("error %v, want one containing %q", err, tc.refused)
 			}
@@ -45,7 +47,7 @@ func TestCheckAdminGroup(t *testing.T) {
 			}
 		})
 	}
-	if _, err := checkAdminGroup("alias", func(string) (*user.Group, error) { return nil, errors.New("nss down") }); err != nil {
+	if _, err := checkAdminGroup("alias", func(string) (*user.Group, error) { return nil, errors.New("nss down") }, -1); err != nil {
 		t.Fatalf("a failed look-up refused: %v", err)
 	}
 }

@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 	d.clientFiles.gauge, d.clientFiles.inUse = d.metrics.SessionsHeld, d.metrics.SessionsClientFiles
 	d.warm = newWarmPool(d)
 	d.cfg.Store(cfg)
-	if warning, err := checkAdminGroup(cfg.Daemon.AdminGroup, user.LookupGroup); err != nil {
+	if warning, err := checkAdminGroup(cfg.Daemon.AdminGroup, user.LookupGroup, socketGID(cfg.Daemon.Socket)); err != nil {
 		return nil, err
 	} else if warning != "" {
 		log.Warn(warning)

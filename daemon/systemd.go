@@ -78,7 +78,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
 		return
 	}
-	if warning, err := checkAdminGroup(next.Daemon.AdminGroup, user.LookupGroup); err != nil {
+	if warning, err := checkAdminGroup(next.Daemon.AdminGroup, user.LookupGroup, socketGID(d.conf().Daemon.Socket)); err != nil {
 		d.log.Error("reload refused: the configuration is invalid; the running one stays in force", "err", err)
 		return
 	} else if warning != "" {
