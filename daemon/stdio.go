@@ -355,9 +355,16 @@ func streamKind(fd int) (fileKind, error) {
 }
 
 // newClientStream takes over fd, checked and made non-blocking by
-// checkStream. It fails, closing fd (made blocking again first when it
-// wasBlocking), when Go's poller did not take the file (its O_NONBLOCK
-// was cleared again in between).
+// checkStream. Go's poller takes a file only while it is non-blocking,
+// and whoever shares the open file may clear the flag in between: the
+// client, or another session of the same client given the same file
+// (the TypeScript SDK gives every server it starts its own stderr, and
+// each session gives the flag back once the poller has its copy; found
+// by `make bench` opening 50 sessions at once). So the poller is given a
+// duplicate of fd, and when it does not take it, the flag is set again
+// and a new duplicate tried, up to maxTakeovers times. It fails, closing
+// fd (made blocking again first when it wasBlocking), when the poller
+// never took the file.
 func newClientStream(fd int, name string, wasBlocking bool) (*clientStream, error) {
 	giveBack := func() {
 		if wasBlocking {
@@ -370,12 +377,13 @@ func newClientStream(fd int, name string, wasBlocking bool) (*clientStream, erro
 		_ = unix.Close(fd)
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), name)
-	if err := f.SetReadDeadline(time.Time{}); err != nil {
+	f, err := pollerFile(fd, name)
+	if err != nil {
 		giveBack()
-		_ = f.Close()
-		return nil, fmt.Errorf("its O_NONBLOCK flag was cleared again while mcpcage took it over (%v)", err)
+		_ = unix.Close(fd)
+		return nil, err
 	}
+	_ = unix.Close(fd) // f holds the open file through its duplicate
 	raw, err := f.SyscallConn()
 	if err != nil {
 		giveBack()
@@ -385,6 +393,30 @@ func newClientStream(fd int, name string, wasBlocking bool) (*clientStream, erro
 	c := &clientStream{f: f, raw: raw, socket: kind == socketStream}
 	c.plain = !c.socket && !pipesTakeNoWait()
 	return c, nil
+}
+
+// maxTakeovers bounds the tries of pollerFile.
+const maxTakeovers = 8
+
+// pollerFile is an *os.File on a duplicate of fd that Go's poller has
+// taken (see newClientStream); fd stays open either way.
+func pollerFile(fd int, name string) (*os.File, error) {
+	var last error
+	for range maxTakeovers {
+		dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		f := os.NewFile(uintptr(dup), name)
+		if last = f.SetReadDeadline(time.Time{}); last == nil {
+			return f, nil
+		}
+		_ = f.Close() // the duplicate only
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("its O_NONBLOCK flag was cleared again, %d times, while mcpcage took it over (%v)", maxTakeovers, last)
 }
 
 // errNoWaitRefused ends a passed pipe that refuses RWF_NOWAIT on a kernel

@@ -547,3 +547,46 @@ func TestRefusedLingeringSocketClosesAtOnce(t *testing.T) {
 		t.Fatal("the close of a refused socket waits out its SO_LINGER (an hour)")
 	}
 }
+
+// TestSharedStderrTakenOverAtOnce: a client that starts several servers
+// gives each the same stderr (the TypeScript SDK inherits its own), and
+// each session makes the shared file non-blocking for Go's poller, then
+// gives the flag back; a session taking it over between another's two
+// steps found it blocking and was refused ("its O_NONBLOCK flag was
+// cleared again", found by `make bench` opening 50 sessions at once).
+// Sessions sharing a stderr now all start.
+func TestSharedStderrTakenOverAtOnce(t *testing.T) {
+	_, stderr := pipe(t) // blocking, as a client's own stderr is
+	const sessions, rounds = 16, 30
+	errs := make(chan error, sessions*rounds)
+	done := make(chan struct{})
+	for range sessions {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range rounds {
+				inR, _ := pipe(t)
+				_, outW := pipe(t)
+				p, err := adoptStdio([]int{dupFD(t, inR), dupFD(t, outW), dupFD(t, stderr)}, uint32(os.Getuid()))
+				if err != nil {
+					errs <- err
+					continue
+				}
+				p.close()
+			}
+		}()
+	}
+	for range sessions {
+		<-done
+	}
+	close(errs)
+	n := 0
+	var first error
+	for err := range errs {
+		if n++; first == nil {
+			first = err
+		}
+	}
+	if n > 0 {
+		t.Fatalf("%d of %d sessions sharing one stderr were refused, the first: %v", n, sessions*rounds, first)
+	}
+}
