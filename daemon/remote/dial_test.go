@@ -113,15 +113,8 @@ func TestCheckPeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = c.Close() }()
-			err = checkPeer(c, tt.want)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
-			}
+			c := dialTo(t, ln)
+			wantCheckPeer(t, c, tt.want, tt.wantErr)
 		})
 	}
 }
@@ -171,11 +164,7 @@ func TestCheckPeerRefusesAShutEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = ln.Close() }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
+	c := dialTo(t, ln)
 	a, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -231,19 +220,12 @@ func TestCheckPeerHandshakeIsTheListeners(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = c.Close() }()
+			c := dialTo(t, ln)
 			local, dest := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
 			if s, found, err := procnet.PeerOf(local, dest); err != nil || !found || s.State != procnet.SynRecv {
 				t.Fatalf("PeerOf = %+v, %v, %v; want the connection in SYN_RECV", s, found, err)
 			}
-			err = checkPeer(c, tt.want)
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
-				t.Errorf("checkPeer = %v, want %q", err, tt.wantErr)
-			}
+			wantCheckPeer(t, c, tt.want, tt.wantErr)
 		})
 	}
 }
@@ -294,5 +276,26 @@ func TestDialAs(t *testing.T) {
 	_ = free.Close()
 	if _, err := dialAs(ctx, closed, owner, 5*time.Second); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("dialAs to a closed port: %v, want connection refused", err)
+	}
+}
+
+// dialTo connects to ln, the connection closed with the test.
+func dialTo(t *testing.T, ln net.Listener) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// wantCheckPeer checks checkPeer(c, want): no error when wantErr is
+// empty, else one that contains it.
+func wantCheckPeer(t *testing.T, c net.Conn, want peerWanted, wantErr string) {
+	t.Helper()
+	err := checkPeer(c, want)
+	if wantErr == "" && err != nil || wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)) {
+		t.Errorf("checkPeer = %v, want %q", err, wantErr)
 	}
 }
