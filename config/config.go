@@ -54,12 +54,15 @@ type Config struct {
 
 // Daemon holds daemon-wide settings.
 type Daemon struct {
-	Socket              string   `toml:"socket"`
-	StateDir            string   `toml:"state_dir"`
-	ContainerdAddress   string   `toml:"containerd_address"`
-	ContainerdNamespace string   `toml:"containerd_namespace"`
-	MaxMessageBytes     ByteSize `toml:"max_message_bytes"`
-	StopTimeout         Duration `toml:"stop_timeout"`
+	Socket              string `toml:"socket"`
+	StateDir            string `toml:"state_dir"`
+	ContainerdAddress   string `toml:"containerd_address"`
+	ContainerdNamespace string `toml:"containerd_namespace"`
+	// BPFPinDir is mcpcage's directory in the BPF file system: the exec
+	// stamper's pins and, per containerd namespace, the cage's.
+	BPFPinDir       string   `toml:"bpf_pin_dir"`
+	MaxMessageBytes ByteSize `toml:"max_message_bytes"`
+	StopTimeout     Duration `toml:"stop_timeout"`
 	// MaxSessionsPerUser bounds the sessions (mcpcage run) one user has
 	// at once, counting a session until its relay let go of the client's
 	// files.
@@ -317,6 +320,7 @@ func Default() *Config {
 			StateDir:             "/var/lib/mcpcage",
 			ContainerdAddress:    "/run/containerd/containerd.sock",
 			ContainerdNamespace:  "mcpcage",
+			BPFPinDir:            DefaultBPFPinDir,
 			MaxMessageBytes:      64 << 20,
 			StopTimeout:          Duration(2 * time.Second),
 			MaxSessionsPerUser:   64,
@@ -430,6 +434,9 @@ func (c *Config) validate(data []byte) error {
 		if !strings.HasPrefix(p.val, "/") {
 			bad(fmt.Sprintf("must be an absolute path, got %q", p.val), "daemon", p.key)
 		}
+	}
+	if msg := checkBPFPinDir(d.BPFPinDir); msg != "" {
+		bad(msg, "daemon", "bpf_pin_dir")
 	}
 	if d.ContainerdNamespace == "" || strings.ContainsAny(d.ContainerdNamespace, "/ ") {
 		bad(fmt.Sprintf("must be a plain name, got %q", d.ContainerdNamespace), "daemon", "containerd_namespace")
@@ -687,7 +694,7 @@ func decodeError(err error) error {
 	return err
 }
 
-var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace",
+var knownKeys = []string{"daemon", "servers", "socket", "state_dir", "containerd_address", "containerd_namespace", "bpf_pin_dir",
 	"max_message_bytes", "stop_timeout", "log_level", "landlock", "init_path", "command", "env", "workdir", "image", "args", "user_images",
 	"user", "mounts", "source", "target", "readonly", "memory", "pids", "cpus", "seccomp", "network",
 	"readonly_paths", "hidden_paths", "egress", "listen", "deny_paths", "require_ebpf", "agents", "exe", "sha256", "uids", "script", "script_sha256",

@@ -12,6 +12,13 @@
 //	state_dir            daemon state          [/var/lib/mcpcage]
 //	containerd_address   containerd socket     [/run/containerd/containerd.sock]
 //	containerd_namespace containerd namespace  [mcpcage]
+//	bpf_pin_dir          mcpcage's own directory below /sys/fs/bpf: the
+//	                     exec stamper's pins (exec-v5-HASH) and each
+//	                     containerd namespace's cage; pins of other
+//	                     stamper versions in it are removed, so two
+//	                     daemons of different versions on one host (test
+//	                     runs) each need their own; read at start
+//	                     [/sys/fs/bpf/mcpcage]
 //	max_message_bytes    largest JSON-RPC message, bytes or "64MiB" [64MiB]
 //	stop_timeout         how long a server gets after stdin closes, and
 //	                     again after SIGTERM, before SIGKILL ["2s"]

@@ -32,10 +32,6 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/request"
 )
 
-// pinRoot is mcpcage's directory in the BPF file system: the exec
-// stamper's pins, and those of each containerd namespace's cage.
-const pinRoot = "/sys/fs/bpf/mcpcage"
-
 // Timing of the kernel side's housekeeping.
 const (
 	// lostInterval is how often the lost-event counters are read and
@@ -61,7 +57,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	root := probe.CgroupV2Root()
 	cage, err := bpf.Load(bpf.Options{
 		CgroupParent: filepath.Join(root, d.conf().Daemon.ContainerdNamespace),
-		PinDir:       filepath.Join(pinRoot, d.conf().Daemon.ContainerdNamespace),
+		PinDir:       filepath.Join(d.conf().Daemon.BPFPinDir, d.conf().Daemon.ContainerdNamespace),
 		// Read at start: a reload does not change it.
 		ObserverLinger: time.Duration(d.conf().Daemon.ObserverLinger),
 		OnDetachError: func(err error) {
@@ -120,7 +116,7 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 func (d *Daemon) setupStamps() {
 	if r := d.ebpfHooks[probe.RawTracepoint]; !r.OK {
 		d.stampsErr = probe.RawTracepoint + " unavailable: " + r.Err
-	} else if s, err := LoadExecStamps(); err != nil {
+	} else if s, err := LoadExecStamps(d.conf().Daemon.BPFPinDir); err != nil {
 		d.stampsErr = err.Error()
 	} else {
 		d.stamps = s
@@ -131,16 +127,16 @@ func (d *Daemon) setupStamps() {
 	d.log.Warn("agent identity is weaker: no kernel exec record, so a process could fork mcpcage run and then exec a registered agent's program", "reason", d.stampsErr)
 }
 
-// LoadExecStamps loads (or finds pinned) the exec and fork stampers the
-// daemon binds agents with, keeping the variables identity checks. A
-// test harness calls it, then execs itself, so that its own process (an
-// agent of its tests) has a stamp.
-func LoadExecStamps() (*bpf.ExecStamps, error) {
+// LoadExecStamps loads (or finds pinned in pinDir, daemon.bpf_pin_dir)
+// the exec and fork stampers the daemon binds agents with, keeping the
+// variables identity checks. A test harness calls it, then execs itself,
+// so that its own process (an agent of its tests) has a stamp.
+func LoadExecStamps(pinDir string) (*bpf.ExecStamps, error) {
 	var names []bpf.EnvName
 	for _, n := range identity.EnvNames() {
 		names = append(names, bpf.EnvName(n))
 	}
-	return bpf.LoadExecStamps(pinRoot, names)
+	return bpf.LoadExecStamps(pinDir, names)
 }
 
 // execStamps adapts bpf.ExecStamps to identity.Stamps.

@@ -93,6 +93,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 	}{
 		{"socket", a.Socket, b.Socket}, {"state_dir", a.StateDir, b.StateDir},
 		{"containerd_address", a.ContainerdAddress, b.ContainerdAddress}, {"containerd_namespace", a.ContainerdNamespace, b.ContainerdNamespace},
+		{"bpf_pin_dir", a.BPFPinDir, b.BPFPinDir},
 		{"audit_log", a.AuditLog, b.AuditLog}, {"metrics_address", a.MetricsAddress, b.MetricsAddress},
 		{"landlock", string(a.Landlock), string(b.Landlock)}, {"init_path", a.InitPath, b.InitPath},
 		// The audit log is opened with these at start.
@@ -104,7 +105,7 @@ func (d *Daemon) reload(path string, explicit bool) {
 			d.log.Warn("setting changed in the configuration but needs a restart: the running value stays", "key", "daemon."+c.key, "running", c.old, "configured", c.fresh)
 		}
 	}
-	b.Socket, b.StateDir, b.ContainerdAddress, b.ContainerdNamespace = a.Socket, a.StateDir, a.ContainerdAddress, a.ContainerdNamespace
+	b.Socket, b.StateDir, b.ContainerdAddress, b.ContainerdNamespace, b.BPFPinDir = a.Socket, a.StateDir, a.ContainerdAddress, a.ContainerdNamespace, a.BPFPinDir
 	b.AuditLog, b.MetricsAddress, b.Landlock, b.InitPath = a.AuditLog, a.MetricsAddress, a.Landlock, a.InitPath
 	b.AuditSync, b.AuditSyncInterval, b.AuditMaxSize, b.AuditKeep, b.AuditJournal = a.AuditSync, a.AuditSyncInterval, a.AuditMaxSize, a.AuditKeep, a.AuditJournal
 	if a.ObserverLinger != b.ObserverLinger && d.cage != nil {

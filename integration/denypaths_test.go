@@ -630,7 +630,7 @@ func TestDenyPathsOutliveTheDaemon(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, "ready"))
 		return err == nil, fmt.Sprint(err)
 	})
-	pinDir := "/sys/fs/bpf/mcpcage/" + d.namespace
+	pinDir := filepath.Join(pinRoot(), d.namespace)
 	if _, err := os.Stat(filepath.Join(pinDir, "obs-sys_exit_openat")); err != nil {
 		t.Fatalf("the open exit link is not pinned while a session runs: %v", err)
 	}

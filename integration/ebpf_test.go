@@ -566,7 +566,7 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	onlyHooks := func(what string) {
 		t.Helper()
 		testenv.WaitFor(t, what, 10*linger, func() (bool, string) {
-			pins, _ := os.ReadDir("/sys/fs/bpf/mcpcage/" + d.namespace)
+			pins, _ := os.ReadDir(filepath.Join(pinRoot(), d.namespace))
 			n, k := d.kernelLinks(t), d.status(t).Kernel
 			return len(pins) == cgroupHooks && n == cgroupHooks && !k.Observing,
 				fmt.Sprintf("%d links attached and %d pinned (want the %d cgroup hooks), observing=%v", n, len(pins), cgroupHooks, k.Observing)
@@ -613,7 +613,7 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 	})
 	onlyHooks("the observers detached after the last session")
 	d.stop()
-	if _, err := os.Stat("/sys/fs/bpf/mcpcage/" + d.namespace + "/connect4"); err == nil {
+	if _, err := os.Stat(filepath.Join(pinRoot(), d.namespace, "connect4")); err == nil {
 		t.Fatal("a clean shutdown left pinned links")
 	}
 }
@@ -624,7 +624,7 @@ func TestManySessionsLeaveNoKernelState(t *testing.T) {
 // daemon's pin directory (obs-*), in the pins' order.
 func observerLinkIDs(t *testing.T, namespace string) []string {
 	t.Helper()
-	pins, _ := filepath.Glob(filepath.Join("/sys/fs/bpf/mcpcage", namespace, "obs-*"))
+	pins, _ := filepath.Glob(filepath.Join(pinRoot(), namespace, "obs-*"))
 	var ids []string
 	for _, p := range pins {
 		l, err := link.LoadPinnedLink(p, nil)
@@ -655,7 +655,7 @@ func (d *daemon) cgroupLinks(t *testing.T) int {
 
 func (d *daemon) countLinks(t *testing.T, counted func(link.Type) bool) int {
 	t.Helper()
-	pinned, err := link.LoadPinnedLink("/sys/fs/bpf/mcpcage/"+d.namespace+"/connect4", nil)
+	pinned, err := link.LoadPinnedLink(filepath.Join(pinRoot(), d.namespace, "connect4"), nil)
 	must(t, err, "load the pinned connect4 link")
 	defer func() { _ = pinned.Close() }()
 	sessions, ok := mapNamed(t, progOf(t, pinned), "sessions")

@@ -78,7 +78,7 @@ func TestEgressUpdateThatDoesNotFitAllowsNothing(t *testing.T) {
 // link pin (its own run's pins: other runs' daemons have their own).
 func daemonMap(t *testing.T, d *daemon, pin, mapName string) *ebpf.Map {
 	t.Helper()
-	l, err := link.LoadPinnedLink(filepath.Join("/sys/fs/bpf/mcpcage", d.namespace, pin), nil)
+	l, err := link.LoadPinnedLink(filepath.Join(pinRoot(), d.namespace, pin), nil)
 	if err != nil {
 		t.Fatalf("load the daemon's pinned %s: %v", pin, err)
 	}

@@ -72,10 +72,23 @@ func stampSelf() {
 		return
 	case "parent":
 		if err == nil {
-			os.Exit(runTestsInChild(self))
+			code := runTestsInChild(self)
+			// The run's pins, whatever became of its tests' process: the
+			// exec stamper's programs go with them.
+			if rerr := os.RemoveAll(os.Getenv(pinDirEnv)); rerr != nil {
+				fmt.Fprintf(os.Stderr, "integration: FAIL: left behind: %v\n", rerr)
+				code = 1
+			}
+			os.Exit(code)
 		}
 	default:
-		s, lerr := mcpcaged.LoadExecStamps()
+		dir, derr := newRunPinDir()
+		if derr != nil {
+			fmt.Fprintf(os.Stderr, "integration: %v\n", derr)
+			os.Exit(1)
+		}
+		_ = os.Setenv(pinDirEnv, dir) // for the tests' process and its daemons (a valid name: cannot fail)
+		s, lerr := mcpcaged.LoadExecStamps(dir)
 		if lerr != nil {
 			fmt.Fprintf(os.Stderr, "integration: the exec stamper did not load (%v): tests whose agent is this process will be refused\n", lerr)
 			return
@@ -128,7 +141,7 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	for _, dir := range []string{env.work, env.runDir} {
+	for _, dir := range []string{env.work, env.runDir, os.Getenv(pinDirEnv)} {
 		if dir == "" {
 			continue
 		}
@@ -323,9 +336,10 @@ socket = %q
 state_dir = %q
 containerd_address = %q
 containerd_namespace = %q
+bpf_pin_dir = %q
 log_level = "debug"
 metrics_address = "127.0.0.1:0"
-`, d.socket, filepath.Join(dir, "state"), d.containerd, d.namespace)
+`, d.socket, filepath.Join(dir, "state"), d.containerd, d.namespace, pinRoot())
 	if !strings.Contains(extra, "stop_timeout") {
 		daemonSection += "stop_timeout = \"1s\"\n"
 	}

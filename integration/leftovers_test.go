@@ -23,11 +23,9 @@ import (
 // What a run leaves on the machine, and its removal. Several runs may
 // share a machine: everything here looks at this run's alone, found by
 // its directories (env.work, env.runDir), its private containerd and the
-// prefix of its namespaces (runNamespacePrefix). The exec recorder's pin
-// (/sys/fs/bpf/mcpcage/exec-v5-HASH) is shared by design and never looked at.
-
-// pinRoot holds one directory of pinned links per containerd namespace.
-const pinRoot = "/sys/fs/bpf/mcpcage"
+// prefix of its namespaces (runNamespacePrefix). Its pins are in a
+// directory of its own (pinRoot()); the exec stamper's there is left to the
+// run's end, which removes the directory.
 
 // runNamespacePrefix begins every containerd namespace of this run, and
 // so its cgroups and pin directories: "itest-<run>-".
@@ -81,7 +79,7 @@ func runNamespaces() []string {
 		names, _ := ctr("", "namespaces", "ls", "-q") // a containerd that does not answer is reported by runLeftovers
 		all = append(all, names...)
 	}
-	for _, root := range append(cgroupRoots(), pinRoot) {
+	for _, root := range append(cgroupRoots(), pinRoot()) {
 		ents, _ := os.ReadDir(root)
 		for _, e := range ents {
 			if e.IsDir() {
@@ -233,8 +231,8 @@ func runLeftovers() []string {
 		for _, dir := range cgroupsOf(ns) {
 			left = append(left, "cgroup "+dir)
 		}
-		if _, err := os.Stat(filepath.Join(pinRoot, ns)); err == nil {
-			left = append(left, "pin directory "+filepath.Join(pinRoot, ns))
+		if _, err := os.Stat(filepath.Join(pinRoot(), ns)); err == nil {
+			left = append(left, "pin directory "+filepath.Join(pinRoot(), ns))
 		}
 	}
 	return left
@@ -293,7 +291,7 @@ func reapNamespace(ns string) []string {
 			}
 		}
 	}
-	if err := os.RemoveAll(filepath.Join(pinRoot, ns)); err != nil {
+	if err := os.RemoveAll(filepath.Join(pinRoot(), ns)); err != nil {
 		problems = append(problems, err.Error())
 	}
 	return problems
@@ -373,7 +371,7 @@ func teardown() []string {
 	}
 	for _, ns := range runNamespaces() {
 		removeCgroups(cgroupsOf(ns), true)
-		_ = os.RemoveAll(filepath.Join(pinRoot, ns)) // reported in after
+		_ = os.RemoveAll(filepath.Join(pinRoot(), ns)) // reported in after
 	}
 	for _, a := range after {
 		if !slices.Contains(left, a) {

@@ -101,7 +101,7 @@ func (d *daemon) footprint(t *testing.T) footprint {
 	}
 	// The observers' links and pins are not counted: they are the same
 	// few for any number of sessions, and linger after the last one.
-	pins, _ := os.ReadDir(filepath.Join(pinRoot, d.namespace)) // absent: none
+	pins, _ := os.ReadDir(filepath.Join(pinRoot(), d.namespace)) // absent: none
 	for _, p := range pins {
 		if !strings.HasPrefix(p.Name(), "obs-") {
 			f.pins++
