@@ -208,7 +208,7 @@ func (d *Daemon) storeConsent(r *consent.Record, by string, bind func() (string,
 	if err := d.audit.Healthy(); err != nil {
 		return fmt.Errorf("consents cannot be given while the audit log is failing: %w", err)
 	}
-	if active, err := d.consents.Store().CountActive(context.Background(), r.User); err != nil {
+	if active, err := d.consents.Store().CountActive(context.Background(), r.User, r.UID); err != nil {
 		return err
 	} else if active >= maxActiveConsents {
 		return fmt.Errorf("%s has %d consents in force, the most one user may: revoke some (mcpcage consents, mcpcage revoke ID) or grant wider patterns", r.User, active)

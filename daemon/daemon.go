@@ -560,7 +560,7 @@ func firstWord(s string) string {
 
 // updateConsentGauge counts the active consents.
 func (d *Daemon) updateConsentGauge() {
-	if n, err := d.consents.Store().CountActive(context.Background(), ""); err == nil {
+	if n, err := d.consents.Store().CountActive(context.Background(), "", 0); err == nil {
 		d.metrics.ConsentsActive.Set(float64(n))
 	}
 }

@@ -640,11 +640,17 @@ func TestCountActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	grant(t, s, Record{User: "bob", Tools: []string{"e"}})
+	// An earlier account of the name "carol" (uid 1001), and one gone when
+	// its records were bound: their records cover nothing and count for
+	// no account.
+	grant(t, s, Record{User: "carol", UID: 1001, Tools: []string{"f"}})
+	grant(t, s, Record{User: "carol", UID: api.UIDGone, Tools: []string{"g"}})
 	for _, tc := range []struct {
 		user string
+		uid  int64
 		want int
-	}{{"alice", 1}, {"bob", 1}, {"carol", 0}, {"", 2}} {
-		n, err := s.CountActive(context.Background(), tc.user)
+	}{{"alice", 0, 1}, {"bob", 0, 1}, {"carol", 1002, 0}, {"carol", 1001, 1}, {"dave", 0, 0}, {"", 0, 3}} {
+		n, err := s.CountActive(context.Background(), tc.user, tc.uid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -652,8 +658,9 @@ func TestCountActive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n != tc.want || n != len(listed) {
-			t.Errorf("user %q: CountActive %d, List %d, want %d", tc.user, n, len(listed), tc.want)
+		covering := slices.DeleteFunc(listed, func(r *Record) bool { return r.UID < 0 || (tc.user != "" && r.UID != tc.uid) })
+		if n != tc.want || n != len(covering) {
+			t.Errorf("user %q uid %d: CountActive %d, List %d, want %d", tc.user, tc.uid, n, len(covering), tc.want)
 		}
 	}
 }

@@ -390,16 +390,20 @@ type Filter struct {
 }
 
 // CountActive counts the records that can allow something now, of one
-// user or (user "") of everyone, without reading them: the consent gauge
-// and the per-user bound ask on every change, and a user may hold
-// thousands of records.
-func (s *Store) CountActive(ctx context.Context, user string) (int, error) {
+// account (user and the uid it has) or (user "") of everyone, without
+// reading them: the consent gauge and the per-user bound ask on every
+// change, and a user may hold thousands of records. Records of an
+// earlier account of the name (another uid, or one gone when they were
+// bound) cover nothing, and so count toward nothing.
+func (s *Store) CountActive(ctx context.Context, user string, uid int64) (int, error) {
 	q := `SELECT COUNT(*) FROM consents WHERE revoked_at IS NULL
 		AND (expires_at IS NULL OR expires_at > ?) AND (max_calls IS NULL OR calls_used < max_calls)`
 	args := []any{time.Now().UnixMilli()}
 	if user != "" {
-		q += " AND user = ?"
-		args = append(args, user)
+		q += " AND user = ? AND uid = ?"
+		args = append(args, user, uid)
+	} else {
+		q += " AND uid >= 0"
 	}
 	var n int
 	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {

@@ -125,7 +125,7 @@ func New() *Metrics {
 	m.SandboxStart = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mcpcage_sandbox_start_seconds", Help: "Time to create and start a sandbox.", Buckets: prometheus.ExponentialBuckets(0.05, 1.6, 12)})
 	m.WarmStarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mcpcage_warm_starts_total",
 		Help: "Session starts by how a warm (prepared) sandbox served them: hit, stale (one was ready but no longer matched), miss (none ready)."}, []string{"result"})
-	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Active consent records."})
+	m.ConsentsActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mcpcage_consents_active", Help: "Consent records that can allow something now (not revoked, expired or used up, and bound to an account that exists)."})
 	m.ConsentLookups = prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mcpcage_consent_lookups_total",
 		Help: "Decisions that read the consent store because their (user, agent, server)'s consents were not cached: a change to a consent drops its own triple's cache only."},
 		func() float64 {
