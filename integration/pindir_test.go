@@ -99,7 +99,7 @@ func TestRunPinDirOfAKilledRunIsStale(t *testing.T) {
 	}{
 		{own, true},
 		{fmt.Sprintf("run-%d-1", os.Getpid()), false}, // the pid reused by another process
-		{"run-4194305-1", false},                       // above pid_max's highest value: no such process
+		{"run-4194305-1", false},                      // above pid_max's highest value: no such process
 		{"exec-v5-0123abcd", false},
 		{"run-x-1", false},
 	}
