@@ -30,8 +30,8 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/renames"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/daemon/userservers"
-	"github.com/mcpcage/mcpcage/internal/procnet"
 	"github.com/mcpcage/mcpcage/internal/subid"
+	"github.com/mcpcage/mcpcage/internal/tcpsockets"
 	"github.com/mcpcage/mcpcage/sandbox"
 	"github.com/mcpcage/mcpcage/sandbox/landlock"
 	"github.com/mcpcage/mcpcage/sandbox/seccompnotify"
@@ -236,7 +236,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, er
 			d.renames.CheckChanges(d.cage.Changer, d.onFsChanges)
 		}
 	}
-	if err := procnet.Check(); err != nil {
+	if err := tcpsockets.Check(); err != nil {
 		log.Warn("the kernel cannot say whose program is at the other end of a connection: remote servers on this host, and sign-in answers at the daemon's loopback listener, are refused", "err", err)
 	}
 	enf := d.enforcement()
@@ -452,7 +452,7 @@ func (d *Daemon) enforcement() map[string]string {
 // end of a connection to this host (a remote server's, a sign-in answer
 // at its loopback listener).
 func peerChecks() string {
-	if err := procnet.Check(); err != nil {
+	if err := tcpsockets.Check(); err != nil {
 		return "unavailable (remote servers on this host and sign-in answers at the loopback listener are refused): " + err.Error()
 	}
 	return "kernel socket tables (NETLINK_SOCK_DIAG): exact lookups of a connection's other end and its uid"

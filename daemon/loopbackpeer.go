@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/mcpcage/mcpcage/internal/procnet"
+	"github.com/mcpcage/mcpcage/internal/tcpsockets"
 )
 
 // loopbackPeer is the socket that connected to a listener of the daemon
@@ -23,7 +23,7 @@ func loopbackPeerUID(remote, local string) (uint32, error) {
 
 // loopbackPeerOf finds the socket that connected from remote to local
 // over IPv4 loopback (the daemon's own listener at local) and the uid
-// the kernel keeps for it (procnet: the kernel's exact lookup of the
+// the kernel keeps for it (tcpsockets: the kernel's exact lookup of the
 // connection in its socket table), so that an answer a browser
 // brings to a listener of the daemon can be bound to the user it is for.
 // Loopback is shared by every user of the machine.
@@ -39,13 +39,13 @@ func loopbackPeerOf(remote, local string) (loopbackPeer, error) {
 	if !r.Addr().Is4() || !r.Addr().IsLoopback() || !l.Addr().Is4() {
 		return loopbackPeer{}, fmt.Errorf("%s is not an IPv4 loopback peer", remote)
 	}
-	s, found, err := procnet.Between(r, l)
+	s, found, err := tcpsockets.Between(r, l)
 	switch {
 	case err != nil:
 		return loopbackPeer{}, err
 	case !found:
 		return loopbackPeer{}, fmt.Errorf("no socket of this host connected from %s to %s (another network namespace?)", remote, local)
-	case s.Inode == 0 || s.State != procnet.Established:
+	case s.Inode == 0 || s.State != tcpsockets.Established:
 		// Closed by its program (an orphan, or in TIME_WAIT): the
 		// kernel shows such a socket as uid 0's, whoever made it.
 		return loopbackPeer{}, fmt.Errorf("the program that connected from %s closed its connection (state %s) before it could be told whose it was", remote, s.State)

@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
-	"github.com/mcpcage/mcpcage/internal/procnet"
+	"github.com/mcpcage/mcpcage/internal/tcpsockets"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -1128,11 +1128,11 @@ func TestUserRemoteServerReachesOnlyTheUsersOwnPrograms(t *testing.T) {
 	// the user's credentials: a host firewall's owner match sees the
 	// user, not root).
 	ownEnd := netip.MustParseAddrPort("127.0.0.1:" + ownPort)
-	var sock procnet.Socket
+	var sock tcpsockets.Socket
 	var found bool
 	l := initialize("mine", func() {
 		var err error
-		sock, found, err = procnet.ConnectedTo(ownEnd)
+		sock, found, err = tcpsockets.ConnectedTo(ownEnd)
 		must(t, err, "the daemon's connection to the user's server")
 	})
 	if !strings.Contains(l, "users-own") {

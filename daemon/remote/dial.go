@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/bpf/egress"
-	"github.com/mcpcage/mcpcage/internal/procnet"
+	"github.com/mcpcage/mcpcage/internal/tcpsockets"
 )
 
 // publicDialer dials a host name only at the addresses a server's egress
@@ -124,7 +124,7 @@ type peerWanted struct {
 
 // checkPeer keeps a connection only when its other end is not a program
 // of this host, or is one that want's user runs: the kernel's uid for
-// the socket at the other end (procnet, the kernel's own socket tables),
+// the socket at the other end (tcpsockets, the kernel's own socket tables),
 // found by the connection's own endpoints after it is made, so no
 // program can take the place of the one checked, and a connection
 // redirected to a local port is caught too. A destination that is the
@@ -143,7 +143,7 @@ func checkPeer(c net.Conn, want peerWanted) error {
 		// host to a local port: not looked up.
 		return nil
 	}
-	var s procnet.Socket
+	var s tcpsockets.Socket
 	var found bool
 	var err error
 	// A listener's side of a connection is in the kernel's table from
@@ -152,7 +152,7 @@ func checkPeer(c net.Conn, want peerWanted) error {
 	// keeps nothing until the last ACK arrives, which the connect may
 	// return just before: looked for a few times.
 	for try := 0; ; try++ {
-		s, found, err = procnet.PeerOf(local.AddrPort(), dest)
+		s, found, err = tcpsockets.PeerOf(local.AddrPort(), dest)
 		if err != nil || found || !own || try == peerTries {
 			break
 		}
@@ -186,7 +186,7 @@ const peerTries = 20
 // peerAbsent decides an administrator's server's connection to an
 // address of this host whose other end the kernel says is no socket of
 // this host's network namespace: a container the port is forwarded to
-// (DNAT). That is the kernel's exact answer (procnet.PeerOf: its table
+// (DNAT). That is the kernel's exact answer (tcpsockets.PeerOf: its table
 // read in one pass, under the lock of each bucket, an answer that also
 // held the connection's own socket), not a read of /proc/net/tcp, which
 // misses sockets while others come and go (the /proc read a user could
@@ -196,7 +196,7 @@ const peerTries = 20
 // last ACK, or dropped it, would have the connection without being
 // found.
 func peerAbsent(dest netip.AddrPort, want peerWanted) error {
-	ls, err := procnet.Listeners(dest)
+	ls, err := tcpsockets.Listeners(dest)
 	if err != nil {
 		return fmt.Errorf("mcpcaged could not tell whose program listens at %s (%v), so the server does not reach it", dest, err)
 	}

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mcpcage/mcpcage/internal/dnstest"
-	"github.com/mcpcage/mcpcage/internal/procnet"
+	"github.com/mcpcage/mcpcage/internal/tcpsockets"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
@@ -175,7 +175,7 @@ func TestCheckPeerRefusesAShutEnd(t *testing.T) {
 	}
 	local, dest := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	testenv.WaitFor(t, "the other end shut", 5*time.Second, func() (bool, string) {
-		s, found, err := procnet.PeerOf(local, dest)
+		s, found, err := tcpsockets.PeerOf(local, dest)
 		return found && !s.State.Open(), fmt.Sprintf("%+v, %v, %v", s, found, err)
 	})
 	me := uint32(os.Geteuid())
@@ -222,7 +222,7 @@ func TestCheckPeerHandshakeIsTheListeners(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := dialTo(t, ln)
 			local, dest := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
-			if s, found, err := procnet.PeerOf(local, dest); err != nil || !found || s.State != procnet.SynRecv {
+			if s, found, err := tcpsockets.PeerOf(local, dest); err != nil || !found || s.State != tcpsockets.SynRecv {
 				t.Fatalf("PeerOf = %+v, %v, %v; want the connection in SYN_RECV", s, found, err)
 			}
 			wantCheckPeer(t, c, tt.want, tt.wantErr)
@@ -247,7 +247,7 @@ func TestDialAs(t *testing.T) {
 		t.Fatalf("dialAs: %v", err)
 	}
 	defer func() { _ = c.Close() }()
-	s, found, err := procnet.ConnectedTo(ln.Addr().(*net.TCPAddr).AddrPort())
+	s, found, err := tcpsockets.ConnectedTo(ln.Addr().(*net.TCPAddr).AddrPort())
 	if err != nil || !found || s.UID != owner.UID {
 		t.Fatalf("the connecting socket: %+v, %v, %v; want uid %d", s, found, err, owner.UID)
 	}

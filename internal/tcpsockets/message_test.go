@@ -1,4 +1,4 @@
-package procnet
+package tcpsockets
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-// Package procnet finds a TCP socket of this host's network namespace by
+// Package tcpsockets finds a TCP socket of this host's network namespace by
 // its endpoints, with the uid the kernel keeps for it: whose program is
 // at the other end of a connection the daemon made, when that end is on
 // this host, or whose program connected to a listener of the daemon.
@@ -35,4 +35,4 @@
 //     lookup fails with an error that says so (Check), never "not found".
 //   - Only the network namespace of the calling thread is seen: a socket
 //     of a container's namespace is not (not found).
-package procnet
+package tcpsockets
