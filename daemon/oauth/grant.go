@@ -22,8 +22,11 @@ import (
 // the user's agents (Agent ""). It holds the tokens: it never leaves the
 // daemon (see Info for what may).
 type Grant struct {
-	ID        string `json:"id"` // names the sign-in in audit records
-	UID       uint32 `json:"uid"`
+	ID  string `json:"id"` // names the sign-in in audit records
+	UID uint32 `json:"uid"`
+	// Account is the uid whose bounds the grant counts toward when it is
+	// not UID: its owner, for a subordinate uid (LoginRequest.Account).
+	Account   uint32 `json:"account,omitempty"`
 	User      string `json:"user"`
 	Server    string `json:"server"`
 	ServerURL string `json:"server_url"` // the url it was made for: used for no other
@@ -44,6 +47,14 @@ type Grant struct {
 	AccessToken  string    `json:"access_token"`
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	Expiry       time.Time `json:"expiry,omitzero"`
+}
+
+// account is the uid g counts toward.
+func (g *Grant) account() uint32 {
+	if g.Account != 0 {
+		return g.Account
+	}
+	return g.UID
 }
 
 // Info is what may be shown of a grant: no token (the API's sign-in).

@@ -38,7 +38,15 @@ type Manager struct {
 	registered map[uint32][]time.Time
 	xs         map[string]*exchanged // tokens narrowed to agents, by grant key
 	actor      *Actor                // signs actor tokens; nil: no token exchange
+	// keeping serializes the bound's count and the save of new grants
+	// (roomToKeep), so that sign-ins ending at once cannot pass it
+	// together.
+	keeping sync.Mutex
+	kept    grantBounds
 }
+
+// grantBounds bounds the grants kept (see maxGrantsPerAccount).
+type grantBounds struct{ perAccount, all int }
 
 // SetActor makes token exchange available with a's tokens.
 func (m *Manager) SetActor(a *Actor) { m.actor = a }
@@ -46,7 +54,8 @@ func (m *Manager) SetActor(a *Actor) { m.actor = a }
 // NewManager keeps grants in store.
 func NewManager(store *secrets.Store) *Manager {
 	return &Manager{store: store, pending: map[string]*pendingLogin{}, locks: map[string]*sync.Mutex{},
-		cache: map[string]*Grant{}, clients: map[string]registration{}, xs: map[string]*exchanged{}, registered: map[uint32][]time.Time{}}
+		cache: map[string]*Grant{}, clients: map[string]registration{}, xs: map[string]*exchanged{}, registered: map[uint32][]time.Time{},
+		kept: grantBounds{perAccount: maxGrantsPerAccount, all: maxGrants}}
 }
 
 // Target is the server a sign-in is for, as the config describes it.
@@ -89,6 +98,16 @@ type pendingLogin struct {
 	scopes   []string
 	expires  time.Time
 }
+
+// The grants kept on root's disk are bounded: a user signs in to a few
+// servers, but one with subordinate uids (/etc/subuid) could sign in as
+// each of thousands of uids, every sign-in counted toward them, and an
+// authorization server chooses how large its tokens are.
+const (
+	maxGrantsPerAccount = 64       // of one user, their subordinate uids' included
+	maxGrants           = 4096     // of all users
+	maxGrantBytes       = 64 << 10 // one grant, its tokens included
+)
 
 // loginTTL bounds how long a started sign-in waits for its code.
 const loginTTL = 10 * time.Minute
@@ -369,10 +388,48 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 			p.req.Agent, joinScopes(p.scopes), p.req.Target.Server, p.req.Target.Server)
 	}
 	g.Subject = subjectOf(tok.AccessToken)
+	g.Account = p.req.Account
+	m.keeping.Lock()
+	defer m.keeping.Unlock()
+	if err := m.roomToKeep(key(g.UID, g.Server, g.Agent), g.account()); err != nil {
+		return nil, err
+	}
 	if err := m.save(g); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// roomToKeep says whether a sign-in of account may be kept under key k:
+// one that replaces the grant under k always may; a new one within
+// maxGrantsPerAccount and maxGrants (m.kept).
+func (m *Manager) roomToKeep(k string, account uint32) error {
+	names, err := m.store.Names()
+	if err != nil {
+		return fmt.Errorf("counting the sign-ins kept: %w", err)
+	}
+	total, mine := 0, 0
+	for _, n := range names {
+		if n == k {
+			return nil
+		}
+		v, err := m.store.Get(n)
+		var g Grant
+		if !strings.HasPrefix(n, "u") || err != nil || json.Unmarshal([]byte(v), &g) != nil {
+			continue // not a grant (the actor's key), or gone since
+		}
+		total++
+		if g.account() == account {
+			mine++
+		}
+	}
+	switch {
+	case mine >= m.kept.perAccount:
+		return fmt.Errorf("you keep %d sign-ins (your subordinate uids' included), the most one user may: the new one is not kept; remove some with mcpcage logout SERVER, then sign in again", mine)
+	case total >= m.kept.all:
+		return fmt.Errorf("mcpcaged keeps %d sign-ins of all users, the most it keeps: the new one is not kept; ask the administrator (sign-ins of removed users or servers can be dropped)", total)
+	}
+	return nil
 }
 
 // checkRedirect accepts only a loopback http redirect (RFC 8252 §7.3).
@@ -409,6 +466,9 @@ func (m *Manager) save(g *Grant) error {
 	b, err := json.Marshal(g)
 	if err != nil {
 		return err
+	}
+	if len(b) > maxGrantBytes {
+		return fmt.Errorf("keeping the sign-in: its tokens from %s take %d bytes, more than the %d mcpcaged keeps of one sign-in", shown(g.Issuer), len(b), maxGrantBytes)
 	}
 	k := key(g.UID, g.Server, g.Agent)
 	if err := m.store.Set(k, string(b)); err != nil {

@@ -1191,3 +1191,65 @@ func TestAuthorizerExchangedTokenFollowsItsSources(t *testing.T) {
 		})
 	}
 }
+
+// The sign-ins kept are bounded per user, their subordinate uids'
+// counted as theirs, and in all; a sign-in that replaces one kept is
+// always kept; one grant's size is bounded.
+func TestManagerBoundsKeptGrants(t *testing.T) {
+	s := newAuthServer(t)
+	m, _ := newManager(t)
+	m.kept = grantBounds{perAccount: 8, all: 16} // the same code as 64 and 4096, in less time
+	ctx := context.Background()
+	signIn := func(uid, account uint32, server string) error {
+		tg := s.target(t)
+		tg.Server = server
+		authURL, _, err := m.Begin(ctx, LoginRequest{UID: uid, Account: account, User: "u", RedirectURI: redirect, Target: tg})
+		if err != nil {
+			t.Fatalf("Begin: %v", err)
+		}
+		code, state := authorize(t, authURL)
+		_, err = m.Finish(ctx, uid, state, Answer{Code: code})
+		return err
+	}
+	keep := func(uid, account uint32, server string) {
+		t.Helper()
+		if err := m.save(&Grant{UID: uid, Account: account, User: "u", Server: server, AccessToken: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Alice (1000) keeps one sign-in of her own, and her subordinate
+	// uids the rest of her share.
+	if err := signIn(1000, 0, "demo"); err != nil {
+		t.Fatalf("a first sign-in: %v", err)
+	}
+	for i := range m.kept.perAccount - 1 {
+		keep(uint32(100000+i), 1000, "demo")
+	}
+	tests := []struct {
+		name          string
+		uid, account  uint32
+		server, error string
+	}{
+		{"a new sign-in of a user at the bound", 1000, 0, "other", "you keep 8 sign-ins"},
+		{"a new sign-in of a subordinate uid of that user", 100500, 1000, "demo", "you keep 8 sign-ins"},
+		{"the same sign-in again (it replaces the one kept)", 1000, 0, "demo", ""},
+		{"another user's", 1001, 0, "demo", ""},
+	}
+	for _, tt := range tests {
+		err := signIn(tt.uid, tt.account, tt.server)
+		if (tt.error == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.error)) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.error)
+		}
+	}
+	// All users' sign-ins.
+	for i := range m.kept.all - m.kept.perAccount - 1 {
+		keep(uint32(200000+i), 0, "demo")
+	}
+	if err := signIn(1002, 0, "demo"); err == nil || !strings.Contains(err.Error(), "keeps 16 sign-ins of all users") {
+		t.Errorf("a sign-in beyond all users' bound: %v", err)
+	}
+	// One grant's size.
+	if err := m.save(&Grant{UID: 1001, Server: "demo", AccessToken: strings.Repeat("x", maxGrantBytes)}); err == nil || !strings.Contains(err.Error(), "more than the 65536") {
+		t.Errorf("a grant over the size bound: %v", err)
+	}
+}
