@@ -34,17 +34,7 @@ func TestToolPinningStopsRugPull(t *testing.T) {
 	if got, isErr := callText(t, c, "rug_pull", nil); isErr {
 		t.Fatalf("rug_pull: %q", got)
 	}
-	if names := toolNames(t, c); slices.Contains(names, "echo") {
-		t.Fatalf("the changed echo is still shown: %v", names)
-	}
-	got, isErr := callText(t, c, "echo", map[string]any{"text": "after"})
-	if !isErr || !strings.Contains(got, "mcpcage pins diff test echo") {
-		t.Fatalf("a call of the changed echo: %q (isError %v), want a refusal that says how to review it", got, isErr)
-	}
-	rec := d.record(t, "tool.changed", func(r map[string]any) bool { return str(r, "tool") == "echo" && str(r, "action") == "quarantined" })
-	if !strings.Contains(str(rec, "diff"), ".ssh") {
-		t.Fatalf("tool.changed has no diff of the change: %v", rec)
-	}
+	d.wantEchoHeldBack(t, c, ".ssh")
 	if out := d.mustCLI(t, "pins", "diff", "test", "echo"); !strings.Contains(out, "+ ") || !strings.Contains(out, "id_ed25519") {
 		t.Fatalf("pins diff:\n%s", out)
 	}
@@ -66,16 +56,12 @@ func TestToolPinningStopsRugPull(t *testing.T) {
 	if names := toolNames(t, c); slices.Contains(names, "echo") {
 		t.Fatalf("after a restart the changed echo is shown: %v", names)
 	}
-	diff := d.mustCLI(t, "pins", "diff", "test", "echo")
-	m := regexp.MustCompile(`\+\+\+ now +(sha256:[0-9a-f]{64})`).FindStringSubmatch(diff)
-	if m == nil {
-		t.Fatalf("pins diff names no pending digest:\n%s", diff)
-	}
+	pending, _ := d.pendingDigest(t, "test", "echo")
 	// Only the reviewed definition is approved.
 	if out, err := d.cli(t, 0, "pins", "approve", "test", "echo", "sha256:000000000000"); err == nil {
 		t.Fatalf("approved with another digest: %s", out)
 	}
-	if out := d.mustCLI(t, "pins", "approve", "test", "echo", m[1]); !strings.Contains(out, "approved") {
+	if out := d.mustCLI(t, "pins", "approve", "test", "echo", pending); !strings.Contains(out, "approved") {
 		t.Fatalf("pins approve: %s", out)
 	}
 	if names := toolNames(t, c); !slices.Contains(names, "echo") {
@@ -87,6 +73,36 @@ func TestToolPinningStopsRugPull(t *testing.T) {
 	if out := d.mustCLI(t, "pins", "--server", "test"); strings.Contains(out, "QUARANTINED") || !strings.Contains(out, "by root") {
 		t.Fatalf("pins after the approval:\n%s", out)
 	}
+}
+
+// wantEchoHeldBack checks that the echo tool of server test is held back
+// in c's session, as a changed tool: not shown, its calls refused with
+// how to review it, and recorded with a diff that holds inDiff.
+func (d *daemon) wantEchoHeldBack(t *testing.T, c *mcpClient, inDiff string) {
+	t.Helper()
+	if names := toolNames(t, c); slices.Contains(names, "echo") {
+		t.Fatalf("the changed echo is still shown: %v", names)
+	}
+	got, isErr := callText(t, c, "echo", map[string]any{"text": "after"})
+	if !isErr || !strings.Contains(got, "changed its definition") || !strings.Contains(got, "mcpcage pins diff test echo") {
+		t.Fatalf("a call of the changed echo: %q (isError %v), want a refusal that says how to review it", got, isErr)
+	}
+	rec := d.record(t, "tool.changed", func(r map[string]any) bool { return str(r, "tool") == "echo" && str(r, "action") == "quarantined" })
+	if !strings.Contains(str(rec, "diff"), inDiff) {
+		t.Fatalf("tool.changed has no diff of the change (%q): %v", inDiff, rec)
+	}
+}
+
+// pendingDigest returns the digest `mcpcage pins diff` names for the
+// definition of server's tool that waits for approval, and the diff.
+func (d *daemon) pendingDigest(t *testing.T, server, tool string) (digest, diff string) {
+	t.Helper()
+	diff = d.mustCLI(t, "pins", "diff", server, tool)
+	m := regexp.MustCompile(`\+\+\+ now +(sha256:[0-9a-f]{64})`).FindStringSubmatch(diff)
+	if m == nil {
+		t.Fatalf("pins diff names no pending digest:\n%s", diff)
+	}
+	return m[1], diff
 }
 
 // A server that lists more tools than mcpcage pins for one server has the

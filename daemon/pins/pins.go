@@ -4,11 +4,27 @@
 // one is quarantined until a person approves it.
 //
 // A definition is the tool object (name, title, description, input and
-// output schemas, annotations, and any other member) but "_meta" and
-// "icons", in canonical form (members sorted, numbers as written, no
-// insignificant space); its pin is the SHA-256 of that form. Only those
-// two, spelled exactly so, may change freely: a "Description" member,
-// which Go clients read as the description, is part of the definition.
+// output schemas, annotations, and any other member) but "icons" and
+// most of "_meta", in canonical form (members sorted, numbers as
+// written, no insignificant space); its pin is the SHA-256 of that form.
+// Only those two, spelled exactly so, may change freely (but for what of
+// "_meta" a host acts on, below): a "Description" member, which Go
+// clients read as the description, is part of the definition. Of a
+// "_meta" object, the members that say what a host does
+// with the tool are part of it (see pinnedMeta): "ui" and
+// "io.modelcontextprotocol/ui" (MCP Apps: the ui:// resource rendered as
+// the tool's interactive UI, and the tool's visibility to the model and
+// to apps), any member whose name begins with one of them and "/" or "."
+// (the deprecated flat "ui/resourceUri"), any "openai/" member (the
+// OpenAI Apps SDK's "openai/outputTemplate", "openai/widgetAccessible"...),
+// in any letter case, and "__proto__"; the definition then holds "_meta"
+// with those members only. A tool without them, or whose "_meta" is not
+// an object, has the definition (and the pin) it had before they were
+// pinned. A tool whose UI hosts could read differently (its resource
+// named differently at _meta.ui.resourceUri and _meta["ui/resourceUri"],
+// say, or "ui" and "io.modelcontextprotocol/ui" with other visibilities)
+// is refused. The ui:// resource itself (its HTML, and the CSP and
+// permissions its resources/read gives) is not pinned.
 //
 // Pins live in one JSON file, replaced atomically (written beside it,
 // fsynced, renamed) on every change; a file that cannot be read is an
@@ -50,7 +66,8 @@ import (
 // back).
 const Instructions = "(instructions)"
 
-// Free are the members of a tool that are not part of its definition.
+// Free are the members of a tool that are not part of its definition,
+// but for the members of a "_meta" object that pinnedMeta names.
 var Free = []string{"_meta", "icons"}
 
 // MaxDefinition bounds a definition: a larger one cannot be pinned (a
@@ -67,8 +84,9 @@ type Definition struct {
 // that parsers could read differently at any depth (members equal but
 // for letter case, whose order then decides what a Go client reads; an
 // unpaired surrogate escape, which Go turns into U+FFFD) is refused (see
-// wire.Tree): two such definitions could have one digest and two
-// meanings.
+// wire.Tree), and so is one whose UI resource hosts could read
+// differently (see pinnedMetaOf): two such definitions could have one
+// digest and two meanings.
 func Canonical(tool []byte) (Definition, error) {
 	if len(tool) > MaxDefinition {
 		return Definition{}, fmt.Errorf("tool definition of %d bytes: at most %d can be pinned", len(tool), MaxDefinition)
@@ -83,8 +101,15 @@ func Canonical(tool []byte) (Definition, error) {
 		return Definition{}, fmt.Errorf("tool definition: %w", err)
 	}
 	def := all
+	meta, err := pinnedMetaOf(all["_meta"])
+	if err != nil {
+		return Definition{}, fmt.Errorf("tool definition: %w", err)
+	}
 	for _, f := range Free {
 		delete(def, f)
+	}
+	if meta != nil {
+		def["_meta"] = meta
 	}
 	compact, err := json.Marshal(def) // map keys sorted, at every depth
 	if err != nil {

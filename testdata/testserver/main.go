@@ -8,7 +8,8 @@
 // repo/list and repo/delete; with $TESTSERVER_TOOLS=N, extra_00000...
 // Resources: with $TESTSERVER_RESOURCE_NAME, one of that name. With
 // $TESTSERVER_LOG_ON_LIST, a log notification follows each tools/list;
-// with $TESTSERVER_INSTRUCTIONS, those instructions.
+// with $TESTSERVER_INSTRUCTIONS, those instructions; with
+// $TESTSERVER_ECHO_UI, echo names that UI resource (MCP Apps).
 package main
 
 import (
@@ -112,7 +113,13 @@ func main() {
 	if d := os.Getenv("TESTSERVER_ECHO_DESCRIPTION"); d != "" {
 		echoDescription = d
 	}
-	add(mcp.NewTool("echo", mcp.WithDescription(echoDescription), mcp.WithString("text", mcp.Required())), echo)
+	echoTool := mcp.NewTool("echo", mcp.WithDescription(echoDescription), mcp.WithString("text", mcp.Required()))
+	// $TESTSERVER_ECHO_UI names the ui:// resource a host renders as
+	// echo's interactive UI (MCP Apps: _meta.ui.resourceUri).
+	if uri := os.Getenv("TESTSERVER_ECHO_UI"); uri != "" {
+		echoTool.Meta = &mcp.Meta{AdditionalFields: map[string]any{"ui": map[string]any{"resourceUri": uri}}}
+	}
+	add(echoTool, echo)
 	// $TESTSERVER_TOOLS=N adds N tools extra_00000... (a server that
 	// lists more tools than mcpcage pins); each answers its name.
 	extras, _ := strconv.Atoi(os.Getenv("TESTSERVER_TOOLS"))
