@@ -153,6 +153,13 @@ func runLoop(kind string, n int) time.Duration {
 		if c, err := net.Dial(os.Getenv("MCPCAGE_BENCH_PROTO"), os.Getenv("MCPCAGE_BENCH_ADDR")); err == nil {
 			_ = c.Close()
 		}
+	case "unixgram-send": // one datagram sent to the unix socket MCPCAGE_BENCH_ADDR, no connect
+		fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
+		if err != nil {
+			panic(err)
+		}
+		_ = syscall.Sendto(fd, []byte("x"), 0, &syscall.SockaddrUnix{Name: os.Getenv("MCPCAGE_BENCH_ADDR")})
+		_ = syscall.Close(fd)
 	case "connect": // blocking connects, closed with a reset: no TIME_WAIT pile-up
 		ap := netip.MustParseAddrPort(os.Getenv("MCPCAGE_BENCH_ADDR"))
 		sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}

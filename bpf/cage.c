@@ -262,6 +262,80 @@ int BPF_PROG(cage_tcp_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+/* ---- pathname unix sockets ---- */
+
+#define SOCK_DGRAM 2
+
+// A pathname unix socket reached by a session's task, checked against
+// deny_paths on the kernel's own record of the socket file. connect(2)
+// to a unix socket is no open: the kernel resolves the name to the
+// socket's inode itself, and a socket file in a denied directory made
+// after the launch (an ssh ControlMaster socket under ~/.ssh, gpg-agent's
+// under ~/.gnupg) was not masked. The kernel tells the socket that was
+// reached when it wakes it, in the caller's context: unix_stream_connect
+// (stream and seqpacket) calls the listener's sk_data_ready once the
+// connection is made, before connect returns; unix_dgram_sendmsg calls
+// the receiver's on each datagram, connected or not (sendto, sendmsg,
+// sendmmsg; io_uring's calls reach the same functions). The listener's
+// or receiver's unix_sock.path is the file the socket was bound at
+// (dentry and mount, the binder's view, so for a host socket the host's
+// path): the same walk as an open's decides. A hit kills the caller
+// before the call returns, as for an open: the connection is made (or
+// the datagram queued) by then, so a sibling thread that writes to the
+// socket at once can get bytes to the peer before the kill lands. Not
+// seen: a connection passed in ready made (SCM_RIGHTS), and a name
+// hard-linked into a denied directory to a socket bound elsewhere (the
+// check reads where it was bound). Abstract and unbound sockets have no
+// path (Landlock's scopes cover abstract ones). Runs on every socket's
+// data-ready on the host while sessions run: a socket that is not
+// AF_UNIX, data on an established stream, and tasks outside mcpcage's
+// cgroup leave after a load or two.
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(cage_unix_peer, const struct sock *sk)
+{
+	if (sk->__sk_common.skc_family != AF_UNIX)
+		return 0;
+	__u16 type = sk->sk_type;
+	bool send = type == SOCK_DGRAM;
+	// A stream's data after its connect: the connect was checked.
+	if (!send && sk->__sk_common.skc_state != TCP_LISTEN)
+		return 0;
+	__u64 cgid;
+	struct session *s = watched_session(&cgid);
+	if (!s)
+		return 0;
+	struct path p = {};
+	bpf_core_read(&p, sizeof(p), &((struct unix_sock *)sk)->path);
+	if (!p.dentry)
+		return 0; // abstract or not bound: no file
+	if (unchecked(s, true))
+		return 0;
+	__u32 kind = send ? EV_UNIX_SEND : EV_UNIX_CONNECT;
+	// Connects are recorded within the session's budget; datagrams, one
+	// per message, only when they hit.
+	bool admitted = !send && in_budget(s);
+	struct event *e = admitted ? new_event(cgid, kind, false) : 0;
+	__u32 denied = walk_path(e, cgid, s->deny_lens, p.dentry, p.mnt);
+	if (denied) {
+		bpf_send_signal(SIGKILL);
+		if (!e && (e = new_event(cgid, kind, true)))
+			walk_path(e, cgid, s->deny_lens, p.dentry, p.mnt);
+	}
+	if (!e) {
+		if (!send && !admitted)
+			throttled(s);
+		return 0;
+	}
+	e->family = AF_UNIX;
+	e->proto = (__u8)type;
+	if (denied) {
+		e->killed = 1;
+		e->rule = denied - 1;
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(denied));
+	return 0;
+}
+
 // An allowed connect: held for connect(2)'s result when the task is in
 // that syscall, reported now otherwise.
 static __always_inline void hold_connect(struct bpf_sock_addr *ctx, __u64 cgid, struct session *s, __u16 family,

@@ -38,7 +38,11 @@ type Cage struct {
 	// handshakes: net.connect waits for the TCP handshake's outcome.
 	handshakes    bool
 	handshakesErr error
-	drain         drainState
+	// unixPeers: pathname unix sockets reached are checked
+	// (tp_btf/sk_data_ready attached).
+	unixPeers    bool
+	unixPeersErr error
+	drain        drainState
 	// slots: the sessions' call epochs; mmapErr says why they are moved
 	// by syscall rather than by a store into mapped memory.
 	slots   *callSlots
@@ -275,6 +279,14 @@ func (c *Cage) attachObservers() (retErr error) {
 	}
 	if err := c.objs.TrackHandshakes.Set(c.handshakes); err != nil {
 		return fmt.Errorf("set handshake tracking: %w", err)
+	}
+	// The pathname unix sockets a session reaches (connect, datagrams),
+	// checked against deny_paths: where tp_btf is refused, they are not.
+	l, err = link.AttachTracing(link.TracingOptions{Program: c.objs.CageUnixPeer})
+	c.unixPeers, c.unixPeersErr = err == nil, err
+	if err == nil {
+		c.obs.links = append(c.obs.links, l)
+		c.obs.names = append(c.obs.names, "sk_data_ready")
 	}
 	l, err = attachSettled(func() (link.Link, error) {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
@@ -544,6 +556,15 @@ func (c *Cage) Handshakes() (bool, error) {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()
 	return c.handshakes, c.handshakesErr
+}
+
+// UnixPeers reports whether the pathname unix sockets a session connects
+// or sends to are checked against deny_paths (tp_btf/sk_data_ready
+// attached), and why not.
+func (c *Cage) UnixPeers() (bool, error) {
+	c.obs.mu.Lock()
+	defer c.obs.mu.Unlock()
+	return c.unixPeers, c.unixPeersErr
 }
 
 // DirectReads reports whether the programs read the kernel's files,

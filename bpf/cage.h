@@ -66,6 +66,12 @@ enum event_kind {
 	EV_FILE_CHMOD = 13,
 	EV_FILE_CHOWN = 14,
 	EV_FILE_XATTR = 15,
+	// A pathname unix socket reached: a connect(2) to a listening stream
+	// or seqpacket socket (recorded, budgeted), or a datagram sent to
+	// one (recorded only when it hits deny_paths). See cage.c's
+	// cage_unix_peer.
+	EV_UNIX_CONNECT = 16,
+	EV_UNIX_SEND = 17,
 };
 
 // net.connect outcome (struct event's flags).
@@ -93,6 +99,7 @@ enum event_rule {
 #define EINPROGRESS 115
 #define SIGKILL 9
 #define AT_FDCWD -100
+#define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
 

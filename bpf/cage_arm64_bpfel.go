@@ -87,6 +87,8 @@ const (
 	cageEventKindEV_FILE_CHMOD    cageEventKind = 13
 	cageEventKindEV_FILE_CHOWN    cageEventKind = 14
 	cageEventKindEV_FILE_XATTR    cageEventKind = 15
+	cageEventKindEV_UNIX_CONNECT  cageEventKind = 16
+	cageEventKindEV_UNIX_SEND     cageEventKind = 17
 )
 
 type cageEventRule uint32
@@ -264,6 +266,7 @@ const (
 	cageProgCageSendmsg4           = "cage_sendmsg4"
 	cageProgCageSendmsg6           = "cage_sendmsg6"
 	cageProgCageTcpState           = "cage_tcp_state"
+	cageProgCageUnixPeer           = "cage_unix_peer"
 	cageVarCalibNonce              = "calib_nonce"
 	cageVarCalibOption             = "calib_option"
 	cageVarFairShare               = "fair_share"
@@ -359,6 +362,7 @@ type cageProgramSpecs struct {
 	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
 	CageSendmsg6           *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
 	CageTcpState           *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
+	CageUnixPeer           *ebpf.ProgramSpec `ebpf:"cage_unix_peer"`
 }
 
 // cageMapSpecs contains maps before they are loaded into the kernel.
@@ -526,6 +530,7 @@ type cagePrograms struct {
 	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
 	CageSendmsg6           *ebpf.Program `ebpf:"cage_sendmsg6"`
 	CageTcpState           *ebpf.Program `ebpf:"cage_tcp_state"`
+	CageUnixPeer           *ebpf.Program `ebpf:"cage_unix_peer"`
 }
 
 func (p *cagePrograms) Close() error {
@@ -567,6 +572,7 @@ func (p *cagePrograms) Close() error {
 		p.CageSendmsg4,
 		p.CageSendmsg6,
 		p.CageTcpState,
+		p.CageUnixPeer,
 	)
 }
 

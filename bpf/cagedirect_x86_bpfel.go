@@ -183,6 +183,7 @@ const (
 	cageDirectProgCageSendmsg4           = "cage_sendmsg4"
 	cageDirectProgCageSendmsg6           = "cage_sendmsg6"
 	cageDirectProgCageTcpState           = "cage_tcp_state"
+	cageDirectProgCageUnixPeer           = "cage_unix_peer"
 	cageDirectVarCalibNonce              = "calib_nonce"
 	cageDirectVarCalibOption             = "calib_option"
 	cageDirectVarFairShare               = "fair_share"
@@ -278,6 +279,7 @@ type cageDirectProgramSpecs struct {
 	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
 	CageSendmsg6           *ebpf.ProgramSpec `ebpf:"cage_sendmsg6"`
 	CageTcpState           *ebpf.ProgramSpec `ebpf:"cage_tcp_state"`
+	CageUnixPeer           *ebpf.ProgramSpec `ebpf:"cage_unix_peer"`
 }
 
 // cageDirectMapSpecs contains maps before they are loaded into the kernel.
@@ -445,6 +447,7 @@ type cageDirectPrograms struct {
 	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
 	CageSendmsg6           *ebpf.Program `ebpf:"cage_sendmsg6"`
 	CageTcpState           *ebpf.Program `ebpf:"cage_tcp_state"`
+	CageUnixPeer           *ebpf.Program `ebpf:"cage_unix_peer"`
 }
 
 func (p *cageDirectPrograms) Close() error {
@@ -486,6 +489,7 @@ func (p *cageDirectPrograms) Close() error {
 		p.CageSendmsg4,
 		p.CageSendmsg6,
 		p.CageTcpState,
+		p.CageUnixPeer,
 	)
 }
 

@@ -3,6 +3,7 @@ package bpf
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -125,12 +126,28 @@ type netEvents struct {
 	got []Event
 }
 
-// watchNet collects the events of the session of cgroup cgid.
+// watchNet collects the connect, send and denial events of the session
+// of cgroup cgid.
 func watchNet(t *testing.T, c *Cage, cgid uint64) *netEvents {
+	t.Helper()
+	return watchKinds(t, c, cgid, KindConnect, KindNetDenied, KindUDPSend)
+}
+
+// take returns the events collected since the last take, and forgets them.
+func (n *netEvents) take() []Event {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	got := n.got
+	n.got = nil
+	return got
+}
+
+// watchKinds collects the events of kinds of the session of cgroup cgid.
+func watchKinds(t *testing.T, c *Cage, cgid uint64, kinds ...Kind) *netEvents {
 	t.Helper()
 	n := &netEvents{}
 	if err := c.Events(func(e Event) {
-		if e.Cgroup == cgid && (e.Kind == KindConnect || e.Kind == KindNetDenied || e.Kind == KindUDPSend) {
+		if e.Cgroup == cgid && slices.Contains(kinds, e.Kind) {
 			n.mu.Lock()
 			n.got = append(n.got, e)
 			n.mu.Unlock()

@@ -34,7 +34,7 @@ func TestEnumsHaveGoNames(t *testing.T) {
 	t.Run("event_kind", func(t *testing.T) {
 		want := map[string]uint64{}
 		for _, k := range []Kind{KindFileOpen, KindExec, KindConnect, KindNetDenied, KindFileDenied, KindUDPSend,
-			KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink, KindTruncate, KindChmod, KindChown, KindXattr} {
+			KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink, KindTruncate, KindChmod, KindChown, KindXattr, KindUnixConnect, KindUnixSend} {
 			want[k.String()] = uint64(k)
 		}
 		got := map[string]uint64{}

@@ -38,6 +38,11 @@ const (
 	KindChmod      = Kind(cageEventKindEV_FILE_CHMOD)
 	KindChown      = Kind(cageEventKindEV_FILE_CHOWN)
 	KindXattr      = Kind(cageEventKindEV_FILE_XATTR)
+	// A pathname unix socket reached: a stream or seqpacket connect
+	// (KindUnixConnect), a datagram sent (KindUnixSend, reported only
+	// when it hits deny_paths).
+	KindUnixConnect = Kind(cageEventKindEV_UNIX_CONNECT)
+	KindUnixSend    = Kind(cageEventKindEV_UNIX_SEND)
 )
 
 // AtSymlinkNofollow is the AT_* flag of a change that does not follow a
@@ -127,6 +132,10 @@ func (k Kind) String() string {
 		return "file.chown"
 	case KindXattr:
 		return "file.xattr"
+	case KindUnixConnect:
+		return "net.unix_connect"
+	case KindUnixSend:
+		return "net.unix_send"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -247,6 +256,10 @@ func Decode(raw []byte) (Event, error) {
 			}
 			ev.Argv = append(ev.Argv, a)
 		}
+	case KindUnixConnect, KindUnixSend:
+		// The socket file as its binder named it (a host socket's path
+		// is the host's).
+		ev.Path, ev.Allowed = kernelPath(e), true
 	case KindConnect, KindNetDenied, KindUDPSend:
 		ev.Allowed = e.Result == 1
 		if ev.Kind == KindConnect {

@@ -94,6 +94,9 @@ func formatEvent(ev api.KernelEvent) string {
 		if ev.To != "" {
 			what += " -> " + quoteValue(ev.To)
 		}
+		if strings.HasPrefix(ev.Type, "net.unix_") && ev.Proto != "" {
+			what = ev.Proto + " " + what
+		}
 	case ev.Addr != "":
 		what = ev.Proto + " " + ev.Addr
 		switch {

@@ -426,6 +426,12 @@ func (d *Daemon) enforcement() map[string]string {
 		} else {
 			observed += "; non-blocking TCP connects show EINPROGRESS (no tp_btf: " + err.Error() + ")"
 		}
+		if ok, err := d.cage.UnixPeers(); ok {
+			files += "; kill-on-connect to a pathname unix socket in a denied directory (connect and datagrams: tp_btf/sk_data_ready)"
+			observed += "; connects to pathname unix sockets (tp_btf/sk_data_ready)"
+		} else {
+			files += "; pathname unix sockets in a denied directory stay reachable (no tp_btf/sk_data_ready: " + err.Error() + ")"
+		}
 		if !d.cage.LSM() {
 			files += "; no BPF LSM: " + d.lsmErr
 		}

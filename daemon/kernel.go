@@ -544,6 +544,8 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 				ke.To = path.Join(ev.Dir, ke.To) // (relative to the new directory fd; usually the same)
 			}
 		}
+	case bpf.KindUnixConnect, bpf.KindUnixSend:
+		ke.Proto = unixProtoName(ev.Proto)
 	case bpf.KindConnect, bpf.KindNetDenied, bpf.KindUDPSend:
 		ke.Addr = ev.Addr.String()
 		ke.Proto = protoName(ev.Proto)
@@ -649,11 +651,12 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 		}
 		d.emitKernelEvent(s, &ke, touched, d.endForDeniedPath(s, ev, &ke, touched))
 		return
-	case bpf.KindExec:
+	case bpf.KindExec, bpf.KindUnixConnect, bpf.KindUnixSend:
 		if ev.Killed {
 			// The kernel killed the task before the file it ran under
-			// deny_paths executed an instruction; the session ends as for
-			// an open.
+			// deny_paths executed an instruction, or before connect(2) or
+			// the send to a unix socket bound under deny_paths returned;
+			// the session ends as for an open.
 			ke.Rule = denyRule(srv, ev.Rule)
 			touched = ke.Path
 			d.emitKernelEvent(s, &ke, touched, d.endForDeniedPath(s, ev, &ke, touched))
@@ -818,6 +821,10 @@ func deniedVerb(k bpf.Kind) string {
 		return "changed the extended attributes of"
 	case bpf.KindExec:
 		return "executed"
+	case bpf.KindUnixConnect:
+		return "connected to the unix socket"
+	case bpf.KindUnixSend:
+		return "sent a datagram to the unix socket"
 	}
 	return "touched"
 }
@@ -1034,6 +1041,19 @@ func protoName(p uint8) string {
 		return ""
 	}
 	return fmt.Sprintf("proto%d", p)
+}
+
+// unixProtoName names a unix socket's type (SOCK_STREAM...).
+func unixProtoName(t uint8) string {
+	switch t {
+	case unix.SOCK_STREAM:
+		return "unix_stream"
+	case unix.SOCK_SEQPACKET:
+		return "unix_seqpacket"
+	case unix.SOCK_DGRAM:
+		return "unix_dgram"
+	}
+	return fmt.Sprintf("unix_type%d", t)
 }
 
 // tracers fans kernel events out to `mcpcage trace` clients.

@@ -876,3 +876,58 @@ func elfInterpreter(t *testing.T, path string) string {
 	t.Fatalf("%s has no PT_INTERP", path)
 	return ""
 }
+
+// A pathname unix socket in a denied directory that appears after the
+// launch (so was not masked: an ssh ControlMaster socket under ~/.ssh,
+// gpg-agent's under ~/.gnupg) is checked when the server connects to it:
+// the kernel kills the server before connect(2) returns, nothing reaches
+// the listener, and the session ends on a deny_paths record naming the
+// socket file and the rule. A socket elsewhere in the same mount is
+// reached, and its connect recorded. Before, connecting to a socket was
+// no open, and the server used the socket unseen.
+func TestDeniedUnixSocketKills(t *testing.T) {
+	dir := project(t)
+	d := projDaemon(t, dir)
+	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+	_, pids := d.sessionProcs(t)
+	// After the launch, as the ssh client makes its ControlMaster socket.
+	ok := filepath.Join(dir, "sockets", "ok.sock")
+	must(t, os.MkdirAll(filepath.Dir(ok), 0o777), "mkdir")
+	must(t, os.Chmod(filepath.Dir(ok), 0o777), "chmod")
+	allowed := listenUnix(t, ok)
+	if got := attack(t, c, "unix-connect", "/work/sockets/ok.sock"); !strings.HasPrefix(got, "ESCAPED") {
+		t.Fatalf("connect to a socket outside the denied directory: %q, want it reached", got)
+	}
+	if heard := allowed.heardAfter(t, ok, "marker"); !slices.Contains(heard, "hello from the cage") {
+		t.Fatalf("the socket outside the denied directory heard %q", heard)
+	}
+	seen := d.record(t, "net.unix_connect", func(r map[string]any) bool { return str(r, "path") == ok })
+	if str(seen, "proto") != "unix_stream" || str(seen, "action") != "" || str(seen, "rule") != "" {
+		t.Fatalf("net.unix_connect record of the allowed connect: %v", seen)
+	}
+
+	sock := filepath.Join(dir, ".ssh", "control.sock")
+	must(t, os.MkdirAll(filepath.Dir(sock), 0o777), "mkdir")
+	must(t, os.Chmod(filepath.Dir(sock), 0o777), "chmod")
+	master := listenUnix(t, sock)
+	_, _ = c.CallTool(ctxT(t, 30*time.Second), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "run_command", // the session is killed: no answer
+		Arguments: map[string]any{"command": filepath.Join(env.bin, "hostile"), "args": []string{"unix-connect", "/work/.ssh/control.sock"}}}})
+	waitGone(t, "every process of the session gone", 10*time.Second, pids)
+	if code := c.shimExit(t); code == 0 {
+		t.Fatal("shim exited 0")
+	}
+	if heard := master.heardAfter(t, sock, "marker"); slices.Contains(heard, "hello from the cage") {
+		t.Fatalf("the socket in the denied directory heard the server: %q", heard)
+	}
+	ev := d.record(t, "net.unix_connect", func(r map[string]any) bool { return str(r, "action") != "" })
+	if str(ev, "action") != "SIGKILL, session killed" || str(ev, "path") != sock || str(ev, "touched") != sock ||
+		str(ev, "rule") != "deny_paths **/.ssh/**" || str(ev, "proto") != "unix_stream" {
+		t.Fatalf("net.unix_connect record of the denied connect: %v", ev)
+	}
+	end := d.record(t, "session.end", func(r map[string]any) bool { return true })
+	want := fmt.Sprintf("server \"proj\" was killed: it connected to the unix socket %s, which deny_paths rule \"**/.ssh/**\" forbids", sock)
+	if code, _ := end["exit_code"].(float64); code != 137 || str(end, "reason") != "file_denied" || str(end, "error") != want {
+		t.Fatalf("session.end: %v\nwant exit 137, reason file_denied, error %q", end, want)
+	}
+	d.waitClean("a session killed for a unix connect")
+}
