@@ -21,7 +21,12 @@
 // makes an open of a path with a denied component fail with EACCES.
 // Everywhere, a successful open of such a path, or a rename, link, unlink
 // or mkdir in a denied directory, kills the task at syscall exit
-// (bpf_send_signal, SIGKILL) before it returns to user space. The deny
+// (bpf_send_signal, SIGKILL) before it returns to user space. So does a
+// connect to a pathname unix socket bound in a denied directory, or a
+// datagram sent to one: a tp_btf program on sk_data_ready, which the
+// kernel calls in the caller's context on the listener it connected to
+// (or the datagram's receiver), walks the file that socket was bound at
+// (unix_sock.path) before the call returns (Cage.UnixPeers). The deny
 // check never depends on an event being recorded. It walks the kernel's
 // dentries of the path but reads a component's name (and looks it up)
 // only when some denied name of the session has its length (lengths from
@@ -35,7 +40,8 @@
 // rmdir, mkdir, rename, link: the kernel's base directory), execs
 // (sched_process_exec: the kernel's file name; the head of argv read at
 // execve entry) and connections (with connect(2)'s result, or the TCP
-// handshake's for a non-blocking connect) arrive through one ring buffer.
+// handshake's for a non-blocking connect; connects to pathname unix
+// sockets, with the socket file) arrive through one ring buffer.
 // The observation programs are attached only while a session is
 // registered, and let every task outside mcpcage's parent cgroup go with a
 // constant-time check (the task's cgroup ancestor at the parent's level

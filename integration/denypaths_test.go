@@ -888,6 +888,9 @@ func elfInterpreter(t *testing.T, path string) string {
 func TestDeniedUnixSocketKills(t *testing.T) {
 	dir := project(t)
 	d := projDaemon(t, dir)
+	if s := d.status(t).Enforcement["files"]; !strings.Contains(s, "; kill-on-connect to a pathname unix socket in a denied directory") {
+		t.Fatalf("status does not say unix sockets are checked: %q", s)
+	}
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	_, pids := d.sessionProcs(t)
 	// After the launch, as the ssh client makes its ControlMaster socket.
