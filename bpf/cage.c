@@ -198,6 +198,123 @@ static __always_inline struct sock *connect_sock(int fd)
 	return sock ? BPF_CORE_READ(sock, sk) : 0;
 }
 
+/* ---- pathname unix sockets ---- */
+
+#define SOCK_DGRAM 2
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+// A pathname unix socket reached by a session's task, checked against
+// deny_paths on the kernel's own record of the socket file. connect(2)
+// to a unix socket is no open: the kernel resolves the name to the
+// socket's inode itself, and a socket file in a denied directory made
+// after the launch (an ssh ControlMaster socket under ~/.ssh, gpg-agent's
+// under ~/.gnupg) was not masked. The kernel tells the socket that was
+// reached when it wakes it, in the caller's context: unix_stream_connect
+// (stream and seqpacket) calls the listener's sk_data_ready once the
+// connection is made, before connect returns; unix_dgram_sendmsg calls
+// the receiver's on each datagram, connected or not (sendto, sendmsg,
+// sendmmsg; io_uring's calls reach the same functions). The listener's
+// or receiver's unix_sock.path is the file the socket was bound at
+// (dentry and mount, the binder's view, so for a host socket the host's
+// path): the same walk as an open's decides. A hit kills the caller
+// before the call returns, as for an open: the connection is made (or
+// the datagram queued) by then, so a sibling thread that writes to the
+// socket at once can get bytes to the peer before the kill lands. Not
+// seen: a connection passed in ready made (SCM_RIGHTS), and a name
+// hard-linked into a denied directory to a socket bound elsewhere (the
+// check reads where it was bound). Abstract and unbound sockets have no
+// path (Landlock's scopes cover abstract ones). Runs on every socket's
+// data-ready on the host while sessions run: a socket that is not
+// AF_UNIX, data on an established stream, and tasks outside mcpcage's
+// cgroup leave after a load or two.
+// unix_check decides on session s's task reaching the pathname unix
+// socket bound at p (type: the socket's SOCK_*): a connect (send unset)
+// is recorded within the session's budget, a datagram only on a hit; a
+// socket file under deny_paths kills the task.
+static __always_inline void unix_check(struct session *s, __u64 cgid, __u16 type, bool send, struct path *p)
+{
+	if (unchecked(s, true))
+		return;
+	__u32 kind = send ? EV_UNIX_SEND : EV_UNIX_CONNECT;
+	bool admitted = !send && in_budget(s);
+	struct event *e = admitted ? new_event(cgid, kind, false) : 0;
+	__u32 denied = walk_path(e, cgid, s->deny_lens, p->dentry, p->mnt);
+	if (denied) {
+		bpf_send_signal(SIGKILL);
+		if (!e && (e = new_event(cgid, kind, true)))
+			walk_path(e, cgid, s->deny_lens, p->dentry, p->mnt);
+	}
+	if (!e) {
+		if (!send && !admitted)
+			throttled(s);
+		return;
+	}
+	e->family = AF_UNIX;
+	e->proto = (__u8)type;
+	if (denied) {
+		e->killed = 1;
+		e->rule = denied - 1;
+	}
+	bpf_ringbuf_submit(e, wakeup_flags(denied));
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(cage_unix_peer, const struct sock *sk)
+{
+	if (sk->__sk_common.skc_family != AF_UNIX)
+		return 0;
+	__u16 type = sk->sk_type;
+	bool send = type == SOCK_DGRAM;
+	// A stream's data after its connect: the connect was checked.
+	if (!send && sk->__sk_common.skc_state != TCP_LISTEN)
+		return 0;
+	__u64 cgid;
+	struct session *s = watched_session(&cgid);
+	if (!s)
+		return 0;
+	struct path p = {};
+	bpf_core_read(&p, sizeof(p), &((struct unix_sock *)sk)->path);
+	if (!p.dentry)
+		return 0; // abstract or not bound: no file
+	unix_check(s, cgid, type, send, &p);
+	return 0;
+}
+
+// unix_connect_exit is cage_unix_peer's fallback at the exit of a
+// successful connect(2) (cage_exit_connect_unix): a unix stream or seqpacket socket at fd is connected to the
+// listener's new socket, whose path is the file the listener was bound
+// at. Weaker: it reads the descriptor after the call, which a sibling
+// thread can close or swap in between, and datagrams are not seen.
+static __always_inline void unix_connect_exit(int fd)
+{
+	__u64 cgid;
+	struct session *s = current_session(&cgid);
+	if (!s)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = 0;
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return; // swapped for another file since the call
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+		return;
+	__u16 type = BPF_CORE_READ(sk, sk_type);
+	if (type == SOCK_DGRAM)
+		return; // a datagram socket's connect sends nothing
+	struct sock *peer = BPF_CORE_READ((struct unix_sock *)sk, peer);
+	if (!peer)
+		return;
+	struct path p = {};
+	bpf_core_read(&p, sizeof(p), &((struct unix_sock *)peer)->path);
+	if (p.dentry)
+		unix_check(s, cgid, type, false, &p);
+}
+
 SEC("tracepoint/syscalls/sys_enter_connect")
 int cage_enter_connect(struct trace_event_raw_sys_enter *ctx)
 {
@@ -259,80 +376,6 @@ int BPF_PROG(cage_tcp_state, struct sock *sk, int oldstate, int newstate)
 	}
 	int err = sk->sk_err;
 	emit_connect(&pc, -err, err ? CONNECT_HANDSHAKE : CONNECT_ABANDONED);
-	return 0;
-}
-
-/* ---- pathname unix sockets ---- */
-
-#define SOCK_DGRAM 2
-
-// A pathname unix socket reached by a session's task, checked against
-// deny_paths on the kernel's own record of the socket file. connect(2)
-// to a unix socket is no open: the kernel resolves the name to the
-// socket's inode itself, and a socket file in a denied directory made
-// after the launch (an ssh ControlMaster socket under ~/.ssh, gpg-agent's
-// under ~/.gnupg) was not masked. The kernel tells the socket that was
-// reached when it wakes it, in the caller's context: unix_stream_connect
-// (stream and seqpacket) calls the listener's sk_data_ready once the
-// connection is made, before connect returns; unix_dgram_sendmsg calls
-// the receiver's on each datagram, connected or not (sendto, sendmsg,
-// sendmmsg; io_uring's calls reach the same functions). The listener's
-// or receiver's unix_sock.path is the file the socket was bound at
-// (dentry and mount, the binder's view, so for a host socket the host's
-// path): the same walk as an open's decides. A hit kills the caller
-// before the call returns, as for an open: the connection is made (or
-// the datagram queued) by then, so a sibling thread that writes to the
-// socket at once can get bytes to the peer before the kill lands. Not
-// seen: a connection passed in ready made (SCM_RIGHTS), and a name
-// hard-linked into a denied directory to a socket bound elsewhere (the
-// check reads where it was bound). Abstract and unbound sockets have no
-// path (Landlock's scopes cover abstract ones). Runs on every socket's
-// data-ready on the host while sessions run: a socket that is not
-// AF_UNIX, data on an established stream, and tasks outside mcpcage's
-// cgroup leave after a load or two.
-SEC("tp_btf/sk_data_ready")
-int BPF_PROG(cage_unix_peer, const struct sock *sk)
-{
-	if (sk->__sk_common.skc_family != AF_UNIX)
-		return 0;
-	__u16 type = sk->sk_type;
-	bool send = type == SOCK_DGRAM;
-	// A stream's data after its connect: the connect was checked.
-	if (!send && sk->__sk_common.skc_state != TCP_LISTEN)
-		return 0;
-	__u64 cgid;
-	struct session *s = watched_session(&cgid);
-	if (!s)
-		return 0;
-	struct path p = {};
-	bpf_core_read(&p, sizeof(p), &((struct unix_sock *)sk)->path);
-	if (!p.dentry)
-		return 0; // abstract or not bound: no file
-	if (unchecked(s, true))
-		return 0;
-	__u32 kind = send ? EV_UNIX_SEND : EV_UNIX_CONNECT;
-	// Connects are recorded within the session's budget; datagrams, one
-	// per message, only when they hit.
-	bool admitted = !send && in_budget(s);
-	struct event *e = admitted ? new_event(cgid, kind, false) : 0;
-	__u32 denied = walk_path(e, cgid, s->deny_lens, p.dentry, p.mnt);
-	if (denied) {
-		bpf_send_signal(SIGKILL);
-		if (!e && (e = new_event(cgid, kind, true)))
-			walk_path(e, cgid, s->deny_lens, p.dentry, p.mnt);
-	}
-	if (!e) {
-		if (!send && !admitted)
-			throttled(s);
-		return 0;
-	}
-	e->family = AF_UNIX;
-	e->proto = (__u8)type;
-	if (denied) {
-		e->killed = 1;
-		e->rule = denied - 1;
-	}
-	bpf_ringbuf_submit(e, wakeup_flags(denied));
 	return 0;
 }
 
@@ -911,6 +954,20 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 // One program for the four exits (openat, openat2, open, creat).
 SEC("tracepoint/syscalls/sys_exit_openat")
 int cage_exit_open(struct trace_event_raw_sys_exit *ctx) { return open_exit(ctx); }
+
+// cage_unix_peer's fallback, attached to connect(2)'s exit beside
+// cage_exit_connect only where cage_unix_peer is not (a kernel without
+// the sk_data_ready tracepoint, Linux before 6.3, or without tp_btf):
+// the call's descriptor is read from the task's saved registers.
+SEC("tracepoint/syscalls/sys_exit_connect")
+int cage_exit_connect_unix(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret != 0 || !under_parent())
+		return 0;
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	unix_connect_exit((int)syscall_arg(r, 0));
+	return 0;
+}
 
 /* ---- unlink, rmdir, mkdir, rename ---- */
 

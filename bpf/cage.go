@@ -42,6 +42,7 @@ type Cage struct {
 	// (tp_btf/sk_data_ready attached).
 	unixPeers    bool
 	unixPeersErr error
+	noUnixPeers  bool // Options.noUnixPeers
 	drain        drainState
 	// slots: the sessions' call epochs; mmapErr says why they are moved
 	// by syscall rather than by a store into mapped memory.
@@ -87,6 +88,9 @@ type Options struct {
 	// that has the kfunc but refuses it would: the tests take the
 	// fallback too.
 	refuseDirect bool
+	// noUnixPeers leaves tp_btf/sk_data_ready unattached, as on a
+	// kernel without it: the tests take the check at connect's exit too.
+	noUnixPeers bool
 }
 
 // errTurnedOff is why the call epochs go by syscall under Options.noMmap,
@@ -129,7 +133,7 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns, noUnixPeers: o.noUnixPeers}
 	c.obs.linger, c.obs.onDetachError = o.ObserverLinger, o.OnDetachError
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errTurnedOff
@@ -282,11 +286,26 @@ func (c *Cage) attachObservers() (retErr error) {
 	}
 	// The pathname unix sockets a session reaches (connect, datagrams),
 	// checked against deny_paths: where tp_btf is refused, they are not.
-	l, err = link.AttachTracing(link.TracingOptions{Program: c.objs.CageUnixPeer})
+	// Without it, a connect is checked at connect(2)'s exit instead.
+	if c.noUnixPeers {
+		l, err = nil, errTurnedOff
+	} else {
+		l, err = link.AttachTracing(link.TracingOptions{Program: c.objs.CageUnixPeer})
+	}
 	c.unixPeers, c.unixPeersErr = err == nil, err
 	if err == nil {
 		c.obs.links = append(c.obs.links, l)
 		c.obs.names = append(c.obs.names, "sk_data_ready")
+	}
+	if !c.unixPeers {
+		l, err := attachSettled(func() (link.Link, error) {
+			return link.Tracepoint("syscalls", "sys_exit_connect", c.objs.CageExitConnectUnix, nil)
+		})
+		if err != nil {
+			return fmt.Errorf("attach tracepoint sys_exit_connect (unix sockets): %w", err)
+		}
+		c.obs.links = append(c.obs.links, l)
+		c.obs.names = append(c.obs.names, "sys_exit_connect_unix")
 	}
 	l, err = attachSettled(func() (link.Link, error) {
 		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: "sched_process_exec", Program: c.objs.CageExec})
@@ -559,8 +578,9 @@ func (c *Cage) Handshakes() (bool, error) {
 }
 
 // UnixPeers reports whether the pathname unix sockets a session connects
-// or sends to are checked against deny_paths (tp_btf/sk_data_ready
-// attached), and why not.
+// or sends to are checked against deny_paths as the kernel reaches them
+// (tp_btf/sk_data_ready attached), and why not: then only connects are,
+// at connect(2)'s exit, on the socket at the call's descriptor.
 func (c *Cage) UnixPeers() (bool, error) {
 	c.obs.mu.Lock()
 	defer c.obs.mu.Unlock()

@@ -261,6 +261,7 @@ const (
 	cageProgCageEnterUnlinkat      = "cage_enter_unlinkat"
 	cageProgCageExec               = "cage_exec"
 	cageProgCageExitConnect        = "cage_exit_connect"
+	cageProgCageExitConnectUnix    = "cage_exit_connect_unix"
 	cageProgCageExitFsop           = "cage_exit_fsop"
 	cageProgCageExitOpen           = "cage_exit_open"
 	cageProgCageSendmsg4           = "cage_sendmsg4"
@@ -357,6 +358,7 @@ type cageProgramSpecs struct {
 	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
 	CageExec               *ebpf.ProgramSpec `ebpf:"cage_exec"`
 	CageExitConnect        *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
+	CageExitConnectUnix    *ebpf.ProgramSpec `ebpf:"cage_exit_connect_unix"`
 	CageExitFsop           *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
 	CageExitOpen           *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
 	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
@@ -525,6 +527,7 @@ type cagePrograms struct {
 	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
 	CageExec               *ebpf.Program `ebpf:"cage_exec"`
 	CageExitConnect        *ebpf.Program `ebpf:"cage_exit_connect"`
+	CageExitConnectUnix    *ebpf.Program `ebpf:"cage_exit_connect_unix"`
 	CageExitFsop           *ebpf.Program `ebpf:"cage_exit_fsop"`
 	CageExitOpen           *ebpf.Program `ebpf:"cage_exit_open"`
 	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
@@ -567,6 +570,7 @@ func (p *cagePrograms) Close() error {
 		p.CageEnterUnlinkat,
 		p.CageExec,
 		p.CageExitConnect,
+		p.CageExitConnectUnix,
 		p.CageExitFsop,
 		p.CageExitOpen,
 		p.CageSendmsg4,

@@ -178,6 +178,7 @@ const (
 	cageDirectProgCageEnterUnlinkat      = "cage_enter_unlinkat"
 	cageDirectProgCageExec               = "cage_exec"
 	cageDirectProgCageExitConnect        = "cage_exit_connect"
+	cageDirectProgCageExitConnectUnix    = "cage_exit_connect_unix"
 	cageDirectProgCageExitFsop           = "cage_exit_fsop"
 	cageDirectProgCageExitOpen           = "cage_exit_open"
 	cageDirectProgCageSendmsg4           = "cage_sendmsg4"
@@ -274,6 +275,7 @@ type cageDirectProgramSpecs struct {
 	CageEnterUnlinkat      *ebpf.ProgramSpec `ebpf:"cage_enter_unlinkat"`
 	CageExec               *ebpf.ProgramSpec `ebpf:"cage_exec"`
 	CageExitConnect        *ebpf.ProgramSpec `ebpf:"cage_exit_connect"`
+	CageExitConnectUnix    *ebpf.ProgramSpec `ebpf:"cage_exit_connect_unix"`
 	CageExitFsop           *ebpf.ProgramSpec `ebpf:"cage_exit_fsop"`
 	CageExitOpen           *ebpf.ProgramSpec `ebpf:"cage_exit_open"`
 	CageSendmsg4           *ebpf.ProgramSpec `ebpf:"cage_sendmsg4"`
@@ -442,6 +444,7 @@ type cageDirectPrograms struct {
 	CageEnterUnlinkat      *ebpf.Program `ebpf:"cage_enter_unlinkat"`
 	CageExec               *ebpf.Program `ebpf:"cage_exec"`
 	CageExitConnect        *ebpf.Program `ebpf:"cage_exit_connect"`
+	CageExitConnectUnix    *ebpf.Program `ebpf:"cage_exit_connect_unix"`
 	CageExitFsop           *ebpf.Program `ebpf:"cage_exit_fsop"`
 	CageExitOpen           *ebpf.Program `ebpf:"cage_exit_open"`
 	CageSendmsg4           *ebpf.Program `ebpf:"cage_sendmsg4"`
@@ -484,6 +487,7 @@ func (p *cageDirectPrograms) Close() error {
 		p.CageEnterUnlinkat,
 		p.CageExec,
 		p.CageExitConnect,
+		p.CageExitConnectUnix,
 		p.CageExitFsop,
 		p.CageExitOpen,
 		p.CageSendmsg4,

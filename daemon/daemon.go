@@ -430,7 +430,8 @@ func (d *Daemon) enforcement() map[string]string {
 			files += "; kill-on-connect to a pathname unix socket in a denied directory (connect and datagrams: tp_btf/sk_data_ready)"
 			observed += "; connects to pathname unix sockets (tp_btf/sk_data_ready)"
 		} else {
-			files += "; pathname unix sockets in a denied directory stay reachable (no tp_btf/sk_data_ready: " + err.Error() + ")"
+			files += "; kill-on-connect to a pathname unix socket in a denied directory checked at connect's exit, on the call's descriptor (datagrams not checked; no tp_btf/sk_data_ready: " + err.Error() + ")"
+			observed += "; connects to pathname unix sockets (at connect's exit)"
 		}
 		if !d.cage.LSM() {
 			files += "; no BPF LSM: " + d.lsmErr
