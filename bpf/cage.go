@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -720,15 +721,26 @@ func ensureBPFFS(dir string) error {
 	return nil
 }
 
+// cagePins are the names the cage pins its links at in Options.PinDir:
+// the cgroup hooks' (Load, attachBind) and, beginning with observerPin,
+// the observers' (pinObservers).
+var cagePins = []string{"connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"}
+
 // removeStalePins drops links a crashed daemon left pinned; by now the
 // sandboxes they protected have been reaped. One left behind would keep
-// its programs attached next to the new ones.
+// its programs attached next to the new ones. Only the cage's own names
+// go: the directory comes from the configuration
+// (daemon.bpf_pin_dir/containerd_namespace), and whatever else is in it
+// (another program's pins, if it names theirs) is not the cage's to remove.
 func removeStalePins(dir string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("list stale pins: %w", err)
 	}
 	for _, e := range ents {
+		if !slices.Contains(cagePins, e.Name()) && !strings.HasPrefix(e.Name(), observerPin) {
+			continue
+		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 			return fmt.Errorf("remove stale pin: %w", err)
 		}

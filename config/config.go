@@ -438,7 +438,10 @@ func (c *Config) validate(data []byte) error {
 	if msg := checkBPFPinDir(d.BPFPinDir); msg != "" {
 		bad(msg, "daemon", "bpf_pin_dir")
 	}
-	if d.ContainerdNamespace == "" || strings.ContainsAny(d.ContainerdNamespace, "/ ") {
+	// It names directories too (the parent cgroup, the cage's pins below
+	// bpf_pin_dir): "." or ".." would name the one above, whose pins
+	// would be taken for stale ones.
+	if d.ContainerdNamespace == "" || d.ContainerdNamespace == "." || d.ContainerdNamespace == ".." || strings.ContainsAny(d.ContainerdNamespace, "/ ") {
 		bad(fmt.Sprintf("must be a plain name, got %q", d.ContainerdNamespace), "daemon", "containerd_namespace")
 	}
 	if d.MaxMessageBytes < 1024 || d.MaxMessageBytes > 1<<30 {

@@ -26,6 +26,8 @@ func TestParseErrorsNameKeyAndLine(t *testing.T) {
 		{"pin dir outside the BPF file system", "[daemon]\nbpf_pin_dir = \"/var/lib/mcpcage\"\n", []string{"line 2", "daemon.bpf_pin_dir", "below /sys/fs/bpf"}},
 		{"pin dir the BPF file system itself", "[daemon]\nbpf_pin_dir = \"/sys/fs/bpf/\"\n", []string{"line 2", "daemon.bpf_pin_dir"}},
 		{"pin dir not clean", "[daemon]\nbpf_pin_dir = \"/sys/fs/bpf/../../etc\"\n", []string{"line 2", "daemon.bpf_pin_dir", "clean absolute path"}},
+		{"namespace the pin dir's parent", "[daemon]\ncontainerd_namespace = \"..\"\n", []string{"line 2", "daemon.containerd_namespace", "plain name"}},
+		{"namespace the pin dir", "[daemon]\ncontainerd_namespace = \".\"\n", []string{"line 2", "daemon.containerd_namespace", "plain name"}},
 		{"no sessions per user", "[daemon]\nmax_sessions_per_user = 0\n", []string{"line 2", "daemon.max_sessions_per_user", "between 1 and 512"}},
 		{"admin group is the socket's", "[daemon]\nadmin_group = \"mcpcage\"\n", []string{"line 2", "daemon.admin_group", "every user of mcpcage", "administrators only"}},
 		{"consents by nobody", "[daemon]\nconsents_by = \"agent\"\n", []string{"line 2", "daemon.consents_by", `"user" or "admin"`}},
