@@ -26,8 +26,12 @@ import (
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
-// The benchmark's child: runs a syscall loop and prints ns per iteration.
+// The benchmark's child: runs a syscall loop and prints ns per iteration;
+// or the crashed daemon of TestLoadAfterACrash.
 func TestMain(m *testing.M) {
+	if crashed := os.Getenv(crashLoadEnv); crashed != "" {
+		os.Exit(loadAndCrash(crashed))
+	}
 	if loop := os.Getenv("MCPCAGE_BENCH_LOOP"); loop != "" {
 		n, _ := strconv.Atoi(os.Getenv("MCPCAGE_BENCH_N"))
 		fmt.Println(runLoop(loop, n).Nanoseconds() / int64(n))

@@ -724,7 +724,7 @@ func ensureBPFFS(dir string) error {
 // cagePins are the names the cage pins its links at in Options.PinDir:
 // the cgroup hooks' (Load, attachBind) and, beginning with observerPin,
 // the observers' (pinObservers).
-var cagePins = []string{"connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"}
+var cagePins = []string{"connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6", "routing_egress", "setsockopt", "listen_ingress"}
 
 // removeStalePins drops links a crashed daemon left pinned; by now the
 // sandboxes they protected have been reaped. One left behind would keep
