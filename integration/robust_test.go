@@ -7,6 +7,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -158,6 +159,10 @@ type shimProc struct {
 	outF   *os.File // out's pipe
 	stderr *syncBuffer
 	timer  *time.Timer
+	// skipped are the last lines response read that were not the
+	// response it waited for (a notification, or an answer to another
+	// id: an error answer with id null is for no request).
+	skipped []string
 }
 
 func (d *daemon) startShim(name string, limit time.Duration) (*shimProc, error) {
@@ -222,8 +227,15 @@ func (p *shimProc) response(id string) (string, error) {
 		if json.Unmarshal([]byte(line), &env) == nil && string(env.ID) == id {
 			return line, nil
 		}
+		if len(p.skipped) == maxSkipped {
+			p.skipped = p.skipped[1:]
+		}
+		p.skipped = append(p.skipped, fmt.Sprintf("%.300s", line))
 	}
 }
+
+// maxSkipped bounds shimProc.skipped.
+const maxSkipped = 8
 
 func (p *shimProc) initialize() error {
 	if err := p.send(`{"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"robust","version":"1"}}}` + "\n"); err != nil {
@@ -267,7 +279,7 @@ func (d *daemon) churnSession(i int, kill bool) error {
 		// client lets go (a rare stall seen once in CI), and whether an
 		// answer waits unread in the client's pipe (then the daemon did
 		// write it).
-		err = fmt.Errorf("%w (%s)", err, p.unread())
+		err = fmt.Errorf("%w (%s; lines read that were not the answer: %q)%s", err, p.unread(), p.skipped, d.serverState(p))
 		d.dumpGoroutines(fmt.Sprintf("session %d: %v", i, err))
 	}
 	code, werr := p.wait()
@@ -280,6 +292,57 @@ func (d *daemon) churnSession(i int, kill bool) error {
 		return fmt.Errorf("shim exited %d after a clean close; stderr %q", code, p.stderr.String())
 	}
 	return nil
+}
+
+// serverState says, for a session that stalled, what its server does:
+// the state and system call of each of its threads, and its goroutines
+// (a Go server's, the test server's, which SIGQUIT makes it write to its
+// stderr, the client's). The server is found by the shim's pid in the
+// daemon's "session started" line. The server exits on the signal.
+func (d *daemon) serverState(p *shimProc) string {
+	peer := fmt.Sprintf(" peer_pid=%d ", p.cmd.Process.Pid)
+	pid := 0
+	for _, line := range strings.Split(d.log.String(), "\n") {
+		if !strings.Contains(line, `msg="session started"`) || !strings.Contains(line, peer) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "pid="); ok {
+				pid, _ = strconv.Atoi(v)
+			}
+		}
+	}
+	if pid == 0 {
+		return "; its server was not found in the daemon's log"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "; its server, pid %d:", pid)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, t.Name())
+		stat, _ := os.ReadFile(dir + "stat")
+		wchan, _ := os.ReadFile(dir + "wchan")
+		sc, _ := os.ReadFile(dir + "syscall")
+		state := ""
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) {
+			state = string(stat[i+2])
+		}
+		fmt.Fprintf(&b, " thread %s %s %s (syscall %s);", t.Name(), state, wchan, bytes.TrimSpace(sc))
+	}
+	before := p.stderr.Len()
+	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+		return fmt.Sprintf("%s SIGQUIT: %v", b.String(), err)
+	}
+	// Written once it stops growing (within 3 s).
+	for last, end := -1, time.Now().Add(3*time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		n := p.stderr.Len()
+		if n == last && strings.Contains(p.stderr.String()[before:], "goroutine ") {
+			break
+		}
+		last = n
+	}
+	fmt.Fprintf(&b, " its goroutines (SIGQUIT): %s", p.stderr.String()[before:])
+	return b.String()
 }
 
 func (p *shimProc) churn(text string, kill bool) error {
