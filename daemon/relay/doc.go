@@ -11,7 +11,9 @@
 //     line from the server is dropped and logged. Nothing is lost silently.
 //   - Requests are correlated with responses by raw id in both directions.
 //     A response from the server to an id the client never sent is dropped:
-//     a server cannot forge answers. When the server goes away, every request
+//     a server cannot forge answers. An error with id null (the server
+//     could not read a line) answers no request: it is passed on, and
+//     logged, since no client takes it for the answer it waits for. When the server goes away, every request
 //     still pending is answered with an error, so the client never hangs.
 //   - A request its sender cancels (notifications/cancelled) leaves the
 //     pending table once the notification is forwarded: a late answer is

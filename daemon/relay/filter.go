@@ -299,7 +299,11 @@ func (r *Relay) admitResponse(d Direction, msg []byte, e *wire.Envelope) (bool, 
 		return false, "", nil
 	}
 	if key == "" && !e.Error.Empty() {
-		// The server could not parse something: pass its error on.
+		// The server could not parse something: pass its error on. No
+		// client takes it for the answer to a request, so it is logged:
+		// a request the server could not read is otherwise a call that
+		// waits for good with nothing said.
+		r.log.Debug("server error answering no request passed on", "head", head(msg))
 		return true, "", nil
 	}
 	r.Stats.Uncorrelated.Add(1)

@@ -35,7 +35,9 @@ func newHarness(t *testing.T, opts Options) *harness {
 	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = 1 << 20
 	}
-	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	h := &harness{t: t, clientW: cinW, clientR: bufio.NewReader(coutR), serverR: bufio.NewReader(sinR),
 		serverW: soutW, done: make(chan End, 1), clientEOF: make(chan struct{})}
 	var once sync.Once
@@ -90,6 +92,25 @@ func errorCode(t *testing.T, line string) (code int, id string) {
 		t.Fatalf("not JSON: %q", line)
 	}
 	return r.Error.Code, string(r.ID)
+}
+
+// An error the server could not tie to a request (id null: mcp-go's
+// answer to a line it cannot parse) goes to the client as it is, and is
+// logged: no client takes it for the answer it waits for, so without the
+// line a request the server could not read leaves nothing in the log.
+func TestRelayLogsServerErrorForNoRequest(t *testing.T) {
+	var log strings.Builder // written before the client gets the error, read after
+	h := newHarness(t, Options{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	h.fromClient(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}` + "\n")
+	h.toServer()
+	resp := `{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}` + "\n"
+	h.fromServer(resp)
+	if got := h.toClient(); got != resp {
+		t.Fatalf("client got %q, want %q", got, resp)
+	}
+	if got := log.String(); !strings.Contains(got, "server error answering no request passed on") || !strings.Contains(got, "Parse error") {
+		t.Fatalf("log %q does not say it", got)
+	}
 }
 
 func TestRelayPassesBytesUnchanged(t *testing.T) {
