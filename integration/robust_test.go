@@ -294,14 +294,16 @@ func (d *daemon) churnSession(i int, kill bool) error {
 	return nil
 }
 
-// serverState says, for a session that stalled, what its server does:
-// the state and system call of each of its threads, and its goroutines
-// (a Go server's, the test server's, which SIGQUIT makes it write to its
-// stderr, the client's). The server is found by the shim's pid in the
-// daemon's "session started" line. The server exits on the signal.
+// serverState says, for a session that stalled, what the audit log holds
+// of it (a tool.result: the daemon had the server's answer) and what its
+// server does: the state and system call of each of its threads, and its
+// goroutines (a Go server's, the test server's, which SIGQUIT makes it
+// write to its stderr, the client's). The session and its server are
+// found by the shim's pid in the daemon's "session started" line. The
+// server exits on the signal.
 func (d *daemon) serverState(p *shimProc) string {
 	peer := fmt.Sprintf(" peer_pid=%d ", p.cmd.Process.Pid)
-	pid := 0
+	pid, session := 0, ""
 	for _, line := range strings.Split(d.log.String(), "\n") {
 		if !strings.Contains(line, `msg="session started"`) || !strings.Contains(line, peer) {
 			continue
@@ -309,6 +311,8 @@ func (d *daemon) serverState(p *shimProc) string {
 		for _, f := range strings.Fields(line) {
 			if v, ok := strings.CutPrefix(f, "pid="); ok {
 				pid, _ = strconv.Atoi(v)
+			} else if v, ok := strings.CutPrefix(f, "session="); ok {
+				session = v
 			}
 		}
 	}
@@ -316,7 +320,23 @@ func (d *daemon) serverState(p *shimProc) string {
 		return "; its server was not found in the daemon's log"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "; its server, pid %d:", pid)
+	fmt.Fprintf(&b, "; its audit records (session %s):", session)
+	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			var r map[string]any
+			if !strings.Contains(line, `"session":"`+session+`"`) || json.Unmarshal([]byte(line), &r) != nil {
+				continue
+			}
+			fmt.Fprintf(&b, " %v", r["type"])
+			if id, ok := r["request_id"]; ok {
+				fmt.Fprintf(&b, " (request %v)", id)
+			}
+			b.WriteString(";")
+		}
+	}
+	fmt.Fprintf(&b, " its server, pid %d:", pid)
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
 		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, t.Name())
