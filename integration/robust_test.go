@@ -273,14 +273,23 @@ func (d *daemon) churnSession(i int, kill bool) error {
 	if err != nil {
 		return err
 	}
+	// A stall is looked into while the shim still lives (its kill at the
+	// minute ends the session, and the state with it).
+	if p.outF != nil {
+		_ = p.outF.SetReadDeadline(time.Now().Add(churnAnswerWait))
+	}
 	err = p.churn("churn-"+strconv.Itoa(i), kill)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// No answer within a minute: where the daemon waits, before the
-		// client lets go (a rare stall seen once in CI), and whether an
-		// answer waits unread in the client's pipe (then the daemon did
-		// write it).
-		err = fmt.Errorf("%w (%s; lines read that were not the answer: %q)%s", err, p.unread(), p.skipped, d.serverState(p))
+		p.timer.Stop()
+		// No answer in time: where the daemon waits, before the client
+		// lets go (a rare stall seen in CI), whether an answer waits
+		// unread in the client's pipe (then the daemon did write it),
+		// what the server does, and whether its exit lets the answer
+		// through.
+		err = fmt.Errorf("%w (%s; lines read that were not the answer: %q)", err, p.unread(), p.skipped)
+		err = fmt.Errorf("%w%s; then the client had %s", err, d.serverState(p), p.unread())
 		d.dumpGoroutines(fmt.Sprintf("session %d: %v", i, err))
+		_ = p.cmd.Process.Kill()
 	}
 	code, werr := p.wait()
 	switch {
@@ -294,13 +303,13 @@ func (d *daemon) churnSession(i int, kill bool) error {
 	return nil
 }
 
-// serverState says, for a session that stalled, what the audit log holds
-// of it (a tool.result: the daemon had the server's answer) and what its
-// server does: the state and system call of each of its threads, and its
-// goroutines (a Go server's, the test server's, which SIGQUIT makes it
-// write to its stderr, the client's). The session and its server are
-// found by the shim's pid in the daemon's "session started" line. The
-// server exits on the signal.
+// serverState says, for a session that stalled, what its server does:
+// the state and system call of each of its threads, and its goroutines (a
+// Go server's, the test server's, which SIGQUIT makes it write to its
+// stderr, the client's); then what the audit log holds of the session (a
+// tool.result and its latency: when the daemon had the server's answer).
+// The session and its server are found by the shim's pid in the daemon's
+// "session started" line. The server exits on the signal.
 func (d *daemon) serverState(p *shimProc) string {
 	peer := fmt.Sprintf(" peer_pid=%d ", p.cmd.Process.Pid)
 	pid, session := 0, ""
@@ -320,23 +329,7 @@ func (d *daemon) serverState(p *shimProc) string {
 		return "; its server was not found in the daemon's log"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "; its audit records (session %s):", session)
-	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
-	for _, f := range files {
-		data, _ := os.ReadFile(f)
-		for _, line := range strings.Split(string(data), "\n") {
-			var r map[string]any
-			if !strings.Contains(line, `"session":"`+session+`"`) || json.Unmarshal([]byte(line), &r) != nil {
-				continue
-			}
-			fmt.Fprintf(&b, " %v", r["type"])
-			if id, ok := r["request_id"]; ok {
-				fmt.Fprintf(&b, " (request %v)", id)
-			}
-			b.WriteString(";")
-		}
-	}
-	fmt.Fprintf(&b, " its server, pid %d:", pid)
+	fmt.Fprintf(&b, "; its server, pid %d:", pid)
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
 		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, t.Name())
@@ -351,19 +344,47 @@ func (d *daemon) serverState(p *shimProc) string {
 	}
 	before := p.stderr.Len()
 	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
-		return fmt.Sprintf("%s SIGQUIT: %v", b.String(), err)
-	}
-	// Written once it stops growing (within 3 s).
-	for last, end := -1, time.Now().Add(3*time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		n := p.stderr.Len()
-		if n == last && strings.Contains(p.stderr.String()[before:], "goroutine ") {
-			break
+		fmt.Fprintf(&b, " SIGQUIT: %v", err)
+	} else {
+		// Written once it stops growing (within 3 s).
+		for last, end := -1, time.Now().Add(3*time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			n := p.stderr.Len()
+			if n == last && strings.Contains(p.stderr.String()[before:], "goroutine ") {
+				break
+			}
+			last = n
 		}
-		last = n
+		fmt.Fprintf(&b, " its goroutines (SIGQUIT): %s", p.stderr.String()[before:])
 	}
-	fmt.Fprintf(&b, " its goroutines (SIGQUIT): %s", p.stderr.String()[before:])
+	// Then what the daemon recorded: a result is recorded once the relay
+	// has dealt with it (the server's exit may just have let it through).
+	time.Sleep(time.Second)
+	fmt.Fprintf(&b, "; then its audit records (session %s):", session)
+	files, _ := filepath.Glob(filepath.Join(d.dir, "log", "audit.jsonl*"))
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			var r map[string]any
+			if !strings.Contains(line, `"session":"`+session+`"`) || json.Unmarshal([]byte(line), &r) != nil {
+				continue
+			}
+			fmt.Fprintf(&b, " %v", r["type"])
+			if id, ok := r["request_id"]; ok {
+				fmt.Fprintf(&b, " (request %v", id)
+				if lat, ok := r["latency_ms"]; ok {
+					fmt.Fprintf(&b, ", answered after %v ms", lat)
+				}
+				b.WriteString(")")
+			}
+			b.WriteString(";")
+		}
+	}
 	return b.String()
 }
+
+// churnAnswerWait is how long a churn session waits for an answer
+// before it is looked into as a stall (within the shim's minute).
+const churnAnswerWait = 45 * time.Second
 
 func (p *shimProc) churn(text string, kill bool) error {
 	if err := p.initialize(); err != nil {
