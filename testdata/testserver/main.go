@@ -336,7 +336,7 @@ func main() {
 			return text("armed"), nil
 		})
 	go func() {
-		br := bufio.NewReaderSize(os.Stdin, 1<<20)
+		br := bufio.NewReaderSize(pollableStdin(), 1<<20)
 		for {
 			line, err := br.ReadBytes('\n')
 			out.noteCancel(line)
@@ -421,4 +421,26 @@ func (d *dropCancelled) Write(p []byte) (int, error) {
 		}
 		d.buf = d.buf[i+1:]
 	}
+}
+
+// pollableStdin is stdin read through Go's poller (non-blocking), when it
+// is a pipe or FIFO, as it is under mcpcage: a goroutine parked in the
+// poller, unlike one in a blocking read(2), never holds up a garbage
+// collection. With go1.26 a collection whose stop-the-world starts just as
+// a goroutine enters a blocking read waits until that read returns
+// (runtime/proc.go: reentersyscall checks sched.gcwaiting before the
+// goroutine is _Gsyscall, stopTheWorldWithSema retakes the Ps of syscalls
+// once, before it waits, and preemptone skips goroutines in syscalls), so
+// the call that set off the collection went unanswered until the client
+// wrote again (TestRobustChurn's rare stall: a worker "stopping the
+// world" in gcStart, the stdin reader in read(0)).
+func pollableStdin() *os.File {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(0, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		return os.Stdin
+	}
+	if err := syscall.SetNonblock(0, true); err != nil {
+		return os.Stdin
+	}
+	return os.NewFile(0, "/dev/stdin") // non-blocking: taken by the poller
 }
