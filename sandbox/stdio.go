@@ -20,9 +20,12 @@ type ServerStdio struct {
 	dir          string
 	in, out, err string // the FIFOs: the server reads in, writes out and err
 	inCh         chan opened
-	outCh, errCh chan opened
-	opening      bool // Open ran: the daemon's opens are under way
-	settled      bool // Connect ran: its opens completed, or it ended them
+	stop         chan struct{} // closed: the open of stdin ends
+	stdout       *os.File      // the daemon's read ends, open from Open on
+	stderr       *os.File
+	openErr      error // opening them failed
+	opening      bool  // Open ran: the daemon's opens are under way
+	settled      bool  // Connect ran: its opens completed, or it ended them
 }
 
 // The FIFOs' names in their directory, as mcpcage-init opens them.
@@ -37,10 +40,9 @@ type opened struct {
 	err error
 }
 
-// NewServerStdio makes dir (which must not exist) with the three FIFOs
-// and starts opening the daemon's ends: each open completes when
-// mcpcage-init opens the other end. Call Connect once the server started,
-// Close always.
+// NewServerStdio makes dir (which must not exist) with the three FIFOs.
+// Call Open just before the sandbox starts (or let Connect do it),
+// Connect once it started, Close always.
 //
 // The directory and the FIFOs belong to root and to the server's group,
 // which alone may use them (0750 and 0660): the daemon needs no
@@ -51,7 +53,7 @@ func NewServerStdio(dir string, gid uint32) (*ServerStdio, error) {
 		return nil, fmt.Errorf("server stdio: %w", err)
 	}
 	s := &ServerStdio{dir: dir, in: filepath.Join(dir, StdioIn), out: filepath.Join(dir, StdioOut), err: filepath.Join(dir, StdioErr),
-		inCh: make(chan opened, 1), outCh: make(chan opened, 1), errCh: make(chan opened, 1)}
+		inCh: make(chan opened, 1), stop: make(chan struct{})}
 	for _, p := range []string{s.in, s.out, s.err} {
 		if err := unix.Mkfifo(p, 0o660); err != nil {
 			_ = os.RemoveAll(dir)
@@ -82,24 +84,66 @@ func (s *ServerStdio) Dir() string { return s.dir }
 // ErrStdioNotConnected says the server never opened its stdio.
 var ErrStdioNotConnected = errors.New("the sandbox did not open its stdin, stdout and stderr")
 
-// Open starts opening the daemon's ends, so that mcpcage-init finds them
-// open the moment it opens its own: call it just before the sandbox's
-// task starts (then Connect does not wait for containerd to report the
-// start first). Connect calls it when nobody did; Close ends the opens
-// when Connect is never called. Once only.
+// stdinRetry is how often the daemon tries again to open its end of the
+// server's stdin while mcpcage-init has not opened its own.
+const stdinRetry = 500 * time.Microsecond
+
+// Open opens the daemon's ends, so that mcpcage-init finds them open the
+// moment it opens its own: call it just before the sandbox's task starts
+// (then Connect does not wait for containerd to report the start first).
+// Connect calls it when nobody did; Close ends it when Connect is never
+// called. Once only.
+//
+// No open waits in the kernel for the other end: a goroutine blocked in a
+// system call can hold up a garbage collection's stop of the world for as
+// long as the call waits (Go 1.26 and 1.27: one that enters the call as
+// the stop begins is missed, and the stop then waits for it to return),
+// which here would be until the sandbox opened the FIFO, or for good if it
+// never did, and every session would stop with it. The read ends (the
+// server's stdout and stderr) open at once without waiting (O_NONBLOCK);
+// the write end (its stdin) cannot open before a reader has, so it is
+// tried again every stdinRetry until mcpcage-init opens it, which it does
+// after its stdout and stderr: once the daemon's stdin is open, the
+// server's three ends are. Nothing is opened before Open, so a prepared
+// sandbox in the warm pool holds nothing.
 func (s *ServerStdio) Open() {
 	if s.opening {
 		return
 	}
 	s.opening = true
-	// An open of one end of a FIFO blocks until the other end is opened
-	// (mcpcage-init opens its ends once the sandbox starts): each waits
-	// on its own goroutine (Go makes the opened FIFO non-blocking and
-	// pollable). Nothing waits before Open, so a prepared sandbox in the
-	// warm pool holds no thread.
-	go func() { f, err := os.OpenFile(s.in, os.O_WRONLY, 0); s.inCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.out, os.O_RDONLY, 0); s.outCh <- opened{f, err} }()
-	go func() { f, err := os.OpenFile(s.err, os.O_RDONLY, 0); s.errCh <- opened{f, err} }()
+	if s.stdout, s.openErr = openNonBlocking(s.out, unix.O_RDONLY); s.openErr == nil {
+		s.stderr, s.openErr = openNonBlocking(s.err, unix.O_RDONLY)
+	}
+	go func() { f, err := s.openStdin(); s.inCh <- opened{f, err} }()
+}
+
+// openStdin opens the daemon's end of the server's stdin once
+// mcpcage-init opened its own, or returns nil when s.stop is closed first.
+func (s *ServerStdio) openStdin() (*os.File, error) {
+	t := time.NewTicker(stdinRetry)
+	defer t.Stop()
+	for {
+		f, err := openNonBlocking(s.in, unix.O_WRONLY)
+		if !errors.Is(err, unix.ENXIO) { // ENXIO: no reader yet
+			return f, err
+		}
+		select {
+		case <-s.stop:
+			return nil, nil
+		case <-t.C:
+		}
+	}
+}
+
+// openNonBlocking opens the FIFO at path without waiting for its other
+// end (flag: unix.O_RDONLY or unix.O_WRONLY); the file is non-blocking,
+// on Go's poller.
+func openNonBlocking(path string, flag int) (*os.File, error) {
+	fd, err := unix.Open(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // Connect waits until mcpcage-init has opened the three FIFOs and returns
@@ -109,89 +153,52 @@ func (s *ServerStdio) Open() {
 func (s *ServerStdio) Connect(exited <-chan struct{}, within time.Duration) (stdin, stdout, stderr *os.File, err error) {
 	s.Open()
 	s.settled = true
+	if s.openErr != nil {
+		s.release()
+		return nil, nil, nil, fmt.Errorf("server stdio: %w", s.openErr)
+	}
 	t := time.NewTimer(within)
 	defer t.Stop()
-	var in, out, errOut *opened
-	for in == nil || out == nil || errOut == nil {
-		var got *opened
-		select {
-		case o := <-s.inCh:
-			in, got = &o, &o
-		case o := <-s.outCh:
-			out, got = &o, &o
-		case o := <-s.errCh:
-			errOut, got = &o, &o
-		case <-exited:
-			s.release(in, out, errOut)
-			return nil, nil, nil, fmt.Errorf("%w: it exited first", ErrStdioNotConnected)
-		case <-t.C:
-			s.release(in, out, errOut)
-			return nil, nil, nil, fmt.Errorf("%w within %v", ErrStdioNotConnected, within)
-		}
-		if got.err != nil {
+	select {
+	case o := <-s.inCh:
+		if o.err != nil {
 			// An end the daemon cannot open fails the launch at once (the
 			// sandbox would wait for it until the timeout).
-			s.release(in, out, errOut)
-			return nil, nil, nil, fmt.Errorf("server stdio: %w", got.err)
+			s.release()
+			return nil, nil, nil, fmt.Errorf("server stdio: %w", o.err)
 		}
+		stdin = o.f
+	case <-exited:
+		s.release()
+		return nil, nil, nil, fmt.Errorf("%w: it exited first", ErrStdioNotConnected)
+	case <-t.C:
+		s.release()
+		return nil, nil, nil, fmt.Errorf("%w within %v", ErrStdioNotConnected, within)
 	}
 	// Every end is open: the names have done their work.
 	for _, p := range []string{s.in, s.out, s.err} {
 		if err := os.Remove(p); err != nil {
-			s.release(in, out, errOut)
+			for _, f := range []*os.File{stdin, s.stdout, s.stderr} {
+				_ = f.Close()
+			}
 			return nil, nil, nil, fmt.Errorf("server stdio: %w", err)
 		}
 	}
-	return in.f, out.f, errOut.f, nil
+	return stdin, s.stdout, s.stderr, nil
 }
 
-// release closes the ends the daemon holds and ends the opens still
-// waiting (nil: not received yet), so no goroutine stays blocked.
-func (s *ServerStdio) release(in, out, errOut *opened) {
-	for _, o := range []*opened{in, out, errOut} {
-		if o != nil && o.f != nil {
-			_ = o.f.Close()
+// release closes the read ends and ends the open of stdin, waiting for
+// it (so no goroutine stays), closing what it opened meanwhile.
+func (s *ServerStdio) release() {
+	for _, f := range []*os.File{s.stdout, s.stderr} {
+		if f != nil {
+			_ = f.Close()
 		}
 	}
-	if in == nil {
-		unblock(s.in, unix.O_RDONLY, s.inCh) // a writer waits for a reader
-	}
-	if out == nil {
-		unblock(s.out, unix.O_WRONLY, s.outCh) // a reader waits for a writer
-	}
-	if errOut == nil {
-		unblock(s.err, unix.O_WRONLY, s.errCh)
-	}
-}
-
-// unblockRetry is how often unblock tries again while the waiting open
-// has not started yet (a writer's non-blocking open needs a reader).
-const unblockRetry = 10 * time.Millisecond
-
-// unblock opens path's other end without blocking until the open waiting
-// on ch completes, then closes both.
-func unblock(path string, flag int, ch chan opened) {
-	for {
-		fd, err := unix.Open(path, flag|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err == nil {
-			o := <-ch
-			if o.f != nil {
-				_ = o.f.Close()
-			}
-			_ = unix.Close(fd)
-			return
-		}
-		if !errors.Is(err, unix.ENXIO) {
-			return // the FIFO is gone: nothing can complete the open
-		}
-		select {
-		case o := <-ch:
-			if o.f != nil {
-				_ = o.f.Close()
-			}
-			return
-		case <-time.After(unblockRetry):
-		}
+	s.stdout, s.stderr = nil, nil
+	close(s.stop)
+	if o := <-s.inCh; o.f != nil {
+		_ = o.f.Close()
 	}
 }
 
@@ -200,7 +207,7 @@ func unblock(path string, flag int, ch chan opened) {
 // when it fails).
 func (s *ServerStdio) Close() error {
 	if s.opening && !s.settled {
-		s.release(nil, nil, nil) // Open ran, Connect never did
+		s.release() // Open ran, Connect never did
 	}
 	s.settled = true
 	return os.RemoveAll(s.dir)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,18 +15,18 @@ import (
 	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
-// openAsInit opens the FIFOs as mcpcage-init does (the daemon's ends are
-// opening at the same time).
+// openAsInit opens the FIFOs as mcpcage-init does, in its order (the
+// daemon's ends are opening at the same time).
 func openAsInit(t *testing.T, dir string) (in, out, errOut *os.File) {
 	t.Helper()
 	var err error
-	if in, err = os.OpenFile(filepath.Join(dir, StdioIn), os.O_RDONLY, 0); err != nil {
-		t.Fatal(err)
-	}
 	if out, err = os.OpenFile(filepath.Join(dir, StdioOut), os.O_WRONLY, 0); err != nil {
 		t.Fatal(err)
 	}
 	if errOut, err = os.OpenFile(filepath.Join(dir, StdioErr), os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	}
+	if in, err = os.OpenFile(filepath.Join(dir, StdioIn), os.O_RDONLY, 0); err != nil {
 		t.Fatal(err)
 	}
 	return in, out, errOut
@@ -84,8 +85,8 @@ func TestServerStdioAbandoned(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		exited bool
-		half   bool // the "sandbox" opened stdin only
-	}{{"exited", true, false}, {"exited after opening stdin", true, true}, {"timed out", false, false}} {
+		half   bool // the "sandbox" opened stdout only
+	}{{"exited", true, false}, {"exited after opening stdout", true, true}, {"timed out", false, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := runtime.NumGoroutine()
 			s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
@@ -96,10 +97,10 @@ func TestServerStdioAbandoned(t *testing.T) {
 			exited := make(chan struct{})
 			switch {
 			case tc.half:
-				// The "sandbox" opens stdin (completing once Connect
+				// The "sandbox" opens stdout (completing once Connect
 				// opens the daemon's end), then exits.
 				go func() {
-					in, err := os.OpenFile(filepath.Join(s.Dir(), StdioIn), os.O_RDONLY, 0)
+					in, err := os.OpenFile(filepath.Join(s.Dir(), StdioOut), os.O_WRONLY, 0)
 					if err == nil {
 						defer func() { _ = in.Close() }()
 					}
@@ -169,4 +170,35 @@ func testServerStdioClosedUnused(t *testing.T, opened bool) {
 		n := runtime.NumGoroutine()
 		return n <= before, fmt.Sprintf("%d goroutines, %d before", n, before)
 	})
+}
+
+// TestServerStdioWaitsInNoSystemCall: while the sandbox has not opened
+// its ends, the daemon waits for it without a goroutine blocked in a
+// system call (an open of a FIFO waits in the kernel for the other end;
+// a garbage collection that begins as a goroutine enters such a call can
+// wait for the call to return, with every other goroutine stopped).
+func TestServerStdioWaitsInNoSystemCall(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	s.Open()
+	buf := make([]byte, 1<<20)
+	var waiting []string
+	testenv.WaitFor(t, "the open of stdin to be under way", 10*time.Second, func() (bool, string) {
+		waiting = waiting[:0]
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "sandbox.(*ServerStdio)") {
+				waiting = append(waiting, g)
+			}
+		}
+		return len(waiting) > 0, "no goroutine of ServerStdio"
+	})
+	for _, g := range waiting {
+		if strings.Contains(strings.SplitN(g, "\n", 2)[0], "[syscall") {
+			t.Errorf("a goroutine waits for the sandbox in a system call:\n%s", g)
+		}
+	}
 }

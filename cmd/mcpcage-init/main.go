@@ -79,16 +79,19 @@ func main() {
 	fail("exec %s: %v", path, err)
 }
 
-// installStdio opens DIR/in as fd 0, DIR/out as fd 1 and DIR/err as fd 2
-// (the names of sandbox.StdioIn, StdioOut and StdioErr; this static
-// binary does not link that package). Each open
-// completes when the daemon has its end open (it opens both at once).
+// installStdio opens DIR/out as fd 1, DIR/err as fd 2 and DIR/in as fd 0
+// (the names of sandbox.StdioOut, StdioErr and StdioIn; this static
+// binary does not link that package), in that order: the daemon's read
+// ends of out and err are open before the sandbox starts, so those opens
+// return at once, and the daemon takes the open of its end of in, which
+// it tries until this process opened its own, for the sign that all
+// three are (sandbox.ServerStdio.Open).
 func installStdio(dir string) {
 	for _, s := range []struct {
 		name string
 		flag int
 		fd   int
-	}{{"in", syscall.O_RDONLY, 0}, {"out", syscall.O_WRONLY, 1}, {"err", syscall.O_WRONLY, 2}} {
+	}{{"out", syscall.O_WRONLY, 1}, {"err", syscall.O_WRONLY, 2}, {"in", syscall.O_RDONLY, 0}} {
 		fd, err := syscall.Open(dir+"/"+s.name, s.flag|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			fail("open the server's %s from mcpcaged: %v", s.name, err)
