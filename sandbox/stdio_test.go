@@ -32,6 +32,20 @@ func openAsInit(t *testing.T, dir string) (in, out, errOut *os.File) {
 	return in, out, errOut
 }
 
+// openedStdio is a ServerStdio whose daemon ends are opening (Open),
+// closed when the test ends.
+func openedStdio(t *testing.T) *ServerStdio {
+	t.Helper()
+	testenv.RequireRoot(t)
+	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	s.Open()
+	return s
+}
+
 func TestServerStdioConnects(t *testing.T) {
 	testenv.RequireRoot(t) // chown to the server's uid
 	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s1"), 65534)
@@ -123,13 +137,7 @@ func TestServerStdioAbandoned(t *testing.T) {
 // TestServerStdioOpenedEarly: the daemon's ends may start opening before
 // the sandbox opens its own (Open, then Connect).
 func TestServerStdioOpenedEarly(t *testing.T) {
-	testenv.RequireRoot(t)
-	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	s.Open()
+	s := openedStdio(t)
 	srv := make(chan []*os.File, 1)
 	go func() { in, out, errOut := openAsInit(t, s.Dir()); srv <- []*os.File{in, out, errOut} }()
 	stdin, stdout, stderr, err := s.Connect(make(chan struct{}), 10*time.Second)
@@ -178,13 +186,7 @@ func testServerStdioClosedUnused(t *testing.T, opened bool) {
 // a garbage collection that begins as a goroutine enters such a call can
 // wait for the call to return, with every other goroutine stopped).
 func TestServerStdioWaitsInNoSystemCall(t *testing.T) {
-	testenv.RequireRoot(t)
-	s, err := NewServerStdio(filepath.Join(t.TempDir(), "s"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	s.Open()
+	openedStdio(t)
 	buf := make([]byte, 1<<20)
 	var waiting []string
 	testenv.WaitFor(t, "the open of stdin to be under way", 10*time.Second, func() (bool, string) {
