@@ -62,6 +62,10 @@ func runLoop(kind string, n int) time.Duration {
 		for i := 0; i < n; i++ {
 			open()
 		}
+	case "open-for": // opens for n ms
+		for end := start.Add(time.Duration(n) * time.Millisecond); time.Now().Before(end); {
+			open()
+		}
 	case "open-then": // n opens, then one of MCPCAGE_BENCH_PATH
 		for i := 0; i < n; i++ {
 			open()

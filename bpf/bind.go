@@ -92,6 +92,9 @@ func (c *Cage) EnableBind() (ingressErr, err error) {
 	if err := spec.Variables["host_netns_cookie"].Set(c.hostNetns); err != nil {
 		return nil, fmt.Errorf("set host_netns_cookie: %w", err)
 	}
+	if err := setSessionClock(spec, c.tick); err != nil {
+		return nil, err
+	}
 	var objs bindObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		"sessions": c.objs.Sessions, "events": c.objs.Events,

@@ -63,6 +63,7 @@ const (
 	bindProgCageListenIngress    = "cage_listen_ingress"
 	bindProgCageRoutingEgress    = "cage_routing_egress"
 	bindProgCageSetsockopt       = "cage_setsockopt"
+	bindVarClockInTicks          = "clock_in_ticks"
 	bindVarHostNetnsCookie       = "host_netns_cookie"
 	bindVarParentCgid            = "parent_cgid"
 	bindVarParentLevel           = "parent_level"
@@ -74,6 +75,7 @@ const (
 	bindVarUnusedLostCounter     = "unused_lost_counter"
 	bindVarUnusedNetDeniedReason = "unused_net_denied_reason"
 	bindVarUnusedSessionFlag     = "unused_session_flag"
+	bindVarWindowSpan            = "window_span"
 )
 
 // loadBind returns the embedded CollectionSpec for bind.
@@ -141,6 +143,7 @@ type bindMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bindVariableSpecs struct {
+	ClockInTicks          *ebpf.VariableSpec `ebpf:"clock_in_ticks"`
 	HostNetnsCookie       *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid            *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.VariableSpec `ebpf:"parent_level"`
@@ -152,6 +155,7 @@ type bindVariableSpecs struct {
 	UnusedLostCounter     *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
 	UnusedNetDeniedReason *ebpf.VariableSpec `ebpf:"unused_net_denied_reason"`
 	UnusedSessionFlag     *ebpf.VariableSpec `ebpf:"unused_session_flag"`
+	WindowSpan            *ebpf.VariableSpec `ebpf:"window_span"`
 }
 
 // bindObjects contains all objects after they have been loaded into the kernel.
@@ -197,6 +201,7 @@ func (m *bindMaps) Close() error {
 //
 // It can be passed to loadBindObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bindVariables struct {
+	ClockInTicks          *ebpf.Variable `ebpf:"clock_in_ticks"`
 	HostNetnsCookie       *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid            *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel           *ebpf.Variable `ebpf:"parent_level"`
@@ -208,6 +213,7 @@ type bindVariables struct {
 	UnusedLostCounter     *ebpf.Variable `ebpf:"unused_lost_counter"`
 	UnusedNetDeniedReason *ebpf.Variable `ebpf:"unused_net_denied_reason"`
 	UnusedSessionFlag     *ebpf.Variable `ebpf:"unused_session_flag"`
+	WindowSpan            *ebpf.Variable `ebpf:"window_span"`
 }
 
 // bindPrograms contains all programs after they have been loaded into the kernel.

@@ -27,11 +27,32 @@ struct {
 	__type(value, __u64);
 } calib SEC(".maps");
 
+// The kernel's tick counter and monotonic clock, read together at each
+// calibration call: the loader measures the tick's length from them (see
+// session_clock).
+struct calib_clocks {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct calib_clocks);
+} calib_clock SEC(".maps");
+
 SEC("tracepoint/syscalls/sys_enter_prctl")
 int cage_calibrate(struct trace_event_raw_sys_enter *ctx)
 {
 	if (calib_option == 0 || ctx->args[0] != calib_option || ctx->args[1] != calib_nonce)
 		return 0;
+	__u32 zero = 0;
+	struct calib_clocks *cc = bpf_map_lookup_elem(&calib_clock, &zero);
+	if (cc) {
+		cc->jiffies = bpf_jiffies64();
+		cc->ns = bpf_ktime_get_ns();
+	}
 	for (__u32 i = 0; i < CALIB_LEVELS; i++) { // a bounded loop (kernel 5.3+)
 		__u64 id = bpf_get_current_ancestor_cgroup_id(i);
 		__u32 key = i; // keep i in a register: a spilled counter defeats the loop bound
@@ -711,10 +732,10 @@ static __always_inline bool truncates(struct trace_event_raw_sys_exit *ctx)
 // mount, which is one path: hard links and bind mounts are other dentries
 // or mounts) and the open file's flags and mode as the kernel set them.
 // Another successful open of the same file the same way by the same
-// process within FOLD_NS of the recorded one, while no tool call started
-// or ended (call_slots), is folded: counted here and in the session's
-// opens_folded, not made an event. The file's next record carries the
-// count (repeats). The deny check runs on every open, folded or not, and a
+// process within FOLD_NS of the recorded one (by session_clock), while
+// no tool call started or ended (call_slots), is folded: counted here and
+// in the session's opens_folded, not made an event. The file's next
+// record carries the count (repeats). The deny check runs on every open, folded or not, and a
 // denied open is always an event. An entry the LRU evicts loses its
 // pending count, never a denial; the session's total stays exact. The
 // key's inode number and generation tell a freed and reused dentry apart
@@ -725,6 +746,9 @@ static __always_inline bool truncates(struct trace_event_raw_sys_exit *ctx)
 // from the open file's flags, so the key alone would take it for a
 // repeat of a plain open, and the truncation would go unrecorded.
 #define FOLD_NS 1000000000ULL
+
+// FOLD_NS in session_clock's units.
+volatile const __u64 fold_span = FOLD_NS;
 
 struct recent_key {
 	__u64 cgid;
@@ -738,7 +762,7 @@ struct recent_key {
 };
 
 struct recent_val {
-	__u64 ts;       // when the file's last record was made
+	__u64 ts;       // when the file's last record was made (session_clock)
 	__u64 folded;   // opens folded since the entry was made
 	__u64 reported; // of which the records so far carried
 	__u64 call;     // the session's call epoch at the last record
@@ -872,7 +896,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	struct path p = {};
 	struct recent_key rk = {.cgid = cgid, .tgid = bpf_get_current_pid_tgid() >> 32};
 	struct recent_val *rv = 0;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = session_clock();
 	__u32 denied = 0;
 	bool walked = false;
 	__u64 epoch = NO_EPOCH;
@@ -889,7 +913,7 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		}
 		epoch = call_epoch(s, cgid);
 		rv = bpf_map_lookup_elem(&recent_opens, &rk);
-		if (rv && now - rv->ts < FOLD_NS && epoch != NO_EPOCH && rv->call == epoch && !truncates(ctx)) {
+		if (rv && now - rv->ts < fold_span && epoch != NO_EPOCH && rv->call == epoch && !truncates(ctx)) {
 			// A repeat: the deny check alone, no path copied.
 			denied = walk_path(0, cgid, lens, p.dentry, p.mnt);
 			walked = true;

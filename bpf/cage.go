@@ -52,6 +52,11 @@ type Cage struct {
 	// directErr says why the programs read kernel structures by
 	// bpf_probe_read_kernel rather than by direct loads (nil: direct).
 	directErr error
+	// tick: the kernel's tick, which times the sessions' windows
+	// (sessionclock.go); tickErr says why they are timed by the
+	// monotonic clock instead.
+	tick    time.Duration
+	tickErr error
 	// book: the egress entries written, per session and per owner.
 	book egressBook
 }
@@ -92,6 +97,9 @@ type Options struct {
 	// noUnixPeers leaves tp_btf/sk_data_ready unattached, as on a
 	// kernel without it: the tests take the check at connect's exit too.
 	noUnixPeers bool
+	// noTicks times the fold window by the monotonic clock, as where the
+	// tick could not be measured: the tests take that path too.
+	noTicks bool
 }
 
 // errTurnedOff is why the call epochs go by syscall under Options.noMmap,
@@ -120,10 +128,11 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF object: %w", err)
 	}
-	offset, err := calibrate(calib, filepath.Dir(filepath.Clean(o.CgroupParent)))
+	cal, err := calibrate(calib, filepath.Dir(filepath.Clean(o.CgroupParent)))
 	if err != nil {
 		return nil, err
 	}
+	offset := cal.offset
 	level := viewLevel + offset
 	// The syscall tracepoints' cheap test of "under the parent cgroup".
 	parentID, err := CgroupID(o.CgroupParent)
@@ -134,12 +143,17 @@ func Load(o Options) (_ *Cage, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns, noUnixPeers: o.noUnixPeers}
+	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns, noUnixPeers: o.noUnixPeers,
+		tick: cal.tick, tickErr: cal.tickErr}
+	if c.tickErr == nil && o.noTicks {
+		c.tick, c.tickErr = 0, errTurnedOff
+	}
 	c.obs.linger, c.obs.onDetachError = o.ObserverLinger, o.OnDetachError
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {
 		c.mmapErr = errTurnedOff
 	}
-	vars := loadSettings{sessionLevel: level + 1, parentLevel: level, parentCgid: parentID, hostNetns: hostNetns, mmapSlots: c.mmapErr == nil}
+	vars := loadSettings{sessionLevel: level + 1, parentLevel: level, parentCgid: parentID, hostNetns: hostNetns, mmapSlots: c.mmapErr == nil,
+		tick: c.tick}
 	if c.directErr = directReadsSupported(); c.directErr == nil && o.noDirectReads {
 		c.directErr = errTurnedOff
 	}
@@ -613,6 +627,14 @@ func (c *Cage) FairShare() bool {
 	return c.mmapErr == nil
 }
 
+// SessionClock says what times the sessions' windows (a process's
+// repeated opens of a file folded into one record for a second, each
+// session's event budget per 100 ms): the kernel's tick of the length
+// returned, or (err set) the monotonic clock, with why.
+func (c *Cage) SessionClock() (time.Duration, error) {
+	return c.tick, c.tickErr
+}
+
 // CallEpochsMapped reports whether moving a session's call epoch
 // (NewCall) is a store into memory the kernel maps into this process,
 // and why not: without BPF_F_MMAPABLE it is a map update, a syscall.
@@ -748,13 +770,25 @@ func removeStalePins(dir string) error {
 	return nil
 }
 
-// calibrate returns how many cgroup levels lie above the root this
-// process can see (0 outside a cgroup namespace): it asks the kernel for
-// the ancestors of its own cgroup and finds its own id among them.
-func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
+// calibration is what calibrate found out.
+type calibration struct {
+	// offset: how many cgroup levels lie above the root this process
+	// can see (0 outside a cgroup namespace).
+	offset uint32
+	// tick: the kernel's tick (measureTick); tickErr says why it is
+	// unknown.
+	tick    time.Duration
+	tickErr error
+}
+
+// calibrate asks the kernel for the ancestors of this process's own
+// cgroup and finds its own id among them (the cgroup levels above the
+// root this process can see), and measures the kernel's tick.
+func calibrate(spec *ebpf.CollectionSpec, v2root string) (calibration, error) {
+	var cal calibration
 	self, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
-		return 0, err
+		return cal, err
 	}
 	var path string
 	for _, line := range strings.Split(string(self), "\n") {
@@ -763,11 +797,11 @@ func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
 		}
 	}
 	if path == "" {
-		return 0, fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
+		return cal, fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
 	}
 	own, err := CgroupID(filepath.Join(v2root, path))
 	if err != nil {
-		return 0, fmt.Errorf("calibrate cgroup levels: %w", err)
+		return cal, fmt.Errorf("calibrate cgroup levels: %w", err)
 	}
 	viewDepth := uint32(0)
 	for _, p := range strings.Split(strings.Trim(path, "/"), "/") {
@@ -781,39 +815,46 @@ func calibrate(spec *ebpf.CollectionSpec, v2root string) (uint32, error) {
 	crand.Read(nonceB[:])
 	nonce := binary.NativeEndian.Uint64(nonceB[:]) >> 1
 	if err := cs.Variables["calib_option"].Set(uint64(option)); err != nil {
-		return 0, err
+		return cal, err
 	}
 	if err := cs.Variables["calib_nonce"].Set(nonce); err != nil {
-		return 0, err
+		return cal, err
 	}
 	var objs struct {
 		Prog  *ebpf.Program `ebpf:"cage_calibrate"`
 		Calib *ebpf.Map     `ebpf:"calib"`
+		Clock *ebpf.Map     `ebpf:"calib_clock"`
 	}
 	if err := cs.LoadAndAssign(&objs, nil); err != nil {
-		return 0, fmt.Errorf("load the calibration program: %w", err)
+		return cal, fmt.Errorf("load the calibration program: %w", err)
 	}
 	defer func() { _ = objs.Prog.Close() }()
 	defer func() { _ = objs.Calib.Close() }()
+	defer func() { _ = objs.Clock.Close() }()
 	l, err := link.Tracepoint("syscalls", "sys_enter_prctl", objs.Prog, nil)
 	if err != nil {
-		return 0, fmt.Errorf("attach the calibration program: %w", err)
+		return cal, fmt.Errorf("attach the calibration program: %w", err)
 	}
-	_, _, _ = unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
+	call := func() {
+		_, _, _ = unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
+	}
+	call()
+	cal.tick, cal.tickErr = measureTick(call, objs.Clock)
 	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("detach the calibration program: %w", err)
+		return cal, fmt.Errorf("detach the calibration program: %w", err)
 	}
 	for level := uint32(0); level < objs.Calib.MaxEntries(); level++ { // CALIB_LEVELS
 		var id uint64
 		if err := objs.Calib.Lookup(level, &id); err != nil {
-			return 0, err
+			return cal, err
 		}
 		if id == own {
 			if level < viewDepth {
-				return 0, fmt.Errorf("calibrate cgroup levels: own cgroup at level %d but %d deep in this view", level, viewDepth)
+				return cal, fmt.Errorf("calibrate cgroup levels: own cgroup at level %d but %d deep in this view", level, viewDepth)
 			}
-			return level - viewDepth, nil
+			cal.offset = level - viewDepth
+			return cal, nil
 		}
 	}
-	return 0, fmt.Errorf("calibrate cgroup levels: the kernel did not report this process's cgroup %s (id %d) among its ancestors", path, own)
+	return cal, fmt.Errorf("calibrate cgroup levels: the kernel did not report this process's cgroup %s (id %d) among its ancestors", path, own)
 }

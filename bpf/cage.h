@@ -110,7 +110,7 @@ enum event_rule {
 struct session {
 	__u32 flags;
 	__u32 deny_lens; // bit min(n, 31): a denied component is n bytes long
-	__u64 window_start; // rate limit window (ns)
+	__u64 window_start; // rate limit window (session_clock)
 	__u64 window_events;
 	__u64 opens_folded; // opens folded into a recorded one (see recent_opens)
 	__u32 call_slot;    // the session's entry in cage.c's call_slots
@@ -210,6 +210,23 @@ const enum lost_counter *unused_lost_counter __attribute__((unused));
 #define WINDOW_NS 100000000ULL
 #define WINDOW_EVENTS 2000
 
+// The sessions' clock, which times the event budget's window (WINDOW_NS)
+// and cage.c's fold window: the kernel's tick counter (jiffies, a load)
+// where the loader measured the tick's length, else the monotonic clock
+// in ns (bpf_ktime_get_ns reads the clock source: about 100 ns on a
+// virtual machine whose clock reads are slow). window_span is WINDOW_NS
+// in its units. The windows are then right give or take a tick. Every
+// loader of a program that shares the sessions map sets the same (the Go
+// side's setSessionClock): a window one clock started would be misread by
+// the other.
+volatile const __u8 clock_in_ticks = 0;
+volatile const __u64 window_span = WINDOW_NS;
+
+static __always_inline __u64 session_clock(void)
+{
+	return clock_in_ticks ? bpf_jiffies64() : bpf_ktime_get_ns();
+}
+
 // mcpcage's parent cgroup (index 0), set by the loader.
 struct {
 	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
@@ -298,8 +315,8 @@ static __always_inline bool unchecked(struct session *s, bool done)
 // in_budget takes one event from the session's budget for this window.
 static __always_inline bool in_budget(struct session *s)
 {
-	__u64 now = bpf_ktime_get_ns();
-	if (now - s->window_start > WINDOW_NS) {
+	__u64 now = session_clock();
+	if (now - s->window_start > window_span) {
 		s->window_start = now;
 		s->window_events = 0;
 	}

@@ -18,6 +18,12 @@ type cageArgvHead struct {
 	Slot [4][32]int8
 }
 
+type cageCalibClocks struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type cageCallSlot struct {
 	_      structs.HostLayout
 	Epoch  uint64
@@ -213,6 +219,7 @@ type cageUdpKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	cageMapCalib                   = "calib"
+	cageMapCalibClock              = "calib_clock"
 	cageMapCallSlots               = "call_slots"
 	cageMapChangers                = "changers"
 	cageMapConnects                = "connects"
@@ -270,7 +277,9 @@ const (
 	cageProgCageUnixPeer           = "cage_unix_peer"
 	cageVarCalibNonce              = "calib_nonce"
 	cageVarCalibOption             = "calib_option"
+	cageVarClockInTicks            = "clock_in_ticks"
 	cageVarFairShare               = "fair_share"
+	cageVarFoldSpan                = "fold_span"
 	cageVarHostNetnsCookie         = "host_netns_cookie"
 	cageVarParentCgid              = "parent_cgid"
 	cageVarParentLevel             = "parent_level"
@@ -282,6 +291,7 @@ const (
 	cageVarUnusedEventRule         = "unused_event_rule"
 	cageVarUnusedLostCounter       = "unused_lost_counter"
 	cageVarUnusedSessionFlag       = "unused_session_flag"
+	cageVarWindowSpan              = "window_span"
 )
 
 // loadCage returns the embedded CollectionSpec for cage.
@@ -372,6 +382,7 @@ type cageProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
+	CalibClock     *ebpf.MapSpec `ebpf:"calib_clock"`
 	CallSlots      *ebpf.MapSpec `ebpf:"call_slots"`
 	Changers       *ebpf.MapSpec `ebpf:"changers"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
@@ -396,7 +407,9 @@ type cageMapSpecs struct {
 type cageVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	ClockInTicks         *ebpf.VariableSpec `ebpf:"clock_in_ticks"`
 	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
+	FoldSpan             *ebpf.VariableSpec `ebpf:"fold_span"`
 	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
@@ -408,6 +421,7 @@ type cageVariableSpecs struct {
 	UnusedEventRule      *ebpf.VariableSpec `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.VariableSpec `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.VariableSpec `ebpf:"window_span"`
 }
 
 // cageObjects contains all objects after they have been loaded into the kernel.
@@ -431,6 +445,7 @@ func (o *cageObjects) Close() error {
 // It can be passed to loadCageObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
+	CalibClock     *ebpf.Map `ebpf:"calib_clock"`
 	CallSlots      *ebpf.Map `ebpf:"call_slots"`
 	Changers       *ebpf.Map `ebpf:"changers"`
 	Connects       *ebpf.Map `ebpf:"connects"`
@@ -452,6 +467,7 @@ type cageMaps struct {
 func (m *cageMaps) Close() error {
 	return _CageClose(
 		m.Calib,
+		m.CalibClock,
 		m.CallSlots,
 		m.Changers,
 		m.Connects,
@@ -477,7 +493,9 @@ func (m *cageMaps) Close() error {
 type cageVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	ClockInTicks         *ebpf.Variable `ebpf:"clock_in_ticks"`
 	FairShare            *ebpf.Variable `ebpf:"fair_share"`
+	FoldSpan             *ebpf.Variable `ebpf:"fold_span"`
 	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
@@ -489,6 +507,7 @@ type cageVariables struct {
 	UnusedEventRule      *ebpf.Variable `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.Variable `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.Variable `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.Variable `ebpf:"window_span"`
 }
 
 // cagePrograms contains all programs after they have been loaded into the kernel.

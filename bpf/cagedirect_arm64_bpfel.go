@@ -18,6 +18,12 @@ type cageDirectArgvHead struct {
 	Slot [4][32]int8
 }
 
+type cageDirectCalibClocks struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type cageDirectCallSlot struct {
 	_      structs.HostLayout
 	Epoch  uint64
@@ -130,6 +136,7 @@ type cageDirectUdpKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	cageDirectMapCalib                   = "calib"
+	cageDirectMapCalibClock              = "calib_clock"
 	cageDirectMapCallSlots               = "call_slots"
 	cageDirectMapChangers                = "changers"
 	cageDirectMapConnects                = "connects"
@@ -187,7 +194,9 @@ const (
 	cageDirectProgCageUnixPeer           = "cage_unix_peer"
 	cageDirectVarCalibNonce              = "calib_nonce"
 	cageDirectVarCalibOption             = "calib_option"
+	cageDirectVarClockInTicks            = "clock_in_ticks"
 	cageDirectVarFairShare               = "fair_share"
+	cageDirectVarFoldSpan                = "fold_span"
 	cageDirectVarHostNetnsCookie         = "host_netns_cookie"
 	cageDirectVarParentCgid              = "parent_cgid"
 	cageDirectVarParentLevel             = "parent_level"
@@ -199,6 +208,7 @@ const (
 	cageDirectVarUnusedEventRule         = "unused_event_rule"
 	cageDirectVarUnusedLostCounter       = "unused_lost_counter"
 	cageDirectVarUnusedSessionFlag       = "unused_session_flag"
+	cageDirectVarWindowSpan              = "window_span"
 )
 
 // loadCageDirect returns the embedded CollectionSpec for cageDirect.
@@ -289,6 +299,7 @@ type cageDirectProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type cageDirectMapSpecs struct {
 	Calib          *ebpf.MapSpec `ebpf:"calib"`
+	CalibClock     *ebpf.MapSpec `ebpf:"calib_clock"`
 	CallSlots      *ebpf.MapSpec `ebpf:"call_slots"`
 	Changers       *ebpf.MapSpec `ebpf:"changers"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
@@ -313,7 +324,9 @@ type cageDirectMapSpecs struct {
 type cageDirectVariableSpecs struct {
 	CalibNonce           *ebpf.VariableSpec `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.VariableSpec `ebpf:"calib_option"`
+	ClockInTicks         *ebpf.VariableSpec `ebpf:"clock_in_ticks"`
 	FairShare            *ebpf.VariableSpec `ebpf:"fair_share"`
+	FoldSpan             *ebpf.VariableSpec `ebpf:"fold_span"`
 	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
@@ -325,6 +338,7 @@ type cageDirectVariableSpecs struct {
 	UnusedEventRule      *ebpf.VariableSpec `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.VariableSpec `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.VariableSpec `ebpf:"window_span"`
 }
 
 // cageDirectObjects contains all objects after they have been loaded into the kernel.
@@ -348,6 +362,7 @@ func (o *cageDirectObjects) Close() error {
 // It can be passed to loadCageDirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type cageDirectMaps struct {
 	Calib          *ebpf.Map `ebpf:"calib"`
+	CalibClock     *ebpf.Map `ebpf:"calib_clock"`
 	CallSlots      *ebpf.Map `ebpf:"call_slots"`
 	Changers       *ebpf.Map `ebpf:"changers"`
 	Connects       *ebpf.Map `ebpf:"connects"`
@@ -369,6 +384,7 @@ type cageDirectMaps struct {
 func (m *cageDirectMaps) Close() error {
 	return _CageDirectClose(
 		m.Calib,
+		m.CalibClock,
 		m.CallSlots,
 		m.Changers,
 		m.Connects,
@@ -394,7 +410,9 @@ func (m *cageDirectMaps) Close() error {
 type cageDirectVariables struct {
 	CalibNonce           *ebpf.Variable `ebpf:"calib_nonce"`
 	CalibOption          *ebpf.Variable `ebpf:"calib_option"`
+	ClockInTicks         *ebpf.Variable `ebpf:"clock_in_ticks"`
 	FairShare            *ebpf.Variable `ebpf:"fair_share"`
+	FoldSpan             *ebpf.Variable `ebpf:"fold_span"`
 	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
@@ -406,6 +424,7 @@ type cageDirectVariables struct {
 	UnusedEventRule      *ebpf.Variable `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.Variable `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.Variable `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.Variable `ebpf:"window_span"`
 }
 
 // cageDirectPrograms contains all programs after they have been loaded into the kernel.

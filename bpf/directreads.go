@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -40,8 +41,9 @@ func directReadsSupported() error {
 type loadSettings struct {
 	sessionLevel, parentLevel uint32
 	parentCgid                uint64
-	hostNetns                 uint64 // the host's network namespace cookie (hostNetnsCookie)
-	mmapSlots                 bool   // the call slots mapped into memory
+	hostNetns                 uint64        // the host's network namespace cookie (hostNetnsCookie)
+	mmapSlots                 bool          // the call slots mapped into memory
+	tick                      time.Duration // the kernel's tick (0: unknown; sessionclock.go)
 }
 
 // loadObjects loads one build of cage.c (load: loadCage or
@@ -56,6 +58,9 @@ func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadS
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
+	}
+	if err := setSessionClock(spec, vars.tick); err != nil {
+		return err
 	}
 	// The daemon counts the urgent events it reads only in a mapped
 	// array (one atomic add, no syscall): no share without it.

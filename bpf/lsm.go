@@ -22,6 +22,9 @@ func (c *Cage) EnableLSM() error {
 	if err := spec.Variables["session_level"].Set(c.level); err != nil {
 		return fmt.Errorf("set session_level: %w", err)
 	}
+	if err := setSessionClock(spec, c.tick); err != nil {
+		return err
+	}
 	var objs lsmObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		"sessions": c.objs.Sessions, "deny_components": c.objs.DenyComponents, "events": c.objs.Events,

@@ -41,6 +41,7 @@ const (
 	lsmMapParentCgroup         = "parent_cgroup"
 	lsmMapSessions             = "sessions"
 	lsmProgCageFileOpen        = "cage_file_open"
+	lsmVarClockInTicks         = "clock_in_ticks"
 	lsmVarHostNetnsCookie      = "host_netns_cookie"
 	lsmVarParentCgid           = "parent_cgid"
 	lsmVarParentLevel          = "parent_level"
@@ -51,6 +52,7 @@ const (
 	lsmVarUnusedEventRule      = "unused_event_rule"
 	lsmVarUnusedLostCounter    = "unused_lost_counter"
 	lsmVarUnusedSessionFlag    = "unused_session_flag"
+	lsmVarWindowSpan           = "window_span"
 )
 
 // loadLsm returns the embedded CollectionSpec for lsm.
@@ -113,6 +115,7 @@ type lsmMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lsmVariableSpecs struct {
+	ClockInTicks         *ebpf.VariableSpec `ebpf:"clock_in_ticks"`
 	HostNetnsCookie      *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.VariableSpec `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.VariableSpec `ebpf:"parent_level"`
@@ -123,6 +126,7 @@ type lsmVariableSpecs struct {
 	UnusedEventRule      *ebpf.VariableSpec `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.VariableSpec `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.VariableSpec `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.VariableSpec `ebpf:"window_span"`
 }
 
 // lsmObjects contains all objects after they have been loaded into the kernel.
@@ -166,6 +170,7 @@ func (m *lsmMaps) Close() error {
 //
 // It can be passed to loadLsmObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lsmVariables struct {
+	ClockInTicks         *ebpf.Variable `ebpf:"clock_in_ticks"`
 	HostNetnsCookie      *ebpf.Variable `ebpf:"host_netns_cookie"`
 	ParentCgid           *ebpf.Variable `ebpf:"parent_cgid"`
 	ParentLevel          *ebpf.Variable `ebpf:"parent_level"`
@@ -176,6 +181,7 @@ type lsmVariables struct {
 	UnusedEventRule      *ebpf.Variable `ebpf:"unused_event_rule"`
 	UnusedLostCounter    *ebpf.Variable `ebpf:"unused_lost_counter"`
 	UnusedSessionFlag    *ebpf.Variable `ebpf:"unused_session_flag"`
+	WindowSpan           *ebpf.Variable `ebpf:"window_span"`
 }
 
 // lsmPrograms contains all programs after they have been loaded into the kernel.

@@ -441,6 +441,11 @@ func (d *Daemon) enforcement() map[string]string {
 		} else {
 			observed += "; paths read by helper calls (" + err.Error() + ")"
 		}
+		if tick, err := d.cage.SessionClock(); err == nil {
+			observed += fmt.Sprintf("; folding of repeated opens and the event budget timed by the kernel's tick (%v)", tick)
+		} else {
+			observed += "; folding of repeated opens and the event budget timed by the monotonic clock (the kernel's tick is unknown: " + err.Error() + ")"
+		}
 	}
 	return map[string]string{
 		"seccomp":      "mcpcage default profile, escape attempts reported",

@@ -99,6 +99,9 @@ func (d *Daemon) setupEBPF(ctx context.Context) {
 	if ok, err := cage.DirectReads(); !ok {
 		d.log.Info("the eBPF programs read files, dentries and mounts by helper calls, about 100 ns more per open in a session than direct loads", "err", err)
 	}
+	if _, err := cage.SessionClock(); err != nil {
+		d.log.Info("the eBPF programs time the folding of repeated opens and the event budget by the monotonic clock, a clock read per open in a session (about 100 ns on a virtual machine with slow clock reads), not by the kernel's tick", "err", err)
+	}
 	if ok, err := cage.CallEpochsMapped(); !ok {
 		d.log.Warn("call epochs are moved by a map update per tool call start and end (a syscall each), and a session's renames are not held to a share of the kernel's event ring (one session renaming faster than this daemon reads may leave another's without room): this kernel does not map BPF arrays into memory", "err", err)
 	}

@@ -136,6 +136,12 @@ func TestDenyHitKillsEveryProcessOfTheSession(t *testing.T) {
 		!strings.Contains(s, "; paths read by helper calls (") {
 		t.Fatalf("status does not say how paths are read: %q", s)
 	}
+	// So is the clock of the sessions' windows: this kernel's tick,
+	// measured (its length is checked against CONFIG_HZ in the bpf
+	// package's TestSessionClockIsTheKernelsTick).
+	if s := d.status(t).Enforcement["observed"]; !strings.Contains(s, "; folding of repeated opens and the event budget timed by the kernel's tick (") {
+		t.Fatalf("status does not say the sessions' windows are timed by the kernel's tick: %q", s)
+	}
 	c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
 	callText(t, c, "run_command", map[string]any{"command": "/bin/sh", "args": []string{"-c",
 		filepath.Join(env.bin, "hostile") + " sleeper /work/sleeper.pid >/dev/null 2>&1 &"}})

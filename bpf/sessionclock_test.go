@@ -1,0 +1,244 @@
+package bpf
+
+import (
+	"bufio"
+	"compress/gzip"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/mcpcage/mcpcage/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// sessionClocks are the two clocks the fold window can be timed by.
+var sessionClocks = []struct {
+	name string
+	opts Options
+}{
+	{"ticks", Options{}},
+	{"monotonic clock", Options{noTicks: true}},
+}
+
+// The loader's measured tick is the kernel's: 1/CONFIG_HZ, from the
+// kernel's own configuration (snapTick makes it exact). Told not to use it, the cage says so.
+func TestSessionClockIsTheKernelsTick(t *testing.T) {
+	hz, err := kernelHZ()
+	testenv.Require(t, err == nil, "the kernel's configuration (/proc/config.gz or /boot/config-RELEASE) with CONFIG_HZ")
+	want := time.Second / time.Duration(hz)
+	for _, fc := range sessionClocks {
+		t.Run(fc.name, func(t *testing.T) {
+			c, _ := loadWith(t, fc.opts)
+			tick, err := c.SessionClock()
+			if fc.opts.noTicks {
+				if !errors.Is(err, errTurnedOff) || tick != 0 {
+					t.Fatalf("SessionClock() = %v, %v; want 0 and %v", tick, err, errTurnedOff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FoldClock: %v", err)
+			}
+			if tick != want {
+				t.Fatalf("measured a tick of %v; CONFIG_HZ=%d makes it %v", tick, hz, want)
+			}
+			t.Logf("tick %v (CONFIG_HZ=%d: %v); fold window %d ticks, budget window %d", tick, hz, want, inTicks(foldWindow, tick), inTicks(budgetWindow, tick))
+		})
+	}
+}
+
+// A file opened again and again by one process is recorded once a
+// second, by either clock: never sooner than the fold window (a second,
+// less a tick) after its last record, and again at the first open after
+// it, carrying the repeats folded in between.
+func TestRepeatedOpensRecordedEverySecond(t *testing.T) {
+	for _, fc := range sessionClocks {
+		t.Run(fc.name, func(t *testing.T) {
+			c, parent := loadWith(t, fc.opts)
+			session, cgid := sessionForTest(t, c, parent, Policy{})
+			file := filepath.Join(t.TempDir(), "f")
+			if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var records []Event
+			if err := c.Events(func(e Event) {
+				// The name the opener gave (the kernel's path cuts the
+				// test directory's long name).
+				if e.Cgroup == cgid && e.Kind == KindFileOpen && e.Hint == file {
+					mu.Lock()
+					records = append(records, e)
+					mu.Unlock()
+				}
+			}, func(err error) { t.Error(err) }); err != nil {
+				t.Fatal(err)
+			}
+			// Opens without a pause for 2.6 s: records at about 0, 1 and
+			// 2 s.
+			if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-for", "MCPCAGE_BENCH_N=2600", "MCPCAGE_BENCH_ADDR="+file); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Sync(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			tick, _ := c.SessionClock() // 0 on the monotonic clock
+			mu.Lock()
+			defer mu.Unlock()
+			if len(records) != 3 {
+				t.Fatalf("2.6 s of opens made %d records, want 3 (one a second)", len(records))
+			}
+			// The lower bound is the window's promise; the upper allows
+			// for the opener being descheduled on a loaded machine.
+			least, most := foldWindow-tick-time.Millisecond, foldWindow+tick+400*time.Millisecond
+			for i := 1; i < len(records); i++ {
+				gap := records[i].Time.Sub(records[i-1].Time)
+				if gap < least || gap > most {
+					t.Errorf("record %d came %v after the one before, want %v..%v", i, gap, least, most)
+				}
+				if records[i].Repeats == 0 {
+					t.Errorf("record %d carries no repeats: the opens folded in the second before it are lost", i)
+				}
+				t.Logf("record %d: %v after the one before, %d repeats", i, gap, records[i].Repeats)
+			}
+		})
+	}
+}
+
+// A session's events are held to its budget of 2000 per 100 ms window
+// by either clock: a process that fails opens without a pause for a
+// second (each failed open an event) has about ten windows' worth
+// recorded and the rest throttled. A window the clock never ended would
+// record 2000 in all; one that ended at every event, all of them.
+func TestEventBudgetWindowsByEitherClock(t *testing.T) {
+	for _, sc := range sessionClocks {
+		t.Run(sc.name, func(t *testing.T) {
+			c, parent := loadWith(t, sc.opts)
+			session, cgid := sessionForTest(t, c, parent, Policy{})
+			var events atomic.Int64
+			if err := c.Events(func(e Event) {
+				if e.Cgroup == cgid && e.Kind == KindFileOpen && e.Hint == missingPath {
+					events.Add(1)
+				}
+			}, func(err error) { t.Error(err) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-for", "MCPCAGE_BENCH_N=1000", "MCPCAGE_BENCH_ADDR="+missingPath); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Sync(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ring, throttled, err := c.Lost()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := events.Load()
+			t.Logf("a second of failed opens: %d recorded, %d throttled, %d lost to a full ring", got, throttled, ring)
+			// Ten or eleven windows of 2000 (a window starts at the first
+			// event after the last one ended); as few as five where the
+			// reader fell behind and the ring took no more.
+			if throttled == 0 || got < 5*2000 || got > 12*2000 {
+				t.Fatalf("%d events recorded and %d throttled in a second of failed opens; want 10000..24000 recorded (2000 per 100 ms) and the rest throttled", got, throttled)
+			}
+		})
+	}
+}
+
+// Every object whose programs share the sessions map takes the sessions'
+// clock: a session's budget window started by one program and read by
+// another is then in one unit.
+func TestEverySessionsProgramTakesTheClock(t *testing.T) {
+	for _, obj := range []struct {
+		name string
+		load func() (*ebpf.CollectionSpec, error)
+	}{
+		{"cage", loadCage}, {"cageDirect", loadCageDirect}, {"bind", loadBind}, {"lsm", loadLsm},
+	} {
+		t.Run(obj.name, func(t *testing.T) {
+			spec, err := obj.load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := spec.Maps["sessions"]; !ok {
+				t.Fatalf("%s has no sessions map", obj.name)
+			}
+			if err := setSessionClock(spec, 4*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			var ticks bool
+			if err := spec.Variables["clock_in_ticks"].Get(&ticks); err != nil || !ticks {
+				t.Fatalf("clock_in_ticks = %v, %v after setSessionClock with a tick", ticks, err)
+			}
+		})
+	}
+	// The one object that loads no sessions' program: the stamper.
+	spec, err := loadStamp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := spec.Maps["sessions"]; ok {
+		t.Fatal("stamp.c shares the sessions map: give its loader setSessionClock and list it above")
+	}
+}
+
+// snapTick takes a measurement to the CONFIG_HZ it is within 2% of, and
+// leaves one that is near none.
+func TestSnapTick(t *testing.T) {
+	for _, tc := range []struct {
+		measured, want time.Duration
+	}{
+		{3991447 * time.Nanosecond, 4 * time.Millisecond},
+		{4079 * time.Microsecond, 4 * time.Millisecond},
+		{1010 * time.Microsecond, time.Millisecond},
+		{3336 * time.Microsecond, time.Second / 300},
+		{9900 * time.Microsecond, 10 * time.Millisecond},
+		{4100 * time.Microsecond, 4100 * time.Microsecond}, // 2.5% off 250 Hz
+		{5 * time.Millisecond, 5 * time.Millisecond},       // 200 Hz: measured as it is
+	} {
+		if got := snapTick(tc.measured); got != tc.want {
+			t.Errorf("snapTick(%v) = %v, want %v", tc.measured, got, tc.want)
+		}
+	}
+}
+
+// kernelHZ reads CONFIG_HZ from the running kernel's configuration.
+func kernelHZ() (int, error) {
+	var r io.Reader
+	if f, err := os.Open("/proc/config.gz"); err == nil {
+		defer func() { _ = f.Close() }()
+		z, err := gzip.NewReader(f)
+		if err != nil {
+			return 0, err
+		}
+		r = z
+	} else {
+		var u unix.Utsname
+		if err := unix.Uname(&u); err != nil {
+			return 0, err
+		}
+		f, err := os.Open("/boot/config-" + unix.ByteSliceToString(u.Release[:]))
+		if err != nil {
+			return 0, err
+		}
+		defer func() { _ = f.Close() }()
+		r = f
+	}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CONFIG_HZ="); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no CONFIG_HZ")
+}
