@@ -215,7 +215,11 @@ const enum lost_counter *unused_lost_counter __attribute__((unused));
 // where the loader measured the tick's length, else the monotonic clock
 // in ns (bpf_ktime_get_ns reads the clock source: about 100 ns on a
 // virtual machine whose clock reads are slow). window_span is WINDOW_NS
-// in its units. The windows are then right give or take a tick. Every
+// in its units. In ticks a budget window ends once the counter has moved
+// window_span times: 96 to 100 ms at HZ=250, never longer than WINDOW_NS
+// (a longer one would straddle the next 100 ms of a session that keeps
+// within its budget, and throttle it); the fold window is a second give
+// or take a tick. Every
 // loader of a program that shares the sessions map sets the same (the Go
 // side's setSessionClock): a window one clock started would be misread by
 // the other.
@@ -316,7 +320,7 @@ static __always_inline bool unchecked(struct session *s, bool done)
 static __always_inline bool in_budget(struct session *s)
 {
 	__u64 now = session_clock();
-	if (now - s->window_start > window_span) {
+	if (now - s->window_start >= window_span) {
 		s->window_start = now;
 		s->window_events = 0;
 	}

@@ -22,13 +22,6 @@ import (
 // clock. Every program sharing the sessions map (cage.c's two builds,
 // bind.c, lsm.c) gets the same clock: setSessionClock.
 
-// The tick lengths measureTick accepts: CONFIG_HZ from 2000 down to 50
-// (Linux offers 100 to 1000).
-const (
-	minTick = 500 * time.Microsecond
-	maxTick = 20 * time.Millisecond
-)
-
 // tickEdges is how many moves of the tick counter measureTick times.
 const tickEdges = 6
 
@@ -98,26 +91,29 @@ func measureTick(sample func(), clock *ebpf.Map) (time.Duration, error) {
 		first, last := edges[0], edges[len(edges)-1]
 		tick = time.Duration((last.NS - first.NS) / (last.Jiffies - first.Jiffies))
 	}
-	if tick < minTick || tick > maxTick {
-		return 0, fmt.Errorf("measured a tick of %v, outside %v..%v", tick, minTick, maxTick)
+	exact, ok := snapTick(tick)
+	if !ok {
+		return 0, fmt.Errorf("measured a tick of %v, within 8%% of no CONFIG_HZ this architecture offers (%v)", tick, kernelHZs)
 	}
-	return snapTick(tick), nil
+	return exact, nil
 }
 
-// kernelHZs are the CONFIG_HZ values Linux offers on x86 and arm64.
+// kernelHZs are the CONFIG_HZ values Linux offers on x86 and arm64, the
+// architectures the programs are built for.
 var kernelHZs = []int{100, 250, 300, 1000}
 
-// snapTick is the tick of the CONFIG_HZ in kernelHZs within 2% of a
+// snapTick is the tick of the CONFIG_HZ in kernelHZs within 8% of a
 // measured tick (the tick's edges jitter by tens of µs on a virtual
-// machine), else the measured tick itself.
-func snapTick(measured time.Duration) time.Duration {
+// machine; the nearest two, 250 and 300, are 20% apart). A measurement
+// near none is wrong: ok is false.
+func snapTick(measured time.Duration) (tick time.Duration, ok bool) {
 	for _, hz := range kernelHZs {
 		exact := time.Second / time.Duration(hz)
-		if d := measured - exact; d > -exact/50 && d < exact/50 {
-			return exact
+		if d := measured - exact; d > -exact*8/100 && d < exact*8/100 {
+			return exact, true
 		}
 	}
-	return measured
+	return 0, false
 }
 
 // The windows session_clock times: cage.c's FOLD_NS and cage.h's
