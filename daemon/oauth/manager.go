@@ -389,9 +389,17 @@ func (m *Manager) Finish(ctx context.Context, uid uint32, state string, a Answer
 	}
 	g.Subject = subjectOf(tok.AccessToken)
 	g.Account = p.req.Account
+	// Under the grant's lock: a refresh of the grant this one replaces
+	// holds it from its load to its save, and would otherwise save the
+	// old grant over the new one. The grant's lock before keeping: a
+	// refresh takes only the grant's.
+	k := key(g.UID, g.Server, g.Agent)
+	l := m.lock(k)
+	l.Lock()
+	defer l.Unlock()
 	m.keeping.Lock()
 	defer m.keeping.Unlock()
-	if err := m.roomToKeep(key(g.UID, g.Server, g.Agent), g.account()); err != nil {
+	if err := m.roomToKeep(k, g.account()); err != nil {
 		return nil, err
 	}
 	if err := m.save(g); err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/remote"
 	"github.com/mcpcage/mcpcage/daemon/secrets"
 	"github.com/mcpcage/mcpcage/internal/authanswer"
+	"github.com/mcpcage/mcpcage/internal/testenv"
 )
 
 // redirect is the loopback redirect of the test sign-ins (nothing
@@ -80,8 +82,10 @@ type authServer struct {
 	expiredUpstream string              // an access token the server no longer takes as a subject
 	jwks            *jose.JSONWebKeySet // the actor keys trusted
 	actorIssuer     string
-	mcpStatus       int  // the MCP server's answer without a token (0: 401)
-	issuerInAnswers bool // metadata: authorization_response_iss_parameter_supported (RFC 9207)
+	holdRefresh     chan struct{} // when set, a refresh is answered once it is closed
+	refreshHeld     chan struct{} // closed when a refresh waits on holdRefresh
+	mcpStatus       int           // the MCP server's answer without a token (0: 401)
+	issuerInAnswers bool          // metadata: authorization_response_iss_parameter_supported (RFC 9207)
 }
 
 func newAuthServer(t *testing.T) *authServer {
@@ -180,6 +184,13 @@ func (s *authServer) token(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	s.mu.Lock()
+	if hold := s.holdRefresh; hold != nil && f.Get("grant_type") == "refresh_token" {
+		s.holdRefresh = nil // once
+		close(s.refreshHeld)
+		s.mu.Unlock()
+		<-hold
+		s.mu.Lock()
+	}
 	defer s.mu.Unlock()
 	s.hits[f.Get("grant_type")]++
 	s.forms = append(s.forms, f)
@@ -1252,4 +1263,84 @@ func TestManagerBoundsKeptGrants(t *testing.T) {
 	if err := m.save(&Grant{UID: 1001, Server: "demo", AccessToken: strings.Repeat("x", maxGrantBytes)}); err == nil || !strings.Contains(err.Error(), "more than the 65536") {
 		t.Errorf("a grant over the size bound: %v", err)
 	}
+}
+
+// TestSignInDuringARefreshIsKept: a refresh of the stored grant in flight
+// while the user signs in again must not overwrite the new sign-in with
+// the old grant it refreshed (Finish saves under the grant's lock, which
+// the refresh holds from its load to its save).
+func TestSignInDuringARefreshIsKept(t *testing.T) {
+	s := newAuthServer(t)
+	m, _ := newManager(t)
+	ctx := context.Background()
+	now := time.Now()
+	saveGrant(t, m, s, Grant{ID: "grant-old", AccessToken: "at-old", RefreshToken: "rt-old", Obtained: now.Add(-time.Hour), Expiry: now.Add(10 * time.Second)})
+	release := make(chan struct{})
+	s.snapshot(func(s *authServer) { s.holdRefresh, s.refreshHeld = release, make(chan struct{}) })
+	held := s.refreshHeld
+
+	refreshed := make(chan error, 1)
+	go func() {
+		_, err := m.Authorizer(1000, "demo", s.resource(), "", nil, ActorClaims{}, testHTTP(t)).Token(ctx)
+		refreshed <- err
+	}()
+	<-held // the refresh holds the grant's lock, its answer held back
+
+	authURL, state, err := m.Begin(ctx, LoginRequest{UID: 1000, User: "alice", RedirectURI: redirect, Target: s.target(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _ := authorize(t, authURL)
+	type finished struct {
+		g   *Grant
+		err error
+	}
+	done := make(chan finished, 1)
+	go func() {
+		g, err := m.Finish(ctx, 1000, state, Answer{Code: code})
+		done <- finished{g, err}
+	}()
+	// The refresh is let go once the sign-in has saved (before the fix) or
+	// waits for the grant's lock (after it).
+	var fin *finished
+	testenv.WaitFor(t, "the sign-in to finish or to wait for the grant's lock", 10*time.Second, func() (bool, string) {
+		select {
+		case f := <-done:
+			fin = &f
+			return true, ""
+		default:
+		}
+		return finishWaitsForALock(), "neither"
+	})
+	close(release)
+	if err := <-refreshed; err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	if fin == nil {
+		f := <-done
+		fin = &f
+	}
+	if fin.err != nil {
+		t.Fatalf("Finish: %v", fin.err)
+	}
+	kept, err := NewManager(m.store).load(1000, "demo", "")
+	if err != nil || kept == nil {
+		t.Fatalf("load: %v %v", kept, err)
+	}
+	if kept.ID != fin.g.ID || kept.AccessToken != fin.g.AccessToken {
+		t.Errorf("kept grant %s (token %s), want the new sign-in %s (token %s): the refresh of the old grant overwrote it", kept.ID, kept.AccessToken, fin.g.ID, fin.g.AccessToken)
+	}
+}
+
+// finishWaitsForALock: a goroutine is in Manager.Finish, waiting for a
+// mutex.
+func finishWaitsForALock() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*Manager).Finish(") && strings.Contains(g, "sync.(*Mutex).Lock") {
+			return true
+		}
+	}
+	return false
 }
