@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +17,7 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	mcpcaged "github.com/mcpcage/mcpcage/daemon"
 	"github.com/mcpcage/mcpcage/internal/testenv"
+	"github.com/mcpcage/mcpcage/internal/testshard"
 )
 
 // env is shared by all tests of the package.
@@ -103,36 +102,24 @@ func stampSelf() {
 }
 
 // runTestsInChild runs this test binary (self) with this process's
-// arguments in a child that dies with it, passes signals on, and returns
-// its exit code.
+// arguments in children that die with it, and returns the exit code. The
+// tests are shared out among shardCount() children at once (testshard),
+// each with its own containerd, binaries and namespaces, as concurrent
+// runs on one machine have; the exec stamper's pins are theirs together.
 func runTestsInChild(self string) int {
-	runtime.LockOSThread() // Pdeathsig follows the thread that started the child
-	cmd := exec.Command(self, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), stampedEnv+"=child")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGHUP)
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: start the tests' process: %v\n", err)
-		return 1
-	}
-	go func() {
-		for sig := range signals {
-			_ = cmd.Process.Signal(sig)
-		}
-	}()
-	err := cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code >= 0 {
-		return code
-	}
-	fmt.Fprintf(os.Stderr, "integration: the tests' process: %v\n", err)
-	return 1
+	return testshard.Run(self, os.Args[1:], testshard.Options{
+		Shards: shardCount(),
+		First:  longTests,
+		Env:    append(os.Environ(), stampedEnv+"=child"),
+		Prepare: func(cmd *exec.Cmd) {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		},
+	})
 }
 
 func TestMain(m *testing.M) {
 	stampSelf()
-	code := m.Run()
+	code := testshard.Serve(m)
 	if env.cdCmd != nil && env.cdCmd.Process != nil {
 		// Teardown: whatever fails here, every process of this run is
 		// ended, and the tests have reported already.
@@ -141,7 +128,9 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	for _, dir := range []string{env.work, env.runDir, os.Getenv(pinDirEnv)} {
+	// The run's pin directory is its parent's to remove (stampSelf): other
+	// children of the run may still use it.
+	for _, dir := range []string{env.work, env.runDir} {
 		if dir == "" {
 			continue
 		}

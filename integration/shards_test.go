@@ -1,0 +1,69 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"testing"
+)
+
+// shardsEnv sets how many processes run the tests at once (1: one, as
+// before sharding); unset, one per CPU, at most maxShards.
+const shardsEnv = "MCPCAGE_ITEST_SHARDS"
+
+// maxShards bounds the default: each process has its own containerd and
+// builds its own binaries.
+const maxShards = 4
+
+// shardCount is how many processes run the tests at once.
+func shardCount() int {
+	if v := os.Getenv(shardsEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16 {
+			fmt.Fprintf(os.Stderr, "integration: %s=%q is not a number from 1 to 16; running in one process\n", shardsEnv, v)
+			return 1
+		}
+		return n
+	}
+	return min(runtime.NumCPU(), maxShards)
+}
+
+// longTests are handed out first, longest first (their seconds in a CI
+// run on a 2-CPU machine): one of them started last would keep the run
+// going on one CPU while the others are done.
+var longTests = []string{
+	"TestDebPackageInBootedDebian",          // 300: debootstrap, boot, install, remove
+	"TestRobustChurn",                       // 175
+	"TestUnreadRepliesAreBounded",           // 55
+	"TestBigCleanUpIsNotKilled",             // 33
+	"TestLargeMessages",                     // 30
+	"TestManySessionsLeaveNoKernelState",    // 28
+	"TestAgentExecHeldMidwayIsRefused",      // 25
+	"TestStalledAuditQueriesBounded",        // 24
+	"TestChangesToADeniedFileEndTheSession", // 23
+	"TestAFloodOfChangesEndsItsOwnSession",  // 21
+	"TestHugeCallCostsTheDaemonLittle",      // 21
+	"TestStalledPullHoldsNoOtherImage",      // 20
+}
+
+// TestLongTestsAreTests: a renamed or removed test in longTests would no
+// longer be handed out first, silently.
+func TestLongTestsAreTests(t *testing.T) {
+	files, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src []byte
+	for _, f := range files {
+		if b, err := os.ReadFile(f.Name()); err == nil && regexp.MustCompile(`_test\.go$`).MatchString(f.Name()) {
+			src = append(src, b...)
+		}
+	}
+	for _, name := range longTests {
+		if !regexp.MustCompile(`(?m)^func ` + name + `\(t \*testing\.T\) \{`).Match(src) {
+			t.Errorf("longTests names %s, which is not a test of this package", name)
+		}
+	}
+}

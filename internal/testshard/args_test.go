@@ -1,0 +1,85 @@
+package testshard
+
+import (
+	"io"
+	"slices"
+	"testing"
+)
+
+func TestParseArgs(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		oneChild  string // "" when the run can be sharded
+		run       string
+		json      bool
+		failFast  bool
+		wantError bool
+	}{
+		{name: "go test's form", args: []string{"-test.paniconexit0", "-test.timeout=40m0s", "-test.count=1", "-test.v=true", "-test.run=^TestA$"}, run: "^TestA$"},
+		{name: "value in the next argument", args: []string{"-test.run", "TestB", "-test.v"}, run: "TestB"},
+		{name: "two dashes", args: []string{"--test.run=TestC", "--test.failfast"}, run: "TestC", failFast: true},
+		{name: "test2json", args: []string{"-test.v=test2json"}, json: true},
+		{name: "failfast false", args: []string{"-test.failfast=false"}},
+		{name: "subtests", args: []string{"-test.run=TestA/one"}, run: "TestA/one", oneChild: "-test.run selects subtests"},
+		{name: "skip", args: []string{"-test.skip=TestA"}, oneChild: "-test.skip"},
+		{name: "benchmarks", args: []string{"-test.bench=."}, oneChild: "-test.bench"},
+		{name: "no benchmarks", args: []string{"-test.bench="}},
+		{name: "profile", args: []string{"-test.cpuprofile", "cpu.out"}, oneChild: "-test.cpuprofile"},
+		{name: "coverage", args: []string{"-test.gocoverdir=/tmp/x"}, oneChild: "-test.gocoverdir"},
+		{name: "shuffle", args: []string{"-test.shuffle=on"}, oneChild: "-test.shuffle"},
+		{name: "shuffle off", args: []string{"-test.shuffle=off"}},
+		{name: "an argument of the package", args: []string{"-update"}, oneChild: "arguments that are not test flags (-update)"},
+		{name: "a value missing", args: []string{"-test.run"}, wantError: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := parseArgs(tt.args)
+			if (err != nil) != tt.wantError {
+				t.Fatalf("parseArgs(%q): error %v, want an error: %v", tt.args, err, tt.wantError)
+			}
+			if err != nil {
+				return
+			}
+			if got := p.oneChild(); got != tt.oneChild {
+				t.Errorf("oneChild() = %q, want %q", got, tt.oneChild)
+			}
+			if got := p.flags[flagRun]; got != tt.run {
+				t.Errorf("-test.run = %q, want %q", got, tt.run)
+			}
+			if p.json() != tt.json || p.failFast() != tt.failFast {
+				t.Errorf("json %v failFast %v, want %v %v", p.json(), p.failFast(), tt.json, tt.failFast)
+			}
+		})
+	}
+}
+
+func TestOrder(t *testing.T) {
+	got := order([]string{"TestA", "TestB", "TestC", "TestD"}, []string{"TestC", "TestGone", "TestA", "TestC"})
+	if want := []string{"TestC", "TestA", "TestB", "TestD"}; !slices.Equal(got, want) {
+		t.Errorf("order = %v, want %v", got, want)
+	}
+}
+
+func TestEndOfRun(t *testing.T) {
+	for line, want := range map[string]bool{
+		"PASS\n": true, "FAIL\n": true, "\x16PASS\n": true, "\x16FAIL\n": true,
+		"PASS": true, "--- PASS: TestA (0.00s)\n": false, "ok PASS\n": false, "\n": false,
+	} {
+		if got := endOfRun([]byte(line)); got != want {
+			t.Errorf("endOfRun(%q) = %v, want %v", line, got, want)
+		}
+	}
+}
+
+func TestQueueFailFast(t *testing.T) {
+	for _, failFast := range []bool{false, true} {
+		q := &queue{out: io.Discard, failFast: failFast, pending: []string{"TestA", "TestB", "TestC"}}
+		first, _ := q.next()
+		q.done(first, false)
+		n, ok := q.next()
+		if ok == failFast {
+			t.Errorf("failFast %v: after a failure next() = %q, %v", failFast, n, ok)
+		}
+	}
+}

@@ -1,0 +1,250 @@
+package testshard
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// queue hands out the tests and keeps the outcome.
+type queue struct {
+	mu       sync.Mutex
+	out      io.Writer
+	json     bool
+	failFast bool
+	pending  []string
+	failed   []string
+	stopped  bool // failfast: no test starts after a failure
+}
+
+// next returns the next test to run, or false when none is to start.
+func (q *queue) next() (string, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped || len(q.pending) == 0 {
+		return "", false
+	}
+	n := q.pending[0]
+	q.pending = q.pending[1:]
+	return n, true
+}
+
+// print writes a block of output whole.
+func (q *queue) print(block []byte) {
+	if len(block) == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, _ = q.out.Write(block) // the tests' output has nowhere else to go
+}
+
+// done records a test's outcome.
+func (q *queue) done(name string, passed bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !passed {
+		q.failed = append(q.failed, name)
+		q.stopped = q.stopped || q.failFast
+	}
+}
+
+// say prints a line of the runner's own, framed as the test framework's
+// lines are.
+func (q *queue) say(format string, args ...any) {
+	prefix := ""
+	if q.json {
+		prefix = "\x16"
+	}
+	q.print([]byte(prefix + "testshard: " + fmt.Sprintf(format, args...) + "\n"))
+}
+
+// shard is one child and the test it runs.
+type shard struct {
+	n       int
+	cmd     *exec.Cmd
+	tasks   *os.File // the write end of the child's tasks
+	out     *os.File // the read end of its stdout and stderr
+	token   []byte
+	current string // the test it runs, "" between tests
+	ran     int
+	start   time.Time
+	took    time.Duration
+}
+
+// hand gives the shard its next test, or closes its tasks when there is
+// none; it returns false then.
+func (s *shard) hand(q *queue) bool {
+	name, ok := q.next()
+	if !ok {
+		_ = s.tasks.Close() // the child reads end of file and finishes
+		s.current = ""
+		return false
+	}
+	s.current = name
+	if _, err := s.tasks.WriteString(name + "\n"); err != nil {
+		// The child is gone: its end of the run is reported when its
+		// output ends; the test goes back to nobody.
+		q.say("shard %d could not be handed %s: %v", s.n, name, err)
+		q.done(name, false)
+		s.current = ""
+		return false
+	}
+	return true
+}
+
+// read copies the child's output to q a test at a time: everything up to
+// a report is one block, without the PASS or FAIL line m.Run ends with.
+// It returns when the output ends.
+func (s *shard) read(q *queue) {
+	r := bufio.NewReader(s.out)
+	var block bytes.Buffer
+	var last int // where block's last line starts
+	for {
+		line, err := r.ReadBytes('\n')
+		if i := bytes.Index(line, s.token); i >= 0 {
+			block.Write(line[:i])
+			if endOfRun(block.Bytes()[last:]) {
+				block.Truncate(last)
+			}
+			code, _ := strconv.Atoi(strings.TrimSpace(string(line[i+len(s.token):])))
+			if s.current != "" { // recorded before it is printed: who reads the output reads the outcome
+				q.done(s.current, code == 0)
+				s.ran++
+			}
+			q.print(block.Bytes())
+			block.Reset()
+			last = 0
+			s.hand(q)
+		} else if len(line) > 0 {
+			last = block.Len()
+			block.Write(line)
+		}
+		if err != nil {
+			q.print(block.Bytes())
+			return
+		}
+	}
+}
+
+// runShards runs names in o.Shards children and returns the exit code.
+func runShards(self string, args []string, parsed parsedArgs, names []string, o Options, signals <-chan os.Signal) int {
+	q := &queue{out: o.Stdout, json: parsed.json(), failFast: parsed.failFast(), pending: names}
+	token := newToken()
+	n := min(o.Shards, len(names))
+	var shards []*shard
+	var cmds []*exec.Cmd
+	for i := range n {
+		s, err := startShard(self, args, o, i+1, token)
+		if err != nil {
+			q.say("start shard %d: %v", i+1, err)
+			break
+		}
+		shards = append(shards, s)
+		cmds = append(cmds, s.cmd)
+	}
+	stop := forward(signals, cmds)
+	defer stop()
+
+	code := 0
+	var wg sync.WaitGroup
+	for _, s := range shards {
+		s.hand(q)
+	}
+	for _, s := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			read := make(chan struct{})
+			go func() { s.read(q); close(read) }()
+			err := s.cmd.Wait()
+			s.took = time.Since(s.start)
+			select {
+			case <-read:
+			case <-time.After(drainAfterExit):
+				_ = s.out.SetReadDeadline(time.Now()) // a process the child left holds the pipe
+				<-read
+			}
+			_ = s.out.Close()
+			if s.current != "" {
+				q.say("shard %d ended (%v) while running %s", s.n, err, s.current)
+				q.done(s.current, false)
+			} else if err != nil {
+				q.say("shard %d ended: %v", s.n, err)
+			}
+			q.mu.Lock()
+			if s.cmd.ProcessState.ExitCode() != 0 {
+				code = 1 // a test failed, or its teardown did (it printed why)
+			}
+			q.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+
+	var took []string
+	for _, s := range shards {
+		took = append(took, fmt.Sprintf("%d in %.0fs", s.ran, s.took.Seconds()))
+	}
+	q.say("%d tests in %d processes at once (%s)", len(names), len(shards), strings.Join(took, ", "))
+	if len(q.pending) > 0 {
+		q.say("not run: %s", strings.Join(q.pending, " "))
+		if !q.stopped {
+			code = max(code, 1)
+		}
+	}
+	if len(q.failed) > 0 {
+		q.say("failed: %s", strings.Join(q.failed, " "))
+		code = max(code, 1)
+	}
+	if len(shards) < n {
+		code = max(code, 1)
+	}
+	prefix := ""
+	if q.json {
+		prefix = "\x16"
+	}
+	if code == 0 {
+		q.print([]byte(prefix + "PASS\n"))
+	} else {
+		q.print([]byte(prefix + "FAIL\n"))
+	}
+	return code
+}
+
+// startShard starts child n: its stdout and stderr one pipe, its tests'
+// names on another.
+func startShard(self string, args []string, o Options, n int, token string) (*shard, error) {
+	tasksR, tasksW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		_ = tasksR.Close()
+		_ = tasksW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(append([]string(nil), o.Env...), childEnv+"="+token)
+	cmd.Stdout, cmd.Stderr = outW, outW
+	cmd.ExtraFiles = []*os.File{tasksR} // fd 3: tasksFD
+	if o.Prepare != nil {
+		o.Prepare(cmd)
+	}
+	err = cmd.Start()
+	_ = tasksR.Close() // the child's now
+	_ = outW.Close()
+	if err != nil {
+		_ = tasksW.Close()
+		_ = outR.Close()
+		return nil, err
+	}
+	return &shard{n: n, cmd: cmd, tasks: tasksW, out: outR, token: []byte(token), start: time.Now()}, nil
+}

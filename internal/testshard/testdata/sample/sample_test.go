@@ -1,0 +1,112 @@
+package sample
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/mcpcage/mcpcage/internal/testshard"
+)
+
+// The environment the tests read.
+const (
+	parentEnv = "SAMPLE_PARENT" // "N": this process is the run's parent, with N shards
+	dirEnv    = "SAMPLE_DIR"    // where the tests leave and look for files
+	failEnv   = "SAMPLE_FAIL"   // "1": TestFails fails
+	crashEnv  = "SAMPLE_CRASH"  // "1": TestCrash ends its process
+)
+
+func TestMain(m *testing.M) {
+	if n := os.Getenv(parentEnv); n != "" {
+		_ = os.Unsetenv(parentEnv)
+		shards, _ := strconv.Atoi(n)
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(2)
+		}
+		os.Exit(testshard.Run(self, os.Args[1:], testshard.Options{
+			Shards: shards, First: []string{"TestFails", "TestCrash", "TestMeetA", "TestMeetB", "TestNotATestOfThisBinary"}, Env: os.Environ(),
+		}))
+	}
+	code := testshard.Serve(m)
+	fmt.Printf("sample: teardown of process %d\n", os.Getpid())
+	os.Exit(code)
+}
+
+// file is a path in the tests' directory.
+func file(name string) string { return filepath.Join(os.Getenv(dirEnv), name) }
+
+// touch creates a file in the tests' directory.
+func touch(t *testing.T, name string) {
+	t.Helper()
+	if err := os.WriteFile(file(name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// await waits up to 20 s for a file in the tests' directory.
+func await(t *testing.T, name string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(file(name)); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s did not appear within 20s", name)
+}
+
+// TestMeetA and TestMeetB each wait for the other: they pass only when
+// they run at the same time.
+func TestMeetA(t *testing.T) {
+	touch(t, "a")
+	await(t, "b")
+	t.Logf("process %d", os.Getpid())
+}
+
+func TestMeetB(t *testing.T) {
+	touch(t, "b")
+	await(t, "a")
+	t.Logf("process %d", os.Getpid())
+}
+
+func TestFails(t *testing.T) {
+	if os.Getenv(failEnv) == "1" {
+		t.Error("told to fail")
+	}
+}
+
+// TestHolds runs until the file "go-on" appears (created by whoever
+// reads the run's output).
+func TestHolds(t *testing.T) {
+	if os.Getenv(failEnv) == "1" {
+		await(t, "go-on")
+	}
+}
+
+func TestCrash(t *testing.T) {
+	if os.Getenv(crashEnv) == "1" {
+		fmt.Println("sample: ending the process in the middle of a test")
+		os.Exit(3)
+	}
+}
+
+func TestSub(t *testing.T) {
+	for _, name := range []string{"one", "two"} {
+		t.Run(name, func(t *testing.T) { t.Logf("subtest %s", name) })
+	}
+}
+
+func TestUnterminated(t *testing.T) {
+	fmt.Print("sample: a line without its end")
+}
+
+// BenchmarkNothing is listed by -test.list, as the integration tests'
+// benchmark is, and runs only with -test.bench.
+func BenchmarkNothing(b *testing.B) {
+	for b.Loop() {
+	}
+}
