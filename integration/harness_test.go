@@ -128,9 +128,14 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	// The run's pin directory is its parent's to remove (stampSelf): other
-	// children of the run may still use it.
-	for _, dir := range []string{env.work, env.runDir} {
+	// The run's pin directory is removed by the process that made it
+	// (stampSelf): the parent of children (others of which may still use
+	// it), or this one when the tests run where they started.
+	dirs := []string{env.work, env.runDir}
+	if os.Getenv(stampedEnv) != "child" {
+		dirs = append(dirs, os.Getenv(pinDirEnv))
+	}
+	for _, dir := range dirs {
 		if dir == "" {
 			continue
 		}

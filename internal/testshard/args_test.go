@@ -1,8 +1,10 @@
 package testshard
 
 import (
+	"bytes"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -61,13 +63,23 @@ func TestOrder(t *testing.T) {
 	}
 }
 
-func TestEndOfRun(t *testing.T) {
-	for line, want := range map[string]bool{
-		"PASS\n": true, "FAIL\n": true, "\x16PASS\n": true, "\x16FAIL\n": true,
-		"PASS": true, "--- PASS: TestA (0.00s)\n": false, "ok PASS\n": false, "\n": false,
-	} {
-		if got := endOfRun([]byte(line)); got != want {
-			t.Errorf("endOfRun(%q) = %v, want %v", line, got, want)
+func TestDropEndOfRun(t *testing.T) {
+	tests := []struct{ block, want string }{
+		{"=== RUN   TestA\n--- PASS: TestA (0.00s)\nPASS\n", "=== RUN   TestA\n--- PASS: TestA (0.00s)\n"},
+		{"--- FAIL: TestA (0.00s)\nFAIL\n", "--- FAIL: TestA (0.00s)\n"},
+		{"\x16--- PASS: TestA (0.00s)\n\x16PASS\n", "\x16--- PASS: TestA (0.00s)\n"},
+		{"a line without its endPASS\n", "a line without its end\n"},
+		{"PASS\n", ""},
+		{"ok PASSED\n", "ok PASSED\n"},
+		{"--- PASS: TestA (0.00s)\n", "--- PASS: TestA (0.00s)\n"},
+	}
+	for _, tt := range tests {
+		var b bytes.Buffer
+		b.WriteString(tt.block)
+		last := strings.LastIndex(strings.TrimSuffix(tt.block, "\n"), "\n") + 1
+		dropEndOfRun(&b, last)
+		if b.String() != tt.want {
+			t.Errorf("dropEndOfRun(%q) = %q, want %q", tt.block, b.String(), tt.want)
 		}
 	}
 }

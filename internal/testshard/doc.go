@@ -26,4 +26,12 @@
 //     in the middle of a test (a panic, -test.timeout) has its output
 //     printed and the test failed, and the other children go on.
 //   - With -test.failfast no test is started after the first failure.
+//   - -test.timeout is the run's, as in one process: a child gives each
+//     test what is left of it, so a test still running when it is up
+//     panics with every goroutine's stack before go test kills the run.
+//   - Under the race detector a child leaves after a failed test (its
+//     count of races is the process's); the others run the rest.
+//   - go test without -count=1 asks the binary for a log of what it read
+//     (-test.testlogfile, for its cache), which a run in several
+//     processes cannot write: such a run stays in one.
 package testshard

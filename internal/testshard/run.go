@@ -1,7 +1,6 @@
 package testshard
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -26,7 +25,7 @@ type Options struct {
 	// the longest ones. Names that are not tests of the binary are
 	// ignored.
 	First []string
-	// Env is the children's environment.
+	// Env is the children's environment; this process's when nil.
 	Env []string
 	// Stdout receives the tests' output (the children's stdout and
 	// stderr); os.Stdout when nil.
@@ -39,7 +38,7 @@ type Options struct {
 
 // drainAfterExit bounds how long a child's output is read after it
 // exited: a process it left behind may hold the pipe open.
-const drainAfterExit = 5 * time.Second
+const drainAfterExit = time.Second
 
 // Run runs the test binary self with args as o says, and returns the
 // exit code for the calling process: 0 when every selected test passed
@@ -81,7 +80,7 @@ func shardable(self string, args []string, parsed parsedArgs, o Options) ([]stri
 		pattern = "."
 	}
 	cmd := exec.Command(self, append(slices.Clone(args), "-test.list="+pattern)...)
-	cmd.Env = o.Env
+	cmd.Env = o.Env // nil: this process's
 	cmd.Stderr = o.Stdout
 	out, err := cmd.Output()
 	if err != nil {
@@ -179,11 +178,4 @@ func newToken() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b) // crypto/rand.Read does not fail
 	return "testshard-" + hex.EncodeToString(b)
-}
-
-// endOfRun is the line m.Run prints last: PASS or FAIL, after the
-// marker byte of test2json's framing when there is one.
-func endOfRun(line []byte) bool {
-	line = bytes.TrimPrefix(bytes.TrimRight(line, "\r\n"), []byte{0x16})
-	return string(line) == "PASS" || string(line) == "FAIL"
 }

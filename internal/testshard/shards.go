@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,11 +111,13 @@ func (s *shard) read(q *queue) {
 	for {
 		line, err := r.ReadBytes('\n')
 		if i := bytes.Index(line, s.token); i >= 0 {
-			block.Write(line[:i])
-			if endOfRun(block.Bytes()[last:]) {
-				block.Truncate(last)
+			block.Write(line[:i]) // what an exited test's process wrote without a newline
+			dropEndOfRun(&block, last)
+			code, err := strconv.Atoi(strings.TrimSpace(string(line[i+len(s.token):])))
+			if err != nil {
+				code = 1
+				fmt.Fprintf(&block, "testshard: shard %d's report on %s is unreadable: %q\n", s.n, s.current, line[i:])
 			}
-			code, _ := strconv.Atoi(strings.TrimSpace(string(line[i+len(s.token):])))
 			if s.current != "" { // recorded before it is printed: who reads the output reads the outcome
 				q.done(s.current, code == 0)
 				s.ran++
@@ -129,6 +132,23 @@ func (s *shard) read(q *queue) {
 		}
 		if err != nil {
 			q.print(block.Bytes())
+			return
+		}
+	}
+}
+
+// dropEndOfRun removes the PASS or FAIL line m.Run ended with from
+// block, whose last line starts at last; a test that left its last line
+// without an end has the word at that line's end.
+func dropEndOfRun(block *bytes.Buffer, last int) {
+	b := block.Bytes()
+	for _, word := range []string{"\x16PASS\n", "\x16FAIL\n", "PASS\n", "FAIL\n"} {
+		if bytes.HasSuffix(b[last:], []byte(word)) {
+			rest := len(b) - len(word)
+			block.Truncate(rest)
+			if rest > last {
+				block.WriteByte('\n') // the test's unterminated line, ended
+			}
 			return
 		}
 	}
@@ -200,6 +220,7 @@ func runShards(self string, args []string, parsed parsedArgs, names []string, o 
 		}
 	}
 	if len(q.failed) > 0 {
+		slices.Sort(q.failed)
 		q.say("failed: %s", strings.Join(q.failed, " "))
 		code = max(code, 1)
 	}
@@ -232,7 +253,11 @@ func startShard(self string, args []string, o Options, n int, token string) (*sh
 		return nil, err
 	}
 	cmd := exec.Command(self, args...)
-	cmd.Env = append(append([]string(nil), o.Env...), childEnv+"="+token)
+	env := o.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	cmd.Env = append(append([]string(nil), env...), childEnv+"=1")
 	cmd.Stdout, cmd.Stderr = outW, outW
 	cmd.ExtraFiles = []*os.File{tasksR} // fd 3: tasksFD
 	if o.Prepare != nil {
@@ -241,7 +266,14 @@ func startShard(self string, args []string, o Options, n int, token string) (*sh
 	err = cmd.Start()
 	_ = tasksR.Close() // the child's now
 	_ = outW.Close()
+	if err == nil {
+		_, err = tasksW.WriteString(token + "\n") // first: the child's reports start with it
+	}
 	if err != nil {
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
 		_ = tasksW.Close()
 		_ = outR.Close()
 		return nil, err

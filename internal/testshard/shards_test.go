@@ -2,6 +2,7 @@ package testshard
 
 import (
 	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,12 +12,24 @@ import (
 	"testing"
 )
 
+// sampleDir holds the sample binary; TestMain removes it.
+var sampleDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sampleDir != "" {
+		_ = os.RemoveAll(sampleDir) // under the system's temporary directory: cleaned some day anyway
+	}
+	os.Exit(code)
+}
+
 // sampleBinary builds testdata/sample's test binary once.
 var sampleBinary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "testshard-")
 	if err != nil {
 		return "", err
 	}
+	sampleDir = dir
 	bin := filepath.Join(dir, "sample.test")
 	out, err := exec.Command("go", "test", "-c", "-o", bin, "./testdata/sample").CombinedOutput()
 	if err != nil {
@@ -44,12 +57,11 @@ func runSample(t *testing.T, shards string, env []string, onLine func(string), a
 	dir := t.TempDir()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "SAMPLE_PARENT="+shards, "SAMPLE_DIR="+dir), env...)
-	cmd.Stderr = cmd.Stdout
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = nil
+	cmd.Stderr = os.Stderr // the runner prints to stdout: only the Go runtime's own words come here
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +122,9 @@ func TestRunShards(t *testing.T) {
 			name: "every test when none is named (a benchmark is listed, not run)", shards: "2",
 			args:     []string{"-test.v"},
 			wantCode: 0,
-			want:     []string{"testshard: 7 tests in 2 processes at once", "PASS"},
+			want:     []string{"testshard: 10 tests in 2 processes at once", "PASS"},
 			notWant:  []string{"FAIL", "Benchmark", "in one process"},
-			ran:      7, children: 2,
+			ran:      10, children: 2,
 		},
 		{
 			name: "one failure fails the run, the others still run", shards: "3",
@@ -131,6 +143,21 @@ func TestRunShards(t *testing.T) {
 			want:     []string{"sample: ending the process in the middle of a test", "--- PASS: TestSub (", "--- PASS: TestUnterminated (", "--- PASS: TestFails (", "--- PASS: TestHolds (", "testshard: failed: TestCrash", "FAIL"},
 			notWant:  []string{"not run"},
 			ran:      5, children: 1,
+		},
+		{
+			name: "a set-up that fails in every process fails the run", shards: "2",
+			env:      []string{"SAMPLE_SET_UP_FAILS=1"},
+			args:     []string{"-test.run=^Test(Sub|Fails|Unterminated)$"},
+			wantCode: 1,
+			want:     []string{"testshard: not run: TestUnterminated", "testshard: failed: TestFails TestSub", "FAIL"},
+			notWant:  []string{"PASS"},
+		},
+		{
+			name: "the run's timeout covers each process's tests together", shards: "2",
+			args:     []string{"-test.timeout=2s", "-test.run=^TestSlow[ABC]$"},
+			wantCode: 1,
+			want:     []string{"panic: test timed out after", "testshard: failed: TestSlowC", "FAIL"},
+			children: 1,
 		},
 		{
 			name: "subtests by pattern run in one process", shards: "2",
@@ -216,5 +243,46 @@ func TestFailFastStartsNothingAfterAFailure(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("output:\n%s", out)
+	}
+}
+
+// TestJSONFraming: under test2json (go test -json), each test's events
+// are its own, and the run passes once.
+func TestJSONFraming(t *testing.T) {
+	bin, err := sampleBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "tool", "test2json", "-t", bin, "-test.v=test2json", "-test.run=^Test(MeetA|MeetB|Sub|Fails)$")
+	cmd.Env = append(os.Environ(), "SAMPLE_PARENT=2", "SAMPLE_DIR="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("test2json: %v\n%s", err, out)
+	}
+	type event struct{ Action, Test, Output string }
+	actions := map[string][]string{}
+	var last event
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var e event
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("not an event: %q: %v", line, err)
+		}
+		if e.Action != "output" {
+			actions[e.Test] = append(actions[e.Test], e.Action)
+		} else if e.Test != "" && strings.Contains(e.Output, "subtest") && !strings.HasPrefix(e.Test, "TestSub") {
+			t.Errorf("TestSub's output attributed to %s: %q", e.Test, e.Output)
+		}
+		last = e
+	}
+	for _, name := range []string{"TestMeetA", "TestMeetB", "TestSub", "TestSub/one", "TestSub/two", "TestFails"} {
+		if got := strings.Join(actions[name], " "); got != "run pass" {
+			t.Errorf("%s: events %q, want \"run pass\"", name, got)
+		}
+	}
+	if got := strings.Join(actions[""], " "); got != "start pass" || last.Action != "pass" || last.Test != "" {
+		t.Errorf("the run's events %q (last %+v), want \"start pass\", the pass last", got, last)
+	}
+	if t.Failed() {
+		t.Logf("events:\n%s", out)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,10 +15,11 @@ import (
 
 // The environment the tests read.
 const (
-	parentEnv = "SAMPLE_PARENT" // "N": this process is the run's parent, with N shards
-	dirEnv    = "SAMPLE_DIR"    // where the tests leave and look for files
-	failEnv   = "SAMPLE_FAIL"   // "1": TestFails fails
-	crashEnv  = "SAMPLE_CRASH"  // "1": TestCrash ends its process
+	parentEnv = "SAMPLE_PARENT"       // "N": this process is the run's parent, with N shards
+	dirEnv    = "SAMPLE_DIR"          // where the tests leave and look for files
+	failEnv   = "SAMPLE_FAIL"         // "1": TestFails fails
+	crashEnv  = "SAMPLE_CRASH"        // "1": TestCrash ends its process
+	setupEnv  = "SAMPLE_SET_UP_FAILS" // "1": a child's TestMain ends before its tests
 )
 
 func TestMain(m *testing.M) {
@@ -29,8 +32,13 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 		os.Exit(testshard.Run(self, os.Args[1:], testshard.Options{
-			Shards: shards, First: []string{"TestFails", "TestCrash", "TestMeetA", "TestMeetB", "TestNotATestOfThisBinary"}, Env: os.Environ(),
+			Shards: shards, First: []string{"TestFails", "TestCrash", "TestMeetA", "TestMeetB", "TestSlowA", "TestSlowB", "TestNotATestOfThisBinary"}, Env: os.Environ(),
 		}))
+	}
+	listing := slices.ContainsFunc(os.Args, func(a string) bool { return strings.HasPrefix(a, "-test.list") })
+	if os.Getenv(setupEnv) == "1" && !listing {
+		fmt.Println("sample: the set-up failed")
+		os.Exit(4)
 	}
 	code := testshard.Serve(m)
 	fmt.Printf("sample: teardown of process %d\n", os.Getpid())
@@ -108,5 +116,18 @@ func TestUnterminated(t *testing.T) {
 // benchmark is, and runs only with -test.bench.
 func BenchmarkNothing(b *testing.B) {
 	for b.Loop() {
+	}
+}
+
+// TestSlowA, B and C each take 1.2 s: a run whose -test.timeout covers
+// two of them but not three in one process.
+func TestSlowA(t *testing.T) { takes(1200 * time.Millisecond) }
+func TestSlowB(t *testing.T) { takes(1200 * time.Millisecond) }
+func TestSlowC(t *testing.T) { takes(1200 * time.Millisecond) }
+
+// takes stands for a test's work of duration d.
+func takes(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		time.Sleep(time.Until(end))
 	}
 }
