@@ -553,3 +553,66 @@ func TestWatchDirWatchesTheOpenedDirectory(t *testing.T) {
 		t.Fatalf("after the release: watching %d file systems, want 0", n)
 	}
 }
+
+// TestSettleLeavesOutTheWaitForACPU: a read's resolving is charged
+// less the time the reader waited for a CPU, so a clean-up resolved on a
+// loaded machine is not a flood, and one that truly holds the reader up
+// is.
+func TestSettleLeavesOutTheWaitForACPU(t *testing.T) {
+	const s1, s2 = 101, 102
+	ms := time.Millisecond
+	tests := []struct {
+		name       string
+		charged    map[uint64]time.Duration // wall time resolving, by session
+		delay      time.Duration            // the read's wait on a run queue
+		delayKnown bool
+		wall       time.Duration // the read's
+		before     time.Duration // s1's cost earlier in the second
+		flooded    []uint64
+	}{
+		{name: "idle machine: the wall time is the cost", charged: map[uint64]time.Duration{s1: 300 * ms}, delayKnown: true, wall: 320 * ms, flooded: []uint64{s1}},
+		{name: "loaded machine: two thirds waiting for a CPU", charged: map[uint64]time.Duration{s1: 300 * ms}, delay: 220 * ms, delayKnown: true, wall: 330 * ms},
+		{name: "loaded, over the second: the earlier cost counts", charged: map[uint64]time.Duration{s1: 300 * ms}, delay: 220 * ms, delayKnown: true, wall: 330 * ms, before: 200 * ms, flooded: []uint64{s1}},
+		{name: "wait unknown: wall time", charged: map[uint64]time.Duration{s1: 300 * ms}, delay: 220 * ms, wall: 330 * ms, flooded: []uint64{s1}},
+		{name: "each session its own", charged: map[uint64]time.Duration{s1: 260 * ms, s2: 40 * ms}, delayKnown: true, wall: 300 * ms, flooded: []uint64{s1}},
+		{name: "a wait beyond the read's time charges nothing", charged: map[uint64]time.Duration{s1: 300 * ms}, delay: 400 * ms, delayKnown: true, wall: 300 * ms},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &Watcher{cost: map[uint64]time.Duration{s1: tt.before}, flooded: map[uint64]bool{}, batch: map[uint64]batchCost{}}
+			for s, d := range tt.charged {
+				w.charge(Change{Session: s, Tid: uint32(s)}, d)
+			}
+			w.settle(tt.delay, tt.delayKnown, tt.wall)
+			var flooded []uint64
+			for _, c := range w.ready {
+				if c.Op != OpFlood || c.Tid != uint32(c.Session) {
+					t.Errorf("reported %+v", c)
+				}
+				flooded = append(flooded, c.Session)
+			}
+			if !slices.Equal(flooded, tt.flooded) {
+				t.Errorf("flooded %v, want %v (costs %v)", flooded, tt.flooded, w.cost)
+			}
+			if len(w.batch) != 0 {
+				t.Errorf("the read's charges stay: %v", w.batch)
+			}
+		})
+	}
+}
+
+// TestThreadRunDelayIsRead: the kernel's schedstat is there (the Debian
+// kernels have CONFIG_SCHED_INFO); without it the reader charges wall
+// time, as before.
+func TestThreadRunDelayIsRead(t *testing.T) {
+	d, ok := threadRunDelay()
+	if _, err := os.Stat("/proc/thread-self/schedstat"); err != nil {
+		if ok {
+			t.Fatalf("a run delay %v without schedstat", d)
+		}
+		testenv.Require(t, false, "/proc/thread-self/schedstat (CONFIG_SCHED_INFO)")
+	}
+	if !ok || d < 0 {
+		t.Fatalf("threadRunDelay() = %v, %v", d, ok)
+	}
+}
