@@ -387,13 +387,34 @@ func TestChangesByName(t *testing.T) {
 			}, func(err error) { t.Error(err) }); err != nil {
 				t.Fatal(err)
 			}
-			dir := changesForTest(t)
-			if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-changes", fmt.Sprintf("MCPCAGE_BENCH_N=%d", tt.opens),
-				"MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+dir); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Sync(2 * time.Second); err != nil {
-				t.Fatal(err)
+			var dir string
+			// Over the budget, the loop spends a fresh window (2001 opens)
+			// before each change; on a loaded machine those opens can
+			// outlast the window (100 ms), and the change falls in the
+			// next one, within its budget: such a run says nothing of
+			// what is reported over the budget, and is run again.
+			for attempt := 1; ; attempt++ {
+				mu.Lock()
+				got = nil
+				mu.Unlock()
+				dir = changesForTest(t)
+				if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-changes", fmt.Sprintf("MCPCAGE_BENCH_N=%d", tt.opens),
+					"MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+dir); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Sync(2 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				inBudget := slices.ContainsFunc(got, func(e Event) bool { return !e.OverBudget })
+				mu.Unlock()
+				if !tt.over || !inBudget {
+					break
+				}
+				if attempt == 5 {
+					t.Fatalf("in 5 runs, a change always fell in a new budget window (the machine too slow for 2001 opens in 100 ms)")
+				}
+				t.Logf("run %d: a change fell in a new budget window; again", attempt)
 			}
 			mu.Lock()
 			defer mu.Unlock()
