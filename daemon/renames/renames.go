@@ -34,9 +34,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,9 +142,6 @@ type Watcher struct {
 	cost     map[uint64]time.Duration
 	flooded  map[uint64]bool // for good: the caller ends such a session
 	costFrom time.Time
-	// batch is each session's resolving in the read being parsed, in
-	// wall time; settle charges it less the reader's wait for a CPU.
-	batch map[uint64]batchCost
 	// dirs caches the paths of directories resolved by handle (key: fsid
 	// and handle): a directory a server deletes in by the thousand is
 	// resolved once. A directory's deletion drops its entry; a
@@ -200,8 +195,7 @@ const (
 
 // MaxCostPerSecond is how much of the reader's time one session's changes
 // may take to resolve (their directories looked up by handle) in a
-// second before the reader reports it (OpFlood): not counting the time
-// the reader waited for a CPU (settle).
+// second before the reader reports it (OpFlood).
 const MaxCostPerSecond = 250 * time.Millisecond
 
 // Change is a deletion or an attribute change by a thread of a session
@@ -237,7 +231,7 @@ func Open(log *slog.Logger) (*Watcher, error) {
 	return &Watcher{file: os.NewFile(uintptr(fd), "fanotify"), fd: fd, log: log, marks: map[unix.Fsid]*mark{},
 		pending: map[uint32][]Move{}, gone: map[string]goneDir{}, dirs: map[string]string{}, waiting: map[string][]Change{},
 		owners: map[uint32]owned{}, cost: map[uint64]time.Duration{}, flooded: map[uint64]bool{},
-		batch: map[uint64]batchCost{}, buf: make([]byte, 64<<10)}, nil
+		buf: make([]byte, 64<<10)}, nil
 }
 
 // CheckChanges has the watcher report the deletions and attribute
@@ -506,16 +500,6 @@ func (w *Watcher) parse(b []byte) {
 		clear(w.cost)
 		w.costFrom = now
 	}
-	// The read's resolving is charged without the time the reader waited
-	// for a CPU: on one thread (the goroutine stays on it) whose wait on
-	// the scheduler's run queue is read around the read.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	delay0, delayKnown := threadRunDelay()
-	defer func() {
-		delay1, ok := threadRunDelay()
-		w.settle(delay1-delay0, delayKnown && ok, time.Since(now))
-	}()
 	for len(b) >= metaSize {
 		meta := decodeMeta(b)
 		if int(meta.Event_len) < metaSize || int(meta.Event_len) > len(b) {
@@ -600,65 +584,14 @@ func (w *Watcher) parseChange(info []byte, op Op, dir bool, tid uint32) {
 	w.wait(key, c)
 }
 
-// batchCost is a session's resolving in one read: its wall time, and
-// the thread of its last change.
-type batchCost struct {
-	wall time.Duration
-	tid  uint32
-}
-
-// charge adds d, the wall time c took to resolve, to its session's
-// resolving in this read (settle charges it).
+// charge adds d to the resolving time of c's session, and reports the
+// session once a second when it is over MaxCostPerSecond.
 func (w *Watcher) charge(c Change, d time.Duration) {
-	b := w.batch[c.Session]
-	b.wall += d
-	b.tid = c.Tid
-	w.batch[c.Session] = b
-}
-
-// settle charges each session its resolving in the read just parsed,
-// less the share of the read's wall time (wall) the reader's thread
-// spent waiting on the scheduler's run queue (delay, when delayKnown): on
-// a loaded machine, the time the thread waited for a CPU is no session's
-// cost, or a big clean-up would be taken for a flood whenever other work
-// takes the CPUs. Time the reader waited otherwise (for a directory's
-// lock a flooding session holds) is the session's. It reports a session
-// over MaxCostPerSecond in the last second (OpFlood), once.
-func (w *Watcher) settle(delay time.Duration, delayKnown bool, wall time.Duration) {
-	if len(w.batch) == 0 {
-		return
+	w.cost[c.Session] += d
+	if w.cost[c.Session] > MaxCostPerSecond && !w.flooded[c.Session] {
+		w.flooded[c.Session] = true
+		w.ready = append(w.ready, Change{Op: OpFlood, Tid: c.Tid, Session: c.Session})
 	}
-	scale := 1.0
-	if delayKnown && wall > 0 && delay > 0 {
-		scale = max(0, 1-float64(delay)/float64(wall))
-	}
-	for session, b := range w.batch {
-		w.cost[session] += time.Duration(float64(b.wall) * scale)
-		if w.cost[session] > MaxCostPerSecond && !w.flooded[session] {
-			w.flooded[session] = true
-			w.ready = append(w.ready, Change{Op: OpFlood, Tid: b.tid, Session: session})
-		}
-	}
-	clear(w.batch)
-}
-
-// threadRunDelay reads how long the calling thread has waited on a run
-// queue (the second field of /proc/thread-self/schedstat, in ns;
-// CONFIG_SCHED_INFO), and whether it could.
-func threadRunDelay() (time.Duration, bool) {
-	b, err := os.ReadFile("/proc/thread-self/schedstat")
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, false
-	}
-	ns, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return time.Duration(ns), true
 }
 
 // wait keeps c until the deletion of the directory with handle key;
