@@ -68,8 +68,12 @@ func (d *Daemon) checkFsChange(s *session, c renames.Change) {
 		}
 		rule = "deny_paths " + pat
 	}
-	if !threadOf(c.Tid, s.cgroupsPath) {
-		return // an id reused by a thread of another cgroup
+	if c.Op != renames.OpFlood && !threadOf(c.Tid, s.cgroupsPath) {
+		// An id reused by a thread of another cgroup. Not for a flood:
+		// the reader charged the session by its threads as it read them
+		// (the id is only the last one's), and drops the changes of a
+		// session it reported flooding: skipped, it would go on unchecked.
+		return
 	}
 	typ := fsAttribRecord
 	verb := "changed the attributes of"

@@ -62,6 +62,17 @@ func TestCheckFsChanges(t *testing.T) {
 		{name: "outside the session's mounts", change: renames.Change{Op: renames.OpDelete, Path: "/host/other/.ssh/id_ed25519"}},
 		{name: "another session", change: renames.Change{Op: renames.OpDelete, Session: testCgroup + 1, Path: "/host/proj/.ssh/id_ed25519"}},
 		{
+			// The flood is the session's (the reader charged it by its
+			// threads as it read them); the thread named is only its last.
+			// Skipped, it left the session flooded for the reader, which
+			// drops its changes unchecked from then on, and running.
+			name:        "a flood whose last thread's id another cgroup holds now",
+			change:      renames.Change{Op: renames.OpFlood, Tid: uint32(os.Getpid())},
+			cgroupsPath: "/mcpcage-test/mcpcage-none",
+			record:      audit.Record{"type": "file.flood", "action": "session stopped", "pid": uint32(os.Getpid()), "rule": floodRule},
+			killed:      "its file changes took the shared change checker more than 250ms of a second to resolve (a flood)",
+		},
+		{
 			name:        "a thread id another cgroup holds now",
 			change:      renames.Change{Op: renames.OpDelete, Tid: uint32(os.Getpid()), Path: "/host/proj/.ssh/id_ed25519"},
 			cgroupsPath: "/mcpcage-test/mcpcage-none",
