@@ -110,6 +110,7 @@ func runTestsInChild(self string) int {
 	return testshard.Run(self, os.Args[1:], testshard.Options{
 		Shards: shardCount(),
 		First:  longTests,
+		Alone:  aloneTests,
 		Env:    append(os.Environ(), stampedEnv+"=child"),
 		Prepare: func(cmd *exec.Cmd) {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

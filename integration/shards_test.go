@@ -5,6 +5,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -37,7 +38,6 @@ var longTests = []string{
 	"TestDebPackageInBootedDebian",          // 300: debootstrap, boot, install, remove
 	"TestRobustChurn",                       // 175
 	"TestUnreadRepliesAreBounded",           // 55
-	"TestBigCleanUpIsNotKilled",             // 33
 	"TestLargeMessages",                     // 30
 	"TestManySessionsLeaveNoKernelState",    // 28
 	"TestAgentExecHeldMidwayIsRefused",      // 25
@@ -48,8 +48,20 @@ var longTests = []string{
 	"TestStalledPullHoldsNoOtherImage",      // 20
 }
 
-// TestLongTestsAreTests: a renamed or removed test in longTests would no
-// longer be handed out first, silently.
+// aloneTests run with no other test at once, after the others: their
+// outcome depends on the machine's CPUs being otherwise idle.
+var aloneTests = []string{
+	// 50000 files removed as fast as the server can: the change checker's
+	// flood limit is in wall time (250 ms a second of the shared reader,
+	// protecting other sessions' rename checks, which wait in wall time),
+	// and with other tests loading the CPUs the reader's waits for a CPU
+	// took it over (CI at 418884b). That the limit holds on a busy
+	// machine too is by design; this test is of a clean-up on an idle one.
+	"TestBigCleanUpIsNotKilled",
+}
+
+// TestLongTestsAreTests: a renamed or removed test in longTests or
+// aloneTests would no longer be handed out as they say, silently.
 func TestLongTestsAreTests(t *testing.T) {
 	files, err := os.ReadDir(".")
 	if err != nil {
@@ -61,9 +73,9 @@ func TestLongTestsAreTests(t *testing.T) {
 			src = append(src, b...)
 		}
 	}
-	for _, name := range longTests {
+	for _, name := range append(slices.Clone(longTests), aloneTests...) {
 		if !regexp.MustCompile(`(?m)^func ` + name + `\(t \*testing\.T\) \{`).Match(src) {
-			t.Errorf("longTests names %s, which is not a test of this package", name)
+			t.Errorf("longTests or aloneTests names %s, which is not a test of this package", name)
 		}
 	}
 }

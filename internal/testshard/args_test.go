@@ -1,8 +1,10 @@
 package testshard
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -84,14 +86,62 @@ func TestDropEndOfRun(t *testing.T) {
 	}
 }
 
-func TestQueueFailFast(t *testing.T) {
-	for _, failFast := range []bool{false, true} {
-		q := &queue{out: io.Discard, failFast: failFast, pending: []string{"TestA", "TestB", "TestC"}}
-		first, _ := q.next()
-		q.done(first, false)
-		n, ok := q.next()
-		if ok == failFast {
-			t.Errorf("failFast %v: after a failure next() = %q, %v", failFast, n, ok)
-		}
+// pipeShard is a shard whose tasks are read back by the test.
+func pipeShard(t *testing.T, n int) (*shard, *bufio.Reader) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close(); _ = w.Close() })
+	return &shard{n: n, tasks: w}, bufio.NewReader(r)
+}
+
+func TestQueueHandsOut(t *testing.T) {
+	tests := []struct {
+		name     string
+		failFast bool
+		pending  []string
+		alone    []string
+		fail     bool     // the first test fails
+		want     []string // handed to shard 1, shard 2, then to whoever finishes first (shard 1)
+	}{
+		{name: "in order", pending: []string{"TestA", "TestB", "TestC"}, want: []string{"TestA", "TestB", "TestC"}},
+		{name: "failfast stops", failFast: true, fail: true, pending: []string{"TestA", "TestB", "TestC"}, want: []string{"TestA", "TestB", ""}},
+		{name: "a failure without failfast goes on", fail: true, pending: []string{"TestA", "TestB", "TestC"}, want: []string{"TestA", "TestB", "TestC"}},
+		{name: "alone waits for the others", pending: []string{"TestA", "TestB"}, alone: []string{"TestZ"}, want: []string{"TestA", "TestB", "(parked)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := &queue{out: io.Discard, failFast: tt.failFast, pending: tt.pending, alone: tt.alone}
+			s1, r1 := pipeShard(t, 1)
+			s2, r2 := pipeShard(t, 2)
+			q.start([]*shard{s1, s2})
+			got := []string{s1.current, s2.current}
+			q.finished(s1, !tt.fail)
+			switch {
+			case slices.Contains(q.parked, s1):
+				got = append(got, "(parked)")
+			default:
+				got = append(got, s1.current)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("handed %q, want %q", got, tt.want)
+			}
+			for _, r := range []*bufio.Reader{r1, r2} {
+				if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "Test") {
+					t.Errorf("a shard read %q, want a test's name", line)
+				}
+			}
+			if len(tt.alone) > 0 {
+				// Shard 2 finishes: nothing runs, so shard 2 takes the test
+				// that runs alone, and the parked shard 1 is done.
+				q.finished(s2, true)
+				if s2.current != "TestZ" || s1.current != "" || !s1.closed || q.running != 1 {
+					t.Errorf("after the others: shard 2 runs %q, shard 1 %q (closed %v), %d running; want TestZ, none, closed, 1",
+						s2.current, s1.current, s1.closed, q.running)
+				}
+			}
+		})
 	}
 }

@@ -25,6 +25,10 @@ type Options struct {
 	// the longest ones. Names that are not tests of the binary are
 	// ignored.
 	First []string
+	// Alone names tests that run with no other test at once, after the
+	// others: tests whose outcome depends on the machine being otherwise
+	// idle. Names that are not tests of the binary are ignored.
+	Alone []string
 	// Env is the children's environment; this process's when nil.
 	Env []string
 	// Stdout receives the tests' output (the children's stdout and

@@ -16,25 +16,18 @@ import (
 
 // queue hands out the tests and keeps the outcome.
 type queue struct {
+	outMu sync.Mutex // whole blocks: after mu when both are taken
+	out   io.Writer
+	json  bool
+
 	mu       sync.Mutex
-	out      io.Writer
-	json     bool
 	failFast bool
-	pending  []string
+	pending  []string // handed out in order
+	alone    []string // each with no other test at once, after pending
+	running  int      // children running a test
+	parked   []*shard // idle children waiting for the running ones to end (alone)
 	failed   []string
 	stopped  bool // failfast: no test starts after a failure
-}
-
-// next returns the next test to run, or false when none is to start.
-func (q *queue) next() (string, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.stopped || len(q.pending) == 0 {
-		return "", false
-	}
-	n := q.pending[0]
-	q.pending = q.pending[1:]
-	return n, true
 }
 
 // print writes a block of output whole.
@@ -42,19 +35,9 @@ func (q *queue) print(block []byte) {
 	if len(block) == 0 {
 		return
 	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	q.outMu.Lock()
+	defer q.outMu.Unlock()
 	_, _ = q.out.Write(block) // the tests' output has nowhere else to go
-}
-
-// done records a test's outcome.
-func (q *queue) done(name string, passed bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if !passed {
-		q.failed = append(q.failed, name)
-		q.stopped = q.stopped || q.failFast
-	}
 }
 
 // say prints a line of the runner's own, framed as the test framework's
@@ -67,6 +50,98 @@ func (q *queue) say(format string, args ...any) {
 	q.print([]byte(prefix + "testshard: " + fmt.Sprintf(format, args...) + "\n"))
 }
 
+// failLocked records a test's failure.
+func (q *queue) failLocked(name string) {
+	q.failed = append(q.failed, name)
+	q.stopped = q.stopped || q.failFast
+}
+
+// dispatchLocked hands idle shard s its next test: the next of pending;
+// when none is left, the next alone test once no other runs (until then
+// s is parked); when neither, s's tasks are closed and its child ends.
+func (q *queue) dispatchLocked(s *shard) {
+	var name string
+	switch {
+	case s.gone:
+		return
+	case q.stopped:
+	case len(q.pending) > 0:
+		name, q.pending = q.pending[0], q.pending[1:]
+	case len(q.alone) > 0 && q.running > 0:
+		q.parked = append(q.parked, s)
+		return
+	case len(q.alone) > 0:
+		name, q.alone = q.alone[0], q.alone[1:]
+	}
+	if name == "" {
+		s.close()
+		return
+	}
+	if _, err := s.tasks.WriteString(name + "\n"); err != nil {
+		// The child is gone: its end is reported when its output ends.
+		q.say("shard %d could not be handed %s: %v", s.n, name, err)
+		q.failLocked(name)
+		s.close()
+		return
+	}
+	s.current = name
+	q.running++
+}
+
+// wakeLocked dispatches the parked shards again (a test ended).
+func (q *queue) wakeLocked() {
+	parked := q.parked
+	q.parked = nil
+	for _, p := range parked {
+		q.dispatchLocked(p)
+	}
+}
+
+// start hands each shard its first test.
+func (q *queue) start(shards []*shard) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, s := range shards {
+		q.dispatchLocked(s)
+	}
+}
+
+// finished records the outcome of s's test and hands s, and any parked
+// shard, the next.
+func (q *queue) finished(s *shard, passed bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.current != "" {
+		if !passed {
+			q.failLocked(s.current)
+		}
+		s.current = ""
+		s.ran++
+		q.running--
+	}
+	q.dispatchLocked(s)
+	q.wakeLocked()
+}
+
+// lost records that s's child ended: the test it ran failed, and the
+// parked shards may go on.
+func (q *queue) lost(s *shard, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s.gone = true
+	s.close()
+	q.parked = slices.DeleteFunc(q.parked, func(p *shard) bool { return p == s })
+	if s.current != "" {
+		q.say("shard %d ended (%v) while running %s", s.n, err, s.current)
+		q.failLocked(s.current)
+		s.current = ""
+		q.running--
+	} else if err != nil {
+		q.say("shard %d ended: %v", s.n, err)
+	}
+	q.wakeLocked()
+}
+
 // shard is one child and the test it runs.
 type shard struct {
 	n       int
@@ -74,31 +149,21 @@ type shard struct {
 	tasks   *os.File // the write end of the child's tasks
 	out     *os.File // the read end of its stdout and stderr
 	token   []byte
-	current string // the test it runs, "" between tests
+	current string // the test it runs, "" between tests (under queue.mu)
+	closed  bool   // its tasks are closed
+	gone    bool   // its child ended
 	ran     int
 	start   time.Time
 	took    time.Duration
 }
 
-// hand gives the shard its next test, or closes its tasks when there is
-// none; it returns false then.
-func (s *shard) hand(q *queue) bool {
-	name, ok := q.next()
-	if !ok {
-		_ = s.tasks.Close() // the child reads end of file and finishes
-		s.current = ""
-		return false
+// close closes s's tasks, once: the child reads end of file and
+// finishes.
+func (s *shard) close() {
+	if !s.closed {
+		s.closed = true
+		_ = s.tasks.Close() // nothing more to say to it
 	}
-	s.current = name
-	if _, err := s.tasks.WriteString(name + "\n"); err != nil {
-		// The child is gone: its end of the run is reported when its
-		// output ends; the test goes back to nobody.
-		q.say("shard %d could not be handed %s: %v", s.n, name, err)
-		q.done(name, false)
-		s.current = ""
-		return false
-	}
-	return true
 }
 
 // read copies the child's output to q a test at a time: everything up to
@@ -116,16 +181,14 @@ func (s *shard) read(q *queue) {
 			code, err := strconv.Atoi(strings.TrimSpace(string(line[i+len(s.token):])))
 			if err != nil {
 				code = 1
-				fmt.Fprintf(&block, "testshard: shard %d's report on %s is unreadable: %q\n", s.n, s.current, line[i:])
+				fmt.Fprintf(&block, "testshard: shard %d's report is unreadable: %q\n", s.n, line[i:])
 			}
-			if s.current != "" { // recorded before it is printed: who reads the output reads the outcome
-				q.done(s.current, code == 0)
-				s.ran++
-			}
+			// Recorded before it is printed (who reads the output reads
+			// the outcome), and the next test handed out.
+			q.finished(s, code == 0)
 			q.print(block.Bytes())
 			block.Reset()
 			last = 0
-			s.hand(q)
 		} else if len(line) > 0 {
 			last = block.Len()
 			block.Write(line)
@@ -156,7 +219,14 @@ func dropEndOfRun(block *bytes.Buffer, last int) {
 
 // runShards runs names in o.Shards children and returns the exit code.
 func runShards(self string, args []string, parsed parsedArgs, names []string, o Options, signals <-chan os.Signal) int {
-	q := &queue{out: o.Stdout, json: parsed.json(), failFast: parsed.failFast(), pending: names}
+	q := &queue{out: o.Stdout, json: parsed.json(), failFast: parsed.failFast()}
+	for _, name := range names {
+		if slices.Contains(o.Alone, name) {
+			q.alone = append(q.alone, name)
+		} else {
+			q.pending = append(q.pending, name)
+		}
+	}
 	token := newToken()
 	n := min(o.Shards, len(names))
 	var shards []*shard
@@ -175,9 +245,7 @@ func runShards(self string, args []string, parsed parsedArgs, names []string, o 
 
 	code := 0
 	var wg sync.WaitGroup
-	for _, s := range shards {
-		s.hand(q)
-	}
+	q.start(shards)
 	for _, s := range shards {
 		wg.Add(1)
 		go func() {
@@ -193,12 +261,7 @@ func runShards(self string, args []string, parsed parsedArgs, names []string, o 
 				<-read
 			}
 			_ = s.out.Close()
-			if s.current != "" {
-				q.say("shard %d ended (%v) while running %s", s.n, err, s.current)
-				q.done(s.current, false)
-			} else if err != nil {
-				q.say("shard %d ended: %v", s.n, err)
-			}
+			q.lost(s, err)
 			q.mu.Lock()
 			if s.cmd.ProcessState.ExitCode() != 0 {
 				code = 1 // a test failed, or its teardown did (it printed why)
@@ -213,8 +276,8 @@ func runShards(self string, args []string, parsed parsedArgs, names []string, o 
 		took = append(took, fmt.Sprintf("%d in %.0fs", s.ran, s.took.Seconds()))
 	}
 	q.say("%d tests in %d processes at once (%s)", len(names), len(shards), strings.Join(took, ", "))
-	if len(q.pending) > 0 {
-		q.say("not run: %s", strings.Join(q.pending, " "))
+	if notRun := append(q.pending, q.alone...); len(notRun) > 0 {
+		q.say("not run: %s", strings.Join(notRun, " "))
 		if !q.stopped {
 			code = max(code, 1)
 		}

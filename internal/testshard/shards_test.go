@@ -122,9 +122,9 @@ func TestRunShards(t *testing.T) {
 			name: "every test when none is named (a benchmark is listed, not run)", shards: "2",
 			args:     []string{"-test.v"},
 			wantCode: 0,
-			want:     []string{"testshard: 10 tests in 2 processes at once", "PASS"},
+			want:     []string{"testshard: 11 tests in 2 processes at once", "--- PASS: TestAlone (", "PASS"},
 			notWant:  []string{"FAIL", "Benchmark", "in one process"},
-			ran:      10, children: 2,
+			ran:      11, children: 2,
 		},
 		{
 			name: "one failure fails the run, the others still run", shards: "3",
@@ -158,6 +158,14 @@ func TestRunShards(t *testing.T) {
 			wantCode: 1,
 			want:     []string{"panic: test timed out after", "testshard: failed: TestSlowC", "FAIL"},
 			children: 1,
+		},
+		{
+			name: "a test that runs alone waits for the others", shards: "2",
+			args:     []string{"-test.v", "-test.run=^Test(Alone|SlowA|Sub)$"},
+			wantCode: 0,
+			want:     []string{"--- PASS: TestAlone (", "--- PASS: TestSlowA (", "testshard: 3 tests in 2 processes at once", "PASS"},
+			notWant:  []string{"FAIL"},
+			ran:      3, children: 2,
 		},
 		{
 			name: "subtests by pattern run in one process", shards: "2",

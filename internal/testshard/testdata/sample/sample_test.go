@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(testshard.Run(self, os.Args[1:], testshard.Options{
 			Shards: shards, First: []string{"TestFails", "TestCrash", "TestMeetA", "TestMeetB", "TestSlowA", "TestSlowB", "TestNotATestOfThisBinary"}, Env: os.Environ(),
+			Alone: []string{"TestAlone"},
 		}))
 	}
 	listing := slices.ContainsFunc(os.Args, func(a string) bool { return strings.HasPrefix(a, "-test.list") })
@@ -121,9 +122,26 @@ func BenchmarkNothing(b *testing.B) {
 
 // TestSlowA, B and C each take 1.2 s: a run whose -test.timeout covers
 // two of them but not three in one process.
-func TestSlowA(t *testing.T) { takes(1200 * time.Millisecond) }
-func TestSlowB(t *testing.T) { takes(1200 * time.Millisecond) }
-func TestSlowC(t *testing.T) { takes(1200 * time.Millisecond) }
+// Each leaves a file while it runs.
+func TestSlowA(t *testing.T) { slow(t, "A") }
+func TestSlowB(t *testing.T) { slow(t, "B") }
+func TestSlowC(t *testing.T) { slow(t, "C") }
+
+func slow(t *testing.T, name string) {
+	touch(t, "slow-running-"+name)
+	defer func() { _ = os.Remove(file("slow-running-" + name)) }()
+	takes(1200 * time.Millisecond)
+}
+
+// TestAlone runs alone (Options.Alone): no slow test runs while it does.
+func TestAlone(t *testing.T) {
+	for range 2 {
+		if running, _ := filepath.Glob(file("slow-running-*")); len(running) > 0 {
+			t.Fatalf("running beside %v", running)
+		}
+		takes(300 * time.Millisecond)
+	}
+}
 
 // takes stands for a test's work of duration d.
 func takes(d time.Duration) {
