@@ -123,7 +123,7 @@ func TestRepeatedOpensRecordedEverySecond(t *testing.T) {
 func TestEventBudgetWindowsByEitherClock(t *testing.T) {
 	for _, sc := range sessionClocks {
 		t.Run(sc.name, func(t *testing.T) {
-			got, throttled, ring := failedOpensRecorded(t, sc.opts, "open-for", 1000)
+			got, throttled, ring, _ := failedOpensRecorded(t, sc.opts, "open-for", 1000)
 			t.Logf("a second of failed opens: %d recorded, %d throttled, %d lost to a full ring", got, throttled, ring)
 			// Ten or eleven windows of 2000 (a window starts at the first
 			// event after the last one ended); as few as five where the
@@ -144,9 +144,24 @@ func TestEventBudgetKeepsEverythingWithinIt(t *testing.T) {
 	for _, sc := range sessionClocks {
 		t.Run(sc.name, func(t *testing.T) {
 			const n = 10 * 1800
-			got, throttled, ring := failedOpensRecorded(t, sc.opts, "open-paced", n)
-			if got != n || throttled != 0 || ring != 0 {
-				t.Fatalf("%d failed opens in bursts within the budget: %d recorded, %d throttled, %d lost to a full ring; want all recorded", n, got, throttled, ring)
+			// A loaded machine can stretch a burst (preempted in its
+			// middle, one burst's tail and the next one's head share a
+			// window): a run that lost events is run again, and the test
+			// fails when every one of 5 did. A window that is too long
+			// loses events in every run (2625 of 18000 at fbf57e6).
+			for attempt := 1; ; attempt++ {
+				got, throttled, ring, said := failedOpensRecorded(t, sc.opts, "open-paced", n)
+				longest, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(said), longestBurst))
+				if err != nil {
+					t.Fatalf("the child said %q, want %s and microseconds", said, longestBurst)
+				}
+				if got == n && throttled == 0 && ring == 0 {
+					break
+				}
+				if attempt == 5 {
+					t.Fatalf("%d failed opens in bursts within the budget, 5 runs: the last %d recorded, %d throttled, %d lost to a full ring (its longest burst %d µs); want all recorded in one run", n, got, throttled, ring, longest)
+				}
+				t.Logf("run %d: %d of %d recorded, %d throttled, %d lost to a full ring (the longest burst %d µs); again", attempt, got, n, throttled, ring, longest)
 			}
 		})
 	}
@@ -156,7 +171,7 @@ func TestEventBudgetKeepsEverythingWithinIt(t *testing.T) {
 // missingPath in a session of a cage loaded with o, and says how many of
 // its failed opens were recorded, and the cage's throttled and ring
 // losses.
-func failedOpensRecorded(t *testing.T, o Options, loop string, n int) (recorded int64, throttled, ring uint64) {
+func failedOpensRecorded(t *testing.T, o Options, loop string, n int) (recorded int64, throttled, ring uint64, said string) {
 	t.Helper()
 	c, parent := loadWith(t, o)
 	session, cgid := sessionForTest(t, c, parent, Policy{})
@@ -168,18 +183,27 @@ func failedOpensRecorded(t *testing.T, o Options, loop string, n int) (recorded 
 	}, func(err error) { t.Error(err) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP="+loop, "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+missingPath); err != nil {
-		t.Fatal(err)
+	cmd, release := loopChild(t, session, "MCPCAGE_BENCH_LOOP="+loop, "MCPCAGE_BENCH_N="+strconv.Itoa(n), "MCPCAGE_BENCH_ADDR="+missingPath)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	release()
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
 	}
 	if err := c.Sync(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	ring, throttled, err := c.Lost()
+	ring, throttled, err = c.Lost()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return events.Load(), throttled, ring
+	return events.Load(), throttled, ring, stderr.String()
 }
+
+// longestBurst starts the open-paced loop's last line on stderr: its
+// longest burst of 1800 opens, in µs.
+const longestBurst = "longest burst µs: "
 
 // The loaded programs that share the sessions map run on one clock: the
 // cage's and the bind programs' constants agree (BPF LSM, the third, is
