@@ -102,14 +102,22 @@ func runLoop(kind string, n int) time.Duration {
 		// the window cannot start over between the opens and the change
 		// (when the opens before took about a window, it did, within the
 		// spend, and the change fell in budget). A pause, not a wait for
-		// a condition: the kernel's window is measured in time.
+		// a condition: the kernel's window is measured in time. Opens a
+		// loaded machine stretched past 80 ms of the window are spent
+		// again (at most 50 times) before the change.
 		spend := func() {
 			if n <= 2000 {
 				return
 			}
-			time.Sleep(110 * time.Millisecond)
-			for i := 0; i < 2001; i++ {
-				open()
+			for try := 0; try < 50; try++ {
+				time.Sleep(110 * time.Millisecond)
+				first := time.Now()
+				for i := 0; i < 2001; i++ {
+					open()
+				}
+				if time.Since(first) < 80*time.Millisecond {
+					return
+				}
 			}
 		}
 		_ = os.Chdir(os.Getenv("MCPCAGE_BENCH_PATH"))
