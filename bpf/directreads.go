@@ -49,27 +49,37 @@ type loadSettings struct {
 // loadObjects loads one build of cage.c (load: loadCage or
 // loadCageDirect) into c.objs with vars set.
 func (c *Cage) loadObjects(load func() (*ebpf.CollectionSpec, error), vars loadSettings) error {
+	spec, err := cageSpec(load, vars)
+	if err != nil {
+		return err
+	}
+	return loadParallel(spec, &c.objs)
+}
+
+// cageSpec is one build of cage.c (load: loadCage or loadCageDirect)
+// with vars set, as the kernel gets it.
+func cageSpec(load func() (*ebpf.CollectionSpec, error), vars loadSettings) (*ebpf.CollectionSpec, error) {
 	spec, err := load()
 	if err != nil {
-		return fmt.Errorf("load eBPF object: %w", err)
+		return nil, fmt.Errorf("load eBPF object: %w", err)
 	}
 	for name, v := range map[string]any{"session_level": vars.sessionLevel, "parent_level": vars.parentLevel, "parent_cgid": vars.parentCgid,
 		"host_netns_cookie": vars.hostNetns} {
 		if err := spec.Variables[name].Set(v); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
+			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
 	if err := setSessionClock(spec, vars.tick); err != nil {
-		return err
+		return nil, err
 	}
 	// The daemon counts the urgent events it reads only in a mapped
 	// array (one atomic add, no syscall): no share without it.
 	if err := spec.Variables["fair_share"].Set(vars.mmapSlots); err != nil {
-		return fmt.Errorf("set fair_share: %w", err)
+		return nil, fmt.Errorf("set fair_share: %w", err)
 	}
 	if !vars.mmapSlots {
 		// The same array, written by map updates instead.
 		spec.Maps[cageMapCallSlots].Flags &^= unix.BPF_F_MMAPABLE
 	}
-	return loadParallel(spec, &c.objs)
+	return spec, nil
 }

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"cmp"
 	"errors"
 	"os"
 	"path/filepath"
@@ -174,6 +175,82 @@ func TestKernelPathAcrossMounts(t *testing.T) {
 			// some other file twice as well.
 			if folded < 49 {
 				t.Errorf("the session folded %d opens, want at least the file's 49 repeats", folded)
+			}
+		})
+	}
+}
+
+// mountHops is cage.h's MOUNT_HOPS: the mounts the walk crosses at one
+// point of a path.
+const mountHops = 4
+
+// Mounts stacked on one directory are crossed one after the other. Up to
+// MOUNT_HOPS at one point, the event names the whole path, however many
+// such points it has (the walk used to take 24 steps, a component or a
+// mount each, and then named the part it had walked as if it were the
+// whole path); with more
+// at one point, the walk stops there and the event's path starts with
+// "…", and the deny check goes on above (deny_deep), so a denied name
+// there still kills. Both read paths.
+func TestKernelPathStackedMounts(t *testing.T) {
+	for _, rp := range readPaths {
+		t.Run(rp.name, func(t *testing.T) {
+			c, session, cgid, dir := sshDeniedWithMounts(t, rp.opts)
+			// stacked mounts n tmpfs on top of each other at each of
+			// levels, one below the other, under dir/top.
+			stacked := func(n int, top string, levels ...string) string {
+				at := filepath.Join(dir, top)
+				for _, l := range levels {
+					at = filepath.Join(at, l)
+					for range n {
+						mountAt(t, "", at)
+					}
+				}
+				file := filepath.Join(at, "f")
+				if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return file
+			}
+			var mu sync.Mutex
+			paths := map[string][]Event{} // by the hint: the name the opener gave
+			if err := c.Events(func(e Event) {
+				if e.Cgroup == cgid && (e.Kind == KindFileOpen || e.Kind == KindFileDenied) {
+					mu.Lock()
+					paths[e.Hint] = append(paths[e.Hint], e)
+					mu.Unlock()
+				}
+			}, func(err error) { t.Error(err) }); err != nil {
+				t.Fatal(err)
+			}
+			tests := []struct {
+				name   string
+				file   string
+				path   string // the event's; "" for the file's own
+				killed bool
+			}{
+				{"as many as the walk crosses", stacked(mountHops, "plain", "at-most"), "", false},
+				{"as many at four points, one below the other", stacked(mountHops, "plain", "a", "b", "c", "d"), "", false},
+				{"one more: the walk stops there", stacked(mountHops+1, "plain", "more"), "…/f", false},
+				{"as many below a denied name", stacked(mountHops, ".ssh", "at-most"), "", true},
+				{"one more below a denied name: deny_deep finds it", stacked(mountHops+1, ".ssh", "more"), "…/f", true},
+			}
+			for _, tt := range tests {
+				if err := openThen(t, session, 0, "", tt.file); killed(t, err) != tt.killed {
+					t.Errorf("%s: open of %s ended with %v, want killed %v", tt.name, tt.file, err, tt.killed)
+				}
+			}
+			if err := c.Sync(2 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, tt := range tests {
+				want := cmp.Or(tt.path, tt.file)
+				got := paths[tt.file]
+				if len(got) != 1 || got[0].Path != want || got[0].Killed != tt.killed {
+					t.Errorf("%s: events %v, want one with the path %q (killed %v)", tt.name, got, want, tt.killed)
+				}
 			}
 		})
 	}

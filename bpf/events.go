@@ -276,19 +276,22 @@ func Decode(raw []byte) (Event, error) {
 	return ev, nil
 }
 
-// kernelPath joins the components the kernel walked (leaf first).
+// pathCut is cage.h's PATH_CUT: set in an event's ncomp when the
+// kernel's walk stopped short of the root.
+const pathCut = 0x80
+
+// kernelPath joins the components the kernel walked (leaf first); a walk
+// that stopped short of the root (a deeper path, or more mounts stacked
+// at one point than it crosses) starts with "…".
 func kernelPath(e *cageEvent) string {
-	n := int(e.Ncomp)
-	if n > len(e.Comp) {
-		n = len(e.Comp)
-	}
+	n := min(int(e.Ncomp&^pathCut), len(e.Comp))
 	parts := make([]string, 0, n)
 	for i := n - 1; i >= 0; i-- {
 		parts = append(parts, cstr(e.Comp[i][:]))
 	}
 	p := "/" + strings.Join(parts, "/")
-	if n == len(e.Comp) {
-		p = "…" + p // deeper than the kernel walks
+	if e.Ncomp&pathCut != 0 {
+		p = "…" + p
 	}
 	return p
 }
