@@ -456,8 +456,10 @@ static __always_inline void take_component(struct event *e, struct deny_key *dk,
 
 // DEEP_STEPS is how many steps up (a component, or a mount crossed) the
 // deny check goes on above walk_path's (an event carries the first
-// MAX_COMPONENTS components only).
-#define DEEP_STEPS 256
+// MAX_COMPONENTS components only). 280: as far as the walk of 24 steps
+// before it and 256 steps here reached, where the walk now stops at the
+// first point with more than MOUNT_HOPS mounts stacked.
+#define DEEP_STEPS 280
 
 // deny_deep goes on with a deny check that walk_path cut short (at
 // MAX_COMPONENTS, or at more than MOUNT_HOPS mounts stacked at one point
@@ -531,8 +533,8 @@ static __always_inline __u64 as_number(const void *p)
 }
 
 // MOUNT_HOPS is how many mounts walk_path crosses at one point of a path
-// before it takes the next component: mounts stacked on one directory (a
-// bind mount remounted read-only is two there). A point with more is
+// before it takes the next component: mounts stacked on one directory
+// (or file), each mounted over the one before. A point with more is
 // left to deny_deep, which crosses any number.
 #define MOUNT_HOPS 4
 
@@ -570,6 +572,8 @@ static __always_inline __u32 walk_path_direct(struct event *e, __u64 cgid, __u32
 			mnt_root = m->mnt.mnt_root;
 			parent = d->d_parent;
 		}
+		if (!root && (d == mnt_root || d == parent) && m == m->mnt_parent)
+			root = true; // the root, on the hop after the last
 		// Past the last component, only whether the root is there.
 		if (root || n == MAX_COMPONENTS || d == mnt_root || d == parent)
 			break;
@@ -623,6 +627,8 @@ static __always_inline __u32 walk_path(struct event *e, __u64 cgid, __u32 lens, 
 			mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
 			read_up(d, &u);
 		}
+		if (!root && (d == mnt_root || d == u.parent) && m == BPF_CORE_READ(m, mnt_parent))
+			root = true; // the root, on the hop after the last
 		if (root || n == MAX_COMPONENTS || d == mnt_root || d == u.parent)
 			break;
 		bool check = !denied && (lens & deny_len_bit(u.name.len));

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,15 +186,20 @@ func TestKernelPathAcrossMounts(t *testing.T) {
 // point of a path.
 const mountHops = 4
 
-// Mounts stacked on one directory are crossed one after the other. Up to
-// MOUNT_HOPS at one point, the event names the whole path, however many
-// such points it has (the walk used to take 24 steps, a component or a
-// mount each, and then named the part it had walked as if it were the
-// whole path); with more
-// at one point, the walk stops there and the event's path starts with
-// "…", and the deny check goes on above (deny_deep), so a denied name
-// there still kills. Both read paths.
-func TestKernelPathStackedMounts(t *testing.T) {
+// maxComponents is cage.h's MAX_COMPONENTS: the components an event
+// carries.
+const maxComponents = len(cageEvent{}.Comp)
+
+// An event names the whole path when the walk reaches the root, and
+// otherwise starts with "…" and the components walked. Mounts stacked on
+// one directory are crossed one after the other: up to MOUNT_HOPS at one
+// point, however many such points the path has (the walk used to take
+// 24 steps, a component or a mount each, and then named the part it had
+// walked as if it were the whole path); with more at one point, the walk
+// stops there, and the deny check goes on above (deny_deep), so a denied
+// name there still kills. A path of 16 components is whole (it used to
+// be shown cut), one of 17 is cut. Both read paths.
+func TestKernelPathWholeOrCut(t *testing.T) {
 	for _, rp := range readPaths {
 		t.Run(rp.name, func(t *testing.T) {
 			c, session, cgid, dir := sshDeniedWithMounts(t, rp.opts)
@@ -212,6 +219,22 @@ func TestKernelPathStackedMounts(t *testing.T) {
 				}
 				return file
 			}
+			// deep makes a file whose path has n components, under dir/plain.
+			deep := func(n int) string {
+				p := filepath.Join(dir, "plain", "deep"+strconv.Itoa(n))
+				for i := strings.Count(p, "/"); i < n-1; i++ {
+					p = filepath.Join(p, "d")
+				}
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				file := filepath.Join(p, "f")
+				if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return file
+			}
+			deep17 := deep(maxComponents + 1)
 			var mu sync.Mutex
 			paths := map[string][]Event{} // by the hint: the name the opener gave
 			if err := c.Events(func(e Event) {
@@ -234,6 +257,8 @@ func TestKernelPathStackedMounts(t *testing.T) {
 				{"one more: the walk stops there", stacked(mountHops+1, "plain", "more"), "…/f", false},
 				{"as many below a denied name", stacked(mountHops, ".ssh", "at-most"), "", true},
 				{"one more below a denied name: deny_deep finds it", stacked(mountHops+1, ".ssh", "more"), "…/f", true},
+				{"16 components", deep(maxComponents), "", false},
+				{"17 components", deep17, "…/" + strings.SplitN(deep17, "/", 3)[2], false},
 			}
 			for _, tt := range tests {
 				if err := openThen(t, session, 0, "", tt.file); killed(t, err) != tt.killed {
