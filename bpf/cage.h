@@ -469,58 +469,88 @@ static __always_inline void take_component(struct event *e, struct deny_key *dk,
 // matching rule + 1, or 0. Only paths that deep take it. A global
 // function: the verifier checks it once, on its own, not in each inlined
 // copy of walk_path, and its arguments are plain numbers.
+#ifdef DIRECT_READS
+// deep_walk is deny_deep's walk between its steps.
+struct deep_walk {
+	struct deny_key dk;
+	struct dentry *d;
+	struct mount *m;
+	struct dentry *mnt_root;
+	__u32 lens;
+	__u32 denied; // the matching rule + 1, once found
+};
+
+// deep_step is one step of deny_deep's walk with direct reads: a
+// component, or a mount crossed. A bpf_loop callback (1 ends the walk):
+// the verifier checks it once or twice, where it checks a bounded loop
+// step by step (about 45,000 instructions in each program that walks a
+// path). bpf_loop (Linux 5.17) is there wherever bpf_rdonly_cast (6.2)
+// is; the build without direct reads keeps the bounded loop.
+static long deep_step(__u32 i, void *data)
+{
+	struct deep_walk *w = data;
+	struct dentry *d = w->d;
+	struct dentry *parent = d->d_parent;
+	if (d == w->mnt_root || d == parent) {
+		struct mount *m = w->m;
+		struct mount *mp = m->mnt_parent;
+		if (m == mp)
+			return 1; // the root of the namespace
+		w->d = m->mnt_mountpoint;
+		w->m = mp;
+		w->mnt_root = mp->mnt.mnt_root;
+		return 0;
+	}
+	if (w->lens & deny_len_bit(d->d_name.len)) {
+		__u32 denied = 0;
+		take_component(0, &w->dk, 0, true, d->d_name.name, &denied);
+		if (denied) {
+			w->denied = denied;
+			return 1;
+		}
+	}
+	w->d = parent;
+	return 0;
+}
+#endif
+
 __noinline __u32 deny_deep(__u64 cgid, __u32 lens, __u64 dentry, __u64 mount)
 {
-	struct deny_key dk = {.cgid = cgid};
 #ifdef DIRECT_READS
-	struct dentry *d = kcast(dentry, struct dentry);
-	struct mount *m = kcast(mount, struct mount);
-	struct dentry *mnt_root = m->mnt.mnt_root;
+	struct deep_walk w = {.dk = {.cgid = cgid}, .lens = lens};
+	w.d = kcast(dentry, struct dentry);
+	w.m = kcast(mount, struct mount);
+	w.mnt_root = w.m->mnt.mnt_root;
+	bpf_loop(DEEP_STEPS, deep_step, &w, 0);
+	return w.denied;
 #else
+	struct deny_key dk = {.cgid = cgid};
 	struct dentry *d = (struct dentry *)dentry;
 	struct mount *m = (struct mount *)mount;
 	struct dentry *mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-#endif
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < DEEP_STEPS; i++) {
-#ifdef DIRECT_READS
-		struct dentry *parent = d->d_parent;
-		__u32 len = d->d_name.len;
-		const unsigned char *name = d->d_name.name;
-#else
 		struct dentry_up u = {};
 		read_up(d, &u);
-		struct dentry *parent = u.parent;
-		__u32 len = u.name.len;
-		const unsigned char *name = u.name.name;
-#endif
-		if (d == mnt_root || d == parent) {
-#ifdef DIRECT_READS
-			struct mount *mp = m->mnt_parent;
-			if (m == mp)
-				return 0; // the root of the namespace
-			d = m->mnt_mountpoint;
-			m = mp;
-			mnt_root = m->mnt.mnt_root;
-#else
+		if (d == mnt_root || d == u.parent) {
 			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
 			if (m == mp)
 				return 0; // the root of the namespace
 			d = BPF_CORE_READ(m, mnt_mountpoint);
 			m = mp;
 			mnt_root = BPF_CORE_READ(m, mnt.mnt_root);
-#endif
 			continue;
 		}
-		if (lens & deny_len_bit(len)) {
+		if (lens & deny_len_bit(u.name.len)) {
 			__u32 denied = 0;
-			take_component(0, &dk, 0, true, name, &denied);
+			take_component(0, &dk, 0, true, u.name.name, &denied);
 			if (denied)
 				return denied;
 		}
-		d = parent;
+		d = u.parent;
 	}
 	return 0;
+#endif
 }
 
 // as_number is p as a plain number, for deny_deep's arguments (a direct

@@ -18,8 +18,8 @@ import (
 // before the walk of a path took one component per copy of its loop,
 // the open and change exits each took 460,000-690,000 (0.3-0.7 s on
 // this kind of machine), the exec stamper 330,000; on Linux 6.18 each
-// now takes at most about 100,000 with direct reads and 150,000 by
-// helper calls.
+// now takes at most about 50,000 with direct reads and 150,000 by
+// helper calls (which walk deep paths in a bounded loop, not bpf_loop).
 const maxVerifierWork = 200_000
 
 // processedInsns reads "processed N insns" from a verifier log.
