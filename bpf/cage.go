@@ -145,8 +145,8 @@ func Load(o Options) (_ *Cage, retErr error) {
 	}
 	c := &Cage{parent: o.CgroupParent, level: level + 1, pinDir: o.PinDir, nsOffset: offset, hostNetns: hostNetns, noUnixPeers: o.noUnixPeers,
 		tick: cal.tick, tickErr: cal.tickErr}
-	if c.tickErr == nil && o.noTicks {
-		c.tick, c.tickErr = 0, errTurnedOff
+	if o.noTicks {
+		c.tick, c.tickErr = 0, errTurnedOff // the caller's choice, whatever the measurement said
 	}
 	c.obs.linger, c.obs.onDetachError = o.ObserverLinger, o.OnDetachError
 	if c.mmapErr = mmapCallSlots(); c.mmapErr == nil && o.noMmap {

@@ -29,6 +29,13 @@ const tickEdges = 6
 // take 60 ms.
 const tickSpinLimit = 250 * time.Millisecond
 
+// tightEdge is the widest gap between the samples before and after a
+// move of the tick counter that measureTick takes as the move's time: a
+// wider one (the loader preempted between them, on a loaded machine) is
+// skipped. 50 µs is 5% of the shortest tick (CONFIG_HZ=1000), within
+// snapTick's 8%.
+const tightEdge = 50 * time.Microsecond
+
 // clockSample is one reading of cage.c's calib_clock.
 type clockSample struct {
 	Jiffies uint64
@@ -40,10 +47,11 @@ type clockSample struct {
 // into clock), again and again until the counter has moved tickEdges
 // times; each span between two moves, divided by the ticks it covers, is
 // one estimate. A move is seen at the first sample after it, so an
-// estimate is off by a sample's time (a few µs), or by more where the
-// loader was preempted: where the estimates agree, the tick is the time
-// from the first move to the last divided by the ticks between; else
-// their median.
+// estimate is off by a sample's time (a few µs); a move seen more than
+// tightEdge after the sample before it (the loader preempted in between)
+// is not used. Where the estimates agree, the tick is the time from the
+// first move to the last divided by the ticks between; else their
+// median.
 func measureTick(sample func(), clock *ebpf.Map) (time.Duration, error) {
 	read := func() (clockSample, error) {
 		sample()
@@ -61,17 +69,23 @@ func measureTick(sample func(), clock *ebpf.Map) (time.Duration, error) {
 		return 0, errors.New("the calibration program did not run")
 	}
 	var edges []clockSample
+	late := 0 // moves seen too long after the sample before them
 	deadline := time.Now().Add(tickSpinLimit)
 	for len(edges) < tickEdges {
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the kernel's tick counter moved %d times in %v (want %d)", len(edges), tickSpinLimit, tickEdges)
+			return 0, fmt.Errorf("the kernel's tick counter moved %d times in %v between samples at most %v apart, and %d times between samples further apart (want %d)",
+				len(edges), tickSpinLimit, tightEdge, late, tickEdges)
 		}
 		c, err := read()
 		if err != nil {
 			return 0, err
 		}
 		if c.Jiffies != prev.Jiffies {
-			edges = append(edges, c)
+			if time.Duration(c.NS-prev.NS) <= tightEdge {
+				edges = append(edges, c)
+			} else {
+				late++
+			}
 		}
 		prev = c
 	}

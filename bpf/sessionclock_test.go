@@ -331,3 +331,38 @@ func kernelHZ() (int, error) {
 	}
 	return 0, errors.New("no CONFIG_HZ")
 }
+
+// A move of the tick counter seen late (the loader preempted between
+// two samples, on a loaded machine) is not taken for the move's time. A
+// simulated clock with a 4 ms tick, whose first four moves are seen
+// 0-2.4 ms late, one more each time, measured 4.8 ms (which no CONFIG_HZ
+// is near, so the sessions fell back to the monotonic clock: in CI
+// beside the integration tests, 4.83 ms); the moves seen at once give 4.
+func TestMeasureTickSkipsLateMoves(t *testing.T) {
+	testenv.RequireRoot(t)
+	clock, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = clock.Close() }()
+	const tick = 4 * time.Millisecond
+	var now time.Duration = time.Second
+	moves := 0
+	sample := func() {
+		next := now + 5*time.Microsecond
+		if next/tick != now/tick { // the counter moves before this sample
+			if moves < 4 {
+				next += time.Duration(moves) * 800 * time.Microsecond // seen late
+			}
+			moves++
+		}
+		now = next
+		if err := clock.Put(uint32(0), clockSample{Jiffies: uint64(now / tick), NS: uint64(now)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := measureTick(sample, clock)
+	if err != nil || got != tick {
+		t.Fatalf("measureTick = %v, %v; want %v", got, err, tick)
+	}
+}
