@@ -839,7 +839,7 @@ func calibrate(spec *ebpf.CollectionSpec, v2root string) (calibration, error) {
 		_, _, _ = unix.Syscall6(unix.SYS_PRCTL, option, uintptr(nonce), 0, 0, 0, 0) // EINVAL by design
 	}
 	call()
-	cal.tick, cal.tickErr = measureTick(call, objs.Clock)
+	cal.tick, cal.tickErr = measureTick(call, objs.Clock, time.Sleep)
 	if err := l.Close(); err != nil {
 		return cal, fmt.Errorf("detach the calibration program: %w", err)
 	}

@@ -3,7 +3,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -22,19 +21,18 @@ import (
 // clock. Every program sharing the sessions map (cage.c's two builds,
 // bind.c, lsm.c) gets the same clock: setSessionClock.
 
-// tickEdges is how many moves of the tick counter measureTick times.
-const tickEdges = 6
+// tickMoves is how many moves of the tick counter measureTick watches
+// at each end of its measurement, to time the one seen soonest.
+const tickMoves = 4
 
-// tickSpinLimit bounds measureTick's wait: six ticks of CONFIG_HZ=100
-// take 60 ms.
+// tickStretch is the pause between the two ends of measureTick's
+// measurement: a move seen late by d puts the tick off by d over the
+// ticks in between (25 at CONFIG_HZ=250, 10 at 100).
+const tickStretch = 100 * time.Millisecond
+
+// tickSpinLimit bounds measureTick's wait for the moves at one end:
+// four ticks of CONFIG_HZ=100 take 40 ms.
 const tickSpinLimit = 250 * time.Millisecond
-
-// tightEdge is the widest gap between the samples before and after a
-// move of the tick counter that measureTick takes as the move's time: a
-// wider one (the loader preempted between them, on a loaded machine) is
-// skipped. 50 µs is 5% of the shortest tick (CONFIG_HZ=1000), within
-// snapTick's 8%.
-const tightEdge = 50 * time.Microsecond
 
 // clockSample is one reading of cage.c's calib_clock.
 type clockSample struct {
@@ -42,17 +40,23 @@ type clockSample struct {
 	NS      uint64
 }
 
+// tickMove is a move of the tick counter to Jiffies, which happened
+// between two samples: after the one at From and by the one at To.
+type tickMove struct {
+	Jiffies  uint64
+	From, To uint64 // monotonic ns
+}
+
 // measureTick measures the kernel's tick: sample calls the calibration
 // program (which reads the tick counter and the monotonic clock together
-// into clock), again and again until the counter has moved tickEdges
-// times; each span between two moves, divided by the ticks it covers, is
-// one estimate. A move is seen at the first sample after it, so an
-// estimate is off by a sample's time (a few µs); a move seen more than
-// tightEdge after the sample before it (the loader preempted in between)
-// is not used. Where the estimates agree, the tick is the time from the
-// first move to the last divided by the ticks between; else their
-// median.
-func measureTick(sample func(), clock *ebpf.Map) (time.Duration, error) {
+// into clock). It samples again and again until the counter has moved
+// tickMoves times, and keeps the move whose samples before and after are
+// closest (a sample is a few µs; a loader preempted between two, on a
+// loaded machine, sees a move milliseconds late); then, after pause
+// (time.Sleep; tickStretch), again. The tick is the time between the two
+// moves' midpoints divided by the ticks between them: a move's
+// uncertainty counts once over some 25 ticks, not over each one.
+func measureTick(sample func(), clock *ebpf.Map, pause func(time.Duration)) (time.Duration, error) {
 	read := func() (clockSample, error) {
 		sample()
 		var c clockSample
@@ -61,50 +65,53 @@ func measureTick(sample func(), clock *ebpf.Map) (time.Duration, error) {
 		}
 		return c, nil
 	}
-	prev, err := read()
+	// soonest watches tickMoves moves and returns the one seen soonest.
+	soonest := func() (tickMove, error) {
+		prev, err := read()
+		if err != nil {
+			return tickMove{}, err
+		}
+		if prev.NS == 0 {
+			return tickMove{}, errors.New("the calibration program did not run")
+		}
+		var best tickMove
+		deadline := time.Now().Add(tickSpinLimit)
+		for moves := 0; moves < tickMoves; {
+			if time.Now().After(deadline) {
+				return tickMove{}, fmt.Errorf("the kernel's tick counter moved %d times in %v (want %d)", moves, tickSpinLimit, tickMoves)
+			}
+			c, err := read()
+			if err != nil {
+				return tickMove{}, err
+			}
+			if c.Jiffies < prev.Jiffies || c.NS < prev.NS {
+				return tickMove{}, errors.New("the kernel's tick counter or clock went backwards")
+			}
+			if c.Jiffies != prev.Jiffies {
+				m := tickMove{Jiffies: c.Jiffies, From: prev.NS, To: c.NS}
+				if moves == 0 || m.To-m.From < best.To-best.From {
+					best = m
+				}
+				moves++
+			}
+			prev = c
+		}
+		return best, nil
+	}
+	first, err := soonest()
 	if err != nil {
 		return 0, err
 	}
-	if prev.NS == 0 {
-		return 0, errors.New("the calibration program did not run")
+	pause(tickStretch)
+	last, err := soonest()
+	if err != nil {
+		return 0, err
 	}
-	var edges []clockSample
-	late := 0 // moves seen too long after the sample before them
-	deadline := time.Now().Add(tickSpinLimit)
-	for len(edges) < tickEdges {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the kernel's tick counter moved %d times in %v between samples at most %v apart, and %d times between samples further apart (want %d)",
-				len(edges), tickSpinLimit, tightEdge, late, tickEdges)
-		}
-		c, err := read()
-		if err != nil {
-			return 0, err
-		}
-		if c.Jiffies != prev.Jiffies {
-			if time.Duration(c.NS-prev.NS) <= tightEdge {
-				edges = append(edges, c)
-			} else {
-				late++
-			}
-		}
-		prev = c
+	if last.Jiffies <= first.Jiffies || last.From+last.To <= first.From+first.To {
+		return 0, errors.New("the kernel's tick counter or clock went backwards")
 	}
-	var spans []time.Duration
-	for i := 1; i < len(edges); i++ {
-		if edges[i].Jiffies < edges[i-1].Jiffies || edges[i].NS < edges[i-1].NS {
-			return 0, errors.New("the kernel's tick counter or clock went backwards")
-		}
-		ticks := edges[i].Jiffies - edges[i-1].Jiffies
-		spans = append(spans, time.Duration((edges[i].NS-edges[i-1].NS)/ticks))
-	}
-	sorted := slices.Sorted(slices.Values(spans))
-	tick := sorted[len(sorted)/2]
-	// Spans that agree (none sampled late): the whole stretch divided
-	// by its ticks, where a sample's lateness counts once, not per span.
-	if sorted[0] > tick*9/10 && sorted[len(sorted)-1] < tick*11/10 {
-		first, last := edges[0], edges[len(edges)-1]
-		tick = time.Duration((last.NS - first.NS) / (last.Jiffies - first.Jiffies))
-	}
+	mid := func(m tickMove) uint64 { return m.From/2 + m.To/2 }
+	tick := time.Duration((mid(last) - mid(first)) / (last.Jiffies - first.Jiffies))
 	exact, ok := snapTick(tick)
 	if !ok {
 		return 0, fmt.Errorf("measured a tick of %v, within 8%% of no CONFIG_HZ this architecture offers (%v)", tick, kernelHZs)

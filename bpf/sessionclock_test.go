@@ -334,10 +334,13 @@ func kernelHZ() (int, error) {
 
 // A move of the tick counter seen late (the loader preempted between
 // two samples, on a loaded machine) is not taken for the move's time. A
-// simulated clock with a 4 ms tick, whose first four moves are seen
-// 0-2.4 ms late, one more each time, measured 4.8 ms (which no CONFIG_HZ
-// is near, so the sessions fell back to the monotonic clock: in CI
-// beside the integration tests, 4.83 ms); the moves seen at once give 4.
+// simulated clock with a 4 ms tick, whose moves are seen up to 2.4 ms
+// late: the old measurement (six moves in a row, timed at the first
+// sample after each) gave 4.8 ms when the first four were seen 0-2.4 ms
+// late, one more each time, which no CONFIG_HZ is near (in CI beside
+// the integration tests: 4.83 ms), and a rule that took only moves seen
+// within 50 µs found too few of them in CI. Now each end of the
+// measurement times the move seen soonest of four, 100 ms apart.
 func TestMeasureTickSkipsLateMoves(t *testing.T) {
 	testenv.RequireRoot(t)
 	clock, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 16, MaxEntries: 1})
@@ -346,23 +349,42 @@ func TestMeasureTickSkipsLateMoves(t *testing.T) {
 	}
 	defer func() { _ = clock.Close() }()
 	const tick = 4 * time.Millisecond
-	var now time.Duration = time.Second
-	moves := 0
-	sample := func() {
-		next := now + 5*time.Microsecond
-		if next/tick != now/tick { // the counter moves before this sample
-			if moves < 4 {
-				next += time.Duration(moves) * 800 * time.Microsecond // seen late
+	for _, tc := range []struct {
+		name string
+		late func(move int) time.Duration // how late the sample after each move comes
+	}{
+		{"the first four late, one more each time", func(m int) time.Duration {
+			if m < 4 {
+				return time.Duration(m) * 800 * time.Microsecond
 			}
-			moves++
-		}
-		now = next
-		if err := clock.Put(uint32(0), clockSample{Jiffies: uint64(now / tick), NS: uint64(now)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := measureTick(sample, clock)
-	if err != nil || got != tick {
-		t.Fatalf("measureTick = %v, %v; want %v", got, err, tick)
+			return 0
+		}},
+		{"three of every four late, none within 50 µs", func(m int) time.Duration {
+			return time.Duration(m%4)*600*time.Microsecond + 80*time.Microsecond
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Second
+			moves := 0
+			put := func() {
+				if err := clock.Put(uint32(0), clockSample{Jiffies: uint64(now / tick), NS: uint64(now)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sample := func() {
+				next := now + 5*time.Microsecond
+				if next/tick != now/tick { // the counter moves before this sample
+					next += tc.late(moves)
+					moves++
+				}
+				now = next
+				put()
+			}
+			pause := func(d time.Duration) { now += d }
+			got, err := measureTick(sample, clock, pause)
+			if err != nil || got != tick {
+				t.Fatalf("measureTick = %v, %v; want %v", got, err, tick)
+			}
+		})
 	}
 }
