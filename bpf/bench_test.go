@@ -88,6 +88,27 @@ func runLoop(kind string, n int) time.Duration {
 		if fd, err := syscall.Open(file, syscall.O_RDONLY|syscall.O_TRUNC, 0); err == nil {
 			_ = syscall.Close(fd)
 		}
+	case "renameat": // in MCPCAGE_BENCH_PATH: a/f renamed to b/g by descriptors 100 (a) and 101 (b); from there, mkdir c and b/g (by its absolute name) renamed to h
+		dir := os.Getenv("MCPCAGE_BENCH_PATH")
+		for fd, sub := range map[int]string{100: "a", 101: "b"} {
+			d, err := syscall.Open(filepath.Join(dir, sub), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			if err != nil {
+				panic(err)
+			}
+			if err := syscall.Dup2(d, fd); err != nil {
+				panic(err)
+			}
+		}
+		if err := unix.Renameat(100, "f", 101, "g"); err != nil {
+			panic(err)
+		}
+		_ = os.Chdir(dir)
+		if err := syscall.Mkdir("c", 0o755); err != nil {
+			panic(err)
+		}
+		if err := syscall.Rename(filepath.Join(dir, "b/g"), "h"); err != nil {
+			panic(err)
+		}
 	case "renames": // n renames of MCPCAGE_BENCH_PATH to it + ".moved" and back
 		from := os.Getenv("MCPCAGE_BENCH_PATH")
 		for i := 0; i < n; i += 2 {

@@ -1002,6 +1002,7 @@ struct fsop_args {
 	__u64 name;    // user pointer
 	__u64 newname; // rename: user pointer
 	__s32 dirfd;
+	__s32 newdirfd; // rename, link: the new name's directory
 	__u32 kind;
 	__u32 flags;    // the call's flags or mode, for the record
 	__u32 at_flags; // AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH: how the kernel took the name
@@ -1049,7 +1050,7 @@ int cage_enter_times(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags, __u32 at_flags)
+static __always_inline int fsop_enter_move(__u32 kind, int dirfd, const char *name, int newdirfd, const char *newname, __u32 flags, __u32 at_flags)
 {
 	__u64 cgid;
 	if (!watched_session(&cgid))
@@ -1062,6 +1063,7 @@ static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name
 	a->name = (__u64)name;
 	a->newname = (__u64)newname;
 	a->dirfd = dirfd;
+	a->newdirfd = newdirfd;
 	a->kind = kind;
 	a->flags = flags;
 	a->at_flags = at_flags;
@@ -1069,9 +1071,14 @@ static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name
 	return 0;
 }
 
-static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, const char *newname, __u32 flags)
+static __always_inline int fsop_enter_at(__u32 kind, int dirfd, const char *name, __u32 flags, __u32 at_flags)
 {
-	return fsop_enter_at(kind, dirfd, name, newname, flags, 0);
+	return fsop_enter_move(kind, dirfd, name, dirfd, 0, flags, at_flags);
+}
+
+static __always_inline int fsop_enter(__u32 kind, int dirfd, const char *name, __u32 flags)
+{
+	return fsop_enter_at(kind, dirfd, name, flags, 0);
 }
 
 #define AT_REMOVEDIR 0x200
@@ -1080,31 +1087,31 @@ SEC("tracepoint/syscalls/sys_enter_unlinkat")
 int cage_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 flags = (__u32)ctx->args[2];
-	return fsop_enter(flags & AT_REMOVEDIR ? EV_FILE_RMDIR : EV_FILE_UNLINK, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags);
+	return fsop_enter(flags & AT_REMOVEDIR ? EV_FILE_RMDIR : EV_FILE_UNLINK, (int)ctx->args[0], (const char *)ctx->args[1], flags);
 }
 
 SEC("tracepoint/syscalls/sys_enter_unlink")
 int cage_enter_unlink(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_UNLINK, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_UNLINK, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rmdir")
 int cage_enter_rmdir(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RMDIR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_RMDIR, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_mkdirat")
 int cage_enter_mkdirat(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_MKDIR, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2]);
+	return fsop_enter(EV_FILE_MKDIR, (int)ctx->args[0], (const char *)ctx->args[1], (__u32)ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_mkdir")
 int cage_enter_mkdir(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_MKDIR, AT_FDCWD, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
+	return fsop_enter(EV_FILE_MKDIR, AT_FDCWD, (const char *)ctx->args[0], (__u32)ctx->args[1]);
 }
 
 // renameat(2) and renameat2(2): (olddirfd, old, newdirfd, new[, flags]).
@@ -1113,13 +1120,13 @@ int cage_enter_mkdir(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_renameat2")
 int cage_enter_renameat2(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], (__u32)ctx->args[4]);
+	return fsop_enter_move(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (int)ctx->args[2], (const char *)ctx->args[3], (__u32)ctx->args[4], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_renameat")
 int cage_enter_renameat(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], 0);
+	return fsop_enter_move(EV_FILE_RENAME, (int)ctx->args[0], (const char *)ctx->args[1], (int)ctx->args[2], (const char *)ctx->args[3], 0, 0);
 }
 
 // linkat(2): (olddirfd, old, newdirfd, new, flags); link(2): (old, new).
@@ -1128,19 +1135,19 @@ int cage_enter_renameat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_linkat")
 int cage_enter_linkat(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_LINK, (int)ctx->args[0], (const char *)ctx->args[1], (const char *)ctx->args[3], (__u32)ctx->args[4]);
+	return fsop_enter_move(EV_FILE_LINK, (int)ctx->args[0], (const char *)ctx->args[1], (int)ctx->args[2], (const char *)ctx->args[3], (__u32)ctx->args[4], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_link")
 int cage_enter_link(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_LINK, AT_FDCWD, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+	return fsop_enter_move(EV_FILE_LINK, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1], 0, 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rename")
 int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_RENAME, AT_FDCWD, (const char *)ctx->args[0], (const char *)ctx->args[1], 0);
+	return fsop_enter_move(EV_FILE_RENAME, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1], 0, 0);
 }
 
 // Changes to a file by name that leave it in place. They follow a
@@ -1154,7 +1161,7 @@ int cage_enter_rename(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_truncate")
 int cage_enter_truncate(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_TRUNCATE, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_TRUNCATE, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 // chmod(path, mode), fchmodat(dirfd, path, mode), fchmodat2(dirfd, path,
@@ -1162,39 +1169,39 @@ int cage_enter_truncate(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_chmod")
 int cage_enter_chmod(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_CHMOD, AT_FDCWD, (const char *)ctx->args[0], 0, (__u32)ctx->args[1]);
+	return fsop_enter(EV_FILE_CHMOD, AT_FDCWD, (const char *)ctx->args[0], (__u32)ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchmodat")
 int cage_enter_fchmodat(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2]);
+	return fsop_enter(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], (__u32)ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchmodat2")
 int cage_enter_fchmodat2(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter_at(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], 0, (__u32)ctx->args[2], (__u32)ctx->args[3]);
+	return fsop_enter_at(EV_FILE_CHMOD, (int)ctx->args[0], (const char *)ctx->args[1], (__u32)ctx->args[2], (__u32)ctx->args[3]);
 }
 
 // chown(path, uid, gid), lchown, fchownat(dirfd, path, uid, gid, flags).
 SEC("tracepoint/syscalls/sys_enter_chown")
 int cage_enter_chown(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_lchown")
 int cage_enter_lchown(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter_at(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+	return fsop_enter_at(EV_FILE_CHOWN, AT_FDCWD, (const char *)ctx->args[0], 0, AT_SYMLINK_NOFOLLOW);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchownat")
 int cage_enter_fchownat(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 flags = (__u32)ctx->args[4];
-	return fsop_enter_at(EV_FILE_CHOWN, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+	return fsop_enter_at(EV_FILE_CHOWN, (int)ctx->args[0], (const char *)ctx->args[1], flags, flags);
 }
 
 // setxattr(path, ...), lsetxattr, removexattr(path, name), lremovexattr,
@@ -1202,39 +1209,39 @@ int cage_enter_fchownat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_setxattr")
 int cage_enter_setxattr(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_lsetxattr")
 int cage_enter_lsetxattr(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, AT_SYMLINK_NOFOLLOW);
 }
 
 SEC("tracepoint/syscalls/sys_enter_removexattr")
 int cage_enter_removexattr(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+	return fsop_enter(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_lremovexattr")
 int cage_enter_lremovexattr(struct trace_event_raw_sys_enter *ctx)
 {
-	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, 0, AT_SYMLINK_NOFOLLOW);
+	return fsop_enter_at(EV_FILE_XATTR, AT_FDCWD, (const char *)ctx->args[0], 0, AT_SYMLINK_NOFOLLOW);
 }
 
 SEC("tracepoint/syscalls/sys_enter_setxattrat")
 int cage_enter_setxattrat(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 flags = (__u32)ctx->args[2];
-	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], flags, flags);
 }
 
 SEC("tracepoint/syscalls/sys_enter_removexattrat")
 int cage_enter_removexattrat(struct trace_event_raw_sys_enter *ctx)
 {
 	__u32 flags = (__u32)ctx->args[2];
-	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], 0, flags, flags);
+	return fsop_enter_at(EV_FILE_XATTR, (int)ctx->args[0], (const char *)ctx->args[1], flags, flags);
 }
 
 // The name of a change over the session's budget, read to decide whether
@@ -1365,6 +1372,8 @@ int cage_exit_fsop(struct trace_event_raw_sys_exit *ctx)
 	e->result = ret;
 	e->flags = args.flags;
 	e->at_flags = args.at_flags;
+	e->dirfd = args.dirfd;
+	e->newdirfd = args.newdirfd;
 	e->over_budget = over;
 	bpf_probe_read_user_str(e->hint, sizeof(e->hint), (const char *)args.name);
 	if (args.newname)

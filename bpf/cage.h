@@ -167,6 +167,12 @@ struct event {
 	__u32 at_flags; // changes: the call's AT_* flags (AT_SYMLINK_NOFOLLOW: the last name is not followed)
 	__u8 counted;   // counted in the session's share of the ring (call_slot.urgent): the reader counts it read
 	__u8 pad[3];
+	// Changes by name: the call's directory descriptors (AT_FDCWD: the
+	// working directory), which the daemon looks up when the kernel's
+	// path of the base directory was cut, and for a rename's or link's
+	// new name, relative to a directory the kernel's path does not name.
+	__s32 dirfd;
+	__s32 newdirfd;
 	__u8 addr[16];
 	char comm[16];
 	char hint[HINT_LEN];                       // user-memory string (audit hint only)
@@ -389,6 +395,8 @@ static __always_inline struct event *new_event(__u64 cgid, __u32 kind, bool urge
 	e->over_budget = 0;
 	e->repeats = 0;
 	e->at_flags = 0;
+	e->dirfd = 0;
+	e->newdirfd = 0;
 	e->hint[0] = 0;
 	e->hint2[0] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

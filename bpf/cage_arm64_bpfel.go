@@ -67,6 +67,8 @@ type cageEvent struct {
 	AtFlags    uint32
 	Counted    uint8
 	Pad        [3]uint8
+	Dirfd      int32
+	Newdirfd   int32
 	Addr       [16]uint8
 	Comm       [16]int8
 	Hint       [128]int8
@@ -106,15 +108,17 @@ const (
 )
 
 type cageFsopArgs struct {
-	_       structs.HostLayout
-	Active  uint64
-	Cgid    uint64
-	Name    uint64
-	Newname uint64
-	Dirfd   int32
-	Kind    uint32
-	Flags   uint32
-	AtFlags uint32
+	_        structs.HostLayout
+	Active   uint64
+	Cgid     uint64
+	Name     uint64
+	Newname  uint64
+	Dirfd    int32
+	Newdirfd int32
+	Kind     uint32
+	Flags    uint32
+	AtFlags  uint32
+	_        [4]byte
 }
 
 type cageLostCounter uint32

@@ -39,15 +39,17 @@ type cageDirectDenyKey struct {
 }
 
 type cageDirectFsopArgs struct {
-	_       structs.HostLayout
-	Active  uint64
-	Cgid    uint64
-	Name    uint64
-	Newname uint64
-	Dirfd   int32
-	Kind    uint32
-	Flags   uint32
-	AtFlags uint32
+	_        structs.HostLayout
+	Active   uint64
+	Cgid     uint64
+	Name     uint64
+	Newname  uint64
+	Dirfd    int32
+	Newdirfd int32
+	Kind     uint32
+	Flags    uint32
+	AtFlags  uint32
+	_        [4]byte
 }
 
 type cageDirectLpm4 struct {

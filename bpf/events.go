@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -178,8 +179,8 @@ type Event struct {
 	// recent_opens in cage.c).
 	Repeats uint32
 	// Changes by name (Kind.Changes): Dir is the kernel's path of the
-	// base directory of a relative Hint (audit grade); Path joins the
-	// two. NewHint is a rename's new name. AtFlags are the call's AT_*
+	// directory of Dirfd (audit grade), the base of a relative Hint; Path
+	// is Hint, joined to Dir when relative. NewHint is a rename's new name. AtFlags are the call's AT_*
 	// flags (AtSymlinkNofollow). OverBudget: the change came over the
 	// session's event budget and is reported only for the daemon to check
 	// its names; it is recorded only if they hit deny_paths.
@@ -187,6 +188,17 @@ type Event struct {
 	NewHint    string
 	AtFlags    uint32
 	OverBudget bool
+	// Dirfd and NewDirfd are the call's directory descriptors for Hint
+	// and NewHint (unix.AT_FDCWD: the working directory). The kernel's path
+	// names Dirfd's directory only; a rename's or link's new name is
+	// relative to NewDirfd.
+	Dirfd    int32
+	NewDirfd int32
+	// DirCut: Dir is not the directory's whole path, so it does not
+	// resolve as written: it starts with "…" (a deeper path, or more
+	// mounts stacked at one point than the kernel crosses), or a
+	// component is ComponentCut bytes long (it may have been longer).
+	DirCut bool
 	// Killed: the kernel killed the task (a deny_paths rule).
 	Killed bool
 	// Outcome of a net.connect.
@@ -235,9 +247,12 @@ func Decode(raw []byte) (Event, error) {
 	case KindUnlink, KindRmdir, KindMkdir, KindRename, KindLink, KindTruncate, KindChmod, KindChown, KindXattr: // Changes()
 		ev.Hint, ev.NewHint = cstr(e.Hint[:]), cstr(e.Hint2[:])
 		ev.AtFlags, ev.OverBudget = e.AtFlags, e.OverBudget != 0
+		ev.Dirfd, ev.NewDirfd = e.Dirfd, e.Newdirfd
+		// The kernel walks the directory of Dirfd whether the name is
+		// relative or not (a rename's new name may be relative to it).
+		ev.Dir, ev.DirCut = kernelPath(e), pathMayBeCut(e)
 		ev.Path = ev.Hint
 		if !strings.HasPrefix(ev.Hint, "/") {
-			ev.Dir = kernelPath(e)
 			ev.Path = path.Join(ev.Dir, ev.Hint)
 		}
 	case KindExec:
@@ -279,6 +294,26 @@ func Decode(raw []byte) (Event, error) {
 // pathCut is cage.h's PATH_CUT: set in an event's ncomp when the
 // kernel's walk stopped short of the root.
 const pathCut = 0x80
+
+// ComponentCut is how many bytes of a path component an event keeps: one
+// of that length may have been longer.
+const ComponentCut = len(cageEvent{}.Comp[0]) - 1
+
+// pathMayBeCut reports whether e's path (kernelPath) may not be whole: the
+// walk stopped short of the root, or a component is ComponentCut long.
+func pathMayBeCut(e *cageEvent) bool {
+	if e.Ncomp&pathCut != 0 {
+		return true
+	}
+	n := min(int(e.Ncomp), len(e.Comp))
+	for i := 0; i < n; i++ {
+		// (the bytes after a shorter component's NUL are not cleared)
+		if slices.Index(e.Comp[i][:], 0) == ComponentCut {
+			return true
+		}
+	}
+	return false
+}
 
 // kernelPath joins the components the kernel walked (leaf first); a walk
 // that stopped short of the root (a deeper path, or more mounts stacked

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // A session's last events are submitted without a wakeup; Sync must hand
@@ -304,6 +305,96 @@ func TestRenamesAreAlwaysReported(t *testing.T) {
 	})
 }
 
+// A change by name carries the call's directory descriptors and the
+// kernel's path of the first, absolute name or not: a rename's new name
+// is relative to the second (before, the daemon joined it to the first,
+// and to none when the first name was absolute).
+func TestChangesCarryTheirDirectoryDescriptors(t *testing.T) {
+	c, parent := loadForTest(t)
+	session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}})
+	changes := collectChanges(t, c, cgid)
+	// A short name: the event's components are cut at 47 bytes.
+	dir, err := os.MkdirTemp("", "fds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	for _, d := range []string{"a", "b"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a/f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=renameat", "MCPCAGE_BENCH_N=1", "MCPCAGE_BENCH_PATH="+dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := changes.events()
+	want := []struct {
+		kind            Kind
+		dir, hint, new  string
+		dirfd, newDirfd int32
+	}{
+		{KindRename, filepath.Join(dir, "a"), "f", "g", 100, 101},
+		{KindMkdir, dir, "c", "", unix.AT_FDCWD, unix.AT_FDCWD},
+		// An absolute first name: the kernel's path is still that of
+		// the working directory, where the new name is.
+		{KindRename, dir, filepath.Join(dir, "b/g"), "h", unix.AT_FDCWD, unix.AT_FDCWD},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("change events %+v, want %d", got, len(want))
+	}
+	for i, w := range want {
+		e := got[i]
+		if e.Kind != w.kind || e.Dir != w.dir || e.Hint != w.hint || e.NewHint != w.new || e.Dirfd != w.dirfd || e.NewDirfd != w.newDirfd {
+			t.Errorf("event %d: %v in %q: %q -> %q, descriptors %d and %d; want %v in %q: %q -> %q, descriptors %d and %d",
+				i, e.Kind, e.Dir, e.Hint, e.NewHint, e.Dirfd, e.NewDirfd, w.kind, w.dir, w.hint, w.new, w.dirfd, w.newDirfd)
+		}
+	}
+}
+
+// changeEvents are the change events (Kind.Changes) of one session, as
+// c's reader hands them over (collectChanges).
+type changeEvents struct {
+	mu  sync.Mutex
+	got []Event
+}
+
+// collectChanges starts c's reader, keeping the change events of session
+// cgid.
+func collectChanges(t *testing.T, c *Cage, cgid uint64) *changeEvents {
+	t.Helper()
+	ce := &changeEvents{}
+	if err := c.Events(func(e Event) {
+		if e.Cgroup == cgid && e.Kind.Changes() {
+			ce.mu.Lock()
+			ce.got = append(ce.got, e)
+			ce.mu.Unlock()
+		}
+	}, func(err error) { t.Error(err) }); err != nil {
+		t.Fatal(err)
+	}
+	return ce
+}
+
+// events returns the events kept so far.
+func (ce *changeEvents) events() []Event {
+	ce.mu.Lock()
+	defer ce.mu.Unlock()
+	return slices.Clone(ce.got)
+}
+
+// reset forgets the events kept so far.
+func (ce *changeEvents) reset() {
+	ce.mu.Lock()
+	defer ce.mu.Unlock()
+	ce.got = nil
+}
+
 // readRenames starts c's reader and returns the rename events in the
 // ring, once it is read through.
 func readRenames(t *testing.T, c *Cage) []Event {
@@ -376,27 +467,16 @@ func TestChangesByName(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, parent := loadForTest(t)
 			session, cgid := sessionForTest(t, c, parent, Policy{DenyComponents: map[string]int{".ssh": 0}, ChangesWatched: tt.watched})
-			var mu sync.Mutex
-			var got []Event
-			if err := c.Events(func(e Event) {
-				if e.Cgroup == cgid && e.Kind.Changes() {
-					mu.Lock()
-					got = append(got, e)
-					mu.Unlock()
-				}
-			}, func(err error) { t.Error(err) }); err != nil {
-				t.Fatal(err)
-			}
+			changes := collectChanges(t, c, cgid)
 			var dir string
 			// Over the budget, the loop spends a fresh window (2001 opens)
 			// before each change; on a loaded machine those opens can
 			// outlast the window (100 ms), and the change falls in the
 			// next one, within its budget: such a run says nothing of
 			// what is reported over the budget, and is run again.
+			var got []Event
 			for attempt := 1; ; attempt++ {
-				mu.Lock()
-				got = nil
-				mu.Unlock()
+				changes.reset()
 				dir = changesForTest(t)
 				if err := runChildIn(t, session, "MCPCAGE_BENCH_LOOP=open-then-changes", fmt.Sprintf("MCPCAGE_BENCH_N=%d", tt.opens),
 					"MCPCAGE_BENCH_ADDR="+missingPath, "MCPCAGE_BENCH_PATH="+dir); err != nil {
@@ -405,10 +485,8 @@ func TestChangesByName(t *testing.T) {
 				if err := c.Sync(2 * time.Second); err != nil {
 					t.Fatal(err)
 				}
-				mu.Lock()
-				inBudget := slices.ContainsFunc(got, func(e Event) bool { return !e.OverBudget })
-				mu.Unlock()
-				if !tt.over || !inBudget {
+				got = changes.events()
+				if !tt.over || !slices.ContainsFunc(got, func(e Event) bool { return !e.OverBudget }) {
 					break
 				}
 				if attempt == 5 {
@@ -416,9 +494,7 @@ func TestChangesByName(t *testing.T) {
 				}
 				t.Logf("run %d: a change fell in a new budget window; again", attempt)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			var changes []change
+			var reported []change
 			for _, e := range got {
 				// (The event's components are cut to 47 bytes: t.TempDir's
 				// own is longer.)
@@ -426,9 +502,9 @@ func TestChangesByName(t *testing.T) {
 					t.Errorf("%s %q: over budget %v, result %d, dir %q; want %v, 0, .../%s", e.Kind, e.Hint, e.OverBudget, e.Result, e.Dir,
 						tt.over, filepath.Base(dir))
 				}
-				changes = append(changes, change{e.Kind, e.Hint, e.Flags, e.AtFlags})
+				reported = append(reported, change{e.Kind, e.Hint, e.Flags, e.AtFlags})
 			}
-			if diff := cmp.Diff(tt.want, changes, cmp.AllowUnexported(change{})); diff != "" {
+			if diff := cmp.Diff(tt.want, reported, cmp.AllowUnexported(change{})); diff != "" {
 				t.Fatalf("changes reported (-want +got):\n%s", diff)
 			}
 		})

@@ -542,10 +542,7 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 		bpf.KindTruncate, bpf.KindChmod, bpf.KindChown, bpf.KindXattr:
 		ke.Result = resultOf(ev.Result, &ke.Error)
 		if ev.Kind == bpf.KindRename || ev.Kind == bpf.KindLink {
-			ke.To = ev.NewHint
-			if ke.To != "" && !strings.HasPrefix(ke.To, "/") && ev.Dir != "" {
-				ke.To = path.Join(ev.Dir, ke.To) // (relative to the new directory fd; usually the same)
-			}
+			ke.To = newNamePath(ev)
 		}
 	case bpf.KindUnixConnect, bpf.KindUnixSend:
 		ke.Proto = unixProtoName(ev.Proto)
@@ -888,10 +885,15 @@ func denyNames(srv *config.Server) []string {
 // written and as the kernel resolves them in the sandbox: every
 // directory of a name is followed through symlinks, inside the
 // sandbox's root (openat2 RESOLVE_IN_ROOT under /proc/PID/root), and the
-// kernel's path of the result is checked. It returns the rule hit and
-// the path that hit it. A name changed between the call and this check
-// (a symlink swapped within milliseconds) escapes it: masking at launch
-// and the refusal of link(2) are the lines that do not race.
+// kernel's path of the result is checked. paths are the names as
+// recorded (checked as text); resolve says whether to resolve them too
+// (resolvableNames: a directory the kernel's path does not name whole
+// is looked up in /proc; one that names another directory by then, or
+// is deeper than PATH_MAX, is a hit: unresolvableDir). It returns
+// the rule hit and the path that hit it. A name changed between the call
+// and this check (a symlink swapped within milliseconds) escapes it:
+// masking at launch and the refusal of link(2) are the lines that do not
+// race.
 func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ...string) (string, string) {
 	for _, p := range paths {
 		if rule := deniedComponent(s.srv, p); rule != "" {
@@ -901,10 +903,19 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ..
 	if s.inst == nil || !resolve {
 		return "", ""
 	}
-	for _, p := range paths {
-		if p == "" || !strings.HasPrefix(p, "/") {
-			continue
+	// A name relative to a directory the kernel's event does not name
+	// whole (deeper than its walk, a long component) or at all (a
+	// rename's new directory) is resolved from the directory looked up
+	// after the call.
+	names, err := resolvableNames(ev)
+	if err != nil {
+		if rule := unresolvableDir(err); rule != "" {
+			s.log.Warn("a change's name could not be resolved", "path", paths[0], "err", err)
+			return rule, paths[0]
 		}
+		s.log.Warn("a change's name was checked as text only: its directory could not be looked up after the call", "path", paths[0], "err", err)
+	}
+	for _, p := range names {
 		real, err := resolveIn(s.inst.Pid, ev.Tgid, p, ev.Kind.FollowsLastName(ev.AtFlags))
 		if errors.Is(err, unix.ELOOP) {
 			// A /proc magic link (/proc/PID/cwd/NAME): the kernel followed

@@ -206,7 +206,7 @@ func (d *Daemon) runRenameChecks(s *session) {
 // on a hit; it records the rename unless it is clean and over the
 // session's event budget.
 func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
-	rule, touched, complete := d.movedFromDenied(s, ev)
+	rule, touched, complete := d.movedFromDenied(s, ev, ke)
 	if rule == "" && !complete {
 		// fanotify did not say where the kernel put every file this
 		// thread moved: the names, resolved as the kernel would.
@@ -232,8 +232,11 @@ func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
 // cannot be shown not to come from a denied directory. complete reports
 // that the thread's moves were found, each with both directories
 // resolved: where the kernel acted is then known, and resolving the
-// names again (a system call or three each) adds nothing.
-func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string, complete bool) {
+// names again (a system call or three each) adds nothing. A new name
+// ke.To that is relative (its directory could not be looked up after the
+// call) becomes where the kernel put the file, when the thread made one
+// move.
+func (d *Daemon) movedFromDenied(s *session, ev bpf.Event, ke *KernelEvent) (rule, touched string, complete bool) {
 	if d.renames == nil || len(s.renameMounts) == 0 {
 		return "", "", false
 	}
@@ -281,6 +284,9 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event) (rule, touched string
 			if rule := deniedComponent(s.srv, p); rule != "" {
 				return rule, p, false
 			}
+		}
+		if to := s.sandboxPath(m.To); to != "" && len(moves) == 1 && ke.To != "" && !strings.HasPrefix(ke.To, "/") {
+			ke.To = to
 		}
 	}
 	return "", "", complete

@@ -160,3 +160,46 @@ func TestChangeThroughAProcMagicLink(t *testing.T) {
 		})
 	}
 }
+
+// A change through a symlink into a denied directory (made after launch,
+// so not masked), from a directory the kernel's event cannot name whole:
+// 20 levels below /work (deeper than the kernel's walk: "…/d/d/...") or
+// one with a 60-byte component (kept to 47 bytes). The kernel checks
+// that directory (fine) and the name l/NAME as text (no denied
+// component); the daemon resolves l from the directory it looks up in
+// /proc. Before, it took the event's path, which does not resolve, and
+// skipped the check: the mkdir (which fanotify does not report) went
+// unpunished.
+func TestChangeFromADirectoryTheEventCannotName(t *testing.T) {
+	for _, variant := range []string{"deep", "longname"} {
+		t.Run(variant, func(t *testing.T) {
+			out, _, d, code := changeTrick(t, variant, "mkdir", "/work", "/work/.ssh", "planted")
+			for _, r := range changeRecords(t, d) {
+				if str(r, "action") != "" || str(r, "type") == "session.end" {
+					t.Logf("record: %v", r)
+				}
+			}
+			wantStopped(t, "mkdir", out, "", code)
+			d.record(t, "file.mkdir", func(r map[string]any) bool {
+				return strings.Contains(str(r, "action"), "session killed") && str(r, "touched") == "/work/.ssh/planted"
+			})
+		})
+	}
+}
+
+// A rename by two directory descriptors (renameat(2)) is recorded with
+// its new name in the second directory. Before, the new name was joined
+// to the first (the one the kernel's event names): the record said the
+// file went to /work/a/g.
+func TestRenameBetweenDirectoryDescriptorsIsRecordedWhereItWent(t *testing.T) {
+	out, _, d, code := changeTrick(t, "renameat", "/work")
+	if !strings.Contains(out, "renamed a/f to b/g") || code != -1 {
+		t.Fatalf("the rename: %q, shim exit %d; want it done and the session alive", out, code)
+	}
+	for _, r := range changeRecords(t, d) {
+		t.Logf("record: %v", r)
+	}
+	d.record(t, "file.rename", func(r map[string]any) bool {
+		return str(r, "path") == "/work/a/f" && str(r, "to") == "/work/b/g"
+	})
+}

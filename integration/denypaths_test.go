@@ -260,12 +260,30 @@ func TestRenameThroughASymlinkRemovedAtOnce(t *testing.T) {
 // A rename whose old directory cannot be resolved is taken as a hit: its
 // path longer than PATH_MAX (the denied directory's ancestor moved below
 // a deep chain first), or the directory removed at once after the call.
-// The red team moved the key out unseen both ways.
+// The red team moved the key out unseen both ways. The deep chain's
+// directories have names of 250 bytes, which the event's name does not
+// hold whole, made by descriptors reused at once: such a name is
+// resolved from its directory descriptor, looked up after the call, and
+// one found naming a directory deeper than PATH_MAX is a hit too: the
+// session is now ended for the chain, or for the rename.
 func TestRenameOutOfAnUnresolvableDirectory(t *testing.T) {
-	unresolved := hit{"/work/loot", "deny_paths every rename is checked: the directory a file was renamed out of could not be resolved"}
 	t.Run("deeper than PATH_MAX", func(t *testing.T) {
-		d := renameOutOfTheDeniedDirectory(t, "sub/.ssh/id_ed25519", []hit{unresolved},
-			"rename-deep", "/work", "sub/.ssh/id_ed25519", "/work/loot")
+		dir := project(t)
+		d := projDaemon(t, dir)
+		c := d.connect(t, "proj", mcp.ProtocolVersion20251125)
+		toolNames(t, c)
+		plantKeyAt(t, dir, "sub/.ssh/id_ed25519")
+		// The checks come after the calls: the server may read the key
+		// before the kill (as in renameOutOfTheDeniedDirectory).
+		out := hostile(t, c, 60*time.Second, "rename-deep", "/work", "sub/.ssh/id_ed25519", "/work/loot")
+		if code := c.shimExit(t); code <= 0 {
+			t.Fatalf("shim exit %d after %q; want the session killed", code, out)
+		}
+		d.recordOf(t, []string{"file.mkdir", "file.rename"}, func(r map[string]any) bool {
+			return str(r, "action") == "session killed" && (strings.Contains(str(r, "rule"), "deeper than a path can name (PATH_MAX)") ||
+				strings.Contains(str(r, "rule"), "named another directory") ||
+				strings.HasPrefix(str(r, "rule"), "deny_paths every rename is checked: the directory a file was renamed out of could not be resolved"))
+		})
 		d.waitClean("a killed session")
 	})
 	t.Run("removed at once", func(t *testing.T) {

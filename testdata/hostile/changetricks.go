@@ -33,6 +33,8 @@ func changeTrickOp(op, name string) error {
 		return unix.Chmod(name, 0o644)
 	case "unlink":
 		return unix.Unlink(name)
+	case "mkdir":
+		return unix.Mkdir(name, 0o755)
 	}
 	return fmt.Errorf("unknown op %q", op)
 }
@@ -112,6 +114,59 @@ func changeTrick(args []string) (string, error) {
 		}
 		time.Sleep(10 * time.Second) // time for a kill
 		return fmt.Sprintf("%s %s went unpunished for 10 s", op, via), nil
+	case "deep", "longname":
+		// deep|longname OP DIR DENIED NAME: from a directory under DIR
+		// that the kernel's event cannot name whole (deep: 20 levels,
+		// deeper than its walk; longname: a component of 60 bytes, kept
+		// to 47), the change names l/NAME, l a symlink to DENIED. The
+		// kernel checks that directory (fine) and the name as text (no
+		// denied component); the daemon must resolve l, from a directory
+		// it cannot take from the event.
+		op, dir, denied, name := args[1], args[2], args[3], args[4]
+		from := filepath.Join(dir, strings.Repeat("d/", 20))
+		if args[0] == "longname" {
+			from = filepath.Join(dir, strings.Repeat("n", 60))
+		}
+		if err := os.MkdirAll(from, 0o755); err != nil {
+			return "", err
+		}
+		if err := os.Symlink(denied, filepath.Join(from, "l")); err != nil {
+			return "", err
+		}
+		if err := os.Chdir(from); err != nil {
+			return "", err
+		}
+		if err := changeTrickOp(op, "l/"+name); err != nil {
+			return "", err
+		}
+		time.Sleep(10 * time.Second) // time for a kill
+		return fmt.Sprintf("%s l/%s from %s went unpunished for 10 s", op, name, from), nil
+	case "renameat":
+		// renameat DIR: DIR/a/f renamed to DIR/b/g by two directory
+		// descriptors (renameat(2)): the new name is relative to the
+		// second, which the kernel's event does not name.
+		dir := args[1]
+		for _, d := range []string{"a", "b"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+				return "", err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "a/f"), []byte("x"), 0o644); err != nil {
+			return "", err
+		}
+		var fds [2]int
+		for i, d := range []string{"a", "b"} {
+			fd, err := unix.Open(filepath.Join(dir, d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return "", err
+			}
+			defer unix.Close(fd)
+			fds[i] = fd
+		}
+		if err := unix.Renameat(fds[0], "f", fds[1], "g"); err != nil {
+			return "", err
+		}
+		return "renamed a/f to b/g", nil
 	case "rmabs":
 		// rmabs DIR N: a clean-up as node's fs.rm (recursive) does it in
 		// JS: N files, each removed by its absolute name (a '/': over the
