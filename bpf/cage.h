@@ -689,8 +689,13 @@ static __always_inline __u32 file_path(struct event *e, __u64 cgid, __u32 lens, 
 	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
 	struct file *f = 0;
 	struct path p = {};
-	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (fd < 0 || bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f) {
+		// Closed (by a sibling thread) since the call took it: no path,
+		// which the event must not show as "/".
+		if (e)
+			e->ncomp = PATH_CUT;
 		return 0;
+	}
 	bpf_core_read(&p, sizeof(p), &f->f_path);
 	return walk_path(e, cgid, lens, p.dentry, p.mnt);
 }

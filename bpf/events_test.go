@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -350,9 +351,9 @@ func TestChangesCarryTheirDirectoryDescriptors(t *testing.T) {
 	}
 	for i, w := range want {
 		e := got[i]
-		if e.Kind != w.kind || e.Dir != w.dir || e.Hint != w.hint || e.NewHint != w.new || e.Dirfd != w.dirfd || e.NewDirfd != w.newDirfd {
-			t.Errorf("event %d: %v in %q: %q -> %q, descriptors %d and %d; want %v in %q: %q -> %q, descriptors %d and %d",
-				i, e.Kind, e.Dir, e.Hint, e.NewHint, e.Dirfd, e.NewDirfd, w.kind, w.dir, w.hint, w.new, w.dirfd, w.newDirfd)
+		if e.Kind != w.kind || e.Dir != w.dir || e.DirCut || e.Hint != w.hint || e.NewHint != w.new || e.Dirfd != w.dirfd || e.NewDirfd != w.newDirfd {
+			t.Errorf("event %d: %v in %q (cut %v): %q -> %q, descriptors %d and %d; want %v in %q (whole): %q -> %q, descriptors %d and %d",
+				i, e.Kind, e.Dir, e.DirCut, e.Hint, e.NewHint, e.Dirfd, e.NewDirfd, w.kind, w.dir, w.hint, w.new, w.dirfd, w.newDirfd)
 		}
 	}
 }
@@ -506,6 +507,49 @@ func TestChangesByName(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, reported, cmp.AllowUnexported(change{})); diff != "" {
 				t.Fatalf("changes reported (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// pathMayBeCut: a walk stopped short of the root, or a component as long
+// as the event keeps (it may have been longer); the bytes after a shorter
+// component's NUL are left from earlier events, and do not count.
+func TestPathMayBeCut(t *testing.T) {
+	long := strings.Repeat("n", ComponentCut)
+	tests := []struct {
+		name  string
+		comps []string // leaf first
+		cut   bool     // PATH_CUT
+		want  bool
+	}{
+		{"whole", []string{"f", "work"}, false, false},
+		{"the root", nil, false, false},
+		{"stopped short", []string{"f", "d"}, true, true},
+		{"no component walked", nil, true, true},
+		{"a component as long as kept", []string{"f", long, "work"}, false, true},
+		{"one byte shorter", []string{"f", long[1:], "work"}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var e cageEvent
+			for i := range e.Comp {
+				for j := range e.Comp[i] {
+					e.Comp[i][j] = 'x' // what an earlier event left
+				}
+			}
+			for i, c := range tt.comps {
+				for j := 0; j < len(c); j++ {
+					e.Comp[i][j] = int8(c[j])
+				}
+				e.Comp[i][len(c)] = 0
+			}
+			e.Ncomp = uint8(len(tt.comps))
+			if tt.cut {
+				e.Ncomp |= pathCut
+			}
+			if got := pathMayBeCut(&e); got != tt.want {
+				t.Errorf("pathMayBeCut(%q, cut %v) = %v, want %v (path %q)", tt.comps, tt.cut, got, tt.want, kernelPath(&e))
 			}
 		})
 	}

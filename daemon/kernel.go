@@ -913,7 +913,8 @@ func (d *Daemon) resolvedDenied(s *session, ev bpf.Event, resolve bool, paths ..
 			s.log.Warn("a change's name could not be resolved", "path", paths[0], "err", err)
 			return rule, paths[0]
 		}
-		s.log.Warn("a change's name was checked as text only: its directory could not be looked up after the call", "path", paths[0], "err", err)
+		// (Debug: short-lived tools in deep directories do this all day.)
+		s.log.Debug("a change's name was checked as text only: its directory could not be looked up after the call", "path", paths[0], "err", err)
 	}
 	for _, p := range names {
 		real, err := resolveIn(s.inst.Pid, ev.Tgid, p, ev.Kind.FollowsLastName(ev.AtFlags))

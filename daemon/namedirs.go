@@ -24,17 +24,17 @@ import (
 var errDirChanged = errors.New("the directory descriptor names another directory than at the call")
 
 // nameDir returns the sandbox's path of directory descriptor fd of the
-// process that made change ev (unix.AT_FDCWD: its working directory): the
+// thread that made change ev (unix.AT_FDCWD: its working directory): the
 // kernel's path when it is fd's and whole, else what /proc says the
-// descriptor names now. A lookup of the first name's directory must end
-// as the kernel's (cut) path does, component by component, or it fails
-// with errDirChanged.
+// thread's descriptor names now. A lookup of the first name's directory
+// must end as the kernel's (cut) path does, component by component, or
+// it fails with errDirChanged.
 func nameDir(ev bpf.Event, fd int32) (string, error) {
-	first := fd == ev.Dirfd && ev.Dir != ""
+	first := fd == ev.Dirfd
 	if first && !ev.DirCut {
 		return ev.Dir, nil
 	}
-	dir, err := procDir(ev.Tgid, fd)
+	dir, err := threadDir(ev, fd)
 	if err != nil {
 		return "", err
 	}
@@ -44,19 +44,39 @@ func nameDir(ev bpf.Event, fd int32) (string, error) {
 	return dir, nil
 }
 
-// procDir reads the path, in the process's root, of its directory
-// descriptor fd (unix.AT_FDCWD: its working directory).
-func procDir(tgid uint32, fd int32) (string, error) {
-	link := fmt.Sprintf("/proc/%d/fd/%d", tgid, fd)
+// threadDir reads the path, in its root, of directory descriptor fd
+// (unix.AT_FDCWD: the working directory) of the thread that made change
+// ev. The thread's own, not its process's: a thread may have a working
+// directory and descriptors of its own (clone without CLONE_FS or
+// CLONE_FILES). A thread that started after the change is another one
+// with its id (errDirChanged); one gone is an error that is not.
+func threadDir(ev bpf.Event, fd int32) (string, error) {
+	task := fmt.Sprintf("/proc/%d/task/%d", ev.Tgid, ev.Pid)
+	link := fmt.Sprintf("%s/fd/%d", task, fd)
 	if fd == unix.AT_FDCWD {
-		link = fmt.Sprintf("/proc/%d/cwd", tgid)
+		link = task + "/cwd"
 	}
 	dir, err := os.Readlink(link)
 	if err != nil {
 		return "", fmt.Errorf("look up the directory: %w", err)
 	}
-	if !strings.HasPrefix(dir, "/") || strings.HasSuffix(dir, " (deleted)") {
-		return "", fmt.Errorf("look up the directory: %s is %q, not a directory in the sandbox", link, dir)
+	if started := threadStart(ev.Pid); started.IsZero() {
+		return "", fmt.Errorf("look up the directory: thread %d is gone", ev.Pid)
+	} else if started.After(ev.Time) {
+		return "", fmt.Errorf("%w: thread %d started after the call (its id reused)", errDirChanged, ev.Pid)
+	}
+	if !strings.HasPrefix(dir, "/") {
+		// A pipe, a socket, an anonymous inode: the descriptor was a
+		// directory at the call (it succeeded), so it was replaced.
+		return "", fmt.Errorf("%w: %s is %q, not a directory", errDirChanged, link, dir)
+	}
+	if strings.HasSuffix(dir, " (deleted)") {
+		// The kernel's mark of a removed directory, or a name that ends
+		// so: a live directory has links.
+		var st unix.Stat_t
+		if err := unix.Stat(link, &st); err != nil || st.Nlink == 0 {
+			return "", fmt.Errorf("look up the directory: %s was removed", link)
+		}
 	}
 	return dir, nil
 }
@@ -64,11 +84,11 @@ func procDir(tgid uint32, fd int32) (string, error) {
 // endsAs reports whether dir ends as the kernel's path kernel does: its
 // components from the last, each equal, or cut by the kernel to
 // bpf.ComponentCut bytes; a kernel path without "…" in front must match
-// dir whole.
+// dir whole, and "…/" (no component walked) matches any directory.
 func endsAs(dir, kernel string) bool {
 	cut := strings.HasPrefix(kernel, "…")
-	got := strings.Split(strings.Trim(dir, "/"), "/")
-	want := strings.Split(strings.Trim(strings.TrimPrefix(kernel, "…"), "/"), "/")
+	got := components(dir)
+	want := components(strings.TrimPrefix(kernel, "…"))
 	if len(want) > len(got) || (!cut && len(want) != len(got)) {
 		return false
 	}
@@ -79,6 +99,15 @@ func endsAs(dir, kernel string) bool {
 		}
 	}
 	return true
+}
+
+// components splits an absolute path into its components ("/": none).
+func components(p string) []string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
 }
 
 // newNamePath is the path a rename's or link's new name is recorded
@@ -127,9 +156,12 @@ func resolvableNames(ev bpf.Event) (names []string, err error) {
 // directory that is not the one the kernel checked at the call (the
 // working directory or descriptor changed since: a race on the check),
 // or one too deep to have a path (longer than PATH_MAX, as only an
-// attack makes). A process or descriptor gone before the lookup (a
-// short-lived mkdir, a descriptor closed at once) is not: legitimate
-// tools do that all the time, and its name is checked as text only.
+// attack makes). A thread, process or descriptor gone before the lookup
+// (a short-lived mkdir a/b, a descriptor closed at once) is not:
+// legitimate tools do that all the time, and its name is checked as text
+// only. A server that means to escape the check can do the same (exit,
+// or close the descriptor, at once), as it can remove the symlink at
+// once: a check after the call cannot stop it.
 func unresolvableDir(err error) string {
 	switch {
 	case errors.Is(err, errDirChanged):

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -232,10 +233,8 @@ func (d *Daemon) checkRename(s *session, ev bpf.Event, ke *KernelEvent) {
 // cannot be shown not to come from a denied directory. complete reports
 // that the thread's moves were found, each with both directories
 // resolved: where the kernel acted is then known, and resolving the
-// names again (a system call or three each) adds nothing. A new name
-// ke.To that is relative (its directory could not be looked up after the
-// call) becomes where the kernel put the file, when the thread made one
-// move.
+// names again (a system call or three each) adds nothing. The record's
+// new name ke.To becomes where the kernel put the file (movedTo).
 func (d *Daemon) movedFromDenied(s *session, ev bpf.Event, ke *KernelEvent) (rule, touched string, complete bool) {
 	if d.renames == nil || len(s.renameMounts) == 0 {
 		return "", "", false
@@ -285,11 +284,33 @@ func (d *Daemon) movedFromDenied(s *session, ev bpf.Event, ke *KernelEvent) (rul
 				return rule, p, false
 			}
 		}
-		if to := s.sandboxPath(m.To); to != "" && len(moves) == 1 && ke.To != "" && !strings.HasPrefix(ke.To, "/") {
-			ke.To = to
-		}
+	}
+	if to := movedTo(s, ev, moves); to != "" {
+		ke.To = to
 	}
 	return "", "", complete
+}
+
+// movedTo is where the kernel put the file of rename ev, in the
+// sandbox: the one move of the thread's moves whose new name is ev's (a
+// thread's moves since its last claim may be several), or "" when not
+// one is known so. It is what the kernel did, where the event's new name
+// is relative to a directory looked up after the call.
+func movedTo(s *session, ev bpf.Event, moves []renames.Move) string {
+	if ev.NewHint == "" || len(ev.NewHint) >= bpf.HintMax { // (cut: its last name may be longer)
+		return ""
+	}
+	want := path.Base(ev.NewHint)
+	found := ""
+	for _, m := range moves {
+		if to := s.sandboxPath(m.To); to != "" && path.Base(to) == want {
+			if found != "" {
+				return ""
+			}
+			found = to
+		}
+	}
+	return found
 }
 
 // threadStart is when thread tid started, a little early (the kernel

@@ -169,9 +169,13 @@ func TestChangeThroughAProcMagicLink(t *testing.T) {
 // component); the daemon resolves l from the directory it looks up in
 // /proc. Before, it took the event's path, which does not resolve, and
 // skipped the check: the mkdir (which fanotify does not report) went
-// unpunished.
+// unpunished. leader-gone is deep made by a second thread once the
+// process's first thread has ended alone: the lookup must read the
+// calling thread's working directory (/proc/PID/task/TID/cwd), not the
+// process's, then empty (as it must for a thread with a working
+// directory of its own; found by review of ebf4cd6).
 func TestChangeFromADirectoryTheEventCannotName(t *testing.T) {
-	for _, variant := range []string{"deep", "longname"} {
+	for _, variant := range []string{"deep", "longname", "leader-gone"} {
 		t.Run(variant, func(t *testing.T) {
 			out, _, d, code := changeTrick(t, variant, "mkdir", "/work", "/work/.ssh", "planted")
 			for _, r := range changeRecords(t, d) {

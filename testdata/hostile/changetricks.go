@@ -122,18 +122,9 @@ func changeTrick(args []string) (string, error) {
 		// kernel checks that directory (fine) and the name as text (no
 		// denied component); the daemon must resolve l, from a directory
 		// it cannot take from the event.
-		op, dir, denied, name := args[1], args[2], args[3], args[4]
-		from := filepath.Join(dir, strings.Repeat("d/", 20))
-		if args[0] == "longname" {
-			from = filepath.Join(dir, strings.Repeat("n", 60))
-		}
-		if err := os.MkdirAll(from, 0o755); err != nil {
-			return "", err
-		}
-		if err := os.Symlink(denied, filepath.Join(from, "l")); err != nil {
-			return "", err
-		}
-		if err := os.Chdir(from); err != nil {
+		op, denied, name := args[1], args[3], args[4]
+		from, err := symlinkFrom(args[0], args[2], denied)
+		if err != nil {
 			return "", err
 		}
 		if err := changeTrickOp(op, "l/"+name); err != nil {
@@ -141,6 +132,43 @@ func changeTrick(args []string) (string, error) {
 		}
 		time.Sleep(10 * time.Second) // time for a kill
 		return fmt.Sprintf("%s l/%s from %s went unpunished for 10 s", op, name, from), nil
+	case "leader-gone":
+		// leader-gone OP DIR DENIED NAME: deep, the change made by a
+		// second thread once the process's first thread has ended alone
+		// (exit(2), not exit_group(2)): the process's working directory
+		// and descriptors in /proc (/proc/PID/cwd, fd) are then empty,
+		// the calling thread's (/proc/PID/task/TID/...) are not. Runs on
+		// the first thread (see init).
+		op, denied, name := args[1], args[3], args[4]
+		if unix.Gettid() != unix.Getpid() {
+			return "", errors.New("leader-gone: not on the process's first thread")
+		}
+		from, err := symlinkFrom("deep", args[2], denied)
+		if err != nil {
+			return "", err
+		}
+		go func() {
+			// Wait for the first thread's end: the process's working
+			// directory is unreadable from then on.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				if _, err := os.Readlink("/proc/self/cwd"); err != nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					fmt.Println("DENIED the first thread did not end")
+					os.Exit(0)
+				}
+			}
+			if err := changeTrickOp(op, "l/"+name); err != nil {
+				fmt.Println("DENIED " + err.Error())
+				os.Exit(0)
+			}
+			time.Sleep(10 * time.Second) // time for a kill
+			fmt.Printf("ESCAPED %s l/%s from %s, the first thread gone, went unpunished for 10 s\n", op, name, from)
+			os.Exit(0)
+		}()
+		unix.Syscall(unix.SYS_EXIT, 0, 0, 0) // this thread only
+		return "", errors.New("leader-gone: exit(2) returned")
 	case "renameat":
 		// renameat DIR: DIR/a/f renamed to DIR/b/g by two directory
 		// descriptors (renameat(2)): the new name is relative to the
@@ -182,6 +210,31 @@ func changeTrick(args []string) (string, error) {
 		return changeTrickRmGo(dir, n)
 	}
 	return "", fmt.Errorf("change-trick: unknown variant %q", args[0])
+}
+
+// symlinkFrom makes a directory under dir that a kernel event cannot
+// name whole (variant deep: 20 levels; longname: a 60-byte component),
+// with l in it a symlink to denied, and makes it the working directory.
+func symlinkFrom(variant, dir, denied string) (string, error) {
+	from := filepath.Join(dir, strings.Repeat("d/", 20))
+	if variant == "longname" {
+		from = filepath.Join(dir, strings.Repeat("n", 60))
+	}
+	if err := os.MkdirAll(from, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(denied, filepath.Join(from, "l")); err != nil {
+		return "", err
+	}
+	return from, os.Chdir(from)
+}
+
+// init keeps the attack leader-gone's main goroutine on the process's
+// first thread, which it ends.
+func init() {
+	if len(os.Args) > 2 && os.Args[1] == "change-trick" && os.Args[2] == "leader-gone" {
+		runtime.LockOSThread()
+	}
 }
 
 func changeTrickCwdRace(op, dir, denied, name string) (string, error) {

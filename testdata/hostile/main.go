@@ -12,7 +12,7 @@
 //	unix-connect PATH|@NAME | listen HOST:PORT [SECONDS] |
 //	deny-storm N | deny-flood SECONDS THREADS | rename-via-symlink-unlink DIR NAME TO |
 //	change truncate|setxattr|chmod|unlink|unlink-over-budget DIR NAME [SYMLINK TARGET [drop]] |
-//	change-trick long|long-over|cwdrace|proccwd|deep|longname|renameat|rmabs|rmgo ... | lock-server-stdin |
+//	change-trick long|long-over|cwdrace|proccwd|deep|longname|leader-gone|renameat|rmabs|rmgo ... | lock-server-stdin |
 //	exchange-loop A B (on the host)
 package main
 
