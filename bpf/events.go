@@ -179,8 +179,9 @@ type Event struct {
 	// recent_opens in cage.c).
 	Repeats uint32
 	// Changes by name (Kind.Changes): Dir is the kernel's path of the
-	// directory of Dirfd (audit grade), the base of a relative Hint; Path
-	// is Hint, joined to Dir when relative. NewHint is a rename's new name. AtFlags are the call's AT_*
+	// directory of Dirfd (audit grade), the base of a relative Hint, set
+	// when Hint or NewHint is relative; Path is Hint, joined to Dir when
+	// relative. NewHint is a rename's new name. AtFlags are the call's AT_*
 	// flags (AtSymlinkNofollow). OverBudget: the change came over the
 	// session's event budget and is reported only for the daemon to check
 	// its names; it is recorded only if they hit deny_paths.
@@ -249,9 +250,12 @@ func Decode(raw []byte) (Event, error) {
 		ev.AtFlags, ev.OverBudget = e.AtFlags, e.OverBudget != 0
 		ev.Dirfd, ev.NewDirfd = e.Dirfd, e.Newdirfd
 		// The kernel walks the directory of Dirfd whether the name is
-		// relative or not (a rename's new name may be relative to it).
-		ev.Dir, ev.DirCut = kernelPath(e), pathMayBeCut(e)
+		// relative or not (a rename's new name may be relative to it);
+		// built only for a relative name (renames come by the thousand).
 		ev.Path = ev.Hint
+		if !strings.HasPrefix(ev.Hint, "/") || (ev.NewHint != "" && !strings.HasPrefix(ev.NewHint, "/")) {
+			ev.Dir, ev.DirCut = kernelPath(e), pathMayBeCut(e)
+		}
 		if !strings.HasPrefix(ev.Hint, "/") {
 			ev.Path = path.Join(ev.Dir, ev.Hint)
 		}

@@ -30,7 +30,7 @@ var errDirChanged = errors.New("the directory descriptor names another directory
 // must end as the kernel's (cut) path does, component by component, or
 // it fails with errDirChanged.
 func nameDir(ev bpf.Event, fd int32) (string, error) {
-	first := fd == ev.Dirfd
+	first := fd == ev.Dirfd && ev.Dir != ""
 	if first && !ev.DirCut {
 		return ev.Dir, nil
 	}
