@@ -252,11 +252,12 @@ func Decode(raw []byte) (Event, error) {
 		// The kernel walks the directory of Dirfd whether the name is
 		// relative or not (a rename's new name may be relative to it);
 		// built only for a relative name (renames come by the thousand).
+		relative := !strings.HasPrefix(ev.Hint, "/")
 		ev.Path = ev.Hint
-		if !strings.HasPrefix(ev.Hint, "/") || (ev.NewHint != "" && !strings.HasPrefix(ev.NewHint, "/")) {
+		if relative || (ev.NewHint != "" && !strings.HasPrefix(ev.NewHint, "/")) {
 			ev.Dir, ev.DirCut = kernelPath(e), pathMayBeCut(e)
 		}
-		if !strings.HasPrefix(ev.Hint, "/") {
+		if relative {
 			ev.Path = path.Join(ev.Dir, ev.Hint)
 		}
 	case KindExec:
