@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -39,6 +40,14 @@ func loadWith(t testing.TB, o Options) (*Cage, string) {
 	parent := filepath.Join(root, unique)
 	pins := filepath.Join("/sys/fs/bpf", unique)
 	o.CgroupParent, o.PinDir = parent, pins
+	if o.ObserverLinger == 0 {
+		// Detaching the observers waits for the kernel's grace periods,
+		// one tracepoint at a time (about 1.5 s for all of them here):
+		// Load's own check attaches them, and they stay attached until
+		// Close, unless the test asks for a linger (negative: detach as
+		// soon as no session needs them).
+		o.ObserverLinger = time.Hour
+	}
 	c, err := Load(o)
 	if err != nil {
 		t.Fatal(err)

@@ -160,3 +160,27 @@ func TestSetObserverLingerRestartsTheLinger(t *testing.T) {
 		})
 	}
 }
+
+// Without a linger (Options.ObserverLinger 0 or less, observer_linger =
+// "0s") the observers are detached as soon as no session needs them,
+// Load's own check included, and attached again, pinned, for the next.
+func TestObserversDetachAtOnceWithoutLinger(t *testing.T) {
+	c, parent := loadWith(t, Options{ObserverLinger: -1}) // loadWith's default for 0 is a long linger
+	if c.Observing() {
+		t.Fatal("right after Load without a linger: the observers are still attached")
+	}
+	for _, name := range []string{"first", "second"} {
+		dir, cgid := namedSessionForTest(t, c, parent, name, Policy{})
+		pins, _ := filepath.Glob(filepath.Join(c.pinDir, observerPin+"*"))
+		if !c.Observing() || len(pins) == 0 {
+			t.Fatalf("%s session registered: observing=%v, pins %v; want them attached and pinned", name, c.Observing(), pins)
+		}
+		if err := c.Unregister(cgid); err != nil {
+			t.Fatal(err)
+		}
+		pins, _ = filepath.Glob(filepath.Join(c.pinDir, observerPin+"*"))
+		if c.Observing() || len(pins) != 0 {
+			t.Fatalf("%s session (%s) unregistered: observing=%v, pins %v; want them detached at once", name, dir, c.Observing(), pins)
+		}
+	}
+}
