@@ -26,6 +26,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/bpf/probe"
 	"github.com/mcpcage/mcpcage/internal/testenv"
+	"github.com/mcpcage/mcpcage/internal/tracepointhold"
 )
 
 // The benchmark's child: runs a syscall loop and prints ns per iteration;
@@ -39,7 +40,26 @@ func TestMain(m *testing.M) {
 		fmt.Println(runLoop(loop, n).Nanoseconds() / int64(n))
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	held := holdObservedTracepoints()
+	code := m.Run()
+	if held != nil {
+		_ = held.Close() // the kernel unregisters them: the process exits either way
+	}
+	os.Exit(code)
+}
+
+// holdObservedTracepoints keeps the observers' syscall tracepoints
+// registered for the run (package tracepointhold), or says why not.
+func holdObservedTracepoints() *tracepointhold.Held {
+	if !tracepointhold.Wanted() {
+		return nil
+	}
+	held, err := tracepointhold.Hold("syscalls", ObservedSyscallTracepoints())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bpf tests: tracepoints not held (every detach waits for the kernel): %v\n", err)
+		return nil
+	}
+	return held
 }
 
 // missingPath is a file that does not exist: a failed open is never

@@ -242,41 +242,7 @@ func (c *Cage) attachObservers() (retErr error) {
 			retErr = errors.Join(retErr, c.detachObservers())
 		}
 	}()
-	for _, tp := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		// Opens have no entry program: their exit reads the arguments.
-		{"sys_exit_openat", c.objs.CageExitOpen}, {"sys_exit_openat2", c.objs.CageExitOpen},
-		{"sys_exit_open", c.objs.CageExitOpen}, {"sys_exit_creat", c.objs.CageExitOpen},
-		{"sys_enter_execve", c.objs.CageEnterExecve}, {"sys_enter_execveat", c.objs.CageEnterExecveat},
-		{"sys_enter_connect", c.objs.CageEnterConnect}, {"sys_exit_connect", c.objs.CageExitConnect},
-		{"sys_enter_unlinkat", c.objs.CageEnterUnlinkat}, {"sys_exit_unlinkat", c.objs.CageExitFsop},
-		{"sys_enter_mkdirat", c.objs.CageEnterMkdirat}, {"sys_exit_mkdirat", c.objs.CageExitFsop},
-		{"sys_enter_renameat2", c.objs.CageEnterRenameat2}, {"sys_exit_renameat2", c.objs.CageExitFsop},
-		{"sys_enter_renameat", c.objs.CageEnterRenameat}, {"sys_exit_renameat", c.objs.CageExitFsop},
-		{"sys_enter_unlink", c.objs.CageEnterUnlink}, {"sys_exit_unlink", c.objs.CageExitFsop},
-		{"sys_enter_rmdir", c.objs.CageEnterRmdir}, {"sys_exit_rmdir", c.objs.CageExitFsop},
-		{"sys_enter_mkdir", c.objs.CageEnterMkdir}, {"sys_exit_mkdir", c.objs.CageExitFsop},
-		{"sys_enter_rename", c.objs.CageEnterRename}, {"sys_exit_rename", c.objs.CageExitFsop},
-		{"sys_enter_linkat", c.objs.CageEnterLinkat}, {"sys_exit_linkat", c.objs.CageExitFsop},
-		{"sys_enter_link", c.objs.CageEnterLink}, {"sys_exit_link", c.objs.CageExitFsop},
-		{"sys_enter_truncate", c.objs.CageEnterTruncate}, {"sys_exit_truncate", c.objs.CageExitFsop},
-		{"sys_enter_chmod", c.objs.CageEnterChmod}, {"sys_exit_chmod", c.objs.CageExitFsop},
-		{"sys_enter_fchmodat", c.objs.CageEnterFchmodat}, {"sys_exit_fchmodat", c.objs.CageExitFsop},
-		{"sys_enter_fchmodat2", c.objs.CageEnterFchmodat2}, {"sys_exit_fchmodat2", c.objs.CageExitFsop},
-		{"sys_enter_chown", c.objs.CageEnterChown}, {"sys_exit_chown", c.objs.CageExitFsop},
-		{"sys_enter_lchown", c.objs.CageEnterLchown}, {"sys_exit_lchown", c.objs.CageExitFsop},
-		{"sys_enter_fchownat", c.objs.CageEnterFchownat}, {"sys_exit_fchownat", c.objs.CageExitFsop},
-		{"sys_enter_setxattr", c.objs.CageEnterSetxattr}, {"sys_exit_setxattr", c.objs.CageExitFsop},
-		{"sys_enter_lsetxattr", c.objs.CageEnterLsetxattr}, {"sys_exit_lsetxattr", c.objs.CageExitFsop},
-		{"sys_enter_removexattr", c.objs.CageEnterRemovexattr}, {"sys_exit_removexattr", c.objs.CageExitFsop},
-		{"sys_enter_lremovexattr", c.objs.CageEnterLremovexattr}, {"sys_exit_lremovexattr", c.objs.CageExitFsop},
-		{"sys_enter_setxattrat", c.objs.CageEnterSetxattrat}, {"sys_exit_setxattrat", c.objs.CageExitFsop},
-		{"sys_enter_removexattrat", c.objs.CageEnterRemovexattrat}, {"sys_exit_removexattrat", c.objs.CageExitFsop},
-		{"sys_enter_utimensat", c.objs.CageEnterTimes}, {"sys_enter_utimes", c.objs.CageEnterTimes},
-		{"sys_enter_utime", c.objs.CageEnterTimes}, {"sys_enter_futimesat", c.objs.CageEnterTimes},
-	} {
+	for _, tp := range c.objs.syscallObservers() {
 		l, err := attachSettled(func() (link.Link, error) { return link.Tracepoint("syscalls", tp.name, tp.prog, nil) })
 		if err != nil {
 			call := strings.TrimPrefix(strings.TrimPrefix(tp.name, "sys_enter_"), "sys_exit_")
@@ -339,6 +305,63 @@ func (c *Cage) attachObservers() (retErr error) {
 		c.obs.names = append(c.obs.names, "file_open")
 	}
 	return nil // pinned by observe, for the sessions
+}
+
+// syscallObserver is a syscall tracepoint (tracefs group "syscalls") the
+// observation programs are attached to, and its program.
+type syscallObserver struct {
+	name string
+	prog *ebpf.Program
+}
+
+// syscallObservers lists the syscall tracepoints and o's programs for
+// them (nil programs for a zero o).
+func (o *cageObjects) syscallObservers() []syscallObserver {
+	return []syscallObserver{
+		// Opens have no entry program: their exit reads the arguments.
+		{"sys_exit_openat", o.CageExitOpen}, {"sys_exit_openat2", o.CageExitOpen},
+		{"sys_exit_open", o.CageExitOpen}, {"sys_exit_creat", o.CageExitOpen},
+		{"sys_enter_execve", o.CageEnterExecve}, {"sys_enter_execveat", o.CageEnterExecveat},
+		{"sys_enter_connect", o.CageEnterConnect}, {"sys_exit_connect", o.CageExitConnect},
+		{"sys_enter_unlinkat", o.CageEnterUnlinkat}, {"sys_exit_unlinkat", o.CageExitFsop},
+		{"sys_enter_mkdirat", o.CageEnterMkdirat}, {"sys_exit_mkdirat", o.CageExitFsop},
+		{"sys_enter_renameat2", o.CageEnterRenameat2}, {"sys_exit_renameat2", o.CageExitFsop},
+		{"sys_enter_renameat", o.CageEnterRenameat}, {"sys_exit_renameat", o.CageExitFsop},
+		{"sys_enter_unlink", o.CageEnterUnlink}, {"sys_exit_unlink", o.CageExitFsop},
+		{"sys_enter_rmdir", o.CageEnterRmdir}, {"sys_exit_rmdir", o.CageExitFsop},
+		{"sys_enter_mkdir", o.CageEnterMkdir}, {"sys_exit_mkdir", o.CageExitFsop},
+		{"sys_enter_rename", o.CageEnterRename}, {"sys_exit_rename", o.CageExitFsop},
+		{"sys_enter_linkat", o.CageEnterLinkat}, {"sys_exit_linkat", o.CageExitFsop},
+		{"sys_enter_link", o.CageEnterLink}, {"sys_exit_link", o.CageExitFsop},
+		{"sys_enter_truncate", o.CageEnterTruncate}, {"sys_exit_truncate", o.CageExitFsop},
+		{"sys_enter_chmod", o.CageEnterChmod}, {"sys_exit_chmod", o.CageExitFsop},
+		{"sys_enter_fchmodat", o.CageEnterFchmodat}, {"sys_exit_fchmodat", o.CageExitFsop},
+		{"sys_enter_fchmodat2", o.CageEnterFchmodat2}, {"sys_exit_fchmodat2", o.CageExitFsop},
+		{"sys_enter_chown", o.CageEnterChown}, {"sys_exit_chown", o.CageExitFsop},
+		{"sys_enter_lchown", o.CageEnterLchown}, {"sys_exit_lchown", o.CageExitFsop},
+		{"sys_enter_fchownat", o.CageEnterFchownat}, {"sys_exit_fchownat", o.CageExitFsop},
+		{"sys_enter_setxattr", o.CageEnterSetxattr}, {"sys_exit_setxattr", o.CageExitFsop},
+		{"sys_enter_lsetxattr", o.CageEnterLsetxattr}, {"sys_exit_lsetxattr", o.CageExitFsop},
+		{"sys_enter_removexattr", o.CageEnterRemovexattr}, {"sys_exit_removexattr", o.CageExitFsop},
+		{"sys_enter_lremovexattr", o.CageEnterLremovexattr}, {"sys_exit_lremovexattr", o.CageExitFsop},
+		{"sys_enter_setxattrat", o.CageEnterSetxattrat}, {"sys_exit_setxattrat", o.CageExitFsop},
+		{"sys_enter_removexattrat", o.CageEnterRemovexattrat}, {"sys_exit_removexattrat", o.CageExitFsop},
+		{"sys_enter_utimensat", o.CageEnterTimes}, {"sys_enter_utimes", o.CageEnterTimes},
+		{"sys_enter_utime", o.CageEnterTimes}, {"sys_enter_futimesat", o.CageEnterTimes},
+	}
+}
+
+// ObservedSyscallTracepoints names the tracepoints of tracefs's group
+// "syscalls" that the observation programs are attached to while a
+// session runs (and for the linger after it).
+func ObservedSyscallTracepoints() []string {
+	var names []string
+	for _, tp := range (&cageObjects{}).syscallObservers() {
+		if !slices.Contains(names, tp.name) {
+			names = append(names, tp.name)
+		}
+	}
+	return names
 }
 
 // attachSettled is attach, tried again for a while when the kernel says
@@ -548,8 +571,11 @@ func (c *Cage) detachObservers() error {
 // The links are closed all at once: closing a tracepoint's link waits for
 // the kernel's RCU grace periods (about 50 ms here), and one at a time the
 // 50-odd observers took 4 s, at every start of the daemon and whenever
-// the last session ended (which waited for it); together they share the
-// grace periods.
+// the last session ended (which waited for it); together they take about
+// 1.6 s. What they cannot share: the last link on a tracepoint makes the
+// kernel unregister it and wait for its own grace periods under a global
+// mutex (perf_trace_event_unreg), about 28 ms a tracepoint here, one
+// after the other, and every attach on the host waits for that mutex.
 func closeLinks(links []link.Link, pinned bool) error {
 	var mu sync.Mutex
 	var errs []error

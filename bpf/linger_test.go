@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +184,28 @@ func TestObserversDetachAtOnceWithoutLinger(t *testing.T) {
 		if c.Observing() || len(pins) != 0 {
 			t.Fatalf("%s session (%s) unregistered: observing=%v, pins %v; want them detached at once", name, dir, c.Observing(), pins)
 		}
+	}
+}
+
+// ObservedSyscallTracepoints (what the tests hold registered, package
+// tracepointhold) names every syscall tracepoint Load attaches to.
+func TestObservedSyscallTracepointsAreTheAttachedOnes(t *testing.T) {
+	c, _ := loadForTest(t)
+	observed := ObservedSyscallTracepoints()
+	c.obs.mu.Lock()
+	names := slices.Clone(c.obs.names)
+	c.obs.mu.Unlock()
+	n := 0
+	for _, name := range names {
+		if !strings.HasPrefix(name, "sys_") || name == "sys_exit_connect_unix" { // the latter: sys_exit_connect's second program
+			continue
+		}
+		n++
+		if !slices.Contains(observed, name) {
+			t.Errorf("attached to syscalls/%s, which ObservedSyscallTracepoints does not name", name)
+		}
+	}
+	if n < 40 {
+		t.Fatalf("Load attached %d syscall tracepoints (%v); want the observers' 50-odd", n, names)
 	}
 }
