@@ -42,7 +42,7 @@ func loadWith(t testing.TB, o Options) (*Cage, string) {
 	o.CgroupParent, o.PinDir = parent, pins
 	if o.ObserverLinger == 0 {
 		// Detaching the observers waits for the kernel's grace periods,
-		// one tracepoint at a time (about 1.5 s for all of them here):
+		// one tracepoint at a time (about 1.6 s for all of them here):
 		// Load's own check attaches them, and they stay attached until
 		// Close, unless the test asks for a linger (negative: detach as
 		// soon as no session needs them).

@@ -1,6 +1,8 @@
 package tracepointhold
 
 import (
+	"flag"
+	"fmt"
 	"os"
 	"testing"
 
@@ -27,6 +29,11 @@ func TestHold(t *testing.T) {
 			if h.Count() != tt.want {
 				t.Errorf("holds %d tracepoints, want %d", h.Count(), tt.want)
 			}
+			for _, fd := range h.fds {
+				if kind, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || kind != "anon_inode:[perf_event]" {
+					t.Errorf("fd %d is %q (%v), want a perf event", fd, kind, err)
+				}
+			}
 			if err := h.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -39,6 +46,9 @@ func TestHold(t *testing.T) {
 
 func TestWanted(t *testing.T) {
 	testenv.RequireRoot(t)
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		t.Skip("this run has -test.bench: Wanted says no whatever the cases give it")
+	}
 	tests := []struct {
 		name string
 		env  string
@@ -47,6 +57,8 @@ func TestWanted(t *testing.T) {
 	}{
 		{"a test run", "", []string{"-test.run=X"}, true},
 		{"benchmarks", "", []string{"-test.bench=BenchmarkSyscallOverhead"}, false},
+		{"benchmarks, flag and value apart", "", []string{"-test.bench", "."}, false},
+		{"benchmarks, two dashes", "", []string{"--test.bench=."}, false},
 		{"an empty bench pattern", "", []string{"-test.bench="}, true},
 		{"turned off", "0", nil, false},
 	}
