@@ -53,8 +53,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.scaleCalls, "scale-calls", 50, "calls per session in each scale round, one at a time per session, all sessions at once (0: no scale figures)")
 	fs.IntVar(&c.scaleRounds, "scale-rounds", 3, "scale rounds")
 	fs.IntVar(&c.fsyncs, "fsyncs", 200, "400-byte appends, each fdatasynced, timed per round in the always daemon's audit directory")
+	kernel := fs.String("kernel-targets", "", "instead of a run: read FILE, the output of the eBPF benchmark (go test -bench SyscallOverhead ./bpf), and append its figures against the kernel targets to -out")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *kernel != "" {
+		if err := appendKernelTargets(*kernel, c.out, stdout); err != nil {
+			_, _ = fmt.Fprintf(stderr, "mcpbench: kernel targets: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	for _, s := range strings.Split(*sessions, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))

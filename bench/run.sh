@@ -39,4 +39,5 @@ done
   grep -E '^(cpu:|pkg:|Benchmark|ok |FAIL|--- FAIL)' "$gobench"
   echo '```'
 } >>"$out"
+$GO run ./bench/cmd/mcpbench -kernel-targets "$gobench" -out "$out"
 echo "bench: results in $out"
