@@ -378,12 +378,27 @@ metrics_address = "127.0.0.1:0"
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		d.stop()
+		code := d.stop()
 		// A daemon killed and not restarted leaves its sessions running:
 		// remove them now, not at the end of the run.
 		if crashed(d.namespace) {
 			for _, problem := range reapNamespace(d.namespace) {
 				t.Logf("clean-up after the killed mcpcaged: %s", problem)
+			}
+			return
+		}
+		// One that stopped cleanly removed its sandboxes, warm ones
+		// included: what is left is this test's to report (the run's
+		// teardown would only say which namespace).
+		if code != 0 {
+			return // the test saw why, or will
+		}
+		if left := d.leftAfterStop(); len(left) > 0 {
+			t.Errorf("mcpcaged stopped cleanly but left %s in its namespace %s; its log:\n%s", strings.Join(left, ", "), d.namespace, tail(d.log.String(), 8000))
+			if d.containerd == env.containerd {
+				for _, problem := range reapNamespace(d.namespace) {
+					t.Logf("clean-up: %s", problem)
+				}
 			}
 		}
 	})
@@ -495,6 +510,23 @@ func (d *daemon) shimCmd(name string) *exec.Cmd {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.shimCred}
 	}
 	return cmd
+}
+
+// leftAfterStop lists the containers and tasks in the namespace of a
+// daemon that has stopped; nil when its containerd does not answer (a
+// test stopped it).
+func (d *daemon) leftAfterStop() []string {
+	var left []string
+	for _, kind := range []string{"containers", "tasks"} {
+		out, err := exec.Command("ctr", "--address", d.containerd, "-n", d.namespace, kind, "ls", "-q").Output()
+		if err != nil {
+			return nil
+		}
+		for _, id := range strings.Fields(string(out)) {
+			left = append(left, strings.TrimSuffix(kind, "s")+" "+id)
+		}
+	}
+	return left
 }
 
 // containers lists the containers in the daemon's namespace.
