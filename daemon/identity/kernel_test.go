@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -27,19 +28,33 @@ func (k kernelStamps) Lookup(pidfd int) (Stamp, bool, error) {
 func (k kernelStamps) Lost() Lost { return Lost(k.ExecStamps.Lost()) }
 
 // waitStamped waits for the kernel's exec stamp of pid.
-func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) {
+func waitStamped(t *testing.T, s *bpf.ExecStamps, pid int) { waitStampedRunning(t, s, pid, "") }
+
+// waitStampedRunning waits for the kernel's exec stamp of pid with no
+// exec under way and, unless prog is "", the stamp of its exec of prog
+// (argv[0]): a child a shell started has a stamp from its fork on, and
+// one asked about mid-exec is, rightly, refused as exec'ing (seen in CI:
+// a test asked as soon as the shell printed the child's pid).
+func waitStampedRunning(t *testing.T, s *bpf.ExecStamps, pid int, prog string) {
 	t.Helper()
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = unix.Close(fd) }()
-	testenv.WaitFor(t, fmt.Sprintf("the exec stamp of %d", pid), 5*time.Second, func() (bool, string) {
-		_, ok, err := s.Lookup(fd)
-		if err != nil {
+	testenv.WaitFor(t, fmt.Sprintf("the exec stamp of %d (%q)", pid, prog), 5*time.Second, func() (bool, string) {
+		st, ok, err := s.Lookup(fd)
+		switch {
+		case err != nil:
 			return true, "" // a lookup error ends the wait: the caller's checks report it
+		case !ok:
+			return false, "no stamp"
+		case st.Pending:
+			return false, "an exec under way"
+		case prog != "" && string(bytes.SplitN(st.Argv, []byte{0}, 2)[0]) != prog:
+			return false, fmt.Sprintf("argv %q", st.Argv)
 		}
-		return ok, "no stamp"
+		return true, ""
 	})
 }
 
@@ -76,7 +91,7 @@ func startWithChild(t *testing.T, s *bpf.ExecStamps, cmd *exec.Cmd) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Kill(child, unix.SIGKILL) })
-	waitStamped(t, s, child)
+	waitStampedRunning(t, s, child, "sleep") // every caller's child ends in sleep
 	return child
 }
 
