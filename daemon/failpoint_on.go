@@ -3,14 +3,19 @@
 package daemon
 
 import (
+	"context"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mcpcage/mcpcage/bpf"
 	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/sandbox"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // With the tag "failpoints" (tests only: the integration tests'
@@ -48,6 +53,20 @@ import (
 // "started:SERVER" once a session of SERVER was answered and its server
 // runs (TestBugEndsOnlyItsSession).
 //
+// MCPCAGE_FAILPOINT_CONTAINERD_REPLY_GATE (a path) holds the reply of
+// the first call to containerd whose method ends with what PATH.arm
+// holds ("Containers/Create", "Tasks/Create"), once containerd has
+// carried it out: it creates PATH.reached, then waits until PATH exists
+// (at most a minute). A caller's context cancelled meanwhile then fails
+// the call, as gRPC fails a call whose reply has not come yet: what
+// containerd created, the caller never heard of
+// (TestStopDuringCreateLeavesNoContainer).
+//
+// MCPCAGE_FAILPOINT_CONTAINERD_REPLY_LOST (a method's end, as above)
+// fails the first call to containerd of that method once containerd has
+// carried it out, as a connection lost before the reply would
+// (TestLostCreateReplyLeavesNoContainer).
+//
 // MCPCAGE_FAILPOINT_ANSWER_GATE (a path) holds an answer allowing a
 // request between its check and its store: it creates PATH.reached, then
 // waits until PATH exists (at most a minute), so that a test can hold the
@@ -64,6 +83,30 @@ func init() {
 			}
 		}
 		beforeSessionEvent = func(ev *bpf.Event) { failpointPanic("kernel", ev.Kind.String()+" "+ev.Path) }
+	}
+	if lose := os.Getenv("MCPCAGE_FAILPOINT_CONTAINERD_REPLY_LOST"); lose != "" {
+		var once sync.Once
+		sandbox.CallHook = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if err == nil && strings.HasSuffix(method, lose) {
+				once.Do(func() { err = status.Error(codes.Unavailable, "failpoint: the reply was lost") })
+			}
+			return err
+		}
+	}
+	if gate := os.Getenv("MCPCAGE_FAILPOINT_CONTAINERD_REPLY_GATE"); gate != "" {
+		sandbox.CallHook = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if want, aerr := os.ReadFile(gate + ".arm"); aerr == nil && len(want) > 0 && strings.HasSuffix(method, strings.TrimSpace(string(want))) {
+				if _, reached := os.Stat(gate + ".reached"); reached != nil { // the first such call only
+					holdAtGate(gate)
+					if ctx.Err() != nil {
+						return status.FromContextError(ctx.Err()).Err()
+					}
+				}
+			}
+			return err
+		}
 	}
 	if gate := os.Getenv("MCPCAGE_FAILPOINT_ANSWER_GATE"); gate != "" {
 		beforeAnswerKept = func() { holdAtGate(gate) }

@@ -51,6 +51,13 @@ func (g failpointGate) arm(t *testing.T) {
 	must(t, os.WriteFile(string(g)+".arm", nil, 0o644), "arm the gate")
 }
 
+// armFor arms a gate that holds only what what names (a failpoint that
+// reads it: MCPCAGE_FAILPOINT_CONTAINERD_REPLY_GATE).
+func (g failpointGate) armFor(t *testing.T, what string) {
+	t.Helper()
+	must(t, os.WriteFile(string(g)+".arm", []byte(what), 0o644), "arm the gate")
+}
+
 // waitReached waits until the daemon is held at the gate (what: what is
 // held; diag: what to show if it never is).
 func (g failpointGate) waitReached(t *testing.T, what string, diag func() string) {

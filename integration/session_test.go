@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,6 +278,66 @@ func TestSIGTERMEndsSessions(t *testing.T) {
 	}
 	if left := d.leftovers(); len(left) != 0 {
 		t.Fatalf("after SIGTERM: %v", left)
+	}
+}
+
+// A daemon stopped while containerd creates a session's sandbox leaves
+// nothing behind: containerd carries out a creation whose caller has
+// stopped waiting for its reply, so the container (or its task) exists
+// although the daemon's call failed. Before, Create ran containerd's
+// calls under the daemon's context; what such a call made stayed, with
+// its label, until the next daemon's start.
+func TestStopDuringCreateLeavesNoContainer(t *testing.T) {
+	for _, method := range []string{"Containers/Create", "Tasks/Create"} {
+		t.Run(strings.Split(method, "/")[0], func(t *testing.T) {
+			gate := newFailpointGate(t)
+			d := startDaemon(t, "[daemon]\nwarm_sandboxes = 0\n", failpoints(gate.env("MCPCAGE_FAILPOINT_CONTAINERD_REPLY_GATE")))
+			gate.armFor(t, method)
+			r := startRaw(t, d.shimCmd("test"))
+			gate.waitReached(t, "containerd's "+method+" to be carried out, its reply held", d.log.String)
+			must(t, d.cmd.Process.Signal(syscall.SIGTERM), "SIGTERM")
+			d.waitLog(`msg="shutting down"`) // the daemon's context is cancelled
+			gate.open(t)
+			select {
+			case <-d.exited:
+			case <-time.After(40 * time.Second):
+				t.Fatalf("mcpcaged did not stop within 40s of SIGTERM:\n%s", d.log.String())
+			}
+			if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("mcpcaged exited %d on SIGTERM, want 0:\n%s", code, d.log.String())
+			}
+			if left := d.leftAfterStop(); len(left) != 0 {
+				t.Fatalf("mcpcaged stopped during %s and left %v:\n%s", method, left, d.log.String())
+			}
+			if code := r.wait(); code == 0 {
+				t.Fatalf("the shim of a session that never started exited 0; stderr %q", r.stderr.String())
+			}
+		})
+	}
+}
+
+// A creation whose reply is lost (containerd made the container or its
+// task, the daemon heard an error) leaves nothing behind, and the daemon
+// serves on.
+func TestLostCreateReplyLeavesNoContainer(t *testing.T) {
+	for _, method := range []string{"Containers/Create", "Tasks/Create"} {
+		t.Run(strings.Split(method, "/")[0], func(t *testing.T) {
+			d := startDaemon(t, "[daemon]\nwarm_sandboxes = 0\n", failpoints("MCPCAGE_FAILPOINT_CONTAINERD_REPLY_LOST="+method))
+			r := startRaw(t, d.shimCmd("test"))
+			if code := r.wait(); code == 0 {
+				t.Fatalf("the shim of a session whose sandbox was not created exited 0; stderr %q", r.stderr.String())
+			}
+			if !strings.Contains(r.stderr.String(), "reply was lost") {
+				t.Fatalf("the shim did not say why its server did not start: %q", r.stderr.String())
+			}
+			if left := d.leftovers(); len(left) != 0 {
+				t.Fatalf("a creation whose reply was lost left %v:\n%s", left, d.log.String())
+			}
+			c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+			if got, _ := callText(t, c, "echo", map[string]any{"text": "next"}); got != "next" {
+				t.Fatalf("echo = %q", got)
+			}
+		})
 	}
 }
 

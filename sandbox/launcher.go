@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 )
 
 // Labels set on every container mcpcaged creates.
@@ -45,6 +46,11 @@ type Launcher struct {
 	images imageUse
 }
 
+// CallHook, when set before NewLauncher, wraps each unary call the
+// launcher makes to containerd. Nil but in the daemon's failpoints
+// (tests only: TestStopDuringCreateLeavesNoContainer).
+var CallHook grpc.UnaryClientInterceptor
+
 // NewLauncher connects to containerd at address. fifoDir holds the stdio
 // FIFOs and rootsDir each sandbox's own root, copied from the skeleton of
 // the host's view; neither may be reachable by sandboxed servers.
@@ -59,7 +65,11 @@ func NewLauncher(ctx context.Context, address, namespace, fifoDir, rootsDir stri
 	if _, err := os.Stat(address); err != nil {
 		return nil, fmt.Errorf("containerd is not running (no socket at %s): %s", address, advice)
 	}
-	c, err := containerd.New(address, containerd.WithDefaultNamespace(namespace), containerd.WithTimeout(10*time.Second))
+	copts := []containerd.Opt{containerd.WithDefaultNamespace(namespace), containerd.WithTimeout(10 * time.Second)}
+	if CallHook != nil {
+		copts = append(copts, containerd.WithExtraDialOpts([]grpc.DialOption{grpc.WithUnaryInterceptor(CallHook)}))
+	}
+	c, err := containerd.New(address, copts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w: %s", address, err, advice)
 	}
@@ -217,8 +227,18 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		spec.Root = &r
 	}
 	opts = append(opts, containerd.WithSpec(spec))
-	c, err := l.client.NewContainer(ctx, o.ID, opts...)
+	// containerd's creations run to their end, bounded, even when ctx is
+	// cancelled (a daemon stopping, a client gone): a call cut off on
+	// our side may still complete on containerd's, and its container or
+	// task would then be left behind with nobody knowing of it. A
+	// cancelled ctx is looked at between them, and what exists removed.
+	build, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
+	c, err := l.client.NewContainer(build, o.ID, opts...)
 	if err != nil {
+		if !errdefs.IsAlreadyExists(err) { // the id of another: never ours to remove
+			l.removeUnreturned(o.ID)
+		}
 		if rerr := removeRoot(root); rerr != nil {
 			l.log.Warn("sandbox root not removed", "container", o.ID, "err", rerr)
 		}
@@ -233,12 +253,18 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 			_ = p.Discard(ctx) // logged
 		}
 	}()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
 	creator := cio.NullIO // the server's stdio are the daemon's own (ServerStdio)
 	if o.Stdio != (Stdio{}) {
 		creator = cio.NewCreator(cio.WithStreams(o.Stdio.Stdin, o.Stdio.Stdout, o.Stdio.Stderr), cio.WithFIFODir(l.fifoDir))
 	}
-	if p.task, err = c.NewTask(ctx, creator); err != nil {
+	if p.task, err = c.NewTask(build, creator); err != nil {
 		return nil, fmt.Errorf("create task: %w", explainTaskError(err))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create task: %w", err)
 	}
 	p.Pid = p.task.Pid()
 	if burst := cpuBurst(o.Spec); burst > 0 {
@@ -253,6 +279,35 @@ func (l *Launcher) Create(ctx context.Context, o StartOptions) (_ *Prepared, ret
 		return nil, fmt.Errorf("wait on task: %w", err)
 	}
 	return p, nil
+}
+
+// createTimeout bounds containerd's creation of one sandbox's container,
+// and again of its task (runc builds its namespaces, mounts and cgroup).
+const createTimeout = 2 * time.Minute
+
+// removeUnreturned removes the container id when containerd has one
+// although its creation failed (a reply lost, a call that timed out on
+// our side only): nothing else would know of it until the next daemon's
+// Reap. Only mcpcaged's own, by its label.
+func (l *Launcher) removeUnreturned(id string) {
+	ctx, cancel := context.WithTimeout(l.ctx(context.Background()), 10*time.Second)
+	defer cancel()
+	c, err := l.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return
+	}
+	if err == nil {
+		var labels map[string]string
+		if labels, err = c.Labels(ctx); err == nil {
+			if labels[LabelManaged] != "true" {
+				return
+			}
+			err = c.Delete(ctx, containerd.WithSnapshotCleanup)
+		}
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		l.log.Warn("a container whose creation failed may be left until the next start of mcpcaged", "container", id, "err", err)
+	}
 }
 
 // Fingerprint is what Create would record as the Fingerprint of a
@@ -407,8 +462,18 @@ func (p *Prepared) Discard(ctx context.Context) error {
 	p.ended.Do(func() {
 		ctx, cancel := context.WithTimeout(p.l.ctx(context.WithoutCancel(ctx)), 10*time.Second)
 		defer cancel()
-		if p.task != nil {
-			if _, e := p.task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
+		task := p.task
+		if task == nil {
+			// NewTask failed, which containerd may not have: a task it
+			// created anyway would keep the container from going.
+			if t, e := p.container.Task(ctx, nil); e == nil {
+				task = t
+			} else if !errdefs.IsNotFound(e) {
+				err = fmt.Errorf("look for the task of %s: %w", p.ID, e)
+			}
+		}
+		if task != nil {
+			if _, e := task.Delete(ctx, containerd.WithProcessKill); e != nil && !errdefs.IsNotFound(e) {
 				err = fmt.Errorf("remove the unstarted task %s: %w", p.ID, e)
 			}
 		}
