@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/mcpcage/mcpcage/api"
+	"github.com/mcpcage/mcpcage/bpf"
 	mcpcaged "github.com/mcpcage/mcpcage/daemon"
 	"github.com/mcpcage/mcpcage/internal/testenv"
 	"github.com/mcpcage/mcpcage/internal/testshard"
+	"github.com/mcpcage/mcpcage/internal/tracepointhold"
 )
 
 // env is shared by all tests of the package.
@@ -71,7 +73,11 @@ func stampSelf() {
 		return
 	case "parent":
 		if err == nil {
+			held := holdObservedTracepoints()
 			code := runTestsInChild(self)
+			if held != nil {
+				_ = held.Close()
+			}
 			// The run's pins, whatever became of its tests' process: the
 			// exec stamper's programs go with them.
 			if rerr := os.RemoveAll(os.Getenv(pinDirEnv)); rerr != nil {
@@ -99,6 +105,23 @@ func stampSelf() {
 	}
 	fmt.Fprintf(os.Stderr, "integration: exec this test binary again under the exec stamper: %v\n", err)
 	os.Exit(1)
+}
+
+// holdObservedTracepoints keeps the daemons' syscall tracepoints
+// registered for the run (package tracepointhold): each daemon's stop
+// detaches its observers without waiting 1.6 s for the kernel, during
+// which the other tests' daemons could attach none. Nil when not wanted
+// or not possible (said on stderr).
+func holdObservedTracepoints() *tracepointhold.Held {
+	if !tracepointhold.Wanted() {
+		return nil
+	}
+	held, err := tracepointhold.Hold("syscalls", bpf.ObservedSyscallTracepoints())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration: tracepoints not held (every daemon's stop waits for the kernel): %v\n", err)
+		return nil
+	}
+	return held
 }
 
 // runTestsInChild runs this test binary (self) with this process's
