@@ -477,11 +477,34 @@ type KernelEvent struct {
 // a slow reader gets after missing some.
 const TraceMissed = "trace.missed"
 
-// PinInfo is one pinned tool (see package daemon/pins).
+// PinKind says what a pin is of.
+type PinKind string
+
+// Kinds of pins.
+const (
+	PinKindTool         PinKind = "tool"         // a tool's definition
+	PinKindInstructions PinKind = "instructions" // the server's instructions
+	PinKindResource     PinKind = "resource"     // what resources/read gives for a UI resource (ui://)
+)
+
+// Noun is how a pin of the kind is named in a sentence.
+func (k PinKind) Noun() string {
+	switch k {
+	case PinKindInstructions:
+		return "instructions"
+	case PinKindResource:
+		return "UI resource"
+	}
+	return "tool"
+}
+
+// PinInfo is one pin: of a tool, the server's instructions or a UI
+// resource (see package daemon/pins).
 type PinInfo struct {
 	Server      string    `json:"server"`
 	Owner       string    `json:"owner,omitempty"` // a user's own server
-	Tool        string    `json:"tool"`
+	Tool        string    `json:"tool"`            // the pinned name: a tool's, "(instructions)", or a UI resource's URI
+	Kind        PinKind   `json:"kind"`
 	Digest      string    `json:"digest"`
 	ApprovedAt  time.Time `json:"approved_at"`
 	ApprovedBy  string    `json:"approved_by"`

@@ -19,7 +19,9 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 		Short: "Tool pins: the approved definition of every tool, and the changed ones held back",
 		Long: "Every tool a server shows is pinned (the digest of its definition). A tool whose definition\n" +
 			"changes afterwards is quarantined: hidden from agents and its calls refused until you review\n" +
-			"the change (pins diff) and approve it (pins approve).",
+			"the change (pins diff) and approve it (pins approve). The server's instructions are pinned as\n" +
+			"'(instructions)', and each UI resource a host reads (MCP Apps) under its ui:// URI: TOOL names\n" +
+			"any of them.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var list []api.PinInfo
@@ -62,7 +64,7 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			}
 			for _, p := range list {
 				if !p.Quarantined {
-					_, err := fmt.Fprintf(stdout, "tool %s of %s is not quarantined: its definition is the approved one (%s)\n", printable(p.Tool), printable(p.Server), p.Digest)
+					_, err := fmt.Fprintf(stdout, "%s %s of %s is not quarantined: its definition is the approved one (%s)\n", p.Kind.Noun(), printable(p.Tool), printable(p.Server), p.Digest)
 					return err
 				}
 				if _, err := fmt.Fprintf(stdout, "--- approved %s\n+++ now      %s\n%s", orDefault(p.Digest, "(never: a new tool)"), p.Pending, printableLines(p.Diff)); err != nil {
@@ -82,7 +84,7 @@ func pinsCommand(socket *string, stdout io.Writer) *cobra.Command {
 			if err := api.Call(api.SocketPath(*socket), api.Request{Op: api.OpPinApprove, Server: args[0], Name: args[1], Digest: args[2]}, &p); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(stdout, "approved: tool %s of %s is pinned to %s\n", printable(p.Tool), printable(p.Server), p.Digest)
+			_, err := fmt.Fprintf(stdout, "approved: %s %s of %s is pinned to %s\n", p.Kind.Noun(), printable(p.Tool), printable(p.Server), p.Digest)
 			return err
 		},
 	})

@@ -83,6 +83,17 @@ func (p *sessionPolicy) noteDef(name, def string) {
 	p.defs[name] = def
 }
 
+// firstUnreadable notes that what the session was shown of name cannot
+// be pinned, and says whether that is new (logged and recorded once per
+// session).
+func (p *sessionPolicy) firstUnreadable(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := p.defs[name] != unreadableDef
+	p.noteDef(name, unreadableDef)
+	return first
+}
+
 // overflowed notes a tool held back because the pins are full.
 func (p *sessionPolicy) overflowed(name string) {
 	p.mu.Lock()
@@ -126,11 +137,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	def, err := pins.Canonical(item)
 	if err != nil {
-		p.mu.Lock()
-		first := p.defs[name] != unreadableDef
-		p.noteDef(name, unreadableDef)
-		p.mu.Unlock()
-		if first {
+		if p.firstUnreadable(name) {
 			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -203,6 +210,69 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 	p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
 	return p.holdInstructions(result)
+}
+
+// checkUIResource checks what a resources/read result gives for the UI
+// resource uri (pins.IsUIResource) against its pin: "" to forward it,
+// or why it is held back (the client gets that instead). The first read
+// pins it, under every pin_policy but "off" (as the instructions); a
+// later different one is held back until `mcpcage pins approve`, logged
+// and recorded once per session and definition. A result without
+// contents (input_required) changes nothing. In observe mode it is
+// recorded, not enforced.
+func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
+	if p.srv.Pins() == config.PinOff || p.d.pins == nil {
+		return ""
+	}
+	s := p.s
+	def, found, err := pins.CanonicalResource(uri, result)
+	if !found && err == nil {
+		return ""
+	}
+	srv, name := shellQuote(s.server), shellQuote(uri)
+	held := func(why string) string {
+		if p.observe {
+			return ""
+		}
+		return fmt.Sprintf("the UI resource %q of server %s %s", uri, s.server, why)
+	}
+	if err != nil {
+		if p.firstUnreadable(uri) {
+			s.log.Warn("UI resource held back: it cannot be pinned", "resource", uri, "err", err)
+			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": err.Error()}))
+		}
+		return held("cannot be pinned: " + err.Error())
+	}
+	v, pin, _ := p.d.pins.Check(s.pinKey, uri, def, false, time.Now())
+	if err := p.d.pins.SaveFor(s.pinKey); err != nil {
+		s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
+	}
+	switch v {
+	case pins.Pinned, pins.PinnedNew:
+		return ""
+	case pins.Full:
+		s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
+		p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
+		return held(fmt.Sprintf("is held back: the server has more tools and UI resources than mcpcage pins for one server (%d)", pins.MaxTools))
+	}
+	p.mu.Lock()
+	seen := p.defs[uri] == def.Digest
+	p.noteDef(uri, def.Digest)
+	p.mu.Unlock()
+	if !seen { // once per definition and session
+		s.log.Warn("UI resource held back: it is not the approved one", "resource", uri, "pin", pin.Approved.Digest, "now", def.Digest)
+		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
+		p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest,
+			"diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}))
+	}
+	return held(fmt.Sprintf("changed since it was approved: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s DIGEST`", srv, name, srv, name))
+}
+
+// resourceChangedRecord: a UI resource was held back (tool.changed, with
+// "resource" where a tool's has "tool").
+func (s *session) resourceChangedRecord(uri string, fields audit.Record) audit.Record {
+	fields["resource"] = uri
+	return s.record(api.RecordToolChanged, fields)
 }
 
 // holdInstructions is an initialize or server/discover result without
@@ -320,8 +390,13 @@ func (d *Daemon) pinOp(fw *api.FrameWriter, peer Peer, req api.Request, log *slo
 			return
 		}
 		log.Info("tool definition approved", "server", req.Server, "tool", req.Name, "pin", pin.Approved.Digest)
-		if err := d.audit.Append(audit.Record{"type": string(api.RecordToolChanged), "server": req.Server, "tool": req.Name, "user": userName(peer.UID),
-			"new_digest": pin.Approved.Digest, "action": "approved"}); err != nil {
+		rec := audit.Record{"type": string(api.RecordToolChanged), "server": req.Server, "user": userName(peer.UID), "new_digest": pin.Approved.Digest, "action": "approved"}
+		if pinKind(req.Name) == api.PinKindResource {
+			rec["resource"] = req.Name
+		} else {
+			rec["tool"] = req.Name
+		}
+		if err := d.audit.Append(rec); err != nil {
 			log.Error("tool approval not recorded in the audit log", "err", err)
 		}
 		d.pinsChanged(key)
@@ -362,9 +437,20 @@ func pinServer(key string) string {
 	return server
 }
 
+// pinKind says what the pin of name is of.
+func pinKind(name string) api.PinKind {
+	switch {
+	case name == pins.Instructions:
+		return api.PinKindInstructions
+	case pins.IsUIResource(name):
+		return api.PinKindResource
+	}
+	return api.PinKindTool
+}
+
 func pinInfo(e pins.Entry, diff bool) api.PinInfo {
 	server, owner, own := strings.Cut(e.Key, "@")
-	info := api.PinInfo{Server: server, Tool: e.Tool, Digest: e.Approved.Digest, ApprovedAt: e.ApprovedAt, ApprovedBy: e.ApprovedBy, Quarantined: e.Quarantined()}
+	info := api.PinInfo{Server: server, Tool: e.Tool, Kind: pinKind(e.Tool), Digest: e.Approved.Digest, ApprovedAt: e.ApprovedAt, ApprovedBy: e.ApprovedBy, Quarantined: e.Quarantined()}
 	if own {
 		if uid, err := strconv.ParseUint(owner, 10, 32); err == nil {
 			info.Owner = userName(uint32(uid))

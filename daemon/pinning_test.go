@@ -11,6 +11,7 @@ import (
 
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/pins"
+	"github.com/mcpcage/mcpcage/daemon/relay"
 )
 
 // pinnedPolicy is a session policy of server gh whose pins live in a
@@ -278,5 +279,116 @@ func TestInstructionsArePinned(t *testing.T) {
 	p.observe = true
 	if got, _ := shown(initResult(`,"instructions":"Use echo."`)); got != "Use echo." {
 		t.Fatalf("observe mode held the changed instructions back: %q", got)
+	}
+}
+
+// What resources/read gives for a UI resource is pinned under its URI:
+// the first read pins it, a different page (or CSP) is held back with
+// why, and a read the session did not forward, or of another resource,
+// is not checked.
+func TestUIResourceReadsArePinned(t *testing.T) {
+	read := func(p *sessionPolicy, id int, uri string) relay.Verdict {
+		t.Helper()
+		e, msg := peek(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"resources/read","params":{"uri":%q}}`, id, uri))
+		return p.FromClient(e, msg)
+	}
+	answer := func(p *sessionPolicy, id int, result string) relay.Verdict {
+		t.Helper()
+		e, msg := peek(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":%s}`, id, result))
+		return p.FromServer(e, msg, "resources/read")
+	}
+	page := func(uri, html string) string {
+		return fmt.Sprintf(`{"contents":[{"uri":%q,"mimeType":"text/html;profile=mcp-app","text":%q}]}`, uri, html)
+	}
+	const ui = "ui://app/view.html"
+	tests := []struct {
+		name    string
+		observe bool
+		steps   func(t *testing.T, p *sessionPolicy)
+	}{
+		{"a changed page is held back", false, func(t *testing.T, p *sessionPolicy) {
+			read(p, 1, ui)
+			if v := answer(p, 1, page(ui, "<p>one</p>")); v.Replace != nil {
+				t.Fatalf("the first read was refused: %s", v.Replace)
+			}
+			read(p, 2, ui)
+			if v := answer(p, 2, page(ui, "<p>one</p>")); v.Replace != nil {
+				t.Fatalf("the pinned page was refused: %s", v.Replace)
+			}
+			read(p, 3, ui)
+			v := answer(p, 3, page(ui, "<script>steal()</script>"))
+			if !strings.Contains(string(v.Replace), "changed since it was approved") || !strings.Contains(string(v.Replace), `"id":3`) {
+				t.Fatalf("the changed page: %s, want it refused", v.Replace)
+			}
+		}},
+		{"the URI in other letters is refused before any pin", false, func(t *testing.T, p *sessionPolicy) {
+			// A server's SDK lower-cases the scheme: the pin of
+			// ui://app/view.html would be read under another name.
+			if v := read(p, 1, "UI://app/view.html"); !v.Deny || !strings.Contains(string(v.Reply), "normal form") {
+				t.Fatalf("a read of UI://app/view.html: %+v, want it refused", v)
+			}
+		}},
+		{"observe mode records, lets it through", true, func(t *testing.T, p *sessionPolicy) {
+			read(p, 1, ui)
+			answer(p, 1, page(ui, "<p>one</p>"))
+			read(p, 2, ui)
+			if v := answer(p, 2, page(ui, "<p>two</p>")); v.Replace != nil {
+				t.Fatalf("observe mode refused: %s", v.Replace)
+			}
+			if pin, _ := p.d.pins.Get(p.s.pinKey, ui); !pin.Quarantined() {
+				t.Fatal("observe mode did not keep the change for review")
+			}
+		}},
+		{"an error answers the read", false, func(t *testing.T, p *sessionPolicy) {
+			read(p, 1, ui)
+			e, msg := peek(t, `{"jsonrpc":"2.0","id":1,"error":{"code":-32002,"message":"not found"}}`)
+			p.FromServer(e, msg, "resources/read")
+			if len(p.uiReads) != 0 {
+				t.Fatalf("the read is still followed: %v", p.uiReads)
+			}
+		}},
+		{"input_required pins nothing", false, func(t *testing.T, p *sessionPolicy) {
+			read(p, 1, ui)
+			if v := answer(p, 1, `{"resultType":"input_required","requestState":"s"}`); v.Replace != nil {
+				t.Fatalf("input_required was refused: %s", v.Replace)
+			}
+			if _, ok := p.d.pins.Get(p.s.pinKey, ui); ok {
+				t.Fatal("input_required was pinned")
+			}
+		}},
+		{"other resources are not pinned", false, func(t *testing.T, p *sessionPolicy) {
+			for i, text := range []string{"one", "two"} {
+				read(p, i+1, "file:///data.txt")
+				if v := answer(p, i+1, page("file:///data.txt", text)); v.Replace != nil {
+					t.Fatalf("a data resource was refused: %s", v.Replace)
+				}
+			}
+		}},
+		{"an answer to a read never forwarded is not a pin", false, func(t *testing.T, p *sessionPolicy) {
+			answer(p, 7, page(ui, "<p>forged</p>"))
+			if _, ok := p.d.pins.Get(p.s.pinKey, ui); ok {
+				t.Fatal("a result for no forwarded read was pinned")
+			}
+		}},
+		{"reads followed are bounded", false, func(t *testing.T, p *sessionPolicy) {
+			for i := range maxReadsTracked {
+				if v := read(p, i+1, ui); v.Deny {
+					t.Fatalf("read %d refused: %s", i+1, v.Reply)
+				}
+			}
+			if v := read(p, maxReadsTracked+1, ui); !v.Deny || !strings.Contains(string(v.Reply), "reads of UI resources in flight") {
+				t.Fatalf("read past the bound: %+v, want it refused", v)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pinnedPolicy(t)
+			p.observe = tt.observe
+			if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Resources: []string{"*"}}); err != nil {
+				t.Fatal(err)
+			}
+			tt.steps(t, p)
+		})
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/mcpcage/mcpcage/daemon/consent"
 	"github.com/mcpcage/mcpcage/daemon/flow"
 	"github.com/mcpcage/mcpcage/daemon/metrics"
+	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/daemon/relay"
 	"github.com/mcpcage/mcpcage/daemon/request"
 	"github.com/mcpcage/mcpcage/daemon/wire"
@@ -68,6 +69,7 @@ type sessionPolicy struct {
 	deferred  audit.Deferred
 
 	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
+	uiReads      map[string]string // forwarded resources/read of UI resources by id key: the URI, whose pin the result is checked against
 	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
 	passing      atomic.Int64      // notifications, task statuses and replies recorded (see passingInfluence)
@@ -347,6 +349,10 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 	if followRead && (dec.Allow || p.observe) && !p.canFollowRead() {
 		dec = consent.Decision{Reason: fmt.Sprintf("the session has %d reads in flight whose results the data-flow guard must follow: wait for their results", maxReadsTracked)}
 	}
+	uiRead := p.pinsUIRead(method, name)
+	if uiRead && (dec.Allow || p.observe) && !p.canTrackUIRead() {
+		dec = consent.Decision{Reason: fmt.Sprintf("the session has %d reads of UI resources in flight whose results must be checked against their pins: wait for their results", maxReadsTracked)}
+	}
 	c := decided{kind: k, method: method, id: id, name: name, args: args, decision: decisionDeny, consent: dec.Record, reason: dec.Reason}
 	if fo != nil {
 		c.call, c.flow = fo.call, fo.fields(s.runKey())
@@ -399,6 +405,14 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 				p.reads = map[string]string{}
 			}
 			p.reads[wire.IDKey(id)] = name // its result is an influence (canFollowRead bounds them)
+			p.mu.Unlock()
+		}
+		if uiRead {
+			p.mu.Lock()
+			if p.uiReads == nil {
+				p.uiReads = map[string]string{}
+			}
+			p.uiReads[wire.IDKey(id)] = name // its result is checked against the pin (canTrackUIRead bounds them)
 			p.mu.Unlock()
 		}
 		return relay.Verdict{Replace: replace, Hold: durable, Deferred: deferred, HoldFailed: func(err error) []byte {
@@ -526,6 +540,10 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 	if e.Kind == wire.KindResponse && request.Method(method) == request.SubscriptionsListen {
 		p.listens.closed(e.ID.Of(msg)) // the server ended the stream
 	}
+	var uiURI string // a read of a UI resource: its result is checked against the pin
+	if e.Kind == wire.KindResponse && request.Method(method) == request.ResourcesRead {
+		uiURI, _ = p.takeUIRead(e.ID.Of(msg)) // an error answers it too
+	}
 	if e.Kind == wire.KindRequest {
 		return p.serverRequest(e, msg)
 	}
@@ -595,6 +613,13 @@ func (p *sessionPolicy) FromServer(e *wire.Envelope, msg []byte, method string) 
 		}
 		return relay.Verdict{}
 	case request.ResourcesRead, request.PromptsGet:
+		if uiURI != "" {
+			if why := p.checkUIResource(uiURI, result); why != "" {
+				p.takeRead(e.ID.Of(msg)) // not shown: no influence
+				p.s.denied.Add(1)
+				return relay.Verdict{Replace: refusedResult(e.ID.Of(msg), method, why)}
+			}
+		}
 		if name, ok := p.takeRead(e.ID.Of(msg)); ok {
 			in, suspects := p.influence(readFlowKind(request.Method(method)), name, "", result)
 			if why := p.suspect(in, "", suspects); why != "" {
@@ -820,15 +845,42 @@ func (p *sessionPolicy) canFollowRead() bool {
 	return len(p.reads) < maxReadsTracked
 }
 
-// takeRead removes and returns the name of the forwarded prompts/get or
-// resources/read with this raw id (tracked with the data-flow guard on).
-func (p *sessionPolicy) takeRead(rawID []byte) (string, bool) {
+// pinsUIRead says whether a request of method for name is a read of a
+// UI resource whose result is checked against its pin.
+func (p *sessionPolicy) pinsUIRead(method, name string) bool {
+	return request.Method(method) == request.ResourcesRead && pins.IsUIResource(name) && p.d.pins != nil && p.srv.Pins() != config.PinOff
+}
+
+// canTrackUIRead says whether one more read of a UI resource can be
+// followed to its result.
+func (p *sessionPolicy) canTrackUIRead() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.uiReads) < maxReadsTracked
+}
+
+// takeUIRead removes and returns the URI of the forwarded read of a UI
+// resource with this raw id.
+func (p *sessionPolicy) takeUIRead(rawID []byte) (string, bool) {
+	return p.takeFrom(func() map[string]string { return p.uiReads }, rawID)
+}
+
+// takeFrom removes and returns the entry for this raw id of the map of
+// p's that reads returns (read under p.mu: it is made when first used).
+func (p *sessionPolicy) takeFrom(reads func() map[string]string, rawID []byte) (string, bool) {
 	key := wire.IDKey(rawID)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	name, ok := p.reads[key]
-	delete(p.reads, key)
-	return name, ok
+	m := reads()
+	v, ok := m[key]
+	delete(m, key)
+	return v, ok
+}
+
+// takeRead removes and returns the name of the forwarded prompts/get or
+// resources/read with this raw id (tracked with the data-flow guard on).
+func (p *sessionPolicy) takeRead(rawID []byte) (string, bool) {
+	return p.takeFrom(func() map[string]string { return p.reads }, rawID)
 }
 
 // recordResult logs a tools/call response: size, isError, latency. It

@@ -24,7 +24,8 @@
 // named differently at _meta.ui.resourceUri and _meta["ui/resourceUri"],
 // say, or "ui" and "io.modelcontextprotocol/ui" with other visibilities)
 // is refused. The ui:// resource itself (its HTML, and the CSP and
-// permissions its resources/read gives) is not pinned.
+// permissions its resources/read gives) is pinned under its URI (see
+// CanonicalResource).
 //
 // Pins live in one JSON file, replaced atomically (written beside it,
 // fsynced, renamed) on every change; a file that cannot be read is an

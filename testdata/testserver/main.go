@@ -9,7 +9,9 @@
 // Resources: with $TESTSERVER_RESOURCE_NAME, one of that name. With
 // $TESTSERVER_LOG_ON_LIST, a log notification follows each tools/list;
 // with $TESTSERVER_INSTRUCTIONS, those instructions; with
-// $TESTSERVER_ECHO_UI, echo names that UI resource (MCP Apps).
+// $TESTSERVER_ECHO_UI, echo names that UI resource (MCP Apps), and with
+// $TESTSERVER_UI_PAGE the server serves it: that page, with
+// $TESTSERVER_UI_CONNECT as the one domain its CSP lets it connect to.
 package main
 
 import (
@@ -48,7 +50,8 @@ func main() {
 	if text := os.Getenv("TESTSERVER_INSTRUCTIONS"); text != "" {
 		opts = append(opts, server.WithInstructions(text))
 	}
-	if resourceName != "" {
+	uiPage := os.Getenv("TESTSERVER_UI_PAGE")
+	if resourceName != "" || uiPage != "" {
 		opts = append(opts, server.WithResourceCapabilities(false, false))
 	}
 	// With $TESTSERVER_LOG_ON_LIST set, each tools/list is followed by a
@@ -67,6 +70,20 @@ func main() {
 		s.AddResource(mcp.NewResource("test://records/1", name, mcp.WithMIMEType("text/plain")),
 			func(context.Context, mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 				return []mcp.ResourceContents{mcp.TextResourceContents{URI: "test://records/1", MIMEType: "text/plain", Text: "record 1"}}, nil
+			})
+	}
+	// With $TESTSERVER_UI_PAGE set, the server serves the UI resource
+	// $TESTSERVER_ECHO_UI names (MCP Apps: an HTML page the host renders
+	// and runs, which may connect where its CSP says).
+	if uri := os.Getenv("TESTSERVER_ECHO_UI"); uri != "" && uiPage != "" {
+		const appMIME = "text/html;profile=mcp-app"
+		var meta map[string]any
+		if domain := os.Getenv("TESTSERVER_UI_CONNECT"); domain != "" {
+			meta = map[string]any{"ui": map[string]any{"csp": map[string]any{"connectDomains": []string{domain}}}}
+		}
+		s.AddResource(mcp.NewResource(uri, "echo view", mcp.WithMIMEType(appMIME)),
+			func(context.Context, mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+				return []mcp.ResourceContents{mcp.TextResourceContents{URI: uri, MIMEType: appMIME, Text: uiPage, Meta: meta}}, nil
 			})
 	}
 	// With $TESTSERVER_TOOL_LOG set, every tool call is appended (and
