@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -131,6 +132,15 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 		return false
 	}
 	s := p.s
+	if pins.IsUIResource(name) {
+		// A UI resource's pin is under its URI: a tool so named would
+		// share it (and approving either hold the other back).
+		if p.firstUnreadable(name) {
+			s.log.Warn("tool held back: its name is a UI resource's URI", "tool", name)
+			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, errToolNamedAsUI))
+		}
+		return true
+	}
 	if _, pinned := p.d.pins.Get(s.pinKey, name); !pinned && p.d.pins.Full(s.pinKey) {
 		p.overflowed(name) // held back whatever its definition: not read
 		return true
@@ -212,6 +222,83 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	return p.holdInstructions(result)
 }
 
+// maxChangedSeen bounds the changed UI resource definitions a session
+// remembers having recorded; past it, each is recorded again.
+const maxChangedSeen = 1024
+
+// errToolNamedAsUI: a tool named with a ui:// URI is held back.
+var errToolNamedAsUI = errors.New("its name is a UI resource's URI (ui://), under which the resource is pinned")
+
+// checkListedUI checks what the resources/list entry item of the UI
+// resource uri asks of a host (pins.CanonicalListing: its "_meta", which
+// hosts fall back to for the page's CSP, permissions and domain, and its
+// mimeType) against its pin, pins.Listed(uri), and says whether the entry
+// is held back: the first list pins it (whatever the pin_policy but
+// "off"); a later different one is hidden from the client, logged and
+// recorded once per session and definition, until approved. Entries of
+// other resources are not checked.
+func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
+	if !pins.IsUIResource(uri) || p.srv.Pins() == config.PinOff || p.d.pins == nil {
+		return false
+	}
+	s, name := p.s, pins.Listed(uri)
+	def, err := pins.CanonicalListing(uri, item)
+	if err != nil {
+		if p.firstUnreadable(name) {
+			s.log.Warn("UI resource's list entry held back: it cannot be pinned", "resource", uri, "err", err)
+			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": err.Error()}))
+		}
+		return true
+	}
+	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, false, time.Now())
+	switch v {
+	case pins.Pinned, pins.PinnedNew:
+		return false
+	case pins.Full:
+		if p.firstUnreadable(name) {
+			s.log.Warn("UI resource's list entry held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
+			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
+		}
+		return true
+	}
+	p.noteChanged(name, pin, def)
+	return true
+}
+
+// saveResourcePins keeps what the checks of a resources/list changed.
+func (p *sessionPolicy) saveResourcePins() {
+	if p.d.pins == nil {
+		return
+	}
+	if err := p.d.pins.SaveFor(p.s.pinKey); err != nil {
+		p.s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
+	}
+}
+
+// noteChanged logs and records, once per session and definition, that
+// what the session was shown of the UI resource pin name is not the
+// approved one.
+func (p *sessionPolicy) noteChanged(name string, pin pins.Pin, def pins.Definition) {
+	key := name + "\x00" + def.Digest
+	p.mu.Lock()
+	_, seen := p.changedSeen[key]
+	if !seen && len(p.changedSeen) < maxChangedSeen {
+		if p.changedSeen == nil {
+			p.changedSeen = map[string]struct{}{}
+		}
+		p.changedSeen[key] = struct{}{} // a server alternating pages is recorded once for each
+	}
+	p.mu.Unlock()
+	if seen {
+		return
+	}
+	s := p.s
+	s.log.Warn("UI resource held back: it is not the approved one", "pin_name", name, "pin", pin.Approved.Digest, "now", def.Digest)
+	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
+	p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest,
+		"diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}))
+}
+
 // checkUIResource checks what a resources/read result gives for the UI
 // resource uri (pins.IsUIResource) against its pin: "" to forward it,
 // or why it is held back (the client gets that instead). The first read
@@ -255,23 +342,19 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 		p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		return held(fmt.Sprintf("is held back: the server has more tools and UI resources than mcpcage pins for one server (%d)", pins.MaxTools))
 	}
-	p.mu.Lock()
-	seen := p.defs[uri] == def.Digest
-	p.noteDef(uri, def.Digest)
-	p.mu.Unlock()
-	if !seen { // once per definition and session
-		s.log.Warn("UI resource held back: it is not the approved one", "resource", uri, "pin", pin.Approved.Digest, "now", def.Digest)
-		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
-		p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest,
-			"diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}))
-	}
+	p.noteChanged(uri, pin, def)
 	return held(fmt.Sprintf("changed since it was approved: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s DIGEST`", srv, name, srv, name))
 }
 
-// resourceChangedRecord: a UI resource was held back (tool.changed, with
-// "resource" where a tool's has "tool").
-func (s *session) resourceChangedRecord(uri string, fields audit.Record) audit.Record {
+// resourceChangedRecord: a UI resource, or its list entry, was held back
+// (tool.changed, with "resource" where a tool's has "tool", and "pin"
+// when the pin is the list entry's: pins.Listed).
+func (s *session) resourceChangedRecord(pinName string, fields audit.Record) audit.Record {
+	uri, listed := strings.CutSuffix(pinName, pins.Listed(""))
 	fields["resource"] = uri
+	if listed {
+		fields["pin"] = pinName
+	}
 	return s.record(api.RecordToolChanged, fields)
 }
 

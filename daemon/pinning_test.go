@@ -12,6 +12,8 @@ import (
 	"github.com/mcpcage/mcpcage/api"
 	"github.com/mcpcage/mcpcage/daemon/pins"
 	"github.com/mcpcage/mcpcage/daemon/relay"
+	"github.com/mcpcage/mcpcage/daemon/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // pinnedPolicy is a session policy of server gh whose pins live in a
@@ -370,6 +372,65 @@ func TestUIResourceReadsArePinned(t *testing.T) {
 				t.Fatal("a result for no forwarded read was pinned")
 			}
 		}},
+		{"a cancelled read is let go", false, func(t *testing.T, p *sessionPolicy) {
+			for i := range maxReadsTracked + 1 {
+				if v := read(p, i+1, ui); v.Deny {
+					t.Fatalf("read %d, with every earlier one cancelled, refused: %s", i+1, v.Reply)
+				}
+				p.Cancelled(relay.ClientToServer, []byte(fmt.Sprint(i+1)))
+			}
+			// The id is free again: a data resource read under it is not
+			// taken for the page (found by a red-team helper).
+			read(p, 1, "file:///data.txt")
+			if v := answer(p, 1, page("file:///data.txt", "data")); v.Replace != nil {
+				t.Fatalf("a data resource read under a cancelled page read's id was refused: %s", v.Replace)
+			}
+		}},
+		{"a tool named as a UI resource is held back, the page is not", false, func(t *testing.T, p *sessionPolicy) {
+			e, msg := peek(t, toolsList("d", ui, "get_x"))
+			v := p.FromServer(e, msg, "tools/list")
+			if strings.Contains(string(v.Replace), ui) || !strings.Contains(string(v.Replace), "get_x") {
+				t.Fatalf("the list shown: %s, want get_x without the tool named %s", v.Replace, ui)
+			}
+			read(p, 1, ui)
+			if v := answer(p, 1, page(ui, "<p>one</p>")); v.Replace != nil {
+				t.Fatalf("the page was refused: %s", v.Replace)
+			}
+		}},
+		{"a list entry asking for another CSP is held back", false, func(t *testing.T, p *sessionPolicy) {
+			// Hosts fall back to the entry's _meta.ui when the page's
+			// content has none (found by a red-team helper).
+			list := func(id int, domains string) string {
+				e, msg := peek(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"resources":[{"uri":%q,"name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":%s}}}},{"uri":"file:///data.txt","name":"data"}]}}`, id, ui, domains))
+				return string(p.FromServer(e, msg, "resources/list").Replace)
+			}
+			if shown := list(1, `[]`); shown != "" {
+				t.Fatalf("the first list was changed: %s", shown)
+			}
+			if shown := list(2, `[]`); shown != "" {
+				t.Fatalf("the same list was changed: %s", shown)
+			}
+			shown := list(3, `["https://collect.example"]`)
+			if strings.Contains(shown, ui) || !strings.Contains(shown, "file:///data.txt") {
+				t.Fatalf("the list with a wider CSP: %q, want the page's entry held back", shown)
+			}
+			if pin, _ := p.d.pins.Get(p.s.pinKey, pins.Listed(ui)); !pin.Quarantined() {
+				t.Fatal("the entry's change is not kept for review")
+			}
+		}},
+		{"a server alternating two pages is recorded once for each", false, func(t *testing.T, p *sessionPolicy) {
+			read(p, 1, ui)
+			answer(p, 1, page(ui, "<p>one</p>"))
+			changed := p.d.metrics.ToolDefinitionsChanged.WithLabelValues(p.s.serverLabel)
+			before := testutil.ToFloat64(changed)
+			for i := range 20 {
+				read(p, i+2, ui)
+				answer(p, i+2, page(ui, fmt.Sprintf("<p>%c</p>", 'A'+i%2)))
+			}
+			if n := testutil.ToFloat64(changed) - before; n != 2 {
+				t.Fatalf("2 changed pages recorded %v times", n)
+			}
+		}},
 		{"reads followed are bounded", false, func(t *testing.T, p *sessionPolicy) {
 			for i := range maxReadsTracked {
 				if v := read(p, i+1, ui); v.Deny {
@@ -385,10 +446,67 @@ func TestUIResourceReadsArePinned(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := pinnedPolicy(t)
 			p.observe = tt.observe
-			if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Resources: []string{"*"}}); err != nil {
+			if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Resources: []string{"*"}, Tools: []string{"get_*"}}); err != nil {
 				t.Fatal(err)
 			}
 			tt.steps(t, p)
+		})
+	}
+}
+
+// A changed page is held back however the server spells its answer
+// (checked by a red-team helper; each is refused on the pinned page
+// <p>one</p>), and the same page spelled otherwise is not.
+func TestChangedUIPageHeldBackInEverySpelling(t *testing.T) {
+	const ui = "ui://app/view.html"
+	evil := `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<script>steal()</script>"}]}`
+	answer := func(id, result string) string { return `{"jsonrpc":"2.0","id":` + id + `,"result":` + result + `}` }
+	tests := []struct {
+		name, reqID, line string
+		refused           bool
+	}{
+		{"id 1.0", "1", answer("1.0", evil), true},
+		{"a string id escaped", `"a"`, answer(`"\u0061"`, evil), true},
+		{"in a batch", "1", "[" + answer("1", evil) + "]", true},
+		{"input_required with contents", "1", answer("1", `{"resultType":"input_required","inputRequests":{},`+evil[1:]), true},
+		{"Contents alone", "1", answer("1", `{"Contents":[{"uri":"ui://app/view.html","text":"x"}]}`), true},
+		{"a TEXT twin", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>","TEXT":"evil"}]}`), true},
+		{"_meta twice", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>","_meta":{},"_meta":{"ui":{"csp":{}}}}]}`), true},
+		{"a blob instead", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","blob":"PHA+b25lPC9wPg=="}]}`), true},
+		{"a second item", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>"},{"uri":"ui://x","text":"e"}]}`), true},
+		{"a CSP under UI", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>","_meta":{"UI":{"csp":{"connectDomains":["https://e"]}}}}]}`), true},
+		{"a CSP under meta", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>","meta":{"ui":{"csp":{"connectDomains":["https://e"]}}}}]}`), true},
+		{"the same page with escapes", "1", answer("1", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"\u003cp\u003eone\u003c/p\u003e"}]}`), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pinnedPolicy(t)
+			if _, err := p.d.grant(Peer{UID: 0}, &api.Grant{Agent: "cd", Server: "gh", Resources: []string{"*"}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct{ id, line string }{
+				{"9", answer("9", `{"contents":[{"uri":"ui://app/view.html","mimeType":"text/html;profile=mcp-app","text":"<p>one</p>"}]}`)},
+				{tt.reqID, tt.line},
+			} {
+				e, msg := peek(t, `{"jsonrpc":"2.0","id":`+step.id+`,"method":"resources/read","params":{"uri":"`+ui+`"}}`)
+				if v := p.FromClient(e, msg); v.Deny {
+					t.Fatalf("read refused: %s", v.Reply)
+				}
+				var m wire.Message
+				if err := wire.Peek([]byte(step.line), &m); err != nil {
+					t.Fatal(err)
+				}
+				v := p.FromServer(&m.Envelopes[0], []byte(step.line), "resources/read")
+				if step.id == "9" {
+					if v.Replace != nil {
+						t.Fatalf("the first page was refused: %s", v.Replace)
+					}
+					continue
+				}
+				if refused := v.Replace != nil; refused != tt.refused {
+					t.Fatalf("refused: %v, want %v (%s)", refused, tt.refused, v.Replace)
+				}
+			}
 		})
 	}
 }

@@ -68,12 +68,13 @@ type sessionPolicy struct {
 	deferring bool
 	deferred  audit.Deferred
 
-	reads        map[string]string // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
-	uiReads      map[string]string // forwarded resources/read of UI resources by id key: the URI, whose pin the result is checked against
-	tasks        taskTools         // task-augmented tools/call: the tool of each task, for its result's checks
-	suspectTools map[string]string // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
-	passing      atomic.Int64      // notifications, task statuses and replies recorded (see passingInfluence)
-	lastPassing  boundedMap        // the digest of the last one recorded, by name
+	reads        map[string]string   // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
+	uiReads      map[string]string   // forwarded resources/read of UI resources by id key: the URI, whose pin the result is checked against
+	changedSeen  map[string]struct{} // changed UI resource definitions recorded (pin name, NUL, digest): see noteChanged
+	tasks        taskTools           // task-augmented tools/call: the tool of each task, for its result's checks
+	suspectTools map[string]string   // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why
+	passing      atomic.Int64        // notifications, task statuses and replies recorded (see passingInfluence)
+	lastPassing  boundedMap          // the digest of the last one recorded, by name
 
 	// The session's series of the per-call metrics, by tool (and
 	// decision): their labels are hashed once per session, not per call.
@@ -404,7 +405,9 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 			if p.reads == nil {
 				p.reads = map[string]string{}
 			}
-			p.reads[wire.IDKey(id)] = name // its result is an influence (canFollowRead bounds them)
+			if len(p.reads) < maxReadsTracked { // in observe mode, past it, not followed
+				p.reads[wire.IDKey(id)] = name // its result is an influence
+			}
 			p.mu.Unlock()
 		}
 		if uiRead {
@@ -412,7 +415,9 @@ func (p *sessionPolicy) settle(method string, k consent.Kind, id []byte, name st
 			if p.uiReads == nil {
 				p.uiReads = map[string]string{}
 			}
-			p.uiReads[wire.IDKey(id)] = name // its result is checked against the pin (canTrackUIRead bounds them)
+			if len(p.uiReads) < maxReadsTracked { // in observe mode, past it, forwarded unchecked
+				p.uiReads[wire.IDKey(id)] = name // its result is checked against the pin
+			}
 			p.mu.Unlock()
 		}
 		return relay.Verdict{Replace: replace, Hold: durable, Deferred: deferred, HoldFailed: func(err error) []byte {
@@ -451,6 +456,8 @@ func (p *sessionPolicy) unrecorded(method string, k consent.Kind, id []byte, err
 	if k == consent.KindTool {
 		p.takeCall(id)
 	}
+	p.takeRead(id)
+	p.takeUIRead(id)
 	s.log.Error("request not forwarded: its audit record could not be written", "method", method, "err", err)
 	text := fmt.Sprintf("mcpcage could not record this %s in its audit log, so it was not forwarded (%v). An administrator must repair the audit log: see `mcpcage status`.", method, err)
 	return p.denyReply(id, k, text, "audit log unavailable").Reply
@@ -704,9 +711,12 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 	}
 	now := time.Now()
 	s := p.s
-	if k == consent.KindTool {
+	switch k {
+	case consent.KindTool:
 		defer p.savePins()
 		p.listStart()
+	case consent.KindResource:
+		defer p.saveResourcePins()
 	}
 	var kept [][]byte
 	var shown, hidden []string
@@ -718,6 +728,7 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		// clients could read differently is never shown.
 		name, readable := listItemName(item, field)
 		quarantined := readable && k == consent.KindTool && p.checkPin(name, item)
+		quarantined = quarantined || readable && k == consent.KindResource && p.checkListedUI(name, item)
 		if g != nil && readable {
 			if ms := itemSuspects(item); len(ms) > 0 {
 				suspects = append(suspects, suspectItem{name, ms})
@@ -951,6 +962,7 @@ func (p *sessionPolicy) Cancelled(d relay.Direction, rawID []byte) {
 	}
 	p.listens.closed(rawID) // a cancelled subscriptions/listen ends its stream
 	p.takeRead(rawID)
+	p.takeUIRead(rawID)
 	p.mu.Lock()
 	if q, ok := p.questions[wire.IDKey(rawID)]; ok {
 		close(q) // a parked request: its question ends

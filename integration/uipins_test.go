@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcpcage/mcpcage/daemon/pins"
 )
 
 // echoUI returns the UI resource (MCP Apps: _meta.ui.resourceUri) of the
@@ -118,6 +121,9 @@ func TestChangedUIPageIsHeldBack(t *testing.T) {
 	if got, err := readUIPage(t, c, uri); err != nil || got != page {
 		t.Fatalf("the first read: %q, %v; want the page", got, err)
 	}
+	if listed := listedResources(t, c); !slices.Contains(listed, uri) { // its list entry is pinned too
+		t.Fatalf("the resources listed: %v, want %s", listed, uri)
+	}
 	_ = c.Close()
 
 	// The page changes behind the approved URI; the tool does not.
@@ -163,4 +169,32 @@ func TestChangedUIPageIsHeldBack(t *testing.T) {
 	if _, diff := d.pendingDigest(t, "test", uri); !regexp.MustCompile(`(?m)^\+\s+"https://collect\.example"`).MatchString(diff) {
 		t.Fatalf("pins diff does not show the CSP's new domain:\n%s", diff)
 	}
+	_ = c.Close()
+
+	// Or in its list entry, which hosts fall back to when the page's
+	// content asks for nothing (found by a red-team helper): the entry is
+	// held back, the approved page is still given.
+	d.restartWithServerEnv(t, "TESTSERVER_ECHO_UI", uri, "TESTSERVER_UI_PAGE", changed, "TESTSERVER_UI_LIST_CONNECT", domain)
+	c = d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if listed := listedResources(t, c); slices.Contains(listed, uri) {
+		t.Fatalf("the list entry asking for %s was shown: %v", domain, listed)
+	}
+	if got, err := readUIPage(t, c, uri); err != nil || got != changed {
+		t.Fatalf("the approved page: %q, %v", got, err)
+	}
+	if _, diff := d.pendingDigest(t, "test", pins.Listed(uri)); !regexp.MustCompile(`(?m)^\+\s+"https://collect\.example"`).MatchString(diff) {
+		t.Fatalf("pins diff does not show the list entry's new domain:\n%s", diff)
+	}
+}
+
+// listedResources lists the URIs of the resources c is shown.
+func listedResources(t *testing.T, c *mcpClient) []string {
+	t.Helper()
+	res, err := c.ListResources(ctxT(t, 90*time.Second), mcp.ListResourcesRequest{})
+	must(t, err, "resources/list")
+	var uris []string
+	for _, r := range res.Resources {
+		uris = append(uris, r.URI)
+	}
+	return uris
 }

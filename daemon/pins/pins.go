@@ -25,7 +25,8 @@
 // say, or "ui" and "io.modelcontextprotocol/ui" with other visibilities)
 // is refused. The ui:// resource itself (its HTML, and the CSP and
 // permissions its resources/read gives) is pinned under its URI (see
-// CanonicalResource).
+// CanonicalResource), and what its resources/list entry asks for under
+// Listed(URI) (see CanonicalListing).
 //
 // Pins live in one JSON file, replaced atomically (written beside it,
 // fsynced, renamed) on every change; a file that cannot be read is an

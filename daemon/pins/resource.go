@@ -13,43 +13,71 @@ import (
 
 // A UI resource (MCP Apps: the ui:// resource a tool's "_meta.ui" names)
 // is a page the host renders and runs, which can call the server's tools
-// itself, under the CSP, permissions and domain its "_meta.ui" asks for.
-// Pinning the tool's URI alone would let a server change the page behind
-// an approved URI, so what resources/read gives for a UI resource is
-// pinned too, under the URI: the first read pins it (whatever the
+// itself, under the CSP, permissions and domain its "_meta.ui" asks for,
+// in the content resources/read gives or, failing that, in the resource's
+// resources/list entry. Pinning the tool's URI alone would let a server
+// change the page behind an approved URI, so what resources/read gives
+// for a UI resource is pinned too, under the URI, and what its list entry
+// asks for under Listed(URI): the first seen is pinned (whatever the
 // pin_policy but "off", as the instructions), a later different one is
 // held back until approved.
 
 // IsUIResource says whether uri names a UI resource: the scheme "ui", in
 // any letter case (a URI's scheme is case-insensitive, RFC 3986 §3.1).
+// A tool so named is held back: it would share the resource's pin.
 func IsUIResource(uri string) bool {
 	return len(uri) >= len("ui://") && strings.EqualFold(uri[:len("ui://")], "ui://")
 }
 
-// maxInline is the longest string of a content item a resource's
-// definition holds as it is; a longer one (a page's bundled scripts, a
-// blob) is held as its SHA-256 and length, so that a definition stays
-// small enough to store and review. The digest covers it all the same.
+// Listed is the name the resources/list entry of the UI resource uri is
+// pinned under (no URI holds a space, so no read's pin is named so).
+func Listed(uri string) string { return uri + " (listed)" }
+
+// maxInline is the longest string member of a content item a
+// resource's definition holds as it is; a longer one (a page's bundled
+// scripts, a blob) is held as its SHA-256 and length, so that a
+// definition stays small enough to store and review. The digest covers
+// it all the same.
 const maxInline = 64 << 10
+
+// maxResourceValues bounds the JSON values of a result that is pinned:
+// decoding builds each (found by a red-team helper: 32 MiB of empty
+// objects took 1.2 GiB and 8 s), and a definition of MaxDefinition bytes
+// cannot hold more than this many.
+const maxResourceValues = MaxDefinition / 2
+
+// Tags of the member values of a content item in a resource's
+// definition that are not shown as themselves: every array is tagged, so
+// that no value a server sends reads as a tagged one.
+const (
+	tagDigest = "sha256" // ["sha256", hex, bytes]: a string over maxInline
+	tagLines  = "lines"  // ["lines", line...]: a string of several lines (shown so only)
+	tagArray  = "array"  // ["array", [...]]: an array
+)
 
 // CanonicalResource builds the Definition of what a resources/read
 // result gives for the UI resource uri: {"uri": uri, "contents": [...]},
 // each content item whole (its uri, mimeType, text or blob and any other
-// member) but its "_meta", of which the members pinnedMeta names are
-// kept ("ui": the page's CSP, permissions, domain). A string member of
-// an item longer than maxInline is held as {"sha256": ..., "bytes": N}.
-// found is false when the result has no contents (an input_required
-// result: nothing to render). A result that parsers could read
-// differently (see wire.Tree; a lone "Contents", which Go hosts read as
-// the contents and JavaScript ones do not) is refused.
+// member, "meta" included) but for its "_meta", which is kept with the
+// members pinnedMeta names only ("ui": the page's CSP, permissions,
+// domain), as {} when it has none, and as it is when it is not an
+// object (so that a host reading `_meta || meta` reads the same one). A
+// string member of an item over maxInline is held as ["sha256", hex,
+// length], an array member as ["array", [...]]. found is false when the
+// result has no contents (an input_required result: nothing to render).
+// A result that parsers could read differently (see wire.Tree; a lone
+// "Contents", which Go hosts read as the contents and JavaScript ones do
+// not), or too large to decode cheaply, is refused.
 func CanonicalResource(uri string, result []byte) (def Definition, found bool, err error) {
-	if err := wire.Tree(result, nil); err != nil {
+	values, err := wire.TreeValues(result, nil)
+	if err != nil {
 		return Definition{}, false, fmt.Errorf("resource: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(result))
-	dec.UseNumber()
-	var all map[string]any
-	if err := dec.Decode(&all); err != nil {
+	if values > maxResourceValues {
+		return Definition{}, false, fmt.Errorf("resource of %d JSON values: at most %d can be pinned", values, maxResourceValues)
+	}
+	all, err := decodeObject(result)
+	if err != nil {
 		return Definition{}, false, fmt.Errorf("resource: %w", err)
 	}
 	var contents any
@@ -69,55 +97,146 @@ func CanonicalResource(uri string, result []byte) (def Definition, found bool, e
 		return Definition{}, true, fmt.Errorf("resource: its contents are not an array")
 	}
 	items := make([]any, len(list))
-	display := make([]any, len(list))
+	shown := make([]any, len(list))
 	for i, it := range list {
 		item, ok := it.(map[string]any)
 		if !ok {
 			return Definition{}, true, fmt.Errorf("resource: content %d is not an object", i)
 		}
-		c, shown := map[string]any{}, map[string]any{}
-		for k, v := range item {
+		if items[i], err = canonicalMembers(item); err != nil {
+			return Definition{}, true, fmt.Errorf("resource: content %d: %w", i, err)
+		}
+		shown[i] = showLines(items[i].(map[string]any), item)
+	}
+	def, err = definitionOf(map[string]any{"uri": uri, "contents": items}, map[string]any{"uri": uri, "contents": shown}, map[string]any{"uri": uri, "contents": items})
+	return def, true, err
+}
+
+// CanonicalListing builds the Definition of what the resources/list
+// entry of the UI resource uri asks of a host: its "_meta" as
+// CanonicalResource keeps an item's (a host falls back to it for the
+// page's CSP, permissions and domain), and its mimeType. The rest of the
+// entry (name, description, annotations, size) is the server's to change.
+func CanonicalListing(uri string, entry []byte) (Definition, error) {
+	values, err := wire.TreeValues(entry, nil)
+	if err != nil {
+		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+	}
+	if values > maxResourceValues {
+		return Definition{}, fmt.Errorf("resource list entry of %d JSON values: at most %d can be pinned", values, maxResourceValues)
+	}
+	all, err := decodeObject(entry)
+	if err != nil {
+		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+	}
+	kept := map[string]any{}
+	for k, v := range all {
+		if strings.EqualFold(k, "_meta") || strings.EqualFold(k, "mimeType") || strings.EqualFold(k, "meta") {
+			kept[k] = v
+		}
+	}
+	m, err := canonicalMembers(kept)
+	if err != nil {
+		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+	}
+	m["uri"] = uri
+	return definitionOf(m, m, m)
+}
+
+// decodeObject decodes a JSON object, numbers as written.
+func decodeObject(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var all map[string]any
+	if err := dec.Decode(&all); err != nil {
+		return nil, err
+	}
+	if all == nil {
+		return nil, fmt.Errorf("not an object")
+	}
+	return all, nil
+}
+
+// canonicalMembers is item as its definition holds it (see
+// CanonicalResource).
+func canonicalMembers(item map[string]any) (map[string]any, error) {
+	c := make(map[string]any, len(item))
+	for k, v := range item {
+		switch v := v.(type) {
+		case string:
+			if len(v) > maxInline {
+				sum := sha256.Sum256([]byte(v))
+				c[k] = []any{tagDigest, hex.EncodeToString(sum[:]), len(v)}
+				continue
+			}
+		case []any:
+			c[k] = []any{tagArray, v}
+			continue
+		case map[string]any:
 			if k == "_meta" {
 				meta, err := pinnedMetaOf(v)
 				if err != nil {
-					return Definition{}, true, fmt.Errorf("resource: content %d: %w", i, err)
+					return nil, err
 				}
-				if meta != nil {
-					c[k], shown[k] = meta, meta
+				if meta == nil {
+					meta = map[string]any{}
 				}
+				c[k] = meta
 				continue
 			}
-			c[k], shown[k] = v, v
-			if s, ok := v.(string); ok {
-				switch {
-				case len(s) > maxInline:
-					sum := sha256.Sum256([]byte(s))
-					c[k] = map[string]any{"sha256": hex.EncodeToString(sum[:]), "bytes": len(s)}
-					shown[k] = c[k]
-				case strings.Contains(s, "\n") && item[k+" (lines)"] == nil:
-					// Shown line by line, so that a diff shows the lines
-					// of a page that changed (the digest is of the string).
-					shown[k+" (lines)"] = strings.Split(s, "\n")
-					delete(shown, k)
-				}
-			}
 		}
-		items[i], display[i] = c, shown
+		c[k] = v
 	}
-	compact, err := json.Marshal(map[string]any{"uri": uri, "contents": items}) // keys sorted at every depth
+	return c, nil
+}
+
+// showLines is the canonical item c as a review shows it: a string member
+// of several lines (in item, as sent) as ["lines", line...], so that a
+// diff shows the lines of a page that changed.
+func showLines(c, item map[string]any) map[string]any {
+	shown := make(map[string]any, len(c))
+	for k, v := range c {
+		if s, ok := v.(string); ok && strings.Contains(s, "\n") {
+			lines := []any{tagLines}
+			for _, l := range strings.Split(s, "\n") {
+				lines = append(lines, l)
+			}
+			shown[k] = lines
+			continue
+		}
+		shown[k] = v
+	}
+	return shown
+}
+
+// definitionOf is the Definition of the canonical value v: its digest
+// (of v compact), and shown (or plain, when shown would be over
+// MaxDefinition) as a review sees it.
+func definitionOf(v, shown, plain any) (Definition, error) {
+	compact, err := json.Marshal(v) // keys sorted at every depth
 	if err != nil {
-		return Definition{}, true, fmt.Errorf("resource: %w", err)
+		return Definition{}, err
 	}
 	if len(compact) > MaxDefinition {
-		return Definition{}, true, fmt.Errorf("resource of %d bytes once its long strings are digests: at most %d can be pinned", len(compact), MaxDefinition)
+		return Definition{}, fmt.Errorf("a definition of %d bytes once its long strings are digests: at most %d can be pinned", len(compact), MaxDefinition)
 	}
 	sum := sha256.Sum256(compact)
-	// Shown as written (a page's "<" not as "\u003c"); values decoded
-	// from JSON: cannot fail.
-	var pretty bytes.Buffer
-	enc := json.NewEncoder(&pretty)
+	text := indent(shown)
+	if len(text) > MaxDefinition {
+		text = indent(plain) // a page of very many short lines
+	}
+	if len(text) > 2*MaxDefinition {
+		text = string(compact) // deeply nested: indenting multiplies it
+	}
+	return Definition{Digest: "sha256:" + hex.EncodeToString(sum[:]), JSON: text}, nil
+}
+
+// indent is v indented, as written (a page's "<" not as "\u003c").
+func indent(v any) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(map[string]any{"uri": uri, "contents": display})
-	return Definition{Digest: "sha256:" + hex.EncodeToString(sum[:]), JSON: strings.TrimSuffix(pretty.String(), "\n")}, true, nil
+	_ = enc.Encode(v) // values decoded from JSON: cannot fail
+	return strings.TrimSuffix(b.String(), "\n")
 }

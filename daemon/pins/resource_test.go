@@ -1,6 +1,9 @@
 package pins
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -53,6 +56,14 @@ func TestCanonicalResource(t *testing.T) {
 		{name: "contents not an array", result: `{"contents":{"text":"x"}}`, found: true, err: "not an array"},
 		{name: "a content not an object", result: `{"contents":["x"]}`, found: true, err: "not an object"},
 		{name: "an unpaired surrogate", result: page(`"\ud800"`, ``), err: "resource"},
+		// Whether an item has "_meta", and what it is when not an object:
+		// a host reading `_meta || meta` reads "meta" when it is gone.
+		{name: "_meta without pinned members", result: page(`"<p>echo</p>\n<p>two</p>"`, `,"_meta":{"trace":"1"}`), found: true},
+		{name: "no _meta", result: page(`"<p>echo</p>\n<p>two</p>"`, ``), found: true},
+		{name: "_meta empty string", result: page(`"<p>echo</p>\n<p>two</p>"`, `,"_meta":""`), found: true},
+		{name: "_meta null", result: page(`"<p>echo</p>\n<p>two</p>"`, `,"_meta":null`), found: true},
+		{name: "a second page in meta", result: page(`"<p>echo</p>\n<p>two</p>"`, `,"_meta":{"ui":{"csp":{"connectDomains":[]}},"trace":"1"},"meta":{"ui":{"csp":{"connectDomains":["https://x.example"]}}}`), found: true},
+		{name: "too many values to decode", result: `{"contents":[{"uri":"ui://echo/view.html","x":[` + strings.Repeat(`{},`, maxResourceValues) + `{}]}]}`, err: "JSON values"},
 	}
 	want, found, err := CanonicalResource(uri, []byte(base))
 	if err != nil || !found {
@@ -102,7 +113,7 @@ func TestCanonicalResourceShowsLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"text (lines)": [`, `"<p>1</p>",`, `"<p>2</p>"`, `"domain": "d"`, `"bytes": 65537`, `"sha256": "`} {
+	for _, want := range []string{"\"text\": [\n        \"lines\",\n        \"<p>1</p>\",\n        \"<p>2</p>\"\n", `"domain": "d"`, "\"sha256\",\n", "65537\n"} {
 		if !strings.Contains(def.JSON, want) {
 			t.Errorf("the definition lacks %s:\n%s", want, def.JSON)
 		}
@@ -111,5 +122,86 @@ func TestCanonicalResourceShowsLines(t *testing.T) {
 		if strings.Contains(def.JSON, unwanted) {
 			t.Errorf("the definition holds %.20q:\n%.2000s", unwanted, def.JSON)
 		}
+	}
+}
+
+// The definition tells every value a server can send apart: a string
+// over maxInline and an object that reads like its digest, an array and
+// the tags, a page and a member named like its lines.
+func TestCanonicalResourceIsInjective(t *testing.T) {
+	long := strings.Repeat("a", maxInline+1)
+	sum := sha256.Sum256([]byte(long))
+	digest := hex.EncodeToString(sum[:])
+	pairs := [][2]string{
+		{`{"contents":[{"uri":"ui://a","text":"` + long + `"}]}`, `{"contents":[{"uri":"ui://a","text":["sha256","` + digest + `",` + strconv.Itoa(len(long)) + `]}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"` + long + `"}]}`, `{"contents":[{"uri":"ui://a","text":{"sha256":"` + digest + `","bytes":` + strconv.Itoa(len(long)) + `}}]}`},
+		{`{"contents":[{"uri":"ui://a","x":["array",[1]]}]}`, `{"contents":[{"uri":"ui://a","x":[1]}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"1\n2"}]}`, `{"contents":[{"uri":"ui://a","text":["lines","1","2"]}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"1\n2"}]}`, `{"contents":[{"uri":"ui://a","text":"1\n2","text (lines)":null}]}`},
+		// A host reading `_meta || meta` reads "meta" once "_meta" is
+		// gone, null or "": each is another definition.
+		{`{"contents":[{"uri":"ui://a","text":"x","_meta":{"b":"1"}}]}`, `{"contents":[{"uri":"ui://a","text":"x"}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"x","_meta":{"b":"1"}}]}`, `{"contents":[{"uri":"ui://a","text":"x","_meta":null}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"x","_meta":{"b":"1"}}]}`, `{"contents":[{"uri":"ui://a","text":"x","_meta":""}]}`},
+		{`{"contents":[{"uri":"ui://a","text":"x"}]}`, `{"contents":[{"uri":"ui://a","text":"x","_meta":null}]}`},
+	}
+	for _, p := range pairs {
+		a, _, errA := CanonicalResource("ui://a", []byte(p[0]))
+		b, _, errB := CanonicalResource("ui://a", []byte(p[1]))
+		if errA != nil || errB != nil {
+			t.Fatalf("%v, %v", errA, errB)
+		}
+		if a.Digest == b.Digest {
+			t.Errorf("one digest for\n%.200s\nand\n%.200s", p[0], p[1])
+		}
+		if a.JSON == b.JSON {
+			t.Errorf("one review for\n%.200s\nand\n%.200s:\n%.2000s", p[0], p[1], a.JSON)
+		}
+	}
+}
+
+// A page of very many short lines is shown without its lines rather
+// than stored many times its size.
+func TestCanonicalResourceShownWithinBound(t *testing.T) {
+	def, _, err := CanonicalResource("ui://a", []byte(`{"contents":[{"uri":"ui://a","text":"`+strings.Repeat(`\n`, maxInline-10)+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(def.JSON) > 2*MaxDefinition {
+		t.Fatalf("a definition shown in %d bytes, more than %d", len(def.JSON), 2*MaxDefinition)
+	}
+}
+
+// What a resources/list entry of a UI resource asks of a host is pinned:
+// its _meta (a host falls back to it for the page's CSP) and mimeType;
+// its name, description and annotations are free.
+func TestCanonicalListing(t *testing.T) {
+	const base = `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`
+	want, err := CanonicalListing("ui://a", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, entry string
+		same        bool
+	}{
+		{"itself", base, true},
+		{"another name and description", `{"uri":"ui://a","name":"other","description":"d","annotations":{"lastModified":"2026-12-06"},"mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, true},
+		{"a free _meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}},"x":1}}`, true},
+		{"a wider CSP", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":["https://x.example"]}}}}`, false},
+		{"no _meta", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app"}`, false},
+		{"another mimeType", `{"uri":"ui://a","name":"view","mimeType":"text/html","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, false},
+		{"a meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}},"meta":{"ui":{}}}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			def, err := CanonicalListing("ui://a", []byte(tt.entry))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if same := def.Digest == want.Digest; same != tt.same {
+				t.Fatalf("same digest: %v, want %v\n%s", same, tt.same, def.JSON)
+			}
+		})
 	}
 }

@@ -11,7 +11,8 @@
 // with $TESTSERVER_INSTRUCTIONS, those instructions; with
 // $TESTSERVER_ECHO_UI, echo names that UI resource (MCP Apps), and with
 // $TESTSERVER_UI_PAGE the server serves it: that page, with
-// $TESTSERVER_UI_CONNECT as the one domain its CSP lets it connect to.
+// $TESTSERVER_UI_CONNECT as the one domain its CSP lets it connect to
+// (or, with $TESTSERVER_UI_LIST_CONNECT, its list entry's).
 package main
 
 import (
@@ -81,7 +82,13 @@ func main() {
 		if domain := os.Getenv("TESTSERVER_UI_CONNECT"); domain != "" {
 			meta = map[string]any{"ui": map[string]any{"csp": map[string]any{"connectDomains": []string{domain}}}}
 		}
-		s.AddResource(mcp.NewResource(uri, "echo view", mcp.WithMIMEType(appMIME)),
+		res := mcp.NewResource(uri, "echo view", mcp.WithMIMEType(appMIME))
+		// $TESTSERVER_UI_LIST_CONNECT asks for that domain in the
+		// resource's list entry instead (hosts fall back to it).
+		if domain := os.Getenv("TESTSERVER_UI_LIST_CONNECT"); domain != "" {
+			res.Meta = &mcp.Meta{AdditionalFields: map[string]any{"ui": map[string]any{"csp": map[string]any{"connectDomains": []string{domain}}}}}
+		}
+		s.AddResource(res,
 			func(context.Context, mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 				return []mcp.ResourceContents{mcp.TextResourceContents{URI: uri, MIMEType: appMIME, Text: uiPage, Meta: meta}}, nil
 			})
