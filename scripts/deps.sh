@@ -59,3 +59,7 @@ if [ ! -d testdata/tsclient/node_modules/@modelcontextprotocol/sdk ] && command 
   echo "deps: installing the MCP TypeScript SDK for testdata/tsclient"
   (cd testdata/tsclient && npm ci --no-fund --no-audit --loglevel=error)
 fi
+if [ ! -d testdata/appserver/node_modules/@modelcontextprotocol/ext-apps ] && command -v npm >/dev/null; then
+  echo "deps: installing the MCP TypeScript and ext-apps SDKs for testdata/appserver"
+  (cd testdata/appserver && npm ci --no-fund --no-audit --loglevel=error)
+fi
