@@ -242,7 +242,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 		return false
 	}
 	s, name := p.s, pins.Listed(uri)
-	def, err := pins.CanonicalListing(uri, item)
+	def, asks, err := pins.CanonicalListing(uri, item)
 	if err != nil {
 		if p.firstUnreadable(name) {
 			s.log.Warn("UI resource's list entry held back: it cannot be pinned", "resource", uri, "err", err)
@@ -250,7 +250,13 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 		}
 		return true
 	}
-	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, false, time.Now())
+	// An entry first seen after its page was pinned in another session
+	// is not trusted on first use when it asks for something: a server
+	// could leave it out until the page is approved, then widen the
+	// page's CSP through it (found by a red-team helper).
+	_, pagePinned := p.d.pins.Get(s.pinKey, uri)
+	newQuarantined := asks && pagePinned && !p.pinnedHere(uri)
+	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, newQuarantined, time.Now())
 	switch v {
 	case pins.Pinned, pins.PinnedNew:
 		return false
@@ -263,6 +269,29 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	}
 	p.noteChanged(name, pin, def)
 	return true
+}
+
+// pinnedHere says whether this session made the pin of the UI resource
+// uri (its first read).
+func (p *sessionPolicy) pinnedHere(uri string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.uiPinnedHere[uri]
+	return ok
+}
+
+// notePinnedHere notes that this session made the pin of uri: its list
+// entry, seen in the same session, is trusted on first use with it.
+// Bounded: past maxChangedSeen, entries first seen are held back.
+func (p *sessionPolicy) notePinnedHere(uri string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.uiPinnedHere == nil {
+		p.uiPinnedHere = map[string]struct{}{}
+	}
+	if len(p.uiPinnedHere) < maxChangedSeen {
+		p.uiPinnedHere[uri] = struct{}{}
+	}
 }
 
 // saveResourcePins keeps what the checks of a resources/list changed.
@@ -295,8 +324,11 @@ func (p *sessionPolicy) noteChanged(name string, pin pins.Pin, def pins.Definiti
 	s := p.s
 	s.log.Warn("UI resource held back: it is not the approved one", "pin_name", name, "pin", pin.Approved.Digest, "now", def.Digest)
 	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
-	p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest,
-		"diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}))
+	fields := audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest, "diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}
+	if pin.Approved.Digest == "" {
+		fields["reason"] = "a list entry first seen after its page was pinned, asking for more than its type: not trusted on first use"
+	}
+	p.d.audit.AppendAsync(s.resourceChangedRecord(name, fields))
 }
 
 // checkUIResource checks what a resources/read result gives for the UI
@@ -315,6 +347,10 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 	def, found, err := pins.CanonicalResource(uri, result)
 	if !found && err == nil {
 		return ""
+	}
+	if err == nil && strings.ContainsAny(uri, " \t\r\n") {
+		// No URI holds one, and pins.Listed names pins with one.
+		err = errors.New("its URI holds white space")
 	}
 	srv, name := shellQuote(s.server), shellQuote(uri)
 	held := func(why string) string {
@@ -335,7 +371,10 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 		s.log.Error("tool pins not saved: they hold until mcpcaged stops", "err", err)
 	}
 	switch v {
-	case pins.Pinned, pins.PinnedNew:
+	case pins.PinnedNew:
+		p.notePinnedHere(uri)
+		return ""
+	case pins.Pinned:
 		return ""
 	case pins.Full:
 		s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)

@@ -418,6 +418,49 @@ func TestUIResourceReadsArePinned(t *testing.T) {
 				t.Fatal("the entry's change is not kept for review")
 			}
 		}},
+		{"a list entry first seen in a later session than its page is not trusted on first use", false, func(t *testing.T, p *sessionPolicy) {
+			// A server could leave the entry out until its page is pinned
+			// (and approved), then widen the page's CSP through it
+			// (found by a red-team helper).
+			read(p, 1, ui)
+			answer(p, 1, page(ui, "<p>one</p>"))
+			later := testPolicy(p.d, "gh", "cd", false)
+			later.s.pinKey = p.s.pinKey
+			list := func(p *sessionPolicy, id int, entry string) string {
+				e, msg := peek(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"result":{"resources":[%s,{"uri":"file:///data.txt","name":"data"}]}}`, id, entry))
+				return string(p.FromServer(e, msg, "resources/list").Replace)
+			}
+			wide := fmt.Sprintf(`{"uri":%q,"name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":["https://collect.example"]}}}}`, ui)
+			if shown := list(later, 2, wide); strings.Contains(shown, ui) || shown == "" {
+				t.Fatalf("the entry asking for a domain, first seen in a later session: %q, want it held back", shown)
+			}
+			if pin, _ := p.d.pins.Get(p.s.pinKey, pins.Listed(ui)); !pin.Quarantined() || pin.Approved.Digest != "" {
+				t.Fatalf("the entry's pin: %+v, want it waiting for approval", pin)
+			}
+			// An entry that asks for nothing but its type is pinned.
+			other := "ui://app/other.html"
+			read(p, 3, other)
+			answer(p, 3, page(other, "<p>other</p>"))
+			if shown := list(later, 4, fmt.Sprintf(`{"uri":%q,"name":"other","mimeType":"text/html;profile=mcp-app"}`, other)); shown != "" {
+				t.Fatalf("an entry asking for nothing was held back: %s", shown)
+			}
+			// In the session that pinned the page, the entry is trusted
+			// on first use with it, as the page was.
+			third := "ui://app/third.html"
+			read(p, 5, third)
+			answer(p, 5, page(third, "<p>third</p>"))
+			if shown := list(p, 6, strings.ReplaceAll(wide, ui, third)); shown != "" {
+				t.Fatalf("the entry seen in the session that pinned its page was held back: %s", shown)
+			}
+		}},
+		{"a URI with white space is held back", false, func(t *testing.T, p *sessionPolicy) {
+			// pins.Listed names the list entry's pin with a space.
+			uri := pins.Listed(ui)
+			read(p, 1, uri)
+			if v := answer(p, 1, page(uri, "<p>one</p>")); !strings.Contains(string(v.Replace), "white space") {
+				t.Fatalf("a read of %q: %s, want it held back", uri, v.Replace)
+			}
+		}},
 		{"a server alternating two pages is recorded once for each", false, func(t *testing.T, p *sessionPolicy) {
 			read(p, 1, ui)
 			answer(p, 1, page(ui, "<p>one</p>"))

@@ -266,3 +266,42 @@ func TestChangedAppPageIsHeldBackWithTheAppsSDK(t *testing.T) {
 	}
 	_ = c.Close()
 }
+
+// TestListEntryFirstSeenAfterItsPageWaitsForApproval: a server that left
+// its page's list entry out until the page was pinned, then lists it
+// asking for a domain (the CSP hosts fall back to), has the entry held
+// back until `pins approve`, not trusted on first use (found by a
+// red-team helper).
+func TestListEntryFirstSeenAfterItsPageWaitsForApproval(t *testing.T) {
+	const (
+		uri    = "ui://weather/view.html"
+		domain = "https://collect.example"
+	)
+	d := consentDaemon(t, "")
+	base, err := os.ReadFile(d.config)
+	must(t, err, "read config")
+	configure := func(env string) {
+		t.Helper()
+		d.reloadTo(t, append(append([]byte(nil), base...), appServerSection(t, env)...))
+	}
+	configure("")
+	d.mustCLI(t, "grant", "--agent", "itest", "--server", "app", "--tool", "weather", "--resource", "ui://*")
+	c := d.connect(t, "app", mcp.ProtocolVersion20251125)
+	if page, err := readUIPage(t, c, uri); err != nil || !strings.Contains(page, "sunny") { // pinned; not listed
+		t.Fatalf("the first read: %q, %v", page, err)
+	}
+	_ = c.Close()
+	configure(fmt.Sprintf("APPSERVER_LIST_CONNECT = %q", domain))
+	c = d.connect(t, "app", mcp.ProtocolVersion20251125)
+	if listed := listedResources(t, c); slices.Contains(listed, uri) {
+		t.Fatalf("the entry asking for %s, first seen after its page was pinned, was shown: %v", domain, listed)
+	}
+	pending, diff := d.pendingDigest(t, "app", pins.Listed(uri))
+	if !strings.Contains(diff, domain) {
+		t.Fatalf("pins diff does not show what the entry asks for:\n%s", diff)
+	}
+	d.mustCLI(t, "pins", "approve", "app", pins.Listed(uri), pending)
+	if listed := listedResources(t, c); !slices.Contains(listed, uri) {
+		t.Fatalf("the approved entry is not shown: %v", listed)
+	}
+}

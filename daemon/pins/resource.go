@@ -115,32 +115,47 @@ func CanonicalResource(uri string, result []byte) (def Definition, found bool, e
 // CanonicalListing builds the Definition of what the resources/list
 // entry of the UI resource uri asks of a host: its "_meta" as
 // CanonicalResource keeps an item's (a host falls back to it for the
-// page's CSP, permissions and domain), and its mimeType. The rest of the
-// entry (name, description, annotations, size) is the server's to change.
-func CanonicalListing(uri string, entry []byte) (Definition, error) {
+// page's CSP, permissions and domain), "meta", the members a JavaScript
+// host copying the entry by assignment would read through its prototype
+// ("__proto__", "constructor", "prototype"), and its mimeType. The rest
+// of the entry (name, description, annotations, size) is the server's to
+// change. asks says whether the entry asks for anything beyond its
+// mimeType: a pinned member in "_meta", or any of the others.
+func CanonicalListing(uri string, entry []byte) (def Definition, asks bool, err error) {
 	values, err := wire.TreeValues(entry, nil)
 	if err != nil {
-		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+		return Definition{}, false, fmt.Errorf("resource list entry: %w", err)
 	}
 	if values > maxResourceValues {
-		return Definition{}, fmt.Errorf("resource list entry of %d JSON values: at most %d can be pinned", values, maxResourceValues)
+		return Definition{}, false, fmt.Errorf("resource list entry of %d JSON values: at most %d can be pinned", values, maxResourceValues)
 	}
 	all, err := decodeObject(entry)
 	if err != nil {
-		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+		return Definition{}, false, fmt.Errorf("resource list entry: %w", err)
 	}
 	kept := map[string]any{}
 	for k, v := range all {
-		if strings.EqualFold(k, "_meta") || strings.EqualFold(k, "mimeType") || strings.EqualFold(k, "meta") {
+		if strings.EqualFold(k, "mimeType") || strings.EqualFold(k, "_meta") || strings.EqualFold(k, "meta") || k == "__proto__" || k == "constructor" || k == "prototype" {
 			kept[k] = v
 		}
 	}
 	m, err := canonicalMembers(kept)
 	if err != nil {
-		return Definition{}, fmt.Errorf("resource list entry: %w", err)
+		return Definition{}, false, fmt.Errorf("resource list entry: %w", err)
+	}
+	for k, v := range m {
+		switch {
+		case strings.EqualFold(k, "mimeType"):
+		case k == "_meta":
+			meta, ok := v.(map[string]any) // what pinnedMeta keeps of it
+			asks = asks || ok && len(meta) > 0
+		default:
+			asks = true
+		}
 	}
 	m["uri"] = uri
-	return definitionOf(m, m, m)
+	def, err = definitionOf(m, m, m)
+	return def, asks, err
 }
 
 // decodeObject decodes a JSON object, numbers as written.

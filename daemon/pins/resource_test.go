@@ -177,30 +177,38 @@ func TestCanonicalResourceShownWithinBound(t *testing.T) {
 // its name, description and annotations are free.
 func TestCanonicalListing(t *testing.T) {
 	const base = `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`
-	want, err := CanonicalListing("ui://a", []byte(base))
+	want, _, err := CanonicalListing("ui://a", []byte(base))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name, entry string
-		same        bool
+		same, asks  bool
 	}{
-		{"itself", base, true},
-		{"another name and description", `{"uri":"ui://a","name":"other","description":"d","annotations":{"lastModified":"2026-12-06"},"mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, true},
-		{"a free _meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}},"x":1}}`, true},
-		{"a wider CSP", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":["https://x.example"]}}}}`, false},
-		{"no _meta", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app"}`, false},
-		{"another mimeType", `{"uri":"ui://a","name":"view","mimeType":"text/html","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, false},
-		{"a meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}},"meta":{"ui":{}}}`, false},
+		{"itself", base, true, true},
+		{"another name and description", `{"uri":"ui://a","name":"other","description":"d","annotations":{"lastModified":"2026-12-06"},"mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, true, true},
+		{"a free _meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}},"x":1}}`, true, true},
+		{"a wider CSP", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":["https://x.example"]}}}}`, false, true},
+		{"no _meta", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app"}`, false, false},
+		{"a _meta without pinned members", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"x":1}}`, false, false},
+		{"another mimeType", `{"uri":"ui://a","name":"view","mimeType":"text/html","_meta":{"ui":{"csp":{"connectDomains":[]}}}}`, false, true},
+		{"a meta member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}},"meta":{"ui":{}}}`, false, true},
+		// A JavaScript host copying the entry by assignment reads its
+		// _meta through __proto__ (found by a red-team helper).
+		{"a __proto__ member", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","_meta":{"ui":{"csp":{"connectDomains":[]}}},"__proto__":{"_meta":{"ui":{"csp":{"connectDomains":["https://x.example"]}}}}}`, false, true},
+		{"a __proto__ alone", `{"uri":"ui://a","name":"view","mimeType":"text/html;profile=mcp-app","__proto__":{"_meta":{}}}`, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			def, err := CanonicalListing("ui://a", []byte(tt.entry))
+			def, asks, err := CanonicalListing("ui://a", []byte(tt.entry))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if same := def.Digest == want.Digest; same != tt.same {
 				t.Fatalf("same digest: %v, want %v\n%s", same, tt.same, def.JSON)
+			}
+			if asks != tt.asks {
+				t.Fatalf("asks: %v, want %v", asks, tt.asks)
 			}
 		})
 	}
