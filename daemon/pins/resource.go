@@ -69,16 +69,9 @@ const (
 // "Contents", which Go hosts read as the contents and JavaScript ones do
 // not), or too large to decode cheaply, is refused.
 func CanonicalResource(uri string, result []byte) (def Definition, found bool, err error) {
-	values, err := wire.TreeValues(result, nil)
+	all, err := decodeBounded("resource", result)
 	if err != nil {
-		return Definition{}, false, fmt.Errorf("resource: %w", err)
-	}
-	if values > maxResourceValues {
-		return Definition{}, false, fmt.Errorf("resource of %d JSON values: at most %d can be pinned", values, maxResourceValues)
-	}
-	all, err := decodeObject(result)
-	if err != nil {
-		return Definition{}, false, fmt.Errorf("resource: %w", err)
+		return Definition{}, false, err
 	}
 	var contents any
 	for k, v := range all {
@@ -106,9 +99,9 @@ func CanonicalResource(uri string, result []byte) (def Definition, found bool, e
 		if items[i], err = canonicalMembers(item); err != nil {
 			return Definition{}, true, fmt.Errorf("resource: content %d: %w", i, err)
 		}
-		shown[i] = showLines(items[i].(map[string]any), item)
+		shown[i] = showLines(items[i].(map[string]any))
 	}
-	def, err = definitionOf(map[string]any{"uri": uri, "contents": items}, map[string]any{"uri": uri, "contents": shown}, map[string]any{"uri": uri, "contents": items})
+	def, err = definitionOf(map[string]any{"uri": uri, "contents": items}, map[string]any{"uri": uri, "contents": shown})
 	return def, true, err
 }
 
@@ -122,16 +115,9 @@ func CanonicalResource(uri string, result []byte) (def Definition, found bool, e
 // change. asks says whether the entry asks for anything beyond its
 // mimeType: a pinned member in "_meta", or any of the others.
 func CanonicalListing(uri string, entry []byte) (def Definition, asks bool, err error) {
-	values, err := wire.TreeValues(entry, nil)
+	all, err := decodeBounded("resource list entry", entry)
 	if err != nil {
-		return Definition{}, false, fmt.Errorf("resource list entry: %w", err)
-	}
-	if values > maxResourceValues {
-		return Definition{}, false, fmt.Errorf("resource list entry of %d JSON values: at most %d can be pinned", values, maxResourceValues)
-	}
-	all, err := decodeObject(entry)
-	if err != nil {
-		return Definition{}, false, fmt.Errorf("resource list entry: %w", err)
+		return Definition{}, false, err
 	}
 	kept := map[string]any{}
 	for k, v := range all {
@@ -154,20 +140,29 @@ func CanonicalListing(uri string, entry []byte) (def Definition, asks bool, err 
 		}
 	}
 	m["uri"] = uri
-	def, err = definitionOf(m, m, m)
+	def, err = definitionOf(m, m)
 	return def, asks, err
 }
 
-// decodeObject decodes a JSON object, numbers as written.
-func decodeObject(b []byte) (map[string]any, error) {
+// decodeBounded decodes the JSON object b (what, in errors), numbers as
+// written, once wire.TreeValues has found it unambiguous and of at most
+// maxResourceValues values.
+func decodeBounded(what string, b []byte) (map[string]any, error) {
+	values, err := wire.TreeValues(b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if values > maxResourceValues {
+		return nil, fmt.Errorf("%s of %d JSON values: at most %d can be pinned", what, values, maxResourceValues)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var all map[string]any
 	if err := dec.Decode(&all); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if all == nil {
-		return nil, fmt.Errorf("not an object")
+		return nil, fmt.Errorf("%s: not an object", what)
 	}
 	return all, nil
 }
@@ -206,9 +201,9 @@ func canonicalMembers(item map[string]any) (map[string]any, error) {
 }
 
 // showLines is the canonical item c as a review shows it: a string member
-// of several lines (in item, as sent) as ["lines", line...], so that a
-// diff shows the lines of a page that changed.
-func showLines(c, item map[string]any) map[string]any {
+// of several lines as ["lines", line...], so that a diff shows the lines
+// of a page that changed.
+func showLines(c map[string]any) map[string]any {
 	shown := make(map[string]any, len(c))
 	for k, v := range c {
 		if s, ok := v.(string); ok && strings.Contains(s, "\n") {
@@ -225,9 +220,9 @@ func showLines(c, item map[string]any) map[string]any {
 }
 
 // definitionOf is the Definition of the canonical value v: its digest
-// (of v compact), and shown (or plain, when shown would be over
+// (of v compact), and shown (or v, when shown would be over
 // MaxDefinition) as a review sees it.
-func definitionOf(v, shown, plain any) (Definition, error) {
+func definitionOf(v, shown any) (Definition, error) {
 	compact, err := json.Marshal(v) // keys sorted at every depth
 	if err != nil {
 		return Definition{}, err
@@ -238,7 +233,7 @@ func definitionOf(v, shown, plain any) (Definition, error) {
 	sum := sha256.Sum256(compact)
 	text := indent(shown)
 	if len(text) > MaxDefinition {
-		text = indent(plain) // a page of very many short lines
+		text = indent(v) // a page of very many short lines
 	}
 	if len(text) > 2*MaxDefinition {
 		text = string(compact) // deeply nested: indenting multiplies it
