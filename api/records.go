@@ -21,6 +21,9 @@ const (
 	RecordToolResult    RecordType = "tool.result"    // the result of a forwarded tools/call
 	RecordToolCancelled RecordType = "tool.cancelled" // the client cancelled a forwarded tools/call
 	RecordToolChanged   RecordType = "tool.changed"   // a server changed a tool's definition during the session
+	// RecordToolChangedOverflow: more held-back definitions than a
+	// session records one by one; counts by pin.
+	RecordToolChangedOverflow RecordType = "tool.changed_overflow"
 
 	RecordRequest       RecordType = "request"        // a decided resources/read or prompts/get that was forwarded
 	RecordRequestDenied RecordType = "request.denied" // a decided resources/read or prompts/get that was denied

@@ -600,7 +600,7 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 			ke.Rule = unspecifiedRule
 		}
 		s.deniedKernel.Add(1)
-		if unrecorded = !s.kernelDenials.record(ke.Type, ke.Addr); unrecorded {
+		if unrecorded = !s.admitKernelDenial(ke.Type, ke.Addr); unrecorded {
 			s.log.Debug(msg, "addr", ke.Addr, "proto", ke.Proto, "pid", ke.Pid, "unrecorded", true)
 			break
 		}
@@ -612,7 +612,7 @@ func (d *Daemon) onSessionEvent(s *session, ev bpf.Event) {
 			ke.Action = "EACCES"
 			ke.Rule = denyRule(srv, ev.Rule)
 			s.deniedKernel.Add(1)
-			if unrecorded = !s.kernelDenials.record(ke.Type, ke.Path); unrecorded {
+			if unrecorded = !s.admitKernelDenial(ke.Type, ke.Path); unrecorded {
 				s.log.Debug("file open denied", "path", ke.Path, "pid", ke.Pid, "unrecorded", true)
 				break
 			}

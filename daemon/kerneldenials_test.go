@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -57,24 +56,8 @@ func TestRepeatedKernelDenialsAreBounded(t *testing.T) {
 			if len(overflow) != 1 || overflow[0]["count"] != tt.overflow {
 				t.Fatalf("overflow records %v, want one counting %d", overflow, tt.overflow)
 			}
-			// As written (the log may have copied the list while bounding it).
-			var what []struct {
-				What  string `json:"what"`
-				Count int64  `json:"count"`
-			}
-			b, err := json.Marshal(overflow[0]["denied"])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := json.Unmarshal(b, &what); err != nil {
-				t.Fatalf("denied %s: %v", b, err)
-			}
-			var sum int64
-			for _, w := range what {
-				sum += w.Count
-			}
-			if len(what) != tt.whatCount || sum != tt.overflow {
-				t.Fatalf("overflow by what: %v (%d keys), want %d keys summing to %d", what, len(what), tt.whatCount, tt.overflow)
+			if keys, sum := overflowCounts(t, overflow[0], "denied"); keys != tt.whatCount || sum != tt.overflow {
+				t.Fatalf("overflow by what: %d keys summing to %d, want %d keys summing to %d", keys, sum, tt.whatCount, tt.overflow)
 			}
 			if got := f.s.deniedKernel.Load(); got != int64(tt.events) {
 				t.Fatalf("kernel_denied %d, want every denial: %d", got, tt.events)

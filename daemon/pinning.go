@@ -84,15 +84,15 @@ func (p *sessionPolicy) noteDef(name, def string) {
 	p.defs[name] = def
 }
 
-// firstUnreadable notes that what the session was shown of name cannot
-// be pinned, and says whether that is new (logged and recorded once per
-// session).
-func (p *sessionPolicy) firstUnreadable(name string) bool {
+// unreadableRecorded notes that what the session was shown of name
+// cannot be pinned, and says whether to log and record that (once per
+// session, within its budget: recordsChange).
+func (p *sessionPolicy) unreadableRecorded(name string) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	first := p.defs[name] != unreadableDef
 	p.noteDef(name, unreadableDef)
-	return first
+	p.mu.Unlock()
+	_, record := p.recordsChange(name, "", unreadableDef)
+	return record
 }
 
 // overflowed notes a tool held back because the pins are full.
@@ -135,7 +135,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	if pins.IsUIResource(name) {
 		// A UI resource's pin is under its URI: a tool so named would
 		// share it (and approving either hold the other back).
-		if p.firstUnreadable(name) {
+		if p.unreadableRecorded(name) {
 			s.log.Warn("tool held back: its name is a UI resource's URI", "tool", name)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, errToolNamedAsUI))
 		}
@@ -147,7 +147,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	def, err := pins.Canonical(item)
 	if err != nil {
-		if p.firstUnreadable(name) {
+		if p.unreadableRecorded(name) {
 			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -159,16 +159,17 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 		return true
 	}
 	p.mu.Lock()
-	seen := p.defs[name] == def.Digest
 	p.noteDef(name, def.Digest)
 	p.mu.Unlock()
 	if v != pins.Changed && v != pins.Unpinned {
 		return false
 	}
-	if !seen { // once per definition and session
-		s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
+	if fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest); fresh {
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
-		p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+		if record {
+			s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
+			p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+		}
 	}
 	return true
 }
@@ -200,8 +201,10 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	}
 	def, err := pins.Canonical(append(append([]byte(`{"instructions":`), value...), '}'))
 	if err != nil {
-		s.log.Warn("server instructions held back: they cannot be pinned", "err", err)
-		p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
+		if _, record := p.recordsChange(name, "", unreadableDef); record {
+			s.log.Warn("server instructions held back: they cannot be pinned", "err", err)
+			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
+		}
 		return p.holdInstructions(result)
 	}
 	v, pin, _ := p.d.pins.Check(s.pinKey, name, def, false, time.Now())
@@ -216,15 +219,15 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 		p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, fmt.Errorf("the pins of the server are full (%d)", pins.MaxTools)))
 		return p.holdInstructions(result)
 	}
-	s.log.Warn("server instructions held back: they are not the approved ones", "pin", pin.Approved.Digest, "now", def.Digest)
-	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
-	p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+	if fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest); fresh {
+		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
+		if record {
+			s.log.Warn("server instructions held back: they are not the approved ones", "pin", pin.Approved.Digest, "now", def.Digest)
+			p.d.audit.AppendAsync(s.toolChangedRecord(name, pin, def))
+		}
+	}
 	return p.holdInstructions(result)
 }
-
-// maxChangedSeen bounds the changed UI resource definitions a session
-// remembers having recorded; past it, each is recorded again.
-const maxChangedSeen = 1024
 
 // errToolNamedAsUI: a tool named with a ui:// URI is held back.
 var errToolNamedAsUI = errors.New("its name is a UI resource's URI (ui://), under which the resource is pinned")
@@ -244,7 +247,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	s, name := p.s, pins.Listed(uri)
 	def, asks, err := pins.CanonicalListing(uri, item)
 	if err != nil {
-		if p.firstUnreadable(name) {
+		if p.unreadableRecorded(name) {
 			s.log.Warn("UI resource's list entry held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
@@ -261,7 +264,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	case pins.Pinned, pins.PinnedNew:
 		return false
 	case pins.Full:
-		if p.firstUnreadable(name) {
+		if _, record := p.recordsChange(name, "", fullDef); record {
 			s.log.Warn("UI resource's list entry held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		}
@@ -282,14 +285,14 @@ func (p *sessionPolicy) pinnedHere(uri string) bool {
 
 // notePinnedHere notes that this session made the pin of uri: its list
 // entry, seen in the same session, is trusted on first use with it.
-// Bounded: past maxChangedSeen, entries first seen are held back.
+// Bounded: past maxPinChangesSeen, entries first seen are held back.
 func (p *sessionPolicy) notePinnedHere(uri string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.uiPinnedHere == nil {
 		p.uiPinnedHere = map[string]struct{}{}
 	}
-	if len(p.uiPinnedHere) < maxChangedSeen {
+	if len(p.uiPinnedHere) < maxPinChangesSeen {
 		p.uiPinnedHere[uri] = struct{}{}
 	}
 }
@@ -308,22 +311,16 @@ func (p *sessionPolicy) saveResourcePins() {
 // what the session was shown of the UI resource pin name is not the
 // approved one.
 func (p *sessionPolicy) noteChanged(name string, pin pins.Pin, def pins.Definition) {
-	key := name + "\x00" + def.Digest
-	p.mu.Lock()
-	_, seen := p.changedSeen[key]
-	if !seen && len(p.changedSeen) < maxChangedSeen {
-		if p.changedSeen == nil {
-			p.changedSeen = map[string]struct{}{}
-		}
-		p.changedSeen[key] = struct{}{} // a server alternating pages is recorded once for each
+	fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest)
+	if !fresh {
+		return
 	}
-	p.mu.Unlock()
-	if seen {
+	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(p.s.serverLabel).Inc()
+	if !record {
 		return
 	}
 	s := p.s
 	s.log.Warn("UI resource held back: it is not the approved one", "pin_name", name, "pin", pin.Approved.Digest, "now", def.Digest)
-	p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 	fields := audit.Record{"action": "quarantined", "old_digest": pin.Approved.Digest, "new_digest": def.Digest, "diff": pins.Diff(pin.Approved.JSON, def.JSON, audit.MaxString)}
 	if pin.Approved.Digest == "" {
 		fields["reason"] = "a list entry first seen after its page was pinned, asking for more than its type: not trusted on first use"
@@ -360,7 +357,7 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 		return fmt.Sprintf("the UI resource %q of server %s %s", uri, s.server, why)
 	}
 	if err != nil {
-		if p.firstUnreadable(uri) {
+		if p.unreadableRecorded(uri) {
 			s.log.Warn("UI resource held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
@@ -377,8 +374,10 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 	case pins.Pinned:
 		return ""
 	case pins.Full:
-		s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
-		p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
+		if _, record := p.recordsChange(uri, "", fullDef); record {
+			s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
+			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
+		}
 		return held(fmt.Sprintf("is held back: the server has more tools and UI resources than mcpcage pins for one server (%d)", pins.MaxTools))
 	}
 	p.noteChanged(uri, pin, def)

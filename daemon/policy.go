@@ -70,7 +70,6 @@ type sessionPolicy struct {
 
 	reads        map[string]string   // forwarded prompts/get (resources/read) by id key: the name, for the result's influence
 	uiReads      map[string]string   // forwarded resources/read of UI resources by id key: the URI, whose pin the result is checked against
-	changedSeen  map[string]struct{} // changed UI resource definitions recorded (pin name, NUL, digest): see noteChanged
 	uiPinnedHere map[string]struct{} // UI resources this session pinned first (see notePinnedHere)
 	tasks        taskTools           // task-augmented tools/call: the tool of each task, for its result's checks
 	suspectTools map[string]string   // tools kept from the session after a suspect influence (on_suspect = "quarantine-tool"): why

@@ -61,7 +61,8 @@ type session struct {
 	deniedSyscalls  atomic.Int64
 	kernelEvents    atomic.Int64
 	deniedKernel    atomic.Int64
-	kernelDenials   kernelDenials // the repeatable ones, recorded one by one up to a bound
+	kernelDenials   recordBudget  // the repeatable ones, recorded one by one up to a bound
+	pinChanges      pinChanges    // held-back definitions recorded, within a budget
 	recordsDropped  atomic.Int64  // its kernel events' records the audit queue had no room for
 	opensFolded     uint64        // opens deny-checked but folded into a recorded one (kernel)
 	eventsThrottled uint64        // kernel events the session's budget refused: not recorded
@@ -885,6 +886,7 @@ func (d *Daemon) accountSession(ctx context.Context, s *session, exit api.Exit) 
 	s.accounting.Store(true)
 	d.recordDeniedOverflow(s)
 	d.recordKernelDeniedOverflow(s)
+	d.recordPinChangeOverflow(s)
 	d.endSessionConsents(s)
 	if err := d.audit.Append(s.sessionEndRecord(exit)); err != nil {
 		s.log.Error("session end not recorded in the audit log", "err", err)

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -295,4 +296,80 @@ func listInBackground(t *testing.T, c *mcpClient) <-chan []string {
 		names <- got
 	}()
 	return names
+}
+
+// A server that changes its tools at every list and says so
+// (notifications/tools/list_changed) gets a client that lists again each
+// time: each list held back every tool again under a new definition, and
+// each held-back definition was a tool.changed record (300 tools, 5
+// lists: 1,200 records), as often as the client listed, in observe mode
+// too. A session records the first maxPinChangeRecords (256)
+// one by one and counts the rest by tool in one tool.changed_overflow
+// record at its end; what is held back does not change, and the log
+// still verifies.
+func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
+	const churn, lists, budget = 300, 5, 256
+	srv := fmt.Sprintf("[servers.rogue]\ncommand = [%q]\nenv = { ROGUE_CHURN_TOOLS = \"%d\" }\n", rogueServer(t), churn)
+	tests := []struct {
+		name  string
+		start func(t *testing.T) *daemon
+		later int // the changing tools shown after the first list
+	}{
+		{"observe mode", func(t *testing.T) *daemon { return startDaemon(t, srv) }, churn},
+		{"enforced", func(t *testing.T) *daemon {
+			d := consentDaemon(t, srv)
+			d.mustCLI(t, "grant", "--agent", "itest", "--server", "rogue", "--tool", "*")
+			return d
+		}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := tt.start(t)
+			p := d.hostileShim(t, "rogue")
+			for i := range lists {
+				id := fmt.Sprint(100 + i)
+				must(t, p.send(`{"jsonrpc":"2.0","id":`+id+`,"method":"tools/list"}`+"\n"), "send tools/list")
+				lines := p.until(t, id)
+				list := lines[len(lines)-1]
+				want := tt.later
+				if i == 0 {
+					want = churn // pinned on first use
+				}
+				if shown := strings.Count(list, `"churn_`); shown != want || !strings.Contains(list, `"echo"`) {
+					t.Fatalf("list %d shows %d of the %d changing tools (echo %v), want %d: %.300s",
+						i, shown, churn, strings.Contains(list, `"echo"`), want, list)
+				}
+			}
+			_, _ = p.wait() // the client's end ends the session
+			end := d.record(t, string(api.RecordSessionEnd), func(r map[string]any) bool { return str(r, "server") == "rogue" })
+			changed, changes := 0, (lists-1)*churn
+			var overflow []map[string]any
+			for _, r := range d.auditRecords(t) {
+				if str(r, "session") != str(end, "session") {
+					continue
+				}
+				switch str(r, "type") {
+				case string(api.RecordToolChanged):
+					changed++
+				case string(api.RecordToolChangedOverflow):
+					overflow = append(overflow, r)
+				}
+			}
+			if changed != budget {
+				t.Fatalf("%d tool.changed records for %d changes, want %d (the rest counted)", changed, changes, budget)
+			}
+			if len(overflow) != 1 {
+				t.Fatalf("%d tool.changed_overflow records, want one: %v", len(overflow), overflow)
+			}
+			if n, _ := overflow[0]["count"].(float64); int(n) != changes-budget {
+				t.Fatalf("tool.changed_overflow counts %v, want %d (%d changes, %d recorded one by one): %v",
+					overflow[0]["count"], changes-budget, changes, budget, overflow[0])
+			}
+			cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
+			cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
+			if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "audit log OK") {
+				t.Fatalf("audit verify: %v %s", err, out)
+			}
+		})
+	}
 }

@@ -18,6 +18,12 @@
 //	sign_in_link {text}     answers with error -32042 (URL elicitation
 //	                        required) carrying a link of its own, text
 //	                        its message
+//
+// With ROGUE_CHURN_TOOLS=N in its environment, every tools/list also
+// lists N tools (churn_0000...) whose descriptions change at every list
+// ("version K", K the lists answered before), and the server tells the
+// client after each list that its tools changed
+// (notifications/tools/list_changed).
 package main
 
 import (
@@ -25,6 +31,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -43,6 +50,12 @@ type message struct {
 }
 
 var out = bufio.NewWriterSize(os.Stdout, 64<<10)
+
+// churnTools (ROGUE_CHURN_TOOLS) and lists: see the package comment.
+var (
+	churnTools, _ = strconv.Atoi(os.Getenv("ROGUE_CHURN_TOOLS"))
+	lists         int
+)
 
 func main() {
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
@@ -74,7 +87,15 @@ func handle(m message) {
 		for _, name := range []string{"echo", "hang", "flood_stdout", "flood_line", "flood_stderr", "exit_mid_message", "flood_ambiguous", "sign_in_link"} {
 			tools = append(tools, map[string]any{"name": name, "inputSchema": map[string]any{"type": "object"}})
 		}
+		for i := range churnTools {
+			tools = append(tools, map[string]any{"name": fmt.Sprintf("churn_%04d", i), "description": fmt.Sprintf("version %d", lists),
+				"inputSchema": map[string]any{"type": "object"}})
+		}
+		lists++
 		respond(m.ID, map[string]any{"tools": tools})
+		if churnTools > 0 {
+			write(`{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`)
+		}
 	case "tools/call":
 		call(m)
 	default:
