@@ -303,10 +303,10 @@ func listInBackground(t *testing.T, c *mcpClient) <-chan []string {
 // time: each list held back every tool again under a new definition, and
 // each held-back definition was a tool.changed record (300 tools, 5
 // lists: 1,200 records), as often as the client listed, in observe mode
-// too. A session records the first maxPinChangeRecords (256)
-// one by one and counts the rest by tool in one tool.changed_overflow
-// record at its end; what is held back does not change, and the log
-// still verifies.
+// too. A session records each tool's first change and then 256 more
+// (maxPinChangeRecords) one by one, and counts the rest by tool in one
+// tool.changed_overflow record at its end; what is held back does not
+// change, and the log still verifies.
 func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 	const churn, lists, budget = 300, 5, 256
 	srv := fmt.Sprintf("[servers.rogue]\ncommand = [%q]\nenv = { ROGUE_CHURN_TOOLS = \"%d\" }\n", rogueServer(t), churn)
@@ -355,15 +355,15 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 					overflow = append(overflow, r)
 				}
 			}
-			if changed != budget {
-				t.Fatalf("%d tool.changed records for %d changes, want %d (the rest counted)", changed, changes, budget)
+			if changed != churn+budget {
+				t.Fatalf("%d tool.changed records for %d changes, want %d (each tool's first and %d more; the rest counted)", changed, changes, churn+budget, budget)
 			}
 			if len(overflow) != 1 {
 				t.Fatalf("%d tool.changed_overflow records, want one: %v", len(overflow), overflow)
 			}
-			if n, _ := overflow[0]["count"].(float64); int(n) != changes-budget {
+			if n, _ := overflow[0]["count"].(float64); int(n) != changes-churn-budget {
 				t.Fatalf("tool.changed_overflow counts %v, want %d (%d changes, %d recorded one by one): %v",
-					overflow[0]["count"], changes-budget, changes, budget, overflow[0])
+					overflow[0]["count"], changes-churn-budget, changes, churn+budget, overflow[0])
 			}
 			cmd := exec.Command(filepath.Join(env.bin, "mcpcage"), "audit", "verify")
 			cmd.Env = append(os.Environ(), "MCPCAGE_CONFIG="+d.config)
