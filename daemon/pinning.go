@@ -84,14 +84,14 @@ func (p *sessionPolicy) noteDef(name, def string) {
 	p.defs[name] = def
 }
 
-// unreadableRecorded notes that what the session was shown of name
-// cannot be pinned, and says whether to log and record that (once per
-// session, within its budget: recordsChange).
-func (p *sessionPolicy) unreadableRecorded(name string) bool {
+// unreadableRecorded notes that what the session was shown of name (a
+// pin's name, of kind) cannot be pinned, and says whether to log and
+// record that (once per session, within its budget: recordsChange).
+func (p *sessionPolicy) unreadableRecorded(kind heldKind, name string) bool {
 	p.mu.Lock()
 	p.noteDef(name, unreadableDef)
 	p.mu.Unlock()
-	_, record := p.recordsChange(name, "", unreadableDef)
+	_, record := p.recordsChange(heldBack{kind: kind, name: name, shown: unreadableDef})
 	return record
 }
 
@@ -135,7 +135,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	if pins.IsUIResource(name) {
 		// A UI resource's pin is under its URI: a tool so named would
 		// share it (and approving either hold the other back).
-		if p.unreadableRecorded(name) {
+		if p.unreadableRecorded(heldTool, name) {
 			s.log.Warn("tool held back: its name is a UI resource's URI", "tool", name)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, errToolNamedAsUI))
 		}
@@ -147,7 +147,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	def, err := pins.Canonical(item)
 	if err != nil {
-		if p.unreadableRecorded(name) {
+		if p.unreadableRecorded(heldTool, name) {
 			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -164,7 +164,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	if v != pins.Changed && v != pins.Unpinned {
 		return false
 	}
-	if fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest); fresh {
+	if fresh, record := p.recordsChange(heldBack{heldTool, name, pin.Approved.Digest, def.Digest}); fresh {
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 		if record {
 			s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
@@ -201,7 +201,7 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	}
 	def, err := pins.Canonical(append(append([]byte(`{"instructions":`), value...), '}'))
 	if err != nil {
-		if _, record := p.recordsChange(name, "", unreadableDef); record {
+		if _, record := p.recordsChange(heldBack{kind: heldInstructions, name: name, shown: unreadableDef}); record {
 			s.log.Warn("server instructions held back: they cannot be pinned", "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -215,11 +215,13 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	case pins.Pinned, pins.PinnedNew:
 		return nil, ""
 	case pins.Full:
-		s.log.Warn("server instructions held back: the pins of the server are full", "max", pins.MaxTools)
-		p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, fmt.Errorf("the pins of the server are full (%d)", pins.MaxTools)))
+		if _, record := p.recordsChange(heldBack{kind: heldInstructions, name: name, shown: fullDef}); record {
+			s.log.Warn("server instructions held back: the pins of the server are full", "max", pins.MaxTools)
+			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, fmt.Errorf("the pins of the server are full (%d)", pins.MaxTools)))
+		}
 		return p.holdInstructions(result)
 	}
-	if fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest); fresh {
+	if fresh, record := p.recordsChange(heldBack{heldInstructions, name, pin.Approved.Digest, def.Digest}); fresh {
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 		if record {
 			s.log.Warn("server instructions held back: they are not the approved ones", "pin", pin.Approved.Digest, "now", def.Digest)
@@ -247,7 +249,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	s, name := p.s, pins.Listed(uri)
 	def, asks, err := pins.CanonicalListing(uri, item)
 	if err != nil {
-		if p.unreadableRecorded(name) {
+		if p.unreadableRecorded(heldListed, name) {
 			s.log.Warn("UI resource's list entry held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
@@ -264,13 +266,13 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	case pins.Pinned, pins.PinnedNew:
 		return false
 	case pins.Full:
-		if _, record := p.recordsChange(name, "", fullDef); record {
+		if _, record := p.recordsChange(heldBack{kind: heldListed, name: name, shown: fullDef}); record {
 			s.log.Warn("UI resource's list entry held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		}
 		return true
 	}
-	p.noteChanged(name, pin, def)
+	p.noteChanged(heldListed, name, pin, def)
 	return true
 }
 
@@ -308,10 +310,10 @@ func (p *sessionPolicy) saveResourcePins() {
 }
 
 // noteChanged logs and records, once per session and definition, that
-// what the session was shown of the UI resource pin name is not the
-// approved one.
-func (p *sessionPolicy) noteChanged(name string, pin pins.Pin, def pins.Definition) {
-	fresh, record := p.recordsChange(name, pin.Approved.Digest, def.Digest)
+// what the session was shown of the UI resource pin name (its content,
+// heldResource, or its list entry, heldListed) is not the approved one.
+func (p *sessionPolicy) noteChanged(kind heldKind, name string, pin pins.Pin, def pins.Definition) {
+	fresh, record := p.recordsChange(heldBack{kind, name, pin.Approved.Digest, def.Digest})
 	if !fresh {
 		return
 	}
@@ -357,7 +359,7 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 		return fmt.Sprintf("the UI resource %q of server %s %s", uri, s.server, why)
 	}
 	if err != nil {
-		if p.unreadableRecorded(uri) {
+		if p.unreadableRecorded(heldResource, uri) {
 			s.log.Warn("UI resource held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
@@ -374,13 +376,13 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 	case pins.Pinned:
 		return ""
 	case pins.Full:
-		if _, record := p.recordsChange(uri, "", fullDef); record {
+		if _, record := p.recordsChange(heldBack{kind: heldResource, name: uri, shown: fullDef}); record {
 			s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		}
 		return held(fmt.Sprintf("is held back: the server has more tools and UI resources than mcpcage pins for one server (%d)", pins.MaxTools))
 	}
-	p.noteChanged(uri, pin, def)
+	p.noteChanged(heldResource, uri, pin, def)
 	return held(fmt.Sprintf("changed since it was approved: review it with `mcpcage pins diff %s %s`, approve it with `mcpcage pins approve %s %s DIGEST`", srv, name, srv, name))
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -15,6 +16,10 @@ const maxFoldedKeys = 32
 // foldedOther is the key under which records beyond maxFoldedKeys keys
 // are counted.
 const foldedOther = "(other)"
+
+// maxFoldedKeyBytes bounds a key a recordBudget counts by (a server's
+// names are as long as it likes); a longer one is cut, and marked so.
+const maxFoldedKeyBytes = 256
 
 // recordBudget bounds the records of one kind a session writes when a
 // server can repeat what causes them at will: the first ones are written
@@ -38,6 +43,9 @@ func (b *recordBudget) admit(limit int64, key string) bool {
 	}
 	if b.folded == nil {
 		b.folded = map[string]int64{}
+	}
+	if len(key) > maxFoldedKeyBytes {
+		key = strings.ToValidUTF8(key[:maxFoldedKeyBytes], "") + "…"
 	}
 	if _, ok := b.folded[key]; !ok && len(b.folded) >= maxFoldedKeys {
 		key = foldedOther

@@ -302,25 +302,27 @@ func listInBackground(t *testing.T, c *mcpClient) <-chan []string {
 // (notifications/tools/list_changed) gets a client that lists again each
 // time: each list held back every tool again under a new definition, and
 // each held-back definition was a tool.changed record (300 tools, 5
-// lists: 1,200 records), as often as the client listed, in observe mode
+// lists: 1,500 records), as often as the client listed, in observe mode
 // too. A session records each tool's first change and then 256 more
 // (maxPinChangeRecords) one by one, and counts the rest by tool in one
 // tool.changed_overflow record at its end; what is held back does not
-// change, and the log still verifies.
+// change, a rug pull of another tool after the churn is recorded with its
+// diff, and the log still verifies.
 func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
-	const churn, lists, budget = 300, 5, 256
-	srv := fmt.Sprintf("[servers.rogue]\ncommand = [%q]\nenv = { ROGUE_CHURN_TOOLS = \"%d\" }\n", rogueServer(t), churn)
+	const churn, lists, budget = 300, 6, 256
+	srv := fmt.Sprintf("[servers.rogue]\ncommand = [%q]\nenv = { ROGUE_CHURN_TOOLS = \"%d\", ROGUE_RUG_PULL_AT = \"%d\" }\n", rogueServer(t), churn, lists-1)
 	tests := []struct {
-		name  string
-		start func(t *testing.T) *daemon
-		later int // the changing tools shown after the first list
+		name    string
+		start   func(t *testing.T) *daemon
+		later   int  // the changing tools shown after the first list
+		enforce bool // the rug-pulled echo is held back
 	}{
-		{"observe mode", func(t *testing.T) *daemon { return startDaemon(t, srv) }, churn},
+		{"observe mode", func(t *testing.T) *daemon { return startDaemon(t, srv) }, churn, false},
 		{"enforced", func(t *testing.T) *daemon {
 			d := consentDaemon(t, srv)
 			d.mustCLI(t, "grant", "--agent", "itest", "--server", "rogue", "--tool", "*")
 			return d
-		}, 0},
+		}, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,14 +337,15 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 				if i == 0 {
 					want = churn // pinned on first use
 				}
-				if shown := strings.Count(list, `"churn_`); shown != want || !strings.Contains(list, `"echo"`) {
-					t.Fatalf("list %d shows %d of the %d changing tools (echo %v), want %d: %.300s",
-						i, shown, churn, strings.Contains(list, `"echo"`), want, list)
+				echo := !(tt.enforce && i == lists-1)
+				if shown := strings.Count(list, `"churn_`); shown != want || strings.Contains(list, `"echo"`) != echo {
+					t.Fatalf("list %d shows %d of the %d changing tools (echo %v), want %d (echo %v): %.300s",
+						i, shown, churn, strings.Contains(list, `"echo"`), want, echo, list)
 				}
 			}
 			_, _ = p.wait() // the client's end ends the session
 			end := d.record(t, string(api.RecordSessionEnd), func(r map[string]any) bool { return str(r, "server") == "rogue" })
-			changed, changes := 0, (lists-1)*churn
+			changed, changes, rug := 0, (lists-1)*churn, 0
 			var overflow []map[string]any
 			for _, r := range d.auditRecords(t) {
 				if str(r, "session") != str(end, "session") {
@@ -350,10 +353,17 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 				}
 				switch str(r, "type") {
 				case string(api.RecordToolChanged):
-					changed++
+					if str(r, "tool") == "echo" && strings.Contains(str(r, "diff"), "id_ed25519") {
+						rug++
+					} else {
+						changed++
+					}
 				case string(api.RecordToolChangedOverflow):
 					overflow = append(overflow, r)
 				}
+			}
+			if rug != 1 {
+				t.Fatalf("%d records of echo's rug pull with its diff, want one", rug)
 			}
 			if changed != churn+budget {
 				t.Fatalf("%d tool.changed records for %d changes, want %d (each tool's first and %d more; the rest counted)", changed, changes, churn+budget, budget)
