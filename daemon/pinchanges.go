@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"sync"
 
 	"github.com/mcpcage/mcpcage/api"
@@ -67,13 +68,15 @@ type heldBack struct {
 	kind     heldKind
 	name     string // the pin's name (for a list entry, pins.Listed)
 	approved string // the approved digest; "" for none
-	shown    string // the digest of what the session was shown, or unreadableDef or fullDef
+	shown    string // the digest of what the session was shown; unreadable (unreadableShown) or fullDef
+	pinned   bool   // name has a pin (approved, or pending under quarantine): the pin store bounds these names
 }
 
-// changed says whether h is a pin's definition that changed (or a new one
-// under quarantine), rather than one held back without a pin.
-func (h heldBack) changed() bool {
-	return h.shown != unreadableDef && h.shown != fullDef
+// unreadableShown is heldBack.shown for a definition that cannot be pinned
+// (raw, as the server sent it): a later different one is another.
+func unreadableShown(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return unreadableDef + ":" + hex.EncodeToString(sum[:])
 }
 
 // key is h's key in the session's sets: a digest, so that a server's long
@@ -116,7 +119,7 @@ func (c *pinChanges) admit(h heldBack) (fresh, record, first bool) {
 		}
 		c.seen[key] = struct{}{}
 	}
-	if h.changed() {
+	if h.pinned {
 		pin := h.key(false)
 		if _, ok := c.firsts[pin]; !ok && len(c.firsts) < maxPinFirsts {
 			if c.firsts == nil {

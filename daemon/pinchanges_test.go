@@ -160,13 +160,15 @@ func TestRugPullAfterChurnIsRecorded(t *testing.T) {
 		return out
 	}
 	tests := []struct {
-		name    string
-		junk    func(list int) []string
-		approve bool // send_email's first change is approved, then the churn, then a rug pull
+		name       string
+		junk       func(list int) []string
+		approve    bool // send_email's first change is approved, then the churn, then a rug pull
+		unpinnable bool // the rug pull's definition is too big to pin
 	}{
-		{"tools changed at every list", changing, false},
-		{"tools named like UI resources", namedAsUI, false},
-		{"after an approval", changing, true},
+		{"tools changed at every list", changing, false, false},
+		{"tools named like UI resources", namedAsUI, false, false},
+		{"after an approval", changing, true, false},
+		{"a rug pull too big to pin", namedAsUI, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,13 +195,18 @@ func TestRugPullAfterChurnIsRecorded(t *testing.T) {
 			for i := 2; i < 6; i++ {
 				list(i, send)
 			}
-			list(6, evil)
+			if tt.unpinnable {
+				list(6, evil+strings.Repeat(" ", pins.MaxDefinition))
+			} else {
+				list(6, evil)
+			}
 			p.d.recordPinChangeOverflow(p.s)
 			var rug []audit.Record
 			overflowed := false
 			for _, r := range written() {
 				switch {
-				case r["type"] == "tool.changed" && r["tool"] == "send_email" && strings.Contains(fmt.Sprint(r["diff"]), "id_ed25519"):
+				case r["type"] == "tool.changed" && r["tool"] == "send_email" &&
+					(strings.Contains(fmt.Sprint(r["diff"]), "id_ed25519") || tt.unpinnable && r["action"] == "held back"):
 					rug = append(rug, r)
 				case r["type"] == "tool.changed_overflow":
 					overflowed = true
@@ -209,7 +216,7 @@ func TestRugPullAfterChurnIsRecorded(t *testing.T) {
 				t.Fatal("the churn did not spend the budget: the test shows nothing")
 			}
 			if len(rug) != 1 {
-				t.Fatalf("send_email's rug pull: %d records with its diff, want one", len(rug))
+				t.Fatalf("send_email's rug pull: %d records of it, want one", len(rug))
 			}
 		})
 	}
@@ -221,16 +228,18 @@ func TestRugPullAfterChurnIsRecorded(t *testing.T) {
 func TestHeldBackKindsDoNotShareRecords(t *testing.T) {
 	name := pins.Listed("ui://app")
 	kinds := []heldKind{heldTool, heldInstructions, heldResource, heldListed}
-	for _, shown := range []string{unreadableDef, fullDef, "sha256:0123"} {
+	for _, h := range []heldBack{{shown: unreadableShown([]byte("{}"))}, {shown: fullDef}, {shown: "sha256:0123", pinned: true}} {
 		var c pinChanges
 		for _, k := range kinds {
-			if fresh, record, _ := c.admit(heldBack{k, name, "", shown}); !fresh || !record {
-				t.Errorf("%s %q shown as %q after the other kinds: fresh %v, recorded %v; want both", k, name, shown, fresh, record)
+			h.kind, h.name = k, name
+			if fresh, record, _ := c.admit(h); !fresh || !record {
+				t.Errorf("%s %q shown as %q after the other kinds: fresh %v, recorded %v; want both", k, name, h.shown, fresh, record)
 			}
 		}
 		for _, k := range kinds {
-			if fresh, _, _ := c.admit(heldBack{k, name, "", shown}); fresh {
-				t.Errorf("%s %q shown as %q again: fresh, want it seen", k, name, shown)
+			h.kind = k
+			if fresh, _, _ := c.admit(h); fresh {
+				t.Errorf("%s %q shown as %q again: fresh, want it seen", k, name, h.shown)
 			}
 		}
 	}

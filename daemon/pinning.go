@@ -85,14 +85,22 @@ func (p *sessionPolicy) noteDef(name, def string) {
 }
 
 // unreadableRecorded notes that what the session was shown of name (a
-// pin's name, of kind) cannot be pinned, and says whether to log and
-// record that (once per session, within its budget: recordsChange).
-func (p *sessionPolicy) unreadableRecorded(kind heldKind, name string) bool {
+// pin's name, of kind), raw, cannot be pinned, and says whether to log
+// and record that (recordsChange: once per session and definition; the
+// first for a pinned name and approval, else within the budget).
+func (p *sessionPolicy) unreadableRecorded(kind heldKind, name string, raw []byte) bool {
 	p.mu.Lock()
 	p.noteDef(name, unreadableDef)
 	p.mu.Unlock()
-	_, record := p.recordsChange(heldBack{kind: kind, name: name, shown: unreadableDef})
+	_, record := p.recordsChange(p.unreadable(kind, name, raw))
 	return record
+}
+
+// unreadable is the held-back definition raw of name, of kind, which
+// cannot be pinned: against its pin, if it has one.
+func (p *sessionPolicy) unreadable(kind heldKind, name string, raw []byte) heldBack {
+	pin, pinned := p.d.pins.Get(p.s.pinKey, name)
+	return heldBack{kind: kind, name: name, approved: pin.Approved.Digest, shown: unreadableShown(raw), pinned: pinned}
 }
 
 // overflowed notes a tool held back because the pins are full.
@@ -135,7 +143,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	if pins.IsUIResource(name) {
 		// A UI resource's pin is under its URI: a tool so named would
 		// share it (and approving either hold the other back).
-		if p.unreadableRecorded(heldTool, name) {
+		if p.unreadableRecorded(heldTool, name, item) {
 			s.log.Warn("tool held back: its name is a UI resource's URI", "tool", name)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, errToolNamedAsUI))
 		}
@@ -147,7 +155,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	}
 	def, err := pins.Canonical(item)
 	if err != nil {
-		if p.unreadableRecorded(heldTool, name) {
+		if p.unreadableRecorded(heldTool, name, item) {
 			s.log.Warn("tool held back: its definition cannot be pinned", "tool", name, "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -164,7 +172,7 @@ func (p *sessionPolicy) checkPin(name string, item []byte) bool {
 	if v != pins.Changed && v != pins.Unpinned {
 		return false
 	}
-	if fresh, record := p.recordsChange(heldBack{heldTool, name, pin.Approved.Digest, def.Digest}); fresh {
+	if fresh, record := p.recordsChange(heldBack{heldTool, name, pin.Approved.Digest, def.Digest, true}); fresh {
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 		if record {
 			s.log.Warn("tool quarantined: its definition is not the approved one", "tool", name, "pin", pin.Approved.Digest, "now", def.Digest)
@@ -201,7 +209,7 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	}
 	def, err := pins.Canonical(append(append([]byte(`{"instructions":`), value...), '}'))
 	if err != nil {
-		if _, record := p.recordsChange(heldBack{kind: heldInstructions, name: name, shown: unreadableDef}); record {
+		if _, record := p.recordsChange(p.unreadable(heldInstructions, name, value)); record {
 			s.log.Warn("server instructions held back: they cannot be pinned", "err", err)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, err))
 		}
@@ -221,7 +229,7 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 		}
 		return p.holdInstructions(result)
 	}
-	if fresh, record := p.recordsChange(heldBack{heldInstructions, name, pin.Approved.Digest, def.Digest}); fresh {
+	if fresh, record := p.recordsChange(heldBack{heldInstructions, name, pin.Approved.Digest, def.Digest, true}); fresh {
 		p.d.metrics.ToolDefinitionsChanged.WithLabelValues(s.serverLabel).Inc()
 		if record {
 			s.log.Warn("server instructions held back: they are not the approved ones", "pin", pin.Approved.Digest, "now", def.Digest)
@@ -249,7 +257,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	s, name := p.s, pins.Listed(uri)
 	def, asks, err := pins.CanonicalListing(uri, item)
 	if err != nil {
-		if p.unreadableRecorded(heldListed, name) {
+		if p.unreadableRecorded(heldListed, name, item) {
 			s.log.Warn("UI resource's list entry held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
@@ -313,7 +321,7 @@ func (p *sessionPolicy) saveResourcePins() {
 // what the session was shown of the UI resource pin name (its content,
 // heldResource, or its list entry, heldListed) is not the approved one.
 func (p *sessionPolicy) noteChanged(kind heldKind, name string, pin pins.Pin, def pins.Definition) {
-	fresh, record := p.recordsChange(heldBack{kind, name, pin.Approved.Digest, def.Digest})
+	fresh, record := p.recordsChange(heldBack{kind, name, pin.Approved.Digest, def.Digest, true})
 	if !fresh {
 		return
 	}
@@ -359,7 +367,7 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 		return fmt.Sprintf("the UI resource %q of server %s %s", uri, s.server, why)
 	}
 	if err != nil {
-		if p.unreadableRecorded(heldResource, uri) {
+		if p.unreadableRecorded(heldResource, uri, result) {
 			s.log.Warn("UI resource held back: it cannot be pinned", "resource", uri, "err", err)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": err.Error()}))
 		}
