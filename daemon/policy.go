@@ -776,7 +776,12 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 			p.suspect(in, tool, si.matches)
 		}
 	}
-	// Counts, and the first names (a server chooses how many there are).
+	// Counts, and the first names (a server chooses how many there are);
+	// a list the session recorded already is counted (listRecords).
+	if !s.lists.admit(k, shown, hidden) {
+		s.log.Debug("list shown to the agent again", "list", key, "shown", len(shown), "hidden", len(hidden), "unrecorded", true)
+		return filtered, ""
+	}
 	s.log.Info("list shown to the agent", "list", key, "shown", len(shown), "hidden", len(hidden), "hidden_names", logbound.List(hidden))
 	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
 	return filtered, ""

@@ -195,7 +195,9 @@ func agentDetail(ap identity.Process) map[string]any {
 // sessionEndRecord: why the session ended and what it did.
 func (s *session) sessionEndRecord(exit api.Exit) audit.Record {
 	st := &s.relay.Stats
+	repeated, unrecorded := s.lists.counts()
 	return s.record(api.RecordSessionEnd, audit.Record{"reason": string(exit.Reason), "exit_code": exit.Code, "error": exit.Error,
+		"lists_repeated": repeated, "lists_unrecorded": unrecorded,
 		"duration_ms": time.Since(s.start).Milliseconds(), "calls_allowed": s.allowed.Load(), "calls_denied": s.denied.Load(),
 		"messages_in": st.Messages[relay.ClientToServer].Load(), "messages_out": st.Messages[relay.ServerToClient].Load(),
 		"denied_syscalls": s.deniedSyscalls.Load(), "kernel_events": s.kernelEvents.Load(), "kernel_denied": s.deniedKernel.Load(),

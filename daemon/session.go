@@ -63,6 +63,7 @@ type session struct {
 	deniedKernel    atomic.Int64
 	kernelDenials   recordBudget  // the repeatable ones, recorded one by one up to a bound
 	pinChanges      pinChanges    // held-back definitions recorded, within a budget
+	lists           listRecords   // the lists recorded: each once
 	recordsDropped  atomic.Int64  // its kernel events' records the audit queue had no room for
 	opensFolded     uint64        // opens deny-checked but folded into a recorded one (kernel)
 	eventsThrottled uint64        // kernel events the session's budget refused: not recorded

@@ -307,7 +307,9 @@ func listInBackground(t *testing.T, c *mcpClient) <-chan []string {
 // (maxPinChangeRecords) one by one, and counts the rest by tool in one
 // tool.changed_overflow record at its end; what is held back does not
 // change, a rug pull of another tool after the churn is recorded with its
-// diff, and the log still verifies.
+// diff, and the log still verifies. Each list was also a tools.list
+// record: a session records each list once per content and counts the
+// repeats (session.end's lists_repeated).
 func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 	const churn, lists, budget = 300, 6, 256
 	srv := fmt.Sprintf("[servers.rogue]\ncommand = [%q]\nenv = { ROGUE_CHURN_TOOLS = \"%d\", ROGUE_RUG_PULL_AT = \"%d\" }\n", rogueServer(t), churn, lists-1)
@@ -316,13 +318,14 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 		start   func(t *testing.T) *daemon
 		later   int  // the changing tools shown after the first list
 		enforce bool // the rug-pulled echo is held back
+		records int  // different lists: all shown; the churn held back; echo too
 	}{
-		{"observe mode", func(t *testing.T) *daemon { return startDaemon(t, srv) }, churn, false},
+		{"observe mode", func(t *testing.T) *daemon { return startDaemon(t, srv) }, churn, false, 1},
 		{"enforced", func(t *testing.T) *daemon {
 			d := consentDaemon(t, srv)
 			d.mustCLI(t, "grant", "--agent", "itest", "--server", "rogue", "--tool", "*")
 			return d
-		}, 0, true},
+		}, 0, true, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -345,13 +348,15 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 			}
 			_, _ = p.wait() // the client's end ends the session
 			end := d.record(t, string(api.RecordSessionEnd), func(r map[string]any) bool { return str(r, "server") == "rogue" })
-			changed, changes, rug := 0, (lists-1)*churn, 0
+			changed, changes, rug, listed := 0, (lists-1)*churn, 0, 0
 			var overflow []map[string]any
 			for _, r := range d.auditRecords(t) {
 				if str(r, "session") != str(end, "session") {
 					continue
 				}
 				switch str(r, "type") {
+				case string(api.RecordToolsList):
+					listed++
 				case string(api.RecordToolChanged):
 					if str(r, "tool") == "echo" && strings.Contains(str(r, "diff"), "id_ed25519") {
 						rug++
@@ -361,6 +366,9 @@ func TestChangingToolsAtEveryListKeepTheAuditBounded(t *testing.T) {
 				case string(api.RecordToolChangedOverflow):
 					overflow = append(overflow, r)
 				}
+			}
+			if n, _ := end["lists_repeated"].(float64); listed != tt.records || int(n) != lists-tt.records {
+				t.Fatalf("%d tools.list records and %v repeats counted for %d lists, want %d and %d", listed, end["lists_repeated"], lists, tt.records, lists-tt.records)
 			}
 			if rug != 1 {
 				t.Fatalf("%d records of echo's rug pull with its diff, want one", rug)
