@@ -3,6 +3,7 @@ package daemon
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"sync"
 
 	"github.com/mcpcage/mcpcage/daemon/consent"
@@ -11,52 +12,102 @@ import (
 // A server that says its list changed (notifications/tools/list_changed)
 // after every list keeps a client listing as fast as it answers, and each
 // list was a record of what the agent was shown and what was hidden (up to
-// 64 KiB with a thousand names), every time. A session records each list
-// once per kind and content (the names shown and hidden, in order); an
-// identical later list is counted (session.end's lists_repeated). At most
-// maxListRecords different lists are recorded one by one; the rest are
-// counted too (lists_unrecorded). What the agent was shown is in the log
-// once per session; how often it was shown it again is a count.
-const maxListRecords = 256
+// 64 KiB with a thousand names), every time.
+//
+// A session records each list of a kind (tools, resources, prompts) once
+// per content: the names shown and hidden, in order, under the digest the
+// record carries (list_digest). A list shown again right after the same
+// one is counted (session.end's lists_repeated); one shown again after
+// another is a small record naming the digest of the recorded one
+// (shown_again), at most maxListRecords of them per kind, then counted.
+// Per kind, at most maxListRecords different lists are recorded whole;
+// past that, a list is still recorded while it shows a name the session
+// has not shown before (at most maxShownNames of them), so that no server
+// can spend the bound and then show a tool unrecorded. The rest are counted
+// (lists_unrecorded), and the first is logged.
+const (
+	maxListRecords = 256
+	maxShownNames  = 2048
+)
+
+// listRecording is how a list is recorded.
+type listRecording int
+
+const (
+	listCounted    listRecording = iota // not recorded: counted in session.end
+	listWhole                           // recorded whole: names shown and hidden
+	listShownAgain                      // recorded as the digest of the list recorded before
+)
 
 // listRecords are the lists a session has recorded.
 type listRecords struct {
 	mu         sync.Mutex
-	seen       map[[sha256.Size]byte]struct{}
-	repeated   int64 // lists identical to one recorded
-	unrecorded int64 // different lists beyond maxListRecords
+	kinds      map[consent.Kind]*kindLists
+	repeated   int64 // lists shown again, not recorded
+	unrecorded int64 // different lists not recorded
+	warned     bool  // the first list not recorded was logged
 }
 
-// admit says whether the list of kind k that showed shown and hid hidden
-// is recorded; when not, it is counted.
-func (l *listRecords) admit(k consent.Kind, shown, hidden []string) bool {
+// kindLists are the lists of one kind a session has recorded.
+type kindLists struct {
+	seen  map[[sha256.Size]byte]struct{} // recorded whole
+	names map[[sha256.Size]byte]struct{} // names shown
+	last  [sha256.Size]byte              // the last list of the kind
+	again int                            // listShownAgain records
+}
+
+// admit says how the list of kind k that showed shown and hid hidden is
+// recorded, under what digest, and whether it is the first one counted
+// instead of recorded (to be logged).
+func (l *listRecords) admit(k consent.Kind, shown, hidden []string) (how listRecording, digest string, firstCounted bool) {
 	key := listDigest(k, shown, hidden)
+	digest = hex.EncodeToString(key[:])
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.seen[key]; ok {
+	if l.kinds == nil {
+		l.kinds = map[consent.Kind]*kindLists{}
+	}
+	kl := l.kinds[k]
+	if kl == nil {
+		kl = &kindLists{seen: map[[sha256.Size]byte]struct{}{}, names: map[[sha256.Size]byte]struct{}{}}
+		l.kinds[k] = kl
+	}
+	defer func() { kl.last = key }()
+	if _, ok := kl.seen[key]; ok {
+		if kl.last != key && kl.again < maxListRecords {
+			kl.again++
+			return listShownAgain, digest, false
+		}
 		l.repeated++
-		return false
+		return listCounted, digest, false
 	}
-	if len(l.seen) >= maxListRecords {
-		l.unrecorded++
-		return false
+	news := false
+	for _, name := range shown {
+		n := sha256.Sum256([]byte(name))
+		if _, ok := kl.names[n]; !ok && len(kl.names) < maxShownNames {
+			kl.names[n] = struct{}{}
+			news = true
+		}
 	}
-	if l.seen == nil {
-		l.seen = map[[sha256.Size]byte]struct{}{}
+	if len(kl.seen) < maxListRecords || news {
+		kl.seen[key] = struct{}{}
+		return listWhole, digest, false
 	}
-	l.seen[key] = struct{}{}
-	return true
+	l.unrecorded++
+	firstCounted = !l.warned
+	l.warned = true
+	return listCounted, digest, firstCounted
 }
 
-// counts are the lists counted instead of recorded: identical to one
-// recorded, and beyond the bound.
+// counts are the lists counted instead of recorded: shown again, and
+// different ones past the bounds.
 func (l *listRecords) counts() (repeated, unrecorded int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.repeated, l.unrecorded
 }
 
-// listDigest is the digest of a list's kind and names, each name
+// listDigest is the digest of a list's kind and names, each
 // length-prefixed (no two lists share one).
 func listDigest(k consent.Kind, shown, hidden []string) [sha256.Size]byte {
 	h := sha256.New()

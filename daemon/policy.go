@@ -777,13 +777,22 @@ func (p *sessionPolicy) filterList(result []byte, key, field string, k consent.K
 		}
 	}
 	// Counts, and the first names (a server chooses how many there are);
-	// a list the session recorded already is counted (listRecords).
-	if !s.lists.admit(k, shown, hidden) {
-		s.log.Debug("list shown to the agent again", "list", key, "shown", len(shown), "hidden", len(hidden), "unrecorded", true)
-		return filtered, ""
+	// a list the session recorded already is not recorded whole again
+	// (listRecords).
+	how, digest, firstCounted := s.lists.admit(k, shown, hidden)
+	switch how {
+	case listCounted:
+		if firstCounted {
+			s.log.Warn("the server showed more different lists than a session records: the rest are counted (session.end's lists_unrecorded)", "max", maxListRecords)
+		}
+		s.log.Debug("list shown to the agent, not recorded", "list", key, "shown", len(shown), "hidden", len(hidden), "list_digest", digest)
+	case listShownAgain:
+		s.log.Info("list shown to the agent again", "list", key, "shown", len(shown), "hidden", len(hidden), "list_digest", digest)
+		p.d.audit.AppendAsync(s.listAgainRecord(k, digest))
+	default:
+		s.log.Info("list shown to the agent", "list", key, "shown", len(shown), "hidden", len(hidden), "hidden_names", logbound.List(hidden))
+		p.d.audit.AppendAsync(s.listRecord(k, shown, hidden, digest))
 	}
-	s.log.Info("list shown to the agent", "list", key, "shown", len(shown), "hidden", len(hidden), "hidden_names", logbound.List(hidden))
-	p.d.audit.AppendAsync(s.listRecord(k, shown, hidden))
 	return filtered, ""
 }
 

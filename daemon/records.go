@@ -321,9 +321,16 @@ var listRecordTypes = map[consent.Kind]api.RecordType{
 	consent.KindPrompt:   api.RecordPromptsList,
 }
 
-// listRecord: what a list result showed the agent and what it hid.
-func (s *session) listRecord(k consent.Kind, shown, hidden []string) audit.Record {
-	return s.record(listRecordTypes[k], audit.Record{"shown": nonNilStrings(shown), "hidden": nonNilStrings(hidden)})
+// listRecord: what a list result showed the agent and what it hid, under
+// its digest (listDigest).
+func (s *session) listRecord(k consent.Kind, shown, hidden []string, digest string) audit.Record {
+	return s.record(listRecordTypes[k], audit.Record{"shown": nonNilStrings(shown), "hidden": nonNilStrings(hidden), "list_digest": digest})
+}
+
+// listAgainRecord: a list result showed the agent what the recorded list
+// of that digest did, after another list.
+func (s *session) listAgainRecord(k consent.Kind, digest string) audit.Record {
+	return s.record(listRecordTypes[k], audit.Record{"list_digest": digest, "again": true})
 }
 
 // sandboxDeniedRecord: the seccomp profile refused a system call (its

@@ -58,7 +58,7 @@ func TestDecisionRecord(t *testing.T) {
 func TestListRecordTypes(t *testing.T) {
 	s := &session{digests: testDigests, id: "s1"}
 	for k, want := range map[consent.Kind]api.RecordType{consent.KindTool: api.RecordToolsList, consent.KindResource: api.RecordResourcesList, consent.KindPrompt: api.RecordPromptsList} {
-		if r := s.listRecord(k, nil, []string{"x"}); r["type"] != string(want) {
+		if r := s.listRecord(k, nil, []string{"x"}, "d"); r["type"] != string(want) {
 			t.Errorf("%v list recorded as %v, want %s", k, r["type"], want)
 		}
 	}
