@@ -290,6 +290,10 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// shutdownWait bounds how long shutdown waits for the sessions to end and
+// the warm pool to empty.
+const shutdownWait = 30 * time.Second
+
 // shutdown ends every session and waits for them.
 func (d *Daemon) shutdown() {
 	d.mu.Lock()
@@ -297,16 +301,27 @@ func (d *Daemon) shutdown() {
 	d.mu.Unlock()
 	live := d.liveSessions()
 	d.log.Info("shutting down", "sessions", len(live))
-	d.warm.close() // no new prepared sandboxes; the ready ones removed
+	warmDone := d.warm.close() // no new prepared sandboxes; the ready ones removed
 	for _, s := range live {
 		s.endForShutdown()
 	}
+	// The sessions and the warm pool's builds and removals end together,
+	// within one bound (systemd's TimeoutStopSec is 45 s): a build under
+	// way when the daemon stops completes and is removed, unless it waits
+	// longer (on a mount source's file system, a loaded containerd).
+	bound, cancel := context.WithTimeout(context.Background(), shutdownWait)
+	defer cancel()
 	done := make(chan struct{})
 	go func() { d.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		d.log.Error("sessions did not end within 30s; exiting anyway")
+	case <-bound.Done():
+		d.log.Error("sessions did not end within the shutdown's bound; exiting anyway", "bound", shutdownWait)
+	}
+	select {
+	case <-warmDone:
+	case <-bound.Done():
+		d.log.Warn("warm sandboxes still being built or removed; the next start removes what is left")
 	}
 	type closer struct {
 		what string

@@ -83,10 +83,6 @@ type warmPool struct {
 	work   sync.WaitGroup // builds and discards under way
 }
 
-// warmCloseWait bounds how long close waits for builds and removals under
-// way (a build can wait on a mount source's file system).
-const warmCloseWait = 10 * time.Second
-
 func newWarmPool(d *Daemon) *warmPool {
 	return &warmPool{d: d, byKey: map[warmKey]*warmSandbox{}, building: map[warmKey]bool{}, stale: map[warmKey]bool{}}
 }
@@ -363,21 +359,19 @@ func (w *warmPool) discardWhere(match func(warmKey) bool, newGen bool) {
 	}()
 }
 
-// close stops refills, discards everything (and what builds under way
-// produce), and waits for that at most warmCloseWait: a build can wait on
-// a mount source's file system; what it leaves the next start removes.
-func (w *warmPool) close() {
+// close stops refills and discards everything (and what builds under way
+// produce); the returned channel is closed once that is done. Shutdown
+// waits for it beside the sessions, within its own bound: a build can
+// wait on a mount source's file system, and what it leaves the next
+// start removes.
+func (w *warmPool) close() <-chan struct{} {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
 	w.flush()
 	done := make(chan struct{})
 	go func() { w.work.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(warmCloseWait):
-		w.d.log.Warn("warm sandboxes still being built or removed; the next start removes what is left")
-	}
+	return done
 }
 
 // status describes the pool for `mcpcage status`: every entry for root

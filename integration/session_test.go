@@ -298,21 +298,56 @@ func TestStopDuringCreateLeavesNoContainer(t *testing.T) {
 			must(t, d.cmd.Process.Signal(syscall.SIGTERM), "SIGTERM")
 			d.waitLog(`msg="shutting down"`) // the daemon's context is cancelled
 			gate.open(t)
-			select {
-			case <-d.exited:
-			case <-time.After(40 * time.Second):
-				t.Fatalf("mcpcaged did not stop within 40s of SIGTERM:\n%s", d.log.String())
-			}
-			if code := d.cmd.ProcessState.ExitCode(); code != 0 {
-				t.Fatalf("mcpcaged exited %d on SIGTERM, want 0:\n%s", code, d.log.String())
-			}
-			if left := d.leftAfterStop(); len(left) != 0 {
-				t.Fatalf("mcpcaged stopped during %s and left %v:\n%s", method, left, d.log.String())
-			}
+			d.stoppedClean(t, "during "+method)
 			if code := r.wait(); code == 0 {
 				t.Fatalf("the shim of a session that never started exited 0; stderr %q", r.stderr.String())
 			}
 		})
+	}
+}
+
+// A warm sandbox being built when the daemon stops, on a containerd that
+// takes 12 s to create its task (a loaded host), is waited for, removed,
+// and leaves nothing: the daemon waited 10 s for its warm builds before,
+// then closed its containerd client under the build (a CI run left such a
+// container behind). The pool's work now shares the shutdown's bound
+// with the sessions.
+func TestStopDuringAWarmBuildLeavesNoContainer(t *testing.T) {
+	const slow = 12 * time.Second
+	gate := newFailpointGate(t)
+	d := startDaemon(t, "[daemon]\nwarm_sandboxes = 2\n", failpoints(gate.env("MCPCAGE_FAILPOINT_CONTAINERD_REPLY_GATE")))
+	c := d.connect(t, "test", mcp.ProtocolVersion20251125)
+	if got, _ := callText(t, c, "echo", map[string]any{"text": "warm"}); got != "warm" {
+		t.Fatalf("echo = %q", got)
+	}
+	gate.armFor(t, "Tasks/Create")
+	must(t, c.Close(), "close the client") // the session's end prepares the next sandbox
+	gate.waitReached(t, "the warm build's Tasks/Create to be carried out, its reply held", d.log.String)
+	must(t, d.cmd.Process.Signal(syscall.SIGTERM), "SIGTERM")
+	d.waitLog(`msg="shutting down"`)
+	select {
+	case <-d.exited: // it gave up on the build: what is left shows below
+	case <-time.After(slow): // containerd answers late
+		gate.open(t)
+	}
+	d.stoppedClean(t, "during a warm build")
+}
+
+// stoppedClean waits at most 40 s for d, sent SIGTERM, to exit, and fails
+// t unless it exited 0 and left nothing in its namespace (when: what it
+// was doing).
+func (d *daemon) stoppedClean(t *testing.T, when string) {
+	t.Helper()
+	select {
+	case <-d.exited:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("mcpcaged did not stop within 40s:\n%s", d.log.String())
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("mcpcaged exited %d on SIGTERM, want 0:\n%s", code, d.log.String())
+	}
+	if left := d.leftAfterStop(); len(left) != 0 {
+		t.Fatalf("mcpcaged stopped %s and left %v:\n%s", when, left, d.log.String())
 	}
 }
 
