@@ -34,10 +34,6 @@ const (
 	maxPinFirsts        = 2 * pins.MaxTools // pins and approvals whose first change the session recorded
 )
 
-// fullDef is what the session was shown, for a definition held back
-// because the pins of its server are full (pins.MaxTools).
-const fullDef = "full"
-
 // heldKind is what a held-back definition is of: a record of one kind
 // never stands for a record of another under the same name (a tool named
 // "ui://app (listed)" is not that UI resource's list entry).
@@ -68,7 +64,7 @@ type heldBack struct {
 	kind     heldKind
 	name     string // the pin's name (for a list entry, pins.Listed)
 	approved string // the approved digest; "" for none
-	shown    string // the digest of what the session was shown; unreadable (unreadableShown) or fullDef
+	shown    string // the digest of what the session was shown; unreadable (unreadableShown) or overflowDef (the pins are full)
 	pinned   bool   // name has a pin (approved, or pending under quarantine): the pin store bounds these names
 }
 

@@ -228,7 +228,7 @@ func TestRugPullAfterChurnIsRecorded(t *testing.T) {
 func TestHeldBackKindsDoNotShareRecords(t *testing.T) {
 	name := pins.Listed("ui://app")
 	kinds := []heldKind{heldTool, heldInstructions, heldResource, heldListed}
-	for _, h := range []heldBack{{shown: unreadableShown([]byte("{}"))}, {shown: fullDef}, {shown: "sha256:0123", pinned: true}} {
+	for _, h := range []heldBack{{shown: unreadableShown([]byte("{}"))}, {shown: overflowDef}, {shown: "sha256:0123", pinned: true}} {
 		var c pinChanges
 		for _, k := range kinds {
 			h.kind, h.name = k, name

@@ -223,7 +223,7 @@ func (p *sessionPolicy) checkInstructions(result []byte) (_ []byte, refused stri
 	case pins.Pinned, pins.PinnedNew:
 		return nil, ""
 	case pins.Full:
-		if _, record := p.recordsChange(heldBack{kind: heldInstructions, name: name, shown: fullDef}); record {
+		if _, record := p.recordsChange(heldBack{kind: heldInstructions, name: name, shown: overflowDef}); record {
 			s.log.Warn("server instructions held back: the pins of the server are full", "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.toolUnpinnableRecord(name, fmt.Errorf("the pins of the server are full (%d)", pins.MaxTools)))
 		}
@@ -274,7 +274,7 @@ func (p *sessionPolicy) checkListedUI(uri string, item []byte) bool {
 	case pins.Pinned, pins.PinnedNew:
 		return false
 	case pins.Full:
-		if _, record := p.recordsChange(heldBack{kind: heldListed, name: name, shown: fullDef}); record {
+		if _, record := p.recordsChange(heldBack{kind: heldListed, name: name, shown: overflowDef}); record {
 			s.log.Warn("UI resource's list entry held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(name, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		}
@@ -384,7 +384,7 @@ func (p *sessionPolicy) checkUIResource(uri string, result []byte) string {
 	case pins.Pinned:
 		return ""
 	case pins.Full:
-		if _, record := p.recordsChange(heldBack{kind: heldResource, name: uri, shown: fullDef}); record {
+		if _, record := p.recordsChange(heldBack{kind: heldResource, name: uri, shown: overflowDef}); record {
 			s.log.Warn("UI resource held back: the pins of the server are full", "resource", uri, "max", pins.MaxTools)
 			p.d.audit.AppendAsync(s.resourceChangedRecord(uri, audit.Record{"action": "held back", "reason": fmt.Sprintf("the pins of the server are full (%d)", pins.MaxTools)}))
 		}
